@@ -1,0 +1,84 @@
+package pkcs11
+
+import (
+	"errors"
+	"fmt"
+
+	p11 "github.com/miekg/pkcs11"
+)
+
+// Errors a caller may branch on with errors.Is.
+var (
+	// ErrModule means the PKCS#11 module could not be loaded or initialised.
+	ErrModule = errors.New("pkcs11: module unavailable")
+	// ErrTokenNotFound means no token matched the label or serial.
+	ErrTokenNotFound = errors.New("pkcs11: token not found")
+	// ErrObjectNotFound means no object matched the class, CKA_ID and label.
+	ErrObjectNotFound = errors.New("pkcs11: object not found")
+	// ErrPINIncorrect means the token refused the PIN.
+	ErrPINIncorrect = errors.New("pkcs11: PIN incorrect")
+	// ErrPINLocked means the token has blocked the PIN.
+	ErrPINLocked = errors.New("pkcs11: PIN locked")
+	// ErrPINRequired means the operation needs a PIN and none was configured.
+	ErrPINRequired = errors.New("pkcs11: PIN required")
+	// ErrTokenUnavailable means the token went away (removed, deleted,
+	// re-initialised) during an operation; the next call reconnects.
+	ErrTokenUnavailable = errors.New("pkcs11: token unavailable")
+	// ErrDecrypt means a decryption failed: wrong key, or the data was
+	// tampered with.
+	ErrDecrypt = errors.New("pkcs11: decryption failed")
+	// ErrKeyChanged means a key's CKA_ID now names a different key than
+	// when the Signer was opened (the token was re-created).
+	ErrKeyChanged = errors.New("pkcs11: key changed")
+	// ErrClosed means the module or token was closed.
+	ErrClosed = errors.New("pkcs11: closed")
+)
+
+// returnValue extracts the PKCS#11 return code of err, if it carries one.
+func returnValue(err error) (uint, bool) {
+	var e p11.Error
+	if errors.As(err, &e) {
+		return uint(e), true
+	}
+	return 0, false
+}
+
+// is reports whether err carries the PKCS#11 return code rv.
+func is(err error, rv uint) bool {
+	got, ok := returnValue(err)
+	return ok && got == rv
+}
+
+// sessionLost reports whether err means the session, its login or the token
+// behind it is gone, so the pool must reopen sessions and log in again.
+func sessionLost(err error) bool {
+	rv, ok := returnValue(err)
+	if !ok {
+		return false
+	}
+	switch rv {
+	case p11.CKR_SESSION_HANDLE_INVALID, p11.CKR_SESSION_CLOSED,
+		p11.CKR_DEVICE_REMOVED, p11.CKR_TOKEN_NOT_PRESENT,
+		p11.CKR_TOKEN_NOT_RECOGNIZED, p11.CKR_SLOT_ID_INVALID,
+		p11.CKR_OBJECT_HANDLE_INVALID, p11.CKR_KEY_HANDLE_INVALID,
+		p11.CKR_CRYPTOKI_NOT_INITIALIZED, p11.CKR_USER_NOT_LOGGED_IN,
+		p11.CKR_DEVICE_ERROR, p11.CKR_GENERAL_ERROR:
+		return true
+	}
+	return false
+}
+
+// opError wraps a PKCS#11 failure with what credgw was doing. PKCS#11 return
+// codes never carry PINs, so the wrapped text is safe to show.
+func opError(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	switch {
+	case is(err, p11.CKR_PIN_INCORRECT), is(err, p11.CKR_PIN_INVALID), is(err, p11.CKR_PIN_LEN_RANGE):
+		return fmt.Errorf("%w (%s refused by the token: check the PIN source)", ErrPINIncorrect, op)
+	case is(err, p11.CKR_PIN_LOCKED):
+		return fmt.Errorf("%w (%s: unblock the PIN with the PUK or SO PIN)", ErrPINLocked, op)
+	}
+	return fmt.Errorf("pkcs11: %s: %w", op, err)
+}

@@ -1,0 +1,503 @@
+package pkcs11
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	p11 "github.com/miekg/pkcs11"
+)
+
+func TestModuleOpenedOncePerPath(t *testing.T) {
+	a := openModule(t)
+	b, err := OpenModule(testModulePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a != b {
+		t.Fatal("second OpenModule loaded the library again")
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Tokens(); err != nil {
+		t.Fatalf("module unusable after one of two Closes: %v", err)
+	}
+	// Concurrent opens and closes share one Module.
+	var wg sync.WaitGroup
+	mods := make([]*Module, 8)
+	for i := range mods {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m, err := OpenModule(testModulePath)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mods[i] = m
+		}()
+	}
+	wg.Wait()
+	for _, m := range mods {
+		if m != a {
+			t.Error("concurrent OpenModule returned another Module")
+		}
+		m.Close()
+	}
+}
+
+func TestModuleErrors(t *testing.T) {
+	tests := []struct{ name, path, want string }{
+		{"empty", "", "no module path"},
+		{"missing", "/nonexistent/libnothing.so", "no such file"},
+		{"not a library", "/etc/hostname", "could not be loaded"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := OpenModule(tc.path)
+			if !errors.Is(err, ErrModule) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want ErrModule saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestWrongPIN(t *testing.T) {
+	const wrong = "1357911"
+	m := openModule(t)
+	label := uniqueLabel(t)
+	if _, err := m.InitToken(label, []byte(testSOPIN), []byte(testPIN)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := m.OpenToken(context.Background(), TokenConfig{Label: label, PIN: []byte(wrong)})
+	if !errors.Is(err, ErrPINIncorrect) {
+		t.Fatalf("err = %v, want ErrPINIncorrect", err)
+	}
+	if strings.Contains(err.Error(), wrong) || strings.Contains(err.Error(), testPIN) {
+		t.Fatalf("error %q contains a PIN", err)
+	}
+	// Log in with the right PIN; the module then answers every Login with
+	// CKR_USER_ALREADY_LOGGED_IN, and the wrong PIN must still fail.
+	good, err := m.OpenToken(context.Background(), TokenConfig{Label: label, PIN: []byte(testPIN)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	if _, err := m.OpenToken(context.Background(), TokenConfig{Label: label, PIN: []byte(wrong)}); !errors.Is(err, ErrPINIncorrect) {
+		t.Fatalf("wrong PIN on a logged-in token: err = %v, want ErrPINIncorrect", err)
+	}
+	again, err := m.OpenToken(context.Background(), TokenConfig{Label: label, PIN: []byte(testPIN)})
+	if err != nil {
+		t.Fatalf("right PIN on a logged-in token: %v", err)
+	}
+	again.Close()
+}
+
+func TestMissingToken(t *testing.T) {
+	m := openModule(t)
+	newToken(t, TokenConfig{Label: "present-token"})
+	for _, cfg := range []TokenConfig{{Label: "no-such-card"}, {Serial: "0000deadbeef0000"}} {
+		_, err := m.OpenToken(context.Background(), cfg)
+		if !errors.Is(err, ErrTokenNotFound) {
+			t.Fatalf("%+v: err = %v, want ErrTokenNotFound", cfg, err)
+		}
+		if !strings.Contains(err.Error(), `"present-token"`) {
+			t.Errorf("error %q does not list the tokens that are present", err)
+		}
+	}
+	if _, err := m.OpenToken(context.Background(), TokenConfig{}); err == nil {
+		t.Error("OpenToken without label or serial succeeded")
+	}
+}
+
+func TestOpenURI(t *testing.T) {
+	tok := newToken(t, TokenConfig{})
+	mustGenerate(t, tok, KeySpec{Type: ECP256, ID: []byte{1}, Label: "PIV AUTH key"})
+	pinFile := filepath.Join(t.TempDir(), "pin")
+	if err := os.WriteFile(pinFile, []byte(testPIN+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	u, err := ParseURI("pkcs11:token=" + tok.Label() + ";id=%01;type=private?module-path=" + testModulePath + "&pin-source=" + pinFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaURI, err := OpenURI(context.Background(), u, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer viaURI.Close()
+	s, err := viaURI.Signer(context.Background(), KeyRef{ID: u.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := sha256.Sum256([]byte("x"))
+	if _, err := s.Sign(rand.Reader, d[:], crypto.SHA256); err != nil {
+		t.Fatal(err)
+	}
+
+	bad, err := ParseURI("pkcs11:token=" + tok.Label() + "?module-path=" + testModulePath + "&pin-source=" + filepath.Join(t.TempDir(), "missing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenURI(context.Background(), bad, ""); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("missing pin file: err = %v", err)
+	}
+	nomod, _ := ParseURI("pkcs11:token=x")
+	if _, err := OpenURI(context.Background(), nomod, ""); !errors.Is(err, ErrModule) {
+		t.Fatalf("no module: err = %v", err)
+	}
+}
+
+// TestConcurrentSigning: 8 goroutines sign through one pool of 4 sessions.
+func TestConcurrentSigning(t *testing.T) {
+	tok := newToken(t, TokenConfig{MaxSessions: 4})
+	s := mustGenerate(t, tok, KeySpec{Type: ECP256, ID: []byte{1}, Label: "k"})
+	pub := s.Public().(*ecdsa.PublicKey)
+	const goroutines, each = 8, 40
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines*each)
+	for g := 0; g < goroutines; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				d := sha256.Sum256([]byte{byte(g), byte(i)})
+				sig, err := s.Sign(rand.Reader, d[:], crypto.SHA256)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !ecdsa.VerifyASN1(pub, d[:], sig) {
+					errs <- errors.New("bad signature")
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	tok.mu.Lock()
+	opened := len(tok.idle)
+	tok.mu.Unlock()
+	if opened > 4 {
+		t.Fatalf("pool holds %d sessions, bound is 4", opened)
+	}
+}
+
+func TestPoolBoundHonoursContext(t *testing.T) {
+	tok := newToken(t, TokenConfig{MaxSessions: 1})
+	// Occupy the only slot, then ask for another with a cancelled context.
+	tok.sem <- struct{}{}
+	defer func() { <-tok.sem }()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := tok.FindObjects(ctx, Query{Class: ClassPrivateKey}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+}
+
+// TestSessionsClosedUnderPool: CKR_SESSION_HANDLE_INVALID (every session
+// closed behind the pool's back, which also logs the token out) is survived by
+// reopening and logging in again.
+func TestSessionsClosedUnderPool(t *testing.T) {
+	tok := newToken(t, TokenConfig{})
+	s := mustGenerate(t, tok, KeySpec{Type: ECP256, ID: []byte{1}, Label: "k"})
+	d := sha256.Sum256([]byte("x"))
+	if _, err := s.Sign(rand.Reader, d[:], crypto.SHA256); err != nil {
+		t.Fatal(err)
+	}
+	epoch := tok.currentEpoch()
+	tok.mod.mu.RLock()
+	err := tok.mod.ctx.CloseAllSessions(tok.slot)
+	tok.mod.mu.RUnlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := s.Sign(rand.Reader, d[:], crypto.SHA256)
+	if err != nil {
+		t.Fatalf("sign after sessions were closed: %v", err)
+	}
+	if !ecdsa.VerifyASN1(s.Public().(*ecdsa.PublicKey), d[:], sig) {
+		t.Fatal("bad signature")
+	}
+	if tok.currentEpoch() == epoch {
+		t.Fatal("pool did not reconnect")
+	}
+}
+
+// softhsmUtil runs softhsm2-util against the test's SoftHSM config.
+func softhsmUtil(t *testing.T, args ...string) {
+	t.Helper()
+	out, err := exec.Command("softhsm2-util", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("softhsm2-util %s: %v\n%s", args[0], err, out)
+	}
+}
+
+// TestTokenDeletedAndRecreated: another process deletes the token under a
+// running pool; calls fail with a clear error; the token is re-created with
+// the same key; the same Signer works again without a restart.
+func TestTokenDeletedAndRecreated(t *testing.T) {
+	if _, err := exec.LookPath("softhsm2-util"); err != nil {
+		t.Fatal("softhsm2-util is needed (make deps)")
+	}
+	label := uniqueLabel(t)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "key.pem")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	create := func() {
+		softhsmUtil(t, "--init-token", "--free", "--label", label, "--so-pin", testSOPIN, "--pin", testPIN)
+		softhsmUtil(t, "--import", keyFile, "--token", label, "--id", "01", "--label", "PIV AUTH key", "--pin", testPIN)
+	}
+	create()
+
+	m := openModule(t)
+	tok, err := m.OpenToken(context.Background(), TokenConfig{Label: label, PIN: []byte(testPIN)})
+	if err != nil {
+		t.Fatalf("token made by another process is not found: %v", err)
+	}
+	defer tok.Close()
+	s, err := tok.Signer(context.Background(), KeyRef{ID: []byte{1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := sha256.Sum256([]byte("challenge"))
+	sign := func() error {
+		sig, err := s.Sign(rand.Reader, d[:], crypto.SHA256)
+		if err == nil && !ecdsa.VerifyASN1(&key.PublicKey, d[:], sig) {
+			t.Fatal("signature does not verify with the imported key")
+		}
+		return err
+	}
+	if err := sign(); err != nil {
+		t.Fatal(err)
+	}
+
+	softhsmUtil(t, "--delete-token", "--token", label)
+	for i := 0; i < 2; i++ { // every call fails while the token is gone
+		err := sign()
+		if err == nil {
+			t.Fatal("signed with a deleted token")
+		}
+		if !errors.Is(err, ErrTokenNotFound) && !errors.Is(err, ErrTokenUnavailable) && !errors.Is(err, ErrObjectNotFound) {
+			t.Fatalf("deleted token: err = %v, want a not-found/unavailable error", err)
+		}
+		if !strings.Contains(err.Error(), label) {
+			t.Errorf("error %q does not name the token", err)
+		}
+		if strings.Contains(err.Error(), testPIN) {
+			t.Fatalf("error %q contains the PIN", err)
+		}
+	}
+
+	create()
+	if err := sign(); err != nil {
+		t.Fatalf("sign after the token was re-created: %v", err)
+	}
+}
+
+// TestTokenRecreatedWithAnotherKey: a signer never signs with a key other
+// than the one its Public reports.
+func TestTokenRecreatedWithAnotherKey(t *testing.T) {
+	label := uniqueLabel(t)
+	softhsmUtil(t, "--init-token", "--free", "--label", label, "--so-pin", testSOPIN, "--pin", testPIN)
+	m := openModule(t)
+	tok, err := m.OpenToken(context.Background(), TokenConfig{Label: label, PIN: []byte(testPIN)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tok.Close()
+	s := mustGenerate(t, tok, KeySpec{Type: ECP256, ID: []byte{1}, Label: "k"})
+	softhsmUtil(t, "--delete-token", "--token", label)
+	softhsmUtil(t, "--init-token", "--free", "--label", label, "--so-pin", testSOPIN, "--pin", testPIN)
+	d := sha256.Sum256([]byte("x"))
+	_, _ = s.Sign(rand.Reader, d[:], crypto.SHA256) // may fail while reconnecting
+	mustGenerate(t, tok, KeySpec{Type: ECP256, ID: []byte{1}, Label: "k"})
+	if _, err := s.Sign(rand.Reader, d[:], crypto.SHA256); !errors.Is(err, ErrKeyChanged) {
+		t.Fatalf("err = %v, want ErrKeyChanged", err)
+	}
+}
+
+func TestCertificateReadWrite(t *testing.T) {
+	tok := newToken(t, TokenConfig{})
+	s := mustGenerate(t, tok, KeySpec{Type: ECP256, ID: PIVAuthentication.ID, Label: PIVAuthentication.PrivateLabel})
+	mk := func(cn string) *x509.Certificate {
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(time.Now().UnixNano()),
+			Subject:      pkix.Name{CommonName: cn},
+			NotBefore:    time.Now().Add(-time.Hour),
+			NotAfter:     time.Now().Add(time.Hour),
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, s.Public(), s)
+		if err != nil {
+			t.Fatalf("self-signing through the token: %v", err)
+		}
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	ctx := context.Background()
+	first := mk("first")
+	if err := tok.ImportCertificate(ctx, PIVAuthentication.ID, PIVAuthentication.CertLabel, first); err != nil {
+		t.Fatal(err)
+	}
+	got, err := tok.Certificate(ctx, PIVAuthentication.ID, "")
+	if err != nil || !bytes.Equal(got.Raw, first.Raw) {
+		t.Fatalf("Certificate = %v, %v", got, err)
+	}
+	second := mk("second")
+	if err := tok.ImportCertificate(ctx, PIVAuthentication.ID, PIVAuthentication.CertLabel, second); err != nil {
+		t.Fatal(err)
+	}
+	got, err = tok.Certificate(ctx, PIVAuthentication.ID, PIVAuthentication.CertLabel)
+	if err != nil || got.Subject.CommonName != "second" {
+		t.Fatalf("replaced certificate: %v, %v", got, err)
+	}
+	objs, err := tok.FindObjects(ctx, Query{Class: ClassCertificate})
+	if err != nil || len(objs) != 1 || objs[0].Label != PIVAuthentication.CertLabel || !bytes.Equal(objs[0].ID, []byte{1}) {
+		t.Fatalf("FindObjects = %+v, %v", objs, err)
+	}
+	if _, err := tok.Certificate(ctx, PIVAuthentication.ID, "wrong label"); !errors.Is(err, ErrObjectNotFound) {
+		t.Fatalf("wrong label: %v", err)
+	}
+	n, err := tok.DeleteObjects(ctx, Query{Class: ClassCertificate, ID: PIVAuthentication.ID})
+	if err != nil || n != 1 {
+		t.Fatalf("DeleteObjects = %d, %v", n, err)
+	}
+}
+
+func TestAESGCM(t *testing.T) {
+	tok := newToken(t, TokenConfig{})
+	ctx := context.Background()
+	k, err := tok.GenerateAESKey(ctx, KeyRef{ID: []byte("kek-1"), Label: "escrow KEK"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt := bytes.Repeat([]byte("escrowed key "), 300)
+	aad := []byte("credential 42")
+	a, err := k.Seal(ctx, pt, aad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := k.Seal(ctx, pt, aad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(a[:gcmIVSize], b[:gcmIVSize]) {
+		t.Fatal("two seals used the same IV")
+	}
+	if bytes.Contains(a, pt[:32]) {
+		t.Fatal("sealed data contains plaintext")
+	}
+	got, err := k.Open(ctx, a, aad)
+	if err != nil || !bytes.Equal(got, pt) {
+		t.Fatalf("Open = %v", err)
+	}
+	other, err := tok.GenerateAESKey(ctx, KeyRef{ID: []byte("kek-2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tampered := append([]byte{}, a...)
+	tampered[len(tampered)/2] ^= 0x01
+	tests := []struct {
+		name   string
+		key    *AESKey
+		sealed []byte
+		aad    []byte
+	}{
+		{"tampered ciphertext", k, tampered, aad},
+		{"wrong aad", k, a, []byte("credential 43")},
+		{"wrong key", other, a, aad},
+		{"truncated", k, a[:10], aad},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := tc.key.Open(ctx, tc.sealed, tc.aad); !errors.Is(err, ErrDecrypt) {
+				t.Fatalf("err = %v, want ErrDecrypt", err)
+			}
+		})
+	}
+	// The key stays usable after failed opens.
+	if _, err := k.Open(ctx, a, aad); err != nil {
+		t.Fatalf("open after failures: %v", err)
+	}
+	// And it is sensitive and non-extractable.
+	err = tok.do(ctx, func(c *p11.Ctx, sh p11.SessionHandle, epoch uint64) error {
+		h, err := k.keyHandle(c, sh, epoch)
+		if err != nil {
+			return err
+		}
+		attrs, err := c.GetAttributeValue(sh, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_EXTRACTABLE, nil), p11.NewAttribute(p11.CKA_SENSITIVE, nil)})
+		if err != nil {
+			return err
+		}
+		if attrs[0].Value[0] != 0 || attrs[1].Value[0] == 0 {
+			t.Errorf("AES key extractable=%v sensitive=%v", attrs[0].Value, attrs[1].Value)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestInitTokenRejects(t *testing.T) {
+	m := openModule(t)
+	label := uniqueLabel(t)
+	if _, err := m.InitToken(label, []byte(testSOPIN), []byte(testPIN)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.InitToken(label, []byte(testSOPIN), []byte(testPIN)); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Fatalf("duplicate label: err = %v", err)
+	}
+	if _, err := m.InitToken("", []byte(testSOPIN), []byte(testPIN)); err == nil {
+		t.Fatal("empty label accepted")
+	}
+	if _, err := m.InitToken(strings.Repeat("x", 33), []byte(testSOPIN), []byte(testPIN)); err == nil {
+		t.Fatal("33-byte label accepted")
+	}
+	tokens, err := m.Tokens()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, ti := range tokens {
+		if ti.Label == label && ti.Initialized && ti.UserPINInitialized && ti.Serial != "" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("initialised token %q not listed: %+v", label, tokens)
+	}
+}
