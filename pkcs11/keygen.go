@@ -73,6 +73,9 @@ type KeySpec struct {
 	// AlwaysAuthenticate sets CKA_ALWAYS_AUTHENTICATE: a context-specific
 	// login before every use, as a PIV card's 9C key.
 	AlwaysAuthenticate bool
+	// NoLogin makes the private key usable without a user login
+	// (CKA_PRIVATE false), as a PIV card's Card Authentication key (9E).
+	NoLogin bool
 }
 
 // GenerateKeyPair makes a key pair on the token (private, sensitive and
@@ -108,7 +111,7 @@ func (t *Token) GenerateKeyPair(ctx context.Context, spec KeySpec) (*Signer, err
 	priv := []*p11.Attribute{
 		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PRIVATE_KEY),
 		p11.NewAttribute(p11.CKA_TOKEN, true),
-		p11.NewAttribute(p11.CKA_PRIVATE, true),
+		p11.NewAttribute(p11.CKA_PRIVATE, !spec.NoLogin),
 		p11.NewAttribute(p11.CKA_SENSITIVE, !spec.Extractable),
 		p11.NewAttribute(p11.CKA_EXTRACTABLE, spec.Extractable),
 		p11.NewAttribute(p11.CKA_ID, spec.ID),

@@ -1,0 +1,51 @@
+package piv
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"fmt"
+
+	"github.com/credgw/credgw/pkcs11"
+)
+
+// Card is the card side of PKI-AUTH: a PIV card reached over PKCS#11, a real
+// one through OpenSC's module or a simulated one through SoftHSM.
+type Card struct {
+	tok *pkcs11.Token
+}
+
+// OpenCard opens the card that a pkcs11: URI names (token label or serial;
+// module-path, else defaultModule; the PIN from pin-source).
+func OpenCard(ctx context.Context, u *pkcs11.URI, defaultModule string) (*Card, error) {
+	tok, err := pkcs11.OpenURI(ctx, u, defaultModule)
+	if err != nil {
+		return nil, err
+	}
+	return &Card{tok: tok}, nil
+}
+
+// Close releases the card.
+func (c *Card) Close() error { return c.tok.Close() }
+
+// Certificate reads the certificate of a PIV slot (filtered by class and
+// CKA_ID: OpenSC's data objects reuse the labels).
+func (c *Card) Certificate(ctx context.Context, slot pkcs11.PIVSlot) (*x509.Certificate, error) {
+	return c.tok.Certificate(ctx, slot.ID, "")
+}
+
+// AuthCertificate reads the PIV Authentication certificate (9A).
+func (c *Card) AuthCertificate(ctx context.Context) (*x509.Certificate, error) {
+	return c.Certificate(ctx, pkcs11.PIVAuthentication)
+}
+
+// SignChallenge signs the PKI-AUTH digest with the PIV Authentication key:
+// ECDSA, or RSA PKCS#1 v1.5 (CKM_RSA_PKCS over a DigestInfo, which every
+// card supports). Only 9A is used: 9E proves the card, not the cardholder.
+func (c *Card) SignChallenge(ctx context.Context, gatewayID, sessionID string, challenge []byte) ([]byte, error) {
+	s, err := c.tok.Signer(ctx, pkcs11.PIVAuthentication.PrivateKey())
+	if err != nil {
+		return nil, fmt.Errorf("piv: PIV Authentication key: %w", err)
+	}
+	return s.SignContext(ctx, ChallengeDigest(gatewayID, sessionID, challenge), crypto.SHA256)
+}
