@@ -106,6 +106,7 @@ func (t *Token) GenerateKeyPair(ctx context.Context, spec KeySpec) (*Signer, err
 		p11.NewAttribute(p11.CKA_LABEL, pubLabel),
 		p11.NewAttribute(p11.CKA_VERIFY, usage&UsageSign != 0),
 		p11.NewAttribute(p11.CKA_ENCRYPT, spec.Type.IsRSA() && usage&UsageDecrypt != 0),
+		p11.NewAttribute(p11.CKA_WRAP, spec.Type.IsRSA() && usage&UsageDecrypt != 0),
 		p11.NewAttribute(p11.CKA_DERIVE, usage&UsageDerive != 0),
 	}
 	priv := []*p11.Attribute{
@@ -118,6 +119,7 @@ func (t *Token) GenerateKeyPair(ctx context.Context, spec KeySpec) (*Signer, err
 		p11.NewAttribute(p11.CKA_LABEL, spec.Label),
 		p11.NewAttribute(p11.CKA_SIGN, usage&UsageSign != 0),
 		p11.NewAttribute(p11.CKA_DECRYPT, spec.Type.IsRSA() && usage&UsageDecrypt != 0),
+		p11.NewAttribute(p11.CKA_UNWRAP, spec.Type.IsRSA() && usage&UsageDecrypt != 0),
 		p11.NewAttribute(p11.CKA_DERIVE, usage&UsageDerive != 0),
 	}
 	if spec.AlwaysAuthenticate {

@@ -1,3 +1,46 @@
+// Command credgw is the one credgw binary: the gateway, its tools and the
+// hsm-sim simulator. This package only parses flags and wires packages.
 package main
-import (_ "github.com/miekg/pkcs11"; _ "github.com/spf13/cobra"; _ "golang.org/x/crypto/ocsp")
-func main(){}
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "credgw:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "credgw",
+		Short: "Derived PIV credential issuance gateway (NIST SP 800-157)",
+		Long: `credgw validates a person's PIV card (PKI-AUTH over PKCS#11 or TLS client
+authentication) and issues NIST SP 800-157 derived credentials to a mobile device.
+
+Secrets (PINs) are read from files (--pin-file, pin-source=), never from flags.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newVersionCmd(), newDemoCmd(), newHSMSimCmd(), newCardCmd())
+	return root
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintln(cmd.OutOrStdout(), "credgw", version)
+		},
+	}
+}

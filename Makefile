@@ -1,0 +1,83 @@
+# credgw — make targets. `make demo` and `make test` work on a fresh Debian/Ubuntu
+# machine: both install what they need first (make deps).
+
+GO        ?= go
+BIN       := bin/credgw
+DEMO_DIR  ?= .demo
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+
+# Debian packages credgw needs: SoftHSM (tokens for tests and the embedded
+# default), OpenSC (pkcs11-tool; the module for real PIV cards), protoc,
+# p11tool, NSS tools (browser tests), OpenSSL (tests check what we produce).
+DEB_PACKAGES := softhsm2 opensc protobuf-compiler gnutls-bin libnss3-tools openssl ca-certificates
+
+# Pinned protoc plugins for `make proto`.
+PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+
+# The test run's time limit (the whole `make test` stays under 20 minutes).
+TEST_TIMEOUT ?= 15m
+
+.PHONY: all deps build test vet fmt-check demo proto bench fuzz clean
+
+all: build
+
+## deps: install the Debian packages credgw needs, when missing (idempotent)
+deps:
+	@missing=""; \
+	for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends $$missing; \
+	else \
+	  echo "make deps: all Debian packages present"; \
+	fi
+	@command -v $(GO) >/dev/null || { echo "make deps: Go 1.26 is required (https://go.dev/dl)"; exit 1; }
+	@command -v gcc >/dev/null || { echo "make deps: gcc is required (cgo, for PKCS#11)"; exit 1; }
+
+## build: build bin/credgw (cgo is required: PKCS#11 modules are C libraries)
+build:
+	CGO_ENABLED=1 $(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/credgw
+
+## vet: go vet and a gofmt check
+vet:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+## test: every test, with the race detector, after make deps
+test: deps vet
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+## demo: the whole flow on the embedded default (SoftHSM, a simulated card)
+demo: deps build
+	rm -rf $(DEMO_DIR)
+	$(BIN) demo --dir $(DEMO_DIR)
+
+## proto: regenerate the Go code of proto/ with the pinned plugins
+proto: deps
+	@protos=$$(find proto -name '*.proto' 2>/dev/null); \
+	if [ -z "$$protos" ]; then echo "make proto: no .proto files yet"; exit 0; fi; \
+	GOBIN=$(CURDIR)/bin $(GO) install $(PROTOC_GEN_GO) && \
+	GOBIN=$(CURDIR)/bin $(GO) install $(PROTOC_GEN_GO_GRPC) && \
+	protoc -I proto --plugin=protoc-gen-go=bin/protoc-gen-go --plugin=protoc-gen-go-grpc=bin/protoc-gen-go-grpc \
+	  --go_out=proto --go_opt=paths=source_relative \
+	  --go-grpc_out=proto --go-grpc_opt=paths=source_relative $$protos
+
+## bench: benchmarks (signatures/s through pkcs11/ vs bare miekg calls, AES-GCM)
+bench: deps
+	CGO_ENABLED=1 $(GO) test -run '^$$' -bench . -benchtime 3s -count 3 ./pkcs11/
+
+## fuzz: run each fuzz target briefly (FUZZTIME=30s by default)
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParseURI -fuzztime $(FUZZTIME) ./pkcs11/
+	$(GO) test -run '^$$' -fuzz FuzzParseFASCN -fuzztime $(FUZZTIME) ./piv/
+	$(GO) test -run '^$$' -fuzz FuzzParseSAN -fuzztime $(FUZZTIME) ./piv/
+
+clean:
+	rm -rf bin $(DEMO_DIR)

@@ -1,0 +1,98 @@
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// credgwBin is the binary under test, built once by TestMain.
+var credgwBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "credgw-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	credgwBin = filepath.Join(dir, "credgw")
+	build := exec.Command("go", "build", "-o", credgwBin, "../cmd/credgw")
+	build.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building credgw: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// run runs a program and returns its combined output; it fails the test if
+// the exit status is not what wantOK says.
+func run(t *testing.T, env []string, wantOK bool, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if wantOK && err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out.String())
+	}
+	if !wantOK && err == nil {
+		t.Fatalf("%s %s succeeded, want failure\n%s", name, strings.Join(args, " "), out.String())
+	}
+	return out.String()
+}
+
+func needTool(t *testing.T, name string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		t.Fatalf("%s is not installed: run `make deps`", name)
+	}
+}
+
+// freePort returns a 127.0.0.1 port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startServe starts `credgw hsm-sim serve` and returns when it logs that it
+// is listening; the process is stopped at cleanup.
+func startServe(t *testing.T, dir string) {
+	t.Helper()
+	cmd := exec.Command(credgwBin, "hsm-sim", "serve", "--dir", dir)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+	})
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "hsm-sim serving") {
+			go io.Copy(io.Discard, stderr)
+			return
+		}
+	}
+	t.Fatalf("hsm-sim serve exited before listening: %v", sc.Err())
+}
