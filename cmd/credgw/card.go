@@ -11,8 +11,8 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/credgw/credgw/pkcs11"
 	"github.com/credgw/credgw/piv"
+	"github.com/credgw/credgw/pkcs11"
 	"github.com/spf13/cobra"
 )
 
