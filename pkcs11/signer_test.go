@@ -104,6 +104,33 @@ func TestSignerMechanisms(t *testing.T) {
 	}
 }
 
+// TestSignMessageWithoutHashMechanisms: a token without CKM_SHA256_RSA_PKCS
+// (a PIV card through OpenSC may lack it) still signs, through CKM_RSA_PKCS
+// over a DigestInfo, and both paths give the same PKCS#1 v1.5 signature.
+func TestSignMessageWithoutHashMechanisms(t *testing.T) {
+	tok := newToken(t, TokenConfig{})
+	s := mustGenerate(t, tok, KeySpec{Type: RSA2048, ID: []byte{1}, Label: "k"})
+	msg := []byte("challenge")
+	if !tok.hasMechanism(p11.CKM_SHA256_RSA_PKCS) {
+		t.Fatal("SoftHSM should offer CKM_SHA256_RSA_PKCS")
+	}
+	withHash, err := s.SignMessage(rand.Reader, msg, crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok.mu.Lock()
+	delete(tok.mechs, p11.CKM_SHA256_RSA_PKCS)
+	tok.mu.Unlock()
+	without, err := s.SignMessage(rand.Reader, msg, crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verify(t, s.Public(), msg, without, crypto.SHA256)
+	if !bytes.Equal(withHash, without) { // PKCS#1 v1.5 is deterministic
+		t.Fatal("the two mechanisms gave different signatures")
+	}
+}
+
 func TestSignRejectsBadInput(t *testing.T) {
 	tok := newToken(t, TokenConfig{})
 	s := mustGenerate(t, tok, KeySpec{Type: ECP256, ID: []byte{1}, Label: "k"})

@@ -14,10 +14,12 @@ const DefaultMaxSessions = 8
 
 // TokenConfig selects a token and says how to use it.
 type TokenConfig struct {
-	// Label and/or Serial select the token. Slot ids are not accepted on
-	// their own: SoftHSM moves a token to a new slot when it is initialised.
+	// Label and/or Serial select the token; prefer them. SlotID narrows
+	// the choice further, or alone selects a slot, but slot ids move (SoftHSM
+	// gives a token a new slot id when it is initialised).
 	Label  string
 	Serial string
+	SlotID *uint
 	// PIN logs the user in. Nil means no login: public objects only.
 	PIN []byte
 	// MaxSessions bounds concurrent operations on the token.
@@ -26,6 +28,8 @@ type TokenConfig struct {
 
 func (c TokenConfig) describe() string {
 	switch {
+	case c.Label == "" && c.Serial == "" && c.SlotID != nil:
+		return fmt.Sprintf("token in slot %d", *c.SlotID)
 	case c.Label != "" && c.Serial != "":
 		return fmt.Sprintf("token %q (serial %s)", c.Label, c.Serial)
 	case c.Serial != "":
@@ -67,8 +71,8 @@ type session struct {
 // OpenToken opens the token selected by cfg. It connects once to report a
 // missing token or a wrong PIN now rather than at first use.
 func (m *Module) OpenToken(ctx context.Context, cfg TokenConfig) (*Token, error) {
-	if cfg.Label == "" && cfg.Serial == "" {
-		return nil, fmt.Errorf("pkcs11: open token: give a token label or serial")
+	if cfg.Label == "" && cfg.Serial == "" && cfg.SlotID == nil {
+		return nil, fmt.Errorf("pkcs11: open token: give a token label or serial (token= or serial= in a pkcs11: URI)")
 	}
 	if cfg.MaxSessions <= 0 {
 		cfg.MaxSessions = DefaultMaxSessions
@@ -104,7 +108,7 @@ func OpenURI(ctx context.Context, u *URI, defaultModule string) (*Token, error) 
 		return nil, err
 	}
 	defer m.Close() // the token keeps its own reference
-	cfg := TokenConfig{Label: u.Token, Serial: u.Serial}
+	cfg := TokenConfig{Label: u.Token, Serial: u.Serial, SlotID: u.SlotID}
 	if u.HasPINValue() || u.PINSource != "" {
 		pin, err := u.PIN()
 		if err != nil {
@@ -328,7 +332,8 @@ func (t *Token) findSlot() (uint, TokenInfo, uint64, error) {
 			if !ti.Initialized {
 				continue
 			}
-			if (t.cfg.Label == "" || ti.Label == t.cfg.Label) && (t.cfg.Serial == "" || ti.Serial == t.cfg.Serial) {
+			if (t.cfg.Label == "" || ti.Label == t.cfg.Label) && (t.cfg.Serial == "" || ti.Serial == t.cfg.Serial) &&
+				(t.cfg.SlotID == nil || ti.SlotID == *t.cfg.SlotID) {
 				return ti.SlotID, ti, gen, nil
 			}
 		}

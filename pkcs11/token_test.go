@@ -127,6 +127,37 @@ func TestMissingToken(t *testing.T) {
 	}
 }
 
+func TestTokenBySerialAndSlot(t *testing.T) {
+	m := openModule(t)
+	tok := newToken(t, TokenConfig{})
+	var info TokenInfo
+	tokens, err := m.Tokens()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ti := range tokens {
+		if ti.Label == tok.Label() {
+			info = ti
+		}
+	}
+	for _, cfg := range []TokenConfig{
+		{Serial: info.Serial},
+		{SlotID: &info.SlotID},
+		{Label: info.Label, Serial: info.Serial, SlotID: &info.SlotID},
+	} {
+		cfg.PIN = []byte(testPIN)
+		other, err := m.OpenToken(context.Background(), cfg)
+		if err != nil {
+			t.Fatalf("%+v: %v", cfg, err)
+		}
+		other.Close()
+	}
+	wrongSlot := info.SlotID + 1
+	if _, err := m.OpenToken(context.Background(), TokenConfig{Label: info.Label, SlotID: &wrongSlot}); !errors.Is(err, ErrTokenNotFound) {
+		t.Fatalf("label with the wrong slot: %v", err)
+	}
+}
+
 func TestOpenURI(t *testing.T) {
 	tok := newToken(t, TokenConfig{})
 	mustGenerate(t, tok, KeySpec{Type: ECP256, ID: []byte{1}, Label: "PIV AUTH key"})
