@@ -15,6 +15,8 @@ import (
 	"sync"
 
 	p11 "github.com/miekg/pkcs11"
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // KeyRef names a key pair on a token by CKA_ID and, optionally, CKA_LABEL of
@@ -383,9 +385,24 @@ func ecdsaRawToASN1(raw []byte) ([]byte, error) {
 		return nil, fmt.Errorf("pkcs11: ECDSA signature of %d bytes is not r‖s", len(raw))
 	}
 	n := len(raw) / 2
-	return asn1.Marshal(struct{ R, S *big.Int }{
-		new(big.Int).SetBytes(raw[:n]),
-		new(big.Int).SetBytes(raw[n:]),
+	var b cryptobyte.Builder
+	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		addASN1UnsignedInt(b, raw[:n])
+		addASN1UnsignedInt(b, raw[n:])
+	})
+	return b.Bytes()
+}
+
+// addASN1UnsignedInt writes a big-endian unsigned integer as a DER INTEGER.
+func addASN1UnsignedInt(b *cryptobyte.Builder, v []byte) {
+	for len(v) > 1 && v[0] == 0 {
+		v = v[1:]
+	}
+	b.AddASN1(cbasn1.INTEGER, func(b *cryptobyte.Builder) {
+		if len(v) == 0 || v[0]&0x80 != 0 {
+			b.AddUint8(0)
+		}
+		b.AddBytes(v)
 	})
 }
 

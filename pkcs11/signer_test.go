@@ -312,3 +312,22 @@ func TestMissingObject(t *testing.T) {
 		t.Errorf("AESKey: err = %v, want ErrObjectNotFound", err)
 	}
 }
+
+func TestECDSARawToASN1(t *testing.T) {
+	tests := []struct{ raw, want []byte }{
+		{[]byte{1, 2}, []byte{0x30, 6, 2, 1, 1, 2, 1, 2}},
+		{[]byte{0x80, 0x00}, []byte{0x30, 7, 2, 2, 0, 0x80, 2, 1, 0}},
+		{[]byte{0, 0x7f, 0, 0}, []byte{0x30, 6, 2, 1, 0x7f, 2, 1, 0}},
+	}
+	for _, tc := range tests {
+		got, err := ecdsaRawToASN1(tc.raw)
+		if err != nil || !bytes.Equal(got, tc.want) {
+			t.Errorf("ecdsaRawToASN1(%x) = %x, %v; want %x", tc.raw, got, err, tc.want)
+		}
+	}
+	for _, bad := range [][]byte{nil, {1}, {1, 2, 3}} {
+		if _, err := ecdsaRawToASN1(bad); err == nil {
+			t.Errorf("ecdsaRawToASN1(%x) accepted", bad)
+		}
+	}
+}
