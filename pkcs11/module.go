@@ -54,6 +54,11 @@ func OpenModule(path string) (*Module, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: module path %q: %v", ErrModule, path, err)
 	}
+	// Two paths to one library (a symlink) must share one Module: the
+	// dynamic loader hands out one copy, whose C_Finalize would end both.
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real
+	}
 	registry.Lock()
 	defer registry.Unlock()
 	if m, ok := registry.modules[abs]; ok {

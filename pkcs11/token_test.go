@@ -39,6 +39,19 @@ func TestModuleOpenedOncePerPath(t *testing.T) {
 	if _, err := a.Tokens(); err != nil {
 		t.Fatalf("module unusable after one of two Closes: %v", err)
 	}
+	// A symlink to the same library is the same Module.
+	link := filepath.Join(t.TempDir(), "libsofthsm2-link.so")
+	if err := os.Symlink(testModulePath, link); err != nil {
+		t.Fatal(err)
+	}
+	viaLink, err := OpenModule(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if viaLink != a {
+		t.Fatal("a symlink to the library loaded it as a second Module")
+	}
+	viaLink.Close()
 	// Concurrent opens and closes share one Module.
 	var wg sync.WaitGroup
 	mods := make([]*Module, 8)
