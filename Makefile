@@ -9,7 +9,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # Debian packages credgw needs: SoftHSM (tokens for tests and the embedded
 # default), OpenSC (pkcs11-tool; the module for real PIV cards), protoc,
 # p11tool, NSS tools (browser tests), OpenSSL (tests check what we produce).
-DEB_PACKAGES := softhsm2 opensc protobuf-compiler gnutls-bin libnss3-tools openssl ca-certificates
+DEB_PACKAGES := softhsm2 opensc protobuf-compiler libprotobuf-dev gnutls-bin libnss3-tools openssl ca-certificates
 
 # Pinned protoc plugins for `make proto`.
 PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
@@ -64,7 +64,7 @@ proto: deps
 	if [ -z "$$protos" ]; then echo "make proto: no .proto files yet"; exit 0; fi; \
 	GOBIN=$(CURDIR)/bin $(GO) install $(PROTOC_GEN_GO) && \
 	GOBIN=$(CURDIR)/bin $(GO) install $(PROTOC_GEN_GO_GRPC) && \
-	protoc -I proto --plugin=protoc-gen-go=bin/protoc-gen-go --plugin=protoc-gen-go-grpc=bin/protoc-gen-go-grpc \
+	protoc -I proto -I /usr/include --plugin=protoc-gen-go=bin/protoc-gen-go --plugin=protoc-gen-go-grpc=bin/protoc-gen-go-grpc \
 	  --go_out=proto --go_opt=paths=source_relative \
 	  --go-grpc_out=proto --go-grpc_opt=paths=source_relative $$protos
 

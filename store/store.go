@@ -1,0 +1,92 @@
+// Package store is credgw's persistence behind one interface: SQLite (the
+// embedded default) today and PostgreSQL for scale-out, with migrations
+// embedded in the binary and every multi-statement change in a transaction.
+//
+// Every state change that must happen once is one conditional UPDATE (or a
+// row lock), never a lock in memory, so that N replicas on one database stay
+// correct.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors a caller branches on.
+var (
+	// ErrNotFound means no such row.
+	ErrNotFound = errors.New("store: not found")
+	// ErrAlreadyUsed means a single-use row was used before.
+	ErrAlreadyUsed = errors.New("store: already used")
+	// ErrConflict means a unique value exists already.
+	ErrConflict = errors.New("store: conflict")
+	// ErrUnavailable means the database cannot be reached.
+	ErrUnavailable = errors.New("store: database unavailable")
+)
+
+// Store is everything credgw keeps.
+type Store interface {
+	// CreateChallenge records a PKI-AUTH challenge.
+	CreateChallenge(ctx context.Context, c Challenge) error
+	// ConsumeChallenge marks the challenge used and returns it, once: a
+	// second call gets ErrAlreadyUsed, an unknown id ErrNotFound. Expiry is
+	// the caller's to check; an expired challenge is consumed all the same.
+	ConsumeChallenge(ctx context.Context, sessionID string, now time.Time) (Challenge, error)
+	// CreatePIVSession keeps a copy of the verified PIV Authentication
+	// certificate (Common Policy §3.2.3) and records the session, in one
+	// transaction.
+	CreatePIVSession(ctx context.Context, s PIVSession, cert PIVCertificate) error
+	// PIVSession finds a session by the hash of its token.
+	PIVSession(ctx context.Context, tokenHash string) (PIVSession, error)
+	// PIVCertificate returns the kept copy of a PIV Authentication
+	// certificate by its SHA-256 (hex).
+	PIVCertificate(ctx context.Context, sha256 string) (PIVCertificate, error)
+	// DeleteExpired removes challenges and sessions that expired before now.
+	DeleteExpired(ctx context.Context, now time.Time) (int64, error)
+	// Close releases the database.
+	Close() error
+}
+
+// Challenge is one PKI-AUTH challenge.
+type Challenge struct {
+	SessionID string
+	Challenge []byte
+	GatewayID string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// PIVCertificate is the kept copy of a verified PIV Authentication
+// certificate.
+type PIVCertificate struct {
+	SHA256   string // hex, the key
+	DER      []byte
+	Serial   string // hex
+	Issuer   string
+	Subject  string
+	FASCN    []byte
+	CardUUID string
+	NotAfter time.Time
+	// FirstSeen and LastVerified are set by the store.
+	FirstSeen    time.Time
+	LastVerified time.Time
+}
+
+// PIVSession is a verified PKI-AUTH: what its token stands for.
+type PIVSession struct {
+	// TokenHash is the hex SHA-256 of the token; the token is never stored.
+	TokenHash   string
+	SessionID   string
+	CertSHA256  string
+	PersonID    string
+	FASCN       []byte
+	CardUUID    string
+	UPN         string
+	Email       string
+	EmailSource string
+	Subject     string
+	SourceAddr  string
+	CreatedAt   time.Time
+	ExpiresAt   time.Time
+}

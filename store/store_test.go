@@ -1,0 +1,169 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// engines lists the stores every test runs against.
+func engines(t *testing.T) map[string]func(t *testing.T) Store {
+	return map[string]func(t *testing.T) Store{
+		"sqlite": func(t *testing.T) Store {
+			s, err := OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "credgw.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		},
+	}
+}
+
+// forEachEngine runs fn against a fresh store of every engine.
+func forEachEngine(t *testing.T, fn func(t *testing.T, s Store)) {
+	for name, open := range engines(t) {
+		t.Run(name, func(t *testing.T) { fn(t, open(t)) })
+	}
+}
+
+var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+func TestChallengeSingleUse(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		c := Challenge{SessionID: "s1", Challenge: bytes.Repeat([]byte{7}, 32), GatewayID: "gw", CreatedAt: t0, ExpiresAt: t0.Add(2 * time.Minute)}
+		if err := s.CreateChallenge(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateChallenge(ctx, c); !errors.Is(err, ErrConflict) {
+			t.Fatalf("duplicate session id: %v", err)
+		}
+		got, err := s.ConsumeChallenge(ctx, "s1", t0.Add(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Challenge, c.Challenge) || got.GatewayID != "gw" || !got.ExpiresAt.Equal(c.ExpiresAt) || !got.CreatedAt.Equal(t0) {
+			t.Fatalf("consumed %+v", got)
+		}
+		if _, err := s.ConsumeChallenge(ctx, "s1", t0.Add(2*time.Second)); !errors.Is(err, ErrAlreadyUsed) {
+			t.Fatalf("second consume: %v", err)
+		}
+		if _, err := s.ConsumeChallenge(ctx, "nope", t0); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("unknown: %v", err)
+		}
+	})
+}
+
+// TestChallengeConsumedOnce: many goroutines race for one challenge; exactly
+// one wins.
+func TestChallengeConsumedOnce(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		if err := s.CreateChallenge(ctx, Challenge{SessionID: "race", Challenge: []byte{1}, GatewayID: "gw", CreatedAt: t0, ExpiresAt: t0.Add(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		wins, used := 0, 0
+		for i := 0; i < 16; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := s.ConsumeChallenge(ctx, "race", t0)
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					wins++
+				case errors.Is(err, ErrAlreadyUsed):
+					used++
+				default:
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		if wins != 1 || used != 15 {
+			t.Fatalf("wins=%d used=%d", wins, used)
+		}
+	})
+}
+
+func TestPIVSession(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		if err := s.CreateChallenge(ctx, Challenge{SessionID: "s1", Challenge: []byte{1}, GatewayID: "gw", CreatedAt: t0, ExpiresAt: t0.Add(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+		cert := PIVCertificate{SHA256: "ab", DER: []byte{0x30, 0}, Serial: "01", Issuer: "CN=ca", Subject: "CN=a", FASCN: []byte{1, 2}, CardUUID: "u", NotAfter: t0.AddDate(1, 0, 0)}
+		ps := PIVSession{TokenHash: "th", SessionID: "s1", CertSHA256: "ab", PersonID: "p", FASCN: []byte{1, 2}, CardUUID: "u",
+			UPN: "upn", Email: "e@x", EmailSource: "piv-auth", Subject: "CN=a", SourceAddr: "127.0.0.1", CreatedAt: t0, ExpiresAt: t0.Add(20 * time.Minute)}
+		if err := s.CreatePIVSession(ctx, ps, cert); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.PIVSession(ctx, "th")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.PersonID != "p" || got.Email != "e@x" || !got.ExpiresAt.Equal(ps.ExpiresAt) || !bytes.Equal(got.FASCN, ps.FASCN) {
+			t.Fatalf("session %+v", got)
+		}
+		kept, err := s.PIVCertificate(ctx, "ab")
+		if err != nil || !bytes.Equal(kept.DER, cert.DER) || !kept.FirstSeen.Equal(t0) {
+			t.Fatalf("cert %+v %v", kept, err)
+		}
+		// Same session twice is a conflict and leaves nothing half-written.
+		if err := s.CreatePIVSession(ctx, ps, cert); !errors.Is(err, ErrConflict) {
+			t.Fatalf("duplicate: %v", err)
+		}
+		if _, err := s.PIVSession(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("unknown: %v", err)
+		}
+		// A session needs its challenge (foreign key): nothing is written.
+		bad := ps
+		bad.TokenHash, bad.SessionID, bad.CertSHA256 = "th2", "no-such-challenge", "cd"
+		cert2 := cert
+		cert2.SHA256 = "cd"
+		if err := s.CreatePIVSession(ctx, bad, cert2); err == nil {
+			t.Fatal("session without challenge accepted")
+		}
+		if _, err := s.PIVCertificate(ctx, "cd"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("half-written transaction: %v", err)
+		}
+		n, err := s.DeleteExpired(ctx, t0.Add(time.Hour))
+		if err != nil || n != 2 {
+			t.Fatalf("DeleteExpired = %d, %v", n, err)
+		}
+		if _, err := s.PIVSession(ctx, "th"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("expired session kept: %v", err)
+		}
+	})
+}
+
+func TestSQLiteFileMode(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "credgw.db")
+	s, err := OpenSQLite(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, %v", st.Mode(), err)
+	}
+	// Opening again migrates nothing and works.
+	s2, err := OpenSQLite(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2.Close()
+	if _, err := OpenSQLite(context.Background(), ""); err == nil {
+		t.Fatal("empty path accepted")
+	}
+}
