@@ -103,7 +103,7 @@ func cardChecks(t *testing.T, info *CardInfo) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if piv.VerifyChallengeSignature(cert.PublicKey, digest, sig) != nil {
+	if piv.VerifyChallengeSignature(cert.PublicKey, piv.SigAuto, digest, sig) != nil {
 		failed = append(failed, "key")
 	}
 	return failed

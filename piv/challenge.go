@@ -31,19 +31,45 @@ func ChallengeDigest(gatewayID, sessionID string, challenge []byte) []byte {
 // certificate's key.
 var ErrBadSignature = errors.New("piv: challenge signature does not verify with the PIV Authentication certificate")
 
+// ChallengeSize is the challenge length: 32 random bytes (SP 800-63B asks
+// for at least 64 bits).
+const ChallengeSize = 32
+
+// SignatureAlgorithm is how the card signed the challenge digest.
+type SignatureAlgorithm int
+
+// The accepted algorithms; SigAuto infers it from the key (ECDSA, or RSA
+// PKCS#1 v1.5 then PSS).
+const (
+	SigAuto SignatureAlgorithm = iota
+	SigECDSASHA256
+	SigRSAPKCS1SHA256
+	SigRSAPSSSHA256
+)
+
 // VerifyChallengeSignature checks sig over digest with pub: ECDSA (ASN.1),
 // RSA PKCS#1 v1.5 or RSA-PSS (SHA-256, any salt length).
-func VerifyChallengeSignature(pub crypto.PublicKey, digest, sig []byte) error {
+func VerifyChallengeSignature(pub crypto.PublicKey, alg SignatureAlgorithm, digest, sig []byte) error {
+	if len(sig) == 0 || len(sig) > 1024 {
+		return fmt.Errorf("%w: signature of %d bytes", ErrBadSignature, len(sig))
+	}
 	switch k := pub.(type) {
 	case *ecdsa.PublicKey:
+		if alg != SigAuto && alg != SigECDSASHA256 {
+			return fmt.Errorf("%w: an ECDSA key cannot make that signature algorithm", ErrBadSignature)
+		}
 		if ecdsa.VerifyASN1(k, digest, sig) {
 			return nil
 		}
 	case *rsa.PublicKey:
-		if rsa.VerifyPKCS1v15(k, crypto.SHA256, digest, sig) == nil {
+		if alg == SigECDSASHA256 {
+			return fmt.Errorf("%w: an RSA key cannot make an ECDSA signature", ErrBadSignature)
+		}
+		if (alg == SigAuto || alg == SigRSAPKCS1SHA256) && rsa.VerifyPKCS1v15(k, crypto.SHA256, digest, sig) == nil {
 			return nil
 		}
-		if rsa.VerifyPSS(k, crypto.SHA256, digest, sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthAuto}) == nil {
+		if (alg == SigAuto || alg == SigRSAPSSSHA256) &&
+			rsa.VerifyPSS(k, crypto.SHA256, digest, sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthAuto, Hash: crypto.SHA256}) == nil {
 			return nil
 		}
 	default:

@@ -17,6 +17,9 @@ type Identity struct {
 	Email    string
 	// Subject is the certificate's subject DN (RFC 4514 text).
 	Subject string
+	// PersonID identifies the person across card re-issues, per the
+	// configured attribute (default the FASC-N identifier). Set by Verifier.
+	PersonID string
 }
 
 // IdentityFromCertificate reads the identity from a PIV Authentication

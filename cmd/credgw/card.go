@@ -76,7 +76,7 @@ func checkCard(ctx context.Context, out io.Writer, u *pkcs11.URI, module string)
 	if err != nil {
 		return err
 	}
-	if err := piv.VerifyChallengeSignature(cert.PublicKey, piv.ChallengeDigest(gateway, session, challenge), sig); err != nil {
+	if err := piv.VerifyChallengeSignature(cert.PublicKey, piv.SigAuto, piv.ChallengeDigest(gateway, session, challenge), sig); err != nil {
 		return err
 	}
 	id, err := piv.IdentityFromCertificate(cert)

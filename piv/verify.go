@@ -1,0 +1,299 @@
+package piv
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Why a PIV certificate is refused. Each wraps into a *VerifyError whose
+// message says what is wrong and what to do.
+var (
+	ErrMalformed         = errors.New("piv: malformed certificate")
+	ErrUntrusted         = errors.New("piv: certificate does not chain to a configured PIV trust anchor")
+	ErrExpired           = errors.New("piv: certificate expired")
+	ErrNotYetValid       = errors.New("piv: certificate not yet valid")
+	ErrPolicy            = errors.New("piv: certificate policy not accepted")
+	ErrKeyUsage          = errors.New("piv: key usage not accepted")
+	ErrKey               = errors.New("piv: public key not accepted")
+	ErrRevoked           = errors.New("piv: certificate revoked")
+	ErrStatusUnavailable = errors.New("piv: revocation status unavailable")
+)
+
+// Policies that are never proof of a PIV card: derived PIV (the credential
+// credgw issues) and PIV-I.
+var refusedPolicies = []asn1.ObjectIdentifier{
+	PolicyDerivedPIVAuth, PolicyDerivedPIVAuthHW,
+	PolicyPIVIAuthentication, PolicyPIVICardAuth, PolicyPIVIContentSigning, PolicyPIVIHardware,
+}
+
+// Policies a card's Digital Signature certificate may assert (Common Policy:
+// id-fpki-common-policy, -hardware, -high).
+var signaturePolicies = []asn1.ObjectIdentifier{PolicyCommonPolicy, PolicyCommonHardware, PolicyCommonHigh}
+
+// Options configures a Verifier.
+type Options struct {
+	// Roots are the PIV trust anchors (e.g. Federal Common Policy CA G2).
+	Roots *x509.CertPool
+	// Intermediates are CA certificates to build paths with, in addition
+	// to those a caller sends.
+	Intermediates []*x509.Certificate
+	// Policies: the PIV Authentication certificate must itself assert one
+	// of them. Default: id-fpki-common-authentication (…3.13).
+	Policies []asn1.ObjectIdentifier
+	// HTTPClient fetches OCSP responses and CRLs (http URLs only).
+	HTTPClient *http.Client
+	// OCSPTimeout and CRLTimeout bound each fetch (defaults 5 s and 10 s).
+	OCSPTimeout, CRLTimeout time.Duration
+	// PersonAttribute names the attribute that identifies the person across
+	// card re-issues: "fascn" (the FASC-N identifier, default), "upn" or
+	// "email".
+	PersonAttribute string
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Verifier validates PIV Authentication certificates as PKI-AUTH requires
+// (FIPS 201-3 §6.2.3.1): path to a trust anchor, validity, the PIV
+// Authentication policy on the leaf itself, key usage, and revocation status
+// (OCSP, else CRL; neither ⇒ refused). It is safe for concurrent use.
+type Verifier struct {
+	opts   Options
+	inter  *x509.CertPool
+	status *statusChecker
+}
+
+// NewVerifier checks opts and fills in defaults.
+func NewVerifier(opts Options) (*Verifier, error) {
+	if opts.Roots == nil {
+		return nil, errors.New("piv: no PIV trust anchors configured")
+	}
+	if len(opts.Policies) == 0 {
+		opts.Policies = []asn1.ObjectIdentifier{PolicyCommonAuthentication}
+	}
+	for _, p := range opts.Policies {
+		if slices.ContainsFunc(refusedPolicies, p.Equal) {
+			return nil, fmt.Errorf("piv: policy %v is a derived or PIV-I policy and cannot be proof of a PIV card", p)
+		}
+	}
+	switch opts.PersonAttribute {
+	case "":
+		opts.PersonAttribute = "fascn"
+	case "fascn", "upn", "email":
+	default:
+		return nil, fmt.Errorf("piv: person attribute %q: use fascn, upn or email", opts.PersonAttribute)
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{}
+	}
+	if opts.OCSPTimeout <= 0 {
+		opts.OCSPTimeout = 5 * time.Second
+	}
+	if opts.CRLTimeout <= 0 {
+		opts.CRLTimeout = 10 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	inter := x509.NewCertPool()
+	for _, c := range opts.Intermediates {
+		inter.AddCert(c)
+	}
+	return &Verifier{opts: opts, inter: inter, status: newStatusChecker(opts)}, nil
+}
+
+// Result is a verified PIV Authentication certificate.
+type Result struct {
+	Leaf     *x509.Certificate
+	Chain    []*x509.Certificate // leaf first, trust anchor last
+	Identity Identity
+	// StatusSource is "ocsp" or "crl": where the good status came from.
+	StatusSource string
+}
+
+// Fingerprint is the hex SHA-256 of the leaf.
+func (r *Result) Fingerprint() string {
+	h := sha256.Sum256(r.Leaf.Raw)
+	return hex.EncodeToString(h[:])
+}
+
+// ParseCertificates parses DER certificates, refusing garbage with
+// ErrMalformed.
+func ParseCertificates(ders ...[]byte) ([]*x509.Certificate, error) {
+	out := make([]*x509.Certificate, 0, len(ders))
+	for i, der := range ders {
+		if len(der) == 0 {
+			return nil, fmt.Errorf("%w: certificate %d is empty", ErrMalformed, i)
+		}
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("%w: certificate %d: %v", ErrMalformed, i, err)
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// VerifyPIVAuth validates a PIV Authentication certificate with extra
+// intermediates from the caller. The order of checks puts the cheap,
+// local ones first; revocation status is fetched last.
+func (v *Verifier) VerifyPIVAuth(ctx context.Context, leaf *x509.Certificate, intermediates []*x509.Certificate) (*Result, error) {
+	if err := checkKey(leaf); err != nil {
+		return nil, err
+	}
+	if leaf.IsCA || leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
+		return nil, fmt.Errorf("%w: a PIV Authentication certificate must have keyUsage digitalSignature and must not be a CA", ErrKeyUsage)
+	}
+	if err := v.checkPolicy(leaf, v.opts.Policies, "PIV Authentication"); err != nil {
+		return nil, err
+	}
+	chain, err := v.path(ctx, leaf, intermediates, v.opts.Policies)
+	if err != nil {
+		return nil, err
+	}
+	id, err := IdentityFromCertificate(leaf)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	id.PersonID = personID(id, v.opts.PersonAttribute)
+	if id.PersonID == "" {
+		return nil, fmt.Errorf("%w: the certificate has no %s, the configured person attribute", ErrMalformed, v.opts.PersonAttribute)
+	}
+	return &Result{Leaf: leaf, Chain: chain.certs, Identity: id, StatusSource: chain.status}, nil
+}
+
+// VerifyDigitalSignature validates the card's Digital Signature certificate
+// the same way (path, validity, revocation), checks that it names the same
+// subject as the PIV Authentication certificate, and returns its email: the
+// email of record when the PIV Authentication certificate has none.
+func (v *Verifier) VerifyDigitalSignature(ctx context.Context, cert, pivAuth *x509.Certificate, intermediates []*x509.Certificate) (string, error) {
+	if !slices.Equal(cert.RawSubject, pivAuth.RawSubject) {
+		return "", fmt.Errorf("%w: the Digital Signature certificate's subject %q is not the PIV Authentication certificate's %q", ErrMalformed, cert.Subject, pivAuth.Subject)
+	}
+	if err := v.checkPolicy(cert, signaturePolicies, "Digital Signature"); err != nil {
+		return "", err
+	}
+	if !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageEmailProtection) || len(cert.EmailAddresses) == 0 {
+		return "", fmt.Errorf("%w: the Digital Signature certificate has no emailProtection EKU and rfc822Name", ErrKeyUsage)
+	}
+	if _, err := v.path(ctx, cert, intermediates, signaturePolicies); err != nil {
+		return "", fmt.Errorf("Digital Signature certificate: %w", err)
+	}
+	return cert.EmailAddresses[0], nil
+}
+
+func (v *Verifier) checkPolicy(c *x509.Certificate, want []asn1.ObjectIdentifier, what string) error {
+	has := func(p asn1.ObjectIdentifier) bool {
+		return slices.ContainsFunc(c.Policies, func(o x509.OID) bool { return o.EqualASN1OID(p) })
+	}
+	for _, p := range refusedPolicies {
+		if has(p) {
+			return fmt.Errorf("%w: the certificate asserts %v, a derived PIV or PIV-I policy; sign in with the PIV card itself", ErrPolicy, p)
+		}
+	}
+	if slices.ContainsFunc(want, has) {
+		return nil
+	}
+	var got []string
+	for _, o := range c.Policies {
+		got = append(got, o.String())
+	}
+	return fmt.Errorf("%w: the %s certificate asserts [%s]; it must itself assert one of %v", ErrPolicy, what, strings.Join(got, ", "), want)
+}
+
+type verifiedPath struct {
+	certs  []*x509.Certificate
+	status string
+}
+
+// path checks validity, builds a path to the anchors with RFC 5280 policy
+// processing set to policies (STANDARDS §5.1: path validation "SHOULD be set
+// to the trusted policy OIDs"), and checks revocation status.
+func (v *Verifier) path(ctx context.Context, leaf *x509.Certificate, intermediates []*x509.Certificate, policies []asn1.ObjectIdentifier) (verifiedPath, error) {
+	now := v.opts.Now()
+	if now.Before(leaf.NotBefore) {
+		return verifiedPath{}, fmt.Errorf("%w: valid from %s", ErrNotYetValid, leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
+	if now.After(leaf.NotAfter) {
+		return verifiedPath{}, fmt.Errorf("%w: expired %s; the card must be renewed", ErrExpired, leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	pool := v.inter
+	if len(intermediates) > 0 {
+		pool = v.inter.Clone()
+		for _, c := range intermediates {
+			pool.AddCert(c)
+		}
+	}
+	chains, err := leaf.Verify(x509.VerifyOptions{
+		Roots:               v.opts.Roots,
+		Intermediates:       pool,
+		CurrentTime:         now,
+		KeyUsages:           []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+		CertificatePolicies: toOIDs(policies),
+	})
+	if err != nil {
+		return verifiedPath{}, fmt.Errorf("%w: %v (issuer %q)", ErrUntrusted, err, leaf.Issuer)
+	}
+	chain := chains[0]
+	if len(chain) < 2 {
+		return verifiedPath{}, fmt.Errorf("%w: the certificate is itself a trust anchor", ErrUntrusted)
+	}
+	source, err := v.status.check(ctx, leaf, chain[1])
+	if err != nil {
+		return verifiedPath{}, err
+	}
+	return verifiedPath{certs: chain, status: source}, nil
+}
+
+// checkKey allows the PIV key types of SP 800-78: RSA 2048/3072 (and 4096,
+// as the Common Policy allows), ECDSA P-256/P-384.
+func checkKey(c *x509.Certificate) error {
+	switch k := c.PublicKey.(type) {
+	case *rsa.PublicKey:
+		if n := k.N.BitLen(); n < 2048 || n > 4096 {
+			return fmt.Errorf("%w: RSA-%d; PIV allows RSA 2048 to 4096", ErrKey, n)
+		}
+		return nil
+	case *ecdsa.PublicKey:
+		if k.Curve == elliptic.P256() || k.Curve == elliptic.P384() {
+			return nil
+		}
+		return fmt.Errorf("%w: curve %s; PIV allows P-256 and P-384", ErrKey, k.Curve.Params().Name)
+	}
+	return fmt.Errorf("%w: %T; PIV allows RSA and ECDSA", ErrKey, c.PublicKey)
+}
+
+func personID(id Identity, attr string) string {
+	switch attr {
+	case "upn":
+		return id.UPN
+	case "email":
+		return id.Email
+	}
+	return id.FASCN.Identifier()
+}
+
+func toOIDs(in []asn1.ObjectIdentifier) []x509.OID {
+	out := make([]x509.OID, 0, len(in))
+	for _, o := range in {
+		ints := make([]uint64, len(o))
+		for i, v := range o {
+			ints[i] = uint64(v)
+		}
+		if oid, err := x509.OIDFromInts(ints); err == nil {
+			out = append(out, oid)
+		}
+	}
+	return out
+}

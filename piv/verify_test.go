@@ -1,0 +1,359 @@
+package piv_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	hsmsim "github.com/credgw/credgw/hsm-sim"
+	"github.com/credgw/credgw/piv"
+	"github.com/credgw/credgw/pkcs11"
+)
+
+// The test binary's hsm-sim environment, its issuer served through a switch
+// that can take OCSP or CRL down, and a count of OCSP requests.
+var (
+	env    *hsmsim.Env
+	module *pkcs11.Module
+	outage = struct {
+		sync.Mutex
+		ocsp, crl bool
+	}{}
+	ocspCalls atomic.Int64
+)
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "credgw-piv-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if env, err = hsmsim.Init(dir+"/env", "http://"+ln.Addr().String()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	h := env.Handler(nil)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		outage.Lock()
+		ocspDown, crlDown := outage.ocsp, outage.crl
+		outage.Unlock()
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/ocsp"):
+			ocspCalls.Add(1)
+			if ocspDown {
+				http.Error(w, "down", http.StatusServiceUnavailable)
+				return
+			}
+		case strings.HasPrefix(r.URL.Path, "/crl"):
+			if crlDown {
+				http.Error(w, "down", http.StatusServiceUnavailable)
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	if module, err = env.OpenModule(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer module.Close()
+	return m.Run()
+}
+
+func setOutage(t *testing.T, ocspDown, crlDown bool) {
+	outage.Lock()
+	outage.ocsp, outage.crl = ocspDown, crlDown
+	outage.Unlock()
+	t.Cleanup(func() {
+		outage.Lock()
+		outage.ocsp, outage.crl = false, false
+		outage.Unlock()
+	})
+}
+
+var cardSeq atomic.Int64
+
+func newCard(t *testing.T, v hsmsim.Variant, key pkcs11.KeyType, email string) *x509.Certificate {
+	t.Helper()
+	name := fmt.Sprintf("v%d-%s", cardSeq.Add(1), v)
+	if _, err := env.NewCard(context.Background(), module, hsmsim.CardSpec{Name: name, PIN: []byte("123456"), Key: key, Variant: v, Email: email}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := env.CardCertificate(name, "9a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func newVerifier(t *testing.T, now func() time.Time) *piv.Verifier {
+	t.Helper()
+	v, err := piv.NewVerifier(piv.Options{Roots: env.TrustPool(), Intermediates: []*x509.Certificate{env.IssuingCA()}, Now: now,
+		OCSPTimeout: 2 * time.Second, CRLTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestVerifyPIVAuth(t *testing.T) {
+	tests := []struct {
+		name       string
+		variant    hsmsim.Variant
+		key        pkcs11.KeyType
+		ocspDown   bool
+		crlDown    bool
+		want       error
+		wantSource string
+	}{
+		{"good p256", hsmsim.Good, pkcs11.ECP256, false, false, nil, "ocsp"},
+		{"good rsa2048", hsmsim.Good, pkcs11.RSA2048, false, false, nil, "ocsp"},
+		{"good, OCSP down: CRL", hsmsim.Good, pkcs11.ECP256, true, false, nil, "crl"},
+		{"good, both down: fail closed", hsmsim.Good, pkcs11.ECP256, true, true, piv.ErrStatusUnavailable, ""},
+		{"revoked (OCSP)", hsmsim.Revoked, pkcs11.ECP256, false, false, piv.ErrRevoked, ""},
+		{"revoked (CRL while OCSP is down)", hsmsim.Revoked, pkcs11.ECP256, true, false, piv.ErrRevoked, ""},
+		{"revoked, both down", hsmsim.Revoked, pkcs11.ECP256, true, true, piv.ErrStatusUnavailable, ""},
+		{"expired", hsmsim.Expired, pkcs11.ECP256, false, false, piv.ErrExpired, ""},
+		{"not yet valid", hsmsim.NotYetValid, pkcs11.ECP256, false, false, piv.ErrNotYetValid, ""},
+		{"wrong policy", hsmsim.WrongPolicy, pkcs11.ECP256, false, false, piv.ErrPolicy, ""},
+		{"untrusted issuer", hsmsim.Untrusted, pkcs11.ECP256, false, false, piv.ErrUntrusted, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cert := newCard(t, tc.variant, tc.key, "")
+			setOutage(t, tc.ocspDown, tc.crlDown)
+			// A fresh verifier each time: no cache from another case.
+			res, err := newVerifier(t, nil).VerifyPIVAuth(context.Background(), cert, nil)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			if err != nil {
+				return
+			}
+			if res.StatusSource != tc.wantSource || len(res.Chain) != 3 || res.Identity.CardUUID == "" || len(res.Identity.PersonID) != 14 {
+				t.Fatalf("result %+v", res)
+			}
+		})
+	}
+}
+
+func TestOCSPCache(t *testing.T) {
+	cert := newCard(t, hsmsim.Good, pkcs11.ECP256, "")
+	now := time.Now()
+	clock := func() time.Time { return now }
+	v := newVerifier(t, clock)
+	before := ocspCalls.Load()
+	for i := 0; i < 5; i++ {
+		if _, err := v.VerifyPIVAuth(context.Background(), cert, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := ocspCalls.Load() - before; n != 1 {
+		t.Fatalf("%d OCSP requests for 5 verifications, want 1 (cached until nextUpdate)", n)
+	}
+	// A cached good answer stands until nextUpdate even if the card is
+	// revoked meanwhile; after nextUpdate the revocation shows.
+	now = now.Add(5 * time.Hour) // hsm-sim OCSP responses live 4 hours
+	if _, err := v.VerifyPIVAuth(context.Background(), cert, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := ocspCalls.Load() - before; n != 2 {
+		t.Fatalf("%d OCSP requests after nextUpdate, want 2", n)
+	}
+}
+
+func TestRevokedAfterCacheExpiry(t *testing.T) {
+	name := fmt.Sprintf("late-revoke-%d", cardSeq.Add(1))
+	if _, err := env.NewCard(context.Background(), module, hsmsim.CardSpec{Name: name, PIN: []byte("123456")}); err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := env.CardCertificate(name, "9a")
+	now := time.Now()
+	v := newVerifier(t, func() time.Time { return now })
+	if _, err := v.VerifyPIVAuth(context.Background(), cert, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.RevokeCard(name, 1); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(5 * time.Hour)
+	if _, err := v.VerifyPIVAuth(context.Background(), cert, nil); !errors.Is(err, piv.ErrRevoked) {
+		t.Fatalf("err = %v, want ErrRevoked", err)
+	}
+}
+
+// TestDigitalSignatureEmail: the card's 9C certificate supplies the email of
+// record; mismatched subjects are refused.
+func TestDigitalSignatureEmail(t *testing.T) {
+	name := fmt.Sprintf("email-%d", cardSeq.Add(1))
+	if _, err := env.NewCard(context.Background(), module, hsmsim.CardSpec{Name: name, PIN: []byte("123456"), Email: "sig@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	auth, _ := env.CardCertificate(name, "9a")
+	sig, _ := env.CardCertificate(name, "9c")
+	v := newVerifier(t, nil)
+	email, err := v.VerifyDigitalSignature(context.Background(), sig, auth, nil)
+	if err != nil || email != "sig@example.com" {
+		t.Fatalf("email %q, %v", email, err)
+	}
+	other := newCard(t, hsmsim.Good, pkcs11.ECP256, "")
+	if _, err := v.VerifyDigitalSignature(context.Background(), sig, other, nil); !errors.Is(err, piv.ErrMalformed) {
+		t.Fatalf("another card's 9C: %v", err)
+	}
+	// The PIV Auth certificate is not a Digital Signature certificate.
+	if _, err := v.VerifyDigitalSignature(context.Background(), auth, auth, nil); !errors.Is(err, piv.ErrPolicy) {
+		t.Fatalf("9A as 9C: %v", err)
+	}
+}
+
+// ownChain makes a root and a leaf from tmpl for checks that fail before any
+// network access.
+func ownChain(t *testing.T, tmpl *x509.Certificate, leafKey any) (*x509.CertPool, *x509.Certificate) {
+	t.Helper()
+	rootKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	root := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test root"}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	rootDER, _ := x509.CreateCertificate(rand.Reader, root, root, rootKey.Public(), rootKey)
+	rootCert, _ := x509.ParseCertificate(rootDER)
+	tmpl.SerialNumber = big.NewInt(2)
+	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, rootCert, leafKey.(crypto.Signer).Public(), rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(rootCert)
+	return pool, leaf
+}
+
+func oid(o asn1.ObjectIdentifier) x509.OID {
+	ints := make([]uint64, len(o))
+	for i, v := range o {
+		ints[i] = uint64(v)
+	}
+	r, _ := x509.OIDFromInts(ints)
+	return r
+}
+
+// TestVerifyRejectsLocally: rejections that need no revocation check.
+func TestVerifyRejectsLocally(t *testing.T) {
+	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	rsa1024, _ := rsa.GenerateKey(rand.Reader, 1024)
+	auth := []x509.OID{oid(piv.PolicyCommonAuthentication)}
+	tests := []struct {
+		name string
+		tmpl x509.Certificate
+		key  any
+		want error
+	}{
+		{"derived PIV policy", x509.Certificate{KeyUsage: x509.KeyUsageDigitalSignature, Policies: []x509.OID{oid(piv.PolicyDerivedPIVAuth)}}, p256, piv.ErrPolicy},
+		{"derived hardware policy beside 3.13", x509.Certificate{KeyUsage: x509.KeyUsageDigitalSignature, Policies: []x509.OID{oid(piv.PolicyCommonAuthentication), oid(piv.PolicyDerivedPIVAuthHW)}}, p256, piv.ErrPolicy},
+		{"PIV-I policy", x509.Certificate{KeyUsage: x509.KeyUsageDigitalSignature, Policies: []x509.OID{oid(piv.PolicyPIVIAuthentication)}}, p256, piv.ErrPolicy},
+		{"no policy", x509.Certificate{KeyUsage: x509.KeyUsageDigitalSignature}, p256, piv.ErrPolicy},
+		{"no digitalSignature", x509.Certificate{KeyUsage: x509.KeyUsageKeyAgreement, Policies: auth}, p256, piv.ErrKeyUsage},
+		{"P-224 key", x509.Certificate{KeyUsage: x509.KeyUsageDigitalSignature, Policies: auth}, p224, piv.ErrKey},
+		{"RSA-1024 key", x509.Certificate{KeyUsage: x509.KeyUsageDigitalSignature, Policies: auth}, rsa1024, piv.ErrKey},
+		{"not chaining to the configured anchors", x509.Certificate{KeyUsage: x509.KeyUsageDigitalSignature, Policies: auth}, p256, piv.ErrUntrusted},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.tmpl.Subject = pkix.Name{CommonName: "someone"}
+			_, leaf := ownChain(t, &tc.tmpl, tc.key)
+			v := newVerifier(t, nil) // anchored at hsm-sim, not at ownChain's root
+			if _, err := v.VerifyPIVAuth(context.Background(), leaf, nil); !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestNewVerifierRejects(t *testing.T) {
+	if _, err := piv.NewVerifier(piv.Options{}); err == nil {
+		t.Error("no roots accepted")
+	}
+	if _, err := piv.NewVerifier(piv.Options{Roots: env.TrustPool(), Policies: []asn1.ObjectIdentifier{piv.PolicyDerivedPIVAuth}}); err == nil {
+		t.Error("derived policy accepted as proof")
+	}
+	if _, err := piv.NewVerifier(piv.Options{Roots: env.TrustPool(), PersonAttribute: "shoe-size"}); err == nil {
+		t.Error("unknown person attribute accepted")
+	}
+}
+
+func TestParseCertificates(t *testing.T) {
+	for _, bad := range [][]byte{nil, {}, {0x30, 0x03, 0x01}, []byte("not DER")} {
+		if _, err := piv.ParseCertificates(bad); !errors.Is(err, piv.ErrMalformed) {
+			t.Errorf("ParseCertificates(%x) = %v", bad, err)
+		}
+	}
+}
+
+func TestChallengeSignatureAlgorithms(t *testing.T) {
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rk, _ := rsa.GenerateKey(rand.Reader, 2048)
+	d := piv.ChallengeDigest("gw", "sid", make([]byte, 32))
+	ecSig, _ := ecdsa.SignASN1(rand.Reader, ec, d)
+	pkcs1, _ := rsa.SignPKCS1v15(rand.Reader, rk, crypto.SHA256, d)
+	pss, _ := rsa.SignPSS(rand.Reader, rk, crypto.SHA256, d, nil)
+	tests := []struct {
+		name string
+		pub  any
+		alg  piv.SignatureAlgorithm
+		sig  []byte
+		ok   bool
+	}{
+		{"ecdsa auto", &ec.PublicKey, piv.SigAuto, ecSig, true},
+		{"ecdsa named", &ec.PublicKey, piv.SigECDSASHA256, ecSig, true},
+		{"ecdsa claimed rsa", &ec.PublicKey, piv.SigRSAPKCS1SHA256, ecSig, false},
+		{"pkcs1 auto", &rk.PublicKey, piv.SigAuto, pkcs1, true},
+		{"pkcs1 named", &rk.PublicKey, piv.SigRSAPKCS1SHA256, pkcs1, true},
+		{"pkcs1 claimed pss", &rk.PublicKey, piv.SigRSAPSSSHA256, pkcs1, false},
+		{"pss auto", &rk.PublicKey, piv.SigAuto, pss, true},
+		{"pss named", &rk.PublicKey, piv.SigRSAPSSSHA256, pss, true},
+		{"rsa claimed ecdsa", &rk.PublicKey, piv.SigECDSASHA256, pkcs1, false},
+		{"empty", &ec.PublicKey, piv.SigAuto, nil, false},
+		{"other digest", &ec.PublicKey, piv.SigAuto, func() []byte {
+			s, _ := ecdsa.SignASN1(rand.Reader, ec, piv.ChallengeDigest("gw", "other", make([]byte, 32)))
+			return s
+		}(), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := piv.VerifyChallengeSignature(tc.pub, tc.alg, d, tc.sig)
+			if (err == nil) != tc.ok {
+				t.Fatalf("err = %v, want ok=%v", err, tc.ok)
+			}
+			if err != nil && !errors.Is(err, piv.ErrBadSignature) {
+				t.Fatalf("err %v is not ErrBadSignature", err)
+			}
+		})
+	}
+}
