@@ -49,3 +49,13 @@ func (c *Card) SignChallenge(ctx context.Context, gatewayID, sessionID string, c
 	}
 	return s.SignContext(ctx, ChallengeDigest(gatewayID, sessionID, challenge), crypto.SHA256)
 }
+
+// AuthSigner is the PIV Authentication key (9A) as a crypto.Signer: for
+// TLS client authentication with the card (SP 800-157r1 App. C.1).
+func (c *Card) AuthSigner(ctx context.Context) (crypto.Signer, error) {
+	s, err := c.tok.Signer(ctx, pkcs11.PIVAuthentication.PrivateKey())
+	if err != nil {
+		return nil, fmt.Errorf("piv: PIV Authentication key: %w", err)
+	}
+	return s, nil
+}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"fmt"
+	"net"
+
+	hsmsim "github.com/credgw/credgw/hsm-sim"
+	"github.com/spf13/cobra"
+)
+
+func newDevCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "dev", Short: "Development environments"}
+	var dir string
+	var hsmPort, grpcPort, httpPort int
+	initCmd := &cobra.Command{
+		Use:   "init --dir DIR",
+		Short: "Make a ready-to-run development environment",
+		Long: `Make DIR (new or empty) a development environment: an hsm-sim environment with
+one good simulated PIV card, the gateway's TLS material (CA, server certificate,
+portal and admin client certificates), and DIR/credgw.yaml using SQLite
+DIR/credgw.db with the simulated PIV issuer as trust anchor. Ports default to
+free ones on 127.0.0.1.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ports := []*int{&hsmPort, &grpcPort, &httpPort}
+			for _, p := range ports {
+				if *p == 0 {
+					free, err := freePort()
+					if err != nil {
+						return err
+					}
+					*p = free
+				}
+			}
+			d, err := hsmsim.DevInit(cmd.Context(), dir, hsmsim.DevOptions{
+				HSMURL:   fmt.Sprintf("http://127.0.0.1:%d", hsmPort),
+				GRPCAddr: fmt.Sprintf("127.0.0.1:%d", grpcPort),
+				HTTPAddr: fmt.Sprintf("127.0.0.1:%d", httpPort),
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), `development environment in %s
+  card:     %q (PIN in %s)
+  config:   %s
+Run, each in its own terminal:
+  credgw hsm-sim serve --dir %s/hsm
+  credgw serve --config %s
+  SOFTHSM2_CONF=%s credgw piv login --gateway %s --ca-file %s \
+      --card 'pkcs11:token=%s' --pin-file %s
+`, d.Dir, d.Card.Name, d.PINFile, d.Config, d.Dir, d.Config, d.Env.SoftHSMConfig(), d.GRPCAddr, d.CAFile,
+				uriEscape(d.Card.Name), d.PINFile)
+			return nil
+		},
+	}
+	initCmd.Flags().StringVar(&dir, "dir", "", "environment directory (required)")
+	initCmd.Flags().IntVar(&hsmPort, "hsm-port", 0, "port of the simulated issuer's OCSP/CRL server (default: a free one)")
+	initCmd.Flags().IntVar(&grpcPort, "grpc-port", 0, "gateway gRPC port (default: a free one)")
+	initCmd.Flags().IntVar(&httpPort, "http-port", 0, "gateway /healthz and /metrics port (default: a free one)")
+	initCmd.MarkFlagRequired("dir")
+	cmd.AddCommand(initCmd)
+	return cmd
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}

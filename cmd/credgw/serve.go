@@ -1,0 +1,52 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/credgw/credgw/server"
+	"github.com/spf13/cobra"
+)
+
+func newServeCmd() *cobra.Command {
+	var cfgPath string
+	cmd := &cobra.Command{
+		Use:   "serve --config credgw.yaml",
+		Short: "Run the gateway",
+		Long: `Run the gateway: gRPC over TLS (PIVAuth, Enrollment, Redemption, Renewal,
+Admin, health, reflection) and a plain-HTTP listener for /healthz and /metrics.
+Every configuration field is documented in docs/config.md; unknown fields are
+an error. Stops gracefully on SIGINT or SIGTERM.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := server.LoadConfig(cfgPath)
+			if err != nil {
+				return err
+			}
+			log := server.NewLogger(os.Stderr, cfg.Log.Level)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			srv, err := server.New(ctx, cfg, server.WithLogger(log))
+			if err != nil {
+				return err
+			}
+			if err := srv.Start(); err != nil {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				log.Info("signal received, shutting down")
+			case err := <-srv.Errors():
+				log.Error("listener failed", "err", err)
+				srv.Shutdown(context.Background())
+				return fmt.Errorf("serve: %w", err)
+			}
+			return srv.Shutdown(context.Background())
+		},
+	}
+	cmd.Flags().StringVar(&cfgPath, "config", "credgw.yaml", "configuration file")
+	return cmd
+}

@@ -1,0 +1,205 @@
+package hsmsim
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/credgw/credgw/pkcs11"
+)
+
+// DevOptions configures DevInit.
+type DevOptions struct {
+	// HSMURL is where the simulated issuer serves OCSP and CRLs.
+	HSMURL string
+	// GRPCAddr and HTTPAddr are the gateway's listen addresses.
+	GRPCAddr, HTTPAddr string
+	// CardName, CardKey and CardEmail describe the one good card.
+	CardName  string
+	CardKey   pkcs11.KeyType
+	CardEmail string
+}
+
+// DevEnv is a ready-to-run development environment.
+type DevEnv struct {
+	Dir    string
+	Env    *Env
+	Card   *CardInfo
+	Config string // credgw.yaml
+	// PINFile holds the card PIN (0600).
+	PINFile string
+	// CAFile is the gateway's TLS CA: clients trust it.
+	CAFile string
+	// Portal and admin client certificates and keys.
+	PortalCert, PortalKey, AdminCert, AdminKey string
+	GRPCAddr, HTTPAddr                         string
+}
+
+// DevInit makes dir (new or empty) a development environment: an hsm-sim
+// environment with one good card, the gateway's TLS material (a CA, a server
+// certificate for 127.0.0.1 and localhost, portal and admin client
+// certificates), and credgw.yaml using SQLite dir/credgw.db with the
+// simulated PIV issuer as trust anchor.
+func DevInit(ctx context.Context, dir string, o DevOptions) (*DevEnv, error) {
+	if o.CardName == "" {
+		o.CardName = "Dev Cardholder"
+	}
+	if o.CardKey == 0 {
+		o.CardKey = pkcs11.ECP256
+	}
+	if o.CardEmail == "" {
+		o.CardEmail = "dev.cardholder@example.com"
+	}
+	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
+		return nil, fmt.Errorf("hsmsim: %s is not empty: choose a new directory or remove it", dir)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	d := &DevEnv{Dir: abs, GRPCAddr: o.GRPCAddr, HTTPAddr: o.HTTPAddr}
+	if d.Env, err = Init(filepath.Join(abs, "hsm"), o.HSMURL); err != nil {
+		return nil, err
+	}
+	pin, err := randomDigits(8)
+	if err != nil {
+		return nil, err
+	}
+	d.PINFile = filepath.Join(abs, "card.pin")
+	if err := writeFileAtomic(d.PINFile, append(pin, '\n'), 0o600); err != nil {
+		return nil, err
+	}
+	mod, err := d.Env.OpenModule()
+	if err != nil {
+		return nil, err
+	}
+	d.Card, err = d.Env.NewCard(ctx, mod, CardSpec{Name: o.CardName, PIN: pin, Key: o.CardKey, Email: o.CardEmail})
+	mod.Close()
+	if err != nil {
+		return nil, err
+	}
+	if err := d.writeTLS(); err != nil {
+		return nil, err
+	}
+	d.Config = filepath.Join(abs, "credgw.yaml")
+	var b strings.Builder
+	if err := devConfig.Execute(&b, d); err != nil {
+		return nil, err
+	}
+	if err := writeFileAtomic(d.Config, []byte(b.String()), 0o600); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// writeTLS makes the gateway's TLS CA, server and client certificates.
+func (d *DevEnv) writeTLS() error {
+	tdir := filepath.Join(d.Dir, "tls")
+	if err := os.MkdirAll(tdir, 0o700); err != nil {
+		return err
+	}
+	now := time.Now().Add(-time.Hour)
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	caTmpl := &x509.Certificate{
+		Subject: pkix.Name{Organization: []string{"credgw development"}, CommonName: "credgw development TLS CA"},
+		NotBefore: now, NotAfter: now.AddDate(2, 0, 0), IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	ca, err := issue(caTmpl, caTmpl, caKey.Public(), caKey)
+	if err != nil {
+		return err
+	}
+	d.CAFile = filepath.Join(tdir, "ca.crt")
+	if err := writePEM(d.CAFile, ca); err != nil {
+		return err
+	}
+	if err := writePEM(filepath.Join(tdir, "ca.key"), caKey); err != nil {
+		return err
+	}
+	leaf := func(name string, tmpl *x509.Certificate) (string, string, error) {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return "", "", err
+		}
+		tmpl.NotBefore, tmpl.NotAfter = now, now.AddDate(1, 0, 0)
+		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+		c, err := issue(tmpl, ca, k.Public(), caKey)
+		if err != nil {
+			return "", "", err
+		}
+		cp, kp := filepath.Join(tdir, name+".crt"), filepath.Join(tdir, name+".key")
+		if err := writePEM(cp, c); err != nil {
+			return "", "", err
+		}
+		return cp, kp, writePEM(kp, k)
+	}
+	if _, _, err := leaf("server", &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "credgw"},
+		DNSNames:    []string{"localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}); err != nil {
+		return err
+	}
+	client := func(cn string) *x509.Certificate {
+		return &x509.Certificate{Subject: pkix.Name{CommonName: cn}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	}
+	if d.PortalCert, d.PortalKey, err = leaf("portal", client("credgw-portal")); err != nil {
+		return err
+	}
+	d.AdminCert, d.AdminKey, err = leaf("admin", client("credgw-admin"))
+	return err
+}
+
+var devConfig = template.Must(template.New("credgw.yaml").Parse(`# credgw development configuration, written by 'credgw dev init'.
+# Every field is documented in docs/config.md. Paths are relative to this file.
+gateway_id: credgw-dev
+listen:
+  grpc: {{.GRPCAddr}}
+  http: {{.HTTPAddr}}
+tls:
+  cert_file: tls/server.crt
+  key_file: tls/server.key
+  client_ca_files: [tls/ca.crt]
+  min_version: "1.2"
+roles:
+  portal:
+    - subject_cn: credgw-portal
+  admin:
+    - subject_cn: credgw-admin
+store:
+  driver: sqlite
+  dsn: credgw.db
+piv:
+  # The simulated PIV card issuer of hsm/ (credgw hsm-sim serve --dir hsm).
+  trust_anchor_files: [hsm/issuer/piv-ca/root.crt]
+  intermediate_files: [hsm/issuer/piv-ca/ca.crt]
+  policies: ["2.16.840.1.101.3.2.1.3.13"]
+  ocsp_timeout: 5s
+  crl_timeout: 10s
+  challenge_ttl: 2m
+  session_ttl: 20m
+  person_attribute: fascn
+limits:
+  max_recv_bytes: 1048576
+  rpc_timeout: 30s
+  shutdown_timeout: 15s
+log:
+  level: info
+`))

@@ -1,0 +1,177 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/credgw/credgw/piv"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// Roles a caller can have.
+const (
+	roleAnonymous = "anonymous"
+	rolePortal    = "portal"
+	roleAdmin     = "admin"
+	// rolePIV is a person whose TLS client certificate is a valid PIV
+	// Authentication certificate (SP 800-157r1 App. C.1).
+	rolePIV = "piv"
+)
+
+// methodRoles says who may call what. A service not listed is refused.
+var methodRoles = map[string][]string{
+	"/grpc.health.v1.Health/":                                   nil, // open
+	"/grpc.reflection.v1.ServerReflection/":                     nil,
+	"/grpc.reflection.v1alpha.ServerReflection/":                nil,
+	"/credgw.v1.PIVAuth/":                                       {rolePortal, rolePIV},
+	"/credgw.v1.Enrollment/":                                    {rolePortal, rolePIV},
+	"/credgw.v1.Redemption/":                                    nil, // the activation secret and password are the proof
+	"/credgw.v1.Renewal/":                                       nil, // the derived PIV Auth certificate is checked by the handler
+	"/credgw.v1.Admin/":                                         {roleAdmin},
+}
+
+func rolesFor(method string) ([]string, bool) {
+	for prefix, roles := range methodRoles {
+		if strings.HasPrefix(method, prefix) {
+			return roles, true
+		}
+	}
+	return nil, false
+}
+
+// caller is who is calling, as established by the TLS client certificate.
+type caller struct {
+	role string
+	cert *x509.Certificate
+	// piv is set for rolePIV: the verified card.
+	piv *piv.Result
+}
+
+type callerKey struct{}
+
+// callerSlot lets the authorization interceptor tell the outer logging
+// interceptor who called.
+type callerSlot struct{ c *caller }
+
+func withCallerSlot(ctx context.Context) context.Context {
+	return context.WithValue(ctx, callerKey{}, &callerSlot{})
+}
+
+func callerFrom(ctx context.Context) (*caller, bool) {
+	slot, ok := ctx.Value(callerKey{}).(*callerSlot)
+	if !ok || slot.c == nil {
+		return nil, false
+	}
+	return slot.c, true
+}
+
+func (s *Server) authorizeUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := s.authorize(ctx, info.FullMethod); err != nil {
+		return nil, err
+	}
+	return h(ctx, req)
+}
+
+func (s *Server) authorizeStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if err := s.authorize(ss.Context(), info.FullMethod); err != nil {
+		return err
+	}
+	return h(srv, ss)
+}
+
+// authorize establishes the caller's role and checks it against the method.
+func (s *Server) authorize(ctx context.Context, method string) error {
+	allowed, known := rolesFor(method)
+	if !known {
+		return status.Errorf(codes.PermissionDenied, "method %s is not served", method)
+	}
+	c, err := s.identify(ctx, allowed)
+	if slot, ok := ctx.Value(callerKey{}).(*callerSlot); ok && c != nil {
+		slot.c = c
+	}
+	if allowed == nil {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if slices.Contains(allowed, c.role) {
+		return nil
+	}
+	if c.cert == nil {
+		return status.Errorf(codes.Unauthenticated, "%s needs a TLS client certificate: the portal's, or the card's PIV Authentication certificate", method)
+	}
+	return status.Errorf(codes.PermissionDenied, "%s is not allowed for role %s (allowed: %s)", method, c.role, strings.Join(allowed, ", "))
+}
+
+// identify finds the caller's role from the TLS client certificate: a
+// certificate from the configured client CAs matched by roles.portal or
+// roles.admin, else (where the method allows it) a valid PIV
+// Authentication certificate. A failing PIV check is returned as the error.
+func (s *Server) identify(ctx context.Context, allowed []string) (*caller, error) {
+	c := &caller{role: roleAnonymous}
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return c, nil
+	}
+	tlsInfo, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(tlsInfo.State.PeerCertificates) == 0 {
+		return c, nil
+	}
+	certs := tlsInfo.State.PeerCertificates
+	c.cert = certs[0]
+	if s.clientCAs != nil {
+		inter := x509.NewCertPool()
+		for _, ic := range certs[1:] {
+			inter.AddCert(ic)
+		}
+		if _, err := c.cert.Verify(x509.VerifyOptions{Roots: s.clientCAs, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
+			switch {
+			case matchesAny(c.cert, s.cfg.Roles.Admin):
+				c.role = roleAdmin
+			case matchesAny(c.cert, s.cfg.Roles.Portal):
+				c.role = rolePortal
+			}
+			return c, nil
+		}
+	}
+	if !slices.Contains(allowed, rolePIV) {
+		return c, nil
+	}
+	res, err := s.verifier.VerifyPIVAuth(ctx, c.cert, certs[1:])
+	if err != nil {
+		return c, toStatus(fmt.Errorf("TLS client certificate: %w", err))
+	}
+	c.role, c.piv = rolePIV, res
+	return c, nil
+}
+
+func matchesAny(cert *x509.Certificate, ms []ClientMatch) bool {
+	fp := sha256.Sum256(cert.Raw)
+	hexFP := hex.EncodeToString(fp[:])
+	for _, m := range ms {
+		if m.SubjectCN != "" && cert.Subject.CommonName != m.SubjectCN {
+			continue
+		}
+		if m.SHA256 != "" && !strings.EqualFold(strings.ReplaceAll(m.SHA256, ":", ""), hexFP) {
+			continue
+		}
+		if m.DNSName != "" && !slices.Contains(cert.DNSNames, m.DNSName) {
+			continue
+		}
+		return true
+	}
+	return false
+}
+
+var errNoCaller = errors.New("server: no caller")

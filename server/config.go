@@ -1,0 +1,339 @@
+package server
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is credgw.yaml. Every field is documented, with its default, in
+// docs/config.md. Unknown fields are an error. Relative paths are relative
+// to the config file's directory.
+type Config struct {
+	// GatewayID names this gateway in signed PKI-AUTH messages.
+	GatewayID string       `yaml:"gateway_id"`
+	Listen    ListenConfig `yaml:"listen"`
+	TLS       TLSConfig    `yaml:"tls"`
+	Roles     RolesConfig  `yaml:"roles"`
+	Store     StoreConfig  `yaml:"store"`
+	PIV       PIVConfig    `yaml:"piv"`
+	Limits    LimitsConfig `yaml:"limits"`
+	Log       LogConfig    `yaml:"log"`
+
+	dir string // directory of the config file
+}
+
+// ListenConfig is where credgw listens.
+type ListenConfig struct {
+	// GRPC is the gRPC (TLS) address.
+	GRPC string `yaml:"grpc"`
+	// HTTP is the plain-HTTP address for /healthz and /metrics ("" = off).
+	HTTP string `yaml:"http"`
+}
+
+// TLSConfig is the gRPC listener's TLS.
+type TLSConfig struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ClientCAFiles verify portal and admin client certificates.
+	ClientCAFiles []string `yaml:"client_ca_files"`
+	// MinVersion is "1.2" or "1.3".
+	MinVersion string `yaml:"min_version"`
+}
+
+// RolesConfig maps mTLS client certificates to roles.
+type RolesConfig struct {
+	Portal []ClientMatch `yaml:"portal"`
+	Admin  []ClientMatch `yaml:"admin"`
+}
+
+// ClientMatch matches a verified client certificate: every field that is
+// set must match.
+type ClientMatch struct {
+	SubjectCN string `yaml:"subject_cn"`
+	// SHA256 is the hex SHA-256 fingerprint of the certificate.
+	SHA256 string `yaml:"sha256"`
+	// DNSName must be one of the certificate's dNSName SANs.
+	DNSName string `yaml:"dns_name"`
+}
+
+// StoreConfig selects the database.
+type StoreConfig struct {
+	// Driver is "sqlite" (the embedded default).
+	Driver string `yaml:"driver"`
+	// DSN is, for sqlite, the database file path.
+	DSN string `yaml:"dsn"`
+}
+
+// PIVConfig is PKI-AUTH.
+type PIVConfig struct {
+	TrustAnchorFiles  []string `yaml:"trust_anchor_files"`
+	IntermediateFiles []string `yaml:"intermediate_files"`
+	// Policies the PIV Authentication certificate itself must assert.
+	Policies        []string `yaml:"policies"`
+	OCSPTimeout     Duration `yaml:"ocsp_timeout"`
+	CRLTimeout      Duration `yaml:"crl_timeout"`
+	ChallengeTTL    Duration `yaml:"challenge_ttl"`
+	SessionTTL      Duration `yaml:"session_ttl"`
+	PersonAttribute string   `yaml:"person_attribute"`
+}
+
+// LimitsConfig bounds requests.
+type LimitsConfig struct {
+	MaxRecvBytes    int      `yaml:"max_recv_bytes"`
+	RPCTimeout      Duration `yaml:"rpc_timeout"`
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+}
+
+// LogConfig is the JSON log.
+type LogConfig struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+}
+
+// Duration is a time.Duration written as "2m", "30s".
+type Duration struct{ time.Duration }
+
+// UnmarshalYAML reads a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (use e.g. 30s, 2m, 1h)", n.Line, s)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalYAML writes the duration string.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// Defaults.
+const (
+	DefaultGRPCAddr     = "127.0.0.1:8443"
+	DefaultHTTPAddr     = "127.0.0.1:8080"
+	DefaultChallengeTTL = 2 * time.Minute
+	DefaultSessionTTL   = 20 * time.Minute
+	DefaultMaxRecvBytes = 1 << 20
+	DefaultRPCTimeout   = 30 * time.Second
+	DefaultShutdown     = 15 * time.Second
+)
+
+// DefaultPolicy is id-fpki-common-authentication.
+const DefaultPolicy = "2.16.840.1.101.3.2.1.3.13"
+
+// LoadConfig reads and checks a config file.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseConfig(b, filepath.Dir(abs))
+}
+
+// ParseConfig reads YAML; dir resolves relative paths.
+func ParseConfig(b []byte, dir string) (*Config, error) {
+	c := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		return nil, fmt.Errorf("config: %v (every field is listed in docs/config.md)", err)
+	}
+	c.dir = dir
+	c.applyDefaults()
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return c, nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.GatewayID == "" {
+		c.GatewayID = "credgw"
+	}
+	if c.Listen.GRPC == "" {
+		c.Listen.GRPC = DefaultGRPCAddr
+	}
+	if c.TLS.MinVersion == "" {
+		c.TLS.MinVersion = "1.2"
+	}
+	if c.Store.Driver == "" {
+		c.Store.Driver = "sqlite"
+	}
+	if c.Store.DSN == "" {
+		c.Store.DSN = "credgw.db"
+	}
+	if len(c.PIV.Policies) == 0 {
+		c.PIV.Policies = []string{DefaultPolicy}
+	}
+	if c.PIV.OCSPTimeout.Duration == 0 {
+		c.PIV.OCSPTimeout.Duration = 5 * time.Second
+	}
+	if c.PIV.CRLTimeout.Duration == 0 {
+		c.PIV.CRLTimeout.Duration = 10 * time.Second
+	}
+	if c.PIV.ChallengeTTL.Duration == 0 {
+		c.PIV.ChallengeTTL.Duration = DefaultChallengeTTL
+	}
+	if c.PIV.SessionTTL.Duration == 0 {
+		c.PIV.SessionTTL.Duration = DefaultSessionTTL
+	}
+	if c.PIV.PersonAttribute == "" {
+		c.PIV.PersonAttribute = "fascn"
+	}
+	if c.Limits.MaxRecvBytes == 0 {
+		c.Limits.MaxRecvBytes = DefaultMaxRecvBytes
+	}
+	if c.Limits.RPCTimeout.Duration == 0 {
+		c.Limits.RPCTimeout.Duration = DefaultRPCTimeout
+	}
+	if c.Limits.ShutdownTimeout.Duration == 0 {
+		c.Limits.ShutdownTimeout.Duration = DefaultShutdown
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+}
+
+var gatewayIDRe = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,64}$`)
+
+func (c *Config) validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if !gatewayIDRe.MatchString(c.GatewayID) {
+		bad("gateway_id %q: 1-64 of A-Z a-z 0-9 . _ : -", c.GatewayID)
+	}
+	for name, addr := range map[string]string{"listen.grpc": c.Listen.GRPC, "listen.http": c.Listen.HTTP} {
+		if addr == "" && name == "listen.http" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad("%s %q: want host:port", name, addr)
+		}
+	}
+	if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
+		bad("tls.cert_file and tls.key_file are required: credgw serves gRPC over TLS only")
+	}
+	if c.TLS.MinVersion != "1.2" && c.TLS.MinVersion != "1.3" {
+		bad("tls.min_version %q: use 1.2 or 1.3", c.TLS.MinVersion)
+	}
+	if (len(c.Roles.Portal) > 0 || len(c.Roles.Admin) > 0) && len(c.TLS.ClientCAFiles) == 0 {
+		bad("roles are configured but tls.client_ca_files is empty: client certificates could not be verified")
+	}
+	for role, ms := range map[string][]ClientMatch{"portal": c.Roles.Portal, "admin": c.Roles.Admin} {
+		for i, m := range ms {
+			if m.SubjectCN == "" && m.SHA256 == "" && m.DNSName == "" {
+				bad("roles.%s[%d]: set subject_cn, sha256 or dns_name", role, i)
+			}
+			if m.SHA256 != "" && !regexp.MustCompile(`^[0-9a-fA-F]{64}$`).MatchString(strings.ReplaceAll(m.SHA256, ":", "")) {
+				bad("roles.%s[%d].sha256: want 64 hex digits", role, i)
+			}
+		}
+	}
+	if c.Store.Driver != "sqlite" {
+		bad("store.driver %q: this build supports sqlite", c.Store.Driver)
+	}
+	if len(c.PIV.TrustAnchorFiles) == 0 {
+		bad("piv.trust_anchor_files is required (e.g. the Federal Common Policy CA G2)")
+	}
+	for _, p := range c.PIV.Policies {
+		if _, err := parseOID(p); err != nil {
+			bad("piv.policies: %v", err)
+		}
+	}
+	switch c.PIV.PersonAttribute {
+	case "fascn", "upn", "email":
+	default:
+		bad("piv.person_attribute %q: use fascn, upn or email", c.PIV.PersonAttribute)
+	}
+	if d := c.PIV.ChallengeTTL.Duration; d < 10*time.Second || d > 5*time.Minute {
+		bad("piv.challenge_ttl %s: between 10s and 5m", d)
+	}
+	if d := c.PIV.SessionTTL.Duration; d < time.Minute || d > 20*time.Minute {
+		bad("piv.session_ttl %s: between 1m and 20m (SP 800-63B-4 §6.1.2.1)", d)
+	}
+	if c.Limits.MaxRecvBytes < 16<<10 || c.Limits.MaxRecvBytes > 64<<20 {
+		bad("limits.max_recv_bytes %d: between 16384 and 67108864", c.Limits.MaxRecvBytes)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level %q: debug, info, warn or error", c.Log.Level)
+	}
+	return errors.Join(errs...)
+}
+
+// Path resolves p against the config file's directory.
+func (c *Config) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+func parseOID(s string) (asn1.ObjectIdentifier, error) {
+	parts := strings.Split(s, ".")
+	if len(parts) < 2 {
+		return nil, fmt.Errorf("%q is not a dotted OID", s)
+	}
+	oid := make(asn1.ObjectIdentifier, len(parts))
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("%q is not a dotted OID", s)
+		}
+		oid[i] = n
+	}
+	return oid, nil
+}
+
+// readCerts reads every certificate of PEM files.
+func readCerts(paths []string) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for {
+			var block *pem.Block
+			block, b = pem.Decode(b)
+			if block == nil {
+				break
+			}
+			if block.Type != "CERTIFICATE" {
+				continue
+			}
+			c, err := x509.ParseCertificate(block.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", p, err)
+			}
+			out = append(out, c)
+			n++
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("%s holds no PEM certificate", p)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,48 @@
+package server
+
+import (
+	"context"
+	"errors"
+
+	"github.com/credgw/credgw/piv"
+	"github.com/credgw/credgw/store"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// toStatus maps a domain error onto a gRPC status (Boulder grpc/errors.go
+// style): one place decides the codes. Messages are the domain errors' own,
+// which never carry secrets.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := codes.Internal
+	switch {
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	case errors.Is(err, piv.ErrMalformed):
+		code = codes.InvalidArgument
+	case errors.Is(err, piv.ErrBadSignature):
+		code = codes.Unauthenticated
+	case errors.Is(err, piv.ErrUntrusted), errors.Is(err, piv.ErrExpired), errors.Is(err, piv.ErrNotYetValid),
+		errors.Is(err, piv.ErrPolicy), errors.Is(err, piv.ErrKeyUsage), errors.Is(err, piv.ErrKey),
+		errors.Is(err, piv.ErrRevoked):
+		code = codes.PermissionDenied
+	case errors.Is(err, piv.ErrStatusUnavailable), errors.Is(err, store.ErrUnavailable):
+		code = codes.Unavailable
+	case errors.Is(err, store.ErrNotFound):
+		code = codes.NotFound
+	case errors.Is(err, store.ErrAlreadyUsed):
+		code = codes.FailedPrecondition
+	}
+	if code == codes.Internal {
+		return status.Error(codes.Internal, "internal error; the incident is logged")
+	}
+	return status.Error(code, err.Error())
+}

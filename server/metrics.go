@@ -1,0 +1,38 @@
+package server
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc/codes"
+)
+
+// metrics are the server's Prometheus collectors, in a registry of its own.
+type metrics struct {
+	reg      *prometheus.Registry
+	rpcs     *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		rpcs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "credgw_grpc_requests_total",
+			Help: "gRPC requests handled, by method and status code.",
+		}, []string{"method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "credgw_grpc_request_duration_seconds",
+			Help:    "gRPC request latency, by method and status code.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"method", "code"}),
+	}
+	m.reg.MustRegister(m.rpcs, m.duration, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) observe(method string, code codes.Code, d time.Duration) {
+	m.rpcs.WithLabelValues(method, code.String()).Inc()
+	m.duration.WithLabelValues(method, code.String()).Observe(d.Seconds())
+}

@@ -1,0 +1,276 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/credgw/credgw/piv"
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"github.com/credgw/credgw/store"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+)
+
+// Server is a running credgw gateway.
+type Server struct {
+	cfg       *Config
+	log       *slog.Logger
+	now       func() time.Time
+	store     store.Store
+	ownStore  bool
+	verifier  *piv.Verifier
+	clientCAs *x509.CertPool
+	tlsConfig *tls.Config
+	metrics   *metrics
+	health    *health.Server
+
+	grpc     *grpc.Server
+	http     *http.Server
+	grpcLn   net.Listener
+	httpLn   net.Listener
+	wg       sync.WaitGroup
+	serveErr chan error
+}
+
+// Option changes how New builds the server.
+type Option func(*options)
+
+type options struct {
+	log        *slog.Logger
+	now        func() time.Time
+	store      store.Store
+	httpClient *http.Client
+	extra      []func(*grpc.Server)
+}
+
+// WithLogger sets the logger (default: JSON to stderr at the configured level).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithClock sets the clock (tests inject one).
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// WithStore uses s instead of opening the configured store; the caller
+// closes it.
+func WithStore(s store.Store) Option { return func(o *options) { o.store = s } }
+
+// WithHTTPClient sets the client for OCSP and CRL fetches.
+func WithHTTPClient(c *http.Client) Option { return func(o *options) { o.httpClient = c } }
+
+// WithServices registers extra services on the gRPC server (tests).
+func WithServices(register func(*grpc.Server)) Option {
+	return func(o *options) { o.extra = append(o.extra, register) }
+}
+
+// New builds the server from cfg: TLS material, trust anchors, store.
+func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
+	o := options{now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.log == nil {
+		o.log = NewLogger(io.Discard, cfg.Log.Level)
+	}
+	s := &Server{cfg: cfg, log: o.log, now: o.now, metrics: newMetrics(), serveErr: make(chan error, 2)}
+
+	cert, err := tls.LoadX509KeyPair(cfg.Path(cfg.TLS.CertFile), cfg.Path(cfg.TLS.KeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	if len(cfg.TLS.ClientCAFiles) > 0 {
+		cas, err := readCerts(paths(cfg, cfg.TLS.ClientCAFiles))
+		if err != nil {
+			return nil, fmt.Errorf("tls.client_ca_files: %w", err)
+		}
+		s.clientCAs = x509.NewCertPool()
+		for _, c := range cas {
+			s.clientCAs.AddCert(c)
+		}
+	}
+	minVersion := uint16(tls.VersionTLS12)
+	if cfg.TLS.MinVersion == "1.3" {
+		minVersion = tls.VersionTLS13
+	}
+	s.tlsConfig = &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   minVersion,
+		// Client certificates are requested, not required: Redemption is
+		// open. Roles and PIV certificates are verified per method by the
+		// authorization interceptor. The handshake still proves possession
+		// of the presented certificate's key.
+		ClientAuth: tls.RequestClientCert,
+		NextProtos: []string{"h2"},
+	}
+
+	anchors, err := readCerts(paths(cfg, cfg.PIV.TrustAnchorFiles))
+	if err != nil {
+		return nil, fmt.Errorf("piv.trust_anchor_files: %w", err)
+	}
+	roots := x509.NewCertPool()
+	for _, c := range anchors {
+		roots.AddCert(c)
+	}
+	var inter []*x509.Certificate
+	if len(cfg.PIV.IntermediateFiles) > 0 {
+		if inter, err = readCerts(paths(cfg, cfg.PIV.IntermediateFiles)); err != nil {
+			return nil, fmt.Errorf("piv.intermediate_files: %w", err)
+		}
+	}
+	policies := make([]asn1OID, 0, len(cfg.PIV.Policies))
+	for _, p := range cfg.PIV.Policies {
+		oid, _ := parseOID(p) // validated with the config
+		policies = append(policies, oid)
+	}
+	s.verifier, err = piv.NewVerifier(piv.Options{
+		Roots: roots, Intermediates: inter, Policies: policies, HTTPClient: o.httpClient,
+		OCSPTimeout: cfg.PIV.OCSPTimeout.Duration, CRLTimeout: cfg.PIV.CRLTimeout.Duration,
+		PersonAttribute: cfg.PIV.PersonAttribute, Now: o.now,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	if o.store != nil {
+		s.store = o.store
+	} else {
+		st, err := store.OpenSQLite(ctx, cfg.Path(cfg.Store.DSN))
+		if err != nil {
+			return nil, err
+		}
+		s.store, s.ownStore = st, true
+	}
+
+	s.grpc = grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(s.tlsConfig)),
+		grpc.MaxRecvMsgSize(cfg.Limits.MaxRecvBytes),
+		grpc.MaxConcurrentStreams(256),
+		grpc.ConnectionTimeout(10*time.Second),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 5 * time.Minute}),
+		grpc.ChainUnaryInterceptor(s.unaryInterceptors()...),
+		grpc.ChainStreamInterceptor(s.streamInterceptors()...),
+	)
+	credgwv1.RegisterPIVAuthServer(s.grpc, &pivAuthService{s: s})
+	credgwv1.RegisterEnrollmentServer(s.grpc, credgwv1.UnimplementedEnrollmentServer{})
+	credgwv1.RegisterRedemptionServer(s.grpc, credgwv1.UnimplementedRedemptionServer{})
+	credgwv1.RegisterRenewalServer(s.grpc, credgwv1.UnimplementedRenewalServer{})
+	credgwv1.RegisterAdminServer(s.grpc, credgwv1.UnimplementedAdminServer{})
+	for _, register := range o.extra {
+		register(s.grpc)
+	}
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	return s, nil
+}
+
+type asn1OID = asn1.ObjectIdentifier
+
+func paths(cfg *Config, in []string) []string {
+	out := make([]string, len(in))
+	for i, p := range in {
+		out[i] = cfg.Path(p)
+	}
+	return out
+}
+
+// Start binds the listeners and serves in the background.
+func (s *Server) Start() error {
+	var err error
+	if s.grpcLn, err = net.Listen("tcp", s.cfg.Listen.GRPC); err != nil {
+		return fmt.Errorf("listen.grpc: %w", err)
+	}
+	if s.cfg.Listen.HTTP != "" {
+		if s.httpLn, err = net.Listen("tcp", s.cfg.Listen.HTTP); err != nil {
+			s.grpcLn.Close()
+			return fmt.Errorf("listen.http: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "ok\n")
+		})
+		mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.serveErr <- err
+			}
+		}()
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.grpc.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			s.serveErr <- err
+		}
+	}()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.log.Info("credgw serving", "grpc", s.grpcLn.Addr().String(), "http", s.HTTPAddr(), "gateway_id", s.cfg.GatewayID)
+	return nil
+}
+
+// GRPCAddr is the bound gRPC address.
+func (s *Server) GRPCAddr() string { return s.grpcLn.Addr().String() }
+
+// HTTPAddr is the bound HTTP address, or "".
+func (s *Server) HTTPAddr() string {
+	if s.httpLn == nil {
+		return ""
+	}
+	return s.httpLn.Addr().String()
+}
+
+// Errors reports a listener that failed while serving.
+func (s *Server) Errors() <-chan error { return s.serveErr }
+
+// Shutdown stops accepting calls, lets running ones finish until ctx or
+// limits.shutdown_timeout ends, then stops and closes the store.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.health.Shutdown()
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Limits.ShutdownTimeout.Duration)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.log.Warn("shutdown timeout: stopping calls still running")
+		s.grpc.Stop()
+		<-done
+	}
+	var errs []error
+	if s.http != nil {
+		errs = append(errs, s.http.Shutdown(ctx))
+	}
+	s.wg.Wait()
+	if s.ownStore {
+		errs = append(errs, s.store.Close())
+	}
+	s.log.Info("credgw stopped")
+	return errors.Join(errs...)
+}
+
+// NewLogger is credgw's JSON logger at a level name.
+func NewLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+}
