@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -30,14 +29,14 @@ const (
 
 // methodRoles says who may call what. A service not listed is refused.
 var methodRoles = map[string][]string{
-	"/grpc.health.v1.Health/":                                   nil, // open
-	"/grpc.reflection.v1.ServerReflection/":                     nil,
-	"/grpc.reflection.v1alpha.ServerReflection/":                nil,
-	"/credgw.v1.PIVAuth/":                                       {rolePortal, rolePIV},
-	"/credgw.v1.Enrollment/":                                    {rolePortal, rolePIV},
-	"/credgw.v1.Redemption/":                                    nil, // the activation secret and password are the proof
-	"/credgw.v1.Renewal/":                                       nil, // the derived PIV Auth certificate is checked by the handler
-	"/credgw.v1.Admin/":                                         {roleAdmin},
+	"/grpc.health.v1.Health/":                    nil, // open
+	"/grpc.reflection.v1.ServerReflection/":      nil,
+	"/grpc.reflection.v1alpha.ServerReflection/": nil,
+	"/credgw.v1.PIVAuth/":                        {rolePortal, rolePIV},
+	"/credgw.v1.Enrollment/":                     {rolePortal, rolePIV},
+	"/credgw.v1.Redemption/":                     nil, // the activation secret and password are the proof
+	"/credgw.v1.Renewal/":                        nil, // the derived PIV Auth certificate is checked by the handler
+	"/credgw.v1.Admin/":                          {roleAdmin},
 }
 
 func rolesFor(method string) ([]string, bool) {
@@ -174,4 +173,3 @@ func matchesAny(cert *x509.Certificate, ms []ClientMatch) bool {
 	return false
 }
 
-var errNoCaller = errors.New("server: no caller")

@@ -10,8 +10,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/credgw/credgw/pkcs11"
 	"github.com/credgw/credgw/piv"
+	"github.com/credgw/credgw/pkcs11"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
