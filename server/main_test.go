@@ -1,0 +1,285 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	hsmsim "github.com/credgw/credgw/hsm-sim"
+	"github.com/credgw/credgw/pkcs11"
+	"github.com/credgw/credgw/piv"
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"github.com/credgw/credgw/server"
+	"github.com/credgw/credgw/store"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+)
+
+// One development environment, one running gateway and one simulated issuer
+// for the whole test binary, as `credgw dev init` + `serve` make them.
+var (
+	dev    *hsmsim.DevEnv
+	module *pkcs11.Module
+	gw     *server.Server
+	cfg    *server.Config
+
+	// clockOffset shifts the gateway's clock (challenge expiry tests).
+	clockOffset atomic.Int64
+
+	// outage takes the simulated issuer's OCSP or CRL down.
+	outage = struct {
+		sync.Mutex
+		ocsp, crl bool
+	}{}
+
+	// logs collects the gateway's log; secrets collects every secret the
+	// tests handled, to prove none reached a log line.
+	logs    syncBuffer
+	secrets = struct {
+		sync.Mutex
+		list []string
+	}{}
+
+	// panicNext makes the store panic once (panic recovery test).
+	panicNext atomic.Bool
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// rememberSecret records a secret in the forms a log could show it in.
+func rememberSecret(b []byte) {
+	if len(b) < 6 {
+		return
+	}
+	secrets.Lock()
+	defer secrets.Unlock()
+	secrets.list = append(secrets.list, string(b), hex.EncodeToString(b),
+		base64.StdEncoding.EncodeToString(b), base64.RawURLEncoding.EncodeToString(b))
+}
+
+func now() time.Time { return time.Now().Add(time.Duration(clockOffset.Load())) }
+
+// panicStore panics on demand, to test recovery.
+type panicStore struct{ store.Store }
+
+func (p panicStore) CreateChallenge(ctx context.Context, c store.Challenge) error {
+	if panicNext.CompareAndSwap(true, false) {
+		panic("test: store exploded")
+	}
+	return p.Store.CreateChallenge(ctx, c)
+}
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	fail := func(err error) int { fmt.Fprintln(os.Stderr, err); return 1 }
+	dir, err := os.MkdirTemp("", "credgw-server-test-")
+	if err != nil {
+		return fail(err)
+	}
+	defer os.RemoveAll(dir)
+	hsmLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fail(err)
+	}
+	ctx := context.Background()
+	dev, err = hsmsim.DevInit(ctx, filepath.Join(dir, "dev"), hsmsim.DevOptions{
+		HSMURL: "http://" + hsmLn.Addr().String(), GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+	})
+	if err != nil {
+		return fail(err)
+	}
+	h := dev.Env.Handler(nil)
+	hsm := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		outage.Lock()
+		down := (outage.ocsp && strings.HasPrefix(r.URL.Path, "/ocsp")) || (outage.crl && strings.HasPrefix(r.URL.Path, "/crl"))
+		outage.Unlock()
+		if down {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})}
+	go hsm.Serve(hsmLn)
+	defer hsm.Close()
+	if module, err = dev.Env.OpenModule(); err != nil {
+		return fail(err)
+	}
+	defer module.Close()
+
+	if cfg, err = server.LoadConfig(dev.Config); err != nil {
+		return fail(err)
+	}
+	st, err := store.OpenSQLite(ctx, filepath.Join(dir, "test.db"))
+	if err != nil {
+		return fail(err)
+	}
+	defer st.Close()
+	gw, err = server.New(ctx, cfg, server.WithClock(now), server.WithStore(panicStore{st}),
+		server.WithLogger(server.NewLogger(&logs, "debug")))
+	if err != nil {
+		return fail(err)
+	}
+	if err := gw.Start(); err != nil {
+		return fail(err)
+	}
+	code := m.Run()
+	if err := gw.Shutdown(ctx); err != nil {
+		return fail(err)
+	}
+	// No log line may carry a PIN, challenge, signature or session token.
+	out := logs.String()
+	secrets.Lock()
+	defer secrets.Unlock()
+	for _, s := range secrets.list {
+		if strings.Contains(out, s) {
+			fmt.Fprintf(os.Stderr, "FAIL: the gateway log contains a secret (%d bytes)\n", len(s))
+			return 1
+		}
+	}
+	if len(secrets.list) == 0 {
+		fmt.Fprintln(os.Stderr, "FAIL: no secrets were recorded: the log scan checked nothing")
+		return 1
+	}
+	return code
+}
+
+// dial connects to the gateway with an optional client certificate.
+func dial(t testing.TB, certs ...tls.Certificate) *grpc.ClientConn {
+	t.Helper()
+	pem, err := os.ReadFile(dev.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	conn, err := grpc.NewClient(gw.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		RootCAs: roots, Certificates: certs, MinVersion: tls.VersionTLS12,
+	})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func keyPair(t testing.TB, certFile, keyFile string) tls.Certificate {
+	t.Helper()
+	c, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func portalConn(t testing.TB) *grpc.ClientConn {
+	return dial(t, keyPair(t, dev.PortalCert, dev.PortalKey))
+}
+
+// card is a simulated card opened with its PIN.
+type card struct {
+	name string
+	tok  *pkcs11.Token
+	auth *x509.Certificate
+	key  *pkcs11.Signer
+	info *hsmsim.CardInfo
+}
+
+var cardSeq atomic.Int64
+
+const cardPIN = "24681357"
+
+func newCard(t testing.TB, spec hsmsim.CardSpec) *card {
+	t.Helper()
+	spec.Name = fmt.Sprintf("c%d-%s", cardSeq.Add(1), spec.Variant)
+	spec.PIN = []byte(cardPIN)
+	rememberSecret(spec.PIN)
+	info, err := dev.Env.NewCard(context.Background(), module, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return openCard(t, spec.Name, info)
+}
+
+func openCard(t testing.TB, name string, info *hsmsim.CardInfo) *card {
+	t.Helper()
+	pin := []byte(cardPIN)
+	if info == nil { // the dev card
+		b, err := os.ReadFile(dev.PINFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pin = bytes.TrimSpace(b)
+		rememberSecret(pin)
+	}
+	tok, err := module.OpenToken(context.Background(), pkcs11.TokenConfig{Label: name, PIN: pin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tok.Close() })
+	auth, err := tok.Certificate(context.Background(), pkcs11.PIVAuthentication.ID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := tok.Signer(context.Background(), pkcs11.PIVAuthentication.PrivateKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &card{name: name, tok: tok, auth: auth, key: key, info: info}
+}
+
+// tlsCert is the card as a TLS client certificate.
+func (c *card) tlsCert() tls.Certificate {
+	return tls.Certificate{Certificate: [][]byte{c.auth.Raw}, PrivateKey: c.key, Leaf: c.auth}
+}
+
+// sign signs a BeginSession answer's challenge the way a card does.
+func (c *card) sign(t testing.TB, b *credgwv1.BeginSessionResponse) []byte {
+	t.Helper()
+	rememberSecret(b.GetChallenge())
+	sig, err := c.key.SignContext(context.Background(), piv.ChallengeDigest(b.GetGatewayId(), b.GetSessionId(), b.GetChallenge()), cryptoSHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rememberSecret(sig)
+	return sig
+}
+
+func setOutage(t *testing.T, ocspDown, crlDown bool) {
+	outage.Lock()
+	outage.ocsp, outage.crl = ocspDown, crlDown
+	outage.Unlock()
+	t.Cleanup(func() {
+		outage.Lock()
+		outage.ocsp, outage.crl = false, false
+		outage.Unlock()
+	})
+}
