@@ -172,4 +172,3 @@ func matchesAny(cert *x509.Certificate, ms []ClientMatch) bool {
 	}
 	return false
 }
-

@@ -19,8 +19,8 @@ import (
 	"time"
 
 	hsmsim "github.com/credgw/credgw/hsm-sim"
-	"github.com/credgw/credgw/pkcs11"
 	"github.com/credgw/credgw/piv"
+	"github.com/credgw/credgw/pkcs11"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/server"
 	"github.com/credgw/credgw/store"
