@@ -68,9 +68,11 @@ proto: deps
 	  --go_out=proto --go_opt=paths=source_relative \
 	  --go-grpc_out=proto --go-grpc_opt=paths=source_relative $$protos
 
-## bench: benchmarks (signatures/s through pkcs11/ vs bare miekg calls, AES-GCM)
+## bench: benchmarks: signatures/s through pkcs11/ vs bare miekg calls, AES-GCM,
+## PKI-AUTH sessions/s through a running gateway with a warm OCSP cache
 bench: deps
 	CGO_ENABLED=1 $(GO) test -run '^$$' -bench . -benchtime 3s -count 3 ./pkcs11/
+	CGO_ENABLED=1 $(GO) test -run '^$$' -bench . -benchtime 3s -count 3 ./server/
 
 ## fuzz: run each fuzz target briefly (FUZZTIME=30s by default)
 FUZZTIME ?= 30s
@@ -78,6 +80,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseURI -fuzztime $(FUZZTIME) ./pkcs11/
 	$(GO) test -run '^$$' -fuzz FuzzParseFASCN -fuzztime $(FUZZTIME) ./piv/
 	$(GO) test -run '^$$' -fuzz FuzzParseSAN -fuzztime $(FUZZTIME) ./piv/
+	$(GO) test -run '^$$' -fuzz FuzzIdentityFromCertificate -fuzztime $(FUZZTIME) ./piv/
 
 clean:
 	rm -rf bin $(DEMO_DIR)

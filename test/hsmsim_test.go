@@ -144,7 +144,8 @@ func TestHSMSimWithOpenSCAndOpenSSL(t *testing.T) {
 func TestDemo(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "demo")
 	out := run(t, nil, true, credgwBin, "demo", "--dir", dir)
-	for _, want := range []string{"challenge signed by the card", "verified", "FASC-N:", "card UUID:", "email:        demo.cardholder@example.com"} {
+	for _, want := range []string{"challenge signed by the card", "verified", "FASC-N:", "card UUID:",
+		"PKI-AUTH succeeded", "email:       dev.cardholder@example.com (from the piv-auth certificate)", "Gateway and issuer stopped"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}

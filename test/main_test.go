@@ -4,12 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -71,11 +71,17 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// startServe starts `credgw hsm-sim serve` and returns when it logs that it
-// is listening; the process is stopped at cleanup.
+// startServe starts `credgw hsm-sim serve` and returns when it listens.
 func startServe(t *testing.T, dir string) {
 	t.Helper()
-	cmd := exec.Command(credgwBin, "hsm-sim", "serve", "--dir", dir)
+	startProcess(t, "hsm-sim serving", credgwBin, "hsm-sim", "serve", "--dir", dir)
+}
+
+// startProcess starts a long-running command and returns when its stderr
+// shows marker; at cleanup it is sent SIGTERM and must exit 0.
+func startProcess(t *testing.T, marker string, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(name, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -83,16 +89,30 @@ func startServe(t *testing.T, dir string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	var log strings.Builder
+	done := make(chan struct{})
 	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
+		cmd.Process.Signal(syscall.SIGTERM)
+		err := cmd.Wait()
+		<-done
+		if err != nil {
+			t.Errorf("%s did not stop cleanly on SIGTERM: %v\n%s", args[0], err, log.String())
+		}
 	})
 	sc := bufio.NewScanner(stderr)
 	for sc.Scan() {
-		if strings.Contains(sc.Text(), "hsm-sim serving") {
-			go io.Copy(io.Discard, stderr)
-			return
+		log.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), marker) {
+			go func() {
+				for sc.Scan() {
+					log.WriteString(sc.Text() + "\n")
+				}
+				close(done)
+			}()
+			return cmd
 		}
 	}
-	t.Fatalf("hsm-sim serve exited before listening: %v", sc.Err())
+	close(done)
+	t.Fatalf("%s %s exited before %q:\n%s", name, strings.Join(args, " "), marker, log.String())
+	return nil
 }

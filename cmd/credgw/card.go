@@ -98,7 +98,7 @@ func checkCard(ctx context.Context, out io.Writer, u *pkcs11.URI, module string)
 	if id.Email != "" {
 		fmt.Fprintf(out, "  email:        %s\n", id.Email)
 	}
-	fmt.Fprintf(out, "  signature:    %d bytes by a %s key\n", len(sig), keyName(cert.PublicKey))
+	fmt.Fprintf(out, "  signature:    %d bytes, %s key\n", len(sig), keyName(cert.PublicKey))
 	return nil
 }
 
@@ -110,4 +110,27 @@ func keyName(pub crypto.PublicKey) string {
 		return fmt.Sprintf("RSA-%d", k.N.BitLen())
 	}
 	return fmt.Sprintf("%T", pub)
+}
+
+// indent prefixes every line written to w with three spaces.
+func indent(w io.Writer) io.Writer { return &indentWriter{w: w, start: true} }
+
+type indentWriter struct {
+	w     io.Writer
+	start bool
+}
+
+func (i *indentWriter) Write(p []byte) (int, error) {
+	for _, b := range p {
+		if i.start {
+			if _, err := i.w.Write([]byte("   ")); err != nil {
+				return 0, err
+			}
+		}
+		if _, err := i.w.Write([]byte{b}); err != nil {
+			return 0, err
+		}
+		i.start = b == '\n'
+	}
+	return len(p), nil
 }

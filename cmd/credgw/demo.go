@@ -1,16 +1,15 @@
 package main
 
 import (
-	"crypto/rand"
+	"context"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
+	"time"
 
 	hsmsim "github.com/credgw/credgw/hsm-sim"
 	"github.com/credgw/credgw/pkcs11"
+	"github.com/credgw/credgw/server"
 	"github.com/spf13/cobra"
 )
 
@@ -19,92 +18,101 @@ func newDemoCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "demo --dir DIR",
 		Short: "Run the credgw flow on the embedded default, with a simulated card",
-		Long: `Make an hsm-sim environment in DIR (new or empty) with one simulated PIV card,
-serve its issuer's OCSP and CRL on a free 127.0.0.1 port while the demo runs,
-and prove the card works: read its PIV Authentication certificate over
-PKCS#11, log in with its PIN, sign a random challenge with the 9A key, verify
-the signature with the certificate, and print the card's identity.`,
+		Long: `Run the flow end to end on the embedded default, in one process:
+  1. make a development environment in DIR (credgw dev init): a simulated PIV
+     card issuer with one good card on SoftHSM, TLS material, credgw.yaml;
+  2. the card proves itself locally: 9A certificate read over PKCS#11, PIN
+     login, a challenge signed and verified;
+  3. start the simulated issuer's OCSP/CRL server and the gateway (SQLite);
+  4. sign in to the gateway with the card (credgw piv login: TLS client
+     authentication and PKI-AUTH), print the verified identity;
+  5. stop everything.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
 			out := cmd.OutOrStdout()
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			hsmLn, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				return err
 			}
-			defer ln.Close()
-			baseURL := "http://" + ln.Addr().String()
-			hsmDir := filepath.Join(dir, "hsm")
-			fmt.Fprintf(out, "1. Simulated PIV card issuer in %s (OCSP and CRL at %s)\n", hsmDir, baseURL)
-			env, err := hsmsim.Init(hsmDir, baseURL)
+			defer hsmLn.Close()
+			grpcPort, err := freePort()
 			if err != nil {
 				return err
 			}
-			srv := &http.Server{Handler: env.Handler(nil)}
-			go srv.Serve(ln)
-			defer srv.Close()
-
-			pin, err := demoPIN()
+			httpPort, err := freePort()
 			if err != nil {
 				return err
 			}
-			pinFile := filepath.Join(dir, "card.pin")
-			if err := os.WriteFile(pinFile, append(pin, '\n'), 0o600); err != nil {
-				return err
-			}
-			mod, err := env.OpenModule()
-			if err != nil {
-				return err
-			}
-			const name = "Demo Cardholder"
-			info, err := env.NewCard(cmd.Context(), mod, hsmsim.CardSpec{
-				Name: name, PIN: pin, Key: pkcs11.ECP256,
-				Email: "demo.cardholder@example.com", UPN: "demo.cardholder@agency.example",
+			d, err := hsmsim.DevInit(ctx, dir, hsmsim.DevOptions{
+				HSMURL:   "http://" + hsmLn.Addr().String(),
+				GRPCAddr: fmt.Sprintf("127.0.0.1:%d", grpcPort),
+				HTTPAddr: fmt.Sprintf("127.0.0.1:%d", httpPort),
 			})
-			mod.Close()
 			if err != nil {
 				return err
 			}
-			absPIN, err := filepath.Abs(pinFile)
-			if err != nil {
-				return err
-			}
+			fmt.Fprintf(out, "1. Development environment in %s\n   card %q on SoftHSM (PIN in %s), gateway config %s\n",
+				d.Dir, d.Card.Name, d.PINFile, d.Config)
+
 			modPath, err := pkcs11.SoftHSMModule()
 			if err != nil {
 				return err
 			}
-			uri := info.URI(modPath, absPIN)
-			fmt.Fprintf(out, "2. Simulated PIV card %q on SoftHSM (PIN in %s)\n   %s\n", name, pinFile, uri)
-			fmt.Fprintln(out, "3. The card proves itself:")
+			uri := d.Card.URI(modPath, d.PINFile)
+			fmt.Fprintf(out, "2. The card proves itself locally (%s):\n", uri)
 			u, err := pkcs11.ParseURI(uri)
 			if err != nil {
 				return err
 			}
-			if err := checkCard(cmd.Context(), out, u, ""); err != nil {
+			if err := checkCard(ctx, indent(out), u, ""); err != nil {
 				return err
 			}
-			fmt.Fprintf(out, `
-Look at the card with OpenSC and OpenSSL:
+
+			hsm := &http.Server{Handler: d.Env.Handler(nil), ReadHeaderTimeout: 10 * time.Second}
+			go hsm.Serve(hsmLn)
+			defer hsm.Close()
+			cfg, err := server.LoadConfig(d.Config)
+			if err != nil {
+				return err
+			}
+			srv, err := server.New(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			if err := srv.Start(); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "3. Simulated issuer (OCSP, CRL) at %s; gateway at %s (metrics at http://%s/metrics)\n",
+				d.Env.BaseURL, srv.GRPCAddr(), srv.HTTPAddr())
+
+			fmt.Fprintln(out, "4. PKI-AUTH against the gateway with the card (credgw piv login):")
+			loginErr := pivLogin(ctx, indent(out), pivLoginOptions{
+				gateway: srv.GRPCAddr(), caFile: d.CAFile, card: "pkcs11:token=" + uriEscape(d.Card.Name),
+				pinFile: d.PINFile, timeout: 30 * time.Second,
+			})
+			shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			stopErr := srv.Shutdown(shutdownCtx)
+			if loginErr != nil {
+				return loginErr
+			}
+			if stopErr != nil {
+				return stopErr
+			}
+			fmt.Fprintf(out, `5. Gateway and issuer stopped.
+
+Run the same by hand, each in its own terminal:
+  credgw hsm-sim serve --dir %s/hsm
+  credgw serve --config %s
+  SOFTHSM2_CONF=%s credgw piv login --gateway %s --ca-file %s --card 'pkcs11:token=%s' --pin-file %s
+Look at the card with OpenSC:
   SOFTHSM2_CONF=%s pkcs11-tool --module %s --token-label %q -O
-  openssl x509 -noout -text -in %q
-Serve its issuer again (OCSP, CRL) with:
-  credgw hsm-sim serve --dir %s
-`, env.SoftHSMConfig(), modPath, name, filepath.Join(hsmDir, "cards", name, "9a.crt"), hsmDir)
+`, d.Dir, d.Config, d.Env.SoftHSMConfig(), d.GRPCAddr, d.CAFile, uriEscape(d.Card.Name), d.PINFile,
+				d.Env.SoftHSMConfig(), modPath, d.Card.Name)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", ".demo", "demo directory (new or empty)")
 	return cmd
-}
-
-// demoPIN is a random 8-digit PIN (the demo never prints it).
-func demoPIN() ([]byte, error) {
-	pin := make([]byte, 8)
-	for i := range pin {
-		d, err := rand.Int(rand.Reader, big.NewInt(10))
-		if err != nil {
-			return nil, err
-		}
-		pin[i] = byte('0' + d.Int64())
-	}
-	return pin, nil
 }
