@@ -69,6 +69,10 @@ type CardSpec struct {
 	// Digital Signature and Key Management certificates (FIPS 201-3 §4.2.2:
 	// they are mandatory only for cardholders with an email account).
 	Email string
+	// EmailOnlyInSignature keeps the email out of the PIV Authentication
+	// certificate (many real cards): the Digital Signature certificate is
+	// then the only place the email of record is found.
+	EmailOnlyInSignature bool
 	// UPN, if set, goes in the PIV Authentication certificate's SAN.
 	UPN     string
 	Variant Variant
@@ -372,7 +376,7 @@ func (p profileInput) template(slot pkcs11.PIVSlot) (*x509.Certificate, error) {
 		if p.spec.UPN != "" {
 			san.UPNs = []string{p.spec.UPN}
 		}
-		if p.spec.Email != "" {
+		if p.spec.Email != "" && !p.spec.EmailOnlyInSignature {
 			san.Emails = []string{p.spec.Email}
 		}
 		return p.withSAN(t, san)

@@ -83,30 +83,44 @@ func TestPKIAuthGoodCards(t *testing.T) {
 }
 
 // TestEmailFromDigitalSignatureCertificate: a card whose 9A has no email
-// gives its 9C certificate; a certificate of another card is refused.
+// sends its 9C certificate, which gives the email of record; another card's
+// 9C (another subject) is refused.
 func TestEmailFromDigitalSignatureCertificate(t *testing.T) {
-	conn := portalConn(t)
-	client := credgwv1.NewPIVAuthClient(conn)
-	c := newCard(t, hsmsim.CardSpec{Email: "nine-c@example.com"})
-	ds, err := c.tok.Certificate(context.Background(), pkcs11.PIVSignature.ID, "")
+	client := credgwv1.NewPIVAuthClient(portalConn(t))
+	ctx := context.Background()
+	c := newCard(t, hsmsim.CardSpec{Email: "nine-c@example.com", EmailOnlyInSignature: true})
+	other := newCard(t, hsmsim.CardSpec{Email: "other@example.com"})
+	nineC := func(c *card) []byte {
+		ds, err := c.tok.Certificate(ctx, pkcs11.PIVSignature.ID, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ds.Raw
+	}
+	complete := func(ds []byte) (*credgwv1.CompleteSessionResponse, error) {
+		b, _ := client.BeginSession(ctx, &credgwv1.BeginSessionRequest{})
+		resp, err := client.CompleteSession(ctx, &credgwv1.CompleteSessionRequest{
+			SessionId: b.GetSessionId(), PivAuthCertificate: c.auth.Raw, Signature: c.sign(t, b), DigitalSignatureCertificate: ds,
+		})
+		if err == nil {
+			rememberSecret([]byte(resp.GetSessionToken()))
+		}
+		return resp, err
+	}
+	resp, err := complete(nineC(c))
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Strip the email from the view of 9A by using a card without one.
-	noEmail := newCard(t, hsmsim.CardSpec{})
-	b, _ := client.BeginSession(context.Background(), &credgwv1.BeginSessionRequest{})
-	_, err = client.CompleteSession(context.Background(), &credgwv1.CompleteSessionRequest{
-		SessionId: b.GetSessionId(), PivAuthCertificate: noEmail.auth.Raw, Signature: noEmail.sign(t, b),
-		DigitalSignatureCertificate: ds.Raw,
-	})
-	wantCode(t, err, codes.InvalidArgument) // another card's (another subject's) 9C
-
-	// The hsm-sim card puts the email in 9A too; check the 9C path with a
-	// card whose 9A lacks it is covered in piv; here the source is 9A.
-	resp, err := login(t, conn, c)
-	if err != nil || resp.GetIdentity().GetEmail() != "nine-c@example.com" || resp.GetIdentity().GetEmailSource() != "piv-auth" {
-		t.Fatalf("%+v, %v", resp.GetIdentity(), err)
+	if id := resp.GetIdentity(); id.GetEmail() != "nine-c@example.com" || id.GetEmailSource() != "digital-signature" {
+		t.Fatalf("identity %+v", id)
 	}
+	if resp, err := complete(nil); err != nil || resp.GetIdentity().GetEmail() != "" {
+		t.Fatalf("without 9C: %+v, %v", resp.GetIdentity(), err)
+	}
+	_, err = complete(nineC(other))
+	wantCode(t, err, codes.InvalidArgument)
+	_, err = complete([]byte("not a certificate"))
+	wantCode(t, err, codes.InvalidArgument)
 }
 
 // TestPKIAuthRefusals: every way a card or request can be bad, with its code.

@@ -39,12 +39,38 @@ type Server struct {
 	metrics   *metrics
 	health    *health.Server
 
-	grpc     *grpc.Server
-	http     *http.Server
-	grpcLn   net.Listener
-	httpLn   net.Listener
-	wg       sync.WaitGroup
-	serveErr chan error
+	grpc      *grpc.Server
+	http      *http.Server
+	grpcLn    net.Listener
+	httpLn    net.Listener
+	wg        sync.WaitGroup
+	serveErr  chan error
+	sweepStop chan struct{}
+}
+
+// sweepInterval is how often expired challenges and sessions are deleted.
+// Deleting is idempotent, so every replica may do it.
+const sweepInterval = 5 * time.Minute
+
+func (s *Server) sweep() {
+	defer s.wg.Done()
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.sweepStop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			n, err := s.store.DeleteExpired(ctx, s.now())
+			cancel()
+			if err != nil {
+				s.log.Warn("deleting expired PIV sessions", "err", err)
+			} else if n > 0 {
+				s.log.Debug("deleted expired PIV sessions and challenges", "rows", n)
+			}
+		}
+	}
 }
 
 // Option changes how New builds the server.
@@ -219,6 +245,9 @@ func (s *Server) Start() error {
 			s.serveErr <- err
 		}
 	}()
+	s.sweepStop = make(chan struct{})
+	s.wg.Add(1)
+	go s.sweep()
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.log.Info("credgw serving", "grpc", s.grpcLn.Addr().String(), "http", s.HTTPAddr(), "gateway_id", s.cfg.GatewayID)
 	return nil
@@ -255,6 +284,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.log.Warn("shutdown timeout: stopping calls still running")
 		s.grpc.Stop()
 		<-done
+	}
+	if s.sweepStop != nil {
+		close(s.sweepStop)
 	}
 	var errs []error
 	if s.http != nil {

@@ -124,6 +124,7 @@ made with 'hsm-sim card revoke' show at once. Stops on SIGINT or SIGTERM.`,
 
 func newHSMSimCardNewCmd() *cobra.Command {
 	var dir, name, pinFile, key, email, upn, variant, fascnID string
+	var emailOnlyInSig bool
 	cmd := &cobra.Command{
 		Use:   "new --dir DIR --name NAME --pin-file FILE",
 		Short: "Make a simulated PIV card (a SoftHSM token)",
@@ -168,6 +169,7 @@ Variants, each with exactly one defect in its PIV Authentication certificate:
 			defer mod.Close()
 			info, err := env.NewCard(cmd.Context(), mod, hsmsim.CardSpec{
 				Name: name, PIN: pin, Key: kt, Email: email, UPN: upn, Variant: v, FASCNIdentifier: fascnID,
+				EmailOnlyInSignature: emailOnlyInSig,
 			})
 			if err != nil {
 				return err
@@ -196,6 +198,7 @@ Variants, each with exactly one defect in its PIV Authentication certificate:
 	f.StringVar(&pinFile, "pin-file", "", "file holding the card PIN, 6-8 digits (required)")
 	f.StringVar(&key, "key", "p256", "key type of the card's keys: p256, p384, rsa2048")
 	f.StringVar(&email, "email", "", "cardholder email (rfc822Name)")
+	f.BoolVar(&emailOnlyInSig, "email-only-in-signature", false, "keep the email out of the PIV Authentication certificate (only 9C carries it)")
 	f.StringVar(&upn, "upn", "", "cardholder UPN (otherName in the PIV Authentication certificate)")
 	f.StringVar(&variant, "variant", "good", "good, revoked, expired, not-yet-valid, wrong-policy, untrusted or wrong-key")
 	f.StringVar(&fascnID, "fascn-id", "", "14-digit FASC-N identifier (agency+system+credential number) to simulate a re-issued card; default random")
