@@ -1,0 +1,89 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// Certificate statuses.
+const (
+	CertIntent     = "intent"
+	CertIssued     = "issued"
+	CertLintFailed = "lint_failed"
+)
+
+// CertificateRecord is one certificate credgw has decided to issue.
+type CertificateRecord struct {
+	Serial           string
+	Issuer           string
+	Profile          string
+	Status           string
+	SPKISHA256       string
+	PIVCertSHA256    string
+	FASCN            []byte
+	CardUUID         string
+	PersonID         string
+	CredentialSetID  string
+	NotBefore        time.Time
+	NotAfter         time.Time
+	DER              []byte
+	SHA256           string
+	LintWarnings     string
+	CreatedAt        time.Time
+	IssuedAt         time.Time // zero until issued
+	RevokedAt        time.Time // zero unless revoked
+	RevocationReason int
+}
+
+// Revoked reports whether the record is revoked.
+func (c CertificateRecord) Revoked() bool { return !c.RevokedAt.IsZero() }
+
+// RevokedEntry is one CRL entry.
+type RevokedEntry struct {
+	Serial    string
+	RevokedAt time.Time
+	Reason    int
+}
+
+// EscrowKey is one sealed key-management key.
+type EscrowKey struct {
+	ID          string
+	PersonID    string
+	KeyType     string
+	SPKISHA256  string
+	KEKID       string
+	Sealed      []byte
+	CertSerial  string
+	CreatedAt   time.Time
+	RetainUntil time.Time // zero until certified
+}
+
+// IssuanceStore is what the CA keeps. Store embeds it.
+type IssuanceStore interface {
+	// CreateIssuanceIntent records the serial before anything is signed.
+	// A public key certified before gives ErrConflict.
+	CreateIssuanceIntent(ctx context.Context, c CertificateRecord) error
+	// KeyCertified reports whether a public key (SPKI SHA-256) has an intent
+	// or a certificate.
+	KeyCertified(ctx context.Context, spkiSHA256 string) (bool, error)
+	// MarkLintFailed ends an intent whose certificate failed the lint.
+	MarkLintFailed(ctx context.Context, serial, findings string) error
+	// RecordIssued stores the signed certificate of an intent.
+	RecordIssued(ctx context.Context, serial string, der []byte, sha256, lintWarnings string, at time.Time) error
+	// Certificate returns a record by serial.
+	Certificate(ctx context.Context, serial string) (CertificateRecord, error)
+	// RevokeCertificate revokes an intent or issued certificate once;
+	// revoking again returns ErrAlreadyUsed with the record unchanged.
+	RevokeCertificate(ctx context.Context, serial string, reason int, at time.Time) (CertificateRecord, error)
+	// RevokedCertificates lists the CRL entries of an issuer.
+	RevokedCertificates(ctx context.Context, issuer string) ([]RevokedEntry, error)
+	// NextCRLNumber returns the next CRL number of an issuer (1, 2, …).
+	NextCRLNumber(ctx context.Context, issuer string) (int64, error)
+
+	// PutEscrowKey stores a sealed key (before its certificate is issued).
+	PutEscrowKey(ctx context.Context, k EscrowKey) error
+	// LinkEscrowKey records the key's certificate and how long to keep it.
+	LinkEscrowKey(ctx context.Context, id, serial string, retainUntil time.Time) error
+	// EscrowKeys returns a person's escrowed keys, newest first.
+	EscrowKeys(ctx context.Context, personID string) ([]EscrowKey, error)
+}

@@ -1,0 +1,88 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestIssuanceRecords(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		rec := CertificateRecord{Serial: "0a", Issuer: "ca", Profile: "derived-piv-auth", SPKISHA256: "k1", PersonID: "p",
+			NotBefore: t0, NotAfter: t0.AddDate(1, 0, 0), CreatedAt: t0}
+		if err := s.CreateIssuanceIntent(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := s.KeyCertified(ctx, "k1"); err != nil || !ok {
+			t.Fatalf("KeyCertified = %v, %v", ok, err)
+		}
+		again := rec
+		again.Serial = "0b"
+		if err := s.CreateIssuanceIntent(ctx, again); !errors.Is(err, ErrConflict) {
+			t.Fatalf("same key twice: %v", err)
+		}
+		// A lint failure frees the key.
+		lf := CertificateRecord{Serial: "0c", Issuer: "ca", Profile: "x", SPKISHA256: "k2", NotBefore: t0, NotAfter: t0, CreatedAt: t0}
+		if err := s.CreateIssuanceIntent(ctx, lf); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.MarkLintFailed(ctx, "0c", "e_bad"); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := s.KeyCertified(ctx, "k2"); ok {
+			t.Fatal("a lint failure counts as certified")
+		}
+		if _, err := s.RevokeCertificate(ctx, "0c", 1, t0); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("revoking a never-signed certificate: %v", err)
+		}
+		if err := s.RecordIssued(ctx, "0a", []byte{0x30}, "h", "w_x", t0.Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RecordIssued(ctx, "0a", []byte{0x30}, "h", "", t0); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("recorded twice: %v", err)
+		}
+		got, err := s.Certificate(ctx, "0a")
+		if err != nil || got.Status != CertIssued || got.LintWarnings != "w_x" || got.Revoked() {
+			t.Fatalf("%+v %v", got, err)
+		}
+		r, err := s.RevokeCertificate(ctx, "0a", 4, t0.Add(time.Hour))
+		if err != nil || !r.Revoked() || r.RevocationReason != 4 {
+			t.Fatalf("revoke: %+v %v", r, err)
+		}
+		if _, err := s.RevokeCertificate(ctx, "0a", 1, t0.Add(2*time.Hour)); !errors.Is(err, ErrAlreadyUsed) {
+			t.Fatalf("revoked twice: %v", err)
+		}
+		list, err := s.RevokedCertificates(ctx, "ca")
+		if err != nil || len(list) != 1 || list[0].Serial != "0a" || list[0].Reason != 4 {
+			t.Fatalf("CRL entries %+v %v", list, err)
+		}
+		for want := int64(1); want <= 3; want++ {
+			if n, err := s.NextCRLNumber(ctx, "ca"); err != nil || n != want {
+				t.Fatalf("CRL number %d, %v; want %d", n, err, want)
+			}
+		}
+	})
+}
+
+func TestEscrowKeys(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		for i, id := range []string{"old", "new"} {
+			if err := s.PutEscrowKey(ctx, EscrowKey{ID: id, PersonID: "p", KeyType: "rsa2048", SPKISHA256: id, KEKID: "kek", Sealed: []byte{1}, CreatedAt: t0.Add(time.Duration(i) * time.Hour)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.LinkEscrowKey(ctx, "old", "0a", t0.AddDate(2, 0, 0)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.LinkEscrowKey(ctx, "missing", "0a", t0); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("link missing: %v", err)
+		}
+		keys, err := s.EscrowKeys(ctx, "p")
+		if err != nil || len(keys) != 2 || keys[0].ID != "new" || keys[1].CertSerial != "0a" || keys[1].RetainUntil.IsZero() {
+			t.Fatalf("%+v %v", keys, err)
+		}
+	})
+}
