@@ -1,0 +1,367 @@
+package issuance
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/credgw/credgw/store"
+	"github.com/smallstep/certificates/authority"
+	"github.com/smallstep/certificates/authority/provisioner"
+	"go.step.sm/crypto/x509util"
+)
+
+// Errors a caller branches on.
+var (
+	// ErrBadRequest means the request (CSR, identity) cannot be issued;
+	// the message says why.
+	ErrBadRequest = errors.New("issuance: request refused")
+	// ErrLint means the to-be-signed certificate failed the lint: a
+	// profile or template defect, not the caller's.
+	ErrLint = errors.New("issuance: certificate failed pre-issuance lint")
+	// ErrNoEmail means the profile needs an email of record and the PIV
+	// identity has none.
+	ErrNoEmail = errors.New("issuance: no email of record")
+)
+
+// Issuer is credgw's CA as the rest of credgw sees it.
+type Issuer interface {
+	// Issue lints, signs and records one certificate.
+	Issue(ctx context.Context, req Request) (*Issued, error)
+	// Revoke revokes a certificate (or an intent left by a crash).
+	Revoke(ctx context.Context, serial string, reason int) error
+	// Chain is the issuing CA certificate and its chain to the root.
+	Chain() []*x509.Certificate
+}
+
+// Identity is the verified PIV identity a certificate is issued for.
+type Identity struct {
+	// RawSubject is the PIV Authentication certificate's subject DN: the
+	// derived certificates carry the same name.
+	RawSubject    []byte
+	Email         string // email of record
+	UPN           string
+	PIVCertSHA256 string
+	FASCN         []byte
+	CardUUID      string
+	PersonID      string
+	// CardKey is the PIV Authentication certificate's public key: a CSR
+	// may not reuse it.
+	CardKey crypto.PublicKey
+}
+
+// Request asks for one certificate.
+type Request struct {
+	Profile  Profile
+	CSR      *x509.CertificateRequest
+	Identity Identity
+	// CredentialSetID links the certificate to its enrollment.
+	CredentialSetID string
+	// HardwareBacked asks for …3.41; honoured only when the CA is
+	// configured for hardware-backed devices.
+	HardwareBacked bool
+	// OtherKeys are the keys of the other certificates of the same
+	// credential set: one key may not serve two profiles.
+	OtherKeys []crypto.PublicKey
+}
+
+// Issued is a signed and recorded certificate.
+type Issued struct {
+	Certificate  *x509.Certificate
+	Chain        []*x509.Certificate
+	LintWarnings []string
+}
+
+// Config builds a CA.
+type Config struct {
+	// Name identifies the issuing CA in the store and in URLs.
+	Name string
+	// Chain is the issuing CA certificate first, then up to the root.
+	Chain []*x509.Certificate
+	// Signer is the issuing CA's key (an HSM key through pkcs11/).
+	Signer crypto.Signer
+	Store  store.IssuanceStore
+	// BaseURL is the public http URL of credgw's plain-HTTP listener: the
+	// certificates' OCSP, caIssuers and CRL DP URLs are under it.
+	BaseURL string
+	// Validity of issued certificates (default 365 days, at most 1096).
+	Validity time.Duration
+	// HardwareBackedDevices allows …3.41 for devices that say their keys
+	// are in hardware (Common Policy: AAL3 needs in-person issuance; enable
+	// only if the agency's process provides it).
+	HardwareBackedDevices bool
+	// Templates overrides profile templates.
+	Templates map[Profile]string
+	// Now is the clock.
+	Now func() time.Time
+	// afterSign runs between signing and recording (crash tests).
+	afterSign func(serial string) error
+}
+
+// MaxValidity is the Common Policy ceiling (SSP profile: 1096 days).
+const MaxValidity = 1096 * 24 * time.Hour
+
+// DefaultValidity is one year.
+const DefaultValidity = 365 * 24 * time.Hour
+
+// CA is the issuing CA on the smallstep embedded authority.
+type CA struct {
+	cfg       Config
+	auth      *authority.Authority
+	linter    *linter
+	templates map[Profile]string
+
+	crlMu sync.Mutex
+	crl   *cachedCRL
+}
+
+var _ Issuer = (*CA)(nil)
+
+// NewCA checks cfg, checks that the signer is the CA certificate's key, and
+// builds the authority once.
+func NewCA(cfg Config) (*CA, error) {
+	if cfg.Name == "" || strings.ContainsAny(cfg.Name, "/ ") {
+		return nil, fmt.Errorf("issuance: CA name %q: a word without slashes or spaces", cfg.Name)
+	}
+	if len(cfg.Chain) == 0 || cfg.Signer == nil || cfg.Store == nil {
+		return nil, errors.New("issuance: a CA needs its certificate chain, its signer and a store")
+	}
+	ca := cfg.Chain[0]
+	if !ca.IsCA || ca.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return nil, errors.New("issuance: the first certificate of the chain is not a CA certificate with keyCertSign")
+	}
+	if pub, ok := cfg.Signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(ca.PublicKey) {
+		return nil, fmt.Errorf("issuance: the CA key does not match the CA certificate %q: check ca.key and ca.certificate_file", ca.Subject)
+	}
+	if !strings.HasPrefix(cfg.BaseURL, "http://") {
+		return nil, fmt.Errorf("issuance: base URL %q: the profiles require http AIA and CRL DP URLs", cfg.BaseURL)
+	}
+	cfg.BaseURL = strings.TrimSuffix(cfg.BaseURL, "/")
+	if cfg.Validity == 0 {
+		cfg.Validity = DefaultValidity
+	}
+	if cfg.Validity < time.Hour || cfg.Validity > MaxValidity {
+		return nil, fmt.Errorf("issuance: validity %s: between 1h and 1096 days", cfg.Validity)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	templates := map[Profile]string{}
+	for _, p := range Profiles() {
+		templates[p] = defaultTemplates[p]
+		if t, ok := cfg.Templates[p]; ok && t != "" {
+			if err := checkTemplate(p, t); err != nil {
+				return nil, err
+			}
+			templates[p] = t
+		}
+	}
+	root := cfg.Chain[len(cfg.Chain)-1]
+	chain := cfg.Chain
+	signer := cfg.Signer
+	auth, err := authority.NewEmbedded(
+		authority.WithX509SignerFunc(func() ([]*x509.Certificate, crypto.Signer, error) { return chain, signer, nil }),
+		authority.WithX509RootCerts(root),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("issuance: authority: %w", err)
+	}
+	l, err := newLinter(ca)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{cfg: cfg, auth: auth, linter: l, templates: templates}, nil
+}
+
+// Chain returns the issuing CA certificate and its chain.
+func (c *CA) Chain() []*x509.Certificate { return c.cfg.Chain }
+
+// Name is the issuing CA's name.
+func (c *CA) Name() string { return c.cfg.Name }
+
+// URLs of what the plain-HTTP listener serves for this CA.
+func (c *CA) OCSPURL() string      { return c.cfg.BaseURL + "/ocsp/" + c.cfg.Name }
+func (c *CA) CRLURL() string       { return c.cfg.BaseURL + "/crl/" + c.cfg.Name + ".crl" }
+func (c *CA) CAIssuersURL() string { return c.cfg.BaseURL + "/ca/" + c.cfg.Name + ".p7c" }
+
+// issuance carries one request through the authority's options, and the
+// errors they find (the authority wraps them).
+type issuance struct {
+	ca       *CA
+	req      Request
+	serial   *big.Int
+	spki     string
+	notAfter time.Time
+	now      time.Time
+	warnings []string
+	err      error
+}
+
+// Issue runs the Boulder order: serial and intent, lint, sign, record.
+func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
+	rule, ok := rules[req.Profile]
+	if !ok {
+		return nil, fmt.Errorf("%w: unknown profile %q", ErrBadRequest, req.Profile)
+	}
+	if req.CSR == nil {
+		return nil, fmt.Errorf("%w: no CSR", ErrBadRequest)
+	}
+	if len(req.Identity.RawSubject) == 0 {
+		return nil, fmt.Errorf("%w: the PIV identity has no subject", ErrBadRequest)
+	}
+	if rule.needEmail && req.Identity.Email == "" {
+		return nil, fmt.Errorf("%w: the %s certificate needs an rfc822Name, and the card gave none (its PIV Authentication and Digital Signature certificates carry no email)", ErrNoEmail, req.Profile)
+	}
+	is := &issuance{ca: c, req: req, now: c.cfg.Now()}
+	if err := is.checkCSR(ctx); err != nil {
+		return nil, err
+	}
+	var err error
+	if is.serial, err = newSerial(); err != nil {
+		return nil, err
+	}
+	is.notAfter = is.now.Add(c.cfg.Validity)
+	if caEnd := c.cfg.Chain[0].NotAfter; is.notAfter.After(caEnd) {
+		is.notAfter = caEnd // never beyond the issuing CA
+	}
+	data, err := is.templateData()
+	if err != nil {
+		return nil, err
+	}
+	chain, err := c.auth.SignWithContext(ctx, req.CSR, provisioner.SignOptions{},
+		templateOption{text: c.templates[req.Profile], data: data},
+		csrValidator{is}, modifier{is}, validator{is}, enforcer{is})
+	if is.err != nil {
+		return nil, is.err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("issuance: sign: %w", err)
+	}
+	leaf := chain[0]
+	serial := leaf.SerialNumber.Text(16)
+	if c.cfg.afterSign != nil {
+		if err := c.cfg.afterSign(serial); err != nil {
+			return nil, err
+		}
+	}
+	sum := sha256.Sum256(leaf.Raw)
+	if err := c.cfg.Store.RecordIssued(ctx, serial, leaf.Raw, hex.EncodeToString(sum[:]), strings.Join(is.warnings, ","), c.cfg.Now()); err != nil {
+		// The certificate is not returned; its intent row lets it be revoked.
+		return nil, fmt.Errorf("issuance: record certificate %s: %w", serial, err)
+	}
+	c.markCRLDirty()
+	return &Issued{Certificate: leaf, Chain: chain[1:], LintWarnings: is.warnings}, nil
+}
+
+// newSerial is a positive serial of 127 random bits: ≥ 64 random bits,
+// ≤ 20 octets (Common Policy §7.1; CA/B BR 7.1).
+func newSerial() (*big.Int, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	b[0] &= 0x7f
+	if b[0] == 0 {
+		b[0] = 0x40
+	}
+	return new(big.Int).SetBytes(b), nil
+}
+
+// SPKIHash is the hex SHA-256 of a public key's SubjectPublicKeyInfo: how
+// the store recognises a key it certified before.
+func SPKIHash(pub crypto.PublicKey) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// subjectKeyID is RFC 5280 §4.2.1.2 method (1).
+func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	var info struct {
+		Algorithm asn1.RawValue
+		PublicKey asn1.BitString
+	}
+	if _, err := asn1.Unmarshal(der, &info); err != nil {
+		return nil, err
+	}
+	sum := sha1.Sum(info.PublicKey.Bytes)
+	return sum[:], nil
+}
+
+func (is *issuance) templateData() (x509util.TemplateData, error) {
+	u := make([]byte, 16)
+	if _, err := rand.Read(u); err != nil {
+		return nil, err
+	}
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	h := hex.EncodeToString(u)
+	policy := oidDerivedPIVAuth
+	if is.req.HardwareBacked && is.ca.cfg.HardwareBackedDevices {
+		policy = oidDerivedPIVAuthHW
+	}
+	_, isRSA := is.req.CSR.PublicKey.(*rsa.PublicKey)
+	c := is.ca
+	return x509util.TemplateData{
+		"RawSubject": is.req.Identity.RawSubject,
+		// SP 800-157 / Common Policy §3.1.1: a fresh UUID per certificate,
+		// never the card's.
+		"UUIDURN":               "urn:uuid:" + h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:],
+		"Email":                 is.req.Identity.Email,
+		"UPN":                   is.req.Identity.UPN,
+		"RSAKey":                isRSA,
+		"DerivedPIVAuthPolicy":  policy.String(),
+		"OCSPServer":            []string{c.OCSPURL()},
+		"IssuingCertificateURL": []string{c.CAIssuersURL()},
+		"CRLDistributionPoints": []string{c.CRLURL()},
+	}, nil
+}
+
+// templateOption feeds the profile template to x509util.
+type templateOption struct {
+	text string
+	data x509util.TemplateData
+}
+
+func (t templateOption) Options(provisioner.SignOptions) []x509util.Option {
+	return []x509util.Option{x509util.WithTemplate(t.text, t.data)}
+}
+
+// modifier sets what no template may choose: serial, validity (the
+// authority issues notBefore == notAfter without it), key identifier, the
+// exact subject DN of the card, and no CA bit.
+type modifier struct{ is *issuance }
+
+func (m modifier) Modify(cert *x509.Certificate, _ provisioner.SignOptions) error {
+	is := m.is
+	cert.SerialNumber = is.serial
+	cert.NotBefore = is.now.Add(-time.Minute).Truncate(time.Second)
+	cert.NotAfter = is.notAfter.Truncate(time.Second)
+	cert.RawSubject = is.req.Identity.RawSubject
+	cert.IsCA, cert.BasicConstraintsValid = false, false
+	skid, err := subjectKeyID(cert.PublicKey)
+	if err != nil {
+		return err
+	}
+	cert.SubjectKeyId = skid
+	return nil
+}

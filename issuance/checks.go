@@ -1,0 +1,217 @@
+package issuance
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/credgw/credgw/store"
+	"github.com/smallstep/certificates/authority/provisioner"
+)
+
+// checkCSR: only the public key is taken from a CSR (names and extensions
+// come from the card and the profile). It must be signed by its key, be of
+// an allowed type and size, and be new: not the card's key, not a key
+// credgw certified before, not another profile's key of the same set.
+func (is *issuance) checkCSR(ctx context.Context) error {
+	csr := is.req.CSR
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s CSR: %s", ErrBadRequest, is.req.Profile, fmt.Sprintf(format, a...))
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return bad("its signature does not verify (%v): sign the CSR with the key it carries", err)
+	}
+	if err := allowedKey(csr.PublicKey); err != nil {
+		return bad("%v", err)
+	}
+	pub := csr.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	if is.req.Identity.CardKey != nil && pub.Equal(is.req.Identity.CardKey) {
+		return bad("it carries the PIV card's own key: a derived credential needs a new key made on the device")
+	}
+	for _, k := range is.req.OtherKeys {
+		if pub.Equal(k) {
+			return bad("its key is also used for another profile of this credential: make one key per certificate")
+		}
+	}
+	spki, err := SPKIHash(csr.PublicKey)
+	if err != nil {
+		return bad("%v", err)
+	}
+	seen, err := is.ca.cfg.Store.KeyCertified(ctx, spki)
+	if err != nil {
+		return err
+	}
+	if seen {
+		return bad("credgw has certified this key before: make a new key")
+	}
+	is.spki = spki
+	return nil
+}
+
+// allowedKey: RSA 2048/3072 with e = 65537, ECDSA P-256/P-384 (SP 800-78-5
+// for PIV and derived PIV keys; Common Policy §6.1.5).
+func allowedKey(pub crypto.PublicKey) error {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		if n := k.N.BitLen(); n != 2048 && n != 3072 {
+			return fmt.Errorf("RSA-%d is not allowed: use RSA 2048 or 3072 (or EC P-256/P-384)", n)
+		}
+		if k.E != 65537 {
+			return fmt.Errorf("RSA public exponent %d is not allowed: use 65537", k.E)
+		}
+		return nil
+	case *ecdsa.PublicKey:
+		if k.Curve == elliptic.P256() || k.Curve == elliptic.P384() {
+			return nil
+		}
+		return fmt.Errorf("curve %s is not allowed: use P-256 or P-384", k.Curve.Params().Name)
+	}
+	return fmt.Errorf("%T keys are not allowed: use RSA or ECDSA", pub)
+}
+
+// csrValidator runs inside the authority; the checks ran already.
+type csrValidator struct{ is *issuance }
+
+func (v csrValidator) Valid(*x509.CertificateRequest) error { return nil }
+
+// validator checks the finished template against the profile, so that no
+// operator template can make a certificate outside STANDARDS.md §3.3.
+type validator struct{ is *issuance }
+
+func (v validator) Valid(cert *x509.Certificate, _ provisioner.SignOptions) error {
+	if err := checkProfile(v.is.req.Profile, cert, v.is.ca.cfg.Chain[0], v.is.req.Identity.Email); err != nil {
+		v.is.err = fmt.Errorf("%w: %v", ErrLint, err)
+		return v.is.err
+	}
+	return nil
+}
+
+// checkProfile is the profile as rules, applied to a template or a
+// certificate.
+func checkProfile(p Profile, cert, ca *x509.Certificate, email string) error {
+	r := rules[p]
+	var errs []string
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
+	wantKU := r.keyUsage
+	if _, ok := cert.PublicKey.(*rsa.PublicKey); ok && r.keyUsageRSA != 0 {
+		wantKU = r.keyUsageRSA
+	}
+	if cert.KeyUsage != wantKU {
+		bad("keyUsage %b, the profile wants %b", cert.KeyUsage, wantKU)
+	}
+	for _, e := range r.ekuRequired {
+		if !slices.Contains(cert.ExtKeyUsage, e) {
+			bad("extKeyUsage lacks %v", e)
+		}
+	}
+	for _, e := range r.ekuForbidden {
+		if slices.Contains(cert.ExtKeyUsage, e) {
+			bad("extKeyUsage %v is forbidden", e)
+		}
+	}
+	for _, o := range cert.UnknownExtKeyUsage {
+		if hasOID(r.oidsForbidden, o) {
+			bad("extKeyUsage %v is forbidden", o)
+		}
+	}
+	has := false
+	for _, pol := range cert.Policies {
+		for _, want := range r.policies {
+			if pol.EqualASN1OID(want) {
+				has = true
+			}
+		}
+	}
+	if !has || len(cert.Policies) == 0 {
+		bad("certificatePolicies %v, the profile wants one of %v", cert.Policies, r.policies)
+	}
+	uuids := 0
+	for _, u := range cert.URIs {
+		if strings.HasPrefix(u.String(), "urn:uuid:") {
+			uuids++
+		}
+	}
+	if uuids != 1 {
+		bad("%d urn:uuid: SANs, the profile wants exactly one fresh UUID", uuids)
+	}
+	if r.needEmail && !slices.Equal(cert.EmailAddresses, []string{email}) {
+		bad("rfc822Name %v, the profile wants the email of record", cert.EmailAddresses)
+	}
+	if !r.needEmail && slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageEmailProtection) && len(cert.EmailAddresses) == 0 {
+		bad("emailProtection without rfc822Name")
+	}
+	for name, urls := range map[string][]string{"OCSP": cert.OCSPServer, "caIssuers": cert.IssuingCertificateURL, "CRL DP": cert.CRLDistributionPoints} {
+		if len(urls) == 0 {
+			bad("no %s URL", name)
+		}
+		for _, s := range urls {
+			if u, err := url.Parse(s); err != nil || u.Scheme != "http" {
+				bad("%s URL %q is not http", name, s)
+			}
+		}
+	}
+	if cert.IsCA {
+		bad("CA certificate")
+	}
+	for _, e := range cert.ExtraExtensions {
+		if hasOID(forbiddenExtensions, e.Id) {
+			bad("extension %v is forbidden", e.Id)
+		}
+		if e.Critical && !hasOID(allowedCritical, e.Id) {
+			bad("extension %v may not be critical", e.Id)
+		}
+	}
+	if d := cert.NotAfter.Sub(cert.NotBefore); d <= 0 || d > MaxValidity {
+		bad("validity %s, the profile allows up to 1096 days", d)
+	}
+	if cert.NotAfter.After(ca.NotAfter) {
+		bad("notAfter %s is beyond the CA certificate's %s", cert.NotAfter, ca.NotAfter)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("profile %s: %s", p, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// enforcer runs last before signing: it records the intent with the serial,
+// then lints the to-be-signed certificate. A lint error ends the intent and
+// nothing is signed.
+type enforcer struct{ is *issuance }
+
+func (e enforcer) Enforce(cert *x509.Certificate) error {
+	is := e.is
+	ctx := context.Background()
+	id := is.req.Identity
+	serial := cert.SerialNumber.Text(16)
+	err := is.ca.cfg.Store.CreateIssuanceIntent(ctx, store.CertificateRecord{
+		Serial: serial, Issuer: is.ca.cfg.Name, Profile: string(is.req.Profile), SPKISHA256: is.spki,
+		PIVCertSHA256: id.PIVCertSHA256, FASCN: id.FASCN, CardUUID: id.CardUUID, PersonID: id.PersonID,
+		CredentialSetID: is.req.CredentialSetID, NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, CreatedAt: is.now,
+	})
+	if errors.Is(err, store.ErrConflict) {
+		is.err = fmt.Errorf("%w: %s CSR: credgw has certified this key before: make a new key", ErrBadRequest, is.req.Profile)
+		return is.err
+	}
+	if err != nil {
+		is.err = fmt.Errorf("issuance: record intent: %w", err)
+		return is.err
+	}
+	warnings, err := is.ca.linter.lint(cert)
+	if err != nil {
+		if merr := is.ca.cfg.Store.MarkLintFailed(ctx, serial, err.Error()); merr != nil {
+			err = errors.Join(err, merr)
+		}
+		is.err = err
+		return err
+	}
+	is.warnings = warnings
+	return nil
+}

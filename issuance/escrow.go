@@ -1,0 +1,295 @@
+package issuance
+
+import (
+	"context"
+	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/credgw/credgw/store"
+)
+
+// KEK is a key-encryption key: AES-256-GCM, in the HSM (*pkcs11.AESKey
+// satisfies it) or, in the embedded default, in a file.
+type KEK interface {
+	Seal(ctx context.Context, plaintext, aad []byte) ([]byte, error)
+	Open(ctx context.Context, sealed, aad []byte) ([]byte, error)
+}
+
+// ErrEscrowUnreadable means an escrowed key could not be unsealed: wrong
+// key-encryption key, or the row was altered.
+var ErrEscrowUnreadable = errors.New("issuance: escrowed key cannot be unsealed")
+
+// FileKEK is an AES-256 key read from a file (32 raw bytes or 64 hex
+// digits). For the embedded default only: production keeps the KEK in an HSM.
+type FileKEK struct{ aead cipher.AEAD }
+
+// LoadFileKEK reads a key file, which must not be readable by others.
+func LoadFileKEK(path string) (*FileKEK, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("issuance: escrow KEK: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("issuance: escrow KEK %s has mode %v: make it 0600", path, st.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) != 32 {
+		if h, err := hex.DecodeString(string(trimNL(b))); err == nil && len(h) == 32 {
+			b = h
+		} else {
+			return nil, fmt.Errorf("issuance: escrow KEK %s: want 32 bytes or 64 hex digits", path)
+		}
+	}
+	return NewFileKEK(b)
+}
+
+func trimNL(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// NewFileKEK wraps a 32-byte key.
+func NewFileKEK(key []byte) (*FileKEK, error) {
+	if len(key) != 32 {
+		return nil, errors.New("issuance: a KEK is 32 bytes")
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	return &FileKEK{aead: aead}, nil
+}
+
+// WriteFileKEK makes a new random KEK file (0600).
+func WriteFileKEK(path string) error {
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(hex.EncodeToString(k)+"\n"), 0o600)
+}
+
+// Seal encrypts under a random nonce: nonce ‖ ciphertext ‖ tag.
+func (k *FileKEK) Seal(_ context.Context, pt, aad []byte) ([]byte, error) {
+	nonce := make([]byte, k.aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	return k.aead.Seal(nonce, nonce, pt, aad), nil
+}
+
+// Open decrypts what Seal made.
+func (k *FileKEK) Open(_ context.Context, sealed, aad []byte) ([]byte, error) {
+	n := k.aead.NonceSize()
+	if len(sealed) < n {
+		return nil, ErrEscrowUnreadable
+	}
+	pt, err := k.aead.Open(nil, sealed[:n], sealed[n:], aad)
+	if err != nil {
+		return nil, ErrEscrowUnreadable
+	}
+	return pt, nil
+}
+
+// EscrowKeyType is the key type of escrowed key-management keys.
+type EscrowKeyType string
+
+// RSA-2048 is the default for S/MIME interoperability; EC P-256 an option.
+const (
+	EscrowRSA2048 EscrowKeyType = "rsa2048"
+	EscrowP256    EscrowKeyType = "p256"
+)
+
+// RetainAfterExpiry: escrowed keys are kept at least a year after their
+// certificate expires (Common Policy §4.12.1).
+const RetainAfterExpiry = 366 * 24 * time.Hour
+
+// Escrow makes key-management keys, seals them under the KEK and stores
+// them before their certificate is issued. A background pool keeps keys
+// ready so that a request does not wait for RSA key generation.
+type Escrow struct {
+	kek     KEK
+	kekID   string
+	store   store.IssuanceStore
+	keyType EscrowKeyType
+	now     func() time.Time
+	pool    chan crypto.Signer
+	stop    chan struct{}
+	wg      sync.WaitGroup
+}
+
+// EscrowConfig configures Escrow.
+type EscrowConfig struct {
+	KEK KEK
+	// KEKID names the KEK (recorded with each key, for rotation).
+	KEKID   string
+	Store   store.IssuanceStore
+	KeyType EscrowKeyType
+	// PoolSize keys are kept ready (0: generate on demand).
+	PoolSize int
+	Now      func() time.Time
+}
+
+// NewEscrow starts the key pool.
+func NewEscrow(cfg EscrowConfig) (*Escrow, error) {
+	if cfg.KEK == nil || cfg.Store == nil {
+		return nil, errors.New("issuance: escrow needs a KEK and a store")
+	}
+	switch cfg.KeyType {
+	case "":
+		cfg.KeyType = EscrowRSA2048
+	case EscrowRSA2048, EscrowP256:
+	default:
+		return nil, fmt.Errorf("issuance: escrow key type %q: rsa2048 or p256", cfg.KeyType)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.KEKID == "" {
+		cfg.KEKID = "kek-1"
+	}
+	e := &Escrow{kek: cfg.KEK, kekID: cfg.KEKID, store: cfg.Store, keyType: cfg.KeyType, now: cfg.Now, stop: make(chan struct{})}
+	if cfg.PoolSize > 0 {
+		e.pool = make(chan crypto.Signer, cfg.PoolSize)
+		e.wg.Add(1)
+		go e.fill()
+	}
+	return e, nil
+}
+
+// Close stops the pool.
+func (e *Escrow) Close() {
+	close(e.stop)
+	e.wg.Wait()
+}
+
+func (e *Escrow) fill() {
+	defer e.wg.Done()
+	for {
+		k, err := e.generate()
+		if err != nil {
+			return
+		}
+		select {
+		case e.pool <- k:
+		case <-e.stop:
+			return
+		}
+	}
+}
+
+func (e *Escrow) generate() (crypto.Signer, error) {
+	if e.keyType == EscrowP256 {
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
+	return rsa.GenerateKey(rand.Reader, 2048)
+}
+
+// EscrowedKey is a key-management key: its private key is used once to make
+// the CSR and the package, and lives on only sealed in the store.
+type EscrowedKey struct {
+	ID        string
+	Key       crypto.Signer
+	CreatedAt time.Time
+	// CertSerial is set once its certificate is issued.
+	CertSerial string
+}
+
+// NewKey makes a key for a person, seals it and stores it: it is escrowed
+// before any certificate for it exists.
+func (e *Escrow) NewKey(ctx context.Context, personID string) (*EscrowedKey, error) {
+	var key crypto.Signer
+	select {
+	case key = <-e.pool:
+	default:
+		var err error
+		if key, err = e.generate(); err != nil {
+			return nil, err
+		}
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	spki, err := SPKIHash(key.Public())
+	if err != nil {
+		return nil, err
+	}
+	idb := make([]byte, 16)
+	if _, err := rand.Read(idb); err != nil {
+		return nil, err
+	}
+	id := hex.EncodeToString(idb)
+	sealed, err := e.kek.Seal(ctx, der, escrowAAD(id, personID))
+	clear(der)
+	if err != nil {
+		return nil, fmt.Errorf("issuance: seal escrowed key: %w", err)
+	}
+	now := e.now()
+	if err := e.store.PutEscrowKey(ctx, store.EscrowKey{ID: id, PersonID: personID, KeyType: string(e.keyType),
+		SPKISHA256: spki, KEKID: e.kekID, Sealed: sealed, CreatedAt: now}); err != nil {
+		return nil, err
+	}
+	return &EscrowedKey{ID: id, Key: key, CreatedAt: now}, nil
+}
+
+// escrowAAD binds a sealed key to its row and person: a sealed blob moved
+// to another row or person does not open.
+func escrowAAD(id, personID string) []byte {
+	h := sha256.Sum256([]byte("credgw-escrow-v1\x00" + id + "\x00" + personID))
+	return h[:]
+}
+
+// Certified records the key's certificate; the key is kept until a year
+// after the certificate expires.
+func (e *Escrow) Certified(ctx context.Context, keyID, serial string, notAfter time.Time) error {
+	return e.store.LinkEscrowKey(ctx, keyID, serial, notAfter.Add(RetainAfterExpiry))
+}
+
+// History unseals a person's escrowed keys that have certificates, newest
+// first: what the device receives as key history.
+func (e *Escrow) History(ctx context.Context, personID string) ([]*EscrowedKey, error) {
+	rows, err := e.store.EscrowKeys(ctx, personID)
+	if err != nil {
+		return nil, err
+	}
+	var out []*EscrowedKey
+	for _, r := range rows {
+		if r.CertSerial == "" {
+			continue // never certified (a failed enrollment)
+		}
+		der, err := e.kek.Open(ctx, r.Sealed, escrowAAD(r.ID, r.PersonID))
+		if err != nil {
+			return nil, fmt.Errorf("%w: key %s: %v", ErrEscrowUnreadable, r.ID, err)
+		}
+		k, err := x509.ParsePKCS8PrivateKey(der)
+		clear(der)
+		if err != nil {
+			return nil, fmt.Errorf("%w: key %s: %v", ErrEscrowUnreadable, r.ID, err)
+		}
+		out = append(out, &EscrowedKey{ID: r.ID, Key: k.(crypto.Signer), CreatedAt: r.CreatedAt, CertSerial: r.CertSerial})
+	}
+	return out, nil
+}
