@@ -358,6 +358,14 @@ func (m modifier) Modify(cert *x509.Certificate, _ provisioner.SignOptions) erro
 	cert.NotAfter = is.notAfter.Truncate(time.Second)
 	cert.RawSubject = is.req.Identity.RawSubject
 	cert.IsCA, cert.BasicConstraintsValid = false, false
+	// x509util marks a template SAN critical when its subject struct is
+	// empty; the subject here is the card's DN, so RFC 5280 §4.2.1.6 wants
+	// it non-critical.
+	for i, e := range cert.ExtraExtensions {
+		if e.Id.Equal(oidSubjectAltName) {
+			cert.ExtraExtensions[i].Critical = false
+		}
+	}
 	skid, err := subjectKeyID(cert.PublicKey)
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"net/url"
@@ -133,20 +134,21 @@ func checkProfile(p Profile, cert, ca *x509.Certificate, email string) error {
 	if !has || len(cert.Policies) == 0 {
 		bad("certificatePolicies %v, the profile wants one of %v", cert.Policies, r.policies)
 	}
+	uris, emails, err := sanNames(cert)
+	if err != nil {
+		bad("subjectAltName: %v", err)
+	}
 	uuids := 0
-	for _, u := range cert.URIs {
-		if strings.HasPrefix(u.String(), "urn:uuid:") {
+	for _, u := range uris {
+		if strings.HasPrefix(u, "urn:uuid:") {
 			uuids++
 		}
 	}
 	if uuids != 1 {
 		bad("%d urn:uuid: SANs, the profile wants exactly one fresh UUID", uuids)
 	}
-	if r.needEmail && !slices.Equal(cert.EmailAddresses, []string{email}) {
-		bad("rfc822Name %v, the profile wants the email of record", cert.EmailAddresses)
-	}
-	if !r.needEmail && slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageEmailProtection) && len(cert.EmailAddresses) == 0 {
-		bad("emailProtection without rfc822Name")
+	if r.needEmail && !slices.Equal(emails, []string{email}) {
+		bad("rfc822Name %v, the profile wants the email of record", emails)
 	}
 	for name, urls := range map[string][]string{"OCSP": cert.OCSPServer, "caIssuers": cert.IssuingCertificateURL, "CRL DP": cert.CRLDistributionPoints} {
 		if len(urls) == 0 {
@@ -214,4 +216,37 @@ func (e enforcer) Enforce(cert *x509.Certificate) error {
 	}
 	is.warnings = warnings
 	return nil
+}
+
+var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
+
+// sanNames returns the URIs and rfc822Names of a template, whether Go's
+// fields hold them or x509util encoded the SAN as an extra extension (it does
+// so when a UPN otherName is present).
+func sanNames(cert *x509.Certificate) (uris, emails []string, err error) {
+	for _, u := range cert.URIs {
+		uris = append(uris, u.String())
+	}
+	emails = append(emails, cert.EmailAddresses...)
+	for _, e := range cert.ExtraExtensions {
+		if !e.Id.Equal(oidSubjectAltName) {
+			continue
+		}
+		if e.Critical {
+			return nil, nil, errors.New("critical, but the subject is not empty")
+		}
+		var names []asn1.RawValue
+		if rest, err := asn1.Unmarshal(e.Value, &names); err != nil || len(rest) > 0 {
+			return nil, nil, errors.New("not a GeneralNames SEQUENCE")
+		}
+		for _, n := range names {
+			switch {
+			case n.Class == asn1.ClassContextSpecific && n.Tag == 6:
+				uris = append(uris, string(n.Bytes))
+			case n.Class == asn1.ClassContextSpecific && n.Tag == 1:
+				emails = append(emails, string(n.Bytes))
+			}
+		}
+	}
+	return uris, emails, nil
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"slices"
 	"text/template"
+
+	"go.step.sm/crypto/x509util"
 )
 
 // Profile is a derived credential certificate profile.
@@ -97,7 +99,7 @@ func DefaultTemplate(p Profile) string { return defaultTemplates[p] }
 
 // checkTemplate makes sure an operator's template at least parses.
 func checkTemplate(p Profile, text string) error {
-	if _, err := template.New(string(p)).Parse(text); err != nil {
+	if _, err := template.New(string(p)).Funcs(x509util.GetFuncMap()).Parse(text); err != nil {
 		return fmt.Errorf("issuance: template of profile %s: %w", p, err)
 	}
 	return nil

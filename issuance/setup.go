@@ -1,0 +1,244 @@
+package issuance
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/credgw/credgw/pkcs11"
+)
+
+// KeyAlgorithm is a CA key type.
+type KeyAlgorithm string
+
+// CA key types: P-256 (default), P-384, RSA-3072.
+const (
+	CAKeyP256    KeyAlgorithm = "p256"
+	CAKeyP384    KeyAlgorithm = "p384"
+	CAKeyRSA3072 KeyAlgorithm = "rsa3072"
+)
+
+func (k KeyAlgorithm) pkcs11Type() (pkcs11.KeyType, error) {
+	switch k {
+	case "", CAKeyP256:
+		return pkcs11.ECP256, nil
+	case CAKeyP384:
+		return pkcs11.ECP384, nil
+	case CAKeyRSA3072:
+		return pkcs11.RSA3072, nil
+	}
+	return 0, fmt.Errorf("issuance: CA key type %q: p256, p384 or rsa3072", k)
+}
+
+func (k KeyAlgorithm) generate() (crypto.Signer, error) {
+	switch k {
+	case "", CAKeyP256:
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case CAKeyP384:
+		return ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	case CAKeyRSA3072:
+		return rsa.GenerateKey(rand.Reader, 3072)
+	}
+	return nil, fmt.Errorf("issuance: CA key type %q: p256, p384 or rsa3072", k)
+}
+
+// InitOptions configures InitCA.
+type InitOptions struct {
+	// Dir receives root.crt, issuing.crt and, for file keys, root.key and
+	// issuing.key (0600).
+	Dir string
+	// Organization and names for the CA subjects.
+	Organization string
+	RootName     string
+	IssuingName  string
+	KeyType      KeyAlgorithm
+	// Token, if set, is where the issuing CA key is generated (sensitive,
+	// non-extractable), with CKA_ID KeyID; otherwise the key goes to a file.
+	Token *pkcs11.Token
+	KeyID []byte
+	// RootKeyFile keeps the root key in a file, to be moved offline. (The
+	// root key may also live in Token, with KeyID+1.)
+	RootKeyInToken bool
+	Now            func() time.Time
+}
+
+// InitResult says what InitCA made.
+type InitResult struct {
+	Root, Issuing               *x509.Certificate
+	RootFile, IssuingFile       string
+	RootKeyFile, IssuingKeyFile string // "" when the key is in the token
+	IssuingKeyID                []byte
+}
+
+// InitCA makes a root CA and an issuing CA for derived credentials. The
+// issuing CA asserts the policies it issues under (…3.6, …3.40, …3.41) and
+// may sign only end-entity certificates (pathLen 0).
+func InitCA(ctx context.Context, o InitOptions) (*InitResult, error) {
+	if o.Dir == "" {
+		return nil, errors.New("issuance: ca init: no directory")
+	}
+	if o.Organization == "" {
+		o.Organization = "credgw"
+	}
+	if o.RootName == "" {
+		o.RootName = o.Organization + " Derived Credential Root CA"
+	}
+	if o.IssuingName == "" {
+		o.IssuingName = o.Organization + " Derived PIV Issuing CA"
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if len(o.KeyID) == 0 {
+		o.KeyID = []byte{0x01}
+	}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	res := &InitResult{RootFile: filepath.Join(o.Dir, "root.crt"), IssuingFile: filepath.Join(o.Dir, "issuing.crt"), IssuingKeyID: o.KeyID}
+	for _, f := range []string{res.RootFile, res.IssuingFile} {
+		if _, err := os.Stat(f); err == nil {
+			return nil, fmt.Errorf("issuance: ca init: %s exists already; refusing to replace a CA", f)
+		}
+	}
+	var rootKey, issKey crypto.Signer
+	var err error
+	if o.Token != nil {
+		kt, err := o.KeyType.pkcs11Type()
+		if err != nil {
+			return nil, err
+		}
+		if issKey, err = o.Token.GenerateKeyPair(ctx, pkcs11.KeySpec{Type: kt, ID: o.KeyID, Label: o.IssuingName, Usage: pkcs11.UsageSign}); err != nil {
+			return nil, err
+		}
+		if o.RootKeyInToken {
+			rootID := append(append([]byte{}, o.KeyID...), 0x52) // 'R'
+			if rootKey, err = o.Token.GenerateKeyPair(ctx, pkcs11.KeySpec{Type: kt, ID: rootID, Label: o.RootName, Usage: pkcs11.UsageSign}); err != nil {
+				return nil, err
+			}
+		}
+	} else if issKey, err = o.KeyType.generate(); err != nil {
+		return nil, err
+	}
+	if rootKey == nil {
+		if rootKey, err = o.KeyType.generate(); err != nil {
+			return nil, err
+		}
+		res.RootKeyFile = filepath.Join(o.Dir, "root.key")
+		if err := writeKeyFile(res.RootKeyFile, rootKey); err != nil {
+			return nil, err
+		}
+	}
+	if o.Token == nil {
+		res.IssuingKeyFile = filepath.Join(o.Dir, "issuing.key")
+		if err := writeKeyFile(res.IssuingKeyFile, issKey); err != nil {
+			return nil, err
+		}
+	}
+	now := o.Now().Add(-time.Hour).Truncate(time.Second)
+	rootTmpl := &x509.Certificate{
+		Subject:   pkix.Name{Country: []string{"US"}, Organization: []string{o.Organization}, CommonName: o.RootName},
+		NotBefore: now, NotAfter: now.AddDate(20, 0, 0),
+		IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	if res.Root, err = selfOrParentSign(rootTmpl, nil, rootKey.Public(), rootKey); err != nil {
+		return nil, err
+	}
+	issTmpl := &x509.Certificate{
+		Subject:   pkix.Name{Country: []string{"US"}, Organization: []string{o.Organization}, CommonName: o.IssuingName},
+		NotBefore: now, NotAfter: now.AddDate(10, 0, 0),
+		IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true,
+		// digitalSignature: the CA signs its own OCSP responses.
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		Policies: []x509.OID{mustOID(oidCommonPolicy), mustOID(oidDerivedPIVAuth), mustOID(oidDerivedPIVAuthHW)},
+	}
+	if res.Issuing, err = selfOrParentSign(issTmpl, res.Root, issKey.Public(), rootKey); err != nil {
+		return nil, err
+	}
+	for path, c := range map[string]*x509.Certificate{res.RootFile: res.Root, res.IssuingFile: res.Issuing} {
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func selfOrParentSign(tmpl, parent *x509.Certificate, pub crypto.PublicKey, key crypto.Signer) (*x509.Certificate, error) {
+	serial, err := newSerial()
+	if err != nil {
+		return nil, err
+	}
+	tmpl.SerialNumber = serial
+	if tmpl.SubjectKeyId, err = subjectKeyID(pub); err != nil {
+		return nil, err
+	}
+	if parent == nil {
+		parent = tmpl
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, key)
+	if err != nil {
+		return nil, fmt.Errorf("issuance: sign CA certificate: %w", err)
+	}
+	return x509.ParseCertificate(der)
+}
+
+func mustOID(o asn1.ObjectIdentifier) x509.OID {
+	ints := make([]uint64, len(o))
+	for i, v := range o {
+		ints[i] = uint64(v)
+	}
+	oid, err := x509.OIDFromInts(ints)
+	if err != nil {
+		panic(err)
+	}
+	return oid
+}
+
+func writeKeyFile(path string, k crypto.Signer) error {
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+}
+
+// ReadKeyFile reads a PKCS#8 PEM key file (which must be 0600).
+func ReadKeyFile(path string) (crypto.Signer, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("issuance: key file %s has mode %v: make it 0600", path, st.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("issuance: %s holds no PKCS#8 PEM private key", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("issuance: %s: %w", path, err)
+	}
+	s, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("issuance: %s: not a signing key", path)
+	}
+	return s, nil
+}
