@@ -225,7 +225,7 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 		return nil, fmt.Errorf("%w: the %s certificate needs an rfc822Name, and the card gave none (its PIV Authentication and Digital Signature certificates carry no email)", ErrNoEmail, req.Profile)
 	}
 	is := &issuance{ca: c, req: req, now: c.cfg.Now()}
-	if err := is.checkCSR(ctx); err != nil {
+	if err := is.checkCSR(); err != nil {
 		return nil, err
 	}
 	var err error
@@ -247,6 +247,9 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 		return nil, is.err
 	}
 	if err != nil {
+		if cerr := req.CSR.CheckSignature(); cerr != nil {
+			return nil, fmt.Errorf("%w: %s CSR: its signature does not verify (%v): sign the CSR with the key it carries", ErrBadRequest, req.Profile, cerr)
+		}
 		return nil, fmt.Errorf("issuance: sign: %w", err)
 	}
 	leaf := chain[0]

@@ -1,0 +1,109 @@
+package issuance
+
+import (
+	"context"
+	crand "crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/credgw/credgw/store"
+)
+
+// The issuance benchmarks (make bench): the whole pipeline (CSR checks,
+// intent, template, lint, sign, record) through Issuer with the SoftHSM CA
+// key and with a software key, the lint step alone, and raw
+// x509.CreateCertificate with each key. Target: pipeline ≥ 0.5× raw
+// CreateCertificate through SoftHSM.
+
+func benchIssue(b *testing.B, ca *CA) {
+	ctx := context.Background()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		csr := newCSR(b, p256(b))
+		id := identity(b)
+		b.StartTimer()
+		if _, err := ca.Issue(ctx, Request{Profile: DerivedPIVAuth, CSR: csr, Identity: id}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "certs/s")
+}
+
+// softwareCA is a CA whose issuing key is a file (the embedded default).
+func softwareCA(b *testing.B) *CA {
+	dir := b.TempDir()
+	res, err := InitCA(context.Background(), InitOptions{Dir: dir})
+	if err != nil {
+		b.Fatal(err)
+	}
+	key, err := ReadKeyFile(res.IssuingKeyFile)
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := store.OpenSQLite(context.Background(), filepath.Join(dir, "bench.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	ca, err := NewCA(Config{Name: "soft", Chain: []*x509.Certificate{res.Issuing, res.Root}, Signer: key, Store: st, BaseURL: baseURL})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return ca
+}
+
+func BenchmarkIssue(b *testing.B) {
+	b.Run("softhsm", func(b *testing.B) { benchIssue(b, testCA) })
+	b.Run("software", func(b *testing.B) { benchIssue(b, softwareCA(b)) })
+	// Both cores: what one gateway process does under load.
+	b.Run("softhsm-parallel", func(b *testing.B) {
+		ctx := context.Background()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := testCA.Issue(ctx, Request{Profile: DerivedPIVAuth, CSR: newCSR(b, p256(b)), Identity: identity(b)}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "certs/s")
+	})
+}
+
+func leafTemplate(b *testing.B) *x509.Certificate {
+	k := p256(b)
+	return &x509.Certificate{
+		SerialNumber: big.NewInt(1 << 62), Subject: pkix.Name{CommonName: "bench"}, PublicKey: k.Public(),
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, SubjectKeyId: []byte{1, 2, 3, 4},
+		OCSPServer: []string{"http://x/ocsp"}, CRLDistributionPoints: []string{"http://x/crl"},
+	}
+}
+
+func BenchmarkLint(b *testing.B) {
+	tmpl := leafTemplate(b)
+	for b.Loop() {
+		if _, err := testCA.linter.lint(tmpl); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lints/s")
+}
+
+func BenchmarkCreateCertificate(b *testing.B) {
+	run := func(b *testing.B, ca *CA) {
+		tmpl := leafTemplate(b)
+		for b.Loop() {
+			if _, err := x509.CreateCertificate(crand.Reader, tmpl, ca.cfg.Chain[0], tmpl.PublicKey, ca.cfg.Signer); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "certs/s")
+	}
+	b.Run("softhsm", func(b *testing.B) { run(b, testCA) })
+	b.Run("software", func(b *testing.B) { run(b, softwareCA(b)) })
+}

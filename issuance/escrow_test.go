@@ -1,0 +1,121 @@
+package issuance
+
+import (
+	"bytes"
+	"context"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/credgw/credgw/pkcs11"
+	"github.com/credgw/credgw/store"
+)
+
+// TestEscrowWithHSMKEK: the key-management key is sealed under an AES key in
+// the HSM and stored before its certificate; the database alone does not
+// reveal it; only the HSM key opens it.
+func TestEscrowWithHSMKEK(t *testing.T) {
+	ctx := context.Background()
+	kek, err := testTok.GenerateAESKey(ctx, pkcs11.KeyRef{ID: []byte("kek-escrow-test"), Label: "escrow KEK"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := NewEscrow(EscrowConfig{KEK: kek, KEKID: "hsm-kek-1", Store: testStore, PoolSize: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	id := identity(t)
+	id.PersonID = "escrow-person"
+	var serials []string
+	for i := 0; i < 2; i++ {
+		k, err := e.NewKey(ctx, id.PersonID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Escrowed before its certificate exists.
+		rows, _ := testStore.EscrowKeys(ctx, id.PersonID)
+		if len(rows) != i+1 {
+			t.Fatalf("%d escrow rows before issuance", len(rows))
+		}
+		der, _ := x509.MarshalPKCS8PrivateKey(k.Key)
+		if bytes.Contains(rows[0].Sealed, der[len(der)-64:]) {
+			t.Fatal("the sealed row contains the key in the clear")
+		}
+		got := issue(t, KeyManagement, k.Key, id)
+		if got.Certificate.KeyUsage != x509.KeyUsageKeyEncipherment {
+			t.Errorf("RSA key management KU %v", got.Certificate.KeyUsage)
+		}
+		if err := e.Certified(ctx, k.ID, got.Certificate.SerialNumber.Text(16), got.Certificate.NotAfter); err != nil {
+			t.Fatal(err)
+		}
+		serials = append(serials, got.Certificate.SerialNumber.Text(16))
+	}
+	hist, err := e.History(ctx, id.PersonID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist) != 2 || hist[0].CertSerial != serials[1] || hist[1].CertSerial != serials[0] {
+		t.Fatalf("history not newest first: %+v", hist)
+	}
+	if _, ok := hist[0].Key.(*rsa.PrivateKey); !ok {
+		t.Fatalf("escrowed key is %T, want RSA (default)", hist[0].Key)
+	}
+	rows, _ := testStore.EscrowKeys(ctx, id.PersonID)
+	if d := rows[0].RetainUntil.Sub(time.Now()); d < 365*24*time.Hour+300*24*time.Hour {
+		t.Errorf("kept only %v", d)
+	}
+
+	// Without the HSM key: another KEK cannot open the rows.
+	other, err := testTok.GenerateAESKey(ctx, pkcs11.KeyRef{ID: []byte("kek-other")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong, _ := NewEscrow(EscrowConfig{KEK: other, Store: testStore})
+	defer wrong.Close()
+	if _, err := wrong.History(ctx, id.PersonID); !errors.Is(err, ErrEscrowUnreadable) {
+		t.Fatalf("a wrong KEK: %v", err)
+	}
+	// A sealed blob moved to another person does not open either.
+	if err := testStore.PutEscrowKey(ctx, rowsMoved(rows[0], "someone-else")); err != nil {
+		t.Fatal(err)
+	}
+	testStore.LinkEscrowKey(ctx, "moved-"+rows[0].ID, "x", time.Now())
+	if _, err := e.History(ctx, "someone-else"); !errors.Is(err, ErrEscrowUnreadable) {
+		t.Fatalf("moved row: %v", err)
+	}
+}
+
+func TestFileKEK(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "kek")
+	if err := WriteFileKEK(path); err != nil {
+		t.Fatal(err)
+	}
+	k, err := LoadFileKEK(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, _ := k.Seal(ctx, []byte("secret"), []byte("aad"))
+	if pt, err := k.Open(ctx, sealed, []byte("aad")); err != nil || string(pt) != "secret" {
+		t.Fatalf("%q %v", pt, err)
+	}
+	if _, err := k.Open(ctx, sealed, []byte("other")); !errors.Is(err, ErrEscrowUnreadable) {
+		t.Fatalf("wrong aad: %v", err)
+	}
+	os.Chmod(path, 0o644)
+	if _, err := LoadFileKEK(path); err == nil {
+		t.Fatal("a world-readable KEK file was accepted")
+	}
+}
+
+func rowsMoved(r store.EscrowKey, person string) store.EscrowKey {
+	r.ID = "moved-" + r.ID
+	r.PersonID = person
+	r.SPKISHA256 = "moved-" + r.SPKISHA256
+	return r
+}

@@ -1,0 +1,171 @@
+package issuance
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"io"
+	"math/big"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/ocsp"
+)
+
+func fetchCRL(t *testing.T) *x509.RevocationList {
+	t.Helper()
+	resp, err := http.Get(testCA.CRLURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	der, _ := io.ReadAll(resp.Body)
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := crl.CheckSignatureFrom(testInit.Issuing); err != nil {
+		t.Fatalf("CRL signature: %v", err)
+	}
+	return crl
+}
+
+func crlHas(crl *x509.RevocationList, serial string) bool {
+	for _, e := range crl.RevokedCertificateEntries {
+		if e.SerialNumber.Text(16) == serial {
+			return true
+		}
+	}
+	return false
+}
+
+func ocspStatus(t *testing.T, serial string) string {
+	t.Helper()
+	n, _ := new(big.Int).SetString(serial, 16)
+	req, err := ocsp.CreateRequest(&x509.Certificate{SerialNumber: n}, testInit.Issuing, &ocsp.RequestOptions{Hash: crypto.SHA256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(testCA.OCSPURL(), "application/ocsp-request", bytes.NewReader(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	r, err := ocsp.ParseResponse(body, testInit.Issuing)
+	if err != nil {
+		t.Fatalf("OCSP: %v", err)
+	}
+	return map[int]string{ocsp.Good: "good", ocsp.Revoked: "revoked", ocsp.Unknown: "unknown"}[r.Status]
+}
+
+func TestRevocation(t *testing.T) {
+	ctx := context.Background()
+	c := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate
+	serial := c.SerialNumber.Text(16)
+	before := fetchCRL(t)
+	if st := ocspStatus(t, serial); st != "good" {
+		t.Fatalf("fresh certificate: %s", st)
+	}
+	if st := ocspStatus(t, "7fffffffffffffffffff"); st != "unknown" {
+		t.Fatalf("unknown serial: %s", st)
+	}
+	if err := testCA.Revoke(ctx, serial, ocsp.KeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	if st := ocspStatus(t, serial); st != "revoked" {
+		t.Fatalf("after revocation: %s", st)
+	}
+	after := fetchCRL(t)
+	if !crlHas(after, serial) || crlHas(before, serial) {
+		t.Fatal("the CRL does not reflect the revocation")
+	}
+	if after.Number.Cmp(before.Number) <= 0 {
+		t.Errorf("CRL number %v after %v", after.Number, before.Number)
+	}
+	if !bytes.Equal(after.AuthorityKeyId, testInit.Issuing.SubjectKeyId) {
+		t.Error("CRL AKID is not the CA's SKID")
+	}
+	if h := after.NextUpdate.Sub(after.ThisUpdate).Hours(); h > 48 {
+		t.Errorf("CRL nextUpdate %v hours ahead", h)
+	}
+	if err := testCA.Revoke(ctx, serial, 0); !errors.Is(err, ErrAlreadyRevoked) {
+		t.Errorf("second revocation: %v", err)
+	}
+	if err := testCA.Revoke(ctx, "abcdef", 0); !errors.Is(err, ErrNotIssued) {
+		t.Errorf("unknown serial: %v", err)
+	}
+	if err := testCA.Revoke(ctx, serial, 8); err == nil {
+		t.Error("removeFromCRL accepted")
+	}
+}
+
+// TestOpenSSLAcceptsWhatCredgwMakes: openssl verify on each chain, openssl
+// crl on the CRL, openssl ocsp against the running responder.
+func TestOpenSSLAcceptsWhatCredgwMakes(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Fatal("openssl is needed (make deps)")
+	}
+	dir := t.TempDir()
+	write := func(name string, certs ...*x509.Certificate) string {
+		var b bytes.Buffer
+		for _, c := range certs {
+			pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	openssl := func(args ...string) string {
+		out, err := exec.Command("openssl", args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	root := write("root.pem", testInit.Root)
+	inter := write("issuing.pem", testInit.Issuing)
+	var good, revoked string
+	for _, p := range Profiles() {
+		c := issue(t, p, p256(t), identity(t)).Certificate
+		leaf := write(string(p)+".pem", c)
+		if out := openssl("verify", "-CAfile", root, "-untrusted", inter, "-purpose", "any", leaf); !strings.Contains(out, ": OK") {
+			t.Errorf("openssl verify %s: %s", p, out)
+		}
+		if good == "" {
+			good = leaf
+		} else if revoked == "" {
+			revoked = leaf
+			if err := testCA.Revoke(context.Background(), c.SerialNumber.Text(16), 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	crlDER, err := testCA.CRL(context.Background(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crlFile := filepath.Join(dir, "ca.crl")
+	os.WriteFile(crlFile, crlDER, 0o644)
+	if out := openssl("crl", "-inform", "DER", "-in", crlFile, "-noout", "-text", "-CAfile", inter); !strings.Contains(out, "verify OK") && !strings.Contains(out, "Certificate Revocation List") {
+		t.Errorf("openssl crl: %s", out)
+	}
+	ocspArgs := func(cert string) []string {
+		return []string{"ocsp", "-issuer", inter, "-cert", cert, "-url", testCA.OCSPURL(), "-CAfile", root, "-verify_other", inter}
+	}
+	if out := openssl(ocspArgs(good)...); !strings.Contains(out, good+": good") || !strings.Contains(out, "Response verify OK") {
+		t.Errorf("openssl ocsp good: %s", out)
+	}
+	if out := openssl(ocspArgs(revoked)...); !strings.Contains(out, revoked+": revoked") {
+		t.Errorf("openssl ocsp revoked: %s", out)
+	}
+}
