@@ -509,3 +509,26 @@ func newUUID() (string, error) {
 	h := hex.EncodeToString(b[:])
 	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], nil
 }
+
+// NewCAToken initialises a SoftHSM token for a CA key (and escrow KEK) with
+// random PINs; the user PIN goes to pinFile (0600), the SO PIN beside it.
+func (e *Env) NewCAToken(m *pkcs11.Module, label, pinFile string) error {
+	pin, err := randomDigits(12)
+	if err != nil {
+		return err
+	}
+	so, err := randomDigits(12)
+	if err != nil {
+		return err
+	}
+	if _, err := m.InitToken(label, so, pin); err != nil {
+		return fmt.Errorf("hsmsim: CA token %q: %w", label, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(pinFile), 0o700); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(pinFile+".so", append(so, '\n'), 0o600); err != nil {
+		return err
+	}
+	return writeFileAtomic(pinFile, append(pin, '\n'), 0o600)
+}

@@ -40,6 +40,9 @@ type DevEnv struct {
 	PINFile string
 	// CAFile is the gateway's TLS CA: clients trust it.
 	CAFile string
+	// CAToken is the SoftHSM token holding the issuing CA key and the
+	// escrow KEK; CAPINFile its user PIN (0600).
+	CAToken, CAPINFile string
 	// Portal and admin client certificates and keys.
 	PortalCert, PortalKey, AdminCert, AdminKey string
 	GRPCAddr, HTTPAddr                         string
@@ -87,6 +90,11 @@ func DevInit(ctx context.Context, dir string, o DevOptions) (*DevEnv, error) {
 		return nil, err
 	}
 	d.Card, err = d.Env.NewCard(ctx, mod, CardSpec{Name: o.CardName, PIN: pin, Key: o.CardKey, Email: o.CardEmail})
+	if err == nil {
+		d.CAToken = "credgw-ca"
+		d.CAPINFile = filepath.Join(abs, "ca", "token.pin")
+		err = d.Env.NewCAToken(mod, d.CAToken, d.CAPINFile)
+	}
 	mod.Close()
 	if err != nil {
 		return nil, err
@@ -202,4 +210,21 @@ limits:
   shutdown_timeout: 15s
 log:
   level: info
+hsm:
+  # SoftHSM of hsm/: the simulated cards and the CA token live there.
+  softhsm2_conf: hsm/softhsm2.conf
+ca:
+  name: issuing-ca
+  # Written by 'credgw ca init --config credgw.yaml' (dev init runs it).
+  certificate_file: ca/issuing.crt
+  chain_files: [ca/root.crt]
+  key_uri: "pkcs11:token={{.CAToken}};id=%01?pin-source=ca/token.pin"
+  key_type: p256
+  base_url: http://{{.HTTPAddr}}
+  validity: 8760h
+  hardware_backed_devices: false
+escrow:
+  kek_uri: "pkcs11:token={{.CAToken}};id=%02?pin-source=ca/token.pin"
+  key_type: rsa2048
+  pool_size: 2
 `))

@@ -31,6 +31,9 @@ type Config struct {
 	PIV       PIVConfig    `yaml:"piv"`
 	Limits    LimitsConfig `yaml:"limits"`
 	Log       LogConfig    `yaml:"log"`
+	HSM       HSMConfig    `yaml:"hsm"`
+	CA        CAConfig     `yaml:"ca"`
+	Escrow    EscrowConfig `yaml:"escrow"`
 
 	dir string // directory of the config file
 }
@@ -95,6 +98,43 @@ type LimitsConfig struct {
 	MaxRecvBytes    int      `yaml:"max_recv_bytes"`
 	RPCTimeout      Duration `yaml:"rpc_timeout"`
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+}
+
+// HSMConfig says how to reach PKCS#11.
+type HSMConfig struct {
+	// Module is the PKCS#11 library (default: SoftHSM 2).
+	Module string `yaml:"module"`
+	// SoftHSM2Conf, if set, becomes SOFTHSM2_CONF before the module loads.
+	SoftHSM2Conf string `yaml:"softhsm2_conf"`
+}
+
+// CAConfig is the issuing CA. Without certificate_file credgw runs without
+// issuance (PKI-AUTH only).
+type CAConfig struct {
+	Name            string   `yaml:"name"`
+	CertificateFile string   `yaml:"certificate_file"`
+	ChainFiles      []string `yaml:"chain_files"`
+	// KeyURI is the issuing key in the HSM (pkcs11: URI with id= and
+	// pin-source=); KeyFile a PKCS#8 PEM file instead.
+	KeyURI  string `yaml:"key_uri"`
+	KeyFile string `yaml:"key_file"`
+	// KeyType for `credgw ca init`: p256, p384 or rsa3072.
+	KeyType string `yaml:"key_type"`
+	// BaseURL is the public http URL of listen.http (CRL, OCSP, caIssuers).
+	BaseURL               string            `yaml:"base_url"`
+	Validity              Duration          `yaml:"validity"`
+	HardwareBackedDevices bool              `yaml:"hardware_backed_devices"`
+	Templates             map[string]string `yaml:"templates"`
+}
+
+// EscrowConfig is the key-management key escrow.
+type EscrowConfig struct {
+	// KEKURI is the AES-256 key-encryption key in the HSM; KEKFile a file
+	// (embedded default only).
+	KEKURI   string `yaml:"kek_uri"`
+	KEKFile  string `yaml:"kek_file"`
+	KeyType  string `yaml:"key_type"`
+	PoolSize int    `yaml:"pool_size"`
 }
 
 // LogConfig is the JSON log.
@@ -212,6 +252,24 @@ func (c *Config) applyDefaults() {
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
+	if c.CA.Name == "" {
+		c.CA.Name = "issuing-ca"
+	}
+	if c.CA.KeyType == "" {
+		c.CA.KeyType = "p256"
+	}
+	if c.CA.BaseURL == "" && c.Listen.HTTP != "" {
+		c.CA.BaseURL = "http://" + c.Listen.HTTP
+	}
+	if c.CA.Validity.Duration == 0 {
+		c.CA.Validity.Duration = 365 * 24 * time.Hour
+	}
+	if c.Escrow.KeyType == "" {
+		c.Escrow.KeyType = "rsa2048"
+	}
+	if c.Escrow.PoolSize == 0 {
+		c.Escrow.PoolSize = 4
+	}
 }
 
 var gatewayIDRe = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,64}$`)
@@ -273,6 +331,36 @@ func (c *Config) validate() error {
 	}
 	if c.Limits.MaxRecvBytes < 16<<10 || c.Limits.MaxRecvBytes > 64<<20 {
 		bad("limits.max_recv_bytes %d: between 16384 and 67108864", c.Limits.MaxRecvBytes)
+	}
+	if c.CA.CertificateFile != "" {
+		if (c.CA.KeyURI == "") == (c.CA.KeyFile == "") {
+			bad("ca: set exactly one of key_uri (HSM) and key_file")
+		}
+		if c.Listen.HTTP == "" {
+			bad("ca: listen.http is required: it serves the CRL, OCSP and the CA certificate")
+		}
+		if !strings.HasPrefix(c.CA.BaseURL, "http://") {
+			bad("ca.base_url %q: an http URL (the profiles require http AIA and CRL DP)", c.CA.BaseURL)
+		}
+		if d := c.CA.Validity.Duration; d < time.Hour || d > 1096*24*time.Hour {
+			bad("ca.validity %s: up to 1096 days (26304h)", d)
+		}
+		if (c.Escrow.KEKURI == "") == (c.Escrow.KEKFile == "") {
+			bad("escrow: set exactly one of kek_uri (HSM) and kek_file: key-management keys are escrowed before issuance")
+		}
+	}
+	switch c.CA.KeyType {
+	case "p256", "p384", "rsa3072":
+	default:
+		bad("ca.key_type %q: p256, p384 or rsa3072", c.CA.KeyType)
+	}
+	switch c.Escrow.KeyType {
+	case "rsa2048", "p256":
+	default:
+		bad("escrow.key_type %q: rsa2048 or p256", c.Escrow.KeyType)
+	}
+	if c.Escrow.PoolSize < 0 || c.Escrow.PoolSize > 64 {
+		bad("escrow.pool_size %d: 0 to 64", c.Escrow.PoolSize)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

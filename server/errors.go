@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/piv"
 	"github.com/credgw/credgw/store"
 	"google.golang.org/grpc/codes"
@@ -36,6 +37,12 @@ func toStatus(err error) error {
 		code = codes.PermissionDenied
 	case errors.Is(err, piv.ErrStatusUnavailable), errors.Is(err, store.ErrUnavailable):
 		code = codes.Unavailable
+	case errors.Is(err, issuance.ErrNotIssued):
+		code = codes.NotFound
+	case errors.Is(err, issuance.ErrAlreadyRevoked), errors.Is(err, issuance.ErrNoEmail), errors.Is(err, issuance.ErrLint):
+		code = codes.FailedPrecondition
+	case errors.Is(err, issuance.ErrBadRequest):
+		code = codes.InvalidArgument
 	case errors.Is(err, store.ErrNotFound):
 		code = codes.NotFound
 	case errors.Is(err, store.ErrAlreadyUsed):

@@ -111,8 +111,16 @@ func run(m *testing.M) int {
 		return fail(err)
 	}
 	ctx := context.Background()
+	// The gateway's HTTP address goes into the certificates it issues, so
+	// it is fixed before start: a port that was free a moment ago.
+	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fail(err)
+	}
+	httpAddr := httpLn.Addr().String()
+	httpLn.Close()
 	dev, err = hsmsim.DevInit(ctx, filepath.Join(dir, "dev"), hsmsim.DevOptions{
-		HSMURL: "http://" + hsmLn.Addr().String(), GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		HSMURL: "http://" + hsmLn.Addr().String(), GRPCAddr: "127.0.0.1:0", HTTPAddr: httpAddr,
 	})
 	if err != nil {
 		return fail(err)
@@ -136,6 +144,9 @@ func run(m *testing.M) int {
 	defer module.Close()
 
 	if cfg, err = server.LoadConfig(dev.Config); err != nil {
+		return fail(err)
+	}
+	if _, err := server.InitCA(ctx, cfg, "credgw test"); err != nil {
 		return fail(err)
 	}
 	st, err := store.OpenSQLite(ctx, filepath.Join(dir, "test.db"))

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/piv"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/store"
@@ -38,6 +39,9 @@ type Server struct {
 	tlsConfig *tls.Config
 	metrics   *metrics
 	health    *health.Server
+	hsm       *hsm
+	ca        *issuance.CA
+	escrow    *issuance.Escrow
 
 	grpc      *grpc.Server
 	http      *http.Server
@@ -180,6 +184,14 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 		s.store, s.ownStore = st, true
 	}
 
+	if cfg.CA.CertificateFile != "" {
+		s.hsm = newHSM(cfg)
+		if s.ca, s.escrow, err = loadCA(ctx, cfg, s.hsm, s.store, o); err != nil {
+			s.closeResources()
+			return nil, err
+		}
+	}
+
 	s.grpc = grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(s.tlsConfig)),
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxRecvBytes),
@@ -193,7 +205,7 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 	credgwv1.RegisterEnrollmentServer(s.grpc, credgwv1.UnimplementedEnrollmentServer{})
 	credgwv1.RegisterRedemptionServer(s.grpc, credgwv1.UnimplementedRedemptionServer{})
 	credgwv1.RegisterRenewalServer(s.grpc, credgwv1.UnimplementedRenewalServer{})
-	credgwv1.RegisterAdminServer(s.grpc, credgwv1.UnimplementedAdminServer{})
+	credgwv1.RegisterAdminServer(s.grpc, &adminService{s: s})
 	for _, register := range o.extra {
 		register(s.grpc)
 	}
@@ -229,6 +241,13 @@ func (s *Server) Start() error {
 			io.WriteString(w, "ok\n")
 		})
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+		if s.ca != nil {
+			// What the certificates point at: CRL DP, OCSP (AIA), caIssuers.
+			h := s.ca.Handler()
+			mux.Handle("/crl/", h)
+			mux.Handle("/ocsp/", h)
+			mux.Handle("/ca/", h)
+		}
 		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		s.wg.Add(1)
 		go func() {
@@ -293,12 +312,29 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		errs = append(errs, s.http.Shutdown(ctx))
 	}
 	s.wg.Wait()
-	if s.ownStore {
-		errs = append(errs, s.store.Close())
-	}
+	s.closeResources()
 	s.log.Info("credgw stopped")
 	return errors.Join(errs...)
 }
+
+// closeResources stops the escrow key pool, closes HSM tokens and, if
+// New opened it, the store.
+func (s *Server) closeResources() {
+	if s.escrow != nil {
+		s.escrow.Close()
+	}
+	if s.hsm != nil {
+		s.hsm.close()
+	}
+	if s.ownStore {
+		if err := s.store.Close(); err != nil {
+			s.log.Warn("closing the store", "err", err)
+		}
+	}
+}
+
+// CA returns the issuing CA, or nil when issuance is not configured.
+func (s *Server) CA() *issuance.CA { return s.ca }
 
 // NewLogger is credgw's JSON logger at a level name.
 func NewLogger(w io.Writer, level string) *slog.Logger {

@@ -52,6 +52,9 @@ func newDemoCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := devCA(ctx, d); err != nil {
+				return err
+			}
 			fmt.Fprintf(out, "1. Development environment in %s\n   card %q on SoftHSM (PIN in %s), gateway config %s\n",
 				d.Dir, d.Card.Name, d.PINFile, d.Config)
 
@@ -83,8 +86,8 @@ func newDemoCmd() *cobra.Command {
 			if err := srv.Start(); err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "3. Simulated issuer (OCSP, CRL) at %s; gateway at %s (metrics at http://%s/metrics)\n",
-				d.Env.BaseURL, srv.GRPCAddr(), srv.HTTPAddr())
+			fmt.Fprintf(out, "3. Simulated card issuer (OCSP, CRL) at %s; gateway at %s\n   its CA %q (key in SoftHSM) publishes its CRL at %s\n",
+				d.Env.BaseURL, srv.GRPCAddr(), srv.CA().Chain()[0].Subject.CommonName, srv.CA().CRLURL())
 
 			fmt.Fprintln(out, "4. PKI-AUTH against the gateway with the card (credgw piv login):")
 			loginErr := pivLogin(ctx, indent(out), pivLoginOptions{

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 
 	hsmsim "github.com/credgw/credgw/hsm-sim"
+	"github.com/credgw/credgw/server"
 	"github.com/spf13/cobra"
 )
 
@@ -40,6 +42,9 @@ free ones on 127.0.0.1.`,
 			if err != nil {
 				return err
 			}
+			if err := devCA(cmd.Context(), d); err != nil {
+				return err
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), `development environment in %s
   card:     %q (PIN in %s)
   config:   %s
@@ -69,4 +74,14 @@ func freePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// devCA runs 'credgw ca init' on a fresh development environment.
+func devCA(ctx context.Context, d *hsmsim.DevEnv) error {
+	cfg, err := server.LoadConfig(d.Config)
+	if err != nil {
+		return err
+	}
+	_, err = server.InitCA(ctx, cfg, "credgw development")
+	return err
 }
