@@ -69,10 +69,12 @@ proto: deps
 	  --go-grpc_out=proto --go-grpc_opt=paths=source_relative $$protos
 
 ## bench: benchmarks: signatures/s through pkcs11/ vs bare miekg calls, AES-GCM,
-## PKI-AUTH sessions/s through a running gateway with a warm OCSP cache
+## PKI-AUTH sessions/s through a running gateway with a warm OCSP cache,
+## certificates/s through the issuance pipeline vs raw x509.CreateCertificate
 bench: deps
 	CGO_ENABLED=1 $(GO) test -run '^$$' -bench . -benchtime 3s -count 3 ./pkcs11/
 	CGO_ENABLED=1 $(GO) test -run '^$$' -bench . -benchtime 3s -count 3 ./server/
+	CGO_ENABLED=1 $(GO) test -run '^$$' -bench . -benchtime 2s -count 3 ./issuance/
 
 ## fuzz: run each fuzz target briefly (FUZZTIME=30s by default)
 FUZZTIME ?= 30s
