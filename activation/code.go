@@ -1,0 +1,116 @@
+package activation
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+
+	"golang.org/x/crypto/hkdf"
+)
+
+// SecretSize is the QR secret: 256 bits (DESIGN: ≥ 128; SP 800-63B-4 asks
+// ≥ 112 without a user identifier).
+const SecretSize = 32
+
+// Password lengths.
+const (
+	DefaultPasswordDigits = 8
+	MinPasswordDigits     = 6
+	MaxPasswordDigits     = 12
+)
+
+// NewSecret returns a fresh 256-bit secret.
+func NewSecret() ([]byte, error) {
+	s := make([]byte, SecretSize)
+	_, err := rand.Read(s)
+	return s, err
+}
+
+// NewPassword returns n uniformly random decimal digits.
+func NewPassword(n int) (string, error) {
+	if n < MinPasswordDigits || n > MaxPasswordDigits {
+		return "", fmt.Errorf("activation: a password has %d to %d digits", MinPasswordDigits, MaxPasswordDigits)
+	}
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		d, err := rand.Int(rand.Reader, big.NewInt(10)) // uniform: no modulo bias
+		if err != nil {
+			return "", err
+		}
+		b.WriteByte(byte('0' + d.Int64()))
+	}
+	return b.String(), nil
+}
+
+// ErrPasswordFormat means a typed password is not digits.
+var ErrPasswordFormat = errors.New("activation: the password is digits only")
+
+// NormalizePassword drops the spaces and dashes people type and checks that
+// the rest is digits.
+func NormalizePassword(p string) (string, error) {
+	var b strings.Builder
+	for _, r := range p {
+		switch {
+		case r == ' ' || r == '-' || r == '\t':
+		case r >= '0' && r <= '9':
+			b.WriteRune(r)
+		default:
+			return "", ErrPasswordFormat
+		}
+	}
+	if b.Len() < MinPasswordDigits || b.Len() > MaxPasswordDigits {
+		return "", ErrPasswordFormat
+	}
+	return b.String(), nil
+}
+
+// LookupHash is how the database finds an activation by its secret: a hash,
+// so that the database never holds the secret.
+func LookupHash(secret []byte) string {
+	h := sha256.New()
+	h.Write([]byte("credgw-activation-lookup-v1\x00"))
+	h.Write(secret)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Verifier is an HMAC keyed by the secret over the password: only someone
+// holding the secret can test a password, and only online, against the
+// attempt counter.
+func Verifier(secret []byte, password string) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("credgw-activation-password-v1\x00"))
+	m.Write([]byte(password))
+	return m.Sum(nil)
+}
+
+// CheckPassword compares in constant time.
+func CheckPassword(secret []byte, password string, verifier []byte) bool {
+	return hmac.Equal(Verifier(secret, password), verifier)
+}
+
+// deriveKey derives a key from the two secrets that only the device and
+// credgw know (Common Policy §4.12.1: a shared secret protecting recovered
+// keys must be known only to the requester and the sender).
+func deriveKey(secret []byte, password, purpose string, n int) ([]byte, error) {
+	r := hkdf.New(sha256.New, secret, []byte("credgw-package-v1"), []byte(purpose+"\x00"+password))
+	out := make([]byte, n)
+	if _, err := r.Read(out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// PKCS12Password is the password of the delivered PKCS#12 files: derived
+// with HKDF-SHA-256 from the QR secret and the typed password, 256 bits.
+func PKCS12Password(secret []byte, password string) (string, error) {
+	k, err := deriveKey(secret, password, "pkcs12-password", 32)
+	if err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(k), nil
+}

@@ -1,0 +1,130 @@
+package activation
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestPasswordUniformAndShaped(t *testing.T) {
+	counts := make([]int, 10)
+	for i := 0; i < 500; i++ {
+		p, err := NewPassword(8)
+		if err != nil || len(p) != 8 {
+			t.Fatalf("%q %v", p, err)
+		}
+		for _, c := range p {
+			counts[c-'0']++
+		}
+	}
+	for d, n := range counts {
+		if n == 0 {
+			t.Errorf("digit %d never drawn in 4000", d)
+		}
+	}
+	for _, n := range []int{5, 13} {
+		if _, err := NewPassword(n); err == nil {
+			t.Errorf("%d digits accepted", n)
+		}
+	}
+}
+
+func TestNormalizePassword(t *testing.T) {
+	for in, want := range map[string]string{"1234 5678": "12345678", "1234-5678": "12345678", " 12345678 ": "12345678"} {
+		if got, err := NormalizePassword(in); err != nil || got != want {
+			t.Errorf("%q → %q, %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "12345", "1234567a", "1234567890123", "１２３４５６７８"} {
+		if _, err := NormalizePassword(bad); !errors.Is(err, ErrPasswordFormat) {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestVerifierNeedsTheSecret(t *testing.T) {
+	s1, _ := NewSecret()
+	s2, _ := NewSecret()
+	v := Verifier(s1, "12345678")
+	if !CheckPassword(s1, "12345678", v) {
+		t.Fatal("right password refused")
+	}
+	if CheckPassword(s1, "12345679", v) || CheckPassword(s2, "12345678", v) {
+		t.Fatal("wrong password or wrong secret accepted")
+	}
+	if bytes.Contains(v, []byte("12345678")) || strings.Contains(LookupHash(s1), string(s1)) {
+		t.Fatal("verifier or lookup hash contains a secret")
+	}
+	a, _ := PKCS12Password(s1, "12345678")
+	b, _ := PKCS12Password(s1, "12345679")
+	if a == b || len(a) != 64 {
+		t.Fatal("PKCS#12 password does not depend on both secrets")
+	}
+}
+
+func TestPayloadRoundTripAndQR(t *testing.T) {
+	s, _ := NewSecret()
+	p := Payload{Gateway: "gateway.agency.example:8443", ID: "Ab3_xY-0123456789abcdEF", Secret: s, Pin: bytes.Repeat([]byte{7}, 32)}
+	got, err := ParsePayload(p.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Gateway != p.Gateway || got.ID != p.ID || !bytes.Equal(got.Secret, s) || !bytes.Equal(got.Pin, p.Pin) {
+		t.Fatalf("%+v", got)
+	}
+	v, err := QRVersion(p.String())
+	if err != nil || v > MaxQRVersion {
+		t.Fatalf("QR version %d, %v", v, err)
+	}
+	png, text, err := QR(p.String(), 256)
+	if err != nil || !bytes.HasPrefix(png, []byte("\x89PNG")) || !strings.Contains(text, "█") {
+		t.Fatalf("QR: %v", err)
+	}
+}
+
+func TestParsePayloadRejects(t *testing.T) {
+	s, _ := NewSecret()
+	good := Payload{Gateway: "127.0.0.1:8443", ID: "0123456789abcdef0123", Secret: s, Pin: make([]byte, 32)}.String()
+	tests := map[string]string{
+		"other scheme":  strings.Replace(good, "credgw://", "https://", 1),
+		"other host":    strings.Replace(good, "activate", "activat3", 1),
+		"version 2":     strings.Replace(good, "v=1", "v=2", 1),
+		"unknown param": good + "&x=1",
+		"duplicate":     good + "&v=1",
+		"no id":         strings.Replace(good, "&id=0123456789abcdef0123", "", 1),
+		"short id":      strings.Replace(good, "id=0123456789abcdef0123", "id=abc", 1),
+		"bad gateway":   strings.Replace(good, "gw=127.0.0.1%3A8443", "gw=nohost", 1),
+		"bad port":      strings.Replace(good, "gw=127.0.0.1%3A8443", "gw=127.0.0.1%3A99999", 1),
+		"short secret":  strings.Replace(good, "k=", "k=AAAA&", 1),
+		"short pin":     strings.Replace(good, "pin=", "pin=AAAA&z=", 1),
+		"empty":         "",
+		"too long":      good + strings.Repeat("A", 600),
+		"bad escape":    strings.Replace(good, "gw=127.0.0.1%3A8443", "gw=%zz", 1),
+	}
+	for name, in := range tests {
+		if _, err := ParsePayload(in); !errors.Is(err, ErrPayload) {
+			t.Errorf("%s: %q accepted (%v)", name, in, err)
+		}
+	}
+}
+
+func FuzzParsePayload(f *testing.F) {
+	s := bytes.Repeat([]byte{1}, 32)
+	f.Add(Payload{Gateway: "127.0.0.1:8443", ID: "0123456789abcdef0123", Secret: s, Pin: s}.String())
+	f.Add("credgw://activate?v=1")
+	f.Add("credgw://activate?v=1&gw=a:1&id=0123456789abcdef&k=AAAAAAAAAAAAAAAAAAAAAA&pin=" + strings.Repeat("A", 43))
+	f.Fuzz(func(t *testing.T, in string) {
+		p, err := ParsePayload(in)
+		if err != nil {
+			return
+		}
+		again, err := ParsePayload(p.String())
+		if err != nil {
+			t.Fatalf("re-encoded payload %q does not parse: %v", p.String(), err)
+		}
+		if again.Gateway != p.Gateway || again.ID != p.ID || !bytes.Equal(again.Secret, p.Secret) || !bytes.Equal(again.Pin, p.Pin) {
+			t.Fatalf("round trip changed %+v into %+v", p, again)
+		}
+	})
+}

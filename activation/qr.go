@@ -1,0 +1,139 @@
+package activation
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+
+	qrcode "github.com/skip2/go-qrcode"
+)
+
+// Payload is what the QR code carries:
+// credgw://activate?v=1&gw=HOST:PORT&id=ID&k=SECRET&pin=SHA256
+type Payload struct {
+	// Gateway is the gRPC address the device connects to.
+	Gateway string
+	// ID is the activation id.
+	ID string
+	// Secret is the 256-bit activation secret.
+	Secret []byte
+	// Pin is the SHA-256 of the gateway's TLS trust anchor certificate:
+	// the device trusts the gateway through it on first contact.
+	Pin []byte
+}
+
+// PayloadVersion is the only version this build reads and writes.
+const PayloadVersion = 1
+
+var idRe = regexp.MustCompile(`^[A-Za-z0-9_-]{16,64}$`)
+
+// String encodes the payload.
+func (p Payload) String() string {
+	q := url.Values{}
+	q.Set("v", strconv.Itoa(PayloadVersion))
+	q.Set("gw", p.Gateway)
+	q.Set("id", p.ID)
+	q.Set("k", base64.RawURLEncoding.EncodeToString(p.Secret))
+	q.Set("pin", base64.RawURLEncoding.EncodeToString(p.Pin))
+	// Fixed order: the payload is short and stable.
+	return "credgw://activate?v=1&gw=" + url.QueryEscape(p.Gateway) + "&id=" + p.ID +
+		"&k=" + q.Get("k") + "&pin=" + q.Get("pin")
+}
+
+// ErrPayload means a QR payload is not a credgw activation.
+var ErrPayload = errors.New("activation: not a credgw activation code")
+
+// ParsePayload reads a QR payload strictly: scheme, host, version, each
+// parameter exactly once, nothing else, and every value well formed.
+func ParsePayload(s string) (Payload, error) {
+	bad := func(format string, a ...any) (Payload, error) {
+		return Payload{}, fmt.Errorf("%w: %s", ErrPayload, fmt.Sprintf(format, a...))
+	}
+	if len(s) > 512 {
+		return bad("%d characters is too long", len(s))
+	}
+	const prefix = "credgw://activate?"
+	if !strings.HasPrefix(s, prefix) {
+		return bad("it must start with %s", prefix)
+	}
+	seen := map[string]string{}
+	for _, kv := range strings.Split(s[len(prefix):], "&") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return bad("parameter %q has no value", k)
+		}
+		switch k {
+		case "v", "gw", "id", "k", "pin":
+		default:
+			return bad("unknown parameter %q", k)
+		}
+		if _, dup := seen[k]; dup {
+			return bad("parameter %q twice", k)
+		}
+		uv, err := url.QueryUnescape(v)
+		if err != nil {
+			return bad("parameter %q is not percent-encoded correctly", k)
+		}
+		seen[k] = uv
+	}
+	for _, k := range []string{"v", "gw", "id", "k", "pin"} {
+		if _, ok := seen[k]; !ok {
+			return bad("parameter %q is missing", k)
+		}
+	}
+	if seen["v"] != strconv.Itoa(PayloadVersion) {
+		return bad("version %q: this agent reads version %d (update the agent)", seen["v"], PayloadVersion)
+	}
+	host, port, err := net.SplitHostPort(seen["gw"])
+	if err != nil || host == "" || strings.ContainsAny(host, "/@?#") {
+		return bad("gateway %q is not host:port", seen["gw"])
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return bad("gateway port %q", port)
+	}
+	if !idRe.MatchString(seen["id"]) {
+		return bad("activation id is malformed")
+	}
+	secret, err := base64.RawURLEncoding.DecodeString(seen["k"])
+	if err != nil || len(secret) < 16 || len(secret) > 64 {
+		return bad("secret is not 128 to 512 bits of base64url")
+	}
+	pin, err := base64.RawURLEncoding.DecodeString(seen["pin"])
+	if err != nil || len(pin) != 32 {
+		return bad("pin is not a base64url SHA-256")
+	}
+	return Payload{Gateway: seen["gw"], ID: seen["id"], Secret: secret, Pin: pin}, nil
+}
+
+// MaxQRVersion: the payload must fit a QR code of version ≤ 10 at error
+// correction M (readable from a screen by any phone camera).
+const MaxQRVersion = 10
+
+// QR renders the payload: a PNG (size pixels) and a terminal rendering.
+func QR(payload string, size int) (png []byte, text string, err error) {
+	q, err := qrcode.New(payload, qrcode.Medium)
+	if err != nil {
+		return nil, "", fmt.Errorf("activation: QR code: %w", err)
+	}
+	if q.VersionNumber > MaxQRVersion {
+		return nil, "", fmt.Errorf("activation: the payload needs QR version %d, more than %d: shorten the gateway address", q.VersionNumber, MaxQRVersion)
+	}
+	if png, err = q.PNG(size); err != nil {
+		return nil, "", err
+	}
+	return png, q.ToSmallString(false), nil
+}
+
+// QRVersion reports the QR version a payload needs at level M.
+func QRVersion(payload string) (int, error) {
+	q, err := qrcode.New(payload, qrcode.Medium)
+	if err != nil {
+		return 0, err
+	}
+	return q.VersionNumber, nil
+}
