@@ -43,6 +43,7 @@ type Store interface {
 	// certificate by its SHA-256 (hex).
 	PIVCertificate(ctx context.Context, sha256 string) (PIVCertificate, error)
 	IssuanceStore
+	ActivationStore
 	// DeleteExpired removes challenges and sessions that expired before now.
 	DeleteExpired(ctx context.Context, now time.Time) (int64, error)
 	// Close releases the database.

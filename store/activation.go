@@ -1,0 +1,99 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// Credential set and activation states.
+const (
+	SetPending   = "pending"
+	SetRedeeming = "redeeming"
+	SetActive    = "active"
+	SetRevoked   = "revoked"
+	SetAbandoned = "abandoned"
+
+	ActPending   = "pending"
+	ActRedeeming = "redeeming"
+	ActCompleted = "completed"
+	ActLocked    = "locked"
+	ActExpired   = "expired"
+)
+
+// CredentialSet is one enrollment's credentials.
+type CredentialSet struct {
+	ID             string
+	PersonID       string
+	PIVCertSHA256  string
+	FASCN          []byte
+	CardUUID       string
+	RawSubject     []byte
+	Email, UPN     string
+	IdentityName   string
+	CredentialType string
+	EscrowKeyID    string
+	State          string
+	Device         string // JSON
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+}
+
+// Activation is the QR code + password of a credential set.
+type Activation struct {
+	ID              string
+	CredentialSetID string
+	LookupHash      string
+	Verifier        []byte
+	State           string
+	FailedAttempts  int
+	MaxAttempts     int
+	CreatedAt       time.Time
+	ExpiresAt       time.Time
+	RedemptionID    string
+	RedeemedAt      time.Time
+	ConfirmBy       time.Time
+	ConfirmedAt     time.Time
+	Package         []byte
+	PackageSHA256   string
+	PackageSize     int64
+	Manifest        []byte
+}
+
+// ActivationStore is what enrollment and redemption keep. Every transition
+// is one conditional UPDATE: correct with any number of replicas.
+type ActivationStore interface {
+	// CreateEnrollment stores a credential set and its activation together.
+	CreateEnrollment(ctx context.Context, cs CredentialSet, a Activation) error
+	// CountLiveSets counts a person's credential sets that are pending,
+	// redeeming or active.
+	CountLiveSets(ctx context.Context, personID string) (int, error)
+	CredentialSet(ctx context.Context, id string) (CredentialSet, error)
+	ActivationByID(ctx context.Context, id string) (Activation, error)
+	ActivationByRedemption(ctx context.Context, redemptionID string) (Activation, error)
+	// RecordFailedAttempt counts a wrong password on a pending activation,
+	// locking it for good at max_attempts. It returns the new count and
+	// state; ErrAlreadyUsed if the activation is not pending.
+	RecordFailedAttempt(ctx context.Context, id string) (failed int, state string, err error)
+	// BeginRedemption moves a pending, unexpired activation to redeeming,
+	// once: every other caller gets ErrAlreadyUsed.
+	BeginRedemption(ctx context.Context, id, redemptionID string, now time.Time) error
+	// AbortRedemption returns a redeeming activation without a package to
+	// pending (issuance failed before anything was delivered).
+	AbortRedemption(ctx context.Context, id, redemptionID string) error
+	// StorePackage keeps the sealed package of a redeeming activation.
+	StorePackage(ctx context.Context, id, redemptionID string, sealed []byte, sha256 string, size int64, manifest []byte, confirmBy time.Time) error
+	// Confirm completes a redeeming activation, deletes its package and
+	// makes the set active; ErrAlreadyUsed if it is not redeeming.
+	Confirm(ctx context.Context, redemptionID string, now time.Time) error
+	// ExpirePending marks pending activations past expiry expired and their
+	// sets abandoned.
+	ExpirePending(ctx context.Context, now time.Time) (int64, error)
+	// ClaimUnconfirmed marks redeeming activations past confirm_by expired,
+	// deletes their packages and returns their credential set ids (whose
+	// certificates the caller revokes).
+	ClaimUnconfirmed(ctx context.Context, now time.Time) ([]string, error)
+	// SetCredentialSetState changes a set's state.
+	SetCredentialSetState(ctx context.Context, id, state string, now time.Time) error
+	// CertificatesOfSet lists the certificates issued for a set.
+	CertificatesOfSet(ctx context.Context, setID string) ([]CertificateRecord, error)
+}

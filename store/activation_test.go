@@ -1,0 +1,147 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+func enroll(t *testing.T, s Store, id string, expires time.Time) {
+	t.Helper()
+	cs := CredentialSet{ID: "set-" + id, PersonID: "p", PIVCertSHA256: "c", CardUUID: "u", RawSubject: []byte{0x30, 0},
+		IdentityName: "n", CredentialType: "t", State: SetPending, CreatedAt: t0}
+	a := Activation{ID: id, LookupHash: "lh-" + id, Verifier: []byte{1}, MaxAttempts: 3, CreatedAt: t0, ExpiresAt: expires}
+	if err := s.CreateEnrollment(context.Background(), cs, a); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestActivationLockout(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		enroll(t, s, "a1", t0.Add(10*time.Minute))
+		for i, want := range []string{ActPending, ActPending, ActLocked} {
+			n, state, err := s.RecordFailedAttempt(ctx, "a1")
+			if err != nil || n != i+1 || state != want {
+				t.Fatalf("attempt %d: %d %s %v", i+1, n, state, err)
+			}
+		}
+		if _, _, err := s.RecordFailedAttempt(ctx, "a1"); !errors.Is(err, ErrAlreadyUsed) {
+			t.Fatalf("attempt on a locked activation: %v", err)
+		}
+		if err := s.BeginRedemption(ctx, "a1", "r1", t0); !errors.Is(err, ErrAlreadyUsed) {
+			t.Fatalf("redeeming a locked activation: %v", err)
+		}
+		if cs, _ := s.CredentialSet(ctx, "set-a1"); cs.State != SetAbandoned {
+			t.Fatalf("set state %s", cs.State)
+		}
+	})
+}
+
+func TestRedemptionOnceAndConfirm(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		enroll(t, s, "a2", t0.Add(10*time.Minute))
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		wins := 0
+		for i := 0; i < 16; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				err := s.BeginRedemption(ctx, "a2", fmt.Sprintf("r%d", i), t0)
+				mu.Lock()
+				defer mu.Unlock()
+				if err == nil {
+					wins++
+				} else if !errors.Is(err, ErrAlreadyUsed) {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		if wins != 1 {
+			t.Fatalf("%d redemptions began", wins)
+		}
+		a, _ := s.ActivationByID(ctx, "a2")
+		if a.State != ActRedeeming || a.RedemptionID == "" {
+			t.Fatalf("%+v", a)
+		}
+		if err := s.Confirm(ctx, a.RedemptionID, t0); !errors.Is(err, ErrAlreadyUsed) {
+			t.Fatalf("confirm before the package: %v", err)
+		}
+		if err := s.StorePackage(ctx, "a2", a.RedemptionID, []byte{9}, "h", 1, nil, t0.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.StorePackage(ctx, "a2", a.RedemptionID, []byte{9}, "h", 1, nil, t0.Add(time.Hour)); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("package stored twice: %v", err)
+		}
+		if err := s.Confirm(ctx, a.RedemptionID, t0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Confirm(ctx, a.RedemptionID, t0); !errors.Is(err, ErrAlreadyUsed) {
+			t.Fatalf("confirmed twice: %v", err)
+		}
+		a, _ = s.ActivationByID(ctx, "a2")
+		cs, _ := s.CredentialSet(ctx, "set-a2")
+		if a.State != ActCompleted || a.Package != nil || cs.State != SetActive {
+			t.Fatalf("%+v %+v", a, cs)
+		}
+	})
+}
+
+func TestExpiryAndUnconfirmed(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		enroll(t, s, "old", t0.Add(time.Minute))
+		if err := s.BeginRedemption(ctx, "old", "r", t0.Add(2*time.Minute)); !errors.Is(err, ErrAlreadyUsed) {
+			t.Fatalf("redeeming an expired activation: %v", err)
+		}
+		if n, err := s.ExpirePending(ctx, t0.Add(2*time.Minute)); err != nil || n != 1 {
+			t.Fatalf("ExpirePending = %d, %v", n, err)
+		}
+		enroll(t, s, "unc", t0.Add(10*time.Minute))
+		if err := s.BeginRedemption(ctx, "unc", "ru", t0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.StorePackage(ctx, "unc", "ru", []byte{1}, "h", 1, nil, t0.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if ids, _ := s.ClaimUnconfirmed(ctx, t0.Add(30*time.Minute)); len(ids) != 0 {
+			t.Fatalf("claimed before the window: %v", ids)
+		}
+		ids, err := s.ClaimUnconfirmed(ctx, t0.Add(61*time.Minute))
+		if err != nil || len(ids) != 1 || ids[0] != "set-unc" {
+			t.Fatalf("%v %v", ids, err)
+		}
+		if ids, _ := s.ClaimUnconfirmed(ctx, t0.Add(62*time.Minute)); len(ids) != 0 {
+			t.Fatalf("claimed twice: %v", ids)
+		}
+		a, _ := s.ActivationByID(ctx, "unc")
+		if a.Package != nil || a.State != ActExpired {
+			t.Fatalf("%+v", a)
+		}
+	})
+}
+
+func TestAbortRedemption(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		enroll(t, s, "ab", t0.Add(10*time.Minute))
+		if err := s.BeginRedemption(ctx, "ab", "r", t0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AbortRedemption(ctx, "ab", "other"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("abort with another redemption id: %v", err)
+		}
+		if err := s.AbortRedemption(ctx, "ab", "r"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.BeginRedemption(ctx, "ab", "r2", t0); err != nil {
+			t.Fatalf("after abort: %v", err)
+		}
+	})
+}

@@ -1,0 +1,204 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+)
+
+func (s *SQLite) CreateEnrollment(ctx context.Context, cs CredentialSet, a Activation) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO credential_sets (id, person_id, piv_cert_sha256, fascn, card_uuid, raw_subject, email, upn,
+			identity_name, credential_type, escrow_key_id, state, device, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			cs.ID, cs.PersonID, cs.PIVCertSHA256, cs.FASCN, cs.CardUUID, cs.RawSubject, cs.Email, cs.UPN, cs.IdentityName,
+			cs.CredentialType, cs.EscrowKeyID, cs.State, cs.Device, ts(cs.CreatedAt), ts(cs.CreatedAt))
+		if err != nil {
+			return wrapDB(err)
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO activations (id, credential_set_id, lookup_hash, verifier, state, max_attempts, created_at, expires_at)
+			VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)`, a.ID, cs.ID, a.LookupHash, a.Verifier, a.MaxAttempts, ts(a.CreatedAt), ts(a.ExpiresAt))
+		return wrapDB(err)
+	})
+}
+
+func (s *SQLite) CountLiveSets(ctx context.Context, personID string) (int, error) {
+	var n int
+	err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM credential_sets WHERE person_id = ? AND state IN ('pending', 'redeeming', 'active')`, personID).Scan(&n)
+	return n, wrapDB(err)
+}
+
+const setColumns = `id, person_id, piv_cert_sha256, fascn, card_uuid, raw_subject, email, upn, identity_name, credential_type, escrow_key_id, state, device, created_at, updated_at`
+
+func (s *SQLite) CredentialSet(ctx context.Context, id string) (CredentialSet, error) {
+	var cs CredentialSet
+	var created, updated int64
+	err := s.r.QueryRowContext(ctx, `SELECT `+setColumns+` FROM credential_sets WHERE id = ?`, id).Scan(&cs.ID, &cs.PersonID,
+		&cs.PIVCertSHA256, &cs.FASCN, &cs.CardUUID, &cs.RawSubject, &cs.Email, &cs.UPN, &cs.IdentityName, &cs.CredentialType,
+		&cs.EscrowKeyID, &cs.State, &cs.Device, &created, &updated)
+	if err != nil {
+		return CredentialSet{}, wrapDB(err)
+	}
+	cs.CreatedAt, cs.UpdatedAt = fromTS(created), fromTS(updated)
+	return cs, nil
+}
+
+const actColumns = `id, credential_set_id, lookup_hash, verifier, state, failed_attempts, max_attempts, created_at, expires_at,
+	redemption_id, redeemed_at, confirm_by, confirmed_at, package, package_sha256, package_size, manifest`
+
+func scanAct(row interface{ Scan(...any) error }) (Activation, error) {
+	var a Activation
+	var created, expires int64
+	var rid sql.NullString
+	var redeemed, confirmBy, confirmed sql.NullInt64
+	err := row.Scan(&a.ID, &a.CredentialSetID, &a.LookupHash, &a.Verifier, &a.State, &a.FailedAttempts, &a.MaxAttempts,
+		&created, &expires, &rid, &redeemed, &confirmBy, &confirmed, &a.Package, &a.PackageSHA256, &a.PackageSize, &a.Manifest)
+	if err != nil {
+		return Activation{}, wrapDB(err)
+	}
+	a.CreatedAt, a.ExpiresAt = fromTS(created), fromTS(expires)
+	a.RedemptionID = rid.String
+	a.RedeemedAt, a.ConfirmBy, a.ConfirmedAt = fromNullTS(redeemed), fromNullTS(confirmBy), fromNullTS(confirmed)
+	return a, nil
+}
+
+func (s *SQLite) ActivationByID(ctx context.Context, id string) (Activation, error) {
+	return scanAct(s.w.QueryRowContext(ctx, `SELECT `+actColumns+` FROM activations WHERE id = ?`, id))
+}
+
+func (s *SQLite) ActivationByRedemption(ctx context.Context, rid string) (Activation, error) {
+	return scanAct(s.w.QueryRowContext(ctx, `SELECT `+actColumns+` FROM activations WHERE redemption_id = ?`, rid))
+}
+
+func (s *SQLite) RecordFailedAttempt(ctx context.Context, id string) (int, string, error) {
+	var n int
+	var state string
+	err := s.w.QueryRowContext(ctx, `UPDATE activations SET failed_attempts = failed_attempts + 1,
+		state = CASE WHEN failed_attempts + 1 >= max_attempts THEN 'locked' ELSE state END
+		WHERE id = ? AND state = 'pending' RETURNING failed_attempts, state`, id).Scan(&n, &state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, "", ErrAlreadyUsed
+	}
+	if err != nil {
+		return 0, "", wrapDB(err)
+	}
+	if state == ActLocked {
+		_, _ = s.w.ExecContext(ctx, `UPDATE credential_sets SET state = 'abandoned' WHERE id = (SELECT credential_set_id FROM activations WHERE id = ?)`, id)
+	}
+	return n, state, nil
+}
+
+func (s *SQLite) BeginRedemption(ctx context.Context, id, rid string, now time.Time) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'redeeming', redemption_id = ?, redeemed_at = ?
+			WHERE id = ? AND state = 'pending' AND expires_at > ?`, rid, ts(now), id, ts(now))
+		if err != nil {
+			return wrapDB(err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return ErrAlreadyUsed
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'redeeming', updated_at = ? WHERE id = (SELECT credential_set_id FROM activations WHERE id = ?)`, ts(now), id)
+		return wrapDB(err)
+	})
+}
+
+func (s *SQLite) AbortRedemption(ctx context.Context, id, rid string) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'pending', redemption_id = NULL, redeemed_at = NULL
+			WHERE id = ? AND redemption_id = ? AND state = 'redeeming' AND package IS NULL`, id, rid)
+		if err != nil {
+			return wrapDB(err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return ErrNotFound
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'pending' WHERE id = (SELECT credential_set_id FROM activations WHERE id = ?)`, id)
+		return wrapDB(err)
+	})
+}
+
+func (s *SQLite) StorePackage(ctx context.Context, id, rid string, sealed []byte, sha string, size int64, manifest []byte, confirmBy time.Time) error {
+	return s.updateOne(ctx, `UPDATE activations SET package = ?, package_sha256 = ?, package_size = ?, manifest = ?, confirm_by = ?
+		WHERE id = ? AND redemption_id = ? AND state = 'redeeming' AND package IS NULL`, sealed, sha, size, manifest, ts(confirmBy), id, rid)
+}
+
+func (s *SQLite) Confirm(ctx context.Context, rid string, now time.Time) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'completed', confirmed_at = ?, package = NULL
+			WHERE redemption_id = ? AND state = 'redeeming' AND package IS NOT NULL`, ts(now), rid)
+		if err != nil {
+			return wrapDB(err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return ErrAlreadyUsed
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'active', updated_at = ? WHERE id = (SELECT credential_set_id FROM activations WHERE redemption_id = ?)`, ts(now), rid)
+		return wrapDB(err)
+	})
+}
+
+func (s *SQLite) ExpirePending(ctx context.Context, now time.Time) (int64, error) {
+	var n int64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'abandoned', updated_at = ? WHERE id IN
+			(SELECT credential_set_id FROM activations WHERE state = 'pending' AND expires_at <= ?)`, ts(now), ts(now)); err != nil {
+			return wrapDB(err)
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'expired' WHERE state = 'pending' AND expires_at <= ?`, ts(now))
+		if err != nil {
+			return wrapDB(err)
+		}
+		n, _ = res.RowsAffected()
+		return nil
+	})
+	return n, err
+}
+
+func (s *SQLite) ClaimUnconfirmed(ctx context.Context, now time.Time) ([]string, error) {
+	var ids []string
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `UPDATE activations SET state = 'expired', package = NULL
+			WHERE state = 'redeeming' AND confirm_by IS NOT NULL AND confirm_by <= ? RETURNING credential_set_id`, ts(now))
+		if err != nil {
+			return wrapDB(err)
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return wrapDB(err)
+			}
+			ids = append(ids, id)
+		}
+		rows.Close()
+		for _, id := range ids {
+			if _, err := tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'revoked', updated_at = ? WHERE id = ?`, ts(now), id); err != nil {
+				return wrapDB(err)
+			}
+		}
+		return nil
+	})
+	return ids, err
+}
+
+func (s *SQLite) SetCredentialSetState(ctx context.Context, id, state string, now time.Time) error {
+	return s.updateOne(ctx, `UPDATE credential_sets SET state = ?, updated_at = ? WHERE id = ?`, state, ts(now), id)
+}
+
+func (s *SQLite) CertificatesOfSet(ctx context.Context, setID string) ([]CertificateRecord, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+certColumns+` FROM certificates WHERE credential_set_id = ? AND status <> 'lint_failed' ORDER BY created_at`, setID)
+	if err != nil {
+		return nil, wrapDB(err)
+	}
+	defer rows.Close()
+	var out []CertificateRecord
+	for rows.Next() {
+		c, err := scanCert(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, wrapDB(rows.Err())
+}
