@@ -157,12 +157,26 @@ func (d *DevEnv) writeTLS() error {
 		}
 		return cp, kp, writePEM(kp, k)
 	}
-	if _, _, err := leaf("server", &x509.Certificate{
+	serverCert, _, err := leaf("server", &x509.Certificate{
 		Subject:     pkix.Name{CommonName: "credgw"},
 		DNSNames:    []string{"localhost"},
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}); err != nil {
+	})
+	if err != nil {
+		return err
+	}
+	// The server sends its chain up to the anchor: a device that knows only
+	// the anchor's SHA-256 (from the QR code) finds and checks it.
+	leafPEM, err := os.ReadFile(serverCert)
+	if err != nil {
+		return err
+	}
+	caPEM, err := os.ReadFile(d.CAFile)
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(serverCert, append(leafPEM, caPEM...), 0o644); err != nil {
 		return err
 	}
 	client := func(cn string) *x509.Certificate {
@@ -227,4 +241,13 @@ escrow:
   kek_uri: "pkcs11:token={{.CAToken}};id=%02?pin-source=ca/token.pin"
   key_type: rsa2048
   pool_size: 2
+enrollment:
+  # Devices dial this address and pin the TLS anchor's SHA-256 from the QR code.
+  gateway_address: {{.GRPCAddr}}
+  tls_anchor_file: tls/ca.crt
+  password_digits: 8
+  lifetime: 10m
+  max_attempts: 5
+  max_credential_sets: 5
+  confirm_window: 1h
 `))

@@ -293,3 +293,28 @@ func (e *Escrow) History(ctx context.Context, personID string) ([]*EscrowedKey, 
 	}
 	return out, nil
 }
+
+// Key unseals one escrowed key of a person (the key made at enrollment,
+// before its certificate exists).
+func (e *Escrow) Key(ctx context.Context, id, personID string) (*EscrowedKey, error) {
+	rows, err := e.store.EscrowKeys(ctx, personID)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rows {
+		if r.ID != id {
+			continue
+		}
+		der, err := e.kek.Open(ctx, r.Sealed, escrowAAD(r.ID, r.PersonID))
+		if err != nil {
+			return nil, fmt.Errorf("%w: key %s: %v", ErrEscrowUnreadable, r.ID, err)
+		}
+		k, err := x509.ParsePKCS8PrivateKey(der)
+		clear(der)
+		if err != nil {
+			return nil, fmt.Errorf("%w: key %s: %v", ErrEscrowUnreadable, r.ID, err)
+		}
+		return &EscrowedKey{ID: r.ID, Key: k.(crypto.Signer), CreatedAt: r.CreatedAt, CertSerial: r.CertSerial}, nil
+	}
+	return nil, fmt.Errorf("%w: no escrowed key %s for this person", ErrEscrowUnreadable, id)
+}

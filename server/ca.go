@@ -3,9 +3,13 @@ package server
 import (
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
+
+	"github.com/credgw/credgw/activation"
 
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/pkcs11"
@@ -220,4 +224,18 @@ func placeCert(src, dst string) error {
 		return err
 	}
 	return os.Rename(src, dst)
+}
+
+// newActivation builds enrollment and redemption on the CA.
+func newActivation(cfg *Config, st store.Store, ca *issuance.CA, esc *issuance.Escrow, now func() time.Time) (*activation.Service, error) {
+	anchors, err := readCerts([]string{cfg.Path(cfg.Enroll.TLSAnchorFile)})
+	if err != nil {
+		return nil, fmt.Errorf("enrollment.tls_anchor_file: %w", err)
+	}
+	pin := sha256.Sum256(anchors[0].Raw)
+	return activation.New(activation.Config{
+		Store: st, Issuer: ca, Escrow: esc, Gateway: cfg.Enroll.GatewayAddress, Pin: pin[:],
+		PasswordDigits: cfg.Enroll.PasswordDigits, Lifetime: cfg.Enroll.Lifetime.Duration, MaxAttempts: cfg.Enroll.MaxAttempts,
+		MaxSets: cfg.Enroll.MaxSets, ConfirmWindow: cfg.Enroll.ConfirmWindow.Duration, Now: now,
+	})
 }

@@ -34,6 +34,7 @@ type Config struct {
 	HSM       HSMConfig    `yaml:"hsm"`
 	CA        CAConfig     `yaml:"ca"`
 	Escrow    EscrowConfig `yaml:"escrow"`
+	Enroll    EnrollConfig `yaml:"enrollment"`
 
 	dir string // directory of the config file
 }
@@ -135,6 +136,21 @@ type EscrowConfig struct {
 	KEKFile  string `yaml:"kek_file"`
 	KeyType  string `yaml:"key_type"`
 	PoolSize int    `yaml:"pool_size"`
+}
+
+// EnrollConfig is enrollment and redemption.
+type EnrollConfig struct {
+	// GatewayAddress is what devices dial (the QR's gw=); default listen.grpc.
+	GatewayAddress string `yaml:"gateway_address"`
+	// TLSAnchorFile is the PEM trust anchor of the gateway's TLS
+	// certificate; its SHA-256 is the QR's pin=. The server certificate
+	// file must carry the chain up to it.
+	TLSAnchorFile  string   `yaml:"tls_anchor_file"`
+	PasswordDigits int      `yaml:"password_digits"`
+	Lifetime       Duration `yaml:"lifetime"`
+	MaxAttempts    int      `yaml:"max_attempts"`
+	MaxSets        int      `yaml:"max_credential_sets"`
+	ConfirmWindow  Duration `yaml:"confirm_window"`
 }
 
 // LogConfig is the JSON log.
@@ -264,6 +280,24 @@ func (c *Config) applyDefaults() {
 	if c.CA.Validity.Duration == 0 {
 		c.CA.Validity.Duration = 365 * 24 * time.Hour
 	}
+	if c.Enroll.GatewayAddress == "" {
+		c.Enroll.GatewayAddress = c.Listen.GRPC
+	}
+	if c.Enroll.PasswordDigits == 0 {
+		c.Enroll.PasswordDigits = 8
+	}
+	if c.Enroll.Lifetime.Duration == 0 {
+		c.Enroll.Lifetime.Duration = 10 * time.Minute
+	}
+	if c.Enroll.MaxAttempts == 0 {
+		c.Enroll.MaxAttempts = 5
+	}
+	if c.Enroll.MaxSets == 0 {
+		c.Enroll.MaxSets = 5
+	}
+	if c.Enroll.ConfirmWindow.Duration == 0 {
+		c.Enroll.ConfirmWindow.Duration = time.Hour
+	}
 	if c.Escrow.KeyType == "" {
 		c.Escrow.KeyType = "rsa2048"
 	}
@@ -348,6 +382,24 @@ func (c *Config) validate() error {
 		if (c.Escrow.KEKURI == "") == (c.Escrow.KEKFile == "") {
 			bad("escrow: set exactly one of kek_uri (HSM) and kek_file: key-management keys are escrowed before issuance")
 		}
+	}
+	if c.CA.CertificateFile != "" && c.Enroll.TLSAnchorFile == "" {
+		bad("enrollment.tls_anchor_file is required with a ca: devices pin the gateway's TLS anchor from the QR code")
+	}
+	if d := c.Enroll.PasswordDigits; d < 6 || d > 12 {
+		bad("enrollment.password_digits %d: 6 to 12", d)
+	}
+	if d := c.Enroll.Lifetime.Duration; d < time.Minute || d > 10*time.Minute {
+		bad("enrollment.lifetime %s: 1m to 10m (SP 800-63B-4 §6.1.2.4)", d)
+	}
+	if n := c.Enroll.MaxAttempts; n < 1 || n > 10 {
+		bad("enrollment.max_attempts %d: 1 to 10", n)
+	}
+	if n := c.Enroll.MaxSets; n < 1 || n > 100 {
+		bad("enrollment.max_credential_sets %d: 1 to 100", n)
+	}
+	if d := c.Enroll.ConfirmWindow.Duration; d < time.Minute || d > 24*time.Hour {
+		bad("enrollment.confirm_window %s: 1m to 24h", d)
 	}
 	switch c.CA.KeyType {
 	case "p256", "p384", "rsa3072":

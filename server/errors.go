@@ -3,10 +3,13 @@ package server
 import (
 	"context"
 	"errors"
+	"strconv"
 
+	"github.com/credgw/credgw/activation"
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/piv"
 	"github.com/credgw/credgw/store"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -21,8 +24,27 @@ func toStatus(err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
+	var wrong *activation.WrongPasswordError
+	if errors.As(err, &wrong) {
+		st := status.New(codes.PermissionDenied, err.Error())
+		if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: "WRONG_PASSWORD", Domain: "credgw",
+			Metadata: map[string]string{"attempts_left": strconv.Itoa(wrong.AttemptsLeft)}}); derr == nil {
+			st = d
+		}
+		return st.Err()
+	}
 	code := codes.Internal
 	switch {
+	case errors.Is(err, activation.ErrNotAccepted), errors.Is(err, activation.ErrSessionTooOld):
+		code = codes.Unauthenticated
+	case errors.Is(err, activation.ErrLocked), errors.Is(err, activation.ErrCap):
+		code = codes.ResourceExhausted
+	case errors.Is(err, activation.ErrExpired), errors.Is(err, activation.ErrAlreadyRedeemed), errors.Is(err, activation.ErrHashMismatch):
+		code = codes.FailedPrecondition
+	case errors.Is(err, activation.ErrInProgress):
+		code = codes.Unavailable
+	case errors.Is(err, activation.ErrInvalid):
+		code = codes.InvalidArgument
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):

@@ -243,14 +243,18 @@ func TestAuthorization(t *testing.T) {
 			_, err := credgwv1.NewAdminClient(c).ReadAuditLog(ctx, &credgwv1.ReadAuditLogRequest{})
 			return err
 		}, codes.Unimplemented},
-		{"Enrollment as portal (not built yet)", func() *grpc.ClientConn { return portalConn(t) }, func(c *grpc.ClientConn) error {
-			_, err := credgwv1.NewEnrollmentClient(c).ListCredentials(ctx, &credgwv1.ListCredentialsRequest{})
+		{"Enrollment without a PIV session", func() *grpc.ClientConn { return portalConn(t) }, func(c *grpc.ClientConn) error {
+			_, err := credgwv1.NewEnrollmentClient(c).CreateEnrollment(ctx, &credgwv1.CreateEnrollmentRequest{})
 			return err
-		}, codes.Unimplemented},
-		{"Redemption open (not built yet)", func() *grpc.ClientConn { return dial(t) }, func(c *grpc.ClientConn) error {
+		}, codes.Unauthenticated},
+		{"Enrollment without client certificate", func() *grpc.ClientConn { return dial(t) }, func(c *grpc.ClientConn) error {
+			_, err := credgwv1.NewEnrollmentClient(c).CreateEnrollment(ctx, &credgwv1.CreateEnrollmentRequest{})
+			return err
+		}, codes.Unauthenticated},
+		{"Redemption open to anyone (request checked)", func() *grpc.ClientConn { return dial(t) }, func(c *grpc.ClientConn) error {
 			_, err := credgwv1.NewRedemptionClient(c).Confirm(ctx, &credgwv1.ConfirmRequest{})
 			return err
-		}, codes.Unimplemented},
+		}, codes.InvalidArgument},
 		{"health open", func() *grpc.ClientConn { return dial(t) }, func(c *grpc.ClientConn) error {
 			r, err := healthpb.NewHealthClient(c).Check(ctx, &healthpb.HealthCheckRequest{})
 			if err == nil && r.GetStatus() != healthpb.HealthCheckResponse_SERVING {

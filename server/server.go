@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/credgw/credgw/activation"
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/piv"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
@@ -29,19 +30,20 @@ import (
 
 // Server is a running credgw gateway.
 type Server struct {
-	cfg       *Config
-	log       *slog.Logger
-	now       func() time.Time
-	store     store.Store
-	ownStore  bool
-	verifier  *piv.Verifier
-	clientCAs *x509.CertPool
-	tlsConfig *tls.Config
-	metrics   *metrics
-	health    *health.Server
-	hsm       *hsm
-	ca        *issuance.CA
-	escrow    *issuance.Escrow
+	cfg        *Config
+	log        *slog.Logger
+	now        func() time.Time
+	store      store.Store
+	ownStore   bool
+	verifier   *piv.Verifier
+	clientCAs  *x509.CertPool
+	tlsConfig  *tls.Config
+	metrics    *metrics
+	health     *health.Server
+	hsm        *hsm
+	ca         *issuance.CA
+	escrow     *issuance.Escrow
+	activation *activation.Service
 
 	grpc      *grpc.Server
 	http      *http.Server
@@ -65,14 +67,28 @@ func (s *Server) sweep() {
 		case <-s.sweepStop:
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			n, err := s.store.DeleteExpired(ctx, s.now())
-			cancel()
-			if err != nil {
-				s.log.Warn("deleting expired PIV sessions", "err", err)
-			} else if n > 0 {
-				s.log.Debug("deleted expired PIV sessions and challenges", "rows", n)
-			}
+			s.Sweep(context.Background())
+		}
+	}
+}
+
+// Sweep does the periodic clean-up once: expired PIV sessions and
+// challenges, expired activations, and unconfirmed packages (whose
+// certificates are revoked). Every step is idempotent and claims rows with
+// conditional UPDATEs, so every replica may run it.
+func (s *Server) Sweep(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if n, err := s.store.DeleteExpired(ctx, s.now()); err != nil {
+		s.log.Warn("deleting expired PIV sessions", "err", err)
+	} else if n > 0 {
+		s.log.Debug("deleted expired PIV sessions and challenges", "rows", n)
+	}
+	if s.activation != nil {
+		if n, err := s.activation.Sweep(ctx); err != nil {
+			s.log.Warn("sweeping activations", "err", err)
+		} else if n > 0 {
+			s.log.Info("revoked the certificates of unconfirmed packages", "certificates", n)
 		}
 	}
 }
@@ -190,6 +206,10 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 			s.closeResources()
 			return nil, err
 		}
+		if s.activation, err = newActivation(cfg, s.store, s.ca, s.escrow, o.now); err != nil {
+			s.closeResources()
+			return nil, err
+		}
 	}
 
 	s.grpc = grpc.NewServer(
@@ -202,8 +222,8 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 		grpc.ChainStreamInterceptor(s.streamInterceptors()...),
 	)
 	credgwv1.RegisterPIVAuthServer(s.grpc, &pivAuthService{s: s})
-	credgwv1.RegisterEnrollmentServer(s.grpc, credgwv1.UnimplementedEnrollmentServer{})
-	credgwv1.RegisterRedemptionServer(s.grpc, credgwv1.UnimplementedRedemptionServer{})
+	credgwv1.RegisterEnrollmentServer(s.grpc, &enrollmentService{s: s})
+	credgwv1.RegisterRedemptionServer(s.grpc, &redemptionService{s: s})
 	credgwv1.RegisterRenewalServer(s.grpc, credgwv1.UnimplementedRenewalServer{})
 	credgwv1.RegisterAdminServer(s.grpc, &adminService{s: s})
 	for _, register := range o.extra {

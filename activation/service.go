@@ -1,0 +1,630 @@
+package activation
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+	"unicode"
+
+	"github.com/credgw/credgw/issuance"
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"github.com/credgw/credgw/store"
+	"google.golang.org/protobuf/proto"
+	pkcs12 "software.sslmate.com/src/go-pkcs12"
+)
+
+// Errors a caller (the gRPC edge) maps to codes.
+var (
+	// ErrNotAccepted: unknown activation id or wrong secret. It never says
+	// which.
+	ErrNotAccepted = errors.New("activation: activation code not accepted")
+	// ErrLocked: too many wrong passwords; the person enrolls again.
+	ErrLocked = errors.New("activation: locked after too many wrong passwords; enroll again with the card")
+	// ErrExpired: the activation's lifetime passed.
+	ErrExpired = errors.New("activation: the activation code expired; enroll again with the card")
+	// ErrAlreadyRedeemed: single use.
+	ErrAlreadyRedeemed = errors.New("activation: the activation code was redeemed already")
+	// ErrInProgress: another call is issuing right now.
+	ErrInProgress = errors.New("activation: the credentials are being issued; retry in a moment to resume")
+	// ErrSessionTooOld: PKI-AUTH is more than 20 minutes old.
+	ErrSessionTooOld = errors.New("activation: the PIV session is too old; sign in with the card again")
+	// ErrCap: the person has the most credential sets allowed.
+	ErrCap = errors.New("activation: the person has the maximum number of active derived credentials")
+	// ErrInvalid: a request field is wrong; the message says which.
+	ErrInvalid = errors.New("activation: invalid request")
+	// ErrHashMismatch: Confirm with another SHA-256 than the package's.
+	ErrHashMismatch = errors.New("activation: the SHA-256 does not match the package sent")
+)
+
+// WrongPasswordError is a wrong password with the attempts left.
+type WrongPasswordError struct{ AttemptsLeft int }
+
+func (e *WrongPasswordError) Error() string {
+	return fmt.Sprintf("activation: wrong password; %d attempts left before the code locks for good", e.AttemptsLeft)
+}
+
+// DefaultCredentialType is the mobile smart credential: derived PIV
+// authentication, signature and encryption.
+const DefaultCredentialType = "mobile-smart-credential"
+
+// Config configures the service.
+type Config struct {
+	Store  store.Store
+	Issuer issuance.Issuer
+	Escrow *issuance.Escrow
+	// Gateway is the address devices dial (QR gw=); Pin the SHA-256 of the
+	// gateway's TLS trust anchor certificate (QR pin=).
+	Gateway string
+	Pin     []byte
+	// PasswordDigits (default 8), Lifetime (10m), MaxAttempts (5, ≤ 10),
+	// SessionMaxAge (20m), MaxSets per person (5), ConfirmWindow (1h).
+	PasswordDigits int
+	Lifetime       time.Duration
+	MaxAttempts    int
+	SessionMaxAge  time.Duration
+	MaxSets        int
+	ConfirmWindow  time.Duration
+	// CredentialTypes maps a type name to its profiles.
+	CredentialTypes map[string][]issuance.Profile
+	Now             func() time.Time
+}
+
+// Service runs enrollments and redemptions.
+type Service struct{ cfg Config }
+
+// New checks cfg and fills in defaults.
+func New(cfg Config) (*Service, error) {
+	if cfg.Store == nil || cfg.Issuer == nil || cfg.Escrow == nil {
+		return nil, errors.New("activation: needs a store, an issuer and an escrow")
+	}
+	if cfg.Gateway == "" || len(cfg.Pin) != sha256.Size {
+		return nil, errors.New("activation: needs the gateway address and the SHA-256 pin of its TLS anchor")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&cfg.Lifetime, 10*time.Minute)
+	def(&cfg.SessionMaxAge, 20*time.Minute)
+	def(&cfg.ConfirmWindow, time.Hour)
+	if cfg.PasswordDigits == 0 {
+		cfg.PasswordDigits = DefaultPasswordDigits
+	}
+	if cfg.MaxAttempts == 0 {
+		cfg.MaxAttempts = 5
+	}
+	if cfg.MaxSets == 0 {
+		cfg.MaxSets = 5
+	}
+	switch {
+	case cfg.PasswordDigits < MinPasswordDigits || cfg.PasswordDigits > MaxPasswordDigits:
+		return nil, fmt.Errorf("activation: password digits %d: 6 to 12", cfg.PasswordDigits)
+	case cfg.MaxAttempts < 1 || cfg.MaxAttempts > 10:
+		return nil, fmt.Errorf("activation: max attempts %d: 1 to 10 (SP 800-157r1 §3.1.4)", cfg.MaxAttempts)
+	case cfg.Lifetime > 10*time.Minute:
+		return nil, fmt.Errorf("activation: lifetime %s: at most 10 minutes (SP 800-63B-4 §6.1.2.4)", cfg.Lifetime)
+	case cfg.SessionMaxAge > 20*time.Minute:
+		return nil, fmt.Errorf("activation: session age %s: at most 20 minutes", cfg.SessionMaxAge)
+	}
+	if cfg.CredentialTypes == nil {
+		cfg.CredentialTypes = map[string][]issuance.Profile{DefaultCredentialType: issuance.Profiles()}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Service{cfg: cfg}, nil
+}
+
+// DeviceProfiles are the profiles whose keys the device makes (CSRs): the
+// key-management key is made and escrowed by credgw.
+func (s *Service) DeviceProfiles(credentialType string) ([]issuance.Profile, error) {
+	ps, ok := s.cfg.CredentialTypes[credentialType]
+	if !ok {
+		return nil, fmt.Errorf("%w: credential type %q is not configured", ErrInvalid, credentialType)
+	}
+	var out []issuance.Profile
+	for _, p := range ps {
+		if p != issuance.KeyManagement {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// Enrollment is what the person sees: the QR code and the password.
+type Enrollment struct {
+	ActivationID    string
+	CredentialSetID string
+	Payload         string
+	PNG             []byte
+	Text            string
+	Password        string
+	ExpiresAt       time.Time
+	CredentialType  string
+}
+
+func randomID() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+func validName(n string) bool {
+	if len([]rune(n)) < 1 || len([]rune(n)) > 64 {
+		return false
+	}
+	for _, r := range n {
+		if !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// Enroll turns a fresh PIV session into an activation. The escrowed
+// encryption key is made now, before anything is issued.
+func (s *Service) Enroll(ctx context.Context, sess store.PIVSession, identityName, credentialType string) (*Enrollment, error) {
+	now := s.cfg.Now()
+	if credentialType == "" {
+		credentialType = DefaultCredentialType
+	}
+	profiles, ok := s.cfg.CredentialTypes[credentialType]
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("%w: credential type %q is not configured", ErrInvalid, credentialType)
+	case !validName(identityName):
+		return nil, fmt.Errorf("%w: identity name: 1 to 64 printable characters, e.g. \"Entrust Derived Cred\"", ErrInvalid)
+	case now.Sub(sess.CreatedAt) > s.cfg.SessionMaxAge || !now.Before(sess.ExpiresAt):
+		return nil, ErrSessionTooOld
+	}
+	for _, p := range profiles {
+		if p != issuance.DerivedPIVAuth && sess.Email == "" {
+			return nil, fmt.Errorf("%w: %s", issuance.ErrNoEmail, "the S/MIME certificates need the email of record, and the card gave none")
+		}
+	}
+	n, err := s.cfg.Store.CountLiveSets(ctx, sess.PersonID)
+	if err != nil {
+		return nil, err
+	}
+	if n >= s.cfg.MaxSets {
+		return nil, fmt.Errorf("%w (%d); revoke one (lost or replaced device) first", ErrCap, s.cfg.MaxSets)
+	}
+	cert, err := s.cfg.Store.PIVCertificate(ctx, sess.CertSHA256)
+	if err != nil {
+		return nil, err
+	}
+	pivCert, err := x509.ParseCertificate(cert.DER)
+	if err != nil {
+		return nil, err
+	}
+	escrowID := ""
+	for _, p := range profiles {
+		if p == issuance.KeyManagement {
+			k, err := s.cfg.Escrow.NewKey(ctx, sess.PersonID)
+			if err != nil {
+				return nil, err
+			}
+			escrowID = k.ID
+		}
+	}
+	secret, err := NewSecret()
+	if err != nil {
+		return nil, err
+	}
+	password, err := NewPassword(s.cfg.PasswordDigits)
+	if err != nil {
+		return nil, err
+	}
+	actID, err := randomID()
+	if err != nil {
+		return nil, err
+	}
+	setID, err := randomID()
+	if err != nil {
+		return nil, err
+	}
+	expires := now.Add(s.cfg.Lifetime)
+	err = s.cfg.Store.CreateEnrollment(ctx, store.CredentialSet{
+		ID: setID, PersonID: sess.PersonID, PIVCertSHA256: sess.CertSHA256, FASCN: sess.FASCN, CardUUID: sess.CardUUID,
+		RawSubject: pivCert.RawSubject, Email: sess.Email, UPN: sess.UPN, IdentityName: identityName,
+		CredentialType: credentialType, EscrowKeyID: escrowID, State: store.SetPending, CreatedAt: now,
+	}, store.Activation{
+		ID: actID, LookupHash: LookupHash(secret), Verifier: Verifier(secret, password),
+		MaxAttempts: s.cfg.MaxAttempts, CreatedAt: now, ExpiresAt: expires,
+	})
+	if err != nil {
+		return nil, err
+	}
+	payload := Payload{Gateway: s.cfg.Gateway, ID: actID, Secret: secret, Pin: s.cfg.Pin}.String()
+	png, text, err := QR(payload, 320)
+	if err != nil {
+		return nil, err
+	}
+	return &Enrollment{ActivationID: actID, CredentialSetID: setID, Payload: payload, PNG: png, Text: text,
+		Password: password, ExpiresAt: expires, CredentialType: credentialType}, nil
+}
+
+// RedeemRequest is what the device sends.
+type RedeemRequest struct {
+	ActivationID string
+	Secret       []byte
+	Password     string
+	Device       string // JSON description, stored
+	CSRs         map[issuance.Profile]*x509.CertificateRequest
+	Hardware     bool
+}
+
+// Delivery is a credential package ready to stream.
+type Delivery struct {
+	RedemptionID string
+	Manifest     *credgwv1.Manifest
+	Package      []byte // serialised CredentialPackage
+	SHA256       []byte
+	// Resumed is true when the package was built by an earlier call.
+	Resumed bool
+}
+
+// Progress reports a stage ("issuing 1/3").
+type Progress func(stage credgwv1.Stage, current, total int, message string)
+
+// check finds the activation and checks the secret and the password,
+// counting a wrong password.
+func (s *Service) check(ctx context.Context, id string, secret []byte, password string) (store.Activation, string, error) {
+	a, err := s.cfg.Store.ActivationByID(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return a, "", ErrNotAccepted
+	}
+	if err != nil {
+		return a, "", err
+	}
+	if subtle.ConstantTimeCompare([]byte(LookupHash(secret)), []byte(a.LookupHash)) != 1 {
+		return a, "", ErrNotAccepted
+	}
+	switch a.State {
+	case store.ActLocked:
+		return a, "", ErrLocked
+	case store.ActExpired:
+		return a, "", ErrExpired
+	case store.ActCompleted:
+		return a, "", ErrAlreadyRedeemed
+	case store.ActPending:
+		if !s.cfg.Now().Before(a.ExpiresAt) {
+			return a, "", ErrExpired
+		}
+	}
+	pw, ferr := NormalizePassword(password)
+	if ferr != nil || !CheckPassword(secret, pw, a.Verifier) {
+		n, state, err := s.cfg.Store.RecordFailedAttempt(ctx, a.ID)
+		switch {
+		case errors.Is(err, store.ErrAlreadyUsed):
+			return a, "", &WrongPasswordError{AttemptsLeft: max(0, a.MaxAttempts-a.FailedAttempts)}
+		case err != nil:
+			return a, "", err
+		case state == store.ActLocked:
+			return a, "", ErrLocked
+		}
+		return a, "", &WrongPasswordError{AttemptsLeft: a.MaxAttempts - n}
+	}
+	return a, pw, nil
+}
+
+// sealKey is the package's at-rest key: from the secret and the password,
+// so a database reader learns nothing and a resume needs both again.
+func sealKey(secret []byte, password string) (cipher.AEAD, error) {
+	k, err := deriveKey(secret, password, "package-seal", 32)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(k)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+// Redeem checks the activation and either builds the package (issuing the
+// certificates, once) or returns the one an earlier call built (resume).
+func (s *Service) Redeem(ctx context.Context, req RedeemRequest, progress Progress) (*Delivery, error) {
+	if progress == nil {
+		progress = func(credgwv1.Stage, int, int, string) {}
+	}
+	a, password, err := s.check(ctx, req.ActivationID, req.Secret, req.Password)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := sealKey(req.Secret, password)
+	if err != nil {
+		return nil, err
+	}
+	if a.State == store.ActRedeeming {
+		if a.Package == nil {
+			return nil, ErrInProgress
+		}
+		return s.resume(a, aead)
+	}
+	progress(credgwv1.Stage_STAGE_VALIDATING, 1, 1, "checking the certificate requests")
+	cs, err := s.cfg.Store.CredentialSet(ctx, a.CredentialSetID)
+	if err != nil {
+		return nil, err
+	}
+	devProfiles, err := s.DeviceProfiles(cs.CredentialType)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range devProfiles {
+		if req.CSRs[p] == nil {
+			return nil, fmt.Errorf("%w: a CSR for %s is required", ErrInvalid, p)
+		}
+	}
+	for p := range req.CSRs {
+		if !contains(devProfiles, p) {
+			return nil, fmt.Errorf("%w: no CSR is taken for %s (credgw makes and escrows that key)", ErrInvalid, p)
+		}
+	}
+	rid, err := randomID()
+	if err != nil {
+		return nil, err
+	}
+	// The transition to redeeming happens once (one conditional UPDATE).
+	if err := s.cfg.Store.BeginRedemption(ctx, a.ID, rid, s.cfg.Now()); err != nil {
+		if errors.Is(err, store.ErrAlreadyUsed) {
+			return nil, ErrAlreadyRedeemed
+		}
+		return nil, err
+	}
+	d, err := s.issue(ctx, a, cs, rid, req, aead, progress)
+	if err != nil {
+		// Nothing was delivered: revoke what was issued, give the activation
+		// back, so that a corrected request can redeem it.
+		for _, c := range s.issuedFor(ctx, cs.ID) {
+			_ = s.cfg.Issuer.Revoke(context.WithoutCancel(ctx), c, 5) // cessationOfOperation
+		}
+		if aerr := s.cfg.Store.AbortRedemption(context.WithoutCancel(ctx), a.ID, rid); aerr != nil {
+			err = errors.Join(err, aerr)
+		}
+		return nil, err
+	}
+	return d, nil
+}
+
+func contains(ps []issuance.Profile, p issuance.Profile) bool {
+	for _, q := range ps {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Service) issuedFor(ctx context.Context, setID string) []string {
+	recs, _ := s.cfg.Store.CertificatesOfSet(ctx, setID)
+	var out []string
+	for _, r := range recs {
+		if !r.Revoked() {
+			out = append(out, r.Serial)
+		}
+	}
+	return out
+}
+
+func (s *Service) resume(a store.Activation, aead cipher.AEAD) (*Delivery, error) {
+	n := aead.NonceSize()
+	if len(a.Package) < n {
+		return nil, errors.New("activation: stored package is damaged")
+	}
+	pkg, err := aead.Open(nil, a.Package[:n], a.Package[n:], []byte(a.ID))
+	if err != nil {
+		return nil, errors.New("activation: stored package does not open")
+	}
+	var m credgwv1.Manifest
+	if err := proto.Unmarshal(a.Manifest, &m); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(pkg)
+	return &Delivery{RedemptionID: a.RedemptionID, Manifest: &m, Package: pkg, SHA256: sum[:], Resumed: true}, nil
+}
+
+// issue makes every certificate of the set and the sealed package.
+func (s *Service) issue(ctx context.Context, a store.Activation, cs store.CredentialSet, rid string, req RedeemRequest, aead cipher.AEAD, progress Progress) (*Delivery, error) {
+	pivRec, err := s.cfg.Store.PIVCertificate(ctx, cs.PIVCertSHA256)
+	if err != nil {
+		return nil, err
+	}
+	pivCert, err := x509.ParseCertificate(pivRec.DER)
+	if err != nil {
+		return nil, err
+	}
+	id := issuance.Identity{RawSubject: cs.RawSubject, Email: cs.Email, UPN: cs.UPN, PIVCertSHA256: cs.PIVCertSHA256,
+		FASCN: cs.FASCN, CardUUID: cs.CardUUID, PersonID: cs.PersonID, CardKey: pivCert.PublicKey}
+	profiles := s.cfg.CredentialTypes[cs.CredentialType]
+	var others []crypto.PublicKey
+	for _, c := range req.CSRs {
+		others = append(others, c.PublicKey)
+	}
+	pkg := &credgwv1.CredentialPackage{Manifest: &credgwv1.Manifest{CredentialSetId: cs.ID}}
+	add := func(name string, kind credgwv1.ItemKind, prof credgwv1.Profile, serial string, data []byte, chain [][]byte, keys int32) {
+		sum := sha256.Sum256(data)
+		pkg.Manifest.Items = append(pkg.Manifest.Items, &credgwv1.ManifestItem{Name: name, Kind: kind, Profile: prof, Serial: serial,
+			Size: int64(len(data)), Sha256: sum[:], KeyCount: keys})
+		pkg.Items = append(pkg.Items, &credgwv1.PackageItem{Name: name, Data: data, Chain: chain})
+	}
+	var chain [][]byte
+	for i, p := range profiles {
+		progress(credgwv1.Stage_STAGE_ISSUING, i+1, len(profiles), "issuing the "+string(p)+" certificate")
+		csr := req.CSRs[p]
+		var escrowed *issuance.EscrowedKey
+		if p == issuance.KeyManagement {
+			if escrowed, err = s.cfg.Escrow.Key(ctx, cs.EscrowKeyID, cs.PersonID); err != nil {
+				return nil, err
+			}
+			der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, escrowed.Key)
+			if err != nil {
+				return nil, err
+			}
+			if csr, err = x509.ParseCertificateRequest(der); err != nil {
+				return nil, err
+			}
+		}
+		got, err := s.cfg.Issuer.Issue(ctx, issuance.Request{Profile: p, CSR: csr, Identity: id, CredentialSetID: cs.ID,
+			HardwareBacked: req.Hardware, OtherKeys: others})
+		if err != nil {
+			return nil, err
+		}
+		if chain == nil {
+			for _, c := range got.Chain {
+				chain = append(chain, c.Raw)
+			}
+		}
+		serial := got.Certificate.SerialNumber.Text(16)
+		if escrowed == nil {
+			add(string(p)+".crt", credgwv1.ItemKind_ITEM_KIND_CERTIFICATE, protoProfile(p), serial, got.Certificate.Raw, nil, 0)
+			continue
+		}
+		if err := s.cfg.Escrow.Certified(ctx, escrowed.ID, serial, got.Certificate.NotAfter); err != nil {
+			return nil, err
+		}
+		if err := s.addKeyHistory(ctx, cs.PersonID, req.Secret, req.Password, add, got.Chain); err != nil {
+			return nil, err
+		}
+	}
+	progress(credgwv1.Stage_STAGE_PACKAGING, 1, 1, "sealing the package")
+	add("chain.der", credgwv1.ItemKind_ITEM_KIND_CHAIN, credgwv1.Profile_PROFILE_UNSPECIFIED, "", nil, chain, 0)
+	plain, err := proto.MarshalOptions{Deterministic: true}.Marshal(pkg)
+	if err != nil {
+		return nil, err
+	}
+	manifest, err := proto.MarshalOptions{Deterministic: true}.Marshal(pkg.Manifest)
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	sealed := aead.Seal(nonce, nonce, plain, []byte(a.ID))
+	sum := sha256.Sum256(plain)
+	if err := s.cfg.Store.StorePackage(ctx, a.ID, rid, sealed, hex.EncodeToString(sum[:]), int64(len(plain)), manifest,
+		s.cfg.Now().Add(s.cfg.ConfirmWindow)); err != nil {
+		return nil, err
+	}
+	return &Delivery{RedemptionID: rid, Manifest: pkg.Manifest, Package: plain, SHA256: sum[:]}, nil
+}
+
+// addKeyHistory adds the person's escrowed key-management keys, newest
+// (current) first, each as a PKCS#12 (AES-256-CBC, PBKDF2-SHA-256) under the
+// password derived from the QR secret and the typed password.
+func (s *Service) addKeyHistory(ctx context.Context, personID string, secret []byte, password string,
+	add func(string, credgwv1.ItemKind, credgwv1.Profile, string, []byte, [][]byte, int32), caChain []*x509.Certificate) error {
+	pw, err := NormalizePassword(password)
+	if err != nil {
+		return err
+	}
+	p12pw, err := PKCS12Password(secret, pw)
+	if err != nil {
+		return err
+	}
+	hist, err := s.cfg.Escrow.History(ctx, personID)
+	if err != nil {
+		return err
+	}
+	for i, k := range hist {
+		rec, err := s.cfg.Store.Certificate(ctx, k.CertSerial)
+		if err != nil || rec.DER == nil {
+			continue // a key whose certificate was never recorded
+		}
+		cert, err := x509.ParseCertificate(rec.DER)
+		if err != nil {
+			return err
+		}
+		p12, err := pkcs12.Modern.Encode(k.Key, cert, caChain, p12pw)
+		if err != nil {
+			return fmt.Errorf("activation: PKCS#12: %w", err)
+		}
+		name := "encryption.p12"
+		if i > 0 {
+			name = fmt.Sprintf("encryption-history-%d.p12", i)
+		}
+		add(name, credgwv1.ItemKind_ITEM_KIND_PKCS12, credgwv1.Profile_PROFILE_KEY_MANAGEMENT, k.CertSerial, p12, nil, int32(len(hist)))
+	}
+	return nil
+}
+
+func protoProfile(p issuance.Profile) credgwv1.Profile {
+	switch p {
+	case issuance.DerivedPIVAuth:
+		return credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH
+	case issuance.DigitalSignature:
+		return credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE
+	case issuance.KeyManagement:
+		return credgwv1.Profile_PROFILE_KEY_MANAGEMENT
+	}
+	return credgwv1.Profile_PROFILE_UNSPECIFIED
+}
+
+// Confirm completes a redemption: the device proves the secret again and
+// names the SHA-256 of what it installed. The package is deleted.
+func (s *Service) Confirm(ctx context.Context, redemptionID string, secret, sum []byte) (*store.CredentialSet, error) {
+	a, err := s.cfg.Store.ActivationByRedemption(ctx, redemptionID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ErrNotAccepted
+	}
+	if err != nil {
+		return nil, err
+	}
+	if subtle.ConstantTimeCompare([]byte(LookupHash(secret)), []byte(a.LookupHash)) != 1 {
+		return nil, ErrNotAccepted
+	}
+	if a.State == store.ActCompleted {
+		return nil, ErrAlreadyRedeemed
+	}
+	if a.State != store.ActRedeeming || a.Package == nil {
+		return nil, ErrExpired
+	}
+	if !bytes.Equal([]byte(hex.EncodeToString(sum)), []byte(a.PackageSHA256)) {
+		return nil, ErrHashMismatch
+	}
+	if err := s.cfg.Store.Confirm(ctx, redemptionID, s.cfg.Now()); err != nil {
+		if errors.Is(err, store.ErrAlreadyUsed) {
+			return nil, ErrAlreadyRedeemed
+		}
+		return nil, err
+	}
+	cs, err := s.cfg.Store.CredentialSet(ctx, a.CredentialSetID)
+	return &cs, err
+}
+
+// Sweep expires pending activations and revokes (superseded) what
+// unconfirmed packages carried, deleting the packages. Safe on every
+// replica: each row is claimed by one conditional UPDATE.
+func (s *Service) Sweep(ctx context.Context) (revoked int, err error) {
+	now := s.cfg.Now()
+	if _, err := s.cfg.Store.ExpirePending(ctx, now); err != nil {
+		return 0, err
+	}
+	sets, err := s.cfg.Store.ClaimUnconfirmed(ctx, now)
+	if err != nil {
+		return 0, err
+	}
+	for _, id := range sets {
+		for _, serial := range s.issuedFor(ctx, id) {
+			if err := s.cfg.Issuer.Revoke(ctx, serial, 4); err == nil { // superseded
+				revoked++
+			}
+		}
+	}
+	return revoked, nil
+}

@@ -1,0 +1,113 @@
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+
+	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/issuance"
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// ChunkSize is the largest Chunk the stream sends.
+const ChunkSize = 32 << 10
+
+// redemptionService is the device side: open to any caller.
+type redemptionService struct {
+	credgwv1.UnimplementedRedemptionServer
+	s *Server
+}
+
+var _ credgwv1.RedemptionServer = (*redemptionService)(nil)
+
+var protoProfiles = map[credgwv1.Profile]issuance.Profile{
+	credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH:  issuance.DerivedPIVAuth,
+	credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE: issuance.DigitalSignature,
+	credgwv1.Profile_PROFILE_KEY_MANAGEMENT:    issuance.KeyManagement,
+}
+
+func (r *redemptionService) Redeem(req *credgwv1.RedeemRequest, stream grpc.ServerStreamingServer[credgwv1.RedeemResponse]) error {
+	if r.s.activation == nil {
+		return errNoCA
+	}
+	ctx := stream.Context()
+	if req.GetActivationId() == "" || len(req.GetSecret()) == 0 {
+		return status.Error(codes.InvalidArgument, "activation_id and secret: scan the QR code")
+	}
+	csrs := map[issuance.Profile]*x509.CertificateRequest{}
+	for _, c := range req.GetCsrs() {
+		p, ok := protoProfiles[c.GetProfile()]
+		if !ok {
+			return status.Errorf(codes.InvalidArgument, "csrs: profile %v is not a derived credential profile", c.GetProfile())
+		}
+		if _, dup := csrs[p]; dup {
+			return status.Errorf(codes.InvalidArgument, "csrs: two CSRs for %s", p)
+		}
+		csr, err := x509.ParseCertificateRequest(c.GetCsrDer())
+		if err != nil {
+			return status.Errorf(codes.InvalidArgument, "csrs: the %s CSR does not parse: %v", p, err)
+		}
+		csrs[p] = csr
+	}
+	device, _ := json.Marshal(req.GetDevice())
+	send := func(m *credgwv1.RedeemResponse) error { return stream.Send(m) }
+	d, err := r.s.activation.Redeem(ctx, activation.RedeemRequest{
+		ActivationID: req.GetActivationId(), Secret: req.GetSecret(), Password: req.GetPassword(),
+		Device: string(device), CSRs: csrs, Hardware: req.GetDevice().GetHardwareBacked(),
+	}, func(stage credgwv1.Stage, cur, total int, msg string) {
+		_ = send(&credgwv1.RedeemResponse{Event: &credgwv1.RedeemResponse_Progress{Progress: &credgwv1.Progress{
+			Stage: stage, Current: int32(cur), Total: int32(total), Message: msg}}})
+	})
+	if err != nil {
+		return err
+	}
+	if !d.Resumed {
+		r.s.log.Info("credentials issued", "activation_id", req.GetActivationId(), "redemption_id", d.RedemptionID,
+			"credential_set_id", d.Manifest.GetCredentialSetId(), "bytes", len(d.Package))
+	}
+	off := req.GetResumeOffset()
+	if off < 0 || off > int64(len(d.Package)) {
+		return status.Errorf(codes.OutOfRange, "resume_offset %d: the package has %d bytes", off, len(d.Package))
+	}
+	if err := send(&credgwv1.RedeemResponse{Event: &credgwv1.RedeemResponse_Accepted{Accepted: &credgwv1.Accepted{
+		RedemptionId: d.RedemptionID, Manifest: d.Manifest, TotalBytes: int64(len(d.Package))}}}); err != nil {
+		return err
+	}
+	for off < int64(len(d.Package)) {
+		end := min(off+ChunkSize, int64(len(d.Package)))
+		if err := send(&credgwv1.RedeemResponse{Event: &credgwv1.RedeemResponse_Chunk{Chunk: &credgwv1.Chunk{
+			Offset: off, Data: d.Package[off:end]}}}); err != nil {
+			return err
+		}
+		off = end
+	}
+	return send(&credgwv1.RedeemResponse{Event: &credgwv1.RedeemResponse_Done{Done: &credgwv1.Done{Sha256: d.SHA256}}})
+}
+
+func (r *redemptionService) Confirm(ctx context.Context, req *credgwv1.ConfirmRequest) (*credgwv1.ConfirmResponse, error) {
+	if r.s.activation == nil {
+		return nil, errNoCA
+	}
+	if req.GetRedemptionId() == "" || len(req.GetSha256()) != 32 {
+		return nil, status.Error(codes.InvalidArgument, "redemption_id and the 32-byte sha256 of the installed package are required")
+	}
+	cs, err := r.s.activation.Confirm(ctx, req.GetRedemptionId(), req.GetSecret(), req.GetSha256())
+	if err != nil {
+		return nil, err
+	}
+	recs, err := r.s.store.CertificatesOfSet(ctx, cs.ID)
+	if err != nil {
+		return nil, err
+	}
+	resp := &credgwv1.ConfirmResponse{CredentialSetId: cs.ID}
+	for _, c := range recs {
+		resp.Serials = append(resp.Serials, c.Serial)
+	}
+	r.s.log.Info("credentials installed", "credential_set_id", cs.ID, "person_id", cs.PersonID, "serials", fmt.Sprint(resp.Serials))
+	return resp, nil
+}
