@@ -451,9 +451,14 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 	id := issuance.Identity{RawSubject: cs.RawSubject, Email: cs.Email, UPN: cs.UPN, PIVCertSHA256: cs.PIVCertSHA256,
 		FASCN: cs.FASCN, CardUUID: cs.CardUUID, PersonID: cs.PersonID, CardKey: pivCert.PublicKey}
 	profiles := s.cfg.CredentialTypes[cs.CredentialType]
-	var others []crypto.PublicKey
-	for _, c := range req.CSRs {
-		others = append(others, c.PublicKey)
+	othersThan := func(p issuance.Profile) []crypto.PublicKey {
+		var out []crypto.PublicKey
+		for q, c := range req.CSRs {
+			if q != p {
+				out = append(out, c.PublicKey)
+			}
+		}
+		return out
 	}
 	pkg := &credgwv1.CredentialPackage{Manifest: &credgwv1.Manifest{CredentialSetId: cs.ID}}
 	add := func(name string, kind credgwv1.ItemKind, prof credgwv1.Profile, serial string, data []byte, chain [][]byte, keys int32) {
@@ -480,7 +485,7 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 			}
 		}
 		got, err := s.cfg.Issuer.Issue(ctx, issuance.Request{Profile: p, CSR: csr, Identity: id, CredentialSetID: cs.ID,
-			HardwareBacked: req.Hardware, OtherKeys: others})
+			HardwareBacked: req.Hardware, OtherKeys: othersThan(p)})
 		if err != nil {
 			return nil, err
 		}

@@ -2,10 +2,18 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"time"
+
+	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/agent"
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 
 	hsmsim "github.com/credgw/credgw/hsm-sim"
 	"github.com/credgw/credgw/pkcs11"
@@ -26,7 +34,10 @@ func newDemoCmd() *cobra.Command {
   3. start the simulated issuer's OCSP/CRL server and the gateway (SQLite);
   4. sign in to the gateway with the card (credgw piv login: TLS client
      authentication and PKI-AUTH), print the verified identity;
-  5. stop everything.`,
+  5. enroll (credgw enroll): the QR code (DIR/qr.png) and its password;
+  6. redeem with the reference device agent into DIR/device (credgw redeem):
+     scan, password, download, verify, install, confirm;
+  7. stop everything.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -90,20 +101,70 @@ func newDemoCmd() *cobra.Command {
 				d.Env.BaseURL, srv.GRPCAddr(), srv.CA().Chain()[0].Subject.CommonName, srv.CA().CRLURL())
 
 			fmt.Fprintln(out, "4. PKI-AUTH against the gateway with the card (credgw piv login):")
-			loginErr := pivLogin(ctx, indent(out), pivLoginOptions{
-				gateway: srv.GRPCAddr(), caFile: d.CAFile, card: "pkcs11:token=" + uriEscape(d.Card.Name),
-				pinFile: d.PINFile, timeout: 30 * time.Second,
-			})
-			shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			stopErr := srv.Shutdown(shutdownCtx)
-			if loginErr != nil {
-				return loginErr
+			card := "pkcs11:token=" + uriEscape(d.Card.Name)
+			stopErr := func() error {
+				shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				return srv.Shutdown(shutdownCtx)
 			}
-			if stopErr != nil {
-				return stopErr
+			if err := pivLogin(ctx, indent(out), pivLoginOptions{
+				gateway: srv.GRPCAddr(), caFile: d.CAFile, card: card, pinFile: d.PINFile, timeout: 30 * time.Second,
+			}); err != nil {
+				stopErr()
+				return err
 			}
-			fmt.Fprintf(out, `5. Gateway and issuer stopped.
+			fmt.Fprintln(out, "5. Enrollment at the smart-card computer (credgw enroll): the QR code and its password")
+			qrFile := filepath.Join(d.Dir, "qr.png")
+			en, err := enroll(ctx, indent(out), enrollOptions{gateway: srv.GRPCAddr(), caFile: d.CAFile, card: card,
+				pinFile: d.PINFile, name: "Entrust Derived Cred", qrOut: qrFile, timeout: 60 * time.Second})
+			if err != nil {
+				stopErr()
+				return err
+			}
+			fmt.Fprintln(out, "6. The device agent scans the QR code, types the password, downloads and installs (credgw redeem):")
+			deviceDir := filepath.Join(d.Dir, "device")
+			if err := os.MkdirAll(deviceDir, 0o700); err != nil {
+				stopErr()
+				return err
+			}
+			pinFile := filepath.Join(deviceDir, "keystore-pin.txt")
+			keystorePIN, err := demoPIN()
+			if err != nil {
+				stopErr()
+				return err
+			}
+			if err := os.WriteFile(pinFile, append(keystorePIN, '\n'), 0o600); err != nil {
+				stopErr()
+				return err
+			}
+			png, err := os.ReadFile(qrFile)
+			if err != nil {
+				stopErr()
+				return err
+			}
+			payload, err := agent.DecodeQR(png)
+			if err != nil {
+				stopErr()
+				return err
+			}
+			p, err := activation.ParsePayload(payload)
+			if err != nil {
+				stopErr()
+				return err
+			}
+			res, err := agent.Redeem(ctx, agent.Options{Payload: p, Password: en.GetPassword(), OutDir: deviceDir,
+				KeystorePIN: string(keystorePIN), Device: &credgwv1.DeviceInfo{Model: "demo device", AgentVersion: version},
+				Events: progressPrinter(indent(out))})
+			if err != nil {
+				stopErr()
+				return err
+			}
+			fmt.Fprintf(indent(out), "installed into %s (keystore PIN in %s, demo only) and confirmed:\n", deviceDir, pinFile)
+			printCertificates(indent(out), res)
+			if err := stopErr(); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, `7. Gateway and issuer stopped.
 
 Run the same by hand, each in its own terminal:
   credgw hsm-sim serve --dir %s/hsm
@@ -118,4 +179,17 @@ Look at the card with OpenSC:
 	}
 	cmd.Flags().StringVar(&dir, "dir", ".demo", "demo directory (new or empty)")
 	return cmd
+}
+
+// demoPIN is a random 8-digit keystore PIN for the demo device.
+func demoPIN() ([]byte, error) {
+	pin := make([]byte, 8)
+	for i := range pin {
+		d, err := rand.Int(rand.Reader, big.NewInt(10))
+		if err != nil {
+			return nil, err
+		}
+		pin[i] = byte('0' + d.Int64())
+	}
+	return pin, nil
 }

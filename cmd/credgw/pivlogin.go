@@ -54,44 +54,60 @@ type pivLoginOptions struct {
 	timeout                                           time.Duration
 }
 
-func pivLogin(ctx context.Context, out io.Writer, o pivLoginOptions) error {
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
+// pkiAuthResult is a finished PKI-AUTH: the connection (TLS with the card)
+// stays open for the calls the session token allows.
+type pkiAuthResult struct {
+	conn    *grpc.ClientConn
+	card    *piv.Card
+	begin   *credgwv1.BeginSessionResponse
+	session *credgwv1.CompleteSessionResponse
+}
+
+func (r *pkiAuthResult) Close() {
+	r.conn.Close()
+	r.card.Close()
+}
+
+// pkiAuth connects with the card as TLS client certificate and runs
+// PKI-AUTH.
+func pkiAuth(ctx context.Context, o pivLoginOptions) (*pkiAuthResult, error) {
 	u, err := pkcs11.ParseURI(o.card)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if o.pinFile != "" {
 		if u.PINSource != "" || u.HasPINValue() {
-			return fmt.Errorf("give the PIN either with --pin-file or in the URI, not both")
+			return nil, fmt.Errorf("give the PIN either with --pin-file or in the URI, not both")
 		}
 		u.PINSource = o.pinFile
 	}
 	if o.module == "" && u.ModulePath == "" {
 		if o.module, err = pkcs11.SoftHSMModule(); err != nil {
-			return fmt.Errorf("the card URI has no module-path and %w", err)
+			return nil, fmt.Errorf("the card URI has no module-path and %w", err)
 		}
 	}
 	caPEM, err := os.ReadFile(o.caFile)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(caPEM) {
-		return fmt.Errorf("%s holds no PEM certificate", o.caFile)
+		return nil, fmt.Errorf("%s holds no PEM certificate", o.caFile)
 	}
 	card, err := piv.OpenCard(ctx, u, o.module)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer card.Close()
+	r := &pkiAuthResult{card: card}
 	authCert, err := card.AuthCertificate(ctx)
 	if err != nil {
-		return err
+		card.Close()
+		return nil, err
 	}
 	signer, err := card.AuthSigner(ctx)
 	if err != nil {
-		return err
+		card.Close()
+		return nil, err
 	}
 	// The Digital Signature certificate is readable without the PIN; the
 	// gateway takes the email of record from it if 9A has none.
@@ -99,38 +115,57 @@ func pivLogin(ctx context.Context, out io.Writer, o pivLoginOptions) error {
 	if ds, err := card.Certificate(ctx, pkcs11.PIVSignature); err == nil {
 		dsDER = ds.Raw
 	}
-	conn, err := grpc.NewClient(o.gateway, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+	r.conn, err = grpc.NewClient(o.gateway, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
 		RootCAs:      roots,
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{{Certificate: [][]byte{authCert.Raw}, PrivateKey: signer, Leaf: authCert}},
 	})))
 	if err != nil {
-		return err
+		card.Close()
+		return nil, err
 	}
-	defer conn.Close()
-	client := credgwv1.NewPIVAuthClient(conn)
-	begin, err := client.BeginSession(ctx, &credgwv1.BeginSessionRequest{})
+	client := credgwv1.NewPIVAuthClient(r.conn)
+	if r.begin, err = client.BeginSession(ctx, &credgwv1.BeginSessionRequest{}); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("BeginSession: %w", err)
+	}
+	sig, err := card.SignChallenge(ctx, r.begin.GetGatewayId(), r.begin.GetSessionId(), r.begin.GetChallenge())
 	if err != nil {
-		return fmt.Errorf("BeginSession: %w", err)
+		r.Close()
+		return nil, err
 	}
-	sig, err := card.SignChallenge(ctx, begin.GetGatewayId(), begin.GetSessionId(), begin.GetChallenge())
-	if err != nil {
-		return err
-	}
-	resp, err := client.CompleteSession(ctx, &credgwv1.CompleteSessionRequest{
-		SessionId: begin.GetSessionId(), PivAuthCertificate: authCert.Raw, Signature: sig,
+	r.session, err = client.CompleteSession(ctx, &credgwv1.CompleteSessionRequest{
+		SessionId: r.begin.GetSessionId(), PivAuthCertificate: authCert.Raw, Signature: sig,
 		DigitalSignatureCertificate: dsDER,
 	})
 	if err != nil {
-		return fmt.Errorf("CompleteSession: %w", err)
+		r.Close()
+		return nil, fmt.Errorf("CompleteSession: %w", err)
 	}
+	return r, nil
+}
+
+func pivLogin(ctx context.Context, out io.Writer, o pivLoginOptions) error {
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	r, err := pkiAuth(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	resp := r.session
 	if o.tokenFile != "" {
 		if err := os.WriteFile(o.tokenFile, []byte(resp.GetSessionToken()+"\n"), 0o600); err != nil {
 			return err
 		}
 	}
+	printIdentity(out, o.gateway, r.begin.GetGatewayId(), resp)
+	return nil
+}
+
+func printIdentity(out io.Writer, gateway, gatewayID string, resp *credgwv1.CompleteSessionResponse) {
 	id := resp.GetIdentity()
-	fmt.Fprintf(out, "PKI-AUTH succeeded at %s (gateway %s)\n", o.gateway, begin.GetGatewayId())
+	fmt.Fprintf(out, "PKI-AUTH succeeded at %s (gateway %s)\n", gateway, gatewayID)
 	fmt.Fprintf(out, "  subject:     %s\n", id.GetSubject())
 	fmt.Fprintf(out, "  FASC-N:      %s (identifier %s)\n", id.GetFascnText(), id.GetFascnIdentifier())
 	fmt.Fprintf(out, "  card UUID:   %s\n", id.GetCardUuid())
@@ -142,7 +177,6 @@ func pivLogin(ctx context.Context, out io.Writer, o pivLoginOptions) error {
 		fmt.Fprintf(out, "  email:       %s (from the %s certificate)\n", id.GetEmail(), id.GetEmailSource())
 	}
 	fmt.Fprintf(out, "  session token expires %s\n", resp.GetExpiresAt().AsTime().Local().Format(time.RFC3339))
-	return nil
 }
 
 // uriEscape percent-encodes a token label for a pkcs11: URI.

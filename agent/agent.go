@@ -1,0 +1,392 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/credgw/credgw/activation"
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	pkcs12 "software.sslmate.com/src/go-pkcs12"
+)
+
+// Options is one redemption.
+type Options struct {
+	Payload  activation.Payload
+	Password string
+	// OutDir receives the credentials.
+	OutDir string
+	// KeystorePIN protects the written PKCS#12 files.
+	KeystorePIN string
+	Device      *credgwv1.DeviceInfo
+	// Events receives progress ("issuing 1/3", bytes).
+	Events func(Event)
+	// MaxResumes bounds automatic resumption of a cut download.
+	MaxResumes int
+	// cutAt, for tests, cancels the first download after that many bytes.
+	cutAt int64
+}
+
+// Event is what the agent reports while it works.
+type Event struct {
+	Stage          credgwv1.Stage
+	Current, Total int
+	Message        string
+	// Bytes and TotalBytes during the download.
+	Bytes, TotalBytes int64
+	Resumed           bool
+}
+
+// Result is what was installed.
+type Result struct {
+	CredentialSetID string
+	RedemptionID    string
+	SHA256          []byte
+	Files           []string
+	Certificates    map[credgwv1.Profile]*x509.Certificate
+	KeyHistory      int
+	Resumes         int
+}
+
+// profiles whose keys the device makes; the key-management key comes
+// escrowed in a PKCS#12.
+var deviceProfiles = []credgwv1.Profile{credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH, credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE}
+
+var fileNames = map[credgwv1.Profile]string{
+	credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH:  "auth",
+	credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE: "signature",
+	credgwv1.Profile_PROFILE_KEY_MANAGEMENT:    "encryption",
+}
+
+// Dial connects to the gateway of a payload, trusting it only through the
+// pin: the server must present, in its chain, the certificate whose SHA-256
+// the QR code carries, and its certificate must chain to that anchor and
+// name the gateway host.
+func Dial(p activation.Payload) (*grpc.ClientConn, error) {
+	host, _, err := net.SplitHostPort(p.Gateway)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: true, // replaced by the pinned check below
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			var anchor *x509.Certificate
+			for _, c := range cs.PeerCertificates {
+				if sum := sha256.Sum256(c.Raw); bytes.Equal(sum[:], p.Pin) {
+					anchor = c
+				}
+			}
+			if anchor == nil {
+				return errors.New("agent: the gateway does not present the trust anchor pinned in the QR code: do not trust it")
+			}
+			roots, inter := x509.NewCertPool(), x509.NewCertPool()
+			roots.AddCert(anchor)
+			for _, c := range cs.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: host})
+			if err != nil {
+				return fmt.Errorf("agent: the gateway certificate does not chain to the pinned anchor: %w", err)
+			}
+			return nil
+		},
+	}
+	return grpc.NewClient(p.Gateway, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+}
+
+// Redeem runs the whole device side.
+func Redeem(ctx context.Context, o Options) (*Result, error) {
+	if err := CheckKeystorePIN(o.KeystorePIN); err != nil {
+		return nil, err
+	}
+	if o.Events == nil {
+		o.Events = func(Event) {}
+	}
+	if o.MaxResumes == 0 {
+		o.MaxResumes = 5
+	}
+	if err := os.MkdirAll(o.OutDir, 0o700); err != nil {
+		return nil, err
+	}
+	conn, err := Dial(o.Payload)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	client := credgwv1.NewRedemptionClient(conn)
+
+	keys := map[credgwv1.Profile]crypto.Signer{}
+	req := &credgwv1.RedeemRequest{ActivationId: o.Payload.ID, Secret: o.Payload.Secret, Password: o.Password, Device: o.Device}
+	for _, p := range deviceProfiles {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
+		if err != nil {
+			return nil, err
+		}
+		keys[p] = k
+		req.Csrs = append(req.Csrs, &credgwv1.CertificateRequest{Profile: p, CsrDer: der})
+	}
+
+	res := &Result{Certificates: map[credgwv1.Profile]*x509.Certificate{}}
+	var pkg []byte
+	var total int64
+	var sum []byte
+	for attempt := 0; ; attempt++ {
+		req.ResumeOffset = int64(len(pkg))
+		err := download(ctx, client, req, &o, &pkg, &total, &sum, res, attempt == 0)
+		if err == nil {
+			break
+		}
+		// A cut connection is resumed; anything the gateway refused is not.
+		if st, ok := status.FromError(err); ok && st.Code() != codes.Unavailable && st.Code() != codes.Canceled && st.Code() != codes.DeadlineExceeded && st.Code() != codes.Internal {
+			return nil, err
+		}
+		if attempt >= o.MaxResumes || ctx.Err() != nil {
+			return nil, fmt.Errorf("agent: download failed after %d resumes: %w", attempt, err)
+		}
+		res.Resumes++
+		o.Events(Event{Message: fmt.Sprintf("connection lost at %d of %d bytes; resuming", len(pkg), total), Resumed: true})
+	}
+	if got := sha256.Sum256(pkg); !bytes.Equal(got[:], sum) {
+		return nil, errors.New("agent: the package does not match its SHA-256: nothing installed")
+	}
+	res.SHA256 = sum
+	if err := install(pkg, keys, o, res); err != nil {
+		return nil, err
+	}
+	cr, err := client.Confirm(ctx, &credgwv1.ConfirmRequest{RedemptionId: res.RedemptionID, Secret: o.Payload.Secret, Sha256: sum})
+	if err != nil {
+		return nil, fmt.Errorf("agent: installed, but the confirmation failed (the gateway revokes unconfirmed credentials): %w", err)
+	}
+	res.CredentialSetID = cr.GetCredentialSetId()
+	return res, nil
+}
+
+// download runs one Redeem stream, appending to pkg from the resume offset.
+func download(ctx context.Context, client credgwv1.RedemptionClient, req *credgwv1.RedeemRequest, o *Options,
+	pkg *[]byte, total *int64, sum *[]byte, res *Result, first bool) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := client.Redeem(ctx, req)
+	if err != nil {
+		return err
+	}
+	for {
+		m, err := stream.Recv()
+		if err == io.EOF {
+			if *sum == nil {
+				return status.Error(codes.Unavailable, "agent: the stream ended before Done")
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		switch ev := m.GetEvent().(type) {
+		case *credgwv1.RedeemResponse_Progress:
+			o.Events(Event{Stage: ev.Progress.GetStage(), Current: int(ev.Progress.GetCurrent()), Total: int(ev.Progress.GetTotal()), Message: ev.Progress.GetMessage()})
+		case *credgwv1.RedeemResponse_Accepted:
+			a := ev.Accepted
+			if res.RedemptionID != "" && (a.GetRedemptionId() != res.RedemptionID || a.GetTotalBytes() != *total) {
+				return errors.New("agent: the resumed package is not the one being downloaded")
+			}
+			res.RedemptionID, *total = a.GetRedemptionId(), a.GetTotalBytes()
+		case *credgwv1.RedeemResponse_Chunk:
+			c := ev.Chunk
+			if c.GetOffset() != int64(len(*pkg)) || len(c.GetData()) > 32<<10 || int64(len(*pkg)+len(c.GetData())) > *total {
+				return errors.New("agent: a chunk does not continue the package")
+			}
+			*pkg = append(*pkg, c.GetData()...)
+			o.Events(Event{Stage: credgwv1.Stage_STAGE_SENDING, Bytes: int64(len(*pkg)), TotalBytes: *total})
+			if first && o.cutAt > 0 && int64(len(*pkg)) >= o.cutAt {
+				cancel() // test hook: the connection drops half way
+				return status.Error(codes.Unavailable, "agent: connection cut (test)")
+			}
+		case *credgwv1.RedeemResponse_Done:
+			if int64(len(*pkg)) != *total {
+				return errors.New("agent: Done before the whole package arrived")
+			}
+			*sum = ev.Done.GetSha256()
+		}
+	}
+}
+
+// install verifies the package and writes the credentials.
+func install(raw []byte, keys map[credgwv1.Profile]crypto.Signer, o Options, res *Result) error {
+	var pkg credgwv1.CredentialPackage
+	if err := proto.Unmarshal(raw, &pkg); err != nil {
+		return fmt.Errorf("agent: the package does not parse: %w", err)
+	}
+	items := map[string]*credgwv1.PackageItem{}
+	for _, it := range pkg.GetItems() {
+		items[it.GetName()] = it
+	}
+	var chain []*x509.Certificate
+	if c := items["chain.der"]; c != nil {
+		for _, der := range c.GetChain() {
+			cert, err := x509.ParseCertificate(der)
+			if err != nil {
+				return fmt.Errorf("agent: chain: %w", err)
+			}
+			chain = append(chain, cert)
+		}
+	}
+	if len(chain) == 0 {
+		return errors.New("agent: the package has no CA chain")
+	}
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	roots.AddCert(chain[len(chain)-1])
+	for _, c := range chain[:len(chain)-1] {
+		inter.AddCert(c)
+	}
+	verify := func(c *x509.Certificate) error {
+		_, err := c.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		return err
+	}
+	p12pw, err := activation.PKCS12Password(o.Payload.Secret, mustNormalize(o.Password))
+	if err != nil {
+		return err
+	}
+	write := func(name string, data []byte, mode os.FileMode) error {
+		p := filepath.Join(o.OutDir, name)
+		if err := os.WriteFile(p, data, mode); err != nil {
+			return err
+		}
+		res.Files = append(res.Files, p)
+		return nil
+	}
+	enc := pkcs12.Modern
+	for _, m := range pkg.GetManifest().GetItems() {
+		it := items[m.GetName()]
+		if it == nil {
+			return fmt.Errorf("agent: the manifest lists %s, the package lacks it", m.GetName())
+		}
+		if m.GetKind() == credgwv1.ItemKind_ITEM_KIND_CHAIN {
+			continue
+		}
+		if sum := sha256.Sum256(it.GetData()); !bytes.Equal(sum[:], m.GetSha256()) || int64(len(it.GetData())) != m.GetSize() {
+			return fmt.Errorf("agent: %s does not match the manifest", m.GetName())
+		}
+		switch m.GetKind() {
+		case credgwv1.ItemKind_ITEM_KIND_CERTIFICATE:
+			cert, err := x509.ParseCertificate(it.GetData())
+			if err != nil {
+				return fmt.Errorf("agent: %s: %w", m.GetName(), err)
+			}
+			key := keys[m.GetProfile()]
+			if key == nil || !key.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(cert.PublicKey) {
+				return fmt.Errorf("agent: %s does not certify the key this device made for %v", m.GetName(), m.GetProfile())
+			}
+			if err := checkProfile(m.GetProfile(), cert); err != nil {
+				return err
+			}
+			if err := verify(cert); err != nil {
+				return fmt.Errorf("agent: %s does not chain to the issuing CA: %w", m.GetName(), err)
+			}
+			p12, err := enc.Encode(key, cert, chain, o.KeystorePIN)
+			if err != nil {
+				return err
+			}
+			base := fileNames[m.GetProfile()]
+			if err := write(base+".p12", p12, 0o600); err != nil {
+				return err
+			}
+			if err := write(base+".crt", pemCert(cert), 0o644); err != nil {
+				return err
+			}
+			res.Certificates[m.GetProfile()] = cert
+		case credgwv1.ItemKind_ITEM_KIND_PKCS12:
+			key, cert, _, err := pkcs12.DecodeChain(it.GetData(), p12pw)
+			if err != nil {
+				return fmt.Errorf("agent: %s does not open: %w", m.GetName(), err)
+			}
+			if err := verify(cert); err != nil {
+				return fmt.Errorf("agent: %s does not chain to the issuing CA: %w", m.GetName(), err)
+			}
+			if err := checkProfile(credgwv1.Profile_PROFILE_KEY_MANAGEMENT, cert); err != nil {
+				return err
+			}
+			// Re-protect under the keystore PIN: the transport password is
+			// never kept.
+			p12, err := enc.Encode(key, cert, chain, o.KeystorePIN)
+			if err != nil {
+				return err
+			}
+			name := m.GetName()
+			if err := write(name, p12, 0o600); err != nil {
+				return err
+			}
+			if name == "encryption.p12" {
+				if err := write("encryption.crt", pemCert(cert), 0o644); err != nil {
+					return err
+				}
+				res.Certificates[credgwv1.Profile_PROFILE_KEY_MANAGEMENT] = cert
+			}
+			res.KeyHistory++
+		}
+	}
+	for _, p := range append(slices.Clone(deviceProfiles), credgwv1.Profile_PROFILE_KEY_MANAGEMENT) {
+		if res.Certificates[p] == nil {
+			return fmt.Errorf("agent: the package has no %v certificate", p)
+		}
+	}
+	var chainPEM []byte
+	for _, c := range chain {
+		chainPEM = append(chainPEM, pemCert(c)...)
+	}
+	return write("chain.pem", chainPEM, 0o644)
+}
+
+func mustNormalize(p string) string {
+	n, err := activation.NormalizePassword(p)
+	if err != nil {
+		return p
+	}
+	return n
+}
+
+// checkProfile: the certificate is the kind that was asked for.
+func checkProfile(p credgwv1.Profile, c *x509.Certificate) error {
+	has := func(e x509.ExtKeyUsage) bool { return slices.Contains(c.ExtKeyUsage, e) }
+	ok := false
+	switch p {
+	case credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH:
+		ok = has(x509.ExtKeyUsageClientAuth) && c.KeyUsage == x509.KeyUsageDigitalSignature
+	case credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE:
+		ok = has(x509.ExtKeyUsageEmailProtection) && c.KeyUsage&x509.KeyUsageContentCommitment != 0
+	case credgwv1.Profile_PROFILE_KEY_MANAGEMENT:
+		ok = has(x509.ExtKeyUsageEmailProtection) && c.KeyUsage&(x509.KeyUsageKeyEncipherment|x509.KeyUsageKeyAgreement) != 0
+	}
+	if !ok {
+		return fmt.Errorf("agent: the %v certificate is not of that profile", p)
+	}
+	return nil
+}
+
+func pemCert(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+

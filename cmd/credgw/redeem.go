@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/agent"
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+func newRedeemCmd() *cobra.Command {
+	var qrFile, qrPayload, out, passwordFile, pinFile string
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "redeem (--qr FILE.png | --qr-payload STR) --out DIR [--password-file F] [--keystore-pin-file F]",
+		Short: "The reference device agent: scan, type the password, download, install, confirm",
+		Long: `What the device app does: decode the QR code, trust the gateway only through the
+pin it carries, ask the password (without echo) unless a file gives it, make the
+device keys (software P-256), download the credentials with a progress bar
+(resuming a cut connection), verify the SHA-256, the chains, the keys and the
+profiles, write DIR/auth.p12, signature.p12, encryption.p12 (+ key history),
+chain.pem and the .crt files under the keystore PIN, and confirm.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			if (qrFile == "") == (qrPayload == "") {
+				return fmt.Errorf("give exactly one of --qr and --qr-payload")
+			}
+			if qrFile != "" {
+				png, err := os.ReadFile(qrFile)
+				if err != nil {
+					return err
+				}
+				if qrPayload, err = agent.DecodeQR(png); err != nil {
+					return err
+				}
+			}
+			p, err := activation.ParsePayload(qrPayload)
+			if err != nil {
+				return err
+			}
+			password, err := secretInput(passwordFile, "Password shown under the QR code: ")
+			if err != nil {
+				return err
+			}
+			pin, err := secretInput(pinFile, "Choose a keystore PIN (at least 6 characters): ")
+			if err != nil {
+				return err
+			}
+			w := cmd.ErrOrStderr()
+			res, err := agent.Redeem(ctx, agent.Options{
+				Payload: p, Password: password, OutDir: out, KeystorePIN: pin,
+				Device: &credgwv1.DeviceInfo{Model: "credgw reference agent", Os: runtime.GOOS, AgentVersion: version},
+				Events: progressPrinter(w),
+			})
+			if err != nil {
+				return err
+			}
+			o := cmd.OutOrStdout()
+			fmt.Fprintf(o, "Installed and confirmed (credential set %s, package sha256 %x", res.CredentialSetID, res.SHA256[:8])
+			if res.Resumes > 0 {
+				fmt.Fprintf(o, ", resumed %d times", res.Resumes)
+			}
+			fmt.Fprintln(o, ")")
+			printCertificates(o, res)
+			for _, f := range res.Files {
+				fmt.Fprintf(o, "  wrote %s\n", f)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&qrFile, "qr", "", "PNG image of the QR code")
+	f.StringVar(&qrPayload, "qr-payload", "", "the QR code's text (credgw://activate?...)")
+	f.StringVar(&out, "out", "", "directory for the installed credentials (required)")
+	f.StringVar(&passwordFile, "password-file", "", "file with the numeric password (else asked without echo)")
+	f.StringVar(&pinFile, "keystore-pin-file", "", "file with the keystore PIN (else asked without echo)")
+	f.DurationVar(&timeout, "timeout", 5*time.Minute, "overall time limit")
+	cmd.MarkFlagRequired("out")
+	return cmd
+}
+
+// secretInput reads a secret from a file, or from the terminal without echo.
+func secretInput(file, prompt string) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", err
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	if !term.IsTerminal(int(os.Stdin.Fd())) {
+		return "", fmt.Errorf("no terminal to ask %q: give it in a file", strings.TrimSpace(prompt))
+	}
+	fmt.Fprint(os.Stderr, prompt)
+	b, err := term.ReadPassword(int(os.Stdin.Fd()))
+	fmt.Fprintln(os.Stderr)
+	return string(b), err
+}
+
+// progressPrinter shows a progress bar on a terminal, plain lines otherwise.
+func progressPrinter(w io.Writer) func(agent.Event) {
+	tty := false
+	if f, ok := w.(*os.File); ok {
+		tty = term.IsTerminal(int(f.Fd()))
+	}
+	var bar *progressbar.ProgressBar
+	lastPct := -1
+	return func(e agent.Event) {
+		switch {
+		case e.TotalBytes > 0:
+			if tty {
+				if bar == nil {
+					bar = progressbar.NewOptions64(e.TotalBytes, progressbar.OptionSetWriter(w),
+						progressbar.OptionSetDescription("downloading (this could take some time, don't close the app)"),
+						progressbar.OptionShowBytes(true))
+				}
+				bar.Set64(e.Bytes)
+				return
+			}
+			if pct := int(e.Bytes * 100 / e.TotalBytes); pct/25 != lastPct/25 || e.Bytes == e.TotalBytes {
+				lastPct = pct
+				fmt.Fprintf(w, "downloading: %d of %d bytes (%d%%)\n", e.Bytes, e.TotalBytes, pct)
+			}
+		case e.Resumed:
+			fmt.Fprintln(w, e.Message)
+		case e.Total > 0:
+			fmt.Fprintf(w, "%s (%d/%d)\n", e.Message, e.Current, e.Total)
+		}
+	}
+}
+
+func printCertificates(w io.Writer, res *agent.Result) {
+	for _, p := range []credgwv1.Profile{credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH, credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE, credgwv1.Profile_PROFILE_KEY_MANAGEMENT} {
+		c := res.Certificates[p]
+		if c == nil {
+			continue
+		}
+		var pol []string
+		for _, o := range c.Policies {
+			pol = append(pol, o.String())
+		}
+		what := map[credgwv1.Profile]string{
+			credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH:  "derived PIV authentication (sign-in)",
+			credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE: "S/MIME signing",
+			credgwv1.Profile_PROFILE_KEY_MANAGEMENT:    fmt.Sprintf("S/MIME encryption, escrowed key + history (%d keys)", res.KeyHistory),
+		}[p]
+		fmt.Fprintf(w, "  %s\n    subject %s\n    policy %s, serial %x\n    valid %s .. %s\n", what, c.Subject,
+			strings.Join(pol, ","), c.SerialNumber, c.NotBefore.UTC().Format("2006-01-02"), c.NotAfter.UTC().Format("2006-01-02"))
+	}
+}
