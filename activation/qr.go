@@ -114,7 +114,9 @@ func ParsePayload(s string) (Payload, error) {
 // correction M (readable from a screen by any phone camera).
 const MaxQRVersion = 10
 
-// QR renders the payload: a PNG (size pixels) and a terminal rendering.
+// QR renders the payload: a PNG and a terminal rendering. A positive size is
+// the image width in pixels; a negative one, pixels per module (integer
+// scaling, which every reader decodes).
 func QR(payload string, size int) (png []byte, text string, err error) {
 	q, err := qrcode.New(payload, qrcode.Medium)
 	if err != nil {

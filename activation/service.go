@@ -250,7 +250,7 @@ func (s *Service) Enroll(ctx context.Context, sess store.PIVSession, identityNam
 		return nil, err
 	}
 	payload := Payload{Gateway: s.cfg.Gateway, ID: actID, Secret: secret, Pin: s.cfg.Pin}.String()
-	png, text, err := QR(payload, 320)
+	png, text, err := QR(payload, -6) // 6 pixels a module: integer scaling decodes reliably
 	if err != nil {
 		return nil, err
 	}

@@ -33,8 +33,9 @@ import (
 var (
 	dev    *hsmsim.DevEnv
 	module *pkcs11.Module
-	gw     *server.Server
-	cfg    *server.Config
+	gw      *server.Server
+	cfg     *server.Config
+	gwStore *store.SQLite
 
 	// clockOffset shifts the gateway's clock (challenge expiry tests).
 	clockOffset atomic.Int64
@@ -113,14 +114,17 @@ func run(m *testing.M) int {
 	ctx := context.Background()
 	// The gateway's HTTP address goes into the certificates it issues, so
 	// it is fixed before start: a port that was free a moment ago.
-	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return fail(err)
+	var addrs [2]string
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fail(err)
+		}
+		addrs[i] = ln.Addr().String()
+		ln.Close()
 	}
-	httpAddr := httpLn.Addr().String()
-	httpLn.Close()
 	dev, err = hsmsim.DevInit(ctx, filepath.Join(dir, "dev"), hsmsim.DevOptions{
-		HSMURL: "http://" + hsmLn.Addr().String(), GRPCAddr: "127.0.0.1:0", HTTPAddr: httpAddr,
+		HSMURL: "http://" + hsmLn.Addr().String(), GRPCAddr: addrs[0], HTTPAddr: addrs[1],
 	})
 	if err != nil {
 		return fail(err)
@@ -154,6 +158,7 @@ func run(m *testing.M) int {
 		return fail(err)
 	}
 	defer st.Close()
+	gwStore = st
 	gw, err = server.New(ctx, cfg, server.WithClock(now), server.WithStore(panicStore{st}),
 		server.WithLogger(server.NewLogger(&logs, "debug")))
 	if err != nil {

@@ -1,0 +1,319 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/agent"
+	hsmsim "github.com/credgw/credgw/hsm-sim"
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"golang.org/x/crypto/ocsp"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// enrolled is one enrollment of a fresh card.
+type enrolled struct {
+	resp    *credgwv1.CreateEnrollmentResponse
+	payload activation.Payload
+}
+
+func enrollCard(t *testing.T) enrolled {
+	t.Helper()
+	conn := portalConn(t)
+	c := newCard(t, hsmsim.CardSpec{Email: "holder@example.com"})
+	sess, err := login(t, conn, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := credgwv1.NewEnrollmentClient(conn).CreateEnrollment(context.Background(), &credgwv1.CreateEnrollmentRequest{
+		SessionToken: sess.GetSessionToken(), IdentityName: "Entrust Derived Cred"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rememberSecret([]byte(resp.GetPassword()))
+	// The PNG decodes to the payload the agent accepts.
+	text, err := agent.DecodeQR(resp.GetQrPng())
+	if err != nil || text != resp.GetQrPayload() {
+		t.Fatalf("QR PNG decodes to %q (%v), payload %q", text, err, resp.GetQrPayload())
+	}
+	p, err := activation.ParsePayload(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rememberSecret(p.Secret)
+	return enrolled{resp: resp, payload: p}
+}
+
+// redeemRequest makes device keys and CSRs.
+func redeemRequest(t *testing.T, e enrolled, password string) *credgwv1.RedeemRequest {
+	t.Helper()
+	req := &credgwv1.RedeemRequest{ActivationId: e.payload.ID, Secret: e.payload.Secret, Password: password}
+	for _, p := range []credgwv1.Profile{credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH, credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE} {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
+		req.Csrs = append(req.Csrs, &credgwv1.CertificateRequest{Profile: p, CsrDer: der})
+	}
+	return req
+}
+
+type download struct {
+	redemptionID string
+	pkg          []byte
+	sum          []byte
+	total        int64
+}
+
+// readStream reads a Redeem stream, stopping after stopAt bytes if > 0.
+func readStream(ctx context.Context, client credgwv1.RedemptionClient, req *credgwv1.RedeemRequest, stopAt int64) (*download, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s, err := client.Redeem(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	d := &download{}
+	for {
+		m, err := s.Recv()
+		if err == io.EOF {
+			return d, nil
+		}
+		if err != nil {
+			return d, err
+		}
+		switch ev := m.GetEvent().(type) {
+		case *credgwv1.RedeemResponse_Accepted:
+			d.redemptionID, d.total = ev.Accepted.GetRedemptionId(), ev.Accepted.GetTotalBytes()
+		case *credgwv1.RedeemResponse_Chunk:
+			if len(ev.Chunk.GetData()) > 32<<10 {
+				return d, errors.New("chunk over 32 KiB")
+			}
+			d.pkg = append(d.pkg, ev.Chunk.GetData()...)
+			if stopAt > 0 && int64(len(d.pkg)) >= stopAt {
+				// The connection drops here: keep what arrived before
+				// the cut (a package smaller than one chunk is cut
+				// inside it).
+				d.pkg = d.pkg[:stopAt]
+				return d, nil
+			}
+		case *credgwv1.RedeemResponse_Done:
+			d.sum = ev.Done.GetSha256()
+		}
+	}
+}
+
+func setSerials(t *testing.T, setID string) int {
+	t.Helper()
+	recs, err := gwStore.CertificatesOfSet(context.Background(), setID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(recs)
+}
+
+// TestRedeemRaceIssuesOnce: 50 parallel Redeem calls with the right password
+// on one activation: exactly one issuance; every other call gets
+// FailedPrecondition, Unavailable (still issuing) or the very same bytes.
+func TestRedeemRaceIssuesOnce(t *testing.T) {
+	e := enrollCard(t)
+	client := credgwv1.NewRedemptionClient(dial(t))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var full [][]byte
+	codesSeen := map[codes.Code]int{}
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d, err := readStream(context.Background(), client, redeemRequest(t, e, e.resp.GetPassword()), 0)
+			mu.Lock()
+			defer mu.Unlock()
+			codesSeen[status.Code(err)]++
+			if err == nil {
+				if got := sha256.Sum256(d.pkg); !bytes.Equal(got[:], d.sum) {
+					t.Error("a stream's bytes do not match its SHA-256")
+				}
+				full = append(full, d.pkg)
+			}
+		}()
+	}
+	wg.Wait()
+	if len(full) == 0 {
+		t.Fatalf("no call got the package: %v", codesSeen)
+	}
+	for _, p := range full[1:] {
+		if !bytes.Equal(p, full[0]) {
+			t.Fatal("two calls received different packages")
+		}
+	}
+	for c := range codesSeen {
+		if c != codes.OK && c != codes.FailedPrecondition && c != codes.Unavailable {
+			t.Fatalf("unexpected code %v (%v)", c, codesSeen)
+		}
+	}
+	if n := setSerials(t, e.resp.GetCredentialSetId()); n != 3 {
+		t.Fatalf("%d certificates issued for one activation, want 3", n)
+	}
+}
+
+func TestWrongPasswordsLock(t *testing.T) {
+	e := enrollCard(t)
+	client := credgwv1.NewRedemptionClient(dial(t))
+	wrong := "00000000"
+	if wrong == e.resp.GetPassword() {
+		wrong = "11111111"
+	}
+	for left := 4; left >= 1; left-- {
+		_, err := readStream(context.Background(), client, redeemRequest(t, e, wrong), 0)
+		wantCode(t, err, codes.PermissionDenied)
+		var got string
+		for _, d := range status.Convert(err).Details() {
+			if info, ok := d.(*errdetails.ErrorInfo); ok {
+				got = info.GetMetadata()["attempts_left"]
+			}
+		}
+		if want := string(rune('0' + left)); got != want {
+			t.Fatalf("attempts_left %q, want %s", got, want)
+		}
+	}
+	_, err := readStream(context.Background(), client, redeemRequest(t, e, wrong), 0)
+	wantCode(t, err, codes.ResourceExhausted)
+	// The right password does not open a locked activation.
+	_, err = readStream(context.Background(), client, redeemRequest(t, e, e.resp.GetPassword()), 0)
+	wantCode(t, err, codes.ResourceExhausted)
+	if n := setSerials(t, e.resp.GetCredentialSetId()); n != 0 {
+		t.Fatalf("%d certificates issued for a locked activation", n)
+	}
+}
+
+func TestRedeemRefusals(t *testing.T) {
+	client := credgwv1.NewRedemptionClient(dial(t))
+	ctx := context.Background()
+	e := enrollCard(t)
+	unknown := redeemRequest(t, e, e.resp.GetPassword())
+	unknown.ActivationId = "AAAAAAAAAAAAAAAAAAAAAA"
+	_, errUnknown := readStream(ctx, client, unknown, 0)
+	badSecret := redeemRequest(t, e, e.resp.GetPassword())
+	badSecret.Secret = bytes.Repeat([]byte{9}, 32)
+	_, errSecret := readStream(ctx, client, badSecret, 0)
+	wantCode(t, errUnknown, codes.Unauthenticated)
+	wantCode(t, errSecret, codes.Unauthenticated)
+	if status.Convert(errUnknown).Message() != status.Convert(errSecret).Message() {
+		t.Fatal("the messages tell an unknown id from a wrong secret")
+	}
+	missing := redeemRequest(t, e, e.resp.GetPassword())
+	missing.Csrs = missing.Csrs[:1]
+	_, err := readStream(ctx, client, missing, 0)
+	wantCode(t, err, codes.InvalidArgument)
+	// The refused request left the activation redeemable.
+	if _, err := readStream(ctx, client, redeemRequest(t, e, e.resp.GetPassword()), 0); err != nil {
+		t.Fatalf("after a refused request: %v", err)
+	}
+	// Expiry (injected clock): a new activation, 11 minutes later.
+	e2 := enrollCard(t)
+	clockOffset.Add(int64(11 * time.Minute))
+	_, err = readStream(ctx, client, redeemRequest(t, e2, e2.resp.GetPassword()), 0)
+	clockOffset.Add(-int64(11 * time.Minute))
+	wantCode(t, err, codes.FailedPrecondition)
+}
+
+// TestResumeAfterCut: a stream cut half way and resumed gives identical
+// bytes and SHA-256 and issues nothing again; Confirm completes it.
+func TestResumeAfterCut(t *testing.T) {
+	e := enrollCard(t)
+	client := credgwv1.NewRedemptionClient(dial(t))
+	ctx := context.Background()
+	req := redeemRequest(t, e, e.resp.GetPassword())
+	first, err := readStream(ctx, client, req, 2000)
+	if err != nil || first.total == 0 || int64(len(first.pkg)) >= first.total {
+		t.Fatalf("first part: %v, %d of %d bytes", err, len(first.pkg), first.total)
+	}
+	if first.total < 4000 {
+		t.Fatalf("package of %d bytes: the cut is not half way", first.total)
+	}
+	req.ResumeOffset = int64(len(first.pkg))
+	rest, err := readStream(ctx, client, req, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole := append(first.pkg, rest.pkg...)
+	if sum := sha256.Sum256(whole); !bytes.Equal(sum[:], rest.sum) || rest.redemptionID != first.redemptionID {
+		t.Fatal("the resumed package is not the same")
+	}
+	if n := setSerials(t, e.resp.GetCredentialSetId()); n != 3 {
+		t.Fatalf("%d certificates after a resume, want 3", n)
+	}
+	if _, err := client.Confirm(ctx, &credgwv1.ConfirmRequest{RedemptionId: rest.redemptionID, Secret: e.payload.Secret, Sha256: make([]byte, 32)}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("confirm with a wrong hash: %v", err)
+	}
+	cr, err := client.Confirm(ctx, &credgwv1.ConfirmRequest{RedemptionId: rest.redemptionID, Secret: e.payload.Secret, Sha256: rest.sum})
+	if err != nil || len(cr.GetSerials()) != 3 {
+		t.Fatalf("confirm: %v %v", cr, err)
+	}
+	_, err = readStream(ctx, client, req, 0)
+	wantCode(t, err, codes.FailedPrecondition) // single use: the package is gone
+}
+
+// TestUnconfirmedRevoked: a package not confirmed within the window: the
+// sweep revokes its certificates and OCSP says so.
+func TestUnconfirmedRevoked(t *testing.T) {
+	e := enrollCard(t)
+	client := credgwv1.NewRedemptionClient(dial(t))
+	d, err := readStream(context.Background(), client, redeemRequest(t, e, e.resp.GetPassword()), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := gwStore.CertificatesOfSet(context.Background(), e.resp.GetCredentialSetId())
+	clockOffset.Add(int64(61 * time.Minute))
+	gw.Sweep(context.Background())
+	clockOffset.Add(-int64(61 * time.Minute))
+	ca := gw.CA()
+	for _, r := range recs {
+		cert, _ := x509.ParseCertificate(r.DER)
+		req, _ := ocsp.CreateRequest(cert, ca.Chain()[0], &ocsp.RequestOptions{Hash: crypto.SHA256})
+		resp, err := http.Post(cert.OCSPServer[0], "application/ocsp-request", bytes.NewReader(req))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		or, err := ocsp.ParseResponseForCert(body, cert, ca.Chain()[0])
+		if err != nil || or.Status != ocsp.Revoked {
+			t.Fatalf("%s: OCSP %v %v", r.Profile, or, err)
+		}
+	}
+	_, err = client.Confirm(context.Background(), &credgwv1.ConfirmRequest{RedemptionId: d.redemptionID, Secret: e.payload.Secret, Sha256: d.sum})
+	wantCode(t, err, codes.FailedPrecondition)
+}
+
+// TestAgentRedeems: the reference agent against the running gateway.
+func TestAgentRedeems(t *testing.T) {
+	e := enrollCard(t)
+	dir := t.TempDir()
+	res, err := agent.Redeem(context.Background(), agent.Options{Payload: e.payload, Password: e.resp.GetPassword(),
+		OutDir: dir, KeystorePIN: "correct horse"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.CredentialSetID != e.resp.GetCredentialSetId() || len(res.Files) < 7 || res.KeyHistory != 1 {
+		t.Fatalf("%+v", res)
+	}
+	if !strings.Contains(strings.Join(res.Files, " "), "encryption.p12") {
+		t.Fatalf("files %v", res.Files)
+	}
+}
