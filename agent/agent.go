@@ -389,4 +389,3 @@ func checkProfile(p credgwv1.Profile, c *x509.Certificate) error {
 func pemCert(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 }
-

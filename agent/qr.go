@@ -20,7 +20,13 @@ func DecodeQR(png []byte) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("agent: QR image: %w", err)
 	}
-	res, err := qrcode.NewQRCodeReader().Decode(bmp, nil)
+	// A screenshot or file of the code is a pure barcode: read it exactly.
+	// A camera picture needs the detector.
+	reader := qrcode.NewQRCodeReader()
+	res, err := reader.Decode(bmp, map[gozxing.DecodeHintType]interface{}{gozxing.DecodeHintType_PURE_BARCODE: true})
+	if err != nil {
+		res, err = reader.Decode(bmp, map[gozxing.DecodeHintType]interface{}{gozxing.DecodeHintType_TRY_HARDER: true})
+	}
 	if err != nil {
 		return "", fmt.Errorf("agent: no QR code found in the image: %w", err)
 	}

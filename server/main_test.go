@@ -31,8 +31,8 @@ import (
 // One development environment, one running gateway and one simulated issuer
 // for the whole test binary, as `credgw dev init` + `serve` make them.
 var (
-	dev    *hsmsim.DevEnv
-	module *pkcs11.Module
+	dev     *hsmsim.DevEnv
+	module  *pkcs11.Module
 	gw      *server.Server
 	cfg     *server.Config
 	gwStore *store.SQLite
