@@ -42,6 +42,8 @@ type Options struct {
 	Events func(Event)
 	// MaxResumes bounds automatic resumption of a cut download.
 	MaxResumes int
+	// DialOptions are added to the gRPC connection (instrumentation).
+	DialOptions []grpc.DialOption
 	// cutAt, for tests, cancels the first download after that many bytes.
 	cutAt int64
 }
@@ -81,7 +83,7 @@ var fileNames = map[credgwv1.Profile]string{
 // pin: the server must present, in its chain, the certificate whose SHA-256
 // the QR code carries, and its certificate must chain to that anchor and
 // name the gateway host.
-func Dial(p activation.Payload) (*grpc.ClientConn, error) {
+func Dial(p activation.Payload, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	host, _, err := net.SplitHostPort(p.Gateway)
 	if err != nil {
 		return nil, err
@@ -111,7 +113,7 @@ func Dial(p activation.Payload) (*grpc.ClientConn, error) {
 			return nil
 		},
 	}
-	return grpc.NewClient(p.Gateway, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	return grpc.NewClient(p.Gateway, append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}, opts...)...)
 }
 
 // Redeem runs the whole device side.
@@ -128,7 +130,7 @@ func Redeem(ctx context.Context, o Options) (*Result, error) {
 	if err := os.MkdirAll(o.OutDir, 0o700); err != nil {
 		return nil, err
 	}
-	conn, err := Dial(o.Payload)
+	conn, err := Dial(o.Payload, o.DialOptions...)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 )
 
 func newEnrollCmd() *cobra.Command {
@@ -47,12 +48,14 @@ type enrollOptions struct {
 	gateway, caFile, card, pinFile, module string
 	name, credType, qrOut, passwordOut     string
 	timeout                                time.Duration
+	dialOpts                               []grpc.DialOption
+	quiet                                  bool
 }
 
 func enroll(ctx context.Context, out io.Writer, o enrollOptions) (*credgwv1.CreateEnrollmentResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	r, err := pkiAuth(ctx, pivLoginOptions{gateway: o.gateway, caFile: o.caFile, card: o.card, pinFile: o.pinFile, module: o.module})
+	r, err := pkiAuth(ctx, pivLoginOptions{gateway: o.gateway, caFile: o.caFile, card: o.card, pinFile: o.pinFile, module: o.module, dialOpts: o.dialOpts})
 	if err != nil {
 		return nil, err
 	}
@@ -62,6 +65,9 @@ func enroll(ctx context.Context, out io.Writer, o enrollOptions) (*credgwv1.Crea
 	})
 	if err != nil {
 		return nil, fmt.Errorf("CreateEnrollment: %w", err)
+	}
+	if o.quiet {
+		return resp, nil
 	}
 	if err := os.WriteFile(o.qrOut, resp.GetQrPng(), 0o600); err != nil {
 		return nil, err

@@ -52,6 +52,7 @@ when the PIV session token expires. --token-file writes the token (0600).`,
 type pivLoginOptions struct {
 	gateway, caFile, card, pinFile, module, tokenFile string
 	timeout                                           time.Duration
+	dialOpts                                          []grpc.DialOption
 }
 
 // pkiAuthResult is a finished PKI-AUTH: the connection (TLS with the card)
@@ -115,11 +116,11 @@ func pkiAuth(ctx context.Context, o pivLoginOptions) (*pkiAuthResult, error) {
 	if ds, err := card.Certificate(ctx, pkcs11.PIVSignature); err == nil {
 		dsDER = ds.Raw
 	}
-	r.conn, err = grpc.NewClient(o.gateway, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+	r.conn, err = grpc.NewClient(o.gateway, append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
 		RootCAs:      roots,
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{{Certificate: [][]byte{authCert.Raw}, PrivateKey: signer, Leaf: authCert}},
-	})))
+	}))}, o.dialOpts...)...)
 	if err != nil {
 		card.Close()
 		return nil, err
