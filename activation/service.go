@@ -54,6 +54,9 @@ func (e *WrongPasswordError) Error() string {
 	return fmt.Sprintf("activation: wrong password; %d attempts left before the code locks for good", e.AttemptsLeft)
 }
 
+// MaxKeyHistory is how many earlier key-management keys a package carries.
+const MaxKeyHistory = 20
+
 // DefaultCredentialType is the mobile smart credential: derived PIV
 // authentication, signature and encryption.
 const DefaultCredentialType = "mobile-smart-credential"
@@ -545,6 +548,12 @@ func (s *Service) addKeyHistory(ctx context.Context, personID string, secret []b
 	hist, err := s.cfg.Escrow.History(ctx, personID)
 	if err != nil {
 		return err
+	}
+	// A PIV card holds at most 20 retired key-management keys (FIPS 201-3
+	// §4.2.2, keys 82–95); the device gets the current key and the 20
+	// newest before it. Older keys stay in escrow for recovery.
+	if len(hist) > MaxKeyHistory+1 {
+		hist = hist[:MaxKeyHistory+1]
 	}
 	for i, k := range hist {
 		rec, err := s.cfg.Store.Certificate(ctx, k.CertSerial)
