@@ -90,30 +90,37 @@ func Dial(p activation.Payload, opts ...grpc.DialOption) (*grpc.ClientConn, erro
 	}
 	cfg := &tls.Config{
 		MinVersion:         tls.VersionTLS12,
-		InsecureSkipVerify: true, // replaced by the pinned check below
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			var anchor *x509.Certificate
-			for _, c := range cs.PeerCertificates {
-				if sum := sha256.Sum256(c.Raw); bytes.Equal(sum[:], p.Pin) {
-					anchor = c
-				}
-			}
-			if anchor == nil {
-				return errors.New("agent: the gateway does not present the trust anchor pinned in the QR code: do not trust it")
-			}
-			roots, inter := x509.NewCertPool(), x509.NewCertPool()
-			roots.AddCert(anchor)
-			for _, c := range cs.PeerCertificates[1:] {
-				inter.AddCert(c)
-			}
-			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: host})
-			if err != nil {
-				return fmt.Errorf("agent: the gateway certificate does not chain to the pinned anchor: %w", err)
-			}
-			return nil
-		},
+		InsecureSkipVerify: true, // replaced by the pinned check
+		VerifyConnection:   verifyPinned(p.Pin, host),
 	}
 	return grpc.NewClient(p.Gateway, append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}, opts...)...)
+}
+
+// verifyPinned checks a TLS connection against the QR code's pin.
+func verifyPinned(pin []byte, host string) func(tls.ConnectionState) error {
+	return func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("agent: the gateway sent no certificate")
+		}
+		var anchor *x509.Certificate
+		for _, c := range cs.PeerCertificates {
+			if sum := sha256.Sum256(c.Raw); bytes.Equal(sum[:], pin) {
+				anchor = c
+			}
+		}
+		if anchor == nil {
+			return errors.New("agent: the gateway does not present the trust anchor pinned in the QR code: do not trust it")
+		}
+		roots, inter := x509.NewCertPool(), x509.NewCertPool()
+		roots.AddCert(anchor)
+		for _, c := range cs.PeerCertificates[1:] {
+			inter.AddCert(c)
+		}
+		if _, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: host}); err != nil {
+			return fmt.Errorf("agent: the gateway certificate does not chain to the pinned anchor: %w", err)
+		}
+		return nil
+	}
 }
 
 // Redeem runs the whole device side.

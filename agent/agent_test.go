@@ -1,0 +1,87 @@
+package agent
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestCheckKeystorePIN(t *testing.T) {
+	for _, bad := range []string{"", "12345", "123456", "000000", "password", "PASSWORD", "12345678", "qwerty"} {
+		if err := CheckKeystorePIN(bad); !errors.Is(err, ErrWeakPIN) {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	for _, good := range []string{"593017", "correct horse", "tr0ub4dor&3"} {
+		if err := CheckKeystorePIN(good); err != nil {
+			t.Errorf("%q refused: %v", good, err)
+		}
+	}
+}
+
+func cert(t *testing.T, tmpl, parent *x509.Certificate, key, parentKey *ecdsa.PrivateKey) *x509.Certificate {
+	t.Helper()
+	tmpl.SerialNumber = big.NewInt(time.Now().UnixNano())
+	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return c
+}
+
+// TestPinnedTLS: the agent trusts only the anchor whose SHA-256 the QR code
+// carries, and the gateway's certificate must chain to it and name the host.
+func TestPinnedTLS(t *testing.T) {
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca := cert(t, &x509.Certificate{Subject: pkix.Name{CommonName: "gw ca"}, IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}, nil, caKey, nil)
+	leafKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leaf := cert(t, &x509.Certificate{Subject: pkix.Name{CommonName: "gw"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, ca, leafKey, caKey)
+	otherKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	other := cert(t, &x509.Certificate{Subject: pkix.Name{CommonName: "impostor ca"}, IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}, nil, otherKey, nil)
+	pin := sha256.Sum256(ca.Raw)
+	otherPin := sha256.Sum256(other.Raw)
+	tests := []struct {
+		name  string
+		chain []*x509.Certificate
+		pin   []byte
+		host  string
+		want  string
+	}{
+		{"pinned anchor", []*x509.Certificate{leaf, ca}, pin[:], "127.0.0.1", ""},
+		{"anchor not sent", []*x509.Certificate{leaf}, pin[:], "127.0.0.1", "pinned"},
+		{"another anchor pinned", []*x509.Certificate{leaf, ca}, otherPin[:], "127.0.0.1", "pinned"},
+		{"leaf not under the pinned anchor", []*x509.Certificate{leaf, other}, otherPin[:], "127.0.0.1", "does not chain"},
+		{"other host", []*x509.Certificate{leaf, ca}, pin[:], "gateway.example", "does not chain"},
+		{"no certificate", nil, pin[:], "127.0.0.1", "no certificate"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := verifyPinned(tc.pin, tc.host)(tls.ConnectionState{PeerCertificates: tc.chain})
+			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestDecodeQRRejectsNonQR(t *testing.T) {
+	if _, err := DecodeQR([]byte("not a png")); err == nil {
+		t.Fatal("garbage decoded")
+	}
+}
