@@ -44,8 +44,9 @@ type Options struct {
 	MaxResumes int
 	// DialOptions are added to the gRPC connection (instrumentation).
 	DialOptions []grpc.DialOption
-	// cutAt, for tests, cancels the first download after that many bytes.
-	cutAt int64
+	// CutAfterBytes drops the first download's connection after that many
+	// bytes (tests and demonstrations of the automatic resume); 0: never.
+	CutAfterBytes int64
 }
 
 // Event is what the agent reports while it works.
@@ -230,9 +231,10 @@ func download(ctx context.Context, client credgwv1.RedemptionClient, req *credgw
 			}
 			*pkg = append(*pkg, c.GetData()...)
 			o.Events(Event{Stage: credgwv1.Stage_STAGE_SENDING, Bytes: int64(len(*pkg)), TotalBytes: *total})
-			if first && o.cutAt > 0 && int64(len(*pkg)) >= o.cutAt {
-				cancel() // test hook: the connection drops half way
-				return status.Error(codes.Unavailable, "agent: connection cut (test)")
+			if first && o.CutAfterBytes > 0 && int64(len(*pkg)) >= o.CutAfterBytes {
+				cancel() // the connection drops part way
+				*pkg = (*pkg)[:o.CutAfterBytes]
+				return status.Error(codes.Unavailable, "agent: connection cut")
 			}
 		case *credgwv1.RedeemResponse_Done:
 			if int64(len(*pkg)) != *total {

@@ -25,16 +25,11 @@ import (
 func TestEnrollAndRedeem(t *testing.T) {
 	needTool(t, "openssl")
 	work := t.TempDir()
-	dir := filepath.Join(work, "dev")
-	run(t, nil, true, credgwBin, "dev", "init", "--dir", dir)
-	cfgText, _ := os.ReadFile(filepath.Join(dir, "credgw.yaml"))
-	gw := regexp.MustCompile(`grpc: (127\.0\.0\.1:\d+)`).FindStringSubmatch(string(cfgText))[1]
+	dir, gw, conf := startDevGateway(t, work, func(dir string) {
+		run(t, nil, true, credgwBin, "hsm-sim", "card", "new", "--dir", filepath.Join(dir, "hsm"), "--name", "RSA Holder",
+			"--pin-file", filepath.Join(dir, "card.pin"), "--key", "rsa2048", "--email", "rsa.holder@example.com")
+	})
 	cardPIN := filepath.Join(dir, "card.pin")
-	run(t, nil, true, credgwBin, "hsm-sim", "card", "new", "--dir", filepath.Join(dir, "hsm"), "--name", "RSA Holder",
-		"--pin-file", cardPIN, "--key", "rsa2048", "--email", "rsa.holder@example.com")
-	startServe(t, filepath.Join(dir, "hsm"))
-	startProcess(t, "credgw serving", credgwBin, "serve", "--config", filepath.Join(dir, "credgw.yaml"))
-	conf := "SOFTHSM2_CONF=" + filepath.Join(dir, "hsm", "softhsm2.conf")
 
 	var secrets [][]byte
 	for _, card := range []string{"Dev Cardholder", "RSA Holder"} {
@@ -132,4 +127,42 @@ func TestEnrollAndRedeem(t *testing.T) {
 			t.Errorf("the database contains secret %d (%d bytes) in the clear", i, len(s))
 		}
 	}
+}
+
+// startDevGateway runs `credgw dev init` in work/dev, lets setup add to it,
+// and starts `credgw hsm-sim serve` and `credgw serve` as processes. It
+// returns the directory, the gateway address and the SOFTHSM2_CONF setting.
+func startDevGateway(t *testing.T, work string, setup func(dir string)) (string, string, string) {
+	t.Helper()
+	dir := filepath.Join(work, "dev")
+	run(t, nil, true, credgwBin, "dev", "init", "--dir", dir)
+	cfgText, _ := os.ReadFile(filepath.Join(dir, "credgw.yaml"))
+	gw := regexp.MustCompile(`grpc: (127\.0\.0\.1:\d+)`).FindStringSubmatch(string(cfgText))[1]
+	if setup != nil {
+		setup(dir)
+	}
+	startServe(t, filepath.Join(dir, "hsm"))
+	startProcess(t, "credgw serving", credgwBin, "serve", "--config", filepath.Join(dir, "credgw.yaml"))
+	return dir, gw, "SOFTHSM2_CONF=" + filepath.Join(dir, "hsm", "softhsm2.conf")
+}
+
+// enrollWithCLI runs `credgw enroll` for the dev card and returns the
+// payload and password.
+func enrollWithCLI(t *testing.T, dir, gw, conf, out string) (activation.Payload, string) {
+	t.Helper()
+	qr, pw := filepath.Join(out, "qr.png"), filepath.Join(out, "password.txt")
+	run(t, []string{conf}, true, credgwBin, "enroll", "--gateway", gw, "--ca-file", filepath.Join(dir, "tls", "ca.crt"),
+		"--card", "pkcs11:token=Dev%20Cardholder", "--pin-file", filepath.Join(dir, "card.pin"), "--name", "Entrust Derived Cred",
+		"--qr-out", qr, "--password-out", pw)
+	png, _ := os.ReadFile(qr)
+	text, err := agent.DecodeQR(png)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := activation.ParsePayload(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	password, _ := os.ReadFile(pw)
+	return p, strings.TrimSpace(string(password))
 }

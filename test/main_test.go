@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"google.golang.org/protobuf/proto"
 )
 
 // credgwBin is the binary under test, built once by TestMain.
@@ -116,3 +118,5 @@ func startProcess(t *testing.T, marker string, name string, args ...string) *exe
 	t.Fatalf("%s %s exited before %q:\n%s", name, strings.Join(args, " "), marker, log.String())
 	return nil
 }
+
+func protoUnmarshal(b []byte, m proto.Message) error { return proto.Unmarshal(b, m) }
