@@ -642,3 +642,29 @@ func (s *Service) Sweep(ctx context.Context) (revoked int, err error) {
 	}
 	return revoked, nil
 }
+
+// ErrNotYours means a credential set belongs to another person.
+var ErrNotYours = errors.New("activation: no such credential set of yours")
+
+// RevokeSet revokes every certificate of one of the person's credential
+// sets (lost or replaced device) and marks it revoked. Revoking a revoked set
+// is not an error.
+func (s *Service) RevokeSet(ctx context.Context, personID, setID string, reason int) (*store.CredentialSet, error) {
+	cs, err := s.cfg.Store.CredentialSet(ctx, setID)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && cs.PersonID != personID) {
+		return nil, ErrNotYours
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, serial := range s.issuedFor(ctx, setID) {
+		if err := s.cfg.Issuer.Revoke(ctx, serial, reason); err != nil && !errors.Is(err, issuance.ErrAlreadyRevoked) {
+			return nil, err
+		}
+	}
+	if err := s.cfg.Store.SetCredentialSetState(ctx, setID, store.SetRevoked, s.cfg.Now()); err != nil {
+		return nil, err
+	}
+	cs.State = store.SetRevoked
+	return &cs, nil
+}

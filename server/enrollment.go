@@ -62,3 +62,95 @@ func (e *enrollmentService) CreateEnrollment(ctx context.Context, req *credgwv1.
 		Password: en.Password, ExpiresAt: timestamppb.New(en.ExpiresAt), CredentialSetId: en.CredentialSetID,
 	}, nil
 }
+
+var setStates = map[string]credgwv1.CredentialSetState{
+	store.SetPending:   credgwv1.CredentialSetState_CREDENTIAL_SET_STATE_PENDING,
+	store.SetRedeeming: credgwv1.CredentialSetState_CREDENTIAL_SET_STATE_REDEEMING,
+	store.SetActive:    credgwv1.CredentialSetState_CREDENTIAL_SET_STATE_ACTIVE,
+	store.SetRevoked:   credgwv1.CredentialSetState_CREDENTIAL_SET_STATE_REVOKED,
+	store.SetAbandoned: credgwv1.CredentialSetState_CREDENTIAL_SET_STATE_ABANDONED,
+}
+
+var profileNames = map[string]credgwv1.Profile{
+	"derived-piv-auth":  credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH,
+	"digital-signature": credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE,
+	"key-management":    credgwv1.Profile_PROFILE_KEY_MANAGEMENT,
+}
+
+// credentialSet renders a set with its certificates.
+func (e *enrollmentService) credentialSet(ctx context.Context, cs store.CredentialSet) (*credgwv1.CredentialSet, error) {
+	out := &credgwv1.CredentialSet{Id: cs.ID, IdentityName: cs.IdentityName, CredentialType: cs.CredentialType,
+		State: setStates[cs.State], CreatedAt: timestamppb.New(cs.CreatedAt)}
+	recs, err := e.s.store.CertificatesOfSet(ctx, cs.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range recs {
+		st := credgwv1.CertificateStatus_CERTIFICATE_STATUS_GOOD
+		switch {
+		case r.Revoked():
+			st = credgwv1.CertificateStatus_CERTIFICATE_STATUS_REVOKED
+		case !e.s.now().Before(r.NotAfter):
+			st = credgwv1.CertificateStatus_CERTIFICATE_STATUS_EXPIRED
+		}
+		c := &credgwv1.Certificate{Serial: r.Serial, Profile: profileNames[r.Profile], Der: r.DER, Sha256: r.SHA256,
+			NotBefore: timestamppb.New(r.NotBefore), NotAfter: timestamppb.New(r.NotAfter), Status: st,
+			RevocationReason: credgwv1.RevocationReason(r.RevocationReason)}
+		if r.Revoked() {
+			c.RevokedAt = timestamppb.New(r.RevokedAt)
+		}
+		if out.ExpiresAt == nil || r.NotAfter.Before(out.ExpiresAt.AsTime()) {
+			out.ExpiresAt = timestamppb.New(r.NotAfter)
+		}
+		out.Certificates = append(out.Certificates, c)
+	}
+	return out, nil
+}
+
+// ListCredentials lists the person's own credential sets (by the configured
+// person attribute: every card of the person).
+func (e *enrollmentService) ListCredentials(ctx context.Context, req *credgwv1.ListCredentialsRequest) (*credgwv1.ListCredentialsResponse, error) {
+	sess, err := e.session(ctx, req.GetSessionToken())
+	if err != nil {
+		return nil, err
+	}
+	sets, err := e.s.store.CredentialSetsOfPerson(ctx, sess.PersonID)
+	if err != nil {
+		return nil, err
+	}
+	resp := &credgwv1.ListCredentialsResponse{}
+	for _, cs := range sets {
+		out, err := e.credentialSet(ctx, cs)
+		if err != nil {
+			return nil, err
+		}
+		resp.CredentialSets = append(resp.CredentialSets, out)
+	}
+	return resp, nil
+}
+
+// RevokeCredential revokes one of the person's own credential sets (lost
+// or replaced device).
+func (e *enrollmentService) RevokeCredential(ctx context.Context, req *credgwv1.RevokeCredentialRequest) (*credgwv1.RevokeCredentialResponse, error) {
+	if e.s.activation == nil {
+		return nil, errNoCA
+	}
+	sess, err := e.session(ctx, req.GetSessionToken())
+	if err != nil {
+		return nil, err
+	}
+	reason := int(req.GetReason())
+	if reason == 0 {
+		reason = 5 // cessationOfOperation: the device is no longer used
+	}
+	cs, err := e.s.activation.RevokeSet(ctx, sess.PersonID, req.GetCredentialSetId(), reason)
+	if err != nil {
+		return nil, err
+	}
+	e.s.log.Info("credential set revoked by its owner", "person_id", sess.PersonID, "credential_set_id", cs.ID, "reason", reason)
+	out, err := e.credentialSet(ctx, *cs)
+	if err != nil {
+		return nil, err
+	}
+	return &credgwv1.RevokeCredentialResponse{CredentialSet: out}, nil
+}

@@ -43,6 +43,8 @@ func toStatus(err error) error {
 		code = codes.FailedPrecondition
 	case errors.Is(err, activation.ErrInProgress):
 		code = codes.Unavailable
+	case errors.Is(err, activation.ErrNotYours):
+		code = codes.NotFound
 	case errors.Is(err, activation.ErrInvalid):
 		code = codes.InvalidArgument
 	case errors.Is(err, context.Canceled):

@@ -317,3 +317,49 @@ func TestAgentRedeems(t *testing.T) {
 		t.Fatalf("files %v", res.Files)
 	}
 }
+
+// TestListAndRevokeOwnCredentials: the person sees their credential sets
+// and revokes one (lost phone); another person's set is not theirs.
+func TestListAndRevokeOwnCredentials(t *testing.T) {
+	ctx := context.Background()
+	conn := portalConn(t)
+	c := newCard(t, hsmsim.CardSpec{Email: "owner@example.com"})
+	sess, err := login(t, conn, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	en, err := credgwv1.NewEnrollmentClient(conn).CreateEnrollment(ctx, &credgwv1.CreateEnrollmentRequest{SessionToken: sess.GetSessionToken(), IdentityName: "Phone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := activation.ParsePayload(en.GetQrPayload())
+	rememberSecret(p.Secret)
+	if _, err := agent.Redeem(ctx, agent.Options{Payload: p, Password: en.GetPassword(), OutDir: t.TempDir(), KeystorePIN: "correct horse"}); err != nil {
+		t.Fatal(err)
+	}
+	ec := credgwv1.NewEnrollmentClient(conn)
+	list, err := ec.ListCredentials(ctx, &credgwv1.ListCredentialsRequest{SessionToken: sess.GetSessionToken()})
+	if err != nil || len(list.GetCredentialSets()) != 1 {
+		t.Fatalf("%v %v", list, err)
+	}
+	set := list.GetCredentialSets()[0]
+	if set.GetState() != credgwv1.CredentialSetState_CREDENTIAL_SET_STATE_ACTIVE || len(set.GetCertificates()) != 3 || set.GetIdentityName() != "Phone" {
+		t.Fatalf("%+v", set)
+	}
+	other := enrollCard(t)
+	_, err = ec.RevokeCredential(ctx, &credgwv1.RevokeCredentialRequest{SessionToken: sess.GetSessionToken(), CredentialSetId: other.resp.GetCredentialSetId()})
+	wantCode(t, err, codes.NotFound)
+	rv, err := ec.RevokeCredential(ctx, &credgwv1.RevokeCredentialRequest{SessionToken: sess.GetSessionToken(), CredentialSetId: set.GetId(),
+		Reason: credgwv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range rv.GetCredentialSet().GetCertificates() {
+		if c.GetStatus() != credgwv1.CertificateStatus_CERTIFICATE_STATUS_REVOKED {
+			t.Fatalf("certificate %s is %v", c.GetSerial(), c.GetStatus())
+		}
+	}
+	if rv.GetCredentialSet().GetState() != credgwv1.CredentialSetState_CREDENTIAL_SET_STATE_REVOKED {
+		t.Fatalf("set state %v", rv.GetCredentialSet().GetState())
+	}
+}

@@ -94,6 +94,8 @@ type ActivationStore interface {
 	ClaimUnconfirmed(ctx context.Context, now time.Time) ([]string, error)
 	// SetCredentialSetState changes a set's state.
 	SetCredentialSetState(ctx context.Context, id, state string, now time.Time) error
+	// CredentialSetsOfPerson lists a person's credential sets, newest first.
+	CredentialSetsOfPerson(ctx context.Context, personID string) ([]CredentialSet, error)
 	// CertificatesOfSet lists the certificates issued for a set.
 	CertificatesOfSet(ctx context.Context, setID string) ([]CertificateRecord, error)
 }

@@ -30,17 +30,37 @@ func (s *SQLite) CountLiveSets(ctx context.Context, personID string) (int, error
 
 const setColumns = `id, person_id, piv_cert_sha256, fascn, card_uuid, raw_subject, email, upn, identity_name, credential_type, escrow_key_id, state, device, created_at, updated_at`
 
-func (s *SQLite) CredentialSet(ctx context.Context, id string) (CredentialSet, error) {
+func scanSet(row interface{ Scan(...any) error }) (CredentialSet, error) {
 	var cs CredentialSet
 	var created, updated int64
-	err := s.r.QueryRowContext(ctx, `SELECT `+setColumns+` FROM credential_sets WHERE id = ?`, id).Scan(&cs.ID, &cs.PersonID,
-		&cs.PIVCertSHA256, &cs.FASCN, &cs.CardUUID, &cs.RawSubject, &cs.Email, &cs.UPN, &cs.IdentityName, &cs.CredentialType,
-		&cs.EscrowKeyID, &cs.State, &cs.Device, &created, &updated)
+	err := row.Scan(&cs.ID, &cs.PersonID, &cs.PIVCertSHA256, &cs.FASCN, &cs.CardUUID, &cs.RawSubject, &cs.Email, &cs.UPN,
+		&cs.IdentityName, &cs.CredentialType, &cs.EscrowKeyID, &cs.State, &cs.Device, &created, &updated)
 	if err != nil {
 		return CredentialSet{}, wrapDB(err)
 	}
 	cs.CreatedAt, cs.UpdatedAt = fromTS(created), fromTS(updated)
 	return cs, nil
+}
+
+func (s *SQLite) CredentialSet(ctx context.Context, id string) (CredentialSet, error) {
+	return scanSet(s.r.QueryRowContext(ctx, `SELECT `+setColumns+` FROM credential_sets WHERE id = ?`, id))
+}
+
+func (s *SQLite) CredentialSetsOfPerson(ctx context.Context, personID string) ([]CredentialSet, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+setColumns+` FROM credential_sets WHERE person_id = ? ORDER BY created_at DESC, id`, personID)
+	if err != nil {
+		return nil, wrapDB(err)
+	}
+	defer rows.Close()
+	var out []CredentialSet
+	for rows.Next() {
+		cs, err := scanSet(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, cs)
+	}
+	return out, wrapDB(rows.Err())
 }
 
 const actColumns = `id, credential_set_id, lookup_hash, verifier, state, failed_attempts, max_attempts, created_at, expires_at,
