@@ -8,8 +8,9 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
 # Debian packages credgw needs: SoftHSM (tokens for tests and the embedded
 # default), OpenSC (pkcs11-tool; the module for real PIV cards), protoc,
-# p11tool, NSS tools (browser tests), OpenSSL (tests check what we produce).
-DEB_PACKAGES := softhsm2 opensc protobuf-compiler libprotobuf-dev gnutls-bin libnss3-tools openssl ca-certificates
+# p11tool, NSS tools (browser tests), OpenSSL (tests check what we produce),
+# PostgreSQL (the scale-out store; tests run a throwaway cluster).
+DEB_PACKAGES := softhsm2 opensc protobuf-compiler libprotobuf-dev gnutls-bin libnss3-tools openssl ca-certificates postgresql
 
 # Pinned protoc plugins for `make proto`.
 PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
@@ -49,9 +50,10 @@ vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
-## test: every test, with the race detector, after make deps
+## test: every test, with the race detector, after make deps; a throwaway
+## PostgreSQL runs for the duration (or set CREDGW_TEST_POSTGRES_DSN)
 test: deps vet
-	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	CGO_ENABLED=1 test/with-postgres.sh $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 ## demo: the whole flow on the embedded default (SoftHSM, a simulated card)
 demo: deps build

@@ -3,31 +3,40 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pressly/goose/v3"
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver, pure Go
 )
 
-//go:embed migrations/sqlite/*.sql
-var sqliteMigrations embed.FS
+//go:embed migrations
+var migrations embed.FS
+
+// DB is the store on a SQL database: SQLite (the embedded default) or
+// PostgreSQL (scale-out). The SQL is the same for both ($n placeholders,
+// RETURNING, ON CONFLICT); only the migrations differ where the types do.
+type DB struct {
+	w       *sql.DB // writes and transactions (SQLite: one connection)
+	r       *sql.DB // reads
+	dialect string  // "sqlite" or "postgres"
+}
 
 // SQLite is the embedded store: one file, WAL, a busy timeout, one writer
 // connection (SQLite allows one writer at a time) and a pool of readers.
-type SQLite struct {
-	w *sql.DB // writes and transactions: one connection
-	r *sql.DB // reads
-}
+type SQLite = DB
 
-var _ Store = (*SQLite)(nil)
+var _ Store = (*DB)(nil)
 
 // OpenSQLite opens (creating if needed) the database file at path and brings
 // its schema up to date.
@@ -62,7 +71,7 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 		return nil, fmt.Errorf("store: sqlite: %w", err)
 	}
 	r.SetMaxOpenConns(4)
-	s := &SQLite{w: w, r: r}
+	s := &DB{w: w, r: r, dialect: "sqlite"}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -70,28 +79,52 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	return s, nil
 }
 
-func (s *SQLite) migrate(ctx context.Context) error {
-	sub, err := fs.Sub(sqliteMigrations, "migrations/sqlite")
+// provider is goose over the dialect's embedded migrations.
+func (s *DB) provider(opts ...goose.ProviderOption) (*goose.Provider, error) {
+	sub, err := fs.Sub(migrations, "migrations/"+s.dialect)
+	if err != nil {
+		return nil, err
+	}
+	d := goose.DialectSQLite3
+	if s.dialect == "postgres" {
+		d = goose.DialectPostgres
+	}
+	p, err := goose.NewProvider(d, s.w, sub, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("store: migrations: %w", err)
+	}
+	return p, nil
+}
+
+func (s *DB) migrate(ctx context.Context, opts ...goose.ProviderOption) error {
+	p, err := s.provider(opts...)
 	if err != nil {
 		return err
 	}
-	p, err := goose.NewProvider(goose.DialectSQLite3, s.w, sub)
-	if err != nil {
-		return fmt.Errorf("store: migrations: %w", err)
-	}
 	if _, err := p.Up(ctx); err != nil {
-		return fmt.Errorf("store: migrate: %w", err)
+		return fmt.Errorf("store: migrate: %w", wrapDB(err))
 	}
 	return nil
 }
 
+// SchemaVersion reports the database's schema version and the version this
+// build expects.
+func (s *DB) SchemaVersion(ctx context.Context) (current, expected int64, err error) {
+	p, err := s.provider()
+	if err != nil {
+		return 0, 0, err
+	}
+	current, expected, err = p.GetVersions(ctx)
+	return current, expected, wrapDB(err)
+}
+
 // Close closes the database.
-func (s *SQLite) Close() error {
+func (s *DB) Close() error {
 	return errors.Join(s.r.Close(), s.w.Close())
 }
 
 // tx runs fn in a write transaction.
-func (s *SQLite) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+func (s *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 	return inTx(ctx, s.w, fn)
 }
 
@@ -110,17 +143,38 @@ func inTx(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error {
 
 // wrapDB maps driver errors onto the store's.
 func wrapDB(err error) error {
+	var pgErr *pgconn.PgError
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, sql.ErrNoRows):
 		return ErrNotFound
-	case strings.Contains(err.Error(), "UNIQUE constraint failed"), strings.Contains(err.Error(), "PRIMARY KEY"):
+	case errors.As(err, &pgErr):
+		switch {
+		case pgErr.Code == "23505": // unique_violation
+			return fmt.Errorf("%w: %s", ErrConflict, pgErr.ConstraintName)
+		case pgErr.Code == "23503": // foreign_key_violation
+			return fmt.Errorf("%w: %s", ErrConflict, pgErr.ConstraintName)
+		case strings.HasPrefix(pgErr.Code, "08"), strings.HasPrefix(pgErr.Code, "57P"), pgErr.Code == "25006": // connection, shutdown, read-only
+			return fmt.Errorf("%w: %s", ErrUnavailable, pgErr.Message)
+		}
+		return fmt.Errorf("store: %w", err)
+	case strings.Contains(err.Error(), "UNIQUE constraint failed"), strings.Contains(err.Error(), "PRIMARY KEY"),
+		strings.Contains(err.Error(), "FOREIGN KEY constraint failed"):
 		return fmt.Errorf("%w: %v", ErrConflict, err)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return err
+	case errors.Is(err, driver.ErrBadConn), isNetErr(err):
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	return fmt.Errorf("store: %w", err)
+}
+
+func isNetErr(err error) bool {
+	var ne net.Error
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ne) || errors.As(err, &ce) || strings.Contains(err.Error(), "conn closed") ||
+		strings.Contains(err.Error(), "connection refused")
 }
 
 // Times are stored as Unix microseconds (BIGINT): portable and ordered.
@@ -128,24 +182,24 @@ func ts(t time.Time) int64 { return t.UnixMicro() }
 
 func fromTS(v int64) time.Time { return time.UnixMicro(v).UTC() }
 
-func (s *SQLite) CreateChallenge(ctx context.Context, c Challenge) error {
+func (s *DB) CreateChallenge(ctx context.Context, c Challenge) error {
 	_, err := s.w.ExecContext(ctx,
-		`INSERT INTO piv_challenges (session_id, challenge, gateway_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
+		`INSERT INTO piv_challenges (session_id, challenge, gateway_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)`,
 		c.SessionID, c.Challenge, c.GatewayID, ts(c.CreatedAt), ts(c.ExpiresAt))
 	return wrapDB(err)
 }
 
-func (s *SQLite) ConsumeChallenge(ctx context.Context, sessionID string, now time.Time) (Challenge, error) {
+func (s *DB) ConsumeChallenge(ctx context.Context, sessionID string, now time.Time) (Challenge, error) {
 	c := Challenge{SessionID: sessionID}
 	var created, expires int64
 	// One conditional UPDATE: exactly one caller wins, on any replica.
 	err := s.w.QueryRowContext(ctx,
-		`UPDATE piv_challenges SET used_at = ? WHERE session_id = ? AND used_at IS NULL
+		`UPDATE piv_challenges SET used_at = $1 WHERE session_id = $2 AND used_at IS NULL
 		 RETURNING challenge, gateway_id, created_at, expires_at`,
 		ts(now), sessionID).Scan(&c.Challenge, &c.GatewayID, &created, &expires)
 	if errors.Is(err, sql.ErrNoRows) {
 		var one int
-		if err := s.w.QueryRowContext(ctx, `SELECT 1 FROM piv_challenges WHERE session_id = ?`, sessionID).Scan(&one); err != nil {
+		if err := s.w.QueryRowContext(ctx, `SELECT 1 FROM piv_challenges WHERE session_id = $1`, sessionID).Scan(&one); err != nil {
 			return Challenge{}, wrapDB(err)
 		}
 		return Challenge{}, ErrAlreadyUsed
@@ -157,12 +211,12 @@ func (s *SQLite) ConsumeChallenge(ctx context.Context, sessionID string, now tim
 	return c, nil
 }
 
-func (s *SQLite) CreatePIVSession(ctx context.Context, ps PIVSession, cert PIVCertificate) error {
+func (s *DB) CreatePIVSession(ctx context.Context, ps PIVSession, cert PIVCertificate) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		now := ts(ps.CreatedAt)
 		_, err := tx.ExecContext(ctx,
 			`INSERT INTO piv_certificates (sha256, der, serial, issuer, subject, fascn, card_uuid, not_after, first_seen, last_verified)
-			 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 			 ON CONFLICT (sha256) DO UPDATE SET last_verified = excluded.last_verified`,
 			cert.SHA256, cert.DER, cert.Serial, cert.Issuer, cert.Subject, cert.FASCN, cert.CardUUID, ts(cert.NotAfter), now, now)
 		if err != nil {
@@ -170,19 +224,19 @@ func (s *SQLite) CreatePIVSession(ctx context.Context, ps PIVSession, cert PIVCe
 		}
 		_, err = tx.ExecContext(ctx,
 			`INSERT INTO piv_sessions (token_hash, session_id, cert_sha256, person_id, fascn, card_uuid, upn, email, email_source, subject, source_addr, created_at, expires_at)
-			 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
 			ps.TokenHash, ps.SessionID, ps.CertSHA256, ps.PersonID, ps.FASCN, ps.CardUUID, ps.UPN, ps.Email, ps.EmailSource,
 			ps.Subject, ps.SourceAddr, now, ts(ps.ExpiresAt))
 		return wrapDB(err)
 	})
 }
 
-func (s *SQLite) PIVSession(ctx context.Context, tokenHash string) (PIVSession, error) {
+func (s *DB) PIVSession(ctx context.Context, tokenHash string) (PIVSession, error) {
 	ps := PIVSession{TokenHash: tokenHash}
 	var created, expires int64
 	err := s.r.QueryRowContext(ctx,
 		`SELECT session_id, cert_sha256, person_id, fascn, card_uuid, upn, email, email_source, subject, source_addr, created_at, expires_at
-		 FROM piv_sessions WHERE token_hash = ?`, tokenHash).Scan(
+		 FROM piv_sessions WHERE token_hash = $1`, tokenHash).Scan(
 		&ps.SessionID, &ps.CertSHA256, &ps.PersonID, &ps.FASCN, &ps.CardUUID, &ps.UPN, &ps.Email, &ps.EmailSource,
 		&ps.Subject, &ps.SourceAddr, &created, &expires)
 	if err != nil {
@@ -192,11 +246,11 @@ func (s *SQLite) PIVSession(ctx context.Context, tokenHash string) (PIVSession, 
 	return ps, nil
 }
 
-func (s *SQLite) PIVCertificate(ctx context.Context, sha256 string) (PIVCertificate, error) {
+func (s *DB) PIVCertificate(ctx context.Context, sha256 string) (PIVCertificate, error) {
 	c := PIVCertificate{SHA256: sha256}
 	var notAfter, first, last int64
 	err := s.r.QueryRowContext(ctx,
-		`SELECT der, serial, issuer, subject, fascn, card_uuid, not_after, first_seen, last_verified FROM piv_certificates WHERE sha256 = ?`,
+		`SELECT der, serial, issuer, subject, fascn, card_uuid, not_after, first_seen, last_verified FROM piv_certificates WHERE sha256 = $1`,
 		sha256).Scan(&c.DER, &c.Serial, &c.Issuer, &c.Subject, &c.FASCN, &c.CardUUID, &notAfter, &first, &last)
 	if err != nil {
 		return PIVCertificate{}, wrapDB(err)
@@ -205,12 +259,12 @@ func (s *SQLite) PIVCertificate(ctx context.Context, sha256 string) (PIVCertific
 	return c, nil
 }
 
-func (s *SQLite) DeleteExpired(ctx context.Context, now time.Time) (int64, error) {
+func (s *DB) DeleteExpired(ctx context.Context, now time.Time) (int64, error) {
 	var n int64
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		for _, q := range []string{
-			`DELETE FROM piv_sessions WHERE expires_at < ?`,
-			`DELETE FROM piv_challenges WHERE expires_at < ? AND session_id NOT IN (SELECT session_id FROM piv_sessions)`,
+			`DELETE FROM piv_sessions WHERE expires_at < $1`,
+			`DELETE FROM piv_challenges WHERE expires_at < $1 AND session_id NOT IN (SELECT session_id FROM piv_sessions)`,
 		} {
 			res, err := tx.ExecContext(ctx, q, ts(now))
 			if err != nil {

@@ -7,24 +7,24 @@ import (
 	"time"
 )
 
-func (s *SQLite) CreateEnrollment(ctx context.Context, cs CredentialSet, a Activation) error {
+func (s *DB) CreateEnrollment(ctx context.Context, cs CredentialSet, a Activation) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO credential_sets (id, person_id, piv_cert_sha256, fascn, card_uuid, raw_subject, email, upn,
-			identity_name, credential_type, escrow_key_id, state, device, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			identity_name, credential_type, escrow_key_id, state, device, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
 			cs.ID, cs.PersonID, cs.PIVCertSHA256, cs.FASCN, cs.CardUUID, cs.RawSubject, cs.Email, cs.UPN, cs.IdentityName,
 			cs.CredentialType, cs.EscrowKeyID, cs.State, cs.Device, ts(cs.CreatedAt), ts(cs.CreatedAt))
 		if err != nil {
 			return wrapDB(err)
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO activations (id, credential_set_id, lookup_hash, verifier, state, max_attempts, created_at, expires_at)
-			VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)`, a.ID, cs.ID, a.LookupHash, a.Verifier, a.MaxAttempts, ts(a.CreatedAt), ts(a.ExpiresAt))
+			VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7)`, a.ID, cs.ID, a.LookupHash, a.Verifier, a.MaxAttempts, ts(a.CreatedAt), ts(a.ExpiresAt))
 		return wrapDB(err)
 	})
 }
 
-func (s *SQLite) CountLiveSets(ctx context.Context, personID string) (int, error) {
+func (s *DB) CountLiveSets(ctx context.Context, personID string) (int, error) {
 	var n int
-	err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM credential_sets WHERE person_id = ? AND state IN ('pending', 'redeeming', 'active')`, personID).Scan(&n)
+	err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM credential_sets WHERE person_id = $1 AND state IN ('pending', 'redeeming', 'active')`, personID).Scan(&n)
 	return n, wrapDB(err)
 }
 
@@ -42,12 +42,12 @@ func scanSet(row interface{ Scan(...any) error }) (CredentialSet, error) {
 	return cs, nil
 }
 
-func (s *SQLite) CredentialSet(ctx context.Context, id string) (CredentialSet, error) {
-	return scanSet(s.r.QueryRowContext(ctx, `SELECT `+setColumns+` FROM credential_sets WHERE id = ?`, id))
+func (s *DB) CredentialSet(ctx context.Context, id string) (CredentialSet, error) {
+	return scanSet(s.r.QueryRowContext(ctx, `SELECT `+setColumns+` FROM credential_sets WHERE id = $1`, id))
 }
 
-func (s *SQLite) CredentialSetsOfPerson(ctx context.Context, personID string) ([]CredentialSet, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+setColumns+` FROM credential_sets WHERE person_id = ? ORDER BY created_at DESC, id`, personID)
+func (s *DB) CredentialSetsOfPerson(ctx context.Context, personID string) ([]CredentialSet, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+setColumns+` FROM credential_sets WHERE person_id = $1 ORDER BY created_at DESC, id`, personID)
 	if err != nil {
 		return nil, wrapDB(err)
 	}
@@ -82,20 +82,20 @@ func scanAct(row interface{ Scan(...any) error }) (Activation, error) {
 	return a, nil
 }
 
-func (s *SQLite) ActivationByID(ctx context.Context, id string) (Activation, error) {
-	return scanAct(s.w.QueryRowContext(ctx, `SELECT `+actColumns+` FROM activations WHERE id = ?`, id))
+func (s *DB) ActivationByID(ctx context.Context, id string) (Activation, error) {
+	return scanAct(s.w.QueryRowContext(ctx, `SELECT `+actColumns+` FROM activations WHERE id = $1`, id))
 }
 
-func (s *SQLite) ActivationByRedemption(ctx context.Context, rid string) (Activation, error) {
-	return scanAct(s.w.QueryRowContext(ctx, `SELECT `+actColumns+` FROM activations WHERE redemption_id = ?`, rid))
+func (s *DB) ActivationByRedemption(ctx context.Context, rid string) (Activation, error) {
+	return scanAct(s.w.QueryRowContext(ctx, `SELECT `+actColumns+` FROM activations WHERE redemption_id = $1`, rid))
 }
 
-func (s *SQLite) RecordFailedAttempt(ctx context.Context, id string) (int, string, error) {
+func (s *DB) RecordFailedAttempt(ctx context.Context, id string) (int, string, error) {
 	var n int
 	var state string
 	err := s.w.QueryRowContext(ctx, `UPDATE activations SET failed_attempts = failed_attempts + 1,
 		state = CASE WHEN failed_attempts + 1 >= max_attempts THEN 'locked' ELSE state END
-		WHERE id = ? AND state = 'pending' RETURNING failed_attempts, state`, id).Scan(&n, &state)
+		WHERE id = $1 AND state = 'pending' RETURNING failed_attempts, state`, id).Scan(&n, &state)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, "", ErrAlreadyUsed
 	}
@@ -103,69 +103,69 @@ func (s *SQLite) RecordFailedAttempt(ctx context.Context, id string) (int, strin
 		return 0, "", wrapDB(err)
 	}
 	if state == ActLocked {
-		_, _ = s.w.ExecContext(ctx, `UPDATE credential_sets SET state = 'abandoned' WHERE id = (SELECT credential_set_id FROM activations WHERE id = ?)`, id)
+		_, _ = s.w.ExecContext(ctx, `UPDATE credential_sets SET state = 'abandoned' WHERE id = (SELECT credential_set_id FROM activations WHERE id = $1)`, id)
 	}
 	return n, state, nil
 }
 
-func (s *SQLite) BeginRedemption(ctx context.Context, id, rid string, now time.Time) error {
+func (s *DB) BeginRedemption(ctx context.Context, id, rid string, now time.Time) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'redeeming', redemption_id = ?, redeemed_at = ?
-			WHERE id = ? AND state = 'pending' AND expires_at > ?`, rid, ts(now), id, ts(now))
+		res, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'redeeming', redemption_id = $1, redeemed_at = $2
+			WHERE id = $3 AND state = 'pending' AND expires_at > $4`, rid, ts(now), id, ts(now))
 		if err != nil {
 			return wrapDB(err)
 		}
 		if n, _ := res.RowsAffected(); n != 1 {
 			return ErrAlreadyUsed
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'redeeming', updated_at = ? WHERE id = (SELECT credential_set_id FROM activations WHERE id = ?)`, ts(now), id)
+		_, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'redeeming', updated_at = $1 WHERE id = (SELECT credential_set_id FROM activations WHERE id = $2)`, ts(now), id)
 		return wrapDB(err)
 	})
 }
 
-func (s *SQLite) AbortRedemption(ctx context.Context, id, rid string) error {
+func (s *DB) AbortRedemption(ctx context.Context, id, rid string) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'pending', redemption_id = NULL, redeemed_at = NULL
-			WHERE id = ? AND redemption_id = ? AND state = 'redeeming' AND package IS NULL`, id, rid)
+			WHERE id = $1 AND redemption_id = $2 AND state = 'redeeming' AND package IS NULL`, id, rid)
 		if err != nil {
 			return wrapDB(err)
 		}
 		if n, _ := res.RowsAffected(); n != 1 {
 			return ErrNotFound
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'pending' WHERE id = (SELECT credential_set_id FROM activations WHERE id = ?)`, id)
+		_, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'pending' WHERE id = (SELECT credential_set_id FROM activations WHERE id = $1)`, id)
 		return wrapDB(err)
 	})
 }
 
-func (s *SQLite) StorePackage(ctx context.Context, id, rid string, sealed []byte, sha string, size int64, manifest []byte, confirmBy time.Time) error {
-	return s.updateOne(ctx, `UPDATE activations SET package = ?, package_sha256 = ?, package_size = ?, manifest = ?, confirm_by = ?
-		WHERE id = ? AND redemption_id = ? AND state = 'redeeming' AND package IS NULL`, sealed, sha, size, manifest, ts(confirmBy), id, rid)
+func (s *DB) StorePackage(ctx context.Context, id, rid string, sealed []byte, sha string, size int64, manifest []byte, confirmBy time.Time) error {
+	return s.updateOne(ctx, `UPDATE activations SET package = $1, package_sha256 = $2, package_size = $3, manifest = $4, confirm_by = $5
+		WHERE id = $6 AND redemption_id = $7 AND state = 'redeeming' AND package IS NULL`, sealed, sha, size, manifest, ts(confirmBy), id, rid)
 }
 
-func (s *SQLite) Confirm(ctx context.Context, rid string, now time.Time) error {
+func (s *DB) Confirm(ctx context.Context, rid string, now time.Time) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'completed', confirmed_at = ?, package = NULL
-			WHERE redemption_id = ? AND state = 'redeeming' AND package IS NOT NULL`, ts(now), rid)
+		res, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'completed', confirmed_at = $1, package = NULL
+			WHERE redemption_id = $2 AND state = 'redeeming' AND package IS NOT NULL`, ts(now), rid)
 		if err != nil {
 			return wrapDB(err)
 		}
 		if n, _ := res.RowsAffected(); n != 1 {
 			return ErrAlreadyUsed
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'active', updated_at = ? WHERE id = (SELECT credential_set_id FROM activations WHERE redemption_id = ?)`, ts(now), rid)
+		_, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'active', updated_at = $1 WHERE id = (SELECT credential_set_id FROM activations WHERE redemption_id = $2)`, ts(now), rid)
 		return wrapDB(err)
 	})
 }
 
-func (s *SQLite) ExpirePending(ctx context.Context, now time.Time) (int64, error) {
+func (s *DB) ExpirePending(ctx context.Context, now time.Time) (int64, error) {
 	var n int64
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'abandoned', updated_at = ? WHERE id IN
-			(SELECT credential_set_id FROM activations WHERE state = 'pending' AND expires_at <= ?)`, ts(now), ts(now)); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'abandoned', updated_at = $1 WHERE id IN
+			(SELECT credential_set_id FROM activations WHERE state = 'pending' AND expires_at <= $2)`, ts(now), ts(now)); err != nil {
 			return wrapDB(err)
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'expired' WHERE state = 'pending' AND expires_at <= ?`, ts(now))
+		res, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'expired' WHERE state = 'pending' AND expires_at <= $1`, ts(now))
 		if err != nil {
 			return wrapDB(err)
 		}
@@ -175,11 +175,11 @@ func (s *SQLite) ExpirePending(ctx context.Context, now time.Time) (int64, error
 	return n, err
 }
 
-func (s *SQLite) ClaimUnconfirmed(ctx context.Context, now time.Time) ([]string, error) {
+func (s *DB) ClaimUnconfirmed(ctx context.Context, now time.Time) ([]string, error) {
 	var ids []string
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, `UPDATE activations SET state = 'expired', package = NULL
-			WHERE state = 'redeeming' AND confirm_by IS NOT NULL AND confirm_by <= ? RETURNING credential_set_id`, ts(now))
+			WHERE state = 'redeeming' AND confirm_by IS NOT NULL AND confirm_by <= $1 RETURNING credential_set_id`, ts(now))
 		if err != nil {
 			return wrapDB(err)
 		}
@@ -193,7 +193,7 @@ func (s *SQLite) ClaimUnconfirmed(ctx context.Context, now time.Time) ([]string,
 		}
 		rows.Close()
 		for _, id := range ids {
-			if _, err := tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'revoked', updated_at = ? WHERE id = ?`, ts(now), id); err != nil {
+			if _, err := tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'revoked', updated_at = $1 WHERE id = $2`, ts(now), id); err != nil {
 				return wrapDB(err)
 			}
 		}
@@ -202,12 +202,12 @@ func (s *SQLite) ClaimUnconfirmed(ctx context.Context, now time.Time) ([]string,
 	return ids, err
 }
 
-func (s *SQLite) SetCredentialSetState(ctx context.Context, id, state string, now time.Time) error {
-	return s.updateOne(ctx, `UPDATE credential_sets SET state = ?, updated_at = ? WHERE id = ?`, state, ts(now), id)
+func (s *DB) SetCredentialSetState(ctx context.Context, id, state string, now time.Time) error {
+	return s.updateOne(ctx, `UPDATE credential_sets SET state = $1, updated_at = $2 WHERE id = $3`, state, ts(now), id)
 }
 
-func (s *SQLite) CertificatesOfSet(ctx context.Context, setID string) ([]CertificateRecord, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+certColumns+` FROM certificates WHERE credential_set_id = ? AND status <> 'lint_failed' ORDER BY created_at`, setID)
+func (s *DB) CertificatesOfSet(ctx context.Context, setID string) ([]CertificateRecord, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+certColumns+` FROM certificates WHERE credential_set_id = $1 AND status <> 'lint_failed' ORDER BY created_at`, setID)
 	if err != nil {
 		return nil, wrapDB(err)
 	}

@@ -21,35 +21,35 @@ func fromNullTS(v sql.NullInt64) time.Time {
 	return fromTS(v.Int64)
 }
 
-func (s *SQLite) CreateIssuanceIntent(ctx context.Context, c CertificateRecord) error {
+func (s *DB) CreateIssuanceIntent(ctx context.Context, c CertificateRecord) error {
 	_, err := s.w.ExecContext(ctx,
 		`INSERT INTO certificates (serial, issuer, profile, status, spki_sha256, piv_cert_sha256, fascn, card_uuid, person_id,
-		  credential_set_id, not_before, not_after, created_at) VALUES (?, ?, ?, 'intent', ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		  credential_set_id, not_before, not_after, created_at) VALUES ($1, $2, $3, 'intent', $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
 		c.Serial, c.Issuer, c.Profile, c.SPKISHA256, c.PIVCertSHA256, c.FASCN, c.CardUUID, c.PersonID, c.CredentialSetID,
 		ts(c.NotBefore), ts(c.NotAfter), ts(c.CreatedAt))
 	return wrapDB(err)
 }
 
-func (s *SQLite) KeyCertified(ctx context.Context, spki string) (bool, error) {
+func (s *DB) KeyCertified(ctx context.Context, spki string) (bool, error) {
 	var one int
-	err := s.r.QueryRowContext(ctx, `SELECT 1 FROM certificates WHERE spki_sha256 = ? AND status <> 'lint_failed' LIMIT 1`, spki).Scan(&one)
+	err := s.r.QueryRowContext(ctx, `SELECT 1 FROM certificates WHERE spki_sha256 = $1 AND status <> 'lint_failed' LIMIT 1`, spki).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
 	return err == nil, wrapDB(err)
 }
 
-func (s *SQLite) MarkLintFailed(ctx context.Context, serial, findings string) error {
-	return s.updateOne(ctx, `UPDATE certificates SET status = 'lint_failed', lint_warnings = ? WHERE serial = ? AND status = 'intent'`, findings, serial)
+func (s *DB) MarkLintFailed(ctx context.Context, serial, findings string) error {
+	return s.updateOne(ctx, `UPDATE certificates SET status = 'lint_failed', lint_warnings = $1 WHERE serial = $2 AND status = 'intent'`, findings, serial)
 }
 
-func (s *SQLite) RecordIssued(ctx context.Context, serial string, der []byte, sha256, warnings string, at time.Time) error {
-	return s.updateOne(ctx, `UPDATE certificates SET status = 'issued', der = ?, sha256 = ?, lint_warnings = ?, issued_at = ?
-		WHERE serial = ? AND status = 'intent'`, der, sha256, warnings, ts(at), serial)
+func (s *DB) RecordIssued(ctx context.Context, serial string, der []byte, sha256, warnings string, at time.Time) error {
+	return s.updateOne(ctx, `UPDATE certificates SET status = 'issued', der = $1, sha256 = $2, lint_warnings = $3, issued_at = $4
+		WHERE serial = $5 AND status = 'intent'`, der, sha256, warnings, ts(at), serial)
 }
 
 // updateOne runs a conditional UPDATE that must change exactly one row.
-func (s *SQLite) updateOne(ctx context.Context, q string, args ...any) error {
+func (s *DB) updateOne(ctx context.Context, q string, args ...any) error {
 	res, err := s.w.ExecContext(ctx, q, args...)
 	if err != nil {
 		return wrapDB(err)
@@ -77,17 +77,17 @@ func scanCert(row interface{ Scan(...any) error }) (CertificateRecord, error) {
 	return c, nil
 }
 
-func (s *SQLite) Certificate(ctx context.Context, serial string) (CertificateRecord, error) {
-	return scanCert(s.r.QueryRowContext(ctx, `SELECT `+certColumns+` FROM certificates WHERE serial = ?`, serial))
+func (s *DB) Certificate(ctx context.Context, serial string) (CertificateRecord, error) {
+	return scanCert(s.r.QueryRowContext(ctx, `SELECT `+certColumns+` FROM certificates WHERE serial = $1`, serial))
 }
 
-func (s *SQLite) RevokeCertificate(ctx context.Context, serial string, reason int, at time.Time) (CertificateRecord, error) {
-	c, err := scanCert(s.w.QueryRowContext(ctx, `UPDATE certificates SET revoked_at = ?, revocation_reason = ?
-		WHERE serial = ? AND revoked_at IS NULL AND status IN ('intent', 'issued') RETURNING `+certColumns, ts(at), reason, serial))
+func (s *DB) RevokeCertificate(ctx context.Context, serial string, reason int, at time.Time) (CertificateRecord, error) {
+	c, err := scanCert(s.w.QueryRowContext(ctx, `UPDATE certificates SET revoked_at = $1, revocation_reason = $2
+		WHERE serial = $3 AND revoked_at IS NULL AND status IN ('intent', 'issued') RETURNING `+certColumns, ts(at), reason, serial))
 	if !errors.Is(err, ErrNotFound) {
 		return c, err
 	}
-	c, err = scanCert(s.w.QueryRowContext(ctx, `SELECT `+certColumns+` FROM certificates WHERE serial = ?`, serial))
+	c, err = scanCert(s.w.QueryRowContext(ctx, `SELECT `+certColumns+` FROM certificates WHERE serial = $1`, serial))
 	if err != nil {
 		return CertificateRecord{}, err
 	}
@@ -97,9 +97,9 @@ func (s *SQLite) RevokeCertificate(ctx context.Context, serial string, reason in
 	return c, ErrAlreadyUsed
 }
 
-func (s *SQLite) RevokedCertificates(ctx context.Context, issuer string) ([]RevokedEntry, error) {
+func (s *DB) RevokedCertificates(ctx context.Context, issuer string) ([]RevokedEntry, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT serial, revoked_at, revocation_reason FROM certificates
-		WHERE issuer = ? AND revoked_at IS NOT NULL ORDER BY revoked_at`, issuer)
+		WHERE issuer = $1 AND revoked_at IS NOT NULL ORDER BY revoked_at`, issuer)
 	if err != nil {
 		return nil, wrapDB(err)
 	}
@@ -117,26 +117,26 @@ func (s *SQLite) RevokedCertificates(ctx context.Context, issuer string) ([]Revo
 	return out, wrapDB(rows.Err())
 }
 
-func (s *SQLite) NextCRLNumber(ctx context.Context, issuer string) (int64, error) {
+func (s *DB) NextCRLNumber(ctx context.Context, issuer string) (int64, error) {
 	var n int64
-	err := s.w.QueryRowContext(ctx, `INSERT INTO crl_numbers (issuer, number) VALUES (?, 1)
+	err := s.w.QueryRowContext(ctx, `INSERT INTO crl_numbers (issuer, number) VALUES ($1, 1)
 		ON CONFLICT (issuer) DO UPDATE SET number = crl_numbers.number + 1 RETURNING number`, issuer).Scan(&n)
 	return n, wrapDB(err)
 }
 
-func (s *SQLite) PutEscrowKey(ctx context.Context, k EscrowKey) error {
+func (s *DB) PutEscrowKey(ctx context.Context, k EscrowKey) error {
 	_, err := s.w.ExecContext(ctx, `INSERT INTO escrow_keys (id, person_id, key_type, spki_sha256, kek_id, sealed, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`, k.ID, k.PersonID, k.KeyType, k.SPKISHA256, k.KEKID, k.Sealed, ts(k.CreatedAt))
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`, k.ID, k.PersonID, k.KeyType, k.SPKISHA256, k.KEKID, k.Sealed, ts(k.CreatedAt))
 	return wrapDB(err)
 }
 
-func (s *SQLite) LinkEscrowKey(ctx context.Context, id, serial string, retainUntil time.Time) error {
-	return s.updateOne(ctx, `UPDATE escrow_keys SET cert_serial = ?, retain_until = ? WHERE id = ?`, serial, ts(retainUntil), id)
+func (s *DB) LinkEscrowKey(ctx context.Context, id, serial string, retainUntil time.Time) error {
+	return s.updateOne(ctx, `UPDATE escrow_keys SET cert_serial = $1, retain_until = $2 WHERE id = $3`, serial, ts(retainUntil), id)
 }
 
-func (s *SQLite) EscrowKeys(ctx context.Context, personID string) ([]EscrowKey, error) {
+func (s *DB) EscrowKeys(ctx context.Context, personID string) ([]EscrowKey, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT id, person_id, key_type, spki_sha256, kek_id, sealed, cert_serial, created_at, retain_until
-		FROM escrow_keys WHERE person_id = ? ORDER BY created_at DESC, id DESC`, personID)
+		FROM escrow_keys WHERE person_id = $1 ORDER BY created_at DESC, id DESC`, personID)
 	if err != nil {
 		return nil, wrapDB(err)
 	}

@@ -3,17 +3,23 @@ package store
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
-// engines lists the stores every test runs against.
+// engines lists the stores every test runs against: SQLite always, and
+// PostgreSQL from CREDGW_TEST_POSTGRES_DSN (make test starts one). Under CI
+// a missing PostgreSQL fails the test instead of skipping it.
 func engines(t *testing.T) map[string]func(t *testing.T) Store {
-	return map[string]func(t *testing.T) Store{
+	e := map[string]func(t *testing.T) Store{
 		"sqlite": func(t *testing.T) Store {
 			s, err := OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "credgw.db"))
 			if err != nil {
@@ -23,6 +29,44 @@ func engines(t *testing.T) map[string]func(t *testing.T) Store {
 			return s
 		},
 	}
+	dsn := os.Getenv("CREDGW_TEST_POSTGRES_DSN")
+	switch {
+	case dsn != "":
+		e["postgres"] = func(t *testing.T) Store { return openTestPostgres(t, dsn) }
+	case os.Getenv("CI") != "":
+		t.Fatal("CI: CREDGW_TEST_POSTGRES_DSN is not set; run the tests with make test (test/with-postgres.sh)")
+	default:
+		t.Log("CREDGW_TEST_POSTGRES_DSN not set: PostgreSQL engine not tested (make test sets it)")
+	}
+	return e
+}
+
+var schemaSeq atomic.Int64
+
+// openTestPostgres gives each test a schema of its own.
+func openTestPostgres(t *testing.T, dsn string) *DB {
+	t.Helper()
+	ctx := context.Background()
+	admin, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close() })
+	schema := fmt.Sprintf("t_%d_%d", os.Getpid(), schemaSeq.Add(1))
+	if _, err := admin.ExecContext(ctx, `CREATE SCHEMA `+schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.ExecContext(ctx, `DROP SCHEMA `+schema+` CASCADE`) })
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	s, err := OpenPostgres(ctx, dsn+sep+"search_path="+schema, PostgresOptions{Migrate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 // forEachEngine runs fn against a fresh store of every engine.
