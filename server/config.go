@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/pem"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/credgw/credgw/store"
 	"gopkg.in/yaml.v3"
 )
 
@@ -75,10 +77,13 @@ type ClientMatch struct {
 
 // StoreConfig selects the database.
 type StoreConfig struct {
-	// Driver is "sqlite" (the embedded default).
+	// Driver is "sqlite" (the embedded default) or "postgres".
 	Driver string `yaml:"driver"`
-	// DSN is, for sqlite, the database file path.
+	// DSN is, for sqlite, the database file path; for postgres, a
+	// connection URL (postgres://user@host:5432/credgw?sslmode=verify-full).
 	DSN string `yaml:"dsn"`
+	// MaxConns bounds the PostgreSQL pool.
+	MaxConns int `yaml:"max_conns"`
 }
 
 // PIVConfig is PKI-AUTH.
@@ -235,8 +240,11 @@ func (c *Config) applyDefaults() {
 	if c.Store.Driver == "" {
 		c.Store.Driver = "sqlite"
 	}
-	if c.Store.DSN == "" {
+	if c.Store.DSN == "" && c.Store.Driver == "sqlite" {
 		c.Store.DSN = "credgw.db"
+	}
+	if c.Store.MaxConns == 0 {
+		c.Store.MaxConns = 16
 	}
 	if len(c.PIV.Policies) == 0 {
 		c.PIV.Policies = []string{DefaultPolicy}
@@ -341,8 +349,17 @@ func (c *Config) validate() error {
 			}
 		}
 	}
-	if c.Store.Driver != "sqlite" {
-		bad("store.driver %q: this build supports sqlite", c.Store.Driver)
+	switch c.Store.Driver {
+	case "sqlite":
+	case "postgres":
+		if c.Store.DSN == "" {
+			bad("store.dsn is required with store.driver postgres")
+		}
+	default:
+		bad("store.driver %q: sqlite or postgres", c.Store.Driver)
+	}
+	if c.Store.MaxConns < 1 || c.Store.MaxConns > 1000 {
+		bad("store.max_conns %d: 1 to 1000", c.Store.MaxConns)
 	}
 	if len(c.PIV.TrustAnchorFiles) == 0 {
 		bad("piv.trust_anchor_files is required (e.g. the Federal Common Policy CA G2)")
@@ -476,4 +493,14 @@ func readCerts(paths []string) ([]*x509.Certificate, error) {
 		}
 	}
 	return out, nil
+}
+
+// OpenStore opens the configured store. SQLite migrates itself; PostgreSQL
+// is migrated by `credgw migrate` (migrate=true), and serve refuses an older
+// schema.
+func OpenStore(ctx context.Context, cfg *Config, migrate bool) (*store.DB, error) {
+	if cfg.Store.Driver == "postgres" {
+		return store.OpenPostgres(ctx, cfg.Store.DSN, store.PostgresOptions{MaxConns: cfg.Store.MaxConns, Migrate: migrate})
+	}
+	return store.OpenSQLite(ctx, cfg.Path(cfg.Store.DSN))
 }

@@ -193,7 +193,7 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 	if o.store != nil {
 		s.store = o.store
 	} else {
-		st, err := store.OpenSQLite(ctx, cfg.Path(cfg.Store.DSN))
+		st, err := OpenStore(ctx, cfg, false)
 		if err != nil {
 			return nil, err
 		}
