@@ -1,0 +1,148 @@
+package test
+
+import (
+	"bytes"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/agent"
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// TestTwoReplicas: two `credgw serve` processes on one PostgreSQL and one
+// SoftHSM CA token. 100 concurrent redemptions of one activation spread over
+// both issue exactly once; 5 wrong passwords spread over both lock the
+// activation.
+func TestTwoReplicas(t *testing.T) {
+	dsn := os.Getenv("CREDGW_TEST_POSTGRES_DSN")
+	if dsn == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("CI: CREDGW_TEST_POSTGRES_DSN is not set (make test starts PostgreSQL)")
+		}
+		t.Skip("CREDGW_TEST_POSTGRES_DSN not set")
+	}
+	admin, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	schema := fmt.Sprintf("replicas_%d", os.Getpid())
+	admin.Exec(`DROP SCHEMA IF EXISTS ` + schema + ` CASCADE`)
+	if _, err := admin.Exec(`CREATE SCHEMA ` + schema); err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Exec(`DROP SCHEMA ` + schema + ` CASCADE`)
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	work := t.TempDir()
+	dir := filepath.Join(work, "dev")
+	run(t, nil, true, credgwBin, "dev", "init", "--dir", dir)
+	cfgPath := filepath.Join(dir, "credgw.yaml")
+	cfg, _ := os.ReadFile(cfgPath)
+	cfg = regexp.MustCompile(`(?m)^  driver: sqlite\n  dsn: credgw.db$`).ReplaceAll(cfg, []byte("  driver: postgres\n  dsn: \""+dsn+sep+"search_path="+schema+"\""))
+	os.WriteFile(cfgPath, cfg, 0o600)
+	run(t, nil, true, credgwBin, "migrate", "--config", cfgPath)
+	gwA := regexp.MustCompile(`grpc: (127\.0\.0\.1:\d+)`).FindStringSubmatch(string(cfg))[1]
+	// Replica B: the same config (database, CA token, TLS, gateway address
+	// in QR codes) on other listen ports.
+	var ports [2]int
+	for i := range ports {
+		ports[i] = freePort(t)
+	}
+	cfgB := regexp.MustCompile(`(?m)^  grpc: 127\.0\.0\.1:\d+$`).ReplaceAll(cfg, []byte(fmt.Sprintf("  grpc: 127.0.0.1:%d", ports[0])))
+	cfgB = regexp.MustCompile(`(?m)^  http: 127\.0\.0\.1:\d+$`).ReplaceAll(cfgB, []byte(fmt.Sprintf("  http: 127.0.0.1:%d", ports[1])))
+	cfgBPath := filepath.Join(dir, "credgw-b.yaml")
+	os.WriteFile(cfgBPath, cfgB, 0o600)
+	gwB := fmt.Sprintf("127.0.0.1:%d", ports[0])
+
+	startServe(t, filepath.Join(dir, "hsm"))
+	startProcess(t, "credgw serving", credgwBin, "serve", "--config", cfgPath)
+	startProcess(t, "credgw serving", credgwBin, "serve", "--config", cfgBPath)
+	conf := "SOFTHSM2_CONF=" + filepath.Join(dir, "hsm", "softhsm2.conf")
+
+	replicas := func(p activation.Payload) []credgwv1.RedemptionClient {
+		var out []credgwv1.RedemptionClient
+		for _, addr := range []string{gwA, gwB} {
+			q := p
+			q.Gateway = addr
+			conn, err := agent.Dial(q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { conn.Close() })
+			out = append(out, credgwv1.NewRedemptionClient(conn))
+		}
+		return out
+	}
+
+	t.Run("100 redemptions over two replicas issue once", func(t *testing.T) {
+		out := filepath.Join(work, "race")
+		os.MkdirAll(out, 0o700)
+		p, password := enrollWithCLI(t, dir, gwA, conf, out)
+		clients := replicas(p)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var pkgs [][]byte
+		bad := map[codes.Code]int{}
+		for i := 0; i < 100; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				pkg, _, _, err := fetch(clients[i%2], redeemReq(p, password))
+				mu.Lock()
+				defer mu.Unlock()
+				switch c := status.Code(err); {
+				case err == nil:
+					pkgs = append(pkgs, pkg)
+				case c == codes.FailedPrecondition || c == codes.Unavailable:
+				default:
+					bad[c]++
+				}
+			}()
+		}
+		wg.Wait()
+		if len(bad) > 0 || len(pkgs) == 0 {
+			t.Fatalf("outcomes %v, %d packages", bad, len(pkgs))
+		}
+		for _, pkg := range pkgs[1:] {
+			if !bytes.Equal(pkg, pkgs[0]) {
+				t.Fatal("two replicas issued")
+			}
+		}
+		var n int
+		admin.QueryRow(`SELECT COUNT(*) FROM ` + schema + `.certificates WHERE status <> 'lint_failed'`).Scan(&n)
+		if n != 3 {
+			t.Fatalf("%d certificates in the database, want 3", n)
+		}
+	})
+
+	t.Run("wrong passwords over two replicas lock", func(t *testing.T) {
+		out := filepath.Join(work, "lock")
+		os.MkdirAll(out, 0o700)
+		p, password := enrollWithCLI(t, dir, gwA, conf, out)
+		clients := replicas(p)
+		wrong := "00000000"
+		if wrong == password {
+			wrong = "11111111"
+		}
+		for i := 0; i < 5; i++ {
+			fetch(clients[i%2], redeemReq(p, wrong))
+		}
+		for _, c := range clients {
+			if _, _, _, err := fetch(c, redeemReq(p, password)); status.Code(err) != codes.ResourceExhausted {
+				t.Fatalf("right password after 5 wrong ones over two replicas: %v", err)
+			}
+		}
+	})
+}
