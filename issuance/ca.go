@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/credgw/credgw/store"
@@ -122,9 +121,6 @@ type CA struct {
 	auth      *authority.Authority
 	linter    *linter
 	templates map[Profile]string
-
-	crlMu sync.Mutex
-	crl   *cachedCRL
 }
 
 var _ Issuer = (*CA)(nil)
@@ -264,7 +260,6 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 		// The certificate is not returned; its intent row lets it be revoked.
 		return nil, fmt.Errorf("issuance: record certificate %s: %w", serial, err)
 	}
-	c.markCRLDirty()
 	return &Issued{Certificate: leaf, Chain: chain[1:], LintWarnings: is.warnings}, nil
 }
 

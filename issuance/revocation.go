@@ -35,14 +35,6 @@ var ErrNotIssued = errors.New("issuance: no such certificate")
 // ErrAlreadyRevoked means the certificate was revoked before.
 var ErrAlreadyRevoked = errors.New("issuance: certificate already revoked")
 
-type cachedCRL struct {
-	der        []byte
-	thisUpdate time.Time
-	nextUpdate time.Time
-	number     int64
-	dirty      bool
-}
-
 // Revoke revokes a certificate, or the intent a crash left between sign and
 // record, with an RFC 5280 reason code. The CRL is rebuilt on the next fetch.
 func (c *CA) Revoke(ctx context.Context, serial string, reason int) error {
@@ -67,26 +59,44 @@ func (c *CA) Revoke(ctx context.Context, serial string, reason int) error {
 	if rec.Issuer != c.cfg.Name {
 		return fmt.Errorf("%w: serial %s is from issuer %s", ErrNotIssued, serial, rec.Issuer)
 	}
-	c.markCRLDirty()
-	return nil
+	return c.cfg.Store.MarkCRLStale(ctx, c.cfg.Name)
 }
 
-func (c *CA) markCRLDirty() {
-	c.crlMu.Lock()
-	defer c.crlMu.Unlock()
-	if c.crl != nil {
-		c.crl.dirty = true
-	}
-}
+// crlLease is how long a replica holds the right to rebuild the CRL.
+const crlLease = 30 * time.Second
 
-// CRL returns the current DER CRL, building a new one when something was
-// revoked, when the last is 18 hours old, or on force.
+// CRL returns the current DER CRL. It is shared by every replica through
+// the store: when something was revoked, when it is 18 hours old, or on
+// force, one replica claims the rebuild (a lease) and the others serve the
+// stored CRL meanwhile — the CRL number grows once per rebuild, not once per
+// replica.
 func (c *CA) CRL(ctx context.Context, force bool) ([]byte, error) {
-	c.crlMu.Lock()
-	defer c.crlMu.Unlock()
 	now := c.cfg.Now()
-	if cur := c.crl; cur != nil && !force && !cur.dirty && now.Sub(cur.thisUpdate) < crlRefresh {
-		return cur.der, nil
+	cur, err := c.cfg.Store.CRL(ctx, c.cfg.Name)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	have := err == nil
+	if have && !force && !cur.Stale && now.Sub(cur.ThisUpdate) < crlRefresh {
+		return cur.DER, nil
+	}
+	claimed, gen, err := c.cfg.Store.ClaimCRL(ctx, c.cfg.Name, now, crlLease)
+	if err != nil {
+		return nil, err
+	}
+	if claimed && !force {
+		// Another replica may have rebuilt between our read and our claim.
+		if again, err := c.cfg.Store.CRL(ctx, c.cfg.Name); err == nil && !again.Stale && now.Sub(again.ThisUpdate) < crlRefresh {
+			return again.DER, c.cfg.Store.ReleaseCRL(ctx, c.cfg.Name)
+		}
+	}
+	if !claimed {
+		// Another replica is rebuilding; serve the current CRL while it is
+		// within its nextUpdate.
+		if have && now.Before(cur.NextUpdate) {
+			return cur.DER, nil
+		}
+		return nil, fmt.Errorf("%w: the CRL is being built; retry", ErrCRLUnavailable)
 	}
 	entries, err := c.cfg.Store.RevokedCertificates(ctx, c.cfg.Name)
 	if err != nil {
@@ -98,8 +108,8 @@ func (c *CA) CRL(ctx context.Context, force bool) ([]byte, error) {
 	}
 	tmpl := &x509.RevocationList{
 		Number:     big.NewInt(number),
-		ThisUpdate: now.Add(-time.Minute),
-		NextUpdate: now.Add(crlLifetime),
+		ThisUpdate: now.Add(-time.Minute).Truncate(time.Second),
+		NextUpdate: now.Add(crlLifetime).Truncate(time.Second),
 	}
 	for _, e := range entries {
 		n, ok := new(big.Int).SetString(e.Serial, 16)
@@ -114,18 +124,22 @@ func (c *CA) CRL(ctx context.Context, force bool) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issuance: sign CRL: %w", err)
 	}
-	c.crl = &cachedCRL{der: der, thisUpdate: tmpl.ThisUpdate, nextUpdate: tmpl.NextUpdate, number: number}
+	if err := c.cfg.Store.SaveCRL(ctx, c.cfg.Name, store.StoredCRL{Number: number, DER: der, ThisUpdate: tmpl.ThisUpdate, NextUpdate: tmpl.NextUpdate}, gen); err != nil {
+		return nil, err
+	}
 	return der, nil
 }
 
-// CRLInfo describes the current CRL.
-func (c *CA) CRLInfo() (number int64, thisUpdate, nextUpdate time.Time) {
-	c.crlMu.Lock()
-	defer c.crlMu.Unlock()
-	if c.crl == nil {
+// ErrCRLUnavailable means no CRL can be served right now.
+var ErrCRLUnavailable = errors.New("issuance: CRL unavailable")
+
+// CRLInfo describes the stored CRL.
+func (c *CA) CRLInfo(ctx context.Context) (number int64, thisUpdate, nextUpdate time.Time) {
+	cur, err := c.cfg.Store.CRL(ctx, c.cfg.Name)
+	if err != nil {
 		return 0, time.Time{}, time.Time{}
 	}
-	return c.crl.number, c.crl.thisUpdate, c.crl.nextUpdate
+	return cur.Number, cur.ThisUpdate, cur.NextUpdate
 }
 
 // OCSP answers one DER OCSP request (RFC 6960): good, revoked or unknown,

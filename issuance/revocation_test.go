@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"golang.org/x/crypto/ocsp"
@@ -167,5 +169,64 @@ func TestOpenSSLAcceptsWhatCredgwMakes(t *testing.T) {
 	}
 	if out := openssl(ocspArgs(revoked)...); !strings.Contains(out, revoked+": revoked") {
 		t.Errorf("openssl ocsp revoked: %s", out)
+	}
+}
+
+// TestCRLOneRebuildForAllReplicas: two CAs (two replicas) on one store; after
+// a revocation, many concurrent fetches on both rebuild the CRL once: every
+// answer has the same CRL number, one more than before.
+func TestCRLOneRebuildForAllReplicas(t *testing.T) {
+	ctx := context.Background()
+	other, err := NewCA(testCA.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := testCA.CRL(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := x509.ParseRevocationList(before)
+	c := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate
+	if err := other.Revoke(ctx, c.SerialNumber.Text(16), 1); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	numbers := map[string]int{}
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ca := testCA
+			if i%2 == 1 {
+				ca = other
+			}
+			der, err := ca.CRL(ctx, false)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			crl, _ := x509.ParseRevocationList(der)
+			mu.Lock()
+			numbers[crl.Number.String()+"/"+fmt.Sprint(crlHas(crl, c.SerialNumber.Text(16)))]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	want := new(big.Int).Add(b.Number, big.NewInt(1)).String() + "/true"
+	// Fetches that came before the rebuild finished may get the previous
+	// CRL (within its nextUpdate); none may see a second rebuild.
+	for k := range numbers {
+		if k != want && k != b.Number.String()+"/false" {
+			t.Fatalf("CRL numbers seen %v, want only %s (and the previous one)", numbers, want)
+		}
+	}
+	if numbers[want] == 0 {
+		t.Fatalf("no fetch saw the rebuilt CRL: %v", numbers)
+	}
+	after, _ := testCA.CRL(ctx, false)
+	a, _ := x509.ParseRevocationList(after)
+	if a.Number.String()+"/true" != want {
+		t.Fatalf("CRL number %v after the rebuild", a.Number)
 	}
 }

@@ -48,7 +48,7 @@ func (a *adminService) ForceCRL(ctx context.Context, _ *credgwv1.ForceCRLRequest
 	if _, err := a.s.ca.CRL(ctx, true); err != nil {
 		return nil, err
 	}
-	n, this, next := a.s.ca.CRLInfo()
+	n, this, next := a.s.ca.CRLInfo(ctx)
 	return &credgwv1.ForceCRLResponse{CrlNumber: n, ThisUpdate: timestamppb.New(this), NextUpdate: timestamppb.New(next)}, nil
 }
 

@@ -79,6 +79,7 @@ type IssuanceStore interface {
 	RevokedCertificates(ctx context.Context, issuer string) ([]RevokedEntry, error)
 	// NextCRLNumber returns the next CRL number of an issuer (1, 2, …).
 	NextCRLNumber(ctx context.Context, issuer string) (int64, error)
+	CRLStore
 
 	// PutEscrowKey stores a sealed key (before its certificate is issued).
 	PutEscrowKey(ctx context.Context, k EscrowKey) error

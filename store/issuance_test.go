@@ -86,3 +86,49 @@ func TestEscrowKeys(t *testing.T) {
 		}
 	})
 }
+
+func TestCRLLease(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		if _, err := s.CRL(ctx, "ca"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("CRL before the first: %v", err)
+		}
+		ok, gen, err := s.ClaimCRL(ctx, "ca", t0, 30*time.Second)
+		if err != nil || !ok {
+			t.Fatalf("first claim: %v %v", ok, err)
+		}
+		if ok, _, _ := s.ClaimCRL(ctx, "ca", t0.Add(time.Second), 30*time.Second); ok {
+			t.Fatal("a second replica claimed a held lease")
+		}
+		// A revocation while the CRL is being built keeps it stale.
+		if err := s.MarkCRLStale(ctx, "ca"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SaveCRL(ctx, "ca", StoredCRL{Number: 7, DER: []byte{0x30}, ThisUpdate: t0, NextUpdate: t0.Add(24 * time.Hour)}, gen); err != nil {
+			t.Fatal(err)
+		}
+		c, err := s.CRL(ctx, "ca")
+		if err != nil || c.Number != 7 || !c.Stale {
+			t.Fatalf("a revocation during the build was lost: %+v %v", c, err)
+		}
+		ok, gen, _ = s.ClaimCRL(ctx, "ca", t0.Add(2*time.Second), 30*time.Second)
+		if !ok {
+			t.Fatal("saving did not release the lease")
+		}
+		if err := s.SaveCRL(ctx, "ca", StoredCRL{Number: 8, DER: []byte{0x30}, ThisUpdate: t0, NextUpdate: t0.Add(24 * time.Hour)}, gen); err != nil {
+			t.Fatal(err)
+		}
+		if c, _ := s.CRL(ctx, "ca"); c.Stale || c.Number != 8 {
+			t.Fatalf("%+v", c)
+		}
+		if ok, _, _ := s.ClaimCRL(ctx, "ca", t0.Add(3*time.Second), 30*time.Second); !ok {
+			t.Fatal("lease not free")
+		}
+		if ok, _, _ := s.ClaimCRL(ctx, "ca", t0.Add(40*time.Second), 30*time.Second); !ok {
+			t.Fatal("an expired lease was not claimable")
+		}
+		if err := s.ReleaseCRL(ctx, "ca"); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

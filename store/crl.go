@@ -1,0 +1,78 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+)
+
+// StoredCRL is the current CRL of an issuing CA.
+type StoredCRL struct {
+	Number     int64
+	DER        []byte
+	ThisUpdate time.Time
+	NextUpdate time.Time
+	// Stale: something was revoked after it was built.
+	Stale bool
+}
+
+// CRLStore keeps one CRL per issuer for all replicas.
+type CRLStore interface {
+	// CRL returns the stored CRL (ErrNotFound before the first).
+	CRL(ctx context.Context, issuer string) (StoredCRL, error)
+	// MarkCRLStale records a revocation (after its row is written).
+	MarkCRLStale(ctx context.Context, issuer string) error
+	// ClaimCRL takes the lease to rebuild the CRL until now+lease, if no
+	// other replica holds it (one conditional UPDATE), and returns the
+	// revocation generation the rebuild covers.
+	ClaimCRL(ctx context.Context, issuer string, now time.Time, lease time.Duration) (claimed bool, generation int64, err error)
+	// SaveCRL stores a CRL built at generation and releases the lease.
+	SaveCRL(ctx context.Context, issuer string, c StoredCRL, generation int64) error
+	// ReleaseCRL gives the lease back without a new CRL.
+	ReleaseCRL(ctx context.Context, issuer string) error
+}
+
+func (s *DB) CRL(ctx context.Context, issuer string) (StoredCRL, error) {
+	var c StoredCRL
+	var this, next, gen, built int64
+	err := s.w.QueryRowContext(ctx, `SELECT number, der, this_update, next_update, generation, built_generation
+		FROM crls WHERE issuer = $1 AND der IS NOT NULL`, issuer).Scan(&c.Number, &c.DER, &this, &next, &gen, &built)
+	if err != nil {
+		return StoredCRL{}, wrapDB(err)
+	}
+	c.ThisUpdate, c.NextUpdate, c.Stale = fromTS(this), fromTS(next), gen > built
+	return c, nil
+}
+
+func (s *DB) MarkCRLStale(ctx context.Context, issuer string) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO crls (issuer, generation) VALUES ($1, 2)
+		ON CONFLICT (issuer) DO UPDATE SET generation = crls.generation + 1`, issuer)
+	return wrapDB(err)
+}
+
+func (s *DB) ClaimCRL(ctx context.Context, issuer string, now time.Time, lease time.Duration) (bool, int64, error) {
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO crls (issuer) VALUES ($1) ON CONFLICT (issuer) DO NOTHING`, issuer); err != nil {
+		return false, 0, wrapDB(err)
+	}
+	var gen int64
+	err := s.w.QueryRowContext(ctx, `UPDATE crls SET claimed_until = $1 WHERE issuer = $2 AND claimed_until < $3 RETURNING generation`,
+		ts(now.Add(lease)), issuer, ts(now)).Scan(&gen)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, 0, nil
+	}
+	if err != nil {
+		return false, 0, wrapDB(err)
+	}
+	return true, gen, nil
+}
+
+func (s *DB) SaveCRL(ctx context.Context, issuer string, c StoredCRL, generation int64) error {
+	return s.updateOne(ctx, `UPDATE crls SET number = $1, der = $2, this_update = $3, next_update = $4, built_generation = $5, claimed_until = 0
+		WHERE issuer = $6`, c.Number, c.DER, ts(c.ThisUpdate), ts(c.NextUpdate), generation, issuer)
+}
+
+func (s *DB) ReleaseCRL(ctx context.Context, issuer string) error {
+	_, err := s.w.ExecContext(ctx, `UPDATE crls SET claimed_until = 0 WHERE issuer = $1`, issuer)
+	return wrapDB(err)
+}
