@@ -28,7 +28,7 @@ func newBenchCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Load tests (bounded, 127.0.0.1 only)"}
 	var concurrency int
 	var duration time.Duration
-	var escrowType, cpuProfile string
+	var escrowType, cpuProfile, pgDSN string
 	enrollCmd := &cobra.Command{
 		Use:   "enroll --concurrency N --duration D",
 		Short: "Full enrollments per second against an in-process gateway",
@@ -56,13 +56,14 @@ Confirm. Reports enrollments/s and p50/p99 latency per RPC.`,
 				}
 				defer pprof.StopCPUProfile()
 			}
-			return benchEnroll(cmd.Context(), cmd.OutOrStdout(), concurrency, duration, escrowType)
+			return benchEnroll(cmd.Context(), cmd.OutOrStdout(), concurrency, duration, escrowType, pgDSN)
 		},
 	}
 	enrollCmd.Flags().IntVar(&concurrency, "concurrency", 4, "parallel workers, each with its own card")
 	enrollCmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "how long to run")
 	enrollCmd.Flags().StringVar(&escrowType, "escrow-key", "p256", "escrow key type: p256 or rsa2048")
 	enrollCmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (go tool pprof) here")
+	enrollCmd.Flags().StringVar(&pgDSN, "postgres", "", "run the gateway on this PostgreSQL (a URL) instead of SQLite; its schema is migrated")
 	cmd.AddCommand(enrollCmd)
 	return cmd
 }
@@ -114,7 +115,7 @@ func (s *timedStream) RecvMsg(m any) error {
 	return err
 }
 
-func benchEnroll(ctx context.Context, out io.Writer, concurrency int, duration time.Duration, escrowType string) error {
+func benchEnroll(ctx context.Context, out io.Writer, concurrency int, duration time.Duration, escrowType, pgDSN string) error {
 	dir, err := os.MkdirTemp("", "credgw-bench-")
 	if err != nil {
 		return err
@@ -143,6 +144,15 @@ func benchEnroll(ctx context.Context, out io.Writer, concurrency int, duration t
 		return err
 	}
 	cfg.Escrow.KeyType = escrowType
+	storeName := "SQLite"
+	if pgDSN != "" {
+		cfg.Store.Driver, cfg.Store.DSN, storeName = "postgres", pgDSN, "PostgreSQL"
+		st, err := server.OpenStore(ctx, cfg, true)
+		if err != nil {
+			return err
+		}
+		st.Close()
+	}
 	cfg.Enroll.MaxSets = 100
 	cfg.Log.Level = "error"
 	srv, err := server.New(ctx, cfg)
@@ -173,7 +183,7 @@ func benchEnroll(ctx context.Context, out io.Writer, concurrency int, duration t
 		}
 	}
 	mod.Close()
-	fmt.Fprintf(out, "bench: %d workers for %s against an in-process gateway (SQLite, SoftHSM CA key, %s escrow keys)\n", concurrency, duration, escrowType)
+	fmt.Fprintf(out, "bench: %d workers for %s against an in-process gateway (%s, SoftHSM CA key, %s escrow keys)\n", concurrency, duration, storeName, escrowType)
 	lat := &latencies{d: map[string][]time.Duration{}}
 	deadline := time.Now().Add(duration)
 	var wg sync.WaitGroup
