@@ -2,8 +2,13 @@ package test
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"database/sql"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,7 +19,9 @@ import (
 	"github.com/credgw/credgw/activation"
 	"github.com/credgw/credgw/agent"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 )
 
@@ -127,6 +134,59 @@ func TestTwoReplicas(t *testing.T) {
 		}
 	})
 
+	t.Run("one CRL rebuild for both replicas", func(t *testing.T) {
+		httpA := regexp.MustCompile(`(?m)^  http: (127\.0\.0\.1:\d+)$`).FindSubmatch(cfg)[1]
+		crlNumber := func(httpAddr string) int64 {
+			resp, err := http.Get("http://" + httpAddr + "/crl/issuing-ca.crl")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			der, _ := io.ReadAll(resp.Body)
+			crl, err := x509.ParseRevocationList(der)
+			if err != nil {
+				t.Fatalf("CRL from %s: %v", httpAddr, err)
+			}
+			return crl.Number.Int64()
+		}
+		first := crlNumber(string(httpA))
+		if crlNumber(fmt.Sprintf("127.0.0.1:%d", ports[1])) != first {
+			t.Fatal("the two replicas serve different CRLs")
+		}
+		var serial string
+		admin.QueryRow(`SELECT serial FROM ` + schema + `.certificates WHERE status = 'issued' LIMIT 1`).Scan(&serial)
+		adminConn := adminClient(t, dir, gwA)
+		if _, err := adminConn.RevokeCertificate(context.Background(), &credgwv1.RevokeCertificateRequest{Serial: serial}); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		seen := map[int64]int{}
+		for i := 0; i < 20; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				addr := string(httpA)
+				if i%2 == 1 {
+					addr = fmt.Sprintf("127.0.0.1:%d", ports[1])
+				}
+				n := crlNumber(addr)
+				mu.Lock()
+				seen[n]++
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		for n := range seen {
+			if n != first && n != first+1 {
+				t.Fatalf("CRL numbers %v after one revocation (before: %d): rebuilt more than once", seen, first)
+			}
+		}
+		if crlNumber(string(httpA)) != first+1 || crlNumber(fmt.Sprintf("127.0.0.1:%d", ports[1])) != first+1 {
+			t.Fatalf("CRL numbers %v, want %d everywhere", seen, first+1)
+		}
+	})
+
 	t.Run("wrong passwords over two replicas lock", func(t *testing.T) {
 		out := filepath.Join(work, "lock")
 		os.MkdirAll(out, 0o700)
@@ -145,4 +205,22 @@ func TestTwoReplicas(t *testing.T) {
 			}
 		}
 	})
+}
+
+// adminClient connects with the admin client certificate of a dev env.
+func adminClient(t *testing.T, dir, gw string) credgwv1.AdminClient {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "tls", "admin.crt"), filepath.Join(dir, "tls", "admin.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, _ := os.ReadFile(filepath.Join(dir, "tls", "ca.crt"))
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	conn, err := grpc.NewClient(gw, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return credgwv1.NewAdminClient(conn)
 }
