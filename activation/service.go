@@ -54,6 +54,10 @@ func (e *WrongPasswordError) Error() string {
 	return fmt.Sprintf("activation: wrong password; %d attempts left before the code locks for good", e.AttemptsLeft)
 }
 
+// StuckRedemption is how long a redemption may run without storing its
+// package before the sweep gives the activation back.
+const StuckRedemption = 5 * time.Minute
+
 // MaxKeyHistory is how many earlier key-management keys a package carries.
 const MaxKeyHistory = 20
 
@@ -632,6 +636,20 @@ func (s *Service) Sweep(ctx context.Context) (revoked int, err error) {
 	sets, err := s.cfg.Store.ClaimUnconfirmed(ctx, now)
 	if err != nil {
 		return 0, err
+	}
+	// A redemption whose issuing call died (the database went away before
+	// the package or the abort could be written) is given back: what it
+	// issued is revoked, and the code can be redeemed again while it lives.
+	stuck, err := s.cfg.Store.ReleaseStuckRedemptions(ctx, now.Add(-StuckRedemption))
+	if err != nil {
+		return 0, err
+	}
+	for _, id := range stuck {
+		for _, serial := range s.issuedFor(ctx, id) {
+			if err := s.cfg.Issuer.Revoke(ctx, serial, 5); err == nil { // cessationOfOperation
+				revoked++
+			}
+		}
 	}
 	for _, id := range sets {
 		for _, serial := range s.issuedFor(ctx, id) {

@@ -92,6 +92,11 @@ type ActivationStore interface {
 	// deletes their packages and returns their credential set ids (whose
 	// certificates the caller revokes).
 	ClaimUnconfirmed(ctx context.Context, now time.Time) ([]string, error)
+	// ReleaseStuckRedemptions returns to pending the redeeming activations
+	// that have no package although their redemption began before
+	// olderThan (the issuing call died, e.g. with the database), and returns
+	// their credential set ids (whose certificates the caller revokes).
+	ReleaseStuckRedemptions(ctx context.Context, olderThan time.Time) ([]string, error)
 	// SetCredentialSetState changes a set's state.
 	SetCredentialSetState(ctx context.Context, id, state string, now time.Time) error
 	// CredentialSetsOfPerson lists a person's credential sets, newest first.

@@ -145,3 +145,33 @@ func TestAbortRedemption(t *testing.T) {
 		}
 	})
 }
+
+func TestReleaseStuckRedemptions(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		enroll(t, s, "stuck", t0.Add(10*time.Minute))
+		enroll(t, s, "fine", t0.Add(10*time.Minute))
+		if err := s.BeginRedemption(ctx, "stuck", "rs", t0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.BeginRedemption(ctx, "fine", "rf", t0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.StorePackage(ctx, "fine", "rf", []byte{1}, "h", 1, nil, t0.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if ids, _ := s.ReleaseStuckRedemptions(ctx, t0.Add(-time.Minute)); len(ids) != 0 {
+			t.Fatalf("released a fresh redemption: %v", ids)
+		}
+		ids, err := s.ReleaseStuckRedemptions(ctx, t0.Add(time.Minute))
+		if err != nil || len(ids) != 1 || ids[0] != "set-stuck" {
+			t.Fatalf("%v %v", ids, err)
+		}
+		if a, _ := s.ActivationByID(ctx, "stuck"); a.State != ActPending || a.RedemptionID != "" {
+			t.Fatalf("%+v", a)
+		}
+		if a, _ := s.ActivationByID(ctx, "fine"); a.State != ActRedeeming {
+			t.Fatalf("a redemption with a package was released: %+v", a)
+		}
+	})
+}

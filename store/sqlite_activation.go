@@ -222,3 +222,30 @@ func (s *DB) CertificatesOfSet(ctx context.Context, setID string) ([]Certificate
 	}
 	return out, wrapDB(rows.Err())
 }
+
+func (s *DB) ReleaseStuckRedemptions(ctx context.Context, olderThan time.Time) ([]string, error) {
+	var ids []string
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `UPDATE activations SET state = 'pending', redemption_id = NULL, redeemed_at = NULL
+			WHERE state = 'redeeming' AND package IS NULL AND redeemed_at < $1 RETURNING credential_set_id`, ts(olderThan))
+		if err != nil {
+			return wrapDB(err)
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return wrapDB(err)
+			}
+			ids = append(ids, id)
+		}
+		rows.Close()
+		for _, id := range ids {
+			if _, err := tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'pending' WHERE id = $1`, id); err != nil {
+				return wrapDB(err)
+			}
+		}
+		return nil
+	})
+	return ids, err
+}
