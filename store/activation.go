@@ -97,6 +97,9 @@ type ActivationStore interface {
 	// olderThan (the issuing call died, e.g. with the database), and returns
 	// their credential set ids (whose certificates the caller revokes).
 	ReleaseStuckRedemptions(ctx context.Context, olderThan time.Time) ([]string, error)
+	// ActivationCensus counts activations by state, and the redeeming ones
+	// without a package.
+	ActivationCensus(ctx context.Context) (map[string]int, int, error)
 	// SetCredentialSetState changes a set's state.
 	SetCredentialSetState(ctx context.Context, id, state string, now time.Time) error
 	// CredentialSetsOfPerson lists a person's credential sets, newest first.

@@ -249,3 +249,23 @@ func (s *DB) ReleaseStuckRedemptions(ctx context.Context, olderThan time.Time) (
 	})
 	return ids, err
 }
+
+func (s *DB) ActivationCensus(ctx context.Context) (map[string]int, int, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT state, COUNT(*) FROM activations GROUP BY state`)
+	if err != nil {
+		return nil, 0, wrapDB(err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var st string
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, 0, wrapDB(err)
+		}
+		out[st] = n
+	}
+	var stuck int
+	err = s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM activations WHERE state = 'redeeming' AND package IS NULL`).Scan(&stuck)
+	return out, stuck, wrapDB(err)
+}

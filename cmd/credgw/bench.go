@@ -20,6 +20,7 @@ import (
 	"github.com/credgw/credgw/pkcs11"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/server"
+	"github.com/credgw/credgw/store"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 )
@@ -29,6 +30,7 @@ func newBenchCmd() *cobra.Command {
 	var concurrency int
 	var duration time.Duration
 	var escrowType, cpuProfile, pgDSN string
+	var keepGoing bool
 	enrollCmd := &cobra.Command{
 		Use:   "enroll --concurrency N --duration D",
 		Short: "Full enrollments per second against an in-process gateway",
@@ -56,7 +58,8 @@ Confirm. Reports enrollments/s and p50/p99 latency per RPC.`,
 				}
 				defer pprof.StopCPUProfile()
 			}
-			return benchEnroll(cmd.Context(), cmd.OutOrStdout(), concurrency, duration, escrowType, pgDSN)
+			return benchEnroll(cmd.Context(), cmd.OutOrStdout(), benchOptions{concurrency: concurrency, duration: duration,
+				escrowType: escrowType, pgDSN: pgDSN, keepGoing: keepGoing})
 		},
 	}
 	enrollCmd.Flags().IntVar(&concurrency, "concurrency", 4, "parallel workers, each with its own card")
@@ -64,6 +67,7 @@ Confirm. Reports enrollments/s and p50/p99 latency per RPC.`,
 	enrollCmd.Flags().StringVar(&escrowType, "escrow-key", "p256", "escrow key type: p256 or rsa2048")
 	enrollCmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (go tool pprof) here")
 	enrollCmd.Flags().StringVar(&pgDSN, "postgres", "", "run the gateway on this PostgreSQL (a URL) instead of SQLite; its schema is migrated")
+	enrollCmd.Flags().BoolVar(&keepGoing, "keep-going", false, "exit 0 even if some enrollments failed (fault drills); the invariant check still decides")
 	cmd.AddCommand(enrollCmd)
 	return cmd
 }
@@ -115,7 +119,16 @@ func (s *timedStream) RecvMsg(m any) error {
 	return err
 }
 
-func benchEnroll(ctx context.Context, out io.Writer, concurrency int, duration time.Duration, escrowType, pgDSN string) error {
+type benchOptions struct {
+	concurrency int
+	duration    time.Duration
+	escrowType  string
+	pgDSN       string
+	keepGoing   bool
+}
+
+func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
+	concurrency, duration, escrowType, pgDSN := o.concurrency, o.duration, o.escrowType, o.pgDSN
 	dir, err := os.MkdirTemp("", "credgw-bench-")
 	if err != nil {
 		return err
@@ -190,14 +203,30 @@ func benchEnroll(ctx context.Context, out io.Writer, concurrency int, duration t
 	var mu sync.Mutex
 	done, failed := 0, 0
 	var firstErr error
+	var delivered []string
 	start := time.Now()
+	stopProgress := make(chan struct{})
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopProgress:
+				return
+			case <-t.C:
+				mu.Lock()
+				fmt.Fprintf(out, "  progress: ok=%d failed=%d\n", done, failed)
+				mu.Unlock()
+			}
+		}
+	}()
 	for w := 0; w < concurrency; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := 0; i < 99*cardsPerWorker && time.Now().Before(deadline); i++ { // ≤ 99 sets per person (the cap is 100)
 				card := cards[w*cardsPerWorker+i%cardsPerWorker]
-				err := oneEnrollment(ctx, d, srv.GRPCAddr(), card, lat, filepath.Join(dir, fmt.Sprintf("w%d", w)))
+				serials, err := oneEnrollment(ctx, d, srv.GRPCAddr(), card, lat, filepath.Join(dir, fmt.Sprintf("w%d", w)))
 				mu.Lock()
 				if err != nil {
 					failed++
@@ -206,12 +235,14 @@ func benchEnroll(ctx context.Context, out io.Writer, concurrency int, duration t
 					}
 				} else {
 					done++
+					delivered = append(delivered, serials...)
 				}
 				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
+	close(stopProgress)
 	elapsed := time.Since(start)
 	fmt.Fprintf(out, "  %d full enrollments in %s: %.1f enrollments/s (%d failed)\n", done, elapsed.Round(time.Millisecond), float64(done)/elapsed.Seconds(), failed)
 	methods := make([]string, 0, len(lat.d))
@@ -225,23 +256,65 @@ func benchEnroll(ctx context.Context, out io.Writer, concurrency int, duration t
 		p := func(q float64) time.Duration { return ds[min(len(ds)-1, int(q*float64(len(ds))))] }
 		fmt.Fprintf(out, "  %-40s n=%-6d p50 %-10s p99 %s\n", m, len(ds), p(0.50).Round(10*time.Microsecond), p(0.99).Round(10*time.Microsecond))
 	}
-	if firstErr != nil {
+	if err := checkInvariants(ctx, out, cfg, delivered); err != nil {
+		return err
+	}
+	if firstErr != nil && !o.keepGoing {
 		return fmt.Errorf("bench: %d enrollments failed; first: %w", failed, firstErr)
+	}
+	if firstErr != nil {
+		fmt.Fprintf(out, "  first failure: %v\n", firstErr)
 	}
 	return nil
 }
 
-func oneEnrollment(ctx context.Context, d *hsmsim.DevEnv, gateway, card string, lat *latencies, work string) error {
+// checkInvariants: every certificate a device received is recorded as
+// issued with the same bytes, and every activation is in a legal state.
+func checkInvariants(ctx context.Context, out io.Writer, cfg *server.Config, delivered []string) error {
+	st, err := server.OpenStore(ctx, cfg, false)
+	if err != nil {
+		return fmt.Errorf("bench: invariant check: %w", err)
+	}
+	defer st.Close()
+	for _, serial := range delivered {
+		rec, err := st.Certificate(ctx, serial)
+		if err != nil || rec.Status != store.CertIssued || rec.DER == nil {
+			return fmt.Errorf("bench: invariant broken: delivered certificate %s is not recorded as issued (%v)", serial, err)
+		}
+	}
+	states, stuck, err := st.ActivationCensus(ctx)
+	if err != nil {
+		return err
+	}
+	legal := map[string]bool{store.ActPending: true, store.ActRedeeming: true, store.ActCompleted: true, store.ActLocked: true, store.ActExpired: true}
+	for state := range states {
+		if !legal[state] {
+			return fmt.Errorf("bench: invariant broken: activation state %q", state)
+		}
+	}
+	fmt.Fprintf(out, "  invariants: ok (%d delivered certificates recorded; activations %v; %d redemptions without package, given back by the sweep after %s)\n",
+		len(delivered), states, stuck, activation.StuckRedemption)
+	return nil
+}
+
+func oneEnrollment(ctx context.Context, d *hsmsim.DevEnv, gateway, card string, lat *latencies, work string) ([]string, error) {
 	resp, err := enroll(ctx, io.Discard, enrollOptions{gateway: gateway, caFile: d.CAFile, card: "pkcs11:token=" + card,
 		pinFile: d.PINFile, name: "bench", timeout: time.Minute, dialOpts: lat.dialOptions(), quiet: true})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	p, err := activation.ParsePayload(resp.GetQrPayload())
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = agent.Redeem(ctx, agent.Options{Payload: p, Password: resp.GetPassword(), OutDir: work, KeystorePIN: "bench-pin-2026",
-		Device: &credgwv1.DeviceInfo{Model: "bench"}, DialOptions: lat.dialOptions()})
-	return err
+	res, err := agent.Redeem(ctx, agent.Options{Payload: p, Password: resp.GetPassword(), OutDir: work, KeystorePIN: "bench-pin-2026",
+		Device: &credgwv1.DeviceInfo{Model: "bench"}, DialOptions: lat.dialOptions(), MaxResumes: 1})
+	if err != nil {
+		return nil, err
+	}
+	var serials []string
+	for _, c := range res.Certificates {
+		serials = append(serials, c.SerialNumber.Text(16))
+	}
+	return serials, nil
 }
