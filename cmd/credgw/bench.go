@@ -31,6 +31,7 @@ func newBenchCmd() *cobra.Command {
 	var duration time.Duration
 	var escrowType, cpuProfile, pgDSN string
 	var keepGoing bool
+	var replicas int
 	enrollCmd := &cobra.Command{
 		Use:   "enroll --concurrency N --duration D",
 		Short: "Full enrollments per second against an in-process gateway",
@@ -59,7 +60,7 @@ Confirm. Reports enrollments/s and p50/p99 latency per RPC.`,
 				defer pprof.StopCPUProfile()
 			}
 			return benchEnroll(cmd.Context(), cmd.OutOrStdout(), benchOptions{concurrency: concurrency, duration: duration,
-				escrowType: escrowType, pgDSN: pgDSN, keepGoing: keepGoing})
+				escrowType: escrowType, pgDSN: pgDSN, keepGoing: keepGoing, replicas: replicas})
 		},
 	}
 	enrollCmd.Flags().IntVar(&concurrency, "concurrency", 4, "parallel workers, each with its own card")
@@ -67,6 +68,7 @@ Confirm. Reports enrollments/s and p50/p99 latency per RPC.`,
 	enrollCmd.Flags().StringVar(&escrowType, "escrow-key", "p256", "escrow key type: p256 or rsa2048")
 	enrollCmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (go tool pprof) here")
 	enrollCmd.Flags().StringVar(&pgDSN, "postgres", "", "run the gateway on this PostgreSQL (a URL) instead of SQLite; its schema is migrated")
+	enrollCmd.Flags().IntVar(&replicas, "replicas", 1, "gateway replicas in the process (2 needs --postgres); workers alternate between them")
 	enrollCmd.Flags().BoolVar(&keepGoing, "keep-going", false, "exit 0 even if some enrollments failed (fault drills); the invariant check still decides")
 	cmd.AddCommand(enrollCmd)
 	return cmd
@@ -125,10 +127,14 @@ type benchOptions struct {
 	escrowType  string
 	pgDSN       string
 	keepGoing   bool
+	replicas    int
 }
 
 func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 	concurrency, duration, escrowType, pgDSN := o.concurrency, o.duration, o.escrowType, o.pgDSN
+	if o.replicas < 1 || o.replicas > 4 || (o.replicas > 1 && pgDSN == "") {
+		return fmt.Errorf("--replicas %d: 1, or up to 4 with --postgres (replicas share the database)", o.replicas)
+	}
 	dir, err := os.MkdirTemp("", "credgw-bench-")
 	if err != nil {
 		return err
@@ -176,6 +182,20 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 		return err
 	}
 	defer srv.Shutdown(context.Background())
+	gateways := []string{srv.GRPCAddr()}
+	for i := 1; i < o.replicas; i++ {
+		rc := *cfg
+		rc.Listen.GRPC, rc.Listen.HTTP = "127.0.0.1:0", "127.0.0.1:0"
+		r, err := server.New(ctx, &rc)
+		if err != nil {
+			return err
+		}
+		if err := r.Start(); err != nil {
+			return err
+		}
+		defer r.Shutdown(context.Background())
+		gateways = append(gateways, r.GRPCAddr())
+	}
 	mod, err := d.Env.OpenModule()
 	if err != nil {
 		return err
@@ -196,7 +216,8 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 		}
 	}
 	mod.Close()
-	fmt.Fprintf(out, "bench: %d workers for %s against an in-process gateway (%s, SoftHSM CA key, %s escrow keys)\n", concurrency, duration, storeName, escrowType)
+	fmt.Fprintf(out, "bench: %d workers for %s against %d in-process gateway replica(s) (%s, SoftHSM CA key, %s escrow keys)\n",
+		concurrency, duration, len(gateways), storeName, escrowType)
 	lat := &latencies{d: map[string][]time.Duration{}}
 	deadline := time.Now().Add(duration)
 	var wg sync.WaitGroup
@@ -226,7 +247,7 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 			defer wg.Done()
 			for i := 0; i < 99*cardsPerWorker && time.Now().Before(deadline); i++ { // ≤ 99 sets per person (the cap is 100)
 				card := cards[w*cardsPerWorker+i%cardsPerWorker]
-				serials, err := oneEnrollment(ctx, d, srv.GRPCAddr(), card, lat, filepath.Join(dir, fmt.Sprintf("w%d", w)))
+				serials, err := oneEnrollment(ctx, d, gateways[w%len(gateways)], card, lat, filepath.Join(dir, fmt.Sprintf("w%d", w)))
 				mu.Lock()
 				if err != nil {
 					failed++
@@ -307,6 +328,7 @@ func oneEnrollment(ctx context.Context, d *hsmsim.DevEnv, gateway, card string, 
 	if err != nil {
 		return nil, err
 	}
+	p.Gateway = gateway // the replica this worker uses (a load balancer's job)
 	res, err := agent.Redeem(ctx, agent.Options{Payload: p, Password: resp.GetPassword(), OutDir: work, KeystorePIN: "bench-pin-2026",
 		Device: &credgwv1.DeviceInfo{Model: "bench"}, DialOptions: lat.dialOptions(), MaxResumes: 1})
 	if err != nil {
