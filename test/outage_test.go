@@ -130,4 +130,15 @@ func TestPostgresOutageDuringBench(t *testing.T) {
 	if !strings.Contains(out, "invariants: ok") {
 		t.Fatalf("invariant check:\n%s", out)
 	}
+	// While the database is down the gateway says Unavailable (clients
+	// retry), not Internal.
+	codes := regexp.MustCompile(`failures by gRPC code: map\[(.*)\]`).FindStringSubmatch(out)
+	if codes == nil {
+		t.Fatalf("no failure codes:\n%s", out)
+	}
+	for _, kv := range strings.Fields(codes[1]) {
+		if !strings.HasPrefix(kv, "Unavailable:") {
+			t.Errorf("failures with code %s during the outage, want Unavailable only:\n%s", kv, out)
+		}
+	}
 }

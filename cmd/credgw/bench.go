@@ -23,6 +23,7 @@ import (
 	"github.com/credgw/credgw/store"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 )
 
 func newBenchCmd() *cobra.Command {
@@ -225,6 +226,7 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 	done, failed := 0, 0
 	var firstErr error
 	var delivered []string
+	failCodes := map[string]int{}
 	start := time.Now()
 	stopProgress := make(chan struct{})
 	go func() {
@@ -251,6 +253,7 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 				mu.Lock()
 				if err != nil {
 					failed++
+					failCodes[status.Code(err).String()]++
 					if firstErr == nil {
 						firstErr = err
 					}
@@ -266,6 +269,9 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 	close(stopProgress)
 	elapsed := time.Since(start)
 	fmt.Fprintf(out, "  %d full enrollments in %s: %.1f enrollments/s (%d failed)\n", done, elapsed.Round(time.Millisecond), float64(done)/elapsed.Seconds(), failed)
+	if failed > 0 {
+		fmt.Fprintf(out, "  failures by gRPC code: %v\n", failCodes)
+	}
 	methods := make([]string, 0, len(lat.d))
 	for m := range lat.d {
 		methods = append(methods, m)
