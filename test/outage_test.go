@@ -39,7 +39,9 @@ func (c *ownPostgres) start(t *testing.T) {
 		"-o", fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c fsync=off -c max_connections=200", c.port, filepath.Dir(c.data)), "start")
 }
 
-func (c *ownPostgres) stop(t *testing.T) { c.ctl(t, "pg_ctl", "-D", c.data, "-m", "fast", "-w", "stop") }
+func (c *ownPostgres) stop(t *testing.T) {
+	c.ctl(t, "pg_ctl", "-D", c.data, "-m", "fast", "-w", "stop")
+}
 
 func startOwnPostgres(t *testing.T) *ownPostgres {
 	t.Helper()
