@@ -20,6 +20,7 @@ import (
 	"slices"
 
 	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/pkcs11"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -42,6 +43,11 @@ type Options struct {
 	Events func(Event)
 	// MaxResumes bounds automatic resumption of a cut download.
 	MaxResumes int
+	// Keystore, if set, is a PKCS#11 token (a phone's secure element, a
+	// SoftHSM token): the device keys are generated on it (non-extractable)
+	// and the certificates stored beside them; no PKCS#12 is written for
+	// them. The escrowed encryption key still arrives as a PKCS#12.
+	Keystore *pkcs11.Token
 	// DialOptions are added to the gRPC connection (instrumentation).
 	DialOptions []grpc.DialOption
 	// CutAfterBytes drops the first download's connection after that many
@@ -146,9 +152,22 @@ func Redeem(ctx context.Context, o Options) (*Result, error) {
 	client := credgwv1.NewRedemptionClient(conn)
 
 	keys := map[credgwv1.Profile]crypto.Signer{}
+	tokenIDs := map[credgwv1.Profile][]byte{}
 	req := &credgwv1.RedeemRequest{ActivationId: o.Payload.ID, Secret: o.Payload.Secret, Password: o.Password, Device: o.Device}
 	for _, p := range deviceProfiles {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		var k crypto.Signer
+		var err error
+		if o.Keystore != nil {
+			id := make([]byte, 8)
+			if _, err := rand.Read(id); err != nil {
+				return nil, err
+			}
+			k, err = o.Keystore.GenerateKeyPair(ctx, pkcs11.KeySpec{Type: pkcs11.ECP256, ID: id,
+				Label: "credgw " + fileNames[p] + " key", Usage: pkcs11.UsageSign})
+			tokenIDs[p] = id
+		} else {
+			k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -184,7 +203,7 @@ func Redeem(ctx context.Context, o Options) (*Result, error) {
 		return nil, errors.New("agent: the package does not match its SHA-256: nothing installed")
 	}
 	res.SHA256 = sum
-	if err := install(pkg, keys, o, res); err != nil {
+	if err := install(ctx, pkg, keys, tokenIDs, o, res); err != nil {
 		return nil, err
 	}
 	cr, err := client.Confirm(ctx, &credgwv1.ConfirmRequest{RedemptionId: res.RedemptionID, Secret: o.Payload.Secret, Sha256: sum})
@@ -246,7 +265,7 @@ func download(ctx context.Context, client credgwv1.RedemptionClient, req *credgw
 }
 
 // install verifies the package and writes the credentials.
-func install(raw []byte, keys map[credgwv1.Profile]crypto.Signer, o Options, res *Result) error {
+func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.Signer, tokenIDs map[credgwv1.Profile][]byte, o Options, res *Result) error {
 	var pkg credgwv1.CredentialPackage
 	if err := proto.Unmarshal(raw, &pkg); err != nil {
 		return fmt.Errorf("agent: the package does not parse: %w", err)
@@ -317,13 +336,20 @@ func install(raw []byte, keys map[credgwv1.Profile]crypto.Signer, o Options, res
 			if err := verify(cert); err != nil {
 				return fmt.Errorf("agent: %s does not chain to the issuing CA: %w", m.GetName(), err)
 			}
-			p12, err := enc.Encode(key, cert, chain, o.KeystorePIN)
-			if err != nil {
-				return err
-			}
 			base := fileNames[m.GetProfile()]
-			if err := write(base+".p12", p12, 0o600); err != nil {
-				return err
+			if id := tokenIDs[m.GetProfile()]; id != nil {
+				// The key stays on the token: the certificate joins it.
+				if err := o.Keystore.ImportCertificate(ctx, id, "credgw "+base+" certificate", cert); err != nil {
+					return err
+				}
+			} else {
+				p12, err := enc.Encode(key, cert, chain, o.KeystorePIN)
+				if err != nil {
+					return err
+				}
+				if err := write(base+".p12", p12, 0o600); err != nil {
+					return err
+				}
 			}
 			if err := write(base+".crt", pemCert(cert), 0o644); err != nil {
 				return err

@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"github.com/credgw/credgw/activation"
 	"github.com/credgw/credgw/agent"
 	hsmsim "github.com/credgw/credgw/hsm-sim"
+	"github.com/credgw/credgw/pkcs11"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"golang.org/x/crypto/ocsp"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -361,5 +363,52 @@ func TestListAndRevokeOwnCredentials(t *testing.T) {
 	}
 	if rv.GetCredentialSet().GetState() != credgwv1.CredentialSetState_CREDENTIAL_SET_STATE_REVOKED {
 		t.Fatalf("set state %v", rv.GetCredentialSet().GetState())
+	}
+}
+
+// TestAgentKeystoreOnToken: with a PKCS#11 keystore the device keys are
+// made on the token, the certificates are stored beside them, and the keys
+// sign as their certificates say.
+func TestAgentKeystoreOnToken(t *testing.T) {
+	ctx := context.Background()
+	label := fmt.Sprintf("device-%d", cardSeq.Add(1))
+	if _, err := module.InitToken(label, []byte("12345678"), []byte("87654321")); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := module.OpenToken(ctx, pkcs11.TokenConfig{Label: label, PIN: []byte("87654321")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tok.Close()
+	e := enrollCard(t)
+	dir := t.TempDir()
+	res, err := agent.Redeem(ctx, agent.Options{Payload: e.payload, Password: e.resp.GetPassword(), OutDir: dir,
+		KeystorePIN: "correct horse", Keystore: tok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range res.Files {
+		if strings.HasSuffix(f, "auth.p12") || strings.HasSuffix(f, "signature.p12") {
+			t.Fatalf("a PKCS#12 was written for a token key: %s", f)
+		}
+	}
+	objs, err := tok.FindObjects(ctx, pkcs11.Query{Class: pkcs11.ClassCertificate})
+	if err != nil || len(objs) != 2 {
+		t.Fatalf("certificates on the token: %v %v", objs, err)
+	}
+	for _, o := range objs {
+		cert, err := tok.Certificate(ctx, o.ID, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, err := tok.Signer(ctx, pkcs11.KeyRef{ID: o.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := sha256.Sum256([]byte("device"))
+		sig, err := key.Sign(rand.Reader, d[:], crypto.SHA256)
+		if err != nil || !ecdsa.VerifyASN1(cert.PublicKey.(*ecdsa.PublicKey), d[:], sig) {
+			t.Fatalf("token key does not match its certificate: %v", err)
+		}
 	}
 }

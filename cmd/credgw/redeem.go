@@ -11,6 +11,7 @@ import (
 
 	"github.com/credgw/credgw/activation"
 	"github.com/credgw/credgw/agent"
+	"github.com/credgw/credgw/pkcs11"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
@@ -18,7 +19,7 @@ import (
 )
 
 func newRedeemCmd() *cobra.Command {
-	var qrFile, qrPayload, out, passwordFile, pinFile string
+	var qrFile, qrPayload, out, passwordFile, pinFile, keystore string
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "redeem (--qr FILE.png | --qr-payload STR) --out DIR [--password-file F] [--keystore-pin-file F]",
@@ -57,9 +58,26 @@ chain.pem and the .crt files under the keystore PIN, and confirm.`,
 			if err != nil {
 				return err
 			}
+			var tok *pkcs11.Token
+			if keystore != "" {
+				u, err := pkcs11.ParseURI(keystore)
+				if err != nil {
+					return err
+				}
+				mod := ""
+				if u.ModulePath == "" {
+					if mod, err = pkcs11.SoftHSMModule(); err != nil {
+						return fmt.Errorf("--keystore has no module-path and %w", err)
+					}
+				}
+				if tok, err = pkcs11.OpenURI(ctx, u, mod); err != nil {
+					return err
+				}
+				defer tok.Close()
+			}
 			w := cmd.ErrOrStderr()
 			res, err := agent.Redeem(ctx, agent.Options{
-				Payload: p, Password: password, OutDir: out, KeystorePIN: pin,
+				Payload: p, Password: password, OutDir: out, KeystorePIN: pin, Keystore: tok,
 				Device: &credgwv1.DeviceInfo{Model: "credgw reference agent", Os: runtime.GOOS, AgentVersion: version},
 				Events: progressPrinter(w),
 			})
@@ -85,6 +103,7 @@ chain.pem and the .crt files under the keystore PIN, and confirm.`,
 	f.StringVar(&out, "out", "", "directory for the installed credentials (required)")
 	f.StringVar(&passwordFile, "password-file", "", "file with the numeric password (else asked without echo)")
 	f.StringVar(&pinFile, "keystore-pin-file", "", "file with the keystore PIN (else asked without echo)")
+	f.StringVar(&keystore, "keystore", "", "PKCS#11 token for the device keys, e.g. 'pkcs11:token=Device?pin-source=FILE' (default: software keys in PKCS#12 files)")
 	f.DurationVar(&timeout, "timeout", 5*time.Minute, "overall time limit")
 	cmd.MarkFlagRequired("out")
 	return cmd
