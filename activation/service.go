@@ -252,7 +252,10 @@ func (s *Service) Enroll(ctx context.Context, sess store.PIVSession, identityNam
 	}, store.Activation{
 		ID: actID, LookupHash: LookupHash(secret), Verifier: Verifier(secret, password),
 		MaxAttempts: s.cfg.MaxAttempts, CreatedAt: now, ExpiresAt: expires,
-	})
+	}, s.cfg.MaxSets)
+	if errors.Is(err, store.ErrLimit) {
+		return nil, fmt.Errorf("%w (%d); revoke one (lost or replaced device) first", ErrCap, s.cfg.MaxSets)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -318,10 +321,14 @@ func (s *Service) check(ctx context.Context, id string, secret []byte, password 
 		n, state, err := s.cfg.Store.RecordFailedAttempt(ctx, a.ID)
 		switch {
 		case errors.Is(err, store.ErrAlreadyUsed):
-			return a, "", &WrongPasswordError{AttemptsLeft: max(0, a.MaxAttempts-a.FailedAttempts)}
+			return a, "", ErrAlreadyRedeemed
 		case err != nil:
 			return a, "", err
 		case state == store.ActLocked:
+			if a.State == store.ActRedeeming {
+				// Locked with a package waiting: what it carried is revoked.
+				s.revokeSet(context.WithoutCancel(ctx), a.CredentialSetID, time.Time{}, 1) // keyCompromise
+			}
 			return a, "", ErrLocked
 		}
 		return a, "", &WrongPasswordError{AttemptsLeft: a.MaxAttempts - n}
@@ -395,17 +402,46 @@ func (s *Service) Redeem(ctx context.Context, req RedeemRequest, progress Progre
 	}
 	d, err := s.issue(ctx, a, cs, rid, req, aead, progress)
 	if err != nil {
-		// Nothing was delivered: revoke what was issued, give the activation
-		// back, so that a corrected request can redeem it.
-		for _, c := range s.issuedFor(ctx, cs.ID) {
-			_ = s.cfg.Issuer.Revoke(context.WithoutCancel(ctx), c, 5) // cessationOfOperation
+		// Nothing was delivered: revoke what was issued, give the set a new
+		// escrow key (the old one may be certified already) and the
+		// activation back, so that a corrected request can redeem it. The
+		// caller may have gone: this work must not depend on its context.
+		bg := context.WithoutCancel(ctx)
+		if rerr := s.revokeSet(bg, cs.ID, time.Time{}, 5); rerr != nil { // cessationOfOperation
+			err = errors.Join(err, rerr)
 		}
-		if aerr := s.cfg.Store.AbortRedemption(context.WithoutCancel(ctx), a.ID, rid); aerr != nil {
+		if cs.EscrowKeyID != "" {
+			if k, kerr := s.cfg.Escrow.NewKey(bg, cs.PersonID); kerr != nil {
+				err = errors.Join(err, kerr)
+			} else if kerr := s.cfg.Store.SetEscrowKey(bg, cs.ID, k.ID); kerr != nil {
+				err = errors.Join(err, kerr)
+			}
+		}
+		if aerr := s.cfg.Store.AbortRedemption(bg, a.ID, rid); aerr != nil {
 			err = errors.Join(err, aerr)
 		}
 		return nil, err
 	}
 	return d, nil
+}
+
+// revokeSet revokes the unrevoked certificates of a set created before
+// before (zero: all), and reports the first failure.
+func (s *Service) revokeSet(ctx context.Context, setID string, before time.Time, reason int) error {
+	recs, err := s.cfg.Store.CertificatesOfSet(ctx, setID)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, r := range recs {
+		if r.Revoked() || (!before.IsZero() && !r.CreatedAt.Before(before)) {
+			continue
+		}
+		if err := s.cfg.Issuer.Revoke(ctx, r.Serial, reason); err != nil && !errors.Is(err, issuance.ErrAlreadyRevoked) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func contains(ps []issuance.Profile, p issuance.Profile) bool {
@@ -415,17 +451,6 @@ func contains(ps []issuance.Profile, p issuance.Profile) bool {
 		}
 	}
 	return false
-}
-
-func (s *Service) issuedFor(ctx context.Context, setID string) []string {
-	recs, _ := s.cfg.Store.CertificatesOfSet(ctx, setID)
-	var out []string
-	for _, r := range recs {
-		if !r.Revoked() {
-			out = append(out, r.Serial)
-		}
-	}
-	return out
 }
 
 func (s *Service) resume(a store.Activation, aead cipher.AEAD) (*Delivery, error) {
@@ -509,7 +534,7 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 		if err := s.cfg.Escrow.Certified(ctx, escrowed.ID, serial, got.Certificate.NotAfter); err != nil {
 			return nil, err
 		}
-		if err := s.addKeyHistory(ctx, cs.PersonID, req.Secret, req.Password, add, got.Chain); err != nil {
+		if err := s.addKeyHistory(ctx, cs.PersonID, escrowed.ID, req.Secret, req.Password, add, got.Chain); err != nil {
 			return nil, err
 		}
 	}
@@ -539,7 +564,7 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 // addKeyHistory adds the person's escrowed key-management keys, newest
 // (current) first, each as a PKCS#12 (AES-256-CBC, PBKDF2-SHA-256) under the
 // password derived from the QR secret and the typed password.
-func (s *Service) addKeyHistory(ctx context.Context, personID string, secret []byte, password string,
+func (s *Service) addKeyHistory(ctx context.Context, personID, currentID string, secret []byte, password string,
 	add func(string, credgwv1.ItemKind, credgwv1.Profile, string, []byte, [][]byte, int32), caChain []*x509.Certificate) error {
 	pw, err := NormalizePassword(password)
 	if err != nil {
@@ -549,9 +574,26 @@ func (s *Service) addKeyHistory(ctx context.Context, personID string, secret []b
 	if err != nil {
 		return err
 	}
-	hist, err := s.cfg.Escrow.History(ctx, personID)
+	all, err := s.cfg.Escrow.History(ctx, personID)
 	if err != nil {
 		return err
+	}
+	// The key certified in this redemption is current, whatever another
+	// enrollment of the same person did meanwhile; the others follow,
+	// newest first.
+	var hist []*issuance.EscrowedKey
+	for _, k := range all {
+		if k.ID == currentID {
+			hist = append(hist, k)
+		}
+	}
+	if len(hist) != 1 {
+		return fmt.Errorf("activation: the escrowed key %s is not in the history", currentID)
+	}
+	for _, k := range all {
+		if k.ID != currentID {
+			hist = append(hist, k)
+		}
 	}
 	// A PIV card holds at most 20 retired key-management keys (FIPS 201-3
 	// §4.2.2, keys 82–95); the device gets the current key and the 20
@@ -562,7 +604,10 @@ func (s *Service) addKeyHistory(ctx context.Context, personID string, secret []b
 	for i, k := range hist {
 		rec, err := s.cfg.Store.Certificate(ctx, k.CertSerial)
 		if err != nil || rec.DER == nil {
-			continue // a key whose certificate was never recorded
+			if i == 0 {
+				return fmt.Errorf("activation: the current key's certificate %s is not recorded", k.CertSerial)
+			}
+			continue // an old key whose certificate was never recorded
 		}
 		cert, err := x509.ParseCertificate(rec.DER)
 		if err != nil {
@@ -609,7 +654,7 @@ func (s *Service) Confirm(ctx context.Context, redemptionID string, secret, sum 
 	if a.State == store.ActCompleted {
 		return nil, ErrAlreadyRedeemed
 	}
-	if a.State != store.ActRedeeming || a.Package == nil {
+	if a.State != store.ActRedeeming || a.Package == nil || !s.cfg.Now().Before(a.ConfirmBy) {
 		return nil, ErrExpired
 	}
 	if !bytes.Equal([]byte(hex.EncodeToString(sum)), []byte(a.PackageSHA256)) {
@@ -644,21 +689,16 @@ func (s *Service) Sweep(ctx context.Context) (revoked int, err error) {
 	if err != nil {
 		return 0, err
 	}
+	// Only certificates made before the claim: a redemption that starts
+	// right after a stuck one is given back keeps its own.
+	var errs []error
 	for _, id := range stuck {
-		for _, serial := range s.issuedFor(ctx, id) {
-			if err := s.cfg.Issuer.Revoke(ctx, serial, 5); err == nil { // cessationOfOperation
-				revoked++
-			}
-		}
+		errs = append(errs, s.revokeSet(ctx, id, now, 5)) // cessationOfOperation
 	}
 	for _, id := range sets {
-		for _, serial := range s.issuedFor(ctx, id) {
-			if err := s.cfg.Issuer.Revoke(ctx, serial, 4); err == nil { // superseded
-				revoked++
-			}
-		}
+		errs = append(errs, s.revokeSet(ctx, id, now, 4)) // superseded
 	}
-	return revoked, nil
+	return len(stuck) + len(sets), errors.Join(errs...)
 }
 
 // ErrNotYours means a credential set belongs to another person.
@@ -675,12 +715,11 @@ func (s *Service) RevokeSet(ctx context.Context, personID, setID string, reason 
 	if err != nil {
 		return nil, err
 	}
-	for _, serial := range s.issuedFor(ctx, setID) {
-		if err := s.cfg.Issuer.Revoke(ctx, serial, reason); err != nil && !errors.Is(err, issuance.ErrAlreadyRevoked) {
-			return nil, err
-		}
+	// The activation is ended first, so nothing can be redeemed after.
+	if err := s.cfg.Store.RevokeCredentialSet(ctx, setID, s.cfg.Now()); err != nil {
+		return nil, err
 	}
-	if err := s.cfg.Store.SetCredentialSetState(ctx, setID, store.SetRevoked, s.cfg.Now()); err != nil {
+	if err := s.revokeSet(ctx, setID, time.Time{}, reason); err != nil {
 		return nil, err
 	}
 	cs.State = store.SetRevoked

@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 
 	"github.com/credgw/credgw/activation"
@@ -151,33 +152,12 @@ func Redeem(ctx context.Context, o Options) (*Result, error) {
 	defer conn.Close()
 	client := credgwv1.NewRedemptionClient(conn)
 
-	keys := map[credgwv1.Profile]crypto.Signer{}
-	tokenIDs := map[credgwv1.Profile][]byte{}
 	req := &credgwv1.RedeemRequest{ActivationId: o.Payload.ID, Secret: o.Payload.Secret, Password: o.Password, Device: o.Device}
-	for _, p := range deviceProfiles {
-		var k crypto.Signer
-		var err error
-		if o.Keystore != nil {
-			id := make([]byte, 8)
-			if _, err := rand.Read(id); err != nil {
-				return nil, err
-			}
-			k, err = o.Keystore.GenerateKeyPair(ctx, pkcs11.KeySpec{Type: pkcs11.ECP256, ID: id,
-				Label: "credgw " + fileNames[p] + " key", Usage: pkcs11.UsageSign})
-			tokenIDs[p] = id
-		} else {
-			k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		}
-		if err != nil {
-			return nil, err
-		}
-		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
-		if err != nil {
-			return nil, err
-		}
-		keys[p] = k
-		req.Csrs = append(req.Csrs, &credgwv1.CertificateRequest{Profile: p, CsrDer: der})
+	keys, tokenIDs, csrs, err := makeKeys(ctx, o)
+	if err != nil {
+		return nil, err
 	}
+	req.Csrs = csrs
 
 	res := &Result{Certificates: map[credgwv1.Profile]*x509.Certificate{}}
 	var pkg []byte
@@ -196,6 +176,13 @@ func Redeem(ctx context.Context, o Options) (*Result, error) {
 		if attempt >= o.MaxResumes || ctx.Err() != nil {
 			return nil, fmt.Errorf("agent: download failed after %d resumes: %w", attempt, err)
 		}
+		if res.RedemptionID == "" {
+			// Nothing was accepted: the gateway gave the activation back and
+			// may have certified these keys already. Start with new ones.
+			if keys, tokenIDs, req.Csrs, err = makeKeys(ctx, o); err != nil {
+				return nil, err
+			}
+		}
 		res.Resumes++
 		o.Events(Event{Message: fmt.Sprintf("connection lost at %d of %d bytes; resuming", len(pkg), total), Resumed: true})
 	}
@@ -212,6 +199,40 @@ func Redeem(ctx context.Context, o Options) (*Result, error) {
 	}
 	res.CredentialSetID = cr.GetCredentialSetId()
 	return res, nil
+}
+
+// makeKeys makes the device keys (software, or on the keystore token) and
+// their CSRs.
+func makeKeys(ctx context.Context, o Options) (map[credgwv1.Profile]crypto.Signer, map[credgwv1.Profile][]byte, []*credgwv1.CertificateRequest, error) {
+	keys := map[credgwv1.Profile]crypto.Signer{}
+	tokenIDs := map[credgwv1.Profile][]byte{}
+	var csrs []*credgwv1.CertificateRequest
+	for _, p := range deviceProfiles {
+		var k crypto.Signer
+		var err error
+		if o.Keystore != nil {
+			id := make([]byte, 8)
+			if _, err := rand.Read(id); err != nil {
+				return nil, nil, nil, err
+			}
+			k, err = o.Keystore.GenerateKeyPair(ctx, pkcs11.KeySpec{Type: pkcs11.ECP256, ID: id,
+				Label: "credgw " + fileNames[p] + " key", Usage: pkcs11.UsageSign})
+			tokenIDs[p] = id
+		} else {
+			k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		}
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		keys[p] = k
+		csrs = append(csrs, &credgwv1.CertificateRequest{Profile: p, CsrDer: der})
+	}
+
+	return keys, tokenIDs, csrs, nil
 }
 
 // download runs one Redeem stream, appending to pkg from the resume offset.
@@ -301,6 +322,11 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 		return err
 	}
 	write := func(name string, data []byte, mode os.FileMode) error {
+		// Names come from the package: only plain names of ours are
+		// written, never a path the gateway chose.
+		if !safeName.MatchString(name) {
+			return fmt.Errorf("agent: refusing to write %q: not a credential file name", name)
+		}
 		p := filepath.Join(o.OutDir, name)
 		if err := os.WriteFile(p, data, mode); err != nil {
 			return err
@@ -404,6 +430,8 @@ func mustNormalize(p string) string {
 	}
 	return n
 }
+
+var safeName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,40}\.(p12|crt|pem)$`)
 
 // checkProfile: the certificate is the kind that was asked for.
 func checkProfile(p credgwv1.Profile, c *x509.Certificate) error {

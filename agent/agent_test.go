@@ -85,3 +85,16 @@ func TestDecodeQRRejectsNonQR(t *testing.T) {
 		t.Fatal("garbage decoded")
 	}
 }
+
+func TestSafeNames(t *testing.T) {
+	for _, ok := range []string{"auth.p12", "encryption-history-3.p12", "chain.pem", "signature.crt"} {
+		if !safeName.MatchString(ok) {
+			t.Errorf("%q refused", ok)
+		}
+	}
+	for _, bad := range []string{"../auth.p12", "/etc/passwd", "a/b.p12", ".p12", "x.sh", "auth.p12/", "..", "UPPER.p12"} {
+		if safeName.MatchString(bad) {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

@@ -256,7 +256,8 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 		}
 	}
 	sum := sha256.Sum256(leaf.Raw)
-	if err := c.cfg.Store.RecordIssued(ctx, serial, leaf.Raw, hex.EncodeToString(sum[:]), strings.Join(is.warnings, ","), c.cfg.Now()); err != nil {
+	// Signed: record it even if the caller has gone.
+	if err := c.cfg.Store.RecordIssued(context.WithoutCancel(ctx), serial, leaf.Raw, hex.EncodeToString(sum[:]), strings.Join(is.warnings, ","), c.cfg.Now()); err != nil {
 		// The certificate is not returned; its intent row lets it be revoked.
 		return nil, fmt.Errorf("issuance: record certificate %s: %w", serial, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"strings"
 	"testing"
+	"time"
 )
 
 // rsaKeyE3 builds an RSA-2048 key with public exponent 3 (Go's generator
@@ -133,5 +134,31 @@ func TestCrashBetweenSignAndRecord(t *testing.T) {
 	}
 	if st := ocspStatus(t, crashed); st != "revoked" {
 		t.Fatalf("OCSP says %s", st)
+	}
+}
+
+// TestStaleIntentsRevoked: an intent left by a crash is revoked by the
+// sweep (RevokeStaleIntents) and goes on the CRL without anyone asking.
+func TestStaleIntentsRevoked(t *testing.T) {
+	ctx := context.Background()
+	cfg := testCA.cfg
+	var crashed string
+	cfg.afterSign = func(serial string) error { crashed = serial; return errors.New("killed") }
+	ca, err := NewCA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ca.Issue(ctx, Request{Profile: DerivedPIVAuth, CSR: newCSR(t, p256(t)), Identity: identity(t)}); err == nil {
+		t.Fatal("no crash")
+	}
+	if n, err := testCA.RevokeStaleIntents(ctx, time.Now().Add(-time.Hour)); err != nil || n != 0 {
+		t.Fatalf("a fresh intent was revoked: %d %v", n, err)
+	}
+	n, err := testCA.RevokeStaleIntents(ctx, time.Now().Add(time.Minute))
+	if err != nil || n < 1 {
+		t.Fatalf("RevokeStaleIntents = %d, %v", n, err)
+	}
+	if !crlHas(fetchCRL(t), crashed) {
+		t.Fatal("the CRL does not list the crashed issuance")
 	}
 }

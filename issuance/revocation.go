@@ -47,6 +47,9 @@ func (c *CA) Revoke(ctx context.Context, serial string, reason int) error {
 	default:
 		return fmt.Errorf("%w: revocation reason %d is not allowed for end-entity certificates", ErrBadRequest, reason)
 	}
+	if rec, err := c.cfg.Store.Certificate(ctx, serial); err == nil && rec.Issuer != c.cfg.Name {
+		return fmt.Errorf("%w: serial %s is from issuer %s", ErrNotIssued, serial, rec.Issuer)
+	}
 	rec, err := c.cfg.Store.RevokeCertificate(ctx, serial, reason, c.cfg.Now())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -56,10 +59,18 @@ func (c *CA) Revoke(ctx context.Context, serial string, reason int) error {
 	case err != nil:
 		return err
 	}
-	if rec.Issuer != c.cfg.Name {
-		return fmt.Errorf("%w: serial %s is from issuer %s", ErrNotIssued, serial, rec.Issuer)
+	return c.cfg.Store.MarkCRLStale(ctx, rec.Issuer)
+}
+
+// RevokeStaleIntents revokes the intents older than olderThan that were
+// never recorded as issued: a crash between signing and recording may have
+// made a certificate, so it goes on the CRL (OCSP already calls it revoked).
+func (c *CA) RevokeStaleIntents(ctx context.Context, olderThan time.Time) (int, error) {
+	n, err := c.cfg.Store.RevokeStaleIntents(ctx, c.cfg.Name, olderThan, c.cfg.Now())
+	if err != nil || n == 0 {
+		return n, err
 	}
-	return c.cfg.Store.MarkCRLStale(ctx, c.cfg.Name)
+	return n, c.cfg.Store.MarkCRLStale(ctx, c.cfg.Name)
 }
 
 // crlLease is how long a replica holds the right to rebuild the CRL.

@@ -34,7 +34,11 @@ func (e *enrollmentService) session(ctx context.Context, token string) (store.PI
 	if err != nil {
 		return store.PIVSession{}, err
 	}
-	if c, ok := callerFrom(ctx); ok && c.role == rolePIV {
+	c, ok := callerFrom(ctx)
+	if !ok {
+		return store.PIVSession{}, status.Error(codes.PermissionDenied, "caller unknown")
+	}
+	if c.role == rolePIV {
 		fp := sha256.Sum256(c.cert.Raw)
 		if hex.EncodeToString(fp[:]) != sess.CertSHA256 {
 			return store.PIVSession{}, status.Error(codes.PermissionDenied, "this PIV session belongs to another card than the one of the TLS connection")

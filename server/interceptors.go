@@ -19,13 +19,13 @@ import (
 
 func (s *Server) unaryInterceptors() []grpc.UnaryServerInterceptor {
 	return []grpc.UnaryServerInterceptor{
-		s.recoverUnary, s.observeUnary, s.deadlineUnary, s.authorizeUnary, errorsUnary,
+		s.recoverUnary, s.observeUnary, s.deadlineUnary, s.authorizeUnary, s.errorsUnary,
 	}
 }
 
 func (s *Server) streamInterceptors() []grpc.StreamServerInterceptor {
 	return []grpc.StreamServerInterceptor{
-		s.recoverStream, s.observeStream, s.authorizeStream, errorsStream,
+		s.recoverStream, s.observeStream, s.authorizeStream, s.errorsStream,
 	}
 }
 
@@ -100,13 +100,24 @@ func (s *Server) deadlineUnary(ctx context.Context, req any, info *grpc.UnarySer
 	return h(ctx, req)
 }
 
-func errorsUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+func (s *Server) errorsUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	resp, err := h(ctx, req)
-	return resp, toStatus(err)
+	return resp, s.mapError(info.FullMethod, err)
 }
 
-func errorsStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	return toStatus(h(srv, ss))
+func (s *Server) errorsStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	return s.mapError(info.FullMethod, h(srv, ss))
+}
+
+// mapError turns a domain error into a status; an internal one is logged
+// with its cause (the client sees only that it is logged). Domain errors
+// never carry secrets.
+func (s *Server) mapError(method string, err error) error {
+	st := toStatus(err)
+	if err != nil && status.Code(st) == codes.Internal && status.Code(err) != codes.Internal {
+		s.log.Error("internal error", "method", method, "cause", err.Error())
+	}
+	return st
 }
 
 // wrappedStream carries a replaced context.

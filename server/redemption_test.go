@@ -412,3 +412,60 @@ func TestAgentKeystoreOnToken(t *testing.T) {
 		}
 	}
 }
+
+// TestWrongPasswordsWhileRedeeming: a resume needs the password too, and
+// wrong ones count there as well: the fifth locks the activation, deletes the
+// waiting package and revokes what it carried.
+func TestWrongPasswordsWhileRedeeming(t *testing.T) {
+	e := enrollCard(t)
+	client := credgwv1.NewRedemptionClient(dial(t))
+	if _, err := readStream(context.Background(), client, redeemRequest(t, e, e.resp.GetPassword()), 0); err != nil {
+		t.Fatal(err)
+	}
+	wrong := "00000000"
+	if wrong == e.resp.GetPassword() {
+		wrong = "11111111"
+	}
+	for i := 0; i < 4; i++ {
+		_, err := readStream(context.Background(), client, redeemRequest(t, e, wrong), 0)
+		wantCode(t, err, codes.PermissionDenied)
+	}
+	_, err := readStream(context.Background(), client, redeemRequest(t, e, wrong), 0)
+	wantCode(t, err, codes.ResourceExhausted)
+	_, err = readStream(context.Background(), client, redeemRequest(t, e, e.resp.GetPassword()), 0)
+	wantCode(t, err, codes.ResourceExhausted)
+	recs, _ := gwStore.CertificatesOfSet(context.Background(), e.resp.GetCredentialSetId())
+	for _, r := range recs {
+		if !r.Revoked() {
+			t.Fatalf("certificate %s of a locked package is not revoked", r.Serial)
+		}
+	}
+}
+
+// TestRevokedEnrollmentCannotBeRedeemed: the person revokes a pending
+// enrollment (the QR code leaked); redeeming it afterwards fails and issues
+// nothing.
+func TestRevokedEnrollmentCannotBeRedeemed(t *testing.T) {
+	ctx := context.Background()
+	conn := portalConn(t)
+	c := newCard(t, hsmsim.CardSpec{Email: "leak@example.com"})
+	sess, err := login(t, conn, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec := credgwv1.NewEnrollmentClient(conn)
+	en, err := ec.CreateEnrollment(ctx, &credgwv1.CreateEnrollmentRequest{SessionToken: sess.GetSessionToken(), IdentityName: "Leaked"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := activation.ParsePayload(en.GetQrPayload())
+	rememberSecret(p.Secret)
+	if _, err := ec.RevokeCredential(ctx, &credgwv1.RevokeCredentialRequest{SessionToken: sess.GetSessionToken(), CredentialSetId: en.GetCredentialSetId()}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = readStream(ctx, credgwv1.NewRedemptionClient(dial(t)), redeemRequest(t, enrolled{resp: en, payload: p}, en.GetPassword()), 0)
+	wantCode(t, err, codes.FailedPrecondition)
+	if n := setSerials(t, en.GetCredentialSetId()); n != 0 {
+		t.Fatalf("%d certificates issued for a revoked enrollment", n)
+	}
+}

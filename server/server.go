@@ -88,7 +88,14 @@ func (s *Server) Sweep(ctx context.Context) {
 		if n, err := s.activation.Sweep(ctx); err != nil {
 			s.log.Warn("sweeping activations", "err", err)
 		} else if n > 0 {
-			s.log.Info("revoked the certificates of unconfirmed packages", "certificates", n)
+			s.log.Info("ended unconfirmed or stuck redemptions and revoked what they carried", "credential_sets", n)
+		}
+	}
+	if s.ca != nil {
+		if n, err := s.ca.RevokeStaleIntents(ctx, s.now().Add(-activation.StuckRedemption)); err != nil {
+			s.log.Warn("revoking stale issuance intents", "err", err)
+		} else if n > 0 {
+			s.log.Warn("revoked issuance intents never recorded (a crash between signing and recording)", "certificates", n)
 		}
 	}
 }

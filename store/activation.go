@@ -62,8 +62,14 @@ type Activation struct {
 // ActivationStore is what enrollment and redemption keep. Every transition
 // is one conditional UPDATE: correct with any number of replicas.
 type ActivationStore interface {
-	// CreateEnrollment stores a credential set and its activation together.
-	CreateEnrollment(ctx context.Context, cs CredentialSet, a Activation) error
+	// CreateEnrollment stores a credential set and its activation together,
+	// refusing with ErrLimit when the person has maxSets live sets already.
+	CreateEnrollment(ctx context.Context, cs CredentialSet, a Activation, maxSets int) error
+	// RevokeCredentialSet marks a set revoked and expires its activation
+	// (deleting any package), in one transaction.
+	RevokeCredentialSet(ctx context.Context, id string, now time.Time) error
+	// SetEscrowKey points a set at another escrowed key.
+	SetEscrowKey(ctx context.Context, setID, keyID string) error
 	// CountLiveSets counts a person's credential sets that are pending,
 	// redeeming or active.
 	CountLiveSets(ctx context.Context, personID string) (int, error)

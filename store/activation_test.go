@@ -14,7 +14,7 @@ func enroll(t *testing.T, s Store, id string, expires time.Time) {
 	cs := CredentialSet{ID: "set-" + id, PersonID: "p", PIVCertSHA256: "c", CardUUID: "u", RawSubject: []byte{0x30, 0},
 		IdentityName: "n", CredentialType: "t", State: SetPending, CreatedAt: t0}
 	a := Activation{ID: id, LookupHash: "lh-" + id, Verifier: []byte{1}, MaxAttempts: 3, CreatedAt: t0, ExpiresAt: expires}
-	if err := s.CreateEnrollment(context.Background(), cs, a); err != nil {
+	if err := s.CreateEnrollment(context.Background(), cs, a, 0); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -172,6 +172,45 @@ func TestReleaseStuckRedemptions(t *testing.T) {
 		}
 		if a, _ := s.ActivationByID(ctx, "fine"); a.State != ActRedeeming {
 			t.Fatalf("a redemption with a package was released: %+v", a)
+		}
+	})
+}
+
+func TestEnrollmentCapInTransaction(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		mk := func(id string) error {
+			cs := CredentialSet{ID: "set-" + id, PersonID: "capped", PIVCertSHA256: "c", CardUUID: "u", RawSubject: []byte{0x30, 0},
+				IdentityName: "n", CredentialType: "t", State: SetPending, CreatedAt: t0}
+			return s.CreateEnrollment(ctx, cs, Activation{ID: id, LookupHash: "lh-" + id, Verifier: []byte{1}, MaxAttempts: 3, CreatedAt: t0, ExpiresAt: t0.Add(time.Minute)}, 2)
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		okN, limited := 0, 0
+		for i := 0; i < 8; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				err := mk(fmt.Sprintf("cap-%d", i))
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					okN++
+				case errors.Is(err, ErrLimit):
+					limited++
+				default:
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		if okN != 2 || limited != 6 {
+			t.Fatalf("%d enrollments created, %d refused; want 2 and 6", okN, limited)
+		}
+		// A revoked set no longer counts, and its activation is ended.
+		if err := s.RevokeCredentialSet(ctx, "set-cap-0", t0); err != nil && !errors.Is(err, ErrNotFound) {
+			t.Fatal(err)
 		}
 	})
 }

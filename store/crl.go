@@ -68,8 +68,9 @@ func (s *DB) ClaimCRL(ctx context.Context, issuer string, now time.Time, lease t
 }
 
 func (s *DB) SaveCRL(ctx context.Context, issuer string, c StoredCRL, generation int64) error {
+	// A replica whose lease ran out must not replace a newer CRL.
 	return s.updateOne(ctx, `UPDATE crls SET number = $1, der = $2, this_update = $3, next_update = $4, built_generation = $5, claimed_until = 0
-		WHERE issuer = $6`, c.Number, c.DER, ts(c.ThisUpdate), ts(c.NextUpdate), generation, issuer)
+		WHERE issuer = $6 AND number < $1 AND built_generation <= $5`, c.Number, c.DER, ts(c.ThisUpdate), ts(c.NextUpdate), generation, issuer)
 }
 
 func (s *DB) ReleaseCRL(ctx context.Context, issuer string) error {

@@ -75,6 +75,9 @@ type IssuanceStore interface {
 	// RevokeCertificate revokes an intent or issued certificate once;
 	// revoking again returns ErrAlreadyUsed with the record unchanged.
 	RevokeCertificate(ctx context.Context, serial string, reason int, at time.Time) (CertificateRecord, error)
+	// RevokeStaleIntents revokes an issuer's intents created before
+	// olderThan and never recorded, returning how many.
+	RevokeStaleIntents(ctx context.Context, issuer string, olderThan, now time.Time) (int, error)
 	// RevokedCertificates lists the CRL entries of an issuer.
 	RevokedCertificates(ctx context.Context, issuer string) ([]RevokedEntry, error)
 	// NextCRLNumber returns the next CRL number of an issuer (1, 2, …).

@@ -7,8 +7,24 @@ import (
 	"time"
 )
 
-func (s *DB) CreateEnrollment(ctx context.Context, cs CredentialSet, a Activation) error {
+func (s *DB) CreateEnrollment(ctx context.Context, cs CredentialSet, a Activation, maxSets int) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
+		// The per-person cap is checked inside the transaction: SQLite has
+		// one writer; on PostgreSQL an advisory lock per person orders the
+		// enrollments of one person across replicas.
+		if s.dialect == "postgres" {
+			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, "credgw-sets:"+cs.PersonID); err != nil {
+				return wrapDB(err)
+			}
+		}
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM credential_sets WHERE person_id = $1 AND state IN ('pending', 'redeeming', 'active')`,
+			cs.PersonID).Scan(&n); err != nil {
+			return wrapDB(err)
+		}
+		if maxSets > 0 && n >= maxSets {
+			return ErrLimit
+		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO credential_sets (id, person_id, piv_cert_sha256, fascn, card_uuid, raw_subject, email, upn,
 			identity_name, credential_type, escrow_key_id, state, device, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
 			cs.ID, cs.PersonID, cs.PIVCertSHA256, cs.FASCN, cs.CardUUID, cs.RawSubject, cs.Email, cs.UPN, cs.IdentityName,
@@ -92,18 +108,30 @@ func (s *DB) ActivationByRedemption(ctx context.Context, rid string) (Activation
 
 func (s *DB) RecordFailedAttempt(ctx context.Context, id string) (int, string, error) {
 	var n int
-	var state string
-	err := s.w.QueryRowContext(ctx, `UPDATE activations SET failed_attempts = failed_attempts + 1,
-		state = CASE WHEN failed_attempts + 1 >= max_attempts THEN 'locked' ELSE state END
-		WHERE id = $1 AND state = 'pending' RETURNING failed_attempts, state`, id).Scan(&n, &state)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, "", ErrAlreadyUsed
-	}
+	var state, setID string
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		// Counted while pending and while redeeming (a resume needs the
+		// password too): a photo of the QR code gives no unlimited guesses.
+		err := tx.QueryRowContext(ctx, `UPDATE activations SET failed_attempts = failed_attempts + 1,
+			state = CASE WHEN failed_attempts + 1 >= max_attempts THEN 'locked' ELSE state END
+			WHERE id = $1 AND state IN ('pending', 'redeeming') RETURNING failed_attempts, state, credential_set_id`, id).Scan(&n, &state, &setID)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrAlreadyUsed
+		}
+		if err != nil {
+			return wrapDB(err)
+		}
+		if state != ActLocked {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE activations SET package = NULL WHERE id = $1`, id); err != nil {
+			return wrapDB(err)
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'abandoned' WHERE id = $1 AND state IN ('pending', 'redeeming')`, setID)
+		return wrapDB(err)
+	})
 	if err != nil {
-		return 0, "", wrapDB(err)
-	}
-	if state == ActLocked {
-		_, _ = s.w.ExecContext(ctx, `UPDATE credential_sets SET state = 'abandoned' WHERE id = (SELECT credential_set_id FROM activations WHERE id = $1)`, id)
+		return 0, "", err
 	}
 	return n, state, nil
 }
@@ -111,14 +139,16 @@ func (s *DB) RecordFailedAttempt(ctx context.Context, id string) (int, string, e
 func (s *DB) BeginRedemption(ctx context.Context, id, rid string, now time.Time) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'redeeming', redemption_id = $1, redeemed_at = $2
-			WHERE id = $3 AND state = 'pending' AND expires_at > $4`, rid, ts(now), id, ts(now))
+			WHERE id = $3 AND state = 'pending' AND expires_at > $4
+			AND credential_set_id IN (SELECT id FROM credential_sets WHERE state = 'pending')`, rid, ts(now), id, ts(now))
 		if err != nil {
 			return wrapDB(err)
 		}
 		if n, _ := res.RowsAffected(); n != 1 {
 			return ErrAlreadyUsed
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'redeeming', updated_at = $1 WHERE id = (SELECT credential_set_id FROM activations WHERE id = $2)`, ts(now), id)
+		_, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'redeeming', updated_at = $1
+			WHERE id = (SELECT credential_set_id FROM activations WHERE id = $2) AND state = 'pending'`, ts(now), id)
 		return wrapDB(err)
 	})
 }
@@ -133,7 +163,7 @@ func (s *DB) AbortRedemption(ctx context.Context, id, rid string) error {
 		if n, _ := res.RowsAffected(); n != 1 {
 			return ErrNotFound
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'pending' WHERE id = (SELECT credential_set_id FROM activations WHERE id = $1)`, id)
+		_, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'pending' WHERE id = (SELECT credential_set_id FROM activations WHERE id = $1) AND state = 'redeeming'`, id)
 		return wrapDB(err)
 	})
 }
@@ -146,33 +176,45 @@ func (s *DB) StorePackage(ctx context.Context, id, rid string, sealed []byte, sh
 func (s *DB) Confirm(ctx context.Context, rid string, now time.Time) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'completed', confirmed_at = $1, package = NULL
-			WHERE redemption_id = $2 AND state = 'redeeming' AND package IS NOT NULL`, ts(now), rid)
+			WHERE redemption_id = $2 AND state = 'redeeming' AND package IS NOT NULL AND confirm_by > $3`, ts(now), rid, ts(now))
 		if err != nil {
 			return wrapDB(err)
 		}
 		if n, _ := res.RowsAffected(); n != 1 {
 			return ErrAlreadyUsed
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'active', updated_at = $1 WHERE id = (SELECT credential_set_id FROM activations WHERE redemption_id = $2)`, ts(now), rid)
+		_, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'active', updated_at = $1
+			WHERE id = (SELECT credential_set_id FROM activations WHERE redemption_id = $2) AND state = 'redeeming'`, ts(now), rid)
 		return wrapDB(err)
 	})
 }
 
 func (s *DB) ExpirePending(ctx context.Context, now time.Time) (int64, error) {
-	var n int64
+	var ids []string
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'abandoned', updated_at = $1 WHERE id IN
-			(SELECT credential_set_id FROM activations WHERE state = 'pending' AND expires_at <= $2)`, ts(now), ts(now)); err != nil {
-			return wrapDB(err)
-		}
-		res, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'expired' WHERE state = 'pending' AND expires_at <= $1`, ts(now))
+		// Activations first, then sets: the lock order of BeginRedemption.
+		rows, err := tx.QueryContext(ctx, `UPDATE activations SET state = 'expired' WHERE state = 'pending' AND expires_at <= $1
+			RETURNING credential_set_id`, ts(now))
 		if err != nil {
 			return wrapDB(err)
 		}
-		n, _ = res.RowsAffected()
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return wrapDB(err)
+			}
+			ids = append(ids, id)
+		}
+		rows.Close()
+		for _, id := range ids {
+			if _, err := tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'abandoned', updated_at = $1 WHERE id = $2 AND state = 'pending'`, ts(now), id); err != nil {
+				return wrapDB(err)
+			}
+		}
 		return nil
 	})
-	return n, err
+	return int64(len(ids)), err
 }
 
 func (s *DB) ClaimUnconfirmed(ctx context.Context, now time.Time) ([]string, error) {
@@ -241,7 +283,7 @@ func (s *DB) ReleaseStuckRedemptions(ctx context.Context, olderThan time.Time) (
 		}
 		rows.Close()
 		for _, id := range ids {
-			if _, err := tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'pending' WHERE id = $1`, id); err != nil {
+			if _, err := tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'pending' WHERE id = $1 AND state = 'redeeming'`, id); err != nil {
 				return wrapDB(err)
 			}
 		}
@@ -268,4 +310,26 @@ func (s *DB) ActivationCensus(ctx context.Context) (map[string]int, int, error) 
 	var stuck int
 	err = s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM activations WHERE state = 'redeeming' AND package IS NULL`).Scan(&stuck)
 	return out, stuck, wrapDB(err)
+}
+
+func (s *DB) RevokeCredentialSet(ctx context.Context, id string, now time.Time) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		// The activation goes first: a revoked enrollment cannot be redeemed.
+		if _, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'expired', package = NULL
+			WHERE credential_set_id = $1 AND state IN ('pending', 'redeeming')`, id); err != nil {
+			return wrapDB(err)
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'revoked', updated_at = $1 WHERE id = $2`, ts(now), id)
+		if err != nil {
+			return wrapDB(err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return ErrNotFound
+		}
+		return nil
+	})
+}
+
+func (s *DB) SetEscrowKey(ctx context.Context, setID, keyID string) error {
+	return s.updateOne(ctx, `UPDATE credential_sets SET escrow_key_id = $1 WHERE id = $2`, keyID, setID)
 }

@@ -154,3 +154,13 @@ func (s *DB) EscrowKeys(ctx context.Context, personID string) ([]EscrowKey, erro
 	}
 	return out, wrapDB(rows.Err())
 }
+
+func (s *DB) RevokeStaleIntents(ctx context.Context, issuer string, olderThan, now time.Time) (int, error) {
+	res, err := s.w.ExecContext(ctx, `UPDATE certificates SET revoked_at = $1, revocation_reason = 0
+		WHERE issuer = $2 AND status = 'intent' AND revoked_at IS NULL AND created_at < $3`, ts(now), issuer, ts(olderThan))
+	if err != nil {
+		return 0, wrapDB(err)
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
+}

@@ -21,6 +21,9 @@ var (
 	ErrAlreadyUsed = errors.New("store: already used")
 	// ErrConflict means a unique value exists already.
 	ErrConflict = errors.New("store: conflict")
+	// ErrLimit means a configured limit (e.g. credential sets per person)
+	// is reached.
+	ErrLimit = errors.New("store: limit reached")
 	// ErrUnavailable means the database cannot be reached.
 	ErrUnavailable = errors.New("store: database unavailable")
 )
