@@ -34,15 +34,9 @@ var idRe = regexp.MustCompile(`^[A-Za-z0-9_-]{16,64}$`)
 
 // String encodes the payload.
 func (p Payload) String() string {
-	q := url.Values{}
-	q.Set("v", strconv.Itoa(PayloadVersion))
-	q.Set("gw", p.Gateway)
-	q.Set("id", p.ID)
-	q.Set("k", base64.RawURLEncoding.EncodeToString(p.Secret))
-	q.Set("pin", base64.RawURLEncoding.EncodeToString(p.Pin))
 	// Fixed order: the payload is short and stable.
-	return "credgw://activate?v=1&gw=" + url.QueryEscape(p.Gateway) + "&id=" + p.ID +
-		"&k=" + q.Get("k") + "&pin=" + q.Get("pin")
+	return "credgw://activate?v=" + strconv.Itoa(PayloadVersion) + "&gw=" + url.QueryEscape(p.Gateway) + "&id=" + p.ID +
+		"&k=" + base64.RawURLEncoding.EncodeToString(p.Secret) + "&pin=" + base64.RawURLEncoding.EncodeToString(p.Pin)
 }
 
 // ErrPayload means a QR payload is not a credgw activation.

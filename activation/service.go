@@ -400,6 +400,12 @@ func (s *Service) Redeem(ctx context.Context, req RedeemRequest, progress Progre
 		}
 		return nil, err
 	}
+	if req.Device != "" {
+		if err := s.cfg.Store.SetDevice(ctx, cs.ID, req.Device); err != nil {
+			_ = s.cfg.Store.AbortRedemption(context.WithoutCancel(ctx), a.ID, rid)
+			return nil, err
+		}
+	}
 	d, err := s.issue(ctx, a, cs, rid, req, aead, progress)
 	if err != nil {
 		// Nothing was delivered: revoke what was issued, give the set a new

@@ -148,7 +148,8 @@ func (t *Token) Close() error {
 		}
 	}
 	t.mod.mu.RUnlock()
-	clear(t.pin)
+	// The PIN is not cleared here: a call that raced with Close may still
+	// be reading it; it goes with the Token.
 	return t.mod.Close()
 }
 

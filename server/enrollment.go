@@ -10,6 +10,7 @@ import (
 	"github.com/credgw/credgw/store"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -85,6 +86,12 @@ var profileNames = map[string]credgwv1.Profile{
 func (e *enrollmentService) credentialSet(ctx context.Context, cs store.CredentialSet) (*credgwv1.CredentialSet, error) {
 	out := &credgwv1.CredentialSet{Id: cs.ID, IdentityName: cs.IdentityName, CredentialType: cs.CredentialType,
 		State: setStates[cs.State], CreatedAt: timestamppb.New(cs.CreatedAt)}
+	if cs.Device != "" {
+		var dev credgwv1.DeviceInfo
+		if protojson.Unmarshal([]byte(cs.Device), &dev) == nil {
+			out.Device = &dev
+		}
+	}
 	recs, err := e.s.store.CertificatesOfSet(ctx, cs.ID)
 	if err != nil {
 		return nil, err

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
 
 	"github.com/credgw/credgw/activation"
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 )
 
 // ChunkSize is the largest Chunk the stream sends.
@@ -54,7 +54,10 @@ func (r *redemptionService) Redeem(req *credgwv1.RedeemRequest, stream grpc.Serv
 		}
 		csrs[p] = csr
 	}
-	device, _ := json.Marshal(req.GetDevice())
+	var device []byte
+	if req.GetDevice() != nil {
+		device, _ = protojson.Marshal(req.GetDevice())
+	}
 	send := func(m *credgwv1.RedeemResponse) error { return stream.Send(m) }
 	d, err := r.s.activation.Redeem(ctx, activation.RedeemRequest{
 		ActivationID: req.GetActivationId(), Secret: req.GetSecret(), Password: req.GetPassword(),

@@ -336,7 +336,8 @@ func TestListAndRevokeOwnCredentials(t *testing.T) {
 	}
 	p, _ := activation.ParsePayload(en.GetQrPayload())
 	rememberSecret(p.Secret)
-	if _, err := agent.Redeem(ctx, agent.Options{Payload: p, Password: en.GetPassword(), OutDir: t.TempDir(), KeystorePIN: "correct horse"}); err != nil {
+	if _, err := agent.Redeem(ctx, agent.Options{Payload: p, Password: en.GetPassword(), OutDir: t.TempDir(), KeystorePIN: "correct horse",
+		Device: &credgwv1.DeviceInfo{Model: "test phone"}}); err != nil {
 		t.Fatal(err)
 	}
 	ec := credgwv1.NewEnrollmentClient(conn)
@@ -345,7 +346,8 @@ func TestListAndRevokeOwnCredentials(t *testing.T) {
 		t.Fatalf("%v %v", list, err)
 	}
 	set := list.GetCredentialSets()[0]
-	if set.GetState() != credgwv1.CredentialSetState_CREDENTIAL_SET_STATE_ACTIVE || len(set.GetCertificates()) != 3 || set.GetIdentityName() != "Phone" {
+	if set.GetState() != credgwv1.CredentialSetState_CREDENTIAL_SET_STATE_ACTIVE || len(set.GetCertificates()) != 3 || set.GetIdentityName() != "Phone" ||
+		set.GetDevice().GetModel() != "test phone" {
 		t.Fatalf("%+v", set)
 	}
 	other := enrollCard(t)

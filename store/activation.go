@@ -68,6 +68,8 @@ type ActivationStore interface {
 	// RevokeCredentialSet marks a set revoked and expires its activation
 	// (deleting any package), in one transaction.
 	RevokeCredentialSet(ctx context.Context, id string, now time.Time) error
+	// SetDevice records what the redeeming device said about itself (JSON).
+	SetDevice(ctx context.Context, setID, device string) error
 	// SetEscrowKey points a set at another escrowed key.
 	SetEscrowKey(ctx context.Context, setID, keyID string) error
 	// CountLiveSets counts a person's credential sets that are pending,

@@ -333,3 +333,7 @@ func (s *DB) RevokeCredentialSet(ctx context.Context, id string, now time.Time) 
 func (s *DB) SetEscrowKey(ctx context.Context, setID, keyID string) error {
 	return s.updateOne(ctx, `UPDATE credential_sets SET escrow_key_id = $1 WHERE id = $2`, keyID, setID)
 }
+
+func (s *DB) SetDevice(ctx context.Context, setID, device string) error {
+	return s.updateOne(ctx, `UPDATE credential_sets SET device = $1 WHERE id = $2`, device, setID)
+}
