@@ -731,3 +731,12 @@ func (s *Service) RevokeSet(ctx context.Context, personID, setID string, reason 
 	cs.State = store.SetRevoked
 	return &cs, nil
 }
+
+// CredentialTypes lists the configured credential types.
+func (s *Service) CredentialTypes() []string {
+	out := make([]string, 0, len(s.cfg.CredentialTypes))
+	for t := range s.cfg.CredentialTypes {
+		out = append(out, t)
+	}
+	return out
+}

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -22,8 +23,9 @@ import (
 type DevOptions struct {
 	// HSMURL is where the simulated issuer serves OCSP and CRLs.
 	HSMURL string
-	// GRPCAddr and HTTPAddr are the gateway's listen addresses.
-	GRPCAddr, HTTPAddr string
+	// GRPCAddr and HTTPAddr are the gateway's listen addresses;
+	// PortalAddr the self-service portal's ("" = no portal).
+	GRPCAddr, HTTPAddr, PortalAddr string
 	// CardName, CardKey and CardEmail describe the one good card.
 	CardName  string
 	CardKey   pkcs11.KeyType
@@ -45,7 +47,7 @@ type DevEnv struct {
 	CAToken, CAPINFile string
 	// Portal and admin client certificates and keys.
 	PortalCert, PortalKey, AdminCert, AdminKey string
-	GRPCAddr, HTTPAddr                         string
+	GRPCAddr, HTTPAddr, PortalAddr             string
 }
 
 // DevInit makes dir (new or empty) a development environment: an hsm-sim
@@ -73,7 +75,7 @@ func DevInit(ctx context.Context, dir string, o DevOptions) (*DevEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &DevEnv{Dir: abs, GRPCAddr: o.GRPCAddr, HTTPAddr: o.HTTPAddr}
+	d := &DevEnv{Dir: abs, GRPCAddr: o.GRPCAddr, HTTPAddr: o.HTTPAddr, PortalAddr: o.PortalAddr}
 	if d.Env, err = Init(filepath.Join(abs, "hsm"), o.HSMURL); err != nil {
 		return nil, err
 	}
@@ -101,6 +103,15 @@ func DevInit(ctx context.Context, dir string, o DevOptions) (*DevEnv, error) {
 	}
 	if err := d.writeTLS(); err != nil {
 		return nil, err
+	}
+	if d.PortalAddr != "" {
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, err
+		}
+		if err := writeFileAtomic(filepath.Join(abs, "tls", "portal-csrf.key"), []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+			return nil, err
+		}
 	}
 	d.Config = filepath.Join(abs, "credgw.yaml")
 	var b strings.Builder
@@ -250,4 +261,11 @@ enrollment:
   max_attempts: 5
   max_credential_sets: 5
   confirm_window: 1h
+{{- if .PortalAddr}}
+portal:
+  # The self-service portal: https://{{.PortalAddr}}/ ; sign-in is the
+  # browser's TLS client authentication with the card.
+  listen: {{.PortalAddr}}
+  csrf_key_file: tls/portal-csrf.key
+{{- end}}
 `))

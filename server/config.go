@@ -37,6 +37,7 @@ type Config struct {
 	CA        CAConfig     `yaml:"ca"`
 	Escrow    EscrowConfig `yaml:"escrow"`
 	Enroll    EnrollConfig `yaml:"enrollment"`
+	Portal    PortalConfig `yaml:"portal"`
 
 	dir string // directory of the config file
 }
@@ -156,6 +157,15 @@ type EnrollConfig struct {
 	MaxAttempts    int      `yaml:"max_attempts"`
 	MaxSets        int      `yaml:"max_credential_sets"`
 	ConfirmWindow  Duration `yaml:"confirm_window"`
+}
+
+// PortalConfig is the self-service portal's HTTPS listener (TLS from tls:,
+// sign-in by the card's TLS client certificate).
+type PortalConfig struct {
+	// Listen is the portal's address ("" = no portal).
+	Listen string `yaml:"listen"`
+	// CSRFKeyFile holds 32 random bytes in hex, the same on every replica.
+	CSRFKeyFile string `yaml:"csrf_key_file"`
 }
 
 // LogConfig is the JSON log.
@@ -322,8 +332,8 @@ func (c *Config) validate() error {
 	if !gatewayIDRe.MatchString(c.GatewayID) {
 		bad("gateway_id %q: 1-64 of A-Z a-z 0-9 . _ : -", c.GatewayID)
 	}
-	for name, addr := range map[string]string{"listen.grpc": c.Listen.GRPC, "listen.http": c.Listen.HTTP} {
-		if addr == "" && name == "listen.http" {
+	for name, addr := range map[string]string{"listen.grpc": c.Listen.GRPC, "listen.http": c.Listen.HTTP, "portal.listen": c.Portal.Listen} {
+		if addr == "" && name != "listen.grpc" {
 			continue
 		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {

@@ -114,7 +114,7 @@ func run(m *testing.M) int {
 	ctx := context.Background()
 	// The gateway's HTTP address goes into the certificates it issues, so
 	// it is fixed before start: a port that was free a moment ago.
-	var addrs [2]string
+	var addrs [3]string
 	for i := range addrs {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -124,7 +124,7 @@ func run(m *testing.M) int {
 		ln.Close()
 	}
 	dev, err = hsmsim.DevInit(ctx, filepath.Join(dir, "dev"), hsmsim.DevOptions{
-		HSMURL: "http://" + hsmLn.Addr().String(), GRPCAddr: addrs[0], HTTPAddr: addrs[1],
+		HSMURL: "http://" + hsmLn.Addr().String(), GRPCAddr: addrs[0], HTTPAddr: addrs[1], PortalAddr: addrs[2],
 	})
 	if err != nil {
 		return fail(err)

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/credgw/credgw/piv"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
@@ -129,27 +130,15 @@ func (a *pivAuthService) CompleteSession(ctx context.Context, req *credgwv1.Comp
 		}
 		id.Email, emailSource = email, "digital-signature"
 	}
-	token, err := randomToken(32)
-	if err != nil {
-		return nil, err
-	}
 	src := ""
 	if p, ok := peer.FromContext(ctx); ok {
 		src = p.Addr.String()
 	}
-	expires := now.Add(a.s.cfg.PIV.SessionTTL.Duration)
-	fp := res.Fingerprint()
-	err = a.s.store.CreatePIVSession(ctx, store.PIVSession{
-		TokenHash: TokenHash(token), SessionID: ch.SessionID, CertSHA256: fp, PersonID: id.PersonID,
-		FASCN: id.FASCNRaw, CardUUID: id.CardUUID, UPN: id.UPN, Email: id.Email, EmailSource: emailSource,
-		Subject: id.Subject, SourceAddr: src, CreatedAt: now, ExpiresAt: expires,
-	}, store.PIVCertificate{
-		SHA256: fp, DER: leaf.Raw, Serial: leaf.SerialNumber.Text(16), Issuer: leaf.Issuer.String(),
-		Subject: id.Subject, FASCN: id.FASCNRaw, CardUUID: id.CardUUID, NotAfter: leaf.NotAfter,
-	})
+	token, expires, err := a.s.openPIVSession(ctx, ch.SessionID, res, id, emailSource, src)
 	if err != nil {
 		return nil, err
 	}
+	fp := res.Fingerprint()
 	a.s.log.Info("PKI-AUTH succeeded", "person_id", id.PersonID, "card_uuid", id.CardUUID,
 		"piv_auth_serial", leaf.SerialNumber.Text(16), "status_source", res.StatusSource)
 	return &credgwv1.CompleteSessionResponse{
@@ -162,4 +151,27 @@ func (a *pivAuthService) CompleteSession(ctx context.Context, req *credgwv1.Comp
 			PivAuthNotAfter: timestamppb.New(leaf.NotAfter),
 		},
 	}, nil
+}
+
+// openPIVSession keeps the copy of the verified PIV Authentication
+// certificate and records a session of piv.session_ttl; it returns the token
+// (only its hash is stored).
+func (s *Server) openPIVSession(ctx context.Context, sessionID string, res *piv.Result, id piv.Identity, emailSource, src string) (string, time.Time, error) {
+	token, err := randomToken(32)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	now := s.now()
+	expires := now.Add(s.cfg.PIV.SessionTTL.Duration)
+	leaf := res.Leaf
+	fp := res.Fingerprint()
+	err = s.store.CreatePIVSession(ctx, store.PIVSession{
+		TokenHash: TokenHash(token), SessionID: sessionID, CertSHA256: fp, PersonID: id.PersonID,
+		FASCN: id.FASCNRaw, CardUUID: id.CardUUID, UPN: id.UPN, Email: id.Email, EmailSource: emailSource,
+		Subject: id.Subject, SourceAddr: src, CreatedAt: now, ExpiresAt: expires,
+	}, store.PIVCertificate{
+		SHA256: fp, DER: leaf.Raw, Serial: leaf.SerialNumber.Text(16), Issuer: leaf.Issuer.String(),
+		Subject: id.Subject, FASCN: id.FASCNRaw, CardUUID: id.CardUUID, NotAfter: leaf.NotAfter,
+	})
+	return token, expires, err
 }

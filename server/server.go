@@ -17,6 +17,7 @@ import (
 	"github.com/credgw/credgw/activation"
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/piv"
+	"github.com/credgw/credgw/portal"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/store"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -37,6 +38,7 @@ type Server struct {
 	ownStore   bool
 	verifier   *piv.Verifier
 	clientCAs  *x509.CertPool
+	pivIssuers *x509.CertPool
 	tlsConfig  *tls.Config
 	metrics    *metrics
 	health     *health.Server
@@ -49,6 +51,8 @@ type Server struct {
 	http      *http.Server
 	grpcLn    net.Listener
 	httpLn    net.Listener
+	portal    *http.Server
+	portalLn  net.Listener
 	wg        sync.WaitGroup
 	serveErr  chan error
 	sweepStop chan struct{}
@@ -183,6 +187,12 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 			return nil, fmt.Errorf("piv.intermediate_files: %w", err)
 		}
 	}
+	// The portal names the PIV issuers in its CertificateRequest, so a
+	// browser offers the card's certificate and not every one it holds.
+	s.pivIssuers = roots.Clone()
+	for _, c := range inter {
+		s.pivIssuers.AddCert(c)
+	}
 	policies := make([]asn1OID, 0, len(cfg.PIV.Policies))
 	for _, p := range cfg.PIV.Policies {
 		oid, _ := parseOID(p) // validated with the config
@@ -284,6 +294,15 @@ func (s *Server) Start() error {
 			}
 		}()
 	}
+	if s.cfg.Portal.Listen != "" {
+		if err := s.startPortal(); err != nil {
+			s.grpcLn.Close()
+			if s.httpLn != nil {
+				s.httpLn.Close()
+			}
+			return err
+		}
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -297,6 +316,45 @@ func (s *Server) Start() error {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.log.Info("credgw serving", "grpc", s.grpcLn.Addr().String(), "http", s.HTTPAddr(), "gateway_id", s.cfg.GatewayID)
 	return nil
+}
+
+// startPortal serves the portal over HTTPS; the browser's TLS client
+// certificate is the sign-in.
+func (s *Server) startPortal() error {
+	key, err := portalCSRFKey(s.cfg)
+	if err != nil {
+		return err
+	}
+	p, err := portal.New(portalBackend{s: s}, s.log, key)
+	if err != nil {
+		return err
+	}
+	tc := s.tlsConfig.Clone()
+	tc.NextProtos = []string{"h2", "http/1.1"}
+	tc.ClientCAs = s.pivIssuers
+	ln, err := net.Listen("tcp", s.cfg.Portal.Listen)
+	if err != nil {
+		return fmt.Errorf("portal.listen: %w", err)
+	}
+	s.portalLn = ln
+	s.portal = &http.Server{Handler: p.Handler(), TLSConfig: tc, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.portal.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.serveErr <- err
+		}
+	}()
+	return nil
+}
+
+// PortalAddr is the bound portal address, or "".
+func (s *Server) PortalAddr() string {
+	if s.portalLn == nil {
+		return ""
+	}
+	return s.portalLn.Addr().String()
 }
 
 // GRPCAddr is the bound gRPC address.
@@ -337,6 +395,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
 	if s.http != nil {
 		errs = append(errs, s.http.Shutdown(ctx))
+	}
+	if s.portal != nil {
+		errs = append(errs, s.portal.Shutdown(ctx))
 	}
 	s.wg.Wait()
 	s.closeResources()

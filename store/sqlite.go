@@ -246,6 +246,11 @@ func (s *DB) PIVSession(ctx context.Context, tokenHash string) (PIVSession, erro
 	return ps, nil
 }
 
+func (s *DB) EndPIVSession(ctx context.Context, tokenHash string, now time.Time) error {
+	_, err := s.w.ExecContext(ctx, `UPDATE piv_sessions SET expires_at = $1 WHERE token_hash = $2 AND expires_at > $1`, ts(now), tokenHash)
+	return wrapDB(err)
+}
+
 func (s *DB) PIVCertificate(ctx context.Context, sha256 string) (PIVCertificate, error) {
 	c := PIVCertificate{SHA256: sha256}
 	var notAfter, first, last int64

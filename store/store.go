@@ -42,6 +42,9 @@ type Store interface {
 	CreatePIVSession(ctx context.Context, s PIVSession, cert PIVCertificate) error
 	// PIVSession finds a session by the hash of its token.
 	PIVSession(ctx context.Context, tokenHash string) (PIVSession, error)
+	// EndPIVSession ends a session at now (sign-out); ending an unknown or
+	// already ended session is not an error.
+	EndPIVSession(ctx context.Context, tokenHash string, now time.Time) error
 	// PIVCertificate returns the kept copy of a PIV Authentication
 	// certificate by its SHA-256 (hex).
 	PIVCertificate(ctx context.Context, sha256 string) (PIVCertificate, error)

@@ -1,0 +1,273 @@
+package portal
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"embed"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// Session is a signed-in person, as the backend sees them.
+type Session struct {
+	Token     string
+	Subject   string
+	Email     string
+	CardUUID  string
+	ExpiresAt time.Time
+}
+
+// Enrollment is what the QR page shows.
+type Enrollment struct {
+	ActivationID string
+	QRPNG        []byte
+	Password     string
+	ExpiresAt    time.Time
+}
+
+// Credential is one row of "my credentials".
+type Credential struct {
+	ID, Name, Type, State, Device string
+	Issued, Expires               time.Time
+}
+
+// Backend does the work: card verification, sessions, enrollment.
+type Backend interface {
+	// SignIn verifies the TLS client certificate exactly as PKI-AUTH does
+	// and opens a session.
+	SignIn(ctx context.Context, leaf *x509.Certificate, chain []*x509.Certificate, source string) (Session, error)
+	Session(ctx context.Context, token string) (Session, error)
+	// SignOut ends the session on the server.
+	SignOut(ctx context.Context, token string) error
+	Enroll(ctx context.Context, token, identityName, credentialType string) (Enrollment, error)
+	Credentials(ctx context.Context, token string) ([]Credential, error)
+	Revoke(ctx context.Context, token, setID string) error
+	// CredentialTypes lists the types a person may choose.
+	CredentialTypes() []string
+	// Explain turns a backend error into what the person should read and
+	// do: a title and a next step.
+	Explain(err error) (title, next string, status int)
+}
+
+// CookieName is the session cookie.
+const CookieName = "credgw_session"
+
+// Portal is the HTTP handler.
+type Portal struct {
+	b    Backend
+	log  *slog.Logger
+	tmpl *template.Template
+	csrf []byte // key for CSRF tokens
+}
+
+// New builds the portal; csrfKey must be 32 random bytes shared by replicas.
+func New(b Backend, log *slog.Logger, csrfKey []byte) (*Portal, error) {
+	if len(csrfKey) < 32 {
+		return nil, errors.New("portal: the CSRF key must be at least 32 bytes")
+	}
+	t, err := template.New("").Funcs(template.FuncMap{
+		"dataURI": func(png []byte) template.URL {
+			return template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(png))
+		},
+		"until": func(t time.Time) string { return t.Local().Format("15:04:05") },
+		"day":   func(t time.Time) string { return t.UTC().Format("2006-01-02") },
+		"unix":  func(t time.Time) int64 { return t.Unix() },
+		"iso":   func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	}).ParseFS(templateFS, "templates/*.html")
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Portal{b: b, log: log, tmpl: t, csrf: csrfKey}, nil
+}
+
+// Handler returns the portal's routes.
+func (p *Portal) Handler() http.Handler {
+	mux := http.NewServeMux()
+	static, _ := fs.Sub(staticFS, "static")
+	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	mux.HandleFunc("GET /{$}", p.home)
+	mux.HandleFunc("GET /signin", p.signIn)
+	mux.HandleFunc("POST /signout", p.withSession(p.signOut))
+	mux.HandleFunc("GET /actions", p.withSession(p.actions))
+	mux.HandleFunc("GET /enroll/app", p.withSession(p.appInstalled))
+	mux.HandleFunc("GET /enroll", p.withSession(p.enrollForm))
+	mux.HandleFunc("POST /enroll", p.withSession(p.enroll))
+	mux.HandleFunc("GET /credentials", p.withSession(p.credentials))
+	mux.HandleFunc("POST /credentials/revoke", p.withSession(p.revoke))
+	mux.HandleFunc("GET /lost", p.withSession(p.credentials))
+	return securityHeaders(mux)
+}
+
+// securityHeaders: a strict CSP (nothing from elsewhere, no inline script),
+// no framing, no referrer, no caching of pages with passwords on them.
+func securityHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("Content-Security-Policy", "default-src 'none'; img-src 'self' data:; style-src 'self'; script-src 'self'; "+
+			"form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		hd.Set("X-Frame-Options", "DENY")
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("Referrer-Policy", "no-referrer")
+		hd.Set("Cache-Control", "no-store")
+		hd.Set("Strict-Transport-Security", "max-age=31536000")
+		h.ServeHTTP(w, r)
+	})
+}
+
+type page struct {
+	Title   string
+	Session *Session
+	CSRF    string
+	Data    any
+	Error   *errorInfo
+}
+
+type errorInfo struct{ Title, Next string }
+
+func (p *Portal) render(w http.ResponseWriter, status int, name string, pg page) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	if err := p.tmpl.ExecuteTemplate(w, name, pg); err != nil {
+		p.log.Error("portal: render", "page", name, "err", err)
+	}
+}
+
+func (p *Portal) fail(w http.ResponseWriter, err error) {
+	title, next, status := p.b.Explain(err)
+	p.render(w, status, "error.html", page{Title: title, Error: &errorInfo{Title: title, Next: next}})
+}
+
+// csrfToken is derived from the session token: nothing to store, and valid
+// exactly as long as the session.
+func (p *Portal) csrfToken(s Session) string {
+	m := hmac.New(sha256.New, p.csrf)
+	m.Write([]byte("credgw-portal-csrf\x00" + s.Token))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+func (p *Portal) checkCSRF(r *http.Request, s Session) bool {
+	got := r.PostFormValue("csrf")
+	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(p.csrfToken(s))) == 1
+}
+
+type sessionHandler func(w http.ResponseWriter, r *http.Request, s Session)
+
+// withSession requires a live session; POSTs also need the CSRF token.
+func (p *Portal) withSession(h sessionHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, err := r.Cookie(CookieName)
+		if err != nil || c.Value == "" {
+			http.Redirect(w, r, "/", http.StatusSeeOther)
+			return
+		}
+		s, err := p.b.Session(r.Context(), c.Value)
+		if err != nil {
+			clearCookie(w)
+			p.fail(w, err)
+			return
+		}
+		if r.Method == http.MethodPost {
+			r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+			if !p.checkCSRF(r, s) {
+				p.render(w, http.StatusForbidden, "error.html", page{Title: "Request refused", Error: &errorInfo{
+					Title: "This form is out of date or did not come from this portal",
+					Next:  "Go back to the start page and try again."}})
+				return
+			}
+		}
+		h(w, r, s)
+	}
+}
+
+func clearCookie(w http.ResponseWriter) {
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1, Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+}
+
+func (p *Portal) home(w http.ResponseWriter, r *http.Request) {
+	p.render(w, http.StatusOK, "home.html", page{Title: "Sign in"})
+}
+
+// signIn: the sign-in is the TLS client authentication itself (SP 800-157r1
+// App. C.1); the certificate is checked as PKI-AUTH checks it.
+func (p *Portal) signIn(w http.ResponseWriter, r *http.Request) {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		p.render(w, http.StatusUnauthorized, "error.html", page{Title: "No smart card", Error: &errorInfo{
+			Title: "No smart card certificate was presented",
+			Next:  "Insert your PIV card, then select the sign-in button again and pick your card's certificate when the browser asks."}})
+		return
+	}
+	certs := r.TLS.PeerCertificates
+	s, err := p.b.SignIn(r.Context(), certs[0], certs[1:], r.RemoteAddr)
+	if err != nil {
+		p.fail(w, err)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: s.Token, Path: "/", MaxAge: int(time.Until(s.ExpiresAt).Seconds()),
+		Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+	http.Redirect(w, r, "/actions", http.StatusSeeOther)
+}
+
+func (p *Portal) signOut(w http.ResponseWriter, r *http.Request, s Session) {
+	if err := p.b.SignOut(r.Context(), s.Token); err != nil {
+		p.fail(w, err)
+		return
+	}
+	clearCookie(w)
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+func (p *Portal) actions(w http.ResponseWriter, r *http.Request, s Session) {
+	p.render(w, http.StatusOK, "actions.html", page{Title: "What would you like to do?", Session: &s, CSRF: p.csrfToken(s)})
+}
+
+func (p *Portal) appInstalled(w http.ResponseWriter, r *http.Request, s Session) {
+	p.render(w, http.StatusOK, "app.html", page{Title: "Install the app", Session: &s, CSRF: p.csrfToken(s)})
+}
+
+func (p *Portal) enrollForm(w http.ResponseWriter, r *http.Request, s Session) {
+	p.render(w, http.StatusOK, "enroll.html", page{Title: "Your derived credential", Session: &s, CSRF: p.csrfToken(s), Data: p.b.CredentialTypes()})
+}
+
+func (p *Portal) enroll(w http.ResponseWriter, r *http.Request, s Session) {
+	en, err := p.b.Enroll(r.Context(), s.Token, r.PostFormValue("name"), r.PostFormValue("type"))
+	if err != nil {
+		p.fail(w, err)
+		return
+	}
+	p.render(w, http.StatusOK, "qr.html", page{Title: "Scan the code", Session: &s, CSRF: p.csrfToken(s), Data: en})
+}
+
+func (p *Portal) credentials(w http.ResponseWriter, r *http.Request, s Session) {
+	creds, err := p.b.Credentials(r.Context(), s.Token)
+	if err != nil {
+		p.fail(w, err)
+		return
+	}
+	p.render(w, http.StatusOK, "credentials.html", page{Title: "My derived credentials", Session: &s, CSRF: p.csrfToken(s), Data: creds})
+}
+
+func (p *Portal) revoke(w http.ResponseWriter, r *http.Request, s Session) {
+	if err := p.b.Revoke(r.Context(), s.Token, r.PostFormValue("set")); err != nil {
+		p.fail(w, err)
+		return
+	}
+	http.Redirect(w, r, "/credentials", http.StatusSeeOther)
+}

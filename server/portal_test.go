@@ -1,0 +1,340 @@
+package server_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"html"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/agent"
+	hsmsim "github.com/credgw/credgw/hsm-sim"
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+)
+
+// browser is an HTTPS client of the portal presenting cert (nil: none),
+// with a cookie jar; it does not follow redirects so tests see them.
+type browser struct {
+	t    *testing.T
+	c    *http.Client
+	base string
+}
+
+func newBrowser(t *testing.T, cert *tls.Certificate) *browser {
+	t.Helper()
+	pem, err := os.ReadFile(dev.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	jar, _ := cookiejar.New(nil)
+	tc := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12,
+		// Present the certificate even when its issuer is not one the
+		// portal names, as a careless browser would.
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if cert == nil {
+				return &tls.Certificate{}, nil
+			}
+			return cert, nil
+		}}
+	tr := &http.Transport{TLSClientConfig: tc}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &browser{t: t, base: "https://" + gw.PortalAddr(), c: &http.Client{Jar: jar, Transport: tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+}
+
+type pageResp struct {
+	code int
+	hdr  http.Header
+	body string
+}
+
+func (b *browser) do(method, path string, form url.Values) pageResp {
+	b.t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequest(method, b.base+path, body)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := b.c.Do(req)
+	if err != nil {
+		b.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return pageResp{code: resp.StatusCode, hdr: resp.Header, body: string(raw)}
+}
+
+func (b *browser) sessionCookie() *http.Cookie {
+	u, _ := url.Parse(b.base)
+	for _, c := range b.c.Jar.Cookies(u) {
+		if c.Name == "credgw_session" {
+			return c
+		}
+	}
+	return nil
+}
+
+var (
+	csrfRe     = regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`)
+	passwordRe = regexp.MustCompile(`<strong id="password">([0-9]+)</strong>`)
+	qrRe       = regexp.MustCompile(`<img id="qr" src="data:image/png;base64,([^"]+)"`)
+	setRe      = regexp.MustCompile(`name="set" value="([^"]+)"`)
+)
+
+func match(t *testing.T, re *regexp.Regexp, body string) string {
+	t.Helper()
+	m := re.FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("%s not in page:\n%s", re, body)
+	}
+	return html.UnescapeString(m[1])
+}
+
+// TestPortalJourney: card sign-in by TLS client authentication, enrollment,
+// the QR code and password read off the page, redemption by the agent, the
+// credential in the list, revocation, sign-out.
+func TestPortalJourney(t *testing.T) {
+	ctx := context.Background()
+	c := newCard(t, hsmsim.CardSpec{Email: "portal.user@example.com"})
+	cert := c.tlsCert()
+	b := newBrowser(t, &cert)
+
+	home := b.do("GET", "/", nil)
+	if home.code != http.StatusOK || !strings.Contains(home.body, `href="/signin"`) {
+		t.Fatalf("home: %d %s", home.code, home.body)
+	}
+	csp := home.hdr.Get("Content-Security-Policy")
+	for _, want := range []string{"default-src 'none'", "frame-ancestors 'none'", "script-src 'self'", "form-action 'self'"} {
+		if !strings.Contains(csp, want) {
+			t.Errorf("CSP %q lacks %q", csp, want)
+		}
+	}
+	if home.hdr.Get("X-Frame-Options") != "DENY" || home.hdr.Get("Cache-Control") != "no-store" {
+		t.Errorf("headers %v", home.hdr)
+	}
+	if strings.Contains(home.body, "http://") || strings.Contains(home.body, "https://") {
+		t.Errorf("the page loads something from elsewhere:\n%s", home.body)
+	}
+
+	in := b.do("GET", "/signin", nil)
+	if in.code != http.StatusSeeOther || in.hdr.Get("Location") != "/actions" {
+		t.Fatalf("sign-in: %d %s", in.code, in.body)
+	}
+	setCookie := in.hdr.Get("Set-Cookie")
+	for _, attr := range []string{"Secure", "HttpOnly", "SameSite=Strict", "Path=/"} {
+		if !strings.Contains(setCookie, attr) {
+			t.Errorf("session cookie %q lacks %s", setCookie, attr)
+		}
+	}
+	sc := b.sessionCookie()
+	if sc == nil {
+		t.Fatal("no session cookie")
+	}
+	rememberSecret([]byte(sc.Value))
+	var maxAge int
+	for _, p := range strings.Split(setCookie, ";") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(p), "Max-Age="); ok {
+			maxAge = atoi(t, v)
+		}
+	}
+	if maxAge <= 0 || maxAge > 20*60 {
+		t.Errorf("cookie Max-Age %d, want at most 20 minutes", maxAge)
+	}
+
+	acts := b.do("GET", "/actions", nil)
+	for _, want := range []string{"enroll for a derived mobile smart card credential", "My derived credentials", "Report a lost or replaced device"} {
+		if !strings.Contains(acts.body, want) {
+			t.Errorf("actions page lacks %q", want)
+		}
+	}
+	if app := b.do("GET", "/enroll/app", nil); app.code != http.StatusOK || !strings.Contains(app.body, `href="/enroll"`) {
+		t.Fatalf("app page: %d %s", app.code, app.body)
+	}
+	form := b.do("GET", "/enroll", nil)
+	csrf := match(t, csrfRe, form.body)
+	if !strings.Contains(form.body, `<label for="name">`) || !strings.Contains(form.body, `<label for="type">`) {
+		t.Errorf("the form's fields are not labelled:\n%s", form.body)
+	}
+
+	// A post without the token, or with another's, is refused and
+	// enrolls nothing.
+	for _, bad := range []url.Values{
+		{"name": {"Phone"}},
+		{"name": {"Phone"}, "csrf": {strings.Repeat("0", 64)}},
+	} {
+		if r := b.do("POST", "/enroll", bad); r.code != http.StatusForbidden {
+			t.Fatalf("POST /enroll %v: %d, want 403", bad, r.code)
+		}
+	}
+	if r := b.do("GET", "/credentials", nil); strings.Contains(r.body, "<table") {
+		t.Fatalf("a refused post enrolled something:\n%s", r.body)
+	}
+	if r := b.do("POST", "/enroll", url.Values{"csrf": {csrf}, "name": {""}}); r.code != http.StatusBadRequest ||
+		!strings.Contains(r.body, `id="next"`) {
+		t.Fatalf("empty identity name: %d %s", r.code, r.body)
+	}
+
+	qr := b.do("POST", "/enroll", url.Values{"csrf": {csrf}, "name": {"Entrust Derived Cred"}})
+	if qr.code != http.StatusOK {
+		t.Fatalf("enroll: %d %s", qr.code, qr.body)
+	}
+	password := match(t, passwordRe, qr.body)
+	rememberSecret([]byte(password))
+	png, err := base64.StdEncoding.DecodeString(match(t, qrRe, qr.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := agent.DecodeQR(png)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := activation.ParsePayload(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rememberSecret(payload.Secret)
+	if !strings.Contains(qr.body, `id="countdown"`) || !strings.Contains(qr.body, `src="/static/countdown.js"`) {
+		t.Errorf("the QR page has no countdown")
+	}
+	res, err := agent.Redeem(ctx, agent.Options{Payload: payload, Password: password, OutDir: t.TempDir(), KeystorePIN: "correct horse",
+		Device: &credgwv1.DeviceInfo{Model: "portal phone"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	list := b.do("GET", "/credentials", nil)
+	if !strings.Contains(list.body, "portal phone") || !strings.Contains(list.body, ">active<") {
+		t.Fatalf("credentials page:\n%s", list.body)
+	}
+	setID := match(t, setRe, list.body)
+	if setID != res.CredentialSetID {
+		t.Fatalf("the page lists set %s, the agent installed %s", setID, res.CredentialSetID)
+	}
+	if r := b.do("POST", "/credentials/revoke", url.Values{"set": {setID}}); r.code != http.StatusForbidden {
+		t.Fatalf("revoke without CSRF: %d", r.code)
+	}
+	if r := b.do("POST", "/credentials/revoke", url.Values{"csrf": {csrf}, "set": {setID}}); r.code != http.StatusSeeOther {
+		t.Fatalf("revoke: %d %s", r.code, r.body)
+	}
+	recs, err := gwStore.CertificatesOfSet(ctx, setID)
+	if err != nil || len(recs) != 3 {
+		t.Fatalf("%d records, %v", len(recs), err)
+	}
+	for _, r := range recs {
+		if r.RevokedAt.IsZero() {
+			t.Errorf("certificate %s (%s) not revoked", r.Serial, r.Profile)
+		}
+	}
+	if list := b.do("GET", "/credentials", nil); !strings.Contains(list.body, ">revoked<") {
+		t.Fatalf("after revoke:\n%s", list.body)
+	}
+
+	// Sign-out ends the session on the server, not only in the browser.
+	if r := b.do("POST", "/signout", url.Values{"csrf": {csrf}}); r.code != http.StatusSeeOther {
+		t.Fatalf("sign-out: %d", r.code)
+	}
+	stolen := newBrowser(t, nil)
+	u, _ := url.Parse(stolen.base)
+	stolen.c.Jar.SetCookies(u, []*http.Cookie{{Name: sc.Name, Value: sc.Value}})
+	if r := stolen.do("GET", "/actions", nil); r.code != http.StatusUnauthorized || !strings.Contains(r.body, "Sign in with your card again") {
+		t.Fatalf("ended session still works: %d %s", r.code, r.body)
+	}
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n := 0
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			t.Fatalf("not a number: %q", s)
+		}
+		n = n*10 + int(r-'0')
+	}
+	return n
+}
+
+// TestPortalSignInRefusals: each refused sign-in gets its own error page,
+// saying what to do next, and no session.
+func TestPortalSignInRefusals(t *testing.T) {
+	withCard := func(v hsmsim.Variant) func(t *testing.T) *tls.Certificate {
+		return func(t *testing.T) *tls.Certificate {
+			c := newCard(t, hsmsim.CardSpec{Variant: v}).tlsCert()
+			return &c
+		}
+	}
+	tests := []struct {
+		name              string
+		ocspDown, crlDown bool
+		clock             time.Duration
+		cert              func(t *testing.T) *tls.Certificate
+		code              int
+		page              string
+	}{
+		{"no client certificate", false, false, 0, func(*testing.T) *tls.Certificate { return nil }, http.StatusUnauthorized, "No smart card certificate"},
+		{"revoked card", false, false, 0, withCard(hsmsim.Revoked), http.StatusForbidden, "Your card has been revoked"},
+		{"certificate without id-fpki-common-authentication", false, false, 0, withCard(hsmsim.WrongPolicy), http.StatusForbidden, "not a PIV card this portal accepts"},
+		{"untrusted issuer", false, false, 0, withCard(hsmsim.Untrusted), http.StatusForbidden, "not a PIV card this portal accepts"},
+		{"expired card", false, false, 0, withCard(hsmsim.Expired), http.StatusForbidden, "not valid today"},
+		{"the gateway's own client certificate", false, false, 0, func(t *testing.T) *tls.Certificate {
+			c := keyPair(t, dev.PortalCert, dev.PortalKey)
+			return &c
+		}, http.StatusForbidden, "not a PIV card this portal accepts"},
+		{"status unavailable: fail closed", true, true, 25 * time.Hour, withCard(hsmsim.Good), http.StatusServiceUnavailable, "cannot be checked right now"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cert := tc.cert(t)
+			setOutage(t, tc.ocspDown, tc.crlDown)
+			clockOffset.Add(int64(tc.clock))
+			defer clockOffset.Add(-int64(tc.clock))
+			b := newBrowser(t, cert)
+			r := b.do("GET", "/signin", nil)
+			if r.code != tc.code || !strings.Contains(r.body, tc.page) || !strings.Contains(r.body, `id="next"`) {
+				t.Fatalf("got %d, want %d with %q:\n%s", r.code, tc.code, tc.page, r.body)
+			}
+			if sc := r.hdr.Get("Set-Cookie"); sc != "" {
+				t.Fatalf("a refused sign-in set a cookie: %q", sc)
+			}
+			if r := b.do("GET", "/actions", nil); r.code != http.StatusSeeOther {
+				t.Fatalf("/actions without a session: %d", r.code)
+			}
+		})
+	}
+}
+
+// TestPortalForgedSession: a cookie that is no session gets the sign-in
+// again, and a forged form post is refused before it reaches the backend.
+func TestPortalForgedSession(t *testing.T) {
+	b := newBrowser(t, nil)
+	u, _ := url.Parse(b.base)
+	b.c.Jar.SetCookies(u, []*http.Cookie{{Name: "credgw_session", Value: "forged"}})
+	if r := b.do("GET", "/credentials", nil); r.code != http.StatusUnauthorized {
+		t.Fatalf("forged cookie: %d", r.code)
+	}
+	// The refusal cleared the cookie; the forger sends it again.
+	b.c.Jar.SetCookies(u, []*http.Cookie{{Name: "credgw_session", Value: "forged"}})
+	if r := b.do("POST", "/enroll", url.Values{"csrf": {"x"}, "name": {"n"}}); r.code != http.StatusUnauthorized {
+		t.Fatalf("forged cookie post: %d", r.code)
+	}
+}
