@@ -13,7 +13,7 @@ import (
 func newDevCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "dev", Short: "Development environments"}
 	var dir string
-	var hsmPort, grpcPort, httpPort int
+	var hsmPort, grpcPort, httpPort, portalPort int
 	initCmd := &cobra.Command{
 		Use:   "init --dir DIR",
 		Short: "Make a ready-to-run development environment",
@@ -24,7 +24,7 @@ DIR/credgw.db with the simulated PIV issuer as trust anchor. Ports default to
 free ones on 127.0.0.1.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ports := []*int{&hsmPort, &grpcPort, &httpPort}
+			ports := []*int{&hsmPort, &grpcPort, &httpPort, &portalPort}
 			for _, p := range ports {
 				if *p == 0 {
 					free, err := freePort()
@@ -35,9 +35,10 @@ free ones on 127.0.0.1.`,
 				}
 			}
 			d, err := hsmsim.DevInit(cmd.Context(), dir, hsmsim.DevOptions{
-				HSMURL:   fmt.Sprintf("http://127.0.0.1:%d", hsmPort),
-				GRPCAddr: fmt.Sprintf("127.0.0.1:%d", grpcPort),
-				HTTPAddr: fmt.Sprintf("127.0.0.1:%d", httpPort),
+				HSMURL:     fmt.Sprintf("http://127.0.0.1:%d", hsmPort),
+				GRPCAddr:   fmt.Sprintf("127.0.0.1:%d", grpcPort),
+				HTTPAddr:   fmt.Sprintf("127.0.0.1:%d", httpPort),
+				PortalAddr: fmt.Sprintf("127.0.0.1:%d", portalPort),
 			})
 			if err != nil {
 				return err
@@ -53,8 +54,10 @@ Run, each in its own terminal:
   credgw serve --config %s
   SOFTHSM2_CONF=%s credgw piv login --gateway %s --ca-file %s \
       --card 'pkcs11:token=%s' --pin-file %s
+Then open the self-service portal, https://%s/ , in a browser that holds the
+card (docs/portal.md shows how to add the SoftHSM module to Chromium or Firefox).
 `, d.Dir, d.Card.Name, d.PINFile, d.Config, d.Dir, d.Config, d.Env.SoftHSMConfig(), d.GRPCAddr, d.CAFile,
-				uriEscape(d.Card.Name), d.PINFile)
+				uriEscape(d.Card.Name), d.PINFile, d.PortalAddr)
 			return nil
 		},
 	}
@@ -62,6 +65,7 @@ Run, each in its own terminal:
 	initCmd.Flags().IntVar(&hsmPort, "hsm-port", 0, "port of the simulated issuer's OCSP/CRL server (default: a free one)")
 	initCmd.Flags().IntVar(&grpcPort, "grpc-port", 0, "gateway gRPC port (default: a free one)")
 	initCmd.Flags().IntVar(&httpPort, "http-port", 0, "gateway /healthz and /metrics port (default: a free one)")
+	initCmd.Flags().IntVar(&portalPort, "portal-port", 0, "self-service portal HTTPS port (default: a free one)")
 	initCmd.MarkFlagRequired("dir")
 	cmd.AddCommand(initCmd)
 	return cmd
