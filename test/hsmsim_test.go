@@ -145,7 +145,8 @@ func TestDemo(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "demo")
 	out := run(t, nil, true, credgwBin, "demo", "--dir", dir)
 	for _, want := range []string{"challenge signed by the card", "verified", "FASC-N:", "card UUID:",
-		"PKI-AUTH succeeded", "email:       dev.cardholder@example.com (from the piv-auth certificate)", "Gateway and issuer stopped"} {
+		"PKI-AUTH succeeded", "email:       dev.cardholder@example.com (from the piv-auth certificate)", "Gateway and issuer stopped",
+		"The self-service portal is https://127.0.0.1:", "modutil -dbdir"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}

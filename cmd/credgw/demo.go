@@ -37,7 +37,8 @@ func newDemoCmd() *cobra.Command {
   5. enroll (credgw enroll): the QR code (DIR/qr.png) and its password;
   6. redeem with the reference device agent into DIR/device (credgw redeem):
      scan, password, download, verify, install, confirm;
-  7. stop everything.`,
+  7. stop everything, and print how to run the gateway by hand and open
+     its self-service portal in a browser with the demo card.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -55,10 +56,15 @@ func newDemoCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			portalPort, err := freePort()
+			if err != nil {
+				return err
+			}
 			d, err := hsmsim.DevInit(ctx, dir, hsmsim.DevOptions{
-				HSMURL:   "http://" + hsmLn.Addr().String(),
-				GRPCAddr: fmt.Sprintf("127.0.0.1:%d", grpcPort),
-				HTTPAddr: fmt.Sprintf("127.0.0.1:%d", httpPort),
+				HSMURL:     "http://" + hsmLn.Addr().String(),
+				GRPCAddr:   fmt.Sprintf("127.0.0.1:%d", grpcPort),
+				HTTPAddr:   fmt.Sprintf("127.0.0.1:%d", httpPort),
+				PortalAddr: fmt.Sprintf("127.0.0.1:%d", portalPort),
 			})
 			if err != nil {
 				return err
@@ -172,8 +178,17 @@ Run the same by hand, each in its own terminal:
   SOFTHSM2_CONF=%s credgw piv login --gateway %s --ca-file %s --card 'pkcs11:token=%s' --pin-file %s
 Look at the card with OpenSC:
   SOFTHSM2_CONF=%s pkcs11-tool --module %s --token-label %q -O
+
+The self-service portal is https://%s/ while 'credgw serve' runs. To sign in
+with the demo card, give Chromium the card (SoftHSM) and the gateway's TLS CA,
+then pick the card's certificate and type its PIN (in %s):
+  modutil -dbdir sql:$HOME/.pki/nssdb -add credgw-demo-card -libfile %s -force
+  certutil -d sql:$HOME/.pki/nssdb -A -n credgw-demo-tls -t C,, -i %s
+  SOFTHSM2_CONF=%s chromium https://%s/
+(docs/portal.md: Firefox, and a browser profile of its own.)
 `, d.Dir, d.Config, d.Env.SoftHSMConfig(), d.GRPCAddr, d.CAFile, uriEscape(d.Card.Name), d.PINFile,
-				d.Env.SoftHSMConfig(), modPath, d.Card.Name)
+				d.Env.SoftHSMConfig(), modPath, d.Card.Name,
+				d.PortalAddr, d.PINFile, modPath, d.CAFile, d.Env.SoftHSMConfig(), d.PortalAddr)
 			return nil
 		},
 	}
