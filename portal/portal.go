@@ -88,6 +88,7 @@ func New(b Backend, log *slog.Logger, csrfKey []byte) (*Portal, error) {
 		"day":   func(t time.Time) string { return t.UTC().Format("2006-01-02") },
 		"unix":  func(t time.Time) int64 { return t.Unix() },
 		"iso":   func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+		"note":  stateNote,
 	}).ParseFS(templateFS, "templates/*.html")
 	if err != nil {
 		return nil, err
@@ -96,6 +97,23 @@ func New(b Backend, log *slog.Logger, csrfKey []byte) (*Portal, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Portal{b: b, log: log, tmpl: t, csrf: csrfKey}, nil
+}
+
+// stateNote says what a credential set's state means and what to do.
+func stateNote(state string) string {
+	switch state {
+	case "pending":
+		return "Waiting for your device: scan the code and type the password before the code expires."
+	case "redeeming":
+		return "Your device is downloading. Keep the app open until it says the credentials are installed."
+	case "active":
+		return "In use on this device."
+	case "revoked":
+		return "Revoked: the device can no longer use these credentials."
+	case "abandoned":
+		return "Not installed: the code expired or was locked after wrong passwords. Sign in with your card and enroll again."
+	}
+	return ""
 }
 
 // Handler returns the portal's routes.

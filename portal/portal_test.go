@@ -1,0 +1,182 @@
+package portal
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+var errGone = errors.New("gone")
+
+// fakeBackend knows two sessions, "alice" and "bob", and counts enrollments.
+type fakeBackend struct {
+	enrolls, revokes, signOuts int
+	signIns                    int
+}
+
+func (f *fakeBackend) SignIn(ctx context.Context, leaf *x509.Certificate, chain []*x509.Certificate, source string) (Session, error) {
+	f.signIns++
+	return Session{Token: "alice", ExpiresAt: time.Now().Add(20 * time.Minute)}, nil
+}
+
+func (f *fakeBackend) Session(ctx context.Context, token string) (Session, error) {
+	if token == "alice" || token == "bob" {
+		return Session{Token: token, Subject: "CN=" + token, ExpiresAt: time.Now().Add(time.Minute)}, nil
+	}
+	return Session{}, errGone
+}
+
+func (f *fakeBackend) SignOut(ctx context.Context, token string) error { f.signOuts++; return nil }
+
+func (f *fakeBackend) Enroll(ctx context.Context, token, name, ctype string) (Enrollment, error) {
+	f.enrolls++
+	return Enrollment{ActivationID: "a", QRPNG: []byte{1}, Password: "12345678", ExpiresAt: time.Now().Add(10 * time.Minute)}, nil
+}
+
+func (f *fakeBackend) Credentials(ctx context.Context, token string) ([]Credential, error) {
+	return []Credential{{ID: "s1", Name: "<script>alert(1)</script>", State: "abandoned"}}, nil
+}
+
+func (f *fakeBackend) Revoke(ctx context.Context, token, setID string) error { f.revokes++; return nil }
+func (f *fakeBackend) CredentialTypes() []string                             { return []string{"standard"} }
+func (f *fakeBackend) Explain(err error) (string, string, int) {
+	return "Your session has ended", "Sign in again.", http.StatusUnauthorized
+}
+
+func newTestPortal(t *testing.T) (*Portal, *fakeBackend) {
+	t.Helper()
+	f := &fakeBackend{}
+	p, err := New(f, nil, []byte(strings.Repeat("k", 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, f
+}
+
+func TestNewRefusesShortKey(t *testing.T) {
+	if _, err := New(&fakeBackend{}, nil, make([]byte, 16)); err == nil {
+		t.Fatal("a 16-byte CSRF key was accepted")
+	}
+}
+
+// TestRejections: every way a request is refused, and that the refused
+// request did nothing.
+func TestRejections(t *testing.T) {
+	p, f := newTestPortal(t)
+	h := p.Handler()
+	alice := p.csrfToken(Session{Token: "alice"})
+	bob := p.csrfToken(Session{Token: "bob"})
+	tests := []struct {
+		name     string
+		method   string
+		path     string
+		cookie   string
+		form     url.Values
+		want     int
+		location string
+	}{
+		{"page without a session", "GET", "/actions", "", nil, http.StatusSeeOther, "/"},
+		{"post without a session", "POST", "/enroll", "", url.Values{"csrf": {alice}}, http.StatusSeeOther, "/"},
+		{"unknown session", "GET", "/credentials", "mallory", nil, http.StatusUnauthorized, ""},
+		{"post without CSRF token", "POST", "/enroll", "alice", url.Values{"name": {"n"}}, http.StatusForbidden, ""},
+		{"post with a wrong CSRF token", "POST", "/enroll", "alice", url.Values{"csrf": {strings.Repeat("0", 64)}}, http.StatusForbidden, ""},
+		{"post with another session's CSRF token", "POST", "/enroll", "alice", url.Values{"csrf": {bob}}, http.StatusForbidden, ""},
+		{"revoke without CSRF token", "POST", "/credentials/revoke", "alice", url.Values{"set": {"s1"}}, http.StatusForbidden, ""},
+		{"sign-out without CSRF token", "POST", "/signout", "alice", url.Values{}, http.StatusForbidden, ""},
+		{"CSRF token in the query, not the form", "POST", "/enroll?csrf=" + alice, "alice", url.Values{}, http.StatusForbidden, ""},
+		{"oversized form", "POST", "/enroll", "alice", url.Values{"csrf": {alice}, "name": {strings.Repeat("x", 20<<10)}}, http.StatusForbidden, ""},
+		{"sign-in without TLS client certificate", "GET", "/signin", "", nil, http.StatusUnauthorized, ""},
+		{"GET of a POST-only route", "GET", "/credentials/revoke", "alice", nil, http.StatusMethodNotAllowed, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var body *strings.Reader
+			if tc.form != nil {
+				body = strings.NewReader(tc.form.Encode())
+			} else {
+				body = strings.NewReader("")
+			}
+			r := httptest.NewRequest(tc.method, tc.path, body)
+			if tc.form != nil {
+				r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			}
+			if tc.cookie != "" {
+				r.AddCookie(&http.Cookie{Name: CookieName, Value: tc.cookie})
+			}
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != tc.want {
+				t.Fatalf("%s %s: %d, want %d\n%s", tc.method, tc.path, w.Code, tc.want, w.Body)
+			}
+			if tc.location != "" && w.Header().Get("Location") != tc.location {
+				t.Fatalf("Location %q", w.Header().Get("Location"))
+			}
+			if w.Header().Get("Content-Security-Policy") == "" || w.Header().Get("X-Frame-Options") != "DENY" {
+				t.Fatalf("security headers missing: %v", w.Header())
+			}
+			if tc.cookie == "mallory" && !strings.Contains(w.Header().Get("Set-Cookie"), "Max-Age=0") {
+				t.Fatalf("an unknown session's cookie is not cleared: %q", w.Header().Get("Set-Cookie"))
+			}
+		})
+	}
+	if f.enrolls+f.revokes+f.signOuts+f.signIns != 0 {
+		t.Fatalf("refused requests reached the backend: %+v", f)
+	}
+}
+
+func TestAcceptedPostsAndEscaping(t *testing.T) {
+	p, f := newTestPortal(t)
+	h := p.Handler()
+	csrf := p.csrfToken(Session{Token: "alice"})
+	post := func(path string, form url.Values) *httptest.ResponseRecorder {
+		r := httptest.NewRequest("POST", path, strings.NewReader(form.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		r.AddCookie(&http.Cookie{Name: CookieName, Value: "alice"})
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	if w := post("/enroll", url.Values{"csrf": {csrf}, "name": {"n"}}); w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `id="password">12345678<`) {
+		t.Fatalf("enroll: %d %s", w.Code, w.Body)
+	}
+	if w := post("/credentials/revoke", url.Values{"csrf": {csrf}, "set": {"s1"}}); w.Code != http.StatusSeeOther {
+		t.Fatalf("revoke: %d", w.Code)
+	}
+	if w := post("/signout", url.Values{"csrf": {csrf}}); w.Code != http.StatusSeeOther || !strings.Contains(w.Header().Get("Set-Cookie"), "Max-Age=0") {
+		t.Fatalf("sign-out: %d %v", w.Code, w.Header())
+	}
+	if f.enrolls != 1 || f.revokes != 1 || f.signOuts != 1 {
+		t.Fatalf("%+v", f)
+	}
+	r := httptest.NewRequest("GET", "/credentials", nil)
+	r.AddCookie(&http.Cookie{Name: CookieName, Value: "alice"})
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if strings.Contains(w.Body.String(), "<script>alert") || !strings.Contains(w.Body.String(), "enroll again") {
+		t.Fatalf("credentials page:\n%s", w.Body)
+	}
+}
+
+func TestSignInSetsCookie(t *testing.T) {
+	p, f := newTestPortal(t)
+	r := httptest.NewRequest("GET", "/signin", nil)
+	r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{{}}}
+	w := httptest.NewRecorder()
+	p.Handler().ServeHTTP(w, r)
+	sc := w.Header().Get("Set-Cookie")
+	if w.Code != http.StatusSeeOther || f.signIns != 1 {
+		t.Fatalf("%d %+v", w.Code, f)
+	}
+	for _, attr := range []string{CookieName + "=alice", "Secure", "HttpOnly", "SameSite=Strict"} {
+		if !strings.Contains(sc, attr) {
+			t.Errorf("cookie %q lacks %s", sc, attr)
+		}
+	}
+}
