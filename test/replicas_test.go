@@ -63,12 +63,13 @@ func TestTwoReplicas(t *testing.T) {
 	gwA := regexp.MustCompile(`grpc: (127\.0\.0\.1:\d+)`).FindStringSubmatch(string(cfg))[1]
 	// Replica B: the same config (database, CA token, TLS, gateway address
 	// in QR codes) on other listen ports.
-	var ports [2]int
+	var ports [3]int
 	for i := range ports {
 		ports[i] = freePort(t)
 	}
 	cfgB := regexp.MustCompile(`(?m)^  grpc: 127\.0\.0\.1:\d+$`).ReplaceAll(cfg, []byte(fmt.Sprintf("  grpc: 127.0.0.1:%d", ports[0])))
 	cfgB = regexp.MustCompile(`(?m)^  http: 127\.0\.0\.1:\d+$`).ReplaceAll(cfgB, []byte(fmt.Sprintf("  http: 127.0.0.1:%d", ports[1])))
+	cfgB = regexp.MustCompile(`(?m)^  listen: 127\.0\.0\.1:\d+$`).ReplaceAll(cfgB, []byte(fmt.Sprintf("  listen: 127.0.0.1:%d", ports[2])))
 	cfgBPath := filepath.Join(dir, "credgw-b.yaml")
 	os.WriteFile(cfgBPath, cfgB, 0o600)
 	gwB := fmt.Sprintf("127.0.0.1:%d", ports[0])
