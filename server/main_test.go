@@ -116,12 +116,11 @@ func run(m *testing.M) int {
 	// it is fixed before start: a port that was free a moment ago.
 	var addrs [3]string
 	for i := range addrs {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		p, err := hsmsim.FreePort()
 		if err != nil {
 			return fail(err)
 		}
-		addrs[i] = ln.Addr().String()
-		ln.Close()
+		addrs[i] = fmt.Sprintf("127.0.0.1:%d", p)
 	}
 	dev, err = hsmsim.DevInit(ctx, filepath.Join(dir, "dev"), hsmsim.DevOptions{
 		HSMURL: "http://" + hsmLn.Addr().String(), GRPCAddr: addrs[0], HTTPAddr: addrs[1], PortalAddr: addrs[2],

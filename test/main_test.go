@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	hsmsim "github.com/credgw/credgw/hsm-sim"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -65,12 +65,11 @@ func needTool(t *testing.T, name string) {
 // freePort returns a 127.0.0.1 port that was free a moment ago.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := hsmsim.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 // startServe starts `credgw hsm-sim serve` and returns when it listens.

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 
 	hsmsim "github.com/credgw/credgw/hsm-sim"
 	"github.com/credgw/credgw/server"
@@ -71,14 +70,7 @@ card (docs/portal.md shows how to add the SoftHSM module to Chromium or Firefox)
 	return cmd
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
+func freePort() (int, error) { return hsmsim.FreePort() }
 
 // devCA runs 'credgw ca init' on a fresh development environment.
 func devCA(ctx context.Context, d *hsmsim.DevEnv) error {

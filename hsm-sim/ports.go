@@ -1,0 +1,32 @@
+package hsmsim
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+)
+
+// FreePort returns a port on 127.0.0.1 that was free a moment ago, for a
+// listener whose address must be known before it starts (it goes into a
+// config file or a certificate). It draws from 20000–32767, below Linux's
+// ephemeral range (32768–60999), so that the outgoing connections of other
+// processes cannot take it in the meantime; a port asked of the kernel with
+// ":0" comes from the ephemeral range and can.
+func FreePort() (int, error) {
+	for range 100 {
+		n, err := rand.Int(rand.Reader, big.NewInt(32768-20000))
+		if err != nil {
+			return 0, err
+		}
+		port := 20000 + int(n.Int64())
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return port, nil
+	}
+	return 0, errors.New("hsmsim: no free port on 127.0.0.1 in 20000-32767")
+}
