@@ -39,6 +39,8 @@ var (
 	ErrInProgress = errors.New("activation: the credentials are being issued; retry in a moment to resume")
 	// ErrSessionTooOld: PKI-AUTH is more than 20 minutes old.
 	ErrSessionTooOld = errors.New("activation: the PIV session is too old; sign in with the card again")
+	// ErrTerminated: the PIV identity (card or person) has been terminated.
+	ErrTerminated = errors.New("activation: this PIV identity has been terminated; its derived credentials are revoked and no new ones are issued")
 	// ErrCap: the person has the most credential sets allowed.
 	ErrCap = errors.New("activation: the person has the maximum number of active derived credentials")
 	// ErrInvalid: a request field is wrong; the message says which.
@@ -197,6 +199,9 @@ func (s *Service) Enroll(ctx context.Context, sess store.PIVSession, identityNam
 		return nil, fmt.Errorf("%w: identity name: 1 to 64 printable characters, e.g. \"Entrust Derived Cred\"", ErrInvalid)
 	case now.Sub(sess.CreatedAt) > s.cfg.SessionMaxAge || !now.Before(sess.ExpiresAt):
 		return nil, ErrSessionTooOld
+	}
+	if err := s.checkNotTerminated(ctx, sess.FASCN, sess.CardUUID, sess.PersonID); err != nil {
+		return nil, err
 	}
 	for _, p := range profiles {
 		if p != issuance.DerivedPIVAuth && sess.Email == "" {
@@ -373,6 +378,9 @@ func (s *Service) Redeem(ctx context.Context, req RedeemRequest, progress Progre
 	progress(credgwv1.Stage_STAGE_VALIDATING, 1, 1, "checking the certificate requests")
 	cs, err := s.cfg.Store.CredentialSet(ctx, a.CredentialSetID)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.checkNotTerminated(ctx, cs.FASCN, cs.CardUUID, cs.PersonID); err != nil {
 		return nil, err
 	}
 	devProfiles, err := s.DeviceProfiles(cs.CredentialType)
@@ -730,6 +738,54 @@ func (s *Service) RevokeSet(ctx context.Context, personID, setID string, reason 
 	}
 	cs.State = store.SetRevoked
 	return &cs, nil
+}
+
+func (s *Service) checkNotTerminated(ctx context.Context, fascn []byte, cardUUID, personID string) error {
+	t, err := s.cfg.Store.Terminated(ctx, fascn, cardUUID, personID)
+	if err != nil {
+		return err
+	}
+	if t {
+		return ErrTerminated
+	}
+	return nil
+}
+
+// RevokeIdentity revokes every live credential set of a PIV identity (a
+// card or a person) and returns the serials revoked. With terminate, the
+// identity is recorded as terminated first, so that no enrollment or
+// redemption racing with the revocation can issue after it.
+func (s *Service) RevokeIdentity(ctx context.Context, sel store.IdentitySelector, reason int, terminate bool, comment string) ([]string, error) {
+	if terminate {
+		if err := s.cfg.Store.Terminate(ctx, store.Termination{Selector: sel, TerminatedAt: s.cfg.Now(), Comment: comment}); err != nil {
+			return nil, err
+		}
+	}
+	sets, err := s.cfg.Store.CredentialSetsOfIdentity(ctx, sel)
+	if err != nil {
+		return nil, err
+	}
+	var serials []string
+	for _, cs := range sets {
+		switch cs.State {
+		case store.SetPending, store.SetRedeeming, store.SetActive:
+		default:
+			continue // revoked or abandoned already
+		}
+		if _, err := s.RevokeSet(ctx, cs.PersonID, cs.ID, reason); err != nil {
+			return serials, fmt.Errorf("credential set %s: %w", cs.ID, err)
+		}
+		recs, err := s.cfg.Store.CertificatesOfSet(ctx, cs.ID)
+		if err != nil {
+			return serials, err
+		}
+		for _, r := range recs {
+			if r.Revoked() {
+				serials = append(serials, r.Serial)
+			}
+		}
+	}
+	return serials, nil
 }
 
 // CredentialTypes lists the configured credential types.

@@ -2,6 +2,10 @@ package server
 
 import (
 	"context"
+	"regexp"
+	"strings"
+
+	"github.com/credgw/credgw/store"
 
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"google.golang.org/grpc/codes"
@@ -39,6 +43,71 @@ func (a *adminService) RevokeCertificate(ctx context.Context, req *credgwv1.Revo
 		NotBefore: timestamppb.New(rec.NotBefore), NotAfter: timestamppb.New(rec.NotAfter), RevokedAt: timestamppb.New(rec.RevokedAt),
 		RevocationReason: credgwv1.RevocationReason(rec.RevocationReason),
 	}}, nil
+}
+
+// selector turns the API's PIV identity selector into the store's.
+func selector(sel *credgwv1.PIVIdentitySelector) (store.IdentitySelector, error) {
+	switch v := sel.GetSelector().(type) {
+	case *credgwv1.PIVIdentitySelector_Fascn:
+		if len(v.Fascn) != 25 {
+			return store.IdentitySelector{}, status.Errorf(codes.InvalidArgument, "identity.fascn: want the raw 25-byte FASC-N, got %d bytes", len(v.Fascn))
+		}
+		return store.IdentitySelector{FASCN: v.Fascn}, nil
+	case *credgwv1.PIVIdentitySelector_CardUuid:
+		u := strings.ToLower(strings.TrimPrefix(v.CardUuid, "urn:uuid:"))
+		if !uuidRe.MatchString(u) {
+			return store.IdentitySelector{}, status.Error(codes.InvalidArgument, "identity.card_uuid: want a UUID like 3f2504e0-4f89-41d3-9a0c-0305e82c3301")
+		}
+		return store.IdentitySelector{CardUUID: u}, nil
+	case *credgwv1.PIVIdentitySelector_PersonId:
+		if v.PersonId == "" || len(v.PersonId) > 128 {
+			return store.IdentitySelector{}, status.Error(codes.InvalidArgument, "identity.person_id: 1 to 128 characters")
+		}
+		return store.IdentitySelector{PersonID: v.PersonId}, nil
+	}
+	return store.IdentitySelector{}, status.Error(codes.InvalidArgument, "identity: give one of fascn, card_uuid or person_id")
+}
+
+var uuidRe = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
+// RevokeIdentity revokes every live derived credential of a card or person.
+func (a *adminService) RevokeIdentity(ctx context.Context, req *credgwv1.RevokeIdentityRequest) (*credgwv1.RevokeIdentityResponse, error) {
+	if a.s.activation == nil {
+		return nil, errNoCA
+	}
+	sel, err := selector(req.GetIdentity())
+	if err != nil {
+		return nil, err
+	}
+	serials, err := a.s.activation.RevokeIdentity(ctx, sel, int(req.GetReason()), false, "")
+	if err != nil {
+		return nil, err
+	}
+	a.s.log.Info("identity's derived credentials revoked by an administrator", "identity", sel.String(), "reason", req.GetReason().String(),
+		"revoked", len(serials))
+	return &credgwv1.RevokeIdentityResponse{RevokedSerials: serials}, nil
+}
+
+// TerminateIdentity records the PIV identity as terminated (no PKI-AUTH,
+// enrollment or redemption from now on) and revokes all its derived
+// credentials (cessationOfOperation): FIPS 201-3 §2.9.4, SP 800-157r1 §2.4.
+func (a *adminService) TerminateIdentity(ctx context.Context, req *credgwv1.TerminateIdentityRequest) (*credgwv1.TerminateIdentityResponse, error) {
+	if a.s.activation == nil {
+		return nil, errNoCA
+	}
+	sel, err := selector(req.GetIdentity())
+	if err != nil {
+		return nil, err
+	}
+	if len(req.GetComment()) > 1024 {
+		return nil, status.Error(codes.InvalidArgument, "comment: at most 1024 bytes")
+	}
+	serials, err := a.s.activation.RevokeIdentity(ctx, sel, int(credgwv1.RevocationReason_REVOCATION_REASON_CESSATION_OF_OPERATION), true, req.GetComment())
+	if err != nil {
+		return nil, err
+	}
+	a.s.log.Info("PIV identity terminated", "identity", sel.String(), "revoked", len(serials))
+	return &credgwv1.TerminateIdentityResponse{RevokedSerials: serials}, nil
 }
 
 func (a *adminService) ForceCRL(ctx context.Context, _ *credgwv1.ForceCRLRequest) (*credgwv1.ForceCRLResponse, error) {

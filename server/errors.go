@@ -45,6 +45,8 @@ func toStatus(err error) error {
 		code = codes.Unavailable
 	case errors.Is(err, activation.ErrNotYours):
 		code = codes.NotFound
+	case errors.Is(err, activation.ErrTerminated):
+		code = codes.PermissionDenied
 	case errors.Is(err, activation.ErrInvalid):
 		code = codes.InvalidArgument
 	case errors.Is(err, context.Canceled):

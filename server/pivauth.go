@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/credgw/credgw/activation"
 	"github.com/credgw/credgw/piv"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/store"
@@ -157,6 +158,13 @@ func (a *pivAuthService) CompleteSession(ctx context.Context, req *credgwv1.Comp
 // certificate and records a session of piv.session_ttl; it returns the token
 // (only its hash is stored).
 func (s *Server) openPIVSession(ctx context.Context, sessionID string, res *piv.Result, id piv.Identity, emailSource, src string) (string, time.Time, error) {
+	// A terminated identity's card may still verify (a collected card's
+	// certificate need not be revoked: SP 800-157r1 §2.4).
+	if t, err := s.store.Terminated(ctx, id.FASCNRaw, id.CardUUID, id.PersonID); err != nil {
+		return "", time.Time{}, err
+	} else if t {
+		return "", time.Time{}, activation.ErrTerminated
+	}
 	token, err := randomToken(32)
 	if err != nil {
 		return "", time.Time{}, err

@@ -162,6 +162,8 @@ func (b portalBackend) Explain(err error) (string, string, int) {
 		return "This is not a PIV card this portal accepts", "Sign in with your agency PIV card (its PIV Authentication certificate). Derived credentials and other cards cannot be used here.", http.StatusForbidden
 	case errors.Is(err, errSessionGone):
 		return "Your session has ended", "Sign in with your card again.", http.StatusUnauthorized
+	case errors.Is(err, activation.ErrTerminated):
+		return "Your PIV account has been terminated", "You cannot sign in or enroll. If this is a mistake, contact your badge office.", http.StatusForbidden
 	case errors.Is(err, activation.ErrCap):
 		return "You have the most derived credentials allowed", "Revoke one you no longer use (My derived credentials), then enroll again.", http.StatusConflict
 	case errors.Is(err, issuance.ErrNoEmail):

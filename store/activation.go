@@ -115,3 +115,30 @@ type ActivationStore interface {
 	// CertificatesOfSet lists the certificates issued for a set.
 	CertificatesOfSet(ctx context.Context, setID string) ([]CertificateRecord, error)
 }
+
+// IdentitySelector picks a PIV identity: one card by FASC-N or card UUID,
+// or every card of a person. Exactly one field is set.
+type IdentitySelector struct {
+	FASCN    []byte
+	CardUUID string
+	PersonID string
+}
+
+// Termination is a terminated PIV identity.
+type Termination struct {
+	Selector     IdentitySelector
+	TerminatedAt time.Time
+	Comment      string
+}
+
+// TerminationStore keeps terminated PIV identities.
+type TerminationStore interface {
+	// Terminate records a termination; terminating again keeps the first
+	// record and is not an error.
+	Terminate(ctx context.Context, t Termination) error
+	// Terminated reports whether the card (FASC-N, UUID) or its person is
+	// terminated.
+	Terminated(ctx context.Context, fascn []byte, cardUUID, personID string) (bool, error)
+	// CredentialSetsOfIdentity lists the identity's credential sets.
+	CredentialSetsOfIdentity(ctx context.Context, sel IdentitySelector) ([]CredentialSet, error)
+}

@@ -50,6 +50,7 @@ type Store interface {
 	PIVCertificate(ctx context.Context, sha256 string) (PIVCertificate, error)
 	IssuanceStore
 	ActivationStore
+	TerminationStore
 	// DeleteExpired removes challenges and sessions that expired before now.
 	DeleteExpired(ctx context.Context, now time.Time) (int64, error)
 	// Close releases the database.

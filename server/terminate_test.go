@@ -1,0 +1,104 @@
+package server_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/agent"
+	hsmsim "github.com/credgw/credgw/hsm-sim"
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"google.golang.org/grpc/codes"
+)
+
+// TestTerminateIdentity: terminating a card's PIV identity revokes its
+// derived credentials (active and pending), refuses its next PKI-AUTH and
+// the redemption of what was pending, and leaves another card alone.
+func TestTerminateIdentity(t *testing.T) {
+	ctx := context.Background()
+	conn := portalConn(t)
+	enrollment := credgwv1.NewEnrollmentClient(conn)
+	c := newCard(t, hsmsim.CardSpec{Email: "leaver@example.com"})
+	sess, err := login(t, conn, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rememberSecret([]byte(sess.GetSessionToken()))
+	enrollOnce := func(name string) (activation.Payload, string) {
+		en, err := enrollment.CreateEnrollment(ctx, &credgwv1.CreateEnrollmentRequest{SessionToken: sess.GetSessionToken(), IdentityName: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rememberSecret([]byte(en.GetPassword()))
+		p, err := activation.ParsePayload(en.GetQrPayload())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rememberSecret(p.Secret)
+		return p, en.GetPassword()
+	}
+	p1, pw1 := enrollOnce("Phone")
+	if _, err := agent.Redeem(ctx, agent.Options{Payload: p1, Password: pw1, OutDir: t.TempDir(), KeystorePIN: "correct horse"}); err != nil {
+		t.Fatal(err)
+	}
+	p2, pw2 := enrollOnce("Tablet")
+	bystander := enrollCard(t)
+
+	admin := credgwv1.NewAdminClient(dial(t, keyPair(t, dev.AdminCert, dev.AdminKey)))
+	uuid := sess.GetIdentity().GetCardUuid()
+	for _, bad := range []struct {
+		name string
+		sel  *credgwv1.PIVIdentitySelector
+	}{
+		{"no selector", nil},
+		{"short FASC-N", &credgwv1.PIVIdentitySelector{Selector: &credgwv1.PIVIdentitySelector_Fascn{Fascn: []byte{1, 2, 3}}}},
+		{"not a UUID", &credgwv1.PIVIdentitySelector{Selector: &credgwv1.PIVIdentitySelector_CardUuid{CardUuid: "card-1"}}},
+		{"empty person", &credgwv1.PIVIdentitySelector{Selector: &credgwv1.PIVIdentitySelector_PersonId{}}},
+	} {
+		t.Run(bad.name, func(t *testing.T) {
+			_, err := admin.TerminateIdentity(ctx, &credgwv1.TerminateIdentityRequest{Identity: bad.sel})
+			wantCode(t, err, codes.InvalidArgument)
+		})
+	}
+	sel := &credgwv1.PIVIdentitySelector{Selector: &credgwv1.PIVIdentitySelector_CardUuid{CardUuid: "urn:uuid:" + uuid}}
+	// Only the admin role may terminate.
+	_, err = credgwv1.NewAdminClient(conn).TerminateIdentity(ctx, &credgwv1.TerminateIdentityRequest{Identity: sel})
+	wantCode(t, err, codes.PermissionDenied)
+
+	resp, err := admin.TerminateIdentity(ctx, &credgwv1.TerminateIdentityRequest{Identity: sel, Comment: "separated"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetRevokedSerials()) != 3 {
+		t.Fatalf("revoked %v, want the 3 certificates of the redeemed set", resp.GetRevokedSerials())
+	}
+	for _, serial := range resp.GetRevokedSerials() {
+		rec, err := gwStore.Certificate(ctx, serial)
+		if err != nil || !rec.Revoked() || rec.RevocationReason != 5 {
+			t.Fatalf("%s: revoked %v reason %d (%v)", serial, rec.Revoked(), rec.RevocationReason, err)
+		}
+	}
+	sets, err := gwStore.CredentialSetsOfPerson(ctx, sess.GetIdentity().GetFascnIdentifier())
+	if err != nil || len(sets) != 2 {
+		t.Fatalf("%d sets of the person, want 2 (%v)", len(sets), err)
+	}
+	for _, cs := range sets {
+		if cs.State != "revoked" {
+			t.Errorf("set %s (%s) is %s", cs.ID, cs.IdentityName, cs.State)
+		}
+	}
+	// The pending enrollment cannot be redeemed, the card cannot sign in.
+	if _, err := agent.Redeem(ctx, agent.Options{Payload: p2, Password: pw2, OutDir: t.TempDir(), KeystorePIN: "correct horse"}); err == nil {
+		t.Fatal("a terminated identity's pending enrollment was redeemed")
+	}
+	_, err = login(t, conn, c)
+	wantCode(t, err, codes.PermissionDenied)
+	// Terminating again revokes nothing more and is not an error.
+	if again, err := admin.TerminateIdentity(ctx, &credgwv1.TerminateIdentityRequest{Identity: sel}); err != nil || len(again.GetRevokedSerials()) != 0 {
+		t.Fatalf("again: %v %v", again, err)
+	}
+	// Another card is untouched.
+	if cs, err := gwStore.CredentialSet(ctx, bystander.resp.GetCredentialSetId()); err != nil || cs.State != "pending" {
+		t.Fatalf("bystander: %+v %v", cs.State, err)
+	}
+}

@@ -1,0 +1,85 @@
+package store
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+)
+
+// ErrNoSelector means an IdentitySelector has no field set, or more than one.
+var ErrNoSelector = errors.New("store: give exactly one of FASC-N, card UUID or person id")
+
+// key is the selector's (kind, value) and its credential_sets column.
+func (sel IdentitySelector) key() (kind, value, column string, arg any, err error) {
+	n := 0
+	if len(sel.FASCN) > 0 {
+		n++
+		kind, value, column, arg = "fascn", hex.EncodeToString(sel.FASCN), "fascn", sel.FASCN
+	}
+	if sel.CardUUID != "" {
+		n++
+		kind, value, column, arg = "card_uuid", sel.CardUUID, "card_uuid", sel.CardUUID
+	}
+	if sel.PersonID != "" {
+		n++
+		kind, value, column, arg = "person_id", sel.PersonID, "person_id", sel.PersonID
+	}
+	if n != 1 {
+		return "", "", "", nil, ErrNoSelector
+	}
+	return kind, value, column, arg, nil
+}
+
+// String names the selector for logs: "fascn:…", "card_uuid:…" or
+// "person_id:…".
+func (sel IdentitySelector) String() string {
+	kind, value, _, _, err := sel.key()
+	if err != nil {
+		return "invalid"
+	}
+	return kind + ":" + value
+}
+
+func (s *DB) Terminate(ctx context.Context, t Termination) error {
+	kind, value, _, _, err := t.Selector.key()
+	if err != nil {
+		return err
+	}
+	_, err = s.w.ExecContext(ctx, `INSERT INTO terminations (kind, value, terminated_at, comment) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (kind, value) DO NOTHING`, kind, value, ts(t.TerminatedAt), t.Comment)
+	return wrapDB(err)
+}
+
+func (s *DB) Terminated(ctx context.Context, fascn []byte, cardUUID, personID string) (bool, error) {
+	var n int
+	err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM terminations WHERE
+		(kind = 'fascn' AND value = $1) OR (kind = 'card_uuid' AND value = $2 AND $2 <> '') OR (kind = 'person_id' AND value = $3 AND $3 <> '')`,
+		hex.EncodeToString(fascn), cardUUID, personID).Scan(&n)
+	if err != nil {
+		return false, wrapDB(err)
+	}
+	return n > 0, nil
+}
+
+func (s *DB) CredentialSetsOfIdentity(ctx context.Context, sel IdentitySelector) ([]CredentialSet, error) {
+	_, _, column, arg, err := sel.key()
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT `+setColumns+` FROM credential_sets WHERE `+column+` = $1 ORDER BY created_at DESC, id`, arg)
+	if err != nil {
+		return nil, wrapDB(err)
+	}
+	defer rows.Close()
+	var out []CredentialSet
+	for rows.Next() {
+		cs, err := scanSet(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, cs)
+	}
+	return out, wrapDB(rows.Err())
+}
+
+var _ TerminationStore = (*DB)(nil)

@@ -1,0 +1,59 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"testing"
+)
+
+func TestTerminations(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		enroll(t, s, "a1", t0.Add(600e9))
+		fascn := []byte{0xd4, 0x32, 0x10}
+		for _, bad := range []IdentitySelector{{}, {CardUUID: "u", PersonID: "p"}} {
+			if err := s.Terminate(ctx, Termination{Selector: bad, TerminatedAt: t0}); !errors.Is(err, ErrNoSelector) {
+				t.Fatalf("Terminate(%+v) = %v", bad, err)
+			}
+			if _, err := s.CredentialSetsOfIdentity(ctx, bad); !errors.Is(err, ErrNoSelector) {
+				t.Fatalf("CredentialSetsOfIdentity(%+v) = %v", bad, err)
+			}
+		}
+		for _, sel := range []IdentitySelector{{CardUUID: "u"}, {PersonID: "p"}} {
+			sets, err := s.CredentialSetsOfIdentity(ctx, sel)
+			if err != nil || len(sets) != 1 || sets[0].ID != "set-a1" {
+				t.Fatalf("%+v: %v %v", sel, sets, err)
+			}
+		}
+		if sets, err := s.CredentialSetsOfIdentity(ctx, IdentitySelector{CardUUID: "other"}); err != nil || len(sets) != 0 {
+			t.Fatalf("other card: %v %v", sets, err)
+		}
+		if got, err := s.Terminated(ctx, fascn, "u", "p"); err != nil || got {
+			t.Fatalf("before: %v %v", got, err)
+		}
+		for _, tc := range []struct {
+			sel                IdentitySelector
+			fascn              []byte
+			cardUUID, personID string
+		}{
+			{IdentitySelector{FASCN: fascn}, fascn, "", ""},
+			{IdentitySelector{CardUUID: "u2"}, nil, "u2", ""},
+			{IdentitySelector{PersonID: "p2"}, nil, "x", "p2"},
+		} {
+			if err := s.Terminate(ctx, Termination{Selector: tc.sel, TerminatedAt: t0, Comment: "left the agency"}); err != nil {
+				t.Fatal(err)
+			}
+			// Again: not an error.
+			if err := s.Terminate(ctx, Termination{Selector: tc.sel, TerminatedAt: t0}); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := s.Terminated(ctx, tc.fascn, tc.cardUUID, tc.personID); err != nil || !got {
+				t.Fatalf("%+v not terminated: %v", tc.sel, err)
+			}
+		}
+		// Empty values never match.
+		if got, err := s.Terminated(ctx, nil, "", ""); err != nil || got {
+			t.Fatalf("empty identity terminated: %v %v", got, err)
+		}
+	})
+}
