@@ -10,7 +10,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # default), OpenSC (pkcs11-tool; the module for real PIV cards), protoc,
 # p11tool, NSS tools (browser tests), OpenSSL (tests check what we produce),
 # PostgreSQL (the scale-out store; tests run a throwaway cluster).
-DEB_PACKAGES := softhsm2 opensc protobuf-compiler libprotobuf-dev gnutls-bin libnss3-tools openssl ca-certificates postgresql
+DEB_PACKAGES := softhsm2 opensc protobuf-compiler libprotobuf-dev gnutls-bin libnss3-tools openssl ca-certificates postgresql chromium
 
 # Pinned protoc plugins for `make proto`.
 PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
@@ -85,6 +85,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseFASCN -fuzztime $(FUZZTIME) ./piv/
 	$(GO) test -run '^$$' -fuzz FuzzParseSAN -fuzztime $(FUZZTIME) ./piv/
 	$(GO) test -run '^$$' -fuzz FuzzIdentityFromCertificate -fuzztime $(FUZZTIME) ./piv/
+	$(GO) test -run '^$$' -fuzz FuzzParsePayload -fuzztime $(FUZZTIME) ./activation/
+	$(GO) test -run '^$$' -fuzz FuzzCheckWebhook -fuzztime $(FUZZTIME) ./server/
 
 clean:
 	rm -rf bin $(DEMO_DIR)

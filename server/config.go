@@ -25,19 +25,20 @@ import (
 // to the config file's directory.
 type Config struct {
 	// GatewayID names this gateway in signed PKI-AUTH messages.
-	GatewayID string       `yaml:"gateway_id"`
-	Listen    ListenConfig `yaml:"listen"`
-	TLS       TLSConfig    `yaml:"tls"`
-	Roles     RolesConfig  `yaml:"roles"`
-	Store     StoreConfig  `yaml:"store"`
-	PIV       PIVConfig    `yaml:"piv"`
-	Limits    LimitsConfig `yaml:"limits"`
-	Log       LogConfig    `yaml:"log"`
-	HSM       HSMConfig    `yaml:"hsm"`
-	CA        CAConfig     `yaml:"ca"`
-	Escrow    EscrowConfig `yaml:"escrow"`
-	Enroll    EnrollConfig `yaml:"enrollment"`
-	Portal    PortalConfig `yaml:"portal"`
+	GatewayID string        `yaml:"gateway_id"`
+	Listen    ListenConfig  `yaml:"listen"`
+	TLS       TLSConfig     `yaml:"tls"`
+	Roles     RolesConfig   `yaml:"roles"`
+	Store     StoreConfig   `yaml:"store"`
+	PIV       PIVConfig     `yaml:"piv"`
+	Limits    LimitsConfig  `yaml:"limits"`
+	Log       LogConfig     `yaml:"log"`
+	HSM       HSMConfig     `yaml:"hsm"`
+	CA        CAConfig      `yaml:"ca"`
+	Escrow    EscrowConfig  `yaml:"escrow"`
+	Enroll    EnrollConfig  `yaml:"enrollment"`
+	Portal    PortalConfig  `yaml:"portal"`
+	Webhook   WebhookConfig `yaml:"termination_webhook"`
 
 	dir string // directory of the config file
 }
@@ -166,6 +167,15 @@ type PortalConfig struct {
 	Listen string `yaml:"listen"`
 	// CSRFKeyFile holds 32 random bytes in hex, the same on every replica.
 	CSRFKeyFile string `yaml:"csrf_key_file"`
+}
+
+// WebhookConfig is the termination webhook of an identity management
+// system, on listen.http: POST /v1/webhooks/termination.
+type WebhookConfig struct {
+	// SecretFile holds the HMAC-SHA-256 key, 64 hex digits ("" = no webhook).
+	SecretFile string `yaml:"secret_file"`
+	// MaxSkew is how far the signed timestamp may be from now (default 5m).
+	MaxSkew Duration `yaml:"max_skew"`
 }
 
 // LogConfig is the JSON log.
@@ -319,6 +329,9 @@ func (c *Config) applyDefaults() {
 	if c.Escrow.KeyType == "" {
 		c.Escrow.KeyType = "rsa2048"
 	}
+	if c.Webhook.MaxSkew.Duration == 0 {
+		c.Webhook.MaxSkew.Duration = 5 * time.Minute
+	}
 	if c.Escrow.PoolSize == 0 {
 		c.Escrow.PoolSize = 4
 	}
@@ -331,6 +344,12 @@ func (c *Config) validate() error {
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if !gatewayIDRe.MatchString(c.GatewayID) {
 		bad("gateway_id %q: 1-64 of A-Z a-z 0-9 . _ : -", c.GatewayID)
+	}
+	if c.Webhook.SecretFile != "" && c.Listen.HTTP == "" {
+		bad("termination_webhook: needs listen.http, where it is served")
+	}
+	if d := c.Webhook.MaxSkew.Duration; d < 10*time.Second || d > 15*time.Minute {
+		bad("termination_webhook.max_skew %s: between 10s and 15m", d)
 	}
 	for name, addr := range map[string]string{"listen.grpc": c.Listen.GRPC, "listen.http": c.Listen.HTTP, "portal.listen": c.Portal.Listen} {
 		if addr == "" && name != "listen.grpc" {

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -146,6 +147,16 @@ func run(m *testing.M) int {
 	}
 	defer module.Close()
 
+	// The termination webhook, keyed by webhookKey.
+	f, err := os.OpenFile(dev.Config, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return fail(err)
+	}
+	fmt.Fprintf(f, "termination_webhook:\n  secret_file: webhook.key\n")
+	f.Close()
+	if err := os.WriteFile(filepath.Join(dev.Dir, "webhook.key"), []byte(hex.EncodeToString(webhookKey)+"\n"), 0o600); err != nil {
+		return fail(err)
+	}
 	if cfg, err = server.LoadConfig(dev.Config); err != nil {
 		return fail(err)
 	}
@@ -180,7 +191,7 @@ func run(m *testing.M) int {
 			return 1
 		}
 	}
-	if len(secrets.list) == 0 {
+	if len(secrets.list) == 0 && flag.Lookup("test.fuzz").Value.String() == "" {
 		fmt.Fprintln(os.Stderr, "FAIL: no secrets were recorded: the log scan checked nothing")
 		return 1
 	}

@@ -285,6 +285,15 @@ func (s *Server) Start() error {
 			mux.Handle("/ocsp/", h)
 			mux.Handle("/ca/", h)
 		}
+		if s.cfg.Webhook.SecretFile != "" {
+			key, err := loadWebhookKey(s.cfg)
+			if err != nil {
+				s.grpcLn.Close()
+				s.httpLn.Close()
+				return err
+			}
+			mux.Handle("POST "+webhookPath, &webhook{s: s, key: key})
+		}
 		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		s.wg.Add(1)
 		go func() {

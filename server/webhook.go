@@ -1,0 +1,150 @@
+package server
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"github.com/credgw/credgw/store"
+)
+
+// The termination webhook: an identity management system tells credgw that
+// a PIV identity account has ended (FIPS 201-3 §2.9.4; SP 800-157r1 §2.4:
+// do not wait for the card certificate's revocation). The request is
+//
+//	POST /v1/webhooks/termination
+//	X-Credgw-Timestamp: <unix seconds>
+//	X-Credgw-Signature: sha256=<hex HMAC-SHA-256(key, timestamp "." body)>
+//	{"card_uuid": "…"} | {"fascn": "<50 hex digits>"} | {"person_id": "…"}, optional "comment"
+//
+// A timestamp outside termination_webhook.max_skew is refused, so a captured
+// request cannot be replayed later; inside the window a replay terminates an
+// identity that is terminated already, which changes nothing.
+const webhookPath = "/v1/webhooks/termination"
+
+type terminationEvent struct {
+	FASCN    string `json:"fascn,omitempty"`
+	CardUUID string `json:"card_uuid,omitempty"`
+	PersonID string `json:"person_id,omitempty"`
+	Comment  string `json:"comment,omitempty"`
+}
+
+type webhook struct {
+	s   *Server
+	key []byte
+}
+
+func loadWebhookKey(cfg *Config) ([]byte, error) {
+	b, err := os.ReadFile(cfg.Path(cfg.Webhook.SecretFile))
+	if err != nil {
+		return nil, fmt.Errorf("termination_webhook.secret_file: %w", err)
+	}
+	k, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(k) < 32 {
+		return nil, errors.New("termination_webhook.secret_file: want at least 64 hex digits (32 bytes)")
+	}
+	return k, nil
+}
+
+// WebhookSignature is the X-Credgw-Signature value for a body sent at ts.
+func WebhookSignature(key []byte, ts time.Time, body []byte) string {
+	m := hmac.New(sha256.New, key)
+	fmt.Fprintf(m, "%d.", ts.Unix())
+	m.Write(body)
+	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+}
+
+// checkWebhook verifies the timestamp window and the signature and parses
+// the event; its errors say what to fix and are safe to return.
+func checkWebhook(key []byte, now time.Time, maxSkew time.Duration, tsHeader, sigHeader string, body []byte) (terminationEvent, store.IdentitySelector, error) {
+	var ev terminationEvent
+	secs, err := strconv.ParseInt(tsHeader, 10, 64)
+	if err != nil {
+		return ev, store.IdentitySelector{}, errors.New("X-Credgw-Timestamp: want unix seconds")
+	}
+	ts := time.Unix(secs, 0)
+	if d := now.Sub(ts); d > maxSkew || d < -maxSkew {
+		return ev, store.IdentitySelector{}, fmt.Errorf("X-Credgw-Timestamp is %s from the gateway's clock (at most %s): send a fresh request", d.Round(time.Second), maxSkew)
+	}
+	if !hmac.Equal([]byte(sigHeader), []byte(WebhookSignature(key, ts, body))) {
+		return ev, store.IdentitySelector{}, errors.New("X-Credgw-Signature does not match: sign \"<timestamp>.<body>\" with HMAC-SHA-256 under the shared key")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&ev); err != nil {
+		return ev, store.IdentitySelector{}, fmt.Errorf("body: want JSON {\"card_uuid\"|\"fascn\"|\"person_id\": …, \"comment\": …}: %v", err)
+	}
+	var sel *credgwv1.PIVIdentitySelector
+	n := 0
+	if ev.FASCN != "" {
+		n++
+		raw, err := hex.DecodeString(ev.FASCN)
+		if err != nil {
+			return ev, store.IdentitySelector{}, errors.New("fascn: want the 25-byte FASC-N in hex")
+		}
+		sel = &credgwv1.PIVIdentitySelector{Selector: &credgwv1.PIVIdentitySelector_Fascn{Fascn: raw}}
+	}
+	if ev.CardUUID != "" {
+		n++
+		sel = &credgwv1.PIVIdentitySelector{Selector: &credgwv1.PIVIdentitySelector_CardUuid{CardUuid: ev.CardUUID}}
+	}
+	if ev.PersonID != "" {
+		n++
+		sel = &credgwv1.PIVIdentitySelector{Selector: &credgwv1.PIVIdentitySelector_PersonId{PersonId: ev.PersonID}}
+	}
+	if n != 1 {
+		return ev, store.IdentitySelector{}, errors.New("body: give exactly one of fascn, card_uuid, person_id")
+	}
+	if len(ev.Comment) > 1024 {
+		return ev, store.IdentitySelector{}, errors.New("comment: at most 1024 bytes")
+	}
+	st, err := selector(sel)
+	if err != nil {
+		return ev, store.IdentitySelector{}, errors.New(strings.TrimPrefix(err.Error(), "rpc error: code = InvalidArgument desc = "))
+	}
+	return ev, st, nil
+}
+
+func (h *webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 16<<10))
+	if err != nil {
+		http.Error(w, "body: at most 16 KiB", http.StatusRequestEntityTooLarge)
+		return
+	}
+	ev, sel, err := checkWebhook(h.key, h.s.now(), h.s.cfg.Webhook.MaxSkew.Duration,
+		r.Header.Get("X-Credgw-Timestamp"), r.Header.Get("X-Credgw-Signature"), body)
+	if err != nil {
+		h.s.log.Warn("termination webhook refused", "source", r.RemoteAddr, "cause", err.Error())
+		code := http.StatusBadRequest
+		if strings.HasPrefix(err.Error(), "X-Credgw-") {
+			code = http.StatusUnauthorized
+		}
+		http.Error(w, err.Error(), code)
+		return
+	}
+	if h.s.activation == nil {
+		http.Error(w, "issuance is not configured (no ca section in the config)", http.StatusServiceUnavailable)
+		return
+	}
+	serials, err := h.s.activation.RevokeIdentity(r.Context(), sel,
+		int(credgwv1.RevocationReason_REVOCATION_REASON_CESSATION_OF_OPERATION), true, ev.Comment)
+	if err != nil {
+		h.s.log.Error("termination webhook failed", "identity", sel.String(), "cause", err.Error())
+		http.Error(w, "the termination could not be completed; send it again", http.StatusServiceUnavailable)
+		return
+	}
+	h.s.log.Info("PIV identity terminated (webhook)", "identity", sel.String(), "revoked", len(serials), "source", r.RemoteAddr)
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{"terminated": sel.String(), "revoked_serials": append([]string{}, serials...)})
+}

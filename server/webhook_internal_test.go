@@ -1,0 +1,80 @@
+package server
+
+import (
+	"bytes"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+var whKey = bytes.Repeat([]byte{7}, 32)
+
+func TestCheckWebhook(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	ts := strconv.FormatInt(now.Unix(), 10)
+	sign := func(at time.Time, body string) string { return WebhookSignature(whKey, at, []byte(body)) }
+	const uuidBody = `{"card_uuid":"urn:uuid:3F2504E0-4F89-41D3-9A0C-0305E82C3301","comment":"separated"}`
+	fascn := strings.Repeat("d4", 25)
+	tests := []struct {
+		name    string
+		ts, sig string
+		body    string
+		wantErr string
+		wantSel string
+	}{
+		{"card UUID", ts, sign(now, uuidBody), uuidBody, "", "card_uuid:3f2504e0-4f89-41d3-9a0c-0305e82c3301"},
+		{"FASC-N", ts, sign(now, `{"fascn":"`+fascn+`"}`), `{"fascn":"` + fascn + `"}`, "", "fascn:" + fascn},
+		{"person", ts, sign(now, `{"person_id":"70999912345678"}`), `{"person_id":"70999912345678"}`, "", "person_id:70999912345678"},
+		{"4 minutes old", strconv.FormatInt(now.Add(-4*time.Minute).Unix(), 10), sign(now.Add(-4*time.Minute), uuidBody), uuidBody, "", "card_uuid:3f2504e0-4f89-41d3-9a0c-0305e82c3301"},
+		{"no timestamp", "", sign(now, uuidBody), uuidBody, "X-Credgw-Timestamp: want unix seconds", ""},
+		{"timestamp not a number", "yesterday", sign(now, uuidBody), uuidBody, "want unix seconds", ""},
+		{"replayed an hour later", strconv.FormatInt(now.Add(-time.Hour).Unix(), 10), sign(now.Add(-time.Hour), uuidBody), uuidBody, "from the gateway's clock", ""},
+		{"from the future", strconv.FormatInt(now.Add(10*time.Minute).Unix(), 10), sign(now.Add(10*time.Minute), uuidBody), uuidBody, "from the gateway's clock", ""},
+		{"no signature", ts, "", uuidBody, "X-Credgw-Signature does not match", ""},
+		{"signature of another body", ts, sign(now, `{"person_id":"x"}`), uuidBody, "X-Credgw-Signature does not match", ""},
+		{"signature with another timestamp", ts, sign(now.Add(time.Second), uuidBody), uuidBody, "X-Credgw-Signature does not match", ""},
+		{"signature under another key", ts, WebhookSignature(bytes.Repeat([]byte{8}, 32), now, []byte(uuidBody)), uuidBody, "does not match", ""},
+		{"not JSON", ts, sign(now, "card=1"), "card=1", "body: want JSON", ""},
+		{"unknown field", ts, sign(now, `{"card_uuid":"x","admin":true}`), `{"card_uuid":"x","admin":true}`, "body: want JSON", ""},
+		{"no identity", ts, sign(now, `{"comment":"x"}`), `{"comment":"x"}`, "exactly one of", ""},
+		{"two identities", ts, sign(now, `{"person_id":"p","card_uuid":"u"}`), `{"person_id":"p","card_uuid":"u"}`, "exactly one of", ""},
+		{"FASC-N not hex", ts, sign(now, `{"fascn":"zz"}`), `{"fascn":"zz"}`, "fascn: want", ""},
+		{"FASC-N too short", ts, sign(now, `{"fascn":"d432"}`), `{"fascn":"d432"}`, "25-byte", ""},
+		{"not a UUID", ts, sign(now, `{"card_uuid":"card-7"}`), `{"card_uuid":"card-7"}`, "want a UUID", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, sel, err := checkWebhook(whKey, now, 5*time.Minute, tc.ts, tc.sig, []byte(tc.body))
+			if tc.wantErr == "" {
+				if err != nil || sel.String() != tc.wantSel {
+					t.Fatalf("got %s, %v; want %s", sel.String(), err, tc.wantSel)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err %v, want %q", err, tc.wantErr)
+			}
+			if strings.Contains(err.Error(), string(whKey)) || (tc.sig != "" && strings.Contains(err.Error(), tc.sig)) {
+				t.Fatalf("the error leaks the key or signature: %v", err)
+			}
+		})
+	}
+}
+
+// FuzzCheckWebhook: any request is refused or accepted without a panic, and
+// an unsigned one is never accepted.
+func FuzzCheckWebhook(f *testing.F) {
+	now := time.Unix(1_800_000_000, 0)
+	f.Add("1800000000", `{"card_uuid":"3f2504e0-4f89-41d3-9a0c-0305e82c3301"}`)
+	f.Add("1800000000", `{"fascn":"`+strings.Repeat("00", 25)+`"}`)
+	f.Add("-1", `{`)
+	f.Fuzz(func(t *testing.T, ts, body string) {
+		secs, _ := strconv.ParseInt(ts, 10, 64)
+		sig := WebhookSignature(whKey, time.Unix(secs, 0), []byte(body))
+		checkWebhook(whKey, now, 5*time.Minute, ts, sig, []byte(body))
+		if _, _, err := checkWebhook(whKey, now, 5*time.Minute, ts, "sha256=00", []byte(body)); err == nil {
+			t.Fatal("accepted without a valid signature")
+		}
+	})
+}
