@@ -43,7 +43,10 @@ type Enrollment struct {
 // Credential is one row of "my credentials".
 type Credential struct {
 	ID, Name, Type, State, Device string
-	Issued, Expires               time.Time
+	// Activation is the state of its code: pending, redeeming, completed,
+	// locked (too many wrong passwords) or expired.
+	Activation      string
+	Issued, Expires time.Time
 }
 
 // Backend does the work: card verification, sessions, enrollment.
@@ -88,7 +91,7 @@ func New(b Backend, log *slog.Logger, csrfKey []byte) (*Portal, error) {
 		"day":   func(t time.Time) string { return t.UTC().Format("2006-01-02") },
 		"unix":  func(t time.Time) int64 { return t.Unix() },
 		"iso":   func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-		"note":  stateNote,
+		"note":  credentialNote,
 	}).ParseFS(templateFS, "templates/*.html")
 	if err != nil {
 		return nil, err
@@ -99,9 +102,15 @@ func New(b Backend, log *slog.Logger, csrfKey []byte) (*Portal, error) {
 	return &Portal{b: b, log: log, tmpl: t, csrf: csrfKey}, nil
 }
 
-// stateNote says what a credential set's state means and what to do.
-func stateNote(state string) string {
-	switch state {
+// credentialNote says what a credential set's state means and what to do.
+func credentialNote(c Credential) string {
+	switch {
+	case c.Activation == "locked":
+		return "Locked: too many wrong passwords were typed on the device. Nothing was issued. Sign in with your card and enroll again."
+	case c.Activation == "expired" && c.State != "revoked":
+		return "Expired: the code was not used in time. Nothing was installed. Sign in with your card and enroll again."
+	}
+	switch c.State {
 	case "pending":
 		return "Waiting for your device: scan the code and type the password before the code expires."
 	case "redeeming":
@@ -111,7 +120,7 @@ func stateNote(state string) string {
 	case "revoked":
 		return "Revoked: the device can no longer use these credentials."
 	case "abandoned":
-		return "Not installed: the code expired or was locked after wrong passwords. Sign in with your card and enroll again."
+		return "Not installed. Sign in with your card and enroll again."
 	}
 	return ""
 }

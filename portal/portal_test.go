@@ -180,3 +180,23 @@ func TestSignInSetsCookie(t *testing.T) {
 		}
 	}
 }
+
+func TestCredentialNote(t *testing.T) {
+	tests := []struct {
+		c    Credential
+		want string
+	}{
+		{Credential{State: "abandoned", Activation: "locked"}, "too many wrong passwords"},
+		{Credential{State: "pending", Activation: "expired"}, "not used in time"},
+		{Credential{State: "abandoned", Activation: "expired"}, "not used in time"},
+		{Credential{State: "revoked", Activation: "expired"}, "Revoked"},
+		{Credential{State: "pending", Activation: "pending"}, "Waiting for your device"},
+		{Credential{State: "active", Activation: "completed"}, "In use"},
+		{Credential{State: "revoked", Activation: "completed"}, "Revoked"},
+	}
+	for _, tc := range tests {
+		if got := credentialNote(tc.c); !strings.Contains(got, tc.want) {
+			t.Errorf("%+v: %q, want %q", tc.c, got, tc.want)
+		}
+	}
+}

@@ -111,6 +111,16 @@ func (b portalBackend) Credentials(ctx context.Context, token string) ([]portal.
 		if strings.Contains(cs.Device, `"model"`) {
 			c.Device = deviceModel(cs.Device)
 		}
+		a, err := b.s.store.ActivationOfSet(ctx, cs.ID)
+		switch {
+		case err == nil:
+			c.Activation = a.State
+			if a.State == store.ActPending && !b.s.now().Before(a.ExpiresAt) {
+				c.Activation = store.ActExpired // not swept yet
+			}
+		case !errors.Is(err, store.ErrNotFound):
+			return nil, err
+		}
 		recs, err := b.s.store.CertificatesOfSet(ctx, cs.ID)
 		if err != nil {
 			return nil, err

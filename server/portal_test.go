@@ -338,3 +338,36 @@ func TestPortalForgedSession(t *testing.T) {
 		t.Fatalf("forged cookie post: %d", r.code)
 	}
 }
+
+// TestPortalShowsLockout: after too many wrong passwords on the device, the
+// person's list says the code is locked and what to do.
+func TestPortalShowsLockout(t *testing.T) {
+	c := newCard(t, hsmsim.CardSpec{Email: "clumsy@example.com"})
+	cert := c.tlsCert()
+	b := newBrowser(t, &cert)
+	if r := b.do("GET", "/signin", nil); r.code != http.StatusSeeOther {
+		t.Fatalf("sign-in: %d %s", r.code, r.body)
+	}
+	rememberSecret([]byte(b.sessionCookie().Value))
+	csrf := match(t, csrfRe, b.do("GET", "/enroll", nil).body)
+	qr := b.do("POST", "/enroll", url.Values{"csrf": {csrf}, "name": {"Phone"}})
+	rememberSecret([]byte(match(t, passwordRe, qr.body)))
+	png, _ := base64.StdEncoding.DecodeString(match(t, qrRe, qr.body))
+	text, err := agent.DecodeQR(png)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := activation.ParsePayload(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rememberSecret(payload.Secret)
+	for i := 0; i < 5; i++ {
+		if _, err := agent.Redeem(context.Background(), agent.Options{Payload: payload, Password: "00000000", OutDir: t.TempDir(), KeystorePIN: "correct horse"}); err == nil {
+			t.Fatal("a wrong password redeemed")
+		}
+	}
+	if list := b.do("GET", "/credentials", nil); !strings.Contains(list.body, "too many wrong passwords") {
+		t.Fatalf("credentials page after lockout:\n%s", list.body)
+	}
+}

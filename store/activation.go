@@ -77,6 +77,8 @@ type ActivationStore interface {
 	CountLiveSets(ctx context.Context, personID string) (int, error)
 	CredentialSet(ctx context.Context, id string) (CredentialSet, error)
 	ActivationByID(ctx context.Context, id string) (Activation, error)
+	// ActivationOfSet returns a credential set's newest activation.
+	ActivationOfSet(ctx context.Context, setID string) (Activation, error)
 	ActivationByRedemption(ctx context.Context, redemptionID string) (Activation, error)
 	// RecordFailedAttempt counts a wrong password on a pending activation,
 	// locking it for good at max_attempts. It returns the new count and

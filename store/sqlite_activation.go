@@ -102,6 +102,10 @@ func (s *DB) ActivationByID(ctx context.Context, id string) (Activation, error) 
 	return scanAct(s.w.QueryRowContext(ctx, `SELECT `+actColumns+` FROM activations WHERE id = $1`, id))
 }
 
+func (s *DB) ActivationOfSet(ctx context.Context, setID string) (Activation, error) {
+	return scanAct(s.r.QueryRowContext(ctx, `SELECT `+actColumns+` FROM activations WHERE credential_set_id = $1 ORDER BY created_at DESC, id LIMIT 1`, setID))
+}
+
 func (s *DB) ActivationByRedemption(ctx context.Context, rid string) (Activation, error) {
 	return scanAct(s.w.QueryRowContext(ctx, `SELECT `+actColumns+` FROM activations WHERE redemption_id = $1`, rid))
 }

@@ -19,6 +19,12 @@ func TestTerminations(t *testing.T) {
 				t.Fatalf("CredentialSetsOfIdentity(%+v) = %v", bad, err)
 			}
 		}
+		if a, err := s.ActivationOfSet(ctx, "set-a1"); err != nil || a.ID != "a1" {
+			t.Fatalf("ActivationOfSet: %+v %v", a.ID, err)
+		}
+		if _, err := s.ActivationOfSet(ctx, "no-such-set"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("ActivationOfSet(unknown) = %v", err)
+		}
 		for _, sel := range []IdentitySelector{{CardUUID: "u"}, {PersonID: "p"}} {
 			sets, err := s.CredentialSetsOfIdentity(ctx, sel)
 			if err != nil || len(sets) != 1 || sets[0].ID != "set-a1" {
