@@ -51,6 +51,7 @@ type Store interface {
 	IssuanceStore
 	ActivationStore
 	TerminationStore
+	AuditStore
 	// DeleteExpired removes challenges and sessions that expired before now.
 	DeleteExpired(ctx context.Context, now time.Time) (int64, error)
 	// Close releases the database.

@@ -1,0 +1,169 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// AuditEvent is one entry of the hash-chained audit log. It never holds a
+// secret: no PIN, password, QR secret, token or key.
+type AuditEvent struct {
+	Seq      int64     `json:"seq"`
+	At       time.Time `json:"at"`
+	Actor    string    `json:"actor"`  // "piv:<person id>", "admin:<CN>", "portal:<CN>", "webhook", "device", "system"
+	Action   string    `json:"action"` // e.g. "piv-auth", "enroll", "redeem", "confirm", "revoke", "terminate"
+	PersonID string    `json:"person_id,omitempty"`
+	CardUUID string    `json:"card_uuid,omitempty"`
+	Serials  []string  `json:"serials,omitempty"`
+	Source   string    `json:"source,omitempty"`
+	Outcome  string    `json:"outcome"` // "ok" or what refused it
+	Detail   string    `json:"detail,omitempty"`
+	PrevHash string    `json:"prev_hash"`
+	Hash     string    `json:"hash"`
+}
+
+// GenesisHash is the previous hash of the first event.
+var GenesisHash = strings.Repeat("0", 64)
+
+// ChainHash is the event's hash: SHA-256 over the previous hash and the
+// canonical form (fixed field order, UTC seconds, no hash), hex.
+func (e AuditEvent) ChainHash() string {
+	c := e
+	c.Hash = ""
+	c.At = e.At.UTC().Truncate(time.Second)
+	b, _ := json.Marshal(c) // a struct of strings, ints and a time: cannot fail
+	h := sha256.New()
+	h.Write([]byte(e.PrevHash))
+	h.Write([]byte{0})
+	h.Write(b)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// AuditStore keeps the audit log.
+type AuditStore interface {
+	// AppendAudit adds an event at the head of the chain and returns it
+	// with its seq and hashes.
+	AppendAudit(ctx context.Context, e AuditEvent) (AuditEvent, error)
+	// AuditEvents lists events after seq afterSeq, in order, at most limit
+	// (0: all); with personID set, only that person's.
+	AuditEvents(ctx context.Context, afterSeq int64, limit int, personID string) ([]AuditEvent, error)
+	// AuditHead is the last seq and hash as recorded by the appends.
+	AuditHead(ctx context.Context) (int64, string, error)
+}
+
+func (s *DB) AppendAudit(ctx context.Context, e AuditEvent) (AuditEvent, error) {
+	e.At = e.At.UTC().Truncate(time.Second)
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		// The head row first: this UPDATE serialises appends.
+		if err := tx.QueryRowContext(ctx, `UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash`).Scan(&e.Seq, &e.PrevHash); err != nil {
+			return wrapDB(err)
+		}
+		e.Hash = e.ChainHash()
+		if _, err := tx.ExecContext(ctx, `UPDATE audit_head SET hash = $1 WHERE id = 1`, e.Hash); err != nil {
+			return wrapDB(err)
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO audit_events (seq, at, actor, action, person_id, card_uuid, serials, source, outcome, detail, prev_hash, hash)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+			e.Seq, ts(e.At), e.Actor, e.Action, e.PersonID, e.CardUUID, strings.Join(e.Serials, ","), e.Source, e.Outcome, e.Detail, e.PrevHash, e.Hash)
+		return wrapDB(err)
+	})
+	return e, err
+}
+
+func (s *DB) AuditEvents(ctx context.Context, afterSeq int64, limit int, personID string) ([]AuditEvent, error) {
+	q := `SELECT seq, at, actor, action, person_id, card_uuid, serials, source, outcome, detail, prev_hash, hash FROM audit_events WHERE seq > $1`
+	args := []any{afterSeq}
+	if personID != "" {
+		q += ` AND person_id = $2`
+		args = append(args, personID)
+	}
+	q += ` ORDER BY seq`
+	if limit > 0 {
+		q += fmt.Sprintf(` LIMIT %d`, limit)
+	}
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, wrapDB(err)
+	}
+	defer rows.Close()
+	var out []AuditEvent
+	for rows.Next() {
+		var e AuditEvent
+		var at int64
+		var serials string
+		if err := rows.Scan(&e.Seq, &at, &e.Actor, &e.Action, &e.PersonID, &e.CardUUID, &serials, &e.Source, &e.Outcome, &e.Detail, &e.PrevHash, &e.Hash); err != nil {
+			return nil, wrapDB(err)
+		}
+		e.At = fromTS(at).UTC()
+		if serials != "" {
+			e.Serials = strings.Split(serials, ",")
+		}
+		out = append(out, e)
+	}
+	return out, wrapDB(rows.Err())
+}
+
+func (s *DB) AuditHead(ctx context.Context) (int64, string, error) {
+	var seq int64
+	var hash string
+	err := s.r.QueryRowContext(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`).Scan(&seq, &hash)
+	return seq, hash, wrapDB(err)
+}
+
+// AuditProblem is where verification found the chain broken.
+type AuditProblem struct {
+	Seq    int64
+	Reason string
+}
+
+func (p *AuditProblem) Error() string {
+	return fmt.Sprintf("audit log broken at seq %d: %s", p.Seq, p.Reason)
+}
+
+// VerifyAudit walks the whole chain in order of seq and returns the first
+// break: an edited event (its hash no longer matches its contents), a
+// deleted, inserted or reordered event (a seq gap, or a prev_hash that is
+// not the previous event's hash), or deleted trailing events (the head says
+// more). It returns how many events it checked.
+func VerifyAudit(ctx context.Context, s AuditStore) (int64, error) {
+	headSeq, headHash, err := s.AuditHead(ctx)
+	if err != nil {
+		return 0, err
+	}
+	prev, want := GenesisHash, int64(1)
+	const page = 1000
+	var after int64
+	for {
+		evs, err := s.AuditEvents(ctx, after, page, "")
+		if err != nil {
+			return want - 1, err
+		}
+		for _, e := range evs {
+			switch {
+			case e.Seq != want:
+				return want - 1, &AuditProblem{Seq: want, Reason: fmt.Sprintf("event missing (the next stored event is seq %d): deleted", e.Seq)}
+			case e.PrevHash != prev:
+				return want - 1, &AuditProblem{Seq: e.Seq, Reason: "prev_hash is not the previous event's hash: an event before it was deleted, inserted or reordered"}
+			case e.ChainHash() != e.Hash:
+				return want - 1, &AuditProblem{Seq: e.Seq, Reason: "its contents do not match its hash: edited"}
+			}
+			prev, want, after = e.Hash, want+1, e.Seq
+		}
+		if len(evs) < page {
+			break
+		}
+	}
+	switch {
+	case want-1 != headSeq:
+		return want - 1, &AuditProblem{Seq: want, Reason: fmt.Sprintf("the log ends at seq %d but %d events were appended: the last were deleted", want-1, headSeq)}
+	case prev != headHash:
+		return want - 1, &AuditProblem{Seq: want - 1, Reason: "the last event's hash is not the one recorded at append: edited or replaced"}
+	}
+	return want - 1, nil
+}
