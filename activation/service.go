@@ -373,6 +373,9 @@ func (s *Service) Redeem(ctx context.Context, req RedeemRequest, progress Progre
 		if a.Package == nil {
 			return nil, ErrInProgress
 		}
+		if err := s.checkSetNotTerminated(ctx, a.CredentialSetID); err != nil {
+			return nil, err
+		}
 		return s.resume(a, aead)
 	}
 	progress(credgwv1.Stage_STAGE_VALIDATING, 1, 1, "checking the certificate requests")
@@ -665,6 +668,9 @@ func (s *Service) Confirm(ctx context.Context, redemptionID string, secret, sum 
 	if subtle.ConstantTimeCompare([]byte(LookupHash(secret)), []byte(a.LookupHash)) != 1 {
 		return nil, ErrNotAccepted
 	}
+	if err := s.checkSetNotTerminated(ctx, a.CredentialSetID); err != nil {
+		return nil, err
+	}
 	if a.State == store.ActCompleted {
 		return nil, ErrAlreadyRedeemed
 	}
@@ -751,11 +757,26 @@ func (s *Service) checkNotTerminated(ctx context.Context, fascn []byte, cardUUID
 	return nil
 }
 
-// RevokeIdentity revokes every live credential set of a PIV identity (a
-// card or a person) and returns the serials revoked. With terminate, the
+func (s *Service) checkSetNotTerminated(ctx context.Context, setID string) error {
+	cs, err := s.cfg.Store.CredentialSet(ctx, setID)
+	if err != nil {
+		return err
+	}
+	return s.checkNotTerminated(ctx, cs.FASCN, cs.CardUUID, cs.PersonID)
+}
+
+// RevokeIdentity revokes every derived credential of a PIV identity (a card
+// or a person) and returns the serials it revoked. With terminate, the
 // identity is recorded as terminated first, so that no enrollment or
-// redemption racing with the revocation can issue after it.
+// redemption racing with the revocation can issue after it. It does not
+// stop at the caller's cancellation (a half-done termination is worse than
+// a late one), and it goes through every set even when one fails — sets
+// already marked revoked or abandoned too, since their certificates may not
+// all be revoked yet (an earlier attempt that failed at the CA) — and
+// reports all failures; calling it again finishes the job.
 func (s *Service) RevokeIdentity(ctx context.Context, sel store.IdentitySelector, reason int, terminate bool, comment string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
 	if terminate {
 		if err := s.cfg.Store.Terminate(ctx, store.Termination{Selector: sel, TerminatedAt: s.cfg.Now(), Comment: comment}); err != nil {
 			return nil, err
@@ -766,26 +787,45 @@ func (s *Service) RevokeIdentity(ctx context.Context, sel store.IdentitySelector
 		return nil, err
 	}
 	var serials []string
+	var errs []error
 	for _, cs := range sets {
+		before, err := s.cfg.Store.CertificatesOfSet(ctx, cs.ID)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("credential set %s: %w", cs.ID, err))
+			continue
+		}
+		live := map[string]bool{}
+		for _, r := range before {
+			if !r.Revoked() {
+				live[r.Serial] = true
+			}
+		}
 		switch cs.State {
 		case store.SetPending, store.SetRedeeming, store.SetActive:
-		default:
-			continue // revoked or abandoned already
+			// The activation is ended first, so nothing can be redeemed after.
+			if err := s.cfg.Store.RevokeCredentialSet(ctx, cs.ID, s.cfg.Now()); err != nil {
+				errs = append(errs, fmt.Errorf("credential set %s: %w", cs.ID, err))
+				continue
+			}
 		}
-		if _, err := s.RevokeSet(ctx, cs.PersonID, cs.ID, reason); err != nil {
-			return serials, fmt.Errorf("credential set %s: %w", cs.ID, err)
+		if len(live) == 0 {
+			continue
 		}
-		recs, err := s.cfg.Store.CertificatesOfSet(ctx, cs.ID)
+		if err := s.revokeSet(ctx, cs.ID, time.Time{}, reason); err != nil {
+			errs = append(errs, fmt.Errorf("credential set %s: %w", cs.ID, err))
+		}
+		after, err := s.cfg.Store.CertificatesOfSet(ctx, cs.ID)
 		if err != nil {
-			return serials, err
+			errs = append(errs, fmt.Errorf("credential set %s: %w", cs.ID, err))
+			continue
 		}
-		for _, r := range recs {
-			if r.Revoked() {
+		for _, r := range after {
+			if live[r.Serial] && r.Revoked() {
 				serials = append(serials, r.Serial)
 			}
 		}
 	}
-	return serials, nil
+	return serials, errors.Join(errs...)
 }
 
 // CredentialTypes lists the configured credential types.

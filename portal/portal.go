@@ -67,8 +67,15 @@ type Backend interface {
 	Explain(err error) (title, next string, status int)
 }
 
-// CookieName is the session cookie.
-const CookieName = "credgw_session"
+// CookieName is the session cookie. The __Host- prefix makes browsers
+// refuse it unless it is Secure, host-only and Path=/, so a sibling domain
+// cannot plant one.
+const CookieName = "__Host-credgw_session"
+
+// ErrSessionGone is what Backend.Session returns for an unknown or expired
+// session; only then is the cookie cleared (not when the database is briefly
+// unreachable).
+var ErrSessionGone = errors.New("portal: session unknown or expired")
 
 // Portal is the HTTP handler.
 type Portal struct {
@@ -207,7 +214,9 @@ func (p *Portal) withSession(h sessionHandler) http.HandlerFunc {
 		}
 		s, err := p.b.Session(r.Context(), c.Value)
 		if err != nil {
-			clearCookie(w)
+			if errors.Is(err, ErrSessionGone) {
+				clearCookie(w)
+			}
 			p.fail(w, err)
 			return
 		}

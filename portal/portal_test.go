@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -13,7 +12,7 @@ import (
 	"time"
 )
 
-var errGone = errors.New("gone")
+var errGone = ErrSessionGone
 
 // fakeBackend knows two sessions, "alice" and "bob", and counts enrollments.
 type fakeBackend struct {
@@ -27,6 +26,9 @@ func (f *fakeBackend) SignIn(ctx context.Context, leaf *x509.Certificate, chain 
 }
 
 func (f *fakeBackend) Session(ctx context.Context, token string) (Session, error) {
+	if token == "flaky" {
+		return Session{}, context.DeadlineExceeded // the database, briefly away
+	}
 	if token == "alice" || token == "bob" {
 		return Session{Token: token, Subject: "CN=" + token, ExpiresAt: time.Now().Add(time.Minute)}, nil
 	}
@@ -198,5 +200,18 @@ func TestCredentialNote(t *testing.T) {
 		if got := credentialNote(tc.c); !strings.Contains(got, tc.want) {
 			t.Errorf("%+v: %q, want %q", tc.c, got, tc.want)
 		}
+	}
+}
+
+// TestOutageKeepsCookie: a session that cannot be looked up right now is not
+// a session that ended: the cookie stays.
+func TestOutageKeepsCookie(t *testing.T) {
+	p, _ := newTestPortal(t)
+	r := httptest.NewRequest("GET", "/actions", nil)
+	r.AddCookie(&http.Cookie{Name: CookieName, Value: "flaky"})
+	w := httptest.NewRecorder()
+	p.Handler().ServeHTTP(w, r)
+	if sc := w.Header().Get("Set-Cookie"); sc != "" {
+		t.Fatalf("the cookie was cleared during an outage: %q", sc)
 	}
 }

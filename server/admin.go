@@ -33,6 +33,8 @@ func (a *adminService) RevokeCertificate(ctx context.Context, req *credgwv1.Revo
 	if err := a.s.ca.Revoke(ctx, req.GetSerial(), int(req.GetReason())); err != nil {
 		return nil, err
 	}
+	a.s.audit(ctx, store.AuditEvent{Actor: "admin", Action: "revoke", Serials: []string{normalizeSerial(req.GetSerial())},
+		Detail: "reason=" + req.GetReason().String()})
 	a.s.log.Info("certificate revoked by an administrator", "serial", req.GetSerial(), "reason", req.GetReason().String())
 	rec, err := a.s.store.Certificate(ctx, normalizeSerial(req.GetSerial()))
 	if err != nil {
@@ -83,6 +85,7 @@ func (a *adminService) RevokeIdentity(ctx context.Context, req *credgwv1.RevokeI
 	if err != nil {
 		return nil, err
 	}
+	a.s.audit(ctx, auditIdentity("admin", "revoke-identity", sel, serials, "reason="+req.GetReason().String()))
 	a.s.log.Info("identity's derived credentials revoked by an administrator", "identity", sel.String(), "reason", req.GetReason().String(),
 		"revoked", len(serials))
 	return &credgwv1.RevokeIdentityResponse{RevokedSerials: serials}, nil
@@ -106,6 +109,7 @@ func (a *adminService) TerminateIdentity(ctx context.Context, req *credgwv1.Term
 	if err != nil {
 		return nil, err
 	}
+	a.s.audit(ctx, auditIdentity("admin", "terminate", sel, serials, ""))
 	a.s.log.Info("PIV identity terminated", "identity", sel.String(), "revoked", len(serials))
 	return &credgwv1.TerminateIdentityResponse{RevokedSerials: serials}, nil
 }

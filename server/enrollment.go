@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/store"
@@ -60,6 +61,7 @@ func (e *enrollmentService) CreateEnrollment(ctx context.Context, req *credgwv1.
 	if err != nil {
 		return nil, err
 	}
+	e.s.auditSet(ctx, "piv:"+sess.PersonID, "enroll", en.CredentialSetID, "activation_id="+en.ActivationID)
 	e.s.log.Info("enrollment created", "person_id", sess.PersonID, "card_uuid", sess.CardUUID,
 		"activation_id", en.ActivationID, "credential_set_id", en.CredentialSetID, "credential_type", en.CredentialType)
 	return &credgwv1.CreateEnrollmentResponse{
@@ -158,6 +160,7 @@ func (e *enrollmentService) RevokeCredential(ctx context.Context, req *credgwv1.
 	if err != nil {
 		return nil, err
 	}
+	e.s.auditSet(ctx, "piv:"+sess.PersonID, "revoke", cs.ID, fmt.Sprintf("by its owner; reason=%d", reason))
 	e.s.log.Info("credential set revoked by its owner", "person_id", sess.PersonID, "credential_set_id", cs.ID, "reason", reason)
 	out, err := e.credentialSet(ctx, *cs)
 	if err != nil {

@@ -181,5 +181,9 @@ func (s *Server) openPIVSession(ctx context.Context, sessionID string, res *piv.
 		SHA256: fp, DER: leaf.Raw, Serial: leaf.SerialNumber.Text(16), Issuer: leaf.Issuer.String(),
 		Subject: id.Subject, FASCN: id.FASCNRaw, CardUUID: id.CardUUID, NotAfter: leaf.NotAfter,
 	})
+	if err == nil {
+		s.audit(ctx, store.AuditEvent{Actor: "piv:" + id.PersonID, Action: "piv-auth", PersonID: id.PersonID, CardUUID: id.CardUUID,
+			Source: src, Detail: "piv_auth_sha256=" + fp + "; status=" + res.StatusSource})
+	}
 	return token, expires, err
 }

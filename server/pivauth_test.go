@@ -240,7 +240,7 @@ func TestAuthorization(t *testing.T) {
 		{"Admin with a card", func() *grpc.ClientConn { return dial(t, good.tlsCert()) }, forceCRL, codes.PermissionDenied},
 		{"Admin as admin", func() *grpc.ClientConn { return dial(t, admin) }, forceCRL, codes.OK},
 		{"Admin not built yet", func() *grpc.ClientConn { return dial(t, admin) }, func(c *grpc.ClientConn) error {
-			_, err := credgwv1.NewAdminClient(c).ReadAuditLog(ctx, &credgwv1.ReadAuditLogRequest{})
+			_, err := credgwv1.NewAdminClient(c).ListActivations(ctx, &credgwv1.ListActivationsRequest{})
 			return err
 		}, codes.Unimplemented},
 		{"Enrollment without a PIV session", func() *grpc.ClientConn { return portalConn(t) }, func(c *grpc.ClientConn) error {

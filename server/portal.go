@@ -26,7 +26,7 @@ type portalBackend struct{ s *Server }
 
 var _ portal.Backend = portalBackend{}
 
-var errSessionGone = errors.New("portal: session unknown or expired")
+var errSessionGone = portal.ErrSessionGone
 
 func (b portalBackend) SignIn(ctx context.Context, leaf *x509.Certificate, chain []*x509.Certificate, source string) (portal.Session, error) {
 	res, err := b.s.verifier.VerifyPIVAuth(ctx, leaf, chain)
@@ -92,6 +92,7 @@ func (b portalBackend) Enroll(ctx context.Context, token, name, ctype string) (p
 	if err != nil {
 		return portal.Enrollment{}, err
 	}
+	b.s.auditSet(ctx, "piv:"+sess.PersonID, "enroll", en.CredentialSetID, "activation_id="+en.ActivationID+"; portal")
 	b.s.log.Info("enrollment created (portal)", "person_id", sess.PersonID, "activation_id", en.ActivationID)
 	return portal.Enrollment{ActivationID: en.ActivationID, QRPNG: en.PNG, Password: en.Password, ExpiresAt: en.ExpiresAt}, nil
 }
@@ -146,6 +147,7 @@ func (b portalBackend) Revoke(ctx context.Context, token, setID string) error {
 	if _, err := b.s.activation.RevokeSet(ctx, sess.PersonID, setID, 5); err != nil {
 		return err
 	}
+	b.s.auditSet(ctx, "piv:"+sess.PersonID, "revoke", setID, "by its owner (portal); reason=5")
 	b.s.log.Info("credential set revoked by its owner (portal)", "person_id", sess.PersonID, "credential_set_id", setID)
 	return nil
 }

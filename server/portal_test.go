@@ -19,6 +19,7 @@ import (
 	"github.com/credgw/credgw/activation"
 	"github.com/credgw/credgw/agent"
 	hsmsim "github.com/credgw/credgw/hsm-sim"
+	"github.com/credgw/credgw/portal"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 )
 
@@ -88,7 +89,7 @@ func (b *browser) do(method, path string, form url.Values) pageResp {
 func (b *browser) sessionCookie() *http.Cookie {
 	u, _ := url.Parse(b.base)
 	for _, c := range b.c.Jar.Cookies(u) {
-		if c.Name == "credgw_session" {
+		if c.Name == portal.CookieName {
 			return c
 		}
 	}
@@ -328,12 +329,12 @@ func TestPortalSignInRefusals(t *testing.T) {
 func TestPortalForgedSession(t *testing.T) {
 	b := newBrowser(t, nil)
 	u, _ := url.Parse(b.base)
-	b.c.Jar.SetCookies(u, []*http.Cookie{{Name: "credgw_session", Value: "forged"}})
+	b.c.Jar.SetCookies(u, []*http.Cookie{{Name: portal.CookieName, Value: "forged"}})
 	if r := b.do("GET", "/credentials", nil); r.code != http.StatusUnauthorized {
 		t.Fatalf("forged cookie: %d", r.code)
 	}
 	// The refusal cleared the cookie; the forger sends it again.
-	b.c.Jar.SetCookies(u, []*http.Cookie{{Name: "credgw_session", Value: "forged"}})
+	b.c.Jar.SetCookies(u, []*http.Cookie{{Name: portal.CookieName, Value: "forged"}})
 	if r := b.do("POST", "/enroll", url.Values{"csrf": {"x"}, "name": {"n"}}); r.code != http.StatusUnauthorized {
 		t.Fatalf("forged cookie post: %d", r.code)
 	}

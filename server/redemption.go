@@ -67,9 +67,11 @@ func (r *redemptionService) Redeem(req *credgwv1.RedeemRequest, stream grpc.Serv
 			Stage: stage, Current: int32(cur), Total: int32(total), Message: msg}}})
 	})
 	if err != nil {
+		r.s.auditRedeemRefusal(ctx, req.GetActivationId(), err)
 		return err
 	}
 	if !d.Resumed {
+		r.s.auditSet(ctx, "device", "redeem", d.Manifest.GetCredentialSetId(), "activation_id="+req.GetActivationId()+"; redemption_id="+d.RedemptionID+"; issued")
 		r.s.log.Info("credentials issued", "activation_id", req.GetActivationId(), "redemption_id", d.RedemptionID,
 			"credential_set_id", d.Manifest.GetCredentialSetId(), "bytes", len(d.Package))
 	}
@@ -111,6 +113,7 @@ func (r *redemptionService) Confirm(ctx context.Context, req *credgwv1.ConfirmRe
 	for _, c := range recs {
 		resp.Serials = append(resp.Serials, c.Serial)
 	}
+	r.s.auditSet(ctx, "device", "confirm", cs.ID, "redemption_id="+req.GetRedemptionId())
 	r.s.log.Info("credentials installed", "credential_set_id", cs.ID, "person_id", cs.PersonID, "serials", fmt.Sprint(resp.Serials))
 	return resp, nil
 }

@@ -74,11 +74,13 @@ func checkWebhook(key []byte, now time.Time, maxSkew time.Duration, tsHeader, si
 		return ev, store.IdentitySelector{}, errors.New("X-Credgw-Timestamp: want unix seconds")
 	}
 	ts := time.Unix(secs, 0)
-	if d := now.Sub(ts); d > maxSkew || d < -maxSkew {
-		return ev, store.IdentitySelector{}, fmt.Errorf("X-Credgw-Timestamp is %s from the gateway's clock (at most %s): send a fresh request", d.Round(time.Second), maxSkew)
-	}
+	// The signature first: only an authenticated sender learns about the
+	// clock.
 	if !hmac.Equal([]byte(sigHeader), []byte(WebhookSignature(key, ts, body))) {
 		return ev, store.IdentitySelector{}, errors.New("X-Credgw-Signature does not match: sign \"<timestamp>.<body>\" with HMAC-SHA-256 under the shared key")
+	}
+	if d := now.Sub(ts); d > maxSkew || d < -maxSkew {
+		return ev, store.IdentitySelector{}, fmt.Errorf("X-Credgw-Timestamp is %s from the gateway's clock (at most %s): send a fresh request", d.Round(time.Second), maxSkew)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -144,6 +146,9 @@ func (h *webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "the termination could not be completed; send it again", http.StatusServiceUnavailable)
 		return
 	}
+	ae := auditIdentity("webhook", "terminate", sel, serials, "")
+	ae.Source = r.RemoteAddr
+	h.s.audit(r.Context(), ae)
 	h.s.log.Info("PIV identity terminated (webhook)", "identity", sel.String(), "revoked", len(serials), "source", r.RemoteAddr)
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(map[string]any{"terminated": sel.String(), "revoked_serials": append([]string{}, serials...)})

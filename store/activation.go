@@ -77,7 +77,8 @@ type ActivationStore interface {
 	CountLiveSets(ctx context.Context, personID string) (int, error)
 	CredentialSet(ctx context.Context, id string) (CredentialSet, error)
 	ActivationByID(ctx context.Context, id string) (Activation, error)
-	// ActivationOfSet returns a credential set's newest activation.
+	// ActivationOfSet returns a credential set's newest activation, without
+	// its package.
 	ActivationOfSet(ctx context.Context, setID string) (Activation, error)
 	ActivationByRedemption(ctx context.Context, redemptionID string) (Activation, error)
 	// RecordFailedAttempt counts a wrong password on a pending activation,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"time"
 )
 
@@ -103,7 +104,9 @@ func (s *DB) ActivationByID(ctx context.Context, id string) (Activation, error) 
 }
 
 func (s *DB) ActivationOfSet(ctx context.Context, setID string) (Activation, error) {
-	return scanAct(s.r.QueryRowContext(ctx, `SELECT `+actColumns+` FROM activations WHERE credential_set_id = $1 ORDER BY created_at DESC, id LIMIT 1`, setID))
+	// Everything but the (large) package.
+	cols := strings.Replace(actColumns, "package,", "NULL,", 1)
+	return scanAct(s.r.QueryRowContext(ctx, `SELECT `+cols+` FROM activations WHERE credential_set_id = $1 ORDER BY created_at DESC, id LIMIT 1`, setID))
 }
 
 func (s *DB) ActivationByRedemption(ctx context.Context, rid string) (Activation, error) {
