@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"net"
@@ -181,8 +182,18 @@ func run(m *testing.M) int {
 	if err := gw.Shutdown(ctx); err != nil {
 		return fail(err)
 	}
-	// No log line may carry a PIN, challenge, signature or session token.
+	// No log line and no audit event may carry a PIN, challenge, signature
+	// or session token; the audit chain the tests left is intact.
 	out := logs.String()
+	if evs, err := gwStore.AuditEvents(ctx, 0, 0, ""); err != nil {
+		return fail(err)
+	} else {
+		b, _ := json.Marshal(evs)
+		out += string(b)
+	}
+	if n, err := store.VerifyAudit(ctx, gwStore); err != nil {
+		return fail(fmt.Errorf("audit chain after %d events: %w", n, err))
+	}
 	secrets.Lock()
 	defer secrets.Unlock()
 	for _, s := range secrets.list {

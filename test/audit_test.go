@@ -1,0 +1,68 @@
+package test
+
+import (
+	"database/sql"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	_ "modernc.org/sqlite"
+)
+
+// TestAuditVerifyAndExport: the journey leaves an intact audit chain with
+// no secret in it; editing one event makes `credgw audit verify` fail and
+// name it.
+func TestAuditVerifyAndExport(t *testing.T) {
+	work := t.TempDir()
+	dir, gw, conf := startDevGateway(t, work, nil)
+	p, password := enrollWithCLI(t, dir, gw, conf, work)
+	pwFile, pinFile := filepath.Join(work, "pw"), filepath.Join(work, "pin")
+	os.WriteFile(pwFile, []byte(password), 0o600)
+	os.WriteFile(pinFile, []byte("correct horse"), 0o600)
+	run(t, nil, true, credgwBin, "redeem", "--qr-payload", p.String(), "--password-file", pwFile, "--out", filepath.Join(work, "device"),
+		"--keystore-pin-file", pinFile)
+	cfg := filepath.Join(dir, "credgw.yaml")
+	out := run(t, nil, true, credgwBin, "audit", "verify", "--config", cfg)
+	if !strings.Contains(out, "audit log intact") {
+		t.Fatalf("verify:\n%s", out)
+	}
+	export := filepath.Join(work, "audit.jsonl")
+	run(t, nil, true, credgwBin, "audit", "export", "--config", cfg, "--out", export)
+	b, err := os.ReadFile(export)
+	if err != nil {
+		t.Fatal(err)
+	}
+	actions := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var e struct{ Action, Hash string }
+		if err := json.Unmarshal([]byte(line), &e); err != nil || len(e.Hash) != 64 {
+			t.Fatalf("export line %q: %v", line, err)
+		}
+		actions[e.Action] = true
+	}
+	for _, want := range []string{"piv-auth", "enroll", "redeem", "confirm"} {
+		if !actions[want] {
+			t.Errorf("no %q event in the export:\n%s", want, b)
+		}
+	}
+	for _, secret := range []string{password, string(p.Secret), "correct horse"} {
+		if strings.Contains(string(b), secret) {
+			t.Fatalf("the audit export contains a secret")
+		}
+	}
+
+	db, err := sql.Open("sqlite", filepath.Join(dir, "credgw.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`UPDATE audit_events SET outcome = 'refused' WHERE seq = 2`); err != nil {
+		t.Fatal(err)
+	}
+	out = run(t, nil, false, credgwBin, "audit", "verify", "--config", cfg)
+	if !strings.Contains(out, "broken at seq 2") || !strings.Contains(out, "edited") {
+		t.Fatalf("verify after an edit:\n%s", out)
+	}
+}
