@@ -125,6 +125,9 @@ type IdentitySelector struct {
 	FASCN    []byte
 	CardUUID string
 	PersonID string
+	// CertSHA256 picks the sets bound to one PIV Authentication
+	// certificate (linkage checks); it is not for terminations.
+	CertSHA256 string
 }
 
 // Termination is a terminated PIV identity.

@@ -52,6 +52,7 @@ type Store interface {
 	ActivationStore
 	TerminationStore
 	AuditStore
+	LinkageStore
 	// DeleteExpired removes challenges and sessions that expired before now.
 	DeleteExpired(ctx context.Context, now time.Time) (int64, error)
 	// Close releases the database.

@@ -24,6 +24,10 @@ func (sel IdentitySelector) key() (kind, value, column string, arg any, err erro
 		n++
 		kind, value, column, arg = "person_id", sel.PersonID, "person_id", sel.PersonID
 	}
+	if sel.CertSHA256 != "" {
+		n++
+		kind, value, column, arg = "piv_cert_sha256", sel.CertSHA256, "piv_cert_sha256", sel.CertSHA256
+	}
 	if n != 1 {
 		return "", "", "", nil, ErrNoSelector
 	}
