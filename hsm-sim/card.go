@@ -289,7 +289,7 @@ func (e *Env) RevokeCard(name string, reason int) error {
 		if !ok {
 			return fmt.Errorf("hsmsim: no card named %q", name)
 		}
-		now := time.Now().Truncate(time.Second)
+		now := e.now().Truncate(time.Second)
 		for _, serial := range card.Serials {
 			rec := st.Certs[card.Issuer][serial]
 			if rec != nil && rec.RevokedAt == nil {

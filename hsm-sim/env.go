@@ -26,6 +26,9 @@ type Env struct {
 	// BaseURL is what the cards' AIA and CRL DP point at, and where
 	// `hsm-sim serve` listens.
 	BaseURL string
+	// Clock is the issuer's time for OCSP answers, CRLs and revocations
+	// (nil: the real time); tests with an injected clock set it.
+	Clock func() time.Time
 
 	trusted   *issuer
 	untrusted *issuer
@@ -233,4 +236,11 @@ func (e *Env) issuerByName(name string) *issuer {
 		return e.untrusted
 	}
 	return nil
+}
+
+func (e *Env) now() time.Time {
+	if e.Clock != nil {
+		return e.Clock()
+	}
+	return time.Now()
 }

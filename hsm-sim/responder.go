@@ -104,7 +104,7 @@ func (e *Env) serveOCSP(w http.ResponseWriter, der []byte, log *slog.Logger) {
 		writeResp(ocsp.InternalErrorErrorResponse)
 		return
 	}
-	now := time.Now().Truncate(time.Second)
+	now := e.now().Truncate(time.Second)
 	tmpl := ocsp.Response{
 		SerialNumber: req.SerialNumber,
 		ThisUpdate:   now.Add(-time.Minute),
@@ -168,7 +168,7 @@ func (e *Env) serveCRL(w http.ResponseWriter, is *issuer, root bool, log *slog.L
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
-	now := time.Now().Truncate(time.Second)
+	now := e.now().Truncate(time.Second)
 	tmpl := &x509.RevocationList{
 		// A CRL number that grows with time needs no counter in the state.
 		Number:     big.NewInt(now.Unix()),

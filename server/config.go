@@ -39,6 +39,7 @@ type Config struct {
 	Enroll    EnrollConfig  `yaml:"enrollment"`
 	Portal    PortalConfig  `yaml:"portal"`
 	Webhook   WebhookConfig `yaml:"termination_webhook"`
+	Linkage   LinkageConfig `yaml:"linkage"`
 
 	dir string // directory of the config file
 }
@@ -176,6 +177,21 @@ type WebhookConfig struct {
 	SecretFile string `yaml:"secret_file"`
 	// MaxSkew is how far the signed timestamp may be from now (default 5m).
 	MaxSkew Duration `yaml:"max_skew"`
+}
+
+// LinkageConfig schedules the re-checks of the PIV Authentication
+// certificates that have live derived credentials (SP 800-157r1 §2.4).
+type LinkageConfig struct {
+	// FirstCheck is the delay from enrollment to the first check (7 days).
+	FirstCheck Duration `yaml:"first_check"`
+	// Interval between checks (24h; 1h to 7 days).
+	Interval Duration `yaml:"interval"`
+	// MaxUnknown is how long the status may stay unavailable before
+	// OnUnknown applies (7 days).
+	MaxUnknown Duration `yaml:"max_unknown"`
+	// OnUnknown is "alert" (log and metric, keep the credentials) or
+	// "revoke".
+	OnUnknown string `yaml:"on_unknown"`
 }
 
 // LogConfig is the JSON log.
@@ -329,6 +345,18 @@ func (c *Config) applyDefaults() {
 	if c.Escrow.KeyType == "" {
 		c.Escrow.KeyType = "rsa2048"
 	}
+	if c.Linkage.FirstCheck.Duration == 0 {
+		c.Linkage.FirstCheck.Duration = 7 * 24 * time.Hour
+	}
+	if c.Linkage.Interval.Duration == 0 {
+		c.Linkage.Interval.Duration = 24 * time.Hour
+	}
+	if c.Linkage.MaxUnknown.Duration == 0 {
+		c.Linkage.MaxUnknown.Duration = 7 * 24 * time.Hour
+	}
+	if c.Linkage.OnUnknown == "" {
+		c.Linkage.OnUnknown = "alert"
+	}
 	if c.Webhook.MaxSkew.Duration == 0 {
 		c.Webhook.MaxSkew.Duration = 5 * time.Minute
 	}
@@ -344,6 +372,19 @@ func (c *Config) validate() error {
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if !gatewayIDRe.MatchString(c.GatewayID) {
 		bad("gateway_id %q: 1-64 of A-Z a-z 0-9 . _ : -", c.GatewayID)
+	}
+	week := 7 * 24 * time.Hour
+	if d := c.Linkage.FirstCheck.Duration; d < time.Minute || d > week {
+		bad("linkage.first_check %s: between 1m and 168h (SP 800-157r1 §2.4 wants the first check within 7 days)", d)
+	}
+	if d := c.Linkage.Interval.Duration; d < time.Hour || d > week {
+		bad("linkage.interval %s: between 1h and 168h", d)
+	}
+	if d := c.Linkage.MaxUnknown.Duration; d < time.Hour {
+		bad("linkage.max_unknown %s: at least 1h", d)
+	}
+	if c.Linkage.OnUnknown != "alert" && c.Linkage.OnUnknown != "revoke" {
+		bad("linkage.on_unknown %q: alert or revoke", c.Linkage.OnUnknown)
 	}
 	if c.Webhook.SecretFile != "" && c.Listen.HTTP == "" {
 		bad("termination_webhook: needs listen.http, where it is served")

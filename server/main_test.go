@@ -130,6 +130,7 @@ func run(m *testing.M) int {
 	if err != nil {
 		return fail(err)
 	}
+	dev.Env.Clock = now // the issuer lives on the tests' clock too
 	h := dev.Env.Handler(nil)
 	hsm := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		outage.Lock()

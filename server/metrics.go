@@ -13,6 +13,9 @@ type metrics struct {
 	reg      *prometheus.Registry
 	rpcs     *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// linkageUnknown counts linkage checks that found the card's status
+	// unavailable.
+	linkageUnknown prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -27,8 +30,12 @@ func newMetrics() *metrics {
 			Help:    "gRPC request latency, by method and status code.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"method", "code"}),
+		linkageUnknown: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "credgw_linkage_status_unknown_total",
+			Help: "Linkage checks that could not learn the PIV card's status (OCSP and CRL unavailable).",
+		}),
 	}
-	m.reg.MustRegister(m.rpcs, m.duration, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.rpcs, m.duration, m.linkageUnknown, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -95,6 +95,11 @@ func (s *Server) Sweep(ctx context.Context) {
 			s.log.Info("ended unconfirmed or stuck redemptions and revoked what they carried", "credential_sets", n)
 		}
 	}
+	if res, err := s.Linkage(ctx); err != nil {
+		s.log.Warn("linkage checks", "err", err)
+	} else if res.Checked > 0 {
+		s.log.Info("linkage checks", "checked", res.Checked, "good", res.Good, "unknown", res.Unknown, "revoked_cards", res.Revoked)
+	}
 	if s.ca != nil {
 		if n, err := s.ca.RevokeStaleIntents(ctx, s.now().Add(-activation.StuckRedemption)); err != nil {
 			s.log.Warn("revoking stale issuance intents", "err", err)
