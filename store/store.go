@@ -53,6 +53,7 @@ type Store interface {
 	TerminationStore
 	AuditStore
 	LinkageStore
+	OutboxStore
 	// DeleteExpired removes challenges and sessions that expired before now.
 	DeleteExpired(ctx context.Context, now time.Time) (int64, error)
 	// Close releases the database.

@@ -1,0 +1,122 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Notification is one message in the outbox. It never holds a secret.
+type Notification struct {
+	ID        string
+	Kind      string // binding, key-delivery, revocation, lockout, termination
+	Recipient string // the address of record; "" when there is none
+	Subject   string
+	Body      string
+	CreatedAt time.Time
+	Attempts  int
+	SentAt    time.Time
+	LastError string
+}
+
+// OutboxStore is the durable notification outbox.
+type OutboxStore interface {
+	// EnqueueNotification stores a notification, due at once.
+	EnqueueNotification(ctx context.Context, n Notification) error
+	// ClaimNotifications claims up to limit unsent, due notifications
+	// until now+lease.
+	ClaimNotifications(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]Notification, error)
+	// NotificationSent marks a notification delivered.
+	NotificationSent(ctx context.Context, id string, now time.Time) error
+	// NotificationFailed records a failed attempt; next is when to retry.
+	NotificationFailed(ctx context.Context, id, cause string, next time.Time) error
+	// Notifications lists the outbox, oldest first (administration, tests).
+	Notifications(ctx context.Context) ([]Notification, error)
+}
+
+func (s *DB) EnqueueNotification(ctx context.Context, n Notification) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO outbox (id, kind, recipient, subject, body, created_at, next_attempt) VALUES ($1, $2, $3, $4, $5, $6, $6)`,
+		n.ID, n.Kind, n.Recipient, n.Subject, n.Body, ts(n.CreatedAt))
+	return wrapDB(err)
+}
+
+const outboxColumns = `id, kind, recipient, subject, body, created_at, attempts, sent_at, last_error`
+
+func scanNotification(row interface{ Scan(...any) error }) (Notification, error) {
+	var n Notification
+	var created, sent int64
+	if err := row.Scan(&n.ID, &n.Kind, &n.Recipient, &n.Subject, &n.Body, &created, &n.Attempts, &sent, &n.LastError); err != nil {
+		return n, wrapDB(err)
+	}
+	n.CreatedAt = fromTS(created)
+	if sent != 0 {
+		n.SentAt = fromTS(sent)
+	}
+	return n, nil
+}
+
+func (s *DB) ClaimNotifications(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]Notification, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id FROM outbox WHERE sent_at = 0 AND next_attempt <= $1 AND claimed_until < $1 ORDER BY next_attempt LIMIT $2`,
+		ts(now), limit)
+	if err != nil {
+		return nil, wrapDB(err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, wrapDB(err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, wrapDB(err)
+	}
+	var out []Notification
+	for _, id := range ids {
+		n, err := scanNotification(s.w.QueryRowContext(ctx, `UPDATE outbox SET claimed_until = $1, attempts = attempts + 1
+			WHERE id = $2 AND sent_at = 0 AND claimed_until < $3 RETURNING `+outboxColumns, ts(now.Add(lease)), id, ts(now)))
+		if errors.Is(err, ErrNotFound) {
+			continue // another replica took it
+		}
+		if err != nil {
+			return out, err
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func (s *DB) NotificationSent(ctx context.Context, id string, now time.Time) error {
+	_, err := s.w.ExecContext(ctx, `UPDATE outbox SET sent_at = $1, claimed_until = 0, last_error = '' WHERE id = $2`, ts(now), id)
+	return wrapDB(err)
+}
+
+func (s *DB) NotificationFailed(ctx context.Context, id, cause string, next time.Time) error {
+	if len(cause) > 500 {
+		cause = cause[:500]
+	}
+	_, err := s.w.ExecContext(ctx, `UPDATE outbox SET next_attempt = $1, claimed_until = 0, last_error = $2 WHERE id = $3`, ts(next), cause, id)
+	return wrapDB(err)
+}
+
+func (s *DB) Notifications(ctx context.Context) ([]Notification, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+outboxColumns+` FROM outbox ORDER BY created_at, id`)
+	if err != nil {
+		return nil, wrapDB(err)
+	}
+	defer rows.Close()
+	var out []Notification
+	for rows.Next() {
+		n, err := scanNotification(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, wrapDB(rows.Err())
+}
+
+var _ OutboxStore = (*DB)(nil)

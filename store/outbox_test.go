@@ -1,0 +1,42 @@
+package store
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+func TestOutbox(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		for _, id := range []string{"n1", "n2"} {
+			if err := s.EnqueueNotification(ctx, Notification{ID: id, Kind: "binding", Recipient: "a@example.com", Subject: "s", Body: "b", CreatedAt: t0}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := s.ClaimNotifications(ctx, t0, time.Minute, 10)
+		if err != nil || len(got) != 2 || got[0].Attempts != 1 {
+			t.Fatalf("claim: %+v %v", got, err)
+		}
+		if again, err := s.ClaimNotifications(ctx, t0, time.Minute, 10); err != nil || len(again) != 0 {
+			t.Fatalf("claimed twice: %v %v", again, err)
+		}
+		if err := s.NotificationSent(ctx, "n1", t0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.NotificationFailed(ctx, "n2", "smtp: connection refused", t0.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if early, err := s.ClaimNotifications(ctx, t0.Add(30*time.Second), time.Minute, 10); err != nil || len(early) != 0 {
+			t.Fatalf("retried before its time: %v %v", early, err)
+		}
+		retry, err := s.ClaimNotifications(ctx, t0.Add(time.Minute), time.Minute, 10)
+		if err != nil || len(retry) != 1 || retry[0].ID != "n2" || retry[0].Attempts != 2 || retry[0].LastError == "" {
+			t.Fatalf("retry: %+v %v", retry, err)
+		}
+		all, err := s.Notifications(ctx)
+		if err != nil || len(all) != 2 || all[0].SentAt.IsZero() {
+			t.Fatalf("list: %+v %v", all, err)
+		}
+	})
+}
