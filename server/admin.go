@@ -86,6 +86,7 @@ func (a *adminService) RevokeIdentity(ctx context.Context, req *credgwv1.RevokeI
 		return nil, err
 	}
 	a.s.audit(ctx, auditIdentity("admin", "revoke-identity", sel, serials, "reason="+req.GetReason().String()))
+	a.s.notifyIdentity(ctx, "revocation", sel, "Your derived PIV credentials were revoked", "An administrator revoked your derived PIV credentials.")
 	a.s.log.Info("identity's derived credentials revoked by an administrator", "identity", sel.String(), "reason", req.GetReason().String(),
 		"revoked", len(serials))
 	return &credgwv1.RevokeIdentityResponse{RevokedSerials: serials}, nil
@@ -110,6 +111,7 @@ func (a *adminService) TerminateIdentity(ctx context.Context, req *credgwv1.Term
 		return nil, err
 	}
 	a.s.audit(ctx, auditIdentity("admin", "terminate", sel, serials, ""))
+	a.s.notifyIdentity(ctx, "termination", sel, "Your derived PIV credentials were revoked", "Your PIV account was terminated; every derived PIV credential of it was revoked.")
 	a.s.log.Info("PIV identity terminated", "identity", sel.String(), "revoked", len(serials))
 	return &credgwv1.TerminateIdentityResponse{RevokedSerials: serials}, nil
 }

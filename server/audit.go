@@ -66,6 +66,10 @@ func (s *Server) auditRedeemRefusal(ctx context.Context, activationID string, er
 		return // an unknown id: nothing to attach it to
 	}
 	s.auditSet(ctx, "device", "redeem", a.CredentialSetID, "activation_id="+activationID+"; refused: "+outcome)
+	if errors.Is(err, activation.ErrLocked) || (wrong != nil && wrong.AttemptsLeft == 0) {
+		s.notifySet(ctx, "lockout", a.CredentialSetID, "A derived credential code was locked",
+			"Too many wrong passwords were typed for your activation code; it is locked and nothing was issued. Sign in with your card to enroll again.")
+	}
 }
 
 // ReadAuditLog pages through the audit log in order.

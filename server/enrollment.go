@@ -161,6 +161,7 @@ func (e *enrollmentService) RevokeCredential(ctx context.Context, req *credgwv1.
 		return nil, err
 	}
 	e.s.auditSet(ctx, "piv:"+sess.PersonID, "revoke", cs.ID, fmt.Sprintf("by its owner; reason=%d", reason))
+	e.s.notifySet(ctx, "revocation", cs.ID, "Derived PIV credentials were revoked", "Derived PIV credentials of yours were revoked at your request.")
 	e.s.log.Info("credential set revoked by its owner", "person_id", sess.PersonID, "credential_set_id", cs.ID, "reason", reason)
 	out, err := e.credentialSet(ctx, *cs)
 	if err != nil {

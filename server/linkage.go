@@ -117,6 +117,8 @@ func (s *Server) checkLinkage(ctx context.Context, l store.Linkage, res *Linkage
 		res.Revoked++
 		s.audit(ctx, store.AuditEvent{Actor: "system", Action: "linkage-revoke", CardUUID: pc.CardUUID, Serials: serials,
 			Detail: "piv_auth_sha256=" + l.CertSHA256 + "; " + l.LastStatus})
+		s.notifyIdentity(ctx, "revocation", store.IdentitySelector{CertSHA256: l.CertSHA256}, "Your derived PIV credentials were revoked",
+			"Your PIV card's authentication certificate is no longer valid, so the derived PIV credentials bound to it were revoked.")
 		s.log.Warn("linkage: the card's PIV Authentication certificate is no longer valid; its derived credentials are revoked",
 			"card_uuid", pc.CardUUID, "piv_auth_sha256", l.CertSHA256, "status", l.LastStatus, "revoked", len(serials))
 		l.NextCheck = now.Add(cfg.Interval.Duration)

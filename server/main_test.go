@@ -38,6 +38,7 @@ var (
 	gw      *server.Server
 	cfg     *server.Config
 	gwStore *store.SQLite
+	mails   *mailbox
 
 	// clockOffset shifts the gateway's clock (challenge expiry tests).
 	clockOffset atomic.Int64
@@ -154,7 +155,21 @@ func run(m *testing.M) int {
 	if err != nil {
 		return fail(err)
 	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dev.Dir, "tls", "server.crt"), filepath.Join(dev.Dir, "tls", "server.key"))
+	if err != nil {
+		return fail(err)
+	}
+	if mails, err = startMailbox(cert); err != nil {
+		return fail(err)
+	}
+	defer mails.ln.Close()
+	if err := os.WriteFile(filepath.Join(dev.Dir, "smtp.pass"), []byte("relay password\n"), 0o600); err != nil {
+		return fail(err)
+	}
+	rememberSecret([]byte("relay password"))
 	fmt.Fprintf(f, "termination_webhook:\n  secret_file: webhook.key\n")
+	fmt.Fprintf(f, "notifications:\n  smtp:\n    address: %s\n    from: credgw@example.com\n    username: credgw\n    password_file: smtp.pass\n    ca_file: tls/ca.crt\n",
+		mails.ln.Addr())
 	f.Close()
 	if err := os.WriteFile(filepath.Join(dev.Dir, "webhook.key"), []byte(hex.EncodeToString(webhookKey)+"\n"), 0o600); err != nil {
 		return fail(err)

@@ -148,6 +148,7 @@ func (b portalBackend) Revoke(ctx context.Context, token, setID string) error {
 		return err
 	}
 	b.s.auditSet(ctx, "piv:"+sess.PersonID, "revoke", setID, "by its owner (portal); reason=5")
+	b.s.notifySet(ctx, "revocation", setID, "Derived PIV credentials were revoked", "Derived PIV credentials of yours were revoked at your request (portal).")
 	b.s.log.Info("credential set revoked by its owner (portal)", "person_id", sess.PersonID, "credential_set_id", setID)
 	return nil
 }

@@ -114,6 +114,10 @@ func (r *redemptionService) Confirm(ctx context.Context, req *credgwv1.ConfirmRe
 		resp.Serials = append(resp.Serials, c.Serial)
 	}
 	r.s.auditSet(ctx, "device", "confirm", cs.ID, "redemption_id="+req.GetRedemptionId())
+	r.s.notifySet(ctx, "binding", cs.ID, "Derived PIV credentials were installed on a device",
+		"Derived PIV credentials bound to your PIV card were issued and installed on a device.")
+	r.s.notifySet(ctx, "key-delivery", cs.ID, "Your encryption keys were delivered to a device",
+		"Your escrowed S/MIME encryption key and its key history were delivered to a device.")
 	r.s.log.Info("credentials installed", "credential_set_id", cs.ID, "person_id", cs.PersonID, "serials", fmt.Sprint(resp.Serials))
 	return resp, nil
 }

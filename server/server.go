@@ -56,6 +56,9 @@ type Server struct {
 	wg        sync.WaitGroup
 	serveErr  chan error
 	sweepStop chan struct{}
+
+	notifiers  []notifier
+	notifyKick chan struct{}
 }
 
 // sweepInterval is how often expired challenges and sessions are deleted.
@@ -211,6 +214,10 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.notifiers, err = newNotifiers(cfg, func() time.Time { return s.now() }); err != nil {
+		return nil, err
+	}
+	s.notifyKick = make(chan struct{}, 1)
 
 	if o.store != nil {
 		s.store = o.store
@@ -327,6 +334,10 @@ func (s *Server) Start() error {
 	s.sweepStop = make(chan struct{})
 	s.wg.Add(1)
 	go s.sweep()
+	if len(s.notifiers) > 0 {
+		s.wg.Add(1)
+		go s.notifyLoop()
+	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.log.Info("credgw serving", "grpc", s.grpcLn.Addr().String(), "http", s.HTTPAddr(), "gateway_id", s.cfg.GatewayID)
 	return nil

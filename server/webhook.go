@@ -46,13 +46,18 @@ type webhook struct {
 }
 
 func loadWebhookKey(cfg *Config) ([]byte, error) {
-	b, err := os.ReadFile(cfg.Path(cfg.Webhook.SecretFile))
+	return loadKeyFile(cfg, cfg.Webhook.SecretFile, "termination_webhook.secret_file")
+}
+
+// loadKeyFile reads an HMAC key of at least 32 bytes, in hex.
+func loadKeyFile(cfg *Config, path, field string) ([]byte, error) {
+	b, err := os.ReadFile(cfg.Path(path))
 	if err != nil {
-		return nil, fmt.Errorf("termination_webhook.secret_file: %w", err)
+		return nil, fmt.Errorf("%s: %w", field, err)
 	}
 	k, err := hex.DecodeString(strings.TrimSpace(string(b)))
 	if err != nil || len(k) < 32 {
-		return nil, errors.New("termination_webhook.secret_file: want at least 64 hex digits (32 bytes)")
+		return nil, fmt.Errorf("%s: want at least 64 hex digits (32 bytes)", field)
 	}
 	return k, nil
 }
@@ -149,6 +154,7 @@ func (h *webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ae := auditIdentity("webhook", "terminate", sel, serials, "")
 	ae.Source = r.RemoteAddr
 	h.s.audit(r.Context(), ae)
+	h.s.notifyIdentity(r.Context(), "termination", sel, "Your derived PIV credentials were revoked", "Your PIV account was terminated; every derived PIV credential of it was revoked.")
 	h.s.log.Info("PIV identity terminated (webhook)", "identity", sel.String(), "revoked", len(serials), "source", r.RemoteAddr)
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(map[string]any{"terminated": sel.String(), "revoked_serials": append([]string{}, serials...)})
