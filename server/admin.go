@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/credgw/credgw/store"
@@ -143,4 +144,110 @@ func normalizeSerial(s string) string {
 		out = out[1:]
 	}
 	return string(out)
+}
+
+// optionalSelector is selector, with no selector meaning everyone.
+func optionalSelector(sel *credgwv1.PIVIdentitySelector) (store.IdentitySelector, error) {
+	if sel.GetSelector() == nil {
+		return store.IdentitySelector{}, nil
+	}
+	return selector(sel)
+}
+
+// page reads page_size (1–500, 0: 50) and page_token (an offset).
+func page(size int32, token string) (int, int, error) {
+	n := int(size)
+	switch {
+	case n < 0 || n > 500:
+		return 0, 0, status.Error(codes.InvalidArgument, "page_size: 1 to 500 (0: 50)")
+	case n == 0:
+		n = 50
+	}
+	off := 0
+	if token != "" {
+		v, err := strconv.Atoi(token)
+		if err != nil || v < 0 {
+			return 0, 0, status.Error(codes.InvalidArgument, "page_token: pass the next_page_token of the previous answer")
+		}
+		off = v
+	}
+	return off, n, nil
+}
+
+var setStateNames = map[credgwv1.CredentialSetState]string{}
+var actStates = map[string]credgwv1.ActivationState{
+	store.ActPending: credgwv1.ActivationState_ACTIVATION_STATE_PENDING, store.ActRedeeming: credgwv1.ActivationState_ACTIVATION_STATE_REDEEMING,
+	store.ActCompleted: credgwv1.ActivationState_ACTIVATION_STATE_COMPLETED, store.ActLocked: credgwv1.ActivationState_ACTIVATION_STATE_LOCKED,
+	store.ActExpired: credgwv1.ActivationState_ACTIVATION_STATE_EXPIRED,
+}
+var actStateNames = map[credgwv1.ActivationState]string{}
+
+func init() {
+	for k, v := range setStates {
+		setStateNames[v] = k
+	}
+	for k, v := range actStates {
+		actStateNames[v] = k
+	}
+}
+
+// ListCredentials lists credential sets, of one PIV identity or all,
+// newest first.
+func (a *adminService) ListCredentials(ctx context.Context, req *credgwv1.AdminListCredentialsRequest) (*credgwv1.AdminListCredentialsResponse, error) {
+	sel, err := optionalSelector(req.GetIdentity())
+	if err != nil {
+		return nil, err
+	}
+	off, n, err := page(req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	sets, err := a.s.store.ListCredentialSets(ctx, sel, setStateNames[req.GetState()], off, n)
+	if err != nil {
+		return nil, err
+	}
+	resp := &credgwv1.AdminListCredentialsResponse{}
+	e := &enrollmentService{s: a.s}
+	for _, cs := range sets {
+		out, err := e.credentialSet(ctx, cs)
+		if err != nil {
+			return nil, err
+		}
+		resp.CredentialSets = append(resp.CredentialSets, out)
+	}
+	if len(sets) == n {
+		resp.NextPageToken = strconv.Itoa(off + n)
+	}
+	return resp, nil
+}
+
+// ListActivations lists activations, of one PIV identity or all, newest
+// first.
+func (a *adminService) ListActivations(ctx context.Context, req *credgwv1.ListActivationsRequest) (*credgwv1.ListActivationsResponse, error) {
+	sel, err := optionalSelector(req.GetIdentity())
+	if err != nil {
+		return nil, err
+	}
+	off, n, err := page(req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	acts, err := a.s.store.ListActivations(ctx, sel, actStateNames[req.GetState()], off, n)
+	if err != nil {
+		return nil, err
+	}
+	resp := &credgwv1.ListActivationsResponse{}
+	for _, ac := range acts {
+		st := ac.State
+		if st == store.ActPending && !a.s.now().Before(ac.ExpiresAt) {
+			st = store.ActExpired
+		}
+		resp.Activations = append(resp.Activations, &credgwv1.Activation{Id: ac.ID, CredentialSetId: ac.CredentialSetID, State: actStates[st],
+			FailedAttempts: int32(ac.FailedAttempts), AttemptsLeft: int32(max(0, ac.MaxAttempts-ac.FailedAttempts)),
+			CreatedAt: timestamppb.New(ac.CreatedAt), ExpiresAt: timestamppb.New(ac.ExpiresAt)})
+	}
+	if len(acts) == n {
+		resp.NextPageToken = strconv.Itoa(off + n)
+	}
+	return resp, nil
 }

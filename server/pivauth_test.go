@@ -239,10 +239,14 @@ func TestAuthorization(t *testing.T) {
 		{"Admin as portal", func() *grpc.ClientConn { return portalConn(t) }, forceCRL, codes.PermissionDenied},
 		{"Admin with a card", func() *grpc.ClientConn { return dial(t, good.tlsCert()) }, forceCRL, codes.PermissionDenied},
 		{"Admin as admin", func() *grpc.ClientConn { return dial(t, admin) }, forceCRL, codes.OK},
-		{"Admin not built yet", func() *grpc.ClientConn { return dial(t, admin) }, func(c *grpc.ClientConn) error {
-			_, err := credgwv1.NewAdminClient(c).ListActivations(ctx, &credgwv1.ListActivationsRequest{})
+		{"Renewal not built yet", func() *grpc.ClientConn { return dial(t, admin) }, func(c *grpc.ClientConn) error {
+			_, err := credgwv1.NewRenewalClient(c).Confirm(ctx, &credgwv1.ConfirmRequest{})
 			return err
 		}, codes.Unimplemented},
+		{"Admin lists as portal", func() *grpc.ClientConn { return portalConn(t) }, func(c *grpc.ClientConn) error {
+			_, err := credgwv1.NewAdminClient(c).ListActivations(ctx, &credgwv1.ListActivationsRequest{})
+			return err
+		}, codes.PermissionDenied},
 		{"Enrollment without a PIV session", func() *grpc.ClientConn { return portalConn(t) }, func(c *grpc.ClientConn) error {
 			_, err := credgwv1.NewEnrollmentClient(c).CreateEnrollment(ctx, &credgwv1.CreateEnrollmentRequest{})
 			return err

@@ -102,3 +102,49 @@ func TestTerminateIdentity(t *testing.T) {
 		t.Fatalf("bystander: %+v %v", cs.State, err)
 	}
 }
+
+// TestAdminLists: an administrator lists a card's credential sets and
+// activations, pages through all of them, and bad requests say what to fix.
+func TestAdminLists(t *testing.T) {
+	ctx := context.Background()
+	e := enrollCard(t)
+	cs, err := gwStore.CredentialSet(ctx, e.resp.GetCredentialSetId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := credgwv1.NewAdminClient(dial(t, keyPair(t, dev.AdminCert, dev.AdminKey)))
+	sel := &credgwv1.PIVIdentitySelector{Selector: &credgwv1.PIVIdentitySelector_CardUuid{CardUuid: cs.CardUUID}}
+	sets, err := admin.ListCredentials(ctx, &credgwv1.AdminListCredentialsRequest{Identity: sel})
+	if err != nil || len(sets.GetCredentialSets()) != 1 || sets.GetCredentialSets()[0].GetId() != cs.ID {
+		t.Fatalf("%v %v", sets, err)
+	}
+	acts, err := admin.ListActivations(ctx, &credgwv1.ListActivationsRequest{Identity: sel, State: credgwv1.ActivationState_ACTIVATION_STATE_PENDING})
+	if err != nil || len(acts.GetActivations()) != 1 || acts.GetActivations()[0].GetAttemptsLeft() != 5 {
+		t.Fatalf("%v %v", acts, err)
+	}
+	// Page through everything, one at a time: no set twice.
+	seen := map[string]bool{}
+	token := ""
+	for i := 0; i < 1000; i++ {
+		p, err := admin.ListCredentials(ctx, &credgwv1.AdminListCredentialsRequest{PageSize: 1, PageToken: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range p.GetCredentialSets() {
+			if seen[s.GetId()] {
+				t.Fatalf("set %s listed twice", s.GetId())
+			}
+			seen[s.GetId()] = true
+		}
+		if token = p.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	if !seen[cs.ID] {
+		t.Fatal("paging missed the set")
+	}
+	for _, bad := range []*credgwv1.AdminListCredentialsRequest{{PageSize: 501}, {PageToken: "x"}, {PageToken: "-1"}} {
+		_, err := admin.ListCredentials(ctx, bad)
+		wantCode(t, err, codes.InvalidArgument)
+	}
+}

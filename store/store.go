@@ -54,6 +54,7 @@ type Store interface {
 	AuditStore
 	LinkageStore
 	OutboxStore
+	AdminStore
 	// DeleteExpired removes challenges and sessions that expired before now.
 	DeleteExpired(ctx context.Context, now time.Time) (int64, error)
 	// Close releases the database.

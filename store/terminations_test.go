@@ -63,3 +63,31 @@ func TestTerminations(t *testing.T) {
 		}
 	})
 }
+
+func TestAdminLists(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		enroll(t, s, "a1", t0.Add(600e9))
+		enroll(t, s, "a2", t0.Add(600e9))
+		sets, err := s.ListCredentialSets(ctx, IdentitySelector{}, "", 0, 10)
+		if err != nil || len(sets) != 2 {
+			t.Fatalf("all sets: %v %v", sets, err)
+		}
+		if sets, err := s.ListCredentialSets(ctx, IdentitySelector{CardUUID: "u"}, "pending", 1, 10); err != nil || len(sets) != 1 {
+			t.Fatalf("page 2: %v %v", sets, err)
+		}
+		if sets, err := s.ListCredentialSets(ctx, IdentitySelector{CardUUID: "x"}, "", 0, 10); err != nil || len(sets) != 0 {
+			t.Fatalf("other card: %v %v", sets, err)
+		}
+		acts, err := s.ListActivations(ctx, IdentitySelector{PersonID: "p"}, "pending", 0, 10)
+		if err != nil || len(acts) != 2 || acts[0].Package != nil {
+			t.Fatalf("activations: %v %v", acts, err)
+		}
+		if acts, err := s.ListActivations(ctx, IdentitySelector{}, "locked", 0, 10); err != nil || len(acts) != 0 {
+			t.Fatalf("locked: %v %v", acts, err)
+		}
+		if _, err := s.ListActivations(ctx, IdentitySelector{CardUUID: "u", PersonID: "p"}, "", 0, 10); !errors.Is(err, ErrNoSelector) {
+			t.Fatalf("two selectors: %v", err)
+		}
+	})
+}
