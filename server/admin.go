@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"regexp"
 	"strconv"
 	"strings"
@@ -250,4 +251,41 @@ func (a *adminService) ListActivations(ctx context.Context, req *credgwv1.ListAc
 		resp.NextPageToken = strconv.Itoa(off + n)
 	}
 	return resp, nil
+}
+
+// CancelActivation ends a pending activation for good and revokes its
+// (still empty) credential set.
+func (a *adminService) CancelActivation(ctx context.Context, req *credgwv1.CancelActivationRequest) (*credgwv1.CancelActivationResponse, error) {
+	if a.s.activation == nil {
+		return nil, errNoCA
+	}
+	if req.GetActivationId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "activation_id: give the activation's id (credgw admin activations lists them)")
+	}
+	ac, err := a.s.store.ActivationByID(ctx, req.GetActivationId())
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, status.Errorf(codes.NotFound, "no activation %q", req.GetActivationId())
+	}
+	if err != nil {
+		return nil, err
+	}
+	if ac.State != store.ActPending {
+		return nil, status.Errorf(codes.FailedPrecondition, "activation %s is %s; only a pending one can be cancelled (revoke its credential set %s instead)",
+			ac.ID, ac.State, ac.CredentialSetID)
+	}
+	cs, err := a.s.store.CredentialSet(ctx, ac.CredentialSetID)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := a.s.activation.RevokeSet(ctx, cs.PersonID, cs.ID, int(credgwv1.RevocationReason_REVOCATION_REASON_CESSATION_OF_OPERATION)); err != nil {
+		return nil, err
+	}
+	a.s.auditSet(ctx, "admin", "cancel-activation", cs.ID, "activation_id="+ac.ID+"; "+req.GetComment())
+	a.s.log.Info("activation cancelled by an administrator", "activation_id", ac.ID, "credential_set_id", cs.ID, "person_id", cs.PersonID)
+	if ac, err = a.s.store.ActivationByID(ctx, ac.ID); err != nil {
+		return nil, err
+	}
+	return &credgwv1.CancelActivationResponse{Activation: &credgwv1.Activation{Id: ac.ID, CredentialSetId: ac.CredentialSetID, State: actStates[ac.State],
+		FailedAttempts: int32(ac.FailedAttempts), AttemptsLeft: int32(max(0, ac.MaxAttempts-ac.FailedAttempts)),
+		CreatedAt: timestamppb.New(ac.CreatedAt), ExpiresAt: timestamppb.New(ac.ExpiresAt)}}, nil
 }

@@ -81,7 +81,7 @@ func (a *adminService) ReadAuditLog(ctx context.Context, req *credgwv1.ReadAudit
 	case size == 0:
 		size = 100
 	}
-	evs, err := a.s.store.AuditEvents(ctx, req.GetAfterSequence(), size, "")
+	evs, err := a.s.store.AuditEvents(ctx, req.GetAfterSequence(), size, req.GetPersonId())
 	if err != nil {
 		return nil, err
 	}

@@ -147,4 +147,37 @@ func TestAdminLists(t *testing.T) {
 		_, err := admin.ListCredentials(ctx, bad)
 		wantCode(t, err, codes.InvalidArgument)
 	}
+
+	// Cancel the pending activation: it can no longer be redeemed.
+	actID := acts.GetActivations()[0].GetId()
+	_, err = admin.CancelActivation(ctx, &credgwv1.CancelActivationRequest{})
+	wantCode(t, err, codes.InvalidArgument)
+	_, err = admin.CancelActivation(ctx, &credgwv1.CancelActivationRequest{ActivationId: "no-such-activation"})
+	wantCode(t, err, codes.NotFound)
+	if _, err := admin.CancelActivation(ctx, &credgwv1.CancelActivationRequest{ActivationId: actID, Comment: "phone lost before setup"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = admin.CancelActivation(ctx, &credgwv1.CancelActivationRequest{ActivationId: actID})
+	wantCode(t, err, codes.FailedPrecondition)
+	if st := setState(t, cs.ID); st != "revoked" {
+		t.Fatalf("set after cancel: %s", st)
+	}
+	if _, err := agent.Redeem(ctx, agent.Options{Payload: e.payload, Password: e.resp.GetPassword(), OutDir: t.TempDir(), KeystorePIN: "correct horse"}); err == nil {
+		t.Fatal("a cancelled activation was redeemed")
+	}
+	// The person's audit trail shows it.
+	trail, err := admin.ReadAuditLog(ctx, &credgwv1.ReadAuditLogRequest{PersonId: cs.PersonID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	types := map[string]bool{}
+	for _, ev := range trail.GetEvents() {
+		if ev.GetPersonId() != cs.PersonID {
+			t.Fatalf("another person's event in the trail: %v", ev)
+		}
+		types[ev.GetType()] = true
+	}
+	if !types["enroll"] || !types["cancel-activation"] {
+		t.Fatalf("trail: %v", types)
+	}
 }

@@ -50,6 +50,12 @@ func TestAdminCLI(t *testing.T) {
 	if person == "" {
 		t.Fatalf("no person in the audit log:\n%s", out)
 	}
+	if out := admin(true, "audit", "--person", person); !strings.Contains(out, `"enroll"`) {
+		t.Fatalf("audit trail of the person:\n%s", out)
+	}
+	if out := admin(false, "cancel", "--activation", "nope"); !strings.Contains(out, "no activation") {
+		t.Fatalf("cancel unknown:\n%s", out)
+	}
 	if out := admin(true, "terminate", "--person", person, "--comment", "separated"); !strings.Contains(out, "revoked_serials") && !strings.Contains(out, "{}") {
 		t.Fatalf("terminate:\n%s", out)
 	}

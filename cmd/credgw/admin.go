@@ -232,10 +232,26 @@ log. Self-service revocation of a lost device stays in the portal and the API.`,
 		})
 	term.Flags().StringVar(&comment, "comment", "", "why (kept with the termination)")
 
-	var after int64
-	audit, _ := sub("audit [--after SEQ]", "Read the audit log", false,
+	var actID, cancelWhy string
+	cancel, _ := sub("cancel --activation ID [--comment TEXT]", "Cancel a pending activation (QR code) for good", false,
 		func(cmd *cobra.Command, f *adminFlags, c credgwv1.AdminClient, ctx context.Context) error {
-			resp, err := c.ReadAuditLog(ctx, &credgwv1.ReadAuditLogRequest{AfterSequence: after, PageSize: 1000})
+			resp, err := c.CancelActivation(ctx, &credgwv1.CancelActivationRequest{ActivationId: actID, Comment: cancelWhy})
+			if err != nil {
+				return err
+			}
+			return printJSON(cmd, resp)
+		})
+	cancel.Flags().StringVar(&actID, "activation", "", "activation id (required)")
+	cancel.Flags().StringVar(&cancelWhy, "comment", "", "why (kept in the audit log)")
+	cancel.MarkFlagRequired("activation")
+
+	var after int64
+	audit, _ := sub("audit [--after SEQ] [--person P]", "Read the audit log, or the audit trail of a person", true,
+		func(cmd *cobra.Command, f *adminFlags, c credgwv1.AdminClient, ctx context.Context) error {
+			if f.cardUUID != "" || f.fascn != "" {
+				return errors.New("audit: select by --person")
+			}
+			resp, err := c.ReadAuditLog(ctx, &credgwv1.ReadAuditLogRequest{AfterSequence: after, PageSize: 1000, PersonId: f.person})
 			if err != nil {
 				return err
 			}

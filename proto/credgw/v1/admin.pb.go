@@ -864,6 +864,8 @@ type ReadAuditLogRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	AfterSequence int64                  `protobuf:"varint,1,opt,name=after_sequence,json=afterSequence,proto3" json:"after_sequence,omitempty"`
 	PageSize      int32                  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Only this person's events (the audit trail of a person).
+	PersonId      string `protobuf:"bytes,3,opt,name=person_id,json=personId,proto3" json:"person_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -910,6 +912,13 @@ func (x *ReadAuditLogRequest) GetPageSize() int32 {
 		return x.PageSize
 	}
 	return 0
+}
+
+func (x *ReadAuditLogRequest) GetPersonId() string {
+	if x != nil {
+		return x.PersonId
+	}
+	return ""
 }
 
 type ReadAuditLogResponse struct {
@@ -1060,6 +1069,102 @@ func (x *ForceCRLResponse) GetNextUpdate() *timestamppb.Timestamp {
 	return nil
 }
 
+type CancelActivationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ActivationId  string                 `protobuf:"bytes,1,opt,name=activation_id,json=activationId,proto3" json:"activation_id,omitempty"`
+	Comment       string                 `protobuf:"bytes,2,opt,name=comment,proto3" json:"comment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelActivationRequest) Reset() {
+	*x = CancelActivationRequest{}
+	mi := &file_credgw_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelActivationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelActivationRequest) ProtoMessage() {}
+
+func (x *CancelActivationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_credgw_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelActivationRequest.ProtoReflect.Descriptor instead.
+func (*CancelActivationRequest) Descriptor() ([]byte, []int) {
+	return file_credgw_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CancelActivationRequest) GetActivationId() string {
+	if x != nil {
+		return x.ActivationId
+	}
+	return ""
+}
+
+func (x *CancelActivationRequest) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+type CancelActivationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Activation    *Activation            `protobuf:"bytes,1,opt,name=activation,proto3" json:"activation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelActivationResponse) Reset() {
+	*x = CancelActivationResponse{}
+	mi := &file_credgw_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelActivationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelActivationResponse) ProtoMessage() {}
+
+func (x *CancelActivationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_credgw_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelActivationResponse.ProtoReflect.Descriptor instead.
+func (*CancelActivationResponse) Descriptor() ([]byte, []int) {
+	return file_credgw_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CancelActivationResponse) GetActivation() *Activation {
+	if x != nil {
+		return x.Activation
+	}
+	return nil
+}
+
 var File_credgw_v1_admin_proto protoreflect.FileDescriptor
 
 const file_credgw_v1_admin_proto_rawDesc = "" +
@@ -1126,10 +1231,11 @@ const file_credgw_v1_admin_proto_rawDesc = "" +
 	"\adetails\x18\n" +
 	" \x01(\tR\adetails\x12#\n" +
 	"\rprevious_hash\x18\v \x01(\fR\fpreviousHash\x12\x12\n" +
-	"\x04hash\x18\f \x01(\fR\x04hash\"Y\n" +
+	"\x04hash\x18\f \x01(\fR\x04hash\"v\n" +
 	"\x13ReadAuditLogRequest\x12%\n" +
 	"\x0eafter_sequence\x18\x01 \x01(\x03R\rafterSequence\x12\x1b\n" +
-	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\"j\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1b\n" +
+	"\tperson_id\x18\x03 \x01(\tR\bpersonId\"j\n" +
 	"\x14ReadAuditLogResponse\x12-\n" +
 	"\x06events\x18\x01 \x03(\v2\x15.credgw.v1.AuditEventR\x06events\x12#\n" +
 	"\rnext_sequence\x18\x02 \x01(\x03R\fnextSequence\"\x11\n" +
@@ -1140,14 +1246,21 @@ const file_credgw_v1_admin_proto_rawDesc = "" +
 	"\vthis_update\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"thisUpdate\x12;\n" +
 	"\vnext_update\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"nextUpdate*\xcc\x01\n" +
+	"nextUpdate\"X\n" +
+	"\x17CancelActivationRequest\x12#\n" +
+	"\ractivation_id\x18\x01 \x01(\tR\factivationId\x12\x18\n" +
+	"\acomment\x18\x02 \x01(\tR\acomment\"Q\n" +
+	"\x18CancelActivationResponse\x125\n" +
+	"\n" +
+	"activation\x18\x01 \x01(\v2\x15.credgw.v1.ActivationR\n" +
+	"activation*\xcc\x01\n" +
 	"\x0fActivationState\x12 \n" +
 	"\x1cACTIVATION_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18ACTIVATION_STATE_PENDING\x10\x01\x12\x1e\n" +
 	"\x1aACTIVATION_STATE_REDEEMING\x10\x02\x12\x1e\n" +
 	"\x1aACTIVATION_STATE_COMPLETED\x10\x03\x12\x1b\n" +
 	"\x17ACTIVATION_STATE_LOCKED\x10\x04\x12\x1c\n" +
-	"\x18ACTIVATION_STATE_EXPIRED\x10\x052\xf2\x04\n" +
+	"\x18ACTIVATION_STATE_EXPIRED\x10\x052\xcf\x05\n" +
 	"\x05Admin\x12^\n" +
 	"\x11RevokeCertificate\x12#.credgw.v1.RevokeCertificateRequest\x1a$.credgw.v1.RevokeCertificateResponse\x12U\n" +
 	"\x0eRevokeIdentity\x12 .credgw.v1.RevokeIdentityRequest\x1a!.credgw.v1.RevokeIdentityResponse\x12^\n" +
@@ -1155,7 +1268,8 @@ const file_credgw_v1_admin_proto_rawDesc = "" +
 	"\x0fListCredentials\x12&.credgw.v1.AdminListCredentialsRequest\x1a'.credgw.v1.AdminListCredentialsResponse\x12X\n" +
 	"\x0fListActivations\x12!.credgw.v1.ListActivationsRequest\x1a\".credgw.v1.ListActivationsResponse\x12O\n" +
 	"\fReadAuditLog\x12\x1e.credgw.v1.ReadAuditLogRequest\x1a\x1f.credgw.v1.ReadAuditLogResponse\x12C\n" +
-	"\bForceCRL\x12\x1a.credgw.v1.ForceCRLRequest\x1a\x1b.credgw.v1.ForceCRLResponseB3Z1github.com/credgw/credgw/proto/credgw/v1;credgwv1b\x06proto3"
+	"\bForceCRL\x12\x1a.credgw.v1.ForceCRLRequest\x1a\x1b.credgw.v1.ForceCRLResponse\x12[\n" +
+	"\x10CancelActivation\x12\".credgw.v1.CancelActivationRequest\x1a#.credgw.v1.CancelActivationResponseB3Z1github.com/credgw/credgw/proto/credgw/v1;credgwv1b\x06proto3"
 
 var (
 	file_credgw_v1_admin_proto_rawDescOnce sync.Once
@@ -1170,7 +1284,7 @@ func file_credgw_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_credgw_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_credgw_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_credgw_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_credgw_v1_admin_proto_goTypes = []any{
 	(ActivationState)(0),                 // 0: credgw.v1.ActivationState
 	(*RevokeCertificateRequest)(nil),     // 1: credgw.v1.RevokeCertificateRequest
@@ -1189,53 +1303,58 @@ var file_credgw_v1_admin_proto_goTypes = []any{
 	(*ReadAuditLogResponse)(nil),         // 14: credgw.v1.ReadAuditLogResponse
 	(*ForceCRLRequest)(nil),              // 15: credgw.v1.ForceCRLRequest
 	(*ForceCRLResponse)(nil),             // 16: credgw.v1.ForceCRLResponse
-	(RevocationReason)(0),                // 17: credgw.v1.RevocationReason
-	(*Certificate)(nil),                  // 18: credgw.v1.Certificate
-	(*PIVIdentitySelector)(nil),          // 19: credgw.v1.PIVIdentitySelector
-	(CredentialSetState)(0),              // 20: credgw.v1.CredentialSetState
-	(*CredentialSet)(nil),                // 21: credgw.v1.CredentialSet
-	(*timestamppb.Timestamp)(nil),        // 22: google.protobuf.Timestamp
-	(*PIVIdentity)(nil),                  // 23: credgw.v1.PIVIdentity
+	(*CancelActivationRequest)(nil),      // 17: credgw.v1.CancelActivationRequest
+	(*CancelActivationResponse)(nil),     // 18: credgw.v1.CancelActivationResponse
+	(RevocationReason)(0),                // 19: credgw.v1.RevocationReason
+	(*Certificate)(nil),                  // 20: credgw.v1.Certificate
+	(*PIVIdentitySelector)(nil),          // 21: credgw.v1.PIVIdentitySelector
+	(CredentialSetState)(0),              // 22: credgw.v1.CredentialSetState
+	(*CredentialSet)(nil),                // 23: credgw.v1.CredentialSet
+	(*timestamppb.Timestamp)(nil),        // 24: google.protobuf.Timestamp
+	(*PIVIdentity)(nil),                  // 25: credgw.v1.PIVIdentity
 }
 var file_credgw_v1_admin_proto_depIdxs = []int32{
-	17, // 0: credgw.v1.RevokeCertificateRequest.reason:type_name -> credgw.v1.RevocationReason
-	18, // 1: credgw.v1.RevokeCertificateResponse.certificate:type_name -> credgw.v1.Certificate
-	19, // 2: credgw.v1.RevokeIdentityRequest.identity:type_name -> credgw.v1.PIVIdentitySelector
-	17, // 3: credgw.v1.RevokeIdentityRequest.reason:type_name -> credgw.v1.RevocationReason
-	19, // 4: credgw.v1.TerminateIdentityRequest.identity:type_name -> credgw.v1.PIVIdentitySelector
-	19, // 5: credgw.v1.AdminListCredentialsRequest.identity:type_name -> credgw.v1.PIVIdentitySelector
-	20, // 6: credgw.v1.AdminListCredentialsRequest.state:type_name -> credgw.v1.CredentialSetState
-	21, // 7: credgw.v1.AdminListCredentialsResponse.credential_sets:type_name -> credgw.v1.CredentialSet
+	19, // 0: credgw.v1.RevokeCertificateRequest.reason:type_name -> credgw.v1.RevocationReason
+	20, // 1: credgw.v1.RevokeCertificateResponse.certificate:type_name -> credgw.v1.Certificate
+	21, // 2: credgw.v1.RevokeIdentityRequest.identity:type_name -> credgw.v1.PIVIdentitySelector
+	19, // 3: credgw.v1.RevokeIdentityRequest.reason:type_name -> credgw.v1.RevocationReason
+	21, // 4: credgw.v1.TerminateIdentityRequest.identity:type_name -> credgw.v1.PIVIdentitySelector
+	21, // 5: credgw.v1.AdminListCredentialsRequest.identity:type_name -> credgw.v1.PIVIdentitySelector
+	22, // 6: credgw.v1.AdminListCredentialsRequest.state:type_name -> credgw.v1.CredentialSetState
+	23, // 7: credgw.v1.AdminListCredentialsResponse.credential_sets:type_name -> credgw.v1.CredentialSet
 	0,  // 8: credgw.v1.Activation.state:type_name -> credgw.v1.ActivationState
-	22, // 9: credgw.v1.Activation.created_at:type_name -> google.protobuf.Timestamp
-	22, // 10: credgw.v1.Activation.expires_at:type_name -> google.protobuf.Timestamp
-	23, // 11: credgw.v1.Activation.piv_identity:type_name -> credgw.v1.PIVIdentity
-	19, // 12: credgw.v1.ListActivationsRequest.identity:type_name -> credgw.v1.PIVIdentitySelector
+	24, // 9: credgw.v1.Activation.created_at:type_name -> google.protobuf.Timestamp
+	24, // 10: credgw.v1.Activation.expires_at:type_name -> google.protobuf.Timestamp
+	25, // 11: credgw.v1.Activation.piv_identity:type_name -> credgw.v1.PIVIdentity
+	21, // 12: credgw.v1.ListActivationsRequest.identity:type_name -> credgw.v1.PIVIdentitySelector
 	0,  // 13: credgw.v1.ListActivationsRequest.state:type_name -> credgw.v1.ActivationState
 	9,  // 14: credgw.v1.ListActivationsResponse.activations:type_name -> credgw.v1.Activation
-	22, // 15: credgw.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	24, // 15: credgw.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
 	12, // 16: credgw.v1.ReadAuditLogResponse.events:type_name -> credgw.v1.AuditEvent
-	22, // 17: credgw.v1.ForceCRLResponse.this_update:type_name -> google.protobuf.Timestamp
-	22, // 18: credgw.v1.ForceCRLResponse.next_update:type_name -> google.protobuf.Timestamp
-	1,  // 19: credgw.v1.Admin.RevokeCertificate:input_type -> credgw.v1.RevokeCertificateRequest
-	3,  // 20: credgw.v1.Admin.RevokeIdentity:input_type -> credgw.v1.RevokeIdentityRequest
-	5,  // 21: credgw.v1.Admin.TerminateIdentity:input_type -> credgw.v1.TerminateIdentityRequest
-	7,  // 22: credgw.v1.Admin.ListCredentials:input_type -> credgw.v1.AdminListCredentialsRequest
-	10, // 23: credgw.v1.Admin.ListActivations:input_type -> credgw.v1.ListActivationsRequest
-	13, // 24: credgw.v1.Admin.ReadAuditLog:input_type -> credgw.v1.ReadAuditLogRequest
-	15, // 25: credgw.v1.Admin.ForceCRL:input_type -> credgw.v1.ForceCRLRequest
-	2,  // 26: credgw.v1.Admin.RevokeCertificate:output_type -> credgw.v1.RevokeCertificateResponse
-	4,  // 27: credgw.v1.Admin.RevokeIdentity:output_type -> credgw.v1.RevokeIdentityResponse
-	6,  // 28: credgw.v1.Admin.TerminateIdentity:output_type -> credgw.v1.TerminateIdentityResponse
-	8,  // 29: credgw.v1.Admin.ListCredentials:output_type -> credgw.v1.AdminListCredentialsResponse
-	11, // 30: credgw.v1.Admin.ListActivations:output_type -> credgw.v1.ListActivationsResponse
-	14, // 31: credgw.v1.Admin.ReadAuditLog:output_type -> credgw.v1.ReadAuditLogResponse
-	16, // 32: credgw.v1.Admin.ForceCRL:output_type -> credgw.v1.ForceCRLResponse
-	26, // [26:33] is the sub-list for method output_type
-	19, // [19:26] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	24, // 17: credgw.v1.ForceCRLResponse.this_update:type_name -> google.protobuf.Timestamp
+	24, // 18: credgw.v1.ForceCRLResponse.next_update:type_name -> google.protobuf.Timestamp
+	9,  // 19: credgw.v1.CancelActivationResponse.activation:type_name -> credgw.v1.Activation
+	1,  // 20: credgw.v1.Admin.RevokeCertificate:input_type -> credgw.v1.RevokeCertificateRequest
+	3,  // 21: credgw.v1.Admin.RevokeIdentity:input_type -> credgw.v1.RevokeIdentityRequest
+	5,  // 22: credgw.v1.Admin.TerminateIdentity:input_type -> credgw.v1.TerminateIdentityRequest
+	7,  // 23: credgw.v1.Admin.ListCredentials:input_type -> credgw.v1.AdminListCredentialsRequest
+	10, // 24: credgw.v1.Admin.ListActivations:input_type -> credgw.v1.ListActivationsRequest
+	13, // 25: credgw.v1.Admin.ReadAuditLog:input_type -> credgw.v1.ReadAuditLogRequest
+	15, // 26: credgw.v1.Admin.ForceCRL:input_type -> credgw.v1.ForceCRLRequest
+	17, // 27: credgw.v1.Admin.CancelActivation:input_type -> credgw.v1.CancelActivationRequest
+	2,  // 28: credgw.v1.Admin.RevokeCertificate:output_type -> credgw.v1.RevokeCertificateResponse
+	4,  // 29: credgw.v1.Admin.RevokeIdentity:output_type -> credgw.v1.RevokeIdentityResponse
+	6,  // 30: credgw.v1.Admin.TerminateIdentity:output_type -> credgw.v1.TerminateIdentityResponse
+	8,  // 31: credgw.v1.Admin.ListCredentials:output_type -> credgw.v1.AdminListCredentialsResponse
+	11, // 32: credgw.v1.Admin.ListActivations:output_type -> credgw.v1.ListActivationsResponse
+	14, // 33: credgw.v1.Admin.ReadAuditLog:output_type -> credgw.v1.ReadAuditLogResponse
+	16, // 34: credgw.v1.Admin.ForceCRL:output_type -> credgw.v1.ForceCRLResponse
+	18, // 35: credgw.v1.Admin.CancelActivation:output_type -> credgw.v1.CancelActivationResponse
+	28, // [28:36] is the sub-list for method output_type
+	20, // [20:28] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_credgw_v1_admin_proto_init() }
@@ -1250,7 +1369,7 @@ func file_credgw_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_credgw_v1_admin_proto_rawDesc), len(file_credgw_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	Admin_ListActivations_FullMethodName   = "/credgw.v1.Admin/ListActivations"
 	Admin_ReadAuditLog_FullMethodName      = "/credgw.v1.Admin/ReadAuditLog"
 	Admin_ForceCRL_FullMethodName          = "/credgw.v1.Admin/ForceCRL"
+	Admin_CancelActivation_FullMethodName  = "/credgw.v1.Admin/CancelActivation"
 )
 
 // AdminClient is the client API for Admin service.
@@ -43,6 +44,9 @@ type AdminClient interface {
 	ListActivations(ctx context.Context, in *ListActivationsRequest, opts ...grpc.CallOption) (*ListActivationsResponse, error)
 	ReadAuditLog(ctx context.Context, in *ReadAuditLogRequest, opts ...grpc.CallOption) (*ReadAuditLogResponse, error)
 	ForceCRL(ctx context.Context, in *ForceCRLRequest, opts ...grpc.CallOption) (*ForceCRLResponse, error)
+	// CancelActivation ends a pending activation (QR code) for good; its
+	// credential set is revoked. Nothing had been issued.
+	CancelActivation(ctx context.Context, in *CancelActivationRequest, opts ...grpc.CallOption) (*CancelActivationResponse, error)
 }
 
 type adminClient struct {
@@ -123,6 +127,16 @@ func (c *adminClient) ForceCRL(ctx context.Context, in *ForceCRLRequest, opts ..
 	return out, nil
 }
 
+func (c *adminClient) CancelActivation(ctx context.Context, in *CancelActivationRequest, opts ...grpc.CallOption) (*CancelActivationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelActivationResponse)
+	err := c.cc.Invoke(ctx, Admin_CancelActivation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -138,6 +152,9 @@ type AdminServer interface {
 	ListActivations(context.Context, *ListActivationsRequest) (*ListActivationsResponse, error)
 	ReadAuditLog(context.Context, *ReadAuditLogRequest) (*ReadAuditLogResponse, error)
 	ForceCRL(context.Context, *ForceCRLRequest) (*ForceCRLResponse, error)
+	// CancelActivation ends a pending activation (QR code) for good; its
+	// credential set is revoked. Nothing had been issued.
+	CancelActivation(context.Context, *CancelActivationRequest) (*CancelActivationResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -168,6 +185,9 @@ func (UnimplementedAdminServer) ReadAuditLog(context.Context, *ReadAuditLogReque
 }
 func (UnimplementedAdminServer) ForceCRL(context.Context, *ForceCRLRequest) (*ForceCRLResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ForceCRL not implemented")
+}
+func (UnimplementedAdminServer) CancelActivation(context.Context, *CancelActivationRequest) (*CancelActivationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelActivation not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -316,6 +336,24 @@ func _Admin_ForceCRL_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_CancelActivation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelActivationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).CancelActivation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_CancelActivation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).CancelActivation(ctx, req.(*CancelActivationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -350,6 +388,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ForceCRL",
 			Handler:    _Admin_ForceCRL_Handler,
+		},
+		{
+			MethodName: "CancelActivation",
+			Handler:    _Admin_CancelActivation_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
