@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/credgw/credgw/store"
 
@@ -239,13 +240,7 @@ func (a *adminService) ListActivations(ctx context.Context, req *credgwv1.ListAc
 	}
 	resp := &credgwv1.ListActivationsResponse{}
 	for _, ac := range acts {
-		st := ac.State
-		if st == store.ActPending && !a.s.now().Before(ac.ExpiresAt) {
-			st = store.ActExpired
-		}
-		resp.Activations = append(resp.Activations, &credgwv1.Activation{Id: ac.ID, CredentialSetId: ac.CredentialSetID, State: actStates[st],
-			FailedAttempts: int32(ac.FailedAttempts), AttemptsLeft: int32(max(0, ac.MaxAttempts-ac.FailedAttempts)),
-			CreatedAt: timestamppb.New(ac.CreatedAt), ExpiresAt: timestamppb.New(ac.ExpiresAt)})
+		resp.Activations = append(resp.Activations, activationProto(ac, a.s.now()))
 	}
 	if len(acts) == n {
 		resp.NextPageToken = strconv.Itoa(off + n)
@@ -285,7 +280,17 @@ func (a *adminService) CancelActivation(ctx context.Context, req *credgwv1.Cance
 	if ac, err = a.s.store.ActivationByID(ctx, ac.ID); err != nil {
 		return nil, err
 	}
-	return &credgwv1.CancelActivationResponse{Activation: &credgwv1.Activation{Id: ac.ID, CredentialSetId: ac.CredentialSetID, State: actStates[ac.State],
+	return &credgwv1.CancelActivationResponse{Activation: activationProto(ac, a.s.now())}, nil
+}
+
+// activationProto is the API form of an activation; a pending one past its
+// expiry (not swept yet) shows as expired.
+func activationProto(ac store.Activation, now time.Time) *credgwv1.Activation {
+	st := ac.State
+	if st == store.ActPending && !now.Before(ac.ExpiresAt) {
+		st = store.ActExpired
+	}
+	return &credgwv1.Activation{Id: ac.ID, CredentialSetId: ac.CredentialSetID, State: actStates[st],
 		FailedAttempts: int32(ac.FailedAttempts), AttemptsLeft: int32(max(0, ac.MaxAttempts-ac.FailedAttempts)),
-		CreatedAt: timestamppb.New(ac.CreatedAt), ExpiresAt: timestamppb.New(ac.ExpiresAt)}}, nil
+		CreatedAt: timestamppb.New(ac.CreatedAt), ExpiresAt: timestamppb.New(ac.ExpiresAt)}
 }

@@ -200,21 +200,7 @@ func TestPortalJourney(t *testing.T) {
 	if qr.code != http.StatusOK {
 		t.Fatalf("enroll: %d %s", qr.code, qr.body)
 	}
-	password := match(t, passwordRe, qr.body)
-	rememberSecret([]byte(password))
-	png, err := base64.StdEncoding.DecodeString(match(t, qrRe, qr.body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	text, err := agent.DecodeQR(png)
-	if err != nil {
-		t.Fatal(err)
-	}
-	payload, err := activation.ParsePayload(text)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rememberSecret(payload.Secret)
+	payload, password := readQRPage(t, qr.body)
 	if !strings.Contains(qr.body, `id="countdown"`) || !strings.Contains(qr.body, `src="/static/countdown.js"`) {
 		t.Errorf("the QR page has no countdown")
 	}
@@ -261,6 +247,28 @@ func TestPortalJourney(t *testing.T) {
 	if r := stolen.do("GET", "/actions", nil); r.code != http.StatusUnauthorized || !strings.Contains(r.body, "Sign in with your card again") {
 		t.Fatalf("ended session still works: %d %s", r.code, r.body)
 	}
+}
+
+// readQRPage reads the password and the QR image off the QR page, as the
+// person and the device would.
+func readQRPage(t *testing.T, body string) (activation.Payload, string) {
+	t.Helper()
+	password := match(t, passwordRe, body)
+	rememberSecret([]byte(password))
+	png, err := base64.StdEncoding.DecodeString(match(t, qrRe, body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := agent.DecodeQR(png)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := activation.ParsePayload(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rememberSecret(payload.Secret)
+	return payload, password
 }
 
 func atoi(t *testing.T, s string) int {
@@ -352,17 +360,7 @@ func TestPortalShowsLockout(t *testing.T) {
 	rememberSecret([]byte(b.sessionCookie().Value))
 	csrf := match(t, csrfRe, b.do("GET", "/enroll", nil).body)
 	qr := b.do("POST", "/enroll", url.Values{"csrf": {csrf}, "name": {"Phone"}})
-	rememberSecret([]byte(match(t, passwordRe, qr.body)))
-	png, _ := base64.StdEncoding.DecodeString(match(t, qrRe, qr.body))
-	text, err := agent.DecodeQR(png)
-	if err != nil {
-		t.Fatal(err)
-	}
-	payload, err := activation.ParsePayload(text)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rememberSecret(payload.Secret)
+	payload, _ := readQRPage(t, qr.body)
 	for i := 0; i < 5; i++ {
 		if _, err := agent.Redeem(context.Background(), agent.Options{Payload: payload, Password: "00000000", OutDir: t.TempDir(), KeystorePIN: "correct horse"}); err == nil {
 			t.Fatal("a wrong password redeemed")

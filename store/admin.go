@@ -46,21 +46,8 @@ func (s *DB) ListCredentialSets(ctx context.Context, sel IdentitySelector, state
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.r.QueryContext(ctx, fmt.Sprintf(`SELECT %s FROM credential_sets cs%s ORDER BY cs.created_at DESC, cs.id LIMIT %d OFFSET %d`,
+	return s.querySets(ctx, fmt.Sprintf(`SELECT %s FROM credential_sets cs%s ORDER BY cs.created_at DESC, cs.id LIMIT %d OFFSET %d`,
 		prefixed("cs.", setColumns), w, limit, offset), args...)
-	if err != nil {
-		return nil, wrapDB(err)
-	}
-	defer rows.Close()
-	var out []CredentialSet
-	for rows.Next() {
-		cs, err := scanSet(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, cs)
-	}
-	return out, wrapDB(rows.Err())
 }
 
 func (s *DB) ListActivations(ctx context.Context, sel IdentitySelector, state string, offset, limit int) ([]Activation, error) {

@@ -64,7 +64,12 @@ func (s *DB) CredentialSet(ctx context.Context, id string) (CredentialSet, error
 }
 
 func (s *DB) CredentialSetsOfPerson(ctx context.Context, personID string) ([]CredentialSet, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+setColumns+` FROM credential_sets WHERE person_id = $1 ORDER BY created_at DESC, id`, personID)
+	return s.querySets(ctx, `SELECT `+setColumns+` FROM credential_sets WHERE person_id = $1 ORDER BY created_at DESC, id`, personID)
+}
+
+// querySets runs a query whose rows are setColumns.
+func (s *DB) querySets(ctx context.Context, query string, args ...any) ([]CredentialSet, error) {
+	rows, err := s.r.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, wrapDB(err)
 	}

@@ -70,20 +70,7 @@ func (s *DB) CredentialSetsOfIdentity(ctx context.Context, sel IdentitySelector)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT `+setColumns+` FROM credential_sets WHERE `+column+` = $1 ORDER BY created_at DESC, id`, arg)
-	if err != nil {
-		return nil, wrapDB(err)
-	}
-	defer rows.Close()
-	var out []CredentialSet
-	for rows.Next() {
-		cs, err := scanSet(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, cs)
-	}
-	return out, wrapDB(rows.Err())
+	return s.querySets(ctx, `SELECT `+setColumns+` FROM credential_sets WHERE `+column+` = $1 ORDER BY created_at DESC, id`, arg)
 }
 
 var _ TerminationStore = (*DB)(nil)
