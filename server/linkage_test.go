@@ -9,6 +9,7 @@ import (
 	"github.com/credgw/credgw/agent"
 	hsmsim "github.com/credgw/credgw/hsm-sim"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"github.com/credgw/credgw/server"
 )
 
 // activeSet enrolls and redeems for a new card; it returns the card and the
@@ -124,5 +125,46 @@ func TestLinkage(t *testing.T) {
 	// Checked: not due again until the interval has passed.
 	if res, err := gw.Linkage(ctx); err != nil || res.Checked != 0 {
 		t.Fatalf("checked again at once: %+v %v", res, err)
+	}
+}
+
+// TestLinkageOnUnknownRevoke: a replica configured with on_unknown: revoke
+// revokes once the status has been unknown for max_unknown, not before.
+func TestLinkageOnUnknownRevoke(t *testing.T) {
+	ctx := context.Background()
+	_, set := activeSet(t, "unreachable@example.com")
+	strict := *cfg
+	strict.Listen.GRPC, strict.Listen.HTTP, strict.Portal.Listen = "127.0.0.1:0", "", ""
+	strict.Linkage.OnUnknown, strict.Linkage.MaxUnknown.Duration = "revoke", 2*time.Hour
+	replica, err := server.New(ctx, &strict, server.WithClock(now), server.WithStore(gwStore))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { replica.Shutdown(context.Background()) })
+	t.Cleanup(func() { clockOffset.Store(0) })
+	outage.Lock()
+	outage.ocsp, outage.crl = true, true
+	outage.Unlock()
+	t.Cleanup(func() {
+		outage.Lock()
+		outage.ocsp, outage.crl = false, false
+		outage.Unlock()
+	})
+	day := 24 * time.Hour
+	for _, step := range []struct {
+		at   time.Duration
+		want string
+	}{
+		{7*day + time.Minute, "active"},               // unknown since now
+		{7*day + time.Hour + 2*time.Minute, "active"}, // unknown for 1h: retried
+		{7*day + 3*time.Hour, "revoked"},              // unknown for ≥ 2h
+	} {
+		clockOffset.Store(int64(step.at))
+		if _, err := replica.Linkage(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if st := setState(t, set); st != step.want {
+			t.Fatalf("at +%s the set is %s, want %s", step.at, st, step.want)
+		}
 	}
 }
