@@ -87,6 +87,9 @@ type Config struct {
 	// CredentialTypes maps a type name to its profiles.
 	CredentialTypes map[string][]issuance.Profile
 	Now             func() time.Time
+	// Undelivered, if set, is told of each credential set whose package was
+	// not confirmed in time (its certificates are revoked by then).
+	Undelivered func(ctx context.Context, setID string)
 }
 
 // Service runs enrollments and redemptions.
@@ -716,7 +719,11 @@ func (s *Service) Sweep(ctx context.Context) (revoked int, err error) {
 		errs = append(errs, s.revokeSet(ctx, id, now, 5)) // cessationOfOperation
 	}
 	for _, id := range sets {
-		errs = append(errs, s.revokeSet(ctx, id, now, 4)) // superseded
+		err := s.revokeSet(ctx, id, now, 4) // superseded
+		errs = append(errs, err)
+		if err == nil && s.cfg.Undelivered != nil {
+			s.cfg.Undelivered(ctx, id)
+		}
 	}
 	return len(stuck) + len(sets), errors.Join(errs...)
 }

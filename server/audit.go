@@ -110,3 +110,11 @@ func auditIdentity(actor, action string, sel store.IdentitySelector, serials []s
 	}
 	return e
 }
+
+// undelivered records and reports a package the device never confirmed: the
+// escrowed-key delivery failed, and what it carried is revoked.
+func (s *Server) undelivered(ctx context.Context, setID string) {
+	s.auditSet(ctx, "system", "undelivered", setID, "not confirmed in time; its certificates are revoked")
+	s.notifySet(ctx, "key-delivery", setID, "Delivery of your derived credentials failed",
+		"A device downloaded your derived credentials and escrowed encryption keys but never confirmed installing them, so they were revoked. Sign in with your card and enroll again.")
+}

@@ -227,7 +227,8 @@ func placeCert(src, dst string) error {
 }
 
 // newActivation builds enrollment and redemption on the CA.
-func newActivation(cfg *Config, st store.Store, ca *issuance.CA, esc *issuance.Escrow, now func() time.Time) (*activation.Service, error) {
+func newActivation(cfg *Config, st store.Store, ca *issuance.CA, esc *issuance.Escrow, now func() time.Time,
+	undelivered func(context.Context, string)) (*activation.Service, error) {
 	anchors, err := readCerts([]string{cfg.Path(cfg.Enroll.TLSAnchorFile)})
 	if err != nil {
 		return nil, fmt.Errorf("enrollment.tls_anchor_file: %w", err)
@@ -236,6 +237,6 @@ func newActivation(cfg *Config, st store.Store, ca *issuance.CA, esc *issuance.E
 	return activation.New(activation.Config{
 		Store: st, Issuer: ca, Escrow: esc, Gateway: cfg.Enroll.GatewayAddress, Pin: pin[:],
 		PasswordDigits: cfg.Enroll.PasswordDigits, Lifetime: cfg.Enroll.Lifetime.Duration, MaxAttempts: cfg.Enroll.MaxAttempts,
-		MaxSets: cfg.Enroll.MaxSets, ConfirmWindow: cfg.Enroll.ConfirmWindow.Duration, Now: now,
+		MaxSets: cfg.Enroll.MaxSets, ConfirmWindow: cfg.Enroll.ConfirmWindow.Duration, Now: now, Undelivered: undelivered,
 	})
 }

@@ -283,6 +283,11 @@ func TestUnconfirmedRevoked(t *testing.T) {
 	recs, _ := gwStore.CertificatesOfSet(context.Background(), e.resp.GetCredentialSetId())
 	clockOffset.Add(int64(61 * time.Minute))
 	gw.Sweep(context.Background())
+	// Its notice is due at the shifted time: send it before the clock
+	// goes back.
+	if _, _, err := gw.DeliverNotifications(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	clockOffset.Add(-int64(61 * time.Minute))
 	ca := gw.CA()
 	for _, r := range recs {
@@ -301,6 +306,8 @@ func TestUnconfirmedRevoked(t *testing.T) {
 	}
 	_, err = client.Confirm(context.Background(), &credgwv1.ConfirmRequest{RedemptionId: d.redemptionID, Secret: e.payload.Secret, Sha256: d.sum})
 	wantCode(t, err, codes.FailedPrecondition)
+	// The holder hears that the delivery failed.
+	mails.waitForText(t, "key-delivery", "holder@example.com", "never confirmed", e.resp.GetCredentialSetId())
 }
 
 // TestAgentRedeems: the reference agent against the running gateway.

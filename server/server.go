@@ -235,7 +235,7 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 			s.closeResources()
 			return nil, err
 		}
-		if s.activation, err = newActivation(cfg, s.store, s.ca, s.escrow, o.now); err != nil {
+		if s.activation, err = newActivation(cfg, s.store, s.ca, s.escrow, o.now, s.undelivered); err != nil {
 			s.closeResources()
 			return nil, err
 		}

@@ -118,11 +118,18 @@ func (m *mailbox) serve(c net.Conn) {
 // waitFor waits (bounded) for a message of the kind to the recipient.
 func (m *mailbox) waitFor(t *testing.T, kind, to string) mail {
 	t.Helper()
+	return m.waitForText(t, kind, to)
+}
+
+// waitForText waits (bounded) for a message of the kind to the recipient
+// that contains every text.
+func (m *mailbox) waitForText(t *testing.T, kind, to string, texts ...string) mail {
+	t.Helper()
 	deadline := time.After(30 * time.Second)
 	for {
 		m.mu.Lock()
 		for _, msg := range m.msgs {
-			if msg.to == to && strings.Contains(msg.data, "X-Credgw-Kind: "+kind+"\r\n") {
+			if msg.to == to && strings.Contains(msg.data, "X-Credgw-Kind: "+kind+"\r\n") && containsAll(msg.data, texts) {
 				m.mu.Unlock()
 				return msg
 			}
@@ -134,4 +141,13 @@ func (m *mailbox) waitFor(t *testing.T, kind, to string) mail {
 			t.Fatalf("no %s notification to %s arrived", kind, to)
 		}
 	}
+}
+
+func containsAll(s string, texts []string) bool {
+	for _, t := range texts {
+		if !strings.Contains(s, t) {
+			return false
+		}
+	}
+	return true
 }
