@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"time"
 
 	"github.com/credgw/credgw/activation"
 	"github.com/credgw/credgw/pkcs11"
@@ -51,6 +52,9 @@ type Options struct {
 	Keystore *pkcs11.Token
 	// DialOptions are added to the gRPC connection (instrumentation).
 	DialOptions []grpc.DialOption
+	// Now is the device's clock, for verifying what arrives (default:
+	// time.Now).
+	Now func() time.Time
 	// CutAfterBytes drops the first download's connection after that many
 	// bytes (tests and demonstrations of the automatic resume); 0: never.
 	CutAfterBytes int64
@@ -151,21 +155,37 @@ func Redeem(ctx context.Context, o Options) (*Result, error) {
 	}
 	defer conn.Close()
 	client := credgwv1.NewRedemptionClient(conn)
+	open := func(ctx context.Context, csrs []*credgwv1.CertificateRequest, offset int64, _ string) (grpc.ServerStreamingClient[credgwv1.RedeemResponse], error) {
+		return client.Redeem(ctx, &credgwv1.RedeemRequest{ActivationId: o.Payload.ID, Secret: o.Payload.Secret, Password: o.Password,
+			Device: o.Device, Csrs: csrs, ResumeOffset: offset})
+	}
+	confirm := func(ctx context.Context, rid string, sum []byte) (string, error) {
+		cr, err := client.Confirm(ctx, &credgwv1.ConfirmRequest{RedemptionId: rid, Secret: o.Payload.Secret, Sha256: sum})
+		return cr.GetCredentialSetId(), err
+	}
+	return fetchAndInstall(ctx, o, open, confirm)
+}
 
-	req := &credgwv1.RedeemRequest{ActivationId: o.Payload.ID, Secret: o.Payload.Secret, Password: o.Password, Device: o.Device}
+// opener starts (or resumes) the download stream.
+type opener func(ctx context.Context, csrs []*credgwv1.CertificateRequest, offset int64, redemptionID string) (grpc.ServerStreamingClient[credgwv1.RedeemResponse], error)
+
+// fetchAndInstall makes the device keys, downloads the package (resuming a
+// cut stream), verifies and installs it, and confirms.
+func fetchAndInstall(ctx context.Context, o Options, open opener, confirm func(ctx context.Context, redemptionID string, sum []byte) (string, error)) (*Result, error) {
 	keys, tokenIDs, csrs, err := makeKeys(ctx, o)
 	if err != nil {
 		return nil, err
 	}
-	req.Csrs = csrs
 
 	res := &Result{Certificates: map[credgwv1.Profile]*x509.Certificate{}}
 	var pkg []byte
 	var total int64
 	var sum []byte
 	for attempt := 0; ; attempt++ {
-		req.ResumeOffset = int64(len(pkg))
-		err := download(ctx, client, req, &o, &pkg, &total, &sum, res, attempt == 0)
+		stream := func(ctx context.Context) (grpc.ServerStreamingClient[credgwv1.RedeemResponse], error) {
+			return open(ctx, csrs, int64(len(pkg)), res.RedemptionID)
+		}
+		err := download(ctx, stream, &o, &pkg, &total, &sum, res, attempt == 0)
 		if err == nil {
 			break
 		}
@@ -179,7 +199,7 @@ func Redeem(ctx context.Context, o Options) (*Result, error) {
 		if res.RedemptionID == "" {
 			// Nothing was accepted: the gateway gave the activation back and
 			// may have certified these keys already. Start with new ones.
-			if keys, tokenIDs, req.Csrs, err = makeKeys(ctx, o); err != nil {
+			if keys, tokenIDs, csrs, err = makeKeys(ctx, o); err != nil {
 				return nil, err
 			}
 		}
@@ -193,11 +213,11 @@ func Redeem(ctx context.Context, o Options) (*Result, error) {
 	if err := install(ctx, pkg, keys, tokenIDs, o, res); err != nil {
 		return nil, err
 	}
-	cr, err := client.Confirm(ctx, &credgwv1.ConfirmRequest{RedemptionId: res.RedemptionID, Secret: o.Payload.Secret, Sha256: sum})
+	setID, err := confirm(ctx, res.RedemptionID, sum)
 	if err != nil {
 		return nil, fmt.Errorf("agent: installed, but the confirmation failed (the gateway revokes unconfirmed credentials): %w", err)
 	}
-	res.CredentialSetID = cr.GetCredentialSetId()
+	res.CredentialSetID = setID
 	return res, nil
 }
 
@@ -236,11 +256,11 @@ func makeKeys(ctx context.Context, o Options) (map[credgwv1.Profile]crypto.Signe
 }
 
 // download runs one Redeem stream, appending to pkg from the resume offset.
-func download(ctx context.Context, client credgwv1.RedemptionClient, req *credgwv1.RedeemRequest, o *Options,
+func download(ctx context.Context, open func(context.Context) (grpc.ServerStreamingClient[credgwv1.RedeemResponse], error), o *Options,
 	pkg *[]byte, total *int64, sum *[]byte, res *Result, first bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := client.Redeem(ctx, req)
+	stream, err := open(ctx)
 	if err != nil {
 		return err
 	}
@@ -314,7 +334,11 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 		inter.AddCert(c)
 	}
 	verify := func(c *x509.Certificate) error {
-		_, err := c.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		now := time.Now()
+		if o.Now != nil {
+			now = o.Now()
+		}
+		_, err := c.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 		return err
 	}
 	p12pw, err := activation.PKCS12Password(o.Payload.Secret, mustNormalize(o.Password))

@@ -239,10 +239,18 @@ func TestAuthorization(t *testing.T) {
 		{"Admin as portal", func() *grpc.ClientConn { return portalConn(t) }, forceCRL, codes.PermissionDenied},
 		{"Admin with a card", func() *grpc.ClientConn { return dial(t, good.tlsCert()) }, forceCRL, codes.PermissionDenied},
 		{"Admin as admin", func() *grpc.ClientConn { return dial(t, admin) }, forceCRL, codes.OK},
-		{"Renewal not built yet", func() *grpc.ClientConn { return dial(t, admin) }, func(c *grpc.ClientConn) error {
+		{"Renewal with the admin certificate", func() *grpc.ClientConn { return dial(t, admin) }, func(c *grpc.ClientConn) error {
 			_, err := credgwv1.NewRenewalClient(c).Confirm(ctx, &credgwv1.ConfirmRequest{})
 			return err
-		}, codes.Unimplemented},
+		}, codes.PermissionDenied},
+		{"Renewal without a certificate", func() *grpc.ClientConn { return dial(t) }, func(c *grpc.ClientConn) error {
+			_, err := credgwv1.NewRenewalClient(c).Confirm(ctx, &credgwv1.ConfirmRequest{})
+			return err
+		}, codes.Unauthenticated},
+		{"Renewal with a card", func() *grpc.ClientConn { return dial(t, good.tlsCert()) }, func(c *grpc.ClientConn) error {
+			_, err := credgwv1.NewRenewalClient(c).Confirm(ctx, &credgwv1.ConfirmRequest{})
+			return err
+		}, codes.PermissionDenied},
 		{"Admin lists as portal", func() *grpc.ClientConn { return portalConn(t) }, func(c *grpc.ClientConn) error {
 			_, err := credgwv1.NewAdminClient(c).ListActivations(ctx, &credgwv1.ListActivationsRequest{})
 			return err

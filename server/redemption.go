@@ -39,20 +39,9 @@ func (r *redemptionService) Redeem(req *credgwv1.RedeemRequest, stream grpc.Serv
 	if req.GetActivationId() == "" || len(req.GetSecret()) == 0 {
 		return status.Error(codes.InvalidArgument, "activation_id and secret: scan the QR code")
 	}
-	csrs := map[issuance.Profile]*x509.CertificateRequest{}
-	for _, c := range req.GetCsrs() {
-		p, ok := protoProfiles[c.GetProfile()]
-		if !ok {
-			return status.Errorf(codes.InvalidArgument, "csrs: profile %v is not a derived credential profile", c.GetProfile())
-		}
-		if _, dup := csrs[p]; dup {
-			return status.Errorf(codes.InvalidArgument, "csrs: two CSRs for %s", p)
-		}
-		csr, err := x509.ParseCertificateRequest(c.GetCsrDer())
-		if err != nil {
-			return status.Errorf(codes.InvalidArgument, "csrs: the %s CSR does not parse: %v", p, err)
-		}
-		csrs[p] = csr
+	csrs, err := parseCSRs(req.GetCsrs())
+	if err != nil {
+		return err
 	}
 	var device []byte
 	if req.GetDevice() != nil {
@@ -75,7 +64,12 @@ func (r *redemptionService) Redeem(req *credgwv1.RedeemRequest, stream grpc.Serv
 		r.s.log.Info("credentials issued", "activation_id", req.GetActivationId(), "redemption_id", d.RedemptionID,
 			"credential_set_id", d.Manifest.GetCredentialSetId(), "bytes", len(d.Package))
 	}
-	off := req.GetResumeOffset()
+	return sendDelivery(d, req.GetResumeOffset(), send)
+}
+
+// sendDelivery streams a package from a resume offset: Accepted, the
+// chunks, Done.
+func sendDelivery(d *activation.Delivery, off int64, send func(*credgwv1.RedeemResponse) error) error {
 	if off < 0 || off > int64(len(d.Package)) {
 		return status.Errorf(codes.OutOfRange, "resume_offset %d: the package has %d bytes", off, len(d.Package))
 	}
@@ -120,4 +114,24 @@ func (r *redemptionService) Confirm(ctx context.Context, req *credgwv1.ConfirmRe
 		"Your escrowed S/MIME encryption key and its key history were delivered to a device.")
 	r.s.log.Info("credentials installed", "credential_set_id", cs.ID, "person_id", cs.PersonID, "serials", fmt.Sprint(resp.Serials))
 	return resp, nil
+}
+
+// parseCSRs reads the device's CSRs, one per device-keyed profile.
+func parseCSRs(in []*credgwv1.CertificateRequest) (map[issuance.Profile]*x509.CertificateRequest, error) {
+	csrs := map[issuance.Profile]*x509.CertificateRequest{}
+	for _, c := range in {
+		p, ok := protoProfiles[c.GetProfile()]
+		if !ok {
+			return nil, status.Errorf(codes.InvalidArgument, "csrs: profile %v is not a derived credential profile", c.GetProfile())
+		}
+		if _, dup := csrs[p]; dup {
+			return nil, status.Errorf(codes.InvalidArgument, "csrs: two CSRs for %s", p)
+		}
+		csr, err := x509.ParseCertificateRequest(c.GetCsrDer())
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "csrs: the %s CSR does not parse: %v", p, err)
+		}
+		csrs[p] = csr
+	}
+	return csrs, nil
 }

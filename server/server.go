@@ -253,7 +253,7 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 	credgwv1.RegisterPIVAuthServer(s.grpc, &pivAuthService{s: s})
 	credgwv1.RegisterEnrollmentServer(s.grpc, &enrollmentService{s: s})
 	credgwv1.RegisterRedemptionServer(s.grpc, &redemptionService{s: s})
-	credgwv1.RegisterRenewalServer(s.grpc, credgwv1.UnimplementedRenewalServer{})
+	credgwv1.RegisterRenewalServer(s.grpc, &renewalService{s: s})
 	credgwv1.RegisterAdminServer(s.grpc, &adminService{s: s})
 	for _, register := range o.extra {
 		register(s.grpc)

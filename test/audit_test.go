@@ -23,6 +23,11 @@ func TestAuditVerifyAndExport(t *testing.T) {
 	os.WriteFile(pinFile, []byte("correct horse"), 0o600)
 	run(t, nil, true, credgwBin, "redeem", "--qr-payload", p.String(), "--password-file", pwFile, "--out", filepath.Join(work, "device"),
 		"--keystore-pin-file", pinFile)
+	// Renewal is not open yet on fresh credentials: said clearly.
+	if out := run(t, nil, false, credgwBin, "renew", "--dir", filepath.Join(work, "device"), "--gateway", gw,
+		"--ca-file", filepath.Join(dir, "tls", "ca.crt"), "--keystore-pin-file", pinFile); !strings.Contains(out, "renewal opens at") {
+		t.Fatalf("renew of fresh credentials:\n%s", out)
+	}
 	cfg := filepath.Join(dir, "credgw.yaml")
 	out := run(t, nil, true, credgwBin, "audit", "verify", "--config", cfg)
 	if !strings.Contains(out, "audit log intact") {

@@ -22,11 +22,18 @@ const (
 )
 
 type RekeyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Csrs          []*CertificateRequest  `protobuf:"bytes,1,rep,name=csrs,proto3" json:"csrs,omitempty"`
-	Device        *DeviceInfo            `protobuf:"bytes,2,opt,name=device,proto3" json:"device,omitempty"`
-	RedemptionId  string                 `protobuf:"bytes,3,opt,name=redemption_id,json=redemptionId,proto3" json:"redemption_id,omitempty"`
-	ResumeOffset  int64                  `protobuf:"varint,4,opt,name=resume_offset,json=resumeOffset,proto3" json:"resume_offset,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Csrs         []*CertificateRequest  `protobuf:"bytes,1,rep,name=csrs,proto3" json:"csrs,omitempty"`
+	Device       *DeviceInfo            `protobuf:"bytes,2,opt,name=device,proto3" json:"device,omitempty"`
+	RedemptionId string                 `protobuf:"bytes,3,opt,name=redemption_id,json=redemptionId,proto3" json:"redemption_id,omitempty"`
+	ResumeOffset int64                  `protobuf:"varint,4,opt,name=resume_offset,json=resumeOffset,proto3" json:"resume_offset,omitempty"`
+	// Made fresh by the device for this renewal (secret: 32 random bytes;
+	// password: 6 to 12 digits), they play the part of the QR secret and the
+	// typed password: the package and its PKCS#12 files are protected under
+	// keys derived from both, and Confirm proves the secret. Send the same
+	// ones to resume.
+	Secret        []byte `protobuf:"bytes,5,opt,name=secret,proto3" json:"secret,omitempty"`
+	Password      string `protobuf:"bytes,6,opt,name=password,proto3" json:"password,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -89,16 +96,32 @@ func (x *RekeyRequest) GetResumeOffset() int64 {
 	return 0
 }
 
+func (x *RekeyRequest) GetSecret() []byte {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
+func (x *RekeyRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
 var File_credgw_v1_renewal_proto protoreflect.FileDescriptor
 
 const file_credgw_v1_renewal_proto_rawDesc = "" +
 	"\n" +
-	"\x17credgw/v1/renewal.proto\x12\tcredgw.v1\x1a\x16credgw/v1/common.proto\"\xba\x01\n" +
+	"\x17credgw/v1/renewal.proto\x12\tcredgw.v1\x1a\x16credgw/v1/common.proto\"\xee\x01\n" +
 	"\fRekeyRequest\x121\n" +
 	"\x04csrs\x18\x01 \x03(\v2\x1d.credgw.v1.CertificateRequestR\x04csrs\x12-\n" +
 	"\x06device\x18\x02 \x01(\v2\x15.credgw.v1.DeviceInfoR\x06device\x12#\n" +
 	"\rredemption_id\x18\x03 \x01(\tR\fredemptionId\x12#\n" +
-	"\rresume_offset\x18\x04 \x01(\x03R\fresumeOffset2\x8a\x01\n" +
+	"\rresume_offset\x18\x04 \x01(\x03R\fresumeOffset\x12\x16\n" +
+	"\x06secret\x18\x05 \x01(\fR\x06secret\x12\x1a\n" +
+	"\bpassword\x18\x06 \x01(\tR\bpassword2\x8a\x01\n" +
 	"\aRenewal\x12=\n" +
 	"\x05Rekey\x12\x17.credgw.v1.RekeyRequest\x1a\x19.credgw.v1.RedeemResponse0\x01\x12@\n" +
 	"\aConfirm\x12\x19.credgw.v1.ConfirmRequest\x1a\x1a.credgw.v1.ConfirmResponseB3Z1github.com/credgw/credgw/proto/credgw/v1;credgwv1b\x06proto3"

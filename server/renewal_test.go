@@ -1,0 +1,126 @@
+package server_test
+
+import (
+	"context"
+	"crypto/x509"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/agent"
+	hsmsim "github.com/credgw/credgw/hsm-sim"
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"google.golang.org/grpc/codes"
+)
+
+// installed enrolls a new card and redeems into a directory of its own.
+func installed(t *testing.T, email string) (string, string, *card) {
+	t.Helper()
+	ctx := context.Background()
+	conn := portalConn(t)
+	c := newCard(t, hsmsim.CardSpec{Email: email})
+	sess, err := login(t, conn, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rememberSecret([]byte(sess.GetSessionToken()))
+	en, err := credgwv1.NewEnrollmentClient(conn).CreateEnrollment(ctx, &credgwv1.CreateEnrollmentRequest{SessionToken: sess.GetSessionToken(), IdentityName: "Phone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rememberSecret([]byte(en.GetPassword()))
+	p, _ := activation.ParsePayload(en.GetQrPayload())
+	rememberSecret(p.Secret)
+	dir := t.TempDir()
+	if _, err := agent.Redeem(ctx, agent.Options{Payload: p, Password: en.GetPassword(), OutDir: dir, KeystorePIN: "correct horse"}); err != nil {
+		t.Fatal(err)
+	}
+	return dir, en.GetCredentialSetId(), c
+}
+
+func renewOptions(t *testing.T, dir string) agent.RenewOptions {
+	t.Helper()
+	pem, err := os.ReadFile(dev.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	return agent.RenewOptions{Dir: dir, KeystorePIN: "correct horse", Gateway: gw.GRPCAddr(), RootCAs: roots, Now: now}
+}
+
+// TestRekey: at 79 % of the derived PIV Authentication certificate's
+// lifetime renewal is refused, at 81 % it issues new certificates for new
+// keys, and after Confirm the old set is revoked (superseded); a device
+// whose card was terminated is refused.
+func TestRekey(t *testing.T) {
+	ctx := context.Background()
+	dir, oldSet, _ := installed(t, "renew@example.com")
+	recs, err := gwStore.CertificatesOfSet(ctx, oldSet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nb, na time.Time
+	for _, r := range recs {
+		if r.Profile == "derived-piv-auth" {
+			nb, na = r.NotBefore, r.NotAfter
+		}
+	}
+	life := na.Sub(nb)
+	at := func(frac float64) {
+		clockOffset.Store(int64(nb.Add(time.Duration(float64(life) * frac)).Sub(time.Now())))
+	}
+	t.Cleanup(func() { clockOffset.Store(0) })
+
+	at(0.79)
+	_, err = agent.Renew(ctx, renewOptions(t, dir))
+	wantCode(t, err, codes.FailedPrecondition)
+
+	at(0.81)
+	res, err := agent.Renew(ctx, renewOptions(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.CredentialSetID == oldSet || setState(t, res.CredentialSetID) != "active" {
+		t.Fatalf("new set %s is %s", res.CredentialSetID, setState(t, res.CredentialSetID))
+	}
+	if st := setState(t, oldSet); st != "revoked" {
+		t.Fatalf("old set is %s after the renewal was confirmed", st)
+	}
+	for _, r := range recs {
+		rec, err := gwStore.Certificate(ctx, r.Serial)
+		if err != nil || !rec.Revoked() || rec.RevocationReason != 4 {
+			t.Fatalf("old %s: revoked %v reason %d (%v)", r.Profile, rec.Revoked(), rec.RevocationReason, err)
+		}
+	}
+	newAuth := res.Certificates[credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH]
+	if newAuth == nil || newAuth.NotBefore.Before(nb.Add(time.Duration(float64(life)*0.8))) {
+		t.Fatalf("new certificate %v", newAuth)
+	}
+	// The old certificate can renew no more.
+	// (auth.p12 now holds the new one; the old set is revoked.)
+
+	// A terminated card's device is refused.
+	clockOffset.Store(0)
+	dir2, set2, _ := installed(t, "terminated@example.com")
+	cs, err := gwStore.CredentialSet(ctx, set2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := credgwv1.NewAdminClient(dial(t, keyPair(t, dev.AdminCert, dev.AdminKey)))
+	if _, err := admin.TerminateIdentity(ctx, &credgwv1.TerminateIdentityRequest{Identity: &credgwv1.PIVIdentitySelector{
+		Selector: &credgwv1.PIVIdentitySelector_CardUuid{CardUuid: cs.CardUUID}}}); err != nil {
+		t.Fatal(err)
+	}
+	recs2, _ := gwStore.CertificatesOfSet(ctx, set2)
+	for _, r := range recs2 {
+		if r.Profile == "derived-piv-auth" {
+			nb, na = r.NotBefore, r.NotAfter
+			life = na.Sub(nb)
+		}
+	}
+	at(0.81)
+	_, err = agent.Renew(ctx, renewOptions(t, dir2))
+	wantCode(t, err, codes.PermissionDenied)
+}
