@@ -1,7 +1,12 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
+	"crypto"
+	"crypto/x509"
+	"io"
+	"net/http"
 	"testing"
 	"time"
 
@@ -10,6 +15,7 @@ import (
 	hsmsim "github.com/credgw/credgw/hsm-sim"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/server"
+	"golang.org/x/crypto/ocsp"
 )
 
 // activeSet enrolls and redeems for a new card; it returns the card and the
@@ -50,17 +56,32 @@ func setState(t *testing.T, id string) string {
 }
 
 // TestLinkage: a card revoked at the issuer on day 3 has its derived
-// credentials revoked at the day-7 check, not before; while the issuer is
-// down, checks are retried and nothing is revoked; a good card is untouched.
+// credentials revoked at the day-7 check (credgw's OCSP says revoked, the
+// holder is told), not before; a card revoked later whose check finds the
+// issuer down is retried and not revoked until its status is known; a good
+// card is untouched.
 func TestLinkage(t *testing.T) {
 	ctx := context.Background()
 	_, goodSet := activeSet(t, "stays@example.com")
 	leaver, leaverSet := activeSet(t, "leaves@example.com")
+	late, lateSet := activeSet(t, "leaves.later@example.com")
 	day := 24 * time.Hour
-	at := func(d time.Duration) {
-		clockOffset.Store(int64(d))
-	}
+	at := func(d time.Duration) { clockOffset.Store(int64(d)) }
 	t.Cleanup(func() { clockOffset.Store(0) })
+	issuerDown := func(down bool) {
+		outage.Lock()
+		outage.ocsp, outage.crl = down, down
+		outage.Unlock()
+	}
+	t.Cleanup(func() { issuerDown(false) })
+	states := func(when string, want map[string]string) {
+		t.Helper()
+		for set, st := range want {
+			if got := setState(t, set); got != st {
+				t.Fatalf("%s: set %s is %s, want %s", when, set, got, st)
+			}
+		}
+	}
 
 	at(3 * day)
 	if err := dev.Env.RevokeCard(leaver.name, 1); err != nil {
@@ -69,59 +90,66 @@ func TestLinkage(t *testing.T) {
 	if _, err := gw.Linkage(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if st := setState(t, leaverSet); st != "active" {
-		t.Fatalf("day 3: the set is %s before its first check is due", st)
-	}
+	states("day 3, before the first check", map[string]string{leaverSet: "active"})
 
-	// Day 7, the issuer's OCSP and CRL are down: retried later, nothing
-	// revoked.
 	at(7*day + time.Minute)
-	func() {
-		outage.Lock()
-		outage.ocsp, outage.crl = true, true
-		outage.Unlock()
-		defer func() {
-			outage.Lock()
-			outage.ocsp, outage.crl = false, false
-			outage.Unlock()
-		}()
-		res, err := gw.Linkage(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.Unknown < 2 || res.Revoked != 0 {
-			t.Fatalf("issuer down: %+v", res)
-		}
-	}()
-	if st := setState(t, leaverSet); st != "active" {
-		t.Fatalf("revoked while the status was unknown: %s", st)
-	}
-
-	// An hour later the issuer is back: the retry revokes the leaver's
-	// credentials and leaves the good card's alone.
-	at(7*day + time.Hour + 2*time.Minute)
 	res, err := gw.Linkage(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.Revoked < 1 || len(res.Serials) < 3 {
-		t.Fatalf("issuer back: %+v", res)
+		t.Fatalf("day 7: %+v", res)
 	}
-	if st := setState(t, leaverSet); st != "revoked" {
-		t.Fatalf("the revoked card's set is %s", st)
-	}
+	states("day 7", map[string]string{leaverSet: "revoked", goodSet: "active", lateSet: "active"})
 	recs, err := gwStore.CertificatesOfSet(ctx, leaverSet)
 	if err != nil || len(recs) != 3 {
 		t.Fatalf("%d records %v", len(recs), err)
 	}
 	for _, r := range recs {
-		if !r.Revoked() {
-			t.Errorf("%s (%s) not revoked", r.Serial, r.Profile)
+		// credgw's OCSP responder says revoked.
+		cert, _ := x509.ParseCertificate(r.DER)
+		ca := gw.CA()
+		req, _ := ocsp.CreateRequest(cert, ca.Chain()[0], &ocsp.RequestOptions{Hash: crypto.SHA256})
+		resp, err := http.Post(cert.OCSPServer[0], "application/ocsp-request", bytes.NewReader(req))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if or, err := ocsp.ParseResponseForCert(body, cert, ca.Chain()[0]); err != nil || or.Status != ocsp.Revoked {
+			t.Fatalf("%s: OCSP %v %v", r.Profile, or, err)
 		}
 	}
-	if st := setState(t, goodSet); st != "active" {
-		t.Fatalf("the good card's set is %s", st)
+	// The holder is told (the notice is due on the shifted clock).
+	if _, _, err := gw.DeliverNotifications(ctx); err != nil {
+		t.Fatal(err)
 	}
+	mails.waitForText(t, "revocation", "leaves@example.com", "no longer valid")
+
+	// The second card is revoked on day 7½; at its day-8 check the issuer
+	// is down: retried, nothing revoked.
+	at(7*day + 12*time.Hour)
+	if err := dev.Env.RevokeCard(late.name, 1); err != nil {
+		t.Fatal(err)
+	}
+	at(8*day + 2*time.Minute)
+	issuerDown(true)
+	res, err = gw.Linkage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Unknown < 2 || res.Revoked != 0 {
+		t.Fatalf("issuer down: %+v", res)
+	}
+	states("day 8, issuer down", map[string]string{lateSet: "active", goodSet: "active"})
+
+	// An hour later the issuer is back: the retry revokes.
+	at(8*day + time.Hour + 4*time.Minute)
+	issuerDown(false)
+	if res, err = gw.Linkage(ctx); err != nil || res.Revoked < 1 {
+		t.Fatalf("issuer back: %+v %v", res, err)
+	}
+	states("day 8, issuer back", map[string]string{lateSet: "revoked", goodSet: "active"})
 	// Checked: not due again until the interval has passed.
 	if res, err := gw.Linkage(ctx); err != nil || res.Checked != 0 {
 		t.Fatalf("checked again at once: %+v %v", res, err)

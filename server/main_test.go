@@ -207,6 +207,11 @@ func run(m *testing.M) int {
 		b, _ := json.Marshal(evs)
 		out += string(b)
 	}
+	mails.mu.Lock()
+	for _, m := range mails.msgs {
+		out += m.data
+	}
+	mails.mu.Unlock()
 	if n, err := store.VerifyAudit(ctx, gwStore); err != nil {
 		return fail(fmt.Errorf("audit chain after %d events: %w", n, err))
 	}

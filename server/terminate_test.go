@@ -87,6 +87,8 @@ func TestTerminateIdentity(t *testing.T) {
 			t.Errorf("set %s (%s) is %s", cs.ID, cs.IdentityName, cs.State)
 		}
 	}
+	// The holder is told, at the address of record.
+	mails.waitForText(t, "termination", "leaver@example.com", "terminated")
 	// The pending enrollment cannot be redeemed, the card cannot sign in.
 	if _, err := agent.Redeem(ctx, agent.Options{Payload: p2, Password: pw2, OutDir: t.TempDir(), KeystorePIN: "correct horse"}); err == nil {
 		t.Fatal("a terminated identity's pending enrollment was redeemed")
