@@ -8,15 +8,15 @@ import (
 	"github.com/credgw/credgw/store"
 )
 
-// RenewalThreshold is how far into its lifetime a derived PIV
-// Authentication certificate may be re-keyed (Common Policy §3.3.1 allows
-// identity by the current key; credgw opens renewal at 80 %).
-const RenewalThreshold = 0.8
+// DefaultRenewalPercent is how far into its lifetime a derived PIV
+// Authentication certificate may be re-keyed by default (Common Policy
+// §3.3.1 allows identity by the current key).
+const DefaultRenewalPercent = 80
 
 // RenewalOpens is when a certificate valid from notBefore to notAfter may be
-// renewed.
-func RenewalOpens(notBefore, notAfter time.Time) time.Time {
-	return notBefore.Add(time.Duration(float64(notAfter.Sub(notBefore)) * RenewalThreshold))
+// renewed, percent of the way into its lifetime.
+func RenewalOpens(notBefore, notAfter time.Time, percent int) time.Time {
+	return notBefore.Add(notAfter.Sub(notBefore) * time.Duration(percent) / 100)
 }
 
 // EnrollRenewal makes the activation of a re-key: a new credential set for

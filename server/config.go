@@ -41,6 +41,7 @@ type Config struct {
 	Webhook   WebhookConfig `yaml:"termination_webhook"`
 	Linkage   LinkageConfig `yaml:"linkage"`
 	Notify    NotifyConfig  `yaml:"notifications"`
+	Renewal   RenewalConfig `yaml:"renewal"`
 
 	dir string // directory of the config file
 }
@@ -224,6 +225,13 @@ type NotifyWebhookConfig struct {
 	SecretFile string `yaml:"secret_file"`
 }
 
+// RenewalConfig is re-key without the card (Renewal.Rekey).
+type RenewalConfig struct {
+	// OpensAtPercent of the current derived PIV Authentication
+	// certificate's lifetime, renewal is allowed (default 80; 50–95).
+	OpensAtPercent int `yaml:"opens_at_percent"`
+}
+
 // LogConfig is the JSON log.
 type LogConfig struct {
 	// Level is debug, info, warn or error.
@@ -375,6 +383,9 @@ func (c *Config) applyDefaults() {
 	if c.Escrow.KeyType == "" {
 		c.Escrow.KeyType = "rsa2048"
 	}
+	if c.Renewal.OpensAtPercent == 0 {
+		c.Renewal.OpensAtPercent = 80
+	}
 	if c.Linkage.FirstCheck.Duration == 0 {
 		c.Linkage.FirstCheck.Duration = 7 * 24 * time.Hour
 	}
@@ -402,6 +413,9 @@ func (c *Config) validate() error {
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if !gatewayIDRe.MatchString(c.GatewayID) {
 		bad("gateway_id %q: 1-64 of A-Z a-z 0-9 . _ : -", c.GatewayID)
+	}
+	if p := c.Renewal.OpensAtPercent; p < 50 || p > 95 {
+		bad("renewal.opens_at_percent %d: between 50 and 95", p)
 	}
 	week := 7 * 24 * time.Hour
 	if d := c.Linkage.FirstCheck.Duration; d < time.Minute || d > week {

@@ -89,8 +89,9 @@ func (r *renewalService) Rekey(req *credgwv1.RekeyRequest, stream grpc.ServerStr
 		}
 		actID = a.ID
 	} else {
-		if opens := activation.RenewalOpens(rec.NotBefore, rec.NotAfter); r.s.now().Before(opens) {
-			return status.Errorf(codes.FailedPrecondition, "renewal opens at %s (80 %% of the certificate's lifetime)", opens.UTC().Format("2006-01-02 15:04 MST"))
+		pct := r.s.cfg.Renewal.OpensAtPercent
+		if opens := activation.RenewalOpens(rec.NotBefore, rec.NotAfter, pct); r.s.now().Before(opens) {
+			return status.Errorf(codes.FailedPrecondition, "renewal opens at %s (%d %% of the certificate's lifetime)", opens.UTC().Format("2006-01-02 15:04 MST"), pct)
 		}
 		pc, err := r.s.store.PIVCertificate(ctx, old.PIVCertSHA256)
 		if err != nil {
