@@ -2,11 +2,16 @@ package activation
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/credgw/credgw/store"
 )
+
+// ErrRenewalInProgress: the set already has a renewal pending, being
+// downloaded or done.
+var ErrRenewalInProgress = errors.New("activation: this credential set already has a renewal in progress: resume it (same redemption id, secret and password) or let it expire")
 
 // DefaultRenewalPercent is how far into its lifetime a derived PIV
 // Authentication certificate may be re-keyed by default (Common Policy
@@ -35,6 +40,12 @@ func (s *Service) EnrollRenewal(ctx context.Context, old store.CredentialSet, se
 	if err := s.checkNotTerminated(ctx, old.FASCN, old.CardUUID, old.PersonID); err != nil {
 		return "", err
 	}
+	// The cap first, before an escrow key is made for nothing.
+	if n, err := s.cfg.Store.CountLiveSets(ctx, old.PersonID); err != nil {
+		return "", err
+	} else if n >= s.cfg.MaxSets+1 {
+		return "", fmt.Errorf("%w (%d); revoke one (lost or replaced device) first", ErrCap, s.cfg.MaxSets)
+	}
 	now := s.cfg.Now()
 	actID, err := randomID()
 	if err != nil {
@@ -45,7 +56,7 @@ func (s *Service) EnrollRenewal(ctx context.Context, old store.CredentialSet, se
 		return "", err
 	}
 	cs := old
-	cs.ID, cs.State, cs.CreatedAt, cs.UpdatedAt, cs.Device = setID, store.SetPending, now, now, ""
+	cs.ID, cs.State, cs.CreatedAt, cs.UpdatedAt, cs.Device, cs.RenewsSetID = setID, store.SetPending, now, now, "", old.ID
 	if old.EscrowKeyID != "" {
 		// A new encryption key: the CA certifies a key once. The old one
 		// stays in escrow and arrives in the key history.
@@ -61,7 +72,12 @@ func (s *Service) EnrollRenewal(ctx context.Context, old store.CredentialSet, se
 		ID: actID, LookupHash: LookupHash(secret), Verifier: Verifier(secret, pw),
 		MaxAttempts: s.cfg.MaxAttempts, CreatedAt: now, ExpiresAt: now.Add(s.cfg.Lifetime),
 	}, s.cfg.MaxSets+1)
-	if err != nil {
+	switch {
+	case errors.Is(err, store.ErrLimit):
+		return "", fmt.Errorf("%w (%d); revoke one (lost or replaced device) first", ErrCap, s.cfg.MaxSets)
+	case errors.Is(err, store.ErrConflict):
+		return "", ErrRenewalInProgress
+	case err != nil:
 		return "", err
 	}
 	return actID, nil

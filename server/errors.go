@@ -47,6 +47,8 @@ func toStatus(err error) error {
 		code = codes.NotFound
 	case errors.Is(err, activation.ErrTerminated):
 		code = codes.PermissionDenied
+	case errors.Is(err, activation.ErrRenewalInProgress):
+		code = codes.FailedPrecondition
 	case errors.Is(err, activation.ErrInvalid):
 		code = codes.InvalidArgument
 	case errors.Is(err, context.Canceled):

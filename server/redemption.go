@@ -95,6 +95,13 @@ func (r *redemptionService) Confirm(ctx context.Context, req *credgwv1.ConfirmRe
 	if req.GetRedemptionId() == "" || len(req.GetSha256()) != 32 {
 		return nil, status.Error(codes.InvalidArgument, "redemption_id and the 32-byte sha256 of the installed package are required")
 	}
+	// A renewal is confirmed with Renewal.Confirm, which also retires the
+	// set it renews.
+	if a, err := r.s.store.ActivationByRedemption(ctx, req.GetRedemptionId()); err == nil {
+		if cs, err := r.s.store.CredentialSet(ctx, a.CredentialSetID); err == nil && cs.RenewsSetID != "" {
+			return nil, status.Error(codes.FailedPrecondition, "this is a renewal: confirm it with Renewal.Confirm over the device's current certificate")
+		}
+	}
 	cs, err := r.s.activation.Confirm(ctx, req.GetRedemptionId(), req.GetSecret(), req.GetSha256())
 	if err != nil {
 		return nil, err

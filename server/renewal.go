@@ -28,15 +28,18 @@ type renewalService struct {
 
 // currentCredential checks the caller's TLS client certificate: one of our
 // derived PIV Authentication certificates, recorded, not revoked, of an
-// active set whose card is not terminated. It returns the record and set.
+// active set. It returns the record and set. (Termination is checked where
+// a renewal is made and confirmed.)
 func (r *renewalService) currentCredential(ctx context.Context) (store.CertificateRecord, store.CredentialSet, error) {
 	var none store.CertificateRecord
 	if r.s.ca == nil {
 		return none, store.CredentialSet{}, errNoCA
 	}
-	p, ok := peer.FromContext(ctx)
-	tlsInfo, _ := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(tlsInfo.State.PeerCertificates) == 0 {
+	var tlsInfo credentials.TLSInfo
+	if p, ok := peer.FromContext(ctx); ok {
+		tlsInfo, _ = p.AuthInfo.(credentials.TLSInfo)
+	}
+	if len(tlsInfo.State.PeerCertificates) == 0 {
 		return none, store.CredentialSet{}, status.Error(codes.Unauthenticated, "renewal needs the device's current derived PIV Authentication certificate as TLS client certificate")
 	}
 	leaf := tlsInfo.State.PeerCertificates[0]
@@ -87,6 +90,9 @@ func (r *renewalService) Rekey(req *credgwv1.RekeyRequest, stream grpc.ServerStr
 		if err != nil {
 			return toStatus(activation.ErrNotAccepted)
 		}
+		if err := r.renewalOf(ctx, a, old); err != nil {
+			return err
+		}
 		actID = a.ID
 	} else {
 		pct := r.s.cfg.Renewal.OpensAtPercent
@@ -121,6 +127,7 @@ func (r *renewalService) Rekey(req *credgwv1.RekeyRequest, stream grpc.ServerStr
 			Stage: stage, Current: int32(cur), Total: int32(total), Message: msg}}})
 	})
 	if err != nil {
+		r.s.auditRedeemRefusal(ctx, actID, err)
 		return err
 	}
 	if !d.Resumed {
@@ -139,12 +146,18 @@ func (r *renewalService) Confirm(ctx context.Context, req *credgwv1.ConfirmReque
 	if req.GetRedemptionId() == "" || len(req.GetSha256()) != 32 {
 		return nil, status.Error(codes.InvalidArgument, "redemption_id and the 32-byte sha256 of the installed package are required")
 	}
+	// Only the renewal of the calling certificate's set, checked before
+	// anything changes.
+	a, err := r.s.store.ActivationByRedemption(ctx, req.GetRedemptionId())
+	if err != nil {
+		return nil, toStatus(activation.ErrNotAccepted)
+	}
+	if err := r.renewalOf(ctx, a, old); err != nil {
+		return nil, err
+	}
 	cs, err := r.s.activation.Confirm(ctx, req.GetRedemptionId(), req.GetSecret(), req.GetSha256())
 	if err != nil {
 		return nil, err
-	}
-	if cs.PersonID != old.PersonID || cs.ID == old.ID {
-		return nil, status.Error(codes.PermissionDenied, "that redemption is not a renewal of this credential")
 	}
 	if _, err := r.s.activation.RevokeSet(ctx, old.PersonID, old.ID, int(credgwv1.RevocationReason_REVOCATION_REASON_SUPERSEDED)); err != nil {
 		return nil, err
@@ -160,6 +173,20 @@ func (r *renewalService) Confirm(ctx context.Context, req *credgwv1.ConfirmReque
 	r.s.auditSet(ctx, "device", "rekey-confirm", cs.ID, "superseded="+old.ID)
 	r.s.notifySet(ctx, "binding", cs.ID, "Your derived PIV credentials were renewed",
 		"Your derived PIV credentials were re-keyed on the device that held them; the previous ones are revoked (superseded).")
+	r.s.notifySet(ctx, "key-delivery", cs.ID, "Your encryption keys were delivered to a device",
+		"A new escrowed S/MIME encryption key and your key history were delivered to the device that renewed its credentials.")
 	r.s.log.Info("credentials renewed", "credential_set_id", cs.ID, "superseded", old.ID, "person_id", cs.PersonID)
 	return resp, nil
+}
+
+// renewalOf refuses an activation that is not the renewal of old.
+func (r *renewalService) renewalOf(ctx context.Context, a store.Activation, old store.CredentialSet) error {
+	cs, err := r.s.store.CredentialSet(ctx, a.CredentialSetID)
+	if err != nil {
+		return err
+	}
+	if cs.RenewsSetID != old.ID {
+		return status.Error(codes.PermissionDenied, "that redemption is not a renewal of the calling certificate's credentials")
+	}
+	return nil
 }

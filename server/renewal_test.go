@@ -1,9 +1,16 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
+	"io"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -12,6 +19,7 @@ import (
 	hsmsim "github.com/credgw/credgw/hsm-sim"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"google.golang.org/grpc/codes"
+	pkcs12 "software.sslmate.com/src/go-pkcs12"
 )
 
 // installed enrolls a new card and redeems into a directory of its own.
@@ -122,5 +130,79 @@ func TestRekey(t *testing.T) {
 	}
 	at(0.81)
 	_, err = agent.Renew(ctx, renewOptions(t, dir2))
+	wantCode(t, err, codes.PermissionDenied)
+}
+
+// TestRekeyRefusals: one renewal at a time per set, and only
+// Renewal.Confirm with the old certificate confirms it.
+func TestRekeyRefusals(t *testing.T) {
+	ctx := context.Background()
+	dir, oldSet, _ := installed(t, "rekey.raw@example.com")
+	data, err := os.ReadFile(filepath.Join(dir, "auth.p12"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, cert, _, err := pkcs12.DecodeChain(data, "correct horse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := dial(t, tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert})
+	rc := credgwv1.NewRenewalClient(conn)
+	clockOffset.Store(int64(cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) * 81 / 100).Sub(time.Now())))
+	t.Cleanup(func() { clockOffset.Store(0) })
+
+	rekey := func(secret []byte) (string, []byte, error) {
+		var csrs []*credgwv1.CertificateRequest
+		for _, p := range []credgwv1.Profile{credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH, credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE} {
+			k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
+			csrs = append(csrs, &credgwv1.CertificateRequest{Profile: p, CsrDer: der})
+		}
+		s, err := rc.Rekey(ctx, &credgwv1.RekeyRequest{Csrs: csrs, Secret: secret, Password: "12345678"})
+		if err != nil {
+			return "", nil, err
+		}
+		var rid string
+		var sum []byte
+		for {
+			m, err := s.Recv()
+			if err == io.EOF {
+				return rid, sum, nil
+			}
+			if err != nil {
+				return "", nil, err
+			}
+			if a := m.GetAccepted(); a != nil {
+				rid = a.GetRedemptionId()
+			}
+			if d := m.GetDone(); d != nil {
+				sum = d.GetSha256()
+			}
+		}
+	}
+	secret := bytes.Repeat([]byte{9}, 32)
+	rememberSecret(secret)
+	rid, sum, err := rekey(secret)
+	if err != nil || rid == "" {
+		t.Fatalf("rekey: %q %v", rid, err)
+	}
+	// A second renewal of the same set while this one is open.
+	_, _, err = rekey(bytes.Repeat([]byte{8}, 32))
+	wantCode(t, err, codes.FailedPrecondition)
+	// The open Redemption.Confirm does not confirm a renewal.
+	_, err = credgwv1.NewRedemptionClient(dial(t)).Confirm(ctx, &credgwv1.ConfirmRequest{RedemptionId: rid, Secret: secret, Sha256: sum})
+	wantCode(t, err, codes.FailedPrecondition)
+	if st := setState(t, oldSet); st != "active" {
+		t.Fatalf("old set is %s", st)
+	}
+	cr, err := rc.Confirm(ctx, &credgwv1.ConfirmRequest{RedemptionId: rid, Secret: secret, Sha256: sum})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if setState(t, oldSet) != "revoked" || setState(t, cr.GetCredentialSetId()) != "active" {
+		t.Fatalf("after Renewal.Confirm: old %s, new %s", setState(t, oldSet), setState(t, cr.GetCredentialSetId()))
+	}
+	// The old certificate renews no more.
+	_, _, err = rekey(bytes.Repeat([]byte{7}, 32))
 	wantCode(t, err, codes.PermissionDenied)
 }

@@ -36,6 +36,8 @@ type CredentialSet struct {
 	Device         string // JSON
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
+	// RenewsSetID is the set a re-key renews ("" for an enrollment).
+	RenewsSetID string
 }
 
 // Activation is the QR code + password of a credential set.

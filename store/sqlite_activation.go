@@ -27,9 +27,9 @@ func (s *DB) CreateEnrollment(ctx context.Context, cs CredentialSet, a Activatio
 			return ErrLimit
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO credential_sets (id, person_id, piv_cert_sha256, fascn, card_uuid, raw_subject, email, upn,
-			identity_name, credential_type, escrow_key_id, state, device, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+			identity_name, credential_type, escrow_key_id, state, device, created_at, updated_at, renews_set_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
 			cs.ID, cs.PersonID, cs.PIVCertSHA256, cs.FASCN, cs.CardUUID, cs.RawSubject, cs.Email, cs.UPN, cs.IdentityName,
-			cs.CredentialType, cs.EscrowKeyID, cs.State, cs.Device, ts(cs.CreatedAt), ts(cs.CreatedAt))
+			cs.CredentialType, cs.EscrowKeyID, cs.State, cs.Device, ts(cs.CreatedAt), ts(cs.CreatedAt), cs.RenewsSetID)
 		if err != nil {
 			return wrapDB(err)
 		}
@@ -45,13 +45,13 @@ func (s *DB) CountLiveSets(ctx context.Context, personID string) (int, error) {
 	return n, wrapDB(err)
 }
 
-const setColumns = `id, person_id, piv_cert_sha256, fascn, card_uuid, raw_subject, email, upn, identity_name, credential_type, escrow_key_id, state, device, created_at, updated_at`
+const setColumns = `id, person_id, piv_cert_sha256, fascn, card_uuid, raw_subject, email, upn, identity_name, credential_type, escrow_key_id, state, device, created_at, updated_at, renews_set_id`
 
 func scanSet(row interface{ Scan(...any) error }) (CredentialSet, error) {
 	var cs CredentialSet
 	var created, updated int64
 	err := row.Scan(&cs.ID, &cs.PersonID, &cs.PIVCertSHA256, &cs.FASCN, &cs.CardUUID, &cs.RawSubject, &cs.Email, &cs.UPN,
-		&cs.IdentityName, &cs.CredentialType, &cs.EscrowKeyID, &cs.State, &cs.Device, &created, &updated)
+		&cs.IdentityName, &cs.CredentialType, &cs.EscrowKeyID, &cs.State, &cs.Device, &created, &updated, &cs.RenewsSetID)
 	if err != nil {
 		return CredentialSet{}, wrapDB(err)
 	}
