@@ -39,8 +39,9 @@ type RenewOptions struct {
 // Renew re-keys without the card (Common Policy §3.3.1): it proves the
 // current derived PIV Authentication key in the TLS handshake, makes new
 // device keys, downloads the new package (under a secret and password it
-// makes for this renewal), verifies and installs it over the old files, and
-// confirms; the gateway then revokes the old certificates (superseded).
+// makes for this renewal), verifies and installs it in a staging directory,
+// confirms — the gateway then revokes the old certificates (superseded) —
+// and moves the new files over the old ones.
 func Renew(ctx context.Context, r RenewOptions) (*Result, error) {
 	if err := CheckKeystorePIN(r.KeystorePIN); err != nil {
 		return nil, err
@@ -76,7 +77,14 @@ func Renew(ctx context.Context, r RenewOptions) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := Options{Payload: activation.Payload{Gateway: r.Gateway, Secret: secret}, Password: password, OutDir: r.Dir,
+	// The new credentials go to a staging directory first: until the
+	// gateway has confirmed them, the old ones stay in place and in force.
+	staging, err := os.MkdirTemp(r.Dir, ".renew-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(staging)
+	o := Options{Payload: activation.Payload{Gateway: r.Gateway, Secret: secret}, Password: password, OutDir: staging,
 		KeystorePIN: r.KeystorePIN, Device: r.Device, Events: r.Events, MaxResumes: 5, Now: r.Now}
 	if o.Events == nil {
 		o.Events = func(Event) {}
@@ -89,5 +97,18 @@ func Renew(ctx context.Context, r RenewOptions) (*Result, error) {
 		cr, err := client.Confirm(ctx, &credgwv1.ConfirmRequest{RedemptionId: rid, Secret: secret, Sha256: sum})
 		return cr.GetCredentialSetId(), err
 	}
-	return fetchAndInstall(ctx, o, open, confirm)
+	res, err := fetchAndInstall(ctx, o, open, confirm)
+	if err != nil {
+		return nil, err
+	}
+	// Confirmed: the old certificates are revoked now; the new files
+	// replace them.
+	for i, f := range res.Files {
+		dst := filepath.Join(r.Dir, filepath.Base(f))
+		if err := os.Rename(f, dst); err != nil {
+			return nil, fmt.Errorf("agent: renewed and confirmed, but installing %s failed (it is in %s): %w", dst, staging, err)
+		}
+		res.Files[i] = dst
+	}
+	return res, nil
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,6 +102,15 @@ func TestRekey(t *testing.T) {
 		if err != nil || !rec.Revoked() || rec.RevocationReason != 4 {
 			t.Fatalf("old %s: revoked %v reason %d (%v)", r.Profile, rec.Revoked(), rec.RevocationReason, err)
 		}
+	}
+	// The new files replaced the old ones in the directory.
+	if data, err := os.ReadFile(filepath.Join(dir, "auth.p12")); err != nil {
+		t.Fatal(err)
+	} else if _, c, _, err := pkcs12.DecodeChain(data, "correct horse"); err != nil || c.SerialNumber.Cmp(res.Certificates[credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH].SerialNumber) != 0 {
+		t.Fatalf("auth.p12 after renewal: %v", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) == 0 || strings.HasPrefix(ents[0].Name(), ".renew-") {
+		t.Fatalf("staging left behind: %v", ents)
 	}
 	newAuth := res.Certificates[credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH]
 	if newAuth == nil || newAuth.NotBefore.Before(nb.Add(time.Duration(float64(life)*0.8))) {
