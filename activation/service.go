@@ -718,6 +718,15 @@ func (s *Service) Sweep(ctx context.Context) (revoked int, err error) {
 	for _, id := range stuck {
 		errs = append(errs, s.revokeSet(ctx, id, now, 5)) // cessationOfOperation
 	}
+	// Sets marked revoked whose certificates were not all revoked (the CA
+	// failed half way, e.g. after a renewal was confirmed): finish the job.
+	unfinished, err := s.cfg.Store.RevokedSetsWithLiveCertificates(ctx, 100)
+	if err != nil {
+		return 0, err
+	}
+	for _, id := range unfinished {
+		errs = append(errs, s.revokeSet(ctx, id, time.Time{}, 5)) // cessationOfOperation
+	}
 	for _, id := range sets {
 		err := s.revokeSet(ctx, id, now, 4) // superseded
 		errs = append(errs, err)

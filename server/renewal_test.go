@@ -216,3 +216,26 @@ func TestRekeyRefusals(t *testing.T) {
 	_, _, err = rekey(bytes.Repeat([]byte{7}, 32))
 	wantCode(t, err, codes.PermissionDenied)
 }
+
+// TestSweepFinishesRevocations: a set marked revoked whose certificates were
+// not revoked (the CA failed half way) is finished by the sweep.
+func TestSweepFinishesRevocations(t *testing.T) {
+	ctx := context.Background()
+	_, set := activeSet(t, "half.revoked@example.com")
+	if err := gwStore.RevokeCredentialSet(ctx, set, now()); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := gwStore.CertificatesOfSet(ctx, set)
+	for _, r := range recs {
+		if r.Revoked() {
+			t.Fatalf("%s revoked already: the test sets nothing up", r.Serial)
+		}
+	}
+	gw.Sweep(ctx)
+	recs, _ = gwStore.CertificatesOfSet(ctx, set)
+	for _, r := range recs {
+		if !r.Revoked() {
+			t.Fatalf("%s (%s) still valid after the sweep", r.Serial, r.Profile)
+		}
+	}
+}

@@ -79,6 +79,10 @@ type ActivationStore interface {
 	CountLiveSets(ctx context.Context, personID string) (int, error)
 	CredentialSet(ctx context.Context, id string) (CredentialSet, error)
 	ActivationByID(ctx context.Context, id string) (Activation, error)
+	// RevokedSetsWithLiveCertificates lists up to limit sets marked revoked
+	// or abandoned that still have unrevoked certificates (a revocation that
+	// failed half way), for the sweep to finish.
+	RevokedSetsWithLiveCertificates(ctx context.Context, limit int) ([]string, error)
 	// ActivationOfSet returns a credential set's newest activation, without
 	// its package.
 	ActivationOfSet(ctx context.Context, setID string) (Activation, error)

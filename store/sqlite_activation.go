@@ -349,3 +349,21 @@ func (s *DB) SetEscrowKey(ctx context.Context, setID, keyID string) error {
 func (s *DB) SetDevice(ctx context.Context, setID, device string) error {
 	return s.updateOne(ctx, `UPDATE credential_sets SET device = $1 WHERE id = $2`, device, setID)
 }
+
+func (s *DB) RevokedSetsWithLiveCertificates(ctx context.Context, limit int) ([]string, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT DISTINCT cs.id FROM credential_sets cs JOIN certificates c ON c.credential_set_id = cs.id
+		WHERE cs.state IN ('revoked', 'abandoned') AND c.revoked_at IS NULL AND c.status <> 'lint_failed' ORDER BY cs.id LIMIT $1`, limit)
+	if err != nil {
+		return nil, wrapDB(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, wrapDB(err)
+		}
+		out = append(out, id)
+	}
+	return out, wrapDB(rows.Err())
+}

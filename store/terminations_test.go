@@ -91,3 +91,12 @@ func TestAdminLists(t *testing.T) {
 		}
 	})
 }
+
+func TestRevokedSetsWithLiveCertificates(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		if ids, err := s.RevokedSetsWithLiveCertificates(ctx, 10); err != nil || len(ids) != 0 {
+			t.Fatalf("empty store: %v %v", ids, err)
+		}
+	})
+}
