@@ -102,8 +102,21 @@ func (s *Server) checkLinkage(ctx context.Context, l store.Linkage, res *Linkage
 			s.log.Warn("linkage: card status unavailable; will retry", "card_uuid", pc.CardUUID, "piv_auth_sha256", l.CertSHA256,
 				"next_check", l.NextCheck, "cause", verr.Error())
 		}
-	default:
+	case errors.Is(verr, piv.ErrRevoked), errors.Is(verr, piv.ErrExpired):
 		revoke, l.LastStatus = true, "invalid: "+verr.Error()
+	default:
+		// Anything else (a path that no longer builds after a trust
+		// anchor change, a policy change) is the configuration's doing,
+		// not the card's: never a reason to revoke everyone. Retried
+		// like an unknown status, logged as an error.
+		res.Unknown++
+		if l.UnknownSince.IsZero() {
+			l.UnknownSince = now
+		}
+		l.LastStatus = "unverifiable: " + verr.Error()
+		l.NextCheck = now.Add(cfg.Interval.Duration)
+		s.log.Error("linkage: the kept PIV Authentication certificate no longer verifies; check piv.trust_anchor_files and piv.policies",
+			"card_uuid", pc.CardUUID, "piv_auth_sha256", l.CertSHA256, "cause", verr.Error())
 	}
 	if revoke {
 		serials, err := s.activation.RevokeIdentity(ctx, store.IdentitySelector{CertSHA256: l.CertSHA256},

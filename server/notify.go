@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/smtp"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -109,6 +110,11 @@ func (h *webhookNotifier) send(ctx context.Context, n store.Notification) error 
 	req.Header.Set("X-Credgw-Signature", WebhookSignature(h.key, at, body))
 	resp, err := h.client.Do(req)
 	if err != nil {
+		// Not the URL: it may carry a token.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			return fmt.Errorf("webhook %s: %w", ue.Op, ue.Err)
+		}
 		return err
 	}
 	resp.Body.Close()
@@ -210,10 +216,30 @@ func (s *Server) DeliverNotifications(ctx context.Context) (sent, failed int, er
 	if len(s.notifiers) == 0 {
 		return 0, 0, nil
 	}
-	due, err := s.store.ClaimNotifications(ctx, s.now(), 2*time.Minute, 100)
-	if err != nil {
-		return 0, 0, err
+	// Small batches: each claimed row is sent well within its lease.
+	for range 200 {
+		if ctx.Err() != nil {
+			return sent, failed, nil
+		}
+		due, err := s.store.ClaimNotifications(ctx, s.now(), 2*time.Minute, 5)
+		if err != nil {
+			return sent, failed, err
+		}
+		if len(due) == 0 {
+			return sent, failed, nil
+		}
+		s1, f1, err := s.sendClaimed(ctx, due)
+		sent, failed = sent+s1, failed+f1
+		if err != nil {
+			return sent, failed, err
+		}
 	}
+	return sent, failed, nil
+}
+
+// sendClaimed sends claimed notifications through every back end and
+// records the outcome (even when ctx has ended).
+func (s *Server) sendClaimed(ctx context.Context, due []store.Notification) (sent, failed int, err error) {
 	for _, n := range due {
 		var errs []error
 		for _, b := range s.notifiers {
@@ -227,13 +253,19 @@ func (s *Server) DeliverNotifications(ctx context.Context) (sent, failed int, er
 			failed++
 			backoff := min(time.Hour, 30*time.Second<<min(n.Attempts-1, 7))
 			s.log.Warn("notification not delivered; will retry", "id", n.ID, "kind", n.Kind, "attempts", n.Attempts, "retry_in", backoff, "cause", err.Error())
-			if ferr := s.store.NotificationFailed(ctx, n.ID, err.Error(), s.now().Add(backoff)); ferr != nil {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			ferr := s.store.NotificationFailed(rctx, n.ID, err.Error(), s.now().Add(backoff))
+			cancel()
+			if ferr != nil {
 				return sent, failed, ferr
 			}
 			continue
 		}
 		sent++
-		if err := s.store.NotificationSent(ctx, n.ID, s.now()); err != nil {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		err := s.store.NotificationSent(rctx, n.ID, s.now())
+		cancel()
+		if err != nil {
 			return sent, failed, err
 		}
 	}
@@ -252,7 +284,7 @@ func (s *Server) notifyLoop() {
 		case <-t.C:
 		case <-s.notifyKick:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		ctx, cancel := context.WithTimeout(s.bgCtx, 2*time.Minute)
 		if _, _, err := s.DeliverNotifications(ctx); err != nil {
 			s.log.Warn("delivering notifications", "err", err)
 		}

@@ -59,6 +59,9 @@ type Server struct {
 
 	notifiers  []notifier
 	notifyKick chan struct{}
+	// bgCtx ends at shutdown, so background work stops with the server.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
 }
 
 // sweepInterval is how often expired challenges and sessions are deleted.
@@ -74,7 +77,7 @@ func (s *Server) sweep() {
 		case <-s.sweepStop:
 			return
 		case <-t.C:
-			s.Sweep(context.Background())
+			s.Sweep(s.bgCtx)
 		}
 	}
 }
@@ -332,6 +335,7 @@ func (s *Server) Start() error {
 		}
 	}()
 	s.sweepStop = make(chan struct{})
+	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	s.wg.Add(1)
 	go s.sweep()
 	if len(s.notifiers) > 0 {
@@ -416,6 +420,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	if s.sweepStop != nil {
 		close(s.sweepStop)
+		s.bgCancel()
 	}
 	var errs []error
 	if s.http != nil {

@@ -77,7 +77,7 @@ func (s *DB) ClaimNotifications(ctx context.Context, now time.Time, lease time.D
 	var out []Notification
 	for _, id := range ids {
 		n, err := scanNotification(s.w.QueryRowContext(ctx, `UPDATE outbox SET claimed_until = $1, attempts = attempts + 1
-			WHERE id = $2 AND sent_at = 0 AND claimed_until < $3 RETURNING `+outboxColumns, ts(now.Add(lease)), id, ts(now)))
+			WHERE id = $2 AND sent_at = 0 AND claimed_until < $3 AND next_attempt <= $3 RETURNING `+outboxColumns, ts(now.Add(lease)), id, ts(now)))
 		if errors.Is(err, ErrNotFound) {
 			continue // another replica took it
 		}
