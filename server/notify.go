@@ -254,7 +254,7 @@ func (s *Server) sendClaimed(ctx context.Context, due []store.Notification) (sen
 			backoff := min(time.Hour, 30*time.Second<<min(n.Attempts-1, 7))
 			s.log.Warn("notification not delivered; will retry", "id", n.ID, "kind", n.Kind, "attempts", n.Attempts, "retry_in", backoff, "cause", err.Error())
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			ferr := s.store.NotificationFailed(rctx, n.ID, err.Error(), s.now().Add(backoff))
+			ferr := s.store.NotificationFailed(rctx, n, err.Error(), s.now().Add(backoff))
 			cancel()
 			if ferr != nil {
 				return sent, failed, ferr
@@ -263,7 +263,7 @@ func (s *Server) sendClaimed(ctx context.Context, due []store.Notification) (sen
 		}
 		sent++
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		err := s.store.NotificationSent(rctx, n.ID, s.now())
+		err := s.store.NotificationSent(rctx, n, s.now())
 		cancel()
 		if err != nil {
 			return sent, failed, err

@@ -13,6 +13,9 @@ type Linkage struct {
 	UnknownSince time.Time // zero unless its status has been unavailable
 	LastChecked  time.Time
 	LastStatus   string
+	// Claim is the claim this copy was taken under; FinishLinkage records
+	// only while it still holds.
+	Claim int64
 }
 
 // LinkageStore keeps the linkage check schedule.
@@ -71,8 +74,8 @@ func (s *DB) ClaimLinkage(ctx context.Context, now time.Time, lease time.Duratio
 		var l Linkage
 		var next, unknown, last int64
 		err := s.w.QueryRowContext(ctx, `UPDATE linkage SET claimed_until = $1 WHERE cert_sha256 = $2 AND next_check <= $3 AND claimed_until < $3
-			RETURNING cert_sha256, next_check, unknown_since, last_checked, last_status`, ts(now.Add(lease)), h, ts(now)).Scan(
-			&l.CertSHA256, &next, &unknown, &last, &l.LastStatus)
+			RETURNING cert_sha256, next_check, unknown_since, last_checked, last_status, claimed_until`, ts(now.Add(lease)), h, ts(now)).Scan(
+			&l.CertSHA256, &next, &unknown, &last, &l.LastStatus, &l.Claim)
 		if err != nil {
 			if errors.Is(wrapDB(err), ErrNotFound) {
 				continue // another replica took it
@@ -94,7 +97,7 @@ func (s *DB) FinishLinkage(ctx context.Context, l Linkage) error {
 		unknown = ts(l.UnknownSince)
 	}
 	_, err := s.w.ExecContext(ctx, `UPDATE linkage SET next_check = $1, unknown_since = $2, last_checked = $3, last_status = $4, claimed_until = 0
-		WHERE cert_sha256 = $5`, ts(l.NextCheck), unknown, ts(l.LastChecked), l.LastStatus, l.CertSHA256)
+		WHERE cert_sha256 = $5 AND claimed_until = $6`, ts(l.NextCheck), unknown, ts(l.LastChecked), l.LastStatus, l.CertSHA256, l.Claim)
 	return wrapDB(err)
 }
 

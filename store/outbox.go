@@ -17,6 +17,9 @@ type Notification struct {
 	Attempts  int
 	SentAt    time.Time
 	LastError string
+	// Claim is the claim this copy was taken under; the outcome is
+	// recorded only while it still holds.
+	Claim int64
 }
 
 // OutboxStore is the durable notification outbox.
@@ -26,10 +29,11 @@ type OutboxStore interface {
 	// ClaimNotifications claims up to limit unsent, due notifications
 	// until now+lease.
 	ClaimNotifications(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]Notification, error)
-	// NotificationSent marks a notification delivered.
-	NotificationSent(ctx context.Context, id string, now time.Time) error
-	// NotificationFailed records a failed attempt; next is when to retry.
-	NotificationFailed(ctx context.Context, id, cause string, next time.Time) error
+	// NotificationSent marks a claimed notification delivered.
+	NotificationSent(ctx context.Context, n Notification, now time.Time) error
+	// NotificationFailed records a failed attempt of a claimed
+	// notification; next is when to retry.
+	NotificationFailed(ctx context.Context, n Notification, cause string, next time.Time) error
 	// Notifications lists the outbox, oldest first (administration, tests).
 	Notifications(ctx context.Context) ([]Notification, error)
 }
@@ -40,12 +44,12 @@ func (s *DB) EnqueueNotification(ctx context.Context, n Notification) error {
 	return wrapDB(err)
 }
 
-const outboxColumns = `id, kind, recipient, subject, body, created_at, attempts, sent_at, last_error`
+const outboxColumns = `id, kind, recipient, subject, body, created_at, attempts, sent_at, last_error, claimed_until`
 
 func scanNotification(row interface{ Scan(...any) error }) (Notification, error) {
 	var n Notification
 	var created, sent int64
-	if err := row.Scan(&n.ID, &n.Kind, &n.Recipient, &n.Subject, &n.Body, &created, &n.Attempts, &sent, &n.LastError); err != nil {
+	if err := row.Scan(&n.ID, &n.Kind, &n.Recipient, &n.Subject, &n.Body, &created, &n.Attempts, &sent, &n.LastError, &n.Claim); err != nil {
 		return n, wrapDB(err)
 	}
 	n.CreatedAt = fromTS(created)
@@ -89,16 +93,19 @@ func (s *DB) ClaimNotifications(ctx context.Context, now time.Time, lease time.D
 	return out, nil
 }
 
-func (s *DB) NotificationSent(ctx context.Context, id string, now time.Time) error {
-	_, err := s.w.ExecContext(ctx, `UPDATE outbox SET sent_at = $1, claimed_until = 0, last_error = '' WHERE id = $2`, ts(now), id)
+func (s *DB) NotificationSent(ctx context.Context, n Notification, now time.Time) error {
+	_, err := s.w.ExecContext(ctx, `UPDATE outbox SET sent_at = $1, claimed_until = 0, last_error = '' WHERE id = $2 AND claimed_until = $3`, ts(now), n.ID, n.Claim)
 	return wrapDB(err)
 }
 
-func (s *DB) NotificationFailed(ctx context.Context, id, cause string, next time.Time) error {
+func (s *DB) NotificationFailed(ctx context.Context, n Notification, cause string, next time.Time) error {
 	if len(cause) > 500 {
 		cause = cause[:500]
 	}
-	_, err := s.w.ExecContext(ctx, `UPDATE outbox SET next_attempt = $1, claimed_until = 0, last_error = $2 WHERE id = $3`, ts(next), cause, id)
+	// Only while the claim holds: a replica that finishes after its lease
+	// ran out does not overwrite what another one recorded.
+	_, err := s.w.ExecContext(ctx, `UPDATE outbox SET next_attempt = $1, claimed_until = 0, last_error = $2 WHERE id = $3 AND claimed_until = $4 AND sent_at = 0`,
+		ts(next), cause, n.ID, n.Claim)
 	return wrapDB(err)
 }
 

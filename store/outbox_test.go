@@ -21,10 +21,20 @@ func TestOutbox(t *testing.T) {
 		if again, err := s.ClaimNotifications(ctx, t0, time.Minute, 10); err != nil || len(again) != 0 {
 			t.Fatalf("claimed twice: %v %v", again, err)
 		}
-		if err := s.NotificationSent(ctx, "n1", t0); err != nil {
+		byID := map[string]Notification{got[0].ID: got[0], got[1].ID: got[1]}
+		// A stale claim records nothing.
+		stale := byID["n1"]
+		stale.Claim++
+		if err := s.NotificationSent(ctx, stale, t0); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.NotificationFailed(ctx, "n2", "smtp: connection refused", t0.Add(time.Minute)); err != nil {
+		if all, _ := s.Notifications(ctx); !all[0].SentAt.IsZero() {
+			t.Fatal("a stale claim marked the notification sent")
+		}
+		if err := s.NotificationSent(ctx, byID["n1"], t0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.NotificationFailed(ctx, byID["n2"], "smtp: connection refused", t0.Add(time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 		if early, err := s.ClaimNotifications(ctx, t0.Add(30*time.Second), time.Minute, 10); err != nil || len(early) != 0 {
