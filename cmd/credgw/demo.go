@@ -43,7 +43,13 @@ func newDemoCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			out := cmd.OutOrStdout()
-			hsmLn, err := net.Listen("tcp", "127.0.0.1:0")
+			// A fixed port below the ephemeral range: the cards' OCSP and
+			// CRL URLs name it, and 'credgw hsm-sim serve' reuses it later.
+			hsmPort, err := freePort()
+			if err != nil {
+				return err
+			}
+			hsmLn, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", hsmPort))
 			if err != nil {
 				return err
 			}
