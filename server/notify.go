@@ -210,6 +210,10 @@ func (s *Server) notifyIdentity(ctx context.Context, kind string, sel store.Iden
 	s.notify(ctx, kind, sets[0].Email, subject, body)
 }
 
+// maxNotifyAttempts is when a notification is given up (≈ 2 days of
+// hourly retries after the first backoffs).
+const maxNotifyAttempts = 55
+
 // DeliverNotifications sends what is due in the outbox, once. Every
 // replica may run it: rows are claimed one by one.
 func (s *Server) DeliverNotifications(ctx context.Context) (sent, failed int, err error) {
@@ -252,7 +256,14 @@ func (s *Server) sendClaimed(ctx context.Context, due []store.Notification) (sen
 		if err := errors.Join(errs...); err != nil {
 			failed++
 			backoff := min(time.Hour, 30*time.Second<<min(n.Attempts-1, 7))
-			s.log.Warn("notification not delivered; will retry", "id", n.ID, "kind", n.Kind, "attempts", n.Attempts, "retry_in", backoff, "cause", err.Error())
+			if n.Attempts >= maxNotifyAttempts {
+				// About two days of tries: give up, loudly; the row
+				// stays in the outbox with its last error.
+				backoff = 100 * 365 * 24 * time.Hour
+				s.log.Error("notification given up after repeated failures", "id", n.ID, "kind", n.Kind, "attempts", n.Attempts, "cause", err.Error())
+			} else {
+				s.log.Warn("notification not delivered; will retry", "id", n.ID, "kind", n.Kind, "attempts", n.Attempts, "retry_in", backoff, "cause", err.Error())
+			}
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			ferr := s.store.NotificationFailed(rctx, n, err.Error(), s.now().Add(backoff))
 			cancel()
