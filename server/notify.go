@@ -13,6 +13,7 @@ import (
 	"net/smtp"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -247,9 +248,16 @@ func (s *Server) sendClaimed(ctx context.Context, due []store.Notification) (sen
 	for _, n := range due {
 		var errs []error
 		for _, b := range s.notifiers {
+			if slices.Contains(strings.Split(n.DoneBackends, ","), b.name()) {
+				continue // delivered there on an earlier attempt
+			}
 			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			if err := b.send(sctx, n); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", b.name(), err))
+			} else if n.DoneBackends == "" {
+				n.DoneBackends = b.name()
+			} else {
+				n.DoneBackends += "," + b.name()
 			}
 			cancel()
 		}

@@ -17,6 +17,9 @@ type Notification struct {
 	Attempts  int
 	SentAt    time.Time
 	LastError string
+	// DoneBackends lists (comma-separated) the back ends that delivered it
+	// already.
+	DoneBackends string
 	// Claim is the claim this copy was taken under; the outcome is
 	// recorded only while it still holds.
 	Claim int64
@@ -32,7 +35,8 @@ type OutboxStore interface {
 	// NotificationSent marks a claimed notification delivered.
 	NotificationSent(ctx context.Context, n Notification, now time.Time) error
 	// NotificationFailed records a failed attempt of a claimed
-	// notification; next is when to retry.
+	// notification (n.DoneBackends: those that delivered it); next is when
+	// to retry.
 	NotificationFailed(ctx context.Context, n Notification, cause string, next time.Time) error
 	// Notifications lists the outbox, oldest first (administration, tests).
 	Notifications(ctx context.Context) ([]Notification, error)
@@ -44,12 +48,12 @@ func (s *DB) EnqueueNotification(ctx context.Context, n Notification) error {
 	return wrapDB(err)
 }
 
-const outboxColumns = `id, kind, recipient, subject, body, created_at, attempts, sent_at, last_error, claimed_until`
+const outboxColumns = `id, kind, recipient, subject, body, created_at, attempts, sent_at, last_error, claimed_until, done_backends`
 
 func scanNotification(row interface{ Scan(...any) error }) (Notification, error) {
 	var n Notification
 	var created, sent int64
-	if err := row.Scan(&n.ID, &n.Kind, &n.Recipient, &n.Subject, &n.Body, &created, &n.Attempts, &sent, &n.LastError, &n.Claim); err != nil {
+	if err := row.Scan(&n.ID, &n.Kind, &n.Recipient, &n.Subject, &n.Body, &created, &n.Attempts, &sent, &n.LastError, &n.Claim, &n.DoneBackends); err != nil {
 		return n, wrapDB(err)
 	}
 	n.CreatedAt = fromTS(created)
@@ -104,8 +108,8 @@ func (s *DB) NotificationFailed(ctx context.Context, n Notification, cause strin
 	}
 	// Only while the claim holds: a replica that finishes after its lease
 	// ran out does not overwrite what another one recorded.
-	_, err := s.w.ExecContext(ctx, `UPDATE outbox SET next_attempt = $1, claimed_until = 0, last_error = $2 WHERE id = $3 AND claimed_until = $4 AND sent_at = 0`,
-		ts(next), cause, n.ID, n.Claim)
+	_, err := s.w.ExecContext(ctx, `UPDATE outbox SET next_attempt = $1, claimed_until = 0, last_error = $2, done_backends = $5
+		WHERE id = $3 AND claimed_until = $4 AND sent_at = 0`, ts(next), cause, n.ID, n.Claim, n.DoneBackends)
 	return wrapDB(err)
 }
 
