@@ -156,6 +156,17 @@ func optionalSelector(sel *credgwv1.PIVIdentitySelector) (store.IdentitySelector
 	return selector(sel)
 }
 
+// listArgs reads the identity selector (optional) and the paging of a list
+// request.
+func listArgs(id *credgwv1.PIVIdentitySelector, size int32, token string) (store.IdentitySelector, int, int, error) {
+	sel, err := optionalSelector(id)
+	if err != nil {
+		return sel, 0, 0, err
+	}
+	off, n, err := page(size, token)
+	return sel, off, n, err
+}
+
 // page reads page_size (1–500, 0: 50) and page_token (an offset).
 func page(size int32, token string) (int, int, error) {
 	n := int(size)
@@ -196,11 +207,7 @@ func init() {
 // ListCredentials lists credential sets, of one PIV identity or all,
 // newest first.
 func (a *adminService) ListCredentials(ctx context.Context, req *credgwv1.AdminListCredentialsRequest) (*credgwv1.AdminListCredentialsResponse, error) {
-	sel, err := optionalSelector(req.GetIdentity())
-	if err != nil {
-		return nil, err
-	}
-	off, n, err := page(req.GetPageSize(), req.GetPageToken())
+	sel, off, n, err := listArgs(req.GetIdentity(), req.GetPageSize(), req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
@@ -226,11 +233,7 @@ func (a *adminService) ListCredentials(ctx context.Context, req *credgwv1.AdminL
 // ListActivations lists activations, of one PIV identity or all, newest
 // first.
 func (a *adminService) ListActivations(ctx context.Context, req *credgwv1.ListActivationsRequest) (*credgwv1.ListActivationsResponse, error) {
-	sel, err := optionalSelector(req.GetIdentity())
-	if err != nil {
-		return nil, err
-	}
-	off, n, err := page(req.GetPageSize(), req.GetPageToken())
+	sel, off, n, err := listArgs(req.GetIdentity(), req.GetPageSize(), req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}

@@ -106,13 +106,9 @@ func (r *redemptionService) Confirm(ctx context.Context, req *credgwv1.ConfirmRe
 	if err != nil {
 		return nil, err
 	}
-	recs, err := r.s.store.CertificatesOfSet(ctx, cs.ID)
+	resp, err := r.s.confirmResponse(ctx, cs.ID)
 	if err != nil {
 		return nil, err
-	}
-	resp := &credgwv1.ConfirmResponse{CredentialSetId: cs.ID}
-	for _, c := range recs {
-		resp.Serials = append(resp.Serials, c.Serial)
 	}
 	r.s.auditSet(ctx, "device", "confirm", cs.ID, "redemption_id="+req.GetRedemptionId())
 	r.s.notifySet(ctx, "binding", cs.ID, "Derived PIV credentials were installed on a device",
@@ -141,4 +137,17 @@ func parseCSRs(in []*credgwv1.CertificateRequest) (map[issuance.Profile]*x509.Ce
 		csrs[p] = csr
 	}
 	return csrs, nil
+}
+
+// confirmResponse is the answer to a Confirm: the set and its serials.
+func (s *Server) confirmResponse(ctx context.Context, setID string) (*credgwv1.ConfirmResponse, error) {
+	recs, err := s.store.CertificatesOfSet(ctx, setID)
+	if err != nil {
+		return nil, err
+	}
+	resp := &credgwv1.ConfirmResponse{CredentialSetId: setID}
+	for _, c := range recs {
+		resp.Serials = append(resp.Serials, c.Serial)
+	}
+	return resp, nil
 }

@@ -162,13 +162,9 @@ func (r *renewalService) Confirm(ctx context.Context, req *credgwv1.ConfirmReque
 	if _, err := r.s.activation.RevokeSet(ctx, old.PersonID, old.ID, int(credgwv1.RevocationReason_REVOCATION_REASON_SUPERSEDED)); err != nil {
 		return nil, err
 	}
-	recs, err := r.s.store.CertificatesOfSet(ctx, cs.ID)
+	resp, err := r.s.confirmResponse(ctx, cs.ID)
 	if err != nil {
 		return nil, err
-	}
-	resp := &credgwv1.ConfirmResponse{CredentialSetId: cs.ID}
-	for _, c := range recs {
-		resp.Serials = append(resp.Serials, c.Serial)
 	}
 	r.s.auditSet(ctx, "device", "rekey-confirm", cs.ID, "superseded="+old.ID)
 	r.s.notifySet(ctx, "binding", cs.ID, "Your derived PIV credentials were renewed",
