@@ -1,9 +1,13 @@
 package activation
 
 import (
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"image"
+	"image/color"
+	"image/png"
 	"net"
 	"net/url"
 	"regexp"
@@ -108,10 +112,11 @@ func ParsePayload(s string) (Payload, error) {
 // correction M (readable from a screen by any phone camera).
 const MaxQRVersion = 10
 
-// QR renders the payload: a PNG and a terminal rendering. A positive size is
-// the image width in pixels; a negative one, pixels per module (integer
-// scaling, which every reader decodes).
-func QR(payload string, size int) (png []byte, text string, err error) {
+// QR renders the payload: a PNG and a terminal rendering, both from one
+// encoding (go-qrcode chooses the mask; encoding is most of the cost). A
+// positive size is the largest image width in pixels; a negative one, pixels
+// per module. Scaling is always by an integer, which every reader decodes.
+func QR(payload string, size int) (pngData []byte, text string, err error) {
 	q, err := qrcode.New(payload, qrcode.Medium)
 	if err != nil {
 		return nil, "", fmt.Errorf("activation: QR code: %w", err)
@@ -119,10 +124,62 @@ func QR(payload string, size int) (png []byte, text string, err error) {
 	if q.VersionNumber > MaxQRVersion {
 		return nil, "", fmt.Errorf("activation: the payload needs QR version %d, more than %d: shorten the gateway address", q.VersionNumber, MaxQRVersion)
 	}
-	if png, err = q.PNG(size); err != nil {
+	bits := q.Bitmap() // with the quiet zone
+	scale := -size
+	if size > 0 {
+		scale = size / len(bits)
+	}
+	scale = max(scale, 1)
+	var buf bytes.Buffer
+	// BestSpeed: a two-colour image compresses well at any level, and the
+	// library's BestCompression costs a millisecond per enrollment.
+	enc := png.Encoder{CompressionLevel: png.BestSpeed}
+	if err := enc.Encode(&buf, qrImage(bits, scale)); err != nil {
 		return nil, "", err
 	}
-	return png, q.ToSmallString(false), nil
+	return buf.Bytes(), qrText(bits), nil
+}
+
+// qrImage draws dark modules black on white, scale pixels a module.
+func qrImage(bits [][]bool, scale int) image.Image {
+	n := len(bits) * scale
+	img := image.NewPaletted(image.Rect(0, 0, n, n), color.Palette{color.White, color.Black})
+	for y := range n {
+		row := bits[y/scale]
+		for x := range n {
+			if row[x/scale] {
+				img.Pix[img.PixOffset(x, y)] = 1
+			}
+		}
+	}
+	return img
+}
+
+// qrText renders two module rows per text line with half blocks: dark
+// modules are blanks (the terminal's dark background), light ones blocks,
+// as go-qrcode's ToSmallString does, so a camera reads it off a terminal.
+func qrText(bits [][]bool) string {
+	var b strings.Builder
+	for y := 0; y < len(bits); y += 2 {
+		for x := range bits[y] {
+			top, bottom := bits[y][x], true // below the symbol: terminal background
+			if y+1 < len(bits) {
+				bottom = bits[y+1][x]
+			}
+			switch {
+			case top && bottom:
+				b.WriteString(" ")
+			case top:
+				b.WriteString("▄")
+			case bottom:
+				b.WriteString("▀")
+			default:
+				b.WriteString("█")
+			}
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
 }
 
 // QRVersion reports the QR version a payload needs at level M.

@@ -21,7 +21,6 @@ import (
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/store"
 	"google.golang.org/protobuf/proto"
-	pkcs12 "software.sslmate.com/src/go-pkcs12"
 )
 
 // Errors a caller (the gRPC edge) maps to codes.
@@ -633,7 +632,7 @@ func (s *Service) addKeyHistory(ctx context.Context, personID, currentID string,
 		if err != nil {
 			return err
 		}
-		p12, err := pkcs12.Modern.Encode(k.Key, cert, caChain, p12pw)
+		p12, err := TransportPKCS12.Encode(k.Key, cert, caChain, p12pw)
 		if err != nil {
 			return fmt.Errorf("activation: PKCS#12: %w", err)
 		}

@@ -107,6 +107,8 @@ type Config struct {
 	Now func() time.Time
 	// afterSign runs between signing and recording (crash tests).
 	afterSign func(serial string) error
+	// afterLint runs after the lint passed (tests change the certificate).
+	afterLint func(cert *x509.Certificate)
 }
 
 // MaxValidity is the Common Policy ceiling (SSP profile: 1096 days).
@@ -120,6 +122,7 @@ type CA struct {
 	cfg       Config
 	auth      *authority.Authority
 	linter    *linter
+	signer    *lintedOnly // the CA key as the authority sees it
 	templates map[Profile]string
 }
 
@@ -166,7 +169,7 @@ func NewCA(cfg Config) (*CA, error) {
 	}
 	root := cfg.Chain[len(cfg.Chain)-1]
 	chain := cfg.Chain
-	signer := cfg.Signer
+	signer := &lintedOnly{key: cfg.Signer}
 	auth, err := authority.NewEmbedded(
 		authority.WithX509SignerFunc(func() ([]*x509.Certificate, crypto.Signer, error) { return chain, signer, nil }),
 		authority.WithX509RootCerts(root),
@@ -178,7 +181,7 @@ func NewCA(cfg Config) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &CA{cfg: cfg, auth: auth, linter: l, templates: templates}, nil
+	return &CA{cfg: cfg, auth: auth, linter: l, signer: signer, templates: templates}, nil
 }
 
 // Chain returns the issuing CA certificate and its chain.
@@ -202,7 +205,10 @@ type issuance struct {
 	notAfter time.Time
 	now      time.Time
 	warnings []string
-	err      error
+	// tbsHash is the SHA-256 of the TBSCertificate the lint passed: the
+	// only one the CA key will sign for this issuance.
+	tbsHash *[32]byte
+	err     error
 }
 
 // Issue runs the Boulder order: serial and intent, lint, sign, record.
@@ -239,8 +245,14 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 	chain, err := c.auth.SignWithContext(ctx, req.CSR, provisioner.SignOptions{},
 		templateOption{text: c.templates[req.Profile], data: data},
 		csrValidator{is}, modifier{is}, validator{is}, enforcer{is})
+	if is.tbsHash != nil {
+		c.signer.forget(*is.tbsHash) // used, or never to be
+	}
 	if is.err != nil {
 		return nil, is.err
+	}
+	if errors.Is(err, ErrNotLinted) {
+		return nil, fmt.Errorf("issuance: %w: the certificate changed after the lint", ErrNotLinted)
 	}
 	if err != nil {
 		if cerr := req.CSR.CheckSignature(); cerr != nil {

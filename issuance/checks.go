@@ -201,7 +201,7 @@ func (e enforcer) Enforce(cert *x509.Certificate) error {
 		is.err = fmt.Errorf("issuance: record intent: %w", err)
 		return is.err
 	}
-	warnings, err := is.ca.linter.lint(cert)
+	warnings, tbsHash, err := is.ca.linter.lint(cert)
 	if err != nil {
 		if merr := is.ca.cfg.Store.MarkLintFailed(ctx, serial, err.Error()); merr != nil {
 			err = errors.Join(err, merr)
@@ -210,6 +210,11 @@ func (e enforcer) Enforce(cert *x509.Certificate) error {
 		return err
 	}
 	is.warnings = warnings
+	is.tbsHash = &tbsHash
+	is.ca.signer.allow(tbsHash)
+	if is.ca.cfg.afterLint != nil {
+		is.ca.cfg.afterLint(cert)
+	}
 	return nil
 }
 

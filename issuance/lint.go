@@ -6,20 +6,27 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
+	"sync"
 
 	zx509 "github.com/zmap/zcrypto/x509"
 	"github.com/zmap/zlint/v3"
 	"github.com/zmap/zlint/v3/lint"
+	"golang.org/x/crypto/cryptobyte"
+	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // linter lints a to-be-signed certificate signed by a throwaway key under an
 // issuer that looks exactly like the CA (name, key identifier, key type), as
 // Boulder does: the lint sees the real encoding, and a lint failure signs
-// nothing with the CA key.
+// nothing with the CA key. The TBSCertificate it linted is what the CA key
+// then signs, byte for byte (see lintedOnly).
 type linter struct {
 	registry lint.Registry
 	issuer   *x509.Certificate // the CA certificate with the throwaway key
@@ -52,16 +59,16 @@ func newLinter(ca *x509.Certificate) (*linter, error) {
 	return &linter{registry: reg, issuer: &fake, key: key}, nil
 }
 
-// lint returns the warnings, or an ErrLint error naming every error or
-// fatal finding.
-func (l *linter) lint(tbs *x509.Certificate) ([]string, error) {
-	der, err := x509.CreateCertificate(rand.Reader, tbs, l.issuer, tbs.PublicKey, l.key)
+// lint returns the warnings and the SHA-256 of the TBSCertificate it
+// linted, or an ErrLint error naming every error or fatal finding.
+func (l *linter) lint(tmpl *x509.Certificate) (warnings []string, tbsHash [32]byte, err error) {
+	der, tbsHash, err := l.sign(tmpl)
 	if err != nil {
-		return nil, fmt.Errorf("%w: the certificate cannot be encoded: %v", ErrLint, err)
+		return nil, tbsHash, fmt.Errorf("%w: the certificate cannot be encoded: %v", ErrLint, err)
 	}
 	zc, err := zx509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("%w: the encoded certificate does not parse: %v", ErrLint, err)
+		return nil, tbsHash, fmt.Errorf("%w: the encoded certificate does not parse: %v", ErrLint, err)
 	}
 	rs := zlint.LintCertificateEx(zc, l.registry)
 	var errs, warns []string
@@ -76,7 +83,103 @@ func (l *linter) lint(tbs *x509.Certificate) ([]string, error) {
 	sort.Strings(errs)
 	sort.Strings(warns)
 	if len(errs) > 0 {
-		return warns, fmt.Errorf("%w: %s", ErrLint, strings.Join(errs, "; "))
+		return warns, tbsHash, fmt.Errorf("%w: %s", ErrLint, strings.Join(errs, "; "))
 	}
-	return warns, nil
+	return warns, tbsHash, nil
+}
+
+// sign encodes tmpl under the look-alike issuer and signs it with the
+// throwaway key. x509.CreateCertificate encodes; the capture signer takes
+// the TBSCertificate from it and stops it there, since CreateCertificate
+// would otherwise verify the throwaway signature (a wasted ECDSA
+// verification per certificate). The certificate is then put together
+// here: TBSCertificate, its own signature AlgorithmIdentifier, the
+// signature.
+func (l *linter) sign(tmpl *x509.Certificate) ([]byte, [32]byte, error) {
+	c := &tbsCapture{pub: l.key.Public()}
+	_, err := x509.CreateCertificate(rand.Reader, tmpl, l.issuer, tmpl.PublicKey, c)
+	if !errors.Is(err, errCaptured) {
+		if err == nil {
+			err = errors.New("the encoder did not ask for a signature")
+		}
+		return nil, [32]byte{}, err
+	}
+	h := c.opts.HashFunc().New()
+	h.Write(c.tbs)
+	sig, err := l.key.Sign(rand.Reader, h.Sum(nil), c.opts)
+	if err != nil {
+		return nil, [32]byte{}, err
+	}
+	in := cryptobyte.String(c.tbs)
+	var body, alg cryptobyte.String
+	if !in.ReadASN1(&body, casn1.SEQUENCE) ||
+		!body.SkipOptionalASN1(casn1.Tag(0).Constructed().ContextSpecific()) || // version
+		!body.SkipASN1(casn1.INTEGER) || // serialNumber
+		!body.ReadASN1Element(&alg, casn1.SEQUENCE) { // signature
+		return nil, [32]byte{}, errors.New("the TBSCertificate does not parse")
+	}
+	var b cryptobyte.Builder
+	b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddBytes(c.tbs)
+		b.AddBytes(alg)
+		b.AddASN1BitString(sig)
+	})
+	der, err := b.Bytes()
+	return der, sha256.Sum256(c.tbs), err
+}
+
+var errCaptured = errors.New("issuance: TBSCertificate captured for the lint")
+
+// tbsCapture is the lint signer: it keeps the message x509 asks it to sign
+// and signs nothing.
+type tbsCapture struct {
+	pub  crypto.PublicKey
+	tbs  []byte
+	opts crypto.SignerOpts
+}
+
+func (c *tbsCapture) Public() crypto.PublicKey { return c.pub }
+
+func (c *tbsCapture) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	return nil, errors.New("issuance: the lint signer signs whole messages only")
+}
+
+func (c *tbsCapture) SignMessage(_ io.Reader, msg []byte, opts crypto.SignerOpts) ([]byte, error) {
+	c.tbs, c.opts = msg, opts
+	return nil, errCaptured
+}
+
+// lintedOnly is the CA key as the smallstep authority sees it: it signs a
+// TBSCertificate only if the lint passed on exactly those bytes (its
+// SHA-256 is in the set, once). An option, modifier or authority step that
+// changed the certificate after the lint would be refused here, before the
+// HSM sees it. CRLs and OCSP responses are signed with the key directly.
+type lintedOnly struct {
+	key    crypto.Signer
+	linted sync.Map // [32]byte → struct{}
+}
+
+// ErrNotLinted means the authority asked the CA key to sign a certificate
+// other than the one the lint passed.
+var ErrNotLinted = errors.New("issuance: refusing to sign a certificate the lint did not pass")
+
+func (s *lintedOnly) allow(h [32]byte)  { s.linted.Store(h, struct{}{}) }
+func (s *lintedOnly) forget(h [32]byte) { s.linted.Delete(h) }
+
+func (s *lintedOnly) Public() crypto.PublicKey { return s.key.Public() }
+
+func (s *lintedOnly) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	return nil, fmt.Errorf("%w: the CA signer was asked to sign a digest, not a certificate", ErrNotLinted)
+}
+
+func (s *lintedOnly) SignMessage(r io.Reader, msg []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if _, ok := s.linted.LoadAndDelete(sha256.Sum256(msg)); !ok {
+		return nil, ErrNotLinted
+	}
+	if ms, ok := s.key.(crypto.MessageSigner); ok {
+		return ms.SignMessage(r, msg, opts)
+	}
+	h := opts.HashFunc().New()
+	h.Write(msg)
+	return s.key.Sign(r, h.Sum(nil), opts)
 }

@@ -2,6 +2,11 @@ package issuance
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -10,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestLintGate: a certificate that the profile check lets through but RFC
@@ -67,5 +73,82 @@ func TestZlintCommand(t *testing.T) {
 		if ran < 50 {
 			t.Fatalf("zlint ran %d lints", ran)
 		}
+	}
+}
+
+// TestCASignsOnlyLintedBytes: a certificate changed after the lint passed
+// (here by a test hook, in real life by any later option or authority
+// step) is refused before the CA key signs it, and the issued certificate's
+// TBSCertificate is byte for byte the one the lint saw.
+func TestCASignsOnlyLintedBytes(t *testing.T) {
+	ctx := context.Background()
+	var linted [32]byte
+	cfg := testCA.cfg
+	cfg.afterLint = func(c *x509.Certificate) {
+		_, h, err := testCA.linter.lint(c)
+		if err != nil {
+			t.Errorf("lint again: %v", err)
+		}
+		linted = h
+	}
+	ca, err := NewCA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ca.Issue(ctx, Request{Profile: DerivedPIVAuth, CSR: newCSR(t, p256(t)), Identity: identity(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sha256.Sum256(got.Certificate.RawTBSCertificate) != linted {
+		t.Fatal("the signed TBSCertificate is not the one the lint passed")
+	}
+
+	changes := map[string]func(*x509.Certificate){
+		"longer validity": func(c *x509.Certificate) { c.NotAfter = c.NotAfter.Add(time.Hour) },
+		"extra EKU":       func(c *x509.Certificate) { c.ExtKeyUsage = append(c.ExtKeyUsage, x509.ExtKeyUsageServerAuth) },
+		"CA bit":          func(c *x509.Certificate) { c.IsCA, c.BasicConstraintsValid = true, true },
+	}
+	for name, change := range changes {
+		t.Run(name, func(t *testing.T) {
+			var serial string
+			cfg := testCA.cfg
+			cfg.afterLint = func(c *x509.Certificate) { serial = c.SerialNumber.Text(16); change(c) }
+			ca, err := NewCA(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = ca.Issue(ctx, Request{Profile: DerivedPIVAuth, CSR: newCSR(t, p256(t)), Identity: identity(t)})
+			if !errors.Is(err, ErrNotLinted) {
+				t.Fatalf("err = %v, want ErrNotLinted", err)
+			}
+			if rec, err := testStore.Certificate(ctx, serial); err != nil || rec.Status != "intent" || rec.DER != nil {
+				t.Fatalf("record %+v, %v: want an unsigned intent", rec, err)
+			}
+		})
+	}
+}
+
+// TestLintedOnlyRefuses: the CA signer signs neither a digest nor a message
+// it was not given, and a message only once.
+func TestLintedOnlyRefuses(t *testing.T) {
+	s := &lintedOnly{key: p256(t)}
+	msg := []byte("a TBSCertificate")
+	if _, err := s.Sign(rand.Reader, make([]byte, 32), crypto.SHA256); !errors.Is(err, ErrNotLinted) {
+		t.Fatalf("digest: %v", err)
+	}
+	if _, err := s.SignMessage(rand.Reader, msg, crypto.SHA256); !errors.Is(err, ErrNotLinted) {
+		t.Fatalf("unknown message: %v", err)
+	}
+	s.allow(sha256.Sum256(msg))
+	sig, err := s.SignMessage(rand.Reader, msg, crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(msg)
+	if !ecdsa.VerifyASN1(s.Public().(*ecdsa.PublicKey), sum[:], sig) {
+		t.Fatal("bad signature")
+	}
+	if _, err := s.SignMessage(rand.Reader, msg, crypto.SHA256); !errors.Is(err, ErrNotLinted) {
+		t.Fatalf("second use: %v", err)
 	}
 }

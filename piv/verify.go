@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -72,6 +73,7 @@ type Verifier struct {
 	opts   Options
 	inter  *x509.CertPool
 	status *statusChecker
+	paths  pathCache
 }
 
 // NewVerifier checks opts and fills in defaults.
@@ -228,26 +230,34 @@ func (v *Verifier) path(ctx context.Context, leaf *x509.Certificate, intermediat
 	if now.After(leaf.NotAfter) {
 		return verifiedPath{}, fmt.Errorf("%w: expired %s; the card must be renewed", ErrExpired, leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
-	pool := v.inter
-	if len(intermediates) > 0 {
-		pool = v.inter.Clone()
-		for _, c := range intermediates {
-			pool.AddCert(c)
+	// A chain built before is reused while every certificate in it is
+	// valid: the signatures, names and policies it was checked for do not
+	// change. Revocation is checked on every call.
+	key := pathKey(leaf, intermediates, policies)
+	chain := v.paths.get(key, now)
+	if chain == nil {
+		pool := v.inter
+		if len(intermediates) > 0 {
+			pool = v.inter.Clone()
+			for _, c := range intermediates {
+				pool.AddCert(c)
+			}
 		}
-	}
-	chains, err := leaf.Verify(x509.VerifyOptions{
-		Roots:               v.opts.Roots,
-		Intermediates:       pool,
-		CurrentTime:         now,
-		KeyUsages:           []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
-		CertificatePolicies: toOIDs(policies),
-	})
-	if err != nil {
-		return verifiedPath{}, fmt.Errorf("%w: %v (issuer %q)", ErrUntrusted, err, leaf.Issuer)
-	}
-	chain := chains[0]
-	if len(chain) < 2 {
-		return verifiedPath{}, fmt.Errorf("%w: the certificate is itself a trust anchor", ErrUntrusted)
+		chains, err := leaf.Verify(x509.VerifyOptions{
+			Roots:               v.opts.Roots,
+			Intermediates:       pool,
+			CurrentTime:         now,
+			KeyUsages:           []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+			CertificatePolicies: toOIDs(policies),
+		})
+		if err != nil {
+			return verifiedPath{}, fmt.Errorf("%w: %v (issuer %q)", ErrUntrusted, err, leaf.Issuer)
+		}
+		chain = chains[0]
+		if len(chain) < 2 {
+			return verifiedPath{}, fmt.Errorf("%w: the certificate is itself a trust anchor", ErrUntrusted)
+		}
+		v.paths.put(key, chain)
 	}
 	source, err := v.status.check(ctx, leaf, chain[1])
 	if err != nil {
@@ -296,4 +306,53 @@ func toOIDs(in []asn1.ObjectIdentifier) []x509.OID {
 		}
 	}
 	return out
+}
+
+// pathCache keeps chains x509 verification built, keyed by the leaf, the
+// intermediates offered with it and the policy set, so that the RPCs of one
+// TLS connection and a person's next sign-in do not verify the same
+// signatures again. A hit is used only while every certificate of the chain
+// is within its validity period; the trust anchors are fixed for the
+// Verifier's life. Bounded: when full it starts again empty.
+type pathCache struct {
+	mu sync.Mutex
+	m  map[[32]byte][]*x509.Certificate
+}
+
+// maxCachedPaths bounds the cache (a chain is a few KiB).
+const maxCachedPaths = 4096
+
+func pathKey(leaf *x509.Certificate, intermediates []*x509.Certificate, policies []asn1.ObjectIdentifier) [32]byte {
+	h := sha256.New()
+	for _, c := range append([]*x509.Certificate{leaf}, intermediates...) {
+		sum := sha256.Sum256(c.Raw)
+		h.Write(sum[:])
+	}
+	for _, p := range policies {
+		h.Write([]byte(p.String() + ";"))
+	}
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
+}
+
+func (c *pathCache) get(k [32]byte, now time.Time) []*x509.Certificate {
+	c.mu.Lock()
+	chain := c.m[k]
+	c.mu.Unlock()
+	for _, cert := range chain {
+		if now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
+			return nil
+		}
+	}
+	return chain
+}
+
+func (c *pathCache) put(k [32]byte, chain []*x509.Certificate) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCachedPaths {
+		c.m = make(map[[32]byte][]*x509.Certificate)
+	}
+	c.m[k] = chain
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/credgw/credgw/activation"
 	"github.com/credgw/credgw/agent"
 	hsmsim "github.com/credgw/credgw/hsm-sim"
+	"github.com/credgw/credgw/piv"
 	"github.com/credgw/credgw/pkcs11"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/server"
@@ -32,15 +33,19 @@ func newBenchCmd() *cobra.Command {
 	var duration time.Duration
 	var escrowType, cpuProfile, pgDSN string
 	var keepGoing bool
-	var replicas int
+	var replicas, people int
 	enrollCmd := &cobra.Command{
 		Use:   "enroll --concurrency N --duration D",
 		Short: "Full enrollments per second against an in-process gateway",
 		Long: `Start an in-process gateway on a temporary development environment (SQLite,
-CA key in SoftHSM, escrow keys of --escrow-key type), one simulated card per
-worker, and run the full flow in a loop for --duration: PKI-AUTH with the card,
-CreateEnrollment, Redeem (device keys, download, verification, PKCS#12 files),
-Confirm. Reports enrollments/s and p50/p99 latency per RPC.`,
+CA key in SoftHSM, escrow keys of --escrow-key type) and --people simulated
+cards, each held open as in a reader, shared out among the workers; run the
+full flow in a loop for --duration: PKI-AUTH with the card, CreateEnrollment,
+Redeem with the reference agent (device keys, download, verification, PKCS#12
+files under the keystore PIN), Confirm. Reports enrollments/s, p50/p99
+latency per RPC, and the mean key history a device received (every
+enrollment of a person adds one escrowed key to what the next one carries,
+so few people enrolled many times measure key history, not enrollment).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if concurrency < 1 || concurrency > 64 {
@@ -60,8 +65,14 @@ Confirm. Reports enrollments/s and p50/p99 latency per RPC.`,
 				}
 				defer pprof.StopCPUProfile()
 			}
+			if people == 0 {
+				people = 8 * concurrency
+			}
+			if people < concurrency || people > 1024 {
+				return fmt.Errorf("--people %d: at least --concurrency, at most 1024", people)
+			}
 			return benchEnroll(cmd.Context(), cmd.OutOrStdout(), benchOptions{concurrency: concurrency, duration: duration,
-				escrowType: escrowType, pgDSN: pgDSN, keepGoing: keepGoing, replicas: replicas})
+				escrowType: escrowType, pgDSN: pgDSN, keepGoing: keepGoing, replicas: replicas, people: people})
 		},
 	}
 	enrollCmd.Flags().IntVar(&concurrency, "concurrency", 4, "parallel workers, each with its own card")
@@ -70,6 +81,7 @@ Confirm. Reports enrollments/s and p50/p99 latency per RPC.`,
 	enrollCmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (go tool pprof) here")
 	enrollCmd.Flags().StringVar(&pgDSN, "postgres", "", "run the gateway on this PostgreSQL (a URL) instead of SQLite; its schema is migrated")
 	enrollCmd.Flags().IntVar(&replicas, "replicas", 1, "gateway replicas in the process (2 needs --postgres); workers alternate between them")
+	enrollCmd.Flags().IntVar(&people, "people", 0, "simulated cards (people), made before the run (default 8 per worker)")
 	enrollCmd.Flags().BoolVar(&keepGoing, "keep-going", false, "exit 0 even if some enrollments failed (fault drills); the invariant check still decides")
 	cmd.AddCommand(enrollCmd)
 	return cmd
@@ -129,6 +141,7 @@ type benchOptions struct {
 	pgDSN       string
 	keepGoing   bool
 	replicas    int
+	people      int
 }
 
 func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
@@ -202,23 +215,39 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 		return err
 	}
 	pin, _ := os.ReadFile(d.PINFile)
-	// Four cards (four people) per worker, used in turn: every enrollment
-	// of a person adds an escrowed key to the key history its package
-	// carries, so one card enrolled a hundred times would measure key
-	// history, not enrollment.
-	const cardsPerWorker = 4
-	cards := make([]string, concurrency*cardsPerWorker)
+	// Every person's card is made before the run and held open, as a card
+	// sits in its reader: the run measures enrollments, not SoftHSM
+	// scanning its slots for a token.
+	cards := make([]*piv.Card, o.people)
+	defer func() {
+		for _, c := range cards {
+			if c != nil {
+				c.Close()
+			}
+		}
+		mod.Close()
+	}()
+	modPath, err := pkcs11.SoftHSMModule()
+	if err != nil {
+		return err
+	}
 	for i := range cards {
-		cards[i] = fmt.Sprintf("bench-%d", i)
-		if _, err := d.Env.NewCard(ctx, mod, hsmsim.CardSpec{Name: cards[i], PIN: []byte(strings.TrimSpace(string(pin))),
+		name := fmt.Sprintf("bench-%d", i)
+		if _, err := d.Env.NewCard(ctx, mod, hsmsim.CardSpec{Name: name, PIN: []byte(strings.TrimSpace(string(pin))),
 			Key: pkcs11.ECP256, Email: fmt.Sprintf("bench%d@example.com", i)}); err != nil {
-			mod.Close()
+			return err
+		}
+		u, err := pkcs11.ParseURI("pkcs11:token=" + uriEscape(name))
+		if err != nil {
+			return err
+		}
+		u.PINSource = d.PINFile
+		if cards[i], err = piv.OpenCard(ctx, u, modPath); err != nil {
 			return err
 		}
 	}
-	mod.Close()
-	fmt.Fprintf(out, "bench: %d workers for %s against %d in-process gateway replica(s) (%s, SoftHSM CA key, %s escrow keys)\n",
-		concurrency, duration, len(gateways), storeName, escrowType)
+	fmt.Fprintf(out, "bench: %d workers, %d people, for %s against %d in-process gateway replica(s) (%s, SoftHSM CA key, %s escrow keys)\n",
+		concurrency, o.people, duration, len(gateways), storeName, escrowType)
 	lat := &latencies{d: map[string][]time.Duration{}}
 	deadline := time.Now().Add(duration)
 	var wg sync.WaitGroup
@@ -226,6 +255,7 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 	done, failed := 0, 0
 	var firstErr error
 	var delivered []string
+	history := 0 // escrowed keys delivered, current ones included
 	failCodes := map[string]int{}
 	start := time.Now()
 	stopProgress := make(chan struct{})
@@ -247,9 +277,13 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := 0; i < 99*cardsPerWorker && time.Now().Before(deadline); i++ { // ≤ 99 sets per person (the cap is 100)
-				card := cards[w*cardsPerWorker+i%cardsPerWorker]
-				serials, err := oneEnrollment(ctx, d, gateways[w%len(gateways)], card, lat, filepath.Join(dir, fmt.Sprintf("w%d", w)))
+			// Worker w enrolls people w, w+N, w+2N, … in turn; ≤ 99 sets
+			// a person (the cap is 100).
+			mine := cards[w:]
+			n := (len(mine) + concurrency - 1) / concurrency
+			for i := 0; i < 99*n && time.Now().Before(deadline); i++ {
+				card := mine[(i%n)*concurrency]
+				serials, keys, err := oneEnrollment(ctx, d, gateways[w%len(gateways)], card, lat, filepath.Join(dir, fmt.Sprintf("w%d", w)))
 				mu.Lock()
 				if err != nil {
 					failed++
@@ -259,6 +293,7 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 					}
 				} else {
 					done++
+					history += keys
 					delivered = append(delivered, serials...)
 				}
 				mu.Unlock()
@@ -269,6 +304,9 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 	close(stopProgress)
 	elapsed := time.Since(start)
 	fmt.Fprintf(out, "  %d full enrollments in %s: %.1f enrollments/s (%d failed)\n", done, elapsed.Round(time.Millisecond), float64(done)/elapsed.Seconds(), failed)
+	if done > 0 {
+		fmt.Fprintf(out, "  key history: %.1f escrowed keys a device received on average (the current one included)\n", float64(history)/float64(done))
+	}
 	if failed > 0 {
 		fmt.Fprintf(out, "  failures by gRPC code: %v\n", failCodes)
 	}
@@ -324,25 +362,25 @@ func checkInvariants(ctx context.Context, out io.Writer, cfg *server.Config, del
 	return nil
 }
 
-func oneEnrollment(ctx context.Context, d *hsmsim.DevEnv, gateway, card string, lat *latencies, work string) ([]string, error) {
-	resp, err := enroll(ctx, io.Discard, enrollOptions{gateway: gateway, caFile: d.CAFile, card: "pkcs11:token=" + card,
-		pinFile: d.PINFile, name: "bench", timeout: time.Minute, dialOpts: lat.dialOptions(), quiet: true})
+func oneEnrollment(ctx context.Context, d *hsmsim.DevEnv, gateway string, card *piv.Card, lat *latencies, work string) ([]string, int, error) {
+	resp, err := enroll(ctx, io.Discard, enrollOptions{gateway: gateway, caFile: d.CAFile, openCard: card,
+		name: "bench", timeout: time.Minute, dialOpts: lat.dialOptions(), quiet: true})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	p, err := activation.ParsePayload(resp.GetQrPayload())
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	p.Gateway = gateway // the replica this worker uses (a load balancer's job)
 	res, err := agent.Redeem(ctx, agent.Options{Payload: p, Password: resp.GetPassword(), OutDir: work, KeystorePIN: "bench-pin-2026",
 		Device: &credgwv1.DeviceInfo{Model: "bench"}, DialOptions: lat.dialOptions(), MaxResumes: 1})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var serials []string
 	for _, c := range res.Certificates {
 		serials = append(serials, c.SerialNumber.Text(16))
 	}
-	return serials, nil
+	return serials, res.KeyHistory, nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/credgw/credgw/piv"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -50,12 +51,13 @@ type enrollOptions struct {
 	timeout                                time.Duration
 	dialOpts                               []grpc.DialOption
 	quiet                                  bool
+	openCard                               *piv.Card // see pivLoginOptions
 }
 
 func enroll(ctx context.Context, out io.Writer, o enrollOptions) (*credgwv1.CreateEnrollmentResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	r, err := pkiAuth(ctx, pivLoginOptions{gateway: o.gateway, caFile: o.caFile, card: o.card, pinFile: o.pinFile, module: o.module, dialOpts: o.dialOpts})
+	r, err := pkiAuth(ctx, pivLoginOptions{gateway: o.gateway, caFile: o.caFile, card: o.card, pinFile: o.pinFile, module: o.module, dialOpts: o.dialOpts, openCard: o.openCard})
 	if err != nil {
 		return nil, err
 	}

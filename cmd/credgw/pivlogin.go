@@ -53,6 +53,9 @@ type pivLoginOptions struct {
 	gateway, caFile, card, pinFile, module, tokenFile string
 	timeout                                           time.Duration
 	dialOpts                                          []grpc.DialOption
+	// openCard is a card the caller holds open (the bench: a PC with its
+	// card inserted); card, pinFile and module are then unused.
+	openCard *piv.Card
 }
 
 // pkiAuthResult is a finished PKI-AUTH: the connection (TLS with the card)
@@ -60,33 +63,23 @@ type pivLoginOptions struct {
 type pkiAuthResult struct {
 	conn    *grpc.ClientConn
 	card    *piv.Card
+	ownCard bool // opened here: Close closes it
 	begin   *credgwv1.BeginSessionResponse
 	session *credgwv1.CompleteSessionResponse
 }
 
 func (r *pkiAuthResult) Close() {
-	r.conn.Close()
-	r.card.Close()
+	if r.conn != nil {
+		r.conn.Close()
+	}
+	if r.ownCard {
+		r.card.Close()
+	}
 }
 
 // pkiAuth connects with the card as TLS client certificate and runs
 // PKI-AUTH.
 func pkiAuth(ctx context.Context, o pivLoginOptions) (*pkiAuthResult, error) {
-	u, err := pkcs11.ParseURI(o.card)
-	if err != nil {
-		return nil, err
-	}
-	if o.pinFile != "" {
-		if u.PINSource != "" || u.HasPINValue() {
-			return nil, fmt.Errorf("give the PIN either with --pin-file or in the URI, not both")
-		}
-		u.PINSource = o.pinFile
-	}
-	if o.module == "" && u.ModulePath == "" {
-		if o.module, err = pkcs11.SoftHSMModule(); err != nil {
-			return nil, fmt.Errorf("the card URI has no module-path and %w", err)
-		}
-	}
 	caPEM, err := os.ReadFile(o.caFile)
 	if err != nil {
 		return nil, err
@@ -95,19 +88,22 @@ func pkiAuth(ctx context.Context, o pivLoginOptions) (*pkiAuthResult, error) {
 	if !roots.AppendCertsFromPEM(caPEM) {
 		return nil, fmt.Errorf("%s holds no PEM certificate", o.caFile)
 	}
-	card, err := piv.OpenCard(ctx, u, o.module)
-	if err != nil {
-		return nil, err
+	r := &pkiAuthResult{card: o.openCard}
+	if r.card == nil {
+		if r.card, err = openCard(ctx, o); err != nil {
+			return nil, err
+		}
+		r.ownCard = true
 	}
-	r := &pkiAuthResult{card: card}
+	card := r.card
 	authCert, err := card.AuthCertificate(ctx)
 	if err != nil {
-		card.Close()
+		r.Close()
 		return nil, err
 	}
 	signer, err := card.AuthSigner(ctx)
 	if err != nil {
-		card.Close()
+		r.Close()
 		return nil, err
 	}
 	// The Digital Signature certificate is readable without the PIN; the
@@ -122,7 +118,7 @@ func pkiAuth(ctx context.Context, o pivLoginOptions) (*pkiAuthResult, error) {
 		Certificates: []tls.Certificate{{Certificate: [][]byte{authCert.Raw}, PrivateKey: signer, Leaf: authCert}},
 	}))}, o.dialOpts...)...)
 	if err != nil {
-		card.Close()
+		r.Close()
 		return nil, err
 	}
 	client := credgwv1.NewPIVAuthClient(r.conn)
@@ -144,6 +140,28 @@ func pkiAuth(ctx context.Context, o pivLoginOptions) (*pkiAuthResult, error) {
 		return nil, fmt.Errorf("CompleteSession: %w", err)
 	}
 	return r, nil
+}
+
+// openCard opens the card o names: its URI, with the PIN from --pin-file
+// or the URI, through --module or the URI's module-path (SoftHSM when
+// neither names one).
+func openCard(ctx context.Context, o pivLoginOptions) (*piv.Card, error) {
+	u, err := pkcs11.ParseURI(o.card)
+	if err != nil {
+		return nil, err
+	}
+	if o.pinFile != "" {
+		if u.PINSource != "" || u.HasPINValue() {
+			return nil, fmt.Errorf("give the PIN either with --pin-file or in the URI, not both")
+		}
+		u.PINSource = o.pinFile
+	}
+	if o.module == "" && u.ModulePath == "" {
+		if o.module, err = pkcs11.SoftHSMModule(); err != nil {
+			return nil, fmt.Errorf("the card URI has no module-path and %w", err)
+		}
+	}
+	return piv.OpenCard(ctx, u, o.module)
 }
 
 func pivLogin(ctx context.Context, out io.Writer, o pivLoginOptions) error {
