@@ -58,6 +58,12 @@ type Options struct {
 	// CutAfterBytes drops the first download's connection after that many
 	// bytes (tests and demonstrations of the automatic resume); 0: never.
 	CutAfterBytes int64
+	// LoadOnly is for load generators (credgw bench --device protocol): the
+	// device does its part of the protocol (keys, CSRs, download, SHA-256,
+	// manifest, Confirm) and skips what a phone does on its own CPU after
+	// it (verifying chains, opening the PKCS#12 files, writing keystores).
+	// Never for a real device: it confirms credentials it did not install.
+	LoadOnly bool
 }
 
 // Event is what the agent reports while it works.
@@ -75,10 +81,12 @@ type Result struct {
 	CredentialSetID string
 	RedemptionID    string
 	SHA256          []byte
-	Files           []string
-	Certificates    map[credgwv1.Profile]*x509.Certificate
-	KeyHistory      int
-	Resumes         int
+	// Serials of the certificates delivered (the manifest's).
+	Serials      []string
+	Files        []string
+	Certificates map[credgwv1.Profile]*x509.Certificate
+	KeyHistory   int
+	Resumes      int
 }
 
 // profiles whose keys the device makes; the key-management key comes
@@ -210,6 +218,10 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirm func(c
 		return nil, errors.New("agent: the package does not match its SHA-256: nothing installed")
 	}
 	res.SHA256 = sum
+	install := install
+	if o.LoadOnly {
+		install = readManifest
+	}
 	if err := install(ctx, pkg, keys, tokenIDs, o, res); err != nil {
 		return nil, err
 	}
@@ -306,6 +318,38 @@ func download(ctx context.Context, open func(context.Context) (grpc.ServerStream
 }
 
 // install verifies the package and writes the credentials.
+// readManifest is LoadOnly's install: every manifest item is present and
+// matches its SHA-256; the serials and the key count are noted.
+func readManifest(_ context.Context, raw []byte, _ map[credgwv1.Profile]crypto.Signer, _ map[credgwv1.Profile][]byte, _ Options, res *Result) error {
+	var pkg credgwv1.CredentialPackage
+	if err := proto.Unmarshal(raw, &pkg); err != nil {
+		return fmt.Errorf("agent: the package does not parse: %w", err)
+	}
+	items := map[string]*credgwv1.PackageItem{}
+	for _, it := range pkg.GetItems() {
+		items[it.GetName()] = it
+	}
+	for _, m := range pkg.GetManifest().GetItems() {
+		it := items[m.GetName()]
+		if it == nil {
+			return fmt.Errorf("agent: the manifest lists %s, the package lacks it", m.GetName())
+		}
+		if m.GetKind() == credgwv1.ItemKind_ITEM_KIND_CHAIN {
+			continue
+		}
+		if sum := sha256.Sum256(it.GetData()); !bytes.Equal(sum[:], m.GetSha256()) {
+			return fmt.Errorf("agent: %s does not match the manifest", m.GetName())
+		}
+		if m.GetKind() == credgwv1.ItemKind_ITEM_KIND_PKCS12 {
+			res.KeyHistory++
+		}
+		if m.GetKind() == credgwv1.ItemKind_ITEM_KIND_CERTIFICATE || m.GetName() == "encryption.p12" {
+			res.Serials = append(res.Serials, m.GetSerial()) // the current ones
+		}
+	}
+	return nil
+}
+
 func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.Signer, tokenIDs map[credgwv1.Profile][]byte, o Options, res *Result) error {
 	var pkg credgwv1.CredentialPackage
 	if err := proto.Unmarshal(raw, &pkg); err != nil {
@@ -439,6 +483,7 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 		if res.Certificates[p] == nil {
 			return fmt.Errorf("agent: the package has no %v certificate", p)
 		}
+		res.Serials = append(res.Serials, res.Certificates[p].SerialNumber.Text(16))
 	}
 	var chainPEM []byte
 	for _, c := range chain {

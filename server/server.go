@@ -84,11 +84,25 @@ func (s *Server) sweep() {
 
 // Sweep does the periodic clean-up once: expired PIV sessions and
 // challenges, expired activations, and unconfirmed packages (whose
-// certificates are revoked). Every step is idempotent and claims rows with
-// conditional UPDATEs, so every replica may run it.
+// certificates are revoked), issuance intents never recorded, and the
+// linkage checks that are due. Every step is idempotent and claims rows
+// with conditional UPDATEs, so every replica may run it.
 func (s *Server) Sweep(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
+	s.sweepDue(ctx)
+	if res, err := s.Linkage(ctx); err != nil {
+		s.log.Warn("linkage checks", "err", err)
+	} else if res.Checked > 0 {
+		s.log.Info("linkage checks", "checked", res.Checked, "good", res.Good, "unknown", res.Unknown, "revoked_cards", res.Revoked)
+	}
+}
+
+// sweepDue ends what fell due: expired sessions and activations,
+// unconfirmed redemptions (their certificates revoked), stale intents.
+// Start runs it before serving, so that what fell due while the gateway
+// was down is handled before anyone can use it.
+func (s *Server) sweepDue(ctx context.Context) {
 	if n, err := s.store.DeleteExpired(ctx, s.now()); err != nil {
 		s.log.Warn("deleting expired PIV sessions", "err", err)
 	} else if n > 0 {
@@ -100,11 +114,6 @@ func (s *Server) Sweep(ctx context.Context) {
 		} else if n > 0 {
 			s.log.Info("ended unconfirmed or stuck redemptions and revoked what they carried", "credential_sets", n)
 		}
-	}
-	if res, err := s.Linkage(ctx); err != nil {
-		s.log.Warn("linkage checks", "err", err)
-	} else if res.Checked > 0 {
-		s.log.Info("linkage checks", "checked", res.Checked, "good", res.Good, "unknown", res.Unknown, "revoked_cards", res.Revoked)
 	}
 	if s.ca != nil {
 		if n, err := s.ca.RevokeStaleIntents(ctx, s.now().Add(-activation.StuckRedemption)); err != nil {
@@ -280,6 +289,9 @@ func paths(cfg *Config, in []string) []string {
 // Start binds the listeners and serves in the background.
 func (s *Server) Start() error {
 	var err error
+	catchUp, cancel := context.WithTimeout(context.Background(), time.Minute)
+	s.sweepDue(catchUp)
+	cancel()
 	if s.grpcLn, err = net.Listen("tcp", s.cfg.Listen.GRPC); err != nil {
 		return fmt.Errorf("listen.grpc: %w", err)
 	}

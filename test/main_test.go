@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -79,8 +80,9 @@ func startServe(t *testing.T, dir string) {
 }
 
 // startProcess starts a long-running command and returns when its stderr
-// shows marker; at cleanup it is sent SIGTERM and must exit 0.
-func startProcess(t *testing.T, marker string, name string, args ...string) *exec.Cmd {
+// shows marker. The returned stop (also run at cleanup) sends SIGTERM; the
+// command must exit 0.
+func startProcess(t *testing.T, marker string, name string, args ...string) (stop func()) {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	stderr, err := cmd.StderrPipe()
@@ -92,14 +94,18 @@ func startProcess(t *testing.T, marker string, name string, args ...string) *exe
 	}
 	var log strings.Builder
 	done := make(chan struct{})
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		err := cmd.Wait()
-		<-done
-		if err != nil {
-			t.Errorf("%s did not stop cleanly on SIGTERM: %v\n%s", args[0], err, log.String())
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			err := cmd.Wait()
+			<-done
+			if err != nil {
+				t.Errorf("%s did not stop cleanly on SIGTERM: %v\n%s", args[0], err, log.String())
+			}
+		})
+	}
+	t.Cleanup(stop)
 	sc := bufio.NewScanner(stderr)
 	for sc.Scan() {
 		log.WriteString(sc.Text() + "\n")
@@ -110,7 +116,7 @@ func startProcess(t *testing.T, marker string, name string, args ...string) *exe
 				}
 				close(done)
 			}()
-			return cmd
+			return stop
 		}
 	}
 	close(done)

@@ -34,6 +34,7 @@ func newBenchCmd() *cobra.Command {
 	var escrowType, cpuProfile, pgDSN string
 	var keepGoing bool
 	var replicas, people int
+	var device string
 	enrollCmd := &cobra.Command{
 		Use:   "enroll --concurrency N --duration D",
 		Short: "Full enrollments per second against an in-process gateway",
@@ -42,7 +43,7 @@ CA key in SoftHSM, escrow keys of --escrow-key type) and --people simulated
 cards, each held open as in a reader, shared out among the workers; run the
 full flow in a loop for --duration: PKI-AUTH with the card, CreateEnrollment,
 Redeem with the reference agent (device keys, download, verification, PKCS#12
-files under the keystore PIN), Confirm. Reports enrollments/s, p50/p99
+files under the keystore PIN), Confirm (--device says how much of the device's work runs here). Reports enrollments/s, p50/p99
 latency per RPC, and the mean key history a device received (every
 enrollment of a person adds one escrowed key to what the next one carries,
 so few people enrolled many times measure key history, not enrollment).`,
@@ -71,8 +72,11 @@ so few people enrolled many times measure key history, not enrollment).`,
 			if people < concurrency || people > 1024 {
 				return fmt.Errorf("--people %d: at least --concurrency, at most 1024", people)
 			}
+			if device != "agent" && device != "protocol" {
+				return fmt.Errorf("--device %q: agent or protocol", device)
+			}
 			return benchEnroll(cmd.Context(), cmd.OutOrStdout(), benchOptions{concurrency: concurrency, duration: duration,
-				escrowType: escrowType, pgDSN: pgDSN, keepGoing: keepGoing, replicas: replicas, people: people})
+				escrowType: escrowType, pgDSN: pgDSN, keepGoing: keepGoing, replicas: replicas, people: people, loadOnly: device == "protocol"})
 		},
 	}
 	enrollCmd.Flags().IntVar(&concurrency, "concurrency", 4, "parallel workers, each with its own card")
@@ -81,6 +85,7 @@ so few people enrolled many times measure key history, not enrollment).`,
 	enrollCmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (go tool pprof) here")
 	enrollCmd.Flags().StringVar(&pgDSN, "postgres", "", "run the gateway on this PostgreSQL (a URL) instead of SQLite; its schema is migrated")
 	enrollCmd.Flags().IntVar(&replicas, "replicas", 1, "gateway replicas in the process (2 needs --postgres); workers alternate between them")
+	enrollCmd.Flags().StringVar(&device, "device", "agent", `the simulated devices: "agent" runs the reference agent in full (it shares this machine's cores with the gateway); "protocol" does the device's part of the protocol (keys, CSRs, download, SHA-256, Confirm) and skips what a phone does on its own CPU afterwards (chain checks, opening and re-protecting the PKCS#12 files): the gateway's own throughput`)
 	enrollCmd.Flags().IntVar(&people, "people", 0, "simulated cards (people), made before the run (default 8 per worker)")
 	enrollCmd.Flags().BoolVar(&keepGoing, "keep-going", false, "exit 0 even if some enrollments failed (fault drills); the invariant check still decides")
 	cmd.AddCommand(enrollCmd)
@@ -142,6 +147,7 @@ type benchOptions struct {
 	keepGoing   bool
 	replicas    int
 	people      int
+	loadOnly    bool
 }
 
 func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
@@ -246,8 +252,12 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 			return err
 		}
 	}
-	fmt.Fprintf(out, "bench: %d workers, %d people, for %s against %d in-process gateway replica(s) (%s, SoftHSM CA key, %s escrow keys)\n",
-		concurrency, o.people, duration, len(gateways), storeName, escrowType)
+	devices := "the reference agent in full"
+	if o.loadOnly {
+		devices = "protocol-only devices"
+	}
+	fmt.Fprintf(out, "bench: %d workers, %d people, %s, for %s against %d in-process gateway replica(s) (%s, SoftHSM CA key, %s escrow keys)\n",
+		concurrency, o.people, devices, duration, len(gateways), storeName, escrowType)
 	lat := &latencies{d: map[string][]time.Duration{}}
 	deadline := time.Now().Add(duration)
 	var wg sync.WaitGroup
@@ -283,7 +293,7 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 			n := (len(mine) + concurrency - 1) / concurrency
 			for i := 0; i < 99*n && time.Now().Before(deadline); i++ {
 				card := mine[(i%n)*concurrency]
-				serials, keys, err := oneEnrollment(ctx, d, gateways[w%len(gateways)], card, lat, filepath.Join(dir, fmt.Sprintf("w%d", w)))
+				serials, keys, err := oneEnrollment(ctx, d, gateways[w%len(gateways)], card, lat, filepath.Join(dir, fmt.Sprintf("w%d", w)), o.loadOnly)
 				mu.Lock()
 				if err != nil {
 					failed++
@@ -362,7 +372,7 @@ func checkInvariants(ctx context.Context, out io.Writer, cfg *server.Config, del
 	return nil
 }
 
-func oneEnrollment(ctx context.Context, d *hsmsim.DevEnv, gateway string, card *piv.Card, lat *latencies, work string) ([]string, int, error) {
+func oneEnrollment(ctx context.Context, d *hsmsim.DevEnv, gateway string, card *piv.Card, lat *latencies, work string, loadOnly bool) ([]string, int, error) {
 	resp, err := enroll(ctx, io.Discard, enrollOptions{gateway: gateway, caFile: d.CAFile, openCard: card,
 		name: "bench", timeout: time.Minute, dialOpts: lat.dialOptions(), quiet: true})
 	if err != nil {
@@ -374,13 +384,9 @@ func oneEnrollment(ctx context.Context, d *hsmsim.DevEnv, gateway string, card *
 	}
 	p.Gateway = gateway // the replica this worker uses (a load balancer's job)
 	res, err := agent.Redeem(ctx, agent.Options{Payload: p, Password: resp.GetPassword(), OutDir: work, KeystorePIN: "bench-pin-2026",
-		Device: &credgwv1.DeviceInfo{Model: "bench"}, DialOptions: lat.dialOptions(), MaxResumes: 1})
+		Device: &credgwv1.DeviceInfo{Model: "bench"}, DialOptions: lat.dialOptions(), MaxResumes: 1, LoadOnly: loadOnly})
 	if err != nil {
 		return nil, 0, err
 	}
-	var serials []string
-	for _, c := range res.Certificates {
-		serials = append(serials, c.SerialNumber.Text(16))
-	}
-	return serials, res.KeyHistory, nil
+	return res.Serials, res.KeyHistory, nil
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/credgw/credgw/server"
 	"github.com/spf13/cobra"
@@ -13,6 +14,7 @@ import (
 
 func newServeCmd() *cobra.Command {
 	var cfgPath string
+	var clockOffset time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve --config credgw.yaml",
 		Short: "Run the gateway",
@@ -29,7 +31,13 @@ an error. Stops gracefully on SIGINT or SIGTERM.`,
 			log := server.NewLogger(os.Stderr, cfg.Log.Level)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			srv, err := server.New(ctx, cfg, server.WithLogger(log))
+			opts := []server.Option{server.WithLogger(log)}
+			if clockOffset != 0 {
+				// End-to-end tests of expiry and the confirm window.
+				log.Warn("TEST CLOCK: the gateway's clock is shifted; never in production", "offset", clockOffset.String())
+				opts = append(opts, server.WithClock(func() time.Time { return time.Now().Add(clockOffset) }))
+			}
+			srv, err := server.New(ctx, cfg, opts...)
 			if err != nil {
 				return err
 			}
@@ -48,5 +56,10 @@ an error. Stops gracefully on SIGINT or SIGTERM.`,
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "credgw.yaml", "configuration file")
+	// Hidden: for end-to-end tests (activation expiry, the confirm window)
+	// against the binary. Shifts only credgw's own clock (validity, expiry,
+	// sweeps), not TLS.
+	cmd.Flags().DurationVar(&clockOffset, "test-clock-offset", 0, "tests only: shift the gateway's clock by this much")
+	cmd.Flags().MarkHidden("test-clock-offset")
 	return cmd
 }
