@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/credgw/credgw/activation"
@@ -47,8 +48,9 @@ type Options struct {
 	MaxResumes int
 	// Keystore, if set, is a PKCS#11 token (a phone's secure element, a
 	// SoftHSM token): the device keys are generated on it (non-extractable)
-	// and the certificates stored beside them; no PKCS#12 is written for
-	// them. The escrowed encryption key still arrives as a PKCS#12.
+	// and the certificates stored beside them; the escrowed encryption keys
+	// (current and history), which arrive in PKCS#12 files under the
+	// transport password, are stored on it too. No PKCS#12 is written.
 	Keystore *pkcs11.Token
 	// DialOptions are added to the gRPC connection (instrumentation).
 	DialOptions []grpc.DialOption
@@ -460,15 +462,35 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 			if err := checkProfile(credgwv1.Profile_PROFILE_KEY_MANAGEMENT, cert); err != nil {
 				return err
 			}
-			// Re-protect under the keystore PIN: the transport password is
-			// never kept.
-			p12, err := enc.Encode(key, cert, chain, o.KeystorePIN)
-			if err != nil {
-				return err
-			}
 			name := m.GetName()
-			if err := write(name, p12, 0o600); err != nil {
-				return err
+			if o.Keystore != nil {
+				// The escrowed key joins the device keys on the token
+				// (sensitive, non-extractable from now on) with its
+				// certificate; the label says which is current.
+				id := make([]byte, 8)
+				if _, err := rand.Read(id); err != nil {
+					return err
+				}
+				label := "credgw encryption key (current)"
+				if name != "encryption.p12" {
+					label = "credgw encryption key (history " + strings.TrimSuffix(strings.TrimPrefix(name, "encryption-history-"), ".p12") + ")"
+				}
+				if _, err := o.Keystore.ImportKeyPair(ctx, id, label, key); err != nil {
+					return fmt.Errorf("agent: storing the escrowed key of %s on the keystore: %w", name, err)
+				}
+				if err := o.Keystore.ImportCertificate(ctx, id, strings.Replace(label, " key ", " certificate ", 1), cert); err != nil {
+					return err
+				}
+			} else {
+				// Re-protect under the keystore PIN: the transport password
+				// is never kept.
+				p12, err := enc.Encode(key, cert, chain, o.KeystorePIN)
+				if err != nil {
+					return err
+				}
+				if err := write(name, p12, 0o600); err != nil {
+					return err
+				}
 			}
 			if name == "encryption.p12" {
 				if err := write("encryption.crt", pemCert(cert), 0o644); err != nil {

@@ -7,6 +7,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"errors"
@@ -376,8 +377,9 @@ func TestListAndRevokeOwnCredentials(t *testing.T) {
 }
 
 // TestAgentKeystoreOnToken: with a PKCS#11 keystore the device keys are
-// made on the token, the certificates are stored beside them, and the keys
-// sign as their certificates say.
+// made on the token, the escrowed encryption key is stored on it, the
+// certificates beside them, no PKCS#12 is written, and every key works as
+// its certificate says.
 func TestAgentKeystoreOnToken(t *testing.T) {
 	ctx := context.Background()
 	label := fmt.Sprintf("device-%d", cardSeq.Add(1))
@@ -397,14 +399,15 @@ func TestAgentKeystoreOnToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, f := range res.Files {
-		if strings.HasSuffix(f, "auth.p12") || strings.HasSuffix(f, "signature.p12") {
-			t.Fatalf("a PKCS#12 was written for a token key: %s", f)
+		if strings.HasSuffix(f, ".p12") {
+			t.Fatalf("a PKCS#12 was written beside a keystore token: %s", f)
 		}
 	}
 	objs, err := tok.FindObjects(ctx, pkcs11.Query{Class: pkcs11.ClassCertificate})
-	if err != nil || len(objs) != 2 {
+	if err != nil || len(objs) != 3 {
 		t.Fatalf("certificates on the token: %v %v", objs, err)
 	}
+	current := 0
 	for _, o := range objs {
 		cert, err := tok.Certificate(ctx, o.ID, "")
 		if err != nil {
@@ -414,11 +417,29 @@ func TestAgentKeystoreOnToken(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := sha256.Sum256([]byte("device"))
-		sig, err := key.Sign(rand.Reader, d[:], crypto.SHA256)
-		if err != nil || !ecdsa.VerifyASN1(cert.PublicKey.(*ecdsa.PublicKey), d[:], sig) {
-			t.Fatalf("token key does not match its certificate: %v", err)
+		if !key.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(cert.PublicKey) {
+			t.Fatalf("%s: the token key is not the certificate's", o.Label)
 		}
+		if cert.KeyUsage&x509.KeyUsageDigitalSignature != 0 {
+			d := sha256.Sum256([]byte("device"))
+			sig, err := key.Sign(rand.Reader, d[:], crypto.SHA256)
+			if err != nil || !ecdsa.VerifyASN1(cert.PublicKey.(*ecdsa.PublicKey), d[:], sig) {
+				t.Fatalf("%s: token key does not sign for its certificate: %v", o.Label, err)
+			}
+			continue
+		}
+		if o.Label == "credgw encryption certificate (current)" {
+			current++
+		}
+		if pub, ok := cert.PublicKey.(*rsa.PublicKey); ok {
+			ct, _ := rsa.EncryptPKCS1v15(rand.Reader, pub, []byte("a content key"))
+			if pt, err := key.Decrypt(rand.Reader, ct, nil); err != nil || string(pt) != "a content key" {
+				t.Fatalf("%s: the escrowed key does not decrypt on the token: %v", o.Label, err)
+			}
+		}
+	}
+	if current != 1 {
+		t.Fatalf("%d certificates labelled current", current)
 	}
 }
 

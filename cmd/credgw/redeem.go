@@ -29,7 +29,12 @@ pin it carries, ask the password (without echo) unless a file gives it, make the
 device keys (software P-256), download the credentials with a progress bar
 (resuming a cut connection), verify the SHA-256, the chains, the keys and the
 profiles, write DIR/auth.p12, signature.p12, encryption.p12 (+ key history),
-chain.pem and the .crt files under the keystore PIN, and confirm.`,
+chain.pem and the .crt files under the keystore PIN, and confirm.
+
+With --keystore (a PKCS#11 token, as a phone's secure element) the device keys
+are made on the token, the escrowed encryption keys (current and history) are
+stored on it, non-extractable, and the certificates beside them; DIR then
+holds only chain.pem and the .crt files.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
@@ -103,7 +108,7 @@ chain.pem and the .crt files under the keystore PIN, and confirm.`,
 	f.StringVar(&out, "out", "", "directory for the installed credentials (required)")
 	f.StringVar(&passwordFile, "password-file", "", "file with the numeric password (else asked without echo)")
 	f.StringVar(&pinFile, "keystore-pin-file", "", "file with the keystore PIN (else asked without echo)")
-	f.StringVar(&keystore, "keystore", "", "PKCS#11 token for the device keys, e.g. 'pkcs11:token=Device?pin-source=FILE' (default: software keys in PKCS#12 files)")
+	f.StringVar(&keystore, "keystore", "", "PKCS#11 token for the device keys and the escrowed encryption keys, e.g. 'pkcs11:token=Device?pin-source=FILE' (default: software keys in PKCS#12 files)")
 	f.DurationVar(&timeout, "timeout", 5*time.Minute, "overall time limit")
 	cmd.MarkFlagRequired("out")
 	return cmd

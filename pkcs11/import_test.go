@@ -1,0 +1,93 @@
+package pkcs11
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"errors"
+	"testing"
+
+	p11 "github.com/miekg/pkcs11"
+)
+
+// TestImportKeyPair: an escrowed RSA key imported on a token decrypts what
+// was encrypted to it there; an EC key keeps its public key; both become
+// sensitive and non-extractable. Unsupported keys and a token without a
+// login are refused.
+func TestImportKeyPair(t *testing.T) {
+	ctx := context.Background()
+	tok := newToken(t, TokenConfig{})
+	rk, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := tok.ImportKeyPair(ctx, []byte{0x71}, "escrowed rsa", rk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rs.Public().(*rsa.PublicKey).Equal(&rk.PublicKey) {
+		t.Fatal("the imported RSA key has another public key")
+	}
+	secret := []byte("a content-encryption key")
+	ct, _ := rsa.EncryptPKCS1v15(rand.Reader, &rk.PublicKey, secret)
+	if pt, err := rs.Decrypt(rand.Reader, ct, nil); err != nil || !bytes.Equal(pt, secret) {
+		t.Fatalf("decrypt on the token: %q, %v", pt, err)
+	}
+
+	ek, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	es, err := tok.ImportKeyPair(ctx, []byte{0x72}, "escrowed ec", ek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !es.Public().(*ecdsa.PublicKey).Equal(&ek.PublicKey) {
+		t.Fatal("the imported EC key has another public key")
+	}
+
+	for _, s := range []*Signer{rs, es} {
+		err := tok.do(ctx, func(c *p11.Ctx, sh p11.SessionHandle, epoch uint64) error {
+			h, err := s.keyHandle(c, sh, epoch)
+			if err != nil {
+				return err
+			}
+			attrs, err := c.GetAttributeValue(sh, h, []*p11.Attribute{
+				p11.NewAttribute(p11.CKA_SENSITIVE, nil), p11.NewAttribute(p11.CKA_EXTRACTABLE, nil), p11.NewAttribute(p11.CKA_PRIVATE, nil),
+			})
+			if err != nil {
+				return err
+			}
+			on := func(i int) bool { return len(attrs[i].Value) == 1 && attrs[i].Value[0] != 0 }
+			if !on(0) || on(1) || !on(2) {
+				t.Errorf("%s: sensitive=%v extractable=%v private=%v", s.ref.Label, on(0), on(1), on(2))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	_, edk, _ := ed25519.GenerateKey(rand.Reader)
+	xk, _ := ecdh.X25519().GenerateKey(rand.Reader)
+	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	for name, k := range map[string]any{"ed25519": edk, "x25519": xk, "P-224": p224} {
+		if _, err := tok.ImportKeyPair(ctx, []byte{0x73}, name, k); err == nil {
+			t.Errorf("%s imported", name)
+		}
+	}
+	if _, err := tok.ImportKeyPair(ctx, nil, "no id", rk); err == nil {
+		t.Error("imported without a CKA_ID")
+	}
+	anon, err := openModule(t).OpenToken(ctx, TokenConfig{Label: tok.Label()}) // no PIN
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anon.Close()
+	if _, err := anon.ImportKeyPair(ctx, []byte{0x74}, "no login", rk); !errors.Is(err, ErrPINRequired) {
+		t.Errorf("without a login: %v, want ErrPINRequired", err)
+	}
+}
