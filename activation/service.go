@@ -14,12 +14,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 	"time"
 	"unicode"
 
 	"github.com/credgw/credgw/issuance"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/store"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -518,42 +521,63 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 			Size: int64(len(data)), Sha256: sum[:], KeyCount: keys})
 		pkg.Items = append(pkg.Items, &credgwv1.PackageItem{Name: name, Data: data, Chain: chain})
 	}
-	var chain [][]byte
+	// The certificates are independent: they are issued side by side (a
+	// redemption takes as long as its slowest issuance, not their sum).
+	// All finish before this returns, so that on any failure the caller
+	// revokes every certificate that was recorded.
+	var mu sync.Mutex // progress and the results
+	issued := make([]*issuance.Issued, len(profiles))
+	escrowed := make([]*issuance.EscrowedKey, len(profiles))
+	done := 0
+	g, gctx := errgroup.WithContext(ctx)
 	for i, p := range profiles {
-		progress(credgwv1.Stage_STAGE_ISSUING, i+1, len(profiles), "issuing the "+string(p)+" certificate")
-		csr := req.CSRs[p]
-		var escrowed *issuance.EscrowedKey
-		if p == issuance.KeyManagement {
-			if escrowed, err = s.cfg.Escrow.Key(ctx, cs.EscrowKeyID, cs.PersonID); err != nil {
-				return nil, err
+		g.Go(func() error {
+			csr := req.CSRs[p]
+			if p == issuance.KeyManagement {
+				k, err := s.cfg.Escrow.Key(gctx, cs.EscrowKeyID, cs.PersonID)
+				if err != nil {
+					return err
+				}
+				der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k.Key)
+				if err != nil {
+					return err
+				}
+				if csr, err = x509.ParseCertificateRequest(der); err != nil {
+					return err
+				}
+				escrowed[i] = k
 			}
-			der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, escrowed.Key)
+			got, err := s.cfg.Issuer.Issue(gctx, issuance.Request{Profile: p, CSR: csr, Identity: id, CredentialSetID: cs.ID,
+				HardwareBacked: req.Hardware, OtherKeys: othersThan(p)})
 			if err != nil {
-				return nil, err
+				return err
 			}
-			if csr, err = x509.ParseCertificateRequest(der); err != nil {
-				return nil, err
-			}
-		}
-		got, err := s.cfg.Issuer.Issue(ctx, issuance.Request{Profile: p, CSR: csr, Identity: id, CredentialSetID: cs.ID,
-			HardwareBacked: req.Hardware, OtherKeys: othersThan(p)})
-		if err != nil {
-			return nil, err
-		}
-		if chain == nil {
-			for _, c := range got.Chain {
-				chain = append(chain, c.Raw)
-			}
-		}
+			mu.Lock()
+			defer mu.Unlock()
+			issued[i] = got
+			done++
+			progress(credgwv1.Stage_STAGE_ISSUING, done, len(profiles), "issued the "+string(p)+" certificate")
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	var chain [][]byte
+	for _, c := range issued[0].Chain {
+		chain = append(chain, c.Raw)
+	}
+	for i, p := range profiles {
+		got := issued[i]
 		serial := got.Certificate.SerialNumber.Text(16)
-		if escrowed == nil {
+		if escrowed[i] == nil {
 			add(string(p)+".crt", credgwv1.ItemKind_ITEM_KIND_CERTIFICATE, protoProfile(p), serial, got.Certificate.Raw, nil, 0)
 			continue
 		}
-		if err := s.cfg.Escrow.Certified(ctx, escrowed.ID, serial, got.Certificate.NotAfter); err != nil {
+		if err := s.cfg.Escrow.Certified(ctx, escrowed[i].ID, serial, got.Certificate.NotAfter); err != nil {
 			return nil, err
 		}
-		if err := s.addKeyHistory(ctx, cs.PersonID, escrowed.ID, req.Secret, req.Password, add, got.Chain); err != nil {
+		if err := s.addKeyHistory(ctx, cs.PersonID, escrowed[i].ID, req.Secret, req.Password, add, got.Chain); err != nil {
 			return nil, err
 		}
 	}
@@ -593,54 +617,53 @@ func (s *Service) addKeyHistory(ctx context.Context, personID, currentID string,
 	if err != nil {
 		return err
 	}
-	all, err := s.cfg.Escrow.History(ctx, personID)
-	if err != nil {
-		return err
-	}
-	// The key certified in this redemption is current, whatever another
-	// enrollment of the same person did meanwhile; the others follow,
-	// newest first.
-	var hist []*issuance.EscrowedKey
-	for _, k := range all {
-		if k.ID == currentID {
-			hist = append(hist, k)
-		}
-	}
-	if len(hist) != 1 {
-		return fmt.Errorf("activation: the escrowed key %s is not in the history", currentID)
-	}
-	for _, k := range all {
-		if k.ID != currentID {
-			hist = append(hist, k)
-		}
-	}
 	// A PIV card holds at most 20 retired key-management keys (FIPS 201-3
 	// §4.2.2, keys 82–95); the device gets the current key and the 20
-	// newest before it. Older keys stay in escrow for recovery.
-	if len(hist) > MaxKeyHistory+1 {
-		hist = hist[:MaxKeyHistory+1]
+	// newest before it. Older keys stay in escrow for recovery. The key
+	// certified in this redemption is current, whatever another enrollment
+	// of the same person did meanwhile.
+	hist, err := s.cfg.Escrow.Delivery(ctx, personID, currentID, MaxKeyHistory+1)
+	if err != nil {
+		return fmt.Errorf("activation: %w", err)
 	}
+	// One PKCS#12 per key (go-pkcs12 writes one key a file), encoded side
+	// by side: each costs three key derivations.
+	p12s := make([][]byte, len(hist))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
 	for i, k := range hist {
-		rec, err := s.cfg.Store.Certificate(ctx, k.CertSerial)
-		if err != nil || rec.DER == nil {
-			if i == 0 {
-				return fmt.Errorf("activation: the current key's certificate %s is not recorded", k.CertSerial)
+		g.Go(func() error {
+			rec, err := s.cfg.Store.Certificate(gctx, k.CertSerial)
+			if err != nil || rec.DER == nil {
+				if i == 0 {
+					return fmt.Errorf("activation: the current key's certificate %s is not recorded", k.CertSerial)
+				}
+				return nil // an old key whose certificate was never recorded
 			}
-			continue // an old key whose certificate was never recorded
-		}
-		cert, err := x509.ParseCertificate(rec.DER)
-		if err != nil {
-			return err
-		}
-		p12, err := TransportPKCS12.Encode(k.Key, cert, caChain, p12pw)
-		if err != nil {
-			return fmt.Errorf("activation: PKCS#12: %w", err)
+			cert, err := x509.ParseCertificate(rec.DER)
+			if err != nil {
+				return err
+			}
+			if p12s[i], err = TransportPKCS12.Encode(k.Key, cert, caChain, p12pw); err != nil {
+				return fmt.Errorf("activation: PKCS#12: %w", err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	n := 0
+	for i, p12 := range p12s {
+		if p12 == nil {
+			continue
 		}
 		name := "encryption.p12"
-		if i > 0 {
-			name = fmt.Sprintf("encryption-history-%d.p12", i)
+		if n > 0 {
+			name = fmt.Sprintf("encryption-history-%d.p12", n)
 		}
-		add(name, credgwv1.ItemKind_ITEM_KIND_PKCS12, credgwv1.Profile_PROFILE_KEY_MANAGEMENT, k.CertSerial, p12, nil, int32(len(hist)))
+		n++
+		add(name, credgwv1.ItemKind_ITEM_KIND_PKCS12, credgwv1.Profile_PROFILE_KEY_MANAGEMENT, hist[i].CertSerial, p12, nil, int32(len(hist)))
 	}
 	return nil
 }

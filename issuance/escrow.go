@@ -294,6 +294,47 @@ func (e *Escrow) History(ctx context.Context, personID string) ([]*EscrowedKey, 
 	return out, nil
 }
 
+// Delivery unseals what a device receives: the key currentID first, then
+// up to max-1 of the person's other certified keys, newest first. Only
+// those are unsealed (a long history costs nothing here).
+func (e *Escrow) Delivery(ctx context.Context, personID, currentID string, max int) ([]*EscrowedKey, error) {
+	rows, err := e.store.EscrowKeys(ctx, personID) // newest first
+	if err != nil {
+		return nil, err
+	}
+	var picked []store.EscrowKey
+	for _, r := range rows {
+		if r.ID == currentID && r.CertSerial != "" {
+			picked = append(picked, r)
+		}
+	}
+	if len(picked) != 1 {
+		return nil, fmt.Errorf("issuance: the escrowed key %s is not certified in the person's history", currentID)
+	}
+	for _, r := range rows {
+		if len(picked) >= max {
+			break
+		}
+		if r.ID != currentID && r.CertSerial != "" {
+			picked = append(picked, r)
+		}
+	}
+	out := make([]*EscrowedKey, 0, len(picked))
+	for _, r := range picked {
+		der, err := e.kek.Open(ctx, r.Sealed, escrowAAD(r.ID, r.PersonID))
+		if err != nil {
+			return nil, fmt.Errorf("%w: key %s: %v", ErrEscrowUnreadable, r.ID, err)
+		}
+		k, err := x509.ParsePKCS8PrivateKey(der)
+		clear(der)
+		if err != nil {
+			return nil, fmt.Errorf("%w: key %s: %v", ErrEscrowUnreadable, r.ID, err)
+		}
+		out = append(out, &EscrowedKey{ID: r.ID, Key: k.(crypto.Signer), CreatedAt: r.CreatedAt, CertSerial: r.CertSerial})
+	}
+	return out, nil
+}
+
 // Key unseals one escrowed key of a person (the key made at enrollment,
 // before its certificate exists).
 func (e *Escrow) Key(ctx context.Context, id, personID string) (*EscrowedKey, error) {
