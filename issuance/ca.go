@@ -1,6 +1,7 @@
 package issuance
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -14,6 +15,7 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
+	"text/template"
 	"time"
 
 	"github.com/credgw/credgw/store"
@@ -123,7 +125,7 @@ type CA struct {
 	auth      *authority.Authority
 	linter    *linter
 	signer    *lintedOnly // the CA key as the authority sees it
-	templates map[Profile]string
+	templates map[Profile]*template.Template
 }
 
 var _ Issuer = (*CA)(nil)
@@ -157,15 +159,19 @@ func NewCA(cfg Config) (*CA, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	templates := map[Profile]string{}
+	// Templates are parsed once (x509util.WithTemplate would parse and
+	// build its function map on every certificate).
+	templates := map[Profile]*template.Template{}
 	for _, p := range Profiles() {
-		templates[p] = defaultTemplates[p]
+		text := defaultTemplates[p]
 		if t, ok := cfg.Templates[p]; ok && t != "" {
-			if err := checkTemplate(p, t); err != nil {
-				return nil, err
-			}
-			templates[p] = t
+			text = t
 		}
+		tmpl, err := parseTemplate(p, text)
+		if err != nil {
+			return nil, err
+		}
+		templates[p] = tmpl
 	}
 	root := cfg.Chain[len(cfg.Chain)-1]
 	chain := cfg.Chain
@@ -243,7 +249,7 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 		return nil, err
 	}
 	chain, err := c.auth.SignWithContext(ctx, req.CSR, provisioner.SignOptions{},
-		templateOption{text: c.templates[req.Profile], data: data},
+		templateOption{tmpl: c.templates[req.Profile], data: data},
 		csrValidator{is}, modifier{is}, validator{is}, enforcer{is})
 	if is.tbsHash != nil {
 		c.signer.forget(*is.tbsHash) // used, or never to be
@@ -347,14 +353,34 @@ func (is *issuance) templateData() (x509util.TemplateData, error) {
 	}, nil
 }
 
-// templateOption feeds the profile template to x509util.
+// templateOption feeds the profile template to x509util: what
+// x509util.WithTemplate does, with a template parsed once.
 type templateOption struct {
-	text string
+	tmpl *template.Template
 	data x509util.TemplateData
 }
 
 func (t templateOption) Options(provisioner.SignOptions) []x509util.Option {
-	return []x509util.Option{x509util.WithTemplate(t.text, t.data)}
+	return []x509util.Option{func(cr *x509.CertificateRequest, o *x509util.Options) error {
+		// A clone per certificate, with its own "fail": the function
+		// x509util's map has records its message in shared state.
+		tmpl, err := t.tmpl.Clone()
+		if err != nil {
+			return err
+		}
+		tmpl.Funcs(template.FuncMap{"fail": func(msg string) (string, error) { return "", &x509util.TemplateError{Message: msg} }})
+		buf := new(bytes.Buffer)
+		t.data.SetCertificateRequest(cr)
+		if err := tmpl.Execute(buf, t.data); err != nil {
+			var terr *x509util.TemplateError
+			if errors.As(err, &terr) {
+				return terr
+			}
+			return fmt.Errorf("error executing template: %w", err)
+		}
+		o.CertBuffer = buf
+		return nil
+	}}
 }
 
 // modifier sets what no template may choose: serial, validity (the

@@ -97,12 +97,15 @@ var defaultTemplates = map[Profile]string{
 // DefaultTemplate returns the built-in template of a profile.
 func DefaultTemplate(p Profile) string { return defaultTemplates[p] }
 
-// checkTemplate makes sure an operator's template at least parses.
-func checkTemplate(p Profile, text string) error {
-	if _, err := template.New(string(p)).Funcs(x509util.GetFuncMap()).Parse(text); err != nil {
-		return fmt.Errorf("issuance: template of profile %s: %w", p, err)
+// parseTemplate parses a profile template with x509util's functions (an
+// operator's template must at least parse; the profile rules check what it
+// renders).
+func parseTemplate(p Profile, text string) (*template.Template, error) {
+	tmpl, err := template.New(string(p)).Funcs(x509util.GetFuncMap()).Parse(text)
+	if err != nil {
+		return nil, fmt.Errorf("issuance: template of profile %s: %w", p, err)
 	}
-	return nil
+	return tmpl, nil
 }
 
 // profileRule is what checkProfile enforces for one profile (STANDARDS.md

@@ -278,3 +278,32 @@ func TestNewCARejects(t *testing.T) {
 }
 
 var _ = asn1.ObjectIdentifier{}
+
+// TestTemplateFail: an operator template may refuse with `fail`; the
+// refusal carries its message, and concurrent issuances each get their own.
+func TestTemplateFail(t *testing.T) {
+	cfg := testCA.cfg
+	cfg.Templates = map[Profile]string{DerivedPIVAuth: `{{ if .Email }}{{ fail (printf "no derived PIV for %s" .Email) }}{{ end }}` + DefaultTemplate(DerivedPIVAuth)}
+	c, err := NewCA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 8)
+	for i := range 8 {
+		go func() {
+			id := identity(t)
+			id.Email = fmt.Sprintf("p%d@example.gov", i)
+			_, err := c.Issue(context.Background(), Request{Profile: DerivedPIVAuth, CSR: newCSR(t, p256(t)), Identity: id})
+			if err == nil || !strings.Contains(err.Error(), "no derived PIV for "+id.Email) {
+				errs <- fmt.Errorf("%s: err = %v", id.Email, err)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
