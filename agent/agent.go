@@ -19,7 +19,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/credgw/credgw/activation"
@@ -320,6 +319,67 @@ func download(ctx context.Context, open func(context.Context) (grpc.ServerStream
 }
 
 // install verifies the package and writes the credentials.
+// Labels of escrowed keys and their certificates on a keystore token.
+const (
+	labelCurrentKey  = "credgw encryption key (current)"
+	labelHistoryKey  = "credgw encryption key (history)"
+	labelCurrentCert = "credgw encryption certificate (current)"
+	labelHistoryCert = "credgw encryption certificate (history)"
+)
+
+// storeEscrowed puts an escrowed key and its certificate on the keystore
+// token under a CKA_ID derived from the public key, so that a repeated
+// install, a renewal or a second enrollment never stores a key twice. Only
+// one key is labelled current: a new current one relabels the one before.
+func storeEscrowed(ctx context.Context, tok *pkcs11.Token, key crypto.PrivateKey, cert *x509.Certificate, current bool) error {
+	spki, err := x509.MarshalPKIXPublicKey(cert.PublicKey)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(spki)
+	id := sum[:16]
+	keyLabel, certLabel := labelHistoryKey, labelHistoryCert
+	if current {
+		keyLabel, certLabel = labelCurrentKey, labelCurrentCert
+		for _, q := range []struct {
+			class    pkcs11.Class
+			from, to string
+		}{
+			{pkcs11.ClassPrivateKey, labelCurrentKey, labelHistoryKey},
+			{pkcs11.ClassPublicKey, labelCurrentKey, labelHistoryKey},
+			{pkcs11.ClassCertificate, labelCurrentCert, labelHistoryCert},
+		} {
+			if _, err := tok.SetLabel(ctx, pkcs11.Query{Class: q.class, Label: q.from}, q.to); err != nil {
+				return err
+			}
+		}
+	}
+	had, err := tok.FindObjects(ctx, pkcs11.Query{Class: pkcs11.ClassPrivateKey, ID: id})
+	if err != nil {
+		return err
+	}
+	if len(had) == 0 {
+		if _, err := tok.ImportKeyPair(ctx, id, keyLabel, key); err != nil {
+			return err
+		}
+	} else {
+		for _, c := range []pkcs11.Class{pkcs11.ClassPrivateKey, pkcs11.ClassPublicKey} {
+			if _, err := tok.SetLabel(ctx, pkcs11.Query{Class: c, ID: id}, keyLabel); err != nil {
+				return err
+			}
+		}
+	}
+	if err := tok.ImportCertificate(ctx, id, certLabel, cert); err != nil {
+		if len(had) == 0 { // no key without its certificate
+			for _, c := range []pkcs11.Class{pkcs11.ClassPrivateKey, pkcs11.ClassPublicKey} {
+				tok.DeleteObjects(context.WithoutCancel(ctx), pkcs11.Query{Class: c, ID: id})
+			}
+		}
+		return err
+	}
+	return nil
+}
+
 // readManifest is LoadOnly's install: every manifest item is present and
 // matches its SHA-256; the serials and the key count are noted.
 func readManifest(_ context.Context, raw []byte, _ map[credgwv1.Profile]crypto.Signer, _ map[credgwv1.Profile][]byte, _ Options, res *Result) error {
@@ -464,22 +524,8 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 			}
 			name := m.GetName()
 			if o.Keystore != nil {
-				// The escrowed key joins the device keys on the token
-				// (sensitive, non-extractable from now on) with its
-				// certificate; the label says which is current.
-				id := make([]byte, 8)
-				if _, err := rand.Read(id); err != nil {
-					return err
-				}
-				label := "credgw encryption key (current)"
-				if name != "encryption.p12" {
-					label = "credgw encryption key (history " + strings.TrimSuffix(strings.TrimPrefix(name, "encryption-history-"), ".p12") + ")"
-				}
-				if _, err := o.Keystore.ImportKeyPair(ctx, id, label, key); err != nil {
+				if err := storeEscrowed(ctx, o.Keystore, key, cert, name == "encryption.p12"); err != nil {
 					return fmt.Errorf("agent: storing the escrowed key of %s on the keystore: %w", name, err)
-				}
-				if err := o.Keystore.ImportCertificate(ctx, id, strings.Replace(label, " key ", " certificate ", 1), cert); err != nil {
-					return err
 				}
 			} else {
 				// Re-protect under the keystore PIN: the transport password

@@ -258,7 +258,13 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 		return nil, is.err
 	}
 	if errors.Is(err, ErrNotLinted) {
-		return nil, fmt.Errorf("issuance: %w: the certificate changed after the lint", ErrNotLinted)
+		// Nothing was signed: close the intent as refused, or the sweep
+		// would take it for a crash after signing and revoke it.
+		err := fmt.Errorf("issuance: %w: the certificate changed after the lint", ErrNotLinted)
+		if merr := c.cfg.Store.MarkLintFailed(context.WithoutCancel(ctx), is.serial.Text(16), err.Error()); merr != nil {
+			err = errors.Join(err, merr)
+		}
+		return nil, err
 	}
 	if err != nil {
 		if cerr := req.CSR.CheckSignature(); cerr != nil {
@@ -408,5 +414,23 @@ func (m modifier) Modify(cert *x509.Certificate, _ provisioner.SignOptions) erro
 		return err
 	}
 	cert.SubjectKeyId = skid
+	// The signature algorithm the CA will use, decided here so that the
+	// lint encodes the very TBSCertificate the CA key signs: smallstep's
+	// softcas signs a leaf of an RSA CA with the algorithm that signed the
+	// CA certificate (RSA-PSS, SHA-384…); Go's default otherwise.
+	if ca := is.ca.cfg.Chain[0]; cert.SignatureAlgorithm == x509.UnknownSignatureAlgorithm {
+		if _, ok := ca.PublicKey.(*rsa.PublicKey); ok && isRSASignature(ca.SignatureAlgorithm) {
+			cert.SignatureAlgorithm = ca.SignatureAlgorithm
+		}
+	}
 	return nil
+}
+
+func isRSASignature(a x509.SignatureAlgorithm) bool {
+	switch a {
+	case x509.SHA256WithRSA, x509.SHA384WithRSA, x509.SHA512WithRSA,
+		x509.SHA256WithRSAPSS, x509.SHA384WithRSAPSS, x509.SHA512WithRSAPSS:
+		return true
+	}
+	return false
 }

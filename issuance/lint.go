@@ -176,10 +176,5 @@ func (s *lintedOnly) SignMessage(r io.Reader, msg []byte, opts crypto.SignerOpts
 	if _, ok := s.linted.LoadAndDelete(sha256.Sum256(msg)); !ok {
 		return nil, ErrNotLinted
 	}
-	if ms, ok := s.key.(crypto.MessageSigner); ok {
-		return ms.SignMessage(r, msg, opts)
-	}
-	h := opts.HashFunc().New()
-	h.Write(msg)
-	return s.key.Sign(r, h.Sum(nil), opts)
+	return crypto.SignMessage(s.key, r, msg, opts)
 }

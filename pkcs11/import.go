@@ -16,8 +16,11 @@ import (
 // ImportKeyPair stores a private key made elsewhere (an escrowed
 // key-management key arriving in a PKCS#12) on the token, with its public
 // half, under CKA_ID id: private, sensitive and non-extractable from then
-// on. RSA keys may decrypt and unwrap; EC keys may derive (ECDH). It
-// returns the key's Signer (which is also its Decrypter for RSA).
+// on, and a key-management key only: RSA keys may decrypt and unwrap with
+// PKCS#1 v1.5 or OAEP, EC keys may derive (ECDH); neither signs, nor
+// recovers signatures (CKA_ALLOWED_MECHANISMS says so to tokens that
+// enforce it). If a private key with that id is there already, nothing is
+// created. It returns the key's Signer (its Decrypter for RSA).
 func (t *Token) ImportKeyPair(ctx context.Context, id []byte, label string, key crypto.PrivateKey) (*Signer, error) {
 	if len(id) == 0 {
 		return nil, fmt.Errorf("pkcs11: import key: CKA_ID must not be empty")
@@ -35,10 +38,14 @@ func (t *Token) ImportKeyPair(ctx context.Context, id []byte, label string, key 
 		}
 	}
 	pub := common(p11.CKO_PUBLIC_KEY, false)
+	pub = append(pub,
+		p11.NewAttribute(p11.CKA_VERIFY, false),
+		p11.NewAttribute(p11.CKA_VERIFY_RECOVER, false))
 	priv := append(common(p11.CKO_PRIVATE_KEY, true),
 		p11.NewAttribute(p11.CKA_SENSITIVE, true),
 		p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
-		p11.NewAttribute(p11.CKA_SIGN, false))
+		p11.NewAttribute(p11.CKA_SIGN, false),
+		p11.NewAttribute(p11.CKA_SIGN_RECOVER, false))
 	switch k := key.(type) {
 	case *rsa.PrivateKey:
 		if len(k.Primes) != 2 {
@@ -63,7 +70,8 @@ func (t *Token) ImportKeyPair(ctx context.Context, id []byte, label string, key 
 			p11.NewAttribute(p11.CKA_PRIME_2, k.Primes[1].Bytes()),
 			p11.NewAttribute(p11.CKA_EXPONENT_1, k.Precomputed.Dp.Bytes()),
 			p11.NewAttribute(p11.CKA_EXPONENT_2, k.Precomputed.Dq.Bytes()),
-			p11.NewAttribute(p11.CKA_COEFFICIENT, k.Precomputed.Qinv.Bytes()))
+			p11.NewAttribute(p11.CKA_COEFFICIENT, k.Precomputed.Qinv.Bytes()),
+			p11.NewAttribute(p11.CKA_ALLOWED_MECHANISMS, mechanisms(p11.CKM_RSA_PKCS, p11.CKM_RSA_PKCS_OAEP)))
 	case *ecdsa.PrivateKey:
 		var oid asn1.ObjectIdentifier
 		switch k.Curve {
@@ -99,11 +107,27 @@ func (t *Token) ImportKeyPair(ctx context.Context, id []byte, label string, key 
 			p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_EC),
 			p11.NewAttribute(p11.CKA_DERIVE, true),
 			p11.NewAttribute(p11.CKA_EC_PARAMS, params),
-			p11.NewAttribute(p11.CKA_VALUE, d))
+			p11.NewAttribute(p11.CKA_VALUE, d),
+			p11.NewAttribute(p11.CKA_ALLOWED_MECHANISMS, mechanisms(p11.CKM_ECDH1_DERIVE, p11.CKM_ECDH1_COFACTOR_DERIVE)))
 	default:
 		return nil, fmt.Errorf("pkcs11: import key: %T keys are not supported: use RSA or ECDSA", key)
 	}
 	err := t.do(ctx, func(c *p11.Ctx, sh p11.SessionHandle, _ uint64) error {
+		// Idempotent (a retried install, or a retry of this closure after a
+		// lost session): an existing private key stands; a public half left
+		// without one is replaced.
+		if have, err := findHandles(c, sh, Query{Class: ClassPrivateKey, ID: id}, 1); err != nil || len(have) > 0 {
+			return err
+		}
+		stale, err := findHandles(c, sh, Query{Class: ClassPublicKey, ID: id}, 0)
+		if err != nil {
+			return err
+		}
+		for _, h := range stale {
+			if err := c.DestroyObject(sh, h); err != nil {
+				return err
+			}
+		}
 		ph, err := c.CreateObject(sh, pub)
 		if err != nil {
 			return err
@@ -117,5 +141,15 @@ func (t *Token) ImportKeyPair(ctx context.Context, id []byte, label string, key 
 	if err != nil {
 		return nil, wrapOp("import key on "+t.name, err)
 	}
-	return t.Signer(ctx, KeyRef{ID: id, Label: label})
+	return t.Signer(ctx, KeyRef{ID: id})
+}
+
+// mechanisms encodes a CKA_ALLOWED_MECHANISMS value: CK_MECHANISM_TYPEs in
+// the platform's CK_ULONG layout.
+func mechanisms(ms ...uint) []byte {
+	var b []byte
+	for _, m := range ms {
+		b = append(b, p11.NewAttribute(0, m).Value...)
+	}
+	return b
 }

@@ -3,12 +3,14 @@ package pkcs11
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"errors"
 	"testing"
 
@@ -37,6 +39,41 @@ func TestImportKeyPair(t *testing.T) {
 	ct, _ := rsa.EncryptPKCS1v15(rand.Reader, &rk.PublicKey, secret)
 	if pt, err := rs.Decrypt(rand.Reader, ct, nil); err != nil || !bytes.Equal(pt, secret) {
 		t.Fatalf("decrypt on the token: %q, %v", pt, err)
+	}
+
+	// A key-management key only: no signature, no raw RSA.
+	d := sha256.Sum256([]byte("x"))
+	if _, err := rs.Sign(rand.Reader, d[:], crypto.SHA256); err == nil {
+		t.Error("the imported key-management key signs")
+	}
+	err = tok.do(ctx, func(c *p11.Ctx, sh p11.SessionHandle, epoch uint64) error {
+		h, err := rs.keyHandle(c, sh, epoch)
+		if err != nil {
+			return err
+		}
+		if err := c.DecryptInit(sh, []*p11.Mechanism{p11.NewMechanism(p11.CKM_RSA_X_509, nil)}, h); err == nil {
+			c.Decrypt(sh, ct)
+			t.Error("raw RSA (CKM_RSA_X_509) allowed on the imported key")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Again (a retried install): nothing new on the token.
+	if _, err := tok.ImportKeyPair(ctx, []byte{0x71}, "escrowed rsa", rk); err != nil {
+		t.Fatal(err)
+	}
+	for _, cl := range []Class{ClassPrivateKey, ClassPublicKey} {
+		if objs, err := tok.FindObjects(ctx, Query{Class: cl, ID: []byte{0x71}}); err != nil || len(objs) != 1 {
+			t.Fatalf("%v after a second import: %v %v", cl, objs, err)
+		}
+	}
+	if n, err := tok.SetLabel(ctx, Query{Class: ClassPrivateKey, ID: []byte{0x71}}, "relabelled"); err != nil || n != 1 {
+		t.Fatalf("SetLabel = %d, %v", n, err)
+	}
+	if objs, _ := tok.FindObjects(ctx, Query{Class: ClassPrivateKey, Label: "relabelled"}); len(objs) != 1 {
+		t.Fatalf("relabelled: %v", objs)
 	}
 
 	ek, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

@@ -164,6 +164,27 @@ func (t *Token) DeleteObjects(ctx context.Context, q Query) (int, error) {
 	return n, wrapOp("delete objects", err)
 }
 
+// SetLabel sets CKA_LABEL of every object matching q and reports how
+// many.
+func (t *Token) SetLabel(ctx context.Context, q Query, label string) (int, error) {
+	n := 0
+	err := t.do(ctx, func(c *p11.Ctx, sh p11.SessionHandle, _ uint64) error {
+		n = 0
+		hs, err := findHandles(c, sh, q, 0)
+		if err != nil {
+			return err
+		}
+		for _, h := range hs {
+			if err := c.SetAttributeValue(sh, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_LABEL, label)}); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, wrapOp("set label", err)
+}
+
 // Certificate reads the X.509 certificate with CKA_ID id (and CKA_LABEL
 // label, if not empty).
 func (t *Token) Certificate(ctx context.Context, id []byte, label string) (*x509.Certificate, error) {

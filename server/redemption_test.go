@@ -38,8 +38,13 @@ type enrolled struct {
 
 func enrollCard(t *testing.T) enrolled {
 	t.Helper()
+	return enrollWith(t, newCard(t, hsmsim.CardSpec{Email: "holder@example.com"}))
+}
+
+// enrollWith enrolls the holder of card c (again).
+func enrollWith(t *testing.T, c *card) enrolled {
+	t.Helper()
 	conn := portalConn(t)
-	c := newCard(t, hsmsim.CardSpec{Email: "holder@example.com"})
 	sess, err := login(t, conn, c)
 	if err != nil {
 		t.Fatal(err)
@@ -377,9 +382,11 @@ func TestListAndRevokeOwnCredentials(t *testing.T) {
 }
 
 // TestAgentKeystoreOnToken: with a PKCS#11 keystore the device keys are
-// made on the token, the escrowed encryption key is stored on it, the
+// made on the token, the escrowed encryption keys are stored on it, the
 // certificates beside them, no PKCS#12 is written, and every key works as
-// its certificate says.
+// its certificate says. A second enrollment of the same person into the
+// same keystore brings the first key again as history: it is not stored
+// twice, and only the new key is labelled current.
 func TestAgentKeystoreOnToken(t *testing.T) {
 	ctx := context.Background()
 	label := fmt.Sprintf("device-%d", cardSeq.Add(1))
@@ -391,23 +398,34 @@ func TestAgentKeystoreOnToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tok.Close()
-	e := enrollCard(t)
-	dir := t.TempDir()
-	res, err := agent.Redeem(ctx, agent.Options{Payload: e.payload, Password: e.resp.GetPassword(), OutDir: dir,
-		KeystorePIN: "correct horse", Keystore: tok})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range res.Files {
-		if strings.HasSuffix(f, ".p12") {
-			t.Fatalf("a PKCS#12 was written beside a keystore token: %s", f)
+	card := newCard(t, hsmsim.CardSpec{Email: "holder@example.com"})
+	var kmSerials []string
+	for round := 1; round <= 2; round++ {
+		e := enrollWith(t, card)
+		dir := t.TempDir()
+		res, err := agent.Redeem(ctx, agent.Options{Payload: e.payload, Password: e.resp.GetPassword(), OutDir: dir,
+			KeystorePIN: "correct horse", Keystore: tok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.KeyHistory != round {
+			t.Fatalf("round %d: %d escrowed keys delivered", round, res.KeyHistory)
+		}
+		kmSerials = append(kmSerials, res.Certificates[credgwv1.Profile_PROFILE_KEY_MANAGEMENT].SerialNumber.Text(16))
+		for _, f := range res.Files {
+			if strings.HasSuffix(f, ".p12") {
+				t.Fatalf("a PKCS#12 was written beside a keystore token: %s", f)
+			}
 		}
 	}
 	objs, err := tok.FindObjects(ctx, pkcs11.Query{Class: pkcs11.ClassCertificate})
-	if err != nil || len(objs) != 3 {
+	if err != nil || len(objs) != 6 { // 2 × (auth, signature) + 2 encryption
 		t.Fatalf("certificates on the token: %v %v", objs, err)
 	}
-	current := 0
+	if keys, err := tok.FindObjects(ctx, pkcs11.Query{Class: pkcs11.ClassPrivateKey}); err != nil || len(keys) != 6 {
+		t.Fatalf("private keys on the token: %v %v", keys, err)
+	}
+	var current []string
 	for _, o := range objs {
 		cert, err := tok.Certificate(ctx, o.ID, "")
 		if err != nil {
@@ -429,7 +447,7 @@ func TestAgentKeystoreOnToken(t *testing.T) {
 			continue
 		}
 		if o.Label == "credgw encryption certificate (current)" {
-			current++
+			current = append(current, cert.SerialNumber.Text(16))
 		}
 		if pub, ok := cert.PublicKey.(*rsa.PublicKey); ok {
 			ct, _ := rsa.EncryptPKCS1v15(rand.Reader, pub, []byte("a content key"))
@@ -438,8 +456,8 @@ func TestAgentKeystoreOnToken(t *testing.T) {
 			}
 		}
 	}
-	if current != 1 {
-		t.Fatalf("%d certificates labelled current", current)
+	if len(current) != 1 || current[0] != kmSerials[1] {
+		t.Fatalf("labelled current: %v, want only the second enrollment's %s", current, kmSerials[1])
 	}
 }
 

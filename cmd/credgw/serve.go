@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/credgw/credgw/server"
 	"github.com/spf13/cobra"
@@ -14,7 +13,6 @@ import (
 
 func newServeCmd() *cobra.Command {
 	var cfgPath string
-	var clockOffset time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve --config credgw.yaml",
 		Short: "Run the gateway",
@@ -32,10 +30,8 @@ an error. Stops gracefully on SIGINT or SIGTERM.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			opts := []server.Option{server.WithLogger(log)}
-			if clockOffset != 0 {
-				// End-to-end tests of expiry and the confirm window.
-				log.Warn("TEST CLOCK: the gateway's clock is shifted; never in production", "offset", clockOffset.String())
-				opts = append(opts, server.WithClock(func() time.Time { return time.Now().Add(clockOffset) }))
+			if now := testClock(log); now != nil {
+				opts = append(opts, server.WithClock(now))
 			}
 			srv, err := server.New(ctx, cfg, opts...)
 			if err != nil {
@@ -56,10 +52,6 @@ an error. Stops gracefully on SIGINT or SIGTERM.`,
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "credgw.yaml", "configuration file")
-	// Hidden: for end-to-end tests (activation expiry, the confirm window)
-	// against the binary. Shifts only credgw's own clock (validity, expiry,
-	// sweeps), not TLS.
-	cmd.Flags().DurationVar(&clockOffset, "test-clock-offset", 0, "tests only: shift the gateway's clock by this much")
-	cmd.Flags().MarkHidden("test-clock-offset")
+	addTestClockFlag(cmd)
 	return cmd
 }
