@@ -140,16 +140,22 @@ func QR(payload string, size int) (pngData []byte, text string, err error) {
 	return buf.Bytes(), qrText(bits), nil
 }
 
-// qrImage draws dark modules black on white, scale pixels a module.
+// qrImage draws dark modules black on white, scale pixels a module: one
+// row of pixels per module row, copied scale times.
 func qrImage(bits [][]bool, scale int) image.Image {
 	n := len(bits) * scale
 	img := image.NewPaletted(image.Rect(0, 0, n, n), color.Palette{color.White, color.Black})
-	for y := range n {
-		row := bits[y/scale]
-		for x := range n {
-			if row[x/scale] {
-				img.Pix[img.PixOffset(x, y)] = 1
+	for my, row := range bits {
+		first := img.Pix[my*scale*img.Stride : my*scale*img.Stride+n]
+		for mx, dark := range row {
+			if dark {
+				for i := range scale {
+					first[mx*scale+i] = 1
+				}
 			}
+		}
+		for y := my*scale + 1; y < (my+1)*scale; y++ {
+			copy(img.Pix[y*img.Stride:y*img.Stride+n], first)
 		}
 	}
 	return img
