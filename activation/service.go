@@ -629,18 +629,17 @@ func (s *Service) addKeyHistory(ctx context.Context, personID, currentID string,
 	// One PKCS#12 per key (go-pkcs12 writes one key a file), encoded side
 	// by side: each costs three key derivations.
 	p12s := make([][]byte, len(hist))
-	g, gctx := errgroup.WithContext(ctx)
+	var g errgroup.Group
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	for i, k := range hist {
 		g.Go(func() error {
-			rec, err := s.cfg.Store.Certificate(gctx, k.CertSerial)
-			if err != nil || rec.DER == nil {
+			if k.CertDER == nil {
 				if i == 0 {
 					return fmt.Errorf("activation: the current key's certificate %s is not recorded", k.CertSerial)
 				}
 				return nil // an old key whose certificate was never recorded
 			}
-			cert, err := x509.ParseCertificate(rec.DER)
+			cert, err := x509.ParseCertificate(k.CertDER)
 			if err != nil {
 				return err
 			}

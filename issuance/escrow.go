@@ -213,8 +213,10 @@ type EscrowedKey struct {
 	ID        string
 	Key       crypto.Signer
 	CreatedAt time.Time
-	// CertSerial is set once its certificate is issued.
+	// CertSerial is set once its certificate is issued; CertDER once it is
+	// recorded.
 	CertSerial string
+	CertDER    []byte
 }
 
 // NewKey makes a key for a person, seals it and stores it: it is escrowed
@@ -315,7 +317,7 @@ func (e *Escrow) Delivery(ctx context.Context, personID, currentID string, max i
 		if len(picked) >= max {
 			break
 		}
-		if r.ID != currentID && r.CertSerial != "" {
+		if r.ID != currentID && r.CertDER != nil { // certified and recorded
 			picked = append(picked, r)
 		}
 	}
@@ -330,7 +332,7 @@ func (e *Escrow) Delivery(ctx context.Context, personID, currentID string, max i
 		if err != nil {
 			return nil, fmt.Errorf("%w: key %s: %v", ErrEscrowUnreadable, r.ID, err)
 		}
-		out = append(out, &EscrowedKey{ID: r.ID, Key: k.(crypto.Signer), CreatedAt: r.CreatedAt, CertSerial: r.CertSerial})
+		out = append(out, &EscrowedKey{ID: r.ID, Key: k.(crypto.Signer), CreatedAt: r.CreatedAt, CertSerial: r.CertSerial, CertDER: r.CertDER})
 	}
 	return out, nil
 }

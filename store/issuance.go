@@ -56,6 +56,9 @@ type EscrowKey struct {
 	CertSerial  string
 	CreatedAt   time.Time
 	RetainUntil time.Time // zero until certified
+	// CertDER is the certificate of CertSerial once it is recorded as
+	// issued (read with the key: the key history needs both).
+	CertDER []byte
 }
 
 // IssuanceStore is what the CA keeps. Store embeds it.

@@ -135,8 +135,9 @@ func (s *DB) LinkEscrowKey(ctx context.Context, id, serial string, retainUntil t
 }
 
 func (s *DB) EscrowKeys(ctx context.Context, personID string) ([]EscrowKey, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT id, person_id, key_type, spki_sha256, kek_id, sealed, cert_serial, created_at, retain_until
-		FROM escrow_keys WHERE person_id = $1 ORDER BY created_at DESC, id DESC`, personID)
+	rows, err := s.r.QueryContext(ctx, `SELECT e.id, e.person_id, e.key_type, e.spki_sha256, e.kek_id, e.sealed, e.cert_serial, e.created_at, e.retain_until, c.der
+		FROM escrow_keys e LEFT JOIN certificates c ON c.serial = e.cert_serial AND e.cert_serial <> ''
+		WHERE e.person_id = $1 ORDER BY e.created_at DESC, e.id DESC`, personID)
 	if err != nil {
 		return nil, wrapDB(err)
 	}
@@ -146,7 +147,7 @@ func (s *DB) EscrowKeys(ctx context.Context, personID string) ([]EscrowKey, erro
 		var k EscrowKey
 		var created int64
 		var retain sql.NullInt64
-		if err := rows.Scan(&k.ID, &k.PersonID, &k.KeyType, &k.SPKISHA256, &k.KEKID, &k.Sealed, &k.CertSerial, &created, &retain); err != nil {
+		if err := rows.Scan(&k.ID, &k.PersonID, &k.KeyType, &k.SPKISHA256, &k.KEKID, &k.Sealed, &k.CertSerial, &created, &retain, &k.CertDER); err != nil {
 			return nil, wrapDB(err)
 		}
 		k.CreatedAt, k.RetainUntil = fromTS(created), fromNullTS(retain)
