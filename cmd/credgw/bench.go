@@ -67,7 +67,7 @@ so few people enrolled many times measure key history, not enrollment).`,
 				defer pprof.StopCPUProfile()
 			}
 			if people == 0 {
-				people = 8 * concurrency
+				people = max(128, 8*concurrency)
 			}
 			if people < concurrency || people > 1024 {
 				return fmt.Errorf("--people %d: at least --concurrency, at most 1024", people)
@@ -86,7 +86,7 @@ so few people enrolled many times measure key history, not enrollment).`,
 	enrollCmd.Flags().StringVar(&pgDSN, "postgres", "", "run the gateway on this PostgreSQL (a URL) instead of SQLite; its schema is migrated")
 	enrollCmd.Flags().IntVar(&replicas, "replicas", 1, "gateway replicas in the process (2 needs --postgres); workers alternate between them")
 	enrollCmd.Flags().StringVar(&device, "device", "agent", `the simulated devices: "agent" runs the reference agent in full (it shares this machine's cores with the gateway); "protocol" does the device's part of the protocol (keys, CSRs, download, SHA-256, Confirm) and skips what a phone does on its own CPU afterwards (chain checks, opening and re-protecting the PKCS#12 files): the gateway's own throughput`)
-	enrollCmd.Flags().IntVar(&people, "people", 0, "simulated cards (people), made before the run (default 8 per worker)")
+	enrollCmd.Flags().IntVar(&people, "people", 0, "simulated cards (people), made before the run (default 128, or 8 per worker if more)")
 	enrollCmd.Flags().BoolVar(&keepGoing, "keep-going", false, "exit 0 even if some enrollments failed (fault drills); the invariant check still decides")
 	cmd.AddCommand(enrollCmd)
 	return cmd
