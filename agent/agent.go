@@ -383,24 +383,13 @@ func storeEscrowed(ctx context.Context, tok *pkcs11.Token, key crypto.PrivateKey
 // readManifest is LoadOnly's install: every manifest item is present and
 // matches its SHA-256; the serials and the key count are noted.
 func readManifest(_ context.Context, raw []byte, _ map[credgwv1.Profile]crypto.Signer, _ map[credgwv1.Profile][]byte, _ Options, res *Result) error {
-	var pkg credgwv1.CredentialPackage
-	if err := proto.Unmarshal(raw, &pkg); err != nil {
-		return fmt.Errorf("agent: the package does not parse: %w", err)
-	}
-	items := map[string]*credgwv1.PackageItem{}
-	for _, it := range pkg.GetItems() {
-		items[it.GetName()] = it
+	pkg, items, err := parsePackage(raw)
+	if err != nil {
+		return err
 	}
 	for _, m := range pkg.GetManifest().GetItems() {
-		it := items[m.GetName()]
-		if it == nil {
-			return fmt.Errorf("agent: the manifest lists %s, the package lacks it", m.GetName())
-		}
-		if m.GetKind() == credgwv1.ItemKind_ITEM_KIND_CHAIN {
-			continue
-		}
-		if sum := sha256.Sum256(it.GetData()); !bytes.Equal(sum[:], m.GetSha256()) {
-			return fmt.Errorf("agent: %s does not match the manifest", m.GetName())
+		if _, err := checkedItem(m, items); err != nil {
+			return err
 		}
 		if m.GetKind() == credgwv1.ItemKind_ITEM_KIND_PKCS12 {
 			res.KeyHistory++
@@ -412,14 +401,39 @@ func readManifest(_ context.Context, raw []byte, _ map[credgwv1.Profile]crypto.S
 	return nil
 }
 
-func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.Signer, tokenIDs map[credgwv1.Profile][]byte, o Options, res *Result) error {
+// checkedItem is the item a manifest entry names, which must be there and,
+// except for the chain, match the entry's size and SHA-256.
+func checkedItem(m *credgwv1.ManifestItem, items map[string]*credgwv1.PackageItem) (*credgwv1.PackageItem, error) {
+	it := items[m.GetName()]
+	if it == nil {
+		return nil, fmt.Errorf("agent: the manifest lists %s, the package lacks it", m.GetName())
+	}
+	if m.GetKind() == credgwv1.ItemKind_ITEM_KIND_CHAIN {
+		return it, nil
+	}
+	if sum := sha256.Sum256(it.GetData()); !bytes.Equal(sum[:], m.GetSha256()) || int64(len(it.GetData())) != m.GetSize() {
+		return nil, fmt.Errorf("agent: %s does not match the manifest", m.GetName())
+	}
+	return it, nil
+}
+
+// parsePackage reads a downloaded package and indexes its items by name.
+func parsePackage(raw []byte) (*credgwv1.CredentialPackage, map[string]*credgwv1.PackageItem, error) {
 	var pkg credgwv1.CredentialPackage
 	if err := proto.Unmarshal(raw, &pkg); err != nil {
-		return fmt.Errorf("agent: the package does not parse: %w", err)
+		return nil, nil, fmt.Errorf("agent: the package does not parse: %w", err)
 	}
 	items := map[string]*credgwv1.PackageItem{}
 	for _, it := range pkg.GetItems() {
 		items[it.GetName()] = it
+	}
+	return &pkg, items, nil
+}
+
+func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.Signer, tokenIDs map[credgwv1.Profile][]byte, o Options, res *Result) error {
+	pkg, items, err := parsePackage(raw)
+	if err != nil {
+		return err
 	}
 	var chain []*x509.Certificate
 	if c := items["chain.der"]; c != nil {
@@ -466,15 +480,12 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 	}
 	enc := pkcs12.Modern
 	for _, m := range pkg.GetManifest().GetItems() {
-		it := items[m.GetName()]
-		if it == nil {
-			return fmt.Errorf("agent: the manifest lists %s, the package lacks it", m.GetName())
+		it, err := checkedItem(m, items)
+		if err != nil {
+			return err
 		}
 		if m.GetKind() == credgwv1.ItemKind_ITEM_KIND_CHAIN {
 			continue
-		}
-		if sum := sha256.Sum256(it.GetData()); !bytes.Equal(sum[:], m.GetSha256()) || int64(len(it.GetData())) != m.GetSize() {
-			return fmt.Errorf("agent: %s does not match the manifest", m.GetName())
 		}
 		switch m.GetKind() {
 		case credgwv1.ItemKind_ITEM_KIND_CERTIFICATE:

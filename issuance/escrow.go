@@ -282,18 +282,27 @@ func (e *Escrow) History(ctx context.Context, personID string) ([]*EscrowedKey, 
 		if r.CertSerial == "" {
 			continue // never certified (a failed enrollment)
 		}
-		der, err := e.kek.Open(ctx, r.Sealed, escrowAAD(r.ID, r.PersonID))
+		k, err := e.unseal(ctx, r)
 		if err != nil {
-			return nil, fmt.Errorf("%w: key %s: %v", ErrEscrowUnreadable, r.ID, err)
+			return nil, err
 		}
-		k, err := x509.ParsePKCS8PrivateKey(der)
-		clear(der)
-		if err != nil {
-			return nil, fmt.Errorf("%w: key %s: %v", ErrEscrowUnreadable, r.ID, err)
-		}
-		out = append(out, &EscrowedKey{ID: r.ID, Key: k.(crypto.Signer), CreatedAt: r.CreatedAt, CertSerial: r.CertSerial})
+		out = append(out, k)
 	}
 	return out, nil
+}
+
+// unseal opens one escrow row with the KEK.
+func (e *Escrow) unseal(ctx context.Context, r store.EscrowKey) (*EscrowedKey, error) {
+	der, err := e.kek.Open(ctx, r.Sealed, escrowAAD(r.ID, r.PersonID))
+	if err != nil {
+		return nil, fmt.Errorf("%w: key %s: %v", ErrEscrowUnreadable, r.ID, err)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(der)
+	clear(der)
+	if err != nil {
+		return nil, fmt.Errorf("%w: key %s: %v", ErrEscrowUnreadable, r.ID, err)
+	}
+	return &EscrowedKey{ID: r.ID, Key: k.(crypto.Signer), CreatedAt: r.CreatedAt, CertSerial: r.CertSerial, CertDER: r.CertDER}, nil
 }
 
 // Delivery unseals what a device receives: the key currentID first, then
@@ -323,16 +332,11 @@ func (e *Escrow) Delivery(ctx context.Context, personID, currentID string, max i
 	}
 	out := make([]*EscrowedKey, 0, len(picked))
 	for _, r := range picked {
-		der, err := e.kek.Open(ctx, r.Sealed, escrowAAD(r.ID, r.PersonID))
+		k, err := e.unseal(ctx, r)
 		if err != nil {
-			return nil, fmt.Errorf("%w: key %s: %v", ErrEscrowUnreadable, r.ID, err)
+			return nil, err
 		}
-		k, err := x509.ParsePKCS8PrivateKey(der)
-		clear(der)
-		if err != nil {
-			return nil, fmt.Errorf("%w: key %s: %v", ErrEscrowUnreadable, r.ID, err)
-		}
-		out = append(out, &EscrowedKey{ID: r.ID, Key: k.(crypto.Signer), CreatedAt: r.CreatedAt, CertSerial: r.CertSerial, CertDER: r.CertDER})
+		out = append(out, k)
 	}
 	return out, nil
 }
@@ -345,19 +349,9 @@ func (e *Escrow) Key(ctx context.Context, id, personID string) (*EscrowedKey, er
 		return nil, err
 	}
 	for _, r := range rows {
-		if r.ID != id {
-			continue
+		if r.ID == id {
+			return e.unseal(ctx, r)
 		}
-		der, err := e.kek.Open(ctx, r.Sealed, escrowAAD(r.ID, r.PersonID))
-		if err != nil {
-			return nil, fmt.Errorf("%w: key %s: %v", ErrEscrowUnreadable, r.ID, err)
-		}
-		k, err := x509.ParsePKCS8PrivateKey(der)
-		clear(der)
-		if err != nil {
-			return nil, fmt.Errorf("%w: key %s: %v", ErrEscrowUnreadable, r.ID, err)
-		}
-		return &EscrowedKey{ID: r.ID, Key: k.(crypto.Signer), CreatedAt: r.CreatedAt, CertSerial: r.CertSerial}, nil
 	}
 	return nil, fmt.Errorf("%w: no escrowed key %s for this person", ErrEscrowUnreadable, id)
 }

@@ -146,20 +146,8 @@ func (t *Token) FindObjects(ctx context.Context, q Query) ([]Object, error) {
 
 // DeleteObjects destroys every object matching q and reports how many.
 func (t *Token) DeleteObjects(ctx context.Context, q Query) (int, error) {
-	n := 0
-	err := t.do(ctx, func(c *p11.Ctx, sh p11.SessionHandle, _ uint64) error {
-		n = 0
-		hs, err := findHandles(c, sh, q, 0)
-		if err != nil {
-			return err
-		}
-		for _, h := range hs {
-			if err := c.DestroyObject(sh, h); err != nil {
-				return err
-			}
-			n++
-		}
-		return nil
+	n, err := t.eachObject(ctx, q, func(c *p11.Ctx, sh p11.SessionHandle, h p11.ObjectHandle) error {
+		return c.DestroyObject(sh, h)
 	})
 	return n, wrapOp("delete objects", err)
 }
@@ -167,6 +155,15 @@ func (t *Token) DeleteObjects(ctx context.Context, q Query) (int, error) {
 // SetLabel sets CKA_LABEL of every object matching q and reports how
 // many.
 func (t *Token) SetLabel(ctx context.Context, q Query, label string) (int, error) {
+	n, err := t.eachObject(ctx, q, func(c *p11.Ctx, sh p11.SessionHandle, h p11.ObjectHandle) error {
+		return c.SetAttributeValue(sh, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_LABEL, label)})
+	})
+	return n, wrapOp("set label", err)
+}
+
+// eachObject runs fn on every object matching q, in one session, and
+// counts them.
+func (t *Token) eachObject(ctx context.Context, q Query, fn func(*p11.Ctx, p11.SessionHandle, p11.ObjectHandle) error) (int, error) {
 	n := 0
 	err := t.do(ctx, func(c *p11.Ctx, sh p11.SessionHandle, _ uint64) error {
 		n = 0
@@ -175,14 +172,14 @@ func (t *Token) SetLabel(ctx context.Context, q Query, label string) (int, error
 			return err
 		}
 		for _, h := range hs {
-			if err := c.SetAttributeValue(sh, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_LABEL, label)}); err != nil {
+			if err := fn(c, sh, h); err != nil {
 				return err
 			}
 			n++
 		}
 		return nil
 	})
-	return n, wrapOp("set label", err)
+	return n, err
 }
 
 // Certificate reads the X.509 certificate with CKA_ID id (and CKA_LABEL
