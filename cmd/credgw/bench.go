@@ -34,19 +34,26 @@ func newBenchCmd() *cobra.Command {
 	var escrowType, cpuProfile, pgDSN string
 	var keepGoing bool
 	var replicas, people int
-	var device string
+	var device, gatewayDir string
 	enrollCmd := &cobra.Command{
-		Use:   "enroll --concurrency N --duration D",
-		Short: "Full enrollments per second against an in-process gateway",
-		Long: `Start an in-process gateway on a temporary development environment (SQLite,
-CA key in SoftHSM, escrow keys of --escrow-key type) and --people simulated
-cards, each held open as in a reader, shared out among the workers; run the
-full flow in a loop for --duration: PKI-AUTH with the card, CreateEnrollment,
-Redeem with the reference agent (device keys, download, verification, PKCS#12
-files under the keystore PIN), Confirm (--device says how much of the device's work runs here). Reports enrollments/s, p50/p99
-latency per RPC, and the mean key history a device received (every
-enrollment of a person adds one escrowed key to what the next one carries,
-so few people enrolled many times measure key history, not enrollment).`,
+		Use:   "enroll --concurrency N --duration D [--gateway-dir DIR]",
+		Short: "Full enrollments per second against an in-process or a running gateway",
+		Long: `Run the full flow in a loop for --duration with --concurrency workers: PKI-AUTH
+with a card, CreateEnrollment, Redeem with the reference agent (device keys,
+download, verification, and — with --device agent — the PKCS#12 files under
+the keystore PIN), Confirm. Reports enrollments/s, p50/p99 latency per RPC,
+the mean key history a device received (every enrollment of a person adds one
+escrowed key to what the next one carries, so few people enrolled many times
+measure key history, not enrollment), and checks afterwards that every
+delivered certificate is recorded and every activation is in a legal state.
+
+By default the gateway runs in this process on a temporary development
+environment (SQLite or --postgres, CA key in SoftHSM, escrow keys of
+--escrow-key type). With --gateway-dir DIR it is the gateway already running
+from DIR (credgw dev init --dir DIR; credgw hsm-sim serve --dir DIR/hsm;
+credgw serve --config DIR/credgw.yaml), with its own configuration: the bench
+makes its --people cards in DIR/hsm (new tokens each run) and enrolls each
+person at most enrollment.max_credential_sets times.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if concurrency < 1 || concurrency > 64 {
@@ -76,7 +83,8 @@ so few people enrolled many times measure key history, not enrollment).`,
 				return fmt.Errorf("--device %q: agent or protocol", device)
 			}
 			return benchEnroll(cmd.Context(), cmd.OutOrStdout(), benchOptions{concurrency: concurrency, duration: duration,
-				escrowType: escrowType, pgDSN: pgDSN, keepGoing: keepGoing, replicas: replicas, people: people, loadOnly: device == "protocol"})
+				escrowType: escrowType, pgDSN: pgDSN, keepGoing: keepGoing, replicas: replicas, people: people, loadOnly: device == "protocol",
+				gatewayDir: gatewayDir})
 		},
 	}
 	enrollCmd.Flags().IntVar(&concurrency, "concurrency", 4, "parallel workers, each with its own card")
@@ -86,6 +94,7 @@ so few people enrolled many times measure key history, not enrollment).`,
 	enrollCmd.Flags().StringVar(&pgDSN, "postgres", "", "run the gateway on this PostgreSQL (a URL) instead of SQLite; its schema is migrated")
 	enrollCmd.Flags().IntVar(&replicas, "replicas", 1, "gateway replicas in the process (2 needs --postgres); workers alternate between them")
 	enrollCmd.Flags().StringVar(&device, "device", "agent", `the simulated devices: "agent" runs the reference agent in full (it shares this machine's cores with the gateway); "protocol" does the device's part of the protocol (keys, CSRs, download, SHA-256, Confirm) and skips what a phone does on its own CPU afterwards (chain checks, opening and re-protecting the PKCS#12 files): the gateway's own throughput`)
+	enrollCmd.Flags().StringVar(&gatewayDir, "gateway-dir", "", "run against the gateway already running from this development environment (credgw dev init --dir)")
 	enrollCmd.Flags().IntVar(&people, "people", 0, "simulated cards (people), made before the run (default 128, or 8 per worker if more)")
 	enrollCmd.Flags().BoolVar(&keepGoing, "keep-going", false, "exit 0 even if some enrollments failed (fault drills); the invariant check still decides")
 	cmd.AddCommand(enrollCmd)
@@ -148,79 +157,141 @@ type benchOptions struct {
 	replicas    int
 	people      int
 	loadOnly    bool
+	gatewayDir  string
 }
 
-func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
-	concurrency, duration, escrowType, pgDSN := o.concurrency, o.duration, o.escrowType, o.pgDSN
-	if o.replicas < 1 || o.replicas > 4 || (o.replicas > 1 && pgDSN == "") {
-		return fmt.Errorf("--replicas %d: 1, or up to 4 with --postgres (replicas share the database)", o.replicas)
+// benchTarget is what the workers run against.
+type benchTarget struct {
+	gateways        []string // gRPC addresses; workers alternate
+	env             *hsmsim.Env
+	pinFile, caFile string
+	cfg             *server.Config // for the invariant check
+	what            string         // for the report
+	setsPerPerson   int            // enrollment.max_credential_sets
+}
+
+// inProcessTarget makes a throwaway development environment and runs the
+// gateway (and replicas) in this process.
+func inProcessTarget(ctx context.Context, o benchOptions, cleanup *[]func()) (*benchTarget, error) {
+	if o.replicas < 1 || o.replicas > 4 || (o.replicas > 1 && o.pgDSN == "") {
+		return nil, fmt.Errorf("--replicas %d: 1, or up to 4 with --postgres (replicas share the database)", o.replicas)
 	}
 	dir, err := os.MkdirTemp("", "credgw-bench-")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer os.RemoveAll(dir)
+	*cleanup = append(*cleanup, func() { os.RemoveAll(dir) })
 	hsmLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer hsmLn.Close()
+	*cleanup = append(*cleanup, func() { hsmLn.Close() })
 	grpcPort, _ := freePort()
 	httpPort, _ := freePort()
 	d, err := hsmsim.DevInit(ctx, filepath.Join(dir, "dev"), hsmsim.DevOptions{HSMURL: "http://" + hsmLn.Addr().String(),
 		GRPCAddr: fmt.Sprintf("127.0.0.1:%d", grpcPort), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", httpPort)})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := devCA(ctx, d); err != nil {
-		return err
+		return nil, err
 	}
 	hsm := &http.Server{Handler: d.Env.Handler(nil)}
 	go hsm.Serve(hsmLn)
-	defer hsm.Close()
+	*cleanup = append(*cleanup, func() { hsm.Close() })
 	cfg, err := server.LoadConfig(d.Config)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	cfg.Escrow.KeyType = escrowType
+	cfg.Escrow.KeyType = o.escrowType
 	storeName := "SQLite"
-	if pgDSN != "" {
-		cfg.Store.Driver, cfg.Store.DSN, storeName = "postgres", pgDSN, "PostgreSQL"
+	if o.pgDSN != "" {
+		cfg.Store.Driver, cfg.Store.DSN, storeName = "postgres", o.pgDSN, "PostgreSQL"
 		st, err := server.OpenStore(ctx, cfg, true)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		st.Close()
 	}
 	cfg.Enroll.MaxSets = 100
 	cfg.Log.Level = "error"
-	srv, err := server.New(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	if err := srv.Start(); err != nil {
-		return err
-	}
-	defer srv.Shutdown(context.Background())
-	gateways := []string{srv.GRPCAddr()}
-	for i := 1; i < o.replicas; i++ {
+	t := &benchTarget{env: d.Env, pinFile: d.PINFile, caFile: d.CAFile, cfg: cfg, setsPerPerson: cfg.Enroll.MaxSets}
+	for i := 0; i < o.replicas; i++ {
 		rc := *cfg
-		rc.Listen.GRPC, rc.Listen.HTTP = "127.0.0.1:0", "127.0.0.1:0"
+		if i > 0 {
+			rc.Listen.GRPC, rc.Listen.HTTP = "127.0.0.1:0", "127.0.0.1:0"
+		}
 		r, err := server.New(ctx, &rc)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := r.Start(); err != nil {
-			return err
+			return nil, err
 		}
-		defer r.Shutdown(context.Background())
-		gateways = append(gateways, r.GRPCAddr())
+		*cleanup = append(*cleanup, func() { r.Shutdown(context.Background()) })
+		t.gateways = append(t.gateways, r.GRPCAddr())
 	}
-	mod, err := d.Env.OpenModule()
+	t.what = fmt.Sprintf("%d in-process gateway replica(s) (%s, SoftHSM CA key, %s escrow keys)", len(t.gateways), storeName, o.escrowType)
+	return t, nil
+}
+
+// runningTarget is a gateway already running from a development
+// environment (credgw dev init --dir DIR, then credgw hsm-sim serve and
+// credgw serve): the bench makes its people's cards in DIR/hsm and
+// enrolls against the gateway's gRPC address.
+func runningTarget(ctx context.Context, dir string, o benchOptions) (*benchTarget, error) {
+	if o.pgDSN != "" || o.replicas != 1 {
+		return nil, fmt.Errorf("--postgres and --replicas set up an in-process gateway; with --gateway-dir the running gateway's own configuration counts")
+	}
+	cfgPath := filepath.Join(dir, "credgw.yaml")
+	cfg, err := server.LoadConfig(cfgPath)
+	if err != nil {
+		return nil, fmt.Errorf("--gateway-dir %s: %w (make it with credgw dev init --dir %s)", dir, err, dir)
+	}
+	env, err := hsmsim.Load(filepath.Join(dir, "hsm"))
+	if err != nil {
+		return nil, fmt.Errorf("--gateway-dir %s: no simulated card issuer in %s: %w", dir, filepath.Join(dir, "hsm"), err)
+	}
+	c, err := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, "tcp", cfg.Listen.GRPC)
+	if err != nil {
+		return nil, fmt.Errorf("no gateway listening at %s: start it with credgw serve --config %s (and credgw hsm-sim serve --dir %s)",
+			cfg.Listen.GRPC, cfgPath, filepath.Join(dir, "hsm"))
+	}
+	c.Close()
+	return &benchTarget{gateways: []string{cfg.Listen.GRPC}, env: env, pinFile: filepath.Join(dir, "card.pin"), caFile: filepath.Join(dir, "tls", "ca.crt"),
+		cfg: cfg, setsPerPerson: cfg.Enroll.MaxSets,
+		what: fmt.Sprintf("the gateway running at %s (%s, %s escrow keys)", cfg.Listen.GRPC, cfg.Store.Driver, cfg.Escrow.KeyType)}, nil
+}
+
+func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
+	concurrency, duration := o.concurrency, o.duration
+	var cleanup []func()
+	defer func() {
+		for i := len(cleanup) - 1; i >= 0; i-- {
+			cleanup[i]()
+		}
+	}()
+	var tgt *benchTarget
+	var err error
+	if o.gatewayDir != "" {
+		tgt, err = runningTarget(ctx, o.gatewayDir, o)
+	} else {
+		tgt, err = inProcessTarget(ctx, o, &cleanup)
+	}
 	if err != nil {
 		return err
 	}
-	pin, _ := os.ReadFile(d.PINFile)
+	gateways := tgt.gateways
+	work, err := os.MkdirTemp("", "credgw-bench-devices-") // what the agents write
+	if err != nil {
+		return err
+	}
+	cleanup = append(cleanup, func() { os.RemoveAll(work) })
+	mod, err := tgt.env.OpenModule()
+	if err != nil {
+		return err
+	}
+	pin, _ := os.ReadFile(tgt.pinFile)
 	// Every person's card is made before the run and held open, as a card
 	// sits in its reader: the run measures enrollments, not SoftHSM
 	// scanning its slots for a token.
@@ -237,9 +308,10 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 	if err != nil {
 		return err
 	}
+	run := time.Now().Format("150405") // new tokens each run: a label names one token
 	for i := range cards {
-		name := fmt.Sprintf("bench-%d", i)
-		if _, err := d.Env.NewCard(ctx, mod, hsmsim.CardSpec{Name: name, PIN: []byte(strings.TrimSpace(string(pin))),
+		name := fmt.Sprintf("bench-%s-%d", run, i)
+		if _, err := tgt.env.NewCard(ctx, mod, hsmsim.CardSpec{Name: name, PIN: []byte(strings.TrimSpace(string(pin))),
 			Key: pkcs11.ECP256, Email: fmt.Sprintf("bench%d@example.com", i)}); err != nil {
 			return err
 		}
@@ -247,7 +319,7 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 		if err != nil {
 			return err
 		}
-		u.PINSource = d.PINFile
+		u.PINSource = tgt.pinFile
 		if cards[i], err = piv.OpenCard(ctx, u, modPath); err != nil {
 			return err
 		}
@@ -256,8 +328,8 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 	if o.loadOnly {
 		devices = "protocol-only devices"
 	}
-	fmt.Fprintf(out, "bench: %d workers, %d people, %s, for %s against %d in-process gateway replica(s) (%s, SoftHSM CA key, %s escrow keys)\n",
-		concurrency, o.people, devices, duration, len(gateways), storeName, escrowType)
+	fmt.Fprintf(out, "bench: %d workers, %d people, %s, for %s against %s\n",
+		concurrency, o.people, devices, duration, tgt.what)
 	lat := &latencies{d: map[string][]time.Duration{}}
 	deadline := time.Now().Add(duration)
 	var wg sync.WaitGroup
@@ -287,13 +359,13 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			// Worker w enrolls people w, w+N, w+2N, … in turn; ≤ 99 sets
-			// a person (the cap is 100).
+			// Worker w enrolls people w, w+N, w+2N, … in turn, each up
+			// to the gateway's cap of live sets a person.
 			mine := cards[w:]
 			n := (len(mine) + concurrency - 1) / concurrency
-			for i := 0; i < 99*n && time.Now().Before(deadline); i++ {
+			for i := 0; i < tgt.setsPerPerson*n && time.Now().Before(deadline); i++ {
 				card := mine[(i%n)*concurrency]
-				serials, keys, err := oneEnrollment(ctx, d, gateways[w%len(gateways)], card, lat, filepath.Join(dir, fmt.Sprintf("w%d", w)), o.loadOnly)
+				serials, keys, err := oneEnrollment(ctx, tgt.caFile, gateways[w%len(gateways)], card, lat, filepath.Join(work, fmt.Sprintf("w%d", w)), o.loadOnly)
 				mu.Lock()
 				if err != nil {
 					failed++
@@ -317,6 +389,9 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 	if done > 0 {
 		fmt.Fprintf(out, "  key history: %.1f escrowed keys a device received on average (the current one included)\n", float64(history)/float64(done))
 	}
+	if elapsed < duration && done+failed >= tgt.setsPerPerson*o.people {
+		fmt.Fprintf(out, "  ended early: every person holds enrollment.max_credential_sets (%d) sets; raise it or --people for a longer run\n", tgt.setsPerPerson)
+	}
 	if failed > 0 {
 		fmt.Fprintf(out, "  failures by gRPC code: %v\n", failCodes)
 	}
@@ -331,7 +406,7 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 		p := func(q float64) time.Duration { return ds[min(len(ds)-1, int(q*float64(len(ds))))] }
 		fmt.Fprintf(out, "  %-40s n=%-6d p50 %-10s p99 %s\n", m, len(ds), p(0.50).Round(10*time.Microsecond), p(0.99).Round(10*time.Microsecond))
 	}
-	if err := checkInvariants(ctx, out, cfg, delivered); err != nil {
+	if err := checkInvariants(ctx, out, tgt.cfg, delivered); err != nil {
 		return err
 	}
 	if firstErr != nil && !o.keepGoing {
@@ -372,8 +447,8 @@ func checkInvariants(ctx context.Context, out io.Writer, cfg *server.Config, del
 	return nil
 }
 
-func oneEnrollment(ctx context.Context, d *hsmsim.DevEnv, gateway string, card *piv.Card, lat *latencies, work string, loadOnly bool) ([]string, int, error) {
-	resp, err := enroll(ctx, io.Discard, enrollOptions{gateway: gateway, caFile: d.CAFile, openCard: card,
+func oneEnrollment(ctx context.Context, caFile, gateway string, card *piv.Card, lat *latencies, work string, loadOnly bool) ([]string, int, error) {
+	resp, err := enroll(ctx, io.Discard, enrollOptions{gateway: gateway, caFile: caFile, openCard: card,
 		name: "bench", timeout: time.Minute, dialOpts: lat.dialOptions(), quiet: true})
 	if err != nil {
 		return nil, 0, err
