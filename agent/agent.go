@@ -332,50 +332,60 @@ const (
 // install, a renewal or a second enrollment never stores a key twice. Only
 // one key is labelled current: a new current one relabels the one before.
 func storeEscrowed(ctx context.Context, tok *pkcs11.Token, key crypto.PrivateKey, cert *x509.Certificate, current bool) error {
+	signer, ok := key.(crypto.Signer)
+	if !ok || !signer.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(cert.PublicKey) {
+		return errors.New("the key in the PKCS#12 is not the certificate's")
+	}
 	spki, err := x509.MarshalPKIXPublicKey(cert.PublicKey)
 	if err != nil {
 		return err
 	}
 	sum := sha256.Sum256(spki)
 	id := sum[:16]
-	keyLabel, certLabel := labelHistoryKey, labelHistoryCert
-	if current {
-		keyLabel, certLabel = labelCurrentKey, labelCurrentCert
-		for _, q := range []struct {
-			class    pkcs11.Class
-			from, to string
-		}{
-			{pkcs11.ClassPrivateKey, labelCurrentKey, labelHistoryKey},
-			{pkcs11.ClassPublicKey, labelCurrentKey, labelHistoryKey},
-			{pkcs11.ClassCertificate, labelCurrentCert, labelHistoryCert},
-		} {
-			if _, err := tok.SetLabel(ctx, pkcs11.Query{Class: q.class, Label: q.from}, q.to); err != nil {
-				return err
-			}
-		}
-	}
+	// Stored as history first; a new current key takes the label only once
+	// it and its certificate are on the token, so a failure never leaves
+	// the token without a current key.
 	had, err := tok.FindObjects(ctx, pkcs11.Query{Class: pkcs11.ClassPrivateKey, ID: id})
 	if err != nil {
 		return err
 	}
 	if len(had) == 0 {
-		if _, err := tok.ImportKeyPair(ctx, id, keyLabel, key); err != nil {
+		if _, err := tok.ImportKeyPair(ctx, id, labelHistoryKey, key); err != nil {
 			return err
 		}
-	} else {
-		for _, c := range []pkcs11.Class{pkcs11.ClassPrivateKey, pkcs11.ClassPublicKey} {
-			if _, err := tok.SetLabel(ctx, pkcs11.Query{Class: c, ID: id}, keyLabel); err != nil {
-				return err
-			}
-		}
 	}
-	if err := tok.ImportCertificate(ctx, id, certLabel, cert); err != nil {
+	if err := tok.ImportCertificate(ctx, id, labelHistoryCert, cert); err != nil {
 		if len(had) == 0 { // no key without its certificate
 			for _, c := range []pkcs11.Class{pkcs11.ClassPrivateKey, pkcs11.ClassPublicKey} {
 				tok.DeleteObjects(context.WithoutCancel(ctx), pkcs11.Query{Class: c, ID: id})
 			}
 		}
 		return err
+	}
+	type relabel struct {
+		class pkcs11.Class
+		id    []byte
+		from  string
+		to    string
+	}
+	steps := []relabel{
+		{pkcs11.ClassPrivateKey, id, "", labelHistoryKey},
+		{pkcs11.ClassPublicKey, id, "", labelHistoryKey},
+	}
+	if current {
+		steps = []relabel{
+			{pkcs11.ClassPrivateKey, nil, labelCurrentKey, labelHistoryKey},
+			{pkcs11.ClassPublicKey, nil, labelCurrentKey, labelHistoryKey},
+			{pkcs11.ClassCertificate, nil, labelCurrentCert, labelHistoryCert},
+			{pkcs11.ClassPrivateKey, id, "", labelCurrentKey},
+			{pkcs11.ClassPublicKey, id, "", labelCurrentKey},
+			{pkcs11.ClassCertificate, id, "", labelCurrentCert},
+		}
+	}
+	for _, r := range steps {
+		if _, err := tok.SetLabel(ctx, pkcs11.Query{Class: r.class, ID: r.id, Label: r.from}, r.to); err != nil {
+			return err
+		}
 	}
 	return nil
 }

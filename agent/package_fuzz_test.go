@@ -9,19 +9,50 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// FuzzReadManifest: whatever bytes arrive as a package, the manifest check
-// returns an error or a result that matches the manifest, and never panics.
-func FuzzReadManifest(f *testing.F) {
+// testPackage is a small well-formed package; change edits it first.
+func testPackage(change func(*credgwv1.CredentialPackage)) []byte {
 	data := []byte("a certificate")
 	sum := sha256.Sum256(data)
-	good, _ := proto.Marshal(&credgwv1.CredentialPackage{
+	pkg := &credgwv1.CredentialPackage{
 		Manifest: &credgwv1.Manifest{CredentialSetId: "set", Items: []*credgwv1.ManifestItem{
 			{Name: "derived-piv-auth.crt", Kind: credgwv1.ItemKind_ITEM_KIND_CERTIFICATE, Serial: "01", Size: int64(len(data)), Sha256: sum[:]},
 			{Name: "chain.der", Kind: credgwv1.ItemKind_ITEM_KIND_CHAIN},
 		}},
 		Items: []*credgwv1.PackageItem{{Name: "derived-piv-auth.crt", Data: data}, {Name: "chain.der", Chain: [][]byte{data}}},
-	})
-	f.Add(good)
+	}
+	if change != nil {
+		change(pkg)
+	}
+	raw, _ := proto.Marshal(pkg)
+	return raw
+}
+
+// TestReadManifest: a package whose items match its manifest is read; a
+// missing item, another size or another SHA-256 is refused.
+func TestReadManifest(t *testing.T) {
+	res := &Result{}
+	if err := readManifest(context.Background(), testPackage(nil), nil, nil, Options{}, res); err != nil || len(res.Serials) != 1 {
+		t.Fatalf("good package: %v %+v", err, res)
+	}
+	for name, change := range map[string]func(*credgwv1.CredentialPackage){
+		"missing item":  func(p *credgwv1.CredentialPackage) { p.Items = p.Items[1:] },
+		"other size":    func(p *credgwv1.CredentialPackage) { p.Manifest.Items[0].Size++ },
+		"other sha256":  func(p *credgwv1.CredentialPackage) { p.Items[0].Data = []byte("another certificate") },
+		"missing chain": func(p *credgwv1.CredentialPackage) { p.Items = p.Items[:1] },
+	} {
+		if err := readManifest(context.Background(), testPackage(change), nil, nil, Options{}, &Result{}); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if err := readManifest(context.Background(), []byte{0xff}, nil, nil, Options{}, &Result{}); err == nil {
+		t.Error("garbage accepted")
+	}
+}
+
+// FuzzReadManifest: whatever bytes arrive as a package, the manifest check
+// returns an error or a result that matches the manifest, and never panics.
+func FuzzReadManifest(f *testing.F) {
+	f.Add(testPackage(nil))
 	f.Add([]byte{})
 	f.Add([]byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, raw []byte) {

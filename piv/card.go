@@ -5,7 +5,6 @@ import (
 	"crypto"
 	"crypto/x509"
 	"fmt"
-	"sync"
 
 	"github.com/credgw/credgw/pkcs11"
 )
@@ -14,13 +13,6 @@ import (
 // one through OpenSC's module or a simulated one through SoftHSM.
 type Card struct {
 	tok *pkcs11.Token
-
-	// What a card session reads once: the certificates by slot and the 9A
-	// key (a long-lived handle, such as a PC's card in its reader, signs
-	// many challenges).
-	mu     sync.Mutex
-	certs  map[byte]*x509.Certificate // by key reference
-	signer *pkcs11.Signer
 }
 
 // OpenCard opens the card that a pkcs11: URI names (token label or serial;
@@ -39,20 +31,7 @@ func (c *Card) Close() error { return c.tok.Close() }
 // Certificate reads the certificate of a PIV slot (filtered by class and
 // CKA_ID: OpenSC's data objects reuse the labels).
 func (c *Card) Certificate(ctx context.Context, slot pkcs11.PIVSlot) (*x509.Certificate, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if cert := c.certs[slot.KeyRef]; cert != nil {
-		return cert, nil
-	}
-	cert, err := c.tok.Certificate(ctx, slot.ID, "")
-	if err != nil {
-		return nil, err
-	}
-	if c.certs == nil {
-		c.certs = map[byte]*x509.Certificate{}
-	}
-	c.certs[slot.KeyRef] = cert
-	return cert, nil
+	return c.tok.Certificate(ctx, slot.ID, "")
 }
 
 // AuthCertificate reads the PIV Authentication certificate (9A).
@@ -64,30 +43,19 @@ func (c *Card) AuthCertificate(ctx context.Context) (*x509.Certificate, error) {
 // ECDSA, or RSA PKCS#1 v1.5 (CKM_RSA_PKCS over a DigestInfo, which every
 // card supports). Only 9A is used: 9E proves the card, not the cardholder.
 func (c *Card) SignChallenge(ctx context.Context, gatewayID, sessionID string, challenge []byte) ([]byte, error) {
-	s, err := c.authKey(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return s.SignContext(ctx, ChallengeDigest(gatewayID, sessionID, challenge), crypto.SHA256)
-}
-
-// authKey finds the 9A key once per Card.
-func (c *Card) authKey(ctx context.Context) (*pkcs11.Signer, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.signer != nil {
-		return c.signer, nil
-	}
 	s, err := c.tok.Signer(ctx, pkcs11.PIVAuthentication.PrivateKey())
 	if err != nil {
 		return nil, fmt.Errorf("piv: PIV Authentication key: %w", err)
 	}
-	c.signer = s
-	return s, nil
+	return s.SignContext(ctx, ChallengeDigest(gatewayID, sessionID, challenge), crypto.SHA256)
 }
 
 // AuthSigner is the PIV Authentication key (9A) as a crypto.Signer: for
 // TLS client authentication with the card (SP 800-157r1 App. C.1).
 func (c *Card) AuthSigner(ctx context.Context) (crypto.Signer, error) {
-	return c.authKey(ctx)
+	s, err := c.tok.Signer(ctx, pkcs11.PIVAuthentication.PrivateKey())
+	if err != nil {
+		return nil, fmt.Errorf("piv: PIV Authentication key: %w", err)
+	}
+	return s, nil
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"testing"
@@ -83,6 +84,31 @@ func TestEscrowKeys(t *testing.T) {
 		keys, err := s.EscrowKeys(ctx, "p")
 		if err != nil || len(keys) != 2 || keys[0].ID != "new" || keys[1].CertSerial != "0a" || keys[1].RetainUntil.IsZero() {
 			t.Fatalf("%+v %v", keys, err)
+		}
+		// Each key comes with its certificate once it is recorded as
+		// issued, and without while only its intent exists.
+		if keys[1].CertDER != nil {
+			t.Fatalf("a certificate for a serial never recorded: %x", keys[1].CertDER)
+		}
+		for _, serial := range []string{"0a", "0b"} {
+			if err := s.CreateIssuanceIntent(ctx, CertificateRecord{Serial: serial, Issuer: "ca", Profile: "key-management", SPKISHA256: "spki-" + serial,
+				PersonID: "p", NotBefore: t0, NotAfter: t0.AddDate(1, 0, 0), CreatedAt: t0}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.LinkEscrowKey(ctx, "new", "0b", t0.AddDate(2, 0, 0)); err != nil {
+			t.Fatal(err)
+		}
+		keys, _ = s.EscrowKeys(ctx, "p")
+		if keys[0].CertDER != nil || keys[1].CertDER != nil {
+			t.Fatal("a certificate for an intent")
+		}
+		if err := s.RecordIssued(ctx, "0a", []byte{0x30, 0x0a}, "sum", "", t0); err != nil {
+			t.Fatal(err)
+		}
+		keys, _ = s.EscrowKeys(ctx, "p")
+		if !bytes.Equal(keys[1].CertDER, []byte{0x30, 0x0a}) || keys[0].CertDER != nil || len(keys) != 2 {
+			t.Fatalf("after recording 0a: %+v", keys)
 		}
 	})
 }

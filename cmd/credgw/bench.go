@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -52,8 +55,9 @@ environment (SQLite or --postgres, CA key in SoftHSM, escrow keys of
 --escrow-key type). With --gateway-dir DIR it is the gateway already running
 from DIR (credgw dev init --dir DIR; credgw hsm-sim serve --dir DIR/hsm;
 credgw serve --config DIR/credgw.yaml), with its own configuration: the bench
-makes its --people cards in DIR/hsm (new tokens each run) and enrolls each
-person at most enrollment.max_credential_sets times.`,
+adds its --people cards to DIR/hsm (new tokens each run, which stay: use a
+development directory you can throw away) and enrolls each person at most
+enrollment.max_credential_sets times.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if concurrency < 1 || concurrency > 64 {
@@ -78,6 +82,9 @@ person at most enrollment.max_credential_sets times.`,
 			}
 			if people < concurrency || people > 1024 {
 				return fmt.Errorf("--people %d: at least --concurrency, at most 1024", people)
+			}
+			if gatewayDir != "" && cmd.Flags().Changed("escrow-key") {
+				return fmt.Errorf("--escrow-key sets up an in-process gateway; with --gateway-dir the running gateway's escrow.key_type counts")
 			}
 			if device != "agent" && device != "protocol" {
 				return fmt.Errorf("--device %q: agent or protocol", device)
@@ -291,11 +298,14 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 	if err != nil {
 		return err
 	}
-	pin, _ := os.ReadFile(tgt.pinFile)
+	pin, err := os.ReadFile(tgt.pinFile)
+	if err != nil {
+		return fmt.Errorf("bench: the card PIN: %w", err)
+	}
 	// Every person's card is made before the run and held open, as a card
 	// sits in its reader: the run measures enrollments, not SoftHSM
 	// scanning its slots for a token.
-	cards := make([]*piv.Card, o.people)
+	cards := make([]*benchCard, o.people)
 	defer func() {
 		for _, c := range cards {
 			if c != nil {
@@ -308,7 +318,7 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 	if err != nil {
 		return err
 	}
-	run := time.Now().Format("150405") // new tokens each run: a label names one token
+	run := strconv.FormatInt(time.Now().UnixNano(), 36) // new tokens each run: a label names one token
 	for i := range cards {
 		name := fmt.Sprintf("bench-%s-%d", run, i)
 		if _, err := tgt.env.NewCard(ctx, mod, hsmsim.CardSpec{Name: name, PIN: []byte(strings.TrimSpace(string(pin))),
@@ -320,7 +330,12 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 			return err
 		}
 		u.PINSource = tgt.pinFile
-		if cards[i], err = piv.OpenCard(ctx, u, modPath); err != nil {
+		card, err := piv.OpenCard(ctx, u, modPath)
+		if err != nil {
+			return err
+		}
+		if cards[i], err = newBenchCard(ctx, card); err != nil {
+			card.Close()
 			return err
 		}
 	}
@@ -363,7 +378,7 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 			// to the gateway's cap of live sets a person.
 			mine := cards[w:]
 			n := (len(mine) + concurrency - 1) / concurrency
-			for i := 0; i < tgt.setsPerPerson*n && time.Now().Before(deadline); i++ {
+			for i := 0; i < tgt.setsPerPerson*n && time.Now().Before(deadline) && ctx.Err() == nil; i++ {
 				card := mine[(i%n)*concurrency]
 				serials, keys, err := oneEnrollment(ctx, tgt.caFile, gateways[w%len(gateways)], card, lat, filepath.Join(work, fmt.Sprintf("w%d", w)), o.loadOnly)
 				mu.Lock()
@@ -447,7 +462,7 @@ func checkInvariants(ctx context.Context, out io.Writer, cfg *server.Config, del
 	return nil
 }
 
-func oneEnrollment(ctx context.Context, caFile, gateway string, card *piv.Card, lat *latencies, work string, loadOnly bool) ([]string, int, error) {
+func oneEnrollment(ctx context.Context, caFile, gateway string, card *benchCard, lat *latencies, work string, loadOnly bool) ([]string, int, error) {
 	resp, err := enroll(ctx, io.Discard, enrollOptions{gateway: gateway, caFile: caFile, openCard: card,
 		name: "bench", timeout: time.Minute, dialOpts: lat.dialOptions(), quiet: true})
 	if err != nil {
@@ -457,11 +472,61 @@ func oneEnrollment(ctx context.Context, caFile, gateway string, card *piv.Card, 
 	if err != nil {
 		return nil, 0, err
 	}
-	p.Gateway = gateway // the replica this worker uses (a load balancer's job)
+	// The replica this worker uses (a load balancer's job); a stalled
+	// gateway does not hang the bench.
+	p.Gateway = gateway
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
 	res, err := agent.Redeem(ctx, agent.Options{Payload: p, Password: resp.GetPassword(), OutDir: work, KeystorePIN: "bench-pin-2026",
 		Device: &credgwv1.DeviceInfo{Model: "bench"}, DialOptions: lat.dialOptions(), MaxResumes: 1, LoadOnly: loadOnly})
 	if err != nil {
 		return nil, 0, err
 	}
 	return res.Serials, res.KeyHistory, nil
+}
+
+// benchCard is a simulated card held in its reader, as a PC keeps one: its
+// certificates are read and its 9A key found once. (Each lookup makes
+// SoftHSM open and lock every object file of the token: load on the bench
+// client, not on the gateway.) The card still signs every TLS handshake
+// and every challenge.
+type benchCard struct {
+	*piv.Card
+	auth, ds *x509.Certificate
+	key      *pkcs11.Signer
+}
+
+func newBenchCard(ctx context.Context, c *piv.Card) (*benchCard, error) {
+	auth, err := c.AuthCertificate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s, err := c.AuthSigner(ctx)
+	if err != nil {
+		return nil, err
+	}
+	key, ok := s.(*pkcs11.Signer)
+	if !ok {
+		return nil, fmt.Errorf("bench: the card's 9A key is a %T", s)
+	}
+	ds, err := c.Certificate(ctx, pkcs11.PIVSignature)
+	if err != nil {
+		return nil, err
+	}
+	return &benchCard{Card: c, auth: auth, ds: ds, key: key}, nil
+}
+
+func (c *benchCard) AuthCertificate(context.Context) (*x509.Certificate, error) { return c.auth, nil }
+
+func (c *benchCard) AuthSigner(context.Context) (crypto.Signer, error) { return c.key, nil }
+
+func (c *benchCard) Certificate(ctx context.Context, slot pkcs11.PIVSlot) (*x509.Certificate, error) {
+	if slot.KeyRef == pkcs11.PIVSignature.KeyRef {
+		return c.ds, nil
+	}
+	return c.Card.Certificate(ctx, slot)
+}
+
+func (c *benchCard) SignChallenge(ctx context.Context, gatewayID, sessionID string, challenge []byte) ([]byte, error) {
+	return c.key.SignContext(ctx, piv.ChallengeDigest(gatewayID, sessionID, challenge), crypto.SHA256)
 }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/credgw/credgw/piv"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -51,7 +50,7 @@ type enrollOptions struct {
 	timeout                                time.Duration
 	dialOpts                               []grpc.DialOption
 	quiet                                  bool
-	openCard                               *piv.Card // see pivLoginOptions
+	openCard                               pivCard // see pivLoginOptions
 }
 
 func enroll(ctx context.Context, out io.Writer, o enrollOptions) (*credgwv1.CreateEnrollmentResponse, error) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -55,14 +56,24 @@ type pivLoginOptions struct {
 	dialOpts                                          []grpc.DialOption
 	// openCard is a card the caller holds open (the bench: a PC with its
 	// card inserted); card, pinFile and module are then unused.
-	openCard *piv.Card
+	openCard pivCard
+}
+
+// pivCard is what PKI-AUTH needs of a card: *piv.Card, or the bench's
+// caching wrapper around one.
+type pivCard interface {
+	AuthCertificate(context.Context) (*x509.Certificate, error)
+	AuthSigner(context.Context) (crypto.Signer, error)
+	Certificate(context.Context, pkcs11.PIVSlot) (*x509.Certificate, error)
+	SignChallenge(ctx context.Context, gatewayID, sessionID string, challenge []byte) ([]byte, error)
+	Close() error
 }
 
 // pkiAuthResult is a finished PKI-AUTH: the connection (TLS with the card)
 // stays open for the calls the session token allows.
 type pkiAuthResult struct {
 	conn    *grpc.ClientConn
-	card    *piv.Card
+	card    pivCard
 	ownCard bool // opened here: Close closes it
 	begin   *credgwv1.BeginSessionResponse
 	session *credgwv1.CompleteSessionResponse
@@ -90,10 +101,11 @@ func pkiAuth(ctx context.Context, o pivLoginOptions) (*pkiAuthResult, error) {
 	}
 	r := &pkiAuthResult{card: o.openCard}
 	if r.card == nil {
-		if r.card, err = openCard(ctx, o); err != nil {
+		c, err := openCard(ctx, o)
+		if err != nil {
 			return nil, err
 		}
-		r.ownCard = true
+		r.card, r.ownCard = c, true
 	}
 	card := r.card
 	authCert, err := card.AuthCertificate(ctx)
