@@ -1,0 +1,351 @@
+package pfx
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+	"software.sslmate.com/src/go-pkcs12"
+)
+
+type fixture struct {
+	ca      *x509.Certificate
+	entries []Entry
+}
+
+var (
+	fixOnce sync.Once
+	fix     fixture
+)
+
+// testFixture: a CA and four leaves (RSA, P-256, P-384, Ed25519).
+func testFixture(t testing.TB) fixture {
+	t.Helper()
+	fixOnce.Do(func() {
+		caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "pfx test CA"},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+			KeyUsage: x509.KeyUsageCertSign}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, caKey.Public(), caKey)
+		if err != nil {
+			panic(err)
+		}
+		fix.ca, _ = x509.ParseCertificate(der)
+		rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+		p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+		_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+		for i, k := range []crypto.Signer{rsaKey, p256, p384, edKey} {
+			leaf := &x509.Certificate{SerialNumber: big.NewInt(int64(10 + i)), Subject: pkix.Name{CommonName: "leaf"},
+				NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageKeyEncipherment}
+			der, err := x509.CreateCertificate(rand.Reader, leaf, fix.ca, k.Public(), caKey)
+			if err != nil {
+				panic(err)
+			}
+			c, _ := x509.ParseCertificate(der)
+			fix.entries = append(fix.entries, Entry{Key: k, Certificate: c, FriendlyName: "key " + string(rune('A'+i))})
+		}
+		fix.entries[0].FriendlyName = "encryption key (current) é"
+	})
+	return fix
+}
+
+func TestRoundTrip(t *testing.T) {
+	f := testFixture(t)
+	for _, n := range []int{1, 2, 4} {
+		der, err := Encode(f.entries[:n], []*x509.Certificate{f.ca}, "s3cret-PIN", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, others, err := Decode(der, "s3cret-PIN")
+		if err != nil {
+			t.Fatalf("%d keys: %v", n, err)
+		}
+		if len(got) != n || len(others) != 1 || !others[0].Equal(f.ca) {
+			t.Fatalf("%d keys: got %d entries, %d other certificates", n, len(got), len(others))
+		}
+		for i, e := range got {
+			want := f.entries[i]
+			if !e.Certificate.Equal(want.Certificate) || e.FriendlyName != want.FriendlyName ||
+				!e.Key.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(want.Key.Public()) {
+				t.Errorf("%d keys: entry %d differs (name %q)", n, i, e.FriendlyName)
+			}
+		}
+	}
+}
+
+// go-pkcs12, the maintained implementation, reads a one-key file of ours
+// (so the MAC and PBES2 are computed as it computes them), and we read
+// what its Modern encoder writes.
+func TestInteropGoPKCS12(t *testing.T) {
+	f := testFixture(t)
+	for _, e := range f.entries {
+		der, err := Encode([]Entry{e}, []*x509.Certificate{f.ca}, "pässword", 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, cert, chain, err := pkcs12.DecodeChain(der, "pässword")
+		if err != nil {
+			t.Fatalf("go-pkcs12 reads %T: %v", e.Key, err)
+		}
+		if !cert.Equal(e.Certificate) || len(chain) != 1 || !key.(crypto.Signer).Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(e.Key.Public()) {
+			t.Errorf("go-pkcs12 read %T differently", e.Key)
+		}
+		theirs, err := pkcs12.Modern.Encode(e.Key, e.Certificate, []*x509.Certificate{f.ca}, "pässword")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, others, err := Decode(theirs, "pässword")
+		if err != nil || len(got) != 1 || !got[0].Certificate.Equal(e.Certificate) || len(others) != 1 {
+			t.Errorf("reading go-pkcs12 Modern (%T): %v", e.Key, err)
+		}
+	}
+}
+
+func openssl(t *testing.T, args ...string) string {
+	t.Helper()
+	path, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Fatal("openssl is needed (make deps installs it)")
+	}
+	out, err := exec.Command(path, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// OpenSSL opens a file of several keys, sees every key with its friendly
+// name, and writes a file of several keys that Decode reads.
+func TestInteropOpenSSL(t *testing.T) {
+	f := testFixture(t)
+	dir := t.TempDir()
+	der, err := Encode(f.entries, []*x509.Certificate{f.ca}, "123456", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "ours.p12")
+	os.WriteFile(p, der, 0o600)
+	out := openssl(t, "pkcs12", "-in", p, "-passin", "pass:123456", "-info", "-nodes")
+	if n := strings.Count(out, "-----BEGIN PRIVATE KEY-----"); n != len(f.entries) {
+		t.Errorf("openssl sees %d keys, want %d:\n%s", n, len(f.entries), out)
+	}
+	if n := strings.Count(out, "-----BEGIN CERTIFICATE-----"); n != len(f.entries)+1 {
+		t.Errorf("openssl sees %d certificates, want %d", n, len(f.entries)+1)
+	}
+	for _, want := range []string{"friendlyName: key B", "friendlyName: key D", "MAC: sha256", "PBES2, PBKDF2, AES-256-CBC"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("openssl -info lacks %q:\n%s", want, out)
+		}
+	}
+	// The key openssl takes when it takes one is the first: the current.
+	first := openssl(t, "pkcs12", "-in", p, "-passin", "pass:123456", "-nocerts", "-nodes")
+	if !strings.Contains(strings.SplitN(first, "-----BEGIN PRIVATE KEY-----", 2)[0], "encryption key (current)") {
+		t.Errorf("the first key openssl prints is not the current one:\n%s", first)
+	}
+	// OpenSSL writes one key per -export; a two-key file needs a merge of
+	// its PEM output, which is what -export does with several keys
+	// present: it takes the one matching the certificate. So check
+	// OpenSSL's own one-key export, with its defaults, reads back.
+	pem := filepath.Join(dir, "one.pem")
+	os.WriteFile(pem, []byte(openssl(t, "pkcs12", "-in", p, "-passin", "pass:123456", "-nodes")), 0o600)
+	theirs := filepath.Join(dir, "theirs.p12")
+	openssl(t, "pkcs12", "-export", "-in", pem, "-out", theirs, "-passout", "pass:654321", "-name", "from openssl")
+	b, _ := os.ReadFile(theirs)
+	got, _, err := Decode(b, "654321")
+	if err != nil || len(got) != 1 || got[0].FriendlyName != "from openssl" {
+		t.Fatalf("reading OpenSSL's export: %v (%d keys)", err, len(got))
+	}
+}
+
+// fileWith wraps arbitrary safe contents in a MAC'd file, for rejections
+// that Encode never writes.
+func fileWith(t *testing.T, password string, iterations int, cis ...func(*cryptobyte.Builder)) []byte {
+	t.Helper()
+	var as cryptobyte.Builder
+	as.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		for _, ci := range cis {
+			ci(b)
+		}
+	})
+	pw, _ := bmpPassword(password)
+	der, err := withMAC(rand.Reader, as.BytesOrPanic(), pw, iterations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+func dataCI(bags ...[]byte) func(*cryptobyte.Builder) {
+	return func(b *cryptobyte.Builder) {
+		sc, _ := sequenceOf(bags)
+		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+			b.AddASN1ObjectIdentifier(oidData)
+			b.AddASN1(cbasn1.Tag(0).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) { b.AddASN1OctetString(sc) })
+		})
+	}
+}
+
+// encodeWith is a file whose PBKDF2 runs n times and whose MAC once.
+func encodeWith(t *testing.T, n int) []byte {
+	t.Helper()
+	f := testFixture(t)
+	der, err := encode(rand.Reader, f.entries[1:2], nil, "123456", n, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+func plainKeyBag(k crypto.Signer, attrs []byte) []byte {
+	p8, _ := x509.MarshalPKCS8PrivateKey(k)
+	return safeBag(oidKeyBag, func(b *cryptobyte.Builder) { b.AddBytes(p8) }, attrs)
+}
+
+func TestDecodeRefuses(t *testing.T) {
+	f := testFixture(t)
+	good, err := Encode(f.entries[1:2], nil, "123456", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipped := bytes.Clone(good)
+	flipped[len(flipped)/2] ^= 1
+	legacy, _ := pkcs12.LegacyDES.Encode(f.entries[1].Key, f.entries[1].Certificate, nil, "123456")
+	pbmac1, _ := pkcs12.Modern2026.Encode(f.entries[1].Key, f.entries[1].Certificate, nil, "123456")
+	noMAC := func() []byte {
+		var b cryptobyte.Builder
+		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+			b.AddASN1Int64(3)
+			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+				b.AddASN1ObjectIdentifier(oidData)
+				b.AddASN1(cbasn1.Tag(0).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) { b.AddASN1OctetString([]byte{0x30, 0}) })
+			})
+		})
+		return b.BytesOrPanic()
+	}()
+	idA := []byte("same id")
+	attrsA, _ := attributes("a", idA)
+	p256, p384 := f.entries[1], f.entries[2]
+	maxIterations = 4096
+	defer func() { maxIterations = MaxIterations }()
+	for _, tc := range []struct {
+		name, password, want string
+		der                  []byte
+	}{
+		{"empty input", "123456", "malformed", nil},
+		{"not ASN.1", "123456", "malformed", []byte("hello")},
+		{"trailing data", "123456", "malformed", append(bytes.Clone(good), 0)},
+		{"wrong password", "654321", ErrIncorrectPassword.Error(), good},
+		{"a changed byte", "123456", "", flipped},
+		{"no MAC", "", "no MAC", noMAC},
+		{"legacy 3DES", "123456", "only PBES2", legacy},
+		{"PBMAC1", "123456", "PBMAC1", pbmac1},
+		{"MAC iterations beyond the bound", "123456", "iteration count", fileWith(t, "123456", 4097)},
+		{"PBKDF2 iterations beyond the bound", "123456", "iteration count", encodeWith(t, 4097)},
+		{"unknown bag", "123456", "bag type", fileWith(t, "123456", 1, dataCI(safeBag(oidData, func(b *cryptobyte.Builder) { b.AddASN1NULL() }, nil)))},
+		{"key without certificate", "123456", "has no certificate", fileWith(t, "123456", 1, dataCI(plainKeyBag(p256.Key, nil)))},
+		{"key and certificate that share an id but not a key", "123456", "is not the key", fileWith(t, "123456", 1,
+			dataCI(plainKeyBag(p256.Key, attrsA), certBag(p384.Certificate.Raw, attrsA)))},
+		{"certificate bag that is not a certificate", "123456", "certificate bag", fileWith(t, "123456", 1,
+			dataCI(certBag([]byte{0x30, 0x03, 0x02, 0x01, 0x01}, nil)))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := Decode(tc.der, tc.password)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if tc.want != "" && !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not say %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestEncodeRefuses(t *testing.T) {
+	f := testFixture(t)
+	mismatched := Entry{Key: f.entries[1].Key, Certificate: f.entries[2].Certificate}
+	for _, tc := range []struct {
+		name     string
+		entries  []Entry
+		password string
+		want     string
+	}{
+		{"no entries", nil, "123456", "no key"},
+		{"no certificate", []Entry{{Key: f.entries[1].Key}}, "123456", "no key or no certificate"},
+		{"key of another certificate", []Entry{mismatched}, "123456", "not the one its certificate certifies"},
+		{"password beyond U+FFFF", f.entries[1:2], "pin😀", "U+FFFF"},
+		{"friendly name beyond U+FFFF", []Entry{{Key: f.entries[1].Key, Certificate: f.entries[1].Certificate, FriendlyName: "😀"}}, "123456", "BMPString"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Encode(tc.entries, nil, tc.password, 1)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// The secret key material never appears in the file in the clear.
+func TestNoKeyInTheClear(t *testing.T) {
+	f := testFixture(t)
+	der, err := Encode(f.entries, nil, "123456", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range f.entries {
+		p8, _ := x509.MarshalPKCS8PrivateKey(e.Key)
+		if bytes.Contains(der, p8[len(p8)-32:]) {
+			t.Errorf("%T: key bytes in the clear", e.Key)
+		}
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	fx := testFixture(f)
+	good, _ := Encode(fx.entries[1:3], []*x509.Certificate{fx.ca}, "1", 1)
+	f.Add(good, "1")
+	f.Add([]byte{0x30, 0x03, 0x02, 0x01, 0x03}, "")
+	f.Fuzz(func(t *testing.T, der []byte, password string) {
+		entries, _, err := Decode(der, password)
+		if err != nil {
+			if len(entries) != 0 {
+				t.Fatal("entries with an error")
+			}
+			return
+		}
+		for _, e := range entries {
+			if e.Key == nil || e.Certificate == nil {
+				t.Fatal("an entry without key or certificate")
+			}
+		}
+	})
+}
+
+func BenchmarkEncode21Keys(b *testing.B) {
+	f := testFixture(b)
+	var entries []Entry
+	for len(entries) < 21 {
+		entries = append(entries, f.entries[1])
+	}
+	for b.Loop() {
+		if _, err := Encode(entries, []*x509.Certificate{f.ca}, "0123456789abcdef0123456789abcdef0123456789a", 1000); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
