@@ -88,6 +88,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParsePayload -fuzztime $(FUZZTIME) ./activation/
 	$(GO) test -run '^$$' -fuzz FuzzCheckWebhook -fuzztime $(FUZZTIME) ./server/
 	$(GO) test -run '^$$' -fuzz FuzzReadManifest -fuzztime $(FUZZTIME) ./agent/
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./activation/pfx/
+	$(GO) test -run '^$$' -fuzz FuzzSafeContents -fuzztime $(FUZZTIME) ./activation/pfx/
 
 clean:
 	rm -rf bin $(DEMO_DIR)

@@ -321,6 +321,7 @@ func FuzzDecode(f *testing.F) {
 	good, _ := Encode(fx.entries[1:3], []*x509.Certificate{fx.ca}, "1", 1)
 	f.Add(good, "1")
 	f.Add([]byte{0x30, 0x03, 0x02, 0x01, 0x03}, "")
+	maxIterations = 64 // a mutated count must not make each run a second long
 	f.Fuzz(func(t *testing.T, der []byte, password string) {
 		entries, _, err := Decode(der, password)
 		if err != nil {
@@ -332,6 +333,34 @@ func FuzzDecode(f *testing.F) {
 		for _, e := range entries {
 			if e.Key == nil || e.Certificate == nil {
 				t.Fatal("an entry without key or certificate")
+			}
+		}
+	})
+}
+
+// FuzzSafeContents reaches what the MAC guards in FuzzDecode: the bag
+// parser and the PBES2 decryption.
+func FuzzSafeContents(f *testing.F) {
+	fx := testFixture(f)
+	attrs, _ := attributes("name", []byte("id"))
+	sc, _ := sequenceOf([][]byte{plainKeyBag(fx.entries[1].Key, attrs), certBag(fx.entries[1].Certificate.Raw, attrs)})
+	f.Add(sc, "1")
+	good, _ := encode(rand.Reader, fx.entries[1:2], nil, "1", 1, 1)
+	f.Add([]byte(good), "1")
+	maxIterations = 64
+	f.Fuzz(func(t *testing.T, data []byte, password string) {
+		d := decoder{keys: map[string][]byte{}, password: password}
+		if err := d.safeContents(data); err != nil {
+			return
+		}
+		for _, k := range d.keyBags {
+			if k.key == nil {
+				t.Fatal("a key bag without a key")
+			}
+		}
+		for _, c := range d.certs {
+			if c.cert == nil {
+				t.Fatal("a certificate bag without a certificate")
 			}
 		}
 	})
