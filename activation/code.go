@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/hkdf"
-	"software.sslmate.com/src/go-pkcs12"
 )
 
 // SecretSize is the QR secret: 256 bits (DESIGN: ≥ 128; SP 800-63B-4 asks
@@ -108,7 +107,7 @@ func deriveKey(secret []byte, password, purpose string, n int) ([]byte, error) {
 
 // PKCS12Password is the password of the delivered PKCS#12 files: derived
 // with HKDF-SHA-256 from the QR secret and the typed password, 256 bits.
-// See TransportPKCS12.
+// See TransportPKCS12Iterations.
 func PKCS12Password(secret []byte, password string) (string, error) {
 	k, err := deriveKey(secret, password, "pkcs12-password", 32)
 	if err != nil {
@@ -117,17 +116,12 @@ func PKCS12Password(secret []byte, password string) (string, error) {
 	return hex.EncodeToString(k), nil
 }
 
-// TransportPKCS12 encodes the delivered PKCS#12 files: pkcs12.Modern
-// (PBES2, AES-256-CBC, PBKDF2-HMAC-SHA-256, HMAC-SHA-256 MAC) with 1,000
-// iterations instead of 2,048. Stretching protects low-entropy passwords
-// (SP 800-132 §5.2); this password is a 256-bit HKDF output no guess can
-// reach, so more rounds only cost the gateway time on every redemption
-// (every key of the history is one file). 1,000 is the floor OpenSSL 3's
-// FIPS provider accepts for PBKDF2, so FIPS-mode device agents still open
-// the files. What the agent keeps under a person's keystore PIN is encoded
-// with the full pkcs12.Modern default.
-var TransportPKCS12 = pkcs12.Modern.WithIterations(TransportPKCS12Iterations)
-
 // TransportPKCS12Iterations is the PBKDF2 and MAC iteration count of the
-// delivered PKCS#12 files.
+// delivered PKCS#12 (package pfx: PBES2, AES-256-CBC, PBKDF2-HMAC-SHA-256,
+// HMAC-SHA-256 MAC), instead of the 2,048 of files under a person's PIN.
+// Stretching protects low-entropy passwords (SP 800-132 §5.2); this
+// password is a 256-bit HKDF output no guess can reach, so more rounds only
+// cost the gateway time on every redemption. 1,000 is the floor OpenSSL 3's
+// FIPS provider accepts for PBKDF2, so FIPS-mode device agents still open
+// the file.
 const TransportPKCS12Iterations = 1000

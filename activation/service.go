@@ -14,11 +14,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"time"
 	"unicode"
 
+	"github.com/credgw/credgw/activation/pfx"
 	"github.com/credgw/credgw/issuance"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/store"
@@ -604,9 +604,11 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 	return &Delivery{RedemptionID: rid, Manifest: pkg.Manifest, Package: plain, SHA256: sum[:]}, nil
 }
 
-// addKeyHistory adds the person's escrowed key-management keys, newest
-// (current) first, each as a PKCS#12 (AES-256-CBC, PBKDF2-SHA-256) under the
-// password derived from the QR secret and the typed password.
+// addKeyHistory adds the person's escrowed key-management keys as one
+// PKCS#12, encryption.p12: the current key first, then the earlier ones
+// newest first, each with its certificate and a friendly name that says
+// which it is. Its password is derived from the QR secret and the typed
+// password (see TransportPKCS12Iterations).
 func (s *Service) addKeyHistory(ctx context.Context, personID, currentID string, secret []byte, password string,
 	add func(string, credgwv1.ItemKind, credgwv1.Profile, string, []byte, [][]byte, int32), caChain []*x509.Certificate) error {
 	pw, err := NormalizePassword(password)
@@ -626,45 +628,40 @@ func (s *Service) addKeyHistory(ctx context.Context, personID, currentID string,
 	if err != nil {
 		return fmt.Errorf("activation: %w", err)
 	}
-	// One PKCS#12 per key (go-pkcs12 writes one key a file), encoded side
-	// by side: each costs three key derivations.
-	p12s := make([][]byte, len(hist))
-	var g errgroup.Group
-	g.SetLimit(runtime.GOMAXPROCS(0))
+	entries := make([]pfx.Entry, 0, len(hist))
 	for i, k := range hist {
-		g.Go(func() error {
-			if k.CertDER == nil {
-				if i == 0 {
-					return fmt.Errorf("activation: the current key's certificate %s is not recorded", k.CertSerial)
-				}
-				return nil // an old key whose certificate was never recorded
+		if k.CertDER == nil {
+			if i == 0 {
+				return fmt.Errorf("activation: the current key's certificate %s is not recorded", k.CertSerial)
 			}
-			cert, err := x509.ParseCertificate(k.CertDER)
-			if err != nil {
-				return err
-			}
-			if p12s[i], err = TransportPKCS12.Encode(k.Key, cert, caChain, p12pw); err != nil {
-				return fmt.Errorf("activation: PKCS#12: %w", err)
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return err
-	}
-	n := 0
-	for i, p12 := range p12s {
-		if p12 == nil {
-			continue
+			continue // an old key whose certificate was never recorded
 		}
-		name := "encryption.p12"
-		if n > 0 {
-			name = fmt.Sprintf("encryption-history-%d.p12", n)
+		cert, err := x509.ParseCertificate(k.CertDER)
+		if err != nil {
+			return err
 		}
-		n++
-		add(name, credgwv1.ItemKind_ITEM_KIND_PKCS12, credgwv1.Profile_PROFILE_KEY_MANAGEMENT, hist[i].CertSerial, p12, nil, int32(len(hist)))
+		signer, ok := k.Key.(crypto.Signer)
+		if !ok {
+			return fmt.Errorf("activation: escrowed key %s is a %T", k.ID, k.Key)
+		}
+		entries = append(entries, pfx.Entry{Key: signer, Certificate: cert, FriendlyName: KeyHistoryName(len(entries), cert)})
 	}
+	p12, err := pfx.Encode(entries, caChain, p12pw, TransportPKCS12Iterations)
+	if err != nil {
+		return fmt.Errorf("activation: PKCS#12: %w", err)
+	}
+	add("encryption.p12", credgwv1.ItemKind_ITEM_KIND_PKCS12, credgwv1.Profile_PROFILE_KEY_MANAGEMENT, hist[0].CertSerial, p12, nil, int32(len(entries)))
 	return nil
+}
+
+// KeyHistoryName is the friendly name of the i-th key of encryption.p12
+// (0 is the current key): what a keystore shows the person.
+func KeyHistoryName(i int, cert *x509.Certificate) string {
+	serial := cert.SerialNumber.Text(16)
+	if i == 0 {
+		return "encryption key (current), serial " + serial
+	}
+	return fmt.Sprintf("encryption key (history %d, until %s), serial %s", i, cert.NotAfter.UTC().Format("2006-01-02"), serial)
 }
 
 func protoProfile(p issuance.Profile) credgwv1.Profile {

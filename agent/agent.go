@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/pfx"
 	"github.com/credgw/credgw/pkcs11"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"google.golang.org/grpc"
@@ -402,7 +403,7 @@ func readManifest(_ context.Context, raw []byte, _ map[credgwv1.Profile]crypto.S
 			return err
 		}
 		if m.GetKind() == credgwv1.ItemKind_ITEM_KIND_PKCS12 {
-			res.KeyHistory++
+			res.KeyHistory += int(m.GetKeyCount())
 		}
 		if m.GetKind() == credgwv1.ItemKind_ITEM_KIND_CERTIFICATE || m.GetName() == "encryption.p12" {
 			res.Serials = append(res.Serials, m.GetSerial()) // the current ones
@@ -533,25 +534,38 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 			}
 			res.Certificates[m.GetProfile()] = cert
 		case credgwv1.ItemKind_ITEM_KIND_PKCS12:
-			key, cert, _, err := pkcs12.DecodeChain(it.GetData(), p12pw)
-			if err != nil {
-				return fmt.Errorf("agent: %s does not open: %w", m.GetName(), err)
-			}
-			if err := verify(cert); err != nil {
-				return fmt.Errorf("agent: %s does not chain to the issuing CA: %w", m.GetName(), err)
-			}
-			if err := checkProfile(credgwv1.Profile_PROFILE_KEY_MANAGEMENT, cert); err != nil {
-				return err
-			}
+			// encryption.p12: the escrowed key and its history, current
+			// first (the manifest names the current certificate).
 			name := m.GetName()
-			if o.Keystore != nil {
-				if err := storeEscrowed(ctx, o.Keystore, key, cert, name == "encryption.p12"); err != nil {
-					return fmt.Errorf("agent: storing the escrowed key of %s on the keystore: %w", name, err)
+			if name != "encryption.p12" || res.Certificates[credgwv1.Profile_PROFILE_KEY_MANAGEMENT] != nil {
+				return fmt.Errorf("agent: unexpected PKCS#12 %q in the package (one encryption.p12 is expected)", name)
+			}
+			entries, _, err := pfx.Decode(it.GetData(), p12pw)
+			if err != nil {
+				return fmt.Errorf("agent: %s does not open: %w", name, err)
+			}
+			if len(entries) == 0 || entries[0].Certificate.SerialNumber.Text(16) != m.GetSerial() ||
+				(m.GetKeyCount() != 0 && int(m.GetKeyCount()) != len(entries)) {
+				return fmt.Errorf("agent: %s does not hold what the manifest says (current certificate %s, %d keys)", name, m.GetSerial(), m.GetKeyCount())
+			}
+			for i, e := range entries {
+				if err := verify(e.Certificate); err != nil {
+					return fmt.Errorf("agent: key %d of %s does not chain to the issuing CA: %w", i+1, name, err)
 				}
-			} else {
+				if err := checkProfile(credgwv1.Profile_PROFILE_KEY_MANAGEMENT, e.Certificate); err != nil {
+					return err
+				}
+				if o.Keystore != nil {
+					if err := storeEscrowed(ctx, o.Keystore, e.Key, e.Certificate, i == 0); err != nil {
+						return fmt.Errorf("agent: storing escrowed key %d of %s on the keystore: %w", i+1, name, err)
+					}
+				}
+				entries[i].FriendlyName = activation.KeyHistoryName(i, e.Certificate)
+			}
+			if o.Keystore == nil {
 				// Re-protect under the keystore PIN: the transport password
 				// is never kept.
-				p12, err := enc.Encode(key, cert, chain, o.KeystorePIN)
+				p12, err := pfx.Encode(entries, chain, o.KeystorePIN, pfx.DefaultIterations)
 				if err != nil {
 					return err
 				}
@@ -559,13 +573,11 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 					return err
 				}
 			}
-			if name == "encryption.p12" {
-				if err := write("encryption.crt", pemCert(cert), 0o644); err != nil {
-					return err
-				}
-				res.Certificates[credgwv1.Profile_PROFILE_KEY_MANAGEMENT] = cert
+			if err := write("encryption.crt", pemCert(entries[0].Certificate), 0o644); err != nil {
+				return err
 			}
-			res.KeyHistory++
+			res.Certificates[credgwv1.Profile_PROFILE_KEY_MANAGEMENT] = entries[0].Certificate
+			res.KeyHistory += len(entries)
 		}
 	}
 	for _, p := range append(slices.Clone(deviceProfiles), credgwv1.Profile_PROFILE_KEY_MANAGEMENT) {

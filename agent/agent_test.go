@@ -87,7 +87,7 @@ func TestDecodeQRRejectsNonQR(t *testing.T) {
 }
 
 func TestSafeNames(t *testing.T) {
-	for _, ok := range []string{"auth.p12", "encryption-history-3.p12", "chain.pem", "signature.crt"} {
+	for _, ok := range []string{"auth.p12", "encryption.p12", "chain.pem", "signature.crt"} {
 		if !safeName.MatchString(ok) {
 			t.Errorf("%q refused", ok)
 		}

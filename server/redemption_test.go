@@ -14,12 +14,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/pfx"
 	"github.com/credgw/credgw/agent"
 	hsmsim "github.com/credgw/credgw/hsm-sim"
 	"github.com/credgw/credgw/pkcs11"
@@ -330,6 +333,53 @@ func TestAgentRedeems(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(res.Files, " "), "encryption.p12") {
 		t.Fatalf("files %v", res.Files)
+	}
+}
+
+// TestKeyHistoryInOneFile: each enrollment of a person brings the earlier
+// escrowed keys along. The device gets them in one encryption.p12 under the
+// keystore PIN: the current key first, then the history newest first, each
+// with its certificate and a friendly name that says which it is.
+func TestKeyHistoryInOneFile(t *testing.T) {
+	card := newCard(t, hsmsim.CardSpec{Email: "history@example.com"})
+	var serials []string // current key-management serial of each round
+	for round := 1; round <= 3; round++ {
+		e := enrollWith(t, card)
+		dir := t.TempDir()
+		res, err := agent.Redeem(context.Background(), agent.Options{Payload: e.payload, Password: e.resp.GetPassword(),
+			OutDir: dir, KeystorePIN: "correct horse"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.KeyHistory != round {
+			t.Fatalf("round %d: %d keys delivered", round, res.KeyHistory)
+		}
+		serials = append(serials, res.Certificates[credgwv1.Profile_PROFILE_KEY_MANAGEMENT].SerialNumber.Text(16))
+		data, err := os.ReadFile(filepath.Join(dir, "encryption.p12"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := pfx.Decode(data, "not the PIN"); !errors.Is(err, pfx.ErrIncorrectPassword) {
+			t.Fatalf("opened with a wrong PIN: %v", err)
+		}
+		entries, chain, err := pfx.Decode(data, "correct horse")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(entries) != round || len(chain) == 0 {
+			t.Fatalf("round %d: encryption.p12 holds %d keys and %d CA certificates", round, len(entries), len(chain))
+		}
+		for i, en := range entries {
+			if want := serials[round-1-i]; en.Certificate.SerialNumber.Text(16) != want {
+				t.Errorf("round %d: key %d is %s, want %s (newest first)", round, i, en.Certificate.SerialNumber.Text(16), want)
+			}
+			if current := strings.Contains(en.FriendlyName, "(current)"); current != (i == 0) {
+				t.Errorf("round %d: key %d is named %q", round, i, en.FriendlyName)
+			}
+		}
+		if matches, _ := filepath.Glob(filepath.Join(dir, "encryption*.p12")); len(matches) != 1 {
+			t.Fatalf("round %d: %v, want one encryption.p12", round, matches)
+		}
 	}
 }
 

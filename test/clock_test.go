@@ -9,12 +9,12 @@ import (
 	"testing"
 
 	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/pfx"
 	"github.com/credgw/credgw/agent"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"golang.org/x/crypto/ocsp"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	pkcs12 "software.sslmate.com/src/go-pkcs12"
 )
 
 // TestClockAgainstTheBinary: `credgw serve` restarted with its clock an hour
@@ -104,11 +104,11 @@ func packageCertificates(t *testing.T, raw []byte, p activation.Payload, passwor
 				t.Fatal(err)
 			}
 		case it.GetName() == "encryption.p12":
-			_, c, _, err := pkcs12.DecodeChain(it.GetData(), p12pw)
+			entries, _, err := pfx.Decode(it.GetData(), p12pw)
 			if err != nil {
 				t.Fatalf("encryption.p12: %v", err)
 			}
-			certs = append(certs, c)
+			certs = append(certs, entries[0].Certificate) // the current key's
 		case filepath.Ext(it.GetName()) == ".crt" || filepath.Ext(it.GetName()) == ".der":
 			c, err := x509.ParseCertificate(it.GetData())
 			if err != nil {

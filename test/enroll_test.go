@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/x509"
@@ -13,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/pfx"
 	"github.com/credgw/credgw/agent"
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 )
@@ -76,18 +78,32 @@ func TestEnrollAndRedeem(t *testing.T) {
 				}
 				// Every private key the device holds, for the database search.
 				b, _ := os.ReadFile(p12)
-				key, _, _, err := pkcs12.DecodeChain(b, keystorePIN)
-				if err != nil {
-					t.Fatalf("%s.p12: %v", name, err)
+				var keys []crypto.PrivateKey
+				if name == "encryption" { // the escrowed key and its history, one file
+					entries, _, err := pfx.Decode(b, keystorePIN)
+					if err != nil {
+						t.Fatalf("%s.p12: %v", name, err)
+					}
+					for _, e := range entries {
+						keys = append(keys, e.Key)
+					}
+				} else {
+					key, _, _, err := pkcs12.DecodeChain(b, keystorePIN)
+					if err != nil {
+						t.Fatalf("%s.p12: %v", name, err)
+					}
+					keys = append(keys, key)
 				}
-				der, _ := x509.MarshalPKCS8PrivateKey(key)
-				secrets = append(secrets, der)
-				switch k := key.(type) {
-				case *rsa.PrivateKey:
-					secrets = append(secrets, k.D.Bytes())
-				case *ecdsa.PrivateKey:
-					d, _ := k.Bytes()
-					secrets = append(secrets, d)
+				for _, key := range keys {
+					der, _ := x509.MarshalPKCS8PrivateKey(key)
+					secrets = append(secrets, der)
+					switch k := key.(type) {
+					case *rsa.PrivateKey:
+						secrets = append(secrets, k.D.Bytes())
+					case *ecdsa.PrivateKey:
+						d, _ := k.Bytes()
+						secrets = append(secrets, d)
+					}
 				}
 				openssl("pkcs12", "-in", p12, "-passin", "pass:"+keystorePIN, "-nodes", "-out", filepath.Join(out, name+".pem"))
 			}
