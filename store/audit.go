@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -59,7 +58,7 @@ type AuditStore interface {
 
 func (s *DB) AppendAudit(ctx context.Context, e AuditEvent) (AuditEvent, error) {
 	e.At = e.At.UTC().Truncate(time.Second)
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *stx) error {
 		// The head row first: this UPDATE serialises appends.
 		if err := tx.QueryRowContext(ctx, `UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash`).Scan(&e.Seq, &e.PrevHash); err != nil {
 			return wrapDB(err)

@@ -42,7 +42,8 @@ func OpenPostgres(ctx context.Context, dsn string, o PostgresOptions) (*DB, erro
 	db.SetMaxOpenConns(o.MaxConns)
 	db.SetMaxIdleConns(o.MaxConns)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	s := &DB{w: db, r: db, dialect: "postgres"}
+	c := newConn(db, false) // pgx caches prepared statements itself
+	s := &DB{w: c, r: c, dialect: "postgres"}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := db.PingContext(pctx); err != nil {

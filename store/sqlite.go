@@ -27,9 +27,9 @@ var migrations embed.FS
 // PostgreSQL (scale-out). The SQL is the same for both ($n placeholders,
 // RETURNING, ON CONFLICT); only the migrations differ where the types do.
 type DB struct {
-	w       *sql.DB // writes and transactions (SQLite: one connection)
-	r       *sql.DB // reads
-	dialect string  // "sqlite" or "postgres"
+	w       *conn  // writes and transactions (SQLite: one connection)
+	r       *conn  // reads
+	dialect string // "sqlite" or "postgres"
 }
 
 // SQLite is the embedded store: one file, WAL, a busy timeout, one writer
@@ -71,7 +71,7 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 		return nil, fmt.Errorf("store: sqlite: %w", err)
 	}
 	r.SetMaxOpenConns(4)
-	s := &DB{w: w, r: r, dialect: "sqlite"}
+	s := &DB{w: newConn(w, true), r: newConn(r, true), dialect: "sqlite"}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -89,7 +89,7 @@ func (s *DB) provider(opts ...goose.ProviderOption) (*goose.Provider, error) {
 	if s.dialect == "postgres" {
 		d = goose.DialectPostgres
 	}
-	p, err := goose.NewProvider(d, s.w, sub, opts...)
+	p, err := goose.NewProvider(d, s.w.DB, sub, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("store: migrations: %w", err)
 	}
@@ -124,17 +124,20 @@ func (s *DB) Close() error {
 }
 
 // tx runs fn in a write transaction.
-func (s *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+func (s *DB) tx(ctx context.Context, fn func(*stx) error) error {
 	return inTx(ctx, s.w, fn)
 }
 
 // inTx runs fn in a transaction on db, committing if fn succeeds.
-func inTx(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error {
-	tx, err := db.BeginTx(ctx, nil)
+func inTx(ctx context.Context, c *conn, fn func(*stx) error) error {
+	tx, err := c.BeginTx(ctx, nil)
 	if err != nil {
 		return wrapDB(err)
 	}
-	if err := fn(tx); err != nil {
+	// Statements first seen in a transaction are prepared after it, when
+	// the (SQLite: only) connection is free again.
+	defer c.preparePending(context.WithoutCancel(ctx))
+	if err := fn(&stx{Tx: tx, c: c}); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
@@ -212,7 +215,7 @@ func (s *DB) ConsumeChallenge(ctx context.Context, sessionID string, now time.Ti
 }
 
 func (s *DB) CreatePIVSession(ctx context.Context, ps PIVSession, cert PIVCertificate) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *stx) error {
 		now := ts(ps.CreatedAt)
 		_, err := tx.ExecContext(ctx,
 			`INSERT INTO piv_certificates (sha256, der, serial, issuer, subject, fascn, card_uuid, not_after, first_seen, last_verified)
@@ -266,7 +269,7 @@ func (s *DB) PIVCertificate(ctx context.Context, sha256 string) (PIVCertificate,
 
 func (s *DB) DeleteExpired(ctx context.Context, now time.Time) (int64, error) {
 	var n int64
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *stx) error {
 		for _, q := range []string{
 			`DELETE FROM piv_sessions WHERE expires_at < $1`,
 			`DELETE FROM piv_challenges WHERE expires_at < $1 AND session_id NOT IN (SELECT session_id FROM piv_sessions)`,

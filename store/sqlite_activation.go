@@ -9,7 +9,7 @@ import (
 )
 
 func (s *DB) CreateEnrollment(ctx context.Context, cs CredentialSet, a Activation, maxSets int) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *stx) error {
 		// The per-person cap is checked inside the transaction: SQLite has
 		// one writer; on PostgreSQL an advisory lock per person orders the
 		// enrollments of one person across replicas.
@@ -121,7 +121,7 @@ func (s *DB) ActivationByRedemption(ctx context.Context, rid string) (Activation
 func (s *DB) RecordFailedAttempt(ctx context.Context, id string) (int, string, error) {
 	var n int
 	var state, setID string
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *stx) error {
 		// Counted while pending and while redeeming (a resume needs the
 		// password too): a photo of the QR code gives no unlimited guesses.
 		err := tx.QueryRowContext(ctx, `UPDATE activations SET failed_attempts = failed_attempts + 1,
@@ -149,7 +149,7 @@ func (s *DB) RecordFailedAttempt(ctx context.Context, id string) (int, string, e
 }
 
 func (s *DB) BeginRedemption(ctx context.Context, id, rid string, now time.Time) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *stx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'redeeming', redemption_id = $1, redeemed_at = $2
 			WHERE id = $3 AND state = 'pending' AND expires_at > $4
 			AND credential_set_id IN (SELECT id FROM credential_sets WHERE state = 'pending')`, rid, ts(now), id, ts(now))
@@ -166,7 +166,7 @@ func (s *DB) BeginRedemption(ctx context.Context, id, rid string, now time.Time)
 }
 
 func (s *DB) AbortRedemption(ctx context.Context, id, rid string) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *stx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'pending', redemption_id = NULL, redeemed_at = NULL
 			WHERE id = $1 AND redemption_id = $2 AND state = 'redeeming' AND package IS NULL`, id, rid)
 		if err != nil {
@@ -186,7 +186,7 @@ func (s *DB) StorePackage(ctx context.Context, id, rid string, sealed []byte, sh
 }
 
 func (s *DB) Confirm(ctx context.Context, rid string, now time.Time) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *stx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'completed', confirmed_at = $1, package = NULL
 			WHERE redemption_id = $2 AND state = 'redeeming' AND package IS NOT NULL AND confirm_by > $3`, ts(now), rid, ts(now))
 		if err != nil {
@@ -203,7 +203,7 @@ func (s *DB) Confirm(ctx context.Context, rid string, now time.Time) error {
 
 func (s *DB) ExpirePending(ctx context.Context, now time.Time) (int64, error) {
 	var ids []string
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *stx) error {
 		// Activations first, then sets: the lock order of BeginRedemption.
 		rows, err := tx.QueryContext(ctx, `UPDATE activations SET state = 'expired' WHERE state = 'pending' AND expires_at <= $1
 			RETURNING credential_set_id`, ts(now))
@@ -231,7 +231,7 @@ func (s *DB) ExpirePending(ctx context.Context, now time.Time) (int64, error) {
 
 func (s *DB) ClaimUnconfirmed(ctx context.Context, now time.Time) ([]string, error) {
 	var ids []string
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *stx) error {
 		rows, err := tx.QueryContext(ctx, `UPDATE activations SET state = 'expired', package = NULL
 			WHERE state = 'redeeming' AND confirm_by IS NOT NULL AND confirm_by <= $1 RETURNING credential_set_id`, ts(now))
 		if err != nil {
@@ -279,7 +279,7 @@ func (s *DB) CertificatesOfSet(ctx context.Context, setID string) ([]Certificate
 
 func (s *DB) ReleaseStuckRedemptions(ctx context.Context, olderThan time.Time) ([]string, error) {
 	var ids []string
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *stx) error {
 		rows, err := tx.QueryContext(ctx, `UPDATE activations SET state = 'pending', redemption_id = NULL, redeemed_at = NULL
 			WHERE state = 'redeeming' AND package IS NULL AND redeemed_at < $1 RETURNING credential_set_id`, ts(olderThan))
 		if err != nil {
@@ -325,7 +325,7 @@ func (s *DB) ActivationCensus(ctx context.Context) (map[string]int, int, error) 
 }
 
 func (s *DB) RevokeCredentialSet(ctx context.Context, id string, now time.Time) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *stx) error {
 		// The activation goes first: a revoked enrollment cannot be redeemed.
 		if _, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'expired', package = NULL
 			WHERE credential_set_id = $1 AND state IN ('pending', 'redeeming')`, id); err != nil {
