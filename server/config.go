@@ -109,6 +109,11 @@ type LimitsConfig struct {
 	MaxRecvBytes    int      `yaml:"max_recv_bytes"`
 	RPCTimeout      Duration `yaml:"rpc_timeout"`
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// NewWork is how many sign-in challenges (BeginSession) and new
+	// enrollments (CreateEnrollment) run at once; more wait, within their
+	// deadline, so that under load redemptions already under way are
+	// served first. 0: half the CPUs, at least one; -1: no limit.
+	NewWork int `yaml:"new_work"`
 }
 
 // HSMConfig says how to reach PKCS#11.
@@ -507,6 +512,9 @@ func (c *Config) validate() error {
 	}
 	if d := c.PIV.SessionTTL.Duration; d < time.Minute || d > 20*time.Minute {
 		bad("piv.session_ttl %s: between 1m and 20m (SP 800-63B-4 §6.1.2.1)", d)
+	}
+	if c.Limits.NewWork < -1 || c.Limits.NewWork > 4096 {
+		bad("limits.new_work %d: -1 (no limit), 0 (half the CPUs) or up to 4096", c.Limits.NewWork)
 	}
 	if c.Limits.MaxRecvBytes < 16<<10 || c.Limits.MaxRecvBytes > 64<<20 {
 		bad("limits.max_recv_bytes %d: between 16384 and 67108864", c.Limits.MaxRecvBytes)

@@ -14,12 +14,12 @@ import (
 )
 
 // The interceptor chain, outermost first: recover, observe (log + metrics),
-// deadline, authorize, map errors. Request and response messages are never
+// deadline, authorize, admission (new work waits under load), map errors. Request and response messages are never
 // logged: they carry challenges, signatures, tokens and passwords.
 
 func (s *Server) unaryInterceptors() []grpc.UnaryServerInterceptor {
 	return []grpc.UnaryServerInterceptor{
-		s.recoverUnary, s.observeUnary, s.deadlineUnary, s.authorizeUnary, s.errorsUnary,
+		s.recoverUnary, s.observeUnary, s.deadlineUnary, s.authorizeUnary, s.admitUnary, s.errorsUnary,
 	}
 }
 

@@ -16,6 +16,8 @@ type metrics struct {
 	// linkageUnknown counts linkage checks that found the card's status
 	// unavailable.
 	linkageUnknown prometheus.Counter
+	// admissionWaiting is how many new-work calls wait for a slot.
+	admissionWaiting prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -34,8 +36,12 @@ func newMetrics() *metrics {
 			Name: "credgw_linkage_status_unknown_total",
 			Help: "Linkage checks that could not learn the PIV card's status (OCSP and CRL unavailable).",
 		}),
+		admissionWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "credgw_admission_waiting",
+			Help: "Sign-ins (BeginSession) and enrollments (CreateEnrollment) waiting for a slot (limits.new_work) while the gateway is busy.",
+		}),
 	}
-	m.reg.MustRegister(m.rpcs, m.duration, m.linkageUnknown, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.rpcs, m.duration, m.linkageUnknown, m.admissionWaiting, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

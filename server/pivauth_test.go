@@ -362,6 +362,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad policy", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a], policies: [abc]}\n", "OID"},
 		{"roles without CA", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nroles: {admin: [{subject_cn: x}]}\n", "client_ca_files"},
 		{"bad tls version", "tls: {cert_file: a, key_file: b, min_version: '1.1'}\npiv: {trust_anchor_files: [a]}\n", "min_version"},
+		{"new_work below -1", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nlimits: {new_work: -2}\n", "limits.new_work"},
 		{"bad listen", "listen: {grpc: nowhere}\ntls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\n", "listen.grpc"},
 	}
 	for _, tc := range tests {

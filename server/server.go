@@ -46,6 +46,7 @@ type Server struct {
 	ca         *issuance.CA
 	escrow     *issuance.Escrow
 	activation *activation.Service
+	admission  *admission
 
 	grpc      *grpc.Server
 	http      *http.Server
@@ -163,6 +164,7 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 		o.log = NewLogger(io.Discard, cfg.Log.Level)
 	}
 	s := &Server{cfg: cfg, log: o.log, now: o.now, metrics: newMetrics(), serveErr: make(chan error, 2)}
+	s.admission = newAdmission(cfg.Limits.NewWork, s.metrics.admissionWaiting)
 
 	cert, err := tls.LoadX509KeyPair(cfg.Path(cfg.TLS.CertFile), cfg.Path(cfg.TLS.KeyFile))
 	if err != nil {

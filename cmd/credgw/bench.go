@@ -36,7 +36,7 @@ func newBenchCmd() *cobra.Command {
 	var duration time.Duration
 	var escrowType, cpuProfile, pgDSN string
 	var keepGoing bool
-	var replicas, people int
+	var replicas, people, newWork int
 	var device, gatewayDir string
 	enrollCmd := &cobra.Command{
 		Use:   "enroll --concurrency N --duration D [--gateway-dir DIR]",
@@ -86,12 +86,18 @@ enrollment.max_credential_sets times.`,
 			if gatewayDir != "" && cmd.Flags().Changed("escrow-key") {
 				return fmt.Errorf("--escrow-key sets up an in-process gateway; with --gateway-dir the running gateway's escrow.key_type counts")
 			}
+			if gatewayDir != "" && cmd.Flags().Changed("new-work") {
+				return fmt.Errorf("--new-work sets up an in-process gateway; with --gateway-dir the running gateway's limits.new_work counts")
+			}
+			if newWork < -1 || newWork > 4096 {
+				return fmt.Errorf("--new-work %d: -1 (no limit), 0 (the default: half the CPUs) or up to 4096", newWork)
+			}
 			if device != "agent" && device != "protocol" {
 				return fmt.Errorf("--device %q: agent or protocol", device)
 			}
 			return benchEnroll(cmd.Context(), cmd.OutOrStdout(), benchOptions{concurrency: concurrency, duration: duration,
 				escrowType: escrowType, pgDSN: pgDSN, keepGoing: keepGoing, replicas: replicas, people: people, loadOnly: device == "protocol",
-				gatewayDir: gatewayDir})
+				gatewayDir: gatewayDir, newWork: newWork})
 		},
 	}
 	enrollCmd.Flags().IntVar(&concurrency, "concurrency", 4, "parallel workers, each with its own card")
@@ -102,6 +108,7 @@ enrollment.max_credential_sets times.`,
 	enrollCmd.Flags().IntVar(&replicas, "replicas", 1, "gateway replicas in the process (2 needs --postgres); workers alternate between them")
 	enrollCmd.Flags().StringVar(&device, "device", "agent", `the simulated devices: "agent" runs the reference agent in full (it shares this machine's cores with the gateway); "protocol" does the device's part of the protocol (keys, CSRs, download, SHA-256, Confirm) and skips what a phone does on its own CPU afterwards (chain checks, opening and re-protecting the PKCS#12 files): the gateway's own throughput`)
 	enrollCmd.Flags().StringVar(&gatewayDir, "gateway-dir", "", "run against the gateway already running from this development environment (credgw dev init --dir)")
+	enrollCmd.Flags().IntVar(&newWork, "new-work", 0, "limits.new_work of the in-process gateway: how many sign-in challenges and new enrollments run at once while redemptions go first (0: half the CPUs; -1: no limit)")
 	enrollCmd.Flags().IntVar(&people, "people", 0, "simulated cards (people), made before the run (default 128, or 8 per worker if more)")
 	enrollCmd.Flags().BoolVar(&keepGoing, "keep-going", false, "exit 0 even if some enrollments failed (fault drills); the invariant check still decides")
 	cmd.AddCommand(enrollCmd)
@@ -165,6 +172,7 @@ type benchOptions struct {
 	people      int
 	loadOnly    bool
 	gatewayDir  string
+	newWork     int // limits.new_work of the in-process gateway
 }
 
 // benchTarget is what the workers run against.
@@ -222,6 +230,7 @@ func inProcessTarget(ctx context.Context, o benchOptions, cleanup *[]func()) (*b
 	}
 	cfg.Enroll.MaxSets = 100
 	cfg.Log.Level = "error"
+	cfg.Limits.NewWork = o.newWork
 	t := &benchTarget{env: d.Env, pinFile: d.PINFile, caFile: d.CAFile, cfg: cfg, setsPerPerson: cfg.Enroll.MaxSets}
 	for i := 0; i < o.replicas; i++ {
 		rc := *cfg
