@@ -464,13 +464,16 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 	for _, c := range chain[:len(chain)-1] {
 		inter.AddCert(c)
 	}
+	verifyAt := func(c *x509.Certificate, at time.Time) error {
+		_, err := c.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		return err
+	}
 	verify := func(c *x509.Certificate) error {
 		now := time.Now()
 		if o.Now != nil {
 			now = o.Now()
 		}
-		_, err := c.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
-		return err
+		return verifyAt(c, now)
 	}
 	p12pw, err := activation.PKCS12Password(o.Payload.Secret, mustNormalize(o.Password))
 	if err != nil {
@@ -549,7 +552,14 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 				return fmt.Errorf("agent: %s does not hold what the manifest says (current certificate %s, %d keys)", name, m.GetSerial(), m.GetKeyCount())
 			}
 			for i, e := range entries {
-				if err := verify(e.Certificate); err != nil {
+				// The current certificate must be valid now. An earlier
+				// key's may have expired (old mail still needs the key):
+				// its chain is checked as of when it was issued.
+				err := verify(e.Certificate)
+				if i > 0 {
+					err = verifyAt(e.Certificate, e.Certificate.NotBefore)
+				}
+				if err != nil {
 					return fmt.Errorf("agent: key %d of %s does not chain to the issuing CA: %w", i+1, name, err)
 				}
 				if err := checkProfile(credgwv1.Profile_PROFILE_KEY_MANAGEMENT, e.Certificate); err != nil {

@@ -383,6 +383,37 @@ func TestKeyHistoryInOneFile(t *testing.T) {
 	}
 }
 
+// TestExpiredKeyInHistory: an escrowed key whose certificate has expired
+// still comes in the key history (old mail needs it), and the agent takes
+// it: its chain is checked as of when it was issued. The device's clock
+// is set just past the first certificate's end; the gateway's moves a few
+// seconds, so that the second certificate ends after it.
+func TestExpiredKeyInHistory(t *testing.T) {
+	card := newCard(t, hsmsim.CardSpec{Email: "expired.history@example.com"})
+	var deviceNow func() time.Time
+	redeem := func() (*agent.Result, error) {
+		t.Helper()
+		e := enrollWith(t, card)
+		return agent.Redeem(context.Background(), agent.Options{Payload: e.payload, Password: e.resp.GetPassword(),
+			OutDir: t.TempDir(), KeystorePIN: "correct horse", Now: deviceNow})
+	}
+	res, err := redeem()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := res.Certificates[credgwv1.Profile_PROFILE_KEY_MANAGEMENT]
+	clockOffset.Add(int64(3 * time.Second))
+	defer clockOffset.Add(-int64(3 * time.Second))
+	deviceNow = func() time.Time { return first.NotAfter.Add(time.Second) }
+	res, err = redeem()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur := res.Certificates[credgwv1.Profile_PROFILE_KEY_MANAGEMENT]; res.KeyHistory != 2 || !cur.NotAfter.After(deviceNow()) {
+		t.Fatalf("%d keys delivered (want the current one and the expired one); current ends %s", res.KeyHistory, cur.NotAfter)
+	}
+}
+
 // TestListAndRevokeOwnCredentials: the person sees their credential sets
 // and revokes one (lost phone); another person's set is not theirs.
 func TestListAndRevokeOwnCredentials(t *testing.T) {

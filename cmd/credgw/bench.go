@@ -231,6 +231,7 @@ func inProcessTarget(ctx context.Context, o benchOptions, cleanup *[]func()) (*b
 	cfg.Enroll.MaxSets = 100
 	cfg.Log.Level = "error"
 	cfg.Limits.NewWork = o.newWork
+	gatewayGC() // as credgw serve does
 	t := &benchTarget{env: d.Env, pinFile: d.PINFile, caFile: d.CAFile, cfg: cfg, setsPerPerson: cfg.Enroll.MaxSets}
 	for i := 0; i < o.replicas; i++ {
 		rc := *cfg
