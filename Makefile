@@ -77,6 +77,7 @@ bench: deps
 	CGO_ENABLED=1 $(GO) test -run '^$$' -bench . -benchtime 3s -count 3 ./pkcs11/
 	CGO_ENABLED=1 $(GO) test -run '^$$' -bench . -benchtime 3s -count 3 ./server/
 	CGO_ENABLED=1 $(GO) test -run '^$$' -bench . -benchtime 2s -count 3 ./issuance/
+	CGO_ENABLED=1 $(GO) test -run '^$$' -bench . -benchtime 2s -count 3 ./activation/pfx/
 
 ## fuzz: run each fuzz target briefly (FUZZTIME=30s by default)
 FUZZTIME ?= 30s

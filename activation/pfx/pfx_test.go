@@ -378,3 +378,17 @@ func BenchmarkEncode21Keys(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkGoPKCS12_21Files is what the key history cost before: one
+// go-pkcs12 Modern file per key.
+func BenchmarkGoPKCS12_21Files(b *testing.B) {
+	f := testFixture(b)
+	enc := pkcs12.Modern.WithIterations(1000)
+	for b.Loop() {
+		for range 21 {
+			if _, err := enc.Encode(f.entries[1].Key, f.entries[1].Certificate, []*x509.Certificate{f.ca}, "0123456789abcdef0123456789abcdef0123456789a"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
