@@ -560,6 +560,19 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 			return nil
 		})
 	}
+	// The key history is unsealed meanwhile: it does not depend on what
+	// is being issued.
+	var history []*issuance.EscrowedKey
+	if cs.EscrowKeyID != "" {
+		g.Go(func() error {
+			h, err := s.cfg.Escrow.History(gctx, cs.PersonID, cs.EscrowKeyID, MaxKeyHistory)
+			if err != nil {
+				return fmt.Errorf("activation: the key history: %w", err)
+			}
+			history = h
+			return nil
+		})
+	}
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
@@ -577,7 +590,7 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 		if err := s.cfg.Escrow.Certified(ctx, escrowed[i].ID, serial, got.Certificate.NotAfter); err != nil {
 			return nil, err
 		}
-		if err := s.addKeyHistory(ctx, cs.PersonID, escrowed[i].ID, req.Secret, req.Password, add, got.Chain); err != nil {
+		if err := addKeyHistory(escrowed[i], got.Certificate, history, req.Secret, req.Password, add, got.Chain); err != nil {
 			return nil, err
 		}
 	}
@@ -605,11 +618,15 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 }
 
 // addKeyHistory adds the person's escrowed key-management keys as one
-// PKCS#12, encryption.p12: the current key first, then the earlier ones
-// newest first, each with its certificate and a friendly name that says
-// which it is. Its password is derived from the QR secret and the typed
-// password (see TransportPKCS12Iterations).
-func (s *Service) addKeyHistory(ctx context.Context, personID, currentID string, secret []byte, password string,
+// PKCS#12, encryption.p12: the current key (just certified) first, then
+// the history newest first, each with its certificate and a friendly name
+// that says which it is. Its password is derived from the QR secret and the
+// typed password (see TransportPKCS12Iterations).
+//
+// A PIV card holds at most 20 retired key-management keys (FIPS 201-3
+// §4.2.2, keys 82–95); the device gets the current key and the 20 newest
+// before it (MaxKeyHistory). Older keys stay in escrow for recovery.
+func addKeyHistory(current *issuance.EscrowedKey, cert *x509.Certificate, history []*issuance.EscrowedKey, secret []byte, password string,
 	add func(string, credgwv1.ItemKind, credgwv1.Profile, string, []byte, [][]byte, int32), caChain []*x509.Certificate) error {
 	pw, err := NormalizePassword(password)
 	if err != nil {
@@ -619,38 +636,20 @@ func (s *Service) addKeyHistory(ctx context.Context, personID, currentID string,
 	if err != nil {
 		return err
 	}
-	// A PIV card holds at most 20 retired key-management keys (FIPS 201-3
-	// §4.2.2, keys 82–95); the device gets the current key and the 20
-	// newest before it. Older keys stay in escrow for recovery. The key
-	// certified in this redemption is current, whatever another enrollment
-	// of the same person did meanwhile.
-	hist, err := s.cfg.Escrow.Delivery(ctx, personID, currentID, MaxKeyHistory+1)
-	if err != nil {
-		return fmt.Errorf("activation: %w", err)
-	}
-	entries := make([]pfx.Entry, 0, len(hist))
-	for i, k := range hist {
-		if k.CertDER == nil {
-			if i == 0 {
-				return fmt.Errorf("activation: the current key's certificate %s is not recorded", k.CertSerial)
-			}
-			continue // an old key whose certificate was never recorded
-		}
-		cert, err := x509.ParseCertificate(k.CertDER)
+	entries := make([]pfx.Entry, 0, 1+len(history))
+	entries = append(entries, pfx.Entry{Key: current.Key, Certificate: cert, FriendlyName: KeyHistoryName(0, cert)})
+	for _, k := range history {
+		c, err := x509.ParseCertificate(k.CertDER)
 		if err != nil {
-			return err
+			return fmt.Errorf("activation: the certificate of escrowed key %s: %w", k.ID, err)
 		}
-		signer, ok := k.Key.(crypto.Signer)
-		if !ok {
-			return fmt.Errorf("activation: escrowed key %s is a %T", k.ID, k.Key)
-		}
-		entries = append(entries, pfx.Entry{Key: signer, Certificate: cert, FriendlyName: KeyHistoryName(len(entries), cert)})
+		entries = append(entries, pfx.Entry{Key: k.Key, Certificate: c, FriendlyName: KeyHistoryName(len(entries), c)})
 	}
 	p12, err := pfx.Encode(entries, caChain, p12pw, TransportPKCS12Iterations)
 	if err != nil {
 		return fmt.Errorf("activation: PKCS#12: %w", err)
 	}
-	add("encryption.p12", credgwv1.ItemKind_ITEM_KIND_PKCS12, credgwv1.Profile_PROFILE_KEY_MANAGEMENT, hist[0].CertSerial, p12, nil, int32(len(entries)))
+	add("encryption.p12", credgwv1.ItemKind_ITEM_KIND_PKCS12, credgwv1.Profile_PROFILE_KEY_MANAGEMENT, cert.SerialNumber.Text(16), p12, nil, int32(len(entries)))
 	return nil
 }
 

@@ -270,27 +270,6 @@ func (e *Escrow) Certified(ctx context.Context, keyID, serial string, notAfter t
 	return e.store.LinkEscrowKey(ctx, keyID, serial, notAfter.Add(RetainAfterExpiry))
 }
 
-// History unseals a person's escrowed keys that have certificates, newest
-// first: what the device receives as key history.
-func (e *Escrow) History(ctx context.Context, personID string) ([]*EscrowedKey, error) {
-	rows, err := e.store.EscrowKeys(ctx, personID)
-	if err != nil {
-		return nil, err
-	}
-	var out []*EscrowedKey
-	for _, r := range rows {
-		if r.CertSerial == "" {
-			continue // never certified (a failed enrollment)
-		}
-		k, err := e.unseal(ctx, r)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, k)
-	}
-	return out, nil
-}
-
 // unseal opens one escrow row with the KEK.
 func (e *Escrow) unseal(ctx context.Context, r store.EscrowKey) (*EscrowedKey, error) {
 	der, err := e.kek.Open(ctx, r.Sealed, escrowAAD(r.ID, r.PersonID))
@@ -305,33 +284,24 @@ func (e *Escrow) unseal(ctx context.Context, r store.EscrowKey) (*EscrowedKey, e
 	return &EscrowedKey{ID: r.ID, Key: k.(crypto.Signer), CreatedAt: r.CreatedAt, CertSerial: r.CertSerial, CertDER: r.CertDER}, nil
 }
 
-// Delivery unseals what a device receives: the key currentID first, then
-// up to max-1 of the person's other certified keys, newest first. Only
-// those are unsealed (a long history costs nothing here).
-func (e *Escrow) Delivery(ctx context.Context, personID, currentID string, max int) ([]*EscrowedKey, error) {
+// History unseals the key history a device receives beside the current
+// key: up to max of the person's keys other than currentID that are
+// certified and whose certificate is recorded, newest first. Only those are
+// unsealed (a long history costs nothing here). It does not depend on the
+// current key's certificate, so it runs while that is being issued.
+func (e *Escrow) History(ctx context.Context, personID, currentID string, max int) ([]*EscrowedKey, error) {
 	rows, err := e.store.EscrowKeys(ctx, personID) // newest first
 	if err != nil {
 		return nil, err
 	}
-	var picked []store.EscrowKey
+	out := make([]*EscrowedKey, 0, min(max, len(rows)))
 	for _, r := range rows {
-		if r.ID == currentID && r.CertSerial != "" {
-			picked = append(picked, r)
-		}
-	}
-	if len(picked) != 1 {
-		return nil, fmt.Errorf("issuance: the escrowed key %s is not certified in the person's history", currentID)
-	}
-	for _, r := range rows {
-		if len(picked) >= max {
+		if len(out) >= max {
 			break
 		}
-		if r.ID != currentID && r.CertDER != nil { // certified and recorded
-			picked = append(picked, r)
+		if r.ID == currentID || r.CertDER == nil { // the current key; not certified or not recorded
+			continue
 		}
-	}
-	out := make([]*EscrowedKey, 0, len(picked))
-	for _, r := range picked {
 		k, err := e.unseal(ctx, r)
 		if err != nil {
 			return nil, err

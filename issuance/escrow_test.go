@@ -55,12 +55,19 @@ func TestEscrowWithHSMKEK(t *testing.T) {
 		}
 		serials = append(serials, got.Certificate.SerialNumber.Text(16))
 	}
-	hist, err := e.History(ctx, id.PersonID)
+	hist, err := e.History(ctx, id.PersonID, "", 21)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(hist) != 2 || hist[0].CertSerial != serials[1] || hist[1].CertSerial != serials[0] {
 		t.Fatalf("history not newest first: %+v", hist)
+	}
+	// Beside the current key, bounded: the current key is left out.
+	if h, err := e.History(ctx, id.PersonID, hist[0].ID, 21); err != nil || len(h) != 1 || h[0].CertSerial != serials[0] {
+		t.Fatalf("history beside the current key: %+v %v", h, err)
+	}
+	if h, err := e.History(ctx, id.PersonID, "", 1); err != nil || len(h) != 1 || h[0].CertSerial != serials[1] {
+		t.Fatalf("history of at most one: %+v %v", h, err)
 	}
 	if _, ok := hist[0].Key.(*rsa.PrivateKey); !ok {
 		t.Fatalf("escrowed key is %T, want RSA (default)", hist[0].Key)
@@ -77,15 +84,15 @@ func TestEscrowWithHSMKEK(t *testing.T) {
 	}
 	wrong, _ := NewEscrow(EscrowConfig{KEK: other, Store: testStore})
 	defer wrong.Close()
-	if _, err := wrong.History(ctx, id.PersonID); !errors.Is(err, ErrEscrowUnreadable) {
+	if _, err := wrong.History(ctx, id.PersonID, "", 21); !errors.Is(err, ErrEscrowUnreadable) {
 		t.Fatalf("a wrong KEK: %v", err)
 	}
 	// A sealed blob moved to another person does not open either.
 	if err := testStore.PutEscrowKey(ctx, rowsMoved(rows[0], "someone-else")); err != nil {
 		t.Fatal(err)
 	}
-	testStore.LinkEscrowKey(ctx, "moved-"+rows[0].ID, "x", time.Now())
-	if _, err := e.History(ctx, "someone-else"); !errors.Is(err, ErrEscrowUnreadable) {
+	testStore.LinkEscrowKey(ctx, "moved-"+rows[0].ID, rows[0].CertSerial, time.Now())
+	if _, err := e.History(ctx, "someone-else", "", 21); !errors.Is(err, ErrEscrowUnreadable) {
 		t.Fatalf("moved row: %v", err)
 	}
 }
