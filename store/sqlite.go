@@ -27,9 +27,10 @@ var migrations embed.FS
 // PostgreSQL (scale-out). The SQL is the same for both ($n placeholders,
 // RETURNING, ON CONFLICT); only the migrations differ where the types do.
 type DB struct {
-	w       *conn  // writes and transactions (SQLite: one connection)
-	r       *conn  // reads
-	dialect string // "sqlite" or "postgres"
+	w       *conn         // writes and transactions (SQLite: one connection)
+	r       *conn         // reads
+	dialect string        // "sqlite" or "postgres"
+	ckpt    *checkpointer // SQLite: WAL checkpoints off the request path
 }
 
 // SQLite is the embedded store: one file, WAL, a busy timeout, one writer
@@ -56,7 +57,10 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	}
 	f.Close()
 	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(5000)", "foreign_keys(1)", "synchronous(NORMAL)"} {
+	// No automatic checkpoints: SQLite would run them (and their fsync) on
+	// the writer's commit, inside some request. A background checkpointer
+	// does them instead (checkpointer).
+	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(5000)", "foreign_keys(1)", "synchronous(NORMAL)", "wal_autocheckpoint(0)"} {
 		q.Add("_pragma", p)
 	}
 	dsn := "file:" + path + "?" + q.Encode()
@@ -71,12 +75,66 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 		return nil, fmt.Errorf("store: sqlite: %w", err)
 	}
 	r.SetMaxOpenConns(4)
-	s := &DB{w: newConn(w, true), r: newConn(r, true), dialect: "sqlite"}
+	ck, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		w.Close()
+		r.Close()
+		return nil, fmt.Errorf("store: sqlite: %w", err)
+	}
+	ck.SetMaxOpenConns(1)
+	s := &DB{w: newConn(w, true), r: newConn(r, true), dialect: "sqlite", ckpt: newCheckpointer(ck)}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// checkpointInterval is how often the background checkpointer copies the
+// WAL into the database file.
+const checkpointInterval = time.Second
+
+// checkpointer runs SQLite's WAL checkpoints off the request path, on a
+// connection of its own: PASSIVE checkpoints every second, which never
+// wait for the writer or readers, and a TRUNCATE one at Close.
+type checkpointer struct {
+	db   *sql.DB
+	stop chan struct{}
+	done chan struct{}
+}
+
+func newCheckpointer(db *sql.DB) *checkpointer {
+	c := &checkpointer{db: db, stop: make(chan struct{}), done: make(chan struct{})}
+	go c.run()
+	return c
+}
+
+func (c *checkpointer) run() {
+	defer close(c.done)
+	t := time.NewTicker(checkpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+			c.checkpoint("PASSIVE")
+		}
+	}
+}
+
+// checkpoint runs one checkpoint; a failure (the database busy) is left
+// to the next one.
+func (c *checkpointer) checkpoint(mode string) error {
+	var busy, log, done int
+	return c.db.QueryRow("PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &log, &done)
+}
+
+// Close stops the checkpointer after a last, truncating checkpoint.
+func (c *checkpointer) Close() error {
+	close(c.stop)
+	<-c.done
+	return errors.Join(c.checkpoint("TRUNCATE"), c.db.Close())
 }
 
 // provider is goose over the dialect's embedded migrations.
@@ -120,7 +178,11 @@ func (s *DB) SchemaVersion(ctx context.Context) (current, expected int64, err er
 
 // Close closes the database.
 func (s *DB) Close() error {
-	return errors.Join(s.r.Close(), s.w.Close())
+	err := errors.Join(s.r.Close(), s.w.Close())
+	if s.ckpt != nil {
+		err = errors.Join(err, s.ckpt.Close())
+	}
+	return err
 }
 
 // tx runs fn in a write transaction.

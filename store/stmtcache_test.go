@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -48,5 +49,46 @@ func TestStatementCache(t *testing.T) {
 	}
 	if n := len(s.r.stmts); n != maxCachedStatements {
 		t.Fatalf("%d reader statements cached, bound %d", n, maxCachedStatements)
+	}
+}
+
+// SQLite checkpoints run off the request path: automatic ones are off, the
+// checkpointer's copy the WAL into the database, and Close leaves an empty
+// WAL behind.
+func TestCheckpointer(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "c.db")
+	s, err := OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var auto int
+	if err := s.w.QueryRowContext(ctx, "PRAGMA wal_autocheckpoint").Scan(&auto); err != nil || auto != 0 {
+		t.Fatalf("wal_autocheckpoint %d %v: requests would run checkpoints", auto, err)
+	}
+	now := time.Now()
+	for i := range 50 {
+		if err := s.CreateChallenge(ctx, Challenge{SessionID: fmt.Sprint("s", i), Challenge: make([]byte, 4096), GatewayID: "g",
+			CreatedAt: now, ExpiresAt: now.Add(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var busy, log, done int
+	if err := s.ckpt.db.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &log, &done); err != nil || busy != 0 || log == 0 || done != log {
+		t.Fatalf("checkpoint: busy %d, %d frames, %d copied, %v", busy, log, done, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path + "-wal"); err == nil && fi.Size() != 0 {
+		t.Fatalf("WAL of %d bytes left after Close", fi.Size())
+	}
+	s, err = OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.ConsumeChallenge(ctx, "s49", now); err != nil {
+		t.Fatalf("after reopening: %v", err)
 	}
 }
