@@ -177,9 +177,20 @@ func printCertificates(w io.Writer, res *agent.Result) {
 		what := map[credgwv1.Profile]string{
 			credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH:  "derived PIV authentication (sign-in)",
 			credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE: "S/MIME signing",
-			credgwv1.Profile_PROFILE_KEY_MANAGEMENT:    fmt.Sprintf("S/MIME encryption, escrowed key + history (%d keys)", res.KeyHistory),
+			credgwv1.Profile_PROFILE_KEY_MANAGEMENT:    "S/MIME encryption, escrowed key" + earlierKeys(res.KeyHistory-1),
 		}[p]
 		fmt.Fprintf(w, "  %s\n    subject %s\n    policy %s, serial %x\n    valid %s .. %s\n", what, c.Subject,
 			strings.Join(pol, ","), c.SerialNumber, c.NotBefore.UTC().Format("2006-01-02"), c.NotAfter.UTC().Format("2006-01-02"))
 	}
+}
+
+// earlierKeys says what key history came with the escrowed key.
+func earlierKeys(n int) string {
+	switch {
+	case n <= 0:
+		return " (no earlier keys)"
+	case n == 1:
+		return " + 1 earlier key (key history), all in encryption.p12"
+	}
+	return fmt.Sprintf(" + %d earlier keys (key history), all in encryption.p12", n)
 }
