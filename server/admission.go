@@ -3,23 +3,27 @@ package server
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
 	"runtime"
+	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
-// admittedMethods start new work: a sign-in's challenge and a new
-// enrollment. They are held back under load; the calls that finish work
-// already started (CompleteSession, Redeem, Confirm, renewals) and the
-// portal's and administrators' calls never wait here.
+// admittedMethods start new work: a sign-in (its challenge and its
+// completion) and a new enrollment. They are held back under load; the
+// calls that finish work already started (Redeem, Confirm, renewals) and
+// the portal's and administrators' calls never wait here.
 //
-// CompleteSession is not held back although it begins a session: its
-// revocation check may wait on the network (OCSP, CRL), and a slot held
-// across that wait would stall every sign-in behind one slow responder.
+// A call gives its slot back while it waits on the network (the OCSP and
+// CRL fetches of CompleteSession's revocation check, see slotTransport),
+// so one slow responder does not stall the gateway's sign-ins.
 var admittedMethods = map[string]bool{
 	"/credgw.v1.PIVAuth/BeginSession":        true,
+	"/credgw.v1.PIVAuth/CompleteSession":     true,
 	"/credgw.v1.Enrollment/CreateEnrollment": true,
 }
 
@@ -50,33 +54,142 @@ func newAdmission(n int, waiting gauge) *admission {
 	return a
 }
 
-// admit waits for a slot for method (if it takes one) and returns its
-// release.
-func (a *admission) admit(ctx context.Context, method string) (release func(), err error) {
-	if a.slots == nil || !admittedMethods[method] {
-		return func() {}, nil
-	}
+// acquire waits for a slot, within ctx.
+func (a *admission) acquire(ctx context.Context) error {
 	select {
 	case a.slots <- struct{}{}:
-		return func() { <-a.slots }, nil
+		return nil
 	default:
 	}
 	a.waiting.Inc()
 	defer a.waiting.Dec()
 	select {
 	case a.slots <- struct{}{}:
-		return func() { <-a.slots }, nil
+		return nil
 	case <-ctx.Done():
 		if errors.Is(ctx.Err(), context.Canceled) {
-			return nil, status.Error(codes.Canceled, "the call was cancelled while waiting for the gateway")
+			return status.Error(codes.Canceled, "the call was cancelled while waiting for the gateway")
 		}
-		return nil, status.Error(codes.Unavailable,
+		return status.Error(codes.Unavailable,
 			"the gateway is busy issuing credentials and could not start this call before its deadline; try again shortly")
 	}
 }
 
+// admit waits for a slot for method (if it takes one). The returned
+// context carries the slot (for slotTransport); release gives it back.
+func (a *admission) admit(ctx context.Context, method string) (context.Context, func(), error) {
+	if a.slots == nil || !admittedMethods[method] {
+		return ctx, func() {}, nil
+	}
+	if err := a.acquire(ctx); err != nil {
+		return ctx, nil, err
+	}
+	s := &slot{a: a, held: true}
+	return context.WithValue(ctx, slotKey{}, s), s.release, nil
+}
+
+type slotKey struct{}
+
+// slot is one admitted call's hold on the admission.
+type slot struct {
+	a    *admission
+	mu   sync.Mutex
+	held bool
+	away int  // network waits under way
+	done bool // the call has ended: nothing is taken again
+}
+
+// yield gives the slot back for a network wait.
+func (s *slot) yield() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.away++
+	if s.away == 1 && s.held {
+		<-s.a.slots
+		s.held = false
+	}
+}
+
+// back takes a slot again once the last network wait is over.
+func (s *slot) back(ctx context.Context) error {
+	s.mu.Lock()
+	s.away--
+	need := s.away == 0 && !s.held && !s.done
+	s.mu.Unlock()
+	if !need {
+		return nil
+	}
+	if err := s.a.acquire(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.away > 0 || s.held || s.done { // another wait began meanwhile, a parallel back took it, or the call ended
+		<-s.a.slots
+		return nil
+	}
+	s.held = true
+	return nil
+}
+
+// release ends the call's hold.
+func (s *slot) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.done = true
+	if s.held {
+		<-s.a.slots
+		s.held = false
+	}
+}
+
+// slotTransport gives an admitted call's slot back while its request is
+// on the network: from the request until its response body is closed.
+type slotTransport struct{ base http.RoundTripper }
+
+func (t slotTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	s, _ := req.Context().Value(slotKey{}).(*slot)
+	if s == nil {
+		return t.base.RoundTrip(req)
+	}
+	s.yield()
+	resp, err := t.base.RoundTrip(req)
+	if err != nil {
+		return nil, errors.Join(err, s.back(req.Context()))
+	}
+	resp.Body = &slotBody{ReadCloser: resp.Body, s: s, ctx: req.Context()}
+	return resp, nil
+}
+
+type slotBody struct {
+	io.ReadCloser
+	s    *slot
+	ctx  context.Context
+	once sync.Once
+}
+
+func (b *slotBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(func() { err = errors.Join(err, b.s.back(b.ctx)) })
+	return err
+}
+
+// yieldingClient is c (nil: a default client) with slotTransport.
+func yieldingClient(c *http.Client) *http.Client {
+	if c == nil {
+		c = &http.Client{}
+	}
+	out := *c
+	base := c.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	out.Transport = slotTransport{base: base}
+	return &out
+}
+
 func (s *Server) admitUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	release, err := s.admission.admit(ctx, info.FullMethod)
+	ctx, release, err := s.admission.admit(ctx, info.FullMethod)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,9 @@ package server
 
 import (
 	"context"
+	"errors"
+	"io"
+	"net/http"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -23,7 +26,7 @@ const (
 func TestAdmission(t *testing.T) {
 	waiting := new(counter)
 	a := newAdmission(1, waiting)
-	hold, err := a.admit(context.Background(), beginSession)
+	_, hold, err := a.admit(context.Background(), beginSession)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,11 +45,11 @@ func TestAdmission(t *testing.T) {
 		{"sign-in cancelled", cancelled, beginSession, codes.Canceled},
 		{"redemption", expired, "/credgw.v1.Redemption/Redeem", codes.OK},
 		{"confirmation", expired, "/credgw.v1.Redemption/Confirm", codes.OK},
-		{"completing a sign-in", expired, "/credgw.v1.PIVAuth/CompleteSession", codes.OK},
+		{"completing a sign-in past its deadline", expired, "/credgw.v1.PIVAuth/CompleteSession", codes.Unavailable},
 		{"an administrator", expired, "/credgw.v1.Admin/RevokeIdentity", codes.OK},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			release, err := a.admit(tc.ctx, tc.method)
+			_, release, err := a.admit(tc.ctx, tc.method)
 			if status.Code(err) != tc.want {
 				t.Fatalf("code %v (%v), want %v", status.Code(err), err, tc.want)
 			}
@@ -61,7 +64,7 @@ func TestAdmission(t *testing.T) {
 		})
 	}
 	hold()
-	release, err := a.admit(expired, createEnrollment)
+	_, release, err := a.admit(expired, createEnrollment)
 	if err != nil {
 		t.Fatalf("a free slot was not given: %v", err)
 	}
@@ -78,7 +81,7 @@ func TestAdmissionLimits(t *testing.T) {
 	}
 	a := newAdmission(-1, g)
 	for range 100 {
-		if _, err := a.admit(context.Background(), createEnrollment); err != nil {
+		if _, _, err := a.admit(context.Background(), createEnrollment); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -88,3 +91,81 @@ type counter struct{ n atomic.Int64 }
 
 func (c *counter) Inc() { c.n.Add(1) }
 func (c *counter) Dec() { c.n.Add(-1) }
+
+// roundTripFunc is an http.RoundTripper.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// free reports whether a slot is free now (and leaves it free).
+func free(a *admission) bool {
+	select {
+	case a.slots <- struct{}{}:
+		<-a.slots
+		return true
+	default:
+		return false
+	}
+}
+
+// An admitted call gives its slot back while its OCSP or CRL request is on
+// the network, until the response body is closed (or the request failed),
+// and takes one again afterwards; a body closed after the call ended takes
+// nothing; calls that were not admitted pass through.
+func TestSlotTransport(t *testing.T) {
+	a := newAdmission(1, new(counter))
+	var freeDuringRequest bool
+	fail := false
+	client := yieldingClient(&http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		freeDuringRequest = free(a)
+		if fail {
+			return nil, errors.New("responder down")
+		}
+		return &http.Response{StatusCode: 200, Body: io.NopCloser(strings.NewReader("ocsp")), Request: r}, nil
+	})})
+	get := func(ctx context.Context) (*http.Response, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://ocsp.invalid/", nil)
+		return client.Do(req)
+	}
+
+	ctx, release, err := a.admit(context.Background(), "/credgw.v1.PIVAuth/CompleteSession")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !freeDuringRequest {
+		t.Fatal("the slot was held while the request was on the network")
+	}
+	if !free(a) {
+		t.Fatal("the slot was taken again before the body was read and closed")
+	}
+	io.ReadAll(resp.Body)
+	if err := resp.Body.Close(); err != nil || free(a) {
+		t.Fatalf("after Close the call holds no slot (err %v)", err)
+	}
+	fail = true
+	if _, err := get(ctx); err == nil || free(a) {
+		t.Fatalf("a failed request: %v, and the slot must be held again", err)
+	}
+	fail = false
+	late, err := get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	late.Body.Close()
+	if !free(a) {
+		t.Fatal("a body closed after the call ended took the slot")
+	}
+	// Not admitted: the request runs without touching the admission.
+	_, hold, _ := a.admit(context.Background(), beginSession)
+	defer hold()
+	if resp, err := get(context.Background()); err != nil || freeDuringRequest {
+		t.Fatalf("a call without a slot: %v, free during request %v", err, freeDuringRequest)
+	} else {
+		resp.Body.Close()
+	}
+}

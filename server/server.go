@@ -221,7 +221,9 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 		policies = append(policies, oid)
 	}
 	s.verifier, err = piv.NewVerifier(piv.Options{
-		Roots: roots, Intermediates: inter, Policies: policies, HTTPClient: o.httpClient,
+		// A sign-in gives its admission slot back while OCSP and CRL
+		// fetches are on the network.
+		Roots: roots, Intermediates: inter, Policies: policies, HTTPClient: yieldingClient(o.httpClient),
 		OCSPTimeout: cfg.PIV.OCSPTimeout.Duration, CRLTimeout: cfg.PIV.CRLTimeout.Duration,
 		PersonAttribute: cfg.PIV.PersonAttribute, Now: o.now,
 	})
