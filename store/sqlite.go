@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -75,7 +76,9 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 		return nil, fmt.Errorf("store: sqlite: %w", err)
 	}
 	r.SetMaxOpenConns(4)
-	ck, err := sql.Open("sqlite", dsn)
+	// The checkpointer never waits: a checkpoint that finds the database
+	// busy is left to the next one (busy_timeout 0 on its connection).
+	ck, err := sql.Open("sqlite", strings.Replace(dsn, url.QueryEscape("busy_timeout(5000)"), url.QueryEscape("busy_timeout(0)"), 1))
 	if err != nil {
 		w.Close()
 		r.Close()
@@ -98,9 +101,10 @@ const checkpointInterval = time.Second
 // connection of its own: PASSIVE checkpoints every second, which never
 // wait for the writer or readers, and a TRUNCATE one at Close.
 type checkpointer struct {
-	db   *sql.DB
-	stop chan struct{}
-	done chan struct{}
+	db     *sql.DB
+	stop   chan struct{}
+	done   chan struct{}
+	closed sync.Once
 }
 
 func newCheckpointer(db *sql.DB) *checkpointer {
@@ -130,11 +134,18 @@ func (c *checkpointer) checkpoint(mode string) error {
 	return c.db.QueryRow("PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &log, &done)
 }
 
-// Close stops the checkpointer after a last, truncating checkpoint.
+// Close stops the checkpointer after a last, truncating checkpoint, which
+// does not wait for other processes that have the database open (a
+// gateway, while a CLI closes): then the WAL simply stays.
 func (c *checkpointer) Close() error {
-	close(c.stop)
-	<-c.done
-	return errors.Join(c.checkpoint("TRUNCATE"), c.db.Close())
+	var err error
+	c.closed.Do(func() {
+		close(c.stop)
+		<-c.done
+		c.checkpoint("TRUNCATE") // busy: left to the next checkpoint of whoever runs
+		err = c.db.Close()
+	})
+	return err
 }
 
 // provider is goose over the dialect's embedded migrations.

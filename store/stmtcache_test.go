@@ -73,6 +73,10 @@ func TestCheckpointer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	var timeout int
+	if err := s.ckpt.db.QueryRow("PRAGMA busy_timeout").Scan(&timeout); err != nil || timeout != 0 {
+		t.Fatalf("checkpoint connection busy_timeout %d %v: a checkpoint would wait for other processes' readers", timeout, err)
+	}
 	var busy, log, done int
 	if err := s.ckpt.db.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &log, &done); err != nil || busy != 0 || log == 0 || done != log {
 		t.Fatalf("checkpoint: busy %d, %d frames, %d copied, %v", busy, log, done, err)
@@ -80,6 +84,7 @@ func TestCheckpointer(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
+	s.Close() // twice: no panic
 	if fi, err := os.Stat(path + "-wal"); err == nil && fi.Size() != 0 {
 		t.Fatalf("WAL of %d bytes left after Close", fi.Size())
 	}
