@@ -91,6 +91,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzReadManifest -fuzztime $(FUZZTIME) ./agent/
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./activation/pfx/
 	$(GO) test -run '^$$' -fuzz FuzzSafeContents -fuzztime $(FUZZTIME) ./activation/pfx/
+	$(GO) test -run '^$$' -fuzz FuzzAuthSafe -fuzztime $(FUZZTIME) ./activation/pfx/
 
 clean:
 	rm -rf bin $(DEMO_DIR)

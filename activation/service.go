@@ -643,6 +643,9 @@ func addKeyHistory(current *issuance.EscrowedKey, cert *x509.Certificate, histor
 		if err != nil {
 			return fmt.Errorf("activation: the certificate of escrowed key %s: %w", k.ID, err)
 		}
+		if !k.Key.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(c.PublicKey) {
+			return fmt.Errorf("activation: escrowed key %s is not the key of its recorded certificate %s (check the escrow row and the certificates table)", k.ID, k.CertSerial)
+		}
 		entries = append(entries, pfx.Entry{Key: k.Key, Certificate: c, FriendlyName: KeyHistoryName(len(entries), c)})
 	}
 	p12, err := pfx.Encode(entries, caChain, p12pw, TransportPKCS12Iterations)

@@ -547,16 +547,17 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 			if err != nil {
 				return fmt.Errorf("agent: %s does not open: %w", name, err)
 			}
-			if len(entries) == 0 || entries[0].Certificate.SerialNumber.Text(16) != m.GetSerial() ||
-				(m.GetKeyCount() != 0 && int(m.GetKeyCount()) != len(entries)) {
+			if len(entries) == 0 || entries[0].Certificate.SerialNumber.Text(16) != m.GetSerial() || int(m.GetKeyCount()) != len(entries) {
 				return fmt.Errorf("agent: %s does not hold what the manifest says (current certificate %s, %d keys)", name, m.GetSerial(), m.GetKeyCount())
 			}
 			for i, e := range entries {
 				// The current certificate must be valid now. An earlier
 				// key's may have expired (old mail still needs the key):
 				// its chain is checked as of when it was issued.
-				err := verify(e.Certificate)
-				if i > 0 {
+				var err error
+				if i == 0 {
+					err = verify(e.Certificate)
+				} else {
 					err = verifyAt(e.Certificate, e.Certificate.NotBefore)
 				}
 				if err != nil {

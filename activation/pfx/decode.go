@@ -92,6 +92,9 @@ var maxIterations int64 = MaxIterations
 
 var errMalformed = errors.New("pfx: not a DER-encoded PKCS#12 file (malformed ASN.1)")
 
+var errNotDecrypted = errors.New("pfx: the MAC verifies but a bag does not decrypt under the same password " +
+	"(the writer encodes the PBES2 password differently, or the file is damaged)")
+
 func (d *decoder) decode(der []byte, password string) error {
 	d.password = password
 	in := cryptobyte.String(der)
@@ -281,13 +284,16 @@ func (d *decoder) decrypt(algo, ct cryptobyte.String) ([]byte, error) {
 	}
 	plain := make([]byte, len(ct))
 	cipher.NewCBCDecrypter(block, iv).CryptBlocks(plain, ct)
+	// The MAC verified under this password, so a bad padding is a writer
+	// that derived its encryption key otherwise (a BMP-encoded password,
+	// say), not a wrong password.
 	pad := int(plain[len(plain)-1])
 	if pad == 0 || pad > aes.BlockSize {
-		return nil, ErrIncorrectPassword
+		return nil, errNotDecrypted
 	}
 	for _, b := range plain[len(plain)-pad:] {
 		if int(b) != pad {
-			return nil, ErrIncorrectPassword
+			return nil, errNotDecrypted
 		}
 	}
 	return plain[:len(plain)-pad], nil

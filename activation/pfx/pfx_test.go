@@ -322,6 +322,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(good, "1")
 	f.Add([]byte{0x30, 0x03, 0x02, 0x01, 0x03}, "")
 	maxIterations = 64 // a mutated count must not make each run a second long
+	f.Cleanup(func() { maxIterations = MaxIterations })
 	f.Fuzz(func(t *testing.T, der []byte, password string) {
 		entries, _, err := Decode(der, password)
 		if err != nil {
@@ -348,6 +349,7 @@ func FuzzSafeContents(f *testing.F) {
 	good, _ := encode(rand.Reader, fx.entries[1:2], nil, "1", 1, 1)
 	f.Add([]byte(good), "1")
 	maxIterations = 64
+	f.Cleanup(func() { maxIterations = MaxIterations })
 	f.Fuzz(func(t *testing.T, data []byte, password string) {
 		d := decoder{keys: map[string][]byte{}, password: password}
 		if err := d.safeContents(data); err != nil {
@@ -364,6 +366,151 @@ func FuzzSafeContents(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzAuthSafe reaches, past a MAC made for each input, the authenticated
+// safe (data and encrypted contents), the bags and the pairing of keys
+// with certificates.
+func FuzzAuthSafe(f *testing.F) {
+	fx := testFixture(f)
+	attrs, _ := attributes("name", []byte("id"))
+	var as cryptobyte.Builder
+	as.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		dataCI(plainKeyBag(fx.entries[1].Key, attrs), certBag(fx.entries[1].Certificate.Raw, attrs))(b)
+	})
+	f.Add(as.BytesOrPanic())
+	f.Add([]byte{0x30, 0x00})
+	maxIterations = 64
+	f.Cleanup(func() { maxIterations = MaxIterations })
+	pw, _ := bmpPassword("1")
+	f.Fuzz(func(t *testing.T, authSafe []byte) {
+		der, err := withMAC(rand.Reader, authSafe, pw, 1)
+		if err != nil {
+			return
+		}
+		entries, _, err := Decode(der, "1")
+		if err != nil {
+			return
+		}
+		for _, e := range entries {
+			if !e.Key.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(e.Certificate.PublicKey) {
+				t.Fatal("an entry whose key is not its certificate's")
+			}
+		}
+	})
+}
+
+// decrypt refuses every PBES2 parameter it does not support, with a
+// message that names it.
+func TestDecryptRefuses(t *testing.T) {
+	algo := func(kdf, prf, enc []int, iv []byte, keyLen int64) []byte {
+		var b cryptobyte.Builder
+		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+			b.AddASN1ObjectIdentifier(oidPBES2)
+			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+					b.AddASN1ObjectIdentifier(kdf)
+					b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+						b.AddASN1OctetString([]byte("saltsalt"))
+						b.AddASN1Int64(1)
+						if keyLen != 0 {
+							b.AddASN1Int64(keyLen)
+						}
+						b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(prf) })
+					})
+				})
+				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+					b.AddASN1ObjectIdentifier(enc)
+					b.AddASN1OctetString(iv)
+				})
+			})
+		})
+		return b.BytesOrPanic()
+	}
+	iv := make([]byte, 16)
+	block := make([]byte, 16)
+	for _, tc := range []struct {
+		name string
+		algo []byte
+		ct   []byte
+		want string
+	}{
+		{"scrypt, not PBKDF2", algo([]int{1, 3, 6, 1, 4, 1, 11591, 4, 11}, oidHMACSHA256, oidAES256CBC, iv, 0), block, "key derivation"},
+		{"PRF a digest, not an HMAC", algo(oidPBKDF2, oidSHA256, oidAES256CBC, iv, 0), block, "pseudo-random function"},
+		{"PRF unknown", algo(oidPBKDF2, []int{1, 2, 3}, oidAES256CBC, iv, 0), block, "pseudo-random function"},
+		{"3DES-CBC", algo(oidPBKDF2, oidHMACSHA256, []int{1, 2, 840, 113549, 3, 7}, make([]byte, 8), 0), block, "cipher"},
+		{"key length not the cipher's", algo(oidPBKDF2, oidHMACSHA256, oidAES256CBC, iv, 16), block, "key length"},
+		{"short IV", algo(oidPBKDF2, oidHMACSHA256, oidAES256CBC, iv[:8], 0), block, "IV"},
+		{"no ciphertext", algo(oidPBKDF2, oidHMACSHA256, oidAES256CBC, iv, 0), nil, "whole AES blocks"},
+		{"ciphertext not whole blocks", algo(oidPBKDF2, oidHMACSHA256, oidAES256CBC, iv, 0), block[:15], "whole AES blocks"},
+		{"bad padding", algo(oidPBKDF2, oidHMACSHA256, oidAES128CBC, iv, 0), block, "does not decrypt"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := decoder{keys: map[string][]byte{}, password: "1"}
+			_, err := d.decrypt(tc.algo, tc.ct)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// Refusals of the file's frame: the PFX version, a public-key integrity
+// mode, a MAC digest other than SHA-1 or SHA-256, a certificate bag of
+// another type, a friendly name of odd length.
+func TestDecodeRefusesFrame(t *testing.T) {
+	frame := func(version int64, contentType []int, macOID []int, authSafe []byte) []byte {
+		var b cryptobyte.Builder
+		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+			b.AddASN1Int64(version)
+			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+				b.AddASN1ObjectIdentifier(contentType)
+				b.AddASN1(cbasn1.Tag(0).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) { b.AddASN1OctetString(authSafe) })
+			})
+			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+					b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(macOID) })
+					b.AddASN1OctetString(make([]byte, 32))
+				})
+				b.AddASN1OctetString([]byte("salt"))
+			})
+		})
+		return b.BytesOrPanic()
+	}
+	empty := []byte{0x30, 0x00}
+	otherCert := safeBag(oidCertBag, func(b *cryptobyte.Builder) {
+		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+			b.AddASN1ObjectIdentifier([]int{1, 2, 840, 113549, 1, 9, 22, 2}) // sdsiCertificate
+			b.AddASN1(cbasn1.Tag(0).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) { b.AddASN1OctetString([]byte("x")) })
+		})
+	}, nil)
+	var oddName cryptobyte.Builder
+	oddName.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddASN1ObjectIdentifier(oidFriendlyName)
+		b.AddASN1(cbasn1.SET, func(b *cryptobyte.Builder) {
+			b.AddASN1(cbasn1.Tag(30), func(b *cryptobyte.Builder) { b.AddBytes([]byte{0, 'a', 0}) })
+		})
+	})
+	f := testFixture(t)
+	oddNamed := certBag(f.ca.Raw, oddName.BytesOrPanic())
+	for _, tc := range []struct {
+		name string
+		der  []byte
+		want string
+	}{
+		{"version 2", frame(2, oidData, oidSHA256, empty), "version 2"},
+		{"signed, not MAC'd", frame(3, []int{1, 2, 840, 113549, 1, 7, 2}, oidSHA256, empty), "public-key"},
+		{"SHA-512 MAC", frame(3, oidData, []int{2, 16, 840, 1, 101, 3, 4, 2, 3}, empty), "MAC digest"},
+		{"certificate bag of another type", fileWith(t, "1", 1, dataCI(otherCert)), "certificate type"},
+		{"friendly name of odd length", fileWith(t, "1", 1, dataCI(oddNamed)), "odd-length"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := Decode(tc.der, "1")
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
 }
 
 func BenchmarkEncode21Keys(b *testing.B) {
