@@ -6,8 +6,8 @@
 // It exists because go-pkcs12, which credgw uses for every single-key
 // PKCS#12, writes and reads exactly one key a file and no friendly names
 // (see docs/decisions.md). It does only what that library does not, in the
-// profile go-pkcs12 calls Modern, so that every reader that opens a
-// go-pkcs12 Modern file opens these too (OpenSSL 3.0, NSS, Java, Windows):
+// profile go-pkcs12 calls Modern, so that a reader that opens a go-pkcs12
+// Modern file opens these too (tested: OpenSSL 3.0 and go-pkcs12 itself):
 //
 //   - keys in PKCS#8 shrouded key bags, certificates in certificate bags
 //     inside one encrypted SafeContents, both with PBES2 (PBKDF2 with
