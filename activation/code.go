@@ -122,7 +122,8 @@ func PKCS12Password(secret []byte, password string) (string, error) {
 // Stretching protects low-entropy passwords (SP 800-132 §5.2); this
 // password is a 256-bit HKDF output no guess can reach, so more rounds only
 // cost the gateway time on every redemption. 1,000 is the floor OpenSSL 3's
-// FIPS provider accepts for PBKDF2. (The MAC's PKCS#12 key derivation is
-// not a FIPS algorithm: an agent restricted to a FIPS provider verifies
-// the MAC with its default provider, as OpenSSL's own tools do.)
+// FIPS provider accepts for PBKDF2. The MAC's PKCS#12 key derivation is
+// not a FIPS-approved algorithm, so an agent restricted to a FIPS provider
+// also needs a provider that has it (PBMAC1, the approved alternative, is
+// unreadable by Debian 12's OpenSSL).
 const TransportPKCS12Iterations = 1000
