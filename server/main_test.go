@@ -94,6 +94,14 @@ func now() time.Time { return time.Now().Add(time.Duration(clockOffset.Load())) 
 // panicStore panics on demand, to test recovery.
 type panicStore struct{ store.Store }
 
+// CheckpointFailures passes through, so the gateway exports the metric.
+func (p panicStore) CheckpointFailures() int64 {
+	if c, ok := p.Store.(interface{ CheckpointFailures() int64 }); ok {
+		return c.CheckpointFailures()
+	}
+	return 0
+}
+
 func (p panicStore) CreateChallenge(ctx context.Context, c store.Challenge) error {
 	if panicNext.CompareAndSwap(true, false) {
 		panic("test: store exploded")

@@ -20,6 +20,7 @@ import (
 	"github.com/credgw/credgw/portal"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/store"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -243,6 +244,12 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 			return nil, err
 		}
 		s.store, s.ownStore = st, true
+	}
+	if c, ok := s.store.(interface{ CheckpointFailures() int64 }); ok {
+		s.metrics.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "credgw_sqlite_checkpoint_failures_total",
+			Help: "Background SQLite WAL checkpoints that failed or were blocked; a steady rise means the WAL file grows.",
+		}, func() float64 { return float64(c.CheckpointFailures()) }))
 	}
 
 	if cfg.CA.CertificateFile != "" {

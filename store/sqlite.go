@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -105,6 +106,10 @@ type checkpointer struct {
 	stop   chan struct{}
 	done   chan struct{}
 	closed sync.Once
+	// failures counts checkpoints that failed or were blocked: with
+	// automatic checkpoints off, a count that keeps rising means the WAL
+	// grows.
+	failures atomic.Int64
 }
 
 func newCheckpointer(db *sql.DB) *checkpointer {
@@ -131,7 +136,21 @@ func (c *checkpointer) run() {
 // to the next one.
 func (c *checkpointer) checkpoint(mode string) error {
 	var busy, log, done int
-	return c.db.QueryRow("PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &log, &done)
+	err := c.db.QueryRow("PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &log, &done)
+	if err != nil || busy != 0 {
+		c.failures.Add(1)
+	}
+	return err
+}
+
+// CheckpointFailures is how many background WAL checkpoints failed or were
+// blocked (SQLite; 0 on PostgreSQL). The gateway exports
+// it as credgw_sqlite_checkpoint_failures_total.
+func (s *DB) CheckpointFailures() int64 {
+	if s.ckpt == nil {
+		return 0
+	}
+	return s.ckpt.failures.Load()
 }
 
 // Close stops the checkpointer after a last, truncating checkpoint, which

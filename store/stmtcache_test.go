@@ -81,10 +81,16 @@ func TestCheckpointer(t *testing.T) {
 	if err := s.ckpt.db.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &log, &done); err != nil || busy != 0 || log == 0 || done != log {
 		t.Fatalf("checkpoint: busy %d, %d frames, %d copied, %v", busy, log, done, err)
 	}
+	if err := s.ckpt.checkpoint("PASSIVE"); err != nil || s.CheckpointFailures() != 0 {
+		t.Fatalf("a checkpoint that ran counted as failed (%v, %d)", err, s.CheckpointFailures())
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	s.Close() // twice: no panic
+	if s.ckpt.checkpoint("PASSIVE") == nil || s.CheckpointFailures() == 0 {
+		t.Fatal("a checkpoint on a closed database was not counted as failed")
+	}
 	if fi, err := os.Stat(path + "-wal"); err == nil && fi.Size() != 0 {
 		t.Fatalf("WAL of %d bytes left after Close", fi.Size())
 	}
