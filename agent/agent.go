@@ -548,7 +548,12 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 				return fmt.Errorf("agent: %s does not open: %w", name, err)
 			}
 			if len(entries) == 0 || entries[0].Certificate.SerialNumber.Text(16) != m.GetSerial() || int(m.GetKeyCount()) != len(entries) {
-				return fmt.Errorf("agent: %s does not hold what the manifest says (current certificate %s, %d keys)", name, m.GetSerial(), m.GetKeyCount())
+				holds := "no key"
+				if len(entries) > 0 {
+					holds = fmt.Sprintf("current certificate %s, %d keys", entries[0].Certificate.SerialNumber.Text(16), len(entries))
+				}
+				return fmt.Errorf("agent: %s does not hold what the manifest says (the manifest: current certificate %s, %d keys; the file: %s)",
+					name, m.GetSerial(), m.GetKeyCount(), holds)
 			}
 			for i, e := range entries {
 				// The current certificate must be valid now. An earlier

@@ -21,8 +21,9 @@ import (
 
 // The escrowed key and its history arrive as one encryption.p12, current
 // first, as the manifest says. install refuses a file that holds other
-// than what the manifest says, a second or renamed PKCS#12, and a history
-// certificate from another CA.
+// than what the manifest says, a second or renamed PKCS#12, a history
+// certificate from another CA and an expired current certificate; an
+// expired history certificate is taken (old mail needs its key).
 func TestInstallRefusesKeyHistory(t *testing.T) {
 	mkCA := func(name string) (*x509.Certificate, *ecdsa.PrivateKey) {
 		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -34,16 +35,21 @@ func TestInstallRefusesKeyHistory(t *testing.T) {
 	}
 	ca, caKey := mkCA("issuing CA")
 	other, otherKey := mkCA("another CA")
-	leaf := func(serial int64, issuer *x509.Certificate, issuerKey *ecdsa.PrivateKey) pfx.Entry {
+	leafUntil := func(serial int64, issuer *x509.Certificate, issuerKey *ecdsa.PrivateKey, notAfter time.Time) pfx.Entry {
 		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "holder"},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			NotBefore: notAfter.Add(-2 * time.Hour), NotAfter: notAfter,
 			KeyUsage: x509.KeyUsageKeyAgreement, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}}
 		der, _ := x509.CreateCertificate(rand.Reader, tmpl, issuer, k.Public(), issuerKey)
 		c, _ := x509.ParseCertificate(der)
 		return pfx.Entry{Key: k, Certificate: c}
 	}
+	leaf := func(serial int64, issuer *x509.Certificate, issuerKey *ecdsa.PrivateKey) pfx.Entry {
+		return leafUntil(serial, issuer, issuerKey, time.Now().Add(time.Hour))
+	}
 	current, earlier, foreign := leaf(0x10, ca, caKey), leaf(0x0f, ca, caKey), leaf(0x0e, other, otherKey)
+	expiredEarlier := leafUntil(0x0d, ca, caKey, time.Now().Add(-time.Hour))
+	expiredCurrent := leafUntil(0x11, ca, caKey, time.Now().Add(-time.Hour))
 	secret := make([]byte, 32)
 	rand.Read(secret)
 	const password = "12345678"
@@ -82,7 +88,9 @@ func TestInstallRefusesKeyHistory(t *testing.T) {
 	}{
 		// Passes the key history and stops at the missing device certificates.
 		{"as the manifest says", pkg(item{"encryption.p12", "10", 2, two}), "has no PROFILE_DERIVED_PIV_AUTH certificate"},
-		{"current key not the manifest's", pkg(item{"encryption.p12", "f", 2, two}), "does not hold what the manifest says"},
+		{"an expired history key", pkg(item{"encryption.p12", "10", 2, file(current, expiredEarlier)}), "has no PROFILE_DERIVED_PIV_AUTH certificate"},
+		{"an expired current key", pkg(item{"encryption.p12", "11", 2, file(expiredCurrent, earlier)}), "key 1 of encryption.p12 does not chain"},
+		{"current key not the manifest's", pkg(item{"encryption.p12", "f", 2, two}), "the file: current certificate 10, 2 keys"},
 		{"fewer keys than the manifest says", pkg(item{"encryption.p12", "10", 3, two}), "does not hold what the manifest says"},
 		{"no key count", pkg(item{"encryption.p12", "10", 0, two}), "does not hold what the manifest says"},
 		{"renamed", pkg(item{"encryption-history-1.p12", "10", 2, two}), "unexpected PKCS#12"},

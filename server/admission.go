@@ -16,24 +16,40 @@ import (
 // admittedMethods start new work: a sign-in (its challenge and its
 // completion) and a new enrollment. They are held back under load; the
 // calls that finish work already started (Redeem, Confirm, renewals) and
-// the portal's and administrators' calls never wait here.
+// the portal's and administrators' calls never wait here. The value says
+// whether the call goes ahead of the others in the queue: completing a
+// sign-in whose challenge was issued comes before starting new ones.
 //
 // A call gives its slot back while it waits on the network (the OCSP and
 // CRL fetches of CompleteSession's revocation check, see slotTransport),
-// so one slow responder does not stall the gateway's sign-ins.
-var admittedMethods = map[string]bool{
-	"/credgw.v1.PIVAuth/BeginSession":        true,
-	"/credgw.v1.PIVAuth/CompleteSession":     true,
-	"/credgw.v1.Enrollment/CreateEnrollment": true,
+// so one slow responder does not stall the gateway's sign-ins; it takes
+// its slot again ahead of new calls.
+var admittedMethods = map[string]priority{
+	"/credgw.v1.PIVAuth/BeginSession":        low,
+	"/credgw.v1.PIVAuth/CompleteSession":     high,
+	"/credgw.v1.Enrollment/CreateEnrollment": low,
 }
+
+type priority int
+
+const (
+	low priority = iota + 1
+	high
+)
 
 // admission bounds how many new-work calls run at once (limits.new_work).
 // When the gateway is saturated, the person at the device, whose package
 // is being issued and downloaded, is served before new sign-ins and
-// enrollments start: those wait for a slot, within their deadline.
+// enrollments start: those wait for a slot, within their deadline, first
+// come first served within two priorities.
 type admission struct {
-	slots   chan struct{} // nil: no limit
+	limit   int // ≤ 0: no limit
 	waiting gauge
+
+	mu      sync.Mutex
+	free    int
+	queues  [high + 1][]chan struct{} // waiters by priority, oldest first
+	waiters int
 }
 
 // gauge is the part of a prometheus.Gauge admission uses.
@@ -44,47 +60,80 @@ type gauge interface {
 
 // newAdmission: n < 0 is no limit, 0 half the CPUs (at least one).
 func newAdmission(n int, waiting gauge) *admission {
-	a := &admission{waiting: waiting}
 	if n == 0 {
 		n = max(1, runtime.GOMAXPROCS(0)/2)
 	}
-	if n > 0 {
-		a.slots = make(chan struct{}, n)
-	}
-	return a
+	return &admission{limit: n, free: max(n, 0), waiting: waiting}
 }
 
-// acquire waits for a slot, within ctx.
-func (a *admission) acquire(ctx context.Context) error {
-	select {
-	case a.slots <- struct{}{}:
+// acquire waits for a slot, within ctx. A call of high priority takes a
+// free slot even when low ones wait, and is served before them.
+func (a *admission) acquire(ctx context.Context, p priority) error {
+	a.mu.Lock()
+	if a.free > 0 && (p == high || len(a.queues[high])+len(a.queues[low]) == 0) {
+		a.free--
+		a.mu.Unlock()
 		return nil
-	default:
 	}
+	grant := make(chan struct{}, 1)
+	a.queues[p] = append(a.queues[p], grant)
+	a.mu.Unlock()
 	a.waiting.Inc()
 	defer a.waiting.Dec()
 	select {
-	case a.slots <- struct{}{}:
+	case <-grant:
 		return nil
 	case <-ctx.Done():
-		if errors.Is(ctx.Err(), context.Canceled) {
-			return status.Error(codes.Canceled, "the call was cancelled while waiting for the gateway")
-		}
-		return status.Error(codes.Unavailable,
-			"the gateway is busy issuing credentials and could not start this call before its deadline; try again shortly")
 	}
+	a.mu.Lock()
+	q := a.queues[p]
+	for i, g := range q {
+		if g == grant { // not granted: leave the queue
+			a.queues[p] = append(q[:i:i], q[i+1:]...)
+			a.mu.Unlock()
+			return waitError(ctx)
+		}
+	}
+	a.mu.Unlock()
+	// Granted as the deadline came: pass the slot on.
+	a.release()
+	return waitError(ctx)
+}
+
+func waitError(ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return status.Error(codes.Canceled, "the call was cancelled while waiting for the gateway")
+	}
+	return status.Error(codes.Unavailable,
+		"the gateway is busy issuing credentials and could not start this call before its deadline; try again shortly")
+}
+
+// release gives a slot to the oldest waiter of the highest priority, or
+// back to the pool.
+func (a *admission) release() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for p := high; p >= low; p-- {
+		if q := a.queues[p]; len(q) > 0 {
+			a.queues[p] = q[1:]
+			q[0] <- struct{}{}
+			return
+		}
+	}
+	a.free++
 }
 
 // admit waits for a slot for method (if it takes one). The returned
 // context carries the slot (for slotTransport); release gives it back.
 func (a *admission) admit(ctx context.Context, method string) (context.Context, func(), error) {
-	if a.slots == nil || !admittedMethods[method] {
+	p := admittedMethods[method]
+	if a.limit <= 0 || p == 0 {
 		return ctx, func() {}, nil
 	}
-	if err := a.acquire(ctx); err != nil {
+	if err := a.acquire(ctx, p); err != nil {
 		return ctx, nil, err
 	}
-	s := &slot{a: a, held: true}
+	s := &slot{a: a, ctx: ctx, held: true}
 	return context.WithValue(ctx, slotKey{}, s), s.release, nil
 }
 
@@ -92,11 +141,14 @@ type slotKey struct{}
 
 // slot is one admitted call's hold on the admission.
 type slot struct {
-	a    *admission
-	mu   sync.Mutex
-	held bool
-	away int  // network waits under way
-	done bool // the call has ended: nothing is taken again
+	a   *admission
+	ctx context.Context // the call's: its deadline bounds every wait
+
+	mu       sync.Mutex
+	held     bool
+	away     int  // network waits under way
+	retaking bool // a back is waiting for the slot
+	done     bool // the call has ended: nothing is taken again
 }
 
 // yield gives the slot back for a network wait.
@@ -105,27 +157,33 @@ func (s *slot) yield() {
 	defer s.mu.Unlock()
 	s.away++
 	if s.away == 1 && s.held {
-		<-s.a.slots
 		s.held = false
+		s.a.release()
 	}
 }
 
-// back takes a slot again once the last network wait is over.
-func (s *slot) back(ctx context.Context) error {
+// back takes the slot again, ahead of new calls, once the last network
+// wait is over; within the call's deadline.
+func (s *slot) back() error {
 	s.mu.Lock()
 	s.away--
-	need := s.away == 0 && !s.held && !s.done
+	need := s.away == 0 && !s.held && !s.done && !s.retaking
+	if need {
+		s.retaking = true
+	}
 	s.mu.Unlock()
 	if !need {
 		return nil
 	}
-	if err := s.a.acquire(ctx); err != nil {
-		return err
-	}
+	err := s.a.acquire(s.ctx, high)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.away > 0 || s.held || s.done { // another wait began meanwhile, a parallel back took it, or the call ended
-		<-s.a.slots
+	s.retaking = false
+	if err != nil {
+		return err
+	}
+	if s.away > 0 || s.done { // another wait began meanwhile, or the call ended
+		s.a.release()
 		return nil
 	}
 	s.held = true
@@ -138,8 +196,8 @@ func (s *slot) release() {
 	defer s.mu.Unlock()
 	s.done = true
 	if s.held {
-		<-s.a.slots
 		s.held = false
+		s.a.release()
 	}
 }
 
@@ -155,22 +213,28 @@ func (t slotTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	s.yield()
 	resp, err := t.base.RoundTrip(req)
 	if err != nil {
-		return nil, errors.Join(err, s.back(req.Context()))
+		if berr := s.back(); berr != nil {
+			return nil, errors.Join(err, berr)
+		}
+		return nil, err
 	}
-	resp.Body = &slotBody{ReadCloser: resp.Body, s: s, ctx: req.Context()}
+	resp.Body = &slotBody{ReadCloser: resp.Body, s: s}
 	return resp, nil
 }
 
 type slotBody struct {
 	io.ReadCloser
 	s    *slot
-	ctx  context.Context
 	once sync.Once
 }
 
 func (b *slotBody) Close() error {
 	err := b.ReadCloser.Close()
-	b.once.Do(func() { err = errors.Join(err, b.s.back(b.ctx)) })
+	b.once.Do(func() {
+		if berr := b.s.back(); berr != nil {
+			err = errors.Join(err, berr)
+		}
+	})
 	return err
 }
 

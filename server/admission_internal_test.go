@@ -73,11 +73,11 @@ func TestAdmission(t *testing.T) {
 
 func TestAdmissionLimits(t *testing.T) {
 	g := new(counter)
-	if a := newAdmission(-1, g); a.slots != nil {
+	if a := newAdmission(-1, g); a.limit > 0 {
 		t.Fatal("-1 limits")
 	}
-	if a := newAdmission(0, g); cap(a.slots) != max(1, runtime.GOMAXPROCS(0)/2) {
-		t.Fatalf("default %d slots", cap(a.slots))
+	if a := newAdmission(0, g); a.limit != max(1, runtime.GOMAXPROCS(0)/2) || a.free != a.limit {
+		t.Fatalf("default %d slots", a.limit)
 	}
 	a := newAdmission(-1, g)
 	for range 100 {
@@ -97,15 +97,11 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// free reports whether a slot is free now (and leaves it free).
+// free reports whether a slot is free now.
 func free(a *admission) bool {
-	select {
-	case a.slots <- struct{}{}:
-		<-a.slots
-		return true
-	default:
-		return false
-	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.free > 0
 }
 
 // An admitted call gives its slot back while its OCSP or CRL request is on
@@ -150,6 +146,24 @@ func TestSlotTransport(t *testing.T) {
 	if _, err := get(ctx); err == nil || free(a) {
 		t.Fatalf("a failed request: %v, and the slot must be held again", err)
 	}
+	// A fetch whose own deadline passed: the slot is taken again within
+	// the call's deadline, not the fetch's.
+	// Meanwhile another call took the freed slot, so taking it back waits.
+	fetchCtx, cancelFetch := context.WithCancel(ctx)
+	var other func()
+	timedOut := yieldingClient(&http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		_, other, _ = a.admit(context.Background(), beginSession)
+		cancelFetch()
+		return nil, errors.New("OCSP responder timed out")
+	})})
+	req, _ := http.NewRequestWithContext(fetchCtx, http.MethodGet, "http://ocsp.invalid/", nil)
+	fetched := make(chan error)
+	go func() { _, err := timedOut.Do(req); fetched <- err }()
+	waitFor(t, a.waiting.(*counter), 1)
+	other()
+	if err := <-fetched; err == nil || strings.Contains(err.Error(), "busy") || free(a) {
+		t.Fatalf("after a fetch that timed out: %v; the call must hold its slot again", err)
+	}
 	fail = false
 	late, err := get(ctx)
 	if err != nil {
@@ -167,5 +181,66 @@ func TestSlotTransport(t *testing.T) {
 		t.Fatalf("a call without a slot: %v, free during request %v", err, freeDuringRequest)
 	} else {
 		resp.Body.Close()
+	}
+}
+
+// waitFor returns once n calls wait for a slot (bounded).
+func waitFor(t *testing.T, c *counter, n int64) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); c.n.Load() != n; runtime.Gosched() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d calls waiting, want %d", c.n.Load(), n)
+		}
+	}
+}
+
+// A freed slot goes to the oldest completion of a sign-in before any new
+// sign-in or enrollment, and to those in their order of arrival; a slot
+// granted to a call whose deadline passed is passed on, not lost.
+func TestAdmissionOrder(t *testing.T) {
+	waiting := new(counter)
+	a := newAdmission(1, waiting)
+	_, hold, err := a.admit(context.Background(), createEnrollment)
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := make(chan string, 3)
+	start := func(name, method string, n int64) {
+		go func() {
+			_, release, err := a.admit(context.Background(), method)
+			if err != nil {
+				order <- "error " + err.Error()
+				return
+			}
+			order <- name
+			release()
+		}()
+		waitFor(t, waiting, n)
+	}
+	start("new sign-in", beginSession, 1)
+	start("new enrollment", createEnrollment, 2)
+	start("completion", "/credgw.v1.PIVAuth/CompleteSession", 3)
+	hold()
+	for _, want := range []string{"completion", "new sign-in", "new enrollment"} {
+		if got := <-order; got != want {
+			t.Fatalf("served %q, want %q", got, want)
+		}
+	}
+	if !free(a) {
+		t.Fatal("the slot was not returned")
+	}
+	// A caller that gives up leaves the queue; the slot is not lost.
+	_, hold, _ = a.admit(context.Background(), createEnrollment)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { _, _, err := a.admit(ctx, beginSession); done <- err }()
+	waitFor(t, waiting, 1)
+	cancel()
+	if err := <-done; status.Code(err) != codes.Canceled {
+		t.Fatalf("a cancelled wait: %v", err)
+	}
+	hold()
+	if !free(a) {
+		t.Fatal("the slot was lost")
 	}
 }

@@ -109,10 +109,11 @@ type LimitsConfig struct {
 	MaxRecvBytes    int      `yaml:"max_recv_bytes"`
 	RPCTimeout      Duration `yaml:"rpc_timeout"`
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
-	// NewWork is how many sign-in challenges (BeginSession) and new
+	// NewWork is how many sign-ins (BeginSession, CompleteSession) and new
 	// enrollments (CreateEnrollment) run at once; more wait, within their
 	// deadline, so that under load redemptions already under way are
-	// served first. 0: half the CPUs, at least one; -1: no limit.
+	// served first (see admission.go). 0: half the CPUs, at least one; -1:
+	// no limit.
 	NewWork int `yaml:"new_work"`
 }
 

@@ -58,14 +58,18 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 		return nil, fmt.Errorf("store: sqlite: %w", err)
 	}
 	f.Close()
-	q := url.Values{}
-	// No automatic checkpoints: SQLite would run them (and their fsync) on
-	// the writer's commit, inside some request. A background checkpointer
-	// does them instead (checkpointer).
-	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(5000)", "foreign_keys(1)", "synchronous(NORMAL)", "wal_autocheckpoint(0)"} {
-		q.Add("_pragma", p)
+	// The pragmas of every connection; busy is the busy timeout in ms. No
+	// automatic checkpoints: SQLite would run them (and their fsync) on the
+	// writer's commit, inside some request. A background checkpointer does
+	// them instead (checkpointer).
+	dsnWith := func(busy int) string {
+		q := url.Values{}
+		for _, p := range []string{"journal_mode(WAL)", fmt.Sprintf("busy_timeout(%d)", busy), "foreign_keys(1)", "synchronous(NORMAL)", "wal_autocheckpoint(0)"} {
+			q.Add("_pragma", p)
+		}
+		return "file:" + path + "?" + q.Encode()
 	}
-	dsn := "file:" + path + "?" + q.Encode()
+	dsn := dsnWith(5000)
 	w, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("store: sqlite: %w", err)
@@ -79,7 +83,7 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	r.SetMaxOpenConns(4)
 	// The checkpointer never waits: a checkpoint that finds the database
 	// busy is left to the next one (busy_timeout 0 on its connection).
-	ck, err := sql.Open("sqlite", strings.Replace(dsn, url.QueryEscape("busy_timeout(5000)"), url.QueryEscape("busy_timeout(0)"), 1))
+	ck, err := sql.Open("sqlite", dsnWith(0))
 	if err != nil {
 		w.Close()
 		r.Close()
