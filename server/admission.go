@@ -24,6 +24,11 @@ import (
 // CRL fetches of CompleteSession's revocation check, see slotTransport),
 // so one slow responder does not stall the gateway's sign-ins; it takes
 // its slot again ahead of new calls.
+//
+// Priorities are strict: while completions or take-backs wait, new calls
+// wait too. That cannot starve new calls for long, since every completion
+// needs a sign-in begun before it. A redirect of an OCSP or CRL fetch
+// takes the slot back between hops (net/http closes each hop's body).
 var admittedMethods = map[string]priority{
 	"/credgw.v1.PIVAuth/BeginSession":        low,
 	"/credgw.v1.PIVAuth/CompleteSession":     high,
@@ -33,8 +38,9 @@ var admittedMethods = map[string]priority{
 type priority int
 
 const (
-	low priority = iota + 1
-	high
+	low    priority = iota + 1 // new work
+	high                       // completing a sign-in
+	resume                     // a call taking its slot back after a network wait
 )
 
 // admission bounds how many new-work calls run at once (limits.new_work).
@@ -48,7 +54,7 @@ type admission struct {
 
 	mu      sync.Mutex
 	free    int
-	queues  [high + 1][]chan struct{} // waiters by priority, oldest first
+	queues  [resume + 1][]chan struct{} // waiters by priority, oldest first
 	waiters int
 }
 
@@ -66,11 +72,11 @@ func newAdmission(n int, waiting gauge) *admission {
 	return &admission{limit: n, free: max(n, 0), waiting: waiting}
 }
 
-// acquire waits for a slot, within ctx. A call of high priority takes a
-// free slot even when low ones wait, and is served before them.
+// acquire waits for a slot, within ctx: after every waiter of its
+// priority or above. (A slot is free only while no one waits.)
 func (a *admission) acquire(ctx context.Context, p priority) error {
 	a.mu.Lock()
-	if a.free > 0 && (p == high || len(a.queues[high])+len(a.queues[low]) == 0) {
+	if a.free > 0 {
 		a.free--
 		a.mu.Unlock()
 		return nil
@@ -113,7 +119,7 @@ func waitError(ctx context.Context) error {
 func (a *admission) release() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for p := high; p >= low; p-- {
+	for p := resume; p >= low; p-- {
 		if q := a.queues[p]; len(q) > 0 {
 			a.queues[p] = q[1:]
 			q[0] <- struct{}{}
@@ -144,11 +150,11 @@ type slot struct {
 	a   *admission
 	ctx context.Context // the call's: its deadline bounds every wait
 
-	mu       sync.Mutex
-	held     bool
-	away     int  // network waits under way
-	retaking bool // a back is waiting for the slot
-	done     bool // the call has ended: nothing is taken again
+	mu     sync.Mutex
+	held   bool
+	away   int           // network waits under way
+	retake chan struct{} // while a back waits for the slot: closed when it is done
+	done   bool          // the call has ended: nothing is taken again
 }
 
 // yield gives the slot back for a network wait.
@@ -162,23 +168,34 @@ func (s *slot) yield() {
 	}
 }
 
-// back takes the slot again, ahead of new calls, once the last network
-// wait is over; within the call's deadline.
+// back takes the slot again, ahead of every other waiter, once the last
+// network wait is over; within the call's deadline. If another back of
+// the call is already waiting, it waits for that one.
 func (s *slot) back() error {
 	s.mu.Lock()
 	s.away--
-	need := s.away == 0 && !s.held && !s.done && !s.retaking
-	if need {
-		s.retaking = true
-	}
-	s.mu.Unlock()
-	if !need {
+	if s.away > 0 || s.held || s.done {
+		s.mu.Unlock()
 		return nil
 	}
-	err := s.a.acquire(s.ctx, high)
+	if wait := s.retake; wait != nil {
+		s.mu.Unlock()
+		s.a.waiting.Inc()
+		defer s.a.waiting.Dec()
+		select {
+		case <-wait:
+		case <-s.ctx.Done():
+		}
+		return nil
+	}
+	retake := make(chan struct{})
+	s.retake = retake
+	s.mu.Unlock()
+	err := s.a.acquire(s.ctx, resume)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.retaking = false
+	s.retake = nil
+	close(retake)
 	if err != nil {
 		return err
 	}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -242,5 +244,238 @@ func TestAdmissionOrder(t *testing.T) {
 	hold()
 	if !free(a) {
 		t.Fatal("the slot was lost")
+	}
+}
+
+// A call's slot through its network waits: a call that ends while its
+// take-back waits passes the slot on when it comes; a second take-back of
+// the same call waits for the first instead of running without a slot; a
+// take-back goes ahead of completions and new calls.
+func TestSlotTakeBack(t *testing.T) {
+	waiting := new(counter)
+	a := newAdmission(1, waiting)
+	ctx1, end1, _ := a.admit(context.Background(), "/credgw.v1.PIVAuth/CompleteSession")
+	s1 := ctx1.Value(slotKey{}).(*slot)
+
+	// Ends while its take-back waits.
+	s1.yield()
+	_, other, _ := a.admit(context.Background(), createEnrollment)
+	back := make(chan error)
+	go func() { back <- s1.back() }()
+	waitFor(t, waiting, 1)
+	end1()
+	other()
+	if err := <-back; err != nil || !free(a) {
+		t.Fatalf("take-back after the call ended: %v; the slot must be free", err)
+	}
+
+	// Two overlapping requests: the second take-back waits for the first.
+	ctx2, end2, _ := a.admit(context.Background(), "/credgw.v1.PIVAuth/CompleteSession")
+	s2 := ctx2.Value(slotKey{}).(*slot)
+	s2.yield()
+	s2.yield()
+	_, other, _ = a.admit(context.Background(), createEnrollment)
+	s2.mu.Lock()
+	s2.away-- // the first request is done; its take-back is the second's
+	s2.mu.Unlock()
+	first := make(chan error)
+	go func() { first <- s2.back() }()
+	waitFor(t, waiting, 1)
+	second := make(chan error, 1)
+	go func() { second <- s2.back() }() // the other request finishes now
+	waitFor(t, waiting, 2)              // it waits for the first, not returning without a slot
+	// Order: a completion arrives; the take-back goes first.
+	order := make(chan string, 2)
+	go func() {
+		_, r, err := a.admit(context.Background(), "/credgw.v1.PIVAuth/CompleteSession")
+		if err == nil {
+			order <- "completion"
+			r()
+		}
+	}()
+	waitFor(t, waiting, 3)
+	other()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+	s2.mu.Lock()
+	held := s2.held
+	s2.mu.Unlock()
+	if !held {
+		t.Fatal("the take-back did not go ahead of the waiting completion")
+	}
+	end2()
+	if got := <-order; got != "completion" {
+		t.Fatal(got)
+	}
+	waitFor(t, waiting, 0)
+	if !free(a) {
+		t.Fatal("a slot was lost")
+	}
+
+	// A take-back goes ahead of a completion that has waited longer.
+	ctx3, end3, _ := a.admit(context.Background(), "/credgw.v1.PIVAuth/CompleteSession")
+	s3 := ctx3.Value(slotKey{}).(*slot)
+	s3.yield()
+	_, other, _ = a.admit(context.Background(), createEnrollment)
+	served := make(chan string, 2)
+	go func() {
+		_, r, err := a.admit(context.Background(), "/credgw.v1.PIVAuth/CompleteSession")
+		if err == nil {
+			served <- "completion"
+			r()
+		}
+	}()
+	waitFor(t, waiting, 1)
+	go func() {
+		if s3.back() == nil {
+			served <- "take-back"
+			end3()
+		}
+	}()
+	waitFor(t, waiting, 2)
+	other()
+	if first := <-served; first != "take-back" {
+		t.Fatalf("%s served before the take-back", first)
+	}
+	<-served
+	waitFor(t, waiting, 0)
+	if !free(a) {
+		t.Fatal("a slot was lost")
+	}
+}
+
+// gateGauge holds each waiter just after it joined the queue, before it
+// waits, until the test lets it go on.
+type gateGauge struct {
+	counter
+	entered, proceed chan struct{}
+}
+
+func (g *gateGauge) Inc() {
+	g.counter.Inc()
+	g.entered <- struct{}{}
+	<-g.proceed
+}
+
+// A grant racing with its waiter's cancellation loses no slot, whichever
+// the waiter sees first: the grant is given and the call cancelled before
+// the waiter waits, so both are ready when it does.
+func TestAdmissionGrantRacesCancel(t *testing.T) {
+	g := &gateGauge{entered: make(chan struct{}), proceed: make(chan struct{})}
+	a := newAdmission(1, g)
+	outcomes := map[bool]int{}
+	for range 200 {
+		a.admit(context.Background(), createEnrollment) // the slot the grant hands over
+		ctx, cancel := context.WithCancel(context.Background())
+		got := make(chan bool)
+		go func() {
+			_, r, err := a.admit(ctx, beginSession)
+			if err == nil {
+				r()
+			}
+			got <- err == nil
+		}()
+		<-g.entered
+		a.release() // grants it to the waiter
+		cancel()
+		g.proceed <- struct{}{}
+		outcomes[<-got]++
+		if !free(a) {
+			t.Fatal("a slot was lost")
+		}
+	}
+	if outcomes[true] == 0 || outcomes[false] == 0 {
+		t.Fatalf("the race was not exercised both ways: %v", outcomes)
+	}
+}
+
+// Many calls with deadlines, cancellations, overlapping fetches that fail
+// or whose bodies close after the call ended, and calls that end while
+// fetches are out: afterwards every slot is free, no one waits, and at no
+// time was a slot free while someone waited. Bounded; jitter by yielding
+// the processor, not by sleeping.
+func TestAdmissionStress(t *testing.T) {
+	jitter := func() {
+		for range rand.IntN(4) {
+			runtime.Gosched()
+		}
+	}
+	for _, limit := range []int{1, 2, 3} {
+		waiting := new(counter)
+		a := newAdmission(limit, waiting)
+		client := yieldingClient(&http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			jitter()
+			if rand.IntN(4) == 0 {
+				return nil, errors.New("responder down")
+			}
+			return &http.Response{StatusCode: 200, Body: io.NopCloser(strings.NewReader("x")), Request: r}, nil
+		})})
+		check := func() {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			n := 0
+			for _, q := range a.queues {
+				n += len(q)
+			}
+			if a.free < 0 || a.free > limit || (a.free > 0 && n > 0) {
+				t.Errorf("limit %d: %d free with %d waiting", limit, a.free, n)
+			}
+		}
+		methods := []string{beginSession, "/credgw.v1.PIVAuth/CompleteSession", createEnrollment}
+		var wg, late sync.WaitGroup
+		for i := range 300 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				if i%7 == 0 {
+					go func() { jitter(); cancel() }()
+				}
+				cctx, release, err := a.admit(ctx, methods[rand.IntN(len(methods))])
+				if err != nil {
+					return
+				}
+				check()
+				var fetches sync.WaitGroup
+				for range 1 + rand.IntN(2) {
+					fetches.Add(1)
+					go func() {
+						defer fetches.Done()
+						req, _ := http.NewRequestWithContext(cctx, http.MethodGet, "http://ocsp.invalid/", nil)
+						resp, err := client.Do(req)
+						if err != nil {
+							return
+						}
+						if rand.IntN(5) == 0 {
+							late.Add(1)
+							go func() { defer late.Done(); jitter(); resp.Body.Close() }()
+							return
+						}
+						resp.Body.Close()
+					}()
+				}
+				if rand.IntN(2) == 0 {
+					jitter()
+					release() // ends while fetches are out
+					fetches.Wait()
+				} else {
+					fetches.Wait()
+					release()
+				}
+				cancel() // a take-back still waiting ends with the call
+			}()
+		}
+		wg.Wait()
+		late.Wait()
+		waitFor(t, waiting, 0)
+		check()
+		if a.free != limit {
+			t.Fatalf("limit %d: %d slots free at the end", limit, a.free)
+		}
 	}
 }

@@ -38,7 +38,7 @@ func newMetrics() *metrics {
 		}),
 		admissionWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "credgw_admission_waiting",
-			Help: "Sign-ins (BeginSession) and enrollments (CreateEnrollment) waiting for a slot (limits.new_work) while the gateway is busy.",
+			Help: "Calls waiting for an admission slot (limits.new_work) while the gateway is busy: sign-ins (BeginSession, CompleteSession, and those taking their slot back after an OCSP/CRL fetch) and enrollments (CreateEnrollment).",
 		}),
 	}
 	m.reg.MustRegister(m.rpcs, m.duration, m.linkageUnknown, m.admissionWaiting, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
