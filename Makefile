@@ -86,7 +86,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseFASCN -fuzztime $(FUZZTIME) ./piv/
 	$(GO) test -run '^$$' -fuzz FuzzParseSAN -fuzztime $(FUZZTIME) ./piv/
 	$(GO) test -run '^$$' -fuzz FuzzIdentityFromCertificate -fuzztime $(FUZZTIME) ./piv/
-	$(GO) test -run '^$$' -fuzz FuzzParsePayload -fuzztime $(FUZZTIME) ./activation/
+	$(GO) test -run '^$$' -fuzz FuzzParsePayload -fuzztime $(FUZZTIME) ./activation/code/
 	$(GO) test -run '^$$' -fuzz FuzzCheckWebhook -fuzztime $(FUZZTIME) ./server/
 	$(GO) test -run '^$$' -fuzz FuzzReadManifest -fuzztime $(FUZZTIME) ./agent/
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./activation/pfx/

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/store"
 )
 
@@ -33,7 +34,7 @@ func (s *Service) EnrollRenewal(ctx context.Context, old store.CredentialSet, se
 	if len(secret) < 16 || len(secret) > 64 {
 		return "", fmt.Errorf("%w: secret: 16 to 64 random bytes (32 recommended)", ErrInvalid)
 	}
-	pw, err := NormalizePassword(password)
+	pw, err := code.NormalizePassword(password)
 	if err != nil || len(pw) < 6 || len(pw) > 12 {
 		return "", fmt.Errorf("%w: password: 6 to 12 digits", ErrInvalid)
 	}
@@ -69,7 +70,7 @@ func (s *Service) EnrollRenewal(ctx context.Context, old store.CredentialSet, se
 	// One more live set than the cap allows: the old one is revoked when
 	// the device confirms the new one.
 	err = s.cfg.Store.CreateEnrollment(ctx, cs, store.Activation{
-		ID: actID, LookupHash: LookupHash(secret), Verifier: Verifier(secret, pw),
+		ID: actID, LookupHash: code.LookupHash(secret), Verifier: code.Verifier(secret, pw),
 		MaxAttempts: s.cfg.MaxAttempts, CreatedAt: now, ExpiresAt: now.Add(s.cfg.Lifetime),
 	}, s.cfg.MaxSets+1)
 	switch {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
@@ -18,6 +17,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/activation/pfx"
 	"github.com/credgw/credgw/issuance"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
@@ -114,7 +114,7 @@ func New(cfg Config) (*Service, error) {
 	def(&cfg.SessionMaxAge, 20*time.Minute)
 	def(&cfg.ConfirmWindow, time.Hour)
 	if cfg.PasswordDigits == 0 {
-		cfg.PasswordDigits = DefaultPasswordDigits
+		cfg.PasswordDigits = code.DefaultPasswordDigits
 	}
 	if cfg.MaxAttempts == 0 {
 		cfg.MaxAttempts = 5
@@ -123,7 +123,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.MaxSets = 5
 	}
 	switch {
-	case cfg.PasswordDigits < MinPasswordDigits || cfg.PasswordDigits > MaxPasswordDigits:
+	case cfg.PasswordDigits < code.MinPasswordDigits || cfg.PasswordDigits > code.MaxPasswordDigits:
 		return nil, fmt.Errorf("activation: password digits %d: 6 to 12", cfg.PasswordDigits)
 	case cfg.MaxAttempts < 1 || cfg.MaxAttempts > 10:
 		return nil, fmt.Errorf("activation: max attempts %d: 1 to 10 (SP 800-157r1 §3.1.4)", cfg.MaxAttempts)
@@ -238,11 +238,11 @@ func (s *Service) Enroll(ctx context.Context, sess store.PIVSession, identityNam
 			escrowID = k.ID
 		}
 	}
-	secret, err := NewSecret()
+	secret, err := code.NewSecret()
 	if err != nil {
 		return nil, err
 	}
-	password, err := NewPassword(s.cfg.PasswordDigits)
+	password, err := code.NewPassword(s.cfg.PasswordDigits)
 	if err != nil {
 		return nil, err
 	}
@@ -260,7 +260,7 @@ func (s *Service) Enroll(ctx context.Context, sess store.PIVSession, identityNam
 		RawSubject: pivCert.RawSubject, Email: sess.Email, UPN: sess.UPN, IdentityName: identityName,
 		CredentialType: credentialType, EscrowKeyID: escrowID, State: store.SetPending, CreatedAt: now,
 	}, store.Activation{
-		ID: actID, LookupHash: LookupHash(secret), Verifier: Verifier(secret, password),
+		ID: actID, LookupHash: code.LookupHash(secret), Verifier: code.Verifier(secret, password),
 		MaxAttempts: s.cfg.MaxAttempts, CreatedAt: now, ExpiresAt: expires,
 	}, s.cfg.MaxSets)
 	if errors.Is(err, store.ErrLimit) {
@@ -269,8 +269,8 @@ func (s *Service) Enroll(ctx context.Context, sess store.PIVSession, identityNam
 	if err != nil {
 		return nil, err
 	}
-	payload := Payload{Gateway: s.cfg.Gateway, ID: actID, Secret: secret, Pin: s.cfg.Pin}.String()
-	png, text, err := QR(payload, -6) // 6 pixels a module: integer scaling decodes reliably
+	payload := code.Payload{Gateway: s.cfg.Gateway, ID: actID, Secret: secret, Pin: s.cfg.Pin}.String()
+	png, text, err := code.QR(payload, -6) // 6 pixels a module: integer scaling decodes reliably
 	if err != nil {
 		return nil, err
 	}
@@ -311,7 +311,7 @@ func (s *Service) check(ctx context.Context, id string, secret []byte, password 
 	if err != nil {
 		return a, "", err
 	}
-	if subtle.ConstantTimeCompare([]byte(LookupHash(secret)), []byte(a.LookupHash)) != 1 {
+	if subtle.ConstantTimeCompare([]byte(code.LookupHash(secret)), []byte(a.LookupHash)) != 1 {
 		return a, "", ErrNotAccepted
 	}
 	switch a.State {
@@ -326,8 +326,8 @@ func (s *Service) check(ctx context.Context, id string, secret []byte, password 
 			return a, "", ErrExpired
 		}
 	}
-	pw, ferr := NormalizePassword(password)
-	if ferr != nil || !CheckPassword(secret, pw, a.Verifier) {
+	pw, ferr := code.NormalizePassword(password)
+	if ferr != nil || !code.CheckPassword(secret, pw, a.Verifier) {
 		n, state, err := s.cfg.Store.RecordFailedAttempt(ctx, a.ID)
 		switch {
 		case errors.Is(err, store.ErrAlreadyUsed):
@@ -346,20 +346,6 @@ func (s *Service) check(ctx context.Context, id string, secret []byte, password 
 	return a, pw, nil
 }
 
-// sealKey is the package's at-rest key: from the secret and the password,
-// so a database reader learns nothing and a resume needs both again.
-func sealKey(secret []byte, password string) (cipher.AEAD, error) {
-	k, err := deriveKey(secret, password, "package-seal", 32)
-	if err != nil {
-		return nil, err
-	}
-	block, err := aes.NewCipher(k)
-	if err != nil {
-		return nil, err
-	}
-	return cipher.NewGCM(block)
-}
-
 // Redeem checks the activation and either builds the package (issuing the
 // certificates, once) or returns the one an earlier call built (resume).
 func (s *Service) Redeem(ctx context.Context, req RedeemRequest, progress Progress) (*Delivery, error) {
@@ -370,7 +356,7 @@ func (s *Service) Redeem(ctx context.Context, req RedeemRequest, progress Progre
 	if err != nil {
 		return nil, err
 	}
-	aead, err := sealKey(req.Secret, password)
+	aead, err := code.SealKey(req.Secret, password)
 	if err != nil {
 		return nil, err
 	}
@@ -628,16 +614,16 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 // before it (MaxKeyHistory). Older keys stay in escrow for recovery.
 func addKeyHistory(current *issuance.EscrowedKey, cert *x509.Certificate, history []*issuance.EscrowedKey, secret []byte, password string,
 	add func(string, credgwv1.ItemKind, credgwv1.Profile, string, []byte, [][]byte, int32), caChain []*x509.Certificate) error {
-	pw, err := NormalizePassword(password)
+	pw, err := code.NormalizePassword(password)
 	if err != nil {
 		return err
 	}
-	p12pw, err := PKCS12Password(secret, pw)
+	p12pw, err := code.PKCS12Password(secret, pw)
 	if err != nil {
 		return err
 	}
 	entries := make([]pfx.Entry, 0, 1+len(history))
-	entries = append(entries, pfx.Entry{Key: current.Key, Certificate: cert, FriendlyName: KeyHistoryName(0, cert)})
+	entries = append(entries, pfx.Entry{Key: current.Key, Certificate: cert, FriendlyName: code.KeyHistoryName(0, cert)})
 	for _, k := range history {
 		c, err := x509.ParseCertificate(k.CertDER)
 		if err != nil {
@@ -646,24 +632,14 @@ func addKeyHistory(current *issuance.EscrowedKey, cert *x509.Certificate, histor
 		if !k.Key.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(c.PublicKey) {
 			return fmt.Errorf("activation: escrowed key %s is not the key of its recorded certificate %s (check the escrow row and the certificates table)", k.ID, k.CertSerial)
 		}
-		entries = append(entries, pfx.Entry{Key: k.Key, Certificate: c, FriendlyName: KeyHistoryName(len(entries), c)})
+		entries = append(entries, pfx.Entry{Key: k.Key, Certificate: c, FriendlyName: code.KeyHistoryName(len(entries), c)})
 	}
-	p12, err := pfx.Encode(entries, caChain, p12pw, TransportPKCS12Iterations)
+	p12, err := pfx.Encode(entries, caChain, p12pw, code.TransportPKCS12Iterations)
 	if err != nil {
 		return fmt.Errorf("activation: PKCS#12: %w", err)
 	}
 	add("encryption.p12", credgwv1.ItemKind_ITEM_KIND_PKCS12, credgwv1.Profile_PROFILE_KEY_MANAGEMENT, cert.SerialNumber.Text(16), p12, nil, int32(len(entries)))
 	return nil
-}
-
-// KeyHistoryName is the friendly name of the i-th key of encryption.p12
-// (0 is the current key): what a keystore shows the person.
-func KeyHistoryName(i int, cert *x509.Certificate) string {
-	serial := cert.SerialNumber.Text(16)
-	if i == 0 {
-		return "encryption key (current), serial " + serial
-	}
-	return fmt.Sprintf("encryption key (history %d, until %s), serial %s", i, cert.NotAfter.UTC().Format("2006-01-02"), serial)
 }
 
 func protoProfile(p issuance.Profile) credgwv1.Profile {
@@ -688,7 +664,7 @@ func (s *Service) Confirm(ctx context.Context, redemptionID string, secret, sum 
 	if err != nil {
 		return nil, err
 	}
-	if subtle.ConstantTimeCompare([]byte(LookupHash(secret)), []byte(a.LookupHash)) != 1 {
+	if subtle.ConstantTimeCompare([]byte(code.LookupHash(secret)), []byte(a.LookupHash)) != 1 {
 		return nil, ErrNotAccepted
 	}
 	if err := s.checkSetNotTerminated(ctx, a.CredentialSetID); err != nil {

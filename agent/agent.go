@@ -21,7 +21,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/activation/pfx"
 	"github.com/credgw/credgw/pkcs11"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
@@ -35,7 +35,7 @@ import (
 
 // Options is one redemption.
 type Options struct {
-	Payload  activation.Payload
+	Payload  code.Payload
 	Password string
 	// OutDir receives the credentials.
 	OutDir string
@@ -105,7 +105,7 @@ var fileNames = map[credgwv1.Profile]string{
 // pin: the server must present, in its chain, the certificate whose SHA-256
 // the QR code carries, and its certificate must chain to that anchor and
 // name the gateway host.
-func Dial(p activation.Payload, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+func Dial(p code.Payload, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	host, _, err := net.SplitHostPort(p.Gateway)
 	if err != nil {
 		return nil, err
@@ -475,7 +475,7 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 		}
 		return verifyAt(c, now)
 	}
-	p12pw, err := activation.PKCS12Password(o.Payload.Secret, mustNormalize(o.Password))
+	p12pw, err := code.PKCS12Password(o.Payload.Secret, mustNormalize(o.Password))
 	if err != nil {
 		return err
 	}
@@ -576,7 +576,7 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 						return fmt.Errorf("agent: storing escrowed key %d of %s on the keystore: %w", i+1, name, err)
 					}
 				}
-				entries[i].FriendlyName = activation.KeyHistoryName(i, e.Certificate)
+				entries[i].FriendlyName = code.KeyHistoryName(i, e.Certificate)
 			}
 			if o.Keystore == nil {
 				// Re-protect under the keystore PIN: the transport password
@@ -610,7 +610,7 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 }
 
 func mustNormalize(p string) string {
-	n, err := activation.NormalizePassword(p)
+	n, err := code.NormalizePassword(p)
 	if err != nil {
 		return p
 	}

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/activation/pfx"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"google.golang.org/protobuf/proto"
@@ -53,7 +53,7 @@ func TestInstallRefusesKeyHistory(t *testing.T) {
 	secret := make([]byte, 32)
 	rand.Read(secret)
 	const password = "12345678"
-	p12pw, _ := activation.PKCS12Password(secret, password)
+	p12pw, _ := code.PKCS12Password(secret, password)
 	file := func(entries ...pfx.Entry) []byte {
 		der, err := pfx.Encode(entries, []*x509.Certificate{ca}, p12pw, 1)
 		if err != nil {
@@ -103,7 +103,7 @@ func TestInstallRefusesKeyHistory(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := &Result{Certificates: map[credgwv1.Profile]*x509.Certificate{}}
-			err := install(context.Background(), tc.raw, nil, nil, Options{Payload: activation.Payload{Secret: secret}, Password: password,
+			err := install(context.Background(), tc.raw, nil, nil, Options{Payload: code.Payload{Secret: secret}, Password: password,
 				OutDir: t.TempDir(), KeystorePIN: "correct horse"}, res)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want %q", err, tc.want)

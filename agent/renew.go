@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/code"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -73,7 +73,7 @@ func Renew(ctx context.Context, r RenewOptions) (*Result, error) {
 	if _, err := rand.Read(secret); err != nil {
 		return nil, err
 	}
-	password, err := activation.NewPassword(8)
+	password, err := code.NewPassword(8)
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +84,7 @@ func Renew(ctx context.Context, r RenewOptions) (*Result, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(staging)
-	o := Options{Payload: activation.Payload{Gateway: r.Gateway, Secret: secret}, Password: password, OutDir: staging,
+	o := Options{Payload: code.Payload{Gateway: r.Gateway, Secret: secret}, Password: password, OutDir: staging,
 		KeystorePIN: r.KeystorePIN, Device: r.Device, Events: r.Events, MaxResumes: 5, Now: r.Now}
 	if o.Events == nil {
 		o.Events = func(Event) {}

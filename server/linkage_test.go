@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/agent"
 	hsmsim "github.com/credgw/credgw/hsm-sim"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
@@ -35,7 +35,7 @@ func activeSet(t *testing.T, email string) (*card, string) {
 		t.Fatal(err)
 	}
 	rememberSecret([]byte(en.GetPassword()))
-	p, err := activation.ParsePayload(en.GetQrPayload())
+	p, err := code.ParsePayload(en.GetQrPayload())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/agent"
 	hsmsim "github.com/credgw/credgw/hsm-sim"
 	"github.com/credgw/credgw/portal"
@@ -251,7 +251,7 @@ func TestPortalJourney(t *testing.T) {
 
 // readQRPage reads the password and the QR image off the QR page, as the
 // person and the device would.
-func readQRPage(t *testing.T, body string) (activation.Payload, string) {
+func readQRPage(t *testing.T, body string) (code.Payload, string) {
 	t.Helper()
 	password := match(t, passwordRe, body)
 	rememberSecret([]byte(password))
@@ -263,7 +263,7 @@ func readQRPage(t *testing.T, body string) (activation.Payload, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	payload, err := activation.ParsePayload(text)
+	payload, err := code.ParsePayload(text)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/activation/pfx"
 	"github.com/credgw/credgw/agent"
 	hsmsim "github.com/credgw/credgw/hsm-sim"
@@ -36,7 +36,7 @@ import (
 // enrolled is one enrollment of a fresh card.
 type enrolled struct {
 	resp    *credgwv1.CreateEnrollmentResponse
-	payload activation.Payload
+	payload code.Payload
 }
 
 func enrollCard(t *testing.T) enrolled {
@@ -63,7 +63,7 @@ func enrollWith(t *testing.T, c *card) enrolled {
 	if err != nil || text != resp.GetQrPayload() {
 		t.Fatalf("QR PNG decodes to %q (%v), payload %q", text, err, resp.GetQrPayload())
 	}
-	p, err := activation.ParsePayload(text)
+	p, err := code.ParsePayload(text)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,7 +428,7 @@ func TestListAndRevokeOwnCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, _ := activation.ParsePayload(en.GetQrPayload())
+	p, _ := code.ParsePayload(en.GetQrPayload())
 	rememberSecret(p.Secret)
 	if _, err := agent.Redeem(ctx, agent.Options{Payload: p, Password: en.GetPassword(), OutDir: t.TempDir(), KeystorePIN: "correct horse",
 		Device: &credgwv1.DeviceInfo{Model: "test phone"}}); err != nil {
@@ -587,7 +587,7 @@ func TestRevokedEnrollmentCannotBeRedeemed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, _ := activation.ParsePayload(en.GetQrPayload())
+	p, _ := code.ParsePayload(en.GetQrPayload())
 	rememberSecret(p.Secret)
 	if _, err := ec.RevokeCredential(ctx, &credgwv1.RevokeCredentialRequest{SessionToken: sess.GetSessionToken(), CredentialSetId: en.GetCredentialSetId()}); err != nil {
 		t.Fatal(err)

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/agent"
 	hsmsim "github.com/credgw/credgw/hsm-sim"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
@@ -39,7 +39,7 @@ func installed(t *testing.T, email string) (string, string, *card) {
 		t.Fatal(err)
 	}
 	rememberSecret([]byte(en.GetPassword()))
-	p, _ := activation.ParsePayload(en.GetQrPayload())
+	p, _ := code.ParsePayload(en.GetQrPayload())
 	rememberSecret(p.Secret)
 	dir := t.TempDir()
 	if _, err := agent.Redeem(ctx, agent.Options{Payload: p, Password: en.GetPassword(), OutDir: dir, KeystorePIN: "correct horse"}); err != nil {

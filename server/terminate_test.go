@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/agent"
 	hsmsim "github.com/credgw/credgw/hsm-sim"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
@@ -24,13 +24,13 @@ func TestTerminateIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	rememberSecret([]byte(sess.GetSessionToken()))
-	enrollOnce := func(name string) (activation.Payload, string) {
+	enrollOnce := func(name string) (code.Payload, string) {
 		en, err := enrollment.CreateEnrollment(ctx, &credgwv1.CreateEnrollmentRequest{SessionToken: sess.GetSessionToken(), IdentityName: name})
 		if err != nil {
 			t.Fatal(err)
 		}
 		rememberSecret([]byte(en.GetPassword()))
-		p, err := activation.ParsePayload(en.GetQrPayload())
+		p, err := code.ParsePayload(en.GetQrPayload())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,7 +8,7 @@ import (
 	"regexp"
 	"testing"
 
-	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/activation/pfx"
 	"github.com/credgw/credgw/agent"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
@@ -85,13 +85,13 @@ func TestClockAgainstTheBinary(t *testing.T) {
 // packageCertificates returns the certificates a package carries (the
 // device-keyed ones and the current key-management one, from its PKCS#12
 // under the transport password) and the issuing CA.
-func packageCertificates(t *testing.T, raw []byte, p activation.Payload, password string) ([]*x509.Certificate, *x509.Certificate) {
+func packageCertificates(t *testing.T, raw []byte, p code.Payload, password string) ([]*x509.Certificate, *x509.Certificate) {
 	t.Helper()
 	var pkg credgwv1.CredentialPackage
 	if err := protoUnmarshal(raw, &pkg); err != nil {
 		t.Fatal(err)
 	}
-	p12pw, err := activation.PKCS12Password(p.Secret, password)
+	p12pw, err := code.PKCS12Password(p.Secret, password)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/activation/pfx"
 	"github.com/credgw/credgw/agent"
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
@@ -51,7 +51,7 @@ func TestEnrollAndRedeem(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			payload, err := activation.ParsePayload(payloadText)
+			payload, err := code.ParsePayload(payloadText)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -64,7 +64,7 @@ func TestEnrollAndRedeem(t *testing.T) {
 				t.Fatalf("redeem output:\n%s", redeemOut)
 			}
 			pwText := strings.TrimSpace(string(password))
-			p12pw, _ := activation.PKCS12Password(payload.Secret, pwText)
+			p12pw, _ := code.PKCS12Password(payload.Secret, pwText)
 			secrets = append(secrets, payload.Secret, []byte(base64.RawURLEncoding.EncodeToString(payload.Secret)),
 				[]byte(pwText), []byte(p12pw))
 
@@ -164,7 +164,7 @@ func startDevGateway(t *testing.T, work string, setup func(dir string)) (string,
 
 // enrollWithCLI runs `credgw enroll` for the dev card and returns the
 // payload and password.
-func enrollWithCLI(t *testing.T, dir, gw, conf, out string) (activation.Payload, string) {
+func enrollWithCLI(t *testing.T, dir, gw, conf, out string) (code.Payload, string) {
 	t.Helper()
 	qr, pw := filepath.Join(out, "qr.png"), filepath.Join(out, "password.txt")
 	run(t, []string{conf}, true, credgwBin, "enroll", "--gateway", gw, "--ca-file", filepath.Join(dir, "tls", "ca.crt"),
@@ -175,7 +175,7 @@ func enrollWithCLI(t *testing.T, dir, gw, conf, out string) (activation.Payload,
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := activation.ParsePayload(text)
+	p, err := code.ParsePayload(text)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,14 +15,14 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/agent"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
-func redeemReq(p activation.Payload, password string) *credgwv1.RedeemRequest {
+func redeemReq(p code.Payload, password string) *credgwv1.RedeemRequest {
 	req := &credgwv1.RedeemRequest{ActivationId: p.ID, Secret: p.Secret, Password: password}
 	for _, prof := range []credgwv1.Profile{credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH, credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE} {
 		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

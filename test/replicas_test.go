@@ -16,7 +16,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/agent"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"google.golang.org/grpc"
@@ -79,7 +79,7 @@ func TestTwoReplicas(t *testing.T) {
 	startProcess(t, "credgw serving", credgwBin, "serve", "--config", cfgBPath)
 	conf := "SOFTHSM2_CONF=" + filepath.Join(dir, "hsm", "softhsm2.conf")
 
-	replicas := func(p activation.Payload) []credgwv1.RedemptionClient {
+	replicas := func(p code.Payload) []credgwv1.RedemptionClient {
 		var out []credgwv1.RedemptionClient
 		for _, addr := range []string{gwA, gwB} {
 			q := p

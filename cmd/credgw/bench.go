@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/agent"
 	hsmsim "github.com/credgw/credgw/hsm-sim"
 	"github.com/credgw/credgw/piv"
@@ -478,7 +479,7 @@ func oneEnrollment(ctx context.Context, caFile, gateway string, card *benchCard,
 	if err != nil {
 		return nil, 0, err
 	}
-	p, err := activation.ParsePayload(resp.GetQrPayload())
+	p, err := code.ParsePayload(resp.GetQrPayload())
 	if err != nil {
 		return nil, 0, err
 	}

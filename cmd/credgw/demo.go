@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/agent"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 
@@ -159,7 +159,7 @@ func newDemoCmd() *cobra.Command {
 				stopErr()
 				return err
 			}
-			p, err := activation.ParsePayload(payload)
+			p, err := code.ParsePayload(payload)
 			if err != nil {
 				stopErr()
 				return err

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/agent"
 	"github.com/credgw/credgw/pkcs11"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
@@ -51,7 +51,7 @@ holds only chain.pem and the .crt files.`,
 					return err
 				}
 			}
-			p, err := activation.ParsePayload(qrPayload)
+			p, err := code.ParsePayload(qrPayload)
 			if err != nil {
 				return err
 			}

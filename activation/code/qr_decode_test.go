@@ -1,11 +1,11 @@
-package activation_test
+package code_test
 
 import (
 	"crypto/rand"
 	"fmt"
 	"testing"
 
-	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/agent"
 )
 
@@ -13,11 +13,11 @@ import (
 // payload, for many random payloads (a flaky QR would strand a person).
 func TestQRDecodesEveryTime(t *testing.T) {
 	for i := 0; i < 40; i++ {
-		secret, _ := activation.NewSecret()
+		secret, _ := code.NewSecret()
 		pin := make([]byte, 32)
 		rand.Read(pin)
-		p := activation.Payload{Gateway: fmt.Sprintf("gateway-%d.agency.example:8443", i), ID: fmt.Sprintf("abcdefghijklmnop%06d", i), Secret: secret, Pin: pin}
-		png, _, err := activation.QR(p.String(), -6)
+		p := code.Payload{Gateway: fmt.Sprintf("gateway-%d.agency.example:8443", i), ID: fmt.Sprintf("abcdefghijklmnop%06d", i), Secret: secret, Pin: pin}
+		png, _, err := code.QR(p.String(), -6)
 		if err != nil {
 			t.Fatal(err)
 		}

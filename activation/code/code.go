@@ -1,9 +1,12 @@
-package activation
+package code
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -127,3 +130,27 @@ func PKCS12Password(secret []byte, password string) (string, error) {
 // also needs a provider that has it (PBMAC1, the approved alternative, is
 // unreadable by Debian 12's OpenSSL).
 const TransportPKCS12Iterations = 1000
+
+// SealKey is the package's at-rest key: from the secret and the password,
+// so a database reader learns nothing and a resume needs both again.
+func SealKey(secret []byte, password string) (cipher.AEAD, error) {
+	k, err := deriveKey(secret, password, "package-seal", 32)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(k)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+// KeyHistoryName is the friendly name of the i-th key of encryption.p12
+// (0 is the current key): what a keystore shows the person.
+func KeyHistoryName(i int, cert *x509.Certificate) string {
+	serial := cert.SerialNumber.Text(16)
+	if i == 0 {
+		return "encryption key (current), serial " + serial
+	}
+	return fmt.Sprintf("encryption key (history %d, until %s), serial %s", i, cert.NotAfter.UTC().Format("2006-01-02"), serial)
+}
