@@ -337,7 +337,7 @@ func (s *Service) check(ctx context.Context, id string, secret []byte, password 
 		case state == store.ActLocked:
 			if a.State == store.ActRedeeming {
 				// Locked with a package waiting: what it carried is revoked.
-				s.revokeSet(context.WithoutCancel(ctx), a.CredentialSetID, time.Time{}, 1) // keyCompromise
+				s.revokeSet(context.WithoutCancel(ctx), a.CredentialSetID, time.Time{}, issuance.ReasonKeyCompromise)
 			}
 			return a, "", ErrLocked
 		}
@@ -415,7 +415,7 @@ func (s *Service) Redeem(ctx context.Context, req RedeemRequest, progress Progre
 		// activation back, so that a corrected request can redeem it. The
 		// caller may have gone: this work must not depend on its context.
 		bg := context.WithoutCancel(ctx)
-		if rerr := s.revokeSet(bg, cs.ID, time.Time{}, 5); rerr != nil { // cessationOfOperation
+		if rerr := s.revokeSet(bg, cs.ID, time.Time{}, issuance.ReasonCessationOfOperation); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
 		if cs.EscrowKeyID != "" {
@@ -435,7 +435,7 @@ func (s *Service) Redeem(ctx context.Context, req RedeemRequest, progress Progre
 
 // revokeSet revokes the unrevoked certificates of a set created before
 // before (zero: all), and reports the first failure.
-func (s *Service) revokeSet(ctx context.Context, setID string, before time.Time, reason int) error {
+func (s *Service) revokeSet(ctx context.Context, setID string, before time.Time, reason issuance.RevocationReason) error {
 	recs, err := s.cfg.Store.CertificatesOfSet(ctx, setID)
 	if err != nil {
 		return err
@@ -712,7 +712,7 @@ func (s *Service) Sweep(ctx context.Context) (revoked int, err error) {
 	// right after a stuck one is given back keeps its own.
 	var errs []error
 	for _, id := range stuck {
-		errs = append(errs, s.revokeSet(ctx, id, now, 5)) // cessationOfOperation
+		errs = append(errs, s.revokeSet(ctx, id, now, issuance.ReasonCessationOfOperation))
 	}
 	// Sets marked revoked whose certificates were not all revoked (the CA
 	// failed half way, e.g. after a renewal was confirmed): finish the job.
@@ -721,10 +721,10 @@ func (s *Service) Sweep(ctx context.Context) (revoked int, err error) {
 		return 0, err
 	}
 	for _, id := range unfinished {
-		errs = append(errs, s.revokeSet(ctx, id, time.Time{}, 5)) // cessationOfOperation
+		errs = append(errs, s.revokeSet(ctx, id, time.Time{}, issuance.ReasonCessationOfOperation))
 	}
 	for _, id := range sets {
-		err := s.revokeSet(ctx, id, now, 4) // superseded
+		err := s.revokeSet(ctx, id, now, issuance.ReasonSuperseded)
 		errs = append(errs, err)
 		if err == nil && s.cfg.Undelivered != nil {
 			s.cfg.Undelivered(ctx, id)
@@ -739,7 +739,7 @@ var ErrNotYours = errors.New("activation: no such credential set of yours")
 // RevokeSet revokes every certificate of one of the person's credential
 // sets (lost or replaced device) and marks it revoked. Revoking a revoked set
 // is not an error.
-func (s *Service) RevokeSet(ctx context.Context, personID, setID string, reason int) (*store.CredentialSet, error) {
+func (s *Service) RevokeSet(ctx context.Context, personID, setID string, reason issuance.RevocationReason) (*store.CredentialSet, error) {
 	cs, err := s.cfg.Store.CredentialSet(ctx, setID)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && cs.PersonID != personID) {
 		return nil, ErrNotYours
@@ -786,7 +786,7 @@ func (s *Service) checkSetNotTerminated(ctx context.Context, setID string) error
 // already marked revoked or abandoned too, since their certificates may not
 // all be revoked yet (an earlier attempt that failed at the CA) — and
 // reports all failures; calling it again finishes the job.
-func (s *Service) RevokeIdentity(ctx context.Context, sel store.IdentitySelector, reason int, terminate bool, comment string) ([]string, error) {
+func (s *Service) RevokeIdentity(ctx context.Context, sel store.IdentitySelector, reason issuance.RevocationReason, terminate bool, comment string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
 	if terminate {

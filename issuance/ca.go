@@ -42,7 +42,7 @@ type Issuer interface {
 	// Issue lints, signs and records one certificate.
 	Issue(ctx context.Context, req Request) (*Issued, error)
 	// Revoke revokes a certificate (or an intent left by a crash).
-	Revoke(ctx context.Context, serial string, reason int) error
+	Revoke(ctx context.Context, serial string, reason RevocationReason) error
 	// Chain is the issuing CA certificate and its chain to the root.
 	Chain() []*x509.Certificate
 }

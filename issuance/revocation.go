@@ -37,20 +37,18 @@ var ErrAlreadyRevoked = errors.New("issuance: certificate already revoked")
 
 // Revoke revokes a certificate, or the intent a crash left between sign and
 // record, with an RFC 5280 reason code. The CRL is rebuilt on the next fetch.
-func (c *CA) Revoke(ctx context.Context, serial string, reason int) error {
+func (c *CA) Revoke(ctx context.Context, serial string, reason RevocationReason) error {
 	serial = strings.ToLower(strings.TrimLeft(strings.ReplaceAll(serial, ":", ""), "0"))
 	if serial == "" {
 		return fmt.Errorf("%w: empty serial", ErrNotIssued)
 	}
-	switch reason {
-	case ocsp.Unspecified, ocsp.KeyCompromise, ocsp.AffiliationChanged, ocsp.Superseded, ocsp.CessationOfOperation, ocsp.PrivilegeWithdrawn:
-	default:
-		return fmt.Errorf("%w: revocation reason %d is not allowed for end-entity certificates", ErrBadRequest, reason)
+	if !reason.EndEntity() {
+		return fmt.Errorf("%w: revocation reason %d is not allowed for end-entity certificates", ErrBadRequest, int(reason))
 	}
 	if rec, err := c.cfg.Store.Certificate(ctx, serial); err == nil && rec.Issuer != c.cfg.Name {
 		return fmt.Errorf("%w: serial %s is from issuer %s", ErrNotIssued, serial, rec.Issuer)
 	}
-	rec, err := c.cfg.Store.RevokeCertificate(ctx, serial, reason, c.cfg.Now())
+	rec, err := c.cfg.Store.RevokeCertificate(ctx, serial, int(reason), c.cfg.Now())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return fmt.Errorf("%w: serial %s", ErrNotIssued, serial)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/store"
 
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
@@ -33,7 +34,7 @@ func (a *adminService) RevokeCertificate(ctx context.Context, req *credgwv1.Revo
 	if req.GetSerial() == "" {
 		return nil, status.Error(codes.InvalidArgument, "serial: give the certificate serial in hex")
 	}
-	if err := a.s.ca.Revoke(ctx, req.GetSerial(), int(req.GetReason())); err != nil {
+	if err := a.s.ca.Revoke(ctx, req.GetSerial(), issuance.RevocationReason(req.GetReason())); err != nil {
 		return nil, err
 	}
 	a.s.audit(ctx, store.AuditEvent{Actor: "admin", Action: "revoke", Serials: []string{normalizeSerial(req.GetSerial())},
@@ -84,7 +85,7 @@ func (a *adminService) RevokeIdentity(ctx context.Context, req *credgwv1.RevokeI
 	if err != nil {
 		return nil, err
 	}
-	serials, err := a.s.activation.RevokeIdentity(ctx, sel, int(req.GetReason()), false, "")
+	serials, err := a.s.activation.RevokeIdentity(ctx, sel, issuance.RevocationReason(req.GetReason()), false, "")
 	if err != nil {
 		return nil, err
 	}
@@ -109,7 +110,7 @@ func (a *adminService) TerminateIdentity(ctx context.Context, req *credgwv1.Term
 	if len(req.GetComment()) > 1024 {
 		return nil, status.Error(codes.InvalidArgument, "comment: at most 1024 bytes")
 	}
-	serials, err := a.s.activation.RevokeIdentity(ctx, sel, int(credgwv1.RevocationReason_REVOCATION_REASON_CESSATION_OF_OPERATION), true, req.GetComment())
+	serials, err := a.s.activation.RevokeIdentity(ctx, sel, issuance.ReasonCessationOfOperation, true, req.GetComment())
 	if err != nil {
 		return nil, err
 	}
@@ -275,7 +276,7 @@ func (a *adminService) CancelActivation(ctx context.Context, req *credgwv1.Cance
 	if err != nil {
 		return nil, err
 	}
-	if _, err := a.s.activation.RevokeSet(ctx, cs.PersonID, cs.ID, int(credgwv1.RevocationReason_REVOCATION_REASON_CESSATION_OF_OPERATION)); err != nil {
+	if _, err := a.s.activation.RevokeSet(ctx, cs.PersonID, cs.ID, issuance.ReasonCessationOfOperation); err != nil {
 		return nil, err
 	}
 	a.s.auditSet(ctx, "admin", "cancel-activation", cs.ID, "activation_id="+ac.ID+"; "+req.GetComment())

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/credgw/credgw/issuance"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/store"
 	"google.golang.org/grpc/codes"
@@ -152,7 +153,7 @@ func (e *enrollmentService) RevokeCredential(ctx context.Context, req *credgwv1.
 	if err != nil {
 		return nil, err
 	}
-	reason := int(req.GetReason())
+	reason := issuance.RevocationReason(req.GetReason())
 	if reason == 0 {
 		reason = 5 // cessationOfOperation: the device is no longer used
 	}
@@ -160,7 +161,7 @@ func (e *enrollmentService) RevokeCredential(ctx context.Context, req *credgwv1.
 	if err != nil {
 		return nil, err
 	}
-	e.s.auditSet(ctx, "piv:"+sess.PersonID, "revoke", cs.ID, fmt.Sprintf("by its owner; reason=%d", reason))
+	e.s.auditSet(ctx, "piv:"+sess.PersonID, "revoke", cs.ID, fmt.Sprintf("by its owner; reason=%d", int(reason)))
 	e.s.notifySet(ctx, "revocation", cs.ID, "Derived PIV credentials were revoked", "Derived PIV credentials of yours were revoked at your request.")
 	e.s.log.Info("credential set revoked by its owner", "person_id", sess.PersonID, "credential_set_id", cs.ID, "reason", reason)
 	out, err := e.credentialSet(ctx, *cs)

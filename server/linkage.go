@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/piv"
-	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/store"
 )
 
@@ -120,7 +120,7 @@ func (s *Server) checkLinkage(ctx context.Context, l store.Linkage, res *Linkage
 	}
 	if revoke {
 		serials, err := s.activation.RevokeIdentity(ctx, store.IdentitySelector{CertSHA256: l.CertSHA256},
-			int(credgwv1.RevocationReason_REVOCATION_REASON_CESSATION_OF_OPERATION), false, "")
+			issuance.ReasonCessationOfOperation, false, "")
 		res.Serials = append(res.Serials, serials...)
 		if err != nil {
 			l.NextCheck = now.Add(time.Hour) // try again soon

@@ -144,7 +144,7 @@ func (b portalBackend) Revoke(ctx context.Context, token, setID string) error {
 	if b.s.activation == nil {
 		return errNoCA
 	}
-	if _, err := b.s.activation.RevokeSet(ctx, sess.PersonID, setID, 5); err != nil {
+	if _, err := b.s.activation.RevokeSet(ctx, sess.PersonID, setID, issuance.ReasonCessationOfOperation); err != nil {
 		return err
 	}
 	b.s.auditSet(ctx, "piv:"+sess.PersonID, "revoke", setID, "by its owner (portal); reason=5")

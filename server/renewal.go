@@ -159,7 +159,7 @@ func (r *renewalService) Confirm(ctx context.Context, req *credgwv1.ConfirmReque
 	if err != nil {
 		return nil, err
 	}
-	if _, err := r.s.activation.RevokeSet(ctx, old.PersonID, old.ID, int(credgwv1.RevocationReason_REVOCATION_REASON_SUPERSEDED)); err != nil {
+	if _, err := r.s.activation.RevokeSet(ctx, old.PersonID, old.ID, issuance.ReasonSuperseded); err != nil {
 		return nil, err
 	}
 	resp, err := r.s.confirmResponse(ctx, cs.ID)

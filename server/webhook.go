@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/credgw/credgw/issuance"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/store"
 )
@@ -145,7 +146,7 @@ func (h *webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	serials, err := h.s.activation.RevokeIdentity(r.Context(), sel,
-		int(credgwv1.RevocationReason_REVOCATION_REASON_CESSATION_OF_OPERATION), true, ev.Comment)
+		issuance.ReasonCessationOfOperation, true, ev.Comment)
 	if err != nil {
 		h.s.log.Error("termination webhook failed", "identity", sel.String(), "cause", err.Error())
 		http.Error(w, "the termination could not be completed; send it again", http.StatusServiceUnavailable)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/credgw/credgw/issuance"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -107,18 +108,17 @@ func printJSON(cmd *cobra.Command, m proto.Message) error {
 	return nil
 }
 
-var reasonNames = map[string]credgwv1.RevocationReason{
-	"unspecified": credgwv1.RevocationReason_REVOCATION_REASON_UNSPECIFIED, "key-compromise": credgwv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE,
-	"affiliation-changed": credgwv1.RevocationReason_REVOCATION_REASON_AFFILIATION_CHANGED, "superseded": credgwv1.RevocationReason_REVOCATION_REASON_SUPERSEDED,
-	"cessation-of-operation": credgwv1.RevocationReason_REVOCATION_REASON_CESSATION_OF_OPERATION, "privilege-withdrawn": credgwv1.RevocationReason_REVOCATION_REASON_PRIVILEGE_WITHDRAWN,
-}
-
+// reason reads --reason: an RFC 5280 name an end-entity certificate may
+// carry, as "key-compromise" or "keyCompromise".
 func reason(s string) (credgwv1.RevocationReason, error) {
-	r, ok := reasonNames[s]
-	if !ok {
+	r, err := issuance.ParseRevocationReason(s)
+	if err == nil && !r.EndEntity() {
+		err = fmt.Errorf("%s is not a reason for a derived credential", r)
+	}
+	if err != nil {
 		return 0, fmt.Errorf("--reason %q: one of unspecified, key-compromise, affiliation-changed, superseded, cessation-of-operation, privilege-withdrawn", s)
 	}
-	return r, nil
+	return credgwv1.RevocationReason(r), nil
 }
 
 func newAdminCmd() *cobra.Command {

@@ -16,9 +16,9 @@ import (
 	"time"
 
 	hsmsim "github.com/credgw/credgw/hsm-sim"
+	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/pkcs11"
 	"github.com/spf13/cobra"
-	"golang.org/x/crypto/ocsp"
 )
 
 func newHSMSimCmd() *cobra.Command {
@@ -208,14 +208,6 @@ Variants, each with exactly one defect in its PIV Authentication certificate:
 	return cmd
 }
 
-var revocationReasons = map[string]int{
-	"unspecified":            ocsp.Unspecified,
-	"key-compromise":         ocsp.KeyCompromise,
-	"affiliation-changed":    ocsp.AffiliationChanged,
-	"superseded":             ocsp.Superseded,
-	"cessation-of-operation": ocsp.CessationOfOperation,
-}
-
 func newHSMSimCardRevokeCmd() *cobra.Command {
 	var dir, name, reason string
 	cmd := &cobra.Command{
@@ -223,15 +215,15 @@ func newHSMSimCardRevokeCmd() *cobra.Command {
 		Short: "Revoke a simulated card's certificates at the simulated issuer",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			code, ok := revocationReasons[reason]
-			if !ok {
+			r, err := issuance.ParseRevocationReason(reason)
+			if err != nil || !r.EndEntity() || r == issuance.ReasonPrivilegeWithdrawn {
 				return fmt.Errorf("--reason %q: use unspecified, key-compromise, affiliation-changed, superseded or cessation-of-operation", reason)
 			}
 			env, err := hsmsim.Load(dir)
 			if err != nil {
 				return err
 			}
-			if err := env.RevokeCard(name, code); err != nil {
+			if err := env.RevokeCard(name, int(r)); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "card %q revoked (%s)\n", name, reason)
