@@ -25,12 +25,12 @@ func RenewalOpens(notBefore, notAfter time.Time, percent int) time.Time {
 	return notBefore.Add(notAfter.Sub(notBefore) * time.Duration(percent) / 100)
 }
 
-// EnrollRenewal makes the activation of a re-key: a new credential set for
+// enrollRenewal makes the activation of a re-key: a new credential set for
 // the same card, identity name and type as old, with a new escrowed
 // encryption key (the old ones come as its key history), protected by
 // the secret and password the device made for it. The caller has checked
 // the device's certificate, the 80 % point and the card linkage.
-func (s *Service) EnrollRenewal(ctx context.Context, old store.CredentialSet, secret []byte, password string) (activationID string, err error) {
+func (s *Service) enrollRenewal(ctx context.Context, old store.CredentialSet, secret []byte, password string) (activationID string, err error) {
 	if len(secret) < 16 || len(secret) > 64 {
 		return "", fmt.Errorf("%w: secret: 16 to 64 random bytes (32 recommended)", ErrInvalid)
 	}

@@ -13,12 +13,17 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 	"unicode"
 
 	"github.com/credgw/credgw/activation/code"
+	"github.com/credgw/credgw/activation/audit"
+	"github.com/credgw/credgw/activation/notify"
 	"github.com/credgw/credgw/activation/pfx"
+	"github.com/credgw/credgw/piv"
+	"github.com/credgw/credgw/piv/session"
 	"github.com/credgw/credgw/issuance"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/store"
@@ -42,7 +47,7 @@ var (
 	// ErrSessionTooOld: PKI-AUTH is more than 20 minutes old.
 	ErrSessionTooOld = errors.New("activation: the PIV session is too old; sign in with the card again")
 	// ErrTerminated: the PIV identity (card or person) has been terminated.
-	ErrTerminated = errors.New("activation: this PIV identity has been terminated; its derived credentials are revoked and no new ones are issued")
+	ErrTerminated = session.ErrTerminated
 	// ErrCap: the person has the most credential sets allowed.
 	ErrCap = errors.New("activation: the person has the maximum number of active derived credentials")
 	// ErrInvalid: a request field is wrong; the message says which.
@@ -64,6 +69,15 @@ const StuckRedemption = 5 * time.Minute
 
 // MaxKeyHistory is how many earlier key-management keys a package carries.
 const MaxKeyHistory = 20
+
+// Defaults of the enrollment section (credgw.yaml), defined here only.
+const (
+	DefaultLifetime      = 10 * time.Minute
+	DefaultSessionMaxAge = 20 * time.Minute
+	DefaultConfirmWindow = time.Hour
+	DefaultMaxAttempts   = 5
+	DefaultMaxSets       = 5
+)
 
 // DefaultCredentialType is the mobile smart credential: derived PIV
 // authentication, signature and encryption.
@@ -88,10 +102,15 @@ type Config struct {
 	ConfirmWindow  time.Duration
 	// CredentialTypes maps a type name to its profiles.
 	CredentialTypes map[string][]issuance.Profile
-	Now             func() time.Time
-	// Undelivered, if set, is told of each credential set whose package was
-	// not confirmed in time (its certificates are revoked by then).
-	Undelivered func(ctx context.Context, setID string)
+	// RenewalPercent is how far into its lifetime a derived PIV
+	// Authentication certificate may be re-keyed (default 80).
+	RenewalPercent int
+	// Verifier re-checks the card behind a renewal.
+	Verifier *piv.Verifier
+	Audit    *audit.Log
+	Notify   *notify.Outbox
+	Log      *slog.Logger
+	Now      func() time.Time
 }
 
 // Service runs enrollments and redemptions.
@@ -99,8 +118,8 @@ type Service struct{ cfg Config }
 
 // New checks cfg and fills in defaults.
 func New(cfg Config) (*Service, error) {
-	if cfg.Store == nil || cfg.Issuer == nil || cfg.Escrow == nil {
-		return nil, errors.New("activation: needs a store, an issuer and an escrow")
+	if cfg.Store == nil || cfg.Issuer == nil || cfg.Escrow == nil || cfg.Audit == nil || cfg.Log == nil {
+		return nil, errors.New("activation: needs a store, an issuer, an escrow, an audit log and a logger")
 	}
 	if cfg.Gateway == "" || len(cfg.Pin) != sha256.Size {
 		return nil, errors.New("activation: needs the gateway address and the SHA-256 pin of its TLS anchor")
@@ -110,17 +129,20 @@ func New(cfg Config) (*Service, error) {
 			*d = v
 		}
 	}
-	def(&cfg.Lifetime, 10*time.Minute)
-	def(&cfg.SessionMaxAge, 20*time.Minute)
-	def(&cfg.ConfirmWindow, time.Hour)
+	def(&cfg.Lifetime, DefaultLifetime)
+	def(&cfg.SessionMaxAge, DefaultSessionMaxAge)
+	def(&cfg.ConfirmWindow, DefaultConfirmWindow)
 	if cfg.PasswordDigits == 0 {
 		cfg.PasswordDigits = code.DefaultPasswordDigits
 	}
 	if cfg.MaxAttempts == 0 {
-		cfg.MaxAttempts = 5
+		cfg.MaxAttempts = DefaultMaxAttempts
 	}
 	if cfg.MaxSets == 0 {
-		cfg.MaxSets = 5
+		cfg.MaxSets = DefaultMaxSets
+	}
+	if cfg.RenewalPercent == 0 {
+		cfg.RenewalPercent = DefaultRenewalPercent
 	}
 	switch {
 	case cfg.PasswordDigits < code.MinPasswordDigits || cfg.PasswordDigits > code.MaxPasswordDigits:
@@ -189,9 +211,9 @@ func validName(n string) bool {
 	return true
 }
 
-// Enroll turns a fresh PIV session into an activation. The escrowed
+// enroll turns a fresh PIV session into an activation. The escrowed
 // encryption key is made now, before anything is issued.
-func (s *Service) Enroll(ctx context.Context, sess store.PIVSession, identityName, credentialType string) (*Enrollment, error) {
+func (s *Service) enroll(ctx context.Context, sess store.PIVSession, identityName, credentialType string) (*Enrollment, error) {
 	now := s.cfg.Now()
 	if credentialType == "" {
 		credentialType = DefaultCredentialType
@@ -346,9 +368,9 @@ func (s *Service) check(ctx context.Context, id string, secret []byte, password 
 	return a, pw, nil
 }
 
-// Redeem checks the activation and either builds the package (issuing the
+// redeem checks the activation and either builds the package (issuing the
 // certificates, once) or returns the one an earlier call built (resume).
-func (s *Service) Redeem(ctx context.Context, req RedeemRequest, progress Progress) (*Delivery, error) {
+func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progress) (*Delivery, error) {
 	if progress == nil {
 		progress = func(credgwv1.Stage, int, int, string) {}
 	}
@@ -654,9 +676,9 @@ func protoProfile(p issuance.Profile) credgwv1.Profile {
 	return credgwv1.Profile_PROFILE_UNSPECIFIED
 }
 
-// Confirm completes a redemption: the device proves the secret again and
+// confirm completes a redemption: the device proves the secret again and
 // names the SHA-256 of what it installed. The package is deleted.
-func (s *Service) Confirm(ctx context.Context, redemptionID string, secret, sum []byte) (*store.CredentialSet, error) {
+func (s *Service) confirm(ctx context.Context, redemptionID string, secret, sum []byte) (*store.CredentialSet, error) {
 	a, err := s.cfg.Store.ActivationByRedemption(ctx, redemptionID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, ErrNotAccepted
@@ -726,8 +748,8 @@ func (s *Service) Sweep(ctx context.Context) (revoked int, err error) {
 	for _, id := range sets {
 		err := s.revokeSet(ctx, id, now, issuance.ReasonSuperseded)
 		errs = append(errs, err)
-		if err == nil && s.cfg.Undelivered != nil {
-			s.cfg.Undelivered(ctx, id)
+		if err == nil {
+			s.undelivered(ctx, id)
 		}
 	}
 	return len(stuck) + len(sets), errors.Join(errs...)

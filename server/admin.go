@@ -2,11 +2,9 @@ package server
 
 import (
 	"context"
-	"errors"
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/store"
@@ -28,27 +26,19 @@ var _ credgwv1.AdminServer = (*adminService)(nil)
 var errNoCA = status.Error(codes.FailedPrecondition, "issuance is not configured (no ca section in the config)")
 
 func (a *adminService) RevokeCertificate(ctx context.Context, req *credgwv1.RevokeCertificateRequest) (*credgwv1.RevokeCertificateResponse, error) {
-	if a.s.ca == nil {
+	if a.s.lifecycle == nil {
 		return nil, errNoCA
 	}
 	if req.GetSerial() == "" {
 		return nil, status.Error(codes.InvalidArgument, "serial: give the certificate serial in hex")
 	}
-	if err := a.s.ca.Revoke(ctx, req.GetSerial(), issuance.RevocationReason(req.GetReason())); err != nil {
-		return nil, err
-	}
-	a.s.audit(ctx, store.AuditEvent{Actor: "admin", Action: "revoke", Serials: []string{normalizeSerial(req.GetSerial())},
-		Detail: "reason=" + req.GetReason().String()})
-	a.s.log.Info("certificate revoked by an administrator", "serial", req.GetSerial(), "reason", req.GetReason().String())
-	rec, err := a.s.store.Certificate(ctx, normalizeSerial(req.GetSerial()))
+	rec, err := a.s.lifecycle.RevokeCertificate(ctx, req.GetSerial(), issuance.RevocationReason(req.GetReason()))
 	if err != nil {
 		return nil, err
 	}
-	return &credgwv1.RevokeCertificateResponse{Certificate: &credgwv1.Certificate{
-		Serial: rec.Serial, Der: rec.DER, Sha256: rec.SHA256, Status: credgwv1.CertificateStatus_CERTIFICATE_STATUS_REVOKED,
-		NotBefore: timestamppb.New(rec.NotBefore), NotAfter: timestamppb.New(rec.NotAfter), RevokedAt: timestamppb.New(rec.RevokedAt),
-		RevocationReason: credgwv1.RevocationReason(rec.RevocationReason),
-	}}, nil
+	c := certificateProto(rec)
+	c.Status = credgwv1.CertificateStatus_CERTIFICATE_STATUS_REVOKED
+	return &credgwv1.RevokeCertificateResponse{Certificate: c}, nil
 }
 
 // selector turns the API's PIV identity selector into the store's.
@@ -78,29 +68,24 @@ var uuidRe = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4
 
 // RevokeIdentity revokes every live derived credential of a card or person.
 func (a *adminService) RevokeIdentity(ctx context.Context, req *credgwv1.RevokeIdentityRequest) (*credgwv1.RevokeIdentityResponse, error) {
-	if a.s.activation == nil {
+	if a.s.lifecycle == nil {
 		return nil, errNoCA
 	}
 	sel, err := selector(req.GetIdentity())
 	if err != nil {
 		return nil, err
 	}
-	serials, err := a.s.activation.RevokeIdentity(ctx, sel, issuance.RevocationReason(req.GetReason()), false, "")
+	serials, err := a.s.lifecycle.RevokeIdentity(ctx, sel, issuance.RevocationReason(req.GetReason()))
 	if err != nil {
 		return nil, err
 	}
-	a.s.audit(ctx, auditIdentity("admin", "revoke-identity", sel, serials, "reason="+req.GetReason().String()))
-	a.s.notifyIdentity(ctx, "revocation", sel, "Your derived PIV credentials were revoked", "An administrator revoked your derived PIV credentials.")
-	a.s.log.Info("identity's derived credentials revoked by an administrator", "identity", sel.String(), "reason", req.GetReason().String(),
-		"revoked", len(serials))
 	return &credgwv1.RevokeIdentityResponse{RevokedSerials: serials}, nil
 }
 
-// TerminateIdentity records the PIV identity as terminated (no PKI-AUTH,
-// enrollment or redemption from now on) and revokes all its derived
-// credentials (cessationOfOperation): FIPS 201-3 §2.9.4, SP 800-157r1 §2.4.
+// TerminateIdentity records the PIV identity as terminated and revokes all
+// its derived credentials (lifecycle.Terminate).
 func (a *adminService) TerminateIdentity(ctx context.Context, req *credgwv1.TerminateIdentityRequest) (*credgwv1.TerminateIdentityResponse, error) {
-	if a.s.activation == nil {
+	if a.s.lifecycle == nil {
 		return nil, errNoCA
 	}
 	sel, err := selector(req.GetIdentity())
@@ -110,43 +95,22 @@ func (a *adminService) TerminateIdentity(ctx context.Context, req *credgwv1.Term
 	if len(req.GetComment()) > 1024 {
 		return nil, status.Error(codes.InvalidArgument, "comment: at most 1024 bytes")
 	}
-	serials, err := a.s.activation.RevokeIdentity(ctx, sel, issuance.ReasonCessationOfOperation, true, req.GetComment())
+	serials, err := a.s.lifecycle.Terminate(ctx, "admin", sel, req.GetComment(), "")
 	if err != nil {
 		return nil, err
 	}
-	a.s.audit(ctx, auditIdentity("admin", "terminate", sel, serials, ""))
-	a.s.notifyIdentity(ctx, "termination", sel, "Your derived PIV credentials were revoked", "Your PIV account was terminated; every derived PIV credential of it was revoked.")
-	a.s.log.Info("PIV identity terminated", "identity", sel.String(), "revoked", len(serials))
 	return &credgwv1.TerminateIdentityResponse{RevokedSerials: serials}, nil
 }
 
 func (a *adminService) ForceCRL(ctx context.Context, _ *credgwv1.ForceCRLRequest) (*credgwv1.ForceCRLResponse, error) {
-	if a.s.ca == nil {
+	if a.s.lifecycle == nil {
 		return nil, errNoCA
 	}
-	if _, err := a.s.ca.CRL(ctx, true); err != nil {
+	n, this, next, err := a.s.lifecycle.ForceCRL(ctx)
+	if err != nil {
 		return nil, err
 	}
-	n, this, next := a.s.ca.CRLInfo(ctx)
 	return &credgwv1.ForceCRLResponse{CrlNumber: n, ThisUpdate: timestamppb.New(this), NextUpdate: timestamppb.New(next)}, nil
-}
-
-func normalizeSerial(s string) string {
-	out := make([]byte, 0, len(s))
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == ':':
-		case c >= 'A' && c <= 'F':
-			out = append(out, c+'a'-'A')
-		default:
-			out = append(out, c)
-		}
-	}
-	for len(out) > 1 && out[0] == '0' {
-		out = out[1:]
-	}
-	return string(out)
 }
 
 // optionalSelector is selector, with no selector meaning everyone.
@@ -209,23 +173,15 @@ func init() {
 // newest first.
 func (a *adminService) ListCredentials(ctx context.Context, req *credgwv1.AdminListCredentialsRequest) (*credgwv1.AdminListCredentialsResponse, error) {
 	sel, off, n, err := listArgs(req.GetIdentity(), req.GetPageSize(), req.GetPageToken())
+	if err != nil || a.s.activation == nil {
+		return &credgwv1.AdminListCredentialsResponse{}, err // no CA: nothing was issued
+	}
+	vs, err := a.s.activation.ListSets(ctx, sel, setStateNames[req.GetState()], off, n)
 	if err != nil {
 		return nil, err
 	}
-	sets, err := a.s.store.ListCredentialSets(ctx, sel, setStateNames[req.GetState()], off, n)
-	if err != nil {
-		return nil, err
-	}
-	resp := &credgwv1.AdminListCredentialsResponse{}
-	e := &enrollmentService{s: a.s}
-	for _, cs := range sets {
-		out, err := e.credentialSet(ctx, cs)
-		if err != nil {
-			return nil, err
-		}
-		resp.CredentialSets = append(resp.CredentialSets, out)
-	}
-	if len(sets) == n {
+	resp := &credgwv1.AdminListCredentialsResponse{CredentialSets: a.s.credentialSetsProto(vs)}
+	if len(vs) == n {
 		resp.NextPageToken = strconv.Itoa(off + n)
 	}
 	return resp, nil
@@ -235,16 +191,16 @@ func (a *adminService) ListCredentials(ctx context.Context, req *credgwv1.AdminL
 // first.
 func (a *adminService) ListActivations(ctx context.Context, req *credgwv1.ListActivationsRequest) (*credgwv1.ListActivationsResponse, error) {
 	sel, off, n, err := listArgs(req.GetIdentity(), req.GetPageSize(), req.GetPageToken())
-	if err != nil {
-		return nil, err
+	if err != nil || a.s.activation == nil {
+		return &credgwv1.ListActivationsResponse{}, err // no CA: nothing was issued
 	}
-	acts, err := a.s.store.ListActivations(ctx, sel, actStateNames[req.GetState()], off, n)
+	acts, err := a.s.activation.ListActivations(ctx, sel, actStateNames[req.GetState()], off, n)
 	if err != nil {
 		return nil, err
 	}
 	resp := &credgwv1.ListActivationsResponse{}
 	for _, ac := range acts {
-		resp.Activations = append(resp.Activations, activationProto(ac, a.s.now()))
+		resp.Activations = append(resp.Activations, activationProto(ac))
 	}
 	if len(acts) == n {
 		resp.NextPageToken = strconv.Itoa(off + n)
@@ -261,40 +217,16 @@ func (a *adminService) CancelActivation(ctx context.Context, req *credgwv1.Cance
 	if req.GetActivationId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "activation_id: give the activation's id (credgw admin activations lists them)")
 	}
-	ac, err := a.s.store.ActivationByID(ctx, req.GetActivationId())
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, status.Errorf(codes.NotFound, "no activation %q", req.GetActivationId())
-	}
+	ac, err := a.s.activation.Cancel(ctx, req.GetActivationId(), req.GetComment())
 	if err != nil {
 		return nil, err
 	}
-	if ac.State != store.ActPending {
-		return nil, status.Errorf(codes.FailedPrecondition, "activation %s is %s; only a pending one can be cancelled (revoke its credential set %s instead)",
-			ac.ID, ac.State, ac.CredentialSetID)
-	}
-	cs, err := a.s.store.CredentialSet(ctx, ac.CredentialSetID)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := a.s.activation.RevokeSet(ctx, cs.PersonID, cs.ID, issuance.ReasonCessationOfOperation); err != nil {
-		return nil, err
-	}
-	a.s.auditSet(ctx, "admin", "cancel-activation", cs.ID, "activation_id="+ac.ID+"; "+req.GetComment())
-	a.s.log.Info("activation cancelled by an administrator", "activation_id", ac.ID, "credential_set_id", cs.ID, "person_id", cs.PersonID)
-	if ac, err = a.s.store.ActivationByID(ctx, ac.ID); err != nil {
-		return nil, err
-	}
-	return &credgwv1.CancelActivationResponse{Activation: activationProto(ac, a.s.now())}, nil
+	return &credgwv1.CancelActivationResponse{Activation: activationProto(ac)}, nil
 }
 
-// activationProto is the API form of an activation; a pending one past its
-// expiry (not swept yet) shows as expired.
-func activationProto(ac store.Activation, now time.Time) *credgwv1.Activation {
-	st := ac.State
-	if st == store.ActPending && !now.Before(ac.ExpiresAt) {
-		st = store.ActExpired
-	}
-	return &credgwv1.Activation{Id: ac.ID, CredentialSetId: ac.CredentialSetID, State: actStates[st],
+// activationProto is the API form of an activation.
+func activationProto(ac store.Activation) *credgwv1.Activation {
+	return &credgwv1.Activation{Id: ac.ID, CredentialSetId: ac.CredentialSetID, State: actStates[ac.State],
 		FailedAttempts: int32(ac.FailedAttempts), AttemptsLeft: int32(max(0, ac.MaxAttempts-ac.FailedAttempts)),
 		CreatedAt: timestamppb.New(ac.CreatedAt), ExpiresAt: timestamppb.New(ac.ExpiresAt)}
 }

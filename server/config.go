@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/credgw/credgw/activation/notify"
 	"github.com/credgw/credgw/store"
 	"gopkg.in/yaml.v3"
 )
@@ -40,7 +41,7 @@ type Config struct {
 	Portal    PortalConfig  `yaml:"portal"`
 	Webhook   WebhookConfig `yaml:"termination_webhook"`
 	Linkage   LinkageConfig `yaml:"linkage"`
-	Notify    NotifyConfig  `yaml:"notifications"`
+	Notify    notify.Config `yaml:"notifications"`
 	Renewal   RenewalConfig `yaml:"renewal"`
 
 	dir string // directory of the config file
@@ -200,35 +201,6 @@ type LinkageConfig struct {
 	// OnUnknown is "alert" (log and metric, keep the credentials) or
 	// "revoke".
 	OnUnknown string `yaml:"on_unknown"`
-}
-
-// NotifyConfig is where notifications go (SP 800-157r1 §2.2, Common
-// Policy §4.12.1): email to the address of record, and/or a signed webhook.
-type NotifyConfig struct {
-	SMTP    SMTPConfig          `yaml:"smtp"`
-	Webhook NotifyWebhookConfig `yaml:"webhook"`
-}
-
-// SMTPConfig is the mail relay. STARTTLS is required unless
-// insecure_no_tls is set.
-type SMTPConfig struct {
-	// Address is host:port of the relay ("" = no email).
-	Address string `yaml:"address"`
-	// From is the sender address.
-	From string `yaml:"from"`
-	// Username and PasswordFile authenticate (AUTH PLAIN, after STARTTLS).
-	Username     string `yaml:"username"`
-	PasswordFile string `yaml:"password_file"`
-	// CAFile verifies the relay's certificate (default: the system roots).
-	CAFile string `yaml:"ca_file"`
-	// InsecureNoTLS sends without STARTTLS (a local relay only).
-	InsecureNoTLS bool `yaml:"insecure_no_tls"`
-}
-
-// NotifyWebhookConfig posts every notification as signed JSON.
-type NotifyWebhookConfig struct {
-	URL        string `yaml:"url"`
-	SecretFile string `yaml:"secret_file"`
 }
 
 // RenewalConfig is re-key without the card (Renewal.Rekey).
@@ -436,20 +408,7 @@ func (c *Config) validate() error {
 	if c.Linkage.OnUnknown != "alert" && c.Linkage.OnUnknown != "revoke" {
 		bad("linkage.on_unknown %q: alert or revoke", c.Linkage.OnUnknown)
 	}
-	if c.Notify.SMTP.Address != "" {
-		if _, _, err := net.SplitHostPort(c.Notify.SMTP.Address); err != nil {
-			bad("notifications.smtp.address %q: want host:port", c.Notify.SMTP.Address)
-		}
-		if !strings.Contains(c.Notify.SMTP.From, "@") {
-			bad("notifications.smtp.from %q: want the sender's email address", c.Notify.SMTP.From)
-		}
-		if c.Notify.SMTP.Username != "" && c.Notify.SMTP.PasswordFile == "" {
-			bad("notifications.smtp.password_file: required with username")
-		}
-	}
-	if (c.Notify.Webhook.URL == "") != (c.Notify.Webhook.SecretFile == "") {
-		bad("notifications.webhook: give both url and secret_file")
-	}
+	c.Notify.Validate(bad)
 	if c.Webhook.SecretFile != "" && c.Listen.HTTP == "" {
 		bad("termination_webhook: needs listen.http, where it is served")
 	}

@@ -2,11 +2,9 @@ package server
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
-	"fmt"
+	"crypto/x509"
 
+	"github.com/credgw/credgw/activation"
 	"github.com/credgw/credgw/issuance"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/store"
@@ -30,24 +28,15 @@ func (e *enrollmentService) session(ctx context.Context, token string) (store.PI
 	if token == "" {
 		return store.PIVSession{}, status.Error(codes.Unauthenticated, "session_token: sign in with the card (PIVAuth) first")
 	}
-	sess, err := e.s.store.PIVSession(ctx, TokenHash(token))
-	if errors.Is(err, store.ErrNotFound) || (err == nil && !e.s.now().Before(sess.ExpiresAt)) {
-		return store.PIVSession{}, status.Error(codes.Unauthenticated, "the PIV session token is unknown or expired: sign in with the card again")
-	}
-	if err != nil {
-		return store.PIVSession{}, err
-	}
 	c, ok := callerFrom(ctx)
 	if !ok {
 		return store.PIVSession{}, status.Error(codes.PermissionDenied, "caller unknown")
 	}
+	var card *x509.Certificate
 	if c.role == rolePIV {
-		fp := sha256.Sum256(c.cert.Raw)
-		if hex.EncodeToString(fp[:]) != sess.CertSHA256 {
-			return store.PIVSession{}, status.Error(codes.PermissionDenied, "this PIV session belongs to another card than the one of the TLS connection")
-		}
+		card = c.cert
 	}
-	return sess, nil
+	return e.s.sessions.Lookup(ctx, token, card)
 }
 
 func (e *enrollmentService) CreateEnrollment(ctx context.Context, req *credgwv1.CreateEnrollmentRequest) (*credgwv1.CreateEnrollmentResponse, error) {
@@ -58,13 +47,10 @@ func (e *enrollmentService) CreateEnrollment(ctx context.Context, req *credgwv1.
 	if err != nil {
 		return nil, err
 	}
-	en, err := e.s.activation.Enroll(ctx, sess, req.GetIdentityName(), req.GetCredentialType())
+	en, err := e.s.activation.Enroll(ctx, activation.EnrollRequest{Session: sess, IdentityName: req.GetIdentityName(), CredentialType: req.GetCredentialType()})
 	if err != nil {
 		return nil, err
 	}
-	e.s.auditSet(ctx, "piv:"+sess.PersonID, "enroll", en.CredentialSetID, "activation_id="+en.ActivationID)
-	e.s.log.Info("enrollment created", "person_id", sess.PersonID, "card_uuid", sess.CardUUID,
-		"activation_id", en.ActivationID, "credential_set_id", en.CredentialSetID, "credential_type", en.CredentialType)
 	return &credgwv1.CreateEnrollmentResponse{
 		ActivationId: en.ActivationID, QrPayload: en.Payload, QrPng: en.PNG, QrText: en.Text,
 		Password: en.Password, ExpiresAt: timestamppb.New(en.ExpiresAt), CredentialSetId: en.CredentialSetID,
@@ -80,13 +66,14 @@ var setStates = map[string]credgwv1.CredentialSetState{
 }
 
 var profileNames = map[string]credgwv1.Profile{
-	"derived-piv-auth":  credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH,
-	"digital-signature": credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE,
-	"key-management":    credgwv1.Profile_PROFILE_KEY_MANAGEMENT,
+	string(issuance.DerivedPIVAuth):   credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH,
+	string(issuance.DigitalSignature): credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE,
+	string(issuance.KeyManagement):    credgwv1.Profile_PROFILE_KEY_MANAGEMENT,
 }
 
-// credentialSet renders a set with its certificates.
-func (e *enrollmentService) credentialSet(ctx context.Context, cs store.CredentialSet) (*credgwv1.CredentialSet, error) {
+// credentialSetProto renders a set with its certificates.
+func (s *Server) credentialSetProto(v activation.SetView) *credgwv1.CredentialSet {
+	cs := v.Set
 	out := &credgwv1.CredentialSet{Id: cs.ID, IdentityName: cs.IdentityName, CredentialType: cs.CredentialType,
 		State: setStates[cs.State], CreatedAt: timestamppb.New(cs.CreatedAt)}
 	if cs.Device != "" {
@@ -95,78 +82,75 @@ func (e *enrollmentService) credentialSet(ctx context.Context, cs store.Credenti
 			out.Device = &dev
 		}
 	}
-	recs, err := e.s.store.CertificatesOfSet(ctx, cs.ID)
-	if err != nil {
-		return nil, err
-	}
-	for _, r := range recs {
+	for _, r := range v.Certificates {
 		st := credgwv1.CertificateStatus_CERTIFICATE_STATUS_GOOD
 		switch {
 		case r.Revoked():
 			st = credgwv1.CertificateStatus_CERTIFICATE_STATUS_REVOKED
-		case !e.s.now().Before(r.NotAfter):
+		case !s.now().Before(r.NotAfter):
 			st = credgwv1.CertificateStatus_CERTIFICATE_STATUS_EXPIRED
 		}
-		c := &credgwv1.Certificate{Serial: r.Serial, Profile: profileNames[r.Profile], Der: r.DER, Sha256: r.SHA256,
-			NotBefore: timestamppb.New(r.NotBefore), NotAfter: timestamppb.New(r.NotAfter), Status: st,
-			RevocationReason: credgwv1.RevocationReason(r.RevocationReason)}
-		if r.Revoked() {
-			c.RevokedAt = timestamppb.New(r.RevokedAt)
-		}
+		c := certificateProto(r)
+		c.Profile, c.Status = profileNames[r.Profile], st
 		if out.ExpiresAt == nil || r.NotAfter.Before(out.ExpiresAt.AsTime()) {
 			out.ExpiresAt = timestamppb.New(r.NotAfter)
 		}
 		out.Certificates = append(out.Certificates, c)
 	}
-	return out, nil
+	return out
+}
+
+// certificateProto is the API form of a certificate record (status and
+// profile are the caller's to set).
+func certificateProto(r store.CertificateRecord) *credgwv1.Certificate {
+	c := &credgwv1.Certificate{Serial: r.Serial, Der: r.DER, Sha256: r.SHA256,
+		NotBefore: timestamppb.New(r.NotBefore), NotAfter: timestamppb.New(r.NotAfter),
+		RevocationReason: credgwv1.RevocationReason(r.RevocationReason)}
+	if r.Revoked() {
+		c.RevokedAt = timestamppb.New(r.RevokedAt)
+	}
+	return c
+}
+
+func (s *Server) credentialSetsProto(vs []activation.SetView) []*credgwv1.CredentialSet {
+	out := make([]*credgwv1.CredentialSet, 0, len(vs))
+	for _, v := range vs {
+		out = append(out, s.credentialSetProto(v))
+	}
+	return out
 }
 
 // ListCredentials lists the person's own credential sets (by the configured
 // person attribute: every card of the person).
 func (e *enrollmentService) ListCredentials(ctx context.Context, req *credgwv1.ListCredentialsRequest) (*credgwv1.ListCredentialsResponse, error) {
 	sess, err := e.session(ctx, req.GetSessionToken())
+	if err != nil || e.s.activation == nil {
+		return &credgwv1.ListCredentialsResponse{}, err // no CA: nothing was issued
+	}
+	vs, err := e.s.activation.SetsOfPerson(ctx, sess.PersonID)
 	if err != nil {
 		return nil, err
 	}
-	sets, err := e.s.store.CredentialSetsOfPerson(ctx, sess.PersonID)
-	if err != nil {
-		return nil, err
-	}
-	resp := &credgwv1.ListCredentialsResponse{}
-	for _, cs := range sets {
-		out, err := e.credentialSet(ctx, cs)
-		if err != nil {
-			return nil, err
-		}
-		resp.CredentialSets = append(resp.CredentialSets, out)
-	}
-	return resp, nil
+	return &credgwv1.ListCredentialsResponse{CredentialSets: e.s.credentialSetsProto(vs)}, nil
 }
 
 // RevokeCredential revokes one of the person's own credential sets (lost
 // or replaced device).
 func (e *enrollmentService) RevokeCredential(ctx context.Context, req *credgwv1.RevokeCredentialRequest) (*credgwv1.RevokeCredentialResponse, error) {
-	if e.s.activation == nil {
+	if e.s.lifecycle == nil {
 		return nil, errNoCA
 	}
 	sess, err := e.session(ctx, req.GetSessionToken())
 	if err != nil {
 		return nil, err
 	}
-	reason := issuance.RevocationReason(req.GetReason())
-	if reason == 0 {
-		reason = 5 // cessationOfOperation: the device is no longer used
-	}
-	cs, err := e.s.activation.RevokeSet(ctx, sess.PersonID, req.GetCredentialSetId(), reason)
+	cs, err := e.s.lifecycle.RevokeOwn(ctx, sess.PersonID, req.GetCredentialSetId(), issuance.RevocationReason(req.GetReason()), false)
 	if err != nil {
 		return nil, err
 	}
-	e.s.auditSet(ctx, "piv:"+sess.PersonID, "revoke", cs.ID, fmt.Sprintf("by its owner; reason=%d", int(reason)))
-	e.s.notifySet(ctx, "revocation", cs.ID, "Derived PIV credentials were revoked", "Derived PIV credentials of yours were revoked at your request.")
-	e.s.log.Info("credential set revoked by its owner", "person_id", sess.PersonID, "credential_set_id", cs.ID, "reason", reason)
-	out, err := e.credentialSet(ctx, *cs)
+	v, err := e.s.activation.View(ctx, *cs)
 	if err != nil {
 		return nil, err
 	}
-	return &credgwv1.RevokeCredentialResponse{CredentialSet: out}, nil
+	return &credgwv1.RevokeCredentialResponse{CredentialSet: e.s.credentialSetProto(v)}, nil
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/credgw/credgw/activation"
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/piv"
+	"github.com/credgw/credgw/piv/session"
 	"github.com/credgw/credgw/store"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -51,6 +52,20 @@ func toStatus(err error) error {
 		code = codes.FailedPrecondition
 	case errors.Is(err, activation.ErrInvalid):
 		code = codes.InvalidArgument
+	case errors.Is(err, activation.ErrPermission):
+		code = codes.PermissionDenied
+	case errors.Is(err, activation.ErrPrecondition):
+		code = codes.FailedPrecondition
+	case errors.Is(err, activation.ErrNoSuch):
+		code = codes.NotFound
+	case errors.Is(err, session.ErrUnknownChallenge):
+		code = codes.NotFound
+	case errors.Is(err, session.ErrReplay), errors.Is(err, session.ErrChallengeExpired):
+		code = codes.FailedPrecondition
+	case errors.Is(err, session.ErrSessionGone):
+		code = codes.Unauthenticated
+	case errors.Is(err, session.ErrNotTLSCard), errors.Is(err, session.ErrOtherCard):
+		code = codes.PermissionDenied
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):

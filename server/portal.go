@@ -14,6 +14,7 @@ import (
 	"github.com/credgw/credgw/activation"
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/piv"
+	"github.com/credgw/credgw/piv/session"
 	"github.com/credgw/credgw/portal"
 	"github.com/credgw/credgw/store"
 	"google.golang.org/grpc/codes"
@@ -29,41 +30,18 @@ var _ portal.Backend = portalBackend{}
 var errSessionGone = portal.ErrSessionGone
 
 func (b portalBackend) SignIn(ctx context.Context, leaf *x509.Certificate, chain []*x509.Certificate, source string) (portal.Session, error) {
-	res, err := b.s.verifier.VerifyPIVAuth(ctx, leaf, chain)
+	o, err := b.s.sessions.SignInTLS(ctx, leaf, chain, source)
 	if err != nil {
 		return portal.Session{}, err
 	}
-	id := res.Identity
-	emailSource := ""
-	if id.Email != "" {
-		emailSource = "piv-auth"
-	}
-	// TLS client authentication stands in for the challenge (SP 800-157r1
-	// App. C.1); a spent challenge row keeps the session's record complete.
-	sid, err := randomToken(16)
-	if err != nil {
-		return portal.Session{}, err
-	}
-	now := b.s.now()
-	if err := b.s.store.CreateChallenge(ctx, store.Challenge{SessionID: sid, Challenge: []byte("tls-client-auth"), GatewayID: b.s.cfg.GatewayID,
-		CreatedAt: now, ExpiresAt: now}); err != nil {
-		return portal.Session{}, err
-	}
-	if _, err := b.s.store.ConsumeChallenge(ctx, sid, now); err != nil {
-		return portal.Session{}, err
-	}
-	token, expires, err := b.s.openPIVSession(ctx, sid, res, id, emailSource, source)
-	if err != nil {
-		return portal.Session{}, err
-	}
-	b.s.log.Info("portal sign-in", "person_id", id.PersonID, "card_uuid", id.CardUUID, "status_source", res.StatusSource)
-	return portal.Session{Token: token, Subject: id.Subject, Email: id.Email, CardUUID: id.CardUUID, ExpiresAt: expires}, nil
+	id := o.Identity
+	return portal.Session{Token: o.Token, Subject: id.Subject, Email: id.Email, CardUUID: id.CardUUID, ExpiresAt: o.ExpiresAt}, nil
 }
 
 func (b portalBackend) session(ctx context.Context, token string) (store.PIVSession, error) {
-	sess, err := b.s.store.PIVSession(ctx, TokenHash(token))
-	if errors.Is(err, store.ErrNotFound) || (err == nil && !b.s.now().Before(sess.ExpiresAt)) {
-		return store.PIVSession{}, errSessionGone
+	sess, err := b.s.sessions.Lookup(ctx, token, nil)
+	if errors.Is(err, session.ErrSessionGone) {
+		return sess, errSessionGone
 	}
 	return sess, err
 }
@@ -77,7 +55,7 @@ func (b portalBackend) Session(ctx context.Context, token string) (portal.Sessio
 }
 
 func (b portalBackend) SignOut(ctx context.Context, token string) error {
-	return b.s.store.EndPIVSession(ctx, TokenHash(token), b.s.now())
+	return b.s.sessions.End(ctx, token)
 }
 
 func (b portalBackend) Enroll(ctx context.Context, token, name, ctype string) (portal.Enrollment, error) {
@@ -88,45 +66,33 @@ func (b portalBackend) Enroll(ctx context.Context, token, name, ctype string) (p
 	if b.s.activation == nil {
 		return portal.Enrollment{}, errNoCA
 	}
-	en, err := b.s.activation.Enroll(ctx, sess, name, ctype)
+	en, err := b.s.activation.Enroll(ctx, activation.EnrollRequest{Session: sess, IdentityName: name, CredentialType: ctype, Portal: true})
 	if err != nil {
 		return portal.Enrollment{}, err
 	}
-	b.s.auditSet(ctx, "piv:"+sess.PersonID, "enroll", en.CredentialSetID, "activation_id="+en.ActivationID+"; portal")
-	b.s.log.Info("enrollment created (portal)", "person_id", sess.PersonID, "activation_id", en.ActivationID)
 	return portal.Enrollment{ActivationID: en.ActivationID, QRPNG: en.PNG, Password: en.Password, ExpiresAt: en.ExpiresAt}, nil
 }
 
 func (b portalBackend) Credentials(ctx context.Context, token string) ([]portal.Credential, error) {
 	sess, err := b.session(ctx, token)
-	if err != nil {
+	if err != nil || b.s.activation == nil {
 		return nil, err
 	}
-	sets, err := b.s.store.CredentialSetsOfPerson(ctx, sess.PersonID)
+	vs, err := b.s.activation.SetsOfPerson(ctx, sess.PersonID)
 	if err != nil {
 		return nil, err
 	}
 	var out []portal.Credential
-	for _, cs := range sets {
+	for _, v := range vs {
+		cs := v.Set
 		c := portal.Credential{ID: cs.ID, Name: cs.IdentityName, Type: cs.CredentialType, State: cs.State, Issued: cs.CreatedAt}
 		if strings.Contains(cs.Device, `"model"`) {
 			c.Device = deviceModel(cs.Device)
 		}
-		a, err := b.s.store.ActivationOfSet(ctx, cs.ID)
-		switch {
-		case err == nil:
-			c.Activation = a.State
-			if a.State == store.ActPending && !b.s.now().Before(a.ExpiresAt) {
-				c.Activation = store.ActExpired // not swept yet
-			}
-		case !errors.Is(err, store.ErrNotFound):
-			return nil, err
+		if v.Activation != nil {
+			c.Activation = v.Activation.State
 		}
-		recs, err := b.s.store.CertificatesOfSet(ctx, cs.ID)
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range recs {
+		for _, r := range v.Certificates {
 			if c.Expires.IsZero() || r.NotAfter.Before(c.Expires) {
 				c.Expires = r.NotAfter
 			}
@@ -141,16 +107,11 @@ func (b portalBackend) Revoke(ctx context.Context, token, setID string) error {
 	if err != nil {
 		return err
 	}
-	if b.s.activation == nil {
+	if b.s.lifecycle == nil {
 		return errNoCA
 	}
-	if _, err := b.s.activation.RevokeSet(ctx, sess.PersonID, setID, issuance.ReasonCessationOfOperation); err != nil {
-		return err
-	}
-	b.s.auditSet(ctx, "piv:"+sess.PersonID, "revoke", setID, "by its owner (portal); reason=5")
-	b.s.notifySet(ctx, "revocation", setID, "Derived PIV credentials were revoked", "Derived PIV credentials of yours were revoked at your request (portal).")
-	b.s.log.Info("credential set revoked by its owner (portal)", "person_id", sess.PersonID, "credential_set_id", setID)
-	return nil
+	_, err = b.s.lifecycle.RevokeOwn(ctx, sess.PersonID, setID, issuance.ReasonCessationOfOperation, true)
+	return err
 }
 
 func (b portalBackend) CredentialTypes() []string {

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/x509"
-	"fmt"
 
 	"github.com/credgw/credgw/activation"
 	"github.com/credgw/credgw/issuance"
@@ -35,7 +34,6 @@ func (r *redemptionService) Redeem(req *credgwv1.RedeemRequest, stream grpc.Serv
 	if r.s.activation == nil {
 		return errNoCA
 	}
-	ctx := stream.Context()
 	if req.GetActivationId() == "" || len(req.GetSecret()) == 0 {
 		return status.Error(codes.InvalidArgument, "activation_id and secret: scan the QR code")
 	}
@@ -47,24 +45,22 @@ func (r *redemptionService) Redeem(req *credgwv1.RedeemRequest, stream grpc.Serv
 	if req.GetDevice() != nil {
 		device, _ = protojson.Marshal(req.GetDevice())
 	}
-	send := func(m *credgwv1.RedeemResponse) error { return stream.Send(m) }
-	d, err := r.s.activation.Redeem(ctx, activation.RedeemRequest{
+	d, err := r.s.activation.Redeem(stream.Context(), activation.RedeemRequest{
 		ActivationID: req.GetActivationId(), Secret: req.GetSecret(), Password: req.GetPassword(),
 		Device: string(device), CSRs: csrs, Hardware: req.GetDevice().GetHardwareBacked(),
-	}, func(stage credgwv1.Stage, cur, total int, msg string) {
-		_ = send(&credgwv1.RedeemResponse{Event: &credgwv1.RedeemResponse_Progress{Progress: &credgwv1.Progress{
-			Stage: stage, Current: int32(cur), Total: int32(total), Message: msg}}})
-	})
+	}, progressTo(stream))
 	if err != nil {
-		r.s.auditRedeemRefusal(ctx, req.GetActivationId(), err)
 		return err
 	}
-	if !d.Resumed {
-		r.s.auditSet(ctx, "device", "redeem", d.Manifest.GetCredentialSetId(), "activation_id="+req.GetActivationId()+"; redemption_id="+d.RedemptionID+"; issued")
-		r.s.log.Info("credentials issued", "activation_id", req.GetActivationId(), "redemption_id", d.RedemptionID,
-			"credential_set_id", d.Manifest.GetCredentialSetId(), "bytes", len(d.Package))
+	return sendDelivery(d, req.GetResumeOffset(), stream.Send)
+}
+
+// progressTo reports the stages of a redemption on its stream.
+func progressTo(stream grpc.ServerStreamingServer[credgwv1.RedeemResponse]) activation.Progress {
+	return func(stage credgwv1.Stage, cur, total int, msg string) {
+		_ = stream.Send(&credgwv1.RedeemResponse{Event: &credgwv1.RedeemResponse_Progress{Progress: &credgwv1.Progress{
+			Stage: stage, Current: int32(cur), Total: int32(total), Message: msg}}})
 	}
-	return sendDelivery(d, req.GetResumeOffset(), send)
 }
 
 // sendDelivery streams a package from a resume offset: Accepted, the
@@ -95,28 +91,11 @@ func (r *redemptionService) Confirm(ctx context.Context, req *credgwv1.ConfirmRe
 	if req.GetRedemptionId() == "" || len(req.GetSha256()) != 32 {
 		return nil, status.Error(codes.InvalidArgument, "redemption_id and the 32-byte sha256 of the installed package are required")
 	}
-	// A renewal is confirmed with Renewal.Confirm, which also retires the
-	// set it renews.
-	if a, err := r.s.store.ActivationByRedemption(ctx, req.GetRedemptionId()); err == nil {
-		if cs, err := r.s.store.CredentialSet(ctx, a.CredentialSetID); err == nil && cs.RenewsSetID != "" {
-			return nil, status.Error(codes.FailedPrecondition, "this is a renewal: confirm it with Renewal.Confirm over the device's current certificate")
-		}
-	}
-	cs, err := r.s.activation.Confirm(ctx, req.GetRedemptionId(), req.GetSecret(), req.GetSha256())
+	c, err := r.s.activation.Confirm(ctx, req.GetRedemptionId(), req.GetSecret(), req.GetSha256())
 	if err != nil {
 		return nil, err
 	}
-	resp, err := r.s.confirmResponse(ctx, cs.ID)
-	if err != nil {
-		return nil, err
-	}
-	r.s.auditSet(ctx, "device", "confirm", cs.ID, "redemption_id="+req.GetRedemptionId())
-	r.s.notifySet(ctx, "binding", cs.ID, "Derived PIV credentials were installed on a device",
-		"Derived PIV credentials bound to your PIV card were issued and installed on a device.")
-	r.s.notifySet(ctx, "key-delivery", cs.ID, "Your encryption keys were delivered to a device",
-		"Your escrowed S/MIME encryption key and its key history were delivered to a device.")
-	r.s.log.Info("credentials installed", "credential_set_id", cs.ID, "person_id", cs.PersonID, "serials", fmt.Sprint(resp.Serials))
-	return resp, nil
+	return &credgwv1.ConfirmResponse{CredentialSetId: c.CredentialSetID, Serials: c.Serials}, nil
 }
 
 // parseCSRs reads the device's CSRs, one per device-keyed profile.
@@ -137,17 +116,4 @@ func parseCSRs(in []*credgwv1.CertificateRequest) (map[issuance.Profile]*x509.Ce
 		csrs[p] = csr
 	}
 	return csrs, nil
-}
-
-// confirmResponse is the answer to a Confirm: the set and its serials.
-func (s *Server) confirmResponse(ctx context.Context, setID string) (*credgwv1.ConfirmResponse, error) {
-	recs, err := s.store.CertificatesOfSet(ctx, setID)
-	if err != nil {
-		return nil, err
-	}
-	resp := &credgwv1.ConfirmResponse{CredentialSetId: setID}
-	for _, c := range recs {
-		resp.Serials = append(resp.Serials, c.Serial)
-	}
-	return resp, nil
 }

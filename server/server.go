@@ -15,8 +15,12 @@ import (
 	"time"
 
 	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/audit"
+	"github.com/credgw/credgw/activation/lifecycle"
+	"github.com/credgw/credgw/activation/notify"
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/piv"
+	"github.com/credgw/credgw/piv/session"
 	"github.com/credgw/credgw/portal"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/store"
@@ -46,8 +50,14 @@ type Server struct {
 	hsm        *hsm
 	ca         *issuance.CA
 	escrow     *issuance.Escrow
-	activation *activation.Service
 	admission  *admission
+
+	// The application services the handlers call.
+	audit      *audit.Log
+	outbox     *notify.Outbox
+	sessions   *session.Service
+	activation *activation.Service // nil without a CA
+	lifecycle  *lifecycle.Service  // nil without a CA
 
 	grpc      *grpc.Server
 	http      *http.Server
@@ -59,20 +69,14 @@ type Server struct {
 	serveErr  chan error
 	sweepStop chan struct{}
 
-	notifiers  []notifier
-	notifyKick chan struct{}
 	// bgCtx ends at shutdown, so background work stops with the server.
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 }
 
-// sweepInterval is how often expired challenges and sessions are deleted.
-// Deleting is idempotent, so every replica may do it.
-const sweepInterval = 5 * time.Minute
-
 func (s *Server) sweep() {
 	defer s.wg.Done()
-	t := time.NewTicker(sweepInterval)
+	t := time.NewTicker(lifecycle.SweepInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -84,46 +88,37 @@ func (s *Server) sweep() {
 	}
 }
 
-// Sweep does the periodic clean-up once: expired PIV sessions and
-// challenges, expired activations, and unconfirmed packages (whose
-// certificates are revoked), issuance intents never recorded, and the
-// linkage checks that are due. Every step is idempotent and claims rows
-// with conditional UPDATEs, so every replica may run it.
+// Sweep does the periodic clean-up once (lifecycle.Sweep): expired PIV
+// sessions and challenges, what fell due, the linkage checks that are due.
 func (s *Server) Sweep(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	s.sweepDue(ctx)
-	if res, err := s.Linkage(ctx); err != nil {
-		s.log.Warn("linkage checks", "err", err)
-	} else if res.Checked > 0 {
-		s.log.Info("linkage checks", "checked", res.Checked, "good", res.Good, "unknown", res.Unknown, "revoked_cards", res.Revoked)
+	s.sessions.Sweep(ctx)
+	if s.lifecycle != nil {
+		s.lifecycle.Sweep(ctx)
 	}
 }
 
-// sweepDue ends what fell due: expired sessions and activations,
-// unconfirmed redemptions (their certificates revoked), stale intents.
-// Start runs it before serving, so that what fell due while the gateway
-// was down is handled before anyone can use it.
+// sweepDue ends what fell due; Start runs it before serving.
 func (s *Server) sweepDue(ctx context.Context) {
-	if n, err := s.store.DeleteExpired(ctx, s.now()); err != nil {
-		s.log.Warn("deleting expired PIV sessions", "err", err)
-	} else if n > 0 {
-		s.log.Debug("deleted expired PIV sessions and challenges", "rows", n)
+	s.sessions.Sweep(ctx)
+	if s.lifecycle != nil {
+		s.lifecycle.SweepDue(ctx)
 	}
-	if s.activation != nil {
-		if n, err := s.activation.Sweep(ctx); err != nil {
-			s.log.Warn("sweeping activations", "err", err)
-		} else if n > 0 {
-			s.log.Info("ended unconfirmed or stuck redemptions and revoked what they carried", "credential_sets", n)
-		}
+}
+
+// LinkageResult counts one linkage run.
+type LinkageResult = lifecycle.LinkageResult
+
+// Linkage runs the linkage checks that are due, once (lifecycle.Linkage).
+func (s *Server) Linkage(ctx context.Context) (LinkageResult, error) {
+	if s.lifecycle == nil {
+		return LinkageResult{}, nil
 	}
-	if s.ca != nil {
-		if n, err := s.ca.RevokeStaleIntents(ctx, s.now().Add(-activation.StuckRedemption)); err != nil {
-			s.log.Warn("revoking stale issuance intents", "err", err)
-		} else if n > 0 {
-			s.log.Warn("revoked issuance intents never recorded (a crash between signing and recording)", "certificates", n)
-		}
-	}
+	return s.lifecycle.Linkage(ctx)
+}
+
+// DeliverNotifications sends what is due in the outbox, once.
+func (s *Server) DeliverNotifications(ctx context.Context) (sent, failed int, err error) {
+	return s.outbox.Deliver(ctx)
 }
 
 // Option changes how New builds the server.
@@ -231,11 +226,6 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.notifiers, err = newNotifiers(cfg, func() time.Time { return s.now() }); err != nil {
-		return nil, err
-	}
-	s.notifyKick = make(chan struct{}, 1)
-
 	if o.store != nil {
 		s.store = o.store
 	} else {
@@ -252,16 +242,9 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 		}, func() float64 { return float64(c.CheckpointFailures()) }))
 	}
 
-	if cfg.CA.CertificateFile != "" {
-		s.hsm = newHSM(cfg)
-		if s.ca, s.escrow, err = loadCA(ctx, cfg, s.hsm, s.store, o); err != nil {
-			s.closeResources()
-			return nil, err
-		}
-		if s.activation, err = newActivation(cfg, s.store, s.ca, s.escrow, o.now, s.undelivered); err != nil {
-			s.closeResources()
-			return nil, err
-		}
+	if err := s.newServices(ctx, o); err != nil {
+		s.closeResources()
+		return nil, err
 	}
 
 	s.grpc = grpc.NewServer(
@@ -361,9 +344,12 @@ func (s *Server) Start() error {
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	s.wg.Add(1)
 	go s.sweep()
-	if len(s.notifiers) > 0 {
+	if s.outbox.Enabled() {
 		s.wg.Add(1)
-		go s.notifyLoop()
+		go func() {
+			defer s.wg.Done()
+			s.outbox.Run(s.bgCtx)
+		}()
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.log.Info("credgw serving", "grpc", s.grpcLn.Addr().String(), "http", s.HTTPAddr(), "gateway_id", s.cfg.GatewayID)

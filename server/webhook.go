@@ -3,19 +3,17 @@ package server
 import (
 	"bytes"
 	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/credgw/credgw/issuance"
+	"github.com/credgw/credgw/activation/notify"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/store"
 )
@@ -47,28 +45,12 @@ type webhook struct {
 }
 
 func loadWebhookKey(cfg *Config) ([]byte, error) {
-	return loadKeyFile(cfg, cfg.Webhook.SecretFile, "termination_webhook.secret_file")
-}
-
-// loadKeyFile reads an HMAC key of at least 32 bytes, in hex.
-func loadKeyFile(cfg *Config, path, field string) ([]byte, error) {
-	b, err := os.ReadFile(cfg.Path(path))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", field, err)
-	}
-	k, err := hex.DecodeString(strings.TrimSpace(string(b)))
-	if err != nil || len(k) < 32 {
-		return nil, fmt.Errorf("%s: want at least 64 hex digits (32 bytes)", field)
-	}
-	return k, nil
+	return notify.ReadKeyFile(cfg.Path(cfg.Webhook.SecretFile), "termination_webhook.secret_file")
 }
 
 // WebhookSignature is the X-Credgw-Signature value for a body sent at ts.
 func WebhookSignature(key []byte, ts time.Time, body []byte) string {
-	m := hmac.New(sha256.New, key)
-	fmt.Fprintf(m, "%d.", ts.Unix())
-	m.Write(body)
-	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+	return notify.Signature(key, ts, body)
 }
 
 // checkWebhook verifies the timestamp window and the signature and parses
@@ -141,22 +123,16 @@ func (h *webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), code)
 		return
 	}
-	if h.s.activation == nil {
+	if h.s.lifecycle == nil {
 		http.Error(w, "issuance is not configured (no ca section in the config)", http.StatusServiceUnavailable)
 		return
 	}
-	serials, err := h.s.activation.RevokeIdentity(r.Context(), sel,
-		issuance.ReasonCessationOfOperation, true, ev.Comment)
+	serials, err := h.s.lifecycle.Terminate(r.Context(), "webhook", sel, ev.Comment, r.RemoteAddr)
 	if err != nil {
 		h.s.log.Error("termination webhook failed", "identity", sel.String(), "cause", err.Error())
 		http.Error(w, "the termination could not be completed; send it again", http.StatusServiceUnavailable)
 		return
 	}
-	ae := auditIdentity("webhook", "terminate", sel, serials, "")
-	ae.Source = r.RemoteAddr
-	h.s.audit(r.Context(), ae)
-	h.s.notifyIdentity(r.Context(), "termination", sel, "Your derived PIV credentials were revoked", "Your PIV account was terminated; every derived PIV credential of it was revoked.")
-	h.s.log.Info("PIV identity terminated (webhook)", "identity", sel.String(), "revoked", len(serials), "source", r.RemoteAddr)
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(map[string]any{"terminated": sel.String(), "revoked_serials": append([]string{}, serials...)})
 }

@@ -1,0 +1,89 @@
+// Package audit is how the application services record what they did in
+// the hash-chained audit log (docs/audit.md). The services call Log; the
+// log itself is kept by store/ (store.AuditStore), which chains and hashes
+// the events.
+//
+// An operation that happened stays done when its event cannot be appended:
+// the failure is logged as an error for the operator, never returned.
+package audit
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/credgw/credgw/store"
+)
+
+// Store is what the log needs of the store: the audit chain, and the
+// credential sets an event names.
+type Store interface {
+	AppendAudit(ctx context.Context, e store.AuditEvent) (store.AuditEvent, error)
+	AuditEvents(ctx context.Context, afterSeq int64, limit int, personID string) ([]store.AuditEvent, error)
+	CredentialSet(ctx context.Context, id string) (store.CredentialSet, error)
+	CertificatesOfSet(ctx context.Context, setID string) ([]store.CertificateRecord, error)
+}
+
+// Log records audit events.
+type Log struct {
+	st  Store
+	log *slog.Logger
+	now func() time.Time
+}
+
+// New returns a log on st; now is the clock of the events.
+func New(st Store, log *slog.Logger, now func() time.Time) *Log {
+	if now == nil {
+		now = time.Now
+	}
+	return &Log{st: st, log: log, now: now}
+}
+
+// Record appends e (at now, outcome "ok" unless set). It outlives the
+// caller's cancellation: the operation it records has happened.
+func (l *Log) Record(ctx context.Context, e store.AuditEvent) {
+	e.At = l.now()
+	if e.Outcome == "" {
+		e.Outcome = "ok"
+	}
+	if _, err := l.st.AppendAudit(context.WithoutCancel(ctx), e); err != nil {
+		l.log.Error("audit: append failed", "action", e.Action, "person_id", e.PersonID, "cause", err.Error())
+	}
+}
+
+// Set records an action on a credential set, with its holder and serials.
+func (l *Log) Set(ctx context.Context, actor, action, setID, detail string) {
+	e := store.AuditEvent{Actor: actor, Action: action, Detail: "credential_set_id=" + setID}
+	if detail != "" {
+		e.Detail += "; " + detail
+	}
+	if cs, err := l.st.CredentialSet(ctx, setID); err == nil {
+		e.PersonID, e.CardUUID = cs.PersonID, cs.CardUUID
+		if e.Actor == "" {
+			e.Actor = "piv:" + cs.PersonID
+		}
+	}
+	if recs, err := l.st.CertificatesOfSet(ctx, setID); err == nil {
+		for _, r := range recs {
+			e.Serials = append(e.Serials, r.Serial)
+		}
+	}
+	l.Record(ctx, e)
+}
+
+// Identity is the event of an action on every credential of a PIV
+// identity.
+func Identity(actor, action string, sel store.IdentitySelector, serials []string, detail string) store.AuditEvent {
+	e := store.AuditEvent{Actor: actor, Action: action, PersonID: sel.PersonID, CardUUID: sel.CardUUID, Serials: serials,
+		Detail: "identity=" + sel.String()}
+	if detail != "" {
+		e.Detail += "; " + detail
+	}
+	return e
+}
+
+// Events pages through the log in order: at most limit events after
+// afterSeq, of one person when personID is set.
+func (l *Log) Events(ctx context.Context, afterSeq int64, limit int, personID string) ([]store.AuditEvent, error) {
+	return l.st.AuditEvents(ctx, afterSeq, limit, personID)
+}

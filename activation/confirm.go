@@ -1,0 +1,52 @@
+package activation
+
+import (
+	"context"
+	"fmt"
+)
+
+// Confirmed is a completed redemption: the set and the serials it holds.
+type Confirmed struct {
+	CredentialSetID string
+	PersonID        string
+	Serials         []string
+}
+
+// Confirm completes a redemption: the device proves the secret again and
+// names the SHA-256 of what it installed; the package is deleted and the
+// person is told. A renewal is confirmed with ConfirmRekey instead.
+func (s *Service) Confirm(ctx context.Context, redemptionID string, secret, sum []byte) (*Confirmed, error) {
+	if a, err := s.cfg.Store.ActivationByRedemption(ctx, redemptionID); err == nil {
+		if cs, err := s.cfg.Store.CredentialSet(ctx, a.CredentialSetID); err == nil && cs.RenewsSetID != "" {
+			return nil, notNow("this is a renewal: confirm it with Renewal.Confirm over the device's current certificate")
+		}
+	}
+	cs, err := s.confirm(ctx, redemptionID, secret, sum)
+	if err != nil {
+		return nil, err
+	}
+	out, err := s.confirmed(ctx, cs.ID, cs.PersonID)
+	if err != nil {
+		return nil, err
+	}
+	s.cfg.Audit.Set(ctx, "device", "confirm", cs.ID, "redemption_id="+redemptionID)
+	s.cfg.Notify.Set(ctx, "binding", cs.ID, "Derived PIV credentials were installed on a device",
+		"Derived PIV credentials bound to your PIV card were issued and installed on a device.")
+	s.cfg.Notify.Set(ctx, "key-delivery", cs.ID, "Your encryption keys were delivered to a device",
+		"Your escrowed S/MIME encryption key and its key history were delivered to a device.")
+	s.cfg.Log.Info("credentials installed", "credential_set_id", cs.ID, "person_id", cs.PersonID, "serials", fmt.Sprint(out.Serials))
+	return out, nil
+}
+
+// confirmed lists the serials of a confirmed set.
+func (s *Service) confirmed(ctx context.Context, setID, personID string) (*Confirmed, error) {
+	recs, err := s.cfg.Store.CertificatesOfSet(ctx, setID)
+	if err != nil {
+		return nil, err
+	}
+	out := &Confirmed{CredentialSetID: setID, PersonID: personID}
+	for _, c := range recs {
+		out.Serials = append(out.Serials, c.Serial)
+	}
+	return out, nil
+}

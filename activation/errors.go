@@ -1,0 +1,42 @@
+package activation
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Kinds of refusal whose message is made for the case (the transport maps
+// the kind to a code and sends the message as it is).
+var (
+	// ErrPermission: this caller may not do this.
+	ErrPermission = errors.New("activation: permission denied")
+	// ErrPrecondition: not in the current state, or not yet.
+	ErrPrecondition = errors.New("activation: not possible in the current state")
+	// ErrNoSuch: what the request names does not exist.
+	ErrNoSuch = errors.New("activation: not found")
+)
+
+// refusal is an error of a kind with its own message.
+type refusal struct {
+	kind error
+	msg  string
+}
+
+func (e *refusal) Error() string { return e.msg }
+func (e *refusal) Unwrap() error { return e.kind }
+
+func denied(format string, a ...any) error {
+	return &refusal{kind: ErrPermission, msg: fmt.Sprintf(format, a...)}
+}
+
+func notNow(format string, a ...any) error {
+	return &refusal{kind: ErrPrecondition, msg: fmt.Sprintf(format, a...)}
+}
+
+func noSuch(format string, a ...any) error {
+	return &refusal{kind: ErrNoSuch, msg: fmt.Sprintf(format, a...)}
+}
+
+func invalid(format string, a ...any) error {
+	return &refusal{kind: ErrInvalid, msg: fmt.Sprintf(format, a...)}
+}

@@ -1,0 +1,179 @@
+// Package lifecycle is what happens to derived credentials after they are
+// issued: revocation by their owner, an administrator or the CA's own
+// checks, termination of a PIV identity (the Admin API or the signed
+// webhook), the linkage checks of the card behind them (SP 800-157r1
+// §2.4), and the periodic sweep. Every revocation goes through one fan-out
+// here — revoke, record in the audit log, notify the person — whoever asks
+// for it.
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/audit"
+	"github.com/credgw/credgw/activation/notify"
+	"github.com/credgw/credgw/issuance"
+	"github.com/credgw/credgw/piv"
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"github.com/credgw/credgw/store"
+)
+
+// Defaults of the linkage section (credgw.yaml), defined here only.
+const (
+	DefaultFirstCheck = 7 * 24 * time.Hour
+	DefaultInterval   = 24 * time.Hour
+	DefaultMaxUnknown = 7 * 24 * time.Hour
+	DefaultOnUnknown  = "alert"
+)
+
+// Linkage schedules the re-checks of the PIV Authentication certificates
+// that have live derived credentials.
+type Linkage struct {
+	// FirstCheck is the delay from enrollment to the first check.
+	FirstCheck time.Duration
+	// Interval between checks.
+	Interval time.Duration
+	// MaxUnknown is how long the status may stay unavailable before
+	// OnUnknown applies.
+	MaxUnknown time.Duration
+	// OnUnknown is "alert" (log and metric, keep the credentials) or
+	// "revoke".
+	OnUnknown string
+}
+
+// Store is what the lifecycle needs of the store.
+type Store interface {
+	store.LinkageStore
+	Certificate(ctx context.Context, serial string) (store.CertificateRecord, error)
+	PIVCertificate(ctx context.Context, sha256 string) (store.PIVCertificate, error)
+}
+
+// Config configures the service.
+type Config struct {
+	Store      Store
+	Activation *activation.Service
+	CA         *issuance.CA
+	Verifier   *piv.Verifier
+	Audit      *audit.Log
+	Notify     *notify.Outbox
+	Log        *slog.Logger
+	Linkage    Linkage
+	// UnknownStatus, if set, counts each linkage check whose card status
+	// was unavailable (a metric).
+	UnknownStatus func()
+	Now           func() time.Time
+}
+
+// Service runs the lifecycle.
+type Service struct{ cfg Config }
+
+// New fills in the defaults.
+func New(cfg Config) (*Service, error) {
+	if cfg.Store == nil || cfg.Activation == nil || cfg.CA == nil || cfg.Verifier == nil || cfg.Audit == nil || cfg.Log == nil {
+		return nil, errors.New("lifecycle: needs a store, the activation service, a CA, a verifier, an audit log and a logger")
+	}
+	l := &cfg.Linkage
+	if l.FirstCheck == 0 {
+		l.FirstCheck = DefaultFirstCheck
+	}
+	if l.Interval == 0 {
+		l.Interval = DefaultInterval
+	}
+	if l.MaxUnknown == 0 {
+		l.MaxUnknown = DefaultMaxUnknown
+	}
+	if l.OnUnknown == "" {
+		l.OnUnknown = DefaultOnUnknown
+	}
+	if l.OnUnknown != "alert" && l.OnUnknown != "revoke" {
+		return nil, errors.New("lifecycle: linkage on_unknown: alert or revoke")
+	}
+	if cfg.UnknownStatus == nil {
+		cfg.UnknownStatus = func() {}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Service{cfg: cfg}, nil
+}
+
+// RevokeOwn revokes one of the person's own credential sets (a lost or
+// replaced device) at their request, through the API or the portal.
+func (s *Service) RevokeOwn(ctx context.Context, personID, setID string, reason issuance.RevocationReason, portal bool) (*store.CredentialSet, error) {
+	if reason == issuance.ReasonUnspecified {
+		reason = issuance.ReasonCessationOfOperation // the device is no longer used
+	}
+	cs, err := s.cfg.Activation.RevokeSet(ctx, personID, setID, reason)
+	if err != nil {
+		return nil, err
+	}
+	via, body := "by its owner", "Derived PIV credentials of yours were revoked at your request."
+	if portal {
+		via, body = "by its owner (portal)", "Derived PIV credentials of yours were revoked at your request (portal)."
+	}
+	s.cfg.Audit.Set(ctx, "piv:"+personID, "revoke", cs.ID, via+"; reason="+strconv.Itoa(int(reason)))
+	s.cfg.Notify.Set(ctx, "revocation", cs.ID, "Derived PIV credentials were revoked", body)
+	s.cfg.Log.Info("credential set revoked "+via, "person_id", personID, "credential_set_id", cs.ID, "reason", reason.String())
+	return cs, nil
+}
+
+// RevokeCertificate revokes one certificate by serial (an administrator)
+// and returns its record.
+func (s *Service) RevokeCertificate(ctx context.Context, serial string, reason issuance.RevocationReason) (store.CertificateRecord, error) {
+	if err := s.cfg.CA.Revoke(ctx, serial, reason); err != nil {
+		return store.CertificateRecord{}, err
+	}
+	serial = activation.NormalizeSerial(serial)
+	s.cfg.Audit.Record(ctx, store.AuditEvent{Actor: "admin", Action: "revoke", Serials: []string{serial}, Detail: "reason=" + protoName(reason)})
+	s.cfg.Log.Info("certificate revoked by an administrator", "serial", serial, "reason", reason.String())
+	return s.cfg.Store.Certificate(ctx, serial)
+}
+
+// RevokeIdentity revokes every live derived credential of a card or person
+// (an administrator) and returns the serials it revoked.
+func (s *Service) RevokeIdentity(ctx context.Context, sel store.IdentitySelector, reason issuance.RevocationReason) ([]string, error) {
+	serials, err := s.cfg.Activation.RevokeIdentity(ctx, sel, reason, false, "")
+	if err != nil {
+		return nil, err
+	}
+	s.cfg.Audit.Record(ctx, audit.Identity("admin", "revoke-identity", sel, serials, "reason="+protoName(reason)))
+	s.cfg.Notify.Identity(ctx, "revocation", sel, "Your derived PIV credentials were revoked", "An administrator revoked your derived PIV credentials.")
+	s.cfg.Log.Info("identity's derived credentials revoked by an administrator", "identity", sel.String(), "reason", reason.String(),
+		"revoked", len(serials))
+	return serials, nil
+}
+
+// Terminate records the PIV identity as terminated (no PKI-AUTH,
+// enrollment or redemption from now on) and revokes all its derived
+// credentials (cessationOfOperation): FIPS 201-3 §2.9.4, SP 800-157r1 §2.4.
+// actor is "admin" or "webhook"; source the caller's address, if known.
+func (s *Service) Terminate(ctx context.Context, actor string, sel store.IdentitySelector, comment, source string) ([]string, error) {
+	serials, err := s.cfg.Activation.RevokeIdentity(ctx, sel, issuance.ReasonCessationOfOperation, true, comment)
+	if err != nil {
+		return nil, err
+	}
+	e := audit.Identity(actor, "terminate", sel, serials, "")
+	e.Source = source
+	s.cfg.Audit.Record(ctx, e)
+	s.cfg.Notify.Identity(ctx, "termination", sel, "Your derived PIV credentials were revoked", "Your PIV account was terminated; every derived PIV credential of it was revoked.")
+	s.cfg.Log.Info("PIV identity terminated", "by", actor, "identity", sel.String(), "revoked", len(serials), "source", source)
+	return serials, nil
+}
+
+// ForceCRL rebuilds the CRL now and says which it is.
+func (s *Service) ForceCRL(ctx context.Context) (number int64, thisUpdate, nextUpdate time.Time, err error) {
+	if _, err := s.cfg.CA.CRL(ctx, true); err != nil {
+		return 0, time.Time{}, time.Time{}, err
+	}
+	number, thisUpdate, nextUpdate = s.cfg.CA.CRLInfo(ctx)
+	return number, thisUpdate, nextUpdate, nil
+}
+
+// protoName is the reason as the API's enum names it (the audit log has
+// always recorded it so).
+func protoName(r issuance.RevocationReason) string { return credgwv1.RevocationReason(r).String() }

@@ -1,0 +1,171 @@
+package lifecycle
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/issuance"
+	"github.com/credgw/credgw/piv"
+	"github.com/credgw/credgw/store"
+)
+
+// LinkageResult counts one linkage run.
+type LinkageResult struct {
+	Checked, Good, Unknown, Revoked int
+	// Serials are the derived certificates revoked by this run.
+	Serials []string
+}
+
+// linkageLease is how long a replica holds a claimed row.
+const linkageLease = 5 * time.Minute
+
+// Linkage re-checks, once, every PIV Authentication certificate whose check
+// is due (SP 800-157r1 §2.4): good ⇒ next check after linkage.interval;
+// revoked, expired or otherwise no longer valid ⇒ every derived credential
+// bound to it is revoked; status unavailable ⇒ retried with a growing
+// delay, and after linkage.max_unknown handled per linkage.on_unknown.
+// Rows are claimed one by one, so every replica may run it.
+func (s *Service) Linkage(ctx context.Context) (LinkageResult, error) {
+	var res LinkageResult
+	cfg := s.cfg.Linkage
+	if _, err := s.cfg.Store.ScheduleLinkage(ctx, cfg.FirstCheck); err != nil {
+		return res, err
+	}
+	var errs []error
+	for {
+		due, err := s.cfg.Store.ClaimLinkage(ctx, s.cfg.Now(), linkageLease, 50)
+		if err != nil {
+			return res, err
+		}
+		for _, l := range due {
+			if err := s.checkLinkage(ctx, l, &res); err != nil {
+				errs = append(errs, fmt.Errorf("linkage of %s: %w", l.CertSHA256, err))
+			}
+		}
+		if len(due) < 50 || ctx.Err() != nil {
+			return res, errors.Join(errs...)
+		}
+	}
+}
+
+func (s *Service) checkLinkage(ctx context.Context, l store.Linkage, res *LinkageResult) error {
+	now := s.cfg.Now()
+	cfg := s.cfg.Linkage
+	n, err := s.cfg.Store.LiveSetsOfCert(ctx, l.CertSHA256)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return s.cfg.Store.DeleteLinkage(ctx, l.CertSHA256)
+	}
+	res.Checked++
+	pc, err := s.cfg.Store.PIVCertificate(ctx, l.CertSHA256)
+	if err != nil {
+		return err
+	}
+	leaf, err := x509.ParseCertificate(pc.DER)
+	if err != nil {
+		return err
+	}
+	l.LastChecked = now
+	_, verr := s.cfg.Verifier.VerifyPIVAuth(ctx, leaf, nil)
+	revoke := false
+	switch {
+	case verr == nil:
+		res.Good++
+		l.LastStatus, l.UnknownSince, l.NextCheck = "good", time.Time{}, now.Add(cfg.Interval)
+	case errors.Is(verr, piv.ErrStatusUnavailable):
+		res.Unknown++
+		if l.UnknownSince.IsZero() {
+			l.UnknownSince = now
+		}
+		unknownFor := now.Sub(l.UnknownSince)
+		l.LastStatus = "unknown"
+		// Retry sooner than the interval: after 1h, then after as long as
+		// it has been unknown (doubling), at most the interval.
+		l.NextCheck = now.Add(min(max(time.Hour, unknownFor), cfg.Interval))
+		s.cfg.UnknownStatus()
+		if unknownFor >= cfg.MaxUnknown {
+			if cfg.OnUnknown == "revoke" {
+				revoke, l.LastStatus = true, "unknown for "+unknownFor.Round(time.Hour).String()+": revoked"
+			} else {
+				s.cfg.Log.Error("linkage: card status unavailable past linkage.max_unknown; derived credentials kept (on_unknown: alert)",
+					"card_uuid", pc.CardUUID, "piv_auth_sha256", l.CertSHA256, "unknown_since", l.UnknownSince)
+			}
+		} else {
+			s.cfg.Log.Warn("linkage: card status unavailable; will retry", "card_uuid", pc.CardUUID, "piv_auth_sha256", l.CertSHA256,
+				"next_check", l.NextCheck, "cause", verr.Error())
+		}
+	case errors.Is(verr, piv.ErrRevoked), errors.Is(verr, piv.ErrExpired):
+		revoke, l.LastStatus = true, "invalid: "+verr.Error()
+	default:
+		// Anything else (a path that no longer builds after a trust
+		// anchor change, a policy change) is the configuration's doing,
+		// not the card's: never a reason to revoke everyone. Retried
+		// like an unknown status, logged as an error.
+		res.Unknown++
+		if l.UnknownSince.IsZero() {
+			l.UnknownSince = now
+		}
+		l.LastStatus = "unverifiable: " + verr.Error()
+		l.NextCheck = now.Add(cfg.Interval)
+		s.cfg.Log.Error("linkage: the kept PIV Authentication certificate no longer verifies; check piv.trust_anchor_files and piv.policies",
+			"card_uuid", pc.CardUUID, "piv_auth_sha256", l.CertSHA256, "cause", verr.Error())
+	}
+	if revoke {
+		serials, err := s.cfg.Activation.RevokeIdentity(ctx, store.IdentitySelector{CertSHA256: l.CertSHA256},
+			issuance.ReasonCessationOfOperation, false, "")
+		res.Serials = append(res.Serials, serials...)
+		if err != nil {
+			l.NextCheck = now.Add(time.Hour) // try again soon
+			_ = s.cfg.Store.FinishLinkage(ctx, l)
+			return err
+		}
+		res.Revoked++
+		s.cfg.Audit.Record(ctx, store.AuditEvent{Actor: "system", Action: "linkage-revoke", CardUUID: pc.CardUUID, Serials: serials,
+			Detail: "piv_auth_sha256=" + l.CertSHA256 + "; " + l.LastStatus})
+		s.cfg.Notify.Identity(ctx, "revocation", store.IdentitySelector{CertSHA256: l.CertSHA256}, "Your derived PIV credentials were revoked",
+			"Your PIV card's authentication certificate is no longer valid, so the derived PIV credentials bound to it were revoked.")
+		s.cfg.Log.Warn("linkage: the card's PIV Authentication certificate is no longer valid; its derived credentials are revoked",
+			"card_uuid", pc.CardUUID, "piv_auth_sha256", l.CertSHA256, "status", l.LastStatus, "revoked", len(serials))
+		l.NextCheck = now.Add(cfg.Interval)
+	}
+	return s.cfg.Store.FinishLinkage(ctx, l)
+}
+
+// SweepInterval is how often the gateway sweeps.
+const SweepInterval = 5 * time.Minute
+
+// Sweep does the periodic clean-up once: what fell due (SweepDue) and the
+// linkage checks that are due. Every step is idempotent and claims rows
+// with conditional UPDATEs, so every replica may run it.
+func (s *Service) Sweep(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	s.SweepDue(ctx)
+	if res, err := s.Linkage(ctx); err != nil {
+		s.cfg.Log.Warn("linkage checks", "err", err)
+	} else if res.Checked > 0 {
+		s.cfg.Log.Info("linkage checks", "checked", res.Checked, "good", res.Good, "unknown", res.Unknown, "revoked_cards", res.Revoked)
+	}
+}
+
+// SweepDue ends what fell due: expired activations, unconfirmed redemptions (their certificates revoked), stale
+// issuance intents. The gateway runs it before it serves, so that what fell
+// due while it was down is handled before anyone can use it.
+func (s *Service) SweepDue(ctx context.Context) {
+	if n, err := s.cfg.Activation.Sweep(ctx); err != nil {
+		s.cfg.Log.Warn("sweeping activations", "err", err)
+	} else if n > 0 {
+		s.cfg.Log.Info("ended unconfirmed or stuck redemptions and revoked what they carried", "credential_sets", n)
+	}
+	if n, err := s.cfg.CA.RevokeStaleIntents(ctx, s.cfg.Now().Add(-activation.StuckRedemption)); err != nil {
+		s.cfg.Log.Warn("revoking stale issuance intents", "err", err)
+	} else if n > 0 {
+		s.cfg.Log.Warn("revoked issuance intents never recorded (a crash between signing and recording)", "certificates", n)
+	}
+}

@@ -1,0 +1,418 @@
+// Package notify is the notification outbox and its senders (SP 800-157r1
+// §2.2: the subscriber is told of every binding; Common Policy §4.12.1: of
+// every escrowed-key delivery). A service enqueues a notification in the
+// store's outbox with the event it reports; any replica delivers it by
+// email (SMTP with STARTTLS) and/or a signed webhook, retrying with
+// backoff. Enqueueing never blocks, and never fails, the request that
+// caused it.
+package notify
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/smtp"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/credgw/credgw/store"
+)
+
+// Config is where notifications go: email to the address of record,
+// and/or a signed webhook (the notifications section of credgw.yaml).
+type Config struct {
+	SMTP    SMTPConfig    `yaml:"smtp"`
+	Webhook WebhookConfig `yaml:"webhook"`
+}
+
+// SMTPConfig is the mail relay. STARTTLS is required unless
+// insecure_no_tls is set.
+type SMTPConfig struct {
+	// Address is host:port of the relay ("" = no email).
+	Address string `yaml:"address"`
+	// From is the sender address.
+	From string `yaml:"from"`
+	// Username and PasswordFile authenticate (AUTH PLAIN, after STARTTLS).
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
+	// CAFile verifies the relay's certificate (default: the system roots).
+	CAFile string `yaml:"ca_file"`
+	// InsecureNoTLS sends without STARTTLS (a local relay only).
+	InsecureNoTLS bool `yaml:"insecure_no_tls"`
+}
+
+// WebhookConfig posts every notification as signed JSON.
+type WebhookConfig struct {
+	URL        string `yaml:"url"`
+	SecretFile string `yaml:"secret_file"`
+}
+
+// Validate checks the section; each problem is reported through bad.
+func (c Config) Validate(bad func(format string, a ...any)) {
+	if c.SMTP.Address != "" {
+		if _, _, err := net.SplitHostPort(c.SMTP.Address); err != nil {
+			bad("notifications.smtp.address %q: want host:port", c.SMTP.Address)
+		}
+		if !strings.Contains(c.SMTP.From, "@") {
+			bad("notifications.smtp.from %q: want the sender's email address", c.SMTP.From)
+		}
+		if c.SMTP.Username != "" && c.SMTP.PasswordFile == "" {
+			bad("notifications.smtp.password_file: required with username")
+		}
+	}
+	if (c.Webhook.URL == "") != (c.Webhook.SecretFile == "") {
+		bad("notifications.webhook: give both url and secret_file")
+	}
+}
+
+// Signature is the X-Credgw-Signature value of a body sent at ts: HMAC-SHA-256
+// under the shared key over "<unix seconds>.<body>". The termination webhook
+// credgw receives is signed the same way.
+func Signature(key []byte, ts time.Time, body []byte) string {
+	m := hmac.New(sha256.New, key)
+	fmt.Fprintf(m, "%d.", ts.Unix())
+	m.Write(body)
+	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+}
+
+// ReadKeyFile reads an HMAC key of at least 32 bytes, in hex; field names
+// the setting in errors.
+func ReadKeyFile(path, field string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", field, err)
+	}
+	k, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(k) < 32 {
+		return nil, fmt.Errorf("%s: want at least 64 hex digits (32 bytes)", field)
+	}
+	return k, nil
+}
+
+// Store is what the outbox needs of the store.
+type Store interface {
+	store.OutboxStore
+	CredentialSet(ctx context.Context, id string) (store.CredentialSet, error)
+	CredentialSetsOfIdentity(ctx context.Context, sel store.IdentitySelector) ([]store.CredentialSet, error)
+}
+
+// Outbox enqueues notifications and delivers them.
+type Outbox struct {
+	st      Store
+	log     *slog.Logger
+	now     func() time.Time
+	senders []sender
+	kick    chan struct{}
+}
+
+// New builds the configured senders; path resolves a file setting (relative
+// to the config file). With no sender configured, the outbox drops what it
+// is given.
+func New(cfg Config, path func(string) string, st Store, log *slog.Logger, now func() time.Time) (*Outbox, error) {
+	if now == nil {
+		now = time.Now
+	}
+	o := &Outbox{st: st, log: log, now: now, kick: make(chan struct{}, 1)}
+	if sc := cfg.SMTP; sc.Address != "" {
+		host, _, _ := net.SplitHostPort(sc.Address)
+		m := &smtpSender{cfg: sc, tls: &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}}
+		if sc.CAFile != "" {
+			pem, err := os.ReadFile(path(sc.CAFile))
+			if err != nil {
+				return nil, fmt.Errorf("notifications.smtp.ca_file: %w", err)
+			}
+			m.tls.RootCAs = x509.NewCertPool()
+			if !m.tls.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, errors.New("notifications.smtp.ca_file: no PEM certificate in it")
+			}
+		}
+		if sc.PasswordFile != "" {
+			b, err := os.ReadFile(path(sc.PasswordFile))
+			if err != nil {
+				return nil, fmt.Errorf("notifications.smtp.password_file: %w", err)
+			}
+			m.password = strings.TrimSpace(string(b))
+		}
+		o.senders = append(o.senders, m)
+	}
+	if wc := cfg.Webhook; wc.URL != "" {
+		key, err := ReadKeyFile(path(wc.SecretFile), "notifications.webhook.secret_file")
+		if err != nil {
+			return nil, err
+		}
+		o.senders = append(o.senders, &webhookSender{url: wc.URL, key: key, client: &http.Client{Timeout: 15 * time.Second}, now: o.now})
+	}
+	return o, nil
+}
+
+// Enabled reports whether any sender is configured.
+func (o *Outbox) Enabled() bool { return o != nil && len(o.senders) > 0 }
+
+// Kicks is signalled when something was enqueued (the delivery loop waits
+// on it).
+func (o *Outbox) Kicks() <-chan struct{} { return o.kick }
+
+// enqueue puts a notification in the outbox and wakes the sender. A failure
+// to enqueue is logged: the operation it reports has happened.
+func (o *Outbox) enqueue(ctx context.Context, kind, recipient, subject, body string) {
+	b := make([]byte, 12)
+	_, err := rand.Read(b)
+	if err == nil {
+		err = o.st.EnqueueNotification(context.WithoutCancel(ctx), store.Notification{ID: base64.RawURLEncoding.EncodeToString(b),
+			Kind: kind, Recipient: recipient, Subject: subject, Body: body, CreatedAt: o.now()})
+	}
+	if err != nil {
+		o.log.Error("notification not queued", "kind", kind, "cause", err.Error())
+		return
+	}
+	select {
+	case o.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Set tells the holder of a credential set what happened to it.
+func (o *Outbox) Set(ctx context.Context, kind, setID, subject, what string) {
+	if !o.Enabled() {
+		return
+	}
+	cs, err := o.st.CredentialSet(ctx, setID)
+	if err != nil {
+		o.log.Error("notification: credential set", "credential_set_id", setID, "cause", err.Error())
+		return
+	}
+	body := fmt.Sprintf("%s\n\nDerived credential: %q (%s)\nCredential set: %s\nTime: %s\n\n"+
+		"If you did not expect this, contact your help desk or badge office at once.\n",
+		what, cs.IdentityName, cs.CredentialType, cs.ID, o.now().UTC().Format(time.RFC1123))
+	o.enqueue(ctx, kind, cs.Email, subject, body)
+}
+
+// Identity tells a PIV identity (at the address of record of its newest
+// set) what happened to all its derived credentials.
+func (o *Outbox) Identity(ctx context.Context, kind string, sel store.IdentitySelector, subject, what string) {
+	if !o.Enabled() {
+		return
+	}
+	sets, err := o.st.CredentialSetsOfIdentity(ctx, sel)
+	if err != nil || len(sets) == 0 {
+		return
+	}
+	body := fmt.Sprintf("%s\n\nTime: %s\n\nIf you did not expect this, contact your help desk or badge office.\n", what, o.now().UTC().Format(time.RFC1123))
+	o.enqueue(ctx, kind, sets[0].Email, subject, body)
+}
+
+// maxNotifyAttempts is when a notification is given up (≈ 2 days of
+// hourly retries after the first backoffs).
+const maxNotifyAttempts = 55
+
+// Deliver sends what is due in the outbox, once. Every
+// replica may run it: rows are claimed one by one.
+func (o *Outbox) Deliver(ctx context.Context) (sent, failed int, err error) {
+	if !o.Enabled() {
+		return 0, 0, nil
+	}
+	// Small batches: each claimed row is sent well within its lease.
+	for range 200 {
+		if ctx.Err() != nil {
+			return sent, failed, nil
+		}
+		due, err := o.st.ClaimNotifications(ctx, o.now(), 2*time.Minute, 5)
+		if err != nil {
+			return sent, failed, err
+		}
+		if len(due) == 0 {
+			return sent, failed, nil
+		}
+		s1, f1, err := o.sendClaimed(ctx, due)
+		sent, failed = sent+s1, failed+f1
+		if err != nil {
+			return sent, failed, err
+		}
+	}
+	return sent, failed, nil
+}
+
+// sendClaimed sends claimed notifications through every back end and
+// records the outcome (even when ctx has ended).
+func (o *Outbox) sendClaimed(ctx context.Context, due []store.Notification) (sent, failed int, err error) {
+	for _, n := range due {
+		var errs []error
+		for _, b := range o.senders {
+			if slices.Contains(strings.Split(n.DoneBackends, ","), b.name()) {
+				continue // delivered there on an earlier attempt
+			}
+			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			if err := b.send(sctx, n); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", b.name(), err))
+			} else if n.DoneBackends == "" {
+				n.DoneBackends = b.name()
+			} else {
+				n.DoneBackends += "," + b.name()
+			}
+			cancel()
+		}
+		if err := errors.Join(errs...); err != nil {
+			failed++
+			backoff := min(time.Hour, 30*time.Second<<min(n.Attempts-1, 7))
+			if n.Attempts >= maxNotifyAttempts {
+				// About two days of tries: give up, loudly; the row
+				// stays in the outbox with its last error.
+				backoff = 100 * 365 * 24 * time.Hour
+				o.log.Error("notification given up after repeated failures", "id", n.ID, "kind", n.Kind, "attempts", n.Attempts, "cause", err.Error())
+			} else {
+				o.log.Warn("notification not delivered; will retry", "id", n.ID, "kind", n.Kind, "attempts", n.Attempts, "retry_in", backoff, "cause", err.Error())
+			}
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			ferr := o.st.NotificationFailed(rctx, n, err.Error(), o.now().Add(backoff))
+			cancel()
+			if ferr != nil {
+				return sent, failed, ferr
+			}
+			continue
+		}
+		sent++
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		err := o.st.NotificationSent(rctx, n, o.now())
+		cancel()
+		if err != nil {
+			return sent, failed, err
+		}
+	}
+	return sent, failed, nil
+}
+
+// Run delivers when something is enqueued and every 30 seconds, until ctx
+// ends.
+func (o *Outbox) Run(ctx context.Context) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-o.kick:
+		}
+		dctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		if _, _, err := o.Deliver(dctx); err != nil {
+			o.log.Warn("delivering notifications", "err", err)
+		}
+		cancel()
+	}
+}
+
+// A sender delivers one notification by one means.
+type sender interface {
+	send(ctx context.Context, n store.Notification) error
+	name() string
+}
+
+type smtpSender struct {
+	cfg      SMTPConfig
+	tls      *tls.Config
+	password string
+}
+
+func (m *smtpSender) name() string { return "smtp" }
+
+func (m *smtpSender) send(ctx context.Context, n store.Notification) error {
+	if n.Recipient == "" {
+		return nil // no address of record: nothing to send by email
+	}
+	d := net.Dialer{Timeout: 10 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", m.cfg.Address)
+	if err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	host, _, _ := net.SplitHostPort(m.cfg.Address)
+	c, err := smtp.NewClient(conn, host)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	defer c.Close()
+	if err := c.Hello("credgw"); err != nil {
+		return err
+	}
+	if ok, _ := c.Extension("STARTTLS"); ok {
+		if err := c.StartTLS(m.tls); err != nil {
+			return fmt.Errorf("STARTTLS: %w", err)
+		}
+	} else if !m.cfg.InsecureNoTLS {
+		return errors.New("the relay does not offer STARTTLS (set notifications.smtp.insecure_no_tls only for a local relay)")
+	}
+	if m.cfg.Username != "" {
+		if err := c.Auth(smtp.PlainAuth("", m.cfg.Username, m.password, host)); err != nil {
+			return fmt.Errorf("AUTH: %w", err)
+		}
+	}
+	if err := c.Mail(m.cfg.From); err != nil {
+		return err
+	}
+	if err := c.Rcpt(n.Recipient); err != nil {
+		return err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "From: %s\r\nTo: %s\r\nSubject: %s\r\nMessage-ID: <%s@credgw>\r\nX-Credgw-Kind: %s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s\r\n",
+		m.cfg.From, n.Recipient, n.Subject, n.ID, n.Kind, strings.ReplaceAll(n.Body, "\n", "\r\n"))
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
+}
+
+type webhookSender struct {
+	url    string
+	key    []byte
+	client *http.Client
+	now    func() time.Time
+}
+
+func (h *webhookSender) name() string { return "webhook" }
+
+func (h *webhookSender) send(ctx context.Context, n store.Notification) error {
+	body, _ := json.Marshal(map[string]string{"id": n.ID, "kind": n.Kind, "recipient": n.Recipient, "subject": n.Subject, "body": n.Body})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	at := h.now()
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Credgw-Timestamp", fmt.Sprint(at.Unix()))
+	req.Header.Set("X-Credgw-Signature", Signature(h.key, at, body))
+	resp, err := h.client.Do(req)
+	if err != nil {
+		// Not the URL: it may carry a token.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			return fmt.Errorf("webhook %s: %w", ue.Op, ue.Err)
+		}
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("webhook answered %s", resp.Status)
+	}
+	return nil
+}

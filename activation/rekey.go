@@ -1,0 +1,179 @@
+package activation
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/credgw/credgw/issuance"
+	"github.com/credgw/credgw/store"
+)
+
+// RenewalCredential checks the certificate a device authenticated with
+// (its TLS client certificate): one of this gateway's derived PIV
+// Authentication certificates, valid now, recorded, not revoked, of an
+// active set. It returns the record and the set. (Termination is checked
+// where a renewal is made and confirmed.)
+func (s *Service) RenewalCredential(ctx context.Context, leaf *x509.Certificate) (store.CertificateRecord, store.CredentialSet, error) {
+	var none store.CertificateRecord
+	chain := s.cfg.Issuer.Chain()
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	roots.AddCert(chain[len(chain)-1])
+	for _, c := range chain[:len(chain)-1] {
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: s.cfg.Now(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return none, store.CredentialSet{}, denied("the TLS client certificate is not a valid derived credential of this gateway: %v", err)
+	}
+	rec, err := s.cfg.Store.Certificate(ctx, NormalizeSerial(leaf.SerialNumber.Text(16)))
+	switch {
+	case errors.Is(err, store.ErrNotFound) || (err == nil && !bytes.Equal(rec.DER, leaf.Raw)):
+		return none, store.CredentialSet{}, denied("the TLS client certificate is not one this gateway issued")
+	case err != nil:
+		return none, store.CredentialSet{}, err
+	case rec.Profile != string(issuance.DerivedPIVAuth):
+		return none, store.CredentialSet{}, denied("renewal is authenticated with the derived PIV Authentication certificate, not the %s one", rec.Profile)
+	case rec.Revoked():
+		return none, store.CredentialSet{}, denied("the derived PIV Authentication certificate is revoked: enroll again with the card")
+	}
+	cs, err := s.cfg.Store.CredentialSet(ctx, rec.CredentialSetID)
+	if err != nil {
+		return none, store.CredentialSet{}, err
+	}
+	if cs.State != store.SetActive {
+		return none, store.CredentialSet{}, notNow("the credential set is %s, not active", cs.State)
+	}
+	return rec, cs, nil
+}
+
+// RekeyRequest is a device re-keying the credentials its certificate
+// belongs to.
+type RekeyRequest struct {
+	// Current is the device's TLS client certificate.
+	Current *x509.Certificate
+	// RedemptionID resumes a renewal begun earlier ("" for a new one).
+	RedemptionID string
+	Secret       []byte
+	Password     string
+	CSRs         map[issuance.Profile]*x509.CertificateRequest
+	Hardware     bool
+}
+
+// Rekey issues new certificates for new device keys (Common Policy §3.3.1:
+// identity by the current key), from RenewalPercent of the current derived
+// PIV Authentication certificate's lifetime, while the card is still good
+// (checked now, OCSP then CRL) and not terminated. A repeated call with the
+// redemption id resumes the same package.
+func (s *Service) Rekey(ctx context.Context, req RekeyRequest, progress Progress) (*Delivery, error) {
+	rec, old, err := s.RenewalCredential(ctx, req.Current)
+	if err != nil {
+		return nil, err
+	}
+	var actID string
+	if req.RedemptionID != "" {
+		// A resume: the same activation, proven by the same secret.
+		a, err := s.cfg.Store.ActivationByRedemption(ctx, req.RedemptionID)
+		if err != nil {
+			return nil, ErrNotAccepted
+		}
+		if err := s.renewalOf(ctx, a, old); err != nil {
+			return nil, err
+		}
+		actID = a.ID
+	} else {
+		pct := s.cfg.RenewalPercent
+		if opens := RenewalOpens(rec.NotBefore, rec.NotAfter, pct); s.cfg.Now().Before(opens) {
+			return nil, notNow("renewal opens at %s (%d %% of the certificate's lifetime)", opens.UTC().Format("2006-01-02 15:04 MST"), pct)
+		}
+		pc, err := s.cfg.Store.PIVCertificate(ctx, old.PIVCertSHA256)
+		if err != nil {
+			return nil, err
+		}
+		card, err := x509.ParseCertificate(pc.DER)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := s.cfg.Verifier.VerifyPIVAuth(ctx, card, nil); err != nil {
+			return nil, fmt.Errorf("the card's PIV Authentication certificate: %w", err)
+		}
+		if actID, err = s.enrollRenewal(ctx, old, req.Secret, req.Password); err != nil {
+			return nil, err
+		}
+	}
+	d, err := s.redeem(ctx, RedeemRequest{
+		ActivationID: actID, Secret: req.Secret, Password: req.Password, Device: old.Device, CSRs: req.CSRs, Hardware: req.Hardware,
+	}, progress)
+	if err != nil {
+		s.auditRefusal(ctx, actID, err)
+		return nil, err
+	}
+	if !d.Resumed {
+		s.cfg.Audit.Set(ctx, "device", "rekey", d.Manifest.GetCredentialSetId(), "renews="+old.ID+"; redemption_id="+d.RedemptionID)
+	}
+	return d, nil
+}
+
+// ConfirmRekey completes a re-key: the new set becomes active and the one
+// the calling certificate belongs to is revoked (superseded).
+func (s *Service) ConfirmRekey(ctx context.Context, current *x509.Certificate, redemptionID string, secret, sum []byte) (*Confirmed, error) {
+	_, old, err := s.RenewalCredential(ctx, current)
+	if err != nil {
+		return nil, err
+	}
+	if redemptionID == "" || len(sum) != 32 {
+		return nil, invalid("redemption_id and the 32-byte sha256 of the installed package are required")
+	}
+	// Only the renewal of the calling certificate's set, checked before
+	// anything changes.
+	a, err := s.cfg.Store.ActivationByRedemption(ctx, redemptionID)
+	if err != nil {
+		return nil, ErrNotAccepted
+	}
+	if err := s.renewalOf(ctx, a, old); err != nil {
+		return nil, err
+	}
+	cs, err := s.confirm(ctx, redemptionID, secret, sum)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.RevokeSet(ctx, old.PersonID, old.ID, issuance.ReasonSuperseded); err != nil {
+		return nil, err
+	}
+	out, err := s.confirmed(ctx, cs.ID, cs.PersonID)
+	if err != nil {
+		return nil, err
+	}
+	s.cfg.Audit.Set(ctx, "device", "rekey-confirm", cs.ID, "superseded="+old.ID)
+	s.cfg.Notify.Set(ctx, "binding", cs.ID, "Your derived PIV credentials were renewed",
+		"Your derived PIV credentials were re-keyed on the device that held them; the previous ones are revoked (superseded).")
+	s.cfg.Notify.Set(ctx, "key-delivery", cs.ID, "Your encryption keys were delivered to a device",
+		"A new escrowed S/MIME encryption key and your key history were delivered to the device that renewed its credentials.")
+	s.cfg.Log.Info("credentials renewed", "credential_set_id", cs.ID, "superseded", old.ID, "person_id", cs.PersonID)
+	return out, nil
+}
+
+// renewalOf refuses an activation that is not the renewal of old.
+func (s *Service) renewalOf(ctx context.Context, a store.Activation, old store.CredentialSet) error {
+	cs, err := s.cfg.Store.CredentialSet(ctx, a.CredentialSetID)
+	if err != nil {
+		return err
+	}
+	if cs.RenewsSetID != old.ID {
+		return denied("that redemption is not a renewal of the calling certificate's credentials")
+	}
+	return nil
+}
+
+// NormalizeSerial is a serial as the store keeps it: lower-case hex,
+// without colons or leading zeros.
+func NormalizeSerial(s string) string {
+	s = strings.ToLower(strings.ReplaceAll(s, ":", ""))
+	for len(s) > 1 && s[0] == '0' {
+		s = s[1:]
+	}
+	return s
+}

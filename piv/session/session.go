@@ -1,0 +1,313 @@
+// Package session is the PKI-AUTH session service (FIPS 201-3 §6.2.3.1,
+// SP 800-157r1 App. C.1): a single-use challenge, the card's signature over
+// it, the PIV Authentication certificate validated by piv.Verifier (path,
+// policy, OCSP/CRL, fail closed), and a PIV session whose token is kept only
+// as a hash. A TLS client authentication by the card (the portal) stands in
+// for the challenge. It is an application service: the gRPC handlers and
+// the portal call it; it calls piv/, store/ and the audit log.
+package session
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/credgw/credgw/activation/audit"
+	"github.com/credgw/credgw/piv"
+	"github.com/credgw/credgw/store"
+)
+
+// Errors the transport maps to codes. Their messages say what to do.
+var (
+	// ErrUnknownChallenge: no challenge has that session id.
+	ErrUnknownChallenge = errors.New("unknown session: call BeginSession first")
+	// ErrReplay: the challenge was used already.
+	ErrReplay = errors.New("this challenge was used already (replay); call BeginSession for a new one")
+	// ErrChallengeExpired: the challenge's time ran out (the message says when).
+	ErrChallengeExpired = errors.New("the challenge expired")
+	// ErrNotTLSCard: a PIV caller signs in with another card than the one of
+	// its TLS connection.
+	ErrNotTLSCard = errors.New("the PIV Authentication certificate is not the one of the TLS connection")
+	// ErrSessionGone: the session token is unknown, expired or signed out.
+	ErrSessionGone = errors.New("the PIV session token is unknown or expired: sign in with the card again")
+	// ErrOtherCard: a PIV caller uses the session of another card.
+	ErrOtherCard = errors.New("this PIV session belongs to another card than the one of the TLS connection")
+	// ErrTerminated: the PIV identity (card or person) has been terminated.
+	ErrTerminated = errors.New("activation: this PIV identity has been terminated; its derived credentials are revoked and no new ones are issued")
+)
+
+// Defaults of the piv section that this service uses.
+const (
+	DefaultChallengeTTL = 2 * time.Minute
+	DefaultSessionTTL   = 20 * time.Minute
+)
+
+// Store is what sessions need of the store.
+type Store interface {
+	CreateChallenge(ctx context.Context, c store.Challenge) error
+	ConsumeChallenge(ctx context.Context, sessionID string, now time.Time) (store.Challenge, error)
+	CreatePIVSession(ctx context.Context, s store.PIVSession, cert store.PIVCertificate) error
+	PIVSession(ctx context.Context, tokenHash string) (store.PIVSession, error)
+	EndPIVSession(ctx context.Context, tokenHash string, now time.Time) error
+	Terminated(ctx context.Context, fascn []byte, cardUUID, personID string) (bool, error)
+	DeleteExpired(ctx context.Context, now time.Time) (int64, error)
+}
+
+// Config configures the service.
+type Config struct {
+	// GatewayID is signed into every challenge digest.
+	GatewayID string
+	// ChallengeTTL (default 2m) and SessionTTL (default 20m).
+	ChallengeTTL, SessionTTL time.Duration
+	Store                    Store
+	Verifier                 *piv.Verifier
+	Audit                    *audit.Log
+	Log                      *slog.Logger
+	Now                      func() time.Time
+}
+
+// Service runs PKI-AUTH sessions.
+type Service struct{ cfg Config }
+
+// New fills in the defaults.
+func New(cfg Config) (*Service, error) {
+	if cfg.Store == nil || cfg.Verifier == nil || cfg.Audit == nil || cfg.Log == nil {
+		return nil, errors.New("session: needs a store, a verifier, an audit log and a logger")
+	}
+	if cfg.ChallengeTTL == 0 {
+		cfg.ChallengeTTL = DefaultChallengeTTL
+	}
+	if cfg.SessionTTL == 0 {
+		cfg.SessionTTL = DefaultSessionTTL
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Service{cfg: cfg}, nil
+}
+
+// randomToken is n random bytes, base64url without padding.
+func randomToken(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// TokenHash is what the store keeps of a session token.
+func TokenHash(token string) string {
+	h := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(h[:])
+}
+
+// Begin makes a single-use challenge.
+func (s *Service) Begin(ctx context.Context) (store.Challenge, error) {
+	sid, err := randomToken(16)
+	if err != nil {
+		return store.Challenge{}, err
+	}
+	challenge := make([]byte, piv.ChallengeSize)
+	if _, err := rand.Read(challenge); err != nil {
+		return store.Challenge{}, err
+	}
+	now := s.cfg.Now()
+	c := store.Challenge{SessionID: sid, Challenge: challenge, GatewayID: s.cfg.GatewayID, CreatedAt: now, ExpiresAt: now.Add(s.cfg.ChallengeTTL)}
+	if err := s.cfg.Store.CreateChallenge(ctx, c); err != nil {
+		return store.Challenge{}, err
+	}
+	return c, nil
+}
+
+// Proof is a card's answer to a challenge.
+type Proof struct {
+	SessionID string
+	// Chain is the PIV Authentication certificate and the intermediates
+	// the client sent.
+	Chain     []*x509.Certificate
+	Algorithm piv.SignatureAlgorithm
+	Signature []byte
+	// DigitalSignature is the card's 9C certificate, or nil: the email of
+	// record comes from it when 9A has none.
+	DigitalSignature []byte
+	// TLSCard is the PIV Authentication certificate of the caller's TLS
+	// connection, when it signed in with one: it must be the same card.
+	TLSCard *x509.Certificate
+	// Source is the caller's address, for the audit log.
+	Source string
+}
+
+// Opened is a PIV session just opened.
+type Opened struct {
+	Token       string
+	ExpiresAt   time.Time
+	Identity    piv.Identity
+	EmailSource string
+	Leaf        *x509.Certificate
+	// Fingerprint is the hex SHA-256 of the PIV Authentication certificate.
+	Fingerprint string
+}
+
+// Complete spends the challenge (single use, whatever follows), checks the
+// card's signature over it and its certificate, and opens a session.
+func (s *Service) Complete(ctx context.Context, p Proof) (*Opened, error) {
+	now := s.cfg.Now()
+	ch, err := s.cfg.Store.ConsumeChallenge(ctx, p.SessionID, now)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, ErrUnknownChallenge
+	case errors.Is(err, store.ErrAlreadyUsed):
+		return nil, ErrReplay
+	case err != nil:
+		return nil, err
+	}
+	if !now.Before(ch.ExpiresAt) {
+		return nil, fmt.Errorf("%w at %s; call BeginSession again and sign within %s", ErrChallengeExpired,
+			ch.ExpiresAt.UTC().Format("15:04:05Z"), s.cfg.ChallengeTTL)
+	}
+	leaf, inter := p.Chain[0], p.Chain[1:]
+	if p.TLSCard != nil && !bytes.Equal(p.TLSCard.Raw, leaf.Raw) {
+		return nil, ErrNotTLSCard
+	}
+	digest := piv.ChallengeDigest(ch.GatewayID, ch.SessionID, ch.Challenge)
+	if err := piv.VerifyChallengeSignature(leaf.PublicKey, p.Algorithm, digest, p.Signature); err != nil {
+		return nil, err
+	}
+	res, err := s.cfg.Verifier.VerifyPIVAuth(ctx, leaf, inter)
+	if err != nil {
+		return nil, err
+	}
+	id := res.Identity
+	emailSource := ""
+	if id.Email != "" {
+		emailSource = "piv-auth"
+	} else if len(p.DigitalSignature) > 0 {
+		ds, err := piv.ParseCertificates(p.DigitalSignature)
+		if err != nil {
+			return nil, fmt.Errorf("digital_signature_certificate: %w", err)
+		}
+		email, err := s.cfg.Verifier.VerifyDigitalSignature(ctx, ds[0], leaf, inter)
+		if err != nil {
+			return nil, fmt.Errorf("digital_signature_certificate: %w", err)
+		}
+		id.Email, emailSource = email, "digital-signature"
+	}
+	o, err := s.open(ctx, ch.SessionID, res, id, emailSource, p.Source)
+	if err != nil {
+		return nil, err
+	}
+	s.cfg.Log.Info("PKI-AUTH succeeded", "person_id", id.PersonID, "card_uuid", id.CardUUID,
+		"piv_auth_serial", leaf.SerialNumber.Text(16), "status_source", res.StatusSource)
+	return o, nil
+}
+
+// SignInTLS opens a session for a card that authenticated the TLS
+// connection (the portal): the handshake stands in for the challenge (SP
+// 800-157r1 App. C.1), and a spent challenge row keeps the session's record
+// complete.
+func (s *Service) SignInTLS(ctx context.Context, leaf *x509.Certificate, chain []*x509.Certificate, source string) (*Opened, error) {
+	res, err := s.cfg.Verifier.VerifyPIVAuth(ctx, leaf, chain)
+	if err != nil {
+		return nil, err
+	}
+	id := res.Identity
+	emailSource := ""
+	if id.Email != "" {
+		emailSource = "piv-auth"
+	}
+	sid, err := randomToken(16)
+	if err != nil {
+		return nil, err
+	}
+	now := s.cfg.Now()
+	if err := s.cfg.Store.CreateChallenge(ctx, store.Challenge{SessionID: sid, Challenge: []byte("tls-client-auth"), GatewayID: s.cfg.GatewayID,
+		CreatedAt: now, ExpiresAt: now}); err != nil {
+		return nil, err
+	}
+	if _, err := s.cfg.Store.ConsumeChallenge(ctx, sid, now); err != nil {
+		return nil, err
+	}
+	o, err := s.open(ctx, sid, res, id, emailSource, source)
+	if err != nil {
+		return nil, err
+	}
+	s.cfg.Log.Info("portal sign-in", "person_id", id.PersonID, "card_uuid", id.CardUUID, "status_source", res.StatusSource)
+	return o, nil
+}
+
+// open keeps the copy of the verified PIV Authentication certificate and
+// records a session of SessionTTL; only the token's hash is stored.
+func (s *Service) open(ctx context.Context, sessionID string, res *piv.Result, id piv.Identity, emailSource, src string) (*Opened, error) {
+	// A terminated identity's card may still verify (a collected card's
+	// certificate need not be revoked: SP 800-157r1 §2.4).
+	if t, err := s.cfg.Store.Terminated(ctx, id.FASCNRaw, id.CardUUID, id.PersonID); err != nil {
+		return nil, err
+	} else if t {
+		return nil, ErrTerminated
+	}
+	token, err := randomToken(32)
+	if err != nil {
+		return nil, err
+	}
+	now := s.cfg.Now()
+	expires := now.Add(s.cfg.SessionTTL)
+	leaf := res.Leaf
+	fp := res.Fingerprint()
+	err = s.cfg.Store.CreatePIVSession(ctx, store.PIVSession{
+		TokenHash: TokenHash(token), SessionID: sessionID, CertSHA256: fp, PersonID: id.PersonID,
+		FASCN: id.FASCNRaw, CardUUID: id.CardUUID, UPN: id.UPN, Email: id.Email, EmailSource: emailSource,
+		Subject: id.Subject, SourceAddr: src, CreatedAt: now, ExpiresAt: expires,
+	}, store.PIVCertificate{
+		SHA256: fp, DER: leaf.Raw, Serial: leaf.SerialNumber.Text(16), Issuer: leaf.Issuer.String(),
+		Subject: id.Subject, FASCN: id.FASCNRaw, CardUUID: id.CardUUID, NotAfter: leaf.NotAfter,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.cfg.Audit.Record(ctx, store.AuditEvent{Actor: "piv:" + id.PersonID, Action: "piv-auth", PersonID: id.PersonID, CardUUID: id.CardUUID,
+		Source: src, Detail: "piv_auth_sha256=" + fp + "; status=" + res.StatusSource})
+	return &Opened{Token: token, ExpiresAt: expires, Identity: id, EmailSource: emailSource, Leaf: leaf, Fingerprint: fp}, nil
+}
+
+// Lookup finds the live session of a token. With tlsCard (a caller signed
+// in by its card's TLS client certificate), the session must be of that
+// card.
+func (s *Service) Lookup(ctx context.Context, token string, tlsCard *x509.Certificate) (store.PIVSession, error) {
+	sess, err := s.cfg.Store.PIVSession(ctx, TokenHash(token))
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !s.cfg.Now().Before(sess.ExpiresAt)) {
+		return store.PIVSession{}, ErrSessionGone
+	}
+	if err != nil {
+		return store.PIVSession{}, err
+	}
+	if tlsCard != nil {
+		fp := sha256.Sum256(tlsCard.Raw)
+		if hex.EncodeToString(fp[:]) != sess.CertSHA256 {
+			return store.PIVSession{}, ErrOtherCard
+		}
+	}
+	return sess, nil
+}
+
+// End signs a session out.
+func (s *Service) End(ctx context.Context, token string) error {
+	return s.cfg.Store.EndPIVSession(ctx, TokenHash(token), s.cfg.Now())
+}
+
+// Sweep deletes expired challenges and sessions. It is idempotent: every
+// replica may run it.
+func (s *Service) Sweep(ctx context.Context) {
+	if n, err := s.cfg.Store.DeleteExpired(ctx, s.cfg.Now()); err != nil {
+		s.cfg.Log.Warn("deleting expired PIV sessions", "err", err)
+	} else if n > 0 {
+		s.cfg.Log.Debug("deleted expired PIV sessions and challenges", "rows", n)
+	}
+}
