@@ -21,6 +21,7 @@ import (
 	"github.com/credgw/credgw/agent"
 	hsmsim "github.com/credgw/credgw/hsm-sim"
 	"github.com/credgw/credgw/piv"
+	"github.com/credgw/credgw/piv/pivclient"
 	"github.com/credgw/credgw/pkcs11"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/server"
@@ -349,6 +350,10 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 			return err
 		}
 	}
+	roots, err := pivclient.LoadRoots(tgt.caFile)
+	if err != nil {
+		return err
+	}
 	devices := "the reference agent in full"
 	if o.loadOnly {
 		devices = "protocol-only devices"
@@ -390,7 +395,7 @@ func benchEnroll(ctx context.Context, out io.Writer, o benchOptions) error {
 			n := (len(mine) + concurrency - 1) / concurrency
 			for i := 0; i < tgt.setsPerPerson*n && time.Now().Before(deadline) && ctx.Err() == nil; i++ {
 				card := mine[(i%n)*concurrency]
-				serials, keys, err := oneEnrollment(ctx, tgt.caFile, gateways[w%len(gateways)], card, lat, filepath.Join(work, fmt.Sprintf("w%d", w)), o.loadOnly)
+				serials, keys, err := oneEnrollment(ctx, roots, gateways[w%len(gateways)], card, lat, filepath.Join(work, fmt.Sprintf("w%d", w)), o.loadOnly)
 				mu.Lock()
 				if err != nil {
 					failed++
@@ -472,9 +477,8 @@ func checkInvariants(ctx context.Context, out io.Writer, cfg *server.Config, del
 	return nil
 }
 
-func oneEnrollment(ctx context.Context, caFile, gateway string, card *benchCard, lat *latencies, work string, loadOnly bool) ([]string, int, error) {
-	resp, err := enroll(ctx, io.Discard, enrollOptions{gateway: gateway, caFile: caFile, openCard: card,
-		name: "bench", timeout: time.Minute, dialOpts: lat.dialOptions(), quiet: true})
+func oneEnrollment(ctx context.Context, roots *x509.CertPool, gateway string, card *benchCard, lat *latencies, work string, loadOnly bool) ([]string, int, error) {
+	resp, err := enrollOnce(ctx, roots, gateway, card, lat)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -493,6 +497,25 @@ func oneEnrollment(ctx context.Context, caFile, gateway string, card *benchCard,
 		return nil, 0, err
 	}
 	return res.Serials, res.KeyHistory, nil
+}
+
+// enrollOnce is what credgw enroll does at the smart-card computer:
+// PKI-AUTH with the card, then CreateEnrollment.
+func enrollOnce(ctx context.Context, roots *x509.CertPool, gateway string, card *benchCard, lat *latencies) (*credgwv1.CreateEnrollmentResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	s, err := pivclient.SignIn(ctx, pivclient.Options{Gateway: gateway, Roots: roots, Card: card, DialOptions: lat.dialOptions()})
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	resp, err := credgwv1.NewEnrollmentClient(s.Conn).CreateEnrollment(ctx, &credgwv1.CreateEnrollmentRequest{
+		SessionToken: s.Result.GetSessionToken(), IdentityName: "bench",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("CreateEnrollment: %w", err)
+	}
+	return resp, nil
 }
 
 // benchCard is a simulated card held in its reader, as a PC keeps one: its
