@@ -491,12 +491,39 @@ func oneEnrollment(ctx context.Context, roots *x509.CertPool, gateway string, ca
 	p.Gateway = gateway
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	res, err := agent.Redeem(ctx, agent.Options{Payload: p, Password: resp.GetPassword(), OutDir: work, KeystorePIN: "bench-pin-2026",
-		Device: &credgwv1.DeviceInfo{Model: "bench"}, DialOptions: lat.dialOptions(), MaxResumes: 1, LoadOnly: loadOnly})
+	o := agent.Options{Payload: p, Password: resp.GetPassword(), OutDir: work, KeystorePIN: "bench-pin-2026",
+		Device: &credgwv1.DeviceInfo{Model: "bench"}, DialOptions: lat.dialOptions(), MaxResumes: 1}
+	if loadOnly {
+		o.Install = protocolOnly
+	}
+	res, err := agent.Redeem(ctx, o)
 	if err != nil {
 		return nil, 0, err
 	}
 	return res.Serials, res.KeyHistory, nil
+}
+
+// protocolOnly is the install of --device protocol: the device has done
+// its part of the protocol (keys, CSRs, download, SHA-256) and checks the
+// manifest before Confirm, and skips what a phone does on its own CPU
+// after that (verifying chains, opening the PKCS#12 files, writing
+// keystores). It notes the serials and the key count as the reference
+// agent does. Never for a real device: it confirms credentials it did not
+// install.
+func protocolOnly(_ context.Context, p *agent.Package) error {
+	if err := p.CheckManifest(); err != nil {
+		return err
+	}
+	res := p.Result
+	for _, m := range p.Manifest().GetItems() {
+		if m.GetKind() == credgwv1.ItemKind_ITEM_KIND_PKCS12 {
+			res.KeyHistory += int(m.GetKeyCount())
+		}
+		if m.GetKind() == credgwv1.ItemKind_ITEM_KIND_CERTIFICATE || m.GetName() == "encryption.p12" {
+			res.Serials = append(res.Serials, m.GetSerial()) // the current ones
+		}
+	}
+	return nil
 }
 
 // enrollOnce is what credgw enroll does at the smart-card computer:
