@@ -60,12 +60,13 @@ type Options struct {
 	// CutAfterBytes drops the first download's connection after that many
 	// bytes (tests and demonstrations of the automatic resume); 0: never.
 	CutAfterBytes int64
-	// LoadOnly is for load generators (credgw bench --device protocol): the
-	// device does its part of the protocol (keys, CSRs, download, SHA-256,
-	// manifest, Confirm) and skips what a phone does on its own CPU after
-	// it (verifying chains, opening the PKCS#12 files, writing keystores).
-	// Never for a real device: it confirms credentials it did not install.
-	LoadOnly bool
+	// Install, if set, installs the downloaded package in place of the
+	// default (verify the chains and profiles, write the files under
+	// OutDir or store on Keystore); see Package. Redeem confirms when it
+	// returns nil: the gateway then counts the credentials as delivered,
+	// so it must have installed them (or, in a load generator, be sure
+	// nothing is left to install).
+	Install func(ctx context.Context, p *Package) error
 }
 
 // Event is what the agent reports while it works.
@@ -221,8 +222,8 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirm func(c
 	}
 	res.SHA256 = sum
 	install := install
-	if o.LoadOnly {
-		install = readManifest
+	if o.Install != nil {
+		install = customInstall
 	}
 	if err := install(ctx, pkg, keys, tokenIDs, o, res); err != nil {
 		return nil, err
@@ -386,27 +387,6 @@ func storeEscrowed(ctx context.Context, tok *pkcs11.Token, key crypto.PrivateKey
 	for _, r := range steps {
 		if _, err := tok.SetLabel(ctx, pkcs11.Query{Class: r.class, ID: r.id, Label: r.from}, r.to); err != nil {
 			return err
-		}
-	}
-	return nil
-}
-
-// readManifest is LoadOnly's install: every manifest item is present and
-// matches its SHA-256; the serials and the key count are noted.
-func readManifest(_ context.Context, raw []byte, _ map[credgwv1.Profile]crypto.Signer, _ map[credgwv1.Profile][]byte, _ Options, res *Result) error {
-	pkg, items, err := parsePackage(raw)
-	if err != nil {
-		return err
-	}
-	for _, m := range pkg.GetManifest().GetItems() {
-		if _, err := checkedItem(m, items); err != nil {
-			return err
-		}
-		if m.GetKind() == credgwv1.ItemKind_ITEM_KIND_PKCS12 {
-			res.KeyHistory += int(m.GetKeyCount())
-		}
-		if m.GetKind() == credgwv1.ItemKind_ITEM_KIND_CERTIFICATE || m.GetName() == "encryption.p12" {
-			res.Serials = append(res.Serials, m.GetSerial()) // the current ones
 		}
 	}
 	return nil

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"crypto/sha256"
 	"testing"
 
@@ -27,12 +26,22 @@ func testPackage(change func(*credgwv1.CredentialPackage)) []byte {
 	return raw
 }
 
-// TestReadManifest: a package whose items match its manifest is read; a
-// missing item, another size or another SHA-256 is refused.
-func TestReadManifest(t *testing.T) {
-	res := &Result{}
-	if err := readManifest(context.Background(), testPackage(nil), nil, nil, Options{}, res); err != nil || len(res.Serials) != 1 {
-		t.Fatalf("good package: %v %+v", err, res)
+// checkManifest is what an Options.Install gets to check: the package
+// parsed, every manifest item present and matching.
+func checkManifest(raw []byte) error {
+	pkg, _, err := parsePackage(raw)
+	if err != nil {
+		return err
+	}
+	return (&Package{CredentialPackage: pkg}).CheckManifest()
+}
+
+// TestCheckManifest: a package whose items match its manifest passes; a
+// missing item, another size or another SHA-256 is refused, by
+// CheckManifest and by Item.
+func TestCheckManifest(t *testing.T) {
+	if err := checkManifest(testPackage(nil)); err != nil {
+		t.Fatalf("good package: %v", err)
 	}
 	for name, change := range map[string]func(*credgwv1.CredentialPackage){
 		"missing item":  func(p *credgwv1.CredentialPackage) { p.Items = p.Items[1:] },
@@ -40,29 +49,40 @@ func TestReadManifest(t *testing.T) {
 		"other sha256":  func(p *credgwv1.CredentialPackage) { p.Items[0].Data = []byte("another certificate") },
 		"missing chain": func(p *credgwv1.CredentialPackage) { p.Items = p.Items[:1] },
 	} {
-		if err := readManifest(context.Background(), testPackage(change), nil, nil, Options{}, &Result{}); err == nil {
+		if err := checkManifest(testPackage(change)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+		pkg, _, _ := parsePackage(testPackage(change))
+		p := &Package{CredentialPackage: pkg}
+		refused := false
+		for _, m := range p.Manifest().GetItems() {
+			if _, err := p.Item(m); err != nil {
+				refused = true
+			}
+		}
+		if !refused {
+			t.Errorf("%s: Item accepted every entry", name)
+		}
 	}
-	if err := readManifest(context.Background(), []byte{0xff}, nil, nil, Options{}, &Result{}); err == nil {
+	if err := checkManifest([]byte{0xff}); err == nil {
 		t.Error("garbage accepted")
 	}
 }
 
-// FuzzReadManifest: whatever bytes arrive as a package, the manifest check
-// returns an error or a result that matches the manifest, and never panics.
-func FuzzReadManifest(f *testing.F) {
+// FuzzCheckManifest: whatever bytes arrive as a package, the manifest
+// check returns an error or accepts only items that match the manifest,
+// and never panics.
+func FuzzCheckManifest(f *testing.F) {
 	f.Add(testPackage(nil))
 	f.Add([]byte{})
 	f.Add([]byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		res := &Result{}
-		if err := readManifest(context.Background(), raw, nil, nil, Options{}, res); err != nil {
+		if err := checkManifest(raw); err != nil {
 			return
 		}
 		pkg, items, err := parsePackage(raw)
 		if err != nil {
-			t.Fatalf("readManifest accepted what parsePackage refuses: %v", err)
+			t.Fatalf("CheckManifest accepted what parsePackage refuses: %v", err)
 		}
 		for _, m := range pkg.GetManifest().GetItems() {
 			it := items[m.GetName()]

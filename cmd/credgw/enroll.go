@@ -9,7 +9,6 @@ import (
 
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
 )
 
 func newEnrollCmd() *cobra.Command {
@@ -48,27 +47,21 @@ type enrollOptions struct {
 	gateway, caFile, card, pinFile, module string
 	name, credType, qrOut, passwordOut     string
 	timeout                                time.Duration
-	dialOpts                               []grpc.DialOption
-	quiet                                  bool
-	openCard                               pivCard // see pivLoginOptions
 }
 
 func enroll(ctx context.Context, out io.Writer, o enrollOptions) (*credgwv1.CreateEnrollmentResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	r, err := pkiAuth(ctx, pivLoginOptions{gateway: o.gateway, caFile: o.caFile, card: o.card, pinFile: o.pinFile, module: o.module, dialOpts: o.dialOpts, openCard: o.openCard})
+	s, done, err := signIn(ctx, o.gateway, o.caFile, o.card, o.pinFile, o.module)
 	if err != nil {
 		return nil, err
 	}
-	defer r.Close()
-	resp, err := credgwv1.NewEnrollmentClient(r.conn).CreateEnrollment(ctx, &credgwv1.CreateEnrollmentRequest{
-		SessionToken: r.session.GetSessionToken(), IdentityName: o.name, CredentialType: o.credType,
+	defer done()
+	resp, err := credgwv1.NewEnrollmentClient(s.Conn).CreateEnrollment(ctx, &credgwv1.CreateEnrollmentRequest{
+		SessionToken: s.Result.GetSessionToken(), IdentityName: o.name, CredentialType: o.credType,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("CreateEnrollment: %w", err)
-	}
-	if o.quiet {
-		return resp, nil
 	}
 	if err := os.WriteFile(o.qrOut, resp.GetQrPng(), 0o600); err != nil {
 		return nil, err
@@ -78,7 +71,7 @@ func enroll(ctx context.Context, out io.Writer, o enrollOptions) (*credgwv1.Crea
 			return nil, err
 		}
 	}
-	id := r.session.GetIdentity()
+	id := s.Result.GetIdentity()
 	fmt.Fprintf(out, "Derived credential %q for %s\n\n", o.name, id.GetSubject())
 	fmt.Fprint(out, resp.GetQrText())
 	fmt.Fprintf(out, "\n  Password: %s\n", groupDigits(resp.GetPassword()))

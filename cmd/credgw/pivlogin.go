@@ -2,21 +2,15 @@ package main
 
 import (
 	"context"
-	"crypto"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
 	"time"
 
-	"github.com/credgw/credgw/piv"
-	"github.com/credgw/credgw/pkcs11"
+	"github.com/credgw/credgw/piv/pivclient"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 )
 
 func newPIVCmd() *cobra.Command {
@@ -53,144 +47,42 @@ when the PIV session token expires. --token-file writes the token (0600).`,
 type pivLoginOptions struct {
 	gateway, caFile, card, pinFile, module, tokenFile string
 	timeout                                           time.Duration
-	dialOpts                                          []grpc.DialOption
-	// openCard is a card the caller holds open (the bench: a PC with its
-	// card inserted); card, pinFile and module are then unused.
-	openCard pivCard
 }
 
-// pivCard is what PKI-AUTH needs of a card: *piv.Card, or the bench's
-// caching wrapper around one.
-type pivCard interface {
-	AuthCertificate(context.Context) (*x509.Certificate, error)
-	AuthSigner(context.Context) (crypto.Signer, error)
-	Certificate(context.Context, pkcs11.PIVSlot) (*x509.Certificate, error)
-	SignChallenge(ctx context.Context, gatewayID, sessionID string, challenge []byte) ([]byte, error)
-	Close() error
-}
-
-// pkiAuthResult is a finished PKI-AUTH: the connection (TLS with the card)
-// stays open for the calls the session token allows.
-type pkiAuthResult struct {
-	conn    *grpc.ClientConn
-	card    pivCard
-	ownCard bool // opened here: Close closes it
-	begin   *credgwv1.BeginSessionResponse
-	session *credgwv1.CompleteSessionResponse
-}
-
-func (r *pkiAuthResult) Close() {
-	if r.conn != nil {
-		r.conn.Close()
-	}
-	if r.ownCard {
-		r.card.Close()
-	}
-}
-
-// pkiAuth connects with the card as TLS client certificate and runs
-// PKI-AUTH.
-func pkiAuth(ctx context.Context, o pivLoginOptions) (*pkiAuthResult, error) {
-	caPEM, err := os.ReadFile(o.caFile)
+// signIn runs PKI-AUTH with the card a pkcs11: URI names (piv/pivclient);
+// done closes the session, then the card.
+func signIn(ctx context.Context, gateway, caFile, cardURI, pinFile, module string) (s *pivclient.Session, done func(), err error) {
+	roots, err := pivclient.LoadRoots(caFile)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", o.caFile)
-	}
-	r := &pkiAuthResult{card: o.openCard}
-	if r.card == nil {
-		c, err := openCard(ctx, o)
-		if err != nil {
-			return nil, err
-		}
-		r.card, r.ownCard = c, true
-	}
-	card := r.card
-	authCert, err := card.AuthCertificate(ctx)
+	card, err := pivclient.OpenCard(ctx, cardURI, pinFile, module)
 	if err != nil {
-		r.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	signer, err := card.AuthSigner(ctx)
+	s, err = pivclient.SignIn(ctx, pivclient.Options{Gateway: gateway, Roots: roots, Card: card})
 	if err != nil {
-		r.Close()
-		return nil, err
+		card.Close()
+		return nil, nil, err
 	}
-	// The Digital Signature certificate is readable without the PIN; the
-	// gateway takes the email of record from it if 9A has none.
-	var dsDER []byte
-	if ds, err := card.Certificate(ctx, pkcs11.PIVSignature); err == nil {
-		dsDER = ds.Raw
-	}
-	r.conn, err = grpc.NewClient(o.gateway, append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
-		RootCAs:      roots,
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{{Certificate: [][]byte{authCert.Raw}, PrivateKey: signer, Leaf: authCert}},
-	}))}, o.dialOpts...)...)
-	if err != nil {
-		r.Close()
-		return nil, err
-	}
-	client := credgwv1.NewPIVAuthClient(r.conn)
-	if r.begin, err = client.BeginSession(ctx, &credgwv1.BeginSessionRequest{}); err != nil {
-		r.Close()
-		return nil, fmt.Errorf("BeginSession: %w", err)
-	}
-	sig, err := card.SignChallenge(ctx, r.begin.GetGatewayId(), r.begin.GetSessionId(), r.begin.GetChallenge())
-	if err != nil {
-		r.Close()
-		return nil, err
-	}
-	r.session, err = client.CompleteSession(ctx, &credgwv1.CompleteSessionRequest{
-		SessionId: r.begin.GetSessionId(), PivAuthCertificate: authCert.Raw, Signature: sig,
-		DigitalSignatureCertificate: dsDER,
-	})
-	if err != nil {
-		r.Close()
-		return nil, fmt.Errorf("CompleteSession: %w", err)
-	}
-	return r, nil
-}
-
-// openCard opens the card o names: its URI, with the PIN from --pin-file
-// or the URI, through --module or the URI's module-path (SoftHSM when
-// neither names one).
-func openCard(ctx context.Context, o pivLoginOptions) (*piv.Card, error) {
-	u, err := pkcs11.ParseURI(o.card)
-	if err != nil {
-		return nil, err
-	}
-	if o.pinFile != "" {
-		if u.PINSource != "" || u.HasPINValue() {
-			return nil, fmt.Errorf("give the PIN either with --pin-file or in the URI, not both")
-		}
-		u.PINSource = o.pinFile
-	}
-	if o.module == "" && u.ModulePath == "" {
-		if o.module, err = pkcs11.SoftHSMModule(); err != nil {
-			return nil, fmt.Errorf("the card URI has no module-path and %w", err)
-		}
-	}
-	return piv.OpenCard(ctx, u, o.module)
+	return s, func() { s.Close(); card.Close() }, nil
 }
 
 func pivLogin(ctx context.Context, out io.Writer, o pivLoginOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	r, err := pkiAuth(ctx, o)
+	s, done, err := signIn(ctx, o.gateway, o.caFile, o.card, o.pinFile, o.module)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	resp := r.session
+	defer done()
+	resp := s.Result
 	if o.tokenFile != "" {
 		if err := os.WriteFile(o.tokenFile, []byte(resp.GetSessionToken()+"\n"), 0o600); err != nil {
 			return err
 		}
 	}
-	printIdentity(out, o.gateway, r.begin.GetGatewayId(), resp)
+	printIdentity(out, o.gateway, s.Begin.GetGatewayId(), resp)
 	return nil
 }
 

@@ -1,0 +1,66 @@
+package agent
+
+import (
+	"context"
+	"crypto"
+
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+)
+
+// Package is a downloaded credential package whose SHA-256 matched the
+// gateway's, as Options.Install receives it: nothing in it is verified
+// beyond that.
+type Package struct {
+	// CredentialPackage is the package; its Manifest lists what it holds
+	// (Item and CheckManifest check the items against it).
+	CredentialPackage *credgwv1.CredentialPackage
+	// Keys are the device keys by profile, which the package's
+	// certificates must certify.
+	Keys map[credgwv1.Profile]crypto.Signer
+	// KeyIDs are the keys' CKA_IDs on Options.Keystore (empty without a
+	// keystore), for storing a certificate beside its key.
+	KeyIDs map[credgwv1.Profile][]byte
+	// Result is what Redeem returns: an installer notes what it installed
+	// (Serials, Files, Certificates, KeyHistory).
+	Result *Result
+}
+
+// Manifest is the package's manifest.
+func (p *Package) Manifest() *credgwv1.Manifest { return p.CredentialPackage.GetManifest() }
+
+// Item is the item a manifest entry names: it must be in the package and,
+// except for the chain, match the entry's size and SHA-256.
+func (p *Package) Item(m *credgwv1.ManifestItem) (*credgwv1.PackageItem, error) {
+	return checkedItem(m, p.items())
+}
+
+// CheckManifest: every item the manifest lists is in the package and
+// matches it (Item).
+func (p *Package) CheckManifest() error {
+	items := p.items()
+	for _, m := range p.Manifest().GetItems() {
+		if _, err := checkedItem(m, items); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// items indexes the package's items by name (the last of a name counts,
+// as for the default install).
+func (p *Package) items() map[string]*credgwv1.PackageItem {
+	items := map[string]*credgwv1.PackageItem{}
+	for _, it := range p.CredentialPackage.GetItems() {
+		items[it.GetName()] = it
+	}
+	return items
+}
+
+// customInstall hands the package to Options.Install.
+func customInstall(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.Signer, keyIDs map[credgwv1.Profile][]byte, o Options, res *Result) error {
+	pkg, _, err := parsePackage(raw)
+	if err != nil {
+		return err
+	}
+	return o.Install(ctx, &Package{CredentialPackage: pkg, Keys: keys, KeyIDs: keyIDs, Result: res})
+}

@@ -1,0 +1,93 @@
+package agent
+
+import (
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
+	"io"
+	"testing"
+
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"google.golang.org/grpc"
+)
+
+// fakeStream replays a Redeem stream.
+type fakeStream struct {
+	grpc.ClientStream
+	msgs []*credgwv1.RedeemResponse
+}
+
+func (s *fakeStream) Recv() (*credgwv1.RedeemResponse, error) {
+	if len(s.msgs) == 0 {
+		return nil, io.EOF
+	}
+	m := s.msgs[0]
+	s.msgs = s.msgs[1:]
+	return m, nil
+}
+
+// TestInstallHook: Options.Install replaces the default install. It gets
+// the parsed package, the device keys whose CSRs were sent and the Result
+// that Redeem returns; Redeem confirms only after it returns nil, and not
+// at all when it fails.
+func TestInstallHook(t *testing.T) {
+	raw := testPackage(nil)
+	sum := sha256.Sum256(raw)
+	var sent []*credgwv1.CertificateRequest
+	open := func(_ context.Context, csrs []*credgwv1.CertificateRequest, offset int64, _ string) (grpc.ServerStreamingClient[credgwv1.RedeemResponse], error) {
+		sent = csrs
+		return &fakeStream{msgs: []*credgwv1.RedeemResponse{
+			{Event: &credgwv1.RedeemResponse_Accepted{Accepted: &credgwv1.Accepted{RedemptionId: "r1", TotalBytes: int64(len(raw))}}},
+			{Event: &credgwv1.RedeemResponse_Chunk{Chunk: &credgwv1.Chunk{Offset: 0, Data: raw}}},
+			{Event: &credgwv1.RedeemResponse_Done{Done: &credgwv1.Done{Sha256: sum[:]}}},
+		}}, nil
+	}
+	confirmed := 0
+	confirm := func(_ context.Context, rid string, got []byte) (string, error) {
+		confirmed++
+		if rid != "r1" || string(got) != string(sum[:]) {
+			t.Errorf("confirm(%q, %x)", rid, got)
+		}
+		return "set", nil
+	}
+	o := Options{Events: func(Event) {}, MaxResumes: 1, OutDir: t.TempDir()}
+	var got *Package
+	o.Install = func(_ context.Context, p *Package) error {
+		if confirmed != 0 {
+			t.Error("confirmed before the install")
+		}
+		got = p
+		if err := p.CheckManifest(); err != nil {
+			return err
+		}
+		p.Result.Serials = append(p.Result.Serials, "01")
+		return nil
+	}
+	res, err := fetchAndInstall(context.Background(), o, open, confirm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if confirmed != 1 || res.CredentialSetID != "set" || len(res.Serials) != 1 || got.Result != res {
+		t.Errorf("confirmed %d times; result %+v", confirmed, res)
+	}
+	if got.Manifest().GetCredentialSetId() != "set" || len(got.Keys) != len(deviceProfiles) || len(got.KeyIDs) != 0 {
+		t.Errorf("package: %+v", got)
+	}
+	for _, r := range sent {
+		csr, err := x509.ParseCertificateRequest(r.GetCsrDer())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k := got.Keys[r.GetProfile()]; k == nil || !k.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(csr.PublicKey) {
+			t.Errorf("%v: the key is not the one the CSR sent", r.GetProfile())
+		}
+	}
+
+	confirmed = 0
+	o.Install = func(context.Context, *Package) error { return errors.New("no room") }
+	if _, err := fetchAndInstall(context.Background(), o, open, confirm); err == nil || err.Error() != "no room" || confirmed != 0 {
+		t.Errorf("failed install: %v, confirmed %d times", err, confirmed)
+	}
+}

@@ -1,0 +1,272 @@
+// Package loadgen is the load generator behind credgw bench enroll: it
+// makes simulated PIV cards, runs full enrollments in a loop with parallel
+// workers (PKI-AUTH with a card, CreateEnrollment, Redeem with the
+// reference agent or with protocol-only devices, Confirm) against an
+// in-process gateway on a throwaway development environment or against a
+// gateway already running from one, and reports enrollments/s, p50/p99
+// latency per RPC and the mean key history delivered; afterwards it checks
+// that every delivered certificate is recorded as issued and every
+// activation is in a legal state.
+package loadgen
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/credgw/credgw/activation"
+	hsmsim "github.com/credgw/credgw/hsm-sim"
+	"github.com/credgw/credgw/piv"
+	"github.com/credgw/credgw/piv/pivclient"
+	"github.com/credgw/credgw/pkcs11"
+	"github.com/credgw/credgw/server"
+	"github.com/credgw/credgw/store"
+	"google.golang.org/grpc/status"
+)
+
+// Config is one load test. Run expects values already checked against
+// the command's limits (credgw bench enroll).
+type Config struct {
+	// Concurrency workers run in parallel, each with its own card.
+	Concurrency int
+	// Duration is how long they run.
+	Duration time.Duration
+	// People is how many simulated cards are made before the run (at
+	// least Concurrency); each person enrolls in turn, up to the
+	// gateway's enrollment.max_credential_sets.
+	People int
+	// ProtocolOnly devices do their part of the protocol (keys, CSRs,
+	// download, SHA-256, manifest, Confirm) and skip what a phone does on
+	// its own CPU afterwards (--device protocol); otherwise the reference
+	// agent runs in full (--device agent).
+	ProtocolOnly bool
+	// KeepGoing: failed enrollments are reported, not an error (fault
+	// drills); the invariant check still decides.
+	KeepGoing bool
+
+	// GatewayDir, if set, is a development environment (credgw dev init)
+	// whose gateway is already running: the load test adds its cards to
+	// GatewayDir/hsm and uses the gateway's own configuration. Otherwise
+	// the gateway runs in this process, set up by the fields below.
+	GatewayDir string
+	// EscrowKey is the in-process gateway's escrow key type (p256,
+	// rsa2048).
+	EscrowKey string
+	// Postgres, if set, is the PostgreSQL URL the in-process gateway uses
+	// instead of SQLite (its schema is migrated).
+	Postgres string
+	// Replicas of the in-process gateway (more than 1 needs Postgres);
+	// workers alternate between them.
+	Replicas int
+	// NewWork is limits.new_work of the in-process gateway.
+	NewWork int
+}
+
+// Run runs the load test c describes and writes its report to out.
+func Run(ctx context.Context, c Config, out io.Writer) error {
+	if c.Concurrency < 1 || c.People < c.Concurrency || c.Duration <= 0 {
+		return fmt.Errorf("loadgen: %d workers, %d people, for %s: want at least one worker, at least as many people, a positive duration",
+			c.Concurrency, c.People, c.Duration)
+	}
+	concurrency, duration := c.Concurrency, c.Duration
+	var cleanup []func()
+	defer func() {
+		for i := len(cleanup) - 1; i >= 0; i-- {
+			cleanup[i]()
+		}
+	}()
+	var tgt *target
+	var err error
+	if c.GatewayDir != "" {
+		tgt, err = runningTarget(ctx, c.GatewayDir, c)
+	} else {
+		tgt, err = inProcessTarget(ctx, c, &cleanup)
+	}
+	if err != nil {
+		return err
+	}
+	gateways := tgt.gateways
+	work, err := os.MkdirTemp("", "credgw-bench-devices-") // what the agents write
+	if err != nil {
+		return err
+	}
+	cleanup = append(cleanup, func() { os.RemoveAll(work) })
+	mod, err := tgt.env.OpenModule()
+	if err != nil {
+		return err
+	}
+	pin, err := os.ReadFile(tgt.pinFile)
+	if err != nil {
+		return fmt.Errorf("bench: the card PIN: %w", err)
+	}
+	// Every person's card is made before the run and held open, as a card
+	// sits in its reader: the run measures enrollments, not SoftHSM
+	// scanning its slots for a token.
+	cards := make([]*heldCard, c.People)
+	defer func() {
+		for _, hc := range cards {
+			if hc != nil {
+				hc.Close()
+			}
+		}
+		mod.Close()
+	}()
+	modPath, err := pkcs11.SoftHSMModule()
+	if err != nil {
+		return err
+	}
+	run := strconv.FormatInt(time.Now().UnixNano(), 36) // new tokens each run: a label names one token
+	for i := range cards {
+		name := fmt.Sprintf("bench-%s-%d", run, i)
+		if _, err := tgt.env.NewCard(ctx, mod, hsmsim.CardSpec{Name: name, PIN: []byte(strings.TrimSpace(string(pin))),
+			Key: pkcs11.ECP256, Email: fmt.Sprintf("bench%d@example.com", i)}); err != nil {
+			return err
+		}
+		u, err := pkcs11.ParseURI("pkcs11:token=" + url.PathEscape(name))
+		if err != nil {
+			return err
+		}
+		u.PINSource = tgt.pinFile
+		card, err := piv.OpenCard(ctx, u, modPath)
+		if err != nil {
+			return err
+		}
+		if cards[i], err = newHeldCard(ctx, card); err != nil {
+			card.Close()
+			return err
+		}
+	}
+	roots, err := pivclient.LoadRoots(tgt.caFile)
+	if err != nil {
+		return err
+	}
+	devices := "the reference agent in full"
+	if c.ProtocolOnly {
+		devices = "protocol-only devices"
+	}
+	fmt.Fprintf(out, "bench: %d workers, %d people, %s, for %s against %s\n",
+		concurrency, c.People, devices, duration, tgt.what)
+	lat := &latencies{d: map[string][]time.Duration{}}
+	deadline := time.Now().Add(duration)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	done, failed := 0, 0
+	var firstErr error
+	var delivered []string
+	history := 0 // escrowed keys delivered, current ones included
+	failCodes := map[string]int{}
+	start := time.Now()
+	stopProgress := make(chan struct{})
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopProgress:
+				return
+			case <-t.C:
+				mu.Lock()
+				fmt.Fprintf(out, "  progress: ok=%d failed=%d\n", done, failed)
+				mu.Unlock()
+			}
+		}
+	}()
+	for w := 0; w < concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Worker w enrolls people w, w+N, w+2N, … in turn, each up
+			// to the gateway's cap of live sets a person.
+			mine := cards[w:]
+			n := (len(mine) + concurrency - 1) / concurrency
+			for i := 0; i < tgt.setsPerPerson*n && time.Now().Before(deadline) && ctx.Err() == nil; i++ {
+				card := mine[(i%n)*concurrency]
+				serials, keys, err := oneEnrollment(ctx, roots, gateways[w%len(gateways)], card, lat, filepath.Join(work, fmt.Sprintf("w%d", w)), c.ProtocolOnly)
+				mu.Lock()
+				if err != nil {
+					failed++
+					failCodes[status.Code(err).String()]++
+					if firstErr == nil {
+						firstErr = err
+					}
+				} else {
+					done++
+					history += keys
+					delivered = append(delivered, serials...)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(stopProgress)
+	elapsed := time.Since(start)
+	fmt.Fprintf(out, "  %d full enrollments in %s: %.1f enrollments/s (%d failed)\n", done, elapsed.Round(time.Millisecond), float64(done)/elapsed.Seconds(), failed)
+	if done > 0 {
+		fmt.Fprintf(out, "  key history: %.1f escrowed keys a device received on average (the current one included)\n", float64(history)/float64(done))
+	}
+	if elapsed < duration && done+failed >= tgt.setsPerPerson*c.People {
+		fmt.Fprintf(out, "  ended early: every person holds enrollment.max_credential_sets (%d) sets; raise it or --people for a longer run\n", tgt.setsPerPerson)
+	}
+	if failed > 0 {
+		fmt.Fprintf(out, "  failures by gRPC code: %v\n", failCodes)
+	}
+	methods := make([]string, 0, len(lat.d))
+	for m := range lat.d {
+		methods = append(methods, m)
+	}
+	sort.Strings(methods)
+	for _, m := range methods {
+		ds := lat.d[m]
+		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+		p := func(q float64) time.Duration { return ds[min(len(ds)-1, int(q*float64(len(ds))))] }
+		fmt.Fprintf(out, "  %-40s n=%-6d p50 %-10s p99 %s\n", m, len(ds), p(0.50).Round(10*time.Microsecond), p(0.99).Round(10*time.Microsecond))
+	}
+	if err := checkInvariants(ctx, out, tgt.cfg, delivered); err != nil {
+		return err
+	}
+	if firstErr != nil && !c.KeepGoing {
+		return fmt.Errorf("bench: %d enrollments failed; first: %w", failed, firstErr)
+	}
+	if firstErr != nil {
+		fmt.Fprintf(out, "  first failure: %v\n", firstErr)
+	}
+	return nil
+}
+
+// checkInvariants: every certificate a device received is recorded as
+// issued with the same bytes, and every activation is in a legal state.
+func checkInvariants(ctx context.Context, out io.Writer, cfg *server.Config, delivered []string) error {
+	st, err := server.OpenStore(ctx, cfg, false)
+	if err != nil {
+		return fmt.Errorf("bench: invariant check: %w", err)
+	}
+	defer st.Close()
+	for _, serial := range delivered {
+		rec, err := st.Certificate(ctx, serial)
+		if err != nil || rec.Status != store.CertIssued || rec.DER == nil {
+			return fmt.Errorf("bench: invariant broken: delivered certificate %s is not recorded as issued (%v)", serial, err)
+		}
+	}
+	states, stuck, err := st.ActivationCensus(ctx)
+	if err != nil {
+		return err
+	}
+	legal := map[string]bool{store.ActPending: true, store.ActRedeeming: true, store.ActCompleted: true, store.ActLocked: true, store.ActExpired: true}
+	for state := range states {
+		if !legal[state] {
+			return fmt.Errorf("bench: invariant broken: activation state %q", state)
+		}
+	}
+	fmt.Fprintf(out, "  invariants: ok (%d delivered certificates recorded; activations %v; %d redemptions without package, given back by the sweep after %s)\n",
+		len(delivered), states, stuck, activation.StuckRedemption)
+	return nil
+}

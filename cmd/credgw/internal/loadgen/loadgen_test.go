@@ -1,0 +1,67 @@
+package loadgen
+
+import (
+	"context"
+	"crypto/sha256"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/credgw/credgw/agent"
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+)
+
+// testPackage is a package as the gateway sends it, reduced to what the
+// manifest check reads: two device certificates, the escrowed key with two
+// of history, the chain.
+func testPackage() *credgwv1.CredentialPackage {
+	pkg := &credgwv1.CredentialPackage{Manifest: &credgwv1.Manifest{CredentialSetId: "set"}}
+	add := func(m *credgwv1.ManifestItem, data []byte) {
+		if m.Kind != credgwv1.ItemKind_ITEM_KIND_CHAIN {
+			sum := sha256.Sum256(data)
+			m.Size, m.Sha256 = int64(len(data)), sum[:]
+		}
+		pkg.Manifest.Items = append(pkg.Manifest.Items, m)
+		pkg.Items = append(pkg.Items, &credgwv1.PackageItem{Name: m.Name, Data: data})
+	}
+	add(&credgwv1.ManifestItem{Name: "auth.crt", Kind: credgwv1.ItemKind_ITEM_KIND_CERTIFICATE, Serial: "0a"}, []byte("auth"))
+	add(&credgwv1.ManifestItem{Name: "signature.crt", Kind: credgwv1.ItemKind_ITEM_KIND_CERTIFICATE, Serial: "0b"}, []byte("signature"))
+	add(&credgwv1.ManifestItem{Name: "encryption.p12", Kind: credgwv1.ItemKind_ITEM_KIND_PKCS12, Serial: "0c", KeyCount: 3}, []byte("p12"))
+	add(&credgwv1.ManifestItem{Name: "chain.der", Kind: credgwv1.ItemKind_ITEM_KIND_CHAIN}, nil)
+	return pkg
+}
+
+// protocolOnly notes the current serials and the key count the manifest
+// states once every item matches it, and refuses a package that does not.
+func TestProtocolOnly(t *testing.T) {
+	res := &agent.Result{}
+	if err := protocolOnly(context.Background(), &agent.Package{CredentialPackage: testPackage(), Result: res}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(res.Serials, ",") != "0a,0b,0c" || res.KeyHistory != 3 {
+		t.Errorf("serials %v, key history %d", res.Serials, res.KeyHistory)
+	}
+	bad := testPackage()
+	bad.Items[2].Data = []byte("another p12")
+	if err := protocolOnly(context.Background(), &agent.Package{CredentialPackage: bad, Result: &agent.Result{}}); err == nil {
+		t.Error("a package that does not match its manifest was taken")
+	}
+}
+
+// Run refuses a configuration it cannot run before it sets anything up.
+func TestRunRefuses(t *testing.T) {
+	for _, c := range []Config{
+		{Concurrency: 0, People: 1, Duration: time.Second},
+		{Concurrency: 2, People: 1, Duration: time.Second},
+		{Concurrency: 1, People: 1},
+	} {
+		if err := Run(context.Background(), c, io.Discard); err == nil || !strings.HasPrefix(err.Error(), "loadgen: ") {
+			t.Errorf("%+v: %v", c, err)
+		}
+	}
+	err := Run(context.Background(), Config{Concurrency: 1, People: 1, Duration: time.Second, Replicas: 2}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--replicas 2") {
+		t.Errorf("two replicas on SQLite: %v", err)
+	}
+}

@@ -1,0 +1,129 @@
+package loadgen
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	hsmsim "github.com/credgw/credgw/hsm-sim"
+	"github.com/credgw/credgw/server"
+)
+
+// target is what the workers run against.
+type target struct {
+	gateways        []string // gRPC addresses; workers alternate
+	env             *hsmsim.Env
+	pinFile, caFile string
+	cfg             *server.Config // for the invariant check
+	what            string         // for the report
+	setsPerPerson   int            // enrollment.max_credential_sets
+}
+
+// inProcessTarget makes a throwaway development environment and runs the
+// gateway (and replicas) in this process.
+func inProcessTarget(ctx context.Context, c Config, cleanup *[]func()) (*target, error) {
+	if c.Replicas < 1 || c.Replicas > 4 || (c.Replicas > 1 && c.Postgres == "") {
+		return nil, fmt.Errorf("--replicas %d: 1, or up to 4 with --postgres (replicas share the database)", c.Replicas)
+	}
+	dir, err := os.MkdirTemp("", "credgw-bench-")
+	if err != nil {
+		return nil, err
+	}
+	*cleanup = append(*cleanup, func() { os.RemoveAll(dir) })
+	hsmLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	*cleanup = append(*cleanup, func() { hsmLn.Close() })
+	grpcPort, _ := hsmsim.FreePort()
+	httpPort, _ := hsmsim.FreePort()
+	d, err := hsmsim.DevInit(ctx, filepath.Join(dir, "dev"), hsmsim.DevOptions{HSMURL: "http://" + hsmLn.Addr().String(),
+		GRPCAddr: fmt.Sprintf("127.0.0.1:%d", grpcPort), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", httpPort)})
+	if err != nil {
+		return nil, err
+	}
+	if err := initCA(ctx, d); err != nil {
+		return nil, err
+	}
+	hsm := &http.Server{Handler: d.Env.Handler(nil)}
+	go hsm.Serve(hsmLn)
+	*cleanup = append(*cleanup, func() { hsm.Close() })
+	cfg, err := server.LoadConfig(d.Config)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Escrow.KeyType = c.EscrowKey
+	storeName := "SQLite"
+	if c.Postgres != "" {
+		cfg.Store.Driver, cfg.Store.DSN, storeName = "postgres", c.Postgres, "PostgreSQL"
+		st, err := server.OpenStore(ctx, cfg, true)
+		if err != nil {
+			return nil, err
+		}
+		st.Close()
+	}
+	cfg.Enroll.MaxSets = 100
+	cfg.Log.Level = "error"
+	cfg.Limits.NewWork = c.NewWork
+	t := &target{env: d.Env, pinFile: d.PINFile, caFile: d.CAFile, cfg: cfg, setsPerPerson: cfg.Enroll.MaxSets}
+	for i := 0; i < c.Replicas; i++ {
+		rc := *cfg
+		if i > 0 {
+			rc.Listen.GRPC, rc.Listen.HTTP = "127.0.0.1:0", "127.0.0.1:0"
+		}
+		r, err := server.New(ctx, &rc)
+		if err != nil {
+			return nil, err
+		}
+		if err := r.Start(); err != nil {
+			return nil, err
+		}
+		*cleanup = append(*cleanup, func() { r.Shutdown(context.Background()) })
+		t.gateways = append(t.gateways, r.GRPCAddr())
+	}
+	t.what = fmt.Sprintf("%d in-process gateway replica(s) (%s, SoftHSM CA key, %s escrow keys)", len(t.gateways), storeName, c.EscrowKey)
+	return t, nil
+}
+
+// runningTarget is a gateway already running from a development
+// environment (credgw dev init --dir DIR, then credgw hsm-sim serve and
+// credgw serve): the bench makes its people's cards in DIR/hsm and
+// enrolls against the gateway's gRPC address.
+func runningTarget(ctx context.Context, dir string, c Config) (*target, error) {
+	if c.Postgres != "" || c.Replicas != 1 {
+		return nil, fmt.Errorf("--postgres and --replicas set up an in-process gateway; with --gateway-dir the running gateway's own configuration counts")
+	}
+	cfgPath := filepath.Join(dir, "credgw.yaml")
+	cfg, err := server.LoadConfig(cfgPath)
+	if err != nil {
+		return nil, fmt.Errorf("--gateway-dir %s: %w (make it with credgw dev init --dir %s)", dir, err, dir)
+	}
+	env, err := hsmsim.Load(filepath.Join(dir, "hsm"))
+	if err != nil {
+		return nil, fmt.Errorf("--gateway-dir %s: no simulated card issuer in %s: %w", dir, filepath.Join(dir, "hsm"), err)
+	}
+	conn, err := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, "tcp", cfg.Listen.GRPC)
+	if err != nil {
+		return nil, fmt.Errorf("no gateway listening at %s: start it with credgw serve --config %s (and credgw hsm-sim serve --dir %s)",
+			cfg.Listen.GRPC, cfgPath, filepath.Join(dir, "hsm"))
+	}
+	conn.Close()
+	return &target{gateways: []string{cfg.Listen.GRPC}, env: env, pinFile: filepath.Join(dir, "card.pin"), caFile: filepath.Join(dir, "tls", "ca.crt"),
+		cfg: cfg, setsPerPerson: cfg.Enroll.MaxSets,
+		what: fmt.Sprintf("the gateway running at %s (%s, %s escrow keys)", cfg.Listen.GRPC, cfg.Store.Driver, cfg.Escrow.KeyType)}, nil
+}
+
+// initCA makes the development environment's CA, as credgw dev init does
+// (credgw ca init).
+func initCA(ctx context.Context, d *hsmsim.DevEnv) error {
+	cfg, err := server.LoadConfig(d.Config)
+	if err != nil {
+		return err
+	}
+	_, err = server.InitCA(ctx, cfg, "credgw development")
+	return err
+}
