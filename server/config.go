@@ -16,7 +16,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/code"
+	"github.com/credgw/credgw/activation/lifecycle"
 	"github.com/credgw/credgw/activation/notify"
+	"github.com/credgw/credgw/piv/session"
 	"github.com/credgw/credgw/store"
 	"gopkg.in/yaml.v3"
 )
@@ -240,8 +244,8 @@ func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
 const (
 	DefaultGRPCAddr     = "127.0.0.1:8443"
 	DefaultHTTPAddr     = "127.0.0.1:8080"
-	DefaultChallengeTTL = 2 * time.Minute
-	DefaultSessionTTL   = 20 * time.Minute
+	DefaultChallengeTTL = session.DefaultChallengeTTL
+	DefaultSessionTTL   = session.DefaultSessionTTL
 	DefaultMaxRecvBytes = 1 << 20
 	DefaultRPCTimeout   = 30 * time.Second
 	DefaultShutdown     = 15 * time.Second
@@ -344,37 +348,37 @@ func (c *Config) applyDefaults() {
 		c.Enroll.GatewayAddress = c.Listen.GRPC
 	}
 	if c.Enroll.PasswordDigits == 0 {
-		c.Enroll.PasswordDigits = 8
+		c.Enroll.PasswordDigits = code.DefaultPasswordDigits
 	}
 	if c.Enroll.Lifetime.Duration == 0 {
-		c.Enroll.Lifetime.Duration = 10 * time.Minute
+		c.Enroll.Lifetime.Duration = activation.DefaultLifetime
 	}
 	if c.Enroll.MaxAttempts == 0 {
-		c.Enroll.MaxAttempts = 5
+		c.Enroll.MaxAttempts = activation.DefaultMaxAttempts
 	}
 	if c.Enroll.MaxSets == 0 {
-		c.Enroll.MaxSets = 5
+		c.Enroll.MaxSets = activation.DefaultMaxSets
 	}
 	if c.Enroll.ConfirmWindow.Duration == 0 {
-		c.Enroll.ConfirmWindow.Duration = time.Hour
+		c.Enroll.ConfirmWindow.Duration = activation.DefaultConfirmWindow
 	}
 	if c.Escrow.KeyType == "" {
 		c.Escrow.KeyType = "rsa2048"
 	}
 	if c.Renewal.OpensAtPercent == 0 {
-		c.Renewal.OpensAtPercent = 80
+		c.Renewal.OpensAtPercent = activation.DefaultRenewalPercent
 	}
 	if c.Linkage.FirstCheck.Duration == 0 {
-		c.Linkage.FirstCheck.Duration = 7 * 24 * time.Hour
+		c.Linkage.FirstCheck.Duration = lifecycle.DefaultFirstCheck
 	}
 	if c.Linkage.Interval.Duration == 0 {
-		c.Linkage.Interval.Duration = 24 * time.Hour
+		c.Linkage.Interval.Duration = lifecycle.DefaultInterval
 	}
 	if c.Linkage.MaxUnknown.Duration == 0 {
-		c.Linkage.MaxUnknown.Duration = 7 * 24 * time.Hour
+		c.Linkage.MaxUnknown.Duration = lifecycle.DefaultMaxUnknown
 	}
 	if c.Linkage.OnUnknown == "" {
-		c.Linkage.OnUnknown = "alert"
+		c.Linkage.OnUnknown = lifecycle.DefaultOnUnknown
 	}
 	if c.Webhook.MaxSkew.Duration == 0 {
 		c.Webhook.MaxSkew.Duration = 5 * time.Minute
@@ -386,35 +390,33 @@ func (c *Config) applyDefaults() {
 
 var gatewayIDRe = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,64}$`)
 
+// validate checks every section; each problem is named by its field.
 func (c *Config) validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	for _, check := range []func(func(string, ...any)){
+		c.validateGeneral, c.validateListen, c.validateTLS, c.validateStore, c.validatePIV, c.validateLimits,
+		c.validateCA, c.validateEnroll, c.validateRenewal, c.validateLinkage, c.Notify.Validate, c.validateWebhook,
+	} {
+		check(bad)
+	}
+	return errors.Join(errs...)
+}
+
+// validateGeneral checks gateway_id and log.
+func (c *Config) validateGeneral(bad func(string, ...any)) {
 	if !gatewayIDRe.MatchString(c.GatewayID) {
 		bad("gateway_id %q: 1-64 of A-Z a-z 0-9 . _ : -", c.GatewayID)
 	}
-	if p := c.Renewal.OpensAtPercent; p < 50 || p > 95 {
-		bad("renewal.opens_at_percent %d: between 50 and 95", p)
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level %q: debug, info, warn or error", c.Log.Level)
 	}
-	week := 7 * 24 * time.Hour
-	if d := c.Linkage.FirstCheck.Duration; d < time.Minute || d > week {
-		bad("linkage.first_check %s: between 1m and 168h (SP 800-157r1 §2.4 wants the first check within 7 days)", d)
-	}
-	if d := c.Linkage.Interval.Duration; d < time.Hour || d > week {
-		bad("linkage.interval %s: between 1h and 168h", d)
-	}
-	if d := c.Linkage.MaxUnknown.Duration; d < time.Hour {
-		bad("linkage.max_unknown %s: at least 1h", d)
-	}
-	if c.Linkage.OnUnknown != "alert" && c.Linkage.OnUnknown != "revoke" {
-		bad("linkage.on_unknown %q: alert or revoke", c.Linkage.OnUnknown)
-	}
-	c.Notify.Validate(bad)
-	if c.Webhook.SecretFile != "" && c.Listen.HTTP == "" {
-		bad("termination_webhook: needs listen.http, where it is served")
-	}
-	if d := c.Webhook.MaxSkew.Duration; d < 10*time.Second || d > 15*time.Minute {
-		bad("termination_webhook.max_skew %s: between 10s and 15m", d)
-	}
+}
+
+// validateListen checks the listen addresses.
+func (c *Config) validateListen(bad func(string, ...any)) {
 	for name, addr := range map[string]string{"listen.grpc": c.Listen.GRPC, "listen.http": c.Listen.HTTP, "portal.listen": c.Portal.Listen} {
 		if addr == "" && name != "listen.grpc" {
 			continue
@@ -423,6 +425,10 @@ func (c *Config) validate() error {
 			bad("%s %q: want host:port", name, addr)
 		}
 	}
+}
+
+// validateTLS checks tls and roles.
+func (c *Config) validateTLS(bad func(string, ...any)) {
 	if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
 		bad("tls.cert_file and tls.key_file are required: credgw serves gRPC over TLS only")
 	}
@@ -442,6 +448,10 @@ func (c *Config) validate() error {
 			}
 		}
 	}
+}
+
+// validateStore checks the store section.
+func (c *Config) validateStore(bad func(string, ...any)) {
 	switch c.Store.Driver {
 	case "sqlite":
 	case "postgres":
@@ -454,6 +464,10 @@ func (c *Config) validate() error {
 	if c.Store.MaxConns < 1 || c.Store.MaxConns > 1000 {
 		bad("store.max_conns %d: 1 to 1000", c.Store.MaxConns)
 	}
+}
+
+// validatePIV checks the piv section.
+func (c *Config) validatePIV(bad func(string, ...any)) {
 	if len(c.PIV.TrustAnchorFiles) == 0 {
 		bad("piv.trust_anchor_files is required (e.g. the Federal Common Policy CA G2)")
 	}
@@ -473,12 +487,20 @@ func (c *Config) validate() error {
 	if d := c.PIV.SessionTTL.Duration; d < time.Minute || d > 20*time.Minute {
 		bad("piv.session_ttl %s: between 1m and 20m (SP 800-63B-4 §6.1.2.1)", d)
 	}
+}
+
+// validateLimits checks the limits section.
+func (c *Config) validateLimits(bad func(string, ...any)) {
 	if c.Limits.NewWork < -1 || c.Limits.NewWork > 4096 {
 		bad("limits.new_work %d: -1 (no limit), 0 (half the CPUs) or up to 4096", c.Limits.NewWork)
 	}
 	if c.Limits.MaxRecvBytes < 16<<10 || c.Limits.MaxRecvBytes > 64<<20 {
 		bad("limits.max_recv_bytes %d: between 16384 and 67108864", c.Limits.MaxRecvBytes)
 	}
+}
+
+// validateCA checks the ca and escrow sections.
+func (c *Config) validateCA(bad func(string, ...any)) {
 	if c.CA.CertificateFile != "" {
 		if (c.CA.KeyURI == "") == (c.CA.KeyFile == "") {
 			bad("ca: set exactly one of key_uri (HSM) and key_file")
@@ -499,6 +521,23 @@ func (c *Config) validate() error {
 	if c.CA.CertificateFile != "" && c.Enroll.TLSAnchorFile == "" {
 		bad("enrollment.tls_anchor_file is required with a ca: devices pin the gateway's TLS anchor from the QR code")
 	}
+	switch c.CA.KeyType {
+	case "p256", "p384", "rsa3072":
+	default:
+		bad("ca.key_type %q: p256, p384 or rsa3072", c.CA.KeyType)
+	}
+	switch c.Escrow.KeyType {
+	case "rsa2048", "p256":
+	default:
+		bad("escrow.key_type %q: rsa2048 or p256", c.Escrow.KeyType)
+	}
+	if c.Escrow.PoolSize < 0 || c.Escrow.PoolSize > 64 {
+		bad("escrow.pool_size %d: 0 to 64", c.Escrow.PoolSize)
+	}
+}
+
+// validateEnroll checks the enrollment section.
+func (c *Config) validateEnroll(bad func(string, ...any)) {
 	if d := c.Enroll.PasswordDigits; d < 6 || d > 12 {
 		bad("enrollment.password_digits %d: 6 to 12", d)
 	}
@@ -514,25 +553,40 @@ func (c *Config) validate() error {
 	if d := c.Enroll.ConfirmWindow.Duration; d < time.Minute || d > 24*time.Hour {
 		bad("enrollment.confirm_window %s: 1m to 24h", d)
 	}
-	switch c.CA.KeyType {
-	case "p256", "p384", "rsa3072":
-	default:
-		bad("ca.key_type %q: p256, p384 or rsa3072", c.CA.KeyType)
+}
+
+// validateRenewal checks the renewal section.
+func (c *Config) validateRenewal(bad func(string, ...any)) {
+	if p := c.Renewal.OpensAtPercent; p < 50 || p > 95 {
+		bad("renewal.opens_at_percent %d: between 50 and 95", p)
 	}
-	switch c.Escrow.KeyType {
-	case "rsa2048", "p256":
-	default:
-		bad("escrow.key_type %q: rsa2048 or p256", c.Escrow.KeyType)
+}
+
+// validateLinkage checks the linkage section.
+func (c *Config) validateLinkage(bad func(string, ...any)) {
+	week := 7 * 24 * time.Hour
+	if d := c.Linkage.FirstCheck.Duration; d < time.Minute || d > week {
+		bad("linkage.first_check %s: between 1m and 168h (SP 800-157r1 §2.4 wants the first check within 7 days)", d)
 	}
-	if c.Escrow.PoolSize < 0 || c.Escrow.PoolSize > 64 {
-		bad("escrow.pool_size %d: 0 to 64", c.Escrow.PoolSize)
+	if d := c.Linkage.Interval.Duration; d < time.Hour || d > week {
+		bad("linkage.interval %s: between 1h and 168h", d)
 	}
-	switch c.Log.Level {
-	case "debug", "info", "warn", "error":
-	default:
-		bad("log.level %q: debug, info, warn or error", c.Log.Level)
+	if d := c.Linkage.MaxUnknown.Duration; d < time.Hour {
+		bad("linkage.max_unknown %s: at least 1h", d)
 	}
-	return errors.Join(errs...)
+	if c.Linkage.OnUnknown != "alert" && c.Linkage.OnUnknown != "revoke" {
+		bad("linkage.on_unknown %q: alert or revoke", c.Linkage.OnUnknown)
+	}
+}
+
+// validateWebhook checks the termination_webhook section.
+func (c *Config) validateWebhook(bad func(string, ...any)) {
+	if c.Webhook.SecretFile != "" && c.Listen.HTTP == "" {
+		bad("termination_webhook: needs listen.http, where it is served")
+	}
+	if d := c.Webhook.MaxSkew.Duration; d < 10*time.Second || d > 15*time.Minute {
+		bad("termination_webhook.max_skew %s: between 10s and 15m", d)
+	}
 }
 
 // Path resolves p against the config file's directory.

@@ -1,7 +1,12 @@
-// Package server wires credgw's packages into the running gateway: the gRPC
-// services over TLS with authorization by role, interceptors (panic
-// recovery, request logging, metrics, deadlines, error mapping), health and
-// reflection, and the plain-HTTP listener for /healthz and /metrics.
+// Package server is credgw's transport: the gRPC services over TLS with
+// authorization by role, interceptors (panic recovery, request logging,
+// metrics, deadlines, admission, error mapping), health and reflection, the
+// plain-HTTP listener (/healthz, /metrics, CRL, OCSP, the termination
+// webhook) and the portal's HTTPS listener, plus loading the config and
+// wiring the application services onto the parts.
 //
-// Domain packages never import server; handlers here stay thin.
+// A handler translates proto to domain, calls one application service
+// method (piv/session, activation, activation/lifecycle) and maps the error
+// through errors.go. No file here calls the store: the services do
+// (docs/architecture.md).
 package server
