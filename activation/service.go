@@ -358,8 +358,13 @@ func (s *Service) check(ctx context.Context, id string, secret []byte, password 
 			return a, "", err
 		case state == store.ActLocked:
 			if a.State == store.ActRedeeming {
-				// Locked with a package waiting: what it carried is revoked.
-				s.revokeSet(context.WithoutCancel(ctx), a.CredentialSetID, time.Time{}, issuance.ReasonKeyCompromise)
+				// Locked with a package waiting: what it carried is revoked
+				// (someone is guessing). The set is abandoned by the lock,
+				// so a revocation that fails here is finished by the sweep.
+				if err := s.revokeSet(context.WithoutCancel(ctx), a.CredentialSetID, time.Time{}, issuance.ReasonKeyCompromise); err != nil {
+					s.cfg.Log.Error("locked with a package waiting: revoking what it carried failed; the sweep retries",
+						"credential_set_id", a.CredentialSetID, "cause", err.Error())
+				}
 			}
 			return a, "", ErrLocked
 		}
@@ -522,13 +527,8 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 		}
 		return out
 	}
-	pkg := &credgwv1.CredentialPackage{Manifest: &credgwv1.Manifest{CredentialSetId: cs.ID}}
-	add := func(name string, kind credgwv1.ItemKind, prof credgwv1.Profile, serial string, data []byte, chain [][]byte, keys int32) {
-		sum := sha256.Sum256(data)
-		pkg.Manifest.Items = append(pkg.Manifest.Items, &credgwv1.ManifestItem{Name: name, Kind: kind, Profile: prof, Serial: serial,
-			Size: int64(len(data)), Sha256: sum[:], KeyCount: keys})
-		pkg.Items = append(pkg.Items, &credgwv1.PackageItem{Name: name, Data: data, Chain: chain})
-	}
+	pkg := code.NewPackage(cs.ID)
+	add := pkg.Add
 	// The certificates are independent: they are issued side by side (a
 	// redemption takes as long as its slowest issuance, not their sum).
 	// All finish before this returns, so that on any failure the caller
@@ -604,11 +604,7 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 	}
 	progress(credgwv1.Stage_STAGE_PACKAGING, 1, 1, "sealing the package")
 	add("chain.der", credgwv1.ItemKind_ITEM_KIND_CHAIN, credgwv1.Profile_PROFILE_UNSPECIFIED, "", nil, chain, 0)
-	plain, err := proto.MarshalOptions{Deterministic: true}.Marshal(pkg)
-	if err != nil {
-		return nil, err
-	}
-	manifest, err := proto.MarshalOptions{Deterministic: true}.Marshal(pkg.Manifest)
+	plain, manifest, err := pkg.Marshal()
 	if err != nil {
 		return nil, err
 	}
@@ -622,7 +618,7 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 		s.cfg.Now().Add(s.cfg.ConfirmWindow)); err != nil {
 		return nil, err
 	}
-	return &Delivery{RedemptionID: rid, Manifest: pkg.Manifest, Package: plain, SHA256: sum[:]}, nil
+	return &Delivery{RedemptionID: rid, Manifest: pkg.Manifest(), Package: plain, SHA256: sum[:]}, nil
 }
 
 // addKeyHistory adds the person's escrowed key-management keys as one

@@ -29,7 +29,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 )
 
@@ -392,42 +391,13 @@ func storeEscrowed(ctx context.Context, tok *pkcs11.Token, key crypto.PrivateKey
 	return nil
 }
 
-// checkedItem is the item a manifest entry names, which must be there and,
-// except for the chain, match the entry's size and SHA-256.
-func checkedItem(m *credgwv1.ManifestItem, items map[string]*credgwv1.PackageItem) (*credgwv1.PackageItem, error) {
-	it := items[m.GetName()]
-	if it == nil {
-		return nil, fmt.Errorf("agent: the manifest lists %s, the package lacks it", m.GetName())
-	}
-	if m.GetKind() == credgwv1.ItemKind_ITEM_KIND_CHAIN {
-		return it, nil
-	}
-	if sum := sha256.Sum256(it.GetData()); !bytes.Equal(sum[:], m.GetSha256()) || int64(len(it.GetData())) != m.GetSize() {
-		return nil, fmt.Errorf("agent: %s does not match the manifest", m.GetName())
-	}
-	return it, nil
-}
-
-// parsePackage reads a downloaded package and indexes its items by name.
-func parsePackage(raw []byte) (*credgwv1.CredentialPackage, map[string]*credgwv1.PackageItem, error) {
-	var pkg credgwv1.CredentialPackage
-	if err := proto.Unmarshal(raw, &pkg); err != nil {
-		return nil, nil, fmt.Errorf("agent: the package does not parse: %w", err)
-	}
-	items := map[string]*credgwv1.PackageItem{}
-	for _, it := range pkg.GetItems() {
-		items[it.GetName()] = it
-	}
-	return &pkg, items, nil
-}
-
 func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.Signer, tokenIDs map[credgwv1.Profile][]byte, o Options, res *Result) error {
-	pkg, items, err := parsePackage(raw)
+	pkg, err := code.ParsePackage(raw)
 	if err != nil {
 		return err
 	}
 	var chain []*x509.Certificate
-	if c := items["chain.der"]; c != nil {
+	if c := pkg.Named("chain.der"); c != nil {
 		for _, der := range c.GetChain() {
 			cert, err := x509.ParseCertificate(der)
 			if err != nil {
@@ -474,7 +444,7 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 	}
 	enc := pkcs12.Modern
 	for _, m := range pkg.GetManifest().GetItems() {
-		it, err := checkedItem(m, items)
+		it, err := pkg.Item(m)
 		if err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 
+	"github.com/credgw/credgw/activation/code"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 )
 
@@ -31,36 +32,18 @@ func (p *Package) Manifest() *credgwv1.Manifest { return p.CredentialPackage.Get
 // Item is the item a manifest entry names: it must be in the package and,
 // except for the chain, match the entry's size and SHA-256.
 func (p *Package) Item(m *credgwv1.ManifestItem) (*credgwv1.PackageItem, error) {
-	return checkedItem(m, p.items())
+	return code.Wrap(p.CredentialPackage).Item(m)
 }
 
 // CheckManifest: every item the manifest lists is in the package and
 // matches it (Item).
-func (p *Package) CheckManifest() error {
-	items := p.items()
-	for _, m := range p.Manifest().GetItems() {
-		if _, err := checkedItem(m, items); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// items indexes the package's items by name (the last of a name counts,
-// as for the default install).
-func (p *Package) items() map[string]*credgwv1.PackageItem {
-	items := map[string]*credgwv1.PackageItem{}
-	for _, it := range p.CredentialPackage.GetItems() {
-		items[it.GetName()] = it
-	}
-	return items
-}
+func (p *Package) CheckManifest() error { return code.Wrap(p.CredentialPackage).CheckManifest() }
 
 // customInstall hands the package to Options.Install.
 func customInstall(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.Signer, keyIDs map[credgwv1.Profile][]byte, o Options, res *Result) error {
-	pkg, _, err := parsePackage(raw)
+	pkg, err := code.ParsePackage(raw)
 	if err != nil {
 		return err
 	}
-	return o.Install(ctx, &Package{CredentialPackage: pkg, Keys: keys, KeyIDs: keyIDs, Result: res})
+	return o.Install(ctx, &Package{CredentialPackage: pkg.CredentialPackage, Keys: keys, KeyIDs: keyIDs, Result: res})
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"testing"
 
+	"github.com/credgw/credgw/activation/code"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"google.golang.org/grpc"
 )
@@ -33,7 +34,7 @@ func (s *fakeStream) Recv() (*credgwv1.RedeemResponse, error) {
 // that Redeem returns; Redeem confirms only after it returns nil, and not
 // at all when it fails.
 func TestInstallHook(t *testing.T) {
-	raw := testPackage(nil)
+	raw := testPackage()
 	sum := sha256.Sum256(raw)
 	var sent []*credgwv1.CertificateRequest
 	open := func(_ context.Context, csrs []*credgwv1.CertificateRequest, offset int64, _ string) (grpc.ServerStreamingClient[credgwv1.RedeemResponse], error) {
@@ -90,4 +91,17 @@ func TestInstallHook(t *testing.T) {
 	if _, err := fetchAndInstall(context.Background(), o, open, confirm); err == nil || err.Error() != "no room" || confirmed != 0 {
 		t.Errorf("failed install: %v, confirmed %d times", err, confirmed)
 	}
+}
+
+// testPackage is a small well-formed package built as the gateway builds
+// one.
+func testPackage() []byte {
+	b := code.NewPackage("set")
+	b.Add("derived-piv-auth.crt", credgwv1.ItemKind_ITEM_KIND_CERTIFICATE, credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH, "01", []byte("a certificate"), nil, 0)
+	b.Add("chain.der", credgwv1.ItemKind_ITEM_KIND_CHAIN, credgwv1.Profile_PROFILE_UNSPECIFIED, "", nil, [][]byte{[]byte("a certificate")}, 0)
+	raw, _, err := b.Marshal()
+	if err != nil {
+		panic(err)
+	}
+	return raw
 }

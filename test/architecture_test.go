@@ -23,7 +23,7 @@ var layers = map[string]struct {
 }{
 	// The API and the leaves.
 	"proto/credgw/v1": {"api", nil},
-	"activation/code": {"contract", nil},
+	"activation/code": {"contract", []string{"proto/credgw/v1"}},
 	"activation/pfx":  {"contract", nil},
 	// Parts.
 	"pkcs11":   {"part", nil},
@@ -45,7 +45,7 @@ var layers = map[string]struct {
 	"hsm-sim": {"simulation", []string{"piv", "pkcs11"}},
 	// Transport.
 	"portal": {"transport", nil},
-	"server": {"transport", []string{"activation", "activation/audit", "activation/lifecycle", "activation/notify",
+	"server": {"transport", []string{"activation", "activation/audit", "activation/code", "activation/lifecycle", "activation/notify",
 		"issuance", "piv", "piv/session", "pkcs11", "portal", "proto/credgw/v1", "store"}},
 	// Wiring and tools: anything but test/.
 	"cmd/credgw":                  {"wiring", []string{"*"}},

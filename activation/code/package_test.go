@@ -1,4 +1,4 @@
-package agent
+package code
 
 import (
 	"crypto/sha256"
@@ -26,14 +26,14 @@ func testPackage(change func(*credgwv1.CredentialPackage)) []byte {
 	return raw
 }
 
-// checkManifest is what an Options.Install gets to check: the package
-// parsed, every manifest item present and matching.
+// checkManifest is what a device checks: the package parsed, every
+// manifest item present and matching.
 func checkManifest(raw []byte) error {
-	pkg, _, err := parsePackage(raw)
+	pkg, err := ParsePackage(raw)
 	if err != nil {
 		return err
 	}
-	return (&Package{CredentialPackage: pkg}).CheckManifest()
+	return pkg.CheckManifest()
 }
 
 // TestCheckManifest: a package whose items match its manifest passes; a
@@ -52,10 +52,9 @@ func TestCheckManifest(t *testing.T) {
 		if err := checkManifest(testPackage(change)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
-		pkg, _, _ := parsePackage(testPackage(change))
-		p := &Package{CredentialPackage: pkg}
+		p, _ := ParsePackage(testPackage(change))
 		refused := false
-		for _, m := range p.Manifest().GetItems() {
+		for _, m := range p.GetManifest().GetItems() {
 			if _, err := p.Item(m); err != nil {
 				refused = true
 			}
@@ -80,12 +79,12 @@ func FuzzCheckManifest(f *testing.F) {
 		if err := checkManifest(raw); err != nil {
 			return
 		}
-		pkg, items, err := parsePackage(raw)
+		pkg, err := ParsePackage(raw)
 		if err != nil {
-			t.Fatalf("CheckManifest accepted what parsePackage refuses: %v", err)
+			t.Fatalf("CheckManifest accepted what ParsePackage refuses: %v", err)
 		}
 		for _, m := range pkg.GetManifest().GetItems() {
-			it := items[m.GetName()]
+			it := pkg.Named(m.GetName())
 			if it == nil {
 				t.Fatalf("accepted a manifest naming a missing item %q", m.GetName())
 			}

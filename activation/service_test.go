@@ -1,0 +1,509 @@
+package activation
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/credgw/credgw/activation/audit"
+	"github.com/credgw/credgw/activation/code"
+	"github.com/credgw/credgw/activation/notify"
+	"github.com/credgw/credgw/issuance"
+	"github.com/credgw/credgw/store"
+)
+
+// The service's own tests run it on its real parts — SQLite, the smallstep
+// authority with a software CA key, the escrow under a file KEK — with a
+// clock the test moves, and an issuer whose revocations can be made to
+// fail.
+
+// flakyIssuer is the real CA whose Revoke fails while failRevoke is set.
+type flakyIssuer struct {
+	issuance.Issuer
+	failRevoke atomic.Bool
+}
+
+func (f *flakyIssuer) Revoke(ctx context.Context, serial string, reason issuance.RevocationReason) error {
+	if f.failRevoke.Load() {
+		return errors.New("the CA is unreachable")
+	}
+	return f.Issuer.Revoke(ctx, serial, reason)
+}
+
+// syncBuffer is a log sink the service may write from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type harness struct {
+	st     *store.SQLite
+	svc    *Service
+	issuer *flakyIssuer
+	logs   *syncBuffer
+	mu     sync.Mutex
+	now    time.Time
+	people int
+}
+
+func (h *harness) clock() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.now
+}
+
+func (h *harness) advance(d time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.now = h.now.Add(d)
+}
+
+func newHarness(t *testing.T, change func(*Config)) *harness {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	h := &harness{now: time.Now().Truncate(time.Second), logs: &syncBuffer{}}
+	init, err := issuance.InitCA(ctx, issuance.InitOptions{Dir: filepath.Join(dir, "ca"), Organization: "credgw activation test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := issuance.ReadKeyFile(init.IssuingKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.st, err = store.OpenSQLite(ctx, filepath.Join(dir, "credgw.db")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.st.Close() })
+	ca, err := issuance.NewCA(issuance.Config{Name: "issuing-ca", Chain: []*x509.Certificate{init.Issuing, init.Root},
+		Signer: signer, Store: h.st, BaseURL: "http://127.0.0.1:1", Now: h.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.issuer = &flakyIssuer{Issuer: ca}
+	kekFile := filepath.Join(dir, "kek")
+	if err := issuance.WriteFileKEK(kekFile); err != nil {
+		t.Fatal(err)
+	}
+	kek, err := issuance.LoadFileKEK(kekFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	esc, err := issuance.NewEscrow(issuance.EscrowConfig{KEK: kek, KEKID: "file", Store: h.st, KeyType: issuance.EscrowP256, Now: h.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(esc.Close)
+	log := slog.New(slog.NewJSONHandler(h.logs, nil))
+	outbox, err := notify.New(notify.Config{}, func(p string) string { return p }, h.st, log, h.clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Store: h.st, Issuer: h.issuer, Escrow: esc, Gateway: "127.0.0.1:8443", Pin: make([]byte, 32),
+		Audit: audit.New(h.st, log, h.clock), Notify: outbox, Log: log, Now: h.clock}
+	if change != nil {
+		change(&cfg)
+	}
+	if h.svc, err = New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// signIn records a PKI-AUTH session of a new person with a new card, as
+// piv/session does after verifying the card.
+func (h *harness) signIn(t *testing.T, email string) store.PIVSession {
+	t.Helper()
+	ctx := context.Background()
+	h.people++
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := h.clock()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(int64(h.people)), NotBefore: now.Add(-time.Hour), NotAfter: now.Add(365 * 24 * time.Hour),
+		Subject: pkix.Name{Country: []string{"US"}, Organization: []string{"U.S. Government"}, CommonName: fmt.Sprintf("Person %d", h.people)}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(der)
+	fp := hex.EncodeToString(sum[:])
+	sid := fmt.Sprintf("challenge-%d", h.people)
+	if err := h.st.CreateChallenge(ctx, store.Challenge{SessionID: sid, Challenge: []byte("c"), GatewayID: "g", CreatedAt: now, ExpiresAt: now.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.st.ConsumeChallenge(ctx, sid, now); err != nil {
+		t.Fatal(err)
+	}
+	sess := store.PIVSession{TokenHash: fmt.Sprintf("token-%d", h.people), SessionID: sid, CertSHA256: fp,
+		PersonID: fmt.Sprintf("person-%d", h.people), FASCN: []byte{0xd4, 0xe7, byte(h.people)},
+		CardUUID: fmt.Sprintf("f81d4fae-7dec-11d0-a765-%012d", h.people), Email: email, Subject: tmpl.Subject.String(),
+		CreatedAt: now, ExpiresAt: now.Add(20 * time.Minute)}
+	if err := h.st.CreatePIVSession(ctx, sess, store.PIVCertificate{SHA256: fp, DER: der, Serial: "1", Issuer: tmpl.Subject.String(),
+		Subject: sess.Subject, FASCN: sess.FASCN, CardUUID: sess.CardUUID, NotAfter: tmpl.NotAfter}); err != nil {
+		t.Fatal(err)
+	}
+	return sess
+}
+
+// enrolled is an enrollment with what the device learns from it.
+type enrolled struct {
+	en      *Enrollment
+	payload code.Payload
+}
+
+func (h *harness) enroll(t *testing.T, sess store.PIVSession) enrolled {
+	t.Helper()
+	en, err := h.svc.Enroll(context.Background(), EnrollRequest{Session: sess, IdentityName: "Phone", CredentialType: DefaultCredentialType})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := code.ParsePayload(en.Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return enrolled{en: en, payload: p}
+}
+
+// csrs are the device's CSRs for the default credential type.
+func csrs(t *testing.T) map[issuance.Profile]*x509.CertificateRequest {
+	t.Helper()
+	out := map[issuance.Profile]*x509.CertificateRequest{}
+	for _, p := range []issuance.Profile{issuance.DerivedPIVAuth, issuance.DigitalSignature} {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out[p], err = x509.ParseCertificateRequest(der); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+func (e enrolled) request(t *testing.T) RedeemRequest {
+	return RedeemRequest{ActivationID: e.payload.ID, Secret: e.payload.Secret, Password: e.en.Password, CSRs: csrs(t)}
+}
+
+// wrongPassword is a password of the right shape that is not p.
+func wrongPassword(p string) string {
+	if p[0] == '9' {
+		return "1" + p[1:]
+	}
+	return string(p[0]+1) + p[1:]
+}
+
+func TestEnrollRefuses(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MaxSets = 1 })
+	ctx := context.Background()
+	fresh := h.signIn(t, "a@example.gov")
+	old := h.signIn(t, "b@example.gov")
+	old.CreatedAt = old.CreatedAt.Add(-21 * time.Minute)
+	expired := h.signIn(t, "c@example.gov")
+	expired.ExpiresAt = h.clock()
+	noEmail := h.signIn(t, "")
+	terminated := h.signIn(t, "d@example.gov")
+	if err := h.st.Terminate(ctx, store.Termination{Selector: store.IdentitySelector{CardUUID: terminated.CardUUID}, TerminatedAt: h.clock()}); err != nil {
+		t.Fatal(err)
+	}
+	capped := h.signIn(t, "e@example.gov")
+	h.enroll(t, capped)
+	for _, tc := range []struct {
+		name  string
+		req   EnrollRequest
+		want  error
+		words string
+	}{
+		{"unknown credential type", EnrollRequest{Session: fresh, IdentityName: "Phone", CredentialType: "smart-toaster"}, ErrInvalid, "smart-toaster"},
+		{"empty identity name", EnrollRequest{Session: fresh, IdentityName: ""}, ErrInvalid, "identity name"},
+		{"identity name too long", EnrollRequest{Session: fresh, IdentityName: strings.Repeat("x", 65)}, ErrInvalid, "identity name"},
+		{"identity name not printable", EnrollRequest{Session: fresh, IdentityName: "Phone\x00"}, ErrInvalid, "identity name"},
+		{"sign-in older than 20 minutes", EnrollRequest{Session: old, IdentityName: "Phone"}, ErrSessionTooOld, "sign in"},
+		{"expired session", EnrollRequest{Session: expired, IdentityName: "Phone"}, ErrSessionTooOld, "sign in"},
+		{"no email for S/MIME", EnrollRequest{Session: noEmail, IdentityName: "Phone"}, issuance.ErrNoEmail, "email"},
+		{"terminated identity", EnrollRequest{Session: terminated, IdentityName: "Phone"}, ErrTerminated, "terminated"},
+		{"at the cap", EnrollRequest{Session: capped, IdentityName: "Phone"}, ErrCap, "revoke one"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before, err := h.st.CountLiveSets(ctx, tc.req.Session.PersonID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = h.svc.Enroll(ctx, tc.req)
+			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.words) {
+				t.Fatalf("got %v, want %v saying %q", err, tc.want, tc.words)
+			}
+			if after, _ := h.st.CountLiveSets(ctx, tc.req.Session.PersonID); after != before {
+				t.Errorf("a refused enrollment left a credential set (%d → %d)", before, after)
+			}
+		})
+	}
+}
+
+func TestRedeemRefuses(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	e := h.enroll(t, h.signIn(t, "a@example.gov"))
+	good := e.request(t)
+	otherSecret, _ := code.NewSecret()
+	noSig := e.request(t)
+	delete(noSig.CSRs, issuance.DigitalSignature)
+	extra := e.request(t)
+	extra.CSRs[issuance.KeyManagement] = extra.CSRs[issuance.DerivedPIVAuth]
+	for _, tc := range []struct {
+		name   string
+		change func(*RedeemRequest)
+		want   error
+	}{
+		{"unknown activation", func(r *RedeemRequest) { r.ActivationID = "no-such-activation-id" }, ErrNotAccepted},
+		{"wrong secret", func(r *RedeemRequest) { r.Secret = otherSecret }, ErrNotAccepted},
+		{"a CSR missing", func(r *RedeemRequest) { r.CSRs = noSig.CSRs }, ErrInvalid},
+		{"a CSR for the escrowed key", func(r *RedeemRequest) { r.CSRs = extra.CSRs }, ErrInvalid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := good
+			tc.change(&req)
+			if _, err := h.svc.Redeem(ctx, req, nil); !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+			a, err := h.st.ActivationByID(ctx, e.payload.ID)
+			if err != nil || a.State != store.ActPending || a.FailedAttempts != 0 {
+				t.Fatalf("the activation is %s with %d failed attempts, want pending with none (%v)", a.State, a.FailedAttempts, err)
+			}
+		})
+	}
+	t.Run("wrong password counts", func(t *testing.T) {
+		req := good
+		req.Password = wrongPassword(good.Password)
+		var wrong *WrongPasswordError
+		if _, err := h.svc.Redeem(ctx, req, nil); !errors.As(err, &wrong) || wrong.AttemptsLeft != DefaultMaxAttempts-1 {
+			t.Fatalf("got %v, want a wrong password with %d attempts left", err, DefaultMaxAttempts-1)
+		}
+		req.Password = "12ab5678"
+		if _, err := h.svc.Redeem(ctx, req, nil); !errors.As(err, &wrong) || wrong.AttemptsLeft != DefaultMaxAttempts-2 {
+			t.Fatalf("a password that is not digits: got %v, want a counted wrong password", err)
+		}
+	})
+	t.Run("expired", func(t *testing.T) {
+		e := h.enroll(t, h.signIn(t, "b@example.gov"))
+		h.advance(DefaultLifetime)
+		defer h.advance(-DefaultLifetime)
+		if _, err := h.svc.Redeem(ctx, e.request(t), nil); !errors.Is(err, ErrExpired) {
+			t.Fatalf("got %v, want ErrExpired", err)
+		}
+	})
+	t.Run("redeemed and confirmed", func(t *testing.T) {
+		d, err := h.svc.Redeem(ctx, good, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := h.svc.Redeem(ctx, good, nil)
+		if err != nil || !again.Resumed || !bytes.Equal(again.SHA256, d.SHA256) {
+			t.Fatalf("a resume got %v (resumed %v), want the same package", err, again != nil && again.Resumed)
+		}
+		if _, err := h.svc.Confirm(ctx, d.RedemptionID, good.Secret, d.SHA256); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.svc.Redeem(ctx, good, nil); !errors.Is(err, ErrAlreadyRedeemed) {
+			t.Fatalf("got %v, want ErrAlreadyRedeemed", err)
+		}
+	})
+}
+
+func TestConfirmRefuses(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	e := h.enroll(t, h.signIn(t, "a@example.gov"))
+	req := e.request(t)
+	d, err := h.svc.Redeem(ctx, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherSecret, _ := code.NewSecret()
+	otherSum := sha256.Sum256([]byte("something else"))
+	for _, tc := range []struct {
+		name         string
+		redemptionID string
+		secret, sum  []byte
+		want         error
+	}{
+		{"unknown redemption", "no-such-redemption", req.Secret, d.SHA256, ErrNotAccepted},
+		{"wrong secret", d.RedemptionID, otherSecret, d.SHA256, ErrNotAccepted},
+		{"another package's SHA-256", d.RedemptionID, req.Secret, otherSum[:], ErrHashMismatch},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := h.svc.Confirm(ctx, tc.redemptionID, tc.secret, tc.sum); !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+			if a, _ := h.st.ActivationByID(ctx, e.payload.ID); a.State != store.ActRedeeming {
+				t.Fatalf("the activation is %s, want still redeeming", a.State)
+			}
+		})
+	}
+	t.Run("after the confirm window", func(t *testing.T) {
+		h.advance(DefaultConfirmWindow)
+		defer h.advance(-DefaultConfirmWindow)
+		if _, err := h.svc.Confirm(ctx, d.RedemptionID, req.Secret, d.SHA256); !errors.Is(err, ErrExpired) {
+			t.Fatalf("got %v, want ErrExpired", err)
+		}
+	})
+	t.Run("twice", func(t *testing.T) {
+		if _, err := h.svc.Confirm(ctx, d.RedemptionID, req.Secret, d.SHA256); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.svc.Confirm(ctx, d.RedemptionID, req.Secret, d.SHA256); !errors.Is(err, ErrAlreadyRedeemed) {
+			t.Fatalf("got %v, want ErrAlreadyRedeemed", err)
+		}
+	})
+}
+
+// lockWithPackage redeems (a package waits for its confirmation), then
+// types wrong passwords until the code locks.
+func lockWithPackage(t *testing.T, h *harness) (enrolled, *Delivery) {
+	t.Helper()
+	ctx := context.Background()
+	e := h.enroll(t, h.signIn(t, "a@example.gov"))
+	req := e.request(t)
+	d, err := h.svc.Redeem(ctx, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Password = wrongPassword(req.Password)
+	for i := 0; i < DefaultMaxAttempts-1; i++ {
+		if _, err := h.svc.Redeem(ctx, req, nil); err == nil || errors.Is(err, ErrLocked) {
+			t.Fatalf("attempt %d: %v", i+1, err)
+		}
+	}
+	if _, err := h.svc.Redeem(ctx, req, nil); !errors.Is(err, ErrLocked) {
+		t.Fatalf("the last attempt: got %v, want ErrLocked", err)
+	}
+	return e, d
+}
+
+// TestLockedPackageIsRevoked: a code locked while its package waits
+// revokes what the package carries (keyCompromise: someone is guessing),
+// and the set is abandoned.
+func TestLockedPackageIsRevoked(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	e, d := lockWithPackage(t, h)
+	recs, err := h.st.CertificatesOfSet(ctx, d.Manifest.GetCredentialSetId())
+	if err != nil || len(recs) != 3 {
+		t.Fatalf("%d certificates, %v", len(recs), err)
+	}
+	for _, r := range recs {
+		if !r.Revoked() || issuance.RevocationReason(r.RevocationReason) != issuance.ReasonKeyCompromise {
+			t.Errorf("%s: revoked %v, reason %d; want keyCompromise", r.Serial, r.Revoked(), r.RevocationReason)
+		}
+	}
+	if cs, _ := h.st.CredentialSet(ctx, d.Manifest.GetCredentialSetId()); cs.State != store.SetAbandoned {
+		t.Errorf("the set is %s, want abandoned", cs.State)
+	}
+	if _, err := h.svc.Confirm(ctx, d.RedemptionID, e.payload.Secret, d.SHA256); err == nil {
+		t.Error("a locked redemption was confirmed")
+	}
+}
+
+// TestLockedPackageRevocationFailureIsKept: when the CA cannot revoke at
+// the lockout, the failure is not dropped: it is logged as an error, and
+// the set is left where the sweep finishes the revocation once the CA is
+// back.
+func TestLockedPackageRevocationFailureIsKept(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	e := h.enroll(t, h.signIn(t, "a@example.gov"))
+	req := e.request(t)
+	d, err := h.svc.Redeem(ctx, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setID := d.Manifest.GetCredentialSetId()
+	h.issuer.failRevoke.Store(true)
+	req.Password = wrongPassword(req.Password)
+	for i := 0; i < DefaultMaxAttempts; i++ {
+		_, err = h.svc.Redeem(ctx, req, nil)
+	}
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("got %v, want ErrLocked", err)
+	}
+	if logs := h.logs.String(); !strings.Contains(logs, `"level":"ERROR"`) || !strings.Contains(logs, "the CA is unreachable") ||
+		!strings.Contains(logs, setID) {
+		t.Errorf("the failed revocation was not logged as an error naming the set:\n%s", logs)
+	}
+	if sets, _ := h.st.RevokedSetsWithLiveCertificates(ctx, 10); len(sets) != 1 || sets[0] != setID {
+		t.Fatalf("the sweep would not finish the revocation: %v", sets)
+	}
+	h.issuer.failRevoke.Store(false)
+	if _, err := h.svc.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := h.st.CertificatesOfSet(ctx, setID)
+	for _, r := range recs {
+		if !r.Revoked() {
+			t.Errorf("%s is still live after the sweep", r.Serial)
+		}
+	}
+}
+
+func TestCancelAndRevokeRefuse(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	alice := h.signIn(t, "a@example.gov")
+	e := h.enroll(t, alice)
+	if _, err := h.svc.Cancel(ctx, "no-such-activation", ""); !errors.Is(err, ErrNoSuch) {
+		t.Errorf("unknown activation: got %v, want ErrNoSuch", err)
+	}
+	if _, err := h.svc.RevokeSet(ctx, "person-who-is-not-alice", e.en.CredentialSetID, issuance.ReasonCessationOfOperation); !errors.Is(err, ErrNotYours) {
+		t.Errorf("another person's set: got %v, want ErrNotYours", err)
+	}
+	if cs, _ := h.st.CredentialSet(ctx, e.en.CredentialSetID); cs.State != store.SetPending {
+		t.Errorf("a refused revocation changed the set to %s", cs.State)
+	}
+	if _, err := h.svc.Redeem(ctx, e.request(t), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.svc.Cancel(ctx, e.payload.ID, ""); !errors.Is(err, ErrPrecondition) || !strings.Contains(err.Error(), "only a pending one") {
+		t.Errorf("a redeeming activation: got %v, want ErrPrecondition", err)
+	}
+	pending := h.enroll(t, h.signIn(t, "b@example.gov"))
+	a, err := h.svc.Cancel(ctx, pending.payload.ID, "test")
+	if err != nil || a.State != store.ActExpired {
+		t.Fatalf("cancel: %v, state %s", err, a.State)
+	}
+	if _, err := h.svc.Redeem(ctx, pending.request(t), nil); !errors.Is(err, ErrExpired) {
+		t.Errorf("a cancelled activation redeemed: %v", err)
+	}
+}
