@@ -9,7 +9,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -60,7 +59,7 @@ func TestAdmission(t *testing.T) {
 			} else if tc.want == codes.Unavailable && !strings.Contains(err.Error(), "try again") {
 				t.Fatalf("the error does not say what to do: %v", err)
 			}
-			if n := waiting.n.Load(); n != 0 {
+			if n := waiting.load(); n != 0 {
 				t.Fatalf("%v calls still counted as waiting", n)
 			}
 		})
@@ -89,10 +88,38 @@ func TestAdmissionLimits(t *testing.T) {
 	}
 }
 
-type counter struct{ n atomic.Int64 }
+// counter is the waiting gauge; waitFor blocks on its changes. Its zero
+// value is ready.
+type counter struct {
+	mu       sync.Mutex
+	changed  *sync.Cond // made on first use, under mu
+	n        int64
+	timedOut bool
+}
 
-func (c *counter) Inc() { c.n.Add(1) }
-func (c *counter) Dec() { c.n.Add(-1) }
+// cond is changed; the caller holds mu.
+func (c *counter) cond() *sync.Cond {
+	if c.changed == nil {
+		c.changed = sync.NewCond(&c.mu)
+	}
+	return c.changed
+}
+
+func (c *counter) Inc() { c.add(1) }
+func (c *counter) Dec() { c.add(-1) }
+
+func (c *counter) add(d int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n += d
+	c.cond().Broadcast()
+}
+
+func (c *counter) load() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
 
 // roundTripFunc is an http.RoundTripper.
 type roundTripFunc func(*http.Request) (*http.Response, error)
@@ -186,13 +213,25 @@ func TestSlotTransport(t *testing.T) {
 	}
 }
 
-// waitFor returns once n calls wait for a slot (bounded).
+// waitFor returns once n calls wait for a slot: it wakes on every change
+// of the gauge, not on a timer. A watchdog ends a wait that a broken
+// admission would never end.
 func waitFor(t *testing.T, c *counter, n int64) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); c.n.Load() != n; runtime.Gosched() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d calls waiting, want %d", c.n.Load(), n)
-		}
+	watchdog := time.AfterFunc(time.Minute, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.timedOut = true
+		c.cond().Broadcast()
+	})
+	defer watchdog.Stop()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.n != n && !c.timedOut {
+		c.cond().Wait()
+	}
+	if c.n != n {
+		t.Fatalf("%d calls waiting, want %d", c.n, n)
 	}
 }
 
