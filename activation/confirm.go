@@ -1,8 +1,15 @@
 package activation
 
 import (
+	"bytes"
 	"context"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
 	"fmt"
+
+	"github.com/credgw/credgw/activation/code"
+	"github.com/credgw/credgw/store"
 )
 
 // Confirmed is a completed redemption: the set and the serials it holds.
@@ -49,4 +56,39 @@ func (s *Service) confirmed(ctx context.Context, setID, personID string) (*Confi
 		out.Serials = append(out.Serials, c.Serial)
 	}
 	return out, nil
+}
+
+// confirm completes a redemption: the device proves the secret again and
+// names the SHA-256 of what it installed. The package is deleted.
+func (s *Service) confirm(ctx context.Context, redemptionID string, secret, sum []byte) (*store.CredentialSet, error) {
+	a, err := s.cfg.Store.ActivationByRedemption(ctx, redemptionID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ErrNotAccepted
+	}
+	if err != nil {
+		return nil, err
+	}
+	if subtle.ConstantTimeCompare([]byte(code.LookupHash(secret)), []byte(a.LookupHash)) != 1 {
+		return nil, ErrNotAccepted
+	}
+	if err := s.checkSetNotTerminated(ctx, a.CredentialSetID); err != nil {
+		return nil, err
+	}
+	if a.State == store.ActCompleted {
+		return nil, ErrAlreadyRedeemed
+	}
+	if a.State != store.ActRedeeming || a.Package == nil || !s.cfg.Now().Before(a.ConfirmBy) {
+		return nil, ErrExpired
+	}
+	if !bytes.Equal([]byte(hex.EncodeToString(sum)), []byte(a.PackageSHA256)) {
+		return nil, ErrHashMismatch
+	}
+	if err := s.cfg.Store.Confirm(ctx, redemptionID, s.cfg.Now()); err != nil {
+		if errors.Is(err, store.ErrAlreadyUsed) {
+			return nil, ErrAlreadyRedeemed
+		}
+		return nil, err
+	}
+	cs, err := s.cfg.Store.CredentialSet(ctx, a.CredentialSetID)
+	return &cs, err
 }

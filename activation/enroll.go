@@ -2,7 +2,16 @@ package activation
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"time"
+	"unicode"
 
+	"github.com/credgw/credgw/activation/code"
+	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/store"
 )
 
@@ -32,4 +41,125 @@ func (s *Service) Enroll(ctx context.Context, req EnrollRequest) (*Enrollment, e
 	s.cfg.Log.Info("enrollment created", "person_id", sess.PersonID, "card_uuid", sess.CardUUID, "portal", req.Portal,
 		"activation_id", en.ActivationID, "credential_set_id", en.CredentialSetID, "credential_type", en.CredentialType)
 	return en, nil
+}
+
+// Enrollment is what the person sees: the QR code and the password.
+type Enrollment struct {
+	ActivationID    string
+	CredentialSetID string
+	Payload         string
+	PNG             []byte
+	Text            string
+	Password        string
+	ExpiresAt       time.Time
+	CredentialType  string
+}
+
+func randomID() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+func validName(n string) bool {
+	if len([]rune(n)) < 1 || len([]rune(n)) > 64 {
+		return false
+	}
+	for _, r := range n {
+		if !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// enroll turns a fresh PIV session into an activation. The escrowed
+// encryption key is made now, before anything is issued.
+func (s *Service) enroll(ctx context.Context, sess store.PIVSession, identityName, credentialType string) (*Enrollment, error) {
+	now := s.cfg.Now()
+	if credentialType == "" {
+		credentialType = DefaultCredentialType
+	}
+	profiles, ok := s.cfg.CredentialTypes[credentialType]
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("%w: credential type %q is not configured", ErrInvalid, credentialType)
+	case !validName(identityName):
+		return nil, fmt.Errorf("%w: identity name: 1 to 64 printable characters, e.g. \"Entrust Derived Cred\"", ErrInvalid)
+	case now.Sub(sess.CreatedAt) > s.cfg.SessionMaxAge || !now.Before(sess.ExpiresAt):
+		return nil, ErrSessionTooOld
+	}
+	if err := s.checkNotTerminated(ctx, sess.FASCN, sess.CardUUID, sess.PersonID); err != nil {
+		return nil, err
+	}
+	for _, p := range profiles {
+		if p != issuance.DerivedPIVAuth && sess.Email == "" {
+			return nil, fmt.Errorf("%w: %s", issuance.ErrNoEmail, "the S/MIME certificates need the email of record, and the card gave none")
+		}
+	}
+	n, err := s.cfg.Store.CountLiveSets(ctx, sess.PersonID)
+	if err != nil {
+		return nil, err
+	}
+	if n >= s.cfg.MaxSets {
+		return nil, fmt.Errorf("%w (%d); revoke one (lost or replaced device) first", ErrCap, s.cfg.MaxSets)
+	}
+	cert, err := s.cfg.Store.PIVCertificate(ctx, sess.CertSHA256)
+	if err != nil {
+		return nil, err
+	}
+	pivCert, err := x509.ParseCertificate(cert.DER)
+	if err != nil {
+		return nil, err
+	}
+	escrowID := ""
+	for _, p := range profiles {
+		if p == issuance.KeyManagement {
+			k, err := s.cfg.Escrow.NewKey(ctx, sess.PersonID)
+			if err != nil {
+				return nil, err
+			}
+			escrowID = k.ID
+		}
+	}
+	secret, err := code.NewSecret()
+	if err != nil {
+		return nil, err
+	}
+	password, err := code.NewPassword(s.cfg.PasswordDigits)
+	if err != nil {
+		return nil, err
+	}
+	actID, err := randomID()
+	if err != nil {
+		return nil, err
+	}
+	setID, err := randomID()
+	if err != nil {
+		return nil, err
+	}
+	expires := now.Add(s.cfg.Lifetime)
+	err = s.cfg.Store.CreateEnrollment(ctx, store.CredentialSet{
+		ID: setID, PersonID: sess.PersonID, PIVCertSHA256: sess.CertSHA256, FASCN: sess.FASCN, CardUUID: sess.CardUUID,
+		RawSubject: pivCert.RawSubject, Email: sess.Email, UPN: sess.UPN, IdentityName: identityName,
+		CredentialType: credentialType, EscrowKeyID: escrowID, State: store.SetPending, CreatedAt: now,
+	}, store.Activation{
+		ID: actID, LookupHash: code.LookupHash(secret), Verifier: code.Verifier(secret, password),
+		MaxAttempts: s.cfg.MaxAttempts, CreatedAt: now, ExpiresAt: expires,
+	}, s.cfg.MaxSets)
+	if errors.Is(err, store.ErrLimit) {
+		return nil, fmt.Errorf("%w (%d); revoke one (lost or replaced device) first", ErrCap, s.cfg.MaxSets)
+	}
+	if err != nil {
+		return nil, err
+	}
+	payload := code.Payload{Gateway: s.cfg.Gateway, ID: actID, Secret: secret, Pin: s.cfg.Pin}.String()
+	png, text, err := code.QR(payload, -6) // 6 pixels a module: integer scaling decodes reliably
+	if err != nil {
+		return nil, err
+	}
+	return &Enrollment{ActivationID: actID, CredentialSetID: setID, Payload: payload, PNG: png, Text: text,
+		Password: password, ExpiresAt: expires, CredentialType: credentialType}, nil
 }

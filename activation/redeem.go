@@ -2,8 +2,26 @@ package activation
 
 import (
 	"context"
+	"crypto"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
+
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+
+	"github.com/credgw/credgw/activation/code"
+	"github.com/credgw/credgw/activation/pfx"
+	"github.com/credgw/credgw/issuance"
+	"github.com/credgw/credgw/store"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/proto"
 )
 
 // Redeem checks the activation code and either builds the package (issuing
@@ -54,4 +72,357 @@ func (s *Service) undelivered(ctx context.Context, setID string) {
 	s.cfg.Audit.Set(ctx, "system", "undelivered", setID, "not confirmed in time; its certificates are revoked")
 	s.cfg.Notify.Set(ctx, "key-delivery", setID, "Delivery of your derived credentials failed",
 		"A device downloaded your derived credentials and escrowed encryption keys but never confirmed installing them, so they were revoked. Sign in with your card and enroll again.")
+}
+
+// RedeemRequest is what the device sends.
+type RedeemRequest struct {
+	ActivationID string
+	Secret       []byte
+	Password     string
+	Device       string // JSON description, stored
+	CSRs         map[issuance.Profile]*x509.CertificateRequest
+	Hardware     bool
+}
+
+// Delivery is a credential package ready to stream.
+type Delivery struct {
+	RedemptionID string
+	Manifest     *credgwv1.Manifest
+	Package      []byte // serialised CredentialPackage
+	SHA256       []byte
+	// Resumed is true when the package was built by an earlier call.
+	Resumed bool
+}
+
+// Progress reports a stage ("issuing 1/3").
+type Progress func(stage credgwv1.Stage, current, total int, message string)
+
+// check finds the activation and checks the secret and the password,
+// counting a wrong password.
+func (s *Service) check(ctx context.Context, id string, secret []byte, password string) (store.Activation, string, error) {
+	a, err := s.cfg.Store.ActivationByID(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return a, "", ErrNotAccepted
+	}
+	if err != nil {
+		return a, "", err
+	}
+	if subtle.ConstantTimeCompare([]byte(code.LookupHash(secret)), []byte(a.LookupHash)) != 1 {
+		return a, "", ErrNotAccepted
+	}
+	switch a.State {
+	case store.ActLocked:
+		return a, "", ErrLocked
+	case store.ActExpired:
+		return a, "", ErrExpired
+	case store.ActCompleted:
+		return a, "", ErrAlreadyRedeemed
+	case store.ActPending:
+		if !s.cfg.Now().Before(a.ExpiresAt) {
+			return a, "", ErrExpired
+		}
+	}
+	pw, ferr := code.NormalizePassword(password)
+	if ferr != nil || !code.CheckPassword(secret, pw, a.Verifier) {
+		n, state, err := s.cfg.Store.RecordFailedAttempt(ctx, a.ID)
+		switch {
+		case errors.Is(err, store.ErrAlreadyUsed):
+			return a, "", ErrAlreadyRedeemed
+		case err != nil:
+			return a, "", err
+		case state == store.ActLocked:
+			if a.State == store.ActRedeeming {
+				// Locked with a package waiting: what it carried is revoked
+				// (someone is guessing). The set is abandoned by the lock,
+				// so a revocation that fails here is finished by the sweep.
+				if err := s.revokeSet(context.WithoutCancel(ctx), a.CredentialSetID, time.Time{}, issuance.ReasonKeyCompromise); err != nil {
+					s.cfg.Log.Error("locked with a package waiting: revoking what it carried failed; the sweep retries",
+						"credential_set_id", a.CredentialSetID, "cause", err.Error())
+				}
+			}
+			return a, "", ErrLocked
+		}
+		return a, "", &WrongPasswordError{AttemptsLeft: a.MaxAttempts - n}
+	}
+	return a, pw, nil
+}
+
+// redeem checks the activation and either builds the package (issuing the
+// certificates, once) or returns the one an earlier call built (resume).
+func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progress) (*Delivery, error) {
+	if progress == nil {
+		progress = func(credgwv1.Stage, int, int, string) {}
+	}
+	a, password, err := s.check(ctx, req.ActivationID, req.Secret, req.Password)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := code.SealKey(req.Secret, password)
+	if err != nil {
+		return nil, err
+	}
+	if a.State == store.ActRedeeming {
+		if a.Package == nil {
+			return nil, ErrInProgress
+		}
+		if err := s.checkSetNotTerminated(ctx, a.CredentialSetID); err != nil {
+			return nil, err
+		}
+		return s.resume(a, aead)
+	}
+	progress(credgwv1.Stage_STAGE_VALIDATING, 1, 1, "checking the certificate requests")
+	cs, err := s.cfg.Store.CredentialSet(ctx, a.CredentialSetID)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkNotTerminated(ctx, cs.FASCN, cs.CardUUID, cs.PersonID); err != nil {
+		return nil, err
+	}
+	devProfiles, err := s.DeviceProfiles(cs.CredentialType)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range devProfiles {
+		if req.CSRs[p] == nil {
+			return nil, fmt.Errorf("%w: a CSR for %s is required", ErrInvalid, p)
+		}
+	}
+	for p := range req.CSRs {
+		if !contains(devProfiles, p) {
+			return nil, fmt.Errorf("%w: no CSR is taken for %s (credgw makes and escrows that key)", ErrInvalid, p)
+		}
+	}
+	rid, err := randomID()
+	if err != nil {
+		return nil, err
+	}
+	// The transition to redeeming happens once (one conditional UPDATE).
+	if err := s.cfg.Store.BeginRedemption(ctx, a.ID, rid, s.cfg.Now()); err != nil {
+		if errors.Is(err, store.ErrAlreadyUsed) {
+			return nil, ErrAlreadyRedeemed
+		}
+		return nil, err
+	}
+	if req.Device != "" {
+		if err := s.cfg.Store.SetDevice(ctx, cs.ID, req.Device); err != nil {
+			_ = s.cfg.Store.AbortRedemption(context.WithoutCancel(ctx), a.ID, rid)
+			return nil, err
+		}
+	}
+	d, err := s.issue(ctx, a, cs, rid, req, aead, progress)
+	if err != nil {
+		// Nothing was delivered: revoke what was issued, give the set a new
+		// escrow key (the old one may be certified already) and the
+		// activation back, so that a corrected request can redeem it. The
+		// caller may have gone: this work must not depend on its context.
+		bg := context.WithoutCancel(ctx)
+		if rerr := s.revokeSet(bg, cs.ID, time.Time{}, issuance.ReasonCessationOfOperation); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		if cs.EscrowKeyID != "" {
+			if k, kerr := s.cfg.Escrow.NewKey(bg, cs.PersonID); kerr != nil {
+				err = errors.Join(err, kerr)
+			} else if kerr := s.cfg.Store.SetEscrowKey(bg, cs.ID, k.ID); kerr != nil {
+				err = errors.Join(err, kerr)
+			}
+		}
+		if aerr := s.cfg.Store.AbortRedemption(bg, a.ID, rid); aerr != nil {
+			err = errors.Join(err, aerr)
+		}
+		return nil, err
+	}
+	return d, nil
+}
+
+func contains(ps []issuance.Profile, p issuance.Profile) bool {
+	for _, q := range ps {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Service) resume(a store.Activation, aead cipher.AEAD) (*Delivery, error) {
+	n := aead.NonceSize()
+	if len(a.Package) < n {
+		return nil, errors.New("activation: stored package is damaged")
+	}
+	pkg, err := aead.Open(nil, a.Package[:n], a.Package[n:], []byte(a.ID))
+	if err != nil {
+		return nil, errors.New("activation: stored package does not open")
+	}
+	var m credgwv1.Manifest
+	if err := proto.Unmarshal(a.Manifest, &m); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(pkg)
+	return &Delivery{RedemptionID: a.RedemptionID, Manifest: &m, Package: pkg, SHA256: sum[:], Resumed: true}, nil
+}
+
+// issue makes every certificate of the set and the sealed package.
+func (s *Service) issue(ctx context.Context, a store.Activation, cs store.CredentialSet, rid string, req RedeemRequest, aead cipher.AEAD, progress Progress) (*Delivery, error) {
+	pivRec, err := s.cfg.Store.PIVCertificate(ctx, cs.PIVCertSHA256)
+	if err != nil {
+		return nil, err
+	}
+	pivCert, err := x509.ParseCertificate(pivRec.DER)
+	if err != nil {
+		return nil, err
+	}
+	id := issuance.Identity{RawSubject: cs.RawSubject, Email: cs.Email, UPN: cs.UPN, PIVCertSHA256: cs.PIVCertSHA256,
+		FASCN: cs.FASCN, CardUUID: cs.CardUUID, PersonID: cs.PersonID, CardKey: pivCert.PublicKey}
+	profiles := s.cfg.CredentialTypes[cs.CredentialType]
+	othersThan := func(p issuance.Profile) []crypto.PublicKey {
+		var out []crypto.PublicKey
+		for q, c := range req.CSRs {
+			if q != p {
+				out = append(out, c.PublicKey)
+			}
+		}
+		return out
+	}
+	pkg := code.NewPackage(cs.ID)
+	add := pkg.Add
+	// The certificates are independent: they are issued side by side (a
+	// redemption takes as long as its slowest issuance, not their sum).
+	// All finish before this returns, so that on any failure the caller
+	// revokes every certificate that was recorded.
+	var mu sync.Mutex // progress and the results
+	issued := make([]*issuance.Issued, len(profiles))
+	escrowed := make([]*issuance.EscrowedKey, len(profiles))
+	done := 0
+	g, gctx := errgroup.WithContext(ctx)
+	for i, p := range profiles {
+		g.Go(func() error {
+			csr := req.CSRs[p]
+			if p == issuance.KeyManagement {
+				k, err := s.cfg.Escrow.Key(gctx, cs.EscrowKeyID, cs.PersonID)
+				if err != nil {
+					return err
+				}
+				der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k.Key)
+				if err != nil {
+					return err
+				}
+				if csr, err = x509.ParseCertificateRequest(der); err != nil {
+					return err
+				}
+				escrowed[i] = k
+			}
+			got, err := s.cfg.Issuer.Issue(gctx, issuance.Request{Profile: p, CSR: csr, Identity: id, CredentialSetID: cs.ID,
+				HardwareBacked: req.Hardware, OtherKeys: othersThan(p)})
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			issued[i] = got
+			done++
+			progress(credgwv1.Stage_STAGE_ISSUING, done, len(profiles), "issued the "+string(p)+" certificate")
+			return nil
+		})
+	}
+	// The key history is unsealed meanwhile: it does not depend on what
+	// is being issued.
+	var history []*issuance.EscrowedKey
+	if cs.EscrowKeyID != "" {
+		g.Go(func() error {
+			h, err := s.cfg.Escrow.History(gctx, cs.PersonID, cs.EscrowKeyID, MaxKeyHistory)
+			if err != nil {
+				return fmt.Errorf("activation: the key history: %w", err)
+			}
+			history = h
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	var chain [][]byte
+	for _, c := range issued[0].Chain {
+		chain = append(chain, c.Raw)
+	}
+	for i, p := range profiles {
+		got := issued[i]
+		serial := got.Certificate.SerialNumber.Text(16)
+		if escrowed[i] == nil {
+			add(string(p)+".crt", credgwv1.ItemKind_ITEM_KIND_CERTIFICATE, protoProfile(p), serial, got.Certificate.Raw, nil, 0)
+			continue
+		}
+		if err := s.cfg.Escrow.Certified(ctx, escrowed[i].ID, serial, got.Certificate.NotAfter); err != nil {
+			return nil, err
+		}
+		if err := addKeyHistory(escrowed[i], got.Certificate, history, req.Secret, req.Password, add, got.Chain); err != nil {
+			return nil, err
+		}
+	}
+	progress(credgwv1.Stage_STAGE_PACKAGING, 1, 1, "sealing the package")
+	add("chain.der", credgwv1.ItemKind_ITEM_KIND_CHAIN, credgwv1.Profile_PROFILE_UNSPECIFIED, "", nil, chain, 0)
+	plain, manifest, err := pkg.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	sealed := aead.Seal(nonce, nonce, plain, []byte(a.ID))
+	sum := sha256.Sum256(plain)
+	if err := s.cfg.Store.StorePackage(ctx, a.ID, rid, sealed, hex.EncodeToString(sum[:]), int64(len(plain)), manifest,
+		s.cfg.Now().Add(s.cfg.ConfirmWindow)); err != nil {
+		return nil, err
+	}
+	return &Delivery{RedemptionID: rid, Manifest: pkg.Manifest(), Package: plain, SHA256: sum[:]}, nil
+}
+
+// addKeyHistory adds the person's escrowed key-management keys as one
+// PKCS#12, encryption.p12: the current key (just certified) first, then
+// the history newest first, each with its certificate and a friendly name
+// that says which it is. Its password is derived from the QR secret and the
+// typed password (see TransportPKCS12Iterations).
+//
+// A PIV card holds at most 20 retired key-management keys (FIPS 201-3
+// §4.2.2, keys 82–95); the device gets the current key and the 20 newest
+// before it (MaxKeyHistory). Older keys stay in escrow for recovery.
+func addKeyHistory(current *issuance.EscrowedKey, cert *x509.Certificate, history []*issuance.EscrowedKey, secret []byte, password string,
+	add func(string, credgwv1.ItemKind, credgwv1.Profile, string, []byte, [][]byte, int32), caChain []*x509.Certificate) error {
+	pw, err := code.NormalizePassword(password)
+	if err != nil {
+		return err
+	}
+	p12pw, err := code.PKCS12Password(secret, pw)
+	if err != nil {
+		return err
+	}
+	entries := make([]pfx.Entry, 0, 1+len(history))
+	entries = append(entries, pfx.Entry{Key: current.Key, Certificate: cert, FriendlyName: code.KeyHistoryName(0, cert)})
+	for _, k := range history {
+		c, err := x509.ParseCertificate(k.CertDER)
+		if err != nil {
+			return fmt.Errorf("activation: the certificate of escrowed key %s: %w", k.ID, err)
+		}
+		if !k.Key.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(c.PublicKey) {
+			return fmt.Errorf("activation: escrowed key %s is not the key of its recorded certificate %s (check the escrow row and the certificates table)", k.ID, k.CertSerial)
+		}
+		entries = append(entries, pfx.Entry{Key: k.Key, Certificate: c, FriendlyName: code.KeyHistoryName(len(entries), c)})
+	}
+	p12, err := pfx.Encode(entries, caChain, p12pw, code.TransportPKCS12Iterations)
+	if err != nil {
+		return fmt.Errorf("activation: PKCS#12: %w", err)
+	}
+	add("encryption.p12", credgwv1.ItemKind_ITEM_KIND_PKCS12, credgwv1.Profile_PROFILE_KEY_MANAGEMENT, cert.SerialNumber.Text(16), p12, nil, int32(len(entries)))
+	return nil
+}
+
+func protoProfile(p issuance.Profile) credgwv1.Profile {
+	switch p {
+	case issuance.DerivedPIVAuth:
+		return credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH
+	case issuance.DigitalSignature:
+		return credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE
+	case issuance.KeyManagement:
+		return credgwv1.Profile_PROFILE_KEY_MANAGEMENT
+	}
+	return credgwv1.Profile_PROFILE_UNSPECIFIED
 }

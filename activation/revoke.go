@@ -1,0 +1,137 @@
+package activation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/credgw/credgw/issuance"
+	"github.com/credgw/credgw/store"
+)
+
+// revokeSet revokes the unrevoked certificates of a set created before
+// before (zero: all), and reports the first failure.
+func (s *Service) revokeSet(ctx context.Context, setID string, before time.Time, reason issuance.RevocationReason) error {
+	recs, err := s.cfg.Store.CertificatesOfSet(ctx, setID)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, r := range recs {
+		if r.Revoked() || (!before.IsZero() && !r.CreatedAt.Before(before)) {
+			continue
+		}
+		if err := s.cfg.Issuer.Revoke(ctx, r.Serial, reason); err != nil && !errors.Is(err, issuance.ErrAlreadyRevoked) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ErrNotYours means a credential set belongs to another person.
+var ErrNotYours = errors.New("activation: no such credential set of yours")
+
+// RevokeSet revokes every certificate of one of the person's credential
+// sets (lost or replaced device) and marks it revoked. Revoking a revoked set
+// is not an error.
+func (s *Service) RevokeSet(ctx context.Context, personID, setID string, reason issuance.RevocationReason) (*store.CredentialSet, error) {
+	cs, err := s.cfg.Store.CredentialSet(ctx, setID)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && cs.PersonID != personID) {
+		return nil, ErrNotYours
+	}
+	if err != nil {
+		return nil, err
+	}
+	// The activation is ended first, so nothing can be redeemed after.
+	if err := s.cfg.Store.RevokeCredentialSet(ctx, setID, s.cfg.Now()); err != nil {
+		return nil, err
+	}
+	if err := s.revokeSet(ctx, setID, time.Time{}, reason); err != nil {
+		return nil, err
+	}
+	cs.State = store.SetRevoked
+	return &cs, nil
+}
+
+func (s *Service) checkNotTerminated(ctx context.Context, fascn []byte, cardUUID, personID string) error {
+	t, err := s.cfg.Store.Terminated(ctx, fascn, cardUUID, personID)
+	if err != nil {
+		return err
+	}
+	if t {
+		return ErrTerminated
+	}
+	return nil
+}
+
+func (s *Service) checkSetNotTerminated(ctx context.Context, setID string) error {
+	cs, err := s.cfg.Store.CredentialSet(ctx, setID)
+	if err != nil {
+		return err
+	}
+	return s.checkNotTerminated(ctx, cs.FASCN, cs.CardUUID, cs.PersonID)
+}
+
+// RevokeIdentity revokes every derived credential of a PIV identity (a card
+// or a person) and returns the serials it revoked. With terminate, the
+// identity is recorded as terminated first, so that no enrollment or
+// redemption racing with the revocation can issue after it. It does not
+// stop at the caller's cancellation (a half-done termination is worse than
+// a late one), and it goes through every set even when one fails — sets
+// already marked revoked or abandoned too, since their certificates may not
+// all be revoked yet (an earlier attempt that failed at the CA) — and
+// reports all failures; calling it again finishes the job.
+func (s *Service) RevokeIdentity(ctx context.Context, sel store.IdentitySelector, reason issuance.RevocationReason, terminate bool, comment string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	if terminate {
+		if err := s.cfg.Store.Terminate(ctx, store.Termination{Selector: sel, TerminatedAt: s.cfg.Now(), Comment: comment}); err != nil {
+			return nil, err
+		}
+	}
+	sets, err := s.cfg.Store.CredentialSetsOfIdentity(ctx, sel)
+	if err != nil {
+		return nil, err
+	}
+	var serials []string
+	var errs []error
+	for _, cs := range sets {
+		before, err := s.cfg.Store.CertificatesOfSet(ctx, cs.ID)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("credential set %s: %w", cs.ID, err))
+			continue
+		}
+		live := map[string]bool{}
+		for _, r := range before {
+			if !r.Revoked() {
+				live[r.Serial] = true
+			}
+		}
+		switch cs.State {
+		case store.SetPending, store.SetRedeeming, store.SetActive:
+			// The activation is ended first, so nothing can be redeemed after.
+			if err := s.cfg.Store.RevokeCredentialSet(ctx, cs.ID, s.cfg.Now()); err != nil {
+				errs = append(errs, fmt.Errorf("credential set %s: %w", cs.ID, err))
+				continue
+			}
+		}
+		if len(live) == 0 {
+			continue
+		}
+		if err := s.revokeSet(ctx, cs.ID, time.Time{}, reason); err != nil {
+			errs = append(errs, fmt.Errorf("credential set %s: %w", cs.ID, err))
+		}
+		after, err := s.cfg.Store.CertificatesOfSet(ctx, cs.ID)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("credential set %s: %w", cs.ID, err))
+			continue
+		}
+		for _, r := range after {
+			if live[r.Serial] && r.Revoked() {
+				serials = append(serials, r.Serial)
+			}
+		}
+	}
+	return serials, errors.Join(errs...)
+}
