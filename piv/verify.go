@@ -76,6 +76,13 @@ type Verifier struct {
 	paths  pathCache
 }
 
+// Defaults of the piv section (credgw.yaml) that the verifier uses.
+const (
+	DefaultOCSPTimeout     = 5 * time.Second
+	DefaultCRLTimeout      = 10 * time.Second
+	DefaultPersonAttribute = "fascn"
+)
+
 // NewVerifier checks opts and fills in defaults.
 func NewVerifier(opts Options) (*Verifier, error) {
 	if opts.Roots == nil {
@@ -91,7 +98,7 @@ func NewVerifier(opts Options) (*Verifier, error) {
 	}
 	switch opts.PersonAttribute {
 	case "":
-		opts.PersonAttribute = "fascn"
+		opts.PersonAttribute = DefaultPersonAttribute
 	case "fascn", "upn", "email":
 	default:
 		return nil, fmt.Errorf("piv: person attribute %q: use fascn, upn or email", opts.PersonAttribute)
@@ -100,10 +107,10 @@ func NewVerifier(opts Options) (*Verifier, error) {
 		opts.HTTPClient = &http.Client{}
 	}
 	if opts.OCSPTimeout <= 0 {
-		opts.OCSPTimeout = 5 * time.Second
+		opts.OCSPTimeout = DefaultOCSPTimeout
 	}
 	if opts.CRLTimeout <= 0 {
-		opts.CRLTimeout = 10 * time.Second
+		opts.CRLTimeout = DefaultCRLTimeout
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now

@@ -20,6 +20,8 @@ import (
 	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/activation/lifecycle"
 	"github.com/credgw/credgw/activation/notify"
+	"github.com/credgw/credgw/issuance"
+	"github.com/credgw/credgw/piv"
 	"github.com/credgw/credgw/piv/session"
 	"github.com/credgw/credgw/store"
 	"gopkg.in/yaml.v3"
@@ -306,10 +308,10 @@ func (c *Config) applyDefaults() {
 		c.PIV.Policies = []string{DefaultPolicy}
 	}
 	if c.PIV.OCSPTimeout.Duration == 0 {
-		c.PIV.OCSPTimeout.Duration = 5 * time.Second
+		c.PIV.OCSPTimeout.Duration = piv.DefaultOCSPTimeout
 	}
 	if c.PIV.CRLTimeout.Duration == 0 {
-		c.PIV.CRLTimeout.Duration = 10 * time.Second
+		c.PIV.CRLTimeout.Duration = piv.DefaultCRLTimeout
 	}
 	if c.PIV.ChallengeTTL.Duration == 0 {
 		c.PIV.ChallengeTTL.Duration = DefaultChallengeTTL
@@ -318,7 +320,7 @@ func (c *Config) applyDefaults() {
 		c.PIV.SessionTTL.Duration = DefaultSessionTTL
 	}
 	if c.PIV.PersonAttribute == "" {
-		c.PIV.PersonAttribute = "fascn"
+		c.PIV.PersonAttribute = piv.DefaultPersonAttribute
 	}
 	if c.Limits.MaxRecvBytes == 0 {
 		c.Limits.MaxRecvBytes = DefaultMaxRecvBytes
@@ -342,7 +344,7 @@ func (c *Config) applyDefaults() {
 		c.CA.BaseURL = "http://" + c.Listen.HTTP
 	}
 	if c.CA.Validity.Duration == 0 {
-		c.CA.Validity.Duration = 365 * 24 * time.Hour
+		c.CA.Validity.Duration = issuance.DefaultValidity
 	}
 	if c.Enroll.GatewayAddress == "" {
 		c.Enroll.GatewayAddress = c.Listen.GRPC
@@ -363,7 +365,7 @@ func (c *Config) applyDefaults() {
 		c.Enroll.ConfirmWindow.Duration = activation.DefaultConfirmWindow
 	}
 	if c.Escrow.KeyType == "" {
-		c.Escrow.KeyType = "rsa2048"
+		c.Escrow.KeyType = string(issuance.EscrowRSA2048)
 	}
 	if c.Renewal.OpensAtPercent == 0 {
 		c.Renewal.OpensAtPercent = activation.DefaultRenewalPercent
