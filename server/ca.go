@@ -3,17 +3,9 @@ package server
 import (
 	"context"
 	"crypto"
-	"crypto/sha256"
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
-
-	"github.com/credgw/credgw/activation"
-	"github.com/credgw/credgw/activation/audit"
-	"github.com/credgw/credgw/activation/lifecycle"
-	"github.com/credgw/credgw/activation/notify"
-	"github.com/credgw/credgw/piv/session"
 
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/pkcs11"
@@ -228,47 +220,4 @@ func placeCert(src, dst string) error {
 		return err
 	}
 	return os.Rename(src, dst)
-}
-
-// newServices builds the application services on the parts: the audit
-// log and the outbox on the store, PKI-AUTH sessions on the verifier, and,
-// when a CA is configured, enrollment and redemption and the lifecycle on
-// the CA and the escrow.
-func (s *Server) newServices(ctx context.Context, o options) error {
-	cfg := s.cfg
-	now := func() time.Time { return s.now() }
-	s.audit = audit.New(s.store, s.log, now)
-	var err error
-	if s.outbox, err = notify.New(cfg.Notify, cfg.Path, s.store, s.log, now); err != nil {
-		return err
-	}
-	if s.sessions, err = session.New(session.Config{GatewayID: cfg.GatewayID, ChallengeTTL: cfg.PIV.ChallengeTTL.Duration,
-		SessionTTL: cfg.PIV.SessionTTL.Duration, Store: s.store, Verifier: s.verifier, Audit: s.audit, Log: s.log, Now: now}); err != nil {
-		return err
-	}
-	if cfg.CA.CertificateFile == "" {
-		return nil
-	}
-	s.hsm = newHSM(cfg)
-	if s.ca, s.escrow, err = loadCA(ctx, cfg, s.hsm, s.store, o); err != nil {
-		return err
-	}
-	anchors, err := readCerts([]string{cfg.Path(cfg.Enroll.TLSAnchorFile)})
-	if err != nil {
-		return fmt.Errorf("enrollment.tls_anchor_file: %w", err)
-	}
-	pin := sha256.Sum256(anchors[0].Raw)
-	if s.activation, err = activation.New(activation.Config{
-		Store: s.store, Issuer: s.ca, Escrow: s.escrow, Gateway: cfg.Enroll.GatewayAddress, Pin: pin[:],
-		PasswordDigits: cfg.Enroll.PasswordDigits, Lifetime: cfg.Enroll.Lifetime.Duration, MaxAttempts: cfg.Enroll.MaxAttempts,
-		MaxSets: cfg.Enroll.MaxSets, ConfirmWindow: cfg.Enroll.ConfirmWindow.Duration, RenewalPercent: cfg.Renewal.OpensAtPercent,
-		Verifier: s.verifier, Audit: s.audit, Notify: s.outbox, Log: s.log, Now: now,
-	}); err != nil {
-		return err
-	}
-	s.lifecycle, err = lifecycle.New(lifecycle.Config{Store: s.store, Activation: s.activation, CA: s.ca, Verifier: s.verifier,
-		Audit: s.audit, Notify: s.outbox, Log: s.log, Now: now, UnknownStatus: s.metrics.linkageUnknown.Inc,
-		Linkage: lifecycle.Linkage{FirstCheck: cfg.Linkage.FirstCheck.Duration, Interval: cfg.Linkage.Interval.Duration,
-			MaxUnknown: cfg.Linkage.MaxUnknown.Duration, OnUnknown: cfg.Linkage.OnUnknown}})
-	return err
 }
