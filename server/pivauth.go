@@ -55,11 +55,7 @@ func (a *pivAuthService) CompleteSession(ctx context.Context, req *credgwv1.Comp
 	if !ok {
 		return nil, status.Errorf(codes.InvalidArgument, "signature_algorithm %v is not supported", req.GetSignatureAlgorithm())
 	}
-	certs, err := piv.ParseCertificates(append([][]byte{req.GetPivAuthCertificate()}, req.GetIntermediates()...)...)
-	if err != nil {
-		return nil, err
-	}
-	p := session.Proof{SessionID: req.GetSessionId(), Chain: certs, Algorithm: alg, Signature: req.GetSignature(),
+	p := session.Proof{SessionID: req.GetSessionId(), Certificates: append([][]byte{req.GetPivAuthCertificate()}, req.GetIntermediates()...), Algorithm: alg, Signature: req.GetSignature(),
 		DigitalSignature: req.GetDigitalSignatureCertificate()}
 	if c, ok := callerFrom(ctx); ok && c.role == rolePIV {
 		p.TLSCard = c.cert

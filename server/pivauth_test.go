@@ -184,6 +184,15 @@ func TestPKIAuthRefusals(t *testing.T) {
 			_, err := client.CompleteSession(ctx, &credgwv1.CompleteSessionRequest{SessionId: b.GetSessionId(), PivAuthCertificate: []byte("\x30\x82garbage"), Signature: good.sign(t, b)})
 			return err
 		}, codes.InvalidArgument},
+		{"garbage DER spends the challenge", false, false, func(t *testing.T) error {
+			b, _ := client.BeginSession(ctx, &credgwv1.BeginSessionRequest{})
+			_, err := client.CompleteSession(ctx, &credgwv1.CompleteSessionRequest{SessionId: b.GetSessionId(), PivAuthCertificate: []byte("\x30\x82garbage"), Signature: good.sign(t, b)})
+			wantCode(t, err, codes.InvalidArgument)
+			// Single use whatever follows: the good certificate cannot
+			// take the challenge that was spent.
+			_, err = client.CompleteSession(ctx, &credgwv1.CompleteSessionRequest{SessionId: b.GetSessionId(), PivAuthCertificate: good.auth.Raw, Signature: good.sign(t, b)})
+			return err
+		}, codes.FailedPrecondition},
 		{"garbage intermediate", false, false, func(t *testing.T) error {
 			b, _ := client.BeginSession(ctx, &credgwv1.BeginSessionRequest{})
 			_, err := client.CompleteSession(ctx, &credgwv1.CompleteSessionRequest{SessionId: b.GetSessionId(), PivAuthCertificate: good.auth.Raw,

@@ -130,11 +130,12 @@ func (s *Service) Begin(ctx context.Context) (store.Challenge, error) {
 // Proof is a card's answer to a challenge.
 type Proof struct {
 	SessionID string
-	// Chain is the PIV Authentication certificate and the intermediates
-	// the client sent.
-	Chain     []*x509.Certificate
-	Algorithm piv.SignatureAlgorithm
-	Signature []byte
+	// Certificates are the DER PIV Authentication certificate and the
+	// intermediates the client sent; they are parsed after the challenge
+	// is spent.
+	Certificates [][]byte
+	Algorithm    piv.SignatureAlgorithm
+	Signature    []byte
 	// DigitalSignature is the card's 9C certificate, or nil: the email of
 	// record comes from it when 9A has none.
 	DigitalSignature []byte
@@ -156,8 +157,9 @@ type Opened struct {
 	Fingerprint string
 }
 
-// Complete spends the challenge (single use, whatever follows), checks the
-// card's signature over it and its certificate, and opens a session.
+// Complete spends the challenge (single use, whatever follows: a malformed
+// certificate too), checks the card's signature over it and its
+// certificate, and opens a session.
 func (s *Service) Complete(ctx context.Context, p Proof) (*Opened, error) {
 	now := s.cfg.Now()
 	ch, err := s.cfg.Store.ConsumeChallenge(ctx, p.SessionID, now)
@@ -173,7 +175,11 @@ func (s *Service) Complete(ctx context.Context, p Proof) (*Opened, error) {
 		return nil, fmt.Errorf("%w at %s; call BeginSession again and sign within %s", ErrChallengeExpired,
 			ch.ExpiresAt.UTC().Format("15:04:05Z"), s.cfg.ChallengeTTL)
 	}
-	leaf, inter := p.Chain[0], p.Chain[1:]
+	chain, err := piv.ParseCertificates(p.Certificates...)
+	if err != nil {
+		return nil, err
+	}
+	leaf, inter := chain[0], chain[1:]
 	if p.TLSCard != nil && !bytes.Equal(p.TLSCard.Raw, leaf.Raw) {
 		return nil, ErrNotTLSCard
 	}

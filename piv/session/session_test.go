@@ -157,7 +157,7 @@ func (c card) sign(t *testing.T, ch store.Challenge) []byte {
 }
 
 func (c card) proof(t *testing.T, ch store.Challenge) session.Proof {
-	return session.Proof{SessionID: ch.SessionID, Chain: []*x509.Certificate{c.cert}, Algorithm: piv.SigAuto,
+	return session.Proof{SessionID: ch.SessionID, Certificates: [][]byte{c.cert.Raw}, Algorithm: piv.SigAuto,
 		Signature: c.sign(t, ch), Source: "192.0.2.1"}
 }
 
@@ -283,6 +283,16 @@ func TestCompleteRejects(t *testing.T) {
 			p.Signature = nil
 			return p
 		}, piv.ErrBadSignature, true},
+		{"malformed certificate", func(t *testing.T, f *fixture, c card, ch store.Challenge) session.Proof {
+			p := c.proof(t, ch)
+			p.Certificates = [][]byte{[]byte("\x30\x82garbage")}
+			return p
+		}, piv.ErrMalformed, true},
+		{"malformed intermediate", func(t *testing.T, f *fixture, c card, ch store.Challenge) session.Proof {
+			p := c.proof(t, ch)
+			p.Certificates = append(p.Certificates, []byte{0x30, 0x00})
+			return p
+		}, piv.ErrMalformed, true},
 		{"terminated card", func(t *testing.T, f *fixture, c card, ch store.Challenge) session.Proof {
 			if err := f.st.Terminate(context.Background(), store.Termination{Selector: store.IdentitySelector{CardUUID: c.uuid},
 				TerminatedAt: f.clock.Now()}); err != nil {
@@ -362,7 +372,7 @@ func TestCompleteSucceeds(t *testing.T) {
 	}
 	fp := sha256.Sum256(c.cert.Raw)
 	if o.Token == "" || o.Fingerprint != hex.EncodeToString(fp[:]) || o.Identity.CardUUID != c.uuid || o.Identity.PersonID == "" ||
-		!o.ExpiresAt.Equal(f.clock.Now().Add(sessionTTL)) || o.Leaf != c.cert {
+		!o.ExpiresAt.Equal(f.clock.Now().Add(sessionTTL)) || !o.Leaf.Equal(c.cert) {
 		t.Fatalf("opened %+v", o)
 	}
 	sess, err := f.svc.Lookup(ctx, o.Token, nil)
