@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/credgw/credgw/issuance"
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/store"
 )
 
@@ -59,8 +60,10 @@ type RekeyRequest struct {
 	RedemptionID string
 	Secret       []byte
 	Password     string
-	CSRs         map[issuance.Profile]*x509.CertificateRequest
-	Hardware     bool
+	// CSRs are read (ParseCSRs) once the caller's right to renew is
+	// established: who calls is checked before what the request carries.
+	CSRs     []*credgwv1.CertificateRequest
+	Hardware bool
 }
 
 // Rekey issues new certificates for new device keys (Common Policy §3.3.1:
@@ -69,11 +72,15 @@ type RekeyRequest struct {
 // (checked now, OCSP then CRL) and not terminated. A repeated call with the
 // redemption id resumes the same package.
 func (s *Service) Rekey(ctx context.Context, req RekeyRequest, progress Progress) (*Delivery, error) {
+	if s.cfg.Verifier == nil {
+		return nil, errors.New("activation: renewal needs the PIV verifier (Config.Verifier)")
+	}
 	rec, old, err := s.RenewalCredential(ctx, req.Current)
 	if err != nil {
 		return nil, err
 	}
 	var actID string
+	var csrs map[issuance.Profile]*x509.CertificateRequest
 	if req.RedemptionID != "" {
 		// A resume: the same activation, proven by the same secret.
 		a, err := s.cfg.Store.ActivationByRedemption(ctx, req.RedemptionID)
@@ -81,6 +88,9 @@ func (s *Service) Rekey(ctx context.Context, req RekeyRequest, progress Progress
 			return nil, ErrNotAccepted
 		}
 		if err := s.renewalOf(ctx, a, old); err != nil {
+			return nil, err
+		}
+		if csrs, err = ParseCSRs(req.CSRs); err != nil {
 			return nil, err
 		}
 		actID = a.ID
@@ -100,12 +110,15 @@ func (s *Service) Rekey(ctx context.Context, req RekeyRequest, progress Progress
 		if _, err := s.cfg.Verifier.VerifyPIVAuth(ctx, card, nil); err != nil {
 			return nil, fmt.Errorf("the card's PIV Authentication certificate: %w", err)
 		}
+		if csrs, err = ParseCSRs(req.CSRs); err != nil {
+			return nil, err
+		}
 		if actID, err = s.enrollRenewal(ctx, old, req.Secret, req.Password); err != nil {
 			return nil, err
 		}
 	}
 	d, err := s.redeem(ctx, RedeemRequest{
-		ActivationID: actID, Secret: req.Secret, Password: req.Password, Device: old.Device, CSRs: req.CSRs, Hardware: req.Hardware,
+		ActivationID: actID, Secret: req.Secret, Password: req.Password, Device: old.Device, CSRs: csrs, Hardware: req.Hardware,
 	}, progress)
 	if err != nil {
 		s.auditRefusal(ctx, actID, err)

@@ -28,15 +28,18 @@ func (e *enrollmentService) session(ctx context.Context, token string) (store.PI
 	if token == "" {
 		return store.PIVSession{}, status.Error(codes.Unauthenticated, "session_token: sign in with the card (PIVAuth) first")
 	}
-	c, ok := callerFrom(ctx)
-	if !ok {
-		return store.PIVSession{}, status.Error(codes.PermissionDenied, "caller unknown")
-	}
+	// The session is looked up first: an unknown or expired token is
+	// Unauthenticated whoever asks.
 	var card *x509.Certificate
-	if c.role == rolePIV {
+	c, ok := callerFrom(ctx)
+	if ok && c.role == rolePIV {
 		card = c.cert
 	}
-	return e.s.sessions.Lookup(ctx, token, card)
+	sess, err := e.s.sessions.Lookup(ctx, token, card)
+	if err == nil && !ok {
+		return store.PIVSession{}, status.Error(codes.PermissionDenied, "caller unknown")
+	}
+	return sess, err
 }
 
 func (e *enrollmentService) CreateEnrollment(ctx context.Context, req *credgwv1.CreateEnrollmentRequest) (*credgwv1.CreateEnrollmentResponse, error) {
@@ -144,11 +147,7 @@ func (e *enrollmentService) RevokeCredential(ctx context.Context, req *credgwv1.
 	if err != nil {
 		return nil, err
 	}
-	cs, err := e.s.lifecycle.RevokeOwn(ctx, sess.PersonID, req.GetCredentialSetId(), issuance.RevocationReason(req.GetReason()), false)
-	if err != nil {
-		return nil, err
-	}
-	v, err := e.s.activation.View(ctx, *cs)
+	v, err := e.s.lifecycle.RevokeOwn(ctx, sess.PersonID, req.GetCredentialSetId(), issuance.RevocationReason(req.GetReason()), false)
 	if err != nil {
 		return nil, err
 	}

@@ -252,6 +252,16 @@ func TestAuthorization(t *testing.T) {
 			_, err := credgwv1.NewRenewalClient(c).Confirm(ctx, &credgwv1.ConfirmRequest{})
 			return err
 		}, codes.PermissionDenied},
+		{"Rekey with a card and a bad CSR", func() *grpc.ClientConn { return dial(t, good.tlsCert()) }, func(c *grpc.ClientConn) error {
+			// Who calls is checked before what the request carries.
+			s, err := credgwv1.NewRenewalClient(c).Rekey(ctx, &credgwv1.RekeyRequest{Csrs: []*credgwv1.CertificateRequest{
+				{Profile: credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH, CsrDer: []byte("not a CSR")}}})
+			if err != nil {
+				return err
+			}
+			_, err = s.Recv()
+			return err
+		}, codes.PermissionDenied},
 		{"Renewal without a certificate", func() *grpc.ClientConn { return dial(t) }, func(c *grpc.ClientConn) error {
 			_, err := credgwv1.NewRenewalClient(c).Confirm(ctx, &credgwv1.ConfirmRequest{})
 			return err

@@ -2,10 +2,8 @@ package server
 
 import (
 	"context"
-	"crypto/x509"
 
 	"github.com/credgw/credgw/activation"
-	"github.com/credgw/credgw/issuance"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -24,12 +22,6 @@ type redemptionService struct {
 
 var _ credgwv1.RedemptionServer = (*redemptionService)(nil)
 
-var protoProfiles = map[credgwv1.Profile]issuance.Profile{
-	credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH:  issuance.DerivedPIVAuth,
-	credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE: issuance.DigitalSignature,
-	credgwv1.Profile_PROFILE_KEY_MANAGEMENT:    issuance.KeyManagement,
-}
-
 func (r *redemptionService) Redeem(req *credgwv1.RedeemRequest, stream grpc.ServerStreamingServer[credgwv1.RedeemResponse]) error {
 	if r.s.activation == nil {
 		return errNoCA
@@ -37,7 +29,7 @@ func (r *redemptionService) Redeem(req *credgwv1.RedeemRequest, stream grpc.Serv
 	if req.GetActivationId() == "" || len(req.GetSecret()) == 0 {
 		return status.Error(codes.InvalidArgument, "activation_id and secret: scan the QR code")
 	}
-	csrs, err := parseCSRs(req.GetCsrs())
+	csrs, err := activation.ParseCSRs(req.GetCsrs())
 	if err != nil {
 		return err
 	}
@@ -96,24 +88,4 @@ func (r *redemptionService) Confirm(ctx context.Context, req *credgwv1.ConfirmRe
 		return nil, err
 	}
 	return &credgwv1.ConfirmResponse{CredentialSetId: c.CredentialSetID, Serials: c.Serials}, nil
-}
-
-// parseCSRs reads the device's CSRs, one per device-keyed profile.
-func parseCSRs(in []*credgwv1.CertificateRequest) (map[issuance.Profile]*x509.CertificateRequest, error) {
-	csrs := map[issuance.Profile]*x509.CertificateRequest{}
-	for _, c := range in {
-		p, ok := protoProfiles[c.GetProfile()]
-		if !ok {
-			return nil, status.Errorf(codes.InvalidArgument, "csrs: profile %v is not a derived credential profile", c.GetProfile())
-		}
-		if _, dup := csrs[p]; dup {
-			return nil, status.Errorf(codes.InvalidArgument, "csrs: two CSRs for %s", p)
-		}
-		csr, err := x509.ParseCertificateRequest(c.GetCsrDer())
-		if err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "csrs: the %s CSR does not parse: %v", p, err)
-		}
-		csrs[p] = csr
-	}
-	return csrs, nil
 }

@@ -43,12 +43,8 @@ func (r *renewalService) Rekey(req *credgwv1.RekeyRequest, stream grpc.ServerStr
 	if err != nil {
 		return err
 	}
-	csrs, err := parseCSRs(req.GetCsrs())
-	if err != nil {
-		return err
-	}
 	d, err := r.s.activation.Rekey(stream.Context(), activation.RekeyRequest{Current: cur, RedemptionID: req.GetRedemptionId(),
-		Secret: req.GetSecret(), Password: req.GetPassword(), CSRs: csrs, Hardware: req.GetDevice().GetHardwareBacked()}, progressTo(stream))
+		Secret: req.GetSecret(), Password: req.GetPassword(), CSRs: req.GetCsrs(), Hardware: req.GetDevice().GetHardwareBacked()}, progressTo(stream))
 	if err != nil {
 		return err
 	}

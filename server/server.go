@@ -91,6 +91,8 @@ func (s *Server) sweep() {
 // Sweep does the periodic clean-up once (lifecycle.Sweep): expired PIV
 // sessions and challenges, what fell due, the linkage checks that are due.
 func (s *Server) Sweep(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
 	s.sessions.Sweep(ctx)
 	if s.lifecycle != nil {
 		s.lifecycle.Sweep(ctx)

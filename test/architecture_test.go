@@ -3,6 +3,9 @@ package test
 import (
 	"encoding/json"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
 	"os/exec"
 	"path/filepath"
@@ -170,5 +173,57 @@ func TestAgentLinksNoCA(t *testing.T) {
 	}
 	if len(ps) > 450 {
 		t.Errorf("the agent links %d packages; it linked 355 when the CA was taken out of it", len(ps))
+	}
+}
+
+// storeCalls lists the calls of a store method (anything but Close, which
+// the owner of the store makes) in one Go source file: X.store.Method(…).
+func storeCalls(fset *token.FileSet, f *ast.File) []string {
+	var out []string
+	ast.Inspect(f, func(n ast.Node) bool {
+		call, ok := n.(*ast.CallExpr)
+		if !ok {
+			return true
+		}
+		m, ok := call.Fun.(*ast.SelectorExpr)
+		if !ok || m.Sel.Name == "Close" {
+			return true
+		}
+		if x, ok := m.X.(*ast.SelectorExpr); ok && x.Sel.Name == "store" {
+			out = append(out, fmt.Sprintf("%s: store.%s", fset.Position(call.Pos()), m.Sel.Name))
+		}
+		return true
+	})
+	return out
+}
+
+// TestServerCallsNoStore: server/ is transport: it opens the store and hands
+// it to the services, and every read and write goes through a service.
+func TestServerCallsNoStore(t *testing.T) {
+	fset := token.NewFileSet()
+	files, err := filepath.Glob(filepath.Join("..", "server", "*.go"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("server sources: %v", err)
+	}
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range storeCalls(fset, f) {
+			t.Errorf("%s: server/ calls the store; call a service (docs/architecture.md)", c)
+		}
+	}
+	// The check finds a planted call.
+	planted, err := parser.ParseFile(fset, "planted.go", `package server
+func (a *adminService) x() { a.s.store.CredentialSet(nil, "id"); a.s.store.Close() }`, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := storeCalls(fset, planted); len(got) != 1 || !strings.Contains(got[0], "store.CredentialSet") {
+		t.Errorf("the check found %q in a planted call", got)
 	}
 }

@@ -103,14 +103,15 @@ func New(cfg Config) (*Service, error) {
 }
 
 // RevokeOwn revokes one of the person's own credential sets (a lost or
-// replaced device) at their request, through the API or the portal.
-func (s *Service) RevokeOwn(ctx context.Context, personID, setID string, reason issuance.RevocationReason, portal bool) (*store.CredentialSet, error) {
+// replaced device) at their request, through the API or the portal, and
+// returns the set as it is after.
+func (s *Service) RevokeOwn(ctx context.Context, personID, setID string, reason issuance.RevocationReason, portal bool) (activation.SetView, error) {
 	if reason == issuance.ReasonUnspecified {
 		reason = issuance.ReasonCessationOfOperation // the device is no longer used
 	}
 	cs, err := s.cfg.Activation.RevokeSet(ctx, personID, setID, reason)
 	if err != nil {
-		return nil, err
+		return activation.SetView{}, err
 	}
 	via, body := "by its owner", "Derived PIV credentials of yours were revoked at your request."
 	if portal {
@@ -119,7 +120,7 @@ func (s *Service) RevokeOwn(ctx context.Context, personID, setID string, reason 
 	s.cfg.Audit.Set(ctx, "piv:"+personID, "revoke", cs.ID, via+"; reason="+strconv.Itoa(int(reason)))
 	s.cfg.Notify.Set(ctx, "revocation", cs.ID, "Derived PIV credentials were revoked", body)
 	s.cfg.Log.Info("credential set revoked "+via, "person_id", personID, "credential_set_id", cs.ID, "reason", reason.String())
-	return cs, nil
+	return s.cfg.Activation.View(ctx, *cs)
 }
 
 // RevokeCertificate revokes one certificate by serial (an administrator)

@@ -135,17 +135,18 @@ func TestRevokeOwn(t *testing.T) {
 			f := newFixture(t)
 			f.enroll(t, "a", "p1")
 			f.enroll(t, "b", "p2")
-			cs, err := f.svc.RevokeOwn(ctx, tc.caller, tc.setID, issuance.ReasonUnspecified, false)
+			v, err := f.svc.RevokeOwn(ctx, tc.caller, tc.setID, issuance.ReasonUnspecified, false)
+			cs := v.Set
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("RevokeOwn: err = %v, want %v", err, tc.want)
 			}
 			wantEvents, wantA, wantB := 0, store.SetPending, store.SetPending
 			if tc.want == nil {
-				if cs == nil || cs.ID != tc.setID || cs.State != store.SetRevoked {
+				if cs.ID != tc.setID || cs.State != store.SetRevoked {
 					t.Fatalf("RevokeOwn = %+v", cs)
 				}
 				wantEvents, wantA = 1, store.SetRevoked
-			} else if cs != nil {
+			} else if cs.ID != "" {
 				t.Fatalf("refused with a set: %+v", cs)
 			}
 			for id, want := range map[string]string{"set-a": wantA, "set-b": wantB} {
