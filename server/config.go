@@ -302,7 +302,7 @@ func (c *Config) applyDefaults() {
 		c.Store.DSN = "credgw.db"
 	}
 	if c.Store.MaxConns == 0 {
-		c.Store.MaxConns = 16
+		c.Store.MaxConns = store.DefaultMaxConns
 	}
 	if len(c.PIV.Policies) == 0 {
 		c.PIV.Policies = []string{DefaultPolicy}

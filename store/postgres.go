@@ -12,9 +12,12 @@ import (
 	"github.com/pressly/goose/v3/lock"
 )
 
+// DefaultMaxConns bounds the PostgreSQL pool when store.max_conns is not set.
+const DefaultMaxConns = 16
+
 // PostgresOptions configures OpenPostgres.
 type PostgresOptions struct {
-	// MaxConns bounds the pool (default 16).
+	// MaxConns bounds the pool (default DefaultMaxConns).
 	MaxConns int
 	// Migrate applies pending migrations (under an advisory lock, so N
 	// replicas starting together are safe). Without it, a schema older than
@@ -33,7 +36,7 @@ func OpenPostgres(ctx context.Context, dsn string, o PostgresOptions) (*DB, erro
 		return nil, errors.New("store: postgres: no DSN (set store.dsn, e.g. postgres://credgw@db.example/credgw)")
 	}
 	if o.MaxConns <= 0 {
-		o.MaxConns = 16
+		o.MaxConns = DefaultMaxConns
 	}
 	db, err := sql.Open("pgx", dsn)
 	if err != nil {
