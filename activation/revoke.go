@@ -36,6 +36,9 @@ var ErrNotYours = errors.New("activation: no such credential set of yours")
 // sets (lost or replaced device) and marks it revoked. Revoking a revoked set
 // is not an error.
 func (s *Service) RevokeSet(ctx context.Context, personID, setID string, reason issuance.RevocationReason) (*store.CredentialSet, error) {
+	if err := checkReason(reason); err != nil {
+		return nil, err
+	}
 	cs, err := s.cfg.Store.CredentialSet(ctx, setID)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && cs.PersonID != personID) {
 		return nil, ErrNotYours
@@ -83,6 +86,9 @@ func (s *Service) checkSetNotTerminated(ctx context.Context, setID string) error
 // all be revoked yet (an earlier attempt that failed at the CA) — and
 // reports all failures; calling it again finishes the job.
 func (s *Service) RevokeIdentity(ctx context.Context, sel store.IdentitySelector, reason issuance.RevocationReason, terminate bool, comment string) ([]string, error) {
+	if err := checkReason(reason); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
 	if terminate {
@@ -134,4 +140,14 @@ func (s *Service) RevokeIdentity(ctx context.Context, sel store.IdentitySelector
 		}
 	}
 	return serials, errors.Join(errs...)
+}
+
+// checkReason refuses, before anything changes, a reason the CA would
+// refuse for a derived credential: a set must not be marked revoked while
+// its certificates stay good.
+func checkReason(r issuance.RevocationReason) error {
+	if !r.EndEntity() {
+		return invalid("revocation reason %s (%d) is not allowed for a derived credential: use unspecified, key-compromise, affiliation-changed, superseded, cessation-of-operation or privilege-withdrawn", r, int(r))
+	}
+	return nil
 }

@@ -447,6 +447,25 @@ func TestListAndRevokeOwnCredentials(t *testing.T) {
 	other := enrollCard(t)
 	_, err = ec.RevokeCredential(ctx, &credgwv1.RevokeCredentialRequest{SessionToken: sess.GetSessionToken(), CredentialSetId: other.resp.GetCredentialSetId()})
 	wantCode(t, err, codes.NotFound)
+	// A reason the CA refuses for a derived credential (certificateHold,
+	// cACompromise) is refused before anything changes: the set stays
+	// active and its certificates good (issue 14, point 10).
+	for _, bad := range []credgwv1.RevocationReason{6, 2, 7} {
+		_, err = ec.RevokeCredential(ctx, &credgwv1.RevokeCredentialRequest{SessionToken: sess.GetSessionToken(), CredentialSetId: set.GetId(), Reason: bad})
+		wantCode(t, err, codes.InvalidArgument)
+		after, err := ec.ListCredentials(ctx, &credgwv1.ListCredentialsRequest{SessionToken: sess.GetSessionToken()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := after.GetCredentialSets()[0]; got.GetState() != credgwv1.CredentialSetState_CREDENTIAL_SET_STATE_ACTIVE {
+			t.Fatalf("reason %d: the refused revocation left the set %v", bad, got.GetState())
+		}
+		for _, c := range after.GetCredentialSets()[0].GetCertificates() {
+			if c.GetStatus() != credgwv1.CertificateStatus_CERTIFICATE_STATUS_GOOD {
+				t.Fatalf("reason %d: certificate %s is %v", bad, c.GetSerial(), c.GetStatus())
+			}
+		}
+	}
 	rv, err := ec.RevokeCredential(ctx, &credgwv1.RevokeCredentialRequest{SessionToken: sess.GetSessionToken(), CredentialSetId: set.GetId(),
 		Reason: credgwv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE})
 	if err != nil {
