@@ -169,6 +169,10 @@ func init() {
 	}
 }
 
+// maxSetsPerPage bounds an admin page of credential sets, whatever
+// page_size asks.
+const maxSetsPerPage = 100
+
 // ListCredentials lists credential sets, of one PIV identity or all,
 // newest first.
 func (a *adminService) ListCredentials(ctx context.Context, req *credgwv1.AdminListCredentialsRequest) (*credgwv1.AdminListCredentialsResponse, error) {
@@ -176,6 +180,10 @@ func (a *adminService) ListCredentials(ctx context.Context, req *credgwv1.AdminL
 	if err != nil || a.s.activation == nil {
 		return &credgwv1.AdminListCredentialsResponse{}, err // no CA: nothing was issued
 	}
+	// A set carries its certificates: a page of at most maxSetsPerPage
+	// stays far below the message limit (about 5 KB a set), and
+	// next_page_token says where the rest begins.
+	n = min(n, maxSetsPerPage)
 	vs, err := a.s.activation.ListSets(ctx, sel, setStateNames[req.GetState()], off, n)
 	if err != nil {
 		return nil, err

@@ -2,6 +2,9 @@ package server
 
 import (
 	"context"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/credgw/credgw/activation"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
@@ -31,6 +34,9 @@ func (r *redemptionService) Redeem(req *credgwv1.RedeemRequest, stream grpc.Serv
 	}
 	csrs, err := activation.ParseCSRs(req.GetCsrs())
 	if err != nil {
+		return err
+	}
+	if err := checkDevice(req.GetDevice()); err != nil {
 		return err
 	}
 	var device []byte
@@ -88,4 +94,22 @@ func (r *redemptionService) Confirm(ctx context.Context, req *credgwv1.ConfirmRe
 		return nil, err
 	}
 	return &credgwv1.ConfirmResponse{CredentialSetId: c.CredentialSetID, Serials: c.Serials}, nil
+}
+
+// maxDeviceField bounds each text field of DeviceInfo: it is stored with
+// the credential set and shown to administrators and in the portal.
+const maxDeviceField = 256
+
+// checkDevice refuses a device description with a field longer than
+// maxDeviceField bytes or not printable UTF-8 (no control characters).
+func checkDevice(d *credgwv1.DeviceInfo) error {
+	for _, f := range []struct{ name, value string }{
+		{"model", d.GetModel()}, {"os", d.GetOs()}, {"os_version", d.GetOsVersion()},
+		{"agent_version", d.GetAgentVersion()}, {"device_id", d.GetDeviceId()},
+	} {
+		if len(f.value) > maxDeviceField || !utf8.ValidString(f.value) || strings.IndexFunc(f.value, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+			return status.Errorf(codes.InvalidArgument, "device.%s: at most %d bytes of printable UTF-8", f.name, maxDeviceField)
+		}
+	}
+	return nil
 }

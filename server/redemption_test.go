@@ -617,3 +617,29 @@ func TestRevokedEnrollmentCannotBeRedeemed(t *testing.T) {
 		t.Fatalf("%d certificates issued for a revoked enrollment", n)
 	}
 }
+
+// TestDeviceInfoBounded: what a device says about itself is stored and
+// shown to administrators, so each field is bounded and printable; a
+// refused Redeem changes nothing and the same code redeems with a sane
+// description (issue 14, point 9).
+func TestDeviceInfoBounded(t *testing.T) {
+	ctx := context.Background()
+	e := enrollCard(t)
+	for name, dev := range map[string]*credgwv1.DeviceInfo{
+		"a 100 KB model":           {Model: strings.Repeat("x", 100<<10)},
+		"a 257-byte os":            {Os: strings.Repeat("y", 257)},
+		"a control character":      {AgentVersion: "1.0\x1b[2J"},
+		"a newline in a device id": {DeviceId: "abc\ndef"},
+	} {
+		_, err := agent.Redeem(ctx, agent.Options{Payload: e.payload, Password: e.resp.GetPassword(), OutDir: t.TempDir(),
+			KeystorePIN: "correct horse", Device: dev, MaxResumes: 1})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("%s: got %v, want InvalidArgument", name, err)
+		}
+	}
+	if _, err := agent.Redeem(ctx, agent.Options{Payload: e.payload, Password: e.resp.GetPassword(), OutDir: t.TempDir(),
+		KeystorePIN: "correct horse", Device: &credgwv1.DeviceInfo{Model: "Pixel 9 Pro", Os: "Android", OsVersion: "16", AgentVersion: "credgw 1.0",
+			DeviceId: strings.Repeat("d", 256)}}); err != nil {
+		t.Fatalf("a sane device description, after the refusals: %v", err)
+	}
+}
