@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/credgw/credgw/activation/lifecycle"
 	"github.com/credgw/credgw/activation/notify"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/store"
@@ -127,7 +128,16 @@ func (h *webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "issuance is not configured (no ca section in the config)", http.StatusServiceUnavailable)
 		return
 	}
-	serials, err := h.s.lifecycle.Terminate(r.Context(), "webhook", sel, ev.Comment, r.RemoteAddr)
+	// A replay is recognised until the timestamp could no longer pass
+	// the skew check: its signature is remembered that long.
+	sig := r.Header.Get("X-Credgw-Signature")
+	ts, _ := strconv.ParseInt(r.Header.Get("X-Credgw-Timestamp"), 10, 64) // checked by checkWebhook
+	window := time.Unix(ts, 0).Add(h.s.cfg.Webhook.MaxSkew.Duration)
+	serials, err := h.s.lifecycle.TerminateOnce(r.Context(), sig, window, sel, ev.Comment, r.RemoteAddr)
+	if errors.Is(err, lifecycle.ErrReplayed) {
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
+	}
 	if err != nil {
 		h.s.log.Error("termination webhook failed", "identity", sel.String(), "cause", err.Error())
 		http.Error(w, "the termination could not be completed; send it again", http.StatusServiceUnavailable)

@@ -79,3 +79,46 @@ func TestTerminationWebhook(t *testing.T) {
 		t.Fatalf("not recorded as terminated: %v", err)
 	}
 }
+
+// TestTerminationWebhookReplay: a termination replayed inside the
+// timestamp window is answered 409 and has no effect: one audit event, one
+// notification, however often it is sent (issue 14, point 5).
+func TestTerminationWebhookReplay(t *testing.T) {
+	ctx := context.Background()
+	e := enrollCard(t)
+	cs, err := gwStore.CredentialSet(ctx, e.resp.GetCredentialSetId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	terminations := func() int {
+		evs, err := gwStore.AuditEvents(ctx, 0, 0, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, e := range evs {
+			if e.Action == "terminate" && e.CardUUID == cs.CardUUID {
+				n++
+			}
+		}
+		return n
+	}
+	body := fmt.Sprintf(`{"card_uuid":%q,"comment":"HR: separated"}`, cs.CardUUID)
+	at := now()
+	if code, msg := postTermination(t, at, body, webhookKey); code != http.StatusOK {
+		t.Fatalf("%d %s", code, msg)
+	}
+	for range 3 {
+		if code, msg := postTermination(t, at, body, webhookKey); code != http.StatusConflict {
+			t.Fatalf("a replay: %d %s, want 409", code, msg)
+		}
+	}
+	if n := terminations(); n != 1 {
+		t.Fatalf("%d termination audit events for one termination sent four times", n)
+	}
+	// A new request (a new timestamp) for the same identity is not a
+	// replay: it is accepted, and terminating again changes nothing.
+	if code, msg := postTermination(t, at.Add(time.Second), body, webhookKey); code != http.StatusOK {
+		t.Fatalf("a fresh request: %d %s", code, msg)
+	}
+}

@@ -153,4 +153,11 @@ type TerminationStore interface {
 	Terminated(ctx context.Context, fascn []byte, cardUUID, personID string) (bool, error)
 	// CredentialSetsOfIdentity lists the identity's credential sets.
 	CredentialSetsOfIdentity(ctx context.Context, sel IdentitySelector) ([]CredentialSet, error)
+	// RememberDelivery records an accepted webhook request by its
+	// signature until expires; it reports false when the signature is
+	// recorded already (a replay). DeleteExpired forgets it after.
+	RememberDelivery(ctx context.Context, signature string, expires time.Time) (first bool, err error)
+	// ForgetDelivery drops a recorded signature (the request failed and
+	// its sender will send it again).
+	ForgetDelivery(ctx context.Context, signature string) error
 }

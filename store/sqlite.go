@@ -369,6 +369,7 @@ func (s *DB) DeleteExpired(ctx context.Context, now time.Time) (int64, error) {
 		for _, q := range []string{
 			`DELETE FROM piv_sessions WHERE expires_at < $1`,
 			`DELETE FROM piv_challenges WHERE expires_at < $1 AND session_id NOT IN (SELECT session_id FROM piv_sessions)`,
+			`DELETE FROM webhook_deliveries WHERE expires_at < $1`,
 		} {
 			res, err := tx.ExecContext(ctx, q, ts(now))
 			if err != nil {

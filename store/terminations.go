@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"time"
 )
 
 // ErrNoSelector means an IdentitySelector has no field set, or more than one.
@@ -63,6 +64,21 @@ func (s *DB) Terminated(ctx context.Context, fascn []byte, cardUUID, personID st
 		return false, wrapDB(err)
 	}
 	return n > 0, nil
+}
+
+func (s *DB) RememberDelivery(ctx context.Context, signature string, expires time.Time) (bool, error) {
+	res, err := s.w.ExecContext(ctx, `INSERT INTO webhook_deliveries (signature, expires_at) VALUES ($1, $2)
+		ON CONFLICT (signature) DO NOTHING`, signature, ts(expires))
+	if err != nil {
+		return false, wrapDB(err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, wrapDB(err)
+}
+
+func (s *DB) ForgetDelivery(ctx context.Context, signature string) error {
+	_, err := s.w.ExecContext(ctx, `DELETE FROM webhook_deliveries WHERE signature = $1`, signature)
+	return wrapDB(err)
 }
 
 func (s *DB) CredentialSetsOfIdentity(ctx context.Context, sel IdentitySelector) ([]CredentialSet, error) {

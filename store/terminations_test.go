@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 )
 
 func TestTerminations(t *testing.T) {
@@ -97,6 +98,33 @@ func TestRevokedSetsWithLiveCertificates(t *testing.T) {
 		ctx := context.Background()
 		if ids, err := s.RevokedSetsWithLiveCertificates(ctx, 10); err != nil || len(ids) != 0 {
 			t.Fatalf("empty store: %v %v", ids, err)
+		}
+	})
+}
+
+// TestWebhookDeliveries: a signature is accepted once until it expires,
+// on every engine; forgetting it (a failed request) lets it through again;
+// the sweep forgets what expired.
+func TestWebhookDeliveries(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		until := t0.Add(5 * time.Minute)
+		for i, want := range []bool{true, false, false} {
+			if first, err := s.RememberDelivery(ctx, "sha256=aa", until); err != nil || first != want {
+				t.Fatalf("try %d: first %v, %v; want %v", i, first, err, want)
+			}
+		}
+		if err := s.ForgetDelivery(ctx, "sha256=aa"); err != nil {
+			t.Fatal(err)
+		}
+		if first, err := s.RememberDelivery(ctx, "sha256=aa", until); err != nil || !first {
+			t.Fatalf("after forgetting: first %v, %v", first, err)
+		}
+		if _, err := s.DeleteExpired(ctx, until.Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if first, err := s.RememberDelivery(ctx, "sha256=aa", until.Add(time.Hour)); err != nil || !first {
+			t.Fatalf("after it expired: first %v, %v", first, err)
 		}
 	})
 }

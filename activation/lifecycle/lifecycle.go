@@ -51,7 +51,13 @@ type Store interface {
 	store.LinkageStore
 	Certificate(ctx context.Context, serial string) (store.CertificateRecord, error)
 	PIVCertificate(ctx context.Context, sha256 string) (store.PIVCertificate, error)
+	RememberDelivery(ctx context.Context, signature string, expires time.Time) (bool, error)
+	ForgetDelivery(ctx context.Context, signature string) error
 }
+
+// ErrReplayed: a webhook request that was accepted already (the same
+// signature inside its timestamp window).
+var ErrReplayed = errors.New("lifecycle: this request was accepted already (a replay); send a new request with a fresh timestamp to repeat it")
 
 // Config configures the service.
 type Config struct {
@@ -163,6 +169,30 @@ func (s *Service) Terminate(ctx context.Context, actor string, sel store.Identit
 	s.cfg.Audit.Record(ctx, e)
 	s.cfg.Notify.Identity(ctx, "termination", sel, "Your derived PIV credentials were revoked", "Your PIV account was terminated; every derived PIV credential of it was revoked.")
 	s.cfg.Log.Info("PIV identity terminated", "by", actor, "identity", sel.String(), "revoked", len(serials), "source", source)
+	return serials, nil
+}
+
+// TerminateOnce is Terminate for a signed webhook request: the request's
+// signature is recorded until its timestamp window closes (every replica
+// sees it), and a replay inside the window is refused with ErrReplayed
+// and changes nothing. A termination that fails forgets the signature, so
+// that the sender may send the same request again.
+func (s *Service) TerminateOnce(ctx context.Context, signature string, window time.Time, sel store.IdentitySelector, comment, source string) ([]string, error) {
+	first, err := s.cfg.Store.RememberDelivery(ctx, signature, window)
+	if err != nil {
+		return nil, err
+	}
+	if !first {
+		s.cfg.Log.Warn("termination webhook replayed; ignored", "identity", sel.String(), "source", source)
+		return nil, ErrReplayed
+	}
+	serials, err := s.Terminate(ctx, "webhook", sel, comment, source)
+	if err != nil {
+		if ferr := s.cfg.Store.ForgetDelivery(context.WithoutCancel(ctx), signature); ferr != nil {
+			err = errors.Join(err, ferr)
+		}
+		return nil, err
+	}
 	return serials, nil
 }
 
