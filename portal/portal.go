@@ -54,7 +54,11 @@ type Backend interface {
 	// SignIn verifies the TLS client certificate exactly as PKI-AUTH does
 	// and opens a session.
 	SignIn(ctx context.Context, leaf *x509.Certificate, chain []*x509.Certificate, source string) (Session, error)
-	Session(ctx context.Context, token string) (Session, error)
+	// Session finds the session of a cookie; card is the client
+	// certificate of the request's TLS connection (nil if none), which must
+	// be the card that signed in: otherwise the session ends and the answer
+	// is ErrSessionGone.
+	Session(ctx context.Context, token string, card *x509.Certificate) (Session, error)
 	// SignOut ends the session on the server.
 	SignOut(ctx context.Context, token string) error
 	Enroll(ctx context.Context, token, identityName, credentialType string) (Enrollment, error)
@@ -212,7 +216,11 @@ func (p *Portal) withSession(h sessionHandler) http.HandlerFunc {
 			http.Redirect(w, r, "/", http.StatusSeeOther)
 			return
 		}
-		s, err := p.b.Session(r.Context(), c.Value)
+		var card *x509.Certificate
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			card = r.TLS.PeerCertificates[0]
+		}
+		s, err := p.b.Session(r.Context(), c.Value, card)
 		if err != nil {
 			if errors.Is(err, ErrSessionGone) {
 				clearCookie(w)

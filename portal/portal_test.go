@@ -25,7 +25,7 @@ func (f *fakeBackend) SignIn(ctx context.Context, leaf *x509.Certificate, chain 
 	return Session{Token: "alice", ExpiresAt: time.Now().Add(20 * time.Minute)}, nil
 }
 
-func (f *fakeBackend) Session(ctx context.Context, token string) (Session, error) {
+func (f *fakeBackend) Session(ctx context.Context, token string, _ *x509.Certificate) (Session, error) {
 	if token == "flaky" {
 		return Session{}, context.DeadlineExceeded // the database, briefly away
 	}

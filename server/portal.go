@@ -38,16 +38,21 @@ func (b portalBackend) SignIn(ctx context.Context, leaf *x509.Certificate, chain
 	return portal.Session{Token: o.Token, Subject: id.Subject, Email: id.Email, CardUUID: id.CardUUID, ExpiresAt: o.ExpiresAt}, nil
 }
 
+// session finds the portal session of a token whose card the portal has
+// checked in this request (Session).
 func (b portalBackend) session(ctx context.Context, token string) (store.PIVSession, error) {
-	sess, err := b.s.sessions.Lookup(ctx, token, nil)
+	sess, err := b.s.sessions.LookupPortal(ctx, token, nil, false)
 	if errors.Is(err, session.ErrSessionGone) {
 		return sess, errSessionGone
 	}
 	return sess, err
 }
 
-func (b portalBackend) Session(ctx context.Context, token string) (portal.Session, error) {
-	sess, err := b.session(ctx, token)
+func (b portalBackend) Session(ctx context.Context, token string, card *x509.Certificate) (portal.Session, error) {
+	sess, err := b.s.sessions.LookupPortal(ctx, token, card, true)
+	if errors.Is(err, session.ErrSessionGone) {
+		err = errSessionGone
+	}
 	if err != nil {
 		return portal.Session{}, err
 	}
@@ -55,7 +60,7 @@ func (b portalBackend) Session(ctx context.Context, token string) (portal.Sessio
 }
 
 func (b portalBackend) SignOut(ctx context.Context, token string) error {
-	return b.s.sessions.End(ctx, token)
+	return b.s.sessions.EndPortal(ctx, token)
 }
 
 func (b portalBackend) Enroll(ctx context.Context, token, name, ctype string) (portal.Enrollment, error) {

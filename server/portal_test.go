@@ -21,6 +21,7 @@ import (
 	hsmsim "github.com/credgw/credgw/hsm-sim"
 	"github.com/credgw/credgw/portal"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"google.golang.org/grpc/codes"
 )
 
 // browser is an HTTPS client of the portal presenting cert (nil: none),
@@ -369,4 +370,50 @@ func TestPortalShowsLockout(t *testing.T) {
 	if list := b.do("GET", "/credentials", nil); !strings.Contains(list.body, "too many wrong passwords") {
 		t.Fatalf("credentials page after lockout:\n%s", list.body)
 	}
+}
+
+// TestPortalSessionBoundToCard: the portal cookie works only over a TLS
+// connection authenticated by the card that signed in. Replayed with no
+// client certificate, or with another card's, it ends the session and the
+// page says to sign in again; and it is not a gRPC session token (issue
+// 14, point 1).
+func TestPortalSessionBoundToCard(t *testing.T) {
+	ctx := context.Background()
+	signIn := func(t *testing.T) (*browser, *http.Cookie) {
+		c := newCard(t, hsmsim.CardSpec{Email: "bound@example.com"})
+		cert := c.tlsCert()
+		b := newBrowser(t, &cert)
+		if r := b.do("GET", "/signin", nil); r.code != http.StatusSeeOther {
+			t.Fatalf("sign-in: %d %s", r.code, r.body)
+		}
+		if r := b.do("GET", "/actions", nil); r.code != http.StatusOK {
+			t.Fatalf("the owner's first page: %d %s", r.code, r.body)
+		}
+		return b, b.sessionCookie()
+	}
+	replay := func(t *testing.T, cert *tls.Certificate, sc *http.Cookie) pageResp {
+		thief := newBrowser(t, cert)
+		u, _ := url.Parse(thief.base)
+		thief.c.Jar.SetCookies(u, []*http.Cookie{{Name: sc.Name, Value: sc.Value}})
+		return thief.do("POST", "/enroll", url.Values{"csrf": {"x"}, "name": {"Stolen"}})
+	}
+	other := newCard(t, hsmsim.CardSpec{Email: "other@example.com"}).tlsCert()
+	for name, cert := range map[string]*tls.Certificate{"no client certificate": nil, "another card": &other} {
+		t.Run(name, func(t *testing.T) {
+			owner, sc := signIn(t)
+			if r := replay(t, cert, sc); r.code != http.StatusUnauthorized || !strings.Contains(r.body, "Sign in with your card again") {
+				t.Fatalf("replayed cookie: %d %s", r.code, r.body)
+			}
+			// The session ended: its own card cannot use it any more.
+			if r := owner.do("GET", "/actions", nil); r.code != http.StatusUnauthorized {
+				t.Fatalf("the owner's session survived the replay: %d", r.code)
+			}
+		})
+	}
+	t.Run("as a gRPC session token", func(t *testing.T) {
+		_, sc := signIn(t)
+		_, err := credgwv1.NewEnrollmentClient(portalConn(t)).CreateEnrollment(ctx, &credgwv1.CreateEnrollmentRequest{
+			SessionToken: sc.Value, IdentityName: "Stolen"})
+		wantCode(t, err, codes.Unauthenticated)
+	})
 }

@@ -109,6 +109,11 @@ func TokenHash(token string) string {
 	return hex.EncodeToString(h[:])
 }
 
+// portalHash is what the store keeps of a portal session's token: another
+// hash than TokenHash, so that a portal cookie is never a gRPC session
+// token (and the reverse).
+func portalHash(token string) string { return TokenHash("credgw-portal-session\x00" + token) }
+
 // Begin makes a single-use challenge.
 func (s *Service) Begin(ctx context.Context) (store.Challenge, error) {
 	sid, err := randomToken(16)
@@ -206,7 +211,7 @@ func (s *Service) Complete(ctx context.Context, p Proof) (*Opened, error) {
 		}
 		id.Email, emailSource = email, "digital-signature"
 	}
-	o, err := s.open(ctx, ch.SessionID, res, id, emailSource, p.Source)
+	o, err := s.open(ctx, ch.SessionID, res, id, emailSource, p.Source, TokenHash)
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +246,7 @@ func (s *Service) SignInTLS(ctx context.Context, leaf *x509.Certificate, chain [
 	if _, err := s.cfg.Store.ConsumeChallenge(ctx, sid, now); err != nil {
 		return nil, err
 	}
-	o, err := s.open(ctx, sid, res, id, emailSource, source)
+	o, err := s.open(ctx, sid, res, id, emailSource, source, portalHash)
 	if err != nil {
 		return nil, err
 	}
@@ -251,7 +256,7 @@ func (s *Service) SignInTLS(ctx context.Context, leaf *x509.Certificate, chain [
 
 // open keeps the copy of the verified PIV Authentication certificate and
 // records a session of SessionTTL; only the token's hash is stored.
-func (s *Service) open(ctx context.Context, sessionID string, res *piv.Result, id piv.Identity, emailSource, src string) (*Opened, error) {
+func (s *Service) open(ctx context.Context, sessionID string, res *piv.Result, id piv.Identity, emailSource, src string, hash func(string) string) (*Opened, error) {
 	// A terminated identity's card may still verify (a collected card's
 	// certificate need not be revoked: SP 800-157r1 §2.4).
 	if t, err := s.cfg.Store.Terminated(ctx, id.FASCNRaw, id.CardUUID, id.PersonID); err != nil {
@@ -268,7 +273,7 @@ func (s *Service) open(ctx context.Context, sessionID string, res *piv.Result, i
 	leaf := res.Leaf
 	fp := res.Fingerprint()
 	err = s.cfg.Store.CreatePIVSession(ctx, store.PIVSession{
-		TokenHash: TokenHash(token), SessionID: sessionID, CertSHA256: fp, PersonID: id.PersonID,
+		TokenHash: hash(token), SessionID: sessionID, CertSHA256: fp, PersonID: id.PersonID,
 		FASCN: id.FASCNRaw, CardUUID: id.CardUUID, UPN: id.UPN, Email: id.Email, EmailSource: emailSource,
 		Subject: id.Subject, SourceAddr: src, CreatedAt: now, ExpiresAt: expires,
 	}, store.PIVCertificate{
@@ -306,6 +311,42 @@ func (s *Service) Lookup(ctx context.Context, token string, tlsCard *x509.Certif
 // End signs a session out.
 func (s *Service) End(ctx context.Context, token string) error {
 	return s.cfg.Store.EndPIVSession(ctx, TokenHash(token), s.cfg.Now())
+}
+
+// LookupPortal finds the live portal session of a cookie. It is bound to
+// the card that signed in: card, the client certificate of the request's
+// TLS connection, must be that card. A cookie presented without it or over
+// another card's connection (a stolen cookie) ends the session, and the
+// answer is ErrSessionGone. With card nil and check false, the caller has
+// checked the card in the same request already.
+func (s *Service) LookupPortal(ctx context.Context, token string, card *x509.Certificate, check bool) (store.PIVSession, error) {
+	sess, err := s.cfg.Store.PIVSession(ctx, portalHash(token))
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !s.cfg.Now().Before(sess.ExpiresAt)) {
+		return store.PIVSession{}, ErrSessionGone
+	}
+	if err != nil || !check {
+		return sess, err
+	}
+	why := "no client certificate"
+	if card != nil {
+		fp := sha256.Sum256(card.Raw)
+		if hex.EncodeToString(fp[:]) == sess.CertSHA256 {
+			return sess, nil
+		}
+		why = "another card's client certificate"
+	}
+	if err := s.cfg.Store.EndPIVSession(context.WithoutCancel(ctx), portalHash(token), s.cfg.Now()); err != nil {
+		return store.PIVSession{}, err
+	}
+	s.cfg.Log.Warn("portal session presented with "+why+": ended", "person_id", sess.PersonID, "card_uuid", sess.CardUUID)
+	s.cfg.Audit.Record(ctx, store.AuditEvent{Actor: "piv:" + sess.PersonID, Action: "portal-session", Outcome: "refused",
+		PersonID: sess.PersonID, CardUUID: sess.CardUUID, Detail: "session ended: presented with " + why})
+	return store.PIVSession{}, ErrSessionGone
+}
+
+// EndPortal signs a portal session out.
+func (s *Service) EndPortal(ctx context.Context, token string) error {
+	return s.cfg.Store.EndPIVSession(ctx, portalHash(token), s.cfg.Now())
 }
 
 // Sweep deletes expired challenges and sessions. It is idempotent: every
