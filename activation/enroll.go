@@ -114,6 +114,10 @@ func (s *Service) enroll(ctx context.Context, sess store.PIVSession, identityNam
 	if err != nil {
 		return nil, err
 	}
+	// The card may have been revoked since the sign-in.
+	if _, err := s.cfg.Verifier.VerifyPIVAuth(ctx, pivCert, nil); err != nil {
+		return nil, fmt.Errorf("the card's PIV Authentication certificate: %w", err)
+	}
 	escrowID := ""
 	for _, p := range profiles {
 		if p == issuance.KeyManagement {

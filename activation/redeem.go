@@ -178,6 +178,10 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 	if err := s.checkNotTerminated(ctx, cs.FASCN, cs.CardUUID, cs.PersonID); err != nil {
 		return nil, err
 	}
+	// The card may have been revoked since the enrollment.
+	if err := s.checkCard(ctx, cs.PIVCertSHA256); err != nil {
+		return nil, err
+	}
 	devProfiles, err := s.DeviceProfiles(cs.CredentialType)
 	if err != nil {
 		return nil, err

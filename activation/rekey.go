@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"strings"
 
 	"github.com/credgw/credgw/issuance"
@@ -72,9 +71,6 @@ type RekeyRequest struct {
 // (checked now, OCSP then CRL) and not terminated. A repeated call with the
 // redemption id resumes the same package.
 func (s *Service) Rekey(ctx context.Context, req RekeyRequest, progress Progress) (*Delivery, error) {
-	if s.cfg.Verifier == nil {
-		return nil, errors.New("activation: renewal needs the PIV verifier (Config.Verifier)")
-	}
 	rec, old, err := s.RenewalCredential(ctx, req.Current)
 	if err != nil {
 		return nil, err
@@ -99,16 +95,8 @@ func (s *Service) Rekey(ctx context.Context, req RekeyRequest, progress Progress
 		if opens := RenewalOpens(rec.NotBefore, rec.NotAfter, pct); s.cfg.Now().Before(opens) {
 			return nil, notNow("renewal opens at %s (%d %% of the certificate's lifetime)", opens.UTC().Format("2006-01-02 15:04 MST"), pct)
 		}
-		pc, err := s.cfg.Store.PIVCertificate(ctx, old.PIVCertSHA256)
-		if err != nil {
+		if err := s.checkCard(ctx, old.PIVCertSHA256); err != nil {
 			return nil, err
-		}
-		card, err := x509.ParseCertificate(pc.DER)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := s.cfg.Verifier.VerifyPIVAuth(ctx, card, nil); err != nil {
-			return nil, fmt.Errorf("the card's PIV Authentication certificate: %w", err)
 		}
 		if csrs, err = ParseCSRs(req.CSRs); err != nil {
 			return nil, err

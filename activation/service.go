@@ -1,7 +1,9 @@
 package activation
 
 import (
+	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -90,12 +92,37 @@ type Config struct {
 	// RenewalPercent is how far into its lifetime a derived PIV
 	// Authentication certificate may be re-keyed (default 80).
 	RenewalPercent int
-	// Verifier re-checks the card behind a renewal.
-	Verifier *piv.Verifier
+	// Verifier checks the card again before an enrollment, a redemption
+	// and a renewal issue anything (path, policy, a status no older than
+	// piv.max_status_age): a *piv.Verifier.
+	Verifier CardChecker
 	Audit    *audit.Log
 	Notify   *notify.Outbox
 	Log      *slog.Logger
 	Now      func() time.Time
+}
+
+// CardChecker checks a PIV Authentication certificate now: path, policy
+// and revocation status (*piv.Verifier).
+type CardChecker interface {
+	VerifyPIVAuth(ctx context.Context, leaf *x509.Certificate, intermediates []*x509.Certificate) (*piv.Result, error)
+}
+
+// checkCard checks the card behind a credential set (its kept PIV
+// Authentication certificate) before anything is issued on it.
+func (s *Service) checkCard(ctx context.Context, certSHA256 string) error {
+	pc, err := s.cfg.Store.PIVCertificate(ctx, certSHA256)
+	if err != nil {
+		return err
+	}
+	card, err := x509.ParseCertificate(pc.DER)
+	if err != nil {
+		return err
+	}
+	if _, err := s.cfg.Verifier.VerifyPIVAuth(ctx, card, nil); err != nil {
+		return fmt.Errorf("the card's PIV Authentication certificate: %w", err)
+	}
+	return nil
 }
 
 // Service runs enrollments and redemptions.
@@ -103,8 +130,8 @@ type Service struct{ cfg Config }
 
 // New checks cfg and fills in defaults.
 func New(cfg Config) (*Service, error) {
-	if cfg.Store == nil || cfg.Issuer == nil || cfg.Escrow == nil || cfg.Audit == nil || cfg.Log == nil {
-		return nil, errors.New("activation: needs a store, an issuer, an escrow, an audit log and a logger")
+	if cfg.Store == nil || cfg.Issuer == nil || cfg.Escrow == nil || cfg.Verifier == nil || cfg.Audit == nil || cfg.Log == nil {
+		return nil, errors.New("activation: needs a store, an issuer, an escrow, a card verifier, an audit log and a logger")
 	}
 	if cfg.Gateway == "" || len(cfg.Pin) != sha256.Size {
 		return nil, errors.New("activation: needs the gateway address and the SHA-256 pin of its TLS anchor")

@@ -25,6 +25,7 @@ import (
 	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/activation/notify"
 	"github.com/credgw/credgw/issuance"
+	"github.com/credgw/credgw/piv"
 	"github.com/credgw/credgw/store"
 )
 
@@ -64,7 +65,27 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// cards is the card check the test controls: every card good, unless err
+// is set (a card revoked at its issuer since it signed in).
+type cards struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (c *cards) VerifyPIVAuth(context.Context, *x509.Certificate, []*x509.Certificate) (*piv.Result, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return &piv.Result{}, c.err
+}
+
+func (c *cards) set(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.err = err
+}
+
 type harness struct {
+	cards  cards
 	st     *store.SQLite
 	svc    *Service
 	issuer *flakyIssuer
@@ -127,7 +148,7 @@ func newHarness(t *testing.T, change func(*Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Store: h.st, Issuer: h.issuer, Escrow: esc, Gateway: "127.0.0.1:8443", Pin: make([]byte, 32),
+	cfg := Config{Store: h.st, Issuer: h.issuer, Escrow: esc, Gateway: "127.0.0.1:8443", Pin: make([]byte, 32), Verifier: &h.cards,
 		Audit: audit.New(h.st, log, h.clock), Notify: outbox, Log: log, Now: h.clock}
 	if change != nil {
 		change(&cfg)
@@ -226,6 +247,21 @@ func wrongPassword(p string) string {
 	return string(p[0]+1) + p[1:]
 }
 
+// TestEnrollRefusesRevokedCard: the card is checked again before an
+// enrollment (it may have been revoked since the sign-in).
+func TestEnrollRefusesRevokedCard(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	sess := h.signIn(t, "a@example.gov")
+	h.cards.set(fmt.Errorf("%w (OCSP): the card must not be used", piv.ErrRevoked))
+	if _, err := h.svc.Enroll(ctx, EnrollRequest{Session: sess, IdentityName: "Phone"}); !errors.Is(err, piv.ErrRevoked) {
+		t.Fatalf("got %v, want piv.ErrRevoked", err)
+	}
+	if n, _ := h.st.CountLiveSets(ctx, sess.PersonID); n != 0 {
+		t.Fatalf("%d credential sets after the refusal", n)
+	}
+}
+
 func TestEnrollRefuses(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.MaxSets = 1 })
 	ctx := context.Background()
@@ -315,6 +351,16 @@ func TestRedeemRefuses(t *testing.T) {
 		req.Password = "12ab5678"
 		if _, err := h.svc.Redeem(ctx, req, nil); !errors.As(err, &wrong) || wrong.AttemptsLeft != DefaultMaxAttempts-2 {
 			t.Fatalf("a password that is not digits: got %v, want a counted wrong password", err)
+		}
+	})
+	t.Run("card revoked since the enrollment", func(t *testing.T) {
+		h.cards.set(fmt.Errorf("%w (OCSP): the card must not be used", piv.ErrRevoked))
+		defer h.cards.set(nil)
+		if _, err := h.svc.Redeem(ctx, good, nil); !errors.Is(err, piv.ErrRevoked) {
+			t.Fatalf("got %v, want piv.ErrRevoked", err)
+		}
+		if a, _ := h.st.ActivationByID(ctx, e.payload.ID); a.State != store.ActPending {
+			t.Fatalf("the activation is %s, want still pending", a.State)
 		}
 	})
 	t.Run("expired", func(t *testing.T) {

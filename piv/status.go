@@ -28,7 +28,9 @@ const (
 
 // statusChecker finds a certificate's revocation status: OCSP from the AIA
 // http URL, else the CRL from the CRL DP http URL; neither ⇒ fail closed.
-// Answers are cached until their nextUpdate.
+// Answers are cached until their nextUpdate, and used for at most
+// Options.MaxStatusAge after they were fetched: a card revoked at its
+// issuer is refused within that age, not hours later.
 type statusChecker struct {
 	opts Options
 
@@ -41,12 +43,20 @@ type ocspEntry struct {
 	status     int
 	revokedAt  time.Time
 	nextUpdate time.Time
+	fetched    time.Time
 }
 
 type crlEntry struct {
 	issuerRaw  []byte
 	revoked    map[string]time.Time // serial (hex) → revocation time
 	nextUpdate time.Time
+	fetched    time.Time
+}
+
+// fresh reports whether a cached answer fetched at fetched, valid until
+// nextUpdate, may still be used at now.
+func (s *statusChecker) fresh(now, fetched, nextUpdate time.Time) bool {
+	return now.Before(nextUpdate) && now.Sub(fetched) < s.opts.MaxStatusAge
 }
 
 func newStatusChecker(opts Options) *statusChecker {
@@ -96,7 +106,7 @@ func (s *statusChecker) ocspStatus(ctx context.Context, leaf, issuer *x509.Certi
 	s.mu.Lock()
 	e, ok := s.ocsp[key]
 	s.mu.Unlock()
-	if ok && now.Before(e.nextUpdate) {
+	if ok && s.fresh(now, e.fetched, e.nextUpdate) {
 		return e.status, e.revokedAt, nil
 	}
 	u, ok := httpURL(leaf.OCSPServer)
@@ -128,7 +138,7 @@ func (s *statusChecker) ocspStatus(ctx context.Context, leaf, issuer *x509.Certi
 		return 0, time.Time{}, fmt.Errorf("response from %s is stale (nextUpdate %s)", u, resp.NextUpdate.UTC().Format(time.RFC3339))
 	}
 	s.mu.Lock()
-	s.ocsp[key] = ocspEntry{status: resp.Status, revokedAt: resp.RevokedAt, nextUpdate: resp.NextUpdate}
+	s.ocsp[key] = ocspEntry{status: resp.Status, revokedAt: resp.RevokedAt, nextUpdate: resp.NextUpdate, fetched: now}
 	s.mu.Unlock()
 	return resp.Status, resp.RevokedAt, nil
 }
@@ -162,7 +172,7 @@ func (s *statusChecker) crlStatus(ctx context.Context, leaf, issuer *x509.Certif
 	s.mu.Lock()
 	e, ok := s.crls[u]
 	s.mu.Unlock()
-	if !ok || !now.Before(e.nextUpdate) || !bytes.Equal(e.issuerRaw, issuer.Raw) {
+	if !ok || !s.fresh(now, e.fetched, e.nextUpdate) || !bytes.Equal(e.issuerRaw, issuer.Raw) {
 		var err error
 		if e, err = s.fetchCRL(ctx, u, issuer, now); err != nil {
 			return false, time.Time{}, err
@@ -196,7 +206,7 @@ func (s *statusChecker) fetchCRL(ctx context.Context, u string, issuer *x509.Cer
 	if crl.NextUpdate.IsZero() || !now.Before(crl.NextUpdate) {
 		return nil, fmt.Errorf("CRL from %s is stale (nextUpdate %s)", u, crl.NextUpdate.UTC().Format(time.RFC3339))
 	}
-	e := &crlEntry{issuerRaw: issuer.Raw, revoked: map[string]time.Time{}, nextUpdate: crl.NextUpdate}
+	e := &crlEntry{issuerRaw: issuer.Raw, revoked: map[string]time.Time{}, nextUpdate: crl.NextUpdate, fetched: now}
 	for _, r := range crl.RevokedCertificateEntries {
 		e.revoked[new(big.Int).Set(r.SerialNumber).Text(16)] = r.RevocationTime
 	}

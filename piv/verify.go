@@ -57,6 +57,11 @@ type Options struct {
 	HTTPClient *http.Client
 	// OCSPTimeout and CRLTimeout bound each fetch (defaults 5 s and 10 s).
 	OCSPTimeout, CRLTimeout time.Duration
+	// MaxStatusAge is how long a fetched OCSP or CRL answer may be used
+	// (default 5 minutes): every verification — a sign-in, and the checks
+	// before an enrollment, a redemption or a renewal — rests on a status at
+	// most this old, even when the answer's nextUpdate is hours away.
+	MaxStatusAge time.Duration
 	// PersonAttribute names the attribute that identifies the person across
 	// card re-issues: "fascn" (the FASC-N identifier, default), "upn" or
 	// "email".
@@ -81,6 +86,7 @@ const (
 	DefaultOCSPTimeout     = 5 * time.Second
 	DefaultCRLTimeout      = 10 * time.Second
 	DefaultPersonAttribute = "fascn"
+	DefaultMaxStatusAge    = 5 * time.Minute
 )
 
 // NewVerifier checks opts and fills in defaults.
@@ -105,6 +111,9 @@ func NewVerifier(opts Options) (*Verifier, error) {
 	}
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{}
+	}
+	if opts.MaxStatusAge <= 0 {
+		opts.MaxStatusAge = DefaultMaxStatusAge
 	}
 	if opts.OCSPTimeout <= 0 {
 		opts.OCSPTimeout = DefaultOCSPTimeout

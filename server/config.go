@@ -109,6 +109,9 @@ type PIVConfig struct {
 	ChallengeTTL    Duration `yaml:"challenge_ttl"`
 	SessionTTL      Duration `yaml:"session_ttl"`
 	PersonAttribute string   `yaml:"person_attribute"`
+	// MaxStatusAge is how old a card's OCSP/CRL status may be when it
+	// admits a sign-in, an enrollment, a redemption or a renewal.
+	MaxStatusAge Duration `yaml:"max_status_age"`
 }
 
 // LimitsConfig bounds requests.
@@ -307,6 +310,9 @@ func (c *Config) applyDefaults() {
 	if len(c.PIV.Policies) == 0 {
 		c.PIV.Policies = []string{DefaultPolicy}
 	}
+	if c.PIV.MaxStatusAge.Duration == 0 {
+		c.PIV.MaxStatusAge.Duration = piv.DefaultMaxStatusAge
+	}
 	if c.PIV.OCSPTimeout.Duration == 0 {
 		c.PIV.OCSPTimeout.Duration = piv.DefaultOCSPTimeout
 	}
@@ -482,6 +488,9 @@ func (c *Config) validatePIV(bad func(string, ...any)) {
 	case "fascn", "upn", "email":
 	default:
 		bad("piv.person_attribute %q: use fascn, upn or email", c.PIV.PersonAttribute)
+	}
+	if d := c.PIV.MaxStatusAge.Duration; d < time.Second || d > 24*time.Hour {
+		bad("piv.max_status_age %s: between 1s and 24h", d)
 	}
 	if d := c.PIV.ChallengeTTL.Duration; d < 10*time.Second || d > 5*time.Minute {
 		bad("piv.challenge_ttl %s: between 10s and 5m", d)

@@ -16,6 +16,8 @@ import (
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/server"
 	"golang.org/x/crypto/ocsp"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // activeSet enrolls and redeems for a new card; it returns the card and the
@@ -194,5 +196,46 @@ func TestLinkageOnUnknownRevoke(t *testing.T) {
 		if st := setState(t, set); st != step.want {
 			t.Fatalf("at +%s the set is %s, want %s", step.at, st, step.want)
 		}
+	}
+}
+
+// TestFreshStatusForIssuing: a card revoked at its issuer after it signed
+// in cannot enroll or redeem once the status the gateway holds is older
+// than piv.max_status_age (5 minutes): the cached OCSP answer (good for
+// hours) is fetched again (issue 14, point 2).
+func TestFreshStatusForIssuing(t *testing.T) {
+	ctx := context.Background()
+	t.Cleanup(func() { clockOffset.Store(0) })
+	conn := portalConn(t)
+	ec := credgwv1.NewEnrollmentClient(conn)
+
+	// Enroll: signed in while good, revoked, six minutes later.
+	c := newCard(t, hsmsim.CardSpec{Email: "revoked.after.signin@example.com"})
+	sess, err := login(t, conn, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.Env.RevokeCard(c.name, 1); err != nil {
+		t.Fatal(err)
+	}
+	clockOffset.Store(int64(6 * time.Minute))
+	_, err = ec.CreateEnrollment(ctx, &credgwv1.CreateEnrollmentRequest{SessionToken: sess.GetSessionToken(), IdentityName: "Phone"})
+	wantCode(t, err, codes.PermissionDenied)
+	clockOffset.Store(0)
+
+	// Redeem: enrolled while good, revoked, six minutes later.
+	d := newCard(t, hsmsim.CardSpec{Email: "revoked.after.enroll@example.com"})
+	e := enrollWith(t, d)
+	if err := dev.Env.RevokeCard(d.name, 1); err != nil {
+		t.Fatal(err)
+	}
+	clockOffset.Store(int64(6 * time.Minute))
+	_, err = agent.Redeem(ctx, agent.Options{Payload: e.payload, Password: e.resp.GetPassword(), OutDir: t.TempDir(),
+		KeystorePIN: "correct horse", MaxResumes: 1})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("redeem with a card revoked since enrollment: %v, want PermissionDenied", err)
+	}
+	if st := setState(t, e.resp.GetCredentialSetId()); st != "pending" {
+		t.Fatalf("the refused redemption left the set %s", st)
 	}
 }

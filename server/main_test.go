@@ -176,6 +176,8 @@ func run(m *testing.M) int {
 	}
 	rememberSecret([]byte("relay password"))
 	fmt.Fprintf(f, "termination_webhook:\n  secret_file: webhook.key\n")
+	// TestLinkage walks a week; its first check is the week's end.
+	fmt.Fprintf(f, "linkage:\n  first_check: 168h\n")
 	fmt.Fprintf(f, "notifications:\n  smtp:\n    address: %s\n    from: credgw@example.com\n    username: credgw\n    password_file: smtp.pass\n    ca_file: tls/ca.crt\n",
 		mails.ln.Addr())
 	f.Close()

@@ -25,7 +25,10 @@ import (
 
 // Defaults of the linkage section (credgw.yaml), defined here only.
 const (
-	DefaultFirstCheck = 7 * 24 * time.Hour
+	// DefaultFirstCheck: the first check comes within a day of issuance,
+	// so a card revoked right after it enrolled does not keep its derived
+	// credentials for a week (SP 800-157r1 §2.4 allows up to 7 days).
+	DefaultFirstCheck = 24 * time.Hour
 	DefaultInterval   = 24 * time.Hour
 	DefaultMaxUnknown = 7 * 24 * time.Hour
 	DefaultOnUnknown  = "alert"
