@@ -67,8 +67,9 @@ type Options struct {
 
 // Verifier validates PIV Authentication certificates as PKI-AUTH requires
 // (FIPS 201-3 §6.2.3.1): path to a trust anchor, validity, the PIV
-// Authentication policy on the leaf itself, key usage, and revocation status
-// (OCSP, else CRL; neither ⇒ refused). It is safe for concurrent use.
+// Authentication policy on the leaf itself, key usage and extended key usage
+// (checkPIVAuthUsage), and revocation status (OCSP, else CRL; neither ⇒
+// refused). It is safe for concurrent use.
 type Verifier struct {
 	opts   Options
 	inter  *x509.CertPool
