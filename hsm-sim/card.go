@@ -36,11 +36,21 @@ const (
 	WrongPolicy Variant = "wrong-policy"  // PIV Auth asserts id-fpki-common-policy, not …3.13
 	Untrusted   Variant = "untrusted"     // issued by a CA that does not chain to the configured root
 	WrongKey    Variant = "wrong-key"     // the PIV Auth certificate certifies another key than 9A's
+
+	// Key usage defects of the PIV Auth certificate (issue 14, point 6):
+	// an EKU that does not allow client authentication, or a leaf that may
+	// sign certificates or CRLs.
+	EKUServerAuth  Variant = "eku-server-auth"  // EKU is serverAuth only
+	EKUCodeSigning Variant = "eku-code-signing" // EKU is codeSigning only
+	EKUCardAuth    Variant = "eku-card-auth"    // EKU is id-PIV-cardAuth only (a 9E profile on 9A)
+	KUCertSign     Variant = "ku-cert-sign"     // keyUsage digitalSignature + keyCertSign, not a CA
+	KUCRLSign      Variant = "ku-crl-sign"      // keyUsage digitalSignature + cRLSign, not a CA
 )
 
 // Variants lists every variant.
 func Variants() []Variant {
-	return []Variant{Good, Revoked, Expired, NotYetValid, WrongPolicy, Untrusted, WrongKey}
+	return []Variant{Good, Revoked, Expired, NotYetValid, WrongPolicy, Untrusted, WrongKey,
+		EKUServerAuth, EKUCodeSigning, EKUCardAuth, KUCertSign, KUCRLSign}
 }
 
 // ParseVariant checks a variant name.
@@ -50,7 +60,7 @@ func ParseVariant(s string) (Variant, error) {
 			return v, nil
 		}
 	}
-	names := make([]string, 0, 7)
+	names := make([]string, 0, len(Variants()))
 	for _, v := range Variants() {
 		names = append(names, string(v))
 	}
@@ -369,8 +379,19 @@ func (p profileInput) template(slot pkcs11.PIVSlot) (*x509.Certificate, error) {
 		t.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 		t.UnknownExtKeyUsage = []asn1.ObjectIdentifier{piv.EKUSmartCardLogon, piv.EKUPKINITClientAuth}
 		t.Policies = policies(piv.PolicyCommonAuthentication)
-		if p.spec.Variant == WrongPolicy {
+		switch p.spec.Variant {
+		case WrongPolicy:
 			t.Policies = policies(piv.PolicyCommonPolicy)
+		case EKUServerAuth:
+			t.ExtKeyUsage, t.UnknownExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, nil
+		case EKUCodeSigning:
+			t.ExtKeyUsage, t.UnknownExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning}, nil
+		case EKUCardAuth:
+			t.ExtKeyUsage, t.UnknownExtKeyUsage = nil, []asn1.ObjectIdentifier{piv.EKUPIVCardAuth}
+		case KUCertSign:
+			t.KeyUsage |= x509.KeyUsageCertSign
+		case KUCRLSign:
+			t.KeyUsage |= x509.KeyUsageCRLSign
 		}
 		san := piv.SAN{FASCN: p.fascn, UUIDs: []string{p.uuid}}
 		if p.spec.UPN != "" {

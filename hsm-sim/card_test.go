@@ -75,9 +75,18 @@ func cardChecks(t *testing.T, info *CardInfo) []string {
 	if _, err := cert.Verify(x509.VerifyOptions{
 		Roots: testEnv.TrustPool(), Intermediates: inters,
 		CurrentTime: cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) / 2),
-		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageAny}, // the EKU is the usage check's
 	}); err != nil {
 		failed = append(failed, "path")
+	}
+	// Usage: digitalSignature and neither keyCertSign nor cRLSign; the EKU
+	// allows client authentication (clientAuth, smartcardLogon or PKINIT).
+	clientEKU := slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageClientAuth) ||
+		slices.ContainsFunc(cert.UnknownExtKeyUsage, func(o asn1.ObjectIdentifier) bool {
+			return o.Equal(piv.EKUSmartCardLogon) || o.Equal(piv.EKUPKINITClientAuth)
+		})
+	if cert.KeyUsage&x509.KeyUsageDigitalSignature == 0 || cert.KeyUsage&(x509.KeyUsageCertSign|x509.KeyUsageCRLSign) != 0 || !clientEKU {
+		failed = append(failed, "usage")
 	}
 	if now := time.Now(); now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
 		failed = append(failed, "validity")
@@ -147,6 +156,12 @@ func TestVariantsHaveExactlyTheirDefect(t *testing.T) {
 		WrongPolicy: {"policy"},
 		Untrusted:   {"path"},
 		WrongKey:    {"key"},
+
+		EKUServerAuth:  {"usage"},
+		EKUCodeSigning: {"usage"},
+		EKUCardAuth:    {"usage"},
+		KUCertSign:     {"usage"},
+		KUCRLSign:      {"usage"},
 	}
 	for _, v := range Variants() {
 		t.Run(string(v), func(t *testing.T) {

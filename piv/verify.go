@@ -72,8 +72,9 @@ type Options struct {
 
 // Verifier validates PIV Authentication certificates as PKI-AUTH requires
 // (FIPS 201-3 §6.2.3.1): path to a trust anchor, validity, the PIV
-// Authentication policy on the leaf itself, key usage, and revocation status
-// (OCSP, else CRL; neither ⇒ refused). It is safe for concurrent use.
+// Authentication policy on the leaf itself, key usage and extended key usage
+// (checkPIVAuthUsage), and revocation status (OCSP, else CRL; neither ⇒
+// refused). It is safe for concurrent use.
 type Verifier struct {
 	opts   Options
 	inter  *x509.CertPool
@@ -170,8 +171,8 @@ func (v *Verifier) VerifyPIVAuth(ctx context.Context, leaf *x509.Certificate, in
 	if err := checkKey(leaf); err != nil {
 		return nil, err
 	}
-	if leaf.IsCA || leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
-		return nil, fmt.Errorf("%w: a PIV Authentication certificate must have keyUsage digitalSignature and must not be a CA", ErrKeyUsage)
+	if err := checkPIVAuthUsage(leaf); err != nil {
+		return nil, err
 	}
 	if err := v.checkPolicy(leaf, v.opts.Policies, "PIV Authentication"); err != nil {
 		return nil, err
@@ -280,6 +281,106 @@ func (v *Verifier) path(ctx context.Context, leaf *x509.Certificate, intermediat
 		return verifiedPath{}, err
 	}
 	return verifiedPath{certs: chain, status: source}, nil
+}
+
+// Extended key usages besides id-kp-clientAuth (which crypto/x509 parses
+// into ExtKeyUsageClientAuth) that allow client authentication: one of the
+// three must be in a PIV Authentication certificate's EKU when it has one
+// (SSP profile v2.2 worksheet 6; STANDARDS §3.3).
+var clientAuthEKUs = []asn1.ObjectIdentifier{EKUSmartCardLogon, EKUPKINITClientAuth}
+
+// checkPIVAuthUsage checks the key usage and extended key usage of a PIV
+// Authentication certificate (STANDARDS §3.3, COMMON §6.1.7, SSP profile
+// v2.2 worksheet 6):
+//
+//   - keyUsage has digitalSignature; the certificate is no CA and its key
+//     signs neither certificates nor CRLs (keyCertSign and cRLSign are
+//     forbidden on every subscriber certificate).
+//   - When an EKU is present it allows client authentication: clientAuth,
+//     smartcardLogon or id-pkinit-KPClientAuth. id-PIV-cardAuth alone is a
+//     Card Authentication (9E) certificate, which proves the card without
+//     its PIN; serverAuth or codeSigning alone proves no client at all.
+//   - anyExtendedKeyUsage and codeSigning are refused even beside
+//     clientAuth: COMMON §6.1.7 says subscriber certificates "must not
+//     contain anyExtendedKeyUsage or id-kp-codeSigning". So anyEKU does not
+//     count as allowing client authentication, alone or not.
+//
+// A certificate without an EKU is accepted (issue 14: "when an EKU is
+// present"), although COMMON §6.1.7 requires one on certificates issued
+// after June 30, 2019. serverAuth beside clientAuth is accepted: the SSP
+// profile v2.2 marks it optional for PIV Authentication.
+func checkPIVAuthUsage(c *x509.Certificate) error {
+	if c.IsCA {
+		return fmt.Errorf("%w: the certificate is a CA (basicConstraints cA=TRUE); a PIV Authentication certificate must not be", ErrKeyUsage)
+	}
+	if c.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
+		return fmt.Errorf("%w: keyUsage lacks digitalSignature: a PIV Authentication certificate must have it", ErrKeyUsage)
+	}
+	for _, bad := range []struct {
+		bit  x509.KeyUsage
+		name string
+	}{{x509.KeyUsageCertSign, "keyCertSign"}, {x509.KeyUsageCRLSign, "cRLSign"}} {
+		if c.KeyUsage&bad.bit != 0 {
+			return fmt.Errorf("%w: keyUsage has %s on a certificate that is no CA: a PIV Authentication certificate's key must not sign certificates or CRLs", ErrKeyUsage, bad.name)
+		}
+	}
+	if len(c.ExtKeyUsage) == 0 && len(c.UnknownExtKeyUsage) == 0 {
+		return nil
+	}
+	names := ekuNames(c)
+	for _, bad := range []struct {
+		eku  x509.ExtKeyUsage
+		name string
+	}{{x509.ExtKeyUsageAny, "anyExtendedKeyUsage"}, {x509.ExtKeyUsageCodeSigning, "codeSigning"}} {
+		if slices.Contains(c.ExtKeyUsage, bad.eku) {
+			return fmt.Errorf("%w: EKU [%s] has %s, which the Common Policy (§6.1.7) forbids on subscriber certificates", ErrKeyUsage, strings.Join(names, ", "), bad.name)
+		}
+	}
+	client := slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageClientAuth) ||
+		slices.ContainsFunc(c.UnknownExtKeyUsage, func(o asn1.ObjectIdentifier) bool { return slices.ContainsFunc(clientAuthEKUs, o.Equal) })
+	if client {
+		return nil
+	}
+	if len(c.ExtKeyUsage) == 0 && len(c.UnknownExtKeyUsage) == 1 && c.UnknownExtKeyUsage[0].Equal(EKUPIVCardAuth) {
+		return fmt.Errorf("%w: EKU allows only id-PIV-cardAuth: that is a Card Authentication (9E) certificate; sign in with the PIV Authentication (9A) certificate, whose EKU allows client authentication", ErrKeyUsage)
+	}
+	return fmt.Errorf("%w: EKU allows only %s: a PIV Authentication certificate must allow client authentication (clientAuth, smartcardLogon or id-pkinit-KPClientAuth)", ErrKeyUsage, strings.Join(names, ", "))
+}
+
+// ekuNames names a certificate's extended key usages for messages.
+func ekuNames(c *x509.Certificate) []string {
+	known := map[x509.ExtKeyUsage]string{
+		x509.ExtKeyUsageAny:             "anyExtendedKeyUsage",
+		x509.ExtKeyUsageServerAuth:      "serverAuth",
+		x509.ExtKeyUsageClientAuth:      "clientAuth",
+		x509.ExtKeyUsageCodeSigning:     "codeSigning",
+		x509.ExtKeyUsageEmailProtection: "emailProtection",
+		x509.ExtKeyUsageTimeStamping:    "timeStamping",
+		x509.ExtKeyUsageOCSPSigning:     "OCSPSigning",
+	}
+	var out []string
+	for _, e := range c.ExtKeyUsage {
+		if n, ok := known[e]; ok {
+			out = append(out, n)
+		} else {
+			out = append(out, fmt.Sprintf("EKU #%d", e))
+		}
+	}
+	for _, o := range c.UnknownExtKeyUsage {
+		switch {
+		case o.Equal(EKUPIVCardAuth):
+			out = append(out, "id-PIV-cardAuth")
+		case o.Equal(EKUPIVContentSigning):
+			out = append(out, "id-PIV-content-signing")
+		case o.Equal(EKUSmartCardLogon):
+			out = append(out, "smartcardLogon")
+		case o.Equal(EKUPKINITClientAuth):
+			out = append(out, "id-pkinit-KPClientAuth")
+		default:
+			out = append(out, o.String())
+		}
+	}
+	return out
 }
 
 // checkKey allows the PIV key types of SP 800-78: RSA 2048/3072 (and 4096,

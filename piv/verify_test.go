@@ -144,6 +144,14 @@ func TestVerifyPIVAuth(t *testing.T) {
 		{"not yet valid", hsmsim.NotYetValid, pkcs11.ECP256, false, false, piv.ErrNotYetValid, ""},
 		{"wrong policy", hsmsim.WrongPolicy, pkcs11.ECP256, false, false, piv.ErrPolicy, ""},
 		{"untrusted issuer", hsmsim.Untrusted, pkcs11.ECP256, false, false, piv.ErrUntrusted, ""},
+		// Issue 14, point 6: the EKU must allow client authentication and
+		// the leaf must not sign certificates or CRLs.
+		{"EKU serverAuth only", hsmsim.EKUServerAuth, pkcs11.ECP256, false, false, piv.ErrKeyUsage, ""},
+		{"EKU codeSigning only", hsmsim.EKUCodeSigning, pkcs11.ECP256, false, false, piv.ErrKeyUsage, ""},
+		{"EKU id-PIV-cardAuth only", hsmsim.EKUCardAuth, pkcs11.ECP256, false, false, piv.ErrKeyUsage, ""},
+		{"keyCertSign on a leaf", hsmsim.KUCertSign, pkcs11.ECP256, false, false, piv.ErrKeyUsage, ""},
+		{"cRLSign on a leaf", hsmsim.KUCRLSign, pkcs11.ECP256, false, false, piv.ErrKeyUsage, ""},
+		{"keyCertSign on an RSA leaf", hsmsim.KUCertSign, pkcs11.RSA2048, false, false, piv.ErrKeyUsage, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -283,6 +291,25 @@ func TestVerifyRejectsLocally(t *testing.T) {
 		{"P-224 key", x509.Certificate{KeyUsage: x509.KeyUsageDigitalSignature, Policies: auth}, p224, piv.ErrKey},
 		{"RSA-1024 key", x509.Certificate{KeyUsage: x509.KeyUsageDigitalSignature, Policies: auth}, rsa1024, piv.ErrKey},
 		{"not chaining to the configured anchors", x509.Certificate{KeyUsage: x509.KeyUsageDigitalSignature, Policies: auth}, p256, piv.ErrUntrusted},
+
+		// EKU and KU of the PIV Authentication certificate. ErrUntrusted
+		// means the usage checks passed (the path is checked after them).
+		{"EKU serverAuth only", withEKU(auth, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}), p256, piv.ErrKeyUsage},
+		{"EKU codeSigning only", withEKU(auth, []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning}), p256, piv.ErrKeyUsage},
+		{"EKU serverAuth and codeSigning", withEKU(auth, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageCodeSigning}), p256, piv.ErrKeyUsage},
+		{"EKU emailProtection only", withEKU(auth, []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}), p256, piv.ErrKeyUsage},
+		{"EKU id-PIV-cardAuth only", withEKU(auth, nil, piv.EKUPIVCardAuth), p256, piv.ErrKeyUsage},
+		{"EKU anyExtendedKeyUsage only", withEKU(auth, []x509.ExtKeyUsage{x509.ExtKeyUsageAny}), p256, piv.ErrKeyUsage},
+		{"EKU anyExtendedKeyUsage beside clientAuth", withEKU(auth, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageAny}), p256, piv.ErrKeyUsage},
+		{"EKU codeSigning beside clientAuth", withEKU(auth, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageCodeSigning}), p256, piv.ErrKeyUsage},
+		{"keyCertSign on a leaf", x509.Certificate{KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, Policies: auth}, p256, piv.ErrKeyUsage},
+		{"cRLSign on a leaf", x509.Certificate{KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCRLSign, Policies: auth}, p256, piv.ErrKeyUsage},
+		{"EKU clientAuth: usage accepted", withEKU(auth, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}), p256, piv.ErrUntrusted},
+		{"EKU smartcardLogon only: usage accepted", withEKU(auth, nil, piv.EKUSmartCardLogon), p256, piv.ErrUntrusted},
+		{"EKU id-pkinit-KPClientAuth only: usage accepted", withEKU(auth, nil, piv.EKUPKINITClientAuth), p256, piv.ErrUntrusted},
+		{"EKU cardAuth beside clientAuth: usage accepted", withEKU(auth, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, piv.EKUPIVCardAuth), p256, piv.ErrUntrusted},
+		{"EKU serverAuth beside clientAuth: usage accepted", withEKU(auth, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}), p256, piv.ErrUntrusted},
+		{"no EKU: usage accepted", x509.Certificate{KeyUsage: x509.KeyUsageDigitalSignature, Policies: auth}, p256, piv.ErrUntrusted},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -293,6 +320,43 @@ func TestVerifyRejectsLocally(t *testing.T) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
 			}
 		})
+	}
+}
+
+// withEKU is a digitalSignature template asserting policies with these EKUs.
+func withEKU(policies []x509.OID, eku []x509.ExtKeyUsage, unknown ...asn1.ObjectIdentifier) x509.Certificate {
+	return x509.Certificate{KeyUsage: x509.KeyUsageDigitalSignature, Policies: policies, ExtKeyUsage: eku, UnknownExtKeyUsage: unknown}
+}
+
+// TestKeyUsageMessages: a refusal says what the certificate has and what a
+// PIV Authentication certificate needs.
+func TestKeyUsageMessages(t *testing.T) {
+	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	auth := []x509.OID{oid(piv.PolicyCommonAuthentication)}
+	tests := []struct {
+		tmpl x509.Certificate
+		want []string
+	}{
+		{withEKU(auth, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}), []string{"EKU allows only serverAuth", "must allow client authentication"}},
+		{withEKU(auth, []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning}), []string{"codeSigning"}},
+		{withEKU(auth, nil, piv.EKUPIVCardAuth), []string{"id-PIV-cardAuth", "Card Authentication"}},
+		{withEKU(auth, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageAny}), []string{"anyExtendedKeyUsage"}},
+		{x509.Certificate{KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, Policies: auth}, []string{"keyCertSign"}},
+		{x509.Certificate{KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCRLSign, Policies: auth}, []string{"cRLSign"}},
+	}
+	for _, tc := range tests {
+		tc.tmpl.Subject = pkix.Name{CommonName: "someone"}
+		_, leaf := ownChain(t, &tc.tmpl, p256)
+		_, err := newVerifier(t, nil).VerifyPIVAuth(context.Background(), leaf, nil)
+		if !errors.Is(err, piv.ErrKeyUsage) {
+			t.Errorf("%v: err = %v, want ErrKeyUsage", tc.want, err)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%q does not say %q", err, w)
+			}
+		}
 	}
 }
 

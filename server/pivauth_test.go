@@ -156,6 +156,10 @@ func TestPKIAuthRefusals(t *testing.T) {
 		{"wrong policy", false, false, variant(hsmsim.WrongPolicy), codes.PermissionDenied},
 		{"untrusted issuer", false, false, variant(hsmsim.Untrusted), codes.PermissionDenied},
 		{"signature by another key", false, false, variant(hsmsim.WrongKey), codes.Unauthenticated},
+		{"EKU serverAuth only", false, false, variant(hsmsim.EKUServerAuth), codes.PermissionDenied},
+		{"EKU id-PIV-cardAuth only", false, false, variant(hsmsim.EKUCardAuth), codes.PermissionDenied},
+		{"keyCertSign on a leaf", false, false, variant(hsmsim.KUCertSign), codes.PermissionDenied},
+		{"cRLSign on a leaf", false, false, variant(hsmsim.KUCRLSign), codes.PermissionDenied},
 		{"challenge replayed", false, false, func(t *testing.T) error {
 			b, _ := client.BeginSession(ctx, &credgwv1.BeginSessionRequest{})
 			req := &credgwv1.CompleteSessionRequest{SessionId: b.GetSessionId(), PivAuthCertificate: good.auth.Raw, Signature: good.sign(t, b)}

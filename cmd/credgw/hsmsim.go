@@ -143,7 +143,12 @@ Variants, each with exactly one defect in its PIV Authentication certificate:
   not-yet-valid   valid from tomorrow
   wrong-policy    asserts id-fpki-common-policy instead of ...3.13
   untrusted       issued by a CA that does not chain to the trust anchor
-  wrong-key       certifies another key than the card's 9A key`,
+  wrong-key       certifies another key than the card's 9A key
+  eku-server-auth   EKU serverAuth only (no client authentication)
+  eku-code-signing  EKU codeSigning only
+  eku-card-auth     EKU id-PIV-cardAuth only (the 9E profile)
+  ku-cert-sign      keyUsage with keyCertSign on a non-CA leaf
+  ku-crl-sign       keyUsage with cRLSign on a non-CA leaf`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			env, err := hsmsim.Load(dir)
@@ -200,7 +205,7 @@ Variants, each with exactly one defect in its PIV Authentication certificate:
 	f.StringVar(&email, "email", "", "cardholder email (rfc822Name)")
 	f.BoolVar(&emailOnlyInSig, "email-only-in-signature", false, "keep the email out of the PIV Authentication certificate (only 9C carries it)")
 	f.StringVar(&upn, "upn", "", "cardholder UPN (otherName in the PIV Authentication certificate)")
-	f.StringVar(&variant, "variant", "good", "good, revoked, expired, not-yet-valid, wrong-policy, untrusted or wrong-key")
+	f.StringVar(&variant, "variant", "good", "good, revoked, expired, not-yet-valid, wrong-policy, untrusted, wrong-key, eku-server-auth, eku-code-signing, eku-card-auth, ku-cert-sign or ku-crl-sign")
 	f.StringVar(&fascnID, "fascn-id", "", "14-digit FASC-N identifier (agency+system+credential number) to simulate a re-issued card; default random")
 	for _, r := range []string{"dir", "name", "pin-file"} {
 		cmd.MarkFlagRequired(r)
