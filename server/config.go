@@ -125,6 +125,8 @@ type LimitsConfig struct {
 	// served first (see admission.go). 0: half the CPUs, at least one; -1:
 	// no limit.
 	NewWork int `yaml:"new_work"`
+	// Rates limits what a card can start (ratelimit.go).
+	Rates RatesConfig `yaml:"rates"`
 }
 
 // HSMConfig says how to reach PKCS#11.
@@ -328,6 +330,7 @@ func (c *Config) applyDefaults() {
 	if c.PIV.PersonAttribute == "" {
 		c.PIV.PersonAttribute = piv.DefaultPersonAttribute
 	}
+	c.Limits.Rates.applyDefaults()
 	if c.Limits.MaxRecvBytes == 0 {
 		c.Limits.MaxRecvBytes = DefaultMaxRecvBytes
 	}
@@ -502,6 +505,7 @@ func (c *Config) validatePIV(bad func(string, ...any)) {
 
 // validateLimits checks the limits section.
 func (c *Config) validateLimits(bad func(string, ...any)) {
+	c.Limits.Rates.validate(bad)
 	if c.Limits.NewWork < -1 || c.Limits.NewWork > 4096 {
 		bad("limits.new_work %d: -1 (no limit), 0 (half the CPUs) or up to 4096", c.Limits.NewWork)
 	}

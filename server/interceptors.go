@@ -19,7 +19,7 @@ import (
 
 func (s *Server) unaryInterceptors() []grpc.UnaryServerInterceptor {
 	return []grpc.UnaryServerInterceptor{
-		s.recoverUnary, s.observeUnary, s.deadlineUnary, s.authorizeUnary, s.admitUnary, s.errorsUnary,
+		s.recoverUnary, s.observeUnary, s.deadlineUnary, s.authorizeUnary, s.limitUnary, s.admitUnary, s.errorsUnary,
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/credgw/credgw/pkcs11"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/server"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -405,5 +406,36 @@ func TestConfigErrors(t *testing.T) {
 	if c.PIV.ChallengeTTL.Duration != 2*time.Minute || c.PIV.SessionTTL.Duration != 20*time.Minute || c.Path("a") != "/etc/credgw/a" ||
 		c.Listen.GRPC != server.DefaultGRPCAddr || c.Store.Driver != "sqlite" || c.PIV.Policies[0] != server.DefaultPolicy {
 		t.Fatalf("defaults %+v", c)
+	}
+}
+
+// TestSignInRateLimited: one card looping on BeginSession is held to its
+// rate after a burst, with ResourceExhausted and a RetryInfo saying when
+// to come back; another card is not held back by it (issue 14, point 7).
+func TestSignInRateLimited(t *testing.T) {
+	ctx := context.Background()
+	loud := newCard(t, hsmsim.CardSpec{Email: "loud@example.com"})
+	conn := dial(t, loud.tlsCert())
+	client := credgwv1.NewPIVAuthClient(conn)
+	var refused error
+	for i := 0; i < 500 && refused == nil; i++ { // bounded
+		_, refused = client.BeginSession(ctx, &credgwv1.BeginSessionRequest{})
+	}
+	st, _ := status.FromError(refused)
+	if st.Code() != codes.ResourceExhausted {
+		t.Fatalf("500 BeginSession calls from one card: last %v, want ResourceExhausted", refused)
+	}
+	var retry *errdetails.RetryInfo
+	for _, d := range st.Details() {
+		if r, ok := d.(*errdetails.RetryInfo); ok {
+			retry = r
+		}
+	}
+	if retry == nil || retry.GetRetryDelay().AsDuration() <= 0 {
+		t.Fatalf("no RetryInfo in %v", st.Details())
+	}
+	quiet := newCard(t, hsmsim.CardSpec{Email: "quiet@example.com"})
+	if _, err := credgwv1.NewPIVAuthClient(dial(t, quiet.tlsCert())).BeginSession(ctx, &credgwv1.BeginSessionRequest{}); err != nil {
+		t.Fatalf("another card: %v", err)
 	}
 }

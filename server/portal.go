@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -30,6 +31,10 @@ var _ portal.Backend = portalBackend{}
 var errSessionGone = portal.ErrSessionGone
 
 func (b portalBackend) SignIn(ctx context.Context, leaf *x509.Certificate, chain []*x509.Certificate, source string) (portal.Session, error) {
+	sum := sha256.Sum256(leaf.Raw)
+	if wait, ok := b.s.limits.signInCard.take(hex.EncodeToString(sum[:])); !ok {
+		return portal.Session{}, limited("sign-ins with this card", wait)
+	}
 	o, err := b.s.sessions.SignInTLS(ctx, leaf, chain, source)
 	if err != nil {
 		return portal.Session{}, err
@@ -153,6 +158,9 @@ func (b portalBackend) Explain(err error) (string, string, int) {
 		return "Please check the form", strings.TrimPrefix(err.Error(), "activation: invalid request: "), http.StatusBadRequest
 	case errors.Is(err, activation.ErrNotYours):
 		return "No such credential", "It may have been revoked already.", http.StatusNotFound
+	}
+	if st, ok := status.FromError(err); ok && st.Code() == codes.ResourceExhausted {
+		return "Too many sign-ins with this card", "Wait a minute, then sign in again.", http.StatusTooManyRequests
 	}
 	if st, ok := status.FromError(err); ok && st.Code() == codes.FailedPrecondition {
 		return "Enrollment is not available", st.Message(), http.StatusServiceUnavailable

@@ -51,6 +51,7 @@ type Server struct {
 	ca         *issuance.CA
 	escrow     *issuance.Escrow
 	admission  *admission
+	limits     *limiter
 
 	// The application services the handlers call.
 	audit      *audit.Log
@@ -163,6 +164,7 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: o.log, now: o.now, metrics: newMetrics(), serveErr: make(chan error, 2)}
 	s.admission = newAdmission(cfg.Limits.NewWork, s.metrics.admissionWaiting)
+	s.limits = newLimiter(cfg.Limits.Rates, cfg.PIV.ChallengeTTL.Duration, func() time.Time { return s.now() })
 
 	cert, err := tls.LoadX509KeyPair(cfg.Path(cfg.TLS.CertFile), cfg.Path(cfg.TLS.KeyFile))
 	if err != nil {

@@ -1,0 +1,252 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// Rate limits for what anyone with a card can start: sign-in challenges
+// (BeginSession) and enrollments (CreateEnrollment), per card certificate
+// and per source address, as token buckets; and a cap on the challenges a
+// card has outstanding. They apply to callers signed in by their card's
+// TLS client certificate (the PIV role); the portal and administrators are
+// configured clients and are not limited here (the portal limits its own
+// sign-ins per card, through the same limiter). The buckets live in each
+// replica's memory: with N replicas behind a balancer a card gets up to N
+// times the rate (docs/config.md).
+
+// Rate is a token bucket: PerSecond refills, Burst is its size.
+type Rate struct {
+	PerSecond float64 `yaml:"per_second"`
+	Burst     int     `yaml:"burst"`
+}
+
+// RatesConfig is limits.rates.
+type RatesConfig struct {
+	SignInPerCard    Rate `yaml:"sign_in_per_card"`
+	SignInPerAddress Rate `yaml:"sign_in_per_address"`
+	EnrollPerCard    Rate `yaml:"enroll_per_card"`
+	// OutstandingChallenges caps the challenges of one card not yet
+	// completed or expired.
+	OutstandingChallenges int `yaml:"outstanding_challenges"`
+}
+
+// Defaults of limits.rates: far above what a person does, far below what a
+// loop does.
+var (
+	DefaultSignInPerCard         = Rate{PerSecond: 2, Burst: 30}
+	DefaultSignInPerAddress      = Rate{PerSecond: 200, Burst: 500}
+	DefaultEnrollPerCard         = Rate{PerSecond: 1, Burst: 10}
+	DefaultOutstandingChallenges = 16
+)
+
+func (r *RatesConfig) applyDefaults() {
+	def := func(r *Rate, d Rate) {
+		if r.PerSecond == 0 {
+			r.PerSecond = d.PerSecond
+		}
+		if r.Burst == 0 {
+			r.Burst = d.Burst
+		}
+	}
+	def(&r.SignInPerCard, DefaultSignInPerCard)
+	def(&r.SignInPerAddress, DefaultSignInPerAddress)
+	def(&r.EnrollPerCard, DefaultEnrollPerCard)
+	if r.OutstandingChallenges == 0 {
+		r.OutstandingChallenges = DefaultOutstandingChallenges
+	}
+}
+
+func (r RatesConfig) validate(bad func(string, ...any)) {
+	for name, v := range map[string]Rate{"sign_in_per_card": r.SignInPerCard, "sign_in_per_address": r.SignInPerAddress,
+		"enroll_per_card": r.EnrollPerCard} {
+		if v.PerSecond <= 0 || v.Burst < 1 {
+			bad("limits.rates.%s: per_second > 0 and burst ≥ 1", name)
+		}
+	}
+	if r.OutstandingChallenges < 1 {
+		bad("limits.rates.outstanding_challenges %d: at least 1", r.OutstandingChallenges)
+	}
+}
+
+// buckets are token buckets by key.
+type buckets struct {
+	rate Rate
+	now  func() time.Time
+
+	mu   sync.Mutex
+	by   map[string]*bucket
+	seen int
+}
+
+type bucket struct {
+	lim  *rate.Limiter
+	last time.Time
+}
+
+func newBuckets(r Rate, now func() time.Time) *buckets {
+	return &buckets{rate: r, now: now, by: map[string]*bucket{}}
+}
+
+// take takes a token for key, or says how long until one is there.
+func (b *buckets) take(key string) (time.Duration, bool) {
+	now := b.now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	k, ok := b.by[key]
+	if !ok {
+		b.prune(now)
+		k = &bucket{lim: rate.NewLimiter(rate.Limit(b.rate.PerSecond), b.rate.Burst)}
+		b.by[key] = k
+	}
+	k.last = now
+	r := k.lim.ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return d, false
+	}
+	return 0, true
+}
+
+// prune drops buckets that have refilled (idle long enough), now and then,
+// so that many callers do not grow the map without bound.
+func (b *buckets) prune(now time.Time) {
+	if b.seen++; b.seen%1024 != 0 {
+		return
+	}
+	full := time.Duration(float64(b.rate.Burst)/b.rate.PerSecond*float64(time.Second)) + time.Minute
+	for key, k := range b.by {
+		if now.Sub(k.last) > full {
+			delete(b.by, key)
+		}
+	}
+}
+
+// outstanding counts each card's challenges until they are completed or
+// expire.
+type outstanding struct {
+	max int
+	ttl time.Duration
+	now func() time.Time
+
+	mu sync.Mutex
+	by map[string][]time.Time // expiry of each outstanding challenge
+}
+
+// open records a challenge for key, or says how long until one expires.
+func (o *outstanding) open(key string) (time.Duration, bool) {
+	now := o.now()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	live := o.by[key][:0]
+	for _, exp := range o.by[key] {
+		if now.Before(exp) {
+			live = append(live, exp)
+		}
+	}
+	if len(live) >= o.max {
+		o.by[key] = live
+		return live[0].Sub(now), false
+	}
+	o.by[key] = append(live, now.Add(o.ttl))
+	if len(o.by) > 100000 { // bounded: forget the oldest callers' counts
+		for k, exps := range o.by {
+			if len(exps) == 0 || !now.Before(exps[len(exps)-1]) {
+				delete(o.by, k)
+			}
+		}
+	}
+	return 0, true
+}
+
+// close forgets one outstanding challenge of key (it was completed).
+func (o *outstanding) close(key string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if exps := o.by[key]; len(exps) > 0 {
+		o.by[key] = exps[1:]
+	}
+}
+
+// limiter applies limits.rates to the methods that start new work.
+type limiter struct {
+	signInCard, signInAddr, enrollCard *buckets
+	challenges                         *outstanding
+}
+
+func newLimiter(r RatesConfig, challengeTTL time.Duration, now func() time.Time) *limiter {
+	return &limiter{
+		signInCard: newBuckets(r.SignInPerCard, now), signInAddr: newBuckets(r.SignInPerAddress, now),
+		enrollCard: newBuckets(r.EnrollPerCard, now),
+		challenges: &outstanding{max: r.OutstandingChallenges, ttl: challengeTTL, now: now, by: map[string][]time.Time{}},
+	}
+}
+
+// limited is ResourceExhausted with a RetryInfo.
+func limited(what string, wait time.Duration) error {
+	wait = max(wait, time.Second).Round(time.Second)
+	st := status.New(codes.ResourceExhausted, fmt.Sprintf("%s: too many requests; retry in %s", what, wait))
+	if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(wait)}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// callerKeys are the card's and the source address's keys of a PIV
+// caller; ok is false for callers the limits do not apply to.
+func callerKeys(ctx context.Context) (card, addr string, ok bool) {
+	c, found := callerFrom(ctx)
+	if !found || c.role != rolePIV {
+		return "", "", false
+	}
+	sum := sha256.Sum256(c.cert.Raw)
+	card = hex.EncodeToString(sum[:])
+	if p, found := peer.FromContext(ctx); found {
+		addr = p.Addr.String()
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			addr = host
+		}
+	}
+	return card, addr, true
+}
+
+// limitUnary applies the limits before the handler runs.
+func (s *Server) limitUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	card, addr, ok := callerKeys(ctx)
+	if !ok {
+		return h(ctx, req)
+	}
+	l := s.limits
+	switch info.FullMethod {
+	case "/credgw.v1.PIVAuth/BeginSession":
+		if wait, ok := l.signInCard.take(card); !ok {
+			return nil, limited("sign-in challenges for this card", wait)
+		}
+		if wait, ok := l.signInAddr.take(addr); !ok {
+			return nil, limited("sign-in challenges from this address", wait)
+		}
+		if wait, ok := l.challenges.open(card); !ok {
+			return nil, limited("outstanding sign-in challenges for this card (complete or let them expire)", wait)
+		}
+	case "/credgw.v1.PIVAuth/CompleteSession":
+		defer l.challenges.close(card)
+	case "/credgw.v1.Enrollment/CreateEnrollment":
+		if wait, ok := l.enrollCard.take(card); !ok {
+			return nil, limited("enrollments for this card", wait)
+		}
+	}
+	return h(ctx, req)
+}
