@@ -118,7 +118,7 @@ func (s *Service) check(ctx context.Context, id string, secret []byte, password 
 	}
 	// Counted while pending and while redeeming (a resume needs the
 	// password too): a photo of the QR code gives no unlimited guesses.
-	a, err = s.cfg.Store.ReserveAttempt(ctx, id)
+	a, err = s.reserve(ctx, id)
 	if err != nil {
 		return a, "", s.refused(ctx, id, err)
 	}
@@ -155,6 +155,31 @@ func (s *Service) check(ctx context.Context, id string, secret []byte, password 
 	return a, "", &WrongPasswordError{AttemptsLeft: max(a.MaxAttempts-a.FailedAttempts, 1)}
 }
 
+// reserveWait is how long a guess waits for the attempts being compared
+// to settle before it answers ErrLocked.
+const reserveWait = 2 * time.Second
+
+// reserve counts an attempt. When every attempt is counted but the code is
+// not locked, passwords are being compared and a right one gives its
+// attempt back: it waits for them (briefly) rather than call the code
+// locked, so concurrent right passwords are not refused.
+func (s *Service) reserve(ctx context.Context, id string) (store.Activation, error) {
+	deadline := time.Now().Add(reserveWait)
+	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+		a, err := s.cfg.Store.ReserveAttempt(ctx, id)
+		if !errors.Is(err, store.ErrBusy) || time.Now().After(deadline) {
+			return a, err
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return a, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
 // stateError is the refusal of an activation in a state that takes no
 // password (nil for pending or redeeming).
 func (s *Service) stateError(a store.Activation) error {
@@ -176,7 +201,7 @@ func (s *Service) stateError(a store.Activation) error {
 // refused maps a transition the store refused to the activation's state
 // now: a locked code answers ErrLocked, never "redeemed already".
 func (s *Service) refused(ctx context.Context, id string, err error) error {
-	if errors.Is(err, store.ErrLocked) {
+	if errors.Is(err, store.ErrLocked) || errors.Is(err, store.ErrBusy) {
 		return ErrLocked
 	}
 	if !errors.Is(err, store.ErrAlreadyUsed) {

@@ -93,9 +93,9 @@ type ActivationStore interface {
 	RecordFailedAttempt(ctx context.Context, id string) (failed int, state string, err error)
 	// ReserveAttempt counts an attempt on a pending or redeeming
 	// activation before its password is compared, and returns the
-	// activation with the count. ErrLocked if max_attempts are counted
-	// already (compare nothing); ErrAlreadyUsed if the activation is in
-	// another state.
+	// activation with the count. ErrLocked if it is locked; ErrBusy if
+	// max_attempts are counted but not settled (compare nothing);
+	// ErrAlreadyUsed if the activation is in another state.
 	ReserveAttempt(ctx context.Context, id string) (Activation, error)
 	// ReturnAttempt gives back an attempt whose password was right, and
 	// returns the activation; ErrAlreadyUsed if it is no longer pending or

@@ -239,8 +239,8 @@ func TestReserveAttempt(t *testing.T) {
 		}
 		close(start)
 		wg.Wait()
-		if got["<nil>"] != 3 || got[ErrLocked.Error()] != 17 {
-			t.Fatalf("reservations: %v, want 3 and 17 locked", got)
+		if got["<nil>"] != 3 || got[ErrBusy.Error()] != 17 {
+			t.Fatalf("reservations: %v, want 3 and 17 busy", got)
 		}
 		if a, err := s.ReturnAttempt(ctx, "ra"); err != nil || a.FailedAttempts != 2 {
 			t.Fatalf("return: %d %v", a.FailedAttempts, err)

@@ -162,8 +162,10 @@ func (s *DB) ReserveAttempt(ctx context.Context, id string) (Activation, error) 
 	switch {
 	case err != nil:
 		return Activation{}, wrapDB(err)
-	case state == ActLocked || ((state == ActPending || state == ActRedeeming) && n >= max):
+	case state == ActLocked:
 		return Activation{}, ErrLocked
+	case (state == ActPending || state == ActRedeeming) && n >= max:
+		return Activation{}, ErrBusy
 	}
 	return Activation{}, ErrAlreadyUsed
 }
