@@ -97,8 +97,11 @@ type Delivery struct {
 // Progress reports a stage ("issuing 1/3").
 type Progress func(stage credgwv1.Stage, current, total int, message string)
 
-// check finds the activation and checks the secret and the password,
-// counting a wrong password.
+// check finds the activation and checks the secret and the password. The
+// attempt is counted before the password is compared and given back when it
+// is right: of any number of concurrent guesses, on any number of replicas,
+// at most MaxAttempts are compared, and a guess that finds none left is
+// refused with ErrLocked without a comparison.
 func (s *Service) check(ctx context.Context, id string, secret []byte, password string) (store.Activation, string, error) {
 	a, err := s.cfg.Store.ActivationByID(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
@@ -110,41 +113,108 @@ func (s *Service) check(ctx context.Context, id string, secret []byte, password 
 	if subtle.ConstantTimeCompare([]byte(code.LookupHash(secret)), []byte(a.LookupHash)) != 1 {
 		return a, "", ErrNotAccepted
 	}
+	if err := s.stateError(a); err != nil {
+		return a, "", err
+	}
+	// Counted while pending and while redeeming (a resume needs the
+	// password too): a photo of the QR code gives no unlimited guesses.
+	a, err = s.reserve(ctx, id)
+	if err != nil {
+		return a, "", s.refused(ctx, id, err)
+	}
+	// The reservation is settled whatever the caller does meanwhile.
+	bg := context.WithoutCancel(ctx)
+	pw, ferr := code.NormalizePassword(password)
+	if ferr == nil && code.CheckPassword(secret, pw, a.Verifier) {
+		back, err := s.cfg.Store.ReturnAttempt(bg, id)
+		if err != nil {
+			// Locked (or expired, or confirmed) since the reservation.
+			return a, "", s.refused(bg, id, err)
+		}
+		return back, pw, nil
+	}
+	locked, redeeming, err := s.cfg.Store.LockIfSpent(bg, id)
+	if err != nil {
+		return a, "", err
+	}
+	if locked {
+		if redeeming {
+			// Locked with a package waiting or being made: what it
+			// carried is revoked (someone is guessing). The set is
+			// abandoned by the lock, so a revocation that fails here is
+			// finished by the sweep.
+			if err := s.revokeSet(bg, a.CredentialSetID, time.Time{}, issuance.ReasonKeyCompromise); err != nil {
+				s.cfg.Log.Error("locked with a package waiting: revoking what it carried failed; the sweep retries",
+					"credential_set_id", a.CredentialSetID, "cause", err.Error())
+			}
+		}
+		return a, "", ErrLocked
+	}
+	// Not locked although this reservation was the last: a right password
+	// counted meanwhile gave its attempt back, which is the one left.
+	return a, "", &WrongPasswordError{AttemptsLeft: max(a.MaxAttempts-a.FailedAttempts, 1)}
+}
+
+// reserveWait is how long a guess waits for the attempts being compared
+// to settle before it answers ErrLocked.
+const reserveWait = 2 * time.Second
+
+// reserve counts an attempt. When every attempt is counted but the code is
+// not locked, passwords are being compared and a right one gives its
+// attempt back: it waits for them (briefly) rather than call the code
+// locked, so concurrent right passwords are not refused.
+func (s *Service) reserve(ctx context.Context, id string) (store.Activation, error) {
+	deadline := time.Now().Add(reserveWait)
+	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+		a, err := s.cfg.Store.ReserveAttempt(ctx, id)
+		if !errors.Is(err, store.ErrBusy) || time.Now().After(deadline) {
+			return a, err
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return a, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// stateError is the refusal of an activation in a state that takes no
+// password (nil for pending or redeeming).
+func (s *Service) stateError(a store.Activation) error {
 	switch a.State {
 	case store.ActLocked:
-		return a, "", ErrLocked
+		return ErrLocked
 	case store.ActExpired:
-		return a, "", ErrExpired
+		return ErrExpired
 	case store.ActCompleted:
-		return a, "", ErrAlreadyRedeemed
+		return ErrAlreadyRedeemed
 	case store.ActPending:
 		if !s.cfg.Now().Before(a.ExpiresAt) {
-			return a, "", ErrExpired
+			return ErrExpired
 		}
 	}
-	pw, ferr := code.NormalizePassword(password)
-	if ferr != nil || !code.CheckPassword(secret, pw, a.Verifier) {
-		n, state, err := s.cfg.Store.RecordFailedAttempt(ctx, a.ID)
-		switch {
-		case errors.Is(err, store.ErrAlreadyUsed):
-			return a, "", ErrAlreadyRedeemed
-		case err != nil:
-			return a, "", err
-		case state == store.ActLocked:
-			if a.State == store.ActRedeeming {
-				// Locked with a package waiting: what it carried is revoked
-				// (someone is guessing). The set is abandoned by the lock,
-				// so a revocation that fails here is finished by the sweep.
-				if err := s.revokeSet(context.WithoutCancel(ctx), a.CredentialSetID, time.Time{}, issuance.ReasonKeyCompromise); err != nil {
-					s.cfg.Log.Error("locked with a package waiting: revoking what it carried failed; the sweep retries",
-						"credential_set_id", a.CredentialSetID, "cause", err.Error())
-				}
-			}
-			return a, "", ErrLocked
-		}
-		return a, "", &WrongPasswordError{AttemptsLeft: a.MaxAttempts - n}
+	return nil
+}
+
+// refused maps a transition the store refused to the activation's state
+// now: a locked code answers ErrLocked, never "redeemed already".
+func (s *Service) refused(ctx context.Context, id string, err error) error {
+	if errors.Is(err, store.ErrLocked) || errors.Is(err, store.ErrBusy) {
+		return ErrLocked
 	}
-	return a, pw, nil
+	if !errors.Is(err, store.ErrAlreadyUsed) {
+		return err
+	}
+	a, rerr := s.cfg.Store.ActivationByID(ctx, id)
+	if rerr != nil {
+		return rerr
+	}
+	if serr := s.stateError(a); serr != nil {
+		return serr
+	}
+	return ErrAlreadyRedeemed
 }
 
 // redeem checks the activation and either builds the package (issuing the
@@ -202,10 +272,7 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 	}
 	// The transition to redeeming happens once (one conditional UPDATE).
 	if err := s.cfg.Store.BeginRedemption(ctx, a.ID, rid, s.cfg.Now()); err != nil {
-		if errors.Is(err, store.ErrAlreadyUsed) {
-			return nil, ErrAlreadyRedeemed
-		}
-		return nil, err
+		return nil, s.refused(ctx, a.ID, err)
 	}
 	if req.Device != "" {
 		if err := s.cfg.Store.SetDevice(ctx, cs.ID, req.Device); err != nil {
@@ -229,6 +296,11 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 			} else if kerr := s.cfg.Store.SetEscrowKey(bg, cs.ID, k.ID); kerr != nil {
 				err = errors.Join(err, kerr)
 			}
+		}
+		if cur, rerr := s.cfg.Store.ActivationByID(bg, a.ID); rerr == nil && cur.State == store.ActLocked {
+			// Wrong passwords locked the code while it issued: the lock
+			// revoked what was issued, and the answer is the lock.
+			return nil, ErrLocked
 		}
 		if aerr := s.cfg.Store.AbortRedemption(bg, a.ID, rid); aerr != nil {
 			err = errors.Join(err, aerr)

@@ -643,3 +643,63 @@ func TestDeviceInfoBounded(t *testing.T) {
 		t.Fatalf("a sane device description, after the refusals: %v", err)
 	}
 }
+
+// TestConcurrentWrongPasswordsLockAtFive: 40 wrong passwords and the right
+// one sent together over gRPC. Each attempt is counted before its password
+// is compared: at most four answer PermissionDenied (the fifth wrong one
+// locks), every other answers ResourceExhausted "locked" — never
+// FailedPrecondition "redeemed already" — and a refused right password
+// leaves no live certificate.
+func TestConcurrentWrongPasswordsLockAtFive(t *testing.T) {
+	e := enrollCard(t)
+	client := credgwv1.NewRedemptionClient(dial(t))
+	wrong := "00000000"
+	if wrong == e.resp.GetPassword() {
+		wrong = "11111111"
+	}
+	const guesses = 40
+	reqs := make([]*credgwv1.RedeemRequest, guesses+1)
+	for i := range reqs {
+		pw := wrong
+		if i == guesses {
+			pw = e.resp.GetPassword()
+		}
+		reqs[i] = redeemRequest(t, e, pw)
+	}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	seen := map[codes.Code]int{}
+	var correct error
+	for i, req := range reqs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			_, err := readStream(context.Background(), client, req, 0)
+			mu.Lock()
+			defer mu.Unlock()
+			if i == guesses {
+				correct = err
+				return
+			}
+			seen[status.Code(err)]++
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if seen[codes.PermissionDenied] > 4 || seen[codes.PermissionDenied]+seen[codes.ResourceExhausted] != guesses {
+		t.Errorf("wrong passwords answered %v: want at most 4 PermissionDenied, the rest ResourceExhausted", seen)
+	}
+	if c := status.Code(correct); c != codes.OK && c != codes.ResourceExhausted {
+		t.Errorf("the right password: %v, want OK or ResourceExhausted", correct)
+	}
+	if correct != nil {
+		recs, _ := gwStore.CertificatesOfSet(context.Background(), e.resp.GetCredentialSetId())
+		for _, r := range recs {
+			if !r.Revoked() {
+				t.Errorf("certificate %s is live although the right password was refused", r.Serial)
+			}
+		}
+	}
+}

@@ -91,6 +91,21 @@ type ActivationStore interface {
 	// locking it for good at max_attempts. It returns the new count and
 	// state; ErrAlreadyUsed if the activation is not pending.
 	RecordFailedAttempt(ctx context.Context, id string) (failed int, state string, err error)
+	// ReserveAttempt counts an attempt on a pending or redeeming
+	// activation before its password is compared, and returns the
+	// activation with the count. ErrLocked if it is locked; ErrBusy if
+	// max_attempts are counted but not settled (compare nothing);
+	// ErrAlreadyUsed if the activation is in another state.
+	ReserveAttempt(ctx context.Context, id string) (Activation, error)
+	// ReturnAttempt gives back an attempt whose password was right, and
+	// returns the activation; ErrAlreadyUsed if it is no longer pending or
+	// redeeming (locked meanwhile, say).
+	ReturnAttempt(ctx context.Context, id string) (Activation, error)
+	// LockIfSpent locks a pending or redeeming activation whose count
+	// reached max_attempts, deleting any package and abandoning its set.
+	// It reports whether it locked and whether a redemption had begun
+	// (its certificates are the caller's to revoke).
+	LockIfSpent(ctx context.Context, id string) (locked, redeeming bool, err error)
 	// BeginRedemption moves a pending, unexpired activation to redeeming,
 	// once: every other caller gets ErrAlreadyUsed.
 	BeginRedemption(ctx context.Context, id, redemptionID string, now time.Time) error

@@ -214,3 +214,54 @@ func TestEnrollmentCapInTransaction(t *testing.T) {
 		}
 	})
 }
+
+// TestReserveAttempt: of concurrent reservations, exactly max_attempts get
+// one; a returned attempt can be reserved again; the lock takes a spent
+// activation only.
+func TestReserveAttempt(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		enroll(t, s, "ra", t0.Add(10*time.Minute))
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		got := map[string]int{}
+		for i := 0; i < 20; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				_, err := s.ReserveAttempt(ctx, "ra")
+				mu.Lock()
+				defer mu.Unlock()
+				got[fmt.Sprint(err)]++
+			}()
+		}
+		close(start)
+		wg.Wait()
+		if got["<nil>"] != 3 || got[ErrBusy.Error()] != 17 {
+			t.Fatalf("reservations: %v, want 3 and 17 busy", got)
+		}
+		if a, err := s.ReturnAttempt(ctx, "ra"); err != nil || a.FailedAttempts != 2 {
+			t.Fatalf("return: %d %v", a.FailedAttempts, err)
+		}
+		if locked, _, err := s.LockIfSpent(ctx, "ra"); locked || err != nil {
+			t.Fatalf("locked with an attempt left: %v %v", locked, err)
+		}
+		if a, err := s.ReserveAttempt(ctx, "ra"); err != nil || a.FailedAttempts != 3 {
+			t.Fatalf("reserve again: %d %v", a.FailedAttempts, err)
+		}
+		if locked, redeeming, err := s.LockIfSpent(ctx, "ra"); !locked || redeeming || err != nil {
+			t.Fatalf("lock: %v %v %v", locked, redeeming, err)
+		}
+		if _, err := s.ReserveAttempt(ctx, "ra"); !errors.Is(err, ErrLocked) {
+			t.Fatalf("reserve on a locked activation: %v", err)
+		}
+		if _, err := s.ReturnAttempt(ctx, "ra"); !errors.Is(err, ErrAlreadyUsed) {
+			t.Fatalf("return on a locked activation: %v", err)
+		}
+		if cs, _ := s.CredentialSet(ctx, "set-ra"); cs.State != SetAbandoned {
+			t.Fatalf("set state %s", cs.State)
+		}
+	})
+}

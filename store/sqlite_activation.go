@@ -148,6 +148,61 @@ func (s *DB) RecordFailedAttempt(ctx context.Context, id string) (int, string, e
 	return n, state, nil
 }
 
+func (s *DB) ReserveAttempt(ctx context.Context, id string) (Activation, error) {
+	// One conditional UPDATE: of any number of concurrent guesses, on any
+	// number of replicas, at most max_attempts get a reservation.
+	a, err := scanAct(s.w.QueryRowContext(ctx, `UPDATE activations SET failed_attempts = failed_attempts + 1
+		WHERE id = $1 AND state IN ('pending', 'redeeming') AND failed_attempts < max_attempts RETURNING `+actColumns, id))
+	if !errors.Is(err, ErrNotFound) {
+		return a, err
+	}
+	var state string
+	var n, max int
+	err = s.w.QueryRowContext(ctx, `SELECT state, failed_attempts, max_attempts FROM activations WHERE id = $1`, id).Scan(&state, &n, &max)
+	switch {
+	case err != nil:
+		return Activation{}, wrapDB(err)
+	case state == ActLocked:
+		return Activation{}, ErrLocked
+	case (state == ActPending || state == ActRedeeming) && n >= max:
+		return Activation{}, ErrBusy
+	}
+	return Activation{}, ErrAlreadyUsed
+}
+
+func (s *DB) ReturnAttempt(ctx context.Context, id string) (Activation, error) {
+	a, err := scanAct(s.w.QueryRowContext(ctx, `UPDATE activations SET failed_attempts = failed_attempts - 1
+		WHERE id = $1 AND state IN ('pending', 'redeeming') AND failed_attempts > 0 RETURNING `+actColumns, id))
+	if errors.Is(err, ErrNotFound) {
+		return a, ErrAlreadyUsed
+	}
+	return a, err
+}
+
+func (s *DB) LockIfSpent(ctx context.Context, id string) (locked, redeeming bool, err error) {
+	err = s.tx(ctx, func(tx *stx) error {
+		var setID string
+		var rid sql.NullString
+		err := tx.QueryRowContext(ctx, `UPDATE activations SET state = 'locked', package = NULL
+			WHERE id = $1 AND state IN ('pending', 'redeeming') AND failed_attempts >= max_attempts
+			RETURNING credential_set_id, redemption_id`, id).Scan(&setID, &rid)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return wrapDB(err)
+		}
+		// A redemption id is set from BeginRedemption until AbortRedemption.
+		locked, redeeming = true, rid.Valid
+		_, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'abandoned' WHERE id = $1 AND state IN ('pending', 'redeeming')`, setID)
+		return wrapDB(err)
+	})
+	if err != nil {
+		return false, false, err
+	}
+	return locked, redeeming, nil
+}
+
 func (s *DB) BeginRedemption(ctx context.Context, id, rid string, now time.Time) error {
 	return s.tx(ctx, func(tx *stx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'redeeming', redemption_id = $1, redeemed_at = $2

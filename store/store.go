@@ -19,6 +19,11 @@ var (
 	ErrNotFound = errors.New("store: not found")
 	// ErrAlreadyUsed means a single-use row was used before.
 	ErrAlreadyUsed = errors.New("store: already used")
+	// ErrLocked means an activation has no attempt left.
+	ErrLocked = errors.New("store: locked")
+	// ErrBusy means every attempt of an activation is counted but the
+	// activation is not locked: their passwords are being compared.
+	ErrBusy = errors.New("store: every attempt is being compared")
 	// ErrConflict means a unique value exists already.
 	ErrConflict = errors.New("store: conflict")
 	// ErrLimit means a configured limit (e.g. credential sets per person)

@@ -206,6 +206,65 @@ func TestTwoReplicas(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("concurrent wrong passwords over two replicas are counted first", func(t *testing.T) {
+		out := filepath.Join(work, "guesses")
+		os.MkdirAll(out, 0o700)
+		p, password := enrollWithCLI(t, dir, gwA, conf, out)
+		clients := replicas(p)
+		wrong := "00000000"
+		if wrong == password {
+			wrong = "11111111"
+		}
+		const guesses = 40
+		reqs := make([]*credgwv1.RedeemRequest, guesses+1)
+		for i := range reqs {
+			pw := wrong
+			if i == guesses {
+				pw = password
+			}
+			reqs[i] = redeemReq(p, pw)
+		}
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		seen := map[codes.Code]int{}
+		var correct error
+		for i, req := range reqs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				_, _, _, err := fetch(clients[i%2], req)
+				mu.Lock()
+				defer mu.Unlock()
+				if i == guesses {
+					correct = err
+					return
+				}
+				seen[status.Code(err)]++
+			}()
+		}
+		close(start)
+		wg.Wait()
+		// The fifth wrong password locks: at most four answer "wrong".
+		if seen[codes.PermissionDenied] > 4 || seen[codes.PermissionDenied]+seen[codes.ResourceExhausted] != guesses {
+			t.Errorf("wrong passwords answered %v: want at most 4 PermissionDenied, the rest ResourceExhausted", seen)
+		}
+		if c := status.Code(correct); c != codes.OK && c != codes.ResourceExhausted {
+			t.Errorf("the right password: %v, want OK or ResourceExhausted", correct)
+		}
+		var failed, live int
+		admin.QueryRow(`SELECT failed_attempts FROM `+schema+`.activations WHERE id = $1`, p.ID).Scan(&failed)
+		admin.QueryRow(`SELECT COUNT(*) FROM `+schema+`.certificates c JOIN `+schema+`.activations a ON a.credential_set_id = c.credential_set_id
+			WHERE a.id = $1 AND c.status <> 'lint_failed' AND c.revoked_at IS NULL`, p.ID).Scan(&live)
+		if failed > 5 {
+			t.Errorf("%d failed attempts counted, at most 5", failed)
+		}
+		if correct != nil && live != 0 {
+			t.Errorf("the right password was refused (%v) but %d certificates are live", correct, live)
+		}
+	})
 }
 
 // adminClient connects with the admin client certificate of a dev env.
