@@ -40,3 +40,12 @@ func noSuch(format string, a ...any) error {
 func invalid(format string, a ...any) error {
 	return &refusal{kind: ErrInvalid, msg: fmt.Sprintf(format, a...)}
 }
+
+// lockedNow is ErrLocked from the call whose wrong password locked the code:
+// the lock is recorded and told to the person once, on that call.
+type lockedNow struct{}
+
+func (lockedNow) Error() string        { return ErrLocked.Error() }
+func (lockedNow) Is(target error) bool { return target == ErrLocked }
+
+var errLockedNow error = lockedNow{}

@@ -48,8 +48,13 @@ func (s *Service) auditRefusal(ctx context.Context, activationID string, err err
 	switch {
 	case errors.As(err, &wrong):
 		outcome = fmt.Sprintf("wrong password (%d attempts left)", wrong.AttemptsLeft)
-	case errors.Is(err, ErrLocked):
+	case errors.Is(err, errLockedNow):
 		outcome = "locked"
+	case errors.Is(err, ErrLocked):
+		// Locked before: the lock was recorded and told when it happened;
+		// a caller repeating itself does not grow the log or the outbox.
+		s.cfg.Log.Info("redemption of a locked code refused", "activation_id", activationID)
+		return
 	case errors.Is(err, ErrTerminated):
 		outcome = "terminated"
 	default:
@@ -60,7 +65,7 @@ func (s *Service) auditRefusal(ctx context.Context, activationID string, err err
 		return // an unknown id: nothing to attach it to
 	}
 	s.cfg.Audit.Set(ctx, "device", "redeem", a.CredentialSetID, "activation_id="+activationID+"; refused: "+outcome)
-	if errors.Is(err, ErrLocked) || (wrong != nil && wrong.AttemptsLeft == 0) {
+	if errors.Is(err, errLockedNow) {
 		s.cfg.Notify.Set(ctx, "lockout", a.CredentialSetID, "A derived credential code was locked",
 			"Too many wrong passwords were typed for your activation code; it is locked and nothing was issued. Sign in with your card to enroll again.")
 	}
@@ -148,7 +153,7 @@ func (s *Service) check(ctx context.Context, id string, secret []byte, password 
 					"credential_set_id", a.CredentialSetID, "cause", err.Error())
 			}
 		}
-		return a, "", ErrLocked
+		return a, "", errLockedNow
 	}
 	// Not locked although this reservation was the last: a right password
 	// counted meanwhile gave its attempt back, which is the one left.

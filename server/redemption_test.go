@@ -703,3 +703,50 @@ func TestConcurrentWrongPasswordsLockAtFive(t *testing.T) {
 		}
 	}
 }
+
+// TestLockoutNotifiedOnce: the lock is told to the person and recorded
+// once, when it happens; refused Redeems of the locked code afterwards add
+// no email and no audit event (issue 14, point 5).
+func TestLockoutNotifiedOnce(t *testing.T) {
+	ctx := context.Background()
+	e := enrollCard(t)
+	client := credgwv1.NewRedemptionClient(dial(t))
+	wrong := "00000000"
+	if wrong == e.resp.GetPassword() {
+		wrong = "11111111"
+	}
+	for i := 0; i < 15; i++ {
+		_, err := readStream(ctx, client, redeemRequest(t, e, wrong), 0)
+		if i >= 4 {
+			wantCode(t, err, codes.ResourceExhausted)
+		}
+	}
+	setID := e.resp.GetCredentialSetId()
+	lockouts := 0
+	all, err := gwStore.Notifications(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, _ := gwStore.CredentialSet(ctx, setID)
+	for _, n := range all {
+		if n.Kind == "lockout" && strings.Contains(n.Body, setID) {
+			lockouts++
+		}
+	}
+	if lockouts != 1 || cs.ID == "" {
+		t.Fatalf("%d lockout notifications for one lock", lockouts)
+	}
+	evs, err := gwStore.AuditEvents(ctx, 0, 0, cs.PersonID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	locked := 0
+	for _, ev := range evs {
+		if ev.Action == "redeem" && strings.Contains(ev.Detail, setID) && strings.Contains(ev.Detail, "locked") {
+			locked++
+		}
+	}
+	if locked != 1 {
+		t.Fatalf("%d audit events of the lock, want 1", locked)
+	}
+}
