@@ -62,7 +62,7 @@ func newService(t *testing.T) (*activation.Service, *store.SQLite) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := activation.New(activation.Config{Store: st, Issuer: ca, Escrow: esc, Gateway: "gw.example.com:443", Pin: make([]byte, 32),
+	svc, err := activation.New(activation.Config{Store: st, Issuer: ca, Escrow: esc, Pepper: make([]byte, 32), Gateway: "gw.example.com:443", Pin: make([]byte, 32),
 		Verifier: goodCards{}, Audit: audit.New(st, log, nil), Log: log})
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,8 @@
 // streamed in chunks, resumed, confirmed.
 //
 // The database holds a lookup hash of the secret and a verifier keyed by the
-// secret over the password, never either value: a stolen database redeems
-// nothing, and nothing in the QR lets anyone test a password offline.
+// secret and the gateway's pepper over the password, never either value: a
+// copy of the database, even with the QR text, tests no password offline and
+// opens no package (the pepper is sealed under the HSM's KEK;
+// docs/config.md says exactly what holds).
 package activation

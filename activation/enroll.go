@@ -150,7 +150,7 @@ func (s *Service) enroll(ctx context.Context, sess store.PIVSession, identityNam
 		RawSubject: pivCert.RawSubject, Email: sess.Email, UPN: sess.UPN, IdentityName: identityName,
 		CredentialType: credentialType, EscrowKeyID: escrowID, State: store.SetPending, CreatedAt: now,
 	}, store.Activation{
-		ID: actID, LookupHash: code.LookupHash(secret), Verifier: code.Verifier(secret, password),
+		ID: actID, LookupHash: code.LookupHash(secret), Verifier: s.verifier(secret, password),
 		MaxAttempts: s.cfg.MaxAttempts, CreatedAt: now, ExpiresAt: expires,
 	}, s.cfg.MaxSets)
 	if errors.Is(err, store.ErrLimit) {

@@ -130,7 +130,7 @@ func (s *Service) check(ctx context.Context, id string, secret []byte, password 
 	// The reservation is settled whatever the caller does meanwhile.
 	bg := context.WithoutCancel(ctx)
 	pw, ferr := code.NormalizePassword(password)
-	if ferr == nil && code.CheckPassword(secret, pw, a.Verifier) {
+	if ferr == nil && s.passwordMatches(secret, pw, a.Verifier) {
 		back, err := s.cfg.Store.ReturnAttempt(bg, id)
 		if err != nil {
 			// Locked (or expired, or confirmed) since the reservation.
@@ -232,7 +232,7 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 	if err != nil {
 		return nil, err
 	}
-	aead, err := code.SealKey(req.Secret, password)
+	aead, err := code.SealKey(s.keyed(req.Secret), password)
 	if err != nil {
 		return nil, err
 	}
@@ -241,6 +241,14 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 			return nil, ErrInProgress
 		}
 		if err := s.checkSetNotTerminated(ctx, a.CredentialSetID); err != nil {
+			return nil, err
+		}
+		if d, err := s.resume(a, aead); err == nil {
+			return d, nil
+		}
+		// A package sealed before the pepper (a gateway upgraded while
+		// it waited for its confirmation).
+		if aead, err = code.SealKey(req.Secret, password); err != nil {
 			return nil, err
 		}
 		return s.resume(a, aead)

@@ -2,6 +2,7 @@ package activation
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/x509"
 	"errors"
@@ -92,6 +93,11 @@ type Config struct {
 	// RenewalPercent is how far into its lifetime a derived PIV
 	// Authentication certificate may be re-keyed (default 80).
 	RenewalPercent int
+	// Pepper is the gateway's 32-byte secret (issuance.Escrow.GatewaySecret:
+	// sealed under the KEK, shared by the replicas) that keys the password
+	// verifier and the package seal with the QR secret, so that a copy of
+	// the database plus the QR text tests no password offline.
+	Pepper []byte
 	// Verifier checks the card again before an enrollment, a redemption
 	// and a renewal issue anything (path, policy, a status no older than
 	// piv.max_status_age): a *piv.Verifier.
@@ -125,6 +131,29 @@ func (s *Service) checkCard(ctx context.Context, certSHA256 string) error {
 	return nil
 }
 
+// keyed is the QR secret keyed with the gateway's pepper: what the
+// password verifier and the package seal are derived from (with the
+// password), so that neither can be tested without the pepper.
+func (s *Service) keyed(secret []byte) []byte {
+	m := hmac.New(sha256.New, s.cfg.Pepper)
+	m.Write([]byte("credgw-activation-secret-v2\x00"))
+	m.Write(secret)
+	return m.Sum(nil)
+}
+
+// verifier is what the store keeps to check a password.
+func (s *Service) verifier(secret []byte, password string) []byte {
+	return code.Verifier(s.keyed(secret), password)
+}
+
+// passwordMatches checks a password against a stored verifier. Verifiers
+// stored before the pepper (code.Verifier of the bare secret) still match,
+// for the activations pending while a gateway is upgraded (at most
+// enrollment.lifetime).
+func (s *Service) passwordMatches(secret []byte, password string, verifier []byte) bool {
+	return code.CheckPassword(s.keyed(secret), password, verifier) || code.CheckPassword(secret, password, verifier)
+}
+
 // Service runs enrollments and redemptions.
 type Service struct{ cfg Config }
 
@@ -132,6 +161,9 @@ type Service struct{ cfg Config }
 func New(cfg Config) (*Service, error) {
 	if cfg.Store == nil || cfg.Issuer == nil || cfg.Escrow == nil || cfg.Verifier == nil || cfg.Audit == nil || cfg.Log == nil {
 		return nil, errors.New("activation: needs a store, an issuer, an escrow, a card verifier, an audit log and a logger")
+	}
+	if len(cfg.Pepper) != 32 {
+		return nil, errors.New("activation: needs the gateway's 32-byte pepper (issuance.Escrow.GatewaySecret)")
 	}
 	if cfg.Gateway == "" || len(cfg.Pin) != sha256.Size {
 		return nil, errors.New("activation: needs the gateway address and the SHA-256 pin of its TLS anchor")

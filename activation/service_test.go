@@ -148,7 +148,11 @@ func newHarness(t *testing.T, change func(*Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Store: h.st, Issuer: h.issuer, Escrow: esc, Gateway: "127.0.0.1:8443", Pin: make([]byte, 32), Verifier: &h.cards,
+	pepper, err := esc.GatewaySecret(context.Background(), "activation-pepper")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Store: h.st, Issuer: h.issuer, Escrow: esc, Pepper: pepper, Gateway: "127.0.0.1:8443", Pin: make([]byte, 32), Verifier: &h.cards,
 		Audit: audit.New(h.st, log, h.clock), Notify: outbox, Log: log, Now: h.clock}
 	if change != nil {
 		change(&cfg)

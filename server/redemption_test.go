@@ -750,3 +750,36 @@ func TestLockoutNotifiedOnce(t *testing.T) {
 		t.Fatalf("%d audit events of the lock, want 1", locked)
 	}
 }
+
+// TestDatabaseCopyAndQRGiveNothing: with a copy of the database and the
+// QR text, the password cannot be tested offline and the stored package
+// cannot be opened: the verifier and the package seal are keyed with a
+// gateway secret that is not in the database in the clear (issue 14,
+// point 3).
+func TestDatabaseCopyAndQRGiveNothing(t *testing.T) {
+	ctx := context.Background()
+	e := enrollCard(t)
+	a, err := gwStore.ActivationByID(ctx, e.payload.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The attacker knows the right password here: if even that does not
+	// match, no guess can.
+	if code.CheckPassword(e.payload.Secret, e.resp.GetPassword(), a.Verifier) {
+		t.Fatal("the stored verifier is HMAC(secret, password): a database copy plus the QR code tests passwords offline")
+	}
+	if _, err := readStream(ctx, credgwv1.NewRedemptionClient(dial(t)), redeemRequest(t, e, e.resp.GetPassword()), 0); err != nil {
+		t.Fatal(err)
+	}
+	if a, err = gwStore.ActivationByID(ctx, e.payload.ID); err != nil || len(a.Package) == 0 {
+		t.Fatalf("no stored package: %v", err)
+	}
+	aead, err := code.SealKey(e.payload.Secret, e.resp.GetPassword())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := aead.NonceSize()
+	if _, err := aead.Open(nil, a.Package[:n], a.Package[n:], []byte(a.ID)); err == nil {
+		t.Fatal("the stored package opens with a key derived from the secret and the password alone")
+	}
+}

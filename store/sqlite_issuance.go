@@ -165,3 +165,13 @@ func (s *DB) RevokeStaleIntents(ctx context.Context, issuer string, olderThan, n
 	n, _ := res.RowsAffected()
 	return int(n), nil
 }
+
+func (s *DB) GatewaySecret(ctx context.Context, name string, sealed []byte) ([]byte, error) {
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO gateway_secrets (name, sealed) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`,
+		name, sealed); err != nil {
+		return nil, wrapDB(err)
+	}
+	var stored []byte
+	err := s.w.QueryRowContext(ctx, `SELECT sealed FROM gateway_secrets WHERE name = $1`, name).Scan(&stored)
+	return stored, wrapDB(err)
+}

@@ -128,3 +128,23 @@ func TestWebhookDeliveries(t *testing.T) {
 		}
 	})
 }
+
+// TestGatewaySecret: the first sealed secret of a name is kept; a second
+// replica's offer gets the first one back, on every engine.
+func TestGatewaySecret(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		first, err := s.GatewaySecret(ctx, "pepper", []byte("sealed by replica 1"))
+		if err != nil || string(first) != "sealed by replica 1" {
+			t.Fatalf("first: %q %v", first, err)
+		}
+		again, err := s.GatewaySecret(ctx, "pepper", []byte("sealed by replica 2"))
+		if err != nil || string(again) != "sealed by replica 1" {
+			t.Fatalf("second replica got %q %v, want the first one's", again, err)
+		}
+		other, err := s.GatewaySecret(ctx, "another", []byte("x"))
+		if err != nil || string(other) != "x" {
+			t.Fatalf("another name: %q %v", other, err)
+		}
+	})
+}

@@ -78,7 +78,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	act, err := activation.New(activation.Config{Store: st, Issuer: ca, Escrow: esc, Gateway: "gw.example.com:443", Pin: make([]byte, 32),
+	act, err := activation.New(activation.Config{Store: st, Issuer: ca, Escrow: esc, Pepper: make([]byte, 32), Gateway: "gw.example.com:443", Pin: make([]byte, 32),
 		Verifier: ver, Audit: al, Notify: out, Log: log})
 	if err != nil {
 		t.Fatal(err)
