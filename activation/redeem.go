@@ -64,7 +64,7 @@ func (s *Service) auditRefusal(ctx context.Context, activationID string, err err
 	if aerr != nil {
 		return // an unknown id: nothing to attach it to
 	}
-	s.cfg.Audit.Set(ctx, "device", "redeem", a.CredentialSetID, "activation_id="+activationID+"; refused: "+outcome)
+	s.cfg.Audit.Refused(ctx, "device", "redeem", a.CredentialSetID, "activation_id="+activationID+"; refused: "+outcome)
 	if errors.Is(err, errLockedNow) {
 		s.cfg.Notify.Set(ctx, "lockout", a.CredentialSetID, "A derived credential code was locked",
 			"Too many wrong passwords were typed for your activation code; it is locked and nothing was issued. Sign in with your card to enroll again.")

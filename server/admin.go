@@ -32,7 +32,10 @@ func (a *adminService) RevokeCertificate(ctx context.Context, req *credgwv1.Revo
 	if req.GetSerial() == "" {
 		return nil, status.Error(codes.InvalidArgument, "serial: give the certificate serial in hex")
 	}
-	rec, err := a.s.lifecycle.RevokeCertificate(ctx, req.GetSerial(), issuance.RevocationReason(req.GetReason()))
+	if len(req.GetComment()) > 1024 {
+		return nil, status.Error(codes.InvalidArgument, "comment: at most 1024 bytes")
+	}
+	rec, err := a.s.lifecycle.RevokeCertificate(ctx, req.GetSerial(), issuance.RevocationReason(req.GetReason()), req.GetComment())
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/credgw/credgw/activation/audit"
 	"github.com/credgw/credgw/piv"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -78,14 +79,28 @@ func (s *Server) authorizeUnary(ctx context.Context, req any, info *grpc.UnarySe
 	if err := s.authorize(ctx, info.FullMethod); err != nil {
 		return nil, err
 	}
-	return h(ctx, req)
+	return h(auditCaller(ctx), req)
 }
 
 func (s *Server) authorizeStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	if err := s.authorize(ss.Context(), info.FullMethod); err != nil {
 		return err
 	}
-	return h(srv, ss)
+	return h(srv, &wrappedStream{ServerStream: ss, ctx: auditCaller(ss.Context())})
+}
+
+// auditCaller tells the audit log who calls: the source address, and an
+// administrator's certificate subject and SHA-256.
+func auditCaller(ctx context.Context) context.Context {
+	var ac audit.Caller
+	if p, ok := peer.FromContext(ctx); ok {
+		ac.Source = p.Addr.String()
+	}
+	if c, ok := callerFrom(ctx); ok && c.role == roleAdmin && c.cert != nil {
+		sum := sha256.Sum256(c.cert.Raw)
+		ac.Admin = c.cert.Subject.String() + "; sha256=" + hex.EncodeToString(sum[:])
+	}
+	return audit.WithCaller(ctx, ac)
 }
 
 // authorize establishes the caller's role and checks it against the method.

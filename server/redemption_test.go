@@ -10,6 +10,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +28,7 @@ import (
 	hsmsim "github.com/credgw/credgw/hsm-sim"
 	"github.com/credgw/credgw/pkcs11"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"github.com/credgw/credgw/store"
 	"golang.org/x/crypto/ocsp"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -781,5 +783,66 @@ func TestDatabaseCopyAndQRGiveNothing(t *testing.T) {
 	n := aead.NonceSize()
 	if _, err := aead.Open(nil, a.Package[:n], a.Package[n:], []byte(a.ID)); err == nil {
 		t.Fatal("the stored package opens with a key derived from the secret and the password alone")
+	}
+}
+
+// TestAuditTrailForInvestigators: events say who, from where, what
+// happened and why (issue 14, point 8): a refused redemption is "refused"
+// with its reason; device and admin events carry the source address; an
+// admin revocation by serial names the administrator (certificate subject
+// and SHA-256), keeps the comment and names the person whose certificate
+// it was.
+func TestAuditTrailForInvestigators(t *testing.T) {
+	ctx := context.Background()
+	e := enrollCard(t)
+	wrong := "00000000"
+	if wrong == e.resp.GetPassword() {
+		wrong = "11111111"
+	}
+	_, err := readStream(ctx, credgwv1.NewRedemptionClient(dial(t)), redeemRequest(t, e, wrong), 0)
+	wantCode(t, err, codes.PermissionDenied)
+	if _, err := readStream(ctx, credgwv1.NewRedemptionClient(dial(t)), redeemRequest(t, e, e.resp.GetPassword()), 0); err != nil {
+		t.Fatal(err)
+	}
+	setID := e.resp.GetCredentialSetId()
+	cs, err := gwStore.CredentialSet(ctx, setID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := gwStore.CertificatesOfSet(ctx, setID)
+	if err != nil || len(recs) == 0 {
+		t.Fatalf("%d certificates: %v", len(recs), err)
+	}
+	adminCert := keyPair(t, dev.AdminCert, dev.AdminKey)
+	if _, err := credgwv1.NewAdminClient(dial(t, adminCert)).RevokeCertificate(ctx, &credgwv1.RevokeCertificateRequest{
+		Serial: recs[0].Serial, Reason: credgwv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE, Comment: "ticket 4711: phone stolen"}); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := gwStore.AuditEvents(ctx, 0, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refused, issued, revoked *store.AuditEvent
+	for i, ev := range evs {
+		switch {
+		case ev.Action == "redeem" && strings.Contains(ev.Detail, setID) && strings.Contains(ev.Detail, "wrong password"):
+			refused = &evs[i]
+		case ev.Action == "redeem" && strings.Contains(ev.Detail, setID) && strings.Contains(ev.Detail, "issued"):
+			issued = &evs[i]
+		case ev.Action == "revoke" && len(ev.Serials) == 1 && ev.Serials[0] == recs[0].Serial:
+			revoked = &evs[i]
+		}
+	}
+	if refused == nil || refused.Outcome != "refused" || refused.Source == "" {
+		t.Errorf("the refused redemption: %+v; want outcome refused and the source address", refused)
+	}
+	if issued == nil || issued.Outcome != "ok" || issued.Source == "" {
+		t.Errorf("the redemption: %+v; want the source address", issued)
+	}
+	leaf, _ := x509.ParseCertificate(adminCert.Certificate[0])
+	sum := sha256.Sum256(leaf.Raw)
+	if revoked == nil || !strings.Contains(revoked.Actor, leaf.Subject.CommonName) || !strings.Contains(revoked.Actor, hex.EncodeToString(sum[:])) ||
+		!strings.Contains(revoked.Detail, "ticket 4711: phone stolen") || revoked.PersonID != cs.PersonID || revoked.Source == "" {
+		t.Errorf("the admin revocation: %+v; want the admin's subject and SHA-256, the comment, the person and the source", revoked)
 	}
 }

@@ -39,12 +39,46 @@ func New(st Store, log *slog.Logger, now func() time.Time) *Log {
 	return &Log{st: st, log: log, now: now}
 }
 
-// Record appends e (at now, outcome "ok" unless set). It outlives the
-// caller's cancellation: the operation it records has happened.
+// Caller is who made the request an event records, as the transport
+// established it.
+type Caller struct {
+	// Source is the request's source address.
+	Source string
+	// Admin names an administrator (certificate subject and SHA-256); it
+	// replaces the actor "admin" in events.
+	Admin string
+}
+
+type callerKey struct{}
+
+// WithCaller attaches the caller to the request's context: every event
+// recorded for it carries the source address and names the administrator.
+func WithCaller(ctx context.Context, c Caller) context.Context {
+	return context.WithValue(ctx, callerKey{}, c)
+}
+
+// Outcomes of events.
+const (
+	OK      = "ok"
+	Refused = "refused"
+	Error   = "error"
+)
+
+// Record appends e (at now, outcome "ok" unless set, with the caller's
+// source address and administrator name). It outlives the caller's
+// cancellation: the operation it records has happened.
 func (l *Log) Record(ctx context.Context, e store.AuditEvent) {
 	e.At = l.now()
 	if e.Outcome == "" {
-		e.Outcome = "ok"
+		e.Outcome = OK
+	}
+	if c, ok := ctx.Value(callerKey{}).(Caller); ok {
+		if e.Source == "" {
+			e.Source = c.Source
+		}
+		if e.Actor == "admin" && c.Admin != "" {
+			e.Actor = "admin:" + c.Admin
+		}
 	}
 	if _, err := l.st.AppendAudit(context.WithoutCancel(ctx), e); err != nil {
 		l.log.Error("audit: append failed", "action", e.Action, "person_id", e.PersonID, "cause", err.Error())
@@ -53,7 +87,16 @@ func (l *Log) Record(ctx context.Context, e store.AuditEvent) {
 
 // Set records an action on a credential set, with its holder and serials.
 func (l *Log) Set(ctx context.Context, actor, action, setID, detail string) {
-	e := store.AuditEvent{Actor: actor, Action: action, Detail: "credential_set_id=" + setID}
+	l.set(ctx, actor, action, OK, setID, detail)
+}
+
+// Refused records a refused action on a credential set; detail says why.
+func (l *Log) Refused(ctx context.Context, actor, action, setID, detail string) {
+	l.set(ctx, actor, action, Refused, setID, detail)
+}
+
+func (l *Log) set(ctx context.Context, actor, action, outcome, setID, detail string) {
+	e := store.AuditEvent{Actor: actor, Action: action, Outcome: outcome, Detail: "credential_set_id=" + setID}
 	if detail != "" {
 		e.Detail += "; " + detail
 	}

@@ -132,16 +132,26 @@ func (s *Service) RevokeOwn(ctx context.Context, personID, setID string, reason 
 	return s.cfg.Activation.View(ctx, *cs)
 }
 
-// RevokeCertificate revokes one certificate by serial (an administrator)
-// and returns its record.
-func (s *Service) RevokeCertificate(ctx context.Context, serial string, reason issuance.RevocationReason) (store.CertificateRecord, error) {
+// RevokeCertificate revokes one certificate by serial (an administrator,
+// with a comment for the record) and returns its record. The event names
+// the person whose certificate it was.
+func (s *Service) RevokeCertificate(ctx context.Context, serial string, reason issuance.RevocationReason, comment string) (store.CertificateRecord, error) {
 	if err := s.cfg.CA.Revoke(ctx, serial, reason); err != nil {
 		return store.CertificateRecord{}, err
 	}
 	serial = activation.NormalizeSerial(serial)
-	s.cfg.Audit.Record(ctx, store.AuditEvent{Actor: "admin", Action: "revoke", Serials: []string{serial}, Detail: "reason=" + protoName(reason)})
-	s.cfg.Log.Info("certificate revoked by an administrator", "serial", serial, "reason", reason.String())
-	return s.cfg.Store.Certificate(ctx, serial)
+	rec, err := s.cfg.Store.Certificate(ctx, serial)
+	e := store.AuditEvent{Actor: "admin", Action: "revoke", Serials: []string{serial}, Detail: "reason=" + protoName(reason),
+		PersonID: rec.PersonID}
+	if rec.CredentialSetID != "" {
+		e.Detail += "; credential_set_id=" + rec.CredentialSetID
+	}
+	if comment != "" {
+		e.Detail += "; comment=" + comment
+	}
+	s.cfg.Audit.Record(ctx, e)
+	s.cfg.Log.Info("certificate revoked by an administrator", "serial", serial, "reason", reason.String(), "person_id", rec.PersonID)
+	return rec, err
 }
 
 // RevokeIdentity revokes every live derived credential of a card or person

@@ -164,7 +164,11 @@ type Opened struct {
 
 // Complete spends the challenge (single use, whatever follows: a malformed
 // certificate too), checks the card's signature over it and its
-// certificate, and opens a session.
+// certificate, and opens a session. A refusal after the challenge is spent
+// is recorded in the audit log with its reason (a refusal before — an
+// unknown or replayed session id — carries no identity and is only logged,
+// so that nobody can grow the log without a fresh challenge, and those are
+// rate-limited).
 func (s *Service) Complete(ctx context.Context, p Proof) (*Opened, error) {
 	now := s.cfg.Now()
 	ch, err := s.cfg.Store.ConsumeChallenge(ctx, p.SessionID, now)
@@ -172,10 +176,31 @@ func (s *Service) Complete(ctx context.Context, p Proof) (*Opened, error) {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, ErrUnknownChallenge
 	case errors.Is(err, store.ErrAlreadyUsed):
+		s.cfg.Log.Info("PKI-AUTH refused: a replayed challenge", "source", p.Source)
 		return nil, ErrReplay
 	case err != nil:
 		return nil, err
 	}
+	o, err := s.complete(ctx, ch, now, p)
+	if err != nil {
+		e := store.AuditEvent{Actor: "card", Action: "piv-auth", Outcome: audit.Refused, Source: p.Source,
+			Detail: "session_id=" + ch.SessionID + "; refused: " + err.Error()}
+		if len(p.Certificates) > 0 {
+			if c, perr := x509.ParseCertificate(p.Certificates[0]); perr == nil {
+				if id, ierr := piv.IdentityFromCertificate(c); ierr == nil {
+					e.CardUUID = id.CardUUID
+				}
+				sum := sha256.Sum256(c.Raw)
+				e.Detail += "; piv_auth_sha256=" + hex.EncodeToString(sum[:])
+			}
+		}
+		s.cfg.Audit.Record(ctx, e)
+	}
+	return o, err
+}
+
+// complete is Complete once the challenge is spent.
+func (s *Service) complete(ctx context.Context, ch store.Challenge, now time.Time, p Proof) (*Opened, error) {
 	if !now.Before(ch.ExpiresAt) {
 		return nil, fmt.Errorf("%w at %s; call BeginSession again and sign within %s", ErrChallengeExpired,
 			ch.ExpiresAt.UTC().Format("15:04:05Z"), s.cfg.ChallengeTTL)

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -220,7 +221,23 @@ func (f *fixture) pivAuthEvents(t *testing.T) int {
 	}
 	n := 0
 	for _, e := range evs {
-		if e.Action == "piv-auth" {
+		if e.Action == "piv-auth" && e.Outcome == "ok" {
+			n++
+		}
+	}
+	return n
+}
+
+// refusedEvents counts the sign-ins recorded as refused.
+func (f *fixture) refusedEvents(t *testing.T) int {
+	t.Helper()
+	evs, err := f.st.AuditEvents(context.Background(), 0, 1000, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range evs {
+		if e.Action == "piv-auth" && e.Outcome == "refused" && e.Source != "" && strings.Contains(e.Detail, "refused: ") {
 			n++
 		}
 	}
@@ -311,7 +328,7 @@ func TestCompleteRejects(t *testing.T) {
 				t.Fatal(err)
 			}
 			p := tc.proof(t, f, c, ch)
-			before := f.pivAuthEvents(t)
+			before, refusedBefore := f.pivAuthEvents(t), f.refusedEvents(t)
 			o, err := f.svc.Complete(ctx, p)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("Complete: err = %v, want %v", err, tc.want)
@@ -321,6 +338,11 @@ func TestCompleteRejects(t *testing.T) {
 			}
 			if n := f.pivAuthEvents(t); n != before {
 				t.Errorf("%d piv-auth audit events after the refusal, want %d", n, before)
+			}
+			// A refusal after the challenge was spent is recorded, with
+			// its reason and source (issue 14, point 8).
+			if want := refusedBefore + map[bool]int{true: 1}[tc.spent && tc.want != session.ErrReplay]; f.refusedEvents(t) != want {
+				t.Errorf("%d refused sign-ins recorded, want %d", f.refusedEvents(t), want)
 			}
 			// The challenge is spent (or still unused) whatever the refusal.
 			_, err = f.svc.Complete(ctx, c.proof(t, ch))
