@@ -102,7 +102,8 @@ type IssuanceStore interface {
 	// pending or redeeming credential set holds and that were made before
 	// olderThan (a key is made just before the set that holds it): the keys
 	// of enrollments that expired, were cancelled, locked or revoked, and
-	// keys replaced after a failed issuance. It returns how many.
+	// keys replaced after a failed issuance. A key with a certificate or an
+	// intent (its link not recorded) is kept. It returns how many.
 	DeleteUncertifiedEscrowKeys(ctx context.Context, olderThan time.Time) (int, error)
 	// PurgeEscrowKeys deletes the certified keys whose retain_until is not
 	// after now, returning how many.

@@ -257,6 +257,12 @@ func TestDeleteUncertifiedEscrowKeys(t *testing.T) {
 		}
 		putKey(t, s, "k-orphan", t0)             // replaced, or its enrollment failed
 		putKey(t, s, "k-new", t0.Add(time.Hour)) // its set is being written
+		// Certified, but the link was never recorded: kept.
+		putKey(t, s, "k-unlinked", t0)
+		if err := s.CreateIssuanceIntent(ctx, CertificateRecord{Serial: "0u", Issuer: "ca", Profile: "key-management", SPKISHA256: "spki-k-unlinked",
+			PersonID: "p", NotBefore: t0, NotAfter: t0.AddDate(1, 0, 0), CreatedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
 		if err := s.BeginRedemption(ctx, "redeeming", "r-redeeming", t0); err != nil {
 			t.Fatal(err)
 		}
@@ -278,7 +284,7 @@ func TestDeleteUncertifiedEscrowKeys(t *testing.T) {
 		for _, k := range keys {
 			left[k.ID] = true
 		}
-		for _, id := range []string{"k-pending", "k-redeeming", "k-certified", "k-new"} {
+		for _, id := range []string{"k-pending", "k-redeeming", "k-certified", "k-new", "k-unlinked"} {
 			if !left[id] {
 				t.Errorf("%s was deleted", id)
 			}

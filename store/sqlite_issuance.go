@@ -161,7 +161,8 @@ func (s *DB) EscrowKeys(ctx context.Context, personID string) ([]EscrowKey, erro
 
 func (s *DB) DeleteUncertifiedEscrowKeys(ctx context.Context, olderThan time.Time) (int, error) {
 	res, err := s.w.ExecContext(ctx, `DELETE FROM escrow_keys WHERE cert_serial = '' AND created_at < $1
-		AND NOT EXISTS (SELECT 1 FROM credential_sets cs WHERE cs.escrow_key_id = escrow_keys.id AND cs.state IN ('pending', 'redeeming'))`, ts(olderThan))
+		AND NOT EXISTS (SELECT 1 FROM credential_sets cs WHERE cs.escrow_key_id = escrow_keys.id AND cs.state IN ('pending', 'redeeming'))
+		AND NOT EXISTS (SELECT 1 FROM certificates c WHERE c.spki_sha256 = escrow_keys.spki_sha256 AND c.status <> 'lint_failed')`, ts(olderThan))
 	if err != nil {
 		return 0, wrapDB(err)
 	}
