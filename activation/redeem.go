@@ -404,6 +404,15 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 			if err != nil {
 				return err
 			}
+			if escrowed[i] != nil {
+				// Linked at once: if another issuance fails, the key of a
+				// certificate that exists is kept to its retain_until,
+				// not deleted as never certified by the sweep.
+				if err := s.cfg.Escrow.Certified(context.WithoutCancel(gctx), escrowed[i].ID, got.Certificate.SerialNumber.Text(16),
+					got.Certificate.NotAfter); err != nil {
+					return err
+				}
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			issued[i] = got
@@ -438,9 +447,6 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 		if escrowed[i] == nil {
 			add(string(p)+".crt", credgwv1.ItemKind_ITEM_KIND_CERTIFICATE, protoProfile(p), serial, got.Certificate.Raw, nil, 0)
 			continue
-		}
-		if err := s.cfg.Escrow.Certified(ctx, escrowed[i].ID, serial, got.Certificate.NotAfter); err != nil {
-			return nil, err
 		}
 		if err := addKeyHistory(escrowed[i], got.Certificate, history, req.Secret, req.Password, add, got.Chain); err != nil {
 			return nil, err

@@ -55,6 +55,11 @@ func (e *WrongPasswordError) Error() string {
 // package before the sweep gives the activation back.
 const StuckRedemption = 5 * time.Minute
 
+// EscrowKeyGrace: the sweep deletes an escrowed key never certified once
+// no pending or redeeming set holds it and it is older than this (a key is
+// made just before the set that holds it is written, or given to it).
+const EscrowKeyGrace = StuckRedemption
+
 // MaxKeyHistory is how many earlier key-management keys a package carries.
 const MaxKeyHistory = 20
 

@@ -9,7 +9,8 @@ import (
 )
 
 // Sweep expires pending activations and revokes (superseded) what
-// unconfirmed packages carried, deleting the packages. Safe on every
+// unconfirmed packages carried, deleting the packages; it deletes the
+// escrowed keys that are no longer needed. Safe on every
 // replica: each row is claimed by one conditional UPDATE.
 func (s *Service) Sweep(ctx context.Context) (revoked int, err error) {
 	now := s.cfg.Now()
@@ -49,5 +50,26 @@ func (s *Service) Sweep(ctx context.Context) (revoked int, err error) {
 			s.undelivered(ctx, id)
 		}
 	}
+	errs = append(errs, s.sweepEscrow(ctx, now))
 	return len(stuck) + len(sets), errors.Join(errs...)
+}
+
+// sweepEscrow deletes the escrowed keys never certified whose activation
+// ended (expired, cancelled, locked or revoked before issuance, or replaced
+// after a failed one), and the certified keys past retain_until: kept a
+// year after their certificate expired (issuance.RetainAfterExpiry, Common
+// Policy §4.12.1).
+func (s *Service) sweepEscrow(ctx context.Context, now time.Time) error {
+	unused, err := s.cfg.Store.DeleteUncertifiedEscrowKeys(ctx, now.Add(-EscrowKeyGrace))
+	if err != nil {
+		return err
+	}
+	purged, err := s.cfg.Store.PurgeEscrowKeys(ctx, now)
+	if err != nil {
+		return err
+	}
+	if unused+purged > 0 {
+		s.cfg.Log.Info("escrowed keys deleted", "never_certified", unused, "past_retention", purged)
+	}
+	return nil
 }

@@ -286,7 +286,10 @@ func (e *Escrow) unseal(ctx context.Context, r store.EscrowKey) (*EscrowedKey, e
 
 // History unseals the key history a device receives beside the current
 // key: up to max of the person's keys other than currentID that are
-// certified and whose certificate is recorded, newest first. Only those are
+// certified, whose certificate is recorded and whose package a device
+// confirmed (store.EscrowKey.Delivered), newest first. A key whose package
+// was never confirmed was revoked before anyone could encrypt to it: it
+// stays in escrow until retain_until but is not delivered. Only those are
 // unsealed (a long history costs nothing here). It does not depend on the
 // current key's certificate, so it runs while that is being issued.
 func (e *Escrow) History(ctx context.Context, personID, currentID string, max int) ([]*EscrowedKey, error) {
@@ -299,7 +302,7 @@ func (e *Escrow) History(ctx context.Context, personID, currentID string, max in
 		if len(out) >= max {
 			break
 		}
-		if r.ID == currentID || r.CertDER == nil { // the current key; not certified or not recorded
+		if r.ID == currentID || r.CertDER == nil || !r.Delivered { // the current key; not certified, recorded or delivered
 			continue
 		}
 		k, err := e.unseal(ctx, r)

@@ -55,6 +55,11 @@ func TestEscrowWithHSMKEK(t *testing.T) {
 		}
 		serials = append(serials, got.Certificate.SerialNumber.Text(16))
 	}
+	// Not delivered yet: no device confirmed the package of set-1.
+	if h, err := e.History(ctx, id.PersonID, "", 21); err != nil || len(h) != 0 {
+		t.Fatalf("history before the package was confirmed: %d keys, %v", len(h), err)
+	}
+	confirmSet(t, "set-1", id.PersonID)
 	hist, err := e.History(ctx, id.PersonID, "", 21)
 	if err != nil {
 		t.Fatal(err)
@@ -94,6 +99,29 @@ func TestEscrowWithHSMKEK(t *testing.T) {
 	testStore.LinkEscrowKey(ctx, "moved-"+rows[0].ID, rows[0].CertSerial, time.Now())
 	if _, err := e.History(ctx, "someone-else", "", 21); !errors.Is(err, ErrEscrowUnreadable) {
 		t.Fatalf("moved row: %v", err)
+	}
+}
+
+// confirmSet records credential set setID as redeemed and confirmed by a
+// device: the keys certified for it are delivered.
+func confirmSet(t *testing.T, setID, personID string) {
+	t.Helper()
+	ctx := context.Background()
+	now := time.Now()
+	cs := store.CredentialSet{ID: setID, PersonID: personID, PIVCertSHA256: "c", CardUUID: "u", RawSubject: []byte{0x30, 0},
+		IdentityName: "n", CredentialType: "t", State: store.SetPending, CreatedAt: now}
+	a := store.Activation{ID: "act-" + setID, LookupHash: "lh-" + setID, Verifier: []byte{1}, MaxAttempts: 3, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := testStore.CreateEnrollment(ctx, cs, a, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := testStore.BeginRedemption(ctx, a.ID, "r-"+setID, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := testStore.StorePackage(ctx, a.ID, "r-"+setID, []byte{1}, "h", 1, nil, now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := testStore.Confirm(ctx, "r-"+setID, now); err != nil {
+		t.Fatal(err)
 	}
 }
 

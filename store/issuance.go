@@ -59,6 +59,11 @@ type EscrowKey struct {
 	// CertDER is the certificate of CertSerial once it is recorded as
 	// issued (read with the key: the key history needs both).
 	CertDER []byte
+	// Delivered: the certificate's credential set was confirmed by a
+	// device (its activation completed; a later revocation does not undo
+	// it). Only delivered keys join a key history: a package never
+	// confirmed was revoked, and nothing was ever encrypted to its key.
+	Delivered bool
 }
 
 // IssuanceStore is what the CA keeps. Store embeds it.
@@ -97,4 +102,14 @@ type IssuanceStore interface {
 	LinkEscrowKey(ctx context.Context, id, serial string, retainUntil time.Time) error
 	// EscrowKeys returns a person's escrowed keys, newest first.
 	EscrowKeys(ctx context.Context, personID string) ([]EscrowKey, error)
+	// DeleteUncertifiedEscrowKeys deletes the keys never certified that no
+	// pending or redeeming credential set holds and that were made before
+	// olderThan (a key is made just before the set that holds it): the keys
+	// of enrollments that expired, were cancelled, locked or revoked, and
+	// keys replaced after a failed issuance. A key with a certificate or an
+	// intent (its link not recorded) is kept. It returns how many.
+	DeleteUncertifiedEscrowKeys(ctx context.Context, olderThan time.Time) (int, error)
+	// PurgeEscrowKeys deletes the certified keys whose retain_until is not
+	// after now, returning how many.
+	PurgeEscrowKeys(ctx context.Context, now time.Time) (int, error)
 }

@@ -158,3 +158,171 @@ func TestCRLLease(t *testing.T) {
 		}
 	})
 }
+
+// putKey stores an escrowed key of person p made at created.
+func putKey(t *testing.T, s Store, id string, created time.Time) {
+	t.Helper()
+	if err := s.PutEscrowKey(context.Background(), EscrowKey{ID: id, PersonID: "p", KeyType: "p256", SPKISHA256: "spki-" + id, KEKID: "kek",
+		Sealed: []byte{1}, CreatedAt: created}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// enrollKey enrolls (activation id) with the escrowed key keyID.
+func enrollKey(t *testing.T, s Store, id, keyID string, expires time.Time) {
+	t.Helper()
+	cs := CredentialSet{ID: "set-" + id, PersonID: "p", PIVCertSHA256: "c", CardUUID: "u", RawSubject: []byte{0x30, 0},
+		IdentityName: "n", CredentialType: "t", EscrowKeyID: keyID, State: SetPending, CreatedAt: t0}
+	a := Activation{ID: id, LookupHash: "lh-" + id, Verifier: []byte{1}, MaxAttempts: 3, CreatedAt: t0, ExpiresAt: expires}
+	if err := s.CreateEnrollment(context.Background(), cs, a, 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// certifyKey redeems activation id and certifies its key: the package
+// waits for its confirmation until t0+1h.
+func certifyKey(t *testing.T, s Store, id, keyID string) {
+	t.Helper()
+	ctx := context.Background()
+	serial := "serial-" + id
+	if err := s.BeginRedemption(ctx, id, "r-"+id, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateIssuanceIntent(ctx, CertificateRecord{Serial: serial, Issuer: "ca", Profile: "key-management", SPKISHA256: "spki-" + keyID,
+		PersonID: "p", CredentialSetID: "set-" + id, NotBefore: t0, NotAfter: t0.AddDate(1, 0, 0), CreatedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordIssued(ctx, serial, []byte{0x30, 1}, "sum-"+id, "", t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.LinkEscrowKey(ctx, keyID, serial, t0.AddDate(2, 0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StorePackage(ctx, id, "r-"+id, []byte{9}, "h", 1, nil, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEscrowKeyDelivered: a key is delivered once the package that carried
+// it is confirmed, and stays so when its set is revoked later; a key
+// whose package was never confirmed is not.
+func TestEscrowKeyDelivered(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		for i, id := range []string{"confirmed", "unconfirmed", "revoked-later", "pending"} {
+			putKey(t, s, "k-"+id, t0.Add(time.Duration(i)*time.Minute))
+			enrollKey(t, s, id, "k-"+id, t0.Add(10*time.Minute))
+			if id != "pending" {
+				certifyKey(t, s, id, "k-"+id)
+			}
+		}
+		for _, id := range []string{"confirmed", "revoked-later"} {
+			if err := s.Confirm(ctx, "r-"+id, t0.Add(time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if ids, err := s.ClaimUnconfirmed(ctx, t0.Add(2*time.Hour)); err != nil || len(ids) != 1 || ids[0] != "set-unconfirmed" {
+			t.Fatalf("ClaimUnconfirmed = %v, %v", ids, err)
+		}
+		if err := s.RevokeCredentialSet(ctx, "set-revoked-later", t0.Add(3*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		keys, err := s.EscrowKeys(ctx, "p")
+		if err != nil || len(keys) != 4 {
+			t.Fatalf("%d keys, %v", len(keys), err)
+		}
+		want := map[string]bool{"k-confirmed": true, "k-unconfirmed": false, "k-revoked-later": true, "k-pending": false}
+		for _, k := range keys {
+			if k.Delivered != want[k.ID] {
+				t.Errorf("%s: delivered %v, want %v", k.ID, k.Delivered, want[k.ID])
+			}
+		}
+	})
+}
+
+// TestDeleteUncertifiedEscrowKeys: keys never certified go once no
+// pending or redeeming set holds them (expired, cancelled or revoked
+// enrollments, keys replaced or never attached); certified keys and
+// keys too new to have their set yet stay.
+func TestDeleteUncertifiedEscrowKeys(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		for _, id := range []string{"pending", "redeeming", "expired", "revoked", "certified"} {
+			putKey(t, s, "k-"+id, t0)
+			expires := t0.Add(10 * time.Minute)
+			if id == "pending" {
+				expires = t0.Add(time.Hour)
+			}
+			enrollKey(t, s, id, "k-"+id, expires)
+		}
+		putKey(t, s, "k-orphan", t0)             // replaced, or its enrollment failed
+		putKey(t, s, "k-new", t0.Add(time.Hour)) // its set is being written
+		// Certified, but the link was never recorded: kept.
+		putKey(t, s, "k-unlinked", t0)
+		if err := s.CreateIssuanceIntent(ctx, CertificateRecord{Serial: "0u", Issuer: "ca", Profile: "key-management", SPKISHA256: "spki-k-unlinked",
+			PersonID: "p", NotBefore: t0, NotAfter: t0.AddDate(1, 0, 0), CreatedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.BeginRedemption(ctx, "redeeming", "r-redeeming", t0); err != nil {
+			t.Fatal(err)
+		}
+		certifyKey(t, s, "certified", "k-certified")
+		for _, id := range []string{"set-revoked", "set-certified"} {
+			if err := s.RevokeCredentialSet(ctx, id, t0.Add(time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n, err := s.ExpirePending(ctx, t0.Add(10*time.Minute)); err != nil || n != 1 {
+			t.Fatalf("ExpirePending = %d, %v", n, err)
+		}
+		n, err := s.DeleteUncertifiedEscrowKeys(ctx, t0.Add(30*time.Minute))
+		if err != nil || n != 3 {
+			t.Fatalf("deleted %d, %v; want 3", n, err)
+		}
+		keys, _ := s.EscrowKeys(ctx, "p")
+		left := map[string]bool{}
+		for _, k := range keys {
+			left[k.ID] = true
+		}
+		for _, id := range []string{"k-pending", "k-redeeming", "k-certified", "k-new", "k-unlinked"} {
+			if !left[id] {
+				t.Errorf("%s was deleted", id)
+			}
+		}
+		for _, id := range []string{"k-expired", "k-revoked", "k-orphan"} {
+			if left[id] {
+				t.Errorf("%s was kept", id)
+			}
+		}
+		if n, _ := s.DeleteUncertifiedEscrowKeys(ctx, t0.Add(30*time.Minute)); n != 0 {
+			t.Errorf("deleted %d more", n)
+		}
+	})
+}
+
+// TestPurgeEscrowKeys: certified keys go once retain_until is reached;
+// keys never certified have none and stay.
+func TestPurgeEscrowKeys(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		for _, id := range []string{"a", "b", "uncertified"} {
+			putKey(t, s, id, t0)
+		}
+		if err := s.LinkEscrowKey(ctx, "a", "0a", t0.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.LinkEscrowKey(ctx, "b", "0b", t0.Add(2*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.PurgeEscrowKeys(ctx, t0.Add(time.Hour-time.Second)); err != nil || n != 0 {
+			t.Fatalf("purged %d before retain_until, %v", n, err)
+		}
+		if n, err := s.PurgeEscrowKeys(ctx, t0.Add(time.Hour)); err != nil || n != 1 {
+			t.Fatalf("purged %d at retain_until, %v", n, err)
+		}
+		keys, _ := s.EscrowKeys(ctx, "p")
+		if len(keys) != 2 || keys[0].ID == "a" || keys[1].ID == "a" {
+			t.Fatalf("left %+v", keys)
+		}
+	})
+}

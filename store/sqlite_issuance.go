@@ -135,7 +135,10 @@ func (s *DB) LinkEscrowKey(ctx context.Context, id, serial string, retainUntil t
 }
 
 func (s *DB) EscrowKeys(ctx context.Context, personID string) ([]EscrowKey, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT e.id, e.person_id, e.key_type, e.spki_sha256, e.kek_id, e.sealed, e.cert_serial, e.created_at, e.retain_until, c.der
+	// Delivered: the certificate's set has an activation a device
+	// confirmed (confirmed_at stays when the set is revoked later).
+	rows, err := s.r.QueryContext(ctx, `SELECT e.id, e.person_id, e.key_type, e.spki_sha256, e.kek_id, e.sealed, e.cert_serial, e.created_at, e.retain_until, c.der,
+		EXISTS (SELECT 1 FROM activations a WHERE a.credential_set_id = c.credential_set_id AND a.confirmed_at IS NOT NULL)
 		FROM escrow_keys e LEFT JOIN certificates c ON c.serial = e.cert_serial AND e.cert_serial <> ''
 		WHERE e.person_id = $1 ORDER BY e.created_at DESC, e.id DESC`, personID)
 	if err != nil {
@@ -147,13 +150,33 @@ func (s *DB) EscrowKeys(ctx context.Context, personID string) ([]EscrowKey, erro
 		var k EscrowKey
 		var created int64
 		var retain sql.NullInt64
-		if err := rows.Scan(&k.ID, &k.PersonID, &k.KeyType, &k.SPKISHA256, &k.KEKID, &k.Sealed, &k.CertSerial, &created, &retain, &k.CertDER); err != nil {
+		if err := rows.Scan(&k.ID, &k.PersonID, &k.KeyType, &k.SPKISHA256, &k.KEKID, &k.Sealed, &k.CertSerial, &created, &retain, &k.CertDER, &k.Delivered); err != nil {
 			return nil, wrapDB(err)
 		}
 		k.CreatedAt, k.RetainUntil = fromTS(created), fromNullTS(retain)
 		out = append(out, k)
 	}
 	return out, wrapDB(rows.Err())
+}
+
+func (s *DB) DeleteUncertifiedEscrowKeys(ctx context.Context, olderThan time.Time) (int, error) {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM escrow_keys WHERE cert_serial = '' AND created_at < $1
+		AND NOT EXISTS (SELECT 1 FROM credential_sets cs WHERE cs.escrow_key_id = escrow_keys.id AND cs.state IN ('pending', 'redeeming'))
+		AND NOT EXISTS (SELECT 1 FROM certificates c WHERE c.spki_sha256 = escrow_keys.spki_sha256 AND c.status <> 'lint_failed')`, ts(olderThan))
+	if err != nil {
+		return 0, wrapDB(err)
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
+}
+
+func (s *DB) PurgeEscrowKeys(ctx context.Context, now time.Time) (int, error) {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM escrow_keys WHERE retain_until IS NOT NULL AND retain_until <= $1`, ts(now))
+	if err != nil {
+		return 0, wrapDB(err)
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
 }
 
 func (s *DB) RevokeStaleIntents(ctx context.Context, issuer string, olderThan, now time.Time) (int, error) {
