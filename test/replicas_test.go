@@ -6,19 +6,23 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"database/sql"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/agent"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"github.com/credgw/credgw/server"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -58,6 +62,12 @@ func TestTwoReplicas(t *testing.T) {
 	cfgPath := filepath.Join(dir, "credgw.yaml")
 	cfg, _ := os.ReadFile(cfgPath)
 	cfg = regexp.MustCompile(`(?m)^  driver: sqlite\n  dsn: credgw.db$`).ReplaceAll(cfg, []byte("  driver: postgres\n  dsn: \""+dsn+sep+"search_path="+schema+"\""))
+	// The termination webhook, on both replicas with one key.
+	webhookKey := bytes.Repeat([]byte{0x3c}, 32)
+	if err := os.WriteFile(filepath.Join(dir, "webhook.key"), []byte(hex.EncodeToString(webhookKey)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg = append(cfg, []byte("\ntermination_webhook:\n  secret_file: webhook.key\n")...)
 	os.WriteFile(cfgPath, cfg, 0o600)
 	run(t, nil, true, credgwBin, "migrate", "--config", cfgPath)
 	gwA := regexp.MustCompile(`grpc: (127\.0\.0\.1:\d+)`).FindStringSubmatch(string(cfg))[1]
@@ -185,6 +195,57 @@ func TestTwoReplicas(t *testing.T) {
 		}
 		if crlNumber(string(httpA)) != first+1 || crlNumber(fmt.Sprintf("127.0.0.1:%d", ports[1])) != first+1 {
 			t.Fatalf("CRL numbers %v, want %d everywhere", seen, first+1)
+		}
+	})
+
+	t.Run("a database copy and the QR text give nothing", func(t *testing.T) {
+		out := filepath.Join(work, "copy")
+		os.MkdirAll(out, 0o700)
+		p, password := enrollWithCLI(t, dir, gwA, conf, out)
+		var verifier []byte
+		if err := admin.QueryRow(`SELECT verifier FROM `+schema+`.activations WHERE id = $1`, p.ID).Scan(&verifier); err != nil {
+			t.Fatal(err)
+		}
+		if code.CheckPassword(p.Secret, password, verifier) {
+			t.Fatal("the verifier in PostgreSQL tests the right password with the QR secret alone")
+		}
+		// Both replicas key it alike: the code redeems on the other one.
+		if _, _, _, err := fetch(replicas(p)[1], redeemReq(p, password)); err != nil {
+			t.Fatalf("redeem on replica B of a code made on A: %v", err)
+		}
+	})
+
+	t.Run("a termination replayed to the other replica is refused", func(t *testing.T) {
+		httpA := regexp.MustCompile(`http: (127\.0\.0\.1:\d+)`).FindSubmatch(cfg)[1]
+		httpB := fmt.Sprintf("127.0.0.1:%d", ports[1])
+		body := []byte(`{"person_id":"replica-webhook-test-person","comment":"HR: separated"}`)
+		at := time.Now()
+		post := func(addr string) int {
+			req, err := http.NewRequest("POST", "http://"+addr+"/v1/webhooks/termination", bytes.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("X-Credgw-Timestamp", strconv.FormatInt(at.Unix(), 10))
+			req.Header.Set("X-Credgw-Signature", server.WebhookSignature(webhookKey, at, body))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		if code := post(string(httpA)); code != http.StatusOK {
+			t.Fatalf("replica A: %d", code)
+		}
+		if code := post(httpB); code != http.StatusConflict {
+			t.Fatalf("the same request to replica B: %d, want 409", code)
+		}
+		var n int
+		if err := admin.QueryRow(`SELECT COUNT(*) FROM ` + schema + `.audit_events WHERE action = 'terminate' AND person_id = 'replica-webhook-test-person'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			t.Fatalf("%d termination events for one request sent to two replicas", n)
 		}
 	})
 
