@@ -85,6 +85,7 @@ func (s *Service) confirm(ctx context.Context, redemptionID string, secret, sum 
 	}
 	if err := s.cfg.Store.Confirm(ctx, redemptionID, s.cfg.Now()); err != nil {
 		if errors.Is(err, store.ErrAlreadyUsed) {
+			s.cfg.Audit.Refused(ctx, "device", "confirm", a.CredentialSetID, "redemption_id="+redemptionID+"; refused: lost the race to another confirmation")
 			return nil, ErrAlreadyRedeemed
 		}
 		return nil, err

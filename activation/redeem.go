@@ -285,7 +285,14 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 	}
 	// The transition to redeeming happens once (one conditional UPDATE).
 	if err := s.cfg.Store.BeginRedemption(ctx, a.ID, rid, s.cfg.Now()); err != nil {
-		return nil, s.refused(ctx, a.ID, err)
+		err = s.refused(ctx, a.ID, err)
+		if errors.Is(err, ErrAlreadyRedeemed) || errors.Is(err, ErrInProgress) {
+			// Another call with the right password took the activation
+			// first: recorded once per lost race (a retry finds the
+			// activation redeeming and is not recorded again).
+			s.cfg.Audit.Refused(ctx, "device", "redeem", a.CredentialSetID, "activation_id="+a.ID+"; refused: lost the race to another redemption")
+		}
+		return nil, err
 	}
 	if req.Device != "" {
 		if err := s.cfg.Store.SetDevice(ctx, cs.ID, req.Device); err != nil {

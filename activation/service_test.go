@@ -557,3 +557,38 @@ func TestCancelAndRevokeRefuse(t *testing.T) {
 		t.Errorf("a cancelled activation redeemed: %v", err)
 	}
 }
+
+// racedStore lets another redemption take the activation just before
+// this one, as a concurrent caller on another replica would.
+type racedStore struct{ store.Store }
+
+func (r racedStore) BeginRedemption(ctx context.Context, id, redemptionID string, now time.Time) error {
+	if err := r.Store.BeginRedemption(ctx, id, "the-other-caller", now); err != nil {
+		return err
+	}
+	return store.ErrAlreadyUsed
+}
+
+// TestLostRaceIsRecorded: a redemption that loses the race to another one
+// is refused and recorded as refused, with why (issue 14, point 8).
+func TestLostRaceIsRecorded(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.Store = racedStore{c.Store} })
+	ctx := context.Background()
+	e := h.enroll(t, h.signIn(t, "a@example.gov"))
+	if _, err := h.svc.Redeem(ctx, e.request(t), nil); !errors.Is(err, ErrAlreadyRedeemed) && !errors.Is(err, ErrInProgress) {
+		t.Fatalf("got %v, want a refusal: another call took the activation", err)
+	}
+	evs, err := h.st.AuditEvents(ctx, 0, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, ev := range evs {
+		if ev.Action == "redeem" && ev.Outcome == "refused" && strings.Contains(ev.Detail, "lost the race") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d lost-race events recorded, want 1", n)
+	}
+}

@@ -2,9 +2,11 @@ package server_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"html"
 	"io"
 	"net/http"
@@ -416,4 +418,32 @@ func TestPortalSessionBoundToCard(t *testing.T) {
 			SessionToken: sc.Value, IdentityName: "Stolen"})
 		wantCode(t, err, codes.Unauthenticated)
 	})
+}
+
+// TestPortalSignInRefusalRecorded: a refused portal sign-in is in the audit
+// log, refused, with the reason, the card and the source (issue 14,
+// point 8).
+func TestPortalSignInRefusalRecorded(t *testing.T) {
+	ctx := context.Background()
+	c := newCard(t, hsmsim.CardSpec{Variant: hsmsim.Revoked})
+	cert := c.tlsCert()
+	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
+	sum := sha256.Sum256(leaf.Raw)
+	fp := hex.EncodeToString(sum[:])
+	if r := newBrowser(t, &cert).do("GET", "/signin", nil); r.code != http.StatusForbidden {
+		t.Fatalf("a revoked card signed in: %d", r.code)
+	}
+	evs, err := gwStore.AuditEvents(ctx, 0, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs {
+		if ev.Action == "portal-sign-in" && strings.Contains(ev.Detail, fp) {
+			if ev.Outcome != "refused" || ev.Source == "" || !strings.Contains(ev.Detail, "revoked") {
+				t.Fatalf("the refusal is recorded as %+v", ev)
+			}
+			return
+		}
+	}
+	t.Fatal("the refused portal sign-in is not in the audit log")
 }

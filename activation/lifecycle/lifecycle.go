@@ -174,6 +174,14 @@ func (s *Service) RevokeIdentity(ctx context.Context, sel store.IdentitySelector
 // actor is "admin" or "webhook"; source the caller's address, if known.
 func (s *Service) Terminate(ctx context.Context, actor string, sel store.IdentitySelector, comment, source string) ([]string, error) {
 	serials, err := s.cfg.Activation.RevokeIdentity(ctx, sel, issuance.ReasonCessationOfOperation, true, comment)
+	if err != nil && !errors.Is(err, store.ErrNoSelector) && !errors.Is(err, activation.ErrInvalid) {
+		// Recorded as an error: the identity is terminated, but some of
+		// its credentials may still be live until the request is repeated
+		// (or the sweep finishes the revocation).
+		e := audit.Identity(actor, "terminate", sel, serials, "error: "+err.Error())
+		e.Outcome, e.Source = audit.Error, source
+		s.cfg.Audit.Record(ctx, e)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -250,6 +250,22 @@ func (s *Service) complete(ctx context.Context, ch store.Challenge, now time.Tim
 // 800-157r1 App. C.1), and a spent challenge row keeps the session's record
 // complete.
 func (s *Service) SignInTLS(ctx context.Context, leaf *x509.Certificate, chain []*x509.Certificate, source string) (*Opened, error) {
+	o, err := s.signInTLS(ctx, leaf, chain, source)
+	if err != nil {
+		// Recorded like a refused PKI-AUTH (the portal limits sign-ins
+		// per card, so this does not grow without bound).
+		e := store.AuditEvent{Actor: "card", Action: "portal-sign-in", Outcome: audit.Refused, Source: source, Detail: "refused: " + err.Error()}
+		if id, ierr := piv.IdentityFromCertificate(leaf); ierr == nil {
+			e.CardUUID = id.CardUUID
+		}
+		sum := sha256.Sum256(leaf.Raw)
+		e.Detail += "; piv_auth_sha256=" + hex.EncodeToString(sum[:])
+		s.cfg.Audit.Record(ctx, e)
+	}
+	return o, err
+}
+
+func (s *Service) signInTLS(ctx context.Context, leaf *x509.Certificate, chain []*x509.Certificate, source string) (*Opened, error) {
 	res, err := s.cfg.Verifier.VerifyPIVAuth(ctx, leaf, chain)
 	if err != nil {
 		return nil, err
