@@ -447,3 +447,32 @@ func TestPortalSignInRefusalRecorded(t *testing.T) {
 	}
 	t.Fatal("the refused portal sign-in is not in the audit log")
 }
+
+// TestPortalEventsCarrySource: an enrollment made in the portal is
+// recorded with the browser's source address (issue 14, point 8).
+func TestPortalEventsCarrySource(t *testing.T) {
+	ctx := context.Background()
+	c := newCard(t, hsmsim.CardSpec{Email: "portal.source@example.com"})
+	cert := c.tlsCert()
+	b := newBrowser(t, &cert)
+	if r := b.do("GET", "/signin", nil); r.code != http.StatusSeeOther {
+		t.Fatalf("sign-in: %d", r.code)
+	}
+	csrf := match(t, csrfRe, b.do("GET", "/enroll", nil).body)
+	if r := b.do("POST", "/enroll", url.Values{"csrf": {csrf}, "name": {"Phone"}}); r.code != http.StatusOK {
+		t.Fatalf("enroll: %d %s", r.code, r.body)
+	}
+	evs, err := gwStore.AuditEvents(ctx, 0, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := len(evs) - 1; i >= 0; i-- {
+		if ev := evs[i]; ev.Action == "enroll" && strings.Contains(ev.Detail, "portal") && strings.EqualFold(ev.CardUUID, c.info.UUID) {
+			if !strings.HasPrefix(ev.Source, "127.0.0.1:") {
+				t.Fatalf("the portal enrollment is recorded from %q", ev.Source)
+			}
+			return
+		}
+	}
+	t.Fatal("no portal enrollment event")
+}

@@ -379,7 +379,13 @@ func (s *Server) startPortal() error {
 		return fmt.Errorf("portal.listen: %w", err)
 	}
 	s.portalLn = ln
-	s.portal = &http.Server{Handler: p.Handler(), TLSConfig: tc, ReadHeaderTimeout: 10 * time.Second,
+	// What the portal records in the audit log carries the browser's
+	// address.
+	pages := p.Handler()
+	withSource := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		pages.ServeHTTP(w, r.WithContext(audit.WithCaller(r.Context(), audit.Caller{Source: r.RemoteAddr})))
+	})
+	s.portal = &http.Server{Handler: withSource, TLSConfig: tc, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	s.wg.Add(1)
 	go func() {
