@@ -130,7 +130,7 @@ func (s *Service) check(ctx context.Context, id string, secret []byte, password 
 	// The reservation is settled whatever the caller does meanwhile.
 	bg := context.WithoutCancel(ctx)
 	pw, ferr := code.NormalizePassword(password)
-	if ferr == nil && s.passwordMatches(secret, pw, a.Verifier) {
+	if ferr == nil && s.passwordMatches(a, secret, pw) {
 		back, err := s.cfg.Store.ReturnAttempt(bg, id)
 		if err != nil {
 			// Locked (or expired, or confirmed) since the reservation.
@@ -243,8 +243,16 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 		if err := s.checkSetNotTerminated(ctx, a.CredentialSetID); err != nil {
 			return nil, err
 		}
-		if d, err := s.resume(a, aead); err == nil {
-			return d, nil
+		// The package carries the escrowed key history: the card is
+		// checked again before it goes out.
+		if cs, err := s.cfg.Store.CredentialSet(ctx, a.CredentialSetID); err != nil {
+			return nil, err
+		} else if err := s.checkCard(ctx, cs.PIVCertSHA256); err != nil {
+			return nil, err
+		}
+		d, err := s.resume(a, aead)
+		if err == nil || !s.legacySeal(a) {
+			return d, err
 		}
 		// A package sealed before the pepper (a gateway upgraded while
 		// it waited for its confirmation).

@@ -103,6 +103,10 @@ type Config struct {
 	// verifier and the package seal with the QR secret, so that a copy of
 	// the database plus the QR text tests no password offline.
 	Pepper []byte
+	// PepperSince is when the pepper was made: verifiers and packages made
+	// before it are still accepted without it, only until they could have
+	// ended (Lifetime, then ConfirmWindow, after PepperSince).
+	PepperSince time.Time
 	// Verifier checks the card again before an enrollment, a redemption
 	// and a renewal issue anything (path, policy, a status no older than
 	// piv.max_status_age): a *piv.Verifier.
@@ -151,12 +155,25 @@ func (s *Service) verifier(secret []byte, password string) []byte {
 	return code.Verifier(s.keyed(secret), password)
 }
 
-// passwordMatches checks a password against a stored verifier. Verifiers
-// stored before the pepper (code.Verifier of the bare secret) still match,
-// for the activations pending while a gateway is upgraded (at most
-// enrollment.lifetime).
-func (s *Service) passwordMatches(secret []byte, password string, verifier []byte) bool {
-	return code.CheckPassword(s.keyed(secret), password, verifier) || code.CheckPassword(secret, password, verifier)
+// passwordMatches checks a password against a stored verifier. A verifier
+// stored before the pepper existed (code.Verifier of the bare secret)
+// still matches for an activation made before it, within Lifetime of the
+// pepper's making: the activations pending while a gateway is upgraded.
+// Afterwards, never: a row written into the database by someone without
+// the KEK redeems nothing.
+func (s *Service) passwordMatches(a store.Activation, secret []byte, password string) bool {
+	if code.CheckPassword(s.keyed(secret), password, a.Verifier) {
+		return true
+	}
+	legacy := a.CreatedAt.Before(s.cfg.PepperSince) && s.cfg.Now().Before(s.cfg.PepperSince.Add(s.cfg.Lifetime))
+	return legacy && code.CheckPassword(secret, password, a.Verifier)
+}
+
+// legacySeal reports whether a package may have been sealed before the
+// pepper existed (a gateway upgraded while it waited for its
+// confirmation).
+func (s *Service) legacySeal(a store.Activation) bool {
+	return a.CreatedAt.Before(s.cfg.PepperSince) && s.cfg.Now().Before(s.cfg.PepperSince.Add(s.cfg.Lifetime+s.cfg.ConfirmWindow))
 }
 
 // Service runs enrollments and redemptions.

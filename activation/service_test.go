@@ -148,7 +148,7 @@ func newHarness(t *testing.T, change func(*Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pepper, err := esc.GatewaySecret(context.Background(), "activation-pepper")
+	pepper, _, err := esc.GatewaySecret(context.Background(), "activation-pepper")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -329,26 +329,27 @@ func (e *Escrow) Key(ctx context.Context, id, personID string) (*EscrowedKey, er
 	return nil, fmt.Errorf("%w: no escrowed key %s for this person", ErrEscrowUnreadable, id)
 }
 
-// GatewaySecret returns the gateway's 32-byte secret of that name, sealed
-// under the KEK in the store: made by the first replica that asks, read by
-// the others. A copy of the database without the KEK does not reveal it.
-func (e *Escrow) GatewaySecret(ctx context.Context, name string) ([]byte, error) {
+// GatewaySecret returns the gateway's 32-byte secret of that name and when
+// it was made, sealed under the KEK in the store: made by the first replica
+// that asks, read by the others. A copy of the database without the KEK
+// does not reveal it.
+func (e *Escrow) GatewaySecret(ctx context.Context, name string) ([]byte, time.Time, error) {
 	fresh := make([]byte, 32)
 	if _, err := rand.Read(fresh); err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	aad := []byte("credgw gateway secret\x00" + name)
 	sealed, err := e.kek.Seal(ctx, fresh, aad)
 	if err != nil {
-		return nil, fmt.Errorf("issuance: sealing the gateway secret %s: %w", name, err)
+		return nil, time.Time{}, fmt.Errorf("issuance: sealing the gateway secret %s: %w", name, err)
 	}
-	stored, err := e.store.GatewaySecret(ctx, name, sealed)
+	stored, since, err := e.store.GatewaySecret(ctx, name, sealed, e.now())
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	secret, err := e.kek.Open(ctx, stored, aad)
 	if err != nil {
-		return nil, fmt.Errorf("issuance: the gateway secret %s does not unseal under this KEK (escrow.kek_uri or kek_file): %w", name, err)
+		return nil, time.Time{}, fmt.Errorf("issuance: the gateway secret %s does not unseal under this KEK (escrow.kek_uri or kek_file): %w", name, err)
 	}
-	return secret, nil
+	return secret, since, nil
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"net"
 	"net/http"
 	"os"
 	"sort"
@@ -31,6 +32,15 @@ var _ portal.Backend = portalBackend{}
 var errSessionGone = portal.ErrSessionGone
 
 func (b portalBackend) SignIn(ctx context.Context, leaf *x509.Certificate, chain []*x509.Certificate, source string) (portal.Session, error) {
+	// The address first: a certificate is not verified yet, and anyone
+	// can mint new ones to get new per-card buckets.
+	host, _, err := net.SplitHostPort(source)
+	if err != nil {
+		host = source
+	}
+	if wait, ok := b.s.limits.signInAddr.take(host); !ok {
+		return portal.Session{}, limited("sign-ins from this address", wait)
+	}
 	sum := sha256.Sum256(leaf.Raw)
 	if wait, ok := b.s.limits.signInCard.take(hex.EncodeToString(sum[:])); !ok {
 		return portal.Session{}, limited("sign-ins with this card", wait)
@@ -75,6 +85,9 @@ func (b portalBackend) Enroll(ctx context.Context, token, name, ctype string) (p
 	}
 	if b.s.activation == nil {
 		return portal.Enrollment{}, errNoCA
+	}
+	if wait, ok := b.s.limits.enrollCard.take(sess.CertSHA256); !ok {
+		return portal.Enrollment{}, limited("enrollments for this card", wait)
 	}
 	en, err := b.s.activation.Enroll(ctx, activation.EnrollRequest{Session: sess, IdentityName: name, CredentialType: ctype, Portal: true})
 	if err != nil {

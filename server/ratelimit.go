@@ -176,7 +176,11 @@ func (o *outstanding) open(key string) (time.Duration, bool) {
 func (o *outstanding) close(key string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if exps := o.by[key]; len(exps) > 0 {
+	switch exps := o.by[key]; len(exps) {
+	case 0:
+	case 1:
+		delete(o.by, key)
+	default:
 		o.by[key] = exps[1:]
 	}
 }
@@ -242,7 +246,11 @@ func (s *Server) limitUnary(ctx context.Context, req any, info *grpc.UnaryServer
 			return nil, limited("outstanding sign-in challenges for this card (complete or let them expire)", wait)
 		}
 	case "/credgw.v1.PIVAuth/CompleteSession":
-		defer l.challenges.close(card)
+		resp, err := h(ctx, req)
+		if err == nil {
+			l.challenges.close(card) // only a challenge really spent
+		}
+		return resp, err
 	case "/credgw.v1.Enrollment/CreateEnrollment":
 		if wait, ok := l.enrollCard.take(card); !ok {
 			return nil, limited("enrollments for this card", wait)

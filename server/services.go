@@ -41,12 +41,12 @@ func (s *Server) newServices(ctx context.Context, o options) error {
 		return fmt.Errorf("enrollment.tls_anchor_file: %w", err)
 	}
 	pin := sha256.Sum256(anchors[0].Raw)
-	pepper, err := s.escrow.GatewaySecret(ctx, "activation-pepper")
+	pepper, pepperSince, err := s.escrow.GatewaySecret(ctx, "activation-pepper")
 	if err != nil {
 		return err
 	}
 	if s.activation, err = activation.New(activation.Config{
-		Store: s.store, Issuer: s.ca, Escrow: s.escrow, Pepper: pepper, Gateway: cfg.Enroll.GatewayAddress, Pin: pin[:],
+		Store: s.store, Issuer: s.ca, Escrow: s.escrow, Pepper: pepper, PepperSince: pepperSince, Gateway: cfg.Enroll.GatewayAddress, Pin: pin[:],
 		PasswordDigits: cfg.Enroll.PasswordDigits, Lifetime: cfg.Enroll.Lifetime.Duration, MaxAttempts: cfg.Enroll.MaxAttempts,
 		MaxSets: cfg.Enroll.MaxSets, ConfirmWindow: cfg.Enroll.ConfirmWindow.Duration, RenewalPercent: cfg.Renewal.OpensAtPercent,
 		Verifier: s.verifier, Audit: s.audit, Notify: s.outbox, Log: s.log, Now: now,

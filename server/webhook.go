@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"encoding/hex"
 	"encoding/json"
@@ -133,7 +134,8 @@ func (h *webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sig := r.Header.Get("X-Credgw-Signature")
 	ts, _ := strconv.ParseInt(r.Header.Get("X-Credgw-Timestamp"), 10, 64) // checked by checkWebhook
 	window := time.Unix(ts, 0).Add(h.s.cfg.Webhook.MaxSkew.Duration)
-	serials, err := h.s.lifecycle.TerminateOnce(r.Context(), sig, window, sel, ev.Comment, r.RemoteAddr)
+	// The termination runs to its end even if the sender hangs up.
+	serials, err := h.s.lifecycle.TerminateOnce(context.WithoutCancel(r.Context()), sig, window, sel, ev.Comment, r.RemoteAddr)
 	if errors.Is(err, lifecycle.ErrReplayed) {
 		http.Error(w, err.Error(), http.StatusConflict)
 		return

@@ -69,9 +69,10 @@ type EscrowKey struct {
 // IssuanceStore is what the CA keeps. Store embeds it.
 type IssuanceStore interface {
 	// GatewaySecret keeps a secret of the gateway, sealed: the first call
-	// for a name stores sealed, and every call returns what is stored
-	// (another replica's, if it came first).
-	GatewaySecret(ctx context.Context, name string, sealed []byte) ([]byte, error)
+	// for a name stores sealed (made at now), and every call returns what
+	// is stored and when it was made (another replica's, if it came
+	// first).
+	GatewaySecret(ctx context.Context, name string, sealed []byte, now time.Time) ([]byte, time.Time, error)
 	// CreateIssuanceIntent records the serial before anything is signed.
 	// A public key certified before gives ErrConflict.
 	CreateIssuanceIntent(ctx context.Context, c CertificateRecord) error

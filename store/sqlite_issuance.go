@@ -189,12 +189,13 @@ func (s *DB) RevokeStaleIntents(ctx context.Context, issuer string, olderThan, n
 	return int(n), nil
 }
 
-func (s *DB) GatewaySecret(ctx context.Context, name string, sealed []byte) ([]byte, error) {
-	if _, err := s.w.ExecContext(ctx, `INSERT INTO gateway_secrets (name, sealed) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`,
-		name, sealed); err != nil {
-		return nil, wrapDB(err)
+func (s *DB) GatewaySecret(ctx context.Context, name string, sealed []byte, now time.Time) ([]byte, time.Time, error) {
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO gateway_secrets (name, sealed, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING`,
+		name, sealed, ts(now)); err != nil {
+		return nil, time.Time{}, wrapDB(err)
 	}
 	var stored []byte
-	err := s.w.QueryRowContext(ctx, `SELECT sealed FROM gateway_secrets WHERE name = $1`, name).Scan(&stored)
-	return stored, wrapDB(err)
+	var created int64
+	err := s.w.QueryRowContext(ctx, `SELECT sealed, created_at FROM gateway_secrets WHERE name = $1`, name).Scan(&stored, &created)
+	return stored, fromTS(created), wrapDB(err)
 }

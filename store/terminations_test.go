@@ -134,15 +134,15 @@ func TestWebhookDeliveries(t *testing.T) {
 func TestGatewaySecret(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, s Store) {
 		ctx := context.Background()
-		first, err := s.GatewaySecret(ctx, "pepper", []byte("sealed by replica 1"))
-		if err != nil || string(first) != "sealed by replica 1" {
-			t.Fatalf("first: %q %v", first, err)
+		first, since, err := s.GatewaySecret(ctx, "pepper", []byte("sealed by replica 1"), t0)
+		if err != nil || string(first) != "sealed by replica 1" || !since.Equal(t0) {
+			t.Fatalf("first: %q %s %v", first, since, err)
 		}
-		again, err := s.GatewaySecret(ctx, "pepper", []byte("sealed by replica 2"))
-		if err != nil || string(again) != "sealed by replica 1" {
-			t.Fatalf("second replica got %q %v, want the first one's", again, err)
+		again, since, err := s.GatewaySecret(ctx, "pepper", []byte("sealed by replica 2"), t0.Add(time.Hour))
+		if err != nil || string(again) != "sealed by replica 1" || !since.Equal(t0) {
+			t.Fatalf("second replica got %q made %s, %v; want the first one's", again, since, err)
 		}
-		other, err := s.GatewaySecret(ctx, "another", []byte("x"))
+		other, _, err := s.GatewaySecret(ctx, "another", []byte("x"), t0)
 		if err != nil || string(other) != "x" {
 			t.Fatalf("another name: %q %v", other, err)
 		}

@@ -183,18 +183,11 @@ func (s *Service) Complete(ctx context.Context, p Proof) (*Opened, error) {
 	}
 	o, err := s.complete(ctx, ch, now, p)
 	if err != nil {
-		e := store.AuditEvent{Actor: "card", Action: "piv-auth", Outcome: audit.Refused, Source: p.Source,
-			Detail: "session_id=" + ch.SessionID + "; refused: " + err.Error()}
+		var leaf *x509.Certificate
 		if len(p.Certificates) > 0 {
-			if c, perr := x509.ParseCertificate(p.Certificates[0]); perr == nil {
-				if id, ierr := piv.IdentityFromCertificate(c); ierr == nil {
-					e.CardUUID = id.CardUUID
-				}
-				sum := sha256.Sum256(c.Raw)
-				e.Detail += "; piv_auth_sha256=" + hex.EncodeToString(sum[:])
-			}
+			leaf, _ = x509.ParseCertificate(p.Certificates[0])
 		}
-		s.cfg.Audit.Record(ctx, e)
+		s.recordRefusal(ctx, "piv-auth", "session_id="+ch.SessionID+"; ", leaf, p.Source, err)
 	}
 	return o, err
 }
@@ -252,17 +245,29 @@ func (s *Service) complete(ctx context.Context, ch store.Challenge, now time.Tim
 func (s *Service) SignInTLS(ctx context.Context, leaf *x509.Certificate, chain []*x509.Certificate, source string) (*Opened, error) {
 	o, err := s.signInTLS(ctx, leaf, chain, source)
 	if err != nil {
-		// Recorded like a refused PKI-AUTH (the portal limits sign-ins
-		// per card, so this does not grow without bound).
-		e := store.AuditEvent{Actor: "card", Action: "portal-sign-in", Outcome: audit.Refused, Source: source, Detail: "refused: " + err.Error()}
-		if id, ierr := piv.IdentityFromCertificate(leaf); ierr == nil {
-			e.CardUUID = id.CardUUID
-		}
-		sum := sha256.Sum256(leaf.Raw)
-		e.Detail += "; piv_auth_sha256=" + hex.EncodeToString(sum[:])
-		s.cfg.Audit.Record(ctx, e)
+		s.recordRefusal(ctx, "portal-sign-in", "", leaf, source, err)
 	}
 	return o, err
+}
+
+// recordRefusal records a refused sign-in in the audit log: the reason,
+// the certificate's SHA-256 and the card it claims to be, and the source.
+// A certificate that does not chain to the PIV anchors, or does not parse,
+// is only logged: anyone can make one, so recording it would let anyone
+// grow the log (the portal and PKI-AUTH rate-limit per address too).
+func (s *Service) recordRefusal(ctx context.Context, action, detail string, leaf *x509.Certificate, source string, err error) {
+	if leaf == nil || errors.Is(err, piv.ErrUntrusted) || errors.Is(err, piv.ErrMalformed) {
+		s.cfg.Log.Info("sign-in refused", "action", action, "source", source, "cause", err.Error())
+		return
+	}
+	e := store.AuditEvent{Actor: "card", Action: action, Outcome: audit.Refused, Source: source, Detail: detail + "refused: " + err.Error()}
+	sum := sha256.Sum256(leaf.Raw)
+	e.Detail += "; piv_auth_sha256=" + hex.EncodeToString(sum[:])
+	// Claimed, not proven: the certificate did not verify.
+	if id, ierr := piv.IdentityFromCertificate(leaf); ierr == nil && id.CardUUID != "" {
+		e.Detail += "; claimed_card_uuid=" + id.CardUUID
+	}
+	s.cfg.Audit.Record(ctx, e)
 }
 
 func (s *Service) signInTLS(ctx context.Context, leaf *x509.Certificate, chain []*x509.Certificate, source string) (*Opened, error) {

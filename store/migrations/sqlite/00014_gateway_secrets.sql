@@ -4,8 +4,9 @@
 -- e.g. the key of the activation password verifiers and package seals.
 -- The first replica to start makes each one; the others read it.
 CREATE TABLE gateway_secrets (
-    name   TEXT  PRIMARY KEY,
-    sealed BLOB NOT NULL
+    name       TEXT   PRIMARY KEY,
+    sealed     BLOB  NOT NULL,
+    created_at BIGINT NOT NULL
 );
 
 -- +goose Down
