@@ -41,11 +41,19 @@ func (s *Service) Redeem(ctx context.Context, req RedeemRequest, progress Progre
 	return d, nil
 }
 
-// auditRefusal records wrong passwords and lockouts.
+// auditRefusal records refused redemptions of a code whose secret was
+// right: wrong passwords (at most max_attempts), the lock (once, when it
+// happens), and refusals as expired, redeemed already or terminated, once
+// per activation (on each replica): a device repeating itself does not
+// grow the log.
 func (s *Service) auditRefusal(ctx context.Context, activationID string, err error) {
 	var wrong *WrongPasswordError
 	outcome := ""
 	switch {
+	case errors.Is(err, ErrExpired):
+		outcome = "expired"
+	case errors.Is(err, ErrAlreadyRedeemed):
+		outcome = "redeemed already"
 	case errors.As(err, &wrong):
 		outcome = fmt.Sprintf("wrong password (%d attempts left)", wrong.AttemptsLeft)
 	case errors.Is(err, errLockedNow):
@@ -58,6 +66,9 @@ func (s *Service) auditRefusal(ctx context.Context, activationID string, err err
 	case errors.Is(err, ErrTerminated):
 		outcome = "terminated"
 	default:
+		return
+	}
+	if (wrong == nil && !errors.Is(err, errLockedNow)) && !s.refusals.first(activationID+"\x00"+outcome) {
 		return
 	}
 	a, aerr := s.cfg.Store.ActivationByID(ctx, activationID)

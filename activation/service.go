@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/credgw/credgw/activation/audit"
@@ -177,7 +178,39 @@ func (s *Service) legacySeal(a store.Activation) bool {
 }
 
 // Service runs enrollments and redemptions.
-type Service struct{ cfg Config }
+type Service struct {
+	cfg      Config
+	refusals onceSet
+}
+
+// onceSet remembers keys, the newest maxOnce of them: what was recorded
+// once is not recorded again while it is remembered.
+type onceSet struct {
+	mu    sync.Mutex
+	seen  map[string]struct{}
+	order []string
+}
+
+const maxOnce = 10000
+
+// first reports whether key is new, and remembers it.
+func (o *onceSet) first(key string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if _, ok := o.seen[key]; ok {
+		return false
+	}
+	if o.seen == nil {
+		o.seen = map[string]struct{}{}
+	}
+	if len(o.order) >= maxOnce {
+		delete(o.seen, o.order[0])
+		o.order = o.order[1:]
+	}
+	o.seen[key] = struct{}{}
+	o.order = append(o.order, key)
+	return true
+}
 
 // New checks cfg and fills in defaults.
 func New(cfg Config) (*Service, error) {

@@ -846,3 +846,49 @@ func TestAuditTrailForInvestigators(t *testing.T) {
 		t.Errorf("the admin revocation: %+v; want the admin's subject and SHA-256, the comment, the person and the source", revoked)
 	}
 }
+
+// TestRefusedRedemptionsRecordedOnce: a redemption refused because the
+// code expired or was redeemed already is recorded, with why, once per
+// activation however often the device repeats it (issue 14, point 8).
+func TestRefusedRedemptionsRecordedOnce(t *testing.T) {
+	ctx := context.Background()
+	t.Cleanup(func() { clockOffset.Store(0) })
+	count := func(setID, why string) int {
+		evs, err := gwStore.AuditEvents(ctx, 0, 0, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, ev := range evs {
+			if ev.Action == "redeem" && ev.Outcome == "refused" && strings.Contains(ev.Detail, setID) && strings.Contains(ev.Detail, why) {
+				n++
+			}
+		}
+		return n
+	}
+	client := credgwv1.NewRedemptionClient(dial(t))
+
+	expired := enrollCard(t)
+	clockOffset.Store(int64(11 * time.Minute))
+	for range 3 {
+		_, err := readStream(ctx, client, redeemRequest(t, expired, expired.resp.GetPassword()), 0)
+		wantCode(t, err, codes.FailedPrecondition)
+	}
+	clockOffset.Store(0)
+	if n := count(expired.resp.GetCredentialSetId(), "expired"); n != 1 {
+		t.Errorf("%d events for an expired code refused three times, want 1", n)
+	}
+
+	done := enrollCard(t)
+	if _, err := agent.Redeem(ctx, agent.Options{Payload: done.payload, Password: done.resp.GetPassword(), OutDir: t.TempDir(),
+		KeystorePIN: "correct horse"}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		_, err := readStream(ctx, client, redeemRequest(t, done, done.resp.GetPassword()), 0)
+		wantCode(t, err, codes.FailedPrecondition)
+	}
+	if n := count(done.resp.GetCredentialSetId(), "redeemed already"); n != 1 {
+		t.Errorf("%d events for a redeemed code refused three times, want 1", n)
+	}
+}
