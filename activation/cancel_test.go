@@ -1,76 +1,22 @@
-package activation_test
+package activation
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
-	"io"
-	"log/slog"
-	"math/big"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/credgw/credgw/activation"
-	"github.com/credgw/credgw/activation/audit"
-	"github.com/credgw/credgw/issuance"
-	"github.com/credgw/credgw/piv"
 	"github.com/credgw/credgw/store"
 )
 
-// newService builds the activation service on a real SQLite store and a
-// CA with a software key; nothing is issued.
-func newService(t *testing.T) (*activation.Service, *store.SQLite) {
-	t.Helper()
-	ctx := context.Background()
-	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "credgw.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "activation test CA"}, IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := issuance.NewCA(issuance.Config{Name: "test", Chain: []*x509.Certificate{caCert}, Signer: key, Store: st,
-		BaseURL: "http://127.0.0.1:9"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kek, err := issuance.NewFileKEK(make([]byte, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	esc, err := issuance.NewEscrow(issuance.EscrowConfig{KEK: kek, KEKID: "test", Store: st, KeyType: issuance.EscrowP256})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := activation.New(activation.Config{Store: st, Issuer: ca, Escrow: esc, Pepper: make([]byte, 32), Gateway: "gw.example.com:443", Pin: make([]byte, 32),
-		Verifier: goodCards{}, Audit: audit.New(st, log, nil), Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return svc, st
+// newService is the activation service on the package's test harness
+// (SQLite, the smallstep authority with a software key, a file KEK).
+func newService(t *testing.T) (*Service, *store.SQLite) {
+	h := newHarness(t, nil)
+	return h.svc, h.st
 }
 
-// enroll stores a pending credential set of person p1 and its activation.
+// enroll stores a pending credential set of person p1 and its
 func enroll(t *testing.T, st *store.SQLite, id string) {
 	t.Helper()
 	now := time.Now()
@@ -89,29 +35,29 @@ func TestCancel(t *testing.T) {
 		name string
 		id   string
 		// before brings activation "a" into the case's state.
-		before  func(t *testing.T, svc *activation.Service, st *store.SQLite)
+		before  func(t *testing.T, svc *Service, st *store.SQLite)
 		want    error
 		wantAct string // activation a's state after
 		wantSet string // set-a's state after
 	}{
-		{"unknown activation", "nope", nil, activation.ErrNoSuch, store.ActPending, store.SetPending},
-		{"locked", "a", func(t *testing.T, svc *activation.Service, st *store.SQLite) {
+		{"unknown activation", "nope", nil, ErrNoSuch, store.ActPending, store.SetPending},
+		{"locked", "a", func(t *testing.T, svc *Service, st *store.SQLite) {
 			for range 3 {
 				if _, _, err := st.RecordFailedAttempt(context.Background(), "a"); err != nil {
 					t.Fatal(err)
 				}
 			}
-		}, activation.ErrPrecondition, store.ActLocked, store.SetAbandoned},
-		{"being redeemed", "a", func(t *testing.T, svc *activation.Service, st *store.SQLite) {
+		}, ErrPrecondition, store.ActLocked, store.SetAbandoned},
+		{"being redeemed", "a", func(t *testing.T, svc *Service, st *store.SQLite) {
 			if err := st.BeginRedemption(context.Background(), "a", "r1", time.Now()); err != nil {
 				t.Fatal(err)
 			}
-		}, activation.ErrPrecondition, store.ActRedeeming, store.SetRedeeming},
-		{"cancelled already", "a", func(t *testing.T, svc *activation.Service, st *store.SQLite) {
+		}, ErrPrecondition, store.ActRedeeming, store.SetRedeeming},
+		{"cancelled already", "a", func(t *testing.T, svc *Service, st *store.SQLite) {
 			if _, err := svc.Cancel(context.Background(), "a", "first"); err != nil {
 				t.Fatal(err)
 			}
-		}, activation.ErrPrecondition, store.ActExpired, store.SetRevoked},
+		}, ErrPrecondition, store.ActExpired, store.SetRevoked},
 		{"pending", "a", nil, nil, store.ActExpired, store.SetRevoked},
 	}
 	for _, tc := range tests {
@@ -160,11 +106,4 @@ func cancelEvents(t *testing.T, st *store.SQLite) int {
 		}
 	}
 	return n
-}
-
-// goodCards finds every card good (the tests here do not revoke cards).
-type goodCards struct{}
-
-func (goodCards) VerifyPIVAuth(context.Context, *x509.Certificate, []*x509.Certificate) (*piv.Result, error) {
-	return &piv.Result{}, nil
 }
