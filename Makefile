@@ -51,9 +51,11 @@ vet:
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 ## test: every test, with the race detector, after make deps; a throwaway
-## PostgreSQL runs for the duration (or set CREDGW_TEST_POSTGRES_DSN)
+## PostgreSQL runs for the duration (or set CREDGW_TEST_POSTGRES_DSN), and
+## the gateway's gRPC/HTTPS tests (./server/) run again with it as the store
 test: deps vet
-	CGO_ENABLED=1 test/with-postgres.sh $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	CGO_ENABLED=1 test/with-postgres.sh sh -c '$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./... && \
+	  CREDGW_TEST_STORE=postgres $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./server/'
 
 ## demo: the whole flow on the embedded default (SoftHSM, a simulated card)
 demo: deps build

@@ -19,6 +19,7 @@ import (
 	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/activation/pfx"
 	"github.com/credgw/credgw/issuance"
+	"github.com/credgw/credgw/piv"
 	"github.com/credgw/credgw/store"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
@@ -48,7 +49,7 @@ func (s *Service) Redeem(ctx context.Context, req RedeemRequest, progress Progre
 // grow the log.
 func (s *Service) auditRefusal(ctx context.Context, activationID string, err error) {
 	var wrong *WrongPasswordError
-	outcome := ""
+	outcome, failed := "", false
 	switch {
 	case errors.Is(err, ErrExpired):
 		outcome = "expired"
@@ -65,8 +66,16 @@ func (s *Service) auditRefusal(ctx context.Context, activationID string, err err
 		return
 	case errors.Is(err, ErrTerminated):
 		outcome = "terminated"
-	default:
+	case errors.Is(err, ErrNotAccepted), errors.Is(err, ErrInProgress),
+		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		// No code (nothing to attach it to, and anyone can send it), a
+		// resume too early, or a caller that went away.
 		return
+	case refusedRequest(err):
+		outcome = err.Error()
+	default:
+		outcome = err.Error()
+		failed = true
 	}
 	if (wrong == nil && !errors.Is(err, errLockedNow)) && !s.refusals.first(activationID+"\x00"+outcome) {
 		return
@@ -75,11 +84,30 @@ func (s *Service) auditRefusal(ctx context.Context, activationID string, err err
 	if aerr != nil {
 		return // an unknown id: nothing to attach it to
 	}
+	if failed {
+		// The gateway could not do it (an HSM, CA or status responder
+		// failing): the device may retry; the investigator sees why.
+		s.cfg.Audit.Failed(ctx, "device", "redeem", a.CredentialSetID, "activation_id="+activationID+"; error: "+outcome)
+		return
+	}
 	s.cfg.Audit.Refused(ctx, "device", "redeem", a.CredentialSetID, "activation_id="+activationID+"; refused: "+outcome)
 	if errors.Is(err, errLockedNow) {
 		s.cfg.Notify.Set(ctx, "lockout", a.CredentialSetID, "A derived credential code was locked",
 			"Too many wrong passwords were typed for your activation code; it is locked and nothing was issued. Sign in with your card to enroll again.")
 	}
+}
+
+// refusedRequest tells a request refused for what it is or asks (a
+// refusal) from one the gateway failed to serve (an error).
+func refusedRequest(err error) bool {
+	for _, kind := range []error{ErrInvalid, ErrPermission, ErrPrecondition, ErrNoSuch, ErrCap, ErrSessionTooOld,
+		ErrHashMismatch, ErrRenewalInProgress, issuance.ErrBadRequest, issuance.ErrNoEmail,
+		piv.ErrMalformed, piv.ErrUntrusted, piv.ErrExpired, piv.ErrNotYetValid, piv.ErrPolicy, piv.ErrKeyUsage, piv.ErrKey, piv.ErrRevoked} {
+		if errors.Is(err, kind) {
+			return true
+		}
+	}
+	return false
 }
 
 // undelivered records and reports a package the device never confirmed:

@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"database/sql"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -37,7 +39,10 @@ var (
 	module  *pkcs11.Module
 	gw      *server.Server
 	cfg     *server.Config
-	gwStore *store.SQLite
+	gwStore *store.DB
+	// engine is the store the gateway runs on: "sqlite", or "postgres" when
+	// CREDGW_TEST_STORE=postgres (make test runs this package on both).
+	engine string
 	mails   *mailbox
 
 	// clockOffset shifts the gateway's clock (challenge expiry tests).
@@ -110,6 +115,53 @@ func (p panicStore) CreateChallenge(ctx context.Context, c store.Challenge) erro
 }
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+// openTestStore opens the gateway's store: SQLite in dir, or, with
+// CREDGW_TEST_STORE=postgres, a fresh schema of the server at
+// CREDGW_TEST_POSTGRES_DSN (dropped by done).
+func openTestStore(ctx context.Context, dir string) (*store.DB, func(), error) {
+	engine = os.Getenv("CREDGW_TEST_STORE")
+	switch engine {
+	case "", "sqlite":
+		engine = "sqlite"
+		st, err := store.OpenSQLite(ctx, filepath.Join(dir, "test.db"))
+		if err != nil {
+			return nil, nil, err
+		}
+		return st, func() { st.Close() }, nil
+	case "postgres":
+	default:
+		return nil, nil, fmt.Errorf("CREDGW_TEST_STORE=%q: want sqlite or postgres", engine)
+	}
+	dsn := os.Getenv("CREDGW_TEST_POSTGRES_DSN")
+	if dsn == "" {
+		return nil, nil, errors.New("CREDGW_TEST_STORE=postgres needs CREDGW_TEST_POSTGRES_DSN (test/with-postgres.sh sets it)")
+	}
+	admin, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, nil, err
+	}
+	schema := fmt.Sprintf("server_test_%d", os.Getpid())
+	admin.ExecContext(ctx, `DROP SCHEMA IF EXISTS `+schema+` CASCADE`)
+	if _, err := admin.ExecContext(ctx, `CREATE SCHEMA `+schema); err != nil {
+		admin.Close()
+		return nil, nil, err
+	}
+	drop := func() {
+		admin.ExecContext(context.Background(), `DROP SCHEMA `+schema+` CASCADE`)
+		admin.Close()
+	}
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	st, err := store.OpenPostgres(ctx, dsn+sep+"search_path="+schema, store.PostgresOptions{Migrate: true})
+	if err != nil {
+		drop()
+		return nil, nil, err
+	}
+	return st, func() { st.Close(); drop() }, nil
+}
 
 func run(m *testing.M) int {
 	fail := func(err error) int { fmt.Fprintln(os.Stderr, err); return 1 }
@@ -190,11 +242,11 @@ func run(m *testing.M) int {
 	if _, err := server.InitCA(ctx, cfg, "credgw test"); err != nil {
 		return fail(err)
 	}
-	st, err := store.OpenSQLite(ctx, filepath.Join(dir, "test.db"))
+	st, done, err := openTestStore(ctx, dir)
 	if err != nil {
 		return fail(err)
 	}
-	defer st.Close()
+	defer done()
 	gwStore = st
 	gw, err = server.New(ctx, cfg, server.WithClock(now), server.WithStore(panicStore{st}),
 		server.WithLogger(server.NewLogger(&logs, "debug")))

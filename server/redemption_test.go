@@ -28,6 +28,7 @@ import (
 	hsmsim "github.com/credgw/credgw/hsm-sim"
 	"github.com/credgw/credgw/pkcs11"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"github.com/credgw/credgw/piv"
 	"github.com/credgw/credgw/store"
 	"golang.org/x/crypto/ocsp"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -890,5 +891,53 @@ func TestRefusedRedemptionsRecordedOnce(t *testing.T) {
 	}
 	if n := count(done.resp.GetCredentialSetId(), "redeemed already"); n != 1 {
 		t.Errorf("%d events for a redeemed code refused three times, want 1", n)
+	}
+}
+
+// TestFailedRedemptionRecordedAsError: a redemption the gateway could not
+// serve (the card's status unavailable: fail closed) is recorded with the
+// outcome "error" and the reason, once however often the device retries,
+// and the code still redeems once the status is back.
+func TestFailedRedemptionRecordedAsError(t *testing.T) {
+	ctx := context.Background()
+	t.Cleanup(func() {
+		clockOffset.Store(0)
+		outage.Lock()
+		outage.ocsp, outage.crl = false, false
+		outage.Unlock()
+	})
+	e := enrollCard(t)
+	client := credgwv1.NewRedemptionClient(dial(t))
+	// The status the enrollment fetched is too old to issue on, and no
+	// fresh one can be had.
+	clockOffset.Store(int64(piv.DefaultMaxStatusAge + time.Minute))
+	outage.Lock()
+	outage.ocsp, outage.crl = true, true
+	outage.Unlock()
+	for range 3 {
+		_, err := readStream(ctx, client, redeemRequest(t, e, e.resp.GetPassword()), 0)
+		wantCode(t, err, codes.Unavailable)
+	}
+	evs, err := gwStore.AuditEvents(ctx, 0, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, ev := range evs {
+		if ev.Action == "redeem" && strings.Contains(ev.Detail, e.resp.GetCredentialSetId()) {
+			if ev.Outcome != "error" || !strings.Contains(ev.Detail, "revocation status unavailable") || ev.Source == "" {
+				t.Errorf("event %+v: want outcome error, the reason and the source", ev)
+			}
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d events for a redemption failed three times, want 1", n)
+	}
+	outage.Lock()
+	outage.ocsp, outage.crl = false, false
+	outage.Unlock()
+	if _, err := readStream(ctx, client, redeemRequest(t, e, e.resp.GetPassword()), 0); err != nil {
+		t.Fatalf("after the outage: %v", err)
 	}
 }

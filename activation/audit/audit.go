@@ -95,6 +95,12 @@ func (l *Log) Refused(ctx context.Context, actor, action, setID, detail string) 
 	l.set(ctx, actor, action, Refused, setID, detail)
 }
 
+// Failed records an action on a credential set that the gateway failed to
+// carry out (outcome "error"); detail says what failed.
+func (l *Log) Failed(ctx context.Context, actor, action, setID, detail string) {
+	l.set(ctx, actor, action, Error, setID, detail)
+}
+
 func (l *Log) set(ctx context.Context, actor, action, outcome, setID, detail string) {
 	e := store.AuditEvent{Actor: actor, Action: action, Outcome: outcome, Detail: "credential_set_id=" + setID}
 	if detail != "" {
