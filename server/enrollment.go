@@ -10,7 +10,6 @@ import (
 	"github.com/credgw/credgw/store"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -79,12 +78,7 @@ func (s *Server) credentialSetProto(v activation.SetView) *credgwv1.CredentialSe
 	cs := v.Set
 	out := &credgwv1.CredentialSet{Id: cs.ID, IdentityName: cs.IdentityName, CredentialType: cs.CredentialType,
 		State: setStates[cs.State], CreatedAt: timestamppb.New(cs.CreatedAt)}
-	if cs.Device != "" {
-		var dev credgwv1.DeviceInfo
-		if protojson.Unmarshal([]byte(cs.Device), &dev) == nil {
-			out.Device = &dev
-		}
-	}
+	out.Device = storedDevice(cs.Device)
 	for _, r := range v.Certificates {
 		st := credgwv1.CertificateStatus_CERTIFICATE_STATUS_GOOD
 		switch {

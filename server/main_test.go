@@ -43,7 +43,7 @@ var (
 	// engine is the store the gateway runs on: "sqlite", or "postgres" when
 	// CREDGW_TEST_STORE=postgres (make test runs this package on both).
 	engine string
-	mails   *mailbox
+	mails  *mailbox
 
 	// clockOffset shifts the gateway's clock (challenge expiry tests).
 	clockOffset atomic.Int64

@@ -109,9 +109,7 @@ func (b portalBackend) Credentials(ctx context.Context, token string) ([]portal.
 	for _, v := range vs {
 		cs := v.Set
 		c := portal.Credential{ID: cs.ID, Name: cs.IdentityName, Type: cs.CredentialType, State: cs.State, Issued: cs.CreatedAt}
-		if strings.Contains(cs.Device, `"model"`) {
-			c.Device = deviceModel(cs.Device)
-		}
+		c.Device = storedDevice(cs.Device).GetModel()
 		if v.Activation != nil {
 			c.Activation = v.Activation.State
 		}
@@ -199,16 +197,4 @@ func portalCSRFKey(cfg *Config) ([]byte, error) {
 		return nil, errors.New("portal.csrf_key_file: want 64 hex digits")
 	}
 	return k, nil
-}
-
-func deviceModel(j string) string {
-	i := strings.Index(j, `"model":"`)
-	if i < 0 {
-		return ""
-	}
-	rest := j[i+len(`"model":"`):]
-	if k := strings.IndexByte(rest, '"'); k >= 0 {
-		return rest[:k]
-	}
-	return ""
 }

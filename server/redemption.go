@@ -100,6 +100,34 @@ func (r *redemptionService) Confirm(ctx context.Context, req *credgwv1.ConfirmRe
 // the credential set and shown to administrators and in the portal.
 const maxDeviceField = 256
 
+// storedDevice decodes the description stored with a set. One stored
+// before the fields were bounded is shown cut to the bound (each field at
+// most maxDeviceField bytes, control characters dropped), so that an
+// old row cannot make a listing fail.
+func storedDevice(stored string) *credgwv1.DeviceInfo {
+	if stored == "" || len(stored) > 1<<20 {
+		return nil
+	}
+	var d credgwv1.DeviceInfo
+	if protojson.Unmarshal([]byte(stored), &d) != nil {
+		return nil
+	}
+	for _, f := range []*string{&d.Model, &d.Os, &d.OsVersion, &d.AgentVersion, &d.DeviceId} {
+		v := strings.ToValidUTF8(*f, "")
+		v = strings.Map(func(r rune) rune {
+			if unicode.IsPrint(r) {
+				return r
+			}
+			return -1
+		}, v)
+		if len(v) > maxDeviceField {
+			v = strings.ToValidUTF8(v[:maxDeviceField], "") // drops a rune cut in two
+		}
+		*f = v
+	}
+	return &d
+}
+
 // checkDevice refuses a device description with a field longer than
 // maxDeviceField bytes or not printable UTF-8 (no control characters).
 func checkDevice(d *credgwv1.DeviceInfo) error {

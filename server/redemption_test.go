@@ -26,14 +26,15 @@ import (
 	"github.com/credgw/credgw/activation/pfx"
 	"github.com/credgw/credgw/agent"
 	hsmsim "github.com/credgw/credgw/hsm-sim"
+	"github.com/credgw/credgw/piv"
 	"github.com/credgw/credgw/pkcs11"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
-	"github.com/credgw/credgw/piv"
 	"github.com/credgw/credgw/store"
 	"golang.org/x/crypto/ocsp"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 )
 
 // enrolled is one enrollment of a fresh card.
@@ -939,5 +940,35 @@ func TestFailedRedemptionRecordedAsError(t *testing.T) {
 	outage.Unlock()
 	if _, err := readStream(ctx, client, redeemRequest(t, e, e.resp.GetPassword()), 0); err != nil {
 		t.Fatalf("after the outage: %v", err)
+	}
+}
+
+// TestOversizedStoredDeviceListed: a description stored before the fields
+// were bounded (900 KB here) is listed cut to the bound, and the listing
+// works.
+func TestOversizedStoredDeviceListed(t *testing.T) {
+	ctx := context.Background()
+	e := enrollCard(t)
+	setID := e.resp.GetCredentialSetId()
+	old, _ := protojson.Marshal(&credgwv1.DeviceInfo{Model: strings.Repeat("m", 900<<10), Os: "And\x1broid"})
+	if err := gwStore.SetDevice(ctx, setID, string(old)); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := gwStore.CredentialSet(ctx, setID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := credgwv1.NewAdminClient(dial(t, keyPair(t, dev.AdminCert, dev.AdminKey)))
+	list, err := admin.ListCredentials(ctx, &credgwv1.AdminListCredentialsRequest{
+		Identity: &credgwv1.PIVIdentitySelector{Selector: &credgwv1.PIVIdentitySelector_CardUuid{CardUuid: cs.CardUUID}}})
+	if err != nil {
+		t.Fatalf("admin list with an old oversized row: %v", err)
+	}
+	if len(list.GetCredentialSets()) != 1 {
+		t.Fatalf("%d sets listed", len(list.GetCredentialSets()))
+	}
+	d := list.GetCredentialSets()[0].GetDevice()
+	if len(d.GetModel()) != 256 || d.GetOs() != "Android" {
+		t.Errorf("listed device: model %d bytes, os %q; want 256 bytes and \"Android\"", len(d.GetModel()), d.GetOs())
 	}
 }
