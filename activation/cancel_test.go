@@ -49,7 +49,7 @@ func TestCancel(t *testing.T) {
 			}
 		}, ErrPrecondition, store.ActLocked, store.SetAbandoned},
 		{"being redeemed", "a", func(t *testing.T, svc *Service, st *store.SQLite) {
-			if err := st.BeginRedemption(context.Background(), "a", "r1", time.Now()); err != nil {
+			if err := st.BeginRedemption(context.Background(), "a", "r1", time.Now(), store.Lease{}); err != nil {
 				t.Fatal(err)
 			}
 		}, ErrPrecondition, store.ActRedeeming, store.SetRedeeming},

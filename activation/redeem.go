@@ -331,7 +331,8 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 		return nil, err
 	}
 	// The transition to redeeming happens once (one conditional UPDATE).
-	if err := s.cfg.Store.BeginRedemption(ctx, a.ID, rid, s.cfg.Now()); err != nil {
+	now := s.cfg.Now()
+	if err := s.cfg.Store.BeginRedemption(ctx, a.ID, rid, now, store.Lease{Holder: s.holder, Until: now.Add(RedemptionLease)}); err != nil {
 		err = s.refused(ctx, a.ID, err)
 		if errors.Is(err, ErrAlreadyRedeemed) || errors.Is(err, ErrInProgress) {
 			// Another call with the right password took the activation
@@ -347,34 +348,62 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 			return nil, err
 		}
 	}
-	d, err := s.issue(ctx, a, cs, rid, req, aead, progress)
+	var made []string
+	d, err := s.issue(ctx, a, cs, rid, req, aead, progress, &made)
 	if err != nil {
-		// Nothing was delivered: revoke what was issued, give the set a new
-		// escrow key (the old one may be certified already) and the
-		// activation back, so that a corrected request can redeem it. The
-		// caller may have gone: this work must not depend on its context.
-		bg := context.WithoutCancel(ctx)
-		if rerr := s.revokeSet(bg, cs.ID, time.Time{}, issuance.ReasonCessationOfOperation); rerr != nil {
-			err = errors.Join(err, rerr)
-		}
-		if cs.EscrowKeyID != "" {
-			if k, kerr := s.cfg.Escrow.NewKey(bg, cs.PersonID); kerr != nil {
-				err = errors.Join(err, kerr)
-			} else if kerr := s.cfg.Store.SetEscrowKey(bg, cs.ID, k.ID); kerr != nil {
-				err = errors.Join(err, kerr)
-			}
-		}
-		if cur, rerr := s.cfg.Store.ActivationByID(bg, a.ID); rerr == nil && cur.State == store.ActLocked {
-			// Wrong passwords locked the code while it issued: the lock
-			// revoked what was issued, and the answer is the lock.
-			return nil, ErrLocked
-		}
-		if aerr := s.cfg.Store.AbortRedemption(bg, a.ID, rid); aerr != nil {
-			err = errors.Join(err, aerr)
-		}
-		return nil, err
+		return nil, s.giveBack(context.WithoutCancel(ctx), a.ID, rid, cs, made, err)
 	}
 	return d, nil
+}
+
+// giveBack undoes a redemption that delivered nothing, so that a corrected
+// request (or the device's retry) can redeem the code: what was issued is
+// revoked, and the set gets a new escrow key (the old one may be certified
+// already) in the transaction that returns the activation to pending. The
+// caller may have gone: ctx must not depend on it.
+//
+// Only while this call still holds its claim does it touch the set: a claim
+// whose lease ran out (the process was thought dead) may have been released
+// and redeemed by another process since; then only the certificates this
+// call made (made) are revoked.
+func (s *Service) giveBack(ctx context.Context, activationID, rid string, cs store.CredentialSet, made []string, cause error) error {
+	err := cause
+	cur, rerr := s.cfg.Store.ActivationByID(ctx, activationID)
+	if rerr == nil && cur.State == store.ActLocked {
+		// Wrong passwords locked the code while it issued: its set is
+		// abandoned; everything in it goes (the lock revoked what was
+		// there then), and the answer is the lock.
+		if rerr := s.revokeSet(ctx, cs.ID, time.Time{}, issuance.ReasonCessationOfOperation); rerr != nil {
+			return errors.Join(ErrLocked, rerr)
+		}
+		return ErrLocked
+	}
+	if rerr != nil || cur.State != store.ActRedeeming || cur.RedemptionID != rid || cur.Package != nil {
+		for _, serial := range made {
+			if rerr := s.cfg.Issuer.Revoke(ctx, serial, issuance.ReasonCessationOfOperation); rerr != nil && !errors.Is(rerr, issuance.ErrAlreadyRevoked) {
+				err = errors.Join(err, rerr)
+			}
+		}
+		return err
+	}
+	if rerr := s.revokeSet(ctx, cs.ID, time.Time{}, issuance.ReasonCessationOfOperation); rerr != nil {
+		err = errors.Join(err, rerr)
+	}
+	keyID := ""
+	if cs.EscrowKeyID != "" {
+		// Without a new key (the escrow is failing too) the old one stays:
+		// a retry is refused until the escrow works again.
+		if k, kerr := s.cfg.Escrow.NewKey(ctx, cs.PersonID); kerr != nil {
+			err = errors.Join(err, kerr)
+		} else {
+			keyID = k.ID
+		}
+	}
+	if _, aerr := s.cfg.Store.ReleaseRedemption(ctx, store.Redemption{ActivationID: activationID, RedemptionID: rid, CredentialSetID: cs.ID},
+		keyID, time.Time{}); aerr != nil {
+		err = errors.Join(err, aerr)
+	}
+	return err
 }
 
 func contains(ps []issuance.Profile, p issuance.Profile) bool {
@@ -404,7 +433,8 @@ func (s *Service) resume(a store.Activation, aead cipher.AEAD) (*Delivery, error
 }
 
 // issue makes every certificate of the set and the sealed package.
-func (s *Service) issue(ctx context.Context, a store.Activation, cs store.CredentialSet, rid string, req RedeemRequest, aead cipher.AEAD, progress Progress) (*Delivery, error) {
+// made receives the serials of the certificates issued, also on failure.
+func (s *Service) issue(ctx context.Context, a store.Activation, cs store.CredentialSet, rid string, req RedeemRequest, aead cipher.AEAD, progress Progress, made *[]string) (*Delivery, error) {
 	pivRec, err := s.cfg.Store.PIVCertificate(ctx, cs.PIVCertSHA256)
 	if err != nil {
 		return nil, err
@@ -488,7 +518,13 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
+	err = g.Wait()
+	for _, got := range issued {
+		if got != nil {
+			*made = append(*made, got.Certificate.SerialNumber.Text(16))
+		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	var chain [][]byte

@@ -181,6 +181,9 @@ func (s *Service) legacySeal(a store.Activation) bool {
 type Service struct {
 	cfg      Config
 	refusals onceSet
+	// holder names this process in the claims it makes (random per
+	// start: a restarted process does not renew a dead one's leases).
+	holder string
 }
 
 // onceSet remembers keys, the newest maxOnce of them: what was recorded
@@ -259,7 +262,11 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{cfg: cfg}, nil
+	holder, err := randomID()
+	if err != nil {
+		return nil, err
+	}
+	return &Service{cfg: cfg, holder: holder}, nil
 }
 
 // DeviceProfiles are the profiles whose keys the device makes (CSRs): the

@@ -562,8 +562,8 @@ func TestCancelAndRevokeRefuse(t *testing.T) {
 // this one, as a concurrent caller on another replica would.
 type racedStore struct{ store.Store }
 
-func (r racedStore) BeginRedemption(ctx context.Context, id, redemptionID string, now time.Time) error {
-	if err := r.Store.BeginRedemption(ctx, id, "the-other-caller", now); err != nil {
+func (r racedStore) BeginRedemption(ctx context.Context, id, redemptionID string, now time.Time, l store.Lease) error {
+	if err := r.Store.BeginRedemption(ctx, id, "the-other-caller", now, l); err != nil {
 		return err
 	}
 	return store.ErrAlreadyUsed

@@ -21,19 +21,10 @@ func (s *Service) Sweep(ctx context.Context) (revoked int, err error) {
 	if err != nil {
 		return 0, err
 	}
-	// A redemption whose issuing call died (the database went away before
-	// the package or the abort could be written) is given back: what it
-	// issued is revoked, and the code can be redeemed again while it lives.
-	stuck, err := s.cfg.Store.ReleaseStuckRedemptions(ctx, now.Add(-StuckRedemption))
-	if err != nil {
-		return 0, err
-	}
-	// Only certificates made before the claim: a redemption that starts
-	// right after a stuck one is given back keeps its own.
+	// A redemption whose issuing process died is given back.
+	stuck, err := s.releaseLapsed(ctx, false)
 	var errs []error
-	for _, id := range stuck {
-		errs = append(errs, s.revokeSet(ctx, id, now, issuance.ReasonCessationOfOperation))
-	}
+	errs = append(errs, err)
 	// Sets marked revoked whose certificates were not all revoked (the CA
 	// failed half way, e.g. after a renewal was confirmed): finish the job.
 	unfinished, err := s.cfg.Store.RevokedSetsWithLiveCertificates(ctx, 100)
@@ -51,7 +42,86 @@ func (s *Service) Sweep(ctx context.Context) (revoked int, err error) {
 		}
 	}
 	errs = append(errs, s.sweepEscrow(ctx, now))
-	return len(stuck) + len(sets), errors.Join(errs...)
+	return stuck + len(sets), errors.Join(errs...)
+}
+
+// RedemptionLease is how long a process's claim on a redemption holds
+// without renewal; LeaseRenewal how often a live process renews its claims
+// (KeepLeases). A dead process's claims are released within
+// RedemptionLease + LeaseRenewal.
+const (
+	RedemptionLease = 30 * time.Second
+	LeaseRenewal    = 10 * time.Second
+)
+
+// KeepLeases renews this process's claims on the redemptions it is
+// issuing, and releases the claims whose lease ran out (their process died:
+// a crash, kill -9, a lost host). Run it every LeaseRenewal, on every
+// replica.
+func (s *Service) KeepLeases(ctx context.Context) error {
+	if _, err := s.cfg.Store.RenewLeases(ctx, s.holder, s.cfg.Now().Add(RedemptionLease)); err != nil {
+		return err
+	}
+	_, err := s.releaseLapsed(ctx, false)
+	return err
+}
+
+// ReleaseAll releases every claimed redemption without a package: for the
+// start of the only process of an embedded (SQLite) store, where every
+// claim that exists was made by a process that is gone.
+func (s *Service) ReleaseAll(ctx context.Context) (int, error) {
+	return s.releaseLapsed(ctx, true)
+}
+
+// releaseLapsed gives back the redemptions whose issuing process died:
+// the set gets a new escrow key (the dead issuance may have certified the
+// old one) in the same transaction that returns the activation to pending,
+// and every certificate and intent made before is revoked. The device's
+// retry redeems the code with new keys.
+func (s *Service) releaseLapsed(ctx context.Context, all bool) (int, error) {
+	now := s.cfg.Now()
+	rs, err := s.cfg.Store.LapsedRedemptions(ctx, now, all)
+	if err != nil {
+		return 0, err
+	}
+	lapsedBy := now
+	if all {
+		lapsedBy = time.Time{}
+	}
+	var errs []error
+	n := 0
+	for _, r := range rs {
+		cs, err := s.cfg.Store.CredentialSet(ctx, r.CredentialSetID)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		keyID := ""
+		if cs.EscrowKeyID != "" {
+			k, err := s.cfg.Escrow.NewKey(ctx, cs.PersonID)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			keyID = k.ID
+		}
+		released, err := s.cfg.Store.ReleaseRedemption(ctx, r, keyID, lapsedBy)
+		if err != nil || !released {
+			// Another replica released it, or its process renewed: the
+			// new key, never certified, goes with the escrow sweep.
+			errs = append(errs, err)
+			continue
+		}
+		n++
+		// Only what was made before the release: a redemption that
+		// starts right after keeps its own.
+		errs = append(errs, s.revokeSet(ctx, r.CredentialSetID, now, issuance.ReasonCessationOfOperation))
+		s.cfg.Audit.Set(ctx, "system", "release", r.CredentialSetID,
+			"activation_id="+r.ActivationID+"; redemption_id="+r.RedemptionID+"; the issuing process died; what it issued is revoked and the code redeems again")
+		s.cfg.Log.Warn("redemption released: its issuing process died", "activation_id", r.ActivationID,
+			"redemption_id", r.RedemptionID, "credential_set_id", r.CredentialSetID)
+	}
+	return n, errors.Join(errs...)
 }
 
 // sweepEscrow deletes the escrowed keys never certified whose activation

@@ -25,6 +25,7 @@ import (
 	"github.com/credgw/credgw/activation/pfx"
 	"github.com/credgw/credgw/pkcs11"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -45,6 +46,14 @@ type Options struct {
 	Events func(Event)
 	// MaxResumes bounds automatic resumption of a cut download.
 	MaxResumes int
+	// MaxWait bounds how long the agent keeps retrying while nothing was
+	// accepted yet: the gateway unreachable (restarting), or the
+	// credentials "being issued" (by a call that was cut, or by a gateway
+	// process that died: its claim is released within a minute). It backs
+	// off (the gateway's RetryInfo, else 1 s doubling to 15 s) until the
+	// gateway answers for good — issued, or the code expired or refused.
+	// Default DefaultMaxWait; negative: no such retries.
+	MaxWait time.Duration
 	// Keystore, if set, is a PKCS#11 token (a phone's secure element, a
 	// SoftHSM token): the device keys are generated on it (non-extractable)
 	// and the certificates stored beside them; the escrowed encryption keys
@@ -156,6 +165,9 @@ func Redeem(ctx context.Context, o Options) (*Result, error) {
 	if o.MaxResumes == 0 {
 		o.MaxResumes = 5
 	}
+	if o.MaxWait == 0 {
+		o.MaxWait = DefaultMaxWait
+	}
 	if err := os.MkdirAll(o.OutDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -176,6 +188,22 @@ func Redeem(ctx context.Context, o Options) (*Result, error) {
 	return fetchAndInstall(ctx, o, open, confirm)
 }
 
+// DefaultMaxWait is Options.MaxWait by default: longer than an activation
+// code lives by default (10 minutes), so that the code's expiry, not the
+// agent, ends a wait.
+const DefaultMaxWait = 15 * time.Minute
+
+// backoff is how long to wait before asking again: the gateway's RetryInfo,
+// else 1 s doubling per wait to at most 15 s.
+func backoff(st *status.Status, waited int) time.Duration {
+	for _, d := range st.Details() {
+		if r, ok := d.(*errdetails.RetryInfo); ok && r.GetRetryDelay().AsDuration() > 0 {
+			return min(r.GetRetryDelay().AsDuration(), 15*time.Second)
+		}
+	}
+	return min(time.Second<<min(waited, 4), 15*time.Second)
+}
+
 // opener starts (or resumes) the download stream.
 type opener func(ctx context.Context, csrs []*credgwv1.CertificateRequest, offset int64, redemptionID string) (grpc.ServerStreamingClient[credgwv1.RedeemResponse], error)
 
@@ -188,6 +216,7 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirm func(c
 	}
 
 	res := &Result{Certificates: map[credgwv1.Profile]*x509.Certificate{}}
+	waited, waitStart := 0, time.Time{}
 	var pkg []byte
 	var total int64
 	var sum []byte
@@ -200,10 +229,34 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirm func(c
 			break
 		}
 		// A cut connection is resumed; anything the gateway refused is not.
-		if st, ok := status.FromError(err); ok && st.Code() != codes.Unavailable && st.Code() != codes.Canceled && st.Code() != codes.DeadlineExceeded && st.Code() != codes.Internal {
+		st, ok := status.FromError(err)
+		if ok && st.Code() != codes.Unavailable && st.Code() != codes.Canceled && st.Code() != codes.DeadlineExceeded && st.Code() != codes.Internal {
 			return nil, err
 		}
-		if attempt >= o.MaxResumes || ctx.Err() != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("agent: download failed after %d resumes: %w", attempt, err)
+		}
+		if res.RedemptionID == "" && ok && st.Code() == codes.Unavailable && o.MaxWait > 0 {
+			// Nothing accepted yet, and the gateway is unreachable or busy
+			// issuing: wait and ask again, until it answers for good.
+			if waited == 0 {
+				waitStart = time.Now()
+			}
+			delay := backoff(st, waited)
+			if time.Since(waitStart)+delay > o.MaxWait {
+				return nil, fmt.Errorf("agent: the gateway did not answer for good within %s (max wait): %w", o.MaxWait, err)
+			}
+			o.Events(Event{Message: fmt.Sprintf("%s; retrying in %s", st.Message(), delay.Round(100*time.Millisecond))})
+			t := time.NewTimer(delay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, fmt.Errorf("agent: %w (waiting after: %v)", ctx.Err(), err)
+			case <-t.C:
+			}
+			waited++
+			attempt--
+		} else if attempt >= o.MaxResumes {
 			return nil, fmt.Errorf("agent: download failed after %d resumes: %w", attempt, err)
 		}
 		if res.RedemptionID == "" {

@@ -114,7 +114,7 @@ func confirmSet(t *testing.T, setID, personID string) {
 	if err := testStore.CreateEnrollment(ctx, cs, a, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := testStore.BeginRedemption(ctx, a.ID, "r-"+setID, now); err != nil {
+	if err := testStore.BeginRedemption(ctx, a.ID, "r-"+setID, now, store.Lease{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := testStore.StorePackage(ctx, a.ID, "r-"+setID, []byte{1}, "h", 1, nil, now.Add(time.Hour)); err != nil {

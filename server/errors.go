@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"time"
 
 	"github.com/credgw/credgw/activation"
 	"github.com/credgw/credgw/issuance"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // toStatus maps a domain error onto a gRPC status (Boulder grpc/errors.go
@@ -94,5 +96,17 @@ func toStatus(err error) error {
 	if code == codes.Internal {
 		return status.Error(codes.Internal, "internal error; the incident is logged")
 	}
+	if errors.Is(err, activation.ErrInProgress) {
+		// Being issued (by this call's twin, or by a process that died:
+		// its claim is released within a minute): retry after a while.
+		st := status.New(code, err.Error())
+		if d, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(inProgressRetry)}); derr == nil {
+			st = d
+		}
+		return st.Err()
+	}
 	return status.Error(code, err.Error())
 }
+
+// inProgressRetry is the RetryInfo of a redemption being issued.
+const inProgressRetry = 2 * time.Second

@@ -89,6 +89,26 @@ func (s *Server) sweep() {
 	}
 }
 
+// keepLeases renews this process's claims on the redemptions it issues,
+// and releases those of dead processes (activation.KeepLeases).
+func (s *Server) keepLeases() {
+	defer s.wg.Done()
+	t := time.NewTicker(activation.LeaseRenewal)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.sweepStop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(s.bgCtx, activation.LeaseRenewal)
+			if err := s.activation.KeepLeases(ctx); err != nil && s.bgCtx.Err() == nil {
+				s.log.Error("renewing redemption leases", "cause", err.Error())
+			}
+			cancel()
+		}
+	}
+}
+
 // Sweep does the periodic clean-up once (lifecycle.Sweep): expired PIV
 // sessions and challenges, what fell due, the linkage checks that are due.
 func (s *Server) Sweep(ctx context.Context) {
@@ -288,6 +308,16 @@ func paths(cfg *Config, in []string) []string {
 func (s *Server) Start() error {
 	var err error
 	catchUp, cancel := context.WithTimeout(context.Background(), time.Minute)
+	if s.activation != nil && s.cfg.Store.Driver == "sqlite" {
+		// The only process of an embedded store: every redemption claimed
+		// without a package was being issued by a process that is gone
+		// (a crash, kill -9). Give them back before devices retry.
+		if n, err := s.activation.ReleaseAll(catchUp); err != nil {
+			s.log.Error("releasing the redemptions of the previous run", "released", n, "cause", err.Error())
+		} else if n > 0 {
+			s.log.Warn("released the redemptions the previous run left issuing", "released", n)
+		}
+	}
 	s.sweepDue(catchUp)
 	cancel()
 	if s.grpcLn, err = net.Listen("tcp", s.cfg.Listen.GRPC); err != nil {
@@ -348,6 +378,10 @@ func (s *Server) Start() error {
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	s.wg.Add(1)
 	go s.sweep()
+	if s.activation != nil {
+		s.wg.Add(1)
+		go s.keepLeases()
+	}
 	if s.outbox.Enabled() {
 		s.wg.Add(1)
 		go func() {

@@ -61,6 +61,17 @@ type Activation struct {
 	Manifest        []byte
 }
 
+// Lease is a claim's holder (a gateway process) and how long it holds.
+type Lease struct {
+	Holder string
+	Until  time.Time
+}
+
+// Redemption names a claimed redemption.
+type Redemption struct {
+	ActivationID, RedemptionID, CredentialSetID string
+}
+
 // ActivationStore is what enrollment and redemption keep. Every transition
 // is one conditional UPDATE: correct with any number of replicas.
 type ActivationStore interface {
@@ -107,8 +118,12 @@ type ActivationStore interface {
 	// (its certificates are the caller's to revoke).
 	LockIfSpent(ctx context.Context, id string) (locked, redeeming bool, err error)
 	// BeginRedemption moves a pending, unexpired activation to redeeming,
-	// once: every other caller gets ErrAlreadyUsed.
-	BeginRedemption(ctx context.Context, id, redemptionID string, now time.Time) error
+	// once: every other caller gets ErrAlreadyUsed. The claim is held under
+	// lease until the redemption stores its package or gives it back.
+	BeginRedemption(ctx context.Context, id, redemptionID string, now time.Time, lease Lease) error
+	// RenewLeases extends to until the leases of holder's claims that have
+	// no package yet.
+	RenewLeases(ctx context.Context, holder string, until time.Time) (int64, error)
 	// AbortRedemption returns a redeeming activation without a package to
 	// pending (issuance failed before anything was delivered).
 	AbortRedemption(ctx context.Context, id, redemptionID string) error
@@ -124,11 +139,17 @@ type ActivationStore interface {
 	// deletes their packages and returns their credential set ids (whose
 	// certificates the caller revokes).
 	ClaimUnconfirmed(ctx context.Context, now time.Time) ([]string, error)
-	// ReleaseStuckRedemptions returns to pending the redeeming activations
-	// that have no package although their redemption began before
-	// olderThan (the issuing call died, e.g. with the database), and returns
-	// their credential set ids (whose certificates the caller revokes).
-	ReleaseStuckRedemptions(ctx context.Context, olderThan time.Time) ([]string, error)
+	// LapsedRedemptions lists the redeeming activations without a package
+	// whose lease ran out before now (all of them, with all: at the start
+	// of the only process of an embedded store, every claim is a dead one).
+	LapsedRedemptions(ctx context.Context, now time.Time, all bool) ([]Redemption, error)
+	// ReleaseRedemption gives a lapsed claim back: the activation returns
+	// to pending and its set, when escrowKeyID is set, gets that escrow
+	// key instead of the one the dead issuance may have certified; in one
+	// transaction. With a non-zero lapsedBy the lease must have run out by
+	// then. It reports whether it released (false: another replica did,
+	// the holder renewed, or the package was stored meanwhile).
+	ReleaseRedemption(ctx context.Context, r Redemption, escrowKeyID string, lapsedBy time.Time) (bool, error)
 	// ActivationCensus counts activations by state, and the redeeming ones
 	// without a package.
 	ActivationCensus(ctx context.Context) (map[string]int, int, error)

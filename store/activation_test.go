@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -32,7 +33,7 @@ func TestActivationLockout(t *testing.T) {
 		if _, _, err := s.RecordFailedAttempt(ctx, "a1"); !errors.Is(err, ErrAlreadyUsed) {
 			t.Fatalf("attempt on a locked activation: %v", err)
 		}
-		if err := s.BeginRedemption(ctx, "a1", "r1", t0); !errors.Is(err, ErrAlreadyUsed) {
+		if err := s.BeginRedemption(ctx, "a1", "r1", t0, Lease{}); !errors.Is(err, ErrAlreadyUsed) {
 			t.Fatalf("redeeming a locked activation: %v", err)
 		}
 		if cs, _ := s.CredentialSet(ctx, "set-a1"); cs.State != SetAbandoned {
@@ -52,7 +53,7 @@ func TestRedemptionOnceAndConfirm(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				err := s.BeginRedemption(ctx, "a2", fmt.Sprintf("r%d", i), t0)
+				err := s.BeginRedemption(ctx, "a2", fmt.Sprintf("r%d", i), t0, Lease{})
 				mu.Lock()
 				defer mu.Unlock()
 				if err == nil {
@@ -97,14 +98,14 @@ func TestExpiryAndUnconfirmed(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, s Store) {
 		ctx := context.Background()
 		enroll(t, s, "old", t0.Add(time.Minute))
-		if err := s.BeginRedemption(ctx, "old", "r", t0.Add(2*time.Minute)); !errors.Is(err, ErrAlreadyUsed) {
+		if err := s.BeginRedemption(ctx, "old", "r", t0.Add(2*time.Minute), Lease{}); !errors.Is(err, ErrAlreadyUsed) {
 			t.Fatalf("redeeming an expired activation: %v", err)
 		}
 		if n, err := s.ExpirePending(ctx, t0.Add(2*time.Minute)); err != nil || n != 1 {
 			t.Fatalf("ExpirePending = %d, %v", n, err)
 		}
 		enroll(t, s, "unc", t0.Add(10*time.Minute))
-		if err := s.BeginRedemption(ctx, "unc", "ru", t0); err != nil {
+		if err := s.BeginRedemption(ctx, "unc", "ru", t0, Lease{}); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.StorePackage(ctx, "unc", "ru", []byte{1}, "h", 1, nil, t0.Add(time.Hour)); err != nil {
@@ -131,7 +132,7 @@ func TestAbortRedemption(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, s Store) {
 		ctx := context.Background()
 		enroll(t, s, "ab", t0.Add(10*time.Minute))
-		if err := s.BeginRedemption(ctx, "ab", "r", t0); err != nil {
+		if err := s.BeginRedemption(ctx, "ab", "r", t0, Lease{}); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.AbortRedemption(ctx, "ab", "other"); !errors.Is(err, ErrNotFound) {
@@ -140,38 +141,82 @@ func TestAbortRedemption(t *testing.T) {
 		if err := s.AbortRedemption(ctx, "ab", "r"); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.BeginRedemption(ctx, "ab", "r2", t0); err != nil {
+		if err := s.BeginRedemption(ctx, "ab", "r2", t0, Lease{}); err != nil {
 			t.Fatalf("after abort: %v", err)
 		}
 	})
 }
 
-func TestReleaseStuckRedemptions(t *testing.T) {
+// TestRedemptionLeases: a claim is released once its lease has run out,
+// not before; a renewed lease holds; a legacy claim (no lease) lapses five
+// minutes after it began; all lists every package-less claim; a release
+// puts the new escrow key on the set in the same transaction.
+func TestRedemptionLeases(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, s Store) {
 		ctx := context.Background()
-		enroll(t, s, "stuck", t0.Add(10*time.Minute))
-		enroll(t, s, "fine", t0.Add(10*time.Minute))
-		if err := s.BeginRedemption(ctx, "stuck", "rs", t0); err != nil {
+		for _, id := range []string{"dead", "alive", "fine", "legacy"} {
+			enroll(t, s, id, t0.Add(10*time.Minute))
+		}
+		lease := func(holder string) Lease { return Lease{Holder: holder, Until: t0.Add(30 * time.Second)} }
+		for id, l := range map[string]Lease{"dead": lease("h1"), "alive": lease("h2"), "fine": lease("h2"), "legacy": {}} {
+			if err := s.BeginRedemption(ctx, id, "r-"+id, t0, l); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.StorePackage(ctx, "fine", "r-fine", []byte{1}, "h", 1, nil, t0.Add(time.Hour)); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.BeginRedemption(ctx, "fine", "rf", t0); err != nil {
-			t.Fatal(err)
+		lapsed := func(now time.Time, all bool) []string {
+			t.Helper()
+			rs, err := s.LapsedRedemptions(ctx, now, all)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, r := range rs {
+				ids = append(ids, r.ActivationID)
+			}
+			sort.Strings(ids)
+			return ids
 		}
-		if err := s.StorePackage(ctx, "fine", "rf", []byte{1}, "h", 1, nil, t0.Add(time.Hour)); err != nil {
-			t.Fatal(err)
+		if ids := lapsed(t0.Add(29*time.Second), false); len(ids) != 0 {
+			t.Fatalf("lapsed before the lease ran out: %v", ids)
 		}
-		if ids, _ := s.ReleaseStuckRedemptions(ctx, t0.Add(-time.Minute)); len(ids) != 0 {
-			t.Fatalf("released a fresh redemption: %v", ids)
+		if n, err := s.RenewLeases(ctx, "h2", t0.Add(time.Minute)); err != nil || n != 1 {
+			t.Fatalf("renewed %d leases of h2 (%v), want 1 (the packaged one is done)", n, err)
 		}
-		ids, err := s.ReleaseStuckRedemptions(ctx, t0.Add(time.Minute))
-		if err != nil || len(ids) != 1 || ids[0] != "set-stuck" {
-			t.Fatalf("%v %v", ids, err)
+		if ids := lapsed(t0.Add(31*time.Second), false); fmt.Sprint(ids) != "[dead]" {
+			t.Fatalf("lapsed at 31 s: %v, want [dead]", ids)
 		}
-		if a, _ := s.ActivationByID(ctx, "stuck"); a.State != ActPending || a.RedemptionID != "" {
+		if ids := lapsed(t0.Add(5*time.Minute+time.Second), false); fmt.Sprint(ids) != "[alive dead legacy]" {
+			t.Fatalf("lapsed at 5 min: %v, want [alive dead legacy]", ids)
+		}
+		if ids := lapsed(t0, true); fmt.Sprint(ids) != "[alive dead legacy]" {
+			t.Fatalf("all: %v, want every claim without a package", ids)
+		}
+		alive := Redemption{ActivationID: "alive", RedemptionID: "r-alive", CredentialSetID: "set-alive"}
+		if ok, err := s.ReleaseRedemption(ctx, alive, "", t0.Add(31*time.Second)); err != nil || ok {
+			t.Fatalf("released a renewed claim: %v %v", ok, err)
+		}
+		dead := Redemption{ActivationID: "dead", RedemptionID: "r-dead", CredentialSetID: "set-dead"}
+		if ok, err := s.ReleaseRedemption(ctx, dead, "new-key", t0.Add(31*time.Second)); err != nil || !ok {
+			t.Fatalf("release of a lapsed claim: %v %v", ok, err)
+		}
+		if ok, _ := s.ReleaseRedemption(ctx, dead, "newer-key", t0.Add(31*time.Second)); ok {
+			t.Fatal("released twice")
+		}
+		if a, _ := s.ActivationByID(ctx, "dead"); a.State != ActPending || a.RedemptionID != "" {
 			t.Fatalf("%+v", a)
 		}
+		if cs, _ := s.CredentialSet(ctx, "set-dead"); cs.State != SetPending || cs.EscrowKeyID != "new-key" {
+			t.Fatalf("released set: state %s, escrow key %q; want pending with new-key", cs.State, cs.EscrowKeyID)
+		}
+		// The code redeems again.
+		if err := s.BeginRedemption(ctx, "dead", "r2", t0.Add(time.Minute), lease("h3")); err != nil {
+			t.Fatalf("after the release: %v", err)
+		}
 		if a, _ := s.ActivationByID(ctx, "fine"); a.State != ActRedeeming {
-			t.Fatalf("a redemption with a package was released: %+v", a)
+			t.Fatalf("a redemption with a package was touched: %+v", a)
 		}
 	})
 }

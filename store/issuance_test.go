@@ -185,7 +185,7 @@ func certifyKey(t *testing.T, s Store, id, keyID string) {
 	t.Helper()
 	ctx := context.Background()
 	serial := "serial-" + id
-	if err := s.BeginRedemption(ctx, id, "r-"+id, t0); err != nil {
+	if err := s.BeginRedemption(ctx, id, "r-"+id, t0, Lease{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.CreateIssuanceIntent(ctx, CertificateRecord{Serial: serial, Issuer: "ca", Profile: "key-management", SPKISHA256: "spki-" + keyID,
@@ -263,7 +263,7 @@ func TestDeleteUncertifiedEscrowKeys(t *testing.T) {
 			PersonID: "p", NotBefore: t0, NotAfter: t0.AddDate(1, 0, 0), CreatedAt: t0}); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.BeginRedemption(ctx, "redeeming", "r-redeeming", t0); err != nil {
+		if err := s.BeginRedemption(ctx, "redeeming", "r-redeeming", t0, Lease{}); err != nil {
 			t.Fatal(err)
 		}
 		certifyKey(t, s, "certified", "k-certified")

@@ -203,11 +203,13 @@ func (s *DB) LockIfSpent(ctx context.Context, id string) (locked, redeeming bool
 	return locked, redeeming, nil
 }
 
-func (s *DB) BeginRedemption(ctx context.Context, id, rid string, now time.Time) error {
+func (s *DB) BeginRedemption(ctx context.Context, id, rid string, now time.Time, lease Lease) error {
 	return s.tx(ctx, func(tx *stx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'redeeming', redemption_id = $1, redeemed_at = $2
-			WHERE id = $3 AND state = 'pending' AND expires_at > $4
-			AND credential_set_id IN (SELECT id FROM credential_sets WHERE state = 'pending')`, rid, ts(now), id, ts(now))
+		res, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'redeeming', redemption_id = $1, redeemed_at = $2,
+			claim_holder = $3, lease_until = $4
+			WHERE id = $5 AND state = 'pending' AND expires_at > $6
+			AND credential_set_id IN (SELECT id FROM credential_sets WHERE state = 'pending')`,
+			rid, ts(now), nullString(lease.Holder), nullTS(lease.Until), id, ts(now))
 		if err != nil {
 			return wrapDB(err)
 		}
@@ -220,9 +222,75 @@ func (s *DB) BeginRedemption(ctx context.Context, id, rid string, now time.Time)
 	})
 }
 
+func (s *DB) RenewLeases(ctx context.Context, holder string, until time.Time) (int64, error) {
+	res, err := s.w.ExecContext(ctx, `UPDATE activations SET lease_until = $1
+		WHERE claim_holder = $2 AND state = 'redeeming' AND package IS NULL`, ts(until), holder)
+	if err != nil {
+		return 0, wrapDB(err)
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
+}
+
+// legacyLease is how long a claim made before leases existed is held.
+const legacyLease = 5 * time.Minute
+
+func (s *DB) LapsedRedemptions(ctx context.Context, now time.Time, all bool) ([]Redemption, error) {
+	q := `SELECT id, redemption_id, credential_set_id FROM activations WHERE state = 'redeeming' AND package IS NULL`
+	args := []any{}
+	if !all {
+		q += ` AND COALESCE(lease_until, redeemed_at + $1) < $2`
+		args = append(args, legacyLease.Microseconds(), ts(now))
+	}
+	rows, err := s.w.QueryContext(ctx, q+` ORDER BY redeemed_at LIMIT 1000`, args...)
+	if err != nil {
+		return nil, wrapDB(err)
+	}
+	defer rows.Close()
+	var out []Redemption
+	for rows.Next() {
+		var r Redemption
+		if err := rows.Scan(&r.ActivationID, &r.RedemptionID, &r.CredentialSetID); err != nil {
+			return nil, wrapDB(err)
+		}
+		out = append(out, r)
+	}
+	return out, wrapDB(rows.Err())
+}
+
+func (s *DB) ReleaseRedemption(ctx context.Context, r Redemption, escrowKeyID string, lapsedBy time.Time) (bool, error) {
+	released := false
+	err := s.tx(ctx, func(tx *stx) error {
+		q := `UPDATE activations SET state = 'pending', redemption_id = NULL, redeemed_at = NULL, claim_holder = NULL, lease_until = NULL
+			WHERE id = $1 AND redemption_id = $2 AND state = 'redeeming' AND package IS NULL`
+		args := []any{r.ActivationID, r.RedemptionID}
+		if !lapsedBy.IsZero() {
+			q += ` AND COALESCE(lease_until, redeemed_at + $3) < $4`
+			args = append(args, legacyLease.Microseconds(), ts(lapsedBy))
+		}
+		res, err := tx.ExecContext(ctx, q, args...)
+		if err != nil {
+			return wrapDB(err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return nil // released by another replica, or renewed, or done
+		}
+		released = true
+		if escrowKeyID != "" {
+			_, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'pending', escrow_key_id = $1 WHERE id = $2 AND state = 'redeeming'`,
+				escrowKeyID, r.CredentialSetID)
+		} else {
+			_, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'pending' WHERE id = $1 AND state = 'redeeming'`, r.CredentialSetID)
+		}
+		return wrapDB(err)
+	})
+	return released, err
+}
+
 func (s *DB) AbortRedemption(ctx context.Context, id, rid string) error {
 	return s.tx(ctx, func(tx *stx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'pending', redemption_id = NULL, redeemed_at = NULL
+		res, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'pending', redemption_id = NULL, redeemed_at = NULL,
+			claim_holder = NULL, lease_until = NULL
 			WHERE id = $1 AND redemption_id = $2 AND state = 'redeeming' AND package IS NULL`, id, rid)
 		if err != nil {
 			return wrapDB(err)
@@ -330,33 +398,6 @@ func (s *DB) CertificatesOfSet(ctx context.Context, setID string) ([]Certificate
 		out = append(out, c)
 	}
 	return out, wrapDB(rows.Err())
-}
-
-func (s *DB) ReleaseStuckRedemptions(ctx context.Context, olderThan time.Time) ([]string, error) {
-	var ids []string
-	err := s.tx(ctx, func(tx *stx) error {
-		rows, err := tx.QueryContext(ctx, `UPDATE activations SET state = 'pending', redemption_id = NULL, redeemed_at = NULL
-			WHERE state = 'redeeming' AND package IS NULL AND redeemed_at < $1 RETURNING credential_set_id`, ts(olderThan))
-		if err != nil {
-			return wrapDB(err)
-		}
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return wrapDB(err)
-			}
-			ids = append(ids, id)
-		}
-		rows.Close()
-		for _, id := range ids {
-			if _, err := tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'pending' WHERE id = $1 AND state = 'redeeming'`, id); err != nil {
-				return wrapDB(err)
-			}
-		}
-		return nil
-	})
-	return ids, err
 }
 
 func (s *DB) ActivationCensus(ctx context.Context) (map[string]int, int, error) {

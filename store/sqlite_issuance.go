@@ -14,6 +14,13 @@ func nullTS(t time.Time) any {
 	return ts(t)
 }
 
+func nullString(v string) any {
+	if v == "" {
+		return nil
+	}
+	return v
+}
+
 func fromNullTS(v sql.NullInt64) time.Time {
 	if !v.Valid {
 		return time.Time{}

@@ -1,0 +1,145 @@
+package activation
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/credgw/credgw/issuance"
+	"github.com/credgw/credgw/store"
+)
+
+// dyingIssuer certifies the escrowed key, then hangs as a process killed
+// mid-issuance would: nothing after the certificate happens.
+type dyingIssuer struct {
+	issuance.Issuer
+	certified chan struct{}
+	never     chan struct{}
+}
+
+func (d *dyingIssuer) Issue(ctx context.Context, req issuance.Request) (*issuance.Issued, error) {
+	got, err := d.Issuer.Issue(ctx, req)
+	if err != nil || req.Profile != issuance.KeyManagement {
+		return got, err
+	}
+	close(d.certified)
+	<-d.never
+	return nil, errors.New("the process died")
+}
+
+// TestDeadProcessClaimReleased: a redemption whose process died after the
+// escrowed key was certified is released by another process once its
+// lease runs out — not before, and not while its process renews it — with
+// a new escrowed key, so that the device's retry redeems the code; what
+// the dead issuance made is revoked.
+func TestDeadProcessClaimReleased(t *testing.T) {
+	ctx := context.Background()
+	var other Config
+	dying := &dyingIssuer{certified: make(chan struct{}), never: make(chan struct{})}
+	h := newHarness(t, func(c *Config) {
+		other = *c
+		dying.Issuer = c.Issuer
+		c.Issuer = dying
+	})
+	survivor, err := New(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := h.enroll(t, h.signIn(t, "a@example.gov"))
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		h.svc.Redeem(context.Background(), e.request(t), nil)
+	}()
+	<-dying.certified
+	before, err := h.st.CredentialSet(ctx, e.en.CredentialSetID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	redeem := func() error {
+		_, err := survivor.Redeem(ctx, e.request(t), nil)
+		return err
+	}
+	if err := redeem(); !errors.Is(err, ErrInProgress) {
+		t.Fatalf("while the claim holds: %v, want ErrInProgress", err)
+	}
+	// The dying process still renews: its claim is not released.
+	h.advance(RedemptionLease - time.Second)
+	if err := h.svc.KeepLeases(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.advance(2 * time.Second)
+	if err := survivor.KeepLeases(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := redeem(); !errors.Is(err, ErrInProgress) {
+		t.Fatalf("a renewed claim was released: %v", err)
+	}
+	// It stops renewing (it is dead): the survivor releases the claim.
+	h.advance(RedemptionLease)
+	if err := survivor.KeepLeases(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after, err := h.st.CredentialSet(ctx, e.en.CredentialSetID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.EscrowKeyID == before.EscrowKeyID {
+		t.Fatal("the release kept the escrowed key the dead issuance certified")
+	}
+	recs, err := h.st.CertificatesOfSet(ctx, e.en.CredentialSetID)
+	if err != nil || len(recs) == 0 {
+		t.Fatalf("%d records, %v", len(recs), err)
+	}
+	for _, r := range recs {
+		if !r.Revoked() {
+			t.Errorf("%s (%s, %s) of the dead issuance is not revoked", r.Serial, r.Profile, r.Status)
+		}
+	}
+	d, err := survivor.Redeem(ctx, e.request(t), nil)
+	if err != nil {
+		t.Fatalf("the device's retry after the release: %v", err)
+	}
+	// The process thought dead comes back and gives up its issuance: it
+	// revokes what it made, and nothing of the survivor's redemption.
+	close(dying.never)
+	<-finished
+	live := 0
+	recs, err = h.st.CertificatesOfSet(ctx, e.en.CredentialSetID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if !r.Revoked() {
+			live++
+		}
+	}
+	if live != len(d.Manifest.GetItems())-1 { // every item but the chain
+		t.Errorf("%d live certificates after the late failure, want the survivor's %d", live, len(d.Manifest.GetItems())-1)
+	}
+	if cur, _ := h.st.ActivationByID(ctx, e.payload.ID); cur.RedemptionID != d.RedemptionID || cur.Package == nil {
+		t.Errorf("the late failure touched the survivor's redemption: %+v", cur)
+	}
+}
+
+// TestReleaseAllAtStart: at the start of the only process (SQLite), every
+// claim without a package is released at once, lease or not.
+func TestReleaseAllAtStart(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, nil)
+	e := h.enroll(t, h.signIn(t, "a@example.gov"))
+	a, err := h.st.ActivationByID(ctx, e.payload.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.st.BeginRedemption(ctx, a.ID, "dead", h.clock(), store.Lease{Holder: "gone", Until: h.clock().Add(RedemptionLease)}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := h.svc.ReleaseAll(ctx); err != nil || n != 1 {
+		t.Fatalf("released %d, %v; want 1", n, err)
+	}
+	if _, err := h.svc.Redeem(ctx, e.request(t), nil); err != nil {
+		t.Fatalf("after the release: %v", err)
+	}
+}
