@@ -204,6 +204,17 @@ func backoff(st *status.Status, waited int) time.Duration {
 	return min(time.Second<<min(waited, 4), 15*time.Second)
 }
 
+// isKeyCertifiedBefore tells the gateway's refusal of a key it certified
+// before.
+func isKeyCertifiedBefore(st *status.Status) bool {
+	for _, d := range st.Details() {
+		if e, ok := d.(*errdetails.ErrorInfo); ok && e.GetReason() == code.ReasonKeyCertifiedBefore {
+			return true
+		}
+	}
+	return false
+}
+
 // opener starts (or resumes) the download stream.
 type opener func(ctx context.Context, csrs []*credgwv1.CertificateRequest, offset int64, redemptionID string) (grpc.ServerStreamingClient[credgwv1.RedeemResponse], error)
 
@@ -216,7 +227,7 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirm func(c
 	}
 
 	res := &Result{Certificates: map[credgwv1.Profile]*x509.Certificate{}}
-	waited, waitStart := 0, time.Time{}
+	waited, waitStart, renewedKeys := 0, time.Time{}, false
 	var pkg []byte
 	var total int64
 	var sum []byte
@@ -228,17 +239,31 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirm func(c
 		if err == nil {
 			break
 		}
-		// A cut connection is resumed; anything the gateway refused is not.
 		st, ok := status.FromError(err)
+		if ok && st.Code() == codes.InvalidArgument && res.RedemptionID == "" && !renewedKeys && isKeyCertifiedBefore(st) {
+			// A gateway process that died (or an issuance that failed)
+			// certified these keys before it gave the activation back:
+			// make new ones and ask again, once.
+			if keys, tokenIDs, csrs, err = makeKeys(ctx, o); err != nil {
+				return nil, err
+			}
+			renewedKeys = true
+			attempt--
+			o.Events(Event{Message: "the gateway certified these keys in an attempt that failed; asking again with new keys"})
+			continue
+		}
+		// A cut connection is resumed; anything the gateway refused is not.
 		if ok && st.Code() != codes.Unavailable && st.Code() != codes.Canceled && st.Code() != codes.DeadlineExceeded && st.Code() != codes.Internal {
 			return nil, err
 		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("agent: download failed after %d resumes: %w", attempt, err)
 		}
-		if res.RedemptionID == "" && ok && st.Code() == codes.Unavailable && o.MaxWait > 0 {
-			// Nothing accepted yet, and the gateway is unreachable or busy
-			// issuing: wait and ask again, until it answers for good.
+		if ok && st.Code() == codes.Unavailable && o.MaxWait > 0 && (res.RedemptionID == "" || attempt >= o.MaxResumes) {
+			// The gateway is unreachable (restarting) or busy issuing
+			// (nothing accepted yet), or quick resumes did not reach it:
+			// wait and ask again, until it answers for good. The keys
+			// stay: a package stored for them before a crash is resumed.
 			if waited == 0 {
 				waitStart = time.Now()
 			}
@@ -258,13 +283,6 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirm func(c
 			attempt--
 		} else if attempt >= o.MaxResumes {
 			return nil, fmt.Errorf("agent: download failed after %d resumes: %w", attempt, err)
-		}
-		if res.RedemptionID == "" {
-			// Nothing was accepted: the gateway gave the activation back and
-			// may have certified these keys already. Start with new ones.
-			if keys, tokenIDs, csrs, err = makeKeys(ctx, o); err != nil {
-				return nil, err
-			}
 		}
 		res.Resumes++
 		o.Events(Event{Message: fmt.Sprintf("connection lost at %d of %d bytes; resuming", len(pkg), total), Resumed: true})

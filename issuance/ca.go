@@ -29,6 +29,10 @@ var (
 	// ErrBadRequest means the request (CSR, identity) cannot be issued;
 	// the message says why.
 	ErrBadRequest = errors.New("issuance: request refused")
+	// ErrKeyReused is the ErrBadRequest of a CSR whose key credgw has
+	// certified before (one key, one certificate): the device makes a new
+	// key and asks again.
+	ErrKeyReused = errors.New("issuance: key certified before")
 	// ErrLint means the to-be-signed certificate failed the lint: a
 	// profile or template defect, not the caller's.
 	ErrLint = errors.New("issuance: certificate failed pre-issuance lint")
@@ -433,4 +437,12 @@ func isRSASignature(a x509.SignatureAlgorithm) bool {
 		return true
 	}
 	return false
+}
+
+// keyReused is ErrBadRequest and ErrKeyReused, with its own message.
+type keyReused struct{ msg string }
+
+func (e keyReused) Error() string { return e.msg }
+func (e keyReused) Is(target error) bool {
+	return target == ErrBadRequest || target == ErrKeyReused
 }

@@ -194,7 +194,7 @@ func (e enforcer) Enforce(cert *x509.Certificate) error {
 		CredentialSetID: is.req.CredentialSetID, NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, CreatedAt: is.now,
 	})
 	if errors.Is(err, store.ErrConflict) {
-		is.err = fmt.Errorf("%w: %s CSR: credgw has certified this key before: make a new key", ErrBadRequest, is.req.Profile)
+		is.err = keyReused{fmt.Sprintf("%v: %s CSR: credgw has certified this key before: make a new key", ErrBadRequest, is.req.Profile)}
 		return is.err
 	}
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/credgw/credgw/activation"
+	actcode "github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/piv"
 	"github.com/credgw/credgw/piv/session"
@@ -95,6 +96,15 @@ func toStatus(err error) error {
 	}
 	if code == codes.Internal {
 		return status.Error(codes.Internal, "internal error; the incident is logged")
+	}
+	if errors.Is(err, issuance.ErrKeyReused) {
+		// The device made a new key for a retry, or must: say so in a
+		// way it can act on.
+		st := status.New(code, err.Error())
+		if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: actcode.ReasonKeyCertifiedBefore, Domain: "credgw"}); derr == nil {
+			st = d
+		}
+		return st.Err()
 	}
 	if errors.Is(err, activation.ErrInProgress) {
 		// Being issued (by this call's twin, or by a process that died:

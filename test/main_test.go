@@ -86,7 +86,14 @@ func startServe(t *testing.T, dir string) {
 // command must exit 0.
 func startProcess(t *testing.T, marker string, name string, args ...string) (stop func()) {
 	t.Helper()
-	cmd := exec.Command(name, args...)
+	stop, _ = startCmd(t, marker, name, args...)
+	return stop
+}
+
+// startCmd is startProcess that also returns the command (to kill it).
+func startCmd(t *testing.T, marker string, name string, args ...string) (stop func(), cmd *exec.Cmd) {
+	t.Helper()
+	cmd = exec.Command(name, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +109,7 @@ func startProcess(t *testing.T, marker string, name string, args ...string) (sto
 			cmd.Process.Signal(syscall.SIGTERM)
 			err := cmd.Wait()
 			<-done
-			if err != nil {
+			if killed := cmd.ProcessState != nil && cmd.ProcessState.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL; err != nil && !killed {
 				t.Errorf("%s did not stop cleanly on SIGTERM: %v\n%s", args[0], err, log.String())
 			}
 		})
@@ -118,12 +125,12 @@ func startProcess(t *testing.T, marker string, name string, args ...string) (sto
 				}
 				close(done)
 			}()
-			return stop
+			return stop, cmd
 		}
 	}
 	close(done)
 	t.Fatalf("%s %s exited before %q:\n%s", name, strings.Join(args, " "), marker, log.String())
-	return nil
+	return nil, nil
 }
 
 func protoUnmarshal(b []byte, m proto.Message) error { return proto.Unmarshal(b, m) }

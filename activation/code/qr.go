@@ -31,6 +31,11 @@ type Payload struct {
 	Pin []byte
 }
 
+// ReasonKeyCertifiedBefore is the google.rpc.ErrorInfo reason (domain
+// "credgw") of an InvalidArgument for a CSR whose key the gateway has
+// certified before: the device makes a new key and asks again.
+const ReasonKeyCertifiedBefore = "KEY_CERTIFIED_BEFORE"
+
 // PayloadVersion is the only version this build reads and writes.
 const PayloadVersion = 1
 
