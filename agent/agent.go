@@ -37,7 +37,9 @@ import (
 type Options struct {
 	Payload  code.Payload
 	Password string
-	// OutDir receives the credentials.
+	// OutDir receives the credentials: they are written in a staging
+	// directory inside it and moved into it only once all verified and the
+	// gateway confirmed them, so a failure leaves it as it was.
 	OutDir string
 	// KeystorePIN protects the written PKCS#12 files.
 	KeystorePIN string
@@ -70,7 +72,7 @@ type Options struct {
 	CutAfterBytes int64
 	// Install, if set, installs the downloaded package in place of the
 	// default (verify the chains and profiles, write the files under
-	// OutDir or store on Keystore); see Package. Redeem confirms when it
+	// OutDir or store on Keystore); see Package (files go in Package.Dir). Redeem confirms when it
 	// returns nil: the gateway then counts the credentials as delivered,
 	// so it must have installed them (or, in a load generator, be sure
 	// nothing is left to install).
@@ -185,7 +187,7 @@ func Redeem(ctx context.Context, o Options) (*Result, error) {
 		cr, err := client.Confirm(ctx, &credgwv1.ConfirmRequest{RedemptionId: rid, Secret: o.Payload.Secret, Sha256: sum})
 		return cr.GetCredentialSetId(), err
 	}
-	return fetchAndInstall(ctx, o, open, confirm)
+	return installStaged(ctx, o.OutDir, ".redeem-", o, open, confirm)
 }
 
 // DefaultMaxWait is Options.MaxWait by default: longer than an activation
@@ -220,7 +222,7 @@ type opener func(ctx context.Context, csrs []*credgwv1.CertificateRequest, offse
 
 // fetchAndInstall makes the device keys, downloads the package (resuming a
 // cut stream), verifies and installs it, and confirms.
-func fetchAndInstall(ctx context.Context, o Options, open opener, confirm func(ctx context.Context, redemptionID string, sum []byte) (string, error)) (*Result, error) {
+func fetchAndInstall(ctx context.Context, o Options, open opener, confirm confirmer) (*Result, error) {
 	keys, tokenIDs, csrs, err := makeKeys(ctx, o)
 	if err != nil {
 		return nil, err
@@ -300,7 +302,7 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirm func(c
 	}
 	setID, err := confirm(ctx, res.RedemptionID, sum)
 	if err != nil {
-		return nil, fmt.Errorf("agent: installed, but the confirmation failed (the gateway revokes unconfirmed credentials): %w", err)
+		return nil, fmt.Errorf("agent: verified, but the confirmation failed: the gateway revokes unconfirmed credentials, so none were moved into the output directory: %w", err)
 	}
 	res.CredentialSetID = setID
 	return res, nil

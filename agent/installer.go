@@ -24,6 +24,11 @@ type Package struct {
 	// Result is what Redeem returns: an installer notes what it installed
 	// (Serials, Files, Certificates, KeyHistory).
 	Result *Result
+	// Dir is the staging directory beside Options.OutDir: the files an
+	// installer writes there and lists in Result.Files are moved into
+	// OutDir once it returned nil and the gateway confirmed; otherwise
+	// they are removed.
+	Dir string
 }
 
 // Manifest is the package's manifest.
@@ -45,5 +50,5 @@ func customInstall(ctx context.Context, raw []byte, keys map[credgwv1.Profile]cr
 	if err != nil {
 		return err
 	}
-	return o.Install(ctx, &Package{CredentialPackage: pkg.CredentialPackage, Keys: keys, KeyIDs: keyIDs, Result: res})
+	return o.Install(ctx, &Package{CredentialPackage: pkg.CredentialPackage, Keys: keys, KeyIDs: keyIDs, Result: res, Dir: o.OutDir})
 }

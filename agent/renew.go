@@ -77,14 +77,7 @@ func Renew(ctx context.Context, r RenewOptions) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The new credentials go to a staging directory first: until the
-	// gateway has confirmed them, the old ones stay in place and in force.
-	staging, err := os.MkdirTemp(r.Dir, ".renew-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(staging)
-	o := Options{Payload: code.Payload{Gateway: r.Gateway, Secret: secret}, Password: password, OutDir: staging,
+	o := Options{Payload: code.Payload{Gateway: r.Gateway, Secret: secret}, Password: password,
 		KeystorePIN: r.KeystorePIN, Device: r.Device, Events: r.Events, MaxResumes: 5, Now: r.Now}
 	if o.Events == nil {
 		o.Events = func(Event) {}
@@ -97,18 +90,8 @@ func Renew(ctx context.Context, r RenewOptions) (*Result, error) {
 		cr, err := client.Confirm(ctx, &credgwv1.ConfirmRequest{RedemptionId: rid, Secret: secret, Sha256: sum})
 		return cr.GetCredentialSetId(), err
 	}
-	res, err := fetchAndInstall(ctx, o, open, confirm)
-	if err != nil {
-		return nil, err
-	}
-	// Confirmed: the old certificates are revoked now; the new files
-	// replace them.
-	for i, f := range res.Files {
-		dst := filepath.Join(r.Dir, filepath.Base(f))
-		if err := os.Rename(f, dst); err != nil {
-			return nil, fmt.Errorf("agent: renewed and confirmed, but installing %s failed (it is in %s): %w", dst, staging, err)
-		}
-		res.Files[i] = dst
-	}
-	return res, nil
+	// The new credentials go to a staging directory first: until the
+	// gateway has confirmed them (it then revokes the old certificates,
+	// superseded), the old ones stay in place and in force.
+	return installStaged(ctx, r.Dir, ".renew-", o, open, confirm)
 }

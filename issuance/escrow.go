@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -138,7 +139,19 @@ type Escrow struct {
 	pool    chan crypto.Signer
 	stop    chan struct{}
 	wg      sync.WaitGroup
+	// The pool's failure handling (EscrowConfig).
+	log        *slog.Logger
+	poolFailed func(error)
+	generateFn func() (crypto.Signer, error)
+	after      func(time.Duration) <-chan time.Time
 }
+
+// The escrow pool retries a failed key generation after PoolRetryMin,
+// doubling the wait after each failure in a row up to PoolRetryMax.
+const (
+	PoolRetryMin = time.Second
+	PoolRetryMax = time.Minute
+)
 
 // EscrowConfig configures Escrow.
 type EscrowConfig struct {
@@ -150,6 +163,16 @@ type EscrowConfig struct {
 	// PoolSize keys are kept ready (0: generate on demand).
 	PoolSize int
 	Now      func() time.Time
+	// Log receives the pool's failures (default: discarded).
+	Log *slog.Logger
+	// PoolFailed is called after each failed key generation in the pool
+	// (the server counts them: credgw_escrow_pool_failures_total).
+	PoolFailed func(error)
+	// Generate makes one key (default: of KeyType from crypto/rand) and
+	// After waits before the pool retries (default: time.After); tests
+	// inject both.
+	Generate func() (crypto.Signer, error)
+	After    func(time.Duration) <-chan time.Time
 }
 
 // NewEscrow starts the key pool.
@@ -170,7 +193,17 @@ func NewEscrow(cfg EscrowConfig) (*Escrow, error) {
 	if cfg.KEKID == "" {
 		cfg.KEKID = "kek-1"
 	}
-	e := &Escrow{kek: cfg.KEK, kekID: cfg.KEKID, store: cfg.Store, keyType: cfg.KeyType, now: cfg.Now, stop: make(chan struct{})}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.PoolFailed == nil {
+		cfg.PoolFailed = func(error) {}
+	}
+	if cfg.After == nil {
+		cfg.After = time.After
+	}
+	e := &Escrow{kek: cfg.KEK, kekID: cfg.KEKID, store: cfg.Store, keyType: cfg.KeyType, now: cfg.Now, stop: make(chan struct{}),
+		log: cfg.Log, poolFailed: cfg.PoolFailed, generateFn: cfg.Generate, after: cfg.After}
 	if cfg.PoolSize > 0 {
 		e.pool = make(chan crypto.Signer, cfg.PoolSize)
 		e.wg.Add(1)
@@ -185,13 +218,28 @@ func (e *Escrow) Close() {
 	e.wg.Wait()
 }
 
+// fill keeps the pool full until Close. A failed key generation does not
+// end it: it is logged and counted, and retried after a wait that doubles
+// with each failure in a row (PoolRetryMin to PoolRetryMax). Meanwhile
+// NewKey generates on demand.
 func (e *Escrow) fill() {
 	defer e.wg.Done()
-	for {
+	wait := PoolRetryMin
+	for failures := 1; ; {
 		k, err := e.generate()
 		if err != nil {
-			return
+			e.poolFailed(err)
+			e.log.Error("escrow key pool: key generation failed; retrying", "err", err.Error(),
+				"failures_in_a_row", failures, "retry_in", wait.String())
+			select {
+			case <-e.after(wait):
+			case <-e.stop:
+				return
+			}
+			wait, failures = min(2*wait, PoolRetryMax), failures+1
+			continue
 		}
+		wait, failures = PoolRetryMin, 1
 		select {
 		case e.pool <- k:
 		case <-e.stop:
@@ -201,6 +249,9 @@ func (e *Escrow) fill() {
 }
 
 func (e *Escrow) generate() (crypto.Signer, error) {
+	if e.generateFn != nil {
+		return e.generateFn()
+	}
 	if e.keyType == EscrowP256 {
 		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	}

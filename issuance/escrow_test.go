@@ -3,11 +3,20 @@ package issuance
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -153,4 +162,89 @@ func rowsMoved(r store.EscrowKey, person string) store.EscrowKey {
 	r.PersonID = person
 	r.SPKISHA256 = "moved-" + r.SPKISHA256
 	return r
+}
+
+// lockedBuffer is a log sink the pool goroutine and the test share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestEscrowPoolSurvivesFailures: a failed key generation in the pool is
+// logged and counted, and the pool goes on filling after a wait that
+// doubles up to PoolRetryMax; Close ends it while it waits.
+func TestEscrowPoolSurvivesFailures(t *testing.T) {
+	kek, err := NewFileKEK(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const failing = 8
+	var calls atomic.Int64
+	generate := func() (crypto.Signer, error) {
+		if calls.Add(1) <= failing {
+			return nil, errors.New("injected: no entropy")
+		}
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
+	var waits []time.Duration
+	after := func(d time.Duration) <-chan time.Time {
+		waits = append(waits, d)
+		c := make(chan time.Time, 1)
+		c <- time.Time{}
+		return c
+	}
+	var counted atomic.Int64
+	logs := &lockedBuffer{}
+	e, err := NewEscrow(EscrowConfig{KEK: kek, Store: testStore, KeyType: EscrowP256, PoolSize: 1, Generate: generate, After: after,
+		Log: slog.New(slog.NewTextHandler(logs, nil)), PoolFailed: func(error) { counted.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The pool's first key: every failure and wait happened before it.
+	select {
+	case k := <-e.pool:
+		if k == nil {
+			t.Fatal("nil key")
+		}
+	case <-time.After(time.Minute): // a deadlock guard, not a timing check
+		t.Fatal("the pool never filled after the failures")
+	}
+	if n := counted.Load(); n != failing {
+		t.Errorf("PoolFailed called %d times, want %d", n, failing)
+	}
+	if n := strings.Count(logs.String(), "level=ERROR msg=\"escrow key pool: key generation failed; retrying\""); n != failing {
+		t.Errorf("%d error lines, want %d:\n%s", n, failing, logs)
+	}
+	if !strings.Contains(logs.String(), "injected: no entropy") {
+		t.Errorf("the log does not say why:\n%s", logs)
+	}
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 32 * time.Second, PoolRetryMax, PoolRetryMax}
+	if !slices.Equal(waits, want) {
+		t.Errorf("waits %v, want %v", waits, want)
+	}
+	e.Close()
+
+	// Failing for good: Close ends the pool while it waits.
+	waiting := make(chan struct{}, 1)
+	e, err = NewEscrow(EscrowConfig{KEK: kek, Store: testStore, KeyType: EscrowP256, PoolSize: 1,
+		Generate:   func() (crypto.Signer, error) { return nil, errors.New("injected") },
+		After:      func(time.Duration) <-chan time.Time { return nil },
+		PoolFailed: func(error) { waiting <- struct{}{} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-waiting
+	e.Close()
 }

@@ -110,7 +110,7 @@ func (h *hsm) kek(ctx context.Context) (issuance.KEK, string, error) {
 
 // loadCA loads the issuing CA (NewCA checks that the key matches the
 // certificate: credgw refuses to start otherwise) and the escrow.
-func loadCA(ctx context.Context, cfg *Config, h *hsm, st store.Store, opts options) (*issuance.CA, *issuance.Escrow, error) {
+func loadCA(ctx context.Context, cfg *Config, h *hsm, st store.Store, opts options, m *metrics) (*issuance.CA, *issuance.Escrow, error) {
 	certs, err := readCerts(paths(cfg, append([]string{cfg.CA.CertificateFile}, cfg.CA.ChainFiles...)))
 	if err != nil {
 		return nil, nil, fmt.Errorf("ca: %w", err)
@@ -140,7 +140,8 @@ func loadCA(ctx context.Context, cfg *Config, h *hsm, st store.Store, opts optio
 		return nil, nil, err
 	}
 	esc, err := issuance.NewEscrow(issuance.EscrowConfig{KEK: kek, KEKID: kekID, Store: st,
-		KeyType: issuance.EscrowKeyType(cfg.Escrow.KeyType), PoolSize: cfg.Escrow.PoolSize, Now: opts.now})
+		KeyType: issuance.EscrowKeyType(cfg.Escrow.KeyType), PoolSize: cfg.Escrow.PoolSize, Now: opts.now,
+		Log: opts.log, PoolFailed: func(error) { m.escrowPoolFailures.Inc() }})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -18,6 +18,9 @@ type metrics struct {
 	linkageUnknown prometheus.Counter
 	// admissionWaiting is how many new-work calls wait for a slot.
 	admissionWaiting prometheus.Gauge
+	// escrowPoolFailures counts failed key generations in the escrow
+	// key pool (each is logged; the pool retries with backoff).
+	escrowPoolFailures prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -40,8 +43,12 @@ func newMetrics() *metrics {
 			Name: "credgw_admission_waiting",
 			Help: "Calls waiting for an admission slot (limits.new_work) while the gateway is busy: sign-ins (BeginSession, CompleteSession, and those taking their slot back after an OCSP/CRL fetch) and enrollments (CreateEnrollment).",
 		}),
+		escrowPoolFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "credgw_escrow_pool_failures_total",
+			Help: "Key generations that failed in the escrow key pool (escrow.pool_size); the pool retries with backoff and enrollments generate on demand meanwhile.",
+		}),
 	}
-	m.reg.MustRegister(m.rpcs, m.duration, m.linkageUnknown, m.admissionWaiting, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.rpcs, m.duration, m.linkageUnknown, m.admissionWaiting, m.escrowPoolFailures, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

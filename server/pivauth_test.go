@@ -367,6 +367,7 @@ func TestHTTPEndpoints(t *testing.T) {
 		`credgw_grpc_request_duration_seconds_bucket{code="OK",method="/credgw.v1.PIVAuth/BeginSession"`,
 		"credgw_sqlite_checkpoint_failures_total 0",
 		"credgw_admission_waiting 0",
+		"credgw_escrow_pool_failures_total 0",
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("/metrics lacks %s", want)

@@ -162,7 +162,13 @@ func (b portalBackend) Explain(err error) (string, string, int) {
 	case errors.Is(err, activation.ErrCap):
 		return "You have the most derived credentials allowed", "Revoke one you no longer use (My derived credentials), then enroll again.", http.StatusConflict
 	case errors.Is(err, issuance.ErrNoEmail):
-		return "Your card has no email address", "The S/MIME credentials need the email on your card. Contact your badge office.", http.StatusConflict
+		// Many cards carry the email only in their Digital Signature (9C)
+		// certificate, which a browser's TLS sign-in does not present; a
+		// PKI-AUTH with the card sends it, and the gateway keeps it.
+		return "We do not know your card's email address",
+			"The S/MIME credentials need your email address. Many cards hold it only in their Digital Signature certificate, which a browser cannot show us: " +
+				"sign in once with this card using credgw piv login (or your agency's enrollment app), then sign in here again. " +
+				"If your card has no email address, contact your badge office.", http.StatusConflict
 	case errors.Is(err, activation.ErrSessionTooOld):
 		return "Your sign-in is too old to enroll", "Sign in with your card again; enrollment must follow within 20 minutes.", http.StatusUnauthorized
 	case errors.Is(err, activation.ErrInvalid):

@@ -21,6 +21,7 @@ import (
 	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/agent"
 	hsmsim "github.com/credgw/credgw/hsm-sim"
+	"github.com/credgw/credgw/pkcs11"
 	"github.com/credgw/credgw/portal"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"google.golang.org/grpc/codes"
@@ -475,4 +476,71 @@ func TestPortalEventsCarrySource(t *testing.T) {
 		}
 	}
 	t.Fatal("no portal enrollment event")
+}
+
+// TestPortalEmailOnlyInDigitalSignature: a card whose email is only in its
+// 9C certificate cannot give it to the portal (a browser presents 9A
+// alone). Until a PKI-AUTH with that card sent its 9C, the portal enrolls
+// nothing and says how to fix it; after one, the portal enrolls with the
+// 9C's email. Another card gets nothing of it.
+func TestPortalEmailOnlyInDigitalSignature(t *testing.T) {
+	ctx := context.Background()
+	const email = "nine-c.portal@example.com"
+	c := newCard(t, hsmsim.CardSpec{Email: email, EmailOnlyInSignature: true})
+	other := newCard(t, hsmsim.CardSpec{Email: "other.nine-c@example.com", EmailOnlyInSignature: true})
+	enroll := func(c *card) pageResp {
+		t.Helper()
+		cert := c.tlsCert()
+		b := newBrowser(t, &cert)
+		if in := b.do("GET", "/signin", nil); in.code != http.StatusSeeOther {
+			t.Fatalf("sign-in: %d %s", in.code, in.body)
+		}
+		csrf := match(t, csrfRe, b.do("GET", "/enroll", nil).body)
+		return b.do("POST", "/enroll", url.Values{"csrf": {csrf}, "name": {"Entrust Derived Cred"}})
+	}
+	refused := func(c *card) {
+		t.Helper()
+		r := enroll(c)
+		if r.code != http.StatusConflict || !strings.Contains(r.body, "credgw piv login") || !strings.Contains(r.body, "Digital Signature certificate") {
+			t.Fatalf("enroll without a known email: %d\n%s", r.code, r.body)
+		}
+		if strings.Contains(r.body, `id="password"`) || strings.Contains(r.body, `id="qr"`) {
+			t.Fatalf("an activation was shown:\n%s", r.body)
+		}
+	}
+	refused(c)
+
+	// One PKI-AUTH with the card, sending its 9C as `credgw piv login` does.
+	client := credgwv1.NewPIVAuthClient(portalConn(t))
+	ds, err := c.tok.Certificate(ctx, pkcs11.PIVSignature.ID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	begin, err := client.BeginSession(ctx, &credgwv1.BeginSessionRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.CompleteSession(ctx, &credgwv1.CompleteSessionRequest{SessionId: begin.GetSessionId(),
+		PivAuthCertificate: c.auth.Raw, Signature: c.sign(t, begin), DigitalSignatureCertificate: ds.Raw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rememberSecret([]byte(resp.GetSessionToken()))
+
+	qr := enroll(c)
+	if qr.code != http.StatusOK {
+		t.Fatalf("enroll after PKI-AUTH: %d %s", qr.code, qr.body)
+	}
+	payload, password := readQRPage(t, qr.body)
+	res, err := agent.Redeem(ctx, agent.Options{Payload: payload, Password: password, OutDir: t.TempDir(), KeystorePIN: "correct horse"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []credgwv1.Profile{credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE, credgwv1.Profile_PROFILE_KEY_MANAGEMENT} {
+		if got := res.Certificates[p].EmailAddresses; len(got) != 1 || got[0] != email {
+			t.Errorf("%v certificate for %v, want %s", p, got, email)
+		}
+	}
+	// The other card never sent its 9C: still nothing.
+	refused(other)
 }

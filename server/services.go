@@ -33,7 +33,7 @@ func (s *Server) newServices(ctx context.Context, o options) error {
 		return nil
 	}
 	s.hsm = newHSM(cfg)
-	if s.ca, s.escrow, err = loadCA(ctx, cfg, s.hsm, s.store, o); err != nil {
+	if s.ca, s.escrow, err = loadCA(ctx, cfg, s.hsm, s.store, o, s.metrics); err != nil {
 		return err
 	}
 	anchors, err := readCerts([]string{cfg.Path(cfg.Enroll.TLSAnchorFile)})

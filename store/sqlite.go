@@ -314,10 +314,12 @@ func (s *DB) CreatePIVSession(ctx context.Context, ps PIVSession, cert PIVCertif
 	return s.tx(ctx, func(tx *stx) error {
 		now := ts(ps.CreatedAt)
 		_, err := tx.ExecContext(ctx,
-			`INSERT INTO piv_certificates (sha256, der, serial, issuer, subject, fascn, card_uuid, not_after, first_seen, last_verified)
-			 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-			 ON CONFLICT (sha256) DO UPDATE SET last_verified = excluded.last_verified`,
-			cert.SHA256, cert.DER, cert.Serial, cert.Issuer, cert.Subject, cert.FASCN, cert.CardUUID, ts(cert.NotAfter), now, now)
+			`INSERT INTO piv_certificates (sha256, der, serial, issuer, subject, fascn, card_uuid, not_after, first_seen, last_verified, digital_signature)
+			 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+			 ON CONFLICT (sha256) DO UPDATE SET last_verified = excluded.last_verified,
+			   digital_signature = COALESCE(excluded.digital_signature, piv_certificates.digital_signature)`,
+			cert.SHA256, cert.DER, cert.Serial, cert.Issuer, cert.Subject, cert.FASCN, cert.CardUUID, ts(cert.NotAfter), now, now,
+			nilIfEmpty(cert.DigitalSignature))
 		if err != nil {
 			return wrapDB(err)
 		}
@@ -328,6 +330,15 @@ func (s *DB) CreatePIVSession(ctx context.Context, ps PIVSession, cert PIVCertif
 			ps.Subject, ps.SourceAddr, now, ts(ps.ExpiresAt))
 		return wrapDB(err)
 	})
+}
+
+// nilIfEmpty makes an absent byte string NULL on both engines (COALESCE
+// keeps the value kept before).
+func nilIfEmpty(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
 }
 
 func (s *DB) PIVSession(ctx context.Context, tokenHash string) (PIVSession, error) {
@@ -354,8 +365,9 @@ func (s *DB) PIVCertificate(ctx context.Context, sha256 string) (PIVCertificate,
 	c := PIVCertificate{SHA256: sha256}
 	var notAfter, first, last int64
 	err := s.r.QueryRowContext(ctx,
-		`SELECT der, serial, issuer, subject, fascn, card_uuid, not_after, first_seen, last_verified FROM piv_certificates WHERE sha256 = $1`,
-		sha256).Scan(&c.DER, &c.Serial, &c.Issuer, &c.Subject, &c.FASCN, &c.CardUUID, &notAfter, &first, &last)
+		`SELECT der, serial, issuer, subject, fascn, card_uuid, not_after, first_seen, last_verified, digital_signature
+		 FROM piv_certificates WHERE sha256 = $1`,
+		sha256).Scan(&c.DER, &c.Serial, &c.Issuer, &c.Subject, &c.FASCN, &c.CardUUID, &notAfter, &first, &last, &c.DigitalSignature)
 	if err != nil {
 		return PIVCertificate{}, wrapDB(err)
 	}

@@ -86,6 +86,11 @@ type PIVCertificate struct {
 	FASCN    []byte
 	CardUUID string
 	NotAfter time.Time
+	// DigitalSignature is the DER of the card's Digital Signature (9C)
+	// certificate that a PKI-AUTH verified with this one (same subject, its
+	// own path), or nil. A session without one keeps the one kept before;
+	// a session with one replaces it.
+	DigitalSignature []byte
 	// FirstSeen and LastVerified are set by the store.
 	FirstSeen    time.Time
 	LastVerified time.Time

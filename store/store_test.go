@@ -190,6 +190,50 @@ func TestPIVSession(t *testing.T) {
 	})
 }
 
+// TestPIVCertificateDigitalSignature: the 9C certificate a PKI-AUTH
+// verified is kept with the PIV Authentication certificate; a later session
+// without one (a portal sign-in) keeps it, a later one with one replaces it.
+func TestPIVCertificateDigitalSignature(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		cert := PIVCertificate{SHA256: "ab", DER: []byte{0x30, 0}, Serial: "01", Issuer: "CN=ca", Subject: "CN=a", CardUUID: "u", NotAfter: t0.AddDate(1, 0, 0)}
+		session := func(n int, ds []byte) {
+			t.Helper()
+			sid := fmt.Sprintf("s%d", n)
+			if err := s.CreateChallenge(ctx, Challenge{SessionID: sid, Challenge: []byte{1}, GatewayID: "gw", CreatedAt: t0, ExpiresAt: t0.Add(time.Minute)}); err != nil {
+				t.Fatal(err)
+			}
+			c := cert
+			c.DigitalSignature = ds
+			if err := s.CreatePIVSession(ctx, PIVSession{TokenHash: "th" + sid, SessionID: sid, CertSHA256: "ab", PersonID: "p", CardUUID: "u",
+				Subject: "CN=a", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, c); err != nil {
+				t.Fatal(err)
+			}
+		}
+		kept := func() []byte {
+			t.Helper()
+			c, err := s.PIVCertificate(ctx, "ab")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c.DigitalSignature
+		}
+		session(1, nil)
+		if ds := kept(); ds != nil {
+			t.Fatalf("no 9C seen, kept %x", ds)
+		}
+		session(2, []byte{0x30, 1})
+		session(3, nil)
+		if ds := kept(); !bytes.Equal(ds, []byte{0x30, 1}) {
+			t.Fatalf("after a sign-in without 9C: %x", ds)
+		}
+		session(4, []byte{0x30, 2})
+		if ds := kept(); !bytes.Equal(ds, []byte{0x30, 2}) {
+			t.Fatalf("a newer 9C not kept: %x", ds)
+		}
+	})
+}
+
 func TestSQLiteFileMode(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sub", "credgw.db")
 	s, err := OpenSQLite(context.Background(), path)

@@ -57,6 +57,7 @@ type Store interface {
 	CreatePIVSession(ctx context.Context, s store.PIVSession, cert store.PIVCertificate) error
 	PIVSession(ctx context.Context, tokenHash string) (store.PIVSession, error)
 	EndPIVSession(ctx context.Context, tokenHash string, now time.Time) error
+	PIVCertificate(ctx context.Context, sha256 string) (store.PIVCertificate, error)
 	Terminated(ctx context.Context, fascn []byte, cardUUID, personID string) (bool, error)
 	DeleteExpired(ctx context.Context, now time.Time) (int64, error)
 }
@@ -216,6 +217,7 @@ func (s *Service) complete(ctx context.Context, ch store.Challenge, now time.Tim
 	}
 	id := res.Identity
 	emailSource := ""
+	var dsDER []byte
 	if id.Email != "" {
 		emailSource = "piv-auth"
 	} else if len(p.DigitalSignature) > 0 {
@@ -227,9 +229,10 @@ func (s *Service) complete(ctx context.Context, ch store.Challenge, now time.Tim
 		if err != nil {
 			return nil, fmt.Errorf("digital_signature_certificate: %w", err)
 		}
-		id.Email, emailSource = email, "digital-signature"
+		// Kept with this PIV Authentication certificate, for the portal.
+		id.Email, emailSource, dsDER = email, "digital-signature", ds[0].Raw
 	}
-	o, err := s.open(ctx, ch.SessionID, res, id, emailSource, p.Source, TokenHash)
+	o, err := s.open(ctx, ch.SessionID, res, id, emailSource, dsDER, p.Source, TokenHash)
 	if err != nil {
 		return nil, err
 	}
@@ -279,6 +282,10 @@ func (s *Service) signInTLS(ctx context.Context, leaf *x509.Certificate, chain [
 	emailSource := ""
 	if id.Email != "" {
 		emailSource = "piv-auth"
+	} else if email, err := s.keptSignatureEmail(ctx, res, chain); err != nil {
+		return nil, err
+	} else if email != "" {
+		id.Email, emailSource = email, "digital-signature"
 	}
 	sid, err := randomToken(16)
 	if err != nil {
@@ -292,7 +299,7 @@ func (s *Service) signInTLS(ctx context.Context, leaf *x509.Certificate, chain [
 	if _, err := s.cfg.Store.ConsumeChallenge(ctx, sid, now); err != nil {
 		return nil, err
 	}
-	o, err := s.open(ctx, sid, res, id, emailSource, source, portalHash)
+	o, err := s.open(ctx, sid, res, id, emailSource, nil, source, portalHash)
 	if err != nil {
 		return nil, err
 	}
@@ -300,9 +307,41 @@ func (s *Service) signInTLS(ctx context.Context, leaf *x509.Certificate, chain [
 	return o, nil
 }
 
-// open keeps the copy of the verified PIV Authentication certificate and
-// records a session of SessionTTL; only the token's hash is stored.
-func (s *Service) open(ctx context.Context, sessionID string, res *piv.Result, id piv.Identity, emailSource, src string, hash func(string) string) (*Opened, error) {
+// keptSignatureEmail is the email of the Digital Signature (9C)
+// certificate that an earlier PKI-AUTH verified with this very PIV
+// Authentication certificate (a browser presents 9A alone), or "". It is
+// checked again — same subject as the card's 9A, its own path, policy and
+// status today — so that a 9C revoked or expired since gives nothing; it
+// is found by the SHA-256 of the certificate the TLS handshake proved, so
+// one card's email never reaches another card.
+func (s *Service) keptSignatureEmail(ctx context.Context, res *piv.Result, chain []*x509.Certificate) (string, error) {
+	kept, err := s.cfg.Store.PIVCertificate(ctx, res.Fingerprint())
+	if errors.Is(err, store.ErrNotFound) || (err == nil && len(kept.DigitalSignature) == 0) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	ds, err := piv.ParseCertificates(kept.DigitalSignature)
+	var email string
+	if err == nil {
+		email, err = s.cfg.Verifier.VerifyDigitalSignature(ctx, ds[0], res.Leaf, chain)
+	}
+	if errors.Is(err, piv.ErrStatusUnavailable) {
+		return "", err
+	}
+	if err != nil {
+		s.cfg.Log.Warn("portal sign-in: the Digital Signature certificate kept for this card does not verify; no email of record",
+			"person_id", res.Identity.PersonID, "card_uuid", res.Identity.CardUUID, "cause", err.Error())
+		return "", nil
+	}
+	return email, nil
+}
+
+// open keeps the copy of the verified PIV Authentication certificate (and
+// the Digital Signature certificate verified with it, if any) and records a
+// session of SessionTTL; only the token's hash is stored.
+func (s *Service) open(ctx context.Context, sessionID string, res *piv.Result, id piv.Identity, emailSource string, digitalSignature []byte, src string, hash func(string) string) (*Opened, error) {
 	// A terminated identity's card may still verify (a collected card's
 	// certificate need not be revoked: SP 800-157r1 §2.4).
 	if t, err := s.cfg.Store.Terminated(ctx, id.FASCNRaw, id.CardUUID, id.PersonID); err != nil {
@@ -324,7 +363,7 @@ func (s *Service) open(ctx context.Context, sessionID string, res *piv.Result, i
 		Subject: id.Subject, SourceAddr: src, CreatedAt: now, ExpiresAt: expires,
 	}, store.PIVCertificate{
 		SHA256: fp, DER: leaf.Raw, Serial: leaf.SerialNumber.Text(16), Issuer: leaf.Issuer.String(),
-		Subject: id.Subject, FASCN: id.FASCNRaw, CardUUID: id.CardUUID, NotAfter: leaf.NotAfter,
+		Subject: id.Subject, FASCN: id.FASCNRaw, CardUUID: id.CardUUID, NotAfter: leaf.NotAfter, DigitalSignature: digitalSignature,
 	})
 	if err != nil {
 		return nil, err

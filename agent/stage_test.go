@@ -1,0 +1,230 @@
+package agent
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/credgw/credgw/activation/code"
+	"github.com/credgw/credgw/activation/pfx"
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"google.golang.org/grpc"
+)
+
+// testGateway certifies the CSRs a device sends, as the gateway does, and
+// serves the package; without the key-management item, the default
+// install fails late: after it wrote the two device credentials.
+type testGateway struct {
+	t          *testing.T
+	ca         *x509.Certificate
+	caKey      *ecdsa.PrivateKey
+	secret     []byte
+	password   string
+	noKM       bool
+	confirmErr error
+	confirmed  int
+}
+
+func newTestGateway(t *testing.T) *testGateway {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca := cert(t, &x509.Certificate{Subject: pkix.Name{CommonName: "issuing CA"}, IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}, nil, k, nil)
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	return &testGateway{t: t, ca: ca, caKey: k, secret: secret, password: "24681357"}
+}
+
+func (g *testGateway) issue(pub any, ku x509.KeyUsage, eku x509.ExtKeyUsage) *x509.Certificate {
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "holder"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), KeyUsage: ku, ExtKeyUsage: []x509.ExtKeyUsage{eku}, EmailAddresses: []string{"h@example.com"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, g.ca, pub, g.caKey)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return c
+}
+
+func (g *testGateway) open(_ context.Context, csrs []*credgwv1.CertificateRequest, _ int64, _ string) (grpc.ServerStreamingClient[credgwv1.RedeemResponse], error) {
+	b := code.NewPackage("set")
+	for _, r := range csrs {
+		csr, err := x509.ParseCertificateRequest(r.GetCsrDer())
+		if err != nil {
+			g.t.Fatal(err)
+		}
+		ku, eku := x509.KeyUsageDigitalSignature, x509.ExtKeyUsageClientAuth
+		if r.GetProfile() == credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE {
+			ku, eku = x509.KeyUsageDigitalSignature|x509.KeyUsageContentCommitment, x509.ExtKeyUsageEmailProtection
+		}
+		c := g.issue(csr.PublicKey, ku, eku)
+		b.Add(fileNames[r.GetProfile()]+".crt", credgwv1.ItemKind_ITEM_KIND_CERTIFICATE, r.GetProfile(), c.SerialNumber.Text(16), c.Raw, nil, 0)
+	}
+	if !g.noKM {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		c := g.issue(k.Public(), x509.KeyUsageKeyAgreement, x509.ExtKeyUsageEmailProtection)
+		pw, err := code.PKCS12Password(g.secret, g.password)
+		if err != nil {
+			g.t.Fatal(err)
+		}
+		p12, err := pfx.Encode([]pfx.Entry{{Key: k, Certificate: c}}, []*x509.Certificate{g.ca}, pw, 1)
+		if err != nil {
+			g.t.Fatal(err)
+		}
+		b.Add("encryption.p12", credgwv1.ItemKind_ITEM_KIND_PKCS12, credgwv1.Profile_PROFILE_KEY_MANAGEMENT, c.SerialNumber.Text(16), p12, nil, 1)
+	}
+	b.Add("chain.der", credgwv1.ItemKind_ITEM_KIND_CHAIN, credgwv1.Profile_PROFILE_UNSPECIFIED, "", nil, [][]byte{g.ca.Raw}, 0)
+	raw, _, err := b.Marshal()
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	sum := sha256.Sum256(raw)
+	return &fakeStream{msgs: []*credgwv1.RedeemResponse{
+		{Event: &credgwv1.RedeemResponse_Accepted{Accepted: &credgwv1.Accepted{RedemptionId: "r1", TotalBytes: int64(len(raw))}}},
+		{Event: &credgwv1.RedeemResponse_Chunk{Chunk: &credgwv1.Chunk{Offset: 0, Data: raw}}},
+		{Event: &credgwv1.RedeemResponse_Done{Done: &credgwv1.Done{Sha256: sum[:]}}},
+	}}, nil
+}
+
+func (g *testGateway) confirm(context.Context, string, []byte) (string, error) {
+	g.confirmed++
+	return "set", g.confirmErr
+}
+
+func (g *testGateway) options() Options {
+	return Options{Payload: code.Payload{Secret: g.secret}, Password: g.password, KeystorePIN: "correct horse", Events: func(Event) {}, MaxResumes: 1}
+}
+
+// entries lists a directory: name and mode of each entry.
+func entries(t *testing.T, dir string) map[string]os.FileMode {
+	t.Helper()
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]os.FileMode{}
+	for _, de := range des {
+		fi, err := de.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m[de.Name()] = fi.Mode()
+	}
+	return m
+}
+
+// TestInstallIsWhole: the credentials are written in a staging directory
+// beside the output directory and moved into it only when all verified and
+// the gateway confirmed. A verification failing after files were written,
+// an Options.Install hook failing after writing, and a refused confirmation
+// each leave the output directory as it was, with no staging directory; a
+// success leaves the full set, keys 0600.
+func TestInstallIsWhole(t *testing.T) {
+	ctx := context.Background()
+	const before = "already-here.txt"
+	newDir := func(t *testing.T) string {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, before), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	untouched := func(t *testing.T, dir string) {
+		t.Helper()
+		if got := entries(t, dir); len(got) != 1 || got[before] == 0 {
+			t.Fatalf("the output directory holds %v after a failure, want only %s", got, before)
+		}
+	}
+
+	t.Run("verification fails late", func(t *testing.T) {
+		g := newTestGateway(t)
+		g.noKM = true
+		dir := newDir(t)
+		_, err := installStaged(ctx, dir, ".redeem-", g.options(), g.open, g.confirm)
+		if err == nil || !strings.Contains(err.Error(), "has no PROFILE_KEY_MANAGEMENT certificate") {
+			t.Fatalf("err %v", err)
+		}
+		untouched(t, dir)
+		if g.confirmed != 0 {
+			t.Fatalf("confirmed %d times", g.confirmed)
+		}
+	})
+
+	t.Run("the install hook fails after writing", func(t *testing.T) {
+		g := newTestGateway(t)
+		dir := newDir(t)
+		o := g.options()
+		var staging string
+		o.Install = func(_ context.Context, p *Package) error {
+			staging = p.Dir
+			if filepath.Dir(p.Dir) != dir {
+				t.Errorf("staging directory %s is not beside %s", p.Dir, dir)
+			}
+			if fi, err := os.Stat(p.Dir); err != nil || fi.Mode().Perm() != 0o700 {
+				t.Errorf("staging directory: %v %v", fi.Mode(), err)
+			}
+			f := filepath.Join(p.Dir, "auth.p12")
+			if err := os.WriteFile(f, []byte("key"), 0o600); err != nil {
+				return err
+			}
+			p.Result.Files = append(p.Result.Files, f)
+			return errors.New("injected: the keystore is full")
+		}
+		if _, err := installStaged(ctx, dir, ".redeem-", o, g.open, g.confirm); err == nil || !strings.Contains(err.Error(), "injected") {
+			t.Fatalf("err %v", err)
+		}
+		untouched(t, dir)
+		if staging == "" || g.confirmed != 0 {
+			t.Fatalf("hook not called (%q) or confirmed %d times", staging, g.confirmed)
+		}
+	})
+
+	t.Run("the confirmation is refused", func(t *testing.T) {
+		g := newTestGateway(t)
+		g.confirmErr = errors.New("injected: redemption expired")
+		dir := newDir(t)
+		if _, err := installStaged(ctx, dir, ".redeem-", g.options(), g.open, g.confirm); err == nil || !strings.Contains(err.Error(), "injected") {
+			t.Fatalf("err %v", err)
+		}
+		untouched(t, dir)
+	})
+
+	t.Run("success", func(t *testing.T) {
+		g := newTestGateway(t)
+		dir := newDir(t)
+		res, err := installStaged(ctx, dir, ".redeem-", g.options(), g.open, g.confirm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := entries(t, dir)
+		want := map[string]os.FileMode{before: 0o600, "auth.p12": 0o600, "auth.crt": 0o644, "signature.p12": 0o600, "signature.crt": 0o644,
+			"encryption.p12": 0o600, "encryption.crt": 0o644, "chain.pem": 0o644}
+		if len(got) != len(want) {
+			t.Fatalf("the output directory holds %v, want %v", got, want)
+		}
+		for name, mode := range want {
+			if got[name].Perm() != mode {
+				t.Errorf("%s: mode %v, want %v", name, got[name], mode)
+			}
+		}
+		for _, f := range res.Files {
+			if filepath.Dir(f) != dir {
+				t.Errorf("Result.Files names %s, not in %s", f, dir)
+			}
+		}
+		if slices.Contains(res.Files, filepath.Join(dir, before)) || len(res.Files) != len(want)-1 || res.CredentialSetID != "set" {
+			t.Errorf("result %+v", res)
+		}
+	})
+}
