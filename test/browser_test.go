@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -95,29 +96,36 @@ func TestPortalInBrowser(t *testing.T) {
 	t.Cleanup(func() { os.Remove(policyFile) })
 
 	shots := artifactsDir(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// One generous deadline for the whole journey: on a loaded machine
+	// Chromium alone may take a minute to start. Every step waits for
+	// what it needs (a response, an element shown), never for a time.
+	ctx, cancel := context.WithTimeout(context.Background(), browserDeadline)
 	defer cancel()
-	var chromeOut bytes.Buffer
+	chromeOut := &tailBuffer{max: 64 << 10}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium),
 		chromedp.UserDataDir(filepath.Join(work, "profile")),
 		chromedp.NoSandbox, // the test runs as root
 		chromedp.WindowSize(1000, 760),
 		chromedp.Env(env...),
-		chromedp.CombinedOutput(&chromeOut),
+		chromedp.CombinedOutput(chromeOut),
 	)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
 	defer cancelAlloc()
 	bctx, cancelBrowser := chromedp.NewContext(allocCtx)
 	defer cancelBrowser()
 
+	// fail reports what a person would look at: the page's text, if the
+	// page still answers, and Chromium's last lines.
 	fail := func(format string, args ...any) {
 		t.Helper()
 		msg := fmt.Sprintf(format, args...)
-		if text, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS("body"))); err == nil {
+		pctx, pcancel := context.WithTimeout(bctx, 10*time.Second)
+		if text, err := chromedp.Run(pctx, chromedp.Text(chromedp.CSS("body"))); err == nil {
 			msg += "\npage text:\n" + text
 		}
-		t.Fatal(msg)
+		pcancel()
+		t.Fatalf("%s\nChromium's last lines:\n%s", msg, chromeOut.lastLines(20))
 	}
 	// open loads a page (by navigating or clicking) and waits until it is
 	// there: status 200 and the element that page is known by, visible.
@@ -125,7 +133,7 @@ func TestPortalInBrowser(t *testing.T) {
 		t.Helper()
 		resp, err := chromedp.RunResponse(bctx, load)
 		if err != nil {
-			t.Fatalf("%s: %v\nchromium output:\n%s", what, err, chromeOut.String())
+			fail("%s: %v", what, err)
 		}
 		if resp.Status != http.StatusOK {
 			fail("%s: %s answered %d", what, resp.URL, resp.Status)
@@ -200,7 +208,7 @@ func TestPortalInBrowser(t *testing.T) {
 	os.WriteFile(kpin, []byte("correct horse\n"), 0o600)
 	device := filepath.Join(out, "device")
 	if r := run(t, nil, true, credgwBin, "redeem", "--qr", qrFile, "--password-file", pwFile, "--keystore-pin-file", kpin,
-		"--out", device, "--timeout", "1m"); !strings.Contains(r, "Installed and confirmed") {
+		"--out", device, "--timeout", "3m"); !strings.Contains(r, "Installed and confirmed") {
 		t.Fatalf("redeem output:\n%s", r)
 	}
 	authCert, issuer := readDerivedAuth(t, device)
@@ -435,3 +443,36 @@ CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list) {
 	return CKR_OK;
 }
 `
+
+// browserDeadline bounds the whole browser journey (a busy machine is
+// slow, not stuck).
+const browserDeadline = 6 * time.Minute
+
+// tailBuffer keeps the last max bytes Chromium wrote; Chromium writes it
+// from its own goroutine while the test reads it on failure.
+type tailBuffer struct {
+	mu  sync.Mutex
+	b   []byte
+	max int
+}
+
+func (w *tailBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.b = append(w.b, p...)
+	if len(w.b) > w.max {
+		w.b = append([]byte(nil), w.b[len(w.b)-w.max:]...)
+	}
+	return len(p), nil
+}
+
+// lastLines returns the last n lines written.
+func (w *tailBuffer) lastLines(n int) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	lines := strings.Split(strings.TrimRight(string(w.b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
