@@ -13,8 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -41,9 +39,19 @@ type SQLite = DB
 
 var _ Store = (*DB)(nil)
 
+// busyTimeout is how long a SQLite connection waits for a lock.
+const busyTimeout = 5 * time.Second
+
 // OpenSQLite opens (creating if needed) the database file at path and brings
 // its schema up to date.
-func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
+func OpenSQLite(ctx context.Context, path string, opts ...SQLiteOption) (*SQLite, error) {
+	o := sqliteOptions{walLimit: DefaultWALLimit}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	// Past a quarter of the limit a forced checkpoint runs (checkpointer);
+	// a WAL that restarts is cut back to that size.
+	trigger := o.walLimit / 4
 	if path == "" {
 		return nil, errors.New("store: sqlite: no database path (set store.dsn)")
 	}
@@ -62,14 +70,15 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	// automatic checkpoints: SQLite would run them (and their fsync) on the
 	// writer's commit, inside some request. A background checkpointer does
 	// them instead (checkpointer).
-	dsnWith := func(busy int) string {
+	dsnWith := func(busy int64) string {
 		q := url.Values{}
-		for _, p := range []string{"journal_mode(WAL)", fmt.Sprintf("busy_timeout(%d)", busy), "foreign_keys(1)", "synchronous(NORMAL)", "wal_autocheckpoint(0)"} {
+		for _, p := range []string{"journal_mode(WAL)", fmt.Sprintf("busy_timeout(%d)", busy), "foreign_keys(1)", "synchronous(NORMAL)",
+			"wal_autocheckpoint(0)", fmt.Sprintf("journal_size_limit(%d)", trigger)} {
 			q.Add("_pragma", p)
 		}
 		return "file:" + path + "?" + q.Encode()
 	}
-	dsn := dsnWith(5000)
+	dsn := dsnWith(busyTimeout.Milliseconds())
 	w, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("store: sqlite: %w", err)
@@ -90,85 +99,13 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 		return nil, fmt.Errorf("store: sqlite: %w", err)
 	}
 	ck.SetMaxOpenConns(1)
-	s := &DB{w: newConn(w, true), r: newConn(r, true), dialect: "sqlite", ckpt: newCheckpointer(ck)}
+	s := &DB{w: newConn(w, true), r: newConn(r, true), dialect: "sqlite", ckpt: newCheckpointer(ck, w, path+"-wal", trigger)}
+	s.w.beforeWrite = s.ckpt.beforeWrite
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
 	return s, nil
-}
-
-// checkpointInterval is how often the background checkpointer copies the
-// WAL into the database file.
-const checkpointInterval = time.Second
-
-// checkpointer runs SQLite's WAL checkpoints off the request path, on a
-// connection of its own: PASSIVE checkpoints every second, which never
-// wait for the writer or readers, and a TRUNCATE one at Close.
-type checkpointer struct {
-	db     *sql.DB
-	stop   chan struct{}
-	done   chan struct{}
-	closed sync.Once
-	// failures counts checkpoints that failed or were blocked: with
-	// automatic checkpoints off, a count that keeps rising means the WAL
-	// grows.
-	failures atomic.Int64
-}
-
-func newCheckpointer(db *sql.DB) *checkpointer {
-	c := &checkpointer{db: db, stop: make(chan struct{}), done: make(chan struct{})}
-	go c.run()
-	return c
-}
-
-func (c *checkpointer) run() {
-	defer close(c.done)
-	t := time.NewTicker(checkpointInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.stop:
-			return
-		case <-t.C:
-			c.checkpoint("PASSIVE")
-		}
-	}
-}
-
-// checkpoint runs one checkpoint; a failure (the database busy) is left
-// to the next one.
-func (c *checkpointer) checkpoint(mode string) error {
-	var busy, log, done int
-	err := c.db.QueryRow("PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &log, &done)
-	if err != nil || busy != 0 {
-		c.failures.Add(1)
-	}
-	return err
-}
-
-// CheckpointFailures is how many background WAL checkpoints failed or were
-// blocked (SQLite; 0 on PostgreSQL). The gateway exports
-// it as credgw_sqlite_checkpoint_failures_total.
-func (s *DB) CheckpointFailures() int64 {
-	if s.ckpt == nil {
-		return 0
-	}
-	return s.ckpt.failures.Load()
-}
-
-// Close stops the checkpointer after a last, truncating checkpoint, which
-// does not wait for other processes that have the database open (a
-// gateway, while a CLI closes): then the WAL simply stays.
-func (c *checkpointer) Close() error {
-	var err error
-	c.closed.Do(func() {
-		close(c.stop)
-		<-c.done
-		c.checkpoint("TRUNCATE") // busy: left to the next checkpoint of whoever runs
-		err = c.db.Close()
-	})
-	return err
 }
 
 // provider is goose over the dialect's embedded migrations.
@@ -212,6 +149,9 @@ func (s *DB) SchemaVersion(ctx context.Context) (current, expected int64, err er
 
 // Close closes the database.
 func (s *DB) Close() error {
+	if s.ckpt != nil {
+		s.ckpt.halt() // its forced checkpoints use the writer connection
+	}
 	err := errors.Join(s.r.Close(), s.w.Close())
 	if s.ckpt != nil {
 		err = errors.Join(err, s.ckpt.Close())
@@ -226,6 +166,7 @@ func (s *DB) tx(ctx context.Context, fn func(*stx) error) error {
 
 // inTx runs fn in a transaction on db, committing if fn succeeds.
 func inTx(ctx context.Context, c *conn, fn func(*stx) error) error {
+	c.writing()
 	tx, err := c.BeginTx(ctx, nil)
 	if err != nil {
 		return wrapDB(err)
