@@ -31,6 +31,7 @@ type DB struct {
 	r       *conn         // reads
 	dialect string        // "sqlite" or "postgres"
 	ckpt    *checkpointer // SQLite: WAL checkpoints off the request path
+	lock    *os.File      // SQLite: held while open, one gateway per file (lockSQLite)
 }
 
 // SQLite is the embedded store: one file, WAL, a busy timeout, one writer
@@ -43,7 +44,10 @@ var _ Store = (*DB)(nil)
 const busyTimeout = 5 * time.Second
 
 // OpenSQLite opens (creating if needed) the database file at path and brings
-// its schema up to date.
+// its schema up to date. The store holds the database alone, as one
+// gateway: while it is open, a second OpenSQLite of the same file, in this
+// process or another, fails with an InUseError (readers use
+// OpenSQLiteReadOnly).
 func OpenSQLite(ctx context.Context, path string, opts ...SQLiteOption) (*SQLite, error) {
 	o := sqliteOptions{walLimit: DefaultWALLimit}
 	for _, opt := range opts {
@@ -60,52 +64,103 @@ func OpenSQLite(ctx context.Context, path string, opts ...SQLiteOption) (*SQLite
 			return nil, fmt.Errorf("store: sqlite: %w", err)
 		}
 	}
+	lock, err := lockSQLite(path)
+	if err != nil {
+		return nil, err
+	}
 	// The file may hold PIV certificates and, later, escrow material.
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("store: sqlite: %w", err)
 	}
 	f.Close()
-	// The pragmas of every connection; busy is the busy timeout in ms. No
-	// automatic checkpoints: SQLite would run them (and their fsync) on the
-	// writer's commit, inside some request. A background checkpointer does
-	// them instead (checkpointer).
-	dsnWith := func(busy int64) string {
-		q := url.Values{}
-		for _, p := range []string{"journal_mode(WAL)", fmt.Sprintf("busy_timeout(%d)", busy), "foreign_keys(1)", "synchronous(NORMAL)",
-			"wal_autocheckpoint(0)", fmt.Sprintf("journal_size_limit(%d)", trigger)} {
-			q.Add("_pragma", p)
-		}
-		return "file:" + path + "?" + q.Encode()
-	}
-	dsn := dsnWith(busyTimeout.Milliseconds())
-	w, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
+	// No automatic checkpoints: SQLite would run them (and their fsync) on
+	// the writer's commit, inside some request. A background checkpointer
+	// does them instead (checkpointer).
+	pragmas := []string{"wal_autocheckpoint(0)", fmt.Sprintf("journal_size_limit(%d)", trigger)}
+	w, r, err := openPools(path, busyTimeout, pragmas, []string{"query_only(1)"})
 	if err != nil {
-		return nil, fmt.Errorf("store: sqlite: %w", err)
+		lock.Close()
+		return nil, err
 	}
-	w.SetMaxOpenConns(1)
-	r, err := sql.Open("sqlite", dsn+"&"+url.Values{"_pragma": {"query_only(1)"}}.Encode())
-	if err != nil {
-		w.Close()
-		return nil, fmt.Errorf("store: sqlite: %w", err)
-	}
-	r.SetMaxOpenConns(4)
 	// The checkpointer never waits: a checkpoint that finds the database
 	// busy is left to the next one (busy_timeout 0 on its connection).
-	ck, err := sql.Open("sqlite", dsnWith(0))
+	ck, err := sql.Open("sqlite", sqliteDSN(path, 0, pragmas...))
 	if err != nil {
 		w.Close()
 		r.Close()
+		lock.Close()
 		return nil, fmt.Errorf("store: sqlite: %w", err)
 	}
 	ck.SetMaxOpenConns(1)
-	s := &DB{w: newConn(w, true), r: newConn(r, true), dialect: "sqlite", ckpt: newCheckpointer(ck, w, path+"-wal", trigger)}
+	s := &DB{w: newConn(w, true), r: newConn(r, true), dialect: "sqlite", ckpt: newCheckpointer(ck, w, path+"-wal", trigger), lock: lock}
 	s.w.beforeWrite = s.ckpt.beforeWrite
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// OpenSQLiteReadOnly opens an existing SQLite database to read it beside
+// the gateway that holds it (`credgw audit`, the bench's checks): it takes
+// no lock, runs no checkpoints and no migrations, and refuses a schema
+// older than this build's.
+func OpenSQLiteReadOnly(ctx context.Context, path string) (*SQLite, error) {
+	if path == "" {
+		return nil, errors.New("store: sqlite: no database path (set store.dsn)")
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("store: sqlite: %w", err)
+	}
+	w, r, err := openPools(path, busyTimeout, []string{"query_only(1)"}, nil)
+	if err != nil {
+		return nil, err
+	}
+	s := &DB{w: newConn(w, true), r: newConn(r, true), dialect: "sqlite"}
+	// goose would create its table in a database never migrated.
+	var migrated int
+	err = s.r.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'goose_db_version'`).Scan(&migrated)
+	var cur, want int64 = 0, 1
+	if err == nil && migrated == 1 {
+		cur, want, err = s.SchemaVersion(ctx)
+	}
+	if err == nil && cur < want {
+		err = fmt.Errorf("store: the SQLite database %s is at schema version %d, this credgw expects %d: start credgw serve or run credgw migrate", path, cur, want)
+	}
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// sqliteDSN is the DSN of path with the pragmas every connection has, a
+// busy timeout of busy, and more.
+func sqliteDSN(path string, busy time.Duration, more ...string) string {
+	q := url.Values{}
+	for _, p := range append([]string{"journal_mode(WAL)", fmt.Sprintf("busy_timeout(%d)", busy.Milliseconds()), "foreign_keys(1)", "synchronous(NORMAL)"}, more...) {
+		q.Add("_pragma", p)
+	}
+	return "file:" + path + "?" + q.Encode()
+}
+
+// openPools opens the one-connection writer pool and the reader pool, with
+// pragmas on both and readers more on the readers.
+func openPools(path string, busy time.Duration, pragmas, readers []string) (w, r *sql.DB, err error) {
+	w, err = sql.Open("sqlite", sqliteDSN(path, busy, pragmas...)+"&_txlock=immediate")
+	if err != nil {
+		return nil, nil, fmt.Errorf("store: sqlite: %w", err)
+	}
+	w.SetMaxOpenConns(1)
+	r, err = sql.Open("sqlite", sqliteDSN(path, busy, append(pragmas, readers...)...))
+	if err != nil {
+		w.Close()
+		return nil, nil, fmt.Errorf("store: sqlite: %w", err)
+	}
+	r.SetMaxOpenConns(4)
+	return w, r, nil
 }
 
 // provider is goose over the dialect's embedded migrations.
@@ -155,6 +210,9 @@ func (s *DB) Close() error {
 	err := errors.Join(s.r.Close(), s.w.Close())
 	if s.ckpt != nil {
 		err = errors.Join(err, s.ckpt.Close())
+	}
+	if s.lock != nil {
+		s.lock.Close() // after the last checkpoint; releases the flock
 	}
 	return err
 }
