@@ -660,12 +660,23 @@ func readCerts(paths []string) ([]*x509.Certificate, error) {
 	return out, nil
 }
 
-// OpenStore opens the configured store. SQLite migrates itself; PostgreSQL
-// is migrated by `credgw migrate` (migrate=true), and serve refuses an older
-// schema.
+// OpenStore opens the configured store. SQLite migrates itself and is held
+// by one process at a time (a second one is refused: store.InUseError);
+// PostgreSQL is migrated by `credgw migrate` (migrate=true), and serve
+// refuses an older schema.
 func OpenStore(ctx context.Context, cfg *Config, migrate bool) (*store.DB, error) {
 	if cfg.Store.Driver == "postgres" {
 		return store.OpenPostgres(ctx, cfg.Store.DSN, store.PostgresOptions{MaxConns: cfg.Store.MaxConns, Migrate: migrate})
 	}
 	return store.OpenSQLite(ctx, cfg.Path(cfg.Store.DSN))
+}
+
+// OpenStoreReadOnly opens the configured store to read it beside a running
+// gateway (`credgw audit`): SQLite without the lock OpenStore takes, and
+// without migrating.
+func OpenStoreReadOnly(ctx context.Context, cfg *Config) (*store.DB, error) {
+	if cfg.Store.Driver == "postgres" {
+		return OpenStore(ctx, cfg, false)
+	}
+	return store.OpenSQLiteReadOnly(ctx, cfg.Path(cfg.Store.DSN))
 }

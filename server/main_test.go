@@ -99,10 +99,25 @@ func now() time.Time { return time.Now().Add(time.Duration(clockOffset.Load())) 
 // panicStore panics on demand, to test recovery.
 type panicStore struct{ store.Store }
 
-// CheckpointFailures passes through, so the gateway exports the metric.
+// CheckpointFailures, WALBytes and CheckpointLag pass through, so the
+// gateway exports the metrics.
 func (p panicStore) CheckpointFailures() int64 {
 	if c, ok := p.Store.(interface{ CheckpointFailures() int64 }); ok {
 		return c.CheckpointFailures()
+	}
+	return 0
+}
+
+func (p panicStore) WALBytes() int64 {
+	if c, ok := p.Store.(interface{ WALBytes() int64 }); ok {
+		return c.WALBytes()
+	}
+	return 0
+}
+
+func (p panicStore) CheckpointLag() int64 {
+	if c, ok := p.Store.(interface{ CheckpointLag() int64 }); ok {
+		return c.CheckpointLag()
 	}
 	return 0
 }

@@ -366,6 +366,8 @@ func TestHTTPEndpoints(t *testing.T) {
 		`credgw_grpc_requests_total{code="OK",method="/credgw.v1.PIVAuth/BeginSession"}`,
 		`credgw_grpc_request_duration_seconds_bucket{code="OK",method="/credgw.v1.PIVAuth/BeginSession"`,
 		"credgw_sqlite_checkpoint_failures_total 0",
+		"\ncredgw_sqlite_wal_bytes ",
+		"\ncredgw_sqlite_checkpoint_lag_frames ",
 		"credgw_admission_waiting 0",
 		"credgw_escrow_pool_failures_total 0",
 	} {

@@ -265,6 +265,18 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 			Help: "Background SQLite WAL checkpoints that failed or were blocked; a steady rise means the WAL file grows.",
 		}, func() float64 { return float64(c.CheckpointFailures()) }))
 	}
+	if c, ok := s.store.(interface{ WALBytes() int64 }); ok {
+		s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "credgw_sqlite_wal_bytes",
+			Help: "Size of the SQLite WAL file; the store keeps it below store.DefaultWALLimit (64 MiB) unless checkpoints fail.",
+		}, func() float64 { return float64(c.WALBytes()) }))
+	}
+	if c, ok := s.store.(interface{ CheckpointLag() int64 }); ok {
+		s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "credgw_sqlite_checkpoint_lag_frames",
+			Help: "WAL frames the last SQLite checkpoint could not copy into the database (readers held them).",
+		}, func() float64 { return float64(c.CheckpointLag()) }))
+	}
 
 	if err := s.newServices(ctx, o); err != nil {
 		s.closeResources()

@@ -13,8 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -33,6 +31,7 @@ type DB struct {
 	r       *conn         // reads
 	dialect string        // "sqlite" or "postgres"
 	ckpt    *checkpointer // SQLite: WAL checkpoints off the request path
+	lock    *os.File      // SQLite: held while open, one gateway per file (lockSQLite)
 }
 
 // SQLite is the embedded store: one file, WAL, a busy timeout, one writer
@@ -41,9 +40,22 @@ type SQLite = DB
 
 var _ Store = (*DB)(nil)
 
+// busyTimeout is how long a SQLite connection waits for a lock.
+const busyTimeout = 5 * time.Second
+
 // OpenSQLite opens (creating if needed) the database file at path and brings
-// its schema up to date.
-func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
+// its schema up to date. The store holds the database alone, as one
+// gateway: while it is open, a second OpenSQLite of the same file, in this
+// process or another, fails with an InUseError (readers use
+// OpenSQLiteReadOnly).
+func OpenSQLite(ctx context.Context, path string, opts ...SQLiteOption) (*SQLite, error) {
+	o := sqliteOptions{walLimit: DefaultWALLimit}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	// Past a quarter of the limit a forced checkpoint runs (checkpointer);
+	// a WAL that restarts is cut back to that size.
+	trigger := o.walLimit / 4
 	if path == "" {
 		return nil, errors.New("store: sqlite: no database path (set store.dsn)")
 	}
@@ -52,45 +64,38 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 			return nil, fmt.Errorf("store: sqlite: %w", err)
 		}
 	}
+	lock, err := lockSQLite(path)
+	if err != nil {
+		return nil, err
+	}
 	// The file may hold PIV certificates and, later, escrow material.
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("store: sqlite: %w", err)
 	}
 	f.Close()
-	// The pragmas of every connection; busy is the busy timeout in ms. No
-	// automatic checkpoints: SQLite would run them (and their fsync) on the
-	// writer's commit, inside some request. A background checkpointer does
-	// them instead (checkpointer).
-	dsnWith := func(busy int) string {
-		q := url.Values{}
-		for _, p := range []string{"journal_mode(WAL)", fmt.Sprintf("busy_timeout(%d)", busy), "foreign_keys(1)", "synchronous(NORMAL)", "wal_autocheckpoint(0)"} {
-			q.Add("_pragma", p)
-		}
-		return "file:" + path + "?" + q.Encode()
-	}
-	dsn := dsnWith(5000)
-	w, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
+	// No automatic checkpoints: SQLite would run them (and their fsync) on
+	// the writer's commit, inside some request. A background checkpointer
+	// does them instead (checkpointer).
+	pragmas := []string{"wal_autocheckpoint(0)", fmt.Sprintf("journal_size_limit(%d)", trigger)}
+	w, r, err := openPools(path, busyTimeout, pragmas, []string{"query_only(1)"})
 	if err != nil {
-		return nil, fmt.Errorf("store: sqlite: %w", err)
+		lock.Close()
+		return nil, err
 	}
-	w.SetMaxOpenConns(1)
-	r, err := sql.Open("sqlite", dsn+"&"+url.Values{"_pragma": {"query_only(1)"}}.Encode())
-	if err != nil {
-		w.Close()
-		return nil, fmt.Errorf("store: sqlite: %w", err)
-	}
-	r.SetMaxOpenConns(4)
 	// The checkpointer never waits: a checkpoint that finds the database
 	// busy is left to the next one (busy_timeout 0 on its connection).
-	ck, err := sql.Open("sqlite", dsnWith(0))
+	ck, err := sql.Open("sqlite", sqliteDSN(path, 0, pragmas...))
 	if err != nil {
 		w.Close()
 		r.Close()
+		lock.Close()
 		return nil, fmt.Errorf("store: sqlite: %w", err)
 	}
 	ck.SetMaxOpenConns(1)
-	s := &DB{w: newConn(w, true), r: newConn(r, true), dialect: "sqlite", ckpt: newCheckpointer(ck)}
+	s := &DB{w: newConn(w, true), r: newConn(r, true), dialect: "sqlite", ckpt: newCheckpointer(ck, w, path+"-wal", trigger), lock: lock}
+	s.w.beforeWrite = s.ckpt.beforeWrite
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -98,77 +103,64 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	return s, nil
 }
 
-// checkpointInterval is how often the background checkpointer copies the
-// WAL into the database file.
-const checkpointInterval = time.Second
-
-// checkpointer runs SQLite's WAL checkpoints off the request path, on a
-// connection of its own: PASSIVE checkpoints every second, which never
-// wait for the writer or readers, and a TRUNCATE one at Close.
-type checkpointer struct {
-	db     *sql.DB
-	stop   chan struct{}
-	done   chan struct{}
-	closed sync.Once
-	// failures counts checkpoints that failed or were blocked: with
-	// automatic checkpoints off, a count that keeps rising means the WAL
-	// grows.
-	failures atomic.Int64
-}
-
-func newCheckpointer(db *sql.DB) *checkpointer {
-	c := &checkpointer{db: db, stop: make(chan struct{}), done: make(chan struct{})}
-	go c.run()
-	return c
-}
-
-func (c *checkpointer) run() {
-	defer close(c.done)
-	t := time.NewTicker(checkpointInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.stop:
-			return
-		case <-t.C:
-			c.checkpoint("PASSIVE")
-		}
+// OpenSQLiteReadOnly opens an existing SQLite database to read it beside
+// the gateway that holds it (`credgw audit`, the bench's checks): it takes
+// no lock, runs no checkpoints and no migrations, and refuses a schema
+// older than this build's.
+func OpenSQLiteReadOnly(ctx context.Context, path string) (*SQLite, error) {
+	if path == "" {
+		return nil, errors.New("store: sqlite: no database path (set store.dsn)")
 	}
-}
-
-// checkpoint runs one checkpoint; a failure (the database busy) is left
-// to the next one.
-func (c *checkpointer) checkpoint(mode string) error {
-	var busy, log, done int
-	err := c.db.QueryRow("PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &log, &done)
-	if err != nil || busy != 0 {
-		c.failures.Add(1)
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("store: sqlite: %w", err)
 	}
-	return err
-}
-
-// CheckpointFailures is how many background WAL checkpoints failed or were
-// blocked (SQLite; 0 on PostgreSQL). The gateway exports
-// it as credgw_sqlite_checkpoint_failures_total.
-func (s *DB) CheckpointFailures() int64 {
-	if s.ckpt == nil {
-		return 0
+	w, r, err := openPools(path, busyTimeout, []string{"query_only(1)"}, nil)
+	if err != nil {
+		return nil, err
 	}
-	return s.ckpt.failures.Load()
+	s := &DB{w: newConn(w, true), r: newConn(r, true), dialect: "sqlite"}
+	// goose would create its table in a database never migrated.
+	var migrated int
+	err = s.r.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'goose_db_version'`).Scan(&migrated)
+	var cur, want int64 = 0, 1
+	if err == nil && migrated == 1 {
+		cur, want, err = s.SchemaVersion(ctx)
+	}
+	if err == nil && cur < want {
+		err = fmt.Errorf("store: the SQLite database %s is at schema version %d, this credgw expects %d: start credgw serve or run credgw migrate", path, cur, want)
+	}
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
-// Close stops the checkpointer after a last, truncating checkpoint, which
-// does not wait for other processes that have the database open (a
-// gateway, while a CLI closes): then the WAL simply stays.
-func (c *checkpointer) Close() error {
-	var err error
-	c.closed.Do(func() {
-		close(c.stop)
-		<-c.done
-		c.checkpoint("TRUNCATE") // busy: left to the next checkpoint of whoever runs
-		err = c.db.Close()
-	})
-	return err
+// sqliteDSN is the DSN of path with the pragmas every connection has, a
+// busy timeout of busy, and more.
+func sqliteDSN(path string, busy time.Duration, more ...string) string {
+	q := url.Values{}
+	for _, p := range append([]string{"journal_mode(WAL)", fmt.Sprintf("busy_timeout(%d)", busy.Milliseconds()), "foreign_keys(1)", "synchronous(NORMAL)"}, more...) {
+		q.Add("_pragma", p)
+	}
+	return "file:" + path + "?" + q.Encode()
+}
+
+// openPools opens the one-connection writer pool and the reader pool, with
+// pragmas on both and readers more on the readers.
+func openPools(path string, busy time.Duration, pragmas, readers []string) (w, r *sql.DB, err error) {
+	w, err = sql.Open("sqlite", sqliteDSN(path, busy, pragmas...)+"&_txlock=immediate")
+	if err != nil {
+		return nil, nil, fmt.Errorf("store: sqlite: %w", err)
+	}
+	w.SetMaxOpenConns(1)
+	r, err = sql.Open("sqlite", sqliteDSN(path, busy, append(pragmas, readers...)...))
+	if err != nil {
+		w.Close()
+		return nil, nil, fmt.Errorf("store: sqlite: %w", err)
+	}
+	r.SetMaxOpenConns(4)
+	return w, r, nil
 }
 
 // provider is goose over the dialect's embedded migrations.
@@ -212,9 +204,15 @@ func (s *DB) SchemaVersion(ctx context.Context) (current, expected int64, err er
 
 // Close closes the database.
 func (s *DB) Close() error {
+	if s.ckpt != nil {
+		s.ckpt.halt() // its forced checkpoints use the writer connection
+	}
 	err := errors.Join(s.r.Close(), s.w.Close())
 	if s.ckpt != nil {
 		err = errors.Join(err, s.ckpt.Close())
+	}
+	if s.lock != nil {
+		s.lock.Close() // after the last checkpoint; releases the flock
 	}
 	return err
 }
@@ -226,6 +224,7 @@ func (s *DB) tx(ctx context.Context, fn func(*stx) error) error {
 
 // inTx runs fn in a transaction on db, committing if fn succeeds.
 func inTx(ctx context.Context, c *conn, fn func(*stx) error) error {
+	c.writing()
 	tx, err := c.BeginTx(ctx, nil)
 	if err != nil {
 		return wrapDB(err)

@@ -20,6 +20,10 @@ const maxCachedStatements = 256
 type conn struct {
 	*sql.DB
 	cache bool
+	// beforeWrite, if set, runs before each call outside a transaction
+	// and before each transaction (SQLite: the checkpointer keeps the WAL
+	// bounded).
+	beforeWrite func()
 
 	mu      sync.Mutex
 	stmts   map[string]*sql.Stmt
@@ -65,7 +69,14 @@ func (c *conn) prepare(ctx context.Context, query string) *sql.Stmt {
 	return st
 }
 
+func (c *conn) writing() {
+	if c.beforeWrite != nil {
+		c.beforeWrite()
+	}
+}
+
 func (c *conn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	c.writing()
 	if c.cache {
 		if st := c.prepare(ctx, query); st != nil {
 			return st.ExecContext(ctx, args...)
@@ -75,6 +86,7 @@ func (c *conn) ExecContext(ctx context.Context, query string, args ...any) (sql.
 }
 
 func (c *conn) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	c.writing()
 	if c.cache {
 		if st := c.prepare(ctx, query); st != nil {
 			return st.QueryContext(ctx, args...)
@@ -84,6 +96,7 @@ func (c *conn) QueryContext(ctx context.Context, query string, args ...any) (*sq
 }
 
 func (c *conn) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	c.writing()
 	if c.cache {
 		if st := c.prepare(ctx, query); st != nil {
 			return st.QueryRowContext(ctx, args...)

@@ -240,11 +240,11 @@ func TestSQLiteFileMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
 	st, err := os.Stat(path)
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("mode %v, %v", st.Mode(), err)
 	}
+	s.Close()
 	// Opening again migrates nothing and works.
 	s2, err := OpenSQLite(context.Background(), path)
 	if err != nil {

@@ -10,7 +10,9 @@ import (
 
 // TestDevInitServeLogin: `credgw dev init`, then `credgw hsm-sim serve` and
 // `credgw serve` as separate processes, and `credgw piv login` with the card:
-// what a developer does by hand. Both servers stop cleanly on SIGTERM.
+// what a developer does by hand. Both servers stop cleanly on SIGTERM. A
+// second `credgw serve`, or `credgw migrate`, on the same SQLite database is
+// refused and pointed to PostgreSQL.
 func TestDevInitServeLogin(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "dev")
 	out := run(t, nil, true, credgwBin, "dev", "init", "--dir", dir)
@@ -33,6 +35,14 @@ func TestDevInitServeLogin(t *testing.T) {
 	}
 	startServe(t, filepath.Join(dir, "hsm"))
 	startProcess(t, "credgw serving", credgwBin, "serve", "--config", filepath.Join(dir, "credgw.yaml"))
+	for _, cmd := range []string{"serve", "migrate"} {
+		out := run(t, nil, false, credgwBin, cmd, "--config", filepath.Join(dir, "credgw.yaml"))
+		for _, want := range []string{"is in use by another credgw", "store.driver: postgres"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("credgw %s beside a running gateway does not say %q:\n%s", cmd, want, out)
+			}
+		}
+	}
 
 	conf := "SOFTHSM2_CONF=" + filepath.Join(dir, "hsm", "softhsm2.conf")
 	tokenFile := filepath.Join(t.TempDir(), "token")

@@ -98,5 +98,5 @@ func openConfiguredStore(cmd *cobra.Command, cfgPath string) (store.Store, error
 	if err != nil {
 		return nil, err
 	}
-	return server.OpenStore(cmd.Context(), cfg, false)
+	return server.OpenStoreReadOnly(cmd.Context(), cfg) // beside a running gateway
 }

@@ -1,0 +1,97 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSQLiteOneGateway: a second open of a SQLite database that a store
+// holds is refused, saying why and what to use instead (flock conflicts
+// between two opens of the lock file, even in one process); closing the
+// first lets it open. Read-only opens, as for `credgw audit`, go on.
+func TestSQLiteOneGateway(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "credgw.db")
+	first, err := OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	now := time.Now()
+	if err := first.CreateChallenge(ctx, Challenge{SessionID: "s", Challenge: []byte("c"), GatewayID: "g", CreatedAt: now, ExpiresAt: now.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+
+	second, err := OpenSQLite(ctx, path)
+	if err == nil {
+		second.Close()
+		t.Fatal("a second store opened a SQLite database that one holds")
+	}
+	var inUse *InUseError
+	if !errors.As(err, &inUse) {
+		t.Fatalf("second open: %v, want an InUseError", err)
+	}
+	for _, want := range []string{path, fmt.Sprintf("pid %d", os.Getpid()), "one SQLite database serves one gateway", "store.driver: postgres"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the refusal %q does not say %q", err, want)
+		}
+	}
+	if fi, err := os.Stat(path + ".lock"); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("lock file: %v, %v", fi, err)
+	}
+
+	ro, err := OpenSQLiteReadOnly(ctx, path)
+	if err != nil {
+		t.Fatalf("read-only open beside the gateway: %v", err)
+	}
+	if _, err := ro.PIVCertificate(ctx, "none"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("read-only read: %v", err)
+	}
+	if err := ro.CreateChallenge(ctx, Challenge{SessionID: "t", Challenge: []byte("c"), GatewayID: "g", CreatedAt: now, ExpiresAt: now}); err == nil {
+		t.Error("a read-only store wrote")
+	}
+	ro.Close()
+
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	second, err = OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatalf("after the first closed: %v", err)
+	}
+	defer second.Close()
+	if _, err := second.ConsumeChallenge(ctx, "s", now); err != nil {
+		t.Fatalf("the second store does not see the first's writes: %v", err)
+	}
+}
+
+// TestSQLiteReadOnlyRefuses: a read-only open neither creates a database
+// nor migrates one.
+func TestSQLiteReadOnlyRefuses(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "none.db")
+	if s, err := OpenSQLiteReadOnly(ctx, path); err == nil {
+		s.Close()
+		t.Fatal("read-only open of a missing database succeeded")
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("read-only open created %s (%v)", path, err)
+	}
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenSQLiteReadOnly(ctx, path)
+	if err == nil {
+		s.Close()
+		t.Fatal("read-only open of an unmigrated database succeeded")
+	}
+	if !strings.Contains(err.Error(), "credgw migrate") {
+		t.Errorf("the refusal %q does not say how to migrate", err)
+	}
+}
