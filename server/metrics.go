@@ -18,6 +18,9 @@ type metrics struct {
 	linkageUnknown prometheus.Counter
 	// admissionWaiting is how many new-work calls wait for a slot.
 	admissionWaiting prometheus.Gauge
+	// connsRefused counts connections closed at accept because their
+	// source held limits.max_conns_per_source already.
+	connsRefused *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -40,8 +43,12 @@ func newMetrics() *metrics {
 			Name: "credgw_admission_waiting",
 			Help: "Calls waiting for an admission slot (limits.new_work) while the gateway is busy: sign-ins (BeginSession, CompleteSession, and those taking their slot back after an OCSP/CRL fetch) and enrollments (CreateEnrollment).",
 		}),
+		connsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "credgw_connections_refused_total",
+			Help: "Connections closed as they were accepted because their source address held limits.max_conns_per_source on that listener already, by listener.",
+		}, []string{"listener"}),
 	}
-	m.reg.MustRegister(m.rpcs, m.duration, m.linkageUnknown, m.admissionWaiting, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.rpcs, m.duration, m.linkageUnknown, m.admissionWaiting, m.connsRefused, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
