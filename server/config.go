@@ -127,6 +127,29 @@ type LimitsConfig struct {
 	NewWork int `yaml:"new_work"`
 	// Rates limits what a card can start (ratelimit.go).
 	Rates RatesConfig `yaml:"rates"`
+
+	// What slow and idle clients may hold (connlimit.go, streams.go).
+
+	// MaxConnsPerSource bounds the open connections of one source address
+	// on each listener; more are closed at once. -1: no limit.
+	MaxConnsPerSource int `yaml:"max_conns_per_source"`
+	// HTTPReadHeaderTimeout, HTTPReadTimeout, HTTPWriteTimeout and
+	// HTTPIdleTimeout bound the portal and plain-HTTP listeners.
+	HTTPReadHeaderTimeout Duration `yaml:"http_read_header_timeout"`
+	HTTPReadTimeout       Duration `yaml:"http_read_timeout"`
+	HTTPWriteTimeout      Duration `yaml:"http_write_timeout"`
+	HTTPIdleTimeout       Duration `yaml:"http_idle_timeout"`
+	// GRPCIdleTimeout closes a gRPC connection without calls for so long.
+	GRPCIdleTimeout Duration `yaml:"grpc_idle_timeout"`
+	// GRPCMaxConnectionAge sends GOAWAY to a connection this old; it is
+	// closed stream_timeout later.
+	GRPCMaxConnectionAge Duration `yaml:"grpc_max_connection_age"`
+	// MaxStreamsPerConn bounds the concurrent calls of one gRPC connection.
+	MaxStreamsPerConn int `yaml:"max_streams_per_conn"`
+	// StreamTimeout is the deadline of a Redeem or Rekey stream.
+	StreamTimeout Duration `yaml:"stream_timeout"`
+	// MaxWatchStreams bounds the Health/Watch streams open at once.
+	MaxWatchStreams int `yaml:"max_watch_streams"`
 }
 
 // HSMConfig says how to reach PKCS#11.
@@ -256,6 +279,21 @@ const (
 	DefaultMaxRecvBytes = 1 << 20
 	DefaultRPCTimeout   = 30 * time.Second
 	DefaultShutdown     = 15 * time.Second
+
+	// What slow and idle clients may hold: far above what a phone, a
+	// browser or a load balancer's health check needs.
+	DefaultMaxConnsPerSource     = 256
+	DefaultHTTPReadHeaderTimeout = 10 * time.Second
+	DefaultHTTPReadTimeout       = 30 * time.Second
+	DefaultHTTPWriteTimeout      = time.Minute
+	DefaultHTTPIdleTimeout       = 30 * time.Second
+	DefaultGRPCIdleTimeout       = 2 * time.Minute
+	DefaultGRPCMaxConnectionAge  = time.Hour
+	DefaultMaxStreamsPerConn     = 100
+	// DefaultStreamTimeout is long enough for a slow but honest phone to
+	// download a package of a few tens of KiB.
+	DefaultStreamTimeout   = 10 * time.Minute
+	DefaultMaxWatchStreams = 64
 )
 
 // DefaultPolicy is id-fpki-common-authentication.
@@ -340,6 +378,7 @@ func (c *Config) applyDefaults() {
 	if c.Limits.ShutdownTimeout.Duration == 0 {
 		c.Limits.ShutdownTimeout.Duration = DefaultShutdown
 	}
+	c.Limits.applyClientDefaults()
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -511,6 +550,65 @@ func (c *Config) validateLimits(bad func(string, ...any)) {
 	}
 	if c.Limits.MaxRecvBytes < 16<<10 || c.Limits.MaxRecvBytes > 64<<20 {
 		bad("limits.max_recv_bytes %d: between 16384 and 67108864", c.Limits.MaxRecvBytes)
+	}
+	c.Limits.validateClients(bad)
+}
+
+func (l *LimitsConfig) applyClientDefaults() {
+	if l.MaxConnsPerSource == 0 {
+		l.MaxConnsPerSource = DefaultMaxConnsPerSource
+	}
+	for _, d := range []struct {
+		v   *Duration
+		def time.Duration
+	}{
+		{&l.HTTPReadHeaderTimeout, DefaultHTTPReadHeaderTimeout}, {&l.HTTPReadTimeout, DefaultHTTPReadTimeout},
+		{&l.HTTPWriteTimeout, DefaultHTTPWriteTimeout}, {&l.HTTPIdleTimeout, DefaultHTTPIdleTimeout},
+		{&l.GRPCIdleTimeout, DefaultGRPCIdleTimeout}, {&l.GRPCMaxConnectionAge, DefaultGRPCMaxConnectionAge},
+		{&l.StreamTimeout, DefaultStreamTimeout},
+	} {
+		if d.v.Duration == 0 {
+			d.v.Duration = d.def
+		}
+	}
+	if l.MaxStreamsPerConn == 0 {
+		l.MaxStreamsPerConn = DefaultMaxStreamsPerConn
+	}
+	if l.MaxWatchStreams == 0 {
+		l.MaxWatchStreams = DefaultMaxWatchStreams
+	}
+}
+
+// validateClients checks what slow and idle clients may hold.
+func (l *LimitsConfig) validateClients(bad func(string, ...any)) {
+	if n := l.MaxConnsPerSource; n < -1 || n > 1<<20 {
+		bad("limits.max_conns_per_source %d: -1 (no limit) or 1 to 1048576", n)
+	}
+	for _, d := range []struct {
+		name     string
+		v        time.Duration
+		min, max time.Duration
+	}{
+		{"http_read_header_timeout", l.HTTPReadHeaderTimeout.Duration, 100 * time.Millisecond, 5 * time.Minute},
+		{"http_read_timeout", l.HTTPReadTimeout.Duration, 100 * time.Millisecond, 30 * time.Minute},
+		{"http_write_timeout", l.HTTPWriteTimeout.Duration, 100 * time.Millisecond, 30 * time.Minute},
+		{"http_idle_timeout", l.HTTPIdleTimeout.Duration, 100 * time.Millisecond, time.Hour},
+		{"grpc_idle_timeout", l.GRPCIdleTimeout.Duration, time.Second, 24 * time.Hour},
+		{"grpc_max_connection_age", l.GRPCMaxConnectionAge.Duration, time.Second, 7 * 24 * time.Hour},
+		{"stream_timeout", l.StreamTimeout.Duration, 100 * time.Millisecond, 24 * time.Hour},
+	} {
+		if d.v < d.min || d.v > d.max {
+			bad("limits.%s %s: between %s and %s", d.name, d.v, d.min, d.max)
+		}
+	}
+	if l.HTTPReadTimeout.Duration < l.HTTPReadHeaderTimeout.Duration {
+		bad("limits.http_read_timeout %s: at least http_read_header_timeout (%s), which it includes", l.HTTPReadTimeout.Duration, l.HTTPReadHeaderTimeout.Duration)
+	}
+	if n := l.MaxStreamsPerConn; n < 1 || n > 10000 {
+		bad("limits.max_streams_per_conn %d: 1 to 10000", n)
+	}
+	if n := l.MaxWatchStreams; n < -1 || n > 1<<20 {
+		bad("limits.max_watch_streams %d: -1 (no limit) or 1 to 1048576", n)
 	}
 }
 

@@ -14,7 +14,8 @@ import (
 )
 
 // The interceptor chain, outermost first: recover, observe (log + metrics),
-// deadline, authorize, admission (new work waits under load), map errors. Request and response messages are never
+// deadline (streams: the Watch limit and the download deadline, streams.go),
+// authorize, admission (new work waits under load), map errors. Request and response messages are never
 // logged: they carry challenges, signatures, tokens and passwords.
 
 func (s *Server) unaryInterceptors() []grpc.UnaryServerInterceptor {
@@ -25,7 +26,7 @@ func (s *Server) unaryInterceptors() []grpc.UnaryServerInterceptor {
 
 func (s *Server) streamInterceptors() []grpc.StreamServerInterceptor {
 	return []grpc.StreamServerInterceptor{
-		s.recoverStream, s.observeStream, s.authorizeStream, s.errorsStream,
+		s.recoverStream, s.observeStream, s.watchStream, s.deadlineStream, s.authorizeStream, s.errorsStream,
 	}
 }
 

@@ -21,6 +21,9 @@ type metrics struct {
 	// escrowPoolFailures counts failed key generations in the escrow
 	// key pool (each is logged; the pool retries with backoff).
 	escrowPoolFailures prometheus.Counter
+	// connsRefused counts connections closed at accept because their
+	// source held limits.max_conns_per_source already.
+	connsRefused *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -47,8 +50,12 @@ func newMetrics() *metrics {
 			Name: "credgw_escrow_pool_failures_total",
 			Help: "Key generations that failed in the escrow key pool (escrow.pool_size); the pool retries with backoff and enrollments generate on demand meanwhile.",
 		}),
+		connsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "credgw_connections_refused_total",
+			Help: "Connections closed as they were accepted because their source address held limits.max_conns_per_source on that listener already, by listener.",
+		}, []string{"listener"}),
 	}
-	m.reg.MustRegister(m.rpcs, m.duration, m.linkageUnknown, m.admissionWaiting, m.escrowPoolFailures, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.rpcs, m.duration, m.linkageUnknown, m.admissionWaiting, m.escrowPoolFailures, m.connsRefused, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

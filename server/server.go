@@ -63,6 +63,8 @@ type Server struct {
 	grpc      *grpc.Server
 	http      *http.Server
 	grpcLn    net.Listener
+	grpcConns *perSourceListener // grpcLn, for the stream deadline
+	watches   watchLimit
 	httpLn    net.Listener
 	portal    *http.Server
 	portalLn  net.Listener
@@ -283,12 +285,25 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 		return nil, err
 	}
 
+	s.watches.max = int64(cfg.Limits.MaxWatchStreams)
 	s.grpc = grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(s.tlsConfig)),
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxRecvBytes),
-		grpc.MaxConcurrentStreams(256),
-		grpc.ConnectionTimeout(10*time.Second),
-		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 5 * time.Minute}),
+		grpc.MaxConcurrentStreams(uint32(cfg.Limits.MaxStreamsPerConn)),
+		// The TLS handshake and the HTTP/2 preface.
+		grpc.ConnectionTimeout(cfg.Limits.HTTPReadHeaderTimeout.Duration),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle: cfg.Limits.GRPCIdleTimeout.Duration,
+			// GOAWAY at this age; what still runs then has stream_timeout.
+			MaxConnectionAge:      cfg.Limits.GRPCMaxConnectionAge.Duration,
+			MaxConnectionAgeGrace: cfg.Limits.StreamTimeout.Duration,
+			// A peer that acknowledges no ping (gone, or reading nothing)
+			// is closed.
+			Time: keepaliveTime, Timeout: keepaliveTimeout,
+		}),
+		// Clients may ping every keepaliveMinPing while calls run; more
+		// often, or on an idle connection, is answered with GOAWAY.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinPing}),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptors()...),
 		grpc.ChainStreamInterceptor(s.streamInterceptors()...),
 	)
@@ -306,7 +321,32 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 	return s, nil
 }
 
+// Keepalive: the server pings a connection quiet for keepaliveTime and
+// closes it if the ping is not acknowledged within keepaliveTimeout.
+const (
+	keepaliveTime    = time.Minute
+	keepaliveTimeout = 20 * time.Second
+	keepaliveMinPing = 20 * time.Second
+)
+
 type asn1OID = asn1.ObjectIdentifier
+
+// httpServer bounds what a slow or idle client holds on an HTTP listener
+// (the limits.http_* timeouts).
+func (s *Server) httpServer(h http.Handler) *http.Server {
+	l := s.cfg.Limits
+	return &http.Server{Handler: h, ReadHeaderTimeout: l.HTTPReadHeaderTimeout.Duration, ReadTimeout: l.HTTPReadTimeout.Duration,
+		WriteTimeout: l.HTTPWriteTimeout.Duration, IdleTimeout: l.HTTPIdleTimeout.Duration}
+}
+
+// listen binds addr with the per-source connection limit.
+func (s *Server) listen(name, addr string) (*perSourceListener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return limitPerSource(ln, s.cfg.Limits.MaxConnsPerSource, s.metrics.connsRefused.WithLabelValues(name)), nil
+}
 
 func paths(cfg *Config, in []string) []string {
 	out := make([]string, len(in))
@@ -332,13 +372,14 @@ func (s *Server) Start() error {
 	}
 	s.sweepDue(catchUp)
 	cancel()
-	if s.grpcLn, err = net.Listen("tcp", s.cfg.Listen.GRPC); err != nil {
-		return fmt.Errorf("listen.grpc: %w", err)
+	if s.grpcConns, err = s.listen("listen.grpc", s.cfg.Listen.GRPC); err != nil {
+		return err
 	}
+	s.grpcLn = s.grpcConns
 	if s.cfg.Listen.HTTP != "" {
-		if s.httpLn, err = net.Listen("tcp", s.cfg.Listen.HTTP); err != nil {
+		if s.httpLn, err = s.listen("listen.http", s.cfg.Listen.HTTP); err != nil {
 			s.grpcLn.Close()
-			return fmt.Errorf("listen.http: %w", err)
+			return err
 		}
 		mux := http.NewServeMux()
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -361,7 +402,7 @@ func (s *Server) Start() error {
 			}
 			mux.Handle("POST "+webhookPath, &webhook{s: s, key: key})
 		}
-		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		s.http = s.httpServer(mux)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -420,9 +461,9 @@ func (s *Server) startPortal() error {
 	tc := s.tlsConfig.Clone()
 	tc.NextProtos = []string{"h2", "http/1.1"}
 	tc.ClientCAs = s.pivIssuers
-	ln, err := net.Listen("tcp", s.cfg.Portal.Listen)
+	ln, err := s.listen("portal.listen", s.cfg.Portal.Listen)
 	if err != nil {
-		return fmt.Errorf("portal.listen: %w", err)
+		return err
 	}
 	s.portalLn = ln
 	// What the portal records in the audit log carries the browser's
@@ -431,8 +472,9 @@ func (s *Server) startPortal() error {
 	withSource := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		pages.ServeHTTP(w, r.WithContext(audit.WithCaller(r.Context(), audit.Caller{Source: r.RemoteAddr})))
 	})
-	s.portal = &http.Server{Handler: withSource, TLSConfig: tc, ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	s.portal = s.httpServer(withSource)
+	s.portal.TLSConfig = tc
+	s.portal.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
