@@ -103,26 +103,36 @@ func (s *statusChecker) check(ctx context.Context, leaf, issuer *x509.Certificat
 }
 
 // shared runs fetch once for every caller asking for the same flight at the
-// same time. The fetch runs on none of their contexts (each fetch has its
-// own timeout): a caller that gives up leaves it running for the others.
+// same time. The fetch belongs to none of them: it runs on a context of its
+// own (each fetch has its timeout), so a caller that gives up leaves it
+// running for the others, and nothing a caller's context carries (the
+// gateway's admission slot) travels with it. Each caller's wait is its own
+// network wait (Options.NetworkWait).
 func shared[V any](ctx context.Context, s *statusChecker, flight string, fetch func(context.Context) (V, error)) (V, error) {
+	var zero V
 	ch := s.flights.DoChan(flight, func() (any, error) {
-		return fetch(context.WithoutCancel(ctx))
+		return fetch(context.Background())
 	})
 	if s.joined != nil {
 		s.joined(flight)
 	}
-	select {
-	case r := <-ch:
-		if r.Err != nil {
-			var zero V
-			return zero, r.Err
-		}
-		return r.Val.(V), nil
-	case <-ctx.Done():
-		var zero V
-		return zero, ctx.Err()
+	end := func() error { return nil }
+	if s.opts.NetworkWait != nil {
+		end = s.opts.NetworkWait(ctx)
 	}
+	var r singleflight.Result
+	select {
+	case r = <-ch:
+	case <-ctx.Done():
+		r.Err = ctx.Err()
+	}
+	if err := end(); err != nil {
+		return zero, errors.Join(r.Err, err)
+	}
+	if r.Err != nil {
+		return zero, r.Err
+	}
+	return r.Val.(V), nil
 }
 
 func httpURL(urls []string) (string, bool) {

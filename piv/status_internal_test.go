@@ -145,6 +145,11 @@ func TestStatusFetchSharedUnderWave(t *testing.T) {
 			r := newSlowResponder(t, tc.ocspDown)
 			s := newStatusChecker(Options{HTTPClient: r.srv.Client(), OCSPTimeout: time.Minute, CRLTimeout: time.Minute,
 				MaxStatusAge: DefaultMaxStatusAge, Now: time.Now})
+			var waits, ended atomic.Int64
+			s.opts.NetworkWait = func(context.Context) func() error {
+				waits.Add(1)
+				return func() error { ended.Add(1); return nil }
+			}
 			joins := make(chan string, 4*wave)
 			s.joined = func(flight string) { joins <- flight }
 			type result struct {
@@ -198,6 +203,15 @@ func TestStatusFetchSharedUnderWave(t *testing.T) {
 			}
 			if o, c := r.calls["/ocsp"].Load(), r.calls["/crl"].Load(); o != wantOCSP || c != tc.wantCRL {
 				t.Errorf("after the wave: %d OCSP and %d CRL requests, want %d and %d", o, c, wantOCSP, tc.wantCRL)
+			}
+			// Every verification's wait on a fetch, shared or not, was
+			// a network wait, and every one ended.
+			wantWaits := int64(wave)
+			if tc.ocspDown {
+				wantWaits = wave + (wave - 1) + 1
+			}
+			if w, e := waits.Load(), ended.Load(); w != wantWaits || e != w {
+				t.Errorf("%d network waits begun and %d ended, want %d", w, e, wantWaits)
 			}
 		})
 	}
