@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ocsp"
+	"golang.org/x/sync/singleflight"
 )
 
 const (
@@ -31,36 +32,43 @@ const (
 // Answers are cached until their nextUpdate, and used for at most
 // Options.MaxStatusAge after they were fetched: a card revoked at its
 // issuer is refused within that age, not hours later.
+//
+// A sign-in wave must not become a wave of fetches: one fetch per OCSP
+// request (issuer key, serial) and per CRL serves every verification that
+// needs it meanwhile, and the caches are bounded in size and age.
 type statusChecker struct {
 	opts Options
 
 	mu   sync.Mutex
-	ocsp map[string]ocspEntry // issuer key hash ‖ serial
-	crls map[string]*crlEntry // URL
+	ocsp *statusCache[ocspEntry] // issuer key hash ‖ serial
+	crls *statusCache[*crlEntry] // URL ‖ issuer hash
+
+	flights singleflight.Group
+	// joined, if set, is called when a verification waits on a fetch
+	// (tests: release a slow responder once every waiter is there).
+	joined func(flight string)
 }
 
+// Bounds of the status caches. An OCSP answer is ~100 bytes; a CRL of a
+// large issuer is megabytes, and a deployment trusts a few dozen issuers.
+const (
+	maxCachedOCSP = 16384
+	maxCachedCRLs = 64
+)
+
 type ocspEntry struct {
-	status     int
-	revokedAt  time.Time
-	nextUpdate time.Time
-	fetched    time.Time
+	status    int
+	revokedAt time.Time
 }
 
 type crlEntry struct {
-	issuerRaw  []byte
-	revoked    map[string]time.Time // serial (hex) → revocation time
-	nextUpdate time.Time
-	fetched    time.Time
-}
-
-// fresh reports whether a cached answer fetched at fetched, valid until
-// nextUpdate, may still be used at now.
-func (s *statusChecker) fresh(now, fetched, nextUpdate time.Time) bool {
-	return now.Before(nextUpdate) && now.Sub(fetched) < s.opts.MaxStatusAge
+	revoked map[string]time.Time // serial (hex) → revocation time
 }
 
 func newStatusChecker(opts Options) *statusChecker {
-	return &statusChecker{opts: opts, ocsp: map[string]ocspEntry{}, crls: map[string]*crlEntry{}}
+	return &statusChecker{opts: opts,
+		ocsp: newStatusCache[ocspEntry](maxCachedOCSP, opts.MaxStatusAge),
+		crls: newStatusCache[*crlEntry](maxCachedCRLs, opts.MaxStatusAge)}
 }
 
 // check returns "ocsp" or "crl" for a good status, ErrRevoked, or
@@ -76,6 +84,11 @@ func (s *statusChecker) check(ctx context.Context, leaf, issuer *x509.Certificat
 		}
 		ocspErr = errors.New("the responder does not know the certificate")
 	}
+	if err := ctx.Err(); err != nil {
+		// The caller went away: its status is nobody's concern now,
+		// and its absence is not the responders' fault.
+		return "", fmt.Errorf("piv: revocation status: %w", err)
+	}
 	revoked, at, crlErr := s.crlStatus(ctx, leaf, issuer)
 	if crlErr == nil {
 		if revoked {
@@ -83,7 +96,43 @@ func (s *statusChecker) check(ctx context.Context, leaf, issuer *x509.Certificat
 		}
 		return "crl", nil
 	}
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("piv: revocation status: %w", err)
+	}
 	return "", fmt.Errorf("%w: OCSP: %v; CRL: %v. Try again later", ErrStatusUnavailable, ocspErr, crlErr)
+}
+
+// shared runs fetch once for every caller asking for the same flight at the
+// same time. The fetch belongs to none of them: it runs on a context of its
+// own (each fetch has its timeout), so a caller that gives up leaves it
+// running for the others, and nothing a caller's context carries (the
+// gateway's admission slot) travels with it. Each caller's wait is its own
+// network wait (Options.NetworkWait).
+func shared[V any](ctx context.Context, s *statusChecker, flight string, fetch func(context.Context) (V, error)) (V, error) {
+	var zero V
+	ch := s.flights.DoChan(flight, func() (any, error) {
+		return fetch(context.Background())
+	})
+	if s.joined != nil {
+		s.joined(flight)
+	}
+	end := func() error { return nil }
+	if s.opts.NetworkWait != nil {
+		end = s.opts.NetworkWait(ctx)
+	}
+	var r singleflight.Result
+	select {
+	case r = <-ch:
+	case <-ctx.Done():
+		r.Err = ctx.Err()
+	}
+	if err := end(); err != nil {
+		return zero, errors.Join(r.Err, err)
+	}
+	if r.Err != nil {
+		return zero, r.Err
+	}
+	return r.Val.(V), nil
 }
 
 func httpURL(urls []string) (string, bool) {
@@ -101,46 +150,63 @@ func ocspKey(leaf, issuer *x509.Certificate) string {
 }
 
 func (s *statusChecker) ocspStatus(ctx context.Context, leaf, issuer *x509.Certificate) (int, time.Time, error) {
-	now := s.opts.Now()
 	key := ocspKey(leaf, issuer)
-	s.mu.Lock()
-	e, ok := s.ocsp[key]
-	s.mu.Unlock()
-	if ok && s.fresh(now, e.fetched, e.nextUpdate) {
+	if e, ok := s.cachedOCSP(key); ok {
 		return e.status, e.revokedAt, nil
 	}
+	e, err := shared(ctx, s, "ocsp\x00"+key, func(ctx context.Context) (ocspEntry, error) {
+		// A verification that missed the cache just before the previous
+		// flight stored its answer finds it here.
+		if e, ok := s.cachedOCSP(key); ok {
+			return e, nil
+		}
+		return s.fetchOCSP(ctx, key, leaf, issuer)
+	})
+	return e.status, e.revokedAt, err
+}
+
+func (s *statusChecker) cachedOCSP(key string) (ocspEntry, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ocsp.get(key, s.opts.Now())
+}
+
+func (s *statusChecker) fetchOCSP(ctx context.Context, key string, leaf, issuer *x509.Certificate) (ocspEntry, error) {
+	var none ocspEntry
 	u, ok := httpURL(leaf.OCSPServer)
 	if !ok {
-		return 0, time.Time{}, errors.New("no http OCSP URL in the certificate's AIA")
+		return none, errors.New("no http OCSP URL in the certificate's AIA")
 	}
 	req, err := ocsp.CreateRequest(leaf, issuer, &ocsp.RequestOptions{Hash: crypto.SHA256})
 	if err != nil {
-		return 0, time.Time{}, err
+		return none, err
 	}
+	now := s.opts.Now() // the answer's age counts from before the request
 	body, err := s.fetch(ctx, http.MethodPost, u, req, "application/ocsp-request", s.opts.OCSPTimeout, maxOCSPResponse)
 	if err != nil {
-		return 0, time.Time{}, err
+		return none, err
 	}
 	resp, err := ocsp.ParseResponseForCert(body, leaf, issuer)
 	if err != nil {
-		return 0, time.Time{}, fmt.Errorf("response from %s: %v", u, err)
+		return none, fmt.Errorf("response from %s: %v", u, err)
 	}
 	if err := checkResponder(resp, issuer, now); err != nil {
-		return 0, time.Time{}, fmt.Errorf("response from %s: %v", u, err)
+		return none, fmt.Errorf("response from %s: %v", u, err)
 	}
 	if resp.SerialNumber.Cmp(leaf.SerialNumber) != 0 {
-		return 0, time.Time{}, fmt.Errorf("response from %s is for another serial", u)
+		return none, fmt.Errorf("response from %s is for another serial", u)
 	}
 	if resp.ThisUpdate.After(now.Add(clockSkew)) {
-		return 0, time.Time{}, fmt.Errorf("response from %s has thisUpdate %s in the future", u, resp.ThisUpdate.UTC().Format(time.RFC3339))
+		return none, fmt.Errorf("response from %s has thisUpdate %s in the future", u, resp.ThisUpdate.UTC().Format(time.RFC3339))
 	}
 	if resp.NextUpdate.IsZero() || !now.Before(resp.NextUpdate) {
-		return 0, time.Time{}, fmt.Errorf("response from %s is stale (nextUpdate %s)", u, resp.NextUpdate.UTC().Format(time.RFC3339))
+		return none, fmt.Errorf("response from %s is stale (nextUpdate %s)", u, resp.NextUpdate.UTC().Format(time.RFC3339))
 	}
+	e := ocspEntry{status: resp.Status, revokedAt: resp.RevokedAt}
 	s.mu.Lock()
-	s.ocsp[key] = ocspEntry{status: resp.Status, revokedAt: resp.RevokedAt, nextUpdate: resp.NextUpdate, fetched: now}
+	s.ocsp.put(key, e, now, resp.NextUpdate)
 	s.mu.Unlock()
-	return resp.Status, resp.RevokedAt, nil
+	return e, nil
 }
 
 // checkResponder: the response is signed by the issuer itself, or by a
@@ -168,24 +234,35 @@ func (s *statusChecker) crlStatus(ctx context.Context, leaf, issuer *x509.Certif
 	if !ok {
 		return false, time.Time{}, errors.New("no http CRL distribution point")
 	}
-	now := s.opts.Now()
-	s.mu.Lock()
-	e, ok := s.crls[u]
-	s.mu.Unlock()
-	if !ok || !s.fresh(now, e.fetched, e.nextUpdate) || !bytes.Equal(e.issuerRaw, issuer.Raw) {
+	// One entry per URL and issuer: a CRL is used only for the issuer it
+	// was checked against.
+	ih := sha256.Sum256(issuer.Raw)
+	key := u + "\x00" + string(ih[:])
+	e, ok := s.cachedCRL(key)
+	if !ok {
 		var err error
-		if e, err = s.fetchCRL(ctx, u, issuer, now); err != nil {
+		e, err = shared(ctx, s, "crl\x00"+key, func(ctx context.Context) (*crlEntry, error) {
+			if e, ok := s.cachedCRL(key); ok {
+				return e, nil
+			}
+			return s.fetchCRL(ctx, key, u, issuer)
+		})
+		if err != nil {
 			return false, time.Time{}, err
 		}
-		s.mu.Lock()
-		s.crls[u] = e
-		s.mu.Unlock()
 	}
 	at, revoked := e.revoked[leaf.SerialNumber.Text(16)]
 	return revoked, at, nil
 }
 
-func (s *statusChecker) fetchCRL(ctx context.Context, u string, issuer *x509.Certificate, now time.Time) (*crlEntry, error) {
+func (s *statusChecker) cachedCRL(key string) (*crlEntry, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.crls.get(key, s.opts.Now())
+}
+
+func (s *statusChecker) fetchCRL(ctx context.Context, key, u string, issuer *x509.Certificate) (*crlEntry, error) {
+	now := s.opts.Now()
 	der, err := s.fetch(ctx, http.MethodGet, u, nil, "", s.opts.CRLTimeout, maxCRL)
 	if err != nil {
 		return nil, err
@@ -206,10 +283,13 @@ func (s *statusChecker) fetchCRL(ctx context.Context, u string, issuer *x509.Cer
 	if crl.NextUpdate.IsZero() || !now.Before(crl.NextUpdate) {
 		return nil, fmt.Errorf("CRL from %s is stale (nextUpdate %s)", u, crl.NextUpdate.UTC().Format(time.RFC3339))
 	}
-	e := &crlEntry{issuerRaw: issuer.Raw, revoked: map[string]time.Time{}, nextUpdate: crl.NextUpdate, fetched: now}
+	e := &crlEntry{revoked: map[string]time.Time{}}
 	for _, r := range crl.RevokedCertificateEntries {
 		e.revoked[new(big.Int).Set(r.SerialNumber).Text(16)] = r.RevocationTime
 	}
+	s.mu.Lock()
+	s.crls.put(key, e, now, crl.NextUpdate)
+	s.mu.Unlock()
 	return e, nil
 }
 

@@ -62,6 +62,13 @@ type Options struct {
 	// before an enrollment, a redemption or a renewal — rests on a status at
 	// most this old, even when the answer's nextUpdate is hours away.
 	MaxStatusAge time.Duration
+	// NetworkWait, if set, is called when a verification starts waiting
+	// for an OCSP or CRL answer on the network — its own fetch or one it
+	// shares with others — and the function it returns when the wait is
+	// over. The caller may lend out what it holds meanwhile (the gateway's
+	// admission slot); an error from the end function fails the
+	// verification.
+	NetworkWait func(ctx context.Context) (end func() error)
 	// PersonAttribute names the attribute that identifies the person across
 	// card re-issues: "fascn" (the FASC-N identifier, default), "upn" or
 	// "email".

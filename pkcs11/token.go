@@ -2,6 +2,7 @@ package pkcs11
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -52,6 +53,7 @@ type Token struct {
 
 	mu        sync.Mutex
 	connected bool
+	seen      bool // connected at least once
 	closed    bool
 	gen       uint64 // module generation the sessions belong to
 	epoch     uint64 // bumped on every reconnect; cached handles carry it
@@ -169,7 +171,7 @@ func (t *Token) do(ctx context.Context, fn func(c *p11.Ctx, sh p11.SessionHandle
 	for attempt := 0; attempt < 2; attempt++ {
 		s, err := t.acquire()
 		if err != nil {
-			return err
+			return t.reconnectError(err)
 		}
 		t.mod.mu.RLock()
 		if t.mod.ctx == nil {
@@ -198,9 +200,42 @@ func (t *Token) do(ctx context.Context, fn func(c *p11.Ctx, sh p11.SessionHandle
 			continue
 		}
 		t.release(s)
+		if u, ok := unavailable(t.name, err); ok {
+			return u // e.g. CKR_DEVICE_MEMORY: the session lives, the device is failing
+		}
 		return err
 	}
-	return fmt.Errorf("%w: %s: %v (the next call reconnects)", ErrTokenUnavailable, t.name, lastErr)
+	if u, ok := unavailable(t.name, lastErr); ok {
+		return u
+	}
+	reason := "session lost"
+	if errors.Is(lastErr, errStaleGeneration) {
+		reason = "module re-initialised"
+	}
+	return &UnavailableError{Op: t.name, Reason: reason, Err: lastErr}
+}
+
+// reconnectError classifies a failure to reach a token that was connected
+// before: it is not found now because it went away (SoftHSM token removed,
+// card pulled, HSM slot lost), or its module cannot be re-initialised. For a
+// token never reached (OpenToken) the error stays what it is: there, a
+// missing token is more likely a wrong label than an outage.
+func (t *Token) reconnectError(err error) error {
+	if u, ok := unavailable(t.name, err); ok {
+		return u
+	}
+	t.mu.Lock()
+	seen := t.seen
+	t.mu.Unlock()
+	switch {
+	case !seen:
+		return err
+	case errors.Is(err, ErrTokenNotFound):
+		return &UnavailableError{Op: t.name, Reason: "token not present", Err: err}
+	case errors.Is(err, ErrModule):
+		return &UnavailableError{Op: t.name, Reason: "module failing", Err: err}
+	}
+	return err
 }
 
 // acquire returns an idle session, opening one (and connecting first) as
@@ -228,7 +263,7 @@ func (t *Token) acquire() (session, error) {
 	defer t.mod.mu.RUnlock()
 	if t.mod.gen.Load() != t.gen || t.mod.ctx == nil {
 		t.dropLocked()
-		return session{}, fmt.Errorf("%w: %s: module re-initialised, retry", ErrTokenUnavailable, t.name)
+		return session{}, &UnavailableError{Op: t.name, Reason: "module re-initialised", Err: errStaleGeneration}
 	}
 	h, err := openSession(t.mod.ctx, t.slot)
 	if err != nil {
@@ -284,7 +319,7 @@ func (t *Token) connectLocked() error {
 		return ErrClosed
 	}
 	if t.mod.gen.Load() != gen {
-		return fmt.Errorf("%w: %s: module re-initialised while connecting, retry", ErrTokenUnavailable, t.name)
+		return &UnavailableError{Op: t.name, Reason: "module re-initialised while connecting", Err: errStaleGeneration}
 	}
 	c := t.mod.ctx
 	h, err := openSession(c, slot)
@@ -305,6 +340,7 @@ func (t *Token) connectLocked() error {
 	}
 	t.epoch++
 	t.connected = true
+	t.seen = true
 	t.gen = gen
 	t.slot = slot
 	t.serial = info.Serial

@@ -352,8 +352,11 @@ func TestTokenDeletedAndRecreated(t *testing.T) {
 		if err == nil {
 			t.Fatal("signed with a deleted token")
 		}
-		if !errors.Is(err, ErrTokenNotFound) && !errors.Is(err, ErrTokenUnavailable) && !errors.Is(err, ErrObjectNotFound) {
-			t.Fatalf("deleted token: err = %v, want a not-found/unavailable error", err)
+		// A token that was there and went away is an outage (callers
+		// answer Unavailable), not a configuration error.
+		var u *UnavailableError
+		if !errors.As(err, &u) || u.Reason != "token not present" || !errors.Is(err, ErrTokenNotFound) {
+			t.Fatalf("deleted token: err = %v, want ErrTokenUnavailable (token not present)", err)
 		}
 		if !strings.Contains(err.Error(), label) {
 			t.Errorf("error %q does not name the token", err)

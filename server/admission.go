@@ -21,7 +21,8 @@ import (
 // sign-in whose challenge was issued comes before starting new ones.
 //
 // A call gives its slot back while it waits on the network (the OCSP and
-// CRL fetches of CompleteSession's revocation check, see slotTransport),
+// CRL answers of CompleteSession's revocation check, see networkWait and
+// slotTransport),
 // so one slow responder does not stall the gateway's sign-ins; it takes
 // its slot again ahead of new calls.
 //
@@ -216,6 +217,19 @@ func (s *slot) release() {
 		s.held = false
 		s.a.release()
 	}
+}
+
+// networkWait gives an admitted call's slot back while it waits for an
+// OCSP or CRL answer (piv.Options.NetworkWait): the fetch may be another
+// call's, shared, so the wait, not the request, is what yields. The
+// returned function takes the slot back, ahead of new calls.
+func networkWait(ctx context.Context) func() error {
+	s, _ := ctx.Value(slotKey{}).(*slot)
+	if s == nil {
+		return func() error { return nil }
+	}
+	s.yield()
+	return s.back
 }
 
 // slotTransport gives an admitted call's slot back while its request is

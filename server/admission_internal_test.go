@@ -518,3 +518,26 @@ func TestAdmissionStress(t *testing.T) {
 		}
 	}
 }
+
+// An admitted call gives its slot back while it waits for a revocation
+// answer, its own fetch or one shared with other sign-ins, and holds it
+// again when the wait ends; a call without a slot waits without touching
+// the admission.
+func TestNetworkWaitYieldsSlot(t *testing.T) {
+	a := newAdmission(1, new(counter))
+	ctx, release, err := a.admit(context.Background(), "/credgw.v1.PIVAuth/CompleteSession")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	end := networkWait(ctx)
+	if !free(a) {
+		t.Fatal("the slot was held while the call waited for a shared fetch")
+	}
+	if err := end(); err != nil || free(a) {
+		t.Fatalf("after the wait: %v; the call must hold its slot again", err)
+	}
+	if err := networkWait(context.Background())(); err != nil || free(a) {
+		t.Fatalf("a call without a slot: %v, or it freed another call's slot", err)
+	}
+}

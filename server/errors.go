@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/piv"
 	"github.com/credgw/credgw/piv/session"
+	"github.com/credgw/credgw/pkcs11"
 	"github.com/credgw/credgw/store"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -36,6 +38,13 @@ func toStatus(err error) error {
 			st = d
 		}
 		return st.Err()
+	}
+	var hsm *pkcs11.UnavailableError
+	if errors.As(err, &hsm) {
+		// Token names, module paths and slots are for the operator's
+		// log, not the device; the reason says enough to act on.
+		return status.Error(codes.Unavailable, fmt.Sprintf("the CA's HSM is unavailable (%s): "+
+			"check the HSM / PKCS#11 module and its slot; credgw retries on its own", hsm.Reason))
 	}
 	code := codes.Internal
 	switch {

@@ -245,7 +245,7 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 	s.verifier, err = piv.NewVerifier(piv.Options{
 		// A sign-in gives its admission slot back while OCSP and CRL
 		// fetches are on the network.
-		Roots: roots, Intermediates: inter, Policies: policies, HTTPClient: yieldingClient(o.httpClient),
+		Roots: roots, Intermediates: inter, Policies: policies, HTTPClient: yieldingClient(o.httpClient), NetworkWait: networkWait,
 		OCSPTimeout: cfg.PIV.OCSPTimeout.Duration, CRLTimeout: cfg.PIV.CRLTimeout.Duration, MaxStatusAge: cfg.PIV.MaxStatusAge.Duration,
 		PersonAttribute: cfg.PIV.PersonAttribute, Now: o.now,
 	})
