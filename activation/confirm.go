@@ -28,13 +28,13 @@ func (s *Service) Confirm(ctx context.Context, redemptionID string, secret, sum 
 			return nil, notNow("this is a renewal: confirm it with Renewal.Confirm over the device's current certificate")
 		}
 	}
-	cs, err := s.confirm(ctx, redemptionID, secret, sum)
+	cs, again, err := s.confirm(ctx, redemptionID, secret, sum)
 	if err != nil {
 		return nil, err
 	}
 	out, err := s.confirmed(ctx, cs.ID, cs.PersonID)
-	if err != nil {
-		return nil, err
+	if err != nil || again {
+		return out, err
 	}
 	s.cfg.Audit.Set(ctx, "device", "confirm", cs.ID, "redemption_id="+redemptionID)
 	s.cfg.Notify.Set(ctx, "binding", cs.ID, "Derived PIV credentials were installed on a device",
@@ -60,36 +60,55 @@ func (s *Service) confirmed(ctx context.Context, setID, personID string) (*Confi
 
 // confirm completes a redemption: the device proves the secret again and
 // names the SHA-256 of what it installed. The package is deleted.
-func (s *Service) confirm(ctx context.Context, redemptionID string, secret, sum []byte) (*store.CredentialSet, error) {
+//
+// A confirmation repeated with the same SHA-256 after it succeeded (the
+// device did not hear the answer: a cut connection, a gateway restart)
+// answers the same again, with again set: nothing is recorded or told twice.
+func (s *Service) confirm(ctx context.Context, redemptionID string, secret, sum []byte) (cs *store.CredentialSet, again bool, err error) {
 	a, err := s.cfg.Store.ActivationByRedemption(ctx, redemptionID)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, ErrNotAccepted
+		return nil, false, ErrNotAccepted
 	}
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if subtle.ConstantTimeCompare([]byte(code.LookupHash(secret)), []byte(a.LookupHash)) != 1 {
-		return nil, ErrNotAccepted
+		return nil, false, ErrNotAccepted
 	}
 	if err := s.checkSetNotTerminated(ctx, a.CredentialSetID); err != nil {
-		return nil, err
+		return nil, false, err
 	}
+	sameSum := bytes.Equal([]byte(hex.EncodeToString(sum)), []byte(a.PackageSHA256))
 	if a.State == store.ActCompleted {
-		return nil, ErrAlreadyRedeemed
+		if sameSum {
+			return s.setOf(ctx, a.CredentialSetID, true)
+		}
+		return nil, false, ErrAlreadyRedeemed
 	}
 	if a.State != store.ActRedeeming || a.Package == nil || !s.cfg.Now().Before(a.ConfirmBy) {
-		return nil, ErrExpired
+		return nil, false, ErrExpired
 	}
-	if !bytes.Equal([]byte(hex.EncodeToString(sum)), []byte(a.PackageSHA256)) {
-		return nil, ErrHashMismatch
+	if !sameSum {
+		return nil, false, ErrHashMismatch
 	}
 	if err := s.cfg.Store.Confirm(ctx, redemptionID, s.cfg.Now()); err != nil {
 		if errors.Is(err, store.ErrAlreadyUsed) {
+			if cur, cerr := s.cfg.Store.ActivationByRedemption(ctx, redemptionID); cerr == nil && cur.State == store.ActCompleted {
+				// The same device's other confirmation won: the same answer.
+				return s.setOf(ctx, a.CredentialSetID, true)
+			}
 			s.cfg.Audit.Refused(ctx, "device", "confirm", a.CredentialSetID, "redemption_id="+redemptionID+"; refused: lost the race to another confirmation")
-			return nil, ErrAlreadyRedeemed
+			return nil, false, ErrAlreadyRedeemed
 		}
-		return nil, err
+		return nil, false, err
 	}
-	cs, err := s.cfg.Store.CredentialSet(ctx, a.CredentialSetID)
-	return &cs, err
+	return s.setOf(ctx, a.CredentialSetID, false)
+}
+
+func (s *Service) setOf(ctx context.Context, setID string, again bool) (*store.CredentialSet, bool, error) {
+	cs, err := s.cfg.Store.CredentialSet(ctx, setID)
+	if err != nil {
+		return nil, false, err
+	}
+	return &cs, again, nil
 }

@@ -137,7 +137,7 @@ func (s *Service) ConfirmRekey(ctx context.Context, current *x509.Certificate, r
 	if err := s.renewalOf(ctx, a, old); err != nil {
 		return nil, err
 	}
-	cs, err := s.confirm(ctx, redemptionID, secret, sum)
+	cs, again, err := s.confirm(ctx, redemptionID, secret, sum)
 	if err != nil {
 		return nil, err
 	}
@@ -145,8 +145,8 @@ func (s *Service) ConfirmRekey(ctx context.Context, current *x509.Certificate, r
 		return nil, err
 	}
 	out, err := s.confirmed(ctx, cs.ID, cs.PersonID)
-	if err != nil {
-		return nil, err
+	if err != nil || again {
+		return out, err
 	}
 	s.cfg.Audit.Set(ctx, "device", "rekey-confirm", cs.ID, "superseded="+old.ID)
 	s.cfg.Notify.Set(ctx, "binding", cs.ID, "Your derived PIV credentials were renewed",

@@ -431,11 +431,32 @@ func TestConfirmRefuses(t *testing.T) {
 		}
 	})
 	t.Run("twice", func(t *testing.T) {
-		if _, err := h.svc.Confirm(ctx, d.RedemptionID, req.Secret, d.SHA256); err != nil {
+		first, err := h.svc.Confirm(ctx, d.RedemptionID, req.Secret, d.SHA256)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := h.svc.Confirm(ctx, d.RedemptionID, req.Secret, d.SHA256); !errors.Is(err, ErrAlreadyRedeemed) {
-			t.Fatalf("got %v, want ErrAlreadyRedeemed", err)
+		events := func() int {
+			evs, _ := h.st.AuditEvents(ctx, 0, 0, "")
+			n := 0
+			for _, ev := range evs {
+				if ev.Action == "confirm" {
+					n++
+				}
+			}
+			return n
+		}
+		before := events()
+		// The device did not hear the answer and asks again: the same
+		// answer, nothing recorded twice.
+		again, err := h.svc.Confirm(ctx, d.RedemptionID, req.Secret, d.SHA256)
+		if err != nil || again.CredentialSetID != first.CredentialSetID || len(again.Serials) != len(first.Serials) {
+			t.Fatalf("repeated confirmation: %+v, %v; want the first answer", again, err)
+		}
+		if n := events(); n != before {
+			t.Errorf("a repeated confirmation was recorded again (%d → %d events)", before, n)
+		}
+		if _, err := h.svc.Confirm(ctx, d.RedemptionID, req.Secret, otherSum[:]); !errors.Is(err, ErrAlreadyRedeemed) {
+			t.Fatalf("confirmed, then another SHA-256: got %v, want ErrAlreadyRedeemed", err)
 		}
 	})
 }

@@ -222,7 +222,32 @@ type opener func(ctx context.Context, csrs []*credgwv1.CertificateRequest, offse
 
 // fetchAndInstall makes the device keys, downloads the package (resuming a
 // cut stream), verifies and installs it, and confirms.
-func fetchAndInstall(ctx context.Context, o Options, open opener, confirm confirmer) (*Result, error) {
+func fetchAndInstall(ctx context.Context, o Options, open opener, confirmOnce confirmer) (*Result, error) {
+	// A confirmation whose answer was lost (a cut connection, a gateway
+	// restarting) is asked again: the gateway answers a repeated one with
+	// the same SHA-256 as the first.
+	confirm := func(ctx context.Context, rid string, sum []byte) (string, error) {
+		start := time.Now()
+		for waited := 0; ; waited++ {
+			setID, err := confirmOnce(ctx, rid, sum)
+			st, ok := status.FromError(err)
+			if err == nil || !ok || st.Code() != codes.Unavailable || o.MaxWait <= 0 {
+				return setID, err
+			}
+			delay := backoff(st, waited)
+			if time.Since(start)+delay > o.MaxWait {
+				return "", err
+			}
+			o.Events(Event{Message: fmt.Sprintf("confirming: %s; retrying in %s", st.Message(), delay.Round(100*time.Millisecond))})
+			t := time.NewTimer(delay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return "", err
+			case <-t.C:
+			}
+		}
+	}
 	keys, tokenIDs, csrs, err := makeKeys(ctx, o)
 	if err != nil {
 		return nil, err
