@@ -30,3 +30,22 @@ func FreePort() (int, error) {
 	}
 	return 0, errors.New("hsmsim: no free port on 127.0.0.1 in 20000-32767")
 }
+
+// ListenFree binds a TCP listener on 127.0.0.1 at a port drawn as FreePort
+// draws, in one step: the port is the caller's from the moment it is known
+// (no other process can take it between a pick and a bind). Its address
+// goes into configs and certificates; hand the listener itself to the
+// server (server.WithListeners, or as an inherited socket).
+func ListenFree() (net.Listener, error) {
+	for range 100 {
+		n, err := rand.Int(rand.Reader, big.NewInt(32768-20000))
+		if err != nil {
+			return nil, err
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 20000+int(n.Int64())))
+		if err == nil {
+			return ln, nil
+		}
+	}
+	return nil, errors.New("hsmsim: no free port on 127.0.0.1 in 20000-32767")
+}

@@ -190,15 +190,16 @@ func run(m *testing.M) int {
 		return fail(err)
 	}
 	ctx := context.Background()
-	// The gateway's HTTP address goes into the certificates it issues, so
-	// it is fixed before start: a port that was free a moment ago.
+	// The gateway's addresses go into the config and the certificates it
+	// issues, so its listeners are bound first (in one step with their
+	// ports) and handed to it.
+	var lns [3]net.Listener
 	var addrs [3]string
-	for i := range addrs {
-		p, err := hsmsim.FreePort()
-		if err != nil {
+	for i := range lns {
+		if lns[i], err = hsmsim.ListenFree(); err != nil {
 			return fail(err)
 		}
-		addrs[i] = fmt.Sprintf("127.0.0.1:%d", p)
+		addrs[i] = lns[i].Addr().String()
 	}
 	dev, err = hsmsim.DevInit(ctx, filepath.Join(dir, "dev"), hsmsim.DevOptions{
 		HSMURL: "http://" + hsmLn.Addr().String(), GRPCAddr: addrs[0], HTTPAddr: addrs[1], PortalAddr: addrs[2],
@@ -264,6 +265,7 @@ func run(m *testing.M) int {
 	defer done()
 	gwStore = st
 	gw, err = server.New(ctx, cfg, server.WithClock(now), server.WithStore(panicStore{st}),
+		server.WithListeners(map[string]net.Listener{"listen.grpc": lns[0], "listen.http": lns[1], "portal.listen": lns[2]}),
 		server.WithLogger(server.NewLogger(&logs, "debug")))
 	if err != nil {
 		return fail(err)

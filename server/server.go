@@ -41,6 +41,8 @@ type Server struct {
 	now        func() time.Time
 	store      store.Store
 	ownStore   bool
+	// given are listeners bound by the caller (WithListeners).
+	given map[string]net.Listener
 	verifier   *piv.Verifier
 	clientCAs  *x509.CertPool
 	pivIssuers *x509.CertPool
@@ -155,6 +157,7 @@ type options struct {
 	store      store.Store
 	httpClient *http.Client
 	extra      []func(*grpc.Server)
+	listeners  map[string]net.Listener
 }
 
 // WithLogger sets the logger (default: JSON to stderr at the configured level).
@@ -170,6 +173,15 @@ func WithStore(s store.Store) Option { return func(o *options) { o.store = s } }
 // WithHTTPClient sets the client for OCSP and CRL fetches.
 func WithHTTPClient(c *http.Client) Option { return func(o *options) { o.httpClient = c } }
 
+// WithListeners serves on listeners bound already, by the name of their
+// setting ("listen.grpc", "listen.http", "portal.listen"), instead of
+// binding the configured addresses: sockets inherited from systemd
+// (InheritedListeners), or bound by a test in one step with the port it
+// put in the config. Start takes ownership of them.
+func WithListeners(ls map[string]net.Listener) Option {
+	return func(o *options) { o.listeners = ls }
+}
+
 // WithServices registers extra services on the gRPC server (tests).
 func WithServices(register func(*grpc.Server)) Option {
 	return func(o *options) { o.extra = append(o.extra, register) }
@@ -184,7 +196,7 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 	if o.log == nil {
 		o.log = NewLogger(io.Discard, cfg.Log.Level)
 	}
-	s := &Server{cfg: cfg, log: o.log, now: o.now, metrics: newMetrics(), serveErr: make(chan error, 2)}
+	s := &Server{cfg: cfg, log: o.log, now: o.now, metrics: newMetrics(), serveErr: make(chan error, 2), given: o.listeners}
 	s.admission = newAdmission(cfg.Limits.NewWork, s.metrics.admissionWaiting)
 	s.limits = newLimiter(cfg.Limits.Rates, cfg.PIV.ChallengeTTL.Duration, func() time.Time { return s.now() })
 
@@ -339,11 +351,15 @@ func (s *Server) httpServer(h http.Handler) *http.Server {
 		WriteTimeout: l.HTTPWriteTimeout.Duration, IdleTimeout: l.HTTPIdleTimeout.Duration}
 }
 
-// listen binds addr with the per-source connection limit.
+// listen binds addr (or takes the listener given for name) with the
+// per-source connection limit.
 func (s *Server) listen(name, addr string) (*perSourceListener, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+	ln, ok := s.given[name]
+	if !ok {
+		var err error
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
 	}
 	return limitPerSource(ln, s.cfg.Limits.MaxConnsPerSource, s.metrics.connsRefused.WithLabelValues(name)), nil
 }

@@ -27,7 +27,7 @@ func TestClockAgainstTheBinary(t *testing.T) {
 	ctx := context.Background()
 	work := t.TempDir()
 	dir := filepath.Join(work, "dev")
-	run(t, nil, true, credgwBin, "dev", "init", "--dir", dir)
+	devInit(t, dir)
 	cfgText, _ := os.ReadFile(filepath.Join(dir, "credgw.yaml"))
 	gw := regexp.MustCompile(`grpc: (127\.0\.0\.1:\d+)`).FindStringSubmatch(string(cfgText))[1]
 	conf := "SOFTHSM2_CONF=" + filepath.Join(dir, "hsm", "softhsm2.conf")

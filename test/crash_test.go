@@ -27,7 +27,7 @@ const crashN = 8
 func devConfigForCrash(t *testing.T, work string, edit func([]byte) []byte) (dir, cfgPath, gw, conf string) {
 	t.Helper()
 	dir = filepath.Join(work, "dev")
-	run(t, nil, true, credgwBin, "dev", "init", "--dir", dir)
+	devInit(t, dir)
 	cfgPath = filepath.Join(dir, "credgw.yaml")
 	cfg, err := os.ReadFile(cfgPath)
 	if err != nil {
@@ -188,13 +188,13 @@ func TestKillOneReplicaDuringRedemptions(t *testing.T) {
 			[]byte("  driver: postgres\n  dsn: \""+dsn+sep+"search_path="+schema+"\""))
 	})
 	run(t, nil, true, credgwBin, "migrate", "--config", cfgPath)
-	// Replica B: the same config on other listen ports (bound and released
-	// by the kernel just before; B fails loudly if one was taken).
+	// Replica B: the same config on listen ports of its own.
 	cfg, _ := os.ReadFile(cfgPath)
-	for _, key := range []string{"grpc", "http", "listen"} {
-		cfg = regexp.MustCompile(`(?m)^  `+key+`: 127\.0\.0\.1:\d+$`).ReplaceAll(cfg, []byte(fmt.Sprintf("  %s: 127.0.0.1:%d", key, freePort(t))))
-	}
 	cfgB := filepath.Join(dir, "credgw-b.yaml")
+	ports := bindSockets(t, cfgB, "grpc", "http", "portal")
+	for i, key := range []string{"grpc", "http", "listen"} {
+		cfg = regexp.MustCompile(`(?m)^  `+key+`: 127\.0\.0\.1:\d+$`).ReplaceAll(cfg, []byte(fmt.Sprintf("  %s: 127.0.0.1:%d", key, ports[i])))
+	}
 	os.WriteFile(cfgB, cfg, 0o600)
 	startServe(t, filepath.Join(dir, "hsm"))
 	startProcess(t, "credgw serving", credgwBin, "serve", "--config", cfgB)

@@ -151,7 +151,7 @@ func TestEnrollAndRedeem(t *testing.T) {
 func startDevGateway(t *testing.T, work string, setup func(dir string)) (string, string, string) {
 	t.Helper()
 	dir := filepath.Join(work, "dev")
-	run(t, nil, true, credgwBin, "dev", "init", "--dir", dir)
+	devInit(t, dir)
 	cfgText, _ := os.ReadFile(filepath.Join(dir, "credgw.yaml"))
 	gw := regexp.MustCompile(`grpc: (127\.0\.0\.1:\d+)`).FindStringSubmatch(string(cfgText))[1]
 	if setup != nil {

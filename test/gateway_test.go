@@ -15,7 +15,7 @@ import (
 // refused and pointed to PostgreSQL.
 func TestDevInitServeLogin(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "dev")
-	out := run(t, nil, true, credgwBin, "dev", "init", "--dir", dir)
+	out := devInit(t, dir)
 	if !strings.Contains(out, "credgw serve --config") {
 		t.Fatalf("dev init output:\n%s", out)
 	}

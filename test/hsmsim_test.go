@@ -19,7 +19,7 @@ func TestHSMSimWithOpenSCAndOpenSSL(t *testing.T) {
 	}
 	work := t.TempDir()
 	dir := filepath.Join(work, "env")
-	base := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	base := fmt.Sprintf("http://127.0.0.1:%d", bindSockets(t, dir, "hsm")[0])
 	run(t, nil, true, credgwBin, "hsm-sim", "init", "--dir", dir, "--url", base)
 	pinFile := filepath.Join(work, "pin")
 	const pin = "31415926"

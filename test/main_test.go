@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -65,20 +67,91 @@ func needTool(t *testing.T, name string) {
 	}
 }
 
-// freePort returns a 127.0.0.1 port that was free a moment ago.
-func freePort(t *testing.T) int {
+// The listening sockets of the processes the tests start are bound by the
+// tests, in one step with their ports (no pick-then-bind race with other
+// tests or processes), and passed to `credgw serve` and `hsm-sim serve` by
+// socket activation (server.InheritedListeners). They stay bound in the
+// test process for the test's life, so a restarted gateway gets the same
+// ones (connections meanwhile wait in the backlog, as with systemd).
+var sockets = struct {
+	sync.Mutex
+	byKey map[string][]namedSocket // hsm-sim dir or gateway config path
+}{byKey: map[string][]namedSocket{}}
+
+type namedSocket struct {
+	name string
+	f    *os.File
+}
+
+// listenFree binds a port on 127.0.0.1 in one step and returns it with
+// the socket's file, to pass to a child.
+func listenFree(t *testing.T) (int, *os.File) {
 	t.Helper()
-	p, err := hsmsim.FreePort()
+	ln, err := hsmsim.ListenFree()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close(); f.Close() })
+	return ln.Addr().(*net.TCPAddr).Port, f
+}
+
+// bindSockets binds one socket per name and keeps them for the process
+// started with key (an hsm-sim dir, or a gateway's config path); it
+// returns their ports in order.
+func bindSockets(t *testing.T, key string, names ...string) []int {
+	t.Helper()
+	var ports []int
+	var socks []namedSocket
+	for _, n := range names {
+		p, f := listenFree(t)
+		ports = append(ports, p)
+		socks = append(socks, namedSocket{n, f})
+	}
+	sockets.Lock()
+	sockets.byKey[key] = socks
+	sockets.Unlock()
+	t.Cleanup(func() {
+		sockets.Lock()
+		delete(sockets.byKey, key)
+		sockets.Unlock()
+	})
+	return ports
+}
+
+// devInit runs `credgw dev init --dir dir` on ports bound for its
+// simulated issuer and gateway (kept for startServe and the gateway's
+// `serve --config dir/credgw.yaml`), and returns its output.
+func devInit(t *testing.T, dir string) string {
+	t.Helper()
+	hsm := bindSockets(t, filepath.Join(dir, "hsm"), "hsm")
+	gw := bindSockets(t, filepath.Join(dir, "credgw.yaml"), "grpc", "http", "portal")
+	return run(t, nil, true, credgwBin, "dev", "init", "--dir", dir, "--hsm-port", strconv.Itoa(hsm[0]),
+		"--grpc-port", strconv.Itoa(gw[0]), "--http-port", strconv.Itoa(gw[1]), "--portal-port", strconv.Itoa(gw[2]))
 }
 
 // startServe starts `credgw hsm-sim serve` and returns when it listens.
 func startServe(t *testing.T, dir string) {
 	t.Helper()
 	startProcess(t, "hsm-sim serving", credgwBin, "hsm-sim", "serve", "--dir", dir)
+}
+
+// socketsFor finds the sockets bound for a command: hsm-sim serve --dir D,
+// or serve --config P.
+func socketsFor(args []string) []namedSocket {
+	sockets.Lock()
+	defer sockets.Unlock()
+	for i, a := range args {
+		if (a == "--dir" || a == "--config") && i+1 < len(args) {
+			if s, ok := sockets.byKey[args[i+1]]; ok {
+				return s
+			}
+		}
+	}
+	return nil
 }
 
 // startProcess starts a long-running command and returns when its stderr
@@ -94,6 +167,14 @@ func startProcess(t *testing.T, marker string, name string, args ...string) (sto
 func startCmd(t *testing.T, marker string, name string, args ...string) (stop func(), cmd *exec.Cmd) {
 	t.Helper()
 	cmd = exec.Command(name, args...)
+	if socks := socketsFor(args); len(socks) > 0 && (args[0] == "serve" || (len(args) > 1 && args[1] == "serve")) {
+		var names []string
+		for _, s := range socks {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, s.f)
+			names = append(names, s.name)
+		}
+		cmd.Env = append(os.Environ(), fmt.Sprintf("LISTEN_FDS=%d", len(socks)), "LISTEN_FDNAMES="+strings.Join(names, ":"))
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -44,7 +44,7 @@ func TestJourneyOnPostgres(t *testing.T) {
 
 	work := t.TempDir()
 	dir := filepath.Join(work, "dev")
-	run(t, nil, true, credgwBin, "dev", "init", "--dir", dir)
+	devInit(t, dir)
 	cfgPath := filepath.Join(dir, "credgw.yaml")
 	cfg, _ := os.ReadFile(cfgPath)
 	cfg = regexp.MustCompile(`(?m)^  driver: sqlite\n  dsn: credgw.db$`).ReplaceAll(cfg, []byte("  driver: postgres\n  dsn: \""+schemaDSN+"\""))

@@ -58,7 +58,7 @@ func TestTwoReplicas(t *testing.T) {
 	}
 	work := t.TempDir()
 	dir := filepath.Join(work, "dev")
-	run(t, nil, true, credgwBin, "dev", "init", "--dir", dir)
+	devInit(t, dir)
 	cfgPath := filepath.Join(dir, "credgw.yaml")
 	cfg, _ := os.ReadFile(cfgPath)
 	cfg = regexp.MustCompile(`(?m)^  driver: sqlite\n  dsn: credgw.db$`).ReplaceAll(cfg, []byte("  driver: postgres\n  dsn: \""+dsn+sep+"search_path="+schema+"\""))
@@ -73,14 +73,11 @@ func TestTwoReplicas(t *testing.T) {
 	gwA := regexp.MustCompile(`grpc: (127\.0\.0\.1:\d+)`).FindStringSubmatch(string(cfg))[1]
 	// Replica B: the same config (database, CA token, TLS, gateway address
 	// in QR codes) on other listen ports.
-	var ports [3]int
-	for i := range ports {
-		ports[i] = freePort(t)
-	}
+	cfgBPath := filepath.Join(dir, "credgw-b.yaml")
+	ports := bindSockets(t, cfgBPath, "grpc", "http", "portal")
 	cfgB := regexp.MustCompile(`(?m)^  grpc: 127\.0\.0\.1:\d+$`).ReplaceAll(cfg, []byte(fmt.Sprintf("  grpc: 127.0.0.1:%d", ports[0])))
 	cfgB = regexp.MustCompile(`(?m)^  http: 127\.0\.0\.1:\d+$`).ReplaceAll(cfgB, []byte(fmt.Sprintf("  http: 127.0.0.1:%d", ports[1])))
 	cfgB = regexp.MustCompile(`(?m)^  listen: 127\.0\.0\.1:\d+$`).ReplaceAll(cfgB, []byte(fmt.Sprintf("  listen: 127.0.0.1:%d", ports[2])))
-	cfgBPath := filepath.Join(dir, "credgw-b.yaml")
 	os.WriteFile(cfgBPath, cfgB, 0o600)
 	gwB := fmt.Sprintf("127.0.0.1:%d", ports[0])
 

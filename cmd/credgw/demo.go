@@ -45,32 +45,26 @@ func newDemoCmd() *cobra.Command {
 			out := cmd.OutOrStdout()
 			// A fixed port below the ephemeral range: the cards' OCSP and
 			// CRL URLs name it, and 'credgw hsm-sim serve' reuses it later.
-			hsmPort, err := freePort()
-			if err != nil {
-				return err
-			}
-			hsmLn, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", hsmPort))
+			hsmLn, err := hsmsim.ListenFree()
 			if err != nil {
 				return err
 			}
 			defer hsmLn.Close()
-			grpcPort, err := freePort()
-			if err != nil {
-				return err
-			}
-			httpPort, err := freePort()
-			if err != nil {
-				return err
-			}
-			portalPort, err := freePort()
-			if err != nil {
-				return err
+			// The gateway's listeners are bound first, each in one step
+			// with its port (the ports go into the config and the
+			// certificates), and handed to the gateway.
+			var gwLns [3]net.Listener
+			for i := range gwLns {
+				if gwLns[i], err = hsmsim.ListenFree(); err != nil {
+					return err
+				}
+				defer gwLns[i].Close()
 			}
 			d, err := hsmsim.DevInit(ctx, dir, hsmsim.DevOptions{
 				HSMURL:     "http://" + hsmLn.Addr().String(),
-				GRPCAddr:   fmt.Sprintf("127.0.0.1:%d", grpcPort),
-				HTTPAddr:   fmt.Sprintf("127.0.0.1:%d", httpPort),
-				PortalAddr: fmt.Sprintf("127.0.0.1:%d", portalPort),
+				GRPCAddr:   gwLns[0].Addr().String(),
+				HTTPAddr:   gwLns[1].Addr().String(),
+				PortalAddr: gwLns[2].Addr().String(),
 			})
 			if err != nil {
 				return err
@@ -102,7 +96,8 @@ func newDemoCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			srv, err := server.New(ctx, cfg)
+			srv, err := server.New(ctx, cfg, server.WithListeners(map[string]net.Listener{
+				"listen.grpc": gwLns[0], "listen.http": gwLns[1], "portal.listen": gwLns[2]}))
 			if err != nil {
 				return err
 			}

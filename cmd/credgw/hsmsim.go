@@ -18,6 +18,7 @@ import (
 	hsmsim "github.com/credgw/credgw/hsm-sim"
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/pkcs11"
+	"github.com/credgw/credgw/server"
 	"github.com/spf13/cobra"
 )
 
@@ -77,7 +78,9 @@ func newHSMSimServeCmd() *cobra.Command {
 		Long: `Serve, at the environment's --url, the simulated issuer's OCSP responder
 (RFC 6960, GET and POST at /ocsp), CRLs (/crl/piv-ca.crl) and CA certificates
 (/certs/piv-ca.p7c, /certs/piv-ca.crt, /certs/piv-ca-root.crt). Revocations
-made with 'hsm-sim card revoke' show at once. Stops on SIGINT or SIGTERM.`,
+made with 'hsm-sim card revoke' show at once. Stops on SIGINT or SIGTERM.
+A listening socket passed by socket activation (LISTEN_FDS, named "hsm" in
+LISTEN_FDNAMES) is served instead of binding the address.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			env, err := hsmsim.Load(dir)
@@ -92,9 +95,17 @@ made with 'hsm-sim card revoke' show at once. Stops on SIGINT or SIGTERM.`,
 				listen = u.Host
 			}
 			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-			ln, err := net.Listen("tcp", listen)
+			// A socket passed in (socket activation, named "hsm") is
+			// served as it is; else the address is bound.
+			inherited, err := server.InheritedListeners("hsm")
 			if err != nil {
-				return fmt.Errorf("listen on %s: %w", listen, err)
+				return err
+			}
+			ln, ok := inherited["hsm"]
+			if !ok {
+				if ln, err = net.Listen("tcp", listen); err != nil {
+					return fmt.Errorf("listen on %s: %w", listen, err)
+				}
 			}
 			srv := &http.Server{Handler: env.Handler(log), ReadHeaderTimeout: 10 * time.Second}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)

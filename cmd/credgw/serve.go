@@ -20,7 +20,13 @@ func newServeCmd() *cobra.Command {
 		Long: `Run the gateway: gRPC over TLS (PIVAuth, Enrollment, Redemption, Renewal,
 Admin, health, reflection) and a plain-HTTP listener for /healthz and /metrics.
 Every configuration field is documented in docs/config.md; unknown fields are
-an error. Stops gracefully on SIGINT or SIGTERM.`,
+an error. Stops gracefully on SIGINT or SIGTERM.
+
+Listening sockets can be passed in by systemd socket activation (LISTEN_FDS,
+LISTEN_FDNAMES): name them grpc, http and portal (FileDescriptorName= in the
+.socket unit); each replaces the bind of listen.grpc, listen.http or
+portal.listen. The configured addresses still go into the QR codes and
+certificates, so keep them the addresses clients reach.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := server.LoadConfig(cfgPath)
@@ -32,6 +38,15 @@ an error. Stops gracefully on SIGINT or SIGTERM.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			opts := []server.Option{server.WithLogger(log)}
+			// Sockets passed by systemd socket activation (or a parent
+			// that bound them), named grpc, http and portal.
+			inherited, err := server.InheritedListeners()
+			if err != nil {
+				return err
+			}
+			if inherited != nil {
+				opts = append(opts, server.WithListeners(inherited))
+			}
 			if now := testClock(log); now != nil {
 				opts = append(opts, server.WithClock(now))
 			}

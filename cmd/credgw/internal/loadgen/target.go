@@ -39,10 +39,18 @@ func inProcessTarget(ctx context.Context, c Config, cleanup *[]func()) (*target,
 		return nil, err
 	}
 	*cleanup = append(*cleanup, func() { hsmLn.Close() })
-	grpcPort, _ := hsmsim.FreePort()
-	httpPort, _ := hsmsim.FreePort()
+	// The first replica's listeners are bound before their ports go into
+	// the config (one step: no other process can take them meanwhile).
+	var lns [2]net.Listener
+	for i := range lns {
+		if lns[i], err = hsmsim.ListenFree(); err != nil {
+			return nil, err
+		}
+		ln := lns[i]
+		*cleanup = append(*cleanup, func() { ln.Close() })
+	}
 	d, err := hsmsim.DevInit(ctx, filepath.Join(dir, "dev"), hsmsim.DevOptions{HSMURL: "http://" + hsmLn.Addr().String(),
-		GRPCAddr: fmt.Sprintf("127.0.0.1:%d", grpcPort), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", httpPort)})
+		GRPCAddr: lns[0].Addr().String(), HTTPAddr: lns[1].Addr().String()})
 	if err != nil {
 		return nil, err
 	}
@@ -72,10 +80,13 @@ func inProcessTarget(ctx context.Context, c Config, cleanup *[]func()) (*target,
 	t := &target{env: d.Env, pinFile: d.PINFile, caFile: d.CAFile, cfg: cfg, setsPerPerson: cfg.Enroll.MaxSets}
 	for i := 0; i < c.Replicas; i++ {
 		rc := *cfg
+		var opts []server.Option
 		if i > 0 {
 			rc.Listen.GRPC, rc.Listen.HTTP = "127.0.0.1:0", "127.0.0.1:0"
+		} else {
+			opts = append(opts, server.WithListeners(map[string]net.Listener{"listen.grpc": lns[0], "listen.http": lns[1]}))
 		}
-		r, err := server.New(ctx, &rc)
+		r, err := server.New(ctx, &rc, opts...)
 		if err != nil {
 			return nil, err
 		}
