@@ -36,13 +36,13 @@ import (
 
 // Server is a running credgw gateway.
 type Server struct {
-	cfg        *Config
-	log        *slog.Logger
-	now        func() time.Time
-	store      store.Store
-	ownStore   bool
+	cfg      *Config
+	log      *slog.Logger
+	now      func() time.Time
+	store    store.Store
+	ownStore bool
 	// given are listeners bound by the caller (WithListeners).
-	given map[string]net.Listener
+	given      map[string]net.Listener
 	verifier   *piv.Verifier
 	clientCAs  *x509.CertPool
 	pivIssuers *x509.CertPool
