@@ -303,7 +303,7 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirmOnce co
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				return nil, fmt.Errorf("agent: %w (waiting after: %v)", ctx.Err(), err)
+				return nil, fmt.Errorf("agent: stopped waiting (%v): %w", ctx.Err(), err)
 			case <-t.C:
 			}
 			waited++

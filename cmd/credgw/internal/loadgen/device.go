@@ -32,7 +32,10 @@ func oneEnrollment(ctx context.Context, roots *x509.CertPool, gateway string, ca
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	o := agent.Options{Payload: p, Password: resp.GetPassword(), OutDir: work, KeystorePIN: "bench-pin-2026",
-		Device: &credgwv1.DeviceInfo{Model: "bench"}, DialOptions: lat.dialOptions(), MaxResumes: 1}
+		Device: &credgwv1.DeviceInfo{Model: "bench"}, DialOptions: lat.dialOptions(), MaxResumes: 1,
+		// A load generator counts an unavailable gateway as a failure
+		// and goes on; a device would wait and ask again.
+		MaxWait: -1}
 	if onlyProtocol {
 		o.Install = protocolOnly
 	}
