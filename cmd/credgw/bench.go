@@ -130,7 +130,7 @@ Reported: Health/Check (50/s) and BeginSession, CompleteSession (a sign-in 4/s)
 p99 idle and during; the gateway's RSS, Go heap in use, go_goroutines and open
 descriptors, idle and peak.
 
-Measured on 2 cores (docs/deploy.md, "Capacity"): see there.`,
+Figures measured on 2 cores: docs/deploy.md, "Capacity: slow downloads".`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := parseRate(rate)
