@@ -302,6 +302,14 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 		grpc.Creds(credentials.NewTLS(s.tlsConfig)),
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxRecvBytes),
 		grpc.MaxConcurrentStreams(uint32(cfg.Limits.MaxStreamsPerConn)),
+		// Per connection, a slow client holds the transport's buffers
+		// for as long as it stays (credgw bench slow, docs/deploy.md).
+		// Requests are small and TLS already holds the record being
+		// read: 4 KiB instead of 32 of read buffer per connection (the
+		// largest part of the heap of 2,000 slow downloads). The write
+		// buffer goes back to a pool between flushes.
+		grpc.ReadBufferSize(grpcReadBuffer),
+		grpc.SharedWriteBuffer(true),
 		// The TLS handshake and the HTTP/2 preface.
 		grpc.ConnectionTimeout(cfg.Limits.HTTPReadHeaderTimeout.Duration),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
@@ -332,6 +340,9 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 	reflection.Register(s.grpc)
 	return s, nil
 }
+
+// grpcReadBuffer is the gRPC transport's read buffer per connection.
+const grpcReadBuffer = 4 << 10
 
 // Keepalive: the server pings a connection quiet for keepaliveTime and
 // closes it if the ping is not acknowledged within keepaliveTimeout.

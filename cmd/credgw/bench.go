@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/credgw/credgw/cmd/credgw/internal/loadgen"
@@ -94,6 +96,100 @@ enrollment.max_credential_sets times.`,
 	enrollCmd.Flags().IntVar(&newWork, "new-work", 0, "limits.new_work of the in-process gateway: how many sign-in challenges and new enrollments run at once while redemptions go first (0: half the CPUs; -1: no limit)")
 	enrollCmd.Flags().IntVar(&people, "people", 0, "simulated cards (people), made before the run (default 128, or 8 per worker if more)")
 	enrollCmd.Flags().BoolVar(&keepGoing, "keep-going", false, "exit 0 even if some enrollments failed (fault drills); the invariant check still decides")
-	cmd.AddCommand(enrollCmd)
+	cmd.AddCommand(enrollCmd, newBenchSlowCmd())
 	return cmd
+}
+
+func newBenchSlowCmd() *cobra.Command {
+	var c loadgen.SlowConfig
+	var rate string
+	cmd := &cobra.Command{
+		Use:   "slow --readers N --rate 1KiB/s --duration D [--gateway-dir DIR --gateway-pid PID]",
+		Short: "Many slow downloads: the gateway's memory and other calls' p99 meanwhile",
+		Long: `Hold --readers devices downloading their credential package at --rate each
+(issue 15: 10,000 readers at 1 KiB/s, gateway under 512 MiB, other calls' p99
+at most twice idle). The gateway is another process, so its memory is its own:
+by default this command makes a throwaway development environment (credgw dev
+init, default configuration) and runs "credgw serve" on it as a child; with
+--gateway-dir DIR it is the gateway already running from DIR (then give
+--gateway-pid for its VmRSS, else process_resident_memory_bytes of /metrics).
+
+The bench enrolls --activations through the real flow (PKI-AUTH with a card,
+CreateEnrollment), redeems each once without confirming, so the package stays
+stored, then starts the readers over --ramp: each resumes one of those packages
+(same activation, secret, password and CSRs) from offset 0 on its own
+connection, again when done, until the end. A reader's connection delivers
+--rate bytes a second with a small socket receive buffer, as a slow network
+does; pacing Recv would slow nothing, since a package fits in the stream's
+flow-control window. Readers come from 127.1.x.y, --per-source each, so the
+gateway's limits.max_conns_per_source stays at its default. Both processes
+raise their open-file limit to the hard limit (ulimit -Hn): each reader holds
+one descriptor on each side.
+
+Reported: Health/Check (50/s) and BeginSession, CompleteSession (a sign-in 4/s)
+p99 idle and during; the gateway's RSS, Go heap in use, go_goroutines and open
+descriptors, idle and peak.
+
+Figures measured on 2 cores: docs/deploy.md, "Capacity: slow downloads".`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := parseRate(rate)
+			if err != nil {
+				return err
+			}
+			c.Rate = r
+			if c.Readers < 1 || c.Readers > 100000 {
+				return fmt.Errorf("--readers %d: 1 to 100000", c.Readers)
+			}
+			if c.Duration <= 0 || c.Duration > 10*time.Minute {
+				return fmt.Errorf("--duration %s: up to 10m", c.Duration)
+			}
+			if c.Ramp <= 0 || c.Ramp > 10*time.Minute {
+				return fmt.Errorf("--ramp %s: up to 10m", c.Ramp)
+			}
+			if c.Activations == 0 {
+				c.Activations = max(1, c.Readers/100)
+			}
+			if c.Activations < 1 || c.Activations > 1000 || c.Activations > c.Readers {
+				return fmt.Errorf("--activations %d: 1 to 1000, at most --readers", c.Activations)
+			}
+			if c.PerSource < 1 || c.Readers/c.PerSource > 250*250 {
+				return fmt.Errorf("--per-source %d: at least 1, and at most 62,500 addresses", c.PerSource)
+			}
+			if c.GatewayPID != 0 && c.GatewayDir == "" {
+				return fmt.Errorf("--gateway-pid goes with --gateway-dir")
+			}
+			if c.GatewayDir == "" {
+				if c.Binary, err = os.Executable(); err != nil {
+					return err
+				}
+			}
+			return loadgen.RunSlow(cmd.Context(), c, cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().IntVar(&c.Readers, "readers", 1000, "slow downloads held at once, each on its own connection")
+	cmd.Flags().StringVar(&rate, "rate", "1KiB/s", "what each reader's connection delivers (B/s, KiB/s)")
+	cmd.Flags().DurationVar(&c.Duration, "duration", time.Minute, "how long the calls are timed while every reader runs")
+	cmd.Flags().DurationVar(&c.Ramp, "ramp", 30*time.Second, "how long starting the readers takes")
+	cmd.Flags().IntVar(&c.Activations, "activations", 0, "activations enrolled and redeemed once for the readers to resume (default: one per 100 readers)")
+	cmd.Flags().IntVar(&c.PerSource, "per-source", 200, "readers per source address (127.1.x.y); keep below the gateway's limits.max_conns_per_source")
+	cmd.Flags().StringVar(&c.GatewayDir, "gateway-dir", "", "run against the gateway already running from this development environment (credgw dev init --dir)")
+	cmd.Flags().IntVar(&c.GatewayPID, "gateway-pid", 0, "with --gateway-dir: the gateway's process id, for its VmRSS")
+	return cmd
+}
+
+// parseRate reads "1KiB/s", "512B/s" or a number of bytes a second.
+func parseRate(s string) (int, error) {
+	v := strings.TrimSuffix(s, "/s")
+	mult := 1
+	if n, ok := strings.CutSuffix(v, "KiB"); ok {
+		v, mult = n, 1024
+	} else if n, ok := strings.CutSuffix(v, "B"); ok {
+		v = n
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n*mult > 1<<30 {
+		return 0, fmt.Errorf("--rate %q: bytes a second, as 1KiB/s or 512B/s", s)
+	}
+	return n * mult, nil
 }

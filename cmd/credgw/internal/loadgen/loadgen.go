@@ -99,51 +99,11 @@ func Run(ctx context.Context, c Config, out io.Writer) error {
 		return err
 	}
 	cleanup = append(cleanup, func() { os.RemoveAll(work) })
-	mod, err := tgt.env.OpenModule()
+	cards, closeCards, err := makeCards(ctx, tgt, c.People)
 	if err != nil {
 		return err
 	}
-	pin, err := os.ReadFile(tgt.pinFile)
-	if err != nil {
-		return fmt.Errorf("bench: the card PIN: %w", err)
-	}
-	// Every person's card is made before the run and held open, as a card
-	// sits in its reader: the run measures enrollments, not SoftHSM
-	// scanning its slots for a token.
-	cards := make([]*heldCard, c.People)
-	defer func() {
-		for _, hc := range cards {
-			if hc != nil {
-				hc.Close()
-			}
-		}
-		mod.Close()
-	}()
-	modPath, err := pkcs11.SoftHSMModule()
-	if err != nil {
-		return err
-	}
-	run := strconv.FormatInt(time.Now().UnixNano(), 36) // new tokens each run: a label names one token
-	for i := range cards {
-		name := fmt.Sprintf("bench-%s-%d", run, i)
-		if _, err := tgt.env.NewCard(ctx, mod, hsmsim.CardSpec{Name: name, PIN: []byte(strings.TrimSpace(string(pin))),
-			Key: pkcs11.ECP256, Email: fmt.Sprintf("bench%d@example.com", i)}); err != nil {
-			return err
-		}
-		u, err := pkcs11.ParseURI("pkcs11:token=" + url.PathEscape(name))
-		if err != nil {
-			return err
-		}
-		u.PINSource = tgt.pinFile
-		card, err := piv.OpenCard(ctx, u, modPath)
-		if err != nil {
-			return err
-		}
-		if cards[i], err = newHeldCard(ctx, card); err != nil {
-			card.Close()
-			return err
-		}
-	}
+	defer closeCards()
 	roots, err := pivclient.LoadRoots(tgt.caFile)
 	if err != nil {
 		return err
@@ -269,4 +229,59 @@ func checkInvariants(ctx context.Context, out io.Writer, cfg *server.Config, del
 	fmt.Fprintf(out, "  invariants: ok (%d delivered certificates recorded; activations %v; %d redemptions without package, given back by the sweep after %s)\n",
 		len(delivered), states, stuck, activation.StuckRedemption)
 	return nil
+}
+
+// makeCards makes n simulated cards in the target's card issuer before a
+// run and holds them open, as a card sits in its reader: a run measures
+// the gateway, not SoftHSM scanning its slots for a token. closeCards
+// closes them and the module.
+func makeCards(ctx context.Context, tgt *target, n int) (cards []*heldCard, closeCards func(), err error) {
+	mod, err := tgt.env.OpenModule()
+	if err != nil {
+		return nil, nil, err
+	}
+	cards = make([]*heldCard, n)
+	closeCards = func() {
+		for _, hc := range cards {
+			if hc != nil {
+				hc.Close()
+			}
+		}
+		mod.Close()
+	}
+	defer func() {
+		if err != nil {
+			closeCards()
+		}
+	}()
+	pin, err := os.ReadFile(tgt.pinFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("bench: the card PIN: %w", err)
+	}
+	modPath, err := pkcs11.SoftHSMModule()
+	if err != nil {
+		return nil, nil, err
+	}
+	run := strconv.FormatInt(time.Now().UnixNano(), 36) // new tokens each run: a label names one token
+	for i := range cards {
+		name := fmt.Sprintf("bench-%s-%d", run, i)
+		if _, err := tgt.env.NewCard(ctx, mod, hsmsim.CardSpec{Name: name, PIN: []byte(strings.TrimSpace(string(pin))),
+			Key: pkcs11.ECP256, Email: fmt.Sprintf("bench%d@example.com", i)}); err != nil {
+			return nil, nil, err
+		}
+		u, err := pkcs11.ParseURI("pkcs11:token=" + url.PathEscape(name))
+		if err != nil {
+			return nil, nil, err
+		}
+		u.PINSource = tgt.pinFile
+		card, err := piv.OpenCard(ctx, u, modPath)
+		if err != nil {
+			return nil, nil, err
+		}
+		if cards[i], err = newHeldCard(ctx, card); err != nil {
+			card.Close()
+			return nil, nil, err
+		}
+	}
+	return cards, closeCards, nil
 }

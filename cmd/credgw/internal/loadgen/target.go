@@ -6,7 +6,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	hsmsim "github.com/credgw/credgw/hsm-sim"
@@ -21,6 +23,7 @@ type target struct {
 	cfg             *server.Config // for the invariant check
 	what            string         // for the report
 	setsPerPerson   int            // enrollment.max_credential_sets
+	pid             int            // the gateway's process, if known (its RSS)
 }
 
 // inProcessTarget makes a throwaway development environment and runs the
@@ -126,6 +129,81 @@ func runningTarget(ctx context.Context, dir string, c Config) (*target, error) {
 	return &target{gateways: []string{cfg.Listen.GRPC}, env: env, pinFile: filepath.Join(dir, "card.pin"), caFile: filepath.Join(dir, "tls", "ca.crt"),
 		cfg: cfg, setsPerPerson: cfg.Enroll.MaxSets,
 		what: fmt.Sprintf("the gateway running at %s (%s, %s escrow keys)", cfg.Listen.GRPC, cfg.Store.Driver, cfg.Escrow.KeyType)}, nil
+}
+
+// serveTarget makes a throwaway development environment, serves its
+// simulated card issuer from this process and runs the gateway as a child
+// process (bin serve), so that the gateway's resident memory is its own.
+// The gateway's log goes to DIR/serve.log.
+func serveTarget(ctx context.Context, bin string, cleanup *[]func()) (*target, error) {
+	dir, err := os.MkdirTemp("", "credgw-bench-")
+	if err != nil {
+		return nil, err
+	}
+	*cleanup = append(*cleanup, func() { os.RemoveAll(dir) })
+	hsmLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	*cleanup = append(*cleanup, func() { hsmLn.Close() })
+	grpcPort, _ := hsmsim.FreePort()
+	httpPort, _ := hsmsim.FreePort()
+	d, err := hsmsim.DevInit(ctx, filepath.Join(dir, "dev"), hsmsim.DevOptions{HSMURL: "http://" + hsmLn.Addr().String(),
+		GRPCAddr: fmt.Sprintf("127.0.0.1:%d", grpcPort), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", httpPort)})
+	if err != nil {
+		return nil, err
+	}
+	if err := initCA(ctx, d); err != nil {
+		return nil, err
+	}
+	hsm := &http.Server{Handler: d.Env.Handler(nil)}
+	go hsm.Serve(hsmLn)
+	*cleanup = append(*cleanup, func() { hsm.Close() })
+	cfg, err := server.LoadConfig(d.Config)
+	if err != nil {
+		return nil, err
+	}
+	logFile, err := os.Create(filepath.Join(dir, "serve.log"))
+	if err != nil {
+		return nil, err
+	}
+	*cleanup = append(*cleanup, func() { logFile.Close() })
+	cmd := exec.Command(bin, "serve", "--config", d.Config)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("bench: start the gateway (%s serve): %w", bin, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	*cleanup = append(*cleanup, func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
+		select {
+		case err := <-exited:
+			exited <- err
+			log, _ := os.ReadFile(logFile.Name())
+			return nil, fmt.Errorf("bench: the gateway exited (%v): %s", err, log)
+		default:
+		}
+		conn, err := net.DialTimeout("tcp", cfg.Listen.GRPC, time.Second)
+		if err == nil {
+			conn.Close()
+			break
+		}
+		if time.Since(start) > 30*time.Second {
+			return nil, fmt.Errorf("bench: the gateway does not listen at %s after 30s (log: %s)", cfg.Listen.GRPC, logFile.Name())
+		}
+	}
+	return &target{gateways: []string{cfg.Listen.GRPC}, env: d.Env, pinFile: d.PINFile, caFile: d.CAFile, cfg: cfg,
+		setsPerPerson: cfg.Enroll.MaxSets, pid: cmd.Process.Pid,
+		what: fmt.Sprintf("credgw serve (pid %d, %s, default configuration of credgw dev init)", cmd.Process.Pid, cfg.Store.Driver)}, nil
 }
 
 // initCA makes the development environment's CA, as credgw dev init does

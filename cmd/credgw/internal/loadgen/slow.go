@@ -1,0 +1,557 @@
+package loadgen
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/credgw/credgw/activation/code"
+	"github.com/credgw/credgw/agent"
+	"github.com/credgw/credgw/piv/pivclient"
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// SlowConfig is one run of credgw bench slow: many devices downloading
+// their package slowly while other calls are timed (issue 15, point 5).
+type SlowConfig struct {
+	// Readers download at once, each on its own connection.
+	Readers int
+	// Rate is what each reader's connection delivers, bytes a second.
+	Rate int
+	// Duration is how long the readers are held after they all started.
+	Duration time.Duration
+	// Ramp is how long starting the readers takes.
+	Ramp time.Duration
+	// Activations are enrolled and redeemed once (not confirmed); the
+	// readers resume their stored packages, Readers/Activations each.
+	Activations int
+	// PerSource readers share one source address (127.1.x.y), below
+	// the gateway's limits.max_conns_per_source.
+	PerSource int
+	// GatewayDir, if set, is a development environment whose gateway is
+	// already running; GatewayPID is then its process (for its RSS; 0
+	// reads process_resident_memory_bytes from its /metrics). Otherwise
+	// Binary serve runs the gateway as a child process.
+	GatewayDir string
+	GatewayPID int
+	Binary     string
+}
+
+// slowActivation is a stored package a reader resumes: the request of
+// the first Redeem (same activation, secret, password and CSRs).
+type slowActivation struct {
+	req *credgwv1.RedeemRequest
+}
+
+// RunSlow runs c and writes its report to out.
+func RunSlow(ctx context.Context, c SlowConfig, out io.Writer) error {
+	var cleanup []func()
+	defer func() {
+		for i := len(cleanup) - 1; i >= 0; i-- {
+			cleanup[i]()
+		}
+	}()
+	nofile, err := raiseNoFile()
+	if err != nil {
+		return err
+	}
+	if need := uint64(c.Readers) + 256; nofile < need {
+		return fmt.Errorf("bench: %d readers need about %d open files; this process may have %d (ulimit -Hn)", c.Readers, need, nofile)
+	}
+	var tgt *target
+	if c.GatewayDir != "" {
+		if tgt, err = runningTarget(ctx, c.GatewayDir, Config{Replicas: 1}); err != nil {
+			return err
+		}
+		tgt.pid = c.GatewayPID
+	} else if tgt, err = serveTarget(ctx, c.Binary, &cleanup); err != nil {
+		return err
+	}
+	gw := tgt.gateways[0]
+	fmt.Fprintf(out, "bench slow: %d readers at %d B/s each, %d activations, %d readers per source address, against %s\n",
+		c.Readers, c.Rate, c.Activations, c.PerSource, tgt.what)
+	fmt.Fprintf(out, "  open files: bench %d; gateway %s; limits.max_conns_per_source %d (unchanged)\n",
+		nofile, gatewayNoFile(tgt.pid), tgt.cfg.Limits.MaxConnsPerSource)
+	if c.PerSource > tgt.cfg.Limits.MaxConnsPerSource && tgt.cfg.Limits.MaxConnsPerSource >= 0 {
+		return fmt.Errorf("bench: --per-source %d is above the gateway's limits.max_conns_per_source %d", c.PerSource, tgt.cfg.Limits.MaxConnsPerSource)
+	}
+	people := (c.Activations + tgt.setsPerPerson - 1) / tgt.setsPerPerson
+	samplers := 8 // cards that time BeginSession
+	cards, closeCards, err := makeCards(ctx, tgt, people+samplers)
+	if err != nil {
+		return err
+	}
+	defer closeCards()
+	roots, err := pivclient.LoadRoots(tgt.caFile)
+	if err != nil {
+		return err
+	}
+	acts, err := storePackages(ctx, tgt, roots, cards[:people], c.Activations)
+	if err != nil {
+		return err
+	}
+	metricsURL := "http://" + tgt.cfg.Listen.HTTP + "/metrics"
+	probe := &prober{gateway: gw, roots: roots, cards: cards[people:]}
+	if err := probe.dial(); err != nil {
+		return err
+	}
+	defer probe.conn.Close()
+
+	settle := 5 * time.Second
+	idle := probe.run(ctx, 15*time.Second)
+	idleMem := readGatewayMem(tgt.pid, metricsURL)
+	fmt.Fprintf(out, "  idle: %s; %s\n", idle, idleMem)
+
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	rs := &readers{rate: c.Rate, roots: roots, codes: map[string]int{}}
+	var wg sync.WaitGroup
+	gap := c.Ramp / time.Duration(c.Readers)
+	for i := range c.Readers {
+		a := acts[i%len(acts)]
+		src := net.IPv4(127, 1, byte(1+i/c.PerSource/250), byte(1+i/c.PerSource%250))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rs.run(runCtx, gw, src, a)
+		}()
+		if ctx.Err() != nil {
+			break
+		}
+		time.Sleep(gap)
+	}
+	fmt.Fprintf(out, "  %d readers started in %s; %d in a download; waiting %s\n", c.Readers, c.Ramp, rs.downloading.Load(), settle)
+	time.Sleep(settle)
+
+	var peak gatewayMem
+	sampled := make(chan struct{})
+	sampleCtx, stopSampling := context.WithCancel(ctx)
+	go func() {
+		defer close(sampled)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			m := readGatewayMem(tgt.pid, metricsURL)
+			peak.max(m)
+			select {
+			case <-sampleCtx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	atStart := rs.downloading.Load()
+	during := probe.run(ctx, c.Duration)
+	atEnd := rs.downloading.Load()
+	stopSampling()
+	<-sampled
+	fmt.Fprintf(out, "  during (%s; readers in a download %d then %d): %s\n", c.Duration, atStart, atEnd, during)
+	fmt.Fprintf(out, "  gateway peak: %s\n", peak)
+	stop()
+	wg.Wait()
+	rs.mu.Lock()
+	fmt.Fprintf(out, "  readers: %d downloads finished (%.1f MiB), %d resumes refused or cut: %v\n",
+		rs.done.Load(), float64(rs.bytes.Load())/(1<<20), rs.failed.Load(), rs.codes)
+	rs.mu.Unlock()
+	fmt.Fprintf(out, "  goals (issue 15): gateway RSS under 512 MiB: %v; other p99 at most 2x idle: Check %.1fx, BeginSession %.1fx\n",
+		peak.rss < 512<<20, ratio(during.check, idle.check), ratio(during.begin, idle.begin))
+	return nil
+}
+
+func ratio(a, b time.Duration) float64 { return float64(a) / float64(max(b, 1)) }
+
+// raiseNoFile raises this process's open-file limit to its hard limit:
+// each reader holds a connection.
+func raiseNoFile() (uint64, error) {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return 0, err
+	}
+	l.Cur = l.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return 0, err
+	}
+	return l.Cur, nil
+}
+
+// gatewayNoFile is the gateway process's open-file limit (Go raises its
+// soft limit to the hard one at start).
+func gatewayNoFile(pid int) string {
+	if pid == 0 {
+		return "unknown (no --gateway-pid)"
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+	if err != nil {
+		return err.Error()
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "Max open files") {
+			if f := strings.Fields(line); len(f) >= 4 {
+				return f[3]
+			}
+		}
+	}
+	return "unknown"
+}
+
+// storePackages enrolls n activations with cards (each person up to the
+// gateway's enrollment.max_credential_sets) and redeems each once with
+// the reference agent, stopping before Confirm: the package stays stored
+// for resumes.
+func storePackages(ctx context.Context, tgt *target, roots *x509.CertPool, cards []*heldCard, n int) ([]slowActivation, error) {
+	errNoConfirm := errors.New("bench: stored, not confirmed")
+	work, err := os.MkdirTemp("", "credgw-bench-slow-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	acts := make([]slowActivation, n)
+	lat := &latencies{d: map[string][]time.Duration{}}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for w := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)) - 1; i < n && errs[w] == nil; i = int(next.Add(1)) - 1 {
+				card := cards[i/tgt.setsPerPerson]
+				resp, err := enrollOnce(ctx, roots, tgt.gateways[0], card, lat)
+				if err != nil {
+					errs[w] = err
+					return
+				}
+				p, err := code.ParsePayload(resp.GetQrPayload())
+				if err != nil {
+					errs[w] = err
+					return
+				}
+				p.Gateway = tgt.gateways[0]
+				var req *credgwv1.RedeemRequest
+				capture := grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+					cs, err := streamer(ctx, desc, cc, method, opts...)
+					return &sentStream{ClientStream: cs, sent: func(m any) {
+						if r, ok := m.(*credgwv1.RedeemRequest); ok {
+							req = proto.Clone(r).(*credgwv1.RedeemRequest)
+						}
+					}}, err
+				})
+				_, err = agent.Redeem(ctx, agent.Options{Payload: p, Password: resp.GetPassword(), OutDir: fmt.Sprintf("%s/%d", work, i),
+					KeystorePIN: "bench-pin-2026", Device: &credgwv1.DeviceInfo{Model: "bench slow"}, DialOptions: []grpc.DialOption{capture},
+					MaxResumes: 1, Install: func(context.Context, *agent.Package) error { return errNoConfirm }})
+				if !errors.Is(err, errNoConfirm) || req == nil {
+					errs[w] = fmt.Errorf("bench: first redemption of activation %d: %v", i, err)
+					return
+				}
+				req.ResumeOffset = 0
+				acts[i] = slowActivation{req: req}
+			}
+		}()
+	}
+	wg.Wait()
+	return acts, errors.Join(errs...)
+}
+
+type sentStream struct {
+	grpc.ClientStream
+	sent func(any)
+}
+
+func (s *sentStream) SendMsg(m any) error {
+	s.sent(m)
+	return s.ClientStream.SendMsg(m)
+}
+
+// readers are the slow devices.
+type readers struct {
+	rate  int
+	roots *x509.CertPool
+
+	downloading  atomic.Int64 // readers in a Redeem call
+	done, failed atomic.Int64
+	bytes        atomic.Int64
+	mu           sync.Mutex
+	codes        map[string]int
+}
+
+// run is one reader: it resumes a's stored package from offset 0 on one
+// connection from src, again and again until ctx ends, through a
+// connection that delivers rate bytes a second. Pacing the gRPC Recv
+// calls would not slow the gateway down: a package is smaller than the
+// stream's flow-control window, so the gateway writes it out at once
+// whatever the client's Recv does. A slow phone is slow in the network:
+// the bytes arrive at its rate, and the gateway's writes wait for them.
+func (r *readers) run(ctx context.Context, gateway string, src net.IP, a slowActivation) {
+	host, _, _ := net.SplitHostPort(gateway)
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: src}, Control: smallReceiveBuffer}
+	conn, err := grpc.NewClient(gateway,
+		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: r.roots, ServerName: host, MinVersion: tls.VersionTLS12})),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			return &slowConn{Conn: c, rate: r.rate}, nil
+		}),
+		// The bench holds thousands of connections: small buffers on
+		// its side.
+		grpc.WithReadBufferSize(4<<10), grpc.WithWriteBufferSize(4<<10), grpc.WithSharedWriteBuffer(true))
+	if err != nil {
+		r.fail(err)
+		return
+	}
+	defer conn.Close()
+	client := credgwv1.NewRedemptionClient(conn)
+	for ctx.Err() == nil {
+		n, err := r.download(ctx, client, a.req)
+		r.bytes.Add(n)
+		if err == nil {
+			r.done.Add(1)
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		r.fail(err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (r *readers) download(ctx context.Context, client credgwv1.RedemptionClient, req *credgwv1.RedeemRequest) (int64, error) {
+	r.downloading.Add(1)
+	defer r.downloading.Add(-1)
+	stream, err := client.Redeem(ctx, req)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for {
+		m, err := stream.Recv()
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		n += int64(len(m.GetChunk().GetData()))
+	}
+}
+
+func (r *readers) fail(err error) {
+	r.failed.Add(1)
+	r.mu.Lock()
+	r.codes[status.Code(err).String()]++
+	r.mu.Unlock()
+}
+
+// smallReceiveBuffer makes the reader's socket buffer small, as a slow
+// network holds little in flight: without it loopback would take a whole
+// package into the bench's kernel buffer at once.
+func smallReceiveBuffer(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4<<10)
+	})
+	return errors.Join(err, serr)
+}
+
+// slowConn delivers what it reads at rate bytes a second, in pieces of
+// at most 256 bytes.
+type slowConn struct {
+	net.Conn
+	rate int
+	next time.Time
+}
+
+func (c *slowConn) Read(p []byte) (int, error) {
+	if d := time.Until(c.next); d > 0 {
+		time.Sleep(d)
+	}
+	n, err := c.Conn.Read(p[:min(len(p), 256)])
+	now := time.Now()
+	if c.next.Before(now) {
+		c.next = now
+	}
+	c.next = c.next.Add(time.Duration(n) * time.Second / time.Duration(c.rate))
+	return n, err
+}
+
+// prober times other calls: Health/Check on a connection of its own, and
+// BeginSession (each followed by CompleteSession, so that no challenge
+// stays outstanding) on a new sign-in with one of its cards in turn.
+type prober struct {
+	gateway string
+	roots   *x509.CertPool
+	cards   []*heldCard
+	conn    *grpc.ClientConn
+}
+
+func (p *prober) dial() error {
+	host, _, _ := net.SplitHostPort(p.gateway)
+	var err error
+	p.conn, err = grpc.NewClient(p.gateway, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: p.roots, ServerName: host, MinVersion: tls.VersionTLS12})))
+	return err
+}
+
+// probeResult is the p99 of the calls timed.
+type probeResult struct {
+	check, begin, complete time.Duration
+	nCheck, nBegin         int
+	failed                 int
+}
+
+func (r probeResult) String() string {
+	return fmt.Sprintf("Check p99 %s (n=%d), BeginSession p99 %s, CompleteSession p99 %s (n=%d), %d failed",
+		r.check.Round(10*time.Microsecond), r.nCheck, r.begin.Round(10*time.Microsecond), r.complete.Round(10*time.Microsecond), r.nBegin, r.failed)
+}
+
+// run times Check 50 times a second and a sign-in 4 times a second for d.
+func (p *prober) run(ctx context.Context, d time.Duration) probeResult {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var res probeResult
+	var mu sync.Mutex
+	var checks []time.Duration
+	lat := &latencies{d: map[string][]time.Duration{}}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		h := healthpb.NewHealthClient(p.conn)
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for ; ctx.Err() == nil; <-t.C {
+			start := time.Now()
+			_, err := h.Check(ctx, &healthpb.HealthCheckRequest{})
+			mu.Lock()
+			if err == nil {
+				checks = append(checks, time.Since(start))
+			} else if ctx.Err() == nil {
+				res.failed++
+			}
+			mu.Unlock()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for i := 0; ctx.Err() == nil; i++ {
+			if i > 0 {
+				<-t.C
+			}
+			s, err := pivclient.SignIn(ctx, pivclient.Options{Gateway: p.gateway, Roots: p.roots, Card: p.cards[i%len(p.cards)], DialOptions: lat.dialOptions()})
+			if err != nil {
+				if ctx.Err() == nil {
+					mu.Lock()
+					res.failed++
+					mu.Unlock()
+				}
+				continue
+			}
+			s.Close()
+		}
+	}()
+	wg.Wait()
+	p99 := func(ds []time.Duration) time.Duration {
+		if len(ds) == 0 {
+			return 0
+		}
+		slices.Sort(ds)
+		return ds[min(len(ds)-1, len(ds)*99/100)]
+	}
+	res.check, res.nCheck = p99(checks), len(checks)
+	begin := lat.d["/credgw.v1.PIVAuth/BeginSession"]
+	res.begin, res.nBegin = p99(begin), len(begin)
+	res.complete = p99(lat.d["/credgw.v1.PIVAuth/CompleteSession"])
+	return res
+}
+
+// gatewayMem is what the gateway holds.
+type gatewayMem struct {
+	rss, heapInuse  float64 // bytes
+	goroutines, fds float64
+	from            string
+}
+
+func (m gatewayMem) String() string {
+	return fmt.Sprintf("RSS %.0f MiB (%s), Go heap in use %.0f MiB, %0.f goroutines, %.0f open fds",
+		m.rss/(1<<20), m.from, m.heapInuse/(1<<20), m.goroutines, m.fds)
+}
+
+func (m *gatewayMem) max(o gatewayMem) {
+	if o.rss > m.rss {
+		m.rss, m.from = o.rss, o.from
+	}
+	m.heapInuse = max(m.heapInuse, o.heapInuse)
+	m.goroutines = max(m.goroutines, o.goroutines)
+	m.fds = max(m.fds, o.fds)
+}
+
+// readGatewayMem reads the gateway's VmRSS from /proc (pid known) and the
+// rest from its /metrics.
+func readGatewayMem(pid int, metricsURL string) gatewayMem {
+	var m gatewayMem
+	c := http.Client{Timeout: 5 * time.Second}
+	if resp, err := c.Get(metricsURL); err == nil {
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			name, v, ok := strings.Cut(sc.Text(), " ")
+			if !ok {
+				continue
+			}
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				continue
+			}
+			switch name {
+			case "process_resident_memory_bytes":
+				m.rss, m.from = f, "/metrics"
+			case "go_memstats_heap_inuse_bytes":
+				m.heapInuse = f
+			case "go_goroutines":
+				m.goroutines = f
+			case "process_open_fds":
+				m.fds = f
+			}
+		}
+		resp.Body.Close()
+	}
+	if pid == 0 {
+		return m
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return m
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
+			m.rss, m.from = float64(kb)*1024, "VmRSS"
+		}
+	}
+	return m
+}
