@@ -237,16 +237,16 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 		return nil, fmt.Errorf("%w: the %s certificate needs an rfc822Name, and the card gave none (its PIV Authentication and Digital Signature certificates carry no email)", ErrNoEmail, req.Profile)
 	}
 	is := &issuance{ca: c, req: req, now: c.cfg.Now()}
+	is.notAfter = is.now.Add(c.cfg.Validity)
+	if caEnd := c.cfg.Chain[0].NotAfter; is.notAfter.After(caEnd) {
+		is.notAfter = caEnd // never beyond the issuing CA
+	}
 	if err := is.checkCSR(); err != nil {
 		return nil, err
 	}
 	var err error
 	if is.serial, err = newSerial(); err != nil {
 		return nil, err
-	}
-	is.notAfter = is.now.Add(c.cfg.Validity)
-	if caEnd := c.cfg.Chain[0].NotAfter; is.notAfter.After(caEnd) {
-		is.notAfter = caEnd // never beyond the issuing CA
 	}
 	data, err := is.templateData()
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/credgw/credgw/store"
 	"github.com/smallstep/certificates/authority/provisioner"
@@ -31,6 +32,9 @@ func (is *issuance) checkCSR() error {
 	// Issue explains a failure. Checking it here too would cost a third
 	// verification per certificate.
 	if err := allowedKey(csr.PublicKey); err != nil {
+		return bad("%v", err)
+	}
+	if err := keyLastsUntil(csr.PublicKey, is.notAfter); err != nil {
 		return bad("%v", err)
 	}
 	pub := csr.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
@@ -71,6 +75,21 @@ func allowedKey(pub crypto.PublicKey) error {
 		return fmt.Errorf("curve %s is not allowed: use P-256 or P-384", k.Curve.Params().Name)
 	}
 	return fmt.Errorf("%T keys are not allowed: use RSA or ECDSA", pub)
+}
+
+// RSA2048Until is the last moment a certificate for an RSA-2048 key may be
+// valid: Common Policy §6.1.5 (and SP 800-131A / SP 800-78-5) require RSA
+// keys of at least 3072 bits after 2030-12-31.
+var RSA2048Until = time.Date(2030, 12, 31, 23, 59, 59, 0, time.UTC)
+
+// keyLastsUntil refuses a key too weak for a certificate valid until
+// notAfter.
+func keyLastsUntil(pub crypto.PublicKey, notAfter time.Time) error {
+	if k, ok := pub.(*rsa.PublicKey); ok && k.N.BitLen() < 3072 && notAfter.After(RSA2048Until) {
+		return fmt.Errorf("RSA-%d may not be certified past 2030-12-31 and this certificate would be valid until %s (Common Policy §6.1.5): use RSA-3072 or EC P-256/P-384",
+			k.N.BitLen(), notAfter.UTC().Format(time.DateOnly))
+	}
+	return nil
 }
 
 // csrValidator runs inside the authority; the checks ran already.

@@ -162,3 +162,43 @@ func TestStaleIntentsRevoked(t *testing.T) {
 		t.Fatal("the CRL does not list the crashed issuance")
 	}
 }
+
+// TestNoRSA2048Past2030: a certificate valid after 2030-12-31 is not made
+// for an RSA-2048 key (Common Policy §6.1.5); RSA-3072 and P-256 are, and
+// RSA-2048 still is for certificates ending before.
+func TestNoRSA2048Past2030(t *testing.T) {
+	ctx := context.Background()
+	cfg := testCA.cfg
+	if cfg.Chain[0].NotAfter.Before(time.Date(2031, 7, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Skipf("the test issuing CA ends %s, before the certificates this test needs", cfg.Chain[0].NotAfter)
+	}
+	rsa2048, _ := rsa.GenerateKey(crand.Reader, 2048)
+	rsa3072, _ := rsa.GenerateKey(crand.Reader, 3072)
+	for _, tc := range []struct {
+		name string
+		now  time.Time
+		key  crypto.Signer
+		ok   bool
+	}{
+		{"RSA-2048 ending 2031", time.Date(2030, 6, 1, 0, 0, 0, 0, time.UTC), rsa2048, false},
+		{"RSA-2048 ending 2030", time.Date(2029, 12, 1, 0, 0, 0, 0, time.UTC), rsa2048, true},
+		{"RSA-3072 ending 2031", time.Date(2030, 6, 1, 0, 0, 0, 0, time.UTC), rsa3072, true},
+		{"P-256 ending 2031", time.Date(2030, 6, 1, 0, 0, 0, 0, time.UTC), p256(t), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := cfg
+			c.Now = func() time.Time { return tc.now }
+			ca, err := NewCA(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = ca.Issue(ctx, Request{Profile: DigitalSignature, CSR: newCSR(t, tc.key), Identity: identity(t)})
+			switch {
+			case tc.ok && err != nil:
+				t.Fatalf("refused: %v", err)
+			case !tc.ok && (!errors.Is(err, ErrBadRequest) || !strings.Contains(err.Error(), "past 2030-12-31")):
+				t.Fatalf("err = %v, want ErrBadRequest saying RSA-2048 may not be certified past 2030-12-31", err)
+			}
+		})
+	}
+}

@@ -117,8 +117,11 @@ func (k *FileKEK) Open(_ context.Context, sealed, aad []byte) ([]byte, error) {
 // EscrowKeyType is the key type of escrowed key-management keys.
 type EscrowKeyType string
 
-// RSA-2048 is the default for S/MIME interoperability; EC P-256 an option.
+// RSA-3072 is the default: RSA for S/MIME interoperability, 3072 bits so
+// that certificates may be valid past 2030-12-31 (RSA2048Until). RSA-2048
+// is allowed for certificates ending before; EC P-256 is an option.
 const (
+	EscrowRSA3072 EscrowKeyType = "rsa3072"
 	EscrowRSA2048 EscrowKeyType = "rsa2048"
 	EscrowP256    EscrowKeyType = "p256"
 )
@@ -182,10 +185,10 @@ func NewEscrow(cfg EscrowConfig) (*Escrow, error) {
 	}
 	switch cfg.KeyType {
 	case "":
-		cfg.KeyType = EscrowRSA2048
-	case EscrowRSA2048, EscrowP256:
+		cfg.KeyType = EscrowRSA3072
+	case EscrowRSA3072, EscrowRSA2048, EscrowP256:
 	default:
-		return nil, fmt.Errorf("issuance: escrow key type %q: rsa2048 or p256", cfg.KeyType)
+		return nil, fmt.Errorf("issuance: escrow key type %q: rsa3072, rsa2048 or p256", cfg.KeyType)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -252,10 +255,13 @@ func (e *Escrow) generate() (crypto.Signer, error) {
 	if e.generateFn != nil {
 		return e.generateFn()
 	}
-	if e.keyType == EscrowP256 {
+	switch e.keyType {
+	case EscrowP256:
 		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case EscrowRSA2048:
+		return rsa.GenerateKey(rand.Reader, 2048)
 	}
-	return rsa.GenerateKey(rand.Reader, 2048)
+	return rsa.GenerateKey(rand.Reader, 3072)
 }
 
 // EscrowedKey is a key-management key: its private key is used once to make

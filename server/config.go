@@ -299,6 +299,10 @@ const (
 // DefaultPolicy is id-fpki-common-authentication.
 const DefaultPolicy = "2.16.840.1.101.3.2.1.3.13"
 
+// configNow is the clock of the checks that depend on the date (tests set
+// it).
+var configNow = time.Now
+
 // LoadConfig reads and checks a config file.
 func LoadConfig(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
@@ -413,7 +417,7 @@ func (c *Config) applyDefaults() {
 		c.Enroll.ConfirmWindow.Duration = activation.DefaultConfirmWindow
 	}
 	if c.Escrow.KeyType == "" {
-		c.Escrow.KeyType = string(issuance.EscrowRSA2048)
+		c.Escrow.KeyType = string(issuance.EscrowRSA3072)
 	}
 	if c.Renewal.OpensAtPercent == 0 {
 		c.Renewal.OpensAtPercent = activation.DefaultRenewalPercent
@@ -640,9 +644,16 @@ func (c *Config) validateCA(bad func(string, ...any)) {
 		bad("ca.key_type %q: p256, p384 or rsa3072", c.CA.KeyType)
 	}
 	switch c.Escrow.KeyType {
-	case "rsa2048", "p256":
+	case "rsa3072", "p256":
+	case "rsa2048":
+		// Common Policy §6.1.5: no RSA-2048 key in a certificate valid
+		// past 2030-12-31.
+		if end := configNow().Add(c.CA.Validity.Duration); end.After(issuance.RSA2048Until) {
+			bad("escrow.key_type rsa2048: encryption certificates issued now with ca.validity %s would be valid until %s, past 2030-12-31, when RSA-2048 is no longer allowed (Common Policy §6.1.5): use rsa3072 or p256",
+				c.CA.Validity.Duration, end.UTC().Format(time.DateOnly))
+		}
 	default:
-		bad("escrow.key_type %q: rsa2048 or p256", c.Escrow.KeyType)
+		bad("escrow.key_type %q: rsa3072, rsa2048 or p256", c.Escrow.KeyType)
 	}
 	if c.Escrow.PoolSize < 0 || c.Escrow.PoolSize > 64 {
 		bad("escrow.pool_size %d: 0 to 64", c.Escrow.PoolSize)

@@ -87,7 +87,7 @@ enrollment.max_credential_sets times.`,
 	}
 	enrollCmd.Flags().IntVar(&concurrency, "concurrency", 4, "parallel workers, each with its own card")
 	enrollCmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "how long to run")
-	enrollCmd.Flags().StringVar(&escrowType, "escrow-key", "p256", "escrow key type: p256 or rsa2048")
+	enrollCmd.Flags().StringVar(&escrowType, "escrow-key", "p256", "escrow key type: p256, rsa3072 or rsa2048")
 	enrollCmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (go tool pprof) here")
 	enrollCmd.Flags().StringVar(&pgDSN, "postgres", "", "run the gateway on this PostgreSQL (a URL) instead of SQLite; its schema is migrated")
 	enrollCmd.Flags().IntVar(&replicas, "replicas", 1, "gateway replicas in the process (2 needs --postgres); workers alternate between them")

@@ -58,7 +58,7 @@ type Config struct {
 	// the gateway runs in this process, set up by the fields below.
 	GatewayDir string
 	// EscrowKey is the in-process gateway's escrow key type (p256,
-	// rsa2048).
+	// rsa3072, rsa2048).
 	EscrowKey string
 	// Postgres, if set, is the PostgreSQL URL the in-process gateway uses
 	// instead of SQLite (its schema is migrated).
