@@ -32,6 +32,7 @@ type DB struct {
 	dialect string        // "sqlite" or "postgres"
 	ckpt    *checkpointer // SQLite: WAL checkpoints off the request path
 	lock    *os.File      // SQLite: held while open, one gateway per file (lockSQLite)
+	path    string        // SQLite: the database file
 }
 
 // SQLite is the embedded store: one file, WAL, a busy timeout, one writer
@@ -94,7 +95,7 @@ func OpenSQLite(ctx context.Context, path string, opts ...SQLiteOption) (*SQLite
 		return nil, fmt.Errorf("store: sqlite: %w", err)
 	}
 	ck.SetMaxOpenConns(1)
-	s := &DB{w: newConn(w, true), r: newConn(r, true), dialect: "sqlite", ckpt: newCheckpointer(ck, w, path+"-wal", trigger), lock: lock}
+	s := &DB{w: newConn(w, true), r: newConn(r, true), dialect: "sqlite", ckpt: newCheckpointer(ck, w, path+"-wal", trigger), lock: lock, path: path}
 	s.w.beforeWrite = s.ckpt.beforeWrite
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
@@ -118,7 +119,7 @@ func OpenSQLiteReadOnly(ctx context.Context, path string) (*SQLite, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &DB{w: newConn(w, true), r: newConn(r, true), dialect: "sqlite"}
+	s := &DB{w: newConn(w, true), r: newConn(r, true), dialect: "sqlite", path: path}
 	// goose would create its table in a database never migrated.
 	var migrated int
 	err = s.r.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'goose_db_version'`).Scan(&migrated)

@@ -30,7 +30,7 @@ Secrets (PINs) are read from files (--pin-file, pin-source=), never from flags.`
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newServeCmd(), newMigrateCmd(), newDemoCmd(), newDevCmd(), newCACmd(), newPIVCmd(), newEnrollCmd(), newRedeemCmd(), newBenchCmd(), newHSMSimCmd(), newCardCmd(), newAuditCmd(), newAdminCmd(), newRenewCmd())
+	root.AddCommand(newVersionCmd(), newServeCmd(), newMigrateCmd(), newDemoCmd(), newDevCmd(), newCACmd(), newPIVCmd(), newEnrollCmd(), newRedeemCmd(), newBenchCmd(), newHSMSimCmd(), newCardCmd(), newAuditCmd(), newAdminCmd(), newRenewCmd(), newBackupCmd())
 	return root
 }
 
