@@ -78,7 +78,9 @@ enrollment.max_credential_sets times.`,
 				return fmt.Errorf("--device %q: agent or protocol", device)
 			}
 			if gatewayDir == "" {
-				gatewayGC() // the gateway runs in this process: as credgw serve does
+				// The gateway runs in this process: GOGC as credgw serve
+				// sets it; no memory limit, which would count the devices.
+				gatewayGC(-1)
 			}
 			return loadgen.Run(cmd.Context(), loadgen.Config{Concurrency: concurrency, Duration: duration, People: people,
 				ProtocolOnly: device == "protocol", KeepGoing: keepGoing, GatewayDir: gatewayDir,
