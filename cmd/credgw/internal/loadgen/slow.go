@@ -179,11 +179,12 @@ func RunSlow(ctx context.Context, c SlowConfig, out io.Writer) error {
 		}
 	}()
 	atStart := rs.downloading.Load()
+	cpu := startCPU(tgt.pid)
 	during := probe.run(ctx, c.Duration)
 	atEnd := rs.downloading.Load()
 	stopSampling()
 	<-sampled
-	fmt.Fprintf(out, "  held (%s; downloads open %d then %d): %s\n", c.Duration, atStart, atEnd, during)
+	fmt.Fprintf(out, "  held (%s; downloads open %d then %d): %s; %s\n", c.Duration, atStart, atEnd, during, cpu)
 	fmt.Fprintf(out, "  gateway peak while held: %s\n", peak)
 
 	// The readers now read at c.Rate to the end, and close.
@@ -191,7 +192,9 @@ func RunSlow(ctx context.Context, c SlowConfig, out io.Writer) error {
 	gateOpen := time.Now()
 	finished := make(chan struct{})
 	go func() { wg.Wait(); close(finished) }()
+	cpu = startCPU(tgt.pid)
 	reading := probe.run(ctx, 10*time.Second)
+	readingCPU := cpu.String()
 	var peak2 gatewayMem
 	peak2.max(readGatewayMem(tgt.pid, metricsURL))
 	select {
@@ -201,7 +204,7 @@ func RunSlow(ctx context.Context, c SlowConfig, out io.Writer) error {
 		<-finished
 	}
 	peak.max(peak2)
-	fmt.Fprintf(out, "  reading at %d B/s (first 10s after the gate): %s; %s\n", c.Rate, reading, peak2)
+	fmt.Fprintf(out, "  reading at %d B/s (first 10s after the gate): %s; %s; %s\n", c.Rate, reading, readingCPU, peak2)
 	rs.mu.Lock()
 	fmt.Fprintf(out, "  readers: %d downloads finished %s after the gate (%.1f MiB), %d refused or cut: %v\n",
 		rs.done.Load(), time.Since(gateOpen).Round(time.Second), float64(rs.bytes.Load())/(1<<20), rs.failed.Load(), rs.codes)
@@ -209,6 +212,43 @@ func RunSlow(ctx context.Context, c SlowConfig, out io.Writer) error {
 	fmt.Fprintf(out, "  goals (issue 15): gateway RSS under 512 MiB: %v (peak %.0f MiB); other p99 at most 2x idle while held: Check %.1fx, BeginSession %.1fx; while they read (this process reads too, on the same cores): Check %.1fx, BeginSession %.1fx\n",
 		peak.rss < 512<<20, peak.rss/(1<<20), ratio(during.check, idle.check), ratio(during.begin, idle.begin), ratio(reading.check, idle.check), ratio(reading.begin, idle.begin))
 	return nil
+}
+
+// cpuSince is the CPU time the gateway and this process used since
+// start: on shared cores, whose load a p99 follows.
+type cpuSince struct {
+	pid              int
+	start            time.Time
+	gateway, himself float64
+}
+
+func startCPU(pid int) cpuSince {
+	return cpuSince{pid: pid, start: time.Now(), gateway: cpuSeconds(pid), himself: cpuSeconds(os.Getpid())}
+}
+
+func (c cpuSince) String() string {
+	wall := time.Since(c.start).Seconds()
+	return fmt.Sprintf("CPU: gateway %.0f%%, bench %.0f%% of one core", 100*(cpuSeconds(c.pid)-c.gateway)/wall, 100*(cpuSeconds(os.Getpid())-c.himself)/wall)
+}
+
+// cpuSeconds is a process's user and system time (0 if unknown).
+func cpuSeconds(pid int) float64 {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name (which may hold spaces).
+	_, rest, _ := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100 // USER_HZ, 100 on Linux
 }
 
 func ratio(a, b time.Duration) float64 { return float64(a) / float64(max(b, 1)) }
