@@ -135,8 +135,10 @@ raise their open-file limit to the hard limit (ulimit -Hn): each reader holds
 one descriptor on each side.
 
 Reported: Health/Check (50/s) and BeginSession, CompleteSession (a sign-in 4/s)
-p99 idle and during; the gateway's RSS, Go heap in use, go_goroutines and open
-descriptors, idle and peak.
+p99 idle, held and while the readers read, as this process sees them and (from
+the gateway's request duration histogram) in the gateway's handlers; the CPU
+the gateway and this process used; the gateway's RSS, Go heap in use,
+go_goroutines and open descriptors, idle and peak.
 
 Figures measured on 2 cores: docs/deploy.md, "Capacity: slow downloads".`,
 		Args: cobra.NoArgs,

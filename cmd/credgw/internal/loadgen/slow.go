@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -179,12 +180,12 @@ func RunSlow(ctx context.Context, c SlowConfig, out io.Writer) error {
 		}
 	}()
 	atStart := rs.downloading.Load()
-	cpu := startCPU(tgt.pid)
+	cpu, hist := startCPU(tgt.pid), readHandlerTimes(metricsURL)
 	during := probe.run(ctx, c.Duration)
 	atEnd := rs.downloading.Load()
 	stopSampling()
 	<-sampled
-	fmt.Fprintf(out, "  held (%s; downloads open %d then %d): %s; %s\n", c.Duration, atStart, atEnd, during, cpu)
+	fmt.Fprintf(out, "  held (%s; downloads open %d then %d): %s; %s; %s\n", c.Duration, atStart, atEnd, during, cpu, hist.since(metricsURL))
 	fmt.Fprintf(out, "  gateway peak while held: %s\n", peak)
 
 	// The readers now read at c.Rate to the end, and close.
@@ -192,9 +193,9 @@ func RunSlow(ctx context.Context, c SlowConfig, out io.Writer) error {
 	gateOpen := time.Now()
 	finished := make(chan struct{})
 	go func() { wg.Wait(); close(finished) }()
-	cpu = startCPU(tgt.pid)
+	cpu, hist = startCPU(tgt.pid), readHandlerTimes(metricsURL)
 	reading := probe.run(ctx, 10*time.Second)
-	readingCPU := cpu.String()
+	readingCPU := cpu.String() + "; " + hist.since(metricsURL)
 	var peak2 gatewayMem
 	peak2.max(readGatewayMem(tgt.pid, metricsURL))
 	select {
@@ -212,6 +213,73 @@ func RunSlow(ctx context.Context, c SlowConfig, out io.Writer) error {
 	fmt.Fprintf(out, "  goals (issue 15): gateway RSS under 512 MiB: %v (peak %.0f MiB); other p99 at most 2x idle while held: Check %.1fx, BeginSession %.1fx; while they read (this process reads too, on the same cores): Check %.1fx, BeginSession %.1fx\n",
 		peak.rss < 512<<20, peak.rss/(1<<20), ratio(during.check, idle.check), ratio(during.begin, idle.begin), ratio(reading.check, idle.check), ratio(reading.begin, idle.begin))
 	return nil
+}
+
+// handlerTimes are the gateway's own request duration histograms
+// (credgw_grpc_request_duration_seconds) of Check and BeginSession:
+// cumulative counts by upper bound. Their p99 is the time in the
+// gateway's handler, without the network or this process's scheduling.
+type handlerTimes map[string]map[float64]float64
+
+var timedMethods = []string{"/grpc.health.v1.Health/Check", "/credgw.v1.PIVAuth/BeginSession"}
+
+func readHandlerTimes(metricsURL string) handlerTimes {
+	h := handlerTimes{}
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(metricsURL)
+	if err != nil {
+		return h
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "credgw_grpc_request_duration_seconds_bucket{") || !strings.Contains(line, `code="OK"`) {
+			continue
+		}
+		for _, m := range timedMethods {
+			if !strings.Contains(line, `method="`+m+`"`) {
+				continue
+			}
+			_, le, _ := strings.Cut(line, `le="`)
+			le, rest, _ := strings.Cut(le, `"}`)
+			bound, err1 := strconv.ParseFloat(le, 64)
+			n, err2 := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			if err1 != nil || err2 != nil {
+				continue
+			}
+			if h[m] == nil {
+				h[m] = map[float64]float64{}
+			}
+			h[m][bound] = n
+		}
+	}
+	return h
+}
+
+// since is the p99 of each method's handler time since h, as the bucket
+// bound it falls under.
+func (h handlerTimes) since(metricsURL string) string {
+	now := readHandlerTimes(metricsURL)
+	var parts []string
+	for _, m := range timedMethods {
+		var bounds []float64
+		for b := range now[m] {
+			bounds = append(bounds, b)
+		}
+		slices.Sort(bounds)
+		total := now[m][math.Inf(1)] - h[m][math.Inf(1)]
+		p99 := "no calls"
+		for _, b := range bounds {
+			if total > 0 && now[m][b]-h[m][b] >= 0.99*total {
+				p99 = fmt.Sprintf("≤ %s", time.Duration(b*float64(time.Second)))
+				break
+			}
+		}
+		parts = append(parts, fmt.Sprintf("%s %s", m[strings.LastIndex(m, "/")+1:], p99))
+	}
+	return "in-gateway handler p99: " + strings.Join(parts, ", ")
 }
 
 // cpuSince is the CPU time the gateway and this process used since
