@@ -150,6 +150,11 @@ type LimitsConfig struct {
 	StreamTimeout Duration `yaml:"stream_timeout"`
 	// MaxWatchStreams bounds the Health/Watch streams open at once.
 	MaxWatchStreams int `yaml:"max_watch_streams"`
+	// MemoryLimit is the Go runtime's soft memory limit, bytes
+	// (debug.SetMemoryLimit): near it the garbage collector runs more
+	// often rather than let the heap grow to GOGC's target. -1: none.
+	// GOMEMLIMIT in the environment wins. credgw serve applies it.
+	MemoryLimit int64 `yaml:"memory_limit"`
 }
 
 // HSMConfig says how to reach PKCS#11.
@@ -294,6 +299,13 @@ const (
 	// download a package of a few tens of KiB.
 	DefaultStreamTimeout   = 10 * time.Minute
 	DefaultMaxWatchStreams = 64
+	// DefaultMemoryLimit keeps a gateway holding 10,000 slow downloads
+	// under 512 MiB of RSS (issue 15; docs/deploy.md, "Capacity: slow
+	// downloads"): the heap of held connections is mostly garbage
+	// between collections, and GOGC=200 alone lets it grow to three
+	// times the live data. It leaves room for what the Go runtime does
+	// not count (PKCS#12 and SQLite in C, the PKCS#11 module).
+	DefaultMemoryLimit = 384 << 20
 )
 
 // DefaultPolicy is id-fpki-common-authentication.
@@ -581,6 +593,9 @@ func (l *LimitsConfig) applyClientDefaults() {
 	if l.MaxWatchStreams == 0 {
 		l.MaxWatchStreams = DefaultMaxWatchStreams
 	}
+	if l.MemoryLimit == 0 {
+		l.MemoryLimit = DefaultMemoryLimit
+	}
 }
 
 // validateClients checks what slow and idle clients may hold.
@@ -610,6 +625,9 @@ func (l *LimitsConfig) validateClients(bad func(string, ...any)) {
 	}
 	if n := l.MaxStreamsPerConn; n < 1 || n > 10000 {
 		bad("limits.max_streams_per_conn %d: 1 to 10000", n)
+	}
+	if n := l.MemoryLimit; n != -1 && (n < 64<<20 || n > 1<<40) {
+		bad("limits.memory_limit %d: -1 (none) or 67108864 (64 MiB) to 1 TiB, in bytes", n)
 	}
 	if n := l.MaxWatchStreams; n < -1 || n > 1<<20 {
 		bad("limits.max_watch_streams %d: -1 (no limit) or 1 to 1048576", n)

@@ -393,6 +393,8 @@ func TestConfigErrors(t *testing.T) {
 		{"bad tls version", "tls: {cert_file: a, key_file: b, min_version: '1.1'}\npiv: {trust_anchor_files: [a]}\n", "min_version"},
 		{"new_work below -1", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nlimits: {new_work: -2}\n", "limits.new_work"},
 		{"bad listen", "listen: {grpc: nowhere}\ntls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\n", "listen.grpc"},
+		{"memory_limit too small", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nlimits: {memory_limit: 1048576}\n", "limits.memory_limit"},
+		{"memory_limit below -1", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nlimits: {memory_limit: -2}\n", "limits.memory_limit"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -407,7 +409,8 @@ func TestConfigErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.PIV.ChallengeTTL.Duration != 2*time.Minute || c.PIV.SessionTTL.Duration != 20*time.Minute || c.Path("a") != "/etc/credgw/a" ||
-		c.Listen.GRPC != server.DefaultGRPCAddr || c.Store.Driver != "sqlite" || c.PIV.Policies[0] != server.DefaultPolicy {
+		c.Listen.GRPC != server.DefaultGRPCAddr || c.Store.Driver != "sqlite" || c.PIV.Policies[0] != server.DefaultPolicy ||
+		c.Limits.MemoryLimit != server.DefaultMemoryLimit {
 		t.Fatalf("defaults %+v", c)
 	}
 }

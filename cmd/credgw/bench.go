@@ -78,7 +78,9 @@ enrollment.max_credential_sets times.`,
 				return fmt.Errorf("--device %q: agent or protocol", device)
 			}
 			if gatewayDir == "" {
-				gatewayGC() // the gateway runs in this process: as credgw serve does
+				// The gateway runs in this process: GOGC as credgw serve
+				// sets it; no memory limit, which would count the devices.
+				gatewayGC(-1)
 			}
 			return loadgen.Run(cmd.Context(), loadgen.Config{Concurrency: concurrency, Duration: duration, People: people,
 				ProtocolOnly: device == "protocol", KeepGoing: keepGoing, GatewayDir: gatewayDir,
@@ -116,19 +118,27 @@ init, default configuration) and runs "credgw serve" on it as a child; with
 
 The bench enrolls --activations through the real flow (PKI-AUTH with a card,
 CreateEnrollment), redeems each once without confirming, so the package stays
-stored, then starts the readers over --ramp: each resumes one of those packages
-(same activation, secret, password and CSRs) from offset 0 on its own
-connection, again when done, until the end. A reader's connection delivers
---rate bytes a second with a small socket receive buffer, as a slow network
-does; pacing Recv would slow nothing, since a package fits in the stream's
-flow-control window. Readers come from 127.1.x.y, --per-source each, so the
+stored (the time this setup takes is reported apart), then starts the readers
+over --ramp: each opens ONE Redeem stream resuming one of those packages (same
+activation, secret, password and CSRs) from offset 0 on its own connection.
+Once its request is sent, a reader's connection delivers nothing until every
+reader has started; the calls are timed for --duration while all the downloads
+are held open (the plateau); then every reader reads its package to the end
+at --rate bytes a second, with a small socket receive buffer, as a slow
+network does, and closes its connection: it holds nothing afterwards and
+starts no new download. Pacing Recv would slow nothing, since a package fits
+in the stream's flow-control window. --ramp plus --duration stays under 80s:
+the gateway closes a connection that acknowledges no keepalive ping for that
+long (60s quiet, 20s to answer). Readers come from 127.1.x.y, --per-source each, so the
 gateway's limits.max_conns_per_source stays at its default. Both processes
 raise their open-file limit to the hard limit (ulimit -Hn): each reader holds
 one descriptor on each side.
 
 Reported: Health/Check (50/s) and BeginSession, CompleteSession (a sign-in 4/s)
-p99 idle and during; the gateway's RSS, Go heap in use, go_goroutines and open
-descriptors, idle and peak.
+p99 idle, held and while the readers read, as this process sees them and (from
+the gateway's request duration histogram) in the gateway's handlers; the CPU
+the gateway and this process used; the gateway's RSS, Go heap in use,
+go_goroutines and open descriptors, idle and peak.
 
 Figures measured on 2 cores: docs/deploy.md, "Capacity: slow downloads".`,
 		Args: cobra.NoArgs,
@@ -147,11 +157,14 @@ Figures measured on 2 cores: docs/deploy.md, "Capacity: slow downloads".`,
 			if c.Ramp <= 0 || c.Ramp > 10*time.Minute {
 				return fmt.Errorf("--ramp %s: up to 10m", c.Ramp)
 			}
-			if c.Activations == 0 {
-				c.Activations = max(1, c.Readers/100)
+			if c.Ramp+c.Duration >= 80*time.Second {
+				return fmt.Errorf("--ramp %s plus --duration %s: under 80s, or the gateway's keepalive closes the first readers' connections", c.Ramp, c.Duration)
 			}
-			if c.Activations < 1 || c.Activations > 1000 || c.Activations > c.Readers {
-				return fmt.Errorf("--activations %d: 1 to 1000, at most --readers", c.Activations)
+			if c.Activations == 0 {
+				c.Activations = max(1, c.Readers/10)
+			}
+			if c.Activations < 1 || c.Activations > 2000 || c.Activations > c.Readers {
+				return fmt.Errorf("--activations %d: 1 to 2000, at most --readers", c.Activations)
 			}
 			if c.PerSource < 1 || c.Readers/c.PerSource > 250*250 {
 				return fmt.Errorf("--per-source %d: at least 1, and at most 62,500 addresses", c.PerSource)
@@ -169,9 +182,9 @@ Figures measured on 2 cores: docs/deploy.md, "Capacity: slow downloads".`,
 	}
 	cmd.Flags().IntVar(&c.Readers, "readers", 1000, "slow downloads held at once, each on its own connection")
 	cmd.Flags().StringVar(&rate, "rate", "1KiB/s", "what each reader's connection delivers (B/s, KiB/s)")
-	cmd.Flags().DurationVar(&c.Duration, "duration", time.Minute, "how long the calls are timed while every reader runs")
+	cmd.Flags().DurationVar(&c.Duration, "duration", 30*time.Second, "how long the calls are timed while every download is held open")
 	cmd.Flags().DurationVar(&c.Ramp, "ramp", 30*time.Second, "how long starting the readers takes")
-	cmd.Flags().IntVar(&c.Activations, "activations", 0, "activations enrolled and redeemed once for the readers to resume (default: one per 100 readers)")
+	cmd.Flags().IntVar(&c.Activations, "activations", 0, "activations enrolled and redeemed once for the readers to resume (default: one per 10 readers)")
 	cmd.Flags().IntVar(&c.PerSource, "per-source", 200, "readers per source address (127.1.x.y); keep below the gateway's limits.max_conns_per_source")
 	cmd.Flags().StringVar(&c.GatewayDir, "gateway-dir", "", "run against the gateway already running from this development environment (credgw dev init --dir)")
 	cmd.Flags().IntVar(&c.GatewayPID, "gateway-pid", 0, "with --gateway-dir: the gateway's process id, for its VmRSS")

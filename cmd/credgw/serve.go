@@ -34,7 +34,7 @@ certificates, so keep them the addresses clients reach.`,
 				return err
 			}
 			log := server.NewLogger(os.Stderr, cfg.Log.Level)
-			gatewayGC()
+			gatewayGC(cfg.Limits.MemoryLimit)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			opts := []server.Option{server.WithLogger(log)}
@@ -78,9 +78,14 @@ certificates, so keep them the addresses clients reach.`,
 // certificates, PKCS#12 files, protobuf packages, TLS handshakes. At Go's
 // default GOGC=100 it spends about 8% of its CPU collecting; 200 halves
 // the collections for a heap of at most three times the live data instead
-// of two. GOGC (and GOMEMLIMIT) in the environment win.
-func gatewayGC() {
+// of two. limit (limits.memory_limit, -1 none) caps what that may grow
+// to: many held connections make a heap that is mostly garbage between
+// collections. GOGC and GOMEMLIMIT in the environment win.
+func gatewayGC(limit int64) {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(200)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" && limit > 0 {
+		debug.SetMemoryLimit(limit)
 	}
 }
