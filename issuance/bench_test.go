@@ -149,3 +149,31 @@ func BenchmarkAuthorityFloor(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "certs/s")
 }
+
+// BenchmarkOCSPGet: RFC 5019 GETs for one good certificate through the
+// responder's HTTP handler (no network), answered from the cache
+// ("cached": one store read, no signature) and signed per request with the
+// SoftHSM CA key ("signed": the responder before issue 16).
+func BenchmarkOCSPGet(b *testing.B) {
+	cert := issue(b, DerivedPIVAuth, p256(b), identity(b)).Certificate
+	path := getPath(ocspRequestFor(b, cert.SerialNumber, testInit.Issuing))
+	for _, mode := range []struct {
+		name    string
+		noCache bool
+	}{{"cached", false}, {"signed", true}} {
+		b.Run(mode.name, func(b *testing.B) {
+			r := newReplica(b)
+			r.CA.cfg.noOCSPCache = mode.noCache
+			r.serve("GET", path, nil)
+			start := r.signatures()
+			b.ResetTimer()
+			for b.Loop() {
+				if w := r.serve("GET", path, nil); w.Code != 200 || w.Body.Len() < 100 {
+					b.Fatalf("HTTP %d, %d bytes", w.Code, w.Body.Len())
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "GETs/s")
+			b.ReportMetric(float64(r.signatures()-start)/float64(b.N), "signatures/op")
+		})
+	}
+}

@@ -115,6 +115,10 @@ type Config struct {
 	afterSign func(serial string) error
 	// afterLint runs after the lint passed (tests change the certificate).
 	afterLint func(cert *x509.Certificate)
+	// afterCRL sees every CRL the CA signs (tests lint them).
+	afterCRL func(der []byte)
+	// noOCSPCache signs every OCSP response (the benchmark's baseline).
+	noOCSPCache bool
 }
 
 // MaxValidity is the Common Policy ceiling (SSP profile: 1096 days).
@@ -130,6 +134,7 @@ type CA struct {
 	linter    *linter
 	signer    *lintedOnly // the CA key as the authority sees it
 	templates map[Profile]*template.Template
+	ocsp      *ocspResponder
 }
 
 var _ Issuer = (*CA)(nil)
@@ -191,7 +196,11 @@ func NewCA(cfg Config) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &CA{cfg: cfg, auth: auth, linter: l, signer: signer, templates: templates}, nil
+	responder, err := newOCSPResponder(ca)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{cfg: cfg, auth: auth, linter: l, signer: signer, templates: templates, ocsp: responder}, nil
 }
 
 // Chain returns the issuing CA certificate and its chain.

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,13 +82,18 @@ func run(m *testing.M) int {
 		return fail(err)
 	}
 	if testCA, err = NewCA(Config{Name: "issuing-ca", Chain: []*x509.Certificate{testInit.Issuing, testInit.Root},
-		Signer: signer, Store: testStore, BaseURL: baseURL}); err != nil {
+		Signer: signer, Store: testStore, BaseURL: baseURL, afterCRL: crlLints.check}); err != nil {
 		return fail(err)
 	}
 	srv := &http.Server{Handler: testCA.Handler()}
 	go srv.Serve(ln)
 	defer srv.Close()
-	return m.Run()
+	code := m.Run()
+	// Every CRL a test made, whichever CA (replica) signed it.
+	if n, findings := crlLints.report(); len(findings) > 0 {
+		return fail(fmt.Errorf("zlint on the %d CRLs the tests made:\n%s", n, strings.Join(findings, "\n")))
+	}
+	return code
 }
 
 // cardSubject is the PIV Authentication certificate subject the derived

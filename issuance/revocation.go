@@ -1,15 +1,11 @@
 package issuance
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/asn1"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"net/http"
 	"strings"
@@ -17,7 +13,6 @@ import (
 
 	"github.com/credgw/credgw/store"
 	"github.com/smallstep/pkcs7"
-	"golang.org/x/crypto/ocsp"
 )
 
 // CRL timing (Common Policy §4.9.7: issue at least every 18 hours, nextUpdate
@@ -25,7 +20,9 @@ import (
 const (
 	crlRefresh  = 18 * time.Hour
 	crlLifetime = 24 * time.Hour
-	ocspLife    = 4 * time.Hour
+	// crlBackdate backdates thisUpdate for relying parties whose clocks
+	// lag, never to before a revocation the CRL lists.
+	crlBackdate = time.Minute
 	maxOCSPReq  = 16 << 10
 )
 
@@ -80,63 +77,78 @@ const crlLease = 30 * time.Second
 // stored CRL meanwhile — the CRL number grows once per rebuild, not once per
 // replica.
 func (c *CA) CRL(ctx context.Context, force bool) ([]byte, error) {
+	cur, err := c.currentCRL(ctx, force)
+	return cur.DER, err
+}
+
+// currentCRL is CRL with its number and dates (the HTTP caching headers).
+func (c *CA) currentCRL(ctx context.Context, force bool) (store.StoredCRL, error) {
 	now := c.cfg.Now()
 	cur, err := c.cfg.Store.CRL(ctx, c.cfg.Name)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return nil, err
+		return store.StoredCRL{}, err
 	}
 	have := err == nil
 	if have && !force && !cur.Stale && now.Sub(cur.ThisUpdate) < crlRefresh {
-		return cur.DER, nil
+		return cur, nil
 	}
 	claimed, gen, err := c.cfg.Store.ClaimCRL(ctx, c.cfg.Name, now, crlLease)
 	if err != nil {
-		return nil, err
+		return store.StoredCRL{}, err
 	}
 	if claimed && !force {
 		// Another replica may have rebuilt between our read and our claim.
 		if again, err := c.cfg.Store.CRL(ctx, c.cfg.Name); err == nil && !again.Stale && now.Sub(again.ThisUpdate) < crlRefresh {
-			return again.DER, c.cfg.Store.ReleaseCRL(ctx, c.cfg.Name)
+			return again, c.cfg.Store.ReleaseCRL(ctx, c.cfg.Name)
 		}
 	}
 	if !claimed {
 		// Another replica is rebuilding; serve the current CRL while it is
 		// within its nextUpdate.
 		if have && now.Before(cur.NextUpdate) {
-			return cur.DER, nil
+			return cur, nil
 		}
-		return nil, fmt.Errorf("%w: the CRL is being built; retry", ErrCRLUnavailable)
+		return store.StoredCRL{}, fmt.Errorf("%w: the CRL is being built; retry", ErrCRLUnavailable)
 	}
 	entries, err := c.cfg.Store.RevokedCertificates(ctx, c.cfg.Name)
 	if err != nil {
-		return nil, err
+		return store.StoredCRL{}, err
 	}
 	number, err := c.cfg.Store.NextCRLNumber(ctx, c.cfg.Name)
 	if err != nil {
-		return nil, err
+		return store.StoredCRL{}, err
 	}
-	tmpl := &x509.RevocationList{
-		Number:     big.NewInt(number),
-		ThisUpdate: now.Add(-time.Minute).Truncate(time.Second),
-		NextUpdate: now.Add(crlLifetime).Truncate(time.Second),
-	}
+	// RFC 5280 §5.1.2.4, §5.3.2 and zlint e_crl_revocation_time_after_this_update:
+	// no revocation listed may be later than thisUpdate. Times go out with
+	// one-second precision, so both are truncated before they compare.
+	thisUpdate := now.Add(-crlBackdate).Truncate(time.Second)
+	tmpl := &x509.RevocationList{Number: big.NewInt(number)}
 	for _, e := range entries {
 		n, ok := new(big.Int).SetString(e.Serial, 16)
 		if !ok {
 			continue
 		}
+		at := e.RevokedAt.Truncate(time.Second)
+		if at.After(thisUpdate) {
+			thisUpdate = at
+		}
 		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{
-			SerialNumber: n, RevocationTime: e.RevokedAt, ReasonCode: e.Reason,
+			SerialNumber: n, RevocationTime: at, ReasonCode: e.Reason,
 		})
 	}
+	tmpl.ThisUpdate, tmpl.NextUpdate = thisUpdate, thisUpdate.Add(crlLifetime)
 	der, err := x509.CreateRevocationList(rand.Reader, tmpl, c.cfg.Chain[0], c.cfg.Signer)
 	if err != nil {
-		return nil, fmt.Errorf("issuance: sign CRL: %w", err)
+		return store.StoredCRL{}, fmt.Errorf("issuance: sign CRL: %w", err)
 	}
-	if err := c.cfg.Store.SaveCRL(ctx, c.cfg.Name, store.StoredCRL{Number: number, DER: der, ThisUpdate: tmpl.ThisUpdate, NextUpdate: tmpl.NextUpdate}, gen); err != nil {
-		return nil, err
+	if c.cfg.afterCRL != nil {
+		c.cfg.afterCRL(der)
 	}
-	return der, nil
+	built := store.StoredCRL{Number: number, DER: der, ThisUpdate: tmpl.ThisUpdate, NextUpdate: tmpl.NextUpdate}
+	if err := c.cfg.Store.SaveCRL(ctx, c.cfg.Name, built, gen); err != nil {
+		return store.StoredCRL{}, err
+	}
+	return built, nil
 }
 
 // ErrCRLUnavailable means no CRL can be served right now.
@@ -151,108 +163,17 @@ func (c *CA) CRLInfo(ctx context.Context) (number int64, thisUpdate, nextUpdate 
 	return cur.Number, cur.ThisUpdate, cur.NextUpdate
 }
 
-// OCSP answers one DER OCSP request (RFC 6960): good, revoked or unknown,
-// signed by the CA key itself.
-func (c *CA) OCSP(ctx context.Context, der []byte) []byte {
-	req, err := ocsp.ParseRequest(der)
-	if err != nil {
-		return ocsp.MalformedRequestErrorResponse
-	}
-	ca := c.cfg.Chain[0]
-	if !req.HashAlgorithm.Available() {
-		return ocsp.MalformedRequestErrorResponse
-	}
-	h := req.HashAlgorithm.New()
-	h.Write(ca.RawSubject)
-	nameHash := h.Sum(nil)
-	h.Reset()
-	bits, err := publicKeyBits(ca)
-	if err != nil {
-		return ocsp.InternalErrorErrorResponse
-	}
-	h.Write(bits)
-	keyID := h.Sum(nil)
-	if !bytes.Equal(nameHash, req.IssuerNameHash) || !bytes.Equal(keyID, req.IssuerKeyHash) {
-		return ocsp.UnauthorizedErrorResponse
-	}
-	now := c.cfg.Now().Truncate(time.Second)
-	tmpl := ocsp.Response{
-		SerialNumber: req.SerialNumber, Status: ocsp.Unknown, IssuerHash: req.HashAlgorithm,
-		ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(ocspLife),
-	}
-	rec, err := c.cfg.Store.Certificate(ctx, req.SerialNumber.Text(16))
-	switch {
-	case errors.Is(err, store.ErrNotFound), err == nil && (rec.Issuer != c.cfg.Name || rec.Status == store.CertLintFailed):
-	case err != nil:
-		return ocsp.TryLaterErrorResponse
-	case rec.Revoked():
-		tmpl.Status, tmpl.RevokedAt, tmpl.RevocationReason = ocsp.Revoked, rec.RevokedAt, rec.RevocationReason
-	case rec.Status == store.CertIntent:
-		// Signed perhaps, never recorded nor delivered: RFC 6960 §2.2 lets
-		// a responder call a non-issued certificate revoked.
-		tmpl.Status, tmpl.RevokedAt, tmpl.RevocationReason = ocsp.Revoked, rec.CreatedAt, ocsp.Unspecified
-	default:
-		tmpl.Status = ocsp.Good
-	}
-	resp, err := ocsp.CreateResponse(ca, ca, tmpl, c.cfg.Signer)
-	if err != nil {
-		return ocsp.InternalErrorErrorResponse
-	}
-	return resp
-}
-
-// publicKeyBits is the subjectPublicKey BIT STRING of a certificate: what
-// an OCSP issuerKeyHash covers.
-func publicKeyBits(c *x509.Certificate) ([]byte, error) {
-	var info struct {
-		Algorithm asn1.RawValue
-		PublicKey asn1.BitString
-	}
-	if _, err := asn1.Unmarshal(c.RawSubjectPublicKeyInfo, &info); err != nil {
-		return nil, err
-	}
-	return info.PublicKey.Bytes, nil
-}
-
 // Handler serves, on the plain-HTTP listener, what the certificates point
-// at: the CRL (CRL DP), the OCSP responder (AIA, GET and POST) and the CA
-// certificate as a certs-only PKCS#7 (caIssuers) and as DER.
+// at: the CRL (CRL DP), the OCSP responder (AIA, RFC 5019 GET and POST) and
+// the CA certificate as a certs-only PKCS#7 (caIssuers) and as DER. CRLs
+// and OCSP GET answers carry HTTP caching headers (see http.go).
+//
+// OCSP is routed before the mux: a base64 request may hold "//", which
+// http.ServeMux would "clean" with a redirect.
 func (c *CA) Handler() http.Handler {
 	mux := http.NewServeMux()
 	name := c.cfg.Name
-	mux.HandleFunc("GET /crl/"+name+".crl", func(w http.ResponseWriter, r *http.Request) {
-		der, err := c.CRL(r.Context(), false)
-		if err != nil {
-			http.Error(w, "CRL unavailable", http.StatusServiceUnavailable)
-			return
-		}
-		w.Header().Set("Content-Type", "application/pkix-crl")
-		w.Write(der)
-	})
-	ocspReply := func(w http.ResponseWriter, r *http.Request, der []byte) {
-		w.Header().Set("Content-Type", "application/ocsp-response")
-		w.Write(c.OCSP(r.Context(), der))
-	}
-	mux.HandleFunc("POST /ocsp/"+name, func(w http.ResponseWriter, r *http.Request) {
-		der, err := io.ReadAll(io.LimitReader(r.Body, maxOCSPReq+1))
-		if err != nil || len(der) > maxOCSPReq {
-			http.Error(w, "OCSP request too large", http.StatusRequestEntityTooLarge)
-			return
-		}
-		ocspReply(w, r, der)
-	})
-	mux.HandleFunc("GET /ocsp/"+name+"/{req...}", func(w http.ResponseWriter, r *http.Request) {
-		raw := r.PathValue("req")
-		der, err := base64.StdEncoding.DecodeString(raw)
-		if err != nil {
-			der, err = base64.RawStdEncoding.DecodeString(raw)
-		}
-		if err != nil {
-			http.Error(w, "OCSP GET: the path is not base64", http.StatusBadRequest)
-			return
-		}
-		ocspReply(w, r, der)
-	})
+	mux.HandleFunc("GET /crl/"+name+".crl", c.serveCRL)
 	p7c, p7cErr := pkcs7.DegenerateCertificate(c.cfg.Chain[0].Raw)
 	mux.HandleFunc("GET /ca/"+name+".p7c", func(w http.ResponseWriter, r *http.Request) {
 		if p7cErr != nil {
@@ -266,5 +187,12 @@ func (c *CA) Handler() http.Handler {
 		w.Header().Set("Content-Type", "application/pkix-cert")
 		w.Write(c.cfg.Chain[0].Raw)
 	})
-	return mux
+	ocspPath := "/ocsp/" + name
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; p == ocspPath || strings.HasPrefix(p, ocspPath+"/") {
+			c.serveOCSP(w, r, ocspPath)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }

@@ -11,12 +11,15 @@ import (
 	"io"
 	"math/big"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ocsp"
 )
@@ -29,6 +32,7 @@ func fetchCRL(t *testing.T) *x509.RevocationList {
 	}
 	defer resp.Body.Close()
 	der, _ := io.ReadAll(resp.Body)
+	lintCRL(t, der)
 	crl, err := x509.ParseRevocationList(der)
 	if err != nil {
 		t.Fatal(err)
@@ -61,6 +65,9 @@ func ocspStatus(t *testing.T, serial string) string {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
+	if bytes.Equal(body, ocsp.UnauthorizedErrorResponse) {
+		return "unauthorized"
+	}
 	r, err := ocsp.ParseResponse(body, testInit.Issuing)
 	if err != nil {
 		t.Fatalf("OCSP: %v", err)
@@ -76,7 +83,7 @@ func TestRevocation(t *testing.T) {
 	if st := ocspStatus(t, serial); st != "good" {
 		t.Fatalf("fresh certificate: %s", st)
 	}
-	if st := ocspStatus(t, "7fffffffffffffffffff"); st != "unknown" {
+	if st := ocspStatus(t, "7fffffffffffffffffff"); st != "unauthorized" {
 		t.Fatalf("unknown serial: %s", st)
 	}
 	if err := testCA.Revoke(ctx, serial, ocsp.KeyCompromise); err != nil {
@@ -156,6 +163,7 @@ func TestOpenSSLAcceptsWhatCredgwMakes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	lintCRL(t, crlDER)
 	crlFile := filepath.Join(dir, "ca.crl")
 	os.WriteFile(crlFile, crlDER, 0o644)
 	if out := openssl("crl", "-inform", "DER", "-in", crlFile, "-noout", "-text", "-CAfile", inter); !strings.Contains(out, "verify OK") && !strings.Contains(out, "Certificate Revocation List") {
@@ -228,5 +236,103 @@ func TestCRLOneRebuildForAllReplicas(t *testing.T) {
 	a, _ := x509.ParseRevocationList(after)
 	if a.Number.String()+"/true" != want {
 		t.Fatalf("CRL number %v after the rebuild", a.Number)
+	}
+}
+
+// TestCRLDatesLint: a CRL made right after a revocation, and one right
+// after several, pass zlint (no revocation later than thisUpdate) and say
+// so by their dates; TestMain lints every other CRL the tests make.
+func TestCRLDatesLint(t *testing.T) {
+	ctx := context.Background()
+	before, _ := crlLints.report()
+	for _, batch := range []int{1, 4} {
+		var serials []string
+		for i := 0; i < batch; i++ {
+			s := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate.SerialNumber.Text(16)
+			if err := testCA.Revoke(ctx, s, ReasonKeyCompromise); err != nil {
+				t.Fatal(err)
+			}
+			serials = append(serials, s)
+		}
+		der, err := testCA.CRL(ctx, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lintCRL(t, der)
+		crl, err := x509.ParseRevocationList(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range serials {
+			if !crlHas(crl, s) {
+				t.Fatalf("%s is not on the CRL made right after its revocation", s)
+			}
+		}
+		for _, e := range crl.RevokedCertificateEntries {
+			if e.RevocationTime.After(crl.ThisUpdate) {
+				t.Errorf("batch of %d: %x revoked at %v, after thisUpdate %v", batch, e.SerialNumber, e.RevocationTime, crl.ThisUpdate)
+			}
+		}
+		if crl.ThisUpdate.After(time.Now()) {
+			t.Errorf("thisUpdate %v is in the future", crl.ThisUpdate)
+		}
+	}
+	if after, _ := crlLints.report(); after < before+2 {
+		t.Errorf("the afterCRL lint hook saw %d new CRLs, want at least 2", after-before)
+	}
+}
+
+// TestCRLCachingHeaders: the CRL goes out with Last-Modified = thisUpdate,
+// Expires and max-age to the refresh point (not after nextUpdate), its
+// number as ETag, and conditional GETs get 304.
+func TestCRLCachingHeaders(t *testing.T) {
+	h := testCA.Handler()
+	get := func(header ...string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("GET", "/crl/issuing-ca.crl", nil)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w
+	}
+	w := get()
+	if w.Code != 200 {
+		t.Fatalf("HTTP %d", w.Code)
+	}
+	crl, err := x509.ParseRevocationList(w.Body.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hd := w.Header()
+	if got, want := hd.Get("Last-Modified"), crl.ThisUpdate.UTC().Format(http.TimeFormat); got != want {
+		t.Errorf("Last-Modified %q, want %q", got, want)
+	}
+	refresh := crl.ThisUpdate.Add(crlRefresh)
+	expires, err := http.ParseTime(hd.Get("Expires"))
+	if err != nil || !expires.Equal(refresh) || expires.After(crl.NextUpdate) {
+		t.Errorf("Expires %q, want %v (nextUpdate %v)", hd.Get("Expires"), refresh, crl.NextUpdate)
+	}
+	m := maxAgeRE.FindStringSubmatch(hd.Get("Cache-Control"))
+	if m == nil {
+		t.Fatalf("Cache-Control %q", hd.Get("Cache-Control"))
+	}
+	if maxAge, _ := strconv.Atoi(m[1]); maxAge <= 0 || time.Duration(maxAge)*time.Second > time.Until(refresh)+time.Second {
+		t.Errorf("max-age %d, refresh in %v", maxAge, time.Until(refresh))
+	}
+	if got, want := hd.Get("ETag"), fmt.Sprintf("%q", crl.Number.String()); got != want {
+		t.Errorf("ETag %s, want %s", got, want)
+	}
+	if w := get("If-None-Match", hd.Get("ETag")); w.Code != http.StatusNotModified || w.Body.Len() != 0 {
+		t.Errorf("If-None-Match: HTTP %d, %d bytes", w.Code, w.Body.Len())
+	}
+	if w := get("If-None-Match", `"0"`); w.Code != 200 {
+		t.Errorf("If-None-Match another CRL: HTTP %d", w.Code)
+	}
+	if w := get("If-Modified-Since", hd.Get("Last-Modified")); w.Code != http.StatusNotModified {
+		t.Errorf("If-Modified-Since: HTTP %d", w.Code)
+	}
+	if w := get("If-Modified-Since", crl.ThisUpdate.Add(-time.Hour).UTC().Format(http.TimeFormat)); w.Code != 200 {
+		t.Errorf("If-Modified-Since an hour before: HTTP %d", w.Code)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -416,12 +417,21 @@ func (s *Server) Start() error {
 			io.WriteString(w, "ok\n")
 		})
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+		var root http.Handler = mux
 		if s.ca != nil {
 			// What the certificates point at: CRL DP, OCSP (AIA), caIssuers.
 			h := s.ca.Handler()
 			mux.Handle("/crl/", h)
-			mux.Handle("/ocsp/", h)
 			mux.Handle("/ca/", h)
+			// OCSP before the mux: a GET's base64 may hold "//", which
+			// ServeMux would answer with a redirect to a cleaned path.
+			root = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.HasPrefix(r.URL.Path, "/ocsp/") {
+					h.ServeHTTP(w, r)
+					return
+				}
+				mux.ServeHTTP(w, r)
+			})
 		}
 		if s.cfg.Webhook.SecretFile != "" {
 			key, err := loadWebhookKey(s.cfg)
@@ -432,7 +442,7 @@ func (s *Server) Start() error {
 			}
 			mux.Handle("POST "+webhookPath, &webhook{s: s, key: key})
 		}
-		s.http = s.httpServer(mux)
+		s.http = s.httpServer(root)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()

@@ -1,0 +1,104 @@
+package issuance
+
+import (
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ocsp"
+)
+
+// serveCRL serves the current CRL with caching headers: Last-Modified is
+// its thisUpdate, max-age and Expires run to the point where credgw makes
+// the next one on its own (18 h, before nextUpdate), the ETag is its CRL
+// number. If-None-Match and If-Modified-Since get 304 (http.ServeContent).
+func (c *CA) serveCRL(w http.ResponseWriter, r *http.Request) {
+	cur, err := c.currentCRL(r.Context(), false)
+	if err != nil {
+		http.Error(w, "CRL unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	refresh := cur.ThisUpdate.Add(crlRefresh)
+	if cur.NextUpdate.Before(refresh) {
+		refresh = cur.NextUpdate
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/pkix-crl")
+	cacheFor(h, fmt.Sprintf(`"%d"`, cur.Number), refresh, c.cfg.Now())
+	http.ServeContent(w, r, "", cur.ThisUpdate, bytes.NewReader(cur.DER))
+}
+
+// serveOCSP is the responder at base (RFC 5019): GET base/{url-encoded
+// base64 request} and POST base. Errors in the request are answered as
+// OCSP says (malformedRequest, unauthorized), unsigned; only a body over
+// maxOCSPReq and a wrong method get an HTTP error.
+func (c *CA) serveOCSP(w http.ResponseWriter, r *http.Request, base string) {
+	var der []byte
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		// The escaped path: the base64 may hold "/" and "+", and "%2F".
+		raw := strings.TrimPrefix(r.URL.EscapedPath(), (&url.URL{Path: base}).EscapedPath())
+		raw = strings.TrimPrefix(raw, "/")
+		if s, err := url.PathUnescape(raw); err == nil {
+			der, err = base64.StdEncoding.DecodeString(s)
+			if err != nil {
+				der, _ = base64.RawStdEncoding.DecodeString(s)
+			}
+		}
+	case http.MethodPost:
+		if r.URL.Path != base {
+			http.NotFound(w, r)
+			return
+		}
+		if r.ContentLength > maxOCSPReq {
+			http.Error(w, "OCSP request too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxOCSPReq+1))
+		if err != nil || len(body) > maxOCSPReq {
+			http.Error(w, "OCSP request too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		der = body
+	default:
+		w.Header().Set("Allow", "GET, HEAD, POST")
+		http.Error(w, "OCSP: GET or POST", http.StatusMethodNotAllowed)
+		return
+	}
+	var a ocspAnswer
+	if len(der) == 0 {
+		a = unsigned(ocsp.MalformedRequestErrorResponse)
+	} else {
+		a = c.ocspAnswer(r.Context(), der)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/ocsp-response")
+	if r.Method == http.MethodPost || !a.signed() {
+		// RFC 5019 §5: POST responses are not cached; unsigned errors
+		// (unauthorized for a serial issued a second later) neither.
+		h.Set("Cache-Control", "no-store")
+		w.Write(a.der)
+		return
+	}
+	cacheFor(h, a.etag, a.refresh, c.cfg.Now())
+	r.Header.Del("Range") // an OCSP response is one piece
+	http.ServeContent(w, r, "", a.thisUpdate, bytes.NewReader(a.der))
+}
+
+// cacheFor sets the RFC 5019 §6.2 caching headers of an answer good until
+// refresh (at or before its nextUpdate). Last-Modified is set by
+// http.ServeContent.
+func cacheFor(h http.Header, etag string, refresh, now time.Time) {
+	maxAge := int64(refresh.Sub(now) / time.Second)
+	if maxAge < 0 {
+		maxAge = 0
+	}
+	h.Set("Cache-Control", fmt.Sprintf("max-age=%d, public, no-transform, must-revalidate", maxAge))
+	h.Set("Expires", refresh.UTC().Format(http.TimeFormat))
+	h.Set("ETag", etag)
+}

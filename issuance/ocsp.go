@@ -1,0 +1,206 @@
+package issuance
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/credgw/credgw/store"
+	"golang.org/x/crypto/ocsp"
+	"golang.org/x/sync/singleflight"
+)
+
+// OCSP timing. A response is signed with nextUpdate = thisUpdate + ocspLife
+// and served, from this replica's memory, until its refresh point half way
+// through; thisUpdate is backdated by ocspBackdate for relying parties whose
+// clocks lag, but never to before the revocation it reports.
+const (
+	ocspLife     = 4 * time.Hour
+	ocspRefresh  = ocspLife / 2
+	ocspBackdate = time.Minute
+	// ocspCacheMax bounds the responses a replica keeps. Only certificates
+	// this CA issued get an entry (unknown serials are answered without
+	// one), so the bound matters only for very large populations.
+	ocspCacheMax = 50_000
+)
+
+// ocspResponder is what a replica keeps to answer OCSP without signing:
+// the issuer's CertID hashes and the signed responses per certificate.
+//
+// Each replica signs and caches on its own. Every request still reads the
+// certificate's row (one indexed SELECT, no signature) and reuses a cached
+// response only if it reports the same state: a revocation, on any
+// replica, replaces the answer on the next request everywhere.
+type ocspResponder struct {
+	issuerHashes map[crypto.Hash][2][]byte // name hash, key hash
+	mu           sync.Mutex
+	cache        map[ocspKey]ocspAnswer
+	flight       singleflight.Group
+}
+
+// ocspKey names a cached response: the CertID's hash algorithm is part of
+// the signed SingleResponse, so SHA-1 and SHA-256 askers get different
+// responses.
+type ocspKey struct {
+	hash   crypto.Hash
+	serial string
+}
+
+// ocspAnswer is a DER OCSPResponse and, for a signed one, how long it may
+// be served.
+type ocspAnswer struct {
+	der        []byte
+	state      string // the status the response reports (cache validity)
+	thisUpdate time.Time
+	nextUpdate time.Time
+	refresh    time.Time // serve until then, then sign anew
+	etag       string
+}
+
+// signed reports whether the answer is a signed (cacheable) response
+// rather than one of the unsigned error responses.
+func (a ocspAnswer) signed() bool { return !a.thisUpdate.IsZero() }
+
+func unsigned(der []byte) ocspAnswer { return ocspAnswer{der: der} }
+
+func newOCSPResponder(ca *x509.Certificate) (*ocspResponder, error) {
+	bits, err := publicKeyBits(ca)
+	if err != nil {
+		return nil, fmt.Errorf("issuance: CA public key: %w", err)
+	}
+	r := &ocspResponder{issuerHashes: map[crypto.Hash][2][]byte{}, cache: map[ocspKey]ocspAnswer{}}
+	for _, h := range ocspHashes {
+		name, key := h.New(), h.New()
+		name.Write(ca.RawSubject)
+		key.Write(bits)
+		r.issuerHashes[h] = [2][]byte{name.Sum(nil), key.Sum(nil)}
+	}
+	return r, nil
+}
+
+// OCSP answers one DER OCSP request (RFC 6960, RFC 5019): good or revoked,
+// signed by the CA key itself, from the cache when it can. A request for a
+// certificate this CA did not issue gets the unsigned unauthorized response
+// (RFC 6960 §2.3), a request with more than one CertID malformedRequest.
+func (c *CA) OCSP(ctx context.Context, der []byte) []byte {
+	return c.ocspAnswer(ctx, der).der
+}
+
+func (c *CA) ocspAnswer(ctx context.Context, der []byte) ocspAnswer {
+	id, err := parseOCSPRequest(der)
+	if err != nil {
+		return unsigned(ocsp.MalformedRequestErrorResponse)
+	}
+	want := c.ocsp.issuerHashes[id.hash]
+	if !bytes.Equal(id.nameHash, want[0]) || !bytes.Equal(id.keyHash, want[1]) || id.serial.Sign() <= 0 {
+		return unsigned(ocsp.UnauthorizedErrorResponse)
+	}
+	serial := id.serial.Text(16)
+	rec, err := c.cfg.Store.Certificate(ctx, serial)
+	switch {
+	case errors.Is(err, store.ErrNotFound), err == nil && (rec.Issuer != c.cfg.Name || rec.Status == store.CertLintFailed):
+		// Not issued by this CA (a lint failure signed nothing): RFC 6960
+		// §2.3 unauthorized, which costs no signature.
+		return unsigned(ocsp.UnauthorizedErrorResponse)
+	case err != nil:
+		return unsigned(ocsp.TryLaterErrorResponse)
+	}
+	tmpl := ocsp.Response{SerialNumber: id.serial, IssuerHash: id.hash, Status: ocsp.Good}
+	switch {
+	case rec.Revoked():
+		tmpl.Status, tmpl.RevokedAt, tmpl.RevocationReason = ocsp.Revoked, rec.RevokedAt, rec.RevocationReason
+	case rec.Status == store.CertIntent:
+		// Signed perhaps, never recorded nor delivered: RFC 6960 §2.2 lets
+		// a responder call a non-issued certificate revoked.
+		tmpl.Status, tmpl.RevokedAt, tmpl.RevocationReason = ocsp.Revoked, rec.CreatedAt, ocsp.Unspecified
+	}
+	// Times go out with one-second precision; the state compares them so.
+	tmpl.RevokedAt = tmpl.RevokedAt.Truncate(time.Second)
+	state := fmt.Sprintf("%d/%d/%d", tmpl.Status, tmpl.RevokedAt.Unix(), tmpl.RevocationReason)
+	key := ocspKey{hash: id.hash, serial: serial}
+	if a, ok := c.ocsp.lookup(key, state, c.cfg.Now()); ok && !c.cfg.noOCSPCache {
+		return a
+	}
+	// Concurrent first requests for one certificate sign once.
+	v, _, _ := c.ocsp.flight.Do(fmt.Sprintf("%d/%s/%s", id.hash, serial, state), func() (any, error) {
+		now := c.cfg.Now()
+		if a, ok := c.ocsp.lookup(key, state, now); ok && !c.cfg.noOCSPCache {
+			return a, nil
+		}
+		a, err := c.signOCSP(tmpl, state, now)
+		if err != nil {
+			return unsigned(ocsp.InternalErrorErrorResponse), nil
+		}
+		c.ocsp.keep(key, a, now)
+		return a, nil
+	})
+	return v.(ocspAnswer)
+}
+
+// signOCSP signs one response. thisUpdate is backdated for lagging clocks
+// but never earlier than the revocation it reports (a revocation time after
+// thisUpdate would make the answer contradict itself).
+func (c *CA) signOCSP(tmpl ocsp.Response, state string, now time.Time) (ocspAnswer, error) {
+	this := now.Add(-ocspBackdate)
+	if tmpl.Status == ocsp.Revoked && tmpl.RevokedAt.After(this) {
+		this = tmpl.RevokedAt
+	}
+	tmpl.ThisUpdate = this.Truncate(time.Second)
+	tmpl.NextUpdate = tmpl.ThisUpdate.Add(ocspLife)
+	ca := c.cfg.Chain[0]
+	der, err := ocsp.CreateResponse(ca, ca, tmpl, c.cfg.Signer)
+	if err != nil {
+		return ocspAnswer{}, err
+	}
+	sum := sha256.Sum256(der)
+	return ocspAnswer{
+		der: der, state: state, thisUpdate: tmpl.ThisUpdate, nextUpdate: tmpl.NextUpdate,
+		refresh: tmpl.ThisUpdate.Add(ocspRefresh), etag: `"` + hex.EncodeToString(sum[:16]) + `"`,
+	}, nil
+}
+
+// lookup returns the cached response for key if it reports state and its
+// refresh point has not come.
+func (r *ocspResponder) lookup(key ocspKey, state string, now time.Time) (ocspAnswer, bool) {
+	r.mu.Lock()
+	a, ok := r.cache[key]
+	r.mu.Unlock()
+	return a, ok && a.state == state && now.Before(a.refresh)
+}
+
+func (r *ocspResponder) keep(key ocspKey, a ocspAnswer, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.cache) >= ocspCacheMax {
+		for k, old := range r.cache {
+			if !now.Before(old.refresh) {
+				delete(r.cache, k)
+			}
+		}
+		if len(r.cache) >= ocspCacheMax {
+			clear(r.cache)
+		}
+	}
+	r.cache[key] = a
+}
+
+// publicKeyBits is the subjectPublicKey BIT STRING of a certificate: what
+// an OCSP issuerKeyHash covers.
+func publicKeyBits(c *x509.Certificate) ([]byte, error) {
+	var info struct {
+		Algorithm asn1.RawValue
+		PublicKey asn1.BitString
+	}
+	if _, err := asn1.Unmarshal(c.RawSubjectPublicKeyInfo, &info); err != nil {
+		return nil, err
+	}
+	return info.PublicKey.Bytes, nil
+}
