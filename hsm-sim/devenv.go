@@ -246,6 +246,8 @@ ca:
   key_uri: "pkcs11:token={{.CAToken}};id=%01?pin-source=ca/token.pin"
   key_type: p256
   base_url: http://{{.HTTPAddr}}
+  # The root's CRL, served at /crl/root.crl; renew it with credgw ca root-crl.
+  root_crl_file: ca/root.crl
   validity: 8760h
   hardware_backed_devices: false
 escrow:

@@ -419,6 +419,11 @@ func (s *Server) Start() error {
 			mux.Handle("/crl/", h)
 			mux.Handle("/ocsp/", h)
 			mux.Handle("/ca/", h)
+			// The root's certificate and CRL (AIA and CRL DP of the
+			// self-made issuing CA): more specific patterns than /ca/, /crl/.
+			root := rootHandler(s.cfg, s.ca.Chain()[len(s.ca.Chain())-1])
+			mux.Handle("GET "+issuance.RootCertPath, root)
+			mux.Handle("GET "+issuance.RootCRLPath, root)
 		}
 		if s.cfg.Webhook.SecretFile != "" {
 			key, err := loadWebhookKey(s.cfg)
