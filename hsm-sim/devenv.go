@@ -136,7 +136,7 @@ func (d *DevEnv) writeTLS() error {
 		return err
 	}
 	caTmpl := &x509.Certificate{
-		Subject:   pkix.Name{Organization: []string{"credgw development"}, CommonName: "credgw development TLS CA"},
+		Subject:   pkix.Name{Organization: []string{"credgw development"}, CommonName: "credgw development TLS CA " + keySuffix(caKey.Public())},
 		NotBefore: now, NotAfter: now.AddDate(2, 0, 0), IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true,
 		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}
