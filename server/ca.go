@@ -265,12 +265,18 @@ func ImportCA(ctx context.Context, cfg *Config, certPEM, chainPEM []byte, now ti
 		return nil, nil, fmt.Errorf("ca import: the config needs ca.certificate_file and ca.chain_files")
 	}
 	certs, err := parseCerts(certPEM)
-	if err != nil || len(certs) != 1 {
-		return nil, nil, fmt.Errorf("ca import: --certificate must hold exactly one PEM certificate, the issuing CA's (%v)", err)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ca import: --certificate: %w", err)
+	}
+	if len(certs) != 1 {
+		return nil, nil, fmt.Errorf("ca import: --certificate holds %d PEM certificates: give the issuing CA's alone", len(certs))
 	}
 	chain, err := parseCerts(chainPEM)
-	if err != nil || len(chain) == 0 {
-		return nil, nil, fmt.Errorf("ca import: --chain must hold the PEM chain up to the root, root last (%v)", err)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ca import: --chain: %w", err)
+	}
+	if len(chain) == 0 {
+		return nil, nil, fmt.Errorf("ca import: --chain holds no PEM certificate: give the chain up to the root, root last")
 	}
 	if n := len(cfg.CA.ChainFiles); n != 1 && n != len(chain) {
 		return nil, nil, fmt.Errorf("ca import: ca.chain_files lists %d files for a chain of %d certificates: list one file (the whole chain) or one per certificate", n, len(chain))
