@@ -136,7 +136,7 @@ func (d *DevEnv) writeTLS() error {
 		return err
 	}
 	caTmpl := &x509.Certificate{
-		Subject:   pkix.Name{Organization: []string{"credgw development"}, CommonName: "credgw development TLS CA"},
+		Subject:   pkix.Name{Organization: []string{"credgw development"}, CommonName: "credgw development TLS CA " + keySuffix(caKey.Public())},
 		NotBefore: now, NotAfter: now.AddDate(2, 0, 0), IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true,
 		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}
@@ -246,6 +246,8 @@ ca:
   key_uri: "pkcs11:token={{.CAToken}};id=%01?pin-source=ca/token.pin"
   key_type: p256
   base_url: http://{{.HTTPAddr}}
+  # The root's CRL, served at /crl/root.crl; renew it with credgw ca root-crl.
+  root_crl_file: ca/root.crl
   validity: 8760h
   hardware_backed_devices: false
 escrow:

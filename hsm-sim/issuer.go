@@ -52,6 +52,18 @@ func rootCertPath(issuerName string) string {
 func issuerDir(dir, name string) string { return filepath.Join(dir, "issuer", name) }
 
 // newIssuerPair makes the root and issuing CA and stores them (keys 0600).
+// keySuffix is a short key-derived suffix for CA names: two environments
+// never share a CA name with different keys (NSS and other certificate
+// stores tell CAs apart by name).
+func keySuffix(pub crypto.PublicKey) string {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "0000"
+	}
+	sum := sha1.Sum(der)
+	return fmt.Sprintf("%x", sum[:2])
+}
+
 func newIssuerPair(dir, name, baseURL string) (*issuer, error) {
 	d := issuerDir(dir, name)
 	if err := os.MkdirAll(d, 0o700); err != nil {
@@ -69,7 +81,7 @@ func newIssuerPair(dir, name, baseURL string) (*issuer, error) {
 		return nil, err
 	}
 	rootTmpl := &x509.Certificate{
-		Subject:               pkix.Name{Country: []string{"US"}, Organization: []string{"U.S. Government"}, OrganizationalUnit: []string{org}, CommonName: org + " Root CA"},
+		Subject:               pkix.Name{Country: []string{"US"}, Organization: []string{"U.S. Government"}, OrganizationalUnit: []string{org}, CommonName: org + " Root CA " + keySuffix(rootKey.Public())},
 		NotBefore:             now,
 		NotAfter:              now.AddDate(20, 0, 0),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
@@ -85,7 +97,7 @@ func newIssuerPair(dir, name, baseURL string) (*issuer, error) {
 		return nil, err
 	}
 	caTmpl := &x509.Certificate{
-		Subject:               pkix.Name{Country: []string{"US"}, Organization: []string{"U.S. Government"}, OrganizationalUnit: []string{org}, CommonName: org + " PIV Card Issuing CA"},
+		Subject:               pkix.Name{Country: []string{"US"}, Organization: []string{"U.S. Government"}, OrganizationalUnit: []string{org}, CommonName: org + " PIV Card Issuing CA " + keySuffix(caKey.Public())},
 		NotBefore:             now,
 		NotAfter:              now.AddDate(10, 0, 0),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,

@@ -178,3 +178,44 @@ func (s *lintedOnly) SignMessage(r io.Reader, msg []byte, opts crypto.SignerOpts
 	}
 	return crypto.SignMessage(s.key, r, msg, opts)
 }
+
+// caLints are the lints a CA certificate must pass: RFC 5280, and the
+// subordinate-CA lints that find a path a relying party cannot check for
+// revocation (their source is the CA/B Forum, their reason RFC 5280 path
+// validation with revocation along the whole path).
+var caLints = []string{"e_sub_ca_crl_distribution_points_missing", "e_sub_ca_crl_distribution_points_does_not_contain_url", "w_sub_ca_aia_missing", "e_sub_ca_aia_missing"}
+
+// LintCACertificate runs zlint on a DER CA certificate (zcrypto's parser)
+// and returns the errors and warnings it finds, as "lint: details".
+func LintCACertificate(der []byte) (errs, warns []string, err error) {
+	zc, err := zx509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, fmt.Errorf("issuance: the CA certificate does not parse (zcrypto): %w", err)
+	}
+	var regs []lint.Registry
+	for _, f := range []lint.FilterOptions{{IncludeSources: lintSources}, {IncludeNames: caLints}} {
+		reg, err := lint.GlobalRegistry().Filter(f)
+		if err != nil {
+			return nil, nil, fmt.Errorf("issuance: lint registry: %w", err)
+		}
+		regs = append(regs, reg)
+	}
+	seen := map[string]bool{}
+	for _, reg := range regs {
+		for name, r := range zlint.LintCertificateEx(zc, reg).Results {
+			if seen[name] {
+				continue
+			}
+			seen[name] = true
+			switch r.Status {
+			case lint.Error, lint.Fatal:
+				errs = append(errs, name+": "+r.Details)
+			case lint.Warn:
+				warns = append(warns, name+": "+r.Details)
+			}
+		}
+	}
+	sort.Strings(errs)
+	sort.Strings(warns)
+	return errs, warns, nil
+}

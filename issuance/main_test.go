@@ -65,9 +65,6 @@ func run(m *testing.M) int {
 		return fail(err)
 	}
 	defer testTok.Close()
-	if testInit, err = InitCA(ctx, InitOptions{Dir: filepath.Join(testDir, "ca"), Token: testTok, Organization: "credgw test"}); err != nil {
-		return fail(err)
-	}
 	if testStore, err = store.OpenSQLite(ctx, filepath.Join(testDir, "credgw.db")); err != nil {
 		return fail(err)
 	}
@@ -77,6 +74,11 @@ func run(m *testing.M) int {
 		return fail(err)
 	}
 	baseURL = "http://" + ln.Addr().String()
+	if testInit, err = InitCA(ctx, InitOptions{Dir: filepath.Join(testDir, "ca"), Token: testTok, Organization: "credgw test", BaseURL: baseURL,
+		// Given names: the goldens show the issuer (default names have a key suffix).
+		RootName: "credgw test Derived Credential Root CA", IssuingName: "credgw test Derived PIV Issuing CA"}); err != nil {
+		return fail(err)
+	}
 	signer, err := testTok.Signer(ctx, pkcs11.KeyRef{ID: testInit.IssuingKeyID})
 	if err != nil {
 		return fail(err)

@@ -8,13 +8,13 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/credgw/credgw/pkcs11"
@@ -56,10 +56,13 @@ func (k KeyAlgorithm) generate() (crypto.Signer, error) {
 
 // InitOptions configures InitCA.
 type InitOptions struct {
-	// Dir receives root.crt, issuing.crt and, for file keys, root.key and
-	// issuing.key (0600).
+	// Dir receives root.crt, issuing.crt, root.crl and, for file keys,
+	// root.key and issuing.key (0600).
 	Dir string
-	// Organization and names for the CA subjects.
+	// Country (default US) and Organization of the CA subjects. RootName
+	// and IssuingName are the CNs; when not given, each is a default name
+	// with a key-derived suffix (NameSuffix), unique per environment.
+	Country      string
 	Organization string
 	RootName     string
 	IssuingName  string
@@ -71,20 +74,41 @@ type InitOptions struct {
 	// RootKeyFile keeps the root key in a file, to be moved offline. (The
 	// root key may also live in Token, with KeyID+1.)
 	RootKeyInToken bool
-	Now            func() time.Time
+	// BaseURL is the gateway's public http URL: the self-made issuing CA
+	// certificate's CRL DP and AIA caIssuers point at the root's CRL and
+	// certificate the gateway serves under it (RootCRLPath, RootCertPath).
+	BaseURL string
+	// CSRFile, if set, makes only the issuing key (or takes the one already
+	// in Token under KeyID) and writes a PEM CSR for it there: the root is
+	// the agency's, and `ca import` installs what it signs.
+	CSRFile string
+	Now     func() time.Time
 }
+
+// Where the gateway serves the self-made root's CRL and certificate
+// (under the base URL).
+const (
+	RootCRLPath  = "/crl/root.crl"
+	RootCertPath = "/ca/root.crt"
+)
 
 // InitResult says what InitCA made.
 type InitResult struct {
 	Root, Issuing               *x509.Certificate
 	RootFile, IssuingFile       string
 	RootKeyFile, IssuingKeyFile string // "" when the key is in the token
+	RootCRLFile                 string
 	IssuingKeyID                []byte
+	// CSR mode: the request, where it went, and whether the key was
+	// already in the token.
+	CSR       *x509.CertificateRequest
+	ReusedKey bool
 }
 
-// InitCA makes a root CA and an issuing CA for derived credentials. The
-// issuing CA asserts the policies it issues under (…3.6, …3.40, …3.41) and
-// may sign only end-entity certificates (pathLen 0).
+// InitCA makes a root CA and an issuing CA for derived credentials (a
+// development hierarchy), or, with CSRFile, the issuing key and a CSR for
+// the agency's root. The issuing CA asserts the policies it issues under
+// (…3.6, …3.40, …3.41) and may sign only end-entity certificates (pathLen 0).
 func InitCA(ctx context.Context, o InitOptions) (*InitResult, error) {
 	if o.Dir == "" {
 		return nil, errors.New("issuance: ca init: no directory")
@@ -92,11 +116,8 @@ func InitCA(ctx context.Context, o InitOptions) (*InitResult, error) {
 	if o.Organization == "" {
 		o.Organization = "credgw"
 	}
-	if o.RootName == "" {
-		o.RootName = o.Organization + " Derived Credential Root CA"
-	}
-	if o.IssuingName == "" {
-		o.IssuingName = o.Organization + " Derived PIV Issuing CA"
+	if o.Country == "" {
+		o.Country = "US"
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -113,26 +134,24 @@ func InitCA(ctx context.Context, o InitOptions) (*InitResult, error) {
 			return nil, fmt.Errorf("issuance: ca init: %s exists already; refusing to replace a CA", f)
 		}
 	}
-	var rootKey, issKey crypto.Signer
-	var err error
-	if o.Token != nil {
+	if o.CSRFile != "" {
+		return res, initCSR(ctx, o, res)
+	}
+	issKey, _, err := issuingKey(ctx, o, res, false)
+	if err != nil {
+		return nil, err
+	}
+	var rootKey crypto.Signer
+	if o.Token != nil && o.RootKeyInToken {
 		kt, err := o.KeyType.pkcs11Type()
 		if err != nil {
 			return nil, err
 		}
-		if issKey, err = o.Token.GenerateKeyPair(ctx, pkcs11.KeySpec{Type: kt, ID: o.KeyID, Label: o.IssuingName, Usage: pkcs11.UsageSign}); err != nil {
+		rootID := append(append([]byte{}, o.KeyID...), 0x52) // 'R'
+		if rootKey, err = o.Token.GenerateKeyPair(ctx, pkcs11.KeySpec{Type: kt, ID: rootID, Label: o.Organization + " root CA", Usage: pkcs11.UsageSign}); err != nil {
 			return nil, err
 		}
-		if o.RootKeyInToken {
-			rootID := append(append([]byte{}, o.KeyID...), 0x52) // 'R'
-			if rootKey, err = o.Token.GenerateKeyPair(ctx, pkcs11.KeySpec{Type: kt, ID: rootID, Label: o.RootName, Usage: pkcs11.UsageSign}); err != nil {
-				return nil, err
-			}
-		}
-	} else if issKey, err = o.KeyType.generate(); err != nil {
-		return nil, err
-	}
-	if rootKey == nil {
+	} else {
 		if rootKey, err = o.KeyType.generate(); err != nil {
 			return nil, err
 		}
@@ -141,15 +160,19 @@ func InitCA(ctx context.Context, o InitOptions) (*InitResult, error) {
 			return nil, err
 		}
 	}
-	if o.Token == nil {
-		res.IssuingKeyFile = filepath.Join(o.Dir, "issuing.key")
-		if err := writeKeyFile(res.IssuingKeyFile, issKey); err != nil {
+	if o.RootName == "" {
+		if o.RootName, err = defaultName(o.Organization+" Derived Credential Root CA", rootKey.Public()); err != nil {
+			return nil, err
+		}
+	}
+	if o.IssuingName == "" {
+		if o.IssuingName, err = defaultName(o.Organization+" Derived PIV Issuing CA", issKey.Public()); err != nil {
 			return nil, err
 		}
 	}
 	now := o.Now().Add(-time.Hour).Truncate(time.Second)
 	rootTmpl := &x509.Certificate{
-		Subject:   pkix.Name{Country: []string{"US"}, Organization: []string{o.Organization}, CommonName: o.RootName},
+		Subject:   caSubject(o.Country, o.Organization, o.RootName),
 		NotBefore: now, NotAfter: now.AddDate(20, 0, 0),
 		IsCA: true, BasicConstraintsValid: true,
 		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
@@ -158,12 +181,18 @@ func InitCA(ctx context.Context, o InitOptions) (*InitResult, error) {
 		return nil, err
 	}
 	issTmpl := &x509.Certificate{
-		Subject:   pkix.Name{Country: []string{"US"}, Organization: []string{o.Organization}, CommonName: o.IssuingName},
+		Subject:   caSubject(o.Country, o.Organization, o.IssuingName),
 		NotBefore: now, NotAfter: now.AddDate(10, 0, 0),
 		IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true,
 		// digitalSignature: the CA signs its own OCSP responses.
 		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		Policies: []x509.OID{mustOID(oidCommonPolicy), mustOID(oidDerivedPIVAuth), mustOID(oidDerivedPIVAuthHW)},
+	}
+	if base := strings.TrimSuffix(o.BaseURL, "/"); base != "" {
+		// What a relying party that checks the whole path needs (zlint
+		// e_sub_ca_crl_distribution_points_missing, w_sub_ca_aia_missing).
+		issTmpl.CRLDistributionPoints = []string{base + RootCRLPath}
+		issTmpl.IssuingCertificateURL = []string{base + RootCertPath}
 	}
 	if res.Issuing, err = selfOrParentSign(issTmpl, res.Root, issKey.Public(), rootKey); err != nil {
 		return nil, err
@@ -173,7 +202,76 @@ func InitCA(ctx context.Context, o InitOptions) (*InitResult, error) {
 			return nil, err
 		}
 	}
+	crl, err := SignRootCRL(RootCRLOptions{Root: res.Root, Key: rootKey, Now: o.Now()})
+	if err != nil {
+		return nil, err
+	}
+	res.RootCRLFile = filepath.Join(o.Dir, "root.crl")
+	if err := os.WriteFile(res.RootCRLFile, crl, 0o644); err != nil {
+		return nil, err
+	}
 	return res, nil
+}
+
+// initCSR is InitCA's CSR mode: the issuing key (made now, or the one the
+// token already holds under KeyID, when a CSR is asked for again) and a PEM
+// CSR for it. No root is made.
+func initCSR(ctx context.Context, o InitOptions, res *InitResult) error {
+	key, reused, err := issuingKey(ctx, o, res, true)
+	if err != nil {
+		return err
+	}
+	res.ReusedKey = reused
+	if o.IssuingName == "" {
+		if o.IssuingName, err = defaultName(o.Organization+" Derived PIV Issuing CA", key.Public()); err != nil {
+			return err
+		}
+	}
+	der, err := IssuingCSR(key, caSubject(o.Country, o.Organization, o.IssuingName))
+	if err != nil {
+		return err
+	}
+	if res.CSR, err = x509.ParseCertificateRequest(der); err != nil {
+		return err
+	}
+	return os.WriteFile(o.CSRFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), 0o644)
+}
+
+// issuingKey makes the issuing CA key in the token (or a file in Dir);
+// with reuse, a key already in the token under KeyID is taken instead.
+func issuingKey(ctx context.Context, o InitOptions, res *InitResult, reuse bool) (crypto.Signer, bool, error) {
+	if o.Token == nil {
+		k, err := o.KeyType.generate()
+		if err != nil {
+			return nil, false, err
+		}
+		res.IssuingKeyFile = filepath.Join(o.Dir, "issuing.key")
+		return k, false, writeKeyFile(res.IssuingKeyFile, k)
+	}
+	if reuse {
+		if k, err := o.Token.Signer(ctx, pkcs11.KeyRef{ID: o.KeyID}); err == nil {
+			return k, true, nil
+		}
+	}
+	kt, err := o.KeyType.pkcs11Type()
+	if err != nil {
+		return nil, false, err
+	}
+	label := o.IssuingName
+	if label == "" {
+		label = o.Organization + " issuing CA"
+	}
+	k, err := o.Token.GenerateKeyPair(ctx, pkcs11.KeySpec{Type: kt, ID: o.KeyID, Label: label, Usage: pkcs11.UsageSign})
+	return k, false, err
+}
+
+// defaultName is a default CA name with the key's suffix.
+func defaultName(base string, pub crypto.PublicKey) (string, error) {
+	s, err := NameSuffix(pub)
+	if err != nil {
+		return "", err
+	}
+	return base + " " + s, nil
 }
 
 func selfOrParentSign(tmpl, parent *x509.Certificate, pub crypto.PublicKey, key crypto.Signer) (*x509.Certificate, error) {

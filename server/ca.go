@@ -3,9 +3,14 @@ package server
 import (
 	"context"
 	"crypto"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
+	"time"
 
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/pkcs11"
@@ -148,17 +153,41 @@ func loadCA(ctx context.Context, cfg *Config, h *hsm, st store.Store, opts optio
 	return ca, esc, nil
 }
 
+// InitCAOptions are `credgw ca init`'s flags: the CA names (a name not
+// given gets a key-derived suffix, unique per environment) and, for a CA
+// the agency's root signs, where the CSR goes.
+type InitCAOptions struct {
+	Country, Organization string
+	RootName, IssuingName string
+	// CSRFile: make only the issuing key in the HSM and a CSR for it.
+	CSRFile string
+}
+
 // InitCA is `credgw ca init`: it makes the root and issuing CA the config
 // names, with the issuing key generated in the HSM token of ca.key_uri (or a
-// key file), the root key in a file beside the root certificate, and the
-// escrow KEK in the HSM when escrow.kek_uri names one.
-func InitCA(ctx context.Context, cfg *Config, organization string) (*issuance.InitResult, error) {
+// key file), the root key in a file beside the root certificate, the root's
+// first CRL at ca.root_crl_file, and the escrow KEK in the HSM when
+// escrow.kek_uri names one. With CSRFile it makes the issuing key and a CSR
+// instead, for the agency's root to sign (`credgw ca import` installs it).
+func InitCA(ctx context.Context, cfg *Config, o InitCAOptions) (*issuance.InitResult, error) {
 	if cfg.CA.CertificateFile == "" || len(cfg.CA.ChainFiles) == 0 {
 		return nil, fmt.Errorf("ca init: the config needs ca.certificate_file and ca.chain_files (the root)")
 	}
+	if o.CSRFile != "" {
+		if _, err := os.Stat(cfg.Path(cfg.CA.CertificateFile)); err == nil {
+			return nil, fmt.Errorf("ca init: %s exists already: an issuing CA is installed", cfg.Path(cfg.CA.CertificateFile))
+		}
+		if cfg.CA.KeyFile != "" {
+			if _, err := os.Stat(cfg.Path(cfg.CA.KeyFile)); err == nil {
+				return nil, fmt.Errorf("ca init: %s exists already: refusing to replace the issuing key", cfg.Path(cfg.CA.KeyFile))
+			}
+		}
+	}
 	h := newHSM(cfg)
 	defer h.close()
-	opts := issuance.InitOptions{Dir: cfg.Path(dirOf(cfg.CA.CertificateFile)), Organization: organization, KeyType: issuance.KeyAlgorithm(cfg.CA.KeyType)}
+	opts := issuance.InitOptions{Dir: cfg.Path(dirOf(cfg.CA.CertificateFile)), Country: o.Country, Organization: o.Organization,
+		RootName: o.RootName, IssuingName: o.IssuingName, KeyType: issuance.KeyAlgorithm(cfg.CA.KeyType),
+		BaseURL: cfg.CA.BaseURL, CSRFile: o.CSRFile}
 	if cfg.CA.KeyURI != "" {
 		u, err := h.parseKeyURI("ca.key_uri", cfg.CA.KeyURI)
 		if err != nil {
@@ -174,40 +203,218 @@ func InitCA(ctx context.Context, cfg *Config, organization string) (*issuance.In
 	if err != nil {
 		return nil, err
 	}
-	if err := placeCert(res.IssuingFile, cfg.Path(cfg.CA.CertificateFile)); err != nil {
-		return nil, err
-	}
-	if err := placeCert(res.RootFile, cfg.Path(cfg.CA.ChainFiles[0])); err != nil {
-		return nil, err
-	}
 	if res.IssuingKeyFile != "" && cfg.CA.KeyFile != "" {
 		if err := placeCert(res.IssuingKeyFile, cfg.Path(cfg.CA.KeyFile)); err != nil {
 			return nil, err
 		}
 	}
+	if o.CSRFile == "" {
+		if err := placeCert(res.IssuingFile, cfg.Path(cfg.CA.CertificateFile)); err != nil {
+			return nil, err
+		}
+		if err := placeCert(res.RootFile, cfg.Path(cfg.CA.ChainFiles[0])); err != nil {
+			return nil, err
+		}
+		if cfg.CA.RootCRLFile != "" {
+			if err := placeCert(res.RootCRLFile, cfg.Path(cfg.CA.RootCRLFile)); err != nil {
+				return nil, err
+			}
+			res.RootCRLFile = cfg.Path(cfg.CA.RootCRLFile)
+		}
+	}
+	if err := initKEK(ctx, cfg, h); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// initKEK makes the escrow key-encryption key if it does not exist yet.
+func initKEK(ctx context.Context, cfg *Config, h *hsm) error {
 	switch {
 	case cfg.Escrow.KEKURI != "":
 		u, err := h.parseKeyURI("escrow.kek_uri", cfg.Escrow.KEKURI)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		t, err := h.token(ctx, u)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if _, err := t.AESKey(ctx, pkcs11.KeyRef{ID: u.ID}); err != nil {
 			if _, err := t.GenerateAESKey(ctx, pkcs11.KeyRef{ID: u.ID, Label: "credgw escrow KEK"}); err != nil {
-				return nil, fmt.Errorf("escrow KEK: %w", err)
+				return fmt.Errorf("escrow KEK: %w", err)
 			}
 		}
 	case cfg.Escrow.KEKFile != "":
 		if _, err := os.Stat(cfg.Path(cfg.Escrow.KEKFile)); os.IsNotExist(err) {
 			if err := issuance.WriteFileKEK(cfg.Path(cfg.Escrow.KEKFile)); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
-	return res, nil
+	return nil
+}
+
+// ImportCA is `credgw ca import`: it checks the issuing CA certificate the
+// agency's root signed for the HSM key, and its chain (issuer first, root
+// last), against what credgw issues (issuance.CheckIssuingCA), then writes
+// them where the config points (ca.certificate_file, ca.chain_files), 0644,
+// so that `credgw serve` uses them. It returns the lint warnings.
+func ImportCA(ctx context.Context, cfg *Config, certPEM, chainPEM []byte, now time.Time) (*x509.Certificate, []string, error) {
+	if cfg.CA.CertificateFile == "" || len(cfg.CA.ChainFiles) == 0 {
+		return nil, nil, fmt.Errorf("ca import: the config needs ca.certificate_file and ca.chain_files")
+	}
+	certs, err := parseCerts(certPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ca import: --certificate: %w", err)
+	}
+	if len(certs) != 1 {
+		return nil, nil, fmt.Errorf("ca import: --certificate holds %d PEM certificates: give the issuing CA's alone", len(certs))
+	}
+	chain, err := parseCerts(chainPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ca import: --chain: %w", err)
+	}
+	if len(chain) == 0 {
+		return nil, nil, fmt.Errorf("ca import: --chain holds no PEM certificate: give the chain up to the root, root last")
+	}
+	if n := len(cfg.CA.ChainFiles); n != 1 && n != len(chain) {
+		return nil, nil, fmt.Errorf("ca import: ca.chain_files lists %d files for a chain of %d certificates: list one file (the whole chain) or one per certificate", n, len(chain))
+	}
+	h := newHSM(cfg)
+	defer h.close()
+	signer, _, _, err := h.caKey(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := issuance.CheckIssuingCA(certs[0], chain, issuance.IssuingCARequirements{Key: signer.Public(),
+		Validity: cfg.CA.Validity.Duration, HardwareBackedDevices: cfg.CA.HardwareBackedDevices, Now: now}); err != nil {
+		return nil, nil, err
+	}
+	_, warns, err := issuance.LintCACertificate(certs[0].Raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	files := map[string][]byte{cfg.Path(cfg.CA.CertificateFile): pemCerts(certs)}
+	if len(cfg.CA.ChainFiles) == 1 {
+		files[cfg.Path(cfg.CA.ChainFiles[0])] = pemCerts(chain)
+	} else {
+		for i, f := range cfg.CA.ChainFiles {
+			files[cfg.Path(f)] = pemCerts(chain[i : i+1])
+		}
+	}
+	for path, b := range files {
+		if err := writeFileAtomic(path, b, 0o644); err != nil {
+			return nil, nil, fmt.Errorf("ca import: %w", err)
+		}
+	}
+	return certs[0], warns, nil
+}
+
+func parseCerts(b []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		if block == nil {
+			return out, nil
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+}
+
+func pemCerts(certs []*x509.Certificate) []byte {
+	var b []byte
+	for _, c := range certs {
+		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return b
+}
+
+// writeFileAtomic replaces path with b: a reader (a starting gateway) sees
+// the old file or the new one, never half of one.
+func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".import-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// rootHandler serves the root's certificate (the last of the chain) at
+// issuance.RootCertPath and, when ca.root_crl_file is set, the root's CRL
+// at issuance.RootCRLPath: what the self-made issuing CA certificate's AIA
+// and CRL DP point at. The CRL file is re-read when it changes (a new one
+// from the ceremony needs no restart).
+func rootHandler(cfg *Config, root *x509.Certificate) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+issuance.RootCertPath, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/pkix-cert")
+		w.Write(root.Raw)
+	})
+	if cfg.CA.RootCRLFile != "" {
+		f := &watchedFile{path: cfg.Path(cfg.CA.RootCRLFile)}
+		mux.HandleFunc("GET "+issuance.RootCRLPath, func(w http.ResponseWriter, r *http.Request) {
+			der, err := f.read()
+			if err != nil {
+				http.Error(w, "root CRL unavailable", http.StatusServiceUnavailable)
+				return
+			}
+			w.Header().Set("Content-Type", "application/pkix-crl")
+			w.Write(der)
+		})
+	}
+	return mux
+}
+
+// watchedFile caches a small file and reads it again when its size or
+// modification time changes.
+type watchedFile struct {
+	path string
+	mu   sync.Mutex
+	mod  time.Time
+	size int64
+	b    []byte
+}
+
+func (f *watchedFile) read() ([]byte, error) {
+	st, err := os.Stat(f.path)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.b != nil && st.ModTime().Equal(f.mod) && st.Size() == f.size {
+		return f.b, nil
+	}
+	b, err := os.ReadFile(f.path)
+	if err != nil {
+		return nil, err
+	}
+	f.b, f.mod, f.size = b, st.ModTime(), st.Size()
+	return b, nil
 }
 
 func dirOf(p string) string { return filepath.Dir(p) }

@@ -178,7 +178,11 @@ type CAConfig struct {
 	// KeyType for `credgw ca init`: p256, p384 or rsa3072.
 	KeyType string `yaml:"key_type"`
 	// BaseURL is the public http URL of listen.http (CRL, OCSP, caIssuers).
-	BaseURL               string            `yaml:"base_url"`
+	BaseURL string `yaml:"base_url"`
+	// RootCRLFile is the root's CRL (DER), signed at the ceremony with
+	// `credgw ca root-crl`; the gateway serves it at /crl/root.crl, the
+	// self-made issuing CA's CRL DP. Re-read when the file changes.
+	RootCRLFile           string            `yaml:"root_crl_file"`
 	Validity              Duration          `yaml:"validity"`
 	HardwareBackedDevices bool              `yaml:"hardware_backed_devices"`
 	Templates             map[string]string `yaml:"templates"`
@@ -645,6 +649,9 @@ func (c *Config) validateCA(bad func(string, ...any)) {
 		}
 		if !strings.HasPrefix(c.CA.BaseURL, "http://") {
 			bad("ca.base_url %q: an http URL (the profiles require http AIA and CRL DP)", c.CA.BaseURL)
+		}
+		if c.CA.Name == "root" {
+			bad("ca.name root: reserved for the root's CRL and certificate (%s, %s)", issuance.RootCRLPath, issuance.RootCertPath)
 		}
 		if d := c.CA.Validity.Duration; d < time.Hour || d > 1096*24*time.Hour {
 			bad("ca.validity %s: up to 1096 days (26304h)", d)

@@ -255,7 +255,7 @@ func run(m *testing.M) int {
 	if cfg, err = server.LoadConfig(dev.Config); err != nil {
 		return fail(err)
 	}
-	if _, err := server.InitCA(ctx, cfg, "credgw test"); err != nil {
+	if _, err := server.InitCA(ctx, cfg, server.InitCAOptions{Organization: "credgw test"}); err != nil {
 		return fail(err)
 	}
 	st, done, err := openTestStore(ctx, dir)

@@ -423,6 +423,11 @@ func (s *Server) Start() error {
 			h := s.ca.Handler()
 			mux.Handle("/crl/", h)
 			mux.Handle("/ca/", h)
+			// The root's certificate and CRL (AIA and CRL DP of the
+			// self-made issuing CA): more specific patterns than /ca/, /crl/.
+			rootH := rootHandler(s.cfg, s.ca.Chain()[len(s.ca.Chain())-1])
+			mux.Handle("GET "+issuance.RootCertPath, rootH)
+			mux.Handle("GET "+issuance.RootCRLPath, rootH)
 			// OCSP before the mux: a GET's base64 may hold "//", which
 			// ServeMux would answer with a redirect to a cleaned path.
 			root = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -78,6 +78,6 @@ func devCA(ctx context.Context, d *hsmsim.DevEnv) error {
 	if err != nil {
 		return err
 	}
-	_, err = server.InitCA(ctx, cfg, "credgw development")
+	_, err = server.InitCA(ctx, cfg, server.InitCAOptions{Organization: "credgw development"})
 	return err
 }
