@@ -24,8 +24,9 @@ type DevOptions struct {
 	// HSMURL is where the simulated issuer serves OCSP and CRLs.
 	HSMURL string
 	// GRPCAddr and HTTPAddr are the gateway's listen addresses;
-	// PortalAddr the self-service portal's ("" = no portal).
-	GRPCAddr, HTTPAddr, PortalAddr string
+	// ManagementAddr its management listener's and PortalAddr the
+	// self-service portal's ("" = none).
+	GRPCAddr, HTTPAddr, ManagementAddr, PortalAddr string
 	// CardName, CardKey and CardEmail describe the one good card.
 	CardName  string
 	CardKey   pkcs11.KeyType
@@ -46,8 +47,8 @@ type DevEnv struct {
 	// escrow KEK; CAPINFile its user PIN (0600).
 	CAToken, CAPINFile string
 	// Portal and admin client certificates and keys.
-	PortalCert, PortalKey, AdminCert, AdminKey string
-	GRPCAddr, HTTPAddr, PortalAddr             string
+	PortalCert, PortalKey, AdminCert, AdminKey     string
+	GRPCAddr, HTTPAddr, ManagementAddr, PortalAddr string
 }
 
 // DevInit makes dir (new or empty) a development environment: an hsm-sim
@@ -75,7 +76,7 @@ func DevInit(ctx context.Context, dir string, o DevOptions) (*DevEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &DevEnv{Dir: abs, GRPCAddr: o.GRPCAddr, HTTPAddr: o.HTTPAddr, PortalAddr: o.PortalAddr}
+	d := &DevEnv{Dir: abs, GRPCAddr: o.GRPCAddr, HTTPAddr: o.HTTPAddr, ManagementAddr: o.ManagementAddr, PortalAddr: o.PortalAddr}
 	if d.Env, err = Init(filepath.Join(abs, "hsm"), o.HSMURL); err != nil {
 		return nil, err
 	}
@@ -203,9 +204,16 @@ func (d *DevEnv) writeTLS() error {
 var devConfig = template.Must(template.New("credgw.yaml").Parse(`# credgw development configuration, written by 'credgw dev init'.
 # Every field is documented in docs/config.md. Paths are relative to this file.
 gateway_id: credgw-dev
+# A development environment: ca.base_url may be a loopback address.
+development: true
 listen:
   grpc: {{.GRPCAddr}}
+  # Public: what relying parties fetch (OCSP, CRLs, CA certificates).
   http: {{.HTTPAddr}}
+{{- if .ManagementAddr}}
+  # Operators only: /healthz, /readyz, /metrics, /debug/pprof/.
+  management: {{.ManagementAddr}}
+{{- end}}
 tls:
   cert_file: tls/server.crt
   key_file: tls/server.key

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -31,6 +32,9 @@ import (
 // docs/config.md. Unknown fields are an error. Relative paths are relative
 // to the config file's directory.
 type Config struct {
+	// Development marks a development environment (dev init): ca.base_url
+	// may then be left out (it defaults to listen.http) and be loopback.
+	Development bool `yaml:"development"`
 	// GatewayID names this gateway in signed PKI-AUTH messages.
 	GatewayID string        `yaml:"gateway_id"`
 	Listen    ListenConfig  `yaml:"listen"`
@@ -57,8 +61,13 @@ type Config struct {
 type ListenConfig struct {
 	// GRPC is the gRPC (TLS) address.
 	GRPC string `yaml:"grpc"`
-	// HTTP is the plain-HTTP address for /healthz and /metrics ("" = off).
+	// HTTP is the public plain-HTTP address for relying parties: OCSP,
+	// CRLs and CA certificates, nothing else ("" = off).
 	HTTP string `yaml:"http"`
+	// Management is the plain-HTTP address for operators: /healthz,
+	// /readyz, /metrics, /debug/pprof/ and, unless termination_webhook.listen
+	// is set, the termination webhook ("" = off).
+	Management string `yaml:"management"`
 }
 
 // TLSConfig is the gRPC listener's TLS.
@@ -223,10 +232,17 @@ type PortalConfig struct {
 }
 
 // WebhookConfig is the termination webhook of an identity management
-// system, on listen.http: POST /v1/webhooks/termination.
+// system: POST /v1/webhooks/termination, on its own listener or on
+// listen.management.
 type WebhookConfig struct {
 	// SecretFile holds the HMAC-SHA-256 key, 64 hex digits ("" = no webhook).
 	SecretFile string `yaml:"secret_file"`
+	// Listen is the webhook's own address, where the identity system
+	// reaches it ("" = on listen.management).
+	Listen string `yaml:"listen"`
+	// TLSCertFile and TLSKeyFile make Listen HTTPS ("" = plain HTTP).
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
 	// MaxSkew is how far the signed timestamp may be from now (default 5m).
 	MaxSkew Duration `yaml:"max_skew"`
 }
@@ -408,7 +424,7 @@ func (c *Config) applyDefaults() {
 	if c.CA.KeyType == "" {
 		c.CA.KeyType = "p256"
 	}
-	if c.CA.BaseURL == "" && c.Listen.HTTP != "" {
+	if c.CA.BaseURL == "" && c.Listen.HTTP != "" && c.Development {
 		c.CA.BaseURL = "http://" + c.Listen.HTTP
 	}
 	if c.CA.Validity.Duration == 0 {
@@ -647,8 +663,13 @@ func (c *Config) validateCA(bad func(string, ...any)) {
 		if c.Listen.HTTP == "" {
 			bad("ca: listen.http is required: it serves the CRL, OCSP and the CA certificate")
 		}
-		if !strings.HasPrefix(c.CA.BaseURL, "http://") {
+		switch {
+		case c.CA.BaseURL == "":
+			bad("ca.base_url is required: the public http URL where relying parties reach listen.http; it goes into every certificate (AIA, CRL DP). Only a development environment (development: true) may leave it out")
+		case !strings.HasPrefix(c.CA.BaseURL, "http://"):
 			bad("ca.base_url %q: an http URL (the profiles require http AIA and CRL DP)", c.CA.BaseURL)
+		case !c.Development && loopbackURL(c.CA.BaseURL):
+			bad("ca.base_url %q: a loopback address, which no relying party reaches; give the public name of listen.http (development: true allows it)", c.CA.BaseURL)
 		}
 		if c.CA.Name == "root" {
 			bad("ca.name root: reserved for the root's CRL and certificate (%s, %s)", issuance.RootCRLPath, issuance.RootCertPath)
@@ -730,12 +751,37 @@ func (c *Config) validateLinkage(bad func(string, ...any)) {
 
 // validateWebhook checks the termination_webhook section.
 func (c *Config) validateWebhook(bad func(string, ...any)) {
-	if c.Webhook.SecretFile != "" && c.Listen.HTTP == "" {
-		bad("termination_webhook: needs listen.http, where it is served")
+	w := c.Webhook
+	if w.SecretFile != "" && w.Listen == "" && c.Listen.Management == "" {
+		bad("termination_webhook: no listener: set termination_webhook.listen (where the identity system reaches it) or listen.management")
+	}
+	if (w.TLSCertFile == "") != (w.TLSKeyFile == "") {
+		bad("termination_webhook: set both tls_cert_file and tls_key_file, or neither")
+	}
+	if w.TLSCertFile != "" && w.Listen == "" {
+		bad("termination_webhook.tls_cert_file: needs termination_webhook.listen (the webhook's own listener)")
+	}
+	if w.Listen != "" && w.SecretFile == "" {
+		bad("termination_webhook.listen: needs termination_webhook.secret_file (the key requests are signed with)")
 	}
 	if d := c.Webhook.MaxSkew.Duration; d < 10*time.Second || d > 15*time.Minute {
 		bad("termination_webhook.max_skew %s: between 10s and 15m", d)
 	}
+}
+
+// loopbackURL reports whether u's host is a loopback or unspecified
+// address, or localhost.
+func loopbackURL(u string) bool {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return false
+	}
+	h := pu.Hostname()
+	if strings.EqualFold(h, "localhost") || strings.HasSuffix(strings.ToLower(h), ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && (ip.IsLoopback() || ip.IsUnspecified())
 }
 
 // Path resolves p against the config file's directory.

@@ -164,7 +164,7 @@ func TestLinkageOnUnknownRevoke(t *testing.T) {
 	ctx := context.Background()
 	_, set := activeSet(t, "unreachable@example.com")
 	strict := *cfg
-	strict.Listen.GRPC, strict.Listen.HTTP, strict.Portal.Listen = "127.0.0.1:0", "", ""
+	strict.Listen.GRPC, strict.Listen.HTTP, strict.Listen.Management, strict.Portal.Listen = "127.0.0.1:0", "", "", ""
 	strict.Linkage.OnUnknown, strict.Linkage.MaxUnknown.Duration = "revoke", 2*time.Hour
 	replica, err := server.New(ctx, &strict, server.WithClock(now), server.WithStore(gwStore))
 	if err != nil {

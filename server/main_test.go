@@ -193,8 +193,8 @@ func run(m *testing.M) int {
 	// The gateway's addresses go into the config and the certificates it
 	// issues, so its listeners are bound first (in one step with their
 	// ports) and handed to it.
-	var lns [3]net.Listener
-	var addrs [3]string
+	var lns [4]net.Listener
+	var addrs [4]string
 	for i := range lns {
 		if lns[i], err = hsmsim.ListenFree(); err != nil {
 			return fail(err)
@@ -202,7 +202,7 @@ func run(m *testing.M) int {
 		addrs[i] = lns[i].Addr().String()
 	}
 	dev, err = hsmsim.DevInit(ctx, filepath.Join(dir, "dev"), hsmsim.DevOptions{
-		HSMURL: "http://" + hsmLn.Addr().String(), GRPCAddr: addrs[0], HTTPAddr: addrs[1], PortalAddr: addrs[2],
+		HSMURL: "http://" + hsmLn.Addr().String(), GRPCAddr: addrs[0], HTTPAddr: addrs[1], PortalAddr: addrs[2], ManagementAddr: addrs[3],
 	})
 	if err != nil {
 		return fail(err)
@@ -265,7 +265,8 @@ func run(m *testing.M) int {
 	defer done()
 	gwStore = st
 	gw, err = server.New(ctx, cfg, server.WithClock(now), server.WithStore(panicStore{st}),
-		server.WithListeners(map[string]net.Listener{"listen.grpc": lns[0], "listen.http": lns[1], "portal.listen": lns[2]}),
+		server.WithListeners(map[string]net.Listener{"listen.grpc": lns[0], "listen.http": lns[1], "portal.listen": lns[2],
+			"listen.management": lns[3]}),
 		server.WithLogger(server.NewLogger(&logs, "debug")))
 	if err != nil {
 		return fail(err)

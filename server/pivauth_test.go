@@ -344,24 +344,50 @@ func TestPanicRecovery(t *testing.T) {
 	}
 }
 
+// fetchHTTP answers a plain-HTTP request: the status and the body.
+func fetchHTTP(t *testing.T, method, addr, path string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+addr+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestHTTPEndpoints: listen.management serves operators (health,
+// readiness, metrics, profiles) and listen.http relying parties (CRLs,
+// OCSP, CA certificates); neither serves the other's paths (issue 16,
+// point 4).
 func TestHTTPEndpoints(t *testing.T) {
 	beginSession(portalConn(t))
-	get := func(path string) string {
-		resp, err := http.Get("http://" + gw.HTTPAddr() + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 {
-			t.Fatalf("%s: %d", path, resp.StatusCode)
-		}
-		return string(b)
+	mgmt, public := gw.ManagementAddr(), gw.HTTPAddr()
+	if mgmt == "" || mgmt == public {
+		t.Fatalf("management %q, public %q: want two listeners", mgmt, public)
 	}
-	if got := get("/healthz"); got != "ok\n" {
+	get := func(addr, path string) string {
+		t.Helper()
+		code, body := fetchHTTP(t, "GET", addr, path)
+		if code != 200 {
+			t.Fatalf("%s%s: %d", addr, path, code)
+		}
+		return body
+	}
+	if got := get(mgmt, "/healthz"); got != "ok\n" {
 		t.Errorf("/healthz = %q", got)
 	}
-	m := get("/metrics")
+	if got := get(mgmt, "/readyz"); got != "ready\n" {
+		t.Errorf("/readyz = %q", got)
+	}
+	if got := get(mgmt, "/debug/pprof/"); !strings.Contains(got, "goroutine") {
+		t.Errorf("/debug/pprof/ lists no goroutine profile")
+	}
+	m := get(mgmt, "/metrics")
 	for _, want := range []string{
 		`credgw_grpc_requests_total{code="OK",method="/credgw.v1.PIVAuth/BeginSession"}`,
 		`credgw_grpc_request_duration_seconds_bucket{code="OK",method="/credgw.v1.PIVAuth/BeginSession"`,
@@ -375,9 +401,37 @@ func TestHTTPEndpoints(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
+	crl := "/crl/" + cfg.CA.Name + ".crl"
+	get(public, crl)
+	get(public, "/ca/"+cfg.CA.Name+".p7c")
+	for _, tc := range []struct{ method, addr, path string }{
+		{"GET", public, "/healthz"},
+		{"GET", public, "/readyz"},
+		{"GET", public, "/metrics"},
+		{"GET", public, "/debug/pprof/"},
+		{"GET", public, "/debug/pprof/cmdline"},
+		{"POST", public, "/v1/webhooks/termination"},
+		{"GET", mgmt, crl},
+		{"GET", mgmt, "/ca/" + cfg.CA.Name + ".p7c"},
+		{"GET", mgmt, "/ocsp/" + cfg.CA.Name + "/MAA="},
+	} {
+		if code, _ := fetchHTTP(t, tc.method, tc.addr, tc.path); code != http.StatusNotFound && code != http.StatusMethodNotAllowed {
+			t.Errorf("%s %s%s: %d, want it not served there", tc.method, tc.addr, tc.path, code)
+		}
+	}
 }
 
 func TestConfigErrors(t *testing.T) {
+	const base = "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\n"
+	// withCA is a config with an issuing CA and listen.http, outside a
+	// development environment, plus ca fields.
+	withCA := func(fields string) string {
+		ca := "certificate_file: c, key_file: k"
+		if fields != "" {
+			ca += ", " + fields
+		}
+		return base + "listen: {http: '127.0.0.1:8080'}\nenrollment: {tls_anchor_file: a}\nescrow: {kek_file: k}\nca: {" + ca + "}\n"
+	}
 	tests := []struct{ name, yaml, want string }{
 		{"unknown field", "gateway_id: x\nbogus: 1\n", "bogus"},
 		{"no tls", "piv: {trust_anchor_files: [a]}\n", "tls.cert_file"},
@@ -395,6 +449,16 @@ func TestConfigErrors(t *testing.T) {
 		{"bad listen", "listen: {grpc: nowhere}\ntls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\n", "listen.grpc"},
 		{"memory_limit too small", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nlimits: {memory_limit: 1048576}\n", "limits.memory_limit"},
 		{"memory_limit below -1", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nlimits: {memory_limit: -2}\n", "limits.memory_limit"},
+		{"no base_url", withCA(""), "ca.base_url is required"},
+		{"loopback base_url", withCA("base_url: http://127.0.0.1:8080"), "loopback"},
+		{"localhost base_url", withCA("base_url: http://localhost"), "loopback"},
+		{"IPv6 loopback base_url", withCA("base_url: 'http://[::1]:80'"), "loopback"},
+		{"unspecified base_url", withCA("base_url: http://0.0.0.0"), "loopback"},
+		{"https base_url", withCA("base_url: https://pki.example.gov"), "an http URL"},
+		{"webhook without listener", base + "termination_webhook: {secret_file: k}\n", "termination_webhook: no listener"},
+		{"webhook half TLS", base + "termination_webhook: {secret_file: k, listen: '127.0.0.1:0', tls_cert_file: c}\n", "tls_cert_file and tls_key_file"},
+		{"webhook TLS on management", base + "listen: {management: '127.0.0.1:0'}\ntermination_webhook: {secret_file: k, tls_cert_file: c, tls_key_file: k}\n", "needs termination_webhook.listen"},
+		{"webhook listen without secret", base + "termination_webhook: {listen: '127.0.0.1:0'}\n", "needs termination_webhook.secret_file"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -403,6 +467,17 @@ func TestConfigErrors(t *testing.T) {
 				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
 			}
 		})
+	}
+	for _, ok := range []struct{ name, yaml string }{
+		{"public base_url", withCA("base_url: http://pki.example.gov")},
+		{"loopback in development", "development: true\n" + withCA("base_url: http://127.0.0.1:8080")},
+		{"default base_url in development", "development: true\n" + withCA("")},
+		{"webhook on management", base + "listen: {management: '127.0.0.1:0'}\ntermination_webhook: {secret_file: k}\n"},
+		{"webhook on its own, TLS", base + "termination_webhook: {secret_file: k, listen: '127.0.0.1:0', tls_cert_file: c, tls_key_file: k}\n"},
+	} {
+		if _, err := server.ParseConfig([]byte(ok.yaml), t.TempDir()); err != nil {
+			t.Errorf("%s: refused: %v", ok.name, err)
+		}
 	}
 	c, err := server.ParseConfig([]byte("tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\n"), "/etc/credgw")
 	if err != nil {

@@ -11,8 +11,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/credgw/credgw/activation"
@@ -26,7 +26,6 @@ import (
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/store"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -64,13 +63,13 @@ type Server struct {
 	lifecycle  *lifecycle.Service  // nil without a CA
 
 	grpc      *grpc.Server
-	http      *http.Server
+	https     []*httpListener // listen.http, listen.management, the webhook's
 	grpcLn    net.Listener
 	grpcConns *perSourceListener // grpcLn, for the stream deadline
 	watches   watchLimit
-	httpLn    net.Listener
 	portal    *http.Server
 	portalLn  net.Listener
+	ready     atomic.Bool // serving, not shutting down (/readyz)
 	wg        sync.WaitGroup
 	serveErr  chan error
 	sweepStop chan struct{}
@@ -363,7 +362,10 @@ type asn1OID = asn1.ObjectIdentifier
 func (s *Server) httpServer(h http.Handler) *http.Server {
 	l := s.cfg.Limits
 	return &http.Server{Handler: h, ReadHeaderTimeout: l.HTTPReadHeaderTimeout.Duration, ReadTimeout: l.HTTPReadTimeout.Duration,
-		WriteTimeout: l.HTTPWriteTimeout.Duration, IdleTimeout: l.HTTPIdleTimeout.Duration}
+		WriteTimeout: l.HTTPWriteTimeout.Duration, IdleTimeout: l.HTTPIdleTimeout.Duration,
+		// Handshake failures and the like: a client's doing, not the
+		// gateway's (debug level, not stderr).
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 }
 
 // listen binds addr (or takes the listener given for name) with the
@@ -407,60 +409,15 @@ func (s *Server) Start() error {
 		return err
 	}
 	s.grpcLn = s.grpcConns
-	if s.cfg.Listen.HTTP != "" {
-		if s.httpLn, err = s.listen("listen.http", s.cfg.Listen.HTTP); err != nil {
-			s.grpcLn.Close()
-			return err
-		}
-		mux := http.NewServeMux()
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-			io.WriteString(w, "ok\n")
-		})
-		mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
-		var root http.Handler = mux
-		if s.ca != nil {
-			// What the certificates point at: CRL DP, OCSP (AIA), caIssuers.
-			h := s.ca.Handler()
-			mux.Handle("/crl/", h)
-			mux.Handle("/ca/", h)
-			// The root's certificate and CRL (AIA and CRL DP of the
-			// self-made issuing CA): more specific patterns than /ca/, /crl/.
-			rootH := rootHandler(s.cfg, s.ca.Chain()[len(s.ca.Chain())-1])
-			mux.Handle("GET "+issuance.RootCertPath, rootH)
-			mux.Handle("GET "+issuance.RootCRLPath, rootH)
-			// OCSP before the mux: a GET's base64 may hold "//", which
-			// ServeMux would answer with a redirect to a cleaned path.
-			root = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if strings.HasPrefix(r.URL.Path, "/ocsp/") {
-					h.ServeHTTP(w, r)
-					return
-				}
-				mux.ServeHTTP(w, r)
-			})
-		}
-		if s.cfg.Webhook.SecretFile != "" {
-			key, err := loadWebhookKey(s.cfg)
-			if err != nil {
-				s.grpcLn.Close()
-				s.httpLn.Close()
-				return err
-			}
-			mux.Handle("POST "+webhookPath, &webhook{s: s, key: key})
-		}
-		s.http = s.httpServer(root)
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				s.serveErr <- err
-			}
-		}()
+	if err := s.startHTTP(); err != nil {
+		s.grpcLn.Close()
+		return err
 	}
 	if s.cfg.Portal.Listen != "" {
 		if err := s.startPortal(); err != nil {
 			s.grpcLn.Close()
-			if s.httpLn != nil {
-				s.httpLn.Close()
+			for _, h := range s.https {
+				h.srv.Close()
 			}
 			return err
 		}
@@ -488,7 +445,9 @@ func (s *Server) Start() error {
 		}()
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	s.log.Info("credgw serving", "grpc", s.grpcLn.Addr().String(), "http", s.HTTPAddr(), "gateway_id", s.cfg.GatewayID)
+	s.ready.Store(true)
+	s.log.Info("credgw serving", "grpc", s.grpcLn.Addr().String(), "http", s.HTTPAddr(), "management", s.ManagementAddr(),
+		"webhook", s.WebhookAddr(), "portal", s.PortalAddr(), "gateway_id", s.cfg.GatewayID)
 	return nil
 }
 
@@ -519,7 +478,6 @@ func (s *Server) startPortal() error {
 	})
 	s.portal = s.httpServer(withSource)
 	s.portal.TLSConfig = tc
-	s.portal.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -541,12 +499,31 @@ func (s *Server) PortalAddr() string {
 // GRPCAddr is the bound gRPC address.
 func (s *Server) GRPCAddr() string { return s.grpcLn.Addr().String() }
 
-// HTTPAddr is the bound HTTP address, or "".
-func (s *Server) HTTPAddr() string {
-	if s.httpLn == nil {
+// HTTPAddr is the bound public HTTP address (listen.http), or "".
+func (s *Server) HTTPAddr() string { return s.httpAddr("listen.http") }
+
+// ManagementAddr is the bound management address (listen.management), or "".
+func (s *Server) ManagementAddr() string { return s.httpAddr("listen.management") }
+
+// WebhookAddr is where the termination webhook is served (its own
+// listener, else the management one), or "".
+func (s *Server) WebhookAddr() string {
+	if s.cfg.Webhook.SecretFile == "" {
 		return ""
 	}
-	return s.httpLn.Addr().String()
+	if a := s.httpAddr("termination_webhook.listen"); a != "" {
+		return a
+	}
+	return s.ManagementAddr()
+}
+
+func (s *Server) httpAddr(name string) string {
+	for _, h := range s.https {
+		if h.name == name {
+			return h.ln.Addr().String()
+		}
+	}
+	return ""
 }
 
 // Errors reports a listener that failed while serving.
@@ -555,6 +532,7 @@ func (s *Server) Errors() <-chan error { return s.serveErr }
 // Shutdown stops accepting calls, lets running ones finish until ctx or
 // limits.shutdown_timeout ends, then stops and closes the store.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.ready.Store(false)
 	s.health.Shutdown()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Limits.ShutdownTimeout.Duration)
 	defer cancel()
@@ -575,8 +553,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.bgCancel()
 	}
 	var errs []error
-	if s.http != nil {
-		errs = append(errs, s.http.Shutdown(ctx))
+	for _, h := range s.https {
+		errs = append(errs, h.srv.Shutdown(ctx))
 	}
 	if s.portal != nil {
 		errs = append(errs, s.portal.Shutdown(ctx))

@@ -28,7 +28,7 @@ import (
 func limitedGateway(t testing.TB, set func(*server.LimitsConfig)) *server.Server {
 	t.Helper()
 	c := *cfg
-	c.Listen.GRPC, c.Listen.HTTP, c.Portal.Listen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	c.Listen.GRPC, c.Listen.HTTP, c.Listen.Management, c.Portal.Listen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	set(&c.Limits)
 	s, err := server.New(context.Background(), &c, server.WithClock(now), server.WithStore(gwStore))
 	if err != nil {

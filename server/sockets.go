@@ -11,12 +11,13 @@ import (
 
 // socketNames maps the names of inherited sockets (systemd's
 // FileDescriptorName=) to the settings they serve.
-var socketNames = map[string]string{"grpc": "listen.grpc", "http": "listen.http", "portal": "portal.listen"}
+var socketNames = map[string]string{"grpc": "listen.grpc", "http": "listen.http", "management": "listen.management",
+	"webhook": "termination_webhook.listen", "portal": "portal.listen"}
 
 // InheritedListeners returns the listening sockets passed by systemd socket
 // activation (sd_listen_fds(3): LISTEN_FDS sockets from fd 3, named by
 // LISTEN_FDNAMES; LISTEN_PID, if set, must be this process), keyed for
-// WithListeners: name them grpc, http and portal (FileDescriptorName= in
+// WithListeners: name them grpc, http, management, webhook and portal (FileDescriptorName= in
 // the .socket unit). Without LISTEN_FDS it returns nil. extra names other
 // sockets the caller takes itself (e.g. "hsm" for hsm-sim serve); they
 // come back under their own name.
@@ -30,7 +31,7 @@ func InheritedListeners(extra ...string) (map[string]net.Listener, error) {
 	}
 	names := strings.Split(os.Getenv("LISTEN_FDNAMES"), ":")
 	if len(names) != n {
-		return nil, fmt.Errorf("socket activation: LISTEN_FDS=%d but LISTEN_FDNAMES names %d (name each socket grpc, http or portal with FileDescriptorName=)", n, len(names))
+		return nil, fmt.Errorf("socket activation: LISTEN_FDS=%d but LISTEN_FDNAMES names %d (name each socket grpc, http, management, webhook or portal with FileDescriptorName=)", n, len(names))
 	}
 	out := map[string]net.Listener{}
 	for i, name := range names {
@@ -43,7 +44,7 @@ func InheritedListeners(extra ...string) (map[string]net.Listener, error) {
 			}
 		}
 		if !ok {
-			return nil, fmt.Errorf("socket activation: socket %d is named %q: want grpc, http or portal", i, name)
+			return nil, fmt.Errorf("socket activation: socket %d is named %q: want grpc, http, management, webhook or portal", i, name)
 		}
 		fd := 3 + i
 		syscall.CloseOnExec(fd)

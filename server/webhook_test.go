@@ -3,10 +3,14 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -18,13 +22,19 @@ var webhookKey = bytes.Repeat([]byte{0x5a}, 32)
 
 func postTermination(t *testing.T, at time.Time, body string, key []byte) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest("POST", "http://"+gw.HTTPAddr()+"/v1/webhooks/termination", bytes.NewReader([]byte(body)))
+	return postTerminationTo(t, http.DefaultClient, "http://"+gw.WebhookAddr(), at, body, key)
+}
+
+// postTerminationTo posts a termination signed with key to base's webhook.
+func postTerminationTo(t *testing.T, c *http.Client, base string, at time.Time, body string, key []byte) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest("POST", base+"/v1/webhooks/termination", bytes.NewReader([]byte(body)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("X-Credgw-Timestamp", strconv.FormatInt(at.Unix(), 10))
 	req.Header.Set("X-Credgw-Signature", server.WebhookSignature(key, at, []byte(body)))
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,5 +130,45 @@ func TestTerminationWebhookReplay(t *testing.T) {
 	// replay: it is accepted, and terminating again changes nothing.
 	if code, msg := postTermination(t, at.Add(time.Second), body, webhookKey); code != http.StatusOK {
 		t.Fatalf("a fresh request: %d %s", code, msg)
+	}
+}
+
+// TestTerminationWebhookOwnListener: with termination_webhook.listen and a
+// TLS certificate, the webhook is served over HTTPS on its own listener
+// (where the identity system reaches it) and not on the management one
+// (issue 16, point 4).
+func TestTerminationWebhookOwnListener(t *testing.T) {
+	other := *cfg
+	other.Listen.GRPC, other.Listen.HTTP, other.Listen.Management, other.Portal.Listen = "127.0.0.1:0", "", "127.0.0.1:0", ""
+	other.Store.Driver, other.Store.DSN = "sqlite", filepath.Join(t.TempDir(), "other.db")
+	other.Webhook.Listen = "127.0.0.1:0"
+	other.Webhook.TLSCertFile, other.Webhook.TLSKeyFile = filepath.Join(dev.Dir, "tls", "server.crt"), filepath.Join(dev.Dir, "tls", "server.key")
+	s, err := server.New(context.Background(), &other, server.WithClock(now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	if s.WebhookAddr() == "" || s.WebhookAddr() == s.ManagementAddr() {
+		t.Fatalf("webhook at %q, management at %q: want a listener of its own", s.WebhookAddr(), s.ManagementAddr())
+	}
+	pem, err := os.ReadFile(dev.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	tlsClient := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	body := `{"card_uuid":"7b0a5e52-51d4-4b6e-9c0e-0c1f5ad1a001","comment":"HR: separated"}`
+	if code, msg := postTerminationTo(t, tlsClient, "https://"+s.WebhookAddr(), now(), body, webhookKey); code != http.StatusOK {
+		t.Fatalf("over TLS: %d %s", code, msg)
+	}
+	if code, _ := postTerminationTo(t, http.DefaultClient, "http://"+s.WebhookAddr(), now(), body, webhookKey); code == http.StatusOK {
+		t.Fatal("plain HTTP to the TLS webhook listener was accepted")
+	}
+	if code, _ := postTerminationTo(t, http.DefaultClient, "http://"+s.ManagementAddr(), now(), body, webhookKey); code != http.StatusNotFound && code != http.StatusMethodNotAllowed {
+		t.Fatalf("the management listener answered the webhook: %d", code)
 	}
 }

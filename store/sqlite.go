@@ -394,3 +394,12 @@ func (s *DB) DeleteExpired(ctx context.Context, now time.Time) (int64, error) {
 	})
 	return n, err
 }
+
+// Ping checks that the database answers a query (readiness probes).
+func (d *DB) Ping(ctx context.Context) error {
+	var one int
+	if err := d.r.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return fmt.Errorf("store: database does not answer: %w", err)
+	}
+	return nil
+}

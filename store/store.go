@@ -53,6 +53,8 @@ type Store interface {
 	// PIVCertificate returns the kept copy of a PIV Authentication
 	// certificate by its SHA-256 (hex).
 	PIVCertificate(ctx context.Context, sha256 string) (PIVCertificate, error)
+	// Ping checks that the database answers a query (readiness).
+	Ping(ctx context.Context) error
 	IssuanceStore
 	ActivationStore
 	TerminationStore

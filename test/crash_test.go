@@ -191,8 +191,8 @@ func TestKillOneReplicaDuringRedemptions(t *testing.T) {
 	// Replica B: the same config on listen ports of its own.
 	cfg, _ := os.ReadFile(cfgPath)
 	cfgB := filepath.Join(dir, "credgw-b.yaml")
-	ports := bindSockets(t, cfgB, "grpc", "http", "portal")
-	for i, key := range []string{"grpc", "http", "listen"} {
+	ports := bindSockets(t, cfgB, "grpc", "http", "portal", "management")
+	for i, key := range []string{"grpc", "http", "listen", "management"} {
 		cfg = regexp.MustCompile(`(?m)^  `+key+`: 127\.0\.0\.1:\d+$`).ReplaceAll(cfg, []byte(fmt.Sprintf("  %s: 127.0.0.1:%d", key, ports[i])))
 	}
 	os.WriteFile(cfgB, cfg, 0o600)

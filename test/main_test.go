@@ -128,9 +128,10 @@ func bindSockets(t *testing.T, key string, names ...string) []int {
 func devInit(t *testing.T, dir string) string {
 	t.Helper()
 	hsm := bindSockets(t, filepath.Join(dir, "hsm"), "hsm")
-	gw := bindSockets(t, filepath.Join(dir, "credgw.yaml"), "grpc", "http", "portal")
+	gw := bindSockets(t, filepath.Join(dir, "credgw.yaml"), "grpc", "http", "management", "portal")
 	return run(t, nil, true, credgwBin, "dev", "init", "--dir", dir, "--hsm-port", strconv.Itoa(hsm[0]),
-		"--grpc-port", strconv.Itoa(gw[0]), "--http-port", strconv.Itoa(gw[1]), "--portal-port", strconv.Itoa(gw[2]))
+		"--grpc-port", strconv.Itoa(gw[0]), "--http-port", strconv.Itoa(gw[1]), "--management-port", strconv.Itoa(gw[2]),
+		"--portal-port", strconv.Itoa(gw[3]))
 }
 
 // startServe starts `credgw hsm-sim serve` and returns when it listens.

@@ -74,10 +74,11 @@ func TestTwoReplicas(t *testing.T) {
 	// Replica B: the same config (database, CA token, TLS, gateway address
 	// in QR codes) on other listen ports.
 	cfgBPath := filepath.Join(dir, "credgw-b.yaml")
-	ports := bindSockets(t, cfgBPath, "grpc", "http", "portal")
+	ports := bindSockets(t, cfgBPath, "grpc", "http", "portal", "management")
 	cfgB := regexp.MustCompile(`(?m)^  grpc: 127\.0\.0\.1:\d+$`).ReplaceAll(cfg, []byte(fmt.Sprintf("  grpc: 127.0.0.1:%d", ports[0])))
 	cfgB = regexp.MustCompile(`(?m)^  http: 127\.0\.0\.1:\d+$`).ReplaceAll(cfgB, []byte(fmt.Sprintf("  http: 127.0.0.1:%d", ports[1])))
 	cfgB = regexp.MustCompile(`(?m)^  listen: 127\.0\.0\.1:\d+$`).ReplaceAll(cfgB, []byte(fmt.Sprintf("  listen: 127.0.0.1:%d", ports[2])))
+	cfgB = regexp.MustCompile(`(?m)^  management: 127\.0\.0\.1:\d+$`).ReplaceAll(cfgB, []byte(fmt.Sprintf("  management: 127.0.0.1:%d", ports[3])))
 	os.WriteFile(cfgBPath, cfgB, 0o600)
 	gwB := fmt.Sprintf("127.0.0.1:%d", ports[0])
 
@@ -213,8 +214,9 @@ func TestTwoReplicas(t *testing.T) {
 	})
 
 	t.Run("a termination replayed to the other replica is refused", func(t *testing.T) {
-		httpA := regexp.MustCompile(`http: (127\.0\.0\.1:\d+)`).FindSubmatch(cfg)[1]
-		httpB := fmt.Sprintf("127.0.0.1:%d", ports[1])
+		// The webhook is served on the management listeners.
+		mgmtA := regexp.MustCompile(`management: (127\.0\.0\.1:\d+)`).FindSubmatch(cfg)[1]
+		mgmtB := fmt.Sprintf("127.0.0.1:%d", ports[3])
 		body := []byte(`{"person_id":"replica-webhook-test-person","comment":"HR: separated"}`)
 		at := time.Now()
 		post := func(addr string) int {
@@ -231,10 +233,10 @@ func TestTwoReplicas(t *testing.T) {
 			resp.Body.Close()
 			return resp.StatusCode
 		}
-		if code := post(string(httpA)); code != http.StatusOK {
+		if code := post(string(mgmtA)); code != http.StatusOK {
 			t.Fatalf("replica A: %d", code)
 		}
-		if code := post(httpB); code != http.StatusConflict {
+		if code := post(mgmtB); code != http.StatusConflict {
 			t.Fatalf("the same request to replica B: %d, want 409", code)
 		}
 		var n int

@@ -12,7 +12,7 @@ import (
 func newDevCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "dev", Short: "Development environments"}
 	var dir string
-	var hsmPort, grpcPort, httpPort, portalPort int
+	var hsmPort, grpcPort, httpPort, mgmtPort, portalPort int
 	initCmd := &cobra.Command{
 		Use:   "init --dir DIR",
 		Short: "Make a ready-to-run development environment",
@@ -23,7 +23,7 @@ DIR/credgw.db with the simulated PIV issuer as trust anchor. Ports default to
 free ones on 127.0.0.1.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ports := []*int{&hsmPort, &grpcPort, &httpPort, &portalPort}
+			ports := []*int{&hsmPort, &grpcPort, &httpPort, &mgmtPort, &portalPort}
 			for _, p := range ports {
 				if *p == 0 {
 					free, err := freePort()
@@ -34,10 +34,11 @@ free ones on 127.0.0.1.`,
 				}
 			}
 			d, err := hsmsim.DevInit(cmd.Context(), dir, hsmsim.DevOptions{
-				HSMURL:     fmt.Sprintf("http://127.0.0.1:%d", hsmPort),
-				GRPCAddr:   fmt.Sprintf("127.0.0.1:%d", grpcPort),
-				HTTPAddr:   fmt.Sprintf("127.0.0.1:%d", httpPort),
-				PortalAddr: fmt.Sprintf("127.0.0.1:%d", portalPort),
+				HSMURL:         fmt.Sprintf("http://127.0.0.1:%d", hsmPort),
+				GRPCAddr:       fmt.Sprintf("127.0.0.1:%d", grpcPort),
+				HTTPAddr:       fmt.Sprintf("127.0.0.1:%d", httpPort),
+				ManagementAddr: fmt.Sprintf("127.0.0.1:%d", mgmtPort),
+				PortalAddr:     fmt.Sprintf("127.0.0.1:%d", portalPort),
 			})
 			if err != nil {
 				return err
@@ -63,7 +64,8 @@ card (docs/portal.md shows how to add the SoftHSM module to Chromium or Firefox)
 	initCmd.Flags().StringVar(&dir, "dir", "", "environment directory (required)")
 	initCmd.Flags().IntVar(&hsmPort, "hsm-port", 0, "port of the simulated issuer's OCSP/CRL server (default: a free one)")
 	initCmd.Flags().IntVar(&grpcPort, "grpc-port", 0, "gateway gRPC port (default: a free one)")
-	initCmd.Flags().IntVar(&httpPort, "http-port", 0, "gateway /healthz and /metrics port (default: a free one)")
+	initCmd.Flags().IntVar(&httpPort, "http-port", 0, "gateway public HTTP port: OCSP, CRLs, CA certificates (default: a free one)")
+	initCmd.Flags().IntVar(&mgmtPort, "management-port", 0, "gateway management port: /healthz, /readyz, /metrics (default: a free one)")
 	initCmd.Flags().IntVar(&portalPort, "portal-port", 0, "self-service portal HTTPS port (default: a free one)")
 	initCmd.MarkFlagRequired("dir")
 	cmd.AddCommand(initCmd)

@@ -18,13 +18,17 @@ func newServeCmd() *cobra.Command {
 		Use:   "serve --config credgw.yaml",
 		Short: "Run the gateway",
 		Long: `Run the gateway: gRPC over TLS (PIVAuth, Enrollment, Redemption, Renewal,
-Admin, health, reflection) and a plain-HTTP listener for /healthz and /metrics.
+Admin, health, reflection); the portal (HTTPS); and plain-HTTP listeners by
+audience: listen.http for relying parties (OCSP, CRLs, CA certificates),
+listen.management for operators (/healthz, /readyz, /metrics, /debug/pprof/),
+and the termination webhook on its own listener or the management one.
 Every configuration field is documented in docs/config.md; unknown fields are
 an error. Stops gracefully on SIGINT or SIGTERM.
 
 Listening sockets can be passed in by systemd socket activation (LISTEN_FDS,
-LISTEN_FDNAMES): name them grpc, http and portal (FileDescriptorName= in the
-.socket unit); each replaces the bind of listen.grpc, listen.http or
+LISTEN_FDNAMES): name them grpc, http, management, webhook and portal
+(FileDescriptorName= in the .socket unit); each replaces the bind of
+listen.grpc, listen.http, listen.management, termination_webhook.listen or
 portal.listen. The configured addresses still go into the QR codes and
 certificates, so keep them the addresses clients reach.`,
 		Args: cobra.NoArgs,
@@ -39,7 +43,7 @@ certificates, so keep them the addresses clients reach.`,
 			defer stop()
 			opts := []server.Option{server.WithLogger(log)}
 			// Sockets passed by systemd socket activation (or a parent
-			// that bound them), named grpc, http and portal.
+			// that bound them), named as their settings (server.InheritedListeners).
 			inherited, err := server.InheritedListeners()
 			if err != nil {
 				return err

@@ -60,6 +60,7 @@ type Store interface {
 	PIVCertificate(ctx context.Context, sha256 string) (store.PIVCertificate, error)
 	Terminated(ctx context.Context, fascn []byte, cardUUID, personID string) (bool, error)
 	DeleteExpired(ctx context.Context, now time.Time) (int64, error)
+	Ping(ctx context.Context) error
 }
 
 // Config configures the service.
@@ -77,6 +78,10 @@ type Config struct {
 
 // Service runs PKI-AUTH sessions.
 type Service struct{ cfg Config }
+
+// Ready reports whether sign-in can be served: the store answers within
+// ctx. The gateway's /readyz asks it.
+func (s *Service) Ready(ctx context.Context) error { return s.cfg.Store.Ping(ctx) }
 
 // New fills in the defaults.
 func New(cfg Config) (*Service, error) {

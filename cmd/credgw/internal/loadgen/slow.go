@@ -117,7 +117,10 @@ func RunSlow(ctx context.Context, c SlowConfig, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "  setup: %d activations enrolled and redeemed once in %s (%d cards)\n",
 		c.Activations, time.Since(setup).Round(time.Second), people+samplers)
-	metricsURL := "http://" + tgt.cfg.Listen.HTTP + "/metrics"
+	metricsURL := "http://" + tgt.cfg.Listen.Management + "/metrics"
+	if tgt.cfg.Listen.Management == "" {
+		fmt.Fprintf(out, "  note: the gateway has no listen.management; its /metrics figures are left out\n")
+	}
 	probe := &prober{gateway: gw, roots: roots, cards: cards[people:]}
 	if err := probe.dial(); err != nil {
 		return err

@@ -148,8 +148,10 @@ func serveTarget(ctx context.Context, bin string, cleanup *[]func()) (*target, e
 	*cleanup = append(*cleanup, func() { hsmLn.Close() })
 	grpcPort, _ := hsmsim.FreePort()
 	httpPort, _ := hsmsim.FreePort()
+	mgmtPort, _ := hsmsim.FreePort()
 	d, err := hsmsim.DevInit(ctx, filepath.Join(dir, "dev"), hsmsim.DevOptions{HSMURL: "http://" + hsmLn.Addr().String(),
-		GRPCAddr: fmt.Sprintf("127.0.0.1:%d", grpcPort), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", httpPort)})
+		GRPCAddr: fmt.Sprintf("127.0.0.1:%d", grpcPort), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", httpPort),
+		ManagementAddr: fmt.Sprintf("127.0.0.1:%d", mgmtPort)})
 	if err != nil {
 		return nil, err
 	}
