@@ -70,6 +70,10 @@ type Config struct {
 	NewWork int
 }
 
+// failurePause is how long a worker waits after a failed enrollment
+// before it starts the next one.
+const failurePause = 100 * time.Millisecond
+
 // Run runs the load test c describes and writes its report to out.
 func Run(ctx context.Context, c Config, out io.Writer) error {
 	if c.Concurrency < 1 || c.People < c.Concurrency || c.Duration <= 0 {
@@ -163,6 +167,15 @@ func Run(ctx context.Context, c Config, out io.Writer) error {
 					delivered = append(delivered, serials...)
 				}
 				mu.Unlock()
+				if err != nil {
+					// A device backs off after a failure; a worker
+					// that retried at once would measure the
+					// gateway's rate limits, not the fault.
+					select {
+					case <-ctx.Done():
+					case <-time.After(failurePause):
+					}
+				}
 			}
 		}()
 	}
