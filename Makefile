@@ -19,7 +19,7 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 # The test run's time limit (the whole `make test` stays under 20 minutes).
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all deps build test vet fmt-check demo proto bench fuzz clean
+.PHONY: all deps build test vet fmt-check demo proto bench fuzz clean man
 
 all: build
 
@@ -42,7 +42,11 @@ deps:
 
 ## build: build bin/credgw (cgo is required: PKCS#11 modules are C libraries)
 build:
-	CGO_ENABLED=1 $(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/credgw
+	CGO_ENABLED=1 $(GO) build -buildvcs=auto -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/credgw
+
+## man: man pages of every command into bin/man (man -l bin/man/credgw.1)
+man: build
+	$(BIN) man --dir bin/man
 
 ## vet: go vet and a gofmt check
 vet:

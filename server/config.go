@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -25,7 +26,7 @@ import (
 	"github.com/credgw/credgw/piv"
 	"github.com/credgw/credgw/piv/session"
 	"github.com/credgw/credgw/store"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // Config is credgw.yaml. Every field is documented, with its default, in
@@ -350,17 +351,38 @@ func LoadConfig(path string) (*Config, error) {
 
 // ParseConfig reads YAML; dir resolves relative paths.
 func ParseConfig(b []byte, dir string) (*Config, error) {
+	c, err := decodeConfig(b, dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return c, nil
+}
+
+// decodeConfig reads YAML into a Config with its defaults, unvalidated. A
+// mistake in the file's shape (an unknown field, a list where a value
+// goes) is said with its line and field, every one of them.
+func decodeConfig(b []byte, dir string) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, fmt.Errorf("config: %s", readableYAMLError(err))
+	}
+	if root.Kind == 0 || len(root.Content) == 0 || root.Content[0].Tag == "!!null" {
+		return nil, errors.New("config: the file is empty: start from the example in docs/config.md")
+	}
+	if errs := checkShape(root.Content[0], reflect.TypeOf(Config{}), ""); len(errs) > 0 {
+		return nil, fmt.Errorf("config: %w", errors.Join(errs...))
+	}
 	c := &Config{}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil {
-		return nil, fmt.Errorf("config: %v (every field is listed in docs/config.md)", err)
+		return nil, fmt.Errorf("config: %s (every field is listed in docs/config.md)", readableYAMLError(err))
 	}
 	c.dir = dir
 	c.applyDefaults()
-	if err := c.validate(); err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
 	return c, nil
 }
 

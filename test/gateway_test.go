@@ -35,6 +35,10 @@ func TestDevInitServeLogin(t *testing.T) {
 	}
 	startServe(t, filepath.Join(dir, "hsm"))
 	startProcess(t, "credgw serving", credgwBin, "serve", "--config", filepath.Join(dir, "credgw.yaml"))
+	// config check reads the store read-only: it runs beside the gateway.
+	if out := run(t, nil, true, credgwBin, "config", "check", "--config", filepath.Join(dir, "credgw.yaml")); !strings.Contains(out, ": ok") {
+		t.Errorf("config check beside a running gateway:\n%s", out)
+	}
 	for _, cmd := range []string{"serve", "migrate"} {
 		out := run(t, nil, false, credgwBin, cmd, "--config", filepath.Join(dir, "credgw.yaml"))
 		for _, want := range []string{"is in use by another credgw", "store.driver: postgres"} {

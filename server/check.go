@@ -1,0 +1,154 @@
+package server
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// CheckConfig is `credgw config check`: what `serve` checks before it
+// serves, without serving, and every problem rather than the first. It
+// reads the file and validates every field; reads every file the config
+// names (certificates parse, TLS keys match their certificates, secrets
+// have their form); opens the HSM tokens (module, PIN, the CA key and the
+// escrow KEK found, the CA key matching the CA certificate); and reaches
+// the store, read-only and without migrating, so it can run beside a
+// running gateway before a restart. No problem: an empty list.
+func CheckConfig(ctx context.Context, path string) []error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return []error{fmt.Errorf("config: %w", err)}
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return []error{err}
+	}
+	cfg, err := decodeConfig(b, filepath.Dir(abs))
+	if err != nil {
+		return []error{err}
+	}
+	var problems []error
+	if err := cfg.validate(); err != nil {
+		problems = append(problems, unjoin(err)...)
+	}
+	problems = append(problems, cfg.checkFiles()...)
+	problems = append(problems, cfg.checkHSM(ctx)...)
+	if err := cfg.checkStore(ctx); err != nil {
+		problems = append(problems, err)
+	}
+	return problems
+}
+
+// unjoin lists the errors errors.Join made one.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, unjoin(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// checkFiles reads every file the config names, as serve would.
+func (c *Config) checkFiles() []error {
+	var errs []error
+	keyPair := func(field, cert, key string) {
+		if cert == "" || key == "" {
+			return // the field checks said so
+		}
+		if _, err := tls.LoadX509KeyPair(c.Path(cert), c.Path(key)); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", field, err))
+		}
+	}
+	certs := func(field string, files ...string) {
+		for _, f := range files {
+			if f == "" {
+				continue
+			}
+			if _, err := readCerts([]string{c.Path(f)}); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", field, err))
+			}
+		}
+	}
+	keyPair("tls.cert_file and tls.key_file", c.TLS.CertFile, c.TLS.KeyFile)
+	certs("tls.client_ca_files", c.TLS.ClientCAFiles...)
+	certs("piv.trust_anchor_files", c.PIV.TrustAnchorFiles...)
+	certs("piv.intermediate_files", c.PIV.IntermediateFiles...)
+	if c.CA.CertificateFile != "" {
+		certs("ca.certificate_file", c.CA.CertificateFile)
+		certs("ca.chain_files", c.CA.ChainFiles...)
+		certs("enrollment.tls_anchor_file", c.Enroll.TLSAnchorFile)
+		if c.CA.RootCRLFile != "" {
+			if _, err := os.Stat(c.Path(c.CA.RootCRLFile)); err != nil {
+				errs = append(errs, fmt.Errorf("ca.root_crl_file: %w", err))
+			}
+		}
+	}
+	if c.Portal.CSRFKeyFile != "" {
+		if _, err := portalCSRFKey(c); err != nil {
+			errs = append(errs, fmt.Errorf("portal.csrf_key_file: %w", err))
+		}
+	}
+	if c.Webhook.SecretFile != "" {
+		if _, err := loadWebhookKey(c); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	keyPair("termination_webhook.tls_cert_file and tls_key_file", c.Webhook.TLSCertFile, c.Webhook.TLSKeyFile)
+	return errs
+}
+
+// checkHSM opens what the CA needs: the issuing key (matching the CA
+// certificate) and the escrow KEK.
+func (c *Config) checkHSM(ctx context.Context) []error {
+	if c.CA.CertificateFile == "" || (c.CA.KeyURI == "" && c.CA.KeyFile == "") {
+		return nil
+	}
+	h := newHSM(c)
+	defer h.close()
+	var errs []error
+	signer, _, _, err := h.caKey(ctx)
+	if err != nil {
+		errs = append(errs, err)
+	} else if certs, err := readCerts([]string{c.Path(c.CA.CertificateFile)}); err == nil {
+		pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool })
+		if !ok || !pub.Equal(certs[0].PublicKey) {
+			errs = append(errs, fmt.Errorf("ca: the CA key does not match ca.certificate_file (%s): check ca.key_uri or ca.key_file", certs[0].Subject))
+		}
+	}
+	if c.Escrow.KEKURI != "" || c.Escrow.KEKFile != "" {
+		if _, _, err := h.kek(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// checkStore reaches the database read-only. A SQLite file that does not
+// exist yet is no problem when its folder is there: serve makes it.
+func (c *Config) checkStore(ctx context.Context) error {
+	if c.Store.Driver == "sqlite" {
+		p := c.Path(c.Store.DSN)
+		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+			if st, err := os.Stat(filepath.Dir(p)); err != nil || !st.IsDir() {
+				return fmt.Errorf("store.dsn: neither %s nor its folder exists", p)
+			}
+			return nil
+		}
+	}
+	st, err := OpenStoreReadOnly(ctx, c)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	defer st.Close()
+	if err := st.Ping(ctx); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}

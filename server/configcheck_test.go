@@ -1,0 +1,47 @@
+package server_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/credgw/credgw/server"
+)
+
+// TestConfigErrorsReadable: a config mistake is said in the file's terms
+// (line, field, what kind of value is wanted), never in Go's.
+func TestConfigErrorsReadable(t *testing.T) {
+	tests := []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"empty file", "", []string{"the file is empty"}},
+		{"only comments", "# nothing yet\n", []string{"the file is empty"}},
+		{"empty document", "---\n", []string{"the file is empty"}},
+		{"section given a number", "limits: 5\n", []string{"line 1", "limits", "a section"}},
+		{"list given a string", "piv: {trust_anchor_files: a.pem}\n", []string{"line 1", "trust_anchor_files", "a list"}},
+		{"number given a word", "limits: {new_work: many}\n", []string{"line 1", "new_work", "a whole number"}},
+		{"bool given a word", "development: maybe\n", []string{"line 1", "development", "true or false"}},
+		{"unknown field", "gateway_id: x\nbogus: 1\n", []string{"line 2", `unknown field "bogus"`}},
+		{"unknown nested field", "ca:\n  base_ur: http://x\n", []string{"line 2", `unknown field "ca.base_ur"`}},
+		{"not YAML", "tls: [\n", []string{"line"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := server.ParseConfig([]byte(tc.yaml), t.TempDir())
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			msg := err.Error()
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not mention %q", msg, w)
+				}
+			}
+			for _, goName := range []string{"server.", "Config", "!!", "EOF", "[]string", "int64", "unmarshal"} {
+				if strings.Contains(msg, goName) {
+					t.Errorf("error %q shows Go's %q", msg, goName)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,85 @@
+package test
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestVersionFlag: --version names the release, the module and the Go
+// release, as the version subcommand does.
+func TestVersionFlag(t *testing.T) {
+	flag := run(t, nil, true, credgwBin, "--version")
+	sub := run(t, nil, true, credgwBin, "version")
+	if !regexp.MustCompile(`^credgw \S+ \(module github\.com/credgw/credgw .*go1\.\d+`).MatchString(flag) {
+		t.Errorf("credgw --version = %q", flag)
+	}
+	if flag != sub {
+		t.Errorf("--version %q and version %q differ", flag, sub)
+	}
+}
+
+// TestConfigCheck: `credgw config check` passes a good config and lists
+// every problem of a broken one (bad field, unreadable and mismatched
+// files, a CA key that is not the CA certificate's, a store that cannot
+// be reached), with a non-zero exit.
+func TestConfigCheck(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "dev")
+	devInit(t, dir)
+	cfgPath := filepath.Join(dir, "credgw.yaml")
+	if out := run(t, nil, true, credgwBin, "config", "check", "--config", cfgPath); !strings.Contains(out, ": ok") {
+		t.Fatalf("config check of dev init's config:\n%s", out)
+	}
+	good, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	broken := strings.NewReplacer(
+		"gateway_id: credgw-dev", "gateway_id: 'not a valid id'",
+		"key_file: tls/server.key", "key_file: tls/portal.key", // another certificate's key
+		"trust_anchor_files: [hsm/issuer/piv-ca/root.crt]", "trust_anchor_files: [hsm/issuer/piv-ca/missing.crt]",
+		"certificate_file: ca/issuing.crt", "certificate_file: ca/root.crt", // not the HSM key's certificate
+		"dsn: credgw.db", "dsn: no-such-folder/credgw.db",
+	).Replace(string(good))
+	out := run(t, nil, false, credgwBin, "config", "check", "--config", write("broken.yaml", broken))
+	for _, want := range []string{
+		"gateway_id", "tls.cert_file and tls.key_file", "piv.trust_anchor_files", "missing.crt",
+		"the CA key does not match ca.certificate_file", "store.dsn", "5 problems in",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("config check of a broken config does not say %q:\n%s", want, out)
+		}
+	}
+
+	for _, tc := range []struct{ name, text, want string }{
+		{"empty", "", "the file is empty"},
+		{"wrong kind", "limits: 5\n", "line 1: limits: want a section"},
+		{"unknown field", string(good) + "ca_typo: 1\n", `unknown field "ca_typo"`},
+	} {
+		out := run(t, nil, false, credgwBin, "config", "check", "--config", write(tc.name+".yaml", tc.text))
+		if !strings.Contains(out, tc.want) || strings.Contains(out, "server.") || strings.Contains(out, "EOF") {
+			t.Errorf("%s: config check says:\n%s\nwant %q and no Go names", tc.name, out, tc.want)
+		}
+	}
+}
+
+// TestManPages: make man writes one page per command, in man(7) format.
+func TestManPages(t *testing.T) {
+	dir := t.TempDir()
+	run(t, nil, true, credgwBin, "man", "--dir", dir)
+	for _, page := range []string{"credgw.1", "credgw-serve.1", "credgw-config-check.1", "credgw-admin-revoke.1"} {
+		b, err := os.ReadFile(filepath.Join(dir, page))
+		if err != nil || !strings.HasPrefix(string(b), ".nh\n.TH \"CREDGW\" \"1\"") {
+			t.Errorf("%s: %v\n%.200s", page, err, b)
+		}
+	}
+}
