@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -84,9 +85,37 @@ type Options struct {
 // refused). It is safe for concurrent use.
 type Verifier struct {
 	opts   Options
-	inter  *x509.CertPool
+	trust  atomic.Pointer[trust]
 	status *statusChecker
-	paths  pathCache
+}
+
+// trust is what paths are built to: the anchors, the configured
+// intermediates, and the paths built with them (a reload replaces all
+// three at once, so no path built under the old anchors is reused).
+type trust struct {
+	roots *x509.CertPool
+	inter *x509.CertPool
+	paths *pathCache
+}
+
+func newTrust(roots *x509.CertPool, intermediates []*x509.Certificate) *trust {
+	inter := x509.NewCertPool()
+	for _, c := range intermediates {
+		inter.AddCert(c)
+	}
+	return &trust{roots: roots, inter: inter, paths: &pathCache{}}
+}
+
+// SetTrust replaces the trust anchors and intermediates (a reload of
+// piv.trust_anchor_files and piv.intermediate_files). Sign-ins under way
+// finish with what they started with; paths built before are forgotten.
+// Cached card status is kept: it does not depend on the anchors.
+func (v *Verifier) SetTrust(roots *x509.CertPool, intermediates []*x509.Certificate) error {
+	if roots == nil {
+		return errors.New("piv: no PIV trust anchors configured")
+	}
+	v.trust.Store(newTrust(roots, intermediates))
+	return nil
 }
 
 // Defaults of the piv section (credgw.yaml) that the verifier uses.
@@ -132,11 +161,9 @@ func NewVerifier(opts Options) (*Verifier, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	inter := x509.NewCertPool()
-	for _, c := range opts.Intermediates {
-		inter.AddCert(c)
-	}
-	return &Verifier{opts: opts, inter: inter, status: newStatusChecker(opts)}, nil
+	v := &Verifier{opts: opts, status: newStatusChecker(opts)}
+	v.trust.Store(newTrust(opts.Roots, opts.Intermediates))
+	return v, nil
 }
 
 // Result is a verified PIV Authentication certificate.
@@ -258,17 +285,18 @@ func (v *Verifier) path(ctx context.Context, leaf *x509.Certificate, intermediat
 	// valid: the signatures, names and policies it was checked for do not
 	// change. Revocation is checked on every call.
 	key := pathKey(leaf, intermediates, policies)
-	chain := v.paths.get(key, now)
+	tr := v.trust.Load()
+	chain := tr.paths.get(key, now)
 	if chain == nil {
-		pool := v.inter
+		pool := tr.inter
 		if len(intermediates) > 0 {
-			pool = v.inter.Clone()
+			pool = tr.inter.Clone()
 			for _, c := range intermediates {
 				pool.AddCert(c)
 			}
 		}
 		chains, err := leaf.Verify(x509.VerifyOptions{
-			Roots:               v.opts.Roots,
+			Roots:               tr.roots,
 			Intermediates:       pool,
 			CurrentTime:         now,
 			KeyUsages:           []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
@@ -281,7 +309,7 @@ func (v *Verifier) path(ctx context.Context, leaf *x509.Certificate, intermediat
 		if len(chain) < 2 {
 			return verifiedPath{}, fmt.Errorf("%w: the certificate is itself a trust anchor", ErrUntrusted)
 		}
-		v.paths.put(key, chain)
+		tr.paths.put(key, chain)
 	}
 	source, err := v.status.check(ctx, leaf, chain[1])
 	if err != nil {

@@ -144,16 +144,16 @@ func (s *Server) identify(ctx context.Context, allowed []string) (*caller, error
 	}
 	certs := tlsInfo.State.PeerCertificates
 	c.cert = certs[0]
-	if s.clientCAs != nil {
+	if l := s.live.Load(); l.clientCAs != nil {
 		inter := x509.NewCertPool()
 		for _, ic := range certs[1:] {
 			inter.AddCert(ic)
 		}
-		if _, err := c.cert.Verify(x509.VerifyOptions{Roots: s.clientCAs, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
+		if _, err := c.cert.Verify(x509.VerifyOptions{Roots: l.clientCAs, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
 			switch {
-			case matchesAny(c.cert, s.cfg.Roles.Admin):
+			case matchesAny(c.cert, l.roles.Admin):
 				c.role = roleAdmin
-			case matchesAny(c.cert, s.cfg.Roles.Portal):
+			case matchesAny(c.cert, l.roles.Portal):
 				c.role = rolePortal
 			}
 			return c, nil

@@ -67,11 +67,9 @@ func (s *Server) startHTTP() error {
 		mux.Handle("POST "+webhookPath, webhookH)
 		w := want{name: "termination_webhook.listen", addr: s.cfg.Webhook.Listen, h: mux}
 		if s.cfg.Webhook.TLSCertFile != "" {
-			cert, err := tls.LoadX509KeyPair(s.cfg.Path(s.cfg.Webhook.TLSCertFile), s.cfg.Path(s.cfg.Webhook.TLSKeyFile))
-			if err != nil {
-				return fmt.Errorf("termination_webhook.tls_cert_file, tls_key_file: %w", err)
-			}
-			w.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+			// The certificate of the newest reload (SIGHUP).
+			w.tls = &tls.Config{MinVersion: tls.VersionTLS12,
+				GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.live.Load().webhookCert, nil }}
 		}
 		wants = append(wants, w)
 	}

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/asn1"
 	"errors"
 	"fmt"
@@ -42,18 +41,18 @@ type Server struct {
 	store    store.Store
 	ownStore bool
 	// given are listeners bound by the caller (WithListeners).
-	given      map[string]net.Listener
-	verifier   *piv.Verifier
-	clientCAs  *x509.CertPool
-	pivIssuers *x509.CertPool
-	tlsConfig  *tls.Config
-	metrics    *metrics
-	health     *health.Server
-	hsm        *hsm
-	ca         *issuance.CA
-	escrow     *issuance.Escrow
-	admission  *admission
-	limits     *limiter
+	given     map[string]net.Listener
+	verifier  *piv.Verifier
+	live      atomic.Pointer[live] // what a reload replaces
+	level     *slog.LevelVar       // log.level, when a reload may change it
+	tlsConfig *tls.Config
+	metrics   *metrics
+	health    *health.Server
+	hsm       *hsm
+	ca        *issuance.CA
+	escrow    *issuance.Escrow
+	admission *admission
+	limits    *limiter
 
 	// The application services the handlers call.
 	audit      *audit.Log
@@ -158,6 +157,7 @@ type options struct {
 	httpClient *http.Client
 	extra      []func(*grpc.Server)
 	listeners  map[string]net.Listener
+	level      *slog.LevelVar
 }
 
 // WithLogger sets the logger (default: JSON to stderr at the configured level).
@@ -196,31 +196,23 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 	if o.log == nil {
 		o.log = NewLogger(io.Discard, cfg.Log.Level)
 	}
-	s := &Server{cfg: cfg, log: o.log, now: o.now, metrics: newMetrics(), serveErr: make(chan error, 2), given: o.listeners}
+	s := &Server{cfg: cfg, log: o.log, now: o.now, metrics: newMetrics(), serveErr: make(chan error, 2), given: o.listeners, level: o.level}
 	s.admission = newAdmission(cfg.Limits.NewWork, s.metrics.admissionWaiting)
 	s.limits = newLimiter(cfg.Limits.Rates, cfg.PIV.ChallengeTTL.Duration, func() time.Time { return s.now() })
 
-	cert, err := tls.LoadX509KeyPair(cfg.Path(cfg.TLS.CertFile), cfg.Path(cfg.TLS.KeyFile))
+	l, err := loadLive(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
+		return nil, err
 	}
-	if len(cfg.TLS.ClientCAFiles) > 0 {
-		cas, err := readCerts(paths(cfg, cfg.TLS.ClientCAFiles))
-		if err != nil {
-			return nil, fmt.Errorf("tls.client_ca_files: %w", err)
-		}
-		s.clientCAs = x509.NewCertPool()
-		for _, c := range cas {
-			s.clientCAs.AddCert(c)
-		}
-	}
+	s.live.Store(l)
 	minVersion := uint16(tls.VersionTLS12)
 	if cfg.TLS.MinVersion == "1.3" {
 		minVersion = tls.VersionTLS13
 	}
 	s.tlsConfig = &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		MinVersion:   minVersion,
+		// The certificate of the newest reload (SIGHUP).
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.live.Load().cert, nil },
+		MinVersion:     minVersion,
 		// Client certificates are requested, not required: Redemption is
 		// open. Roles and PIV certificates are verified per method by the
 		// authorization interceptor. The handshake still proves possession
@@ -229,26 +221,6 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 		NextProtos: []string{"h2"},
 	}
 
-	anchors, err := readCerts(paths(cfg, cfg.PIV.TrustAnchorFiles))
-	if err != nil {
-		return nil, fmt.Errorf("piv.trust_anchor_files: %w", err)
-	}
-	roots := x509.NewCertPool()
-	for _, c := range anchors {
-		roots.AddCert(c)
-	}
-	var inter []*x509.Certificate
-	if len(cfg.PIV.IntermediateFiles) > 0 {
-		if inter, err = readCerts(paths(cfg, cfg.PIV.IntermediateFiles)); err != nil {
-			return nil, fmt.Errorf("piv.intermediate_files: %w", err)
-		}
-	}
-	// The portal names the PIV issuers in its CertificateRequest, so a
-	// browser offers the card's certificate and not every one it holds.
-	s.pivIssuers = roots.Clone()
-	for _, c := range inter {
-		s.pivIssuers.AddCert(c)
-	}
 	policies := make([]asn1OID, 0, len(cfg.PIV.Policies))
 	for _, p := range cfg.PIV.Policies {
 		oid, _ := parseOID(p) // validated with the config
@@ -257,7 +229,7 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 	s.verifier, err = piv.NewVerifier(piv.Options{
 		// A sign-in gives its admission slot back while OCSP and CRL
 		// fetches are on the network.
-		Roots: roots, Intermediates: inter, Policies: policies, HTTPClient: yieldingClient(o.httpClient), NetworkWait: networkWait,
+		Roots: l.anchors, Intermediates: l.inter, Policies: policies, HTTPClient: yieldingClient(o.httpClient), NetworkWait: networkWait,
 		OCSPTimeout: cfg.PIV.OCSPTimeout.Duration, CRLTimeout: cfg.PIV.CRLTimeout.Duration, MaxStatusAge: cfg.PIV.MaxStatusAge.Duration,
 		PersonAttribute: cfg.PIV.PersonAttribute, Now: o.now,
 	})
@@ -462,9 +434,15 @@ func (s *Server) startPortal() error {
 	if err != nil {
 		return err
 	}
-	tc := s.tlsConfig.Clone()
-	tc.NextProtos = []string{"h2", "http/1.1"}
-	tc.ClientCAs = s.pivIssuers
+	base := s.tlsConfig.Clone()
+	base.NextProtos = []string{"h2", "http/1.1"}
+	tc := base.Clone()
+	// The PIV issuers of the newest reload go into each CertificateRequest.
+	tc.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		c := base.Clone()
+		c.ClientCAs = s.live.Load().pivIssuers
+		return c, nil
+	}
 	ln, err := s.listen("portal.listen", s.cfg.Portal.Listen)
 	if err != nil {
 		return err
@@ -586,7 +564,10 @@ func (s *Server) CA() *issuance.CA { return s.ca }
 
 // NewLogger is credgw's JSON logger at a level name.
 func NewLogger(w io.Writer, level string) *slog.Logger {
-	var l slog.Level
-	_ = l.UnmarshalText([]byte(level))
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+	return NewLeveledLogger(w, LogLevel(level))
+}
+
+// NewLeveledLogger is NewLogger at a level that can change (WithLogLevel).
+func NewLeveledLogger(w io.Writer, level slog.Leveler) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
 }

@@ -1,11 +1,23 @@
 package test
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestVersionFlag: --version names the release, the module and the Go
@@ -81,5 +93,80 @@ func TestManPages(t *testing.T) {
 		if err != nil || !strings.HasPrefix(string(b), ".nh\n.TH \"CREDGW\" \"1\"") {
 			t.Errorf("%s: %v\n%.200s", page, err, b)
 		}
+	}
+}
+
+// TestSIGHUPReload: `systemctl reload` (SIGHUP) makes a running gateway
+// serve its rotated TLS certificate without a restart.
+func TestSIGHUPReload(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "dev")
+	devInit(t, dir)
+	cfgText, err := os.ReadFile(filepath.Join(dir, "credgw.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := regexp.MustCompile(`grpc: (127\.0\.0\.1:\d+)`).FindStringSubmatch(string(cfgText))[1]
+	startServe(t, filepath.Join(dir, "hsm"))
+	_, cmd := startCmd(t, "credgw serving", credgwBin, "serve", "--config", filepath.Join(dir, "credgw.yaml"))
+
+	ca, err := tls.LoadX509KeyPair(filepath.Join(dir, "tls", "ca.crt"), filepath.Join(dir, "tls", "ca.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Leaf)
+	served := func() *big.Int {
+		c, err := tls.Dial("tcp", gw, &tls.Config{RootCAs: roots, NextProtos: []string{"h2"}})
+		if err != nil {
+			t.Fatalf("handshake: %v", err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber
+	}
+	before := served()
+
+	// The rotated certificate: a new key and serial from the same CA.
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := big.NewInt(0).Add(before, big.NewInt(1))
+	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+		SerialNumber: serial, Subject: pkix.Name{CommonName: "credgw"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}, ca.Leaf, k.Public(), ca.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Leaf.Raw})...)
+	if err := os.WriteFile(filepath.Join(dir, "tls", "server.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tls", "server.crt"), chain, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := served(); got.Cmp(before) != 0 {
+		t.Fatalf("the gateway serves serial %s before SIGHUP", got)
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	// The reload runs beside serving: wait for the new certificate (a
+	// busy machine may take a while), not for a duration.
+	deadline := time.Now().Add(time.Minute)
+	for served().Cmp(serial) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("a minute after SIGHUP the gateway still serves serial %s, want %s", served(), serial)
+		}
+		runtime.Gosched()
+	}
+	if cmd.ProcessState != nil {
+		t.Fatal("the gateway exited on SIGHUP")
 	}
 }

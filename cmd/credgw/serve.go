@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -25,6 +26,13 @@ and the termination webhook on its own listener or the management one.
 Every configuration field is documented in docs/config.md; unknown fields are
 an error. Stops gracefully on SIGINT or SIGTERM.
 
+SIGHUP (systemctl reload) reads the file again and applies, without dropping a
+connection: the TLS certificates (tls.cert_file/key_file, the webhook's),
+tls.client_ca_files and roles, piv.trust_anchor_files and intermediate_files,
+and log.level. Any other change is logged as applied only at a restart. If the
+file or a file it names does not load, nothing changes and the log says why.
+Check a config first with 'credgw config check'.
+
 Listening sockets can be passed in by systemd socket activation (LISTEN_FDS,
 LISTEN_FDNAMES): name them grpc, http, management, webhook and portal
 (FileDescriptorName= in the .socket unit); each replaces the bind of
@@ -37,11 +45,12 @@ certificates, so keep them the addresses clients reach.`,
 			if err != nil {
 				return err
 			}
-			log := server.NewLogger(os.Stderr, cfg.Log.Level)
+			level := server.LogLevel(cfg.Log.Level)
+			log := server.NewLeveledLogger(os.Stderr, level)
 			gatewayGC(cfg.Limits.MemoryLimit)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			opts := []server.Option{server.WithLogger(log)}
+			opts := []server.Option{server.WithLogger(log), server.WithLogLevel(level)}
 			// Sockets passed by systemd socket activation (or a parent
 			// that bound them), named as their settings (server.InheritedListeners).
 			inherited, err := server.InheritedListeners()
@@ -61,15 +70,22 @@ certificates, so keep them the addresses clients reach.`,
 			if err := srv.Start(); err != nil {
 				return err
 			}
-			select {
-			case <-ctx.Done():
-				log.Info("signal received, shutting down")
-			case err := <-srv.Errors():
-				log.Error("listener failed", "err", err)
-				srv.Shutdown(context.Background())
-				return fmt.Errorf("serve: %w", err)
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			for {
+				select {
+				case <-ctx.Done():
+					log.Info("signal received, shutting down")
+					return srv.Shutdown(context.Background())
+				case err := <-srv.Errors():
+					log.Error("listener failed", "err", err)
+					srv.Shutdown(context.Background())
+					return fmt.Errorf("serve: %w", err)
+				case <-hup:
+					reload(srv, cfgPath, log)
+				}
 			}
-			return srv.Shutdown(context.Background())
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "credgw.yaml", "configuration file")
@@ -85,6 +101,19 @@ certificates, so keep them the addresses clients reach.`,
 // of two. limit (limits.memory_limit, -1 none) caps what that may grow
 // to: many held connections make a heap that is mostly garbage between
 // collections. GOGC and GOMEMLIMIT in the environment win.
+// reload is SIGHUP (systemctl reload): read the config again and apply
+// what can change while serving. A config that does not load changes
+// nothing.
+func reload(srv *server.Server, cfgPath string, log *slog.Logger) {
+	log.Info("SIGHUP: reloading the configuration", "config", cfgPath)
+	cfg, err := server.LoadConfig(cfgPath)
+	if err != nil {
+		log.Error("reload failed: nothing changed", "err", err.Error())
+		return
+	}
+	srv.Reload(cfg) // logs what it applied and what needs a restart
+}
+
 func gatewayGC(limit int64) {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(200)

@@ -1,0 +1,170 @@
+package server
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"slices"
+	"strings"
+)
+
+// live is what a reload (SIGHUP, `systemctl reload`) replaces while the
+// gateway serves: the TLS certificates, the role certificates' CAs and the
+// roles, and the PIV trust anchors and intermediates. Each handshake and
+// each call reads the pointer once, so it sees one whole generation.
+type live struct {
+	cert        *tls.Certificate // tls.cert_file, tls.key_file
+	webhookCert *tls.Certificate // termination_webhook.tls_*; nil: plain HTTP
+	clientCAs   *x509.CertPool   // tls.client_ca_files; nil: no roles
+	roles       RolesConfig
+	anchors     *x509.CertPool // piv.trust_anchor_files
+	inter       []*x509.Certificate
+	// pivIssuers are named in the portal's CertificateRequest, so that a
+	// browser offers the card's certificate and not every one it holds.
+	pivIssuers *x509.CertPool
+}
+
+// loadLive reads what cfg names for the reloadable part.
+func loadLive(cfg *Config) (*live, error) {
+	l := &live{roles: cfg.Roles}
+	cert, err := tls.LoadX509KeyPair(cfg.Path(cfg.TLS.CertFile), cfg.Path(cfg.TLS.KeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	l.cert = &cert
+	if cfg.Webhook.TLSCertFile != "" {
+		wc, err := tls.LoadX509KeyPair(cfg.Path(cfg.Webhook.TLSCertFile), cfg.Path(cfg.Webhook.TLSKeyFile))
+		if err != nil {
+			return nil, fmt.Errorf("termination_webhook.tls_cert_file, tls_key_file: %w", err)
+		}
+		l.webhookCert = &wc
+	}
+	if len(cfg.TLS.ClientCAFiles) > 0 {
+		cas, err := readCerts(paths(cfg, cfg.TLS.ClientCAFiles))
+		if err != nil {
+			return nil, fmt.Errorf("tls.client_ca_files: %w", err)
+		}
+		l.clientCAs = x509.NewCertPool()
+		for _, c := range cas {
+			l.clientCAs.AddCert(c)
+		}
+	}
+	anchors, err := readCerts(paths(cfg, cfg.PIV.TrustAnchorFiles))
+	if err != nil {
+		return nil, fmt.Errorf("piv.trust_anchor_files: %w", err)
+	}
+	l.anchors = x509.NewCertPool()
+	for _, c := range anchors {
+		l.anchors.AddCert(c)
+	}
+	if len(cfg.PIV.IntermediateFiles) > 0 {
+		if l.inter, err = readCerts(paths(cfg, cfg.PIV.IntermediateFiles)); err != nil {
+			return nil, fmt.Errorf("piv.intermediate_files: %w", err)
+		}
+	}
+	l.pivIssuers = l.anchors.Clone()
+	for _, c := range l.inter {
+		l.pivIssuers.AddCert(c)
+	}
+	return l, nil
+}
+
+// Reload applies cfg's reloadable fields while the gateway serves: TLS
+// certificates (gRPC, portal, webhook), tls.client_ca_files and roles,
+// piv.trust_anchor_files and piv.intermediate_files, and log.level. If a
+// file cannot be read nothing changes and the error says why. It returns
+// the fields that changed but take effect only at a restart (each is
+// logged too). Connections open already keep the certificate they were
+// made with; calls and handshakes after Reload returns see the new ones.
+func (s *Server) Reload(cfg *Config) (restartNeeded []string, err error) {
+	l, err := loadLive(cfg)
+	if err != nil {
+		s.log.Error("reload failed: nothing changed", "err", err.Error())
+		return nil, fmt.Errorf("reload: %w (nothing changed)", err)
+	}
+	if err := s.verifier.SetTrust(l.anchors, l.inter); err != nil {
+		return nil, fmt.Errorf("reload: %w (nothing changed)", err)
+	}
+	s.live.Store(l)
+	if s.level != nil {
+		s.level.Set(parseLevel(cfg.Log.Level))
+	}
+	restartNeeded = unreloadable(s.cfg, cfg)
+	for _, f := range restartNeeded {
+		s.log.Warn("reload: changed, but applied only at a restart", "field", f)
+	}
+	leaf := l.cert.Leaf
+	s.log.Info("configuration reloaded", "tls_subject", leaf.Subject.String(), "tls_serial", fmt.Sprintf("%X", leaf.SerialNumber),
+		"tls_not_after", leaf.NotAfter.UTC().Format("2006-01-02 15:04:05 MST"), "admin_matches", len(l.roles.Admin),
+		"portal_matches", len(l.roles.Portal), "piv_intermediates", len(l.inter), "log_level", cfg.Log.Level)
+	return restartNeeded, nil
+}
+
+// reloadableFields are the dotted config fields Reload applies.
+var reloadableFields = []string{
+	"tls.cert_file", "tls.key_file", "tls.client_ca_files", "roles",
+	"piv.trust_anchor_files", "piv.intermediate_files", "log.level",
+	"termination_webhook.tls_cert_file", "termination_webhook.tls_key_file",
+}
+
+// unreloadable lists the fields (section.field) that differ between old
+// and new and that only a restart applies.
+func unreloadable(old, new *Config) []string {
+	var out []string
+	if (old.Webhook.TLSCertFile == "") != (new.Webhook.TLSCertFile == "") {
+		out = append(out, "termination_webhook.tls_cert_file (TLS on or off)")
+	}
+	ov, nv := reflect.ValueOf(*old), reflect.ValueOf(*new)
+	t := ov.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if slices.Contains(reloadableFields, name) {
+			continue
+		}
+		a, b := ov.Field(i), nv.Field(i)
+		if f.Type.Kind() != reflect.Struct || f.Type == durationType {
+			if !reflect.DeepEqual(a.Interface(), b.Interface()) {
+				out = append(out, name)
+			}
+			continue
+		}
+		for j := range f.Type.NumField() {
+			sf := f.Type.Field(j)
+			if !sf.IsExported() {
+				continue
+			}
+			sub, _, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
+			full := name + "." + sub
+			if slices.Contains(reloadableFields, full) {
+				continue
+			}
+			if !reflect.DeepEqual(a.Field(j).Interface(), b.Field(j).Interface()) {
+				out = append(out, full)
+			}
+		}
+	}
+	return out
+}
+
+// LogLevel is a log level that a reload can change (log.level).
+func LogLevel(name string) *slog.LevelVar {
+	v := new(slog.LevelVar)
+	v.Set(parseLevel(name))
+	return v
+}
+
+func parseLevel(name string) slog.Level {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(name)) // validated with the config
+	return l
+}
+
+// WithLogLevel lets Reload change the logger's level (the level the
+// logger of WithLogger was made with: NewLeveledLogger).
+func WithLogLevel(v *slog.LevelVar) Option { return func(o *options) { o.level = v } }

@@ -1,0 +1,171 @@
+package server_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"github.com/credgw/credgw/server"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+)
+
+// TestReload: what a reload (SIGHUP) applies while the gateway serves —
+// a rotated TLS certificate on gRPC and the portal, roles, PIV trust
+// anchors —, what it leaves for a restart, and a reload that cannot read
+// its files changes nothing.
+func TestReload(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	ca := keyPair(t, dev.CAFile, filepath.Join(dev.Dir, "tls", "ca.key"))
+	caCert, err := x509.ParseCertificate(ca.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+	writeServerCert := func(serial int64) {
+		t.Helper()
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "credgw"},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		}, caCert, k.Public(), ca.PrivateKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kd, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeServerCert(1001)
+
+	first := *cfg
+	first.Listen.GRPC, first.Listen.HTTP, first.Listen.Management, first.Portal.Listen = "127.0.0.1:0", "", "", "127.0.0.1:0"
+	first.Store.Driver, first.Store.DSN = "sqlite", filepath.Join(dir, "reload.db")
+	first.TLS.CertFile, first.TLS.KeyFile = certFile, keyFile
+	s, err := server.New(ctx, &first, server.WithClock(now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(ctx)
+
+	roots := x509.NewCertPool()
+	roots.AddCert(caCert)
+	serialAt := func(addr string) int64 {
+		t.Helper()
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, NextProtos: []string{"h2"}})
+		if err != nil {
+			t.Fatalf("handshake with %s: %v", addr, err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
+	}
+	dialS := func(certs ...tls.Certificate) *grpc.ClientConn {
+		conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, Certificates: certs})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	admin := keyPair(t, dev.AdminCert, dev.AdminKey)
+	listAsAdmin := func() error {
+		_, err := credgwv1.NewAdminClient(dialS(admin)).ListActivations(ctx, &credgwv1.ListActivationsRequest{})
+		return err
+	}
+	devCard := openCard(t, dev.Card.Name, nil)
+	portal := keyPair(t, dev.PortalCert, dev.PortalKey)
+
+	if got := serialAt(s.GRPCAddr()); got != 1001 {
+		t.Fatalf("serial before the reload: %d", got)
+	}
+	if err := listAsAdmin(); err != nil {
+		t.Fatalf("admin before the reload: %v", err)
+	}
+	if _, err := login(t, dialS(portal), devCard); err != nil {
+		t.Fatalf("sign-in before the reload: %v", err)
+	}
+
+	// Rotate the certificate, drop the admin role, trust another PIV root,
+	// and change a field only a restart applies.
+	writeServerCert(1002)
+	next := first
+	next.Roles.Admin = nil
+	next.PIV.TrustAnchorFiles = []string{dev.CAFile}
+	next.PIV.IntermediateFiles = nil
+	next.Limits.RPCTimeout.Duration += time.Second
+	restart, err := s.Reload(&next)
+	if err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if !slices.Equal(restart, []string{"limits.rpc_timeout"}) {
+		t.Errorf("fields for a restart = %q, want [limits.rpc_timeout]", restart)
+	}
+	for _, addr := range []string{s.GRPCAddr(), s.PortalAddr()} {
+		if got := serialAt(addr); got != 1002 {
+			t.Errorf("%s serves serial %d after the reload, want 1002", addr, got)
+		}
+	}
+	if code := status.Code(listAsAdmin()); code != codes.PermissionDenied && code != codes.Unauthenticated {
+		t.Errorf("admin call after the role was removed: %v", code)
+	}
+	if _, err := login(t, dialS(portal), devCard); status.Code(err) == codes.OK {
+		t.Error("a card of a PIV root no longer trusted signed in")
+	}
+
+	// A reload that cannot read its certificate changes nothing.
+	if err := os.WriteFile(certFile, []byte("not a certificate"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Reload(&first); err == nil {
+		t.Fatal("a reload with an unreadable certificate succeeded")
+	}
+	if got := serialAt(s.GRPCAddr()); got != 1002 {
+		t.Errorf("after a failed reload the gateway serves serial %d, want 1002 still", got)
+	}
+	if code := status.Code(listAsAdmin()); code == codes.OK {
+		t.Error("a failed reload brought the admin role back")
+	}
+
+	// Back to the first config: roles and the card's root again.
+	writeServerCert(1003)
+	if _, err := s.Reload(&first); err != nil {
+		t.Fatal(err)
+	}
+	if err := listAsAdmin(); err != nil {
+		t.Errorf("admin after the role came back: %v", err)
+	}
+	if _, err := login(t, dialS(portal), devCard); err != nil {
+		t.Errorf("sign-in after the root came back: %v", err)
+	}
+}
