@@ -16,10 +16,15 @@ DEB_PACKAGES := softhsm2 opensc protobuf-compiler libprotobuf-dev gnutls-bin lib
 PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 
+# Pinned linters for `make vet`, built from the Go module proxy into bin/
+# (once per version; a stamp file names the version built).
+BUF_VERSION         := v1.75.0
+STATICCHECK_VERSION := v0.8.2
+
 # The test run's time limit (the whole `make test` stays under 20 minutes).
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all deps build test vet fmt-check demo proto bench fuzz clean man
+.PHONY: all deps build test vet fmt-check demo proto bench fuzz clean man api-release
 
 all: build
 
@@ -48,11 +53,31 @@ build:
 man: build
 	$(BIN) man --dir bin/man
 
-## vet: go vet and a gofmt check
-vet:
+## vet: go vet, gofmt, staticcheck, and buf lint + buf breaking on proto/
+## against the released API (proto/released.binpb)
+vet: bin/.buf-$(BUF_VERSION) bin/.staticcheck-$(STATICCHECK_VERSION)
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	bin/staticcheck ./...
+	bin/buf lint proto
+	bin/buf breaking proto --against proto/released.binpb
+
+bin/.buf-$(BUF_VERSION):
+	@echo "make vet: building buf $(BUF_VERSION) into bin/ (once; a few minutes on a cold cache)"
+	@mkdir -p bin && rm -f bin/.buf-*
+	GOBIN=$(CURDIR)/bin $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+	@touch $@
+
+bin/.staticcheck-$(STATICCHECK_VERSION):
+	@echo "make vet: building staticcheck $(STATICCHECK_VERSION) into bin/ (once)"
+	@mkdir -p bin && rm -f bin/.staticcheck-*
+	GOBIN=$(CURDIR)/bin $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@touch $@
+
+## api-release: record the API as released: buf breaking compares with it
+api-release: bin/.buf-$(BUF_VERSION)
+	bin/buf build proto -o proto/released.binpb
 
 ## test: every test, with the race detector, after make deps; a throwaway
 ## PostgreSQL runs for the duration (or set CREDGW_TEST_POSTGRES_DSN), and

@@ -87,7 +87,7 @@ func TestEscrowWithHSMKEK(t *testing.T) {
 		t.Fatalf("escrowed key is %T, want RSA (default)", hist[0].Key)
 	}
 	rows, _ := testStore.EscrowKeys(ctx, id.PersonID)
-	if d := rows[0].RetainUntil.Sub(time.Now()); d < 365*24*time.Hour+300*24*time.Hour {
+	if d := time.Until(rows[0].RetainUntil); d < 365*24*time.Hour+300*24*time.Hour {
 		t.Errorf("kept only %v", d)
 	}
 

@@ -1,7 +1,6 @@
 package issuance
 
 import (
-	"bytes"
 	"crypto/x509"
 	"encoding/asn1"
 	"fmt"
@@ -111,14 +110,13 @@ func parseTemplate(p Profile, text string) (*template.Template, error) {
 // profileRule is what checkProfile enforces for one profile (STANDARDS.md
 // §3.3, SSP profile v2.2 worksheets 8–10, Common Policy §6.1.7, §7.1).
 type profileRule struct {
-	keyUsage       x509.KeyUsage // exactly
-	keyUsageRSA    x509.KeyUsage // for RSA keys where it differs
-	ekuRequired    []x509.ExtKeyUsage
-	ekuForbidden   []x509.ExtKeyUsage
-	oidsForbidden  []asn1.ObjectIdentifier
-	policies       []asn1.ObjectIdentifier // at least one
-	needEmail      bool
-	emailForbidden bool
+	keyUsage      x509.KeyUsage // exactly
+	keyUsageRSA   x509.KeyUsage // for RSA keys where it differs
+	ekuRequired   []x509.ExtKeyUsage
+	ekuForbidden  []x509.ExtKeyUsage
+	oidsForbidden []asn1.ObjectIdentifier
+	policies      []asn1.ObjectIdentifier // at least one
+	needEmail     bool
 }
 
 var rules = map[Profile]profileRule{
@@ -163,5 +161,3 @@ var allowedCritical = []asn1.ObjectIdentifier{{2, 5, 29, 15}, {2, 5, 29, 19}}
 func hasOID(list []asn1.ObjectIdentifier, o asn1.ObjectIdentifier) bool {
 	return slices.ContainsFunc(list, o.Equal)
 }
-
-func equalBytes(a, b []byte) bool { return bytes.Equal(a, b) }

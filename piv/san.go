@@ -108,7 +108,7 @@ func appendOtherName(b []byte, typeID asn1.ObjectIdentifier, value []byte) ([]by
 	if err != nil {
 		return nil, sanErrorf("encoding otherName type-id %v: %v", typeID, err)
 	}
-	content := appendTLV(oid, derContextConstr|0, value)
+	content := appendTLV(oid, derContextConstr, value) // [0] EXPLICIT value
 	return appendTLV(b, derContextConstr|gnOtherName, content), nil
 }
 

@@ -241,7 +241,7 @@ func (v *Verifier) VerifyDigitalSignature(ctx context.Context, cert, pivAuth *x5
 		return "", fmt.Errorf("%w: the Digital Signature certificate has no emailProtection EKU and rfc822Name", ErrKeyUsage)
 	}
 	if _, err := v.path(ctx, cert, intermediates, signaturePolicies); err != nil {
-		return "", fmt.Errorf("Digital Signature certificate: %w", err)
+		return "", fmt.Errorf("the Digital Signature certificate: %w", err)
 	}
 	return cert.EmailAddresses[0], nil
 }

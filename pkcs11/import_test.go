@@ -1,5 +1,7 @@
 package pkcs11
 
+//lint:file-ignore SA1019 the tests encrypt to RSA key management keys (9D) with PKCS#1 v1.5, as PIV does
+
 import (
 	"bytes"
 	"context"

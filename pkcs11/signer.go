@@ -327,6 +327,7 @@ func (s *Signer) Decrypt(_ io.Reader, ciphertext []byte, opts crypto.DecrypterOp
 	}
 	var mech *p11.Mechanism
 	switch o := opts.(type) {
+	//lint:ignore SA1019 PIV key management keys (9D) are RSA PKCS#1 v1.5 (SP 800-78-4); a caller asks for it
 	case nil, *rsa.PKCS1v15DecryptOptions:
 		mech = p11.NewMechanism(p11.CKM_RSA_PKCS, nil)
 	case *rsa.OAEPOptions:

@@ -53,10 +53,9 @@ type admission struct {
 	limit   int // ≤ 0: no limit
 	waiting gauge
 
-	mu      sync.Mutex
-	free    int
-	queues  [resume + 1][]chan struct{} // waiters by priority, oldest first
-	waiters int
+	mu     sync.Mutex
+	free   int
+	queues [resume + 1][]chan struct{} // waiters by priority, oldest first
 }
 
 // gauge is the part of a prometheus.Gauge admission uses.

@@ -78,7 +78,7 @@ func TestRekey(t *testing.T) {
 	}
 	life := na.Sub(nb)
 	at := func(frac float64) {
-		clockOffset.Store(int64(nb.Add(time.Duration(float64(life) * frac)).Sub(time.Now())))
+		clockOffset.Store(int64(time.Until(nb.Add(time.Duration(float64(life) * frac)))))
 	}
 	t.Cleanup(func() { clockOffset.Store(0) })
 
@@ -158,7 +158,7 @@ func TestRekeyRefusals(t *testing.T) {
 	}
 	conn := dial(t, tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert})
 	rc := credgwv1.NewRenewalClient(conn)
-	clockOffset.Store(int64(cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) * 81 / 100).Sub(time.Now())))
+	clockOffset.Store(int64(time.Until(cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) * 81 / 100))))
 	t.Cleanup(func() { clockOffset.Store(0) })
 
 	rekey := func(secret []byte) (string, []byte, error) {

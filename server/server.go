@@ -281,9 +281,8 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 		// read buffer of its own (32 KiB by default, then 4; at 10,000
 		// held connections every KiB is 10 MiB of live heap the
 		// collector marks). The write buffer goes back to a pool
-		// between flushes.
+		// between flushes (gRPC's default now).
 		grpc.ReadBufferSize(grpcReadBuffer),
-		grpc.SharedWriteBuffer(true),
 		// The TLS handshake and the HTTP/2 preface.
 		grpc.ConnectionTimeout(cfg.Limits.HTTPReadHeaderTimeout.Duration),
 		grpc.KeepaliveParams(keepalive.ServerParameters{

@@ -465,7 +465,7 @@ func (r *readers) run(ctx context.Context, gateway string, src net.IP, a slowAct
 		}),
 		// The bench holds thousands of connections: small buffers on
 		// its side.
-		grpc.WithReadBufferSize(4<<10), grpc.WithWriteBufferSize(4<<10), grpc.WithSharedWriteBuffer(true))
+		grpc.WithReadBufferSize(4<<10), grpc.WithWriteBufferSize(4<<10))
 	if err != nil {
 		r.fail(err)
 		return
