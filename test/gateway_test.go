@@ -73,4 +73,10 @@ func TestDevInitServeLogin(t *testing.T) {
 	if !strings.Contains(bad, "PIN incorrect") {
 		t.Fatalf("wrong PIN:\n%s", bad)
 	}
+	// No PIN at all says so, not that the card has no key.
+	none := run(t, []string{conf}, false, credgwBin, "piv", "login", "--gateway", gw[1], "--ca-file", filepath.Join(dir, "tls", "ca.crt"),
+		"--card", "pkcs11:token=Dev%20Cardholder")
+	if !strings.Contains(none, "no PIN given") || strings.Contains(none, "not found") {
+		t.Fatalf("no PIN:\n%s", none)
+	}
 }

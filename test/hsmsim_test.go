@@ -99,6 +99,10 @@ func TestHSMSimWithOpenSCAndOpenSSL(t *testing.T) {
 	if !strings.Contains(bad, "PIN incorrect") || strings.Contains(bad, "11223344") || strings.Contains(bad, pin) {
 		t.Fatalf("wrong PIN output:\n%s", bad)
 	}
+	// No PIN says so.
+	if out := run(t, []string{conf}, false, credgwBin, "card", "check", "--uri", regexp.MustCompile(`&pin-source=[^&]*`).ReplaceAllString(uri[1], "")); !strings.Contains(out, "no PIN given") {
+		t.Fatalf("no PIN output:\n%s", out)
+	}
 	// A bad URI is refused clearly.
 	if out := run(t, []string{conf}, false, credgwBin, "card", "check", "--uri", "pkcs11:tokn=x"); !strings.Contains(out, "tokn") {
 		t.Fatalf("bad URI output:\n%s", out)

@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 
@@ -52,6 +53,9 @@ This checks the card, not the certificate's path or revocation status.`,
 // checkCard reads the card's PIV Authentication certificate, signs a random
 // challenge with 9A after the PIN login, verifies it and prints the identity.
 func checkCard(ctx context.Context, out io.Writer, u *pkcs11.URI, module string) error {
+	if u.PINSource == "" && !u.HasPINValue() {
+		return errors.New("no PIN given: the card signs only after the PIN login; add pin-source=FILE to --uri")
+	}
 	if module == "" && u.ModulePath == "" {
 		var err error
 		if module, err = pkcs11.SoftHSMModule(); err != nil {

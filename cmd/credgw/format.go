@@ -1,13 +1,11 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"github.com/credgw/credgw/agent"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -73,51 +71,7 @@ func plural(n int, one, many string) string {
 	return fmt.Sprintf("%d %s", n, many)
 }
 
-// codeWords are the gRPC codes in words a person reads.
-var codeWords = map[codes.Code]string{
-	codes.Canceled:           "cancelled",
-	codes.InvalidArgument:    "invalid request",
-	codes.DeadlineExceeded:   "timed out",
-	codes.NotFound:           "not found",
-	codes.AlreadyExists:      "already exists",
-	codes.PermissionDenied:   "refused",
-	codes.ResourceExhausted:  "limit reached",
-	codes.FailedPrecondition: "not possible now",
-	codes.Aborted:            "aborted",
-	codes.Unimplemented:      "not supported by this gateway",
-	codes.Internal:           "gateway error",
-	codes.Unavailable:        "gateway unavailable",
-	codes.Unauthenticated:    "not signed in",
-}
-
 // rpcErr turns a gRPC error into one a person reads: the code in words and
-// the gateway's message, without "rpc error: code = … desc =". Other
-// errors are returned as they are.
-func rpcErr(err error) error {
-	if err == nil {
-		return nil
-	}
-	st, ok := status.FromError(err)
-	if !ok {
-		return err
-	}
-	word, ok := codeWords[st.Code()]
-	if !ok {
-		word = strings.ToLower(st.Code().String())
-	}
-	msg := st.Message()
-	if msg == "" {
-		return errors.New(word)
-	}
-	return &readableErr{msg: word + ": " + msg, err: err}
-}
-
-// readableErr keeps the status for errors.Is/As and status.FromError
-// through Unwrap while printing the readable message.
-type readableErr struct {
-	msg string
-	err error
-}
-
-func (e *readableErr) Error() string { return e.msg }
-func (e *readableErr) Unwrap() error { return e.err }
+// the gateway's message, without "rpc error: code = … desc =" (the
+// device agent's agent.Readable). Other errors are returned as they are.
+func rpcErr(err error) error { return agent.Readable(err) }
