@@ -99,7 +99,7 @@ func printIdentity(out io.Writer, gateway, gatewayID string, resp *credgwv1.Comp
 	if id.GetEmail() != "" {
 		fmt.Fprintf(out, "  email:       %s (from the %s certificate)\n", id.GetEmail(), id.GetEmailSource())
 	}
-	fmt.Fprintf(out, "  session token expires %s\n", resp.GetExpiresAt().AsTime().Local().Format(time.RFC3339))
+	fmt.Fprintf(out, "  session token expires %s\n", fmtTS(resp.GetExpiresAt()))
 }
 
 // uriEscape percent-encodes a token label for a pkcs11: URI.

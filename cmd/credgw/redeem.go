@@ -221,8 +221,8 @@ func printCertificates(w io.Writer, res *agent.Result) {
 			credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE: "S/MIME signing",
 			credgwv1.Profile_PROFILE_KEY_MANAGEMENT:    "S/MIME encryption, escrowed key" + earlierKeys(res.KeyHistory-1),
 		}[p]
-		fmt.Fprintf(w, "  %s\n    subject %s\n    policy %s, serial %x\n    valid %s .. %s\n", what, c.Subject,
-			strings.Join(pol, ","), c.SerialNumber, c.NotBefore.UTC().Format("2006-01-02"), c.NotAfter.UTC().Format("2006-01-02"))
+		fmt.Fprintf(w, "  %s\n    subject %s\n    policy %s, serial %s\n    valid %s .. %s\n", what, c.Subject,
+			strings.Join(pol, ","), fmtSerial(c.SerialNumber.Text(16)), fmtTime(c.NotBefore), fmtTime(c.NotAfter))
 	}
 }
 
