@@ -150,7 +150,11 @@ func TestDemo(t *testing.T) {
 	out := run(t, nil, true, credgwBin, "demo", "--dir", dir)
 	for _, want := range []string{"challenge signed by the card", "verified", "FASC-N:", "card UUID:",
 		"PKI-AUTH succeeded", "email:       dev.cardholder@example.com (from the piv-auth certificate)", "Gateway and issuer stopped",
-		"The self-service portal is https://127.0.0.1:", "modutil -dbdir"} {
+		"The self-service portal is https://127.0.0.1:", "modutil -dbdir",
+		// The printed commands run as typed: SOFTHSM2_CONF first, this
+		// binary, Chromium in a throwaway profile.
+		"export SOFTHSM2_CONF=" + filepath.Join(dir, "hsm", "softhsm2.conf") + "\n", credgwBin + " piv login --gateway 127.0.0.1:",
+		credgwBin + " serve --config", "export HOME=$(mktemp -d)", "certutil -N --empty-password"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
