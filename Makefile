@@ -47,6 +47,7 @@ deps:
 
 ## build: build bin/credgw (cgo is required: PKCS#11 modules are C libraries)
 build:
+	@echo "building $(BIN) (cgo, for PKCS#11; the first build compiles the dependencies and takes a few minutes)"
 	CGO_ENABLED=1 $(GO) build -buildvcs=auto -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/credgw
 
 ## man: man pages of every command into bin/man (man -l bin/man/credgw.1)

@@ -3,6 +3,7 @@ package activation
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 
@@ -117,5 +118,13 @@ func TestRightPasswordGivesItsAttemptBack(t *testing.T) {
 	}
 	if _, err := h.svc.Redeem(ctx, bad, nil); !errors.Is(err, ErrLocked) {
 		t.Fatalf("the last wrong password: %v, want ErrLocked", err)
+	}
+}
+
+func TestWrongPasswordSaysAttemptsInWords(t *testing.T) {
+	for n, want := range map[int]string{1: "1 attempt left", 4: "4 attempts left", 0: "0 attempts left"} {
+		if got := (&WrongPasswordError{AttemptsLeft: n}).Error(); !strings.Contains(got, want) {
+			t.Errorf("%d: %q, want %q", n, got, want)
+		}
 	}
 }

@@ -56,7 +56,7 @@ func (s *Service) auditRefusal(ctx context.Context, activationID string, err err
 	case errors.Is(err, ErrAlreadyRedeemed):
 		outcome = "redeemed already"
 	case errors.As(err, &wrong):
-		outcome = fmt.Sprintf("wrong password (%d attempts left)", wrong.AttemptsLeft)
+		outcome = fmt.Sprintf("wrong password (%s left)", attemptsLeft(wrong.AttemptsLeft))
 	case errors.Is(err, errLockedNow):
 		outcome = "locked"
 	case errors.Is(err, ErrLocked):

@@ -49,7 +49,15 @@ var (
 type WrongPasswordError struct{ AttemptsLeft int }
 
 func (e *WrongPasswordError) Error() string {
-	return fmt.Sprintf("activation: wrong password; %d attempts left before the code locks for good", e.AttemptsLeft)
+	return fmt.Sprintf("activation: wrong password; %s left before the code locks for good", attemptsLeft(e.AttemptsLeft))
+}
+
+// attemptsLeft says "1 attempt", "4 attempts".
+func attemptsLeft(n int) string {
+	if n == 1 {
+		return "1 attempt"
+	}
+	return fmt.Sprintf("%d attempts", n)
 }
 
 // StuckRedemption is how long a redemption may run without storing its

@@ -3,6 +3,7 @@ package activation
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/store"
@@ -66,17 +67,57 @@ func (s *Service) ListSets(ctx context.Context, sel store.IdentitySelector, stat
 	if err != nil {
 		return nil, err
 	}
+	if len(sets) == 0 && offset == 0 {
+		if err := s.KnownIdentity(ctx, sel); err != nil {
+			return nil, err
+		}
+	}
 	return s.views(ctx, sets)
+}
+
+// selected reports whether sel names an identity (an empty one is
+// everyone).
+func selected(sel store.IdentitySelector) bool {
+	return len(sel.FASCN) > 0 || sel.CardUUID != "" || sel.PersonID != "" || sel.CertSHA256 != ""
+}
+
+// KnownIdentity is ErrNoSuch for an identity that has no credential set at
+// all (a mistyped id, most likely), nil for one that has or for everyone.
+func (s *Service) KnownIdentity(ctx context.Context, sel store.IdentitySelector) error {
+	if !selected(sel) {
+		return nil
+	}
+	sets, err := s.cfg.Store.CredentialSetsOfIdentity(ctx, sel)
+	if err != nil {
+		return err
+	}
+	if len(sets) == 0 {
+		return unknownIdentity(sel)
+	}
+	return nil
+}
+
+func unknownIdentity(sel store.IdentitySelector) error {
+	kind, value, _ := strings.Cut(sel.String(), ":")
+	return noSuch("no %s %q is known here: no derived credential was ever requested for it", strings.ReplaceAll(kind, "_", " "), value)
 }
 
 // ListActivations lists activations for administrators, newest first; a
 // pending one past its expiry (not swept yet) shows as expired.
 func (s *Service) ListActivations(ctx context.Context, sel store.IdentitySelector, state string, offset, limit int) ([]store.Activation, error) {
 	acts, err := s.cfg.Store.ListActivations(ctx, sel, state, offset, limit)
+	if err != nil {
+		return nil, err
+	}
+	if len(acts) == 0 && offset == 0 {
+		if err := s.KnownIdentity(ctx, sel); err != nil {
+			return nil, err
+		}
+	}
 	for i := range acts {
 		s.showExpiry(&acts[i])
 	}
-	return acts, err
+	return acts, nil
 }
 
 func (s *Service) showExpiry(a *store.Activation) {

@@ -156,8 +156,14 @@ func verifyPinned(pin []byte, host string) func(tls.ConnectionState) error {
 	}
 }
 
-// Redeem runs the whole device side.
+// Redeem runs the whole device side. Its errors read without gRPC's
+// "rpc error: code = … desc =" (Readable).
 func Redeem(ctx context.Context, o Options) (*Result, error) {
+	res, err := redeem(ctx, o)
+	return res, Readable(err)
+}
+
+func redeem(ctx context.Context, o Options) (*Result, error) {
 	if err := CheckKeystorePIN(o.KeystorePIN); err != nil {
 		return nil, err
 	}
@@ -188,6 +194,14 @@ func Redeem(ctx context.Context, o Options) (*Result, error) {
 		return cr.GetCredentialSetId(), err
 	}
 	return installStaged(ctx, o.OutDir, ".redeem-", o, open, confirm)
+}
+
+// resumes says "1 resume", "3 resumes".
+func resumes(n int) string {
+	if n == 1 {
+		return "1 resume"
+	}
+	return fmt.Sprintf("%d resumes", n)
 }
 
 // DefaultMaxWait is Options.MaxWait by default: longer than an activation
@@ -284,7 +298,7 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirmOnce co
 			return nil, err
 		}
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("agent: download failed after %d resumes: %w", attempt, err)
+			return nil, fmt.Errorf("agent: download failed after %s: %w", resumes(attempt), err)
 		}
 		if ok && st.Code() == codes.Unavailable && o.MaxWait > 0 && (res.RedemptionID == "" || attempt >= o.MaxResumes) {
 			// The gateway is unreachable (restarting) or busy issuing
@@ -309,7 +323,7 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirmOnce co
 			waited++
 			attempt--
 		} else if attempt >= o.MaxResumes {
-			return nil, fmt.Errorf("agent: download failed after %d resumes: %w", attempt, err)
+			return nil, fmt.Errorf("agent: download failed after %s: %w", resumes(attempt), err)
 		}
 		res.Resumes++
 		o.Events(Event{Message: fmt.Sprintf("connection lost at %d of %d bytes; resuming", len(pkg), total), Resumed: true})

@@ -42,7 +42,14 @@ type RenewOptions struct {
 // makes for this renewal), verifies and installs it in a staging directory,
 // confirms — the gateway then revokes the old certificates (superseded) —
 // and moves the new files over the old ones.
+//
+// Its errors read without gRPC's "rpc error: code = … desc =" (Readable).
 func Renew(ctx context.Context, r RenewOptions) (*Result, error) {
+	res, err := renew(ctx, r)
+	return res, Readable(err)
+}
+
+func renew(ctx context.Context, r RenewOptions) (*Result, error) {
 	if err := CheckKeystorePIN(r.KeystorePIN); err != nil {
 		return nil, err
 	}

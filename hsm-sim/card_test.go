@@ -242,8 +242,13 @@ func TestCardAuthWithoutPIN(t *testing.T) {
 	if _, err := cardAuth.Sign(rand.Reader, d[:], crypto.SHA256); err != nil {
 		t.Fatalf("9E sign without PIN: %v", err)
 	}
-	if _, err := nopin.Signer(ctx, pkcs11.PIVAuthentication.PrivateKey()); !errors.Is(err, pkcs11.ErrObjectNotFound) {
+	_, err = nopin.Signer(ctx, pkcs11.PIVAuthentication.PrivateKey())
+	if !errors.Is(err, pkcs11.ErrObjectNotFound) {
 		t.Fatalf("9A visible without PIN: %v", err)
+	}
+	// The error says what is missing: the PIN, not the key.
+	if !errors.Is(err, pkcs11.ErrPINRequired) || !strings.Contains(err.Error(), "no PIN given") {
+		t.Fatalf("9A without PIN: %v", err)
 	}
 }
 

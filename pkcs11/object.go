@@ -100,7 +100,18 @@ func findHandles(c *p11.Ctx, sh p11.SessionHandle, q Query, max int) ([]p11.Obje
 	return out, nil
 }
 
-// findOne returns the single object matching q, or ErrObjectNotFound.
+// noPINError is a key not found on a token opened without a PIN: it is
+// errors.Is both ErrPINRequired and ErrObjectNotFound, and says the PIN
+// is missing.
+type noPINError struct{ msg string }
+
+func (e *noPINError) Error() string { return e.msg }
+func (e *noPINError) Is(target error) bool {
+	return target == ErrPINRequired || target == ErrObjectNotFound
+}
+
+// findOne returns the single object matching q, or ErrObjectNotFound (and
+// ErrPINRequired for a key on a token opened without a PIN).
 func (t *Token) findOne(c *p11.Ctx, sh p11.SessionHandle, q Query) (p11.ObjectHandle, error) {
 	hs, err := findHandles(c, sh, q, 2)
 	if err != nil {
@@ -108,6 +119,12 @@ func (t *Token) findOne(c *p11.Ctx, sh p11.SessionHandle, q Query) (p11.ObjectHa
 	}
 	switch len(hs) {
 	case 0:
+		if len(t.pin) == 0 && (q.Class == ClassPrivateKey || q.Class == ClassSecretKey) {
+			// A token shows its keys only after a login: without a
+			// PIN, "not found" would send the reader looking for the
+			// wrong fault.
+			return 0, &noPINError{msg: fmt.Sprintf("pkcs11: no PIN given: %s shows its keys only after a login with the PIN (looking for a %s)", t.name, q)}
+		}
 		return 0, fmt.Errorf("%w: no %s on %s", ErrObjectNotFound, q, t.name)
 	case 1:
 		return hs[0], nil

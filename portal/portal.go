@@ -90,6 +90,12 @@ type Portal struct {
 }
 
 // New builds the portal; csrfKey must be 32 random bytes shared by replicas.
+// TimeLayout is how a page shows a time: with its date and zone, since
+// the reader's zone may not be the gateway's.
+const TimeLayout = "2006-01-02 15:04:05 MST"
+
+func when(t time.Time) string { return t.Local().Format(TimeLayout) }
+
 func New(b Backend, log *slog.Logger, csrfKey []byte) (*Portal, error) {
 	if len(csrfKey) < 32 {
 		return nil, errors.New("portal: the CSRF key must be at least 32 bytes")
@@ -98,11 +104,10 @@ func New(b Backend, log *slog.Logger, csrfKey []byte) (*Portal, error) {
 		"dataURI": func(png []byte) template.URL {
 			return template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(png))
 		},
-		"until": func(t time.Time) string { return t.Local().Format("15:04:05") },
-		"day":   func(t time.Time) string { return t.UTC().Format("2006-01-02") },
-		"unix":  func(t time.Time) int64 { return t.Unix() },
-		"iso":   func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-		"note":  credentialNote,
+		"when": when,
+		"unix": func(t time.Time) int64 { return t.Unix() },
+		"iso":  func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+		"note": credentialNote,
 	}).ParseFS(templateFS, "templates/*.html")
 	if err != nil {
 		return nil, err

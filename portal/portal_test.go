@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -43,7 +44,7 @@ func (f *fakeBackend) Enroll(ctx context.Context, token, name, ctype string) (En
 }
 
 func (f *fakeBackend) Credentials(ctx context.Context, token string) ([]Credential, error) {
-	return []Credential{{ID: "s1", Name: "<script>alert(1)</script>", State: "abandoned"}}, nil
+	return []Credential{{ID: "s1", Name: "<script>alert(1)</script>", State: "abandoned", Issued: issuedAt}}, nil
 }
 
 func (f *fakeBackend) Revoke(ctx context.Context, token, setID string) error { f.revokes++; return nil }
@@ -51,6 +52,8 @@ func (f *fakeBackend) CredentialTypes() []string                             { r
 func (f *fakeBackend) Explain(err error) (string, string, int) {
 	return "Your session has ended", "Sign in again.", http.StatusUnauthorized
 }
+
+var issuedAt = time.Date(2026, 2, 3, 4, 5, 6, 0, time.UTC)
 
 func newTestPortal(t *testing.T) (*Portal, *fakeBackend) {
 	t.Helper()
@@ -145,7 +148,8 @@ func TestAcceptedPostsAndEscaping(t *testing.T) {
 		h.ServeHTTP(w, r)
 		return w
 	}
-	if w := post("/enroll", url.Values{"csrf": {csrf}, "name": {"n"}}); w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `id="password">12345678<`) {
+	if w := post("/enroll", url.Values{"csrf": {csrf}, "name": {"n"}}); w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `id="password">12345678<`) ||
+		!regexp.MustCompile(`id="expiry" [^>]*>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+</time>`).MatchString(w.Body.String()) {
 		t.Fatalf("enroll: %d %s", w.Code, w.Body)
 	}
 	if w := post("/credentials/revoke", url.Values{"csrf": {csrf}, "set": {"s1"}}); w.Code != http.StatusSeeOther {
@@ -163,6 +167,10 @@ func TestAcceptedPostsAndEscaping(t *testing.T) {
 	h.ServeHTTP(w, r)
 	if strings.Contains(w.Body.String(), "<script>alert") || !strings.Contains(w.Body.String(), "enroll again") {
 		t.Fatalf("credentials page:\n%s", w.Body)
+	}
+	// Times carry their date and zone.
+	if !strings.Contains(w.Body.String(), "<td>"+issuedAt.Local().Format("2006-01-02 15:04:05 MST")+"</td>") {
+		t.Fatalf("credentials page shows no issue time with date and zone:\n%s", w.Body)
 	}
 }
 

@@ -192,6 +192,11 @@ func (a *adminService) ListCredentials(ctx context.Context, req *credgwv1.AdminL
 		return nil, err
 	}
 	resp := &credgwv1.AdminListCredentialsResponse{CredentialSets: a.s.credentialSetsProto(vs)}
+	for i, v := range vs {
+		// Whose it is: an administrator's list spans people.
+		resp.CredentialSets[i].PivIdentity = &credgwv1.PIVIdentity{PersonId: v.Set.PersonID, CardUuid: v.Set.CardUUID,
+			Fascn: v.Set.FASCN, Upn: v.Set.UPN, Email: v.Set.Email, PivAuthSha256: v.Set.PIVCertSHA256}
+	}
 	if len(vs) == n {
 		resp.NextPageToken = strconv.Itoa(off + n)
 	}

@@ -417,9 +417,34 @@ func (s *Server) Start() error {
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.ready.Store(true)
+	for _, l := range s.listenerList() {
+		if l.addr == "" {
+			s.log.Info("listener off", "listener", l.name, "serves", l.serves, "enable_with", l.setting)
+			continue
+		}
+		s.log.Info("listening", "listener", l.name, "address", l.addr, "serves", l.serves)
+	}
 	s.log.Info("credgw serving", "grpc", s.grpcLn.Addr().String(), "http", s.HTTPAddr(), "management", s.ManagementAddr(),
 		"webhook", s.WebhookAddr(), "portal", s.PortalAddr(), "gateway_id", s.cfg.GatewayID)
 	return nil
+}
+
+// listenerInfo is one listener as the start-up log names it.
+type listenerInfo struct{ name, addr, serves, setting string }
+
+// listenerList is every listener the gateway may serve, bound or off.
+func (s *Server) listenerList() []listenerInfo {
+	webhook := "POST /v1/webhooks/termination (signed)"
+	if s.cfg.Webhook.SecretFile != "" && s.httpAddr("termination_webhook.listen") == "" {
+		webhook += ", on the management listener"
+	}
+	return []listenerInfo{
+		{"grpc", s.GRPCAddr(), "the gRPC API over TLS: PIVAuth, Enrollment, Redemption, Renewal, Admin", "listen.grpc"},
+		{"public", s.HTTPAddr(), "plain HTTP for relying parties: OCSP, CRLs, CA certificates", "listen.http"},
+		{"management", s.ManagementAddr(), "plain HTTP for operators: /healthz, /readyz, /metrics", "listen.management"},
+		{"webhook", s.WebhookAddr(), webhook, "termination_webhook.secret_file"},
+		{"portal", s.PortalAddr(), "HTTPS self-service portal (card sign-in by TLS client certificate)", "portal.listen"},
+	}
 }
 
 // startPortal serves the portal over HTTPS; the browser's TLS client

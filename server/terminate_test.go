@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/credgw/credgw/activation/code"
@@ -144,6 +145,22 @@ func TestAdminLists(t *testing.T) {
 	}
 	if !seen[cs.ID] {
 		t.Fatal("paging missed the set")
+	}
+	// A person the gateway never saw is not found (a mistyped id), not an
+	// empty answer; a known one with nothing in a state is an empty answer.
+	nobody := &credgwv1.PIVIdentitySelector{Selector: &credgwv1.PIVIdentitySelector_PersonId{PersonId: "no-such-person"}}
+	_, err = admin.ListCredentials(ctx, &credgwv1.AdminListCredentialsRequest{Identity: nobody})
+	wantCode(t, err, codes.NotFound)
+	if err != nil && !strings.Contains(err.Error(), `person id "no-such-person"`) {
+		t.Fatalf("the message does not name the person: %v", err)
+	}
+	_, err = admin.ListActivations(ctx, &credgwv1.ListActivationsRequest{Identity: nobody})
+	wantCode(t, err, codes.NotFound)
+	_, err = admin.RevokeIdentity(ctx, &credgwv1.RevokeIdentityRequest{Identity: nobody})
+	wantCode(t, err, codes.NotFound)
+	if none, err := admin.ListCredentials(ctx, &credgwv1.AdminListCredentialsRequest{Identity: sel,
+		State: credgwv1.CredentialSetState_CREDENTIAL_SET_STATE_ABANDONED}); err != nil || len(none.GetCredentialSets()) != 0 {
+		t.Fatalf("a known card with no abandoned set: %v %v", none, err)
 	}
 	for _, bad := range []*credgwv1.AdminListCredentialsRequest{{PageSize: 501}, {PageToken: "x"}, {PageToken: "-1"}} {
 		_, err := admin.ListCredentials(ctx, bad)

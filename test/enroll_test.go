@@ -63,6 +63,11 @@ func TestEnrollAndRedeem(t *testing.T) {
 			if !strings.Contains(redeemOut, "Installed and confirmed") {
 				t.Fatalf("redeem output:\n%s", redeemOut)
 			}
+			// A second redemption is refused in words, not in gRPC's.
+			again := run(t, nil, false, credgwBin, "redeem", "--qr", qr, "--password-file", pw, "--keystore-pin-file", kpin, "--out", filepath.Join(out, "again"))
+			if strings.Contains(again, "rpc error") || strings.Contains(again, "desc =") || !strings.Contains(again, "credgw: not possible now: ") {
+				t.Fatalf("second redeem output:\n%s", again)
+			}
 			pwText := strings.TrimSpace(string(password))
 			p12pw, _ := code.PKCS12Password(payload.Secret, pwText)
 			secrets = append(secrets, payload.Secret, []byte(base64.RawURLEncoding.EncodeToString(payload.Secret)),

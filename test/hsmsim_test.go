@@ -99,6 +99,10 @@ func TestHSMSimWithOpenSCAndOpenSSL(t *testing.T) {
 	if !strings.Contains(bad, "PIN incorrect") || strings.Contains(bad, "11223344") || strings.Contains(bad, pin) {
 		t.Fatalf("wrong PIN output:\n%s", bad)
 	}
+	// No PIN says so.
+	if out := run(t, []string{conf}, false, credgwBin, "card", "check", "--uri", regexp.MustCompile(`&pin-source=[^&]*`).ReplaceAllString(uri[1], "")); !strings.Contains(out, "no PIN given") {
+		t.Fatalf("no PIN output:\n%s", out)
+	}
 	// A bad URI is refused clearly.
 	if out := run(t, []string{conf}, false, credgwBin, "card", "check", "--uri", "pkcs11:tokn=x"); !strings.Contains(out, "tokn") {
 		t.Fatalf("bad URI output:\n%s", out)
@@ -146,7 +150,11 @@ func TestDemo(t *testing.T) {
 	out := run(t, nil, true, credgwBin, "demo", "--dir", dir)
 	for _, want := range []string{"challenge signed by the card", "verified", "FASC-N:", "card UUID:",
 		"PKI-AUTH succeeded", "email:       dev.cardholder@example.com (from the piv-auth certificate)", "Gateway and issuer stopped",
-		"The self-service portal is https://127.0.0.1:", "modutil -dbdir"} {
+		"The self-service portal is https://127.0.0.1:", "modutil -dbdir",
+		// The printed commands run as typed: SOFTHSM2_CONF first, this
+		// binary, Chromium in a throwaway profile.
+		"export SOFTHSM2_CONF=" + filepath.Join(dir, "hsm", "softhsm2.conf") + "\n", credgwBin + " piv login --gateway 127.0.0.1:",
+		credgwBin + " serve --config", "export HOME=$(mktemp -d)", "certutil -N --empty-password"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}

@@ -155,8 +155,13 @@ func (s *Service) RevokeCertificate(ctx context.Context, serial string, reason i
 }
 
 // RevokeIdentity revokes every live derived credential of a card or person
-// (an administrator) and returns the serials it revoked.
+// (an administrator) and returns the serials it revoked; an identity that
+// never had a credential set is activation.ErrNoSuch.
 func (s *Service) RevokeIdentity(ctx context.Context, sel store.IdentitySelector, reason issuance.RevocationReason) ([]string, error) {
+	// An identity never seen is a mistyped id, not nothing to do.
+	if err := s.cfg.Activation.KnownIdentity(ctx, sel); err != nil {
+		return nil, err
+	}
 	serials, err := s.cfg.Activation.RevokeIdentity(ctx, sel, reason, false, "")
 	if err != nil {
 		return nil, err

@@ -21,6 +21,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"mime"
+	"mime/quotedprintable"
 	"net"
 	"net/http"
 	"net/smtp"
@@ -130,7 +132,7 @@ func New(cfg Config, path func(string) string, st Store, log *slog.Logger, now f
 	o := &Outbox{st: st, log: log, now: now, kick: make(chan struct{}, 1)}
 	if sc := cfg.SMTP; sc.Address != "" {
 		host, _, _ := net.SplitHostPort(sc.Address)
-		m := &smtpSender{cfg: sc, tls: &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}}
+		m := &smtpSender{cfg: sc, tls: &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}, now: now}
 		if sc.CAFile != "" {
 			pem, err := os.ReadFile(path(sc.CAFile))
 			if err != nil {
@@ -326,6 +328,7 @@ type smtpSender struct {
 	cfg      SMTPConfig
 	tls      *tls.Config
 	password string
+	now      func() time.Time
 }
 
 func (m *smtpSender) name() string { return "smtp" }
@@ -374,12 +377,45 @@ func (m *smtpSender) send(ctx context.Context, n store.Notification) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "From: %s\r\nTo: %s\r\nSubject: %s\r\nMessage-ID: <%s@credgw>\r\nX-Credgw-Kind: %s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s\r\n",
-		m.cfg.From, n.Recipient, n.Subject, n.ID, n.Kind, strings.ReplaceAll(n.Body, "\n", "\r\n"))
+	if _, err := w.Write(message(m.cfg.From, n, m.now())); err != nil {
+		w.Close()
+		return err
+	}
 	if err := w.Close(); err != nil {
 		return err
 	}
 	return c.Quit()
+}
+
+// message is the RFC 5322 message of a notification: Date, Message-ID
+// (the notification's id, so a retry is recognisably the same message),
+// MIME headers, a Subject in RFC 2047 encoded words when it is not ASCII,
+// and the body in quoted-printable UTF-8 (any line length, any text).
+func message(from string, n store.Notification, now time.Time) []byte {
+	domain := "credgw.invalid"
+	if i := strings.LastIndexByte(from, '@'); i >= 0 && i < len(from)-1 {
+		domain = strings.Trim(from[i+1:], "<> ")
+	}
+	var b bytes.Buffer
+	h := func(name, value string) {
+		// Header values never carry a line break (no header injection).
+		value = strings.NewReplacer("\r", " ", "\n", " ").Replace(value)
+		b.WriteString(name + ": " + value + "\r\n")
+	}
+	h("Date", now.Format(time.RFC1123Z))
+	h("From", from)
+	h("To", n.Recipient)
+	h("Subject", mime.QEncoding.Encode("utf-8", n.Subject))
+	h("Message-ID", "<"+n.ID+"@"+domain+">")
+	h("MIME-Version", "1.0")
+	h("Content-Type", "text/plain; charset=utf-8")
+	h("Content-Transfer-Encoding", "quoted-printable")
+	h("X-Credgw-Kind", n.Kind)
+	b.WriteString("\r\n")
+	qp := quotedprintable.NewWriter(&b)
+	qp.Write([]byte(strings.TrimRight(n.Body, "\r\n") + "\n"))
+	qp.Close()
+	return b.Bytes()
 }
 
 type webhookSender struct {

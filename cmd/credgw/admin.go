@@ -26,6 +26,7 @@ type adminFlags struct {
 	gateway, caFile, certFile, keyFile string
 	cardUUID, fascn, person            string
 	timeout                            time.Duration
+	json                               bool
 }
 
 func (f *adminFlags) bind(cmd *cobra.Command, identity bool) {
@@ -35,6 +36,7 @@ func (f *adminFlags) bind(cmd *cobra.Command, identity bool) {
 	fl.StringVar(&f.certFile, "cert", "", "admin client certificate, PEM (required; listed in roles.admin)")
 	fl.StringVar(&f.keyFile, "key", "", "admin client key, PEM (required)")
 	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "deadline of the call")
+	fl.BoolVar(&f.json, "json", false, "print the gateway's answer as JSON instead of a table")
 	cmd.MarkFlagRequired("ca-file")
 	cmd.MarkFlagRequired("cert")
 	cmd.MarkFlagRequired("key")
@@ -109,17 +111,35 @@ func printJSON(cmd *cobra.Command, m proto.Message) error {
 }
 
 // reason reads --reason: an RFC 5280 name an end-entity certificate may
-// carry, as "key-compromise" or "keyCompromise".
+// carry ("keyCompromise", also "key-compromise" or its number).
 func reason(s string) (credgwv1.RevocationReason, error) {
 	r, err := issuance.ParseRevocationReason(s)
 	if err == nil && !r.EndEntity() {
-		err = fmt.Errorf("%s is not a reason for a derived credential", r)
+		return 0, fmt.Errorf("--reason %s is not a reason for a derived credential; one of %s", r, reasonNames())
 	}
 	if err != nil {
-		return 0, fmt.Errorf("--reason %q: one of unspecified, key-compromise, affiliation-changed, superseded, cessation-of-operation, privilege-withdrawn", s)
+		return 0, fmt.Errorf("--reason %q: one of %s", s, reasonNames())
 	}
 	return credgwv1.RevocationReason(r), nil
 }
+
+// reasonNames lists the reasons --reason takes, by their RFC 5280 names.
+func reasonNames() string {
+	var out []string
+	for _, r := range issuance.EndEntityReasons() {
+		out = append(out, r.String())
+	}
+	return strings.Join(out, ", ")
+}
+
+// reasonHelp is the help of --reason.
+func reasonHelp() string {
+	return "revocation reason, by its RFC 5280 name: " + reasonNames() +
+		` (any case; "key-compromise" or the reason's number also work)`
+}
+
+// setStates are the values of --state, in the order a set lives them.
+var setStates = []string{"pending", "redeeming", "active", "revoked", "abandoned"}
 
 func newAdminCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -138,7 +158,7 @@ log. Self-service revocation of a lost device stays in the portal and the API.`,
 				return err
 			}
 			defer done()
-			return run(cmd, f, client, ctx)
+			return rpcErr(run(cmd, f, client, ctx))
 		}}
 		f.bind(c, identity)
 		cmd.AddCommand(c)
@@ -156,7 +176,7 @@ log. Self-service revocation of a lost device stays in the portal and the API.`,
 			if state != "" {
 				v, ok := credgwv1.CredentialSetState_value["CREDENTIAL_SET_STATE_"+strings.ToUpper(state)]
 				if !ok {
-					return fmt.Errorf("--state %q: pending, redeeming, active, revoked or abandoned", state)
+					return fmt.Errorf("--state %q: one of %s", state, strings.Join(setStates, ", "))
 				}
 				st = credgwv1.CredentialSetState(v)
 			}
@@ -164,9 +184,12 @@ log. Self-service revocation of a lost device stays in the portal and the API.`,
 			if err != nil {
 				return err
 			}
-			return printJSON(cmd, resp)
+			if f.json {
+				return printJSON(cmd, resp)
+			}
+			return printSets(cmd.OutOrStdout(), resp)
 		})
-	list.Flags().StringVar(&state, "state", "", "only sets in this state")
+	list.Flags().StringVar(&state, "state", "", "only sets in this state: "+strings.Join(setStates, ", "))
 
 	sub("activations [--card-uuid U | --fascn F | --person P]", "List activations (QR codes), newest first", true,
 		func(cmd *cobra.Command, f *adminFlags, c credgwv1.AdminClient, ctx context.Context) error {
@@ -178,7 +201,10 @@ log. Self-service revocation of a lost device stays in the portal and the API.`,
 			if err != nil {
 				return err
 			}
-			return printJSON(cmd, resp)
+			if f.json {
+				return printJSON(cmd, resp)
+			}
+			return printActivations(cmd.OutOrStdout(), resp)
 		})
 
 	var serial, why string
@@ -188,14 +214,24 @@ log. Self-service revocation of a lost device stays in the portal and the API.`,
 			if err != nil {
 				return err
 			}
-			resp, err := c.RevokeCertificate(ctx, &credgwv1.RevokeCertificateRequest{Serial: serial, Reason: r})
+			sn, err := parseSerial(serial)
 			if err != nil {
 				return err
 			}
-			return printJSON(cmd, resp)
+			resp, err := c.RevokeCertificate(ctx, &credgwv1.RevokeCertificateRequest{Serial: sn, Reason: r})
+			if err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(cmd, resp)
+			}
+			crt := resp.GetCertificate()
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked serial=%s (%s), reason %s, at %s\n", fmtSerial(crt.GetSerial()),
+				profileName(crt.GetProfile()), issuance.RevocationReason(r), fmtTS(crt.GetRevokedAt()))
+			return nil
 		})
-	revoke.Flags().StringVar(&serial, "serial", "", "certificate serial, hex (required)")
-	revoke.Flags().StringVar(&why, "reason", "unspecified", "revocation reason")
+	revoke.Flags().StringVar(&serial, "serial", "", "certificate serial in hex, as `openssl x509 -noout -serial` prints it (colons and case do not matter) (required)")
+	revoke.Flags().StringVar(&why, "reason", "unspecified", reasonHelp())
 	revoke.MarkFlagRequired("serial")
 
 	var idWhy string
@@ -213,9 +249,13 @@ log. Self-service revocation of a lost device stays in the portal and the API.`,
 			if err != nil {
 				return err
 			}
-			return printJSON(cmd, resp)
+			if f.json {
+				return printJSON(cmd, resp)
+			}
+			printRevoked(cmd.OutOrStdout(), "revoked", resp.GetRevokedSerials())
+			return nil
 		})
-	revokeID.Flags().StringVar(&idWhy, "reason", "unspecified", "revocation reason")
+	revokeID.Flags().StringVar(&idWhy, "reason", "unspecified", reasonHelp())
 
 	var comment string
 	term, _ := sub("terminate (--card-uuid U | --fascn F | --person P) [--comment TEXT]", "Terminate a PIV identity: revoke all its derived credentials and refuse it from now on", true,
@@ -228,7 +268,12 @@ log. Self-service revocation of a lost device stays in the portal and the API.`,
 			if err != nil {
 				return err
 			}
-			return printJSON(cmd, resp)
+			if f.json {
+				return printJSON(cmd, resp)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "terminated %s: refused from now on\n", f.describe())
+			printRevoked(cmd.OutOrStdout(), "revoked", resp.GetRevokedSerials())
+			return nil
 		})
 	term.Flags().StringVar(&comment, "comment", "", "why (kept with the termination)")
 
@@ -239,7 +284,12 @@ log. Self-service revocation of a lost device stays in the portal and the API.`,
 			if err != nil {
 				return err
 			}
-			return printJSON(cmd, resp)
+			if f.json {
+				return printJSON(cmd, resp)
+			}
+			a := resp.GetActivation()
+			fmt.Fprintf(cmd.OutOrStdout(), "cancelled activation %s; its credential set %s is revoked\n", a.GetId(), a.GetCredentialSetId())
+			return nil
 		})
 	cancel.Flags().StringVar(&actID, "activation", "", "activation id (required)")
 	cancel.Flags().StringVar(&cancelWhy, "comment", "", "why (kept in the audit log)")
@@ -255,7 +305,10 @@ log. Self-service revocation of a lost device stays in the portal and the API.`,
 			if err != nil {
 				return err
 			}
-			return printJSON(cmd, resp)
+			if f.json {
+				return printJSON(cmd, resp)
+			}
+			return printAudit(cmd.OutOrStdout(), resp)
 		})
 	audit.Flags().Int64Var(&after, "after", 0, "only events after this seq")
 	return cmd

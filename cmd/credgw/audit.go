@@ -35,12 +35,12 @@ and say at which seq. Exit status 0: intact; 1: broken or unreadable.`,
 			n, err := store.VerifyAudit(cmd.Context(), st)
 			var p *store.AuditProblem
 			if errors.As(err, &p) {
-				return fmt.Errorf("%w (%d events before it are intact)", err, n)
+				return fmt.Errorf("%w (%s before it intact)", err, plural(int(n), "event", "events"))
 			}
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "audit log intact: %d events\n", n)
+			fmt.Fprintf(cmd.OutOrStdout(), "audit log intact: %s\n", plural(int(n), "event", "events"))
 			return nil
 		},
 	}

@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 
@@ -52,6 +53,9 @@ This checks the card, not the certificate's path or revocation status.`,
 // checkCard reads the card's PIV Authentication certificate, signs a random
 // challenge with 9A after the PIN login, verifies it and prints the identity.
 func checkCard(ctx context.Context, out io.Writer, u *pkcs11.URI, module string) error {
+	if u.PINSource == "" && !u.HasPINValue() {
+		return errors.New("no PIN given: the card signs only after the PIN login; add pin-source=FILE to --uri")
+	}
 	if module == "" && u.ModulePath == "" {
 		var err error
 		if module, err = pkcs11.SoftHSMModule(); err != nil {
@@ -87,8 +91,8 @@ func checkCard(ctx context.Context, out io.Writer, u *pkcs11.URI, module string)
 	fmt.Fprintln(out, "PIV Authentication certificate read, challenge signed by the card (9A, after PIN login) and verified.")
 	fmt.Fprintf(out, "  subject:      %s\n", id.Subject)
 	fmt.Fprintf(out, "  issuer:       %s\n", cert.Issuer)
-	fmt.Fprintf(out, "  serial:       %x\n", cert.SerialNumber)
-	fmt.Fprintf(out, "  valid:        %s .. %s\n", cert.NotBefore.UTC().Format("2006-01-02"), cert.NotAfter.UTC().Format("2006-01-02"))
+	fmt.Fprintf(out, "  serial:       %s\n", fmtSerial(cert.SerialNumber.Text(16)))
+	fmt.Fprintf(out, "  valid:        %s .. %s\n", fmtTime(cert.NotBefore), fmtTime(cert.NotAfter))
 	fmt.Fprintf(out, "  sha256:       %s\n", hex.EncodeToString(fp[:]))
 	fmt.Fprintf(out, "  FASC-N:       %s (identifier %s)\n", id.FASCN, id.FASCN.Identifier())
 	fmt.Fprintf(out, "  card UUID:    %s\n", id.CardUUID)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/credgw/credgw/activation/code"
@@ -171,30 +172,46 @@ func newDemoCmd() *cobra.Command {
 			if err := stopErr(); err != nil {
 				return err
 			}
+			self, conf := selfCommand(), d.Env.SoftHSMConfig()
 			fmt.Fprintf(out, `7. Gateway and issuer stopped.
 
-Run the same by hand, each in its own terminal:
-  credgw hsm-sim serve --dir %s/hsm
-  credgw serve --config %s
-  SOFTHSM2_CONF=%s credgw piv login --gateway %s --ca-file %s --card 'pkcs11:token=%s' --pin-file %s
-Look at the card with OpenSC:
-  SOFTHSM2_CONF=%s pkcs11-tool --module %s --token-label %q -O
+Run the same by hand, each in its own terminal (the card and the CA key are
+SoftHSM tokens: export SOFTHSM2_CONF in each terminal first):
+  export SOFTHSM2_CONF=%s
+  %s hsm-sim serve --dir %s/hsm
+  %s serve --config %s
+  %s piv login --gateway %s --ca-file %s --card 'pkcs11:token=%s' --pin-file %s
+Look at the card with OpenSC (SOFTHSM2_CONF exported as above):
+  pkcs11-tool --module %s --token-label %q -O
 
-The self-service portal is https://%s/ while 'credgw serve' runs. To sign in
-with the demo card, give Chromium the card (SoftHSM) and the gateway's TLS CA,
-then pick the card's certificate and type its PIN (in %s):
+The self-service portal is https://%s/ while '%s serve' runs. To sign in
+with the demo card, start Chromium with a throwaway profile that holds the
+card (SoftHSM) and trusts the gateway's TLS CA, then pick the card's
+certificate and type its PIN (in %s):
+  export HOME=$(mktemp -d) SOFTHSM2_CONF=%s
+  mkdir -p $HOME/.pki/nssdb && certutil -N --empty-password -d sql:$HOME/.pki/nssdb
   modutil -dbdir sql:$HOME/.pki/nssdb -add credgw-demo-card -libfile %s -force
   certutil -d sql:$HOME/.pki/nssdb -A -n credgw-demo-tls -t C,, -i %s
-  SOFTHSM2_CONF=%s chromium https://%s/
-(docs/portal.md: Firefox, and a browser profile of its own.)
-`, d.Dir, d.Config, d.Env.SoftHSMConfig(), d.GRPCAddr, d.CAFile, uriEscape(d.Card.Name), d.PINFile,
-				d.Env.SoftHSMConfig(), modPath, d.Card.Name,
-				d.PortalAddr, d.PINFile, modPath, d.CAFile, d.Env.SoftHSMConfig(), d.PortalAddr)
+  chromium https://%s/
+(docs/portal.md: Firefox too.)
+`, conf, self, d.Dir, self, d.Config, self, d.GRPCAddr, d.CAFile, uriEscape(d.Card.Name), d.PINFile,
+				modPath, d.Card.Name,
+				d.PortalAddr, self, d.PINFile, conf, modPath, d.CAFile, d.PortalAddr)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", ".demo", "demo directory (new or empty)")
 	return cmd
+}
+
+// selfCommand is this binary as the printed commands should run it: the
+// path it was started by ("bin/credgw" after make demo), or "credgw" when
+// it was found on the PATH.
+func selfCommand() string {
+	if a := os.Args[0]; strings.ContainsRune(a, '/') {
+		return a
+	}
+	return "credgw"
 }
 
 // demoPIN is a random 8-digit keystore PIN for the demo device.

@@ -49,15 +49,17 @@ free ones on 127.0.0.1.`,
 			fmt.Fprintf(cmd.OutOrStdout(), `development environment in %s
   card:     %q (PIN in %s)
   config:   %s
-Run, each in its own terminal:
-  credgw hsm-sim serve --dir %s/hsm
-  credgw serve --config %s
-  SOFTHSM2_CONF=%s credgw piv login --gateway %s --ca-file %s \
+Run, each in its own terminal (export SOFTHSM2_CONF in each first: the card
+and the CA key are SoftHSM tokens):
+  export SOFTHSM2_CONF=%s
+  %s hsm-sim serve --dir %s/hsm
+  %s serve --config %s
+  %s piv login --gateway %s --ca-file %s \
       --card 'pkcs11:token=%s' --pin-file %s
 Then open the self-service portal, https://%s/ , in a browser that holds the
 card (docs/portal.md shows how to add the SoftHSM module to Chromium or Firefox).
-`, d.Dir, d.Card.Name, d.PINFile, d.Config, d.Dir, d.Config, d.Env.SoftHSMConfig(), d.GRPCAddr, d.CAFile,
-				uriEscape(d.Card.Name), d.PINFile, d.PortalAddr)
+`, d.Dir, d.Card.Name, d.PINFile, d.Config, d.Env.SoftHSMConfig(), selfCommand(), d.Dir, selfCommand(), d.Config,
+				selfCommand(), d.GRPCAddr, d.CAFile, uriEscape(d.Card.Name), d.PINFile, d.PortalAddr)
 			return nil
 		},
 	}

@@ -75,7 +75,7 @@ func enroll(ctx context.Context, out io.Writer, o enrollOptions) (*credgwv1.Crea
 	fmt.Fprintf(out, "Derived credential %q for %s\n\n", o.name, id.GetSubject())
 	fmt.Fprint(out, resp.GetQrText())
 	fmt.Fprintf(out, "\n  Password: %s\n", groupDigits(resp.GetPassword()))
-	fmt.Fprintf(out, "  Valid until %s (single use; 5 wrong passwords lock it)\n", resp.GetExpiresAt().AsTime().Local().Format("15:04:05"))
+	fmt.Fprintf(out, "  Valid until %s (single use; 5 wrong passwords lock it)\n", fmtTS(resp.GetExpiresAt()))
 	fmt.Fprintf(out, "  QR code image: %s\n\n", o.qrOut)
 	fmt.Fprintln(out, "On the device: open the app, scan the code, type the password. The download")
 	fmt.Fprintln(out, "could take some time; do not close the app.")

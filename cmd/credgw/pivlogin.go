@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/credgw/credgw/piv/pivclient"
@@ -63,7 +65,7 @@ func signIn(ctx context.Context, gateway, caFile, cardURI, pinFile, module strin
 	s, err = pivclient.SignIn(ctx, pivclient.Options{Gateway: gateway, Roots: roots, Card: card})
 	if err != nil {
 		card.Close()
-		return nil, nil, err
+		return nil, nil, cardTLSError(rpcErr(err))
 	}
 	return s, func() { s.Close(); card.Close() }, nil
 }
@@ -99,7 +101,26 @@ func printIdentity(out io.Writer, gateway, gatewayID string, resp *credgwv1.Comp
 	if id.GetEmail() != "" {
 		fmt.Fprintf(out, "  email:       %s (from the %s certificate)\n", id.GetEmail(), id.GetEmailSource())
 	}
-	fmt.Fprintf(out, "  session token expires %s\n", resp.GetExpiresAt().AsTime().Local().Format(time.RFC3339))
+	fmt.Fprintf(out, "  session token expires %s\n", fmtTS(resp.GetExpiresAt()))
+}
+
+// cardTLSError says what a TLS alert from the gateway means for a card
+// that is the TLS client: decrypt_error answers a CertificateVerify the
+// certificate's key did not make.
+func cardTLSError(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "remote error: tls: error decrypting message"):
+		return errors.New("the gateway refused the card's TLS handshake (alert decrypt_error): " +
+			"the card's key is not the one its PIV Authentication certificate certifies")
+	case strings.Contains(msg, "remote error: tls: "):
+		alert := msg[strings.Index(msg, "remote error: tls: ")+len("remote error: tls: "):]
+		return fmt.Errorf("the gateway refused the card's TLS handshake: %s", strings.TrimRight(alert, `"`))
+	}
+	return err
 }
 
 // uriEscape percent-encodes a token label for a pkcs11: URI.

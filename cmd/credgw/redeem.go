@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -59,7 +60,7 @@ holds only chain.pem and the .crt files.`,
 			if err != nil {
 				return err
 			}
-			pin, err := secretInput(pinFile, "Choose a keystore PIN (at least 6 characters): ")
+			pin, err := newKeystorePIN(pinFile)
 			if err != nil {
 				return err
 			}
@@ -87,12 +88,12 @@ holds only chain.pem and the .crt files.`,
 				Events: progressPrinter(w),
 			})
 			if err != nil {
-				return err
+				return rpcErr(err)
 			}
 			o := cmd.OutOrStdout()
 			fmt.Fprintf(o, "Installed and confirmed (credential set %s, package sha256 %x", res.CredentialSetID, res.SHA256[:8])
 			if res.Resumes > 0 {
-				fmt.Fprintf(o, ", resumed %d times", res.Resumes)
+				fmt.Fprintf(o, ", resumed %s", plural(res.Resumes, "time", "times"))
 			}
 			fmt.Fprintln(o, ")")
 			printCertificates(o, res)
@@ -130,6 +131,47 @@ func secretInput(file, prompt string) (string, error) {
 	b, err := term.ReadPassword(int(os.Stdin.Fd()))
 	fmt.Fprintln(os.Stderr)
 	return string(b), err
+}
+
+// newKeystorePIN reads the keystore PIN from a file, or asks it on the
+// terminal twice (without echo) until both entries agree.
+func newKeystorePIN(file string) (string, error) {
+	if file != "" {
+		return secretInput(file, "")
+	}
+	if !term.IsTerminal(int(os.Stdin.Fd())) {
+		return "", errors.New("no terminal to ask the keystore PIN: give it in a file (--keystore-pin-file)")
+	}
+	return askNewPIN(func(prompt string) (string, error) { return secretInput("", prompt) }, os.Stderr)
+}
+
+// newPINTries is how often askNewPIN asks before it gives up.
+const newPINTries = 3
+
+// askNewPIN asks a new keystore PIN and its confirmation; a PIN the agent
+// would refuse, or a confirmation that differs, is asked again. Messages go
+// to w and never carry the PIN.
+func askNewPIN(ask func(prompt string) (string, error), w io.Writer) (string, error) {
+	for range newPINTries {
+		pin, err := ask("Choose a keystore PIN (at least 6 characters): ")
+		if err != nil {
+			return "", err
+		}
+		if err := agent.CheckKeystorePIN(pin); err != nil {
+			fmt.Fprintf(w, "%s; choose another\n", strings.TrimPrefix(err.Error(), "agent: "))
+			continue
+		}
+		again, err := ask("Type the keystore PIN again: ")
+		if err != nil {
+			return "", err
+		}
+		if again != pin {
+			fmt.Fprintln(w, "the two entries differ; choose the keystore PIN again")
+			continue
+		}
+		return pin, nil
+	}
+	return "", fmt.Errorf("no keystore PIN chosen after %d tries (the entries differed or the PIN was refused); nothing was downloaded", newPINTries)
 }
 
 // progressPrinter shows a progress bar on a terminal, plain lines otherwise.
@@ -179,8 +221,8 @@ func printCertificates(w io.Writer, res *agent.Result) {
 			credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE: "S/MIME signing",
 			credgwv1.Profile_PROFILE_KEY_MANAGEMENT:    "S/MIME encryption, escrowed key" + earlierKeys(res.KeyHistory-1),
 		}[p]
-		fmt.Fprintf(w, "  %s\n    subject %s\n    policy %s, serial %x\n    valid %s .. %s\n", what, c.Subject,
-			strings.Join(pol, ","), c.SerialNumber, c.NotBefore.UTC().Format("2006-01-02"), c.NotAfter.UTC().Format("2006-01-02"))
+		fmt.Fprintf(w, "  %s\n    subject %s\n    policy %s, serial %s\n    valid %s .. %s\n", what, c.Subject,
+			strings.Join(pol, ","), fmtSerial(c.SerialNumber.Text(16)), fmtTime(c.NotBefore), fmtTime(c.NotAfter))
 	}
 }
 

@@ -159,6 +159,11 @@ func OpenCard(ctx context.Context, uri, pinFile, module string) (*piv.Card, erro
 		}
 		u.PINSource = pinFile
 	}
+	if u.PINSource == "" && !u.HasPINValue() {
+		// The card signs with 9A only after the PIN login; without one
+		// the token would merely say the key is not there.
+		return nil, errors.New("no PIN given: the card signs only after the PIN login; give --pin-file FILE (or pin-source=FILE in the card URI)")
+	}
 	if module == "" && u.ModulePath == "" {
 		if module, err = pkcs11.SoftHSMModule(); err != nil {
 			return nil, fmt.Errorf("the card URI has no module-path and %w", err)

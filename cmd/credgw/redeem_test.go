@@ -1,0 +1,53 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// answers is a terminal that answers the prompts in order.
+func answers(t *testing.T, a ...string) func(string) (string, error) {
+	return func(prompt string) (string, error) {
+		if len(a) == 0 {
+			t.Fatalf("asked %q once too often", prompt)
+		}
+		v := a[0]
+		a = a[1:]
+		return v, nil
+	}
+}
+
+func TestKeystorePINAskedTwice(t *testing.T) {
+	var w bytes.Buffer
+	pin, err := askNewPIN(answers(t, "tulip-4821", "tulip-4821"), &w)
+	if err != nil || pin != "tulip-4821" || w.Len() != 0 {
+		t.Fatalf("%q %v %q", pin, err, w.String())
+	}
+	// A confirmation that differs, then a refused PIN, then a match.
+	w.Reset()
+	pin, err = askNewPIN(answers(t, "tulip-4821", "tulip-4812", "123456", "orchid-9034", "orchid-9034"), &w)
+	if err != nil || pin != "orchid-9034" {
+		t.Fatalf("%q %v", pin, err)
+	}
+	out := w.String()
+	if !strings.Contains(out, "the two entries differ") || !strings.Contains(out, "most common PINs") {
+		t.Fatalf("messages: %q", out)
+	}
+	for _, secret := range []string{"tulip", "123456", "orchid"} {
+		if strings.Contains(out, secret) {
+			t.Fatalf("a PIN in the messages: %q", out)
+		}
+	}
+	// Three mismatches: a clear failure, without the PIN.
+	_, err = askNewPIN(answers(t, "tulip-4821", "x", "tulip-4821", "y", "tulip-4821", "z"), &w)
+	if err == nil || !strings.Contains(err.Error(), "no keystore PIN chosen after 3 tries") || strings.Contains(err.Error(), "tulip") {
+		t.Fatalf("%v", err)
+	}
+	// A failing terminal stops at once.
+	broken := errors.New("read /dev/tty: input/output error")
+	if _, err := askNewPIN(func(string) (string, error) { return "", broken }, &w); !errors.Is(err, broken) {
+		t.Fatalf("%v", err)
+	}
+}
