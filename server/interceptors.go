@@ -13,20 +13,21 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// The interceptor chain, outermost first: recover, observe (log + metrics),
+// The interceptor chain, outermost first: recover, the standard gRPC
+// metrics (grpc_server_*), observe (log + credgw_grpc_* metrics),
 // deadline (streams: the Watch limit and the download deadline, streams.go),
 // authorize, admission (new work waits under load), map errors. Request and response messages are never
 // logged: they carry challenges, signatures, tokens and passwords.
 
 func (s *Server) unaryInterceptors() []grpc.UnaryServerInterceptor {
 	return []grpc.UnaryServerInterceptor{
-		s.recoverUnary, s.observeUnary, s.deadlineUnary, s.authorizeUnary, s.limitUnary, s.admitUnary, s.errorsUnary,
+		s.recoverUnary, s.metrics.grpc.UnaryServerInterceptor(), s.observeUnary, s.deadlineUnary, s.authorizeUnary, s.limitUnary, s.admitUnary, s.errorsUnary,
 	}
 }
 
 func (s *Server) streamInterceptors() []grpc.StreamServerInterceptor {
 	return []grpc.StreamServerInterceptor{
-		s.recoverStream, s.observeStream, s.watchStream, s.deadlineStream, s.authorizeStream, s.errorsStream,
+		s.recoverStream, s.metrics.grpc.StreamServerInterceptor(), s.observeStream, s.watchStream, s.deadlineStream, s.authorizeStream, s.errorsStream,
 	}
 }
 

@@ -82,7 +82,7 @@ func (s *Server) startHTTP() error {
 			}
 			return err
 		}
-		srv := s.httpServer(w.h)
+		srv := s.httpServer(s.tracing.handler(w.name, w.h))
 		srv.TLSConfig = w.tls
 		bound = append(bound, &httpListener{name: w.name, ln: ln, srv: srv, tls: w.tls != nil})
 	}
