@@ -182,6 +182,9 @@ func (s *Service) check(ctx context.Context, id string, secret []byte, password 
 		return a, "", err
 	}
 	if locked {
+		if s.cfg.Lockout != nil {
+			s.cfg.Lockout()
+		}
 		if redeeming {
 			// Locked with a package waiting or being made: what it
 			// carried is revoked (someone is guessing). The set is

@@ -124,6 +124,10 @@ type Config struct {
 	Notify   *notify.Outbox
 	Log      *slog.Logger
 	Now      func() time.Time
+	// Lockout, if set, is called each time wrong passwords lock an
+	// activation code (the gateway counts them:
+	// credgw_activation_lockouts_total).
+	Lockout func()
 }
 
 // CardChecker checks a PIV Authentication certificate now: path, policy

@@ -156,3 +156,11 @@ func (s *Service) Cancel(ctx context.Context, activationID, comment string) (sto
 	s.showExpiry(&ac)
 	return ac, nil
 }
+
+// ActivationsByState counts the activation codes by state (pending,
+// redeeming, redeemed, confirmed, expired, locked…): one grouped count
+// (the gateway's credgw_activations gauge).
+func (s *Service) ActivationsByState(ctx context.Context) (map[string]int, error) {
+	states, _, err := s.cfg.Store.ActivationCensus(ctx)
+	return states, err
+}

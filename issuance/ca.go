@@ -21,6 +21,9 @@ import (
 	"github.com/credgw/credgw/store"
 	"github.com/smallstep/certificates/authority"
 	"github.com/smallstep/certificates/authority/provisioner"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"go.step.sm/crypto/x509util"
 )
 
@@ -111,6 +114,13 @@ type Config struct {
 	Templates map[Profile]string
 	// Now is the clock.
 	Now func() time.Time
+	// Hooks the gateway counts with (nil: none). Issued is called for each
+	// certificate signed and recorded, LintRefused for each certificate
+	// the pre-issuance lint refused, with the profile; Signed with the
+	// duration of each signature by the CA key (certificates, CRLs, OCSP).
+	Issued      func(profile Profile)
+	LintRefused func(profile Profile)
+	Signed      func(time.Duration)
 	// afterSign runs between signing and recording (crash tests).
 	afterSign func(serial string) error
 	// afterLint runs after the lint passed (tests change the certificate).
@@ -182,6 +192,8 @@ func NewCA(cfg Config) (*CA, error) {
 		}
 		templates[p] = tmpl
 	}
+	// Every signature by the CA key is traced and timed.
+	cfg.Signer = &observedSigner{key: cfg.Signer, signed: cfg.Signed}
 	root := cfg.Chain[len(cfg.Chain)-1]
 	chain := cfg.Chain
 	signer := &lintedOnly{key: cfg.Signer}
@@ -217,6 +229,8 @@ func (c *CA) CAIssuersURL() string { return c.cfg.BaseURL + "/ca/" + c.cfg.Name 
 // issuance carries one request through the authority's options, and the
 // errors they find (the authority wraps them).
 type issuance struct {
+	// ctx is the Issue call's (its span): the authority's hooks get none.
+	ctx      context.Context
 	ca       *CA
 	req      Request
 	serial   *big.Int
@@ -245,7 +259,9 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 	if rule.needEmail && req.Identity.Email == "" {
 		return nil, fmt.Errorf("%w: the %s certificate needs an rfc822Name, and the card gave none (its PIV Authentication and Digital Signature certificates carry no email)", ErrNoEmail, req.Profile)
 	}
-	is := &issuance{ca: c, req: req, now: c.cfg.Now()}
+	ctx, span := tracer().Start(ctx, "issuance.issue", trace.WithAttributes(attribute.String("credgw.profile", string(req.Profile))))
+	defer span.End()
+	is := &issuance{ctx: ctx, ca: c, req: req, now: c.cfg.Now()}
 	is.notAfter = is.now.Add(c.cfg.Validity)
 	if caEnd := c.cfg.Chain[0].NotAfter; is.notAfter.After(caEnd) {
 		is.notAfter = caEnd // never beyond the issuing CA
@@ -268,6 +284,7 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 		c.signer.forget(*is.tbsHash) // used, or never to be
 	}
 	if is.err != nil {
+		span.SetStatus(codes.Error, "refused")
 		return nil, is.err
 	}
 	if errors.Is(err, ErrNotLinted) {
@@ -297,6 +314,10 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 	if err := c.cfg.Store.RecordIssued(context.WithoutCancel(ctx), serial, leaf.Raw, hex.EncodeToString(sum[:]), strings.Join(is.warnings, ","), c.cfg.Now()); err != nil {
 		// The certificate is not returned; its intent row lets it be revoked.
 		return nil, fmt.Errorf("issuance: record certificate %s: %w", serial, err)
+	}
+	span.SetAttributes(attribute.String("credgw.serial", serial))
+	if c.cfg.Issued != nil {
+		c.cfg.Issued(req.Profile)
 	}
 	return &Issued{Certificate: leaf, Chain: chain[1:], LintWarnings: is.warnings}, nil
 }

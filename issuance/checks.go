@@ -17,6 +17,9 @@ import (
 
 	"github.com/credgw/credgw/store"
 	"github.com/smallstep/certificates/authority/provisioner"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // checkCSR: only the public key is taken from a CSR (names and extensions
@@ -220,17 +223,26 @@ func (e enforcer) Enforce(cert *x509.Certificate) error {
 		is.err = fmt.Errorf("issuance: record intent: %w", err)
 		return is.err
 	}
+	_, span := tracer().Start(is.ctx, "issuance.lint", trace.WithAttributes(
+		attribute.String("credgw.profile", string(is.req.Profile)), attribute.String("credgw.serial", serial)))
 	warnings, tbsHash, err := is.ca.linter.lint(cert)
+	span.SetAttributes(attribute.Int("credgw.lint.warnings", len(warnings)))
 	if err != nil {
+		span.SetStatus(codes.Error, "lint refused the certificate")
+		span.End()
+		if is.ca.cfg.LintRefused != nil {
+			is.ca.cfg.LintRefused(is.req.Profile)
+		}
 		if merr := is.ca.cfg.Store.MarkLintFailed(ctx, serial, err.Error()); merr != nil {
 			err = errors.Join(err, merr)
 		}
 		is.err = err
 		return err
 	}
+	span.End()
 	is.warnings = warnings
 	is.tbsHash = &tbsHash
-	is.ca.signer.allow(tbsHash)
+	is.ca.signer.allowIn(is.ctx, tbsHash)
 	if is.ca.cfg.afterLint != nil {
 		is.ca.cfg.afterLint(cert)
 	}

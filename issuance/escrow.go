@@ -410,3 +410,7 @@ func (e *Escrow) GatewaySecret(ctx context.Context, name string) ([]byte, time.T
 	}
 	return secret, since, nil
 }
+
+// PoolDepth is how many pre-generated keys wait in the pool now (the
+// gateway's credgw_escrow_pool_depth gauge).
+func (e *Escrow) PoolDepth() int { return len(e.pool) }

@@ -1,6 +1,7 @@
 package issuance
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -156,15 +157,18 @@ func (c *tbsCapture) SignMessage(_ io.Reader, msg []byte, opts crypto.SignerOpts
 // HSM sees it. CRLs and OCSP responses are signed with the key directly.
 type lintedOnly struct {
 	key    crypto.Signer
-	linted sync.Map // [32]byte → struct{}
+	linted sync.Map // [32]byte → the issuance's context.Context (its span)
 }
 
 // ErrNotLinted means the authority asked the CA key to sign a certificate
 // other than the one the lint passed.
 var ErrNotLinted = errors.New("issuance: refusing to sign a certificate the lint did not pass")
 
-func (s *lintedOnly) allow(h [32]byte)  { s.linted.Store(h, struct{}{}) }
-func (s *lintedOnly) forget(h [32]byte) { s.linted.Delete(h) }
+func (s *lintedOnly) allow(h [32]byte) { s.allowIn(context.Background(), h) }
+
+// allowIn allows h, to be signed under ctx's span.
+func (s *lintedOnly) allowIn(ctx context.Context, h [32]byte) { s.linted.Store(h, ctx) }
+func (s *lintedOnly) forget(h [32]byte)                       { s.linted.Delete(h) }
 
 func (s *lintedOnly) Public() crypto.PublicKey { return s.key.Public() }
 
@@ -173,8 +177,12 @@ func (s *lintedOnly) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) 
 }
 
 func (s *lintedOnly) SignMessage(r io.Reader, msg []byte, opts crypto.SignerOpts) ([]byte, error) {
-	if _, ok := s.linted.LoadAndDelete(sha256.Sum256(msg)); !ok {
+	v, ok := s.linted.LoadAndDelete(sha256.Sum256(msg))
+	if !ok {
 		return nil, ErrNotLinted
+	}
+	if o, ok := s.key.(*observedSigner); ok {
+		return o.signMessage(v.(context.Context), r, msg, opts)
 	}
 	return crypto.SignMessage(s.key, r, msg, opts)
 }

@@ -16,6 +16,10 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/crypto/ocsp"
 	"golang.org/x/sync/singleflight"
 )
@@ -111,7 +115,9 @@ func (s *statusChecker) check(ctx context.Context, leaf, issuer *x509.Certificat
 func shared[V any](ctx context.Context, s *statusChecker, flight string, fetch func(context.Context) (V, error)) (V, error) {
 	var zero V
 	ch := s.flights.DoChan(flight, func() (any, error) {
-		return fetch(context.Background())
+		// Only the trace travels: the fetch's span is a child of the
+		// first caller's.
+		return fetch(trace.ContextWithSpanContext(context.Background(), trace.SpanContextFromContext(ctx)))
 	})
 	if s.joined != nil {
 		s.joined(flight)
@@ -171,12 +177,16 @@ func (s *statusChecker) cachedOCSP(key string) (ocspEntry, bool) {
 	return s.ocsp.get(key, s.opts.Now())
 }
 
-func (s *statusChecker) fetchOCSP(ctx context.Context, key string, leaf, issuer *x509.Certificate) (ocspEntry, error) {
+func (s *statusChecker) fetchOCSP(ctx context.Context, key string, leaf, issuer *x509.Certificate) (e ocspEntry, err error) {
+	ctx, span := tracer().Start(ctx, "piv.ocsp_fetch", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("credgw.card.serial", leaf.SerialNumber.Text(16))))
+	defer func() { s.fetched(span, "ocsp", err) }()
 	var none ocspEntry
 	u, ok := httpURL(leaf.OCSPServer)
 	if !ok {
 		return none, errors.New("no http OCSP URL in the certificate's AIA")
 	}
+	span.SetAttributes(attribute.String("url.full", u))
 	req, err := ocsp.CreateRequest(leaf, issuer, &ocsp.RequestOptions{Hash: crypto.SHA256})
 	if err != nil {
 		return none, err
@@ -202,7 +212,7 @@ func (s *statusChecker) fetchOCSP(ctx context.Context, key string, leaf, issuer 
 	if resp.NextUpdate.IsZero() || !now.Before(resp.NextUpdate) {
 		return none, fmt.Errorf("response from %s is stale (nextUpdate %s)", u, resp.NextUpdate.UTC().Format(time.RFC3339))
 	}
-	e := ocspEntry{status: resp.Status, revokedAt: resp.RevokedAt}
+	e = ocspEntry{status: resp.Status, revokedAt: resp.RevokedAt}
 	s.mu.Lock()
 	s.ocsp.put(key, e, now, resp.NextUpdate)
 	s.mu.Unlock()
@@ -261,7 +271,10 @@ func (s *statusChecker) cachedCRL(key string) (*crlEntry, bool) {
 	return s.crls.get(key, s.opts.Now())
 }
 
-func (s *statusChecker) fetchCRL(ctx context.Context, key, u string, issuer *x509.Certificate) (*crlEntry, error) {
+func (s *statusChecker) fetchCRL(ctx context.Context, key, u string, issuer *x509.Certificate) (_ *crlEntry, err error) {
+	ctx, span := tracer().Start(ctx, "piv.crl_fetch", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("url.full", u)))
+	defer func() { s.fetched(span, "crl", err) }()
 	now := s.opts.Now()
 	der, err := s.fetch(ctx, http.MethodGet, u, nil, "", s.opts.CRLTimeout, maxCRL)
 	if err != nil {
@@ -324,4 +337,22 @@ func (s *statusChecker) fetch(ctx context.Context, method, u string, body []byte
 		return nil, fmt.Errorf("%s %s: response over %d bytes", method, u, limit)
 	}
 	return b, nil
+}
+
+// tracer is PKI-AUTH's, from the global provider: a no-op until the
+// gateway installs one.
+//
+// It is looked up at each span, not kept: the gateway may install and
+// replace the global provider after this package is loaded.
+func tracer() trace.Tracer { return otel.Tracer("github.com/credgw/credgw/piv") }
+
+// fetched ends a fetch's span and reports a failure (Options.StatusFetchFailed).
+func (s *statusChecker) fetched(span trace.Span, source string, err error) {
+	if err != nil {
+		span.SetStatus(codes.Error, "fetch failed")
+		if s.opts.StatusFetchFailed != nil {
+			s.opts.StatusFetchFailed(source)
+		}
+	}
+	span.End()
 }

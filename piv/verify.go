@@ -76,6 +76,10 @@ type Options struct {
 	PersonAttribute string
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// StatusFetchFailed, if set, is called for each OCSP or CRL fetch that
+	// failed (source "ocsp" or "crl"): the gateway counts them
+	// (credgw_card_status_fetch_failures_total).
+	StatusFetchFailed func(source string)
 }
 
 // Verifier validates PIV Authentication certificates as PKI-AUTH requires

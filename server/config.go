@@ -54,6 +54,8 @@ type Config struct {
 	Linkage   LinkageConfig `yaml:"linkage"`
 	Notify    notify.Config `yaml:"notifications"`
 	Renewal   RenewalConfig `yaml:"renewal"`
+	// Telemetry is OpenTelemetry tracing (telemetry.go).
+	Telemetry TelemetryConfig `yaml:"telemetry"`
 
 	dir string // directory of the config file
 }
@@ -505,6 +507,7 @@ func (c *Config) validate() error {
 	for _, check := range []func(func(string, ...any)){
 		c.validateGeneral, c.validateListen, c.validateTLS, c.validateStore, c.validatePIV, c.validateLimits,
 		c.validateCA, c.validateEnroll, c.validateRenewal, c.validateLinkage, c.Notify.Validate, c.validateWebhook,
+		c.validateTelemetry,
 	} {
 		check(bad)
 	}

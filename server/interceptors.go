@@ -13,20 +13,21 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// The interceptor chain, outermost first: recover, observe (log + metrics),
+// The interceptor chain, outermost first: recover, the standard gRPC
+// metrics (grpc_server_*), observe (log + credgw_grpc_* metrics),
 // deadline (streams: the Watch limit and the download deadline, streams.go),
 // authorize, admission (new work waits under load), map errors. Request and response messages are never
 // logged: they carry challenges, signatures, tokens and passwords.
 
 func (s *Server) unaryInterceptors() []grpc.UnaryServerInterceptor {
 	return []grpc.UnaryServerInterceptor{
-		s.recoverUnary, s.observeUnary, s.deadlineUnary, s.authorizeUnary, s.limitUnary, s.admitUnary, s.errorsUnary,
+		s.recoverUnary, s.metrics.grpc.UnaryServerInterceptor(), s.observeUnary, s.deadlineUnary, s.authorizeUnary, s.limitUnary, s.admitUnary, s.errorsUnary,
 	}
 }
 
 func (s *Server) streamInterceptors() []grpc.StreamServerInterceptor {
 	return []grpc.StreamServerInterceptor{
-		s.recoverStream, s.observeStream, s.watchStream, s.deadlineStream, s.authorizeStream, s.errorsStream,
+		s.recoverStream, s.metrics.grpc.StreamServerInterceptor(), s.observeStream, s.watchStream, s.deadlineStream, s.authorizeStream, s.errorsStream,
 	}
 }
 
@@ -103,20 +104,20 @@ func (s *Server) deadlineUnary(ctx context.Context, req any, info *grpc.UnarySer
 
 func (s *Server) errorsUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	resp, err := h(ctx, req)
-	return resp, s.mapError(info.FullMethod, err)
+	return resp, s.mapError(ctx, info.FullMethod, err)
 }
 
 func (s *Server) errorsStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	return s.mapError(info.FullMethod, h(srv, ss))
+	return s.mapError(ss.Context(), info.FullMethod, h(srv, ss))
 }
 
 // mapError turns a domain error into a status; an internal one is logged
 // with its cause (the client sees only that it is logged). Domain errors
 // never carry secrets.
-func (s *Server) mapError(method string, err error) error {
+func (s *Server) mapError(ctx context.Context, method string, err error) error {
 	st := toStatus(err)
 	if err != nil && status.Code(st) == codes.Internal && status.Code(err) != codes.Internal {
-		s.log.Error("internal error", "method", method, "cause", err.Error())
+		s.log.ErrorContext(ctx, "internal error", "method", method, "cause", err.Error())
 	}
 	return st
 }

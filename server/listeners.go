@@ -82,7 +82,7 @@ func (s *Server) startHTTP() error {
 			}
 			return err
 		}
-		srv := s.httpServer(w.h)
+		srv := s.httpServer(s.tracing.handler(w.name, w.h))
 		srv.TLSConfig = w.tls
 		bound = append(bound, &httpListener{name: w.name, ln: ln, srv: srv, tls: w.tls != nil})
 	}
@@ -163,7 +163,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 	defer cancel()
 	if err := s.sessions.Ready(ctx); err != nil {
-		s.log.Warn("readiness: the store does not answer", "cause", err.Error())
+		s.log.WarnContext(ctx, "readiness: the store does not answer", "cause", err.Error())
 		http.Error(w, "not ready: the database does not answer", http.StatusServiceUnavailable)
 		return
 	}

@@ -1,7 +1,11 @@
 package server
 
 import (
+	"context"
 	"time"
+
+	"github.com/credgw/credgw/issuance"
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -24,6 +28,18 @@ type metrics struct {
 	// connsRefused counts connections closed at accept because their
 	// source held limits.max_conns_per_source already.
 	connsRefused *prometheus.CounterVec
+
+	// grpc are the standard gRPC server metrics (grpc_server_*), by
+	// service, method and code.
+	grpc *grpcprom.ServerMetrics
+	// The domain's: certificates signed and recorded by profile, lint
+	// refusals by profile, the CA key's signing latency, failed OCSP and
+	// CRL fetches by source, codes locked by wrong passwords.
+	issued        *prometheus.CounterVec
+	lintRefusals  *prometheus.CounterVec
+	hsmSign       prometheus.Histogram
+	statusFetches *prometheus.CounterVec
+	lockouts      prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -55,6 +71,39 @@ func newMetrics() *metrics {
 			Help: "Connections closed as they were accepted because their source address held limits.max_conns_per_source on that listener already, by listener.",
 		}, []string{"listener"}),
 	}
+	m.grpc = grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+		grpcprom.WithHistogramBuckets(prometheus.ExponentialBuckets(0.0005, 2, 16))))
+	m.issued = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credgw_certificates_issued_total",
+		Help: "Certificates signed and recorded, by profile (pivAuth, signature, encryption).",
+	}, []string{"profile"})
+	m.lintRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credgw_lint_refusals_total",
+		Help: "Certificates the pre-issuance lint (zlint) refused, by profile: nothing was signed. Any is a defect in a profile or template.",
+	}, []string{"profile"})
+	m.hsmSign = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "credgw_hsm_sign_seconds",
+		Help:    "Time the issuing CA key (the HSM) took per signature: certificates, CRLs, OCSP responses.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+	})
+	m.statusFetches = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credgw_card_status_fetch_failures_total",
+		Help: "OCSP and CRL fetches for PIV cards that failed (unreachable, HTTP error, bad or stale answer), by source (ocsp, crl).",
+	}, []string{"source"})
+	m.lockouts = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "credgw_activation_lockouts_total",
+		Help: "Activation codes locked by too many wrong passwords.",
+	})
+	// Every series exists from the start, at 0 (dashboards and alerts
+	// see no gap).
+	for _, src := range []string{"ocsp", "crl"} {
+		m.statusFetches.WithLabelValues(src)
+	}
+	for _, p := range issuance.Profiles() {
+		m.issued.WithLabelValues(string(p))
+		m.lintRefusals.WithLabelValues(string(p))
+	}
+	m.reg.MustRegister(m.grpc, m.issued, m.lintRefusals, m.hsmSign, m.statusFetches, m.lockouts)
 	m.reg.MustRegister(m.rpcs, m.duration, m.linkageUnknown, m.admissionWaiting, m.escrowPoolFailures, m.connsRefused, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -62,4 +111,65 @@ func newMetrics() *metrics {
 func (m *metrics) observe(method string, code codes.Code, d time.Duration) {
 	m.rpcs.WithLabelValues(method, code.String()).Inc()
 	m.duration.WithLabelValues(method, code.String()).Observe(d.Seconds())
+}
+
+// scrapeTimeout bounds the store queries behind a scrape's gauges.
+const scrapeTimeout = 2 * time.Second
+
+// registerServiceGauges adds the gauges read from the services at each
+// scrape: the outbox backlog, the escrow key pool and activations by state.
+func (s *Server) registerServiceGauges() {
+	m := s.metrics
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "credgw_outbox_backlog",
+		Help: "Notifications in the outbox not delivered yet; a steady rise means the SMTP relay or the webhook receiver does not take them.",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+		defer cancel()
+		n, err := s.outbox.Backlog(ctx)
+		if err != nil {
+			return -1
+		}
+		return float64(n)
+	}))
+	if s.escrow != nil {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "credgw_escrow_pool_depth",
+			Help: "Pre-generated key-management keys waiting in the escrow key pool (escrow.pool_size at most); 0 under load means enrollments generate on demand.",
+		}, func() float64 { return float64(s.escrow.PoolDepth()) }))
+	}
+	if s.activation != nil {
+		m.reg.MustRegister(&activationsCollector{s: s, desc: prometheus.NewDesc("credgw_activations",
+			"Activation codes by state (pending, redeeming, completed, locked, expired), from the store at each scrape.", []string{"state"}, nil)})
+	}
+}
+
+// activationStates are reported even when none is in them.
+var activationStates = []string{"pending", "redeeming", "completed", "locked", "expired"}
+
+// activationsCollector counts activations by state at each scrape (one
+// grouped count in the store).
+type activationsCollector struct {
+	s    *Server
+	desc *prometheus.Desc
+}
+
+func (c *activationsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *activationsCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+	defer cancel()
+	states, err := c.s.activation.ActivationsByState(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.desc, err)
+		return
+	}
+	for _, st := range activationStates {
+		if _, ok := states[st]; !ok {
+			states[st] = 0
+		}
+	}
+	for st, n := range states {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), st)
+	}
 }

@@ -53,6 +53,7 @@ type Server struct {
 	escrow    *issuance.Escrow
 	admission *admission
 	limits    *limiter
+	tracing   *tracing // nil: nothing is traced
 
 	// The application services the handlers call.
 	audit      *audit.Log
@@ -196,6 +197,8 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 	if o.log == nil {
 		o.log = NewLogger(io.Discard, cfg.Log.Level)
 	}
+	// Log lines written within a traced call carry its trace_id, span_id.
+	o.log = slog.New(withTraceIDs(o.log.Handler()))
 	s := &Server{cfg: cfg, log: o.log, now: o.now, metrics: newMetrics(), serveErr: make(chan error, 2), given: o.listeners, level: o.level}
 	s.admission = newAdmission(cfg.Limits.NewWork, s.metrics.admissionWaiting)
 	s.limits = newLimiter(cfg.Limits.Rates, cfg.PIV.ChallengeTTL.Duration, func() time.Time { return s.now() })
@@ -232,6 +235,7 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 		Roots: l.anchors, Intermediates: l.inter, Policies: policies, HTTPClient: yieldingClient(o.httpClient), NetworkWait: networkWait,
 		OCSPTimeout: cfg.PIV.OCSPTimeout.Duration, CRLTimeout: cfg.PIV.CRLTimeout.Duration, MaxStatusAge: cfg.PIV.MaxStatusAge.Duration,
 		PersonAttribute: cfg.PIV.PersonAttribute, Now: o.now,
+		StatusFetchFailed: func(source string) { s.metrics.statusFetches.WithLabelValues(source).Inc() },
 	})
 	if err != nil {
 		return nil, err
@@ -264,13 +268,18 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 		}, func() float64 { return float64(c.CheckpointLag()) }))
 	}
 
+	if s.tracing, err = newTracing(ctx, cfg); err != nil {
+		s.closeResources()
+		return nil, err
+	}
 	if err := s.newServices(ctx, o); err != nil {
 		s.closeResources()
 		return nil, err
 	}
+	s.registerServiceGauges()
 
 	s.watches.max = int64(cfg.Limits.MaxWatchStreams)
-	s.grpc = grpc.NewServer(
+	s.grpc = grpc.NewServer(append(s.tracing.grpcOptions(),
 		grpc.Creds(credentials.NewTLS(s.tlsConfig)),
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxRecvBytes),
 		grpc.MaxConcurrentStreams(uint32(cfg.Limits.MaxStreamsPerConn)),
@@ -299,7 +308,7 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinPing}),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptors()...),
 		grpc.ChainStreamInterceptor(s.streamInterceptors()...),
-	)
+	)...)
 	credgwv1.RegisterPIVAuthServer(s.grpc, &pivAuthService{s: s})
 	credgwv1.RegisterEnrollmentServer(s.grpc, &enrollmentService{s: s})
 	credgwv1.RegisterRedemptionServer(s.grpc, &redemptionService{s: s})
@@ -311,6 +320,7 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
+	s.metrics.grpc.InitializeMetrics(s.grpc)
 	return s, nil
 }
 
@@ -478,7 +488,7 @@ func (s *Server) startPortal() error {
 	withSource := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		pages.ServeHTTP(w, r.WithContext(audit.WithCaller(r.Context(), audit.Caller{Source: r.RemoteAddr})))
 	})
-	s.portal = s.httpServer(withSource)
+	s.portal = s.httpServer(s.tracing.handler("portal", withSource))
 	s.portal.TLSConfig = tc
 	s.wg.Add(1)
 	go func() {
@@ -580,6 +590,12 @@ func (s *Server) closeResources() {
 		if err := s.store.Close(); err != nil {
 			s.log.Warn("closing the store", "err", err)
 		}
+	}
+	// Last: the spans of all the above are flushed.
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Limits.ShutdownTimeout.Duration)
+	defer cancel()
+	if err := s.tracing.shutdown(ctx); err != nil {
+		s.log.Warn("flushing the traces", "cause", err.Error())
 	}
 }
 

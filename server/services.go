@@ -49,7 +49,7 @@ func (s *Server) newServices(ctx context.Context, o options) error {
 		Store: s.store, Issuer: s.ca, Escrow: s.escrow, Pepper: pepper, PepperSince: pepperSince, Gateway: cfg.Enroll.GatewayAddress, Pin: pin[:],
 		PasswordDigits: cfg.Enroll.PasswordDigits, Lifetime: cfg.Enroll.Lifetime.Duration, MaxAttempts: cfg.Enroll.MaxAttempts,
 		MaxSets: cfg.Enroll.MaxSets, ConfirmWindow: cfg.Enroll.ConfirmWindow.Duration, RenewalPercent: cfg.Renewal.OpensAtPercent,
-		Verifier: s.verifier, Audit: s.audit, Notify: s.outbox, Log: s.log, Now: now,
+		Verifier: s.verifier, Audit: s.audit, Notify: s.outbox, Log: s.log, Now: now, Lockout: s.metrics.lockouts.Inc,
 	}); err != nil {
 		return err
 	}

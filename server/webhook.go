@@ -117,7 +117,7 @@ func (h *webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ev, sel, err := checkWebhook(h.key, h.s.now(), h.s.cfg.Webhook.MaxSkew.Duration,
 		r.Header.Get("X-Credgw-Timestamp"), r.Header.Get("X-Credgw-Signature"), body)
 	if err != nil {
-		h.s.log.Warn("termination webhook refused", "source", r.RemoteAddr, "cause", err.Error())
+		h.s.log.WarnContext(r.Context(), "termination webhook refused", "source", r.RemoteAddr, "cause", err.Error())
 		code := http.StatusBadRequest
 		if strings.HasPrefix(err.Error(), "X-Credgw-") {
 			code = http.StatusUnauthorized

@@ -40,6 +40,14 @@ type OutboxStore interface {
 	NotificationFailed(ctx context.Context, n Notification, cause string, next time.Time) error
 	// Notifications lists the outbox, oldest first (administration, tests).
 	Notifications(ctx context.Context) ([]Notification, error)
+	// OutboxBacklog counts the notifications not delivered yet.
+	OutboxBacklog(ctx context.Context) (int, error)
+}
+
+func (s *DB) OutboxBacklog(ctx context.Context) (int, error) {
+	var n int
+	err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM outbox WHERE sent_at = 0`).Scan(&n)
+	return n, wrapDB(err)
 }
 
 func (s *DB) EnqueueNotification(ctx context.Context, n Notification) error {

@@ -45,7 +45,7 @@ func OpenPostgres(ctx context.Context, dsn string, o PostgresOptions) (*DB, erro
 	db.SetMaxOpenConns(o.MaxConns)
 	db.SetMaxIdleConns(o.MaxConns)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	c := newConn(db, false) // pgx caches prepared statements itself
+	c := newConn(db, false, "postgresql") // pgx caches prepared statements itself
 	s := &DB{w: c, r: c, dialect: "postgres"}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

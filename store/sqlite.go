@@ -95,7 +95,7 @@ func OpenSQLite(ctx context.Context, path string, opts ...SQLiteOption) (*SQLite
 		return nil, fmt.Errorf("store: sqlite: %w", err)
 	}
 	ck.SetMaxOpenConns(1)
-	s := &DB{w: newConn(w, true), r: newConn(r, true), dialect: "sqlite", ckpt: newCheckpointer(ck, w, path+"-wal", trigger), lock: lock, path: path}
+	s := &DB{w: newConn(w, true, "sqlite"), r: newConn(r, true, "sqlite"), dialect: "sqlite", ckpt: newCheckpointer(ck, w, path+"-wal", trigger), lock: lock, path: path}
 	s.w.beforeWrite = s.ckpt.beforeWrite
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
@@ -119,7 +119,7 @@ func OpenSQLiteReadOnly(ctx context.Context, path string) (*SQLite, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &DB{w: newConn(w, true), r: newConn(r, true), dialect: "sqlite", path: path}
+	s := &DB{w: newConn(w, true, "sqlite"), r: newConn(r, true, "sqlite"), dialect: "sqlite", path: path}
 	// goose would create its table in a database never migrated.
 	var migrated int
 	err = s.r.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'goose_db_version'`).Scan(&migrated)
@@ -224,7 +224,9 @@ func (s *DB) tx(ctx context.Context, fn func(*stx) error) error {
 }
 
 // inTx runs fn in a transaction on db, committing if fn succeeds.
-func inTx(ctx context.Context, c *conn, fn func(*stx) error) error {
+func inTx(ctx context.Context, c *conn, fn func(*stx) error) (err error) {
+	ctx, span := c.startSpan(ctx, "tx")
+	defer func() { endSpan(span, err) }()
 	c.writing()
 	tx, err := c.BeginTx(ctx, nil)
 	if err != nil {

@@ -20,6 +20,8 @@ const maxCachedStatements = 256
 type conn struct {
 	*sql.DB
 	cache bool
+	// system is the database's name in spans: sqlite or postgresql.
+	system string
 	// beforeWrite, if set, runs before each call outside a transaction
 	// and before each transaction (SQLite: the checkpointer keeps the WAL
 	// bounded).
@@ -30,8 +32,8 @@ type conn struct {
 	pending map[string]bool // seen in a transaction: prepared once it ends
 }
 
-func newConn(db *sql.DB, cache bool) *conn {
-	return &conn{DB: db, cache: cache, stmts: map[string]*sql.Stmt{}, pending: map[string]bool{}}
+func newConn(db *sql.DB, cache bool, system string) *conn {
+	return &conn{DB: db, cache: cache, system: system, stmts: map[string]*sql.Stmt{}, pending: map[string]bool{}}
 }
 
 // cached returns the prepared statement for query, if there is one.
@@ -75,7 +77,9 @@ func (c *conn) writing() {
 	}
 }
 
-func (c *conn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+func (c *conn) ExecContext(ctx context.Context, query string, args ...any) (res sql.Result, err error) {
+	ctx, span := c.startSpan(ctx, "exec")
+	defer func() { endSpan(span, wrapDB(err)) }()
 	c.writing()
 	if c.cache {
 		if st := c.prepare(ctx, query); st != nil {
@@ -85,7 +89,9 @@ func (c *conn) ExecContext(ctx context.Context, query string, args ...any) (sql.
 	return c.DB.ExecContext(ctx, query, args...)
 }
 
-func (c *conn) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+func (c *conn) QueryContext(ctx context.Context, query string, args ...any) (rows *sql.Rows, err error) {
+	ctx, span := c.startSpan(ctx, "query")
+	defer func() { endSpan(span, wrapDB(err)) }()
 	c.writing()
 	if c.cache {
 		if st := c.prepare(ctx, query); st != nil {
@@ -96,6 +102,8 @@ func (c *conn) QueryContext(ctx context.Context, query string, args ...any) (*sq
 }
 
 func (c *conn) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	ctx, span := c.startSpan(ctx, "query")
+	defer span.End()
 	c.writing()
 	if c.cache {
 		if st := c.prepare(ctx, query); st != nil {

@@ -165,6 +165,10 @@ func New(cfg Config, path func(string) string, st Store, log *slog.Logger, now f
 // Enabled reports whether any sender is configured.
 func (o *Outbox) Enabled() bool { return o != nil && len(o.senders) > 0 }
 
+// Backlog counts the notifications not delivered yet (the gateway's
+// credgw_outbox_backlog gauge).
+func (o *Outbox) Backlog(ctx context.Context) (int, error) { return o.st.OutboxBacklog(ctx) }
+
 // Kicks is signalled when something was enqueued (the delivery loop waits
 // on it).
 func (o *Outbox) Kicks() <-chan struct{} { return o.kick }
