@@ -87,6 +87,10 @@ func LoadRoots(caFile string) (*x509.CertPool, error) {
 	return roots, nil
 }
 
+// ErrKeyMismatch: the card's 9A key does not match its PIV Authentication
+// certificate (a card personalised wrong, or the wrong token).
+var ErrKeyMismatch = errors.New("the card's key is not the one its PIV Authentication certificate certifies: the gateway would refuse its TLS handshake (alert decrypt_error)")
+
 // SignIn connects to o.Gateway with the card as TLS client certificate and
 // runs PKI-AUTH. On success the caller closes the Session (and then the
 // card).
@@ -107,6 +111,12 @@ func SignIn(ctx context.Context, o Options) (*Session, error) {
 	signer, err := card.AuthSigner(ctx)
 	if err != nil {
 		return nil, err
+	}
+	// A card whose 9A key is not its certificate's would fail the TLS
+	// handshake with an alert whose arrival races the client's next write
+	// (a broken pipe instead): say it before connecting.
+	if pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool }); ok && !pub.Equal(authCert.PublicKey) {
+		return nil, ErrKeyMismatch
 	}
 	// The Digital Signature certificate is readable without the PIN; the
 	// gateway takes the email of record from it if 9A has none.
