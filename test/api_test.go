@@ -69,7 +69,9 @@ func TestAPIGates(t *testing.T) {
 		t.Errorf("buf breaking passed a renumbered field: %v\n%s", err, out)
 	}
 
-	badName := copyAPI(func(s string) string { return strings.Replace(s, "string upn = 5;", "string upn = 5;\n  string emailAlias = 99;", 1) })
+	badName := copyAPI(func(s string) string {
+		return strings.Replace(s, "string upn = 5;", "string upn = 5;\n  string emailAlias = 99;", 1)
+	})
 	out, err = bufRun(badName, "lint")
 	if err == nil || !strings.Contains(out, "emailAlias") {
 		t.Errorf("buf lint passed a camelCase field: %v\n%s", err, out)
