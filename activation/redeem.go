@@ -35,7 +35,7 @@ func (s *Service) Redeem(ctx context.Context, req RedeemRequest, progress Progre
 		return nil, err
 	}
 	if !d.Resumed {
-		s.cfg.Audit.Set(ctx, "device", "redeem", d.Manifest.GetCredentialSetId(), "activation_id="+req.ActivationID+"; redemption_id="+d.RedemptionID+"; issued")
+		s.cfg.Audit.Set(ctx, "device", "redeem", d.Manifest.GetCredentialSetId(), "activation_id="+req.ActivationID+"; redemption_id="+d.RedemptionID+"; issued; "+d.Attestation)
 		s.cfg.Log.Info("credentials issued", "activation_id", req.ActivationID, "redemption_id", d.RedemptionID,
 			"credential_set_id", d.Manifest.GetCredentialSetId(), "bytes", len(d.Package))
 	}
@@ -125,7 +125,12 @@ type RedeemRequest struct {
 	Password     string
 	Device       string // JSON description, stored
 	CSRs         map[issuance.Profile]*x509.CertificateRequest
-	Hardware     bool
+	// Attestations of CSR keys, by profile (code.AttestationChallenge of
+	// the secret and the activation id).
+	Attestations map[issuance.Profile]Attestation
+	// AttestationContext is the challenge's context ("": the activation
+	// id; a renewal's: code.RekeyAttestationContext).
+	AttestationContext string
 }
 
 // Delivery is a credential package ready to stream.
@@ -136,6 +141,9 @@ type Delivery struct {
 	SHA256       []byte
 	// Resumed is true when the package was built by an earlier call.
 	Resumed bool
+	// Attestation sums up the verified key attestations (the audit's
+	// account: "attestation=none" or each key's level and boot state).
+	Attestation string
 }
 
 // Progress reports a stage ("issuing 1/3").
@@ -329,6 +337,14 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 			return nil, fmt.Errorf("%w: no CSR is taken for %s (credgw makes and escrows that key)", ErrInvalid, p)
 		}
 	}
+	attCtx := req.AttestationContext
+	if attCtx == "" {
+		attCtx = a.ID
+	}
+	verdicts, err := s.verifyAttestations(req.Attestations, req.CSRs, code.AttestationChallenge(req.Secret, attCtx))
+	if err != nil {
+		return nil, err
+	}
 	rid, err := randomID()
 	if err != nil {
 		return nil, err
@@ -345,14 +361,14 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 		}
 		return nil, err
 	}
-	if req.Device != "" {
-		if err := s.cfg.Store.SetDevice(ctx, cs.ID, req.Device); err != nil {
+	if req.Device != "" || len(verdicts) > 0 {
+		if err := s.cfg.Store.SetDevice(ctx, cs.ID, req.Device, verdicts.JSON()); err != nil {
 			_ = s.cfg.Store.AbortRedemption(context.WithoutCancel(ctx), a.ID, rid)
 			return nil, err
 		}
 	}
 	var made []string
-	d, err := s.issue(ctx, a, cs, rid, req, aead, progress, &made)
+	d, err := s.issue(ctx, a, cs, rid, req, verdicts, aead, progress, &made)
 	if err != nil {
 		return nil, s.giveBack(context.WithoutCancel(ctx), a.ID, rid, cs, made, err)
 	}
@@ -437,7 +453,7 @@ func (s *Service) resume(a store.Activation, aead cipher.AEAD) (*Delivery, error
 
 // issue makes every certificate of the set and the sealed package.
 // made receives the serials of the certificates issued, also on failure.
-func (s *Service) issue(ctx context.Context, a store.Activation, cs store.CredentialSet, rid string, req RedeemRequest, aead cipher.AEAD, progress Progress, made *[]string) (*Delivery, error) {
+func (s *Service) issue(ctx context.Context, a store.Activation, cs store.CredentialSet, rid string, req RedeemRequest, verdicts Verdicts, aead cipher.AEAD, progress Progress, made *[]string) (*Delivery, error) {
 	pivRec, err := s.cfg.Store.PIVCertificate(ctx, cs.PIVCertSHA256)
 	if err != nil {
 		return nil, err
@@ -487,7 +503,7 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 				escrowed[i] = k
 			}
 			got, err := s.cfg.Issuer.Issue(gctx, issuance.Request{Profile: p, CSR: csr, Identity: id, CredentialSetID: cs.ID,
-				HardwareBacked: req.Hardware, OtherKeys: othersThan(p)})
+				HardwareBacked: verdicts.hardware(p), OtherKeys: othersThan(p)})
 			if err != nil {
 				return err
 			}
@@ -561,7 +577,7 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 		s.cfg.Now().Add(s.cfg.ConfirmWindow)); err != nil {
 		return nil, err
 	}
-	return &Delivery{RedemptionID: rid, Manifest: pkg.Manifest(), Package: plain, SHA256: sum[:]}, nil
+	return &Delivery{RedemptionID: rid, Manifest: pkg.Manifest(), Package: plain, SHA256: sum[:], Attestation: verdicts.Summary()}, nil
 }
 
 // addKeyHistory adds the person's escrowed key-management keys as one

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"strings"
 
+	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/issuance"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/store"
@@ -61,8 +62,7 @@ type RekeyRequest struct {
 	Password     string
 	// CSRs are read (ParseCSRs) once the caller's right to renew is
 	// established: who calls is checked before what the request carries.
-	CSRs     []*credgwv1.CertificateRequest
-	Hardware bool
+	CSRs []*credgwv1.CertificateRequest
 }
 
 // Rekey issues new certificates for new device keys (Common Policy §3.3.1:
@@ -77,6 +77,7 @@ func (s *Service) Rekey(ctx context.Context, req RekeyRequest, progress Progress
 	}
 	var actID string
 	var csrs map[issuance.Profile]*x509.CertificateRequest
+	var atts map[issuance.Profile]Attestation
 	if req.RedemptionID != "" {
 		// A resume: the same activation, proven by the same secret.
 		a, err := s.cfg.Store.ActivationByRedemption(ctx, req.RedemptionID)
@@ -86,7 +87,7 @@ func (s *Service) Rekey(ctx context.Context, req RekeyRequest, progress Progress
 		if err := s.renewalOf(ctx, a, old); err != nil {
 			return nil, err
 		}
-		if csrs, err = ParseCSRs(req.CSRs); err != nil {
+		if csrs, atts, err = ParseCSRs(req.CSRs); err != nil {
 			return nil, err
 		}
 		actID = a.ID
@@ -98,7 +99,7 @@ func (s *Service) Rekey(ctx context.Context, req RekeyRequest, progress Progress
 		if err := s.checkCard(ctx, old.PIVCertSHA256); err != nil {
 			return nil, err
 		}
-		if csrs, err = ParseCSRs(req.CSRs); err != nil {
+		if csrs, atts, err = ParseCSRs(req.CSRs); err != nil {
 			return nil, err
 		}
 		if actID, err = s.enrollRenewal(ctx, old, req.Secret, req.Password); err != nil {
@@ -106,14 +107,15 @@ func (s *Service) Rekey(ctx context.Context, req RekeyRequest, progress Progress
 		}
 	}
 	d, err := s.redeem(ctx, RedeemRequest{
-		ActivationID: actID, Secret: req.Secret, Password: req.Password, Device: old.Device, CSRs: csrs, Hardware: req.Hardware,
+		ActivationID: actID, Secret: req.Secret, Password: req.Password, Device: old.Device, CSRs: csrs, Attestations: atts,
+		AttestationContext: code.RekeyAttestationContext(NormalizeSerial(req.Current.SerialNumber.Text(16))),
 	}, progress)
 	if err != nil {
 		s.auditRefusal(ctx, actID, err)
 		return nil, err
 	}
 	if !d.Resumed {
-		s.cfg.Audit.Set(ctx, "device", "rekey", d.Manifest.GetCredentialSetId(), "renews="+old.ID+"; redemption_id="+d.RedemptionID)
+		s.cfg.Audit.Set(ctx, "device", "rekey", d.Manifest.GetCredentialSetId(), "renews="+old.ID+"; redemption_id="+d.RedemptionID+"; "+d.Attestation)
 	}
 	return d, nil
 }

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/credgw/credgw/activation/attest"
+
 	"github.com/credgw/credgw/activation/audit"
 	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/activation/notify"
@@ -124,6 +126,11 @@ type Config struct {
 	Notify   *notify.Outbox
 	Log      *slog.Logger
 	Now      func() time.Time
+	// Attest verifies device key attestations (nil: none is accepted);
+	// RefuseUnattested refuses a device key without one (otherwise it is
+	// issued as software-backed, …3.40).
+	Attest           *attest.Policy
+	RefuseUnattested bool
 	// Lockout, if set, is called each time wrong passwords lock an
 	// activation code (the gateway counts them:
 	// credgw_activation_lockouts_total).

@@ -77,7 +77,19 @@ type Options struct {
 	// so it must have installed them (or, in a load generator, be sure
 	// nothing is left to install).
 	Install func(ctx context.Context, p *Package) error
+	// Attest, if set, attests each device key the agent makes: the
+	// device's keystore states that the key was made and is held there
+	// (Android Key Attestation), for the challenge the gateway expects
+	// (code.AttestationChallenge, given here). A gateway that verifies it
+	// issues the derived PIV Authentication certificate as hardware-backed.
+	Attest AttestFunc
+	// attestContext is the challenge's context: the activation id, or a
+	// renewal's (code.RekeyAttestationContext).
+	attestContext string
 }
+
+// AttestFunc attests a device key for challenge.
+type AttestFunc func(ctx context.Context, p credgwv1.Profile, pub crypto.PublicKey, challenge []byte) (*credgwv1.KeyAttestation, error)
 
 // Event is what the agent reports while it works.
 type Event struct {
@@ -375,7 +387,17 @@ func makeKeys(ctx context.Context, o Options) (map[credgwv1.Profile]crypto.Signe
 			return nil, nil, nil, err
 		}
 		keys[p] = k
-		csrs = append(csrs, &credgwv1.CertificateRequest{Profile: p, CsrDer: der})
+		req := &credgwv1.CertificateRequest{Profile: p, CsrDer: der}
+		if o.Attest != nil {
+			ctxt := o.attestContext
+			if ctxt == "" {
+				ctxt = o.Payload.ID
+			}
+			if req.Attestation, err = o.Attest(ctx, p, k.Public(), code.AttestationChallenge(o.Payload.Secret, ctxt)); err != nil {
+				return nil, nil, nil, fmt.Errorf("agent: attesting the %s key: %w", fileNames[p], err)
+			}
+		}
+		csrs = append(csrs, req)
 	}
 
 	return keys, tokenIDs, csrs, nil

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/credgw/credgw/activation/code"
@@ -34,6 +35,8 @@ type RenewOptions struct {
 	DialOptions []grpc.DialOption
 	// Now is the device's clock (default: time.Now).
 	Now func() time.Time
+	// Attest attests the new device keys (Options.Attest).
+	Attest AttestFunc
 }
 
 // Renew re-keys without the card (Common Policy §3.3.1): it proves the
@@ -85,7 +88,8 @@ func renew(ctx context.Context, r RenewOptions) (*Result, error) {
 		return nil, err
 	}
 	o := Options{Payload: code.Payload{Gateway: r.Gateway, Secret: secret}, Password: password,
-		KeystorePIN: r.KeystorePIN, Device: r.Device, Events: r.Events, MaxResumes: 5, Now: r.Now}
+		KeystorePIN: r.KeystorePIN, Device: r.Device, Events: r.Events, MaxResumes: 5, Now: r.Now,
+		Attest: r.Attest, attestContext: code.RekeyAttestationContext(strings.ToLower(cert.SerialNumber.Text(16)))}
 	if o.Events == nil {
 		o.Events = func(Event) {}
 	}

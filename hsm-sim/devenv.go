@@ -16,6 +16,8 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/credgw/credgw/activation/attest"
+
 	"github.com/credgw/credgw/pkcs11"
 )
 
@@ -103,6 +105,17 @@ func DevInit(ctx context.Context, dir string, o DevOptions) (*DevEnv, error) {
 		return nil, err
 	}
 	if err := d.writeTLS(); err != nil {
+		return nil, err
+	}
+	// Key attestation: Google's roots (real phones) and a simulated vendor
+	// (credgw redeem --attest-sim hsm/attest-vendor).
+	if _, err := InitVendor(filepath.Join(abs, "hsm", "attest-vendor")); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(abs, "attest"), 0o755); err != nil {
+		return nil, err
+	}
+	if err := writeFileAtomic(filepath.Join(abs, "attest", "google-roots.pem"), attest.GoogleRootsPEM(), 0o644); err != nil {
 		return nil, err
 	}
 	if d.PortalAddr != "" {
@@ -257,7 +270,9 @@ ca:
   # The root's CRL, served at /crl/root.crl; renew it with credgw ca root-crl.
   root_crl_file: ca/root.crl
   validity: 8760h
-  hardware_backed_devices: false
+  # Derived PIV Authentication certificates of keys a device attests in
+  # hardware (attestation, below) assert …3.41; all others …3.40.
+  hardware_backed_devices: true
 escrow:
   kek_uri: "pkcs11:token={{.CAToken}};id=%02?pin-source=ca/token.pin"
   key_type: rsa2048
@@ -271,6 +286,15 @@ enrollment:
   max_attempts: 5
   max_credential_sets: 5
   confirm_window: 1h
+attestation:
+  # Android Key Attestation roots: Google's (real phones) and the simulated
+  # vendor of hsm/ (credgw redeem --attest-sim hsm/attest-vendor).
+  android_root_files: [attest/google-roots.pem, hsm/attest-vendor/root.crt]
+  security_levels: [trusted_environment, strongbox]
+  require_verified_boot: true
+  require_device_locked: true
+  # A device that attests nothing gets …3.40 (refuse: no issuance).
+  unattested: allow
 {{- if .PortalAddr}}
 portal:
   # The self-service portal: https://{{.PortalAddr}}/ ; sign-in is the

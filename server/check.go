@@ -101,6 +101,11 @@ func (c *Config) checkFiles() []error {
 		}
 	}
 	keyPair("termination_webhook.tls_cert_file and tls_key_file", c.Webhook.TLSCertFile, c.Webhook.TLSKeyFile)
+	if c.CA.CertificateFile != "" {
+		if _, err := c.AttestPolicy(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errs
 }
 

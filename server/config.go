@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/credgw/credgw/activation/attest"
+
 	"github.com/credgw/credgw/activation"
 	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/activation/lifecycle"
@@ -54,6 +56,7 @@ type Config struct {
 	Linkage   LinkageConfig `yaml:"linkage"`
 	Notify    notify.Config `yaml:"notifications"`
 	Renewal   RenewalConfig `yaml:"renewal"`
+	Attest    AttestConfig  `yaml:"attestation"`
 	// Telemetry is OpenTelemetry tracing (telemetry.go).
 	Telemetry TelemetryConfig `yaml:"telemetry"`
 
@@ -175,6 +178,28 @@ type HSMConfig struct {
 	Module string `yaml:"module"`
 	// SoftHSM2Conf, if set, becomes SOFTHSM2_CONF before the module loads.
 	SoftHSM2Conf string `yaml:"softhsm2_conf"`
+}
+
+// AttestConfig is key attestation of device keys (docs/config.md,
+// "attestation"): what a device's attestation must show for its derived PIV
+// Authentication certificate to assert …3.41 (with
+// ca.hardware_backed_devices), and what an unattested device gets.
+type AttestConfig struct {
+	// AndroidRootFiles are PEM attestation roots; none: Google's published
+	// hardware attestation roots (built in).
+	AndroidRootFiles []string `yaml:"android_root_files"`
+	// StatusFile is Google's attestation status list (JSON); revoked
+	// attestation certificates are refused. Re-read at a reload.
+	StatusFile string `yaml:"status_file"`
+	// SecurityLevels accepted: trusted_environment, strongbox, software
+	// (default: the first two).
+	SecurityLevels []string `yaml:"security_levels"`
+	// RequireVerifiedBoot and RequireDeviceLocked (default true each).
+	RequireVerifiedBoot *bool `yaml:"require_verified_boot"`
+	RequireDeviceLocked *bool `yaml:"require_device_locked"`
+	// Unattested is what a device that sends no attestation gets: "allow"
+	// (…3.40, software-backed; the default) or "refuse".
+	Unattested string `yaml:"unattested"`
 }
 
 // CAConfig is the issuing CA. Without certificate_file credgw runs without
@@ -389,6 +414,15 @@ func decodeConfig(b []byte, dir string) (*Config, error) {
 }
 
 func (c *Config) applyDefaults() {
+	if c.Attest.Unattested == "" {
+		c.Attest.Unattested = "allow"
+	}
+	if c.Attest.RequireVerifiedBoot == nil {
+		c.Attest.RequireVerifiedBoot = ptr(true)
+	}
+	if c.Attest.RequireDeviceLocked == nil {
+		c.Attest.RequireDeviceLocked = ptr(true)
+	}
 	if c.GatewayID == "" {
 		c.GatewayID = "credgw"
 	}
@@ -506,12 +540,62 @@ func (c *Config) validate() error {
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	for _, check := range []func(func(string, ...any)){
 		c.validateGeneral, c.validateListen, c.validateTLS, c.validateStore, c.validatePIV, c.validateLimits,
-		c.validateCA, c.validateEnroll, c.validateRenewal, c.validateLinkage, c.Notify.Validate, c.validateWebhook,
+		c.validateCA, c.validateAttest, c.validateEnroll, c.validateRenewal, c.validateLinkage, c.Notify.Validate, c.validateWebhook,
 		c.validateTelemetry,
 	} {
 		check(bad)
 	}
 	return errors.Join(errs...)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// validateAttest checks the attestation section.
+func (c *Config) validateAttest(bad func(string, ...any)) {
+	if u := c.Attest.Unattested; u != "allow" && u != "refuse" {
+		bad("attestation.unattested %q: allow or refuse", u)
+	}
+	for _, l := range c.Attest.SecurityLevels {
+		if _, err := attest.ParseSecurityLevel(l); err != nil {
+			bad("attestation.security_levels: %q: trusted_environment, strongbox or software", l)
+		}
+	}
+}
+
+// AttestPolicy reads what the attestation section names: the roots (Google's
+// when none are given), the status list, the levels and boot rules.
+func (c *Config) AttestPolicy() (*attest.Policy, error) {
+	p := &attest.Policy{RequireVerifiedBoot: *c.Attest.RequireVerifiedBoot, RequireDeviceLocked: *c.Attest.RequireDeviceLocked}
+	var err error
+	if len(c.Attest.AndroidRootFiles) == 0 {
+		if p.Roots, err = attest.ParseRoots(attest.GoogleRootsPEM()); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range c.Attest.AndroidRootFiles {
+		b, err := os.ReadFile(c.Path(f))
+		if err != nil {
+			return nil, fmt.Errorf("attestation.android_root_files: %w", err)
+		}
+		roots, err := attest.ParseRoots(b)
+		if err != nil {
+			return nil, fmt.Errorf("attestation.android_root_files: %s: %w", f, err)
+		}
+		p.Roots = append(p.Roots, roots...)
+	}
+	if c.Attest.StatusFile != "" {
+		if p.Revoked, err = attest.LoadStatusList(c.Path(c.Attest.StatusFile)); err != nil {
+			return nil, fmt.Errorf("attestation.status_file: %w", err)
+		}
+	}
+	for _, l := range c.Attest.SecurityLevels {
+		lvl, err := attest.ParseSecurityLevel(l)
+		if err != nil {
+			return nil, err
+		}
+		p.SecurityLevels = append(p.SecurityLevels, lvl)
+	}
+	return p, nil
 }
 
 // validateGeneral checks gateway_id and log.

@@ -3,8 +3,11 @@ package server
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
+	"slices"
 
 	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/attest"
 	"github.com/credgw/credgw/issuance"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/store"
@@ -79,6 +82,7 @@ func (s *Server) credentialSetProto(v activation.SetView) *credgwv1.CredentialSe
 	out := &credgwv1.CredentialSet{Id: cs.ID, IdentityName: cs.IdentityName, CredentialType: cs.CredentialType,
 		State: setStates[cs.State], CreatedAt: timestamppb.New(cs.CreatedAt)}
 	out.Device = storedDevice(cs.Device)
+	out.Attestations = attestationVerdicts(cs.Attestation)
 	for _, r := range v.Certificates {
 		st := credgwv1.CertificateStatus_CERTIFICATE_STATUS_GOOD
 		switch {
@@ -146,4 +150,19 @@ func (e *enrollmentService) RevokeCredential(ctx context.Context, req *credgwv1.
 		return nil, err
 	}
 	return &credgwv1.RevokeCredentialResponse{CredentialSet: e.s.credentialSetProto(v)}, nil
+}
+
+// attestationVerdicts reads the stored verdicts (activation.Verdicts.JSON).
+func attestationVerdicts(stored string) []*credgwv1.AttestationVerdict {
+	var m map[string]attest.Result
+	if json.Unmarshal([]byte(stored), &m) != nil {
+		return nil
+	}
+	var out []*credgwv1.AttestationVerdict
+	for p, r := range m {
+		out = append(out, &credgwv1.AttestationVerdict{Profile: profileNames[p], Format: r.Format, SecurityLevel: r.SecurityLevel,
+			VerifiedBootState: r.VerifiedBootState, DeviceLocked: r.DeviceLocked})
+	}
+	slices.SortFunc(out, func(a, b *credgwv1.AttestationVerdict) int { return int(a.Profile) - int(b.Profile) })
+	return out
 }

@@ -32,7 +32,7 @@ func (r *redemptionService) Redeem(req *credgwv1.RedeemRequest, stream grpc.Serv
 	if req.GetActivationId() == "" || len(req.GetSecret()) == 0 {
 		return status.Error(codes.InvalidArgument, "activation_id and secret: scan the QR code")
 	}
-	csrs, err := activation.ParseCSRs(req.GetCsrs())
+	csrs, atts, err := activation.ParseCSRs(req.GetCsrs())
 	if err != nil {
 		return err
 	}
@@ -45,7 +45,7 @@ func (r *redemptionService) Redeem(req *credgwv1.RedeemRequest, stream grpc.Serv
 	}
 	d, err := r.s.activation.Redeem(stream.Context(), activation.RedeemRequest{
 		ActivationID: req.GetActivationId(), Secret: req.GetSecret(), Password: req.GetPassword(),
-		Device: string(device), CSRs: csrs, Hardware: req.GetDevice().GetHardwareBacked(),
+		Device: string(device), CSRs: csrs, Attestations: atts,
 	}, progressTo(stream))
 	if err != nil {
 		return err

@@ -953,7 +953,7 @@ func TestOversizedStoredDeviceListed(t *testing.T) {
 	e := enrollCard(t)
 	setID := e.resp.GetCredentialSetId()
 	old, _ := protojson.Marshal(&credgwv1.DeviceInfo{Model: strings.Repeat("m", 900<<10), Os: "And\x1broid"})
-	if err := gwStore.SetDevice(ctx, setID, string(old)); err != nil {
+	if err := gwStore.SetDevice(ctx, setID, string(old), "{}"); err != nil {
 		t.Fatal(err)
 	}
 	cs, err := gwStore.CredentialSet(ctx, setID)

@@ -44,7 +44,7 @@ func (r *renewalService) Rekey(req *credgwv1.RekeyRequest, stream grpc.ServerStr
 		return err
 	}
 	d, err := r.s.activation.Rekey(stream.Context(), activation.RekeyRequest{Current: cur, RedemptionID: req.GetRedemptionId(),
-		Secret: req.GetSecret(), Password: req.GetPassword(), CSRs: req.GetCsrs(), Hardware: req.GetDevice().GetHardwareBacked()}, progressTo(stream))
+		Secret: req.GetSecret(), Password: req.GetPassword(), CSRs: req.GetCsrs()}, progressTo(stream))
 	if err != nil {
 		return err
 	}

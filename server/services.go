@@ -45,7 +45,12 @@ func (s *Server) newServices(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	policy, err := cfg.AttestPolicy()
+	if err != nil {
+		return err
+	}
 	if s.activation, err = activation.New(activation.Config{
+		Attest: policy, RefuseUnattested: cfg.Attest.Unattested == "refuse",
 		Store: s.store, Issuer: s.ca, Escrow: s.escrow, Pepper: pepper, PepperSince: pepperSince, Gateway: cfg.Enroll.GatewayAddress, Pin: pin[:],
 		PasswordDigits: cfg.Enroll.PasswordDigits, Lifetime: cfg.Enroll.Lifetime.Duration, MaxAttempts: cfg.Enroll.MaxAttempts,
 		MaxSets: cfg.Enroll.MaxSets, ConfirmWindow: cfg.Enroll.ConfirmWindow.Duration, RenewalPercent: cfg.Renewal.OpensAtPercent,

@@ -34,6 +34,7 @@ type CredentialSet struct {
 	EscrowKeyID    string
 	State          string
 	Device         string // JSON
+	Attestation    string // JSON: the verified key attestations by profile ("{}": none)
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
 	// RenewsSetID is the set a re-key renews ("" for an enrollment).
@@ -81,8 +82,10 @@ type ActivationStore interface {
 	// RevokeCredentialSet marks a set revoked and expires its activation
 	// (deleting any package), in one transaction.
 	RevokeCredentialSet(ctx context.Context, id string, now time.Time) error
-	// SetDevice records what the redeeming device said about itself (JSON).
-	SetDevice(ctx context.Context, setID, device string) error
+	// SetDevice records what the redeeming device said about itself (JSON)
+	// and the verdict of its key attestations (JSON by profile, "{}" for
+	// none).
+	SetDevice(ctx context.Context, setID, device, attestation string) error
 	// SetEscrowKey points a set at another escrowed key.
 	SetEscrowKey(ctx context.Context, setID, keyID string) error
 	// CountLiveSets counts a person's credential sets that are pending,

@@ -45,13 +45,13 @@ func (s *DB) CountLiveSets(ctx context.Context, personID string) (int, error) {
 	return n, wrapDB(err)
 }
 
-const setColumns = `id, person_id, piv_cert_sha256, fascn, card_uuid, raw_subject, email, upn, identity_name, credential_type, escrow_key_id, state, device, created_at, updated_at, renews_set_id`
+const setColumns = `id, person_id, piv_cert_sha256, fascn, card_uuid, raw_subject, email, upn, identity_name, credential_type, escrow_key_id, state, device, created_at, updated_at, renews_set_id, attestation`
 
 func scanSet(row interface{ Scan(...any) error }) (CredentialSet, error) {
 	var cs CredentialSet
 	var created, updated int64
 	err := row.Scan(&cs.ID, &cs.PersonID, &cs.PIVCertSHA256, &cs.FASCN, &cs.CardUUID, &cs.RawSubject, &cs.Email, &cs.UPN,
-		&cs.IdentityName, &cs.CredentialType, &cs.EscrowKeyID, &cs.State, &cs.Device, &created, &updated, &cs.RenewsSetID)
+		&cs.IdentityName, &cs.CredentialType, &cs.EscrowKeyID, &cs.State, &cs.Device, &created, &updated, &cs.RenewsSetID, &cs.Attestation)
 	if err != nil {
 		return CredentialSet{}, wrapDB(err)
 	}
@@ -442,8 +442,8 @@ func (s *DB) SetEscrowKey(ctx context.Context, setID, keyID string) error {
 	return s.updateOne(ctx, `UPDATE credential_sets SET escrow_key_id = $1 WHERE id = $2`, keyID, setID)
 }
 
-func (s *DB) SetDevice(ctx context.Context, setID, device string) error {
-	return s.updateOne(ctx, `UPDATE credential_sets SET device = $1 WHERE id = $2`, device, setID)
+func (s *DB) SetDevice(ctx context.Context, setID, device, attestation string) error {
+	return s.updateOne(ctx, `UPDATE credential_sets SET device = $1, attestation = $2 WHERE id = $3`, device, attestation, setID)
 }
 
 func (s *DB) RevokedSetsWithLiveCertificates(ctx context.Context, limit int) ([]string, error) {

@@ -25,9 +25,10 @@ var layers = map[string]struct {
 	may   []string
 }{
 	// The API and the leaves.
-	"proto/credgw/v1": {"api", nil},
-	"activation/code": {"contract", []string{"proto/credgw/v1"}},
-	"activation/pfx":  {"contract", nil},
+	"proto/credgw/v1":   {"api", nil},
+	"activation/code":   {"contract", []string{"proto/credgw/v1"}},
+	"activation/pfx":    {"contract", nil},
+	"activation/attest": {"part", nil},
 	// Parts.
 	"pkcs11":   {"part", nil},
 	"store":    {"part", nil},
@@ -37,7 +38,7 @@ var layers = map[string]struct {
 	"activation/audit":  {"service", []string{"store"}},
 	"activation/notify": {"service", []string{"store"}},
 	"piv/session":       {"service", []string{"activation/audit", "piv", "store"}},
-	"activation": {"service", []string{"activation/audit", "activation/code", "activation/notify", "activation/pfx",
+	"activation": {"service", []string{"activation/attest", "activation/audit", "activation/code", "activation/notify", "activation/pfx",
 		"issuance", "piv", "piv/session", "proto/credgw/v1", "store"}},
 	"activation/lifecycle": {"service", []string{"activation", "activation/audit", "activation/notify", "issuance", "piv",
 		"proto/credgw/v1", "store"}},
@@ -45,10 +46,10 @@ var layers = map[string]struct {
 	"agent":         {"client", []string{"activation/code", "activation/pfx", "pkcs11", "proto/credgw/v1"}},
 	"piv/pivclient": {"client", []string{"piv", "pkcs11", "proto/credgw/v1"}},
 	// Simulation for tests and demos.
-	"hsm-sim": {"simulation", []string{"piv", "pkcs11"}},
+	"hsm-sim": {"simulation", []string{"activation/attest", "piv", "pkcs11"}},
 	// Transport.
 	"portal": {"transport", nil},
-	"server": {"transport", []string{"activation", "activation/audit", "activation/code", "activation/lifecycle", "activation/notify",
+	"server": {"transport", []string{"activation", "activation/attest", "activation/audit", "activation/code", "activation/lifecycle", "activation/notify",
 		"issuance", "piv", "piv/session", "pkcs11", "portal", "proto/credgw/v1", "store"}},
 	// Wiring and tools: anything but test/.
 	"cmd/credgw":                  {"wiring", []string{"*"}},

@@ -91,6 +91,25 @@ func Verifier(secret []byte, password string) []byte {
 	return m.Sum(nil)
 }
 
+// AttestationChallenge is the challenge a device attests its keys with
+// (Android: KeyGenParameterSpec.setAttestationChallenge), binding the
+// attestation to one activation without a round trip: an HMAC keyed by the
+// secret (the QR code's, or the one the device makes for a renewal) over
+// context — the activation id for a redemption, "rekey:" and the lowercase
+// hex serial of the device's current derived PIV Authentication
+// certificate for a renewal. Only the device and the gateway it redeems
+// at can compute it.
+func AttestationChallenge(secret []byte, context string) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("credgw-key-attestation-v1\x00"))
+	m.Write([]byte(context))
+	return m.Sum(nil)
+}
+
+// RekeyAttestationContext is AttestationChallenge's context for a renewal
+// by the holder of the certificate with this serial.
+func RekeyAttestationContext(serial string) string { return "rekey:" + serial }
+
 // CheckPassword compares in constant time.
 func CheckPassword(secret []byte, password string, verifier []byte) bool {
 	return hmac.Equal(Verifier(secret, password), verifier)

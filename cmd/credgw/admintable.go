@@ -66,12 +66,20 @@ func printSets(w io.Writer, resp *credgwv1.AdminListCredentialsResponse) error {
 		return nil
 	}
 	tw := table(w)
-	fmt.Fprintln(tw, "OWNER\tSET\tSET STATE\tCREATED\tPROFILE\tSERIAL\tCERT STATUS\tNOT AFTER")
+	fmt.Fprintln(tw, "OWNER\tSET\tSET STATE\tCREATED\tPROFILE\tSERIAL\tCERT STATUS\tNOT AFTER\tKEY ATTESTATION")
 	certs := 0
 	for _, cs := range sets {
 		head := fmt.Sprintf("%s\t%s\t%s\t%s", owner(cs), cs.GetId(), word(cs.GetState().String(), "CREDENTIAL_SET_STATE_"), fmtTS(cs.GetCreatedAt()))
+		attested := map[credgwv1.Profile]string{}
+		for _, v := range cs.GetAttestations() {
+			lock := "unlocked"
+			if v.GetDeviceLocked() {
+				lock = "locked"
+			}
+			attested[v.GetProfile()] = fmt.Sprintf("%s, boot %s, %s", v.GetSecurityLevel(), v.GetVerifiedBootState(), lock)
+		}
 		if len(cs.GetCertificates()) == 0 {
-			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\n", head)
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\n", head)
 		}
 		for _, c := range cs.GetCertificates() {
 			certs++
@@ -79,7 +87,11 @@ func printSets(w io.Writer, resp *credgwv1.AdminListCredentialsResponse) error {
 			if c.GetRevokedAt() != nil {
 				st = "revoked " + fmtTS(c.GetRevokedAt())
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", head, profileName(c.GetProfile()), fmtSerial(c.GetSerial()), st, fmtTS(c.GetNotAfter()))
+			att := attested[c.GetProfile()]
+			if att == "" {
+				att = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", head, profileName(c.GetProfile()), fmtSerial(c.GetSerial()), st, fmtTS(c.GetNotAfter()), att)
 		}
 	}
 	if err := tw.Flush(); err != nil {

@@ -21,6 +21,7 @@ import (
 
 func newRedeemCmd() *cobra.Command {
 	var qrFile, qrPayload, out, passwordFile, pinFile, keystore string
+	var att attestFlags
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "redeem (--qr FILE.png | --qr-payload STR) --out DIR [--password-file F] [--keystore-pin-file F]",
@@ -81,9 +82,13 @@ holds only chain.pem and the .crt files.`,
 				}
 				defer tok.Close()
 			}
+			attestFn, err := att.fn()
+			if err != nil {
+				return err
+			}
 			w := cmd.ErrOrStderr()
 			res, err := agent.Redeem(ctx, agent.Options{
-				Payload: p, Password: password, OutDir: out, KeystorePIN: pin, Keystore: tok,
+				Payload: p, Password: password, OutDir: out, KeystorePIN: pin, Keystore: tok, Attest: attestFn,
 				Device: &credgwv1.DeviceInfo{Model: "credgw reference agent", Os: runtime.GOOS, AgentVersion: version},
 				Events: progressPrinter(w),
 			})
@@ -111,6 +116,7 @@ holds only chain.pem and the .crt files.`,
 	f.StringVar(&pinFile, "keystore-pin-file", "", "file with the keystore PIN (else asked without echo)")
 	f.StringVar(&keystore, "keystore", "", "PKCS#11 token for the device keys and the escrowed encryption keys, e.g. 'pkcs11:token=Device?pin-source=FILE' (default: software keys in PKCS#12 files)")
 	f.DurationVar(&timeout, "timeout", 5*time.Minute, "overall time limit")
+	att.add(cmd)
 	cmd.MarkFlagRequired("out")
 	return cmd
 }

@@ -16,6 +16,7 @@ import (
 
 func newRenewCmd() *cobra.Command {
 	var dir, gateway, caFile, pinFile string
+	var att attestFlags
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "renew --dir DIR --gateway HOST:PORT --ca-file CA.pem [--keystore-pin-file F]",
@@ -42,7 +43,11 @@ revokes the old certificates (superseded).`,
 			if err != nil {
 				return err
 			}
-			res, err := agent.Renew(ctx, agent.RenewOptions{Dir: dir, KeystorePIN: pin, Gateway: gateway, RootCAs: roots,
+			attestFn, err := att.fn()
+			if err != nil {
+				return err
+			}
+			res, err := agent.Renew(ctx, agent.RenewOptions{Dir: dir, KeystorePIN: pin, Gateway: gateway, RootCAs: roots, Attest: attestFn,
 				Device: &credgwv1.DeviceInfo{Model: "credgw reference agent", Os: runtime.GOOS, AgentVersion: version},
 				Events: progressPrinter(cmd.ErrOrStderr())})
 			if err != nil {
@@ -60,6 +65,7 @@ revokes the old certificates (superseded).`,
 	f.StringVar(&caFile, "ca-file", "", "PEM trust anchor of the gateway's TLS certificate (required)")
 	f.StringVar(&pinFile, "keystore-pin-file", "", "file with the keystore PIN (else asked without echo)")
 	f.DurationVar(&timeout, "timeout", 5*time.Minute, "give up after this long")
+	att.add(cmd)
 	for _, n := range []string{"dir", "gateway", "ca-file"} {
 		cmd.MarkFlagRequired(n)
 	}

@@ -732,9 +732,9 @@ type DeviceInfo struct {
 	AgentVersion string                 `protobuf:"bytes,4,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	// Stable device identifier from the device management system, if any.
 	DeviceId string `protobuf:"bytes,5,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
-	// True if the device keys live in hardware (non-exportable); with a
-	// configuration that allows it, the derived PIV Auth certificate then
-	// asserts …3.41.
+	// What the device says of its keys; informational only: …3.41 follows
+	// a verified key attestation (CertificateRequest.attestation), never
+	// this flag.
 	HardwareBacked bool `protobuf:"varint,6,opt,name=hardware_backed,json=hardwareBacked,proto3" json:"hardware_backed,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
@@ -824,7 +824,9 @@ type CredentialSet struct {
 	ExpiresAt      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	Certificates   []*Certificate         `protobuf:"bytes,8,rep,name=certificates,proto3" json:"certificates,omitempty"`
 	// The PIV identity (card) it is bound to.
-	PivIdentity   *PIVIdentity `protobuf:"bytes,9,opt,name=piv_identity,json=pivIdentity,proto3" json:"piv_identity,omitempty"`
+	PivIdentity *PIVIdentity `protobuf:"bytes,9,opt,name=piv_identity,json=pivIdentity,proto3" json:"piv_identity,omitempty"`
+	// The verified attestations of the device's keys (none: unattested).
+	Attestations  []*AttestationVerdict `protobuf:"bytes,10,rep,name=attestations,proto3" json:"attestations,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -922,19 +924,111 @@ func (x *CredentialSet) GetPivIdentity() *PIVIdentity {
 	return nil
 }
 
+func (x *CredentialSet) GetAttestations() []*AttestationVerdict {
+	if x != nil {
+		return x.Attestations
+	}
+	return nil
+}
+
+// AttestationVerdict is what credgw verified of one device key.
+type AttestationVerdict struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Profile Profile                `protobuf:"varint,1,opt,name=profile,proto3,enum=credgw.v1.Profile" json:"profile,omitempty"`
+	// "android-key".
+	Format string `protobuf:"bytes,2,opt,name=format,proto3" json:"format,omitempty"`
+	// Software, TrustedEnvironment or StrongBox.
+	SecurityLevel string `protobuf:"bytes,3,opt,name=security_level,json=securityLevel,proto3" json:"security_level,omitempty"`
+	// Verified, SelfSigned, Unverified or Failed.
+	VerifiedBootState string `protobuf:"bytes,4,opt,name=verified_boot_state,json=verifiedBootState,proto3" json:"verified_boot_state,omitempty"`
+	DeviceLocked      bool   `protobuf:"varint,5,opt,name=device_locked,json=deviceLocked,proto3" json:"device_locked,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *AttestationVerdict) Reset() {
+	*x = AttestationVerdict{}
+	mi := &file_credgw_v1_common_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttestationVerdict) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttestationVerdict) ProtoMessage() {}
+
+func (x *AttestationVerdict) ProtoReflect() protoreflect.Message {
+	mi := &file_credgw_v1_common_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttestationVerdict.ProtoReflect.Descriptor instead.
+func (*AttestationVerdict) Descriptor() ([]byte, []int) {
+	return file_credgw_v1_common_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AttestationVerdict) GetProfile() Profile {
+	if x != nil {
+		return x.Profile
+	}
+	return Profile_PROFILE_UNSPECIFIED
+}
+
+func (x *AttestationVerdict) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *AttestationVerdict) GetSecurityLevel() string {
+	if x != nil {
+		return x.SecurityLevel
+	}
+	return ""
+}
+
+func (x *AttestationVerdict) GetVerifiedBootState() string {
+	if x != nil {
+		return x.VerifiedBootState
+	}
+	return ""
+}
+
+func (x *AttestationVerdict) GetDeviceLocked() bool {
+	if x != nil {
+		return x.DeviceLocked
+	}
+	return false
+}
+
 // CertificateRequest is a PKCS#10 CSR for one device-keyed profile. Only its
 // public key is used: names and extensions come from the card and profile.
 type CertificateRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Profile       Profile                `protobuf:"varint,1,opt,name=profile,proto3,enum=credgw.v1.Profile" json:"profile,omitempty"`
-	CsrDer        []byte                 `protobuf:"bytes,2,opt,name=csr_der,json=csrDer,proto3" json:"csr_der,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Profile Profile                `protobuf:"varint,1,opt,name=profile,proto3,enum=credgw.v1.Profile" json:"profile,omitempty"`
+	CsrDer  []byte                 `protobuf:"bytes,2,opt,name=csr_der,json=csrDer,proto3" json:"csr_der,omitempty"`
+	// Optional: the device keystore's attestation of the CSR's key. With
+	// ca.hardware_backed_devices, a verified hardware attestation of the
+	// derived PIV Authentication key makes its certificate assert
+	// id-fpki-common-pivAuth-derived-hardware.
+	Attestation   *KeyAttestation `protobuf:"bytes,3,opt,name=attestation,proto3" json:"attestation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CertificateRequest) Reset() {
 	*x = CertificateRequest{}
-	mi := &file_credgw_v1_common_proto_msgTypes[5]
+	mi := &file_credgw_v1_common_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -946,7 +1040,7 @@ func (x *CertificateRequest) String() string {
 func (*CertificateRequest) ProtoMessage() {}
 
 func (x *CertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_credgw_v1_common_proto_msgTypes[5]
+	mi := &file_credgw_v1_common_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -959,7 +1053,7 @@ func (x *CertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateRequest.ProtoReflect.Descriptor instead.
 func (*CertificateRequest) Descriptor() ([]byte, []int) {
-	return file_credgw_v1_common_proto_rawDescGZIP(), []int{5}
+	return file_credgw_v1_common_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CertificateRequest) GetProfile() Profile {
@@ -972,6 +1066,73 @@ func (x *CertificateRequest) GetProfile() Profile {
 func (x *CertificateRequest) GetCsrDer() []byte {
 	if x != nil {
 		return x.CsrDer
+	}
+	return nil
+}
+
+func (x *CertificateRequest) GetAttestation() *KeyAttestation {
+	if x != nil {
+		return x.Attestation
+	}
+	return nil
+}
+
+// KeyAttestation is a device keystore's statement about one key.
+type KeyAttestation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "android-key": Android Key Attestation.
+	Format string `protobuf:"bytes,1,opt,name=format,proto3" json:"format,omitempty"`
+	// DER certificates, the attestation certificate (with the KeyDescription
+	// extension, OID 1.3.6.1.4.1.11129.2.1.17) first, its root last or left
+	// out. Its attestation challenge is HMAC-SHA-256 keyed by the secret over
+	// "credgw-key-attestation-v1" 0x00 and the activation id (Redeem), or
+	// "rekey:" and the lowercase hex serial of the device's current derived
+	// PIV Authentication certificate (Rekey).
+	CertificateChain [][]byte `protobuf:"bytes,2,rep,name=certificate_chain,json=certificateChain,proto3" json:"certificate_chain,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *KeyAttestation) Reset() {
+	*x = KeyAttestation{}
+	mi := &file_credgw_v1_common_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyAttestation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyAttestation) ProtoMessage() {}
+
+func (x *KeyAttestation) ProtoReflect() protoreflect.Message {
+	mi := &file_credgw_v1_common_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyAttestation.ProtoReflect.Descriptor instead.
+func (*KeyAttestation) Descriptor() ([]byte, []int) {
+	return file_credgw_v1_common_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *KeyAttestation) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *KeyAttestation) GetCertificateChain() [][]byte {
+	if x != nil {
+		return x.CertificateChain
 	}
 	return nil
 }
@@ -994,7 +1155,7 @@ type ManifestItem struct {
 
 func (x *ManifestItem) Reset() {
 	*x = ManifestItem{}
-	mi := &file_credgw_v1_common_proto_msgTypes[6]
+	mi := &file_credgw_v1_common_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1006,7 +1167,7 @@ func (x *ManifestItem) String() string {
 func (*ManifestItem) ProtoMessage() {}
 
 func (x *ManifestItem) ProtoReflect() protoreflect.Message {
-	mi := &file_credgw_v1_common_proto_msgTypes[6]
+	mi := &file_credgw_v1_common_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1019,7 +1180,7 @@ func (x *ManifestItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ManifestItem.ProtoReflect.Descriptor instead.
 func (*ManifestItem) Descriptor() ([]byte, []int) {
-	return file_credgw_v1_common_proto_rawDescGZIP(), []int{6}
+	return file_credgw_v1_common_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ManifestItem) GetName() string {
@@ -1082,7 +1243,7 @@ type Manifest struct {
 
 func (x *Manifest) Reset() {
 	*x = Manifest{}
-	mi := &file_credgw_v1_common_proto_msgTypes[7]
+	mi := &file_credgw_v1_common_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1255,7 @@ func (x *Manifest) String() string {
 func (*Manifest) ProtoMessage() {}
 
 func (x *Manifest) ProtoReflect() protoreflect.Message {
-	mi := &file_credgw_v1_common_proto_msgTypes[7]
+	mi := &file_credgw_v1_common_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1268,7 @@ func (x *Manifest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Manifest.ProtoReflect.Descriptor instead.
 func (*Manifest) Descriptor() ([]byte, []int) {
-	return file_credgw_v1_common_proto_rawDescGZIP(), []int{7}
+	return file_credgw_v1_common_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Manifest) GetCredentialSetId() string {
@@ -1137,7 +1298,7 @@ type PackageItem struct {
 
 func (x *PackageItem) Reset() {
 	*x = PackageItem{}
-	mi := &file_credgw_v1_common_proto_msgTypes[8]
+	mi := &file_credgw_v1_common_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1310,7 @@ func (x *PackageItem) String() string {
 func (*PackageItem) ProtoMessage() {}
 
 func (x *PackageItem) ProtoReflect() protoreflect.Message {
-	mi := &file_credgw_v1_common_proto_msgTypes[8]
+	mi := &file_credgw_v1_common_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1323,7 @@ func (x *PackageItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackageItem.ProtoReflect.Descriptor instead.
 func (*PackageItem) Descriptor() ([]byte, []int) {
-	return file_credgw_v1_common_proto_rawDescGZIP(), []int{8}
+	return file_credgw_v1_common_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PackageItem) GetName() string {
@@ -1198,7 +1359,7 @@ type CredentialPackage struct {
 
 func (x *CredentialPackage) Reset() {
 	*x = CredentialPackage{}
-	mi := &file_credgw_v1_common_proto_msgTypes[9]
+	mi := &file_credgw_v1_common_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1210,7 +1371,7 @@ func (x *CredentialPackage) String() string {
 func (*CredentialPackage) ProtoMessage() {}
 
 func (x *CredentialPackage) ProtoReflect() protoreflect.Message {
-	mi := &file_credgw_v1_common_proto_msgTypes[9]
+	mi := &file_credgw_v1_common_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1223,7 +1384,7 @@ func (x *CredentialPackage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialPackage.ProtoReflect.Descriptor instead.
 func (*CredentialPackage) Descriptor() ([]byte, []int) {
-	return file_credgw_v1_common_proto_rawDescGZIP(), []int{9}
+	return file_credgw_v1_common_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CredentialPackage) GetManifest() *Manifest {
@@ -1257,7 +1418,7 @@ type RedeemResponse struct {
 
 func (x *RedeemResponse) Reset() {
 	*x = RedeemResponse{}
-	mi := &file_credgw_v1_common_proto_msgTypes[10]
+	mi := &file_credgw_v1_common_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1269,7 +1430,7 @@ func (x *RedeemResponse) String() string {
 func (*RedeemResponse) ProtoMessage() {}
 
 func (x *RedeemResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_credgw_v1_common_proto_msgTypes[10]
+	mi := &file_credgw_v1_common_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1282,7 +1443,7 @@ func (x *RedeemResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedeemResponse.ProtoReflect.Descriptor instead.
 func (*RedeemResponse) Descriptor() ([]byte, []int) {
-	return file_credgw_v1_common_proto_rawDescGZIP(), []int{10}
+	return file_credgw_v1_common_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RedeemResponse) GetEvent() isRedeemResponse_Event {
@@ -1367,7 +1528,7 @@ type Accepted struct {
 
 func (x *Accepted) Reset() {
 	*x = Accepted{}
-	mi := &file_credgw_v1_common_proto_msgTypes[11]
+	mi := &file_credgw_v1_common_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1379,7 +1540,7 @@ func (x *Accepted) String() string {
 func (*Accepted) ProtoMessage() {}
 
 func (x *Accepted) ProtoReflect() protoreflect.Message {
-	mi := &file_credgw_v1_common_proto_msgTypes[11]
+	mi := &file_credgw_v1_common_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1392,7 +1553,7 @@ func (x *Accepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Accepted.ProtoReflect.Descriptor instead.
 func (*Accepted) Descriptor() ([]byte, []int) {
-	return file_credgw_v1_common_proto_rawDescGZIP(), []int{11}
+	return file_credgw_v1_common_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Accepted) GetRedemptionId() string {
@@ -1429,7 +1590,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_credgw_v1_common_proto_msgTypes[12]
+	mi := &file_credgw_v1_common_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1441,7 +1602,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_credgw_v1_common_proto_msgTypes[12]
+	mi := &file_credgw_v1_common_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1454,7 +1615,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_credgw_v1_common_proto_rawDescGZIP(), []int{12}
+	return file_credgw_v1_common_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Progress) GetStage() Stage {
@@ -1496,7 +1657,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_credgw_v1_common_proto_msgTypes[13]
+	mi := &file_credgw_v1_common_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1508,7 +1669,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_credgw_v1_common_proto_msgTypes[13]
+	mi := &file_credgw_v1_common_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1521,7 +1682,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_credgw_v1_common_proto_rawDescGZIP(), []int{13}
+	return file_credgw_v1_common_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Chunk) GetOffset() int64 {
@@ -1548,7 +1709,7 @@ type Done struct {
 
 func (x *Done) Reset() {
 	*x = Done{}
-	mi := &file_credgw_v1_common_proto_msgTypes[14]
+	mi := &file_credgw_v1_common_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1560,7 +1721,7 @@ func (x *Done) String() string {
 func (*Done) ProtoMessage() {}
 
 func (x *Done) ProtoReflect() protoreflect.Message {
-	mi := &file_credgw_v1_common_proto_msgTypes[14]
+	mi := &file_credgw_v1_common_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1573,7 +1734,7 @@ func (x *Done) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Done.ProtoReflect.Descriptor instead.
 func (*Done) Descriptor() ([]byte, []int) {
-	return file_credgw_v1_common_proto_rawDescGZIP(), []int{14}
+	return file_credgw_v1_common_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Done) GetSha256() []byte {
@@ -1596,7 +1757,7 @@ type ConfirmRequest struct {
 
 func (x *ConfirmRequest) Reset() {
 	*x = ConfirmRequest{}
-	mi := &file_credgw_v1_common_proto_msgTypes[15]
+	mi := &file_credgw_v1_common_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1608,7 +1769,7 @@ func (x *ConfirmRequest) String() string {
 func (*ConfirmRequest) ProtoMessage() {}
 
 func (x *ConfirmRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_credgw_v1_common_proto_msgTypes[15]
+	mi := &file_credgw_v1_common_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1621,7 +1782,7 @@ func (x *ConfirmRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmRequest) Descriptor() ([]byte, []int) {
-	return file_credgw_v1_common_proto_rawDescGZIP(), []int{15}
+	return file_credgw_v1_common_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ConfirmRequest) GetRedemptionId() string {
@@ -1655,7 +1816,7 @@ type ConfirmResponse struct {
 
 func (x *ConfirmResponse) Reset() {
 	*x = ConfirmResponse{}
-	mi := &file_credgw_v1_common_proto_msgTypes[16]
+	mi := &file_credgw_v1_common_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1667,7 +1828,7 @@ func (x *ConfirmResponse) String() string {
 func (*ConfirmResponse) ProtoMessage() {}
 
 func (x *ConfirmResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_credgw_v1_common_proto_msgTypes[16]
+	mi := &file_credgw_v1_common_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1680,7 +1841,7 @@ func (x *ConfirmResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmResponse) Descriptor() ([]byte, []int) {
-	return file_credgw_v1_common_proto_rawDescGZIP(), []int{16}
+	return file_credgw_v1_common_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ConfirmResponse) GetCredentialSetId() string {
@@ -1743,7 +1904,7 @@ const file_credgw_v1_common_proto_rawDesc = "" +
 	"os_version\x18\x03 \x01(\tR\tosVersion\x12#\n" +
 	"\ragent_version\x18\x04 \x01(\tR\fagentVersion\x12\x1b\n" +
 	"\tdevice_id\x18\x05 \x01(\tR\bdeviceId\x12'\n" +
-	"\x0fhardware_backed\x18\x06 \x01(\bR\x0ehardwareBacked\"\xbe\x03\n" +
+	"\x0fhardware_backed\x18\x06 \x01(\bR\x0ehardwareBacked\"\x81\x04\n" +
 	"\rCredentialSet\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
 	"\ridentity_name\x18\x02 \x01(\tR\fidentityName\x12'\n" +
@@ -1755,10 +1916,22 @@ const file_credgw_v1_common_proto_rawDesc = "" +
 	"\n" +
 	"expires_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12:\n" +
 	"\fcertificates\x18\b \x03(\v2\x16.credgw.v1.CertificateR\fcertificates\x129\n" +
-	"\fpiv_identity\x18\t \x01(\v2\x16.credgw.v1.PIVIdentityR\vpivIdentity\"[\n" +
+	"\fpiv_identity\x18\t \x01(\v2\x16.credgw.v1.PIVIdentityR\vpivIdentity\x12A\n" +
+	"\fattestations\x18\n" +
+	" \x03(\v2\x1d.credgw.v1.AttestationVerdictR\fattestations\"\xd6\x01\n" +
+	"\x12AttestationVerdict\x12,\n" +
+	"\aprofile\x18\x01 \x01(\x0e2\x12.credgw.v1.ProfileR\aprofile\x12\x16\n" +
+	"\x06format\x18\x02 \x01(\tR\x06format\x12%\n" +
+	"\x0esecurity_level\x18\x03 \x01(\tR\rsecurityLevel\x12.\n" +
+	"\x13verified_boot_state\x18\x04 \x01(\tR\x11verifiedBootState\x12#\n" +
+	"\rdevice_locked\x18\x05 \x01(\bR\fdeviceLocked\"\x98\x01\n" +
 	"\x12CertificateRequest\x12,\n" +
 	"\aprofile\x18\x01 \x01(\x0e2\x12.credgw.v1.ProfileR\aprofile\x12\x17\n" +
-	"\acsr_der\x18\x02 \x01(\fR\x06csrDer\"\xda\x01\n" +
+	"\acsr_der\x18\x02 \x01(\fR\x06csrDer\x12;\n" +
+	"\vattestation\x18\x03 \x01(\v2\x19.credgw.v1.KeyAttestationR\vattestation\"U\n" +
+	"\x0eKeyAttestation\x12\x16\n" +
+	"\x06format\x18\x01 \x01(\tR\x06format\x12+\n" +
+	"\x11certificate_chain\x18\x02 \x03(\fR\x10certificateChain\"\xda\x01\n" +
 	"\fManifestItem\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x13.credgw.v1.ItemKindR\x04kind\x12,\n" +
@@ -1854,7 +2027,7 @@ func file_credgw_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_credgw_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_credgw_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_credgw_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_credgw_v1_common_proto_goTypes = []any{
 	(Profile)(0),                  // 0: credgw.v1.Profile
 	(CertificateStatus)(0),        // 1: credgw.v1.CertificateStatus
@@ -1867,51 +2040,56 @@ var file_credgw_v1_common_proto_goTypes = []any{
 	(*Certificate)(nil),           // 8: credgw.v1.Certificate
 	(*DeviceInfo)(nil),            // 9: credgw.v1.DeviceInfo
 	(*CredentialSet)(nil),         // 10: credgw.v1.CredentialSet
-	(*CertificateRequest)(nil),    // 11: credgw.v1.CertificateRequest
-	(*ManifestItem)(nil),          // 12: credgw.v1.ManifestItem
-	(*Manifest)(nil),              // 13: credgw.v1.Manifest
-	(*PackageItem)(nil),           // 14: credgw.v1.PackageItem
-	(*CredentialPackage)(nil),     // 15: credgw.v1.CredentialPackage
-	(*RedeemResponse)(nil),        // 16: credgw.v1.RedeemResponse
-	(*Accepted)(nil),              // 17: credgw.v1.Accepted
-	(*Progress)(nil),              // 18: credgw.v1.Progress
-	(*Chunk)(nil),                 // 19: credgw.v1.Chunk
-	(*Done)(nil),                  // 20: credgw.v1.Done
-	(*ConfirmRequest)(nil),        // 21: credgw.v1.ConfirmRequest
-	(*ConfirmResponse)(nil),       // 22: credgw.v1.ConfirmResponse
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*AttestationVerdict)(nil),    // 11: credgw.v1.AttestationVerdict
+	(*CertificateRequest)(nil),    // 12: credgw.v1.CertificateRequest
+	(*KeyAttestation)(nil),        // 13: credgw.v1.KeyAttestation
+	(*ManifestItem)(nil),          // 14: credgw.v1.ManifestItem
+	(*Manifest)(nil),              // 15: credgw.v1.Manifest
+	(*PackageItem)(nil),           // 16: credgw.v1.PackageItem
+	(*CredentialPackage)(nil),     // 17: credgw.v1.CredentialPackage
+	(*RedeemResponse)(nil),        // 18: credgw.v1.RedeemResponse
+	(*Accepted)(nil),              // 19: credgw.v1.Accepted
+	(*Progress)(nil),              // 20: credgw.v1.Progress
+	(*Chunk)(nil),                 // 21: credgw.v1.Chunk
+	(*Done)(nil),                  // 22: credgw.v1.Done
+	(*ConfirmRequest)(nil),        // 23: credgw.v1.ConfirmRequest
+	(*ConfirmResponse)(nil),       // 24: credgw.v1.ConfirmResponse
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
 }
 var file_credgw_v1_common_proto_depIdxs = []int32{
-	23, // 0: credgw.v1.PIVIdentity.piv_auth_not_after:type_name -> google.protobuf.Timestamp
+	25, // 0: credgw.v1.PIVIdentity.piv_auth_not_after:type_name -> google.protobuf.Timestamp
 	0,  // 1: credgw.v1.Certificate.profile:type_name -> credgw.v1.Profile
-	23, // 2: credgw.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
-	23, // 3: credgw.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
+	25, // 2: credgw.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
+	25, // 3: credgw.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
 	1,  // 4: credgw.v1.Certificate.status:type_name -> credgw.v1.CertificateStatus
-	23, // 5: credgw.v1.Certificate.revoked_at:type_name -> google.protobuf.Timestamp
+	25, // 5: credgw.v1.Certificate.revoked_at:type_name -> google.protobuf.Timestamp
 	2,  // 6: credgw.v1.Certificate.revocation_reason:type_name -> credgw.v1.RevocationReason
 	3,  // 7: credgw.v1.CredentialSet.state:type_name -> credgw.v1.CredentialSetState
 	9,  // 8: credgw.v1.CredentialSet.device:type_name -> credgw.v1.DeviceInfo
-	23, // 9: credgw.v1.CredentialSet.created_at:type_name -> google.protobuf.Timestamp
-	23, // 10: credgw.v1.CredentialSet.expires_at:type_name -> google.protobuf.Timestamp
+	25, // 9: credgw.v1.CredentialSet.created_at:type_name -> google.protobuf.Timestamp
+	25, // 10: credgw.v1.CredentialSet.expires_at:type_name -> google.protobuf.Timestamp
 	8,  // 11: credgw.v1.CredentialSet.certificates:type_name -> credgw.v1.Certificate
 	6,  // 12: credgw.v1.CredentialSet.piv_identity:type_name -> credgw.v1.PIVIdentity
-	0,  // 13: credgw.v1.CertificateRequest.profile:type_name -> credgw.v1.Profile
-	4,  // 14: credgw.v1.ManifestItem.kind:type_name -> credgw.v1.ItemKind
-	0,  // 15: credgw.v1.ManifestItem.profile:type_name -> credgw.v1.Profile
-	12, // 16: credgw.v1.Manifest.items:type_name -> credgw.v1.ManifestItem
-	13, // 17: credgw.v1.CredentialPackage.manifest:type_name -> credgw.v1.Manifest
-	14, // 18: credgw.v1.CredentialPackage.items:type_name -> credgw.v1.PackageItem
-	17, // 19: credgw.v1.RedeemResponse.accepted:type_name -> credgw.v1.Accepted
-	18, // 20: credgw.v1.RedeemResponse.progress:type_name -> credgw.v1.Progress
-	19, // 21: credgw.v1.RedeemResponse.chunk:type_name -> credgw.v1.Chunk
-	20, // 22: credgw.v1.RedeemResponse.done:type_name -> credgw.v1.Done
-	13, // 23: credgw.v1.Accepted.manifest:type_name -> credgw.v1.Manifest
-	5,  // 24: credgw.v1.Progress.stage:type_name -> credgw.v1.Stage
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	11, // 13: credgw.v1.CredentialSet.attestations:type_name -> credgw.v1.AttestationVerdict
+	0,  // 14: credgw.v1.AttestationVerdict.profile:type_name -> credgw.v1.Profile
+	0,  // 15: credgw.v1.CertificateRequest.profile:type_name -> credgw.v1.Profile
+	13, // 16: credgw.v1.CertificateRequest.attestation:type_name -> credgw.v1.KeyAttestation
+	4,  // 17: credgw.v1.ManifestItem.kind:type_name -> credgw.v1.ItemKind
+	0,  // 18: credgw.v1.ManifestItem.profile:type_name -> credgw.v1.Profile
+	14, // 19: credgw.v1.Manifest.items:type_name -> credgw.v1.ManifestItem
+	15, // 20: credgw.v1.CredentialPackage.manifest:type_name -> credgw.v1.Manifest
+	16, // 21: credgw.v1.CredentialPackage.items:type_name -> credgw.v1.PackageItem
+	19, // 22: credgw.v1.RedeemResponse.accepted:type_name -> credgw.v1.Accepted
+	20, // 23: credgw.v1.RedeemResponse.progress:type_name -> credgw.v1.Progress
+	21, // 24: credgw.v1.RedeemResponse.chunk:type_name -> credgw.v1.Chunk
+	22, // 25: credgw.v1.RedeemResponse.done:type_name -> credgw.v1.Done
+	15, // 26: credgw.v1.Accepted.manifest:type_name -> credgw.v1.Manifest
+	5,  // 27: credgw.v1.Progress.stage:type_name -> credgw.v1.Stage
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_credgw_v1_common_proto_init() }
@@ -1924,7 +2102,7 @@ func file_credgw_v1_common_proto_init() {
 		(*PIVIdentitySelector_CardUuid)(nil),
 		(*PIVIdentitySelector_PersonId)(nil),
 	}
-	file_credgw_v1_common_proto_msgTypes[10].OneofWrappers = []any{
+	file_credgw_v1_common_proto_msgTypes[12].OneofWrappers = []any{
 		(*RedeemResponse_Accepted)(nil),
 		(*RedeemResponse_Progress)(nil),
 		(*RedeemResponse_Chunk)(nil),
@@ -1936,7 +2114,7 @@ func file_credgw_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_credgw_v1_common_proto_rawDesc), len(file_credgw_v1_common_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
