@@ -9,8 +9,10 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # Debian packages credgw needs: SoftHSM (tokens for tests and the embedded
 # default), OpenSC (pkcs11-tool; the module for real PIV cards), protoc,
 # p11tool, NSS tools (browser tests), OpenSSL (tests check what we produce),
-# PostgreSQL (the scale-out store; tests run a throwaway cluster).
-DEB_PACKAGES := softhsm2 opensc protobuf-compiler libprotobuf-dev gnutls-bin libnss3-tools openssl ca-certificates postgresql chromium
+# PostgreSQL (the scale-out store; tests run a throwaway cluster), and what
+# the package test checks the .deb with: systemd-analyze (systemd), lintian,
+# binutils (strip, objdump).
+DEB_PACKAGES := softhsm2 opensc protobuf-compiler libprotobuf-dev gnutls-bin libnss3-tools openssl ca-certificates postgresql chromium systemd lintian binutils
 
 # Pinned protoc plugins for `make proto`.
 PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
@@ -19,7 +21,7 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 # The test run's time limit (the whole `make test` stays under 20 minutes).
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all deps build test vet fmt-check demo proto bench fuzz clean
+.PHONY: all deps build package test vet fmt-check demo proto bench fuzz clean
 
 all: build
 
@@ -43,6 +45,13 @@ deps:
 ## build: build bin/credgw (cgo is required: PKCS#11 modules are C libraries)
 build:
 	CGO_ENABLED=1 $(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/credgw
+
+## package: build bin/credgw_VERSION_ARCH.deb: credgw (cgo, PIE), the hardened
+## systemd unit, an example /etc/credgw/credgw.yaml (cmd/credgw/dist/)
+PKG_BIN := bin/package/credgw
+package:
+	CGO_ENABLED=1 $(GO) build -buildmode=pie -ldflags "-X main.version=$(VERSION)" -o $(PKG_BIN) ./cmd/credgw
+	cmd/credgw/dist/build-deb.sh $(PKG_BIN) $(VERSION) bin
 
 ## vet: go vet and a gofmt check
 vet:
