@@ -21,7 +21,7 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 # The test run's time limit (the whole `make test` stays under 20 minutes).
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all deps build package test vet fmt-check demo proto bench fuzz clean
+.PHONY: all deps build package image test vet fmt-check demo proto bench fuzz clean
 
 all: build
 
@@ -52,6 +52,26 @@ PKG_BIN := bin/package/credgw
 package:
 	CGO_ENABLED=1 $(GO) build -buildmode=pie -ldflags "-X main.version=$(VERSION)" -o $(PKG_BIN) ./cmd/credgw
 	cmd/credgw/dist/build-deb.sh $(PKG_BIN) $(VERSION) bin
+
+## image: the container image $(IMAGE) (podman, Dockerfile): bin/credgw from
+## the host on a Debian base made by debootstrap if missing; SoftHSM and
+## OpenSC with IMAGE_ARGS=--build-arg=WITH_SOFTHSM=yes
+IMAGE_PACKAGES := podman runc debootstrap
+BASE_IMAGE     := localhost/debian-base:bookworm
+IMAGE          ?= localhost/credgw:$(VERSION)
+IMAGE_ARGS     ?=
+image: build
+	@missing=""; \
+	for p in $(IMAGE_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends $$missing; \
+	fi
+	CONTAINERS_CONF=$(CURDIR)/cmd/credgw/dist/containers.conf cmd/credgw/dist/base-image.sh $(BASE_IMAGE)
+	CONTAINERS_CONF=$(CURDIR)/cmd/credgw/dist/containers.conf podman build --runtime runc --format docker \
+	  --build-arg BASE=$(BASE_IMAGE) $(IMAGE_ARGS) -t $(IMAGE) .
 
 ## vet: go vet and a gofmt check
 vet:
