@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"os"
+	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
@@ -23,6 +25,11 @@ func newManCmd() *cobra.Command {
 			root := cmd.Root()
 			root.DisableAutoGenTag = true
 			hdr := &doc.GenManHeader{Title: "CREDGW", Section: "1", Source: "credgw " + version, Manual: "credgw manual"}
+			// Reproducible pages: the date of the source, when given.
+			if sde, err := strconv.ParseInt(os.Getenv("SOURCE_DATE_EPOCH"), 10, 64); err == nil {
+				d := time.Unix(sde, 0).UTC()
+				hdr.Date = &d
+			}
 			if err := doc.GenManTree(root, hdr, dir); err != nil {
 				return fmt.Errorf("man: %w", err)
 			}
