@@ -102,13 +102,18 @@ func (s *Service) Rekey(ctx context.Context, req RekeyRequest, progress Progress
 		if csrs, atts, err = ParseCSRs(req.CSRs); err != nil {
 			return nil, err
 		}
+		// Attestations are checked before the renewal exists: a refused
+		// one leaves nothing in progress that would block the retry.
+		if _, err := s.verifyAttestations(atts, csrs, code.AttestationChallenge(req.Secret, rekeyContext(req.Current))); err != nil {
+			return nil, err
+		}
 		if actID, err = s.enrollRenewal(ctx, old, req.Secret, req.Password); err != nil {
 			return nil, err
 		}
 	}
 	d, err := s.redeem(ctx, RedeemRequest{
 		ActivationID: actID, Secret: req.Secret, Password: req.Password, Device: old.Device, CSRs: csrs, Attestations: atts,
-		AttestationContext: code.RekeyAttestationContext(NormalizeSerial(req.Current.SerialNumber.Text(16))),
+		AttestationContext: rekeyContext(req.Current),
 	}, progress)
 	if err != nil {
 		s.auditRefusal(ctx, actID, err)
@@ -118,6 +123,11 @@ func (s *Service) Rekey(ctx context.Context, req RekeyRequest, progress Progress
 		s.cfg.Audit.Set(ctx, "device", "rekey", d.Manifest.GetCredentialSetId(), "renews="+old.ID+"; redemption_id="+d.RedemptionID+"; "+d.Attestation)
 	}
 	return d, nil
+}
+
+// rekeyContext is a renewal's attestation challenge context.
+func rekeyContext(current *x509.Certificate) string {
+	return code.RekeyAttestationContext(NormalizeSerial(current.SerialNumber.Text(16)))
 }
 
 // ConfirmRekey completes a re-key: the new set becomes active and the one

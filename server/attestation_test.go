@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/credgw/credgw/activation/attest"
 	"github.com/credgw/credgw/activation/code"
@@ -124,4 +125,50 @@ func TestKeyAttestationPolicy(t *testing.T) {
 			t.Fatalf("the same activation with a good attestation: %v", err)
 		}
 	})
+}
+
+// TestRekeyAttested: a renewal attests its new keys with the challenge over
+// the current certificate's serial: …3.41 when it verifies; an attestation
+// made for another challenge is PermissionDenied and renews nothing.
+func TestRekeyAttested(t *testing.T) {
+	vendor, err := hsmsim.OpenVendor(filepath.Join(dev.Dir, "hsm", "attest-vendor"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	dir, oldSet, _ := installed(t, "attested-renewal@example.com")
+	recs, err := gwStore.CertificatesOfSet(ctx, oldSet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Profile == "derived-piv-auth" {
+			clockOffset.Store(int64(time.Until(r.NotBefore.Add(r.NotAfter.Sub(r.NotBefore) * 81 / 100))))
+		}
+	}
+	t.Cleanup(func() { clockOffset.Store(0) })
+	withChallenge := func(fixed []byte) agent.AttestFunc {
+		return func(_ context.Context, _ credgwv1.Profile, pub crypto.PublicKey, challenge []byte) (*credgwv1.KeyAttestation, error) {
+			if fixed != nil {
+				challenge = fixed
+			}
+			chain, err := vendor.Attest(pub, challenge, hsmsim.AttestOptions{Level: attest.TrustedEnvironment})
+			return &credgwv1.KeyAttestation{Format: attest.FormatAndroidKey, CertificateChain: chain}, err
+		}
+	}
+	o := renewOptions(t, dir)
+	o.Attest = withChallenge([]byte("made for another renewal"))
+	_, err = agent.Renew(ctx, o)
+	wantCode(t, err, codes.PermissionDenied)
+	if st := setState(t, oldSet); st != "active" {
+		t.Fatalf("the old set is %s after a refused renewal", st)
+	}
+	o.Attest = withChallenge(nil)
+	res, err := agent.Renew(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if auth := res.Certificates[credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH]; !hasPolicy(auth, oidDerivedHardware) {
+		t.Fatalf("renewed with a TEE attestation: policies %v", auth.PolicyIdentifiers)
+	}
 }
