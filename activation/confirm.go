@@ -41,7 +41,7 @@ func (s *Service) Confirm(ctx context.Context, redemptionID string, secret, sum 
 		"Derived PIV credentials bound to your PIV card were issued and installed on a device.")
 	s.cfg.Notify.Set(ctx, "key-delivery", cs.ID, "Your encryption keys were delivered to a device",
 		"Your escrowed S/MIME encryption key and its key history were delivered to a device.")
-	s.cfg.Log.Info("credentials installed", "credential_set_id", cs.ID, "person_id", cs.PersonID, "serials", fmt.Sprint(out.Serials))
+	s.cfg.Log.InfoContext(ctx, "credentials installed", "credential_set_id", cs.ID, "person_id", cs.PersonID, "serials", fmt.Sprint(out.Serials))
 	return out, nil
 }
 

@@ -38,7 +38,7 @@ func (s *Service) Enroll(ctx context.Context, req EnrollRequest) (*Enrollment, e
 		detail += "; portal"
 	}
 	s.cfg.Audit.Set(ctx, "piv:"+sess.PersonID, "enroll", en.CredentialSetID, detail)
-	s.cfg.Log.Info("enrollment created", "person_id", sess.PersonID, "card_uuid", sess.CardUUID, "portal", req.Portal,
+	s.cfg.Log.InfoContext(ctx, "enrollment created", "person_id", sess.PersonID, "card_uuid", sess.CardUUID, "portal", req.Portal,
 		"activation_id", en.ActivationID, "credential_set_id", en.CredentialSetID, "credential_type", en.CredentialType)
 	return en, nil
 }

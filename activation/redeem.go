@@ -36,7 +36,7 @@ func (s *Service) Redeem(ctx context.Context, req RedeemRequest, progress Progre
 	}
 	if !d.Resumed {
 		s.cfg.Audit.Set(ctx, "device", "redeem", d.Manifest.GetCredentialSetId(), "activation_id="+req.ActivationID+"; redemption_id="+d.RedemptionID+"; issued; "+d.Attestation)
-		s.cfg.Log.Info("credentials issued", "activation_id", req.ActivationID, "redemption_id", d.RedemptionID,
+		s.cfg.Log.InfoContext(ctx, "credentials issued", "activation_id", req.ActivationID, "redemption_id", d.RedemptionID,
 			"credential_set_id", d.Manifest.GetCredentialSetId(), "bytes", len(d.Package))
 	}
 	return d, nil
@@ -62,7 +62,7 @@ func (s *Service) auditRefusal(ctx context.Context, activationID string, err err
 	case errors.Is(err, ErrLocked):
 		// Locked before: the lock was recorded and told when it happened;
 		// a caller repeating itself does not grow the log or the outbox.
-		s.cfg.Log.Info("redemption of a locked code refused", "activation_id", activationID)
+		s.cfg.Log.InfoContext(ctx, "redemption of a locked code refused", "activation_id", activationID)
 		return
 	case errors.Is(err, ErrTerminated):
 		outcome = "terminated"
@@ -199,7 +199,7 @@ func (s *Service) check(ctx context.Context, id string, secret []byte, password 
 			// abandoned by the lock, so a revocation that fails here is
 			// finished by the sweep.
 			if err := s.revokeSet(bg, a.CredentialSetID, time.Time{}, issuance.ReasonKeyCompromise); err != nil {
-				s.cfg.Log.Error("locked with a package waiting: revoking what it carried failed; the sweep retries",
+				s.cfg.Log.ErrorContext(ctx, "locked with a package waiting: revoking what it carried failed; the sweep retries",
 					"credential_set_id", a.CredentialSetID, "cause", err.Error())
 			}
 		}

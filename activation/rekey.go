@@ -165,7 +165,7 @@ func (s *Service) ConfirmRekey(ctx context.Context, current *x509.Certificate, r
 		"Your derived PIV credentials were re-keyed on the device that held them; the previous ones are revoked (superseded).")
 	s.cfg.Notify.Set(ctx, "key-delivery", cs.ID, "Your encryption keys were delivered to a device",
 		"A new escrowed S/MIME encryption key and your key history were delivered to the device that renewed its credentials.")
-	s.cfg.Log.Info("credentials renewed", "credential_set_id", cs.ID, "superseded", old.ID, "person_id", cs.PersonID)
+	s.cfg.Log.InfoContext(ctx, "credentials renewed", "credential_set_id", cs.ID, "superseded", old.ID, "person_id", cs.PersonID)
 	return out, nil
 }
 

@@ -118,7 +118,7 @@ func (s *Service) releaseLapsed(ctx context.Context, all bool) (int, error) {
 		errs = append(errs, s.revokeSet(ctx, r.CredentialSetID, now, issuance.ReasonCessationOfOperation))
 		s.cfg.Audit.Set(ctx, "system", "release", r.CredentialSetID,
 			"activation_id="+r.ActivationID+"; redemption_id="+r.RedemptionID+"; the issuing process died; what it issued is revoked and the code redeems again")
-		s.cfg.Log.Warn("redemption released: its issuing process died", "activation_id", r.ActivationID,
+		s.cfg.Log.WarnContext(ctx, "redemption released: its issuing process died", "activation_id", r.ActivationID,
 			"redemption_id", r.RedemptionID, "credential_set_id", r.CredentialSetID)
 	}
 	return n, errors.Join(errs...)
@@ -139,7 +139,7 @@ func (s *Service) sweepEscrow(ctx context.Context, now time.Time) error {
 		return err
 	}
 	if unused+purged > 0 {
-		s.cfg.Log.Info("escrowed keys deleted", "never_certified", unused, "past_retention", purged)
+		s.cfg.Log.InfoContext(ctx, "escrowed keys deleted", "never_certified", unused, "past_retention", purged)
 	}
 	return nil
 }

@@ -106,7 +106,7 @@ func (s *Server) keepLeases() {
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(s.bgCtx, activation.LeaseRenewal)
 			if err := s.activation.KeepLeases(ctx); err != nil && s.bgCtx.Err() == nil {
-				s.log.Error("renewing redemption leases", "cause", err.Error())
+				s.log.ErrorContext(ctx, "renewing redemption leases", "cause", err.Error())
 			}
 			cancel()
 		}
@@ -556,7 +556,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
-		s.log.Warn("shutdown timeout: stopping calls still running")
+		s.log.WarnContext(ctx, "shutdown timeout: stopping calls still running")
 		s.grpc.Stop()
 		<-done
 	}
@@ -573,7 +573,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.wg.Wait()
 	s.closeResources()
-	s.log.Info("credgw stopped")
+	s.log.InfoContext(ctx, "credgw stopped")
 	return errors.Join(errs...)
 }
 
@@ -595,7 +595,7 @@ func (s *Server) closeResources() {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Limits.ShutdownTimeout.Duration)
 	defer cancel()
 	if err := s.tracing.shutdown(ctx); err != nil {
-		s.log.Warn("flushing the traces", "cause", err.Error())
+		s.log.WarnContext(ctx, "flushing the traces", "cause", err.Error())
 	}
 }
 

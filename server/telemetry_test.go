@@ -282,6 +282,23 @@ func TestTelemetry(t *testing.T) {
 	if !found {
 		t.Error("no log line for BeginSession")
 	}
+	// So does a service's own line written within the call: the
+	// redemption's "credentials issued".
+	redeemTrace := hex.EncodeToString(byName["credgw.v1.Redemption/Redeem"][0].GetTraceId())
+	found = false
+	sc = bufio.NewScanner(strings.NewReader(logs.String()))
+	for sc.Scan() {
+		var line map[string]any
+		if json.Unmarshal(sc.Bytes(), &line) == nil && line["msg"] == "credentials issued" {
+			found = true
+			if line["trace_id"] != redeemTrace {
+				t.Errorf("the redemption's \"credentials issued\" line: trace_id %v, want %s", line["trace_id"], redeemTrace)
+			}
+		}
+	}
+	if !found {
+		t.Error("no \"credentials issued\" log line")
+	}
 }
 
 // checkDashboard: docs/grafana-dashboard.json is valid JSON, and every

@@ -81,7 +81,7 @@ func (l *Log) Record(ctx context.Context, e store.AuditEvent) {
 		}
 	}
 	if _, err := l.st.AppendAudit(context.WithoutCancel(ctx), e); err != nil {
-		l.log.Error("audit: append failed", "action", e.Action, "person_id", e.PersonID, "cause", err.Error())
+		l.log.ErrorContext(ctx, "audit: append failed", "action", e.Action, "person_id", e.PersonID, "cause", err.Error())
 	}
 }
 

@@ -128,7 +128,7 @@ func (s *Service) RevokeOwn(ctx context.Context, personID, setID string, reason 
 	}
 	s.cfg.Audit.Set(ctx, "piv:"+personID, "revoke", cs.ID, via+"; reason="+strconv.Itoa(int(reason)))
 	s.cfg.Notify.Set(ctx, "revocation", cs.ID, "Derived PIV credentials were revoked", body)
-	s.cfg.Log.Info("credential set revoked "+via, "person_id", personID, "credential_set_id", cs.ID, "reason", reason.String())
+	s.cfg.Log.InfoContext(ctx, "credential set revoked "+via, "person_id", personID, "credential_set_id", cs.ID, "reason", reason.String())
 	return s.cfg.Activation.View(ctx, *cs)
 }
 
@@ -150,7 +150,7 @@ func (s *Service) RevokeCertificate(ctx context.Context, serial string, reason i
 		e.Detail += "; comment=" + comment
 	}
 	s.cfg.Audit.Record(ctx, e)
-	s.cfg.Log.Info("certificate revoked by an administrator", "serial", serial, "reason", reason.String(), "person_id", rec.PersonID)
+	s.cfg.Log.InfoContext(ctx, "certificate revoked by an administrator", "serial", serial, "reason", reason.String(), "person_id", rec.PersonID)
 	return rec, err
 }
 
@@ -168,7 +168,7 @@ func (s *Service) RevokeIdentity(ctx context.Context, sel store.IdentitySelector
 	}
 	s.cfg.Audit.Record(ctx, audit.Identity("admin", "revoke-identity", sel, serials, "reason="+protoName(reason)))
 	s.cfg.Notify.Identity(ctx, "revocation", sel, "Your derived PIV credentials were revoked", "An administrator revoked your derived PIV credentials.")
-	s.cfg.Log.Info("identity's derived credentials revoked by an administrator", "identity", sel.String(), "reason", reason.String(),
+	s.cfg.Log.InfoContext(ctx, "identity's derived credentials revoked by an administrator", "identity", sel.String(), "reason", reason.String(),
 		"revoked", len(serials))
 	return serials, nil
 }
@@ -194,7 +194,7 @@ func (s *Service) Terminate(ctx context.Context, actor string, sel store.Identit
 	e.Source = source
 	s.cfg.Audit.Record(ctx, e)
 	s.cfg.Notify.Identity(ctx, "termination", sel, "Your derived PIV credentials were revoked", "Your PIV account was terminated; every derived PIV credential of it was revoked.")
-	s.cfg.Log.Info("PIV identity terminated", "by", actor, "identity", sel.String(), "revoked", len(serials), "source", source)
+	s.cfg.Log.InfoContext(ctx, "PIV identity terminated", "by", actor, "identity", sel.String(), "revoked", len(serials), "source", source)
 	return serials, nil
 }
 
@@ -209,7 +209,7 @@ func (s *Service) TerminateOnce(ctx context.Context, signature string, window ti
 		return nil, err
 	}
 	if !first {
-		s.cfg.Log.Warn("termination webhook replayed; ignored", "identity", sel.String(), "source", source)
+		s.cfg.Log.WarnContext(ctx, "termination webhook replayed; ignored", "identity", sel.String(), "source", source)
 		return nil, ErrReplayed
 	}
 	serials, err := s.Terminate(ctx, "webhook", sel, comment, source)

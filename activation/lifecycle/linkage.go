@@ -93,11 +93,11 @@ func (s *Service) checkLinkage(ctx context.Context, l store.Linkage, res *Linkag
 			if cfg.OnUnknown == "revoke" {
 				revoke, l.LastStatus = true, "unknown for "+unknownFor.Round(time.Hour).String()+": revoked"
 			} else {
-				s.cfg.Log.Error("linkage: card status unavailable past linkage.max_unknown; derived credentials kept (on_unknown: alert)",
+				s.cfg.Log.ErrorContext(ctx, "linkage: card status unavailable past linkage.max_unknown; derived credentials kept (on_unknown: alert)",
 					"card_uuid", pc.CardUUID, "piv_auth_sha256", l.CertSHA256, "unknown_since", l.UnknownSince)
 			}
 		} else {
-			s.cfg.Log.Warn("linkage: card status unavailable; will retry", "card_uuid", pc.CardUUID, "piv_auth_sha256", l.CertSHA256,
+			s.cfg.Log.WarnContext(ctx, "linkage: card status unavailable; will retry", "card_uuid", pc.CardUUID, "piv_auth_sha256", l.CertSHA256,
 				"next_check", l.NextCheck, "cause", verr.Error())
 		}
 	case errors.Is(verr, piv.ErrRevoked), errors.Is(verr, piv.ErrExpired):
@@ -113,7 +113,7 @@ func (s *Service) checkLinkage(ctx context.Context, l store.Linkage, res *Linkag
 		}
 		l.LastStatus = "unverifiable: " + verr.Error()
 		l.NextCheck = now.Add(cfg.Interval)
-		s.cfg.Log.Error("linkage: the kept PIV Authentication certificate no longer verifies; check piv.trust_anchor_files and piv.policies",
+		s.cfg.Log.ErrorContext(ctx, "linkage: the kept PIV Authentication certificate no longer verifies; check piv.trust_anchor_files and piv.policies",
 			"card_uuid", pc.CardUUID, "piv_auth_sha256", l.CertSHA256, "cause", verr.Error())
 	}
 	if revoke {
@@ -130,7 +130,7 @@ func (s *Service) checkLinkage(ctx context.Context, l store.Linkage, res *Linkag
 			Detail: "piv_auth_sha256=" + l.CertSHA256 + "; " + l.LastStatus})
 		s.cfg.Notify.Identity(ctx, "revocation", store.IdentitySelector{CertSHA256: l.CertSHA256}, "Your derived PIV credentials were revoked",
 			"Your PIV card's authentication certificate is no longer valid, so the derived PIV credentials bound to it were revoked.")
-		s.cfg.Log.Warn("linkage: the card's PIV Authentication certificate is no longer valid; its derived credentials are revoked",
+		s.cfg.Log.WarnContext(ctx, "linkage: the card's PIV Authentication certificate is no longer valid; its derived credentials are revoked",
 			"card_uuid", pc.CardUUID, "piv_auth_sha256", l.CertSHA256, "status", l.LastStatus, "revoked", len(serials))
 		l.NextCheck = now.Add(cfg.Interval)
 	}
@@ -148,9 +148,9 @@ func (s *Service) Sweep(ctx context.Context) {
 	defer cancel()
 	s.SweepDue(ctx)
 	if res, err := s.Linkage(ctx); err != nil {
-		s.cfg.Log.Warn("linkage checks", "err", err)
+		s.cfg.Log.WarnContext(ctx, "linkage checks", "err", err)
 	} else if res.Checked > 0 {
-		s.cfg.Log.Info("linkage checks", "checked", res.Checked, "good", res.Good, "unknown", res.Unknown, "revoked_cards", res.Revoked)
+		s.cfg.Log.InfoContext(ctx, "linkage checks", "checked", res.Checked, "good", res.Good, "unknown", res.Unknown, "revoked_cards", res.Revoked)
 	}
 }
 
@@ -159,13 +159,13 @@ func (s *Service) Sweep(ctx context.Context) {
 // due while it was down is handled before anyone can use it.
 func (s *Service) SweepDue(ctx context.Context) {
 	if n, err := s.cfg.Activation.Sweep(ctx); err != nil {
-		s.cfg.Log.Warn("sweeping activations", "err", err)
+		s.cfg.Log.WarnContext(ctx, "sweeping activations", "err", err)
 	} else if n > 0 {
-		s.cfg.Log.Info("ended unconfirmed or stuck redemptions and revoked what they carried", "credential_sets", n)
+		s.cfg.Log.InfoContext(ctx, "ended unconfirmed or stuck redemptions and revoked what they carried", "credential_sets", n)
 	}
 	if n, err := s.cfg.CA.RevokeStaleIntents(ctx, s.cfg.Now().Add(-activation.StuckRedemption)); err != nil {
-		s.cfg.Log.Warn("revoking stale issuance intents", "err", err)
+		s.cfg.Log.WarnContext(ctx, "revoking stale issuance intents", "err", err)
 	} else if n > 0 {
-		s.cfg.Log.Warn("revoked issuance intents never recorded (a crash between signing and recording)", "certificates", n)
+		s.cfg.Log.WarnContext(ctx, "revoked issuance intents never recorded (a crash between signing and recording)", "certificates", n)
 	}
 }

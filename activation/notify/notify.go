@@ -183,7 +183,7 @@ func (o *Outbox) enqueue(ctx context.Context, kind, recipient, subject, body str
 			Kind: kind, Recipient: recipient, Subject: subject, Body: body, CreatedAt: o.now()})
 	}
 	if err != nil {
-		o.log.Error("notification not queued", "kind", kind, "cause", err.Error())
+		o.log.ErrorContext(ctx, "notification not queued", "kind", kind, "cause", err.Error())
 		return
 	}
 	select {
@@ -199,7 +199,7 @@ func (o *Outbox) Set(ctx context.Context, kind, setID, subject, what string) {
 	}
 	cs, err := o.st.CredentialSet(ctx, setID)
 	if err != nil {
-		o.log.Error("notification: credential set", "credential_set_id", setID, "cause", err.Error())
+		o.log.ErrorContext(ctx, "notification: credential set", "credential_set_id", setID, "cause", err.Error())
 		return
 	}
 	body := fmt.Sprintf("%s\n\nDerived credential: %q (%s)\nCredential set: %s\nTime: %s\n\n"+
@@ -279,9 +279,9 @@ func (o *Outbox) sendClaimed(ctx context.Context, due []store.Notification) (sen
 				// About two days of tries: give up, loudly; the row
 				// stays in the outbox with its last error.
 				backoff = 100 * 365 * 24 * time.Hour
-				o.log.Error("notification given up after repeated failures", "id", n.ID, "kind", n.Kind, "attempts", n.Attempts, "cause", err.Error())
+				o.log.ErrorContext(ctx, "notification given up after repeated failures", "id", n.ID, "kind", n.Kind, "attempts", n.Attempts, "cause", err.Error())
 			} else {
-				o.log.Warn("notification not delivered; will retry", "id", n.ID, "kind", n.Kind, "attempts", n.Attempts, "retry_in", backoff, "cause", err.Error())
+				o.log.WarnContext(ctx, "notification not delivered; will retry", "id", n.ID, "kind", n.Kind, "attempts", n.Attempts, "retry_in", backoff, "cause", err.Error())
 			}
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			ferr := o.st.NotificationFailed(rctx, n, err.Error(), o.now().Add(backoff))
@@ -316,7 +316,7 @@ func (o *Outbox) Run(ctx context.Context) {
 		}
 		dctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		if _, _, err := o.Deliver(dctx); err != nil {
-			o.log.Warn("delivering notifications", "err", err)
+			o.log.WarnContext(ctx, "delivering notifications", "err", err)
 		}
 		cancel()
 	}

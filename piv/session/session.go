@@ -182,7 +182,7 @@ func (s *Service) Complete(ctx context.Context, p Proof) (*Opened, error) {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, ErrUnknownChallenge
 	case errors.Is(err, store.ErrAlreadyUsed):
-		s.cfg.Log.Info("PKI-AUTH refused: a replayed challenge", "source", p.Source)
+		s.cfg.Log.InfoContext(ctx, "PKI-AUTH refused: a replayed challenge", "source", p.Source)
 		return nil, ErrReplay
 	case err != nil:
 		return nil, err
@@ -241,7 +241,7 @@ func (s *Service) complete(ctx context.Context, ch store.Challenge, now time.Tim
 	if err != nil {
 		return nil, err
 	}
-	s.cfg.Log.Info("PKI-AUTH succeeded", "person_id", id.PersonID, "card_uuid", id.CardUUID,
+	s.cfg.Log.InfoContext(ctx, "PKI-AUTH succeeded", "person_id", id.PersonID, "card_uuid", id.CardUUID,
 		"piv_auth_serial", leaf.SerialNumber.Text(16), "status_source", res.StatusSource)
 	return o, nil
 }
@@ -265,7 +265,7 @@ func (s *Service) SignInTLS(ctx context.Context, leaf *x509.Certificate, chain [
 // grow the log (the portal and PKI-AUTH rate-limit per address too).
 func (s *Service) recordRefusal(ctx context.Context, action, detail string, leaf *x509.Certificate, source string, err error) {
 	if leaf == nil || errors.Is(err, piv.ErrUntrusted) || errors.Is(err, piv.ErrMalformed) {
-		s.cfg.Log.Info("sign-in refused", "action", action, "source", source, "cause", err.Error())
+		s.cfg.Log.InfoContext(ctx, "sign-in refused", "action", action, "source", source, "cause", err.Error())
 		return
 	}
 	e := store.AuditEvent{Actor: "card", Action: action, Outcome: audit.Refused, Source: source, Detail: detail + "refused: " + err.Error()}
@@ -308,7 +308,7 @@ func (s *Service) signInTLS(ctx context.Context, leaf *x509.Certificate, chain [
 	if err != nil {
 		return nil, err
 	}
-	s.cfg.Log.Info("portal sign-in", "person_id", id.PersonID, "card_uuid", id.CardUUID, "status_source", res.StatusSource)
+	s.cfg.Log.InfoContext(ctx, "portal sign-in", "person_id", id.PersonID, "card_uuid", id.CardUUID, "status_source", res.StatusSource)
 	return o, nil
 }
 
@@ -336,7 +336,7 @@ func (s *Service) keptSignatureEmail(ctx context.Context, res *piv.Result, chain
 		return "", err
 	}
 	if err != nil {
-		s.cfg.Log.Warn("portal sign-in: the Digital Signature certificate kept for this card does not verify; no email of record",
+		s.cfg.Log.WarnContext(ctx, "portal sign-in: the Digital Signature certificate kept for this card does not verify; no email of record",
 			"person_id", res.Identity.PersonID, "card_uuid", res.Identity.CardUUID, "cause", err.Error())
 		return "", nil
 	}
@@ -428,7 +428,7 @@ func (s *Service) LookupPortal(ctx context.Context, token string, card *x509.Cer
 	if err := s.cfg.Store.EndPIVSession(context.WithoutCancel(ctx), portalHash(token), s.cfg.Now()); err != nil {
 		return store.PIVSession{}, err
 	}
-	s.cfg.Log.Warn("portal session presented with "+why+": ended", "person_id", sess.PersonID, "card_uuid", sess.CardUUID)
+	s.cfg.Log.WarnContext(ctx, "portal session presented with "+why+": ended", "person_id", sess.PersonID, "card_uuid", sess.CardUUID)
 	s.cfg.Audit.Record(ctx, store.AuditEvent{Actor: "piv:" + sess.PersonID, Action: "portal-session", Outcome: "refused",
 		PersonID: sess.PersonID, CardUUID: sess.CardUUID, Detail: "session ended: presented with " + why})
 	return store.PIVSession{}, ErrSessionGone
@@ -443,8 +443,8 @@ func (s *Service) EndPortal(ctx context.Context, token string) error {
 // replica may run it.
 func (s *Service) Sweep(ctx context.Context) {
 	if n, err := s.cfg.Store.DeleteExpired(ctx, s.cfg.Now()); err != nil {
-		s.cfg.Log.Warn("deleting expired PIV sessions", "err", err)
+		s.cfg.Log.WarnContext(ctx, "deleting expired PIV sessions", "err", err)
 	} else if n > 0 {
-		s.cfg.Log.Debug("deleted expired PIV sessions and challenges", "rows", n)
+		s.cfg.Log.DebugContext(ctx, "deleted expired PIV sessions and challenges", "rows", n)
 	}
 }
