@@ -108,6 +108,9 @@ func (m *mailbox) serve(c net.Conn) {
 			m.arrived <- struct{}{}
 			cur = mail{authed: cur.authed}
 			say("250 queued")
+		case cmd == "RSET":
+			cur = mail{authed: cur.authed}
+			say("250 ok")
 		case cmd == "QUIT":
 			say("221 bye")
 			return

@@ -30,6 +30,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/credgw/credgw/store"
@@ -232,6 +233,14 @@ func (o *Outbox) Deliver(ctx context.Context) (sent, failed int, err error) {
 	if !o.Enabled() {
 		return 0, 0, nil
 	}
+	// Connections opened for this run (the SMTP relay's) close with it.
+	defer func() {
+		for _, b := range o.senders {
+			if f, ok := b.(interface{ finish() }); ok {
+				f.finish()
+			}
+		}
+	}()
 	// Small batches: each claimed row is sent well within its lease.
 	for range 200 {
 		if ctx.Err() != nil {
@@ -333,6 +342,13 @@ type smtpSender struct {
 	tls      *tls.Config
 	password string
 	now      func() time.Time
+
+	// One relay connection serves every message of a delivery run
+	// (Deliver closes it at the end); mu keeps concurrent runs to it one
+	// at a time.
+	mu   sync.Mutex
+	conn net.Conn
+	c    *smtp.Client
 }
 
 func (m *smtpSender) name() string { return "smtp" }
@@ -341,43 +357,80 @@ func (m *smtpSender) send(ctx context.Context, n store.Notification) error {
 	if n.Recipient == "" {
 		return nil // no address of record: nothing to send by email
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.c != nil {
+		m.deadline(ctx)
+		// The connection of an earlier message: still there?
+		if err := m.c.Reset(); err != nil {
+			m.drop()
+		}
+	}
+	if m.c == nil {
+		if err := m.dial(ctx); err != nil {
+			return err
+		}
+	}
+	if err := m.deliver(n); err != nil {
+		m.drop() // the next message starts afresh
+		return err
+	}
+	return nil
+}
+
+// deadline bounds what follows on the connection by ctx.
+func (m *smtpSender) deadline(ctx context.Context) {
+	if dl, ok := ctx.Deadline(); ok {
+		m.conn.SetDeadline(dl)
+	} else {
+		m.conn.SetDeadline(time.Time{})
+	}
+}
+
+// dial connects, says hello, starts TLS and authenticates.
+func (m *smtpSender) dial(ctx context.Context) error {
 	d := net.Dialer{Timeout: 10 * time.Second}
 	conn, err := d.DialContext(ctx, "tcp", m.cfg.Address)
 	if err != nil {
 		return err
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	}
+	m.conn = conn
+	m.deadline(ctx)
 	host, _, _ := net.SplitHostPort(m.cfg.Address)
 	c, err := smtp.NewClient(conn, host)
 	if err != nil {
 		conn.Close()
 		return err
 	}
-	defer c.Close()
+	m.c = c
+	fail := func(err error) error { m.drop(); return err }
 	if err := c.Hello("credgw"); err != nil {
-		return err
+		return fail(err)
 	}
 	if ok, _ := c.Extension("STARTTLS"); ok {
 		if err := c.StartTLS(m.tls); err != nil {
-			return fmt.Errorf("STARTTLS: %w", err)
+			return fail(fmt.Errorf("STARTTLS: %w", err))
 		}
 	} else if !m.cfg.InsecureNoTLS {
-		return errors.New("the relay does not offer STARTTLS (set notifications.smtp.insecure_no_tls only for a local relay)")
+		return fail(errors.New("the relay does not offer STARTTLS (set notifications.smtp.insecure_no_tls only for a local relay)"))
 	}
 	if m.cfg.Username != "" {
 		if err := c.Auth(smtp.PlainAuth("", m.cfg.Username, m.password, host)); err != nil {
-			return fmt.Errorf("AUTH: %w", err)
+			return fail(fmt.Errorf("AUTH: %w", err))
 		}
 	}
-	if err := c.Mail(m.cfg.From); err != nil {
+	return nil
+}
+
+// deliver sends one message on the open connection.
+func (m *smtpSender) deliver(n store.Notification) error {
+	if err := m.c.Mail(m.cfg.From); err != nil {
 		return err
 	}
-	if err := c.Rcpt(n.Recipient); err != nil {
+	if err := m.c.Rcpt(n.Recipient); err != nil {
 		return err
 	}
-	w, err := c.Data()
+	w, err := m.c.Data()
 	if err != nil {
 		return err
 	}
@@ -385,10 +438,27 @@ func (m *smtpSender) send(ctx context.Context, n store.Notification) error {
 		w.Close()
 		return err
 	}
-	if err := w.Close(); err != nil {
-		return err
+	return w.Close()
+}
+
+// drop closes the connection without ceremony.
+func (m *smtpSender) drop() {
+	if m.c != nil {
+		m.c.Close()
 	}
-	return c.Quit()
+	m.c, m.conn = nil, nil
+}
+
+// finish ends a delivery run: QUIT, and the connection closes.
+func (m *smtpSender) finish() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.c == nil {
+		return
+	}
+	m.conn.SetDeadline(time.Now().Add(10 * time.Second))
+	m.c.Quit()
+	m.drop()
 }
 
 // message is the RFC 5322 message of a notification: Date, Message-ID
