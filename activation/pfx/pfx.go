@@ -3,9 +3,9 @@
 // keys, each with its certificate and a friendly name saying which key is
 // current.
 //
-// It exists because go-pkcs12, which credgw uses for every single-key
-// PKCS#12, writes and reads exactly one key a file and no friendly names
-// (see docs/decisions.md). It does only what that library does not, in the
+// It exists because go-pkcs12 writes and reads exactly one key a file and
+// no friendly names (see docs/decisions.md). The device agent writes all
+// its files under the keystore PIN with one Writer (PINIterations). It does only what that library does not, in the
 // profile go-pkcs12 calls Modern, so that a reader that opens a go-pkcs12
 // Modern file opens these too (tested: OpenSSL 3.0 and go-pkcs12 itself):
 //
