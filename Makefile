@@ -9,10 +9,11 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # Debian packages credgw needs: SoftHSM (tokens for tests and the embedded
 # default), OpenSC (pkcs11-tool; the module for real PIV cards), protoc,
 # p11tool, NSS tools (browser tests), OpenSSL (tests check what we produce),
-# PostgreSQL (the scale-out store; tests run a throwaway cluster), and what
-# the package test checks the .deb with: systemd-analyze (systemd), lintian,
-# binutils (strip, objdump).
-DEB_PACKAGES := softhsm2 opensc protobuf-compiler libprotobuf-dev gnutls-bin libnss3-tools openssl ca-certificates postgresql chromium systemd lintian binutils
+# PostgreSQL (the scale-out store; tests run a throwaway cluster), Python
+# cryptography and a Java runtime (readers of the agent's PKCS#12 files), and
+# what the package test checks the .deb with: systemd-analyze (systemd),
+# lintian, binutils (strip, objdump).
+DEB_PACKAGES := softhsm2 opensc protobuf-compiler libprotobuf-dev gnutls-bin libnss3-tools openssl ca-certificates postgresql chromium python3-cryptography default-jre-headless systemd lintian binutils
 
 # Pinned protoc plugins for `make proto`.
 PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12

@@ -30,7 +30,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
-	pkcs12 "software.sslmate.com/src/go-pkcs12"
 )
 
 // Options is one redemption.
@@ -111,7 +110,12 @@ type Result struct {
 	Files        []string
 	Certificates map[credgwv1.Profile]*x509.Certificate
 	KeyHistory   int
-	Resumes      int
+	// KeyHistoryFiles are the escrowed keys one PKCS#12 each (base names
+	// in OutDir, KeyFileName), the current key first: for readers that
+	// take one key of a file. encryption.p12 holds them all. Empty with a
+	// Keystore (no PKCS#12 is written) or an Options.Install.
+	KeyHistoryFiles []string
+	Resumes         int
 }
 
 // profiles whose keys the device makes; the key-management key comes
@@ -576,7 +580,20 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 		res.Files = append(res.Files, p)
 		return nil
 	}
-	enc := pkcs12.Modern
+	// Every PKCS#12 under the keystore PIN is written with one Writer: two
+	// key derivations at the PIN counts (pfx.PINIterations) for all the
+	// files, made only when a file is to be written.
+	var pinWriter *pfx.Writer
+	underPIN := func(entries []pfx.Entry) ([]byte, error) {
+		if pinWriter == nil {
+			w, err := pfx.NewWriter(o.KeystorePIN, pfx.PINIterations, pfx.PINMACIterations)
+			if err != nil {
+				return nil, errors.New("agent: the keystore PIN cannot protect a PKCS#12 (a character beyond U+FFFF?)")
+			}
+			pinWriter = w
+		}
+		return pinWriter.Encode(entries, chain)
+	}
 	for _, m := range pkg.GetManifest().GetItems() {
 		it, err := pkg.Item(m)
 		if err != nil {
@@ -608,7 +625,7 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 					return err
 				}
 			} else {
-				p12, err := enc.Encode(key, cert, chain, o.KeystorePIN)
+				p12, err := underPIN([]pfx.Entry{{Key: key, Certificate: cert, FriendlyName: DeviceKeyName(m.GetProfile(), cert)}})
 				if err != nil {
 					return err
 				}
@@ -664,13 +681,27 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 			}
 			if o.Keystore == nil {
 				// Re-protect under the keystore PIN: the transport password
-				// is never kept.
-				p12, err := pfx.Encode(entries, chain, o.KeystorePIN, pfx.DefaultIterations)
+				// is never kept. The whole history in one file, and each
+				// key in a file of its own for readers that take only the
+				// first key of a file (Python cryptography, go-pkcs12,
+				// Android's certificate installer).
+				p12, err := underPIN(entries)
 				if err != nil {
 					return err
 				}
 				if err := write(name, p12, 0o600); err != nil {
 					return err
+				}
+				for i, e := range entries {
+					p12, err := underPIN([]pfx.Entry{e})
+					if err != nil {
+						return err
+					}
+					f := KeyFileName(i, e.Certificate)
+					if err := write(f, p12, 0o600); err != nil {
+						return err
+					}
+					res.KeyHistoryFiles = append(res.KeyHistoryFiles, f)
 				}
 			}
 			if err := write("encryption.crt", pemCert(entries[0].Certificate), 0o644); err != nil {
@@ -691,6 +722,34 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 		chainPEM = append(chainPEM, pemCert(c)...)
 	}
 	return write("chain.pem", chainPEM, 0o644)
+}
+
+// KeyFileName is the file of the i-th escrowed key (0 is the current key,
+// then the history newest first), so that the names sort in that order:
+// encryption-00-current.p12, encryption-01-until-2026-03-14.p12, … (the
+// date is when the key's certificate ends, UTC). The history holds at most
+// 21 keys (the current one and 20 earlier ones).
+func KeyFileName(i int, cert *x509.Certificate) string {
+	if i == 0 {
+		return "encryption-00-current.p12"
+	}
+	return fmt.Sprintf("encryption-%02d-until-%s.p12", i, cert.NotAfter.UTC().Format("2006-01-02"))
+}
+
+// keyFile matches the names KeyFileName gives.
+var keyFile = regexp.MustCompile(`^encryption-[0-9]{2}-(current|until-[0-9]{4}-[0-9]{2}-[0-9]{2})\.p12$`)
+
+// DeviceKeyName is the friendly name of a device key in auth.p12 or
+// signature.p12: what a keystore shows the person.
+func DeviceKeyName(p credgwv1.Profile, cert *x509.Certificate) string {
+	what := map[credgwv1.Profile]string{
+		credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH:  "derived PIV authentication key",
+		credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE: "signature key",
+	}[p]
+	if what == "" {
+		what = fileNames[p] + " key"
+	}
+	return what + ", serial " + cert.SerialNumber.Text(16)
 }
 
 func mustNormalize(p string) string {

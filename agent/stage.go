@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 )
 
 // confirmer confirms an installed package to the gateway and returns the
@@ -44,5 +45,28 @@ func installStaged(ctx context.Context, dir, prefix string, o Options, open open
 		}
 		res.Files[i] = dst
 	}
+	if len(res.KeyHistoryFiles) > 0 {
+		removeStaleKeyFiles(dir, res.KeyHistoryFiles, o.Events)
+	}
 	return res, nil
+}
+
+// removeStaleKeyFiles removes the one-key files of an earlier install
+// (KeyFileName) that this one did not write: an earlier history key's name
+// holds its position and date, so it would otherwise stay beside the new
+// files as if it were part of the history. A failure is reported, not
+// returned: the new files are in place and confirmed.
+func removeStaleKeyFiles(dir string, keep []string, events func(Event)) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() || !keyFile.MatchString(e.Name()) || slices.Contains(keep, e.Name()) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && events != nil {
+			events(Event{Message: fmt.Sprintf("%s is from an earlier install and could not be removed: %v", e.Name(), err)})
+		}
+	}
 }

@@ -203,13 +203,21 @@ func TestInstallIsWhole(t *testing.T) {
 	t.Run("success", func(t *testing.T) {
 		g := newTestGateway(t)
 		dir := newDir(t)
+		// A one-key file of an earlier install that this one does not
+		// write is removed; a file the agent does not name so stays.
+		const stale, other = "encryption-01-until-2020-01-31.p12", "encryption-notes.p12"
+		for _, f := range []string{stale, other} {
+			if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
 		res, err := installStaged(ctx, dir, ".redeem-", g.options(), g.open, g.confirm)
 		if err != nil {
 			t.Fatal(err)
 		}
 		got := entries(t, dir)
-		want := map[string]os.FileMode{before: 0o600, "auth.p12": 0o600, "auth.crt": 0o644, "signature.p12": 0o600, "signature.crt": 0o644,
-			"encryption.p12": 0o600, "encryption.crt": 0o644, "chain.pem": 0o644}
+		want := map[string]os.FileMode{before: 0o600, other: 0o600, "auth.p12": 0o600, "auth.crt": 0o644, "signature.p12": 0o600, "signature.crt": 0o644,
+			"encryption.p12": 0o600, "encryption-00-current.p12": 0o600, "encryption.crt": 0o644, "chain.pem": 0o644}
 		if len(got) != len(want) {
 			t.Fatalf("the output directory holds %v, want %v", got, want)
 		}
@@ -223,8 +231,17 @@ func TestInstallIsWhole(t *testing.T) {
 				t.Errorf("Result.Files names %s, not in %s", f, dir)
 			}
 		}
-		if slices.Contains(res.Files, filepath.Join(dir, before)) || len(res.Files) != len(want)-1 || res.CredentialSetID != "set" {
+		if slices.Contains(res.Files, filepath.Join(dir, before)) || len(res.Files) != len(want)-2 || res.CredentialSetID != "set" ||
+			!slices.Equal(res.KeyHistoryFiles, []string{"encryption-00-current.p12"}) {
 			t.Errorf("result %+v", res)
+		}
+		// Every PKCS#12 opens under the keystore PIN and names its key.
+		for _, f := range []string{"auth.p12", "signature.p12", "encryption.p12", "encryption-00-current.p12"} {
+			b, _ := os.ReadFile(filepath.Join(dir, f))
+			es, _, err := pfx.Decode(b, g.options().KeystorePIN)
+			if err != nil || len(es) != 1 || !strings.Contains(es[0].FriendlyName, ", serial "+es[0].Certificate.SerialNumber.Text(16)) {
+				t.Errorf("%s: %v %+v", f, err, es)
+			}
 		}
 	})
 }

@@ -345,7 +345,8 @@ func TestAgentRedeems(t *testing.T) {
 // TestKeyHistoryInOneFile: each enrollment of a person brings the earlier
 // escrowed keys along. The device gets them in one encryption.p12 under the
 // keystore PIN: the current key first, then the history newest first, each
-// with its certificate and a friendly name that says which it is.
+// with its certificate and a friendly name that says which it is; and each
+// key again in a file of its own (agent.KeyFileName).
 func TestKeyHistoryInOneFile(t *testing.T) {
 	card := newCard(t, hsmsim.CardSpec{Email: "history@example.com"})
 	var serials []string // current key-management serial of each round
@@ -383,8 +384,23 @@ func TestKeyHistoryInOneFile(t *testing.T) {
 				t.Errorf("round %d: key %d is named %q", round, i, en.FriendlyName)
 			}
 		}
-		if matches, _ := filepath.Glob(filepath.Join(dir, "encryption*.p12")); len(matches) != 1 {
-			t.Fatalf("round %d: %v, want one encryption.p12", round, matches)
+		// And one file per key, current first, for readers that take one
+		// key of a file: each holds that key under the keystore PIN.
+		if matches, _ := filepath.Glob(filepath.Join(dir, "encryption*.p12")); len(matches) != 1+round || len(res.KeyHistoryFiles) != round {
+			t.Fatalf("round %d: %v and KeyHistoryFiles %v, want encryption.p12 and %d one-key files", round, matches, res.KeyHistoryFiles, round)
+		}
+		for i, name := range res.KeyHistoryFiles {
+			if want := agent.KeyFileName(i, entries[i].Certificate); name != want {
+				t.Errorf("round %d: key %d is in %s, want %s", round, i, name, want)
+			}
+			one, err := os.ReadFile(filepath.Join(dir, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _, err := pfx.Decode(one, "correct horse")
+			if err != nil || len(got) != 1 || !got[0].Certificate.Equal(entries[i].Certificate) || got[0].FriendlyName != entries[i].FriendlyName {
+				t.Errorf("round %d: %s: %v", round, name, err)
+			}
 		}
 	}
 }

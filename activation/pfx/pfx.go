@@ -3,9 +3,9 @@
 // keys, each with its certificate and a friendly name saying which key is
 // current.
 //
-// It exists because go-pkcs12, which credgw uses for every single-key
-// PKCS#12, writes and reads exactly one key a file and no friendly names
-// (see docs/decisions.md). It does only what that library does not, in the
+// It exists because go-pkcs12 writes and reads exactly one key a file and
+// no friendly names (see docs/decisions.md). The device agent writes all
+// its files under the keystore PIN with one Writer (PINIterations). It does only what that library does not, in the
 // profile go-pkcs12 calls Modern, so that a reader that opens a go-pkcs12
 // Modern file opens these too (tested: OpenSSL 3.0 and go-pkcs12 itself):
 //
@@ -62,8 +62,37 @@ type Entry struct {
 }
 
 // DefaultIterations is the PBKDF2 and MAC iteration count Encode uses
-// when given none: go-pkcs12 Modern's and OpenSSL 3's default.
+// when given none: go-pkcs12 Modern's and OpenSSL 3's default (`openssl
+// pkcs12 -export` without -iter: PKCS12_DEFAULT_ITER, 2048, for PBKDF2 and
+// for the MAC).
 const DefaultIterations = 2048
+
+// PINIterations is the PBKDF2-HMAC-SHA-256 iteration count of files under
+// a person's PIN (the device agent's keystore files). A PIN is a
+// low-entropy secret, so the count is what current guidance asks:
+//   - OWASP Password Storage Cheat Sheet: PBKDF2 "with a work factor of
+//     600,000 or more and with an internal hash function of HMAC-SHA-256";
+//   - NIST SP 800-132 §5.2: "A minimum iteration count of 1,000 is
+//     recommended", as large as the users' tolerance of the delay allows,
+//     up to 10,000,000 for critical keys;
+//   - NIST SP 800-63B §5.1.1.2: the count "SHOULD be as large as
+//     verification server performance will allow, typically at least
+//     10,000 iterations".
+//
+// Readers take it (TestKeyHistoryReaders in test/): OpenSSL 3.0, NSS 3.87
+// pk12util, Java 17 keytool (it refuses more than 5,000,000:
+// sun.security.pkcs12.PKCS12KeyStore MAX_ITERATION_COUNT), Python
+// cryptography, go-pkcs12.
+const PINIterations = 600_000
+
+// PINMACIterations is the MAC's iteration count of files under a PIN. A
+// guess can be tested on the MAC alone, and one round of the PKCS#12 KDF
+// with SHA-256 is one SHA-256 compression where a PBKDF2-HMAC-SHA-256
+// round is two: twice PINIterations makes the MAC as costly to guess
+// against as the encryption. Java's keytool refuses a MAC count above
+// 5,000,000 ("MAC iteration count too large"); NSS and OpenSSL 3.0 set
+// no maximum.
+const PINMACIterations = 2 * PINIterations
 
 // MaxIterations bounds what Decode accepts, so that a file cannot make its
 // reader spin.
@@ -178,37 +207,90 @@ func hashFor(oid asn1.ObjectIdentifier) (func() hash.Hash, bool) {
 
 // Encode writes one PKCS#12 holding every entry (in order; put the current
 // key first, so that readers that take one key take that one) and the CA
-// certificates, under password. iterations ≤ 0 means DefaultIterations.
+// certificates, under password. iterations ≤ 0 means DefaultIterations;
+// the MAC takes the same count. To write several files under one password
+// (a keystore), use a Writer.
 func Encode(entries []Entry, caCerts []*x509.Certificate, password string, iterations int) ([]byte, error) {
 	return encode(rand.Reader, entries, caCerts, password, iterations, iterations)
 }
 
 func encode(rnd io.Reader, entries []Entry, caCerts []*x509.Certificate, password string, iterations, macIterations int) ([]byte, error) {
-	if len(entries) == 0 {
-		return nil, errors.New("pfx: no key to write")
+	w, err := newWriter(rnd, password, iterations, macIterations)
+	if err != nil {
+		return nil, err
 	}
+	return w.Encode(entries, caCerts)
+}
+
+// A Writer writes several PKCS#12 files under one password (the files of
+// one keystore: a key history as one file and as one file per key) with
+// one PBKDF2 derivation and one MAC-key derivation for all of them. Its
+// files share the PBKDF2 salt and the MAC salt, drawn afresh for each
+// Writer; every bag still has its own random IV. An attacker's cost per
+// guess is the same as with a salt for each file: the files are under the
+// same password, so one guess tried on any one file tests it for all. A
+// salt defeats precomputation across passwords and keystores, which fresh
+// salts per Writer still do. Writing twenty-three files at 600,000
+// iterations then costs two derivations, not forty-six.
+type Writer struct {
+	rnd                       io.Reader
+	iterations, macIterations int
+	salt, macSalt             []byte
+	block                     cipher.Block
+	macKey                    []byte
+}
+
+// NewWriter derives the encryption key (PBKDF2-HMAC-SHA-256, iterations
+// rounds) and the MAC key (the PKCS#12 KDF with SHA-256, macIterations
+// rounds) from password; ≤ 0 means DefaultIterations.
+func NewWriter(password string, iterations, macIterations int) (*Writer, error) {
+	return newWriter(rand.Reader, password, iterations, macIterations)
+}
+
+func newWriter(rnd io.Reader, password string, iterations, macIterations int) (*Writer, error) {
 	if iterations <= 0 {
 		iterations = DefaultIterations
 	}
 	if macIterations <= 0 {
 		macIterations = DefaultIterations
 	}
+	if iterations > MaxIterations || macIterations > MaxIterations {
+		return nil, fmt.Errorf("pfx: more than %d iterations would be refused by Decode", MaxIterations)
+	}
 	bmpPW, err := bmpPassword(password)
 	if err != nil {
 		return nil, errors.New("pfx: the password has a character beyond U+FFFF")
 	}
+	defer clear(bmpPW)
 	salt := make([]byte, 16)
 	if _, err := io.ReadFull(rnd, salt); err != nil {
+		return nil, err
+	}
+	macSalt := make([]byte, 16)
+	if _, err := io.ReadFull(rnd, macSalt); err != nil {
 		return nil, err
 	}
 	key, err := pbkdf2.Key(sha256.New, password, salt, iterations, 32)
 	if err != nil {
 		return nil, fmt.Errorf("pfx: %w", err)
 	}
+	defer clear(key)
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err
 	}
+	return &Writer{rnd: rnd, iterations: iterations, macIterations: macIterations, salt: salt, macSalt: macSalt,
+		block: block, macKey: macKey(sha256.New, bmpPW, macSalt, macIterations)}, nil
+}
+
+// Encode writes one PKCS#12 holding every entry (in order; put the current
+// key first, so that readers that take one key take that one) and the CA
+// certificates, under the Writer's password.
+func (w *Writer) Encode(entries []Entry, caCerts []*x509.Certificate) ([]byte, error) {
+	if len(entries) == 0 {
+		return nil, errors.New("pfx: no key to write")
+	}
+	rnd, block, salt, iterations := w.rnd, w.block, w.salt, w.iterations
 	// seal encrypts plain under the file's key with a fresh IV and returns
 	// the PBES2 AlgorithmIdentifier and the ciphertext.
 	seal := func(plain []byte) (algo, ct []byte, err error) {
@@ -317,16 +399,23 @@ func encode(rnd io.Reader, entries []Entry, caCerts []*x509.Certificate, passwor
 	if err != nil {
 		return nil, err
 	}
-	return withMAC(rnd, authSafe, bmpPW, macIterations)
+	return sealMAC(authSafe, w.macKey, w.macSalt, w.macIterations)
 }
 
-// withMAC wraps an AuthenticatedSafe in the PFX with its HMAC-SHA-256 MAC.
+// withMAC wraps an AuthenticatedSafe in the PFX with its HMAC-SHA-256 MAC
+// under a fresh salt.
 func withMAC(rnd io.Reader, authSafe, bmpPW []byte, iterations int) ([]byte, error) {
 	macSalt := make([]byte, 16)
 	if _, err := io.ReadFull(rnd, macSalt); err != nil {
 		return nil, err
 	}
-	m := hmac.New(sha256.New, macKey(sha256.New, bmpPW, macSalt, iterations))
+	return sealMAC(authSafe, macKey(sha256.New, bmpPW, macSalt, iterations), macSalt, iterations)
+}
+
+// sealMAC wraps an AuthenticatedSafe in the PFX with its HMAC-SHA-256 MAC
+// under key, which the PKCS#12 KDF derived with macSalt and iterations.
+func sealMAC(authSafe, key, macSalt []byte, iterations int) ([]byte, error) {
+	m := hmac.New(sha256.New, key)
 	m.Write(authSafe)
 	var pfx cryptobyte.Builder
 	pfx.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {

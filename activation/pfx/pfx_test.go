@@ -539,3 +539,86 @@ func BenchmarkGoPKCS12_21Files(b *testing.B) {
 		}
 	}
 }
+
+// TestWriterFiles: the files of one Writer open with Decode and (one key
+// each) with go-pkcs12, under the PIN iteration counts; a wrong password
+// opens none; two Writers draw different salts.
+func TestWriterFiles(t *testing.T) {
+	f := testFixture(t)
+	w, err := NewWriter("s3cret-PIN", PINIterations, PINMACIterations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := w.Encode(f.entries, []*x509.Certificate{f.ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := Decode(all, "s3cret-PIN")
+	if err != nil || len(got) != len(f.entries) {
+		t.Fatalf("the whole history: %d keys, %v", len(got), err)
+	}
+	for i, e := range f.entries {
+		one, err := w.Encode([]Entry{e}, []*x509.Certificate{f.ca})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := Decode(one, "wrong PIN"); err != ErrIncorrectPassword {
+			t.Fatalf("file %d opened with a wrong PIN: %v", i, err)
+		}
+		got, _, err := Decode(one, "s3cret-PIN")
+		if err != nil || len(got) != 1 || got[0].FriendlyName != e.FriendlyName || !got[0].Certificate.Equal(e.Certificate) {
+			t.Fatalf("file %d: %v", i, err)
+		}
+		key, cert, _, err := pkcs12.DecodeChain(one, "s3cret-PIN")
+		if err != nil || !cert.Equal(e.Certificate) || !key.(crypto.Signer).Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(e.Key.Public()) {
+			t.Fatalf("go-pkcs12 reads file %d: %v", i, err)
+		}
+	}
+	w2, err := NewWriter("s3cret-PIN", 1000, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(w.salt, w2.salt) || bytes.Equal(w.macSalt, w2.macSalt) || bytes.Equal(w.salt, w.macSalt) {
+		t.Fatal("two Writers share a salt, or a Writer uses one salt twice")
+	}
+	if _, err := NewWriter("s3cret-PIN", MaxIterations+1, 1); err == nil {
+		t.Fatal("a count Decode refuses was written")
+	}
+}
+
+// BenchmarkKeystore21Keys is what the agent does when it installs a full
+// key history (the current key and 20 earlier ones) under a PIN: one
+// Writer at PINIterations/PINMACIterations, encryption.p12 with 21 keys,
+// one file per key, and auth.p12 and signature.p12 (24 files).
+func BenchmarkKeystore21Keys(b *testing.B) {
+	f := testFixture(b)
+	var entries []Entry
+	for len(entries) < 21 {
+		entries = append(entries, f.entries[1])
+	}
+	for b.Loop() {
+		w, err := NewWriter("tr0ub4dor&3", PINIterations, PINMACIterations)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := w.Encode(entries, []*x509.Certificate{f.ca}); err != nil {
+			b.Fatal(err)
+		}
+		for _, e := range append(entries, entries[:2]...) {
+			if _, err := w.Encode([]Entry{e}, []*x509.Certificate{f.ca}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+// BenchmarkEncodePIN is one file with its own derivations at the PIN
+// counts: what each of the 24 files would cost without a shared Writer.
+func BenchmarkEncodePIN(b *testing.B) {
+	f := testFixture(b)
+	for b.Loop() {
+		if _, err := encode(rand.Reader, f.entries[1:2], []*x509.Certificate{f.ca}, "tr0ub4dor&3", PINIterations, PINMACIterations); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -30,8 +30,24 @@ func newRedeemCmd() *cobra.Command {
 pin it carries, ask the password (without echo) unless a file gives it, make the
 device keys (software P-256), download the credentials with a progress bar
 (resuming a cut connection), verify the SHA-256, the chains, the keys and the
-profiles, write DIR/auth.p12, signature.p12, encryption.p12 (+ key history),
-chain.pem and the .crt files under the keystore PIN, and confirm.
+profiles, write the files below under the keystore PIN, and confirm.
+
+DIR then holds (each PKCS#12 with a friendly name and a localKeyId on its key):
+  auth.p12, auth.crt            derived PIV Authentication key and certificate
+  signature.p12, signature.crt  S/MIME signing key and certificate
+  encryption.p12                the escrowed S/MIME encryption key and its key
+                                history in one file, the current key first
+  encryption-00-current.p12     the same keys, one file each, for programs
+  encryption-NN-until-DATE.p12  that read only the first key of a file: NN
+                                orders them (00 the current key, then the
+                                history newest first), DATE is when that
+                                key's certificate ends (YYYY-MM-DD, UTC)
+  encryption.crt                the current encryption certificate
+  chain.pem                     the issuing CA chain
+One-key files of an earlier install in DIR that this one does not write are
+removed. The PKCS#12 files use PBKDF2-HMAC-SHA-256 with 600,000 iterations
+and an HMAC-SHA-256 MAC with 1,200,000 (OWASP's count for PBKDF2; OpenSSL 3,
+NSS, Java keytool and Python cryptography read them).
 
 With --keystore (a PKCS#11 token, as a phone's secure element) the device keys
 are made on the token, the escrowed encryption keys (current and history) are
@@ -238,7 +254,7 @@ func earlierKeys(n int) string {
 	case n <= 0:
 		return " (no earlier keys)"
 	case n == 1:
-		return " + 1 earlier key (key history), all in encryption.p12"
+		return " + 1 earlier key (key history), all in encryption.p12 and one file each"
 	}
-	return fmt.Sprintf(" + %d earlier keys (key history), all in encryption.p12", n)
+	return fmt.Sprintf(" + %d earlier keys (key history), all in encryption.p12 and one file each", n)
 }
