@@ -43,7 +43,7 @@ func (v Verdicts) Summary() string {
 	}
 	var parts []string
 	for p, r := range v {
-		parts = append(parts, fmt.Sprintf("%s:%s/%s/locked=%t", p, r.SecurityLevel, r.VerifiedBootState, r.DeviceLocked))
+		parts = append(parts, fmt.Sprintf("%s:%s/%s/locked=%t/sha256=%.16s", p, r.SecurityLevel, r.VerifiedBootState, r.DeviceLocked, r.CertificateSHA256))
 	}
 	sort.Strings(parts)
 	return "attestation=" + strings.Join(parts, ",")

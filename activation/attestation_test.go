@@ -87,7 +87,8 @@ func TestAttestationRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(cs.Attestation, `"derived-piv-auth"`) || !strings.Contains(cs.Attestation, `"security_level":"StrongBox"`) {
+	if !strings.Contains(cs.Attestation, `"derived-piv-auth"`) || !strings.Contains(cs.Attestation, `"security_level":"StrongBox"`) ||
+		!strings.Contains(cs.Attestation, `"chain":["`) {
 		t.Errorf("stored verdict %s", cs.Attestation)
 	}
 	evs, err := h.st.AuditEvents(ctx, 0, 0, "")

@@ -101,6 +101,10 @@ type Result struct {
 	// Hardware: the key is in a hardware keystore (TrustedEnvironment or
 	// StrongBox): what …3.41 asks.
 	Hardware bool `json:"hardware"`
+	// CertificateSHA256 names the attestation certificate; Chain is the
+	// attestation as the device sent it (DER, kept as evidence).
+	CertificateSHA256 string   `json:"certificate_sha256"`
+	Chain             [][]byte `json:"chain,omitempty"`
 }
 
 // Verify checks an attestation of pub. chain is DER, the attestation
@@ -176,8 +180,10 @@ func (p *Policy) Verify(format string, chain [][]byte, pub crypto.PublicKey, cha
 		return nil, refuse(ReasonDeviceLocked, "the device's bootloader is unlocked")
 	}
 	sum := sha256.Sum256(root.Raw)
+	leafSum := sha256.Sum256(leaf.Raw)
 	return &Result{Format: format, SecurityLevel: level.String(), VerifiedBootState: state.String(), DeviceLocked: locked,
-		AttestationVer: kd.AttestationVersion, RootSHA256: hex.EncodeToString(sum[:]), Hardware: level >= TrustedEnvironment}, nil
+		AttestationVer: kd.AttestationVersion, RootSHA256: hex.EncodeToString(sum[:]), Hardware: level >= TrustedEnvironment,
+		CertificateSHA256: hex.EncodeToString(leafSum[:]), Chain: chain}, nil
 }
 
 // path checks the chain from a configured root down to the attestation
