@@ -66,6 +66,8 @@ func (s *Service) verifyAttestations(atts map[issuance.Profile]Attestation, csrs
 		res, err := s.cfg.Attest.Verify(a.Format, a.Chain, csr.PublicKey, challenge)
 		var ae *attest.Error
 		switch {
+		case errors.Is(err, attest.ErrStatusUnavailable):
+			return nil, err // Unavailable: the operator's to fix, the device's to retry
 		case errors.As(err, &ae):
 			switch ae.Reason {
 			case attest.ReasonMalformed, attest.ReasonKeyMismatch, attest.ReasonFormat:

@@ -361,11 +361,10 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 		}
 		return nil, err
 	}
-	if req.Device != "" || len(verdicts) > 0 {
-		if err := s.cfg.Store.SetDevice(ctx, cs.ID, req.Device, verdicts.JSON()); err != nil {
-			_ = s.cfg.Store.AbortRedemption(context.WithoutCancel(ctx), a.ID, rid)
-			return nil, err
-		}
+	// This call's device and verdict replace an earlier, failed call's.
+	if err := s.cfg.Store.SetDevice(ctx, cs.ID, req.Device, verdicts.JSON()); err != nil {
+		_ = s.cfg.Store.AbortRedemption(context.WithoutCancel(ctx), a.ID, rid)
+		return nil, err
 	}
 	var made []string
 	d, err := s.issue(ctx, a, cs, rid, req, verdicts, aead, progress, &made)

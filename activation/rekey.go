@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/issuance"
@@ -117,12 +118,34 @@ func (s *Service) Rekey(ctx context.Context, req RekeyRequest, progress Progress
 	}, progress)
 	if err != nil {
 		s.auditRefusal(ctx, actID, err)
+		if req.RedemptionID == "" {
+			// The device never got a redemption id to resume with: a
+			// renewal left pending would refuse its retry (a new secret)
+			// until it expired.
+			s.abandonRenewal(context.WithoutCancel(ctx), actID)
+		}
 		return nil, err
 	}
 	if !d.Resumed {
 		s.cfg.Audit.Set(ctx, "device", "rekey", d.Manifest.GetCredentialSetId(), "renews="+old.ID+"; redemption_id="+d.RedemptionID+"; "+d.Attestation)
 	}
 	return d, nil
+}
+
+// abandonRenewal ends a renewal a refused Rekey made and left pending
+// (nothing was delivered; what was issued is revoked).
+func (s *Service) abandonRenewal(ctx context.Context, actID string) {
+	a, err := s.cfg.Store.ActivationByID(ctx, actID)
+	if err != nil || a.State != store.ActPending {
+		return
+	}
+	err = s.cfg.Store.RevokeCredentialSet(ctx, a.CredentialSetID, s.cfg.Now())
+	if err == nil {
+		err = s.revokeSet(ctx, a.CredentialSetID, time.Time{}, issuance.ReasonCessationOfOperation)
+	}
+	if err != nil {
+		s.cfg.Log.WarnContext(ctx, "abandoning a refused renewal", "credential_set_id", a.CredentialSetID, "err", err.Error())
+	}
 }
 
 // rekeyContext is a renewal's attestation challenge context.

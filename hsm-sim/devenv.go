@@ -118,6 +118,10 @@ func DevInit(ctx context.Context, dir string, o DevOptions) (*DevEnv, error) {
 	if err := writeFileAtomic(filepath.Join(abs, "attest", "google-roots.pem"), attest.GoogleRootsPEM(), 0o644); err != nil {
 		return nil, err
 	}
+	// An empty attestation status list (a deployment fetches Google's).
+	if err := writeFileAtomic(filepath.Join(abs, "attest", "status.json"), []byte("{\"entries\": {}}\n"), 0o644); err != nil {
+		return nil, err
+	}
 	if d.PortalAddr != "" {
 		key := make([]byte, 32)
 		if _, err := rand.Read(key); err != nil {
@@ -290,6 +294,10 @@ attestation:
   # Android Key Attestation roots: Google's (real phones) and the simulated
   # vendor of hsm/ (credgw redeem --attest-sim hsm/attest-vendor).
   android_root_files: [attest/google-roots.pem, hsm/attest-vendor/root.crt]
+  # Google's attestation status list: a deployment refreshes it with a job
+  # (it is refused when older than status_max_age); here an empty one.
+  status_file: attest/status.json
+  status_max_age: 87600h
   security_levels: [trusted_environment, strongbox]
   require_verified_boot: true
   require_device_locked: true

@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/credgw/credgw/activation/attest"
@@ -188,9 +189,14 @@ type AttestConfig struct {
 	// AndroidRootFiles are PEM attestation roots; none: Google's published
 	// hardware attestation roots (built in).
 	AndroidRootFiles []string `yaml:"android_root_files"`
-	// StatusFile is Google's attestation status list (JSON); revoked
-	// attestation certificates are refused. Re-read at a reload.
+	// StatusFile is Google's attestation status list (JSON), kept fresh by
+	// the operator's job; revoked attestation certificates are refused. It
+	// is read again whenever it changes. Required with
+	// ca.hardware_backed_devices.
 	StatusFile string `yaml:"status_file"`
+	// StatusMaxAge: an older status file (by its modification time) fails
+	// attestations closed (Unavailable). Default 24h.
+	StatusMaxAge Duration `yaml:"status_max_age"`
 	// SecurityLevels accepted: trusted_environment, strongbox, software
 	// (default: the first two).
 	SecurityLevels []string `yaml:"security_levels"`
@@ -417,6 +423,9 @@ func (c *Config) applyDefaults() {
 	if c.Attest.Unattested == "" {
 		c.Attest.Unattested = "allow"
 	}
+	if c.Attest.StatusMaxAge.Duration == 0 {
+		c.Attest.StatusMaxAge.Duration = DefaultAttestStatusMaxAge
+	}
 	if c.Attest.RequireVerifiedBoot == nil {
 		c.Attest.RequireVerifiedBoot = ptr(true)
 	}
@@ -551,7 +560,17 @@ func (c *Config) validate() error {
 func ptr[T any](v T) *T { return &v }
 
 // validateAttest checks the attestation section.
+// DefaultAttestStatusMaxAge is attestation.status_max_age's default.
+const DefaultAttestStatusMaxAge = 24 * time.Hour
+
 func (c *Config) validateAttest(bad func(string, ...any)) {
+	if c.CA.HardwareBackedDevices && c.CA.CertificateFile != "" && c.Attest.StatusFile == "" {
+		bad("ca.hardware_backed_devices needs attestation.status_file: Google's attestation status list, fetched by a job " +
+			"(leaked attestation keys are caught only through it; docs/config.md, attestation)")
+	}
+	if c.Attest.StatusMaxAge.Duration < 0 {
+		bad("attestation.status_max_age: want a positive duration")
+	}
 	if u := c.Attest.Unattested; u != "allow" && u != "refuse" {
 		bad("attestation.unattested %q: allow or refuse", u)
 	}
@@ -584,9 +603,13 @@ func (c *Config) AttestPolicy() (*attest.Policy, error) {
 		p.Roots = append(p.Roots, roots...)
 	}
 	if c.Attest.StatusFile != "" {
-		if p.Revoked, err = attest.LoadStatusList(c.Path(c.Attest.StatusFile)); err != nil {
+		sf := &statusFile{path: c.Path(c.Attest.StatusFile), maxAge: c.Attest.StatusMaxAge.Duration, now: configNow}
+		// A list that does not parse is a configuration error now; one
+		// that is (or becomes) too old fails attestations closed later.
+		if _, _, err := sf.load(); err != nil {
 			return nil, fmt.Errorf("attestation.status_file: %w", err)
 		}
+		p.Status = sf.revoked
 	}
 	for _, l := range c.Attest.SecurityLevels {
 		lvl, err := attest.ParseSecurityLevel(l)
@@ -596,6 +619,49 @@ func (c *Config) AttestPolicy() (*attest.Policy, error) {
 		p.SecurityLevels = append(p.SecurityLevels, lvl)
 	}
 	return p, nil
+}
+
+// statusFile is the attestation status list file, read again when it
+// changes and refused when older than maxAge.
+type statusFile struct {
+	path   string
+	maxAge time.Duration
+	now    func() time.Time
+	mu     sync.Mutex
+	mod    time.Time
+	size   int64
+	list   map[string]bool
+}
+
+func (f *statusFile) load() (map[string]bool, os.FileInfo, error) {
+	st, err := os.Stat(f.path)
+	if err != nil {
+		return nil, nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.list != nil && st.ModTime().Equal(f.mod) && st.Size() == f.size {
+		return f.list, st, nil
+	}
+	list, err := attest.LoadStatusList(f.path)
+	if err != nil {
+		return nil, nil, err
+	}
+	f.list, f.mod, f.size = list, st.ModTime(), st.Size()
+	return list, st, nil
+}
+
+// revoked is attest.Policy.Status.
+func (f *statusFile) revoked() (map[string]bool, error) {
+	list, st, err := f.load()
+	if err != nil {
+		return nil, fmt.Errorf("%w: attestation.status_file: %v", attest.ErrStatusUnavailable, err)
+	}
+	if age := f.now().Sub(st.ModTime()); age > f.maxAge {
+		return nil, fmt.Errorf("%w: attestation.status_file is %s old, past attestation.status_max_age (%s): the operator must refresh it",
+			attest.ErrStatusUnavailable, age.Round(time.Minute), f.maxAge)
+	}
+	return list, nil
 }
 
 // validateGeneral checks gateway_id and log.

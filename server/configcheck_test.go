@@ -45,3 +45,28 @@ func TestConfigErrorsReadable(t *testing.T) {
 		})
 	}
 }
+
+// TestConfigShapeAcceptsWhatYAMLDoes: the shape check refuses nothing the
+// decoder takes: merge keys, whole numbers written as floats, nulls.
+func TestConfigShapeAcceptsWhatYAMLDoes(t *testing.T) {
+	const base = "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\n"
+	for _, y := range []string{
+		base + "x-match: &m {subject_cn: credgw-portal}\ntls2: null\n",
+		base + "limits: {max_recv_bytes: 1e6}\n",
+		base + "limits: {max_recv_bytes: 2097152.0}\n",
+		base + "log: {level: }\n",
+	} {
+		_, err := server.ParseConfig([]byte(y), t.TempDir())
+		if err != nil && strings.Contains(err.Error(), "want ") {
+			t.Errorf("%q: %v", y, err)
+		}
+	}
+	merged := "tls: {cert_file: a, key_file: b, client_ca_files: [c]}\npiv: {trust_anchor_files: [a]}\n" +
+		"roles:\n  portal:\n    - &m {subject_cn: credgw-portal}\n  admin:\n    - <<: *m\n      subject_cn: credgw-admin\n"
+	if _, err := server.ParseConfig([]byte(merged), t.TempDir()); err != nil {
+		t.Errorf("a merge key: %v", err)
+	}
+	if _, err := server.ParseConfig([]byte(base+"limits: {max_recv_bytes: 1.5}\n"), t.TempDir()); err == nil {
+		t.Error("a fraction for a whole number was accepted")
+	}
+}

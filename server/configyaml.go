@@ -2,8 +2,10 @@ package server
 
 import (
 	"fmt"
+	"math"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -47,6 +49,10 @@ func checkShape(n *yaml.Node, t reflect.Type, path string) []error {
 		var errs []error
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
+			if k.Tag == "!!merge" {
+				errs = append(errs, checkMerge(v, t, path)...)
+				continue
+			}
 			f, ok := fields[k.Value]
 			if !ok {
 				errs = append(errs, fmt.Errorf("line %d: unknown field %q (every field is listed in docs/config.md)",
@@ -80,7 +86,7 @@ func checkShape(n *yaml.Node, t reflect.Type, path string) []error {
 		}
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
+		if n.Kind != yaml.ScalarNode || (n.Tag != "!!int" && !(n.Tag == "!!float" && wholeFloat(n.Value))) {
 			return []error{shapeError(n, path, "a whole number")}
 		}
 	case reflect.Float32, reflect.Float64:
@@ -93,6 +99,28 @@ func checkShape(n *yaml.Node, t reflect.Type, path string) []error {
 		}
 	}
 	return nil
+}
+
+// checkMerge checks a merge key's value ("<<: *anchor", or a list of
+// them): mappings read into the same type as the mapping they merge into.
+func checkMerge(v *yaml.Node, t reflect.Type, path string) []error {
+	if v.Kind == yaml.AliasNode && v.Alias != nil {
+		v = v.Alias
+	}
+	if v.Kind == yaml.SequenceNode {
+		var errs []error
+		for _, item := range v.Content {
+			errs = append(errs, checkMerge(item, t, path)...)
+		}
+		return errs
+	}
+	return checkShape(v, t, path)
+}
+
+// wholeFloat: a float the decoder reads into an integer (1e6, 3.0).
+func wholeFloat(s string) bool {
+	f, err := strconv.ParseFloat(s, 64)
+	return err == nil && f == math.Trunc(f) && math.Abs(f) < 1<<53
 }
 
 // yamlFields maps a struct's YAML names to its fields.

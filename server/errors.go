@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/attest"
 	actcode "github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/piv"
@@ -90,7 +91,7 @@ func toStatus(err error) error {
 		errors.Is(err, piv.ErrPolicy), errors.Is(err, piv.ErrKeyUsage), errors.Is(err, piv.ErrKey),
 		errors.Is(err, piv.ErrRevoked):
 		code = codes.PermissionDenied
-	case errors.Is(err, piv.ErrStatusUnavailable), errors.Is(err, store.ErrUnavailable):
+	case errors.Is(err, piv.ErrStatusUnavailable), errors.Is(err, store.ErrUnavailable), errors.Is(err, attest.ErrStatusUnavailable):
 		code = codes.Unavailable
 	case errors.Is(err, issuance.ErrNotIssued):
 		code = codes.NotFound

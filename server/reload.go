@@ -84,6 +84,11 @@ func (s *Server) Reload(cfg *Config) (restartNeeded []string, err error) {
 		s.log.Error("reload failed: nothing changed", "err", err.Error())
 		return nil, fmt.Errorf("reload: %w (nothing changed)", err)
 	}
+	if prev := s.live.Load(); (prev.webhookCert == nil) != (l.webhookCert == nil) {
+		// Whether the webhook listener speaks TLS is fixed at start: keep
+		// what it serves with until a restart.
+		l.webhookCert = prev.webhookCert
+	}
 	if err := s.verifier.SetTrust(l.anchors, l.inter); err != nil {
 		return nil, fmt.Errorf("reload: %w (nothing changed)", err)
 	}

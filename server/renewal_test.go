@@ -161,9 +161,10 @@ func TestRekeyRefusals(t *testing.T) {
 	clockOffset.Store(int64(time.Until(cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) * 81 / 100))))
 	t.Cleanup(func() { clockOffset.Store(0) })
 
-	rekey := func(secret []byte) (string, []byte, error) {
+	both := []credgwv1.Profile{credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH, credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE}
+	rekeyWith := func(secret []byte, profiles []credgwv1.Profile) (string, []byte, error) {
 		var csrs []*credgwv1.CertificateRequest
-		for _, p := range []credgwv1.Profile{credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH, credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE} {
+		for _, p := range profiles {
 			k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 			der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
 			csrs = append(csrs, &credgwv1.CertificateRequest{Profile: p, CsrDer: der})
@@ -190,6 +191,11 @@ func TestRekeyRefusals(t *testing.T) {
 			}
 		}
 	}
+	rekey := func(secret []byte) (string, []byte, error) { return rekeyWith(secret, both) }
+	// A renewal refused after it was opened (a CSR missing) is abandoned:
+	// the device's retry, with a new secret, is not "in progress".
+	_, _, err = rekeyWith(bytes.Repeat([]byte{6}, 32), both[:1])
+	wantCode(t, err, codes.InvalidArgument)
 	secret := bytes.Repeat([]byte{9}, 32)
 	rememberSecret(secret)
 	rid, sum, err := rekey(secret)

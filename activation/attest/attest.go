@@ -60,6 +60,11 @@ const (
 	ReasonFormat        Reason = "unsupported_format" // InvalidArgument
 )
 
+// ErrStatusUnavailable: the revocation status of attestation certificates
+// cannot be known now (the status list is missing or too old). Verify
+// fails closed with it; the transport answers Unavailable.
+var ErrStatusUnavailable = errors.New("key attestation: the attestation status list is unavailable")
+
 // Error is a refused attestation.
 type Error struct {
 	Reason Reason
@@ -79,6 +84,11 @@ type Policy struct {
 	// Revoked holds revoked serial numbers, lowercase hex without leading
 	// zeros, as Google's status list names them.
 	Revoked map[string]bool
+	// Status, if set, gives the current revoked serials (a status list
+	// file refreshed by the operator) or an error wrapping
+	// ErrStatusUnavailable (missing, unreadable or too old): the
+	// attestation is then refused, not trusted unchecked.
+	Status func() (map[string]bool, error)
 	// SecurityLevels accepted (default TrustedEnvironment and StrongBox).
 	SecurityLevels []SecurityLevel
 	// RequireVerifiedBoot: the boot state must be Verified.
@@ -111,7 +121,7 @@ type Result struct {
 // certificate first, the root last or left out.
 func (p *Policy) Verify(format string, chain [][]byte, pub crypto.PublicKey, challenge []byte) (*Result, error) {
 	if format != FormatAndroidKey {
-		return nil, refuse(ReasonFormat, "format %q is not supported (use %q)", format, FormatAndroidKey)
+		return nil, refuse(ReasonFormat, "format %.32q is not supported (use %q)", format, FormatAndroidKey)
 	}
 	if len(chain) == 0 || len(chain) > MaxChain {
 		return nil, refuse(ReasonMalformed, "%d certificates: want 1 to %d, the attestation certificate first", len(chain), MaxChain)
@@ -120,7 +130,7 @@ func (p *Policy) Verify(format string, chain [][]byte, pub crypto.PublicKey, cha
 	for i, der := range chain {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
-			return nil, refuse(ReasonMalformed, "certificate %d does not parse: %v", i, err)
+			return nil, refuse(ReasonMalformed, "certificate %d does not parse as X.509", i)
 		}
 		certs[i] = c
 	}
@@ -216,25 +226,25 @@ func (p *Policy) path(certs []*x509.Certificate) (*x509.Certificate, error) {
 		}
 	}
 	if root == nil {
-		return nil, refuse(ReasonUntrusted, "the chain does not end at a configured attestation root (issuer %q)", top.Issuer.String())
+		return nil, refuse(ReasonUntrusted, "the chain does not end at a configured attestation root")
 	}
 	if len(certs) == 0 {
 		return nil, refuse(ReasonMalformed, "the chain holds only the root")
 	}
 	if t.Before(root.NotBefore) || t.After(root.NotAfter) {
-		return nil, refuse(ReasonUntrusted, "the attestation root %q is outside its validity", root.Subject.String())
+		return nil, refuse(ReasonUntrusted, "the attestation root is outside its validity")
 	}
 	parent := root
 	for i := len(certs) - 1; i >= 0; i-- {
 		c := certs[i]
 		if !bytes.Equal(c.RawIssuer, parent.RawSubject) {
-			return nil, refuse(ReasonUntrusted, "certificate %d (%q) is not issued by %q", i, c.Subject.String(), parent.Subject.String())
+			return nil, refuse(ReasonUntrusted, "certificate %d is not issued by the certificate above it", i)
 		}
 		if err := parent.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature); err != nil {
-			return nil, refuse(ReasonUntrusted, "certificate %d (%q): signature does not verify: %v", i, c.Subject.String(), err)
+			return nil, refuse(ReasonUntrusted, "certificate %d: its signature does not verify with the key above it", i)
 		}
 		if i > 0 && (t.Before(c.NotBefore) || t.After(c.NotAfter)) {
-			return nil, refuse(ReasonUntrusted, "certificate %d (%q) is outside its validity", i, c.Subject.String())
+			return nil, refuse(ReasonUntrusted, "certificate %d is outside its validity", i)
 		}
 		if i > 0 {
 			for _, e := range c.Extensions {
@@ -245,8 +255,15 @@ func (p *Policy) path(certs []*x509.Certificate) (*x509.Certificate, error) {
 		}
 		parent = c
 	}
+	revoked := p.Revoked
+	if p.Status != nil {
+		var err error
+		if revoked, err = p.Status(); err != nil {
+			return nil, err
+		}
+	}
 	for i, c := range append(certs, root) {
-		if p.Revoked[strings.ToLower(c.SerialNumber.Text(16))] {
+		if revoked[strings.ToLower(c.SerialNumber.Text(16))] {
 			return nil, refuse(ReasonRevoked, "certificate %d (serial %x) is on the attestation status list as revoked", i, c.SerialNumber)
 		}
 	}

@@ -166,6 +166,9 @@ func TestVerifyRefusals(t *testing.T) {
 		{"garbage certificate", [][]byte{[]byte("not DER")}, "", nil, nil, attest.ReasonMalformed, "does not parse"},
 		{"empty chain", nil, "", nil, nil, attest.ReasonMalformed, "certificates"},
 		{"unknown format", good, "apple-mda", nil, nil, attest.ReasonFormat, "android-key"},
+		{"revoked by the status source", good, "", nil, func(p *attest.Policy) {
+			p.Status = func() (map[string]bool, error) { return map[string]bool{leafSerial(good): true}, nil }
+		}, attest.ReasonRevoked, "revoked"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := policy()
@@ -194,6 +197,25 @@ func TestVerifyRefusals(t *testing.T) {
 				t.Errorf("result %+v", res)
 			}
 		})
+	}
+}
+
+// TestStatusUnavailableFailsClosed: without a current status list no
+// attestation verifies.
+func TestStatusUnavailableFailsClosed(t *testing.T) {
+	vendor, err := hsmsim.InitVendor(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	chain, err := vendor.Attest(key.Public(), []byte("c"), hsmsim.AttestOptions{Level: attest.TrustedEnvironment})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &attest.Policy{Roots: []*x509.Certificate{vendor.Root},
+		Status: func() (map[string]bool, error) { return nil, attest.ErrStatusUnavailable }}
+	if _, err := p.Verify(attest.FormatAndroidKey, chain, key.Public(), []byte("c")); !errors.Is(err, attest.ErrStatusUnavailable) {
+		t.Fatalf("got %v, want ErrStatusUnavailable", err)
 	}
 }
 

@@ -357,6 +357,9 @@ func (m *smtpSender) send(ctx context.Context, n store.Notification) error {
 	if n.Recipient == "" {
 		return nil // no address of record: nothing to send by email
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.c != nil {
@@ -371,6 +374,10 @@ func (m *smtpSender) send(ctx context.Context, n store.Notification) error {
 			return err
 		}
 	}
+	// A cancelled ctx (shutdown) ends what waits on the connection.
+	conn := m.conn
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
 	if err := m.deliver(n); err != nil {
 		m.drop() // the next message starts afresh
 		return err
