@@ -154,7 +154,9 @@ func TestDemo(t *testing.T) {
 		// The printed commands run as typed: SOFTHSM2_CONF first, this
 		// binary, Chromium in a throwaway profile.
 		"export SOFTHSM2_CONF=" + filepath.Join(dir, "hsm", "softhsm2.conf") + "\n", credgwBin + " piv login --gateway 127.0.0.1:",
-		credgwBin + " serve --config", "export HOME=$(mktemp -d)", "certutil -N --empty-password"} {
+		credgwBin + " serve --config", "export HOME=$(mktemp -d)", "certutil -N --empty-password",
+		// The demo device attests its keys: hardware-backed (…3.41).
+		"keystore attests", "policy 2.16.840.1.101.3.2.1.3.41, serial"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
