@@ -154,6 +154,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./activation/pfx/
 	$(GO) test -run '^$$' -fuzz FuzzSafeContents -fuzztime $(FUZZTIME) ./activation/pfx/
 	$(GO) test -run '^$$' -fuzz FuzzAuthSafe -fuzztime $(FUZZTIME) ./activation/pfx/
+	$(GO) test -run '^$$' -fuzz FuzzKeyDescription -fuzztime $(FUZZTIME) ./activation/attest/
+	$(GO) test -run '^$$' -fuzz FuzzOCSPRequest -fuzztime $(FUZZTIME) ./issuance/
 
 clean:
 	rm -rf bin $(DEMO_DIR)
