@@ -7,12 +7,13 @@ DEMO_DIR  ?= .demo
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
 # Debian packages credgw needs: SoftHSM (tokens for tests and the embedded
-# default), OpenSC (pkcs11-tool; the module for real PIV cards), protoc,
+# default), OpenSC (pkcs11-tool; the module for real PIV cards), pcscd and
+# vsmartcard's vpcd (hsm-sim's cards as PIV cards over PC/SC), protoc,
 # p11tool, NSS tools (browser tests), OpenSSL (tests check what we produce),
 # PostgreSQL (the scale-out store; tests run a throwaway cluster), and what
 # the package test checks the .deb with: systemd-analyze (systemd), lintian,
 # binutils (strip, objdump).
-DEB_PACKAGES := softhsm2 opensc protobuf-compiler libprotobuf-dev gnutls-bin libnss3-tools openssl ca-certificates postgresql chromium systemd lintian binutils
+DEB_PACKAGES := softhsm2 opensc pcscd vsmartcard-vpcd protobuf-compiler libprotobuf-dev gnutls-bin libnss3-tools openssl ca-certificates postgresql chromium systemd lintian binutils
 
 # Pinned protoc plugins for `make proto`.
 PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
@@ -153,6 +154,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./activation/pfx/
 	$(GO) test -run '^$$' -fuzz FuzzSafeContents -fuzztime $(FUZZTIME) ./activation/pfx/
 	$(GO) test -run '^$$' -fuzz FuzzAuthSafe -fuzztime $(FUZZTIME) ./activation/pfx/
+	$(GO) test -run '^$$' -fuzz FuzzParseCommand -fuzztime $(FUZZTIME) ./hsm-sim/
+	$(GO) test -run '^$$' -fuzz FuzzPIVTLV -fuzztime $(FUZZTIME) ./hsm-sim/
 
 clean:
 	rm -rf bin $(DEMO_DIR)
