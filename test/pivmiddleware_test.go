@@ -1,0 +1,222 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// openscModule is OpenSC's PKCS#11 module on Debian (amd64).
+const openscModule = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
+
+// pcsc is a private pcscd with vsmartcard's vpcd reader, for one test.
+type pcsc struct {
+	pid int
+	// env points PC/SC clients (OpenSC, credgw with opensc-pkcs11.so) at it.
+	env []string
+}
+
+// startPCSC starts pcscd in its own network and mount namespaces (root):
+// vpcd listens on 0.0.0.0:35963 (Debian's vpcd cannot be told an address),
+// which in a network namespace of its own is that namespace's loopback
+// only, and the port is private to the test; its socket and pid file are
+// on a tmpfs of its own, reached from outside through /proc/PID/root, so
+// it runs beside any system pcscd and other tests' ones.
+func startPCSC(t *testing.T) *pcsc {
+	t.Helper()
+	for _, tool := range []string{"pcscd", "unshare", "nsenter", "ip", "opensc-tool", "pkcs11-tool"} {
+		needTool(t, tool)
+	}
+	if _, err := os.Stat("/usr/lib/pcsc/drivers/serial/libifdvpcd.so"); err != nil {
+		t.Fatalf("vsmartcard's vpcd is not installed: run `make deps`")
+	}
+	if os.Geteuid() != 0 {
+		t.Fatalf("the PC/SC tests start their own pcscd in network and mount namespaces: run them as root")
+	}
+	conf := filepath.Join(t.TempDir(), "reader.conf")
+	if err := os.WriteFile(conf, []byte(`FRIENDLYNAME "credgw hsm-sim"
+DEVICENAME   /dev/null:0x8C7B
+LIBPATH      /usr/lib/pcsc/drivers/serial/libifdvpcd.so
+CHANNELID    0x8C7B
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("unshare", "--net", "--mount", "sh", "-c",
+		`set -e; ip link set lo up; mkdir -p /run/pcscd; mount -t tmpfs -o mode=0755 tmpfs /run/pcscd; exec pcscd --foreground --config "$1"`, "sh", conf)
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	p := &pcsc{pid: cmd.Process.Pid}
+	sock := fmt.Sprintf("/proc/%d/root/run/pcscd/pcscd.comm", p.pid)
+	p.env = []string{"PCSCLITE_CSOCK_NAME=" + sock}
+	waitFor(t, 30*time.Second, "pcscd's socket", func() (bool, string) {
+		select {
+		case <-exited:
+			t.Fatalf("pcscd exited:\n%s", log.String())
+		default:
+		}
+		_, err := os.Stat(sock)
+		return err == nil, fmt.Sprint(err)
+	})
+	return p
+}
+
+// insertCard runs `credgw hsm-sim card insert` in pcscd's network
+// namespace and returns when vpcd has read the card's ATR; stop removes it.
+func (p *pcsc) insertCard(t *testing.T, dir, name string, extra ...string) (stop func()) {
+	t.Helper()
+	args := append([]string{fmt.Sprintf("--net=/proc/%d/ns/net", p.pid), credgwBin, "hsm-sim", "card", "insert",
+		"--dir", dir, "--name", name}, extra...)
+	return startProcess(t, "card inserted", "nsenter", args...)
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	last := ""
+	for {
+		ok, msg := cond()
+		if ok {
+			return
+		}
+		last = msg
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s: %s", d, what, last)
+		}
+		time.Sleep(100 * time.Millisecond) // poll period
+	}
+}
+
+// runQuiet runs a program with a deadline and returns its output and error.
+func runQuiet(env []string, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// waitForCard waits until PC/SC shows the card and OpenSC names its driver.
+func (p *pcsc) waitForCard(t *testing.T) string {
+	t.Helper()
+	var name string
+	waitFor(t, 30*time.Second, "OpenSC to see the card", func() (bool, string) {
+		out, err := runQuiet(p.env, "opensc-tool", "--reader", "0", "--name")
+		name = strings.TrimSpace(out)
+		return err == nil, name
+	})
+	return name
+}
+
+// waitForNoCard waits until OpenSC no longer sees a card.
+func (p *pcsc) waitForNoCard(t *testing.T) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "the card to be removed", func() (bool, string) {
+		out, err := runQuiet(p.env, "opensc-tool", "--reader", "0", "--name")
+		return err != nil, out
+	})
+}
+
+// newSimCard makes an hsm-sim environment with one card and returns the
+// environment's directory and the PIN file.
+func newSimCard(t *testing.T, name, key, pin string) (dir, pinFile string) {
+	t.Helper()
+	work := t.TempDir()
+	dir = filepath.Join(work, "env")
+	base := fmt.Sprintf("http://127.0.0.1:%d", bindSockets(t, dir, "hsm")[0])
+	run(t, nil, true, credgwBin, "hsm-sim", "init", "--dir", dir, "--url", base)
+	pinFile = filepath.Join(work, "pin")
+	if err := os.WriteFile(pinFile, []byte(pin+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(t, nil, true, credgwBin, "hsm-sim", "card", "new", "--dir", dir, "--name", name, "--key", key,
+		"--pin-file", pinFile, "--email", "piv@example.com")
+	return dir, pinFile
+}
+
+// TestPIVCardThroughOpenSC presents hsm-sim cards (P-256 and RSA-2048) to
+// a private pcscd through vpcd and uses them with OpenSC's PIV driver as a
+// real card: the driver recognises the card, pkcs11-tool lists the objects
+// with OpenSC's labels and ids, and signs with 9A after the PIN; OpenSSL
+// verifies the signature with the card's certificate.
+func TestPIVCardThroughOpenSC(t *testing.T) {
+	needTool(t, "openssl")
+	p := startPCSC(t)
+	for _, tc := range []struct{ key, mech string }{{"p256", "ECDSA-SHA256"}, {"rsa2048", "SHA256-RSA-PKCS"}} {
+		t.Run(tc.key, func(t *testing.T) {
+			const pin = "27182818"
+			name := "OpenSC " + tc.key
+			dir, _ := newSimCard(t, name, tc.key, pin)
+			stop := p.insertCard(t, dir, name)
+			if got := p.waitForCard(t); got != "Personal Identity Verification Card" {
+				t.Fatalf("opensc-tool --name: %q", got)
+			}
+			mod := []string{"--module", openscModule, "--token-label", name}
+			objs := run(t, p.env, true, "pkcs11-tool", append(mod, "--list-objects")...)
+			for id, label := range map[string]string{"01": "Certificate for PIV Authentication", "02": "Certificate for Digital Signature",
+				"03": "Certificate for Key Management", "04": "Certificate for Card Authentication",
+				"01 ": "PIV AUTH pubkey", "02 ": "SIGN pubkey", "03 ": "KEY MAN pubkey", "04 ": "CARD AUTH pubkey"} {
+				if !regexp.MustCompile(`label:\s+` + label + `\n(?:.*\n){0,6}?\s+ID:\s+` + strings.TrimSpace(id) + `\n`).MatchString(objs) {
+					t.Errorf("pkcs11-tool -O: no %q with ID %s:\n%s", label, strings.TrimSpace(id), objs)
+				}
+			}
+			priv := run(t, p.env, true, "pkcs11-tool", append(mod, "--login", "--pin", pin, "--list-objects", "--type", "privkey")...)
+			for id, label := range map[string]string{"01": "PIV AUTH key", "02": "SIGN key", "03": "KEY MAN key", "04": "CARD AUTH key"} {
+				if !regexp.MustCompile(`label:\s+` + label + `\n(?:.*\n){0,3}?\s+ID:\s+` + id + `\n`).MatchString(priv) {
+					t.Errorf("pkcs11-tool --login -O: no %q with ID %s:\n%s", label, id, priv)
+				}
+			}
+			if !regexp.MustCompile(`SIGN key\n(?:.*\n)*?\s+Access:.*always authenticate`).MatchString(priv) {
+				t.Errorf("OpenSC does not mark 9C always-authenticate:\n%s", priv)
+			}
+
+			work := t.TempDir()
+			msg, sig := filepath.Join(work, "msg"), filepath.Join(work, "sig")
+			os.WriteFile(msg, []byte("signed through OpenSC's PIV driver\n"), 0o600)
+			signArgs := append(mod, "--login", "--pin", pin, "--sign", "--id", "01", "--mechanism", tc.mech, "--input-file", msg, "--output-file", sig)
+			if tc.key == "p256" {
+				signArgs = append(signArgs, "--signature-format", "openssl")
+			}
+			run(t, p.env, true, "pkcs11-tool", signArgs...)
+			pub := filepath.Join(work, "9a.pub")
+			run(t, nil, true, "openssl", "x509", "-in", filepath.Join(dir, "cards", name, "9a.crt"), "-pubkey", "-noout", "-out", pub)
+			if out := run(t, nil, true, "openssl", "dgst", "-sha256", "-verify", pub, "-signature", sig, msg); !strings.Contains(out, "Verified OK") {
+				t.Fatalf("openssl dgst -verify: %s", out)
+			}
+
+			// A wrong PIN is refused, and the card counts it.
+			bad := run(t, p.env, false, "pkcs11-tool", append(mod, "--login", "--pin", "11112222", "--list-objects", "--type", "privkey")...)
+			if !strings.Contains(bad, "CKR_PIN_INCORRECT") {
+				t.Errorf("wrong PIN: %s", bad)
+			}
+			if b, err := os.ReadFile(filepath.Join(dir, "cards", name, "pin-tries-left")); err != nil || strings.TrimSpace(string(b)) != "2" {
+				t.Errorf("tries left after one wrong PIN: %q %v", b, err)
+			}
+			stop()
+			p.waitForNoCard(t)
+		})
+	}
+}
