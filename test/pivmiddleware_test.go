@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -70,13 +71,20 @@ CHANNELID    0x8C7B
 	p := &pcsc{pid: cmd.Process.Pid}
 	sock := fmt.Sprintf("/proc/%d/root/run/pcscd/pcscd.comm", p.pid)
 	p.env = []string{"PCSCLITE_CSOCK_NAME=" + sock}
+	// pcscd's own socket: the process must be pcscd already (unshare
+	// and sh have set up the namespaces and exec'd it), else
+	// /proc/PID/root would be the host's root.
 	waitFor(t, 30*time.Second, "pcscd's socket", func() (bool, string) {
 		select {
 		case <-exited:
 			t.Fatalf("pcscd exited:\n%s", log.String())
 		default:
 		}
-		_, err := os.Stat(sock)
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.pid))
+		if err != nil || filepath.Base(exe) != "pcscd" {
+			return false, "not pcscd yet: " + exe
+		}
+		_, err = os.Stat(sock)
 		return err == nil, fmt.Sprint(err)
 	})
 	return p
@@ -88,7 +96,56 @@ func (p *pcsc) insertCard(t *testing.T, dir, name string, extra ...string) (stop
 	t.Helper()
 	args := append([]string{fmt.Sprintf("--net=/proc/%d/ns/net", p.pid), credgwBin, "hsm-sim", "card", "insert",
 		"--dir", dir, "--name", name}, extra...)
-	return startProcess(t, "card inserted", "nsenter", args...)
+	cmd := exec.Command("nsenter", args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	inserted, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stderr)
+		once := false
+		for sc.Scan() {
+			log.WriteString(sc.Text() + "\n")
+			if !once && strings.Contains(sc.Text(), "card inserted") {
+				once = true
+				close(inserted)
+			}
+		}
+	}()
+	var stopped bool
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cmd.Process.Signal(syscall.SIGTERM)
+		err := cmd.Wait()
+		<-done
+		if err != nil {
+			t.Errorf("card insert did not stop cleanly on SIGTERM: %v\n%s", err, log.String())
+		}
+	}
+	t.Cleanup(stop)
+	select {
+	case <-inserted:
+	case <-done:
+		cmd.Wait()
+		stopped = true
+		t.Fatalf("card insert exited before vpcd read the card:\n%s", log.String())
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		cmd.Wait()
+		<-done
+		stopped = true
+		t.Fatalf("vpcd did not read the card within 60s:\n%s", log.String())
+	}
+	return stop
 }
 
 // waitFor polls cond until it holds or the deadline passes.
@@ -219,4 +276,67 @@ func TestPIVCardThroughOpenSC(t *testing.T) {
 			p.waitForNoCard(t)
 		})
 	}
+}
+
+// TestPIVLoginThroughOpenSC signs in to a dev gateway with `credgw piv
+// login` through OpenSC's PIV driver (opensc-pkcs11.so, pcscd, vpcd) instead
+// of SoftHSM, with a P-256 and an RSA-2048 card: the TLS handshake and the
+// PKI-AUTH challenge are signed by the card application. A wrong PIN says
+// what the card reports of its retry counter, and the card blocks after
+// the last try.
+func TestPIVLoginThroughOpenSC(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "dev")
+	devInit(t, dir)
+	hsm := filepath.Join(dir, "hsm")
+	startServe(t, hsm)
+	startProcess(t, "credgw serving", credgwBin, "serve", "--config", filepath.Join(dir, "credgw.yaml"))
+	cfg, err := os.ReadFile(filepath.Join(dir, "credgw.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := regexp.MustCompile(`grpc: (127\.0\.0\.1:\d+)`).FindStringSubmatch(string(cfg))[1]
+	conf := "SOFTHSM2_CONF=" + filepath.Join(hsm, "softhsm2.conf")
+	pinFile := filepath.Join(dir, "card.pin")
+	run(t, []string{conf}, true, credgwBin, "hsm-sim", "card", "new", "--dir", hsm, "--name", "RSA Cardholder", "--key", "rsa2048",
+		"--pin-file", pinFile, "--email", "rsa.cardholder@example.com")
+	p := startPCSC(t)
+	env := append([]string{conf}, p.env...)
+	login := func(card, pin string, wantOK bool) string {
+		return run(t, env, wantOK, credgwBin, "piv", "login", "--gateway", gw, "--ca-file", filepath.Join(dir, "tls", "ca.crt"),
+			"--card", "pkcs11:token="+strings.ReplaceAll(card, " ", "%20")+"?module-path="+openscModule, "--pin-file", pin)
+	}
+	for _, card := range []string{"Dev Cardholder", "RSA Cardholder"} {
+		t.Run(card, func(t *testing.T) {
+			stop := p.insertCard(t, hsm, card)
+			p.waitForCard(t)
+			out := login(card, pinFile, true)
+			for _, want := range []string{"PKI-AUTH succeeded", "card UUID:", "person id:"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("piv login through OpenSC lacks %q:\n%s", want, out)
+				}
+			}
+			stop()
+			p.waitForNoCard(t)
+		})
+	}
+
+	// Wrong PINs: the card counts them, credgw says what is left, and the
+	// card blocks; the PIN never shows.
+	stop := p.insertCard(t, hsm, "RSA Cardholder")
+	p.waitForCard(t)
+	wrong := filepath.Join(t.TempDir(), "wrong.pin")
+	os.WriteFile(wrong, []byte("00000000\n"), 0o600)
+	// OpenSC reports the counter as PKCS#11 flags: not "count low" (its
+	// PIV driver does not know the counter's reset value), but the final
+	// try and the lock.
+	for i, want := range []string{"PIN incorrect", "final try: one more wrong PIN locks it", "PIN locked"} {
+		out := login("RSA Cardholder", wrong, false)
+		if !strings.Contains(out, want) || strings.Contains(out, "00000000") || (i == 0 && strings.Contains(out, "final try")) {
+			t.Errorf("wrong PIN %d: want %q:\n%s", i+1, want, out)
+		}
+	}
+	if out := login("RSA Cardholder", pinFile, false); !strings.Contains(out, "PIN locked") {
+		t.Errorf("right PIN on a blocked card:\n%s", out)
+	}
+	stop()
 }
