@@ -279,7 +279,7 @@ func TestPIVCardThroughOpenSC(t *testing.T) {
 }
 
 // TestPIVLoginThroughOpenSC signs in to a dev gateway with `credgw piv
-// login` through OpenSC's PIV driver (opensc-pkcs11.so, pcscd, vpcd) instead
+// login`, and enrolls with `credgw enroll` then `credgw redeem`, through OpenSC's PIV driver (opensc-pkcs11.so, pcscd, vpcd) instead
 // of SoftHSM, with a P-256 and an RSA-2048 card: the TLS handshake and the
 // PKI-AUTH challenge are signed by the card application. A wrong PIN says
 // what the card reports of its retry counter, and the card blocks after
@@ -314,6 +314,22 @@ func TestPIVLoginThroughOpenSC(t *testing.T) {
 				if !strings.Contains(out, want) {
 					t.Errorf("piv login through OpenSC lacks %q:\n%s", want, out)
 				}
+			}
+			// Enrollment reads the card's certificates and signs through
+			// OpenSC too; the device redeems what it was given.
+			work := t.TempDir()
+			qr, pw, kpin := filepath.Join(work, "qr.png"), filepath.Join(work, "password.txt"), filepath.Join(work, "keystore-pin.txt")
+			enrolled := run(t, env, true, credgwBin, "enroll", "--gateway", gw, "--ca-file", filepath.Join(dir, "tls", "ca.crt"),
+				"--card", "pkcs11:token="+strings.ReplaceAll(card, " ", "%20")+"?module-path="+openscModule, "--pin-file", pinFile,
+				"--name", "Phone", "--qr-out", qr, "--password-out", pw)
+			if !strings.Contains(enrolled, "Password: ") {
+				t.Fatalf("enroll through OpenSC:\n%s", enrolled)
+			}
+			os.WriteFile(kpin, []byte("keystore-pin-1\n"), 0o600)
+			redeemed := run(t, nil, true, credgwBin, "redeem", "--qr", qr, "--password-file", pw, "--keystore-pin-file", kpin,
+				"--out", filepath.Join(work, "device"))
+			if !strings.Contains(redeemed, "Installed and confirmed") {
+				t.Fatalf("redeem:\n%s", redeemed)
 			}
 			stop()
 			p.waitForNoCard(t)
