@@ -253,15 +253,39 @@ func TestPIVCardThroughOpenSC(t *testing.T) {
 			work := t.TempDir()
 			msg, sig := filepath.Join(work, "msg"), filepath.Join(work, "sig")
 			os.WriteFile(msg, []byte("signed through OpenSC's PIV driver\n"), 0o600)
-			signArgs := append(mod, "--login", "--pin", pin, "--sign", "--id", "01", "--mechanism", tc.mech, "--input-file", msg, "--output-file", sig)
+			signArgs := append(mod, "--login", "--pin", pin, "--sign", "--mechanism", tc.mech, "--input-file", msg, "--output-file", sig)
 			if tc.key == "p256" {
 				signArgs = append(signArgs, "--signature-format", "openssl")
 			}
-			run(t, p.env, true, "pkcs11-tool", signArgs...)
-			pub := filepath.Join(work, "9a.pub")
-			run(t, nil, true, "openssl", "x509", "-in", filepath.Join(dir, "cards", name, "9a.crt"), "-pubkey", "-noout", "-out", pub)
-			if out := run(t, nil, true, "openssl", "dgst", "-sha256", "-verify", pub, "-signature", sig, msg); !strings.Contains(out, "Verified OK") {
-				t.Fatalf("openssl dgst -verify: %s", out)
+			// 9A after the PIN; 9C (PIN Always) with OpenSC's
+			// context-specific login, the VERIFY right before the signature.
+			for id, slot := range map[string]string{"01": "9a", "02": "9c"} {
+				args := append(append([]string{}, signArgs...), "--id", id)
+				run(t, p.env, true, "pkcs11-tool", args...)
+				pub := filepath.Join(work, slot+".pub")
+				run(t, nil, true, "openssl", "x509", "-in", filepath.Join(dir, "cards", name, slot+".crt"), "-pubkey", "-noout", "-out", pub)
+				if out := run(t, nil, true, "openssl", "dgst", "-sha256", "-verify", pub, "-signature", sig, msg); !strings.Contains(out, "Verified OK") {
+					t.Fatalf("openssl dgst -verify (%s): %s", slot, out)
+				}
+			}
+
+			if tc.key == "p256" {
+				// ECDH with the key management key (9D): the card's
+				// secret is the one OpenSSL derives on the peer's side.
+				peer, peerPub, peerDER := filepath.Join(work, "peer.key"), filepath.Join(work, "peer.pub"), filepath.Join(work, "peer.der")
+				pub9D, secret, want := filepath.Join(work, "9d.pub"), filepath.Join(work, "secret"), filepath.Join(work, "want")
+				run(t, nil, true, "openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", peer)
+				run(t, nil, true, "openssl", "pkey", "-in", peer, "-pubout", "-out", peerPub)
+				run(t, nil, true, "openssl", "pkey", "-pubin", "-in", peerPub, "-outform", "DER", "-out", peerDER)
+				run(t, nil, true, "openssl", "x509", "-in", filepath.Join(dir, "cards", name, "9d.crt"), "-pubkey", "-noout", "-out", pub9D)
+				run(t, nil, true, "openssl", "pkeyutl", "-derive", "-inkey", peer, "-peerkey", pub9D, "-out", want)
+				run(t, p.env, true, "pkcs11-tool", append(mod, "--login", "--pin", pin, "--derive", "--id", "03", "--mechanism", "ECDH1-DERIVE",
+					"--input-file", peerDER, "--output-file", secret)...)
+				got, _ := os.ReadFile(secret)
+				exp, _ := os.ReadFile(want)
+				if len(exp) != 32 || !bytes.Equal(got, exp) {
+					t.Errorf("ECDH through OpenSC: %x, want %x", got, exp)
+				}
 			}
 
 			// A wrong PIN is refused, and the card counts it.
