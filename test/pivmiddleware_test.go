@@ -339,6 +339,12 @@ func TestPIVLoginThroughOpenSC(t *testing.T) {
 					t.Errorf("piv login through OpenSC lacks %q:\n%s", want, out)
 				}
 			}
+			// card check: the certificates, identity and a signature.
+			check := run(t, env, true, credgwBin, "card", "check", "--uri",
+				"pkcs11:token="+strings.ReplaceAll(card, " ", "%20")+"?module-path="+openscModule+"&pin-source="+pinFile)
+			if !strings.Contains(check, "verified") {
+				t.Errorf("card check through OpenSC:\n%s", check)
+			}
 			// Enrollment reads the card's certificates and signs through
 			// OpenSC too; the device redeems what it was given.
 			work := t.TempDir()
