@@ -197,24 +197,28 @@ func (p *pcsc) waitForNoCard(t *testing.T) {
 	})
 }
 
-// newSimCard makes an hsm-sim environment with one card and returns the
-// environment's directory and the PIN file.
-func newSimCard(t *testing.T, name, key, pin string) (dir, pinFile string) {
+// newSimEnv makes an hsm-sim environment and returns its directory.
+func newSimEnv(t *testing.T) string {
 	t.Helper()
-	work := t.TempDir()
-	dir = filepath.Join(work, "env")
+	dir := filepath.Join(t.TempDir(), "env")
 	base := fmt.Sprintf("http://127.0.0.1:%d", bindSockets(t, dir, "hsm")[0])
 	run(t, nil, true, credgwBin, "hsm-sim", "init", "--dir", dir, "--url", base)
-	pinFile = filepath.Join(work, "pin")
+	return dir
+}
+
+// newSimCard makes a card in an hsm-sim environment and returns its PIN file.
+func newSimCard(t *testing.T, dir, name, key, pin string) (pinFile string) {
+	t.Helper()
+	pinFile = filepath.Join(t.TempDir(), "pin")
 	if err := os.WriteFile(pinFile, []byte(pin+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	run(t, nil, true, credgwBin, "hsm-sim", "card", "new", "--dir", dir, "--name", name, "--key", key,
 		"--pin-file", pinFile, "--email", "piv@example.com")
-	return dir, pinFile
+	return pinFile
 }
 
-// TestPIVCardThroughOpenSC presents hsm-sim cards (P-256 and RSA-2048) to
+// TestPIVCardThroughOpenSC presents hsm-sim cards (P-256, P-384, RSA-2048) to
 // a private pcscd through vpcd and uses them with OpenSC's PIV driver as a
 // real card: the driver recognises the card, pkcs11-tool lists the objects
 // with OpenSC's labels and ids, and signs with 9A after the PIN; OpenSSL
@@ -222,11 +226,12 @@ func newSimCard(t *testing.T, name, key, pin string) (dir, pinFile string) {
 func TestPIVCardThroughOpenSC(t *testing.T) {
 	needTool(t, "openssl")
 	p := startPCSC(t)
-	for _, tc := range []struct{ key, mech string }{{"p256", "ECDSA-SHA256"}, {"rsa2048", "SHA256-RSA-PKCS"}} {
+	dir := newSimEnv(t)
+	for _, tc := range []struct{ key, mech, hash string }{{"p256", "ECDSA-SHA256", "-sha256"}, {"p384", "ECDSA-SHA384", "-sha384"}, {"rsa2048", "SHA256-RSA-PKCS", "-sha256"}} {
 		t.Run(tc.key, func(t *testing.T) {
 			const pin = "27182818"
 			name := "OpenSC " + tc.key
-			dir, _ := newSimCard(t, name, tc.key, pin)
+			newSimCard(t, dir, name, tc.key, pin)
 			stop := p.insertCard(t, dir, name)
 			if got := p.waitForCard(t); got != "Personal Identity Verification Card" {
 				t.Fatalf("opensc-tool --name: %q", got)
@@ -254,7 +259,7 @@ func TestPIVCardThroughOpenSC(t *testing.T) {
 			msg, sig := filepath.Join(work, "msg"), filepath.Join(work, "sig")
 			os.WriteFile(msg, []byte("signed through OpenSC's PIV driver\n"), 0o600)
 			signArgs := append(mod, "--login", "--pin", pin, "--sign", "--mechanism", tc.mech, "--input-file", msg, "--output-file", sig)
-			if tc.key == "p256" {
+			if tc.key != "rsa2048" {
 				signArgs = append(signArgs, "--signature-format", "openssl")
 			}
 			// 9A after the PIN; 9C (PIN Always) with OpenSC's
@@ -264,7 +269,7 @@ func TestPIVCardThroughOpenSC(t *testing.T) {
 				run(t, p.env, true, "pkcs11-tool", args...)
 				pub := filepath.Join(work, slot+".pub")
 				run(t, nil, true, "openssl", "x509", "-in", filepath.Join(dir, "cards", name, slot+".crt"), "-pubkey", "-noout", "-out", pub)
-				if out := run(t, nil, true, "openssl", "dgst", "-sha256", "-verify", pub, "-signature", sig, msg); !strings.Contains(out, "Verified OK") {
+				if out := run(t, nil, true, "openssl", "dgst", tc.hash, "-verify", pub, "-signature", sig, msg); !strings.Contains(out, "Verified OK") {
 					t.Fatalf("openssl dgst -verify (%s): %s", slot, out)
 				}
 			}
