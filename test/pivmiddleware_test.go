@@ -4,6 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/credgw/credgw/pkcs11"
 )
 
 // openscModule is OpenSC's PKCS#11 module on Debian (amd64).
@@ -390,4 +396,67 @@ func TestPIVLoginThroughOpenSC(t *testing.T) {
 		t.Errorf("right PIN on a blocked card:\n%s", out)
 	}
 	stop()
+}
+
+// TestPIVCardRemovedThroughOpenSC: credgw's pkcs11 layer, in this process,
+// holds a card open through OpenSC; the card is pulled (the token is
+// unavailable, in words, not a wrong-PIN or not-found error) and put back
+// (the next signature reconnects, logs in again and works, with no
+// restart), as with SoftHSM tokens in pkcs11's own tests.
+func TestPIVCardRemovedThroughOpenSC(t *testing.T) {
+	p := startPCSC(t)
+	dir := newSimEnv(t)
+	const pin = "13572468"
+	newSimCard(t, dir, "Removable", "p256", pin)
+	// OpenSC reads the socket's name when it connects to pcscd; this test
+	// process is its only user of PC/SC.
+	sock := strings.TrimPrefix(p.env[0], "PCSCLITE_CSOCK_NAME=")
+	t.Setenv("PCSCLITE_CSOCK_NAME", sock)
+
+	stop := p.insertCard(t, dir, "Removable")
+	p.waitForCard(t)
+	mod, err := pkcs11.OpenModule(openscModule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mod.Close()
+	ctx := context.Background()
+	tok, err := mod.OpenToken(ctx, pkcs11.TokenConfig{Label: "Removable", PIN: []byte(pin)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tok.Close()
+	signer, err := tok.Signer(ctx, pkcs11.PIVAuthentication.PrivateKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("before, during and after removal"))
+	sign := func() error {
+		sig, err := signer.SignContext(ctx, digest[:], crypto.SHA256)
+		if err == nil && !ecdsa.VerifyASN1(signer.Public().(*ecdsa.PublicKey), digest[:], sig) {
+			t.Fatal("the signature does not verify")
+		}
+		return err
+	}
+	if err := sign(); err != nil {
+		t.Fatalf("with the card in: %v", err)
+	}
+
+	stop()
+	p.waitForNoCard(t)
+	err = sign()
+	if !errors.Is(err, pkcs11.ErrTokenUnavailable) {
+		t.Fatalf("with the card out: %v, want ErrTokenUnavailable", err)
+	}
+	if strings.Contains(err.Error(), pin) {
+		t.Fatal("the error shows the PIN")
+	}
+	t.Logf("card out: %v", err)
+
+	p.insertCard(t, dir, "Removable")
+	p.waitForCard(t)
+	waitFor(t, 30*time.Second, "a signature after the card is back", func() (bool, string) {
+		err := sign()
+		return err == nil, fmt.Sprint(err)
+	})
 }
