@@ -7,13 +7,14 @@ DEMO_DIR  ?= .demo
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
 # Debian packages credgw needs: SoftHSM (tokens for tests and the embedded
-# default), OpenSC (pkcs11-tool; the module for real PIV cards), protoc,
+# default), OpenSC (pkcs11-tool; the module for real PIV cards), pcscd and
+# vsmartcard's vpcd (hsm-sim's cards as PIV cards over PC/SC), protoc,
 # p11tool, NSS tools (browser tests), OpenSSL (tests check what we produce),
 # PostgreSQL (the scale-out store; tests run a throwaway cluster), Python
 # cryptography and a Java runtime (readers of the agent's PKCS#12 files), and
 # what the package test checks the .deb with: systemd-analyze (systemd),
 # lintian, binutils (strip, objdump).
-DEB_PACKAGES := softhsm2 opensc protobuf-compiler libprotobuf-dev gnutls-bin libnss3-tools openssl ca-certificates postgresql chromium python3-cryptography default-jre-headless systemd lintian binutils
+DEB_PACKAGES := softhsm2 opensc pcscd vsmartcard-vpcd protobuf-compiler libprotobuf-dev gnutls-bin libnss3-tools openssl ca-certificates postgresql chromium python3-cryptography default-jre-headless systemd lintian binutils
 
 # Pinned protoc plugins for `make proto`.
 PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
@@ -156,6 +157,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzAuthSafe -fuzztime $(FUZZTIME) ./activation/pfx/
 	$(GO) test -run '^$$' -fuzz FuzzKeyDescription -fuzztime $(FUZZTIME) ./activation/attest/
 	$(GO) test -run '^$$' -fuzz FuzzOCSPRequest -fuzztime $(FUZZTIME) ./issuance/
+	$(GO) test -run '^$$' -fuzz FuzzParseCommand -fuzztime $(FUZZTIME) ./hsm-sim/
+	$(GO) test -run '^$$' -fuzz FuzzPIVTLV -fuzztime $(FUZZTIME) ./hsm-sim/
 
 clean:
 	rm -rf bin $(DEMO_DIR)

@@ -219,8 +219,35 @@ func (m *Module) login(sh p11.SessionHandle, serial string, pin []byte) error {
 		}
 		m.logins[serial] = d
 		return nil
+	case is(err, p11.CKR_PIN_INCORRECT):
+		if left := m.pinTriesLeft(sh); left != "" {
+			return fmt.Errorf("%w (login refused by the token: check the PIN source; %s)", ErrPINIncorrect, left)
+		}
 	}
 	return opError("login", err)
+}
+
+// pinTriesLeft says what the token reports of its PIN retry counter after
+// a wrong PIN: PKCS#11 has flags, not a count. SoftHSM sets none; OpenSC
+// sets them from the card's retry counter (PIV VERIFY answers 63Cx).
+func (m *Module) pinTriesLeft(sh p11.SessionHandle) string {
+	si, err := m.ctx.GetSessionInfo(sh)
+	if err != nil {
+		return ""
+	}
+	ti, err := m.ctx.GetTokenInfo(si.SlotID)
+	if err != nil {
+		return ""
+	}
+	switch {
+	case ti.Flags&p11.CKF_USER_PIN_LOCKED != 0:
+		return "the PIN is now locked"
+	case ti.Flags&p11.CKF_USER_PIN_FINAL_TRY != 0:
+		return "final try: one more wrong PIN locks it"
+	case ti.Flags&p11.CKF_USER_PIN_COUNT_LOW != 0:
+		return "the token counts wrong PINs and few tries are left"
+	}
+	return ""
 }
 
 // InitToken initialises a new token on the module's free (uninitialised) slot

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -35,7 +36,7 @@ Use the environment's SoftHSM from other programs with
   SOFTHSM2_CONF=DIR/softhsm2.conf`,
 	}
 	card := &cobra.Command{Use: "card", Short: "Make, revoke and list simulated PIV cards"}
-	card.AddCommand(newHSMSimCardNewCmd(), newHSMSimCardRevokeCmd(), newHSMSimCardListCmd())
+	card.AddCommand(newHSMSimCardNewCmd(), newHSMSimCardRevokeCmd(), newHSMSimCardListCmd(), newHSMSimCardInsertCmd())
 	cmd.AddCommand(newHSMSimInitCmd(), newHSMSimServeCmd(), card)
 	return cmd
 }
@@ -278,5 +279,56 @@ func newHSMSimCardListCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&dir, "dir", "", "environment directory (required)")
 	cmd.MarkFlagRequired("dir")
+	return cmd
+}
+
+func newHSMSimCardInsertCmd() *cobra.Command {
+	var dir, name, host string
+	var port, tries int
+	cmd := &cobra.Command{
+		Use:   "insert --dir DIR --name NAME [--vpcd-port PORT]",
+		Short: "Present a simulated card to PC/SC through vsmartcard's vpcd reader",
+		Long: `Present the simulated card NAME as a PIV card (SP 800-73-4 card edge) in the
+virtual reader of vsmartcard's vpcd driver, loaded by a running pcscd, until
+interrupted: stopping the command removes the card. Middleware such as
+OpenSC's PIV driver (opensc-pkcs11.so) then reads its certificates, verifies
+its PIN and signs with its keys, which stay on the card's SoftHSM token.
+
+vpcd listens on --vpcd-port (35963 in Debian's /etc/reader.conf.d/vpcd) and
+this command connects to it on --vpcd-host (127.0.0.1). The PIN retry
+counter (--pin-tries) is kept in the card's directory: a card blocked by
+wrong PINs stays blocked when inserted again. See docs/piv-middleware.md.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			env, err := hsmsim.Load(dir)
+			if err != nil {
+				return err
+			}
+			mod, err := env.OpenModule()
+			if err != nil {
+				return err
+			}
+			defer mod.Close()
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			card, err := env.OpenPIVCard(ctx, mod, name, hsmsim.PIVCardOptions{PINTries: tries})
+			if err != nil {
+				return err
+			}
+			defer card.Close()
+			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+			addr := net.JoinHostPort(host, strconv.Itoa(port))
+			log.Info("presenting card to vpcd", "card", name, "vpcd", addr, "pin_tries_left", card.TriesLeft())
+			return hsmsim.InsertVPCD(ctx, addr, card, log, nil)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dir, "dir", "", "environment directory (required)")
+	f.StringVar(&name, "name", "", "card name (required)")
+	f.StringVar(&host, "vpcd-host", "127.0.0.1", "host where vpcd listens")
+	f.IntVar(&port, "vpcd-port", hsmsim.DefaultVPCDPort, "port where vpcd listens")
+	f.IntVar(&tries, "pin-tries", hsmsim.DefaultPINTries, "PIN retry counter's reset value")
+	cmd.MarkFlagRequired("dir")
+	cmd.MarkFlagRequired("name")
 	return cmd
 }
