@@ -41,7 +41,16 @@ import (
 // only the card's slot, and logs in with the PIN from DIR/card.pin when NSS
 // opens a session, as a reader with a PIN pad would. The key stays on the
 // card and NSS signs with it there.
-func TestPortalInBrowser(t *testing.T) {
+func TestPortalInBrowser(t *testing.T) { portalInBrowser(t, false) }
+
+// TestPortalInBrowserThroughOpenSC: the same journey with the card behind
+// real PIV middleware: Chromium's NSS reaches it through OpenSC's PIV
+// driver (opensc-pkcs11.so), pcscd and vpcd, where hsm-sim presents the
+// dev card as a PIV card (docs/piv-middleware.md). The reader module in
+// front logs in with the PIN, as a PIN pad would.
+func TestPortalInBrowserThroughOpenSC(t *testing.T) { portalInBrowser(t, true) }
+
+func portalInBrowser(t *testing.T, throughOpenSC bool) {
 	chromium := needBrowser(t)
 	for _, tool := range []string{"certutil", "modutil", "cc", "go"} {
 		needTool(t, tool)
@@ -58,6 +67,13 @@ func TestPortalInBrowser(t *testing.T) {
 
 	work := t.TempDir()
 	dir, _, conf := startDevGateway(t, work, nil)
+	var pcscEnv []string
+	if throughOpenSC {
+		p := startPCSC(t)
+		p.insertCard(t, filepath.Join(dir, "hsm"), "Dev Cardholder")
+		p.waitForCard(t)
+		module, pcscEnv = openscModule, p.env
+	}
 	cfgText, err := os.ReadFile(filepath.Join(dir, "credgw.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -77,6 +93,7 @@ func TestPortalInBrowser(t *testing.T) {
 	reader := buildCardReader(t, work)
 	env := []string{conf, "HOME=" + home, "CREDGW_CARD_MODULE=" + module, "CREDGW_CARD_TOKEN=Dev Cardholder",
 		"CREDGW_CARD_PIN_FILE=" + filepath.Join(dir, "card.pin")}
+	env = append(env, pcscEnv...)
 	run(t, env, true, "certutil", "-N", "--empty-password", "-d", nssdb)
 	run(t, env, true, "modutil", "-dbdir", nssdb, "-add", "credgw-card", "-libfile", reader, "-force")
 	run(t, env, true, "certutil", "-A", "-d", nssdb, "-n", "credgw-dev-tls", "-t", "C,,", "-i", filepath.Join(dir, "tls", "ca.crt"))
@@ -96,6 +113,13 @@ func TestPortalInBrowser(t *testing.T) {
 	t.Cleanup(func() { os.Remove(policyFile) })
 
 	shots := artifactsDir(t)
+	if throughOpenSC {
+		// The README's screenshots are the SoftHSM journey's.
+		shots = filepath.Join(shots, "opensc")
+		if err := os.MkdirAll(shots, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// One generous deadline for the whole journey: on a loaded machine
 	// Chromium alone may take a minute to start. Every step waits for
 	// what it needs (a response, an element shown), never for a time.
