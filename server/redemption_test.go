@@ -671,8 +671,16 @@ func TestDeviceInfoBounded(t *testing.T) {
 // is compared: at most four answer PermissionDenied (the fifth wrong one
 // locks), every other answers ResourceExhausted "locked" — never
 // FailedPrecondition "redeemed already" — and a refused right password
-// leaves no live certificate.
+// leaves no live certificate. Several rounds: the races it guards against
+// (a right password giving its attempt back while a guess finds none left)
+// need the interleaving to happen.
 func TestConcurrentWrongPasswordsLockAtFive(t *testing.T) {
+	for round := range 4 {
+		t.Run(fmt.Sprint("round ", round+1), concurrentWrongPasswordsRound)
+	}
+}
+
+func concurrentWrongPasswordsRound(t *testing.T) {
 	e := enrollCard(t)
 	client := credgwv1.NewRedemptionClient(dial(t))
 	wrong := "00000000"

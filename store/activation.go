@@ -108,7 +108,8 @@ type ActivationStore interface {
 	// ReserveAttempt counts an attempt on a pending or redeeming
 	// activation before its password is compared, and returns the
 	// activation with the count. ErrLocked if it is locked; ErrBusy if
-	// max_attempts are counted but not settled (compare nothing);
+	// max_attempts are counted but not settled, or the count changed
+	// under it (compare nothing; try again);
 	// ErrAlreadyUsed if the activation is in another state.
 	ReserveAttempt(ctx context.Context, id string) (Activation, error)
 	// ReturnAttempt gives back an attempt whose password was right, and

@@ -164,7 +164,10 @@ func (s *DB) ReserveAttempt(ctx context.Context, id string) (Activation, error) 
 		return Activation{}, wrapDB(err)
 	case state == ActLocked:
 		return Activation{}, ErrLocked
-	case (state == ActPending || state == ActRedeeming) && n >= max:
+	case state == ActPending || state == ActRedeeming:
+		// Every attempt counted (n >= max), or a right password gave its
+		// attempt back between the UPDATE and this SELECT (n < max): in
+		// both cases the caller tries again, it is not "used".
 		return Activation{}, ErrBusy
 	}
 	return Activation{}, ErrAlreadyUsed
