@@ -402,16 +402,10 @@ type templateOption struct {
 
 func (t templateOption) Options(provisioner.SignOptions) []x509util.Option {
 	return []x509util.Option{func(cr *x509.CertificateRequest, o *x509util.Options) error {
-		// A clone per certificate, with its own "fail": the function
-		// x509util's map has records its message in shared state.
-		tmpl, err := t.tmpl.Clone()
-		if err != nil {
-			return err
-		}
-		tmpl.Funcs(template.FuncMap{"fail": func(msg string) (string, error) { return "", &x509util.TemplateError{Message: msg} }})
+		// parseTemplate's "fail" keeps no state: one template serves all.
 		buf := new(bytes.Buffer)
 		t.data.SetCertificateRequest(cr)
-		if err := tmpl.Execute(buf, t.data); err != nil {
+		if err := t.tmpl.Execute(buf, t.data); err != nil {
 			var terr *x509util.TemplateError
 			if errors.As(err, &terr) {
 				return terr

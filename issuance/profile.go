@@ -100,7 +100,12 @@ func DefaultTemplate(p Profile) string { return defaultTemplates[p] }
 // operator's template must at least parse; the profile rules check what it
 // renders).
 func parseTemplate(p Profile, text string) (*template.Template, error) {
-	tmpl, err := template.New(string(p)).Funcs(x509util.GetFuncMap()).Parse(text)
+	funcs := x509util.GetFuncMap()
+	// x509util's "fail" records its message in state shared by every
+	// execution of the map; this one returns it, so one parsed template
+	// serves concurrent certificates without a clone each.
+	funcs["fail"] = func(msg string) (string, error) { return "", &x509util.TemplateError{Message: msg} }
+	tmpl, err := template.New(string(p)).Funcs(funcs).Parse(text)
 	if err != nil {
 		return nil, fmt.Errorf("issuance: template of profile %s: %w", p, err)
 	}

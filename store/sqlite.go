@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -33,6 +34,12 @@ type DB struct {
 	ckpt    *checkpointer // SQLite: WAL checkpoints off the request path
 	lock    *os.File      // SQLite: held while open, one gateway per file (lockSQLite)
 	path    string        // SQLite: the database file
+
+	// group carries issuance intents and records in shared transactions
+	// (group commit), started on first use.
+	groupOnce sync.Once
+	group     *groupCommit
+	closed    bool // set by Close under groupOnce: no group starts after it
 }
 
 // SQLite is the embedded store: one file, WAL, a busy timeout, one writer
@@ -205,6 +212,10 @@ func (s *DB) SchemaVersion(ctx context.Context) (current, expected int64, err er
 
 // Close closes the database.
 func (s *DB) Close() error {
+	s.groupOnce.Do(func() { s.closed = true })
+	if s.group != nil {
+		s.group.close() // its last group commits on the writer
+	}
 	if s.ckpt != nil {
 		s.ckpt.halt() // its forced checkpoints use the writer connection
 	}

@@ -28,13 +28,17 @@ func fromNullTS(v sql.NullInt64) time.Time {
 	return fromTS(v.Int64)
 }
 
+// CreateIssuanceIntent and RecordIssued are group writes (groupCommit):
+// two per certificate, on the path of every issuance.
 func (s *DB) CreateIssuanceIntent(ctx context.Context, c CertificateRecord) error {
-	_, err := s.w.ExecContext(ctx,
-		`INSERT INTO certificates (serial, issuer, profile, status, spki_sha256, piv_cert_sha256, fascn, card_uuid, person_id,
+	return s.grouped(ctx, func(ctx context.Context, tx execer) error {
+		_, err := tx.ExecContext(ctx,
+			`INSERT INTO certificates (serial, issuer, profile, status, spki_sha256, piv_cert_sha256, fascn, card_uuid, person_id,
 		  credential_set_id, not_before, not_after, created_at) VALUES ($1, $2, $3, 'intent', $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
-		c.Serial, c.Issuer, c.Profile, c.SPKISHA256, c.PIVCertSHA256, c.FASCN, c.CardUUID, c.PersonID, c.CredentialSetID,
-		ts(c.NotBefore), ts(c.NotAfter), ts(c.CreatedAt))
-	return wrapDB(err)
+			c.Serial, c.Issuer, c.Profile, c.SPKISHA256, c.PIVCertSHA256, c.FASCN, c.CardUUID, c.PersonID, c.CredentialSetID,
+			ts(c.NotBefore), ts(c.NotAfter), ts(c.CreatedAt))
+		return wrapDB(err)
+	})
 }
 
 func (s *DB) KeyCertified(ctx context.Context, spki string) (bool, error) {
@@ -51,13 +55,20 @@ func (s *DB) MarkLintFailed(ctx context.Context, serial, findings string) error 
 }
 
 func (s *DB) RecordIssued(ctx context.Context, serial string, der []byte, sha256, warnings string, at time.Time) error {
-	return s.updateOne(ctx, `UPDATE certificates SET status = 'issued', der = $1, sha256 = $2, lint_warnings = $3, issued_at = $4
-		WHERE serial = $5 AND status = 'intent'`, der, sha256, warnings, ts(at), serial)
+	return s.grouped(ctx, func(ctx context.Context, tx execer) error {
+		res, err := tx.ExecContext(ctx, `UPDATE certificates SET status = 'issued', der = $1, sha256 = $2, lint_warnings = $3, issued_at = $4
+			WHERE serial = $5 AND status = 'intent'`, der, sha256, warnings, ts(at), serial)
+		return oneRow(res, err)
+	})
 }
 
 // updateOne runs a conditional UPDATE that must change exactly one row.
 func (s *DB) updateOne(ctx context.Context, q string, args ...any) error {
-	res, err := s.w.ExecContext(ctx, q, args...)
+	return oneRow(s.w.ExecContext(ctx, q, args...))
+}
+
+// oneRow is the outcome of an UPDATE that must change exactly one row.
+func oneRow(res sql.Result, err error) error {
 	if err != nil {
 		return wrapDB(err)
 	}

@@ -1,0 +1,102 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+)
+
+// intentOp is the group op of CreateIssuanceIntent for rec.
+func intentOp(ctx context.Context, rec CertificateRecord) *groupOp {
+	return &groupOp{ctx: ctx, done: make(chan bool, 1), fn: func(ctx context.Context, ex execer) error {
+		_, err := ex.ExecContext(ctx,
+			`INSERT INTO certificates (serial, issuer, profile, status, spki_sha256, piv_cert_sha256, fascn, card_uuid, person_id,
+			  credential_set_id, not_before, not_after, created_at) VALUES ($1, 'ca', 'p', 'intent', $2, '', '', '', '', '', 0, 0, 0)`,
+			rec.Serial, rec.SPKISHA256)
+		return wrapDB(err)
+	}}
+}
+
+// TestGroupCommitFailsOnlyTheFailingWrite: a group holding a write that
+// fails (a key certified before) answers that caller with the conflict
+// and commits every other write of the group; a write whose caller left
+// before its group ran is not written.
+func TestGroupCommitFailsOnlyTheFailingWrite(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, st Store) {
+		s := st.(*DB)
+		ctx := context.Background()
+		gone, cancel := context.WithCancel(ctx)
+		cancel()
+		var ops []*groupOp
+		for _, o := range []struct {
+			ctx          context.Context
+			serial, spki string
+		}{{ctx, "a1", "k-a"}, {ctx, "a2", "k-a"}, {gone, "a3", "k-c"}, {ctx, "a4", "k-d"}} {
+			ops = append(ops, intentOp(o.ctx, CertificateRecord{Serial: o.serial, SPKISHA256: o.spki}))
+		}
+		g := newGroupCommit(s.w)
+		g.commit(ops)
+		want := []error{nil, ErrConflict, context.Canceled, nil}
+		for i, op := range ops {
+			if <-op.done {
+				t.Fatalf("op %d was told to lead", i)
+			}
+			if (want[i] == nil) != (op.err == nil) || (want[i] != nil && !errors.Is(op.err, want[i])) {
+				t.Errorf("op %d: %v, want %v", i, op.err, want[i])
+			}
+		}
+		for serial, want := range map[string]bool{"a1": true, "a2": false, "a3": false, "a4": true} {
+			_, err := s.Certificate(ctx, serial)
+			if got := err == nil; got != want {
+				t.Errorf("%s stored = %v (%v), want %v", serial, got, err, want)
+			}
+		}
+	})
+}
+
+// TestGroupCommitConcurrent: many callers' intents and records, each
+// answered only once its write is readable; a closed store refuses.
+func TestGroupCommitConcurrent(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, st Store) {
+		s := st.(*DB)
+		ctx := context.Background()
+		const n = 200
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for i := range n {
+			wg.Go(func() {
+				serial := fmt.Sprintf("c%03x", i)
+				rec := CertificateRecord{Serial: serial, Issuer: "ca", Profile: "p", SPKISHA256: "k" + serial, NotBefore: t0, NotAfter: t0, CreatedAt: t0}
+				if err := s.CreateIssuanceIntent(ctx, rec); err != nil {
+					errs <- err
+					return
+				}
+				if c, err := s.Certificate(ctx, serial); err != nil || c.Status != CertIntent {
+					errs <- fmt.Errorf("%s after its intent returned: %+v, %v", serial, c.Status, err)
+					return
+				}
+				if err := s.RecordIssued(ctx, serial, []byte{1}, "h", "", t0); err != nil {
+					errs <- err
+					return
+				}
+				if c, err := s.Certificate(ctx, serial); err != nil || c.Status != CertIssued {
+					errs <- fmt.Errorf("%s after its record returned: %+v, %v", serial, c.Status, err)
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		if err := s.RecordIssued(ctx, "c000", []byte{1}, "h", "", t0); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("recording twice: %v", err)
+		}
+		s.group.close()
+		if err := s.CreateIssuanceIntent(ctx, CertificateRecord{Serial: "late", SPKISHA256: "late"}); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("after close: %v", err)
+		}
+	})
+}
