@@ -48,6 +48,9 @@ type SQLite = DB
 
 var _ Store = (*DB)(nil)
 
+// sqliteCacheKiB is the page cache of each connection.
+const sqliteCacheKiB = 32 << 10
+
 // busyTimeout is how long a SQLite connection waits for a lock.
 const busyTimeout = 5 * time.Second
 
@@ -148,7 +151,11 @@ func OpenSQLiteReadOnly(ctx context.Context, path string) (*SQLite, error) {
 // busy timeout of busy, and more.
 func sqliteDSN(path string, busy time.Duration, more ...string) string {
 	q := url.Values{}
-	for _, p := range append([]string{"journal_mode(WAL)", fmt.Sprintf("busy_timeout(%d)", busy.Milliseconds()), "foreign_keys(1)", "synchronous(NORMAL)"}, more...) {
+	for _, p := range append([]string{"journal_mode(WAL)", fmt.Sprintf("busy_timeout(%d)", busy.Milliseconds()), "foreign_keys(1)", "synchronous(NORMAL)",
+		// A page cache that holds the working set: with the default
+		// 2 MiB, under load a page read (a pread system call) was a
+		// tenth of the gateway's CPU.
+		fmt.Sprintf("cache_size(-%d)", sqliteCacheKiB)}, more...) {
 		q.Add("_pragma", p)
 	}
 	return "file:" + path + "?" + q.Encode()
@@ -168,6 +175,10 @@ func openPools(path string, busy time.Duration, pragmas, readers []string) (w, r
 		return nil, nil, fmt.Errorf("store: sqlite: %w", err)
 	}
 	r.SetMaxOpenConns(4)
+	// Readers stay open: a new connection reads the schema and starts
+	// with a cold page cache (database/sql keeps only 2 idle by default).
+	r.SetMaxIdleConns(4)
+	r.SetConnMaxIdleTime(0)
 	return w, r, nil
 }
 
