@@ -58,7 +58,9 @@ type AuditStore interface {
 
 func (s *DB) AppendAudit(ctx context.Context, e AuditEvent) (AuditEvent, error) {
 	e.At = e.At.UTC().Truncate(time.Second)
-	err := s.tx(ctx, func(tx *stx) error {
+	// A group write: the events of concurrent callers are chained in one
+	// transaction, which takes the head row once.
+	err := s.groupedTx(ctx, func(ctx context.Context, tx execer) error {
 		// The head row first: this UPDATE serialises appends.
 		if err := tx.QueryRowContext(ctx, `UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash`).Scan(&e.Seq, &e.PrevHash); err != nil {
 			return wrapDB(err)

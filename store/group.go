@@ -14,10 +14,10 @@ const maxGroup = 128
 // errStoreClosed answers a write that arrives after Close.
 var errStoreClosed = fmt.Errorf("%w: the store is closed", ErrUnavailable)
 
-// groupCommit runs the small writes of many callers in shared transactions
-// (group commit): issuance intents and records, two per certificate, each
-// of which would otherwise be a transaction of its own through the one
-// SQLite writer (or a commit and its fsync on PostgreSQL). A caller's
+// groupCommit runs the small writes of many callers in shared SQLite
+// transactions (group commit): issuance intents and records, two per certificate, and
+// audit events, each of which would otherwise be a transaction of its own
+// through the one SQLite writer. A caller's
 // write is in the database when its call returns, exactly as with its own
 // transaction: the caller waits for the commit of the group that carries
 // it.
@@ -43,17 +43,20 @@ type groupCommit struct {
 	closed  bool
 }
 
-// execer runs a statement: the writer itself (a write alone commits on
-// its own) or a group's transaction.
+// execer runs statements: the writer itself (a write alone commits on
+// its own) or a transaction.
 type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
 // groupOp is one caller's write: one statement, run on its own or in the
-// group's transaction.
+// group's transaction, or (tx) statements that must commit together, run
+// in a transaction of their own or in the group's.
 type groupOp struct {
 	ctx  context.Context
 	fn   func(context.Context, execer) error
+	tx   bool
 	err  error
 	done chan bool // one value: false (finished, see err) or true (lead)
 }
@@ -112,8 +115,8 @@ func (g *groupCommit) commit(group []*groupOp) {
 	switch len(live) {
 	case 0:
 		return
-	case 1: // alone: its statement commits itself (no BEGIN and COMMIT)
-		live[0].finish(live[0].fn(context.WithoutCancel(live[0].ctx), g.c))
+	case 1:
+		live[0].finish(alone(context.WithoutCancel(live[0].ctx), g.c, live[0]))
 		return
 	}
 	// One caller's cancellation must not undo the others' writes; the
@@ -135,8 +138,17 @@ func (g *groupCommit) commit(group []*groupOp) {
 		return
 	}
 	for _, op := range live {
-		op.finish(op.fn(ctx, g.c))
+		op.finish(alone(ctx, g.c, op))
 	}
+}
+
+// alone runs op by itself: a single statement commits itself (no BEGIN
+// and COMMIT), statements that must commit together get a transaction.
+func alone(ctx context.Context, c *conn, op *groupOp) error {
+	if !op.tx {
+		return op.fn(ctx, c)
+	}
+	return inTx(ctx, c, func(tx *stx) error { return op.fn(ctx, tx) })
 }
 
 func (op *groupOp) finish(err error) {
@@ -154,8 +166,26 @@ func (g *groupCommit) close() {
 	}
 }
 
-// grouped runs fn as one write of a group transaction (groupCommit).
+// grouped runs fn, one statement, as one write of a group transaction
+// (groupCommit).
 func (s *DB) grouped(ctx context.Context, fn func(context.Context, execer) error) error {
+	return s.groupedOp(ctx, fn, false)
+}
+
+// groupedTx runs fn, statements that must commit together, as one write
+// of a group transaction.
+func (s *DB) groupedTx(ctx context.Context, fn func(context.Context, execer) error) error {
+	return s.groupedOp(ctx, fn, true)
+}
+
+func (s *DB) groupedOp(ctx context.Context, fn func(context.Context, execer) error, tx bool) error {
+	op := &groupOp{ctx: ctx, fn: fn, tx: tx, done: make(chan bool, 1)}
+	if s.dialect != "sqlite" {
+		// PostgreSQL runs writes on many connections at once and groups
+		// concurrent commits' WAL flushes itself: a queue here would only
+		// serialise them.
+		return alone(ctx, s.w, op)
+	}
 	s.groupOnce.Do(func() {
 		if !s.closed {
 			s.group = newGroupCommit(s.w)
@@ -164,5 +194,5 @@ func (s *DB) grouped(ctx context.Context, fn func(context.Context, execer) error
 	if s.group == nil {
 		return errStoreClosed
 	}
-	return s.group.do(&groupOp{ctx: ctx, fn: fn, done: make(chan bool, 1)})
+	return s.group.do(op)
 }
