@@ -1,7 +1,6 @@
 package code
 
 import (
-	"sync"
 	"bytes"
 	"encoding/base64"
 	"errors"
@@ -14,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	qrcode "github.com/skip2/go-qrcode"
 )
