@@ -141,6 +141,13 @@ bench: deps
 	CGO_ENABLED=1 $(GO) test -run '^$$' -bench . -benchtime 3s -count 3 ./server/
 	CGO_ENABLED=1 $(GO) test -run '^$$' -bench . -benchtime 2s -count 3 ./issuance/
 	CGO_ENABLED=1 $(GO) test -run '^$$' -bench . -benchtime 2s -count 3 ./activation/pfx/
+	CGO_ENABLED=1 $(GO) test -run '^$$' -bench . -benchtime 1s -count 3 ./activation/code/
+	$(MAKE) bench-enroll
+
+## bench-enroll: full enrollments at c = 16 and c = 64 (SQLite, in process)
+bench-enroll: build
+	$(BIN) bench enroll --device protocol --concurrency 16 --duration 10s
+	$(BIN) bench enroll --device protocol --concurrency 64 --duration 10s
 
 ## fuzz: run each fuzz target briefly (FUZZTIME=30s by default)
 FUZZTIME ?= 30s

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -32,6 +33,10 @@ type Env struct {
 
 	trusted   *issuer
 	untrusted *issuer
+
+	cacheMu sync.Mutex
+	cached  *state      // the last state read by sharedState
+	cacheAt os.FileInfo // its file, as it was then
 }
 
 // state is the environment's persistent record: its cards and every
@@ -158,6 +163,28 @@ func (e *Env) lock() (func(), error) {
 		return nil, err
 	}
 	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+}
+
+// sharedState is the state for readers that change nothing (the OCSP
+// and CRL responders): read again only when the file changed (writeState
+// renames a new file into place), since a responder that parses every
+// card's record per request makes a bench of many cards measure itself.
+func (e *Env) sharedState() (*state, error) {
+	fi, err := os.Stat(filepath.Join(e.Dir, stateFile))
+	if err != nil {
+		return e.readState()
+	}
+	e.cacheMu.Lock()
+	defer e.cacheMu.Unlock()
+	if e.cached != nil && os.SameFile(fi, e.cacheAt) && fi.ModTime().Equal(e.cacheAt.ModTime()) && fi.Size() == e.cacheAt.Size() {
+		return e.cached, nil
+	}
+	st, err := e.readState()
+	if err != nil {
+		return nil, err
+	}
+	e.cached, e.cacheAt = st, fi
+	return st, nil
 }
 
 func (e *Env) readState() (*state, error) {

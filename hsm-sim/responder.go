@@ -98,7 +98,7 @@ func (e *Env) serveOCSP(w http.ResponseWriter, der []byte, log *slog.Logger) {
 		writeResp(ocsp.UnauthorizedErrorResponse)
 		return
 	}
-	st, err := e.readState()
+	st, err := e.sharedState()
 	if err != nil {
 		log.Error("hsm-sim: read state", "err", err)
 		writeResp(ocsp.InternalErrorErrorResponse)
@@ -162,7 +162,7 @@ func (e *Env) issuerForRequest(req *ocsp.Request) *issuer {
 // serveCRL signs a fresh CRL of the issuing CA (or, for root, of the root:
 // the issuing CA is never revoked, so that one is empty).
 func (e *Env) serveCRL(w http.ResponseWriter, is *issuer, root bool, log *slog.Logger) {
-	st, err := e.readState()
+	st, err := e.sharedState()
 	if err != nil {
 		log.Error("hsm-sim: read state", "err", err)
 		http.Error(w, "internal error", http.StatusInternalServerError)

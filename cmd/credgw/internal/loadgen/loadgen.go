@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/credgw/credgw/activation"
@@ -128,6 +129,7 @@ func Run(ctx context.Context, c Config, out io.Writer) error {
 	history := 0 // escrowed keys delivered, current ones included
 	failCodes := map[string]int{}
 	start := time.Now()
+	cpu0 := processCPU()
 	stopProgress := make(chan struct{})
 	go func() {
 		t := time.NewTicker(time.Second)
@@ -182,8 +184,15 @@ func Run(ctx context.Context, c Config, out io.Writer) error {
 	wg.Wait()
 	close(stopProgress)
 	elapsed := time.Since(start)
+	cpu := processCPU() - cpu0
 	fmt.Fprintf(out, "  %d full enrollments in %s: %.1f enrollments/s (%d failed)\n", done, elapsed.Round(time.Millisecond), float64(done)/elapsed.Seconds(), failed)
 	if done > 0 {
+		whose := "the in-process gateway and the simulated devices together"
+		if c.GatewayDir != "" {
+			whose = "the simulated devices only; the gateway runs apart"
+		}
+		fmt.Fprintf(out, "  CPU: %.1f ms an enrollment, %.2f ms a delivered certificate (this process: %s)\n",
+			float64(cpu.Microseconds())/1000/float64(done), float64(cpu.Microseconds())/1000/float64(len(delivered)), whose)
 		fmt.Fprintf(out, "  key history: %.1f escrowed keys a device received on average (the current one included)\n", float64(history)/float64(done))
 	}
 	if elapsed < duration && done+failed >= tgt.setsPerPerson*c.People {
@@ -297,4 +306,13 @@ func makeCards(ctx context.Context, tgt *target, n int) (cards []*heldCard, clos
 		}
 	}
 	return cards, closeCards, nil
+}
+
+// processCPU is the CPU time this process has used, user and system.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
