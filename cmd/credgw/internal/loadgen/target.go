@@ -2,9 +2,11 @@ package loadgen
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,7 +72,11 @@ func inProcessTarget(ctx context.Context, c Config, cleanup *[]func()) (*target,
 	cfg.Escrow.KeyType = c.EscrowKey
 	storeName := "SQLite"
 	if c.Postgres != "" {
-		cfg.Store.Driver, cfg.Store.DSN, storeName = "postgres", c.Postgres, "PostgreSQL"
+		dsn, err := benchSchema(ctx, c.Postgres, cleanup)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Store.Driver, cfg.Store.DSN, storeName = "postgres", dsn, "PostgreSQL"
 		st, err := server.OpenStore(ctx, cfg, true)
 		if err != nil {
 			return nil, err
@@ -217,4 +223,45 @@ func initCA(ctx context.Context, d *hsmsim.DevEnv) error {
 	}
 	_, err = server.InitCA(ctx, cfg, server.InitCAOptions{Organization: "credgw development"})
 	return err
+}
+
+// benchSchema gives the run a schema of its own in the PostgreSQL database
+// at dsn, dropped by cleanup: each run's environment has new CA and escrow
+// keys, which could not open what an earlier run stored (its gateway
+// secrets are sealed under that run's key), and a bench leaves nothing
+// behind. It returns dsn with search_path set to the schema.
+func benchSchema(ctx context.Context, dsn string, cleanup *[]func()) (string, error) {
+	u, err := url.Parse(dsn)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return "", fmt.Errorf("--postgres %q: a URL, postgres://user@host/database?...", redactDSN(dsn))
+	}
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	schema := fmt.Sprintf("credgw_bench_%d_%d", time.Now().Unix(), os.Getpid())
+	if _, err := db.ExecContext(ctx, `CREATE SCHEMA `+schema); err != nil {
+		return "", fmt.Errorf("--postgres: creating the bench's schema: %w", err)
+	}
+	*cleanup = append(*cleanup, func() {
+		db, err := sql.Open("pgx", dsn)
+		if err != nil {
+			return
+		}
+		defer db.Close()
+		db.ExecContext(context.Background(), `DROP SCHEMA `+schema+` CASCADE`)
+	})
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+// redactDSN is dsn without its password.
+func redactDSN(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil {
+		return u.Redacted()
+	}
+	return "(not a URL)"
 }
