@@ -54,11 +54,14 @@ type execer interface {
 // group's transaction, or (tx) statements that must commit together, run
 // in a transaction of their own or in the group's.
 type groupOp struct {
-	ctx  context.Context
-	fn   func(context.Context, execer) error
-	tx   bool
-	err  error
-	done chan bool // one value: false (finished, see err) or true (lead)
+	ctx context.Context
+	fn  func(context.Context, execer) error
+	tx  bool
+	err error
+	// finished is set by the leader that answered it (only the leader
+	// reads it).
+	finished bool
+	done     chan bool // one value: false (finished, see err) or true (lead)
 }
 
 func newGroupCommit(c *conn) *groupCommit {
@@ -89,17 +92,35 @@ func (g *groupCommit) do(op *groupOp) error {
 	group := g.queue[:n:n]
 	g.queue = g.queue[n:]
 	g.mu.Unlock()
+	defer g.handOff()
+	defer func() {
+		// A panic in a write (a driver bug) must not leave its group's
+		// callers waiting, nor the lead with no one: answer them, hand
+		// the lead on (deferred above), then let the panic go on.
+		if r := recover(); r != nil {
+			for _, o := range group {
+				if !o.finished {
+					o.finish(fmt.Errorf("store: a group write panicked: %v", r))
+				}
+			}
+			panic(r)
+		}
+	}()
 	g.commit(group)
+	return op.err
+}
+
+// handOff passes the lead to the first caller queued, or ends it.
+func (g *groupCommit) handOff() {
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	if len(g.queue) > 0 {
 		g.queue[0].done <- true
-	} else {
-		g.leading = false
-		g.queue = nil
-		g.idle.Broadcast()
+		return
 	}
-	g.mu.Unlock()
-	return op.err
+	g.leading = false
+	g.queue = nil
+	g.idle.Broadcast()
 }
 
 // commit writes one group and answers its callers.
@@ -152,7 +173,7 @@ func alone(ctx context.Context, c *conn, op *groupOp) error {
 }
 
 func (op *groupOp) finish(err error) {
-	op.err = err
+	op.err, op.finished = err, true
 	op.done <- false // buffered: a leader's own op is not received
 }
 

@@ -103,3 +103,25 @@ func TestGroupCommitConcurrent(t *testing.T) {
 		}
 	})
 }
+
+// TestGroupCommitPanicReleasesTheLead: a write that panics answers its
+// caller with the panic and leaves the group usable for the next writes.
+func TestGroupCommitPanicReleasesTheLead(t *testing.T) {
+	s, err := OpenSQLite(context.Background(), t.TempDir()+"/p.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	g := newGroupCommit(s.w)
+	func() {
+		defer func() {
+			if r := recover(); r == nil {
+				t.Error("the panic was swallowed")
+			}
+		}()
+		g.do(&groupOp{ctx: context.Background(), done: make(chan bool, 1), fn: func(context.Context, execer) error { panic("driver bug") }})
+	}()
+	if err := g.do(intentOp(context.Background(), CertificateRecord{Serial: "after", SPKISHA256: "k-after"})); err != nil {
+		t.Fatalf("the write after a panic: %v", err)
+	}
+}
