@@ -233,7 +233,7 @@ func initCA(ctx context.Context, d *hsmsim.DevEnv) error {
 func benchSchema(ctx context.Context, dsn string, cleanup *[]func()) (string, error) {
 	u, err := url.Parse(dsn)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		return "", fmt.Errorf("--postgres %q: a URL, postgres://user@host/database?...", redactDSN(dsn))
+		return "", fmt.Errorf("--postgres %q is not a postgres:// URL (postgres://user@host/database)", redactDSN(dsn))
 	}
 	db, err := sql.Open("pgx", dsn)
 	if err != nil {
