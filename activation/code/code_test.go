@@ -3,6 +3,7 @@ package code
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -127,4 +128,19 @@ func FuzzParsePayload(f *testing.F) {
 			t.Fatalf("round trip changed %+v into %+v", p, again)
 		}
 	})
+}
+
+// TestQRTooLongNamesTheFix: a payload beyond version MaxQRVersion is refused
+// with the version it would need and what to shorten.
+func TestQRTooLongNamesTheFix(t *testing.T) {
+	s, _ := NewSecret()
+	p := Payload{Gateway: strings.Repeat("g", 200) + ".agency.example:8443", ID: "Ab3_xY-0123456789abcdEF", Secret: s, Pin: make([]byte, 32)}
+	v, err := QRVersion(p.String())
+	if err != nil || v <= MaxQRVersion {
+		t.Fatalf("QRVersion = %d, %v; want more than %d", v, err, MaxQRVersion)
+	}
+	_, _, err = QR(p.String(), -6)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("needs QR version %d", v)) || !strings.Contains(err.Error(), "shorten the gateway address") {
+		t.Fatalf("QR error = %v", err)
+	}
 }

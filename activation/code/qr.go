@@ -15,7 +15,7 @@ import (
 	"strings"
 	"sync"
 
-	qrcode "github.com/skip2/go-qrcode"
+	qr "github.com/piglig/go-qr"
 )
 
 // Payload is what the QR code carries:
@@ -119,18 +119,21 @@ func ParsePayload(s string) (Payload, error) {
 const MaxQRVersion = 10
 
 // QR renders the payload: a PNG and a terminal rendering, both from one
-// encoding (go-qrcode chooses the mask; encoding is most of the cost). A
-// positive size is the largest image width in pixels; a negative one, pixels
-// per module. Scaling is always by an integer, which every reader decodes.
+// encoding. The encoder picks the version, the mask of lowest penalty
+// (ISO/IEC 18004 §7.8.3) and the highest error correction level, from M
+// up, that fits the same version. A positive size is the largest image
+// width in pixels; a negative one, pixels per module. Scaling is always by
+// an integer, which every reader decodes.
 func QR(payload string, size int) (pngData []byte, text string, err error) {
-	q, err := qrcode.New(payload, qrcode.Medium)
+	q, err := encodeQR(payload, MaxQRVersion)
+	if errors.Is(err, qr.ErrDataTooLong) {
+		v, _ := QRVersion(payload)
+		return nil, "", fmt.Errorf("activation: the payload needs QR version %d, more than %d: shorten the gateway address", v, MaxQRVersion)
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("activation: QR code: %w", err)
 	}
-	if q.VersionNumber > MaxQRVersion {
-		return nil, "", fmt.Errorf("activation: the payload needs QR version %d, more than %d: shorten the gateway address", q.VersionNumber, MaxQRVersion)
-	}
-	bits := q.Bitmap() // with the quiet zone
+	bits := withQuietZone(q)
 	scale := -size
 	if size > 0 {
 		scale = size / len(bits)
@@ -182,7 +185,7 @@ func qrImage(bits [][]bool, scale int) image.Image {
 
 // qrText renders two module rows per text line with half blocks: dark
 // modules are blanks (the terminal's dark background), light ones blocks,
-// as go-qrcode's ToSmallString does, so a camera reads it off a terminal.
+// so a camera reads it off a terminal.
 func qrText(bits [][]bool) string {
 	var b strings.Builder
 	for y := 0; y < len(bits); y += 2 {
@@ -207,11 +210,43 @@ func qrText(bits [][]bool) string {
 	return b.String()
 }
 
+// quietZone is the light border around the symbol, in modules
+// (ISO/IEC 18004 §6.3.8).
+const quietZone = 4
+
+// encodeQR encodes payload at error correction level M or higher, in the
+// smallest version that holds it, up to maxVersion.
+func encodeQR(payload string, maxVersion int) (*qr.QrCode, error) {
+	segs, err := qr.MakeSegments(payload)
+	if err != nil {
+		return nil, err
+	}
+	return qr.EncodeSegments(segs, qr.Medium, qr.MinVersion, maxVersion, -1, true)
+}
+
+// withQuietZone returns the symbol's modules, dark as true, with the quiet
+// zone around them.
+func withQuietZone(q *qr.QrCode) [][]bool {
+	n := q.Size() + 2*quietZone
+	cells := make([]bool, n*n)
+	bits := make([][]bool, n)
+	for y := range bits {
+		bits[y] = cells[y*n : (y+1)*n]
+		if y < quietZone || y >= n-quietZone {
+			continue
+		}
+		for x := quietZone; x < n-quietZone; x++ {
+			bits[y][x] = q.Module(x-quietZone, y-quietZone)
+		}
+	}
+	return bits
+}
+
 // QRVersion reports the QR version a payload needs at level M.
 func QRVersion(payload string) (int, error) {
-	q, err := qrcode.New(payload, qrcode.Medium)
+	q, err := encodeQR(payload, qr.MaxVersion)
 	if err != nil {
 		return 0, err
 	}
-	return q.VersionNumber, nil
+	return (q.Size() - 17) / 4, nil // a version-v symbol is 17+4v modules wide
 }

@@ -48,16 +48,22 @@ enrollment.max_credential_sets times.`,
 			if duration <= 0 || duration > 10*time.Minute {
 				return fmt.Errorf("--duration %s: up to 10m", duration)
 			}
+			var measure func() func()
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)
 				if err != nil {
 					return err
 				}
 				defer f.Close()
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return err
+				// The profile covers the measured run, not the set-up
+				// (cards, tokens, the gateway's start).
+				measure = func() func() {
+					if err := pprof.StartCPUProfile(f); err != nil {
+						fmt.Fprintf(cmd.ErrOrStderr(), "bench: no CPU profile: %v\n", err)
+						return func() {}
+					}
+					return pprof.StopCPUProfile
 				}
-				defer pprof.StopCPUProfile()
 			}
 			if people == 0 {
 				people = max(128, 8*concurrency)
@@ -84,7 +90,7 @@ enrollment.max_credential_sets times.`,
 			}
 			return loadgen.Run(cmd.Context(), loadgen.Config{Concurrency: concurrency, Duration: duration, People: people,
 				ProtocolOnly: device == "protocol", KeepGoing: keepGoing, GatewayDir: gatewayDir,
-				EscrowKey: escrowType, Postgres: pgDSN, Replicas: replicas, NewWork: newWork}, cmd.OutOrStdout())
+				EscrowKey: escrowType, Postgres: pgDSN, Replicas: replicas, NewWork: newWork, Measure: measure}, cmd.OutOrStdout())
 		},
 	}
 	enrollCmd.Flags().IntVar(&concurrency, "concurrency", 4, "parallel workers, each with its own card")

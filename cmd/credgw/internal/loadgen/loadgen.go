@@ -69,6 +69,10 @@ type Config struct {
 	Replicas int
 	// NewWork is limits.new_work of the in-process gateway.
 	NewWork int
+	// Measure, if set, is called once the set-up is done and the
+	// measured run begins; the function it returns when the run ends
+	// (a CPU profile of the run alone, not of making the cards).
+	Measure func() (stop func())
 }
 
 // failurePause is how long a worker waits after a failed enrollment
@@ -128,6 +132,10 @@ func Run(ctx context.Context, c Config, out io.Writer) error {
 	var delivered []string
 	history := 0 // escrowed keys delivered, current ones included
 	failCodes := map[string]int{}
+	if c.Measure != nil {
+		stop := c.Measure()
+		defer stop()
+	}
 	start := time.Now()
 	cpu0 := processCPU()
 	stopProgress := make(chan struct{})
