@@ -374,16 +374,14 @@ func (e *Escrow) History(ctx context.Context, personID, currentID string, max in
 // Key unseals one escrowed key of a person (the key made at enrollment,
 // before its certificate exists).
 func (e *Escrow) Key(ctx context.Context, id, personID string) (*EscrowedKey, error) {
-	rows, err := e.store.EscrowKeys(ctx, personID)
+	r, err := e.store.EscrowKey(ctx, id, personID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("%w: no escrowed key %s for this person", ErrEscrowUnreadable, id)
+	}
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range rows {
-		if r.ID == id {
-			return e.unseal(ctx, r)
-		}
-	}
-	return nil, fmt.Errorf("%w: no escrowed key %s for this person", ErrEscrowUnreadable, id)
+	return e.unseal(ctx, r)
 }
 
 // GatewaySecret returns the gateway's 32-byte secret of that name and when

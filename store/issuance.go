@@ -103,6 +103,9 @@ type IssuanceStore interface {
 	LinkEscrowKey(ctx context.Context, id, serial string, retainUntil time.Time) error
 	// EscrowKeys returns a person's escrowed keys, newest first.
 	EscrowKeys(ctx context.Context, personID string) ([]EscrowKey, error)
+	// EscrowKey returns one escrowed key of a person, without CertDER and
+	// Delivered (ErrNotFound: the person has no key of that id).
+	EscrowKey(ctx context.Context, id, personID string) (EscrowKey, error)
 	// DeleteUncertifiedEscrowKeys deletes the keys never certified that no
 	// pending or redeeming credential set holds and that were made before
 	// olderThan (a key is made just before the set that holds it): the keys

@@ -85,6 +85,18 @@ func TestEscrowKeys(t *testing.T) {
 		if err != nil || len(keys) != 2 || keys[0].ID != "new" || keys[1].CertSerial != "0a" || keys[1].RetainUntil.IsZero() {
 			t.Fatalf("%+v %v", keys, err)
 		}
+		// One key by id: only the person's own.
+		k, err := s.EscrowKey(ctx, "old", "p")
+		if err != nil || k.ID != "old" || k.PersonID != "p" || k.KeyType != "rsa2048" || k.KEKID != "kek" || !bytes.Equal(k.Sealed, []byte{1}) ||
+			k.CertSerial != "0a" || !k.CreatedAt.Equal(t0) || k.RetainUntil.IsZero() {
+			t.Fatalf("EscrowKey(old, p) = %+v, %v", k, err)
+		}
+		if _, err := s.EscrowKey(ctx, "old", "someone else"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("another person's key: %v", err)
+		}
+		if _, err := s.EscrowKey(ctx, "missing", "p"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("a missing key: %v", err)
+		}
 		// Each key comes with its certificate once it is recorded as
 		// issued, and without while only its intent exists.
 		if keys[1].CertDER != nil {

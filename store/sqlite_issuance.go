@@ -177,6 +177,20 @@ func (s *DB) EscrowKeys(ctx context.Context, personID string) ([]EscrowKey, erro
 	return out, wrapDB(rows.Err())
 }
 
+func (s *DB) EscrowKey(ctx context.Context, id, personID string) (EscrowKey, error) {
+	var k EscrowKey
+	var created int64
+	var retain sql.NullInt64
+	err := s.r.QueryRowContext(ctx, `SELECT id, person_id, key_type, spki_sha256, kek_id, sealed, cert_serial, created_at, retain_until
+		FROM escrow_keys WHERE id = $1 AND person_id = $2`, id, personID).Scan(
+		&k.ID, &k.PersonID, &k.KeyType, &k.SPKISHA256, &k.KEKID, &k.Sealed, &k.CertSerial, &created, &retain)
+	if err != nil {
+		return EscrowKey{}, wrapDB(err)
+	}
+	k.CreatedAt, k.RetainUntil = fromTS(created), fromNullTS(retain)
+	return k, nil
+}
+
 func (s *DB) DeleteUncertifiedEscrowKeys(ctx context.Context, olderThan time.Time) (int, error) {
 	res, err := s.w.ExecContext(ctx, `DELETE FROM escrow_keys WHERE cert_serial = '' AND created_at < $1
 		AND NOT EXISTS (SELECT 1 FROM credential_sets cs WHERE cs.escrow_key_id = escrow_keys.id AND cs.state IN ('pending', 'redeeming'))

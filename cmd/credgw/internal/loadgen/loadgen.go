@@ -10,12 +10,16 @@
 package loadgen
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -138,6 +142,11 @@ func Run(ctx context.Context, c Config, out io.Writer) error {
 	}
 	start := time.Now()
 	cpu0 := processCPU()
+	metricsURL := ""
+	if c.GatewayDir != "" && tgt.cfg.Listen.Management != "" {
+		metricsURL = "http://" + tgt.cfg.Listen.Management + "/metrics"
+	}
+	gatewayCPU0, gatewayCPUErr := gatewayCPU(metricsURL)
 	stopProgress := make(chan struct{})
 	go func() {
 		t := time.NewTicker(time.Second)
@@ -157,6 +166,11 @@ func Run(ctx context.Context, c Config, out io.Writer) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// The devices' share of a CPU profile carries side=device
+			// (goroutines inherit it, the gRPC client's too):
+			// go tool pprof -tagfocus side=device, or -tagignore for the
+			// in-process gateway's share.
+			pprof.SetGoroutineLabels(pprof.WithLabels(ctx, pprof.Labels("side", "device")))
 			// Worker w enrolls people w, w+N, w+2N, … in turn, each up
 			// to the gateway's cap of live sets a person.
 			mine := cards[w:]
@@ -201,6 +215,16 @@ func Run(ctx context.Context, c Config, out io.Writer) error {
 		}
 		fmt.Fprintf(out, "  CPU: %.1f ms an enrollment, %.2f ms a delivered certificate (this process: %s)\n",
 			float64(cpu.Microseconds())/1000/float64(done), float64(cpu.Microseconds())/1000/float64(len(delivered)), whose)
+		if c.GatewayDir != "" {
+			gw, err := gatewayCPU(metricsURL)
+			switch {
+			case gatewayCPUErr == nil && err == nil:
+				fmt.Fprintf(out, "  gateway CPU: %.1f ms an enrollment, %.2f ms a delivered certificate (credgw serve's process_cpu_seconds_total)\n",
+					1000*(gw-gatewayCPU0)/float64(done), 1000*(gw-gatewayCPU0)/float64(len(delivered)))
+			default:
+				fmt.Fprintf(out, "  gateway CPU: unknown (%v)\n", errors.Join(gatewayCPUErr, err))
+			}
+		}
 		fmt.Fprintf(out, "  key history: %.1f escrowed keys a device received on average (the current one included)\n", float64(history)/float64(done))
 	}
 	if elapsed < duration && done+failed >= tgt.setsPerPerson*c.People {
@@ -323,4 +347,32 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// gatewayCPU reads the gateway's process_cpu_seconds_total from its
+// /metrics (a gateway running apart, --gateway-dir).
+func gatewayCPU(metricsURL string) (float64, error) {
+	if metricsURL == "" {
+		return 0, errors.New("the gateway has no listen.management address")
+	}
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(metricsURL)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("%s: %s", metricsURL, resp.Status)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "process_cpu_seconds_total "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("%s has no process_cpu_seconds_total", metricsURL)
 }
