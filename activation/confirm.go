@@ -36,7 +36,7 @@ func (s *Service) Confirm(ctx context.Context, redemptionID string, secret, sum 
 	if err != nil || again {
 		return out, err
 	}
-	s.cfg.Audit.Set(ctx, "device", "confirm", cs.ID, "redemption_id="+redemptionID)
+	s.cfg.Audit.SetOf(ctx, "device", "confirm", *cs, out.Serials, "redemption_id="+redemptionID)
 	s.cfg.Notify.Set(ctx, "binding", cs.ID, "Derived PIV credentials were installed on a device",
 		"Derived PIV credentials bound to your PIV card were issued and installed on a device.")
 	s.cfg.Notify.Set(ctx, "key-delivery", cs.ID, "Your encryption keys were delivered to a device",

@@ -37,7 +37,8 @@ func (s *Service) Enroll(ctx context.Context, req EnrollRequest) (*Enrollment, e
 	if req.Portal {
 		detail += "; portal"
 	}
-	s.cfg.Audit.Set(ctx, "piv:"+sess.PersonID, "enroll", en.CredentialSetID, detail)
+	// A new set: no certificates yet.
+	s.cfg.Audit.SetOf(ctx, "piv:"+sess.PersonID, "enroll", store.CredentialSet{ID: en.CredentialSetID, PersonID: sess.PersonID, CardUUID: sess.CardUUID}, nil, detail)
 	s.cfg.Log.InfoContext(ctx, "enrollment created", "person_id", sess.PersonID, "card_uuid", sess.CardUUID, "portal", req.Portal,
 		"activation_id", en.ActivationID, "credential_set_id", en.CredentialSetID, "credential_type", en.CredentialType)
 	return en, nil

@@ -102,20 +102,33 @@ func (l *Log) Failed(ctx context.Context, actor, action, setID, detail string) {
 }
 
 func (l *Log) set(ctx context.Context, actor, action, outcome, setID, detail string) {
-	e := store.AuditEvent{Actor: actor, Action: action, Outcome: outcome, Detail: "credential_set_id=" + setID}
+	held := store.CredentialSet{ID: setID}
+	if cs, err := l.st.CredentialSet(ctx, setID); err == nil {
+		held = cs
+	}
+	var serials []string
+	if recs, err := l.st.CertificatesOfSet(ctx, setID); err == nil {
+		for _, r := range recs {
+			serials = append(serials, r.Serial)
+		}
+	}
+	l.record(ctx, actor, action, outcome, held, serials, detail)
+}
+
+// SetOf records an action on a credential set the caller holds, with the
+// serials it holds: Set without reading them again.
+func (l *Log) SetOf(ctx context.Context, actor, action string, cs store.CredentialSet, serials []string, detail string) {
+	l.record(ctx, actor, action, OK, cs, serials, detail)
+}
+
+func (l *Log) record(ctx context.Context, actor, action, outcome string, cs store.CredentialSet, serials []string, detail string) {
+	e := store.AuditEvent{Actor: actor, Action: action, Outcome: outcome, Detail: "credential_set_id=" + cs.ID,
+		PersonID: cs.PersonID, CardUUID: cs.CardUUID, Serials: serials}
 	if detail != "" {
 		e.Detail += "; " + detail
 	}
-	if cs, err := l.st.CredentialSet(ctx, setID); err == nil {
-		e.PersonID, e.CardUUID = cs.PersonID, cs.CardUUID
-		if e.Actor == "" {
-			e.Actor = "piv:" + cs.PersonID
-		}
-	}
-	if recs, err := l.st.CertificatesOfSet(ctx, setID); err == nil {
-		for _, r := range recs {
-			e.Serials = append(e.Serials, r.Serial)
-		}
+	if e.Actor == "" && cs.PersonID != "" {
+		e.Actor = "piv:" + cs.PersonID
 	}
 	l.Record(ctx, e)
 }

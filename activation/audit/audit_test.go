@@ -152,6 +152,29 @@ func TestSet(t *testing.T) {
 	}
 }
 
+// TestSetOf: an event of a set the caller holds is the event Set makes
+// after reading the set and its certificates, without reading them.
+func TestSetOf(t *testing.T) {
+	set := store.CredentialSet{ID: "set-1", PersonID: "p1", CardUUID: "c1"}
+	certs := []store.CertificateRecord{{Serial: "0a"}, {Serial: "0b"}}
+	for _, actor := range []string{"device", ""} {
+		read := &fakeStore{set: &set, certs: certs}
+		l, _ := newLog(read)
+		l.Set(context.Background(), actor, "confirm", set.ID, "redemption_id=r1")
+		held := &fakeStore{} // knows no set: SetOf must not need it
+		l, _ = newLog(held)
+		l.SetOf(context.Background(), actor, "confirm", set, []string{"0a", "0b"}, "redemption_id=r1")
+		if len(read.appended) != 1 || len(held.appended) != 1 {
+			t.Fatalf("actor %q: %d and %d events appended, want 1 each", actor, len(read.appended), len(held.appended))
+		}
+		a, b := read.appended[0], held.appended[0]
+		if a.Actor != b.Actor || a.Action != b.Action || a.Outcome != b.Outcome || a.Detail != b.Detail || a.PersonID != b.PersonID ||
+			a.CardUUID != b.CardUUID || !slices.Equal(a.Serials, b.Serials) || b.CardUUID != "c1" {
+			t.Fatalf("actor %q: Set appended %+v, SetOf %+v", actor, a, b)
+		}
+	}
+}
+
 // TestIdentity: the event of an action on a PIV identity names the
 // selector in its detail.
 func TestIdentity(t *testing.T) {
