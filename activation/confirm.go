@@ -23,12 +23,21 @@ type Confirmed struct {
 // names the SHA-256 of what it installed; the package is deleted and the
 // person is told. A renewal is confirmed with ConfirmRekey instead.
 func (s *Service) Confirm(ctx context.Context, redemptionID string, secret, sum []byte) (*Confirmed, error) {
-	if a, err := s.cfg.Store.ActivationByRedemption(ctx, redemptionID); err == nil {
-		if cs, err := s.cfg.Store.CredentialSet(ctx, a.CredentialSetID); err == nil && cs.RenewsSetID != "" {
-			return nil, notNow("this is a renewal: confirm it with Renewal.Confirm over the device's current certificate")
-		}
+	a, err := s.cfg.Store.ActivationByRedemption(ctx, redemptionID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ErrNotAccepted
 	}
-	cs, again, err := s.confirm(ctx, redemptionID, secret, sum)
+	if err != nil {
+		return nil, err
+	}
+	held, err := s.cfg.Store.CredentialSet(ctx, a.CredentialSetID)
+	if err != nil {
+		return nil, err
+	}
+	if held.RenewsSetID != "" {
+		return nil, notNow("this is a renewal: confirm it with Renewal.Confirm over the device's current certificate")
+	}
+	cs, again, err := s.confirm(ctx, a, held, redemptionID, secret, sum)
 	if err != nil {
 		return nil, err
 	}
@@ -64,24 +73,17 @@ func (s *Service) confirmed(ctx context.Context, setID, personID string) (*Confi
 // A confirmation repeated with the same SHA-256 after it succeeded (the
 // device did not hear the answer: a cut connection, a gateway restart)
 // answers the same again, with again set: nothing is recorded or told twice.
-func (s *Service) confirm(ctx context.Context, redemptionID string, secret, sum []byte) (cs *store.CredentialSet, again bool, err error) {
-	a, err := s.cfg.Store.ActivationByRedemption(ctx, redemptionID)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, false, ErrNotAccepted
-	}
-	if err != nil {
-		return nil, false, err
-	}
+func (s *Service) confirm(ctx context.Context, a store.Activation, cs store.CredentialSet, redemptionID string, secret, sum []byte) (_ *store.CredentialSet, again bool, err error) {
 	if subtle.ConstantTimeCompare([]byte(code.LookupHash(secret)), []byte(a.LookupHash)) != 1 {
 		return nil, false, ErrNotAccepted
 	}
-	if err := s.checkSetNotTerminated(ctx, a.CredentialSetID); err != nil {
+	if err := s.checkNotTerminated(ctx, cs.FASCN, cs.CardUUID, cs.PersonID); err != nil {
 		return nil, false, err
 	}
 	sameSum := bytes.Equal([]byte(hex.EncodeToString(sum)), []byte(a.PackageSHA256))
 	if a.State == store.ActCompleted {
 		if sameSum {
-			return s.setOf(ctx, a.CredentialSetID, true)
+			return &cs, true, nil
 		}
 		return nil, false, ErrAlreadyRedeemed
 	}
@@ -95,20 +97,12 @@ func (s *Service) confirm(ctx context.Context, redemptionID string, secret, sum 
 		if errors.Is(err, store.ErrAlreadyUsed) {
 			if cur, cerr := s.cfg.Store.ActivationByRedemption(ctx, redemptionID); cerr == nil && cur.State == store.ActCompleted {
 				// The same device's other confirmation won: the same answer.
-				return s.setOf(ctx, a.CredentialSetID, true)
+				return &cs, true, nil
 			}
 			s.cfg.Audit.Refused(ctx, "device", "confirm", a.CredentialSetID, "redemption_id="+redemptionID+"; refused: lost the race to another confirmation")
 			return nil, false, ErrAlreadyRedeemed
 		}
 		return nil, false, err
 	}
-	return s.setOf(ctx, a.CredentialSetID, false)
-}
-
-func (s *Service) setOf(ctx context.Context, setID string, again bool) (*store.CredentialSet, bool, error) {
-	cs, err := s.cfg.Store.CredentialSet(ctx, setID)
-	if err != nil {
-		return nil, false, err
-	}
-	return &cs, again, nil
+	return &cs, false, nil
 }

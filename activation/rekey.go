@@ -85,7 +85,7 @@ func (s *Service) Rekey(ctx context.Context, req RekeyRequest, progress Progress
 		if err != nil {
 			return nil, ErrNotAccepted
 		}
-		if err := s.renewalOf(ctx, a, old); err != nil {
+		if _, err := s.renewalOf(ctx, a, old); err != nil {
 			return nil, err
 		}
 		if csrs, atts, err = ParseCSRs(req.CSRs); err != nil {
@@ -169,10 +169,11 @@ func (s *Service) ConfirmRekey(ctx context.Context, current *x509.Certificate, r
 	if err != nil {
 		return nil, ErrNotAccepted
 	}
-	if err := s.renewalOf(ctx, a, old); err != nil {
+	renewal, err := s.renewalOf(ctx, a, old)
+	if err != nil {
 		return nil, err
 	}
-	cs, again, err := s.confirm(ctx, redemptionID, secret, sum)
+	cs, again, err := s.confirm(ctx, a, renewal, redemptionID, secret, sum)
 	if err != nil {
 		return nil, err
 	}
@@ -193,15 +194,15 @@ func (s *Service) ConfirmRekey(ctx context.Context, current *x509.Certificate, r
 }
 
 // renewalOf refuses an activation that is not the renewal of old.
-func (s *Service) renewalOf(ctx context.Context, a store.Activation, old store.CredentialSet) error {
+func (s *Service) renewalOf(ctx context.Context, a store.Activation, old store.CredentialSet) (store.CredentialSet, error) {
 	cs, err := s.cfg.Store.CredentialSet(ctx, a.CredentialSetID)
 	if err != nil {
-		return err
+		return store.CredentialSet{}, err
 	}
 	if cs.RenewsSetID != old.ID {
-		return denied("that redemption is not a renewal of the calling certificate's credentials")
+		return store.CredentialSet{}, denied("that redemption is not a renewal of the calling certificate's credentials")
 	}
-	return nil
+	return cs, nil
 }
 
 // NormalizeSerial is a serial as the store keeps it: lower-case hex,

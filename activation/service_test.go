@@ -461,6 +461,29 @@ func TestConfirmRefuses(t *testing.T) {
 	})
 }
 
+// TestConfirmRefusesATerminatedIdentity: a card terminated between the
+// download and the confirmation confirms nothing.
+func TestConfirmRefusesATerminatedIdentity(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	sess := h.signIn(t, "a@example.gov")
+	e := h.enroll(t, sess)
+	req := e.request(t)
+	d, err := h.svc.Redeem(ctx, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.st.Terminate(ctx, store.Termination{Selector: store.IdentitySelector{CardUUID: sess.CardUUID}, TerminatedAt: h.clock()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.svc.Confirm(ctx, d.RedemptionID, req.Secret, d.SHA256); !errors.Is(err, ErrTerminated) {
+		t.Fatalf("got %v, want ErrTerminated", err)
+	}
+	if a, _ := h.st.ActivationByID(ctx, e.payload.ID); a.State != store.ActRedeeming {
+		t.Fatalf("the activation is %s, want still redeeming", a.State)
+	}
+}
+
 // lockWithPackage redeems (a package waits for its confirmation), then
 // types wrong passwords until the code locks.
 func lockWithPackage(t *testing.T, h *harness) (enrolled, *Delivery) {
