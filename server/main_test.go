@@ -99,8 +99,8 @@ func now() time.Time { return time.Now().Add(time.Duration(clockOffset.Load())) 
 // panicStore panics on demand, to test recovery.
 type panicStore struct{ store.Store }
 
-// CheckpointFailures, WALBytes and CheckpointLag pass through, so the
-// gateway exports the metrics.
+// CheckpointFailures, WALBytes, CheckpointLag and GroupCommits pass
+// through, so the gateway exports the metrics.
 func (p panicStore) CheckpointFailures() int64 {
 	if c, ok := p.Store.(interface{ CheckpointFailures() int64 }); ok {
 		return c.CheckpointFailures()
@@ -120,6 +120,13 @@ func (p panicStore) CheckpointLag() int64 {
 		return c.CheckpointLag()
 	}
 	return 0
+}
+
+func (p panicStore) GroupCommits() (commits, writes int64) {
+	if c, ok := p.Store.(interface{ GroupCommits() (int64, int64) }); ok {
+		return c.GroupCommits()
+	}
+	return 0, 0
 }
 
 func (p panicStore) CreateChallenge(ctx context.Context, c store.Challenge) error {

@@ -401,6 +401,13 @@ func TestHTTPEndpoints(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
+	// The group commit's counters: SQLite only (PostgreSQL groups its
+	// commits' WAL flushes itself).
+	for _, name := range []string{"\ncredgw_sqlite_group_commits_total ", "\ncredgw_sqlite_group_writes_total "} {
+		if got := strings.Contains(m, name); got != (cfg.Store.Driver == "sqlite") {
+			t.Errorf("/metrics with store.driver %s has %s: %v", cfg.Store.Driver, strings.TrimSpace(name), got)
+		}
+	}
 	crl := "/crl/" + cfg.CA.Name + ".crl"
 	get(public, crl)
 	get(public, "/ca/"+cfg.CA.Name+".p7c")

@@ -261,6 +261,16 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 			Help: "Size of the SQLite WAL file; the store keeps it below store.DefaultWALLimit (64 MiB) unless checkpoints fail.",
 		}, func() float64 { return float64(c.WALBytes()) }))
 	}
+	if c, ok := s.store.(interface{ GroupCommits() (int64, int64) }); ok && cfg.Store.Driver == "sqlite" {
+		s.metrics.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "credgw_sqlite_group_commits_total",
+			Help: "SQLite transactions that committed grouped writes (issuance intents and records, audit events).",
+		}, func() float64 { n, _ := c.GroupCommits(); return float64(n) }))
+		s.metrics.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "credgw_sqlite_group_writes_total",
+			Help: "Grouped writes those transactions carried; divided by credgw_sqlite_group_commits_total, the mean group size.",
+		}, func() float64 { _, n := c.GroupCommits(); return float64(n) }))
+	}
 	if c, ok := s.store.(interface{ CheckpointLag() int64 }); ok {
 		s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "credgw_sqlite_checkpoint_lag_frames",

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 )
 
 // maxGroup bounds the writes one group transaction carries.
@@ -41,6 +42,11 @@ type groupCommit struct {
 	queue   []*groupOp // queue[0], if any, is the leader's or the next leader's
 	leading bool
 	closed  bool
+
+	// commits counts the transactions that committed writes of the
+	// group, writes the writes they carried: writes/commits is the mean
+	// group size (DB.GroupCommits).
+	commits, writes atomic.Int64
 }
 
 // execer runs statements: the writer itself (a write alone commits on
@@ -137,7 +143,7 @@ func (g *groupCommit) commit(group []*groupOp) {
 	case 0:
 		return
 	case 1:
-		live[0].finish(alone(context.WithoutCancel(live[0].ctx), g.c, live[0]))
+		live[0].finish(g.alone(context.WithoutCancel(live[0].ctx), live[0]))
 		return
 	}
 	// One caller's cancellation must not undo the others' writes; the
@@ -153,14 +159,26 @@ func (g *groupCommit) commit(group []*groupOp) {
 		return nil
 	})
 	if err == nil {
+		g.commits.Add(1)
+		g.writes.Add(int64(len(live)))
 		for _, op := range live {
 			op.finish(nil)
 		}
 		return
 	}
 	for _, op := range live {
-		op.finish(alone(ctx, g.c, op))
+		op.finish(g.alone(ctx, op))
 	}
+}
+
+// alone runs op by itself and counts it if it committed.
+func (g *groupCommit) alone(ctx context.Context, op *groupOp) error {
+	err := alone(ctx, g.c, op)
+	if err == nil {
+		g.commits.Add(1)
+		g.writes.Add(1)
+	}
+	return err
 }
 
 // alone runs op by itself: a single statement commits itself (no BEGIN
@@ -185,6 +203,22 @@ func (g *groupCommit) close() {
 	for g.leading {
 		g.idle.Wait()
 	}
+}
+
+// GroupCommits reports how many transactions the SQLite group commit
+// committed and how many writes they carried (0, 0 on PostgreSQL, whose
+// writes are not grouped). The gateway exports them as
+// credgw_sqlite_group_commits_total and credgw_sqlite_group_writes_total.
+func (s *DB) GroupCommits() (commits, writes int64) {
+	s.groupOnce.Do(func() {
+		if !s.closed && s.dialect == "sqlite" {
+			s.group = newGroupCommit(s.w)
+		}
+	})
+	if s.group == nil {
+		return 0, 0
+	}
+	return s.group.commits.Load(), s.group.writes.Load()
 }
 
 // grouped runs fn, one statement, as one write of a group transaction

@@ -63,6 +63,7 @@ func TestGroupCommitConcurrent(t *testing.T) {
 		s := st.(*DB)
 		ctx := context.Background()
 		const n = 200
+		commits0, writes0 := s.GroupCommits()
 		var wg sync.WaitGroup
 		errs := make(chan error, n)
 		for i := range n {
@@ -94,8 +95,17 @@ func TestGroupCommitConcurrent(t *testing.T) {
 		if err := s.RecordIssued(ctx, "c000", []byte{1}, "h", "", t0); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("recording twice: %v", err)
 		}
+		commits, writes := s.GroupCommits()
 		if s.dialect != "sqlite" {
+			if commits != 0 || writes != 0 {
+				t.Fatalf("PostgreSQL reports %d group commits of %d writes; its writes are not grouped", commits, writes)
+			}
 			return // PostgreSQL writes are not grouped
+		}
+		// Every intent and record counted once (the refused second record
+		// not at all), in at most as many transactions.
+		if w, c := writes-writes0, commits-commits0; w != 2*n || c < 1 || c > w {
+			t.Fatalf("group commit counted %d writes in %d transactions; want %d writes in 1 to %d", w, c, 2*n, 2*n)
 		}
 		s.group.close()
 		if err := s.CreateIssuanceIntent(ctx, CertificateRecord{Serial: "late", SPKISHA256: "late"}); !errors.Is(err, ErrUnavailable) {
