@@ -11,6 +11,7 @@ package loadgen
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -143,10 +144,10 @@ func Run(ctx context.Context, c Config, out io.Writer) error {
 	start := time.Now()
 	cpu0 := processCPU()
 	metricsURL := ""
-	if c.GatewayDir != "" && tgt.cfg.Listen.Management != "" {
+	if tgt.cfg.Listen.Management != "" {
 		metricsURL = "http://" + tgt.cfg.Listen.Management + "/metrics"
 	}
-	gatewayCPU0, gatewayCPUErr := gatewayCPU(metricsURL)
+	metrics0, metricsErr := gatewayMetrics(metricsURL)
 	stopProgress := make(chan struct{})
 	go func() {
 		t := time.NewTicker(time.Second)
@@ -215,15 +216,25 @@ func Run(ctx context.Context, c Config, out io.Writer) error {
 		}
 		fmt.Fprintf(out, "  CPU: %.1f ms an enrollment, %.2f ms a delivered certificate (this process: %s)\n",
 			float64(cpu.Microseconds())/1000/float64(done), float64(cpu.Microseconds())/1000/float64(len(delivered)), whose)
+		metrics, err := gatewayMetrics(metricsURL)
+		err = errors.Join(metricsErr, err)
+		delta := func(name string) (float64, bool) {
+			a, ok0 := metrics0[name]
+			b, ok1 := metrics[name]
+			return b - a, err == nil && ok0 && ok1
+		}
 		if c.GatewayDir != "" {
-			gw, err := gatewayCPU(metricsURL)
-			switch {
-			case gatewayCPUErr == nil && err == nil:
+			if gw, ok := delta("process_cpu_seconds_total"); ok {
 				fmt.Fprintf(out, "  gateway CPU: %.1f ms an enrollment, %.2f ms a delivered certificate (credgw serve's process_cpu_seconds_total)\n",
-					1000*(gw-gatewayCPU0)/float64(done), 1000*(gw-gatewayCPU0)/float64(len(delivered)))
-			default:
-				fmt.Fprintf(out, "  gateway CPU: unknown (%v)\n", errors.Join(gatewayCPUErr, err))
+					1000*gw/float64(done), 1000*gw/float64(len(delivered)))
+			} else {
+				fmt.Fprintf(out, "  gateway CPU: unknown (%v)\n", cmp.Or(err, errors.New("no process_cpu_seconds_total in its /metrics")))
 			}
+		}
+		commits, ok := delta("credgw_sqlite_group_commits_total")
+		if writes, ok2 := delta("credgw_sqlite_group_writes_total"); ok && ok2 && commits > 0 {
+			fmt.Fprintf(out, "  SQLite group commit: %.0f writes (intents, records, audit events) in %.0f transactions, %.2f a transaction\n",
+				writes, commits, writes/commits)
 		}
 		fmt.Fprintf(out, "  key history: %.1f escrowed keys a device received on average (the current one included)\n", float64(history)/float64(done))
 	}
@@ -349,30 +360,32 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// gatewayCPU reads the gateway's process_cpu_seconds_total from its
-// /metrics (a gateway running apart, --gateway-dir).
-func gatewayCPU(metricsURL string) (float64, error) {
+// gatewayMetrics reads the unlabelled samples of a gateway's /metrics
+// (its process_cpu_seconds_total, the SQLite group commit's counters).
+func gatewayMetrics(metricsURL string) (map[string]float64, error) {
 	if metricsURL == "" {
-		return 0, errors.New("the gateway has no listen.management address")
+		return nil, errors.New("the gateway has no listen.management address")
 	}
 	c := http.Client{Timeout: 5 * time.Second}
 	resp, err := c.Get(metricsURL)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("%s: %s", metricsURL, resp.Status)
+		return nil, fmt.Errorf("%s: %s", metricsURL, resp.Status)
 	}
+	out := map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "process_cpu_seconds_total "); ok {
-			return strconv.ParseFloat(v, 64)
+		name, v, ok := strings.Cut(sc.Text(), " ")
+		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
+			continue
+		}
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			out[name] = f
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	return 0, fmt.Errorf("%s has no process_cpu_seconds_total", metricsURL)
+	return out, sc.Err()
 }

@@ -46,7 +46,7 @@ func inProcessTarget(ctx context.Context, c Config, cleanup *[]func()) (*target,
 	*cleanup = append(*cleanup, func() { hsmLn.Close() })
 	// The first replica's listeners are bound before their ports go into
 	// the config (one step: no other process can take them meanwhile).
-	var lns [2]net.Listener
+	var lns [3]net.Listener
 	for i := range lns {
 		if lns[i], err = hsmsim.ListenFree(); err != nil {
 			return nil, err
@@ -55,7 +55,7 @@ func inProcessTarget(ctx context.Context, c Config, cleanup *[]func()) (*target,
 		*cleanup = append(*cleanup, func() { ln.Close() })
 	}
 	d, err := hsmsim.DevInit(ctx, filepath.Join(dir, "dev"), hsmsim.DevOptions{HSMURL: "http://" + hsmLn.Addr().String(),
-		GRPCAddr: lns[0].Addr().String(), HTTPAddr: lns[1].Addr().String()})
+		GRPCAddr: lns[0].Addr().String(), HTTPAddr: lns[1].Addr().String(), ManagementAddr: lns[2].Addr().String()})
 	if err != nil {
 		return nil, err
 	}
@@ -91,9 +91,11 @@ func inProcessTarget(ctx context.Context, c Config, cleanup *[]func()) (*target,
 		rc := *cfg
 		var opts []server.Option
 		if i > 0 {
-			rc.Listen.GRPC, rc.Listen.HTTP = "127.0.0.1:0", "127.0.0.1:0"
+			rc.Listen.GRPC, rc.Listen.HTTP, rc.Listen.Management = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 		} else {
-			opts = append(opts, server.WithListeners(map[string]net.Listener{"listen.grpc": lns[0], "listen.http": lns[1]}))
+			// The first replica's /metrics: the report's SQLite group
+			// commit figures.
+			opts = append(opts, server.WithListeners(map[string]net.Listener{"listen.grpc": lns[0], "listen.http": lns[1], "listen.management": lns[2]}))
 		}
 		r, err := server.New(ctx, &rc, opts...)
 		if err != nil {
