@@ -73,6 +73,10 @@ func (s *Service) confirmed(ctx context.Context, setID, personID string) (*Confi
 // A confirmation repeated with the same SHA-256 after it succeeded (the
 // device did not hear the answer: a cut connection, a gateway restart)
 // answers the same again, with again set: nothing is recorded or told twice.
+//
+// a and cs are the activation of redemptionID and its set, as the caller
+// read them; the set returned is cs as read then (its state from before
+// the confirmation: callers use its identity, not its state).
 func (s *Service) confirm(ctx context.Context, a store.Activation, cs store.CredentialSet, redemptionID string, secret, sum []byte) (_ *store.CredentialSet, again bool, err error) {
 	if subtle.ConstantTimeCompare([]byte(code.LookupHash(secret)), []byte(a.LookupHash)) != 1 {
 		return nil, false, ErrNotAccepted

@@ -372,7 +372,8 @@ func (e *Escrow) History(ctx context.Context, personID, currentID string, max in
 }
 
 // Key unseals one escrowed key of a person (the key made at enrollment,
-// before its certificate exists).
+// before its certificate exists). Its CertDER is nil: History carries the
+// certificates of the keys it returns.
 func (e *Escrow) Key(ctx context.Context, id, personID string) (*EscrowedKey, error) {
 	r, err := e.store.EscrowKey(ctx, id, personID)
 	if errors.Is(err, store.ErrNotFound) {

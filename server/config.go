@@ -898,7 +898,19 @@ func (c *Config) validateEnroll(bad func(string, ...any)) {
 	if d := c.Enroll.ConfirmWindow.Duration; d < time.Minute || d > 24*time.Hour {
 		bad("enrollment.confirm_window %s: 1m to 24h", d)
 	}
+	// Every QR code must fit the version phones read off a screen: checked
+	// here, not at the first enrollment (which would fail after storing it).
+	widest := code.Payload{Gateway: c.Enroll.GatewayAddress, ID: strings.Repeat("A", activationIDLen),
+		Secret: make([]byte, code.SecretSize), Pin: make([]byte, 32)}.String()
+	if v, err := code.QRVersion(widest); err != nil || v > code.MaxQRVersion {
+		bad("enrollment.gateway_address %q makes QR codes larger than version %d (what a phone reads off a screen): shorten it (%d characters)",
+			c.Enroll.GatewayAddress, code.MaxQRVersion, len(c.Enroll.GatewayAddress))
+	}
 }
+
+// activationIDLen is the length of an activation id in a QR code (16
+// random bytes, base64url: activation.randomID).
+const activationIDLen = 22
 
 // validateRenewal checks the renewal section.
 func (c *Config) validateRenewal(bad func(string, ...any)) {

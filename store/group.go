@@ -210,8 +210,11 @@ func (g *groupCommit) close() {
 // writes are not grouped). The gateway exports them as
 // credgw_sqlite_group_commits_total and credgw_sqlite_group_writes_total.
 func (s *DB) GroupCommits() (commits, writes int64) {
+	if s.dialect != "sqlite" {
+		return 0, 0
+	}
 	s.groupOnce.Do(func() {
-		if !s.closed && s.dialect == "sqlite" {
+		if !s.closed {
 			s.group = newGroupCommit(s.w)
 		}
 	})

@@ -140,7 +140,26 @@ func TestQRTooLongNamesTheFix(t *testing.T) {
 		t.Fatalf("QRVersion = %d, %v; want more than %d", v, err, MaxQRVersion)
 	}
 	_, _, err = QR(p.String(), -6)
-	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("needs QR version %d", v)) || !strings.Contains(err.Error(), "shorten the gateway address") {
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("needs QR version %d", v)) || !strings.Contains(err.Error(), "shorten enrollment.gateway_address") {
 		t.Fatalf("QR error = %v", err)
+	}
+}
+
+// TestQRVersionBoundary: byte-mode payloads at level M, where version 10
+// ends (213 bytes) and version 11 begins (ISO/IEC 18004 Table 7).
+func TestQRVersionBoundary(t *testing.T) {
+	for n, want := range map[int]int{1: 1, 14: 1, 15: 2, 213: 10, 214: 11} {
+		if v, err := QRVersion(strings.Repeat("a", n)); err != nil || v != want {
+			t.Errorf("%d bytes: version %d, %v; want %d", n, v, err, want)
+		}
+	}
+	if _, _, err := QR(strings.Repeat("a", 213), -6); err != nil {
+		t.Errorf("213 bytes (version 10): %v", err)
+	}
+	if _, _, err := QR(strings.Repeat("a", 214), -6); err == nil || !strings.Contains(err.Error(), "needs QR version 11") {
+		t.Errorf("214 bytes (version 11): %v", err)
+	}
+	if _, _, err := QR(strings.Repeat("a", 3000), -6); err == nil || !strings.Contains(err.Error(), "more than QR version 40") {
+		t.Errorf("3000 bytes (no version holds them): %v", err)
 	}
 }

@@ -127,8 +127,11 @@ const MaxQRVersion = 10
 func QR(payload string, size int) (pngData []byte, text string, err error) {
 	q, err := encodeQR(payload, MaxQRVersion)
 	if errors.Is(err, qr.ErrDataTooLong) {
-		v, _ := QRVersion(payload)
-		return nil, "", fmt.Errorf("activation: the payload needs QR version %d, more than %d: shorten the gateway address", v, MaxQRVersion)
+		needs := "more than QR version 40"
+		if v, err := QRVersion(payload); err == nil {
+			needs = fmt.Sprintf("QR version %d", v)
+		}
+		return nil, "", fmt.Errorf("activation: the payload needs %s, more than %d: shorten enrollment.gateway_address", needs, MaxQRVersion)
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("activation: QR code: %w", err)

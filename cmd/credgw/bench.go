@@ -48,7 +48,7 @@ enrollment.max_credential_sets times.`,
 			if duration <= 0 || duration > 10*time.Minute {
 				return fmt.Errorf("--duration %s: up to 10m", duration)
 			}
-			var measure func() func()
+			var measure func() (func(), error)
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)
 				if err != nil {
@@ -57,12 +57,11 @@ enrollment.max_credential_sets times.`,
 				defer f.Close()
 				// The profile covers the measured run, not the set-up
 				// (cards, tokens, the gateway's start).
-				measure = func() func() {
+				measure = func() (func(), error) {
 					if err := pprof.StartCPUProfile(f); err != nil {
-						fmt.Fprintf(cmd.ErrOrStderr(), "bench: no CPU profile: %v\n", err)
-						return func() {}
+						return nil, fmt.Errorf("--cpuprofile %s: %w", cpuProfile, err)
 					}
-					return pprof.StopCPUProfile
+					return pprof.StopCPUProfile, nil
 				}
 			}
 			if people == 0 {

@@ -75,9 +75,10 @@ type Config struct {
 	// NewWork is limits.new_work of the in-process gateway.
 	NewWork int
 	// Measure, if set, is called once the set-up is done and the
-	// measured run begins; the function it returns when the run ends
-	// (a CPU profile of the run alone, not of making the cards).
-	Measure func() (stop func())
+	// measured run begins, and the function it returns when the run ends
+	// (a CPU profile of the run alone, not of making the cards). An error
+	// ends the bench before the run.
+	Measure func() (stop func(), err error)
 }
 
 // failurePause is how long a worker waits after a failed enrollment
@@ -137,17 +138,22 @@ func Run(ctx context.Context, c Config, out io.Writer) error {
 	var delivered []string
 	history := 0 // escrowed keys delivered, current ones included
 	failCodes := map[string]int{}
-	if c.Measure != nil {
-		stop := c.Measure()
-		defer stop()
-	}
-	start := time.Now()
-	cpu0 := processCPU()
 	metricsURL := ""
 	if tgt.cfg.Listen.Management != "" {
 		metricsURL = "http://" + tgt.cfg.Listen.Management + "/metrics"
 	}
 	metrics0, metricsErr := gatewayMetrics(metricsURL)
+	stopMeasure := func() {}
+	if c.Measure != nil {
+		stop, err := c.Measure()
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		stopMeasure = sync.OnceFunc(stop)
+		defer stopMeasure()
+	}
+	start := time.Now()
+	cpu0 := processCPU()
 	stopProgress := make(chan struct{})
 	go func() {
 		t := time.NewTicker(time.Second)
@@ -205,6 +211,7 @@ func Run(ctx context.Context, c Config, out io.Writer) error {
 		}()
 	}
 	wg.Wait()
+	stopMeasure()
 	close(stopProgress)
 	elapsed := time.Since(start)
 	cpu := processCPU() - cpu0
@@ -364,7 +371,7 @@ func processCPU() time.Duration {
 // (its process_cpu_seconds_total, the SQLite group commit's counters).
 func gatewayMetrics(metricsURL string) (map[string]float64, error) {
 	if metricsURL == "" {
-		return nil, errors.New("the gateway has no listen.management address")
+		return nil, errors.New("the gateway has no listen.management address (set one in its credgw.yaml to see its /metrics figures here)")
 	}
 	c := http.Client{Timeout: 5 * time.Second}
 	resp, err := c.Get(metricsURL)
