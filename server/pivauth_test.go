@@ -467,7 +467,7 @@ func TestConfigErrors(t *testing.T) {
 		{"webhook half TLS", base + "termination_webhook: {secret_file: k, listen: '127.0.0.1:0', tls_cert_file: c}\n", "tls_cert_file and tls_key_file"},
 		{"webhook TLS on management", base + "listen: {management: '127.0.0.1:0'}\ntermination_webhook: {secret_file: k, tls_cert_file: c, tls_key_file: k}\n", "needs termination_webhook.listen"},
 		{"gateway address too long for a QR code", base + "enrollment: {gateway_address: '" + strings.Repeat("g", 120) + ".agency.example:8443'}\n", "enrollment.gateway_address"},
-				{"webhook listen without secret", base + "termination_webhook: {listen: '127.0.0.1:0'}\n", "needs termination_webhook.secret_file"},
+		{"webhook listen without secret", base + "termination_webhook: {listen: '127.0.0.1:0'}\n", "needs termination_webhook.secret_file"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
