@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"image/color"
+	"image/png"
 	"strings"
 	"testing"
 )
@@ -161,5 +163,40 @@ func TestQRVersionBoundary(t *testing.T) {
 	}
 	if _, _, err := QR(strings.Repeat("a", 3000), -6); err == nil || !strings.Contains(err.Error(), "more than QR version 40") {
 		t.Errorf("3000 bytes (no version holds them): %v", err)
+	}
+}
+
+// TestMonoPNGPixels: the hand-packed PNG decodes with image/png to exactly
+// the modules, scale pixels each, dark black and light white, at widths
+// that are and are not multiples of 8 (the padding bits of a row).
+func TestMonoPNGPixels(t *testing.T) {
+	bits := make([][]bool, 13)
+	for y := range bits {
+		bits[y] = make([]bool, 13)
+		for x := range bits[y] {
+			bits[y][x] = (x*7+y*3)%5 < 2
+		}
+	}
+	for _, scale := range []int{1, 3, 6, 8} {
+		data, err := monoPNG(bits, scale)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(bytes.NewReader(data))
+		if err != nil {
+			t.Fatalf("scale %d: %v", scale, err)
+		}
+		n := 13 * scale
+		if b := img.Bounds(); b.Dx() != n || b.Dy() != n {
+			t.Fatalf("scale %d: %v, want %dx%d", scale, b, n, n)
+		}
+		for y := range n {
+			for x := range n {
+				g := color.GrayModel.Convert(img.At(x, y)).(color.Gray).Y
+				if dark := bits[y/scale][x/scale]; dark != (g == 0) || (!dark && g != 0xff) {
+					t.Fatalf("scale %d: pixel (%d,%d) is %d, module dark %v", scale, x, y, g, dark)
+				}
+			}
+		}
 	}
 }

@@ -2,12 +2,12 @@ package code
 
 import (
 	"bytes"
+	"compress/zlib"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"image"
-	"image/color"
-	"image/png"
+	"hash/crc32"
 	"net"
 	"net/url"
 	"regexp"
@@ -142,48 +142,81 @@ func QR(payload string, size int) (pngData []byte, text string, err error) {
 		scale = size / len(bits)
 	}
 	scale = max(scale, 1)
-	var buf bytes.Buffer
-	// BestSpeed: a two-colour image compresses well at any level, and the
-	// library's BestCompression costs a millisecond per enrollment.
-	enc := png.Encoder{CompressionLevel: png.BestSpeed, BufferPool: pngBuffers{}}
-	if err := enc.Encode(&buf, qrImage(bits, scale)); err != nil {
+	pngData, err = monoPNG(bits, scale)
+	if err != nil {
 		return nil, "", err
 	}
-	return buf.Bytes(), qrText(bits), nil
+	return pngData, qrText(bits), nil
 }
 
-// pngBuffers lets the PNG encoder reuse its compressor: a new one is
-// most of an encoding's allocation and a fifth of its time.
-type pngBuffers struct{}
-
-var pngPool sync.Pool
-
-func (pngBuffers) Get() *png.EncoderBuffer {
-	b, _ := pngPool.Get().(*png.EncoderBuffer)
-	return b
-}
-
-func (pngBuffers) Put(b *png.EncoderBuffer) { pngPool.Put(b) }
-
-// qrImage draws dark modules black on white, scale pixels a module: one
-// row of pixels per module row, copied scale times.
-func qrImage(bits [][]bool, scale int) image.Image {
+// monoPNG writes the symbol as a PNG of 1-bit greyscale (PNG §11.2.2:
+// colour type 0, bit depth 1; 0 is black), scale pixels a module: the
+// modules are packed eight pixels a byte once per module row, and that
+// row is written scale times. image/png packs a two-colour image pixel by
+// pixel through an interface call, which was half of QR's time (about
+// 0.6 ms per enrollment). Tests decode the result with image/png and a
+// QR reader.
+func monoPNG(bits [][]bool, scale int) ([]byte, error) {
 	n := len(bits) * scale
-	img := image.NewPaletted(image.Rect(0, 0, n, n), color.Palette{color.White, color.Black})
-	for my, row := range bits {
-		first := img.Pix[my*scale*img.Stride : my*scale*img.Stride+n]
-		for mx, dark := range row {
-			if dark {
-				for i := range scale {
-					first[mx*scale+i] = 1
-				}
+	stride := 1 + (n+7)/8 // the filter byte (0: none), then the pixels
+	var buf bytes.Buffer
+	buf.Grow(512 + n*stride/16)
+	buf.WriteString("\x89PNG\r\n\x1a\n")
+	var ihdr [13]byte
+	binary.BigEndian.PutUint32(ihdr[0:], uint32(n))
+	binary.BigEndian.PutUint32(ihdr[4:], uint32(n))
+	ihdr[8] = 1 // bit depth; colour type, compression, filter and interlace 0
+	pngChunk(&buf, "IHDR", ihdr[:])
+	z, _ := zlibPool.Get().(*zlib.Writer)
+	var idat bytes.Buffer
+	if z == nil {
+		var err error
+		if z, err = zlib.NewWriterLevel(&idat, zlib.BestSpeed); err != nil {
+			return nil, err
+		}
+	} else {
+		z.Reset(&idat)
+	}
+	defer zlibPool.Put(z)
+	row := make([]byte, stride)
+	for _, modules := range bits {
+		clear(row)
+		for x := range n {
+			if !modules[x/scale] {
+				row[1+x/8] |= 0x80 >> (x % 8) // light: white
 			}
 		}
-		for y := my*scale + 1; y < (my+1)*scale; y++ {
-			copy(img.Pix[y*img.Stride:y*img.Stride+n], first)
+		if rem := n % 8; rem != 0 {
+			row[stride-1] |= 0xff >> rem // padding bits: white
+		}
+		for range scale {
+			if _, err := z.Write(row); err != nil {
+				return nil, err
+			}
 		}
 	}
-	return img
+	if err := z.Close(); err != nil {
+		return nil, err
+	}
+	pngChunk(&buf, "IDAT", idat.Bytes())
+	pngChunk(&buf, "IEND", nil)
+	return buf.Bytes(), nil
+}
+
+var zlibPool sync.Pool
+
+// pngChunk appends a PNG chunk: length, type, data, CRC-32 of type and data.
+func pngChunk(buf *bytes.Buffer, typ string, data []byte) {
+	var n [4]byte
+	binary.BigEndian.PutUint32(n[:], uint32(len(data)))
+	buf.Write(n[:])
+	crc := crc32.NewIEEE()
+	crc.Write([]byte(typ))
+	crc.Write(data)
+	buf.WriteString(typ)
+	buf.Write(data)
+	binary.BigEndian.PutUint32(n[:], crc.Sum32())
+	buf.Write(n[:])
 }
 
 // qrText renders two module rows per text line with half blocks: dark
