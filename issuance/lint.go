@@ -29,7 +29,11 @@ import (
 // nothing with the CA key. The TBSCertificate it linted is what the CA key
 // then signs, byte for byte (see lintedOnly).
 type linter struct {
-	registry lint.Registry
+	// lints and cfg are the registry's certificate lints and
+	// configuration, looked up once: zlint.LintCertificateEx builds and
+	// sorts the registry's name list and a result map on every call.
+	lints    []*lint.CertificateLint
+	cfg      lint.Configuration
 	issuer   *x509.Certificate // the CA certificate with the throwaway key
 	key      crypto.Signer
 	sig      []byte // a signature by key, of the right form for its type
@@ -67,7 +71,7 @@ func newLinter(ca *x509.Certificate) (*linter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &linter{registry: reg, issuer: &fake, key: key, sig: sig}, nil
+	return &linter{lints: reg.CertificateLints().Lints(), cfg: reg.GetConfiguration(), issuer: &fake, key: key, sig: sig}, nil
 }
 
 // lint returns the warnings and the SHA-256 of the TBSCertificate it
@@ -81,14 +85,14 @@ func (l *linter) lint(tmpl *x509.Certificate) (warnings []string, tbsHash [32]by
 	if err != nil {
 		return nil, tbsHash, fmt.Errorf("%w: the encoded certificate does not parse: %v", ErrLint, err)
 	}
-	rs := zlint.LintCertificateEx(zc, l.registry)
 	var errs, warns []string
-	for name, r := range rs.Results {
+	for _, lt := range l.lints {
+		r := lt.Execute(zc, l.cfg) // a lint that panics is Fatal
 		switch r.Status {
 		case lint.Error, lint.Fatal:
-			errs = append(errs, name+": "+r.Details)
+			errs = append(errs, lt.Name+": "+r.Details)
 		case lint.Warn:
-			warns = append(warns, name)
+			warns = append(warns, lt.Name)
 		}
 	}
 	sort.Strings(errs)

@@ -1,6 +1,9 @@
 package issuance
 
 import (
+	"math/big"
+	"slices"
+
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -12,6 +15,9 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	zx509 "github.com/zmap/zcrypto/x509"
+	"github.com/zmap/zlint/v3"
+	"github.com/zmap/zlint/v3/lint"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -202,5 +208,59 @@ func TestRSACAAlgorithms(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestLintRunsTheRegistry: the gate's own loop over the RFC 5280 lints
+// finds what zlint.LintCertificateEx finds with the same registry, on a
+// certificate with errors and warnings (none missed, none added).
+func TestLintRunsTheRegistry(t *testing.T) {
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1 << 62), Subject: pkix.Name{CommonName: "bench"}, PublicKey: p256(t).Public(),
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		// An rfc822Name that is not an address (an error), and no
+		// subject key identifier (a warning).
+		EmailAddresses: []string{"not an email"},
+	}
+	warnings, _, lintErr := testCA.linter.lint(tmpl)
+	if !errors.Is(lintErr, ErrLint) {
+		t.Fatalf("err = %v, want ErrLint", lintErr)
+	}
+	der, _, err := testCA.linter.sign(tmpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zc, err := zx509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := lint.GlobalRegistry().Filter(lint.FilterOptions{IncludeSources: lintSources})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wantErrs, wantWarns []string
+	for name, r := range zlint.LintCertificateEx(zc, reg).Results {
+		switch r.Status {
+		case lint.Error, lint.Fatal:
+			wantErrs = append(wantErrs, name)
+		case lint.Warn:
+			wantWarns = append(wantWarns, name)
+		}
+	}
+	slices.Sort(wantErrs)
+	slices.Sort(wantWarns)
+	if len(wantErrs) == 0 || len(wantWarns) == 0 {
+		t.Fatalf("the certificate should have errors and warnings: %v %v", wantErrs, wantWarns)
+	}
+	if !slices.Equal(warnings, wantWarns) {
+		t.Errorf("warnings %v, zlint finds %v", warnings, wantWarns)
+	}
+	for _, name := range wantErrs {
+		if !strings.Contains(lintErr.Error(), name+":") {
+			t.Errorf("the error does not name %s: %v", name, lintErr)
+		}
+	}
+	if n := strings.Count(lintErr.Error(), "; ") + 1; n != len(wantErrs) {
+		t.Errorf("%d findings in the error, zlint finds %d: %v", n, len(wantErrs), lintErr)
 	}
 }
