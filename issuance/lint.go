@@ -32,11 +32,11 @@ type linter struct {
 	// lints and cfg are the registry's certificate lints and
 	// configuration, looked up once: zlint.LintCertificateEx builds and
 	// sorts the registry's name list and a result map on every call.
-	lints    []*lint.CertificateLint
-	cfg      lint.Configuration
-	issuer   *x509.Certificate // the CA certificate with the throwaway key
-	key      crypto.Signer
-	sig      []byte // a signature by key, of the right form for its type
+	lints  []*lint.CertificateLint
+	cfg    lint.Configuration
+	issuer *x509.Certificate // the CA certificate with the throwaway key
+	key    crypto.Signer
+	sig    []byte // a signature by key, of the right form for its type
 }
 
 // lintSources are the lints credgw gates on: RFC 5280. Others (CA/B Forum
