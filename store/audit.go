@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -58,6 +59,15 @@ type AuditStore interface {
 
 func (s *DB) AppendAudit(ctx context.Context, e AuditEvent) (AuditEvent, error) {
 	e.At = e.At.UTC().Truncate(time.Second)
+	// Serials are stored comma-joined: an empty one would not read back,
+	// and the event would then fail verification as if edited.
+	e.Serials = slices.DeleteFunc(slices.Clone(e.Serials), func(s string) bool { return s == "" })
+	if len(e.Serials) == 0 {
+		e.Serials = nil
+	}
+	if s.dialect == "postgres" {
+		return s.appendAuditPG(ctx, e)
+	}
 	// A group write: the events of concurrent callers are chained in one
 	// transaction, which takes the head row once.
 	err := s.groupedTx(ctx, func(ctx context.Context, tx execer) error {
@@ -75,6 +85,69 @@ func (s *DB) AppendAudit(ctx context.Context, e AuditEvent) (AuditEvent, error) 
 		return wrapDB(err)
 	})
 	return e, err
+}
+
+// appendAuditPG appends on PostgreSQL in one statement: the head row's
+// UPDATE computes the new hash itself (ChainHash, with the seq and the
+// previous hash it holds), and the event's INSERT takes both from it. The
+// head row, which every append of every replica takes in turn, is then
+// held for one statement and its commit, not for three statements and two
+// more round trips (BEGIN, COMMIT): at about 0.4 ms of waiting an append,
+// that lock was where appends queued across the cluster.
+func (s *DB) appendAuditPG(ctx context.Context, e AuditEvent) (AuditEvent, error) {
+	mid, err := e.chainMiddle()
+	if err != nil {
+		return e, err
+	}
+	// seq = seq + 1, prev_hash = hash and the new hash all read the row as
+	// it was before this UPDATE (and, after waiting for a concurrent
+	// append's commit, as that one left it).
+	err = s.w.QueryRowContext(ctx, `WITH head AS (
+			UPDATE audit_head SET seq = seq + 1, prev_hash = hash,
+				hash = encode(sha256(convert_to(hash, 'UTF8') || '\x00'::bytea
+					|| convert_to('{"seq":' || (seq + 1)::text, 'UTF8') || $1::bytea
+					|| convert_to(hash || '","hash":""}', 'UTF8')), 'hex')
+			WHERE id = 1 RETURNING seq, prev_hash, hash)
+		INSERT INTO audit_events (seq, at, actor, action, person_id, card_uuid, serials, source, outcome, detail, prev_hash, hash)
+		SELECT head.seq, $2::bigint, $3::text, $4::text, $5::text, $6::text, $7::text, $8::text, $9::text, $10::text, head.prev_hash, head.hash FROM head
+		RETURNING seq, prev_hash, hash`,
+		mid, ts(e.At), e.Actor, e.Action, e.PersonID, e.CardUUID, strings.Join(e.Serials, ","), e.Source, e.Outcome, e.Detail).Scan(&e.Seq, &e.PrevHash, &e.Hash)
+	if err != nil {
+		return e, wrapDB(err)
+	}
+	if want := e.ChainHash(); e.Hash != want {
+		// Recorded already: say so loudly (credgw audit verify names it).
+		return e, fmt.Errorf("store: audit event %d: the database chained it with hash %s, credgw computes %s", e.Seq, e.Hash, want)
+	}
+	return e, nil
+}
+
+// Canonical-form pieces that chainMiddle splits on: the seq is the first
+// field and prev_hash and hash the last two (never omitted), and inside
+// a JSON string a quote is always escaped, so neither piece can occur in
+// a field's value.
+const (
+	chainHead = `{"seq":`
+	chainTail = `","hash":""}`
+)
+
+// chainMiddle is the canonical form ChainHash hashes, without what only
+// the head row knows: everything between the seq's digits and the
+// previous hash. The form is chainHead + seq + middle + prev_hash +
+// chainTail.
+func (e AuditEvent) chainMiddle() ([]byte, error) {
+	c := e
+	c.Seq, c.PrevHash, c.Hash = 0, "", ""
+	c.At = e.At.UTC().Truncate(time.Second)
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	head, tail := chainHead+"0", chainTail
+	if !strings.HasPrefix(string(b), head) || !strings.HasSuffix(string(b), tail) || !strings.HasSuffix(string(b[:len(b)-len(tail)]), `"prev_hash":"`) {
+		return nil, fmt.Errorf("store: audit event: unexpected canonical form %.40q", b)
+	}
+	return b[len(head) : len(b)-len(tail)], nil
 }
 
 func (s *DB) AuditEvents(ctx context.Context, afterSeq int64, limit int, personID string) ([]AuditEvent, error) {
