@@ -19,6 +19,10 @@ import (
 	zx509 "github.com/zmap/zcrypto/x509"
 	"github.com/zmap/zlint/v3"
 	"github.com/zmap/zlint/v3/lint"
+	// The RFC 5280 lints register themselves in the global registry when
+	// imported: named here, not left to the zlint package's own imports,
+	// since the gate would pass everything with an empty registry.
+	_ "github.com/zmap/zlint/v3/lints/rfc"
 	"golang.org/x/crypto/cryptobyte"
 	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
@@ -48,6 +52,10 @@ func newLinter(ca *x509.Certificate) (*linter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issuance: lint registry: %w", err)
 	}
+	lints := reg.CertificateLints().Lints()
+	if len(lints) == 0 {
+		return nil, errors.New("issuance: lint registry: no RFC 5280 certificate lints are registered")
+	}
 	var key crypto.Signer
 	switch k := ca.PublicKey.(type) {
 	case *ecdsa.PublicKey:
@@ -71,7 +79,7 @@ func newLinter(ca *x509.Certificate) (*linter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &linter{lints: reg.CertificateLints().Lints(), cfg: reg.GetConfiguration(), issuer: &fake, key: key, sig: sig}, nil
+	return &linter{lints: lints, cfg: reg.GetConfiguration(), issuer: &fake, key: key, sig: sig}, nil
 }
 
 // lint returns the warnings and the SHA-256 of the TBSCertificate it
@@ -86,21 +94,27 @@ func (l *linter) lint(tmpl *x509.Certificate) (warnings []string, tbsHash [32]by
 		return nil, tbsHash, fmt.Errorf("%w: the encoded certificate does not parse: %v", ErrLint, err)
 	}
 	var errs, warns []string
-	for _, lt := range l.lints {
-		r := lt.Execute(zc, l.cfg) // a lint that panics is Fatal
+	l.run(zc, func(name string, r *lint.LintResult) {
 		switch r.Status {
 		case lint.Error, lint.Fatal:
-			errs = append(errs, lt.Name+": "+r.Details)
+			errs = append(errs, name+": "+r.Details)
 		case lint.Warn:
-			warns = append(warns, lt.Name)
+			warns = append(warns, name)
 		}
-	}
+	})
 	sort.Strings(errs)
 	sort.Strings(warns)
 	if len(errs) > 0 {
 		return warns, tbsHash, fmt.Errorf("%w: %s", ErrLint, strings.Join(errs, "; "))
 	}
 	return warns, tbsHash, nil
+}
+
+// run runs every lint of the gate on zc and hands each result to each.
+func (l *linter) run(zc *zx509.Certificate, each func(name string, r *lint.LintResult)) {
+	for _, lt := range l.lints {
+		each(lt.Name, lt.Execute(zc, l.cfg)) // a lint that panics is Fatal
+	}
 }
 
 // sign encodes tmpl under the look-alike issuer. x509.CreateCertificate

@@ -168,7 +168,7 @@ func TestQRVersionBoundary(t *testing.T) {
 
 // TestMonoPNGPixels: the hand-packed PNG decodes with image/png to exactly
 // the modules, scale pixels each, dark black and light white, at widths
-// that are and are not multiples of 8 (the padding bits of a row).
+// that are and are not multiples of 8 (a row's last byte partly pixels).
 func TestMonoPNGPixels(t *testing.T) {
 	bits := make([][]bool, 13)
 	for y := range bits {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"net"
 	"net/url"
 	"regexp"
@@ -177,7 +178,10 @@ func monoPNG(bits [][]bool, scale int) ([]byte, error) {
 	} else {
 		z.Reset(&idat)
 	}
-	defer zlibPool.Put(z)
+	defer func() {
+		z.Reset(io.Discard) // the pool holds no image
+		zlibPool.Put(z)
+	}()
 	row := make([]byte, stride)
 	for _, modules := range bits {
 		clear(row)
