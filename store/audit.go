@@ -101,10 +101,12 @@ func (s *DB) appendAuditPG(ctx context.Context, e AuditEvent) (AuditEvent, error
 	}
 	// seq = seq + 1, prev_hash = hash and the new hash all read the row as
 	// it was before this UPDATE (and, after waiting for a concurrent
-	// append's commit, as that one left it).
+	// append's commit, as that one left it). The zero byte is decode('00',
+	// 'hex'), not a '\x00' literal, whose meaning depends on
+	// standard_conforming_strings.
 	err = s.w.QueryRowContext(ctx, `WITH head AS (
 			UPDATE audit_head SET seq = seq + 1, prev_hash = hash,
-				hash = encode(sha256(convert_to(hash, 'UTF8') || '\x00'::bytea
+				hash = encode(sha256(convert_to(hash, 'UTF8') || decode('00', 'hex')
 					|| convert_to('{"seq":' || (seq + 1)::text, 'UTF8') || $1::bytea
 					|| convert_to(hash || '","hash":""}', 'UTF8')), 'hex')
 			WHERE id = 1 RETURNING seq, prev_hash, hash)
