@@ -7,7 +7,9 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"math/big"
+	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -47,8 +49,13 @@ func cpuTime(b *testing.B) time.Duration {
 // benchIssue issues b.N certificates through ca, from parallel goroutines
 // (8 per core) when parallel, and reports
 // certificates/s and the CPU milliseconds per certificate (the process's
-// user and system time, all cores).
+// user and system time, all cores). The collector runs as in credgw serve
+// (GOGC=200 unless GOGC is set: cmd/credgw's gatewayGC), which credgw
+// bench enroll's in-process gateway does too.
 func benchIssue(b *testing.B, ca *CA, parallel bool) {
+	if os.Getenv("GOGC") == "" {
+		defer debug.SetGCPercent(debug.SetGCPercent(200))
+	}
 	ctx := context.Background()
 	reqs := benchRequests(b, b.N)
 	var next atomic.Int64
