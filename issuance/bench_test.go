@@ -59,7 +59,9 @@ func benchIssue(b *testing.B, ca *CA, parallel bool) {
 	ctx := context.Background()
 	reqs := benchRequests(b, b.N)
 	var next atomic.Int64
-	grouped, _ := ca.cfg.Store.(interface{ GroupCommits() (commits, writes int64) })
+	grouped, _ := ca.cfg.Store.(interface {
+		GroupCommits() (commits, writes int64)
+	})
 	var commits0, writes0 int64
 	if grouped != nil {
 		commits0, writes0 = grouped.GroupCommits()
