@@ -171,6 +171,9 @@ Figures measured on 2 cores: docs/deploy.md, "Capacity: slow downloads".`,
 			if c.Activations < 1 || c.Activations > 2000 || c.Activations > c.Readers {
 				return fmt.Errorf("--activations %d: 1 to 2000, at most --readers", c.Activations)
 			}
+			if c.ReceiveBuffer < 0 || c.ReceiveBuffer > 16<<20 {
+				return fmt.Errorf("--receive-buffer %d: 0 (4 KiB) to 16 MiB", c.ReceiveBuffer)
+			}
 			if c.PerSource < 1 || c.Readers/c.PerSource > 250*250 {
 				return fmt.Errorf("--per-source %d: at least 1, and at most 62,500 addresses", c.PerSource)
 			}
@@ -190,6 +193,7 @@ Figures measured on 2 cores: docs/deploy.md, "Capacity: slow downloads".`,
 	cmd.Flags().DurationVar(&c.Duration, "duration", 30*time.Second, "how long the calls are timed while every download is held open")
 	cmd.Flags().DurationVar(&c.Ramp, "ramp", 30*time.Second, "how long starting the readers takes")
 	cmd.Flags().IntVar(&c.Activations, "activations", 0, "activations enrolled and redeemed once for the readers to resume (default: one per 10 readers)")
+	cmd.Flags().IntVar(&c.ReceiveBuffer, "receive-buffer", 0, "each reader's socket receive buffer in bytes (0: 4 KiB, so that the gateway's writes wait for the reader); one that holds a package (65536) is the control run: the same held connections with nothing left unsent")
 	cmd.Flags().IntVar(&c.PerSource, "per-source", 200, "readers per source address (127.1.x.y); keep below the gateway's limits.max_conns_per_source")
 	cmd.Flags().StringVar(&c.GatewayDir, "gateway-dir", "", "run against the gateway already running from this development environment (credgw dev init --dir)")
 	cmd.Flags().IntVar(&c.GatewayPID, "gateway-pid", 0, "with --gateway-dir: the gateway's process id, for its VmRSS")

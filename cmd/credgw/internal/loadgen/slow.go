@@ -52,6 +52,12 @@ type SlowConfig struct {
 	// PerSource readers share one source address (127.1.x.y), below
 	// the gateway's limits.max_conns_per_source.
 	PerSource int
+	// ReceiveBuffer is each reader's socket receive buffer (SO_RCVBUF;
+	// 0: 4 KiB, a slow network's little in flight). One that holds a
+	// whole package takes it from the gateway at once: the gateway's
+	// kernel then holds nothing unsent and probes no zero window (the
+	// control run of docs/deploy.md, "Capacity: slow downloads").
+	ReceiveBuffer int
 	// GatewayDir, if set, is a development environment whose gateway is
 	// already running; GatewayPID is then its process (for its RSS; 0
 	// reads process_resident_memory_bytes from its /metrics). Otherwise
@@ -139,7 +145,10 @@ func RunSlow(ctx context.Context, c SlowConfig, out io.Writer) error {
 	// held at once, without the cost of starting them (the ramp) mixed in.
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	rs := &readers{rate: c.Rate, roots: roots, codes: map[string]int{}, gate: make(chan struct{})}
+	rs := &readers{rate: c.Rate, rcvbuf: c.ReceiveBuffer, roots: roots, codes: map[string]int{}, gate: make(chan struct{})}
+	if rs.rcvbuf == 0 {
+		rs.rcvbuf = 4 << 10
+	}
 	var wg sync.WaitGroup
 	gap := c.Ramp / time.Duration(c.Readers)
 	rampStart := time.Now()
@@ -410,8 +419,9 @@ func (s *sentStream) SendMsg(m any) error {
 
 // readers are the slow devices.
 type readers struct {
-	rate  int
-	roots *x509.CertPool
+	rate   int
+	rcvbuf int
+	roots  *x509.CertPool
 
 	downloading  atomic.Int64 // readers in a Redeem call
 	open         atomic.Int64 // Redeem streams opened
@@ -433,7 +443,7 @@ type readers struct {
 // rate, and the gateway's writes wait for them.
 func (r *readers) run(ctx context.Context, gateway string, src net.IP, a slowActivation) {
 	host, _, _ := net.SplitHostPort(gateway)
-	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: src}, Control: smallReceiveBuffer}
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: src}, Control: receiveBuffer(r.rcvbuf)}
 	var sc *slowConn
 	conn, err := grpc.NewClient(gateway,
 		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: r.roots, ServerName: host, MinVersion: tls.VersionTLS12})),
@@ -497,15 +507,17 @@ func (r *readers) fail(err error) {
 	r.mu.Unlock()
 }
 
-// smallReceiveBuffer makes the reader's socket buffer small, as a slow
-// network holds little in flight: without it loopback would take a whole
-// package into the bench's kernel buffer at once.
-func smallReceiveBuffer(_, _ string, c syscall.RawConn) error {
-	var serr error
-	err := c.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4<<10)
-	})
-	return errors.Join(err, serr)
+// receiveBuffer sets the reader's socket receive buffer: small by
+// default, as a slow network holds little in flight; without it loopback
+// would take a whole package into the bench's kernel buffer at once.
+func receiveBuffer(n int) func(_, _ string, c syscall.RawConn) error {
+	return func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, n)
+		})
+		return errors.Join(err, serr)
+	}
 }
 
 // slowConn delivers what it reads at rate bytes a second, in pieces of
