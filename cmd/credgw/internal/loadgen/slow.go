@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -133,10 +134,14 @@ func RunSlow(ctx context.Context, c SlowConfig, out io.Writer) error {
 	}
 	defer probe.conn.Close()
 
+	if kd := kdamonds(); len(kd) > 0 {
+		fmt.Fprintf(out, "  note: this machine runs DAMON (kdamond, pid %v), the kernel's memory access monitor (a VM's proactive reclaim): each sample walks the pages mapped by every process and holds a core for up to tens of milliseconds, longer the more memory is mapped, so the p99s here rise with it; its CPU is reported below (docs/deploy.md, \"Capacity: slow downloads\")\n", kd)
+	}
 	settle := 5 * time.Second
 	var idle probeResult
+	idleCPU := startCPU(tgt.pid)
 	idleMem := watch(tgt.pid, metricsURL, func() { idle = probe.run(ctx, 15*time.Second) })
-	fmt.Fprintf(out, "  idle: %s; %s\n", idle, idleMem)
+	fmt.Fprintf(out, "  idle: %s; %s; %s\n", idle, idleCPU, idleMem)
 
 	// Each reader opens one Redeem stream during the ramp, then its
 	// connection delivers nothing until the gate opens, once every reader
@@ -276,21 +281,53 @@ func (h handlerTimes) since(metricsURL string) string {
 	return "in-gateway handler p99: " + strings.Join(parts, ", ")
 }
 
-// cpuSince is the CPU time the gateway and this process used since
-// start: on shared cores, whose load a p99 follows.
+// cpuSince is the CPU time the gateway, this process and the kernel's
+// DAMON threads (kdamond, if any) used since start: on shared cores,
+// whose load a p99 follows.
 type cpuSince struct {
-	pid              int
-	start            time.Time
-	gateway, himself float64
+	pid                       int
+	start                     time.Time
+	gateway, himself, kdamond float64
+	kdamonds                  []int
 }
 
 func startCPU(pid int) cpuSince {
-	return cpuSince{pid: pid, start: time.Now(), gateway: cpuSeconds(pid), himself: cpuSeconds(os.Getpid())}
+	kd := kdamonds()
+	return cpuSince{pid: pid, start: time.Now(), gateway: cpuSeconds(pid), himself: cpuSeconds(os.Getpid()), kdamonds: kd, kdamond: sumCPU(kd)}
 }
 
 func (c cpuSince) String() string {
 	wall := time.Since(c.start).Seconds()
-	return fmt.Sprintf("CPU: gateway %.0f%%, bench %.0f%% of one core", 100*(cpuSeconds(c.pid)-c.gateway)/wall, 100*(cpuSeconds(os.Getpid())-c.himself)/wall)
+	s := fmt.Sprintf("CPU: gateway %.0f%%, bench %.0f%%", 100*(cpuSeconds(c.pid)-c.gateway)/wall, 100*(cpuSeconds(os.Getpid())-c.himself)/wall)
+	if len(c.kdamonds) > 0 {
+		s += fmt.Sprintf(", kdamond %.1f%%", 100*(sumCPU(c.kdamonds)-c.kdamond)/wall)
+	}
+	return s + " of one core"
+}
+
+// kdamonds are the kernel's DAMON monitor threads running now (their
+// command is kdamond.N).
+func kdamonds() []int {
+	dirs, _ := filepath.Glob("/proc/[0-9]*/comm")
+	var pids []int
+	for _, d := range dirs {
+		b, err := os.ReadFile(d)
+		if err != nil || !strings.HasPrefix(string(b), "kdamond") {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(d))); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func sumCPU(pids []int) float64 {
+	var t float64
+	for _, p := range pids {
+		t += cpuSeconds(p)
+	}
+	return t
 }
 
 // cpuSeconds is a process's user and system time (0 if unknown).
@@ -521,7 +558,9 @@ func receiveBuffer(n int) func(_, _ string, c syscall.RawConn) error {
 }
 
 // slowConn delivers what it reads at rate bytes a second, in pieces of
-// at most 256 bytes; once hold is set, nothing before gate closes.
+// at most one TCP segment (1,460 bytes) or one second of rate, whichever
+// is less, as a slow link delivers them; once hold is set, nothing before
+// gate closes.
 type slowConn struct {
 	net.Conn
 	rate int
@@ -537,7 +576,7 @@ func (c *slowConn) Read(p []byte) (int, error) {
 	if d := time.Until(c.next); d > 0 {
 		time.Sleep(d)
 	}
-	n, err := c.Conn.Read(p[:min(len(p), 256)])
+	n, err := c.Conn.Read(p[:min(len(p), max(1, min(c.rate, 1460)))])
 	now := time.Now()
 	if c.next.Before(now) {
 		c.next = now
