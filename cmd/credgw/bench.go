@@ -103,7 +103,33 @@ enrollment.max_credential_sets times.`,
 	enrollCmd.Flags().IntVar(&newWork, "new-work", 0, "limits.new_work of the in-process gateway: how many sign-in challenges and new enrollments run at once while redemptions go first (0: half the CPUs; -1: no limit)")
 	enrollCmd.Flags().IntVar(&people, "people", 0, "simulated cards (people), made before the run (default 128, or 8 per worker if more)")
 	enrollCmd.Flags().BoolVar(&keepGoing, "keep-going", false, "exit 0 even if some enrollments failed (fault drills); the invariant check still decides")
-	cmd.AddCommand(enrollCmd, newBenchSlowCmd())
+	cmd.AddCommand(enrollCmd, newBenchSlowCmd(), newBenchCheckProbeCmd())
+	return cmd
+}
+
+// newBenchCheckProbeCmd is the Check prober bench slow runs as a process
+// of its own, apart from its readers (hidden: a part of bench slow).
+func newBenchCheckProbeCmd() *cobra.Command {
+	var gateway, caFile string
+	var d time.Duration
+	cmd := &cobra.Command{
+		Use:    "check-probe --gateway HOST:PORT --ca-file FILE --duration D",
+		Short:  "Time Health/Check 50 times a second and print its p99 (run by bench slow)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if gateway == "" || caFile == "" {
+				return fmt.Errorf("--gateway and --ca-file are required")
+			}
+			if d <= 0 || d > 10*time.Minute {
+				return fmt.Errorf("--duration %s: up to 10m", d)
+			}
+			return loadgen.ProbeCheck(cmd.Context(), gateway, caFile, d, cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVar(&gateway, "gateway", "", "the gateway's gRPC address")
+	cmd.Flags().StringVar(&caFile, "ca-file", "", "the CA certificates that verify the gateway's TLS certificate")
+	cmd.Flags().DurationVar(&d, "duration", 10*time.Second, "how long to time Check")
 	return cmd
 }
 

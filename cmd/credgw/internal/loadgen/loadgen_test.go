@@ -65,3 +65,15 @@ func TestRunRefuses(t *testing.T) {
 		t.Errorf("two replicas on SQLite: %v", err)
 	}
 }
+
+func TestParseOutsideCheck(t *testing.T) {
+	got := parseOutsideCheck("p99_us 2050 n 1499 failed 1\n")
+	if got.err != nil || got.p99 != 2050*time.Microsecond || got.n != 1499 || got.failed != 1 {
+		t.Fatalf("parsed %+v", got)
+	}
+	for _, bad := range []string{"", "p99_us 1 n 2", "p99 1 n 2 failed 3", "p99_us x n 2 failed 3", "p99_us 1 n 2 failed 3 extra"} {
+		if o := parseOutsideCheck(bad); o.err == nil {
+			t.Errorf("%q: parsed as %+v", bad, o)
+		}
+	}
+}

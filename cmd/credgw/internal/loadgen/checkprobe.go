@@ -1,0 +1,115 @@
+package loadgen
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/credgw/credgw/piv/pivclient"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// ProbeCheck times Health/Check against gateway 50 times a second for d,
+// on one TLS connection, and writes "p99_us N n N failed N" to out. credgw
+// bench slow runs it as a process of its own (credgw bench check-probe):
+// a prober in the bench's process waits behind the bench's own goroutines
+// (10,000 readers made runnable at once), which is the bench's latency,
+// not the gateway's.
+func ProbeCheck(ctx context.Context, gateway, caFile string, d time.Duration, out io.Writer) error {
+	roots, err := pivclient.LoadRoots(caFile)
+	if err != nil {
+		return fmt.Errorf("bench: CA file: %w", err)
+	}
+	p := &prober{gateway: gateway, roots: roots}
+	if err := p.dial(); err != nil {
+		return err
+	}
+	defer p.conn.Close()
+	h := healthpb.NewHealthClient(p.conn)
+	// One call first: the connection's handshake is not a Check's time.
+	if _, err := h.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		return fmt.Errorf("bench: Check: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var ds []time.Duration
+	failed := 0
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for ; ctx.Err() == nil; <-t.C {
+		start := time.Now()
+		if _, err := h.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+			if ctx.Err() == nil {
+				failed++
+			}
+			continue
+		}
+		ds = append(ds, time.Since(start))
+	}
+	slices.Sort(ds)
+	var p99 time.Duration
+	if len(ds) > 0 {
+		p99 = ds[min(len(ds)-1, len(ds)*99/100)]
+	}
+	_, err = fmt.Fprintf(out, "p99_us %d n %d failed %d\n", p99.Microseconds(), len(ds), failed)
+	return err
+}
+
+// outsideCheck is a Check prober in a process of its own, started now for
+// d: its result arrives on the channel once it has exited.
+type outsideCheck struct {
+	p99       time.Duration
+	n, failed int
+	err       error
+}
+
+func (o outsideCheck) String() string {
+	if o.err != nil {
+		return "Check p99 from another process: unknown (" + o.err.Error() + ")"
+	}
+	return fmt.Sprintf("Check p99 from another process %s (n=%d, %d failed)", o.p99.Round(10*time.Microsecond), o.n, o.failed)
+}
+
+func startOutsideCheck(ctx context.Context, gateway, caFile string, d time.Duration) <-chan outsideCheck {
+	res := make(chan outsideCheck, 1)
+	bin, err := os.Executable()
+	if err != nil {
+		res <- outsideCheck{err: err}
+		return res
+	}
+	go func() {
+		var stdout, stderr bytes.Buffer
+		cmd := exec.CommandContext(ctx, bin, "bench", "check-probe", "--gateway", gateway, "--ca-file", caFile, "--duration", d.String())
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			res <- outsideCheck{err: fmt.Errorf("%v: %s", err, strings.TrimSpace(stderr.String()))}
+			return
+		}
+		res <- parseOutsideCheck(stdout.String())
+	}()
+	return res
+}
+
+// parseOutsideCheck reads ProbeCheck's line.
+func parseOutsideCheck(s string) outsideCheck {
+	f := strings.Fields(s)
+	if len(f) != 6 || f[0] != "p99_us" || f[2] != "n" || f[4] != "failed" {
+		return outsideCheck{err: fmt.Errorf("unexpected output %q", strings.TrimSpace(s))}
+	}
+	var v [3]int
+	for i, j := range []int{1, 3, 5} {
+		n, err := strconv.Atoi(f[j])
+		if err != nil {
+			return outsideCheck{err: fmt.Errorf("unexpected output %q", strings.TrimSpace(s))}
+		}
+		v[i] = n
+	}
+	return outsideCheck{p99: time.Duration(v[0]) * time.Microsecond, n: v[1], failed: v[2]}
+}
