@@ -166,9 +166,11 @@ raise their open-file limit to the hard limit (ulimit -Hn): each reader holds
 one descriptor on each side.
 
 Reported: Health/Check (50/s) and BeginSession, CompleteSession (a sign-in 4/s)
-p99 idle, held and while the readers read, as this process sees them and (from
-the gateway's request duration histogram) in the gateway's handlers; the CPU
-the gateway and this process used; the gateway's RSS, Go heap in use,
+p99 idle, held and while the readers read, as this process sees them, as a
+Check prober in a process of its own sees them (apart from the readers'
+goroutines), and (from the gateway's request duration histogram) in the
+gateway's handlers; the CPU the gateway, this process and the kernel's DAMON
+monitor (kdamond, when it runs) used; the gateway's RSS, Go heap in use,
 go_goroutines and open descriptors, idle and peak.
 
 Figures measured on 2 cores: docs/deploy.md, "Capacity: slow downloads".`,
@@ -219,7 +221,7 @@ Figures measured on 2 cores: docs/deploy.md, "Capacity: slow downloads".`,
 	cmd.Flags().DurationVar(&c.Duration, "duration", 30*time.Second, "how long the calls are timed while every download is held open")
 	cmd.Flags().DurationVar(&c.Ramp, "ramp", 30*time.Second, "how long starting the readers takes")
 	cmd.Flags().IntVar(&c.Activations, "activations", 0, "activations enrolled and redeemed once for the readers to resume (default: one per 10 readers)")
-	cmd.Flags().IntVar(&c.ReceiveBuffer, "receive-buffer", 0, "each reader's socket receive buffer in bytes (0: 4 KiB, so that the gateway's writes wait for the reader); one that holds a package (65536) is the control run: the same held connections with nothing left unsent")
+	cmd.Flags().IntVar(&c.ReceiveBuffer, "receive-buffer", 0, "each reader's socket receive buffer in bytes (0: 4 KiB, so that the gateway's writes wait for the reader); one that holds a package (65536) is the control run: the same held connections with nothing left unsent; the kernel caps it at net.core.rmem_max")
 	cmd.Flags().IntVar(&c.PerSource, "per-source", 200, "readers per source address (127.1.x.y); keep below the gateway's limits.max_conns_per_source")
 	cmd.Flags().StringVar(&c.GatewayDir, "gateway-dir", "", "run against the gateway already running from this development environment (credgw dev init --dir)")
 	cmd.Flags().IntVar(&c.GatewayPID, "gateway-pid", 0, "with --gateway-dir: the gateway's process id, for its VmRSS")

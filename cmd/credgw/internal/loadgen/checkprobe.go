@@ -1,8 +1,10 @@
 package loadgen
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -34,8 +36,16 @@ func ProbeCheck(ctx context.Context, gateway, caFile string, d time.Duration, ou
 	defer p.conn.Close()
 	h := healthpb.NewHealthClient(p.conn)
 	// One call first: the connection's handshake is not a Check's time.
-	if _, err := h.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+	warm, cancelWarm := context.WithTimeout(ctx, 10*time.Second)
+	_, err = h.Check(warm, &healthpb.HealthCheckRequest{})
+	cancelWarm()
+	if err != nil {
 		return fmt.Errorf("bench: Check: %w", err)
+	}
+	// The parent starts its own window on this line, so that both time
+	// the same seconds.
+	if _, err := fmt.Fprintln(out, "ready"); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
@@ -53,11 +63,11 @@ func ProbeCheck(ctx context.Context, gateway, caFile string, d time.Duration, ou
 		}
 		ds = append(ds, time.Since(start))
 	}
-	slices.Sort(ds)
-	var p99 time.Duration
-	if len(ds) > 0 {
-		p99 = ds[min(len(ds)-1, len(ds)*99/100)]
+	if len(ds) == 0 {
+		return fmt.Errorf("bench: no Check answered in %s (%d failed)", d, failed)
 	}
+	slices.Sort(ds)
+	p99 := ds[min(len(ds)-1, len(ds)*99/100)]
 	_, err = fmt.Fprintf(out, "p99_us %d n %d failed %d\n", p99.Microseconds(), len(ds), failed)
 	return err
 }
@@ -77,6 +87,10 @@ func (o outsideCheck) String() string {
 	return fmt.Sprintf("Check p99 from another process %s (n=%d, %d failed)", o.p99.Round(10*time.Microsecond), o.n, o.failed)
 }
 
+// startOutsideCheck starts a Check prober in a process of its own, timing
+// for d, and returns once it is ready to time (or has failed): its result
+// arrives on the channel once it has exited. The child is bounded: it is
+// killed if it has not finished a minute after d.
 func startOutsideCheck(ctx context.Context, gateway, caFile string, d time.Duration) <-chan outsideCheck {
 	res := make(chan outsideCheck, 1)
 	bin, err := os.Executable()
@@ -84,15 +98,37 @@ func startOutsideCheck(ctx context.Context, gateway, caFile string, d time.Durat
 		res <- outsideCheck{err: err}
 		return res
 	}
+	ctx, cancel := context.WithTimeout(ctx, d+time.Minute)
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, "bench", "check-probe", "--gateway", gateway, "--ca-file", caFile, "--duration", d.String())
+	cmd.Stderr = &stderr
+	cmd.WaitDelay = 5 * time.Second
+	stdout, err := cmd.StdoutPipe()
+	if err == nil {
+		err = cmd.Start()
+	}
+	if err != nil {
+		cancel()
+		res <- outsideCheck{err: err}
+		return res
+	}
+	lines := bufio.NewScanner(stdout)
+	ready := lines.Scan() && lines.Text() == "ready"
 	go func() {
-		var stdout, stderr bytes.Buffer
-		cmd := exec.CommandContext(ctx, bin, "bench", "check-probe", "--gateway", gateway, "--ca-file", caFile, "--duration", d.String())
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		if err := cmd.Run(); err != nil {
+		defer cancel()
+		var last string
+		for lines.Scan() {
+			last = lines.Text()
+		}
+		if err := cmd.Wait(); err != nil {
 			res <- outsideCheck{err: fmt.Errorf("%v: %s", err, strings.TrimSpace(stderr.String()))}
 			return
 		}
-		res <- parseOutsideCheck(stdout.String())
+		if !ready {
+			res <- outsideCheck{err: errors.New("the prober never said it was ready")}
+			return
+		}
+		res <- parseOutsideCheck(last)
 	}()
 	return res
 }
@@ -111,5 +147,17 @@ func parseOutsideCheck(s string) outsideCheck {
 		}
 		v[i] = n
 	}
+	if v[1] == 0 {
+		return outsideCheck{err: errors.New("no Check answered")}
+	}
 	return outsideCheck{p99: time.Duration(v[0]) * time.Microsecond, n: v[1], failed: v[2]}
+}
+
+// outsideRatio is held/idle as the goals line prints it: "unknown" when
+// either prober failed.
+func outsideRatio(held, idle outsideCheck) string {
+	if held.err != nil || idle.err != nil || held.p99 <= 0 || idle.p99 <= 0 {
+		return "unknown"
+	}
+	return fmt.Sprintf("%.1fx", ratio(held.p99, idle.p99))
 }

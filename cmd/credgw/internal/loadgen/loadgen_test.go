@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -71,9 +72,22 @@ func TestParseOutsideCheck(t *testing.T) {
 	if got.err != nil || got.p99 != 2050*time.Microsecond || got.n != 1499 || got.failed != 1 {
 		t.Fatalf("parsed %+v", got)
 	}
-	for _, bad := range []string{"", "p99_us 1 n 2", "p99 1 n 2 failed 3", "p99_us x n 2 failed 3", "p99_us 1 n 2 failed 3 extra"} {
+	for _, bad := range []string{"", "p99_us 1 n 2", "p99 1 n 2 failed 3", "p99_us x n 2 failed 3", "p99_us 1 n 2 failed 3 extra", "p99_us 0 n 0 failed 5"} {
 		if o := parseOutsideCheck(bad); o.err == nil {
 			t.Errorf("%q: parsed as %+v", bad, o)
+		}
+	}
+	ok := outsideCheck{p99: 2 * time.Millisecond, n: 10}
+	for _, c := range []struct {
+		held, idle outsideCheck
+		want       string
+	}{
+		{ok, outsideCheck{p99: time.Millisecond, n: 10}, "2.0x"},
+		{outsideCheck{err: errors.New("x")}, ok, "unknown"},
+		{ok, outsideCheck{err: errors.New("x")}, "unknown"},
+	} {
+		if got := outsideRatio(c.held, c.idle); got != c.want {
+			t.Errorf("outsideRatio(%+v, %+v) = %s, want %s", c.held, c.idle, got, c.want)
 		}
 	}
 }

@@ -135,7 +135,7 @@ func RunSlow(ctx context.Context, c SlowConfig, out io.Writer) error {
 	defer probe.conn.Close()
 
 	if kd := kdamonds(); len(kd) > 0 {
-		fmt.Fprintf(out, "  note: this machine runs DAMON (kdamond, pid %v), the kernel's memory access monitor (a VM's proactive reclaim): each sample walks the pages mapped by every process and holds a core for up to tens of milliseconds, longer the more memory is mapped, so the p99s here rise with it; its CPU is reported below (docs/deploy.md, \"Capacity: slow downloads\")\n", kd)
+		fmt.Fprintf(out, "  note: the kernel's DAMON memory access monitor is running (kdamond, pid %v): its sampling takes a core in slices that lengthen with the memory mapped, and the p99s here rise with it; its CPU is reported below (docs/deploy.md, \"Capacity: slow downloads\")\n", kd)
 	}
 	settle := 5 * time.Second
 	var idle probeResult
@@ -215,9 +215,9 @@ func RunSlow(ctx context.Context, c SlowConfig, out io.Writer) error {
 	fmt.Fprintf(out, "  readers: %d downloads finished %s after the gate (%.1f MiB), %d refused or cut: %v\n",
 		rs.done.Load(), time.Since(gateOpen).Round(time.Second), float64(rs.bytes.Load())/(1<<20), rs.failed.Load(), rs.codes)
 	rs.mu.Unlock()
-	fmt.Fprintf(out, "  goals (issue 15): gateway RSS under 512 MiB: %v (peak %.0f MiB); other p99 at most 2x idle while held: Check %.1fx (from another process %.1fx), BeginSession %.1fx; while they read (this process reads too, on the same cores): Check %.1fx (from another process %.1fx), BeginSession %.1fx\n",
-		peak.rss < 512<<20, peak.rss/(1<<20), ratio(during.check, idle.check), ratio(heldOutside.p99, idleOutside.p99), ratio(during.begin, idle.begin),
-		ratio(reading.check, idle.check), ratio(readingOutside.p99, idleOutside.p99), ratio(reading.begin, idle.begin))
+	fmt.Fprintf(out, "  goals (issue 15): gateway RSS under 512 MiB: %v (peak %.0f MiB); other p99 at most 2x idle while held: Check %.1fx (from another process %s), BeginSession %.1fx; while they read (this process reads too, on the same cores): Check %.1fx (from another process %s), BeginSession %.1fx\n",
+		peak.rss < 512<<20, peak.rss/(1<<20), ratio(during.check, idle.check), outsideRatio(heldOutside, idleOutside), ratio(during.begin, idle.begin),
+		ratio(reading.check, idle.check), outsideRatio(readingOutside, idleOutside), ratio(reading.begin, idle.begin))
 	return nil
 }
 
@@ -307,9 +307,13 @@ func (c cpuSince) String() string {
 	wall := time.Since(c.start).Seconds()
 	s := fmt.Sprintf("CPU: gateway %.0f%%, bench %.0f%%", 100*(cpuSeconds(c.pid)-c.gateway)/wall, 100*(cpuSeconds(os.Getpid())-c.himself)/wall)
 	if len(c.kdamonds) > 0 {
-		s += fmt.Sprintf(", kdamond %.1f%%", 100*(sumCPU(c.kdamonds)-c.kdamond)/wall)
+		if used := sumCPU(c.kdamonds) - c.kdamond; used >= 0 {
+			s += fmt.Sprintf(", kdamond %.1f%%", 100*used/wall)
+		} else {
+			s += ", kdamond ? (it restarted)"
+		}
 	}
-	return s + " of one core"
+	return s + " of one core (the Check prober's own process not counted)"
 }
 
 // kdamonds are the kernel's DAMON monitor threads running now (their
