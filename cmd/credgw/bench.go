@@ -156,7 +156,8 @@ Once its request is sent, a reader's connection delivers nothing until every
 reader has started; the calls are timed for --duration while all the downloads
 are held open (the plateau); then every reader reads its package to the end
 at --rate bytes a second, with a small socket receive buffer, as a slow
-network does, and closes its connection: it holds nothing afterwards and
+network does, each from a phase of its own within one piece's interval
+(--together: all in step, the worst case), and closes its connection: it holds nothing afterwards and
 starts no new download. Pacing Recv would slow nothing, since a package fits
 in the stream's flow-control window. --ramp plus --duration stays under 80s:
 the gateway closes a connection that acknowledges no keepalive ping for that
@@ -222,6 +223,7 @@ Figures measured on 2 cores: docs/deploy.md, "Capacity: slow downloads".`,
 	cmd.Flags().DurationVar(&c.Ramp, "ramp", 30*time.Second, "how long starting the readers takes")
 	cmd.Flags().IntVar(&c.Activations, "activations", 0, "activations enrolled and redeemed once for the readers to resume (default: one per 10 readers)")
 	cmd.Flags().IntVar(&c.ReceiveBuffer, "receive-buffer", 0, "each reader's socket receive buffer in bytes (0: 4 KiB, so that the gateway's writes wait for the reader); one that holds a package (65536) is the control run: the same held connections with nothing left unsent; the kernel caps it at net.core.rmem_max")
+	cmd.Flags().BoolVar(&c.Together, "together", false, "after the gate, every reader reads its pieces in the same instant (a herd in step, the worst case); by default each reader has a phase of its own within one piece's interval")
 	cmd.Flags().IntVar(&c.PerSource, "per-source", 200, "readers per source address (127.1.x.y); keep below the gateway's limits.max_conns_per_source")
 	cmd.Flags().StringVar(&c.GatewayDir, "gateway-dir", "", "run against the gateway already running from this development environment (credgw dev init --dir)")
 	cmd.Flags().IntVar(&c.GatewayPID, "gateway-pid", 0, "with --gateway-dir: the gateway's process id, for its VmRSS")

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -89,5 +90,57 @@ func TestParseOutsideCheck(t *testing.T) {
 		if got := outsideRatio(c.held, c.idle); got != c.want {
 			t.Errorf("outsideRatio(%+v, %+v) = %s, want %s", c.held, c.idle, got, c.want)
 		}
+	}
+}
+
+// TestSlowConnPhase: a slow connection delivers pieces of at most one
+// segment or one second of its rate, holds everything until the gate
+// opens, and then waits its phase before its first piece.
+func TestSlowConnPhase(t *testing.T) {
+	for _, c := range []struct {
+		rate     int
+		piece    int
+		interval time.Duration
+	}{
+		{1024, 1024, time.Second},
+		{100, 100, time.Second},
+		{4096, 1460, 1460 * time.Second / 4096},
+		{1 << 20, 1460, 1460 * time.Second / (1 << 20)},
+	} {
+		sc := &slowConn{rate: c.rate}
+		if sc.piece() != c.piece || sc.interval() != c.interval {
+			t.Errorf("rate %d: piece %d, interval %s; want %d, %s", c.rate, sc.piece(), sc.interval(), c.piece, c.interval)
+		}
+	}
+
+	client, server := net.Pipe()
+	defer client.Close()
+	defer server.Close()
+	gate := make(chan struct{})
+	const phase = 20 * time.Millisecond
+	sc := &slowConn{Conn: client, rate: 1024, phase: phase, gate: gate}
+	sc.hold.Store(true)
+	go server.Write(make([]byte, 4096))
+	got := make(chan int)
+	go func() {
+		n, _ := sc.Read(make([]byte, 4096))
+		got <- n
+	}()
+	select {
+	case n := <-got:
+		t.Fatalf("read %d bytes before the gate opened", n)
+	case <-time.After(10 * time.Millisecond):
+	}
+	opened := time.Now()
+	close(gate)
+	if n := <-got; n != 1024 {
+		t.Fatalf("first piece: %d bytes, want 1024", n)
+	}
+	// The next piece is due one interval after the phase, at the earliest.
+	if earliest := opened.Add(phase + time.Second); sc.next.Before(earliest) {
+		t.Fatalf("next piece due %s after the gate, want at least %s", sc.next.Sub(opened), phase+time.Second)
+	}
+	if sc.hold.Load() {
+		t.Fatal("still held after the gate")
 	}
 }

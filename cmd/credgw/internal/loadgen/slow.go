@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -59,6 +60,13 @@ type SlowConfig struct {
 	// kernel then holds nothing unsent and probes no zero window (the
 	// control run of docs/deploy.md, "Capacity: slow downloads").
 	ReceiveBuffer int
+	// Together makes every reader read its pieces in the same instant
+	// once the gate opens (a herd in step: the worst case, what a
+	// coordinated attacker could do). By default each reader starts at a
+	// phase of its own within one piece's interval, as a population of
+	// independent slow phones does: the gate, which releases them all in
+	// one instant, would otherwise keep them in step for the whole read.
+	Together bool
 	// GatewayDir, if set, is a development environment whose gateway is
 	// already running; GatewayPID is then its process (for its RSS; 0
 	// reads process_resident_memory_bytes from its /metrics). Otherwise
@@ -152,7 +160,7 @@ func RunSlow(ctx context.Context, c SlowConfig, out io.Writer) error {
 	// held at once, without the cost of starting them (the ramp) mixed in.
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	rs := &readers{rate: c.Rate, rcvbuf: c.ReceiveBuffer, roots: roots, codes: map[string]int{}, gate: make(chan struct{})}
+	rs := &readers{rate: c.Rate, rcvbuf: c.ReceiveBuffer, together: c.Together, roots: roots, codes: map[string]int{}, gate: make(chan struct{})}
 	if rs.rcvbuf == 0 {
 		rs.rcvbuf = 4 << 10
 	}
@@ -210,7 +218,11 @@ func RunSlow(ctx context.Context, c SlowConfig, out io.Writer) error {
 		<-finished
 	}
 	peak.max(peak2)
-	fmt.Fprintf(out, "  reading at %d B/s (first 10s after the gate): %s; %s; %s\n", c.Rate, reading, readingCPU, peak2)
+	phases := "each reader at a phase of its own"
+	if c.Together {
+		phases = "every reader in step"
+	}
+	fmt.Fprintf(out, "  reading at %d B/s, %s (first 10s after the gate): %s; %s; %s\n", c.Rate, phases, reading, readingCPU, peak2)
 	rs.mu.Lock()
 	fmt.Fprintf(out, "  readers: %d downloads finished %s after the gate (%.1f MiB), %d refused or cut: %v\n",
 		rs.done.Load(), time.Since(gateOpen).Round(time.Second), float64(rs.bytes.Load())/(1<<20), rs.failed.Load(), rs.codes)
@@ -467,9 +479,10 @@ func (s *sentStream) SendMsg(m any) error {
 
 // readers are the slow devices.
 type readers struct {
-	rate   int
-	rcvbuf int
-	roots  *x509.CertPool
+	rate     int
+	rcvbuf   int
+	together bool
+	roots    *x509.CertPool
 
 	downloading  atomic.Int64 // readers in a Redeem call
 	open         atomic.Int64 // Redeem streams opened
@@ -501,6 +514,9 @@ func (r *readers) run(ctx context.Context, gateway string, src net.IP, a slowAct
 				return nil, err
 			}
 			sc = &slowConn{Conn: c, rate: r.rate, gate: r.gate}
+			if !r.together {
+				sc.phase = rand.N(sc.interval())
+			}
 			return sc, nil
 		}),
 		// The bench holds thousands of connections: small buffers on
@@ -571,23 +587,34 @@ func receiveBuffer(n int) func(_, _ string, c syscall.RawConn) error {
 // slowConn delivers what it reads at rate bytes a second, in pieces of
 // at most one TCP segment (1,460 bytes) or one second of rate, whichever
 // is less, as a slow link delivers them; once hold is set, nothing before
-// gate closes.
+// gate closes, and then nothing for phase more.
 type slowConn struct {
 	net.Conn
-	rate int
-	next time.Time
-	hold atomic.Bool
-	gate <-chan struct{}
+	rate  int
+	phase time.Duration
+	next  time.Time
+	hold  atomic.Bool
+	gate  <-chan struct{}
+}
+
+// piece is the most one Read delivers.
+func (c *slowConn) piece() int { return max(1, min(c.rate, 1460)) }
+
+// interval is the time one whole piece takes at rate.
+func (c *slowConn) interval() time.Duration {
+	return time.Duration(c.piece()) * time.Second / time.Duration(c.rate)
 }
 
 func (c *slowConn) Read(p []byte) (int, error) {
 	if c.hold.Load() {
 		<-c.gate
+		c.hold.Store(false)
+		c.next = time.Now().Add(c.phase)
 	}
 	if d := time.Until(c.next); d > 0 {
 		time.Sleep(d)
 	}
-	n, err := c.Conn.Read(p[:min(len(p), max(1, min(c.rate, 1460)))])
+	n, err := c.Conn.Read(p[:min(len(p), c.piece())])
 	now := time.Now()
 	if c.next.Before(now) {
 		c.next = now
