@@ -47,17 +47,24 @@ func ProbeCheck(ctx context.Context, gateway, caFile string, d time.Duration, ou
 	if _, err := fmt.Fprintln(out, "ready"); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, d)
+	// The window ends the loop, not a call (as in prober.run).
+	window, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var ds []time.Duration
 	failed := 0
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
-	for ; ctx.Err() == nil; <-t.C {
+	for ; window.Err() == nil; <-t.C {
 		start := time.Now()
-		if _, err := h.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		callCtx, cancelCall := context.WithTimeout(ctx, probeCallTimeout)
+		_, err := h.Check(callCtx, &healthpb.HealthCheckRequest{})
+		cancelCall()
+		if err != nil {
 			if ctx.Err() == nil {
-				failed++
+				if failed++; failed == 1 {
+					// The parent shows the first failure beside the count.
+					fmt.Fprintf(os.Stderr, "first failure after %s: %v\n", time.Since(start).Round(time.Millisecond), err)
+				}
 			}
 			continue
 		}
@@ -77,14 +84,20 @@ func ProbeCheck(ctx context.Context, gateway, caFile string, d time.Duration, ou
 type outsideCheck struct {
 	p99       time.Duration
 	n, failed int
-	err       error
+	// firstFailure is what the prober said of its first failed call.
+	firstFailure string
+	err          error
 }
 
 func (o outsideCheck) String() string {
 	if o.err != nil {
 		return "Check p99 from another process: unknown (" + o.err.Error() + ")"
 	}
-	return fmt.Sprintf("Check p99 from another process %s (n=%d, %d failed)", o.p99.Round(10*time.Microsecond), o.n, o.failed)
+	s := fmt.Sprintf("Check p99 from another process %s (n=%d, %d failed)", o.p99.Round(10*time.Microsecond), o.n, o.failed)
+	if o.failed > 0 && o.firstFailure != "" {
+		s += " [" + o.firstFailure + "]"
+	}
+	return s
 }
 
 // startOutsideCheck starts a Check prober in a process of its own, timing
@@ -128,7 +141,9 @@ func startOutsideCheck(ctx context.Context, gateway, caFile string, d time.Durat
 			res <- outsideCheck{err: errors.New("the prober never said it was ready")}
 			return
 		}
-		res <- parseOutsideCheck(last)
+		o := parseOutsideCheck(last)
+		o.firstFailure, _, _ = strings.Cut(strings.TrimSpace(stderr.String()), "\n")
+		res <- o
 	}()
 	return res
 }

@@ -645,16 +645,35 @@ type probeResult struct {
 	check, begin, complete time.Duration
 	nCheck, nBegin         int
 	failed                 int
+	firstFailure           string // the first failed call's error
 }
 
 func (r probeResult) String() string {
-	return fmt.Sprintf("Check p99 %s (n=%d), BeginSession p99 %s, CompleteSession p99 %s (n=%d), %d failed",
+	s := fmt.Sprintf("Check p99 %s (n=%d), BeginSession p99 %s, CompleteSession p99 %s (n=%d), %d failed",
 		r.check.Round(10*time.Microsecond), r.nCheck, r.begin.Round(10*time.Microsecond), r.complete.Round(10*time.Microsecond), r.nBegin, r.failed)
+	if r.failed > 0 {
+		s += " [first: " + r.firstFailure + "]"
+	}
+	return s
+}
+
+// probeCallTimeout bounds one timed call: long enough that only a
+// gateway that does not answer makes it fail.
+const probeCallTimeout = 30 * time.Second
+
+// fail counts a failed call and keeps the first one's error.
+func (r *probeResult) fail(call string, err error) {
+	if r.failed++; r.failed == 1 {
+		r.firstFailure = call + ": " + err.Error()
+	}
 }
 
 // run times Check 50 times a second and a sign-in 4 times a second for d.
 func (p *prober) run(ctx context.Context, d time.Duration) probeResult {
-	ctx, cancel := context.WithTimeout(ctx, d)
+	// The window ends the loops, not the calls: a call it cut short
+	// would fail with the window's deadline (the gateway's copy of it
+	// fires first) and count as a failure of the gateway.
+	window, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var res probeResult
 	var mu sync.Mutex
@@ -667,14 +686,16 @@ func (p *prober) run(ctx context.Context, d time.Duration) probeResult {
 		h := healthpb.NewHealthClient(p.conn)
 		t := time.NewTicker(20 * time.Millisecond)
 		defer t.Stop()
-		for ; ctx.Err() == nil; <-t.C {
+		for ; window.Err() == nil; <-t.C {
 			start := time.Now()
-			_, err := h.Check(ctx, &healthpb.HealthCheckRequest{})
+			callCtx, cancelCall := context.WithTimeout(ctx, probeCallTimeout)
+			_, err := h.Check(callCtx, &healthpb.HealthCheckRequest{})
+			cancelCall()
 			mu.Lock()
 			if err == nil {
 				checks = append(checks, time.Since(start))
 			} else if ctx.Err() == nil {
-				res.failed++
+				res.fail("Check", err)
 			}
 			mu.Unlock()
 		}
@@ -683,20 +704,23 @@ func (p *prober) run(ctx context.Context, d time.Duration) probeResult {
 		defer wg.Done()
 		t := time.NewTicker(250 * time.Millisecond)
 		defer t.Stop()
-		for i := 0; ctx.Err() == nil; i++ {
+		for i := 0; window.Err() == nil; i++ {
 			if i > 0 {
 				<-t.C
 			}
-			s, err := pivclient.SignIn(ctx, pivclient.Options{Gateway: p.gateway, Roots: p.roots, Card: p.cards[i%len(p.cards)], DialOptions: lat.dialOptions()})
+			callCtx, cancelCall := context.WithTimeout(ctx, probeCallTimeout)
+			s, err := pivclient.SignIn(callCtx, pivclient.Options{Gateway: p.gateway, Roots: p.roots, Card: p.cards[i%len(p.cards)], DialOptions: lat.dialOptions()})
 			if err != nil {
+				cancelCall()
 				if ctx.Err() == nil {
 					mu.Lock()
-					res.failed++
+					res.fail("sign-in", err)
 					mu.Unlock()
 				}
 				continue
 			}
 			s.Close()
+			cancelCall()
 		}
 	}()
 	wg.Wait()
