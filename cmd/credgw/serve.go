@@ -93,14 +93,6 @@ certificates, so keep them the addresses clients reach.`,
 	return cmd
 }
 
-// gatewayGC sets the garbage collector's target for a gateway process.
-// The gateway's live heap is small (tens of MB) but churns fast:
-// certificates, PKCS#12 files, protobuf packages, TLS handshakes. At Go's
-// default GOGC=100 it spends about 8% of its CPU collecting; 200 halves
-// the collections for a heap of at most three times the live data instead
-// of two. limit (limits.memory_limit, -1 none) caps what that may grow
-// to: many held connections make a heap that is mostly garbage between
-// collections. GOGC and GOMEMLIMIT in the environment win.
 // reload is SIGHUP (systemctl reload): read the config again and apply
 // what can change while serving. A config that does not load changes
 // nothing.
@@ -114,6 +106,14 @@ func reload(srv *server.Server, cfgPath string, log *slog.Logger) {
 	srv.Reload(cfg) // logs what it applied and what needs a restart
 }
 
+// gatewayGC sets the garbage collector's target for a gateway process.
+// The gateway's live heap is small (tens of MB) but churns fast:
+// certificates, PKCS#12 files, protobuf packages, TLS handshakes. At Go's
+// default GOGC=100 it spends about 8% of its CPU collecting; 200 halves
+// the collections for a heap of at most three times the live data instead
+// of two. limit (limits.memory_limit, -1 none) caps what that may grow
+// to: many held connections make a heap that is mostly garbage between
+// collections. GOGC and GOMEMLIMIT in the environment win.
 func gatewayGC(limit int64) {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(200)
