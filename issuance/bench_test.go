@@ -50,11 +50,11 @@ func cpuTime(b *testing.B) time.Duration {
 // (8 per core) when parallel, and reports
 // certificates/s and the CPU milliseconds per certificate (the process's
 // user and system time, all cores). The collector runs as in credgw serve
-// (GOGC=200 unless GOGC is set: cmd/credgw's gatewayGC), which credgw
+// (GOGC=400 unless GOGC is set: cmd/credgw's gatewayGOGC), which credgw
 // bench enroll's in-process gateway does too.
 func benchIssue(b *testing.B, ca *CA, parallel bool) {
 	if os.Getenv("GOGC") == "" {
-		defer debug.SetGCPercent(debug.SetGCPercent(200))
+		defer debug.SetGCPercent(debug.SetGCPercent(400))
 	}
 	ctx := context.Background()
 	reqs := benchRequests(b, b.N)

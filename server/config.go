@@ -356,8 +356,8 @@ const (
 	// DefaultMemoryLimit keeps a gateway holding 10,000 slow downloads
 	// under 512 MiB of RSS (issue 15; docs/deploy.md, "Capacity: slow
 	// downloads"): the heap of held connections is mostly garbage
-	// between collections, and GOGC=200 alone lets it grow to three
-	// times the live data. It leaves room for what the Go runtime does
+	// between collections, and credgw serve's GOGC=400 alone lets it
+	// grow to five times the live data. It leaves room for what the Go runtime does
 	// not count (PKCS#12 and SQLite in C, the PKCS#11 module).
 	DefaultMemoryLimit = 384 << 20
 )
