@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -55,28 +54,33 @@ func ProbeCheck(ctx context.Context, gateway, caFile string, d time.Duration, ou
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for ; window.Err() == nil; <-t.C {
-		start := time.Now()
-		callCtx, cancelCall := context.WithTimeout(ctx, probeCallTimeout)
-		_, err := h.Check(callCtx, &healthpb.HealthCheckRequest{})
-		cancelCall()
+		took, err := timeCheck(ctx, h)
 		if err != nil {
 			if ctx.Err() == nil {
 				if failed++; failed == 1 {
 					// The parent shows the first failure beside the count.
-					fmt.Fprintf(os.Stderr, "first failure after %s: %v\n", time.Since(start).Round(time.Millisecond), err)
+					fmt.Fprintf(os.Stderr, "first failure after %s: %v\n", took.Round(time.Millisecond), err)
 				}
 			}
 			continue
 		}
-		ds = append(ds, time.Since(start))
+		ds = append(ds, took)
 	}
 	if len(ds) == 0 {
 		return fmt.Errorf("bench: no Check answered in %s (%d failed)", d, failed)
 	}
-	slices.Sort(ds)
-	p99 := ds[min(len(ds)-1, len(ds)*99/100)]
-	_, err = fmt.Fprintf(out, "p99_us %d n %d failed %d\n", p99.Microseconds(), len(ds), failed)
+	_, err = fmt.Fprintf(out, "p99_us %d n %d failed %d\n", percentile(ds, 99).Microseconds(), len(ds), failed)
 	return err
+}
+
+// timeCheck times one Health/Check under a timeout of its own
+// (probeCallTimeout), so that only a gateway that does not answer fails it.
+func timeCheck(ctx context.Context, h healthpb.HealthClient) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, probeCallTimeout)
+	defer cancel()
+	start := time.Now()
+	_, err := h.Check(ctx, &healthpb.HealthCheckRequest{})
+	return time.Since(start), err
 }
 
 // outsideCheck is a Check prober in a process of its own, started now for

@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -54,4 +55,13 @@ func (s *timedStream) RecvMsg(m any) error {
 		s.once.Do(func() { s.done(time.Since(s.start)) })
 	}
 	return err
+}
+
+// percentile is the p-th percentile of ds, which it sorts: 0 for none.
+func percentile(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	return ds[min(len(ds)-1, len(ds)*p/100)]
 }

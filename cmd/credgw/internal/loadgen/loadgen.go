@@ -258,9 +258,7 @@ func Run(ctx context.Context, c Config, out io.Writer) error {
 	sort.Strings(methods)
 	for _, m := range methods {
 		ds := lat.d[m]
-		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-		p := func(q float64) time.Duration { return ds[min(len(ds)-1, int(q*float64(len(ds))))] }
-		fmt.Fprintf(out, "  %-40s n=%-6d p50 %-10s p99 %s\n", m, len(ds), p(0.50).Round(10*time.Microsecond), p(0.99).Round(10*time.Microsecond))
+		fmt.Fprintf(out, "  %-40s n=%-6d p50 %-10s p99 %s\n", m, len(ds), percentile(ds, 50).Round(10*time.Microsecond), percentile(ds, 99).Round(10*time.Microsecond))
 	}
 	if err := checkInvariants(ctx, out, tgt.cfg, delivered); err != nil {
 		return err

@@ -144,3 +144,30 @@ func TestSlowConnPhase(t *testing.T) {
 		t.Fatal("still held after the gate")
 	}
 }
+
+// TestPercentile: the p-th percentile is the value at index n*p/100 of
+// the sorted durations (the last for a short list), 0 for none.
+func TestPercentile(t *testing.T) {
+	ms := func(n int) []time.Duration {
+		ds := make([]time.Duration, n)
+		for i := range ds {
+			ds[i] = time.Duration(n-i) * time.Millisecond // reversed: percentile sorts
+		}
+		return ds
+	}
+	for _, c := range []struct {
+		n, p int
+		want time.Duration
+	}{
+		{0, 99, 0},
+		{1, 99, time.Millisecond},
+		{10, 99, 10 * time.Millisecond},
+		{100, 50, 51 * time.Millisecond},
+		{100, 99, 100 * time.Millisecond},
+		{750, 99, 743 * time.Millisecond},
+	} {
+		if got := percentile(ms(c.n), c.p); got != c.want {
+			t.Errorf("p%d of %d: %s, want %s", c.p, c.n, got, c.want)
+		}
+	}
+}

@@ -687,13 +687,10 @@ func (p *prober) run(ctx context.Context, d time.Duration) probeResult {
 		t := time.NewTicker(20 * time.Millisecond)
 		defer t.Stop()
 		for ; window.Err() == nil; <-t.C {
-			start := time.Now()
-			callCtx, cancelCall := context.WithTimeout(ctx, probeCallTimeout)
-			_, err := h.Check(callCtx, &healthpb.HealthCheckRequest{})
-			cancelCall()
+			took, err := timeCheck(ctx, h)
 			mu.Lock()
 			if err == nil {
-				checks = append(checks, time.Since(start))
+				checks = append(checks, took)
 			} else if ctx.Err() == nil {
 				res.fail("Check", err)
 			}
@@ -724,17 +721,10 @@ func (p *prober) run(ctx context.Context, d time.Duration) probeResult {
 		}
 	}()
 	wg.Wait()
-	p99 := func(ds []time.Duration) time.Duration {
-		if len(ds) == 0 {
-			return 0
-		}
-		slices.Sort(ds)
-		return ds[min(len(ds)-1, len(ds)*99/100)]
-	}
-	res.check, res.nCheck = p99(checks), len(checks)
+	res.check, res.nCheck = percentile(checks, 99), len(checks)
 	begin := lat.d["/credgw.v1.PIVAuth/BeginSession"]
-	res.begin, res.nBegin = p99(begin), len(begin)
-	res.complete = p99(lat.d["/credgw.v1.PIVAuth/CompleteSession"])
+	res.begin, res.nBegin = percentile(begin, 99), len(begin)
+	res.complete = percentile(lat.d["/credgw.v1.PIVAuth/CompleteSession"], 99)
 	return res
 }
 
