@@ -157,12 +157,13 @@ reader has started; the calls are timed for --duration while all the downloads
 are held open (the plateau); then every reader reads its package to the end
 at --rate bytes a second, with a small socket receive buffer, as a slow
 network does, each from a phase of its own within one piece's interval
-(--together: all in step, the worst case), and closes its connection: it holds nothing afterwards and
-starts no new download. Pacing Recv would slow nothing, since a package fits
-in the stream's flow-control window. --ramp plus --duration stays under 80s:
-the gateway closes a connection that acknowledges no keepalive ping for that
-long (60s quiet, 20s to answer). Readers come from 127.1.x.y, --per-source each, so the
-gateway's limits.max_conns_per_source stays at its default. Both processes
+(--together: all in step, the worst case), and closes its connection: it
+holds nothing afterwards and starts no new download. Pacing Recv would slow
+nothing, since a package fits in the stream's flow-control window. --ramp
+plus --duration stays under 80s: the gateway closes a connection that
+acknowledges no keepalive ping for that long (60s quiet, 20s to answer).
+Readers come from 127.1.x.y, --per-source each, so the gateway's
+limits.max_conns_per_source stays at its default. Both processes
 raise their open-file limit to the hard limit (ulimit -Hn): each reader holds
 one descriptor on each side.
 
