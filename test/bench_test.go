@@ -1,6 +1,7 @@
 package test
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,5 +24,45 @@ func TestBenchAgainstRunningGateway(t *testing.T) {
 	// A directory without a running gateway is a clear error.
 	if out := run(t, nil, false, credgwBin, "bench", "enroll", "--gateway-dir", filepath.Join(work, "nothing")); !strings.Contains(out, "credgw dev init") {
 		t.Errorf("no environment: %s", out)
+	}
+}
+
+// TestBenchSlow: `credgw bench slow` runs its own gateway, holds its
+// readers' downloads, lets them read to the end, and times the other
+// calls from a prober process of its own at normal priority while this
+// bench runs at idle priority (as root, as CI does; otherwise it must
+// refuse, saying what to do). A small run: what it measures is in
+// docs/deploy.md, "Capacity: slow downloads".
+func TestBenchSlow(t *testing.T) {
+	if os.Geteuid() != 0 {
+		out := run(t, nil, false, credgwBin, "bench", "slow", "--readers", "20", "--activations", "2", "--ramp", "2s", "--duration", "2s")
+		if !strings.Contains(out, "--readers-priority normal") {
+			t.Errorf("not root: %s", out)
+		}
+		return
+	}
+	out := run(t, nil, true, credgwBin, "bench", "slow", "--readers", "20", "--activations", "2", "--rate", "4KiB/s",
+		"--ramp", "2s", "--duration", "2s")
+	for _, want := range []string{
+		"runs at idle priority (SCHED_IDLE)",
+		"20 downloads open, 0 refused",
+		"readers: 20 downloads finished",
+		"0 refused or cut",
+		"gateway RSS under 512 MiB: true",
+		"(readers at idle priority): while held Check ",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("bench slow output lacks %q:\n%s", want, out)
+		}
+	}
+	// Every phase's prober answered, timed its sign-ins, and none failed.
+	if n := strings.Count(out, "CompleteSession p99"); n != 3 {
+		t.Errorf("%d prober results, want 3 (idle, held, reading):\n%s", n, out)
+	}
+	if strings.Contains(out, "unknown") || strings.Count(out, ", 0 failed;") != 3 {
+		t.Errorf("a prober failed or timed nothing:\n%s", out)
+	}
+	if out := run(t, nil, false, credgwBin, "bench", "slow", "--readers-priority", "low"); !strings.Contains(out, "idle or normal") {
+		t.Errorf("--readers-priority low: %s", out)
 	}
 }

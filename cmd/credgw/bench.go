@@ -103,39 +103,43 @@ enrollment.max_credential_sets times.`,
 	enrollCmd.Flags().IntVar(&newWork, "new-work", 0, "limits.new_work of the in-process gateway: how many sign-in challenges and new enrollments run at once while redemptions go first (0: half the CPUs; -1: no limit)")
 	enrollCmd.Flags().IntVar(&people, "people", 0, "simulated cards (people), made before the run (default 128, or 8 per worker if more)")
 	enrollCmd.Flags().BoolVar(&keepGoing, "keep-going", false, "exit 0 even if some enrollments failed (fault drills); the invariant check still decides")
-	cmd.AddCommand(enrollCmd, newBenchSlowCmd(), newBenchCheckProbeCmd())
+	cmd.AddCommand(enrollCmd, newBenchSlowCmd(), newBenchProbeCmd())
 	return cmd
 }
 
-// newBenchCheckProbeCmd is the Check prober bench slow runs as a process
-// of its own, apart from its readers (hidden: a part of bench slow).
-func newBenchCheckProbeCmd() *cobra.Command {
-	var gateway, caFile string
-	var d time.Duration
+// newBenchProbeCmd is the prober bench slow runs as a process of its
+// own, apart from its readers (hidden: a part of bench slow).
+func newBenchProbeCmd() *cobra.Command {
+	var c loadgen.ProbeConfig
 	cmd := &cobra.Command{
-		Use:    "check-probe --gateway HOST:PORT --ca-file FILE --duration D",
-		Short:  "Time Health/Check 50 times a second and print its p99 (run by bench slow)",
+		Use:    "probe --gateway HOST:PORT --ca-file FILE --duration D [--cards TOKEN,... --pin-file FILE]",
+		Short:  "Time Health/Check 50 times a second and a sign-in 4 times a second, and print their p99 (run by bench slow)",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if gateway == "" || caFile == "" {
+			if c.Gateway == "" || c.CAFile == "" {
 				return fmt.Errorf("--gateway and --ca-file are required")
 			}
-			if d <= 0 || d > 10*time.Minute {
-				return fmt.Errorf("--duration %s: up to 10m", d)
+			if c.Duration <= 0 || c.Duration > 10*time.Minute {
+				return fmt.Errorf("--duration %s: up to 10m", c.Duration)
 			}
-			return loadgen.ProbeCheck(cmd.Context(), gateway, caFile, d, cmd.OutOrStdout())
+			if len(c.Cards) > 0 && c.PINFile == "" {
+				return fmt.Errorf("--cards needs --pin-file")
+			}
+			return loadgen.Probe(cmd.Context(), c, cmd.OutOrStdout())
 		},
 	}
-	cmd.Flags().StringVar(&gateway, "gateway", "", "the gateway's gRPC address")
-	cmd.Flags().StringVar(&caFile, "ca-file", "", "the CA certificates that verify the gateway's TLS certificate")
-	cmd.Flags().DurationVar(&d, "duration", 10*time.Second, "how long to time Check")
+	cmd.Flags().StringVar(&c.Gateway, "gateway", "", "the gateway's gRPC address")
+	cmd.Flags().StringVar(&c.CAFile, "ca-file", "", "the CA certificates that verify the gateway's TLS certificate")
+	cmd.Flags().DurationVar(&c.Duration, "duration", 10*time.Second, "how long to time the calls")
+	cmd.Flags().StringSliceVar(&c.Cards, "cards", nil, "simulated cards (SoftHSM token labels, under SOFTHSM2_CONF) to sign in with in turn; none: Check only")
+	cmd.Flags().StringVar(&c.PINFile, "pin-file", "", "the file holding the cards' PIN")
 	return cmd
 }
 
 func newBenchSlowCmd() *cobra.Command {
 	var c loadgen.SlowConfig
-	var rate string
+	var rate, readersPriority string
 	cmd := &cobra.Command{
 		Use:   "slow --readers N --rate 1KiB/s --duration D [--gateway-dir DIR --gateway-pid PID]",
 		Short: "Many slow downloads: the gateway's memory and other calls' p99 meanwhile",
@@ -168,12 +172,19 @@ raise their open-file limit to the hard limit (ulimit -Hn): each reader holds
 one descriptor on each side.
 
 Reported: Health/Check (50/s) and BeginSession, CompleteSession (a sign-in 4/s)
-p99 idle, held and while the readers read, as this process sees them, as a
-Check prober in a process of its own sees them (apart from the readers'
-goroutines), and (from the gateway's request duration histogram) in the
-gateway's handlers; the CPU the gateway, this process and the kernel's DAMON
-monitor (kdamond, when it runs) used; the gateway's RSS, Go heap in use,
-go_goroutines and open descriptors, idle and peak.
+p99 idle, held and while the readers read, timed by a prober in a process of
+its own at normal priority, and (from the gateway's request duration
+histogram) in the gateway's handlers; the CPU the gateway, this process and
+the kernel's DAMON monitor (kdamond, when it runs) used; the gateway's RSS, Go
+heap in use, go_goroutines and open descriptors, idle and peak.
+
+The readers stand in for devices on networks of their own, but here they share
+the gateway's cores. With --readers-priority idle (the default) this process
+runs at the kernel's idle priority (SCHED_IDLE) once the set-up is done: the
+readers then take only CPU the gateway and the prober leave, so the p99s are
+the gateway's, as with devices elsewhere; the prober needs root (CAP_SYS_NICE)
+or ulimit -e 20 to return to normal priority. --readers-priority normal lets
+the readers compete with the gateway for the cores (this machine's p99s).
 
 Figures measured on 2 cores: docs/deploy.md, "Capacity: slow downloads".`,
 		Args: cobra.NoArgs,
@@ -207,6 +218,13 @@ Figures measured on 2 cores: docs/deploy.md, "Capacity: slow downloads".`,
 			if c.PerSource < 1 || c.Readers/c.PerSource > 250*250 {
 				return fmt.Errorf("--per-source %d: at least 1, and at most 62,500 addresses", c.PerSource)
 			}
+			switch readersPriority {
+			case "idle":
+				c.IdleReaders = true
+			case "normal":
+			default:
+				return fmt.Errorf("--readers-priority %q: idle or normal", readersPriority)
+			}
 			if c.GatewayPID != 0 && c.GatewayDir == "" {
 				return fmt.Errorf("--gateway-pid goes with --gateway-dir")
 			}
@@ -225,6 +243,7 @@ Figures measured on 2 cores: docs/deploy.md, "Capacity: slow downloads".`,
 	cmd.Flags().IntVar(&c.Activations, "activations", 0, "activations enrolled and redeemed once for the readers to resume (default: one per 10 readers)")
 	cmd.Flags().IntVar(&c.ReceiveBuffer, "receive-buffer", 0, "each reader's socket receive buffer in bytes (0: 4 KiB, so that the gateway's writes wait for the reader); one that holds a package (65536) is the control run: the same held connections with nothing left unsent; the kernel caps it at net.core.rmem_max")
 	cmd.Flags().BoolVar(&c.Together, "together", false, "after the gate, every reader reads its pieces in the same instant (a herd in step, the worst case); by default each reader has a phase of its own within one piece's interval")
+	cmd.Flags().StringVar(&readersPriority, "readers-priority", "idle", `this process's CPU priority once set up: "idle" (SCHED_IDLE: the readers take only CPU the gateway and the prober leave, as devices elsewhere) or "normal" (they compete with the gateway for the cores)`)
 	cmd.Flags().IntVar(&c.PerSource, "per-source", 200, "readers per source address (127.1.x.y); keep below the gateway's limits.max_conns_per_source")
 	cmd.Flags().StringVar(&c.GatewayDir, "gateway-dir", "", "run against the gateway already running from this development environment (credgw dev init --dir)")
 	cmd.Flags().IntVar(&c.GatewayPID, "gateway-pid", 0, "with --gateway-dir: the gateway's process id, for its VmRSS")

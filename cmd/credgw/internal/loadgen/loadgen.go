@@ -114,7 +114,7 @@ func Run(ctx context.Context, c Config, out io.Writer) error {
 		return err
 	}
 	cleanup = append(cleanup, func() { os.RemoveAll(work) })
-	cards, closeCards, err := makeCards(ctx, tgt, c.People)
+	cards, _, closeCards, err := makeCards(ctx, tgt, c.People, c.People)
 	if err != nil {
 		return err
 	}
@@ -302,15 +302,17 @@ func checkInvariants(ctx context.Context, out io.Writer, cfg *server.Config, del
 }
 
 // makeCards makes n simulated cards in the target's card issuer before a
-// run and holds them open, as a card sits in its reader: a run measures
-// the gateway, not SoftHSM scanning its slots for a token. closeCards
-// closes them and the module.
-func makeCards(ctx context.Context, tgt *target, n int) (cards []*heldCard, closeCards func(), err error) {
+// run and holds the first hold of them open, as a card sits in its
+// reader: a run measures the gateway, not SoftHSM scanning its slots for
+// a token. tokens names every card's token (pkcs11:token=NAME), for a
+// process of its own to open the others (the environment's SOFTHSM2_CONF
+// and PIN file). closeCards closes the held cards and the module.
+func makeCards(ctx context.Context, tgt *target, n, hold int) (cards []*heldCard, tokens []string, closeCards func(), err error) {
 	mod, err := tgt.env.OpenModule()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	cards = make([]*heldCard, n)
+	cards = make([]*heldCard, hold)
 	closeCards = func() {
 		for _, hc := range cards {
 			if hc != nil {
@@ -326,34 +328,38 @@ func makeCards(ctx context.Context, tgt *target, n int) (cards []*heldCard, clos
 	}()
 	pin, err := os.ReadFile(tgt.pinFile)
 	if err != nil {
-		return nil, nil, fmt.Errorf("bench: the card PIN: %w", err)
+		return nil, nil, nil, fmt.Errorf("bench: the card PIN: %w", err)
 	}
 	modPath, err := pkcs11.SoftHSMModule()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	run := strconv.FormatInt(time.Now().UnixNano(), 36) // new tokens each run: a label names one token
-	for i := range cards {
+	for i := range n {
 		name := fmt.Sprintf("bench-%s-%d", run, i)
 		if _, err := tgt.env.NewCard(ctx, mod, hsmsim.CardSpec{Name: name, PIN: []byte(strings.TrimSpace(string(pin))),
 			Key: pkcs11.ECP256, Email: fmt.Sprintf("bench%d@example.com", i)}); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
+		}
+		tokens = append(tokens, name)
+		if i >= hold {
+			continue
 		}
 		u, err := pkcs11.ParseURI("pkcs11:token=" + url.PathEscape(name))
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		u.PINSource = tgt.pinFile
 		card, err := piv.OpenCard(ctx, u, modPath)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if cards[i], err = newHeldCard(ctx, card); err != nil {
 			card.Close()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
-	return cards, closeCards, nil
+	return cards, tokens, closeCards, nil
 }
 
 // processCPU is the CPU time this process has used, user and system.

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/credgw/credgw/agent"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"golang.org/x/sys/unix"
 )
 
 // testPackage is a package as the gateway sends it, reduced to what the
@@ -68,29 +70,95 @@ func TestRunRefuses(t *testing.T) {
 	}
 }
 
-func TestParseOutsideCheck(t *testing.T) {
-	got := parseOutsideCheck("p99_us 2050 n 1499 failed 1\n")
-	if got.err != nil || got.p99 != 2050*time.Microsecond || got.n != 1499 || got.failed != 1 {
-		t.Fatalf("parsed %+v", got)
+// TestParseProbe: the prober's line reads back as written, and anything
+// else is an error, never a figure.
+func TestParseProbe(t *testing.T) {
+	want := probeResult{check: 2050 * time.Microsecond, nCheck: 1499, begin: 9 * time.Millisecond, complete: 3100 * time.Microsecond, nBegin: 119, failed: 1}
+	got, err := parseProbe(formatProbe(want) + "\n")
+	if err != nil || got != want {
+		t.Fatalf("parsed %+v, %v; want %+v", got, err, want)
 	}
-	for _, bad := range []string{"", "p99_us 1 n 2", "p99 1 n 2 failed 3", "p99_us x n 2 failed 3", "p99_us 1 n 2 failed 3 extra", "p99_us 0 n 0 failed 5"} {
-		if o := parseOutsideCheck(bad); o.err == nil {
-			t.Errorf("%q: parsed as %+v", bad, o)
-		}
-	}
-	ok := outsideCheck{p99: 2 * time.Millisecond, n: 10}
-	for _, c := range []struct {
-		held, idle outsideCheck
-		want       string
-	}{
-		{ok, outsideCheck{p99: time.Millisecond, n: 10}, "2.0x"},
-		{outsideCheck{err: errors.New("x")}, ok, "unknown"},
-		{ok, outsideCheck{err: errors.New("x")}, "unknown"},
+	for _, bad := range []string{
+		"",
+		"check_p99_us 1 check_n 2",
+		"p99_us 2050 n 1499 failed 1", // the old prober's line
+		"check_p99_us x check_n 2 begin_p99_us 3 complete_p99_us 4 begin_n 5 failed 6",
+		"check_p99_us 1 check_n 2 begin_p99_us 3 complete_p99_us 4 begin_n 5 failed 6 extra 7",
+		"check_n 2 check_p99_us 1 begin_p99_us 3 complete_p99_us 4 begin_n 5 failed 6",
+		"check_p99_us -1 check_n 2 begin_p99_us 3 complete_p99_us 4 begin_n 5 failed 6",
+		"check_p99_us 0 check_n 0 begin_p99_us 0 complete_p99_us 0 begin_n 0 failed 5",
 	} {
-		if got := outsideRatio(c.held, c.idle); got != c.want {
-			t.Errorf("outsideRatio(%+v, %+v) = %s, want %s", c.held, c.idle, got, c.want)
+		if r, err := parseProbe(bad); err == nil {
+			t.Errorf("%q: parsed as %+v", bad, r)
 		}
 	}
+	check := func(r probeResult) time.Duration { return r.check }
+	begin := func(r probeResult) time.Duration { return r.begin }
+	ok := outsideProbe{probeResult: probeResult{check: 2 * time.Millisecond, nCheck: 10}}
+	for _, c := range []struct {
+		a, b outsideProbe
+		p99  func(probeResult) time.Duration
+		want string
+	}{
+		{ok, outsideProbe{probeResult: probeResult{check: time.Millisecond, nCheck: 10}}, check, "2.0x"},
+		{outsideProbe{err: errors.New("x")}, ok, check, "unknown"},
+		{ok, outsideProbe{err: errors.New("x")}, check, "unknown"},
+		{ok, ok, begin, "unknown"}, // no sign-in timed
+	} {
+		if got := probeRatio(c.a, c.b, c.p99); got != c.want {
+			t.Errorf("probeRatio(%+v, %+v) = %s, want %s", c.a, c.b, got, c.want)
+		}
+	}
+}
+
+// TestIdlePriority: setPolicy puts every thread of the process at idle
+// priority, threads started afterwards inherit it, and leaveIdle brings
+// them all back (what the prober does when bench slow starts it).
+func TestIdlePriority(t *testing.T) {
+	if !mayLeaveIdle() {
+		t.Skip("needs root or RLIMIT_NICE 20 to return to normal priority")
+	}
+	policies := func() map[uint32]int {
+		tids, err := threads()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := map[uint32]int{}
+		for _, tid := range tids {
+			if a, err := unix.SchedGetAttr(tid, 0); err == nil {
+				n[a.Policy]++
+			}
+		}
+		return n
+	}
+	// Afterwards, normal whatever happened.
+	t.Cleanup(func() { setPolicy(unix.SCHED_NORMAL) })
+	if err := leaveIdle(); err != nil { // normal already: nothing to do
+		t.Fatal(err)
+	}
+	if err := setPolicy(unix.SCHED_IDLE); err != nil {
+		t.Fatal(err)
+	}
+	// A new thread, started by one at idle priority.
+	started := make(chan struct{})
+	release := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		close(started)
+		<-release
+	}()
+	<-started
+	if p := policies(); len(p) != 1 || p[unix.SCHED_IDLE] == 0 {
+		t.Errorf("after setPolicy(SCHED_IDLE): threads by policy %v, want all %d", p, unix.SCHED_IDLE)
+	}
+	if err := leaveIdle(); err != nil {
+		t.Fatal(err)
+	}
+	if p := policies(); len(p) != 1 || p[unix.SCHED_NORMAL] == 0 {
+		t.Errorf("after leaveIdle: threads by policy %v, want all %d", p, unix.SCHED_NORMAL)
+	}
+	close(release)
 }
 
 // TestSlowConnPhase: a slow connection delivers pieces of at most one

@@ -67,6 +67,10 @@ type SlowConfig struct {
 	// independent slow phones does: the gate, which releases them all in
 	// one instant, would otherwise keep them in step for the whole read.
 	Together bool
+	// IdleReaders runs this process, the readers, at the kernel's idle
+	// priority once the gateway and the cards are set up (sched.go), so
+	// that the prober's p99s are the gateway's and not the readers'.
+	IdleReaders bool
 	// GatewayDir, if set, is a development environment whose gateway is
 	// already running; GatewayPID is then its process (for its RSS; 0
 	// reads process_resident_memory_bytes from its /metrics). Otherwise
@@ -90,6 +94,9 @@ func RunSlow(ctx context.Context, c SlowConfig, out io.Writer) error {
 			cleanup[i]()
 		}
 	}()
+	if c.IdleReaders && !mayLeaveIdle() {
+		return errIdleNotAllowed // before any set-up
+	}
 	nofile, err := raiseNoFile()
 	if err != nil {
 		return err
@@ -115,12 +122,13 @@ func RunSlow(ctx context.Context, c SlowConfig, out io.Writer) error {
 		return fmt.Errorf("bench: --per-source %d is above the gateway's limits.max_conns_per_source %d", c.PerSource, tgt.cfg.Limits.MaxConnsPerSource)
 	}
 	people := (c.Activations + tgt.setsPerPerson - 1) / tgt.setsPerPerson
-	samplers := 8 // cards that time BeginSession
-	cards, closeCards, err := makeCards(ctx, tgt, people+samplers)
+	samplers := 8 // cards the prober signs in with, in its own process
+	cards, tokens, closeCards, err := makeCards(ctx, tgt, people+samplers, people)
 	if err != nil {
 		return err
 	}
 	defer closeCards()
+	samplerCards := tokens[people:]
 	roots, err := pivclient.LoadRoots(tgt.caFile)
 	if err != nil {
 		return err
@@ -136,22 +144,27 @@ func RunSlow(ctx context.Context, c SlowConfig, out io.Writer) error {
 	if tgt.cfg.Listen.Management == "" {
 		fmt.Fprintf(out, "  note: the gateway has no listen.management; its /metrics figures are left out\n")
 	}
-	probe := &prober{gateway: gw, roots: roots, cards: cards[people:]}
-	if err := probe.dial(); err != nil {
-		return err
-	}
-	defer probe.conn.Close()
 
 	if kd := kdamonds(); len(kd) > 0 {
 		fmt.Fprintf(out, "  note: the kernel's DAMON memory access monitor is running (kdamond, pid %v): its sampling takes a core in slices that lengthen with the memory mapped, and the p99s here rise with it; its CPU is reported below (docs/deploy.md, \"Capacity: slow downloads\")\n", kd)
 	}
+	priority := "normal priority, as the gateway (--readers-priority normal): the p99s include the readers' own CPU"
+	if c.IdleReaders {
+		if err := yieldCPU(); err != nil {
+			return err
+		}
+		priority = "idle priority (SCHED_IDLE): they take only CPU the gateway and the prober leave, as devices elsewhere would"
+	}
+	fmt.Fprintf(out, "  this process (the readers) runs at %s; the prober runs in a process of its own at normal priority\n", priority)
+	probe := func(d time.Duration) <-chan outsideProbe {
+		return startProbe(ctx, gw, tgt.caFile, samplerCards, tgt.pinFile, d)
+	}
 	settle := 5 * time.Second
-	var idle probeResult
+	var idle outsideProbe
 	idleCPU := startCPU(tgt.pid)
-	idleOut := startOutsideCheck(ctx, gw, tgt.caFile, 15*time.Second)
-	idleMem := watch(tgt.pid, metricsURL, func() { idle = probe.run(ctx, 15*time.Second) })
-	idleOutside := <-idleOut
-	fmt.Fprintf(out, "  idle: %s; %s; %s; %s\n", idle, idleOutside, idleCPU, idleMem)
+	idleOut := probe(15 * time.Second)
+	idleMem := watch(tgt.pid, metricsURL, func() { idle = <-idleOut })
+	fmt.Fprintf(out, "  idle: %s; %s; %s\n", idle, idleCPU, idleMem)
 
 	// Each reader opens one Redeem stream during the ramp, then its
 	// connection delivers nothing until the gate opens, once every reader
@@ -191,24 +204,23 @@ func RunSlow(ctx context.Context, c SlowConfig, out io.Writer) error {
 
 	atStart := rs.downloading.Load()
 	cpu, hist := startCPU(tgt.pid), readHandlerTimes(metricsURL)
-	var during probeResult
-	heldOut := startOutsideCheck(ctx, gw, tgt.caFile, c.Duration)
-	peak := watch(tgt.pid, metricsURL, func() { during = probe.run(ctx, c.Duration) })
+	var held outsideProbe
+	heldOut := probe(c.Duration)
+	peak := watch(tgt.pid, metricsURL, func() { held = <-heldOut })
 	atEnd := rs.downloading.Load()
-	heldOutside := <-heldOut
-	fmt.Fprintf(out, "  held (%s; downloads open %d then %d): %s; %s; %s; %s\n", c.Duration, atStart, atEnd, during, heldOutside, cpu, hist.since(metricsURL))
+	fmt.Fprintf(out, "  held (%s; downloads open %d then %d): %s; %s; %s\n", c.Duration, atStart, atEnd, held, cpu, hist.since(metricsURL))
 	fmt.Fprintf(out, "  gateway peak while held: %s\n", peak)
 
-	// The readers now read at c.Rate to the end, and close.
+	// The readers now read at c.Rate to the end, and close. The prober
+	// is started first: it opens its cards before its window.
+	cpu, hist = startCPU(tgt.pid), readHandlerTimes(metricsURL)
+	readingOut := probe(10 * time.Second)
 	close(rs.gate)
 	gateOpen := time.Now()
 	finished := make(chan struct{})
 	go func() { wg.Wait(); close(finished) }()
-	cpu, hist = startCPU(tgt.pid), readHandlerTimes(metricsURL)
-	readingOut := startOutsideCheck(ctx, gw, tgt.caFile, 10*time.Second)
-	reading := probe.run(ctx, 10*time.Second)
-	readingOutside := <-readingOut
-	readingCPU := readingOutside.String() + "; " + cpu.String() + "; " + hist.since(metricsURL)
+	reading := <-readingOut
+	readingCPU := cpu.String() + "; " + hist.since(metricsURL)
 	var peak2 gatewayMem
 	peak2.max(readGatewayMem(tgt.pid, metricsURL))
 	select {
@@ -227,9 +239,17 @@ func RunSlow(ctx context.Context, c SlowConfig, out io.Writer) error {
 	fmt.Fprintf(out, "  readers: %d downloads finished %s after the gate (%.1f MiB), %d refused or cut: %v\n",
 		rs.done.Load(), time.Since(gateOpen).Round(time.Second), float64(rs.bytes.Load())/(1<<20), rs.failed.Load(), rs.codes)
 	rs.mu.Unlock()
-	fmt.Fprintf(out, "  goals (issue 15): gateway RSS under 512 MiB: %v (peak %.0f MiB); other p99 at most 2x idle while held: Check %.1fx (from another process %s), BeginSession %.1fx; while they read (this process reads too, on the same cores): Check %.1fx (from another process %s), BeginSession %.1fx\n",
-		peak.rss < 512<<20, peak.rss/(1<<20), ratio(during.check, idle.check), outsideRatio(heldOutside, idleOutside), ratio(during.begin, idle.begin),
-		ratio(reading.check, idle.check), outsideRatio(readingOutside, idleOutside), ratio(reading.begin, idle.begin))
+	readers := "readers at idle priority"
+	if !c.IdleReaders {
+		readers = "readers at normal priority, on the same cores"
+	}
+	check := func(r probeResult) time.Duration { return r.check }
+	begin := func(r probeResult) time.Duration { return r.begin }
+	complete := func(r probeResult) time.Duration { return r.complete }
+	fmt.Fprintf(out, "  goals (issue 15): gateway RSS under 512 MiB: %v (peak %.0f MiB); other p99 at most 2x idle (%s): while held Check %s, BeginSession %s, CompleteSession %s; while they read Check %s, BeginSession %s, CompleteSession %s\n",
+		peak.rss < 512<<20, peak.rss/(1<<20), readers,
+		probeRatio(held, idle, check), probeRatio(held, idle, begin), probeRatio(held, idle, complete),
+		probeRatio(reading, idle, check), probeRatio(reading, idle, begin), probeRatio(reading, idle, complete))
 	return nil
 }
 
@@ -325,7 +345,7 @@ func (c cpuSince) String() string {
 			s += ", kdamond ? (it restarted)"
 		}
 	}
-	return s + " of one core (the Check prober's own process not counted)"
+	return s + " of one core (the prober's own process not counted)"
 }
 
 // kdamonds are the kernel's DAMON monitor threads running now (their
@@ -668,7 +688,8 @@ func (r *probeResult) fail(call string, err error) {
 	}
 }
 
-// run times Check 50 times a second and a sign-in 4 times a second for d.
+// run times Check 50 times a second and, if it has cards, a sign-in 4
+// times a second for d.
 func (p *prober) run(ctx context.Context, d time.Duration) probeResult {
 	// The window ends the loops, not the calls: a call it cut short
 	// would fail with the window's deadline (the gateway's copy of it
@@ -680,7 +701,7 @@ func (p *prober) run(ctx context.Context, d time.Duration) probeResult {
 	var checks []time.Duration
 	lat := &latencies{d: map[string][]time.Duration{}}
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		h := healthpb.NewHealthClient(p.conn)
@@ -697,7 +718,7 @@ func (p *prober) run(ctx context.Context, d time.Duration) probeResult {
 			mu.Unlock()
 		}
 	}()
-	go func() {
+	signIns := func() {
 		defer wg.Done()
 		t := time.NewTicker(250 * time.Millisecond)
 		defer t.Stop()
@@ -719,7 +740,11 @@ func (p *prober) run(ctx context.Context, d time.Duration) probeResult {
 			s.Close()
 			cancelCall()
 		}
-	}()
+	}
+	if len(p.cards) > 0 {
+		wg.Add(1)
+		go signIns()
+	}
 	wg.Wait()
 	res.check, res.nCheck = percentile(checks, 99), len(checks)
 	begin := lat.d["/credgw.v1.PIVAuth/BeginSession"]
