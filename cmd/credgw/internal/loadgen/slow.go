@@ -28,7 +28,6 @@ import (
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
@@ -641,116 +640,6 @@ func (c *slowConn) Read(p []byte) (int, error) {
 	}
 	c.next = c.next.Add(time.Duration(n) * time.Second / time.Duration(c.rate))
 	return n, err
-}
-
-// prober times other calls: Health/Check on a connection of its own, and
-// BeginSession (each followed by CompleteSession, so that no challenge
-// stays outstanding) on a new sign-in with one of its cards in turn.
-type prober struct {
-	gateway string
-	roots   *x509.CertPool
-	cards   []*heldCard
-	conn    *grpc.ClientConn
-}
-
-func (p *prober) dial() error {
-	host, _, _ := net.SplitHostPort(p.gateway)
-	var err error
-	p.conn, err = grpc.NewClient(p.gateway, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: p.roots, ServerName: host, MinVersion: tls.VersionTLS12})))
-	return err
-}
-
-// probeResult is the p99 of the calls timed.
-type probeResult struct {
-	check, begin, complete time.Duration
-	nCheck, nBegin         int
-	failed                 int
-	firstFailure           string // the first failed call's error
-}
-
-func (r probeResult) String() string {
-	s := fmt.Sprintf("Check p99 %s (n=%d), BeginSession p99 %s, CompleteSession p99 %s (n=%d), %d failed",
-		r.check.Round(10*time.Microsecond), r.nCheck, r.begin.Round(10*time.Microsecond), r.complete.Round(10*time.Microsecond), r.nBegin, r.failed)
-	if r.failed > 0 {
-		s += " [first: " + r.firstFailure + "]"
-	}
-	return s
-}
-
-// probeCallTimeout bounds one timed call: long enough that only a
-// gateway that does not answer makes it fail.
-const probeCallTimeout = 30 * time.Second
-
-// fail counts a failed call and keeps the first one's error.
-func (r *probeResult) fail(call string, err error) {
-	if r.failed++; r.failed == 1 {
-		r.firstFailure = call + ": " + err.Error()
-	}
-}
-
-// run times Check 50 times a second and, if it has cards, a sign-in 4
-// times a second for d.
-func (p *prober) run(ctx context.Context, d time.Duration) probeResult {
-	// The window ends the loops, not the calls: a call it cut short
-	// would fail with the window's deadline (the gateway's copy of it
-	// fires first) and count as a failure of the gateway.
-	window, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	var res probeResult
-	var mu sync.Mutex
-	var checks []time.Duration
-	lat := &latencies{d: map[string][]time.Duration{}}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		h := healthpb.NewHealthClient(p.conn)
-		t := time.NewTicker(20 * time.Millisecond)
-		defer t.Stop()
-		for ; window.Err() == nil; <-t.C {
-			took, err := timeCheck(ctx, h)
-			mu.Lock()
-			if err == nil {
-				checks = append(checks, took)
-			} else if ctx.Err() == nil {
-				res.fail("Check", err)
-			}
-			mu.Unlock()
-		}
-	}()
-	signIns := func() {
-		defer wg.Done()
-		t := time.NewTicker(250 * time.Millisecond)
-		defer t.Stop()
-		for i := 0; window.Err() == nil; i++ {
-			if i > 0 {
-				<-t.C
-			}
-			callCtx, cancelCall := context.WithTimeout(ctx, probeCallTimeout)
-			s, err := pivclient.SignIn(callCtx, pivclient.Options{Gateway: p.gateway, Roots: p.roots, Card: p.cards[i%len(p.cards)], DialOptions: lat.dialOptions()})
-			if err != nil {
-				cancelCall()
-				if ctx.Err() == nil {
-					mu.Lock()
-					res.fail("sign-in", err)
-					mu.Unlock()
-				}
-				continue
-			}
-			s.Close()
-			cancelCall()
-		}
-	}
-	if len(p.cards) > 0 {
-		wg.Add(1)
-		go signIns()
-	}
-	wg.Wait()
-	res.check, res.nCheck = percentile(checks, 99), len(checks)
-	begin := lat.d["/credgw.v1.PIVAuth/BeginSession"]
-	res.begin, res.nBegin = percentile(begin, 99), len(begin)
-	res.complete = percentile(lat.d["/credgw.v1.PIVAuth/CompleteSession"], 99)
-	return res
 }
 
 // gatewayMem is what the gateway holds.
