@@ -161,11 +161,13 @@ reader has started; the calls are timed for --duration while all the downloads
 are held open (the plateau); then every reader reads its package to the end
 at --rate bytes a second, with a small socket receive buffer, as a slow
 network does, each from a phase of its own within one piece's interval
-(--together: all in step, the worst case), and closes its connection: it
-holds nothing afterwards and starts no new download. Pacing Recv would slow
-nothing, since a package fits in the stream's flow-control window. --ramp
-plus --duration stays under 80s: the gateway closes a connection that
-acknowledges no keepalive ping for that long (60s quiet, 20s to answer).
+(--together: all in step, the worst case; --spread D: within D, so that they
+do not all finish and close in the same second), and closes its connection:
+it holds nothing afterwards and starts no new download. Pacing Recv would
+slow nothing, since a package fits in the stream's flow-control window.
+--ramp plus --duration plus --spread stays under 80s: the gateway closes a
+connection that acknowledges no keepalive ping for that long (60s quiet, 20s
+to answer).
 Readers come from 127.1.x.y, --per-source each, so the gateway's
 limits.max_conns_per_source stays at its default. Both processes
 raise their open-file limit to the hard limit (ulimit -Hn): each reader holds
@@ -203,8 +205,14 @@ Figures measured on 2 cores: docs/deploy.md, "Capacity: slow downloads".`,
 			if c.Ramp <= 0 || c.Ramp > 10*time.Minute {
 				return fmt.Errorf("--ramp %s: up to 10m", c.Ramp)
 			}
-			if c.Ramp+c.Duration >= 80*time.Second {
-				return fmt.Errorf("--ramp %s plus --duration %s: under 80s, or the gateway's keepalive closes the first readers' connections", c.Ramp, c.Duration)
+			if c.Spread < 0 || c.Spread > time.Minute {
+				return fmt.Errorf("--spread %s: 0 to 1m", c.Spread)
+			}
+			if c.Spread > 0 && c.Together {
+				return fmt.Errorf("--spread and --together: one or the other")
+			}
+			if c.Ramp+c.Duration+c.Spread >= 80*time.Second {
+				return fmt.Errorf("--ramp %s plus --duration %s plus --spread %s: under 80s, or the gateway's keepalive closes the first readers' connections", c.Ramp, c.Duration, c.Spread)
 			}
 			if c.Activations == 0 {
 				c.Activations = max(1, c.Readers/10)
@@ -242,6 +250,7 @@ Figures measured on 2 cores: docs/deploy.md, "Capacity: slow downloads".`,
 	cmd.Flags().DurationVar(&c.Ramp, "ramp", 30*time.Second, "how long starting the readers takes")
 	cmd.Flags().IntVar(&c.Activations, "activations", 0, "activations enrolled and redeemed once for the readers to resume (default: one per 10 readers)")
 	cmd.Flags().IntVar(&c.ReceiveBuffer, "receive-buffer", 0, "each reader's socket receive buffer in bytes (0: 4 KiB, so that the gateway's writes wait for the reader); one that holds a package (65536) is the control run: the same held connections with nothing left unsent; the kernel caps it at net.core.rmem_max")
+	cmd.Flags().DurationVar(&c.Spread, "spread", 0, "after the gate, each reader starts reading at a random instant within this (0: within one piece's interval); as long as one download takes (8s for a 7.5 KiB package at 1 KiB/s), the readers close at a steady population's rate instead of all in the same second")
 	cmd.Flags().BoolVar(&c.Together, "together", false, "after the gate, every reader reads its pieces in the same instant (a herd in step, the worst case); by default each reader has a phase of its own within one piece's interval")
 	cmd.Flags().StringVar(&readersPriority, "readers-priority", "idle", `this process's CPU priority once set up: "idle" (SCHED_IDLE: the readers take only CPU the gateway and the prober leave, as devices elsewhere) or "normal" (they compete with the gateway for the cores)`)
 	cmd.Flags().IntVar(&c.PerSource, "per-source", 200, "readers per source address (127.1.x.y); keep below the gateway's limits.max_conns_per_source")

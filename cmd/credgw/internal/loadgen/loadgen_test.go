@@ -164,6 +164,36 @@ func TestIdlePriority(t *testing.T) {
 // TestSlowConnPhase: a slow connection delivers pieces of at most one
 // segment or one second of its rate, holds everything until the gate
 // opens, and then waits its phase before its first piece.
+// TestReadersPhase: in step, no phase; by default, within one piece's
+// interval; with a spread, within the spread, and beyond the interval.
+func TestReadersPhase(t *testing.T) {
+	const interval = time.Second
+	for _, c := range []struct {
+		together bool
+		spread   time.Duration
+		within   time.Duration // every phase is below it
+		beyond   bool          // some phase passes the interval
+	}{
+		{true, 0, 1, false},
+		{false, 0, interval, false},
+		{false, 8 * time.Second, 8 * time.Second, true},
+		{false, interval / 2, interval, false}, // the interval wins
+	} {
+		r := &readers{together: c.together, spread: c.spread}
+		beyond := false
+		for range 1000 {
+			p := r.phase(interval)
+			if p < 0 || p >= c.within {
+				t.Fatalf("together %v, spread %s: phase %s, want in [0, %s)", c.together, c.spread, p, c.within)
+			}
+			beyond = beyond || p >= interval
+		}
+		if beyond != c.beyond {
+			t.Errorf("together %v, spread %s: a phase beyond the interval: %v, want %v", c.together, c.spread, beyond, c.beyond)
+		}
+	}
+}
+
 func TestSlowConnPhase(t *testing.T) {
 	for _, c := range []struct {
 		rate     int

@@ -66,6 +66,13 @@ type SlowConfig struct {
 	// independent slow phones does: the gate, which releases them all in
 	// one instant, would otherwise keep them in step for the whole read.
 	Together bool
+	// Spread, if set, is how long after the gate the readers start
+	// reading: each at a random instant within it instead of within one
+	// piece's interval. As long as one download takes, it makes the
+	// readers finish and close at the rate of a steady population of
+	// Readers downloads of that length (Readers/Spread a second), not
+	// all in the same second.
+	Spread time.Duration
 	// IdleReaders runs this process, the readers, at the kernel's idle
 	// priority once the gateway and the cards are set up (sched.go), so
 	// that the prober's p99s are the gateway's and not the readers'.
@@ -172,7 +179,7 @@ func RunSlow(ctx context.Context, c SlowConfig, out io.Writer) error {
 	// held at once, without the cost of starting them (the ramp) mixed in.
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	rs := &readers{rate: c.Rate, rcvbuf: c.ReceiveBuffer, together: c.Together, roots: roots, codes: map[string]int{}, gate: make(chan struct{})}
+	rs := &readers{rate: c.Rate, rcvbuf: c.ReceiveBuffer, together: c.Together, spread: c.Spread, roots: roots, codes: map[string]int{}, gate: make(chan struct{})}
 	if rs.rcvbuf == 0 {
 		rs.rcvbuf = 4 << 10
 	}
@@ -213,7 +220,8 @@ func RunSlow(ctx context.Context, c SlowConfig, out io.Writer) error {
 	// The readers now read at c.Rate to the end, and close. The prober
 	// is started first: it opens its cards before its window.
 	cpu, hist = startCPU(tgt.pid), readHandlerTimes(metricsURL)
-	readingOut := probe(10 * time.Second)
+	readingWindow := 10*time.Second + c.Spread
+	readingOut := probe(readingWindow)
 	close(rs.gate)
 	gateOpen := time.Now()
 	finished := make(chan struct{})
@@ -232,8 +240,10 @@ func RunSlow(ctx context.Context, c SlowConfig, out io.Writer) error {
 	phases := "each reader at a phase of its own"
 	if c.Together {
 		phases = "every reader in step"
+	} else if c.Spread > 0 {
+		phases = fmt.Sprintf("each reader starting within %s of the gate", c.Spread)
 	}
-	fmt.Fprintf(out, "  reading at %d B/s, %s (first 10s after the gate): %s; %s; %s\n", c.Rate, phases, reading, readingCPU, peak2)
+	fmt.Fprintf(out, "  reading at %d B/s, %s (first %s after the gate): %s; %s; %s\n", c.Rate, phases, readingWindow, reading, readingCPU, peak2)
 	rs.mu.Lock()
 	fmt.Fprintf(out, "  readers: %d downloads finished %s after the gate (%.1f MiB), %d refused or cut: %v\n",
 		rs.done.Load(), time.Since(gateOpen).Round(time.Second), float64(rs.bytes.Load())/(1<<20), rs.failed.Load(), rs.codes)
@@ -501,6 +511,7 @@ type readers struct {
 	rate     int
 	rcvbuf   int
 	together bool
+	spread   time.Duration // see SlowConfig.Spread
 	roots    *x509.CertPool
 
 	downloading  atomic.Int64 // readers in a Redeem call
@@ -510,6 +521,16 @@ type readers struct {
 	bytes        atomic.Int64
 	mu           sync.Mutex
 	codes        map[string]int
+}
+
+// phase is how long after the gate a reader whose pieces come every
+// interval waits before its first: none when together, else a random
+// time within the interval or within spread if that is longer.
+func (r *readers) phase(interval time.Duration) time.Duration {
+	if r.together {
+		return 0
+	}
+	return rand.N(max(interval, r.spread))
 }
 
 // run is one reader: it opens one Redeem stream for a's stored package
@@ -533,9 +554,7 @@ func (r *readers) run(ctx context.Context, gateway string, src net.IP, a slowAct
 				return nil, err
 			}
 			sc = &slowConn{Conn: c, rate: r.rate, gate: r.gate}
-			if !r.together {
-				sc.phase = rand.N(sc.interval())
-			}
+			sc.phase = r.phase(sc.interval())
 			return sc, nil
 		}),
 		// The bench holds thousands of connections: small buffers on
