@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/credgw/credgw/pkcs11"
 	"github.com/credgw/credgw/store"
 )
 
@@ -331,6 +332,15 @@ func (e *Escrow) Certified(ctx context.Context, keyID, serial string, notAfter t
 func (e *Escrow) unseal(ctx context.Context, r store.EscrowKey) (*EscrowedKey, error) {
 	der, err := e.kek.Open(ctx, r.Sealed, escrowAAD(r.ID, r.PersonID))
 	if err != nil {
+		// An HSM that is gone, or a call given up, says nothing about the
+		// key: the caller answers Unavailable (or the context's error)
+		// and the device asks again.
+		if errors.Is(err, pkcs11.ErrTokenUnavailable) {
+			return nil, fmt.Errorf("issuance: unsealing escrowed key %s: %w", r.ID, err)
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("issuance: unsealing escrowed key %s: %w (%v)", r.ID, ctx.Err(), err)
+		}
 		return nil, fmt.Errorf("%w: key %s: %v", ErrEscrowUnreadable, r.ID, err)
 	}
 	k, err := x509.ParsePKCS8PrivateKey(der)

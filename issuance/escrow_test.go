@@ -248,3 +248,64 @@ func TestEscrowPoolSurvivesFailures(t *testing.T) {
 	<-waiting
 	e.Close()
 }
+
+// outageKEK is a KEK whose HSM went away after the keys were sealed.
+type outageKEK struct {
+	KEK
+	down atomic.Bool
+}
+
+func (k *outageKEK) Open(ctx context.Context, sealed, aad []byte) ([]byte, error) {
+	if k.down.Load() {
+		return nil, &pkcs11.UnavailableError{Op: "escrow KEK", Reason: "token not present", Err: errors.New("CKR_TOKEN_NOT_PRESENT")}
+	}
+	return k.KEK.Open(ctx, sealed, aad)
+}
+
+// TestUnsealKeepsHSMOutage: an escrowed key that cannot be unsealed because
+// the HSM is gone is an HSM outage (the gateway answers Unavailable and
+// the device retries), not an unreadable key; a key that does not open is
+// unreadable and nothing else.
+func TestUnsealKeepsHSMOutage(t *testing.T) {
+	ctx := context.Background()
+	fk, err := NewFileKEK(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kek := &outageKEK{KEK: fk}
+	e, err := NewEscrow(EscrowConfig{KEK: kek, Store: testStore, KeyType: EscrowP256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	const person = "unseal-outage@example.com"
+	k, err := e.NewKey(ctx, person)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	kek.down.Store(true)
+	_, err = e.Key(ctx, k.ID, person)
+	var hsm *pkcs11.UnavailableError
+	if !errors.As(err, &hsm) || !errors.Is(err, pkcs11.ErrTokenUnavailable) {
+		t.Errorf("unseal with the HSM gone: %v, want a *pkcs11.UnavailableError", err)
+	}
+	if errors.Is(err, ErrEscrowUnreadable) {
+		t.Errorf("unseal with the HSM gone reads as an unreadable key: %v", err)
+	}
+
+	kek.down.Store(false)
+	other, err := NewFileKEK(bytes.Repeat([]byte{1}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong, err := NewEscrow(EscrowConfig{KEK: other, Store: testStore, KeyType: EscrowP256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wrong.Close()
+	_, err = wrong.Key(ctx, k.ID, person)
+	if !errors.Is(err, ErrEscrowUnreadable) || errors.Is(err, pkcs11.ErrTokenUnavailable) {
+		t.Errorf("unseal under another KEK: %v, want ErrEscrowUnreadable only", err)
+	}
+}
