@@ -3,6 +3,8 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,8 +60,9 @@ func removeCAToken(t *testing.T) (restore func()) {
 
 // TestCATokenOutage: with the CA's token gone, CreateEnrollment (which
 // escrows a key under the HSM's KEK) and Redeem (which signs with the CA
-// key) answer Unavailable with a message saying what to check; once the
-// token is back both succeed, without a restart.
+// key) answer Unavailable with a message saying what to check, and the
+// portal's enrollment a 503 page that says the same; once the token is
+// back they succeed, without a restart.
 func TestCATokenOutage(t *testing.T) {
 	c := newCard(t, hsmsim.CardSpec{Email: "holder@example.com"})
 	before := enrollWith(t, c) // to redeem during the outage
@@ -71,6 +74,16 @@ func TestCATokenOutage(t *testing.T) {
 	ec := credgwv1.NewEnrollmentClient(conn)
 	rc := credgwv1.NewRedemptionClient(dial(t))
 	ctx := context.Background()
+	cert := c.tlsCert()
+	b := newBrowser(t, &cert)
+	if in := b.do("GET", "/signin", nil); in.code != http.StatusSeeOther {
+		t.Fatalf("portal sign-in: %d %s", in.code, in.body)
+	}
+	portalEnroll := func() pageResp {
+		t.Helper()
+		csrf := match(t, csrfRe, b.do("GET", "/enroll", nil).body)
+		return b.do("POST", "/enroll", url.Values{"csrf": {csrf}, "name": {"Portal outage"}})
+	}
 
 	restore := removeCAToken(t)
 	wantHSMUnavailable := func(what string, err error) {
@@ -90,6 +103,11 @@ func TestCATokenOutage(t *testing.T) {
 		wantHSMUnavailable("CreateEnrollment", err)
 		_, err = readStream(ctx, rc, redeemRequest(t, before, before.resp.GetPassword()), 0)
 		wantHSMUnavailable("Redeem", err)
+		page := portalEnroll()
+		if page.code != http.StatusServiceUnavailable || !strings.Contains(page.body, "HSM") ||
+			strings.Contains(page.body, `id="password"`) {
+			t.Fatalf("portal enrollment with the CA token gone: %d, want 503 naming the HSM\n%s", page.code, page.body)
+		}
 	}
 
 	restore()
@@ -98,6 +116,11 @@ func TestCATokenOutage(t *testing.T) {
 		t.Fatalf("CreateEnrollment after the token came back: %v", err)
 	}
 	rememberSecret([]byte(en.GetPassword()))
+	if page := portalEnroll(); page.code != http.StatusOK || !strings.Contains(page.body, `id="password"`) {
+		t.Fatalf("portal enrollment after the token came back: %d\n%s", page.code, page.body)
+	} else {
+		rememberSecret([]byte(match(t, passwordRe, page.body)))
+	}
 	d, err := readStream(ctx, rc, redeemRequest(t, before, before.resp.GetPassword()), 0)
 	if err != nil {
 		t.Fatalf("Redeem after the token came back: %v", err)

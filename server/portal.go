@@ -17,6 +17,7 @@ import (
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/piv"
 	"github.com/credgw/credgw/piv/session"
+	"github.com/credgw/credgw/pkcs11"
 	"github.com/credgw/credgw/portal"
 	"github.com/credgw/credgw/store"
 	"google.golang.org/grpc/codes"
@@ -175,9 +176,20 @@ func (b portalBackend) Explain(err error) (string, string, int) {
 		return "Please check the form", strings.TrimPrefix(err.Error(), "activation: invalid request: "), http.StatusBadRequest
 	case errors.Is(err, activation.ErrNotYours):
 		return "No such credential", "It may have been revoked already.", http.StatusNotFound
+	case errors.Is(err, pkcs11.ErrTokenUnavailable):
+		// The operator's log says which token and why; the person can
+		// only wait (the gateway reconnects on its own).
+		b.s.log.Warn("portal: the HSM is unavailable", "cause", err.Error())
+		return "Enrollment is unavailable right now", "The credential service cannot reach its HSM. Try again in a few minutes; if it lasts, contact your help desk.", http.StatusServiceUnavailable
+	case errors.Is(err, store.ErrUnavailable):
+		b.s.log.Warn("portal: the database is unavailable", "cause", err.Error())
+		return "Enrollment is unavailable right now", "The credential service cannot reach its database. Try again in a few minutes; if it lasts, contact your help desk.", http.StatusServiceUnavailable
 	}
 	if st, ok := status.FromError(err); ok && st.Code() == codes.ResourceExhausted {
 		return "Too many sign-ins with this card", "Wait a minute, then sign in again.", http.StatusTooManyRequests
+	}
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable {
+		return "Enrollment is unavailable right now", st.Message(), http.StatusServiceUnavailable
 	}
 	if st, ok := status.FromError(err); ok && st.Code() == codes.FailedPrecondition {
 		return "Enrollment is not available", st.Message(), http.StatusServiceUnavailable
