@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -28,14 +30,19 @@ func (e *InUseError) Error() string {
 		"for replicas use PostgreSQL (store.driver: postgres)", e.Path, pid)
 }
 
-// lockSQLite takes an exclusive, non-blocking flock on path+".lock" (0600)
-// and writes this process's id into it. The lock lives as long as the
+// lockSQLite takes an exclusive, non-blocking flock on the database's
+// lock file (0600), beside the file the path resolves to (sqliteFile), and
+// writes this process's id into it. The lock lives as long as the
 // returned file is open: closing it, or the process ending, releases it.
 // flock locks belong to the open file description, so two opens conflict
 // even within one process. The file itself stays: removing it could let
 // two processes lock two different files of the same name.
 func lockSQLite(path string) (*os.File, error) {
-	name := path + ".lock"
+	file, err := sqliteFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("store: sqlite: lock: %w", err)
+	}
+	name := file + ".lock"
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("store: sqlite: lock: %w", err)
@@ -52,4 +59,47 @@ func lockSQLite(path string) (*os.File, error) {
 		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	return f, nil
+}
+
+// maxSymlinks bounds sqliteFile's walk, as the kernel bounds its own
+// (ELOOP after 40 on Linux).
+const maxSymlinks = 40
+
+// sqliteFile is the name the database file at path has once every symlink
+// is resolved, the file's own included: two configurations that reach one
+// file through different names lock one lock file. The file need not exist
+// yet (OpenSQLite locks before it creates it): a symlink to a missing file
+// resolves to the file it will create. Hard links cannot be resolved from a
+// name, and nothing cheap finds the other names of an inode; two gateways
+// on two hard links of one database are not refused. (Neither is the
+// database locked itself: closing any descriptor of it drops the POSIX
+// locks SQLite holds on it in this process.)
+func sqliteFile(path string) (string, error) {
+	name, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	for range maxSymlinks {
+		dir, err := filepath.EvalSymlinks(filepath.Dir(name))
+		if err != nil {
+			return "", err
+		}
+		name = filepath.Join(dir, filepath.Base(name))
+		fi, err := os.Lstat(name)
+		if errors.Is(err, fs.ErrNotExist) || err == nil && fi.Mode()&fs.ModeSymlink == 0 {
+			return name, nil
+		}
+		if err != nil {
+			return "", err
+		}
+		target, err := os.Readlink(name)
+		if err != nil {
+			return "", err
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(dir, target)
+		}
+		name = target
+	}
+	return "", fmt.Errorf("%s: more than %d symlinks", path, maxSymlinks)
 }

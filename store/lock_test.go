@@ -95,3 +95,90 @@ func TestSQLiteReadOnlyRefuses(t *testing.T) {
 		t.Errorf("the refusal %q does not say how to migrate", err)
 	}
 }
+
+// TestSQLiteInUseThroughOtherNames: the lock follows the database file, not
+// the name a configuration gives it: a second store that reaches the same
+// file through a symlink, a symlinked directory or a path with ".." is
+// refused with the InUseError, whichever name opened it first, even a
+// symlink made before the file existed.
+func TestSQLiteInUseThroughOtherNames(t *testing.T) {
+	tests := []struct {
+		name string
+		// paths makes the database's directory and returns the names the
+		// first and the second store open.
+		paths func(t *testing.T, dir string) (first, second string)
+	}{
+		{"symlink to the file", func(t *testing.T, dir string) (string, string) {
+			db := filepath.Join(dir, "credgw.db")
+			link := filepath.Join(dir, "link.db")
+			symlink(t, "credgw.db", link)
+			return db, link
+		}},
+		{"symlinked directory", func(t *testing.T, dir string) (string, string) {
+			real := filepath.Join(dir, "data")
+			mkdir(t, real)
+			symlink(t, real, filepath.Join(dir, "alias"))
+			return filepath.Join(real, "credgw.db"), filepath.Join(dir, "alias", "credgw.db")
+		}},
+		{"path with ..", func(t *testing.T, dir string) (string, string) {
+			mkdir(t, filepath.Join(dir, "data"))
+			mkdir(t, filepath.Join(dir, "other"))
+			return filepath.Join(dir, "data", "credgw.db"), dir + "/other/../data/credgw.db"
+		}},
+		{"first through a symlink made before the database", func(t *testing.T, dir string) (string, string) {
+			db := filepath.Join(dir, "credgw.db")
+			link := filepath.Join(dir, "link.db")
+			symlink(t, db, link)
+			return link, db
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			firstPath, secondPath := tt.paths(t, t.TempDir())
+			first, err := OpenSQLite(ctx, firstPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer first.Close()
+			// The WAL is beside the file SQLite resolves the name to; the
+			// store measures that one, whatever name it was given.
+			now := time.Now()
+			if err := first.CreateChallenge(ctx, Challenge{SessionID: "wal", Challenge: make([]byte, 4096), GatewayID: "g",
+				CreatedAt: now, ExpiresAt: now.Add(time.Minute)}); err != nil {
+				t.Fatal(err)
+			}
+			if first.WALBytes() == 0 {
+				t.Errorf("the store opened as %s sees no WAL after a write", firstPath)
+			}
+			second, err := OpenSQLite(ctx, secondPath)
+			if err == nil {
+				second.Close()
+				t.Fatalf("%s opened while %s holds the same database", secondPath, firstPath)
+			}
+			var inUse *InUseError
+			if !errors.As(err, &inUse) {
+				t.Fatalf("second open: %v, want an InUseError", err)
+			}
+			for _, want := range []string{secondPath, fmt.Sprintf("pid %d", os.Getpid()), "store.driver: postgres"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("the refusal %q does not say %q", err, want)
+				}
+			}
+		})
+	}
+}
+
+func symlink(t *testing.T, target, name string) {
+	t.Helper()
+	if err := os.Symlink(target, name); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mkdir(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -79,6 +79,12 @@ func OpenSQLite(ctx context.Context, path string, opts ...SQLiteOption) (*SQLite
 	if err != nil {
 		return nil, err
 	}
+	// SQLite keeps the WAL beside the file the name resolves to.
+	file, err := sqliteFile(path)
+	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("store: sqlite: %w", err)
+	}
 	// The file may hold PIV certificates and, later, escrow material.
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
@@ -105,7 +111,7 @@ func OpenSQLite(ctx context.Context, path string, opts ...SQLiteOption) (*SQLite
 		return nil, fmt.Errorf("store: sqlite: %w", err)
 	}
 	ck.SetMaxOpenConns(1)
-	s := &DB{w: newConn(w, true, "sqlite"), r: newConn(r, true, "sqlite"), dialect: "sqlite", ckpt: newCheckpointer(ck, w, path+"-wal", trigger), lock: lock, path: path}
+	s := &DB{w: newConn(w, true, "sqlite"), r: newConn(r, true, "sqlite"), dialect: "sqlite", ckpt: newCheckpointer(ck, w, file+"-wal", trigger), lock: lock, path: path}
 	s.w.beforeWrite = s.ckpt.beforeWrite
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
