@@ -3,10 +3,12 @@ package activation
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/credgw/credgw/issuance"
+	"github.com/credgw/credgw/pkcs11"
 	"github.com/credgw/credgw/store"
 )
 
@@ -141,5 +143,96 @@ func TestReleaseAllAtStart(t *testing.T) {
 	}
 	if _, err := h.svc.Redeem(ctx, e.request(t), nil); err != nil {
 		t.Fatalf("after the release: %v", err)
+	}
+}
+
+// lostIssuer certifies the escrowed key, then fails while lose is set, as
+// a connection to the CA lost after it signed would.
+type lostIssuer struct {
+	issuance.Issuer
+	lose atomic.Bool
+}
+
+func (l *lostIssuer) Issue(ctx context.Context, req issuance.Request) (*issuance.Issued, error) {
+	got, err := l.Issuer.Issue(ctx, req)
+	if err == nil && req.Profile == issuance.KeyManagement && l.lose.Load() {
+		return nil, errors.New("the connection to the CA dropped")
+	}
+	return got, err
+}
+
+// downKEK is a KEK in an HSM that is gone while down is set.
+type downKEK struct {
+	issuance.KEK
+	down atomic.Bool
+}
+
+func (k *downKEK) Seal(ctx context.Context, plaintext, aad []byte) ([]byte, error) {
+	if k.down.Load() {
+		return nil, &pkcs11.UnavailableError{Op: "escrow KEK", Reason: "token not present", Err: errors.New("CKR_TOKEN_NOT_PRESENT")}
+	}
+	return k.KEK.Seal(ctx, plaintext, aad)
+}
+
+// TestGiveBackWithoutNewKey: an issuance that failed after the escrowed key
+// was certified, while the escrow could not make the set a new key (its
+// HSM gone), is not given back with the certified key, which no retry
+// could ever use; its claim lapses instead, and once the escrow works the
+// lease keeper releases it with a new key and the device's retry redeems
+// the code.
+func TestGiveBackWithoutNewKey(t *testing.T) {
+	ctx := context.Background()
+	lost := &lostIssuer{}
+	kek := &downKEK{}
+	h := newHarness(t, func(c *Config) {
+		lost.Issuer = c.Issuer
+		c.Issuer = lost
+		fk, err := issuance.NewFileKEK(make([]byte, 32))
+		if err != nil {
+			t.Fatal(err)
+		}
+		kek.KEK = fk
+		esc, err := issuance.NewEscrow(issuance.EscrowConfig{KEK: kek, KEKID: "down", Store: c.Store, KeyType: issuance.EscrowP256, Now: c.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(esc.Close)
+		c.Escrow = esc
+	})
+	e := h.enroll(t, h.signIn(t, "a@example.gov"))
+	before, err := h.st.CredentialSet(ctx, e.en.CredentialSetID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost.lose.Store(true)
+	kek.down.Store(true)
+	if _, err := h.svc.Redeem(ctx, e.request(t), nil); err == nil {
+		t.Fatal("the redemption succeeded with the CA connection lost")
+	}
+	lost.lose.Store(false)
+	kek.down.Store(false)
+
+	// The escrow works again. Until the claim is released the device is
+	// told to wait; never that its key was certified before.
+	_, err = h.svc.Redeem(ctx, e.request(t), nil)
+	if errors.Is(err, issuance.ErrKeyReused) {
+		t.Fatalf("the code was given back with the certified escrowed key: %v", err)
+	}
+	if !errors.Is(err, ErrInProgress) {
+		t.Fatalf("before the release: %v, want ErrInProgress", err)
+	}
+	h.advance(time.Second)
+	if err := h.svc.KeepLeases(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after, err := h.st.CredentialSet(ctx, e.en.CredentialSetID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.EscrowKeyID == before.EscrowKeyID || after.EscrowKeyID == "" {
+		t.Fatalf("released with escrowed key %q (before %q)", after.EscrowKeyID, before.EscrowKeyID)
+	}
+	if _, err := h.svc.Redeem(ctx, e.request(t), nil); err != nil {
+		t.Fatalf("the device's retry after the release: %v", err)
 	}
 }

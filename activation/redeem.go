@@ -377,8 +377,9 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 // giveBack undoes a redemption that delivered nothing, so that a corrected
 // request (or the device's retry) can redeem the code: what was issued is
 // revoked, and the set gets a new escrow key (the old one may be certified
-// already) in the transaction that returns the activation to pending. The
-// caller may have gone: ctx must not depend on it.
+// already) in the transaction that returns the activation to pending; if
+// the escrow cannot make one, the claim lapses for KeepLeases to give back
+// later. The caller may have gone: ctx must not depend on it.
 //
 // Only while this call still holds its claim does it touch the set: a claim
 // whose lease ran out (the process was thought dead) may have been released
@@ -407,18 +408,26 @@ func (s *Service) giveBack(ctx context.Context, activationID, rid string, cs sto
 	if rerr := s.revokeSet(ctx, cs.ID, time.Time{}, issuance.ReasonCessationOfOperation); rerr != nil {
 		err = errors.Join(err, rerr)
 	}
+	r := store.Redemption{ActivationID: activationID, RedemptionID: rid, CredentialSetID: cs.ID}
 	keyID := ""
 	if cs.EscrowKeyID != "" {
-		// Without a new key (the escrow is failing too) the old one stays:
-		// a retry is refused until the escrow works again.
-		if k, kerr := s.cfg.Escrow.NewKey(ctx, cs.PersonID); kerr != nil {
+		k, kerr := s.cfg.Escrow.NewKey(ctx, cs.PersonID)
+		if kerr != nil {
+			// The escrow is failing too (its HSM gone, say). Given back
+			// with its old key, which this issuance may have certified,
+			// the code could never be redeemed again. The claim lapses
+			// instead: the device hears "being issued" and waits, and the
+			// lease keeper (KeepLeases) gives the code back with a new key
+			// once the escrow works.
 			err = errors.Join(err, kerr)
-		} else {
-			keyID = k.ID
+			if lerr := s.cfg.Store.LapseClaim(ctx, r, s.cfg.Now()); lerr != nil {
+				err = errors.Join(err, lerr)
+			}
+			return err
 		}
+		keyID = k.ID
 	}
-	if _, aerr := s.cfg.Store.ReleaseRedemption(ctx, store.Redemption{ActivationID: activationID, RedemptionID: rid, CredentialSetID: cs.ID},
-		keyID, time.Time{}); aerr != nil {
+	if _, aerr := s.cfg.Store.ReleaseRedemption(ctx, r, keyID, time.Time{}); aerr != nil {
 		err = errors.Join(err, aerr)
 	}
 	return err

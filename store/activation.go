@@ -154,6 +154,12 @@ type ActivationStore interface {
 	// then. It reports whether it released (false: another replica did,
 	// the holder renewed, or the package was stored meanwhile).
 	ReleaseRedemption(ctx context.Context, r Redemption, escrowKeyID string, lapsedBy time.Time) (bool, error)
+	// LapseClaim ends the claim on a redemption without a package that
+	// its process gives up but cannot give back yet (the escrow cannot
+	// make the set a new key): no holder renews it, its lease ran out at
+	// at, and LapsedRedemptions lists it from then on. ErrNotFound if the
+	// claim is not that redemption's, or the package was stored.
+	LapseClaim(ctx context.Context, r Redemption, at time.Time) error
 	// ActivationCensus counts activations by state, and the redeeming ones
 	// without a package.
 	ActivationCensus(ctx context.Context) (map[string]int, int, error)

@@ -290,6 +290,11 @@ func (s *DB) ReleaseRedemption(ctx context.Context, r Redemption, escrowKeyID st
 	return released, err
 }
 
+func (s *DB) LapseClaim(ctx context.Context, r Redemption, at time.Time) error {
+	return s.updateOne(ctx, `UPDATE activations SET claim_holder = NULL, lease_until = $1
+		WHERE id = $2 AND redemption_id = $3 AND state = 'redeeming' AND package IS NULL`, ts(at), r.ActivationID, r.RedemptionID)
+}
+
 func (s *DB) AbortRedemption(ctx context.Context, id, rid string) error {
 	return s.tx(ctx, func(tx *stx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'pending', redemption_id = NULL, redeemed_at = NULL,
