@@ -278,6 +278,34 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirmOnce co
 			}
 		}
 	}
+	// Device keys made on a keystore token by an attempt that installs
+	// nothing (or replaced by new ones) are deleted, with any certificate
+	// stored beside them: nothing of a failed install stays on the token.
+	var (
+		keys     map[credgwv1.Profile]crypto.Signer
+		tokenIDs map[credgwv1.Profile][]byte
+		csrs     []*credgwv1.CertificateRequest
+		unused   [][]byte // replaced by new keys
+	)
+	installed := false
+	defer func() {
+		if o.Keystore == nil {
+			return
+		}
+		ids := unused
+		if !installed {
+			for _, id := range tokenIDs {
+				ids = append(ids, id)
+			}
+		}
+		for _, id := range ids {
+			for _, c := range []pkcs11.Class{pkcs11.ClassCertificate, pkcs11.ClassPublicKey, pkcs11.ClassPrivateKey} {
+				if _, err := o.Keystore.DeleteObjects(context.WithoutCancel(ctx), pkcs11.Query{Class: c, ID: id}); err != nil {
+					o.Events(Event{Message: fmt.Sprintf("could not delete an unused device key's %v (CKA_ID %x) from the keystore: %v", c, id, err)})
+				}
+			}
+		}
+	}()
 	keys, tokenIDs, csrs, err := makeKeys(ctx, o)
 	if err != nil {
 		return nil, err
@@ -301,6 +329,9 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirmOnce co
 			// A gateway process that died (or an issuance that failed)
 			// certified these keys before it gave the activation back:
 			// make new ones and ask again, once.
+			for _, id := range tokenIDs {
+				unused = append(unused, id)
+			}
 			if keys, tokenIDs, csrs, err = makeKeys(ctx, o); err != nil {
 				return nil, err
 			}
@@ -360,6 +391,7 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirmOnce co
 		return nil, fmt.Errorf("agent: verified, but the confirmation failed: the gateway revokes unconfirmed credentials, so none were moved into the output directory: %w", err)
 	}
 	res.CredentialSetID = setID
+	installed = true
 	return res, nil
 }
 
@@ -375,7 +407,7 @@ func makeKeys(ctx context.Context, o Options) (map[credgwv1.Profile]crypto.Signe
 		if o.Keystore != nil {
 			id := make([]byte, 8)
 			if _, err := rand.Read(id); err != nil {
-				return nil, nil, nil, err
+				return nil, tokenIDs, nil, err
 			}
 			k, err = o.Keystore.GenerateKeyPair(ctx, pkcs11.KeySpec{Type: pkcs11.ECP256, ID: id,
 				Label: "credgw " + fileNames[p] + " key", Usage: pkcs11.UsageSign})
@@ -384,11 +416,11 @@ func makeKeys(ctx context.Context, o Options) (map[credgwv1.Profile]crypto.Signe
 			k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		}
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, tokenIDs, nil, err
 		}
 		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, tokenIDs, nil, err
 		}
 		keys[p] = k
 		req := &credgwv1.CertificateRequest{Profile: p, CsrDer: der}
@@ -398,7 +430,7 @@ func makeKeys(ctx context.Context, o Options) (map[credgwv1.Profile]crypto.Signe
 				ctxt = o.Payload.ID
 			}
 			if req.Attestation, err = o.Attest(ctx, p, k.Public(), code.AttestationChallenge(o.Payload.Secret, ctxt)); err != nil {
-				return nil, nil, nil, fmt.Errorf("agent: attesting the %s key: %w", fileNames[p], err)
+				return nil, tokenIDs, nil, fmt.Errorf("agent: attesting the %s key: %w", fileNames[p], err)
 			}
 		}
 		csrs = append(csrs, req)
@@ -567,6 +599,9 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 	if err != nil {
 		return err
 	}
+	// What goes on a keystore token waits until every item verified, so
+	// that a package refused half way leaves the token as it was.
+	var onToken []func() error
 	write := func(name string, data []byte, mode os.FileMode) error {
 		// Names come from the package: only plain names of ours are
 		// written, never a path the gateway chose.
@@ -620,10 +655,11 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 			}
 			base := fileNames[m.GetProfile()]
 			if id := tokenIDs[m.GetProfile()]; id != nil {
-				// The key stays on the token: the certificate joins it.
-				if err := o.Keystore.ImportCertificate(ctx, id, "credgw "+base+" certificate", cert); err != nil {
-					return err
-				}
+				// The key stays on the token: the certificate joins it,
+				// once everything verified.
+				onToken = append(onToken, func() error {
+					return o.Keystore.ImportCertificate(ctx, id, "credgw "+base+" certificate", cert)
+				})
 			} else {
 				p12, err := underPIN([]pfx.Entry{{Key: key, Certificate: cert, FriendlyName: DeviceKeyName(m.GetProfile(), cert)}})
 				if err != nil {
@@ -673,9 +709,12 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 					return err
 				}
 				if o.Keystore != nil {
-					if err := storeEscrowed(ctx, o.Keystore, e.Key, e.Certificate, i == 0); err != nil {
-						return fmt.Errorf("agent: storing escrowed key %d of %s on the keystore: %w", i+1, name, err)
-					}
+					onToken = append(onToken, func() error {
+						if err := storeEscrowed(ctx, o.Keystore, e.Key, e.Certificate, i == 0); err != nil {
+							return fmt.Errorf("agent: storing escrowed key %d of %s on the keystore: %w", i+1, name, err)
+						}
+						return nil
+					})
 				}
 				entries[i].FriendlyName = code.KeyHistoryName(i, e.Certificate)
 			}
@@ -721,7 +760,16 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 	for _, c := range chain {
 		chainPEM = append(chainPEM, pemCert(c)...)
 	}
-	return write("chain.pem", chainPEM, 0o644)
+	if err := write("chain.pem", chainPEM, 0o644); err != nil {
+		return err
+	}
+	// Everything verified: only now does the keystore token change.
+	for _, w := range onToken {
+		if err := w(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // KeyFileName is the file of the i-th escrowed key (0 is the current key,

@@ -19,6 +19,7 @@ import (
 
 	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/activation/pfx"
+	"github.com/credgw/credgw/pkcs11"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"google.golang.org/grpc"
 )
@@ -242,6 +243,104 @@ func TestInstallIsWhole(t *testing.T) {
 			if err != nil || len(es) != 1 || !strings.Contains(es[0].FriendlyName, ", serial "+es[0].Certificate.SerialNumber.Text(16)) {
 				t.Errorf("%s: %v %+v", f, err, es)
 			}
+		}
+	})
+}
+
+// TestKeystoreInstallIsWhole: with a PKCS#11 keystore, a package refused
+// half way (no key-management item: found after the device certificates
+// verified) and a refused confirmation leave the token as it was: no
+// certificate imported, and the device keys made for the attempt deleted.
+// A success keeps its device keys and certificates and the escrowed key.
+func TestKeystoreInstallIsWhole(t *testing.T) {
+	ctx := context.Background()
+	path, err := pkcs11.SoftHSMModule()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, err := pkcs11.WriteSoftHSMConfig(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SOFTHSM2_CONF", conf)
+	mod, err := pkcs11.OpenModule(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mod.Close()
+	if _, err := mod.InitToken("keystore", []byte("12345678"), []byte("87654321")); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := mod.OpenToken(ctx, pkcs11.TokenConfig{Label: "keystore", PIN: []byte("87654321")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tok.Close()
+	objects := func() []pkcs11.Object {
+		t.Helper()
+		var all []pkcs11.Object
+		for _, c := range []pkcs11.Class{pkcs11.ClassPrivateKey, pkcs11.ClassPublicKey, pkcs11.ClassCertificate} {
+			objs, err := tok.FindObjects(ctx, pkcs11.Query{Class: c})
+			if err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, objs...)
+		}
+		return all
+	}
+
+	refused := func(t *testing.T, g *testGateway, want string) {
+		t.Helper()
+		o := g.options()
+		o.Keystore = tok
+		if _, err := installStaged(ctx, t.TempDir(), ".redeem-", o, g.open, g.confirm); err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("err %v, want %q", err, want)
+		}
+		if objs := objects(); len(objs) != 0 {
+			t.Fatalf("the failed install left %d objects on the keystore: %+v", len(objs), objs)
+		}
+	}
+	t.Run("verification fails late", func(t *testing.T) {
+		g := newTestGateway(t)
+		g.noKM = true
+		refused(t, g, "has no PROFILE_KEY_MANAGEMENT certificate")
+	})
+	t.Run("the confirmation is refused", func(t *testing.T) {
+		g := newTestGateway(t)
+		g.confirmErr = errors.New("injected: redemption expired")
+		o := g.options()
+		o.Keystore = tok
+		if _, err := installStaged(ctx, t.TempDir(), ".redeem-", o, g.open, g.confirm); err == nil || !strings.Contains(err.Error(), "injected") {
+			t.Fatalf("err %v", err)
+		}
+		// The device keys and their certificates are gone. (The escrowed
+		// key stays: it is the person's, and the next install finds it.)
+		for _, ob := range objects() {
+			if strings.HasPrefix(ob.Label, "credgw auth") || strings.HasPrefix(ob.Label, "credgw signature") {
+				t.Errorf("left on the keystore: %v %q", ob.Class, ob.Label)
+			}
+		}
+		for _, c := range []pkcs11.Class{pkcs11.ClassPrivateKey, pkcs11.ClassPublicKey, pkcs11.ClassCertificate} {
+			if _, err := tok.DeleteObjects(ctx, pkcs11.Query{Class: c}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	t.Run("success", func(t *testing.T) {
+		g := newTestGateway(t)
+		o := g.options()
+		o.Keystore = tok
+		res, err := installStaged(ctx, t.TempDir(), ".redeem-", o, g.open, g.confirm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		count := map[pkcs11.Class]int{}
+		for _, ob := range objects() {
+			count[ob.Class]++
+		}
+		// Two device keys and the escrowed one, each with its certificate.
+		if count[pkcs11.ClassPrivateKey] != 3 || count[pkcs11.ClassCertificate] != 3 || len(res.Certificates) != 3 {
+			t.Fatalf("objects on the keystore after the install: %v; %d certificates", count, len(res.Certificates))
 		}
 	})
 }
