@@ -68,6 +68,11 @@ func (l *perSourceListener) done(c *countedConn) {
 // closed before. It is how a stream deadline is enforced on a peer that
 // stopped reading: the gateway cannot reset one HTTP/2 stream whose data
 // waits on the peer's flow-control window, so it drops the connection.
+//
+// A connection keeps one timer, the first: every call passes the same d
+// (limits.stream_timeout), so the first cut comes before any later one
+// would, and a connection that makes many calls, even ones refused at
+// once, holds no more than one that makes a single call.
 func (l *perSourceListener) cutAfter(remote net.Addr, d time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -77,9 +82,24 @@ func (l *perSourceListener) cutAfter(remote net.Addr, d time.Duration) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.closed {
-		c.timers = append(c.timers, time.AfterFunc(d, func() { c.Close() }))
+	if !c.closed && c.cut == nil {
+		c.cut = time.AfterFunc(d, func() { c.Close() })
 	}
+}
+
+// pendingCuts is how many cutAfter timers the open connections hold.
+func (l *perSourceListener) pendingCuts() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, c := range l.conns {
+		c.mu.Lock()
+		if c.cut != nil {
+			n++
+		}
+		c.mu.Unlock()
+	}
+	return n
 }
 
 // sourceOf is the host of a TCP address.
@@ -102,7 +122,7 @@ type countedConn struct {
 
 	mu     sync.Mutex
 	closed bool
-	timers []*time.Timer // cutAfter's
+	cut    *time.Timer // cutAfter's
 }
 
 func (c *countedConn) Close() error {
@@ -110,10 +130,10 @@ func (c *countedConn) Close() error {
 	c.mu.Lock()
 	first := !c.closed
 	c.closed = true
-	for _, t := range c.timers {
-		t.Stop()
+	if c.cut != nil {
+		c.cut.Stop()
+		c.cut = nil
 	}
-	c.timers = nil
 	c.mu.Unlock()
 	if first {
 		c.l.done(c)

@@ -253,3 +253,24 @@ func TestWatchLimit(t *testing.T) {
 		t.Fatalf("Check beside the watches: %v", err)
 	}
 }
+
+// TestFailedRedeemsHoldOneCut: Redeem calls that fail at once, many on one
+// connection, leave that connection one stream-deadline cut, not one per
+// call: what a connection keeps does not grow with the calls it makes.
+func TestFailedRedeemsHoldOneCut(t *testing.T) {
+	s := limitedGateway(t, func(*server.LimitsConfig) {})
+	client := credgwv1.NewRedemptionClient(dialAddr(t, s.GRPCAddr()))
+	const calls = 100
+	for range calls {
+		stream, err := client.Redeem(context.Background(), &credgwv1.RedeemRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.Recv(); err == nil {
+			t.Fatal("an empty RedeemRequest was accepted")
+		}
+	}
+	if n := s.PendingCuts(); n != 1 {
+		t.Fatalf("%d failed Redeem calls on one connection hold %d deadline cuts, want 1", calls, n)
+	}
+}
