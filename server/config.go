@@ -164,7 +164,9 @@ type LimitsConfig struct {
 	MaxStreamsPerConn int `yaml:"max_streams_per_conn"`
 	// StreamTimeout is the deadline of a Redeem or Rekey stream.
 	StreamTimeout Duration `yaml:"stream_timeout"`
-	// MaxWatchStreams bounds the Health/Watch streams open at once.
+	// MaxWatchStreams bounds the Health/Watch streams open at once, and,
+	// with a count of its own, the server reflection streams (each of
+	// which lasts at most RPCTimeout).
 	MaxWatchStreams int `yaml:"max_watch_streams"`
 	// MemoryLimit is the Go runtime's soft memory limit, bytes
 	// (debug.SetMemoryLimit): near it the garbage collector runs more

@@ -4,7 +4,11 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
+	"github.com/credgw/credgw/server"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
@@ -91,4 +95,73 @@ func TestReflection(t *testing.T) {
 		t.Fatalf("challenge of %d bytes through reflection", len(challenge))
 	}
 	rememberSecret(challenge)
+}
+
+// listServices asks stream for the services, as grpcurl list does.
+func listServices(stream rpb.ServerReflection_ServerReflectionInfoClient) error {
+	if err := stream.Send(&rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		return err
+	}
+	_, err := stream.Recv()
+	return err
+}
+
+// TestReflectionLimit: reflection streams beyond limits.max_watch_streams
+// get ResourceExhausted; those open keep answering, and health watches
+// have a count of their own.
+func TestReflectionLimit(t *testing.T) {
+	const limit = 2
+	s := limitedGateway(t, func(l *server.LimitsConfig) { l.MaxWatchStreams = limit })
+	conn := dialAddr(t, s.GRPCAddr())
+	client := rpb.NewServerReflectionClient(conn)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var open []rpb.ServerReflection_ServerReflectionInfoClient
+	for range limit {
+		stream, err := client.ServerReflectionInfo(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := listServices(stream); err != nil {
+			t.Fatalf("reflection within the limit: %v", err)
+		}
+		open = append(open, stream)
+	}
+	extra, err := client.ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, listServices(extra), codes.ResourceExhausted)
+	for _, stream := range open {
+		if err := listServices(stream); err != nil {
+			t.Fatalf("a reflection stream within the limit: %v", err)
+		}
+	}
+	w, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Recv(); err != nil {
+		t.Fatalf("a health watch beside the reflection streams: %v", err)
+	}
+}
+
+// TestReflectionDeadline: a reflection stream left open ends with
+// DeadlineExceeded at limits.rpc_timeout.
+func TestReflectionDeadline(t *testing.T) {
+	s := limitedGateway(t, func(l *server.LimitsConfig) { l.RPCTimeout.Duration = 2 * time.Second })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Far past the deadline, the test gives up: Canceled, not the
+	// gateway's DeadlineExceeded.
+	defer time.AfterFunc(30*time.Second, cancel).Stop()
+	stream, err := rpb.NewServerReflectionClient(dialAddr(t, s.GRPCAddr())).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := listServices(stream); err != nil {
+		t.Fatal(err)
+	}
+	_, err = stream.Recv()
+	wantCode(t, err, codes.DeadlineExceeded)
 }

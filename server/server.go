@@ -66,13 +66,16 @@ type Server struct {
 	https     []*httpListener // listen.http, listen.management, the webhook's
 	grpcLn    net.Listener
 	grpcConns *perSourceListener // grpcLn, for the stream deadline
-	watches   watchLimit
 	portal    *http.Server
 	portalLn  net.Listener
 	ready     atomic.Bool // serving, not shutting down (/readyz)
 	wg        sync.WaitGroup
 	serveErr  chan error
 	sweepStop chan struct{}
+
+	// Streams open to anyone, each kind within limits.max_watch_streams.
+	watches     streamLimit // Health/Watch
+	reflections streamLimit // ServerReflectionInfo
 
 	// bgCtx ends at shutdown, so background work stops with the server.
 	bgCtx    context.Context
@@ -289,6 +292,7 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 	s.registerServiceGauges()
 
 	s.watches.max = int64(cfg.Limits.MaxWatchStreams)
+	s.reflections.max = int64(cfg.Limits.MaxWatchStreams)
 	s.grpc = grpc.NewServer(append(s.tracing.grpcOptions(),
 		grpc.Creds(credentials.NewTLS(s.tlsConfig)),
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxRecvBytes),

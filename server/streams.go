@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 
 	"google.golang.org/grpc"
@@ -20,6 +21,13 @@ var deadlineMethods = map[string]bool{
 
 const watchMethod = "/grpc.health.v1.Health/Watch"
 
+// reflectionMethods are server reflection's streams, in both versions
+// (grpcurl asks v1, then v1alpha).
+var reflectionMethods = map[string]bool{
+	"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      true,
+	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": true,
+}
+
 // deadlineStream gives Redeem and Rekey a deadline (limits.stream_timeout)
 // and cuts the connection that carries one when it passes. A package is
 // smaller than the stream's flow-control window, so the handler finishes
@@ -28,7 +36,12 @@ const watchMethod = "/grpc.health.v1.Health/Watch"
 // frees, and grpc-go can reset a stream only for a deadline the client
 // sent. The reference agent opens one connection per redemption and
 // closes it, so an honest device is done long before.
+//
+// Reflection streams get limits.rpc_timeout (reflectionDeadline).
 func (s *Server) deadlineStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if reflectionMethods[info.FullMethod] {
+		return s.reflectionDeadline(srv, ss, h)
+	}
 	if !deadlineMethods[info.FullMethod] {
 		return h(srv, ss)
 	}
@@ -41,25 +54,78 @@ func (s *Server) deadlineStream(srv any, ss grpc.ServerStream, info *grpc.Stream
 	return h(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
 }
 
-// watchLimit bounds the Health/Watch streams open at once
-// (limits.max_watch_streams). Watch is open to anyone and lasts as long
-// as its caller wants, a goroutine each; load balancers' health checks
-// use Check.
-type watchLimit struct {
+// reflectionDeadline ends a reflection stream at limits.rpc_timeout with
+// DeadlineExceeded. A reflection conversation is a few questions, each
+// answered like a unary call, and grpcurl closes it within a second; a
+// stream held longer only holds a goroutine. The reflection service
+// waits in Recv without looking at its context, so the wait gives up
+// instead (deadlineRecv); the service returns, and grpc-go ends the
+// stream, which frees the receive left behind.
+//
+// A peer that asks and reads nothing keeps the service in Send until its
+// connection ends; max_watch_streams bounds how many (watchStream).
+func (s *Server) reflectionDeadline(srv any, ss grpc.ServerStream, h grpc.StreamHandler) error {
+	d := s.cfg.Limits.RPCTimeout.Duration
+	ctx, cancel := context.WithTimeout(ss.Context(), d)
+	defer cancel()
+	return h(srv, &deadlineRecv{wrappedStream: wrappedStream{ServerStream: ss, ctx: ctx},
+		expired: status.Errorf(codes.DeadlineExceeded, "a reflection stream lasts at most %s; open a new one to ask more", d)})
+}
+
+// deadlineRecv is a stream whose RecvMsg returns expired when its context
+// passes its deadline, even while no message comes.
+type deadlineRecv struct {
+	wrappedStream
+	expired error
+}
+
+func (r *deadlineRecv) RecvMsg(m any) error {
+	got := make(chan error, 1)
+	go func() { got <- r.ServerStream.RecvMsg(m) }()
+	select {
+	case err := <-got:
+		return err
+	case <-r.ctx.Done():
+		if !errors.Is(r.ctx.Err(), context.DeadlineExceeded) {
+			// The call ended (the client went away): so does the receive.
+			return <-got
+		}
+		return r.expired
+	}
+}
+
+// streamLimit bounds the streams of one kind open at once
+// (limits.max_watch_streams). Health/Watch and server reflection are
+// open to anyone and last as long as their caller wants, a goroutine
+// each; load balancers' health checks use Check. Each kind has a count
+// of its own, so health watches cannot shut grpcurl out, nor the other
+// way round.
+type streamLimit struct {
 	max  int64 // < 0: no limit
 	open atomic.Int64
 }
 
+// watchStream holds Health/Watch and reflection streams within their
+// limits; one beyond gets ResourceExhausted that says what to do instead.
 func (s *Server) watchStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	w := &s.watches
-	if info.FullMethod != watchMethod || w.max < 0 {
+	var l *streamLimit
+	var refusal string
+	switch {
+	case info.FullMethod == watchMethod:
+		l, refusal = &s.watches, "health watches are open, the most this gateway serves; use Check, or watch again later"
+	case reflectionMethods[info.FullMethod]:
+		l, refusal = &s.reflections, "reflection streams are open, the most this gateway serves; each ends within "+
+			s.cfg.Limits.RPCTimeout.Duration.String()+", try again then"
+	default:
 		return h(srv, ss)
 	}
-	if w.open.Add(1) > w.max {
-		w.open.Add(-1)
-		return status.Errorf(codes.ResourceExhausted,
-			"%d health watches are open, the most this gateway serves; use Check, or watch again later", w.max)
+	if l.max < 0 {
+		return h(srv, ss)
 	}
-	defer w.open.Add(-1)
+	if l.open.Add(1) > l.max {
+		l.open.Add(-1)
+		return status.Errorf(codes.ResourceExhausted, "%d %s", l.max, refusal)
+	}
+	defer l.open.Add(-1)
 	return h(srv, ss)
 }
