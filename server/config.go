@@ -149,6 +149,10 @@ type LimitsConfig struct {
 	// MaxConnsPerSource bounds the open connections of one source address
 	// on each listener; more are closed at once. -1: no limit.
 	MaxConnsPerSource int `yaml:"max_conns_per_source"`
+	// SourcePrefixV6 is how much of an IPv6 address is the source that
+	// limit counts (64: a /64, what one subscriber or LAN is given;
+	// 128: each address).
+	SourcePrefixV6 int `yaml:"source_prefix_v6"`
 	// HTTPReadHeaderTimeout, HTTPReadTimeout, HTTPWriteTimeout and
 	// HTTPIdleTimeout bound the portal and plain-HTTP listeners.
 	HTTPReadHeaderTimeout Duration `yaml:"http_read_header_timeout"`
@@ -344,6 +348,7 @@ const (
 	// What slow and idle clients may hold: far above what a phone, a
 	// browser or a load balancer's health check needs.
 	DefaultMaxConnsPerSource     = 256
+	DefaultSourcePrefixV6        = 64
 	DefaultHTTPReadHeaderTimeout = 10 * time.Second
 	DefaultHTTPReadTimeout       = 30 * time.Second
 	DefaultHTTPWriteTimeout      = time.Minute
@@ -771,6 +776,9 @@ func (l *LimitsConfig) applyClientDefaults() {
 	if l.MaxConnsPerSource == 0 {
 		l.MaxConnsPerSource = DefaultMaxConnsPerSource
 	}
+	if l.SourcePrefixV6 == 0 {
+		l.SourcePrefixV6 = DefaultSourcePrefixV6
+	}
 	for _, d := range []struct {
 		v   *Duration
 		def time.Duration
@@ -799,6 +807,9 @@ func (l *LimitsConfig) applyClientDefaults() {
 func (l *LimitsConfig) validateClients(bad func(string, ...any)) {
 	if n := l.MaxConnsPerSource; n < -1 || n > 1<<20 {
 		bad("limits.max_conns_per_source %d: -1 (no limit) or 1 to 1048576", n)
+	}
+	if n := l.SourcePrefixV6; n < 16 || n > 128 {
+		bad("limits.source_prefix_v6 %d: a prefix length from 16 to 128 (64, a /64, by default)", n)
 	}
 	for _, d := range []struct {
 		name     string

@@ -20,6 +20,7 @@ import (
 type perSourceListener struct {
 	net.Listener
 	limit   int
+	v6Bits  int
 	refused prometheus.Counter
 
 	mu    sync.Mutex
@@ -27,9 +28,10 @@ type perSourceListener struct {
 	conns map[string]*countedConn // by remote address, for cutAfter
 }
 
-// limitPerSource wraps ln; limit < 0 is no limit.
-func limitPerSource(ln net.Listener, limit int, refused prometheus.Counter) *perSourceListener {
-	return &perSourceListener{Listener: ln, limit: limit, refused: refused, open: map[string]int{}, conns: map[string]*countedConn{}}
+// limitPerSource wraps ln; limit < 0 is no limit. IPv6 peers count by
+// their first v6Bits (sourceOf).
+func limitPerSource(ln net.Listener, limit, v6Bits int, refused prometheus.Counter) *perSourceListener {
+	return &perSourceListener{Listener: ln, limit: limit, v6Bits: v6Bits, refused: refused, open: map[string]int{}, conns: map[string]*countedConn{}}
 }
 
 // Accept returns the next connection within its source's limit.
@@ -39,7 +41,7 @@ func (l *perSourceListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		src := sourceOf(c.RemoteAddr())
+		src := l.sourceOf(c.RemoteAddr())
 		l.mu.Lock()
 		if l.limit >= 0 && l.open[src] >= l.limit {
 			l.mu.Unlock()
@@ -102,9 +104,18 @@ func (l *perSourceListener) pendingCuts() int {
 	return n
 }
 
-// sourceOf is the host of a TCP address.
-func sourceOf(a net.Addr) string {
+// sourceOf is the source a peer counts under: its IPv4 address, or the
+// first v6Bits of its IPv6 address (limits.source_prefix_v6). An IPv6
+// subscriber is given a whole /64 (or more), so counted by address it
+// could open the limit's worth of connections from each of them.
+func (l *perSourceListener) sourceOf(a net.Addr) string {
 	if t, ok := a.(*net.TCPAddr); ok {
+		if ip4 := t.IP.To4(); ip4 != nil {
+			return ip4.String()
+		}
+		if ip := t.IP.To16(); ip != nil && l.v6Bits > 0 && l.v6Bits < 128 {
+			return (&net.IPNet{IP: ip.Mask(net.CIDRMask(l.v6Bits, 128)), Mask: net.CIDRMask(l.v6Bits, 128)}).String()
+		}
 		return t.IP.String()
 	}
 	host, _, err := net.SplitHostPort(a.String())

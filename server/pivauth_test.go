@@ -456,6 +456,8 @@ func TestConfigErrors(t *testing.T) {
 		{"bad listen", "listen: {grpc: nowhere}\ntls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\n", "listen.grpc"},
 		{"memory_limit too small", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nlimits: {memory_limit: 1048576}\n", "limits.memory_limit"},
 		{"memory_limit below -1", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nlimits: {memory_limit: -2}\n", "limits.memory_limit"},
+		{"source_prefix_v6 too short", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nlimits: {source_prefix_v6: 8}\n", "limits.source_prefix_v6"},
+		{"source_prefix_v6 past 128", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nlimits: {source_prefix_v6: 129}\n", "limits.source_prefix_v6"},
 		{"no base_url", withCA(""), "ca.base_url is required"},
 		{"loopback base_url", withCA("base_url: http://127.0.0.1:8080"), "loopback"},
 		{"localhost base_url", withCA("base_url: http://localhost"), "loopback"},

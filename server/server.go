@@ -373,7 +373,7 @@ func (s *Server) listen(name, addr string) (*perSourceListener, error) {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	return limitPerSource(ln, s.cfg.Limits.MaxConnsPerSource, s.metrics.connsRefused.WithLabelValues(name)), nil
+	return limitPerSource(ln, s.cfg.Limits.MaxConnsPerSource, s.cfg.Limits.SourcePrefixV6, s.metrics.connsRefused.WithLabelValues(name)), nil
 }
 
 func paths(cfg *Config, in []string) []string {
