@@ -236,3 +236,73 @@ func TestGiveBackWithoutNewKey(t *testing.T) {
 		t.Fatalf("the device's retry after the release: %v", err)
 	}
 }
+
+// TestReleasedSetRevocationFinished: a release whose revocations failed
+// (the CA unreachable just then) leaves certificates of the dead issuance
+// live in a set that is pending again; the sweep finishes the job, and
+// leaves alone what a redemption started after the release made.
+func TestReleasedSetRevocationFinished(t *testing.T) {
+	ctx := context.Background()
+	var other Config
+	dying := &dyingIssuer{certified: make(chan struct{}), never: make(chan struct{})}
+	h := newHarness(t, func(c *Config) {
+		other = *c
+		dying.Issuer = c.Issuer
+		c.Issuer = dying
+	})
+	survivor, err := New(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := h.enroll(t, h.signIn(t, "a@example.gov"))
+	go h.svc.Redeem(context.Background(), e.request(t), nil)
+	<-dying.certified
+	t.Cleanup(func() { close(dying.never) })
+
+	h.advance(RedemptionLease + LeaseRenewal)
+	h.issuer.failRevoke.Store(true)
+	if err := survivor.KeepLeases(ctx); err == nil {
+		t.Fatal("the release's revocations failed, and KeepLeases said nothing")
+	}
+	h.issuer.failRevoke.Store(false)
+	live := func() int {
+		t.Helper()
+		recs, err := h.st.CertificatesOfSet(ctx, e.en.CredentialSetID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, r := range recs {
+			if !r.Revoked() {
+				n++
+			}
+		}
+		return n
+	}
+	if live() == 0 {
+		t.Fatal("nothing live after a release whose revocations failed: the test proves nothing")
+	}
+	if cs, err := h.st.CredentialSet(ctx, e.en.CredentialSetID); err != nil || cs.State != store.SetPending {
+		t.Fatalf("set %+v, %v; want pending after the release", cs, err)
+	}
+	h.advance(time.Second)
+	if _, err := survivor.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := live(); n != 0 {
+		t.Fatalf("%d certificates of the dead issuance still live after the sweep", n)
+	}
+	// The device's retry redeems the code; the next sweep keeps its
+	// certificates.
+	h.advance(time.Second)
+	d, err := survivor.Redeem(ctx, e.request(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := survivor.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, want := live(), len(d.Manifest.GetItems())-1; n != want {
+		t.Fatalf("%d live certificates after the retry and a sweep, want %d", n, want)
+	}
+}

@@ -34,6 +34,16 @@ func (s *Service) Sweep(ctx context.Context) (revoked int, err error) {
 	for _, id := range unfinished {
 		errs = append(errs, s.revokeSet(ctx, id, time.Time{}, issuance.ReasonCessationOfOperation))
 	}
+	// Sets given back (a redemption released) whose revocations failed
+	// then: what they hold from before now is the failed issuance's. A
+	// redemption that starts meanwhile keeps what it makes.
+	released, err := s.cfg.Store.PendingSetsWithLiveCertificates(ctx, now, 100)
+	if err != nil {
+		return 0, err
+	}
+	for _, id := range released {
+		errs = append(errs, s.revokeSet(ctx, id, now, issuance.ReasonCessationOfOperation))
+	}
 	for _, id := range sets {
 		err := s.revokeSet(ctx, id, now, issuance.ReasonSuperseded)
 		errs = append(errs, err)

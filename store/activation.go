@@ -97,6 +97,11 @@ type ActivationStore interface {
 	// or abandoned that still have unrevoked certificates (a revocation that
 	// failed half way), for the sweep to finish.
 	RevokedSetsWithLiveCertificates(ctx context.Context, limit int) ([]string, error)
+	// PendingSetsWithLiveCertificates lists up to limit pending sets that
+	// have unrevoked certificates made before before. A pending set has
+	// none of its own (a redemption moves it to redeeming first): they are
+	// what a redemption given back left, when their revocation failed.
+	PendingSetsWithLiveCertificates(ctx context.Context, before time.Time, limit int) ([]string, error)
 	// ActivationOfSet returns a credential set's newest activation, without
 	// its package.
 	ActivationOfSet(ctx context.Context, setID string) (Activation, error)

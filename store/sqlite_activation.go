@@ -455,8 +455,18 @@ func (s *DB) SetDevice(ctx context.Context, setID, device, attestation string) e
 }
 
 func (s *DB) RevokedSetsWithLiveCertificates(ctx context.Context, limit int) ([]string, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT DISTINCT cs.id FROM credential_sets cs JOIN certificates c ON c.credential_set_id = cs.id
+	return s.setsWithLiveCertificates(ctx, `SELECT DISTINCT cs.id FROM credential_sets cs JOIN certificates c ON c.credential_set_id = cs.id
 		WHERE cs.state IN ('revoked', 'abandoned') AND c.revoked_at IS NULL AND c.status <> 'lint_failed' ORDER BY cs.id LIMIT $1`, limit)
+}
+
+func (s *DB) PendingSetsWithLiveCertificates(ctx context.Context, before time.Time, limit int) ([]string, error) {
+	return s.setsWithLiveCertificates(ctx, `SELECT DISTINCT cs.id FROM credential_sets cs JOIN certificates c ON c.credential_set_id = cs.id
+		WHERE cs.state = 'pending' AND c.revoked_at IS NULL AND c.status <> 'lint_failed' AND c.created_at < $1 ORDER BY cs.id LIMIT $2`,
+		ts(before), limit)
+}
+
+func (s *DB) setsWithLiveCertificates(ctx context.Context, q string, args ...any) ([]string, error) {
+	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, wrapDB(err)
 	}
