@@ -135,6 +135,22 @@ func checkNothingLive(t *testing.T, db *sql.DB, table string, results []*agent.R
 	t.Logf("%d certificate rows, %d live (delivered to %d devices)", total, len(live), len(results))
 }
 
+// checkReleased verifies in the audit log that the crash left at least one
+// redemption issuing and that it was given back (the kill came while a
+// certificate was being issued): the devices completed through a release,
+// not because nothing was in flight.
+func checkReleased(t *testing.T, db *sql.DB, table string) {
+	t.Helper()
+	var n int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM ` + table + ` WHERE action = 'release' AND actor = 'system'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 {
+		t.Error("no redemption was released after the kill: the crash left nothing issuing, or nothing gave it back")
+	}
+	t.Logf("%d redemptions released after the kill", n)
+}
+
 // TestKillDuringRedemptionsSQLite: kill -9 of `credgw serve` (SQLite)
 // while devices redeem; on restart every claim left issuing is released
 // with a new escrowed key, and every device completes by itself.
@@ -153,6 +169,7 @@ func TestKillDuringRedemptionsSQLite(t *testing.T) {
 	}
 	defer db.Close()
 	checkNothingLive(t, db, "certificates", results)
+	checkReleased(t, db, "audit_events")
 }
 
 // TestKillOneReplicaDuringRedemptions: two replicas on PostgreSQL; the one
@@ -204,4 +221,5 @@ func TestKillOneReplicaDuringRedemptions(t *testing.T) {
 		startProcess(t, "credgw serving", credgwBin, "serve", "--config", cfgPath)
 	})
 	checkNothingLive(t, admin, schema+".certificates", results)
+	checkReleased(t, admin, schema+".audit_events")
 }
