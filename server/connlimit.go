@@ -108,13 +108,16 @@ func (l *perSourceListener) pendingCuts() int {
 // first v6Bits of its IPv6 address (limits.source_prefix_v6). An IPv6
 // subscriber is given a whole /64 (or more), so counted by address it
 // could open the limit's worth of connections from each of them.
-func (l *perSourceListener) sourceOf(a net.Addr) string {
+func (l *perSourceListener) sourceOf(a net.Addr) string { return sourceKey(a, l.v6Bits) }
+
+// sourceKey is the source a peer address counts under (sourceOf).
+func sourceKey(a net.Addr, v6Bits int) string {
 	if t, ok := a.(*net.TCPAddr); ok {
 		if ip4 := t.IP.To4(); ip4 != nil {
 			return ip4.String()
 		}
-		if ip := t.IP.To16(); ip != nil && l.v6Bits > 0 && l.v6Bits < 128 {
-			return (&net.IPNet{IP: ip.Mask(net.CIDRMask(l.v6Bits, 128)), Mask: net.CIDRMask(l.v6Bits, 128)}).String()
+		if ip := t.IP.To16(); ip != nil && v6Bits > 0 && v6Bits < 128 {
+			return (&net.IPNet{IP: ip.Mask(net.CIDRMask(v6Bits, 128)), Mask: net.CIDRMask(v6Bits, 128)}).String()
 		}
 		return t.IP.String()
 	}

@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -251,6 +253,60 @@ func TestWatchLimit(t *testing.T) {
 	wantCode(t, err, codes.ResourceExhausted)
 	if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
 		t.Fatalf("Check beside the watches: %v", err)
+	}
+}
+
+// TestWatchLimitPerSource: one address holds at most
+// server.StreamsPerSource health watches, however many the gateway
+// serves, so that one client cannot take every slot; a slot it gives back
+// is its own again.
+func TestWatchLimitPerSource(t *testing.T) {
+	s := limitedGateway(t, func(*server.LimitsConfig) {}) // 64 watches
+	client := healthpb.NewHealthClient(dialAddr(t, s.GRPCAddr()))
+	ctx := context.Background()
+	watch := func(ctx context.Context) error {
+		w, err := client.Watch(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return err
+		}
+		_, err = w.Recv()
+		return err
+	}
+	var cancels []context.CancelFunc
+	defer func() {
+		for _, c := range cancels {
+			c()
+		}
+	}()
+	for range server.StreamsPerSource {
+		wctx, cancel := context.WithCancel(ctx)
+		cancels = append(cancels, cancel)
+		if err := watch(wctx); err != nil {
+			t.Fatalf("watch within the address's share: %v", err)
+		}
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	err := watch(wctx)
+	cancel()
+	wantCode(t, err, codes.ResourceExhausted)
+	if msg := status.Convert(err).Message(); !strings.Contains(msg, "from one address") {
+		t.Errorf("refusal %q does not say the limit is per address", msg)
+	}
+	// One given back: the address may watch again (the gateway sees the
+	// cancellation a little later).
+	cancels[0]()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		wctx, cancel := context.WithCancel(ctx)
+		err := watch(wctx)
+		cancels = append(cancels, cancel)
+		if err == nil {
+			break
+		}
+		if status.Code(err) != codes.ResourceExhausted || time.Now().After(deadline) {
+			t.Fatalf("after a watch ended: %v", err)
+		}
+		runtime.Gosched()
 	}
 }
 

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 
 	"google.golang.org/grpc"
@@ -103,29 +104,72 @@ func (r *deadlineRecv) RecvMsg(m any) error {
 type streamLimit struct {
 	max  int64 // < 0: no limit
 	open atomic.Int64
+
+	mu       sync.Mutex
+	bySource map[string]int // open streams of each source (sourceKey)
+}
+
+// StreamsPerSource is how many streams of one kind (health watches,
+// reflection) one source address may hold: a monitoring agent watches a
+// service or two, grpcurl asks in one stream at a time. Without it one
+// client could take every slot of limits.max_watch_streams.
+const StreamsPerSource = 4
+
+// take counts a stream of src, or says which limit refuses it (""
+// admits it).
+func (l *streamLimit) take(src string) (refused string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.bySource[src] >= StreamsPerSource {
+		return "source"
+	}
+	if l.open.Load() >= l.max {
+		return "all"
+	}
+	if l.bySource == nil {
+		l.bySource = map[string]int{}
+	}
+	l.bySource[src]++
+	l.open.Add(1)
+	return ""
+}
+
+func (l *streamLimit) give(src string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.bySource[src]--; l.bySource[src] <= 0 {
+		delete(l.bySource, src)
+	}
+	l.open.Add(-1)
 }
 
 // watchStream holds Health/Watch and reflection streams within their
 // limits; one beyond gets ResourceExhausted that says what to do instead.
 func (s *Server) watchStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	var l *streamLimit
-	var refusal string
+	var kind, instead string
 	switch {
 	case info.FullMethod == watchMethod:
-		l, refusal = &s.watches, "health watches are open, the most this gateway serves; use Check, or watch again later"
+		l, kind, instead = &s.watches, "health watches", "use Check, or watch again later"
 	case reflectionMethods[info.FullMethod]:
-		l, refusal = &s.reflections, "reflection streams are open, the most this gateway serves; each ends within "+
-			s.cfg.Limits.RPCTimeout.Duration.String()+", try again then"
+		l, kind, instead = &s.reflections, "reflection streams", "each ends within "+s.cfg.Limits.RPCTimeout.Duration.String()+", try again then"
 	default:
 		return h(srv, ss)
 	}
 	if l.max < 0 {
 		return h(srv, ss)
 	}
-	if l.open.Add(1) > l.max {
-		l.open.Add(-1)
-		return status.Errorf(codes.ResourceExhausted, "%d %s", l.max, refusal)
+	src := ""
+	if p, ok := peer.FromContext(ss.Context()); ok && p.Addr != nil {
+		src = sourceKey(p.Addr, s.cfg.Limits.SourcePrefixV6)
 	}
-	defer l.open.Add(-1)
+	switch l.take(src) {
+	case "source":
+		return status.Errorf(codes.ResourceExhausted, "%d %s are open from one address, the most one address may hold; end one of them first",
+			StreamsPerSource, kind)
+	case "all":
+		return status.Errorf(codes.ResourceExhausted, "%d %s are open, the most this gateway serves; %s", l.max, kind, instead)
+	}
+	defer l.give(src)
 	return h(srv, ss)
 }
