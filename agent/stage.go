@@ -17,7 +17,9 @@ type confirmer func(ctx context.Context, redemptionID string, sum []byte) (strin
 // in it 0600): the files appear in dir only once everything in the package
 // verified and the gateway confirmed, so a failure at any step leaves dir
 // as it was. The staging directory is removed, unless a move fails after
-// the confirmation: then the error names it, with the files not yet moved.
+// the confirmation: then dir holds the earlier files again
+// (moveIntoPlace), and the error names the staging directory, which holds
+// the new ones.
 func installStaged(ctx context.Context, dir, prefix string, o Options, open opener, confirm confirmer) (*Result, error) {
 	staging, err := os.MkdirTemp(dir, prefix)
 	if err != nil {
@@ -34,21 +36,62 @@ func installStaged(ctx context.Context, dir, prefix string, o Options, open open
 	if err != nil {
 		return nil, err
 	}
+	if err := moveIntoPlace(dir, staging, res.Files); err != nil {
+		keep = true
+		return nil, fmt.Errorf("agent: installed and confirmed, but moving the files into %s failed, so the files there are the earlier ones again; "+
+			"the new ones are in %s: %w", dir, staging, err)
+	}
 	for i, f := range res.Files {
-		if filepath.Dir(f) != staging {
-			continue // an Options.Install hook's own file
+		if filepath.Dir(f) == staging {
+			res.Files[i] = filepath.Join(dir, filepath.Base(f))
 		}
-		dst := filepath.Join(dir, filepath.Base(f))
-		if err := os.Rename(f, dst); err != nil {
-			keep = true
-			return nil, fmt.Errorf("agent: installed and confirmed, but moving %s into place failed (the files not yet moved are in %s): %w", dst, staging, err)
-		}
-		res.Files[i] = dst
 	}
 	if len(res.KeyHistoryFiles) > 0 {
 		removeStaleKeyFiles(dir, res.KeyHistoryFiles, o.Events)
 	}
 	return res, nil
+}
+
+// moveIntoPlace moves the files of staging (others are an Options.Install
+// hook's own) into dir, each by a rename, all or none: a file of the same
+// name in dir is first set aside in staging (its name with ".earlier"),
+// and should a move fail, the new files already moved go back to staging
+// and the earlier ones back into dir, so that dir never holds a mix of
+// two installs.
+func moveIntoPlace(dir, staging string, files []string) error {
+	type moved struct{ from, to, earlier string }
+	var done []moved
+	undo := func() {
+		for i := len(done) - 1; i >= 0; i-- {
+			m := done[i]
+			os.Rename(m.to, m.from)
+			if m.earlier != "" {
+				os.Rename(m.earlier, m.to)
+			}
+		}
+	}
+	for _, f := range files {
+		if filepath.Dir(f) != staging {
+			continue
+		}
+		m := moved{from: f, to: filepath.Join(dir, filepath.Base(f))}
+		if fi, err := os.Lstat(m.to); err == nil && fi.Mode().IsRegular() {
+			m.earlier = f + ".earlier"
+			if err := os.Rename(m.to, m.earlier); err != nil {
+				undo()
+				return err
+			}
+		}
+		if err := os.Rename(m.from, m.to); err != nil {
+			if m.earlier != "" {
+				os.Rename(m.earlier, m.to)
+			}
+			undo()
+			return fmt.Errorf("moving %s into place: %w", filepath.Base(f), err)
+		}
+		done = append(done, m)
+	}
+	return nil
 }
 
 // removeStaleKeyFiles removes the one-key files of an earlier install

@@ -201,6 +201,41 @@ func TestInstallIsWhole(t *testing.T) {
 		untouched(t, dir)
 	})
 
+	t.Run("a move fails after the confirmation", func(t *testing.T) {
+		g := newTestGateway(t)
+		dir := newDir(t)
+		// An earlier install's files, and a directory where the last
+		// file of this one goes.
+		earlier := map[string]string{"auth.p12": "earlier auth", "auth.crt": "earlier crt", "encryption.p12": "earlier enc"}
+		for name, body := range earlier {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.MkdirAll(filepath.Join(dir, "chain.pem", "x"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		_, err := installStaged(ctx, dir, ".redeem-", g.options(), g.open, g.confirm)
+		if err == nil || !strings.Contains(err.Error(), "the files there are the earlier ones again") {
+			t.Fatalf("err %v", err)
+		}
+		for name, body := range earlier {
+			if b, _ := os.ReadFile(filepath.Join(dir, name)); string(b) != body {
+				t.Errorf("%s after the failed move: %q, want the earlier %q", name, b, body)
+			}
+		}
+		for name := range entries(t, dir) {
+			if _, ok := earlier[name]; !ok && name != before && name != "chain.pem" && !strings.HasPrefix(name, ".redeem-") {
+				t.Errorf("%s of the new install is in the output directory after the failed move", name)
+			}
+		}
+		// The new files wait in the staging directory the error names.
+		staged, _ := filepath.Glob(filepath.Join(dir, ".redeem-*", "signature.p12"))
+		if len(staged) != 1 || !strings.Contains(err.Error(), filepath.Dir(staged[0])) {
+			t.Errorf("staged %v; err %v", staged, err)
+		}
+	})
+
 	t.Run("success", func(t *testing.T) {
 		g := newTestGateway(t)
 		dir := newDir(t)
