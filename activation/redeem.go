@@ -412,25 +412,43 @@ func (s *Service) giveBack(ctx context.Context, activationID, rid string, cs sto
 	keyID := ""
 	if cs.EscrowKeyID != "" {
 		k, kerr := s.cfg.Escrow.NewKey(ctx, cs.PersonID)
-		if kerr != nil {
-			// The escrow is failing too (its HSM gone, say). Given back
-			// with its old key, which this issuance may have certified,
-			// the code could never be redeemed again. The claim lapses
-			// instead: the device hears "being issued" and waits, and the
-			// lease keeper (KeepLeases) gives the code back with a new key
-			// once the escrow works.
+		switch {
+		case kerr == nil:
+			keyID = k.ID
+		case s.escrowKeyCertified(ctx, cs):
+			// The escrow is failing too (its HSM gone, say), and this
+			// issuance certified the old key (an intent counts): given
+			// back with it, the code could never be redeemed again. The
+			// claim lapses instead: the device hears "being issued" and
+			// waits, and the lease keeper (KeepLeases) gives the code
+			// back with a new key once the escrow works.
 			err = errors.Join(err, kerr)
 			if lerr := s.cfg.Store.LapseClaim(ctx, r, s.cfg.Now()); lerr != nil {
 				err = errors.Join(err, lerr)
 			}
 			return err
+		default:
+			// Not certified: the old key serves the retry.
+			err = errors.Join(err, kerr)
 		}
-		keyID = k.ID
 	}
 	if _, aerr := s.cfg.Store.ReleaseRedemption(ctx, r, keyID, time.Time{}); aerr != nil {
 		err = errors.Join(err, aerr)
 	}
 	return err
+}
+
+// escrowKeyCertified reports whether the set's escrowed key has an intent
+// or a certificate; when that cannot be read, it says yes (the cautious
+// answer: the claim then lapses rather than return with a key no retry
+// could use).
+func (s *Service) escrowKeyCertified(ctx context.Context, cs store.CredentialSet) bool {
+	k, err := s.cfg.Store.EscrowKey(ctx, cs.EscrowKeyID, cs.PersonID)
+	if err != nil {
+		return true
+	}
+	certified, err := s.cfg.Store.KeyCertified(ctx, k.SPKISHA256)
+	return err != nil || certified
 }
 
 func contains(ps []issuance.Profile, p issuance.Profile) bool {
