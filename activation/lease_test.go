@@ -306,3 +306,76 @@ func TestReleasedSetRevocationFinished(t *testing.T) {
 		t.Fatalf("%d live certificates after the retry and a sweep, want %d", n, want)
 	}
 }
+
+// downEscrow is a harness whose escrow seals under a KEK that can go down.
+func downEscrow(t *testing.T, kek *downKEK) func(*Config) {
+	return func(c *Config) {
+		fk, err := issuance.NewFileKEK(make([]byte, 32))
+		if err != nil {
+			t.Fatal(err)
+		}
+		kek.KEK = fk
+		esc, err := issuance.NewEscrow(issuance.EscrowConfig{KEK: kek, KEKID: "down", Store: c.Store, KeyType: issuance.EscrowP256, Now: c.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(esc.Close)
+		c.Escrow = esc
+	}
+}
+
+// TestReleaseWithEscrowDown: a dead process's claim is released even while
+// the escrow cannot make a new key, as long as the dead issuance did not
+// certify the old one, which then serves the retry; a certified one keeps
+// the claim until a new key can be made.
+func TestReleaseWithEscrowDown(t *testing.T) {
+	ctx := context.Background()
+	kek := &downKEK{}
+	h := newHarness(t, downEscrow(t, kek))
+	claim := func(e enrolled) {
+		t.Helper()
+		if err := h.st.BeginRedemption(ctx, e.payload.ID, "dead-"+e.payload.ID, h.clock(), store.Lease{Holder: "gone", Until: h.clock().Add(RedemptionLease)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Nothing certified: released with the old key while the escrow is down.
+	plain := h.enroll(t, h.signIn(t, "a@example.gov"))
+	claim(plain)
+	kek.down.Store(true)
+	if n, _ := h.svc.ReleaseAll(ctx); n != 1 {
+		t.Fatalf("released %d with the escrow down and nothing certified, want 1", n)
+	}
+	kek.down.Store(false)
+	if _, err := h.svc.Redeem(ctx, plain.request(t), nil); err != nil {
+		t.Fatalf("the retry with the old key: %v", err)
+	}
+
+	// The old key certified (an intent of the dead issuance): kept until
+	// the escrow works, then released with a new key.
+	certified := h.enroll(t, h.signIn(t, "b@example.gov"))
+	claim(certified)
+	cs, err := h.st.CredentialSet(ctx, certified.en.CredentialSetID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := h.st.EscrowKey(ctx, cs.EscrowKeyID, cs.PersonID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.st.CreateIssuanceIntent(ctx, store.CertificateRecord{Serial: "7dead1", Issuer: "issuing-ca", Profile: string(issuance.KeyManagement),
+		SPKISHA256: k.SPKISHA256, PersonID: cs.PersonID, CredentialSetID: cs.ID, CreatedAt: h.clock()}); err != nil {
+		t.Fatal(err)
+	}
+	kek.down.Store(true)
+	if n, _ := h.svc.ReleaseAll(ctx); n != 0 {
+		t.Fatalf("released %d with a certified key and no new one, want 0", n)
+	}
+	kek.down.Store(false)
+	h.advance(time.Second)
+	if n, err := h.svc.ReleaseAll(ctx); err != nil || n != 1 {
+		t.Fatalf("released %d, %v once the escrow works; want 1", n, err)
+	}
+	if after, _ := h.st.CredentialSet(ctx, cs.ID); after.EscrowKeyID == cs.EscrowKeyID {
+		t.Fatal("released with the certified key")
+	}
+}

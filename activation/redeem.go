@@ -415,7 +415,7 @@ func (s *Service) giveBack(ctx context.Context, activationID, rid string, cs sto
 		switch {
 		case kerr == nil:
 			keyID = k.ID
-		case s.escrowKeyCertified(ctx, cs):
+		case cs.RenewsSetID == "" && s.escrowKeyCertified(ctx, cs):
 			// The escrow is failing too (its HSM gone, say), and this
 			// issuance certified the old key (an intent counts): given
 			// back with it, the code could never be redeemed again. The
@@ -428,7 +428,9 @@ func (s *Service) giveBack(ctx context.Context, activationID, rid string, cs sto
 			}
 			return err
 		default:
-			// Not certified: the old key serves the retry.
+			// Not certified: the old key serves the retry. (A renewal's
+			// set is given back too: the refused Rekey abandons it at
+			// once, and the device's retry makes a new one.)
 			err = errors.Join(err, kerr)
 		}
 	}

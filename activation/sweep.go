@@ -109,11 +109,19 @@ func (s *Service) releaseLapsed(ctx context.Context, all bool) (int, error) {
 		keyID := ""
 		if cs.EscrowKeyID != "" {
 			k, err := s.cfg.Escrow.NewKey(ctx, cs.PersonID)
-			if err != nil {
+			switch {
+			case err == nil:
+				keyID = k.ID
+			case s.escrowKeyCertified(ctx, cs):
+				// Released with its old, certified key, the code could
+				// never be redeemed: try again at the next renewal.
 				errs = append(errs, err)
 				continue
+			default:
+				// The dead issuance did not certify the old key: it
+				// serves the retry.
+				errs = append(errs, err)
 			}
-			keyID = k.ID
 		}
 		released, err := s.cfg.Store.ReleaseRedemption(ctx, r, keyID, lapsedBy)
 		if err != nil || !released {
