@@ -388,11 +388,34 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirmOnce co
 	}
 	setID, err := confirm(ctx, res.RedemptionID, sum)
 	if err != nil {
+		if o.Keystore != nil && !refused(err) {
+			// The gateway may have confirmed and the answer got lost:
+			// its keys stay on the token, which cannot make them again.
+			installed = true
+			return nil, fmt.Errorf("agent: verified and stored on the keystore, but whether the gateway took the confirmation is unknown; "+
+				"the keys stay on the keystore (if the gateway did not, it revokes the credentials): %w", err)
+		}
 		return nil, fmt.Errorf("agent: verified, but the confirmation failed: the gateway revokes unconfirmed credentials, so none were moved into the output directory: %w", err)
 	}
 	res.CredentialSetID = setID
 	installed = true
 	return res, nil
+}
+
+// refused reports whether the gateway answered a call with a refusal (the
+// call certainly did nothing), rather than failing to answer: a lost
+// connection, a deadline, a gateway unavailable, an internal error.
+func refused(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	switch st.Code() {
+	case codes.InvalidArgument, codes.NotFound, codes.AlreadyExists, codes.PermissionDenied, codes.FailedPrecondition,
+		codes.Unauthenticated, codes.ResourceExhausted, codes.OutOfRange, codes.Unimplemented:
+		return true
+	}
+	return false
 }
 
 // makeKeys makes the device keys (software, or on the keystore token) and

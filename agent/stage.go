@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -38,8 +39,8 @@ func installStaged(ctx context.Context, dir, prefix string, o Options, open open
 	}
 	if err := moveIntoPlace(dir, staging, res.Files); err != nil {
 		keep = true
-		return nil, fmt.Errorf("agent: installed and confirmed, but moving the files into %s failed, so the files there are the earlier ones again; "+
-			"the new ones are in %s: %w", dir, staging, err)
+		return nil, fmt.Errorf("agent: installed and confirmed, but moving the files into %s failed, so the files there are the earlier ones again "+
+			"(unless said below); the new ones are in %s: %w", dir, staging, err)
 	}
 	for i, f := range res.Files {
 		if filepath.Dir(f) == staging {
@@ -61,33 +62,44 @@ func installStaged(ctx context.Context, dir, prefix string, o Options, open open
 func moveIntoPlace(dir, staging string, files []string) error {
 	type moved struct{ from, to, earlier string }
 	var done []moved
-	undo := func() {
+	// undo puts back what moved; what it cannot put back is said.
+	undo := func(cause error) error {
+		errs := []error{cause}
 		for i := len(done) - 1; i >= 0; i-- {
 			m := done[i]
-			os.Rename(m.to, m.from)
+			if err := os.Rename(m.to, m.from); err != nil {
+				errs = append(errs, fmt.Errorf("and taking %s back out failed: %w", m.to, err))
+				continue
+			}
 			if m.earlier != "" {
-				os.Rename(m.earlier, m.to)
+				if err := os.Rename(m.earlier, m.to); err != nil {
+					errs = append(errs, fmt.Errorf("and the earlier %s could not be put back (it is %s): %w", m.to, m.earlier, err))
+				}
 			}
 		}
+		return errors.Join(errs...)
 	}
 	for _, f := range files {
 		if filepath.Dir(f) != staging {
 			continue
 		}
 		m := moved{from: f, to: filepath.Join(dir, filepath.Base(f))}
-		if fi, err := os.Lstat(m.to); err == nil && fi.Mode().IsRegular() {
+		// Anything but a directory is set aside (a symlink too): the
+		// rename would replace it.
+		if fi, err := os.Lstat(m.to); err == nil && !fi.IsDir() {
 			m.earlier = f + ".earlier"
 			if err := os.Rename(m.to, m.earlier); err != nil {
-				undo()
-				return err
+				return undo(fmt.Errorf("setting the earlier %s aside: %w", m.to, err))
 			}
 		}
 		if err := os.Rename(m.from, m.to); err != nil {
+			cause := fmt.Errorf("moving %s into place: %w", filepath.Base(f), err)
 			if m.earlier != "" {
-				os.Rename(m.earlier, m.to)
+				if rerr := os.Rename(m.earlier, m.to); rerr != nil {
+					cause = errors.Join(cause, fmt.Errorf("and the earlier %s could not be put back (it is %s): %w", m.to, m.earlier, rerr))
+				}
 			}
-			undo()
-			return fmt.Errorf("moving %s into place: %w", filepath.Base(f), err)
+			return undo(cause)
 		}
 		done = append(done, m)
 	}

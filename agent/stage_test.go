@@ -22,6 +22,8 @@ import (
 	"github.com/credgw/credgw/pkcs11"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // testGateway certifies the CSRs a device sends, as the gateway does, and
@@ -215,6 +217,10 @@ func TestInstallIsWhole(t *testing.T) {
 		if err := os.MkdirAll(filepath.Join(dir, "chain.pem", "x"), 0o700); err != nil {
 			t.Fatal(err)
 		}
+		// An earlier file that is a symlink comes back as one.
+		if err := os.Symlink(filepath.Join(dir, before), filepath.Join(dir, "signature.crt")); err != nil {
+			t.Fatal(err)
+		}
 		_, err := installStaged(ctx, dir, ".redeem-", g.options(), g.open, g.confirm)
 		if err == nil || !strings.Contains(err.Error(), "the files there are the earlier ones again") {
 			t.Fatalf("err %v", err)
@@ -224,8 +230,11 @@ func TestInstallIsWhole(t *testing.T) {
 				t.Errorf("%s after the failed move: %q, want the earlier %q", name, b, body)
 			}
 		}
+		if target, err := os.Readlink(filepath.Join(dir, "signature.crt")); err != nil || target != filepath.Join(dir, before) {
+			t.Errorf("the earlier symlink signature.crt after the failed move: %q, %v", target, err)
+		}
 		for name := range entries(t, dir) {
-			if _, ok := earlier[name]; !ok && name != before && name != "chain.pem" && !strings.HasPrefix(name, ".redeem-") {
+			if _, ok := earlier[name]; !ok && name != before && name != "chain.pem" && name != "signature.crt" && !strings.HasPrefix(name, ".redeem-") {
 				t.Errorf("%s of the new install is in the output directory after the failed move", name)
 			}
 		}
@@ -342,7 +351,7 @@ func TestKeystoreInstallIsWhole(t *testing.T) {
 	})
 	t.Run("the confirmation is refused", func(t *testing.T) {
 		g := newTestGateway(t)
-		g.confirmErr = errors.New("injected: redemption expired")
+		g.confirmErr = status.Error(codes.FailedPrecondition, "injected: redemption expired")
 		o := g.options()
 		o.Keystore = tok
 		if _, err := installStaged(ctx, t.TempDir(), ".redeem-", o, g.open, g.confirm); err == nil || !strings.Contains(err.Error(), "injected") {
@@ -354,6 +363,28 @@ func TestKeystoreInstallIsWhole(t *testing.T) {
 			if strings.HasPrefix(ob.Label, "credgw auth") || strings.HasPrefix(ob.Label, "credgw signature") {
 				t.Errorf("left on the keystore: %v %q", ob.Class, ob.Label)
 			}
+		}
+		for _, c := range []pkcs11.Class{pkcs11.ClassPrivateKey, pkcs11.ClassPublicKey, pkcs11.ClassCertificate} {
+			if _, err := tok.DeleteObjects(ctx, pkcs11.Query{Class: c}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	t.Run("the confirmation's answer is lost", func(t *testing.T) {
+		g := newTestGateway(t)
+		g.confirmErr = status.Error(codes.Unavailable, "injected: connection reset")
+		o := g.options()
+		o.Keystore = tok
+		if _, err := installStaged(ctx, t.TempDir(), ".redeem-", o, g.open, g.confirm); err == nil || !strings.Contains(err.Error(), "the keys stay on the keystore") {
+			t.Fatalf("err %v", err)
+		}
+		// The gateway may have confirmed: nothing is deleted.
+		count := map[pkcs11.Class]int{}
+		for _, ob := range objects() {
+			count[ob.Class]++
+		}
+		if count[pkcs11.ClassPrivateKey] != 3 || count[pkcs11.ClassCertificate] != 3 {
+			t.Fatalf("objects on the keystore after a lost confirmation: %v", count)
 		}
 		for _, c := range []pkcs11.Class{pkcs11.ClassPrivateKey, pkcs11.ClassPublicKey, pkcs11.ClassCertificate} {
 			if _, err := tok.DeleteObjects(ctx, pkcs11.Query{Class: c}); err != nil {
