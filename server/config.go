@@ -172,6 +172,9 @@ type LimitsConfig struct {
 	// with a count of its own, the server reflection streams (each of
 	// which lasts at most RPCTimeout).
 	MaxWatchStreams int `yaml:"max_watch_streams"`
+	// MaxWatchStreamsPerSource bounds how many of either kind one source
+	// (an IPv4 address, an IPv6 SourcePrefixV6) holds. -1: no bound.
+	MaxWatchStreamsPerSource int `yaml:"max_watch_streams_per_source"`
 	// MemoryLimit is the Go runtime's soft memory limit, bytes
 	// (debug.SetMemoryLimit): near it the garbage collector runs more
 	// often rather than let the heap grow to GOGC's target. -1: none.
@@ -358,8 +361,9 @@ const (
 	DefaultMaxStreamsPerConn     = 100
 	// DefaultStreamTimeout is long enough for a slow but honest phone to
 	// download a package of a few tens of KiB.
-	DefaultStreamTimeout   = 10 * time.Minute
-	DefaultMaxWatchStreams = 64
+	DefaultStreamTimeout            = 10 * time.Minute
+	DefaultMaxWatchStreams          = 64
+	DefaultMaxWatchStreamsPerSource = 4
 	// DefaultMemoryLimit keeps a gateway holding 10,000 slow downloads
 	// under 512 MiB of RSS (issue 15; docs/deploy.md, "Capacity: slow
 	// downloads"): the heap of held connections is mostly garbage
@@ -798,6 +802,9 @@ func (l *LimitsConfig) applyClientDefaults() {
 	if l.MaxWatchStreams == 0 {
 		l.MaxWatchStreams = DefaultMaxWatchStreams
 	}
+	if l.MaxWatchStreamsPerSource == 0 {
+		l.MaxWatchStreamsPerSource = DefaultMaxWatchStreamsPerSource
+	}
 	if l.MemoryLimit == 0 {
 		l.MemoryLimit = DefaultMemoryLimit
 	}
@@ -839,6 +846,9 @@ func (l *LimitsConfig) validateClients(bad func(string, ...any)) {
 	}
 	if n := l.MaxWatchStreams; n < -1 || n > 1<<20 {
 		bad("limits.max_watch_streams %d: -1 (no limit) or 1 to 1048576", n)
+	}
+	if n := l.MaxWatchStreamsPerSource; n < -1 || n > 1<<20 {
+		bad("limits.max_watch_streams_per_source %d: -1 (no limit) or 1 to 1048576", n)
 	}
 }
 

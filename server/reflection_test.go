@@ -149,7 +149,7 @@ func TestReflectionLimit(t *testing.T) {
 // TestReflectionDeadline: a reflection stream left open ends with
 // DeadlineExceeded at limits.rpc_timeout.
 func TestReflectionDeadline(t *testing.T) {
-	s := limitedGateway(t, func(l *server.LimitsConfig) { l.RPCTimeout.Duration = 2 * time.Second })
+	s := limitedGateway(t, func(l *server.LimitsConfig) { l.RPCTimeout.Duration = 5 * time.Second })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// Far past the deadline, the test gives up: Canceled, not the

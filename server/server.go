@@ -293,6 +293,8 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 
 	s.watches.max = int64(cfg.Limits.MaxWatchStreams)
 	s.reflections.max = int64(cfg.Limits.MaxWatchStreams)
+	s.watches.perSource = cfg.Limits.MaxWatchStreamsPerSource
+	s.reflections.perSource = cfg.Limits.MaxWatchStreamsPerSource
 	s.grpc = grpc.NewServer(append(s.tracing.grpcOptions(),
 		grpc.Creds(credentials.NewTLS(s.tlsConfig)),
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxRecvBytes),

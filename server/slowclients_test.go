@@ -257,7 +257,7 @@ func TestWatchLimit(t *testing.T) {
 }
 
 // TestWatchLimitPerSource: one address holds at most
-// server.StreamsPerSource health watches, however many the gateway
+// server.DefaultMaxWatchStreamsPerSource health watches, however many the gateway
 // serves, so that one client cannot take every slot; a slot it gives back
 // is its own again.
 func TestWatchLimitPerSource(t *testing.T) {
@@ -278,7 +278,7 @@ func TestWatchLimitPerSource(t *testing.T) {
 			c()
 		}
 	}()
-	for range server.StreamsPerSource {
+	for range server.DefaultMaxWatchStreamsPerSource {
 		wctx, cancel := context.WithCancel(ctx)
 		cancels = append(cancels, cancel)
 		if err := watch(wctx); err != nil {

@@ -104,23 +104,21 @@ func (r *deadlineRecv) RecvMsg(m any) error {
 type streamLimit struct {
 	max  int64 // < 0: no limit
 	open atomic.Int64
+	// perSource bounds the streams of one source (sourceKey;
+	// limits.max_watch_streams_per_source), < 0: no bound. Without it one
+	// client could take every slot.
+	perSource int
 
 	mu       sync.Mutex
-	bySource map[string]int // open streams of each source (sourceKey)
+	bySource map[string]int // open streams of each source
 }
-
-// StreamsPerSource is how many streams of one kind (health watches,
-// reflection) one source address may hold: a monitoring agent watches a
-// service or two, grpcurl asks in one stream at a time. Without it one
-// client could take every slot of limits.max_watch_streams.
-const StreamsPerSource = 4
 
 // take counts a stream of src, or says which limit refuses it (""
 // admits it).
 func (l *streamLimit) take(src string) (refused string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.bySource[src] >= StreamsPerSource {
+	if l.perSource >= 0 && l.bySource[src] >= l.perSource {
 		return "source"
 	}
 	if l.open.Load() >= l.max {
@@ -166,7 +164,7 @@ func (s *Server) watchStream(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 	switch l.take(src) {
 	case "source":
 		return status.Errorf(codes.ResourceExhausted, "%d %s are open from one address, the most one address may hold; end one of them first",
-			StreamsPerSource, kind)
+			l.perSource, kind)
 	case "all":
 		return status.Errorf(codes.ResourceExhausted, "%d %s are open, the most this gateway serves; %s", l.max, kind, instead)
 	}
