@@ -75,16 +75,28 @@ const maxSymlinks = 40
 // database locked itself: closing any descriptor of it drops the POSIX
 // locks SQLite holds on it in this process.)
 func sqliteFile(path string) (string, error) {
-	name, err := filepath.Abs(path)
-	if err != nil {
-		return "", err
-	}
-	for range maxSymlinks {
-		dir, err := filepath.EvalSymlinks(filepath.Dir(name))
+	// Names are resolved as the kernel opens them: a symlink before "..",
+	// so nothing here cleans a name lexically (filepath.Abs, Dir and Join
+	// would).
+	name := path
+	if !filepath.IsAbs(name) {
+		wd, err := os.Getwd()
 		if err != nil {
 			return "", err
 		}
-		name = filepath.Join(dir, filepath.Base(name))
+		name = wd + string(filepath.Separator) + name
+	}
+	for range maxSymlinks {
+		if real, err := filepath.EvalSymlinks(name); err == nil {
+			return real, nil
+		}
+		// Not there (yet), or a symlink to a file not there yet.
+		cut := strings.LastIndexByte(name, filepath.Separator)
+		dir, err := filepath.EvalSymlinks(name[:cut+1])
+		if err != nil {
+			return "", err
+		}
+		name = filepath.Join(dir, name[cut+1:])
 		fi, err := os.Lstat(name)
 		if errors.Is(err, fs.ErrNotExist) || err == nil && fi.Mode()&fs.ModeSymlink == 0 {
 			return name, nil
@@ -97,7 +109,7 @@ func sqliteFile(path string) (string, error) {
 			return "", err
 		}
 		if !filepath.IsAbs(target) {
-			target = filepath.Join(dir, target)
+			target = dir + string(filepath.Separator) + target
 		}
 		name = target
 	}

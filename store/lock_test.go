@@ -125,6 +125,15 @@ func TestSQLiteInUseThroughOtherNames(t *testing.T) {
 			mkdir(t, filepath.Join(dir, "other"))
 			return filepath.Join(dir, "data", "credgw.db"), dir + "/other/../data/credgw.db"
 		}},
+		{"\"..\" after a symlinked directory", func(t *testing.T, dir string) (string, string) {
+			// dir/a/link -> dir/b/c, so dir/a/link/../db is dir/b/db
+			// (the kernel resolves the symlink before ".."), not dir/a/db.
+			mkdir(t, filepath.Join(dir, "a"))
+			mkdir(t, filepath.Join(dir, "b"))
+			mkdir(t, filepath.Join(dir, "b", "c"))
+			symlink(t, filepath.Join(dir, "b", "c"), filepath.Join(dir, "a", "link"))
+			return filepath.Join(dir, "b", "credgw.db"), dir + "/a/link/../credgw.db"
+		}},
 		{"first through a symlink made before the database", func(t *testing.T, dir string) (string, string) {
 			db := filepath.Join(dir, "credgw.db")
 			link := filepath.Join(dir, "link.db")
