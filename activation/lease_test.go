@@ -379,3 +379,29 @@ func TestReleaseWithEscrowDown(t *testing.T) {
 		t.Fatal("released with the certified key")
 	}
 }
+
+// TestOnlyIssuingClaimsRenewed: KeepLeases renews the claims this process
+// is issuing, not every claim that bears its name: a claim its call left
+// behind (a give-back whose store write failed) lapses and is released,
+// instead of being renewed until the process restarts.
+func TestOnlyIssuingClaimsRenewed(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, nil)
+	e := h.enroll(t, h.signIn(t, "a@example.gov"))
+	// A claim in this process's name that no call is issuing.
+	if err := h.st.BeginRedemption(ctx, e.payload.ID, "left", h.clock(), store.Lease{Holder: h.svc.holder, Until: h.clock().Add(RedemptionLease)}); err != nil {
+		t.Fatal(err)
+	}
+	for range 4 { // past the lease, renewing all along
+		h.advance(LeaseRenewal)
+		if err := h.svc.KeepLeases(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a, err := h.st.ActivationByID(ctx, e.payload.ID); err != nil || a.State != store.ActPending {
+		t.Fatalf("the claim left behind: %+v, %v; want released (pending)", a.State, err)
+	}
+	if _, err := h.svc.Redeem(ctx, e.request(t), nil); err != nil {
+		t.Fatalf("the retry after the release: %v", err)
+	}
+}

@@ -361,6 +361,8 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 		}
 		return nil, err
 	}
+	s.issuing.Store(rid, struct{}{})
+	defer s.issuing.Delete(rid)
 	// This call's device and verdict replace an earlier, failed call's.
 	if err := s.cfg.Store.SetDevice(ctx, cs.ID, req.Device, verdicts.JSON()); err != nil {
 		_ = s.cfg.Store.AbortRedemption(context.WithoutCancel(ctx), a.ID, rid)

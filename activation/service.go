@@ -203,6 +203,10 @@ type Service struct {
 	// holder names this process in the claims it makes (random per
 	// start: a restarted process does not renew a dead one's leases).
 	holder string
+	// issuing holds the redemption ids of the claims this process's calls
+	// are issuing now: KeepLeases renews those and no other, so that a
+	// claim a call left behind lapses.
+	issuing sync.Map
 }
 
 // onceSet remembers keys, the newest maxOnce of them: what was recorded

@@ -64,13 +64,20 @@ const (
 	LeaseRenewal    = 10 * time.Second
 )
 
-// KeepLeases renews this process's claims on the redemptions it is
-// issuing, and releases the claims whose lease ran out (their process died:
+// KeepLeases renews this process's claims on the redemptions its calls
+// are issuing now, and releases the claims whose lease ran out (their process died:
 // a crash, kill -9, a lost host). Run it every LeaseRenewal, on every
 // replica.
 func (s *Service) KeepLeases(ctx context.Context) error {
-	if _, err := s.cfg.Store.RenewLeases(ctx, s.holder, s.cfg.Now().Add(RedemptionLease)); err != nil {
-		return err
+	var ids []string
+	s.issuing.Range(func(k, _ any) bool {
+		ids = append(ids, k.(string))
+		return true
+	})
+	if len(ids) > 0 {
+		if _, err := s.cfg.Store.RenewLeases(ctx, s.holder, ids, s.cfg.Now().Add(RedemptionLease)); err != nil {
+			return err
+		}
 	}
 	_, err := s.releaseLapsed(ctx, false)
 	return err

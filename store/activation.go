@@ -130,9 +130,9 @@ type ActivationStore interface {
 	// once: every other caller gets ErrAlreadyUsed. The claim is held under
 	// lease until the redemption stores its package or gives it back.
 	BeginRedemption(ctx context.Context, id, redemptionID string, now time.Time, lease Lease) error
-	// RenewLeases extends to until the leases of holder's claims that have
-	// no package yet.
-	RenewLeases(ctx context.Context, holder string, until time.Time) (int64, error)
+	// RenewLeases extends to until the leases of holder's claims on the
+	// redemptions ids that have no package yet.
+	RenewLeases(ctx context.Context, holder string, ids []string, until time.Time) (int64, error)
 	// AbortRedemption returns a redeeming activation without a package to
 	// pending (issuance failed before anything was delivered).
 	AbortRedemption(ctx context.Context, id, redemptionID string) error

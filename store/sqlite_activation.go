@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 )
@@ -225,14 +226,27 @@ func (s *DB) BeginRedemption(ctx context.Context, id, rid string, now time.Time,
 	})
 }
 
-func (s *DB) RenewLeases(ctx context.Context, holder string, until time.Time) (int64, error) {
-	res, err := s.w.ExecContext(ctx, `UPDATE activations SET lease_until = $1
-		WHERE claim_holder = $2 AND state = 'redeeming' AND package IS NULL`, ts(until), holder)
-	if err != nil {
-		return 0, wrapDB(err)
+func (s *DB) RenewLeases(ctx context.Context, holder string, ids []string, until time.Time) (int64, error) {
+	var total int64
+	// In batches: a statement's parameters are bounded (SQLite 32766).
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), 500)]
+		ids = ids[len(batch):]
+		args := []any{ts(until), holder}
+		marks := make([]string, len(batch))
+		for i, id := range batch {
+			args = append(args, id)
+			marks[i] = fmt.Sprintf("$%d", i+3)
+		}
+		res, err := s.w.ExecContext(ctx, `UPDATE activations SET lease_until = $1
+			WHERE claim_holder = $2 AND redemption_id IN (`+strings.Join(marks, ", ")+`) AND state = 'redeeming' AND package IS NULL`, args...)
+		if err != nil {
+			return total, wrapDB(err)
+		}
+		n, _ := res.RowsAffected()
+		total += n
 	}
-	n, _ := res.RowsAffected()
-	return n, nil
+	return total, nil
 }
 
 // legacyLease is how long a claim made before leases existed is held.
