@@ -2,6 +2,8 @@ package activation
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/x509"
 	"errors"
 	"sync/atomic"
 	"testing"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/pkcs11"
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/store"
 )
 
@@ -151,11 +154,16 @@ func TestReleaseAllAtStart(t *testing.T) {
 type lostIssuer struct {
 	issuance.Issuer
 	lose atomic.Bool
+	// onLose, if set, runs as the connection drops (the HSM going with it).
+	onLose func()
 }
 
 func (l *lostIssuer) Issue(ctx context.Context, req issuance.Request) (*issuance.Issued, error) {
 	got, err := l.Issuer.Issue(ctx, req)
 	if err == nil && req.Profile == issuance.KeyManagement && l.lose.Load() {
+		if l.onLose != nil {
+			l.onLose()
+		}
 		return nil, errors.New("the connection to the CA dropped")
 	}
 	return got, err
@@ -403,5 +411,73 @@ func TestOnlyIssuingClaimsRenewed(t *testing.T) {
 	}
 	if _, err := h.svc.Redeem(ctx, e.request(t), nil); err != nil {
 		t.Fatalf("the retry after the release: %v", err)
+	}
+}
+
+// TestRefusedRekeyWithEscrowDown: a Rekey whose issuance fails after the
+// new escrowed key was certified, while the escrow cannot make another,
+// gives its renewal back to be abandoned at once: the device's retry (a
+// new secret, once the escrow works) renews instead of hearing "a
+// renewal is in progress" until the abandoned one expires.
+func TestRefusedRekeyWithEscrowDown(t *testing.T) {
+	ctx := context.Background()
+	lost := &lostIssuer{}
+	kek := &downKEK{}
+	h := newHarness(t, func(c *Config) {
+		lost.Issuer = c.Issuer
+		c.Issuer = lost
+		downEscrow(t, kek)(c)
+	})
+	e := h.enroll(t, h.signIn(t, "a@example.gov"))
+	req := e.request(t)
+	d, err := h.svc.Redeem(ctx, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.svc.Confirm(ctx, d.RedemptionID, req.Secret, d.SHA256); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := h.st.CertificatesOfSet(ctx, e.en.CredentialSetID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var current *x509.Certificate
+	for _, r := range recs {
+		if r.Profile == string(issuance.DerivedPIVAuth) {
+			if current, err = x509.ParseCertificate(r.DER); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if current == nil {
+		t.Fatal("no derived PIV Authentication certificate")
+	}
+	h.advance(RenewalOpens(current.NotBefore, current.NotAfter, h.svc.cfg.RenewalPercent).Sub(h.clock()) + time.Hour)
+	rekey := func() error {
+		t.Helper()
+		secret := make([]byte, 32)
+		rand.Read(secret)
+		var in []*credgwv1.CertificateRequest
+		for p, csr := range csrs(t) {
+			for pp, ip := range protoProfiles {
+				if ip == p {
+					in = append(in, &credgwv1.CertificateRequest{Profile: pp, CsrDer: csr.Raw})
+				}
+			}
+		}
+		_, err := h.svc.Rekey(ctx, RekeyRequest{Current: current, Secret: secret, Password: "24681357", CSRs: in}, nil)
+		return err
+	}
+	// The renewal is made (its new escrowed key sealed), then the CA
+	// connection and the escrow's HSM go while it issues.
+	lost.onLose = func() { kek.down.Store(true) }
+	lost.lose.Store(true)
+	if err := rekey(); err == nil {
+		t.Fatal("the Rekey succeeded with the CA connection lost")
+	}
+	lost.lose.Store(false)
+	kek.down.Store(false)
+	if err := rekey(); err != nil {
+		t.Fatalf("the device's retry once the escrow works: %v", err)
 	}
 }
