@@ -388,12 +388,17 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirmOnce co
 	}
 	setID, err := confirm(ctx, res.RedemptionID, sum)
 	if err != nil {
-		if o.Keystore != nil && !refused(err) {
+		if !refused(err) {
 			// The gateway may have confirmed and the answer got lost:
-			// its keys stay on the token, which cannot make them again.
+			// the keys stay (on the token, which cannot make them again,
+			// or in the staging directory, installStaged).
 			installed = true
-			return nil, fmt.Errorf("agent: verified and stored on the keystore, but whether the gateway took the confirmation is unknown; "+
-				"the keys stay on the keystore (if the gateway did not, it revokes the credentials): %w", err)
+			where := "the files stay in the staging directory"
+			if o.Keystore != nil {
+				where = "the keys stay on the keystore"
+			}
+			return nil, &ConfirmUnknownError{Err: fmt.Errorf("agent: verified, but whether the gateway took the confirmation is unknown; "+
+				"%s (if the gateway did not take it, it revokes the credentials): %w", where, err)}
 		}
 		return nil, fmt.Errorf("agent: verified, but the confirmation failed: the gateway revokes unconfirmed credentials, so none were moved into the output directory: %w", err)
 	}
@@ -401,6 +406,13 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirmOnce co
 	installed = true
 	return res, nil
 }
+
+// ConfirmUnknownError is an install whose confirmation got no answer: the
+// gateway may have taken it, so what was installed is kept.
+type ConfirmUnknownError struct{ Err error }
+
+func (e *ConfirmUnknownError) Error() string { return e.Err.Error() }
+func (e *ConfirmUnknownError) Unwrap() error { return e.Err }
 
 // refused reports whether the gateway answered a call with a refusal (the
 // call certainly did nothing), rather than failing to answer: a lost

@@ -34,6 +34,13 @@ func installStaged(ctx context.Context, dir, prefix string, o Options, open open
 	}()
 	o.OutDir = staging
 	res, err := fetchAndInstall(ctx, o, open, confirm)
+	var unknown *ConfirmUnknownError
+	if errors.As(err, &unknown) && o.Keystore == nil {
+		// The gateway may have confirmed: the credentials are kept where
+		// the person can move them into place.
+		keep = true
+		return nil, fmt.Errorf("%w; they are in %s: move them into %s if the gateway shows the credentials active", err, staging, dir)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -195,12 +195,34 @@ func TestInstallIsWhole(t *testing.T) {
 
 	t.Run("the confirmation is refused", func(t *testing.T) {
 		g := newTestGateway(t)
-		g.confirmErr = errors.New("injected: redemption expired")
+		g.confirmErr = status.Error(codes.FailedPrecondition, "injected: redemption expired")
 		dir := newDir(t)
 		if _, err := installStaged(ctx, dir, ".redeem-", g.options(), g.open, g.confirm); err == nil || !strings.Contains(err.Error(), "injected") {
 			t.Fatalf("err %v", err)
 		}
 		untouched(t, dir)
+	})
+
+	t.Run("the confirmation's answer is lost", func(t *testing.T) {
+		g := newTestGateway(t)
+		g.confirmErr = status.Error(codes.Unavailable, "injected: connection reset")
+		dir := newDir(t)
+		_, err := installStaged(ctx, dir, ".redeem-", g.options(), g.open, g.confirm)
+		var unknown *ConfirmUnknownError
+		if !errors.As(err, &unknown) {
+			t.Fatalf("err %v, want a ConfirmUnknownError", err)
+		}
+		// The gateway may have confirmed: the files are kept, in the
+		// staging directory the error names, and nothing is in place.
+		staged, _ := filepath.Glob(filepath.Join(dir, ".redeem-*", "auth.p12"))
+		if len(staged) != 1 || !strings.Contains(err.Error(), filepath.Dir(staged[0])) {
+			t.Fatalf("staged %v; err %v", staged, err)
+		}
+		for name := range entries(t, dir) {
+			if name != before && !strings.HasPrefix(name, ".redeem-") {
+				t.Errorf("%s is in the output directory though the confirmation's outcome is unknown", name)
+			}
+		}
 	})
 
 	t.Run("a move fails after the confirmation", func(t *testing.T) {
