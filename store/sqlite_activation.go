@@ -3,8 +3,8 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 )
@@ -227,26 +227,28 @@ func (s *DB) BeginRedemption(ctx context.Context, id, rid string, now time.Time,
 }
 
 func (s *DB) RenewLeases(ctx context.Context, holder string, ids []string, until time.Time) (int64, error) {
-	var total int64
-	// In batches: a statement's parameters are bounded (SQLite 32766).
-	for len(ids) > 0 {
-		batch := ids[:min(len(ids), 500)]
-		ids = ids[len(batch):]
-		args := []any{ts(until), holder}
-		marks := make([]string, len(batch))
-		for i, id := range batch {
-			args = append(args, id)
-			marks[i] = fmt.Sprintf("$%d", i+3)
-		}
-		res, err := s.w.ExecContext(ctx, `UPDATE activations SET lease_until = $1
-			WHERE claim_holder = $2 AND redemption_id IN (`+strings.Join(marks, ", ")+`) AND state = 'redeeming' AND package IS NULL`, args...)
-		if err != nil {
-			return total, wrapDB(err)
-		}
-		n, _ := res.RowsAffected()
-		total += n
+	if len(ids) == 0 {
+		return 0, nil
 	}
-	return total, nil
+	// One statement whatever the number of ids (the statement cache keeps
+	// one per text): the ids go as one parameter, an array.
+	in, list := `redemption_id IN (SELECT value FROM json_each($3))`, any(nil)
+	if s.dialect == "postgres" {
+		in, list = `redemption_id = ANY($3)`, ids
+	} else {
+		b, err := json.Marshal(ids)
+		if err != nil {
+			return 0, err
+		}
+		list = string(b)
+	}
+	res, err := s.w.ExecContext(ctx, `UPDATE activations SET lease_until = $1
+		WHERE claim_holder = $2 AND `+in+` AND state = 'redeeming' AND package IS NULL`, ts(until), holder, list)
+	if err != nil {
+		return 0, wrapDB(err)
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
 }
 
 // legacyLease is how long a claim made before leases existed is held.
