@@ -1,10 +1,12 @@
 package activation
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -428,44 +430,10 @@ func TestRefusedRekeyWithEscrowDown(t *testing.T) {
 		c.Issuer = lost
 		downEscrow(t, kek)(c)
 	})
-	e := h.enroll(t, h.signIn(t, "a@example.gov"))
-	req := e.request(t)
-	d, err := h.svc.Redeem(ctx, req, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.svc.Confirm(ctx, d.RedemptionID, req.Secret, d.SHA256); err != nil {
-		t.Fatal(err)
-	}
-	recs, err := h.st.CertificatesOfSet(ctx, e.en.CredentialSetID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var current *x509.Certificate
-	for _, r := range recs {
-		if r.Profile == string(issuance.DerivedPIVAuth) {
-			if current, err = x509.ParseCertificate(r.DER); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if current == nil {
-		t.Fatal("no derived PIV Authentication certificate")
-	}
-	h.advance(RenewalOpens(current.NotBefore, current.NotAfter, h.svc.cfg.RenewalPercent).Sub(h.clock()) + time.Hour)
+	current := renewable(t, h)
 	rekey := func() error {
 		t.Helper()
-		secret := make([]byte, 32)
-		rand.Read(secret)
-		var in []*credgwv1.CertificateRequest
-		for p, csr := range csrs(t) {
-			for pp, ip := range protoProfiles {
-				if ip == p {
-					in = append(in, &credgwv1.CertificateRequest{Profile: pp, CsrDer: csr.Raw})
-				}
-			}
-		}
-		_, err := h.svc.Rekey(ctx, RekeyRequest{Current: current, Secret: secret, Password: "24681357", CSRs: in}, nil)
+		_, err := h.svc.Rekey(ctx, rekeyRequest(t, current), nil)
 		return err
 	}
 	// The renewal is made (its new escrowed key sealed), then the CA
@@ -479,5 +447,97 @@ func TestRefusedRekeyWithEscrowDown(t *testing.T) {
 	kek.down.Store(false)
 	if err := rekey(); err != nil {
 		t.Fatalf("the device's retry once the escrow works: %v", err)
+	}
+}
+
+// renewable is the derived PIV Authentication certificate of a confirmed
+// set, with the clock moved to where its renewal is open.
+func renewable(t *testing.T, h *harness) *x509.Certificate {
+	t.Helper()
+	ctx := context.Background()
+	e := h.enroll(t, h.signIn(t, fmt.Sprintf("renew-%d@example.gov", h.people+1)))
+	req := e.request(t)
+	d, err := h.svc.Redeem(ctx, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.svc.Confirm(ctx, d.RedemptionID, req.Secret, d.SHA256); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := h.st.CertificatesOfSet(ctx, e.en.CredentialSetID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Profile == string(issuance.DerivedPIVAuth) {
+			current, err := x509.ParseCertificate(r.DER)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.advance(RenewalOpens(current.NotBefore, current.NotAfter, h.svc.cfg.RenewalPercent).Sub(h.clock()) + time.Hour)
+			return current
+		}
+	}
+	t.Fatal("no derived PIV Authentication certificate")
+	return nil
+}
+
+// rekeyRequest is a new renewal of current's set: a new secret and new
+// device keys.
+func rekeyRequest(t *testing.T, current *x509.Certificate) RekeyRequest {
+	t.Helper()
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	var in []*credgwv1.CertificateRequest
+	for p, csr := range csrs(t) {
+		for pp, ip := range protoProfiles {
+			if ip == p {
+				in = append(in, &credgwv1.CertificateRequest{Profile: pp, CsrDer: csr.Raw})
+			}
+		}
+	}
+	return RekeyRequest{Current: current, Secret: secret, Password: "24681357", CSRs: in}
+}
+
+// TestRekeyConfirmRepeated: a renewal's confirmation repeated because its
+// answer was lost gets the first answer again, although the first revoked
+// the calling certificate; a repeat that is not the same device's (another
+// package, another secret, another redemption) is refused.
+func TestRekeyConfirmRepeated(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, nil)
+	current := renewable(t, h)
+	req := rekeyRequest(t, current)
+	d, err := h.svc.Rekey(ctx, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := h.svc.ConfirmRekey(ctx, current, d.RedemptionID, req.Secret, d.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := h.svc.ConfirmRekey(ctx, current, d.RedemptionID, req.Secret, d.SHA256)
+	if err != nil {
+		t.Fatalf("the repeated confirmation: %v", err)
+	}
+	if again.CredentialSetID != first.CredentialSetID || fmt.Sprint(again.Serials) != fmt.Sprint(first.Serials) {
+		t.Fatalf("the repeat answered %+v, the first %+v", again, first)
+	}
+	otherSum := bytes.Repeat([]byte{1}, 32)
+	otherSecret := bytes.Repeat([]byte{2}, 32)
+	for _, tc := range []struct {
+		name   string
+		rid    string
+		secret []byte
+		sum    []byte
+	}{
+		{"another package", d.RedemptionID, req.Secret, otherSum},
+		{"another secret", d.RedemptionID, otherSecret, d.SHA256},
+		{"another redemption", "no-such-redemption", req.Secret, d.SHA256},
+		{"no redemption", "", req.Secret, d.SHA256},
+	} {
+		if _, err := h.svc.ConfirmRekey(ctx, current, tc.rid, tc.secret, tc.sum); err == nil {
+			t.Errorf("%s: accepted", tc.name)
+		}
 	}
 }

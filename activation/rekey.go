@@ -20,6 +20,26 @@ import (
 // active set. It returns the record and the set. (Termination is checked
 // where a renewal is made and confirmed.)
 func (s *Service) RenewalCredential(ctx context.Context, leaf *x509.Certificate) (store.CertificateRecord, store.CredentialSet, error) {
+	rec, err := s.derivedAuth(ctx, leaf)
+	if err != nil {
+		return store.CertificateRecord{}, store.CredentialSet{}, err
+	}
+	if rec.Revoked() {
+		return store.CertificateRecord{}, store.CredentialSet{}, denied("the derived PIV Authentication certificate is revoked: enroll again with the card")
+	}
+	cs, err := s.cfg.Store.CredentialSet(ctx, rec.CredentialSetID)
+	if err != nil {
+		return store.CertificateRecord{}, store.CredentialSet{}, err
+	}
+	if cs.State != store.SetActive {
+		return store.CertificateRecord{}, store.CredentialSet{}, notNow("the credential set is %s, not active", cs.State)
+	}
+	return rec, cs, nil
+}
+
+// derivedAuth is the record of leaf, a derived PIV Authentication
+// certificate this gateway issued (revoked or not).
+func (s *Service) derivedAuth(ctx context.Context, leaf *x509.Certificate) (store.CertificateRecord, error) {
 	var none store.CertificateRecord
 	chain := s.cfg.Issuer.Chain()
 	roots, inter := x509.NewCertPool(), x509.NewCertPool()
@@ -29,27 +49,18 @@ func (s *Service) RenewalCredential(ctx context.Context, leaf *x509.Certificate)
 	}
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: s.cfg.Now(),
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return none, store.CredentialSet{}, denied("the TLS client certificate is not a valid derived credential of this gateway: %v", err)
+		return none, denied("the TLS client certificate is not a valid derived credential of this gateway: %v", err)
 	}
 	rec, err := s.cfg.Store.Certificate(ctx, NormalizeSerial(leaf.SerialNumber.Text(16)))
 	switch {
 	case errors.Is(err, store.ErrNotFound) || (err == nil && !bytes.Equal(rec.DER, leaf.Raw)):
-		return none, store.CredentialSet{}, denied("the TLS client certificate is not one this gateway issued")
+		return none, denied("the TLS client certificate is not one this gateway issued")
 	case err != nil:
-		return none, store.CredentialSet{}, err
+		return none, err
 	case rec.Profile != string(issuance.DerivedPIVAuth):
-		return none, store.CredentialSet{}, denied("renewal is authenticated with the derived PIV Authentication certificate, not the %s one", rec.Profile)
-	case rec.Revoked():
-		return none, store.CredentialSet{}, denied("the derived PIV Authentication certificate is revoked: enroll again with the card")
+		return none, denied("renewal is authenticated with the derived PIV Authentication certificate, not the %s one", rec.Profile)
 	}
-	cs, err := s.cfg.Store.CredentialSet(ctx, rec.CredentialSetID)
-	if err != nil {
-		return none, store.CredentialSet{}, err
-	}
-	if cs.State != store.SetActive {
-		return none, store.CredentialSet{}, notNow("the credential set is %s, not active", cs.State)
-	}
-	return rec, cs, nil
+	return rec, nil
 }
 
 // RekeyRequest is a device re-keying the credentials its certificate
@@ -158,6 +169,9 @@ func rekeyContext(current *x509.Certificate) string {
 func (s *Service) ConfirmRekey(ctx context.Context, current *x509.Certificate, redemptionID string, secret, sum []byte) (*Confirmed, error) {
 	_, old, err := s.RenewalCredential(ctx, current)
 	if err != nil {
+		if out, ok := s.rekeyConfirmedBefore(ctx, current, redemptionID, secret, sum); ok {
+			return out, nil
+		}
 		return nil, err
 	}
 	if redemptionID == "" || len(sum) != 32 {
@@ -191,6 +205,43 @@ func (s *Service) ConfirmRekey(ctx context.Context, current *x509.Certificate, r
 		"A new escrowed S/MIME encryption key and your key history were delivered to the device that renewed its credentials.")
 	s.cfg.Log.InfoContext(ctx, "credentials renewed", "credential_set_id", cs.ID, "superseded", old.ID, "person_id", cs.PersonID)
 	return out, nil
+}
+
+// rekeyConfirmedBefore answers a confirmation repeated because the first
+// one's answer was lost: that one revoked the calling certificate's set
+// (superseded), so the certificate no longer renews. The same device
+// (the certificate, the renewal's secret and the package's SHA-256) gets
+// the first answer again, and a revocation of the old set that failed
+// half way is finished.
+func (s *Service) rekeyConfirmedBefore(ctx context.Context, current *x509.Certificate, redemptionID string, secret, sum []byte) (*Confirmed, bool) {
+	if redemptionID == "" || len(sum) != 32 {
+		return nil, false
+	}
+	rec, err := s.derivedAuth(ctx, current)
+	if err != nil {
+		return nil, false
+	}
+	a, err := s.cfg.Store.ActivationByRedemption(ctx, redemptionID)
+	if err != nil || a.State != store.ActCompleted {
+		return nil, false
+	}
+	old, err := s.cfg.Store.CredentialSet(ctx, rec.CredentialSetID)
+	if err != nil {
+		return nil, false
+	}
+	renewal, err := s.renewalOf(ctx, a, old)
+	if err != nil {
+		return nil, false
+	}
+	cs, again, err := s.confirm(ctx, a, renewal, redemptionID, secret, sum)
+	if err != nil || !again {
+		return nil, false
+	}
+	if _, err := s.RevokeSet(ctx, old.PersonID, old.ID, issuance.ReasonSuperseded); err != nil {
+		return nil, false
+	}
+	out, err := s.confirmed(ctx, cs.ID, cs.PersonID)
+	return out, err == nil
 }
 
 // renewalOf refuses an activation that is not the renewal of old.
