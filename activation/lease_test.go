@@ -541,3 +541,36 @@ func TestRekeyConfirmRepeated(t *testing.T) {
 		}
 	}
 }
+
+// boundIssuer records whether each revocation's context has a deadline.
+type boundIssuer struct {
+	lostIssuer
+	unbounded atomic.Int32
+}
+
+func (b *boundIssuer) Revoke(ctx context.Context, serial string, reason issuance.RevocationReason) error {
+	if _, ok := ctx.Deadline(); !ok {
+		b.unbounded.Add(1)
+	}
+	return b.lostIssuer.Revoke(ctx, serial, reason)
+}
+
+// TestGiveBackBounded: a give-back's revocations run under a deadline,
+// whatever the caller's context: this process renews the claim meanwhile,
+// so a CA that never answers would otherwise hold the code for good.
+func TestGiveBackBounded(t *testing.T) {
+	ctx := context.Background() // no deadline of its own
+	b := &boundIssuer{}
+	h := newHarness(t, func(c *Config) {
+		b.Issuer = c.Issuer
+		c.Issuer = b
+	})
+	e := h.enroll(t, h.signIn(t, "a@example.gov"))
+	b.lose.Store(true)
+	if _, err := h.svc.Redeem(ctx, e.request(t), nil); err == nil {
+		t.Fatal("the redemption succeeded with the CA connection lost")
+	}
+	if n := b.unbounded.Load(); n != 0 {
+		t.Fatalf("%d revocations of the give-back ran without a deadline", n)
+	}
+}

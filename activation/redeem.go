@@ -371,10 +371,18 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 	var made []string
 	d, err := s.issue(ctx, a, cs, rid, req, verdicts, aead, progress, &made)
 	if err != nil {
-		return nil, s.giveBack(context.WithoutCancel(ctx), a.ID, rid, cs, made, err)
+		// Bounded: while it runs this process renews the claim, so a CA
+		// that never answers would otherwise hold the code for good. Past
+		// it, the claim lapses and the lease keeper gives it back.
+		gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), giveBackTimeout)
+		defer cancel()
+		return nil, s.giveBack(gctx, a.ID, rid, cs, made, err)
 	}
 	return d, nil
 }
+
+// giveBackTimeout bounds a give-back (giveBack).
+const giveBackTimeout = time.Minute
 
 // giveBack undoes a redemption that delivered nothing, so that a corrected
 // request (or the device's retry) can redeem the code: what was issued is
