@@ -35,13 +35,11 @@ func (d *dyingIssuer) Issue(ctx context.Context, req issuance.Request) (*issuanc
 	return nil, errors.New("the process died")
 }
 
-// TestDeadProcessClaimReleased: a redemption whose process died after the
-// escrowed key was certified is released by another process once its
-// lease runs out — not before, and not while its process renews it — with
-// a new escrowed key, so that the device's retry redeems the code; what
-// the dead issuance made is revoked.
-func TestDeadProcessClaimReleased(t *testing.T) {
-	ctx := context.Background()
+// dyingHarness is a harness whose service issues through a dyingIssuer,
+// and a second service on the same store and CA (another process) that
+// survives it.
+func dyingHarness(t *testing.T) (*harness, *Service, *dyingIssuer) {
+	t.Helper()
 	var other Config
 	dying := &dyingIssuer{certified: make(chan struct{}), never: make(chan struct{})}
 	h := newHarness(t, func(c *Config) {
@@ -53,6 +51,17 @@ func TestDeadProcessClaimReleased(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return h, survivor, dying
+}
+
+// TestDeadProcessClaimReleased: a redemption whose process died after the
+// escrowed key was certified is released by another process once its
+// lease runs out — not before, and not while its process renews it — with
+// a new escrowed key, so that the device's retry redeems the code; what
+// the dead issuance made is revoked.
+func TestDeadProcessClaimReleased(t *testing.T) {
+	ctx := context.Background()
+	h, survivor, dying := dyingHarness(t)
 	e := h.enroll(t, h.signIn(t, "a@example.gov"))
 	finished := make(chan struct{})
 	go func() {
@@ -253,17 +262,7 @@ func TestGiveBackWithoutNewKey(t *testing.T) {
 // leaves alone what a redemption started after the release made.
 func TestReleasedSetRevocationFinished(t *testing.T) {
 	ctx := context.Background()
-	var other Config
-	dying := &dyingIssuer{certified: make(chan struct{}), never: make(chan struct{})}
-	h := newHarness(t, func(c *Config) {
-		other = *c
-		dying.Issuer = c.Issuer
-		c.Issuer = dying
-	})
-	survivor, err := New(other)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, survivor, dying := dyingHarness(t)
 	e := h.enroll(t, h.signIn(t, "a@example.gov"))
 	go h.svc.Redeem(context.Background(), e.request(t), nil)
 	<-dying.certified

@@ -169,10 +169,15 @@ func rekeyContext(current *x509.Certificate) string {
 func (s *Service) ConfirmRekey(ctx context.Context, current *x509.Certificate, redemptionID string, secret, sum []byte) (*Confirmed, error) {
 	_, old, err := s.RenewalCredential(ctx, current)
 	if err != nil {
-		if out, ok := s.rekeyConfirmedBefore(ctx, current, redemptionID, secret, sum); ok {
-			return out, nil
+		// A repeat whose first answer was lost: the first revoked the
+		// calling certificate's set (superseded), so the certificate no
+		// longer renews. The rest of the checks below still hold (the
+		// renewal of that set, its secret, the same package), and the
+		// same device gets the first answer again.
+		var repeat bool
+		if old, repeat = s.supersededBy(ctx, current, redemptionID); !repeat {
+			return nil, err
 		}
-		return nil, err
 	}
 	if redemptionID == "" || len(sum) != 32 {
 		return nil, invalid("redemption_id and the 32-byte sha256 of the installed package are required")
@@ -207,41 +212,20 @@ func (s *Service) ConfirmRekey(ctx context.Context, current *x509.Certificate, r
 	return out, nil
 }
 
-// rekeyConfirmedBefore answers a confirmation repeated because the first
-// one's answer was lost: that one revoked the calling certificate's set
-// (superseded), so the certificate no longer renews. The same device
-// (the certificate, the renewal's secret and the package's SHA-256) gets
-// the first answer again, and a revocation of the old set that failed
-// half way is finished.
-func (s *Service) rekeyConfirmedBefore(ctx context.Context, current *x509.Certificate, redemptionID string, secret, sum []byte) (*Confirmed, bool) {
-	if redemptionID == "" || len(sum) != 32 {
-		return nil, false
-	}
+// supersededBy is the set of current, a derived PIV Authentication
+// certificate of this gateway, when redemptionID is a completed
+// confirmation (of a renewal of that set, ConfirmRekey checks).
+func (s *Service) supersededBy(ctx context.Context, current *x509.Certificate, redemptionID string) (store.CredentialSet, bool) {
 	rec, err := s.derivedAuth(ctx, current)
-	if err != nil {
-		return nil, false
+	if err != nil || redemptionID == "" {
+		return store.CredentialSet{}, false
 	}
 	a, err := s.cfg.Store.ActivationByRedemption(ctx, redemptionID)
 	if err != nil || a.State != store.ActCompleted {
-		return nil, false
+		return store.CredentialSet{}, false
 	}
 	old, err := s.cfg.Store.CredentialSet(ctx, rec.CredentialSetID)
-	if err != nil {
-		return nil, false
-	}
-	renewal, err := s.renewalOf(ctx, a, old)
-	if err != nil {
-		return nil, false
-	}
-	cs, again, err := s.confirm(ctx, a, renewal, redemptionID, secret, sum)
-	if err != nil || !again {
-		return nil, false
-	}
-	if _, err := s.RevokeSet(ctx, old.PersonID, old.ID, issuance.ReasonSuperseded); err != nil {
-		return nil, false
-	}
-	out, err := s.confirmed(ctx, cs.ID, cs.PersonID)
-	return out, err == nil
+	return old, err == nil
 }
 
 // renewalOf refuses an activation that is not the renewal of old.
