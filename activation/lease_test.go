@@ -294,7 +294,13 @@ func TestReleasedSetRevocationFinished(t *testing.T) {
 	if cs, err := h.st.CredentialSet(ctx, e.en.CredentialSetID); err != nil || cs.State != store.SetPending {
 		t.Fatalf("set %+v, %v; want pending after the release", cs, err)
 	}
-	h.advance(time.Second)
+	if _, err := survivor.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if live() == 0 {
+		t.Fatal("the sweep revoked certificates younger than leftoverAge: a redemption in flight could own them")
+	}
+	h.advance(leftoverAge + time.Second)
 	if _, err := survivor.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}

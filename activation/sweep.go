@@ -35,14 +35,16 @@ func (s *Service) Sweep(ctx context.Context) (revoked int, err error) {
 		errs = append(errs, s.revokeSet(ctx, id, time.Time{}, issuance.ReasonCessationOfOperation))
 	}
 	// Sets given back (a redemption released) whose revocations failed
-	// then: what they hold from before now is the failed issuance's. A
-	// redemption that starts meanwhile keeps what it makes.
-	released, err := s.cfg.Store.PendingSetsWithLiveCertificates(ctx, now, 100)
+	// then: what they hold from before the cutoff is the failed
+	// issuance's. A redemption that starts meanwhile, on a replica whose
+	// clock is a little behind too, keeps what it makes.
+	cutoff := now.Add(-leftoverAge)
+	released, err := s.cfg.Store.PendingSetsWithLiveCertificates(ctx, cutoff, 100)
 	if err != nil {
 		return 0, err
 	}
 	for _, id := range released {
-		errs = append(errs, s.revokeSet(ctx, id, now, issuance.ReasonCessationOfOperation))
+		errs = append(errs, s.revokeSet(ctx, id, cutoff, issuance.ReasonCessationOfOperation))
 	}
 	for _, id := range sets {
 		err := s.revokeSet(ctx, id, now, issuance.ReasonSuperseded)
@@ -54,6 +56,12 @@ func (s *Service) Sweep(ctx context.Context) (revoked int, err error) {
 	errs = append(errs, s.sweepEscrow(ctx, now))
 	return stuck + len(sets), errors.Join(errs...)
 }
+
+// leftoverAge is how old a certificate of a pending set must be for the
+// sweep to take it for a failed release's leftover: more than any
+// redemption in flight could have made since its set left pending,
+// whatever the replicas' clocks.
+const leftoverAge = time.Minute
 
 // RedemptionLease is how long a process's claim on a redemption holds
 // without renewal; LeaseRenewal how often a live process renews its claims
