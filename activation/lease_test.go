@@ -528,6 +528,16 @@ func TestRekeyConfirmRepeated(t *testing.T) {
 	if again.CredentialSetID != first.CredentialSetID || fmt.Sprint(again.Serials) != fmt.Sprint(first.Serials) {
 		t.Fatalf("the repeat answered %+v, the first %+v", again, first)
 	}
+	// Revoked since (a lost device): a repeat is not answered as the
+	// first.
+	defer func() {
+		if _, err := h.svc.RevokeSet(ctx, first.PersonID, first.CredentialSetID, issuance.ReasonKeyCompromise); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.svc.ConfirmRekey(ctx, current, d.RedemptionID, req.Secret, d.SHA256); err == nil {
+			t.Error("a repeat answered after the renewed set was revoked")
+		}
+	}()
 	otherSum := bytes.Repeat([]byte{1}, 32)
 	otherSecret := bytes.Repeat([]byte{2}, 32)
 	for _, tc := range []struct {
@@ -550,10 +560,11 @@ func TestRekeyConfirmRepeated(t *testing.T) {
 // boundIssuer records whether each revocation's context has a deadline.
 type boundIssuer struct {
 	lostIssuer
-	unbounded atomic.Int32
+	unbounded, revoked atomic.Int32
 }
 
 func (b *boundIssuer) Revoke(ctx context.Context, serial string, reason issuance.RevocationReason) error {
+	b.revoked.Add(1)
 	if _, ok := ctx.Deadline(); !ok {
 		b.unbounded.Add(1)
 	}
@@ -577,5 +588,8 @@ func TestGiveBackBounded(t *testing.T) {
 	}
 	if n := b.unbounded.Load(); n != 0 {
 		t.Fatalf("%d revocations of the give-back ran without a deadline", n)
+	}
+	if b.revoked.Load() == 0 {
+		t.Fatal("the give-back revoked nothing: the test proves nothing")
 	}
 }

@@ -381,8 +381,13 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 	return d, nil
 }
 
-// giveBackTimeout bounds a give-back (giveBack).
-const giveBackTimeout = time.Minute
+// giveBackTimeout bounds a give-back's revocations (giveBack), and
+// giveBackStoreTimeout what follows them: the new escrowed key and the
+// release.
+const (
+	giveBackTimeout      = time.Minute
+	giveBackStoreTimeout = 15 * time.Second
+)
 
 // giveBack undoes a redemption that delivered nothing, so that a corrected
 // request (or the device's retry) can redeem the code: what was issued is
@@ -418,6 +423,10 @@ func (s *Service) giveBack(ctx context.Context, activationID, rid string, cs sto
 	if rerr := s.revokeSet(ctx, cs.ID, time.Time{}, issuance.ReasonCessationOfOperation); rerr != nil {
 		err = errors.Join(err, rerr)
 	}
+	// The revocations may have used up ctx (a slow CA): giving the code
+	// back gets a time of its own.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), giveBackStoreTimeout)
+	defer cancel()
 	r := store.Redemption{ActivationID: activationID, RedemptionID: rid, CredentialSetID: cs.ID}
 	keyID := ""
 	if cs.EscrowKeyID != "" {

@@ -168,16 +168,22 @@ func rekeyContext(current *x509.Certificate) string {
 // the calling certificate belongs to is revoked (superseded).
 func (s *Service) ConfirmRekey(ctx context.Context, current *x509.Certificate, redemptionID string, secret, sum []byte) (*Confirmed, error) {
 	_, old, err := s.RenewalCredential(ctx, current)
+	repeated := false
 	if err != nil {
 		// A repeat whose first answer was lost: the first revoked the
 		// calling certificate's set (superseded), so the certificate no
 		// longer renews. The rest of the checks below still hold (the
 		// renewal of that set, its secret, the same package), and the
 		// same device gets the first answer again.
-		var repeat bool
-		if old, repeat = s.supersededBy(ctx, current, redemptionID); !repeat {
+		set, repeat, serr := s.supersededBy(ctx, current, redemptionID)
+		if serr != nil {
+			// Not known to be a refusal: the device asks again.
+			return nil, serr
+		}
+		if !repeat {
 			return nil, err
 		}
+		old, repeated = set, true
 	}
 	if redemptionID == "" || len(sum) != 32 {
 		return nil, invalid("redemption_id and the 32-byte sha256 of the installed package are required")
@@ -191,6 +197,11 @@ func (s *Service) ConfirmRekey(ctx context.Context, current *x509.Certificate, r
 	renewal, err := s.renewalOf(ctx, a, old)
 	if err != nil {
 		return nil, err
+	}
+	if repeated && renewal.State != store.SetActive {
+		// Revoked since the first confirmation (a lost device): nothing
+		// to answer as the first did.
+		return nil, notNow("the renewed credentials are %s", renewal.State)
 	}
 	cs, again, err := s.confirm(ctx, a, renewal, redemptionID, secret, sum)
 	if err != nil {
@@ -214,18 +225,27 @@ func (s *Service) ConfirmRekey(ctx context.Context, current *x509.Certificate, r
 
 // supersededBy is the set of current, a derived PIV Authentication
 // certificate of this gateway, when redemptionID is a completed
-// confirmation (of a renewal of that set, ConfirmRekey checks).
-func (s *Service) supersededBy(ctx context.Context, current *x509.Certificate, redemptionID string) (store.CredentialSet, bool) {
+// confirmation (of a renewal of that set, ConfirmRekey checks). An error
+// is one of the store's, not an answer.
+func (s *Service) supersededBy(ctx context.Context, current *x509.Certificate, redemptionID string) (store.CredentialSet, bool, error) {
 	rec, err := s.derivedAuth(ctx, current)
 	if err != nil || redemptionID == "" {
-		return store.CredentialSet{}, false
+		return store.CredentialSet{}, false, nil
 	}
 	a, err := s.cfg.Store.ActivationByRedemption(ctx, redemptionID)
-	if err != nil || a.State != store.ActCompleted {
-		return store.CredentialSet{}, false
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return store.CredentialSet{}, false, nil
+	case err != nil:
+		return store.CredentialSet{}, false, err
+	case a.State != store.ActCompleted:
+		return store.CredentialSet{}, false, nil
 	}
 	old, err := s.cfg.Store.CredentialSet(ctx, rec.CredentialSetID)
-	return old, err == nil
+	if err != nil {
+		return store.CredentialSet{}, false, err
+	}
+	return old, true, nil
 }
 
 // renewalOf refuses an activation that is not the renewal of old.

@@ -89,7 +89,11 @@ func renew(ctx context.Context, r RenewOptions) (*Result, error) {
 	}
 	o := Options{Payload: code.Payload{Gateway: r.Gateway, Secret: secret}, Password: password,
 		KeystorePIN: r.KeystorePIN, Device: r.Device, Events: r.Events, MaxResumes: 5, Now: r.Now,
-		Attest: r.Attest, attestContext: code.RekeyAttestationContext(strings.ToLower(cert.SerialNumber.Text(16)))}
+		// A gateway that is busy or restarting is waited for, and a
+		// confirmation whose answer was lost asked again (the gateway
+		// answers a repeat like the first), as Redeem does.
+		MaxWait: DefaultMaxWait,
+		Attest:  r.Attest, attestContext: code.RekeyAttestationContext(strings.ToLower(cert.SerialNumber.Text(16)))}
 	if o.Events == nil {
 		o.Events = func(Event) {}
 	}

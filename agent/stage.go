@@ -17,10 +17,11 @@ type confirmer func(ctx context.Context, redemptionID string, sum []byte) (strin
 // dir (the same filesystem, so each move is a rename; 0700, the key files
 // in it 0600): the files appear in dir only once everything in the package
 // verified and the gateway confirmed, so a failure at any step leaves dir
-// as it was. The staging directory is removed, unless a move fails after
-// the confirmation: then dir holds the earlier files again
-// (moveIntoPlace), and the error names the staging directory, which holds
-// the new ones.
+// as it was. The staging directory is removed, unless the confirmation got
+// no answer (the gateway may have taken it: ConfirmUnknownError) or a move
+// fails after the confirmation (then dir holds the earlier files again,
+// moveIntoPlace); the error then names the staging directory, which holds
+// the new files.
 func installStaged(ctx context.Context, dir, prefix string, o Options, open opener, confirm confirmer) (*Result, error) {
 	staging, err := os.MkdirTemp(dir, prefix)
 	if err != nil {
