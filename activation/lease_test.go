@@ -206,17 +206,7 @@ func TestGiveBackWithoutNewKey(t *testing.T) {
 	h := newHarness(t, func(c *Config) {
 		lost.Issuer = c.Issuer
 		c.Issuer = lost
-		fk, err := issuance.NewFileKEK(make([]byte, 32))
-		if err != nil {
-			t.Fatal(err)
-		}
-		kek.KEK = fk
-		esc, err := issuance.NewEscrow(issuance.EscrowConfig{KEK: kek, KEKID: "down", Store: c.Store, KeyType: issuance.EscrowP256, Now: c.Now})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(esc.Close)
-		c.Escrow = esc
+		downEscrow(t, kek)(c)
 	})
 	e := h.enroll(t, h.signIn(t, "a@example.gov"))
 	before, err := h.st.CredentialSet(ctx, e.en.CredentialSetID)
