@@ -34,6 +34,21 @@ func escrowKeys(t *testing.T, h *harness, personID string) []store.EscrowKey {
 	return keys
 }
 
+// install redeems e's code and confirms the package, as a device does.
+func (h *harness) install(t *testing.T, e enrolled) *Delivery {
+	t.Helper()
+	ctx := context.Background()
+	req := e.request(t)
+	d, err := h.svc.Redeem(ctx, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.svc.Confirm(ctx, d.RedemptionID, req.Secret, d.SHA256); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
 // keyCount is how many keys encryption.p12 of a package holds.
 func keyCount(t *testing.T, d *Delivery) int32 {
 	t.Helper()
@@ -179,15 +194,7 @@ func TestEscrowPurgedAfterRetainUntil(t *testing.T) {
 	h := newHarness(t, nil)
 	ctx := context.Background()
 	alice := h.signIn(t, "a@example.gov")
-	e := h.enroll(t, alice)
-	req := e.request(t)
-	d, err := h.svc.Redeem(ctx, req, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.svc.Confirm(ctx, d.RedemptionID, req.Secret, d.SHA256); err != nil {
-		t.Fatal(err)
-	}
+	h.install(t, h.enroll(t, alice))
 	keys := escrowKeys(t, h, alice.PersonID)
 	if len(keys) != 1 || keys[0].RetainUntil.IsZero() {
 		t.Fatalf("%+v", keys)

@@ -201,13 +201,7 @@ func (k *downKEK) Seal(ctx context.Context, plaintext, aad []byte) ([]byte, erro
 // the code.
 func TestGiveBackWithoutNewKey(t *testing.T) {
 	ctx := context.Background()
-	lost := &lostIssuer{}
-	kek := &downKEK{}
-	h := newHarness(t, func(c *Config) {
-		lost.Issuer = c.Issuer
-		c.Issuer = lost
-		downEscrow(t, kek)(c)
-	})
+	h, lost, kek := outageHarness(t)
 	e := h.enroll(t, h.signIn(t, "a@example.gov"))
 	before, err := h.st.CredentialSet(ctx, e.en.CredentialSetID)
 	if err != nil {
@@ -310,6 +304,20 @@ func TestReleasedSetRevocationFinished(t *testing.T) {
 	if n, want := live(), len(d.Manifest.GetItems())-1; n != want {
 		t.Fatalf("%d live certificates after the retry and a sweep, want %d", n, want)
 	}
+}
+
+// outageHarness is a harness whose CA connection can be lost after a
+// key-management certificate is signed and whose escrow's KEK can go down.
+func outageHarness(t *testing.T) (*harness, *lostIssuer, *downKEK) {
+	t.Helper()
+	lost := &lostIssuer{}
+	kek := &downKEK{}
+	h := newHarness(t, func(c *Config) {
+		lost.Issuer = c.Issuer
+		c.Issuer = lost
+		downEscrow(t, kek)(c)
+	})
+	return h, lost, kek
 }
 
 // downEscrow is a harness whose escrow seals under a KEK that can go down.
@@ -418,13 +426,7 @@ func TestOnlyIssuingClaimsRenewed(t *testing.T) {
 // renewal is in progress" until the abandoned one expires.
 func TestRefusedRekeyWithEscrowDown(t *testing.T) {
 	ctx := context.Background()
-	lost := &lostIssuer{}
-	kek := &downKEK{}
-	h := newHarness(t, func(c *Config) {
-		lost.Issuer = c.Issuer
-		c.Issuer = lost
-		downEscrow(t, kek)(c)
-	})
+	h, lost, kek := outageHarness(t)
 	current := renewable(t, h)
 	rekey := func() error {
 		t.Helper()
@@ -451,14 +453,7 @@ func renewable(t *testing.T, h *harness) *x509.Certificate {
 	t.Helper()
 	ctx := context.Background()
 	e := h.enroll(t, h.signIn(t, fmt.Sprintf("renew-%d@example.gov", h.people+1)))
-	req := e.request(t)
-	d, err := h.svc.Redeem(ctx, req, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.svc.Confirm(ctx, d.RedemptionID, req.Secret, d.SHA256); err != nil {
-		t.Fatal(err)
-	}
+	h.install(t, e)
 	recs, err := h.st.CertificatesOfSet(ctx, e.en.CredentialSetID)
 	if err != nil {
 		t.Fatal(err)
