@@ -116,6 +116,9 @@ type Result struct {
 	// Keystore (no PKCS#12 is written) or an Options.Install.
 	KeyHistoryFiles []string
 	Resumes         int
+	// currentEscrow is the CKA_ID of the current escrowed key on a
+	// Keystore, labelled current once the set is confirmed.
+	currentEscrow []byte
 }
 
 // profiles whose keys the device makes; the key-management key comes
@@ -395,7 +398,7 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirmOnce co
 			installed = true
 			where := "the files stay in the staging directory"
 			if o.Keystore != nil {
-				where = "the keys stay on the keystore"
+				where = "the keys stay on the keystore, the new escrowed key labelled history"
 			}
 			return nil, &ConfirmUnknownError{Err: fmt.Errorf("agent: verified, but whether the gateway took the confirmation is unknown; "+
 				"%s (if the gateway did not take it, it revokes the credentials): %w", where, err)}
@@ -404,6 +407,12 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirmOnce co
 	}
 	res.CredentialSetID = setID
 	installed = true
+	if o.Keystore != nil && res.currentEscrow != nil {
+		if err := labelCurrent(ctx, o.Keystore, res.currentEscrow); err != nil {
+			// Installed and confirmed: the key is there, labelled history.
+			o.Events(Event{Message: fmt.Sprintf("installed, but the new escrowed key (CKA_ID %x) could not be labelled %q on the keystore: %v", res.currentEscrow, labelCurrentKey, err)})
+		}
+	}
 	return res, nil
 }
 
@@ -535,29 +544,28 @@ const (
 
 // storeEscrowed puts an escrowed key and its certificate on the keystore
 // token under a CKA_ID derived from the public key, so that a repeated
-// install, a renewal or a second enrollment never stores a key twice. Only
-// one key is labelled current: a new current one relabels the one before.
-func storeEscrowed(ctx context.Context, tok *pkcs11.Token, key crypto.PrivateKey, cert *x509.Certificate, current bool) error {
+// install, a renewal or a second enrollment never stores a key twice, and
+// returns that CKA_ID. The key is labelled history: the current key
+// becomes current only once the gateway has confirmed its set
+// (labelCurrent), since a set it refuses is revoked.
+func storeEscrowed(ctx context.Context, tok *pkcs11.Token, key crypto.PrivateKey, cert *x509.Certificate) ([]byte, error) {
 	signer, ok := key.(crypto.Signer)
 	if !ok || !signer.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(cert.PublicKey) {
-		return errors.New("the key in the PKCS#12 is not the certificate's")
+		return nil, errors.New("the key in the PKCS#12 is not the certificate's")
 	}
 	spki, err := x509.MarshalPKIXPublicKey(cert.PublicKey)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	sum := sha256.Sum256(spki)
 	id := sum[:16]
-	// Stored as history first; a new current key takes the label only once
-	// it and its certificate are on the token, so a failure never leaves
-	// the token without a current key.
 	had, err := tok.FindObjects(ctx, pkcs11.Query{Class: pkcs11.ClassPrivateKey, ID: id})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(had) == 0 {
 		if _, err := tok.ImportKeyPair(ctx, id, labelHistoryKey, key); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if err := tok.ImportCertificate(ctx, id, labelHistoryCert, cert); err != nil {
@@ -566,29 +574,28 @@ func storeEscrowed(ctx context.Context, tok *pkcs11.Token, key crypto.PrivateKey
 				tok.DeleteObjects(context.WithoutCancel(ctx), pkcs11.Query{Class: c, ID: id})
 			}
 		}
-		return err
+		return nil, err
 	}
-	type relabel struct {
-		class pkcs11.Class
-		id    []byte
-		from  string
-		to    string
-	}
-	steps := []relabel{
-		{pkcs11.ClassPrivateKey, id, "", labelHistoryKey},
-		{pkcs11.ClassPublicKey, id, "", labelHistoryKey},
-	}
-	if current {
-		steps = []relabel{
-			{pkcs11.ClassPrivateKey, nil, labelCurrentKey, labelHistoryKey},
-			{pkcs11.ClassPublicKey, nil, labelCurrentKey, labelHistoryKey},
-			{pkcs11.ClassCertificate, nil, labelCurrentCert, labelHistoryCert},
-			{pkcs11.ClassPrivateKey, id, "", labelCurrentKey},
-			{pkcs11.ClassPublicKey, id, "", labelCurrentKey},
-			{pkcs11.ClassCertificate, id, "", labelCurrentCert},
-		}
-	}
-	for _, r := range steps {
+	return id, nil
+}
+
+// labelCurrent makes the escrowed key id (on the token, storeEscrowed) the
+// one labelled current, and the one before it history. The new key takes
+// the label only after the old one lost it, so a failure part way leaves
+// no key labelled current rather than two; the next install labels one.
+func labelCurrent(ctx context.Context, tok *pkcs11.Token, id []byte) error {
+	for _, r := range []struct {
+		class    pkcs11.Class
+		id       []byte
+		from, to string
+	}{
+		{pkcs11.ClassPrivateKey, nil, labelCurrentKey, labelHistoryKey},
+		{pkcs11.ClassPublicKey, nil, labelCurrentKey, labelHistoryKey},
+		{pkcs11.ClassCertificate, nil, labelCurrentCert, labelHistoryCert},
+		{pkcs11.ClassPrivateKey, id, "", labelCurrentKey},
+		{pkcs11.ClassPublicKey, id, "", labelCurrentKey},
+		{pkcs11.ClassCertificate, id, "", labelCurrentCert},
+	} {
 		if _, err := tok.SetLabel(ctx, pkcs11.Query{Class: r.class, ID: r.id, Label: r.from}, r.to); err != nil {
 			return err
 		}
@@ -745,8 +752,12 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 				}
 				if o.Keystore != nil {
 					onToken = append(onToken, func() error {
-						if err := storeEscrowed(ctx, o.Keystore, e.Key, e.Certificate, i == 0); err != nil {
+						id, err := storeEscrowed(ctx, o.Keystore, e.Key, e.Certificate)
+						if err != nil {
 							return fmt.Errorf("agent: storing escrowed key %d of %s on the keystore: %w", i+1, name, err)
+						}
+						if i == 0 {
+							res.currentEscrow = id
 						}
 						return nil
 					})

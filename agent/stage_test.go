@@ -9,6 +9,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
+	"maps"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -429,6 +431,36 @@ func TestKeystoreInstallIsWhole(t *testing.T) {
 		// Two device keys and the escrowed one, each with its certificate.
 		if count[pkcs11.ClassPrivateKey] != 3 || count[pkcs11.ClassCertificate] != 3 || len(res.Certificates) != 3 {
 			t.Fatalf("objects on the keystore after the install: %v; %d certificates", count, len(res.Certificates))
+		}
+	})
+	// current lists the CKA_IDs of the objects labelled current.
+	current := func() map[pkcs11.Class]string {
+		t.Helper()
+		out := map[pkcs11.Class]string{}
+		for _, ob := range objects() {
+			if strings.HasSuffix(ob.Label, "(current)") {
+				out[ob.Class] += fmt.Sprintf("%x ", ob.ID)
+			}
+		}
+		return out
+	}
+	t.Run("a refused confirmation leaves the current key current", func(t *testing.T) {
+		before := current() // the escrowed key of "success"
+		if len(before) != 3 {
+			t.Fatalf("after the first install, current: %v; want a key pair and a certificate", before)
+		}
+		g := newTestGateway(t) // another escrowed key
+		g.confirmErr = status.Error(codes.FailedPrecondition, "injected: redemption expired")
+		o := g.options()
+		o.Keystore = tok
+		if _, err := installStaged(ctx, t.TempDir(), ".redeem-", o, g.open, g.confirm); err == nil || !strings.Contains(err.Error(), "injected") {
+			t.Fatalf("err %v", err)
+		}
+		// The new escrowed key stays, as history: its certificate is
+		// revoked with the set the gateway refused, and a mail client
+		// must not take it for the person's key.
+		if after := current(); !maps.Equal(after, before) {
+			t.Errorf("labelled current after a refused confirmation: %v, want %v (the first install's)", after, before)
 		}
 	})
 }
