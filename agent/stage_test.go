@@ -464,3 +464,36 @@ func TestKeystoreInstallIsWhole(t *testing.T) {
 		}
 	})
 }
+
+// TestEarlierStagingNamed: a staging directory an earlier run left (an
+// agent killed mid-install, or a confirmation whose answer was lost) may
+// hold the device keys of an active set: the next install names it and
+// leaves it alone.
+func TestEarlierStagingNamed(t *testing.T) {
+	dir := t.TempDir()
+	left := filepath.Join(dir, ".redeem-1234")
+	if err := os.Mkdir(left, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(left, "auth.key"), []byte("key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := newTestGateway(t)
+	o := g.options()
+	var said []string
+	o.Events = func(e Event) { said = append(said, e.Message) }
+	if _, err := installStaged(context.Background(), dir, ".redeem-", o, g.open, g.confirm); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(said, func(m string) bool { return strings.Contains(m, left) }) {
+		t.Errorf("the install did not name %s; it said %q", left, said)
+	}
+	if _, err := os.Stat(filepath.Join(left, "auth.key")); err != nil {
+		t.Errorf("the earlier staging directory was touched: %v", err)
+	}
+	for name := range entries(t, dir) {
+		if strings.HasPrefix(name, ".redeem-") && name != ".redeem-1234" {
+			t.Errorf("this install's staging directory %s stayed", name)
+		}
+	}
+}

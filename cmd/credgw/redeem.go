@@ -224,6 +224,9 @@ func progressPrinter(w io.Writer) func(agent.Event) {
 			fmt.Fprintln(w, e.Message)
 		case e.Total > 0:
 			fmt.Fprintf(w, "%s (%d/%d)\n", e.Message, e.Current, e.Total)
+		case e.Message != "":
+			// What the agent says on its own: waits, retries, leftovers.
+			fmt.Fprintln(w, e.Message)
 		}
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/credgw/credgw/agent"
 )
 
 // answers is a terminal that answers the prompts in order.
@@ -49,5 +51,19 @@ func TestKeystorePINAskedTwice(t *testing.T) {
 	broken := errors.New("read /dev/tty: input/output error")
 	if _, err := askNewPIN(func(string) (string, error) { return "", broken }, &w); !errors.Is(err, broken) {
 		t.Fatalf("%v", err)
+	}
+}
+
+// TestProgressPrinterSaysMessages: what the agent says on its own (a
+// wait, a retry, an earlier install's leftovers) reaches the person.
+func TestProgressPrinterSaysMessages(t *testing.T) {
+	var b strings.Builder
+	p := progressPrinter(&b)
+	p(agent.Event{Message: "the gateway is busy; retrying in 2s"})
+	p(agent.Event{Message: "issuing", Current: 1, Total: 3})
+	p(agent.Event{Message: "connection lost at 10 of 20 bytes; resuming", Resumed: true})
+	want := "the gateway is busy; retrying in 2s\nissuing (1/3)\nconnection lost at 10 of 20 bytes; resuming\n"
+	if b.String() != want {
+		t.Errorf("printed %q, want %q", b.String(), want)
 	}
 }
