@@ -19,6 +19,7 @@ func newBenchCmd() *cobra.Command {
 	var escrowType, cpuProfile, pgDSN string
 	var keepGoing bool
 	var replicas, people, newWork int
+	var rate float64
 	var device, gatewayDir string
 	enrollCmd := &cobra.Command{
 		Use:   "enroll --concurrency N --duration D [--gateway-dir DIR]",
@@ -31,6 +32,14 @@ the mean key history a device received (every enrollment of a person adds one
 escrowed key to what the next one carries, so few people enrolled many times
 measure key history, not enrollment), and checks afterwards that every
 delivered certificate is recorded and every activation is in a legal state.
+
+Workers back to back hold the gateway at saturation: there each call's
+latency is mostly waiting, and a whole enrollment takes --concurrency divided
+by the rate (Little's law). --rate R runs it open instead: enrollments arrive
+R a second on a schedule that does not wait for the gateway, each taken by a
+free worker (--concurrency is then the most in flight), and the report adds
+each enrollment's time from its arrival to Confirm's answer. Below the rate
+the gateway sustains, those are the latencies of a deployment at that load.
 
 By default the gateway runs in this process on a temporary development
 environment (SQLite or --postgres, CA key in SoftHSM, escrow keys of
@@ -64,6 +73,9 @@ enrollment.max_credential_sets times.`,
 					return pprof.StopCPUProfile, nil
 				}
 			}
+			if rate < 0 || rate > 1000 {
+				return fmt.Errorf("--rate %g: 0 (workers back to back) to 1000 enrollments/s", rate)
+			}
 			if people == 0 {
 				people = max(128, 8*concurrency)
 			}
@@ -89,7 +101,7 @@ enrollment.max_credential_sets times.`,
 			}
 			return loadgen.Run(cmd.Context(), loadgen.Config{Concurrency: concurrency, Duration: duration, People: people,
 				ProtocolOnly: device == "protocol", KeepGoing: keepGoing, GatewayDir: gatewayDir,
-				EscrowKey: escrowType, Postgres: pgDSN, Replicas: replicas, NewWork: newWork, Measure: measure}, cmd.OutOrStdout())
+				EscrowKey: escrowType, Postgres: pgDSN, Replicas: replicas, NewWork: newWork, Rate: rate, Measure: measure}, cmd.OutOrStdout())
 		},
 	}
 	enrollCmd.Flags().IntVar(&concurrency, "concurrency", 4, "parallel workers, each with its own card")
@@ -101,6 +113,7 @@ enrollment.max_credential_sets times.`,
 	enrollCmd.Flags().StringVar(&device, "device", "agent", `the simulated devices: "agent" runs the reference agent in full (it shares this machine's cores with the gateway); "protocol" does the device's part of the protocol (keys, CSRs, download, SHA-256, Confirm) and skips what a phone does on its own CPU afterwards (chain checks, opening and re-protecting the PKCS#12 files): the gateway's own throughput`)
 	enrollCmd.Flags().StringVar(&gatewayDir, "gateway-dir", "", "run against the gateway already running from this development environment (credgw dev init --dir)")
 	enrollCmd.Flags().IntVar(&newWork, "new-work", 0, "limits.new_work of the in-process gateway: how many sign-in challenges and new enrollments run at once while redemptions go first (0: half the CPUs; -1: no limit)")
+	enrollCmd.Flags().Float64Var(&rate, "rate", 0, "enrollments arriving a second, open loop: on a schedule, each taken by a free worker (0: each worker starts the next as soon as its last ends)")
 	enrollCmd.Flags().IntVar(&people, "people", 0, "simulated cards (people), made before the run (default 128, or 8 per worker if more)")
 	enrollCmd.Flags().BoolVar(&keepGoing, "keep-going", false, "exit 0 even if some enrollments failed (fault drills); the invariant check still decides")
 	cmd.AddCommand(enrollCmd, newBenchSlowCmd(), newBenchProbeCmd())

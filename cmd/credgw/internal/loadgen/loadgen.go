@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -74,11 +76,58 @@ type Config struct {
 	Replicas int
 	// NewWork is limits.new_work of the in-process gateway.
 	NewWork int
+	// Rate, if above 0, makes the run open: enrollments arrive at Rate a
+	// second, on a schedule that does not wait for the gateway, and each
+	// is taken by a free worker (Concurrency is then the most in flight).
+	// An arrival that finds every worker busy waits, and that wait counts
+	// in its enrollment's time: at a rate the gateway sustains, the
+	// latencies are those of a deployment at that load, not of one held
+	// at saturation as Concurrency workers back to back hold it.
+	Rate float64
 	// Measure, if set, is called once the set-up is done and the
 	// measured run begins, and the function it returns when the run ends
 	// (a CPU profile of the run alone, not of making the cards). An error
 	// ends the bench before the run.
 	Measure func() (stop func(), err error)
+}
+
+// arrivalToConfirm is the latency key of an open run's whole enrollments,
+// from their scheduled arrival to Confirm's answer.
+const arrivalToConfirm = "enrollment: arrival to Confirm"
+
+// pace sends the arrival times start, start+1/rate, … before until on the
+// channel it returns, each when its time comes (calling due just before),
+// and closes it after the last. The channel holds every arrival of the
+// run, so the schedule never waits for the workers. It stops early when
+// ctx ends.
+func pace(ctx context.Context, start time.Time, rate float64, until time.Time, due func()) <-chan time.Time {
+	n := int(math.Ceil(until.Sub(start).Seconds() * rate))
+	out := make(chan time.Time, max(n, 0))
+	go func() {
+		defer close(out)
+		t := time.NewTimer(0)
+		defer t.Stop()
+		for i := range n {
+			at := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+			t.Reset(time.Until(at))
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			due()
+			out <- at
+		}
+	}()
+	return out
+}
+
+// overload says what late or unstarted arrivals of an open run mean.
+func overload(busy, unstarted int) string {
+	if busy == 0 && unstarted == 0 {
+		return ""
+	}
+	return " (those waited, and their waits count in their enrollments' times: the offered rate is at or past what the gateway sustains, or --concurrency is too low for it)"
 }
 
 // failurePause is how long a worker waits after a failed enrollment
@@ -169,6 +218,18 @@ func Run(ctx context.Context, c Config, out io.Writer) error {
 			}
 		}
 	}()
+	// Open: arrivals on a schedule (pace); closed: each worker starts
+	// its next enrollment as soon as its last one ends.
+	var arrivals <-chan time.Time
+	var free, busyArrivals atomic.Int64 // workers waiting for an arrival; arrivals that found none
+	if c.Rate > 0 {
+		arrivals = pace(ctx, start, c.Rate, deadline, func() {
+			if free.Load() == 0 {
+				busyArrivals.Add(1)
+			}
+		})
+	}
+	unstarted := 0
 	for w := 0; w < concurrency; w++ {
 		wg.Add(1)
 		go func() {
@@ -183,8 +244,27 @@ func Run(ctx context.Context, c Config, out io.Writer) error {
 			mine := cards[w:]
 			n := (len(mine) + concurrency - 1) / concurrency
 			for i := 0; i < tgt.setsPerPerson*n && time.Now().Before(deadline) && ctx.Err() == nil; i++ {
+				var arrived time.Time
+				if arrivals != nil {
+					free.Add(1)
+					at, ok := <-arrivals
+					free.Add(-1)
+					if !ok {
+						return
+					}
+					if !time.Now().Before(deadline) {
+						mu.Lock()
+						unstarted++
+						mu.Unlock()
+						continue
+					}
+					arrived = at
+				}
 				card := mine[(i%n)*concurrency]
 				serials, keys, err := oneEnrollment(ctx, roots, gateways[w%len(gateways)], card, lat, filepath.Join(work, fmt.Sprintf("w%d", w)), c.ProtocolOnly)
+				if err == nil && arrivals != nil {
+					lat.add(arrivalToConfirm, time.Since(arrived))
+				}
 				mu.Lock()
 				if err != nil {
 					failed++
@@ -216,6 +296,13 @@ func Run(ctx context.Context, c Config, out io.Writer) error {
 	elapsed := time.Since(start)
 	cpu := processCPU() - cpu0
 	fmt.Fprintf(out, "  %d full enrollments in %s: %.1f enrollments/s (%d failed)\n", done, elapsed.Round(time.Millisecond), float64(done)/elapsed.Seconds(), failed)
+	if arrivals != nil {
+		for range arrivals { // those no worker took before the end
+			unstarted++
+		}
+		fmt.Fprintf(out, "  open loop at %.1f enrollments/s offered: %d arrivals found all %d workers busy, %d were not started before the end%s\n",
+			c.Rate, busyArrivals.Load(), concurrency, unstarted, overload(int(busyArrivals.Load()), unstarted))
+	}
 	if done > 0 {
 		whose := "the in-process gateway and the simulated devices together"
 		if c.GatewayDir != "" {

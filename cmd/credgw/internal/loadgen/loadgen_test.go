@@ -269,3 +269,39 @@ func TestPercentile(t *testing.T) {
 		}
 	}
 }
+
+// TestPaceSchedule: an open run's arrivals are the schedule start,
+// start+1/rate, … before the end, in order, all of them even when no one
+// takes them as they come (the schedule does not wait for the workers),
+// and the channel is closed after the last.
+func TestPaceSchedule(t *testing.T) {
+	start := time.Now()
+	until := start.Add(50 * time.Millisecond)
+	due := 0
+	arrivals := pace(context.Background(), start, 200, until, func() { due++ }) // 10 arrivals, 5 ms apart
+	if cap(arrivals) < 10 {
+		t.Fatalf("the schedule holds %d arrivals: it would wait for a reader", cap(arrivals))
+	}
+	var got []time.Time
+	for at := range arrivals {
+		got = append(got, at)
+	}
+	if len(got) != 10 || due != 10 {
+		t.Fatalf("%d arrivals (%d said due), want 10", len(got), due)
+	}
+	for i, at := range got {
+		if want := start.Add(time.Duration(i) * 5 * time.Millisecond); !at.Equal(want) {
+			t.Errorf("arrival %d at %v after the start, want %v", i, at.Sub(start), want.Sub(start))
+		}
+	}
+	// A run that ends early stops the schedule.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	n := 0
+	for range pace(ctx, time.Now(), 1, time.Now().Add(time.Hour), func() {}) {
+		n++
+	}
+	if n > 1 {
+		t.Errorf("%d arrivals after the run ended, want at most the first", n)
+	}
+}
