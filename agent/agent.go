@@ -568,7 +568,16 @@ func storeEscrowed(ctx context.Context, tok *pkcs11.Token, key crypto.PrivateKey
 			return nil, err
 		}
 	}
-	if err := tok.ImportCertificate(ctx, id, labelHistoryCert, cert); err != nil {
+	// ImportCertificate replaces the certificate of that CKA_ID: it keeps
+	// its label, so that the key labelled current now (delivered again as
+	// history) keeps its current certificate until Confirm.
+	certLabel := labelHistoryCert
+	if was, err := tok.FindObjects(ctx, pkcs11.Query{Class: pkcs11.ClassCertificate, ID: id}); err != nil {
+		return nil, err
+	} else if len(was) > 0 {
+		certLabel = was[0].Label
+	}
+	if err := tok.ImportCertificate(ctx, id, certLabel, cert); err != nil {
 		if len(had) == 0 { // no key without its certificate
 			for _, c := range []pkcs11.Class{pkcs11.ClassPrivateKey, pkcs11.ClassPublicKey} {
 				tok.DeleteObjects(context.WithoutCancel(ctx), pkcs11.Query{Class: c, ID: id})

@@ -24,7 +24,7 @@ type confirmer func(ctx context.Context, redemptionID string, sum []byte) (strin
 // moveIntoPlace); the error then names the staging directory, which holds
 // the new files.
 func installStaged(ctx context.Context, dir, prefix string, o Options, open opener, confirm confirmer) (*Result, error) {
-	nameEarlierStaging(dir, prefix, o.Events)
+	nameEarlierStaging(dir, o.Events)
 	staging, err := os.MkdirTemp(dir, prefix)
 	if err != nil {
 		return nil, err
@@ -68,13 +68,16 @@ func installStaged(ctx context.Context, dir, prefix string, o Options, open open
 // no answer, leaves one; it may hold the device keys of a set the gateway
 // confirmed, so it is not removed here: the person moves its files into
 // place or removes it once the gateway shows which credentials are active.
-func nameEarlierStaging(dir, prefix string, events func(Event)) {
+//
+// Redemptions (.redeem-) and renewals (.renew-) install into the same
+// directory, so each names the other's too.
+func nameEarlierStaging(dir string, events func(Event)) {
 	des, err := os.ReadDir(dir)
 	if err != nil || events == nil {
 		return // a missing dir is made, or refused, by MkdirTemp
 	}
 	for _, de := range des {
-		if de.IsDir() && strings.HasPrefix(de.Name(), prefix) {
+		if de.IsDir() && (strings.HasPrefix(de.Name(), ".redeem-") || strings.HasPrefix(de.Name(), ".renew-")) {
 			events(Event{Message: fmt.Sprintf("an earlier install that did not finish left %s: it may hold the keys of credentials the gateway confirmed; "+
 				"move its files into %s if the gateway shows them active, else remove it", filepath.Join(dir, de.Name()), dir)})
 		}

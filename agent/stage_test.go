@@ -40,6 +40,10 @@ type testGateway struct {
 	noKM       bool
 	confirmErr error
 	confirmed  int
+	// history is delivered after the new escrowed key, as earlier keys
+	// of the person; lastKM is the escrowed key of the last package.
+	history []pfx.Entry
+	lastKM  pfx.Entry
 }
 
 func newTestGateway(t *testing.T) *testGateway {
@@ -83,11 +87,13 @@ func (g *testGateway) open(_ context.Context, csrs []*credgwv1.CertificateReques
 		if err != nil {
 			g.t.Fatal(err)
 		}
-		p12, err := pfx.Encode([]pfx.Entry{{Key: k, Certificate: c}}, []*x509.Certificate{g.ca}, pw, 1)
+		g.lastKM = pfx.Entry{Key: k, Certificate: c}
+		entries := append([]pfx.Entry{g.lastKM}, g.history...)
+		p12, err := pfx.Encode(entries, []*x509.Certificate{g.ca}, pw, 1)
 		if err != nil {
 			g.t.Fatal(err)
 		}
-		b.Add("encryption.p12", credgwv1.ItemKind_ITEM_KIND_PKCS12, credgwv1.Profile_PROFILE_KEY_MANAGEMENT, c.SerialNumber.Text(16), p12, nil, 1)
+		b.Add("encryption.p12", credgwv1.ItemKind_ITEM_KIND_PKCS12, credgwv1.Profile_PROFILE_KEY_MANAGEMENT, c.SerialNumber.Text(16), p12, nil, int32(len(entries)))
 	}
 	b.Add("chain.der", credgwv1.ItemKind_ITEM_KIND_CHAIN, credgwv1.Profile_PROFILE_UNSPECIFIED, "", nil, [][]byte{g.ca.Raw}, 0)
 	raw, _, err := b.Marshal()
@@ -445,14 +451,25 @@ func TestKeystoreInstallIsWhole(t *testing.T) {
 		return out
 	}
 	t.Run("a refused confirmation leaves the current key current", func(t *testing.T) {
-		before := current() // the escrowed key of "success"
+		for _, c := range []pkcs11.Class{pkcs11.ClassPrivateKey, pkcs11.ClassPublicKey, pkcs11.ClassCertificate} {
+			if _, err := tok.DeleteObjects(ctx, pkcs11.Query{Class: c}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		g := newTestGateway(t)
+		o := g.options()
+		o.Keystore = tok
+		if _, err := installStaged(ctx, t.TempDir(), ".redeem-", o, g.open, g.confirm); err != nil {
+			t.Fatal(err)
+		}
+		before := current()
 		if len(before) != 3 {
 			t.Fatalf("after the first install, current: %v; want a key pair and a certificate", before)
 		}
-		g := newTestGateway(t) // another escrowed key
+		// The next enrollment: a new escrowed key, and the current one
+		// again as history. The gateway refuses its confirmation.
+		g.history = []pfx.Entry{g.lastKM}
 		g.confirmErr = status.Error(codes.FailedPrecondition, "injected: redemption expired")
-		o := g.options()
-		o.Keystore = tok
 		if _, err := installStaged(ctx, t.TempDir(), ".redeem-", o, g.open, g.confirm); err == nil || !strings.Contains(err.Error(), "injected") {
 			t.Fatalf("err %v", err)
 		}
@@ -475,6 +492,10 @@ func TestEarlierStagingNamed(t *testing.T) {
 	if err := os.Mkdir(left, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	renewLeft := filepath.Join(dir, ".renew-5678") // a renewal's, same directory
+	if err := os.Mkdir(renewLeft, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(left, "auth.key"), []byte("key"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -485,8 +506,10 @@ func TestEarlierStagingNamed(t *testing.T) {
 	if _, err := installStaged(context.Background(), dir, ".redeem-", o, g.open, g.confirm); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.ContainsFunc(said, func(m string) bool { return strings.Contains(m, left) }) {
-		t.Errorf("the install did not name %s; it said %q", left, said)
+	for _, l := range []string{left, renewLeft} {
+		if !slices.ContainsFunc(said, func(m string) bool { return strings.Contains(m, l) }) {
+			t.Errorf("the install did not name %s; it said %q", l, said)
+		}
 	}
 	if _, err := os.Stat(filepath.Join(left, "auth.key")); err != nil {
 		t.Errorf("the earlier staging directory was touched: %v", err)
