@@ -92,7 +92,8 @@ type Config struct {
 }
 
 // arrivalToConfirm is the latency key of an open run's whole enrollments,
-// from their scheduled arrival to Confirm's answer.
+// from their scheduled arrival to Confirm's answer. Failed ones are
+// counted, not timed: under overload its p99 is of those that completed.
 const arrivalToConfirm = "enrollment: arrival to Confirm"
 
 // pace sends the arrival times start, start+1/rate, … before until on the
@@ -127,7 +128,7 @@ func overload(busy, unstarted int) string {
 	if busy == 0 && unstarted == 0 {
 		return ""
 	}
-	return " (those waited, and their waits count in their enrollments' times: the offered rate is at or past what the gateway sustains, or --concurrency is too low for it)"
+	return " (those waited, and their waits count in their enrollments' times: the offered rate is at or past what the gateway sustains, --concurrency is too low for it, or the workers ran out of people, below)"
 }
 
 // failurePause is how long a worker waits after a failed enrollment
@@ -221,10 +222,16 @@ func Run(ctx context.Context, c Config, out io.Writer) error {
 	// Open: arrivals on a schedule (pace); closed: each worker starts
 	// its next enrollment as soon as its last one ends.
 	var arrivals <-chan time.Time
-	var free, busyArrivals atomic.Int64 // workers waiting for an arrival; arrivals that found none
+	// Workers waiting for an arrival, workers still running (one that
+	// has enrolled each of its people as often as the gateway allows
+	// stops), and arrivals that found every running worker busy.
+	var free, live, busyArrivals atomic.Int64
+	live.Store(int64(concurrency))
+	paceCtx, stopPace := context.WithCancel(ctx)
+	defer stopPace()
 	if c.Rate > 0 {
-		arrivals = pace(ctx, start, c.Rate, deadline, func() {
-			if free.Load() == 0 {
+		arrivals = pace(paceCtx, start, c.Rate, deadline, func() {
+			if free.Load() == 0 && live.Load() > 0 {
 				busyArrivals.Add(1)
 			}
 		})
@@ -234,6 +241,7 @@ func Run(ctx context.Context, c Config, out io.Writer) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer live.Add(-1)
 			// The devices' share of a CPU profile carries side=device
 			// (goroutines inherit it, the gRPC client's too):
 			// go tool pprof -tagfocus side=device, or -tagignore for the
@@ -291,13 +299,14 @@ func Run(ctx context.Context, c Config, out io.Writer) error {
 		}()
 	}
 	wg.Wait()
+	stopPace() // workers that ran out of people stopped before the end
 	stopMeasure()
 	close(stopProgress)
 	elapsed := time.Since(start)
 	cpu := processCPU() - cpu0
 	fmt.Fprintf(out, "  %d full enrollments in %s: %.1f enrollments/s (%d failed)\n", done, elapsed.Round(time.Millisecond), float64(done)/elapsed.Seconds(), failed)
 	if arrivals != nil {
-		for range arrivals { // those no worker took before the end
+		for range arrivals { // those due that no worker took
 			unstarted++
 		}
 		fmt.Fprintf(out, "  open loop at %.1f enrollments/s offered: %d arrivals found all %d workers busy, %d were not started before the end%s\n",
