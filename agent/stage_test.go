@@ -363,6 +363,16 @@ func TestKeystoreInstallIsWhole(t *testing.T) {
 		return all
 	}
 
+	// emptyToken deletes every object on the keystore.
+	emptyToken := func(t *testing.T) {
+		t.Helper()
+		for _, c := range []pkcs11.Class{pkcs11.ClassPrivateKey, pkcs11.ClassPublicKey, pkcs11.ClassCertificate} {
+			if _, err := tok.DeleteObjects(ctx, pkcs11.Query{Class: c}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
 	refused := func(t *testing.T, g *testGateway, want string) {
 		t.Helper()
 		o := g.options()
@@ -394,11 +404,7 @@ func TestKeystoreInstallIsWhole(t *testing.T) {
 				t.Errorf("left on the keystore: %v %q", ob.Class, ob.Label)
 			}
 		}
-		for _, c := range []pkcs11.Class{pkcs11.ClassPrivateKey, pkcs11.ClassPublicKey, pkcs11.ClassCertificate} {
-			if _, err := tok.DeleteObjects(ctx, pkcs11.Query{Class: c}); err != nil {
-				t.Fatal(err)
-			}
-		}
+		emptyToken(t)
 	})
 	t.Run("the confirmation's answer is lost", func(t *testing.T) {
 		g := newTestGateway(t)
@@ -416,11 +422,7 @@ func TestKeystoreInstallIsWhole(t *testing.T) {
 		if count[pkcs11.ClassPrivateKey] != 3 || count[pkcs11.ClassCertificate] != 3 {
 			t.Fatalf("objects on the keystore after a lost confirmation: %v", count)
 		}
-		for _, c := range []pkcs11.Class{pkcs11.ClassPrivateKey, pkcs11.ClassPublicKey, pkcs11.ClassCertificate} {
-			if _, err := tok.DeleteObjects(ctx, pkcs11.Query{Class: c}); err != nil {
-				t.Fatal(err)
-			}
-		}
+		emptyToken(t)
 	})
 	t.Run("success", func(t *testing.T) {
 		g := newTestGateway(t)
@@ -451,11 +453,7 @@ func TestKeystoreInstallIsWhole(t *testing.T) {
 		return out
 	}
 	t.Run("a refused confirmation leaves the current key current", func(t *testing.T) {
-		for _, c := range []pkcs11.Class{pkcs11.ClassPrivateKey, pkcs11.ClassPublicKey, pkcs11.ClassCertificate} {
-			if _, err := tok.DeleteObjects(ctx, pkcs11.Query{Class: c}); err != nil {
-				t.Fatal(err)
-			}
-		}
+		emptyToken(t)
 		g := newTestGateway(t)
 		o := g.options()
 		o.Keystore = tok
