@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,9 +18,11 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/credgw/credgw/agent"
 	"github.com/credgw/credgw/pkcs11"
@@ -125,22 +128,44 @@ func portalInBrowser(t *testing.T, throughOpenSC bool) {
 	// what it needs (a response, an element shown), never for a time.
 	ctx, cancel := context.WithTimeout(context.Background(), browserDeadline)
 	defer cancel()
-	chromeOut := &tailBuffer{max: 64 << 10}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium),
-		chromedp.UserDataDir(filepath.Join(work, "profile")),
-		chromedp.NoSandbox, // the test runs as root
-		chromedp.WindowSize(1000, 760),
-		chromedp.Env(env...),
-		chromedp.CombinedOutput(chromeOut),
+	// startBrowser starts a Chromium of its own profile; stopBrowser ends it.
+	var (
+		bctx      context.Context
+		chromeOut *tailBuffer
+		stops     []func()
 	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(allocCtx)
-	defer cancelBrowser()
+	startBrowser := func(attempt int) {
+		chromeOut = &tailBuffer{max: 256 << 10}
+		opts := append(chromedp.DefaultExecAllocatorOptions[:],
+			chromedp.ExecPath(chromium),
+			chromedp.UserDataDir(filepath.Join(work, fmt.Sprintf("profile-%d", attempt))),
+			chromedp.NoSandbox, // the test runs as root
+			chromedp.WindowSize(1000, 760),
+			chromedp.Env(env...),
+			chromedp.CombinedOutput(chromeOut),
+		)
+		allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+		var cancelBrowser context.CancelFunc
+		bctx, cancelBrowser = chromedp.NewContext(allocCtx)
+		stops = append(stops, cancelBrowser, cancelAlloc)
+	}
+	defer func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}()
+	// keepLog saves all that Chromium printed in the artifacts directory.
+	keepLog := func(name string) string {
+		path := filepath.Join(shots, name)
+		if err := os.WriteFile(path, []byte(chromeOut.lastLines(1<<20)), 0o644); err != nil {
+			return fmt.Sprintf("(not saved: %v)", err)
+		}
+		return path
+	}
 
 	// fail reports what a person would look at: the page's text, if the
-	// page still answers, and Chromium's last lines.
+	// page still answers, and Chromium's last lines (all of them are kept
+	// in the artifacts directory).
 	fail := func(format string, args ...any) {
 		t.Helper()
 		msg := fmt.Sprintf(format, args...)
@@ -149,13 +174,12 @@ func portalInBrowser(t *testing.T, throughOpenSC bool) {
 			msg += "\npage text:\n" + text
 		}
 		pcancel()
-		t.Fatalf("%s\nChromium's last lines:\n%s", msg, chromeOut.lastLines(20))
+		t.Fatalf("%s\nChromium's last lines (all of them: %s):\n%s", msg, keepLog("chromium.log"), chromeOut.lastLines(20))
 	}
 	// open loads a page (by navigating or clicking) and waits until it is
 	// there: status 200 and the element that page is known by, visible.
-	open := func(what string, load chromedp.Action[chromedp.Void], want chromedp.CSS) {
+	shown := func(what string, resp *network.Response, err error, want chromedp.CSS) {
 		t.Helper()
-		resp, err := chromedp.RunResponse(bctx, load)
 		if err != nil {
 			fail("%s: %v", what, err)
 		}
@@ -165,6 +189,11 @@ func portalInBrowser(t *testing.T, throughOpenSC bool) {
 		if err := chromedp.Do(bctx, chromedp.WaitVisible(want)); err != nil {
 			fail("%s: %s not shown: %v", what, want, err)
 		}
+	}
+	open := func(what string, load chromedp.Action[chromedp.Void], want chromedp.CSS) {
+		t.Helper()
+		resp, err := chromedp.RunResponse(bctx, load)
+		shown(what, resp, err, want)
 	}
 	shot := func(name string) {
 		t.Helper()
@@ -187,7 +216,23 @@ func portalInBrowser(t *testing.T, throughOpenSC bool) {
 		return strings.TrimSpace(s)
 	}
 
-	open("start page", chromedp.Navigate(base+"/"), "#signin")
+	// The start page is the browser's first TLS handshake with the portal,
+	// where it reaches the card through NSS. A Chromium that crashes
+	// before that page is shown (it has, rarely, under load: a CHECK of
+	// its own, "signal: trace/breakpoint trap", with no message) has
+	// touched nothing of credgw's: its output is kept and one new browser,
+	// of a new profile, starts the journey again. A second crash fails.
+	for attempt := 1; ; attempt++ {
+		startBrowser(attempt)
+		resp, err := chromedp.RunResponse(bctx, chromedp.Navigate(base+"/"))
+		if attempt == 1 && crashed(err) {
+			t.Logf("Chromium crashed loading the start page (%v); its output is in %s; starting a new one",
+				err, keepLog("chromium-crash.log"))
+			continue
+		}
+		shown("start page", resp, err, "#signin")
+		break
+	}
 	shot("01-signin")
 	open("sign-in with the card", chromedp.Click(chromedp.ID("signin")), "#enroll-action")
 	if who := text("header span"); !strings.Contains(who, "CN=Dev Cardholder") {
@@ -262,6 +307,17 @@ func portalInBrowser(t *testing.T, throughOpenSC bool) {
 	if st := gatewayOCSP(t, ctx, authCert, issuer); st != ocsp.Revoked {
 		t.Fatalf("gateway OCSP for the derived PIV Authentication certificate after revocation: status %d, want revoked", st)
 	}
+}
+
+// crashed reports whether err is that of a call whose browser process died
+// of a signal it did not ask for (a crash, not a stop).
+func crashed(err error) bool {
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		return false
+	}
+	ws, ok := exit.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled()
 }
 
 // needBrowser returns Chromium's path. Without Chromium the test is skipped,
@@ -499,4 +555,24 @@ func (w *tailBuffer) lastLines(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+func TestCrashed(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		err  func() error
+		want bool
+	}{
+		{"killed by a trap", func() error { return exec.Command("sh", "-c", "kill -TRAP $$").Run() }, true},
+		{"exit status 1", func() error { return exec.Command("sh", "-c", "exit 1").Run() }, false},
+		{"wrapped crash", func() error {
+			return fmt.Errorf("start page: %w", exec.Command("sh", "-c", "kill -SEGV $$").Run())
+		}, true},
+		{"context canceled", func() error { return context.Canceled }, false},
+		{"no error", func() error { return nil }, false},
+	} {
+		if got := crashed(c.err()); got != c.want {
+			t.Errorf("%s: crashed = %v, want %v", c.name, got, c.want)
+		}
+	}
 }
