@@ -15,6 +15,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -372,6 +373,43 @@ func TestPortalShowsLockout(t *testing.T) {
 	}
 	if list := b.do("GET", "/credentials", nil); !strings.Contains(list.body, "too many wrong passwords") {
 		t.Fatalf("credentials page after lockout:\n%s", list.body)
+	}
+}
+
+// TestPortalSignInNeedsTheCardEachConnection: a TLS session resumed from an
+// earlier handshake with the card carries the card's certificate without
+// the card signing anything. The portal must not take it for the card: a
+// browser whose card was pulled out, resuming, gets the sign-in refused
+// and the signed-in page sends it back to sign in.
+func TestPortalSignInNeedsTheCardEachConnection(t *testing.T) {
+	c := newCard(t, hsmsim.CardSpec{Email: "resume@example.com"})
+	cert := c.tlsCert()
+	var pulled atomic.Bool
+	b := newBrowser(t, &cert)
+	tr := b.c.Transport.(*http.Transport)
+	tr.TLSClientConfig.ClientSessionCache = tls.NewLRUClientSessionCache(8)
+	tr.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		if pulled.Load() {
+			return &tls.Certificate{}, nil
+		}
+		return &cert, nil
+	}
+	if r := b.do("GET", "/signin", nil); r.code != http.StatusSeeOther {
+		t.Fatalf("sign-in with the card: %d %s", r.code, r.body)
+	}
+	if r := b.do("GET", "/actions", nil); r.code != http.StatusOK {
+		t.Fatalf("the first page: %d %s", r.code, r.body)
+	}
+	pulled.Store(true)
+	tr.CloseIdleConnections()
+	if r := b.do("GET", "/actions", nil); r.code == http.StatusOK {
+		t.Fatalf("the session's page over a resumed TLS session without the card: %d", r.code)
+	}
+	jar, _ := cookiejar.New(nil)
+	b.c.Jar = jar
+	tr.CloseIdleConnections()
+	if r := b.do("GET", "/signin", nil); r.code != http.StatusUnauthorized || !strings.Contains(r.body, "No smart card certificate") {
+		t.Fatalf("sign-in over a resumed TLS session without the card: got %d, want 401:\n%s", r.code, r.body)
 	}
 }
 

@@ -486,6 +486,12 @@ func (s *Server) startPortal() error {
 	}
 	base := s.tlsConfig.Clone()
 	base.NextProtos = []string{"h2", "http/1.1"}
+	// The portal's proof of the card is the TLS handshake itself. A
+	// resumed session hands back the certificate of an earlier handshake
+	// with no signature by the card, so a browser whose card was pulled
+	// out would still sign in: every connection makes a full handshake.
+	// (gRPC sign-ins need no such rule: the card signs their challenge.)
+	base.SessionTicketsDisabled = true
 	tc := base.Clone()
 	// The PIV issuers of the newest reload go into each CertificateRequest.
 	tc.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
