@@ -73,7 +73,7 @@ func VerifyChallengeSignature(pub crypto.PublicKey, alg SignatureAlgorithm, dige
 			return nil
 		}
 	default:
-		return fmt.Errorf("piv: public key type %T is not allowed for PIV Authentication (RSA and ECDSA are)", pub)
+		return fmt.Errorf("%w: %T; PIV Authentication allows RSA and ECDSA", ErrKey, pub)
 	}
 	return ErrBadSignature
 }

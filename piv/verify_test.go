@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -387,27 +388,32 @@ func TestChallengeSignatureAlgorithms(t *testing.T) {
 	ecSig, _ := ecdsa.SignASN1(rand.Reader, ec, d)
 	pkcs1, _ := rsa.SignPKCS1v15(rand.Reader, rk, crypto.SHA256, d)
 	pss, _ := rsa.SignPSS(rand.Reader, rk, crypto.SHA256, d, nil)
+	edPub, edKey, _ := ed25519.GenerateKey(rand.Reader)
 	tests := []struct {
 		name string
 		pub  any
 		alg  piv.SignatureAlgorithm
 		sig  []byte
 		ok   bool
+		want error // ErrBadSignature when nil
 	}{
-		{"ecdsa auto", &ec.PublicKey, piv.SigAuto, ecSig, true},
-		{"ecdsa named", &ec.PublicKey, piv.SigECDSASHA256, ecSig, true},
-		{"ecdsa claimed rsa", &ec.PublicKey, piv.SigRSAPKCS1SHA256, ecSig, false},
-		{"pkcs1 auto", &rk.PublicKey, piv.SigAuto, pkcs1, true},
-		{"pkcs1 named", &rk.PublicKey, piv.SigRSAPKCS1SHA256, pkcs1, true},
-		{"pkcs1 claimed pss", &rk.PublicKey, piv.SigRSAPSSSHA256, pkcs1, false},
-		{"pss auto", &rk.PublicKey, piv.SigAuto, pss, true},
-		{"pss named", &rk.PublicKey, piv.SigRSAPSSSHA256, pss, true},
-		{"rsa claimed ecdsa", &rk.PublicKey, piv.SigECDSASHA256, pkcs1, false},
-		{"empty", &ec.PublicKey, piv.SigAuto, nil, false},
+		{"ecdsa auto", &ec.PublicKey, piv.SigAuto, ecSig, true, nil},
+		{"ecdsa named", &ec.PublicKey, piv.SigECDSASHA256, ecSig, true, nil},
+		{"ecdsa claimed rsa", &ec.PublicKey, piv.SigRSAPKCS1SHA256, ecSig, false, nil},
+		{"pkcs1 auto", &rk.PublicKey, piv.SigAuto, pkcs1, true, nil},
+		{"pkcs1 named", &rk.PublicKey, piv.SigRSAPKCS1SHA256, pkcs1, true, nil},
+		{"pkcs1 claimed pss", &rk.PublicKey, piv.SigRSAPSSSHA256, pkcs1, false, nil},
+		{"pss auto", &rk.PublicKey, piv.SigAuto, pss, true, nil},
+		{"pss named", &rk.PublicKey, piv.SigRSAPSSSHA256, pss, true, nil},
+		{"rsa claimed ecdsa", &rk.PublicKey, piv.SigECDSASHA256, pkcs1, false, nil},
+		{"empty", &ec.PublicKey, piv.SigAuto, nil, false, nil},
 		{"other digest", &ec.PublicKey, piv.SigAuto, func() []byte {
 			s, _ := ecdsa.SignASN1(rand.Reader, ec, piv.ChallengeDigest("gw", "other", make([]byte, 32)))
 			return s
-		}(), false},
+		}(), false, nil},
+		// A key PIV does not allow is the caller's certificate's fault
+		// (PermissionDenied), not the gateway's (it was Internal).
+		{"ed25519 key", edPub, piv.SigAuto, ed25519.Sign(edKey, d), false, piv.ErrKey},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -415,8 +421,12 @@ func TestChallengeSignatureAlgorithms(t *testing.T) {
 			if (err == nil) != tc.ok {
 				t.Fatalf("err = %v, want ok=%v", err, tc.ok)
 			}
-			if err != nil && !errors.Is(err, piv.ErrBadSignature) {
-				t.Fatalf("err %v is not ErrBadSignature", err)
+			want := tc.want
+			if want == nil {
+				want = piv.ErrBadSignature
+			}
+			if err != nil && !errors.Is(err, want) {
+				t.Fatalf("err %v is not %v", err, want)
 			}
 		})
 	}
