@@ -319,6 +319,17 @@ func (v *Verifier) path(ctx context.Context, leaf *x509.Certificate, intermediat
 	if err != nil {
 		return verifiedPath{}, err
 	}
+	// Every CA between the card and the anchor is checked the same way,
+	// failing closed (RFC 5280 §6.1.3(a)(3)): revoking an issuing CA is
+	// the remedy for its compromise, and a revoked CA's key could
+	// otherwise mint cards with any FASC-N and answer for them itself.
+	// Their answers are cached as the card's are, so a sign-in wave
+	// fetches a CA's CRL once.
+	for i := 1; i < len(chain)-1; i++ {
+		if _, err := v.status.check(ctx, chain[i], chain[i+1]); err != nil {
+			return verifiedPath{}, fmt.Errorf("the card's issuing CA %q (serial %s): %w", chain[i].Subject.CommonName, chain[i].SerialNumber.Text(16), err)
+		}
+	}
 	return verifiedPath{certs: chain, status: source}, nil
 }
 

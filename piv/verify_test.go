@@ -11,12 +11,14 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,8 +38,12 @@ var (
 	outage = struct {
 		sync.Mutex
 		ocsp, crl bool
+		// rootCRL, if set, is served for the issuing CA's CRL DP (the
+		// root's CRL) instead of hsm-sim's empty one.
+		rootCRL []byte
 	}{}
 	ocspCalls atomic.Int64
+	envDir    string
 )
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
@@ -54,15 +60,21 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if env, err = hsmsim.Init(dir+"/env", "http://"+ln.Addr().String()); err != nil {
+	envDir = dir + "/env"
+	if env, err = hsmsim.Init(envDir, "http://"+ln.Addr().String()); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	h := env.Handler(nil)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		outage.Lock()
-		ocspDown, crlDown := outage.ocsp, outage.crl
+		ocspDown, crlDown, rootCRL := outage.ocsp, outage.crl, outage.rootCRL
 		outage.Unlock()
+		if rootCRL != nil && !crlDown && len(env.IssuingCA().CRLDistributionPoints) > 0 &&
+			strings.HasSuffix(env.IssuingCA().CRLDistributionPoints[0], r.URL.Path) {
+			w.Write(rootCRL)
+			return
+		}
 		switch {
 		case strings.HasPrefix(r.URL.Path, "/ocsp"):
 			ocspCalls.Add(1)
@@ -96,6 +108,65 @@ func setOutage(t *testing.T, ocspDown, crlDown bool) {
 		outage.Lock()
 		outage.ocsp, outage.crl = false, false
 		outage.Unlock()
+	})
+}
+
+// revokeIssuingCA makes the root's CRL list the issuing CA, signed with the
+// root key hsm-sim keeps in its environment, until the test ends.
+func revokeIssuingCA(t *testing.T) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(envDir, "issuer", "piv-ca", "root.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		t.Fatal("root.key: no PEM")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number: big.NewInt(now.Unix()), ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(24 * time.Hour),
+		RevokedCertificateEntries: []x509.RevocationListEntry{{SerialNumber: env.IssuingCA().SerialNumber, RevocationTime: now.Add(-time.Minute), ReasonCode: 2}},
+	}, env.Root(), k.(crypto.Signer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	outage.Lock()
+	outage.rootCRL = der
+	outage.Unlock()
+	t.Cleanup(func() {
+		outage.Lock()
+		outage.rootCRL = nil
+		outage.Unlock()
+	})
+}
+
+// TestIssuingCARevocation: the status of every CA between the card and the
+// anchor is checked as the card's is (RFC 5280 §6.1.3(a)(3)): a card whose
+// issuing CA its root has revoked is refused, and a CA whose status cannot
+// be found fails closed.
+func TestIssuingCARevocation(t *testing.T) {
+	cert := newCard(t, hsmsim.Good, pkcs11.ECP256, "")
+	if _, err := newVerifier(t, nil).VerifyPIVAuth(context.Background(), cert, nil); err != nil {
+		t.Fatalf("a good card under a good CA: %v", err)
+	}
+	t.Run("revoked by the root", func(t *testing.T) {
+		revokeIssuingCA(t)
+		_, err := newVerifier(t, nil).VerifyPIVAuth(context.Background(), cert, nil)
+		if !errors.Is(err, piv.ErrRevoked) || !strings.Contains(err.Error(), "issuing CA") {
+			t.Fatalf("err = %v, want ErrRevoked naming the issuing CA", err)
+		}
+	})
+	t.Run("the root's CRL unreachable", func(t *testing.T) {
+		setOutage(t, false, true) // the card's OCSP answers; the CA has only the CRL
+		_, err := newVerifier(t, nil).VerifyPIVAuth(context.Background(), cert, nil)
+		if !errors.Is(err, piv.ErrStatusUnavailable) || !strings.Contains(err.Error(), "issuing CA") {
+			t.Fatalf("err = %v, want ErrStatusUnavailable naming the issuing CA", err)
+		}
 	})
 }
 
