@@ -6,6 +6,7 @@ import (
 	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/crypto/cryptobyte"
+	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 	"golang.org/x/crypto/ocsp"
 	"golang.org/x/sync/singleflight"
 )
@@ -65,8 +68,119 @@ type ocspEntry struct {
 	revokedAt time.Time
 }
 
+// CRL extensions that decide what a CRL covers (RFC 5280 §5.2.4, §5.2.5).
+var (
+	oidDeltaCRLIndicator        = asn1.ObjectIdentifier{2, 5, 29, 27}
+	oidIssuingDistributionPoint = asn1.ObjectIdentifier{2, 5, 29, 28}
+)
+
 type crlEntry struct {
 	revoked map[string]time.Time // serial (hex) → revocation time
+	// onlyUser and onlyCA are the CRL's scope (its IDP): a CRL of CA
+	// certificates only says nothing of a card, and the other way round.
+	onlyUser, onlyCA bool
+}
+
+var (
+	oidCRLNumber              = asn1.ObjectIdentifier{2, 5, 29, 20}
+	oidAuthorityKeyIdentifier = asn1.ObjectIdentifier{2, 5, 29, 35}
+)
+
+// crlScope reads what a CRL fetched from u covers into e, or says why it
+// cannot be used as the issuer's complete CRL for u (RFC 5280 §5.2.4,
+// §5.2.5, §6.3.3): a delta CRL, a partition for another distribution
+// point, one for some reasons only, an indirect CRL, one of attribute
+// certificates, or one with a critical extension credgw does not know.
+// Such a CRL lists only part of the revocations, so a serial it does not
+// list is not a good card.
+func crlScope(crl *x509.RevocationList, u string, e *crlEntry) error {
+	for _, ext := range crl.Extensions {
+		switch {
+		case ext.Id.Equal(oidDeltaCRLIndicator):
+			return fmt.Errorf("CRL from %s is a delta CRL; the issuer's complete CRL is needed", u)
+		case ext.Id.Equal(oidIssuingDistributionPoint):
+			if err := readIDP(ext.Value, u, e); err != nil {
+				return fmt.Errorf("CRL from %s: %v", u, err)
+			}
+		case ext.Id.Equal(oidCRLNumber), ext.Id.Equal(oidAuthorityKeyIdentifier):
+		case ext.Critical:
+			return fmt.Errorf("CRL from %s has a critical extension %v that credgw does not know", u, ext.Id)
+		}
+	}
+	return nil
+}
+
+// readIDP reads an issuingDistributionPoint (RFC 5280 §5.2.5).
+func readIDP(der []byte, u string, e *crlEntry) error {
+	bad := errors.New("its issuingDistributionPoint does not parse")
+	in := cryptobyte.String(der)
+	var idp cryptobyte.String
+	if !in.ReadASN1(&idp, casn1.SEQUENCE) || !in.Empty() {
+		return bad
+	}
+	var dpn cryptobyte.String
+	var hasDPN bool
+	if !idp.ReadOptionalASN1(&dpn, &hasDPN, casn1.Tag(0).Constructed().ContextSpecific()) {
+		return bad
+	}
+	if hasDPN {
+		var names cryptobyte.String
+		if !dpn.ReadASN1(&names, casn1.Tag(0).Constructed().ContextSpecific()) || !dpn.Empty() {
+			return errors.New("its issuingDistributionPoint names its distribution point relative to the issuer; credgw matches full URIs only")
+		}
+		var uris []string
+		for !names.Empty() {
+			var name cryptobyte.String
+			var tag casn1.Tag
+			if !names.ReadAnyASN1(&name, &tag) {
+				return bad
+			}
+			if tag == casn1.Tag(6).ContextSpecific() {
+				uris = append(uris, string(name))
+			}
+		}
+		if !slices.Contains(uris, u) {
+			return fmt.Errorf("it is the partition for distribution point %v, not for %s", uris, u)
+		}
+	}
+	flag := func(tag uint8, out *bool) bool {
+		var v cryptobyte.String
+		var present bool
+		if !idp.ReadOptionalASN1(&v, &present, casn1.Tag(tag).ContextSpecific()) {
+			return false
+		}
+		if !present {
+			return true
+		}
+		// [n] IMPLICIT BOOLEAN: one octet, 0xFF true, 0x00 false in DER.
+		if len(v) != 1 || (v[0] != 0 && v[0] != 0xff) {
+			return false
+		}
+		*out = v[0] == 0xff
+		return true
+	}
+	var indirect, attrs, someReasons bool
+	if !flag(1, &e.onlyUser) || !flag(2, &e.onlyCA) {
+		return bad
+	}
+	var reasons cryptobyte.String
+	if !idp.ReadOptionalASN1(&reasons, &someReasons, casn1.Tag(3).ContextSpecific()) {
+		return bad
+	}
+	if !flag(4, &indirect) || !flag(5, &attrs) || !idp.Empty() {
+		return bad
+	}
+	switch {
+	case someReasons:
+		return errors.New("it covers some reasons only (onlySomeReasons); the issuer's complete CRL is needed")
+	case indirect:
+		return errors.New("it is an indirect CRL, which credgw does not accept")
+	case attrs:
+		return errors.New("it covers attribute certificates only")
+	case e.onlyUser && e.onlyCA:
+		return errors.New("its issuingDistributionPoint says both onlyContainsUserCerts and onlyContainsCACerts")
+	}
+	return nil
 }
 
 func newStatusChecker(opts Options) *statusChecker {
@@ -261,6 +375,12 @@ func (s *statusChecker) crlStatus(ctx context.Context, leaf, issuer *x509.Certif
 			return false, time.Time{}, err
 		}
 	}
+	switch {
+	case e.onlyCA && !leaf.IsCA:
+		return false, time.Time{}, fmt.Errorf("the CRL from %s covers CA certificates only", u)
+	case e.onlyUser && leaf.IsCA:
+		return false, time.Time{}, fmt.Errorf("the CRL from %s covers end-entity certificates only", u)
+	}
 	at, revoked := e.revoked[leaf.SerialNumber.Text(16)]
 	return revoked, at, nil
 }
@@ -297,6 +417,9 @@ func (s *statusChecker) fetchCRL(ctx context.Context, key, u string, issuer *x50
 		return nil, fmt.Errorf("CRL from %s is stale (nextUpdate %s)", u, crl.NextUpdate.UTC().Format(time.RFC3339))
 	}
 	e := &crlEntry{revoked: map[string]time.Time{}}
+	if err := crlScope(crl, u, e); err != nil {
+		return nil, err
+	}
 	for _, r := range crl.RevokedCertificateEntries {
 		e.revoked[new(big.Int).Set(r.SerialNumber).Text(16)] = r.RevocationTime
 	}
