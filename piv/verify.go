@@ -269,6 +269,73 @@ func (v *Verifier) checkPolicy(c *x509.Certificate, want []asn1.ObjectIdentifier
 	return fmt.Errorf("%w: the %s certificate asserts [%s]; it must itself assert one of %v", ErrPolicy, what, strings.Join(got, ", "), want)
 }
 
+var oidAnyPolicy = asn1.ObjectIdentifier{2, 5, 29, 32, 0}
+
+// pathAuthorizes checks that a policy the certificate asserts from want is
+// authorized by every CA between it and the anchor: RFC 5280's valid
+// policy tree, followed up from the certificate. crypto/x509 builds the
+// tree but refuses an empty one only when a CA requires explicit policy,
+// so without this a CA that never was authorized for PIV Authentication
+// (one asserting only id-fpki-common-policy, or no policy) could vouch
+// for cards that assert it.
+//
+// Going up, a CA's policy mappings turn the policies of the domain below
+// (subjectDomainPolicy) into those of its own (issuerDomainPolicy); a
+// policy the CA maps away is no longer valid below it unless mapped to
+// again. The CA must then assert one of them, or anyPolicy. (The
+// constraints a CA can add, inhibitAnyPolicy, inhibitPolicyMapping and
+// requireExplicitPolicy, are crypto/x509's to enforce.)
+func pathAuthorizes(chain []*x509.Certificate, want []asn1.ObjectIdentifier) error {
+	valid := map[string]bool{}
+	for _, o := range chain[0].Policies {
+		if slices.ContainsFunc(want, o.EqualASN1OID) {
+			valid[o.String()] = true
+		}
+	}
+	for i := 1; i < len(chain)-1 && len(valid) > 0; i++ {
+		ca := chain[i]
+		mappedAway := map[string]bool{}
+		for _, m := range ca.PolicyMappings {
+			mappedAway[m.IssuerDomainPolicy.String()] = true
+		}
+		up := map[string]bool{}
+		for p := range valid {
+			for _, m := range ca.PolicyMappings {
+				if m.SubjectDomainPolicy.String() == p {
+					up[m.IssuerDomainPolicy.String()] = true
+				}
+			}
+			if !mappedAway[p] {
+				up[p] = true
+			}
+		}
+		asserted := map[string]bool{}
+		for _, o := range ca.Policies {
+			asserted[o.String()] = true
+		}
+		if !asserted[oidAnyPolicy.String()] {
+			for p := range up {
+				if !asserted[p] {
+					delete(up, p)
+				}
+			}
+		}
+		if len(up) == 0 {
+			var got []string
+			for _, o := range ca.Policies {
+				got = append(got, o.String())
+			}
+			return fmt.Errorf("%w: the issuing CA %q asserts [%s]; no CA between the certificate and the trust anchor may leave out the policy it asserts (%v)",
+				ErrPolicy, ca.Subject.CommonName, strings.Join(got, ", "), want)
+		}
+		valid = up
+	}
+	if len(valid) == 0 {
+		return fmt.Errorf("%w: the certificate asserts none of %v", ErrPolicy, want)
+	}
+	return nil
+}
+
 type verifiedPath struct {
 	certs  []*x509.Certificate
 	status string
@@ -312,6 +379,9 @@ func (v *Verifier) path(ctx context.Context, leaf *x509.Certificate, intermediat
 		chain = chains[0]
 		if len(chain) < 2 {
 			return verifiedPath{}, fmt.Errorf("%w: the certificate is itself a trust anchor", ErrUntrusted)
+		}
+		if err := pathAuthorizes(chain, policies); err != nil {
+			return verifiedPath{}, err
 		}
 		tr.paths.put(key, chain)
 	}
