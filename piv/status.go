@@ -270,6 +270,11 @@ func ocspKey(leaf, issuer *x509.Certificate) string {
 }
 
 func (s *statusChecker) ocspStatus(ctx context.Context, leaf, issuer *x509.Certificate) (int, time.Time, error) {
+	if _, ok := httpURL(leaf.OCSPServer); !ok {
+		// Nothing to fetch, so no failed fetch to count: CA
+		// certificates often name only a CRL.
+		return 0, time.Time{}, errors.New("no http OCSP URL in the certificate's AIA")
+	}
 	key := ocspKey(leaf, issuer)
 	if e, ok := s.cachedOCSP(key); ok {
 		return e.status, e.revokedAt, nil
