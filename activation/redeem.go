@@ -34,12 +34,24 @@ func (s *Service) Redeem(ctx context.Context, req RedeemRequest, progress Progre
 		s.auditRefusal(ctx, req.ActivationID, err)
 		return nil, err
 	}
-	if !d.Resumed {
-		s.cfg.Audit.Set(ctx, "device", "redeem", d.Manifest.GetCredentialSetId(), "activation_id="+req.ActivationID+"; redemption_id="+d.RedemptionID+"; issued; "+d.Attestation)
-		s.cfg.Log.InfoContext(ctx, "credentials issued", "activation_id", req.ActivationID, "redemption_id", d.RedemptionID,
-			"credential_set_id", d.Manifest.GetCredentialSetId(), "bytes", len(d.Package))
+	if d.Resumed {
+		s.deliveredAgain(ctx, "redeem", "activation_id="+req.ActivationID, d)
+		return d, nil
 	}
+	s.cfg.Audit.Set(ctx, "device", "redeem", d.Manifest.GetCredentialSetId(), "activation_id="+req.ActivationID+"; redemption_id="+d.RedemptionID+"; issued; "+d.Attestation)
+	s.cfg.Log.InfoContext(ctx, "credentials issued", "activation_id", req.ActivationID, "redemption_id", d.RedemptionID,
+		"credential_set_id", d.Manifest.GetCredentialSetId(), "bytes", len(d.Package))
 	return d, nil
+}
+
+// deliveredAgain records a stored package sent again (a resume): it
+// carries the escrowed key history, so every delivery is an audit event,
+// not only the first.
+func (s *Service) deliveredAgain(ctx context.Context, action, detail string, d *Delivery) {
+	setID := d.Manifest.GetCredentialSetId()
+	s.cfg.Audit.Set(ctx, "device", action, setID, detail+"; redemption_id="+d.RedemptionID+"; resumed")
+	s.cfg.Log.InfoContext(ctx, "stored credential package delivered again", "action", action, "redemption_id", d.RedemptionID,
+		"resumed", true, "credential_set_id", setID, "bytes", len(d.Package))
 }
 
 // auditRefusal records refused redemptions of a code whose secret was
@@ -290,6 +302,15 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 		if a.Package == nil {
 			return nil, ErrInProgress
 		}
+		// Past the confirmation window the package is undelivered (the
+		// sweep revokes what it carried): Confirm refuses it, so does a
+		// resume.
+		if !s.cfg.Now().Before(a.ConfirmBy) {
+			return nil, ErrExpired
+		}
+		if err := s.sameDevice(ctx, a, req.CSRs); err != nil {
+			return nil, err
+		}
 		if err := s.checkSetNotTerminated(ctx, a.CredentialSetID); err != nil {
 			return nil, err
 		}
@@ -479,6 +500,48 @@ func contains(ps []issuance.Profile, p issuance.Profile) bool {
 		}
 	}
 	return false
+}
+
+// errOtherDevice refuses a resume whose CSRs are not of the keys the
+// stored package certifies.
+var errOtherDevice = denied("a resume must come from the same device that began the redemption: " +
+	"send the CSRs of the device keys of the first request; another device must wait for this code to lapse, then enroll again with the card")
+
+// sameDevice refuses a resume by another device than the one the package
+// was made for: the secret and password prove the code, the CSRs' public
+// keys prove the device (it keeps its keys across resumes). The stored
+// package carries the escrowed key history: it goes only to the keys its
+// certificates certify — each of them, and nothing more. A package that
+// certifies no device key cannot be bound to a device and is not resumed.
+func (s *Service) sameDevice(ctx context.Context, a store.Activation, csrs map[issuance.Profile]*x509.CertificateRequest) error {
+	var m credgwv1.Manifest
+	if err := proto.Unmarshal(a.Manifest, &m); err != nil {
+		return fmt.Errorf("activation: the stored manifest of activation %s: %w", a.ID, err)
+	}
+	matched := 0
+	for _, it := range m.GetItems() {
+		p, ok := protoProfiles[it.GetProfile()]
+		if it.GetKind() != credgwv1.ItemKind_ITEM_KIND_CERTIFICATE || !ok || p == issuance.KeyManagement {
+			continue
+		}
+		csr := csrs[p]
+		if csr == nil {
+			return errOtherDevice
+		}
+		rec, err := s.cfg.Store.Certificate(ctx, NormalizeSerial(it.GetSerial()))
+		if err != nil {
+			return fmt.Errorf("activation: the %s certificate %s of the stored package: %w", p, it.GetSerial(), err)
+		}
+		spki, err := issuance.SPKIHash(csr.PublicKey)
+		if err != nil || spki != rec.SPKISHA256 {
+			return errOtherDevice
+		}
+		matched++
+	}
+	if matched == 0 || matched != len(csrs) {
+		return errOtherDevice
+	}
+	return nil
 }
 
 func (s *Service) resume(a store.Activation, aead cipher.AEAD) (*Delivery, error) {

@@ -137,9 +137,11 @@ func (s *Service) Rekey(ctx context.Context, req RekeyRequest, progress Progress
 		}
 		return nil, err
 	}
-	if !d.Resumed {
-		s.cfg.Audit.Set(ctx, "device", "rekey", d.Manifest.GetCredentialSetId(), "renews="+old.ID+"; redemption_id="+d.RedemptionID+"; "+d.Attestation)
+	if d.Resumed {
+		s.deliveredAgain(ctx, "rekey", "renews="+old.ID, d)
+		return d, nil
 	}
+	s.cfg.Audit.Set(ctx, "device", "rekey", d.Manifest.GetCredentialSetId(), "renews="+old.ID+"; redemption_id="+d.RedemptionID+"; "+d.Attestation)
 	return d, nil
 }
 

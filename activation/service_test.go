@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -375,6 +376,67 @@ func TestRedeemRefuses(t *testing.T) {
 			t.Fatalf("got %v, want ErrExpired", err)
 		}
 	})
+	t.Run("resume", func(t *testing.T) {
+		// A package waiting for its confirmation goes only to the device
+		// whose keys it certifies, and only within the confirmation
+		// window; a refused resume leaves it as it was.
+		e := h.enroll(t, h.signIn(t, "c@example.gov"))
+		first := e.request(t)
+		d, err := h.svc.Redeem(ctx, first, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored, err := h.st.ActivationByID(ctx, e.payload.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		oneKeyNew := csrs(t)
+		oneKeyNew[issuance.DerivedPIVAuth] = first.CSRs[issuance.DerivedPIVAuth]
+		for _, tc := range []struct {
+			name    string
+			change  func(*RedeemRequest)
+			advance time.Duration
+			want    error
+			words   string
+		}{
+			{"resume by another device: new CSRs", func(r *RedeemRequest) { r.CSRs = csrs(t) }, 0, ErrPermission, "same device"},
+			{"resume by another device: no CSRs", func(r *RedeemRequest) { r.CSRs = nil }, 0, ErrPermission, "same device"},
+			{"resume by another device: one key new", func(r *RedeemRequest) { r.CSRs = oneKeyNew }, 0, ErrPermission, "same device"},
+			{"resume after the confirmation window", func(*RedeemRequest) {}, DefaultConfirmWindow, ErrExpired, "expired"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				req := first
+				tc.change(&req)
+				h.advance(tc.advance)
+				defer h.advance(-tc.advance)
+				got, err := h.svc.Redeem(ctx, req, nil)
+				if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.words) {
+					t.Fatalf("got %v (package delivered: %v), want %v saying %q", err, got != nil, tc.want, tc.words)
+				}
+				if msg := err.Error(); strings.Contains(msg, e.en.Password) || strings.Contains(msg, hex.EncodeToString(e.payload.Secret)) {
+					t.Fatalf("the refusal %q carries a secret", msg)
+				}
+				a, err := h.st.ActivationByID(ctx, e.payload.ID)
+				if err != nil || a.State != store.ActRedeeming || a.FailedAttempts != 0 || !bytes.Equal(a.Package, stored.Package) {
+					t.Fatalf("the activation is %s with %d failed attempts (package kept: %v), want redeeming, none, kept (%v)",
+						a.State, a.FailedAttempts, bytes.Equal(a.Package, stored.Package), err)
+				}
+				recs, err := h.st.CertificatesOfSet(ctx, e.en.CredentialSetID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range recs {
+					if r.Revoked() {
+						t.Fatalf("a refused resume revoked %s", r.Serial)
+					}
+				}
+			})
+		}
+		again, err := h.svc.Redeem(ctx, first, nil)
+		if err != nil || !again.Resumed || !bytes.Equal(again.SHA256, d.SHA256) {
+			t.Fatalf("the same device's resume got %v, want the same package", err)
+		}
+	})
 	t.Run("redeemed and confirmed", func(t *testing.T) {
 		d, err := h.svc.Redeem(ctx, good, nil)
 		if err != nil {
@@ -634,5 +696,79 @@ func TestLostRaceIsRecorded(t *testing.T) {
 	}
 	if n != 1 {
 		t.Fatalf("%d lost-race events recorded, want 1", n)
+	}
+}
+
+// TestResumeIsRecorded: every delivery of a stored package is an audit
+// event and a log line, a resume as much as the first (the package
+// carries the escrowed key history), marked resumed; none carries a
+// secret.
+func TestResumeIsRecorded(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	current := renewable(t, h) // moves the clock
+	rk := rekeyRequest(t, current)
+	rd, err := h.svc.Rekey(ctx, rk, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := h.enroll(t, h.signIn(t, "a@example.gov"))
+	req := e.request(t)
+	d, err := h.svc.Redeem(ctx, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, action, redemptionID string
+		resume                     func() (*Delivery, error)
+		secrets                    []string
+	}{
+		{"redeem", "redeem", d.RedemptionID, func() (*Delivery, error) { return h.svc.Redeem(ctx, req, nil) },
+			[]string{req.Password, hex.EncodeToString(req.Secret)}},
+		{"rekey", "rekey", rd.RedemptionID, func() (*Delivery, error) {
+			again := rk
+			again.RedemptionID = rd.RedemptionID
+			return h.svc.Rekey(ctx, again, nil)
+		}, []string{rk.Password, hex.EncodeToString(rk.Secret)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for range 2 {
+				got, err := tc.resume()
+				if err != nil || !got.Resumed {
+					t.Fatalf("the resume: %v", err)
+				}
+			}
+			evs, err := h.st.AuditEvents(ctx, 0, 0, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, ev := range evs {
+				if ev.Action == tc.action && ev.Outcome == "ok" && strings.Contains(ev.Detail, "redemption_id="+tc.redemptionID) && strings.Contains(ev.Detail, "resumed") {
+					n++
+				}
+				for _, s := range tc.secrets {
+					if strings.Contains(ev.Detail, s) {
+						t.Fatalf("audit event %+v carries a secret", ev)
+					}
+				}
+			}
+			logs := h.logs.String()
+			lines := 0
+			for _, l := range strings.Split(logs, "\n") {
+				var rec map[string]any
+				if json.Unmarshal([]byte(l), &rec) == nil && rec["redemption_id"] == tc.redemptionID && rec["resumed"] == true {
+					lines++
+				}
+			}
+			if n != 2 || lines != 2 {
+				t.Fatalf("%d %s events and %d log lines marked resumed for 2 resumes, want 2 of each", n, tc.action, lines)
+			}
+			for _, s := range tc.secrets {
+				if strings.Contains(logs, s) {
+					t.Fatal("the log carries a secret")
+				}
+			}
+		})
 	}
 }

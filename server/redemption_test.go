@@ -144,8 +144,10 @@ func setSerials(t *testing.T, setID string) int {
 }
 
 // TestRedeemRaceIssuesOnce: 50 parallel Redeem calls with the right password
-// on one activation: exactly one issuance; every other call gets
-// FailedPrecondition, Unavailable (still issuing) or the very same bytes.
+// on one activation, each from a device of its own: exactly one issuance,
+// delivered to one device; every other call gets FailedPrecondition,
+// Unavailable (still issuing) or PermissionDenied (the package is another
+// device's: a resume must carry the keys of the first request).
 func TestRedeemRaceIssuesOnce(t *testing.T) {
 	e := enrollCard(t)
 	client := credgwv1.NewRedemptionClient(dial(t))
@@ -170,16 +172,11 @@ func TestRedeemRaceIssuesOnce(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if len(full) == 0 {
-		t.Fatalf("no call got the package: %v", codesSeen)
-	}
-	for _, p := range full[1:] {
-		if !bytes.Equal(p, full[0]) {
-			t.Fatal("two calls received different packages")
-		}
+	if len(full) != 1 {
+		t.Fatalf("%d devices got the package, want 1: %v", len(full), codesSeen)
 	}
 	for c := range codesSeen {
-		if c != codes.OK && c != codes.FailedPrecondition && c != codes.Unavailable {
+		if c != codes.OK && c != codes.FailedPrecondition && c != codes.Unavailable && c != codes.PermissionDenied {
 			t.Fatalf("unexpected code %v (%v)", c, codesSeen)
 		}
 	}

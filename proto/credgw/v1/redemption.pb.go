@@ -32,7 +32,10 @@ type RedeemRequest struct {
 	// One CSR per device-keyed profile of the credential type.
 	Csrs []*CertificateRequest `protobuf:"bytes,5,rep,name=csrs,proto3" json:"csrs,omitempty"`
 	// To resume an interrupted download: the redemption id from Accepted and
-	// the byte offset to continue from. Never issues again.
+	// the byte offset to continue from. Never issues again. A resume must
+	// send the CSRs of the first request (the same device keys): the package
+	// goes only to the device whose keys it certifies (PermissionDenied
+	// otherwise), and not after the confirmation window (FailedPrecondition).
 	RedemptionId  string `protobuf:"bytes,6,opt,name=redemption_id,json=redemptionId,proto3" json:"redemption_id,omitempty"`
 	ResumeOffset  int64  `protobuf:"varint,7,opt,name=resume_offset,json=resumeOffset,proto3" json:"resume_offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
