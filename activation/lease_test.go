@@ -542,6 +542,105 @@ func TestRekeyConfirmRepeated(t *testing.T) {
 	}
 }
 
+// TestRevokeSetEndsItsRenewal: revoking a set (a lost phone) ends the
+// renewal it has in progress — a package stored, not confirmed — as it
+// ends the set: the certificates revoked, the activation ended, the
+// package gone, so neither a resume nor a confirmation delivers it. A
+// renewal confirmed already is the device's credential now: revoking the
+// set it superseded leaves it alone.
+func TestRevokeSetEndsItsRenewal(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, nil)
+	live := func(t *testing.T, setID string) (live, all int) {
+		t.Helper()
+		recs, err := h.st.CertificatesOfSet(ctx, setID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			if !r.Revoked() {
+				live++
+			}
+		}
+		return live, len(recs)
+	}
+	oldSet := func(t *testing.T, current *x509.Certificate) store.CredentialSet {
+		t.Helper()
+		rec, err := h.st.Certificate(ctx, NormalizeSerial(current.SerialNumber.Text(16)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		old, err := h.st.CredentialSet(ctx, rec.CredentialSetID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return old
+	}
+	t.Run("in progress", func(t *testing.T) {
+		current := renewable(t, h)
+		old := oldSet(t, current)
+		req := rekeyRequest(t, current)
+		d, err := h.svc.Rekey(ctx, req, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		renewalID := d.Manifest.GetCredentialSetId()
+		if n, all := live(t, renewalID); n != 3 || all != 3 {
+			t.Fatalf("%d of %d certificates of the renewal live before the revocation, want 3 of 3: the test sets nothing up", n, all)
+		}
+		if _, err := h.svc.RevokeSet(ctx, old.PersonID, old.ID, issuance.ReasonKeyCompromise); err != nil {
+			t.Fatal(err)
+		}
+		renewal, err := h.st.CredentialSet(ctx, renewalID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := h.st.ActivationByRedemption(ctx, d.RedemptionID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := live(t, renewalID)
+		if renewal.State != store.SetRevoked || a.State != store.ActExpired || a.Package != nil || n != 0 {
+			t.Fatalf("the renewal after its set was revoked: set %s, activation %s (package kept: %v), %d certificates live; want revoked, expired, none, none",
+				renewal.State, a.State, a.Package != nil, n)
+		}
+		if sets, err := h.st.CountLiveSets(ctx, old.PersonID); err != nil || sets != 0 {
+			t.Fatalf("%d live sets after the revocation, want none (%v)", sets, err)
+		}
+		again := req
+		again.RedemptionID = d.RedemptionID
+		if _, err := h.svc.Rekey(ctx, again, nil); err == nil {
+			t.Error("the renewal of a revoked set resumed")
+		}
+		if _, err := h.svc.ConfirmRekey(ctx, current, d.RedemptionID, req.Secret, d.SHA256); err == nil {
+			t.Error("the renewal of a revoked set confirmed")
+		}
+	})
+	t.Run("confirmed", func(t *testing.T) {
+		current := renewable(t, h)
+		old := oldSet(t, current)
+		req := rekeyRequest(t, current)
+		d, err := h.svc.Rekey(ctx, req, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done, err := h.svc.ConfirmRekey(ctx, current, d.RedemptionID, req.Secret, d.SHA256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.svc.RevokeSet(ctx, old.PersonID, old.ID, issuance.ReasonKeyCompromise); err != nil {
+			t.Fatal(err)
+		}
+		renewal, err := h.st.CredentialSet(ctx, done.CredentialSetID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := live(t, renewal.ID); renewal.State != store.SetActive || n != 3 {
+			t.Fatalf("the confirmed renewal after the set it superseded was revoked again: %s with %d certificates live, want active with 3", renewal.State, n)
+		}
+	})
+}
+
 // boundIssuer records whether each revocation's context has a deadline.
 type boundIssuer struct {
 	lostIssuer

@@ -46,12 +46,35 @@ func (s *Service) RevokeSet(ctx context.Context, personID, setID string, reason 
 	if err != nil {
 		return nil, err
 	}
-	// The activation is ended first, so nothing can be redeemed after.
+	// A renewal not confirmed yet (a package stored for the same device)
+	// ends with the set: a lost phone's renewal is the lost phone's.
+	renewals, err := s.cfg.Store.LiveRenewals(ctx, setID)
+	if err != nil {
+		return nil, err
+	}
+	// The activations are ended first (the set's and its renewal's, in
+	// one transaction), so nothing can be redeemed, resumed or confirmed
+	// after.
 	if err := s.cfg.Store.RevokeCredentialSet(ctx, setID, s.cfg.Now()); err != nil {
 		return nil, err
 	}
 	if err := s.revokeSet(ctx, setID, time.Time{}, reason); err != nil {
 		return nil, err
+	}
+	for _, r := range renewals {
+		// Only what the store ended: a renewal confirmed before the
+		// revocation is the device's credential now. (One begun after
+		// the listing was ended too; the sweep revokes what it carries.)
+		r, err := s.cfg.Store.CredentialSet(ctx, r.ID)
+		if err != nil {
+			return nil, err
+		}
+		if r.State != store.SetRevoked {
+			continue
+		}
+		if err := s.revokeSet(ctx, r.ID, time.Time{}, reason); err != nil {
+			return nil, err
+		}
 	}
 	cs.State = store.SetRevoked
 	return &cs, nil

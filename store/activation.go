@@ -80,8 +80,13 @@ type ActivationStore interface {
 	// refusing with ErrLimit when the person has maxSets live sets already.
 	CreateEnrollment(ctx context.Context, cs CredentialSet, a Activation, maxSets int) error
 	// RevokeCredentialSet marks a set revoked and expires its activation
-	// (deleting any package), in one transaction.
+	// (deleting any package), in one transaction; a renewal of the set
+	// that is not confirmed yet (pending or redeeming) is revoked with it
+	// in the same way: a renewal of a lost device's set is that device's.
 	RevokeCredentialSet(ctx context.Context, id string, now time.Time) error
+	// LiveRenewals lists the sets renewing setID that are pending,
+	// redeeming or active (at most one: credential_sets_one_renewal).
+	LiveRenewals(ctx context.Context, setID string) ([]CredentialSet, error)
 	// SetDevice records what the redeeming device said about itself (JSON)
 	// and the verdict of its key attestations (JSON by profile, "{}" for
 	// none).

@@ -311,3 +311,72 @@ func TestReserveAttempt(t *testing.T) {
 		}
 	})
 }
+
+// TestRevokeCredentialSetEndsItsRenewal: revoking a set revokes, in the
+// same transaction, its renewal in progress (its activation expired, its
+// package deleted), and leaves alone a confirmed renewal and the renewals
+// of other sets.
+func TestRevokeCredentialSetEndsItsRenewal(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		// renewal makes set-<id> renewing set-<of>, its package stored.
+		renewal := func(id, of string) string {
+			t.Helper()
+			cs := CredentialSet{ID: "set-" + id, PersonID: "p", PIVCertSHA256: "c", CardUUID: "u", RawSubject: []byte{0x30, 0},
+				IdentityName: "n", CredentialType: "t", State: SetPending, CreatedAt: t0, RenewsSetID: "set-" + of}
+			a := Activation{ID: id, LookupHash: "lh-" + id, Verifier: []byte{1}, MaxAttempts: 3, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}
+			if err := s.CreateEnrollment(ctx, cs, a, 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.BeginRedemption(ctx, id, "r-"+id, t0, Lease{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.StorePackage(ctx, id, "r-"+id, []byte{9}, "h", 1, nil, t0.Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			return "r-" + id
+		}
+		for _, id := range []string{"lost", "other", "superseded"} {
+			enroll(t, s, id, t0.Add(time.Hour))
+		}
+		renewal("lost-renewal", "lost")
+		renewal("other-renewal", "other")
+		if err := s.Confirm(ctx, renewal("confirmed-renewal", "superseded"), t0); err != nil {
+			t.Fatal(err)
+		}
+		live, err := s.LiveRenewals(ctx, "set-lost")
+		if err != nil || len(live) != 1 || live[0].ID != "set-lost-renewal" {
+			t.Fatalf("the live renewals of set-lost: %v (%v), want set-lost-renewal", live, err)
+		}
+		for _, id := range []string{"set-lost", "set-superseded"} {
+			if err := s.RevokeCredentialSet(ctx, id, t0.Add(time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, tc := range []struct {
+			activation, set  string
+			wantAct, wantSet string
+			wantPackage      bool
+		}{
+			{"lost-renewal", "set-lost-renewal", ActExpired, SetRevoked, false},
+			{"other-renewal", "set-other-renewal", ActRedeeming, SetRedeeming, true},
+			{"confirmed-renewal", "set-confirmed-renewal", ActCompleted, SetActive, false},
+		} {
+			a, err := s.ActivationByID(ctx, tc.activation)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cs, err := s.CredentialSet(ctx, tc.set)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.State != tc.wantAct || cs.State != tc.wantSet || (a.Package != nil) != tc.wantPackage {
+				t.Errorf("%s: activation %s, set %s, package %v; want %s, %s, %v", tc.activation, a.State, cs.State, a.Package != nil,
+					tc.wantAct, tc.wantSet, tc.wantPackage)
+			}
+		}
+		if live, err := s.LiveRenewals(ctx, "set-lost"); err != nil || len(live) != 0 {
+			t.Fatalf("the live renewals of set-lost after its revocation: %v (%v), want none", live, err)
+		}
+	})
+}

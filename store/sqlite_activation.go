@@ -445,10 +445,19 @@ func (s *DB) ActivationCensus(ctx context.Context) (map[string]int, int, error) 
 }
 
 func (s *DB) RevokeCredentialSet(ctx context.Context, id string, now time.Time) error {
+	// A renewal not confirmed yet goes with its set; a confirmed one
+	// (active) is the device's credential now and stays.
+	const unconfirmedRenewals = liveRenewalsOf + ` AND state <> 'active'`
 	return s.tx(ctx, func(tx *stx) error {
-		// The activation goes first: a revoked enrollment cannot be redeemed.
+		// The activations go first (the lock order of BeginRedemption and
+		// Confirm): a revoked enrollment cannot be redeemed, nor its
+		// renewal resumed or confirmed.
 		if _, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'expired', package = NULL
 			WHERE credential_set_id = $1 AND state IN ('pending', 'redeeming')`, id); err != nil {
+			return wrapDB(err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'expired', package = NULL
+			WHERE credential_set_id IN (SELECT id FROM credential_sets WHERE `+unconfirmedRenewals+`) AND state IN ('pending', 'redeeming')`, id); err != nil {
 			return wrapDB(err)
 		}
 		res, err := tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'revoked', updated_at = $1 WHERE id = $2`, ts(now), id)
@@ -458,8 +467,18 @@ func (s *DB) RevokeCredentialSet(ctx context.Context, id string, now time.Time) 
 		if n, _ := res.RowsAffected(); n != 1 {
 			return ErrNotFound
 		}
-		return nil
+		_, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'revoked', updated_at = $2 WHERE `+unconfirmedRenewals, id, ts(now))
+		return wrapDB(err)
 	})
+}
+
+// liveRenewalsOf selects the live renewals of the set $1 with the terms
+// of the partial index credential_sets_one_renewal, word for word, so
+// that SQLite uses it too.
+const liveRenewalsOf = `renews_set_id = $1 AND renews_set_id <> '' AND state IN ('pending', 'redeeming', 'active')`
+
+func (s *DB) LiveRenewals(ctx context.Context, setID string) ([]CredentialSet, error) {
+	return s.querySets(ctx, `SELECT `+setColumns+` FROM credential_sets WHERE `+liveRenewalsOf+` ORDER BY created_at, id`, setID)
 }
 
 func (s *DB) SetEscrowKey(ctx context.Context, setID, keyID string) error {
