@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -444,6 +445,54 @@ func TestRefusedRekeyWithEscrowDown(t *testing.T) {
 	kek.down.Store(false)
 	if err := rekey(); err != nil {
 		t.Fatalf("the device's retry once the escrow works: %v", err)
+	}
+}
+
+// TestRefusedRekeyRetriedAsItWas: the reference agent makes one secret a
+// renewal and, when a Rekey fails with Internal or Unavailable before it
+// got a redemption id, asks again with that secret (and new keys). The
+// refused renewal was abandoned, so the retry must renew, not be told a
+// renewal is in progress (the abandoned renewal's code kept its lookup
+// hash, and the unique index refused the same secret).
+func TestRefusedRekeyRetriedAsItWas(t *testing.T) {
+	ctx := context.Background()
+	h, lost, _ := outageHarness(t)
+	current := renewable(t, h)
+	req := rekeyRequest(t, current)
+	lost.lose.Store(true)
+	if _, err := h.svc.Rekey(ctx, req, nil); err == nil {
+		t.Fatal("the Rekey succeeded with the CA connection lost")
+	}
+	lost.lose.Store(false)
+	again := rekeyRequest(t, current)
+	again.Secret, again.Password = req.Secret, req.Password
+	if _, err := h.svc.Rekey(ctx, again, nil); err != nil {
+		t.Fatalf("the same secret again, once the CA answers: %v", err)
+	}
+}
+
+// TestRekeyWithAnEndedRenewalsSecret: a secret still held by a renewal
+// that ended (revoked on its own) is refused as the caller's to change,
+// not as a renewal in progress that nobody can resume.
+func TestRekeyWithAnEndedRenewalsSecret(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, nil)
+	current := renewable(t, h)
+	req := rekeyRequest(t, current)
+	d, err := h.svc.Rekey(ctx, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.st.RevokeCredentialSet(ctx, d.Manifest.GetCredentialSetId(), h.clock()); err != nil {
+		t.Fatal(err)
+	}
+	again := rekeyRequest(t, current)
+	again.Secret, again.Password = req.Secret, req.Password
+	if _, err := h.svc.Rekey(ctx, again, nil); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "make a new secret") {
+		t.Fatalf("got %v, want ErrInvalid saying to make a new secret", err)
+	}
+	if _, err := h.svc.Rekey(ctx, rekeyRequest(t, current), nil); err != nil {
+		t.Fatalf("a new secret: %v", err)
 	}
 }
 

@@ -154,6 +154,11 @@ func (s *Service) abandonRenewal(ctx context.Context, actID string) {
 	}
 	err = s.cfg.Store.RevokeCredentialSet(ctx, a.CredentialSetID, s.cfg.Now())
 	if err == nil {
+		// The agent sends the same request again (same secret) when
+		// a Rekey fails: the ended code must not hold the secret.
+		err = s.cfg.Store.ForgetCode(ctx, actID)
+	}
+	if err == nil {
 		err = s.revokeSet(ctx, a.CredentialSetID, time.Time{}, issuance.ReasonCessationOfOperation)
 	}
 	if err != nil {

@@ -77,6 +77,11 @@ func (s *Service) enrollRenewal(ctx context.Context, old store.CredentialSet, se
 	case errors.Is(err, store.ErrLimit):
 		return "", fmt.Errorf("%w (%d); revoke one (lost or replaced device) first", ErrCap, s.cfg.MaxSets)
 	case errors.Is(err, store.ErrConflict):
+		// The set's one renewal, or the secret of an ended code (one
+		// whose abandonment did not finish).
+		if live, lerr := s.cfg.Store.LiveRenewals(ctx, old.ID); lerr == nil && len(live) == 0 {
+			return "", fmt.Errorf("%w: secret: an earlier renewal used it; make a new secret", ErrInvalid)
+		}
 		return "", ErrRenewalInProgress
 	case err != nil:
 		return "", err

@@ -84,6 +84,10 @@ type ActivationStore interface {
 	// that is not confirmed yet (pending or redeeming) is revoked with it
 	// in the same way: a renewal of a lost device's set is that device's.
 	RevokeCredentialSet(ctx context.Context, id string, now time.Time) error
+	// ForgetCode frees the lookup hash of an ended (expired) activation,
+	// so that its secret can make a new one: a device retrying a refused
+	// renewal sends the same secret. A live activation keeps its hash.
+	ForgetCode(ctx context.Context, id string) error
 	// LiveRenewals lists the sets renewing setID that are pending,
 	// redeeming or active (at most one: credential_sets_one_renewal).
 	LiveRenewals(ctx context.Context, setID string) ([]CredentialSet, error)

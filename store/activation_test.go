@@ -380,3 +380,36 @@ func TestRevokeCredentialSetEndsItsRenewal(t *testing.T) {
 		}
 	})
 }
+
+// TestForgetCode: an ended activation's secret can make a new activation
+// once its code is forgotten; a live one keeps its secret to itself.
+func TestForgetCode(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		enroll(t, s, "f1", t0.Add(time.Hour))
+		reuse := func(id string) error {
+			cs := CredentialSet{ID: "set-" + id, PersonID: "p", PIVCertSHA256: "c", CardUUID: "u", RawSubject: []byte{0x30, 0},
+				IdentityName: "n", CredentialType: "t", State: SetPending, CreatedAt: t0}
+			return s.CreateEnrollment(ctx, cs, Activation{ID: id, LookupHash: "lh-f1", Verifier: []byte{1}, MaxAttempts: 3,
+				CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, 0)
+		}
+		if err := s.ForgetCode(ctx, "f1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := reuse("f2"); !errors.Is(err, ErrConflict) {
+			t.Fatalf("a live activation's secret reused: %v, want ErrConflict", err)
+		}
+		if err := s.RevokeCredentialSet(ctx, "set-f1", t0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.ForgetCode(ctx, "f1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := reuse("f3"); err != nil {
+			t.Fatalf("an ended activation's secret, forgotten: %v", err)
+		}
+		if a, err := s.ActivationByID(ctx, "f1"); err != nil || a.State != ActExpired {
+			t.Fatalf("the ended activation: %v %v", a.State, err)
+		}
+	})
+}

@@ -477,6 +477,13 @@ func (s *DB) RevokeCredentialSet(ctx context.Context, id string, now time.Time) 
 // that SQLite uses it too.
 const liveRenewalsOf = `renews_set_id = $1 AND renews_set_id <> '' AND state IN ('pending', 'redeeming', 'active')`
 
+func (s *DB) ForgetCode(ctx context.Context, id string) error {
+	// 'ended:' and an id is no SHA-256 hex, so it matches no secret and
+	// stays unique.
+	_, err := s.w.ExecContext(ctx, `UPDATE activations SET lookup_hash = 'ended:' || id WHERE id = $1 AND state = 'expired'`, id)
+	return wrapDB(err)
+}
+
 func (s *DB) LiveRenewals(ctx context.Context, setID string) ([]CredentialSet, error) {
 	return s.querySets(ctx, `SELECT `+setColumns+` FROM credential_sets WHERE `+liveRenewalsOf+` ORDER BY created_at, id`, setID)
 }
