@@ -336,6 +336,32 @@ func pathAuthorizes(chain []*x509.Certificate, want []asn1.ObjectIdentifier) err
 	return nil
 }
 
+// Chains reports whether a certificate chains to the trust anchors, its
+// validity, names and signatures only (no policy, no status): whether it
+// could be a card of a trusted issuer, or is one anyone could have made.
+func (v *Verifier) Chains(leaf *x509.Certificate, intermediates []*x509.Certificate) bool {
+	tr := v.trust.Load()
+	pool := tr.inter
+	if len(intermediates) > 0 {
+		pool = tr.inter.Clone()
+		for _, c := range intermediates {
+			pool.AddCert(c)
+		}
+	}
+	// At a time the certificate itself is valid: an expired card is
+	// still a card of its issuer.
+	at := v.opts.Now()
+	if at.After(leaf.NotAfter) {
+		at = leaf.NotAfter
+	}
+	if at.Before(leaf.NotBefore) {
+		at = leaf.NotBefore
+	}
+	_, err := leaf.Verify(x509.VerifyOptions{Roots: tr.roots, Intermediates: pool, CurrentTime: at,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err == nil
+}
+
 type verifiedPath struct {
 	certs  []*x509.Certificate
 	status string

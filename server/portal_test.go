@@ -2,13 +2,18 @@ package server_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"html"
 	"io"
+	"math/big"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -464,27 +469,86 @@ func TestPortalSessionBoundToCard(t *testing.T) {
 // point 8).
 func TestPortalSignInRefusalRecorded(t *testing.T) {
 	ctx := context.Background()
-	c := newCard(t, hsmsim.CardSpec{Variant: hsmsim.Revoked})
-	cert := c.tlsCert()
-	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
-	sum := sha256.Sum256(leaf.Raw)
-	fp := hex.EncodeToString(sum[:])
-	if r := newBrowser(t, &cert).do("GET", "/signin", nil); r.code != http.StatusForbidden {
-		t.Fatalf("a revoked card signed in: %d", r.code)
+	for _, tc := range []struct {
+		variant hsmsim.Variant
+		reason  string
+	}{{hsmsim.Revoked, "revoked"}, {hsmsim.Expired, "expired"}, {hsmsim.WrongPolicy, "policy"}} {
+		t.Run(tc.reason, func(t *testing.T) {
+			c := newCard(t, hsmsim.CardSpec{Variant: tc.variant})
+			cert := c.tlsCert()
+			leaf, _ := x509.ParseCertificate(cert.Certificate[0])
+			sum := sha256.Sum256(leaf.Raw)
+			fp := hex.EncodeToString(sum[:])
+			if r := newBrowser(t, &cert).do("GET", "/signin", nil); r.code != http.StatusForbidden {
+				t.Fatalf("a %s card signed in: %d", tc.reason, r.code)
+			}
+			evs, err := gwStore.AuditEvents(ctx, 0, 0, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ev := range evs {
+				if ev.Action == "portal-sign-in" && strings.Contains(ev.Detail, fp) {
+					if ev.Outcome != "refused" || ev.Source == "" || !strings.Contains(ev.Detail, tc.reason) {
+						t.Fatalf("the refusal is recorded as %+v", ev)
+					}
+					return
+				}
+			}
+			t.Fatal("the refused portal sign-in is not in the audit log")
+		})
 	}
-	evs, err := gwStore.AuditEvents(ctx, 0, 0, "")
+}
+
+// TestPortalSelfMadeCertificateNotRecorded: anyone can make a certificate
+// and present it; refusing it is logged, never written to the audit log,
+// whatever it lacks besides a trusted issuer (a policy, the key usage), or
+// anyone could grow the log with a card UUID of their choosing.
+func TestPortalSelfMadeCertificateNotRecorded(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		tmpl x509.Certificate
+	}{
+		{"no policy", x509.Certificate{KeyUsage: x509.KeyUsageDigitalSignature}},
+		{"keyCertSign, the PIV Authentication policy", x509.Certificate{KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+			Policies: []x509.OID{mustOID(t, "2.16.840.1.101.3.2.1.3.13")}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			tmpl := tc.tmpl
+			tmpl.SerialNumber = big.NewInt(7)
+			tmpl.Subject = pkix.Name{CommonName: "Self Made"}
+			tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+			der, err := x509.CreateCertificate(rand.Reader, &tmpl, &tmpl, key.Public(), key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum := sha256.Sum256(der)
+			fp := hex.EncodeToString(sum[:])
+			cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+			if r := newBrowser(t, &cert).do("GET", "/signin", nil); r.code != http.StatusForbidden {
+				t.Fatalf("a self-made certificate: %d", r.code)
+			}
+			evs, err := gwStore.AuditEvents(ctx, 0, 0, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ev := range evs {
+				if strings.Contains(ev.Detail, fp) {
+					t.Fatalf("the refusal of a self-made certificate is in the audit log: %+v", ev)
+				}
+			}
+		})
+	}
+}
+
+func mustOID(t *testing.T, s string) x509.OID {
+	t.Helper()
+	o, err := x509.ParseOID(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, ev := range evs {
-		if ev.Action == "portal-sign-in" && strings.Contains(ev.Detail, fp) {
-			if ev.Outcome != "refused" || ev.Source == "" || !strings.Contains(ev.Detail, "revoked") {
-				t.Fatalf("the refusal is recorded as %+v", ev)
-			}
-			return
-		}
-	}
-	t.Fatal("the refused portal sign-in is not in the audit log")
+	return o
 }
 
 // TestPortalEventsCarrySource: an enrollment made in the portal is

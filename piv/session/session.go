@@ -190,10 +190,12 @@ func (s *Service) Complete(ctx context.Context, p Proof) (*Opened, error) {
 	o, err := s.complete(ctx, ch, now, p)
 	if err != nil {
 		var leaf *x509.Certificate
+		var inter []*x509.Certificate
 		if len(p.Certificates) > 0 {
 			leaf, _ = x509.ParseCertificate(p.Certificates[0])
+			inter, _ = piv.ParseCertificates(p.Certificates[1:]...)
 		}
-		s.recordRefusal(ctx, "piv-auth", "session_id="+ch.SessionID+"; ", leaf, p.Source, err)
+		s.recordRefusal(ctx, "piv-auth", "session_id="+ch.SessionID+"; ", leaf, inter, p.Source, err)
 	}
 	return o, err
 }
@@ -253,7 +255,7 @@ func (s *Service) complete(ctx context.Context, ch store.Challenge, now time.Tim
 func (s *Service) SignInTLS(ctx context.Context, leaf *x509.Certificate, chain []*x509.Certificate, source string) (*Opened, error) {
 	o, err := s.signInTLS(ctx, leaf, chain, source)
 	if err != nil {
-		s.recordRefusal(ctx, "portal-sign-in", "", leaf, source, err)
+		s.recordRefusal(ctx, "portal-sign-in", "", leaf, chain, source, err)
 	}
 	return o, err
 }
@@ -262,9 +264,12 @@ func (s *Service) SignInTLS(ctx context.Context, leaf *x509.Certificate, chain [
 // the certificate's SHA-256 and the card it claims to be, and the source.
 // A certificate that does not chain to the PIV anchors, or does not parse,
 // is only logged: anyone can make one, so recording it would let anyone
-// grow the log (the portal and PKI-AUTH rate-limit per address too).
-func (s *Service) recordRefusal(ctx context.Context, action, detail string, leaf *x509.Certificate, source string, err error) {
-	if leaf == nil || errors.Is(err, piv.ErrUntrusted) || errors.Is(err, piv.ErrMalformed) {
+// grow the log (the portal and PKI-AUTH rate-limit per address too). That
+// holds whatever check refused it first: the key, key usage and policy
+// are checked before the path, so a certificate refused for those is
+// recorded only if it chains.
+func (s *Service) recordRefusal(ctx context.Context, action, detail string, leaf *x509.Certificate, inter []*x509.Certificate, source string, err error) {
+	if leaf == nil || errors.Is(err, piv.ErrUntrusted) || errors.Is(err, piv.ErrMalformed) || !s.cfg.Verifier.Chains(leaf, inter) {
 		s.cfg.Log.InfoContext(ctx, "sign-in refused", "action", action, "source", source, "cause", err.Error())
 		return
 	}
