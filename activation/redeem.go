@@ -536,6 +536,11 @@ func (s *Service) sameDevice(ctx context.Context, a store.Activation, csrs map[i
 		if err != nil || spki != rec.SPKISHA256 {
 			return errOtherDevice
 		}
+		// The public key is no secret (the certificates carry it): the
+		// CSR's signature is what proves the device holds the key.
+		if csr.CheckSignature() != nil {
+			return errOtherDevice
+		}
 		matched++
 	}
 	if matched == 0 || matched != len(csrs) {

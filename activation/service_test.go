@@ -392,6 +392,23 @@ func TestRedeemRefuses(t *testing.T) {
 		}
 		oneKeyNew := csrs(t)
 		oneKeyNew[issuance.DerivedPIVAuth] = first.CSRs[issuance.DerivedPIVAuth]
+		// The device's public keys are no secret (its certificates carry
+		// them): a CSR with the device's key, signed by another, proves
+		// nothing.
+		forged := map[issuance.Profile]*x509.CertificateRequest{}
+		for p, csr := range first.CSRs {
+			other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, other)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := x509.ParseCertificateRequest(der)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.PublicKey = csr.PublicKey // what the forger's parsed CSR says
+			forged[p] = c
+		}
 		for _, tc := range []struct {
 			name    string
 			change  func(*RedeemRequest)
@@ -402,6 +419,7 @@ func TestRedeemRefuses(t *testing.T) {
 			{"resume by another device: new CSRs", func(r *RedeemRequest) { r.CSRs = csrs(t) }, 0, ErrPermission, "same device"},
 			{"resume by another device: no CSRs", func(r *RedeemRequest) { r.CSRs = nil }, 0, ErrPermission, "same device"},
 			{"resume by another device: one key new", func(r *RedeemRequest) { r.CSRs = oneKeyNew }, 0, ErrPermission, "same device"},
+			{"resume by another device: the device's keys, signed by others", func(r *RedeemRequest) { r.CSRs = forged }, 0, ErrPermission, "same device"},
 			{"resume after the confirmation window", func(*RedeemRequest) {}, DefaultConfirmWindow, ErrExpired, "expired"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
