@@ -42,7 +42,11 @@ func TestPathPolicy(t *testing.T) {
 	type ca struct {
 		policies []x509.OID
 		mappings []mapping
+		// inhibitAny and inhibitMapping, when set, are the CA's
+		// inhibitAnyPolicy and policyConstraints' inhibitPolicyMapping.
+		inhibitAny, inhibitMapping *int
 	}
+	skip := func(v int) *int { return &v }
 	tests := []struct {
 		name string
 		cas  []ca // from the anchor down to the card's issuer
@@ -60,6 +64,12 @@ func TestPathPolicy(t *testing.T) {
 			{policies: []x509.OID{agency}, mappings: []mapping{{agencyA, piv.PolicyCommonAuthentication}}}}, piv.ErrPolicy},
 		{"mapped away below", []ca{{policies: []x509.OID{auth}},
 			{policies: []x509.OID{auth}, mappings: []mapping{{piv.PolicyCommonAuthentication, otherA}}}}, piv.ErrPolicy},
+		{"anyPolicy below a CA that inhibits it", []ca{{policies: []x509.OID{auth}, inhibitAny: skip(0)},
+			{policies: []x509.OID{anyPolicy}}}, piv.ErrPolicy},
+		{"anyPolicy one CA further than inhibited", []ca{{policies: []x509.OID{auth}, inhibitAny: skip(1)},
+			{policies: []x509.OID{anyPolicy}}}, piv.ErrStatusUnavailable},
+		{"a mapping below a CA that inhibits mappings", []ca{{policies: []x509.OID{agency}, inhibitMapping: skip(0)},
+			{policies: []x509.OID{agency}, mappings: []mapping{{agencyA, piv.PolicyCommonAuthentication}}}}, piv.ErrPolicy},
 	}
 	now := time.Now()
 	serial := int64(1)
@@ -89,15 +99,29 @@ func TestPathPolicy(t *testing.T) {
 				k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 				tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: "policy test CA " + string(rune('A'+i))}, IsCA: true, BasicConstraintsValid: true,
 					KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, Policies: c.policies}
+				if c.inhibitAny != nil {
+					der, _ := asn1.Marshal(*c.inhibitAny)
+					tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 54}, Critical: true, Value: der})
+				}
+				if c.inhibitMapping != nil {
+					// policyConstraints { inhibitPolicyMapping [1] IMPLICIT SkipCerts }
+					der := []byte{0x30, 0x03, 0x81, 0x01, byte(*c.inhibitMapping)} // small values only
+					tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 36}, Critical: true, Value: der})
+				}
 				if len(c.mappings) > 0 {
 					// crypto/x509 parses policyMappings but does not write them.
 					der, err := asn1.Marshal(c.mappings)
 					if err != nil {
 						t.Fatal(err)
 					}
-					tmpl.ExtraExtensions = []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 33}, Critical: true, Value: der}}
+					tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 33}, Critical: true, Value: der})
 				}
 				cert := issue(tmpl, parent, k.Public(), parentKey)
+				if c.inhibitAny != nil && (cert.InhibitAnyPolicy != *c.inhibitAny || *c.inhibitAny == 0 && !cert.InhibitAnyPolicyZero) ||
+					c.inhibitMapping != nil && (cert.InhibitPolicyMapping != *c.inhibitMapping || *c.inhibitMapping == 0 && !cert.InhibitPolicyMappingZero) {
+					t.Fatalf("CA %d: inhibitAnyPolicy %d/%v, inhibitPolicyMapping %d/%v not as made", i,
+						cert.InhibitAnyPolicy, cert.InhibitAnyPolicyZero, cert.InhibitPolicyMapping, cert.InhibitPolicyMappingZero)
+				}
 				if len(cert.PolicyMappings) != len(c.mappings) {
 					t.Fatalf("CA %d has %d policy mappings, want %d", i, len(cert.PolicyMappings), len(c.mappings))
 				}
@@ -116,6 +140,58 @@ func TestPathPolicy(t *testing.T) {
 			_, err = v.VerifyPIVAuth(context.Background(), card, nil)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestPathPolicyAnyPath: when a card has several paths to the anchors (a
+// cross-certificate through a bridge beside the direct one), the card is
+// accepted if one path authorizes its policy, whichever path crypto/x509
+// lists first.
+func TestPathPolicyAnyPath(t *testing.T) {
+	auth, _ := x509.OIDFromASN1OID(piv.PolicyCommonAuthentication)
+	common, _ := x509.OIDFromASN1OID(piv.PolicyCommonPolicy)
+	now := time.Now()
+	serial := int64(100)
+	issue := func(tmpl, parent *x509.Certificate, pub any, key *ecdsa.PrivateKey) *x509.Certificate {
+		serial++
+		tmpl.SerialNumber = big.NewInt(serial)
+		tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), now.Add(time.Hour)
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := x509.ParseCertificate(der)
+		return c
+	}
+	caTmpl := func(cn string, p ...x509.OID) *x509.Certificate {
+		return &x509.Certificate{Subject: pkix.Name{CommonName: cn}, IsCA: true, BasicConstraintsValid: true,
+			KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, Policies: p}
+	}
+	rootKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	root := issue(caTmpl("any-path root"), caTmpl("any-path root"), rootKey.Public(), rootKey)
+	bridgeKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	bridge := issue(caTmpl("any-path bridge", common), root, bridgeKey.Public(), rootKey)
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	direct := issue(caTmpl("any-path issuing CA", auth), root, caKey.Public(), rootKey)
+	crossed := issue(caTmpl("any-path issuing CA", auth), bridge, caKey.Public(), bridgeKey)
+	card := issue(&x509.Certificate{Subject: pkix.Name{CommonName: "any-path card"}, KeyUsage: x509.KeyUsageDigitalSignature,
+		Policies: []x509.OID{auth}}, direct, func() any { k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader); return k.Public() }(), caKey)
+	roots := x509.NewCertPool()
+	roots.AddCert(root)
+	for name, inter := range map[string][]*x509.Certificate{
+		"bridge listed first": {bridge, crossed, direct},
+		"direct listed first": {direct, bridge, crossed},
+	} {
+		t.Run(name, func(t *testing.T) {
+			v, err := piv.NewVerifier(piv.Options{Roots: roots, Intermediates: inter, OCSPTimeout: time.Second, CRLTimeout: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// No status URLs: a path whose policies hold ends here.
+			if _, err := v.VerifyPIVAuth(context.Background(), card, nil); !errors.Is(err, piv.ErrStatusUnavailable) {
+				t.Fatalf("err = %v, want the policy to hold on the direct path (ErrStatusUnavailable next)", err)
 			}
 		})
 	}

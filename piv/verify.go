@@ -1,6 +1,7 @@
 package piv
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -282,10 +283,31 @@ var oidAnyPolicy = asn1.ObjectIdentifier{2, 5, 29, 32, 0}
 // Going up, a CA's policy mappings turn the policies of the domain below
 // (subjectDomainPolicy) into those of its own (issuerDomainPolicy); a
 // policy the CA maps away is no longer valid below it unless mapped to
-// again. The CA must then assert one of them, or anyPolicy. (The
-// constraints a CA can add, inhibitAnyPolicy, inhibitPolicyMapping and
-// requireExplicitPolicy, are crypto/x509's to enforce.)
+// again. The CA must then assert one of them, or anyPolicy unless a CA
+// above inhibits it; a mapping inhibited from above renames nothing.
+// (requireExplicitPolicy crypto/x509 enforces itself.)
 func pathAuthorizes(chain []*x509.Certificate, want []asn1.ObjectIdentifier) error {
+	// Whether each CA's anyPolicy and policy mappings count, from the
+	// inhibitAnyPolicy and inhibitPolicyMapping above it (RFC 5280
+	// §6.1.3(d)(2), §6.1.4(b), (h)-(j)), counted down from the anchor.
+	n := len(chain) - 1
+	anyOK, mapOK := make([]bool, len(chain)), make([]bool, len(chain))
+	inhibitAny, mapping := n+1, n+1
+	for i := n - 1; i >= 1; i-- {
+		c := chain[i]
+		selfIssued := bytes.Equal(c.RawIssuer, c.RawSubject)
+		anyOK[i] = inhibitAny > 0 || selfIssued
+		mapOK[i] = mapping > 0
+		if !selfIssued {
+			inhibitAny, mapping = max(inhibitAny-1, 0), max(mapping-1, 0)
+		}
+		if (c.InhibitPolicyMapping > 0 || c.InhibitPolicyMappingZero) && c.InhibitPolicyMapping < mapping {
+			mapping = c.InhibitPolicyMapping
+		}
+		if (c.InhibitAnyPolicy > 0 || c.InhibitAnyPolicyZero) && c.InhibitAnyPolicy < inhibitAny {
+			inhibitAny = c.InhibitAnyPolicy
+		}
+	}
 	valid := map[string]bool{}
 	for _, o := range chain[0].Policies {
 		if slices.ContainsFunc(want, o.EqualASN1OID) {
@@ -300,8 +322,10 @@ func pathAuthorizes(chain []*x509.Certificate, want []asn1.ObjectIdentifier) err
 		}
 		up := map[string]bool{}
 		for p := range valid {
+			// An inhibited mapping renames nothing; what it maps
+			// away is gone all the same.
 			for _, m := range ca.PolicyMappings {
-				if m.SubjectDomainPolicy.String() == p {
+				if mapOK[i] && m.SubjectDomainPolicy.String() == p {
 					up[m.IssuerDomainPolicy.String()] = true
 				}
 			}
@@ -313,7 +337,7 @@ func pathAuthorizes(chain []*x509.Certificate, want []asn1.ObjectIdentifier) err
 		for _, o := range ca.Policies {
 			asserted[o.String()] = true
 		}
-		if !asserted[oidAnyPolicy.String()] {
+		if !asserted[oidAnyPolicy.String()] || !anyOK[i] {
 			for p := range up {
 				if !asserted[p] {
 					delete(up, p)
@@ -402,12 +426,27 @@ func (v *Verifier) path(ctx context.Context, leaf *x509.Certificate, intermediat
 		if err != nil {
 			return verifiedPath{}, fmt.Errorf("%w: %v (issuer %q)", ErrUntrusted, err, leaf.Issuer)
 		}
-		chain = chains[0]
-		if len(chain) < 2 {
-			return verifiedPath{}, fmt.Errorf("%w: the certificate is itself a trust anchor", ErrUntrusted)
+		// The first path that authorizes the card's policy: beside the
+		// direct path there may be one through a bridge that does not.
+		var perr error
+		for _, c := range chains {
+			if len(c) < 2 {
+				continue
+			}
+			if err := pathAuthorizes(c, policies); err != nil {
+				if perr == nil {
+					perr = err
+				}
+				continue
+			}
+			chain = c
+			break
 		}
-		if err := pathAuthorizes(chain, policies); err != nil {
-			return verifiedPath{}, err
+		if chain == nil {
+			if perr != nil {
+				return verifiedPath{}, perr
+			}
+			return verifiedPath{}, fmt.Errorf("%w: the certificate is itself a trust anchor", ErrUntrusted)
 		}
 		tr.paths.put(key, chain)
 	}
