@@ -127,6 +127,28 @@ func TestCRLScope(t *testing.T) {
 		{"unknown non-critical extension", ext(asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1}, false, []byte{0x05, 0x00}), true, ""},
 		{"IDP that does not parse", ext(oidIssuingDistributionPoint, true, []byte{0x30, 0x03, 0x01}), false, "issuingDistributionPoint"},
 	}
+	// RFC 5280 §6.3.3(b)(2)(i): any name of the IDP matching any name of
+	// the certificate's CRL DP, not only the URL fetched.
+	t.Run("IDP naming another of the certificate's distribution points", func(t *testing.T) {
+		const ldap = "ldap://directory.example/cn=CA,o=Example?certificateRevocationList"
+		der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(11), Subject: pkix.Name{CommonName: "card"},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), CRLDistributionPoints: []string{ldap, crlURL}}, issuer, leafKey.Public(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		two, _ := x509.ParseCertificate(der)
+		exts = ext(oidIssuingDistributionPoint, true, idp([]string{ldap}, nil))
+		s := newStatusChecker(Options{HTTPClient: srv.Client(), OCSPTimeout: time.Minute, CRLTimeout: time.Minute,
+			MaxStatusAge: DefaultMaxStatusAge, Now: time.Now})
+		if src, err := s.check(context.Background(), two, issuer); err != nil || src != "crl" {
+			t.Fatalf("%q, %v; want the CRL used", src, err)
+		}
+		// The same cached CRL says nothing of a certificate naming
+		// only the http URL.
+		if _, err := s.check(context.Background(), good, issuer); !errors.Is(err, ErrStatusUnavailable) {
+			t.Fatalf("a certificate outside the partition: %v, want ErrStatusUnavailable", err)
+		}
+	})
 	// The scope is the other way round for a CA certificate.
 	for _, tc := range []struct {
 		name   string
@@ -179,7 +201,7 @@ func FuzzReadIDP(f *testing.F) {
 	f.Add([]byte{0x30, 0x00})
 	f.Fuzz(func(t *testing.T, der []byte) {
 		var e crlEntry
-		if readIDP(der, "http://x/ca.crl", &e) == nil && e.onlyUser && e.onlyCA {
+		if readIDP(der, &e) == nil && e.onlyUser && e.onlyCA {
 			t.Fatal("accepted an IDP with both scopes")
 		}
 	})

@@ -79,6 +79,9 @@ type crlEntry struct {
 	// onlyUser and onlyCA are the CRL's scope (its IDP): a CRL of CA
 	// certificates only says nothing of a card, and the other way round.
 	onlyUser, onlyCA bool
+	// dp, when the IDP names its distribution point, are its URIs: the
+	// CRL is the partition for a certificate naming one of them.
+	dp []string
 }
 
 var (
@@ -99,7 +102,7 @@ func crlScope(crl *x509.RevocationList, u string, e *crlEntry) error {
 		case ext.Id.Equal(oidDeltaCRLIndicator):
 			return fmt.Errorf("CRL from %s is a delta CRL; the issuer's complete CRL is needed", u)
 		case ext.Id.Equal(oidIssuingDistributionPoint):
-			if err := readIDP(ext.Value, u, e); err != nil {
+			if err := readIDP(ext.Value, e); err != nil {
 				return fmt.Errorf("CRL from %s: %v", u, err)
 			}
 		case ext.Id.Equal(oidCRLNumber), ext.Id.Equal(oidAuthorityKeyIdentifier):
@@ -111,7 +114,7 @@ func crlScope(crl *x509.RevocationList, u string, e *crlEntry) error {
 }
 
 // readIDP reads an issuingDistributionPoint (RFC 5280 §5.2.5).
-func readIDP(der []byte, u string, e *crlEntry) error {
+func readIDP(der []byte, e *crlEntry) error {
 	bad := errors.New("its issuingDistributionPoint does not parse")
 	in := cryptobyte.String(der)
 	var idp cryptobyte.String
@@ -139,9 +142,10 @@ func readIDP(der []byte, u string, e *crlEntry) error {
 				uris = append(uris, string(name))
 			}
 		}
-		if !slices.Contains(uris, u) {
-			return fmt.Errorf("it is the partition for distribution point %v, not for %s", uris, u)
+		if len(uris) == 0 {
+			return errors.New("its issuingDistributionPoint names no URI; credgw matches distribution points by URI")
 		}
+		e.dp = uris
 	}
 	flag := func(tag uint8, out *bool) bool {
 		var v cryptobyte.String
@@ -381,6 +385,8 @@ func (s *statusChecker) crlStatus(ctx context.Context, leaf, issuer *x509.Certif
 		}
 	}
 	switch {
+	case e.dp != nil && !slices.ContainsFunc(leaf.CRLDistributionPoints, func(d string) bool { return slices.Contains(e.dp, d) }):
+		return false, time.Time{}, fmt.Errorf("the CRL from %s is the partition for distribution point %v, none of the certificate's %v", u, e.dp, leaf.CRLDistributionPoints)
 	case e.onlyCA && !leaf.IsCA:
 		return false, time.Time{}, fmt.Errorf("the CRL from %s covers CA certificates only", u)
 	case e.onlyUser && leaf.IsCA:
