@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -724,5 +725,52 @@ func TestGiveBackBounded(t *testing.T) {
 	}
 	if b.revoked.Load() == 0 {
 		t.Fatal("the give-back revoked nothing: the test proves nothing")
+	}
+}
+
+// revokeDuring is a store that runs hook once, the first time the person's
+// live sets are counted: inside Rekey, after the calling certificate's set
+// was found active and before the renewal is created.
+type revokeDuring struct {
+	store.Store
+	once sync.Once
+	hook func()
+}
+
+func (r *revokeDuring) CountLiveSets(ctx context.Context, personID string) (int, error) {
+	if r.hook != nil {
+		r.once.Do(r.hook)
+	}
+	return r.Store.CountLiveSets(ctx, personID)
+}
+
+// TestRekeyRacingRevokeSet: a lost phone's Rekey that passed its checks
+// just before the owner revoked the set must not create a renewal after
+// the revocation (the owner's RevokeSet found no renewal to end, and the
+// renewal's certificates would live until the sweep).
+func TestRekeyRacingRevokeSet(t *testing.T) {
+	ctx := context.Background()
+	rs := &revokeDuring{}
+	h := newHarness(t, func(c *Config) { rs.Store = c.Store; c.Store = rs })
+	current := renewable(t, h)
+	rec, err := h.st.Certificate(ctx, NormalizeSerial(current.SerialNumber.Text(16)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := h.st.CredentialSet(ctx, rec.CredentialSetID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var revokeErr error
+	rs.hook = func() { _, revokeErr = h.svc.RevokeSet(ctx, old.PersonID, old.ID, issuance.ReasonKeyCompromise) }
+	_, err = h.svc.Rekey(ctx, rekeyRequest(t, current), nil)
+	if revokeErr != nil {
+		t.Fatalf("the owner's RevokeSet: %v", revokeErr)
+	}
+	if !errors.Is(err, ErrPermission) {
+		t.Fatalf("the Rekey racing the revocation: %v, want ErrPermission", err)
+	}
+	if live, err := h.st.LiveRenewals(ctx, old.ID); err != nil || len(live) != 0 {
+		t.Fatalf("renewals of the revoked set: %v (%v), want none", live, err)
 	}
 }

@@ -76,6 +76,9 @@ func (s *Service) enrollRenewal(ctx context.Context, old store.CredentialSet, se
 	switch {
 	case errors.Is(err, store.ErrLimit):
 		return "", fmt.Errorf("%w (%d); revoke one (lost or replaced device) first", ErrCap, s.cfg.MaxSets)
+	case errors.Is(err, store.ErrNotFound):
+		// Revoked (or renewed) since the certificate was checked.
+		return "", denied("the credential set of this certificate is no longer active (revoked meanwhile): enroll again with the card")
 	case errors.Is(err, store.ErrConflict):
 		// The set's one renewal, or the secret of an ended code (one
 		// whose abandonment did not finish).

@@ -77,7 +77,9 @@ type Redemption struct {
 // is one conditional UPDATE: correct with any number of replicas.
 type ActivationStore interface {
 	// CreateEnrollment stores a credential set and its activation together,
-	// refusing with ErrLimit when the person has maxSets live sets already.
+	// refusing with ErrLimit when the person has maxSets live sets already,
+	// and a renewal (cs.RenewsSetID) with ErrNotFound unless the set it
+	// renews is active.
 	CreateEnrollment(ctx context.Context, cs CredentialSet, a Activation, maxSets int) error
 	// RevokeCredentialSet marks a set revoked and expires its activation
 	// (deleting any package), in one transaction; a renewal of the set

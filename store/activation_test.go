@@ -337,7 +337,17 @@ func TestRevokeCredentialSetEndsItsRenewal(t *testing.T) {
 			return "r-" + id
 		}
 		for _, id := range []string{"lost", "other", "superseded"} {
+			// Active sets: only those can be renewed.
 			enroll(t, s, id, t0.Add(time.Hour))
+			if err := s.BeginRedemption(ctx, id, "r-"+id, t0, Lease{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.StorePackage(ctx, id, "r-"+id, []byte{9}, "h", 1, nil, t0.Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Confirm(ctx, "r-"+id, t0); err != nil {
+				t.Fatal(err)
+			}
 		}
 		renewal("lost-renewal", "lost")
 		renewal("other-renewal", "other")
@@ -410,6 +420,30 @@ func TestForgetCode(t *testing.T) {
 		}
 		if a, err := s.ActivationByID(ctx, "f1"); err != nil || a.State != ActExpired {
 			t.Fatalf("the ended activation: %v %v", a.State, err)
+		}
+	})
+}
+
+// TestRenewalOfActiveSetOnly: a renewal is created only for a set that is
+// active at that moment.
+func TestRenewalOfActiveSetOnly(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		renew := func(id, of string) error {
+			cs := CredentialSet{ID: "set-" + id, PersonID: "p", PIVCertSHA256: "c", CardUUID: "u", RawSubject: []byte{0x30, 0},
+				IdentityName: "n", CredentialType: "t", State: SetPending, CreatedAt: t0, RenewsSetID: "set-" + of}
+			return s.CreateEnrollment(ctx, cs, Activation{ID: id, LookupHash: "lh-" + id, Verifier: []byte{1}, MaxAttempts: 3,
+				CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, 0)
+		}
+		enroll(t, s, "pending-one", t0.Add(time.Hour))
+		if err := renew("r1", "pending-one"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("a renewal of a pending set: %v, want ErrNotFound", err)
+		}
+		if err := renew("r2", "no-such-set"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("a renewal of no set: %v, want ErrNotFound", err)
+		}
+		if _, err := s.ActivationByID(ctx, "r1"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("the refused renewal's activation: %v, want none", err)
 		}
 	})
 }

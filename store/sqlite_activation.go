@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 )
@@ -26,6 +27,19 @@ func (s *DB) CreateEnrollment(ctx context.Context, cs CredentialSet, a Activatio
 		}
 		if maxSets > 0 && n >= maxSets {
 			return ErrLimit
+		}
+		if cs.RenewsSetID != "" {
+			// A renewal only of a set still active, checked and locked
+			// here: RevokeCredentialSet updates that row too, so a
+			// revocation either comes first (and this refuses) or
+			// after (and ends this renewal).
+			res, err := tx.ExecContext(ctx, `UPDATE credential_sets SET updated_at = updated_at WHERE id = $1 AND state = 'active'`, cs.RenewsSetID)
+			if err != nil {
+				return wrapDB(err)
+			}
+			if n, _ := res.RowsAffected(); n != 1 {
+				return fmt.Errorf("%w: the set %s to renew is not active", ErrNotFound, cs.RenewsSetID)
+			}
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO credential_sets (id, person_id, piv_cert_sha256, fascn, card_uuid, raw_subject, email, upn,
 			identity_name, credential_type, escrow_key_id, state, device, created_at, updated_at, renews_set_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
