@@ -447,20 +447,27 @@ func (m modifier) Modify(cert *x509.Certificate, _ provisioner.SignOptions) erro
 	// softcas signs a leaf of an RSA CA with the algorithm that signed the
 	// CA certificate (RSA-PSS, SHA-384…); Go's default otherwise.
 	if ca := is.ca.cfg.Chain[0]; cert.SignatureAlgorithm == x509.UnknownSignatureAlgorithm {
-		if _, ok := ca.PublicKey.(*rsa.PublicKey); ok && isRSASignature(ca.SignatureAlgorithm) {
-			cert.SignatureAlgorithm = ca.SignatureAlgorithm
+		if _, ok := ca.PublicKey.(*rsa.PublicKey); ok {
+			cert.SignatureAlgorithm = leafRSASignature(ca.SignatureAlgorithm)
 		}
 	}
 	return nil
 }
 
-func isRSASignature(a x509.SignatureAlgorithm) bool {
+// leafRSASignature is the algorithm an RSA CA signs a leaf with, after
+// the one that signed its own certificate: PKCS#1 v1.5 with that hash,
+// and RSASSA-PSS only with SHA-256, the one PSS variant the Common Policy
+// allows (COMMON §7.1.3; STANDARDS "CA signature algs"), so a CA
+// certificate signed with RSA-PSS SHA-384 or SHA-512 signs its leaves
+// with RSA-PSS SHA-256. Anything else is Go's default.
+func leafRSASignature(a x509.SignatureAlgorithm) x509.SignatureAlgorithm {
 	switch a {
-	case x509.SHA256WithRSA, x509.SHA384WithRSA, x509.SHA512WithRSA,
-		x509.SHA256WithRSAPSS, x509.SHA384WithRSAPSS, x509.SHA512WithRSAPSS:
-		return true
+	case x509.SHA256WithRSA, x509.SHA384WithRSA, x509.SHA512WithRSA, x509.SHA256WithRSAPSS:
+		return a
+	case x509.SHA384WithRSAPSS, x509.SHA512WithRSAPSS:
+		return x509.SHA256WithRSAPSS
 	}
-	return false
+	return x509.UnknownSignatureAlgorithm
 }
 
 // keyReused is ErrBadRequest and ErrKeyReused, with its own message.
