@@ -54,18 +54,15 @@ func (c *CA) Revoke(ctx context.Context, serial string, reason RevocationReason)
 	case err != nil:
 		return err
 	}
-	return c.cfg.Store.MarkCRLStale(ctx, rec.Issuer)
+	return nil // the store made the CRL stale with the revocation
 }
 
 // RevokeStaleIntents revokes the intents older than olderThan that were
 // never recorded as issued: a crash between signing and recording may have
 // made a certificate, so it goes on the CRL (OCSP already calls it revoked).
 func (c *CA) RevokeStaleIntents(ctx context.Context, olderThan time.Time) (int, error) {
-	n, err := c.cfg.Store.RevokeStaleIntents(ctx, c.cfg.Name, olderThan, c.cfg.Now())
-	if err != nil || n == 0 {
-		return n, err
-	}
-	return n, c.cfg.Store.MarkCRLStale(ctx, c.cfg.Name)
+	// The store makes the CRL stale in the same transaction.
+	return c.cfg.Store.RevokeStaleIntents(ctx, c.cfg.Name, olderThan, c.cfg.Now())
 }
 
 // crlLease is how long a replica holds the right to rebuild the CRL.

@@ -21,7 +21,8 @@ type StoredCRL struct {
 type CRLStore interface {
 	// CRL returns the stored CRL (ErrNotFound before the first).
 	CRL(ctx context.Context, issuer string) (StoredCRL, error)
-	// MarkCRLStale records a revocation (after its row is written).
+	// MarkCRLStale makes an issuer's CRL stale (RevokeCertificate and
+	// RevokeStaleIntents do it themselves, in their transactions).
 	MarkCRLStale(ctx context.Context, issuer string) error
 	// ClaimCRL takes the lease to rebuild the CRL until now+lease, if no
 	// other replica holds it (one conditional UPDATE), and returns the
@@ -45,9 +46,12 @@ func (s *DB) CRL(ctx context.Context, issuer string) (StoredCRL, error) {
 	return c, nil
 }
 
+// markCRLStale bumps an issuer's CRL generation: the CRL is rebuilt.
+const markCRLStale = `INSERT INTO crls (issuer, generation) VALUES ($1, 2)
+		ON CONFLICT (issuer) DO UPDATE SET generation = crls.generation + 1`
+
 func (s *DB) MarkCRLStale(ctx context.Context, issuer string) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO crls (issuer, generation) VALUES ($1, 2)
-		ON CONFLICT (issuer) DO UPDATE SET generation = crls.generation + 1`, issuer)
+	_, err := s.w.ExecContext(ctx, markCRLStale, issuer)
 	return wrapDB(err)
 }
 

@@ -85,11 +85,13 @@ type IssuanceStore interface {
 	RecordIssued(ctx context.Context, serial string, der []byte, sha256, lintWarnings string, at time.Time) error
 	// Certificate returns a record by serial.
 	Certificate(ctx context.Context, serial string) (CertificateRecord, error)
-	// RevokeCertificate revokes an intent or issued certificate once;
-	// revoking again returns ErrAlreadyUsed with the record unchanged.
+	// RevokeCertificate revokes an intent or issued certificate once, and
+	// makes its issuer's CRL stale in the same transaction; revoking
+	// again returns ErrAlreadyUsed with the record unchanged.
 	RevokeCertificate(ctx context.Context, serial string, reason int, at time.Time) (CertificateRecord, error)
 	// RevokeStaleIntents revokes an issuer's intents created before
-	// olderThan and never recorded, returning how many.
+	// olderThan and never recorded, returning how many, and makes the
+	// issuer's CRL stale with them.
 	RevokeStaleIntents(ctx context.Context, issuer string, olderThan, now time.Time) (int, error)
 	// RevokedCertificates lists the CRL entries of an issuer.
 	RevokedCertificates(ctx context.Context, issuer string) ([]RevokedEntry, error)

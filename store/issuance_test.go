@@ -48,9 +48,25 @@ func TestIssuanceRecords(t *testing.T) {
 		if err != nil || got.Status != CertIssued || got.LintWarnings != "w_x" || got.Revoked() {
 			t.Fatalf("%+v %v", got, err)
 		}
+		generation := func() int64 {
+			t.Helper()
+			if err := s.ReleaseCRL(ctx, "ca"); err != nil {
+				t.Fatal(err)
+			}
+			ok, g, err := s.ClaimCRL(ctx, "ca", t0, time.Minute)
+			if err != nil || !ok {
+				t.Fatalf("claim the CRL: %v %v", ok, err)
+			}
+			return g
+		}
+		before := generation()
 		r, err := s.RevokeCertificate(ctx, "0a", 4, t0.Add(time.Hour))
 		if err != nil || !r.Revoked() || r.RevocationReason != 4 {
 			t.Fatalf("revoke: %+v %v", r, err)
+		}
+		// The revocation itself makes the CRL stale, in its transaction.
+		if after := generation(); after <= before {
+			t.Fatalf("CRL generation %d after a revocation, %d before", after, before)
 		}
 		if _, err := s.RevokeCertificate(ctx, "0a", 1, t0.Add(2*time.Hour)); !errors.Is(err, ErrAlreadyUsed) {
 			t.Fatalf("revoked twice: %v", err)

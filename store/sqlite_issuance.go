@@ -100,8 +100,20 @@ func (s *DB) Certificate(ctx context.Context, serial string) (CertificateRecord,
 }
 
 func (s *DB) RevokeCertificate(ctx context.Context, serial string, reason int, at time.Time) (CertificateRecord, error) {
-	c, err := scanCert(s.w.QueryRowContext(ctx, `UPDATE certificates SET revoked_at = $1, revocation_reason = $2
-		WHERE serial = $3 AND revoked_at IS NULL AND status IN ('intent', 'issued') RETURNING `+certColumns, ts(at), reason, serial))
+	// The issuer's CRL is marked stale in the same transaction: a
+	// revocation stored without it would reach OCSP and not the CRL,
+	// and a retry finds it revoked already.
+	var c CertificateRecord
+	err := s.tx(ctx, func(tx *stx) error {
+		var err error
+		c, err = scanCert(tx.QueryRowContext(ctx, `UPDATE certificates SET revoked_at = $1, revocation_reason = $2
+			WHERE serial = $3 AND revoked_at IS NULL AND status IN ('intent', 'issued') RETURNING `+certColumns, ts(at), reason, serial))
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, markCRLStale, c.Issuer)
+		return wrapDB(err)
+	})
 	if !errors.Is(err, ErrNotFound) {
 		return c, err
 	}
@@ -212,13 +224,22 @@ func (s *DB) PurgeEscrowKeys(ctx context.Context, now time.Time) (int, error) {
 }
 
 func (s *DB) RevokeStaleIntents(ctx context.Context, issuer string, olderThan, now time.Time) (int, error) {
-	res, err := s.w.ExecContext(ctx, `UPDATE certificates SET revoked_at = $1, revocation_reason = 0
-		WHERE issuer = $2 AND status = 'intent' AND revoked_at IS NULL AND created_at < $3`, ts(now), issuer, ts(olderThan))
-	if err != nil {
-		return 0, wrapDB(err)
-	}
-	n, _ := res.RowsAffected()
-	return int(n), nil
+	var n int64
+	err := s.tx(ctx, func(tx *stx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE certificates SET revoked_at = $1, revocation_reason = 0
+			WHERE issuer = $2 AND status = 'intent' AND revoked_at IS NULL AND created_at < $3`, ts(now), issuer, ts(olderThan))
+		if err != nil {
+			return wrapDB(err)
+		}
+		if n, _ = res.RowsAffected(); n == 0 {
+			return nil
+		}
+		// The CRL is made stale with the revocations, as by
+		// RevokeCertificate.
+		_, err = tx.ExecContext(ctx, markCRLStale, issuer)
+		return wrapDB(err)
+	})
+	return int(n), err
 }
 
 func (s *DB) GatewaySecret(ctx context.Context, name string, sealed []byte, now time.Time) ([]byte, time.Time, error) {
