@@ -262,7 +262,9 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 	ctx, span := tracer().Start(ctx, "issuance.issue", trace.WithAttributes(attribute.String("credgw.profile", string(req.Profile))))
 	defer span.End()
 	is := &issuance{ctx: ctx, ca: c, req: req, now: c.cfg.Now()}
-	is.notAfter = is.now.Add(c.cfg.Validity)
+	// The validity counts from the backdated notBefore (the modifier's),
+	// so that ca.validity at its maximum stays within the profile's.
+	is.notAfter = notBefore(is.now).Add(c.cfg.Validity)
 	if caEnd := c.cfg.Chain[0].NotAfter; is.notAfter.After(caEnd) {
 		is.notAfter = caEnd // never beyond the issuing CA
 	}
@@ -417,6 +419,10 @@ func (t templateOption) Options(provisioner.SignOptions) []x509util.Option {
 	}}
 }
 
+// notBefore is a certificate's notBefore for an issuance at now: a minute
+// back, for relying parties whose clocks run a little behind.
+func notBefore(now time.Time) time.Time { return now.Add(-time.Minute).Truncate(time.Second) }
+
 // modifier sets what no template may choose: serial, validity (the
 // authority issues notBefore == notAfter without it), key identifier, the
 // exact subject DN of the card, and no CA bit.
@@ -425,7 +431,7 @@ type modifier struct{ is *issuance }
 func (m modifier) Modify(cert *x509.Certificate, _ provisioner.SignOptions) error {
 	is := m.is
 	cert.SerialNumber = is.serial
-	cert.NotBefore = is.now.Add(-time.Minute).Truncate(time.Second)
+	cert.NotBefore = notBefore(is.now)
 	cert.NotAfter = is.notAfter.Truncate(time.Second)
 	cert.RawSubject = is.req.Identity.RawSubject
 	cert.IsCA, cert.BasicConstraintsValid = false, false

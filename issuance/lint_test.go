@@ -287,3 +287,37 @@ func TestLintRunsTheRegistry(t *testing.T) {
 		t.Errorf("errors %v, zlint finds %v", gotErrs, wantErrs)
 	}
 }
+
+// TestMaxValidityIssues: ca.validity at the documented maximum (1096 days)
+// issues: the minute notBefore is backdated comes out of the validity,
+// not on top of it (the profile check refused every certificate).
+func TestMaxValidityIssues(t *testing.T) {
+	ctx := context.Background()
+	key := p256(t)
+	now := time.Now().Add(-time.Hour).Truncate(time.Second)
+	root, err := selfOrParentSign(&x509.Certificate{Subject: pkix.Name{CommonName: "long root"}, NotBefore: now, NotAfter: now.AddDate(10, 0, 0),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}, nil, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issKey := p256(t)
+	iss, err := selfOrParentSign(&x509.Certificate{Subject: pkix.Name{CommonName: "long issuing CA"},
+		NotBefore: now, NotAfter: now.AddDate(8, 0, 0), IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		Policies: []x509.OID{mustOID(oidCommonPolicy), mustOID(oidDerivedPIVAuth)},
+	}, root, issKey.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := NewCA(Config{Name: "long", Chain: []*x509.Certificate{iss, root}, Signer: issKey, Store: testStore, BaseURL: baseURL, Validity: MaxValidity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ca.Issue(ctx, Request{Profile: DerivedPIVAuth, CSR: newCSR(t, p256(t)), Identity: identity(t)})
+	if err != nil {
+		t.Fatalf("ca.validity %v: %v", MaxValidity, err)
+	}
+	if d := got.Certificate.NotAfter.Sub(got.Certificate.NotBefore); d != MaxValidity {
+		t.Fatalf("validity %v, want %v", d, MaxValidity)
+	}
+}
