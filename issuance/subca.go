@@ -94,6 +94,20 @@ func CheckIssuingCA(cert *x509.Certificate, chain []*x509.Certificate, req Issui
 	if want := x509.KeyUsageCertSign | x509.KeyUsageCRLSign; cert.KeyUsage&want != want {
 		return refuse("the certificate's keyUsage lacks keyCertSign or cRLSign: ask the root operator for keyUsage keyCertSign and cRLSign (and digitalSignature, for the CA's own OCSP responses) (RFC 5280 §4.2.1.3)")
 	}
+	if cert.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
+		// The issuing CA's key signs its OCSP responses itself.
+		return refuse("the certificate's keyUsage lacks digitalSignature, which the CA's key needs to sign its own OCSP responses: ask the root operator for keyUsage digitalSignature, keyCertSign and cRLSign (RFC 5280 §4.2.1.3)")
+	}
+	if len(cert.ExtKeyUsage) > 0 || len(cert.UnknownExtKeyUsage) > 0 {
+		// An EKU on a CA certificate constrains what it may issue for
+		// (relying parties enforce it down the path), and none lists
+		// all of clientAuth, emailProtection and smart-card logon
+		// reliably across clients.
+		if !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageAny) &&
+			!(slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageClientAuth) && slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageEmailProtection)) {
+			return refuse("the certificate's extendedKeyUsage does not allow clientAuth and emailProtection, which credgw's certificates carry: ask the root operator to leave the extension out of the subordinate CA certificate")
+		}
+	}
 	if missing := missingPolicies(cert, IssuedPolicies(req.HardwareBackedDevices)); len(missing) > 0 {
 		return refuse("the certificate's policies do not include %s, which credgw issues under: ask the root operator to include them (or anyPolicy) in certificatePolicies (RFC 5280 §4.2.1.4)", strings.Join(missing, ", "))
 	}

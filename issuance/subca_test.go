@@ -94,6 +94,11 @@ func TestCheckIssuingCA(t *testing.T) {
 		{name: "pathLen 1", change: func(c *x509.Certificate) { c.MaxPathLenZero, c.MaxPathLen = false, 1 }, want: "allows pathLenConstraint 1"},
 		{name: "no cRLSign", change: func(c *x509.Certificate) { c.KeyUsage = x509.KeyUsageCertSign }, want: "keyCertSign or cRLSign"},
 		{name: "no keyUsage", change: func(c *x509.Certificate) { c.KeyUsage = 0 }, want: "keyCertSign or cRLSign"},
+		{name: "no digitalSignature", change: func(c *x509.Certificate) { c.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign }, want: "lacks digitalSignature"},
+		{name: "EKU without clientAuth", change: func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection} }, want: "extendedKeyUsage"},
+		{name: "EKU with clientAuth and emailProtection", change: func(c *x509.Certificate) {
+			c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageEmailProtection}
+		}, want: ""},
 		{name: "wrong policy", change: func(c *x509.Certificate) { c.Policies = []x509.OID{mustOID(oidCommonAuth)} }, want: "do not include 2.16.840.1.101.3.2.1.3.6, 2.16.840.1.101.3.2.1.3.40"},
 		{name: "no policies", change: func(c *x509.Certificate) { c.Policies = nil }, want: "anyPolicy"},
 		{name: "no AIA", change: func(c *x509.Certificate) { c.IssuingCertificateURL = nil }, want: "no http authorityInfoAccess caIssuers URL: ask the root operator to include one"},
