@@ -42,6 +42,9 @@ var (
 	// ErrNoEmail means the profile needs an email of record and the PIV
 	// identity has none.
 	ErrNoEmail = errors.New("issuance: no email of record")
+	// ErrRefused means the operator's profile template refused the
+	// request (its fail function): a policy decision, with its message.
+	ErrRefused = errors.New("issuance: refused by the profile template")
 )
 
 // Issuer is credgw's CA as the rest of credgw sees it.
@@ -299,6 +302,10 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 		return nil, err
 	}
 	if err != nil {
+		var terr *x509util.TemplateError
+		if errors.As(err, &terr) {
+			return nil, fmt.Errorf("%w: %s", ErrRefused, terr.Message)
+		}
 		if cerr := req.CSR.CheckSignature(); cerr != nil {
 			return nil, fmt.Errorf("%w: %s CSR: its signature does not verify (%v): sign the CSR with the key it carries", ErrBadRequest, req.Profile, cerr)
 		}

@@ -294,7 +294,7 @@ func TestTemplateFail(t *testing.T) {
 			id := identity(t)
 			id.Email = fmt.Sprintf("p%d@example.gov", i)
 			_, err := c.Issue(context.Background(), Request{Profile: DerivedPIVAuth, CSR: newCSR(t, p256(t)), Identity: id})
-			if err == nil || !strings.Contains(err.Error(), "no derived PIV for "+id.Email) {
+			if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "no derived PIV for "+id.Email) {
 				errs <- fmt.Errorf("%s: err = %v", id.Email, err)
 				return
 			}

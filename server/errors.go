@@ -95,7 +95,8 @@ func toStatus(err error) error {
 		code = codes.Unavailable
 	case errors.Is(err, issuance.ErrNotIssued):
 		code = codes.NotFound
-	case errors.Is(err, issuance.ErrAlreadyRevoked), errors.Is(err, issuance.ErrNoEmail), errors.Is(err, issuance.ErrLint):
+	case errors.Is(err, issuance.ErrAlreadyRevoked), errors.Is(err, issuance.ErrNoEmail), errors.Is(err, issuance.ErrLint),
+		errors.Is(err, issuance.ErrRefused):
 		code = codes.FailedPrecondition
 	case errors.Is(err, issuance.ErrBadRequest):
 		code = codes.InvalidArgument
