@@ -151,9 +151,22 @@ func checkProfile(p Profile, cert, ca *x509.Certificate, email string) error {
 	if !has || len(cert.Policies) == 0 {
 		bad("certificatePolicies %v, the profile wants one of %v", cert.Policies, r.policies)
 	}
-	uris, emails, err := sanNames(cert)
+	// Only the profile's policies: a derived credential asserting the PIV
+	// card's own policy (…3.13) would pass for a card.
+	for _, pol := range cert.Policies {
+		if !slices.ContainsFunc(r.policies, pol.EqualASN1OID) {
+			bad("certificatePolicies asserts %v, which the profile does not (it allows %v)", pol, r.policies)
+		}
+	}
+	uris, emails, others, err := sanNames(cert)
 	if err != nil {
 		bad("subjectAltName: %v", err)
+	}
+	if len(cert.DNSNames) > 0 || len(cert.IPAddresses) > 0 {
+		others = append(others, "dNSName or iPAddress")
+	}
+	for _, o := range others {
+		bad("subjectAltName has %s; the profile has a UUID URI, an email and a UPN only", o)
 	}
 	uuids := 0
 	for _, u := range uris {
@@ -254,7 +267,10 @@ var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
 // sanNames returns the URIs and rfc822Names of a template, whether Go's
 // fields hold them or x509util encoded the SAN as an extra extension (it does
 // so when a UPN otherName is present).
-func sanNames(cert *x509.Certificate) (uris, emails []string, err error) {
+// sanNames returns the URIs and emails of a certificate's SAN, and a
+// description of each other name in it but a UPN (the names no profile
+// has: a FASC-N, a dNSName, a directoryName...).
+func sanNames(cert *x509.Certificate) (uris, emails, others []string, err error) {
 	for _, u := range cert.URIs {
 		uris = append(uris, u.String())
 	}
@@ -264,11 +280,11 @@ func sanNames(cert *x509.Certificate) (uris, emails []string, err error) {
 			continue
 		}
 		if e.Critical {
-			return nil, nil, errors.New("critical, but the subject is not empty")
+			return nil, nil, nil, errors.New("critical, but the subject is not empty")
 		}
 		var names []asn1.RawValue
 		if rest, err := asn1.Unmarshal(e.Value, &names); err != nil || len(rest) > 0 {
-			return nil, nil, errors.New("not a GeneralNames SEQUENCE")
+			return nil, nil, nil, errors.New("not a GeneralNames SEQUENCE")
 		}
 		for _, n := range names {
 			switch {
@@ -276,8 +292,21 @@ func sanNames(cert *x509.Certificate) (uris, emails []string, err error) {
 				uris = append(uris, string(n.Bytes))
 			case n.Class == asn1.ClassContextSpecific && n.Tag == 1:
 				emails = append(emails, string(n.Bytes))
+			case n.Class == asn1.ClassContextSpecific && n.Tag == 0:
+				// otherName: type-id, then [0] EXPLICIT value.
+				var typeID asn1.ObjectIdentifier
+				if _, err := asn1.Unmarshal(n.Bytes, &typeID); err != nil {
+					others = append(others, "an otherName that does not parse")
+				} else if !typeID.Equal(oidUPN) {
+					others = append(others, "an otherName "+typeID.String())
+				}
+			default:
+				others = append(others, fmt.Sprintf("a name of tag [%d]", n.Tag))
 			}
 		}
 	}
-	return uris, emails, nil
+	return uris, emails, others, nil
 }
+
+// oidUPN is Microsoft's userPrincipalName otherName.
+var oidUPN = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 20, 2, 3}

@@ -227,6 +227,16 @@ func TestTemplateCannotBreakProfile(t *testing.T) {
 		"no policy":   strings.Replace(DefaultTemplate(DerivedPIVAuth), `"policyIdentifiers": [{{ toJson .DerivedPIVAuthPolicy }}],`, "", 1),
 		"wrong KU":    strings.Replace(DefaultTemplate(DerivedPIVAuth), `["digitalSignature"]`, `["digitalSignature", "keyEncipherment"]`, 1),
 		"https AIA":   strings.Replace(DefaultTemplate(DerivedPIVAuth), `"ocspServer": {{ toJson .OCSPServer }}`, `"ocspServer": ["https://ocsp.example"]`, 1),
+		// A derived credential must not claim the card's policy, nor
+		// carry names the profile does not have (STANDARDS §3.3).
+		"the PIV card's policy beside": strings.Replace(DefaultTemplate(DerivedPIVAuth), `"policyIdentifiers": [{{ toJson .DerivedPIVAuthPolicy }}],`,
+			`"policyIdentifiers": [{{ toJson .DerivedPIVAuthPolicy }}, "2.16.840.1.101.3.2.1.3.13"],`, 1),
+		"a dNSName": strings.Replace(DefaultTemplate(DerivedPIVAuth), `{"type": "uri", "value": {{ toJson .UUIDURN }}}`,
+			`{"type": "uri", "value": {{ toJson .UUIDURN }}}, {"type": "dns", "value": "phone.example.gov"}`, 1),
+		"an IP address": strings.Replace(DefaultTemplate(DerivedPIVAuth), `{"type": "uri", "value": {{ toJson .UUIDURN }}}`,
+			`{"type": "uri", "value": {{ toJson .UUIDURN }}}, {"type": "ip", "value": "192.0.2.1"}`, 1),
+		"a FASC-N": strings.Replace(DefaultTemplate(DerivedPIVAuth), `{"type": "uri", "value": {{ toJson .UUIDURN }}}`,
+			`{"type": "uri", "value": {{ toJson .UUIDURN }}}, {"type": "2.16.840.1.101.3.6.6", "value": "asn1:hex:d4e739da739ced39ce739d836858210842108421c84210c3eb"}`, 1),
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := testCA.cfg
