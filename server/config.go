@@ -83,6 +83,9 @@ type TLSConfig struct {
 	KeyFile  string `yaml:"key_file"`
 	// ClientCAFiles verify portal and admin client certificates.
 	ClientCAFiles []string `yaml:"client_ca_files"`
+	// ClientCRLFiles are CRLs of those CAs (PEM or DER, reloaded with
+	// SIGHUP): a listed client certificate gets no role.
+	ClientCRLFiles []string `yaml:"client_crl_files"`
 	// MinVersion is "1.2" or "1.3".
 	MinVersion string `yaml:"min_version"`
 }
@@ -709,6 +712,9 @@ func (c *Config) validateTLS(bad func(string, ...any)) {
 	}
 	if (len(c.Roles.Portal) > 0 || len(c.Roles.Admin) > 0) && len(c.TLS.ClientCAFiles) == 0 {
 		bad("roles are configured but tls.client_ca_files is empty: client certificates could not be verified")
+	}
+	if len(c.TLS.ClientCRLFiles) > 0 && len(c.TLS.ClientCAFiles) == 0 {
+		bad("tls.client_crl_files is set but tls.client_ca_files is empty: a CRL is checked against the CA that signed it")
 	}
 	for role, ms := range map[string][]ClientMatch{"portal": c.Roles.Portal, "admin": c.Roles.Admin} {
 		for i, m := range ms {

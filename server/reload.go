@@ -1,10 +1,13 @@
 package server
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -18,9 +21,12 @@ type live struct {
 	cert        *tls.Certificate // tls.cert_file, tls.key_file
 	webhookCert *tls.Certificate // termination_webhook.tls_*; nil: plain HTTP
 	clientCAs   *x509.CertPool   // tls.client_ca_files; nil: no roles
-	roles       RolesConfig
-	anchors     *x509.CertPool // piv.trust_anchor_files
-	inter       []*x509.Certificate
+	// revokedClients are the serials tls.client_crl_files list, by
+	// issuer: issuer's RawSubject ‖ NUL ‖ hex serial.
+	revokedClients map[string]bool
+	roles          RolesConfig
+	anchors        *x509.CertPool // piv.trust_anchor_files
+	inter          []*x509.Certificate
 	// pivIssuers are named in the portal's CertificateRequest, so that a
 	// browser offers the card's certificate and not every one it holds.
 	pivIssuers *x509.CertPool
@@ -50,6 +56,9 @@ func loadLive(cfg *Config) (*live, error) {
 		for _, c := range cas {
 			l.clientCAs.AddCert(c)
 		}
+		if l.revokedClients, err = readClientCRLs(paths(cfg, cfg.TLS.ClientCRLFiles), cas); err != nil {
+			return nil, fmt.Errorf("tls.client_crl_files: %w", err)
+		}
 	}
 	anchors, err := readCerts(paths(cfg, cfg.PIV.TrustAnchorFiles))
 	if err != nil {
@@ -72,7 +81,8 @@ func loadLive(cfg *Config) (*live, error) {
 }
 
 // Reload applies cfg's reloadable fields while the gateway serves: TLS
-// certificates (gRPC, portal, webhook), tls.client_ca_files and roles,
+// certificates (gRPC, portal, webhook), tls.client_ca_files and
+// tls.client_crl_files and roles,
 // piv.trust_anchor_files and piv.intermediate_files, and log.level. If a
 // file cannot be read nothing changes and the error says why. It returns
 // the fields that changed but take effect only at a restart (each is
@@ -109,7 +119,7 @@ func (s *Server) Reload(cfg *Config) (restartNeeded []string, err error) {
 
 // reloadableFields are the dotted config fields Reload applies.
 var reloadableFields = []string{
-	"tls.cert_file", "tls.key_file", "tls.client_ca_files", "roles",
+	"tls.cert_file", "tls.key_file", "tls.client_ca_files", "tls.client_crl_files", "roles",
 	"piv.trust_anchor_files", "piv.intermediate_files", "log.level",
 	"termination_webhook.tls_cert_file", "termination_webhook.tls_key_file",
 }
@@ -173,3 +183,50 @@ func parseLevel(name string) slog.Level {
 // WithLogLevel lets Reload change the logger's level (the level the
 // logger of WithLogger was made with: NewLeveledLogger).
 func WithLogLevel(v *slog.LevelVar) Option { return func(o *options) { o.level = v } }
+
+// readClientCRLs reads CRLs (PEM or DER), each signed by one of cas, into
+// the set of revoked client certificates.
+func readClientCRLs(files []string, cas []*x509.Certificate) (map[string]bool, error) {
+	revoked := map[string]bool{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		var ders [][]byte
+		for rest := b; ; {
+			var blk *pem.Block
+			if blk, rest = pem.Decode(rest); blk == nil {
+				break
+			}
+			if blk.Type == "X509 CRL" {
+				ders = append(ders, blk.Bytes)
+			}
+		}
+		if len(ders) == 0 {
+			ders = [][]byte{b} // DER
+		}
+		for _, der := range ders {
+			crl, err := x509.ParseRevocationList(der)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", f, err)
+			}
+			signed := slices.ContainsFunc(cas, func(ca *x509.Certificate) bool {
+				return bytes.Equal(crl.RawIssuer, ca.RawSubject) && crl.CheckSignatureFrom(ca) == nil
+			})
+			if !signed {
+				return nil, fmt.Errorf("%s: the CRL of %q is signed by none of tls.client_ca_files", f, crl.Issuer)
+			}
+			for _, e := range crl.RevokedCertificateEntries {
+				revoked[string(crl.RawIssuer)+"\x00"+e.SerialNumber.Text(16)] = true
+			}
+		}
+	}
+	return revoked, nil
+}
+
+// clientRevoked reports whether a client certificate is on a CRL of
+// tls.client_crl_files.
+func (l *live) clientRevoked(c *x509.Certificate) bool {
+	return l.revokedClients[string(c.RawIssuer)+"\x00"+c.SerialNumber.Text(16)]
+}

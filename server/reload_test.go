@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -167,5 +169,87 @@ func TestReload(t *testing.T) {
 	}
 	if _, err := login(t, dialS(portal), devCard); err != nil {
 		t.Errorf("sign-in after the root came back: %v", err)
+	}
+}
+
+// TestRevokedClientCertificate: a role certificate its CA has revoked
+// (tls.client_crl_files, reloaded with SIGHUP) gets no role; a CRL that
+// none of tls.client_ca_files signed is refused and changes nothing.
+func TestRevokedClientCertificate(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	ca := keyPair(t, dev.CAFile, filepath.Join(dev.Dir, "tls", "ca.key"))
+	caCert, err := x509.ParseCertificate(ca.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := keyPair(t, dev.AdminCert, dev.AdminKey)
+	adminCert, err := x509.ParseCertificate(admin.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	crlFile := filepath.Join(dir, "clients.crl")
+	writeCRL := func(issuer *x509.Certificate, key any, serials ...*big.Int) {
+		t.Helper()
+		var entries []x509.RevocationListEntry
+		for _, s := range serials {
+			entries = append(entries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: time.Now().Add(-time.Minute)})
+		}
+		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(time.Now().UnixNano()),
+			ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(24 * time.Hour), RevokedCertificateEntries: entries},
+			issuer, key.(crypto.Signer))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(crlFile, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeCRL(caCert, ca.PrivateKey)
+
+	c := *cfg
+	c.Listen.GRPC, c.Listen.HTTP, c.Listen.Management, c.Portal.Listen = "127.0.0.1:0", "", "", ""
+	c.Store.Driver, c.Store.DSN = "sqlite", filepath.Join(dir, "crl.db")
+	c.TLS.ClientCRLFiles = []string{crlFile}
+	s, err := server.New(ctx, &c, server.WithClock(now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(ctx)
+	roots := x509.NewCertPool()
+	roots.AddCert(caCert)
+	listAsAdmin := func() error {
+		conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, Certificates: []tls.Certificate{admin}})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_, err = credgwv1.NewAdminClient(conn).ListActivations(ctx, &credgwv1.ListActivationsRequest{})
+		return err
+	}
+	if err := listAsAdmin(); err != nil {
+		t.Fatalf("admin, not revoked: %v", err)
+	}
+
+	// A CRL signed by some other key is refused; the old one stays.
+	otherKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	writeCRL(caCert, otherKey, adminCert.SerialNumber)
+	if _, err := s.Reload(&c); err == nil || !strings.Contains(err.Error(), "tls.client_crl_files") {
+		t.Fatalf("reload with a CRL no client CA signed: %v", err)
+	}
+	if err := listAsAdmin(); err != nil {
+		t.Fatalf("admin after a refused reload: %v", err)
+	}
+
+	writeCRL(caCert, ca.PrivateKey, adminCert.SerialNumber)
+	if _, err := s.Reload(&c); err != nil {
+		t.Fatal(err)
+	}
+	err = listAsAdmin()
+	if st := status.Convert(err); st.Code() != codes.PermissionDenied || !strings.Contains(st.Message(), "revoked") {
+		t.Fatalf("admin with a revoked certificate: %v, want PermissionDenied saying revoked", err)
 	}
 }
