@@ -113,7 +113,7 @@ func (s *Service) auditRefusal(ctx context.Context, activationID string, err err
 // refusal) from one the gateway failed to serve (an error).
 func refusedRequest(err error) bool {
 	for _, kind := range []error{ErrInvalid, ErrPermission, ErrPrecondition, ErrNoSuch, ErrCap, ErrSessionTooOld,
-		ErrHashMismatch, ErrRenewalInProgress, issuance.ErrBadRequest, issuance.ErrNoEmail,
+		ErrHashMismatch, ErrRenewalInProgress, issuance.ErrBadRequest, issuance.ErrNoEmail, issuance.ErrRefused,
 		piv.ErrMalformed, piv.ErrUntrusted, piv.ErrExpired, piv.ErrNotYetValid, piv.ErrPolicy, piv.ErrKeyUsage, piv.ErrKey, piv.ErrRevoked} {
 		if errors.Is(err, kind) {
 			return true
