@@ -149,9 +149,9 @@ func (s *Server) identify(ctx context.Context, allowed []string) (*caller, error
 		for _, ic := range certs[1:] {
 			inter.AddCert(ic)
 		}
-		if _, err := c.cert.Verify(x509.VerifyOptions{Roots: l.clientCAs, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
-			if l.clientRevoked(c.cert) {
-				return c, status.Errorf(codes.PermissionDenied, "the TLS client certificate (serial %s) is revoked by its CA (tls.client_crl_files)", c.cert.SerialNumber.Text(16))
+		if chains, err := c.cert.Verify(x509.VerifyOptions{Roots: l.clientCAs, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
+			if r := l.clientRevoked(chains[0]); r != nil {
+				return c, status.Errorf(codes.PermissionDenied, "the TLS client certificate's chain has %q (serial %s), revoked by its CA (tls.client_crl_files)", r.Subject.CommonName, r.SerialNumber.Text(16))
 			}
 			switch {
 			case matchesAny(c.cert, l.roles.Admin):

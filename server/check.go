@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // CheckConfig is `credgw config check`: what `serve` checks before it
@@ -78,6 +79,13 @@ func (c *Config) checkFiles() []error {
 	}
 	keyPair("tls.cert_file and tls.key_file", c.TLS.CertFile, c.TLS.KeyFile)
 	certs("tls.client_ca_files", c.TLS.ClientCAFiles...)
+	if len(c.TLS.ClientCRLFiles) > 0 {
+		if cas, err := readCerts(paths(c, c.TLS.ClientCAFiles)); err == nil {
+			if _, _, err := readClientCRLs(paths(c, c.TLS.ClientCRLFiles), cas, time.Now()); err != nil {
+				errs = append(errs, fmt.Errorf("tls.client_crl_files: %w", err))
+			}
+		}
+	}
 	certs("piv.trust_anchor_files", c.PIV.TrustAnchorFiles...)
 	certs("piv.intermediate_files", c.PIV.IntermediateFiles...)
 	if c.CA.CertificateFile != "" {

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 )
 
 // live is what a reload (SIGHUP, `systemctl reload`) replaces while the
@@ -24,6 +25,7 @@ type live struct {
 	// revokedClients are the serials tls.client_crl_files list, by
 	// issuer: issuer's RawSubject ‖ NUL ‖ hex serial.
 	revokedClients map[string]bool
+	staleCRLs      []string // those of tls.client_crl_files past their nextUpdate
 	roles          RolesConfig
 	anchors        *x509.CertPool // piv.trust_anchor_files
 	inter          []*x509.Certificate
@@ -56,7 +58,7 @@ func loadLive(cfg *Config) (*live, error) {
 		for _, c := range cas {
 			l.clientCAs.AddCert(c)
 		}
-		if l.revokedClients, err = readClientCRLs(paths(cfg, cfg.TLS.ClientCRLFiles), cas); err != nil {
+		if l.revokedClients, l.staleCRLs, err = readClientCRLs(paths(cfg, cfg.TLS.ClientCRLFiles), cas, time.Now()); err != nil {
 			return nil, fmt.Errorf("tls.client_crl_files: %w", err)
 		}
 	}
@@ -103,6 +105,7 @@ func (s *Server) Reload(cfg *Config) (restartNeeded []string, err error) {
 		return nil, fmt.Errorf("reload: %w (nothing changed)", err)
 	}
 	s.live.Store(l)
+	l.warnStaleCRLs(s.log)
 	if s.level != nil {
 		s.level.Set(parseLevel(cfg.Log.Level))
 	}
@@ -185,13 +188,15 @@ func parseLevel(name string) slog.Level {
 func WithLogLevel(v *slog.LevelVar) Option { return func(o *options) { o.level = v } }
 
 // readClientCRLs reads CRLs (PEM or DER), each signed by one of cas, into
-// the set of revoked client certificates.
-func readClientCRLs(files []string, cas []*x509.Certificate) (map[string]bool, error) {
+// the set of revoked client certificates, and names those past their
+// nextUpdate at now (still used: what they list stays revoked).
+func readClientCRLs(files []string, cas []*x509.Certificate, now time.Time) (map[string]bool, []string, error) {
 	revoked := map[string]bool{}
+	var stale []string
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		var ders [][]byte
 		for rest := b; ; {
@@ -209,24 +214,40 @@ func readClientCRLs(files []string, cas []*x509.Certificate) (map[string]bool, e
 		for _, der := range ders {
 			crl, err := x509.ParseRevocationList(der)
 			if err != nil {
-				return nil, fmt.Errorf("%s: %w", f, err)
+				return nil, nil, fmt.Errorf("%s: %w", f, err)
 			}
 			signed := slices.ContainsFunc(cas, func(ca *x509.Certificate) bool {
 				return bytes.Equal(crl.RawIssuer, ca.RawSubject) && crl.CheckSignatureFrom(ca) == nil
 			})
 			if !signed {
-				return nil, fmt.Errorf("%s: the CRL of %q is signed by none of tls.client_ca_files", f, crl.Issuer)
+				return nil, nil, fmt.Errorf("%s: the CRL of %q is signed by none of tls.client_ca_files", f, crl.Issuer)
+			}
+			if !crl.NextUpdate.IsZero() && now.After(crl.NextUpdate) {
+				stale = append(stale, fmt.Sprintf("%s (%s, nextUpdate %s)", f, crl.Issuer, crl.NextUpdate.UTC().Format(time.RFC3339)))
 			}
 			for _, e := range crl.RevokedCertificateEntries {
 				revoked[string(crl.RawIssuer)+"\x00"+e.SerialNumber.Text(16)] = true
 			}
 		}
 	}
-	return revoked, nil
+	return revoked, stale, nil
 }
 
-// clientRevoked reports whether a client certificate is on a CRL of
-// tls.client_crl_files.
-func (l *live) clientRevoked(c *x509.Certificate) bool {
-	return l.revokedClients[string(c.RawIssuer)+"\x00"+c.SerialNumber.Text(16)]
+// clientRevoked returns the certificate of a verified client chain that a
+// CRL of tls.client_crl_files lists (the client's or an intermediate CA's),
+// or nil.
+func (l *live) clientRevoked(chain []*x509.Certificate) *x509.Certificate {
+	for _, c := range chain {
+		if l.revokedClients[string(c.RawIssuer)+"\x00"+c.SerialNumber.Text(16)] {
+			return c
+		}
+	}
+	return nil
+}
+
+// warnStaleCRLs logs the client CRLs past their nextUpdate.
+func (l *live) warnStaleCRLs(log *slog.Logger) {
+	for _, s := range l.staleCRLs {
+		log.Warn("tls.client_crl_files: a CRL is past its nextUpdate; it is still used, but get the CA's current one", "crl", s)
+	}
 }

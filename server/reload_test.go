@@ -207,9 +207,23 @@ func TestRevokedClientCertificate(t *testing.T) {
 	}
 	writeCRL(caCert, ca.PrivateKey)
 
+	// A second client CA, with room for an intermediate below it.
+	root2Key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	root2Tmpl := &x509.Certificate{SerialNumber: big.NewInt(4710), Subject: pkix.Name{CommonName: "operators root"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+	root2DER, err := x509.CreateCertificate(rand.Reader, root2Tmpl, root2Tmpl, root2Key.Public(), root2Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root2, _ := x509.ParseCertificate(root2DER)
+	root2File := filepath.Join(dir, "operators-root.pem")
+	os.WriteFile(root2File, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: root2DER}), 0o644)
+
 	c := *cfg
 	c.Listen.GRPC, c.Listen.HTTP, c.Listen.Management, c.Portal.Listen = "127.0.0.1:0", "", "", ""
 	c.Store.Driver, c.Store.DSN = "sqlite", filepath.Join(dir, "crl.db")
+	c.TLS.ClientCAFiles = append(slices.Clone(cfg.TLS.ClientCAFiles), root2File)
 	c.TLS.ClientCRLFiles = []string{crlFile}
 	s, err := server.New(ctx, &c, server.WithClock(now))
 	if err != nil {
@@ -221,8 +235,8 @@ func TestRevokedClientCertificate(t *testing.T) {
 	defer s.Shutdown(ctx)
 	roots := x509.NewCertPool()
 	roots.AddCert(caCert)
-	listAsAdmin := func() error {
-		conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, Certificates: []tls.Certificate{admin}})))
+	listAs := func(cert tls.Certificate) error {
+		conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}})))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -230,6 +244,7 @@ func TestRevokedClientCertificate(t *testing.T) {
 		_, err = credgwv1.NewAdminClient(conn).ListActivations(ctx, &credgwv1.ListActivationsRequest{})
 		return err
 	}
+	listAsAdmin := func() error { return listAs(admin) }
 	if err := listAsAdmin(); err != nil {
 		t.Fatalf("admin, not revoked: %v", err)
 	}
@@ -244,6 +259,36 @@ func TestRevokedClientCertificate(t *testing.T) {
 		t.Fatalf("admin after a refused reload: %v", err)
 	}
 
+	// An admin certificate issued by an intermediate CA the client sends:
+	// revoking the intermediate on its root's CRL revokes it too.
+	interKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	interDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(4711), Subject: pkix.Name{CommonName: "operators CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}, root2, interKey.Public(), root2Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inter, _ := x509.ParseCertificate(interDER)
+	leafKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(4712), Subject: pkix.Name{CommonName: "credgw-admin"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, inter, leafKey.Public(), interKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	underInter := tls.Certificate{Certificate: [][]byte{leafDER, interDER}, PrivateKey: leafKey}
+	if err := listAs(underInter); err != nil {
+		t.Fatalf("admin under an intermediate, not revoked: %v", err)
+	}
+	writeCRL(root2, root2Key, inter.SerialNumber)
+	if _, err := s.Reload(&c); err != nil {
+		t.Fatal(err)
+	}
+	err = listAs(underInter)
+	if st := status.Convert(err); st.Code() != codes.PermissionDenied || !strings.Contains(st.Message(), "revoked") {
+		t.Fatalf("admin under a revoked intermediate: %v, want PermissionDenied saying revoked", err)
+	}
+
 	writeCRL(caCert, ca.PrivateKey, adminCert.SerialNumber)
 	if _, err := s.Reload(&c); err != nil {
 		t.Fatal(err)
@@ -252,4 +297,5 @@ func TestRevokedClientCertificate(t *testing.T) {
 	if st := status.Convert(err); st.Code() != codes.PermissionDenied || !strings.Contains(st.Message(), "revoked") {
 		t.Fatalf("admin with a revoked certificate: %v, want PermissionDenied saying revoked", err)
 	}
+
 }

@@ -211,6 +211,7 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 		return nil, err
 	}
 	s.live.Store(l)
+	l.warnStaleCRLs(s.log)
 	minVersion := uint16(tls.VersionTLS12)
 	if cfg.TLS.MinVersion == "1.3" {
 		minVersion = tls.VersionTLS13

@@ -28,7 +28,8 @@ an error. Stops gracefully on SIGINT or SIGTERM.
 
 SIGHUP (systemctl reload) reads the file again and applies, without dropping a
 connection: the TLS certificates (tls.cert_file/key_file, the webhook's),
-tls.client_ca_files and roles, piv.trust_anchor_files and intermediate_files,
+tls.client_ca_files, client_crl_files and roles, piv.trust_anchor_files and
+intermediate_files,
 and log.level. Any other change is logged as applied only at a restart. If the
 file or a file it names does not load, nothing changes and the log says why.
 Check a config first with 'credgw config check'.
