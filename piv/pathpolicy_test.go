@@ -71,22 +71,7 @@ func TestPathPolicy(t *testing.T) {
 		{"a mapping below a CA that inhibits mappings", []ca{{policies: []x509.OID{agency}, inhibitMapping: skip(0)},
 			{policies: []x509.OID{agency}, mappings: []mapping{{agencyA, piv.PolicyCommonAuthentication}}}}, piv.ErrPolicy},
 	}
-	now := time.Now()
-	serial := int64(1)
-	issue := func(tmpl, parent *x509.Certificate, pub any, key *ecdsa.PrivateKey) *x509.Certificate {
-		serial++
-		tmpl.SerialNumber = big.NewInt(serial)
-		tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), now.Add(time.Hour)
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
+	issue := newIssuer(t)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			rootKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -152,19 +137,7 @@ func TestPathPolicy(t *testing.T) {
 func TestPathPolicyAnyPath(t *testing.T) {
 	auth, _ := x509.OIDFromASN1OID(piv.PolicyCommonAuthentication)
 	common, _ := x509.OIDFromASN1OID(piv.PolicyCommonPolicy)
-	now := time.Now()
-	serial := int64(100)
-	issue := func(tmpl, parent *x509.Certificate, pub any, key *ecdsa.PrivateKey) *x509.Certificate {
-		serial++
-		tmpl.SerialNumber = big.NewInt(serial)
-		tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), now.Add(time.Hour)
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, _ := x509.ParseCertificate(der)
-		return c
-	}
+	issue := newIssuer(t)
 	caTmpl := func(cn string, p ...x509.OID) *x509.Certificate {
 		return &x509.Certificate{Subject: pkix.Name{CommonName: cn}, IsCA: true, BasicConstraintsValid: true,
 			KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, Policies: p}
@@ -194,5 +167,27 @@ func TestPathPolicyAnyPath(t *testing.T) {
 				t.Fatalf("err = %v, want the policy to hold on the direct path (ErrStatusUnavailable next)", err)
 			}
 		})
+	}
+}
+
+// newIssuer signs test certificates: a new serial each, valid an hour
+// either side of now.
+func newIssuer(t *testing.T) func(tmpl, parent *x509.Certificate, pub any, key *ecdsa.PrivateKey) *x509.Certificate {
+	now := time.Now()
+	serial := int64(1)
+	return func(tmpl, parent *x509.Certificate, pub any, key *ecdsa.PrivateKey) *x509.Certificate {
+		t.Helper()
+		serial++
+		tmpl.SerialNumber = big.NewInt(serial)
+		tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), now.Add(time.Hour)
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
 	}
 }
