@@ -8,7 +8,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"math/big"
 	"net"
 	"strings"
@@ -17,12 +19,14 @@ import (
 )
 
 func TestCheckKeystorePIN(t *testing.T) {
-	for _, bad := range []string{"", "12345", "123456", "000000", "password", "PASSWORD", "12345678", "qwerty"} {
+	// A character beyond U+FFFF cannot be in a PKCS#12 password (BMPString):
+	// refused before the download, not after the code is spent.
+	for _, bad := range []string{"", "12345", "123456", "000000", "password", "PASSWORD", "12345678", "qwerty", "horse\U0001F511battery"} {
 		if err := CheckKeystorePIN(bad); !errors.Is(err, ErrWeakPIN) {
 			t.Errorf("%q accepted", bad)
 		}
 	}
-	for _, good := range []string{"593017", "correct horse", "tr0ub4dor&3"} {
+	for _, good := range []string{"593017", "correct horse", "tr0ub4dor&3", "mot de passe été"} {
 		if err := CheckKeystorePIN(good); err != nil {
 			t.Errorf("%q refused: %v", good, err)
 		}
@@ -96,5 +100,26 @@ func TestSafeNames(t *testing.T) {
 		if safeName.MatchString(bad) {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// TestDecodeQRRefusesHugeImages: a small PNG that declares 12000×12000
+// pixels is refused by its header, saying why, before the decoder
+// allocates for it.
+func TestDecodeQRRefusesHugeImages(t *testing.T) {
+	chunk := func(typ string, data []byte) []byte {
+		b := binary.BigEndian.AppendUint32(nil, uint32(len(data)))
+		b = append(b, typ...)
+		b = append(b, data...)
+		return binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(append([]byte(typ), data...)))
+	}
+	ihdr := binary.BigEndian.AppendUint32(nil, 12000)
+	ihdr = binary.BigEndian.AppendUint32(ihdr, 12000)
+	ihdr = append(ihdr, 1, 0, 0, 0, 0) // 1-bit grey
+	png := append([]byte("\x89PNG\r\n\x1a\n"), chunk("IHDR", ihdr)...)
+	png = append(png, chunk("IEND", nil)...)
+	_, err := DecodeQR(png)
+	if err == nil || !strings.Contains(err.Error(), "megapixels") {
+		t.Fatalf("a 12000×12000 image: %v, want a refusal naming its size", err)
 	}
 }

@@ -17,10 +17,18 @@ var commonPINs = []string{
 // ErrWeakPIN means a keystore PIN is too short or too common.
 var ErrWeakPIN = errors.New("agent: keystore PIN refused")
 
-// CheckKeystorePIN: at least 6 characters and not a common value.
+// CheckKeystorePIN: at least 6 characters, none beyond U+FFFF, and not a
+// common value. It runs before the download: a PIN that cannot protect the
+// PKCS#12 files would otherwise be found out after the code is spent.
 func CheckKeystorePIN(pin string) error {
 	if len([]rune(pin)) < 6 {
 		return fmt.Errorf("%w: use at least 6 characters", ErrWeakPIN)
+	}
+	for _, r := range pin {
+		if r > 0xFFFF {
+			// A PKCS#12 password is a BMPString (RFC 7292 App. B.1).
+			return fmt.Errorf("%w: it has a character (such as an emoji) that a PKCS#12 file cannot hold; use letters, digits, spaces and punctuation", ErrWeakPIN)
+		}
 	}
 	for _, c := range commonPINs {
 		if strings.EqualFold(pin, c) {
