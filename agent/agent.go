@@ -508,6 +508,9 @@ func download(ctx context.Context, open func(context.Context) (grpc.ServerStream
 			o.Events(Event{Stage: ev.Progress.GetStage(), Current: int(ev.Progress.GetCurrent()), Total: int(ev.Progress.GetTotal()), Message: ev.Progress.GetMessage()})
 		case *credgwv1.RedeemResponse_Accepted:
 			a := ev.Accepted
+			if a.GetTotalBytes() <= 0 || a.GetTotalBytes() > maxPackageBytes {
+				return fmt.Errorf("agent: the gateway announces a package of %d bytes; a credential package is at most %d", a.GetTotalBytes(), maxPackageBytes)
+			}
 			if res.RedemptionID != "" && (a.GetRedemptionId() != res.RedemptionID || a.GetTotalBytes() != *total) {
 				return errors.New("agent: the resumed package is not the one being downloaded")
 			}
@@ -886,3 +889,7 @@ func checkProfile(p credgwv1.Profile, c *x509.Certificate) error {
 func pemCert(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 }
+
+// maxPackageBytes bounds the package a device buffers: a set with a long
+// key history is tens of kilobytes.
+const maxPackageBytes = 16 << 20

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/credgw/credgw/activation/code"
@@ -104,4 +105,23 @@ func testPackage() []byte {
 		panic(err)
 	}
 	return raw
+}
+
+// TestPackageSizeBounded: a gateway announcing a package larger than any
+// credential package is refused at once, before the device buffers it.
+func TestPackageSizeBounded(t *testing.T) {
+	open := func(context.Context, []*credgwv1.CertificateRequest, int64, string) (grpc.ServerStreamingClient[credgwv1.RedeemResponse], error) {
+		return &fakeStream{msgs: []*credgwv1.RedeemResponse{
+			{Event: &credgwv1.RedeemResponse_Accepted{Accepted: &credgwv1.Accepted{RedemptionId: "r1", TotalBytes: 1 << 40}}},
+			{Event: &credgwv1.RedeemResponse_Chunk{Chunk: &credgwv1.Chunk{Offset: 0, Data: make([]byte, 1024)}}},
+		}}, nil
+	}
+	confirm := func(context.Context, string, []byte) (string, error) {
+		t.Error("confirmed")
+		return "", nil
+	}
+	o := Options{Events: func(Event) {}, MaxResumes: 1, OutDir: t.TempDir()}
+	if _, err := fetchAndInstall(context.Background(), o, open, confirm); err == nil || !strings.Contains(err.Error(), "at most") {
+		t.Fatalf("a 1 TiB package: %v, want a refusal naming the bound", err)
+	}
 }

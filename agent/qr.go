@@ -10,8 +10,20 @@ import (
 	"github.com/makiuchi-d/gozxing/qrcode"
 )
 
+// maxQRPixels bounds the image DecodeQR decodes: a phone camera's picture
+// (50 megapixels) fits; a small crafted PNG declaring a huge size, which
+// would have the decoder allocate gigabytes, does not.
+const maxQRPixels = 50_000_000
+
 // DecodeQR reads the text of a QR code image (PNG).
 func DecodeQR(png []byte) (string, error) {
+	cfg, _, err := image.DecodeConfig(bytes.NewReader(png))
+	if err != nil {
+		return "", fmt.Errorf("agent: QR image: %w", err)
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 || int64(cfg.Width)*int64(cfg.Height) > maxQRPixels {
+		return "", fmt.Errorf("agent: QR image: %d×%d pixels; give an image of at most %d megapixels", cfg.Width, cfg.Height, maxQRPixels/1_000_000)
+	}
 	img, _, err := image.Decode(bytes.NewReader(png))
 	if err != nil {
 		return "", fmt.Errorf("agent: QR image: %w", err)
