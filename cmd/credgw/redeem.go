@@ -20,11 +20,11 @@ import (
 )
 
 func newRedeemCmd() *cobra.Command {
-	var qrFile, qrPayload, out, passwordFile, pinFile, keystore string
+	var qrFile, qrPayload, qrPayloadFile, out, passwordFile, pinFile, keystore string
 	var att attestFlags
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "redeem (--qr FILE.png | --qr-payload STR) --out DIR [--password-file F] [--keystore-pin-file F]",
+		Use:   "redeem (--qr FILE.png | --qr-payload-file F | --qr-payload STR) --out DIR [--password-file F] [--keystore-pin-file F]",
 		Short: "The reference device agent: scan, type the password, download, install, confirm",
 		Long: `What the device app does: decode the QR code, trust the gateway only through the
 pin it carries, ask the password (without echo) unless a file gives it, make the
@@ -57,8 +57,20 @@ holds only chain.pem and the .crt files.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			if (qrFile == "") == (qrPayload == "") {
-				return fmt.Errorf("give exactly one of --qr and --qr-payload")
+			given := 0
+			for _, s := range []string{qrFile, qrPayload, qrPayloadFile} {
+				if s != "" {
+					given++
+				}
+			}
+			if given != 1 {
+				return fmt.Errorf("give exactly one of --qr, --qr-payload-file and --qr-payload")
+			}
+			if qrPayloadFile != "" {
+				var err error
+				if qrPayload, err = readPayloadFile(cmd.InOrStdin(), qrPayloadFile); err != nil {
+					return err
+				}
 			}
 			if qrFile != "" {
 				png, err := os.ReadFile(qrFile)
@@ -126,7 +138,8 @@ holds only chain.pem and the .crt files.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&qrFile, "qr", "", "PNG image of the QR code")
-	f.StringVar(&qrPayload, "qr-payload", "", "the QR code's text (credgw://activate?...)")
+	f.StringVar(&qrPayload, "qr-payload", "", "the QR code's text (credgw://activate?...); other local users can read it in the process list while redeem runs: prefer --qr-payload-file")
+	f.StringVar(&qrPayloadFile, "qr-payload-file", "", "file holding the QR code's text, or - to read it from standard input")
 	f.StringVar(&out, "out", "", "directory for the installed credentials (required)")
 	f.StringVar(&passwordFile, "password-file", "", "file with the numeric password (else asked without echo)")
 	f.StringVar(&pinFile, "keystore-pin-file", "", "file with the keystore PIN (else asked without echo)")
@@ -260,4 +273,22 @@ func earlierKeys(n int) string {
 		return " + 1 earlier key (key history), all in encryption.p12 and one file each"
 	}
 	return fmt.Sprintf(" + %d earlier keys (key history), all in encryption.p12 and one file each", n)
+}
+
+// readPayloadFile reads a QR payload from a file, or from in for "-": the
+// first line, without the line end. The payload holds the activation
+// secret, so it is kept off the command line.
+func readPayloadFile(in io.Reader, name string) (string, error) {
+	var b []byte
+	var err error
+	if name == "-" {
+		b, err = io.ReadAll(io.LimitReader(in, 8<<10))
+	} else {
+		b, err = os.ReadFile(name)
+	}
+	if err != nil {
+		return "", fmt.Errorf("--qr-payload-file: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return strings.TrimSpace(line), nil
 }
