@@ -239,3 +239,41 @@ func TestFreshStatusForIssuing(t *testing.T) {
 		t.Fatalf("the refused redemption left the set %s", st)
 	}
 }
+
+// TestLinkageUnverifiableOnUnknownRevoke: a kept PIV Authentication
+// certificate that no longer verifies at all (here piv.policies changed
+// under it; a withdrawn bridge or intermediate does the same) leaves its
+// card's status unknown like an unreachable responder does: retried, and
+// with linkage.on_unknown revoke, its derived credentials are revoked
+// past linkage.max_unknown, not kept for ever.
+func TestLinkageUnverifiableOnUnknownRevoke(t *testing.T) {
+	ctx := context.Background()
+	_, set := activeSet(t, "unverifiable@example.com")
+	strict := *cfg
+	strict.Listen.GRPC, strict.Listen.HTTP, strict.Listen.Management, strict.Portal.Listen = "127.0.0.1:0", "", "", ""
+	strict.Linkage.OnUnknown, strict.Linkage.MaxUnknown.Duration = "revoke", 2*time.Hour
+	strict.PIV.Policies = []string{"2.16.840.1.101.3.2.1.3.7"} // id-fpki-common-hardware: not what the card asserts
+	replica, err := server.New(ctx, &strict, server.WithClock(now), server.WithStore(gwStore))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { replica.Shutdown(context.Background()) })
+	t.Cleanup(func() { clockOffset.Store(0) })
+	day := 24 * time.Hour
+	for _, step := range []struct {
+		at   time.Duration
+		want string
+	}{
+		{7*day + time.Minute, "active"},               // unverifiable since now
+		{7*day + time.Hour + 2*time.Minute, "active"}, // for 1h: retried
+		{7*day + 3*time.Hour, "revoked"},              // for ≥ 2h
+	} {
+		clockOffset.Store(int64(step.at))
+		if _, err := replica.Linkage(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if st := setState(t, set); st != step.want {
+			t.Fatalf("at +%s the set is %s, want %s", step.at, st, step.want)
+		}
+	}
+}

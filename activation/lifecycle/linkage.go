@@ -78,43 +78,51 @@ func (s *Service) checkLinkage(ctx context.Context, l store.Linkage, res *Linkag
 	case verr == nil:
 		res.Good++
 		l.LastStatus, l.UnknownSince, l.NextCheck = "good", time.Time{}, now.Add(cfg.Interval)
-	case errors.Is(verr, piv.ErrStatusUnavailable):
+	case errors.Is(verr, piv.ErrRevoked), errors.Is(verr, piv.ErrExpired):
+		revoke, l.LastStatus = true, "invalid: "+verr.Error()
+	default:
+		// The status is unknown: the responders cannot say
+		// (ErrStatusUnavailable), or the kept certificate no longer
+		// verifies at all (a path that no longer builds after a trust
+		// anchor or bridge change, a policy change), so its status is
+		// never asked. Neither is the card's doing, so neither revokes
+		// at once; both are retried, counted and logged, and past
+		// linkage.max_unknown linkage.on_unknown decides, as the
+		// 7-day linkage rule needs an end.
+		unavailable := errors.Is(verr, piv.ErrStatusUnavailable)
 		res.Unknown++
 		if l.UnknownSince.IsZero() {
 			l.UnknownSince = now
 		}
 		unknownFor := now.Sub(l.UnknownSince)
 		l.LastStatus = "unknown"
+		what := "card status unavailable"
+		if !unavailable {
+			l.LastStatus = "unverifiable: " + verr.Error()
+			what = "the kept PIV Authentication certificate no longer verifies (check piv.trust_anchor_files, piv.intermediate_files and piv.policies)"
+		}
 		// Retry sooner than the interval: after 1h, then after as long as
 		// it has been unknown (doubling), at most the interval.
 		l.NextCheck = now.Add(min(max(time.Hour, unknownFor), cfg.Interval))
 		s.cfg.UnknownStatus()
-		if unknownFor >= cfg.MaxUnknown {
-			if cfg.OnUnknown == "revoke" {
-				revoke, l.LastStatus = true, "unknown for "+unknownFor.Round(time.Hour).String()+": revoked"
+		switch {
+		case unknownFor >= cfg.MaxUnknown && cfg.OnUnknown == "revoke":
+			revoke = true
+			if unavailable {
+				l.LastStatus = "unknown for " + unknownFor.Round(time.Hour).String() + ": revoked"
 			} else {
-				s.cfg.Log.ErrorContext(ctx, "linkage: card status unavailable past linkage.max_unknown; derived credentials kept (on_unknown: alert)",
-					"card_uuid", pc.CardUUID, "piv_auth_sha256", l.CertSHA256, "unknown_since", l.UnknownSince)
+				l.LastStatus += "; for " + unknownFor.Round(time.Hour).String() + ": revoked"
 			}
-		} else {
-			s.cfg.Log.WarnContext(ctx, "linkage: card status unavailable; will retry", "card_uuid", pc.CardUUID, "piv_auth_sha256", l.CertSHA256,
+		case unknownFor >= cfg.MaxUnknown:
+			s.cfg.Log.ErrorContext(ctx, "linkage: "+what+" past linkage.max_unknown; derived credentials kept (on_unknown: alert)",
+				"card_uuid", pc.CardUUID, "piv_auth_sha256", l.CertSHA256, "unknown_since", l.UnknownSince, "cause", verr.Error())
+		case unavailable:
+			s.cfg.Log.WarnContext(ctx, "linkage: "+what+"; will retry", "card_uuid", pc.CardUUID, "piv_auth_sha256", l.CertSHA256,
+				"next_check", l.NextCheck, "cause", verr.Error())
+		default:
+			s.cfg.Log.ErrorContext(ctx, "linkage: "+what+"; will retry", "card_uuid", pc.CardUUID, "piv_auth_sha256", l.CertSHA256,
 				"next_check", l.NextCheck, "cause", verr.Error())
 		}
-	case errors.Is(verr, piv.ErrRevoked), errors.Is(verr, piv.ErrExpired):
-		revoke, l.LastStatus = true, "invalid: "+verr.Error()
-	default:
-		// Anything else (a path that no longer builds after a trust
-		// anchor change, a policy change) is the configuration's doing,
-		// not the card's: never a reason to revoke everyone. Retried
-		// like an unknown status, logged as an error.
-		res.Unknown++
-		if l.UnknownSince.IsZero() {
-			l.UnknownSince = now
-		}
-		l.LastStatus = "unverifiable: " + verr.Error()
-		l.NextCheck = now.Add(cfg.Interval)
-		s.cfg.Log.ErrorContext(ctx, "linkage: the kept PIV Authentication certificate no longer verifies; check piv.trust_anchor_files and piv.policies",
-			"card_uuid", pc.CardUUID, "piv_auth_sha256", l.CertSHA256, "cause", verr.Error())
 	}
 	if revoke {
 		serials, err := s.cfg.Activation.RevokeIdentity(ctx, store.IdentitySelector{CertSHA256: l.CertSHA256},
