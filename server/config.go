@@ -275,7 +275,18 @@ type PortalConfig struct {
 	Listen string `yaml:"listen"`
 	// CSRFKeyFile holds 32 random bytes in hex, the same on every replica.
 	CSRFKeyFile string `yaml:"csrf_key_file"`
+	// MaxConnectionAge bounds how long one TLS connection, and so one
+	// proof of the card, serves pages: a request on an older connection
+	// is sent again on a new one, whose handshake needs the card.
+	MaxConnectionAge Duration `yaml:"max_connection_age"`
 }
+
+// DefaultPortalMaxConnectionAge is portal.max_connection_age's default: a
+// card pulled from the reader stops serving its portal session within
+// about this long, at the cost of a TLS handshake with the card (no PIN:
+// the browser keeps the card's login) a minute while a person is on the
+// pages.
+const DefaultPortalMaxConnectionAge = time.Minute
 
 // WebhookConfig is the termination webhook of an identity management
 // system: POST /v1/webhooks/termination, on its own listener or on
@@ -496,6 +507,9 @@ func (c *Config) applyDefaults() {
 		c.Limits.ShutdownTimeout.Duration = DefaultShutdown
 	}
 	c.Limits.applyClientDefaults()
+	if c.Portal.MaxConnectionAge.Duration == 0 {
+		c.Portal.MaxConnectionAge.Duration = DefaultPortalMaxConnectionAge
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -699,6 +713,9 @@ func (c *Config) validateListen(bad func(string, ...any)) {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			bad("%s %q: want host:port", name, addr)
 		}
+	}
+	if d := c.Portal.MaxConnectionAge.Duration; d < time.Second || d > time.Hour {
+		bad("portal.max_connection_age %s: between 1s and 1h", d)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/credgw/credgw/activation"
 	"github.com/credgw/credgw/issuance"
@@ -215,4 +216,38 @@ func portalCSRFKey(cfg *Config) ([]byte, error) {
 		return nil, errors.New("portal.csrf_key_file: want 64 hex digits")
 	}
 	return k, nil
+}
+
+// connOpenedKey is the context key of a portal connection's accept time.
+type connOpenedKey struct{}
+
+// connOpened is the portal server's ConnContext: it notes when the
+// connection was accepted, just before its TLS handshake.
+func (s *Server) connOpened(ctx context.Context, _ net.Conn) context.Context {
+	return context.WithValue(ctx, connOpenedKey{}, s.now())
+}
+
+// freshCardProof bounds how long one TLS handshake with the card serves
+// the portal (portal.max_connection_age). The card's proof is the
+// handshake: a browser keeps its connection alive, so without a bound a
+// card pulled from the reader would go on serving its session, and new
+// sign-ins, for as long as the person's tab keeps the connection busy. A
+// request on an older connection is answered with a 307 to itself and
+// the connection closes (HTTP/2: GOAWAY), so the browser sends it again on
+// a new connection, whose handshake needs the card: with the card there
+// the person notices nothing; without it, the session ends (LookupPortal
+// ends a session presented without its card) and no sign-in succeeds.
+// A 307 keeps the method and the form, CSRF token included.
+func (s *Server) freshCardProof(h http.Handler) http.Handler {
+	maxAge := s.cfg.Portal.MaxConnectionAge.Duration
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		opened, ok := r.Context().Value(connOpenedKey{}).(time.Time)
+		if ok && s.now().Sub(opened) > maxAge {
+			w.Header().Set("Connection", "close")
+			w.Header().Set("Cache-Control", "no-store")
+			http.Redirect(w, r, r.URL.RequestURI(), http.StatusTemporaryRedirect)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/credgw/credgw/pkcs11"
 	"github.com/credgw/credgw/portal"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"github.com/credgw/credgw/server"
 	"google.golang.org/grpc/codes"
 )
 
@@ -416,6 +417,105 @@ func TestPortalSignInNeedsTheCardEachConnection(t *testing.T) {
 	if r := b.do("GET", "/signin", nil); r.code != http.StatusUnauthorized || !strings.Contains(r.body, "No smart card certificate") {
 		t.Fatalf("sign-in over a resumed TLS session without the card: got %d, want 401:\n%s", r.code, r.body)
 	}
+}
+
+// TestPortalConnectionAgeBounded: the card's proof is the TLS handshake,
+// so a connection kept alive would serve a person's session (and a new
+// sign-in) long after the card left the reader. A request on a connection
+// older than portal.max_connection_age is sent again, on a new connection:
+// a 307 to the same address, and the connection closes. The new handshake
+// needs the card, so with the card gone the session ends, and with the
+// card there the person notices nothing.
+func TestPortalConnectionAgeBounded(t *testing.T) {
+	c := newCard(t, hsmsim.CardSpec{Email: "keepalive@example.com"})
+	cert := c.tlsCert()
+	var pulled atomic.Bool
+	var handshakes atomic.Int32
+	b := newBrowser(t, &cert)
+	tr := b.c.Transport.(*http.Transport)
+	tr.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		handshakes.Add(1)
+		if pulled.Load() {
+			return &tls.Certificate{}, nil
+		}
+		return &cert, nil
+	}
+	t.Cleanup(func() { clockOffset.Store(0) })
+	age := server.DefaultPortalMaxConnectionAge + time.Second
+	// resent checks the 307 of a request on an aged connection, and that
+	// the next request makes a new handshake.
+	resent := func(t *testing.T, method, path string, form url.Values) {
+		t.Helper()
+		before := handshakes.Load()
+		r := b.do(method, path, form)
+		if r.code != http.StatusTemporaryRedirect || r.hdr.Get("Location") != path {
+			t.Fatalf("%s %s on a connection older than %v: got %d (Location %q), want 307 to itself:\n%s",
+				method, path, server.DefaultPortalMaxConnectionAge, r.code, r.hdr.Get("Location"), r.body)
+		}
+		if handshakes.Load() != before {
+			t.Fatalf("the 307 came from a new connection, not the aged one")
+		}
+	}
+	signIn := func(t *testing.T) {
+		t.Helper()
+		clockOffset.Store(0)
+		tr.CloseIdleConnections()
+		pulled.Store(false)
+		if r := b.do("GET", "/signin", nil); r.code != http.StatusSeeOther {
+			t.Fatalf("sign-in with the card: %d %s", r.code, r.body)
+		}
+		if r := b.do("GET", "/actions", nil); r.code != http.StatusOK {
+			t.Fatalf("the first page: %d %s", r.code, r.body)
+		}
+	}
+
+	t.Run("the card still there: the page, on a new connection", func(t *testing.T) {
+		signIn(t)
+		clockOffset.Store(int64(age))
+		resent(t, "GET", "/actions", nil)
+		before := handshakes.Load()
+		if r := b.do("GET", "/actions", nil); r.code != http.StatusOK {
+			t.Fatalf("the page again, with the card: %d %s", r.code, r.body)
+		}
+		if handshakes.Load() != before+1 {
+			t.Fatalf("the page again made %d handshakes, want 1", handshakes.Load()-before)
+		}
+	})
+	t.Run("the card pulled: the session ends", func(t *testing.T) {
+		signIn(t)
+		sc := b.sessionCookie()
+		page := b.do("GET", "/enroll", nil)
+		m := regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`).FindStringSubmatch(page.body)
+		if m == nil {
+			t.Fatalf("no CSRF token on the enroll page: %d %s", page.code, page.body)
+		}
+		pulled.Store(true)
+		clockOffset.Store(int64(age))
+		// An enrollment posted on the aged connection would give whoever
+		// sits at the browser a code for their own device.
+		resent(t, "POST", "/enroll", url.Values{"csrf": {m[1]}, "name": {"Left behind"}})
+		if r := b.do("POST", "/enroll", url.Values{"csrf": {m[1]}, "name": {"Left behind"}}); r.code != http.StatusUnauthorized {
+			t.Fatalf("the enrollment again, without the card: %d %s", r.code, r.body)
+		}
+		// The session ended: the card back in the reader cannot use it.
+		pulled.Store(false)
+		u, _ := url.Parse(b.base)
+		b.c.Jar.SetCookies(u, []*http.Cookie{{Name: sc.Name, Value: sc.Value}})
+		if r := b.do("GET", "/actions", nil); r.code != http.StatusUnauthorized {
+			t.Fatalf("the session survived a request without the card: %d", r.code)
+		}
+	})
+	t.Run("the card pulled: no new sign-in", func(t *testing.T) {
+		signIn(t)
+		jar, _ := cookiejar.New(nil)
+		b.c.Jar = jar
+		pulled.Store(true)
+		clockOffset.Store(int64(age))
+		resent(t, "GET", "/signin", nil)
+		if r := b.do("GET", "/signin", nil); r.code != http.StatusUnauthorized || !strings.Contains(r.body, "No smart card certificate") {
+			t.Fatalf("sign-in again, without the card: got %d, want 401:\n%s", r.code, r.body)
+		}
+	})
 }
 
 // TestPortalSessionBoundToCard: the portal cookie works only over a TLS
