@@ -134,6 +134,9 @@ func InitCA(ctx context.Context, o InitOptions) (*InitResult, error) {
 			return nil, fmt.Errorf("issuance: ca init: %s exists already; refusing to replace a CA", f)
 		}
 	}
+	if err := refuseExistingKeys(ctx, o); err != nil {
+		return nil, err
+	}
 	if o.CSRFile != "" {
 		return res, initCSR(ctx, o, res)
 	}
@@ -237,6 +240,40 @@ func initCSR(ctx context.Context, o InitOptions, res *InitResult) error {
 	return os.WriteFile(o.CSRFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), 0o644)
 }
 
+// refuseExistingKeys: ca init never replaces a CA key. Its certificates
+// may have moved to the names a config gives them, so the keys are what
+// show a CA is there: a key file in Dir, or a private key under the
+// issuing (or root) key's CKA_ID in the token. The CSR mode may take the
+// token's issuing key again (asked twice, it makes the same CSR).
+func refuseExistingKeys(ctx context.Context, o InitOptions) error {
+	files := []string{"issuing.key"}
+	if o.CSRFile == "" {
+		files = append(files, "root.key")
+	}
+	for _, name := range files {
+		if _, err := os.Lstat(filepath.Join(o.Dir, name)); err == nil {
+			return fmt.Errorf("issuance: ca init: %s exists already: a CA key is there, and ca init never replaces one (move the CA's files away to start a new one)", filepath.Join(o.Dir, name))
+		}
+	}
+	if o.Token == nil || o.CSRFile != "" {
+		return nil
+	}
+	ids := [][]byte{o.KeyID}
+	if o.RootKeyInToken {
+		ids = append(ids, append(append([]byte{}, o.KeyID...), 0x52))
+	}
+	for _, id := range ids {
+		objs, err := o.Token.FindObjects(ctx, pkcs11.Query{Class: pkcs11.ClassPrivateKey, ID: id})
+		if err != nil {
+			return fmt.Errorf("issuance: ca init: looking for keys already in %s: %w", o.Token, err)
+		}
+		if len(objs) > 0 {
+			return fmt.Errorf("issuance: ca init: %s already holds a private key with CKA_ID %x (%q): a CA key is there, and ca init never replaces one (use another ca.key_uri id, or credgw ca import for a CA whose key this is)", o.Token, id, objs[0].Label)
+		}
+	}
+	return nil
+}
+
 // issuingKey makes the issuing CA key in the token (or a file in Dir);
 // with reuse, a key already in the token under KeyID is taken instead.
 func issuingKey(ctx context.Context, o InitOptions, res *InitResult, reuse bool) (crypto.Signer, bool, error) {
@@ -310,7 +347,16 @@ func writeKeyFile(path string, k crypto.Signer) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	// O_EXCL: a key file is never written over (ca init refuses earlier).
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // ReadKeyFile reads a PKCS#8 PEM key file (which must be 0600).

@@ -274,3 +274,62 @@ func TestSignRootCRL(t *testing.T) {
 		t.Fatal("signed with a key that is not the root's")
 	}
 }
+
+// TestInitCARefusesAnExistingCA: ca init never replaces a CA. The
+// certificates may have been moved to the names the config gives them
+// (credgw ca init does that), so the keys are what count: a root or
+// issuing key file already in the directory, or a key already under the
+// issuing key's CKA_ID in the token, refuses the run before anything is
+// written or generated.
+func TestInitCARefusesAnExistingCA(t *testing.T) {
+	ctx := context.Background()
+	t.Run("key files", func(t *testing.T) {
+		dir := t.TempDir()
+		first, err := InitCA(ctx, InitOptions{Dir: dir, Organization: "Agency"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// credgw ca init moves the certificates to the configured names.
+		for _, f := range []string{first.RootFile, first.IssuingFile} {
+			if err := os.Rename(f, f+".placed"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		keys := map[string][]byte{}
+		for _, f := range []string{first.RootKeyFile, first.IssuingKeyFile} {
+			if keys[f], err = os.ReadFile(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := InitCA(ctx, InitOptions{Dir: dir, Organization: "Agency"}); err == nil || !strings.Contains(err.Error(), "exists already") {
+			t.Fatalf("a second ca init in the same directory: %v, want a refusal", err)
+		}
+		for f, b := range keys {
+			if now, _ := os.ReadFile(f); string(now) != string(b) {
+				t.Errorf("%s was replaced", filepath.Base(f))
+			}
+		}
+	})
+	t.Run("key in the token", func(t *testing.T) {
+		id := []byte{0x44}
+		if _, err := InitCA(ctx, InitOptions{Dir: t.TempDir(), Token: testTok, KeyID: id, Organization: "Agency"}); err != nil {
+			t.Fatal(err)
+		}
+		before, err := testTok.Signer(ctx, pkcs11.KeyRef{ID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = InitCA(ctx, InitOptions{Dir: t.TempDir(), Token: testTok, KeyID: id, Organization: "Agency"})
+		if err == nil || !strings.Contains(err.Error(), "already holds") {
+			t.Fatalf("a second ca init with the same token key: %v, want a refusal", err)
+		}
+		// One key under the id, the first one.
+		after, err := testTok.Signer(ctx, pkcs11.KeyRef{ID: id})
+		if err != nil {
+			t.Fatalf("the token's issuing key after the refused run: %v", err)
+		}
+		if !after.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(before.Public()) {
+			t.Fatal("the token's issuing key changed")
+		}
+	})
+}

@@ -176,14 +176,18 @@ func InitCA(ctx context.Context, cfg *Config, o InitCAOptions) (*issuance.InitRe
 	if cfg.CA.CertificateFile == "" || len(cfg.CA.ChainFiles) == 0 {
 		return nil, fmt.Errorf("ca init: the config needs ca.certificate_file and ca.chain_files (the root)")
 	}
-	if o.CSRFile != "" {
-		if _, err := os.Stat(cfg.Path(cfg.CA.CertificateFile)); err == nil {
-			return nil, fmt.Errorf("ca init: %s exists already: an issuing CA is installed", cfg.Path(cfg.CA.CertificateFile))
+	// Never over an installed CA: its certificates and keys may carry the
+	// config's names, which ca init's own directory check does not see.
+	installed := []string{cfg.CA.CertificateFile, cfg.CA.KeyFile}
+	if o.CSRFile == "" {
+		installed = append(installed, cfg.CA.ChainFiles[0], cfg.CA.RootCRLFile)
+	}
+	for _, f := range installed {
+		if f == "" {
+			continue
 		}
-		if cfg.CA.KeyFile != "" {
-			if _, err := os.Stat(cfg.Path(cfg.CA.KeyFile)); err == nil {
-				return nil, fmt.Errorf("ca init: %s exists already: refusing to replace the issuing key", cfg.Path(cfg.CA.KeyFile))
-			}
+		if _, err := os.Lstat(cfg.Path(f)); err == nil {
+			return nil, fmt.Errorf("ca init: %s exists already: a CA is installed, and ca init never replaces one (move its files away to start a new one; credgw ca import installs a CA made elsewhere)", cfg.Path(f))
 		}
 	}
 	h := newHSM(cfg)

@@ -118,3 +118,41 @@ func TestStartRefusesMismatchedCAKey(t *testing.T) {
 		t.Fatalf("err = %v, want a key mismatch", err)
 	}
 }
+
+// TestCAInitRefusesInstalledCA: ca init run again on a gateway's config
+// refuses before it touches a file or the token, also when the CA's files
+// carry names of the operator's choosing (ca init's own directory check
+// looks for root.crt and issuing.crt only).
+func TestCAInitRefusesInstalledCA(t *testing.T) {
+	dir := t.TempDir()
+	placed := map[string]string{}
+	for name, from := range map[string]string{"issuing-ca.pem": cfg.CA.CertificateFile, "root-ca.pem": cfg.CA.ChainFiles[0]} {
+		b, err := os.ReadFile(cfg.Path(from))
+		if err != nil {
+			t.Fatal(err)
+		}
+		placed[filepath.Join(dir, name)] = string(b)
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, mode := range []server.InitCAOptions{{}, {CSRFile: filepath.Join(dir, "issuing.csr")}} {
+		other := *cfg
+		other.CA.CertificateFile = filepath.Join(dir, "issuing-ca.pem")
+		other.CA.ChainFiles = []string{filepath.Join(dir, "root-ca.pem")}
+		other.CA.RootCRLFile = filepath.Join(dir, "root-ca.crl")
+		_, err := server.InitCA(context.Background(), &other, mode)
+		if err == nil || !strings.Contains(err.Error(), "issuing-ca.pem exists already") {
+			t.Fatalf("ca init (csr %q) over an installed CA: %v, want a refusal naming issuing-ca.pem", mode.CSRFile, err)
+		}
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != len(placed) {
+		t.Errorf("the refused runs left %d files, want %d", len(ents), len(placed))
+	}
+	for f, b := range placed {
+		if now, _ := os.ReadFile(f); string(now) != b {
+			t.Errorf("%s changed", filepath.Base(f))
+		}
+	}
+}
