@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 )
 
 // intentOp is the group op of CreateIssuanceIntent for rec.
@@ -133,5 +134,39 @@ func TestGroupCommitPanicReleasesTheLead(t *testing.T) {
 	}()
 	if err := g.do(intentOp(context.Background(), CertificateRecord{Serial: "after", SPKISHA256: "k-after"})); err != nil {
 		t.Fatalf("the write after a panic: %v", err)
+	}
+}
+
+// TestGroupCommitPanicInTxReleasesTheWriter: a panic inside a write's
+// transaction rolls the transaction back, so SQLite's one writer
+// connection is free for the next write (the panic still propagates).
+// Before, the open transaction kept the writer for good and every later
+// write blocked.
+func TestGroupCommitPanicInTxReleasesTheWriter(t *testing.T) {
+	s, err := OpenSQLite(context.Background(), t.TempDir()+"/p.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	g := newGroupCommit(s.w)
+	func() {
+		defer func() {
+			if r := recover(); r == nil {
+				t.Error("the panic was swallowed")
+			}
+		}()
+		g.do(&groupOp{ctx: context.Background(), done: make(chan bool, 1), tx: true, fn: func(context.Context, execer) error { panic("driver bug") }})
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- g.do(intentOp(ctx, CertificateRecord{Serial: "after", SPKISHA256: "k-after"})) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the write after a panic in a transaction: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the write after a panic in a transaction never ran: the writer is still held")
 	}
 }

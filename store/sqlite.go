@@ -263,6 +263,14 @@ func inTx(ctx context.Context, c *conn, fn func(*stx) error) (err error) {
 	// Statements first seen in a transaction are prepared after it, when
 	// the (SQLite: only) connection is free again.
 	defer c.preparePending(context.WithoutCancel(ctx))
+	// A panic in fn rolls back before it goes on up: an open transaction
+	// would hold SQLite's one writer connection for good.
+	defer func() {
+		if r := recover(); r != nil {
+			_ = tx.Rollback()
+			panic(r)
+		}
+	}()
 	if err := fn(&stx{Tx: tx, c: c}); err != nil {
 		_ = tx.Rollback()
 		return err
