@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // AuditEvent is one entry of the hash-chained audit log. It never holds a
@@ -65,6 +66,7 @@ func (s *DB) AppendAudit(ctx context.Context, e AuditEvent) (AuditEvent, error) 
 	if len(e.Serials) == 0 {
 		e.Serials = nil
 	}
+	e = e.storable()
 	if s.dialect == "postgres" {
 		return s.appendAuditPG(ctx, e)
 	}
@@ -85,6 +87,30 @@ func (s *DB) AppendAudit(ctx context.Context, e AuditEvent) (AuditEvent, error) 
 		return wrapDB(err)
 	})
 	return e, err
+}
+
+// storable is the event as both engines store it: PostgreSQL's text holds
+// no NUL and only valid UTF-8, so each NUL and each byte that is not
+// UTF-8 becomes U+FFFD, before the hash, on every engine. An event is
+// never lost for what a comment or a certificate's name contains (the
+// action it records is done by then).
+func (e AuditEvent) storable() AuditEvent {
+	clean := func(s string) string {
+		if utf8.ValidString(s) && !strings.Contains(s, "\x00") {
+			return s
+		}
+		return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+	}
+	for _, f := range []*string{&e.Actor, &e.Action, &e.PersonID, &e.CardUUID, &e.Source, &e.Outcome, &e.Detail} {
+		*f = clean(*f)
+	}
+	if e.Serials != nil {
+		e.Serials = slices.Clone(e.Serials)
+		for i := range e.Serials {
+			e.Serials[i] = clean(e.Serials[i])
+		}
+	}
+	return e
 }
 
 // appendAuditPG appends on PostgreSQL in one statement: the head row's

@@ -153,3 +153,31 @@ func TestAuditOdditiesVerify(t *testing.T) {
 		}
 	})
 }
+
+// TestAuditNULAndInvalidUTF8: an event whose text holds a NUL or bytes
+// that are not UTF-8 (an admin's comment, a certificate's name) is
+// recorded on both engines, each such character as U+FFFD, chained and
+// verified alike. PostgreSQL's text holds neither, so before, the append
+// failed there, after the action it records had been done: an admin
+// could revoke with a NUL in the comment and leave no audit event.
+func TestAuditNULAndInvalidUTF8(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		e := AuditEvent{At: t0, Actor: "admin:CN=Ops\xff", Action: "revoke", Outcome: "ok", Serials: []string{"0a"},
+			Detail: "reason=keyCompromise; comment=a\x00b"}
+		got, err := s.AppendAudit(ctx, e)
+		if err != nil {
+			t.Fatalf("append: %v", err)
+		}
+		if n, err := VerifyAudit(ctx, s); err != nil || n != 1 {
+			t.Fatalf("verify: %d, %v", n, err)
+		}
+		evs, err := s.AuditEvents(ctx, 0, 0, "")
+		if err != nil || len(evs) != 1 {
+			t.Fatalf("read back: %d events, %v", len(evs), err)
+		}
+		if r := evs[0]; r.Detail != "reason=keyCompromise; comment=a\uFFFDb" || r.Actor != "admin:CN=Ops\uFFFD" || r.Hash != got.Hash {
+			t.Fatalf("read back actor %q detail %q hash %s, want U+FFFD for the NUL and the stray byte, hash %s", r.Actor, r.Detail, r.Hash, got.Hash)
+		}
+	})
+}
