@@ -116,7 +116,9 @@ type Config struct {
 	Pepper []byte
 	// PepperSince is when the pepper was made: verifiers and packages made
 	// before it are still accepted without it, only until they could have
-	// ended (Lifetime, then ConfirmWindow, after PepperSince).
+	// ended (Lifetime, then ConfirmWindow, after PepperSince). It comes
+	// sealed with the pepper (issuance.Escrow.GatewaySecret); zero when
+	// not known, and then nothing is accepted without the pepper.
 	PepperSince time.Time
 	// Verifier checks the card again before an enrollment, a redemption
 	// and a renewal issue anything (path, policy, a status no older than

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -399,25 +400,41 @@ func (e *Escrow) Key(ctx context.Context, id, personID string) (*EscrowedKey, er
 // it was made, sealed under the KEK in the store: made by the first replica
 // that asks, read by the others. A copy of the database without the KEK
 // does not reveal it.
+//
+// The time is sealed with the secret (in the AAD): what it was made
+// before may pass a check the secret did not exist for (the activation
+// pepper's upgrade window), so a database writer who moved created_at
+// would reopen that window for rows of their own. A moved time does not
+// unseal. A secret sealed by an earlier credgw, with its name only,
+// comes with the zero time: its time is not known, so no such window.
 func (e *Escrow) GatewaySecret(ctx context.Context, name string) ([]byte, time.Time, error) {
 	fresh := make([]byte, 32)
 	if _, err := rand.Read(fresh); err != nil {
 		return nil, time.Time{}, err
 	}
-	aad := []byte("credgw gateway secret\x00" + name)
-	sealed, err := e.kek.Seal(ctx, fresh, aad)
+	now := e.now()
+	sealed, err := e.kek.Seal(ctx, fresh, gatewaySecretAAD(name, now))
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("issuance: sealing the gateway secret %s: %w", name, err)
 	}
-	stored, since, err := e.store.GatewaySecret(ctx, name, sealed, e.now())
+	stored, since, err := e.store.GatewaySecret(ctx, name, sealed, now)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	secret, err := e.kek.Open(ctx, stored, aad)
-	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("issuance: the gateway secret %s does not unseal under this KEK (escrow.kek_uri or kek_file): %w", name, err)
+	if secret, err := e.kek.Open(ctx, stored, gatewaySecretAAD(name, since)); err == nil {
+		return secret, since, nil
 	}
-	return secret, since, nil
+	secret, err := e.kek.Open(ctx, stored, []byte("credgw gateway secret\x00"+name))
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("issuance: the gateway secret %s does not unseal under this KEK (escrow.kek_uri or kek_file), or its row in gateway_secrets was changed: %w", name, err)
+	}
+	return secret, time.Time{}, nil
+}
+
+// gatewaySecretAAD binds a gateway secret to its name and to when it was
+// made, as the store keeps it (microseconds).
+func gatewaySecretAAD(name string, made time.Time) []byte {
+	return []byte("credgw gateway secret v2\x00" + name + "\x00" + strconv.FormatInt(made.UnixMicro(), 10))
 }
 
 // PoolDepth is how many pre-generated keys wait in the pool now (the

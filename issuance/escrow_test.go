@@ -309,3 +309,69 @@ func TestUnsealKeepsHSMOutage(t *testing.T) {
 		t.Errorf("unseal under another KEK: %v, want ErrEscrowUnreadable only", err)
 	}
 }
+
+// movedSince is a store whose gateway_secrets.created_at someone with
+// write access to the database has moved.
+type movedSince struct {
+	store.IssuanceStore
+	by time.Duration
+}
+
+func (m movedSince) GatewaySecret(ctx context.Context, name string, sealed []byte, now time.Time) ([]byte, time.Time, error) {
+	stored, since, err := m.IssuanceStore.GatewaySecret(ctx, name, sealed, now)
+	return stored, since.Add(m.by), err
+}
+
+// TestGatewaySecretSinceIsSealed: when a gateway secret was made is sealed
+// with it. The activation service lets verifiers made without the pepper
+// pass for activations older than it, within a lifetime of its making; a
+// database writer who moved created_at into the future (or to just now)
+// would otherwise reopen that path for codes of their own, without the
+// KEK. A moved time fails closed; a secret sealed before the time was
+// sealed with it reads with no time at all (no such window).
+func TestGatewaySecretSinceIsSealed(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "kek")
+	if err := WriteFileKEK(path); err != nil {
+		t.Fatal(err)
+	}
+	kek, err := LoadFileKEK(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := NewEscrow(EscrowConfig{KEK: kek, Store: testStore})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	secret, since, err := e.GatewaySecret(ctx, "since-test")
+	if err != nil || since.IsZero() || time.Since(since) > time.Hour {
+		t.Fatalf("first read: since %s, %v", since, err)
+	}
+	if again, at, err := e.GatewaySecret(ctx, "since-test"); err != nil || !bytes.Equal(again, secret) || !at.Equal(since) {
+		t.Fatalf("second read: same %v, since %s (was %s), %v", bytes.Equal(again, secret), at, since, err)
+	}
+	for _, by := range []time.Duration{100 * 365 * 24 * time.Hour, time.Minute, -time.Hour} {
+		moved, err := NewEscrow(EscrowConfig{KEK: kek, Store: movedSince{testStore, by}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, at, err := moved.GatewaySecret(ctx, "since-test")
+		moved.Close()
+		if err == nil || !strings.Contains(err.Error(), "does not unseal") {
+			t.Errorf("created_at moved by %s: read with since %s, %v; want a refusal", by, at, err)
+		}
+	}
+	// A secret sealed before the time was sealed with it (name only).
+	old, err := kek.Seal(ctx, bytes.Repeat([]byte{7}, 32), []byte("credgw gateway secret\x00since-old"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := testStore.GatewaySecret(ctx, "since-old", old, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	got, at, err := e.GatewaySecret(ctx, "since-old")
+	if err != nil || !bytes.Equal(got, bytes.Repeat([]byte{7}, 32)) || !at.IsZero() {
+		t.Fatalf("a secret sealed by name only: since %s, %v; want it, with no time", at, err)
+	}
+}
