@@ -146,12 +146,13 @@ func (s *Service) enroll(ctx context.Context, sess store.PIVSession, identityNam
 		return nil, err
 	}
 	expires := now.Add(s.cfg.Lifetime)
-	err = s.cfg.Store.CreateEnrollment(ctx, store.CredentialSet{
+	cs := store.CredentialSet{
 		ID: setID, PersonID: sess.PersonID, PIVCertSHA256: sess.CertSHA256, FASCN: sess.FASCN, CardUUID: sess.CardUUID,
 		RawSubject: pivCert.RawSubject, Email: sess.Email, UPN: sess.UPN, IdentityName: identityName,
 		CredentialType: credentialType, EscrowKeyID: escrowID, State: store.SetPending, CreatedAt: now,
-	}, store.Activation{
-		ID: actID, LookupHash: code.LookupHash(secret), Verifier: s.verifier(secret, password),
+	}
+	err = s.cfg.Store.CreateEnrollment(ctx, cs, store.Activation{
+		ID: actID, LookupHash: code.LookupHash(secret), Verifier: s.verifier(secret, password, cs),
 		MaxAttempts: s.cfg.MaxAttempts, CreatedAt: now, ExpiresAt: expires,
 	}, s.cfg.MaxSets)
 	if errors.Is(err, store.ErrLimit) {

@@ -166,40 +166,48 @@ type Progress func(stage credgwv1.Stage, current, total int, message string)
 // is right: of any number of concurrent guesses, on any number of replicas,
 // at most MaxAttempts are compared, and a guess that finds none left is
 // refused with ErrLocked without a comparison.
-func (s *Service) check(ctx context.Context, id string, secret []byte, password string) (store.Activation, string, error) {
+//
+// It also returns the credential set the code unlocks, as the password's
+// verifier was checked against (its binding, keyedFor): a later read of
+// the set must agree with it (sameBinding).
+func (s *Service) check(ctx context.Context, id string, secret []byte, password string) (store.Activation, store.CredentialSet, string, error) {
+	var cs store.CredentialSet
 	a, err := s.cfg.Store.ActivationByID(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return a, "", ErrNotAccepted
+		return a, cs, "", ErrNotAccepted
 	}
 	if err != nil {
-		return a, "", err
+		return a, cs, "", err
 	}
 	if subtle.ConstantTimeCompare([]byte(code.LookupHash(secret)), []byte(a.LookupHash)) != 1 {
-		return a, "", ErrNotAccepted
+		return a, cs, "", ErrNotAccepted
 	}
 	if err := s.stateError(a); err != nil {
-		return a, "", err
+		return a, cs, "", err
+	}
+	if cs, err = s.cfg.Store.CredentialSet(ctx, a.CredentialSetID); err != nil {
+		return a, cs, "", err
 	}
 	// Counted while pending and while redeeming (a resume needs the
 	// password too): a photo of the QR code gives no unlimited guesses.
 	a, err = s.reserve(ctx, id)
 	if err != nil {
-		return a, "", s.refused(ctx, id, err)
+		return a, cs, "", s.refused(ctx, id, err)
 	}
 	// The reservation is settled whatever the caller does meanwhile.
 	bg := context.WithoutCancel(ctx)
 	pw, ferr := code.NormalizePassword(password)
-	if ferr == nil && s.passwordMatches(a, secret, pw) {
+	if ferr == nil && a.CredentialSetID == cs.ID && s.passwordMatches(a, cs, secret, pw) {
 		back, err := s.cfg.Store.ReturnAttempt(bg, id)
 		if err != nil {
 			// Locked (or expired, or confirmed) since the reservation.
-			return a, "", s.refused(bg, id, err)
+			return a, cs, "", s.refused(bg, id, err)
 		}
-		return back, pw, nil
+		return back, cs, pw, nil
 	}
 	locked, redeeming, err := s.cfg.Store.LockIfSpent(bg, id)
 	if err != nil {
-		return a, "", err
+		return a, cs, "", err
 	}
 	if locked {
 		if s.cfg.Lockout != nil {
@@ -215,11 +223,22 @@ func (s *Service) check(ctx context.Context, id string, secret []byte, password 
 					"credential_set_id", a.CredentialSetID, "cause", err.Error())
 			}
 		}
-		return a, "", errLockedNow
+		return a, cs, "", errLockedNow
 	}
 	// Not locked although this reservation was the last: a right password
 	// counted meanwhile gave its attempt back, which is the one left.
-	return a, "", &WrongPasswordError{AttemptsLeft: max(a.MaxAttempts-a.FailedAttempts, 1)}
+	return a, cs, "", &WrongPasswordError{AttemptsLeft: max(a.MaxAttempts-a.FailedAttempts, 1)}
+}
+
+// sameSet refuses a set whose binding changed between the password check
+// and this read: its row was written by something other than credgw.
+func (s *Service) sameSet(ctx context.Context, checked, now store.CredentialSet) error {
+	if sameBinding(checked, now) {
+		return nil
+	}
+	s.cfg.Log.ErrorContext(ctx, "credential set changed in the database during a redemption: refused (who or what it is for is not what the code was made for)",
+		"credential_set_id", checked.ID)
+	return denied("this code's credential set changed in the database during the redemption: nothing was issued; tell the credgw operators")
 }
 
 // reserveWait is how long a guess waits for the attempts being compared
@@ -290,7 +309,7 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 	if progress == nil {
 		progress = func(credgwv1.Stage, int, int, string) {}
 	}
-	a, password, err := s.check(ctx, req.ActivationID, req.Secret, req.Password)
+	a, bound, password, err := s.check(ctx, req.ActivationID, req.Secret, req.Password)
 	if err != nil {
 		return nil, err
 	}
@@ -318,6 +337,8 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 		// checked again before it goes out.
 		if cs, err := s.cfg.Store.CredentialSet(ctx, a.CredentialSetID); err != nil {
 			return nil, err
+		} else if err := s.sameSet(ctx, bound, cs); err != nil {
+			return nil, err
 		} else if err := s.checkCard(ctx, cs.PIVCertSHA256); err != nil {
 			return nil, err
 		}
@@ -335,6 +356,9 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 	progress(credgwv1.Stage_STAGE_VALIDATING, 1, 1, "checking the certificate requests")
 	cs, err := s.cfg.Store.CredentialSet(ctx, a.CredentialSetID)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.sameSet(ctx, bound, cs); err != nil {
 		return nil, err
 	}
 	if err := s.checkNotTerminated(ctx, cs.FASCN, cs.CardUUID, cs.PersonID); err != nil {

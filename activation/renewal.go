@@ -70,7 +70,7 @@ func (s *Service) enrollRenewal(ctx context.Context, old store.CredentialSet, se
 	// One more live set than the cap allows: the old one is revoked when
 	// the device confirms the new one.
 	err = s.cfg.Store.CreateEnrollment(ctx, cs, store.Activation{
-		ID: actID, LookupHash: code.LookupHash(secret), Verifier: s.verifier(secret, pw),
+		ID: actID, LookupHash: code.LookupHash(secret), Verifier: s.verifier(secret, pw, cs),
 		MaxAttempts: s.cfg.MaxAttempts, CreatedAt: now, ExpiresAt: now.Add(s.cfg.Lifetime),
 	}, s.cfg.MaxSets+1)
 	switch {

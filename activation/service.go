@@ -1,10 +1,12 @@
 package activation
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -120,6 +122,11 @@ type Config struct {
 	// sealed with the pepper (issuance.Escrow.GatewaySecret); zero when
 	// not known, and then nothing is accepted without the pepper.
 	PepperSince time.Time
+	// BindingSince is when verifiers began to be bound to their set
+	// (keyedFor); sealed like PepperSince. Those made before it, keyed
+	// with the pepper only, are accepted until Lifetime after it; zero:
+	// none is.
+	BindingSince time.Time
 	// Verifier checks the card again before an enrollment, a redemption
 	// and a renewal issue anything (path, policy, a status no older than
 	// piv.max_status_age): a *piv.Verifier.
@@ -172,10 +179,47 @@ func (s *Service) keyed(secret []byte) []byte {
 	return m.Sum(nil)
 }
 
-// verifier is what the store keeps to check a password.
-func (s *Service) verifier(secret []byte, password string) []byte {
-	return code.Verifier(s.keyed(secret), password)
+// verifier is what the store keeps to check a password: bound to the
+// credential set the code unlocks (setBinding), so that the code opens
+// that set and no other, as it was made.
+func (s *Service) verifier(secret []byte, password string, cs store.CredentialSet) []byte {
+	return code.Verifier(s.keyedFor(secret, cs), password)
 }
+
+// keyedFor is the QR secret keyed with the pepper and bound to cs: a
+// database writer who moves a set to another person (its identity
+// columns) or an activation to another set has a verifier that no longer
+// matches, and without the pepper cannot make one that does. Before,
+// someone with their own card and write access to the database could
+// point their own pending set at a colleague and redeem their own code
+// for certificates in the colleague's name and the colleague's escrowed
+// key history.
+func (s *Service) keyedFor(secret []byte, cs store.CredentialSet) []byte {
+	m := hmac.New(sha256.New, s.cfg.Pepper)
+	m.Write([]byte("credgw-activation-secret-v3\x00"))
+	m.Write(setBinding(cs))
+	m.Write(secret)
+	return m.Sum(nil)
+}
+
+// setBinding is what of a credential set its code is bound to: the set,
+// the person, the card and the names its certificates carry, the
+// credential type and the set it renews. None of these changes after the
+// enrollment (the escrow key id does: a failed issuance rotates it, and
+// the escrowed key is bound to the person by its own AAD).
+func setBinding(cs store.CredentialSet) []byte {
+	var b []byte
+	for _, f := range [][]byte{[]byte(cs.ID), []byte(cs.PersonID), []byte(cs.PIVCertSHA256), cs.FASCN, []byte(cs.CardUUID),
+		cs.RawSubject, []byte(cs.Email), []byte(cs.UPN), []byte(cs.CredentialType), []byte(cs.RenewsSetID)} {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(f)))
+		b = append(b, f...)
+	}
+	return b
+}
+
+// sameBinding reports whether two reads of a set agree on what its code
+// is bound to.
+func sameBinding(a, b store.CredentialSet) bool { return bytes.Equal(setBinding(a), setBinding(b)) }
 
 // passwordMatches checks a password against a stored verifier. A verifier
 // stored before the pepper existed (code.Verifier of the bare secret)
@@ -183,8 +227,16 @@ func (s *Service) verifier(secret []byte, password string) []byte {
 // pepper's making: the activations pending while a gateway is upgraded.
 // Afterwards, never: a row written into the database by someone without
 // the KEK redeems nothing.
-func (s *Service) passwordMatches(a store.Activation, secret []byte, password string) bool {
-	if code.CheckPassword(s.keyed(secret), password, a.Verifier) {
+//
+// A verifier keyed with the pepper but bound to no set (credgw before
+// BindingSince) matches likewise for an activation made before
+// BindingSince, within Lifetime of it.
+func (s *Service) passwordMatches(a store.Activation, cs store.CredentialSet, secret []byte, password string) bool {
+	if code.CheckPassword(s.keyedFor(secret, cs), password, a.Verifier) {
+		return true
+	}
+	unbound := a.CreatedAt.Before(s.cfg.BindingSince) && s.cfg.Now().Before(s.cfg.BindingSince.Add(s.cfg.Lifetime))
+	if unbound && code.CheckPassword(s.keyed(secret), password, a.Verifier) {
 		return true
 	}
 	legacy := a.CreatedAt.Before(s.cfg.PepperSince) && s.cfg.Now().Before(s.cfg.PepperSince.Add(s.cfg.Lifetime))

@@ -45,13 +45,19 @@ func (s *Server) newServices(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	// Only its sealed time counts: when verifiers began to be bound to
+	// their credential set (activation.Config.BindingSince).
+	_, bindingSince, err := s.escrow.GatewaySecret(ctx, "activation-set-binding")
+	if err != nil {
+		return err
+	}
 	policy, err := cfg.AttestPolicy()
 	if err != nil {
 		return err
 	}
 	if s.activation, err = activation.New(activation.Config{
 		Attest: policy, RefuseUnattested: cfg.Attest.Unattested == "refuse",
-		Store: s.store, Issuer: s.ca, Escrow: s.escrow, Pepper: pepper, PepperSince: pepperSince, Gateway: cfg.Enroll.GatewayAddress, Pin: pin[:],
+		Store: s.store, Issuer: s.ca, Escrow: s.escrow, Pepper: pepper, PepperSince: pepperSince, BindingSince: bindingSince, Gateway: cfg.Enroll.GatewayAddress, Pin: pin[:],
 		PasswordDigits: cfg.Enroll.PasswordDigits, Lifetime: cfg.Enroll.Lifetime.Duration, MaxAttempts: cfg.Enroll.MaxAttempts,
 		MaxSets: cfg.Enroll.MaxSets, ConfirmWindow: cfg.Enroll.ConfirmWindow.Duration, RenewalPercent: cfg.Renewal.OpensAtPercent,
 		Verifier: s.verifier, Audit: s.audit, Notify: s.outbox, Log: s.log, Now: now, Lockout: s.metrics.lockouts.Inc,
