@@ -85,10 +85,25 @@ type decoder struct {
 	keys     map[string][]byte // PBKDF2 outputs by parameters: bags that share a salt cost one derivation
 	keyBags  []keyBag
 	certs    []certBagEntry
+	work     int64 // iterations of the derivations run so far (MaxWork)
 }
 
-// maxIterations is MaxIterations; a test lowers it.
-var maxIterations int64 = MaxIterations
+// maxIterations is MaxIterations and maxWork MaxWork; tests lower them.
+var (
+	maxIterations int64 = MaxIterations
+	maxWork       int64 = MaxWork
+)
+
+// spend charges a derivation of iterations rounds to the file before it
+// runs, and refuses it if the file's total would pass maxWork.
+func (d *decoder) spend(what string, iterations int64) error {
+	if iterations > maxWork-d.work {
+		return fmt.Errorf("%w: %s of %d iterations would bring the file's key derivations to %d iterations, more than the %d allowed",
+			ErrTooMuchWork, what, iterations, d.work+iterations, maxWork)
+	}
+	d.work += iterations
+	return nil
+}
 
 var errMalformed = errors.New("pfx: not a DER-encoded PKCS#12 file (malformed ASN.1)")
 
@@ -204,6 +219,9 @@ func (d *decoder) checkMAC(pfx *cryptobyte.String, authSafe []byte) error {
 	if err != nil {
 		return ErrIncorrectPassword
 	}
+	if err := d.spend("the MAC key derivation", iterations); err != nil {
+		return err
+	}
 	m := hmac.New(h, macKey(h, pw, salt, int(iterations)))
 	m.Write(authSafe)
 	if !constantTimeEqual(m.Sum(nil), digest) {
@@ -303,6 +321,9 @@ func (d *decoder) derive(h func() hash.Hash, prf asn1.ObjectIdentifier, salt []b
 	id := prf.String() + "/" + strconv.Itoa(iterations) + "/" + strconv.Itoa(n) + "/" + string(salt)
 	if k, ok := d.keys[id]; ok {
 		return k, nil
+	}
+	if err := d.spend("a PBKDF2 derivation", int64(iterations)); err != nil {
+		return nil, err
 	}
 	// PBES2 takes the password's bytes as they are (UTF-8), unlike the
 	// PKCS#12 derivation of the MAC key.

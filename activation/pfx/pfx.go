@@ -26,7 +26,8 @@
 // Decode reads what Encode writes and what OpenSSL and go-pkcs12 write with
 // PBES2: MAC with SHA-1 or SHA-256, PBKDF2 with HMAC-SHA-1 to SHA-512,
 // AES-CBC. It refuses the legacy RC2/3DES PBEs, PBMAC1, unknown bag types
-// and trailing data, and verifies the MAC before it decrypts anything.
+// and trailing data, bounds a file's key-derivation work (MaxIterations
+// each, MaxWork in all), and verifies the MAC before it decrypts anything.
 package pfx
 
 import (
@@ -94,9 +95,44 @@ const PINIterations = 600_000
 // no maximum.
 const PINMACIterations = 2 * PINIterations
 
-// MaxIterations bounds what Decode accepts, so that a file cannot make its
-// reader spin.
+// MaxIterations bounds the iteration count of each key derivation Decode
+// runs (the MAC's and each PBES2 salt's), so that a file cannot make its
+// reader spin. MaxWork bounds their sum.
 const MaxIterations = 10_000_000
+
+// MaxWork bounds the key-derivation work of one Decode: the sum of the
+// iteration counts of every derivation it runs, the MAC's included. A
+// derivation that would pass it is refused before it runs
+// (ErrTooMuchWork). MaxIterations alone bounds each derivation, not the
+// file: every EncryptedData content and every shrouded key bag may carry a
+// salt of its own, and a bag is about 150 bytes, so a file the size of a
+// package (16 MiB) could ask for some 100,000 derivations of 10,000,000
+// rounds, some 40 hours of a device's CPU. (Bags that share a salt and a
+// count share one derivation and are charged once.)
+//
+// The arithmetic:
+//   - credgw's own files: a Writer derives once for all its bags and once
+//     for the MAC, whatever the number of keys. The transport
+//     encryption.p12 (activation/code.TransportPKCS12Iterations) costs
+//     1,000 + 1,000 = 2,000; a file under the keystore PIN, PINIterations
+//     and PINMACIterations, 600,000 + 1,200,000 = 1,800,000.
+//   - a full key history (the current key and the 20 a PIV card keeps)
+//     written by a writer that salts every bag apart, at the PIN counts:
+//     21 key bags and one certificates' bag, 22 × 600,000, and the MAC,
+//     1,200,000: 14,400,000.
+//   - one key as OpenSSL and go-pkcs12 lay it out (the keys' bag and the
+//     certificates' bag each with a salt, and the MAC) at MaxIterations
+//     each: 3 × 10,000,000 = 30,000,000, the bound. Every such file that
+//     Decode opened before MaxWork still opens.
+//
+// At about 1.5 s of a phone's CPU per 10,000,000 PBKDF2-HMAC-SHA-256
+// rounds, the most one file can cost is some 4.5 s.
+const MaxWork = 3 * MaxIterations
+
+// ErrTooMuchWork: the file asks for more key-derivation work than MaxWork
+// (many bags, each salted apart, or counts that add up past it). Nothing
+// past the bound was derived.
+var ErrTooMuchWork = errors.New("pfx: the file asks for more key-derivation work than a PKCS#12 file needs (refused before deriving)")
 
 // ErrIncorrectPassword: the MAC does not verify under the password (or
 // the file was changed).

@@ -3,13 +3,19 @@ package pfx
 import (
 	"bytes"
 	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
+	"crypto/pbkdf2"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
+	"fmt"
 	"math/big"
 	"os"
 	"os/exec"
@@ -176,7 +182,7 @@ func TestInteropOpenSSL(t *testing.T) {
 
 // fileWith wraps arbitrary safe contents in a MAC'd file, for rejections
 // that Encode never writes.
-func fileWith(t *testing.T, password string, iterations int, cis ...func(*cryptobyte.Builder)) []byte {
+func fileWith(t testing.TB, password string, iterations int, cis ...func(*cryptobyte.Builder)) []byte {
 	t.Helper()
 	var as cryptobyte.Builder
 	as.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
@@ -321,8 +327,16 @@ func FuzzDecode(f *testing.F) {
 	good, _ := Encode(fx.entries[1:3], []*x509.Certificate{fx.ca}, "1", 1)
 	f.Add(good, "1")
 	f.Add([]byte{0x30, 0x03, 0x02, 0x01, 0x03}, "")
-	maxIterations = 64 // a mutated count must not make each run a second long
-	f.Cleanup(func() { maxIterations = MaxIterations })
+	// Past the work budget: bags salted apart (see TestDecodeWorkBudget).
+	var apart []func(*cryptobyte.Builder)
+	for i := range 5 {
+		apart = append(apart, encryptedCI(f, "1", []byte{byte(i)}, 64, []byte{0x30, 0}, false))
+	}
+	f.Add(fileWith(f, "1", 1, apart...), "1")
+	// A mutated count must not make each run a second long, nor many
+	// counts many seconds.
+	maxIterations, maxWork = 64, 256
+	f.Cleanup(func() { maxIterations, maxWork = MaxIterations, MaxWork })
 	f.Fuzz(func(t *testing.T, der []byte, password string) {
 		entries, _, err := Decode(der, password)
 		if err != nil {
@@ -348,11 +362,15 @@ func FuzzSafeContents(f *testing.F) {
 	f.Add(sc, "1")
 	good, _ := encode(rand.Reader, fx.entries[1:2], nil, "1", 1, 1)
 	f.Add([]byte(good), "1")
-	maxIterations = 64
-	f.Cleanup(func() { maxIterations = MaxIterations })
+	maxIterations, maxWork = 64, 256
+	f.Cleanup(func() { maxIterations, maxWork = MaxIterations, MaxWork })
 	f.Fuzz(func(t *testing.T, data []byte, password string) {
 		d := decoder{keys: map[string][]byte{}, password: password}
-		if err := d.safeContents(data); err != nil {
+		err := d.safeContents(data)
+		if d.work > maxWork {
+			t.Fatalf("%d iterations derived, past the budget of %d", d.work, maxWork)
+		}
+		if err != nil {
 			return
 		}
 		for _, k := range d.keyBags {
@@ -380,8 +398,15 @@ func FuzzAuthSafe(f *testing.F) {
 	})
 	f.Add(as.BytesOrPanic())
 	f.Add([]byte{0x30, 0x00})
-	maxIterations = 64
-	f.Cleanup(func() { maxIterations = MaxIterations })
+	var apart cryptobyte.Builder // five salts at 64: past a budget of 256
+	apart.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		for i := range 5 {
+			encryptedCI(f, "1", []byte{byte(i)}, 64, []byte{0x30, 0}, false)(b)
+		}
+	})
+	f.Add(apart.BytesOrPanic())
+	maxIterations, maxWork = 64, 256
+	f.Cleanup(func() { maxIterations, maxWork = MaxIterations, MaxWork })
 	pw, _ := bmpPassword("1")
 	f.Fuzz(func(t *testing.T, authSafe []byte) {
 		der, err := withMAC(rand.Reader, authSafe, pw, 1)
@@ -619,6 +644,171 @@ func BenchmarkEncodePIN(b *testing.B) {
 	for b.Loop() {
 		if _, err := encode(rand.Reader, f.entries[1:2], []*x509.Certificate{f.ca}, "tr0ub4dor&3", PINIterations, PINMACIterations); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// encryptedCI is an EncryptedData content of the authenticated safe: plain
+// (a SafeContents) under PBES2 with PBKDF2-HMAC-SHA-256 of salt and
+// iterations and AES-256-CBC. With garbage, the ciphertext is random bytes
+// instead, which no derivation opens: a refusal then shows that the
+// derivation never ran (it would have said the bag does not decrypt).
+func encryptedCI(t testing.TB, password string, salt []byte, iterations int, plain []byte, garbage bool) func(*cryptobyte.Builder) {
+	t.Helper()
+	iv := make([]byte, aes.BlockSize)
+	rand.Read(iv)
+	pad := aes.BlockSize - len(plain)%aes.BlockSize
+	ct := append(bytes.Clone(plain), bytes.Repeat([]byte{byte(pad)}, pad)...)
+	if garbage {
+		rand.Read(ct)
+	} else {
+		key, err := pbkdf2.Key(sha256.New, password, salt, iterations, 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		block, _ := aes.NewCipher(key)
+		cipher.NewCBCEncrypter(block, iv).CryptBlocks(ct, ct)
+	}
+	return func(b *cryptobyte.Builder) {
+		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+			b.AddASN1ObjectIdentifier(oidEncryptedData)
+			b.AddASN1(cbasn1.Tag(0).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) {
+				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+					b.AddASN1Int64(0)
+					b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+						b.AddASN1ObjectIdentifier(oidData)
+						b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+							b.AddASN1ObjectIdentifier(oidPBES2)
+							b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+								b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+									b.AddASN1ObjectIdentifier(oidPBKDF2)
+									b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+										b.AddASN1OctetString(salt)
+										b.AddASN1Int64(int64(iterations))
+										b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+											b.AddASN1ObjectIdentifier(oidHMACSHA256)
+											b.AddASN1NULL()
+										})
+									})
+								})
+								b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+									b.AddASN1ObjectIdentifier(oidAES256CBC)
+									b.AddASN1OctetString(iv)
+								})
+							})
+						})
+						b.AddASN1(cbasn1.Tag(0).ContextSpecific(), func(b *cryptobyte.Builder) { b.AddBytes(ct) })
+					})
+				})
+			})
+		})
+	}
+}
+
+// TestDecodeWorkBudget: the key-derivation work of one file is bounded as
+// a whole, not bag by bag. A file of many EncryptedData contents, each
+// with its own salt at a count each within maxIterations, is refused
+// before the derivation that would pass maxWork; bags that share a salt
+// cost one derivation; a file within the budget opens.
+func TestDecodeWorkBudget(t *testing.T) {
+	maxIterations, maxWork = 4096, 10_000
+	defer func() { maxIterations, maxWork = MaxIterations, MaxWork }()
+	empty := []byte{0x30, 0x00} // a SafeContents of no bags
+	salt := func(i int) []byte { return []byte(fmt.Sprintf("salt number %04d", i)) }
+
+	// MAC 1,000 + 4,000 + 4,000 = 9,000: within 10,000.
+	within := fileWith(t, "1", 1000,
+		encryptedCI(t, "1", salt(1), 4000, empty, false),
+		encryptedCI(t, "1", salt(2), 4000, empty, false))
+	if _, _, err := Decode(within, "1"); err != nil {
+		t.Fatalf("a file within the budget: %v", err)
+	}
+
+	// A third salt at 4,000 would make 13,000: refused before its
+	// derivation (its ciphertext is random: deriving would have failed
+	// otherwise).
+	over := fileWith(t, "1", 1000,
+		encryptedCI(t, "1", salt(1), 4000, empty, false),
+		encryptedCI(t, "1", salt(2), 4000, empty, false),
+		encryptedCI(t, "1", salt(3), 4000, empty, true))
+	_, _, err := Decode(over, "1")
+	if !errors.Is(err, ErrTooMuchWork) {
+		t.Fatalf("err = %v, want ErrTooMuchWork", err)
+	}
+	for _, want := range []string{"13000", "10000"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %s", err, want)
+		}
+	}
+
+	// Many bags, each salted apart at a modest count: the attack.
+	var many []func(*cryptobyte.Builder)
+	for i := range 100 {
+		many = append(many, encryptedCI(t, "1", salt(i), 100, empty, i >= 90))
+	}
+	if _, _, err := Decode(fileWith(t, "1", 1000, many...), "1"); !errors.Is(err, ErrTooMuchWork) {
+		t.Fatalf("100 bags salted apart: err = %v, want ErrTooMuchWork", err)
+	}
+
+	// The MAC counts: a MAC of 4,000 leaves room for one bag of 4,000,
+	// not two.
+	if _, _, err := Decode(fileWith(t, "1", 4000,
+		encryptedCI(t, "1", salt(1), 4000, empty, false),
+		encryptedCI(t, "1", salt(2), 4000, empty, true)), "1"); !errors.Is(err, ErrTooMuchWork) {
+		t.Fatalf("MAC and bags past the budget: err = %v, want ErrTooMuchWork", err)
+	}
+
+	// Bags that share a salt and count cost one derivation, as Encode
+	// writes them: many of them fit.
+	var shared []func(*cryptobyte.Builder)
+	for range 100 {
+		shared = append(shared, encryptedCI(t, "1", salt(7), 4000, empty, false))
+	}
+	if _, _, err := Decode(fileWith(t, "1", 4000, shared...), "1"); err != nil {
+		t.Fatalf("100 bags under one salt: %v", err)
+	}
+}
+
+// TestDecodeKeyHistoryWithinBudget: the largest files credgw writes open
+// under the real bounds: a full key history (the current key and
+// MaxKeyHistory = 20 earlier ones) as the agent writes it under a PIN and
+// as the gateway writes it for transport; and MaxWork leaves room for a
+// writer that salts every bag apart.
+func TestDecodeKeyHistoryWithinBudget(t *testing.T) {
+	if maxWork != MaxWork || maxIterations != MaxIterations {
+		t.Fatal("a test left the bounds lowered")
+	}
+	const keys = 21
+	if w := keys*PINIterations + PINIterations + PINMACIterations; w > MaxWork {
+		t.Fatalf("%d keys at the PIN counts, every bag salted apart, need %d iterations; MaxWork is %d", keys, w, MaxWork)
+	}
+	if 3*MaxIterations > MaxWork {
+		t.Fatal("MaxWork refuses a one-key file (keys' bag, certificates' bag, MAC) at MaxIterations")
+	}
+	f := testFixture(t)
+	var entries []Entry
+	for len(entries) < keys {
+		entries = append(entries, f.entries[1+len(entries)%3])
+	}
+	w, err := NewWriter("s3cret-PIN", PINIterations, PINMACIterations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	underPIN, err := w.Encode(entries, []*x509.Certificate{f.ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	transport, err := Encode(entries, []*x509.Certificate{f.ca}, "s3cret", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		der      []byte
+		password string
+	}{"under a PIN": {underPIN, "s3cret-PIN"}, "for transport": {transport, "s3cret"}} {
+		got, _, err := Decode(tc.der, tc.password)
+		if err != nil || len(got) != keys {
+			t.Fatalf("%s: %d keys, %v", name, len(got), err)
 		}
 	}
 }
