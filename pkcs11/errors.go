@@ -29,8 +29,10 @@ var (
 	// ErrDecrypt means a decryption failed: wrong key, or the data was
 	// tampered with.
 	ErrDecrypt = errors.New("pkcs11: decryption failed")
-	// ErrKeyChanged means a key's CKA_ID now names a different key than
-	// when the Signer was opened (the token was re-created).
+	// ErrKeyChanged means a key's CKA_ID (and label) now names a
+	// different key than when the Signer or AESKey was opened (the token
+	// was re-created, or another token has its label). Nothing is signed,
+	// sealed or opened with the other key.
 	ErrKeyChanged = errors.New("pkcs11: key changed")
 	// ErrClosed means the module or token was closed.
 	ErrClosed = errors.New("pkcs11: closed")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/aes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -12,6 +13,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"os"
 	"os/exec"
@@ -391,6 +393,178 @@ func TestTokenRecreatedWithAnotherKey(t *testing.T) {
 	mustGenerate(t, tok, KeySpec{Type: ECP256, ID: []byte{1}, Label: "k"})
 	if _, err := s.Sign(rand.Reader, d[:], crypto.SHA256); !errors.Is(err, ErrKeyChanged) {
 		t.Fatalf("err = %v, want ErrKeyChanged", err)
+	}
+}
+
+// TestAESKeyRecreatedWithAnotherKey: an AES key (the escrow KEK) never
+// seals or opens with a key other than the one it was opened as. The
+// token is re-created by another process with the same AES key under the
+// same CKA_ID and label (a reconnect that keeps working), then with
+// another key under them (ErrKeyChanged for Seal and Open, however often
+// asked), then with the first key again; and, without a reconnect forced
+// from outside, the key is deleted and another generated in its place.
+func TestAESKeyRecreatedWithAnotherKey(t *testing.T) {
+	label := uniqueLabel(t)
+	dir := t.TempDir()
+	keyFile := func(name string) (string, []byte) {
+		k := make([]byte, 32)
+		rand.Read(k)
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, k, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p, k
+	}
+	first, firstKey := keyFile("first.key")
+	second, secondKey := keyFile("second.key")
+	create := func(file string) {
+		softhsmUtil(t, "--init-token", "--free", "--label", label, "--so-pin", testSOPIN, "--pin", testPIN)
+		softhsmUtil(t, "--import", file, "--aes", "--token", label, "--id", "6b656b2d31", "--label", "escrow KEK", "--pin", testPIN)
+	}
+	create(first)
+	m := openModule(t)
+	ctx := context.Background()
+	tok, err := m.OpenToken(ctx, TokenConfig{Label: label, PIN: []byte(testPIN)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tok.Close()
+	ref := KeyRef{ID: []byte("kek-1"), Label: "escrow KEK"}
+	k, err := tok.AESKey(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aad := []byte("escrowed key 1")
+	sealed, err := k.Seal(ctx, []byte("an escrowed private key"), aad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recreate := func(file string) {
+		softhsmUtil(t, "--delete-token", "--token", label)
+		create(file)
+		_, _ = k.Seal(ctx, []byte("x"), aad) // may fail while reconnecting
+	}
+	works := func(when string) {
+		t.Helper()
+		if _, err := k.Seal(ctx, []byte("another escrowed key"), aad); err != nil {
+			t.Fatalf("%s: Seal: %v", when, err)
+		}
+		if pt, err := k.Open(ctx, sealed, aad); err != nil || string(pt) != "an escrowed private key" {
+			t.Fatalf("%s: Open: %v", when, err)
+		}
+	}
+	refused := func(when string) {
+		t.Helper()
+		for range 2 {
+			_, err := k.Seal(ctx, []byte("another escrowed key"), aad)
+			if !errors.Is(err, ErrKeyChanged) {
+				t.Fatalf("%s: Seal: err = %v, want ErrKeyChanged", when, err)
+			}
+			for _, key := range [][]byte{firstKey, secondKey} {
+				if strings.Contains(err.Error(), fmt.Sprintf("%x", key)) || strings.Contains(err.Error(), fmt.Sprintf("%x", key[:3])) {
+					t.Fatalf("error %q shows key material", err)
+				}
+			}
+			if _, err := k.Open(ctx, sealed, aad); !errors.Is(err, ErrKeyChanged) {
+				t.Fatalf("%s: Open: err = %v, want ErrKeyChanged", when, err)
+			}
+		}
+	}
+
+	epoch := tok.currentEpoch()
+	recreate(first)
+	if tok.currentEpoch() == epoch {
+		t.Fatal("the pool did not reconnect")
+	}
+	works("the token re-created with the same key")
+
+	recreate(second)
+	refused("the token re-created with another key")
+
+	// The first key back: a refused key is not remembered as refused.
+	// (SoftHSM answers a search on a session of a deleted token with
+	// nothing rather than an error, and the refusal used no handle, so
+	// nothing has told the pool to reconnect: close its sessions, as
+	// TestSessionsClosedUnderPool does.)
+	recreate(first)
+	tok.mod.mu.RLock()
+	err = tok.mod.ctx.CloseAllSessions(tok.slot)
+	tok.mod.mu.RUnlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	works("the first key back")
+
+	// Deleted and generated again under the same CKA_ID and label by
+	// someone else on the same token: the handle goes stale, the pool
+	// reconnects, the key found is another.
+	if n, err := tok.DeleteObjects(ctx, Query{Class: ClassSecretKey, ID: ref.ID}); err != nil || n != 1 {
+		t.Fatalf("DeleteObjects = %d, %v", n, err)
+	}
+	if _, err := tok.GenerateAESKey(ctx, ref); err != nil {
+		t.Fatal(err)
+	}
+	refused("another key generated in its place")
+}
+
+// TestAESKeyFingerprint: the fingerprint an AESKey keeps is the known
+// answer of the first mechanism the key allows (AES-ECB, else AES-GCM),
+// else CKA_CHECK_VALUE, which is what PKCS#11 v2.40 says: the first 3
+// bytes of the ECB encryption of a zero block.
+func TestAESKeyFingerprint(t *testing.T) {
+	tok := newToken(t, TokenConfig{})
+	ctx := context.Background()
+	value := make([]byte, 32)
+	rand.Read(value)
+	block, _ := aes.NewCipher(value)
+	create := func(id string, allowed ...uint) {
+		t.Helper()
+		tpl := []*p11.Attribute{
+			p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+			p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
+			p11.NewAttribute(p11.CKA_TOKEN, true),
+			p11.NewAttribute(p11.CKA_PRIVATE, true),
+			p11.NewAttribute(p11.CKA_SENSITIVE, true),
+			p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
+			p11.NewAttribute(p11.CKA_ENCRYPT, true),
+			p11.NewAttribute(p11.CKA_DECRYPT, true),
+			p11.NewAttribute(p11.CKA_VALUE, value),
+			p11.NewAttribute(p11.CKA_ID, []byte(id)),
+			p11.NewAttribute(p11.CKA_ALLOWED_MECHANISMS, mechanisms(allowed...)),
+		}
+		if err := tok.do(ctx, func(c *p11.Ctx, sh p11.SessionHandle, _ uint64) error {
+			_, err := c.CreateObject(sh, tpl)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ecb := make([]byte, aes.BlockSize)
+	block.Encrypt(ecb, aesKATBlock)
+	ecbSum := sha256.Sum256(ecb)
+	zero := make([]byte, aes.BlockSize)
+	block.Encrypt(zero, zero)
+	for _, tc := range []struct {
+		id      string
+		allowed []uint
+		method  string
+		value   []byte
+	}{
+		{"ecb", []uint{p11.CKM_AES_ECB, p11.CKM_AES_GCM}, "AES-ECB known answer", ecbSum[:]},
+		{"gcm", []uint{p11.CKM_AES_GCM}, "AES-GCM known answer", nil},
+		{"check value", []uint{p11.CKM_AES_CBC_PAD}, "CKA_CHECK_VALUE", zero[:3]},
+	} {
+		create(tc.id, tc.allowed...)
+		k, err := tok.AESKey(ctx, KeyRef{ID: []byte(tc.id)})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.id, err)
+		}
+		if k.fp.method != tc.method || (tc.value != nil && !bytes.Equal(k.fp.value, tc.value)) {
+			t.Errorf("%s: fingerprint by %s, want %s (or the value differs)", tc.id, k.fp.method, tc.method)
+		}
+		if bytes.Contains(k.fp.value, value[:8]) {
+			t.Errorf("%s: the fingerprint holds key bytes", tc.id)
+		}
 	}
 }
 
