@@ -507,6 +507,45 @@ func TestConfigErrors(t *testing.T) {
 // TestSignInRateLimited: one card looping on BeginSession is held to its
 // rate after a burst, with ResourceExhausted and a RetryInfo saying when
 // to come back; another card is not held back by it (issue 14, point 7).
+// TestSpentChallengeFreesItsSlot: a card's outstanding challenges are
+// those issued and not yet spent. A challenge spent by a CompleteSession
+// that fails (a bad signature here; an OCSP outage likewise) is no longer
+// outstanding, and one that a CompleteSession never found (an unknown
+// session id) frees nothing. Before, only a successful completion gave the
+// slot back: a person whose sign-ins failed 16 times in two minutes was
+// refused a challenge until they expired.
+func TestSpentChallengeFreesItsSlot(t *testing.T) {
+	ctx := context.Background()
+	c := newCard(t, hsmsim.CardSpec{Email: "retries@example.com"})
+	client := credgwv1.NewPIVAuthClient(dial(t, c.tlsCert()))
+	for i := 0; i <= server.DefaultOutstandingChallenges; i++ {
+		b, err := client.BeginSession(ctx, &credgwv1.BeginSessionRequest{})
+		if err != nil {
+			t.Fatalf("challenge %d after %d failed sign-ins: %v", i+1, i, err)
+		}
+		bad := append([]byte{}, c.sign(t, b)...)
+		bad[len(bad)-1] ^= 1
+		_, err = client.CompleteSession(ctx, &credgwv1.CompleteSessionRequest{SessionId: b.GetSessionId(), PivAuthCertificate: c.auth.Raw, Signature: bad})
+		if status.Code(err) != codes.PermissionDenied && status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("a bad signature: %v", err)
+		}
+	}
+	// Unknown session ids free nothing: the card's open challenges stay
+	// counted.
+	other := newCard(t, hsmsim.CardSpec{Email: "hoarder@example.com"})
+	hoarder := credgwv1.NewPIVAuthClient(dial(t, other.tlsCert()))
+	for i := 0; i < server.DefaultOutstandingChallenges; i++ {
+		if _, err := hoarder.BeginSession(ctx, &credgwv1.BeginSessionRequest{}); err != nil {
+			t.Fatalf("challenge %d: %v", i+1, err)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		hoarder.CompleteSession(ctx, &credgwv1.CompleteSessionRequest{SessionId: "no-such-session", PivAuthCertificate: other.auth.Raw, Signature: []byte{1}})
+	}
+	_, err := hoarder.BeginSession(ctx, &credgwv1.BeginSessionRequest{})
+	wantCode(t, err, codes.ResourceExhausted)
+}
+
 func TestSignInRateLimited(t *testing.T) {
 	ctx := context.Background()
 	loud := newCard(t, hsmsim.CardSpec{Email: "loud@example.com"})

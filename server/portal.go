@@ -36,10 +36,7 @@ var errSessionGone = portal.ErrSessionGone
 func (b portalBackend) SignIn(ctx context.Context, leaf *x509.Certificate, chain []*x509.Certificate, source string) (portal.Session, error) {
 	// The address first: a certificate is not verified yet, and anyone
 	// can mint new ones to get new per-card buckets.
-	host, _, err := net.SplitHostPort(source)
-	if err != nil {
-		host = source
-	}
+	host := sourceKeyOf(source, b.s.cfg.Limits.SourcePrefixV6)
 	if wait, ok := b.s.limits.signInAddr.take(host); !ok {
 		return portal.Session{}, limited("sign-ins from this address", wait)
 	}

@@ -6,9 +6,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/credgw/credgw/piv/session"
 	"golang.org/x/time/rate"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -211,7 +214,10 @@ func limited(what string, wait time.Duration) error {
 
 // callerKeys are the card's and the source address's keys of a PIV
 // caller; ok is false for callers the limits do not apply to.
-func callerKeys(ctx context.Context) (card, addr string, ok bool) {
+// The address is the source as the connection limits count it: IPv6 by
+// its v6Bits prefix (limits.source_prefix_v6), so that one network cannot
+// rotate addresses for fresh buckets.
+func callerKeys(ctx context.Context, v6Bits int) (card, addr string, ok bool) {
 	c, found := callerFrom(ctx)
 	if !found || c.role != rolePIV {
 		return "", "", false
@@ -219,17 +225,26 @@ func callerKeys(ctx context.Context) (card, addr string, ok bool) {
 	sum := sha256.Sum256(c.cert.Raw)
 	card = hex.EncodeToString(sum[:])
 	if p, found := peer.FromContext(ctx); found {
-		addr = p.Addr.String()
-		if host, _, err := net.SplitHostPort(addr); err == nil {
-			addr = host
-		}
+		addr = sourceKey(p.Addr, v6Bits)
 	}
 	return card, addr, true
 }
 
+// sourceKeyOf is sourceKey of a "host:port" address (an HTTP request's
+// RemoteAddr).
+func sourceKeyOf(addr string, v6Bits int) string {
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		return sourceKey(net.TCPAddrFromAddrPort(ap), v6Bits)
+	}
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
+}
+
 // limitUnary applies the limits before the handler runs.
 func (s *Server) limitUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	card, addr, ok := callerKeys(ctx)
+	card, addr, ok := callerKeys(ctx, s.cfg.Limits.SourcePrefixV6)
 	if !ok {
 		return h(ctx, req)
 	}
@@ -245,10 +260,20 @@ func (s *Server) limitUnary(ctx context.Context, req any, info *grpc.UnaryServer
 		if wait, ok := l.challenges.open(card); !ok {
 			return nil, limited("outstanding sign-in challenges for this card (complete or let them expire)", wait)
 		}
-	case "/credgw.v1.PIVAuth/CompleteSession":
 		resp, err := h(ctx, req)
-		if err == nil {
-			l.challenges.close(card) // only a challenge really spent
+		if err != nil {
+			// No challenge was issued (admission turned the call away
+			// under load, the store failed): none is outstanding.
+			l.challenges.close(card)
+		}
+		return resp, err
+	case "/credgw.v1.PIVAuth/CompleteSession":
+		// Only a challenge really spent, whether the sign-in then
+		// succeeds or not; not for a session id no challenge had.
+		var spent atomic.Bool
+		resp, err := h(session.WithSpent(ctx, func() { spent.Store(true) }), req)
+		if spent.Load() {
+			l.challenges.close(card)
 		}
 		return resp, err
 	case "/credgw.v1.Enrollment/CreateEnrollment":

@@ -1,8 +1,17 @@
 package server
 
 import (
+	"context"
+	"crypto/x509"
+	"net"
+	"net/netip"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 )
 
 // TestBucketsAndOutstanding: a bucket gives its burst, then refuses with
@@ -48,5 +57,68 @@ func TestBucketsAndOutstanding(t *testing.T) {
 		if _, ok := o.open("card"); !ok {
 			t.Fatalf("after expiry, challenge %d refused", i+1)
 		}
+	}
+}
+
+// TestFailedBeginFreesItsSlot: a BeginSession that issued no challenge
+// (admission turned it away under load, the store failed) leaves none
+// outstanding. Before, each such answer held one of the card's slots
+// until the challenge time ran out: 16 "try again shortly" answers under
+// load, and the card was refused once the load had gone.
+func TestFailedBeginFreesItsSlot(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	s := &Server{cfg: &Config{}, limits: newLimiter(RatesConfig{SignInPerCard: Rate{PerSecond: 100, Burst: 100}, SignInPerAddress: Rate{PerSecond: 100, Burst: 100},
+		EnrollPerCard: DefaultEnrollPerCard, OutstandingChallenges: 2}, time.Minute, func() time.Time { return now })}
+	ctx := context.WithValue(context.Background(), callerKey{}, &callerSlot{c: &caller{role: rolePIV, cert: &x509.Certificate{Raw: []byte("card")}}})
+	info := &grpc.UnaryServerInfo{FullMethod: "/credgw.v1.PIVAuth/BeginSession"}
+	busy := func(context.Context, any) (any, error) {
+		return nil, status.Error(codes.Unavailable, "try again shortly")
+	}
+	for i := range 5 {
+		if _, err := s.limitUnary(ctx, nil, info, busy); status.Code(err) != codes.Unavailable {
+			t.Fatalf("call %d under load: %v", i+1, err)
+		}
+	}
+	issued := func(context.Context, any) (any, error) { return "challenge", nil }
+	for i := range 2 {
+		if _, err := s.limitUnary(ctx, nil, info, issued); err != nil {
+			t.Fatalf("challenge %d once the load has gone: %v", i+1, err)
+		}
+	}
+	if _, err := s.limitUnary(ctx, nil, info, issued); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("a third outstanding challenge: %v, want ResourceExhausted", err)
+	}
+}
+
+// TestSignInAddressKeyedBySourcePrefix: the per-address sign-in buckets
+// group IPv6 callers by limits.source_prefix_v6, as the connection limits
+// do: one /64 cannot rotate addresses for fresh buckets (the portal's
+// address bucket is what stops minting certificates for fresh per-card
+// buckets). IPv4, and IPv4-mapped IPv6, stay one address each.
+func TestSignInAddressKeyedBySourcePrefix(t *testing.T) {
+	key := func(addr string) string {
+		ap := netip.MustParseAddrPort(addr)
+		ctx := context.WithValue(context.Background(), callerKey{}, &callerSlot{c: &caller{role: rolePIV, cert: &x509.Certificate{Raw: []byte("card")}}})
+		ctx = peer.NewContext(ctx, &peer.Peer{Addr: net.TCPAddrFromAddrPort(ap)})
+		_, k, ok := callerKeys(ctx, 64)
+		if !ok {
+			t.Fatal("a PIV caller without keys")
+		}
+		if pk := sourceKeyOf(addr, 64); pk != k {
+			t.Errorf("%s: the portal's key %q, the gRPC one %q", addr, pk, k)
+		}
+		return k
+	}
+	if a, b := key("[2001:db8:1:2::1]:5000"), key("[2001:db8:1:2::14]:6000"); a != b {
+		t.Errorf("one /64 gave two keys: %q and %q", a, b)
+	}
+	if a, b := key("[2001:db8:1:2::1]:5000"), key("[2001:db8:1:3::1]:5000"); a == b {
+		t.Errorf("two /64s gave one key %q", a)
+	}
+	if a, b := key("192.0.2.1:5000"), key("[::ffff:192.0.2.1]:5000"); a != b || a != "192.0.2.1" {
+		t.Errorf("IPv4 %q and IPv4-mapped %q", a, b)
+	}
+	if a, b := key("192.0.2.1:5000"), key("192.0.2.2:5000"); a == b {
+		t.Errorf("two IPv4 addresses gave one key %q", a)
 	}
 }

@@ -157,6 +157,16 @@ type Proof struct {
 	Source string
 }
 
+type spentKey struct{}
+
+// WithSpent returns ctx for a Complete that calls spent once it has spent
+// its challenge, whatever follows (a refusal too): the gateway's count of
+// a card's outstanding challenges goes down then, and not for a session id
+// no challenge had.
+func WithSpent(ctx context.Context, spent func()) context.Context {
+	return context.WithValue(ctx, spentKey{}, spent)
+}
+
 // Opened is a PIV session just opened.
 type Opened struct {
 	Token       string
@@ -186,6 +196,9 @@ func (s *Service) Complete(ctx context.Context, p Proof) (*Opened, error) {
 		return nil, ErrReplay
 	case err != nil:
 		return nil, err
+	}
+	if spent, ok := ctx.Value(spentKey{}).(func()); ok {
+		spent()
 	}
 	o, err := s.complete(ctx, ch, now, p)
 	if err != nil {
