@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/credgw/credgw/server"
 	"github.com/credgw/credgw/store"
@@ -60,7 +59,7 @@ and say at which seq. Exit status 0: intact; 1: broken or unreadable.`,
 			defer st.Close()
 			var w io.Writer = cmd.OutOrStdout()
 			if out != "" && out != "-" {
-				f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+				f, err := createSecretFile(out)
 				if err != nil {
 					return err
 				}

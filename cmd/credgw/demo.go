@@ -141,7 +141,7 @@ func newDemoCmd() *cobra.Command {
 				stopErr()
 				return err
 			}
-			if err := os.WriteFile(pinFile, append(keystorePIN, '\n'), 0o600); err != nil {
+			if err := writeSecretFile(pinFile, append(keystorePIN, '\n')); err != nil {
 				stopErr()
 				return err
 			}

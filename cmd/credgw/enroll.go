@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
@@ -63,13 +62,8 @@ func enroll(ctx context.Context, out io.Writer, o enrollOptions) (*credgwv1.Crea
 	if err != nil {
 		return nil, fmt.Errorf("CreateEnrollment: %w", err)
 	}
-	if err := os.WriteFile(o.qrOut, resp.GetQrPng(), 0o600); err != nil {
+	if err := writeEnrollmentFiles(o, resp); err != nil {
 		return nil, err
-	}
-	if o.passwordOut != "" {
-		if err := os.WriteFile(o.passwordOut, []byte(resp.GetPassword()+"\n"), 0o600); err != nil {
-			return nil, err
-		}
 	}
 	id := s.Result.GetIdentity()
 	fmt.Fprintf(out, "Derived credential %q for %s\n\n", o.name, id.GetSubject())
@@ -80,6 +74,20 @@ func enroll(ctx context.Context, out io.Writer, o enrollOptions) (*credgwv1.Crea
 	fmt.Fprintln(out, "On the device: open the app, scan the code, type the password. The download")
 	fmt.Fprintln(out, "could take some time; do not close the app.")
 	return resp, nil
+}
+
+// writeEnrollmentFiles writes the QR code image (it carries the
+// activation secret) and, when asked, the password: both 0600.
+func writeEnrollmentFiles(o enrollOptions, resp *credgwv1.CreateEnrollmentResponse) error {
+	if err := writeSecretFile(o.qrOut, resp.GetQrPng()); err != nil {
+		return err
+	}
+	if o.passwordOut != "" {
+		if err := writeSecretFile(o.passwordOut, []byte(resp.GetPassword()+"\n")); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // groupDigits shows 12345678 as 1234 5678, as people read it.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -80,7 +79,7 @@ func pivLogin(ctx context.Context, out io.Writer, o pivLoginOptions) error {
 	defer done()
 	resp := s.Result
 	if o.tokenFile != "" {
-		if err := os.WriteFile(o.tokenFile, []byte(resp.GetSessionToken()+"\n"), 0o600); err != nil {
+		if err := writeSecretFile(o.tokenFile, []byte(resp.GetSessionToken()+"\n")); err != nil {
 			return err
 		}
 	}
