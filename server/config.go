@@ -704,14 +704,26 @@ func (c *Config) validateGeneral(bad func(string, ...any)) {
 	}
 }
 
-// validateListen checks the listen addresses.
+// validateListen checks every listen address as serve will bind it, so
+// that config check refuses what serve would: host:port (the host may
+// be empty), the port a number from 0 to 65535 (0: any free port).
 func (c *Config) validateListen(bad func(string, ...any)) {
-	for name, addr := range map[string]string{"listen.grpc": c.Listen.GRPC, "listen.http": c.Listen.HTTP, "portal.listen": c.Portal.Listen} {
-		if addr == "" && name != "listen.grpc" {
-			continue
+	for _, l := range []struct{ name, addr string }{
+		{"listen.grpc", c.Listen.GRPC},
+		{"listen.http", c.Listen.HTTP},
+		{"listen.management", c.Listen.Management},
+		{"portal.listen", c.Portal.Listen},
+		{"termination_webhook.listen", c.Webhook.Listen},
+	} {
+		if l.addr == "" && l.name != "listen.grpc" {
+			continue // off
 		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			bad("%s %q: want host:port", name, addr)
+		_, port, err := net.SplitHostPort(l.addr)
+		if err == nil {
+			_, err = strconv.ParseUint(port, 10, 16)
+		}
+		if err != nil {
+			bad("%s %q: want host:port with a port from 0 to 65535, e.g. 127.0.0.1:8443", l.name, l.addr)
 		}
 	}
 	if d := c.Portal.MaxConnectionAge.Duration; d < time.Second || d > time.Hour {

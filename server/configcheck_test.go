@@ -70,3 +70,41 @@ func TestConfigShapeAcceptsWhatYAMLDoes(t *testing.T) {
 		t.Error("a fraction for a whole number was accepted")
 	}
 }
+
+// TestConfigListenAddresses: config check refuses every listen address
+// that serve could not bind (no host:port, a port outside 0-65535), on
+// every listener, naming the field; port 0 (any free port) is accepted.
+func TestConfigListenAddresses(t *testing.T) {
+	const base = "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\n"
+	tests := []struct{ name, yaml, field, value string }{
+		{"management not an address", base + "listen: {management: notanaddress}\n", "listen.management", "notanaddress"},
+		{"grpc port past 65535", base + "listen: {grpc: '127.0.0.1:99999'}\n", "listen.grpc", "127.0.0.1:99999"},
+		{"http port not a number", base + "listen: {http: '127.0.0.1:http-alt'}\n", "listen.http", "127.0.0.1:http-alt"},
+		{"webhook listen without a port", base + "termination_webhook: {secret_file: k, listen: '127.0.0.1'}\n", "termination_webhook.listen", "127.0.0.1"},
+		{"webhook listen port past 65535", base + "termination_webhook: {secret_file: k, listen: ':65536'}\n", "termination_webhook.listen", ":65536"},
+		{"portal port -1", base + "portal: {listen: '127.0.0.1:-1'}\n", "portal.listen", "127.0.0.1:-1"},
+		{"portal empty port", base + "portal: {listen: '127.0.0.1:'}\n", "portal.listen", "127.0.0.1:"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := server.ParseConfig([]byte(tc.yaml), t.TempDir())
+			if err == nil {
+				t.Fatalf("%s: %s accepted", tc.field, tc.value)
+			}
+			if want := tc.field + " \"" + tc.value + "\""; !strings.Contains(err.Error(), want) {
+				t.Fatalf("err = %v, want it to name %s", err, want)
+			}
+		})
+	}
+	for _, ok := range []struct{ name, yaml string }{
+		{"port 0 everywhere", base + "listen: {grpc: '127.0.0.1:0', http: '127.0.0.1:0', management: '127.0.0.1:0'}\nportal: {listen: '127.0.0.1:0'}\ntermination_webhook: {secret_file: k, listen: '127.0.0.1:0'}\n"},
+		{"no host, top port", base + "listen: {grpc: ':65535', management: '[::1]:9090'}\n"},
+		{"host names", base + "listen: {grpc: 'localhost:8443', http: 'pki.example.gov:80'}\n"},
+	} {
+		t.Run(ok.name, func(t *testing.T) {
+			if _, err := server.ParseConfig([]byte(ok.yaml), t.TempDir()); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
