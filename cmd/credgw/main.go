@@ -28,10 +28,14 @@ func newRootCmd() *cobra.Command {
 		Long: `credgw validates a person's PIV card (PKI-AUTH over PKCS#11 or TLS client
 authentication) and issues NIST SP 800-157 derived credentials to a mobile device.
 
-Secrets (PINs) are read from files (--pin-file, pin-source=), never from flags.`,
+Secrets (PINs) are read from files (--pin-file, pin-source=), never from flags:
+a pkcs11: URI with pin-value= is refused on the command line.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       versionLine(),
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return refusePINInFlags(cmd)
+		},
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.AddCommand(newVersionCmd(), newConfigCmd(), newManCmd(), newServeCmd(), newMigrateCmd(), newDemoCmd(), newDevCmd(), newCACmd(), newPIVCmd(), newEnrollCmd(), newRedeemCmd(), newBenchCmd(), newHSMSimCmd(), newCardCmd(), newAuditCmd(), newAdminCmd(), newRenewCmd(), newBackupCmd())
