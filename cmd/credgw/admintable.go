@@ -120,6 +120,9 @@ func printActivations(w io.Writer, resp *credgwv1.ListActivationsResponse) error
 		return err
 	}
 	fmt.Fprintln(w, plural(len(acts), "activation", "activations"))
+	if resp.GetNextPageToken() != "" {
+		fmt.Fprintln(w, "more activations exist: narrow the list with --person, --card-uuid or --fascn")
+	}
 	return nil
 }
 

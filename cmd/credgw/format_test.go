@@ -121,3 +121,29 @@ func TestSetsTable(t *testing.T) {
 		t.Errorf("%q", got)
 	}
 }
+
+// TestActivationsTableSaysMore: the gateway answers at most a page of
+// activations; when it says more exist (next_page_token), the table says
+// so and how to narrow it, as admin list does, instead of ending silently.
+func TestActivationsTableSaysMore(t *testing.T) {
+	at := timestamppb.New(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	resp := &credgwv1.ListActivationsResponse{Activations: []*credgwv1.Activation{
+		{Id: "act-1", CredentialSetId: "set-1", State: credgwv1.ActivationState_ACTIVATION_STATE_PENDING, AttemptsLeft: 5, CreatedAt: at, ExpiresAt: at},
+	}}
+	const more = "more activations exist: narrow the list with --person, --card-uuid or --fascn"
+	var b bytes.Buffer
+	if err := printActivations(&b, resp); err != nil {
+		t.Fatal(err)
+	}
+	if out := b.String(); !strings.Contains(out, "act-1") || !strings.Contains(out, "1 activation") || strings.Contains(out, "more") {
+		t.Errorf("one page only:\n%s", out)
+	}
+	resp.NextPageToken = "500"
+	b.Reset()
+	if err := printActivations(&b, resp); err != nil {
+		t.Fatal(err)
+	}
+	if out := b.String(); !strings.HasSuffix(out, "1 activation\n"+more+"\n") {
+		t.Errorf("no %q line at the end of\n%s", more, out)
+	}
+}
