@@ -158,7 +158,7 @@ func New(cfg Config, path func(string) string, st Store, log *slog.Logger, now f
 		if err != nil {
 			return nil, err
 		}
-		o.senders = append(o.senders, &webhookSender{url: wc.URL, key: key, client: &http.Client{Timeout: 15 * time.Second}, now: o.now})
+		o.senders = append(o.senders, &webhookSender{url: wc.URL, key: key, client: webhookClient(), now: o.now})
 	}
 	return o, nil
 }
@@ -499,6 +499,19 @@ func message(from string, n store.Notification, now time.Time) []byte {
 	return b.Bytes()
 }
 
+// webhookClient does not follow redirects: on a 307 or 308 the signed
+// body and its X-Credgw-Signature and X-Credgw-Timestamp headers would be
+// sent again to wherever the answer points (https to http included). The
+// 3xx itself comes back to send, which fails the delivery.
+func webhookClient() *http.Client {
+	return &http.Client{
+		Timeout: 15 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}
+
 type webhookSender struct {
 	url    string
 	key    []byte
@@ -528,6 +541,10 @@ func (h *webhookSender) send(ctx context.Context, n store.Notification) error {
 		return err
 	}
 	resp.Body.Close()
+	if resp.StatusCode/100 == 3 {
+		// Not the Location either: like the URL, it may carry a token.
+		return fmt.Errorf("webhook answered %s, a redirect, which is not followed (the signed notification goes to notifications.webhook.url only): set notifications.webhook.url to the final URL", resp.Status)
+	}
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("webhook answered %s", resp.Status)
 	}
