@@ -40,6 +40,11 @@ func toStatus(err error) error {
 		}
 		return st.Err()
 	}
+	if errors.Is(err, store.ErrUnavailable) {
+		// The driver's text names the database's address, user and
+		// name: the operator's log has it (mapError), the client not.
+		return status.Error(codes.Unavailable, dbUnavailable)
+	}
 	var hsm *pkcs11.UnavailableError
 	if errors.As(err, &hsm) {
 		// Token names, module paths and slots are for the operator's
@@ -91,7 +96,7 @@ func toStatus(err error) error {
 		errors.Is(err, piv.ErrPolicy), errors.Is(err, piv.ErrKeyUsage), errors.Is(err, piv.ErrKey),
 		errors.Is(err, piv.ErrRevoked):
 		code = codes.PermissionDenied
-	case errors.Is(err, piv.ErrStatusUnavailable), errors.Is(err, store.ErrUnavailable), errors.Is(err, attest.ErrStatusUnavailable):
+	case errors.Is(err, piv.ErrStatusUnavailable), errors.Is(err, attest.ErrStatusUnavailable):
 		code = codes.Unavailable
 	case errors.Is(err, issuance.ErrNotIssued):
 		code = codes.NotFound
@@ -128,6 +133,10 @@ func toStatus(err error) error {
 	}
 	return status.Error(code, err.Error())
 }
+
+// dbUnavailable is what a client is told when the gateway's database is
+// unreachable or failing over.
+const dbUnavailable = "the gateway's database is unavailable: try again shortly (the cause is in the gateway's log)"
 
 // inProgressRetry is the RetryInfo of a redemption being issued.
 const inProgressRetry = 2 * time.Second

@@ -2,11 +2,13 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
 	"time"
 
+	"github.com/credgw/credgw/store"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
@@ -118,6 +120,9 @@ func (s *Server) mapError(ctx context.Context, method string, err error) error {
 	st := toStatus(err)
 	if err != nil && status.Code(st) == codes.Internal && status.Code(err) != codes.Internal {
 		s.log.ErrorContext(ctx, "internal error", "method", method, "cause", err.Error())
+	}
+	if errors.Is(err, store.ErrUnavailable) {
+		s.log.WarnContext(ctx, "database unavailable", "method", method, "cause", err.Error())
 	}
 	return st
 }
