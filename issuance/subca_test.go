@@ -312,6 +312,12 @@ func TestInitCARefusesAnExistingCA(t *testing.T) {
 	})
 	t.Run("key in the token", func(t *testing.T) {
 		id := []byte{0x44}
+		// The token outlives a run (go test -count N).
+		t.Cleanup(func() {
+			for _, c := range []pkcs11.Class{pkcs11.ClassPrivateKey, pkcs11.ClassPublicKey} {
+				testTok.DeleteObjects(ctx, pkcs11.Query{Class: c, ID: id})
+			}
+		})
 		if _, err := InitCA(ctx, InitOptions{Dir: t.TempDir(), Token: testTok, KeyID: id, Organization: "Agency"}); err != nil {
 			t.Fatal(err)
 		}
