@@ -115,6 +115,10 @@ type StoreConfig struct {
 	DSN string `yaml:"dsn"`
 	// MaxConns bounds the PostgreSQL pool.
 	MaxConns int `yaml:"max_conns"`
+	// SQLiteSynchronous is "full" (the default: every commit on the disk
+	// before it returns) or "normal" (faster; the machine's crash may
+	// lose the last commits).
+	SQLiteSynchronous string `yaml:"sqlite_synchronous"`
 }
 
 // PIVConfig is PKI-AUTH.
@@ -771,6 +775,15 @@ func (c *Config) validateStore(bad func(string, ...any)) {
 	if c.Store.MaxConns < 1 || c.Store.MaxConns > 1000 {
 		bad("store.max_conns %d: 1 to 1000", c.Store.MaxConns)
 	}
+	switch c.Store.SQLiteSynchronous {
+	case "", "full":
+	case "normal":
+		if c.Store.Driver != "sqlite" {
+			bad("store.sqlite_synchronous %q: only for store.driver sqlite (PostgreSQL's is synchronous_commit, in the server's settings)", c.Store.SQLiteSynchronous)
+		}
+	default:
+		bad("store.sqlite_synchronous %q: full (the default) or normal", c.Store.SQLiteSynchronous)
+	}
 }
 
 // validatePIV checks the piv section.
@@ -1093,7 +1106,11 @@ func OpenStore(ctx context.Context, cfg *Config, migrate bool) (*store.DB, error
 	if cfg.Store.Driver == "postgres" {
 		return store.OpenPostgres(ctx, cfg.Store.DSN, store.PostgresOptions{MaxConns: cfg.Store.MaxConns, Migrate: migrate})
 	}
-	return store.OpenSQLite(ctx, cfg.Path(cfg.Store.DSN))
+	var opts []store.SQLiteOption
+	if cfg.Store.SQLiteSynchronous == "normal" {
+		opts = append(opts, store.SyncNormal())
+	}
+	return store.OpenSQLite(ctx, cfg.Path(cfg.Store.DSN), opts...)
 }
 
 // OpenStoreReadOnly opens the configured store to read it beside a running

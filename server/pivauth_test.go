@@ -458,6 +458,7 @@ func TestConfigErrors(t *testing.T) {
 		{"memory_limit below -1", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nlimits: {memory_limit: -2}\n", "limits.memory_limit"},
 		{"source_prefix_v6 too short", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nlimits: {source_prefix_v6: 8}\n", "limits.source_prefix_v6"},
 		{"max_watch_streams_per_source below -1", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nlimits: {max_watch_streams_per_source: -2}\n", "limits.max_watch_streams_per_source"},
+		{"sqlite_synchronous unknown", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nstore: {sqlite_synchronous: off}\n", "store.sqlite_synchronous"},
 		{"portal max_connection_age too short", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nportal: {max_connection_age: 500ms}\n", "portal.max_connection_age"},
 		{"portal max_connection_age past an hour", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nportal: {max_connection_age: 2h}\n", "portal.max_connection_age"},
 		{"source_prefix_v6 past 128", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nlimits: {source_prefix_v6: 129}\n", "limits.source_prefix_v6"},

@@ -30,6 +30,19 @@ type SQLiteOption func(*sqliteOptions)
 
 type sqliteOptions struct {
 	walLimit int64
+	// relaxed: synchronous=NORMAL (SyncNormal) rather than FULL.
+	relaxed bool
+}
+
+// SyncNormal commits without waiting for the disk (SQLite's
+// synchronous=NORMAL in WAL mode): a commit survives credgw's crash but
+// not the machine's (power loss, a kernel panic), which may roll back the
+// last commits before the next checkpoint — issuance intents and records
+// and revocations among them. By default every commit is on the disk
+// before it returns (synchronous=FULL), so what was recorded before the
+// CA key signed is there after any crash.
+func SyncNormal() SQLiteOption {
+	return func(o *sqliteOptions) { o.relaxed = true }
 }
 
 // WALLimit keeps the SQLite WAL file below n bytes (DefaultWALLimit).

@@ -95,7 +95,15 @@ func OpenSQLite(ctx context.Context, path string, opts ...SQLiteOption) (*SQLite
 	// No automatic checkpoints: SQLite would run them (and their fsync) on
 	// the writer's commit, inside some request. A background checkpointer
 	// does them instead (checkpointer).
-	pragmas := []string{"wal_autocheckpoint(0)", fmt.Sprintf("journal_size_limit(%d)", trigger)}
+	//
+	// Every commit waits for the disk (synchronous=FULL) unless the
+	// operator chose otherwise (SyncNormal): an intent recorded before
+	// the CA key signs must survive the machine's crash too.
+	sync := "synchronous(FULL)"
+	if o.relaxed {
+		sync = "synchronous(NORMAL)"
+	}
+	pragmas := []string{"wal_autocheckpoint(0)", fmt.Sprintf("journal_size_limit(%d)", trigger), sync}
 	w, r, err := openPools(path, busyTimeout, pragmas, []string{"query_only(1)"})
 	if err != nil {
 		lock.Close()
@@ -157,7 +165,7 @@ func OpenSQLiteReadOnly(ctx context.Context, path string) (*SQLite, error) {
 // busy timeout of busy, and more.
 func sqliteDSN(path string, busy time.Duration, more ...string) string {
 	q := url.Values{}
-	for _, p := range append([]string{"journal_mode(WAL)", fmt.Sprintf("busy_timeout(%d)", busy.Milliseconds()), "foreign_keys(1)", "synchronous(NORMAL)",
+	for _, p := range append([]string{"journal_mode(WAL)", fmt.Sprintf("busy_timeout(%d)", busy.Milliseconds()), "foreign_keys(1)",
 		// A page cache that holds the working set: with the default
 		// 2 MiB, under load a page read (a pread system call) was a
 		// tenth of the gateway's CPU.
