@@ -96,7 +96,9 @@ func toStatus(err error) error {
 		errors.Is(err, piv.ErrPolicy), errors.Is(err, piv.ErrKeyUsage), errors.Is(err, piv.ErrKey),
 		errors.Is(err, piv.ErrRevoked):
 		code = codes.PermissionDenied
-	case errors.Is(err, piv.ErrStatusUnavailable), errors.Is(err, attest.ErrStatusUnavailable):
+	case errors.Is(err, piv.ErrStatusUnavailable), errors.Is(err, attest.ErrStatusUnavailable),
+		errors.Is(err, store.ErrRevokedMeanwhile): // a signing slower than the sweep's patience: retry
+
 		code = codes.Unavailable
 	case errors.Is(err, issuance.ErrNotIssued):
 		code = codes.NotFound

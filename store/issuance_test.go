@@ -354,3 +354,33 @@ func TestPurgeEscrowKeys(t *testing.T) {
 		}
 	})
 }
+
+// TestRecordAfterStaleRevocation: a signing so slow that the sweep took
+// its intent for a crash and revoked it is recorded (the certificate is
+// kept with its intent, revoked) but the record says so: the certificate
+// must not be delivered. Before, RecordIssued succeeded and the device got
+// a certificate already on the CRL.
+func TestRecordAfterStaleRevocation(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		rec := CertificateRecord{Serial: "5a", Issuer: "ca", Profile: "derived-piv-auth", SPKISHA256: "k-slow", PersonID: "p",
+			NotBefore: t0, NotAfter: t0.AddDate(1, 0, 0), CreatedAt: t0}
+		if err := s.CreateIssuanceIntent(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.RevokeStaleIntents(ctx, "ca", t0.Add(time.Hour), t0.Add(2*time.Hour)); err != nil || n != 1 {
+			t.Fatalf("the sweep: %d, %v", n, err)
+		}
+		err := s.RecordIssued(ctx, "5a", []byte{0x30, 0x00}, "sum", "", t0.Add(3*time.Hour))
+		if !errors.Is(err, ErrRevokedMeanwhile) {
+			t.Fatalf("recording a certificate whose intent was revoked: %v, want ErrRevokedMeanwhile", err)
+		}
+		got, err := s.Certificate(ctx, "5a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status != "issued" || got.RevokedAt.IsZero() || !bytes.Equal(got.DER, []byte{0x30, 0x00}) {
+			t.Fatalf("the record: status %q, revoked at %v, DER %x; want issued, revoked, kept", got.Status, got.RevokedAt, got.DER)
+		}
+	})
+}

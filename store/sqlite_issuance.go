@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -54,12 +55,23 @@ func (s *DB) MarkLintFailed(ctx context.Context, serial, findings string) error 
 	return s.updateOne(ctx, `UPDATE certificates SET status = 'lint_failed', lint_warnings = $1 WHERE serial = $2 AND status = 'intent'`, findings, serial)
 }
 
+// RecordIssued keeps the certificate of an intent. An intent revoked
+// meanwhile (RevokeStaleIntents: a signing so slow the sweep took it for
+// a crash) is recorded all the same, revoked, and ErrRevokedMeanwhile
+// says it must not be delivered.
 func (s *DB) RecordIssued(ctx context.Context, serial string, der []byte, sha256, warnings string, at time.Time) error {
-	return s.grouped(ctx, func(ctx context.Context, tx execer) error {
-		res, err := tx.ExecContext(ctx, `UPDATE certificates SET status = 'issued', der = $1, sha256 = $2, lint_warnings = $3, issued_at = $4
-			WHERE serial = $5 AND status = 'intent'`, der, sha256, warnings, ts(at), serial)
-		return oneRow(res, err)
+	var revoked bool
+	err := s.grouped(ctx, func(ctx context.Context, tx execer) error {
+		var revokedAt sql.NullInt64
+		err := tx.QueryRowContext(ctx, `UPDATE certificates SET status = 'issued', der = $1, sha256 = $2, lint_warnings = $3, issued_at = $4
+			WHERE serial = $5 AND status = 'intent' RETURNING revoked_at`, der, sha256, warnings, ts(at), serial).Scan(&revokedAt)
+		revoked = revokedAt.Valid
+		return wrapDB(err)
 	})
+	if err == nil && revoked {
+		return fmt.Errorf("%w: %s", ErrRevokedMeanwhile, serial)
+	}
+	return err
 }
 
 // updateOne runs a conditional UPDATE that must change exactly one row.

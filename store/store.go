@@ -31,6 +31,10 @@ var (
 	ErrLimit = errors.New("store: limit reached")
 	// ErrUnavailable means the database cannot be reached.
 	ErrUnavailable = errors.New("store: database unavailable")
+	// ErrRevokedMeanwhile means a certificate was recorded, but its intent
+	// had been revoked meanwhile (the sweep took a slow signing for a
+	// crash): it is on the CRL and must not be delivered.
+	ErrRevokedMeanwhile = errors.New("store: the certificate's intent was revoked while it was being signed")
 )
 
 // Store is everything credgw keeps.
