@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/issuance"
@@ -64,8 +65,12 @@ func randomID() (string, error) {
 	return base64.RawURLEncoding.EncodeToString(b), nil
 }
 
+// validName: 1 to 64 printable characters of valid UTF-8. Ranging over
+// invalid UTF-8 yields U+FFFD, which is printable, so validity is checked
+// first: a name the database's text type refuses is the caller's mistake,
+// not the gateway's (PostgreSQL answers invalid UTF-8 with an error).
 func validName(n string) bool {
-	if len([]rune(n)) < 1 || len([]rune(n)) > 64 {
+	if !utf8.ValidString(n) || len([]rune(n)) < 1 || len([]rune(n)) > 64 {
 		return false
 	}
 	for _, r := range n {

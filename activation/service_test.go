@@ -292,6 +292,8 @@ func TestEnrollRefuses(t *testing.T) {
 		{"empty identity name", EnrollRequest{Session: fresh, IdentityName: ""}, ErrInvalid, "identity name"},
 		{"identity name too long", EnrollRequest{Session: fresh, IdentityName: strings.Repeat("x", 65)}, ErrInvalid, "identity name"},
 		{"identity name not printable", EnrollRequest{Session: fresh, IdentityName: "Phone\x00"}, ErrInvalid, "identity name"},
+		{"identity name not UTF-8", EnrollRequest{Session: fresh, IdentityName: "Phone \xff"}, ErrInvalid, "identity name"},
+		{"identity name with a lone surrogate byte", EnrollRequest{Session: fresh, IdentityName: "Ph\xed\xa0\x80one"}, ErrInvalid, "identity name"},
 		{"sign-in older than 20 minutes", EnrollRequest{Session: old, IdentityName: "Phone"}, ErrSessionTooOld, "sign in"},
 		{"expired session", EnrollRequest{Session: expired, IdentityName: "Phone"}, ErrSessionTooOld, "sign in"},
 		{"no email for S/MIME", EnrollRequest{Session: noEmail, IdentityName: "Phone"}, issuance.ErrNoEmail, "email"},

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+	"unicode/utf8"
 )
 
 //go:embed templates/*.html
@@ -241,6 +242,12 @@ func (p *Portal) withSession(h sessionHandler) http.HandlerFunc {
 					Next:  "Go back to the start page and try again."}})
 				return
 			}
+			if !formIsText(r) {
+				p.render(w, http.StatusBadRequest, "error.html", page{Title: "Request refused", Error: &errorInfo{
+					Title: "The form held characters that are not text",
+					Next:  "Type the name again using letters, digits and spaces, and send the form again."}})
+				return
+			}
 		}
 		h(w, r, s)
 	}
@@ -257,6 +264,12 @@ func (p *Portal) home(w http.ResponseWriter, r *http.Request) {
 // signIn: the sign-in is the TLS client authentication itself (SP 800-157r1
 // App. C.1); the certificate is checked as PKI-AUTH checks it.
 func (p *Portal) signIn(w http.ResponseWriter, r *http.Request) {
+	if !topLevelNavigation(r) {
+		p.render(w, http.StatusForbidden, "error.html", page{Title: "Sign-in refused", Error: &errorInfo{
+			Title: "A sign-in must be opened as a page of its own",
+			Next:  "Another page tried to sign you in in the background. Open the portal's start page yourself and select Sign in."}})
+		return
+	}
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		p.render(w, http.StatusUnauthorized, "error.html", page{Title: "No smart card", Error: &errorInfo{
 			Title: "No smart card certificate was presented",
@@ -281,6 +294,35 @@ func (p *Portal) signOut(w http.ResponseWriter, r *http.Request, s Session) {
 	}
 	clearCookie(w)
 	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// topLevelNavigation: the request is a page the person opened (a click, a
+// typed address, a link from another site), not one another site's page
+// made in the background (an image, a fetch, a frame). A sign-in spends the
+// card's and the address's sign-in budget and is audited, so no page may
+// run it unseen. Browsers send Fetch Metadata (Sec-Fetch-*) on every
+// request over HTTPS; a client that sends none (an older browser, a script
+// of the person's own) is not a browser another site can drive, and passes.
+func topLevelNavigation(r *http.Request) bool {
+	mode, dest := r.Header.Get("Sec-Fetch-Mode"), r.Header.Get("Sec-Fetch-Dest")
+	if mode == "" && dest == "" && r.Header.Get("Sec-Fetch-Site") == "" {
+		return true
+	}
+	return mode == "navigate" && dest == "document"
+}
+
+// formIsText refuses a form whose values are not UTF-8: the names and
+// identifiers in it are stored as text, and a database refuses invalid
+// text with an error that is the gateway's, not the person's.
+func formIsText(r *http.Request) bool {
+	for _, vs := range r.PostForm {
+		for _, v := range vs {
+			if !utf8.ValidString(v) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func (p *Portal) actions(w http.ResponseWriter, r *http.Request, s Session) {

@@ -99,6 +99,8 @@ func TestRejections(t *testing.T) {
 		{"oversized form", "POST", "/enroll", "alice", url.Values{"csrf": {alice}, "name": {strings.Repeat("x", 20<<10)}}, http.StatusForbidden, ""},
 		{"sign-in without TLS client certificate", "GET", "/signin", "", nil, http.StatusUnauthorized, ""},
 		{"GET of a POST-only route", "GET", "/credentials/revoke", "alice", nil, http.StatusMethodNotAllowed, ""},
+		{"enroll with a name that is not UTF-8", "POST", "/enroll", "alice", url.Values{"csrf": {alice}, "name": {"Phone \xff"}}, http.StatusBadRequest, ""},
+		{"revoke of a set id that is not UTF-8", "POST", "/credentials/revoke", "alice", url.Values{"csrf": {alice}, "set": {"s\xed\xa0\x80"}}, http.StatusBadRequest, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -221,5 +223,52 @@ func TestOutageKeepsCookie(t *testing.T) {
 	p.Handler().ServeHTTP(w, r)
 	if sc := w.Header().Get("Set-Cookie"); sc != "" {
 		t.Fatalf("the cookie was cleared during an outage: %q", sc)
+	}
+}
+
+// TestSignInRefusesEmbedding: a sign-in is a state-changing GET (it spends
+// the card's and the address's sign-in budget and writes an audit event),
+// so another site's page must not be able to run it in the background (an
+// image, a script's fetch, a frame). A top-level navigation stays allowed,
+// from anywhere: a link on the agency's intranet to /signin is how many
+// people arrive. Browsers without Fetch Metadata are let through.
+func TestSignInRefusesEmbedding(t *testing.T) {
+	tests := []struct {
+		name             string
+		site, mode, dest string
+		want             int
+	}{
+		{"another site's image", "cross-site", "no-cors", "image", http.StatusForbidden},
+		{"another site's script fetch", "cross-site", "cors", "empty", http.StatusForbidden},
+		{"another site's frame", "cross-site", "navigate", "iframe", http.StatusForbidden},
+		{"a sibling site's fetch", "same-site", "cors", "empty", http.StatusForbidden},
+		{"a sibling site's frame", "same-site", "navigate", "iframe", http.StatusForbidden},
+		{"this portal's own frame", "same-origin", "navigate", "iframe", http.StatusForbidden},
+		{"the sign-in button", "same-origin", "navigate", "document", http.StatusSeeOther},
+		{"a typed address or bookmark", "none", "navigate", "document", http.StatusSeeOther},
+		{"a link on the intranet", "cross-site", "navigate", "document", http.StatusSeeOther},
+		{"a browser without Fetch Metadata", "", "", "", http.StatusSeeOther},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p, f := newTestPortal(t)
+			r := httptest.NewRequest("GET", "/signin", nil)
+			r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{{}}}
+			for k, v := range map[string]string{"Sec-Fetch-Site": tc.site, "Sec-Fetch-Mode": tc.mode, "Sec-Fetch-Dest": tc.dest} {
+				if v != "" {
+					r.Header.Set(k, v)
+				}
+			}
+			w := httptest.NewRecorder()
+			p.Handler().ServeHTTP(w, r)
+			if w.Code != tc.want {
+				t.Fatalf("%d, want %d\n%s", w.Code, tc.want, w.Body)
+			}
+			if refused := tc.want == http.StatusForbidden; refused && (f.signIns != 0 || w.Header().Get("Set-Cookie") != "") {
+				t.Fatalf("a refused sign-in reached the backend (%d) or set a cookie", f.signIns)
+			} else if refused && !strings.Contains(w.Body.String(), "Sign in") {
+				t.Fatalf("the refusal does not say what to do:\n%s", w.Body)
+			}
+		})
 	}
 }
