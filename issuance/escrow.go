@@ -336,7 +336,10 @@ func (e *Escrow) unseal(ctx context.Context, r store.EscrowKey) (*EscrowedKey, e
 		// An HSM that is gone, or a call given up, says nothing about the
 		// key: the caller answers Unavailable (or the context's error)
 		// and the device asks again.
-		if errors.Is(err, pkcs11.ErrTokenUnavailable) {
+		// Nor does a KEK the token no longer holds (re-created with
+		// another key under its id): the operator's matter, and the key
+		// opens again once the KEK is back.
+		if errors.Is(err, pkcs11.ErrTokenUnavailable) || errors.Is(err, pkcs11.ErrKeyChanged) {
 			return nil, fmt.Errorf("issuance: unsealing escrowed key %s: %w", r.ID, err)
 		}
 		if ctx.Err() != nil {

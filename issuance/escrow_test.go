@@ -10,6 +10,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -252,12 +253,16 @@ func TestEscrowPoolSurvivesFailures(t *testing.T) {
 // outageKEK is a KEK whose HSM went away after the keys were sealed.
 type outageKEK struct {
 	KEK
-	down atomic.Bool
+	down    atomic.Bool
+	changed atomic.Bool
 }
 
 func (k *outageKEK) Open(ctx context.Context, sealed, aad []byte) ([]byte, error) {
 	if k.down.Load() {
 		return nil, &pkcs11.UnavailableError{Op: "escrow KEK", Reason: "token not present", Err: errors.New("CKR_TOKEN_NOT_PRESENT")}
+	}
+	if k.changed.Load() {
+		return nil, fmt.Errorf("%w: secret key with CKA_ID 6b656b on token \"escrow\" is no longer the key this AES key was opened with", pkcs11.ErrKeyChanged)
 	}
 	return k.KEK.Open(ctx, sealed, aad)
 }
@@ -294,7 +299,20 @@ func TestUnsealKeepsHSMOutage(t *testing.T) {
 		t.Errorf("unseal with the HSM gone reads as an unreadable key: %v", err)
 	}
 
+	// The token re-created with another key under the KEK's id: the
+	// operator's matter (the gateway answers Unavailable and resumes when
+	// the key is back), not an escrowed key that is unreadable.
 	kek.down.Store(false)
+	kek.changed.Store(true)
+	_, err = e.Key(ctx, k.ID, person)
+	if !errors.Is(err, pkcs11.ErrKeyChanged) || errors.Is(err, ErrEscrowUnreadable) {
+		t.Errorf("unseal with the KEK changed: %v, want pkcs11.ErrKeyChanged only", err)
+	}
+	kek.changed.Store(false)
+	if _, err := e.Key(ctx, k.ID, person); err != nil {
+		t.Errorf("unseal with the KEK back: %v", err)
+	}
+
 	other, err := NewFileKEK(bytes.Repeat([]byte{1}, 32))
 	if err != nil {
 		t.Fatal(err)

@@ -52,6 +52,12 @@ func toStatus(err error) error {
 		return status.Error(codes.Unavailable, fmt.Sprintf("the CA's HSM is unavailable (%s): "+
 			"check the HSM / PKCS#11 module and its slot; credgw retries on its own", hsm.Reason))
 	}
+	if errors.Is(err, pkcs11.ErrKeyChanged) {
+		// The token re-created or replaced under the gateway: nothing is
+		// signed or unsealed with a foreign key, and work resumes when
+		// the key is back. The token's name is for the operator's log.
+		return status.Error(codes.Unavailable, keyChanged)
+	}
 	code := codes.Internal
 	switch {
 	case errors.Is(err, activation.ErrNotAccepted), errors.Is(err, activation.ErrSessionTooOld):
@@ -98,7 +104,6 @@ func toStatus(err error) error {
 		code = codes.PermissionDenied
 	case errors.Is(err, piv.ErrStatusUnavailable), errors.Is(err, attest.ErrStatusUnavailable),
 		errors.Is(err, store.ErrRevokedMeanwhile): // a signing slower than the sweep's patience: retry
-
 		code = codes.Unavailable
 	case errors.Is(err, issuance.ErrNotIssued):
 		code = codes.NotFound
@@ -135,6 +140,12 @@ func toStatus(err error) error {
 	}
 	return status.Error(code, err.Error())
 }
+
+// keyChanged is what a client is told when a key on the HSM is no longer
+// the one the gateway opened.
+const keyChanged = "a key on the gateway's HSM is not the key it was started with " +
+	"(was the token re-created or replaced?): the operator must check the HSM; " +
+	"the gateway refuses to use a foreign key and resumes when the key is back"
 
 // dbUnavailable is what a client is told when the gateway's database is
 // unreachable or failing over.

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/credgw/credgw/issuance"
+	"github.com/credgw/credgw/pkcs11"
 	"github.com/credgw/credgw/store"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -44,5 +45,27 @@ func TestDatabaseUnavailableHidesTheDatabase(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "10.20.30.40:5432") {
 		t.Errorf("the log lacks the cause: %s", logs.String())
+	}
+}
+
+// TestKeyChangedIsUnavailable: a key on the HSM that is no longer the one
+// the gateway opened (the token re-created or replaced) stops issuance
+// until the operator acts, and issuance resumes when the key is back. The
+// device is told Unavailable and what the operator must check, without the
+// token's name; the operator's log has the cause at error level.
+func TestKeyChangedIsUnavailable(t *testing.T) {
+	for _, cause := range []error{
+		fmt.Errorf("%w: private key with CKA_ID 01 labelled \"CA\" on token \"ca-token-7\" is no longer the key this signer was opened with", pkcs11.ErrKeyChanged),
+		fmt.Errorf("issuance: unsealing escrowed key k1: %w", fmt.Errorf("%w: secret key on token \"ca-token-7\"", pkcs11.ErrKeyChanged)),
+	} {
+		var logs strings.Builder
+		s := &Server{log: NewLogger(&logs, "info")}
+		st := status.Convert(s.mapError(context.Background(), "/credgw.v1.Redemption/Redeem", fmt.Errorf("activation: redeem: %w", cause)))
+		if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "HSM") || strings.Contains(st.Message(), "ca-token-7") {
+			t.Errorf("%v %q, want Unavailable naming the HSM and not the token", st.Code(), st.Message())
+		}
+		if !strings.Contains(logs.String(), "ca-token-7") || !strings.Contains(logs.String(), `"level":"ERROR"`) {
+			t.Errorf("the log lacks the cause at error level: %s", logs.String())
+		}
 	}
 }

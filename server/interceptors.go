@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/credgw/credgw/pkcs11"
 	"github.com/credgw/credgw/store"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -123,6 +124,9 @@ func (s *Server) mapError(ctx context.Context, method string, err error) error {
 	}
 	if errors.Is(err, store.ErrUnavailable) {
 		s.log.WarnContext(ctx, "database unavailable", "method", method, "cause", err.Error())
+	}
+	if errors.Is(err, pkcs11.ErrKeyChanged) {
+		s.log.ErrorContext(ctx, "HSM key changed: refusing to use it", "method", method, "cause", err.Error())
 	}
 	return st
 }

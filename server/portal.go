@@ -179,6 +179,9 @@ func (b portalBackend) Explain(err error) (string, string, int) {
 		// only wait (the gateway reconnects on its own).
 		b.s.log.Warn("portal: the HSM is unavailable", "cause", err.Error())
 		return "Enrollment is unavailable right now", "The credential service cannot reach its HSM. Try again in a few minutes; if it lasts, contact your help desk.", http.StatusServiceUnavailable
+	case errors.Is(err, pkcs11.ErrKeyChanged):
+		b.s.log.Error("portal: HSM key changed: refusing to use it", "cause", err.Error())
+		return "Enrollment is unavailable right now", "The credential service's HSM needs its operator's attention. Try again later; if it lasts, contact your help desk.", http.StatusServiceUnavailable
 	case errors.Is(err, store.ErrUnavailable):
 		b.s.log.Warn("portal: the database is unavailable", "cause", err.Error())
 		return "Enrollment is unavailable right now", "The credential service cannot reach its database. Try again in a few minutes; if it lasts, contact your help desk.", http.StatusServiceUnavailable
