@@ -37,11 +37,13 @@ func (b portalBackend) SignIn(ctx context.Context, leaf *x509.Certificate, chain
 	// The address first: a certificate is not verified yet, and anyone
 	// can mint new ones to get new per-card buckets.
 	host := sourceKeyOf(source, b.s.cfg.Limits.SourcePrefixV6)
-	if wait, ok := b.s.limits.signInAddr.take(host); !ok {
+	undoAddr, wait, ok := b.s.limits.signInAddr.reserve(host)
+	if !ok {
 		return portal.Session{}, limited("sign-ins from this address", wait)
 	}
 	sum := sha256.Sum256(leaf.Raw)
 	if wait, ok := b.s.limits.signInCard.take(hex.EncodeToString(sum[:])); !ok {
+		undoAddr() // a refused sign-in spends nothing
 		return portal.Session{}, limited("sign-ins with this card", wait)
 	}
 	o, err := b.s.sessions.SignInTLS(ctx, leaf, chain, source)

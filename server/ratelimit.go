@@ -106,6 +106,13 @@ func newBuckets(r Rate, now func() time.Time) *buckets {
 
 // take takes a token for key, or says how long until one is there.
 func (b *buckets) take(key string) (time.Duration, bool) {
+	_, wait, ok := b.reserve(key)
+	return wait, ok
+}
+
+// reserve is take that can give its token back (undo), for a call that
+// another limit then refuses: a refused call spends nothing.
+func (b *buckets) reserve(key string) (undo func(), wait time.Duration, ok bool) {
 	now := b.now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -119,9 +126,9 @@ func (b *buckets) take(key string) (time.Duration, bool) {
 	r := k.lim.ReserveN(now, 1)
 	if d := r.DelayFrom(now); d > 0 {
 		r.CancelAt(now)
-		return d, false
+		return nil, d, false
 	}
-	return 0, true
+	return func() { r.CancelAt(b.now()) }, 0, true
 }
 
 // prune drops buckets that have refilled (idle long enough), now and then,
@@ -251,13 +258,19 @@ func (s *Server) limitUnary(ctx context.Context, req any, info *grpc.UnaryServer
 	l := s.limits
 	switch info.FullMethod {
 	case "/credgw.v1.PIVAuth/BeginSession":
-		if wait, ok := l.signInCard.take(card); !ok {
+		// A call refused by one limit gives back what the others gave it.
+		undoCard, wait, ok := l.signInCard.reserve(card)
+		if !ok {
 			return nil, limited("sign-in challenges for this card", wait)
 		}
-		if wait, ok := l.signInAddr.take(addr); !ok {
+		undoAddr, wait, ok := l.signInAddr.reserve(addr)
+		if !ok {
+			undoCard()
 			return nil, limited("sign-in challenges from this address", wait)
 		}
 		if wait, ok := l.challenges.open(card); !ok {
+			undoCard()
+			undoAddr()
 			return nil, limited("outstanding sign-in challenges for this card (complete or let them expire)", wait)
 		}
 		resp, err := h(ctx, req)

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,5 +121,51 @@ func TestSignInAddressKeyedBySourcePrefix(t *testing.T) {
 	}
 	if a, b := key("192.0.2.1:5000"), key("192.0.2.2:5000"); a == b {
 		t.Errorf("two IPv4 addresses gave one key %q", a)
+	}
+}
+
+// TestRefusedSignInSpendsNothing: a BeginSession refused by one limit
+// spends no token of the others. Before, a card's token was taken first
+// and kept when the address's bucket then refused the call: sign-ins
+// refused at a crowded address (a NAT, a proxy without the client's
+// address) used up the card's budget for its next sign-in elsewhere.
+func TestRefusedSignInSpendsNothing(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	slow := 1e-6 // no refill within the test
+	s := &Server{cfg: &Config{}, limits: newLimiter(RatesConfig{
+		SignInPerCard: Rate{PerSecond: slow, Burst: 3}, SignInPerAddress: Rate{PerSecond: slow, Burst: 2},
+		EnrollPerCard: DefaultEnrollPerCard, OutstandingChallenges: 1}, time.Minute, func() time.Time { return now })}
+	info := &grpc.UnaryServerInfo{FullMethod: "/credgw.v1.PIVAuth/BeginSession"}
+	call := func(card, addr string) error {
+		ctx := context.WithValue(context.Background(), callerKey{}, &callerSlot{c: &caller{role: rolePIV, cert: &x509.Certificate{Raw: []byte(card)}}})
+		ctx = peer.NewContext(ctx, &peer.Peer{Addr: net.TCPAddrFromAddrPort(netip.MustParseAddrPort(addr))})
+		_, err := s.limitUnary(ctx, nil, info, func(context.Context, any) (any, error) { return "challenge", nil })
+		return err
+	}
+	// The address 192.0.2.1 spends its 2 tokens on two cards.
+	for _, card := range []string{"a", "b"} {
+		if err := call(card, "192.0.2.1:1000"); err != nil {
+			t.Fatalf("card %s: %v", card, err)
+		}
+	}
+	// Card c is refused there (the address), three times: c keeps its 3.
+	for range 3 {
+		if err := call("c", "192.0.2.1:1000"); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "address") {
+			t.Fatalf("card c at a spent address: %v, want ResourceExhausted for the address", err)
+		}
+	}
+	// Card a has one challenge outstanding (the maximum): refused at a
+	// fresh address, twice, spending nothing there.
+	for range 2 {
+		if err := call("a", "192.0.2.2:1000"); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "outstanding") {
+			t.Fatalf("card a with a challenge outstanding: %v", err)
+		}
+	}
+	// 192.0.2.2 still has both its tokens, and card c all of its own.
+	if err := call("c", "192.0.2.2:1000"); err != nil {
+		t.Fatalf("card c at a fresh address: %v (the refusals spent its tokens)", err)
+	}
+	if err := call("d", "192.0.2.2:1000"); err != nil {
+		t.Fatalf("the second token of 192.0.2.2: %v (card a's refusals spent it)", err)
 	}
 }
