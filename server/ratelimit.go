@@ -128,7 +128,10 @@ func (b *buckets) reserve(key string) (undo func(), wait time.Duration, ok bool)
 		r.CancelAt(now)
 		return nil, d, false
 	}
-	return func() { r.CancelAt(b.now()) }, 0, true
+	// Cancelled as of the reservation's own time: CancelAt restores
+	// nothing for a reservation whose time has passed, and a token
+	// granted at once is due at now.
+	return func() { r.CancelAt(now) }, 0, true
 }
 
 // prune drops buckets that have refilled (idle long enough), now and then,

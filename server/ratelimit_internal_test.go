@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -130,11 +131,18 @@ func TestSignInAddressKeyedBySourcePrefix(t *testing.T) {
 // refused at a crowded address (a NAT, a proxy without the client's
 // address) used up the card's budget for its next sign-in elsewhere.
 func TestRefusedSignInSpendsNothing(t *testing.T) {
+	var mu sync.Mutex
 	now := time.Unix(1_000_000, 0)
+	clock := func() time.Time { // a millisecond passes at every look, as on a real clock
+		mu.Lock()
+		defer mu.Unlock()
+		now = now.Add(time.Millisecond)
+		return now
+	}
 	slow := 1e-6 // no refill within the test
 	s := &Server{cfg: &Config{}, limits: newLimiter(RatesConfig{
 		SignInPerCard: Rate{PerSecond: slow, Burst: 3}, SignInPerAddress: Rate{PerSecond: slow, Burst: 2},
-		EnrollPerCard: DefaultEnrollPerCard, OutstandingChallenges: 1}, time.Minute, func() time.Time { return now })}
+		EnrollPerCard: DefaultEnrollPerCard, OutstandingChallenges: 1}, time.Minute, clock)}
 	info := &grpc.UnaryServerInfo{FullMethod: "/credgw.v1.PIVAuth/BeginSession"}
 	call := func(card, addr string) error {
 		ctx := context.WithValue(context.Background(), callerKey{}, &callerSlot{c: &caller{role: rolePIV, cert: &x509.Certificate{Raw: []byte(card)}}})
