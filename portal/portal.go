@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -303,21 +304,34 @@ func (p *Portal) signOut(w http.ResponseWriter, r *http.Request, s Session) {
 // run it unseen. Browsers send Fetch Metadata (Sec-Fetch-*) on every
 // request over HTTPS; a client that sends none (an older browser, a script
 // of the person's own) is not a browser another site can drive, and passes.
+//
+// From another site (cross-site, or a sibling: same-site) the navigation
+// must also come from the person's own click or keypress
+// (Sec-Fetch-User: ?1): a page that opened a window can navigate it to
+// /signin again and again by script, each a top-level navigation, and the
+// browser remembers the card certificate chosen, so nothing would show.
+// A prefetch or prerender never signs in.
 func topLevelNavigation(r *http.Request) bool {
-	mode, dest := r.Header.Get("Sec-Fetch-Mode"), r.Header.Get("Sec-Fetch-Dest")
-	if mode == "" && dest == "" && r.Header.Get("Sec-Fetch-Site") == "" {
+	site, mode, dest := r.Header.Get("Sec-Fetch-Site"), r.Header.Get("Sec-Fetch-Mode"), r.Header.Get("Sec-Fetch-Dest")
+	if p := r.Header.Get("Sec-Purpose") + r.Header.Get("Purpose"); strings.Contains(p, "prefetch") || strings.Contains(p, "prerender") {
+		return false
+	}
+	if mode == "" && dest == "" && site == "" {
 		return true
 	}
-	return mode == "navigate" && dest == "document"
+	if mode != "navigate" || dest != "document" {
+		return false
+	}
+	return site == "same-origin" || site == "none" || r.Header.Get("Sec-Fetch-User") == "?1"
 }
 
-// formIsText refuses a form whose values are not UTF-8: the names and
-// identifiers in it are stored as text, and a database refuses invalid
-// text with an error that is the gateway's, not the person's.
+// formIsText refuses a form whose values are not UTF-8 or hold a NUL: the
+// names and identifiers in it are stored as text, and PostgreSQL refuses
+// both with an error that is the gateway's, not the person's.
 func formIsText(r *http.Request) bool {
 	for _, vs := range r.PostForm {
 		for _, v := range vs {
-			if !utf8.ValidString(v) {
+			if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
 				return false
 			}
 		}

@@ -99,6 +99,7 @@ func TestRejections(t *testing.T) {
 		{"oversized form", "POST", "/enroll", "alice", url.Values{"csrf": {alice}, "name": {strings.Repeat("x", 20<<10)}}, http.StatusForbidden, ""},
 		{"sign-in without TLS client certificate", "GET", "/signin", "", nil, http.StatusUnauthorized, ""},
 		{"GET of a POST-only route", "GET", "/credentials/revoke", "alice", nil, http.StatusMethodNotAllowed, ""},
+		{"revoke of a set id with a NUL", "POST", "/credentials/revoke", "alice", url.Values{"csrf": {alice}, "set": {"s1\x00"}}, http.StatusBadRequest, ""},
 		{"enroll with a name that is not UTF-8", "POST", "/enroll", "alice", url.Values{"csrf": {alice}, "name": {"Phone \xff"}}, http.StatusBadRequest, ""},
 		{"revoke of a set id that is not UTF-8", "POST", "/credentials/revoke", "alice", url.Values{"csrf": {alice}, "set": {"s\xed\xa0\x80"}}, http.StatusBadRequest, ""},
 	}
@@ -234,27 +235,30 @@ func TestOutageKeepsCookie(t *testing.T) {
 // people arrive. Browsers without Fetch Metadata are let through.
 func TestSignInRefusesEmbedding(t *testing.T) {
 	tests := []struct {
-		name             string
-		site, mode, dest string
-		want             int
+		name                   string
+		site, mode, dest, user string
+		want                   int
 	}{
-		{"another site's image", "cross-site", "no-cors", "image", http.StatusForbidden},
-		{"another site's script fetch", "cross-site", "cors", "empty", http.StatusForbidden},
-		{"another site's frame", "cross-site", "navigate", "iframe", http.StatusForbidden},
-		{"a sibling site's fetch", "same-site", "cors", "empty", http.StatusForbidden},
-		{"a sibling site's frame", "same-site", "navigate", "iframe", http.StatusForbidden},
-		{"this portal's own frame", "same-origin", "navigate", "iframe", http.StatusForbidden},
-		{"the sign-in button", "same-origin", "navigate", "document", http.StatusSeeOther},
-		{"a typed address or bookmark", "none", "navigate", "document", http.StatusSeeOther},
-		{"a link on the intranet", "cross-site", "navigate", "document", http.StatusSeeOther},
-		{"a browser without Fetch Metadata", "", "", "", http.StatusSeeOther},
+		{"another site's image", "cross-site", "no-cors", "image", "", http.StatusForbidden},
+		{"another site's script fetch", "cross-site", "cors", "empty", "", http.StatusForbidden},
+		{"another site's frame", "cross-site", "navigate", "iframe", "", http.StatusForbidden},
+		{"a sibling site's fetch", "same-site", "cors", "empty", "", http.StatusForbidden},
+		{"a sibling site's frame", "same-site", "navigate", "iframe", "", http.StatusForbidden},
+		{"this portal's own frame", "same-origin", "navigate", "iframe", "", http.StatusForbidden},
+		{"the sign-in button", "same-origin", "navigate", "document", "", http.StatusSeeOther},
+		{"a typed address or bookmark", "none", "navigate", "document", "", http.StatusSeeOther},
+		{"a sibling site's script navigating a window", "same-site", "navigate", "document", "", http.StatusForbidden},
+		{"another site's script navigating a window it opened", "cross-site", "navigate", "document", "", http.StatusForbidden},
+		{"a link on the intranet, clicked", "cross-site", "navigate", "document", "?1", http.StatusSeeOther},
+		{"a link on a sibling site, clicked", "same-site", "navigate", "document", "?1", http.StatusSeeOther},
+		{"a browser without Fetch Metadata", "", "", "", "", http.StatusSeeOther},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			p, f := newTestPortal(t)
 			r := httptest.NewRequest("GET", "/signin", nil)
 			r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{{}}}
-			for k, v := range map[string]string{"Sec-Fetch-Site": tc.site, "Sec-Fetch-Mode": tc.mode, "Sec-Fetch-Dest": tc.dest} {
+			for k, v := range map[string]string{"Sec-Fetch-Site": tc.site, "Sec-Fetch-Mode": tc.mode, "Sec-Fetch-Dest": tc.dest, "Sec-Fetch-User": tc.user} {
 				if v != "" {
 					r.Header.Set(k, v)
 				}
@@ -270,5 +274,24 @@ func TestSignInRefusesEmbedding(t *testing.T) {
 				t.Fatalf("the refusal does not say what to do:\n%s", w.Body)
 			}
 		})
+	}
+}
+
+// TestSignInNotPrefetched: a speculative load (prefetch, prerender) of
+// /signin, which the browser may make on its own, never signs in.
+func TestSignInNotPrefetched(t *testing.T) {
+	for _, h := range [][2]string{{"Sec-Purpose", "prefetch"}, {"Sec-Purpose", "prefetch;prerender"}, {"Purpose", "prefetch"}} {
+		p, f := newTestPortal(t)
+		r := httptest.NewRequest("GET", "/signin", nil)
+		r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{{}}}
+		r.Header.Set("Sec-Fetch-Site", "same-origin")
+		r.Header.Set("Sec-Fetch-Mode", "navigate")
+		r.Header.Set("Sec-Fetch-Dest", "document")
+		r.Header.Set(h[0], h[1])
+		w := httptest.NewRecorder()
+		p.Handler().ServeHTTP(w, r)
+		if w.Code != http.StatusForbidden || f.signIns != 0 {
+			t.Errorf("%s: %s: %d, %d sign-ins", h[0], h[1], w.Code, f.signIns)
+		}
 	}
 }
