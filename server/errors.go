@@ -110,7 +110,7 @@ func toStatus(err error) error {
 	case errors.Is(err, issuance.ErrAlreadyRevoked), errors.Is(err, issuance.ErrNoEmail), errors.Is(err, issuance.ErrLint),
 		errors.Is(err, issuance.ErrRefused):
 		code = codes.FailedPrecondition
-	case errors.Is(err, issuance.ErrBadRequest):
+	case errors.Is(err, issuance.ErrBadRequest), errors.Is(err, store.ErrInvalidText):
 		code = codes.InvalidArgument
 	case errors.Is(err, store.ErrNotFound):
 		code = codes.NotFound

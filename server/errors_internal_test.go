@@ -69,3 +69,13 @@ func TestKeyChangedIsUnavailable(t *testing.T) {
 		}
 	}
 }
+
+// TestInvalidTextIsTheCallers: an id with a NUL (proto3 lets NUL through;
+// PostgreSQL's text refuses it) is InvalidArgument saying what is wrong,
+// not an Internal incident.
+func TestInvalidTextIsTheCallers(t *testing.T) {
+	st := status.Convert(toStatus(fmt.Errorf("activation: redeem: %w", store.ErrInvalidText)))
+	if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "NUL") {
+		t.Fatalf("%v %q, want InvalidArgument naming the NUL", st.Code(), st.Message())
+	}
+}

@@ -302,6 +302,8 @@ func wrapDB(err error) error {
 			return fmt.Errorf("%w: %s", ErrConflict, pgErr.ConstraintName)
 		case strings.HasPrefix(pgErr.Code, "08"), strings.HasPrefix(pgErr.Code, "57P"), pgErr.Code == "25006": // connection, shutdown, read-only
 			return fmt.Errorf("%w: %s", ErrUnavailable, pgErr.Message)
+		case pgErr.Code == "22021", pgErr.Code == "22P05": // character_not_in_repertoire (NUL, invalid UTF-8), untranslatable_character
+			return ErrInvalidText
 		}
 		return fmt.Errorf("store: %w", err)
 	case strings.Contains(err.Error(), "UNIQUE constraint failed"), strings.Contains(err.Error(), "PRIMARY KEY"),

@@ -35,6 +35,9 @@ var (
 	// had been revoked meanwhile (the sweep took a slow signing for a
 	// crash): it is on the CRL and must not be delivered.
 	ErrRevokedMeanwhile = errors.New("store: the certificate's intent was revoked while it was being signed")
+	// ErrInvalidText means a text value holds a NUL or is not UTF-8, which
+	// PostgreSQL's text refuses: the caller's input, not a database fault.
+	ErrInvalidText = errors.New("store: text holds a NUL character or is not UTF-8")
 )
 
 // Store is everything credgw keeps.

@@ -255,3 +255,23 @@ func TestSQLiteFileMode(t *testing.T) {
 		t.Fatal("empty path accepted")
 	}
 }
+
+// TestTextThatCannotBeStored: an id with a NUL or invalid UTF-8 (a
+// device's activation id, a portal form's set id) is the caller's
+// mistake on every engine: not found, or ErrInvalidText, never a driver
+// error the gateway reports as its own (PostgreSQL refuses both in text).
+func TestTextThatCannotBeStored(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		for _, id := range []string{"a\x00", "set-\xff"} {
+			_, err := s.ActivationByID(ctx, id)
+			if !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrInvalidText) {
+				t.Errorf("ActivationByID(%q): %v, want ErrNotFound or ErrInvalidText", id, err)
+			}
+			_, err = s.CredentialSet(ctx, id)
+			if !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrInvalidText) {
+				t.Errorf("CredentialSet(%q): %v, want ErrNotFound or ErrInvalidText", id, err)
+			}
+		}
+	})
+}
