@@ -42,7 +42,16 @@ type Options struct {
 	OutDir string
 	// KeystorePIN protects the written PKCS#12 files.
 	KeystorePIN string
-	Device      *credgwv1.DeviceInfo
+	// TrustAnchors are the root CAs (the agency's) the credentials must
+	// chain to, given to the device out of band (its management profile,
+	// credgw redeem --trust-anchor). The package's chain supplies only
+	// intermediates then: a gateway that is not the agency's (a stolen TLS
+	// key, a compromised host) cannot make the device install and confirm
+	// certificates of a CA of its own, or escrowed keys it knows. Empty:
+	// the root of the package's own chain is taken as the anchor, which
+	// proves only that the certificates chain to what the gateway sent.
+	TrustAnchors []*x509.Certificate
+	Device       *credgwv1.DeviceInfo
 	// Events receives progress ("issuing 1/3", bytes).
 	Events func(Event)
 	// MaxResumes bounds automatic resumption of a cut download.
@@ -85,6 +94,9 @@ type Options struct {
 	// attestContext is the challenge's context: the activation id, or a
 	// renewal's (code.RekeyAttestationContext).
 	attestContext string
+	// renews is the derived PIV Authentication certificate a renewal
+	// replaces: the new credentials must be its person's.
+	renews *x509.Certificate
 }
 
 // AttestFunc attests a device key for challenge.
@@ -634,9 +646,18 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 		return errors.New("agent: the package has no CA chain")
 	}
 	roots, inter := x509.NewCertPool(), x509.NewCertPool()
-	roots.AddCert(chain[len(chain)-1])
-	for _, c := range chain[:len(chain)-1] {
-		inter.AddCert(c)
+	if len(o.TrustAnchors) > 0 {
+		for _, a := range o.TrustAnchors {
+			roots.AddCert(a)
+		}
+		for _, c := range chain {
+			inter.AddCert(c)
+		}
+	} else {
+		roots.AddCert(chain[len(chain)-1])
+		for _, c := range chain[:len(chain)-1] {
+			inter.AddCert(c)
+		}
 	}
 	verifyAt := func(c *x509.Certificate, at time.Time) error {
 		_, err := c.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
@@ -683,6 +704,7 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 		}
 		return pinWriter.Encode(entries, chain)
 	}
+	person := samePerson{first: o.renews}
 	for _, m := range pkg.GetManifest().GetItems() {
 		it, err := pkg.Item(m)
 		if err != nil {
@@ -702,6 +724,9 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 				return fmt.Errorf("agent: %s does not certify the key this device made for %v", m.GetName(), m.GetProfile())
 			}
 			if err := checkProfile(m.GetProfile(), cert); err != nil {
+				return err
+			}
+			if err := person.same(m.GetProfile(), cert); err != nil {
 				return err
 			}
 			if err := verify(cert); err != nil {
@@ -737,6 +762,15 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 			entries, _, err := pfx.Decode(it.GetData(), p12pw)
 			if err != nil {
 				return fmt.Errorf("agent: %s does not open: %w", name, err)
+			}
+			if len(entries) > maxEscrowedKeys {
+				return fmt.Errorf("agent: %s holds %d keys; a person's escrowed keys are at most %d (the current one and 20 earlier ones, as a PIV card's retired key slots)",
+					name, len(entries), maxEscrowedKeys)
+			}
+			if len(entries) > 0 {
+				if err := person.same(credgwv1.Profile_PROFILE_KEY_MANAGEMENT, entries[0].Certificate); err != nil {
+					return err
+				}
 			}
 			if len(entries) == 0 || entries[0].Certificate.SerialNumber.Text(16) != m.GetSerial() || int(m.GetKeyCount()) != len(entries) {
 				holds := "no key"
@@ -869,19 +903,63 @@ func mustNormalize(p string) string {
 var safeName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,40}\.(p12|crt|pem)$`)
 
 // checkProfile: the certificate is the kind that was asked for.
+// checkProfile: the certificate is of its profile exactly (STANDARDS.md,
+// Common Policy §6.1.7): derived PIV Authentication digitalSignature only
+// with clientAuth; S/MIME signature digitalSignature and nonRepudiation
+// with emailProtection; key management keyAgreement (EC) or
+// keyEncipherment (RSA) only, never a signing bit, for its key is
+// escrowed; and no subscriber certificate is a CA.
 func checkProfile(p credgwv1.Profile, c *x509.Certificate) error {
+	if c.IsCA {
+		return fmt.Errorf("agent: the %v certificate is a CA certificate (basicConstraints CA:TRUE)", p)
+	}
 	has := func(e x509.ExtKeyUsage) bool { return slices.Contains(c.ExtKeyUsage, e) }
 	ok := false
 	switch p {
 	case credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH:
 		ok = has(x509.ExtKeyUsageClientAuth) && c.KeyUsage == x509.KeyUsageDigitalSignature
 	case credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE:
-		ok = has(x509.ExtKeyUsageEmailProtection) && c.KeyUsage&x509.KeyUsageContentCommitment != 0
+		ok = has(x509.ExtKeyUsageEmailProtection) && c.KeyUsage == x509.KeyUsageDigitalSignature|x509.KeyUsageContentCommitment
 	case credgwv1.Profile_PROFILE_KEY_MANAGEMENT:
-		ok = has(x509.ExtKeyUsageEmailProtection) && c.KeyUsage&(x509.KeyUsageKeyEncipherment|x509.KeyUsageKeyAgreement) != 0
+		ok = has(x509.ExtKeyUsageEmailProtection) &&
+			(c.KeyUsage == x509.KeyUsageKeyAgreement || c.KeyUsage == x509.KeyUsageKeyEncipherment)
 	}
 	if !ok {
-		return fmt.Errorf("agent: the %v certificate is not of that profile", p)
+		return fmt.Errorf("agent: the %v certificate is not of that profile (key usage %#x, extended key usage %v)", p, c.KeyUsage, c.ExtKeyUsage)
+	}
+	return nil
+}
+
+// maxEscrowedKeys bounds the escrowed keys of one package: the current one
+// and 20 earlier ones (a PIV card's retired key-management slots).
+const maxEscrowedKeys = 21
+
+// samePerson checks that the current certificates of a package are one
+// person's: one subject (the card's), and the S/MIME certificates one
+// email. (Each certificate has a UUID of its own, SP 800-157: nothing to
+// compare there.) The earlier escrowed keys are not compared: they may be
+// of an earlier name or email.
+type samePerson struct {
+	first *x509.Certificate
+	email *x509.Certificate
+}
+
+func (s *samePerson) same(p credgwv1.Profile, c *x509.Certificate) error {
+	other := func(what string) error {
+		return fmt.Errorf("agent: the %v certificate is another person's (its %s differs from the other certificates'): "+
+			"refusing the package", p, what)
+	}
+	if s.first == nil {
+		s.first = c
+	} else if !bytes.Equal(c.RawSubject, s.first.RawSubject) {
+		return other("subject")
+	}
+	if p == credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE || p == credgwv1.Profile_PROFILE_KEY_MANAGEMENT {
+		if s.email == nil {
+			s.email = c
+		} else if !slices.Equal(c.EmailAddresses, s.email.EmailAddresses) {
+			return other("email")
+		}
 	}
 	return nil
 }

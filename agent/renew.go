@@ -87,7 +87,14 @@ func renew(ctx context.Context, r RenewOptions) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The new credentials must chain to the root the installed ones chain
+	// to (the device trusted it when it installed them), and be the same
+	// person's: a gateway that is not the agency's gets nothing installed.
+	if len(chain) == 0 {
+		return nil, errors.New("agent: renew: auth.p12 holds no CA chain to check the new credentials against")
+	}
 	o := Options{Payload: code.Payload{Gateway: r.Gateway, Secret: secret}, Password: password,
+		TrustAnchors: []*x509.Certificate{chain[len(chain)-1]}, renews: cert,
 		KeystorePIN: r.KeystorePIN, Device: r.Device, Events: r.Events, MaxResumes: 5, Now: r.Now,
 		// A gateway that is busy or restarting is waited for, and a
 		// confirmation whose answer was lost asked again (the gateway

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 )
 
 // confirmer confirms an installed package to the gateway and returns the
@@ -24,6 +25,9 @@ type confirmer func(ctx context.Context, redemptionID string, sum []byte) (strin
 // moveIntoPlace); the error then names the staging directory, which holds
 // the new files.
 func installStaged(ctx context.Context, dir, prefix string, o Options, open opener, confirm confirmer) (*Result, error) {
+	if err := checkOutDir(dir); err != nil {
+		return nil, err
+	}
 	nameEarlierStaging(dir, o.Events)
 	staging, err := os.MkdirTemp(dir, prefix)
 	if err != nil {
@@ -155,4 +159,26 @@ func removeStaleKeyFiles(dir string, keep []string, events func(Event)) {
 			events(Event{Message: fmt.Sprintf("%s is from an earlier install and could not be removed: %v", e.Name(), err)})
 		}
 	}
+}
+
+// checkOutDir refuses an output directory that another user could write
+// (or owns): whoever can write it can swap the staging directory for a
+// link to one of theirs between the checks and the moves, and read the
+// device's key files there.
+func checkOutDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("agent: %s is not a directory", dir)
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		return fmt.Errorf("agent: %s is writable by other users (mode %#o): they could swap the files the device's keys go into; "+
+			"use a directory only you can write (chmod go-w %s)", dir, perm, dir)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("agent: %s belongs to another user (uid %d): use a directory of your own for the device's keys", dir, st.Uid)
+	}
+	return nil
 }

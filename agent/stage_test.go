@@ -44,6 +44,9 @@ type testGateway struct {
 	// of the person; lastKM is the escrowed key of the last package.
 	history []pfx.Entry
 	lastKM  pfx.Entry
+	// mutate, if set, changes each certificate's template before signing
+	// (a gateway that issues what it should not).
+	mutate func(credgwv1.Profile, *x509.Certificate)
 }
 
 func newTestGateway(t *testing.T) *testGateway {
@@ -54,10 +57,13 @@ func newTestGateway(t *testing.T) *testGateway {
 	return &testGateway{t: t, ca: ca, caKey: k, secret: secret, password: "24681357"}
 }
 
-func (g *testGateway) issue(pub any, ku x509.KeyUsage, eku x509.ExtKeyUsage) *x509.Certificate {
+func (g *testGateway) issue(p credgwv1.Profile, pub any, ku x509.KeyUsage, eku x509.ExtKeyUsage) *x509.Certificate {
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "holder"}, NotBefore: time.Now().Add(-time.Hour),
 		NotAfter: time.Now().Add(time.Hour), KeyUsage: ku, ExtKeyUsage: []x509.ExtKeyUsage{eku}, EmailAddresses: []string{"h@example.com"}}
+	if g.mutate != nil {
+		g.mutate(p, tmpl)
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, g.ca, pub, g.caKey)
 	if err != nil {
 		g.t.Fatal(err)
@@ -77,12 +83,12 @@ func (g *testGateway) open(_ context.Context, csrs []*credgwv1.CertificateReques
 		if r.GetProfile() == credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE {
 			ku, eku = x509.KeyUsageDigitalSignature|x509.KeyUsageContentCommitment, x509.ExtKeyUsageEmailProtection
 		}
-		c := g.issue(csr.PublicKey, ku, eku)
+		c := g.issue(r.GetProfile(), csr.PublicKey, ku, eku)
 		b.Add(fileNames[r.GetProfile()]+".crt", credgwv1.ItemKind_ITEM_KIND_CERTIFICATE, r.GetProfile(), c.SerialNumber.Text(16), c.Raw, nil, 0)
 	}
 	if !g.noKM {
 		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		c := g.issue(k.Public(), x509.KeyUsageKeyAgreement, x509.ExtKeyUsageEmailProtection)
+		c := g.issue(credgwv1.Profile_PROFILE_KEY_MANAGEMENT, k.Public(), x509.KeyUsageKeyAgreement, x509.ExtKeyUsageEmailProtection)
 		pw, err := code.PKCS12Password(g.secret, g.password)
 		if err != nil {
 			g.t.Fatal(err)

@@ -1066,6 +1066,10 @@ func parseOID(s string) (asn1.ObjectIdentifier, error) {
 	return oid, nil
 }
 
+// ReadCertificateFiles reads every certificate of PEM files (a file with
+// none is an error): for the CLI's trust anchors.
+func ReadCertificateFiles(paths []string) ([]*x509.Certificate, error) { return readCerts(paths) }
+
 // readCerts reads every certificate of PEM files.
 func readCerts(paths []string) ([]*x509.Certificate, error) {
 	var out []*x509.Certificate

@@ -31,6 +31,7 @@ import (
 	"github.com/credgw/credgw/piv"
 	"github.com/credgw/credgw/pkcs11"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"github.com/credgw/credgw/server"
 	"github.com/credgw/credgw/store"
 	"golang.org/x/crypto/ocsp"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -322,12 +323,18 @@ func TestUnconfirmedRevoked(t *testing.T) {
 	mails.waitForText(t, "key-delivery", "holder@example.com", "never confirmed", e.resp.GetCredentialSetId())
 }
 
-// TestAgentRedeems: the reference agent against the running gateway.
+// TestAgentRedeems: the reference agent against the running gateway,
+// anchored at the CA's root as a device is (its certificates pass the
+// agent's profile and same-person checks as issued).
 func TestAgentRedeems(t *testing.T) {
 	e := enrollCard(t)
 	dir := t.TempDir()
+	anchors, err := server.ReadCertificateFiles([]string{cfg.Path(cfg.CA.ChainFiles[len(cfg.CA.ChainFiles)-1])})
+	if err != nil {
+		t.Fatal(err)
+	}
 	res, err := agent.Redeem(context.Background(), agent.Options{Payload: e.payload, Password: e.resp.GetPassword(),
-		OutDir: dir, KeystorePIN: "correct horse"})
+		OutDir: dir, KeystorePIN: "correct horse", TrustAnchors: anchors})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ func TestAuditVerifyAndExport(t *testing.T) {
 	pwFile, pinFile := filepath.Join(work, "pw"), filepath.Join(work, "pin")
 	os.WriteFile(pwFile, []byte(password), 0o600)
 	os.WriteFile(pinFile, []byte("correct horse"), 0o600)
-	run(t, nil, true, credgwBin, "redeem", "--qr-payload", p.String(), "--password-file", pwFile, "--out", filepath.Join(work, "device"),
+	run(t, nil, true, credgwBin, "redeem", "--trust-anchor", filepath.Join(dir, "ca", "root.crt"), "--qr-payload", p.String(), "--password-file", pwFile, "--out", filepath.Join(work, "device"),
 		"--keystore-pin-file", pinFile)
 	// Renewal is not open yet on fresh credentials: said clearly.
 	if out := run(t, nil, false, credgwBin, "renew", "--dir", filepath.Join(work, "device"), "--gateway", gw,

@@ -28,7 +28,7 @@ func TestBackupAndRestore(t *testing.T) {
 		pwFile, pinFile := filepath.Join(out, "pw"), filepath.Join(out, "pin")
 		os.WriteFile(pwFile, []byte(password), 0o600)
 		os.WriteFile(pinFile, []byte("correct horse"), 0o600)
-		run(t, nil, true, credgwBin, "redeem", "--qr-payload", p.String(), "--password-file", pwFile, "--out", filepath.Join(out, "device"),
+		run(t, nil, true, credgwBin, "redeem", "--trust-anchor", filepath.Join(dir, "ca", "root.crt"), "--qr-payload", p.String(), "--password-file", pwFile, "--out", filepath.Join(out, "device"),
 			"--keystore-pin-file", pinFile)
 	}
 	redeem(filepath.Join(work, "first"))

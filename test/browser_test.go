@@ -276,7 +276,7 @@ func portalInBrowser(t *testing.T, throughOpenSC bool) {
 	os.WriteFile(pwFile, []byte(password+"\n"), 0o600)
 	os.WriteFile(kpin, []byte("correct horse\n"), 0o600)
 	device := filepath.Join(out, "device")
-	if r := run(t, nil, true, credgwBin, "redeem", "--qr", qrFile, "--password-file", pwFile, "--keystore-pin-file", kpin,
+	if r := run(t, nil, true, credgwBin, "redeem", "--trust-anchor", filepath.Join(dir, "ca", "root.crt"), "--qr", qrFile, "--password-file", pwFile, "--keystore-pin-file", kpin,
 		"--out", device, "--timeout", "3m"); !strings.Contains(r, "Installed and confirmed") {
 		t.Fatalf("redeem output:\n%s", r)
 	}

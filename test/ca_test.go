@@ -114,7 +114,7 @@ func TestAgencyRootChain(t *testing.T) {
 	device := filepath.Join(work, "device")
 	kpin := filepath.Join(work, "keystore-pin.txt")
 	os.WriteFile(kpin, []byte("tr0ub4dor&3\n"), 0o600)
-	run(t, nil, true, credgwBin, "redeem", "--qr", filepath.Join(work, "qr.png"), "--password-file", filepath.Join(work, "password.txt"),
+	run(t, nil, true, credgwBin, "redeem", "--trust-anchor", chainFile, "--qr", filepath.Join(work, "qr.png"), "--password-file", filepath.Join(work, "password.txt"),
 		"--keystore-pin-file", kpin, "--out", device)
 
 	rootPEM, issuingPEM := root.certFile, issuingFile

@@ -59,12 +59,12 @@ func TestEnrollAndRedeem(t *testing.T) {
 			kpin := filepath.Join(out, "keystore-pin.txt")
 			const keystorePIN = "tr0ub4dor&3"
 			os.WriteFile(kpin, []byte(keystorePIN+"\n"), 0o600)
-			redeemOut := run(t, nil, true, credgwBin, "redeem", "--qr", qr, "--password-file", pw, "--keystore-pin-file", kpin, "--out", device)
+			redeemOut := run(t, nil, true, credgwBin, "redeem", "--trust-anchor", filepath.Join(dir, "ca", "root.crt"), "--qr", qr, "--password-file", pw, "--keystore-pin-file", kpin, "--out", device)
 			if !strings.Contains(redeemOut, "Installed and confirmed") {
 				t.Fatalf("redeem output:\n%s", redeemOut)
 			}
 			// A second redemption is refused in words, not in gRPC's.
-			again := run(t, nil, false, credgwBin, "redeem", "--qr", qr, "--password-file", pw, "--keystore-pin-file", kpin, "--out", filepath.Join(out, "again"))
+			again := run(t, nil, false, credgwBin, "redeem", "--trust-anchor", filepath.Join(dir, "ca", "root.crt"), "--qr", qr, "--password-file", pw, "--keystore-pin-file", kpin, "--out", filepath.Join(out, "again"))
 			if strings.Contains(again, "rpc error") || strings.Contains(again, "desc =") || !strings.Contains(again, "credgw: not possible now: ") {
 				t.Fatalf("second redeem output:\n%s", again)
 			}

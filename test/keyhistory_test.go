@@ -61,7 +61,7 @@ func TestKeyHistoryReaders(t *testing.T) {
 		os.MkdirAll(out, 0o700)
 		enrollWithCLI(t, dir, gw, conf, out)
 		device = filepath.Join(out, "device")
-		redeemOut := run(t, nil, true, credgwBin, "redeem", "--qr", filepath.Join(out, "qr.png"), "--password-file", filepath.Join(out, "password.txt"),
+		redeemOut := run(t, nil, true, credgwBin, "redeem", "--trust-anchor", filepath.Join(dir, "ca", "root.crt"), "--qr", filepath.Join(out, "qr.png"), "--password-file", filepath.Join(out, "password.txt"),
 			"--keystore-pin-file", pinFile, "--out", device)
 		if !strings.Contains(redeemOut, "Installed and confirmed") {
 			t.Fatalf("round %d: redeem output:\n%s", round, redeemOut)

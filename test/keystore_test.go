@@ -40,7 +40,7 @@ func TestRedeemIntoPKCS11Keystore(t *testing.T) {
 	os.WriteFile(pinFile, []byte(userPIN+"\n"), 0o600)
 	os.WriteFile(kpin, []byte("tr0ub4dor&3\n"), 0o600)
 	device := filepath.Join(out, "device")
-	redeemOut := run(t, []string{conf}, true, credgwBin, "redeem", "--qr", filepath.Join(out, "qr.png"), "--password-file", filepath.Join(out, "password.txt"),
+	redeemOut := run(t, []string{conf}, true, credgwBin, "redeem", "--trust-anchor", filepath.Join(dir, "ca", "root.crt"), "--qr", filepath.Join(out, "qr.png"), "--password-file", filepath.Join(out, "password.txt"),
 		"--keystore-pin-file", kpin, "--keystore", "pkcs11:token=Device?pin-source="+pinFile, "--out", device)
 	if !strings.Contains(redeemOut, "Installed and confirmed") {
 		t.Fatalf("redeem output:\n%s", redeemOut)

@@ -367,7 +367,7 @@ func TestPIVLoginThroughOpenSC(t *testing.T) {
 				t.Fatalf("enroll through OpenSC:\n%s", enrolled)
 			}
 			os.WriteFile(kpin, []byte("keystore-pin-1\n"), 0o600)
-			redeemed := run(t, nil, true, credgwBin, "redeem", "--qr", qr, "--password-file", pw, "--keystore-pin-file", kpin,
+			redeemed := run(t, nil, true, credgwBin, "redeem", "--trust-anchor", filepath.Join(dir, "ca", "root.crt"), "--qr", qr, "--password-file", pw, "--keystore-pin-file", kpin,
 				"--out", filepath.Join(work, "device"))
 			if !strings.Contains(redeemed, "Installed and confirmed") {
 				t.Fatalf("redeem:\n%s", redeemed)

@@ -169,7 +169,14 @@ func newDemoCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintln(indent(out), "its keystore attests the keys it makes (simulated Android Key Attestation, TEE level)")
-			res, err := agent.Redeem(ctx, agent.Options{Payload: p, Password: en.GetPassword(), OutDir: deviceDir,
+			// The device trusts the CA's root, given to it out of band (a
+			// phone's management profile): not whatever the gateway sends.
+			anchors, err := server.ReadCertificateFiles([]string{filepath.Join(d.Dir, "ca", "root.crt")})
+			if err != nil {
+				stopErr()
+				return err
+			}
+			res, err := agent.Redeem(ctx, agent.Options{Payload: p, Password: en.GetPassword(), OutDir: deviceDir, TrustAnchors: anchors,
 				KeystorePIN: string(keystorePIN), Device: &credgwv1.DeviceInfo{Model: "demo device", AgentVersion: version},
 				Events: progressPrinter(indent(out)), Attest: attestFn})
 			if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"github.com/credgw/credgw/agent"
 	"github.com/credgw/credgw/pkcs11"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"github.com/credgw/credgw/server"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -21,16 +23,26 @@ import (
 
 func newRedeemCmd() *cobra.Command {
 	var qrFile, qrPayload, qrPayloadFile, out, passwordFile, pinFile, keystore string
+	var anchorFiles []string
+	var trustGatewayCA bool
 	var att attestFlags
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "redeem (--qr FILE.png | --qr-payload-file F | --qr-payload STR) --out DIR [--password-file F] [--keystore-pin-file F]",
+		Use:   "redeem (--qr FILE.png | --qr-payload-file F | --qr-payload STR) --out DIR --trust-anchor ROOT.pem [--password-file F] [--keystore-pin-file F]",
 		Short: "The reference device agent: scan, type the password, download, install, confirm",
 		Long: `What the device app does: decode the QR code, trust the gateway only through the
 pin it carries, ask the password (without echo) unless a file gives it, make the
 device keys (software P-256), download the credentials with a progress bar
 (resuming a cut connection), verify the SHA-256, the chains, the keys and the
 profiles, write the files below under the keystore PIN, and confirm.
+
+The credentials must chain to --trust-anchor: the root CA of your agency's PKI
+(a device's management profile gives it). The QR code pins only the gateway's
+TLS certificate; without an anchor of its own the device would install
+certificates of any CA the gateway sends, and escrowed keys it knows. For a
+gateway made by 'credgw dev init' or 'credgw ca init' the root is ca/root.crt
+in its directory. --trust-gateway-ca instead accepts the CA the download
+carries: for trying credgw out, never for a real device.
 
 DIR then holds (each PKCS#12 with a friendly name and a localKeyId on its key):
   auth.p12, auth.crt            derived PIV Authentication key and certificate
@@ -66,8 +78,11 @@ holds only chain.pem and the .crt files.`,
 			if given != 1 {
 				return fmt.Errorf("give exactly one of --qr, --qr-payload-file and --qr-payload")
 			}
+			anchors, err := trustAnchors(anchorFiles, trustGatewayCA)
+			if err != nil {
+				return err
+			}
 			if qrPayloadFile != "" {
-				var err error
 				if qrPayload, err = readPayloadFile(cmd.InOrStdin(), qrPayloadFile); err != nil {
 					return err
 				}
@@ -116,7 +131,7 @@ holds only chain.pem and the .crt files.`,
 			}
 			w := cmd.ErrOrStderr()
 			res, err := agent.Redeem(ctx, agent.Options{
-				Payload: p, Password: password, OutDir: out, KeystorePIN: pin, Keystore: tok, Attest: attestFn,
+				Payload: p, Password: password, OutDir: out, KeystorePIN: pin, Keystore: tok, Attest: attestFn, TrustAnchors: anchors,
 				Device: &credgwv1.DeviceInfo{Model: "credgw reference agent", Os: runtime.GOOS, AgentVersion: version},
 				Events: progressPrinter(w),
 			})
@@ -144,10 +159,33 @@ holds only chain.pem and the .crt files.`,
 	f.StringVar(&passwordFile, "password-file", "", "file with the numeric password (else asked without echo)")
 	f.StringVar(&pinFile, "keystore-pin-file", "", "file with the keystore PIN (else asked without echo)")
 	f.StringVar(&keystore, "keystore", "", "PKCS#11 token for the device keys and the escrowed encryption keys, e.g. 'pkcs11:token=Device?pin-source=FILE' (default: software keys in PKCS#12 files)")
+	f.StringArrayVar(&anchorFiles, "trust-anchor", nil, "PEM file of the root CA(s) the credentials must chain to: your agency's root (repeatable; required unless --trust-gateway-ca)")
+	f.BoolVar(&trustGatewayCA, "trust-gateway-ca", false, "accept the CA chain the download carries instead of a --trust-anchor: for trying credgw out only")
 	f.DurationVar(&timeout, "timeout", 5*time.Minute, "overall time limit")
 	att.add(cmd)
 	cmd.MarkFlagRequired("out")
 	return cmd
+}
+
+// trustAnchors reads --trust-anchor, or refuses to go on without one
+// unless --trust-gateway-ca says to take the download's own chain.
+func trustAnchors(files []string, trustGatewayCA bool) ([]*x509.Certificate, error) {
+	switch {
+	case len(files) > 0 && trustGatewayCA:
+		return nil, errors.New("give --trust-anchor or --trust-gateway-ca, not both")
+	case trustGatewayCA:
+		return nil, nil
+	case len(files) == 0:
+		return nil, errors.New("--trust-anchor is required: the PEM file of the root CA your credentials must chain to " +
+			"(your agency's root; for a gateway made by 'credgw dev init' or 'credgw ca init', its ca/root.crt). " +
+			"Without it a gateway that is not yours could install a CA of its own. " +
+			"(--trust-gateway-ca accepts the CA the download carries: for trying credgw out only.)")
+	}
+	anchors, err := server.ReadCertificateFiles(files)
+	if err != nil {
+		return nil, fmt.Errorf("--trust-anchor: %w", err)
+	}
+	return anchors, nil
 }
 
 // secretInput reads a secret from a file, or from the terminal without echo.
