@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mathrand "math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -240,15 +241,20 @@ func resumes(n int) string {
 // agent, ends a wait.
 const DefaultMaxWait = 15 * time.Minute
 
-// backoff is how long to wait before asking again: the gateway's RetryInfo,
-// else 1 s doubling per wait to at most 15 s.
+// backoff is how long to wait before asking again: the gateway's RetryInfo
+// taken between 1 s and 15 s (a broken or hostile gateway cannot make its
+// agents spin), else 1 s doubling per wait to at most 15 s; plus up to a
+// fifth at random, so that agents that waited together (a gateway
+// restart) do not all come back in the same instant.
 func backoff(st *status.Status, waited int) time.Duration {
-	for _, d := range st.Details() {
-		if r, ok := d.(*errdetails.RetryInfo); ok && r.GetRetryDelay().AsDuration() > 0 {
-			return min(r.GetRetryDelay().AsDuration(), 15*time.Second)
+	d := min(time.Second<<min(waited, 4), 15*time.Second)
+	for _, det := range st.Details() {
+		if r, ok := det.(*errdetails.RetryInfo); ok && r.GetRetryDelay().AsDuration() > 0 {
+			d = min(max(r.GetRetryDelay().AsDuration(), time.Second), 15*time.Second)
+			break
 		}
 	}
-	return min(time.Second<<min(waited, 4), 15*time.Second)
+	return d + mathrand.N(d/5+1)
 }
 
 // isKeyCertifiedBefore tells the gateway's refusal of a key it certified
@@ -338,6 +344,9 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirmOnce co
 		err := download(ctx, stream, &o, &pkg, &total, &sum, res, attempt == 0)
 		if err == nil {
 			break
+		}
+		if pe := (protocolError{}); errors.As(err, &pe) {
+			return nil, fmt.Errorf("%w (the gateway broke the download protocol: not retried)", err)
 		}
 		st, ok := status.FromError(err)
 		if ok && st.Code() == codes.InvalidArgument && res.RedemptionID == "" && !renewedKeys && isKeyCertifiedBefore(st) {
@@ -495,6 +504,13 @@ func makeKeys(ctx context.Context, o Options) (map[credgwv1.Profile]crypto.Signe
 	return keys, tokenIDs, csrs, nil
 }
 
+// protocolError is a gateway's answer that breaks the download protocol:
+// final, not a cut connection to resume (a resume would send the secret,
+// the password and the CSRs again, for the same answer).
+type protocolError struct{ error }
+
+func (e protocolError) Unwrap() error { return e.error }
+
 // download runs one Redeem stream, appending to pkg from the resume offset.
 func download(ctx context.Context, open func(context.Context) (grpc.ServerStreamingClient[credgwv1.RedeemResponse], error), o *Options,
 	pkg *[]byte, total *int64, sum *[]byte, res *Result, first bool) error {
@@ -521,16 +537,16 @@ func download(ctx context.Context, open func(context.Context) (grpc.ServerStream
 		case *credgwv1.RedeemResponse_Accepted:
 			a := ev.Accepted
 			if a.GetTotalBytes() <= 0 || a.GetTotalBytes() > maxPackageBytes {
-				return fmt.Errorf("agent: the gateway announces a package of %d bytes; a credential package is at most %d", a.GetTotalBytes(), maxPackageBytes)
+				return protocolError{fmt.Errorf("agent: the gateway announces a package of %d bytes; a credential package is at most %d", a.GetTotalBytes(), maxPackageBytes)}
 			}
 			if res.RedemptionID != "" && (a.GetRedemptionId() != res.RedemptionID || a.GetTotalBytes() != *total) {
-				return errors.New("agent: the resumed package is not the one being downloaded")
+				return protocolError{errors.New("agent: the resumed package is not the one being downloaded")}
 			}
 			res.RedemptionID, *total = a.GetRedemptionId(), a.GetTotalBytes()
 		case *credgwv1.RedeemResponse_Chunk:
 			c := ev.Chunk
 			if c.GetOffset() != int64(len(*pkg)) || len(c.GetData()) > 32<<10 || int64(len(*pkg)+len(c.GetData())) > *total {
-				return errors.New("agent: a chunk does not continue the package")
+				return protocolError{errors.New("agent: a chunk does not continue the package")}
 			}
 			*pkg = append(*pkg, c.GetData()...)
 			o.Events(Event{Stage: credgwv1.Stage_STAGE_SENDING, Bytes: int64(len(*pkg)), TotalBytes: *total})
@@ -541,7 +557,7 @@ func download(ctx context.Context, open func(context.Context) (grpc.ServerStream
 			}
 		case *credgwv1.RedeemResponse_Done:
 			if int64(len(*pkg)) != *total {
-				return errors.New("agent: Done before the whole package arrived")
+				return protocolError{errors.New("agent: Done before the whole package arrived")}
 			}
 			*sum = ev.Done.GetSha256()
 		}
