@@ -4,9 +4,11 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"runtime/debug"
 	"strings"
+	"unicode"
 
 	"github.com/spf13/cobra"
 )
@@ -16,9 +18,28 @@ var version = "dev"
 
 func main() {
 	if err := newRootCmd().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "credgw:", err)
+		printError(os.Stderr, err)
 		os.Exit(1)
 	}
+}
+
+// printError prints a command's error for the terminal: it may carry a
+// gateway's status message, so without control characters (terminalSafe).
+func printError(w io.Writer, err error) {
+	fmt.Fprintln(w, "credgw:", terminalSafe(err.Error()))
+}
+
+// terminalSafe is text from elsewhere (a gateway's messages) made safe to
+// print on a terminal: control characters (escape sequences that move the
+// cursor, set the clipboard or the title; carriage returns that overwrite
+// a line) and bidirectional overrides become U+FFFD.
+func terminalSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
+			return '\uFFFD'
+		}
+		return r
+	}, s)
 }
 
 func newRootCmd() *cobra.Command {

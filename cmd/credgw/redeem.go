@@ -272,12 +272,15 @@ func progressPrinter(w io.Writer) func(agent.Event) {
 				fmt.Fprintf(w, "downloading: %d of %d bytes (%d%%)\n", e.Bytes, e.TotalBytes, pct)
 			}
 		case e.Resumed:
-			fmt.Fprintln(w, e.Message)
+			fmt.Fprintln(w, terminalSafe(e.Message))
 		case e.Total > 0:
-			fmt.Fprintf(w, "%s (%d/%d)\n", e.Message, e.Current, e.Total)
+			// The gateway's progress text: printed without control
+			// characters, as everything that may carry its words.
+			fmt.Fprintf(w, "%s (%d/%d)\n", terminalSafe(e.Message), e.Current, e.Total)
 		case e.Message != "":
-			// What the agent says on its own: waits, retries, leftovers.
-			fmt.Fprintln(w, e.Message)
+			// What the agent says on its own (waits, retries, leftovers),
+			// which may quote the gateway's status messages.
+			fmt.Fprintln(w, terminalSafe(e.Message))
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/credgw/credgw/agent"
 )
@@ -65,5 +66,39 @@ func TestProgressPrinterSaysMessages(t *testing.T) {
 	want := "the gateway is busy; retrying in 2s\nissuing (1/3)\nconnection lost at 10 of 20 bytes; resuming\n"
 	if b.String() != want {
 		t.Errorf("printed %q, want %q", b.String(), want)
+	}
+}
+
+// TestGatewayTextCannotDriveTheTerminal: what a gateway writes (progress
+// messages, status messages in errors) reaches the person's terminal
+// without control characters: a hostile gateway cannot move the cursor to
+// paint "Installed and confirmed" over a failure, set the clipboard (OSC
+// 52) or reverse text with bidirectional overrides.
+func TestGatewayTextCannotDriveTheTerminal(t *testing.T) {
+	hostile := []string{
+		"\x1b]52;c;Y3VybCBldmlsLmV4YW1wbGUgfCBzaA==\x07issuing",
+		"\x1b[2K\x1b[1AInstalled and confirmed",
+		"\x9b2Jcleared",
+		"file \u202egpj.exe",
+		"line one\rline two",
+	}
+	var b strings.Builder
+	p := progressPrinter(&b)
+	for _, m := range hostile {
+		p(agent.Event{Message: m})
+		p(agent.Event{Message: m, Current: 1, Total: 3})
+		p(agent.Event{Message: m, Resumed: true})
+	}
+	var e strings.Builder
+	printError(&e, errors.New(hostile[0]+"; "+hostile[1]))
+	for what, out := range map[string]string{"progress": b.String(), "error": e.String()} {
+		for _, r := range strings.ReplaceAll(out, "\n", "") {
+			if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
+				t.Fatalf("%s output holds %U: %q", what, r, out)
+			}
+		}
+	}
+	if !strings.Contains(b.String(), "issuing") || !strings.Contains(e.String(), "credgw: ") {
+		t.Fatalf("the readable text is lost: %q / %q", b.String(), e.String())
 	}
 }
