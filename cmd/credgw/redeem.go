@@ -161,11 +161,19 @@ holds only chain.pem and the .crt files.`,
 	f.StringVar(&keystore, "keystore", "", "PKCS#11 token for the device keys and the escrowed encryption keys, e.g. 'pkcs11:token=Device?pin-source=FILE' (default: software keys in PKCS#12 files)")
 	f.StringArrayVar(&anchorFiles, "trust-anchor", nil, "PEM file of the root CA(s) the credentials must chain to: your agency's root (repeatable; required unless --trust-gateway-ca)")
 	f.BoolVar(&trustGatewayCA, "trust-gateway-ca", false, "accept the CA chain the download carries instead of a --trust-anchor: for trying credgw out only")
-	f.DurationVar(&timeout, "timeout", 5*time.Minute, "overall time limit")
+	f.DurationVar(&timeout, "timeout", agentTimeout, "overall time limit (beyond the agent's wait for a busy or restarting gateway, agent.DefaultMaxWait)")
 	att.add(cmd)
 	cmd.MarkFlagRequired("out")
 	return cmd
 }
+
+// agentTimeout is --timeout of redeem and renew by default: longer than
+// the agent waits for a busy or restarting gateway (agent.DefaultMaxWait,
+// itself beyond an activation code's life) plus a download, so that a wait
+// ends with the gateway's answer or the code's expiry, never with the
+// overall limit cutting a confirmation (whose answer would then be
+// unknown, and the credentials revoked unconfirmed).
+const agentTimeout = agent.DefaultMaxWait + 15*time.Minute
 
 // trustAnchors reads --trust-anchor, or refuses to go on without one
 // unless --trust-gateway-ca says to take the download's own chain.

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 	"unicode"
 
 	"github.com/credgw/credgw/agent"
+	"github.com/spf13/cobra"
 )
 
 // answers is a terminal that answers the prompts in order.
@@ -100,5 +102,19 @@ func TestGatewayTextCannotDriveTheTerminal(t *testing.T) {
 	}
 	if !strings.Contains(b.String(), "issuing") || !strings.Contains(e.String(), "credgw: ") {
 		t.Fatalf("the readable text is lost: %q / %q", b.String(), e.String())
+	}
+}
+
+// TestTimeoutOutlastsTheWait: redeem's and renew's overall limit is longer
+// than the agent's own wait for a busy gateway plus a download; before,
+// it was 5 minutes against a 15-minute wait, and a download finishing
+// near it had its confirmation cut (answer unknown, the credentials
+// revoked unconfirmed an hour later).
+func TestTimeoutOutlastsTheWait(t *testing.T) {
+	for name, cmd := range map[string]*cobra.Command{"redeem": newRedeemCmd(), "renew": newRenewCmd()} {
+		d, err := time.ParseDuration(cmd.Flags().Lookup("timeout").DefValue)
+		if err != nil || d < agent.DefaultMaxWait+10*time.Minute {
+			t.Errorf("%s --timeout defaults to %v (%v), want at least the agent's wait (%v) and 10 minutes", name, d, err, agent.DefaultMaxWait)
+		}
 	}
 }

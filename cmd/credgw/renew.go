@@ -64,7 +64,7 @@ revokes the old certificates (superseded).`,
 	f.StringVar(&gateway, "gateway", "", "gateway gRPC address (required)")
 	f.StringVar(&caFile, "ca-file", "", "PEM trust anchor of the gateway's TLS certificate (required)")
 	f.StringVar(&pinFile, "keystore-pin-file", "", "file with the keystore PIN (else asked without echo)")
-	f.DurationVar(&timeout, "timeout", 5*time.Minute, "give up after this long")
+	f.DurationVar(&timeout, "timeout", agentTimeout, "overall time limit (beyond the agent's wait for a busy or restarting gateway, agent.DefaultMaxWait)")
 	att.add(cmd)
 	for _, n := range []string{"dir", "gateway", "ca-file"} {
 		cmd.MarkFlagRequired(n)
