@@ -92,7 +92,18 @@ type Verifier struct {
 	opts   Options
 	trust  atomic.Pointer[trust]
 	status *statusChecker
+	// pathBuilds counts the paths built (crypto/x509 Verify calls).
+	pathBuilds atomic.Int64
 }
+
+// maxPresentedIntermediates bounds the CA certificates a caller presents
+// with its card: a real PIV path (card, issuing CA, agency root or bridge
+// CAs) has a handful; more only buys an attacker signature checks.
+const maxPresentedIntermediates = 8
+
+// failedPathTTL is how long a chain that did not verify is refused
+// without building its path again.
+const failedPathTTL = time.Minute
 
 // trust is what paths are built to: the anchors, the configured
 // intermediates, and the paths built with them (a reload replaces all
@@ -207,6 +218,9 @@ func ParseCertificates(ders ...[]byte) ([]*x509.Certificate, error) {
 // intermediates from the caller. The order of checks puts the cheap,
 // local ones first; revocation status is fetched last.
 func (v *Verifier) VerifyPIVAuth(ctx context.Context, leaf *x509.Certificate, intermediates []*x509.Certificate) (*Result, error) {
+	if err := checkPresented(intermediates); err != nil {
+		return nil, err
+	}
 	if err := checkKey(leaf); err != nil {
 		return nil, err
 	}
@@ -236,8 +250,20 @@ func (v *Verifier) VerifyPIVAuth(ctx context.Context, leaf *x509.Certificate, in
 // subject as the PIV Authentication certificate, and returns its email: the
 // email of record when the PIV Authentication certificate has none.
 func (v *Verifier) VerifyDigitalSignature(ctx context.Context, cert, pivAuth *x509.Certificate, intermediates []*x509.Certificate) (string, error) {
+	if err := checkPresented(intermediates); err != nil {
+		return "", err
+	}
 	if !slices.Equal(cert.RawSubject, pivAuth.RawSubject) {
 		return "", fmt.Errorf("%w: the Digital Signature certificate's subject %q is not the PIV Authentication certificate's %q", ErrMalformed, cert.Subject, pivAuth.Subject)
+	}
+	// A subject name is not unique across CAs: the email of record comes
+	// only from a certificate of the same card, issued by the same CA
+	// (issuer name and key), or naming the card's UUID.
+	sameCA := slices.Equal(cert.RawIssuer, pivAuth.RawIssuer) && len(pivAuth.AuthorityKeyId) > 0 &&
+		slices.Equal(cert.AuthorityKeyId, pivAuth.AuthorityKeyId)
+	if !sameCA && !sameCardUUID(cert, pivAuth) {
+		return "", fmt.Errorf("%w: the Digital Signature certificate is from another CA (%q) than the PIV Authentication certificate (%q) "+
+			"and does not name the card's UUID: it may be another person's of the same name", ErrMalformed, cert.Issuer, pivAuth.Issuer)
 	}
 	if err := v.checkPolicy(cert, signaturePolicies, "Digital Signature"); err != nil {
 		return "", err
@@ -249,6 +275,21 @@ func (v *Verifier) VerifyDigitalSignature(ctx context.Context, cert, pivAuth *x5
 		return "", fmt.Errorf("the Digital Signature certificate: %w", err)
 	}
 	return cert.EmailAddresses[0], nil
+}
+
+// sameCardUUID: both certificates name one card UUID (urn:uuid: SAN).
+func sameCardUUID(a, b *x509.Certificate) bool {
+	for _, u := range a.URIs {
+		if u.Scheme != "urn" || !strings.HasPrefix(strings.ToLower(u.Opaque), "uuid:") {
+			continue
+		}
+		for _, w := range b.URIs {
+			if w.Scheme == "urn" && strings.EqualFold(u.Opaque, w.Opaque) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (v *Verifier) checkPolicy(c *x509.Certificate, want []asn1.ObjectIdentifier, what string) error {
@@ -407,8 +448,12 @@ func (v *Verifier) path(ctx context.Context, leaf *x509.Certificate, intermediat
 	// change. Revocation is checked on every call.
 	key := pathKey(leaf, intermediates, policies)
 	tr := v.trust.Load()
+	if err := tr.paths.failure(key, now); err != nil {
+		return verifiedPath{}, err
+	}
 	chain := tr.paths.get(key, now)
 	if chain == nil {
+		v.pathBuilds.Add(1)
 		pool := tr.inter
 		if len(intermediates) > 0 {
 			pool = tr.inter.Clone()
@@ -424,7 +469,9 @@ func (v *Verifier) path(ctx context.Context, leaf *x509.Certificate, intermediat
 			CertificatePolicies: toOIDs(policies),
 		})
 		if err != nil {
-			return verifiedPath{}, fmt.Errorf("%w: %v (issuer %q)", ErrUntrusted, err, leaf.Issuer)
+			err = fmt.Errorf("%w: %v (issuer %q)", ErrUntrusted, err, leaf.Issuer)
+			tr.paths.fail(key, err, now.Add(failedPathTTL))
+			return verifiedPath{}, err
 		}
 		// The first path that authorizes the card's policy: beside the
 		// direct path there may be one through a bridge that does not.
@@ -619,6 +666,43 @@ func toOIDs(in []asn1.ObjectIdentifier) []x509.OID {
 type pathCache struct {
 	mu sync.Mutex
 	m  map[[32]byte][]*x509.Certificate
+	// failed holds chains that did not verify, until a time: a caller's
+	// own chain is not rebuilt on every call of its connection.
+	failed map[[32]byte]failedPath
+}
+
+type failedPath struct {
+	err   error
+	until time.Time
+}
+
+// failure is the error of a chain that did not verify, while it holds.
+func (c *pathCache) failure(k [32]byte, now time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f, ok := c.failed[k]; ok && now.Before(f.until) {
+		return f.err
+	}
+	return nil
+}
+
+// fail remembers a chain that did not verify (bounded as the cache).
+func (c *pathCache) fail(k [32]byte, err error, until time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failed == nil || len(c.failed) >= maxCachedPaths {
+		c.failed = make(map[[32]byte]failedPath)
+	}
+	c.failed[k] = failedPath{err: err, until: until}
+}
+
+// checkPresented bounds the CA certificates a caller presents.
+func checkPresented(intermediates []*x509.Certificate) error {
+	if len(intermediates) > maxPresentedIntermediates {
+		return fmt.Errorf("%w: %d CA certificates presented with the card; a PIV path needs at most %d",
+			ErrMalformed, len(intermediates), maxPresentedIntermediates)
+	}
+	return nil
 }
 
 // maxCachedPaths bounds the cache (a chain is a few KiB).
