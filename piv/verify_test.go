@@ -311,6 +311,16 @@ func TestDigitalSignatureEmail(t *testing.T) {
 	if _, err := v.VerifyDigitalSignature(context.Background(), auth, auth, nil); !errors.Is(err, piv.ErrPolicy) {
 		t.Fatalf("9A as 9C: %v", err)
 	}
+	// A Digital Signature certificate of the same name from another CA,
+	// without the card's UUID: a namesake's, whose email must not become
+	// this card's email of record. Refused for that, before its path.
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, namesake := ownChain(t, &x509.Certificate{RawSubject: auth.RawSubject, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}, EmailAddresses: []string{"victim@example.com"},
+		Policies: []x509.OID{oid(piv.PolicyCommonHardware)}}, k)
+	if _, err := v.VerifyDigitalSignature(context.Background(), namesake, auth, nil); !errors.Is(err, piv.ErrMalformed) || !strings.Contains(err.Error(), "another CA") {
+		t.Fatalf("a namesake's 9C from another CA: %v, want ErrMalformed saying another CA", err)
+	}
 }
 
 // ownChain makes a root and a leaf from tmpl for checks that fail before any
