@@ -165,6 +165,15 @@ func NewVerifier(opts Options) (*Verifier, error) {
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{}
 	}
+	// Redirects are not followed: the URL is the one a CA signed into the
+	// certificate, and a redirect (anyone on the plain-HTTP path can send
+	// one) could point the gateway at any address, a POST body and all.
+	c := *opts.HTTPClient
+	c.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
+		return fmt.Errorf("redirected to %s: credgw does not follow redirects for OCSP and CRLs "+
+			"(the URL in the certificate must answer itself)", req.URL.Redacted())
+	}
+	opts.HTTPClient = &c
 	if opts.MaxStatusAge <= 0 {
 		opts.MaxStatusAge = DefaultMaxStatusAge
 	}
