@@ -326,6 +326,9 @@ func (s *statusChecker) fetchOCSP(ctx context.Context, key string, leaf, issuer 
 	if err := checkResponder(resp, issuer, now); err != nil {
 		return none, fmt.Errorf("response from %s: %v", u, err)
 	}
+	if err := checkOCSPCertID(body, leaf, issuer); err != nil {
+		return none, fmt.Errorf("response from %s: %v", u, err)
+	}
 	if resp.SerialNumber.Cmp(leaf.SerialNumber) != 0 {
 		return none, fmt.Errorf("response from %s is for another serial", u)
 	}
