@@ -7,6 +7,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -679,12 +680,22 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 		_, err := c.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 		return err
 	}
-	verify := func(c *x509.Certificate) error {
-		now := time.Now()
-		if o.Now != nil {
-			now = o.Now()
+	now := time.Now()
+	if o.Now != nil {
+		now = o.Now()
+	}
+	verify := func(c *x509.Certificate) error { return verifyAt(c, now) }
+	if len(o.TrustAnchors) > 0 {
+		// What is kept beside the credentials (chain.pem, the chain in
+		// each PKCS#12) is the path verified to the anchor, not the chain
+		// the gateway sent: a renewal anchors at its end, so a root of
+		// the gateway's own appended to the chain must not become it.
+		verified, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		if err != nil {
+			return fmt.Errorf("agent: the package's issuing CA %q does not chain to the trust anchor: %w", chain[0].Subject, err)
 		}
-		return verifyAt(c, now)
+		chain = verified[0]
 	}
 	p12pw, err := code.PKCS12Password(o.Payload.Secret, mustNormalize(o.Password))
 	if err != nil {
@@ -922,8 +933,8 @@ var safeName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,40}\.(p12|crt|pem)$`)
 // checkProfile: the certificate is of its profile exactly (STANDARDS.md,
 // Common Policy §6.1.7): derived PIV Authentication digitalSignature only
 // with clientAuth; S/MIME signature digitalSignature and nonRepudiation
-// with emailProtection; key management keyAgreement (EC) or
-// keyEncipherment (RSA) only, never a signing bit, for its key is
+// with emailProtection; key management keyAgreement (EC key) or
+// keyEncipherment (RSA key) only, never a signing bit, for its key is
 // escrowed; and no subscriber certificate is a CA.
 func checkProfile(p credgwv1.Profile, c *x509.Certificate) error {
 	if c.IsCA {
@@ -937,8 +948,11 @@ func checkProfile(p credgwv1.Profile, c *x509.Certificate) error {
 	case credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE:
 		ok = has(x509.ExtKeyUsageEmailProtection) && c.KeyUsage == x509.KeyUsageDigitalSignature|x509.KeyUsageContentCommitment
 	case credgwv1.Profile_PROFILE_KEY_MANAGEMENT:
-		ok = has(x509.ExtKeyUsageEmailProtection) &&
-			(c.KeyUsage == x509.KeyUsageKeyAgreement || c.KeyUsage == x509.KeyUsageKeyEncipherment)
+		want := x509.KeyUsageKeyAgreement // an EC key agrees keys
+		if _, isRSA := c.PublicKey.(*rsa.PublicKey); isRSA {
+			want = x509.KeyUsageKeyEncipherment // an RSA key is encrypted to
+		}
+		ok = has(x509.ExtKeyUsageEmailProtection) && c.KeyUsage == want
 	}
 	if !ok {
 		return fmt.Errorf("agent: the %v certificate is not of that profile (key usage %#x, extended key usage %v)", p, c.KeyUsage, c.ExtKeyUsage)

@@ -37,6 +37,13 @@ type RenewOptions struct {
 	Now func() time.Time
 	// Attest attests the new device keys (Options.Attest).
 	Attest AttestFunc
+	// TrustAnchors are the roots the new credentials must chain to
+	// (Options.TrustAnchors). Empty: the root the installed credentials
+	// chain to, the end of auth.p12's chain: the anchor they were verified
+	// to when installed with one (an install with --trust-gateway-ca, or
+	// by a credgw before 2026-12, kept the chain the gateway sent; give
+	// the anchor then).
+	TrustAnchors []*x509.Certificate
 }
 
 // Renew re-keys without the card (Common Policy §3.3.1): it proves the
@@ -87,14 +94,18 @@ func renew(ctx context.Context, r RenewOptions) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The new credentials must chain to the root the installed ones chain
-	// to (the device trusted it when it installed them), and be the same
-	// person's: a gateway that is not the agency's gets nothing installed.
-	if len(chain) == 0 {
-		return nil, errors.New("agent: renew: auth.p12 holds no CA chain to check the new credentials against")
+	// The new credentials must chain to the trust anchor (by default the
+	// root the installed ones were verified to), and be the same person's:
+	// a gateway that is not the agency's gets nothing installed.
+	anchors := r.TrustAnchors
+	if len(anchors) == 0 {
+		if len(chain) == 0 {
+			return nil, errors.New("agent: renew: auth.p12 holds no CA chain to check the new credentials against: give the trust anchor")
+		}
+		anchors = []*x509.Certificate{chain[len(chain)-1]}
 	}
 	o := Options{Payload: code.Payload{Gateway: r.Gateway, Secret: secret}, Password: password,
-		TrustAnchors: []*x509.Certificate{chain[len(chain)-1]}, renews: cert,
+		TrustAnchors: anchors, renews: cert,
 		KeystorePIN: r.KeystorePIN, Device: r.Device, Events: r.Events, MaxResumes: 5, Now: r.Now,
 		// A gateway that is busy or restarting is waited for, and a
 		// confirmation whose answer was lost asked again (the gateway

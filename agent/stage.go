@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 )
 
 // confirmer confirms an installed package to the gateway and returns the
@@ -159,26 +158,4 @@ func removeStaleKeyFiles(dir string, keep []string, events func(Event)) {
 			events(Event{Message: fmt.Sprintf("%s is from an earlier install and could not be removed: %v", e.Name(), err)})
 		}
 	}
-}
-
-// checkOutDir refuses an output directory that another user could write
-// (or owns): whoever can write it can swap the staging directory for a
-// link to one of theirs between the checks and the moves, and read the
-// device's key files there.
-func checkOutDir(dir string) error {
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return err
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("agent: %s is not a directory", dir)
-	}
-	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
-		return fmt.Errorf("agent: %s is writable by other users (mode %#o): they could swap the files the device's keys go into; "+
-			"use a directory only you can write (chmod go-w %s)", dir, perm, dir)
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("agent: %s belongs to another user (uid %d): use a directory of your own for the device's keys", dir, st.Uid)
-	}
-	return nil
 }

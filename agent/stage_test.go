@@ -47,6 +47,8 @@ type testGateway struct {
 	// mutate, if set, changes each certificate's template before signing
 	// (a gateway that issues what it should not).
 	mutate func(credgwv1.Profile, *x509.Certificate)
+	// extraChain is appended to the chain the package carries.
+	extraChain []*x509.Certificate
 }
 
 func newTestGateway(t *testing.T) *testGateway {
@@ -101,7 +103,11 @@ func (g *testGateway) open(_ context.Context, csrs []*credgwv1.CertificateReques
 		}
 		b.Add("encryption.p12", credgwv1.ItemKind_ITEM_KIND_PKCS12, credgwv1.Profile_PROFILE_KEY_MANAGEMENT, c.SerialNumber.Text(16), p12, nil, int32(len(entries)))
 	}
-	b.Add("chain.der", credgwv1.ItemKind_ITEM_KIND_CHAIN, credgwv1.Profile_PROFILE_UNSPECIFIED, "", nil, [][]byte{g.ca.Raw}, 0)
+	chain := [][]byte{g.ca.Raw}
+	for _, c := range g.extraChain {
+		chain = append(chain, c.Raw)
+	}
+	b.Add("chain.der", credgwv1.ItemKind_ITEM_KIND_CHAIN, credgwv1.Profile_PROFILE_UNSPECIFIED, "", nil, chain, 0)
 	raw, _, err := b.Marshal()
 	if err != nil {
 		g.t.Fatal(err)

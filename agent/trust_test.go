@@ -7,14 +7,17 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"math/big"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/credgw/credgw/activation/pfx"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	pkcs12 "software.sslmate.com/src/go-pkcs12"
 )
 
 // TestInstallRefusesWhatItCannotTrust: the device installs and confirms
@@ -95,6 +98,13 @@ func TestInstallRefusesWhatItCannotTrust(t *testing.T) {
 				}
 			}
 		}, "another person"},
+		{"an EC encryption certificate for key encipherment", func(g *testGateway, o *Options) {
+			g.mutate = func(p credgwv1.Profile, c *x509.Certificate) {
+				if p == credgwv1.Profile_PROFILE_KEY_MANAGEMENT {
+					c.KeyUsage = x509.KeyUsageKeyEncipherment
+				}
+			}
+		}, "not of that profile"},
 		{"a key history of 20 earlier keys", func(g *testGateway, o *Options) { history(g, 20) }, ""},
 		{"a key history of 21 earlier keys", func(g *testGateway, o *Options) { history(g, 21) }, "at most 21"},
 	}
@@ -122,33 +132,77 @@ func TestInstallRefusesWhatItCannotTrust(t *testing.T) {
 }
 
 // TestInstallRefusesADirectoryOthersCanWrite: the output directory must be
-// the device user's own and writable by no one else, or another user
-// could swap the staging directory for a link to theirs and read the key
-// files. Refused before anything is downloaded.
+// the device user's own and writable by no one else, every directory above
+// it must be safe from other users (theirs only if root's; writable by
+// others only with the sticky bit, as /tmp), and no link on the way may be
+// another user's, or another user could swap the staging directory, or the
+// output directory, for one of theirs and read the key files. Refused
+// before anything is downloaded.
 func TestInstallRefusesADirectoryOthersCanWrite(t *testing.T) {
 	ctx := context.Background()
+	root := os.Geteuid() == 0 // chown needs root (make test runs as root)
 	for _, tc := range []struct {
-		name  string
-		prep  func(dir string) error
-		want  string
-		check bool
+		name   string
+		prep   func(t *testing.T, base string) string // the --out to give
+		want   string
+		asRoot bool
 	}{
-		{"world-writable", func(dir string) error { return os.Chmod(dir, 0o777) }, "writable by other users", true},
-		{"group-writable", func(dir string) error { return os.Chmod(dir, 0o770) }, "writable by other users", true},
-		{"sticky and world-writable, as /tmp", func(dir string) error { return os.Chmod(dir, 0o1777|os.ModeSticky) }, "writable by other users", true},
-		{"another user's", func(dir string) error { return os.Chown(dir, 65534, 65534) }, "another user", os.Geteuid() == 0},
-		{"readable by others, writable by its owner only", func(dir string) error { return os.Chmod(dir, 0o755) }, "", true},
+		{"world-writable", func(t *testing.T, base string) string { return chmod(t, base, 0o777) }, "writable by other users", false},
+		{"group-writable", func(t *testing.T, base string) string { return chmod(t, base, 0o770) }, "writable by other users", false},
+		{"sticky and world-writable, as /tmp", func(t *testing.T, base string) string {
+			return chmod(t, base, 0o777|os.ModeSticky)
+		}, "writable by other users", false},
+		{"another user's", func(t *testing.T, base string) string {
+			if err := os.Chown(base, 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+			return base
+		}, "another user", true},
+		{"under a directory anyone can write", func(t *testing.T, base string) string {
+			chmod(t, base, 0o777)
+			return mkdir(t, filepath.Join(base, "device"))
+		}, "without the sticky bit", false},
+		{"under another user's directory", func(t *testing.T, base string) string {
+			out := mkdir(t, filepath.Join(base, "device"))
+			if err := os.Chown(base, 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+			return out
+		}, "belongs to another user", true},
+		{"through another user's link in a sticky directory", func(t *testing.T, base string) string {
+			chmod(t, base, 0o777|os.ModeSticky)
+			out := mkdir(t, filepath.Join(base, "device"))
+			link := filepath.Join(base, "link")
+			if err := os.Symlink(out, link); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Lchown(link, 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+			return link
+		}, "a link of another user's", true},
+		{"readable by others, writable by its owner only", func(t *testing.T, base string) string { return chmod(t, base, 0o755) }, "", false},
+		{"in a sticky directory anyone can write, as /tmp", func(t *testing.T, base string) string {
+			chmod(t, base, 0o777|os.ModeSticky)
+			return mkdir(t, filepath.Join(base, "device"))
+		}, "", false},
+		{"through a link of one's own", func(t *testing.T, base string) string {
+			out := mkdir(t, filepath.Join(base, "device"))
+			link := filepath.Join(base, "link")
+			if err := os.Symlink(out, link); err != nil {
+				t.Fatal(err)
+			}
+			return link
+		}, "", false},
 	} {
-		if !tc.check {
-			continue // chown needs root (make test runs as root)
+		if tc.asRoot && !root {
+			continue
 		}
 		t.Run(tc.name, func(t *testing.T) {
 			g := newTestGateway(t)
-			dir := t.TempDir()
-			if err := tc.prep(dir); err != nil {
-				t.Fatal(err)
-			}
-			_, err := installStaged(ctx, dir, ".redeem-", g.options(), g.open, g.confirm)
+			base := t.TempDir()
+			out := tc.prep(t, base)
+			_, err := installStaged(ctx, out, ".redeem-", g.options(), g.open, g.confirm)
 			if tc.want == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -158,9 +212,70 @@ func TestInstallRefusesADirectoryOthersCanWrite(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) || g.confirmed != 0 {
 				t.Fatalf("err %v (confirmed %d), want one saying %q", err, g.confirmed, tc.want)
 			}
-			if des, _ := os.ReadDir(dir); len(des) != 0 {
+			if des, _ := os.ReadDir(out); len(des) != 0 {
 				t.Fatalf("the refused directory holds %d entries", len(des))
 			}
 		})
+	}
+}
+
+func chmod(t *testing.T, dir string, mode os.FileMode) string {
+	t.Helper()
+	if err := os.Chmod(dir, mode); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func mkdir(t *testing.T, dir string) string {
+	t.Helper()
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestInstalledChainIsTheVerifiedPath: what the device keeps beside its
+// credentials (chain.pem, the chain in auth.p12, where a renewal takes its
+// anchor) is the path verified to its trust anchor, not the chain the
+// gateway sent: a root of the gateway's own appended to that chain must
+// not become the anchor of every later renewal.
+func TestInstalledChainIsTheVerifiedPath(t *testing.T) {
+	g := newTestGateway(t)
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(66), Subject: pkix.Name{CommonName: "the gateway's own root"}, IsCA: true,
+		BasicConstraintsValid: true, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageCertSign}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
+	evil, _ := x509.ParseCertificate(der)
+	g.extraChain = []*x509.Certificate{evil}
+	o := g.options()
+	o.TrustAnchors = []*x509.Certificate{g.ca}
+	dir := t.TempDir()
+	if _, err := installStaged(context.Background(), dir, ".redeem-", o, g.open, g.confirm); err != nil {
+		t.Fatal(err)
+	}
+	pemData, err := os.ReadFile(filepath.Join(dir, "chain.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []*x509.Certificate
+	for rest := pemData; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		c, _ := x509.ParseCertificate(b.Bytes)
+		kept = append(kept, c)
+	}
+	if len(kept) != 1 || !kept[0].Equal(g.ca) {
+		t.Fatalf("chain.pem holds %d certificates, want the verified path (the anchor only)", len(kept))
+	}
+	p12, _ := os.ReadFile(filepath.Join(dir, "auth.p12"))
+	_, _, chain, err := pkcs12.DecodeChain(p12, "correct horse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(chain) != 1 || !chain[len(chain)-1].Equal(g.ca) {
+		t.Fatalf("auth.p12's chain ends at %q, want the trust anchor", chain[len(chain)-1].Subject)
 	}
 }

@@ -32,10 +32,15 @@ func printError(w io.Writer, err error) {
 // terminalSafe is text from elsewhere (a gateway's messages) made safe to
 // print on a terminal: control characters (escape sequences that move the
 // cursor, set the clipboard or the title; carriage returns that overwrite
-// a line) and bidirectional overrides become U+FFFD.
+// a line) and bidirectional embeddings, overrides and isolates become
+// U+FFFD. Newlines and tabs stay (errors of several lines), and so do the
+// directional marks (LRM, RLM, ALM) that names in Arabic or Hebrew use.
 func terminalSafe(s string) string {
 	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
+		switch {
+		case r == '\n', r == '\t', r == '\u200e', r == '\u200f', r == '\u061c':
+			return r
+		case unicode.IsControl(r), unicode.Is(unicode.Bidi_Control, r):
 			return '\uFFFD'
 		}
 		return r

@@ -139,7 +139,7 @@ holds only chain.pem and the .crt files.`,
 				return rpcErr(err)
 			}
 			o := cmd.OutOrStdout()
-			fmt.Fprintf(o, "Installed and confirmed (credential set %s, package sha256 %x", res.CredentialSetID, res.SHA256[:8])
+			fmt.Fprintf(o, "Installed and confirmed (credential set %s, package sha256 %x", terminalSafe(res.CredentialSetID), res.SHA256[:8])
 			if res.Resumes > 0 {
 				fmt.Fprintf(o, ", resumed %s", plural(res.Resumes, "time", "times"))
 			}
@@ -168,12 +168,13 @@ holds only chain.pem and the .crt files.`,
 }
 
 // agentTimeout is --timeout of redeem and renew by default: longer than
-// the agent waits for a busy or restarting gateway (agent.DefaultMaxWait,
-// itself beyond an activation code's life) plus a download, so that a wait
-// ends with the gateway's answer or the code's expiry, never with the
-// overall limit cutting a confirmation (whose answer would then be
-// unknown, and the credentials revoked unconfirmed).
-const agentTimeout = agent.DefaultMaxWait + 15*time.Minute
+// the agent's two waits for a busy or restarting gateway (before the
+// download and before the confirmation, agent.DefaultMaxWait each, itself
+// beyond an activation code's life) plus a download, so that a wait ends
+// with the gateway's answer or the code's expiry, never with the overall
+// limit cutting a confirmation (whose answer would then be unknown, and
+// the credentials revoked unconfirmed).
+const agentTimeout = 2*agent.DefaultMaxWait + 15*time.Minute
 
 // trustAnchors reads --trust-anchor, or refuses to go on without one
 // unless --trust-gateway-ca says to take the download's own chain.
@@ -308,7 +309,7 @@ func printCertificates(w io.Writer, res *agent.Result) {
 			credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE: "S/MIME signing",
 			credgwv1.Profile_PROFILE_KEY_MANAGEMENT:    "S/MIME encryption, escrowed key" + earlierKeys(res.KeyHistory-1),
 		}[p]
-		fmt.Fprintf(w, "  %s\n    subject %s\n    policy %s, serial %s\n    valid %s .. %s\n", what, c.Subject,
+		fmt.Fprintf(w, "  %s\n    subject %s\n    policy %s, serial %s\n    valid %s .. %s\n", what, terminalSafe(c.Subject.String()),
 			strings.Join(pol, ","), fmtSerial(c.SerialNumber.Text(16)), fmtTime(c.NotBefore), fmtTime(c.NotAfter))
 	}
 }
