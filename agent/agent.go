@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/credgw/credgw/activation/code"
@@ -162,8 +163,23 @@ func Dial(p code.Payload, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	return grpc.NewClient(p.Gateway, append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}, opts...)...)
 }
 
+// pinRefused begins every refusal of verifyPinned: gRPC reports a failed
+// handshake as Unavailable, with this text in its message, and the agent
+// must tell it from a gateway that is only unreachable.
+const pinRefused = "agent: the gateway's TLS certificate is not the one the QR code pins"
+
 // verifyPinned checks a TLS connection against the QR code's pin.
 func verifyPinned(pin []byte, host string) func(tls.ConnectionState) error {
+	check := checkPinned(pin, host)
+	return func(cs tls.ConnectionState) error {
+		if err := check(cs); err != nil {
+			return fmt.Errorf("%s: %w", pinRefused, err)
+		}
+		return nil
+	}
+}
+
+func checkPinned(pin []byte, host string) func(tls.ConnectionState) error {
 	return func(cs tls.ConnectionState) error {
 		if len(cs.PeerCertificates) == 0 {
 			return errors.New("agent: the gateway sent no certificate")
@@ -350,6 +366,12 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirmOnce co
 			return nil, fmt.Errorf("%w (the gateway broke the download protocol: not retried)", err)
 		}
 		st, ok := status.FromError(err)
+		if ok && st.Code() == codes.Unavailable && strings.Contains(st.Message(), pinRefused) {
+			// Not a gateway that is restarting: another server, or a
+			// QR code for another gateway. Nothing was sent to it.
+			return nil, fmt.Errorf("%s (%s): do not trust it; nothing was sent to it. Scan the QR code again, or ask your help desk: %w",
+				pinRefused, o.Payload.Gateway, err)
+		}
 		if ok && st.Code() == codes.InvalidArgument && res.RedemptionID == "" && !renewedKeys && isKeyCertifiedBefore(st) {
 			// A gateway process that died (or an issuance that failed)
 			// certified these keys before it gave the activation back:

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -16,6 +17,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/credgw/credgw/activation/code"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 )
 
 func TestCheckKeystorePIN(t *testing.T) {
@@ -121,5 +126,41 @@ func TestDecodeQRRefusesHugeImages(t *testing.T) {
 	_, err := DecodeQR(png)
 	if err == nil || !strings.Contains(err.Error(), "megapixels") {
 		t.Fatalf("a 12000×12000 image: %v, want a refusal naming its size", err)
+	}
+}
+
+// TestPinMismatchIsFinal: a gateway whose TLS certificate is not the one
+// the QR code pins is not a gateway that is restarting: the agent says so
+// at once and does not wait and ask again for up to MaxWait (before, it
+// retried as for an unreachable gateway, "retrying in 1s", for 15 minutes).
+func TestPinMismatchIsFinal(t *testing.T) {
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca := cert(t, &x509.Certificate{Subject: pkix.Name{CommonName: "impostor ca"}, IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}, nil, caKey, nil)
+	leafKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leaf := cert(t, &x509.Certificate{Subject: pkix.Name{CommonName: "impostor"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, ca, leafKey, caKey)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{{
+		Certificate: [][]byte{leaf.Raw, ca.Raw}, PrivateKey: leafKey}}})))
+	go srv.Serve(lis)
+	defer srv.Stop()
+	pinned := sha256.Sum256([]byte("the gateway's real TLS anchor"))
+	secret := make([]byte, 32)
+	var events []string
+	_, err = Redeem(context.Background(), Options{
+		Payload:  code.Payload{Gateway: lis.Addr().String(), ID: "0123456789abcdef0123", Secret: secret, Pin: pinned[:]},
+		Password: "12345678", OutDir: t.TempDir(), KeystorePIN: "correct horse", MaxWait: time.Minute,
+		Events: func(e Event) { events = append(events, e.Message) },
+	})
+	if err == nil || !strings.Contains(err.Error(), "QR code") {
+		t.Fatalf("err %v, want one saying the gateway is not the one the QR code pins", err)
+	}
+	for _, m := range events {
+		if strings.Contains(m, "retrying") {
+			t.Fatalf("the agent waited to ask an impostor again: %q", m)
+		}
 	}
 }
