@@ -329,6 +329,9 @@ func (s *statusChecker) fetchOCSP(ctx context.Context, key string, leaf, issuer 
 	if err := checkOCSPCertID(body, leaf, issuer); err != nil {
 		return none, fmt.Errorf("response from %s: %v", u, err)
 	}
+	if err := s.checkDelegatedStatus(ctx, resp.Certificate, issuer); err != nil {
+		return none, fmt.Errorf("response from %s: %v", u, err)
+	}
 	if resp.SerialNumber.Cmp(leaf.SerialNumber) != 0 {
 		return none, fmt.Errorf("response from %s is for another serial", u)
 	}
@@ -361,6 +364,34 @@ func checkResponder(resp *ocsp.Response, issuer *x509.Certificate, now time.Time
 	}
 	if now.Before(rc.NotBefore) || now.After(rc.NotAfter) {
 		return errors.New("the responder certificate is outside its validity")
+	}
+	return nil
+}
+
+// oidOCSPNoCheck is id-pkix-ocsp-nocheck (RFC 6960 §4.2.2.2.1).
+var oidOCSPNoCheck = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 1, 5}
+
+// checkDelegatedStatus: a delegated responder's certificate (one the
+// issuer certified for OCSP signing, not the issuer itself) without
+// id-pkix-ocsp-nocheck has its own status checked, on the issuer's CRL
+// (RFC 6960 §4.2.2.2.1): a responder whose certificate was revoked (its
+// key compromised) must not go on vouching for cards. Unknown status
+// fails the OCSP answer; the card's CRL is asked instead.
+func (s *statusChecker) checkDelegatedStatus(ctx context.Context, rc, issuer *x509.Certificate) error {
+	if rc == nil || bytes.Equal(rc.Raw, issuer.Raw) {
+		return nil
+	}
+	for _, e := range rc.Extensions {
+		if e.Id.Equal(oidOCSPNoCheck) {
+			return nil
+		}
+	}
+	revoked, _, err := s.crlStatus(ctx, rc, issuer)
+	if err != nil {
+		return fmt.Errorf("the delegated responder's certificate has no id-pkix-ocsp-nocheck and its own status is unknown: %v", err)
+	}
+	if revoked {
+		return fmt.Errorf("the delegated responder's certificate (serial %s) is revoked by its issuer", rc.SerialNumber.Text(16))
 	}
 	return nil
 }
