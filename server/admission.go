@@ -108,11 +108,18 @@ func (a *admission) acquire(ctx context.Context, p priority) error {
 
 func waitError(ctx context.Context) error {
 	if errors.Is(ctx.Err(), context.Canceled) {
-		return status.Error(codes.Canceled, "the call was cancelled while waiting for the gateway")
+		return notAdmitted{status.New(codes.Canceled, "the call was cancelled while waiting for the gateway")}
 	}
-	return status.Error(codes.Unavailable,
-		"the gateway is busy issuing credentials and could not start this call before its deadline; try again shortly")
+	return notAdmitted{status.New(codes.Unavailable,
+		"the gateway is busy issuing credentials and could not start this call before its deadline; try again shortly")}
 }
+
+// notAdmitted is a call admission turned away: it did no work, so the
+// rate limits give back what they took for it (limitUnary).
+type notAdmitted struct{ st *status.Status }
+
+func (e notAdmitted) Error() string              { return e.st.Err().Error() }
+func (e notAdmitted) GRPCStatus() *status.Status { return e.st }
 
 // release gives a slot to the oldest waiter of the highest priority, or
 // back to the pool.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -282,6 +283,13 @@ func (s *Server) limitUnary(ctx context.Context, req any, info *grpc.UnaryServer
 			// under load, the store failed): none is outstanding.
 			l.challenges.close(card)
 		}
+		if errors.As(err, new(notAdmitted)) {
+			// Turned away under load before any work: a retry once the
+			// load has gone finds the card's and the address's budget
+			// as it was.
+			undoCard()
+			undoAddr()
+		}
 		return resp, err
 	case "/credgw.v1.PIVAuth/CompleteSession":
 		// Only a challenge really spent, whether the sign-in then
@@ -293,9 +301,15 @@ func (s *Server) limitUnary(ctx context.Context, req any, info *grpc.UnaryServer
 		}
 		return resp, err
 	case "/credgw.v1.Enrollment/CreateEnrollment":
-		if wait, ok := l.enrollCard.take(card); !ok {
+		undo, wait, ok := l.enrollCard.reserve(card)
+		if !ok {
 			return nil, limited("enrollments for this card", wait)
 		}
+		resp, err := h(ctx, req)
+		if errors.As(err, new(notAdmitted)) {
+			undo()
+		}
+		return resp, err
 	}
 	return h(ctx, req)
 }

@@ -177,3 +177,45 @@ func TestRefusedSignInSpendsNothing(t *testing.T) {
 		t.Fatalf("the second token of 192.0.2.2: %v (card a's refusals spent it)", err)
 	}
 }
+
+// TestTurnedAwayCallsSpendNothing: a BeginSession or CreateEnrollment that
+// admission turned away under load did no work, and gives back the card's
+// and the address's tokens: after the load, the person's retries find
+// their budget as it was (before, each "busy, try again" answer spent a
+// token, and a person retrying through a busy minute was refused after).
+func TestTurnedAwayCallsSpendNothing(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1_000_000, 0)
+	clock := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		now = now.Add(time.Millisecond)
+		return now
+	}
+	slow := 1e-6
+	s := &Server{cfg: &Config{}, limits: newLimiter(RatesConfig{
+		SignInPerCard: Rate{PerSecond: slow, Burst: 2}, SignInPerAddress: Rate{PerSecond: slow, Burst: 2},
+		EnrollPerCard: Rate{PerSecond: slow, Burst: 1}, OutstandingChallenges: 5}, time.Minute, clock)}
+	ctx := context.WithValue(context.Background(), callerKey{}, &callerSlot{c: &caller{role: rolePIV, cert: &x509.Certificate{Raw: []byte("card")}}})
+	ctx = peer.NewContext(ctx, &peer.Peer{Addr: net.TCPAddrFromAddrPort(netip.MustParseAddrPort("192.0.2.9:1000"))})
+	expired, cancel := context.WithDeadline(context.Background(), time.Unix(0, 0))
+	defer cancel()
+	busy := func(context.Context, any) (any, error) { return nil, waitError(expired) }
+	done := func(context.Context, any) (any, error) { return "ok", nil }
+	for _, m := range []struct {
+		method string
+		burst  int
+	}{{"/credgw.v1.PIVAuth/BeginSession", 2}, {"/credgw.v1.Enrollment/CreateEnrollment", 1}} {
+		info := &grpc.UnaryServerInfo{FullMethod: m.method}
+		for i := range 5 {
+			if _, err := s.limitUnary(ctx, nil, info, busy); status.Code(err) != codes.Unavailable {
+				t.Fatalf("%s turned away, call %d: %v, want Unavailable", m.method, i+1, err)
+			}
+		}
+		for i := range m.burst {
+			if _, err := s.limitUnary(ctx, nil, info, done); err != nil {
+				t.Fatalf("%s once the load has gone, call %d: %v (the turned-away calls spent the budget)", m.method, i+1, err)
+			}
+		}
+	}
+}
