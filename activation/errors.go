@@ -43,9 +43,18 @@ func invalid(format string, a ...any) error {
 
 // lockedNow is ErrLocked from the call whose wrong password locked the code:
 // the lock is recorded and told to the person once, on that call.
-type lockedNow struct{}
+// withPackage: a package was waiting or being made (a device had given
+// the right password before): what it carried is revoked, and the
+// person's escrowed keys may have left escrow.
+type lockedNow struct{ withPackage bool }
 
-func (lockedNow) Error() string        { return ErrLocked.Error() }
-func (lockedNow) Is(target error) bool { return target == ErrLocked }
+func (lockedNow) Error() string { return ErrLocked.Error() }
+func (lockedNow) Is(target error) bool {
+	_, now := target.(lockedNow)
+	return target == ErrLocked || now
+}
 
-var errLockedNow error = lockedNow{}
+var (
+	errLockedNow            error = lockedNow{}
+	errLockedNowWithPackage error = lockedNow{withPackage: true}
+)

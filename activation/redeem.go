@@ -103,9 +103,25 @@ func (s *Service) auditRefusal(ctx context.Context, activationID string, err err
 		return
 	}
 	s.cfg.Audit.Refused(ctx, "device", "redeem", a.CredentialSetID, "activation_id="+activationID+"; refused: "+outcome)
-	if errors.Is(err, errLockedNow) {
-		s.cfg.Notify.Set(ctx, "lockout", a.CredentialSetID, "A derived credential code was locked",
-			"Too many wrong passwords were typed for your activation code; it is locked and nothing was issued. Sign in with your card to enroll again.")
+	if l := (lockedNow{}); errors.As(err, &l) {
+		if !l.withPackage {
+			s.cfg.Notify.Set(ctx, "lockout", a.CredentialSetID, "A derived credential code was locked",
+				"Too many wrong passwords were typed for your activation code; it is locked and nothing was issued. Sign in with your card to enroll again.")
+			return
+		}
+		// A device had given the right password and its package was
+		// waiting or being made: the person's escrowed keys may have
+		// left escrow. Both what happened and the key delivery are told
+		// (Common Policy §4.12.1: every key recovery is told).
+		s.cfg.Notify.Set(ctx, "lockout", a.CredentialSetID, "A derived credential code was locked after a download began",
+			"A device gave the right password for your activation code and began downloading your derived credentials, "+
+				"with copies of your escrowed encryption keys; then too many wrong passwords were typed, so the code is locked "+
+				"and the credentials it carried are revoked. If that device was not yours, your encryption keys may have been copied: "+
+				"tell your security office. Sign in with your card to enroll again.")
+		s.cfg.Audit.Set(ctx, "system", "undelivered", a.CredentialSetID, "locked with a package waiting or being made; its certificates are revoked")
+		s.cfg.Notify.Set(ctx, "key-delivery", a.CredentialSetID, "Your encryption keys may have been delivered to a device",
+			"A device downloaded, or began to download, your derived credentials and copies of your escrowed encryption keys, "+
+				"and never confirmed installing them; the code was then locked and the credentials revoked.")
 	}
 }
 
@@ -222,6 +238,7 @@ func (s *Service) check(ctx context.Context, id string, secret []byte, password 
 				s.cfg.Log.ErrorContext(ctx, "locked with a package waiting: revoking what it carried failed; the sweep retries",
 					"credential_set_id", a.CredentialSetID, "cause", err.Error())
 			}
+			return a, cs, "", errLockedNowWithPackage
 		}
 		return a, cs, "", errLockedNow
 	}

@@ -613,6 +613,67 @@ func TestLockedPackageIsRevoked(t *testing.T) {
 	}
 }
 
+// withMail gives the harness an outbox that keeps notifications (a mail
+// relay configured; nothing sends them in these tests).
+func withMail(t *testing.T) func(*Config) {
+	return func(cfg *Config) {
+		ob, err := notify.New(notify.Config{SMTP: notify.SMTPConfig{Address: "127.0.0.1:1", From: "credgw@example.gov", InsecureNoTLS: true}},
+			func(p string) string { return p }, cfg.Store, cfg.Log, cfg.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Notify = ob
+	}
+}
+
+// TestLockedWithPackageToldTruthfully: a code locked after a device began
+// downloading (someone with a photo of the QR code and the password
+// redeemed, did not confirm, then typed wrong passwords) must not tell the
+// person "nothing was issued": the package carried their escrowed
+// encryption keys. They are told what left escrow and that it is revoked,
+// with a key-delivery notice (Common Policy §4.12.1: every key recovery is
+// told to the subscriber). A code locked before any download still says
+// nothing was issued.
+func TestLockedWithPackageToldTruthfully(t *testing.T) {
+	h := newHarness(t, withMail(t))
+	ctx := context.Background()
+	lockWithPackage(t, h)
+	ns, err := h.st.Notifications(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lockout, delivery []string
+	for _, n := range ns {
+		switch n.Kind {
+		case "lockout":
+			lockout = append(lockout, n.Body)
+		case "key-delivery":
+			delivery = append(delivery, n.Body)
+		}
+	}
+	if len(lockout) != 1 || strings.Contains(lockout[0], "nothing was issued") || !strings.Contains(lockout[0], "encryption keys") {
+		t.Errorf("the lockout notice says %q; want one telling the escrowed keys were downloaded", lockout)
+	}
+	if len(delivery) != 1 || !strings.Contains(delivery[0], "revoked") {
+		t.Errorf("key-delivery notices %q; want one saying the keys left escrow and the credentials are revoked", delivery)
+	}
+
+	// Locked before any download: nothing was issued, no key left escrow.
+	h2 := newHarness(t, withMail(t))
+	e := h2.enroll(t, h2.signIn(t, "b@example.gov"))
+	req := e.request(t)
+	req.Password = wrongPassword(req.Password)
+	for range DefaultMaxAttempts {
+		h2.svc.Redeem(ctx, req, nil)
+	}
+	ns, _ = h2.st.Notifications(ctx)
+	for _, n := range ns {
+		if n.Kind == "key-delivery" || n.Kind == "lockout" && !strings.Contains(n.Body, "nothing was issued") {
+			t.Errorf("locked before any download: a %s notice %q", n.Kind, n.Body)
+		}
+	}
+}
+
 // TestLockedPackageRevocationFailureIsKept: when the CA cannot revoke at
 // the lockout, the failure is not dropped: it is logged as an error, and
 // the set is left where the sweep finishes the revocation once the CA is
