@@ -141,9 +141,9 @@ func refusedRequest(err error) bool {
 // undelivered records and reports a package the device never confirmed:
 // the escrowed-key delivery failed, and what it carried is revoked.
 func (s *Service) undelivered(ctx context.Context, setID string) {
-	s.cfg.Audit.Set(ctx, "system", "undelivered", setID, "not confirmed in time; its certificates are revoked")
+	s.cfg.Audit.Set(ctx, "system", "undelivered", setID, "not confirmed in time; its certificates are being revoked")
 	s.cfg.Notify.Set(ctx, "key-delivery", setID, "Delivery of your derived credentials failed",
-		"A device downloaded your derived credentials and escrowed encryption keys but never confirmed installing them, so they were revoked. Sign in with your card and enroll again.")
+		"A device downloaded your derived credentials and escrowed encryption keys but never confirmed installing them, so they are revoked. Sign in with your card and enroll again.")
 }
 
 // RedeemRequest is what the device sends.

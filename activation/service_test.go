@@ -674,6 +674,35 @@ func TestLockedWithPackageToldTruthfully(t *testing.T) {
 	}
 }
 
+// TestUndeliveredToldOnceEvenIfTheCAFails: a package the device never
+// confirmed is told to the person (key-delivery) once, even when the CA
+// cannot revoke at that sweep: before, the set was claimed (no longer
+// redeeming) but the notice was sent only after a revocation that
+// succeeded in the same sweep, and the next sweep revoked without telling.
+func TestUndeliveredToldOnceEvenIfTheCAFails(t *testing.T) {
+	h := newHarness(t, withMail(t))
+	ctx := context.Background()
+	e := h.enroll(t, h.signIn(t, "a@example.gov"))
+	if _, err := h.svc.Redeem(ctx, e.request(t), nil); err != nil {
+		t.Fatal(err)
+	}
+	h.advance(DefaultConfirmWindow + time.Minute)
+	h.issuer.failRevoke.Store(true)
+	h.svc.Sweep(ctx)
+	h.issuer.failRevoke.Store(false)
+	h.svc.Sweep(ctx)
+	ns, _ := h.st.Notifications(ctx)
+	told := 0
+	for _, n := range ns {
+		if n.Kind == "key-delivery" && strings.Contains(n.Body, "never confirmed") {
+			told++
+		}
+	}
+	if told != 1 {
+		t.Fatalf("%d undelivered notices, want 1", told)
+	}
+}
+
 // TestLockedPackageRevocationFailureIsKept: when the CA cannot revoke at
 // the lockout, the failure is not dropped: it is logged as an error, and
 // the set is left where the sweep finishes the revocation once the CA is

@@ -21,6 +21,12 @@ func (s *Service) Sweep(ctx context.Context) (revoked int, err error) {
 	if err != nil {
 		return 0, err
 	}
+	// Claimed, these sets are no longer redeeming and no later sweep
+	// finds them as undelivered: the person is told now, whatever the
+	// revocations below do (a failed one is finished by a later sweep).
+	for _, id := range sets {
+		s.undelivered(ctx, id)
+	}
 	// A redemption whose issuing process died is given back.
 	stuck, err := s.releaseLapsed(ctx, false)
 	var errs []error
@@ -47,11 +53,7 @@ func (s *Service) Sweep(ctx context.Context) (revoked int, err error) {
 		errs = append(errs, s.revokeSet(ctx, id, cutoff, issuance.ReasonCessationOfOperation))
 	}
 	for _, id := range sets {
-		err := s.revokeSet(ctx, id, now, issuance.ReasonSuperseded)
-		errs = append(errs, err)
-		if err == nil {
-			s.undelivered(ctx, id)
-		}
+		errs = append(errs, s.revokeSet(ctx, id, now, issuance.ReasonSuperseded))
 	}
 	errs = append(errs, s.sweepEscrow(ctx, now))
 	return stuck + len(sets), errors.Join(errs...)
