@@ -358,6 +358,8 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 			return nil, err
 		} else if err := s.checkCard(ctx, cs.PIVCertSHA256); err != nil {
 			return nil, err
+		} else if err := s.refuseIfTerminated(context.WithoutCancel(ctx), cs); err != nil {
+			return nil, err
 		}
 		d, err := s.resume(a, aead)
 		if err == nil || !s.legacySeal(a) {
@@ -731,6 +733,13 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 	sum := sha256.Sum256(plain)
 	if err := s.cfg.Store.StorePackage(ctx, a.ID, rid, sealed, hex.EncodeToString(sum[:]), int64(len(plain)), manifest,
 		s.cfg.Now().Add(s.cfg.ConfirmWindow)); err != nil {
+		return nil, err
+	}
+	// A termination recorded while this was issued (RevokeIdentity
+	// records it, then works through the sets, maybe past this one
+	// before its certificates existed): nothing is delivered, and what
+	// was issued is revoked here.
+	if err := s.refuseIfTerminated(context.WithoutCancel(ctx), cs); err != nil {
 		return nil, err
 	}
 	return &Delivery{RedemptionID: rid, Manifest: pkg.Manifest(), Package: plain, SHA256: sum[:], Attestation: verdicts.Summary()}, nil

@@ -91,6 +91,25 @@ func (s *Service) checkNotTerminated(ctx context.Context, fascn []byte, cardUUID
 	return nil
 }
 
+// refuseIfTerminated refuses to deliver a set whose identity is
+// terminated, ending its activation and revoking what it holds: the
+// termination may have passed over the set before its certificates were
+// issued. A failed revocation is finished by the sweep (the set is revoked
+// with live certificates).
+func (s *Service) refuseIfTerminated(ctx context.Context, cs store.CredentialSet) error {
+	err := s.checkNotTerminated(ctx, cs.FASCN, cs.CardUUID, cs.PersonID)
+	if !errors.Is(err, ErrTerminated) {
+		return err
+	}
+	if rerr := s.cfg.Store.RevokeCredentialSet(ctx, cs.ID, s.cfg.Now()); rerr != nil && !errors.Is(rerr, store.ErrNotFound) {
+		s.cfg.Log.ErrorContext(ctx, "terminated during a redemption: ending its activation failed", "credential_set_id", cs.ID, "cause", rerr.Error())
+	}
+	if rerr := s.revokeSet(ctx, cs.ID, time.Time{}, issuance.ReasonCessationOfOperation); rerr != nil {
+		s.cfg.Log.ErrorContext(ctx, "terminated during a redemption: revoking what it issued failed; the sweep retries", "credential_set_id", cs.ID, "cause", rerr.Error())
+	}
+	return err
+}
+
 func (s *Service) checkSetNotTerminated(ctx context.Context, setID string) error {
 	cs, err := s.cfg.Store.CredentialSet(ctx, setID)
 	if err != nil {

@@ -39,6 +39,16 @@ import (
 type flakyIssuer struct {
 	issuance.Issuer
 	failRevoke atomic.Bool
+	// afterIssue, if set, runs after each certificate is issued.
+	afterIssue func(issuance.Request)
+}
+
+func (f *flakyIssuer) Issue(ctx context.Context, req issuance.Request) (*issuance.Issued, error) {
+	got, err := f.Issuer.Issue(ctx, req)
+	if err == nil && f.afterIssue != nil {
+		f.afterIssue(req)
+	}
+	return got, err
 }
 
 func (f *flakyIssuer) Revoke(ctx context.Context, serial string, reason issuance.RevocationReason) error {
@@ -700,6 +710,45 @@ func TestUndeliveredToldOnceEvenIfTheCAFails(t *testing.T) {
 	}
 	if told != 1 {
 		t.Fatalf("%d undelivered notices, want 1", told)
+	}
+}
+
+// TestTerminatedDuringIssuanceGetsNothing: a person terminated while their
+// redemption is being issued (RevokeIdentity records the termination, then
+// works through the sets) gets no package: the termination is checked
+// again once the package is stored, before it is delivered, and on a
+// resume. Before, the device received the certificates and the escrowed
+// key history after the termination.
+func TestTerminatedDuringIssuanceGetsNothing(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	sess := h.signIn(t, "a@example.gov")
+	e := h.enroll(t, sess)
+	h.issuer.afterIssue = func(req issuance.Request) {
+		if req.Profile == issuance.KeyManagement {
+			if err := h.st.Terminate(ctx, store.Termination{Selector: store.IdentitySelector{PersonID: sess.PersonID}, TerminatedAt: h.clock()}); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	req := e.request(t)
+	if d, err := h.svc.Redeem(ctx, req, nil); !errors.Is(err, ErrTerminated) {
+		t.Fatalf("Redeem = %v, %v; want ErrTerminated and no delivery", d != nil, err)
+	}
+	h.issuer.afterIssue = nil
+	if d, err := h.svc.Redeem(ctx, req, nil); d != nil || err == nil {
+		t.Fatalf("the resume: %v, %v; want no delivery", d != nil, err)
+	}
+	// What was issued is revoked, the set with it.
+	a, _ := h.st.ActivationByID(ctx, e.payload.ID)
+	recs, err := h.st.CertificatesOfSet(ctx, a.CredentialSetID)
+	if err != nil || len(recs) != 3 {
+		t.Fatalf("%d certificates, %v", len(recs), err)
+	}
+	for _, r := range recs {
+		if !r.Revoked() {
+			t.Errorf("certificate %s of a terminated person's redemption is not revoked", r.Serial)
+		}
 	}
 }
 
