@@ -30,6 +30,10 @@ func (s *Service) Confirm(ctx context.Context, redemptionID string, secret, sum 
 	if err != nil {
 		return nil, err
 	}
+	// The secret first: nothing about the redemption is told without it.
+	if subtle.ConstantTimeCompare([]byte(code.LookupHash(secret)), []byte(a.LookupHash)) != 1 {
+		return nil, ErrNotAccepted
+	}
 	held, err := s.cfg.Store.CredentialSet(ctx, a.CredentialSetID)
 	if err != nil {
 		return nil, err

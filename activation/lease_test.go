@@ -592,6 +592,30 @@ func TestRekeyConfirmRepeated(t *testing.T) {
 	}
 }
 
+// TestConfirmTellsNothingWithoutTheSecret: Redemption.Confirm with a
+// renewal's redemption id and a wrong secret is refused as not accepted,
+// like any wrong secret: before, it answered "this is a renewal", telling
+// that the id exists and what it is, to whoever did not know the secret.
+func TestConfirmTellsNothingWithoutTheSecret(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, nil)
+	current := renewable(t, h)
+	req := rekeyRequest(t, current)
+	d, err := h.svc.Rekey(ctx, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, wrong := h.svc.Confirm(ctx, d.RedemptionID, bytes.Repeat([]byte{3}, 32), d.SHA256)
+	_, unknown := h.svc.Confirm(ctx, "no-such-redemption", bytes.Repeat([]byte{3}, 32), d.SHA256)
+	if !errors.Is(wrong, ErrNotAccepted) || !errors.Is(unknown, ErrNotAccepted) || wrong.Error() != unknown.Error() {
+		t.Fatalf("a renewal's id with a wrong secret: %v; an unknown id: %v; want the same ErrNotAccepted", wrong, unknown)
+	}
+	// With the secret, the device is told where to confirm.
+	if _, err := h.svc.Confirm(ctx, d.RedemptionID, req.Secret, d.SHA256); err == nil || !strings.Contains(err.Error(), "renewal") {
+		t.Fatalf("a renewal confirmed through Redemption.Confirm with its secret: %v", err)
+	}
+}
+
 // TestRevokeSetEndsItsRenewal: revoking a set (a lost phone) ends the
 // renewal it has in progress — a package stored, not confirmed — as it
 // ends the set: the certificates revoked, the activation ended, the
