@@ -187,6 +187,50 @@ func TestUnconfirmedKeyNotInHistory(t *testing.T) {
 	}
 }
 
+// TestKeyHistoryLeavesOutAKeyNeverHeld: an issuance that failed after the
+// key-management certificate was made gives the set a new escrowed key for
+// the retry; the first key, certified and revoked, was never delivered, and
+// a later package's key history leaves it out. Before, a key counted as
+// delivered when its certificate's set was confirmed, so the retry's
+// confirmation made the never-held key part of every later history.
+func TestKeyHistoryLeavesOutAKeyNeverHeld(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	alice := h.signIn(t, "a@example.gov")
+	first := h.enroll(t, alice)
+	req := first.request(t)
+	h.issuer.kmIssued = make(chan struct{})
+	h.issuer.failSignatureOnce.Store(true)
+	if _, err := h.svc.Redeem(ctx, req, nil); err == nil {
+		t.Fatal("the redemption succeeded although the signature certificate failed")
+	}
+	if n := len(escrowKeys(t, h, alice.PersonID)); n != 2 {
+		t.Fatalf("%d escrowed keys after the failed issuance, want 2 (the certified one and the retry's)", n)
+	}
+	req = first.request(t) // new device keys for the retry
+	d, err := h.svc.Redeem(ctx, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := keyCount(t, d); n != 1 {
+		t.Fatalf("the retry's package holds %d keys, want 1", n)
+	}
+	if _, err := h.svc.Confirm(ctx, d.RedemptionID, req.Secret, d.SHA256); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.svc.RevokeSet(ctx, alice.PersonID, d.Manifest.GetCredentialSetId(), issuance.ReasonCessationOfOperation); err != nil {
+		t.Fatal(err)
+	}
+	second := h.enroll(t, h.again(alice))
+	d, err = h.svc.Redeem(ctx, second.request(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := keyCount(t, d); n != 2 {
+		t.Fatalf("the next package holds %d keys, want 2: its own and the retry's; the key of the failed issuance was never held", n)
+	}
+}
+
 // TestEscrowPurgedAfterRetainUntil: a certified key is kept until its
 // retain_until (a year after its certificate expires), then the sweep
 // deletes it.

@@ -41,10 +41,29 @@ type flakyIssuer struct {
 	failRevoke atomic.Bool
 	// afterIssue, if set, runs after each certificate is issued.
 	afterIssue func(issuance.Request)
+	// failSignatureOnce fails the next signature certificate's issuance
+	// once the key-management certificate beside it is issued.
+	failSignatureOnce atomic.Bool
+	kmIssued          chan struct{}
 }
 
 func (f *flakyIssuer) Issue(ctx context.Context, req issuance.Request) (*issuance.Issued, error) {
+	if req.Profile == issuance.DigitalSignature && f.failSignatureOnce.CompareAndSwap(true, false) {
+		select {
+		case <-f.kmIssued:
+		case <-time.After(time.Minute): // a failsafe, not a synchronisation: issuances run side by side
+			return nil, errors.New("the key-management certificate was not issued beside the signature certificate")
+		}
+		return nil, errors.New("the CA failed the signature certificate")
+	}
 	got, err := f.Issuer.Issue(ctx, req)
+	if err == nil && req.Profile == issuance.KeyManagement && f.kmIssued != nil {
+		select {
+		case <-f.kmIssued:
+		default:
+			close(f.kmIssued)
+		}
+	}
 	if err == nil && f.afterIssue != nil {
 		f.afterIssue(req)
 	}

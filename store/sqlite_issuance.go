@@ -177,10 +177,13 @@ func (s *DB) LinkEscrowKey(ctx context.Context, id, serial string, retainUntil t
 }
 
 func (s *DB) EscrowKeys(ctx context.Context, personID string) ([]EscrowKey, error) {
-	// Delivered: the certificate's set has an activation a device
-	// confirmed (confirmed_at stays when the set is revoked later).
+	// Delivered: the key is its certificate's set's escrowed key (not one
+	// a failed issuance certified before the set was given a new key for
+	// the retry) and the set has an activation a device confirmed
+	// (confirmed_at stays when the set is revoked later).
 	rows, err := s.r.QueryContext(ctx, `SELECT e.id, e.person_id, e.key_type, e.spki_sha256, e.kek_id, e.sealed, e.cert_serial, e.created_at, e.retain_until, c.der,
-		EXISTS (SELECT 1 FROM activations a WHERE a.credential_set_id = c.credential_set_id AND a.confirmed_at IS NOT NULL)
+		EXISTS (SELECT 1 FROM activations a JOIN credential_sets cs ON cs.id = a.credential_set_id
+			WHERE a.credential_set_id = c.credential_set_id AND a.confirmed_at IS NOT NULL AND cs.escrow_key_id = e.id)
 		FROM escrow_keys e LEFT JOIN certificates c ON c.serial = e.cert_serial AND e.cert_serial <> ''
 		WHERE e.person_id = $1 ORDER BY e.created_at DESC, e.id DESC`, personID)
 	if err != nil {
