@@ -142,8 +142,16 @@ func PKCS12Password(secret []byte, password string) (string, error) {
 // delivered PKCS#12 (package pfx: PBES2, AES-256-CBC, PBKDF2-HMAC-SHA-256,
 // HMAC-SHA-256 MAC), instead of the 2,048 of files under a person's PIN.
 // Stretching protects low-entropy passwords (SP 800-132 §5.2); this
-// password is a 256-bit HKDF output no guess can reach, so more rounds only
-// cost the gateway time on every redemption. 1,000 is the floor OpenSSL 3's
+// password is a 256-bit HKDF output of the QR secret and the typed
+// password, which no guess reaches without the QR secret. Whoever holds
+// both a copy of the QR code and a copy of the delivered file (it exists
+// only in the TLS stream and the agent's memory: the reference agent
+// re-protects it under the keystore PIN and keeps no copy) faces only the
+// typed password, 10^8 tries for 8 digits at one HKDF and 1,000 PBKDF2
+// rounds each: an agent must never store the transport file, and the QR
+// code and the password must not travel together. More rounds would not
+// change that order of magnitude affordably, and would cost the gateway
+// on every redemption. 1,000 is the floor OpenSSL 3's
 // FIPS provider accepts for PBKDF2. The MAC's PKCS#12 key derivation is
 // not a FIPS-approved algorithm, so an agent restricted to a FIPS provider
 // also needs a provider that has it (PBMAC1, the approved alternative, is
