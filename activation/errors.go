@@ -43,10 +43,10 @@ func invalid(format string, a ...any) error {
 
 // lockedNow is ErrLocked from the call whose wrong password locked the code:
 // the lock is recorded and told to the person once, on that call.
-// withPackage: a package was waiting or being made (a device had given
-// the right password before): what it carried is revoked, and the
-// person's escrowed keys may have left escrow.
-type lockedNow struct{ withPackage bool }
+// withPackage: a package was stored (a device had given the right
+// password before): what it carried is revoked, and the person's escrowed
+// keys may have left escrow. issuing: a package was being made.
+type lockedNow struct{ withPackage, issuing bool }
 
 func (lockedNow) Error() string { return ErrLocked.Error() }
 func (lockedNow) Is(target error) bool {
@@ -57,4 +57,7 @@ func (lockedNow) Is(target error) bool {
 var (
 	errLockedNow            error = lockedNow{}
 	errLockedNowWithPackage error = lockedNow{withPackage: true}
+	// errLockedNowIssuing: locked while the package was being made; it
+	// can no longer be stored, so nothing left escrow.
+	errLockedNowIssuing error = lockedNow{issuing: true}
 )

@@ -104,7 +104,14 @@ func (s *Service) auditRefusal(ctx context.Context, activationID string, err err
 	}
 	s.cfg.Audit.Refused(ctx, "device", "redeem", a.CredentialSetID, "activation_id="+activationID+"; refused: "+outcome)
 	if l := (lockedNow{}); errors.As(err, &l) {
-		if !l.withPackage {
+		switch {
+		case l.issuing:
+			s.cfg.Notify.Set(ctx, "lockout", a.CredentialSetID, "A derived credential code was locked",
+				"A device gave the right password for your activation code, then too many wrong passwords were typed while its "+
+					"credentials were being issued: the code is locked, what was issued is revoked, and nothing was downloaded. "+
+					"Sign in with your card to enroll again.")
+			return
+		case !l.withPackage:
 			s.cfg.Notify.Set(ctx, "lockout", a.CredentialSetID, "A derived credential code was locked",
 				"Too many wrong passwords were typed for your activation code; it is locked and nothing was issued. Sign in with your card to enroll again.")
 			return
@@ -238,7 +245,13 @@ func (s *Service) check(ctx context.Context, id string, secret []byte, password 
 				s.cfg.Log.ErrorContext(ctx, "locked with a package waiting: revoking what it carried failed; the sweep retries",
 					"credential_set_id", a.CredentialSetID, "cause", err.Error())
 			}
-			return a, cs, "", errLockedNowWithPackage
+			// Stored, the package may have been downloaded; still being
+			// made, it can no longer be stored (the lock took the
+			// redemption): nothing left escrow.
+			if now, err := s.cfg.Store.ActivationByID(bg, id); err != nil || now.PackageSHA256 != "" {
+				return a, cs, "", errLockedNowWithPackage
+			}
+			return a, cs, "", errLockedNowIssuing
 		}
 		return a, cs, "", errLockedNow
 	}
@@ -347,18 +360,17 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 		if err := s.sameDevice(ctx, a, req.CSRs); err != nil {
 			return nil, err
 		}
-		if err := s.checkSetNotTerminated(ctx, a.CredentialSetID); err != nil {
-			return nil, err
-		}
-		// The package carries the escrowed key history: the card is
-		// checked again before it goes out.
+		// The package carries the escrowed key history: the identity's
+		// termination and the card are checked again before it goes out
+		// (a terminated identity's set is ended and revoked here, in case
+		// the call that stored the package could not finish that).
 		if cs, err := s.cfg.Store.CredentialSet(ctx, a.CredentialSetID); err != nil {
+			return nil, err
+		} else if err := s.refuseIfTerminated(context.WithoutCancel(ctx), cs); err != nil {
 			return nil, err
 		} else if err := s.sameSet(ctx, bound, cs); err != nil {
 			return nil, err
 		} else if err := s.checkCard(ctx, cs.PIVCertSHA256); err != nil {
-			return nil, err
-		} else if err := s.refuseIfTerminated(context.WithoutCancel(ctx), cs); err != nil {
 			return nil, err
 		}
 		d, err := s.resume(a, aead)
@@ -739,8 +751,14 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 	// records it, then works through the sets, maybe past this one
 	// before its certificates existed): nothing is delivered, and what
 	// was issued is revoked here.
-	if err := s.refuseIfTerminated(context.WithoutCancel(ctx), cs); err != nil {
+	if err := s.refuseIfTerminated(context.WithoutCancel(ctx), cs); errors.Is(err, ErrTerminated) {
 		return nil, err
+	} else if err != nil {
+		// Checked before the issuance already; a store that fails this
+		// second look does not undo what is stored and resumable (a
+		// failure here would revoke certificates the retry delivers).
+		s.cfg.Log.WarnContext(ctx, "the termination re-check after storing the package failed; delivering",
+			"credential_set_id", cs.ID, "cause", err.Error())
 	}
 	return &Delivery{RedemptionID: rid, Manifest: pkg.Manifest(), Package: plain, SHA256: sum[:], Attestation: verdicts.Summary()}, nil
 }

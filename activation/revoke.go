@@ -110,14 +110,6 @@ func (s *Service) refuseIfTerminated(ctx context.Context, cs store.CredentialSet
 	return err
 }
 
-func (s *Service) checkSetNotTerminated(ctx context.Context, setID string) error {
-	cs, err := s.cfg.Store.CredentialSet(ctx, setID)
-	if err != nil {
-		return err
-	}
-	return s.checkNotTerminated(ctx, cs.FASCN, cs.CardUUID, cs.PersonID)
-}
-
 // RevokeIdentity revokes every derived credential of a PIV identity (a card
 // or a person) and returns the serials it revoked. With terminate, the
 // identity is recorded as terminated first, so that no enrollment or

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"math/big"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -687,6 +688,43 @@ func TestLockedWithPackageToldTruthfully(t *testing.T) {
 		t.Errorf("key-delivery notices %q; want one saying the keys left escrow and the credentials are revoked", delivery)
 	}
 
+	// Locked while the package was being made: it is never stored, so no
+	// key left escrow; the person is told what was revoked, and no
+	// key-delivery notice goes out.
+	h3 := newHarness(t, withMail(t))
+	e3 := h3.enroll(t, h3.signIn(t, "c@example.gov"))
+	entered, release := make(chan struct{}), make(chan struct{})
+	h3.issuer.afterIssue = func(req issuance.Request) {
+		if req.Profile == issuance.KeyManagement {
+			close(entered)
+			<-release
+		}
+	}
+	req3 := e3.request(t)
+	redeemed := make(chan error, 1)
+	go func() { _, err := h3.svc.Redeem(ctx, req3, nil); redeemed <- err }()
+	<-entered
+	wrong := req3
+	wrong.Password = wrongPassword(req3.Password)
+	for range DefaultMaxAttempts {
+		h3.svc.Redeem(ctx, wrong, nil)
+	}
+	close(release)
+	if err := <-redeemed; err == nil {
+		t.Fatal("the redemption locked while issuing delivered")
+	}
+	ns, _ = h3.st.Notifications(ctx)
+	var kinds []string
+	for _, n := range ns {
+		kinds = append(kinds, n.Kind)
+		if n.Kind == "key-delivery" || n.Kind == "lockout" && !strings.Contains(n.Body, "nothing was downloaded") {
+			t.Errorf("locked while issuing: a %s notice %q", n.Kind, n.Body)
+		}
+	}
+	if !slices.Contains(kinds, "lockout") {
+		t.Errorf("locked while issuing: notices %v, want a lockout notice", kinds)
+	}
+
 	// Locked before any download: nothing was issued, no key left escrow.
 	h2 := newHarness(t, withMail(t))
 	e := h2.enroll(t, h2.signIn(t, "b@example.gov"))
@@ -769,6 +807,89 @@ func TestTerminatedDuringIssuanceGetsNothing(t *testing.T) {
 			t.Errorf("certificate %s of a terminated person's redemption is not revoked", r.Serial)
 		}
 	}
+}
+
+// stumblingStore fails chosen calls once: the Terminated lookup after
+// the first (the one after the package is stored), and RevokeCredentialSet.
+type stumblingStore struct {
+	store.Store
+	terminatedCalls atomic.Int32
+	failTerminated  atomic.Bool // the second lookup and on fails once
+	failRevokeSet   atomic.Bool
+}
+
+func (s *stumblingStore) Terminated(ctx context.Context, fascn []byte, cardUUID, personID string) (bool, error) {
+	if s.terminatedCalls.Add(1) >= 2 && s.failTerminated.CompareAndSwap(true, false) {
+		return false, store.ErrUnavailable
+	}
+	return s.Store.Terminated(ctx, fascn, cardUUID, personID)
+}
+
+func (s *stumblingStore) RevokeCredentialSet(ctx context.Context, id string, now time.Time) error {
+	if s.failRevokeSet.CompareAndSwap(true, false) {
+		return store.ErrUnavailable
+	}
+	return s.Store.RevokeCredentialSet(ctx, id, now)
+}
+
+// TestTerminationRecheckIsCareful: the termination re-check after the
+// package is stored does not revoke a deliverable package when the store
+// merely fails the lookup (before, the failure went through the give-back
+// path, which revoked the certificates and left the package resumable, so
+// the retry delivered revoked certificates); and a resume of a terminated
+// identity's package ends and revokes the set even when the call that
+// stored it could not.
+func TestTerminationRecheckIsCareful(t *testing.T) {
+	ctx := context.Background()
+	t.Run("a failed lookup delivers", func(t *testing.T) {
+		var st *stumblingStore
+		h := newHarness(t, func(cfg *Config) { st = &stumblingStore{Store: cfg.Store}; cfg.Store = st })
+		e := h.enroll(t, h.signIn(t, "a@example.gov"))
+		st.terminatedCalls.Store(0) // the redemption's first lookup passes, the one after the package is stored fails
+		st.failTerminated.Store(true)
+		d, err := h.svc.Redeem(ctx, e.request(t), nil)
+		if err != nil {
+			t.Fatalf("Redeem: %v, want the delivery", err)
+		}
+		recs, _ := h.st.CertificatesOfSet(ctx, d.Manifest.GetCredentialSetId())
+		for _, r := range recs {
+			if r.Revoked() {
+				t.Fatalf("certificate %s of a delivered package is revoked", r.Serial)
+			}
+		}
+	})
+	t.Run("a resume revokes what a terminated identity's call could not", func(t *testing.T) {
+		var st *stumblingStore
+		h := newHarness(t, func(cfg *Config) { st = &stumblingStore{Store: cfg.Store}; cfg.Store = st })
+		sess := h.signIn(t, "b@example.gov")
+		e := h.enroll(t, sess)
+		h.issuer.afterIssue = func(req issuance.Request) {
+			if req.Profile == issuance.KeyManagement {
+				h.st.Terminate(ctx, store.Termination{Selector: store.IdentitySelector{PersonID: sess.PersonID}, TerminatedAt: h.clock()})
+			}
+		}
+		st.failRevokeSet.Store(true)
+		h.issuer.failRevoke.Store(true)
+		req := e.request(t)
+		if _, err := h.svc.Redeem(ctx, req, nil); !errors.Is(err, ErrTerminated) {
+			t.Fatalf("Redeem: %v, want ErrTerminated", err)
+		}
+		h.issuer.afterIssue = nil
+		h.issuer.failRevoke.Store(false)
+		if d, err := h.svc.Redeem(ctx, req, nil); d != nil || !errors.Is(err, ErrTerminated) {
+			t.Fatalf("the resume: %v, %v; want ErrTerminated and no delivery", d != nil, err)
+		}
+		a, _ := h.st.ActivationByID(ctx, e.payload.ID)
+		recs, _ := h.st.CertificatesOfSet(ctx, a.CredentialSetID)
+		if len(recs) != 3 {
+			t.Fatalf("%d certificates", len(recs))
+		}
+		for _, r := range recs {
+			if !r.Revoked() {
+				t.Errorf("certificate %s of a terminated identity is live after the resume", r.Serial)
+			}
+		}
+	})
 }
 
 // TestLockedPackageRevocationFailureIsKept: when the CA cannot revoke at
