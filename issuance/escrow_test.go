@@ -41,7 +41,7 @@ func TestEscrowWithHSMKEK(t *testing.T) {
 	defer e.Close()
 	id := identity(t)
 	id.PersonID = "escrow-person"
-	var serials []string
+	var serials, keyIDs []string
 	for i := 0; i < 2; i++ {
 		k, err := e.NewKey(ctx, id.PersonID)
 		if err != nil {
@@ -56,7 +56,11 @@ func TestEscrowWithHSMKEK(t *testing.T) {
 		if bytes.Contains(rows[0].Sealed, der[len(der)-64:]) {
 			t.Fatal("the sealed row contains the key in the clear")
 		}
-		got := issue(t, KeyManagement, k.Key, id)
+		// Each key is its own set's (as every set has one escrowed key).
+		got, err := testCA.Issue(ctx, Request{Profile: KeyManagement, CSR: newCSR(t, k.Key), Identity: id, CredentialSetID: fmt.Sprintf("hsm-set-%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
 		if got.Certificate.KeyUsage != x509.KeyUsageKeyEncipherment {
 			t.Errorf("RSA key management KU %v", got.Certificate.KeyUsage)
 		}
@@ -64,12 +68,15 @@ func TestEscrowWithHSMKEK(t *testing.T) {
 			t.Fatal(err)
 		}
 		serials = append(serials, got.Certificate.SerialNumber.Text(16))
+		keyIDs = append(keyIDs, k.ID)
 	}
-	// Not delivered yet: no device confirmed the package of set-1.
+	// Not delivered yet: no device confirmed the packages of the sets.
 	if h, err := e.History(ctx, id.PersonID, "", 21); err != nil || len(h) != 0 {
 		t.Fatalf("history before the package was confirmed: %d keys, %v", len(h), err)
 	}
-	confirmSet(t, "set-1", id.PersonID)
+	for i, k := range keyIDs {
+		confirmSet(t, fmt.Sprintf("hsm-set-%d", i), id.PersonID, k)
+	}
 	hist, err := e.History(ctx, id.PersonID, "", 21)
 	if err != nil {
 		t.Fatal(err)
@@ -107,19 +114,28 @@ func TestEscrowWithHSMKEK(t *testing.T) {
 		t.Fatal(err)
 	}
 	testStore.LinkEscrowKey(ctx, "moved-"+rows[0].ID, rows[0].CertSerial, time.Now())
+	// ...and made its confirmed set's key, so that it counts as delivered.
+	for i, k := range keyIDs {
+		if k == rows[0].ID {
+			if err := testStore.SetEscrowKey(ctx, fmt.Sprintf("hsm-set-%d", i), "moved-"+rows[0].ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	if _, err := e.History(ctx, "someone-else", "", 21); !errors.Is(err, ErrEscrowUnreadable) {
 		t.Fatalf("moved row: %v", err)
 	}
 }
 
-// confirmSet records credential set setID as redeemed and confirmed by a
-// device: the keys certified for it are delivered.
-func confirmSet(t *testing.T, setID, personID string) {
+// confirmSet records credential set setID, whose escrowed key is
+// escrowKeyID, as redeemed and confirmed by a device: that key, certified
+// for it, is delivered.
+func confirmSet(t *testing.T, setID, personID, escrowKeyID string) {
 	t.Helper()
 	ctx := context.Background()
 	now := time.Now()
 	cs := store.CredentialSet{ID: setID, PersonID: personID, PIVCertSHA256: "c", CardUUID: "u", RawSubject: []byte{0x30, 0},
-		IdentityName: "n", CredentialType: "t", State: store.SetPending, CreatedAt: now}
+		IdentityName: "n", CredentialType: "t", State: store.SetPending, CreatedAt: now, EscrowKeyID: escrowKeyID}
 	a := store.Activation{ID: "act-" + setID, LookupHash: "lh-" + setID, Verifier: []byte{1}, MaxAttempts: 3, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
 	if err := testStore.CreateEnrollment(ctx, cs, a, 0); err != nil {
 		t.Fatal(err)
