@@ -23,7 +23,11 @@ import (
 // Why a PIV certificate is refused. Each wraps into a *VerifyError whose
 // message says what is wrong and what to do.
 var (
-	ErrMalformed         = errors.New("piv: malformed certificate")
+	ErrMalformed = errors.New("piv: malformed certificate")
+	// ErrNotThisCard means a Digital Signature certificate is not bound
+	// to the card beyond its subject name (sameCard): its email is not
+	// taken, and the sign-in goes on without it.
+	ErrNotThisCard       = errors.New("piv: the certificate is not shown to be this card's")
 	ErrUntrusted         = errors.New("piv: certificate does not chain to a configured PIV trust anchor")
 	ErrExpired           = errors.New("piv: certificate expired")
 	ErrNotYetValid       = errors.New("piv: certificate not yet valid")
@@ -265,25 +269,50 @@ func (v *Verifier) VerifyDigitalSignature(ctx context.Context, cert, pivAuth *x5
 	if !slices.Equal(cert.RawSubject, pivAuth.RawSubject) {
 		return "", fmt.Errorf("%w: the Digital Signature certificate's subject %q is not the PIV Authentication certificate's %q", ErrMalformed, cert.Subject, pivAuth.Subject)
 	}
-	// A subject name is not unique across CAs: the email of record comes
-	// only from a certificate of the same card, issued by the same CA
-	// (issuer name and key), or naming the card's UUID.
-	sameCA := slices.Equal(cert.RawIssuer, pivAuth.RawIssuer) && len(pivAuth.AuthorityKeyId) > 0 &&
-		slices.Equal(cert.AuthorityKeyId, pivAuth.AuthorityKeyId)
-	if !sameCA && !sameCardUUID(cert, pivAuth) {
-		return "", fmt.Errorf("%w: the Digital Signature certificate is from another CA (%q) than the PIV Authentication certificate (%q) "+
-			"and does not name the card's UUID: it may be another person's of the same name", ErrMalformed, cert.Issuer, pivAuth.Issuer)
-	}
 	if err := v.checkPolicy(cert, signaturePolicies, "Digital Signature"); err != nil {
 		return "", err
 	}
 	if !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageEmailProtection) || len(cert.EmailAddresses) == 0 {
 		return "", fmt.Errorf("%w: the Digital Signature certificate has no emailProtection EKU and rfc822Name", ErrKeyUsage)
 	}
+	if err := v.sameCard(cert, pivAuth, intermediates); err != nil {
+		return "", err
+	}
 	if _, err := v.path(ctx, cert, intermediates, signaturePolicies); err != nil {
 		return "", fmt.Errorf("the Digital Signature certificate: %w", err)
 	}
 	return cert.EmailAddresses[0], nil
+}
+
+// sameCard: a subject name is not unique across CAs, so the email of
+// record comes only from a Digital Signature certificate bound to the
+// card's PIV Authentication certificate beyond its name: it names the
+// card's UUID, or its issuing CA is the 9A's, or a sibling of it (issued
+// by the same CA: an agency's CAs for identity and for email under one
+// root, as on DoD CACs). A namesake's certificate from elsewhere in the
+// trusted PKI is ErrNotThisCard.
+func (v *Verifier) sameCard(cert, pivAuth *x509.Certificate, intermediates []*x509.Certificate) error {
+	if sameCardUUID(cert, pivAuth) {
+		return nil
+	}
+	sig, err := v.chainOf(cert, intermediates, signaturePolicies)
+	if err != nil {
+		return fmt.Errorf("the Digital Signature certificate: %w", err)
+	}
+	auth, err := v.chainOf(pivAuth, intermediates, v.opts.Policies)
+	if err != nil {
+		return fmt.Errorf("the PIV Authentication certificate: %w", err)
+	}
+	sigCA, authCA := sig[1], auth[1]
+	if sigCA.Equal(authCA) {
+		return nil
+	}
+	if len(sig) > 2 && len(auth) > 2 && sig[2].Equal(auth[2]) {
+		return nil // siblings: issued by the same CA
+	}
+	return fmt.Errorf("%w: the Digital Signature certificate's issuing CA %q is neither the PIV Authentication certificate's (%q) "+
+		"nor issued by the same CA, and it does not name the card's UUID: it may be another person's of the same name",
+		ErrNotThisCard, sigCA.Subject, authCA.Subject)
 }
 
 // sameCardUUID: both certificates name one card UUID (urn:uuid: SAN).
@@ -445,12 +474,37 @@ type verifiedPath struct {
 // processing set to policies (STANDARDS §5.1: path validation "SHOULD be set
 // to the trusted policy OIDs"), and checks revocation status.
 func (v *Verifier) path(ctx context.Context, leaf *x509.Certificate, intermediates []*x509.Certificate, policies []asn1.ObjectIdentifier) (verifiedPath, error) {
+	chain, err := v.chainOf(leaf, intermediates, policies)
+	if err != nil {
+		return verifiedPath{}, err
+	}
+	source, err := v.status.check(ctx, leaf, chain[1])
+	if err != nil {
+		return verifiedPath{}, err
+	}
+	// Every CA between the card and the anchor is checked the same way,
+	// failing closed (RFC 5280 §6.1.3(a)(3)): revoking an issuing CA is
+	// the remedy for its compromise, and a revoked CA's key could
+	// otherwise mint cards with any FASC-N and answer for them itself.
+	// Their answers are cached as the card's are, so a sign-in wave
+	// fetches a CA's CRL once.
+	for i := 1; i < len(chain)-1; i++ {
+		if _, err := v.status.check(ctx, chain[i], chain[i+1]); err != nil {
+			return verifiedPath{}, fmt.Errorf("the card's issuing CA %q (serial %s): %w", chain[i].Subject.CommonName, chain[i].SerialNumber.Text(16), err)
+		}
+	}
+	return verifiedPath{certs: chain, status: source}, nil
+}
+
+// chainOf is the certificate's verified chain (leaf first, anchor last,
+// at least two certificates) for policies, without revocation status.
+func (v *Verifier) chainOf(leaf *x509.Certificate, intermediates []*x509.Certificate, policies []asn1.ObjectIdentifier) ([]*x509.Certificate, error) {
 	now := v.opts.Now()
 	if now.Before(leaf.NotBefore) {
-		return verifiedPath{}, fmt.Errorf("%w: valid from %s", ErrNotYetValid, leaf.NotBefore.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("%w: valid from %s", ErrNotYetValid, leaf.NotBefore.UTC().Format(time.RFC3339))
 	}
 	if now.After(leaf.NotAfter) {
-		return verifiedPath{}, fmt.Errorf("%w: expired %s; the card must be renewed", ErrExpired, leaf.NotAfter.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("%w: expired %s; the card must be renewed", ErrExpired, leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	// A chain built before is reused while every certificate in it is
 	// valid: the signatures, names and policies it was checked for do not
@@ -458,7 +512,7 @@ func (v *Verifier) path(ctx context.Context, leaf *x509.Certificate, intermediat
 	key := pathKey(leaf, intermediates, policies)
 	tr := v.trust.Load()
 	if err := tr.paths.failure(key, now); err != nil {
-		return verifiedPath{}, err
+		return nil, err
 	}
 	chain := tr.paths.get(key, now)
 	if chain == nil {
@@ -480,7 +534,7 @@ func (v *Verifier) path(ctx context.Context, leaf *x509.Certificate, intermediat
 		if err != nil {
 			err = fmt.Errorf("%w: %v (issuer %q)", ErrUntrusted, err, leaf.Issuer)
 			tr.paths.fail(key, err, now.Add(failedPathTTL))
-			return verifiedPath{}, err
+			return nil, err
 		}
 		// The first path that authorizes the card's policy: beside the
 		// direct path there may be one through a bridge that does not.
@@ -500,28 +554,13 @@ func (v *Verifier) path(ctx context.Context, leaf *x509.Certificate, intermediat
 		}
 		if chain == nil {
 			if perr != nil {
-				return verifiedPath{}, perr
+				return nil, perr
 			}
-			return verifiedPath{}, fmt.Errorf("%w: the certificate is itself a trust anchor", ErrUntrusted)
+			return nil, fmt.Errorf("%w: the certificate is itself a trust anchor", ErrUntrusted)
 		}
 		tr.paths.put(key, chain)
 	}
-	source, err := v.status.check(ctx, leaf, chain[1])
-	if err != nil {
-		return verifiedPath{}, err
-	}
-	// Every CA between the card and the anchor is checked the same way,
-	// failing closed (RFC 5280 §6.1.3(a)(3)): revoking an issuing CA is
-	// the remedy for its compromise, and a revoked CA's key could
-	// otherwise mint cards with any FASC-N and answer for them itself.
-	// Their answers are cached as the card's are, so a sign-in wave
-	// fetches a CA's CRL once.
-	for i := 1; i < len(chain)-1; i++ {
-		if _, err := v.status.check(ctx, chain[i], chain[i+1]); err != nil {
-			return verifiedPath{}, fmt.Errorf("the card's issuing CA %q (serial %s): %w", chain[i].Subject.CommonName, chain[i].SerialNumber.Text(16), err)
-		}
-	}
-	return verifiedPath{certs: chain, status: source}, nil
+	return chain, nil
 }
 
 // Extended key usages besides id-kp-clientAuth (which crypto/x509 parses

@@ -17,6 +17,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -311,15 +312,68 @@ func TestDigitalSignatureEmail(t *testing.T) {
 	if _, err := v.VerifyDigitalSignature(context.Background(), auth, auth, nil); !errors.Is(err, piv.ErrPolicy) {
 		t.Fatalf("9A as 9C: %v", err)
 	}
-	// A Digital Signature certificate of the same name from another CA,
-	// without the card's UUID: a namesake's, whose email must not become
-	// this card's email of record. Refused for that, before its path.
+}
+
+// TestDigitalSignatureOfThisCard: the email of record comes only from a 9C
+// bound to the card beyond its subject name: issued by the 9A's CA, or by
+// a sibling CA (one issued by the same CA, as DoD CACs' identity and email
+// CAs are), or naming the card's UUID. A namesake's 9C from elsewhere in
+// the trusted PKI is ErrNotThisCard (before, any 9C of the same name
+// chaining to an anchor supplied the email). Accepted ones go on to their
+// status, which this PKI has none of: ErrStatusUnavailable.
+func TestDigitalSignatureOfThisCard(t *testing.T) {
+	issue := newIssuer(t)
+	anyPolicy := oid(asn1.ObjectIdentifier{2, 5, 29, 32, 0})
+	ca := func(name string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: name}, IsCA: true, BasicConstraintsValid: true,
+			KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, Policies: []x509.OID{anyPolicy}}
+		if parent == nil {
+			return issue(tmpl, tmpl, k.Public(), k), k
+		}
+		return issue(tmpl, parent, k.Public(), parentKey), k
+	}
+	root, rootKey := ca("agency root", nil, nil)
+	idCA, idKey := ca("ID CA", root, rootKey)
+	emailCA, emailKey := ca("EMAIL CA", root, rootKey) // a sibling
+	middle, middleKey := ca("another program's CA", root, rootKey)
+	farCA, farKey := ca("a CA further away", middle, middleKey) // not a sibling
+	subject := pkix.Name{CommonName: "Jane Q. Public", Organization: []string{"U.S. Government"}}
+	cardUUID, _ := url.Parse("urn:uuid:12345678-1234-4234-8234-123456789abc")
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	_, namesake := ownChain(t, &x509.Certificate{RawSubject: auth.RawSubject, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}, EmailAddresses: []string{"victim@example.com"},
-		Policies: []x509.OID{oid(piv.PolicyCommonHardware)}}, k)
-	if _, err := v.VerifyDigitalSignature(context.Background(), namesake, auth, nil); !errors.Is(err, piv.ErrMalformed) || !strings.Contains(err.Error(), "another CA") {
-		t.Fatalf("a namesake's 9C from another CA: %v, want ErrMalformed saying another CA", err)
+	auth := issue(&x509.Certificate{Subject: subject, KeyUsage: x509.KeyUsageDigitalSignature, URIs: []*url.URL{cardUUID},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, Policies: []x509.OID{oid(piv.PolicyCommonAuthentication)}}, idCA, k.Public(), idKey)
+	sig := func(parent *x509.Certificate, parentKey *ecdsa.PrivateKey, uuid bool) *x509.Certificate {
+		tmpl := &x509.Certificate{Subject: subject, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}, EmailAddresses: []string{"jane@example.gov"},
+			Policies: []x509.OID{oid(piv.PolicyCommonHardware)}}
+		if uuid {
+			tmpl.URIs = []*url.URL{cardUUID}
+		}
+		return issue(tmpl, parent, k.Public(), parentKey)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(root)
+	v, err := piv.NewVerifier(piv.Options{Roots: roots, Intermediates: []*x509.Certificate{idCA, emailCA, middle, farCA},
+		OCSPTimeout: time.Second, CRLTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		cert *x509.Certificate
+		want error
+	}{
+		{"from the 9A's CA", sig(idCA, idKey, false), piv.ErrStatusUnavailable},
+		{"from a sibling CA", sig(emailCA, emailKey, false), piv.ErrStatusUnavailable},
+		{"a namesake's, from a CA further away", sig(farCA, farKey, false), piv.ErrNotThisCard},
+		{"from a CA further away, naming the card's UUID", sig(farCA, farKey, true), piv.ErrStatusUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := v.VerifyDigitalSignature(context.Background(), tc.cert, auth, nil); !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+		})
 	}
 }
 

@@ -246,11 +246,19 @@ func (s *Service) complete(ctx context.Context, ch store.Challenge, now time.Tim
 			return nil, fmt.Errorf("digital_signature_certificate: %w", err)
 		}
 		email, err := s.cfg.Verifier.VerifyDigitalSignature(ctx, ds[0], leaf, inter)
-		if err != nil {
+		switch {
+		case errors.Is(err, piv.ErrNotThisCard):
+			// Not shown to be this card's: its email is not taken, and
+			// the sign-in goes on without one (S/MIME credentials then
+			// say the card gave none).
+			s.cfg.Log.WarnContext(ctx, "PKI-AUTH: the Digital Signature certificate is not taken as this card's; no email of record",
+				"person_id", id.PersonID, "cause", err.Error())
+		case err != nil:
 			return nil, fmt.Errorf("digital_signature_certificate: %w", err)
+		default:
+			// Kept with this PIV Authentication certificate, for the portal.
+			id.Email, emailSource, dsDER = email, "digital-signature", ds[0].Raw
 		}
-		// Kept with this PIV Authentication certificate, for the portal.
-		id.Email, emailSource, dsDER = email, "digital-signature", ds[0].Raw
 	}
 	o, err := s.open(ctx, ch.SessionID, res, id, emailSource, dsDER, p.Source, TokenHash)
 	if err != nil {
