@@ -76,7 +76,7 @@ func TestDelegatedResponderStatus(t *testing.T) {
 	crlURL := []string{srv.URL + "/ca.crl"}
 
 	good := responder(false, crlURL)
-	if err := v.status.checkDelegatedStatus(ctx, good, ca); err != nil {
+	if err := v.status.checkDelegatedStatus(ctx, good, ca, nil); err != nil {
 		t.Fatalf("a responder in good standing: %v", err)
 	}
 	bad := responder(false, crlURL)
@@ -84,17 +84,31 @@ func TestDelegatedResponderStatus(t *testing.T) {
 	revokedSerials = append(revokedSerials, bad.SerialNumber)
 	mu.Unlock()
 	v2, _ := NewVerifier(Options{Roots: x509.NewCertPool(), Now: func() time.Time { return now }}) // no cached CRL
-	if err := v2.status.checkDelegatedStatus(ctx, bad, ca); err == nil || !strings.Contains(err.Error(), "revoked") {
+	if err := v2.status.checkDelegatedStatus(ctx, bad, ca, nil); err == nil || !strings.Contains(err.Error(), "revoked") {
 		t.Fatalf("a revoked responder: %v, want refused as revoked", err)
 	}
-	if err := v2.status.checkDelegatedStatus(ctx, responder(false, nil), ca); err == nil || !strings.Contains(err.Error(), "status is unknown") {
+	if err := v2.status.checkDelegatedStatus(ctx, responder(false, nil), ca, nil); err == nil || !strings.Contains(err.Error(), "status is unknown") {
 		t.Fatalf("a responder without nocheck or CRL: %v, want its status unknown", err)
 	}
+	// A responder certificate that names no CRL is looked up on the
+	// card's CRL (the same issuer's).
+	card := &x509.Certificate{CRLDistributionPoints: crlURL}
+	if err := v2.status.checkDelegatedStatus(ctx, responder(false, nil), ca, card); err != nil {
+		t.Fatalf("a responder without a CRL of its own, on the card's: %v", err)
+	}
+	quiet := responder(false, nil)
+	mu.Lock()
+	revokedSerials = append(revokedSerials, quiet.SerialNumber)
+	mu.Unlock()
+	v3, _ := NewVerifier(Options{Roots: x509.NewCertPool(), Now: func() time.Time { return now }})
+	if err := v3.status.checkDelegatedStatus(ctx, quiet, ca, card); err == nil || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("a revoked responder without a CRL of its own, on the card's CRL: %v, want refused as revoked", err)
+	}
 	before := count()
-	if err := v2.status.checkDelegatedStatus(ctx, responder(true, nil), ca); err != nil {
+	if err := v2.status.checkDelegatedStatus(ctx, responder(true, nil), ca, nil); err != nil {
 		t.Fatalf("a responder with nocheck: %v", err)
 	}
-	if err := v2.status.checkDelegatedStatus(ctx, ca, ca); err != nil {
+	if err := v2.status.checkDelegatedStatus(ctx, ca, ca, nil); err != nil {
 		t.Fatalf("the issuer itself: %v", err)
 	}
 	if n := count(); n != before {

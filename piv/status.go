@@ -329,9 +329,6 @@ func (s *statusChecker) fetchOCSP(ctx context.Context, key string, leaf, issuer 
 	if err := checkOCSPCertID(body, leaf, issuer); err != nil {
 		return none, fmt.Errorf("response from %s: %v", u, err)
 	}
-	if err := s.checkDelegatedStatus(ctx, resp.Certificate, issuer); err != nil {
-		return none, fmt.Errorf("response from %s: %v", u, err)
-	}
 	if resp.SerialNumber.Cmp(leaf.SerialNumber) != 0 {
 		return none, fmt.Errorf("response from %s is for another serial", u)
 	}
@@ -340,6 +337,10 @@ func (s *statusChecker) fetchOCSP(ctx context.Context, key string, leaf, issuer 
 	}
 	if resp.NextUpdate.IsZero() || !now.Before(resp.NextUpdate) {
 		return none, fmt.Errorf("response from %s is stale (nextUpdate %s)", u, resp.NextUpdate.UTC().Format(time.RFC3339))
+	}
+	// Last, as it may fetch a CRL: the delegated responder's own status.
+	if err := s.checkDelegatedStatus(ctx, resp.Certificate, issuer, leaf); err != nil {
+		return none, fmt.Errorf("response from %s: %v", u, err)
 	}
 	e = ocspEntry{status: resp.Status, revokedAt: resp.RevokedAt}
 	s.mu.Lock()
@@ -377,7 +378,10 @@ var oidOCSPNoCheck = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 1, 5}
 // (RFC 6960 §4.2.2.2.1): a responder whose certificate was revoked (its
 // key compromised) must not go on vouching for cards. Unknown status
 // fails the OCSP answer; the card's CRL is asked instead.
-func (s *statusChecker) checkDelegatedStatus(ctx context.Context, rc, issuer *x509.Certificate) error {
+//
+// The responder certificate's own CRL distribution point is used, else the
+// card's (the same issuer's CRL): a responder certificate often names none.
+func (s *statusChecker) checkDelegatedStatus(ctx context.Context, rc, issuer, card *x509.Certificate) error {
 	if rc == nil || bytes.Equal(rc.Raw, issuer.Raw) {
 		return nil
 	}
@@ -385,6 +389,11 @@ func (s *statusChecker) checkDelegatedStatus(ctx context.Context, rc, issuer *x5
 		if e.Id.Equal(oidOCSPNoCheck) {
 			return nil
 		}
+	}
+	if _, ok := httpURL(rc.CRLDistributionPoints); !ok && card != nil {
+		withDP := *rc
+		withDP.CRLDistributionPoints = card.CRLDistributionPoints
+		rc = &withDP
 	}
 	revoked, _, err := s.crlStatus(ctx, rc, issuer)
 	if err != nil {
