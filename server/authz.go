@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/credgw/credgw/activation/audit"
 	"github.com/credgw/credgw/piv"
@@ -144,13 +147,9 @@ func (s *Server) identify(ctx context.Context, allowed []string) (*caller, error
 	}
 	certs := tlsInfo.State.PeerCertificates
 	c.cert = certs[0]
-	if l := s.live.Load(); l.clientCAs != nil {
-		inter := x509.NewCertPool()
-		for _, ic := range certs[1:] {
-			inter.AddCert(ic)
-		}
-		if chains, err := c.cert.Verify(x509.VerifyOptions{Roots: l.clientCAs, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
-			if r := l.clientRevoked(chains[0]); r != nil {
+	if l := s.live.Load(); l.clientCAs != nil && len(certs)-1 <= maxClientIntermediates {
+		if chain := l.clientChains.verify(certs, l.clientCAs, time.Now()); chain != nil {
+			if r := l.clientRevoked(chain); r != nil {
 				return c, status.Errorf(codes.PermissionDenied, "the TLS client certificate's chain has %q (serial %s), revoked by its CA (tls.client_crl_files)", r.Subject.CommonName, r.SerialNumber.Text(16))
 			}
 			switch {
@@ -189,4 +188,70 @@ func matchesAny(cert *x509.Certificate, ms []ClientMatch) bool {
 		return true
 	}
 	return false
+}
+
+// maxClientIntermediates bounds the CA certificates a caller presents
+// with a portal or administrator certificate: more are not built into a
+// path (the caller chooses them, and each can cost signature checks).
+const maxClientIntermediates = 8
+
+// chainCache remembers, for a minute, the chain built for a caller's TLS
+// client certificates against tls.client_ca_files, or that none could be:
+// every call on a connection carries the same certificates, and identify
+// runs before any rate limit. A reload makes a new cache.
+type chainCache struct {
+	builds atomic.Int64 // chains built (crypto/x509 Verify calls)
+	mu     sync.Mutex
+	m      map[[32]byte]cachedChain
+}
+
+type cachedChain struct {
+	chain []*x509.Certificate // nil: none to the client CAs
+	until time.Time
+}
+
+func newChainCache() *chainCache { return &chainCache{m: map[[32]byte]cachedChain{}} }
+
+// verify is the first chain from certs[0] to roots with certs[1:] as
+// intermediates, or nil.
+func (cc *chainCache) verify(certs []*x509.Certificate, roots *x509.CertPool, now time.Time) []*x509.Certificate {
+	h := sha256.New()
+	for _, c := range certs {
+		sum := sha256.Sum256(c.Raw)
+		h.Write(sum[:])
+	}
+	var key [32]byte
+	h.Sum(key[:0])
+	cc.mu.Lock()
+	e, ok := cc.m[key]
+	cc.mu.Unlock()
+	if ok && now.Before(e.until) && (e.chain == nil || validAt(e.chain, now)) {
+		return e.chain
+	}
+	cc.builds.Add(1)
+	inter := x509.NewCertPool()
+	for _, ic := range certs[1:] {
+		inter.AddCert(ic)
+	}
+	var chain []*x509.Certificate
+	if chains, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
+		chain = chains[0]
+	}
+	cc.mu.Lock()
+	if len(cc.m) >= 4096 {
+		clear(cc.m)
+	}
+	cc.m[key] = cachedChain{chain: chain, until: now.Add(time.Minute)}
+	cc.mu.Unlock()
+	return chain
+}
+
+func validAt(chain []*x509.Certificate, now time.Time) bool {
+	for _, c := range chain {
+		if now.Before(c.NotBefore) || now.After(c.NotAfter) {
+			return false
+		}
+	}
+	return true
 }

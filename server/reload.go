@@ -22,6 +22,8 @@ type live struct {
 	cert        *tls.Certificate // tls.cert_file, tls.key_file
 	webhookCert *tls.Certificate // termination_webhook.tls_*; nil: plain HTTP
 	clientCAs   *x509.CertPool   // tls.client_ca_files; nil: no roles
+	// clientChains caches the chains built against clientCAs.
+	clientChains *chainCache
 	// revokedClients are the serials tls.client_crl_files list, by
 	// issuer: issuer's RawSubject ‖ NUL ‖ hex serial.
 	revokedClients map[string]bool
@@ -54,7 +56,7 @@ func loadLive(cfg *Config) (*live, error) {
 		if err != nil {
 			return nil, fmt.Errorf("tls.client_ca_files: %w", err)
 		}
-		l.clientCAs = x509.NewCertPool()
+		l.clientCAs, l.clientChains = x509.NewCertPool(), newChainCache()
 		for _, c := range cas {
 			l.clientCAs.AddCert(c)
 		}
