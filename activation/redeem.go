@@ -106,6 +106,8 @@ func (s *Service) auditRefusal(ctx context.Context, activationID string, err err
 	if l := (lockedNow{}); errors.As(err, &l) {
 		switch {
 		case l.issuing:
+			s.cfg.Audit.Set(ctx, "system", "revoke", a.CredentialSetID,
+				"activation_id="+activationID+"; locked while its package was being made: what was issued is revoked; nothing was downloaded")
 			s.cfg.Notify.Set(ctx, "lockout", a.CredentialSetID, "A derived credential code was locked",
 				"A device gave the right password for your activation code, then too many wrong passwords were typed while its "+
 					"credentials were being issued: the code is locked, what was issued is revoked, and nothing was downloaded. "+
@@ -446,6 +448,9 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 	}
 	var made []string
 	d, err := s.issue(ctx, a, cs, rid, req, verdicts, aead, progress, &made)
+	if ps := (packageStored{}); errors.As(err, &ps) {
+		return nil, ps.error // stored and resumable: nothing to give back
+	}
 	if err != nil {
 		// Bounded: while it runs this process renews the claim, so a CA
 		// that never answers would otherwise hold the code for good. Past
@@ -456,6 +461,12 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 	}
 	return d, nil
 }
+
+// packageStored is an error after the package was stored: the redemption
+// is not given back (the device's retry resumes it).
+type packageStored struct{ error }
+
+func (e packageStored) Unwrap() error { return e.error }
 
 // giveBackTimeout bounds a give-back's revocations (giveBack), and
 // giveBackStoreTimeout what follows them: the new escrowed key and the
@@ -754,11 +765,10 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 	if err := s.refuseIfTerminated(context.WithoutCancel(ctx), cs); errors.Is(err, ErrTerminated) {
 		return nil, err
 	} else if err != nil {
-		// Checked before the issuance already; a store that fails this
-		// second look does not undo what is stored and resumable (a
-		// failure here would revoke certificates the retry delivers).
-		s.cfg.Log.WarnContext(ctx, "the termination re-check after storing the package failed; delivering",
-			"credential_set_id", cs.ID, "cause", err.Error())
+		// Unknown: nothing is delivered now, and nothing undone: the
+		// package stays stored, and the device's retry resumes it
+		// through the same check.
+		return nil, packageStored{fmt.Errorf("the termination check after storing the package: %w", err)}
 	}
 	return &Delivery{RedemptionID: rid, Manifest: pkg.Manifest(), Package: plain, SHA256: sum[:], Attestation: verdicts.Summary()}, nil
 }

@@ -841,21 +841,46 @@ func (s *stumblingStore) RevokeCredentialSet(ctx context.Context, id string, now
 // stored it could not.
 func TestTerminationRecheckIsCareful(t *testing.T) {
 	ctx := context.Background()
-	t.Run("a failed lookup delivers", func(t *testing.T) {
+	t.Run("a failed lookup delivers on the retry", func(t *testing.T) {
 		var st *stumblingStore
 		h := newHarness(t, func(cfg *Config) { st = &stumblingStore{Store: cfg.Store}; cfg.Store = st })
 		e := h.enroll(t, h.signIn(t, "a@example.gov"))
 		st.terminatedCalls.Store(0) // the redemption's first lookup passes, the one after the package is stored fails
 		st.failTerminated.Store(true)
-		d, err := h.svc.Redeem(ctx, e.request(t), nil)
-		if err != nil {
-			t.Fatalf("Redeem: %v, want the delivery", err)
+		req := e.request(t)
+		if d, err := h.svc.Redeem(ctx, req, nil); d != nil || !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("Redeem: %v, %v; want no delivery while the termination is unknown, and Unavailable", d != nil, err)
+		}
+		d, err := h.svc.Redeem(ctx, req, nil)
+		if err != nil || !d.Resumed {
+			t.Fatalf("the retry: %v (resumed %v), want the stored package", err, d != nil && d.Resumed)
 		}
 		recs, _ := h.st.CertificatesOfSet(ctx, d.Manifest.GetCredentialSetId())
 		for _, r := range recs {
 			if r.Revoked() {
 				t.Fatalf("certificate %s of a delivered package is revoked", r.Serial)
 			}
+		}
+	})
+	t.Run("a failed lookup beside a termination delivers nothing", func(t *testing.T) {
+		var st *stumblingStore
+		h := newHarness(t, func(cfg *Config) { st = &stumblingStore{Store: cfg.Store}; cfg.Store = st })
+		sess := h.signIn(t, "c@example.gov")
+		e := h.enroll(t, sess)
+		h.issuer.afterIssue = func(req issuance.Request) {
+			if req.Profile == issuance.KeyManagement {
+				h.st.Terminate(ctx, store.Termination{Selector: store.IdentitySelector{PersonID: sess.PersonID}, TerminatedAt: h.clock()})
+			}
+		}
+		st.terminatedCalls.Store(0)
+		st.failTerminated.Store(true)
+		req := e.request(t)
+		if d, err := h.svc.Redeem(ctx, req, nil); d != nil || err == nil {
+			t.Fatalf("Redeem: %v, %v; want no delivery", d != nil, err)
+		}
+		h.issuer.afterIssue = nil
+		if d, err := h.svc.Redeem(ctx, req, nil); d != nil || !errors.Is(err, ErrTerminated) {
+			t.Fatalf("the retry: %v, %v; want ErrTerminated and no delivery", d != nil, err)
 		}
 	})
 	t.Run("a resume revokes what a terminated identity's call could not", func(t *testing.T) {

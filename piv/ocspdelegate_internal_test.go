@@ -43,8 +43,15 @@ func TestDelegatedResponderStatus(t *testing.T) {
 		for _, s := range revokedSerials {
 			entries = append(entries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: now.Add(-time.Minute)})
 		}
-		crl, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(int64(fetches)), ThisUpdate: now.Add(-time.Minute),
-			NextUpdate: now.Add(time.Hour), RevokedCertificateEntries: entries}, ca, caKey)
+		tmpl := &x509.RevocationList{Number: big.NewInt(int64(fetches)), ThisUpdate: now.Add(-time.Minute),
+			NextUpdate: now.Add(time.Hour), RevokedCertificateEntries: entries}
+		if r.URL.Path == "/part.crl" {
+			// A partition (its IDP names its URL) that lists nothing.
+			tmpl.RevokedCertificateEntries = nil
+			tmpl.ExtraExtensions = []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 28}, Critical: true,
+				Value: idp([]string{"http://" + r.Host + "/part.crl"}, nil)}}
+		}
+		crl, err := x509.CreateRevocationList(rand.Reader, tmpl, ca, caKey)
 		if err != nil {
 			t.Error(err)
 		}
@@ -103,6 +110,13 @@ func TestDelegatedResponderStatus(t *testing.T) {
 	v3, _ := NewVerifier(Options{Roots: x509.NewCertPool(), Now: func() time.Time { return now }})
 	if err := v3.status.checkDelegatedStatus(ctx, quiet, ca, card); err == nil || !strings.Contains(err.Error(), "revoked") {
 		t.Fatalf("a revoked responder without a CRL of its own, on the card's CRL: %v, want refused as revoked", err)
+	}
+	// The card's CRL is a partition: it covers the card's distribution
+	// point, not a responder certificate that names none (only the
+	// complete CRL does, RFC 5280 §6.3.3). Its silence is not good status.
+	partCard := &x509.Certificate{CRLDistributionPoints: []string{srv.URL + "/part.crl"}}
+	if err := v3.status.checkDelegatedStatus(ctx, quiet, ca, partCard); err == nil || !strings.Contains(err.Error(), "not a complete CRL") {
+		t.Fatalf("a responder without a CRL of its own, on the card's partitioned CRL: %v, want its status unknown", err)
 	}
 	before := count()
 	if err := v2.status.checkDelegatedStatus(ctx, responder(true, nil), ca, nil); err != nil {

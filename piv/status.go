@@ -390,12 +390,13 @@ func (s *statusChecker) checkDelegatedStatus(ctx context.Context, rc, issuer, ca
 			return nil
 		}
 	}
+	complete := false
 	if _, ok := httpURL(rc.CRLDistributionPoints); !ok && card != nil {
 		withDP := *rc
 		withDP.CRLDistributionPoints = card.CRLDistributionPoints
-		rc = &withDP
+		rc, complete = &withDP, true
 	}
-	revoked, _, err := s.crlStatus(ctx, rc, issuer)
+	revoked, _, err := s.crlStatusOf(ctx, rc, issuer, complete)
 	if err != nil {
 		return fmt.Errorf("the delegated responder's certificate has no id-pkix-ocsp-nocheck and its own status is unknown: %v", err)
 	}
@@ -406,6 +407,14 @@ func (s *statusChecker) checkDelegatedStatus(ctx context.Context, rc, issuer, ca
 }
 
 func (s *statusChecker) crlStatus(ctx context.Context, leaf, issuer *x509.Certificate) (bool, time.Time, error) {
+	return s.crlStatusOf(ctx, leaf, issuer, false)
+}
+
+// crlStatusOf is crlStatus; complete refuses a partitioned CRL (one with
+// an issuing distribution point naming DPs): a certificate that names no
+// distribution point of its own is covered by the complete CRL only (RFC
+// 5280 §6.3.3), whatever URL it is looked up at.
+func (s *statusChecker) crlStatusOf(ctx context.Context, leaf, issuer *x509.Certificate, complete bool) (bool, time.Time, error) {
 	u, ok := httpURL(leaf.CRLDistributionPoints)
 	if !ok {
 		return false, time.Time{}, errors.New("no http CRL distribution point")
@@ -428,6 +437,8 @@ func (s *statusChecker) crlStatus(ctx context.Context, leaf, issuer *x509.Certif
 		}
 	}
 	switch {
+	case complete && e.dp != nil:
+		return false, time.Time{}, fmt.Errorf("the CRL from %s is the partition for distribution point %v, not a complete CRL", u, e.dp)
 	case e.dp != nil && !slices.ContainsFunc(leaf.CRLDistributionPoints, func(d string) bool { return slices.Contains(e.dp, d) }):
 		return false, time.Time{}, fmt.Errorf("the CRL from %s is the partition for distribution point %v, none of the certificate's %v", u, e.dp, leaf.CRLDistributionPoints)
 	case e.onlyCA && !leaf.IsCA:

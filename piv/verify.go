@@ -303,11 +303,16 @@ func (v *Verifier) sameCard(cert, pivAuth *x509.Certificate, intermediates []*x5
 	if err != nil {
 		return fmt.Errorf("the PIV Authentication certificate: %w", err)
 	}
+	// One CA may have several certificates (renewed, cross-certified):
+	// it is its name and key.
+	sameCA := func(a, b *x509.Certificate) bool {
+		return bytes.Equal(a.RawSubject, b.RawSubject) && bytes.Equal(a.RawSubjectPublicKeyInfo, b.RawSubjectPublicKeyInfo)
+	}
 	sigCA, authCA := sig[1], auth[1]
-	if sigCA.Equal(authCA) {
+	if sameCA(sigCA, authCA) {
 		return nil
 	}
-	if len(sig) > 2 && len(auth) > 2 && sig[2].Equal(auth[2]) {
+	if len(sig) > 2 && len(auth) > 2 && sameCA(sig[2], auth[2]) {
 		return nil // siblings: issued by the same CA
 	}
 	return fmt.Errorf("%w: the Digital Signature certificate's issuing CA %q is neither the PIV Authentication certificate's (%q) "+

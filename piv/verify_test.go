@@ -359,6 +359,29 @@ func TestDigitalSignatureOfThisCard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// One CA with two certificates (the same name and key, from different
+	// issuers: a cross-certificate), one for each policy: the 9A's path
+	// goes through the one, the 9C's through the other, and their parents
+	// differ (no siblings). It is still the same CA.
+	renewedKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	renewed := func(p x509.OID, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) *x509.Certificate {
+		return issue(&x509.Certificate{Subject: pkix.Name{CommonName: "renewed CA"}, IsCA: true, BasicConstraintsValid: true,
+			KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, Policies: []x509.OID{p}}, parent, renewedKey.Public(), parentKey)
+	}
+	renewedForAuth := renewed(oid(piv.PolicyCommonAuthentication), root, rootKey)
+	renewedForSig := renewed(oid(piv.PolicyCommonHardware), middle, middleKey)
+	auth2 := issue(&x509.Certificate{Subject: subject, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, Policies: []x509.OID{oid(piv.PolicyCommonAuthentication)}},
+		renewedForAuth, k.Public(), renewedKey)
+	sig2 := sig(renewedForSig, renewedKey, false)
+	v2, err := piv.NewVerifier(piv.Options{Roots: roots, Intermediates: []*x509.Certificate{renewedForAuth, renewedForSig, middle},
+		OCSPTimeout: time.Second, CRLTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v2.VerifyDigitalSignature(context.Background(), sig2, auth2, nil); !errors.Is(err, piv.ErrStatusUnavailable) {
+		t.Fatalf("a 9C through another certificate of the 9A's CA: %v, want it taken (then ErrStatusUnavailable)", err)
+	}
 	for _, tc := range []struct {
 		name string
 		cert *x509.Certificate

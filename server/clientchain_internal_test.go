@@ -10,11 +10,14 @@ import (
 	"crypto/x509/pkix"
 	"math/big"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 )
 
 // TestClientChainNotRebuiltPerCall: with tls.client_ca_files set, every
@@ -70,8 +73,10 @@ func TestClientChainNotRebuiltPerCall(t *testing.T) {
 		c, _ := mk("client CA", nil, nil, true)
 		many = append(many, c)
 	}
-	if c := call(many...); c.role != roleAnonymous {
-		t.Fatalf("a chain of %d got role %s", len(many), c.role)
+	ctx := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 1},
+		AuthInfo: credentials.TLSInfo{State: tls.ConnectionState{PeerCertificates: many}}})
+	if _, err := s.identify(ctx, []string{roleAdmin}); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "at most") {
+		t.Fatalf("a chain of %d: %v, want PermissionDenied saying how many are taken", len(many), err)
 	}
 	if n := l.clientChains.builds.Load(); n != 1 {
 		t.Fatalf("a chain with %d intermediates was built", len(many)-1)
