@@ -22,25 +22,8 @@ import (
 // alone and accepts it; credgw must not.
 func TestOCSPCertIDNamesTheIssuer(t *testing.T) {
 	now := time.Now()
-	serial := int64(100)
-	issue := func(tmpl, parent *x509.Certificate, pub any, key *ecdsa.PrivateKey) *x509.Certificate {
-		serial++
-		if tmpl.SerialNumber == nil {
-			tmpl.SerialNumber = big.NewInt(serial)
-		}
-		tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), now.Add(time.Hour)
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, _ := x509.ParseCertificate(der)
-		return c
-	}
-	ca := func(name string) (*x509.Certificate, *ecdsa.PrivateKey) {
-		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: name}, IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-		return issue(tmpl, tmpl, k.Public(), k), k
-	}
+	pki := newTestPKI(t, now)
+	issue, ca := pki.issue, pki.selfSignedCA
 	cardCA, cardCAKey := ca("the card's CA")
 	otherCA, _ := ca("another CA")
 	rk, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

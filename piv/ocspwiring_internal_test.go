@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,21 +27,12 @@ import (
 func TestOCSPAnswersCheckedEndToEnd(t *testing.T) {
 	now := time.Now()
 	var mu sync.Mutex // what the responder serves; the handler runs beside the test
-	var serial atomic.Int64
-	next := func() *big.Int { return big.NewInt(serial.Add(1) + 1) }
+	pki := newTestPKI(t, now)
+	next := func() *big.Int { return big.NewInt(pki.serial.Add(1) + 1) }
 	var srvURL string
 	srv := httptest.NewUnstartedServer(nil)
 	srvURL = "http://" + srv.Listener.Addr().String()
-	issue := func(tmpl, parent *x509.Certificate, pub any, key *ecdsa.PrivateKey) *x509.Certificate {
-		tmpl.SerialNumber = next()
-		tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), now.Add(time.Hour)
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, _ := x509.ParseCertificate(der)
-		return c
-	}
+	issue := pki.issue
 	anyPolicy, _ := x509.OIDFromInts([]uint64{2, 5, 29, 32, 0})
 	authPolicy, _ := x509.OIDFromASN1OID(PolicyCommonAuthentication)
 	rootKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

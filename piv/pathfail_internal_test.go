@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
-	"math/big"
 	"testing"
 	"time"
 )
@@ -20,24 +19,8 @@ import (
 // rebuilt the path (up to 100 signature checks by crypto/x509's bound).
 // More intermediates than any real PIV path has are refused unbuilt.
 func TestUntrustedPathNotRebuilt(t *testing.T) {
-	now := time.Now()
-	serial := int64(0)
-	issue := func(tmpl, parent *x509.Certificate, pub any, key *ecdsa.PrivateKey) *x509.Certificate {
-		serial++
-		tmpl.SerialNumber = big.NewInt(serial)
-		tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), now.Add(time.Hour)
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, _ := x509.ParseCertificate(der)
-		return c
-	}
-	ca := func(name string) (*x509.Certificate, *ecdsa.PrivateKey) {
-		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: name}, IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-		return issue(tmpl, tmpl, k.Public(), k), k
-	}
+	pki := newTestPKI(t, time.Now())
+	issue, ca := pki.issue, pki.selfSignedCA
 	root, _ := ca("the trusted root")
 	fake, fakeKey := ca("the trusted root") // the same name, another key
 	cardKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
