@@ -250,9 +250,13 @@ func (s *Service) complete(ctx context.Context, ch store.Challenge, now time.Tim
 		case errors.Is(err, piv.ErrNotThisCard):
 			// Not shown to be this card's: its email is not taken, and
 			// the sign-in goes on without one (S/MIME credentials then
-			// say the card gave none).
+			// say the card gave none). Recorded: a namesake's
+			// certificate sent with a card may be hostile.
 			s.cfg.Log.WarnContext(ctx, "PKI-AUTH: the Digital Signature certificate is not taken as this card's; no email of record",
 				"person_id", id.PersonID, "cause", err.Error())
+			s.cfg.Audit.Record(ctx, store.AuditEvent{Actor: "piv:" + id.PersonID, Action: "digital-signature", PersonID: id.PersonID,
+				CardUUID: id.CardUUID, Source: p.Source, Outcome: "refused",
+				Detail: "not shown to be this card's, so no email of record taken from it: " + err.Error()})
 		case err != nil:
 			return nil, fmt.Errorf("digital_signature_certificate: %w", err)
 		default:

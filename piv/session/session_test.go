@@ -504,3 +504,62 @@ func TestLookupJustBeforeExpiry(t *testing.T) {
 		t.Fatalf("Lookup at expiry: err = %v, want ErrSessionGone", err)
 	}
 }
+
+// TestUnboundDigitalSignatureIgnored: a Digital Signature certificate with
+// the card's subject name but from an unrelated CA (not the 9A's, no
+// sibling, no card UUID) gives no email of record, and does not fail the
+// sign-in; the audit log says it was refused and why, as a namesake's
+// certificate sent with a card may be hostile.
+func TestUnboundDigitalSignatureIgnored(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	c := f.pki.newCard(t)
+	now := time.Now()
+	anyPolicy, _ := x509.OIDFromInts([]uint64{2, 5, 29, 32, 0})
+	issue := func(tmpl, parent *x509.Certificate, pub any, key *ecdsa.PrivateKey) *x509.Certificate {
+		tmpl.SerialNumber = big.NewInt(f.pki.serial.Add(1))
+		tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), now.Add(time.Hour)
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, _ := x509.ParseCertificate(der)
+		return cert
+	}
+	xKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	x := issue(&x509.Certificate{Subject: pkix.Name{CommonName: "an unrelated program's CA"}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, Policies: []x509.OID{anyPolicy}}, f.pki.root, xKey.Public(), f.pki.key)
+	yKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	y := issue(&x509.Certificate{Subject: pkix.Name{CommonName: "its email CA"}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, Policies: []x509.OID{anyPolicy}}, x, yKey.Public(), xKey)
+	hw, _ := x509.OIDFromInts(oidInts(piv.PolicyCommonHardware))
+	nsKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	namesake := issue(&x509.Certificate{RawSubject: c.cert.RawSubject, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}, EmailAddresses: []string{"someone.else@example.gov"},
+		Policies: []x509.OID{hw}}, y, nsKey.Public(), yKey)
+	ch, err := f.svc.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.proof(t, ch)
+	p.Certificates = append(p.Certificates, x.Raw, y.Raw)
+	p.DigitalSignature = namesake.Raw
+	o, err := f.svc.Complete(ctx, p)
+	if err != nil {
+		t.Fatalf("the sign-in failed over an unbound 9C: %v", err)
+	}
+	if o.Identity.Email != "" {
+		t.Fatalf("the email of record is %q, from a namesake's certificate", o.Identity.Email)
+	}
+	evs, err := f.st.AuditEvents(ctx, 0, 1000, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range evs {
+		found = found || e.Action == "digital-signature" && e.Outcome == "refused" && strings.Contains(e.Detail, "not shown to be this card's")
+	}
+	if !found {
+		t.Fatalf("no refused digital-signature event in the audit log: %+v", evs)
+	}
+}
