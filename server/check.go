@@ -59,13 +59,16 @@ func unjoin(err error) []error {
 // checkFiles reads every file the config names, as serve would.
 func (c *Config) checkFiles() []error {
 	var errs []error
-	keyPair := func(field, cert, key string) {
+	keyPair := func(field, cert, key string) *tls.Certificate {
 		if cert == "" || key == "" {
-			return // the field checks said so
+			return nil // the field checks said so
 		}
-		if _, err := tls.LoadX509KeyPair(c.Path(cert), c.Path(key)); err != nil {
+		kp, err := tls.LoadX509KeyPair(c.Path(cert), c.Path(key))
+		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", field, err))
+			return nil
 		}
+		return &kp
 	}
 	certs := func(field string, files ...string) {
 		for _, f := range files {
@@ -77,7 +80,11 @@ func (c *Config) checkFiles() []error {
 			}
 		}
 	}
-	keyPair("tls.cert_file and tls.key_file", c.TLS.CertFile, c.TLS.KeyFile)
+	if kp := keyPair("tls.cert_file and tls.key_file", c.TLS.CertFile, c.TLS.KeyFile); kp != nil {
+		if err := c.checkTLSAnchor(kp); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	certs("tls.client_ca_files", c.TLS.ClientCAFiles...)
 	if len(c.TLS.ClientCRLFiles) > 0 {
 		if cas, err := readCerts(paths(c, c.TLS.ClientCAFiles)); err == nil {

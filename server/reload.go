@@ -5,8 +5,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"reflect"
 	"slices"
@@ -44,6 +46,9 @@ func loadLive(cfg *Config) (*live, error) {
 		return nil, fmt.Errorf("tls: %w", err)
 	}
 	l.cert = &cert
+	if err := cfg.checkTLSAnchor(&cert); err != nil {
+		return nil, err
+	}
 	if cfg.Webhook.TLSCertFile != "" {
 		wc, err := tls.LoadX509KeyPair(cfg.Path(cfg.Webhook.TLSCertFile), cfg.Path(cfg.Webhook.TLSKeyFile))
 		if err != nil {
@@ -252,4 +257,64 @@ func (l *live) warnStaleCRLs(log *slog.Logger) {
 	for _, s := range l.staleCRLs {
 		log.Warn("tls.client_crl_files: a CRL is past its nextUpdate; it is still used, but get the CA's current one", "crl", s)
 	}
+}
+
+// checkTLSAnchor is presentsAnchor for a configuration with a CA (only
+// then do devices pin the gateway).
+func (c *Config) checkTLSAnchor(cert *tls.Certificate) error {
+	if c.CA.CertificateFile == "" || c.Enroll.TLSAnchorFile == "" {
+		return nil
+	}
+	anchors, err := readCerts([]string{c.Path(c.Enroll.TLSAnchorFile)})
+	if err != nil {
+		return fmt.Errorf("enrollment.tls_anchor_file: %w", err)
+	}
+	host, _, err := net.SplitHostPort(c.Enroll.GatewayAddress)
+	if err != nil {
+		host = ""
+	}
+	return presentsAnchor(cert, anchors[0], host)
+}
+
+// presentsAnchor checks the gateway's TLS certificate as devices will:
+// the handshake must present enrollment.tls_anchor_file (its SHA-256 is
+// the QR code's pin), and the server certificate must chain to it and
+// name host, the address in the QR code (enrollment.gateway_address; ""
+// for none). A device refuses a gateway that fails any of these as an
+// impostor, so the gateway refuses to start (or to reload) with it.
+func presentsAnchor(cert *tls.Certificate, anchor *x509.Certificate, host string) error {
+	if len(cert.Certificate) == 0 {
+		return errors.New("tls.cert_file holds no certificate")
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		var err error
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return fmt.Errorf("tls.cert_file: %w", err)
+		}
+	}
+	found := bytes.Equal(leaf.Raw, anchor.Raw)
+	inter := x509.NewCertPool()
+	for _, der := range cert.Certificate[1:] {
+		if bytes.Equal(der, anchor.Raw) {
+			found = true
+			continue
+		}
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("tls.cert_file: %w", err)
+		}
+		inter.AddCert(c)
+	}
+	if !found {
+		return fmt.Errorf("tls.cert_file does not carry enrollment.tls_anchor_file (%s): devices pin that certificate from the QR code and refuse a gateway whose handshake does not present it; append it to tls.cert_file (PEM, after the server certificate and any intermediates)", anchor.Subject)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(anchor)
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: host,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		return fmt.Errorf("tls.cert_file (%s) does not chain to enrollment.tls_anchor_file (%s) as devices check it, for the name %q of enrollment.gateway_address: %w",
+			leaf.Subject, anchor.Subject, host, err)
+	}
+	return nil
 }

@@ -40,6 +40,9 @@ func TestReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	certFile, keyFile := filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+	// withAnchor: false writes the server certificate alone, without the
+	// TLS anchor that devices pin (enrollment.tls_anchor_file).
+	withAnchor := true
 	writeServerCert := func(serial int64) {
 		t.Helper()
 		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -59,7 +62,11 @@ func TestReload(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		chain := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+		if withAnchor {
+			chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caCert.Raw})...)
+		}
+		if err := os.WriteFile(certFile, chain, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}), 0o600); err != nil {
@@ -158,6 +165,18 @@ func TestReload(t *testing.T) {
 	if code := status.Code(listAsAdmin()); code == codes.OK {
 		t.Error("a failed reload brought the admin role back")
 	}
+
+	// Nor does one whose certificate leaves out the anchor that devices
+	// pin: every redemption would fail the device's check of the gateway.
+	withAnchor = false
+	writeServerCert(1004)
+	if _, err := s.Reload(&first); err == nil || !strings.Contains(err.Error(), "enrollment.tls_anchor_file") {
+		t.Fatalf("a reload with a certificate devices would refuse: %v", err)
+	}
+	if got := serialAt(s.GRPCAddr()); got != 1002 {
+		t.Errorf("after a refused reload the gateway serves serial %d, want 1002 still", got)
+	}
+	withAnchor = true
 
 	// Back to the first config: roles and the card's root again.
 	writeServerCert(1003)

@@ -72,6 +72,20 @@ func TestConfigCheck(t *testing.T) {
 		}
 	}
 
+	// A server certificate without the anchor the QR code pins: every
+	// device would refuse the gateway, so the check refuses it first.
+	serverPEM, err := os.ReadFile(filepath.Join(dir, "tls", "server.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafOnly, _ := pem.Decode(serverPEM)
+	write("tls/leaf-only.crt", string(pem.EncodeToMemory(leafOnly)))
+	out = run(t, nil, false, credgwBin, "config", "check", "--config",
+		write("leaf-only.yaml", strings.Replace(string(good), "cert_file: tls/server.crt", "cert_file: tls/leaf-only.crt", 1)))
+	if !strings.Contains(out, "enrollment.tls_anchor_file") || !strings.Contains(out, "1 problem in") {
+		t.Errorf("config check of a server certificate without the pinned anchor says:\n%s", out)
+	}
+
 	for _, tc := range []struct{ name, text, want string }{
 		{"empty", "", "the file is empty"},
 		{"wrong kind", "limits: 5\n", "line 1: limits: want a section"},
