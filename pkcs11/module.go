@@ -322,9 +322,24 @@ func errNoToken(m *Module, sel string, tokens []TokenInfo) error {
 		}
 	}
 	if len(have) == 0 {
-		return fmt.Errorf("%w: %s in %s: the module has no initialised token", ErrTokenNotFound, sel, m.path)
+		return fmt.Errorf("%w: %s in %s: the module has no initialised token; %s", ErrTokenNotFound, sel, m.path, noTokenHint(m))
 	}
-	return fmt.Errorf("%w: %s in %s; tokens present: %s", ErrTokenNotFound, sel, m.path, strings.Join(have, ", "))
+	return fmt.Errorf("%w: %s in %s; tokens present: %s; %s", ErrTokenNotFound, sel, m.path, strings.Join(have, ", "), noTokenHint(m))
+}
+
+// noTokenHint says how a token comes to be: credgw makes keys in one,
+// never the token itself. For SoftHSM it names the configuration the
+// module read, whose token directory is where it looked.
+func noTokenHint(m *Module) string {
+	if !strings.Contains(strings.ToLower(filepath.Base(m.path)), "softhsm") {
+		return "credgw makes keys in a token, not the token: initialise it with the HSM vendor's tool, or fix the label"
+	}
+	where := "SOFTHSM2_CONF=" + os.Getenv("SOFTHSM2_CONF")
+	if os.Getenv("SOFTHSM2_CONF") == "" {
+		where = "SOFTHSM2_CONF is not set, so SoftHSM read /etc/softhsm/softhsm2.conf"
+	}
+	return "credgw makes keys in a token, not the token: create it with softhsm2-util --init-token --free --label LABEL, " +
+		"run with the SOFTHSM2_CONF that credgw sees (" + where + "), or fix the label"
 }
 
 var errStaleGeneration = errors.New("pkcs11: module re-initialised")

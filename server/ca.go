@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -21,9 +22,17 @@ import (
 type hsm struct {
 	cfg    *Config
 	tokens map[string]*pkcs11.Token
+	// refused remembers a token whose PIN login failed, by token and
+	// PIN source: a second URI on the same token (the CA key and the
+	// escrow KEK) must not spend a second of the few wrong PINs a real
+	// HSM counts before it locks.
+	refused map[string]error
+	open    func(context.Context, *pkcs11.URI, string) (*pkcs11.Token, error)
 }
 
-func newHSM(cfg *Config) *hsm { return &hsm{cfg: cfg, tokens: map[string]*pkcs11.Token{}} }
+func newHSM(cfg *Config) *hsm {
+	return &hsm{cfg: cfg, tokens: map[string]*pkcs11.Token{}, refused: map[string]error{}, open: pkcs11.OpenURI}
+}
 
 // parseKeyURI reads a pkcs11: URI from the config, resolving a relative
 // pin-source against the config file's directory.
@@ -46,6 +55,10 @@ func (h *hsm) token(ctx context.Context, u *pkcs11.URI) (*pkcs11.Token, error) {
 	if t, ok := h.tokens[key]; ok {
 		return t, nil
 	}
+	pinKey := key + "\x00" + u.PINSource
+	if err, ok := h.refused[pinKey]; ok {
+		return nil, fmt.Errorf("%w (not tried again with the same PIN)", err)
+	}
 	if h.cfg.HSM.SoftHSM2Conf != "" {
 		if err := os.Setenv("SOFTHSM2_CONF", h.cfg.Path(h.cfg.HSM.SoftHSM2Conf)); err != nil {
 			return nil, err
@@ -58,7 +71,10 @@ func (h *hsm) token(ctx context.Context, u *pkcs11.URI) (*pkcs11.Token, error) {
 			return nil, fmt.Errorf("hsm.module is not set and %w", err)
 		}
 	}
-	t, err := pkcs11.OpenURI(ctx, u, module)
+	t, err := h.open(ctx, u, module)
+	if errors.Is(err, pkcs11.ErrPINIncorrect) || errors.Is(err, pkcs11.ErrPINLocked) {
+		h.refused[pinKey] = err
+	}
 	if err != nil {
 		return nil, err
 	}

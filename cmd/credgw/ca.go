@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/credgw/credgw/issuance"
+	"github.com/credgw/credgw/pkcs11"
 	"github.com/credgw/credgw/server"
 	"github.com/spf13/cobra"
 )
@@ -30,8 +31,9 @@ func newCAInitCmd() *cobra.Command {
 		Long: `With --csr-out (a real deployment): generate the issuing CA key in the HSM token
 of ca.key_uri (sensitive, non-extractable; key type ca.key_type: p256, p384 or
 rsa3072) and write a CSR for it to FILE, for the agency's root to sign; then
-install what it signed with 'credgw ca import'. No root is made. Run again, it
-writes a new CSR for the key already in the token.
+install what it signed with 'credgw ca import'. No root is made. Run again
+before the import, it writes a new CSR for the key already in the token; once
+a certificate is installed it refuses (keep the CSR for renewals).
 
 Without --csr-out (development): also create a self-made root CA; the root key
 is written beside the root certificate (0600) so that it can be moved offline,
@@ -65,6 +67,7 @@ escrow.kek_file. An existing CA is never replaced.`,
 				return nil
 			}
 			fmt.Fprintf(out, "root CA:    %s\n", res.Root.Subject)
+			fmt.Fprintf(out, "root cert:  %s (what devices trust: credgw redeem --trust-anchor)\n", cfg.Path(cfg.CA.ChainFiles[0]))
 			fmt.Fprintf(out, "issuing CA: %s (key %s)\n", res.Issuing.Subject, keyPlace(cfg))
 			if res.RootKeyFile != "" {
 				fmt.Fprintf(out, "root key:   %s — move it offline\n", res.RootKeyFile)
@@ -247,9 +250,15 @@ func parseDays(s string) (time.Duration, error) {
 	return d, err
 }
 
+// keyPlace says where the issuing key is, without the PIN a ca.key_uri
+// may carry (pin-value=): the output goes into ceremony transcripts.
 func keyPlace(cfg *server.Config) string {
 	if cfg.CA.KeyURI != "" {
-		return "in the HSM: " + cfg.CA.KeyURI
+		u, err := pkcs11.ParseURI(cfg.CA.KeyURI)
+		if err != nil {
+			return "in the HSM (ca.key_uri)"
+		}
+		return "in the HSM: " + u.String()
 	}
 	return cfg.Path(cfg.CA.KeyFile)
 }

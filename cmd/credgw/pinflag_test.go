@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/credgw/credgw/server"
 )
 
 // TestPINValueRefusedOnCommandLine: the help says PINs never come from
@@ -71,5 +73,17 @@ func TestURIsWithoutPINValuePass(t *testing.T) {
 		if uriHasPINValue(v) {
 			t.Errorf("%q refused", v)
 		}
+	}
+}
+
+// TestKeyPlaceHidesThePIN: ca init prints where the issuing key is; a
+// ca.key_uri may carry pin-value= (the config allows it), and ca init's
+// output ends up in ceremony transcripts and CI logs.
+func TestKeyPlaceHidesThePIN(t *testing.T) {
+	cfg := &server.Config{}
+	cfg.CA.KeyURI = "pkcs11:token=ca;id=%01?pin-value=87654321"
+	got := keyPlace(cfg)
+	if strings.Contains(got, "87654321") || !strings.Contains(got, "token=ca") {
+		t.Fatalf("keyPlace = %q: want the token named and no PIN", got)
 	}
 }

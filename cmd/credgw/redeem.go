@@ -40,8 +40,8 @@ The credentials must chain to --trust-anchor: the root CA of your agency's PKI
 (a device's management profile gives it). The QR code pins only the gateway's
 TLS certificate; without an anchor of its own the device would install
 certificates of any CA the gateway sends, and escrowed keys it knows. For a
-gateway made by 'credgw dev init' or 'credgw ca init' the root is ca/root.crt
-in its directory. --trust-gateway-ca instead accepts the CA the download
+gateway made by 'credgw ca init' the root is the first of its ca.chain_files
+(ca init prints it; ca/root.crt for 'credgw dev init'). --trust-gateway-ca instead accepts the CA the download
 carries: for trying credgw out, never for a real device.
 
 DIR then holds (each PKCS#12 with a friendly name and a localKeyId on its key):
@@ -186,7 +186,7 @@ func trustAnchors(files []string, trustGatewayCA bool) ([]*x509.Certificate, err
 		return nil, nil
 	case len(files) == 0:
 		return nil, errors.New("--trust-anchor is required: the PEM file of the root CA your credentials must chain to " +
-			"(your agency's root; for a gateway made by 'credgw dev init' or 'credgw ca init', its ca/root.crt). " +
+			"(your agency's root; for a gateway made by 'credgw ca init', the first of its ca.chain_files, which ca init prints; ca/root.crt for 'credgw dev init'). " +
 			"Without it a gateway that is not yours could install a CA of its own. " +
 			"(--trust-gateway-ca accepts the CA the download carries: for trying credgw out only.)")
 	}
