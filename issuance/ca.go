@@ -124,6 +124,9 @@ type Config struct {
 	Issued      func(profile Profile)
 	LintRefused func(profile Profile)
 	Signed      func(time.Duration)
+	// OCSPTryLater is called for each OCSP request answered tryLater
+	// because the signing budget (OCSPSignRate) was spent.
+	OCSPTryLater func()
 	// afterSign runs between signing and recording (crash tests).
 	afterSign func(serial string) error
 	// afterLint runs after the lint passed (tests change the certificate).

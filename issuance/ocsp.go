@@ -10,12 +10,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/credgw/credgw/store"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/crypto/ocsp"
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 )
 
 // OCSP timing. A response is signed with nextUpdate = thisUpdate + ocspLife
@@ -26,10 +27,18 @@ const (
 	ocspLife     = 4 * time.Hour
 	ocspRefresh  = ocspLife / 2
 	ocspBackdate = time.Minute
-	// ocspCacheMax bounds the responses a replica keeps. Only certificates
-	// this CA issued get an entry (unknown serials are answered without
-	// one), so the bound matters only for very large populations.
+	// ocspCacheMax bounds the responses a replica keeps, the least
+	// recently used dropped first. Only certificates this CA issued get
+	// an entry (unknown serials are answered without one).
 	ocspCacheMax = 50_000
+	// OCSPSignRate and OCSPSignBurst bound the responses a replica signs
+	// a second (a token bucket): anyone may ask, every answer not in the
+	// cache costs a signature by the CA key, the HSM key that issuance
+	// uses too, and revoked serials are public (the CRL). Past it the
+	// answer is tryLater, unsigned and not cached (RFC 6960 §2.3), and
+	// relying parties ask again; cached answers are always served.
+	OCSPSignRate  = 500
+	OCSPSignBurst = 5000
 )
 
 // ocspResponder is what a replica keeps to answer OCSP without signing:
@@ -41,8 +50,8 @@ const (
 // replica, replaces the answer on the next request everywhere.
 type ocspResponder struct {
 	issuerHashes map[crypto.Hash][2][]byte // name hash, key hash
-	mu           sync.Mutex
-	cache        map[ocspKey]ocspAnswer
+	cache        *lru.Cache[ocspKey, ocspAnswer]
+	signs        *rate.Limiter // OCSPSignRate
 	flight       singleflight.Group
 }
 
@@ -76,7 +85,11 @@ func newOCSPResponder(ca *x509.Certificate) (*ocspResponder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issuance: CA public key: %w", err)
 	}
-	r := &ocspResponder{issuerHashes: map[crypto.Hash][2][]byte{}, cache: map[ocspKey]ocspAnswer{}}
+	cache, err := lru.New[ocspKey, ocspAnswer](ocspCacheMax)
+	if err != nil {
+		return nil, err
+	}
+	r := &ocspResponder{issuerHashes: map[crypto.Hash][2][]byte{}, cache: cache, signs: rate.NewLimiter(OCSPSignRate, OCSPSignBurst)}
 	for _, h := range ocspHashes {
 		name, key := h.New(), h.New()
 		name.Write(ca.RawSubject)
@@ -135,6 +148,12 @@ func (c *CA) ocspAnswer(ctx context.Context, der []byte) ocspAnswer {
 		if a, ok := c.ocsp.lookup(key, state, now); ok && !c.cfg.noOCSPCache {
 			return a, nil
 		}
+		if !c.ocsp.signs.Allow() {
+			if c.cfg.OCSPTryLater != nil {
+				c.cfg.OCSPTryLater()
+			}
+			return unsigned(ocsp.TryLaterErrorResponse), nil
+		}
 		a, err := c.signOCSP(tmpl, state, now)
 		if err != nil {
 			return unsigned(ocsp.InternalErrorErrorResponse), nil
@@ -170,27 +189,17 @@ func (c *CA) signOCSP(tmpl ocsp.Response, state string, now time.Time) (ocspAnsw
 // lookup returns the cached response for key if it reports state and its
 // refresh point has not come.
 func (r *ocspResponder) lookup(key ocspKey, state string, now time.Time) (ocspAnswer, bool) {
-	r.mu.Lock()
-	a, ok := r.cache[key]
-	r.mu.Unlock()
+	a, ok := r.cache.Get(key)
 	return a, ok && a.state == state && now.Before(a.refresh)
 }
 
-func (r *ocspResponder) keep(key ocspKey, a ocspAnswer, now time.Time) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.cache) >= ocspCacheMax {
-		for k, old := range r.cache {
-			if !now.Before(old.refresh) {
-				delete(r.cache, k)
-			}
-		}
-		if len(r.cache) >= ocspCacheMax {
-			clear(r.cache)
-		}
-	}
-	r.cache[key] = a
+// keep caches a signed answer; a full cache drops its least recently used
+// answer for it.
+func (r *ocspResponder) keep(key ocspKey, a ocspAnswer, _ time.Time) {
+	r.cache.Add(key, a)
 }
+
+func (r *ocspResponder) len() int { return r.cache.Len() }
 
 // publicKeyBits is the subjectPublicKey BIT STRING of a certificate: what
 // an OCSP issuerKeyHash covers.

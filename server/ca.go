@@ -152,9 +152,10 @@ func loadCA(ctx context.Context, cfg *Config, h *hsm, st store.Store, opts optio
 		Name: cfg.CA.Name, Chain: certs, Signer: signer, Store: st, BaseURL: cfg.CA.BaseURL,
 		Validity: cfg.CA.Validity.Duration, HardwareBackedDevices: cfg.CA.HardwareBackedDevices,
 		Templates: templates, Now: opts.now,
-		Issued:      func(p issuance.Profile) { m.issued.WithLabelValues(string(p)).Inc() },
-		LintRefused: func(p issuance.Profile) { m.lintRefusals.WithLabelValues(string(p)).Inc() },
-		Signed:      func(d time.Duration) { m.hsmSign.Observe(d.Seconds()) },
+		Issued:       func(p issuance.Profile) { m.issued.WithLabelValues(string(p)).Inc() },
+		LintRefused:  func(p issuance.Profile) { m.lintRefusals.WithLabelValues(string(p)).Inc() },
+		Signed:       func(d time.Duration) { m.hsmSign.Observe(d.Seconds()) },
+		OCSPTryLater: m.ocspTryLater.Inc,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -40,6 +40,7 @@ type metrics struct {
 	hsmSign       prometheus.Histogram
 	statusFetches *prometheus.CounterVec
 	lockouts      prometheus.Counter
+	ocspTryLater  prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -94,6 +95,10 @@ func newMetrics() *metrics {
 		Name: "credgw_activation_lockouts_total",
 		Help: "Activation codes locked by too many wrong passwords.",
 	})
+	m.ocspTryLater = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "credgw_ocsp_try_later_total",
+		Help: "OCSP requests answered tryLater because the replica had signed its budget of responses (issuance.OCSPSignRate a second); cached answers are still served.",
+	})
 	// Every series exists from the start, at 0 (dashboards and alerts
 	// see no gap).
 	for _, src := range []string{"ocsp", "crl"} {
@@ -103,7 +108,7 @@ func newMetrics() *metrics {
 		m.issued.WithLabelValues(string(p))
 		m.lintRefusals.WithLabelValues(string(p))
 	}
-	m.reg.MustRegister(m.grpc, m.issued, m.lintRefusals, m.hsmSign, m.statusFetches, m.lockouts)
+	m.reg.MustRegister(m.grpc, m.issued, m.lintRefusals, m.hsmSign, m.statusFetches, m.lockouts, m.ocspTryLater)
 	m.reg.MustRegister(m.rpcs, m.duration, m.linkageUnknown, m.admissionWaiting, m.escrowPoolFailures, m.connsRefused, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
