@@ -148,7 +148,7 @@ func (s *Service) Cancel(ctx context.Context, activationID, comment string) (sto
 	if _, err := s.RevokeSet(ctx, cs.PersonID, cs.ID, issuance.ReasonCessationOfOperation); err != nil {
 		return ac, err
 	}
-	s.cfg.Audit.Set(ctx, "admin", "cancel-activation", cs.ID, "activation_id="+ac.ID+"; "+comment)
+	s.cfg.Audit.Set(ctx, "admin", "cancel-activation", cs.ID, "activation_id="+ac.ID+"; comment="+comment)
 	s.cfg.Log.InfoContext(ctx, "activation cancelled by an administrator", "activation_id", ac.ID, "credential_set_id", cs.ID, "person_id", cs.PersonID)
 	if ac, err = s.cfg.Store.ActivationByID(ctx, ac.ID); err != nil {
 		return ac, err

@@ -233,6 +233,9 @@ func (a *adminService) CancelActivation(ctx context.Context, req *credgwv1.Cance
 	if req.GetActivationId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "activation_id: give the activation's id (credgw admin activations lists them)")
 	}
+	if len(req.GetComment()) > 1024 {
+		return nil, status.Error(codes.InvalidArgument, "comment: at most 1024 bytes")
+	}
 	ac, err := a.s.activation.Cancel(ctx, req.GetActivationId(), req.GetComment())
 	if err != nil {
 		return nil, err

@@ -173,6 +173,9 @@ func TestAdminLists(t *testing.T) {
 	wantCode(t, err, codes.InvalidArgument)
 	_, err = admin.CancelActivation(ctx, &credgwv1.CancelActivationRequest{ActivationId: "no-such-activation"})
 	wantCode(t, err, codes.NotFound)
+	// A comment goes into the audit log: bounded like the others.
+	_, err = admin.CancelActivation(ctx, &credgwv1.CancelActivationRequest{ActivationId: actID, Comment: strings.Repeat("x", 1025)})
+	wantCode(t, err, codes.InvalidArgument)
 	if _, err := admin.CancelActivation(ctx, &credgwv1.CancelActivationRequest{ActivationId: actID, Comment: "phone lost before setup"}); err != nil {
 		t.Fatal(err)
 	}

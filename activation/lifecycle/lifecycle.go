@@ -150,6 +150,12 @@ func (s *Service) RevokeCertificate(ctx context.Context, serial string, reason i
 		e.Detail += "; comment=" + comment
 	}
 	s.cfg.Audit.Record(ctx, e)
+	if rec.CredentialSetID != "" {
+		// The holder is told of every revocation (FIPS 201-3 §2.10.2),
+		// an administrator's included.
+		s.cfg.Notify.Set(ctx, "revocation", rec.CredentialSetID, "A derived PIV credential was revoked",
+			"An administrator revoked one of your derived PIV credentials (certificate serial "+serial+", reason "+reason.String()+").")
+	}
 	s.cfg.Log.InfoContext(ctx, "certificate revoked by an administrator", "serial", serial, "reason", reason.String(), "person_id", rec.PersonID)
 	return rec, err
 }
@@ -164,6 +170,15 @@ func (s *Service) RevokeIdentity(ctx context.Context, sel store.IdentitySelector
 	}
 	serials, err := s.cfg.Activation.RevokeIdentity(ctx, sel, reason, false, "")
 	if err != nil {
+		// Some sets may have been revoked before one failed: what was
+		// revoked is recorded (a repeat would not find it live again),
+		// and the holder told.
+		e := audit.Identity("admin", "revoke-identity", sel, serials, "reason="+protoName(reason)+"; error: "+err.Error())
+		e.Outcome = audit.Error
+		s.cfg.Audit.Record(ctx, e)
+		if len(serials) > 0 {
+			s.cfg.Notify.Identity(ctx, "revocation", sel, "Your derived PIV credentials were revoked", "An administrator revoked derived PIV credentials of yours.")
+		}
 		return nil, err
 	}
 	s.cfg.Audit.Record(ctx, audit.Identity("admin", "revoke-identity", sel, serials, "reason="+protoName(reason)))
@@ -225,9 +240,13 @@ func (s *Service) TerminateOnce(ctx context.Context, signature string, window ti
 // ForceCRL rebuilds the CRL now and says which it is.
 func (s *Service) ForceCRL(ctx context.Context) (number int64, thisUpdate, nextUpdate time.Time, err error) {
 	if _, err := s.cfg.CA.CRL(ctx, true); err != nil {
+		e := store.AuditEvent{Actor: "admin", Action: "force-crl", Outcome: audit.Error, Detail: "error: " + err.Error()}
+		s.cfg.Audit.Record(ctx, e)
 		return 0, time.Time{}, time.Time{}, err
 	}
 	number, thisUpdate, nextUpdate = s.cfg.CA.CRLInfo(ctx)
+	// The CA key signed on an administrator's word: on the record.
+	s.cfg.Audit.Record(ctx, store.AuditEvent{Actor: "admin", Action: "force-crl", Detail: "crl_number=" + strconv.FormatInt(number, 10)})
 	return number, thisUpdate, nextUpdate, nil
 }
 

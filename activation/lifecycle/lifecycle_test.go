@@ -31,7 +31,10 @@ type fixture struct {
 
 // newFixture builds the lifecycle service on a real SQLite store and a CA
 // with a software key; nothing is issued.
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { t.Helper(); return newFixtureNotifying(t, notify.Config{}) }
+
+// newFixtureNotifying is newFixture with an outbox configured by nc.
+func newFixtureNotifying(t *testing.T, nc notify.Config) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "credgw.db"))
@@ -74,7 +77,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	al := audit.New(st, log, nil)
-	out, err := notify.New(notify.Config{}, nil, st, log, nil)
+	out, err := notify.New(nc, func(p string) string { return p }, st, log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

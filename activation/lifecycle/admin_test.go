@@ -1,0 +1,101 @@
+package lifecycle_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/credgw/credgw/activation/notify"
+	"github.com/credgw/credgw/issuance"
+	"github.com/credgw/credgw/store"
+)
+
+// record stores a recorded certificate of person in set under issuer.
+func (f *fixture) record(t *testing.T, serial, issuer, person, set string) {
+	t.Helper()
+	ctx, now := context.Background(), time.Now()
+	if err := f.st.CreateIssuanceIntent(ctx, store.CertificateRecord{Serial: serial, Issuer: issuer, Profile: "p", SPKISHA256: serial,
+		PersonID: person, CardUUID: "u-" + person, CredentialSetID: set, NotBefore: now, NotAfter: now.Add(time.Hour), CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.RecordIssued(ctx, serial, []byte(serial), serial, "", now); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// events are the audit events of action.
+func (f *fixture) events(t *testing.T, action string) []store.AuditEvent {
+	t.Helper()
+	evs, err := f.st.AuditEvents(context.Background(), 0, 1000, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []store.AuditEvent
+	for _, e := range evs {
+		if e.Action == action {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// TestAdminRevocationTellsTheHolder: an administrator's revocation by
+// serial queued no notice, though every other revocation does and
+// docs/config.md promises one (FIPS 201-3 §2.10.2): an administrator could
+// revoke a person's derived PIV Authentication certificate unseen.
+func TestAdminRevocationTellsTheHolder(t *testing.T) {
+	ctx := context.Background()
+	secret := filepath.Join(t.TempDir(), "webhook.key")
+	if err := os.WriteFile(secret, []byte(strings.Repeat("ab", 32)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixtureNotifying(t, notify.Config{Webhook: notify.WebhookConfig{URL: "http://127.0.0.1:9/hook", SecretFile: secret}})
+	f.enroll(t, "a", "p1")
+	f.record(t, "abc123", "test", "p1", "set-a")
+	if _, err := f.svc.RevokeCertificate(ctx, "abc123", issuance.ReasonKeyCompromise, "lost"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := f.st.OutboxBacklog(ctx); err != nil || n != 1 {
+		t.Fatalf("notifications queued for an administrator's revocation: %d (%v), want 1", n, err)
+	}
+}
+
+// TestAdminRevokeIdentityPartlyFailedIsRecorded: a revocation of a
+// person's sets that failed part way returned the error and dropped the
+// serials it had revoked: no audit event said they were revoked, and a
+// repeat could not say it either (they are no longer live).
+func TestAdminRevokeIdentityPartlyFailedIsRecorded(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.enroll(t, "a", "p1")
+	f.enroll(t, "b", "p1")
+	f.record(t, "aa01", "test", "p1", "set-a")
+	f.record(t, "bb02", "other-ca", "p1", "set-b") // this CA cannot revoke it: the second set fails
+	if _, err := f.svc.RevokeIdentity(ctx, store.IdentitySelector{PersonID: "p1"}, issuance.ReasonKeyCompromise); err == nil {
+		t.Fatal("RevokeIdentity succeeded with a set it cannot revoke")
+	}
+	if rec, err := f.st.Certificate(ctx, "aa01"); err != nil || !rec.Revoked() {
+		t.Fatalf("aa01: %v %v, want revoked (the premise)", rec, err)
+	}
+	evs := f.events(t, "revoke-identity")
+	if len(evs) != 1 || evs[0].Outcome != "error" || !slices.Contains(evs[0].Serials, "aa01") {
+		t.Fatalf("revoke-identity events %+v, want one error event naming aa01", evs)
+	}
+}
+
+// TestForceCRLIsAudited: ForceCRL makes the CA key sign a CRL on an
+// administrator's word; it is an event like any other use of the key by
+// an administrator.
+func TestForceCRLIsAudited(t *testing.T) {
+	f := newFixture(t)
+	if _, _, _, err := f.svc.ForceCRL(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if evs := f.events(t, "force-crl"); len(evs) != 1 || evs[0].Actor != "admin" {
+		t.Fatalf("force-crl events %+v, want one by admin", evs)
+	}
+}
