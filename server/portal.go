@@ -9,12 +9,12 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"os"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/notify"
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/piv"
 	"github.com/credgw/credgw/piv/session"
@@ -209,15 +209,9 @@ func portalCSRFKey(cfg *Config) ([]byte, error) {
 		_, err := rand.Read(k)
 		return k, err
 	}
-	b, err := os.ReadFile(cfg.Path(cfg.Portal.CSRFKeyFile))
-	if err != nil {
-		return nil, err
-	}
-	k, err := hex.DecodeString(strings.TrimSpace(string(b)))
-	if err != nil || len(k) < 32 {
-		return nil, errors.New("portal.csrf_key_file: want 64 hex digits")
-	}
-	return k, nil
+	// Whoever reads it can forge the portal's CSRF tokens: a secret
+	// file like the webhooks' keys.
+	return notify.ReadKeyFile(cfg.Path(cfg.Portal.CSRFKeyFile), "portal.csrf_key_file")
 }
 
 // connOpenedKey is the context key of a portal connection's accept time.

@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"mime"
 	"mime/quotedprintable"
@@ -93,12 +94,38 @@ func Signature(key []byte, ts time.Time, body []byte) string {
 	return "sha256=" + hex.EncodeToString(m.Sum(nil))
 }
 
-// ReadKeyFile reads an HMAC key of at least 32 bytes, in hex; field names
-// the setting in errors.
-func ReadKeyFile(path, field string) ([]byte, error) {
-	b, err := os.ReadFile(path)
+// ReadSecretFile reads a file holding a secret (a key, a password), which
+// other users may not read and only its owner may change: no "other" bit
+// and no group write bit (0600, 0400; 0640 or 0440 for a group that only
+// the gateway's user is in, the usual root:credgw set-up; systemd's
+// LoadCredential shows 0440, its ACL's mask). field names the setting in
+// errors, which never carry the content.
+func ReadSecretFile(path, field string) ([]byte, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", field, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", field, err)
+	}
+	if st.Mode().Perm()&0o027 != 0 {
+		return nil, fmt.Errorf("%s: %s has mode %v: other users may read or change the secret in it; make it 0600 (chmod 600), owned by the gateway's user (or 0640, its group the gateway's alone)", field, path, st.Mode().Perm())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 1<<16))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", field, err)
+	}
+	return b, nil
+}
+
+// ReadKeyFile reads an HMAC key of at least 32 bytes, in hex, from a
+// secret file (ReadSecretFile); field names the setting in errors.
+func ReadKeyFile(path, field string) ([]byte, error) {
+	b, err := ReadSecretFile(path, field)
+	if err != nil {
+		return nil, err
 	}
 	k, err := hex.DecodeString(strings.TrimSpace(string(b)))
 	if err != nil || len(k) < 32 {
@@ -145,9 +172,9 @@ func New(cfg Config, path func(string) string, st Store, log *slog.Logger, now f
 			}
 		}
 		if sc.PasswordFile != "" {
-			b, err := os.ReadFile(path(sc.PasswordFile))
+			b, err := ReadSecretFile(path(sc.PasswordFile), "notifications.smtp.password_file")
 			if err != nil {
-				return nil, fmt.Errorf("notifications.smtp.password_file: %w", err)
+				return nil, err
 			}
 			m.password = strings.TrimSpace(string(b))
 		}

@@ -74,6 +74,13 @@ func TestReadKeyFile(t *testing.T) {
 		}
 		return p
 	}
+	writeMode := func(name, content string, mode os.FileMode) string {
+		p := write(name, content)
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
 	key32 := strings.Repeat("ab", 32)
 	tests := []struct {
 		name    string
@@ -89,6 +96,15 @@ func TestReadKeyFile(t *testing.T) {
 		{"empty", write("empty.key", ""), true, nil, 0},
 		{"32 bytes", write("ok.key", key32), false, nil, 32},
 		{"64 bytes with a newline", write("long.key", strings.Repeat("cd", 64)+"\n"), false, nil, 64},
+		// Whoever reads it can sign termination requests (revoking
+		// anyone's credentials) or forge notifications.
+		{"readable by others", writeMode("world.key", key32, 0o644), true, nil, 0},
+		{"writable by the group", writeMode("group.key", key32, 0o660), true, nil, 0},
+		{"read-only for the owner", writeMode("ro.key", key32, 0o400), false, nil, 32},
+		// root:credgw 0640, and what systemd's LoadCredential shows (0440:
+		// the mask of its ACL for the service's user).
+		{"readable by the group", writeMode("group-read.key", key32, 0o640), false, nil, 32},
+		{"a systemd credential", writeMode("credential.key", key32, 0o440), false, nil, 32},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -238,12 +254,18 @@ func TestNewRefuses(t *testing.T) {
 	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	shared := filepath.Join(dir, "shared.pw")
+	if err := os.WriteFile(shared, []byte("hunter2"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	smtp := notify.SMTPConfig{Address: "mail.example.com:587", From: "credgw@example.com"}
 	tests := []struct {
 		name  string
 		cfg   notify.Config
 		field string
 	}{
+		{"smtp password file readable by others", notify.Config{SMTP: notify.SMTPConfig{Address: smtp.Address, From: smtp.From, Username: "u",
+			PasswordFile: shared}}, "notifications.smtp.password_file"},
 		{"webhook secret missing", notify.Config{Webhook: notify.WebhookConfig{URL: "http://h/", SecretFile: filepath.Join(dir, "absent.key")}},
 			"notifications.webhook.secret_file"},
 		{"webhook secret too short", notify.Config{Webhook: notify.WebhookConfig{URL: "http://h/", SecretFile: short}},
@@ -263,6 +285,9 @@ func TestNewRefuses(t *testing.T) {
 			}
 			if !strings.HasPrefix(err.Error(), tc.field+": ") {
 				t.Fatalf("error %q does not name %s", err, tc.field)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("error %q shows the password", err)
 			}
 		})
 	}
