@@ -571,7 +571,8 @@ func contains(ps []issuance.Profile, p issuance.Profile) bool {
 // errOtherDevice refuses a resume whose CSRs are not of the keys the
 // stored package certifies.
 var errOtherDevice = denied("a resume must come from the same device that began the redemption: " +
-	"send the CSRs of the device keys of the first request; another device must wait for this code to lapse, then enroll again with the card")
+	"send the CSRs of the device keys of the first request. This code's credentials were issued to other keys " +
+	"(another device, or an earlier run that refused the download and dropped its keys): enroll again with the card")
 
 // sameDevice refuses a resume by another device than the one the package
 // was made for: the secret and password prove the code, the CSRs' public

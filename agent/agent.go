@@ -431,7 +431,13 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirmOnce co
 		install = customInstall
 	}
 	if err := install(ctx, pkg, keys, tokenIDs, o, res); err != nil {
-		return nil, err
+		if o.Install != nil {
+			return nil, err // the caller's installer says what it needs
+		}
+		// Refused here, after the gateway issued: this run's device keys
+		// go with it, and a resume must come from them.
+		return nil, fmt.Errorf("%w; nothing was installed or confirmed: the gateway revokes these credentials when its confirmation window closes, "+
+			"and this device's keys for them are gone, so this code cannot be used again: fix what is said above, then enroll again with the card", err)
 	}
 	setID, err := confirm(ctx, res.RedemptionID, sum)
 	if err != nil {

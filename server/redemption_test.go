@@ -346,6 +346,29 @@ func TestAgentRedeems(t *testing.T) {
 	}
 }
 
+// TestAgentWrongAnchorSaysWhatNow: a device given the wrong trust anchor
+// refuses the download after the gateway issued it, and its keys are gone
+// with it, so the code cannot be used again. A newcomer was told only
+// that the CA did not chain to the anchor, ran it again with the right
+// one and was told that "a resume must come from the same device".
+func TestAgentWrongAnchorSaysWhatNow(t *testing.T) {
+	e := enrollCard(t)
+	foreign, err := server.ReadCertificateFiles([]string{dev.CAFile}) // the TLS CA: not the issuing CA's root
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = agent.Redeem(context.Background(), agent.Options{Payload: e.payload, Password: e.resp.GetPassword(),
+		OutDir: t.TempDir(), KeystorePIN: "correct horse", TrustAnchors: foreign})
+	if err == nil {
+		t.Fatal("installed under a foreign anchor")
+	}
+	for _, want := range []string{"does not chain to the trust anchor", "nothing was installed", "enroll again"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+}
+
 // TestKeyHistoryInOneFile: each enrollment of a person brings the earlier
 // escrowed keys along. The device gets them in one encryption.p12 under the
 // keystore PIN: the current key first, then the history newest first, each
