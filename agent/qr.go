@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"image"
 	_ "image/png" // QR codes arrive as PNG
@@ -40,7 +41,9 @@ func DecodeQR(png []byte) (string, error) {
 		res, err = reader.Decode(bmp, map[gozxing.DecodeHintType]interface{}{gozxing.DecodeHintType_TRY_HARDER: true})
 	}
 	if err != nil {
-		return "", fmt.Errorf("agent: no QR code found in the image: %w", err)
+		// The decoder's own words ("NotFoundException: startSize = 0")
+		// tell a person nothing.
+		return "", errors.New("agent: no QR code found in the image: give the PNG that credgw enroll (or the portal) made, or a sharp, whole photo of the code")
 	}
 	return res.GetText(), nil
 }

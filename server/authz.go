@@ -128,6 +128,13 @@ func (s *Server) authorize(ctx context.Context, method string) error {
 	if c.cert == nil {
 		return status.Errorf(codes.Unauthenticated, "%s needs a TLS client certificate: the portal's, or the card's PIV Authentication certificate", method)
 	}
+	if c.role == roleAnonymous {
+		// A certificate the gateway gives no role: say why, in the
+		// config's terms.
+		return status.Errorf(codes.PermissionDenied, "%s is not allowed: the client certificate %q has no role here "+
+			"(no roles.admin or roles.portal entry matches it, or tls.client_ca_files does not hold its CA, or a client CRL lists it); allowed: %s",
+			method, c.cert.Subject.String(), strings.Join(allowed, ", "))
+	}
 	return status.Errorf(codes.PermissionDenied, "%s is not allowed for role %s (allowed: %s)", method, c.role, strings.Join(allowed, ", "))
 }
 

@@ -24,6 +24,7 @@ func TestConfigErrorsReadable(t *testing.T) {
 		{"unknown field", "gateway_id: x\nbogus: 1\n", []string{"line 2", `unknown field "bogus"`}},
 		{"unknown nested field", "ca:\n  base_ur: http://x\n", []string{"line 2", `unknown field "ca.base_ur"`}},
 		{"not YAML", "tls: [\n", []string{"line"}},
+		{"a tab for indentation", "tls:\n\tcert_file: a\n", []string{"line 2", "tab", "spaces"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

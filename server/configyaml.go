@@ -185,5 +185,9 @@ func readableYAMLError(err error) string {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	msg = strings.ReplaceAll(msg, "unmarshal errors:\n  ", "")
 	msg = strings.ReplaceAll(msg, "cannot unmarshal", "cannot read")
+	if strings.Contains(msg, "found character that cannot start any token") || strings.Contains(msg, "found a tab character") {
+		// Nearly always a tab: YAML indents with spaces only.
+		msg += " (a tab? YAML indents with spaces only)"
+	}
 	return goTypeNames.ReplaceAllString(msg, " ")
 }

@@ -3,8 +3,16 @@ package server_test
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"io"
+	"math/big"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -303,13 +311,36 @@ func TestAuthorization(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) { wantCode(t, tc.call(tc.conn()), tc.want) })
 	}
 
+	// A certificate of the client CA that no roles entry names: the
+	// refusal says so (a newcomer read "not allowed for role anonymous").
+	ca := keyPair(t, dev.CAFile, filepath.Join(dev.Dir, "tls", "ca.key"))
+	caCert, err := x509.ParseCertificate(ca.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject: pkix.Name{CommonName: "credgw-stranger"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, caCert, k.Public(), ca.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = forceCRL(dial(t, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}))
+	wantCode(t, err, codes.PermissionDenied)
+	if msg := status.Convert(err).Message(); !strings.Contains(msg, "roles.admin") || !strings.Contains(msg, "credgw-stranger") {
+		t.Errorf("a certificate no role names: %q", msg)
+	}
+
 	// A PIV caller can complete a session only for the card of its TLS
 	// connection.
 	other := newCard(t, hsmsim.CardSpec{})
 	conn := dial(t, good.tlsCert())
 	client := credgwv1.NewPIVAuthClient(conn)
 	b, _ := client.BeginSession(ctx, &credgwv1.BeginSessionRequest{})
-	_, err := client.CompleteSession(ctx, &credgwv1.CompleteSessionRequest{SessionId: b.GetSessionId(), PivAuthCertificate: other.auth.Raw, Signature: other.sign(t, b)})
+	_, err = client.CompleteSession(ctx, &credgwv1.CompleteSessionRequest{SessionId: b.GetSessionId(), PivAuthCertificate: other.auth.Raw, Signature: other.sign(t, b)})
 	wantCode(t, err, codes.PermissionDenied)
 	if _, err := login(t, conn, good); err != nil {
 		t.Fatalf("own card over its own TLS connection: %v", err)

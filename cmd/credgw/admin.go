@@ -230,7 +230,7 @@ log. Self-service revocation of a lost device stays in the portal and the API.`,
 				profileName(crt.GetProfile()), issuance.RevocationReason(r), fmtTS(crt.GetRevokedAt()))
 			return nil
 		})
-	revoke.Flags().StringVar(&serial, "serial", "", "certificate serial in hex, as `openssl x509 -noout -serial` prints it (colons and case do not matter) (required)")
+	revoke.Flags().StringVar(&serial, "serial", "", "certificate serial in hex, as 'openssl x509 -noout -serial' prints it (colons and case do not matter) (required)")
 	revoke.Flags().StringVar(&why, "reason", "unspecified", reasonHelp())
 	revoke.MarkFlagRequired("serial")
 

@@ -19,8 +19,9 @@ Keep it with the HSM backups: the escrowed keys in it are sealed under the
 escrow KEK in the HSM, and without that key they are gone.
 
 To restore: stop the gateway, put the copy at store.dsn (and delete any
-credgw.db-wal and credgw.db-shm beside it), start the gateway, and run
-'credgw audit verify' (docs/key-ceremony.md).
+credgw.db-wal and credgw.db-shm beside it), run 'credgw migrate' and
+'credgw audit verify', and only then start the gateway (docs/key-ceremony.md,
+"Restoring", says what a restore to an earlier moment loses).
 
 A PostgreSQL store is backed up with PostgreSQL's tools (pg_dump, or base
 backups and WAL archiving for point-in-time recovery): docs/key-ceremony.md.`,

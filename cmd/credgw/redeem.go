@@ -90,17 +90,17 @@ holds only chain.pem and the .crt files.`,
 			if qrFile != "" {
 				png, err := os.ReadFile(qrFile)
 				if err != nil {
-					return err
+					return fmt.Errorf("--qr: %w", err)
 				}
 				if qrPayload, err = agent.DecodeQR(png); err != nil {
-					return err
+					return fmt.Errorf("--qr %s: %w", qrFile, err)
 				}
 			}
 			p, err := code.ParsePayload(qrPayload)
 			if err != nil {
 				return err
 			}
-			password, err := secretInput(passwordFile, "Password shown under the QR code: ")
+			password, err := secretInput("--password-file", passwordFile, "Password shown under the QR code: ")
 			if err != nil {
 				return err
 			}
@@ -197,17 +197,18 @@ func trustAnchors(files []string, trustGatewayCA bool) ([]*x509.Certificate, err
 	return anchors, nil
 }
 
-// secretInput reads a secret from a file, or from the terminal without echo.
-func secretInput(file, prompt string) (string, error) {
+// secretInput reads a secret from a file (given with flag), or from the
+// terminal without echo.
+func secretInput(flag, file, prompt string) (string, error) {
 	if file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {
-			return "", err
+			return "", fmt.Errorf("%s: %w", flag, err)
 		}
 		return strings.TrimRight(string(b), "\r\n"), nil
 	}
 	if !term.IsTerminal(int(os.Stdin.Fd())) {
-		return "", fmt.Errorf("no terminal to ask %q: give it in a file", strings.TrimSpace(prompt))
+		return "", fmt.Errorf("no terminal to ask %q: give it in a file (%s)", strings.TrimSpace(prompt), flag)
 	}
 	fmt.Fprint(os.Stderr, prompt)
 	b, err := term.ReadPassword(int(os.Stdin.Fd()))
@@ -219,12 +220,12 @@ func secretInput(file, prompt string) (string, error) {
 // terminal twice (without echo) until both entries agree.
 func newKeystorePIN(file string) (string, error) {
 	if file != "" {
-		return secretInput(file, "")
+		return secretInput("--keystore-pin-file", file, "")
 	}
 	if !term.IsTerminal(int(os.Stdin.Fd())) {
 		return "", errors.New("no terminal to ask the keystore PIN: give it in a file (--keystore-pin-file)")
 	}
-	return askNewPIN(func(prompt string) (string, error) { return secretInput("", prompt) }, os.Stderr)
+	return askNewPIN(func(prompt string) (string, error) { return secretInput("--keystore-pin-file", "", prompt) }, os.Stderr)
 }
 
 // newPINTries is how often askNewPIN asks before it gives up.

@@ -46,7 +46,7 @@ names the root instead (after a root change, or for credentials installed with
 			if !roots.AppendCertsFromPEM(pem) {
 				return errors.New("--ca-file: no PEM certificate in it")
 			}
-			pin, err := secretInput(pinFile, "Keystore PIN: ")
+			pin, err := secretInput("--keystore-pin-file", pinFile, "Keystore PIN: ")
 			if err != nil {
 				return err
 			}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"bytes"
+	"image"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/credgw/credgw/activation/code"
+)
+
+// TestNewcomerMistakesNameTheFlag: the mistakes a newcomer made in a
+// trial each got a message that did not say which flag to fix, or showed
+// a library's internals.
+func TestNewcomerMistakesNameTheFlag(t *testing.T) {
+	dir := t.TempDir()
+	blank := filepath.Join(dir, "blank.png")
+	var img bytes.Buffer
+	white := image.NewGray(image.Rect(0, 0, 64, 64))
+	for i := range white.Pix {
+		white.Pix[i] = 0xff
+	}
+	if err := png.Encode(&img, white); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(blank, img.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	payload := filepath.Join(dir, "payload")
+	p := code.Payload{Gateway: "127.0.0.1:1", ID: strings.Repeat("A", 26), Secret: make([]byte, 32), Pin: make([]byte, 32)}
+	if err := os.WriteFile(payload, []byte(p.String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		args []string
+		want []string
+		not  []string
+	}{
+		{"a QR file that is not there", []string{"redeem", "--qr", filepath.Join(dir, "nope.png"), "--out", filepath.Join(dir, "o"), "--trust-gateway-ca"},
+			[]string{"--qr", "nope.png"}, nil},
+		{"a PNG without a QR code", []string{"redeem", "--qr", blank, "--out", filepath.Join(dir, "o"), "--trust-gateway-ca"},
+			[]string{"no QR code found"}, []string{"Exception", "startSize"}},
+		{"a misspelt flag", []string{"serve", "--conf", "x.yaml"},
+			[]string{"unknown flag: --conf", "--config", "credgw serve --help"}, nil},
+		{"a password file that is not there", []string{"redeem", "--qr-payload-file", payload, "--out", filepath.Join(dir, "o"), "--trust-gateway-ca",
+			"--password-file", filepath.Join(dir, "absent")}, []string{"--password-file"}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			root := newRootCmd()
+			root.SetArgs(tc.args)
+			root.SetOut(&out)
+			root.SetErr(&out)
+			err := root.Execute()
+			if err == nil {
+				t.Fatal("succeeded")
+			}
+			msg := err.Error()
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("%q does not say %q", msg, w)
+				}
+			}
+			for _, n := range tc.not {
+				if strings.Contains(msg, n) {
+					t.Errorf("%q shows %q", msg, n)
+				}
+			}
+		})
+	}
+}
+
+// TestNoTerminalNamesTheFlag: redeem without a terminal says which flag
+// gives the password.
+func TestNoTerminalNamesTheFlag(t *testing.T) {
+	_, err := secretInput("--password-file", "", "Password shown under the QR code: ")
+	if err == nil || !strings.Contains(err.Error(), "--password-file") {
+		t.Fatalf("%v", err)
+	}
+}
