@@ -13,6 +13,7 @@ import (
 
 	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/issuance"
+	"github.com/credgw/credgw/piv/session"
 	"github.com/credgw/credgw/store"
 )
 
@@ -101,6 +102,11 @@ func (s *Service) enroll(ctx context.Context, sess store.PIVSession, identityNam
 		return nil, err
 	}
 	for _, p := range profiles {
+		if p != issuance.DerivedPIVAuth && sess.Email == "" && sess.EmailSource == session.EmailSourceUnbound {
+			return nil, fmt.Errorf("%w: the S/MIME certificates need the email of record; the card's Digital Signature certificate has one, "+
+				"but it is not shown to be this card's (its CA is neither the PIV Authentication certificate's nor a sibling of it, and it names no card UUID), "+
+				"so credgw does not take it; signing in again will not change that: ask the credgw operators (or your badge office)", issuance.ErrNoEmail)
+		}
 		if p != issuance.DerivedPIVAuth && sess.Email == "" {
 			return nil, fmt.Errorf("%w: %s", issuance.ErrNoEmail, "the S/MIME certificates need the email of record, and the card gave none")
 		}

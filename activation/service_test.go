@@ -28,6 +28,7 @@ import (
 	"github.com/credgw/credgw/activation/notify"
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/piv"
+	"github.com/credgw/credgw/piv/session"
 	"github.com/credgw/credgw/store"
 )
 
@@ -306,6 +307,8 @@ func TestEnrollRefuses(t *testing.T) {
 	expired := h.signIn(t, "c@example.gov")
 	expired.ExpiresAt = h.clock()
 	noEmail := h.signIn(t, "")
+	unbound := h.signIn(t, "")
+	unbound.EmailSource = session.EmailSourceUnbound
 	terminated := h.signIn(t, "d@example.gov")
 	if err := h.st.Terminate(ctx, store.Termination{Selector: store.IdentitySelector{CardUUID: terminated.CardUUID}, TerminatedAt: h.clock()}); err != nil {
 		t.Fatal(err)
@@ -327,6 +330,9 @@ func TestEnrollRefuses(t *testing.T) {
 		{"sign-in older than 20 minutes", EnrollRequest{Session: old, IdentityName: "Phone"}, ErrSessionTooOld, "sign in"},
 		{"expired session", EnrollRequest{Session: expired, IdentityName: "Phone"}, ErrSessionTooOld, "sign in"},
 		{"no email for S/MIME", EnrollRequest{Session: noEmail, IdentityName: "Phone"}, issuance.ErrNoEmail, "email"},
+		// Its 9C was sent but is not shown to be the card's: a repeat
+		// PKI-AUTH cannot help, and the message says why.
+		{"the card's 9C not taken", EnrollRequest{Session: unbound, IdentityName: "Phone"}, issuance.ErrNoEmail, "not shown to be this card's"},
 		{"terminated identity", EnrollRequest{Session: terminated, IdentityName: "Phone"}, ErrTerminated, "terminated"},
 		{"at the cap", EnrollRequest{Session: capped, IdentityName: "Phone"}, ErrCap, "revoke one"},
 	} {

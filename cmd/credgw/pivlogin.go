@@ -97,8 +97,11 @@ func printIdentity(out io.Writer, gateway, gatewayID string, resp *credgwv1.Comp
 	if id.GetUpn() != "" {
 		fmt.Fprintf(out, "  UPN:         %s\n", id.GetUpn())
 	}
-	if id.GetEmail() != "" {
+	switch {
+	case id.GetEmail() != "":
 		fmt.Fprintf(out, "  email:       %s (from the %s certificate)\n", id.GetEmail(), id.GetEmailSource())
+	case id.GetEmailSource() == "digital-signature-unbound":
+		fmt.Fprintln(out, "  email:       none: the card's Digital Signature certificate is not shown to be this card's (another CA, no card UUID), so its email is not taken; S/MIME credentials cannot be issued (ask the credgw operators)")
 	}
 	fmt.Fprintf(out, "  session token expires %s\n", fmtTS(resp.GetExpiresAt()))
 }

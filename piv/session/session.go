@@ -248,6 +248,7 @@ func (s *Service) complete(ctx context.Context, ch store.Challenge, now time.Tim
 		email, err := s.cfg.Verifier.VerifyDigitalSignature(ctx, ds[0], leaf, inter)
 		switch {
 		case errors.Is(err, piv.ErrNotThisCard):
+			emailSource = EmailSourceUnbound
 			// Not shown to be this card's: its email is not taken, and
 			// the sign-in goes on without one (S/MIME credentials then
 			// say the card gave none). Recorded: a namesake's
@@ -272,6 +273,12 @@ func (s *Service) complete(ctx context.Context, ch store.Challenge, now time.Tim
 		"piv_auth_serial", leaf.SerialNumber.Text(16), "status_source", res.StatusSource)
 	return o, nil
 }
+
+// EmailSourceUnbound is the email source of a session whose card sent a
+// Digital Signature certificate not shown to be the card's (another CA,
+// no card UUID): no email was taken from it, and signing in again cannot
+// change that.
+const EmailSourceUnbound = "digital-signature-unbound"
 
 // SignInTLS opens a session for a card that authenticated the TLS
 // connection (the portal): the handshake stands in for the challenge (SP

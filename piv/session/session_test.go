@@ -551,6 +551,10 @@ func TestUnboundDigitalSignatureIgnored(t *testing.T) {
 	if o.Identity.Email != "" {
 		t.Fatalf("the email of record is %q, from a namesake's certificate", o.Identity.Email)
 	}
+	// The session says why it has no email (enrollment tells the person).
+	if o.EmailSource != session.EmailSourceUnbound {
+		t.Errorf("email source %q, want %q", o.EmailSource, session.EmailSourceUnbound)
+	}
 	evs, err := f.st.AuditEvents(ctx, 0, 1000, "")
 	if err != nil {
 		t.Fatal(err)

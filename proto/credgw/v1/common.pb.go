@@ -383,6 +383,10 @@ type PIVIdentity struct {
 	// the card's Digital Signature certificate's. Empty if neither has one.
 	Email string `protobuf:"bytes,6,opt,name=email,proto3" json:"email,omitempty"`
 	// Which certificate the email came from: "piv-auth", "digital-signature" or "".
+	// "digital-signature-unbound": the card sent a Digital Signature
+	// certificate that is not shown to be the card's (its CA is neither the
+	// PIV Authentication certificate's nor a sibling of it, and it names no
+	// card UUID), so no email was taken from it (email is empty).
 	EmailSource string `protobuf:"bytes,7,opt,name=email_source,json=emailSource,proto3" json:"email_source,omitempty"`
 	// Subject DN of the PIV Authentication certificate (RFC 4514).
 	Subject string `protobuf:"bytes,8,opt,name=subject,proto3" json:"subject,omitempty"`
