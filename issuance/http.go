@@ -2,6 +2,7 @@ package issuance
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -74,7 +75,7 @@ func (c *CA) serveOCSP(w http.ResponseWriter, r *http.Request, base string) {
 	if len(der) == 0 {
 		a = unsigned(ocsp.MalformedRequestErrorResponse)
 	} else {
-		a = c.ocspAnswer(r.Context(), der)
+		a = c.ocspAnswer(context.WithValue(r.Context(), ocspSourceKey{}, ocspSource(r.RemoteAddr)), der)
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/ocsp-response")

@@ -10,6 +10,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"time"
 
 	"github.com/credgw/credgw/store"
@@ -39,6 +41,15 @@ const (
 	// relying parties ask again; cached answers are always served.
 	OCSPSignRate  = 500
 	OCSPSignBurst = 5000
+	// OCSPSignRatePerSource and OCSPSignBurstPerSource bound what one
+	// source (an IPv4 address, an IPv6 /64) may spend of that budget, so
+	// that one client cycling through revoked serials cannot take it
+	// all. Behind a proxy that hides client addresses every client is
+	// the proxy: put a caching proxy (a CDN) there, which asks once per
+	// answer.
+	OCSPSignRatePerSource  = 50
+	OCSPSignBurstPerSource = 500
+	ocspSources            = 16384 // sources whose budget is remembered
 )
 
 // ocspResponder is what a replica keeps to answer OCSP without signing:
@@ -50,9 +61,56 @@ const (
 // replica, replaces the answer on the next request everywhere.
 type ocspResponder struct {
 	issuerHashes map[crypto.Hash][2][]byte // name hash, key hash
-	cache        *lru.Cache[ocspKey, ocspAnswer]
+	cache        *lru.TwoQueueCache[ocspKey, ocspAnswer]
 	signs        *rate.Limiter // OCSPSignRate
-	flight       singleflight.Group
+	// perSource is each source's share of signs (OCSPSignRatePerSource).
+	perSource *lru.Cache[string, *rate.Limiter]
+	flight    singleflight.Group
+}
+
+// ocspSourceKey carries the source of an OCSP request (ocspSource) in its
+// context.
+type ocspSourceKey struct{}
+
+// ocspSource is the budget key of a request's remote address: the IPv4
+// address, or the IPv6 /64 (one subscriber holds a whole /64).
+func ocspSource(remote string) string {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		if host, _, err := net.SplitHostPort(remote); err == nil {
+			return host
+		}
+		return remote
+	}
+	a := ap.Addr().Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.String()
+}
+
+// allowSign spends one signature of the replica's budget and of source's
+// share ("" for a caller with no source: the replica's budget only).
+func (r *ocspResponder) allowSign(source string) bool {
+	if source == "" || r.signs.Limit() == rate.Inf {
+		return r.signs.Allow() // no source, or no budget at all (benchmarks)
+	}
+	lim, ok := r.perSource.Get(source)
+	if !ok {
+		lim = rate.NewLimiter(OCSPSignRatePerSource, OCSPSignBurstPerSource)
+		r.perSource.Add(source, lim)
+	}
+	mine := lim.Reserve()
+	if !mine.OK() || mine.Delay() > 0 {
+		mine.Cancel()
+		return false
+	}
+	if !r.signs.Allow() {
+		mine.Cancel() // refused by the replica's budget: the source's share is not spent
+		return false
+	}
+	return true
 }
 
 // ocspKey names a cached response: the CertID's hash algorithm is part of
@@ -85,11 +143,18 @@ func newOCSPResponder(ca *x509.Certificate) (*ocspResponder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issuance: CA public key: %w", err)
 	}
-	cache, err := lru.New[ocspKey, ocspAnswer](ocspCacheMax)
+	// Two queues: answers asked for once (a scan through serials) are
+	// dropped before answers asked for again.
+	cache, err := lru.New2Q[ocspKey, ocspAnswer](ocspCacheMax)
 	if err != nil {
 		return nil, err
 	}
-	r := &ocspResponder{issuerHashes: map[crypto.Hash][2][]byte{}, cache: cache, signs: rate.NewLimiter(OCSPSignRate, OCSPSignBurst)}
+	perSource, err := lru.New[string, *rate.Limiter](ocspSources)
+	if err != nil {
+		return nil, err
+	}
+	r := &ocspResponder{issuerHashes: map[crypto.Hash][2][]byte{}, cache: cache, signs: rate.NewLimiter(OCSPSignRate, OCSPSignBurst),
+		perSource: perSource}
 	for _, h := range ocspHashes {
 		name, key := h.New(), h.New()
 		name.Write(ca.RawSubject)
@@ -148,7 +213,13 @@ func (c *CA) ocspAnswer(ctx context.Context, der []byte) ocspAnswer {
 		if a, ok := c.ocsp.lookup(key, state, now); ok && !c.cfg.noOCSPCache {
 			return a, nil
 		}
-		if !c.ocsp.signs.Allow() {
+		if source, _ := ctx.Value(ocspSourceKey{}).(string); !c.ocsp.allowSign(source) {
+			// Past the budget: an answer of the same state still before
+			// its nextUpdate is true and valid, only older than the
+			// refresh point; else tryLater.
+			if a, ok := c.ocsp.cache.Peek(key); ok && a.state == state && now.Before(a.nextUpdate) {
+				return a, nil
+			}
 			if c.cfg.OCSPTryLater != nil {
 				c.cfg.OCSPTryLater()
 			}

@@ -2,9 +2,13 @@ package issuance
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"fmt"
+	"math/big"
+	"net/http/httptest"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ocsp"
 	"golang.org/x/time/rate"
@@ -44,30 +48,68 @@ func TestOCSPFullCacheEvictsOne(t *testing.T) {
 }
 
 // TestOCSPSigningBudget: answers not in the cache are signed within a
-// budget per replica (anyone may ask, the CA key is the HSM's issuance
-// key); past it the responder says tryLater (RFC 6960 §2.3), unsigned,
-// while cached answers are still served.
+// budget per replica and a share of it per source (anyone may ask, the CA
+// key is the HSM's issuance key); past it the responder serves the answer
+// it has if that is still before its nextUpdate, else tryLater (RFC 6960
+// §2.3), unsigned and not cached.
 func TestOCSPSigningBudget(t *testing.T) {
 	r := newReplica(t)
-	r.ocsp.signs = rate.NewLimiter(0, 2)
-	var paths []string
-	for range 3 {
-		c := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate
-		paths = append(paths, getPath(ocspRequestFor(t, c.SerialNumber, testInit.Issuing)))
+	var certs []*big.Int
+	for range 4 {
+		certs = append(certs, issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate.SerialNumber)
 	}
-	for i, p := range paths[:2] {
-		if w := r.serve("GET", p, nil); w.Code != 200 || bytes.Equal(w.Body.Bytes(), ocsp.TryLaterErrorResponse) {
-			t.Fatalf("certificate %d within the budget: HTTP %d %x", i, w.Code, w.Body.Bytes())
-		}
+	get := func(serial *big.Int, from string) *httptest.ResponseRecorder {
+		t.Helper()
+		req := httptest.NewRequest("GET", getPath(ocspRequestFor(t, serial, testInit.Issuing)), nil)
+		req.RemoteAddr = from
+		w := httptest.NewRecorder()
+		r.h.ServeHTTP(w, req)
+		return w
 	}
-	w := r.serve("GET", paths[2], nil)
-	if !bytes.Equal(w.Body.Bytes(), ocsp.TryLaterErrorResponse) || r.signatures() != 2 {
-		t.Fatalf("past the budget: %x, %d signatures, want tryLater and 2", w.Body.Bytes(), r.signatures())
+	tryLater := func(w *httptest.ResponseRecorder) bool {
+		return bytes.Equal(w.Body.Bytes(), ocsp.TryLaterErrorResponse)
 	}
-	if cc := w.Header().Get("Cache-Control"); cc != "" && !bytes.Contains([]byte(cc), []byte("no-store")) {
-		t.Errorf("tryLater cached by relying parties: Cache-Control %q", cc)
+
+	// One source's share: the second certificate it asks about waits,
+	// while another source (another /64) is answered.
+	r.ocsp.signs = rate.NewLimiter(0, 10)
+	r.ocsp.perSource.Add("2001:db8:1::/64", rate.NewLimiter(0, 1))
+	if w := get(certs[0], "[2001:db8:1::1]:4000"); tryLater(w) || r.signatures() != 1 {
+		t.Fatalf("the source's first: %x, %d signatures", w.Body.Bytes(), r.signatures())
 	}
-	if w := r.serve("GET", paths[0], nil); bytes.Equal(w.Body.Bytes(), ocsp.TryLaterErrorResponse) || r.signatures() != 2 {
-		t.Errorf("a cached answer past the budget: %x, %d signatures", w.Body.Bytes(), r.signatures())
+	if w := get(certs[1], "[2001:db8:1::2]:4000"); !tryLater(w) || r.signatures() != 1 {
+		t.Fatalf("past the source's share (same /64): %x, %d signatures, want tryLater", w.Body.Bytes(), r.signatures())
+	} else if cc := w.Header().Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("tryLater cacheable by relying parties: Cache-Control %q", cc)
+	}
+	if w := get(certs[1], "198.51.100.7:4000"); tryLater(w) || r.signatures() != 2 {
+		t.Fatalf("another source: %x, %d signatures", w.Body.Bytes(), r.signatures())
+	}
+
+	// The replica's budget: spent, a new answer waits; cached answers
+	// are served, and so is one past its refresh point but before its
+	// nextUpdate.
+	r.ocsp.signs = rate.NewLimiter(0, 0)
+	if w := get(certs[2], "198.51.100.8:4000"); !tryLater(w) || r.signatures() != 2 {
+		t.Fatalf("past the replica's budget: %x, %d signatures", w.Body.Bytes(), r.signatures())
+	}
+	if w := get(certs[0], "198.51.100.8:4000"); tryLater(w) || r.signatures() != 2 {
+		t.Fatalf("a cached answer past the budget: %x, %d signatures", w.Body.Bytes(), r.signatures())
+	}
+	r.ahead.Store(int64(ocspRefresh + time.Minute))
+	w := get(certs[0], "198.51.100.8:4000")
+	if tryLater(w) || r.signatures() != 2 {
+		t.Fatalf("an answer past its refresh point, budget spent: %x, %d signatures", w.Body.Bytes(), r.signatures())
+	}
+	if _, err := ocsp.ParseResponse(w.Body.Bytes(), testInit.Issuing); err != nil {
+		t.Fatalf("the older answer: %v", err)
+	}
+	// A revocation changes the state: its answer needs a signature, and
+	// the good answer is not served in its place.
+	if err := r.Revoke(context.Background(), certs[0].Text(16), ReasonKeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	if w := get(certs[0], "198.51.100.8:4000"); !tryLater(w) {
+		t.Fatalf("a revoked certificate, budget spent: %x, want tryLater (never the good answer)", w.Body.Bytes())
 	}
 }
