@@ -434,6 +434,13 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirmOnce co
 		if o.Install != nil {
 			return nil, err // the caller's installer says what it needs
 		}
+		if o.renews != nil {
+			// A renewal's old credentials stay in force until it is
+			// confirmed: run it again once fixed.
+			return nil, fmt.Errorf("%w; nothing was installed or confirmed: the credentials in use stay as they are. "+
+				"The gateway holds this renewal open until its confirmation window closes (enrollment.confirm_window, an hour by default) and then revokes it: "+
+				"fix what is said above, then renew again after that", err)
+		}
 		// Refused here, after the gateway issued: this run's device keys
 		// go with it, and a resume must come from them.
 		return nil, fmt.Errorf("%w; nothing was installed or confirmed: the gateway revokes these credentials when its confirmation window closes, "+

@@ -3,7 +3,9 @@ package server
 import (
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -55,7 +57,13 @@ func (h *hsm) token(ctx context.Context, u *pkcs11.URI) (*pkcs11.Token, error) {
 	if t, ok := h.tokens[key]; ok {
 		return t, nil
 	}
+	// By the PIN itself (pin-source's content or pin-value), hashed: two
+	// URIs with different PINs are each tried.
 	pinKey := key + "\x00" + u.PINSource
+	if pin, err := u.PIN(); err == nil {
+		sum := sha256.Sum256(pin)
+		pinKey = key + "\x00" + hex.EncodeToString(sum[:])
+	}
 	if err, ok := h.refused[pinKey]; ok {
 		return nil, fmt.Errorf("%w (not tried again with the same PIN)", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/credgw/credgw/activation/notify"
 	"os"
 	"path/filepath"
 	"time"
@@ -107,7 +108,18 @@ func (c *Config) checkFiles() []error {
 	}
 	if c.Portal.CSRFKeyFile != "" {
 		if _, err := portalCSRFKey(c); err != nil {
-			errs = append(errs, fmt.Errorf("portal.csrf_key_file: %w", err))
+			errs = append(errs, err) // it names the field
+		}
+	}
+	// The notification secrets, as serve reads them (notify.New).
+	if f := c.Notify.SMTP.PasswordFile; f != "" && c.Notify.SMTP.Address != "" {
+		if _, err := notify.ReadSecretFile(c.Path(f), "notifications.smtp.password_file"); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if f := c.Notify.Webhook.SecretFile; f != "" && c.Notify.Webhook.URL != "" {
+		if _, err := notify.ReadKeyFile(c.Path(f), "notifications.webhook.secret_file"); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if c.Webhook.SecretFile != "" {

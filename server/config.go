@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -968,6 +969,18 @@ func (c *Config) validateEnroll(bad func(string, ...any)) {
 	}
 	if d := c.Enroll.ConfirmWindow.Duration; d < time.Minute || d > 24*time.Hour {
 		bad("enrollment.confirm_window %s: 1m to 24h", d)
+	}
+	// Devices dial this address from the QR code and check that the
+	// gateway's certificate names its host.
+	if c.CA.CertificateFile != "" {
+		host, _, err := net.SplitHostPort(c.Enroll.GatewayAddress)
+		ip, ipErr := netip.ParseAddr(host)
+		switch {
+		case err != nil:
+			bad("enrollment.gateway_address %q: host:port, the name and port devices dial (the load balancer's), e.g. credgw.agency.example:8443", c.Enroll.GatewayAddress)
+		case host == "" || ipErr == nil && ip.IsUnspecified():
+			bad("enrollment.gateway_address %q: devices cannot dial every address (the default is listen.grpc): give the name and port they dial, e.g. credgw.agency.example:8443", c.Enroll.GatewayAddress)
+		}
 	}
 	// Every QR code must fit the version phones read off a screen: checked
 	// here, not at the first enrollment (which would fail after storing it).

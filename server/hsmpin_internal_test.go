@@ -32,9 +32,16 @@ func TestWrongPINTriedOncePerToken(t *testing.T) {
 			t.Errorf("%s: %v", field, err)
 		}
 	}
-	// Another PIN source on the same token is tried.
+	// Another PIN on the same token is tried.
 	cfg.Escrow.KEKURI = "pkcs11:token=credgw-ca;id=%02?module-path=/m.so&pin-source=other-pin"
 	if _, _, err := h.kek(context.Background()); err == nil || logins != 2 {
 		t.Errorf("another PIN source: %d logins (%v), want 2", logins, err)
+	}
+	cfg.CA.KeyURI = "pkcs11:token=credgw-ca;id=%01?module-path=/m.so&pin-value=1111"
+	cfg.Escrow.KEKURI = "pkcs11:token=credgw-ca;id=%02?module-path=/m.so&pin-value=2222"
+	h.caKey(context.Background())
+	h.kek(context.Background())
+	if logins != 4 {
+		t.Errorf("two pin-values: %d logins in all, want 4 (each PIN tried once)", logins)
 	}
 }

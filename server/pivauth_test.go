@@ -494,6 +494,14 @@ func TestConfigErrors(t *testing.T) {
 		{"portal max_connection_age past an hour", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nportal: {max_connection_age: 2h}\n", "portal.max_connection_age"},
 		{"source_prefix_v6 past 128", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nlimits: {source_prefix_v6: 129}\n", "limits.source_prefix_v6"},
 		{"no base_url", withCA(""), "ca.base_url is required"},
+		// Devices dial the QR code's address; the agent refuses one
+		// without a port, and none can dial "every address".
+		{"gateway_address without a port", strings.Replace(withCA("base_url: http://pki.example"), "enrollment: {", "enrollment: {gateway_address: gw.example, ", 1),
+			"enrollment.gateway_address"},
+		{"gateway_address every address", strings.Replace(withCA("base_url: http://pki.example"), "listen: {", "listen: {grpc: '0.0.0.0:8443', ", 1),
+			"enrollment.gateway_address"},
+		{"gateway_address IPv6 every address", strings.Replace(withCA("base_url: http://pki.example"), "enrollment: {", "enrollment: {gateway_address: '[::]:8443', ", 1),
+			"enrollment.gateway_address"},
 		{"loopback base_url", withCA("base_url: http://127.0.0.1:8080"), "loopback"},
 		{"localhost base_url", withCA("base_url: http://localhost"), "loopback"},
 		{"IPv6 loopback base_url", withCA("base_url: 'http://[::1]:80'"), "loopback"},

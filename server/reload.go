@@ -38,16 +38,19 @@ type live struct {
 	pivIssuers *x509.CertPool
 }
 
-// loadLive reads what cfg names for the reloadable part.
-func loadLive(cfg *Config) (*live, error) {
+// loadLive reads what cfg names for the reloadable part. pin is what
+// devices pin (nil: no CA): the new TLS certificate must still satisfy it.
+func loadLive(cfg *Config, pin *tlsPin) (*live, error) {
 	l := &live{roles: cfg.Roles}
 	cert, err := tls.LoadX509KeyPair(cfg.Path(cfg.TLS.CertFile), cfg.Path(cfg.TLS.KeyFile))
 	if err != nil {
 		return nil, fmt.Errorf("tls: %w", err)
 	}
 	l.cert = &cert
-	if err := cfg.checkTLSAnchor(&cert); err != nil {
-		return nil, err
+	if pin != nil {
+		if err := presentsAnchor(&cert, pin.anchor, pin.host); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.Webhook.TLSCertFile != "" {
 		wc, err := tls.LoadX509KeyPair(cfg.Path(cfg.Webhook.TLSCertFile), cfg.Path(cfg.Webhook.TLSKeyFile))
@@ -98,7 +101,10 @@ func loadLive(cfg *Config) (*live, error) {
 // logged too). Connections open already keep the certificate they were
 // made with; calls and handshakes after Reload returns see the new ones.
 func (s *Server) Reload(cfg *Config) (restartNeeded []string, err error) {
-	l, err := loadLive(cfg)
+	// The QR codes out there pin what was read at start (the anchor and
+	// the address are not reloadable): the new certificate is checked
+	// against that, not against what the files say now.
+	l, err := loadLive(cfg, s.pin)
 	if err != nil {
 		s.log.Error("reload failed: nothing changed", "err", err.Error())
 		return nil, fmt.Errorf("reload: %w (nothing changed)", err)
@@ -259,21 +265,38 @@ func (l *live) warnStaleCRLs(log *slog.Logger) {
 	}
 }
 
-// checkTLSAnchor is presentsAnchor for a configuration with a CA (only
-// then do devices pin the gateway).
-func (c *Config) checkTLSAnchor(cert *tls.Certificate) error {
+// tlsPin is what devices pin of the gateway, from the QR code: the TLS
+// anchor (enrollment.tls_anchor_file) and the host they dial
+// (enrollment.gateway_address).
+type tlsPin struct {
+	anchor *x509.Certificate
+	host   string
+}
+
+// readTLSPin reads what QR codes made with c pin (nil without a CA: no
+// device pins the gateway then).
+func (c *Config) readTLSPin() (*tlsPin, error) {
 	if c.CA.CertificateFile == "" || c.Enroll.TLSAnchorFile == "" {
-		return nil
+		return nil, nil
 	}
 	anchors, err := readCerts([]string{c.Path(c.Enroll.TLSAnchorFile)})
 	if err != nil {
-		return fmt.Errorf("enrollment.tls_anchor_file: %w", err)
+		return nil, fmt.Errorf("enrollment.tls_anchor_file: %w", err)
 	}
 	host, _, err := net.SplitHostPort(c.Enroll.GatewayAddress)
 	if err != nil {
-		host = ""
+		return nil, fmt.Errorf("enrollment.gateway_address %q: %w", c.Enroll.GatewayAddress, err)
 	}
-	return presentsAnchor(cert, anchors[0], host)
+	return &tlsPin{anchor: anchors[0], host: host}, nil
+}
+
+// checkTLSAnchor is presentsAnchor for the pin of c.
+func (c *Config) checkTLSAnchor(cert *tls.Certificate) error {
+	pin, err := c.readTLSPin()
+	if err != nil || pin == nil {
+		return err
+	}
+	return presentsAnchor(cert, pin.anchor, pin.host)
 }
 
 // presentsAnchor checks the gateway's TLS certificate as devices will:

@@ -178,6 +178,16 @@ func TestReload(t *testing.T) {
 	}
 	withAnchor = true
 
+	// The anchor QR codes pin was read at start and is not reloadable:
+	// a reload is checked against it, whatever the file named now says.
+	writeServerCert(1005)
+	moved := first
+	moved.Enroll.TLSAnchorFile = dev.AdminCert // not what devices pin
+	restart, err = s.Reload(&moved)
+	if err != nil || !slices.Contains(restart, "enrollment.tls_anchor_file") {
+		t.Fatalf("a reload naming another anchor: %v (restart %q), want it checked against the pinned one", err, restart)
+	}
+
 	// Back to the first config: roles and the card's root again.
 	writeServerCert(1003)
 	if _, err := s.Reload(&first); err != nil {

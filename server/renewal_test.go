@@ -19,6 +19,7 @@ import (
 	"github.com/credgw/credgw/agent"
 	hsmsim "github.com/credgw/credgw/hsm-sim"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"github.com/credgw/credgw/server"
 	"google.golang.org/grpc/codes"
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 )
@@ -87,6 +88,25 @@ func TestRekey(t *testing.T) {
 	wantCode(t, err, codes.FailedPrecondition)
 
 	at(0.81)
+	// A renewal the device refuses (here: a foreign trust anchor) keeps
+	// the credentials in use, and says so.
+	foreign := renewOptions(t, dir)
+	if foreign.TrustAnchors, err = server.ReadCertificateFiles([]string{dev.CAFile}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = agent.Renew(ctx, foreign)
+	if err == nil || !strings.Contains(err.Error(), "stay as they are") || !strings.Contains(err.Error(), "confirmation window") || strings.Contains(err.Error(), "enroll again") {
+		t.Fatalf("a refused renewal: %v", err)
+	}
+	if st := setState(t, oldSet); st != "active" {
+		t.Fatalf("old set is %s after a refused renewal", st)
+	}
+	// Until the gateway drops the refused renewal (its confirmation
+	// window), the set has one in progress; the agent said to wait.
+	_, err = agent.Renew(ctx, renewOptions(t, dir))
+	wantCode(t, err, codes.FailedPrecondition)
+	clockOffset.Add(int64(61 * time.Minute)) // past enrollment.confirm_window
+	gw.Sweep(ctx)
 	res, err := agent.Renew(ctx, renewOptions(t, dir))
 	if err != nil {
 		t.Fatal(err)

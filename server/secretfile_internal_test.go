@@ -31,3 +31,34 @@ func TestPortalCSRFKeyFileIsSecret(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigCheckReadsEverySecretFile: config check read the CSRF key
+// but not the notification secrets, so a 0644 file passed the check and
+// then stopped serve; and it named the CSRF field twice.
+func TestConfigCheckReadsEverySecretFile(t *testing.T) {
+	dir := t.TempDir()
+	open := func(name string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(strings.Repeat("ab", 32)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	c := &Config{}
+	c.Portal.CSRFKeyFile = open("csrf.key")
+	c.Notify.SMTP.Address, c.Notify.SMTP.PasswordFile = "mail.example:587", open("smtp.pw")
+	c.Notify.Webhook.URL, c.Notify.Webhook.SecretFile = "https://hooks.example/credgw", open("hook.key")
+	var got []string
+	for _, err := range c.checkFiles() {
+		got = append(got, err.Error())
+	}
+	all := strings.Join(got, "\n")
+	for _, field := range []string{"portal.csrf_key_file", "notifications.smtp.password_file", "notifications.webhook.secret_file"} {
+		if n := strings.Count(all, field); n != 1 {
+			t.Errorf("%s named %d times in:\n%s", field, n, all)
+		}
+	}
+}

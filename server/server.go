@@ -44,6 +44,7 @@ type Server struct {
 	given     map[string]net.Listener
 	verifier  *piv.Verifier
 	live      atomic.Pointer[live] // what a reload replaces
+	pin       *tlsPin              // what devices pin, read at start (nil: no CA)
 	level     *slog.LevelVar       // log.level, when a reload may change it
 	tlsConfig *tls.Config
 	metrics   *metrics
@@ -206,7 +207,12 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 	s.admission = newAdmission(cfg.Limits.NewWork, s.metrics.admissionWaiting)
 	s.limits = newLimiter(cfg.Limits.Rates, cfg.PIV.ChallengeTTL.Duration, func() time.Time { return s.now() })
 
-	l, err := loadLive(cfg)
+	pin, err := cfg.readTLSPin()
+	if err != nil {
+		return nil, err
+	}
+	s.pin = pin
+	l, err := loadLive(cfg, pin)
 	if err != nil {
 		return nil, err
 	}

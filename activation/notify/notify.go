@@ -95,11 +95,12 @@ func Signature(key []byte, ts time.Time, body []byte) string {
 }
 
 // ReadSecretFile reads a file holding a secret (a key, a password), which
-// other users may not read and only its owner may change: no "other" bit
-// and no group write bit (0600, 0400; 0640 or 0440 for a group that only
-// the gateway's user is in, the usual root:credgw set-up; systemd's
-// LoadCredential shows 0440, its ACL's mask). field names the setting in
-// errors, which never carry the content.
+// other users may not read and only its owner may change: no "other" bit,
+// no group write bit, and group read only where the group is the
+// gateway's own (root:credgw 0640, the usual set-up) or the file carries
+// an ACL (systemd's LoadCredential: 0400 plus an entry for the service's
+// user, which stat shows as 0440, the ACL's mask). field names the
+// setting in errors, which never carry the content.
 func ReadSecretFile(path, field string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -110,8 +111,9 @@ func ReadSecretFile(path, field string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", field, err)
 	}
-	if st.Mode().Perm()&0o027 != 0 {
-		return nil, fmt.Errorf("%s: %s has mode %v: other users may read or change the secret in it; make it 0600 (chmod 600), owned by the gateway's user (or 0640, its group the gateway's alone)", field, path, st.Mode().Perm())
+	perm := st.Mode().Perm()
+	if perm&0o027 != 0 || perm&0o040 != 0 && !groupIsOurs(st) && !hasACL(path) {
+		return nil, fmt.Errorf("%s: %s has mode %v: other users may read or change the secret in it; make it 0600 (chmod 600) for the gateway's user (or 0640 with the gateway's own group)", field, path, perm)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, 1<<16))
 	if err != nil {

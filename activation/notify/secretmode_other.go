@@ -1,0 +1,7 @@
+//go:build !unix
+
+package notify
+
+import "os"
+
+func groupIsOurs(os.FileInfo) bool { return false }
