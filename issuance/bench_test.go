@@ -142,7 +142,7 @@ func leafTemplate(b *testing.B) *x509.Certificate {
 func BenchmarkLint(b *testing.B) {
 	tmpl := leafTemplate(b)
 	for b.Loop() {
-		if _, _, err := testCA.linter.lint(tmpl); err != nil {
+		if _, _, err := testCA.linter.lint(tmpl, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -238,7 +238,9 @@ func (e enforcer) Enforce(cert *x509.Certificate) error {
 	}
 	_, span := tracer().Start(is.ctx, "issuance.lint", trace.WithAttributes(
 		attribute.String("credgw.profile", string(is.req.Profile)), attribute.String("credgw.serial", serial)))
-	warnings, tbsHash, err := is.ca.linter.lint(cert)
+	warnings, tbsHash, err := is.ca.linter.lint(cert, func(enc *x509.Certificate) error {
+		return checkProfile(is.req.Profile, enc, is.ca.cfg.Chain[0], is.req.Identity.Email)
+	})
 	span.SetAttributes(attribute.Int("credgw.lint.warnings", len(warnings)))
 	if err != nil {
 		span.SetStatus(codes.Error, "lint refused the certificate")

@@ -84,10 +84,22 @@ func newLinter(ca *x509.Certificate) (*linter, error) {
 
 // lint returns the warnings and the SHA-256 of the TBSCertificate it
 // linted, or an ErrLint error naming every error or fatal finding.
-func (l *linter) lint(tmpl *x509.Certificate) (warnings []string, tbsHash [32]byte, err error) {
+func (l *linter) lint(tmpl *x509.Certificate, profile func(*x509.Certificate) error) (warnings []string, tbsHash [32]byte, err error) {
 	der, tbsHash, err := l.sign(tmpl)
 	if err != nil {
 		return nil, tbsHash, fmt.Errorf("%w: the certificate cannot be encoded: %v", ErrLint, err)
+	}
+	if profile != nil {
+		// The profile again, on what was encoded: a template's raw
+		// "extensions" are encoded in place of the fields the template
+		// check saw (policies, EKUs, key usage).
+		enc, err := asEncoded(der)
+		if err != nil {
+			return nil, tbsHash, fmt.Errorf("%w: the encoded certificate does not parse: %v", ErrLint, err)
+		}
+		if err := profile(enc); err != nil {
+			return nil, tbsHash, fmt.Errorf("%w: as encoded: %v", ErrLint, err)
+		}
 	}
 	zc, err := zx509.ParseCertificate(der)
 	if err != nil {
@@ -108,6 +120,19 @@ func (l *linter) lint(tmpl *x509.Certificate) (warnings []string, tbsHash [32]by
 		return warns, tbsHash, fmt.Errorf("%w: %s", ErrLint, strings.Join(errs, "; "))
 	}
 	return warns, tbsHash, nil
+}
+
+// asEncoded parses an encoded certificate for checkProfile, which reads a
+// template: every extension as an extra one (as a template's raw
+// "extensions" are), and the names from the SAN extension alone.
+func asEncoded(der []byte) (*x509.Certificate, error) {
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	c.ExtraExtensions = c.Extensions
+	c.URIs, c.EmailAddresses = nil, nil
+	return c, nil
 }
 
 // run runs every lint of the gate on zc and hands each result to each.

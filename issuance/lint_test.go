@@ -93,7 +93,7 @@ func TestCASignsOnlyLintedBytes(t *testing.T) {
 	var linted [32]byte
 	cfg := testCA.cfg
 	cfg.afterLint = func(c *x509.Certificate) {
-		_, h, err := testCA.linter.lint(c)
+		_, h, err := testCA.linter.lint(c, nil)
 		if err != nil {
 			t.Errorf("lint again: %v", err)
 		}
@@ -236,7 +236,7 @@ func TestLintRunsTheRegistry(t *testing.T) {
 		// subject key identifier (a warning).
 		EmailAddresses: []string{"not an email"},
 	}
-	warnings, _, lintErr := testCA.linter.lint(tmpl)
+	warnings, _, lintErr := testCA.linter.lint(tmpl, nil)
 	if !errors.Is(lintErr, ErrLint) {
 		t.Fatalf("err = %v, want ErrLint", lintErr)
 	}

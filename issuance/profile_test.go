@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/asn1"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -222,7 +223,23 @@ func TestNoEmailOfRecord(t *testing.T) {
 // TestTemplateCannotBreakProfile: an operator template that drops the
 // policy or adds serverAuth is refused before anything is signed.
 func TestTemplateCannotBreakProfile(t *testing.T) {
+	// Raw "extensions" in a template are encoded in place of Go's fields
+	// (policies, EKUs, key usage), which a check of the template's fields
+	// did not see: the profile is checked on what was encoded.
+	rawExt := func(oid string, value any) string {
+		der, err := asn1.Marshal(value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return `"extensions": [{"id": "` + oid + `", "critical": false, "value": "` + base64.StdEncoding.EncodeToString(der) + `"}],` + "\n\t\"rawSubject\""
+	}
+	type policyInfo struct{ Policy asn1.ObjectIdentifier }
+	cardPolicy := []policyInfo{{asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 2, 1, 3, 13}}}
+	anyEKU := []asn1.ObjectIdentifier{{1, 3, 6, 1, 5, 5, 7, 3, 2}, {2, 5, 29, 37, 0}}
 	for name, tpl := range map[string]string{
+		"raw policies: the PIV card's": strings.Replace(DefaultTemplate(DerivedPIVAuth), `"rawSubject"`, rawExt("2.5.29.32", cardPolicy), 1),
+		"raw EKU: anyExtendedKeyUsage": strings.Replace(DefaultTemplate(DerivedPIVAuth), `"rawSubject"`, rawExt("2.5.29.37", anyEKU), 1),
+		"raw key usage: keyCertSign":   strings.Replace(DefaultTemplate(DerivedPIVAuth), `"rawSubject"`, rawExt("2.5.29.15", asn1.BitString{Bytes: []byte{0x84}, BitLength: 6}), 1),
 		"server auth": strings.Replace(DefaultTemplate(DerivedPIVAuth), `["clientAuth"]`, `["clientAuth", "serverAuth"]`, 1),
 		"no policy":   strings.Replace(DefaultTemplate(DerivedPIVAuth), `"policyIdentifiers": [{{ toJson .DerivedPIVAuthPolicy }}],`, "", 1),
 		"wrong KU":    strings.Replace(DefaultTemplate(DerivedPIVAuth), `["digitalSignature"]`, `["digitalSignature", "keyEncipherment"]`, 1),

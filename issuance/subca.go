@@ -91,6 +91,12 @@ func CheckIssuingCA(cert *x509.Certificate, chain []*x509.Certificate, req Issui
 	case cert.MaxPathLen > 0:
 		return refuse("the certificate allows pathLenConstraint %d: ask the root operator for pathLenConstraint 0, since this CA issues only end-entity certificates (RFC 5280 §4.2.1.9)", cert.MaxPathLen)
 	}
+	for _, e := range cert.Extensions {
+		if e.Id.Equal(asn1.ObjectIdentifier{2, 5, 29, 15}) && !e.Critical {
+			// Common Policy §6.1.7, RFC 5280 §4.2.1.3 (a CA's).
+			return refuse("the certificate's keyUsage is not critical: ask the root operator to mark it critical (Common Policy §6.1.7, RFC 5280 §4.2.1.3)")
+		}
+	}
 	if want := x509.KeyUsageCertSign | x509.KeyUsageCRLSign; cert.KeyUsage&want != want {
 		return refuse("the certificate's keyUsage lacks keyCertSign or cRLSign: ask the root operator for keyUsage keyCertSign and cRLSign (and digitalSignature, for the CA's own OCSP responses) (RFC 5280 §4.2.1.3)")
 	}

@@ -94,6 +94,11 @@ func TestCheckIssuingCA(t *testing.T) {
 		{name: "pathLen 1", change: func(c *x509.Certificate) { c.MaxPathLenZero, c.MaxPathLen = false, 1 }, want: "allows pathLenConstraint 1"},
 		{name: "no cRLSign", change: func(c *x509.Certificate) { c.KeyUsage = x509.KeyUsageCertSign }, want: "keyCertSign or cRLSign"},
 		{name: "no keyUsage", change: func(c *x509.Certificate) { c.KeyUsage = 0 }, want: "keyCertSign or cRLSign"},
+		{name: "keyUsage not critical", change: func(c *x509.Certificate) {
+			// Go marks its own keyUsage critical; an extra one replaces it.
+			ku, _ := asn1.Marshal(asn1.BitString{Bytes: []byte{0x86}, BitLength: 7})
+			c.ExtraExtensions = append(c.ExtraExtensions, pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 15}, Value: ku})
+		}, want: "keyUsage is not critical"},
 		{name: "no digitalSignature", change: func(c *x509.Certificate) { c.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign }, want: "lacks digitalSignature"},
 		{name: "EKU without clientAuth", change: func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection} }, want: "extendedKeyUsage"},
 		{name: "EKU with clientAuth and emailProtection", change: func(c *x509.Certificate) {
