@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -849,8 +850,12 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 				var err error
 				if i == 0 {
 					err = verify(e.Certificate)
-				} else {
-					err = verifyAt(e.Certificate, e.Certificate.NotBefore)
+				} else if err = verifyAt(e.Certificate, e.Certificate.NotBefore); err != nil && issuedByKeyOf(e.Certificate, chain[0]) {
+					// Issued before the issuing CA's certificate in use
+					// now (renewed for the same key, key-ceremony.md):
+					// that certificate chains to the anchor, and its key
+					// and name signed this one.
+					err = nil
 				}
 				if err != nil {
 					return fmt.Errorf("agent: key %d of %s does not chain to the issuing CA: %w", i+1, name, err)
@@ -992,7 +997,77 @@ func checkProfile(p credgwv1.Profile, c *x509.Certificate) error {
 	if !ok {
 		return fmt.Errorf("agent: the %v certificate is not of that profile (key usage %#x, extended key usage %v)", p, c.KeyUsage, c.ExtKeyUsage)
 	}
+	if why := profileRest(p, c); why != "" {
+		return fmt.Errorf("agent: the %v certificate is not of that profile: %s", p, why)
+	}
 	return nil
+}
+
+// Policies of the profiles (STANDARDS.md §3.3): id-fpki-common-derived-
+// pivAuth(-hardware) for derived PIV Authentication, id-fpki-common-policy
+// for the S/MIME certificates.
+var (
+	policyDerivedPIVAuth   = mustOID(2, 16, 840, 1, 101, 3, 2, 1, 3, 40)
+	policyDerivedPIVAuthHW = mustOID(2, 16, 840, 1, 101, 3, 2, 1, 3, 41)
+	policyCommon           = mustOID(2, 16, 840, 1, 101, 3, 2, 1, 3, 6)
+	ekuPIVCardAuth         = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 6, 8}
+)
+
+func mustOID(ints ...uint64) x509.OID {
+	o, err := x509.OIDFromInts(ints)
+	if err != nil {
+		panic(err)
+	}
+	return o
+}
+
+// profileRest is the rest of the profile the gateway enforces, checked
+// again here: the profile's policies only (a derived credential must not
+// pass for the card, …3.13), no extended key usage that widens it (any
+// purpose, server, code signing, time stamping, OCSP signing; PIV Card
+// Authentication), and exactly one card-holder UUID (urn:uuid:). "" if
+// it holds.
+func profileRest(p credgwv1.Profile, c *x509.Certificate) string {
+	allowed := []x509.OID{policyCommon}
+	if p == credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH {
+		allowed = []x509.OID{policyDerivedPIVAuth, policyDerivedPIVAuthHW}
+	}
+	if len(c.Policies) == 0 {
+		return "no certificate policy"
+	}
+	for _, pol := range c.Policies {
+		if !slices.ContainsFunc(allowed, pol.Equal) {
+			return "it asserts certificate policy " + pol.String() + ", not one of its profile's"
+		}
+	}
+	for _, e := range []x509.ExtKeyUsage{x509.ExtKeyUsageAny, x509.ExtKeyUsageCodeSigning, x509.ExtKeyUsageTimeStamping, x509.ExtKeyUsageOCSPSigning} {
+		if slices.Contains(c.ExtKeyUsage, e) {
+			return fmt.Sprintf("extended key usage %v widens it", e)
+		}
+	}
+	if p != credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE && slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageServerAuth) {
+		return "extended key usage serverAuth widens it"
+	}
+	if slices.ContainsFunc(c.UnknownExtKeyUsage, ekuPIVCardAuth.Equal) {
+		return "extended key usage id-PIV-cardAuth widens it"
+	}
+	uuids := 0
+	for _, u := range c.URIs {
+		if u.Scheme == "urn" && strings.HasPrefix(strings.ToLower(u.Opaque), "uuid:") {
+			uuids++
+		}
+	}
+	if uuids != 1 {
+		return fmt.Sprintf("%d urn:uuid: names, the profile has exactly one", uuids)
+	}
+	return ""
+}
+
+// issuedByKeyOf reports whether c was signed by ca's key under ca's name:
+// an earlier certificate of an issuing CA whose certificate was renewed
+// for the same key.
+func issuedByKeyOf(c, ca *x509.Certificate) bool {
+	return bytes.Equal(c.RawIssuer, ca.RawSubject) && c.CheckSignatureFrom(ca) == nil
 }
 
 // maxEscrowedKeys bounds the escrowed keys of one package: the current one

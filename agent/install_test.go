@@ -40,6 +40,7 @@ func TestInstallRefusesKeyHistory(t *testing.T) {
 		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "holder"},
 			NotBefore: notAfter.Add(-2 * time.Hour), NotAfter: notAfter,
 			KeyUsage: x509.KeyUsageKeyAgreement, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}}
+		asIssued(tmpl, credgwv1.Profile_PROFILE_KEY_MANAGEMENT)
 		der, _ := x509.CreateCertificate(rand.Reader, tmpl, issuer, k.Public(), issuerKey)
 		c, _ := x509.ParseCertificate(der)
 		return pfx.Entry{Key: k, Certificate: c}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"maps"
 	"math/big"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -63,6 +64,7 @@ func (g *testGateway) issue(p credgwv1.Profile, pub any, ku x509.KeyUsage, eku x
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "holder"}, NotBefore: time.Now().Add(-time.Hour),
 		NotAfter: time.Now().Add(time.Hour), KeyUsage: ku, ExtKeyUsage: []x509.ExtKeyUsage{eku}, EmailAddresses: []string{"h@example.com"}}
+	asIssued(tmpl, p)
 	if g.mutate != nil {
 		g.mutate(p, tmpl)
 	}
@@ -72,6 +74,20 @@ func (g *testGateway) issue(p credgwv1.Profile, pub any, ku x509.KeyUsage, eku x
 	}
 	c, _ := x509.ParseCertificate(der)
 	return c
+}
+
+// asIssued gives a test certificate what the gateway's profile has
+// beyond key usage: the profile's policy and a fresh card-holder UUID.
+func asIssued(tmpl *x509.Certificate, p credgwv1.Profile) {
+	policy, _ := x509.OIDFromInts([]uint64{2, 16, 840, 1, 101, 3, 2, 1, 3, 6})
+	if p == credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH {
+		policy, _ = x509.OIDFromInts([]uint64{2, 16, 840, 1, 101, 3, 2, 1, 3, 40})
+	}
+	tmpl.Policies = []x509.OID{policy}
+	var id [16]byte
+	rand.Read(id[:])
+	u, _ := url.Parse(fmt.Sprintf("urn:uuid:%x-%x-%x-%x-%x", id[0:4], id[4:6], id[6:8], id[8:10], id[10:]))
+	tmpl.URIs = []*url.URL{u}
 }
 
 func (g *testGateway) open(_ context.Context, csrs []*credgwv1.CertificateRequest, _ int64, _ string) (grpc.ServerStreamingClient[credgwv1.RedeemResponse], error) {

@@ -47,11 +47,35 @@ func TestInstallRefusesWhatItCannotTrust(t *testing.T) {
 			g.history = append(g.history, pfx.Entry{Key: k, Certificate: c})
 		}
 	}
+	// oldKey is an earlier escrowed key whose certificate was issued two
+	// years ago, by the issuing CA's key (signer) under the CA's name,
+	// before the CA certificate in use now was issued (a CA certificate
+	// renewed for the same key, docs/key-ceremony.md).
+	oldKey := func(g *testGateway, signer *ecdsa.PrivateKey) {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "holder"},
+			NotBefore: time.Now().AddDate(-2, 0, 0), NotAfter: time.Now().AddDate(-1, 0, 0), KeyUsage: x509.KeyUsageKeyAgreement,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}, EmailAddresses: []string{"h@example.com"}}
+		asIssued(tmpl, credgwv1.Profile_PROFILE_KEY_MANAGEMENT)
+		parent := *g.ca // the CA's name, the signer's key
+		parent.PublicKey = signer.Public()
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, &parent, k.Public(), signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := x509.ParseCertificate(der)
+		g.history = append(g.history, pfx.Entry{Key: k, Certificate: c})
+	}
 	tests := []struct {
 		name   string
 		setup  func(g *testGateway, o *Options)
 		refuse string // "" for an install that succeeds
 	}{
+		{"an earlier key certified before the CA certificate was renewed", func(g *testGateway, o *Options) { oldKey(g, g.caKey) }, ""},
+		{"an earlier key certified by another key under the CA's name", func(g *testGateway, o *Options) {
+			other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			oldKey(g, other)
+		}, "does not chain"},
 		{"the gateway's CA, given as the trust anchor", func(g *testGateway, o *Options) { o.TrustAnchors = []*x509.Certificate{g.ca} }, ""},
 		{"a CA the package carries but the device does not trust", func(g *testGateway, o *Options) {
 			o.TrustAnchors = []*x509.Certificate{agencyRoot}
@@ -102,6 +126,37 @@ func TestInstallRefusesWhatItCannotTrust(t *testing.T) {
 			g.mutate = func(p credgwv1.Profile, c *x509.Certificate) {
 				if p == credgwv1.Profile_PROFILE_KEY_MANAGEMENT {
 					c.KeyUsage = x509.KeyUsageKeyEncipherment
+				}
+			}
+		}, "not of that profile"},
+		// A gateway that issues outside the profile (STANDARDS.md §3.3):
+		// the PIV card's own policy, anyExtendedKeyUsage, no card UUID.
+		{"a derived PIV Authentication certificate with the card's policy", func(g *testGateway, o *Options) {
+			g.mutate = func(p credgwv1.Profile, c *x509.Certificate) {
+				if p == credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH {
+					c.Policies = append(c.Policies, x509.OID{})
+					c.Policies[len(c.Policies)-1], _ = x509.OIDFromInts([]uint64{2, 16, 840, 1, 101, 3, 2, 1, 3, 13})
+				}
+			}
+		}, "not of that profile"},
+		{"a signature certificate for any purpose", func(g *testGateway, o *Options) {
+			g.mutate = func(p credgwv1.Profile, c *x509.Certificate) {
+				if p == credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE {
+					c.ExtKeyUsage = append(c.ExtKeyUsage, x509.ExtKeyUsageAny)
+				}
+			}
+		}, "not of that profile"},
+		{"a derived PIV Authentication certificate that is also a server's", func(g *testGateway, o *Options) {
+			g.mutate = func(p credgwv1.Profile, c *x509.Certificate) {
+				if p == credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH {
+					c.ExtKeyUsage = append(c.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
+				}
+			}
+		}, "not of that profile"},
+		{"an encryption certificate without a UUID", func(g *testGateway, o *Options) {
+			g.mutate = func(p credgwv1.Profile, c *x509.Certificate) {
+				if p == credgwv1.Profile_PROFILE_KEY_MANAGEMENT {
+					c.URIs = nil
 				}
 			}
 		}, "not of that profile"},
