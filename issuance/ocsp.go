@@ -196,9 +196,12 @@ func (c *CA) ocspAnswer(ctx context.Context, der []byte) ocspAnswer {
 	case rec.Revoked():
 		tmpl.Status, tmpl.RevokedAt, tmpl.RevocationReason = ocsp.Revoked, rec.RevokedAt, rec.RevocationReason
 	case rec.Status == store.CertIntent:
-		// Signed perhaps, never recorded nor delivered: RFC 6960 §2.2 lets
-		// a responder call a non-issued certificate revoked.
-		tmpl.Status, tmpl.RevokedAt, tmpl.RevocationReason = ocsp.Revoked, rec.CreatedAt, ocsp.Unspecified
+		// Being issued (signed perhaps, not yet recorded nor delivered):
+		// "revoked" now and "good" once recorded would be a revocation
+		// that undoes itself (RFC 6960 §2.2: revoked is for good). Ask
+		// again: it is recorded in a moment, or, after a crash, revoked
+		// by the sweep (RevokeStaleIntents), and answered so from then.
+		return unsigned(ocsp.TryLaterErrorResponse)
 	}
 	// Times go out with one-second precision; the state compares them so.
 	tmpl.RevokedAt = tmpl.RevokedAt.Truncate(time.Second)

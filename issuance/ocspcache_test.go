@@ -115,3 +115,36 @@ func TestOCSPSigningBudget(t *testing.T) {
 		t.Fatalf("a revoked certificate, budget spent: %x, want tryLater (never the good answer)", w.Body.Bytes())
 	}
 }
+
+// TestOCSPIntentNotAnsweredRevoked: a certificate signed but not yet
+// recorded (an intent) was answered revoked, and good a moment later once
+// recorded: a revocation that undoes itself, which RFC 6960 §2.2 does not
+// allow (revoked is for good, but for certificateHold). An intent is
+// tryLater until it is recorded, or revoked by the sweep (a crash).
+func TestOCSPIntentNotAnsweredRevoked(t *testing.T) {
+	cfg := testCA.cfg
+	var during []byte
+	var c *CA
+	cfg.afterSign = func(serial string) error {
+		n, _ := new(big.Int).SetString(serial, 16)
+		during = c.OCSP(context.Background(), ocspRequestFor(t, n, testInit.Issuing))
+		return nil
+	}
+	c, err := NewCA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := p256(t)
+	is, err := c.Issue(context.Background(), Request{Profile: DerivedPIVAuth, CSR: newCSR(t, key), Identity: identity(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(during, ocsp.TryLaterErrorResponse) {
+		r, perr := ocsp.ParseResponse(during, testInit.Issuing)
+		t.Fatalf("OCSP before the record: %v %v, want tryLater", r, perr)
+	}
+	after, err := ocsp.ParseResponse(c.OCSP(context.Background(), ocspRequestFor(t, is.Certificate.SerialNumber, testInit.Issuing)), testInit.Issuing)
+	if err != nil || after.Status != ocsp.Good {
+		t.Fatalf("OCSP once recorded: %v %v, want good", after, err)
+	}
+}
