@@ -147,7 +147,14 @@ func credentialNote(c Credential) string {
 func (p *Portal) Handler() http.Handler {
 	mux := http.NewServeMux()
 	static, _ := fs.Sub(staticFS, "static")
-	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	files := http.StripPrefix("/static/", http.FileServerFS(static))
+	mux.Handle("GET /static/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/") {
+			http.NotFound(w, r) // files, not listings
+			return
+		}
+		files.ServeHTTP(w, r)
+	}))
 	mux.HandleFunc("GET /{$}", p.home)
 	mux.HandleFunc("GET /signin", p.signIn)
 	mux.HandleFunc("POST /signout", p.withSession(p.signOut))
@@ -294,6 +301,9 @@ func (p *Portal) signOut(w http.ResponseWriter, r *http.Request, s Session) {
 		return
 	}
 	clearCookie(w)
+	// The connection is the card's handshake: close it (HTTP/2: GOAWAY),
+	// so that whoever uses this browser next needs a card of their own.
+	w.Header().Set("Connection", "close")
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 

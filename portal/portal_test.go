@@ -102,6 +102,8 @@ func TestRejections(t *testing.T) {
 		{"revoke of a set id with a NUL", "POST", "/credentials/revoke", "alice", url.Values{"csrf": {alice}, "set": {"s1\x00"}}, http.StatusBadRequest, ""},
 		{"enroll with a name that is not UTF-8", "POST", "/enroll", "alice", url.Values{"csrf": {alice}, "name": {"Phone \xff"}}, http.StatusBadRequest, ""},
 		{"revoke of a set id that is not UTF-8", "POST", "/credentials/revoke", "alice", url.Values{"csrf": {alice}, "set": {"s\xed\xa0\x80"}}, http.StatusBadRequest, ""},
+		// The static files are served, not listed.
+		{"the static directory", "GET", "/static/", "", nil, http.StatusNotFound, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -158,7 +160,11 @@ func TestAcceptedPostsAndEscaping(t *testing.T) {
 	if w := post("/credentials/revoke", url.Values{"csrf": {csrf}, "set": {"s1"}}); w.Code != http.StatusSeeOther {
 		t.Fatalf("revoke: %d", w.Code)
 	}
-	if w := post("/signout", url.Values{"csrf": {csrf}}); w.Code != http.StatusSeeOther || !strings.Contains(w.Header().Get("Set-Cookie"), "Max-Age=0") {
+	// Sign-out also closes the connection: the card's handshake must not
+	// serve the next person at a shared workstation (a new session from
+	// the old handshake, no card in the reader).
+	if w := post("/signout", url.Values{"csrf": {csrf}}); w.Code != http.StatusSeeOther || !strings.Contains(w.Header().Get("Set-Cookie"), "Max-Age=0") ||
+		w.Header().Get("Connection") != "close" {
 		t.Fatalf("sign-out: %d %v", w.Code, w.Header())
 	}
 	if f.enrolls != 1 || f.revokes != 1 || f.signOuts != 1 {

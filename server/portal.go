@@ -189,7 +189,9 @@ func (b portalBackend) Explain(err error) (string, string, int) {
 		return "Enrollment is unavailable right now", "The credential service cannot reach its database. Try again in a few minutes; if it lasts, contact your help desk.", http.StatusServiceUnavailable
 	}
 	if st, ok := status.FromError(err); ok && st.Code() == codes.ResourceExhausted {
-		return "Too many sign-ins with this card", "Wait a minute, then sign in again.", http.StatusTooManyRequests
+		// The limit says what was too many (sign-ins or enrollments, for
+		// the card or from the address) and when to try again.
+		return "Too many requests", st.Message() + ".", http.StatusTooManyRequests
 	}
 	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable {
 		return "Enrollment is unavailable right now", st.Message(), http.StatusServiceUnavailable
@@ -241,7 +243,14 @@ func (s *Server) freshCardProof(h http.Handler) http.Handler {
 		if ok && s.now().Sub(opened) > maxAge {
 			w.Header().Set("Connection", "close")
 			w.Header().Set("Cache-Control", "no-store")
-			http.Redirect(w, r, r.URL.RequestURI(), http.StatusTemporaryRedirect)
+			// To this path on the portal: one leading slash, for a path
+			// such as "//evil.example/x" (not yet cleaned by the mux)
+			// would be a Location on another host.
+			to := "/" + strings.TrimLeft(r.URL.EscapedPath(), "/")
+			if r.URL.RawQuery != "" {
+				to += "?" + r.URL.RawQuery
+			}
+			http.Redirect(w, r, to, http.StatusTemporaryRedirect)
 			return
 		}
 		h.ServeHTTP(w, r)

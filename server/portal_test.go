@@ -505,6 +505,19 @@ func TestPortalConnectionAgeBounded(t *testing.T) {
 			t.Fatalf("the session survived a request without the card: %d", r.code)
 		}
 	})
+	t.Run("a path that reads as another host is not redirected there", func(t *testing.T) {
+		// "//evil.example/x" on an aged connection was sent back as
+		// Location: //evil.example/x, which a browser follows off-site.
+		signIn(t)
+		for _, path := range []string{"//evil.example/phish", "///evil.example/phish?x=1", "/\\evil.example/phish"} {
+			clockOffset.Add(int64(age)) // each 307 closes its connection: age the next one
+			r := b.do("GET", path, nil)
+			loc := r.hdr.Get("Location")
+			if r.code != http.StatusTemporaryRedirect || strings.HasPrefix(loc, "//") || strings.HasPrefix(loc, "/\\") || strings.Contains(loc, "://") {
+				t.Errorf("GET %s on an aged connection: %d Location %q, want a 307 to a path on the portal", path, r.code, loc)
+			}
+		}
+	})
 	t.Run("the card pulled: no new sign-in", func(t *testing.T) {
 		signIn(t)
 		jar, _ := cookiejar.New(nil)

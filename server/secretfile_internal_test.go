@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestPortalCSRFKeyFileIsSecret: whoever reads portal.csrf_key_file can
@@ -60,5 +61,14 @@ func TestConfigCheckReadsEverySecretFile(t *testing.T) {
 		if n := strings.Count(all, field); n != 1 {
 			t.Errorf("%s named %d times in:\n%s", field, n, all)
 		}
+	}
+}
+
+// TestPortalSaysWhichLimit: every limit was shown as "Too many sign-ins
+// with this card", the per-card enrollment limit included.
+func TestPortalSaysWhichLimit(t *testing.T) {
+	title, detail, code := portalBackend{}.Explain(limited("enrollments for this card", 5*time.Second))
+	if code != 429 || strings.Contains(title+detail, "sign-in") || !strings.Contains(detail, "enrollments for this card") || !strings.Contains(detail, "retry in 5s") {
+		t.Fatalf("%d %q %q", code, title, detail)
 	}
 }

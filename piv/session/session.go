@@ -109,6 +109,19 @@ func randomToken(n int) (string, error) {
 	return base64.RawURLEncoding.EncodeToString(b), nil
 }
 
+// sessionTokenBytes is the size of a session token (before base64url).
+const sessionTokenBytes = 32
+
+// wellFormedToken reports whether t could be a session token: 32 bytes,
+// base64url without padding.
+func wellFormedToken(t string) bool {
+	if len(t) != base64.RawURLEncoding.EncodedLen(sessionTokenBytes) {
+		return false
+	}
+	_, err := base64.RawURLEncoding.Strict().DecodeString(t)
+	return err == nil
+}
+
 // TokenHash is what the store keeps of a session token.
 func TokenHash(token string) string {
 	h := sha256.Sum256([]byte(token))
@@ -391,7 +404,7 @@ func (s *Service) open(ctx context.Context, sessionID string, res *piv.Result, i
 	} else if t {
 		return nil, ErrTerminated
 	}
-	token, err := randomToken(32)
+	token, err := randomToken(sessionTokenBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -447,6 +460,11 @@ func (s *Service) End(ctx context.Context, token string) error {
 // answer is ErrSessionGone. With card nil and check false, the caller has
 // checked the card in the same request already.
 func (s *Service) LookupPortal(ctx context.Context, token string, card *x509.Certificate, check bool) (store.PIVSession, error) {
+	if !wellFormedToken(token) {
+		// No session has it: not worth a database read (anyone with a
+		// TLS handshake can send cookies).
+		return store.PIVSession{}, ErrSessionGone
+	}
 	sess, err := s.cfg.Store.PIVSession(ctx, portalHash(token))
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !s.cfg.Now().Before(sess.ExpiresAt)) {
 		return store.PIVSession{}, ErrSessionGone
@@ -458,7 +476,20 @@ func (s *Service) LookupPortal(ctx context.Context, token string, card *x509.Cer
 	if card != nil {
 		fp := sha256.Sum256(card.Raw)
 		if hex.EncodeToString(fp[:]) == sess.CertSHA256 {
-			return sess, nil
+			// The person may have been terminated since the sign-in:
+			// the session ends then (it lists and revokes credentials).
+			terminated, err := s.cfg.Store.Terminated(ctx, sess.FASCN, sess.CardUUID, sess.PersonID)
+			if err != nil {
+				return store.PIVSession{}, err
+			}
+			if !terminated {
+				return sess, nil
+			}
+			if err := s.cfg.Store.EndPIVSession(context.WithoutCancel(ctx), portalHash(token), s.cfg.Now()); err != nil {
+				return store.PIVSession{}, err
+			}
+			s.cfg.Log.InfoContext(ctx, "portal session of a terminated PIV identity: ended", "person_id", sess.PersonID, "card_uuid", sess.CardUUID)
+			return store.PIVSession{}, ErrTerminated
 		}
 		why = "another card's client certificate"
 	}
