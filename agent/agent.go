@@ -786,7 +786,7 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 			if key == nil || !key.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(cert.PublicKey) {
 				return fmt.Errorf("agent: %s does not certify the key this device made for %v", m.GetName(), m.GetProfile())
 			}
-			if err := checkProfile(m.GetProfile(), cert); err != nil {
+			if err := checkIssued(m.GetProfile(), cert); err != nil {
 				return err
 			}
 			if err := person.same(m.GetProfile(), cert); err != nil {
@@ -850,17 +850,27 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 				var err error
 				if i == 0 {
 					err = verify(e.Certificate)
-				} else if err = verifyAt(e.Certificate, e.Certificate.NotBefore); err != nil && issuedByKeyOf(e.Certificate, chain[0]) {
+				} else if err = verifyAt(e.Certificate, e.Certificate.NotBefore); err != nil &&
+					issuedByKeyOf(entries[0].Certificate, chain[0]) && issuedByKeyOf(e.Certificate, chain[0]) {
 					// Issued before the issuing CA's certificate in use
 					// now (renewed for the same key, key-ceremony.md):
-					// that certificate chains to the anchor, and its key
-					// and name signed this one.
+					// the CA that issued the current key (verified above)
+					// signed this one too, under its name.
 					err = nil
 				}
 				if err != nil {
 					return fmt.Errorf("agent: key %d of %s does not chain to the issuing CA: %w", i+1, name, err)
 				}
-				if err := checkProfile(credgwv1.Profile_PROFILE_KEY_MANAGEMENT, e.Certificate); err != nil {
+				// The current key's certificate has the profile in full;
+				// an earlier one was made under the rules of its day.
+				check := checkProfile
+				if i == 0 {
+					check = checkIssued
+				}
+				if err := check(credgwv1.Profile_PROFILE_KEY_MANAGEMENT, e.Certificate); err != nil {
+					if i > 0 {
+						return fmt.Errorf("agent: key %d of %s (an earlier escrowed key): %w", i+1, name, err)
+					}
 					return err
 				}
 				if o.Keystore != nil {
@@ -997,6 +1007,15 @@ func checkProfile(p credgwv1.Profile, c *x509.Certificate) error {
 	if !ok {
 		return fmt.Errorf("agent: the %v certificate is not of that profile (key usage %#x, extended key usage %v)", p, c.KeyUsage, c.ExtKeyUsage)
 	}
+	return nil
+}
+
+// checkIssued is checkProfile and profileRest: the profile of a
+// certificate the package issues.
+func checkIssued(p credgwv1.Profile, c *x509.Certificate) error {
+	if err := checkProfile(p, c); err != nil {
+		return err
+	}
 	if why := profileRest(p, c); why != "" {
 		return fmt.Errorf("agent: the %v certificate is not of that profile: %s", p, why)
 	}
@@ -1010,7 +1029,6 @@ var (
 	policyDerivedPIVAuth   = mustOID(2, 16, 840, 1, 101, 3, 2, 1, 3, 40)
 	policyDerivedPIVAuthHW = mustOID(2, 16, 840, 1, 101, 3, 2, 1, 3, 41)
 	policyCommon           = mustOID(2, 16, 840, 1, 101, 3, 2, 1, 3, 6)
-	ekuPIVCardAuth         = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 6, 8}
 )
 
 func mustOID(ints ...uint64) x509.OID {
@@ -1021,12 +1039,36 @@ func mustOID(ints ...uint64) x509.OID {
 	return o
 }
 
+// profileEKUs are the extended key usages each profile must not have, as
+// the gateway's profile rules have them (issuance/profile.go): what would
+// let the certificate pass for something else.
+var profileEKUs = map[credgwv1.Profile]struct {
+	forbidden []x509.ExtKeyUsage
+	unknown   []asn1.ObjectIdentifier
+}{
+	credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH: {
+		forbidden: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageEmailProtection, x509.ExtKeyUsageCodeSigning,
+			x509.ExtKeyUsageAny, x509.ExtKeyUsageTimeStamping, x509.ExtKeyUsageOCSPSigning},
+		unknown: []asn1.ObjectIdentifier{{1, 3, 6, 1, 5, 2, 3, 5}, {1, 3, 6, 1, 4, 1, 311, 10, 3, 12}, {1, 3, 6, 1, 4, 1, 311, 10, 3, 4},
+			{2, 16, 840, 1, 101, 3, 6, 8}}, // PKINIT KDC, MS document signing, MS EFS, id-PIV-cardAuth
+	},
+	credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE: {
+		forbidden: []x509.ExtKeyUsage{x509.ExtKeyUsageAny, x509.ExtKeyUsageTimeStamping, x509.ExtKeyUsageOCSPSigning, x509.ExtKeyUsageCodeSigning},
+		unknown:   []asn1.ObjectIdentifier{{1, 3, 6, 1, 5, 5, 7, 3, 21}, {2, 16, 840, 1, 101, 3, 6, 8}, {1, 3, 6, 1, 4, 1, 311, 10, 3, 4}}, // SSH client, id-PIV-cardAuth, MS EFS
+	},
+	credgwv1.Profile_PROFILE_KEY_MANAGEMENT: {
+		forbidden: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageCodeSigning, x509.ExtKeyUsageAny},
+		unknown: []asn1.ObjectIdentifier{{1, 3, 6, 1, 5, 5, 7, 3, 21}, {1, 3, 6, 1, 4, 1, 311, 20, 2, 2}, {1, 3, 6, 1, 5, 2, 3, 4},
+			{1, 3, 6, 1, 4, 1, 311, 10, 3, 12}}, // SSH client, smart card logon, PKINIT client, MS document signing
+	},
+}
+
 // profileRest is the rest of the profile the gateway enforces, checked
-// again here: the profile's policies only (a derived credential must not
-// pass for the card, …3.13), no extended key usage that widens it (any
-// purpose, server, code signing, time stamping, OCSP signing; PIV Card
-// Authentication), and exactly one card-holder UUID (urn:uuid:). "" if
-// it holds.
+// again here for the certificates a package issues (not an earlier
+// escrowed key's, made under the rules of its day): the profile's
+// policies only (a derived credential must not pass for the card,
+// …3.13), none of the extended key usages its profile forbids, and
+// exactly one card-holder UUID (urn:uuid:). "" if it holds.
 func profileRest(p credgwv1.Profile, c *x509.Certificate) string {
 	allowed := []x509.OID{policyCommon}
 	if p == credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH {
@@ -1040,16 +1082,16 @@ func profileRest(p credgwv1.Profile, c *x509.Certificate) string {
 			return "it asserts certificate policy " + pol.String() + ", not one of its profile's"
 		}
 	}
-	for _, e := range []x509.ExtKeyUsage{x509.ExtKeyUsageAny, x509.ExtKeyUsageCodeSigning, x509.ExtKeyUsageTimeStamping, x509.ExtKeyUsageOCSPSigning} {
+	rule := profileEKUs[p]
+	for _, e := range rule.forbidden {
 		if slices.Contains(c.ExtKeyUsage, e) {
-			return fmt.Sprintf("extended key usage %v widens it", e)
+			return fmt.Sprintf("its profile forbids extended key usage %v", e)
 		}
 	}
-	if p != credgwv1.Profile_PROFILE_DIGITAL_SIGNATURE && slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageServerAuth) {
-		return "extended key usage serverAuth widens it"
-	}
-	if slices.ContainsFunc(c.UnknownExtKeyUsage, ekuPIVCardAuth.Equal) {
-		return "extended key usage id-PIV-cardAuth widens it"
+	for _, o := range c.UnknownExtKeyUsage {
+		if slices.ContainsFunc(rule.unknown, o.Equal) {
+			return fmt.Sprintf("its profile forbids extended key usage %v", o)
+		}
 	}
 	uuids := 0
 	for _, u := range c.URIs {

@@ -160,6 +160,30 @@ func TestInstallRefusesWhatItCannotTrust(t *testing.T) {
 				}
 			}
 		}, "not of that profile"},
+		// What the gateway's profile allows is installed: an encryption
+		// certificate may carry OCSP signing or time stamping.
+		{"an encryption certificate that may sign OCSP answers", func(g *testGateway, o *Options) {
+			g.mutate = func(p credgwv1.Profile, c *x509.Certificate) {
+				if p == credgwv1.Profile_PROFILE_KEY_MANAGEMENT {
+					c.ExtKeyUsage = append(c.ExtKeyUsage, x509.ExtKeyUsageOCSPSigning, x509.ExtKeyUsageTimeStamping)
+				}
+			}
+		}, ""},
+		// An earlier escrowed key's certificate was made under the rules
+		// of its day (an extra policy an older gateway allowed): the key
+		// is delivered, not the whole install refused for good.
+		{"an earlier key whose certificate has an extra policy", func(g *testGateway, o *Options) {
+			history(g, 1)
+			h := g.history[0].Certificate
+			tmpl := *h
+			extra, _ := x509.OIDFromInts([]uint64{2, 16, 840, 1, 101, 3, 2, 1, 3, 13})
+			tmpl.Policies = append(tmpl.Policies, extra)
+			der, err := x509.CreateCertificate(rand.Reader, &tmpl, g.ca, h.PublicKey, g.caKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g.history[0].Certificate, _ = x509.ParseCertificate(der)
+		}, ""},
 		{"a key history of 20 earlier keys", func(g *testGateway, o *Options) { history(g, 20) }, ""},
 		{"a key history of 21 earlier keys", func(g *testGateway, o *Options) { history(g, 21) }, "at most 21"},
 	}

@@ -131,7 +131,7 @@ func asEncoded(der []byte) (*x509.Certificate, error) {
 		return nil, err
 	}
 	c.ExtraExtensions = c.Extensions
-	c.URIs, c.EmailAddresses = nil, nil
+	c.URIs, c.EmailAddresses, c.DNSNames, c.IPAddresses = nil, nil, nil, nil
 	return c, nil
 }
 

@@ -240,10 +240,10 @@ func TestTemplateCannotBreakProfile(t *testing.T) {
 		"raw policies: the PIV card's": strings.Replace(DefaultTemplate(DerivedPIVAuth), `"rawSubject"`, rawExt("2.5.29.32", cardPolicy), 1),
 		"raw EKU: anyExtendedKeyUsage": strings.Replace(DefaultTemplate(DerivedPIVAuth), `"rawSubject"`, rawExt("2.5.29.37", anyEKU), 1),
 		"raw key usage: keyCertSign":   strings.Replace(DefaultTemplate(DerivedPIVAuth), `"rawSubject"`, rawExt("2.5.29.15", asn1.BitString{Bytes: []byte{0x84}, BitLength: 6}), 1),
-		"server auth": strings.Replace(DefaultTemplate(DerivedPIVAuth), `["clientAuth"]`, `["clientAuth", "serverAuth"]`, 1),
-		"no policy":   strings.Replace(DefaultTemplate(DerivedPIVAuth), `"policyIdentifiers": [{{ toJson .DerivedPIVAuthPolicy }}],`, "", 1),
-		"wrong KU":    strings.Replace(DefaultTemplate(DerivedPIVAuth), `["digitalSignature"]`, `["digitalSignature", "keyEncipherment"]`, 1),
-		"https AIA":   strings.Replace(DefaultTemplate(DerivedPIVAuth), `"ocspServer": {{ toJson .OCSPServer }}`, `"ocspServer": ["https://ocsp.example"]`, 1),
+		"server auth":                  strings.Replace(DefaultTemplate(DerivedPIVAuth), `["clientAuth"]`, `["clientAuth", "serverAuth"]`, 1),
+		"no policy":                    strings.Replace(DefaultTemplate(DerivedPIVAuth), `"policyIdentifiers": [{{ toJson .DerivedPIVAuthPolicy }}],`, "", 1),
+		"wrong KU":                     strings.Replace(DefaultTemplate(DerivedPIVAuth), `["digitalSignature"]`, `["digitalSignature", "keyEncipherment"]`, 1),
+		"https AIA":                    strings.Replace(DefaultTemplate(DerivedPIVAuth), `"ocspServer": {{ toJson .OCSPServer }}`, `"ocspServer": ["https://ocsp.example"]`, 1),
 		// A derived credential must not claim the card's policy, nor
 		// carry names the profile does not have (STANDARDS §3.3).
 		"the PIV card's policy beside": strings.Replace(DefaultTemplate(DerivedPIVAuth), `"policyIdentifiers": [{{ toJson .DerivedPIVAuthPolicy }}],`,
@@ -266,6 +266,9 @@ func TestTemplateCannotBreakProfile(t *testing.T) {
 			_, err = c.Issue(context.Background(), Request{Profile: DerivedPIVAuth, CSR: newCSR(t, key), Identity: identity(t)})
 			if !errors.Is(err, ErrLint) {
 				t.Fatalf("err = %v, want ErrLint", err)
+			}
+			if strings.HasPrefix(name, "raw ") && !strings.Contains(err.Error(), "as encoded") {
+				t.Fatalf("err = %v, want the check of the encoded certificate to refuse it", err)
 			}
 			spki, _ := SPKIHash(key.Public())
 			if seen, _ := testStore.KeyCertified(context.Background(), spki); seen {

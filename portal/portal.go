@@ -157,7 +157,7 @@ func (p *Portal) Handler() http.Handler {
 	}))
 	mux.HandleFunc("GET /{$}", p.home)
 	mux.HandleFunc("GET /signin", p.signIn)
-	mux.HandleFunc("POST /signout", p.withSession(p.signOut))
+	mux.HandleFunc("POST /signout", closing(p.withSession(p.signOut)))
 	mux.HandleFunc("GET /actions", p.withSession(p.actions))
 	mux.HandleFunc("GET /enroll/app", p.withSession(p.appInstalled))
 	mux.HandleFunc("GET /enroll", p.withSession(p.enrollForm))
@@ -295,15 +295,25 @@ func (p *Portal) signIn(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/actions", http.StatusSeeOther)
 }
 
+// closing closes the connection after the response, whatever it is: a
+// sign-out refused (its session gone, a stale form) must not leave the
+// card's handshake serving either.
+func closing(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		h(w, r)
+	}
+}
+
 func (p *Portal) signOut(w http.ResponseWriter, r *http.Request, s Session) {
 	if err := p.b.SignOut(r.Context(), s.Token); err != nil {
 		p.fail(w, err)
 		return
 	}
 	clearCookie(w)
-	// The connection is the card's handshake: close it (HTTP/2: GOAWAY),
-	// so that whoever uses this browser next needs a card of their own.
-	w.Header().Set("Connection", "close")
+	// The connection is the card's handshake: it closes (closing; HTTP/2:
+	// GOAWAY), so that whoever uses this browser next needs a card of
+	// their own.
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 

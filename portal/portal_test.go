@@ -134,6 +134,10 @@ func TestRejections(t *testing.T) {
 			if tc.cookie == "mallory" && !strings.Contains(w.Header().Get("Set-Cookie"), "Max-Age=0") {
 				t.Fatalf("an unknown session's cookie is not cleared: %q", w.Header().Get("Set-Cookie"))
 			}
+			// A sign-out closes the card's connection even when refused.
+			if tc.path == "/signout" && w.Header().Get("Connection") != "close" {
+				t.Fatalf("a refused sign-out keeps the connection: %v", w.Header())
+			}
 		})
 	}
 	if f.enrolls+f.revokes+f.signOuts+f.signIns != 0 {

@@ -66,8 +66,12 @@ func (b portalBackend) session(ctx context.Context, token string) (store.PIVSess
 
 func (b portalBackend) Session(ctx context.Context, token string, card *x509.Certificate) (portal.Session, error) {
 	sess, err := b.s.sessions.LookupPortal(ctx, token, card, true)
-	if errors.Is(err, session.ErrSessionGone) {
+	switch {
+	case errors.Is(err, session.ErrSessionGone):
 		err = errSessionGone
+	case errors.Is(err, session.ErrTerminated):
+		// Ended: the cookie goes too (and the page says why).
+		err = errors.Join(errSessionGone, err)
 	}
 	if err != nil {
 		return portal.Session{}, err
@@ -156,10 +160,10 @@ func (b portalBackend) Explain(err error) (string, string, int) {
 		return "Your card's status cannot be checked right now", "Try again in a few minutes. Nothing was changed.", http.StatusServiceUnavailable
 	case errors.Is(err, piv.ErrPolicy), errors.Is(err, piv.ErrUntrusted), errors.Is(err, piv.ErrKeyUsage), errors.Is(err, piv.ErrKey), errors.Is(err, piv.ErrMalformed):
 		return "This is not a PIV card this portal accepts", "Sign in with your agency PIV card (its PIV Authentication certificate). Derived credentials and other cards cannot be used here.", http.StatusForbidden
-	case errors.Is(err, errSessionGone):
-		return "Your session has ended", "Sign in with your card again.", http.StatusUnauthorized
 	case errors.Is(err, activation.ErrTerminated):
 		return "Your PIV account has been terminated", "You cannot sign in or enroll. If this is a mistake, contact your badge office.", http.StatusForbidden
+	case errors.Is(err, errSessionGone):
+		return "Your session has ended", "Sign in with your card again.", http.StatusUnauthorized
 	case errors.Is(err, activation.ErrCap):
 		return "You have the most derived credentials allowed", "Revoke one you no longer use (My derived credentials), then enroll again.", http.StatusConflict
 	case errors.Is(err, issuance.ErrNoEmail):

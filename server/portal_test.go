@@ -569,6 +569,23 @@ func TestPortalSessionBoundToCard(t *testing.T) {
 			}
 		})
 	}
+	t.Run("the person terminated since", func(t *testing.T) {
+		c := newCard(t, hsmsim.CardSpec{Email: "leaver@example.com"})
+		cert := c.tlsCert()
+		owner := newBrowser(t, &cert)
+		if r := owner.do("GET", "/signin", nil); r.code != http.StatusSeeOther {
+			t.Fatalf("sign-in: %d %s", r.code, r.body)
+		}
+		admin := credgwv1.NewAdminClient(dial(t, keyPair(t, dev.AdminCert, dev.AdminKey)))
+		if _, err := admin.TerminateIdentity(ctx, &credgwv1.TerminateIdentityRequest{Identity: &credgwv1.PIVIdentitySelector{
+			Selector: &credgwv1.PIVIdentitySelector_CardUuid{CardUuid: c.info.UUID}}}); err != nil {
+			t.Fatal(err)
+		}
+		r := owner.do("GET", "/credentials", nil)
+		if r.code != http.StatusForbidden || !strings.Contains(r.body, "terminated") || !strings.Contains(r.hdr.Get("Set-Cookie"), "Max-Age=0") {
+			t.Fatalf("the session of a terminated person: %d (Set-Cookie %q) %s", r.code, r.hdr.Get("Set-Cookie"), r.body)
+		}
+	})
 	t.Run("as a gRPC session token", func(t *testing.T) {
 		_, sc := signIn(t)
 		_, err := credgwv1.NewEnrollmentClient(portalConn(t)).CreateEnrollment(ctx, &credgwv1.CreateEnrollmentRequest{

@@ -489,6 +489,8 @@ func (s *Service) LookupPortal(ctx context.Context, token string, card *x509.Cer
 				return store.PIVSession{}, err
 			}
 			s.cfg.Log.InfoContext(ctx, "portal session of a terminated PIV identity: ended", "person_id", sess.PersonID, "card_uuid", sess.CardUUID)
+			s.cfg.Audit.Record(ctx, store.AuditEvent{Actor: "piv:" + sess.PersonID, Action: "portal-session", Outcome: "refused",
+				PersonID: sess.PersonID, CardUUID: sess.CardUUID, Detail: "session ended: the PIV identity has been terminated"})
 			return store.PIVSession{}, ErrTerminated
 		}
 		why = "another card's client certificate"
