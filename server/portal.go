@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/credgw/credgw/activation"
@@ -240,11 +241,21 @@ func (s *Server) connOpened(ctx context.Context, _ net.Conn) context.Context {
 // the person notices nothing; without it, the session ends (LookupPortal
 // ends a session presented without its card) and no sign-in succeeds.
 // A 307 keeps the method and the form, CSRF token included.
+//
+// A sign-out ends the card's other connections the same way: a browser may
+// hold several (HTTP/1.1 keep-alive), and the next person at the
+// workstation must not sign in on one of them without the card.
 func (s *Server) freshCardProof(h http.Handler) http.Handler {
 	maxAge := s.cfg.Portal.MaxConnectionAge.Duration
+	signOuts := &cardSignOuts{by: map[string]time.Time{}}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		opened, ok := r.Context().Value(connOpenedKey{}).(time.Time)
-		if ok && s.now().Sub(opened) > maxAge {
+		card := ""
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			sum := sha256.Sum256(r.TLS.PeerCertificates[0].Raw)
+			card = hex.EncodeToString(sum[:])
+		}
+		if ok && (s.now().Sub(opened) > maxAge || card != "" && signOuts.after(card, opened)) {
 			w.Header().Set("Connection", "close")
 			w.Header().Set("Cache-Control", "no-store")
 			// To this path on the portal: one leading slash, for a path
@@ -258,5 +269,37 @@ func (s *Server) freshCardProof(h http.Handler) http.Handler {
 			return
 		}
 		h.ServeHTTP(w, r)
+		if card != "" && r.Method == http.MethodPost && r.URL.Path == "/signout" {
+			signOuts.note(card, s.now(), maxAge)
+		}
 	})
+}
+
+// cardSignOuts is when each card last signed out of the portal on this
+// replica (a connection lives on one), kept for max_connection_age: older
+// connections are ended by their age anyway.
+type cardSignOuts struct {
+	mu sync.Mutex
+	by map[string]time.Time
+}
+
+// after reports whether card signed out after a connection opened at t.
+func (c *cardSignOuts) after(card string, t time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	at, ok := c.by[card]
+	return ok && t.Before(at)
+}
+
+func (c *cardSignOuts) note(card string, now time.Time, keep time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.by[card] = now
+	if len(c.by)%256 == 0 {
+		for k, at := range c.by {
+			if now.Sub(at) > keep {
+				delete(c.by, k)
+			}
+		}
+	}
 }

@@ -594,6 +594,57 @@ func TestPortalSessionBoundToCard(t *testing.T) {
 	})
 }
 
+// TestPortalSignOutEndsTheCardsOtherConnections: a browser may hold more
+// than one connection with the card's handshake (HTTP/1.1 keep-alive).
+// Sign-out closed the one that carried it, and the next person at the
+// workstation could sign in on another without the card. A request on a
+// connection of that card opened before its sign-out is sent to a new
+// connection (307, closed), whose handshake needs the card.
+func TestPortalSignOutEndsTheCardsOtherConnections(t *testing.T) {
+	c := newCard(t, hsmsim.CardSpec{Email: "shared-desk@example.com"})
+	cert := c.tlsCert()
+	var pulled atomic.Bool
+	withCard := func(b *browser) *browser {
+		b.c.Transport.(*http.Transport).TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if pulled.Load() {
+				return &tls.Certificate{}, nil
+			}
+			return &cert, nil
+		}
+		return b
+	}
+	first, second := withCard(newBrowser(t, &cert)), withCard(newBrowser(t, &cert)) // two connections, one card
+	if r := first.do("GET", "/signin", nil); r.code != http.StatusSeeOther {
+		t.Fatalf("sign-in: %d %s", r.code, r.body)
+	}
+	if r := second.do("GET", "/", nil); r.code != http.StatusOK { // the second connection is open
+		t.Fatalf("the second connection: %d", r.code)
+	}
+	page := first.do("GET", "/actions", nil)
+	m := regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`).FindStringSubmatch(page.body)
+	if m == nil {
+		t.Fatalf("no CSRF token: %d %s", page.code, page.body)
+	}
+	if r := first.do("POST", "/signout", url.Values{"csrf": {m[1]}}); r.code != http.StatusSeeOther {
+		t.Fatalf("sign-out: %d %s", r.code, r.body)
+	}
+	pulled.Store(true) // the person leaves with the card
+	// (The client drops a Connection: close header; the next request
+	// showing no card proves it came on a new connection.)
+	if r := second.do("GET", "/signin", nil); r.code != http.StatusTemporaryRedirect {
+		t.Fatalf("sign-in on a connection of the card from before its sign-out: %d, want 307", r.code)
+	}
+	if r := second.do("GET", "/signin", nil); r.code != http.StatusUnauthorized {
+		t.Fatalf("sign-in again, on a new connection, without the card: %d, want 401", r.code)
+	}
+	// With the card back, a new connection signs in as ever.
+	pulled.Store(false)
+	second.c.Transport.(*http.Transport).CloseIdleConnections() // the one without the card
+	if r := second.do("GET", "/signin", nil); r.code != http.StatusSeeOther {
+		t.Fatalf("sign-in with the card: %d %s", r.code, r.body)
+	}
+}
+
 // TestPortalSignInRefusalRecorded: a refused portal sign-in is in the audit
 // log, refused, with the reason, the card and the source (issue 14,
 // point 8).
