@@ -3,6 +3,7 @@ package portal
 import (
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
@@ -15,6 +16,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -89,7 +91,16 @@ type Portal struct {
 	log  *slog.Logger
 	tmpl *template.Template
 	csrf []byte // key for CSRF tokens
+	// forms are the enroll forms taken (their "once" value), so that a
+	// reload of the QR page, which answers the POST, makes no second
+	// enrollment. In this replica's memory, for formLife.
+	formsMu sync.Mutex
+	forms   map[string]time.Time
 }
+
+// formLife is how long an enroll form is remembered as taken: longer than
+// a session (20 minutes), within which the form can be posted at all.
+const formLife = 30 * time.Minute
 
 // New builds the portal; csrfKey must be 32 random bytes shared by replicas.
 // TimeLayout is how a page shows a time: with its date and zone, since
@@ -117,7 +128,7 @@ func New(b Backend, log *slog.Logger, csrfKey []byte) (*Portal, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Portal{b: b, log: log, tmpl: t, csrf: csrfKey}, nil
+	return &Portal{b: b, log: log, tmpl: t, csrf: csrfKey, forms: map[string]time.Time{}}, nil
 }
 
 // credentialNote says what a credential set's state means and what to do.
@@ -368,12 +379,69 @@ func (p *Portal) appInstalled(w http.ResponseWriter, r *http.Request, s Session)
 }
 
 func (p *Portal) enrollForm(w http.ResponseWriter, r *http.Request, s Session) {
-	p.render(w, http.StatusOK, "enroll.html", page{Title: "Your derived credential", Session: &s, CSRF: p.csrfToken(s), Data: p.b.CredentialTypes()})
+	once := make([]byte, 16)
+	if _, err := rand.Read(once); err != nil {
+		p.fail(w, err)
+		return
+	}
+	p.render(w, http.StatusOK, "enroll.html", page{Title: "Your derived credential", Session: &s, CSRF: p.csrfToken(s),
+		Data: enrollPage{Types: p.b.CredentialTypes(), Once: hex.EncodeToString(once)}})
+}
+
+// enrollPage is what the enroll form shows.
+type enrollPage struct {
+	Types []string
+	Once  string // this form's one-time value
+}
+
+// takeForm marks an enroll form taken; false if it was already. A form
+// without the value (a client of its own) is not tracked.
+func (p *Portal) takeForm(once string) bool {
+	if once == "" {
+		return true
+	}
+	p.formsMu.Lock()
+	defer p.formsMu.Unlock()
+	now := time.Now()
+	if at, taken := p.forms[once]; taken && now.Sub(at) < formLife {
+		return false
+	}
+	if len(p.forms) >= 4096 {
+		for k, at := range p.forms {
+			if now.Sub(at) >= formLife {
+				delete(p.forms, k)
+			}
+		}
+	}
+	p.forms[once] = now
+	return true
+}
+
+// giveBackForm forgets a form whose enrollment failed: it may be posted
+// again.
+func (p *Portal) giveBackForm(once string) {
+	p.formsMu.Lock()
+	defer p.formsMu.Unlock()
+	delete(p.forms, once)
 }
 
 func (p *Portal) enroll(w http.ResponseWriter, r *http.Request, s Session) {
+	once := r.PostFormValue("once")
+	if len(once) > 64 {
+		once = once[:64]
+	}
+	if !p.takeForm(once) {
+		// A reload of the QR page, or Back and resubmit: the code was
+		// made and shown once; its secret is not kept to show again.
+		p.render(w, http.StatusConflict, "error.html", page{Title: "This enrollment was made already", Session: &s, Error: &errorInfo{
+			Title: "This enrollment was made already",
+			Next:  "Its QR code and password were shown once, on the page this form opened. If you did not scan it, revoke it under My derived credentials and enroll again.",
+		}})
+		return
+	}
 	en, err := p.b.Enroll(r.Context(), s.Token, r.PostFormValue("name"), r.PostFormValue("type"))
 	if err != nil {
+		p.giveBackForm(once)
 		p.fail(w, err)
 		return
 	}

@@ -305,3 +305,39 @@ func TestSignInNotPrefetched(t *testing.T) {
 		}
 	}
 }
+
+// TestEnrollFormMadeOnce: the QR page answers POST /enroll itself, so a
+// reload (or Back and "resubmit") posted the same form again and made
+// another enrollment each time, up to the person's cap. A form is taken
+// once; its repeat says where the first one went.
+func TestEnrollFormMadeOnce(t *testing.T) {
+	p, f := newTestPortal(t)
+	h := p.Handler()
+	get := httptest.NewRequest("GET", "/enroll", nil)
+	get.AddCookie(&http.Cookie{Name: CookieName, Value: "alice"})
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, get)
+	form := url.Values{"name": {"Phone"}}
+	for _, field := range []string{"csrf", "once"} {
+		m := regexp.MustCompile(`name="` + field + `" value="([0-9a-f]+)"`).FindStringSubmatch(w.Body.String())
+		if m == nil {
+			t.Fatalf("the enroll form has no %s field:\n%s", field, w.Body)
+		}
+		form.Set(field, m[1])
+	}
+	post := func() *httptest.ResponseRecorder {
+		r := httptest.NewRequest("POST", "/enroll", strings.NewReader(form.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		r.AddCookie(&http.Cookie{Name: CookieName, Value: "alice"})
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	if w := post(); w.Code != http.StatusOK || f.enrolls != 1 {
+		t.Fatalf("the form: %d, %d enrollments", w.Code, f.enrolls)
+	}
+	w = post()
+	if w.Code != http.StatusConflict || f.enrolls != 1 || !strings.Contains(w.Body.String(), "My derived credentials") {
+		t.Fatalf("the same form again: %d, %d enrollments\n%s", w.Code, f.enrolls, w.Body)
+	}
+}
