@@ -863,7 +863,7 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 				}
 				// The current key's certificate has the profile in full;
 				// an earlier one was made under the rules of its day.
-				check := checkProfile
+				check := checkEarlier
 				if i == 0 {
 					check = checkIssued
 				}
@@ -1070,6 +1070,9 @@ var profileEKUs = map[credgwv1.Profile]struct {
 // …3.13), none of the extended key usages its profile forbids, and
 // exactly one card-holder UUID (urn:uuid:). "" if it holds.
 func profileRest(p credgwv1.Profile, c *x509.Certificate) string {
+	if why := forbiddenEKU(p, c); why != "" {
+		return why
+	}
 	allowed := []x509.OID{policyCommon}
 	if p == credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH {
 		allowed = []x509.OID{policyDerivedPIVAuth, policyDerivedPIVAuthHW}
@@ -1082,6 +1085,22 @@ func profileRest(p credgwv1.Profile, c *x509.Certificate) string {
 			return "it asserts certificate policy " + pol.String() + ", not one of its profile's"
 		}
 	}
+	uuids := 0
+	for _, u := range c.URIs {
+		if u.Scheme == "urn" && strings.HasPrefix(strings.ToLower(u.Opaque), "uuid:") {
+			uuids++
+		}
+	}
+	if uuids != 1 {
+		return fmt.Sprintf("%d urn:uuid: names, the profile has exactly one", uuids)
+	}
+	return ""
+}
+
+// forbiddenEKU says which extended key usage of c its profile forbids
+// ("" for none): what every credgw release has forbidden, so earlier
+// escrowed keys are held to it too.
+func forbiddenEKU(p credgwv1.Profile, c *x509.Certificate) string {
 	rule := profileEKUs[p]
 	for _, e := range rule.forbidden {
 		if slices.Contains(c.ExtKeyUsage, e) {
@@ -1093,16 +1112,20 @@ func profileRest(p credgwv1.Profile, c *x509.Certificate) string {
 			return fmt.Sprintf("its profile forbids extended key usage %v", o)
 		}
 	}
-	uuids := 0
-	for _, u := range c.URIs {
-		if u.Scheme == "urn" && strings.HasPrefix(strings.ToLower(u.Opaque), "uuid:") {
-			uuids++
-		}
-	}
-	if uuids != 1 {
-		return fmt.Sprintf("%d urn:uuid: names, the profile has exactly one", uuids)
-	}
 	return ""
+}
+
+// checkEarlier is the check of an earlier escrowed key's certificate:
+// checkProfile and no forbidden extended key usage (its policies and
+// names were made under the rules of its day).
+func checkEarlier(p credgwv1.Profile, c *x509.Certificate) error {
+	if err := checkProfile(p, c); err != nil {
+		return err
+	}
+	if why := forbiddenEKU(p, c); why != "" {
+		return fmt.Errorf("agent: the %v certificate is not of that profile: %s", p, why)
+	}
+	return nil
 }
 
 // issuedByKeyOf reports whether c was signed by ca's key under ca's name:

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -184,6 +185,18 @@ func TestInstallRefusesWhatItCannotTrust(t *testing.T) {
 			}
 			g.history[0].Certificate, _ = x509.ParseCertificate(der)
 		}, ""},
+		// ...but never for a purpose no release allowed.
+		{"an earlier key whose certificate is for any purpose", func(g *testGateway, o *Options) {
+			history(g, 1)
+			h := g.history[0].Certificate
+			tmpl := *h
+			tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageAny, x509.ExtKeyUsageServerAuth)
+			der, err := x509.CreateCertificate(rand.Reader, &tmpl, g.ca, h.PublicKey, g.caKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g.history[0].Certificate, _ = x509.ParseCertificate(der)
+		}, "an earlier escrowed key"},
 		{"a key history of 20 earlier keys", func(g *testGateway, o *Options) { history(g, 20) }, ""},
 		{"a key history of 21 earlier keys", func(g *testGateway, o *Options) { history(g, 21) }, "at most 21"},
 	}
@@ -356,5 +369,35 @@ func TestInstalledChainIsTheVerifiedPath(t *testing.T) {
 	}
 	if len(chain) != 1 || !chain[len(chain)-1].Equal(g.ca) {
 		t.Fatalf("auth.p12's chain ends at %q, want the trust anchor", chain[len(chain)-1].Subject)
+	}
+}
+
+// TestEveryForbiddenEKURefused: each extended key usage a profile forbids
+// (the gateway's rules, issuance/profile.go) refuses the install of a
+// certificate of that profile.
+func TestEveryForbiddenEKURefused(t *testing.T) {
+	ctx := context.Background()
+	for p, rule := range profileEKUs {
+		var cases []func(c *x509.Certificate)
+		for _, e := range rule.forbidden {
+			cases = append(cases, func(c *x509.Certificate) { c.ExtKeyUsage = append(c.ExtKeyUsage, e) })
+		}
+		for _, o := range rule.unknown {
+			cases = append(cases, func(c *x509.Certificate) { c.UnknownExtKeyUsage = append(c.UnknownExtKeyUsage, o) })
+		}
+		for i, mutate := range cases {
+			t.Run(fmt.Sprintf("%v/%d", p, i), func(t *testing.T) {
+				g := newTestGateway(t)
+				g.mutate = func(q credgwv1.Profile, c *x509.Certificate) {
+					if q == p {
+						mutate(c)
+					}
+				}
+				_, err := installStaged(ctx, t.TempDir(), ".redeem-", g.options(), g.open, g.confirm)
+				if err == nil || !strings.Contains(err.Error(), "forbids extended key usage") || g.confirmed != 0 {
+					t.Fatalf("err %v, confirmed %d", err, g.confirmed)
+				}
+			})
+		}
 	}
 }

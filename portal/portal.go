@@ -95,7 +95,14 @@ type Portal struct {
 	// reload of the QR page, which answers the POST, makes no second
 	// enrollment. In this replica's memory, for formLife.
 	formsMu sync.Mutex
-	forms   map[string]time.Time
+	forms   map[string]*form
+}
+
+// form is an enroll form being made (done open) or made.
+type form struct {
+	at   time.Time
+	made bool
+	done chan struct{}
 }
 
 // formLife is how long an enroll form is remembered as taken: longer than
@@ -128,7 +135,7 @@ func New(b Backend, log *slog.Logger, csrfKey []byte) (*Portal, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Portal{b: b, log: log, tmpl: t, csrf: csrfKey, forms: map[string]time.Time{}}, nil
+	return &Portal{b: b, log: log, tmpl: t, csrf: csrfKey, forms: map[string]*form{}}, nil
 }
 
 // credentialNote says what a credential set's state means and what to do.
@@ -394,35 +401,61 @@ type enrollPage struct {
 	Once  string // this form's one-time value
 }
 
-// takeForm marks an enroll form taken; false if it was already. A form
-// without the value (a client of its own) is not tracked.
-func (p *Portal) takeForm(once string) bool {
+// takeForm takes an enroll form for this request: false if it was taken
+// already and its enrollment was made. A repeat while the first is still
+// under way (a double click) waits for it, and takes the form if that
+// one failed. A form without the value (a client of its own) is not
+// tracked.
+func (p *Portal) takeForm(ctx context.Context, once string) (bool, error) {
 	if once == "" {
-		return true
+		return true, nil
 	}
-	p.formsMu.Lock()
-	defer p.formsMu.Unlock()
-	now := time.Now()
-	if at, taken := p.forms[once]; taken && now.Sub(at) < formLife {
-		return false
-	}
-	if len(p.forms) >= 4096 {
-		for k, at := range p.forms {
-			if now.Sub(at) >= formLife {
-				delete(p.forms, k)
+	for {
+		p.formsMu.Lock()
+		now := time.Now()
+		f, seen := p.forms[once]
+		if !seen || (f.made && now.Sub(f.at) >= formLife) {
+			if len(p.forms) >= 4096 {
+				for k, old := range p.forms {
+					if old.made && now.Sub(old.at) >= formLife {
+						delete(p.forms, k)
+					}
+				}
 			}
+			p.forms[once] = &form{at: now, done: make(chan struct{})}
+			p.formsMu.Unlock()
+			return true, nil
+		}
+		p.formsMu.Unlock()
+		if f.made {
+			return false, nil
+		}
+		select {
+		case <-f.done: // the first one ended: look again
+		case <-ctx.Done():
+			return false, ctx.Err()
 		}
 	}
-	p.forms[once] = now
-	return true
 }
 
-// giveBackForm forgets a form whose enrollment failed: it may be posted
-// again.
-func (p *Portal) giveBackForm(once string) {
+// endForm records the outcome of a taken form: made, or given back (it
+// may be posted again).
+func (p *Portal) endForm(once string, made bool) {
+	if once == "" {
+		return
+	}
 	p.formsMu.Lock()
 	defer p.formsMu.Unlock()
-	delete(p.forms, once)
+	f := p.forms[once]
+	if f == nil {
+		return
+	}
+	if made {
+		f.made, f.at = true, time.Now()
+	} else {
+		delete(p.forms, once)
+	}
+	close(f.done)
 }
 
 func (p *Portal) enroll(w http.ResponseWriter, r *http.Request, s Session) {
@@ -430,18 +463,24 @@ func (p *Portal) enroll(w http.ResponseWriter, r *http.Request, s Session) {
 	if len(once) > 64 {
 		once = once[:64]
 	}
-	if !p.takeForm(once) {
+	fresh, err := p.takeForm(r.Context(), once)
+	if err != nil {
+		return // the browser went away while the first submission ran
+	}
+	if !fresh {
 		// A reload of the QR page, or Back and resubmit: the code was
 		// made and shown once; its secret is not kept to show again.
-		p.render(w, http.StatusConflict, "error.html", page{Title: "This enrollment was made already", Session: &s, Error: &errorInfo{
+		p.render(w, http.StatusConflict, "error.html", page{Title: "This enrollment was made already", Session: &s, CSRF: p.csrfToken(s), Error: &errorInfo{
 			Title: "This enrollment was made already",
 			Next:  "Its QR code and password were shown once, on the page this form opened. If you did not scan it, revoke it under My derived credentials and enroll again.",
 		}})
 		return
 	}
-	en, err := p.b.Enroll(r.Context(), s.Token, r.PostFormValue("name"), r.PostFormValue("type"))
+	// Made whatever the browser does meanwhile (a double click aborts the
+	// first request): the repeat finds it made, not half done.
+	en, err := p.b.Enroll(context.WithoutCancel(r.Context()), s.Token, r.PostFormValue("name"), r.PostFormValue("type"))
+	p.endForm(once, err == nil)
 	if err != nil {
-		p.giveBackForm(once)
 		p.fail(w, err)
 		return
 	}

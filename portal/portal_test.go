@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -19,6 +20,8 @@ var errGone = ErrSessionGone
 type fakeBackend struct {
 	enrolls, revokes, signOuts int
 	signIns                    int
+	// enrollGate, if set, is waited on by Enroll, and its error returned.
+	enrollGate chan error
 }
 
 func (f *fakeBackend) SignIn(ctx context.Context, leaf *x509.Certificate, chain []*x509.Certificate, source string) (Session, error) {
@@ -39,6 +42,11 @@ func (f *fakeBackend) Session(ctx context.Context, token string, _ *x509.Certifi
 func (f *fakeBackend) SignOut(ctx context.Context, token string) error { f.signOuts++; return nil }
 
 func (f *fakeBackend) Enroll(ctx context.Context, token, name, ctype string) (Enrollment, error) {
+	if f.enrollGate != nil {
+		if err := <-f.enrollGate; err != nil {
+			return Enrollment{}, err
+		}
+	}
 	f.enrolls++
 	return Enrollment{ActivationID: "a", QRPNG: []byte{1}, Password: "12345678", ExpiresAt: time.Now().Add(10 * time.Minute)}, nil
 }
@@ -339,5 +347,27 @@ func TestEnrollFormMadeOnce(t *testing.T) {
 	w = post()
 	if w.Code != http.StatusConflict || f.enrolls != 1 || !strings.Contains(w.Body.String(), "My derived credentials") {
 		t.Fatalf("the same form again: %d, %d enrollments\n%s", w.Code, f.enrolls, w.Body)
+	}
+	// Its page can sign out: the layout's form has the CSRF token.
+	if !strings.Contains(w.Body.String(), `name="csrf" value="`+form.Get("csrf")+`"`) {
+		t.Fatalf("the 409 page's sign-out form has no CSRF token:\n%s", w.Body)
+	}
+
+	// A double click: the repeat waits for the first submission; the
+	// first failing, the repeat makes the enrollment.
+	form.Set("once", strings.Repeat("ab", 16))
+	f.enrollGate = make(chan error)
+	first := make(chan *httptest.ResponseRecorder)
+	go func() { first <- post() }()
+	second := make(chan *httptest.ResponseRecorder)
+	go func() { second <- post() }()
+	f.enrollGate <- errors.New("the database went away") // one of them reaches Enroll first, and fails
+	f.enrollGate <- nil                                  // the other one, then
+	a, b := <-first, <-second
+	if f.enrolls != 2 || (a.Code == http.StatusOK) == (b.Code == http.StatusOK) {
+		t.Fatalf("a double click whose first submission failed: %d and %d, %d enrollments in all", a.Code, b.Code, f.enrolls)
+	}
+	if a.Code == http.StatusConflict || b.Code == http.StatusConflict {
+		t.Fatalf("a repeat told 'made already' of a submission that failed: %d and %d", a.Code, b.Code)
 	}
 }
