@@ -338,8 +338,9 @@ func noTokenHint(m *Module) string {
 	if os.Getenv("SOFTHSM2_CONF") == "" {
 		where = "SOFTHSM2_CONF is not set, so SoftHSM read /etc/softhsm/softhsm2.conf"
 	}
-	return "credgw makes keys in a token, not the token: create it with softhsm2-util --init-token --free --label LABEL, " +
-		"run with the SOFTHSM2_CONF that credgw sees (" + where + "), or fix the label"
+	return "a card made by credgw hsm-sim (or dev init) is a token in its own SoftHSM directory: export the SOFTHSM2_CONF it printed; " +
+		"the CA's token credgw does not make (it makes keys in it): create it with softhsm2-util --init-token --free --label LABEL; " +
+		"either way SoftHSM read the SOFTHSM2_CONF that credgw sees (" + where + ")"
 }
 
 var errStaleGeneration = errors.New("pkcs11: module re-initialised")

@@ -11,7 +11,7 @@ import (
 func TestNoTokenSaysHowToMakeOne(t *testing.T) {
 	t.Setenv("SOFTHSM2_CONF", "/srv/credgw/softhsm2.conf")
 	soft := errNoToken(&Module{path: "/usr/lib/softhsm/libsofthsm2.so"}, `token "credgw-ca"`, nil).Error()
-	for _, want := range []string{"softhsm2-util --init-token", "credgw-ca", "SOFTHSM2_CONF=/srv/credgw/softhsm2.conf"} {
+	for _, want := range []string{"softhsm2-util --init-token", "credgw-ca", "SOFTHSM2_CONF=/srv/credgw/softhsm2.conf", "hsm-sim"} {
 		if !strings.Contains(soft, want) {
 			t.Errorf("SoftHSM: %q does not say %q", soft, want)
 		}

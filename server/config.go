@@ -713,6 +713,7 @@ func (c *Config) validateGeneral(bad func(string, ...any)) {
 // that config check refuses what serve would: host:port (the host may
 // be empty), the port a number from 0 to 65535 (0: any free port).
 func (c *Config) validateListen(bad func(string, ...any)) {
+	var bound []struct{ name, host, port string }
 	for _, l := range []struct{ name, addr string }{
 		{"listen.grpc", c.Listen.GRPC},
 		{"listen.http", c.Listen.HTTP},
@@ -723,18 +724,30 @@ func (c *Config) validateListen(bad func(string, ...any)) {
 		if l.addr == "" && l.name != "listen.grpc" {
 			continue // off
 		}
-		_, port, err := net.SplitHostPort(l.addr)
+		host, port, err := net.SplitHostPort(l.addr)
 		if err == nil {
 			_, err = strconv.ParseUint(port, 10, 16)
 		}
 		if err != nil {
 			bad("%s %q: want host:port with a port from 0 to 65535, e.g. 127.0.0.1:8443", l.name, l.addr)
+			continue
 		}
+		// Two listeners on one address: serve would fail with "address
+		// already in use", as if another program had the port.
+		for _, o := range bound {
+			if port != "0" && port == o.port && (host == o.host || anyHost(host) || anyHost(o.host)) {
+				bad("%s %q: %s listens there already: give each listener its own address or port", l.name, l.addr, o.name)
+			}
+		}
+		bound = append(bound, struct{ name, host, port string }{l.name, host, port})
 	}
 	if d := c.Portal.MaxConnectionAge.Duration; d < time.Second || d > time.Hour {
 		bad("portal.max_connection_age %s: between 1s and 1h", d)
 	}
 }
+
+// anyHost reports whether a listen host is every address of the machine.
+func anyHost(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
 
 // validateTLS checks tls and roles.
 func (c *Config) validateTLS(bad func(string, ...any)) {

@@ -85,6 +85,10 @@ func TestConfigListenAddresses(t *testing.T) {
 		{"webhook listen port past 65535", base + "termination_webhook: {secret_file: k, listen: ':65536'}\n", "termination_webhook.listen", ":65536"},
 		{"portal port -1", base + "portal: {listen: '127.0.0.1:-1'}\n", "portal.listen", "127.0.0.1:-1"},
 		{"portal empty port", base + "portal: {listen: '127.0.0.1:'}\n", "portal.listen", "127.0.0.1:"},
+		// Two listeners on one address: serve's "address already in use"
+		// read as if another program had the port.
+		{"portal on the gRPC address", base + "listen: {grpc: '127.0.0.1:8443'}\nportal: {listen: '127.0.0.1:8443'}\n", "portal.listen", "127.0.0.1:8443"},
+		{"management on every address of the HTTP port", base + "listen: {http: '127.0.0.1:8080', management: ':8080'}\n", "listen.management", ":8080"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -101,6 +105,7 @@ func TestConfigListenAddresses(t *testing.T) {
 		{"port 0 everywhere", base + "listen: {grpc: '127.0.0.1:0', http: '127.0.0.1:0', management: '127.0.0.1:0'}\nportal: {listen: '127.0.0.1:0'}\ntermination_webhook: {secret_file: k, listen: '127.0.0.1:0'}\n"},
 		{"no host, top port", base + "listen: {grpc: ':65535', management: '[::1]:9090'}\n"},
 		{"host names", base + "listen: {grpc: 'localhost:8443', http: 'pki.example.gov:80'}\n"},
+		{"one port on two addresses", base + "listen: {grpc: '127.0.0.1:8443'}\nportal: {listen: '127.0.0.2:8443'}\n"},
 	} {
 		t.Run(ok.name, func(t *testing.T) {
 			if _, err := server.ParseConfig([]byte(ok.yaml), t.TempDir()); err != nil {

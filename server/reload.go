@@ -332,6 +332,12 @@ func presentsAnchor(cert *tls.Certificate, anchor *x509.Certificate, host string
 	if !found {
 		return fmt.Errorf("tls.cert_file does not carry enrollment.tls_anchor_file (%s): devices pin that certificate from the QR code and refuse a gateway whose handshake does not present it; append it to tls.cert_file (PEM, after the server certificate and any intermediates)", anchor.Subject)
 	}
+	if host != "" {
+		if err := leaf.VerifyHostname(host); err != nil {
+			return fmt.Errorf("tls.cert_file's certificate (%s) does not name %q, the host of enrollment.gateway_address that devices dial (it names DNS %q, IP %q): add a subjectAltName for it, or set gateway_address to one of those",
+				leaf.Subject, host, leaf.DNSNames, leaf.IPAddresses)
+		}
+	}
 	roots := x509.NewCertPool()
 	roots.AddCert(anchor)
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: host,

@@ -66,13 +66,50 @@ a pkcs11: URI with pin-value= is refused on the command line.`,
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetFlagErrorFunc(flagError)
+	defer strictGroups(root)
 	root.AddCommand(newVersionCmd(), newConfigCmd(), newManCmd(), newServeCmd(), newMigrateCmd(), newDemoCmd(), newDevCmd(), newCACmd(), newPIVCmd(), newEnrollCmd(), newRedeemCmd(), newBenchCmd(), newHSMSimCmd(), newCardCmd(), newAuditCmd(), newAdminCmd(), newRenewCmd(), newBackupCmd())
 	return root
 }
 
+// strictGroups makes every command that only groups others (ca, config,
+// audit…) refuse an argument that is none of them: cobra prints the
+// group's help and exits 0, so a typo in a script ("audit verfy") passed.
+func strictGroups(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		if sub.HasSubCommands() && !sub.Runnable() {
+			sub.Args = cobra.ArbitraryArgs
+			sub.RunE = func(cmd *cobra.Command, args []string) error {
+				if len(args) == 0 {
+					return cmd.Help()
+				}
+				return unknownCommand(cmd, args[0])
+			}
+		}
+		strictGroups(sub)
+	}
+}
+
+// unknownCommand is the error for a word that is none of cmd's commands.
+func unknownCommand(cmd *cobra.Command, word string) error {
+	msg := fmt.Sprintf("unknown command %q for %q", word, cmd.CommandPath())
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2 // cobra's own default, set only for the root
+	}
+	if s := cmd.SuggestionsFor(word); len(s) > 0 {
+		msg += "; did you mean " + strings.Join(s, " or ") + "?"
+	}
+	return fmt.Errorf("%s (run '%s --help' for its commands)", msg, cmd.CommandPath())
+}
+
 // flagError says, for a flag the command does not have, the closest one
-// it has and where its flags are listed.
+// it has and where its flags are listed. On a group given a word that is
+// none of its commands, the word is the mistake, not the flag after it.
 func flagError(cmd *cobra.Command, err error) error {
+	if cmd.HasSubCommands() {
+		if words := cmd.Flags().Args(); len(words) > 0 {
+			return unknownCommand(cmd, words[0])
+		}
+	}
 	name, ok := strings.CutPrefix(err.Error(), "unknown flag: --")
 	if !ok {
 		return fmt.Errorf("%w (run '%s --help' for its flags)", err, cmd.CommandPath())

@@ -46,6 +46,9 @@ func TestNewcomerMistakesNameTheFlag(t *testing.T) {
 			[]string{"no QR code found"}, []string{"Exception", "startSize"}},
 		{"a misspelt flag", []string{"serve", "--conf", "x.yaml"},
 			[]string{"unknown flag: --conf", "--config", "credgw serve --help"}, nil},
+		// A typo in a script must fail it, not print help and exit 0.
+		{"a misspelt subcommand", []string{"audit", "verfy"}, []string{`unknown command "verfy" for "credgw audit"`, "verify"}, nil},
+		{"a misspelt subcommand with a flag", []string{"config", "chek", "--config", "x.yaml"}, []string{`unknown command "chek" for "credgw config"`, "check"}, []string{"unknown flag"}},
 		{"a password file that is not there", []string{"redeem", "--qr-payload-file", payload, "--out", filepath.Join(dir, "o"), "--trust-gateway-ca",
 			"--password-file", filepath.Join(dir, "absent")}, []string{"--password-file"}, nil},
 	}
