@@ -150,7 +150,8 @@ func credentialNote(c Credential) string {
 	case "pending":
 		return "Waiting for your device: scan the code and type the password before the code expires."
 	case "redeeming":
-		return "Your device is downloading. Keep the app open until it says the credentials are installed."
+		return "Your device is downloading. Keep the app open until it says the credentials are installed. " +
+			"If the app stopped with an error instead, nothing was installed: revoke this one and enroll again."
 	case "active":
 		return "In use on this device."
 	case "revoked":

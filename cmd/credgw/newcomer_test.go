@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"image"
 	"image/png"
 	"os"
@@ -84,5 +85,18 @@ func TestNoTerminalNamesTheFlag(t *testing.T) {
 	_, err := secretInput("--password-file", "", "Password shown under the QR code: ")
 	if err == nil || !strings.Contains(err.Error(), "--password-file") {
 		t.Fatalf("%v", err)
+	}
+}
+
+// TestWrongCAFileNamed: a gateway certificate that --ca-file does not
+// trust read as "gateway unavailable: ... unknown authority".
+func TestWrongCAFileNamed(t *testing.T) {
+	err := caFileError("tls/other-ca.crt", errors.New(`gateway unavailable: connection error: desc = "transport: authentication handshake failed: tls: failed to verify certificate: x509: certificate signed by unknown authority"`))
+	if err == nil || !strings.Contains(err.Error(), "--ca-file tls/other-ca.crt does not trust") {
+		t.Fatalf("%v", err)
+	}
+	other := errors.New("gateway unavailable: connection refused")
+	if caFileError("x", other) != other {
+		t.Fatal("an unreachable gateway blamed on --ca-file")
 	}
 }

@@ -64,7 +64,7 @@ func signIn(ctx context.Context, gateway, caFile, cardURI, pinFile, module strin
 	s, err = pivclient.SignIn(ctx, pivclient.Options{Gateway: gateway, Roots: roots, Card: card})
 	if err != nil {
 		card.Close()
-		return nil, nil, cardTLSError(rpcErr(err))
+		return nil, nil, caFileError(caFile, cardTLSError(rpcErr(err)))
 	}
 	return s, func() { s.Close(); card.Close() }, nil
 }
@@ -121,6 +121,17 @@ func cardTLSError(err error) error {
 	case strings.Contains(msg, "remote error: tls: "):
 		alert := msg[strings.Index(msg, "remote error: tls: ")+len("remote error: tls: "):]
 		return fmt.Errorf("the gateway refused the card's TLS handshake: %s", strings.TrimRight(alert, `"`))
+	}
+	return err
+}
+
+// caFileError says that --ca-file is the one to fix when the gateway's TLS
+// certificate does not verify against it (gRPC reports it as an
+// unavailable gateway).
+func caFileError(caFile string, err error) error {
+	if err != nil && (strings.Contains(err.Error(), "x509: certificate signed by unknown authority") ||
+		strings.Contains(err.Error(), "x509: certificate is not valid for any names") || strings.Contains(err.Error(), "x509: certificate is valid for")) {
+		return fmt.Errorf("--ca-file %s does not trust the gateway's TLS certificate (give the CA that issued it, e.g. the gateway directory's tls/ca.crt): %w", caFile, err)
 	}
 	return err
 }
