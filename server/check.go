@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/credgw/credgw/activation/notify"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -97,7 +98,13 @@ func (c *Config) checkFiles() []error {
 	certs("piv.trust_anchor_files", c.PIV.TrustAnchorFiles...)
 	certs("piv.intermediate_files", c.PIV.IntermediateFiles...)
 	if c.CA.CertificateFile != "" {
-		certs("ca.certificate_file", c.CA.CertificateFile)
+		if _, err := os.Stat(c.Path(c.CA.CertificateFile)); errors.Is(err, fs.ErrNotExist) {
+			// Between 'ca init --csr-out' and 'ca import', or before
+			// either: say which comes next.
+			errs = append(errs, fmt.Errorf("ca.certificate_file: %w: make the issuing CA first: credgw ca init (development), or ca init --csr-out and, once the agency's root signed the CSR, credgw ca import (docs/key-ceremony.md)", err))
+		} else {
+			certs("ca.certificate_file", c.CA.CertificateFile)
+		}
 		certs("ca.chain_files", c.CA.ChainFiles...)
 		certs("enrollment.tls_anchor_file", c.Enroll.TLSAnchorFile)
 		if c.CA.RootCRLFile != "" {

@@ -72,3 +72,20 @@ func TestPortalSaysWhichLimit(t *testing.T) {
 		t.Fatalf("%d %q %q", code, title, detail)
 	}
 }
+
+// TestConfigCheckSaysWhatMakesTheCA: after 'ca init --csr-out', config
+// check said only that ca.certificate_file does not exist.
+func TestConfigCheckSaysWhatMakesTheCA(t *testing.T) {
+	dir := t.TempDir()
+	c, err := decodeConfig([]byte("tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nca: {certificate_file: issuing.crt}\n"), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []string
+	for _, err := range c.checkFiles() {
+		all = append(all, err.Error())
+	}
+	if got := strings.Join(all, "\n"); !strings.Contains(got, "ca.certificate_file") || !strings.Contains(got, "credgw ca import") {
+		t.Fatalf("config check says:\n%s", got)
+	}
+}
