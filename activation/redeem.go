@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -168,6 +169,43 @@ type RedeemRequest struct {
 	// AttestationContext is the challenge's context ("": the activation
 	// id; a renewal's: code.RekeyAttestationContext).
 	AttestationContext string
+	// TrustAnchors are the device's roots (none: not checked). The
+	// issuing CA must chain to one of them through the chain the package
+	// carries, or nothing is issued.
+	TrustAnchors []*x509.Certificate
+}
+
+// chainsToDevice refuses, before anything is issued or counted, a device
+// whose trust anchors the credentials would not chain to: it would refuse
+// the package after the issuance, and the code would be spent.
+func (s *Service) chainsToDevice(anchors []*x509.Certificate) error {
+	if len(anchors) == 0 {
+		return nil
+	}
+	chain := s.cfg.Issuer.Chain()
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	for _, a := range anchors {
+		roots.AddCert(a)
+	}
+	for _, c := range chain {
+		inter.AddCert(c) // what the package carries, as the device uses it
+	}
+	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: s.cfg.Now(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return notNow("the device trusts none of the roots this gateway's credentials chain to (its issuing CA %q chains to %q; the device's anchors: %s): "+
+			"nothing was issued and the code is still good: give the device the root of the agency's PKI as its trust anchor, then redeem again",
+			chain[0].Subject.String(), chain[len(chain)-1].Subject.String(), anchorNames(anchors))
+	}
+	return nil
+}
+
+// anchorNames lists the subjects of anchors, for a message.
+func anchorNames(anchors []*x509.Certificate) string {
+	var names []string
+	for _, a := range anchors {
+		names = append(names, fmt.Sprintf("%q", a.Subject.String()))
+	}
+	return strings.Join(names, ", ")
 }
 
 // Delivery is a credential package ready to stream.
@@ -340,6 +378,9 @@ func (s *Service) refused(ctx context.Context, id string, err error) error {
 func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progress) (*Delivery, error) {
 	if progress == nil {
 		progress = func(credgwv1.Stage, int, int, string) {}
+	}
+	if err := s.chainsToDevice(req.TrustAnchors); err != nil {
+		return nil, err // before the password: no attempt counted
 	}
 	a, bound, password, err := s.check(ctx, req.ActivationID, req.Secret, req.Password)
 	if err != nil {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -39,18 +40,45 @@ func (r *redemptionService) Redeem(req *credgwv1.RedeemRequest, stream grpc.Serv
 	if err := checkDevice(req.GetDevice()); err != nil {
 		return err
 	}
+	anchors, err := deviceAnchors(req.GetTrustAnchors())
+	if err != nil {
+		return err
+	}
 	var device []byte
 	if req.GetDevice() != nil {
 		device, _ = protojson.Marshal(req.GetDevice())
 	}
 	d, err := r.s.activation.Redeem(stream.Context(), activation.RedeemRequest{
 		ActivationID: req.GetActivationId(), Secret: req.GetSecret(), Password: req.GetPassword(),
-		Device: string(device), CSRs: csrs, Attestations: atts,
+		Device: string(device), CSRs: csrs, Attestations: atts, TrustAnchors: anchors,
 	}, progressTo(stream))
 	if err != nil {
 		return err
 	}
 	return sendDelivery(d, req.GetResumeOffset(), stream.Send)
+}
+
+// maxDeviceAnchors bounds the trust anchors a device sends (each one
+// certificate, at most 16 KiB).
+const maxDeviceAnchors = 8
+
+// deviceAnchors parses RedeemRequest.trust_anchors.
+func deviceAnchors(ders [][]byte) ([]*x509.Certificate, error) {
+	if len(ders) > maxDeviceAnchors {
+		return nil, status.Errorf(codes.InvalidArgument, "trust_anchors: %d certificates, at most %d", len(ders), maxDeviceAnchors)
+	}
+	var out []*x509.Certificate
+	for i, der := range ders {
+		if len(der) > 16<<10 {
+			return nil, status.Errorf(codes.InvalidArgument, "trust_anchors[%d]: %d bytes, at most 16 KiB", i, len(der))
+		}
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "trust_anchors[%d]: not a DER certificate: %v", i, err)
+		}
+		out = append(out, c)
+	}
+	return out, nil
 }
 
 // progressTo reports the stages of a redemption on its stream.

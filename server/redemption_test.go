@@ -346,27 +346,42 @@ func TestAgentRedeems(t *testing.T) {
 	}
 }
 
-// TestAgentWrongAnchorSaysWhatNow: a device given the wrong trust anchor
-// refuses the download after the gateway issued it, and its keys are gone
-// with it, so the code cannot be used again. A newcomer was told only
-// that the CA did not chain to the anchor, ran it again with the right
-// one and was told that "a resume must come from the same device".
-func TestAgentWrongAnchorSaysWhatNow(t *testing.T) {
+// TestAgentWrongAnchorSpendsNothing: a device given the wrong trust
+// anchor refused the download after the gateway had issued it, and its
+// keys were gone with it, so the code could not be used again. The device
+// now sends its anchors and the gateway refuses before anything is issued
+// (no certificate, no attempt counted): with the right anchor the same
+// code then redeems.
+func TestAgentWrongAnchorSpendsNothing(t *testing.T) {
+	ctx := context.Background()
 	e := enrollCard(t)
 	foreign, err := server.ReadCertificateFiles([]string{dev.CAFile}) // the TLS CA: not the issuing CA's root
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = agent.Redeem(context.Background(), agent.Options{Payload: e.payload, Password: e.resp.GetPassword(),
+	_, err = agent.Redeem(ctx, agent.Options{Payload: e.payload, Password: e.resp.GetPassword(),
 		OutDir: t.TempDir(), KeystorePIN: "correct horse", TrustAnchors: foreign})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "nothing was issued") {
+		t.Fatalf("redeem under a foreign anchor: %v, want FailedPrecondition saying nothing was issued", err)
+	}
+	if recs, err := gwStore.CertificatesOfSet(ctx, e.resp.GetCredentialSetId()); err != nil || len(recs) != 0 {
+		t.Fatalf("%d certificates issued (%v) for a device that trusts another root", len(recs), err)
+	}
+	right, err := server.ReadCertificateFiles([]string{cfg.Path(cfg.CA.ChainFiles[len(cfg.CA.ChainFiles)-1])})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agent.Redeem(ctx, agent.Options{Payload: e.payload, Password: e.resp.GetPassword(),
+		OutDir: t.TempDir(), KeystorePIN: "correct horse", TrustAnchors: right}); err != nil {
+		t.Fatalf("the same code with the right anchor: %v", err)
+	}
+	// Anchors that are not certificates are a bad request.
+	stream, err := credgwv1.NewRedemptionClient(dial(t)).Redeem(ctx, &credgwv1.RedeemRequest{ActivationId: "x", Secret: []byte{1},
+		TrustAnchors: [][]byte{[]byte("not a certificate")}})
 	if err == nil {
-		t.Fatal("installed under a foreign anchor")
+		_, err = stream.Recv()
 	}
-	for _, want := range []string{"does not chain to the trust anchor", "nothing was installed", "enroll again"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error %q does not say %q", err, want)
-		}
-	}
+	wantCode(t, err, codes.InvalidArgument)
 }
 
 // TestKeyHistoryInOneFile: each enrollment of a person brings the earlier

@@ -36,8 +36,15 @@ type RedeemRequest struct {
 	// send the CSRs of the first request (the same device keys): the package
 	// goes only to the device whose keys it certifies (PermissionDenied
 	// otherwise), and not after the confirmation window (FailedPrecondition).
-	RedemptionId  string `protobuf:"bytes,6,opt,name=redemption_id,json=redemptionId,proto3" json:"redemption_id,omitempty"`
-	ResumeOffset  int64  `protobuf:"varint,7,opt,name=resume_offset,json=resumeOffset,proto3" json:"resume_offset,omitempty"`
+	RedemptionId string `protobuf:"bytes,6,opt,name=redemption_id,json=redemptionId,proto3" json:"redemption_id,omitempty"`
+	ResumeOffset int64  `protobuf:"varint,7,opt,name=resume_offset,json=resumeOffset,proto3" json:"resume_offset,omitempty"`
+	// The device's trust anchors (DER certificates, at most 8): the roots its
+	// credentials must chain to. If given, the gateway checks before it
+	// issues anything that its issuing CA chains to one of them through the
+	// chain it delivers (as the device will), and refuses with
+	// FailedPrecondition otherwise: nothing is issued and the code stays
+	// good, so the device can be given the right anchor and redeem.
+	TrustAnchors  [][]byte `protobuf:"bytes,8,rep,name=trust_anchors,json=trustAnchors,proto3" json:"trust_anchors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -121,11 +128,18 @@ func (x *RedeemRequest) GetResumeOffset() int64 {
 	return 0
 }
 
+func (x *RedeemRequest) GetTrustAnchors() [][]byte {
+	if x != nil {
+		return x.TrustAnchors
+	}
+	return nil
+}
+
 var File_credgw_v1_redemption_proto protoreflect.FileDescriptor
 
 const file_credgw_v1_redemption_proto_rawDesc = "" +
 	"\n" +
-	"\x1acredgw/v1/redemption.proto\x12\tcredgw.v1\x1a\x16credgw/v1/common.proto\"\x94\x02\n" +
+	"\x1acredgw/v1/redemption.proto\x12\tcredgw.v1\x1a\x16credgw/v1/common.proto\"\xb9\x02\n" +
 	"\rRedeemRequest\x12#\n" +
 	"\ractivation_id\x18\x01 \x01(\tR\factivationId\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\fR\x06secret\x12\x1a\n" +
@@ -133,7 +147,8 @@ const file_credgw_v1_redemption_proto_rawDesc = "" +
 	"\x06device\x18\x04 \x01(\v2\x15.credgw.v1.DeviceInfoR\x06device\x121\n" +
 	"\x04csrs\x18\x05 \x03(\v2\x1d.credgw.v1.CertificateRequestR\x04csrs\x12#\n" +
 	"\rredemption_id\x18\x06 \x01(\tR\fredemptionId\x12#\n" +
-	"\rresume_offset\x18\a \x01(\x03R\fresumeOffset2\x8f\x01\n" +
+	"\rresume_offset\x18\a \x01(\x03R\fresumeOffset\x12#\n" +
+	"\rtrust_anchors\x18\b \x03(\fR\ftrustAnchors2\x8f\x01\n" +
 	"\n" +
 	"Redemption\x12?\n" +
 	"\x06Redeem\x12\x18.credgw.v1.RedeemRequest\x1a\x19.credgw.v1.RedeemResponse0\x01\x12@\n" +
