@@ -67,6 +67,19 @@ func TestInstallRefusesWhatItCannotTrust(t *testing.T) {
 		c, _ := x509.ParseCertificate(der)
 		g.history = append(g.history, pfx.Entry{Key: k, Certificate: c})
 	}
+	// earlier is one earlier escrowed key whose certificate the CA issued
+	// changed by change (an older gateway's rules, or a wrong one).
+	earlier := func(g *testGateway, change func(c *x509.Certificate)) {
+		history(g, 1)
+		h := g.history[0].Certificate
+		tmpl := *h
+		change(&tmpl)
+		der, err := x509.CreateCertificate(rand.Reader, &tmpl, g.ca, h.PublicKey, g.caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.history[0].Certificate, _ = x509.ParseCertificate(der)
+	}
 	tests := []struct {
 		name   string
 		setup  func(g *testGateway, o *Options)
@@ -174,28 +187,16 @@ func TestInstallRefusesWhatItCannotTrust(t *testing.T) {
 		// of its day (an extra policy an older gateway allowed): the key
 		// is delivered, not the whole install refused for good.
 		{"an earlier key whose certificate has an extra policy", func(g *testGateway, o *Options) {
-			history(g, 1)
-			h := g.history[0].Certificate
-			tmpl := *h
-			extra, _ := x509.OIDFromInts([]uint64{2, 16, 840, 1, 101, 3, 2, 1, 3, 13})
-			tmpl.Policies = append(tmpl.Policies, extra)
-			der, err := x509.CreateCertificate(rand.Reader, &tmpl, g.ca, h.PublicKey, g.caKey)
-			if err != nil {
-				t.Fatal(err)
-			}
-			g.history[0].Certificate, _ = x509.ParseCertificate(der)
+			earlier(g, func(c *x509.Certificate) {
+				extra, _ := x509.OIDFromInts([]uint64{2, 16, 840, 1, 101, 3, 2, 1, 3, 13})
+				c.Policies = append(c.Policies, extra)
+			})
 		}, ""},
 		// ...but never for a purpose no release allowed.
 		{"an earlier key whose certificate is for any purpose", func(g *testGateway, o *Options) {
-			history(g, 1)
-			h := g.history[0].Certificate
-			tmpl := *h
-			tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageAny, x509.ExtKeyUsageServerAuth)
-			der, err := x509.CreateCertificate(rand.Reader, &tmpl, g.ca, h.PublicKey, g.caKey)
-			if err != nil {
-				t.Fatal(err)
-			}
-			g.history[0].Certificate, _ = x509.ParseCertificate(der)
+			earlier(g, func(c *x509.Certificate) {
+				c.ExtKeyUsage = append(c.ExtKeyUsage, x509.ExtKeyUsageAny, x509.ExtKeyUsageServerAuth)
+			})
 		}, "an earlier escrowed key"},
 		{"a key history of 20 earlier keys", func(g *testGateway, o *Options) { history(g, 20) }, ""},
 		{"a key history of 21 earlier keys", func(g *testGateway, o *Options) { history(g, 21) }, "at most 21"},
