@@ -30,7 +30,7 @@ func (s *Server) unaryInterceptors() []grpc.UnaryServerInterceptor {
 
 func (s *Server) streamInterceptors() []grpc.StreamServerInterceptor {
 	return []grpc.StreamServerInterceptor{
-		s.recoverStream, s.metrics.grpc.StreamServerInterceptor(), s.observeStream, s.watchStream, s.deadlineStream, s.authorizeStream, s.errorsStream,
+		s.recoverStream, s.metrics.grpc.StreamServerInterceptor(), s.observeStream, s.watchStream, s.deadlineStream, s.authorizeStream, s.limitStream, s.errorsStream,
 	}
 }
 

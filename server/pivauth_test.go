@@ -492,6 +492,7 @@ func TestConfigErrors(t *testing.T) {
 		{"sqlite_synchronous unknown", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nstore: {sqlite_synchronous: off}\n", "store.sqlite_synchronous"},
 		{"portal max_connection_age too short", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nportal: {max_connection_age: 500ms}\n", "portal.max_connection_age"},
 		{"portal max_connection_age past an hour", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nportal: {max_connection_age: 2h}\n", "portal.max_connection_age"},
+		{"device failures burst 0", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nlimits: {rates: {device_failures_per_address: {per_second: 1, burst: -1}}}\n", "limits.rates.device_failures_per_address"},
 		{"source_prefix_v6 past 128", "tls: {cert_file: a, key_file: b}\npiv: {trust_anchor_files: [a]}\nlimits: {source_prefix_v6: 129}\n", "limits.source_prefix_v6"},
 		{"no base_url", withCA(""), "ca.base_url is required"},
 		// Devices dial the QR code's address; the agent refuses one

@@ -43,6 +43,10 @@ type RatesConfig struct {
 	SignInPerCard    Rate `yaml:"sign_in_per_card"`
 	SignInPerAddress Rate `yaml:"sign_in_per_address"`
 	EnrollPerCard    Rate `yaml:"enroll_per_card"`
+	// DeviceFailuresPerAddress is spent by the failed device calls
+	// (Redeem, Rekey, Confirm) of a source address; when it is empty
+	// the address's device calls are refused until it refills.
+	DeviceFailuresPerAddress Rate `yaml:"device_failures_per_address"`
 	// OutstandingChallenges caps the challenges of one card not yet
 	// completed or expired.
 	OutstandingChallenges int `yaml:"outstanding_challenges"`
@@ -51,10 +55,13 @@ type RatesConfig struct {
 // Defaults of limits.rates: far above what a person does, far below what a
 // loop does.
 var (
-	DefaultSignInPerCard         = Rate{PerSecond: 2, Burst: 30}
-	DefaultSignInPerAddress      = Rate{PerSecond: 200, Burst: 500}
-	DefaultEnrollPerCard         = Rate{PerSecond: 1, Burst: 10}
-	DefaultOutstandingChallenges = 16
+	DefaultSignInPerCard    = Rate{PerSecond: 2, Burst: 30}
+	DefaultSignInPerAddress = Rate{PerSecond: 200, Burst: 500}
+	DefaultEnrollPerCard    = Rate{PerSecond: 1, Burst: 10}
+	// A person mistypes a password a few times; a NAT of many devices
+	// fails now and then; a loop trying codes fails every time.
+	DefaultDeviceFailuresPerAddress = Rate{PerSecond: 1, Burst: 100}
+	DefaultOutstandingChallenges    = 16
 )
 
 func (r *RatesConfig) applyDefaults() {
@@ -69,6 +76,7 @@ func (r *RatesConfig) applyDefaults() {
 	def(&r.SignInPerCard, DefaultSignInPerCard)
 	def(&r.SignInPerAddress, DefaultSignInPerAddress)
 	def(&r.EnrollPerCard, DefaultEnrollPerCard)
+	def(&r.DeviceFailuresPerAddress, DefaultDeviceFailuresPerAddress)
 	if r.OutstandingChallenges == 0 {
 		r.OutstandingChallenges = DefaultOutstandingChallenges
 	}
@@ -76,7 +84,7 @@ func (r *RatesConfig) applyDefaults() {
 
 func (r RatesConfig) validate(bad func(string, ...any)) {
 	for name, v := range map[string]Rate{"sign_in_per_card": r.SignInPerCard, "sign_in_per_address": r.SignInPerAddress,
-		"enroll_per_card": r.EnrollPerCard} {
+		"enroll_per_card": r.EnrollPerCard, "device_failures_per_address": r.DeviceFailuresPerAddress} {
 		if v.PerSecond <= 0 || v.Burst < 1 {
 			bad("limits.rates.%s: per_second > 0 and burst ≥ 1", name)
 		}
@@ -133,6 +141,40 @@ func (b *buckets) reserve(key string) (undo func(), wait time.Duration, ok bool)
 	// nothing for a reservation whose time has passed, and a token
 	// granted at once is due at now.
 	return func() { r.CancelAt(now) }, 0, true
+}
+
+// left says whether key has a token, without taking it, or how long
+// until it has one. A key without a bucket has a full one, and gets none.
+func (b *buckets) left(key string) (time.Duration, bool) {
+	now := b.now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	k, ok := b.by[key]
+	if !ok {
+		return 0, true
+	}
+	tokens := k.lim.TokensAt(now)
+	if tokens >= 1 {
+		return 0, true
+	}
+	return time.Duration((1 - tokens) / b.rate.PerSecond * float64(time.Second)), false
+}
+
+// spend takes a token of key if one is there (a failure that happened
+// is counted; one more than the bucket holds is not refused, there is
+// nothing left to refuse).
+func (b *buckets) spend(key string) {
+	now := b.now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	k, ok := b.by[key]
+	if !ok {
+		b.prune(now)
+		k = &bucket{lim: rate.NewLimiter(rate.Limit(b.rate.PerSecond), b.rate.Burst)}
+		b.by[key] = k
+	}
+	k.last = now
+	k.lim.AllowN(now, 1)
 }
 
 // prune drops buckets that have refilled (idle long enough), now and then,
@@ -202,13 +244,14 @@ func (o *outstanding) close(key string) {
 // limiter applies limits.rates to the methods that start new work.
 type limiter struct {
 	signInCard, signInAddr, enrollCard *buckets
+	deviceFailures                     *buckets
 	challenges                         *outstanding
 }
 
 func newLimiter(r RatesConfig, challengeTTL time.Duration, now func() time.Time) *limiter {
 	return &limiter{
 		signInCard: newBuckets(r.SignInPerCard, now), signInAddr: newBuckets(r.SignInPerAddress, now),
-		enrollCard: newBuckets(r.EnrollPerCard, now),
+		enrollCard: newBuckets(r.EnrollPerCard, now), deviceFailures: newBuckets(r.DeviceFailuresPerAddress, now),
 		challenges: &outstanding{max: r.OutstandingChallenges, ttl: challengeTTL, now: now, by: map[string][]time.Time{}},
 	}
 }
@@ -253,8 +296,67 @@ func sourceKeyOf(addr string, v6Bits int) string {
 	return addr
 }
 
+// deviceMethods are the calls a device makes with what the QR code, the
+// password or its derived certificate proves, open to anyone who can
+// connect: limits.rates.device_failures_per_address counts their
+// failures by source address.
+var deviceMethods = map[string]bool{
+	"/credgw.v1.Redemption/Redeem":  true,
+	"/credgw.v1.Redemption/Confirm": true,
+	"/credgw.v1.Renewal/Rekey":      true,
+	"/credgw.v1.Renewal/Confirm":    true,
+}
+
+// deviceFailure says whether a device call's outcome is the caller's
+// failure: a code, secret, password, confirmation or request that is not
+// right. What the gateway could not do now (Unavailable, a deadline), a
+// state the caller cannot know (FailedPrecondition: expired, redeemed)
+// and a lock already counted elsewhere are not.
+func deviceFailure(err error) bool {
+	switch status.Code(err) {
+	case codes.Unauthenticated, codes.PermissionDenied, codes.NotFound, codes.InvalidArgument:
+		return true
+	}
+	return false
+}
+
+// limitDevice runs a device call unless its source address has spent its
+// failures, and counts the call's failure.
+func (s *Server) limitDevice(ctx context.Context, call func() error) error {
+	var addr string
+	if p, ok := peer.FromContext(ctx); ok {
+		addr = sourceKey(p.Addr, s.cfg.Limits.SourcePrefixV6)
+	}
+	b := s.limits.deviceFailures
+	if wait, ok := b.left(addr); !ok {
+		return limited("failed device calls (codes, passwords, confirmations) from this address", wait)
+	}
+	err := call()
+	if deviceFailure(err) {
+		b.spend(addr)
+	}
+	return err
+}
+
+// limitStream applies limits.rates.device_failures_per_address to Redeem
+// and Rekey.
+func (s *Server) limitStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if !deviceMethods[info.FullMethod] {
+		return h(srv, ss)
+	}
+	return s.limitDevice(ss.Context(), func() error { return h(srv, ss) })
+}
+
 // limitUnary applies the limits before the handler runs.
 func (s *Server) limitUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if deviceMethods[info.FullMethod] {
+		var resp any
+		err := s.limitDevice(ctx, func() (err error) {
+			resp, err = h(ctx, req)
+			return err
+		})
+		return resp, err
+	}
 	card, addr, ok := callerKeys(ctx, s.cfg.Limits.SourcePrefixV6)
 	if !ok {
 		return h(ctx, req)
