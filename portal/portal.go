@@ -284,7 +284,24 @@ func clearCookie(w http.ResponseWriter) {
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1, Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 }
 
+// home is the start page; a person signed in goes to their actions
+// instead (signing in again would cost a PIN and a sign-in of the card's
+// budget). A session that ended is forgotten here; one that cannot be
+// looked up now is left for the next page to tell about.
 func (p *Portal) home(w http.ResponseWriter, r *http.Request) {
+	if c, err := r.Cookie(CookieName); err == nil && c.Value != "" {
+		var card *x509.Certificate
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			card = r.TLS.PeerCertificates[0]
+		}
+		switch _, err := p.b.Session(r.Context(), c.Value, card); {
+		case err == nil:
+			http.Redirect(w, r, "/actions", http.StatusSeeOther)
+			return
+		case errors.Is(err, ErrSessionGone):
+			clearCookie(w)
+		}
+	}
 	p.render(w, http.StatusOK, "home.html", page{Title: "Sign in"})
 }
 

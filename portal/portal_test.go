@@ -371,3 +371,43 @@ func TestEnrollFormMadeOnce(t *testing.T) {
 		t.Fatalf("a repeat told 'made already' of a submission that failed: %d and %d", a.Code, b.Code)
 	}
 }
+
+// TestStartPageForSignedIn: the start page showed "Sign in" to a person
+// who was signed in, and its button led through another sign-in (a card
+// PIN, and a token of the card's sign-in budget). A live session goes to
+// the actions page; an ended one is forgotten and gets the start page; a
+// session that cannot be looked up now keeps its cookie.
+func TestStartPageForSignedIn(t *testing.T) {
+	p, f := newTestPortal(t)
+	tests := []struct {
+		name, cookie string
+		code         int
+		location     string
+		cleared      bool
+	}{
+		{"no cookie", "", http.StatusOK, "", false},
+		{"signed in", "alice", http.StatusSeeOther, "/actions", false},
+		{"session ended", "ended", http.StatusOK, "", true},
+		{"store away", "flaky", http.StatusOK, "", false},
+	}
+	for _, tc := range tests {
+		r := httptest.NewRequest("GET", "/", nil)
+		if tc.cookie != "" {
+			r.AddCookie(&http.Cookie{Name: CookieName, Value: tc.cookie})
+		}
+		w := httptest.NewRecorder()
+		p.Handler().ServeHTTP(w, r)
+		if w.Code != tc.code || w.Header().Get("Location") != tc.location {
+			t.Errorf("%s: %d to %q, want %d to %q", tc.name, w.Code, w.Header().Get("Location"), tc.code, tc.location)
+		}
+		if cleared := strings.Contains(w.Header().Get("Set-Cookie"), "Max-Age=0"); cleared != tc.cleared {
+			t.Errorf("%s: cookie cleared %v, want %v (%q)", tc.name, cleared, tc.cleared, w.Header().Get("Set-Cookie"))
+		}
+		if tc.code == http.StatusOK && !strings.Contains(w.Body.String(), `href="/signin"`) {
+			t.Errorf("%s: the start page has no sign-in button", tc.name)
+		}
+	}
+	if f.signIns != 0 {
+		t.Fatalf("the start page signed in %d times", f.signIns)
+	}
+}
