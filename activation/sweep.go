@@ -8,7 +8,8 @@ import (
 	"github.com/credgw/credgw/issuance"
 )
 
-// Sweep expires pending activations and revokes (superseded) what
+// Sweep expires pending activations and revokes (cessationOfOperation:
+// nothing replaced them, they were never taken into use) what
 // unconfirmed packages carried, deleting the packages; it deletes the
 // escrowed keys that are no longer needed. Safe on every
 // replica: each row is claimed by one conditional UPDATE.
@@ -53,7 +54,7 @@ func (s *Service) Sweep(ctx context.Context) (revoked int, err error) {
 		errs = append(errs, s.revokeSet(ctx, id, cutoff, issuance.ReasonCessationOfOperation))
 	}
 	for _, id := range sets {
-		errs = append(errs, s.revokeSet(ctx, id, now, issuance.ReasonSuperseded))
+		errs = append(errs, s.revokeSet(ctx, id, now, issuance.ReasonCessationOfOperation))
 	}
 	errs = append(errs, s.sweepEscrow(ctx, now))
 	return stuck + len(sets), errors.Join(errs...)

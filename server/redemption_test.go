@@ -316,6 +316,11 @@ func TestUnconfirmedRevoked(t *testing.T) {
 		if err != nil || or.Status != ocsp.Revoked {
 			t.Fatalf("%s: OCSP %v %v", r.Profile, or, err)
 		}
+		// Nothing replaced it (RFC 5280 §5.3.1 superseded): the package
+		// was never taken into use.
+		if or.RevocationReason != ocsp.CessationOfOperation {
+			t.Fatalf("%s: revoked for reason %d, want cessationOfOperation (%d)", r.Profile, or.RevocationReason, ocsp.CessationOfOperation)
+		}
 	}
 	_, err = client.Confirm(context.Background(), &credgwv1.ConfirmRequest{RedemptionId: d.redemptionID, Secret: e.payload.Secret, Sha256: d.sum})
 	wantCode(t, err, codes.FailedPrecondition)
