@@ -3,7 +3,9 @@ package issuance
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -30,7 +32,11 @@ func (c *CA) serveCRL(w http.ResponseWriter, r *http.Request) {
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/pkix-crl")
-	cacheFor(h, fmt.Sprintf(`"%d"`, cur.Number), refresh, c.cfg.Now())
+	// The ETag is the CRL's digest, not its number: a number a restored
+	// database reused (before numbers followed the time) must not let a
+	// cache keep another CRL.
+	sum := sha256.Sum256(cur.DER)
+	cacheFor(h, `"`+hex.EncodeToString(sum[:16])+`"`, refresh, c.cfg.Now())
 	http.ServeContent(w, r, "", cur.ThisUpdate, bytes.NewReader(cur.DER))
 }
 

@@ -111,7 +111,10 @@ func (c *CA) currentCRL(ctx context.Context, force bool) (store.StoredCRL, error
 	if err != nil {
 		return store.StoredCRL{}, err
 	}
-	number, err := c.cfg.Store.NextCRLNumber(ctx, c.cfg.Name)
+	// The number is at least the time in milliseconds: it grows with
+	// every rebuild and over a restore of the database from a backup
+	// (RFC 5280 §5.2.3), within 20 octets for 10^36 years.
+	number, err := c.cfg.Store.NextCRLNumber(ctx, c.cfg.Name, now.UnixMilli())
 	if err != nil {
 		return store.StoredCRL{}, err
 	}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -21,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/credgw/credgw/store"
 	"golang.org/x/crypto/ocsp"
 )
 
@@ -221,7 +224,12 @@ func TestCRLOneRebuildForAllReplicas(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	want := new(big.Int).Add(b.Number, big.NewInt(1)).String() + "/true"
+	after, _ := testCA.CRL(ctx, false)
+	a, _ := x509.ParseRevocationList(after)
+	if a.Number.Cmp(b.Number) <= 0 {
+		t.Fatalf("CRL number %v after the rebuild, %v before", a.Number, b.Number)
+	}
+	want := a.Number.String() + "/true"
 	// Fetches that came before the rebuild finished may get the previous
 	// CRL (within its nextUpdate); none may see a second rebuild.
 	for k := range numbers {
@@ -231,11 +239,6 @@ func TestCRLOneRebuildForAllReplicas(t *testing.T) {
 	}
 	if numbers[want] == 0 {
 		t.Fatalf("no fetch saw the rebuilt CRL: %v", numbers)
-	}
-	after, _ := testCA.CRL(ctx, false)
-	a, _ := x509.ParseRevocationList(after)
-	if a.Number.String()+"/true" != want {
-		t.Fatalf("CRL number %v after the rebuild", a.Number)
 	}
 }
 
@@ -320,7 +323,8 @@ func TestCRLCachingHeaders(t *testing.T) {
 	if maxAge, _ := strconv.Atoi(m[1]); maxAge <= 0 || time.Duration(maxAge)*time.Second > time.Until(refresh)+time.Second {
 		t.Errorf("max-age %d, refresh in %v", maxAge, time.Until(refresh))
 	}
-	if got, want := hd.Get("ETag"), fmt.Sprintf("%q", crl.Number.String()); got != want {
+	sum := sha256.Sum256(w.Body.Bytes())
+	if got, want := hd.Get("ETag"), fmt.Sprintf("%q", hex.EncodeToString(sum[:16])); got != want {
 		t.Errorf("ETag %s, want %s", got, want)
 	}
 	if w := get("If-None-Match", hd.Get("ETag")); w.Code != http.StatusNotModified || w.Body.Len() != 0 {
@@ -334,5 +338,70 @@ func TestCRLCachingHeaders(t *testing.T) {
 	}
 	if w := get("If-Modified-Since", crl.ThisUpdate.Add(-time.Hour).UTC().Format(http.TimeFormat)); w.Code != 200 {
 		t.Errorf("If-Modified-Since an hour before: HTTP %d", w.Code)
+	}
+}
+
+// TestCRLNumberAfterRestore: the CRL number was a counter in the database,
+// so a restore from a backup took it back, and the next CRL reused a
+// number already published with other contents (RFC 5280 §5.2.3: numbers
+// increase); its ETag, the number, made a cache holding the old CRL answer
+// 304 and keep it, without the revocation made after the restore. The
+// number now never falls below the time (milliseconds), and the ETag is
+// the CRL's own digest.
+func TestCRLNumberAfterRestore(t *testing.T) {
+	ctx := context.Background()
+	kept := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate
+	if _, err := testCA.CRL(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	// The backup, then a revocation and its CRL.
+	copyPath := filepath.Join(t.TempDir(), "backup.db")
+	if err := testStore.Backup(ctx, copyPath); err != nil {
+		t.Fatal(err)
+	}
+	lost := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate
+	if err := testCA.Revoke(ctx, lost.SerialNumber.Text(16), 1); err != nil {
+		t.Fatal(err)
+	}
+	get := func(h http.Handler, etag string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("GET", "/crl/issuing-ca.crl", nil)
+		if etag != "" {
+			req.Header.Set("If-None-Match", etag)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w
+	}
+	before := get(testCA.Handler(), "")
+	published, err := x509.ParseRevocationList(before.Body.Bytes())
+	if err != nil || !crlHas(published, lost.SerialNumber.Text(16)) {
+		t.Fatalf("the CRL before the restore: %v", err)
+	}
+	// The restored database: the revocation after the backup is gone;
+	// another one is made.
+	restored, err := store.OpenSQLite(ctx, copyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer restored.Close()
+	cfg := testCA.cfg
+	cfg.Store = restored
+	ca, err := NewCA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.Revoke(ctx, kept.SerialNumber.Text(16), 1); err != nil {
+		t.Fatal(err)
+	}
+	after := get(ca.Handler(), "")
+	crl, err := x509.ParseRevocationList(after.Body.Bytes())
+	if err != nil || !crlHas(crl, kept.SerialNumber.Text(16)) {
+		t.Fatalf("the CRL after the restore: %v", err)
+	}
+	if crl.Number.Cmp(published.Number) <= 0 {
+		t.Fatalf("CRL number %v after the restore, not above %v published before it", crl.Number, published.Number)
+	}
+	if w := get(ca.Handler(), before.Header().Get("ETag")); w.Code != http.StatusOK {
+		t.Fatalf("a cache holding the CRL from before the restore (ETag %s) got HTTP %d, want the new CRL", before.Header().Get("ETag"), w.Code)
 	}
 }

@@ -95,8 +95,11 @@ type IssuanceStore interface {
 	RevokeStaleIntents(ctx context.Context, issuer string, olderThan, now time.Time) (int, error)
 	// RevokedCertificates lists the CRL entries of an issuer.
 	RevokedCertificates(ctx context.Context, issuer string) ([]RevokedEntry, error)
-	// NextCRLNumber returns the next CRL number of an issuer (1, 2, …).
-	NextCRLNumber(ctx context.Context, issuer string) (int64, error)
+	// NextCRLNumber returns the next CRL number of an issuer: one more
+	// than the last, and at least atLeast (the CA passes the time, so that
+	// a database restored from a backup, whose counter went back, never
+	// numbers a CRL as one it published before).
+	NextCRLNumber(ctx context.Context, issuer string, atLeast int64) (int64, error)
 	CRLStore
 
 	// PutEscrowKey stores a sealed key (before its certificate is issued).

@@ -76,9 +76,20 @@ func TestIssuanceRecords(t *testing.T) {
 			t.Fatalf("CRL entries %+v %v", list, err)
 		}
 		for want := int64(1); want <= 3; want++ {
-			if n, err := s.NextCRLNumber(ctx, "ca"); err != nil || n != want {
+			if n, err := s.NextCRLNumber(ctx, "ca", 0); err != nil || n != want {
 				t.Fatalf("CRL number %d, %v; want %d", n, err, want)
 			}
+		}
+		// At least the floor given (the time, in milliseconds: more than
+		// 32 bits), and one more than the last above it.
+		const ms = int64(1_800_000_000_000)
+		for _, want := range []int64{ms, ms + 1} {
+			if n, err := s.NextCRLNumber(ctx, "ca", ms); err != nil || n != want {
+				t.Fatalf("CRL number %d, %v; want %d", n, err, want)
+			}
+		}
+		if n, err := s.NextCRLNumber(ctx, "new-ca", ms); err != nil || n != ms {
+			t.Fatalf("first CRL number of an issuer %d, %v; want %d", n, err, ms)
 		}
 	})
 }

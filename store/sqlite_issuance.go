@@ -159,10 +159,12 @@ func (s *DB) RevokedCertificates(ctx context.Context, issuer string) ([]RevokedE
 	return out, wrapDB(rows.Err())
 }
 
-func (s *DB) NextCRLNumber(ctx context.Context, issuer string) (int64, error) {
+func (s *DB) NextCRLNumber(ctx context.Context, issuer string, atLeast int64) (int64, error) {
 	var n int64
-	err := s.w.QueryRowContext(ctx, `INSERT INTO crl_numbers (issuer, number) VALUES ($1, 1)
-		ON CONFLICT (issuer) DO UPDATE SET number = crl_numbers.number + 1 RETURNING number`, issuer).Scan(&n)
+	err := s.w.QueryRowContext(ctx, `INSERT INTO crl_numbers (issuer, number) VALUES ($1, CASE WHEN CAST($2 AS BIGINT) > 1 THEN CAST($2 AS BIGINT) ELSE 1 END)
+		ON CONFLICT (issuer) DO UPDATE SET number = CASE WHEN crl_numbers.number + 1 > CAST($2 AS BIGINT)
+			THEN crl_numbers.number + 1 ELSE CAST($2 AS BIGINT) END
+		RETURNING number`, issuer, atLeast).Scan(&n)
 	return n, wrapDB(err)
 }
 
