@@ -431,7 +431,15 @@ func (s *Service) open(ctx context.Context, sessionID string, res *piv.Result, i
 // Lookup finds the live session of a token. With tlsCard (a caller signed
 // in by its card's TLS client certificate), the session must be of that
 // card.
+//
+// A token must be one Complete made: anything else (a portal cookie
+// prefixed as the store hashes portal sessions, portalHash) is no
+// session, and costs no database read. A session whose PIV identity was
+// terminated since the sign-in ends (ErrTerminated), as LookupPortal's.
 func (s *Service) Lookup(ctx context.Context, token string, tlsCard *x509.Certificate) (store.PIVSession, error) {
+	if !wellFormedToken(token) {
+		return store.PIVSession{}, ErrSessionGone
+	}
 	sess, err := s.cfg.Store.PIVSession(ctx, TokenHash(token))
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !s.cfg.Now().Before(sess.ExpiresAt)) {
 		return store.PIVSession{}, ErrSessionGone
@@ -445,11 +453,27 @@ func (s *Service) Lookup(ctx context.Context, token string, tlsCard *x509.Certif
 			return store.PIVSession{}, ErrOtherCard
 		}
 	}
+	terminated, err := s.cfg.Store.Terminated(ctx, sess.FASCN, sess.CardUUID, sess.PersonID)
+	if err != nil {
+		return store.PIVSession{}, err
+	}
+	if terminated {
+		if err := s.cfg.Store.EndPIVSession(context.WithoutCancel(ctx), TokenHash(token), s.cfg.Now()); err != nil {
+			return store.PIVSession{}, err
+		}
+		s.cfg.Log.InfoContext(ctx, "PIV session of a terminated PIV identity: ended", "person_id", sess.PersonID, "card_uuid", sess.CardUUID)
+		s.cfg.Audit.Record(ctx, store.AuditEvent{Actor: "piv:" + sess.PersonID, Action: "piv-session", Outcome: "refused",
+			PersonID: sess.PersonID, CardUUID: sess.CardUUID, Detail: "session ended: the PIV identity has been terminated"})
+		return store.PIVSession{}, ErrTerminated
+	}
 	return sess, nil
 }
 
-// End signs a session out.
+// End signs a session out (a token Complete made; nothing else is one).
 func (s *Service) End(ctx context.Context, token string) error {
+	if !wellFormedToken(token) {
+		return nil
+	}
 	return s.cfg.Store.EndPIVSession(ctx, TokenHash(token), s.cfg.Now())
 }
 

@@ -446,6 +446,24 @@ func TestLookupRejects(t *testing.T) {
 			}
 			return o.Token, nil
 		}, session.ErrSessionGone},
+		// The portal's sessions are kept under the hash of a prefixed
+		// cookie: the prefixed cookie as a gRPC token found them, so a
+		// portal-role caller with a stolen cookie needed no card.
+		{"a portal cookie, prefixed as the store hashes it", func(t *testing.T, f *fixture, c card, o *session.Opened) (string, *x509.Certificate) {
+			po, err := f.svc.SignInTLS(context.Background(), c.cert, nil, "192.0.2.1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return "credgw-portal-session\x00" + po.Token, nil
+		}, session.ErrSessionGone},
+		// A terminated identity's token went on listing and revoking its
+		// credentials until it expired (the portal's ended at once).
+		{"terminated since the sign-in", func(t *testing.T, f *fixture, c card, o *session.Opened) (string, *x509.Certificate) {
+			if err := f.st.Terminate(context.Background(), store.Termination{Selector: store.IdentitySelector{CardUUID: c.uuid}, TerminatedAt: f.clock.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			return o.Token, c.cert
+		}, session.ErrTerminated},
 		{"signed out, own TLS card", func(t *testing.T, f *fixture, c card, o *session.Opened) (string, *x509.Certificate) {
 			if err := f.svc.End(context.Background(), o.Token); err != nil {
 				t.Fatal(err)
