@@ -3,11 +3,14 @@ package piv
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"math/big"
 	"testing"
 	"time"
 )
@@ -54,5 +57,66 @@ func TestUntrustedPathNotRebuilt(t *testing.T) {
 	}
 	if n := v.pathBuilds.Load(); n != 1 {
 		t.Fatalf("too many intermediates were built into paths (%d builds)", n)
+	}
+}
+
+// TestPresentedCAsBounded: the CA certificates a caller presents with its
+// card are the caller's own making. Eight sharing the leaf's issuer name
+// (each another candidate issuer: crypto/x509 tries them all, up to 100
+// signature checks) with 16384-bit RSA keys cost about 60 ms of CPU per
+// sign-in, before any rate limit, and again in recordRefusal's Chains.
+// Presented CAs must now have keys a PIV path has (RSA 2048 to 4096,
+// ECDSA P-256, P-384, P-521) and distinct subjects (one path); others are
+// refused unbuilt.
+func TestPresentedCAsBounded(t *testing.T) {
+	pki := newTestPKI(t, time.Now())
+	root, rootKey := pki.selfSignedCA("the trusted root")
+	roots := x509.NewCertPool()
+	roots.AddCert(root)
+	v, err := NewVerifier(Options{Roots: roots, OCSPTimeout: time.Second, CRLTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	authOID, _ := x509.OIDFromASN1OID(PolicyCommonAuthentication)
+	subCA := func(name string, pub any) *x509.Certificate {
+		return pki.issue(&x509.Certificate{Subject: pkix.Name{CommonName: name}, IsCA: true, BasicConstraintsValid: true,
+			KeyUsage: x509.KeyUsageCertSign}, root, pub, rootKey)
+	}
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	issuing := subCA("the issuing CA", caKey.Public())
+	cardKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	card := pki.issue(&x509.Certificate{Subject: pkix.Name{CommonName: "a card"}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, Policies: []x509.OID{authOID}}, issuing, cardKey.Public(), caKey)
+	// A huge RSA key needs no private half to be presented.
+	b := make([]byte, 1024)
+	rand.Read(b)
+	b[0] |= 0x80
+	b[len(b)-1] |= 1
+	n := new(big.Int).SetBytes(b)
+	huge := subCA("the issuing CA", &rsa.PublicKey{N: n, E: 65537})
+	ed, _, _ := ed25519.GenerateKey(rand.Reader)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name      string
+		presented []*x509.Certificate
+	}{
+		{"an RSA-8192 CA", []*x509.Certificate{huge}},
+		{"an Ed25519 CA", []*x509.Certificate{subCA("the issuing CA", ed)}},
+		{"two CAs of one name", []*x509.Certificate{issuing, subCA("the issuing CA", caKey.Public())}},
+	} {
+		before := v.pathBuilds.Load()
+		if _, err := v.VerifyPIVAuth(ctx, card, tc.presented); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v, want ErrMalformed", tc.name, err)
+		}
+		if v.Chains(card, tc.presented) {
+			t.Errorf("%s: Chains took it", tc.name)
+		}
+		if n := v.pathBuilds.Load() - before; n != 0 {
+			t.Errorf("%s: %d paths built", tc.name, n)
+		}
+	}
+	// The honest chain still builds.
+	if !v.Chains(card, []*x509.Certificate{issuing}) {
+		t.Fatal("the card and its issuing CA: Chains refused them")
 	}
 }

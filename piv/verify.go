@@ -448,6 +448,9 @@ func pathAuthorizes(chain []*x509.Certificate, want []asn1.ObjectIdentifier) err
 // validity, names and signatures only (no policy, no status): whether it
 // could be a card of a trusted issuer, or is one anyone could have made.
 func (v *Verifier) Chains(leaf *x509.Certificate, intermediates []*x509.Certificate) bool {
+	if checkPresented(intermediates) != nil {
+		return false
+	}
 	tr := v.trust.Load()
 	pool := tr.inter
 	if len(intermediates) > 0 {
@@ -749,13 +752,54 @@ func (c *pathCache) fail(k [32]byte, err error, until time.Time) {
 	c.failed[k] = failedPath{err: err, until: until}
 }
 
-// checkPresented bounds the CA certificates a caller presents.
+// checkPresented bounds the CA certificates a caller presents, which are
+// the caller's own making until a path proves otherwise: how many, their
+// keys (what a PIV path's CAs have: a 16384-bit RSA key makes each
+// signature check cost milliseconds), and one per subject (each
+// certificate of a name is another candidate issuer, and crypto/x509
+// tries them all: up to 100 signature checks). The configured
+// intermediates are not bounded so (the operator's, cross-certificates
+// included).
 func checkPresented(intermediates []*x509.Certificate) error {
 	if len(intermediates) > maxPresentedIntermediates {
 		return fmt.Errorf("%w: %d CA certificates presented with the card; a PIV path needs at most %d",
 			ErrMalformed, len(intermediates), maxPresentedIntermediates)
 	}
+	for i, c := range intermediates {
+		if err := checkCAKey(c); err != nil {
+			return err
+		}
+		for _, earlier := range intermediates[:i] {
+			if bytes.Equal(earlier.RawSubject, c.RawSubject) {
+				return fmt.Errorf("%w: two CA certificates named %q presented with the card; present one path (each CA once)",
+					ErrMalformed, c.Subject)
+			}
+		}
+	}
 	return nil
+}
+
+// CheckPresented is checkPresented for other checks of a caller's TLS
+// chain (the configured client CAs of the portal and admin roles).
+func CheckPresented(intermediates []*x509.Certificate) error { return checkPresented(intermediates) }
+
+// checkCAKey is the key of a presented CA certificate: RSA 2048 to 4096
+// bits, or ECDSA P-256, P-384 or P-521 (FIPS 186-5; the Federal PKI's CAs).
+func checkCAKey(c *x509.Certificate) error {
+	switch k := c.PublicKey.(type) {
+	case *rsa.PublicKey:
+		if n := k.N.BitLen(); n >= 2048 && n <= 4096 {
+			return nil
+		}
+		return fmt.Errorf("%w: the CA certificate %q presented with the card has an RSA-%d key; a PIV path's CAs have RSA 2048 to 4096 or ECDSA P-256, P-384, P-521",
+			ErrMalformed, c.Subject, k.N.BitLen())
+	case *ecdsa.PublicKey:
+		if k.Curve == elliptic.P256() || k.Curve == elliptic.P384() || k.Curve == elliptic.P521() {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: the CA certificate %q presented with the card has a %s key; a PIV path's CAs have RSA 2048 to 4096 or ECDSA P-256, P-384, P-521",
+		ErrMalformed, c.Subject, c.PublicKeyAlgorithm)
 }
 
 // maxCachedPaths bounds the cache (a chain is a few KiB).

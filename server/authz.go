@@ -157,7 +157,9 @@ func (s *Server) identify(ctx context.Context, allowed []string) (*caller, error
 	if l := s.live.Load(); l.clientCAs != nil && len(certs)-1 > maxClientIntermediates {
 		return c, status.Errorf(codes.PermissionDenied, "the TLS client certificate came with %d CA certificates; at most %d are taken: "+
 			"send the certificate and the CAs up to the client CA (or the card's up to its anchor) only", len(certs)-1, maxClientIntermediates)
-	} else if l.clientCAs != nil {
+	} else if l.clientCAs != nil && piv.CheckPresented(certs[1:]) == nil {
+		// CA certificates no path has (huge keys, one name many times)
+		// are not built into one: VerifyPIVAuth below refuses them.
 		if chain := l.clientChains.verify(certs, l.clientCAs, time.Now()); chain != nil {
 			if r := l.clientRevoked(chain); r != nil {
 				return c, status.Errorf(codes.PermissionDenied, "the TLS client certificate's chain has %q (serial %s), revoked by its CA (tls.client_crl_files)", r.Subject.CommonName, r.SerialNumber.Text(16))
