@@ -284,6 +284,21 @@ func backoff(st *status.Status, waited int) time.Duration {
 	return d + mathrand.N(d/5+1)
 }
 
+// rateLimited tells a gateway's rate limit (ResourceExhausted with a
+// RetryInfo: refused before anything was done) from a locked code
+// (ResourceExhausted without one: final).
+func rateLimited(st *status.Status) bool {
+	if st.Code() != codes.ResourceExhausted {
+		return false
+	}
+	for _, d := range st.Details() {
+		if _, ok := d.(*errdetails.RetryInfo); ok {
+			return true
+		}
+	}
+	return false
+}
+
 // isKeyCertifiedBefore tells the gateway's refusal of a key it certified
 // before.
 func isKeyCertifiedBefore(st *status.Status) bool {
@@ -397,18 +412,20 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirmOnce co
 			o.Events(Event{Message: "the gateway certified these keys in an attempt that failed; asking again with new keys"})
 			continue
 		}
-		// A cut connection is resumed; anything the gateway refused is not.
-		if ok && st.Code() != codes.Unavailable && st.Code() != codes.Canceled && st.Code() != codes.DeadlineExceeded && st.Code() != codes.Internal {
+		// A cut connection is resumed; anything the gateway refused is not,
+		// but for its rate limit, which refused before doing anything.
+		if ok && st.Code() != codes.Unavailable && st.Code() != codes.Canceled && st.Code() != codes.DeadlineExceeded && st.Code() != codes.Internal && !rateLimited(st) {
 			return nil, err
 		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("agent: download failed after %s: %w", resumes(attempt), err)
 		}
-		if ok && st.Code() == codes.Unavailable && o.MaxWait > 0 && (res.RedemptionID == "" || attempt >= o.MaxResumes) {
+		if ok && o.MaxWait > 0 && (rateLimited(st) || st.Code() == codes.Unavailable && (res.RedemptionID == "" || attempt >= o.MaxResumes)) {
 			// The gateway is unreachable (restarting) or busy issuing
-			// (nothing accepted yet), or quick resumes did not reach it:
-			// wait and ask again, until it answers for good. The keys
-			// stay: a package stored for them before a crash is resumed.
+			// (nothing accepted yet), or quick resumes did not reach it,
+			// or it limits this address for now: wait and ask again,
+			// until it answers for good. The keys stay: a package stored
+			// for them before a crash is resumed.
 			if waited == 0 {
 				waitStart = time.Now()
 			}

@@ -90,3 +90,44 @@ func TestBackoffBounds(t *testing.T) {
 		t.Fatalf("50 backoffs for the same RetryInfo were all %v: no jitter", seen)
 	}
 }
+
+// TestRateLimitedRedeemIsRetried: a Redeem refused by the gateway's rate
+// limit for the device's address (ResourceExhausted with a RetryInfo:
+// nothing was done, the code is still good) is asked again after the
+// delay, within MaxWait, as an Unavailable one is; a locked code
+// (ResourceExhausted without a RetryInfo) stays final.
+func TestRateLimitedRedeemIsRetried(t *testing.T) {
+	raw := testPackage()
+	sum := sha256.Sum256(raw)
+	limited, _ := status.New(codes.ResourceExhausted, "failed redemptions from this address: too many requests; retry in 1s").
+		WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(time.Nanosecond)})
+	for _, tc := range []struct {
+		name      string
+		first     error
+		wantOpens int
+		wantErr   bool
+	}{
+		{"rate limited", limited.Err(), 2, false},
+		{"locked", status.Error(codes.ResourceExhausted, "locked: too many wrong passwords"), 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opens := 0
+			open := func(context.Context, []*credgwv1.CertificateRequest, int64, string) (grpc.ServerStreamingClient[credgwv1.RedeemResponse], error) {
+				if opens++; opens == 1 {
+					return nil, tc.first
+				}
+				return &fakeStream{msgs: []*credgwv1.RedeemResponse{
+					{Event: &credgwv1.RedeemResponse_Accepted{Accepted: &credgwv1.Accepted{RedemptionId: "r1", TotalBytes: int64(len(raw))}}},
+					{Event: &credgwv1.RedeemResponse_Chunk{Chunk: &credgwv1.Chunk{Offset: 0, Data: raw}}},
+					{Event: &credgwv1.RedeemResponse_Done{Done: &credgwv1.Done{Sha256: sum[:]}}},
+				}}, nil
+			}
+			confirm := func(context.Context, string, []byte) (string, error) { return "set", nil }
+			o := Options{Events: func(Event) {}, MaxResumes: 5, MaxWait: time.Minute, OutDir: t.TempDir(), Install: func(context.Context, *Package) error { return nil }}
+			_, err := fetchAndInstall(context.Background(), o, open, confirm)
+			if (err != nil) != tc.wantErr || opens != tc.wantOpens {
+				t.Fatalf("err %v after %d opens; want error %v after %d", err, opens, tc.wantErr, tc.wantOpens)
+			}
+		})
+	}
+}

@@ -43,9 +43,9 @@ type RatesConfig struct {
 	SignInPerCard    Rate `yaml:"sign_in_per_card"`
 	SignInPerAddress Rate `yaml:"sign_in_per_address"`
 	EnrollPerCard    Rate `yaml:"enroll_per_card"`
-	// DeviceFailuresPerAddress is spent by the failed device calls
-	// (Redeem, Rekey, Confirm) of a source address; when it is empty
-	// the address's device calls are refused until it refills.
+	// DeviceFailuresPerAddress is spent by the failed Redeem and Rekey
+	// calls of a source address; when it is empty the address's Redeem
+	// and Rekey calls are refused until it refills.
 	DeviceFailuresPerAddress Rate `yaml:"device_failures_per_address"`
 	// OutstandingChallenges caps the challenges of one card not yet
 	// completed or expired.
@@ -143,40 +143,6 @@ func (b *buckets) reserve(key string) (undo func(), wait time.Duration, ok bool)
 	return func() { r.CancelAt(now) }, 0, true
 }
 
-// left says whether key has a token, without taking it, or how long
-// until it has one. A key without a bucket has a full one, and gets none.
-func (b *buckets) left(key string) (time.Duration, bool) {
-	now := b.now()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	k, ok := b.by[key]
-	if !ok {
-		return 0, true
-	}
-	tokens := k.lim.TokensAt(now)
-	if tokens >= 1 {
-		return 0, true
-	}
-	return time.Duration((1 - tokens) / b.rate.PerSecond * float64(time.Second)), false
-}
-
-// spend takes a token of key if one is there (a failure that happened
-// is counted; one more than the bucket holds is not refused, there is
-// nothing left to refuse).
-func (b *buckets) spend(key string) {
-	now := b.now()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	k, ok := b.by[key]
-	if !ok {
-		b.prune(now)
-		k = &bucket{lim: rate.NewLimiter(rate.Limit(b.rate.PerSecond), b.rate.Burst)}
-		b.by[key] = k
-	}
-	k.last = now
-	k.lim.AllowN(now, 1)
-}
-
 // prune drops buckets that have refilled (idle long enough), now and then,
 // so that many callers do not grow the map without bound.
 func (b *buckets) prune(now time.Time) {
@@ -244,14 +210,14 @@ func (o *outstanding) close(key string) {
 // limiter applies limits.rates to the methods that start new work.
 type limiter struct {
 	signInCard, signInAddr, enrollCard *buckets
-	deviceFailures                     *buckets
+	deviceFailures                     *failureBuckets
 	challenges                         *outstanding
 }
 
 func newLimiter(r RatesConfig, challengeTTL time.Duration, now func() time.Time) *limiter {
 	return &limiter{
 		signInCard: newBuckets(r.SignInPerCard, now), signInAddr: newBuckets(r.SignInPerAddress, now),
-		enrollCard: newBuckets(r.EnrollPerCard, now), deviceFailures: newBuckets(r.DeviceFailuresPerAddress, now),
+		enrollCard: newBuckets(r.EnrollPerCard, now), deviceFailures: newFailureBuckets(r.DeviceFailuresPerAddress, now),
 		challenges: &outstanding{max: r.OutstandingChallenges, ttl: challengeTTL, now: now, by: map[string][]time.Time{}},
 	}
 }
@@ -296,22 +262,22 @@ func sourceKeyOf(addr string, v6Bits int) string {
 	return addr
 }
 
-// deviceMethods are the calls a device makes with what the QR code, the
-// password or its derived certificate proves, open to anyone who can
-// connect: limits.rates.device_failures_per_address counts their
-// failures by source address.
+// deviceMethods are the calls a device makes with what the QR code and
+// the password, or its derived certificate, prove, open to anyone who can
+// connect: limits.rates.device_failures_per_address counts their failures
+// by source address. Confirm is not among them: it needs a redemption id
+// and the secret, and a device refused its confirmation because a
+// neighbour behind its NAT tried codes would lose its package.
 var deviceMethods = map[string]bool{
-	"/credgw.v1.Redemption/Redeem":  true,
-	"/credgw.v1.Redemption/Confirm": true,
-	"/credgw.v1.Renewal/Rekey":      true,
-	"/credgw.v1.Renewal/Confirm":    true,
+	"/credgw.v1.Redemption/Redeem": true,
+	"/credgw.v1.Renewal/Rekey":     true,
 }
 
 // deviceFailure says whether a device call's outcome is the caller's
-// failure: a code, secret, password, confirmation or request that is not
-// right. What the gateway could not do now (Unavailable, a deadline), a
-// state the caller cannot know (FailedPrecondition: expired, redeemed)
-// and a lock already counted elsewhere are not.
+// failure: a code, secret, password or request that is not right. What
+// the gateway could not do now (Unavailable, a deadline), a state the
+// caller cannot know (FailedPrecondition: expired, redeemed) and a lock
+// already counted elsewhere are not.
 func deviceFailure(err error) bool {
 	switch status.Code(err) {
 	case codes.Unauthenticated, codes.PermissionDenied, codes.NotFound, codes.InvalidArgument:
@@ -320,43 +286,104 @@ func deviceFailure(err error) bool {
 	return false
 }
 
-// limitDevice runs a device call unless its source address has spent its
-// failures, and counts the call's failure.
-func (s *Server) limitDevice(ctx context.Context, call func() error) error {
-	var addr string
-	if p, ok := peer.FromContext(ctx); ok {
-		addr = sourceKey(p.Addr, s.cfg.Limits.SourcePrefixV6)
-	}
-	b := s.limits.deviceFailures
-	if wait, ok := b.left(addr); !ok {
-		return limited("failed device calls (codes, passwords, confirmations) from this address", wait)
-	}
-	err := call()
-	if deviceFailure(err) {
-		b.spend(addr)
-	}
-	return err
-}
-
-// limitStream applies limits.rates.device_failures_per_address to Redeem
-// and Rekey.
+// limitStream runs a Redeem or Rekey unless its source address has spent
+// its failures: it takes a token before the call (so that calls in flight
+// cannot overdraw the budget) and gives it back unless the call failed.
 func (s *Server) limitStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	if !deviceMethods[info.FullMethod] {
 		return h(srv, ss)
 	}
-	return s.limitDevice(ss.Context(), func() error { return h(srv, ss) })
+	var addr string
+	if p, ok := peer.FromContext(ss.Context()); ok {
+		addr = sourceKey(p.Addr, s.cfg.Limits.SourcePrefixV6)
+	}
+	b := s.limits.deviceFailures
+	if wait, ok := b.take(addr); !ok {
+		return limited("failed redemptions (codes, secrets, passwords) from this address", wait)
+	}
+	err := h(srv, ss)
+	if !deviceFailure(err) {
+		b.giveBack(addr)
+	}
+	return err
+}
+
+// failureBuckets are token buckets by key whose token, taken before a
+// call, is given back whole when the call turns out not to be a failure,
+// however long it ran and whatever else was taken meanwhile (a
+// rate.Reservation cancelled late restores less). An idle address has no
+// bucket: it is full.
+type failureBuckets struct {
+	rate Rate
+	now  func() time.Time
+
+	mu   sync.Mutex
+	by   map[string]*failureBucket
+	seen int
+}
+
+type failureBucket struct {
+	tokens float64
+	at     time.Time // when tokens was last refilled
+}
+
+func newFailureBuckets(r Rate, now func() time.Time) *failureBuckets {
+	return &failureBuckets{rate: r, now: now, by: map[string]*failureBucket{}}
+}
+
+// refill brings k's tokens up to now.
+func (f *failureBuckets) refill(k *failureBucket, now time.Time) {
+	if d := now.Sub(k.at); d > 0 {
+		k.tokens = min(float64(f.rate.Burst), k.tokens+d.Seconds()*f.rate.PerSecond)
+		k.at = now
+	}
+}
+
+// take takes a token of key, or says how long until there is one.
+func (f *failureBuckets) take(key string) (time.Duration, bool) {
+	now := f.now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k, ok := f.by[key]
+	if !ok {
+		f.prune(now)
+		k = &failureBucket{tokens: float64(f.rate.Burst), at: now}
+		f.by[key] = k
+	}
+	f.refill(k, now)
+	if k.tokens < 1 {
+		return time.Duration((1 - k.tokens) / f.rate.PerSecond * float64(time.Second)), false
+	}
+	k.tokens--
+	return 0, true
+}
+
+// giveBack returns a token taken for a call that did not fail.
+func (f *failureBuckets) giveBack(key string) {
+	now := f.now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if k, ok := f.by[key]; ok {
+		f.refill(k, now)
+		k.tokens = min(float64(f.rate.Burst), k.tokens+1)
+	}
+}
+
+// prune drops full buckets now and then, so that many callers do not grow
+// the map without bound.
+func (f *failureBuckets) prune(now time.Time) {
+	if f.seen++; f.seen%1024 != 0 {
+		return
+	}
+	for key, k := range f.by {
+		if f.refill(k, now); k.tokens >= float64(f.rate.Burst) {
+			delete(f.by, key)
+		}
+	}
 }
 
 // limitUnary applies the limits before the handler runs.
 func (s *Server) limitUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if deviceMethods[info.FullMethod] {
-		var resp any
-		err := s.limitDevice(ctx, func() (err error) {
-			resp, err = h(ctx, req)
-			return err
-		})
-		return resp, err
-	}
 	card, addr, ok := callerKeys(ctx, s.cfg.Limits.SourcePrefixV6)
 	if !ok {
 		return h(ctx, req)

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -217,5 +218,90 @@ func TestTurnedAwayCallsSpendNothing(t *testing.T) {
 				t.Fatalf("%s once the load has gone, call %d: %v (the turned-away calls spent the budget)", m.method, i+1, err)
 			}
 		}
+	}
+}
+
+// TestDeviceFailuresNotOverdrawn: the failures of an address were checked
+// before a call and counted after it, so every call in flight passed the
+// check: 200 concurrent failing calls against a budget of 3 all ran. A
+// token is now taken before the call and given back if it did not fail.
+func TestDeviceFailuresNotOverdrawn(t *testing.T) {
+	s := &Server{cfg: &Config{}, limits: newLimiter(RatesConfig{SignInPerCard: DefaultSignInPerCard, SignInPerAddress: DefaultSignInPerAddress,
+		EnrollPerCard: DefaultEnrollPerCard, DeviceFailuresPerAddress: Rate{PerSecond: 1e-6, Burst: 3}, OutstandingChallenges: 1}, time.Minute, time.Now)}
+	ctx := peer.NewContext(context.Background(), &peer.Peer{Addr: net.TCPAddrFromAddrPort(netip.MustParseAddrPort("192.0.2.7:1000"))})
+	info := &grpc.StreamServerInfo{FullMethod: "/credgw.v1.Redemption/Redeem", IsServerStream: true}
+	var ran atomic.Int32
+	// Every call is either running (held until all have arrived) or
+	// refused before the first one ends.
+	arrived, release := make(chan struct{}, 200), make(chan struct{})
+	var wg sync.WaitGroup
+	for range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := s.limitStream(nil, &ctxStream{ctx: ctx}, info, func(any, grpc.ServerStream) error {
+				ran.Add(1)
+				arrived <- struct{}{}
+				<-release
+				return status.Error(codes.Unauthenticated, "no such code")
+			})
+			if status.Code(err) == codes.ResourceExhausted {
+				arrived <- struct{}{}
+			}
+		}()
+	}
+	for range 200 {
+		<-arrived
+	}
+	close(release)
+	wg.Wait()
+	if n := ran.Load(); n > 3 {
+		t.Fatalf("%d failing calls ran against a budget of 3", n)
+	}
+}
+
+// ctxStream is a ServerStream with only a context.
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (c *ctxStream) Context() context.Context { return c.ctx }
+
+// TestDeviceSuccessesSpendNothing: a Redeem that succeeds gives its token
+// back whole, however long it ran and whatever was taken meanwhile: a NAT
+// of honest devices redeeming all day keeps its budget.
+func TestDeviceSuccessesSpendNothing(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1_000_000, 0)
+	clock := func() time.Time { // a second passes at every look: redemptions that take a while
+		mu.Lock()
+		defer mu.Unlock()
+		now = now.Add(time.Second)
+		return now
+	}
+	s := &Server{cfg: &Config{}, limits: newLimiter(RatesConfig{SignInPerCard: DefaultSignInPerCard, SignInPerAddress: DefaultSignInPerAddress,
+		EnrollPerCard: DefaultEnrollPerCard, DeviceFailuresPerAddress: Rate{PerSecond: 1e-6, Burst: 2}, OutstandingChallenges: 1}, time.Minute, clock)}
+	ctx := peer.NewContext(context.Background(), &peer.Peer{Addr: net.TCPAddrFromAddrPort(netip.MustParseAddrPort("192.0.2.8:1000"))})
+	info := &grpc.StreamServerInfo{FullMethod: "/credgw.v1.Renewal/Rekey", IsServerStream: true}
+	call := func(inner func() error) error {
+		return s.limitStream(nil, &ctxStream{ctx: ctx}, info, func(any, grpc.ServerStream) error { return inner() })
+	}
+	ok := func() error { return nil }
+	// One success runs while another starts and ends: both give back.
+	for range 50 {
+		if err := call(func() error { return call(ok) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Both tokens are there for two failures, and none for a third.
+	fail := func() error { return status.Error(codes.PermissionDenied, "wrong password") }
+	for i := range 2 {
+		if err := call(fail); status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("failure %d after 100 successes: %v (the successes spent the budget)", i+1, err)
+		}
+	}
+	if err := call(ok); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("after the budget's failures: %v, want ResourceExhausted", err)
 	}
 }
