@@ -1,12 +1,15 @@
 package activation
 
 import (
+	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"math/big"
 	"strings"
 	"testing"
@@ -44,5 +47,60 @@ func TestChainsToDevice(t *testing.T) {
 				t.Fatalf("err = %v, want a precondition saying nothing was issued", err)
 			}
 		})
+	}
+}
+
+// TestAnchorRefusalNeedsTheSecret: the trust anchors were checked before
+// the secret, so anyone with an activation id (an old screenshot) could
+// have the gateway build paths to roots of their choosing without end
+// (FailedPrecondition spends no limit) and write a refusal naming their
+// roots into the person's audit trail each time. The check now needs the
+// secret; it still comes before the password, so no attempt is counted.
+func TestAnchorRefusalNeedsTheSecret(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	e := h.enroll(t, h.signIn(t, "anchors@example.gov"))
+	before, err := h.st.AuditEvents(ctx, 0, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: fmt.Sprintf("root %d of someone's making", i)}, IsCA: true,
+			BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
+		foreign, _ := x509.ParseCertificate(der)
+		req := e.request(t)
+		req.Secret = bytes.Repeat([]byte{7}, len(req.Secret))
+		req.TrustAnchors = []*x509.Certificate{foreign}
+		if _, err := h.svc.Redeem(ctx, req, nil); !errors.Is(err, ErrNotAccepted) {
+			t.Fatalf("a wrong secret with foreign anchors: %v, want ErrNotAccepted", err)
+		}
+	}
+	after, err := h.st.AuditEvents(ctx, 0, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(after) - len(before); n != 0 {
+		t.Fatalf("%d audit events written for calls without the secret", n)
+	}
+	// With the secret, foreign anchors are refused before the password:
+	// no attempt counted, the code still good.
+	req := e.request(t)
+	req.TrustAnchors = []*x509.Certificate{h.svc.cfg.Issuer.Chain()[0]}
+	req.Password = wrongPassword(req.Password)
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "another PKI"}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
+	foreign, _ := x509.ParseCertificate(der)
+	req.TrustAnchors = []*x509.Certificate{foreign}
+	for range DefaultMaxAttempts + 1 {
+		if _, err := h.svc.Redeem(ctx, req, nil); !errors.Is(err, ErrPrecondition) {
+			t.Fatalf("the secret with foreign anchors: %v, want ErrPrecondition", err)
+		}
+	}
+	if _, err := h.svc.Redeem(ctx, e.request(t), nil); err != nil {
+		t.Fatalf("the right request after the refusals: %v", err)
 	}
 }

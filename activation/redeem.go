@@ -233,7 +233,10 @@ type Progress func(stage credgwv1.Stage, current, total int, message string)
 // It also returns the credential set the code unlocks, as the password's
 // verifier was checked against (its binding, keyedFor): a later read of
 // the set must agree with it (sameBinding).
-func (s *Service) check(ctx context.Context, id string, secret []byte, password string) (store.Activation, store.CredentialSet, string, error) {
+//
+// beforeAttempt, if set, runs once the secret and the state are checked and
+// before an attempt is counted.
+func (s *Service) check(ctx context.Context, id string, secret []byte, password string, beforeAttempt func(store.Activation) error) (store.Activation, store.CredentialSet, string, error) {
 	var cs store.CredentialSet
 	a, err := s.cfg.Store.ActivationByID(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
@@ -250,6 +253,11 @@ func (s *Service) check(ctx context.Context, id string, secret []byte, password 
 	}
 	if cs, err = s.cfg.Store.CredentialSet(ctx, a.CredentialSetID); err != nil {
 		return a, cs, "", err
+	}
+	if beforeAttempt != nil {
+		if err := beforeAttempt(a); err != nil {
+			return a, cs, "", err
+		}
 	}
 	// Counted while pending and while redeeming (a resume needs the
 	// password too): a photo of the QR code gives no unlimited guesses.
@@ -379,10 +387,20 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 	if progress == nil {
 		progress = func(credgwv1.Stage, int, int, string) {}
 	}
-	if err := s.chainsToDevice(req.TrustAnchors); err != nil {
-		return nil, err // before the password: no attempt counted
+	// Checked once the secret is (anyone can send an activation id), and
+	// before the password: no attempt is counted for a device that trusts
+	// another PKI, or for keys that are not the device's a stored package
+	// was made for (a photo of the QR code cannot lock it).
+	beforeAttempt := func(a store.Activation) error {
+		if err := s.chainsToDevice(req.TrustAnchors); err != nil {
+			return err
+		}
+		if a.State == store.ActRedeeming && a.Package != nil {
+			return s.sameDevice(ctx, a, req.CSRs)
+		}
+		return nil
 	}
-	a, bound, password, err := s.check(ctx, req.ActivationID, req.Secret, req.Password)
+	a, bound, password, err := s.check(ctx, req.ActivationID, req.Secret, req.Password, beforeAttempt)
 	if err != nil {
 		return nil, err
 	}

@@ -1102,3 +1102,30 @@ func TestResumeIsRecorded(t *testing.T) {
 		})
 	}
 }
+
+// TestOtherKeysCannotLockAWaitingPackage: once a device's package is
+// stored, a password is asked again on every resume. Someone with only a
+// photo of the QR code could send five wrong passwords with keys of their
+// own: the code locked and the package was revoked as keyCompromise,
+// although without the device's keys nobody could ever have resumed it.
+// A resume by other keys is now refused before any attempt is counted;
+// the device confirms what it downloaded.
+func TestOtherKeysCannotLockAWaitingPackage(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	e := h.enroll(t, h.signIn(t, "photo@example.gov"))
+	d, err := h.svc.Redeem(ctx, e.request(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range DefaultMaxAttempts + 1 {
+		req := e.request(t) // new keys: not the device's
+		req.Password = wrongPassword(req.Password)
+		if _, err := h.svc.Redeem(ctx, req, nil); !errors.Is(err, errOtherDevice) {
+			t.Fatalf("guess %d with other keys: %v, want errOtherDevice", i+1, err)
+		}
+	}
+	if _, err := h.svc.Confirm(ctx, d.RedemptionID, e.payload.Secret, d.SHA256); err != nil {
+		t.Fatalf("the device's confirmation after the guesses: %v", err)
+	}
+}

@@ -38,6 +38,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 )
 
 // enrolled is one enrollment of a fresh card.
@@ -631,25 +632,32 @@ func TestAgentKeystoreOnToken(t *testing.T) {
 }
 
 // TestWrongPasswordsWhileRedeeming: a resume needs the password too, and
-// wrong ones count there as well: the fifth locks the activation, deletes the
-// waiting package and revokes what it carried.
+// wrong ones from the device (its keys) count there as well: the fifth
+// locks the activation, deletes the waiting package and revokes what it
+// carried. (Other keys are refused before the password: they could never
+// resume the package, and a photo of the QR code must not lock it.)
 func TestWrongPasswordsWhileRedeeming(t *testing.T) {
 	e := enrollCard(t)
 	client := credgwv1.NewRedemptionClient(dial(t))
-	if _, err := readStream(context.Background(), client, redeemRequest(t, e, e.resp.GetPassword()), 0); err != nil {
+	req := redeemRequest(t, e, e.resp.GetPassword())
+	if _, err := readStream(context.Background(), client, req, 0); err != nil {
 		t.Fatal(err)
 	}
 	wrong := "00000000"
 	if wrong == e.resp.GetPassword() {
 		wrong = "11111111"
 	}
+	_, err := readStream(context.Background(), client, redeemRequest(t, e, wrong), 0)
+	wantCode(t, err, codes.PermissionDenied) // other keys: refused, nothing counted
+	guess := proto.Clone(req).(*credgwv1.RedeemRequest)
+	guess.Password = wrong
 	for i := 0; i < 4; i++ {
-		_, err := readStream(context.Background(), client, redeemRequest(t, e, wrong), 0)
+		_, err := readStream(context.Background(), client, guess, 0)
 		wantCode(t, err, codes.PermissionDenied)
 	}
-	_, err := readStream(context.Background(), client, redeemRequest(t, e, wrong), 0)
+	_, err = readStream(context.Background(), client, guess, 0)
 	wantCode(t, err, codes.ResourceExhausted)
-	_, err = readStream(context.Background(), client, redeemRequest(t, e, e.resp.GetPassword()), 0)
+	_, err = readStream(context.Background(), client, req, 0)
 	wantCode(t, err, codes.ResourceExhausted)
 	recs, _ := gwStore.CertificatesOfSet(context.Background(), e.resp.GetCredentialSetId())
 	for _, r := range recs {
