@@ -31,6 +31,7 @@ the device agent (credgw redeem) and type the password there.`,
 	f.StringVar(&o.card, "card", "", "pkcs11: URI of the card (required)")
 	f.StringVar(&o.pinFile, "pin-file", "", "file holding the card PIN")
 	f.StringVar(&o.module, "module", "", "PKCS#11 module when the URI has no module-path (default: SoftHSM)")
+	f.StringVar(&o.gatewayID, "gateway-id", "", "the gateway id (its gateway_id) you mean to sign in to: the card signs no challenge of another gateway")
 	f.StringVar(&o.name, "name", "", "identity name, 1-64 printable characters, e.g. \"Entrust Derived Cred\" (required)")
 	f.StringVar(&o.credType, "type", "", "credential type (default: the gateway's mobile-smart-credential)")
 	f.StringVar(&o.qrOut, "qr-out", "", "write the QR code PNG here (required)")
@@ -44,6 +45,7 @@ the device agent (credgw redeem) and type the password there.`,
 
 type enrollOptions struct {
 	gateway, caFile, card, pinFile, module string
+	gatewayID                              string
 	name, credType, qrOut, passwordOut     string
 	timeout                                time.Duration
 }
@@ -51,7 +53,7 @@ type enrollOptions struct {
 func enroll(ctx context.Context, out io.Writer, o enrollOptions) (*credgwv1.CreateEnrollmentResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	s, done, err := signIn(ctx, o.gateway, o.caFile, o.card, o.pinFile, o.module)
+	s, done, err := signIn(ctx, o.gateway, o.gatewayID, o.caFile, o.card, o.pinFile, o.module)
 	if err != nil {
 		return nil, err
 	}

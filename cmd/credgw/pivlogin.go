@@ -36,6 +36,7 @@ when the PIV session token expires. --token-file writes the token (0600).`,
 	f.StringVar(&o.card, "card", "", "pkcs11: URI of the card, e.g. 'pkcs11:token=NAME' (required)")
 	f.StringVar(&o.pinFile, "pin-file", "", "file holding the card PIN (or pin-source= in the URI)")
 	f.StringVar(&o.module, "module", "", "PKCS#11 module when the URI has no module-path (default: SoftHSM)")
+	f.StringVar(&o.gatewayID, "gateway-id", "", "the gateway id (its gateway_id) you mean to sign in to: the card signs no challenge of another gateway")
 	f.StringVar(&o.tokenFile, "token-file", "", "write the PIV session token to this file (0600)")
 	f.DurationVar(&o.timeout, "timeout", 30*time.Second, "overall time limit")
 	for _, r := range []string{"gateway", "ca-file", "card"} {
@@ -47,12 +48,13 @@ when the PIV session token expires. --token-file writes the token (0600).`,
 
 type pivLoginOptions struct {
 	gateway, caFile, card, pinFile, module, tokenFile string
+	gatewayID                                         string
 	timeout                                           time.Duration
 }
 
 // signIn runs PKI-AUTH with the card a pkcs11: URI names (piv/pivclient);
 // done closes the session, then the card.
-func signIn(ctx context.Context, gateway, caFile, cardURI, pinFile, module string) (s *pivclient.Session, done func(), err error) {
+func signIn(ctx context.Context, gateway, gatewayID, caFile, cardURI, pinFile, module string) (s *pivclient.Session, done func(), err error) {
 	roots, err := pivclient.LoadRoots(caFile)
 	if err != nil {
 		return nil, nil, err
@@ -61,7 +63,7 @@ func signIn(ctx context.Context, gateway, caFile, cardURI, pinFile, module strin
 	if err != nil {
 		return nil, nil, err
 	}
-	s, err = pivclient.SignIn(ctx, pivclient.Options{Gateway: gateway, Roots: roots, Card: card})
+	s, err = pivclient.SignIn(ctx, pivclient.Options{Gateway: gateway, GatewayID: gatewayID, Roots: roots, Card: card})
 	if err != nil {
 		card.Close()
 		return nil, nil, caFileError(caFile, cardTLSError(rpcErr(err)))
@@ -72,7 +74,7 @@ func signIn(ctx context.Context, gateway, caFile, cardURI, pinFile, module strin
 func pivLogin(ctx context.Context, out io.Writer, o pivLoginOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	s, done, err := signIn(ctx, o.gateway, o.caFile, o.card, o.pinFile, o.module)
+	s, done, err := signIn(ctx, o.gateway, o.gatewayID, o.caFile, o.card, o.pinFile, o.module)
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"unicode/utf8"
 
 	"github.com/credgw/credgw/piv"
 	"github.com/credgw/credgw/pkcs11"
@@ -56,6 +57,10 @@ type Options struct {
 	Card Card
 	// DialOptions are added to the gRPC connection (instrumentation).
 	DialOptions []grpc.DialOption
+	// GatewayID, if set, is the gateway id (its gateway_id) the person
+	// means to sign in to: the card signs no challenge of another (a
+	// server relaying another gateway's challenge).
+	GatewayID string
 }
 
 // Session is a finished PKI-AUTH.
@@ -138,6 +143,10 @@ func SignIn(ctx context.Context, o Options) (*Session, error) {
 		s.Close()
 		return nil, fmt.Errorf("BeginSession: %w", err)
 	}
+	if err := checkBegin(s.Begin, o); err != nil {
+		s.Close()
+		return nil, err
+	}
 	sig, err := card.SignChallenge(ctx, s.Begin.GetGatewayId(), s.Begin.GetSessionId(), s.Begin.GetChallenge())
 	if err != nil {
 		s.Close()
@@ -152,6 +161,37 @@ func SignIn(ctx context.Context, o Options) (*Session, error) {
 		return nil, fmt.Errorf("CompleteSession: %w", err)
 	}
 	return s, nil
+}
+
+// checkBegin refuses a challenge the card should not sign: of another
+// gateway than o.GatewayID, or not shaped as a credgw gateway makes it
+// (the digest separates its fields with NULs and ends with the fixed-size
+// challenge, so a NUL in an id, or a challenge of another length, would
+// make one signature read as another message).
+func checkBegin(b *credgwv1.BeginSessionResponse, o Options) error {
+	id, sid := b.GetGatewayId(), b.GetSessionId()
+	switch {
+	case id == "" || len(id) > 128 || !printable(id):
+		return fmt.Errorf("pivclient: the gateway at %s sent a gateway id %q that no credgw gateway has: nothing was signed", o.Gateway, id)
+	case o.GatewayID != "" && id != o.GatewayID:
+		return fmt.Errorf("pivclient: the gateway at %s calls itself %q, not %q (the gateway id expected): nothing was signed; "+
+			"check the address, or the gateway id you were given", o.Gateway, id, o.GatewayID)
+	case len(b.GetChallenge()) != piv.ChallengeSize:
+		return fmt.Errorf("pivclient: the gateway at %s sent a %d-byte challenge, not %d: nothing was signed", o.Gateway, len(b.GetChallenge()), piv.ChallengeSize)
+	case sid == "" || len(sid) > 128 || !printable(sid):
+		return fmt.Errorf("pivclient: the gateway at %s sent a session id %q that no credgw gateway makes: nothing was signed", o.Gateway, sid)
+	}
+	return nil
+}
+
+// printable is text without control characters.
+func printable(s string) bool {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
+			return false
+		}
+	}
+	return true
 }
 
 // OpenCard opens the card a pkcs11: URI names, with the PIN from pinFile

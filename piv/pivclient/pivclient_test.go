@@ -179,16 +179,25 @@ type fakePIVAuth struct {
 	challenge atomic.Value // []byte
 	dsCert    atomic.Value // []byte
 	refuse    atomic.Bool
+	// alter, if set, changes the BeginSession answer (a gateway that is
+	// not what it should be).
+	alter  atomic.Value // func(*credgwv1.BeginSessionResponse)
+	signed atomic.Int32 // CompleteSession calls
 }
 
 func (f *fakePIVAuth) BeginSession(context.Context, *credgwv1.BeginSessionRequest) (*credgwv1.BeginSessionResponse, error) {
 	ch := make([]byte, piv.ChallengeSize)
 	rand.Read(ch)
 	f.challenge.Store(ch)
-	return &credgwv1.BeginSessionResponse{SessionId: "session", Challenge: ch, GatewayId: "test-gateway"}, nil
+	r := &credgwv1.BeginSessionResponse{SessionId: "session", Challenge: ch, GatewayId: "test-gateway"}
+	if alter, ok := f.alter.Load().(func(*credgwv1.BeginSessionResponse)); ok && alter != nil {
+		alter(r)
+	}
+	return r, nil
 }
 
 func (f *fakePIVAuth) CompleteSession(ctx context.Context, r *credgwv1.CompleteSessionRequest) (*credgwv1.CompleteSessionResponse, error) {
+	f.signed.Add(1)
 	p, _ := peer.FromContext(ctx)
 	tlsInfo, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(tlsInfo.State.PeerCertificates) == 0 || !bytes.Equal(tlsInfo.State.PeerCertificates[0].Raw, r.GetPivAuthCertificate()) {
@@ -258,4 +267,48 @@ func newCert(t *testing.T, cn string, parent *x509.Certificate, parentKey *ecdsa
 		t.Fatal(err)
 	}
 	return cert, key
+}
+
+// TestSignInChecksWhatItSigns: the card signed whatever the server sent:
+// a gateway id other than the one the person means to sign in to (a
+// server relaying another gateway's challenge), an id with a NUL (the
+// digest separates its fields with NULs), an empty or short challenge,
+// an empty session id. Such a BeginSession is refused and nothing is
+// signed; Options.GatewayID, when given, must be the gateway's id.
+func TestSignInChecksWhatItSigns(t *testing.T) {
+	card := newSoftCard(t)
+	svc := &fakePIVAuth{}
+	addr, roots := startGateway(t, svc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		name   string
+		expect string
+		alter  func(*credgwv1.BeginSessionResponse)
+		want   string
+	}{
+		{"another gateway's id", "staging", nil, `calls itself "test-gateway"`},
+		{"a NUL in the id", "", func(r *credgwv1.BeginSessionResponse) { r.GatewayId = "test\x00gateway" }, "gateway id"},
+		{"no id", "", func(r *credgwv1.BeginSessionResponse) { r.GatewayId = "" }, "gateway id"},
+		{"a short challenge", "", func(r *credgwv1.BeginSessionResponse) { r.Challenge = r.Challenge[:8] }, "challenge"},
+		{"no session id", "", func(r *credgwv1.BeginSessionResponse) { r.SessionId = "" }, "session id"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc.alter.Store(tc.alter)
+			before := svc.signed.Load()
+			_, err := SignIn(ctx, Options{Gateway: addr, Roots: roots, Card: card, GatewayID: tc.expect})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want one saying %q", err, tc.want)
+			}
+			if svc.signed.Load() != before {
+				t.Fatal("a signature was sent")
+			}
+		})
+	}
+	svc.alter.Store(func(*credgwv1.BeginSessionResponse) {})
+	s, err := SignIn(ctx, Options{Gateway: addr, Roots: roots, Card: card, GatewayID: "test-gateway"})
+	if err != nil {
+		t.Fatalf("the expected gateway id: %v", err)
+	}
+	s.Close()
 }
