@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
+	"sync/atomic"
 	"text/template"
 	"time"
 
@@ -151,6 +152,9 @@ type CA struct {
 	signer    *lintedOnly // the CA key as the authority sees it
 	templates map[Profile]*template.Template
 	ocsp      *ocspResponder
+	// lastCRL is the last CRL this CA served: served again while the
+	// store is away, until its nextUpdate (currentCRL).
+	lastCRL atomic.Pointer[store.StoredCRL]
 }
 
 var _ Issuer = (*CA)(nil)

@@ -182,6 +182,7 @@ func (c *CA) ocspAnswer(ctx context.Context, der []byte) ocspAnswer {
 		return unsigned(ocsp.UnauthorizedErrorResponse)
 	}
 	serial := id.serial.Text(16)
+	key := ocspKey{hash: id.hash, serial: serial}
 	rec, err := c.cfg.Store.Certificate(ctx, serial)
 	switch {
 	case errors.Is(err, store.ErrNotFound), err == nil && (rec.Issuer != c.cfg.Name || rec.Status == store.CertLintFailed):
@@ -189,6 +190,12 @@ func (c *CA) ocspAnswer(ctx context.Context, der []byte) ocspAnswer {
 		// §2.3 unauthorized, which costs no signature.
 		return unsigned(ocsp.UnauthorizedErrorResponse)
 	case err != nil:
+		// The store is away (a database restart, a failover): nothing
+		// can be revoked meanwhile, and an answer signed before is true
+		// until its nextUpdate, as a cache in front would serve it.
+		if a, ok := c.ocsp.cache.Peek(key); ok && c.cfg.Now().Before(a.nextUpdate) {
+			return a
+		}
 		return unsigned(ocsp.TryLaterErrorResponse)
 	}
 	tmpl := ocsp.Response{SerialNumber: id.serial, IssuerHash: id.hash, Status: ocsp.Good}
@@ -206,7 +213,6 @@ func (c *CA) ocspAnswer(ctx context.Context, der []byte) ocspAnswer {
 	// Times go out with one-second precision; the state compares them so.
 	tmpl.RevokedAt = tmpl.RevokedAt.Truncate(time.Second)
 	state := fmt.Sprintf("%d/%d/%d", tmpl.Status, tmpl.RevokedAt.Unix(), tmpl.RevocationReason)
-	key := ocspKey{hash: id.hash, serial: serial}
 	if a, ok := c.ocsp.lookup(key, state, c.cfg.Now()); ok && !c.cfg.noOCSPCache {
 		return a
 	}

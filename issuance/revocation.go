@@ -79,7 +79,24 @@ func (c *CA) CRL(ctx context.Context, force bool) ([]byte, error) {
 }
 
 // currentCRL is CRL with its number and dates (the HTTP caching headers).
+// While the store is away (a database restart, a failover) the last CRL
+// served is served again until its nextUpdate: nothing can be revoked
+// meanwhile, and relying parties that fail closed would otherwise refuse
+// every credential. A forced rebuild gets the error.
 func (c *CA) currentCRL(ctx context.Context, force bool) (store.StoredCRL, error) {
+	cur, err := c.storedCRL(ctx, force)
+	if err == nil {
+		c.lastCRL.Store(&cur)
+		return cur, nil
+	}
+	if last := c.lastCRL.Load(); !force && last != nil && c.cfg.Now().Before(last.NextUpdate) {
+		return *last, nil
+	}
+	return cur, err
+}
+
+// storedCRL is the CRL in the store, rebuilt when due.
+func (c *CA) storedCRL(ctx context.Context, force bool) (store.StoredCRL, error) {
 	now := c.cfg.Now()
 	cur, err := c.cfg.Store.CRL(ctx, c.cfg.Name)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {

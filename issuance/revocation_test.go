@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -403,5 +404,67 @@ func TestCRLNumberAfterRestore(t *testing.T) {
 	}
 	if w := get(ca.Handler(), before.Header().Get("ETag")); w.Code != http.StatusOK {
 		t.Fatalf("a cache holding the CRL from before the restore (ETag %s) got HTTP %d, want the new CRL", before.Header().Get("ETag"), w.Code)
+	}
+}
+
+// downStore is the store with its database gone once down is set.
+type downStore struct {
+	store.IssuanceStore
+	down atomic.Bool
+}
+
+func (d *downStore) Certificate(ctx context.Context, serial string) (store.CertificateRecord, error) {
+	if d.down.Load() {
+		return store.CertificateRecord{}, store.ErrUnavailable
+	}
+	return d.IssuanceStore.Certificate(ctx, serial)
+}
+
+func (d *downStore) CRL(ctx context.Context, issuer string) (store.StoredCRL, error) {
+	if d.down.Load() {
+		return store.StoredCRL{}, store.ErrUnavailable
+	}
+	return d.IssuanceStore.CRL(ctx, issuer)
+}
+
+// TestRespondersOutliveTheDatabase: with the database away (a PostgreSQL
+// restart, a failover), the CRL answered 503 and OCSP tryLater, even for
+// answers signed a moment before, so every relying party that fails
+// closed refused every derived credential until it was back. Nothing can
+// be revoked while it is away: the last CRL and the signed OCSP answers
+// are served until their nextUpdate.
+func TestRespondersOutliveTheDatabase(t *testing.T) {
+	ctx := context.Background()
+	ds := &downStore{IssuanceStore: testStore}
+	cfg := testCA.cfg
+	cfg.Store = ds
+	ca, err := NewCA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate
+	req, err := ocsp.CreateRequest(c, testInit.Issuing, &ocsp.RequestOptions{Hash: crypto.SHA256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := ca.OCSP(ctx, req)
+	crl, err := ca.CRL(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds.down.Store(true)
+	if got := ca.OCSP(ctx, req); !bytes.Equal(got, good) {
+		r, err := ocsp.ParseResponse(got, nil)
+		t.Fatalf("OCSP with the database away: %v %v, want the answer signed before", r, err)
+	}
+	got, err := ca.CRL(ctx, false)
+	if err != nil || !bytes.Equal(got, crl) {
+		t.Fatalf("the CRL with the database away: %v", err)
+	}
+	// A certificate no answer was signed for: tryLater, as before.
+	other := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate
+	oreq, _ := ocsp.CreateRequest(other, testInit.Issuing, &ocsp.RequestOptions{Hash: crypto.SHA256})
+	if _, err := ocsp.ParseResponse(ca.OCSP(ctx, oreq), nil); !errors.Is(err, ocsp.ResponseError{Status: ocsp.TryLater}) && err.Error() != (ocsp.ResponseError{Status: ocsp.TryLater}).Error() {
+		t.Fatalf("OCSP for a certificate never answered, database away: %v, want tryLater", err)
 	}
 }
