@@ -127,7 +127,7 @@ func (s *Server) registerServiceGauges() {
 	m := s.metrics
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "credgw_outbox_backlog",
-		Help: "Notifications in the outbox not delivered yet; a steady rise means the SMTP relay or the webhook receiver does not take them.",
+		Help: "Notifications in the outbox not delivered yet, in the whole store (every replica reports the same: take max, not sum); a steady rise means the SMTP relay or the webhook receiver does not take them.",
 	}, func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 		defer cancel()
@@ -145,7 +145,7 @@ func (s *Server) registerServiceGauges() {
 	}
 	if s.activation != nil {
 		m.reg.MustRegister(&activationsCollector{s: s, desc: prometheus.NewDesc("credgw_activations",
-			"Activation codes by state (pending, redeeming, completed, locked, expired), from the store at each scrape.", []string{"state"}, nil)})
+			"Activation codes by state (pending, redeeming, completed, locked, expired), in the whole store at each scrape (every replica reports the same: take max, not sum).", []string{"state"}, nil)})
 	}
 }
 

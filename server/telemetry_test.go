@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -22,6 +23,7 @@ import (
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 )
@@ -188,6 +190,7 @@ func TestTelemetry(t *testing.T) {
 		}
 	}
 	checkDashboard(t, metrics)
+	checkAlerts(t, metrics)
 
 	// Shutdown flushes the spans.
 	stopped = true
@@ -301,6 +304,9 @@ func TestTelemetry(t *testing.T) {
 	}
 }
 
+// storeWide are the gauges each replica reads from the shared store.
+var storeWide = map[string]bool{"credgw_activations": true, "credgw_outbox_backlog": true}
+
 // checkDashboard: docs/grafana-dashboard.json is valid JSON, and every
 // metric each panel's queries name is one the gateway exports.
 func checkDashboard(t *testing.T, metrics string) {
@@ -348,10 +354,81 @@ func checkDashboard(t *testing.T, metrics string) {
 				if !exported[n] {
 					t.Errorf("panel %q: %s is not on /metrics", p.Title, n)
 				}
+				// Every replica reports the whole store's count: a sum
+				// over replicas shows it N times.
+				if storeWide[n] && regexp.MustCompile(`sum\s*(by\s*\([^)]*\)\s*)?\(\s*`+n+`\b`).MatchString(q.Expr) {
+					t.Errorf("panel %q: %q sums %s, which every replica reports for the whole store: take max", p.Title, q.Expr, n)
+				}
 			}
 		}
 	}
 	if queries < 12 {
 		t.Errorf("the dashboard queries %d metrics, want every panel of docs/deploy.md's list", queries)
 	}
+}
+
+// checkAlerts: docs/alerts.yml is a Prometheus rule file whose every
+// alert has an expression, a summary and a description, and names only
+// metrics the gateway exports (and no sum of a store-wide gauge).
+func checkAlerts(t *testing.T, metrics string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "docs", "alerts.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules struct {
+		Groups []struct {
+			Name  string `yaml:"name"`
+			Rules []struct {
+				Alert       string            `yaml:"alert"`
+				Expr        string            `yaml:"expr"`
+				For         string            `yaml:"for"`
+				Labels      map[string]string `yaml:"labels"`
+				Annotations map[string]string `yaml:"annotations"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&rules); err != nil {
+		t.Fatalf("docs/alerts.yml: %v", err)
+	}
+	exported := exportedNames(metrics)
+	metricRe := regexp.MustCompile(`\b((?:credgw|grpc_server)_[a-z_]+)`)
+	n := 0
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			n++
+			if r.Alert == "" || r.Expr == "" || r.Annotations["summary"] == "" || r.Annotations["description"] == "" {
+				t.Errorf("alert %q: an alert, an expr, a summary and a description are needed", r.Alert)
+			}
+			names := metricRe.FindAllString(r.Expr, -1)
+			if len(names) == 0 {
+				t.Errorf("alert %q: %q names no credgw metric", r.Alert, r.Expr)
+			}
+			for _, m := range names {
+				if !exported[m] && !exported[strings.TrimSuffix(m, "_total")+"_total"] {
+					t.Errorf("alert %q: %s is not on /metrics", r.Alert, m)
+				}
+				if storeWide[m] && regexp.MustCompile(`sum\s*(by\s*\([^)]*\)\s*)?\(\s*`+m+`\b`).MatchString(r.Expr) {
+					t.Errorf("alert %q sums %s, which every replica reports for the whole store", r.Alert, m)
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("docs/alerts.yml has no alert")
+	}
+}
+
+// exportedNames are the metric names of a /metrics text.
+func exportedNames(metrics string) map[string]bool {
+	exported := map[string]bool{}
+	for _, line := range strings.Split(metrics, "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		exported[line[:strings.IndexAny(line, "{ ")]] = true
+	}
+	return exported
 }
