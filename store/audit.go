@@ -234,9 +234,44 @@ func (p *AuditProblem) Error() string {
 // not the previous event's hash), or deleted trailing events (the head says
 // more). It returns how many events it checked.
 func VerifyAudit(ctx context.Context, s AuditStore) (int64, error) {
+	v, err := VerifyAuditAnchored(ctx, s, nil)
+	return v.Events, err
+}
+
+// AuditAnchor is an event's seq and hash kept outside the database (a
+// ticket, a WORM store): a chain rewritten whole, head included, is
+// consistent, but no longer has it.
+type AuditAnchor struct {
+	Seq  int64
+	Hash string
+}
+
+// AuditVerified is what VerifyAuditAnchored checked: the events, and the
+// last one's seq and hash (the anchor to keep for the next check).
+type AuditVerified struct {
+	Events   int64
+	LastSeq  int64
+	LastHash string
+}
+
+// VerifyAuditAnchored is VerifyAudit that also requires each anchor's
+// event to be in the chain with the anchor's hash.
+func VerifyAuditAnchored(ctx context.Context, s AuditStore, anchors []AuditAnchor) (AuditVerified, error) {
+	n, last, err := verifyAudit(ctx, s, anchors)
+	return AuditVerified{Events: n, LastSeq: n, LastHash: last}, err
+}
+
+func verifyAudit(ctx context.Context, s AuditStore, anchors []AuditAnchor) (int64, string, error) {
 	headSeq, headHash, err := s.AuditHead(ctx)
 	if err != nil {
-		return 0, err
+		return 0, "", err
+	}
+	kept := map[int64]string{}
+	for _, a := range anchors {
+		if a.Seq > headSeq {
+			return 0, "", &AuditProblem{Seq: a.Seq, Reason: fmt.Sprintf("the log ends at seq %d, before the anchor kept outside (seq %d): events were deleted, the head with them", headSeq, a.Seq)}
+		}
+		kept[a.Seq] = strings.ToLower(a.Hash)
 	}
 	prev, want := GenesisHash, int64(1)
 	const page = 1000
@@ -244,7 +279,7 @@ func VerifyAudit(ctx context.Context, s AuditStore) (int64, error) {
 	for {
 		evs, err := s.AuditEvents(ctx, after, page, "")
 		if err != nil {
-			return want - 1, err
+			return want - 1, prev, err
 		}
 		for _, e := range evs {
 			if e.Seq > headSeq {
@@ -255,11 +290,13 @@ func VerifyAudit(ctx context.Context, s AuditStore) (int64, error) {
 			}
 			switch {
 			case e.Seq != want:
-				return want - 1, &AuditProblem{Seq: want, Reason: fmt.Sprintf("event missing (the next stored event is seq %d): deleted", e.Seq)}
+				return want - 1, prev, &AuditProblem{Seq: want, Reason: fmt.Sprintf("event missing (the next stored event is seq %d): deleted", e.Seq)}
 			case e.PrevHash != prev:
-				return want - 1, &AuditProblem{Seq: e.Seq, Reason: "prev_hash is not the previous event's hash: an event before it was deleted, inserted or reordered"}
+				return want - 1, prev, &AuditProblem{Seq: e.Seq, Reason: "prev_hash is not the previous event's hash: an event before it was deleted, inserted or reordered"}
 			case e.ChainHash() != e.Hash:
-				return want - 1, &AuditProblem{Seq: e.Seq, Reason: "its contents do not match its hash: edited"}
+				return want - 1, prev, &AuditProblem{Seq: e.Seq, Reason: "its contents do not match its hash: edited"}
+			case kept[e.Seq] != "" && kept[e.Seq] != e.Hash:
+				return want - 1, prev, &AuditProblem{Seq: e.Seq, Reason: "its hash is not the anchor kept outside the database: the chain was rewritten"}
 			}
 			prev, want, after = e.Hash, want+1, e.Seq
 		}
@@ -269,9 +306,9 @@ func VerifyAudit(ctx context.Context, s AuditStore) (int64, error) {
 	}
 	switch {
 	case want-1 != headSeq:
-		return want - 1, &AuditProblem{Seq: want, Reason: fmt.Sprintf("the log ends at seq %d but %d events were appended: the last were deleted", want-1, headSeq)}
+		return want - 1, prev, &AuditProblem{Seq: want, Reason: fmt.Sprintf("the log ends at seq %d but %d events were appended: the last were deleted", want-1, headSeq)}
 	case prev != headHash:
-		return want - 1, &AuditProblem{Seq: want - 1, Reason: "the last event's hash is not the one recorded at append: edited or replaced"}
+		return want - 1, prev, &AuditProblem{Seq: want - 1, Reason: "the last event's hash is not the one recorded at append: edited or replaced"}
 	}
-	return want - 1, nil
+	return want - 1, prev, nil
 }

@@ -181,3 +181,54 @@ func TestAuditNULAndInvalidUTF8(t *testing.T) {
 		}
 	})
 }
+
+// TestAuditAnchors: someone who can write the database can rewrite the
+// whole chain and its head, and VerifyAudit finds it intact; audit.md
+// says to keep the last hash elsewhere, but nothing printed it or checked
+// against it. VerifyAuditAnchored reports the last seq and hash, and
+// fails when a kept (seq, hash) is not in the chain.
+func TestAuditAnchors(t *testing.T) {
+	for name, open := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			s := open(t)
+			appendEvents(t, s, 5)
+			v, err := VerifyAuditAnchored(ctx, s, nil)
+			if err != nil || v.Events != 5 || v.LastSeq != 5 || len(v.LastHash) != 64 {
+				t.Fatalf("intact chain: %+v, %v", v, err)
+			}
+			kept := AuditAnchor{Seq: v.LastSeq, Hash: v.LastHash}
+			if _, err := VerifyAuditAnchored(ctx, s, []AuditAnchor{kept, {Seq: 2, Hash: mustEvent(t, s, 2).Hash}}); err != nil {
+				t.Fatalf("the chain with its own anchors: %v", err)
+			}
+			// The same number of events, rewritten whole: intact to
+			// VerifyAudit, not to the anchor.
+			rewritten := open(t)
+			for i := 0; i < 5; i++ {
+				if _, err := rewritten.AppendAudit(ctx, AuditEvent{At: t0.Add(time.Duration(i) * time.Second), Actor: "piv:p", Action: "enroll",
+					PersonID: "p", Outcome: "refused"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := VerifyAudit(ctx, rewritten); err != nil {
+				t.Fatalf("a rewritten chain is consistent: %v", err)
+			}
+			var p *AuditProblem
+			if _, err := VerifyAuditAnchored(ctx, rewritten, []AuditAnchor{kept}); !errors.As(err, &p) || p.Seq != 5 || !strings.Contains(p.Reason, "anchor") {
+				t.Fatalf("a rewritten chain against the kept anchor: %v", err)
+			}
+			if _, err := VerifyAuditAnchored(ctx, s, []AuditAnchor{{Seq: 7, Hash: kept.Hash}}); !errors.As(err, &p) || !strings.Contains(p.Reason, "anchor") {
+				t.Fatalf("an anchor past the end (events deleted with the head): %v", err)
+			}
+		})
+	}
+}
+
+func mustEvent(t *testing.T, s Store, seq int64) AuditEvent {
+	t.Helper()
+	evs, err := s.AuditEvents(context.Background(), seq-1, 1, "")
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("event %d: %v", seq, err)
+	}
+	return evs[0]
+}

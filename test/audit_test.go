@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -32,6 +33,18 @@ func TestAuditVerifyAndExport(t *testing.T) {
 	out := run(t, nil, true, credgwBin, "audit", "verify", "--config", cfg)
 	if !strings.Contains(out, "audit log intact") {
 		t.Fatalf("verify:\n%s", out)
+	}
+	// It names the anchor to keep elsewhere; verify checks it later, and
+	// a chain rewritten whole (another hash at that seq) fails.
+	m := regexp.MustCompile(`--anchor (\d+):([0-9a-f]{64})`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("verify names no anchor to keep:\n%s", out)
+	}
+	if out := run(t, nil, true, credgwBin, "audit", "verify", "--config", cfg, "--anchor", m[1]+":"+m[2]); !strings.Contains(out, "audit log intact") {
+		t.Fatalf("verify with its own anchor:\n%s", out)
+	}
+	if out := run(t, nil, false, credgwBin, "audit", "verify", "--config", cfg, "--anchor", m[1]+":"+strings.Repeat("0", 64)); !strings.Contains(out, "anchor kept outside") {
+		t.Fatalf("verify with another anchor:\n%s", out)
 	}
 	export := filepath.Join(work, "audit.jsonl")
 	run(t, nil, true, credgwBin, "audit", "export", "--config", cfg, "--out", export)
