@@ -120,6 +120,10 @@ type StoreConfig struct {
 	// before it returns) or "normal" (faster; the machine's crash may
 	// lose the last commits).
 	SQLiteSynchronous string `yaml:"sqlite_synchronous"`
+	// MigrateOnStart makes serve migrate a PostgreSQL schema at start
+	// (under migrate's advisory lock), as the embedded SQLite store
+	// always does.
+	MigrateOnStart bool `yaml:"migrate_on_start"`
 }
 
 // PIVConfig is PKI-AUTH.

@@ -253,11 +253,17 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 	if o.store != nil {
 		s.store = o.store
 	} else {
-		st, err := OpenStore(ctx, cfg, false)
+		st, err := OpenStore(ctx, cfg, cfg.Store.MigrateOnStart)
 		if err != nil {
 			return nil, err
 		}
 		s.store, s.ownStore = st, true
+		// A replica left on an older release after another migrated the
+		// schema (a rolling upgrade, a rollback) serves, but says so.
+		if cur, want, err := st.SchemaVersion(ctx); err == nil && cur > want {
+			s.log.Warn("the database schema is newer than this credgw: a newer credgw migrated it; upgrade this replica (credgw does not migrate down)",
+				"schema_version", cur, "this_build", want)
+		}
 	}
 	if c, ok := s.store.(interface{ CheckpointFailures() int64 }); ok {
 		s.metrics.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{

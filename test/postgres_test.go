@@ -57,11 +57,16 @@ func TestJourneyOnPostgres(t *testing.T) {
 	if out := run(t, nil, false, credgwBin, "serve", "--config", cfgPath); !strings.Contains(out, "credgw migrate") {
 		t.Fatalf("serve on an unmigrated schema:\n%s", out)
 	}
+	// With store.migrate_on_start, serve migrates (a package upgrade
+	// restarts the service with no migrate step of its own); migrate then
+	// finds nothing to do.
+	withMigrate := regexp.MustCompile(`(?m)^  driver: postgres$`).ReplaceAll(cfg, []byte("  driver: postgres\n  migrate_on_start: true"))
+	os.WriteFile(cfgPath, withMigrate, 0o600)
+	startServe(t, filepath.Join(dir, "hsm"))
+	startProcess(t, "credgw serving", credgwBin, "serve", "--config", cfgPath)
 	if out := run(t, nil, true, credgwBin, "migrate", "--config", cfgPath); !strings.Contains(out, "postgres schema at version") {
 		t.Fatalf("migrate:\n%s", out)
 	}
-	startServe(t, filepath.Join(dir, "hsm"))
-	startProcess(t, "credgw serving", credgwBin, "serve", "--config", cfgPath)
 	conf := "SOFTHSM2_CONF=" + filepath.Join(dir, "hsm", "softhsm2.conf")
 	p, password := enrollWithCLI(t, dir, gw, conf, work)
 	res, err := agent.Redeem(context.Background(), agent.Options{Payload: p, Password: password, OutDir: filepath.Join(work, "device"), KeystorePIN: "correct horse"})

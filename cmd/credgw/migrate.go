@@ -15,7 +15,12 @@ func newMigrateCmd() *cobra.Command {
 		Long: `Apply the pending migrations to the configured database. On PostgreSQL this
 takes an advisory lock, so replicas starting together are safe, and
 'credgw serve' refuses to start on an older schema until this has run. The
-embedded SQLite store migrates itself at start; this command works on it too.`,
+embedded SQLite store migrates itself at start; this command works on it too.
+A schema a newer credgw migrated is refused (exit 1): credgw does not
+migrate down.
+
+Upgrading a package: stop the gateway, install, run this as the gateway's
+user (runuser -u credgw -- credgw migrate --config ...), start it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := server.LoadConfig(cfgPath)
@@ -27,9 +32,13 @@ embedded SQLite store migrates itself at start; this command works on it too.`,
 				return err
 			}
 			defer st.Close()
-			cur, _, err := st.SchemaVersion(cmd.Context())
+			cur, want, err := st.SchemaVersion(cmd.Context())
 			if err != nil {
 				return err
+			}
+			if cur > want {
+				return fmt.Errorf("the %s schema is at version %d, newer than this credgw (%d): a newer credgw migrated it, and credgw does not migrate down. "+
+					"Run the newer credgw, or restore the backup taken before the upgrade to go back", cfg.Store.Driver, cur, want)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s schema at version %d\n", cfg.Store.Driver, cur)
 			return nil
