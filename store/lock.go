@@ -47,6 +47,7 @@ func lockSQLite(path string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: sqlite: lock: %w", err)
 	}
+	takeOwner(f, file)
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		b, _ := io.ReadAll(io.LimitReader(f, 32))
 		f.Close()
@@ -59,6 +60,26 @@ func lockSQLite(path string) (*os.File, error) {
 		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	return f, nil
+}
+
+// takeOwner gives a lock file made by root (credgw migrate, a restore run
+// as root) to the owner of the database file, or of its directory before
+// the file exists, so that the gateway, which runs as its own user, can
+// open it. SQLite does the same for its -wal and -shm files.
+func takeOwner(f *os.File, db string) {
+	if os.Geteuid() != 0 {
+		return
+	}
+	fi, err := os.Stat(db)
+	if err != nil {
+		fi, err = os.Stat(filepath.Dir(db))
+	}
+	if err != nil {
+		return
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
+		f.Chown(int(st.Uid), int(st.Gid))
+	}
 }
 
 // maxSymlinks bounds sqliteFile's walk, as the kernel bounds its own

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -189,5 +190,44 @@ func mkdir(t *testing.T, dir string) {
 	t.Helper()
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSQLiteLockFileTakesTheDatabasesOwner: key-ceremony.md's restore
+// runs credgw migrate; run as root, it left the lock file 0600 root, and
+// the gateway, which runs as its own user, could no longer start
+// ("open credgw.db.lock: permission denied"). Made by root, the lock file
+// now belongs to the database file's owner (or its directory's).
+func TestSQLiteLockFileTakesTheDatabasesOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (make test runs as root in CI)")
+	}
+	const uid, gid = 65534, 65534 // nobody, nogroup
+	for _, dbExists := range []bool{true, false} {
+		dir := t.TempDir()
+		if err := os.Chown(dir, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, "credgw.db")
+		if dbExists {
+			if err := os.WriteFile(path, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(path, uid, gid); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f, err := lockSQLite(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(path + ".lock")
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != uid || st.Gid != gid {
+			t.Fatalf("database exists %v: the lock file is %d:%d, want the database's owner %d:%d", dbExists, st.Uid, st.Gid, uid, gid)
+		}
 	}
 }
