@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -183,11 +184,19 @@ func (c *Config) checkStore(ctx context.Context) error {
 	}
 	st, err := OpenStoreReadOnly(ctx, c)
 	if err != nil {
-		return fmt.Errorf("store: %w", err)
+		return storeError(err)
 	}
 	defer st.Close()
 	if err := st.Ping(ctx); err != nil {
-		return fmt.Errorf("store: %w", err)
+		return storeError(err)
 	}
 	return nil
+}
+
+// storeError names the store in an error that does not already.
+func storeError(err error) error {
+	if strings.HasPrefix(err.Error(), "store:") {
+		return err
+	}
+	return fmt.Errorf("store: %w", err)
 }

@@ -51,12 +51,12 @@ func OpenPostgres(ctx context.Context, dsn string, o PostgresOptions) (*DB, erro
 	defer cancel()
 	if err := db.PingContext(pctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("store: postgres: %w", wrapDB(err))
+		return nil, fmt.Errorf("%w (PostgreSQL at store.dsn: is it running, and does it take connections from here?)", wrapDB(err))
 	}
 	var ro string
 	if err := db.QueryRowContext(pctx, `SHOW transaction_read_only`).Scan(&ro); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("store: postgres: %w", wrapDB(err))
+		return nil, fmt.Errorf("%w (PostgreSQL at store.dsn: is it running, and does it take connections from here?)", wrapDB(err))
 	}
 	if ro == "on" {
 		db.Close()

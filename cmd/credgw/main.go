@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"github.com/spf13/pflag"
 	"io"
@@ -19,10 +20,18 @@ var version = "dev"
 
 func main() {
 	if err := newRootCmd().Execute(); err != nil {
-		printError(os.Stderr, err)
+		if !errors.As(err, new(loggedError)) {
+			printError(os.Stderr, err)
+		}
 		os.Exit(1)
 	}
 }
+
+// loggedError is an error a command has logged already (serve, as a JSON
+// line): main exits 1 without printing it again.
+type loggedError struct{ error }
+
+func (e loggedError) Unwrap() error { return e.error }
 
 // printError prints a command's error for the terminal: it may carry a
 // gateway's status message, so without control characters (terminalSafe).

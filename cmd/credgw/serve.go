@@ -42,56 +42,69 @@ portal.listen. The configured addresses still go into the QR codes and
 certificates, so keep them the addresses clients reach.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// serve's output is JSON lines, the error that stops it too
+			// (a log pipeline would drop a plain-text line: the one that
+			// says why the gateway is down).
 			cfg, err := server.LoadConfig(cfgPath)
 			if err != nil {
-				return err
+				server.NewLeveledLogger(cmd.ErrOrStderr(), slog.LevelInfo).Error("credgw serve could not start", "err", err.Error())
+				return loggedError{err}
 			}
 			level := server.LogLevel(cfg.Log.Level)
-			log := server.NewLeveledLogger(os.Stderr, level)
-			gatewayGC(cfg.Limits.MemoryLimit)
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			opts := []server.Option{server.WithLogger(log), server.WithLogLevel(level)}
-			// Sockets passed by systemd socket activation (or a parent
-			// that bound them), named as their settings (server.InheritedListeners).
-			inherited, err := server.InheritedListeners()
-			if err != nil {
-				return err
+			log := server.NewLeveledLogger(cmd.ErrOrStderr(), level)
+			if err := serve(cmd, cfg, cfgPath, log, level); err != nil {
+				log.Error("credgw serve stopped", "err", err.Error())
+				return loggedError{err}
 			}
-			if inherited != nil {
-				opts = append(opts, server.WithListeners(inherited))
-			}
-			if now := testClock(log); now != nil {
-				opts = append(opts, server.WithClock(now))
-			}
-			srv, err := server.New(ctx, cfg, opts...)
-			if err != nil {
-				return err
-			}
-			if err := srv.Start(); err != nil {
-				return err
-			}
-			hup := make(chan os.Signal, 1)
-			signal.Notify(hup, syscall.SIGHUP)
-			defer signal.Stop(hup)
-			for {
-				select {
-				case <-ctx.Done():
-					log.Info("signal received, shutting down")
-					return srv.Shutdown(context.Background())
-				case err := <-srv.Errors():
-					log.Error("listener failed", "err", err)
-					srv.Shutdown(context.Background())
-					return fmt.Errorf("serve: %w", err)
-				case <-hup:
-					reload(srv, cfgPath, log)
-				}
-			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "credgw.yaml", "configuration file")
 	addTestClockFlag(cmd)
 	return cmd
+}
+
+// serve runs the gateway of cfg until a signal or a listener failure.
+func serve(cmd *cobra.Command, cfg *server.Config, cfgPath string, log *slog.Logger, level *slog.LevelVar) error {
+	gatewayGC(cfg.Limits.MemoryLimit)
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	opts := []server.Option{server.WithLogger(log), server.WithLogLevel(level)}
+	// Sockets passed by systemd socket activation (or a parent
+	// that bound them), named as their settings (server.InheritedListeners).
+	inherited, err := server.InheritedListeners()
+	if err != nil {
+		return err
+	}
+	if inherited != nil {
+		opts = append(opts, server.WithListeners(inherited))
+	}
+	if now := testClock(log); now != nil {
+		opts = append(opts, server.WithClock(now))
+	}
+	srv, err := server.New(ctx, cfg, opts...)
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("signal received, shutting down")
+			return srv.Shutdown(context.Background())
+		case err := <-srv.Errors():
+			log.Error("listener failed", "err", err)
+			srv.Shutdown(context.Background())
+			return fmt.Errorf("serve: %w", err)
+		case <-hup:
+			reload(srv, cfgPath, log)
+		}
+	}
 }
 
 // reload is SIGHUP (systemctl reload): read the config again and apply
