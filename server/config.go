@@ -76,6 +76,10 @@ type ListenConfig struct {
 	// /readyz, /metrics, /debug/pprof/ and, unless termination_webhook.listen
 	// is set, the termination webhook ("" = off).
 	Management string `yaml:"management"`
+	// PProf is who gets /debug/pprof/ on the management listener:
+	// "loopback" (the default: a shell on the host, kubectl port-forward),
+	// "any", or "off".
+	PProf string `yaml:"pprof"`
 }
 
 // TLSConfig is the gRPC listener's TLS.
@@ -454,6 +458,9 @@ func decodeConfig(b []byte, dir string) (*Config, error) {
 }
 
 func (c *Config) applyDefaults() {
+	if c.Listen.PProf == "" {
+		c.Listen.PProf = "loopback"
+	}
 	if c.Attest.Unattested == "" {
 		c.Attest.Unattested = "allow"
 	}
@@ -717,6 +724,11 @@ func (c *Config) validateGeneral(bad func(string, ...any)) {
 // that config check refuses what serve would: host:port (the host may
 // be empty), the port a number from 0 to 65535 (0: any free port).
 func (c *Config) validateListen(bad func(string, ...any)) {
+	switch c.Listen.PProf {
+	case "loopback", "any", "off":
+	default:
+		bad("listen.pprof %q: loopback, any or off", c.Listen.PProf)
+	}
 	var bound []struct{ name, host, port string }
 	for _, l := range []struct{ name, addr string }{
 		{"listen.grpc", c.Listen.GRPC},

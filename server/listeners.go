@@ -141,15 +141,35 @@ func (s *Server) managementHandler(wh http.Handler) http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if s.cfg.Listen.PProf != "off" {
+		mux.HandleFunc("/debug/pprof/", s.pprofGuard(pprof.Index))
+		mux.HandleFunc("/debug/pprof/cmdline", s.pprofGuard(pprof.Cmdline))
+		mux.HandleFunc("/debug/pprof/profile", s.pprofGuard(pprof.Profile))
+		mux.HandleFunc("/debug/pprof/symbol", s.pprofGuard(pprof.Symbol))
+		mux.HandleFunc("/debug/pprof/trace", s.pprofGuard(pprof.Trace))
+	}
 	if wh != nil {
 		mux.Handle("POST "+webhookPath, wh)
 	}
 	return mux
+}
+
+// pprofGuard serves the profiles to loopback peers only, unless
+// listen.pprof is "any": the management listener must be reachable by a
+// metrics scraper, and a CPU profile or trace is minutes of work on
+// request and shows the process's insides.
+func (s *Server) pprofGuard(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.Listen.PProf != "any" {
+			host, _, err := net.SplitHostPort(r.RemoteAddr)
+			if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+				http.Error(w, "profiles are served to loopback peers only (listen.pprof: loopback); use a shell on the host or a port-forward, or set listen.pprof: any",
+					http.StatusForbidden)
+				return
+			}
+		}
+		h(w, r)
+	}
 }
 
 // readyz answers 200 while the gateway serves and its store answers, 503
