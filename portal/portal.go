@@ -70,6 +70,12 @@ type Backend interface {
 	Revoke(ctx context.Context, token, setID string) error
 	// CredentialTypes lists the types a person may choose.
 	CredentialTypes() []string
+	// TakeForm takes an enroll form by its one-time value for every
+	// replica: taken is false if it was taken before (made: its
+	// enrollment was made; otherwise another replica is making it).
+	TakeForm(ctx context.Context, once string) (taken, made bool, err error)
+	// EndForm records a taken form's outcome: made, or given back.
+	EndForm(ctx context.Context, once string, made bool) error
 	// Explain turns a backend error into what the person should read and
 	// do: a title and a next step.
 	Explain(err error) (title, next string, status int)
@@ -440,8 +446,23 @@ func (p *Portal) takeForm(ctx context.Context, once string) (bool, error) {
 					}
 				}
 			}
-			p.forms[once] = &form{at: now, done: make(chan struct{})}
+			f := &form{at: now, done: make(chan struct{})}
+			p.forms[once] = f
 			p.formsMu.Unlock()
+			// Every replica: a resubmission a load balancer sent to
+			// another one finds it taken there.
+			taken, _, err := p.b.TakeForm(ctx, once)
+			if err != nil || !taken {
+				p.formsMu.Lock()
+				if taken := err == nil; taken {
+					f.made, f.at = true, now // made (or being made) elsewhere
+				} else {
+					delete(p.forms, once)
+				}
+				close(f.done)
+				p.formsMu.Unlock()
+				return false, err
+			}
 			return true, nil
 		}
 		p.formsMu.Unlock()
@@ -458,9 +479,12 @@ func (p *Portal) takeForm(ctx context.Context, once string) (bool, error) {
 
 // endForm records the outcome of a taken form: made, or given back (it
 // may be posted again).
-func (p *Portal) endForm(once string, made bool) {
+func (p *Portal) endForm(ctx context.Context, once string, made bool) {
 	if once == "" {
 		return
+	}
+	if err := p.b.EndForm(ctx, once, made); err != nil {
+		p.log.Error("portal: recording an enroll form's outcome", "err", err)
 	}
 	p.formsMu.Lock()
 	defer p.formsMu.Unlock()
@@ -483,7 +507,10 @@ func (p *Portal) enroll(w http.ResponseWriter, r *http.Request, s Session) {
 	}
 	fresh, err := p.takeForm(r.Context(), once)
 	if err != nil {
-		return // the browser went away while the first submission ran
+		if r.Context().Err() == nil { // else the browser went away while the first submission ran
+			p.fail(w, err)
+		}
+		return
 	}
 	if !fresh {
 		// A reload of the QR page, or Back and resubmit: the code was
@@ -497,7 +524,7 @@ func (p *Portal) enroll(w http.ResponseWriter, r *http.Request, s Session) {
 	// Made whatever the browser does meanwhile (a double click aborts the
 	// first request): the repeat finds it made, not half done.
 	en, err := p.b.Enroll(context.WithoutCancel(r.Context()), s.Token, r.PostFormValue("name"), r.PostFormValue("type"))
-	p.endForm(once, err == nil)
+	p.endForm(context.WithoutCancel(r.Context()), once, err == nil)
 	if err != nil {
 		p.fail(w, err)
 		return

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -22,6 +23,34 @@ type fakeBackend struct {
 	signIns                    int
 	// enrollGate, if set, is waited on by Enroll, and its error returned.
 	enrollGate chan error
+	// forms are the forms taken, as the store keeps them for every
+	// replica (true: made).
+	formsMu sync.Mutex
+	forms   map[string]bool
+}
+
+func (f *fakeBackend) TakeForm(ctx context.Context, once string) (taken, made bool, err error) {
+	f.formsMu.Lock()
+	defer f.formsMu.Unlock()
+	if f.forms == nil {
+		f.forms = map[string]bool{}
+	}
+	if m, ok := f.forms[once]; ok {
+		return false, m, nil
+	}
+	f.forms[once] = false
+	return true, false, nil
+}
+
+func (f *fakeBackend) EndForm(ctx context.Context, once string, made bool) error {
+	f.formsMu.Lock()
+	defer f.formsMu.Unlock()
+	if made {
+		f.forms[once] = true
+	} else {
+		delete(f.forms, once)
+	}
+	return nil
 }
 
 func (f *fakeBackend) SignIn(ctx context.Context, leaf *x509.Certificate, chain []*x509.Certificate, source string) (Session, error) {
@@ -409,5 +438,47 @@ func TestStartPageForSignedIn(t *testing.T) {
 	}
 	if f.signIns != 0 {
 		t.Fatalf("the start page signed in %d times", f.signIns)
+	}
+}
+
+// TestEnrollFormMadeOnceOnEveryReplica: the form's one-time value was
+// remembered in the replica's memory, so a resubmission that a load
+// balancer sent to another replica made a second enrollment. The backend
+// (the store, for every replica) now takes it too.
+func TestEnrollFormMadeOnceOnEveryReplica(t *testing.T) {
+	f := &fakeBackend{}
+	var replicas []http.Handler
+	for range 2 {
+		p, err := New(f, nil, []byte(strings.Repeat("k", 32)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		replicas = append(replicas, p.Handler())
+	}
+	get := httptest.NewRequest("GET", "/enroll", nil)
+	get.AddCookie(&http.Cookie{Name: CookieName, Value: "alice"})
+	w := httptest.NewRecorder()
+	replicas[0].ServeHTTP(w, get)
+	form := url.Values{"name": {"Phone"}}
+	for _, field := range []string{"csrf", "once"} {
+		m := regexp.MustCompile(`name="` + field + `" value="([0-9a-f]+)"`).FindStringSubmatch(w.Body.String())
+		if m == nil {
+			t.Fatalf("the enroll form has no %s field", field)
+		}
+		form.Set(field, m[1])
+	}
+	post := func(h http.Handler) int {
+		r := httptest.NewRequest("POST", "/enroll", strings.NewReader(form.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		r.AddCookie(&http.Cookie{Name: CookieName, Value: "alice"})
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w.Code
+	}
+	if code := post(replicas[0]); code != http.StatusOK {
+		t.Fatalf("the form on the first replica: %d", code)
+	}
+	if code := post(replicas[1]); code != http.StatusConflict || f.enrolls != 1 {
+		t.Fatalf("the same form on the other replica: %d, %d enrollments", code, f.enrolls)
 	}
 }

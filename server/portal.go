@@ -55,6 +55,16 @@ func (b portalBackend) SignIn(ctx context.Context, leaf *x509.Certificate, chain
 	return portal.Session{Token: o.Token, Subject: id.Subject, Email: id.Email, CardUUID: id.CardUUID, ExpiresAt: o.ExpiresAt}, nil
 }
 
+// TakeForm takes an enroll form for every replica (the store).
+func (b portalBackend) TakeForm(ctx context.Context, once string) (taken, made bool, err error) {
+	return b.s.sessions.TakePortalForm(ctx, once)
+}
+
+// EndForm records a taken form's outcome.
+func (b portalBackend) EndForm(ctx context.Context, once string, made bool) error {
+	return b.s.sessions.EndPortalForm(ctx, once, made)
+}
+
 // session finds the portal session of a token whose card the portal has
 // checked in this request (Session).
 func (b portalBackend) session(ctx context.Context, token string) (store.PIVSession, error) {
@@ -255,7 +265,7 @@ func (s *Server) freshCardProof(h http.Handler) http.Handler {
 			sum := sha256.Sum256(r.TLS.PeerCertificates[0].Raw)
 			card = hex.EncodeToString(sum[:])
 		}
-		if ok && (s.now().Sub(opened) > maxAge || card != "" && signOuts.after(card, opened)) {
+		if ok && (s.now().Sub(opened) > maxAge || card != "" && (signOuts.after(card, opened) || s.signedOutElsewhere(r, opened))) {
 			w.Header().Set("Connection", "close")
 			w.Header().Set("Cache-Control", "no-store")
 			// To this path on the portal: one leading slash, for a path
@@ -271,8 +281,29 @@ func (s *Server) freshCardProof(h http.Handler) http.Handler {
 		h.ServeHTTP(w, r)
 		if card != "" && r.Method == http.MethodPost && r.URL.Path == "/signout" {
 			signOuts.note(card, s.now(), maxAge)
+			// For the other replicas (a browser's connections may be
+			// spread over them): their sign-ins look it up.
+			if err := s.sessions.NoteCardSignOut(context.WithoutCancel(r.Context()), r.TLS.PeerCertificates[0]); err != nil {
+				s.log.Error("portal: recording a card's sign-out for the other replicas", "err", err)
+			}
 		}
 	})
+}
+
+// signedOutElsewhere reports, for a sign-in (GET /signin), whether the
+// card of its connection signed out on any replica after the connection
+// opened. Only a sign-in needs it: every other page needs a session, and
+// a sign-out ends the session for every replica. A store that does not
+// answer lets the sign-in go on (bounded by max_connection_age).
+func (s *Server) signedOutElsewhere(r *http.Request, opened time.Time) bool {
+	if r.URL.Path != "/signin" || r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return false
+	}
+	out, err := s.sessions.CardSignedOutSince(r.Context(), r.TLS.PeerCertificates[0], opened)
+	if err != nil {
+		s.log.Warn("portal: looking up the card's sign-outs on other replicas", "err", err)
+	}
+	return out
 }
 
 // cardSignOuts is when each card last signed out of the portal on this

@@ -827,3 +827,49 @@ func TestPortalEmailOnlyInDigitalSignature(t *testing.T) {
 	// The other card never sent its 9C: still nothing.
 	refused(other)
 }
+
+// TestPortalSignOutReachesOtherReplicas: a card's sign-out was
+// remembered in the replica's memory, so a keep-alive connection of that
+// card that a load balancer had given to another replica went on signing
+// people in without the card (until portal.max_connection_age). The
+// sign-out is now in the store: another replica sends a sign-in on a
+// connection from before it to a new connection (307), whose handshake
+// needs the card.
+func TestPortalSignOutReachesOtherReplicas(t *testing.T) {
+	other := limitedGateway(t, func(*server.LimitsConfig) {})
+	c := newCard(t, hsmsim.CardSpec{Email: "two-replicas@example.com"})
+	cert := c.tlsCert()
+	var pulled atomic.Bool
+	withCard := func(b *browser) *browser {
+		b.c.Transport.(*http.Transport).TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if pulled.Load() {
+				return &tls.Certificate{}, nil
+			}
+			return &cert, nil
+		}
+		return b
+	}
+	here, there := withCard(newBrowser(t, &cert)), withCard(newBrowser(t, &cert))
+	there.base = "https://" + other.PortalAddr()
+	if r := there.do("GET", "/", nil); r.code != http.StatusOK { // a connection to the other replica, with the card
+		t.Fatalf("the other replica: %d", r.code)
+	}
+	if r := here.do("GET", "/signin", nil); r.code != http.StatusSeeOther {
+		t.Fatalf("sign-in: %d %s", r.code, r.body)
+	}
+	page := here.do("GET", "/actions", nil)
+	m := regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`).FindStringSubmatch(page.body)
+	if m == nil {
+		t.Fatalf("no CSRF token: %d %s", page.code, page.body)
+	}
+	if r := here.do("POST", "/signout", url.Values{"csrf": {m[1]}}); r.code != http.StatusSeeOther {
+		t.Fatalf("sign-out: %d %s", r.code, r.body)
+	}
+	pulled.Store(true)
+	if r := there.do("GET", "/signin", nil); r.code != http.StatusTemporaryRedirect {
+		t.Fatalf("sign-in on the other replica, on a connection of the card from before its sign-out: %d, want 307", r.code)
+	}
+	if r := there.do("GET", "/signin", nil); r.code != http.StatusUnauthorized {
+		t.Fatalf("sign-in again, on a new connection, without the card: %d, want 401", r.code)
+	}
+}

@@ -107,10 +107,11 @@ func TestMigrationsGoDownAndUp(t *testing.T) {
 		}
 	}
 	check("up", want, 0)
-	if _, err := p.Down(ctx); err != nil {
+	// Down past 00019 (it dropped the indexes), whatever came after it.
+	if _, err := p.DownTo(ctx, 18); err != nil {
 		t.Fatalf("down: %v", err)
 	}
-	check("down", want-1, 2)
+	check("down", 18, 2)
 	if _, err := p.Up(ctx); err != nil {
 		t.Fatalf("up again: %v", err)
 	}

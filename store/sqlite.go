@@ -430,8 +430,16 @@ func (s *DB) DeleteExpired(ctx context.Context, now time.Time) (int64, error) {
 			`DELETE FROM piv_sessions WHERE expires_at < $1`,
 			`DELETE FROM piv_challenges WHERE expires_at < $1 AND session_id NOT IN (SELECT session_id FROM piv_sessions)`,
 			`DELETE FROM webhook_deliveries WHERE expires_at < $1`,
+			`DELETE FROM portal_card_sign_outs WHERE signed_out_at < $2`,
+			`DELETE FROM portal_forms WHERE taken_at < $2`,
 		} {
-			res, err := tx.ExecContext(ctx, q, ts(now))
+			var res sql.Result
+			var err error
+			if strings.Contains(q, "$2") {
+				res, err = tx.ExecContext(ctx, strings.Replace(q, "$2", "$1", 1), ts(now.Add(-portalRetention)))
+			} else {
+				res, err = tx.ExecContext(ctx, q, ts(now))
+			}
 			if err != nil {
 				return wrapDB(err)
 			}

@@ -29,14 +29,14 @@ func TestStatementCache(t *testing.T) {
 	if n := len(s.w.stmts); n != 1 {
 		t.Fatalf("%d writer statements cached after one statement three times", n)
 	}
-	// DeleteExpired runs three statements in a transaction (sessions,
-	// challenges, webhook deliveries).
+	// DeleteExpired runs five statements in a transaction (sessions,
+	// challenges, webhook deliveries, portal sign-outs and forms).
 	for round := range 2 {
 		if _, err := s.DeleteExpired(ctx, now); err != nil {
 			t.Fatal(err)
 		}
-		if n := len(s.w.stmts); n != 4 {
-			t.Fatalf("round %d: %d writer statements cached, want 4", round, n)
+		if n := len(s.w.stmts); n != 6 {
+			t.Fatalf("round %d: %d writer statements cached, want 6", round, n)
 		}
 		if len(s.w.pending) != 0 {
 			t.Fatalf("round %d: statements left pending", round)

@@ -69,7 +69,9 @@ type Store interface {
 	LinkageStore
 	OutboxStore
 	AdminStore
-	// DeleteExpired removes challenges and sessions that expired before now.
+	PortalStore
+	// DeleteExpired removes challenges and sessions that expired before
+	// now, and the portal's sign-outs and forms older than two hours.
 	DeleteExpired(ctx context.Context, now time.Time) (int64, error)
 	// Close releases the database.
 	Close() error

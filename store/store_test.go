@@ -275,3 +275,58 @@ func TestTextThatCannotBeStored(t *testing.T) {
 		}
 	})
 }
+
+// TestPortalState: card sign-outs and enroll forms, kept for every
+// replica: a sign-out is found by any later look; a form is taken once,
+// says whether it was made, and is given back when its enrollment failed.
+func TestPortalState(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		if out, err := s.CardSignedOutSince(ctx, "card", t0); err != nil || out {
+			t.Fatalf("a card never signed out: %v, %v", out, err)
+		}
+		if err := s.NoteCardSignOut(ctx, "card", t0.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.NoteCardSignOut(ctx, "card", t0); err != nil { // an older note keeps the later time
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			since time.Time
+			want  bool
+		}{{t0, true}, {t0.Add(59 * time.Second), true}, {t0.Add(time.Minute), false}, {t0.Add(time.Hour), false}} {
+			if out, err := s.CardSignedOutSince(ctx, "card", tc.since); err != nil || out != tc.want {
+				t.Errorf("signed out since %v: %v, %v; want %v", tc.since, out, err, tc.want)
+			}
+		}
+		taken, _, err := s.TakePortalForm(ctx, "form", t0)
+		if err != nil || !taken {
+			t.Fatalf("a new form: %v, %v", taken, err)
+		}
+		if taken, made, err := s.TakePortalForm(ctx, "form", t0); err != nil || taken || made {
+			t.Fatalf("a form being made: taken %v made %v, %v", taken, made, err)
+		}
+		if err := s.EndPortalForm(ctx, "form", false); err != nil {
+			t.Fatal(err)
+		}
+		if taken, _, err := s.TakePortalForm(ctx, "form", t0); err != nil || !taken {
+			t.Fatalf("a form given back: %v, %v", taken, err)
+		}
+		if err := s.EndPortalForm(ctx, "form", true); err != nil {
+			t.Fatal(err)
+		}
+		if taken, made, err := s.TakePortalForm(ctx, "form", t0); err != nil || taken || !made {
+			t.Fatalf("a form made: taken %v made %v, %v", taken, made, err)
+		}
+		// Two hours on, both are forgotten.
+		if _, err := s.DeleteExpired(ctx, t0.Add(3*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if out, _ := s.CardSignedOutSince(ctx, "card", t0); out {
+			t.Error("the sign-out was kept past its retention")
+		}
+		if taken, _, _ := s.TakePortalForm(ctx, "form", t0.Add(3*time.Hour)); !taken {
+			t.Error("the form was kept past its retention")
+		}
+	})
+}

@@ -61,6 +61,10 @@ type Store interface {
 	Terminated(ctx context.Context, fascn []byte, cardUUID, personID string) (bool, error)
 	DeleteExpired(ctx context.Context, now time.Time) (int64, error)
 	Ping(ctx context.Context) error
+	NoteCardSignOut(ctx context.Context, certSHA256 string, at time.Time) error
+	CardSignedOutSince(ctx context.Context, certSHA256 string, since time.Time) (bool, error)
+	TakePortalForm(ctx context.Context, onceHash string, now time.Time) (taken, made bool, err error)
+	EndPortalForm(ctx context.Context, onceHash string, made bool) error
 }
 
 // Config configures the service.
@@ -531,6 +535,33 @@ func (s *Service) LookupPortal(ctx context.Context, token string, card *x509.Cer
 // EndPortal signs a portal session out.
 func (s *Service) EndPortal(ctx context.Context, token string) error {
 	return s.cfg.Store.EndPIVSession(ctx, portalHash(token), s.cfg.Now())
+}
+
+// NoteCardSignOut records, for every replica, that the card (its PIV
+// Authentication certificate) signed out of the portal now: a connection
+// of that card opened before must not sign anyone in again.
+func (s *Service) NoteCardSignOut(ctx context.Context, card *x509.Certificate) error {
+	fp := sha256.Sum256(card.Raw)
+	return s.cfg.Store.NoteCardSignOut(ctx, hex.EncodeToString(fp[:]), s.cfg.Now())
+}
+
+// CardSignedOutSince reports whether the card signed out of the portal, on
+// any replica, after since (when a connection of it opened).
+func (s *Service) CardSignedOutSince(ctx context.Context, card *x509.Certificate, since time.Time) (bool, error) {
+	fp := sha256.Sum256(card.Raw)
+	return s.cfg.Store.CardSignedOutSince(ctx, hex.EncodeToString(fp[:]), since)
+}
+
+// TakePortalForm takes the portal's enroll form with this one-time value,
+// for every replica: false if it was taken before (made: its enrollment
+// was made; otherwise it is being made).
+func (s *Service) TakePortalForm(ctx context.Context, once string) (taken, made bool, err error) {
+	return s.cfg.Store.TakePortalForm(ctx, TokenHash("credgw-portal-form\x00"+once), s.cfg.Now())
+}
+
+// EndPortalForm records a taken form's outcome: made, or given back.
+func (s *Service) EndPortalForm(ctx context.Context, once string, made bool) error {
+	return s.cfg.Store.EndPortalForm(ctx, TokenHash("credgw-portal-form\x00"+once), made)
 }
 
 // Sweep deletes expired challenges and sessions. It is idempotent: every

@@ -1,0 +1,66 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// PortalStore is what the portal keeps for every replica: card sign-outs
+// and the enroll forms taken.
+type PortalStore interface {
+	// NoteCardSignOut records that the card whose PIV Authentication
+	// certificate has this SHA-256 (hex) signed out at at.
+	NoteCardSignOut(ctx context.Context, certSHA256 string, at time.Time) error
+	// CardSignedOutSince reports whether that card signed out after since.
+	CardSignedOutSince(ctx context.Context, certSHA256 string, since time.Time) (bool, error)
+	// TakePortalForm takes an enroll form by the hash of its one-time
+	// value: taken is false if it was taken before (made reports whether
+	// its enrollment was made, or is still being made).
+	TakePortalForm(ctx context.Context, onceHash string, now time.Time) (taken, made bool, err error)
+	// EndPortalForm records a taken form's outcome: made, or given back
+	// (it may be taken again).
+	EndPortalForm(ctx context.Context, onceHash string, made bool) error
+}
+
+// portalRetention is how long sign-outs and forms are kept: longer than a
+// session (20 minutes) and portal.max_connection_age (1 hour at most).
+const portalRetention = 2 * time.Hour
+
+func (s *DB) NoteCardSignOut(ctx context.Context, certSHA256 string, at time.Time) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO portal_card_sign_outs (cert_sha256, signed_out_at) VALUES ($1, $2)
+		ON CONFLICT (cert_sha256) DO UPDATE SET signed_out_at = CASE WHEN portal_card_sign_outs.signed_out_at > excluded.signed_out_at
+			THEN portal_card_sign_outs.signed_out_at ELSE excluded.signed_out_at END`, certSHA256, ts(at))
+	return wrapDB(err)
+}
+
+func (s *DB) CardSignedOutSince(ctx context.Context, certSHA256 string, since time.Time) (bool, error) {
+	var n int
+	err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM portal_card_sign_outs WHERE cert_sha256 = $1 AND signed_out_at > $2`,
+		certSHA256, ts(since)).Scan(&n)
+	return n > 0, wrapDB(err)
+}
+
+func (s *DB) TakePortalForm(ctx context.Context, onceHash string, now time.Time) (taken, made bool, err error) {
+	res, err := s.w.ExecContext(ctx, `INSERT INTO portal_forms (once_hash, taken_at) VALUES ($1, $2) ON CONFLICT (once_hash) DO NOTHING`,
+		onceHash, ts(now))
+	if err != nil {
+		return false, false, wrapDB(err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return true, false, nil
+	}
+	var m int64
+	if err := s.w.QueryRowContext(ctx, `SELECT made FROM portal_forms WHERE once_hash = $1`, onceHash).Scan(&m); err != nil {
+		return false, false, wrapDB(err)
+	}
+	return false, m != 0, nil
+}
+
+func (s *DB) EndPortalForm(ctx context.Context, onceHash string, made bool) error {
+	q := `DELETE FROM portal_forms WHERE once_hash = $1`
+	if made {
+		q = `UPDATE portal_forms SET made = 1 WHERE once_hash = $1`
+	}
+	_, err := s.w.ExecContext(ctx, q, onceHash)
+	return wrapDB(err)
+}
