@@ -18,8 +18,8 @@ import (
 
 // serveCRL serves the current CRL with caching headers: Last-Modified is
 // its thisUpdate, max-age and Expires run to the point where credgw makes
-// the next one on its own (18 h, before nextUpdate), the ETag is its CRL
-// number. If-None-Match and If-Modified-Since get 304 (http.ServeContent).
+// the next one on its own (18 h, before nextUpdate), the ETag is a digest
+// of it. If-None-Match and If-Modified-Since get 304 (http.ServeContent).
 func (c *CA) serveCRL(w http.ResponseWriter, r *http.Request) {
 	cur, err := c.currentCRL(r.Context(), false)
 	if err != nil {

@@ -58,7 +58,9 @@ const (
 // Each replica signs and caches on its own. Every request still reads the
 // certificate's row (one indexed SELECT, no signature) and reuses a cached
 // response only if it reports the same state: a revocation, on any
-// replica, replaces the answer on the next request everywhere.
+// replica, replaces the answer on the next request everywhere (while the database
+// answers: a replica that cannot reach it serves its cached answer until
+// the refresh point, ocspAnswer).
 type ocspResponder struct {
 	issuerHashes map[crypto.Hash][2][]byte // name hash, key hash
 	cache        *lru.TwoQueueCache[ocspKey, ocspAnswer]
@@ -190,10 +192,12 @@ func (c *CA) ocspAnswer(ctx context.Context, der []byte) ocspAnswer {
 		// §2.3 unauthorized, which costs no signature.
 		return unsigned(ocsp.UnauthorizedErrorResponse)
 	case err != nil:
-		// The store is away (a database restart, a failover): nothing
-		// can be revoked meanwhile, and an answer signed before is true
-		// until its nextUpdate, as a cache in front would serve it.
-		if a, ok := c.ocsp.cache.Peek(key); ok && c.cfg.Now().Before(a.nextUpdate) {
+		// The database is away (a restart, a failover): nothing can be
+		// revoked meanwhile, and an answer signed before is served until
+		// its refresh point, as a cache in front would serve it. Any
+		// other failure (a deadline, a full pool) is no reason to think
+		// nothing changed: tryLater.
+		if a, ok := c.ocsp.cache.Peek(key); ok && errors.Is(err, store.ErrUnavailable) && c.cfg.Now().Before(a.refresh) {
 			return a
 		}
 		return unsigned(ocsp.TryLaterErrorResponse)

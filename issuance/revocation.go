@@ -83,22 +83,32 @@ func (c *CA) CRL(ctx context.Context, force bool) ([]byte, error) {
 // served is served again until its nextUpdate: nothing can be revoked
 // meanwhile, and relying parties that fail closed would otherwise refuse
 // every credential. A forced rebuild gets the error.
+//
+// Only then: a rebuild that fails with the database up (the CA key away
+// after a revocation) is an error, never the CRL without the revocation.
 func (c *CA) currentCRL(ctx context.Context, force bool) (store.StoredCRL, error) {
 	cur, err := c.storedCRL(ctx, force)
 	if err == nil {
 		c.lastCRL.Store(&cur)
 		return cur, nil
 	}
-	if last := c.lastCRL.Load(); !force && last != nil && c.cfg.Now().Before(last.NextUpdate) {
+	if last := c.lastCRL.Load(); !force && errors.Is(err, errStoreAway) && last != nil && c.cfg.Now().Before(last.NextUpdate) {
 		return *last, nil
 	}
 	return cur, err
 }
 
+// errStoreAway marks the store's first read of the CRL failing because the
+// database is unreachable: nothing can be revoked meanwhile.
+var errStoreAway = errors.New("issuance: the store is unreachable")
+
 // storedCRL is the CRL in the store, rebuilt when due.
 func (c *CA) storedCRL(ctx context.Context, force bool) (store.StoredCRL, error) {
 	now := c.cfg.Now()
 	cur, err := c.cfg.Store.CRL(ctx, c.cfg.Name)
+	if errors.Is(err, store.ErrUnavailable) {
+		return store.StoredCRL{}, fmt.Errorf("%w: %w", errStoreAway, err)
+	}
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return store.StoredCRL{}, err
 	}

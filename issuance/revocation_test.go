@@ -407,15 +407,20 @@ func TestCRLNumberAfterRestore(t *testing.T) {
 	}
 }
 
-// downStore is the store with its database gone once down is set.
+// downStore is the store with its database gone once down is set (or
+// failing with err, if set).
 type downStore struct {
 	store.IssuanceStore
 	down atomic.Bool
+	err  atomic.Value // error
 }
 
 func (d *downStore) Certificate(ctx context.Context, serial string) (store.CertificateRecord, error) {
 	if d.down.Load() {
 		return store.CertificateRecord{}, store.ErrUnavailable
+	}
+	if err, ok := d.err.Load().(error); ok {
+		return store.CertificateRecord{}, err
 	}
 	return d.IssuanceStore.Certificate(ctx, serial)
 }
@@ -466,5 +471,63 @@ func TestRespondersOutliveTheDatabase(t *testing.T) {
 	oreq, _ := ocsp.CreateRequest(other, testInit.Issuing, &ocsp.RequestOptions{Hash: crypto.SHA256})
 	if _, err := ocsp.ParseResponse(ca.OCSP(ctx, oreq), nil); !errors.Is(err, ocsp.ResponseError{Status: ocsp.TryLater}) && err.Error() != (ocsp.ResponseError{Status: ocsp.TryLater}).Error() {
 		t.Fatalf("OCSP for a certificate never answered, database away: %v, want tryLater", err)
+	}
+}
+
+// failingSigner is the CA key, failing when fail is set (the HSM away).
+type failingSigner struct {
+	crypto.Signer
+	fail atomic.Bool
+}
+
+func (f *failingSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if f.fail.Load() {
+		return nil, errors.New("the HSM is away")
+	}
+	return f.Signer.Sign(r, digest, opts)
+}
+
+// TestRespondersFallBackOnlyWhileTheDatabaseIsAway: the last CRL and the
+// cached OCSP answers stand in only while the store is unreachable
+// (nothing can be revoked meanwhile). A rebuild that fails with the
+// database up (the CA key away after a revocation) must not serve the
+// CRL without that revocation, and an OCSP read that fails for another
+// reason (a deadline) gets tryLater, not an answer that may be stale.
+func TestRespondersFallBackOnlyWhileTheDatabaseIsAway(t *testing.T) {
+	ctx := context.Background()
+	fs := &failingSigner{Signer: testCA.cfg.Signer}
+	cfg := testCA.cfg
+	cfg.Signer = fs
+	ca, err := NewCA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ca.CRL(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	c := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate
+	if err := ca.Revoke(ctx, c.SerialNumber.Text(16), 1); err != nil {
+		t.Fatal(err)
+	}
+	fs.fail.Store(true)
+	der, err := ca.CRL(ctx, false)
+	fs.fail.Store(false)
+	if err == nil {
+		crl, _ := x509.ParseRevocationList(der)
+		t.Fatalf("a failed rebuild after a revocation served a CRL (lists it: %v)", crlHas(crl, c.SerialNumber.Text(16)))
+	}
+
+	ds := &downStore{IssuanceStore: testStore}
+	cfg.Signer, cfg.Store = testCA.cfg.Signer, ds
+	ca, err = NewCA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate
+	req, _ := ocsp.CreateRequest(good, testInit.Issuing, &ocsp.RequestOptions{Hash: crypto.SHA256})
+	ca.OCSP(ctx, req)
+	ds.err.Store(context.DeadlineExceeded)
+	if _, err := ocsp.ParseResponse(ca.OCSP(ctx, req), nil); err == nil || err.Error() != (ocsp.ResponseError{Status: ocsp.TryLater}).Error() {
+		t.Fatalf("OCSP when the store read failed for another reason than the database being away: %v, want tryLater", err)
 	}
 }

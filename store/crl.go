@@ -55,6 +55,15 @@ func (s *DB) MarkCRLStale(ctx context.Context, issuer string) error {
 	return wrapDB(err)
 }
 
+// MarkAllCRLsStale makes every stored CRL stale, so that the next fetch
+// rebuilds it: after a restore from a backup, the stored CRL may be older
+// (and numbered lower) than one published since the backup (credgw
+// migrate calls it).
+func (s *DB) MarkAllCRLsStale(ctx context.Context) error {
+	_, err := s.w.ExecContext(ctx, `UPDATE crls SET generation = generation + 1`)
+	return wrapDB(err)
+}
+
 func (s *DB) ClaimCRL(ctx context.Context, issuer string, now time.Time, lease time.Duration) (bool, int64, error) {
 	if _, err := s.w.ExecContext(ctx, `INSERT INTO crls (issuer) VALUES ($1) ON CONFLICT (issuer) DO NOTHING`, issuer); err != nil {
 		return false, 0, wrapDB(err)

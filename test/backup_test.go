@@ -1,6 +1,10 @@
 package test
 
 import (
+	"crypto/x509"
+	"io"
+	"math/big"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -32,6 +36,22 @@ func TestBackupAndRestore(t *testing.T) {
 			"--keystore-pin-file", pinFile)
 	}
 	redeem(filepath.Join(work, "first"))
+	httpAddr := string(regexp.MustCompile(`(?m)^  http: (127\.0\.0\.1:\d+)$`).FindSubmatch(mustRead(t, cfg))[1])
+	crlNumber := func() *big.Int {
+		t.Helper()
+		resp, err := http.Get("http://" + httpAddr + "/crl/issuing-ca.crl")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		der, _ := io.ReadAll(resp.Body)
+		crl, err := x509.ParseRevocationList(der)
+		if err != nil {
+			t.Fatalf("the CRL: %v (HTTP %d)", err, resp.StatusCode)
+		}
+		return crl.Number
+	}
+	crlNumber() // the backup holds a CRL built, not stale
 	backup := filepath.Join(work, "credgw-backup.db")
 	if out := run(t, nil, true, credgwBin, "backup", "--config", cfg, "--out", backup); !strings.Contains(out, "integrity ok") {
 		t.Fatalf("backup:\n%s", out)
@@ -47,8 +67,15 @@ func TestBackupAndRestore(t *testing.T) {
 		return strings.Count(string(mustRead(t, out)), "\n")
 	}
 	atBackup := exported()
+	// After the backup, a revocation and the CRL that lists it.
+	auth, _ := readDerivedAuth(t, filepath.Join(work, "first", "device"))
+	run(t, nil, true, credgwBin, "admin", "revoke", "--serial", auth.SerialNumber.Text(16), "--reason", "keyCompromise",
+		"--gateway", gw, "--ca-file", filepath.Join(dir, "tls", "ca.crt"),
+		"--cert", filepath.Join(dir, "tls", "admin.crt"), "--key", filepath.Join(dir, "tls", "admin.key"))
+	published := crlNumber()
 
-	// The database is lost; the backup is put in its place.
+	// The database is lost; the backup is put in its place, and migrate
+	// runs, as key-ceremony.md says.
 	stop()
 	db := filepath.Join(dir, "credgw.db")
 	for _, f := range []string{db, db + "-wal", db + "-shm"} {
@@ -57,7 +84,14 @@ func TestBackupAndRestore(t *testing.T) {
 	if err := os.WriteFile(db, mustRead(t, backup), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	run(t, nil, true, credgwBin, "migrate", "--config", cfg)
 	startProcess(t, "credgw serving", credgwBin, "serve", "--config", cfg)
+	// The backup's stored CRL was numbered before the one published after
+	// it: a cache must never be handed a CRL numbered lower than one it
+	// saw (RFC 5280 §5.2.3).
+	if n := crlNumber(); n.Cmp(published) <= 0 {
+		t.Fatalf("CRL number %v after the restore, not above %v published before it", n, published)
+	}
 	if out := run(t, nil, true, credgwBin, "audit", "verify", "--config", cfg); !strings.Contains(out, "audit log intact") {
 		t.Fatalf("audit verify after the restore:\n%s", out)
 	}

@@ -17,7 +17,8 @@ takes an advisory lock, so replicas starting together are safe, and
 'credgw serve' refuses to start on an older schema until this has run. The
 embedded SQLite store migrates itself at start; this command works on it too.
 A schema a newer credgw migrated is refused (exit 1): credgw does not
-migrate down.
+migrate down. The stored CRLs are marked stale, so that after a restore
+from a backup the next CRL is rebuilt, numbered above any published since.
 
 Upgrading a package: stop the gateway, install, run this as the gateway's
 user (runuser -u credgw -- credgw migrate --config ...), start it.`,
@@ -39,6 +40,12 @@ user (runuser -u credgw -- credgw migrate --config ...), start it.`,
 			if cur > want {
 				return fmt.Errorf("the %s schema is at version %d, newer than this credgw (%d): a newer credgw migrated it, and credgw does not migrate down. "+
 					"Run the newer credgw, or restore the backup taken before the upgrade to go back", cfg.Store.Driver, cur, want)
+			}
+			// After a restore (key-ceremony.md runs migrate) the stored
+			// CRL may be one published before others the backup does not
+			// hold: rebuilt at the next fetch, numbered above them.
+			if err := st.MarkAllCRLsStale(cmd.Context()); err != nil {
+				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s schema at version %d\n", cfg.Store.Driver, cur)
 			return nil
