@@ -417,6 +417,9 @@ func fetchAndInstall(ctx context.Context, o Options, open opener, confirmOnce co
 		if ok && st.Code() != codes.Unavailable && st.Code() != codes.Canceled && st.Code() != codes.DeadlineExceeded && st.Code() != codes.Internal && !rateLimited(st) {
 			return nil, err
 		}
+		if ok && rateLimited(st) && o.MaxWait <= 0 {
+			return nil, err // no waiting asked for: not a cut connection to resume at once
+		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("agent: download failed after %s: %w", resumes(attempt), err)
 		}

@@ -104,11 +104,15 @@ func TestRateLimitedRedeemIsRetried(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		first     error
+		maxWait   time.Duration
 		wantOpens int
 		wantErr   bool
 	}{
-		{"rate limited", limited.Err(), 2, false},
-		{"locked", status.Error(codes.ResourceExhausted, "locked: too many wrong passwords"), 1, true},
+		{"rate limited", limited.Err(), time.Minute, 2, false},
+		{"locked", status.Error(codes.ResourceExhausted, "locked: too many wrong passwords"), time.Minute, 1, true},
+		// No waiting asked for: the refusal is the answer (before, six
+		// quick "resumes" sent the secret and password again at once).
+		{"rate limited, no waits", limited.Err(), -1, 1, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			opens := 0
@@ -123,7 +127,7 @@ func TestRateLimitedRedeemIsRetried(t *testing.T) {
 				}}, nil
 			}
 			confirm := func(context.Context, string, []byte) (string, error) { return "set", nil }
-			o := Options{Events: func(Event) {}, MaxResumes: 5, MaxWait: time.Minute, OutDir: t.TempDir(), Install: func(context.Context, *Package) error { return nil }}
+			o := Options{Events: func(Event) {}, MaxResumes: 5, MaxWait: tc.maxWait, OutDir: t.TempDir(), Install: func(context.Context, *Package) error { return nil }}
 			_, err := fetchAndInstall(context.Background(), o, open, confirm)
 			if (err != nil) != tc.wantErr || opens != tc.wantOpens {
 				t.Fatalf("err %v after %d opens; want error %v after %d", err, opens, tc.wantErr, tc.wantOpens)

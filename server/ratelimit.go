@@ -297,15 +297,35 @@ func (s *Server) limitStream(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 	if p, ok := peer.FromContext(ss.Context()); ok {
 		addr = sourceKey(p.Addr, s.cfg.Limits.SourcePrefixV6)
 	}
-	b := s.limits.deviceFailures
-	if wait, ok := b.take(addr); !ok {
-		return limited("failed redemptions (codes, secrets, passwords) from this address", wait)
-	}
-	err := h(srv, ss)
-	if !deviceFailure(err) {
-		b.giveBack(addr)
+	// The token is taken when the request has come (the handler's first
+	// RecvMsg): a stream opened and left without a request holds none.
+	ls := &limitedStream{ServerStream: ss, b: s.limits.deviceFailures, addr: addr}
+	err := h(srv, ls)
+	if ls.took && !deviceFailure(err) {
+		ls.b.giveBack(addr)
 	}
 	return err
+}
+
+// limitedStream takes a device-failure token of its address when its
+// request is received.
+type limitedStream struct {
+	grpc.ServerStream
+	b    *failureBuckets
+	addr string
+	took bool
+}
+
+func (l *limitedStream) RecvMsg(m any) error {
+	if err := l.ServerStream.RecvMsg(m); err != nil || l.took {
+		return err
+	}
+	wait, ok := l.b.take(l.addr)
+	if !ok {
+		return limited("failed (or too many concurrent) redemptions from this address", wait)
+	}
+	l.took = true
+	return nil
 }
 
 // failureBuckets are token buckets by key whose token, taken before a

@@ -239,7 +239,10 @@ func TestDeviceFailuresNotOverdrawn(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := s.limitStream(nil, &ctxStream{ctx: ctx}, info, func(any, grpc.ServerStream) error {
+			err := s.limitStream(nil, &ctxStream{ctx: ctx}, info, func(_ any, ss grpc.ServerStream) error {
+				if err := ss.RecvMsg(nil); err != nil {
+					return err
+				}
 				ran.Add(1)
 				arrived <- struct{}{}
 				<-release
@@ -263,10 +266,20 @@ func TestDeviceFailuresNotOverdrawn(t *testing.T) {
 // ctxStream is a ServerStream with only a context.
 type ctxStream struct {
 	grpc.ServerStream
-	ctx context.Context
+	ctx  context.Context
+	recv func() error
 }
 
 func (c *ctxStream) Context() context.Context { return c.ctx }
+
+// RecvMsg is the request arriving at once (or, with recv set, when recv
+// says).
+func (c *ctxStream) RecvMsg(any) error {
+	if c.recv != nil {
+		return c.recv()
+	}
+	return nil
+}
 
 // TestDeviceSuccessesSpendNothing: a Redeem that succeeds gives its token
 // back whole, however long it ran and whatever was taken meanwhile: a NAT
@@ -285,7 +298,12 @@ func TestDeviceSuccessesSpendNothing(t *testing.T) {
 	ctx := peer.NewContext(context.Background(), &peer.Peer{Addr: net.TCPAddrFromAddrPort(netip.MustParseAddrPort("192.0.2.8:1000"))})
 	info := &grpc.StreamServerInfo{FullMethod: "/credgw.v1.Renewal/Rekey", IsServerStream: true}
 	call := func(inner func() error) error {
-		return s.limitStream(nil, &ctxStream{ctx: ctx}, info, func(any, grpc.ServerStream) error { return inner() })
+		return s.limitStream(nil, &ctxStream{ctx: ctx}, info, func(_ any, ss grpc.ServerStream) error {
+			if err := ss.RecvMsg(nil); err != nil {
+				return err
+			}
+			return inner()
+		})
 	}
 	ok := func() error { return nil }
 	// One success runs while another starts and ends: both give back.
@@ -303,5 +321,47 @@ func TestDeviceSuccessesSpendNothing(t *testing.T) {
 	}
 	if err := call(ok); status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("after the budget's failures: %v, want ResourceExhausted", err)
+	}
+}
+
+// TestDeviceStreamsWithoutRequestHoldNothing: the token was taken as a
+// stream opened, before its request came, and held while it stayed open:
+// a neighbour opening streams and sending nothing held every token of
+// the address (for the stream deadline, 10 minutes) without one failure.
+// It is taken when the request is received.
+func TestDeviceStreamsWithoutRequestHoldNothing(t *testing.T) {
+	s := &Server{cfg: &Config{}, limits: newLimiter(RatesConfig{SignInPerCard: DefaultSignInPerCard, SignInPerAddress: DefaultSignInPerAddress,
+		EnrollPerCard: DefaultEnrollPerCard, DeviceFailuresPerAddress: Rate{PerSecond: 1e-6, Burst: 3}, OutstandingChallenges: 1}, time.Minute, time.Now)}
+	ctx := peer.NewContext(context.Background(), &peer.Peer{Addr: net.TCPAddrFromAddrPort(netip.MustParseAddrPort("192.0.2.9:1000"))})
+	info := &grpc.StreamServerInfo{FullMethod: "/credgw.v1.Redemption/Redeem", IsServerStream: true}
+	handler := func(_ any, ss grpc.ServerStream) error {
+		if err := ss.RecvMsg(nil); err != nil {
+			return err
+		}
+		return nil
+	}
+	never, waiting := make(chan struct{}), make(chan struct{}, 10)
+	var wg sync.WaitGroup
+	for range 10 { // streams that send no request until they are cancelled
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.limitStream(nil, &ctxStream{ctx: ctx, recv: func() error {
+				waiting <- struct{}{}
+				<-never
+				return status.Error(codes.Canceled, "context canceled")
+			}}, info, handler)
+		}()
+	}
+	for range 10 {
+		<-waiting
+	}
+	if err := s.limitStream(nil, &ctxStream{ctx: ctx}, info, handler); err != nil {
+		t.Fatalf("a redemption while 10 streams without a request are open: %v", err)
+	}
+	close(never)
+	wg.Wait()
+	if err := s.limitStream(nil, &ctxStream{ctx: ctx}, info, handler); err != nil {
+		t.Fatalf("a redemption after the empty streams ended: %v", err)
 	}
 }
