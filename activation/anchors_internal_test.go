@@ -104,3 +104,36 @@ func TestAnchorRefusalNeedsTheSecret(t *testing.T) {
 		t.Fatalf("the right request after the refusals: %v", err)
 	}
 }
+
+// TestAnchorRefusalsAuditedOnce: with the secret, each refusal for
+// foreign anchors was audited under its own message, which names the
+// caller's roots, so a photo of the QR code and roots of new names wrote
+// a new event each call. It is audited once per activation, without the
+// names.
+func TestAnchorRefusalsAuditedOnce(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	e := h.enroll(t, h.signIn(t, "anchor-names@example.gov"))
+	before, _ := h.st.AuditEvents(ctx, 0, 0, "")
+	for i := range 10 {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		name := fmt.Sprintf("root %d, a name of the caller's choosing", i)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, IsCA: true,
+			BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
+		foreign, _ := x509.ParseCertificate(der)
+		req := e.request(t)
+		req.TrustAnchors = []*x509.Certificate{foreign}
+		if _, err := h.svc.Redeem(ctx, req, nil); !errors.Is(err, ErrPrecondition) {
+			t.Fatalf("foreign anchors: %v", err)
+		}
+	}
+	after, _ := h.st.AuditEvents(ctx, 0, 0, "")
+	added := after[len(before):]
+	if len(added) != 1 {
+		t.Fatalf("%d audit events for 10 refusals of foreign anchors, want 1", len(added))
+	}
+	if strings.Contains(added[0].Detail, "caller's choosing") {
+		t.Fatalf("the audit event carries the caller's text: %q", added[0].Detail)
+	}
+}

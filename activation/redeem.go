@@ -84,6 +84,10 @@ func (s *Service) auditRefusal(ctx context.Context, activationID string, err err
 		// No code (nothing to attach it to, and anyone can send it), a
 		// resume too early, or a caller that went away.
 		return
+	case errors.As(err, new(*anchorsRefusal)):
+		// One event per activation: the message names roots of the
+		// caller's choosing.
+		outcome = "refused: the device trusts none of the roots the credentials chain to; nothing issued"
 	case refusedRequest(err):
 		outcome = err.Error()
 	default:
@@ -192,12 +196,18 @@ func (s *Service) chainsToDevice(anchors []*x509.Certificate) error {
 	}
 	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: s.cfg.Now(),
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return notNow("the device trusts none of the roots this gateway's credentials chain to (its issuing CA %q chains to %q; the device's anchors: %s): "+
+		return &anchorsRefusal{notNow("the device trusts none of the roots this gateway's credentials chain to (its issuing CA %q chains to %q; the device's anchors: %s): "+
 			"nothing was issued and the code is still good: give the device the root of the agency's PKI as its trust anchor, then redeem again",
-			chain[0].Subject.String(), chain[len(chain)-1].Subject.String(), anchorNames(anchors))
+			chain[0].Subject.String(), chain[len(chain)-1].Subject.String(), anchorNames(anchors))}
 	}
 	return nil
 }
+
+// anchorsRefusal is chainsToDevice's refusal: its message names the roots
+// the caller sent, so its audit event does not (auditRefusal).
+type anchorsRefusal struct{ error }
+
+func (e *anchorsRefusal) Unwrap() error { return e.error }
 
 // anchorNames lists the subjects of anchors, for a message.
 func anchorNames(anchors []*x509.Certificate) string {

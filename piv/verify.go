@@ -783,6 +783,10 @@ func checkPresented(intermediates []*x509.Certificate) error {
 // chain (the configured client CAs of the portal and admin roles).
 func CheckPresented(intermediates []*x509.Certificate) error { return checkPresented(intermediates) }
 
+// CheckCAKey is checkCAKey for other CA certificates a caller sends (a
+// device's trust anchors).
+func CheckCAKey(c *x509.Certificate) error { return checkCAKey(c) }
+
 // checkCAKey is the key of a presented CA certificate: RSA 2048 to 4096
 // bits, or ECDSA P-256, P-384 or P-521 (FIPS 186-5; the Federal PKI's CAs).
 func checkCAKey(c *x509.Certificate) error {

@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/piv"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -75,6 +76,11 @@ func deviceAnchors(ders [][]byte) ([]*x509.Certificate, error) {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "trust_anchors[%d]: not a DER certificate: %v", i, err)
+		}
+		// Each anchor may cost signature checks: keys a PKI's root has
+		// (a 16384-bit RSA key costs milliseconds a check).
+		if err := piv.CheckCAKey(c); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "trust_anchors[%d]: %q has a key no root of a PKI credgw chains to has (RSA 2048 to 4096, ECDSA P-256, P-384, P-521)", i, c.Subject.String())
 		}
 		out = append(out, c)
 	}
