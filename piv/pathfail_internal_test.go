@@ -66,8 +66,8 @@ func TestUntrustedPathNotRebuilt(t *testing.T) {
 // signature checks) with 16384-bit RSA keys cost about 60 ms of CPU per
 // sign-in, before any rate limit, and again in recordRefusal's Chains.
 // Presented CAs must now have keys a PIV path has (RSA 2048 to 4096,
-// ECDSA P-256, P-384, P-521) and distinct subjects (one path); others are
-// refused unbuilt.
+// ECDSA P-256, P-384, P-521) and at most two of a subject (a root both
+// self-signed and cross-certified); others are refused unbuilt.
 func TestPresentedCAsBounded(t *testing.T) {
 	pki := newTestPKI(t, time.Now())
 	root, rootKey := pki.selfSignedCA("the trusted root")
@@ -102,7 +102,7 @@ func TestPresentedCAsBounded(t *testing.T) {
 	}{
 		{"an RSA-8192 CA", []*x509.Certificate{huge}},
 		{"an Ed25519 CA", []*x509.Certificate{subCA("the issuing CA", ed)}},
-		{"two CAs of one name", []*x509.Certificate{issuing, subCA("the issuing CA", caKey.Public())}},
+		{"three CAs of one name", []*x509.Certificate{issuing, subCA("the issuing CA", caKey.Public()), subCA("the issuing CA", caKey.Public())}},
 	} {
 		before := v.pathBuilds.Load()
 		if _, err := v.VerifyPIVAuth(ctx, card, tc.presented); !errors.Is(err, ErrMalformed) {
@@ -115,8 +115,23 @@ func TestPresentedCAsBounded(t *testing.T) {
 			t.Errorf("%s: %d paths built", tc.name, n)
 		}
 	}
-	// The honest chain still builds.
+	// The honest chain still builds, and so does a bundle with the root
+	// both self-signed and cross-certified (two of one name), or a CA
+	// sent twice.
 	if !v.Chains(card, []*x509.Certificate{issuing}) {
 		t.Fatal("the card and its issuing CA: Chains refused them")
+	}
+	bridgeKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	bridge := pki.issue(&x509.Certificate{Subject: pkix.Name{CommonName: "a bridge"}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}, root, bridgeKey.Public(), rootKey)
+	cross := pki.issue(&x509.Certificate{Subject: root.Subject, IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign},
+		bridge, rootKey.Public(), bridgeKey)
+	for _, bundle := range [][]*x509.Certificate{{issuing, root, cross}, {issuing, issuing}} {
+		if err := checkPresented(bundle); err != nil {
+			t.Errorf("an honest bundle of %d: %v", len(bundle), err)
+		}
+		if !v.Chains(card, bundle) {
+			t.Errorf("an honest bundle of %d: Chains refused it", len(bundle))
+		}
 	}
 }

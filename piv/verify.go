@@ -755,9 +755,10 @@ func (c *pathCache) fail(k [32]byte, err error, until time.Time) {
 // checkPresented bounds the CA certificates a caller presents, which are
 // the caller's own making until a path proves otherwise: how many, their
 // keys (what a PIV path's CAs have: a 16384-bit RSA key makes each
-// signature check cost milliseconds), and one per subject (each
+// signature check cost milliseconds), and at most two per subject (each
 // certificate of a name is another candidate issuer, and crypto/x509
-// tries them all: up to 100 signature checks). The configured
+// tries them all: up to 100 signature checks; two allow a root both
+// self-signed and cross-certified). The configured
 // intermediates are not bounded so (the operator's, cross-certificates
 // included).
 func checkPresented(intermediates []*x509.Certificate) error {
@@ -769,11 +770,17 @@ func checkPresented(intermediates []*x509.Certificate) error {
 		if err := checkCAKey(c); err != nil {
 			return err
 		}
+		// Two of a name are common (a root both self-signed and
+		// cross-certified, a rollover link); a third is not.
+		same := 0
 		for _, earlier := range intermediates[:i] {
-			if bytes.Equal(earlier.RawSubject, c.RawSubject) {
-				return fmt.Errorf("%w: two CA certificates named %q presented with the card; present one path (each CA once)",
-					ErrMalformed, c.Subject)
+			if bytes.Equal(earlier.RawSubject, c.RawSubject) && !bytes.Equal(earlier.Raw, c.Raw) {
+				same++
 			}
+		}
+		if same >= 2 {
+			return fmt.Errorf("%w: three CA certificates named %q presented with the card; present one path (each CA once, or twice when cross-certified)",
+				ErrMalformed, c.Subject)
 		}
 	}
 	return nil

@@ -157,7 +157,12 @@ func (s *Server) identify(ctx context.Context, allowed []string) (*caller, error
 	if l := s.live.Load(); l.clientCAs != nil && len(certs)-1 > maxClientIntermediates {
 		return c, status.Errorf(codes.PermissionDenied, "the TLS client certificate came with %d CA certificates; at most %d are taken: "+
 			"send the certificate and the CAs up to the client CA (or the card's up to its anchor) only", len(certs)-1, maxClientIntermediates)
-	} else if l.clientCAs != nil && piv.CheckPresented(certs[1:]) == nil {
+	} else if perr := piv.CheckPresented(certs[1:]); l.clientCAs != nil && perr != nil && slices.Contains(allowed, roleAdmin) {
+		// An administrator's call whose chain no path is built for: say
+		// why, rather than treat it as anonymous. (Where PIV cards may
+		// call, VerifyPIVAuth below says it; open methods stay open.)
+		return c, status.Errorf(codes.PermissionDenied, "the TLS client certificate's chain was not taken: %v", perr)
+	} else if l.clientCAs != nil && perr == nil {
 		// CA certificates no path has (huge keys, one name many times)
 		// are not built into one: VerifyPIVAuth below refuses them.
 		if chain := l.clientChains.verify(certs, l.clientCAs, time.Now()); chain != nil {

@@ -162,7 +162,10 @@ func (s *Server) pprofGuard(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if s.cfg.Listen.PProf != "any" {
 			host, _, err := net.SplitHostPort(r.RemoteAddr)
-			if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			// Behind a proxy on the host (a sidecar, nginx) every client
+			// is a loopback peer: a forwarded request is not the host's.
+			forwarded := r.Header.Get("Forwarded") != "" || r.Header.Get("X-Forwarded-For") != "" || r.Header.Get("X-Real-IP") != ""
+			if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() || forwarded {
 				http.Error(w, "profiles are served to loopback peers only (listen.pprof: loopback); use a shell on the host or a port-forward, or set listen.pprof: any",
 					http.StatusForbidden)
 				return

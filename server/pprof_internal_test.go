@@ -27,6 +27,16 @@ func TestPprofFromLoopbackOnly(t *testing.T) {
 		cfg.applyDefaults()
 		s := &Server{cfg: cfg, metrics: newMetrics()}
 		h := s.managementHandler(nil)
+		// Behind a proxy on the host (a sidecar, nginx), every client
+		// is a loopback peer: a forwarded request is not the host's.
+		r := httptest.NewRequest("GET", "/debug/pprof/", nil)
+		r.RemoteAddr = "127.0.0.6:40000"
+		r.Header.Set("X-Forwarded-For", "203.0.113.9")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if want := map[string]int{"": http.StatusForbidden, "any": http.StatusOK, "off": http.StatusNotFound}[tc.setting]; w.Code != want {
+			t.Errorf("listen.pprof %q, a request forwarded by a local proxy: %d, want %d", tc.setting, w.Code, want)
+		}
 		for _, path := range []string{"/debug/pprof/", "/debug/pprof/cmdline"} {
 			r := httptest.NewRequest("GET", path, nil)
 			r.RemoteAddr = tc.from
@@ -37,9 +47,9 @@ func TestPprofFromLoopbackOnly(t *testing.T) {
 			}
 		}
 		// Metrics stay open to the scraper.
-		r := httptest.NewRequest("GET", "/metrics", nil)
+		r = httptest.NewRequest("GET", "/metrics", nil)
 		r.RemoteAddr = "192.0.2.5:40000"
-		w := httptest.NewRecorder()
+		w = httptest.NewRecorder()
 		h.ServeHTTP(w, r)
 		if w.Code != http.StatusOK {
 			t.Errorf("listen.pprof %q: /metrics from afar: %d", tc.setting, w.Code)
