@@ -44,10 +44,14 @@ func lockSQLite(path string) (*os.File, error) {
 	}
 	name := file + ".lock"
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
+	if errors.Is(err, fs.ErrPermission) {
+		return nil, fmt.Errorf("store: sqlite: lock: %w: run credgw as the database's owner (the gateway's user: runuser -u credgw -- credgw ...)", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: sqlite: lock: %w", err)
 	}
 	takeOwner(f, file)
+	makeOwned(file)
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		b, _ := io.ReadAll(io.LimitReader(f, 32))
 		f.Close()
@@ -80,6 +84,33 @@ func takeOwner(f *os.File, db string) {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
 		f.Chown(int(st.Uid), int(st.Gid))
 	}
+}
+
+// makeOwned creates, as root, a database file that does not exist yet,
+// empty and owned by its directory's owner: SQLite would make it root's,
+// and the gateway could not open it (credgw migrate run as root before
+// the first serve).
+func makeOwned(db string) {
+	if os.Geteuid() != 0 {
+		return
+	}
+	if _, err := os.Stat(db); !errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	dir, err := os.Stat(filepath.Dir(db))
+	if err != nil {
+		return
+	}
+	st, ok := dir.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid == 0 {
+		return
+	}
+	f, err := os.OpenFile(db, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return
+	}
+	f.Chown(int(st.Uid), int(st.Gid))
+	f.Close()
 }
 
 // maxSymlinks bounds sqliteFile's walk, as the kernel bounds its own

@@ -229,5 +229,12 @@ func TestSQLiteLockFileTakesTheDatabasesOwner(t *testing.T) {
 		if st := fi.Sys().(*syscall.Stat_t); st.Uid != uid || st.Gid != gid {
 			t.Fatalf("database exists %v: the lock file is %d:%d, want the database's owner %d:%d", dbExists, st.Uid, st.Gid, uid, gid)
 		}
+		// A database root makes (migrate before the first serve) belongs
+		// to its directory's owner too.
+		if fi, err := os.Stat(path); err != nil {
+			t.Fatalf("database exists %v: %v", dbExists, err)
+		} else if st := fi.Sys().(*syscall.Stat_t); st.Uid != uid || st.Gid != gid {
+			t.Fatalf("database exists %v: the database is %d:%d, want %d:%d", dbExists, st.Uid, st.Gid, uid, gid)
+		}
 	}
 }
