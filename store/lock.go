@@ -43,12 +43,22 @@ func lockSQLite(path string) (*os.File, error) {
 		return nil, fmt.Errorf("store: sqlite: lock: %w", err)
 	}
 	name := file + ".lock"
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
+	// Not followed (a symlink planted by whoever can write the directory
+	// would have root chown and overwrite its target), and a plain file
+	// of one link (nor a hard link to another file).
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if errors.Is(err, fs.ErrPermission) {
 		return nil, fmt.Errorf("store: sqlite: lock: %w: run credgw as the database's owner (the gateway's user: runuser -u credgw -- credgw ...)", err)
 	}
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("store: sqlite: lock: %s is a symbolic link: remove it (credgw makes the lock file itself)", name)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: sqlite: lock: %w", err)
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() || fi.Sys().(*syscall.Stat_t).Nlink != 1 {
+		f.Close()
+		return nil, fmt.Errorf("store: sqlite: lock: %s is not a plain file of its own (a link to another file?): remove it (credgw makes the lock file itself)", name)
 	}
 	takeOwner(f, file)
 	makeOwned(file)
@@ -105,7 +115,7 @@ func makeOwned(db string) {
 	if !ok || st.Uid == 0 {
 		return
 	}
-	f, err := os.OpenFile(db, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(db, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return
 	}

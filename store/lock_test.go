@@ -238,3 +238,40 @@ func TestSQLiteLockFileTakesTheDatabasesOwner(t *testing.T) {
 		}
 	}
 }
+
+// TestSQLiteLockFileNotFollowed: the lock file was opened following a
+// symlink, then chowned, truncated and written: whoever can write the
+// database's directory (the gateway's user) could point credgw.db.lock at
+// /etc/shadow and have root's next credgw migrate give it to them. A
+// lock file that is not a plain file of one link is refused.
+func TestSQLiteLockFileNotFollowed(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("precious\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "credgw.db")
+	if err := os.Symlink(victim, path+".lock"); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := lockSQLite(path); err == nil {
+		f.Close()
+		t.Fatal("a lock file that is a symlink was taken")
+	} else if !strings.Contains(err.Error(), "credgw.db.lock") {
+		t.Fatalf("the refusal does not name the lock file: %v", err)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "precious\n" {
+		t.Fatalf("the symlink's target was written: %q", b)
+	}
+	os.Remove(path + ".lock")
+	if err := os.Link(victim, path+".lock"); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := lockSQLite(path); err == nil {
+		f.Close()
+		t.Fatal("a lock file with another link was taken")
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "precious\n" {
+		t.Fatalf("the hard link's file was written: %q", b)
+	}
+}
