@@ -134,6 +134,27 @@ func (c *CA) storedCRL(ctx context.Context, force bool) (store.StoredCRL, error)
 		}
 		return store.StoredCRL{}, fmt.Errorf("%w: the CRL is being built; retry", ErrCRLUnavailable)
 	}
+	built, err := c.buildCRL(ctx, now, gen)
+	if err == nil {
+		return built, nil
+	}
+	// A rebuild that failed (the CA key away) gives its claim back: the
+	// other replicas, which serve the stored CRL while one is claimed,
+	// must not serve one that lacks a revocation for the lease's 30 s.
+	if rerr := c.cfg.Store.ReleaseCRL(context.WithoutCancel(ctx), c.cfg.Name); rerr != nil {
+		err = errors.Join(err, rerr)
+	}
+	// A CRL only due for its refresh (nothing revoked since) is still true
+	// until its nextUpdate.
+	if have && !force && !cur.Stale && now.Before(cur.NextUpdate) {
+		return cur, nil
+	}
+	return store.StoredCRL{}, err
+}
+
+// buildCRL signs and stores a CRL of the revocations now (storedCRL holds
+// the claim).
+func (c *CA) buildCRL(ctx context.Context, now time.Time, gen int64) (store.StoredCRL, error) {
 	entries, err := c.cfg.Store.RevokedCertificates(ctx, c.cfg.Name)
 	if err != nil {
 		return store.StoredCRL{}, err

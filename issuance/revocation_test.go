@@ -531,3 +531,56 @@ func TestRespondersFallBackOnlyWhileTheDatabaseIsAway(t *testing.T) {
 		t.Fatalf("OCSP when the store read failed for another reason than the database being away: %v, want tryLater", err)
 	}
 }
+
+// TestFailedRebuildGivesItsClaimBack: a rebuild that failed (the CA key
+// away after a revocation) kept its claim for the lease's 30 s, and every
+// other fetch, on any replica, served the stored CRL without the
+// revocation meanwhile. It gives the claim back: the next fetch rebuilds
+// (and fails while the key is away). A CRL only due for its refresh,
+// nothing revoked since, is still served while the key is away.
+func TestFailedRebuildGivesItsClaimBack(t *testing.T) {
+	ctx := context.Background()
+	fs := &failingSigner{Signer: testCA.cfg.Signer}
+	cfg := testCA.cfg
+	cfg.Signer = fs
+	ca, err := NewCA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ca.CRL(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	c := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate
+	if err := ca.Revoke(ctx, c.SerialNumber.Text(16), 1); err != nil {
+		t.Fatal(err)
+	}
+	fs.fail.Store(true)
+	for i := range 3 {
+		if der, err := ca.CRL(ctx, false); err == nil {
+			crl, _ := x509.ParseRevocationList(der)
+			t.Fatalf("fetch %d with the key away after a revocation: a CRL served (lists it: %v)", i+1, crlHas(crl, c.SerialNumber.Text(16)))
+		}
+	}
+	fs.fail.Store(false)
+	der, err := ca.CRL(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, _ := x509.ParseRevocationList(der)
+	if !crlHas(fresh, c.SerialNumber.Text(16)) {
+		t.Fatal("the CRL with the key back lacks the revocation")
+	}
+	// Past the refresh point, nothing revoked: served while the key is
+	// away (it is true until its nextUpdate).
+	later := cfg
+	later.Now = func() time.Time { return time.Now().Add(crlRefresh + time.Hour) }
+	ca2, err := NewCA(later)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs.fail.Store(true)
+	defer fs.fail.Store(false)
+	if der, err := ca2.CRL(ctx, false); err != nil || !bytes.Equal(der, fresh.Raw) {
+		t.Fatalf("a CRL due for its refresh, the key away: %v", err)
+	}
+}
