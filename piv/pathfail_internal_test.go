@@ -126,7 +126,7 @@ func TestPresentedCAsBounded(t *testing.T) {
 		KeyUsage: x509.KeyUsageCertSign}, root, bridgeKey.Public(), rootKey)
 	cross := pki.issue(&x509.Certificate{Subject: root.Subject, IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign},
 		bridge, rootKey.Public(), bridgeKey)
-	for _, bundle := range [][]*x509.Certificate{{issuing, root, cross}, {issuing, issuing}} {
+	for _, bundle := range [][]*x509.Certificate{{issuing, root, cross}, {issuing, issuing}, {issuing, root, root, cross}} {
 		if err := checkPresented(bundle); err != nil {
 			t.Errorf("an honest bundle of %d: %v", len(bundle), err)
 		}

@@ -772,13 +772,13 @@ func checkPresented(intermediates []*x509.Certificate) error {
 		}
 		// Two of a name are common (a root both self-signed and
 		// cross-certified, a rollover link); a third is not.
-		same := 0
+		distinct := [][]byte{c.Raw} // of this name, exact duplicates once
 		for _, earlier := range intermediates[:i] {
-			if bytes.Equal(earlier.RawSubject, c.RawSubject) && !bytes.Equal(earlier.Raw, c.Raw) {
-				same++
+			if bytes.Equal(earlier.RawSubject, c.RawSubject) && !slices.ContainsFunc(distinct, func(d []byte) bool { return bytes.Equal(d, earlier.Raw) }) {
+				distinct = append(distinct, earlier.Raw)
 			}
 		}
-		if same >= 2 {
+		if len(distinct) > 2 {
 			return fmt.Errorf("%w: three CA certificates named %q presented with the card; present one path (each CA once, or twice when cross-certified)",
 				ErrMalformed, c.Subject)
 		}

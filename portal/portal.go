@@ -425,14 +425,24 @@ type enrollPage struct {
 	Once  string // this form's one-time value
 }
 
-// takeForm takes an enroll form for this request: false if it was taken
-// already and its enrollment was made. A repeat while the first is still
-// under way (a double click) waits for it, and takes the form if that
-// one failed. A form without the value (a client of its own) is not
-// tracked.
-func (p *Portal) takeForm(ctx context.Context, once string) (bool, error) {
+// formState is what takeForm found of a form.
+type formState int
+
+const (
+	formFresh formState = iota // taken by this request
+	formMade                   // its enrollment was made
+	formBusy                   // another replica is making its enrollment
+)
+
+// takeForm takes an enroll form for this request. A repeat while the
+// first is still under way on this replica (a double click) waits for it,
+// and takes the form if that one failed; one under way on another replica
+// (a load balancer's choice) is formBusy, remembered nowhere, so that a
+// resubmission after it failed there is taken. A form without the value
+// (a client of its own) is not tracked.
+func (p *Portal) takeForm(ctx context.Context, once string) (formState, error) {
 	if once == "" {
-		return true, nil
+		return formFresh, nil
 	}
 	for {
 		p.formsMu.Lock()
@@ -450,29 +460,37 @@ func (p *Portal) takeForm(ctx context.Context, once string) (bool, error) {
 			p.forms[once] = f
 			p.formsMu.Unlock()
 			// Every replica: a resubmission a load balancer sent to
-			// another one finds it taken there.
-			taken, _, err := p.b.TakeForm(ctx, once)
-			if err != nil || !taken {
-				p.formsMu.Lock()
-				if taken := err == nil; taken {
-					f.made, f.at = true, now // made (or being made) elsewhere
-				} else {
-					delete(p.forms, once)
-				}
-				close(f.done)
-				p.formsMu.Unlock()
-				return false, err
+			// another one finds it taken there. Taken whatever the
+			// browser does meanwhile (a double click cancels the first
+			// request): a take left half done would block the form.
+			taken, made, err := p.b.TakeForm(context.WithoutCancel(ctx), once)
+			if err == nil && taken {
+				return formFresh, nil
 			}
-			return true, nil
+			p.formsMu.Lock()
+			if err == nil && made {
+				f.made, f.at = true, now // made elsewhere
+			} else {
+				delete(p.forms, once)
+			}
+			close(f.done)
+			p.formsMu.Unlock()
+			switch {
+			case err != nil:
+				return formBusy, err
+			case made:
+				return formMade, nil
+			}
+			return formBusy, nil
 		}
 		p.formsMu.Unlock()
 		if f.made {
-			return false, nil
+			return formMade, nil
 		}
 		select {
 		case <-f.done: // the first one ended: look again
 		case <-ctx.Done():
-			return false, ctx.Err()
+			return formBusy, ctx.Err()
 		}
 	}
 }
@@ -505,14 +523,21 @@ func (p *Portal) enroll(w http.ResponseWriter, r *http.Request, s Session) {
 	if len(once) > 64 {
 		once = once[:64]
 	}
-	fresh, err := p.takeForm(r.Context(), once)
+	state, err := p.takeForm(r.Context(), once)
 	if err != nil {
 		if r.Context().Err() == nil { // else the browser went away while the first submission ran
 			p.fail(w, err)
 		}
 		return
 	}
-	if !fresh {
+	if state == formBusy {
+		p.render(w, http.StatusConflict, "error.html", page{Title: "This enrollment is being made", Session: &s, CSRF: p.csrfToken(s), Error: &errorInfo{
+			Title: "This enrollment is being made",
+			Next:  "The form was sent twice; the first is still being answered. Look under My derived credentials in a moment; if it is not there, open the enroll form again.",
+		}})
+		return
+	}
+	if state == formMade {
 		// A reload of the QR page, or Back and resubmit: the code was
 		// made and shown once; its secret is not kept to show again.
 		p.render(w, http.StatusConflict, "error.html", page{Title: "This enrollment was made already", Session: &s, CSRF: p.csrfToken(s), Error: &errorInfo{

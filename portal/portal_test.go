@@ -482,3 +482,49 @@ func TestEnrollFormMadeOnceOnEveryReplica(t *testing.T) {
 		t.Fatalf("the same form on the other replica: %d, %d enrollments", code, f.enrolls)
 	}
 }
+
+// TestEnrollFormGivenBackElsewhere: a form another replica was still
+// making was remembered here as made, for 30 minutes, so after that
+// replica's enrollment failed (the form given back) a resubmission here
+// was told "made already" though nothing was. It is told "being made",
+// remembered nowhere, and taken once given back.
+func TestEnrollFormGivenBackElsewhere(t *testing.T) {
+	f := &fakeBackend{}
+	p, err := New(f, nil, []byte(strings.Repeat("k", 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := p.Handler()
+	get := httptest.NewRequest("GET", "/enroll", nil)
+	get.AddCookie(&http.Cookie{Name: CookieName, Value: "alice"})
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, get)
+	form := url.Values{"name": {"Phone"}}
+	for _, field := range []string{"csrf", "once"} {
+		m := regexp.MustCompile(`name="` + field + `" value="([0-9a-f]+)"`).FindStringSubmatch(w.Body.String())
+		if m == nil {
+			t.Fatalf("the enroll form has no %s field", field)
+		}
+		form.Set(field, m[1])
+	}
+	post := func() *httptest.ResponseRecorder {
+		r := httptest.NewRequest("POST", "/enroll", strings.NewReader(form.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		r.AddCookie(&http.Cookie{Name: CookieName, Value: "alice"})
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	// Another replica is making it.
+	if taken, _, _ := f.TakeForm(context.Background(), form.Get("once")); !taken {
+		t.Fatal("the other replica could not take the form")
+	}
+	if w := post(); w.Code != http.StatusConflict || !strings.Contains(w.Body.String(), "being made") {
+		t.Fatalf("while another replica makes it: %d\n%s", w.Code, w.Body)
+	}
+	// It failed there and gave the form back: a resubmission here makes it.
+	f.EndForm(context.Background(), form.Get("once"), false)
+	if w := post(); w.Code != http.StatusOK || f.enrolls != 1 {
+		t.Fatalf("after the other replica gave the form back: %d, %d enrollments\n%s", w.Code, f.enrolls, w.Body)
+	}
+}

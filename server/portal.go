@@ -258,6 +258,7 @@ func (s *Server) connOpened(ctx context.Context, _ net.Conn) context.Context {
 func (s *Server) freshCardProof(h http.Handler) http.Handler {
 	maxAge := s.cfg.Portal.MaxConnectionAge.Duration
 	signOuts := &cardSignOuts{by: map[string]time.Time{}}
+	elsewhere := &seenSignOuts{by: map[string]seenSignOut{}}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		opened, ok := r.Context().Value(connOpenedKey{}).(time.Time)
 		card := ""
@@ -265,7 +266,7 @@ func (s *Server) freshCardProof(h http.Handler) http.Handler {
 			sum := sha256.Sum256(r.TLS.PeerCertificates[0].Raw)
 			card = hex.EncodeToString(sum[:])
 		}
-		if ok && (s.now().Sub(opened) > maxAge || card != "" && (signOuts.after(card, opened) || s.signedOutElsewhere(r, opened))) {
+		if ok && (s.now().Sub(opened) > maxAge || card != "" && (signOuts.after(card, opened) || s.signedOutElsewhere(r, card, opened, elsewhere))) {
 			w.Header().Set("Connection", "close")
 			w.Header().Set("Cache-Control", "no-store")
 			// To this path on the portal: one leading slash, for a path
@@ -280,10 +281,14 @@ func (s *Server) freshCardProof(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 		if card != "" && r.Method == http.MethodPost && r.URL.Path == "/signout" {
-			signOuts.note(card, s.now(), maxAge)
+			now := s.now()
+			signOuts.note(card, now, maxAge)
 			// For the other replicas (a browser's connections may be
-			// spread over them): their sign-ins look it up.
-			if err := s.sessions.NoteCardSignOut(context.WithoutCancel(r.Context()), r.TLS.PeerCertificates[0]); err != nil {
+			// spread over them): their sign-ins look it up. This replica
+			// knows it by its own clock already.
+			at := time.UnixMicro(now.UnixMicro()).UTC() // as the store keeps it
+			elsewhere.since(card, at, now, maxAge)
+			if err := s.sessions.NoteCardSignOut(context.WithoutCancel(r.Context()), r.TLS.PeerCertificates[0], at); err != nil {
 				s.log.Error("portal: recording a card's sign-out for the other replicas", "err", err)
 			}
 		}
@@ -295,15 +300,55 @@ func (s *Server) freshCardProof(h http.Handler) http.Handler {
 // opened. Only a sign-in needs it: every other page needs a session, and
 // a sign-out ends the session for every replica. A store that does not
 // answer lets the sign-in go on (bounded by max_connection_age).
-func (s *Server) signedOutElsewhere(r *http.Request, opened time.Time) bool {
+//
+// The stored time is the clock of the replica that served the sign-out;
+// this replica's clock may differ, and a connection compared with it
+// could be sent to a new one again and again. So a sign-out counts here
+// from when this replica first saw it: connections opened before are
+// sent to a new connection (those opened between the sign-out and then
+// once more than needed), and those opened after are fresh.
+func (s *Server) signedOutElsewhere(r *http.Request, card string, opened time.Time, seen *seenSignOuts) bool {
 	if r.URL.Path != "/signin" || r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return false
 	}
-	out, err := s.sessions.CardSignedOutSince(r.Context(), r.TLS.PeerCertificates[0], opened)
+	at, ok, err := s.sessions.CardSignOut(r.Context(), r.TLS.PeerCertificates[0])
 	if err != nil {
 		s.log.Warn("portal: looking up the card's sign-outs on other replicas", "err", err)
+		return false
 	}
-	return out
+	if !ok {
+		return false
+	}
+	return opened.Before(seen.since(card, at, s.now(), s.cfg.Portal.MaxConnectionAge.Duration))
+}
+
+// seenSignOuts is, per card, the last stored sign-out this replica saw and
+// when (by its own clock) it first saw it.
+type seenSignOuts struct {
+	mu sync.Mutex
+	by map[string]seenSignOut
+}
+
+type seenSignOut struct{ stored, localAt time.Time }
+
+// since is when, by this replica's clock, the card's sign-out stored at
+// stored counts from.
+func (c *seenSignOuts) since(card string, stored, now time.Time, keep time.Duration) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.by[card]
+	if !ok || !e.stored.Equal(stored) {
+		e = seenSignOut{stored: stored, localAt: now}
+		c.by[card] = e
+		if len(c.by)%256 == 0 {
+			for k, v := range c.by {
+				if now.Sub(v.localAt) > keep {
+					delete(c.by, k)
+				}
+			}
+		}
+	}
+	return e.localAt
 }
 
 // cardSignOuts is when each card last signed out of the portal on this

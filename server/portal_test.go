@@ -873,3 +873,56 @@ func TestPortalSignOutReachesOtherReplicas(t *testing.T) {
 		t.Fatalf("sign-in again, on a new connection, without the card: %d, want 401", r.code)
 	}
 }
+
+// TestPortalSignOutAcrossSkewedClocks: a sign-out is stored by the clock
+// of the replica that served it; another replica compared it with its own
+// connections' opening times, so with that replica's clock 30 s ahead,
+// every new connection of the card to the other one was sent to a new
+// connection again (307) for 30 s: a redirect loop instead of a sign-in.
+// A replica now counts a stored sign-out from when it first saw it.
+func TestPortalSignOutAcrossSkewedClocks(t *testing.T) {
+	c := *cfg
+	c.Listen.GRPC, c.Listen.HTTP, c.Listen.Management, c.Portal.Listen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	behind, err := server.New(context.Background(), &c, server.WithClock(func() time.Time { return now().Add(-30 * time.Second) }),
+		server.WithStore(gwStore))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := behind.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { behind.Shutdown(context.Background()) })
+	card := newCard(t, hsmsim.CardSpec{Email: "skewed@example.com"})
+	cert := card.tlsCert()
+	here := newBrowser(t, &cert)
+	if r := here.do("GET", "/signin", nil); r.code != http.StatusSeeOther {
+		t.Fatalf("sign-in: %d %s", r.code, r.body)
+	}
+	page := here.do("GET", "/actions", nil)
+	m := regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`).FindStringSubmatch(page.body)
+	if m == nil {
+		t.Fatalf("no CSRF token: %d", page.code)
+	}
+	if r := here.do("POST", "/signout", url.Values{"csrf": {m[1]}}); r.code != http.StatusSeeOther {
+		t.Fatalf("sign-out: %d", r.code)
+	}
+	// New connections of the card to the replica whose clock is behind:
+	// at most one is sent to a new connection, then it signs in.
+	there := newBrowser(t, &cert)
+	there.base = "https://" + behind.PortalAddr()
+	redirects := 0
+	for range 3 {
+		there.c.Transport.(*http.Transport).CloseIdleConnections()
+		r := there.do("GET", "/signin", nil)
+		if r.code == http.StatusSeeOther {
+			break
+		}
+		if r.code != http.StatusTemporaryRedirect {
+			t.Fatalf("sign-in on the other replica: %d %s", r.code, r.body)
+		}
+		redirects++
+	}
+	if redirects > 1 {
+		t.Fatalf("%d new connections in a row sent to a new connection: a loop", redirects)
+	}
+}

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"time"
 )
 
@@ -11,8 +13,9 @@ type PortalStore interface {
 	// NoteCardSignOut records that the card whose PIV Authentication
 	// certificate has this SHA-256 (hex) signed out at at.
 	NoteCardSignOut(ctx context.Context, certSHA256 string, at time.Time) error
-	// CardSignedOutSince reports whether that card signed out after since.
-	CardSignedOutSince(ctx context.Context, certSHA256 string, since time.Time) (bool, error)
+	// CardSignOut is when that card last signed out, as the replica that
+	// served the sign-out told it (ok false: not within two hours).
+	CardSignOut(ctx context.Context, certSHA256 string) (at time.Time, ok bool, err error)
 	// TakePortalForm takes an enroll form by the hash of its one-time
 	// value: taken is false if it was taken before (made reports whether
 	// its enrollment was made, or is still being made).
@@ -33,27 +36,39 @@ func (s *DB) NoteCardSignOut(ctx context.Context, certSHA256 string, at time.Tim
 	return wrapDB(err)
 }
 
-func (s *DB) CardSignedOutSince(ctx context.Context, certSHA256 string, since time.Time) (bool, error) {
-	var n int
-	err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM portal_card_sign_outs WHERE cert_sha256 = $1 AND signed_out_at > $2`,
-		certSHA256, ts(since)).Scan(&n)
-	return n > 0, wrapDB(err)
+func (s *DB) CardSignOut(ctx context.Context, certSHA256 string) (time.Time, bool, error) {
+	var at int64
+	err := s.r.QueryRowContext(ctx, `SELECT signed_out_at FROM portal_card_sign_outs WHERE cert_sha256 = $1`, certSHA256).Scan(&at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, wrapDB(err)
+	}
+	return fromTS(at), true, nil
 }
 
 func (s *DB) TakePortalForm(ctx context.Context, onceHash string, now time.Time) (taken, made bool, err error) {
-	res, err := s.w.ExecContext(ctx, `INSERT INTO portal_forms (once_hash, taken_at) VALUES ($1, $2) ON CONFLICT (once_hash) DO NOTHING`,
-		onceHash, ts(now))
-	if err != nil {
-		return false, false, wrapDB(err)
+	for range 3 { // a form given back between the insert and the read is taken again
+		res, err := s.w.ExecContext(ctx, `INSERT INTO portal_forms (once_hash, taken_at) VALUES ($1, $2) ON CONFLICT (once_hash) DO NOTHING`,
+			onceHash, ts(now))
+		if err != nil {
+			return false, false, wrapDB(err)
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			return true, false, nil
+		}
+		var m int64
+		err = s.w.QueryRowContext(ctx, `SELECT made FROM portal_forms WHERE once_hash = $1`, onceHash).Scan(&m)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return false, false, wrapDB(err)
+		}
+		return false, m != 0, nil
 	}
-	if n, _ := res.RowsAffected(); n == 1 {
-		return true, false, nil
-	}
-	var m int64
-	if err := s.w.QueryRowContext(ctx, `SELECT made FROM portal_forms WHERE once_hash = $1`, onceHash).Scan(&m); err != nil {
-		return false, false, wrapDB(err)
-	}
-	return false, m != 0, nil
+	return false, false, nil // taken and given back over and over: being made
 }
 
 func (s *DB) EndPortalForm(ctx context.Context, onceHash string, made bool) error {

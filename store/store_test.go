@@ -282,8 +282,8 @@ func TestTextThatCannotBeStored(t *testing.T) {
 func TestPortalState(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, s Store) {
 		ctx := context.Background()
-		if out, err := s.CardSignedOutSince(ctx, "card", t0); err != nil || out {
-			t.Fatalf("a card never signed out: %v, %v", out, err)
+		if _, ok, err := s.CardSignOut(ctx, "card"); err != nil || ok {
+			t.Fatalf("a card never signed out: %v, %v", ok, err)
 		}
 		if err := s.NoteCardSignOut(ctx, "card", t0.Add(time.Minute)); err != nil {
 			t.Fatal(err)
@@ -291,13 +291,8 @@ func TestPortalState(t *testing.T) {
 		if err := s.NoteCardSignOut(ctx, "card", t0); err != nil { // an older note keeps the later time
 			t.Fatal(err)
 		}
-		for _, tc := range []struct {
-			since time.Time
-			want  bool
-		}{{t0, true}, {t0.Add(59 * time.Second), true}, {t0.Add(time.Minute), false}, {t0.Add(time.Hour), false}} {
-			if out, err := s.CardSignedOutSince(ctx, "card", tc.since); err != nil || out != tc.want {
-				t.Errorf("signed out since %v: %v, %v; want %v", tc.since, out, err, tc.want)
-			}
+		if at, ok, err := s.CardSignOut(ctx, "card"); err != nil || !ok || !at.Equal(t0.Add(time.Minute)) {
+			t.Fatalf("the card's sign-out: %v %v, %v; want %v", at, ok, err, t0.Add(time.Minute))
 		}
 		taken, _, err := s.TakePortalForm(ctx, "form", t0)
 		if err != nil || !taken {
@@ -322,7 +317,7 @@ func TestPortalState(t *testing.T) {
 		if _, err := s.DeleteExpired(ctx, t0.Add(3*time.Hour)); err != nil {
 			t.Fatal(err)
 		}
-		if out, _ := s.CardSignedOutSince(ctx, "card", t0); out {
+		if _, ok, _ := s.CardSignOut(ctx, "card"); ok {
 			t.Error("the sign-out was kept past its retention")
 		}
 		if taken, _, _ := s.TakePortalForm(ctx, "form", t0.Add(3*time.Hour)); !taken {

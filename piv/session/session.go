@@ -62,7 +62,7 @@ type Store interface {
 	DeleteExpired(ctx context.Context, now time.Time) (int64, error)
 	Ping(ctx context.Context) error
 	NoteCardSignOut(ctx context.Context, certSHA256 string, at time.Time) error
-	CardSignedOutSince(ctx context.Context, certSHA256 string, since time.Time) (bool, error)
+	CardSignOut(ctx context.Context, certSHA256 string) (time.Time, bool, error)
 	TakePortalForm(ctx context.Context, onceHash string, now time.Time) (taken, made bool, err error)
 	EndPortalForm(ctx context.Context, onceHash string, made bool) error
 }
@@ -540,16 +540,17 @@ func (s *Service) EndPortal(ctx context.Context, token string) error {
 // NoteCardSignOut records, for every replica, that the card (its PIV
 // Authentication certificate) signed out of the portal now: a connection
 // of that card opened before must not sign anyone in again.
-func (s *Service) NoteCardSignOut(ctx context.Context, card *x509.Certificate) error {
+// at is the replica's time of it (the store keeps microseconds).
+func (s *Service) NoteCardSignOut(ctx context.Context, card *x509.Certificate, at time.Time) error {
 	fp := sha256.Sum256(card.Raw)
-	return s.cfg.Store.NoteCardSignOut(ctx, hex.EncodeToString(fp[:]), s.cfg.Now())
+	return s.cfg.Store.NoteCardSignOut(ctx, hex.EncodeToString(fp[:]), at)
 }
 
-// CardSignedOutSince reports whether the card signed out of the portal, on
-// any replica, after since (when a connection of it opened).
-func (s *Service) CardSignedOutSince(ctx context.Context, card *x509.Certificate, since time.Time) (bool, error) {
+// CardSignOut is when the card last signed out of the portal, on any
+// replica, by that replica's clock (ok false: not within two hours).
+func (s *Service) CardSignOut(ctx context.Context, card *x509.Certificate) (at time.Time, ok bool, err error) {
 	fp := sha256.Sum256(card.Raw)
-	return s.cfg.Store.CardSignedOutSince(ctx, hex.EncodeToString(fp[:]), since)
+	return s.cfg.Store.CardSignOut(ctx, hex.EncodeToString(fp[:]))
 }
 
 // TakePortalForm takes the portal's enroll form with this one-time value,

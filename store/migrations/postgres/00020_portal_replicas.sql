@@ -3,7 +3,7 @@
 -- out (a keep-alive connection of that card opened before, on any
 -- replica, must not sign the next person in without the card), and the
 -- enroll forms taken (a resubmission sent to another replica must not
--- make a second enrollment). Rows live an hour at most (DeleteExpired).
+-- make a second enrollment). Rows live two hours at most (DeleteExpired).
 CREATE TABLE portal_card_sign_outs (
     cert_sha256    TEXT    PRIMARY KEY,
     signed_out_at  BIGINT NOT NULL
