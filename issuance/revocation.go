@@ -123,16 +123,18 @@ func (c *CA) storedCRL(ctx context.Context, force bool) (store.StoredCRL, error)
 	if claimed && !force {
 		// Another replica may have rebuilt between our read and our claim.
 		if again, err := c.cfg.Store.CRL(ctx, c.cfg.Name); err == nil && !again.Stale && now.Sub(again.ThisUpdate) < crlRefresh {
-			return again, c.cfg.Store.ReleaseCRL(ctx, c.cfg.Name)
+			return again, c.cfg.Store.ReleaseCRL(ctx, c.cfg.Name, now.Add(crlLease))
 		}
 	}
 	if !claimed {
-		// Another replica is rebuilding; serve the current CRL while it is
-		// within its nextUpdate.
-		if have && now.Before(cur.NextUpdate) {
+		// Another replica is rebuilding. A CRL only due for its refresh
+		// is true until its nextUpdate: served. A stale one lacks a
+		// revocation: wait for the rebuild (a failing one gives its claim
+		// back, and the next fetch tries itself), never serve it.
+		if have && !cur.Stale && now.Before(cur.NextUpdate) {
 			return cur, nil
 		}
-		return store.StoredCRL{}, fmt.Errorf("%w: the CRL is being built; retry", ErrCRLUnavailable)
+		return c.awaitRebuild(ctx)
 	}
 	built, err := c.buildCRL(ctx, now, gen)
 	if err == nil {
@@ -141,7 +143,7 @@ func (c *CA) storedCRL(ctx context.Context, force bool) (store.StoredCRL, error)
 	// A rebuild that failed (the CA key away) gives its claim back: the
 	// other replicas, which serve the stored CRL while one is claimed,
 	// must not serve one that lacks a revocation for the lease's 30 s.
-	if rerr := c.cfg.Store.ReleaseCRL(context.WithoutCancel(ctx), c.cfg.Name); rerr != nil {
+	if rerr := c.cfg.Store.ReleaseCRL(context.WithoutCancel(ctx), c.cfg.Name, now.Add(crlLease)); rerr != nil {
 		err = errors.Join(err, rerr)
 	}
 	// A CRL only due for its refresh (nothing revoked since) is still true
@@ -150,6 +152,30 @@ func (c *CA) storedCRL(ctx context.Context, force bool) (store.StoredCRL, error)
 		return cur, nil
 	}
 	return store.StoredCRL{}, err
+}
+
+// crlWait bounds how long a fetch waits for another replica's rebuild.
+const crlWait = 5 * time.Second
+
+// awaitRebuild waits for the CRL another replica is rebuilding, up to
+// crlWait (and the request's deadline); then says to retry.
+func (c *CA) awaitRebuild(ctx context.Context) (store.StoredCRL, error) {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	deadline := time.NewTimer(crlWait)
+	defer deadline.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return store.StoredCRL{}, fmt.Errorf("%w: the CRL is being built; retry", ErrCRLUnavailable)
+		case <-deadline.C:
+			return store.StoredCRL{}, fmt.Errorf("%w: the CRL is being built; retry", ErrCRLUnavailable)
+		case <-t.C:
+		}
+		if cur, err := c.cfg.Store.CRL(ctx, c.cfg.Name); err == nil && !cur.Stale && c.cfg.Now().Before(cur.NextUpdate) {
+			return cur, nil
+		}
+	}
 }
 
 // buildCRL signs and stores a CRL of the revocations now (storedCRL holds

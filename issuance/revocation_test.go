@@ -584,3 +584,60 @@ func TestFailedRebuildGivesItsClaimBack(t *testing.T) {
 		t.Fatalf("a CRL due for its refresh, the key away: %v", err)
 	}
 }
+
+// blockingSigner fails once released, after telling that it was asked.
+type blockingSigner struct {
+	crypto.Signer
+	asked, release chan struct{}
+}
+
+func (b *blockingSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	b.asked <- struct{}{}
+	<-b.release
+	return nil, errors.New("the HSM timed out")
+}
+
+// TestStaleCRLNotServedDuringAnotherRebuild: while one replica's rebuild
+// held the claim (an HSM failing by timing out), every other fetch served
+// the stored CRL even when it lacked a revocation. A stale CRL is never
+// served: the fetch waits for the rebuild, or says to retry.
+func TestStaleCRLNotServedDuringAnotherRebuild(t *testing.T) {
+	ctx := context.Background()
+	if _, err := testCA.CRL(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	c := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate
+	if err := testCA.Revoke(ctx, c.SerialNumber.Text(16), 1); err != nil {
+		t.Fatal(err)
+	}
+	bs := &blockingSigner{Signer: testCA.cfg.Signer, asked: make(chan struct{}), release: make(chan struct{})}
+	cfg := testCA.cfg
+	cfg.Signer = bs
+	slow, err := NewCA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() { _, err := slow.CRL(ctx, false); done <- err }()
+	<-bs.asked // the slow replica holds the claim, signing
+	wctx, cancel := context.WithTimeout(ctx, time.Second)
+	der, err := testCA.CRL(wctx, false)
+	cancel()
+	if err == nil {
+		crl, _ := x509.ParseRevocationList(der)
+		if !crlHas(crl, c.SerialNumber.Text(16)) {
+			t.Fatal("another replica served the CRL without the revocation while the rebuild ran")
+		}
+	}
+	close(bs.release)
+	if err := <-done; err == nil {
+		t.Fatal("the failing rebuild succeeded")
+	}
+	der, err = testCA.CRL(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if crl, _ := x509.ParseRevocationList(der); !crlHas(crl, c.SerialNumber.Text(16)) {
+		t.Fatal("the CRL after the failed rebuild lacks the revocation")
+	}
+}

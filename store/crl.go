@@ -30,8 +30,10 @@ type CRLStore interface {
 	ClaimCRL(ctx context.Context, issuer string, now time.Time, lease time.Duration) (claimed bool, generation int64, err error)
 	// SaveCRL stores a CRL built at generation and releases the lease.
 	SaveCRL(ctx context.Context, issuer string, c StoredCRL, generation int64) error
-	// ReleaseCRL gives the lease back without a new CRL.
-	ReleaseCRL(ctx context.Context, issuer string) error
+	// ReleaseCRL gives back the lease claimed until until (ClaimCRL's
+	// now+lease) without a new CRL; a lease another replica claimed since
+	// (this one ran out) stays.
+	ReleaseCRL(ctx context.Context, issuer string, until time.Time) error
 }
 
 func (s *DB) CRL(ctx context.Context, issuer string) (StoredCRL, error) {
@@ -86,7 +88,7 @@ func (s *DB) SaveCRL(ctx context.Context, issuer string, c StoredCRL, generation
 		WHERE issuer = $6 AND number < $1 AND built_generation <= $5`, c.Number, c.DER, ts(c.ThisUpdate), ts(c.NextUpdate), generation, issuer)
 }
 
-func (s *DB) ReleaseCRL(ctx context.Context, issuer string) error {
-	_, err := s.w.ExecContext(ctx, `UPDATE crls SET claimed_until = 0 WHERE issuer = $1`, issuer)
+func (s *DB) ReleaseCRL(ctx context.Context, issuer string, until time.Time) error {
+	_, err := s.w.ExecContext(ctx, `UPDATE crls SET claimed_until = 0 WHERE issuer = $1 AND claimed_until = $2`, issuer, ts(until))
 	return wrapDB(err)
 }

@@ -50,7 +50,7 @@ func TestIssuanceRecords(t *testing.T) {
 		}
 		generation := func() int64 {
 			t.Helper()
-			if err := s.ReleaseCRL(ctx, "ca"); err != nil {
+			if err := s.ReleaseCRL(ctx, "ca", t0.Add(time.Minute)); err != nil {
 				t.Fatal(err)
 			}
 			ok, g, err := s.ClaimCRL(ctx, "ca", t0, time.Minute)
@@ -192,8 +192,19 @@ func TestCRLLease(t *testing.T) {
 		if ok, _, _ := s.ClaimCRL(ctx, "ca", t0.Add(40*time.Second), 30*time.Second); !ok {
 			t.Fatal("an expired lease was not claimable")
 		}
-		if err := s.ReleaseCRL(ctx, "ca"); err != nil {
+		// The replica whose lease ran out gives back only its own: the
+		// one claimed since stays.
+		if err := s.ReleaseCRL(ctx, "ca", t0.Add(33*time.Second)); err != nil {
 			t.Fatal(err)
+		}
+		if ok, _, _ := s.ClaimCRL(ctx, "ca", t0.Add(41*time.Second), 30*time.Second); ok {
+			t.Fatal("a lapsed lease's release freed the lease claimed since")
+		}
+		if err := s.ReleaseCRL(ctx, "ca", t0.Add(70*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _, _ := s.ClaimCRL(ctx, "ca", t0.Add(42*time.Second), 30*time.Second); !ok {
+			t.Fatal("a released lease was not claimable")
 		}
 	})
 }
