@@ -43,10 +43,7 @@ func lockSQLite(path string) (*os.File, error) {
 		return nil, fmt.Errorf("store: sqlite: lock: %w", err)
 	}
 	name := file + ".lock"
-	// Not followed (a symlink planted by whoever can write the directory
-	// would have root chown and overwrite its target), and a plain file
-	// of one link (nor a hard link to another file).
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	f, created, err := openLockFile(name)
 	if errors.Is(err, fs.ErrPermission) {
 		return nil, fmt.Errorf("store: sqlite: lock: %w: run credgw as the database's owner (the gateway's user: runuser -u credgw -- credgw ...)", err)
 	}
@@ -56,11 +53,13 @@ func lockSQLite(path string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: sqlite: lock: %w", err)
 	}
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() || fi.Sys().(*syscall.Stat_t).Nlink != 1 {
+	if err := checkLockFile(f, name, file, created); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("store: sqlite: lock: %s is not a plain file of its own (a link to another file?): remove it (credgw makes the lock file itself)", name)
+		return nil, err
 	}
-	takeOwner(f, file)
+	if created {
+		takeOwner(f, file)
+	}
 	makeOwned(file)
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		b, _ := io.ReadAll(io.LimitReader(f, 32))
@@ -74,6 +73,48 @@ func lockSQLite(path string) (*os.File, error) {
 		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	return f, nil
+}
+
+// openLockFile opens the lock file without following a symlink (one
+// planted by whoever can write the directory would have root chown and
+// overwrite its target); created says this open made it.
+func openLockFile(name string) (*os.File, bool, error) {
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err == nil {
+		return f, true, nil
+	}
+	if !errors.Is(err, fs.ErrExist) {
+		return nil, false, err
+	}
+	f, err = os.OpenFile(name, os.O_RDWR|syscall.O_NOFOLLOW, 0)
+	return f, false, err
+}
+
+// checkLockFile refuses a lock file that is not a plain file, and, as
+// root, one this open did not make whose owner is not the owner of the
+// database's directory: a hard link to another file (someone else's)
+// that root would truncate and write. The opened file's own owner is
+// checked, so a name swapped after the open changes nothing.
+func checkLockFile(f *os.File, name, db string, created bool) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("store: sqlite: lock: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("store: sqlite: lock: %s is not a plain file: remove it (credgw makes the lock file itself)", name)
+	}
+	if created || os.Geteuid() != 0 {
+		return nil
+	}
+	dir, err := os.Stat(filepath.Dir(db))
+	if err != nil {
+		return fmt.Errorf("store: sqlite: lock: %w", err)
+	}
+	if owner, want := fi.Sys().(*syscall.Stat_t).Uid, dir.Sys().(*syscall.Stat_t).Uid; owner != want {
+		return fmt.Errorf("store: sqlite: lock: %s belongs to uid %d, not to the database directory's owner (uid %d): "+
+			"if no credgw runs on this database, remove it (credgw makes the lock file itself)", name, owner, want)
+	}
+	return nil
 }
 
 // takeOwner gives a lock file made by root (credgw migrate, a restore run
