@@ -926,3 +926,56 @@ func TestPortalSignOutAcrossSkewedClocks(t *testing.T) {
 		t.Fatalf("%d new connections in a row sent to a new connection: a loop", redirects)
 	}
 }
+
+// TestPortalSecondSignOutOnSlowerReplica: the store kept the later of two
+// sign-out times, so a second sign-out on a replica whose clock is behind
+// left the stored value as it was, and a connection of the card to the
+// first replica opened between the two sign-outs signed in without the
+// card. The latest sign-out replaces the last, whatever its time.
+func TestPortalSecondSignOutOnSlowerReplica(t *testing.T) {
+	c := *cfg
+	c.Listen.GRPC, c.Listen.HTTP, c.Listen.Management, c.Portal.Listen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	behind, err := server.New(context.Background(), &c, server.WithClock(func() time.Time { return now().Add(-30 * time.Second) }),
+		server.WithStore(gwStore))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := behind.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { behind.Shutdown(context.Background()) })
+	card := newCard(t, hsmsim.CardSpec{Email: "second-sign-out@example.com"})
+	cert := card.tlsCert()
+	signInOut := func(b *browser) {
+		t.Helper()
+		for attempt := 0; ; attempt++ {
+			r := b.do("GET", "/signin", nil)
+			if r.code == http.StatusSeeOther {
+				break
+			}
+			if r.code != http.StatusTemporaryRedirect || attempt > 0 {
+				t.Fatalf("sign-in: %d %s", r.code, r.body)
+			}
+			b.c.Transport.(*http.Transport).CloseIdleConnections() // a new connection, as a browser does
+		}
+		page := b.do("GET", "/actions", nil)
+		m := regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`).FindStringSubmatch(page.body)
+		if m == nil {
+			t.Fatalf("no CSRF token: %d", page.code)
+		}
+		if r := b.do("POST", "/signout", url.Values{"csrf": {m[1]}}); r.code != http.StatusSeeOther {
+			t.Fatalf("sign-out: %d", r.code)
+		}
+	}
+	signInOut(newBrowser(t, &cert)) // on the replica ahead
+	open := newBrowser(t, &cert)    // a connection to it, opened between the sign-outs
+	if r := open.do("GET", "/", nil); r.code != http.StatusOK {
+		t.Fatalf("the connection: %d", r.code)
+	}
+	slow := newBrowser(t, &cert)
+	slow.base = "https://" + behind.PortalAddr()
+	signInOut(slow) // the second sign-out, on the replica 30 s behind
+	if r := open.do("GET", "/signin", nil); r.code != http.StatusTemporaryRedirect {
+		t.Fatalf("sign-in on a connection from before the second sign-out: %d, want 307", r.code)
+	}
+}

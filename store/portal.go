@@ -11,7 +11,8 @@ import (
 // and the enroll forms taken.
 type PortalStore interface {
 	// NoteCardSignOut records that the card whose PIV Authentication
-	// certificate has this SHA-256 (hex) signed out at at.
+	// certificate has this SHA-256 (hex) signed out at at (by the clock of
+	// the replica that served it; the latest note replaces the last).
 	NoteCardSignOut(ctx context.Context, certSHA256 string, at time.Time) error
 	// CardSignOut is when that card last signed out, as the replica that
 	// served the sign-out told it (ok false: not within two hours).
@@ -25,14 +26,20 @@ type PortalStore interface {
 	EndPortalForm(ctx context.Context, onceHash string, made bool) error
 }
 
+// formMaking is how long a taken form stays "being made" without an
+// outcome: far longer than an enrollment takes.
+const formMaking = 5 * time.Minute
+
 // portalRetention is how long sign-outs and forms are kept: longer than a
 // session (20 minutes) and portal.max_connection_age (1 hour at most).
 const portalRetention = 2 * time.Hour
 
 func (s *DB) NoteCardSignOut(ctx context.Context, certSHA256 string, at time.Time) error {
+	// The latest note wins whatever its time: replicas' clocks differ, and
+	// each replica compares the stored value for equality only (a new
+	// value is a new sign-out), never with its own clock.
 	_, err := s.w.ExecContext(ctx, `INSERT INTO portal_card_sign_outs (cert_sha256, signed_out_at) VALUES ($1, $2)
-		ON CONFLICT (cert_sha256) DO UPDATE SET signed_out_at = CASE WHEN portal_card_sign_outs.signed_out_at > excluded.signed_out_at
-			THEN portal_card_sign_outs.signed_out_at ELSE excluded.signed_out_at END`, certSHA256, ts(at))
+		ON CONFLICT (cert_sha256) DO UPDATE SET signed_out_at = excluded.signed_out_at`, certSHA256, ts(at))
 	return wrapDB(err)
 }
 
@@ -50,8 +57,12 @@ func (s *DB) CardSignOut(ctx context.Context, certSHA256 string) (time.Time, boo
 
 func (s *DB) TakePortalForm(ctx context.Context, onceHash string, now time.Time) (taken, made bool, err error) {
 	for range 3 { // a form given back between the insert and the read is taken again
-		res, err := s.w.ExecContext(ctx, `INSERT INTO portal_forms (once_hash, taken_at) VALUES ($1, $2) ON CONFLICT (once_hash) DO NOTHING`,
-			onceHash, ts(now))
+		// A form taken and never ended (its replica died, its outcome
+		// could not be recorded) is taken again after formMaking.
+		res, err := s.w.ExecContext(ctx, `INSERT INTO portal_forms (once_hash, taken_at) VALUES ($1, $2)
+			ON CONFLICT (once_hash) DO UPDATE SET taken_at = excluded.taken_at
+			WHERE portal_forms.made = 0 AND portal_forms.taken_at < $3`,
+			onceHash, ts(now), ts(now.Add(-formMaking)))
 		if err != nil {
 			return false, false, wrapDB(err)
 		}
