@@ -22,11 +22,7 @@ import (
 func TestChainsToDevice(t *testing.T) {
 	h := newHarness(t, nil)
 	chain := h.svc.cfg.Issuer.Chain()
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "another PKI's root"}, IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
-	foreign, _ := x509.ParseCertificate(der)
+	foreign := foreignRoot(t, "another PKI's root")
 	for _, tc := range []struct {
 		name    string
 		anchors []*x509.Certificate
@@ -65,11 +61,7 @@ func TestAnchorRefusalNeedsTheSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 5 {
-		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: fmt.Sprintf("root %d of someone's making", i)}, IsCA: true,
-			BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-		der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
-		foreign, _ := x509.ParseCertificate(der)
+		foreign := foreignRoot(t, fmt.Sprintf("root %d of someone's making", i))
 		req := e.request(t)
 		req.Secret = bytes.Repeat([]byte{7}, len(req.Secret))
 		req.TrustAnchors = []*x509.Certificate{foreign}
@@ -89,11 +81,7 @@ func TestAnchorRefusalNeedsTheSecret(t *testing.T) {
 	req := e.request(t)
 	req.TrustAnchors = []*x509.Certificate{h.svc.cfg.Issuer.Chain()[0]}
 	req.Password = wrongPassword(req.Password)
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "another PKI"}, IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
-	foreign, _ := x509.ParseCertificate(der)
+	foreign := foreignRoot(t, "another PKI")
 	req.TrustAnchors = []*x509.Certificate{foreign}
 	for range DefaultMaxAttempts + 1 {
 		if _, err := h.svc.Redeem(ctx, req, nil); !errors.Is(err, ErrPrecondition) {
@@ -116,12 +104,8 @@ func TestAnchorRefusalsAuditedOnce(t *testing.T) {
 	e := h.enroll(t, h.signIn(t, "anchor-names@example.gov"))
 	before, _ := h.st.AuditEvents(ctx, 0, 0, "")
 	for i := range 10 {
-		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		name := fmt.Sprintf("root %d, a name of the caller's choosing", i)
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, IsCA: true,
-			BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-		der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
-		foreign, _ := x509.ParseCertificate(der)
+		foreign := foreignRoot(t, name)
 		req := e.request(t)
 		req.TrustAnchors = []*x509.Certificate{foreign}
 		if _, err := h.svc.Redeem(ctx, req, nil); !errors.Is(err, ErrPrecondition) {
@@ -136,4 +120,21 @@ func TestAnchorRefusalsAuditedOnce(t *testing.T) {
 	if strings.Contains(added[0].Detail, "caller's choosing") {
 		t.Fatalf("the audit event carries the caller's text: %q", added[0].Detail)
 	}
+}
+
+// foreignRoot is a self-signed root of another PKI, named name.
+func foreignRoot(t *testing.T, name string) *x509.Certificate {
+	t.Helper()
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

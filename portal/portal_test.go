@@ -350,30 +350,12 @@ func TestSignInNotPrefetched(t *testing.T) {
 func TestEnrollFormMadeOnce(t *testing.T) {
 	p, f := newTestPortal(t)
 	h := p.Handler()
-	get := httptest.NewRequest("GET", "/enroll", nil)
-	get.AddCookie(&http.Cookie{Name: CookieName, Value: "alice"})
-	w := httptest.NewRecorder()
-	h.ServeHTTP(w, get)
-	form := url.Values{"name": {"Phone"}}
-	for _, field := range []string{"csrf", "once"} {
-		m := regexp.MustCompile(`name="` + field + `" value="([0-9a-f]+)"`).FindStringSubmatch(w.Body.String())
-		if m == nil {
-			t.Fatalf("the enroll form has no %s field:\n%s", field, w.Body)
-		}
-		form.Set(field, m[1])
-	}
-	post := func() *httptest.ResponseRecorder {
-		r := httptest.NewRequest("POST", "/enroll", strings.NewReader(form.Encode()))
-		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		r.AddCookie(&http.Cookie{Name: CookieName, Value: "alice"})
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
-		return w
-	}
+	form := enrollForm(t, h)
+	post := func() *httptest.ResponseRecorder { return postEnroll(h, form) }
 	if w := post(); w.Code != http.StatusOK || f.enrolls != 1 {
 		t.Fatalf("the form: %d, %d enrollments", w.Code, f.enrolls)
 	}
-	w = post()
+	w := post()
 	if w.Code != http.StatusConflict || f.enrolls != 1 || !strings.Contains(w.Body.String(), "My derived credentials") {
 		t.Fatalf("the same form again: %d, %d enrollments\n%s", w.Code, f.enrolls, w.Body)
 	}
@@ -455,26 +437,8 @@ func TestEnrollFormMadeOnceOnEveryReplica(t *testing.T) {
 		}
 		replicas = append(replicas, p.Handler())
 	}
-	get := httptest.NewRequest("GET", "/enroll", nil)
-	get.AddCookie(&http.Cookie{Name: CookieName, Value: "alice"})
-	w := httptest.NewRecorder()
-	replicas[0].ServeHTTP(w, get)
-	form := url.Values{"name": {"Phone"}}
-	for _, field := range []string{"csrf", "once"} {
-		m := regexp.MustCompile(`name="` + field + `" value="([0-9a-f]+)"`).FindStringSubmatch(w.Body.String())
-		if m == nil {
-			t.Fatalf("the enroll form has no %s field", field)
-		}
-		form.Set(field, m[1])
-	}
-	post := func(h http.Handler) int {
-		r := httptest.NewRequest("POST", "/enroll", strings.NewReader(form.Encode()))
-		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		r.AddCookie(&http.Cookie{Name: CookieName, Value: "alice"})
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
-		return w.Code
-	}
+	form := enrollForm(t, replicas[0])
+	post := func(h http.Handler) int { return postEnroll(h, form).Code }
 	if code := post(replicas[0]); code != http.StatusOK {
 		t.Fatalf("the form on the first replica: %d", code)
 	}
@@ -495,26 +459,8 @@ func TestEnrollFormGivenBackElsewhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := p.Handler()
-	get := httptest.NewRequest("GET", "/enroll", nil)
-	get.AddCookie(&http.Cookie{Name: CookieName, Value: "alice"})
-	w := httptest.NewRecorder()
-	h.ServeHTTP(w, get)
-	form := url.Values{"name": {"Phone"}}
-	for _, field := range []string{"csrf", "once"} {
-		m := regexp.MustCompile(`name="` + field + `" value="([0-9a-f]+)"`).FindStringSubmatch(w.Body.String())
-		if m == nil {
-			t.Fatalf("the enroll form has no %s field", field)
-		}
-		form.Set(field, m[1])
-	}
-	post := func() *httptest.ResponseRecorder {
-		r := httptest.NewRequest("POST", "/enroll", strings.NewReader(form.Encode()))
-		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		r.AddCookie(&http.Cookie{Name: CookieName, Value: "alice"})
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
-		return w
-	}
+	form := enrollForm(t, h)
+	post := func() *httptest.ResponseRecorder { return postEnroll(h, form) }
 	// Another replica is making it.
 	if taken, _, _ := f.TakeForm(context.Background(), form.Get("once")); !taken {
 		t.Fatal("the other replica could not take the form")
@@ -527,4 +473,32 @@ func TestEnrollFormGivenBackElsewhere(t *testing.T) {
 	if w := post(); w.Code != http.StatusOK || f.enrolls != 1 {
 		t.Fatalf("after the other replica gave the form back: %d, %d enrollments\n%s", w.Code, f.enrolls, w.Body)
 	}
+}
+
+// enrollForm opens the enroll form as alice and fills in its values.
+func enrollForm(t *testing.T, h http.Handler) url.Values {
+	t.Helper()
+	get := httptest.NewRequest("GET", "/enroll", nil)
+	get.AddCookie(&http.Cookie{Name: CookieName, Value: "alice"})
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, get)
+	form := url.Values{"name": {"Phone"}}
+	for _, field := range []string{"csrf", "once"} {
+		m := regexp.MustCompile(`name="` + field + `" value="([0-9a-f]+)"`).FindStringSubmatch(w.Body.String())
+		if m == nil {
+			t.Fatalf("the enroll form has no %s field:\n%s", field, w.Body)
+		}
+		form.Set(field, m[1])
+	}
+	return form
+}
+
+// postEnroll posts form as alice.
+func postEnroll(h http.Handler, form url.Values) *httptest.ResponseRecorder {
+	r := httptest.NewRequest("POST", "/enroll", strings.NewReader(form.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	r.AddCookie(&http.Cookie{Name: CookieName, Value: "alice"})
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
 }

@@ -881,17 +881,7 @@ func TestPortalSignOutReachesOtherReplicas(t *testing.T) {
 // connection again (307) for 30 s: a redirect loop instead of a sign-in.
 // A replica now counts a stored sign-out from when it first saw it.
 func TestPortalSignOutAcrossSkewedClocks(t *testing.T) {
-	c := *cfg
-	c.Listen.GRPC, c.Listen.HTTP, c.Listen.Management, c.Portal.Listen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	behind, err := server.New(context.Background(), &c, server.WithClock(func() time.Time { return now().Add(-30 * time.Second) }),
-		server.WithStore(gwStore))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := behind.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { behind.Shutdown(context.Background()) })
+	behind := skewedReplica(t, -30*time.Second)
 	card := newCard(t, hsmsim.CardSpec{Email: "skewed@example.com"})
 	cert := card.tlsCert()
 	here := newBrowser(t, &cert)
@@ -933,17 +923,7 @@ func TestPortalSignOutAcrossSkewedClocks(t *testing.T) {
 // first replica opened between the two sign-outs signed in without the
 // card. The latest sign-out replaces the last, whatever its time.
 func TestPortalSecondSignOutOnSlowerReplica(t *testing.T) {
-	c := *cfg
-	c.Listen.GRPC, c.Listen.HTTP, c.Listen.Management, c.Portal.Listen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	behind, err := server.New(context.Background(), &c, server.WithClock(func() time.Time { return now().Add(-30 * time.Second) }),
-		server.WithStore(gwStore))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := behind.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { behind.Shutdown(context.Background()) })
+	behind := skewedReplica(t, -30*time.Second)
 	card := newCard(t, hsmsim.CardSpec{Email: "second-sign-out@example.com"})
 	cert := card.tlsCert()
 	signInOut := func(b *browser) {
@@ -978,4 +958,21 @@ func TestPortalSecondSignOutOnSlowerReplica(t *testing.T) {
 	if r := open.do("GET", "/signin", nil); r.code != http.StatusTemporaryRedirect {
 		t.Fatalf("sign-in on a connection from before the second sign-out: %d, want 307", r.code)
 	}
+}
+
+// skewedReplica starts a replica of the test gateway on fresh local
+// ports, on the shared store, whose clock is off by skew.
+func skewedReplica(t *testing.T, skew time.Duration) *server.Server {
+	t.Helper()
+	c := *cfg
+	c.Listen.GRPC, c.Listen.HTTP, c.Listen.Management, c.Portal.Listen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	s, err := server.New(context.Background(), &c, server.WithClock(func() time.Time { return now().Add(skew) }), server.WithStore(gwStore))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(context.Background()) })
+	return s
 }

@@ -457,20 +457,27 @@ func (s *Service) Lookup(ctx context.Context, token string, tlsCard *x509.Certif
 			return store.PIVSession{}, ErrOtherCard
 		}
 	}
-	terminated, err := s.cfg.Store.Terminated(ctx, sess.FASCN, sess.CardUUID, sess.PersonID)
-	if err != nil {
+	if err := s.endIfTerminated(ctx, sess, TokenHash(token), "piv-session"); err != nil {
 		return store.PIVSession{}, err
 	}
-	if terminated {
-		if err := s.cfg.Store.EndPIVSession(context.WithoutCancel(ctx), TokenHash(token), s.cfg.Now()); err != nil {
-			return store.PIVSession{}, err
-		}
-		s.cfg.Log.InfoContext(ctx, "PIV session of a terminated PIV identity: ended", "person_id", sess.PersonID, "card_uuid", sess.CardUUID)
-		s.cfg.Audit.Record(ctx, store.AuditEvent{Actor: "piv:" + sess.PersonID, Action: "piv-session", Outcome: "refused",
-			PersonID: sess.PersonID, CardUUID: sess.CardUUID, Detail: "session ended: the PIV identity has been terminated"})
-		return store.PIVSession{}, ErrTerminated
-	}
 	return sess, nil
+}
+
+// endIfTerminated ends a session (kept under hash) whose PIV identity was
+// terminated since its sign-in, audits it under action and answers
+// ErrTerminated; nil for a live identity.
+func (s *Service) endIfTerminated(ctx context.Context, sess store.PIVSession, hash, action string) error {
+	terminated, err := s.cfg.Store.Terminated(ctx, sess.FASCN, sess.CardUUID, sess.PersonID)
+	if err != nil || !terminated {
+		return err
+	}
+	if err := s.cfg.Store.EndPIVSession(context.WithoutCancel(ctx), hash, s.cfg.Now()); err != nil {
+		return err
+	}
+	s.cfg.Log.InfoContext(ctx, action+" of a terminated PIV identity: ended", "person_id", sess.PersonID, "card_uuid", sess.CardUUID)
+	s.cfg.Audit.Record(ctx, store.AuditEvent{Actor: "piv:" + sess.PersonID, Action: action, Outcome: "refused",
+		PersonID: sess.PersonID, CardUUID: sess.CardUUID, Detail: "session ended: the PIV identity has been terminated"})
+	return ErrTerminated
 }
 
 // End signs a session out (a token Complete made; nothing else is one).
@@ -506,20 +513,10 @@ func (s *Service) LookupPortal(ctx context.Context, token string, card *x509.Cer
 		if hex.EncodeToString(fp[:]) == sess.CertSHA256 {
 			// The person may have been terminated since the sign-in:
 			// the session ends then (it lists and revokes credentials).
-			terminated, err := s.cfg.Store.Terminated(ctx, sess.FASCN, sess.CardUUID, sess.PersonID)
-			if err != nil {
+			if err := s.endIfTerminated(ctx, sess, portalHash(token), "portal-session"); err != nil {
 				return store.PIVSession{}, err
 			}
-			if !terminated {
-				return sess, nil
-			}
-			if err := s.cfg.Store.EndPIVSession(context.WithoutCancel(ctx), portalHash(token), s.cfg.Now()); err != nil {
-				return store.PIVSession{}, err
-			}
-			s.cfg.Log.InfoContext(ctx, "portal session of a terminated PIV identity: ended", "person_id", sess.PersonID, "card_uuid", sess.CardUUID)
-			s.cfg.Audit.Record(ctx, store.AuditEvent{Actor: "piv:" + sess.PersonID, Action: "portal-session", Outcome: "refused",
-				PersonID: sess.PersonID, CardUUID: sess.CardUUID, Detail: "session ended: the PIV identity has been terminated"})
-			return store.PIVSession{}, ErrTerminated
+			return sess, nil
 		}
 		why = "another card's client certificate"
 	}
