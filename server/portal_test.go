@@ -854,17 +854,7 @@ func TestPortalSignOutReachesOtherReplicas(t *testing.T) {
 	if r := there.do("GET", "/", nil); r.code != http.StatusOK { // a connection to the other replica, with the card
 		t.Fatalf("the other replica: %d", r.code)
 	}
-	if r := here.do("GET", "/signin", nil); r.code != http.StatusSeeOther {
-		t.Fatalf("sign-in: %d %s", r.code, r.body)
-	}
-	page := here.do("GET", "/actions", nil)
-	m := regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`).FindStringSubmatch(page.body)
-	if m == nil {
-		t.Fatalf("no CSRF token: %d %s", page.code, page.body)
-	}
-	if r := here.do("POST", "/signout", url.Values{"csrf": {m[1]}}); r.code != http.StatusSeeOther {
-		t.Fatalf("sign-out: %d %s", r.code, r.body)
-	}
+	signInAndOut(t, here)
 	pulled.Store(true)
 	if r := there.do("GET", "/signin", nil); r.code != http.StatusTemporaryRedirect {
 		t.Fatalf("sign-in on the other replica, on a connection of the card from before its sign-out: %d, want 307", r.code)
@@ -884,18 +874,7 @@ func TestPortalSignOutAcrossSkewedClocks(t *testing.T) {
 	behind := skewedReplica(t, -30*time.Second)
 	card := newCard(t, hsmsim.CardSpec{Email: "skewed@example.com"})
 	cert := card.tlsCert()
-	here := newBrowser(t, &cert)
-	if r := here.do("GET", "/signin", nil); r.code != http.StatusSeeOther {
-		t.Fatalf("sign-in: %d %s", r.code, r.body)
-	}
-	page := here.do("GET", "/actions", nil)
-	m := regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`).FindStringSubmatch(page.body)
-	if m == nil {
-		t.Fatalf("no CSRF token: %d", page.code)
-	}
-	if r := here.do("POST", "/signout", url.Values{"csrf": {m[1]}}); r.code != http.StatusSeeOther {
-		t.Fatalf("sign-out: %d", r.code)
-	}
+	signInAndOut(t, newBrowser(t, &cert))
 	// New connections of the card to the replica whose clock is behind:
 	// at most one is sent to a new connection, then it signs in.
 	there := newBrowser(t, &cert)
@@ -926,35 +905,14 @@ func TestPortalSecondSignOutOnSlowerReplica(t *testing.T) {
 	behind := skewedReplica(t, -30*time.Second)
 	card := newCard(t, hsmsim.CardSpec{Email: "second-sign-out@example.com"})
 	cert := card.tlsCert()
-	signInOut := func(b *browser) {
-		t.Helper()
-		for attempt := 0; ; attempt++ {
-			r := b.do("GET", "/signin", nil)
-			if r.code == http.StatusSeeOther {
-				break
-			}
-			if r.code != http.StatusTemporaryRedirect || attempt > 0 {
-				t.Fatalf("sign-in: %d %s", r.code, r.body)
-			}
-			b.c.Transport.(*http.Transport).CloseIdleConnections() // a new connection, as a browser does
-		}
-		page := b.do("GET", "/actions", nil)
-		m := regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`).FindStringSubmatch(page.body)
-		if m == nil {
-			t.Fatalf("no CSRF token: %d", page.code)
-		}
-		if r := b.do("POST", "/signout", url.Values{"csrf": {m[1]}}); r.code != http.StatusSeeOther {
-			t.Fatalf("sign-out: %d", r.code)
-		}
-	}
-	signInOut(newBrowser(t, &cert)) // on the replica ahead
-	open := newBrowser(t, &cert)    // a connection to it, opened between the sign-outs
+	signInAndOut(t, newBrowser(t, &cert)) // on the replica ahead
+	open := newBrowser(t, &cert)          // a connection to it, opened between the sign-outs
 	if r := open.do("GET", "/", nil); r.code != http.StatusOK {
 		t.Fatalf("the connection: %d", r.code)
 	}
 	slow := newBrowser(t, &cert)
 	slow.base = "https://" + behind.PortalAddr()
-	signInOut(slow) // the second sign-out, on the replica 30 s behind
+	signInAndOut(t, slow) // the second sign-out, on the replica 30 s behind
 	if r := open.do("GET", "/signin", nil); r.code != http.StatusTemporaryRedirect {
 		t.Fatalf("sign-in on a connection from before the second sign-out: %d, want 307", r.code)
 	}
@@ -975,4 +933,29 @@ func skewedReplica(t *testing.T, skew time.Duration) *server.Server {
 	}
 	t.Cleanup(func() { s.Shutdown(context.Background()) })
 	return s
+}
+
+// signInAndOut signs in with the browser's card (once more on a new
+// connection if the first is sent to one: a sign-out on another replica
+// was first seen then) and signs out.
+func signInAndOut(t *testing.T, b *browser) {
+	t.Helper()
+	for attempt := 0; ; attempt++ {
+		r := b.do("GET", "/signin", nil)
+		if r.code == http.StatusSeeOther {
+			break
+		}
+		if r.code != http.StatusTemporaryRedirect || attempt > 0 {
+			t.Fatalf("sign-in: %d %s", r.code, r.body)
+		}
+		b.c.Transport.(*http.Transport).CloseIdleConnections() // a new connection, as a browser does
+	}
+	page := b.do("GET", "/actions", nil)
+	m := regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`).FindStringSubmatch(page.body)
+	if m == nil {
+		t.Fatalf("no CSRF token: %d %s", page.code, page.body)
+	}
+	if r := b.do("POST", "/signout", url.Values{"csrf": {m[1]}}); r.code != http.StatusSeeOther {
+		t.Fatalf("sign-out: %d %s", r.code, r.body)
+	}
 }
