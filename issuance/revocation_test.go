@@ -495,20 +495,7 @@ func (f *failingSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts)
 // reason (a deadline) gets tryLater, not an answer that may be stale.
 func TestRespondersFallBackOnlyWhileTheDatabaseIsAway(t *testing.T) {
 	ctx := context.Background()
-	fs := &failingSigner{Signer: testCA.cfg.Signer}
-	cfg := testCA.cfg
-	cfg.Signer = fs
-	ca, err := NewCA(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ca.CRL(ctx, false); err != nil {
-		t.Fatal(err)
-	}
-	c := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate
-	if err := ca.Revoke(ctx, c.SerialNumber.Text(16), 1); err != nil {
-		t.Fatal(err)
-	}
+	ca, fs, cfg, c := revokedWithKeyToFail(t)
 	fs.fail.Store(true)
 	der, err := ca.CRL(ctx, false)
 	fs.fail.Store(false)
@@ -540,20 +527,7 @@ func TestRespondersFallBackOnlyWhileTheDatabaseIsAway(t *testing.T) {
 // nothing revoked since, is still served while the key is away.
 func TestFailedRebuildGivesItsClaimBack(t *testing.T) {
 	ctx := context.Background()
-	fs := &failingSigner{Signer: testCA.cfg.Signer}
-	cfg := testCA.cfg
-	cfg.Signer = fs
-	ca, err := NewCA(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ca.CRL(ctx, true); err != nil {
-		t.Fatal(err)
-	}
-	c := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate
-	if err := ca.Revoke(ctx, c.SerialNumber.Text(16), 1); err != nil {
-		t.Fatal(err)
-	}
+	ca, fs, cfg, c := revokedWithKeyToFail(t)
 	fs.fail.Store(true)
 	for i := range 3 {
 		if der, err := ca.CRL(ctx, false); err == nil {
@@ -640,4 +614,26 @@ func TestStaleCRLNotServedDuringAnotherRebuild(t *testing.T) {
 	if crl, _ := x509.ParseRevocationList(der); !crlHas(crl, c.SerialNumber.Text(16)) {
 		t.Fatal("the CRL after the failed rebuild lacks the revocation")
 	}
+}
+
+// revokedWithKeyToFail is a CA whose key fails once fs.fail is set, with
+// a CRL built and then a certificate c revoked (the CRL stale).
+func revokedWithKeyToFail(t *testing.T) (*CA, *failingSigner, Config, *x509.Certificate) {
+	t.Helper()
+	ctx := context.Background()
+	fs := &failingSigner{Signer: testCA.cfg.Signer}
+	cfg := testCA.cfg
+	cfg.Signer = fs
+	ca, err := NewCA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ca.CRL(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	c := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate
+	if err := ca.Revoke(ctx, c.SerialNumber.Text(16), 1); err != nil {
+		t.Fatal(err)
+	}
+	return ca, fs, cfg, c
 }

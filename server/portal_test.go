@@ -604,15 +604,7 @@ func TestPortalSignOutEndsTheCardsOtherConnections(t *testing.T) {
 	c := newCard(t, hsmsim.CardSpec{Email: "shared-desk@example.com"})
 	cert := c.tlsCert()
 	var pulled atomic.Bool
-	withCard := func(b *browser) *browser {
-		b.c.Transport.(*http.Transport).TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			if pulled.Load() {
-				return &tls.Certificate{}, nil
-			}
-			return &cert, nil
-		}
-		return b
-	}
+	withCard := func(b *browser) *browser { return pullableCard(b, &cert, &pulled) }
 	first, second := withCard(newBrowser(t, &cert)), withCard(newBrowser(t, &cert)) // two connections, one card
 	if r := first.do("GET", "/signin", nil); r.code != http.StatusSeeOther {
 		t.Fatalf("sign-in: %d %s", r.code, r.body)
@@ -840,15 +832,7 @@ func TestPortalSignOutReachesOtherReplicas(t *testing.T) {
 	c := newCard(t, hsmsim.CardSpec{Email: "two-replicas@example.com"})
 	cert := c.tlsCert()
 	var pulled atomic.Bool
-	withCard := func(b *browser) *browser {
-		b.c.Transport.(*http.Transport).TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			if pulled.Load() {
-				return &tls.Certificate{}, nil
-			}
-			return &cert, nil
-		}
-		return b
-	}
+	withCard := func(b *browser) *browser { return pullableCard(b, &cert, &pulled) }
 	here, there := withCard(newBrowser(t, &cert)), withCard(newBrowser(t, &cert))
 	there.base = "https://" + other.PortalAddr()
 	if r := there.do("GET", "/", nil); r.code != http.StatusOK { // a connection to the other replica, with the card
@@ -958,4 +942,16 @@ func signInAndOut(t *testing.T, b *browser) {
 	if r := b.do("POST", "/signout", url.Values{"csrf": {m[1]}}); r.code != http.StatusSeeOther {
 		t.Fatalf("sign-out: %d %s", r.code, r.body)
 	}
+}
+
+// pullableCard makes b present cert in its handshakes until pulled is set
+// (the person leaves with the card), and no certificate after.
+func pullableCard(b *browser, cert *tls.Certificate, pulled *atomic.Bool) *browser {
+	b.c.Transport.(*http.Transport).TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		if pulled.Load() {
+			return &tls.Certificate{}, nil
+		}
+		return cert, nil
+	}
+	return b
 }
