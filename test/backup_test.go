@@ -37,20 +37,7 @@ func TestBackupAndRestore(t *testing.T) {
 	}
 	redeem(filepath.Join(work, "first"))
 	httpAddr := string(regexp.MustCompile(`(?m)^  http: (127\.0\.0\.1:\d+)$`).FindSubmatch(mustRead(t, cfg))[1])
-	crlNumber := func() *big.Int {
-		t.Helper()
-		resp, err := http.Get("http://" + httpAddr + "/crl/issuing-ca.crl")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		der, _ := io.ReadAll(resp.Body)
-		crl, err := x509.ParseRevocationList(der)
-		if err != nil {
-			t.Fatalf("the CRL: %v (HTTP %d)", err, resp.StatusCode)
-		}
-		return crl.Number
-	}
+	crlNumber := func() *big.Int { return fetchCRLNumber(t, httpAddr) }
 	crlNumber() // the backup holds a CRL built, not stale
 	backup := filepath.Join(work, "credgw-backup.db")
 	if out := run(t, nil, true, credgwBin, "backup", "--config", cfg, "--out", backup); !strings.Contains(out, "integrity ok") {
@@ -108,4 +95,21 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// fetchCRLNumber fetches the issuing CA's CRL from a gateway's public
+// HTTP address and returns its number.
+func fetchCRLNumber(t *testing.T, httpAddr string) *big.Int {
+	t.Helper()
+	resp, err := http.Get("http://" + httpAddr + "/crl/issuing-ca.crl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	der, _ := io.ReadAll(resp.Body)
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatalf("the CRL from %s: %v (HTTP %d)", httpAddr, err, resp.StatusCode)
+	}
+	return crl.Number
 }

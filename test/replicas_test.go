@@ -8,7 +8,6 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -142,19 +141,7 @@ func TestTwoReplicas(t *testing.T) {
 
 	t.Run("one CRL rebuild for both replicas", func(t *testing.T) {
 		httpA := regexp.MustCompile(`(?m)^  http: (127\.0\.0\.1:\d+)$`).FindSubmatch(cfg)[1]
-		crlNumber := func(httpAddr string) int64 {
-			resp, err := http.Get("http://" + httpAddr + "/crl/issuing-ca.crl")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			der, _ := io.ReadAll(resp.Body)
-			crl, err := x509.ParseRevocationList(der)
-			if err != nil {
-				t.Fatalf("CRL from %s: %v", httpAddr, err)
-			}
-			return crl.Number.Int64()
-		}
+		crlNumber := func(httpAddr string) int64 { return fetchCRLNumber(t, httpAddr).Int64() }
 		first := crlNumber(string(httpA))
 		if crlNumber(fmt.Sprintf("127.0.0.1:%d", ports[1])) != first {
 			t.Fatal("the two replicas serve different CRLs")
