@@ -692,9 +692,9 @@ func checkKey(c *x509.Certificate) error {
 func personID(id Identity, attr string) string {
 	switch attr {
 	case "upn":
-		return id.UPN
+		return FoldPersonID(id.UPN)
 	case "email":
-		return id.Email
+		return FoldPersonID(id.Email)
 	}
 	return id.FASCN.Identifier()
 }
@@ -849,4 +849,24 @@ func (c *pathCache) put(k [32]byte, chain []*x509.Certificate) {
 		c.m = make(map[[32]byte][]*x509.Certificate)
 	}
 	c.m[k] = chain
+}
+
+// FoldPersonID is how person ids compare: ASCII letters folded to lower
+// case, as in an email address or a UPN, which mail routing and directories
+// compare without regard to case. Other characters are kept: the stores
+// fold stored ids the same way (migration 00021), and a FASC-N identifier
+// has only digits.
+func FoldPersonID(id string) string {
+	for i := 0; i < len(id); i++ {
+		if 'A' <= id[i] && id[i] <= 'Z' {
+			b := []byte(id)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return id
 }

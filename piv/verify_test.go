@@ -589,3 +589,42 @@ func TestChallengeSignatureAlgorithms(t *testing.T) {
 		})
 	}
 }
+
+// TestPersonIDFolded: a person id taken from an email address or a UPN is
+// folded to lower case (ASCII letters), so that a termination, a key history
+// or a limit that names the person in another case reaches them; directory
+// systems and mail routing treat both without regard to case.
+func TestPersonIDFolded(t *testing.T) {
+	name := fmt.Sprintf("v%d-mixed-case", cardSeq.Add(1))
+	if _, err := env.NewCard(context.Background(), module, hsmsim.CardSpec{Name: name, PIN: []byte("123456"), Key: pkcs11.ECP256,
+		Email: "Pat.Doe@Example.COM", UPN: "PDoe@Agency.Example"}); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := env.CardCertificate(name, "9a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for attr, want := range map[string]string{"email": "pat.doe@example.com", "upn": "pdoe@agency.example"} {
+		v, err := piv.NewVerifier(piv.Options{Roots: env.TrustPool(), Intermediates: []*x509.Certificate{env.IssuingCA()},
+			PersonAttribute: attr, OCSPTimeout: 2 * time.Second, CRLTimeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := v.VerifyPIVAuth(context.Background(), cert, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Identity.PersonID != want {
+			t.Errorf("person_attribute %s: person id %q, want %q", attr, res.Identity.PersonID, want)
+		}
+		// The attribute itself is kept as the card spells it.
+		if res.Identity.Email != "Pat.Doe@Example.COM" || res.Identity.UPN != "PDoe@Agency.Example" {
+			t.Errorf("person_attribute %s: email %q, UPN %q changed", attr, res.Identity.Email, res.Identity.UPN)
+		}
+	}
+	for in, want := range map[string]string{"": "", "ABC-xyz@Q.ORG": "abc-xyz@q.org", "ÄBC@x": "Äbc@x", "12345678000001": "12345678000001"} {
+		if got := piv.FoldPersonID(in); got != want {
+			t.Errorf("FoldPersonID(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

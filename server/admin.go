@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/credgw/credgw/issuance"
+	"github.com/credgw/credgw/piv"
 	"github.com/credgw/credgw/store"
 
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
@@ -62,7 +63,7 @@ func selector(sel *credgwv1.PIVIdentitySelector) (store.IdentitySelector, error)
 		if v.PersonId == "" || len(v.PersonId) > 128 {
 			return store.IdentitySelector{}, status.Error(codes.InvalidArgument, "identity.person_id: 1 to 128 characters")
 		}
-		return store.IdentitySelector{PersonID: v.PersonId}, nil
+		return store.IdentitySelector{PersonID: piv.FoldPersonID(v.PersonId)}, nil
 	}
 	return store.IdentitySelector{}, status.Error(codes.InvalidArgument, "identity: give one of fascn, card_uuid or person_id")
 }

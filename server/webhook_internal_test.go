@@ -26,6 +26,9 @@ func TestCheckWebhook(t *testing.T) {
 		{"card UUID", ts, sign(now, uuidBody), uuidBody, "", "card_uuid:3f2504e0-4f89-41d3-9a0c-0305e82c3301"},
 		{"FASC-N", ts, sign(now, `{"fascn":"`+fascn+`"}`), `{"fascn":"` + fascn + `"}`, "", "fascn:" + fascn},
 		{"person", ts, sign(now, `{"person_id":"70999912345678"}`), `{"person_id":"70999912345678"}`, "", "person_id:70999912345678"},
+		// Person ids compare without regard to ASCII case (piv.FoldPersonID),
+		// as the gateway stores them.
+		{"person by email", ts, sign(now, `{"person_id":"Pat.Doe@Example.COM"}`), `{"person_id":"Pat.Doe@Example.COM"}`, "", "person_id:pat.doe@example.com"},
 		{"4 minutes old", strconv.FormatInt(now.Add(-4*time.Minute).Unix(), 10), sign(now.Add(-4*time.Minute), uuidBody), uuidBody, "", "card_uuid:3f2504e0-4f89-41d3-9a0c-0305e82c3301"},
 		{"no timestamp", "", sign(now, uuidBody), uuidBody, "X-Credgw-Timestamp: want unix seconds", ""},
 		{"timestamp not a number", "yesterday", sign(now, uuidBody), uuidBody, "want unix seconds", ""},

@@ -182,7 +182,14 @@ func (s *DB) AuditEvents(ctx context.Context, afterSeq int64, limit int, personI
 	q := `SELECT seq, at, actor, action, person_id, card_uuid, serials, source, outcome, detail, prev_hash, hash FROM audit_events WHERE seq > $1`
 	args := []any{afterSeq}
 	if personID != "" {
-		q += ` AND person_id = $2`
+		// Any case of the person's id: events written before ids were
+		// folded (migration 00021) keep the card's spelling. The
+		// expression is the one audit_events_person indexes.
+		fold := `lower(person_id)`
+		if s.dialect == "postgres" {
+			fold = `lower(person_id COLLATE "C")`
+		}
+		q += ` AND ` + fold + ` = ` + strings.Replace(fold, "person_id", "$2", 1)
 		args = append(args, personID)
 	}
 	q += ` ORDER BY seq`

@@ -1,0 +1,25 @@
+-- +goose Up
+-- Person ids from an email address or a UPN are compared without regard to
+-- case (ASCII letters, as piv.FoldPersonID folds them): a termination, a
+-- key history or a limit that named the person in another case missed them.
+-- Ids already stored are folded here in every table but the audit log,
+-- whose hash chain covers what was written; its person index is on the
+-- folded id, which is how a person's events are selected. lower() is
+-- SQLite's built-in: ASCII letters only, as the gateway folds.
+UPDATE piv_sessions SET person_id = lower(person_id) WHERE person_id <> lower(person_id);
+UPDATE certificates SET person_id = lower(person_id) WHERE person_id <> lower(person_id);
+UPDATE escrow_keys SET person_id = lower(person_id) WHERE person_id <> lower(person_id);
+UPDATE credential_sets SET person_id = lower(person_id) WHERE person_id <> lower(person_id);
+-- One person terminated under two spellings keeps the first termination.
+DELETE FROM terminations WHERE kind = 'person_id' AND EXISTS (
+    SELECT 1 FROM terminations u WHERE u.kind = 'person_id' AND lower(u.value) = lower(terminations.value)
+        AND (u.terminated_at < terminations.terminated_at OR (u.terminated_at = terminations.terminated_at AND u.value < terminations.value)));
+UPDATE terminations SET value = lower(value) WHERE kind = 'person_id' AND value <> lower(value);
+DROP INDEX audit_events_person;
+CREATE INDEX audit_events_person ON audit_events (lower(person_id), seq);
+
+-- +goose Down
+-- The folded ids stay folded: the old code reads them as the cards of now
+-- spell them, or as an administrator gives them.
+DROP INDEX audit_events_person;
+CREATE INDEX audit_events_person ON audit_events (person_id);

@@ -1,0 +1,89 @@
+package store
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPersonIDsFoldedByMigration: person ids from an email or UPN were kept
+// as the card spelled them, so a termination or a key history that named
+// another case missed the person. Migration 00021 folds them to lower case
+// in every table but the audit log, whose hash chain keeps what was
+// written; a person's audit events are still found by any case.
+func TestPersonIDsFoldedByMigration(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, st Store) {
+		ctx := context.Background()
+		s := st.(*DB)
+		p, err := s.provider()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.DownTo(ctx, 20); err != nil {
+			t.Fatalf("down to 20: %v", err)
+		}
+		const mixed, folded = "Alice.Smith@Agency.GOV", "alice.smith@agency.gov"
+		if err := s.CreateIssuanceIntent(ctx, CertificateRecord{Serial: "0a", Issuer: "ca", Profile: "p", SPKISHA256: "ab",
+			PersonID: mixed, CardUUID: "card", NotBefore: t0, NotAfter: t0.Add(time.Hour), CreatedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.PutEscrowKey(ctx, EscrowKey{ID: "k1", PersonID: mixed, KeyType: "rsa2048", SPKISHA256: "k1", KEKID: "kek", Sealed: []byte{1}, CreatedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+		cs := CredentialSet{ID: "set-1", PersonID: mixed, PIVCertSHA256: "c", CardUUID: "u", RawSubject: []byte{0x30, 0},
+			IdentityName: "n", CredentialType: "t", State: SetPending, CreatedAt: t0}
+		if err := s.CreateEnrollment(ctx, cs, Activation{ID: "a1", LookupHash: "lh-a1", Verifier: []byte{1}, MaxAttempts: 3, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, 0); err != nil {
+			t.Fatal(err)
+		}
+		// Two spellings of one person terminated: they become one.
+		for i, v := range []string{"ALICE.SMITH@agency.gov", mixed} {
+			if err := s.Terminate(ctx, Termination{Selector: IdentitySelector{PersonID: v}, TerminatedAt: t0.Add(time.Duration(i) * time.Minute)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.AppendAudit(ctx, AuditEvent{At: t0, Actor: "piv:" + mixed, Action: "enroll", PersonID: mixed, Outcome: "ok"}); err != nil {
+			t.Fatal(err)
+		}
+
+		if _, err := p.Up(ctx); err != nil {
+			t.Fatalf("up: %v", err)
+		}
+
+		if c, err := s.Certificate(ctx, "0a"); err != nil || c.PersonID != folded {
+			t.Errorf("the certificate's person: %q, %v", c.PersonID, err)
+		}
+		if keys, err := s.EscrowKeys(ctx, folded); err != nil || len(keys) != 1 {
+			t.Errorf("the key history of %q: %d keys, %v", folded, len(keys), err)
+		}
+		if sets, err := s.CredentialSetsOfPerson(ctx, folded); err != nil || len(sets) != 1 {
+			t.Errorf("the sets of %q: %d, %v", folded, len(sets), err)
+		}
+		if dead, err := s.Terminated(ctx, nil, "", folded); err != nil || !dead {
+			t.Errorf("%q terminated: %v, %v", folded, dead, err)
+		}
+		var n int
+		if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM terminations WHERE kind = 'person_id'`).Scan(&n); err != nil || n != 1 {
+			t.Errorf("person terminations: %d (%v), want the two spellings as one", n, err)
+		}
+		// The audit log is left as written (its chain is intact) and a
+		// person's events are found by any case.
+		if _, err := VerifyAudit(ctx, s); err != nil {
+			t.Errorf("the audit chain after the migration: %v", err)
+		}
+		for _, who := range []string{folded, mixed, "ALICE.SMITH@AGENCY.GOV"} {
+			evs, err := s.AuditEvents(ctx, 0, 10, who)
+			if err != nil || len(evs) != 1 || evs[0].PersonID != mixed {
+				t.Errorf("audit events of %q: %+v, %v", who, evs, err)
+			}
+		}
+		if s.dialect == "sqlite" {
+			// The selection is the expression the index is on.
+			var id, parent, unused int
+			var plan string
+			if err := s.r.QueryRowContext(ctx, `EXPLAIN QUERY PLAN SELECT seq FROM audit_events WHERE seq > 0 AND lower(person_id) = lower('X') ORDER BY seq`).Scan(&id, &parent, &unused, &plan); err != nil || !strings.Contains(plan, "audit_events_person") {
+				t.Errorf("a person's events are not read by the index: %q, %v", plan, err)
+			}
+		}
+	})
+}
