@@ -1,6 +1,7 @@
 package activation
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/cipher"
@@ -808,7 +809,7 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 			add(string(p)+".crt", credgwv1.ItemKind_ITEM_KIND_CERTIFICATE, protoProfile(p), serial, got.Certificate.Raw, nil, 0)
 			continue
 		}
-		if err := addKeyHistory(escrowed[i], got.Certificate, history, req.Secret, req.Password, add, got.Chain); err != nil {
+		if err := addKeyHistory(escrowed[i], got.Certificate, history, req.Secret, req.Password, add, got.Chain, s.cfg.PreviousCAs); err != nil {
 			return nil, err
 		}
 	}
@@ -852,8 +853,12 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 // A PIV card holds at most 20 retired key-management keys (FIPS 201-3
 // §4.2.2, keys 82–95); the device gets the current key and the 20 newest
 // before it (MaxKeyHistory). Older keys stay in escrow for recovery.
+//
+// Earlier keys certified before the issuing CA was re-keyed carry the old
+// CA key's signature: the old CA certificates that signed them (from
+// previous, ca.previous_certificate_files) go beside the file, each once.
 func addKeyHistory(current *issuance.EscrowedKey, cert *x509.Certificate, history []*issuance.EscrowedKey, secret []byte, password string,
-	add func(string, credgwv1.ItemKind, credgwv1.Profile, string, []byte, [][]byte, int32), caChain []*x509.Certificate) error {
+	add func(string, credgwv1.ItemKind, credgwv1.Profile, string, []byte, [][]byte, int32), caChain, previous []*x509.Certificate) error {
 	pw, err := code.NormalizePassword(password)
 	if err != nil {
 		return err
@@ -874,12 +879,48 @@ func addKeyHistory(current *issuance.EscrowedKey, cert *x509.Certificate, histor
 		}
 		entries = append(entries, pfx.Entry{Key: k.Key, Certificate: c, FriendlyName: code.KeyHistoryName(len(entries), c)})
 	}
+	earlierCAs, err := earlierIssuers(entries[1:], caChain[0], previous)
+	if err != nil {
+		return err
+	}
 	p12, err := pfx.Encode(entries, caChain, p12pw, code.TransportPKCS12Iterations)
 	if err != nil {
 		return fmt.Errorf("activation: PKCS#12: %w", err)
 	}
-	add("encryption.p12", credgwv1.ItemKind_ITEM_KIND_PKCS12, credgwv1.Profile_PROFILE_KEY_MANAGEMENT, cert.SerialNumber.Text(16), p12, nil, int32(len(entries)))
+	add("encryption.p12", credgwv1.ItemKind_ITEM_KIND_PKCS12, credgwv1.Profile_PROFILE_KEY_MANAGEMENT, cert.SerialNumber.Text(16), p12, earlierCAs, int32(len(entries)))
 	return nil
+}
+
+// earlierIssuers is what the device needs, beyond the issuing CA, to verify
+// the certificates of earlier keys: the old CA certificate of each that the
+// issuing CA's current key did not sign. One that no configured CA signed
+// is refused here: every device would refuse the package.
+func earlierIssuers(earlier []pfx.Entry, issuing *x509.Certificate, previous []*x509.Certificate) ([][]byte, error) {
+	var out [][]byte
+	sent := make([]bool, len(previous))
+	for _, e := range earlier {
+		c := e.Certificate
+		if bytes.Equal(c.AuthorityKeyId, issuing.SubjectKeyId) && len(c.AuthorityKeyId) > 0 || c.CheckSignatureFrom(issuing) == nil {
+			continue
+		}
+		found := false
+		for i, p := range previous {
+			if !bytes.Equal(c.RawIssuer, p.RawSubject) || c.CheckSignatureFrom(p) != nil {
+				continue
+			}
+			found = true
+			if !sent[i] {
+				sent[i] = true
+				out = append(out, p.Raw)
+			}
+			break
+		}
+		if !found {
+			return nil, fmt.Errorf("activation: the escrowed key of certificate %s was certified by a key of %q that is not the issuing CA's: "+
+				"after a re-key of the CA, add its old CA certificate to ca.previous_certificate_files", c.SerialNumber.Text(16), c.Issuer)
+		}
+	}
+	return out, nil
 }
 
 func protoProfile(p issuance.Profile) credgwv1.Profile {

@@ -94,6 +94,10 @@ type Config struct {
 	Store  store.Store
 	Issuer issuance.Issuer
 	Escrow *issuance.Escrow
+	// PreviousCAs are the issuing CA's certificates from before a re-key
+	// (ca.previous_certificate_files): earlier escrowed keys certified
+	// under them are delivered with the one that signed them.
+	PreviousCAs []*x509.Certificate
 	// Gateway is the address devices dial (QR gw=); Pin the SHA-256 of the
 	// gateway's TLS trust anchor certificate (QR pin=).
 	Gateway string

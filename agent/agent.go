@@ -709,6 +709,38 @@ func labelCurrent(ctx context.Context, tok *pkcs11.Token, id []byte) error {
 	return nil
 }
 
+// maxPreviousCAs bounds the earlier issuing CA certificates a package may
+// send beside encryption.p12 (one per re-key of the issuing CA).
+const maxPreviousCAs = 8
+
+// previousCAs is the pool earlier escrowed keys are verified with: the
+// package's chain and the issuing CA's certificates from before a re-key
+// (ders), which must be CA certificates. Verification still ends at the
+// same roots.
+func previousCAs(ders [][]byte, chain []*x509.Certificate, inter *x509.CertPool) (*x509.CertPool, error) {
+	if len(ders) == 0 {
+		return inter, nil
+	}
+	if len(ders) > maxPreviousCAs {
+		return nil, fmt.Errorf("agent: encryption.p12 comes with %d earlier CA certificates, at most %d", len(ders), maxPreviousCAs)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range chain {
+		pool.AddCert(c)
+	}
+	for _, der := range ders {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("agent: an earlier CA certificate of encryption.p12: %w", err)
+		}
+		if !c.IsCA || c.KeyUsage&x509.KeyUsageCertSign == 0 {
+			return nil, fmt.Errorf("agent: the earlier CA certificate %q of encryption.p12 is not a CA certificate", c.Subject)
+		}
+		pool.AddCert(c)
+	}
+	return pool, nil
+}
+
 func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.Signer, tokenIDs map[credgwv1.Profile][]byte, o Options, res *Result) error {
 	pkg, err := code.ParsePackage(raw)
 	if err != nil {
@@ -741,7 +773,7 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 			inter.AddCert(c)
 		}
 	}
-	verifyAt := func(c *x509.Certificate, at time.Time) error {
+	verifyAt := func(c *x509.Certificate, at time.Time, inter *x509.CertPool) error {
 		_, err := c.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 		return err
 	}
@@ -749,7 +781,7 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 	if o.Now != nil {
 		now = o.Now()
 	}
-	verify := func(c *x509.Certificate) error { return verifyAt(c, now) }
+	verify := func(c *x509.Certificate) error { return verifyAt(c, now, inter) }
 	if len(o.TrustAnchors) > 0 {
 		// What is kept beside the credentials (chain.pem, the chain in
 		// each PKCS#12) is the path verified to the anchor, not the chain
@@ -872,6 +904,13 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 				return fmt.Errorf("agent: %s does not hold what the manifest says (the manifest: current certificate %s, %d keys; the file: %s)",
 					name, m.GetSerial(), m.GetKeyCount(), holds)
 			}
+			// Beside the file, the issuing CA's certificates from before
+			// a re-key: earlier keys may chain through them (to the same
+			// anchor), the current key never does.
+			earlierInter, err := previousCAs(it.GetChain(), chain, inter)
+			if err != nil {
+				return err
+			}
 			for i, e := range entries {
 				// The current certificate must be valid now. An earlier
 				// key's may have expired (old mail still needs the key):
@@ -879,7 +918,7 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 				var err error
 				if i == 0 {
 					err = verify(e.Certificate)
-				} else if err = verifyAt(e.Certificate, e.Certificate.NotBefore); err != nil &&
+				} else if err = verifyAt(e.Certificate, e.Certificate.NotBefore, earlierInter); err != nil &&
 					issuedByKeyOf(entries[0].Certificate, chain[0]) && issuedByKeyOf(e.Certificate, chain[0]) {
 					// Issued before the issuing CA's certificate in use
 					// now (renewed for the same key, key-ceremony.md):

@@ -50,6 +50,13 @@ type testGateway struct {
 	mutate func(credgwv1.Profile, *x509.Certificate)
 	// extraChain is appended to the chain the package carries.
 	extraChain []*x509.Certificate
+	// previous is what the package sends beside encryption.p12: the
+	// issuing CA's certificates from before a re-key.
+	previous []*x509.Certificate
+	// kmCA, if set, issues the new escrowed key's certificate instead of
+	// the CA the package names.
+	kmCA    *x509.Certificate
+	kmCAKey *ecdsa.PrivateKey
 }
 
 func newTestGateway(t *testing.T) *testGateway {
@@ -106,7 +113,12 @@ func (g *testGateway) open(_ context.Context, csrs []*credgwv1.CertificateReques
 	}
 	if !g.noKM {
 		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		ca, caKey := g.ca, g.caKey
+		if g.kmCA != nil {
+			g.ca, g.caKey = g.kmCA, g.kmCAKey
+		}
 		c := g.issue(credgwv1.Profile_PROFILE_KEY_MANAGEMENT, k.Public(), x509.KeyUsageKeyAgreement, x509.ExtKeyUsageEmailProtection)
+		g.ca, g.caKey = ca, caKey
 		pw, err := code.PKCS12Password(g.secret, g.password)
 		if err != nil {
 			g.t.Fatal(err)
@@ -117,7 +129,11 @@ func (g *testGateway) open(_ context.Context, csrs []*credgwv1.CertificateReques
 		if err != nil {
 			g.t.Fatal(err)
 		}
-		b.Add("encryption.p12", credgwv1.ItemKind_ITEM_KIND_PKCS12, credgwv1.Profile_PROFILE_KEY_MANAGEMENT, c.SerialNumber.Text(16), p12, nil, int32(len(entries)))
+		var previous [][]byte
+		for _, c := range g.previous {
+			previous = append(previous, c.Raw)
+		}
+		b.Add("encryption.p12", credgwv1.ItemKind_ITEM_KIND_PKCS12, credgwv1.Profile_PROFILE_KEY_MANAGEMENT, c.SerialNumber.Text(16), p12, previous, int32(len(entries)))
 	}
 	chain := [][]byte{g.ca.Raw}
 	for _, c := range g.extraChain {

@@ -67,6 +67,35 @@ func TestInstallRefusesWhatItCannotTrust(t *testing.T) {
 		c, _ := x509.ParseCertificate(der)
 		g.history = append(g.history, pfx.Entry{Key: k, Certificate: c})
 	}
+	// rekeyed puts the gateway's issuing CA under a root (the chain the
+	// package carries), and gives it an earlier certificate under the same
+	// name for another key, from before the CA was re-keyed, valid from
+	// three years ago for life (expired a year ago, or not). It returns
+	// that certificate and its key.
+	rekeyed := func(g *testGateway, life time.Duration) (*x509.Certificate, *ecdsa.PrivateKey) {
+		rootKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		root := cert(t, &x509.Certificate{Subject: pkix.Name{CommonName: "agency root"}, IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}, nil, rootKey, nil)
+		// The root, valid from before the old CA.
+		rootTmpl := *root
+		rootTmpl.NotBefore = time.Now().AddDate(-5, 0, 0)
+		der, err := x509.CreateCertificate(rand.Reader, &rootTmpl, &rootTmpl, rootKey.Public(), rootKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		root, _ = x509.ParseCertificate(der)
+		g.ca = cert(t, &x509.Certificate{Subject: g.ca.Subject, IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}, root, g.caKey, rootKey)
+		g.extraChain = []*x509.Certificate{root}
+		oldCAKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(99), Subject: g.ca.Subject, IsCA: true, BasicConstraintsValid: true,
+			KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().AddDate(-3, 0, 0)}
+		tmpl.NotAfter = tmpl.NotBefore.Add(life)
+		der, err = x509.CreateCertificate(rand.Reader, tmpl, root, oldCAKey.Public(), rootKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		oldCA, _ := x509.ParseCertificate(der)
+		return oldCA, oldCAKey
+	}
 	// earlier is one earlier escrowed key whose certificate the CA issued
 	// changed by change (an older gateway's rules, or a wrong one).
 	earlier := func(g *testGateway, change func(c *x509.Certificate)) {
@@ -90,6 +119,34 @@ func TestInstallRefusesWhatItCannotTrust(t *testing.T) {
 			other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 			oldKey(g, other)
 		}, "does not chain"},
+		// An issuing CA re-keyed (key-ceremony.md): an earlier key was
+		// certified by the CA's old key. The package sends the old CA
+		// certificate; it must chain to the same root.
+		{"an earlier key certified before the CA was re-keyed", func(g *testGateway, o *Options) {
+			oldCA, oldCAKey := rekeyed(g, 2*365*24*time.Hour)
+			oldKey(g, oldCAKey)
+			g.previous = []*x509.Certificate{oldCA}
+		}, ""},
+		{"an earlier key certified before the re-key, the old CA still valid", func(g *testGateway, o *Options) {
+			oldCA, oldCAKey := rekeyed(g, 4*365*24*time.Hour)
+			oldKey(g, oldCAKey)
+			g.previous = []*x509.Certificate{oldCA}
+			o.TrustAnchors = []*x509.Certificate{g.extraChain[0]}
+		}, ""},
+		{"an earlier key certified before the re-key, without the old CA certificate", func(g *testGateway, o *Options) {
+			_, oldCAKey := rekeyed(g, 2*365*24*time.Hour)
+			oldKey(g, oldCAKey)
+		}, "does not chain"},
+		{"an old CA certificate under another root", func(g *testGateway, o *Options) {
+			_, oldCAKey := rekeyed(g, 2*365*24*time.Hour)
+			oldKey(g, oldCAKey)
+			g.previous = []*x509.Certificate{selfSigned(g.ca.Subject.CommonName)}
+		}, "does not chain"},
+		{"the current key certified by the old CA", func(g *testGateway, o *Options) {
+			oldCA, oldCAKey := rekeyed(g, 4*365*24*time.Hour)
+			g.previous = []*x509.Certificate{oldCA}
+			g.kmCA, g.kmCAKey = oldCA, oldCAKey
+		}, "key 1 of encryption.p12 does not chain"},
 		{"the gateway's CA, given as the trust anchor", func(g *testGateway, o *Options) { o.TrustAnchors = []*x509.Certificate{g.ca} }, ""},
 		{"a CA the package carries but the device does not trust", func(g *testGateway, o *Options) {
 			o.TrustAnchors = []*x509.Certificate{agencyRoot}

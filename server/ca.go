@@ -461,3 +461,38 @@ func placeCert(src, dst string) error {
 	}
 	return os.Rename(src, dst)
 }
+
+// previousCAs reads ca.previous_certificate_files: the issuing CA's
+// certificates from before a re-key, which earlier escrowed keys'
+// certificates chain through (activation.Config.PreviousCAs). Each must be
+// a CA certificate under the root of chain, checked as of its own start
+// (it may have expired since: old mail still needs the keys it certified),
+// and not chain[0].
+func previousCAs(files []string, chain []*x509.Certificate) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	roots.AddCert(chain[len(chain)-1])
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	for _, f := range files {
+		certs, err := readCerts([]string{f})
+		if err != nil {
+			return nil, fmt.Errorf("ca.previous_certificate_files: %w", err)
+		}
+		for _, c := range certs {
+			switch {
+			case c.Equal(chain[0]):
+				return nil, fmt.Errorf("ca.previous_certificate_files: %s holds the issuing CA's certificate in use (ca.certificate_file): list only certificates from before a re-key", f)
+			case !c.IsCA || c.KeyUsage&x509.KeyUsageCertSign == 0:
+				return nil, fmt.Errorf("ca.previous_certificate_files: %s: %q is not a CA certificate (basicConstraints cA and keyCertSign)", f, c.Subject)
+			}
+			if _, err := c.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: c.NotBefore,
+				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+				return nil, fmt.Errorf("ca.previous_certificate_files: %s: %q does not chain to the issuing CA's root %q (ca.chain_files): %w", f, c.Subject, chain[len(chain)-1].Subject, err)
+			}
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}

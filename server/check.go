@@ -107,6 +107,13 @@ func (c *Config) checkFiles() []error {
 			certs("ca.certificate_file", c.CA.CertificateFile)
 		}
 		certs("ca.chain_files", c.CA.ChainFiles...)
+		if len(c.CA.PreviousCertificateFiles) > 0 {
+			if chain, err := readCerts(paths(c, append([]string{c.CA.CertificateFile}, c.CA.ChainFiles...))); err == nil && len(chain) > 0 {
+				if _, err := previousCAs(paths(c, c.CA.PreviousCertificateFiles), chain); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
 		certs("enrollment.tls_anchor_file", c.Enroll.TLSAnchorFile)
 		if c.CA.RootCRLFile != "" {
 			if _, err := os.Stat(c.Path(c.CA.RootCRLFile)); err != nil {

@@ -239,6 +239,10 @@ type CAConfig struct {
 	Name            string   `yaml:"name"`
 	CertificateFile string   `yaml:"certificate_file"`
 	ChainFiles      []string `yaml:"chain_files"`
+	// PreviousCertificateFiles are the issuing CA's certificates from
+	// before a re-key: earlier escrowed keys certified under them are
+	// delivered with the one that signed them.
+	PreviousCertificateFiles []string `yaml:"previous_certificate_files"`
 	// KeyURI is the issuing key in the HSM (pkcs11: URI with id= and
 	// pin-source=); KeyFile a PKCS#8 PEM file instead.
 	KeyURI  string `yaml:"key_uri"`

@@ -36,6 +36,10 @@ func (s *Server) newServices(ctx context.Context, o options) error {
 	if s.ca, s.escrow, err = loadCA(ctx, cfg, s.hsm, s.store, o, s.metrics); err != nil {
 		return err
 	}
+	previous, err := previousCAs(paths(cfg, cfg.CA.PreviousCertificateFiles), s.ca.Chain())
+	if err != nil {
+		return err
+	}
 	anchors, err := readCerts([]string{cfg.Path(cfg.Enroll.TLSAnchorFile)})
 	if err != nil {
 		return fmt.Errorf("enrollment.tls_anchor_file: %w", err)
@@ -57,7 +61,7 @@ func (s *Server) newServices(ctx context.Context, o options) error {
 	}
 	if s.activation, err = activation.New(activation.Config{
 		Attest: policy, RefuseUnattested: cfg.Attest.Unattested == "refuse",
-		Store: s.store, Issuer: s.ca, Escrow: s.escrow, Pepper: pepper, PepperSince: pepperSince, BindingSince: bindingSince, Gateway: cfg.Enroll.GatewayAddress, Pin: pin[:],
+		Store: s.store, Issuer: s.ca, Escrow: s.escrow, PreviousCAs: previous, Pepper: pepper, PepperSince: pepperSince, BindingSince: bindingSince, Gateway: cfg.Enroll.GatewayAddress, Pin: pin[:],
 		PasswordDigits: cfg.Enroll.PasswordDigits, Lifetime: cfg.Enroll.Lifetime.Duration, MaxAttempts: cfg.Enroll.MaxAttempts,
 		MaxSets: cfg.Enroll.MaxSets, ConfirmWindow: cfg.Enroll.ConfirmWindow.Duration, RenewalPercent: cfg.Renewal.OpensAtPercent,
 		Verifier: s.verifier, Audit: s.audit, Notify: s.outbox, Log: s.log, Now: now, Lockout: s.metrics.lockouts.Inc,

@@ -1294,7 +1294,10 @@ type PackageItem struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// DER certificate, DER chain certificates, or PKCS#12 bytes.
-	Data          []byte   `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// chain.der: the issuing CA and its chain to the root. encryption.p12:
+	// the issuing CA's certificates from before a re-key that signed
+	// earlier keys' certificates (they chain to the same root).
 	Chain         [][]byte `protobuf:"bytes,3,rep,name=chain,proto3" json:"chain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
