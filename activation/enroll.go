@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -97,6 +98,11 @@ func (s *Service) enroll(ctx context.Context, sess store.PIVSession, identityNam
 		return nil, fmt.Errorf("%w: identity name: 1 to 64 printable characters, e.g. \"Entrust Derived Cred\"", ErrInvalid)
 	case now.Sub(sess.CreatedAt) > s.cfg.SessionMaxAge || !now.Before(sess.ExpiresAt):
 		return nil, ErrSessionTooOld
+	}
+	if slices.Contains(profiles, issuance.KeyManagement) {
+		if err := s.escrowDeliveryTold(); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.checkNotTerminated(ctx, sess.FASCN, sess.CardUUID, sess.PersonID); err != nil {
 		return nil, err

@@ -109,6 +109,14 @@ func (s *Service) auditRefusal(ctx context.Context, activationID string, err err
 		return
 	}
 	s.cfg.Audit.Refused(ctx, "device", "redeem", a.CredentialSetID, "activation_id="+activationID+"; refused: "+outcome)
+	if wrong != nil {
+		// Every attempt at the person's escrowed keys is told, the
+		// failed ones too (Common Policy §4.12.1); the lock is told below.
+		s.cfg.Notify.Set(ctx, "failed-attempt", a.CredentialSetID, "A wrong password was typed for your activation code",
+			fmt.Sprintf("A device presented your activation code with a wrong password; %s left before the code locks. "+
+				"If you are setting up a device, type the password shown with the code. If not, someone else has your code: "+
+				"tell your help desk or badge office.", attemptsLeft(wrong.AttemptsLeft)))
+	}
 	if l := (lockedNow{}); errors.As(err, &l) {
 		switch {
 		case l.issuing:

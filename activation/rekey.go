@@ -108,6 +108,11 @@ func (s *Service) Rekey(ctx context.Context, req RekeyRequest, progress Progress
 		if opens := RenewalOpens(rec.NotBefore, rec.NotAfter, pct); s.cfg.Now().Before(opens) {
 			return nil, notNow("renewal opens at %s (%d %% of the certificate's lifetime)", opens.UTC().Format("2006-01-02 15:04 MST"), pct)
 		}
+		if old.EscrowKeyID != "" {
+			if err := s.escrowDeliveryTold(); err != nil {
+				return nil, err
+			}
+		}
 		if err := s.checkCard(ctx, old.PIVCertSHA256); err != nil {
 			return nil, err
 		}

@@ -49,6 +49,19 @@ var (
 	ErrHashMismatch = errors.New("activation: the SHA-256 does not match the package sent")
 )
 
+// escrowDeliveryTold refuses the delivery of escrowed keys by a gateway
+// that sends no notifications: a subscriber gets their escrowed keys without
+// two-person control only if every attempt, failed or not, is told to them
+// (Common Policy §4.12.1, "no notify address ⇒ no automated recovery").
+func (s *Service) escrowDeliveryTold() error {
+	if s.cfg.Notify.Enabled() {
+		return nil
+	}
+	return fmt.Errorf("%w: this credential type delivers an escrowed encryption key, which credgw does only where every attempt is told to the person "+
+		"(Common Policy §4.12.1), and this gateway sends no notifications: the operators must configure notifications (smtp, webhook or file) "+
+		"in credgw.yaml; a credential type without key_management needs none", ErrPrecondition)
+}
+
 // WrongPasswordError is a wrong password with the attempts left.
 type WrongPasswordError struct{ AttemptsLeft int }
 

@@ -290,6 +290,12 @@ enrollment:
   max_attempts: 5
   max_credential_sets: 5
   confirm_window: 1h
+notifications:
+  # Each binding, key delivery and failed attempt is told to the person
+  # (Common Policy §4.12.1: escrowed keys are delivered only so). A
+  # deployment sends mail (smtp) or posts to its own system (webhook);
+  # here each is one JSON line in this file.
+  file: notifications.jsonl
 attestation:
   # Android Key Attestation roots: Google's (real phones) and the simulated
   # vendor of hsm/ (credgw redeem --attest-sim hsm/attest-vendor).

@@ -253,9 +253,21 @@ func run(m *testing.M) int {
 	fmt.Fprintf(f, "termination_webhook:\n  secret_file: webhook.key\n")
 	// TestLinkage walks a week; its first check is the week's end.
 	fmt.Fprintf(f, "linkage:\n  first_check: 168h\n")
-	fmt.Fprintf(f, "notifications:\n  smtp:\n    address: %s\n    from: credgw@example.com\n    username: credgw\n    password_file: smtp.pass\n    ca_file: tls/ca.crt\n",
-		mails.ln.Addr())
 	f.Close()
+	// Notifications by mail, to the mailbox, instead of the development
+	// config's file.
+	b, err := os.ReadFile(dev.Config)
+	if err != nil {
+		return fail(err)
+	}
+	smtp := fmt.Sprintf("  smtp:\n    address: %s\n    from: credgw@example.com\n    username: credgw\n    password_file: smtp.pass\n    ca_file: tls/ca.crt\n",
+		mails.ln.Addr())
+	if !bytes.Contains(b, []byte("  file: notifications.jsonl\n")) {
+		return fail(errors.New("the development config has no notifications file to replace"))
+	}
+	if err := os.WriteFile(dev.Config, bytes.Replace(b, []byte("  file: notifications.jsonl\n"), []byte(smtp), 1), 0o600); err != nil {
+		return fail(err)
+	}
 	if err := os.WriteFile(filepath.Join(dev.Dir, "webhook.key"), []byte(hex.EncodeToString(webhookKey)+"\n"), 0o600); err != nil {
 		return fail(err)
 	}

@@ -68,6 +68,10 @@ func (s *Server) newServices(ctx context.Context, o options) error {
 	}); err != nil {
 		return err
 	}
+	if !s.outbox.Enabled() {
+		s.log.WarnContext(ctx, "no notifications configured: enrollments and renewals that deliver an escrowed encryption key are refused "+
+			"(Common Policy §4.12.1: every attempt is told to the person); configure notifications.smtp, .webhook or .file")
+	}
 	s.lifecycle, err = lifecycle.New(lifecycle.Config{Store: s.store, Activation: s.activation, CA: s.ca, Verifier: s.verifier,
 		Audit: s.audit, Notify: s.outbox, Log: s.log, Now: now, UnknownStatus: s.metrics.linkageUnknown.Inc,
 		Linkage: lifecycle.Linkage{FirstCheck: cfg.Linkage.FirstCheck.Duration, Interval: cfg.Linkage.Interval.Duration,

@@ -9,7 +9,7 @@ import (
 // Notification is one message in the outbox. It never holds a secret.
 type Notification struct {
 	ID        string
-	Kind      string // binding, key-delivery, revocation, lockout, termination
+	Kind      string // binding, key-delivery, failed-attempt, revocation, lockout, termination
 	Recipient string // the address of record; "" when there is none
 	Subject   string
 	Body      string

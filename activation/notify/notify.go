@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"mime"
 	"mime/quotedprintable"
@@ -32,6 +33,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/credgw/credgw/store"
@@ -42,6 +44,10 @@ import (
 type Config struct {
 	SMTP    SMTPConfig    `yaml:"smtp"`
 	Webhook WebhookConfig `yaml:"webhook"`
+	// File, if set, is a file each notification is appended to as one
+	// JSON line (0600): for an agency's own mailer or log pipeline to
+	// take them from, and the demo's.
+	File string `yaml:"file"`
 }
 
 // SMTPConfig is the mail relay. STARTTLS is required unless
@@ -181,6 +187,13 @@ func New(cfg Config, path func(string) string, st Store, log *slog.Logger, now f
 			m.password = strings.TrimSpace(string(b))
 		}
 		o.senders = append(o.senders, m)
+	}
+	if cfg.File != "" {
+		f, err := newFileSender(path(cfg.File))
+		if err != nil {
+			return nil, err
+		}
+		o.senders = append(o.senders, f)
 	}
 	if wc := cfg.Webhook; wc.URL != "" {
 		key, err := ReadKeyFile(path(wc.SecretFile), "notifications.webhook.secret_file")
@@ -539,6 +552,45 @@ func webhookClient() *http.Client {
 			return http.ErrUseLastResponse
 		},
 	}
+}
+
+// fileSender appends each notification to a file as one JSON line. The
+// file is the gateway user's alone (0600); a symbolic link in its place is
+// not followed. Replicas may share it: each line is one append.
+type fileSender struct{ path string }
+
+func newFileSender(path string) (*fileSender, error) {
+	fi, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return &fileSender{path: path}, nil
+	case err != nil:
+		return nil, fmt.Errorf("notifications.file: %w", err)
+	case !fi.Mode().IsRegular():
+		return nil, fmt.Errorf("notifications.file: %s is not a regular file", path)
+	case fi.Mode().Perm()&0o077 != 0:
+		return nil, fmt.Errorf("notifications.file: %s has mode %v: notifications name people and their credentials; make it 0600 (chmod 600) for the gateway's user", path, fi.Mode().Perm())
+	}
+	return &fileSender{path: path}, nil
+}
+
+func (f *fileSender) name() string { return "file" }
+
+func (f *fileSender) send(_ context.Context, n store.Notification) error {
+	line, err := json.Marshal(map[string]string{"id": n.ID, "kind": n.Kind, "recipient": n.Recipient, "subject": n.Subject, "body": n.Body,
+		"created_at": n.CreatedAt.UTC().Format(time.RFC3339)})
+	if err != nil {
+		return err
+	}
+	out, err := os.OpenFile(f.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := out.Write(append(line, '\n')); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 type webhookSender struct {

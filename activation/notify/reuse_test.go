@@ -18,9 +18,10 @@ import (
 // outcome.
 type claimStore struct {
 	fakeStore
-	mu   sync.Mutex
-	due  []store.Notification
-	sent int
+	mu     sync.Mutex
+	due    []store.Notification
+	sent   int
+	failed int
 }
 
 func (c *claimStore) ClaimNotifications(_ context.Context, _ time.Time, _ time.Duration, limit int) ([]store.Notification, error) {

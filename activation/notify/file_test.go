@@ -1,0 +1,115 @@
+package notify_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/credgw/credgw/activation/notify"
+	"github.com/credgw/credgw/store"
+)
+
+// NotificationFailed: an attempt that failed is counted.
+func (c *claimStore) NotificationFailed(context.Context, store.Notification, string, time.Time) error {
+	c.mu.Lock()
+	c.failed++
+	c.mu.Unlock()
+	return nil
+}
+
+// hand gives what was enqueued to the next delivery run
+// (a claim counts an attempt, as the store's does).
+func (c *claimStore) hand() {
+	for _, n := range c.enqueued {
+		n.Attempts++
+		c.due = append(c.due, n)
+	}
+	c.enqueued = nil
+}
+
+// TestFileSender: notifications.file appends each notification as one JSON
+// line to a file only the gateway's user reads (an agency's own mailer or
+// log pipeline takes them from there; the demo shows them). A symbolic link
+// in its place is not followed, and a file others may read is refused.
+func TestFileSender(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st := &claimStore{}
+	o, err := notify.New(notify.Config{File: "notifications.jsonl"}, func(p string) string { return filepath.Join(dir, p) }, st, discard(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.Enabled() {
+		t.Fatal("a file is configured but Enabled() is false")
+	}
+	o.Set(ctx, "binding", "set-1", "Derived PIV credentials were installed", "A device installed them.")
+	o.Set(ctx, "revocation", "set-1", "Revoked", "They were revoked.\nLine two.")
+	st.hand()
+	if sent, failed, err := o.Deliver(ctx); sent != 2 || failed != 0 || err != nil {
+		t.Fatalf("Deliver = %d, %d, %v", sent, failed, err)
+	}
+	path := filepath.Join(dir, "notifications.jsonl")
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the file: %v, %v; want mode 0600", fi, err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var lines []map[string]string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var m map[string]string
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("line %q: %v", sc.Text(), err)
+		}
+		lines = append(lines, m)
+	}
+	if len(lines) != 2 || lines[0]["kind"] != "binding" || lines[0]["recipient"] != "holder@example.com" || lines[1]["kind"] != "revocation" ||
+		!strings.Contains(lines[1]["body"], "Line two.") || lines[0]["id"] == "" || lines[0]["created_at"] == "" {
+		t.Fatalf("lines %v", lines)
+	}
+
+	t.Run("a symbolic link in its place", func(t *testing.T) {
+		target := filepath.Join(dir, "elsewhere")
+		link := filepath.Join(dir, "link.jsonl")
+		st := &claimStore{}
+		o, err := notify.New(notify.Config{File: link}, func(p string) string { return p }, st, discard(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Put there after the start (one there before is refused then).
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := notify.New(notify.Config{File: link}, func(p string) string { return p }, &claimStore{}, discard(), nil); err == nil ||
+			!strings.HasPrefix(err.Error(), "notifications.file: ") {
+			t.Fatalf("New with a link in place: %v", err)
+		}
+		o.Set(ctx, "binding", "set-1", "s", "b")
+		st.hand()
+		if sent, failed, _ := o.Deliver(ctx); sent != 0 || failed != 1 {
+			t.Fatalf("through a link: sent %d, failed %d", sent, failed)
+		}
+		if _, err := os.Stat(target); err == nil {
+			t.Fatal("the link was followed")
+		}
+	})
+	t.Run("a file others may read", func(t *testing.T) {
+		shared := filepath.Join(dir, "shared.jsonl")
+		if err := os.WriteFile(shared, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := notify.New(notify.Config{File: shared}, func(p string) string { return p }, &claimStore{}, discard(), nil)
+		if err == nil || !strings.HasPrefix(err.Error(), "notifications.file: ") {
+			t.Fatalf("New: %v, want an error naming notifications.file", err)
+		}
+	})
+}
