@@ -89,6 +89,9 @@ type CardSpec struct {
 	// FASCNIdentifier, if set, is the 14-digit agency code + system code +
 	// credential number, to simulate a re-issued card of the same person.
 	FASCNIdentifier string
+	// ValidFor, if set, is how long the card's certificates are valid
+	// (default a year).
+	ValidFor time.Duration
 }
 
 // CardInfo is what hsm-sim records of a card.
@@ -200,6 +203,9 @@ func (e *Env) NewCard(ctx context.Context, m *pkcs11.Module, spec CardSpec) (*Ca
 	}
 	now := time.Now().Truncate(time.Second)
 	notBefore, notAfter := now.Add(-time.Hour), now.AddDate(1, 0, 0)
+	if spec.ValidFor > 0 {
+		notAfter = now.Add(spec.ValidFor)
+	}
 	switch spec.Variant {
 	case Expired:
 		notBefore, notAfter = now.AddDate(-1, 0, 0), now.AddDate(0, 0, -1)

@@ -334,6 +334,9 @@ type LinkageConfig struct {
 	// OnUnknown is "alert" (log and metric, keep the credentials) or
 	// "revoke".
 	OnUnknown string `yaml:"on_unknown"`
+	// OnCardExpiry is "keep" (SP 800-157r1 §2.3: derived credentials are
+	// unaffected when the card is replaced) or "revoke".
+	OnCardExpiry string `yaml:"on_card_expiry"`
 }
 
 // RenewalConfig is re-key without the card (Renewal.Rekey).
@@ -577,6 +580,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Linkage.MaxUnknown.Duration == 0 {
 		c.Linkage.MaxUnknown.Duration = lifecycle.DefaultMaxUnknown
+	}
+	if c.Linkage.OnCardExpiry == "" {
+		c.Linkage.OnCardExpiry = "keep"
 	}
 	if c.Linkage.OnUnknown == "" {
 		c.Linkage.OnUnknown = lifecycle.DefaultOnUnknown
@@ -1047,6 +1053,9 @@ func (c *Config) validateLinkage(bad func(string, ...any)) {
 	}
 	if d := c.Linkage.MaxUnknown.Duration; d < time.Hour {
 		bad("linkage.max_unknown %s: at least 1h", d)
+	}
+	if c.Linkage.OnCardExpiry != "keep" && c.Linkage.OnCardExpiry != "revoke" {
+		bad("linkage.on_card_expiry %q: keep or revoke", c.Linkage.OnCardExpiry)
 	}
 	if c.Linkage.OnUnknown != "alert" && c.Linkage.OnUnknown != "revoke" {
 		bad("linkage.on_unknown %q: alert or revoke", c.Linkage.OnUnknown)

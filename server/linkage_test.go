@@ -277,3 +277,50 @@ func TestLinkageUnverifiableOnUnknownRevoke(t *testing.T) {
 		}
 	}
 }
+
+// TestLinkageCardExpiry: a card's certificate that expires (the card is
+// replaced at the end of its life) leaves its derived credentials valid, as
+// SP 800-157r1 §2.3 says ("unaffected when the PIV card is replaced");
+// they are no longer checked against it, and a termination reaches them by
+// the webhook or the admin API. linkage.on_card_expiry: revoke keeps the
+// older rule. A revoked card still revokes.
+func TestLinkageCardExpiry(t *testing.T) {
+	ctx := context.Background()
+	day := 24 * time.Hour
+	t.Cleanup(func() { clockOffset.Store(0) })
+	enrollShortCard := func(email string) string {
+		t.Helper()
+		c := newCard(t, hsmsim.CardSpec{Email: email, ValidFor: 30 * day})
+		e := enrollWith(t, c)
+		if _, err := agent.Redeem(ctx, agent.Options{Payload: e.payload, Password: e.resp.GetPassword(), OutDir: t.TempDir(), KeystorePIN: "correct horse"}); err != nil {
+			t.Fatal(err)
+		}
+		return e.resp.GetCredentialSetId()
+	}
+	kept := enrollShortCard("card.expires@example.com")
+	clockOffset.Store(int64(31 * day))
+	if _, err := gw.Linkage(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := setState(t, kept); st != "active" {
+		t.Fatalf("the card expired: the set is %s, want active", st)
+	}
+	clockOffset.Store(0)
+
+	revoked := enrollShortCard("card.expires.strict@example.com")
+	strict := *cfg
+	strict.Listen.GRPC, strict.Listen.HTTP, strict.Listen.Management, strict.Portal.Listen = "127.0.0.1:0", "", "", ""
+	strict.Linkage.OnCardExpiry = "revoke"
+	replica, err := server.New(ctx, &strict, server.WithClock(now), server.WithStore(gwStore))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { replica.Shutdown(context.Background()) })
+	clockOffset.Store(int64(32 * day))
+	if _, err := replica.Linkage(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := setState(t, revoked); st != "revoked" {
+		t.Fatalf("on_card_expiry revoke: the set is %s, want revoked", st)
+	}
+}

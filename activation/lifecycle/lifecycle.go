@@ -47,6 +47,9 @@ type Linkage struct {
 	// OnUnknown is "alert" (log and metric, keep the credentials) or
 	// "revoke".
 	OnUnknown string
+	// OnCardExpiry is "keep" (default: SP 800-157r1 §2.3, derived
+	// credentials are unaffected when the card is replaced) or "revoke".
+	OnCardExpiry string
 }
 
 // Store is what the lifecycle needs of the store.

@@ -78,6 +78,18 @@ func (s *Service) checkLinkage(ctx context.Context, l store.Linkage, res *Linkag
 	case verr == nil:
 		res.Good++
 		l.LastStatus, l.UnknownSince, l.NextCheck = "good", time.Time{}, now.Add(cfg.Interval)
+	case errors.Is(verr, piv.ErrExpired) && cfg.OnCardExpiry != "revoke":
+		// The card reached its end (and is replaced): SP 800-157r1 §2.3,
+		// derived credentials are unaffected. Its status can no longer be
+		// asked; a termination comes by the webhook or the admin API
+		// (§2.4: never by the certificate's status alone).
+		if l.LastStatus != cardExpired {
+			s.cfg.Audit.Record(ctx, store.AuditEvent{Actor: "system", Action: "linkage-card-expired", CardUUID: pc.CardUUID,
+				Detail: "piv_auth_sha256=" + l.CertSHA256 + "; derived credentials kept (linkage.on_card_expiry: keep)"})
+			s.cfg.Log.InfoContext(ctx, "linkage: the card's PIV Authentication certificate expired; its derived credentials are kept",
+				"card_uuid", pc.CardUUID, "piv_auth_sha256", l.CertSHA256)
+		}
+		l.LastStatus, l.UnknownSince, l.NextCheck = cardExpired, time.Time{}, now.Add(cfg.Interval)
 	case errors.Is(verr, piv.ErrRevoked), errors.Is(verr, piv.ErrExpired):
 		revoke, l.LastStatus = true, "invalid: "+verr.Error()
 	default:
@@ -144,6 +156,10 @@ func (s *Service) checkLinkage(ctx context.Context, l store.Linkage, res *Linkag
 	}
 	return s.cfg.Store.FinishLinkage(ctx, l)
 }
+
+// cardExpired is the linkage status of a card whose certificate expired,
+// its derived credentials kept.
+const cardExpired = "card expired: derived credentials kept"
 
 // SweepInterval is how often the gateway sweeps.
 const SweepInterval = 5 * time.Minute
