@@ -171,6 +171,12 @@ func (s *Service) Sweep(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	s.SweepDue(ctx)
+	// The CRL is issued on schedule, not only when fetched (Common Policy
+	// §4.9.7, at least every 18 hours): rebuilt here when a revocation
+	// made it stale or it reached its refresh point, else only read.
+	if _, err := s.cfg.CA.CRL(ctx, false); err != nil {
+		s.cfg.Log.WarnContext(ctx, "issuing the CRL", "err", err)
+	}
 	if res, err := s.Linkage(ctx); err != nil {
 		s.cfg.Log.WarnContext(ctx, "linkage checks", "err", err)
 	} else if res.Checked > 0 {
