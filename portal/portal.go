@@ -190,12 +190,14 @@ func (p *Portal) Handler() http.Handler {
 	mux.HandleFunc("GET /credentials", p.withSession(p.credentials))
 	mux.HandleFunc("POST /credentials/revoke", p.withSession(p.revoke))
 	mux.HandleFunc("GET /lost", p.withSession(p.credentials))
-	return securityHeaders(mux)
+	return SecurityHeaders(mux)
 }
 
-// securityHeaders: a strict CSP (nothing from elsewhere, no inline script),
+// SecurityHeaders: a strict CSP (nothing from elsewhere, no inline script),
 // no framing, no referrer, no caching of pages with passwords on them.
-func securityHeaders(h http.Handler) http.Handler {
+// The gateway also puts them on what it answers before the pages (a
+// connection sent to a new one).
+func SecurityHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
 		hd.Set("Content-Security-Policy", "default-src 'none'; img-src 'self' data:; style-src 'self'; script-src 'self'; "+

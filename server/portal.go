@@ -91,8 +91,19 @@ func (b portalBackend) Session(ctx context.Context, token string, card *x509.Cer
 }
 
 func (b portalBackend) SignOut(ctx context.Context, token string) error {
-	return b.s.sessions.EndPortal(ctx, token)
+	if err := b.s.sessions.EndPortal(ctx, token); err != nil {
+		return err
+	}
+	if ended, ok := ctx.Value(signedOutKey{}).(*bool); ok {
+		*ended = true
+	}
+	return nil
 }
+
+// signedOutKey carries, in a portal request's context, where SignOut
+// records that it ended the session (freshCardProof then notes the card's
+// sign-out).
+type signedOutKey struct{}
 
 func (b portalBackend) Enroll(ctx context.Context, token, name, ctype string) (portal.Enrollment, error) {
 	sess, err := b.session(ctx, token)
@@ -279,8 +290,11 @@ func (s *Server) freshCardProof(h http.Handler) http.Handler {
 			http.Redirect(w, r, to, http.StatusTemporaryRedirect)
 			return
 		}
-		h.ServeHTTP(w, r)
-		if card != "" && r.Method == http.MethodPost && r.URL.Path == "/signout" {
+		// Only a sign-out that ended this card's session counts (a refused
+		// one, without session or CSRF token, would let anyone add rows).
+		ended := new(bool)
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), signedOutKey{}, ended)))
+		if card != "" && *ended {
 			now := s.now()
 			signOuts.note(card, now, maxAge)
 			// For the other replicas (a browser's connections may be

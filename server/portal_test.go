@@ -455,6 +455,12 @@ func TestPortalConnectionAgeBounded(t *testing.T) {
 		if handshakes.Load() != before {
 			t.Fatalf("the 307 came from a new connection, not the aged one")
 		}
+		// Like every portal answer, with the security headers.
+		for _, h := range []string{"Content-Security-Policy", "X-Frame-Options", "Strict-Transport-Security", "X-Content-Type-Options"} {
+			if r.hdr.Get(h) == "" {
+				t.Fatalf("the 307 has no %s", h)
+			}
+		}
 	}
 	signIn := func(t *testing.T) {
 		t.Helper()
@@ -954,4 +960,29 @@ func pullableCard(b *browser, cert *tls.Certificate, pulled *atomic.Bool) *brows
 		return cert, nil
 	}
 	return b
+}
+
+// TestSignOutWithoutSessionNotRecorded: a POST /signout that ends no
+// session (no cookie, no CSRF token: refused) is not a card's sign-out.
+// It wrote a row to the store for any client certificate, a self-made one
+// included, so anyone could add rows without limit; and another site's
+// form posted on the person's card connection counted as their sign-out.
+func TestSignOutWithoutSessionNotRecorded(t *testing.T) {
+	ctx := context.Background()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := x509.Certificate{SerialNumber: big.NewInt(8), Subject: pkix.Name{CommonName: "Self Made"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, &tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(der)
+	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	b := newBrowser(t, &cert)
+	if r := b.do("POST", "/signout", url.Values{}); r.code != http.StatusSeeOther && r.code != http.StatusForbidden {
+		t.Fatalf("a sign-out without a session: %d", r.code)
+	}
+	if _, ok, err := gwStore.CardSignOut(ctx, hex.EncodeToString(sum[:])); err != nil || ok {
+		t.Fatalf("a sign-out that ended no session was recorded (%v, %v)", ok, err)
+	}
 }

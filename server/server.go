@@ -523,7 +523,7 @@ func (s *Server) startPortal() error {
 	withSource := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		pages.ServeHTTP(w, r.WithContext(audit.WithCaller(r.Context(), audit.Caller{Source: r.RemoteAddr})))
 	})
-	s.portal = s.httpServer(s.tracing.handler("portal", s.freshCardProof(withSource)))
+	s.portal = s.httpServer(s.tracing.handler("portal", portal.SecurityHeaders(s.freshCardProof(withSource))))
 	s.portal.ConnContext = s.connOpened
 	s.portal.TLSConfig = tc
 	s.wg.Add(1)
