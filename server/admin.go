@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -45,8 +46,10 @@ func (a *adminService) RevokeCertificate(ctx context.Context, req *credgwv1.Revo
 	return &credgwv1.RevokeCertificateResponse{Certificate: c}, nil
 }
 
-// selector turns the API's PIV identity selector into the store's.
-func selector(sel *credgwv1.PIVIdentitySelector) (store.IdentitySelector, error) {
+// selector turns the API's PIV identity selector into the store's. A
+// person id must be one piv.person_attribute (personAttr) can make: a
+// termination that names the person another way would match no one.
+func selector(sel *credgwv1.PIVIdentitySelector, personAttr string) (store.IdentitySelector, error) {
 	switch v := sel.GetSelector().(type) {
 	case *credgwv1.PIVIdentitySelector_Fascn:
 		if len(v.Fascn) != 25 {
@@ -54,7 +57,7 @@ func selector(sel *credgwv1.PIVIdentitySelector) (store.IdentitySelector, error)
 		}
 		return store.IdentitySelector{FASCN: v.Fascn}, nil
 	case *credgwv1.PIVIdentitySelector_CardUuid:
-		u := strings.ToLower(strings.TrimPrefix(v.CardUuid, "urn:uuid:"))
+		u := strings.TrimPrefix(strings.ToLower(v.CardUuid), "urn:uuid:")
 		if !uuidRe.MatchString(u) {
 			return store.IdentitySelector{}, status.Error(codes.InvalidArgument, "identity.card_uuid: want a UUID like 3f2504e0-4f89-41d3-9a0c-0305e82c3301")
 		}
@@ -63,10 +66,38 @@ func selector(sel *credgwv1.PIVIdentitySelector) (store.IdentitySelector, error)
 		if v.PersonId == "" || len(v.PersonId) > 128 {
 			return store.IdentitySelector{}, status.Error(codes.InvalidArgument, "identity.person_id: 1 to 128 characters")
 		}
+		if err := personIDShape(v.PersonId, personAttr); err != nil {
+			return store.IdentitySelector{}, status.Error(codes.InvalidArgument, err.Error())
+		}
 		return store.IdentitySelector{PersonID: piv.FoldPersonID(v.PersonId)}, nil
 	}
 	return store.IdentitySelector{}, status.Error(codes.InvalidArgument, "identity: give one of fascn, card_uuid or person_id")
 }
+
+// personIDShape checks that id is what the person attribute attr makes
+// of a card: the FASC-N identifier's 14 digits, or an address with an @ and
+// no space or control character.
+func personIDShape(id, attr string) error {
+	switch attr {
+	case "upn", "email":
+		what := "an email address"
+		if attr == "upn" {
+			what = "a UPN"
+		}
+		at := strings.IndexByte(id, '@')
+		if at <= 0 || at == len(id)-1 || strings.IndexFunc(id, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+			return fmt.Errorf("identity.person_id %q: piv.person_attribute is %s here, so a person id is %s (name@domain, no spaces)", id, attr, what)
+		}
+	default:
+		if !fascnIDRe.MatchString(id) {
+			return fmt.Errorf("identity.person_id %q: piv.person_attribute is fascn here, so a person id is the card's 14-digit FASC-N identifier "+
+				"(agency code, system code, credential number), not an email address or a name", id)
+		}
+	}
+	return nil
+}
+
+var fascnIDRe = regexp.MustCompile(`^[0-9]{14}$`)
 
 var uuidRe = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 
@@ -75,7 +106,7 @@ func (a *adminService) RevokeIdentity(ctx context.Context, req *credgwv1.RevokeI
 	if a.s.lifecycle == nil {
 		return nil, errNoCA
 	}
-	sel, err := selector(req.GetIdentity())
+	sel, err := selector(req.GetIdentity(), a.s.cfg.PIV.PersonAttribute)
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +123,7 @@ func (a *adminService) TerminateIdentity(ctx context.Context, req *credgwv1.Term
 	if a.s.lifecycle == nil {
 		return nil, errNoCA
 	}
-	sel, err := selector(req.GetIdentity())
+	sel, err := selector(req.GetIdentity(), a.s.cfg.PIV.PersonAttribute)
 	if err != nil {
 		return nil, err
 	}
@@ -118,17 +149,17 @@ func (a *adminService) ForceCRL(ctx context.Context, _ *credgwv1.ForceCRLRequest
 }
 
 // optionalSelector is selector, with no selector meaning everyone.
-func optionalSelector(sel *credgwv1.PIVIdentitySelector) (store.IdentitySelector, error) {
+func optionalSelector(sel *credgwv1.PIVIdentitySelector, personAttr string) (store.IdentitySelector, error) {
 	if sel.GetSelector() == nil {
 		return store.IdentitySelector{}, nil
 	}
-	return selector(sel)
+	return selector(sel, personAttr)
 }
 
 // listArgs reads the identity selector (optional) and the paging of a list
 // request.
-func listArgs(id *credgwv1.PIVIdentitySelector, size int32, token string) (store.IdentitySelector, int, int, error) {
-	sel, err := optionalSelector(id)
+func listArgs(id *credgwv1.PIVIdentitySelector, personAttr string, size int32, token string) (store.IdentitySelector, int, int, error) {
+	sel, err := optionalSelector(id, personAttr)
 	if err != nil {
 		return sel, 0, 0, err
 	}
@@ -180,7 +211,7 @@ const maxSetsPerPage = 100
 // ListCredentials lists credential sets, of one PIV identity or all,
 // newest first.
 func (a *adminService) ListCredentials(ctx context.Context, req *credgwv1.AdminListCredentialsRequest) (*credgwv1.AdminListCredentialsResponse, error) {
-	sel, off, n, err := listArgs(req.GetIdentity(), req.GetPageSize(), req.GetPageToken())
+	sel, off, n, err := listArgs(req.GetIdentity(), a.s.cfg.PIV.PersonAttribute, req.GetPageSize(), req.GetPageToken())
 	if err != nil || a.s.activation == nil {
 		return &credgwv1.AdminListCredentialsResponse{}, err // no CA: nothing was issued
 	}
@@ -207,7 +238,7 @@ func (a *adminService) ListCredentials(ctx context.Context, req *credgwv1.AdminL
 // ListActivations lists activations, of one PIV identity or all, newest
 // first.
 func (a *adminService) ListActivations(ctx context.Context, req *credgwv1.ListActivationsRequest) (*credgwv1.ListActivationsResponse, error) {
-	sel, off, n, err := listArgs(req.GetIdentity(), req.GetPageSize(), req.GetPageToken())
+	sel, off, n, err := listArgs(req.GetIdentity(), a.s.cfg.PIV.PersonAttribute, req.GetPageSize(), req.GetPageToken())
 	if err != nil || a.s.activation == nil {
 		return &credgwv1.ListActivationsResponse{}, err // no CA: nothing was issued
 	}

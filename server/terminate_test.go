@@ -148,12 +148,16 @@ func TestAdminLists(t *testing.T) {
 	}
 	// A person the gateway never saw is not found (a mistyped id), not an
 	// empty answer; a known one with nothing in a state is an empty answer.
-	nobody := &credgwv1.PIVIdentitySelector{Selector: &credgwv1.PIVIdentitySelector_PersonId{PersonId: "no-such-person"}}
+	nobody := &credgwv1.PIVIdentitySelector{Selector: &credgwv1.PIVIdentitySelector_PersonId{PersonId: "00000000000000"}}
 	_, err = admin.ListCredentials(ctx, &credgwv1.AdminListCredentialsRequest{Identity: nobody})
 	wantCode(t, err, codes.NotFound)
-	if err != nil && !strings.Contains(err.Error(), `person id "no-such-person"`) {
+	if err != nil && !strings.Contains(err.Error(), `person id "00000000000000"`) {
 		t.Fatalf("the message does not name the person: %v", err)
 	}
+	// An id piv.person_attribute (fascn here) never makes says so.
+	_, err = admin.TerminateIdentity(ctx, &credgwv1.TerminateIdentityRequest{Identity: &credgwv1.PIVIdentitySelector{
+		Selector: &credgwv1.PIVIdentitySelector_PersonId{PersonId: "no-such-person"}}})
+	wantCode(t, err, codes.InvalidArgument)
 	_, err = admin.ListActivations(ctx, &credgwv1.ListActivationsRequest{Identity: nobody})
 	wantCode(t, err, codes.NotFound)
 	_, err = admin.RevokeIdentity(ctx, &credgwv1.RevokeIdentityRequest{Identity: nobody})

@@ -57,7 +57,7 @@ func WebhookSignature(key []byte, ts time.Time, body []byte) string {
 
 // checkWebhook verifies the timestamp window and the signature and parses
 // the event; its errors say what to fix and are safe to return.
-func checkWebhook(key []byte, now time.Time, maxSkew time.Duration, tsHeader, sigHeader string, body []byte) (terminationEvent, store.IdentitySelector, error) {
+func checkWebhook(key []byte, now time.Time, maxSkew time.Duration, personAttr, tsHeader, sigHeader string, body []byte) (terminationEvent, store.IdentitySelector, error) {
 	var ev terminationEvent
 	secs, err := strconv.ParseInt(tsHeader, 10, 64)
 	if err != nil {
@@ -71,6 +71,9 @@ func checkWebhook(key []byte, now time.Time, maxSkew time.Duration, tsHeader, si
 	}
 	if d := now.Sub(ts); d > maxSkew || d < -maxSkew {
 		return ev, store.IdentitySelector{}, fmt.Errorf("X-Credgw-Timestamp is %s from the gateway's clock (at most %s): send a fresh request", d.Round(time.Second), maxSkew)
+	}
+	if err := exactKeys(body); err != nil {
+		return ev, store.IdentitySelector{}, fmt.Errorf("body: want JSON {\"card_uuid\"|\"fascn\"|\"person_id\": …, \"comment\": …}: %v", err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -101,11 +104,42 @@ func checkWebhook(key []byte, now time.Time, maxSkew time.Duration, tsHeader, si
 	if len(ev.Comment) > 1024 {
 		return ev, store.IdentitySelector{}, errors.New("comment: at most 1024 bytes")
 	}
-	st, err := selector(sel)
+	st, err := selector(sel, personAttr)
 	if err != nil {
 		return ev, store.IdentitySelector{}, errors.New(strings.TrimPrefix(err.Error(), "rpc error: code = InvalidArgument desc = "))
 	}
 	return ev, st, nil
+}
+
+// exactKeys refuses a body whose object has a key twice or in another case
+// than documented: encoding/json matches keys without regard to case and
+// keeps the last of two, so {"person_id": A, "PERSON_ID": B} would
+// terminate B while a log or a proxy that reads the first sees A.
+func exactKeys(body []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return errors.New("not a JSON object")
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		k, _ := t.(string)
+		switch {
+		case k != "card_uuid" && k != "fascn" && k != "person_id" && k != "comment":
+			return fmt.Errorf("unknown field %q (keys are lower case)", k)
+		case seen[k]:
+			return fmt.Errorf("field %q twice", k)
+		}
+		seen[k] = true
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (h *webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -114,7 +148,7 @@ func (h *webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "body: at most 16 KiB", http.StatusRequestEntityTooLarge)
 		return
 	}
-	ev, sel, err := checkWebhook(h.key, h.s.now(), h.s.cfg.Webhook.MaxSkew.Duration,
+	ev, sel, err := checkWebhook(h.key, h.s.now(), h.s.cfg.Webhook.MaxSkew.Duration, h.s.cfg.PIV.PersonAttribute,
 		r.Header.Get("X-Credgw-Timestamp"), r.Header.Get("X-Credgw-Signature"), body)
 	if err != nil {
 		h.s.log.WarnContext(r.Context(), "termination webhook refused", "source", r.RemoteAddr, "cause", err.Error())

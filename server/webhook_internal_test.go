@@ -6,6 +6,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 var whKey = bytes.Repeat([]byte{7}, 32)
@@ -26,9 +30,14 @@ func TestCheckWebhook(t *testing.T) {
 		{"card UUID", ts, sign(now, uuidBody), uuidBody, "", "card_uuid:3f2504e0-4f89-41d3-9a0c-0305e82c3301"},
 		{"FASC-N", ts, sign(now, `{"fascn":"`+fascn+`"}`), `{"fascn":"` + fascn + `"}`, "", "fascn:" + fascn},
 		{"person", ts, sign(now, `{"person_id":"70999912345678"}`), `{"person_id":"70999912345678"}`, "", "person_id:70999912345678"},
-		// Person ids compare without regard to ASCII case (piv.FoldPersonID),
-		// as the gateway stores them.
-		{"person by email", ts, sign(now, `{"person_id":"Pat.Doe@Example.COM"}`), `{"person_id":"Pat.Doe@Example.COM"}`, "", "person_id:pat.doe@example.com"},
+		// Keys exactly as documented, each once: encoding/json takes any
+		// case and the last of two.
+		{"a key twice", ts, sign(now, `{"person_id":"70999912345678","person_id":"70999912345679"}`),
+			`{"person_id":"70999912345678","person_id":"70999912345679"}`, "twice", ""},
+		{"a key in another case", ts, sign(now, `{"person_id":"70999912345678","PERSON_ID":"70999912345679"}`),
+			`{"person_id":"70999912345678","PERSON_ID":"70999912345679"}`, "PERSON_ID", ""},
+		{"a person id the configured attribute never makes", ts, sign(now, `{"person_id":"holder@example.com"}`),
+			`{"person_id":"holder@example.com"}`, "14-digit", ""},
 		{"4 minutes old", strconv.FormatInt(now.Add(-4*time.Minute).Unix(), 10), sign(now.Add(-4*time.Minute), uuidBody), uuidBody, "", "card_uuid:3f2504e0-4f89-41d3-9a0c-0305e82c3301"},
 		{"no timestamp", "", sign(now, uuidBody), uuidBody, "X-Credgw-Timestamp: want unix seconds", ""},
 		{"timestamp not a number", "yesterday", sign(now, uuidBody), uuidBody, "want unix seconds", ""},
@@ -48,7 +57,7 @@ func TestCheckWebhook(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, sel, err := checkWebhook(whKey, now, 5*time.Minute, tc.ts, tc.sig, []byte(tc.body))
+			_, sel, err := checkWebhook(whKey, now, 5*time.Minute, "fascn", tc.ts, tc.sig, []byte(tc.body))
 			if tc.wantErr == "" {
 				if err != nil || sel.String() != tc.wantSel {
 					t.Fatalf("got %s, %v; want %s", sel.String(), err, tc.wantSel)
@@ -75,9 +84,49 @@ func FuzzCheckWebhook(f *testing.F) {
 	f.Fuzz(func(t *testing.T, ts, body string) {
 		secs, _ := strconv.ParseInt(ts, 10, 64)
 		sig := WebhookSignature(whKey, time.Unix(secs, 0), []byte(body))
-		checkWebhook(whKey, now, 5*time.Minute, ts, sig, []byte(body))
-		if _, _, err := checkWebhook(whKey, now, 5*time.Minute, ts, "sha256=00", []byte(body)); err == nil {
+		checkWebhook(whKey, now, 5*time.Minute, "email", ts, sig, []byte(body))
+		if _, _, err := checkWebhook(whKey, now, 5*time.Minute, "email", ts, "sha256=00", []byte(body)); err == nil {
 			t.Fatal("accepted without a valid signature")
 		}
 	})
+}
+
+// TestPersonIDSelector: a person id given to the admin API or the webhook
+// must be one the configured piv.person_attribute can make, so that a
+// termination naming the person another way (an email address where ids
+// are FASC-N identifiers, a stray space) is refused, not answered
+// "terminated" while the person's credentials stay live. Email and UPN ids
+// compare without regard to ASCII case (piv.FoldPersonID).
+func TestPersonIDSelector(t *testing.T) {
+	person := func(id string) *credgwv1.PIVIdentitySelector {
+		return &credgwv1.PIVIdentitySelector{Selector: &credgwv1.PIVIdentitySelector_PersonId{PersonId: id}}
+	}
+	for _, tc := range []struct {
+		attr, id string
+		want     string // the selector, or the refusal's words
+		ok       bool
+	}{
+		{"fascn", "70999912345678", "person_id:70999912345678", true},
+		{"fascn", "holder@example.com", "14-digit FASC-N identifier", false},
+		{"fascn", " 70999912345678", "14-digit FASC-N identifier", false},
+		{"fascn", "7099991234567", "14-digit FASC-N identifier", false},
+		{"email", "Pat.Doe@Example.COM", "person_id:pat.doe@example.com", true},
+		{"email", "70999912345678", "an email address", false},
+		{"email", "pat.doe@example.com ", "an email address", false},
+		{"email", "pat\x00@example.com", "an email address", false},
+		{"upn", "PDoe@Agency.Example", "person_id:pdoe@agency.example", true},
+		{"upn", "pdoe", "a UPN", false},
+	} {
+		sel, err := selector(person(tc.id), tc.attr)
+		switch {
+		case tc.ok && (err != nil || sel.String() != tc.want):
+			t.Errorf("%s %q: %s, %v; want %s", tc.attr, tc.id, sel.String(), err, tc.want)
+		case !tc.ok && (err == nil || !strings.Contains(err.Error(), tc.want) || status.Code(err) != codes.InvalidArgument):
+			t.Errorf("%s %q: %v; want InvalidArgument saying %q", tc.attr, tc.id, err, tc.want)
+		}
+	}
+	uuid := &credgwv1.PIVIdentitySelector{Selector: &credgwv1.PIVIdentitySelector_CardUuid{CardUuid: "URN:UUID:3F2504E0-4F89-41D3-9A0C-0305E82C3301"}}
+	if sel, err := selector(uuid, "fascn"); err != nil || sel.String() != "card_uuid:3f2504e0-4f89-41d3-9a0c-0305e82c3301" {
+		t.Errorf("an upper-case URN: %s, %v", sel.String(), err)
+	}
 }

@@ -204,7 +204,7 @@ func TestTwoReplicas(t *testing.T) {
 		// The webhook is served on the management listeners.
 		mgmtA := regexp.MustCompile(`management: (127\.0\.0\.1:\d+)`).FindSubmatch(cfg)[1]
 		mgmtB := fmt.Sprintf("127.0.0.1:%d", ports[3])
-		body := []byte(`{"person_id":"replica-webhook-test-person","comment":"HR: separated"}`)
+		body := []byte(`{"person_id":"70999900000042","comment":"HR: separated"}`)
 		at := time.Now()
 		post := func(addr string) int {
 			req, err := http.NewRequest("POST", "http://"+addr+"/v1/webhooks/termination", bytes.NewReader(body))
@@ -227,7 +227,7 @@ func TestTwoReplicas(t *testing.T) {
 			t.Fatalf("the same request to replica B: %d, want 409", code)
 		}
 		var n int
-		if err := admin.QueryRow(`SELECT COUNT(*) FROM ` + schema + `.audit_events WHERE action = 'terminate' AND person_id = 'replica-webhook-test-person'`).Scan(&n); err != nil {
+		if err := admin.QueryRow(`SELECT COUNT(*) FROM ` + schema + `.audit_events WHERE action = 'terminate' AND person_id = '70999900000042'`).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		if n != 1 {
