@@ -47,7 +47,19 @@ type webhook struct {
 }
 
 func loadWebhookKey(cfg *Config) ([]byte, error) {
-	return notify.ReadKeyFile(cfg.Path(cfg.Webhook.SecretFile), "termination_webhook.secret_file")
+	key, err := notify.ReadKeyFile(cfg.Path(cfg.Webhook.SecretFile), "termination_webhook.secret_file")
+	if err != nil {
+		return nil, err
+	}
+	// The receiver of notifications holds their key to verify them: with
+	// the same key it could sign terminations.
+	if n := cfg.Notify.Webhook; n.URL != "" && n.SecretFile != "" {
+		if other, err := notify.ReadKeyFile(cfg.Path(n.SecretFile), "notifications.webhook.secret_file"); err == nil && hmac.Equal(key, other) {
+			return nil, errors.New("termination_webhook.secret_file holds the key of notifications.webhook.secret_file: " +
+				"whoever receives notifications could sign terminations; give each its own key (openssl rand -hex 32)")
+		}
+	}
+	return key, nil
 }
 
 // WebhookSignature is the X-Credgw-Signature value for a body sent at ts.

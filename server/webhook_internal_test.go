@@ -2,6 +2,9 @@ package server
 
 import (
 	"bytes"
+	"encoding/hex"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -128,5 +131,30 @@ func TestPersonIDSelector(t *testing.T) {
 	uuid := &credgwv1.PIVIdentitySelector{Selector: &credgwv1.PIVIdentitySelector_CardUuid{CardUuid: "URN:UUID:3F2504E0-4F89-41D3-9A0C-0305E82C3301"}}
 	if sel, err := selector(uuid, "fascn"); err != nil || sel.String() != "card_uuid:3f2504e0-4f89-41d3-9a0c-0305e82c3301" {
 		t.Errorf("an upper-case URN: %s, %v", sel.String(), err)
+	}
+}
+
+// TestWebhookKeysNotShared: the termination webhook's key must not be the
+// notifications webhook's: the receiver of notifications holds that key to
+// verify them, and with it could sign terminations.
+func TestWebhookKeysNotShared(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, key []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cfg := &Config{}
+	cfg.Webhook.SecretFile = write("termination.key", whKey)
+	cfg.Notify.Webhook.URL = "https://hooks.example.com/credgw"
+	cfg.Notify.Webhook.SecretFile = write("notify.key", bytes.Repeat([]byte{9}, 32))
+	if _, err := loadWebhookKey(cfg); err != nil {
+		t.Fatalf("two keys: %v", err)
+	}
+	cfg.Notify.Webhook.SecretFile = write("same.key", whKey)
+	if _, err := loadWebhookKey(cfg); err == nil || !strings.Contains(err.Error(), "notifications.webhook.secret_file") {
+		t.Fatalf("one key for both: %v, want an error naming both settings", err)
 	}
 }
