@@ -275,7 +275,11 @@ ca:
   root_crl_file: ca/root.crl
   validity: 8760h
   # Derived PIV Authentication certificates of keys a device attests in
-  # hardware (attestation, below) assert …3.41; all others …3.40.
+  # hardware (attestation, below) assert …3.41; all others …3.40. On here
+  # to show the path: the Common Policy (§3.2.3) allows …3.41 only after
+  # in-person or supervised remote registration with a biometric match,
+  # which a remote QR enrollment alone is not; a deployment enables it
+  # only if its enrollment process provides that.
   hardware_backed_devices: true
 escrow:
   kek_uri: "pkcs11:token={{.CAToken}};id=%02?pin-source=ca/token.pin"

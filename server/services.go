@@ -68,6 +68,11 @@ func (s *Server) newServices(ctx context.Context, o options) error {
 	}); err != nil {
 		return err
 	}
+	if cfg.CA.HardwareBackedDevices {
+		s.log.InfoContext(ctx, "ca.hardware_backed_devices: derived PIV Authentication certificates of attested hardware keys assert "+
+			"id-fpki-common-derived-pivAuth-hardware (…3.41), which the Common Policy (§3.2.3) allows only after in-person or supervised "+
+			"remote registration with a 1:1 biometric match against the card")
+	}
 	if !s.outbox.Enabled() {
 		s.log.WarnContext(ctx, "no notifications configured: enrollments and renewals that deliver an escrowed encryption key are refused "+
 			"(Common Policy §4.12.1: every attempt is told to the person); configure notifications.smtp, .webhook or .file")
