@@ -396,29 +396,88 @@ func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
 }
 
 // rootHandler serves the root's certificate (the last of the chain) at
-// issuance.RootCertPath and, when ca.root_crl_file is set, the root's CRL
-// at issuance.RootCRLPath: what the self-made issuing CA certificate's AIA
-// and CRL DP point at. The CRL file is re-read when it changes (a new one
-// from the ceremony needs no restart).
-func rootHandler(cfg *Config, root *x509.Certificate) http.Handler {
+// issuance.RootCertPath and, when ca.root_crl_file is set (crl not nil),
+// the root's CRL at issuance.RootCRLPath: what the self-made issuing CA
+// certificate's AIA and CRL DP point at. The CRL is served only if the root
+// signed it, with Last-Modified and Expires from its thisUpdate and
+// nextUpdate.
+func rootHandler(root *x509.Certificate, crl *rootCRL) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+issuance.RootCertPath, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/pkix-cert")
 		w.Write(root.Raw)
 	})
-	if cfg.CA.RootCRLFile != "" {
-		f := &watchedFile{path: cfg.Path(cfg.CA.RootCRLFile)}
+	if crl != nil {
 		mux.HandleFunc("GET "+issuance.RootCRLPath, func(w http.ResponseWriter, r *http.Request) {
-			der, err := f.read()
+			der, c, err := crl.current()
 			if err != nil {
 				http.Error(w, "root CRL unavailable", http.StatusServiceUnavailable)
 				return
 			}
 			w.Header().Set("Content-Type", "application/pkix-crl")
+			w.Header().Set("Last-Modified", c.ThisUpdate.UTC().Format(http.TimeFormat))
+			if !c.NextUpdate.IsZero() {
+				w.Header().Set("Expires", c.NextUpdate.UTC().Format(http.TimeFormat))
+			}
 			w.Write(der)
 		})
 	}
 	return mux
+}
+
+// rootCRL is the root's CRL of ca.root_crl_file, re-read when the file
+// changes (a new one from the ceremony needs no restart) and checked then:
+// the root must have signed it. Its nextUpdate is the
+// credgw_root_crl_next_update_timestamp_seconds gauge, so that an alert asks
+// for the next one before relying parties that check the whole path refuse
+// every credential.
+type rootCRL struct {
+	f    *watchedFile
+	root *x509.Certificate
+
+	mu      sync.Mutex
+	checked []byte
+	crl     *x509.RevocationList
+	bad     error
+}
+
+// newRootCRL is nil when ca.root_crl_file is not set.
+func newRootCRL(cfg *Config, root *x509.Certificate) *rootCRL {
+	if cfg.CA.RootCRLFile == "" {
+		return nil
+	}
+	return &rootCRL{f: &watchedFile{path: cfg.Path(cfg.CA.RootCRLFile)}, root: root}
+}
+
+// current is the file's CRL, checked.
+func (c *rootCRL) current() ([]byte, *x509.RevocationList, error) {
+	der, err := c.f.read()
+	if err != nil {
+		return nil, nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(der) == 0 || len(c.checked) == 0 || &der[0] != &c.checked[0] {
+		c.checked = der
+		c.crl, c.bad = x509.ParseRevocationList(der)
+		if c.bad == nil {
+			if err := c.crl.CheckSignatureFrom(c.root); err != nil {
+				c.bad = fmt.Errorf("ca.root_crl_file: not a CRL the root %q signed: %w", c.root.Subject, err)
+			}
+		}
+	}
+	return der, c.crl, c.bad
+}
+
+// nextUpdate is the gauge's value: the CRL's nextUpdate in Unix seconds, or
+// -1 when the file cannot be read or is not the root's CRL (the alert fires
+// either way).
+func (c *rootCRL) nextUpdate() float64 {
+	_, crl, err := c.current()
+	if err != nil {
+		return -1
+	}
+	return float64(crl.NextUpdate.Unix())
 }
 
 // watchedFile caches a small file and reads it again when its size or

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"net"
 	"net/http"
@@ -118,7 +119,18 @@ func (s *Server) publicHandler() http.Handler {
 	mux.Handle("/ca/", h)
 	// The root's certificate and CRL (AIA and CRL DP of the self-made
 	// issuing CA): more specific patterns than /ca/, /crl/.
-	rootH := rootHandler(s.cfg, s.ca.Chain()[len(s.ca.Chain())-1])
+	root := s.ca.Chain()[len(s.ca.Chain())-1]
+	crl := newRootCRL(s.cfg, root)
+	if crl != nil {
+		g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "credgw_root_crl_next_update_timestamp_seconds",
+			Help: "nextUpdate of the root's CRL served from ca.root_crl_file (Unix seconds); -1 when the file is missing or not a CRL the root signed. Sign the next (credgw ca root-crl) before it passes.",
+		}, crl.nextUpdate)
+		if err := s.metrics.reg.Register(g); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+			s.log.Error("registering the root CRL gauge", "err", err)
+		}
+	}
+	rootH := rootHandler(root, crl)
 	mux.Handle("GET "+issuance.RootCertPath, rootH)
 	mux.Handle("GET "+issuance.RootCRLPath, rootH)
 	// OCSP before the mux: a GET's base64 may hold "//", which ServeMux
