@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/hex"
+	"fmt"
 
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/store"
@@ -24,6 +25,8 @@ func (a *adminService) ReadAuditLog(ctx context.Context, req *credgwv1.ReadAudit
 	if err != nil {
 		return nil, err
 	}
+	sel := store.IdentitySelector{PersonID: req.GetPersonId()}
+	a.auditRead(ctx, "ReadAuditLog", sel, fmt.Sprintf("after_sequence=%d; events=%d", req.GetAfterSequence(), len(evs)))
 	resp := &credgwv1.ReadAuditLogResponse{NextSequence: req.GetAfterSequence()}
 	for _, e := range evs {
 		resp.Events = append(resp.Events, AuditEventProto(e))

@@ -207,3 +207,43 @@ func TestAdminLists(t *testing.T) {
 		t.Fatalf("trail: %v", types)
 	}
 }
+
+// TestAdminReadsAudited: an administrator's reads of people's records (the
+// lists of credential sets and activations, the audit log) and a refused
+// revocation leave an audit event each with the administrator's name:
+// before, an administrator could page out every cardholder's email, UPN and
+// FASC-N without trace.
+func TestAdminReadsAudited(t *testing.T) {
+	ctx := context.Background()
+	admin := credgwv1.NewAdminClient(dial(t, keyPair(t, dev.AdminCert, dev.AdminKey)))
+	adminEvents := func() map[string]int {
+		t.Helper()
+		evs, err := gwStore.AuditEvents(ctx, 0, 0, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := map[string]int{}
+		for _, e := range evs {
+			if strings.HasPrefix(e.Actor, "admin:") {
+				n[e.Action+"/"+e.Outcome]++
+			}
+		}
+		return n
+	}
+	before := adminEvents()
+	if _, err := admin.ListCredentials(ctx, &credgwv1.AdminListCredentialsRequest{PageSize: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.ListActivations(ctx, &credgwv1.ListActivationsRequest{PageSize: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.ReadAuditLog(ctx, &credgwv1.ReadAuditLogRequest{PageSize: 1}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := admin.RevokeCertificate(ctx, &credgwv1.RevokeCertificateRequest{Serial: "0badbad0"})
+	wantCode(t, err, codes.NotFound)
+	after := adminEvents()
+	if after["admin-read/ok"]-before["admin-read/ok"] != 3 || after["revoke/refused"]-before["revoke/refused"] != 1 {
+		t.Fatalf("admin events before %v, after %v; want 3 more admin-read/ok and 1 more revoke/refused", before, after)
+	}
+}

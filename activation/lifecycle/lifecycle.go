@@ -140,6 +140,14 @@ func (s *Service) RevokeOwn(ctx context.Context, personID, setID string, reason 
 // the person whose certificate it was.
 func (s *Service) RevokeCertificate(ctx context.Context, serial string, reason issuance.RevocationReason, comment string) (store.CertificateRecord, error) {
 	if err := s.cfg.CA.Revoke(ctx, serial, reason); err != nil {
+		// Refused (no such certificate, revoked already, a bad reason) or
+		// failed: recorded either way, as every administrator action is.
+		e := store.AuditEvent{Actor: "admin", Action: "revoke", Outcome: audit.Error, Serials: []string{activation.NormalizeSerial(serial)},
+			Detail: "reason=" + protoName(reason) + "; " + err.Error()}
+		if errors.Is(err, issuance.ErrNotIssued) || errors.Is(err, issuance.ErrAlreadyRevoked) || errors.Is(err, issuance.ErrBadRequest) {
+			e.Outcome = audit.Refused
+		}
+		s.cfg.Audit.Record(ctx, e)
 		return store.CertificateRecord{}, err
 	}
 	serial = activation.NormalizeSerial(serial)
