@@ -157,6 +157,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseSAN -fuzztime $(FUZZTIME) ./piv/
 	$(GO) test -run '^$$' -fuzz FuzzIdentityFromCertificate -fuzztime $(FUZZTIME) ./piv/
 	$(GO) test -run '^$$' -fuzz FuzzReadIDP -fuzztime $(FUZZTIME) ./piv/
+	$(GO) test -run '^$$' -fuzz FuzzDNSubtrees -fuzztime $(FUZZTIME) ./piv/
 	$(GO) test -run '^$$' -fuzz FuzzParsePayload -fuzztime $(FUZZTIME) ./activation/code/
 	$(GO) test -run '^$$' -fuzz FuzzCheckWebhook -fuzztime $(FUZZTIME) ./server/
 	$(GO) test -run '^$$' -fuzz FuzzCheckManifest -fuzztime $(FUZZTIME) ./activation/code/

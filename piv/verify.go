@@ -121,7 +121,7 @@ type trust struct {
 func newTrust(roots *x509.CertPool, intermediates []*x509.Certificate) *trust {
 	inter := x509.NewCertPool()
 	for _, c := range intermediates {
-		inter.AddCert(c)
+		inter.AddCert(handleDNConstraints(c))
 	}
 	return &trust{roots: roots, inter: inter, paths: &pathCache{}}
 }
@@ -529,7 +529,7 @@ func (v *Verifier) chainOf(leaf *x509.Certificate, intermediates []*x509.Certifi
 		if len(intermediates) > 0 {
 			pool = tr.inter.Clone()
 			for _, c := range intermediates {
-				pool.AddCert(c)
+				pool.AddCert(handleDNConstraints(c))
 			}
 		}
 		chains, err := leaf.Verify(x509.VerifyOptions{
@@ -552,6 +552,12 @@ func (v *Verifier) chainOf(leaf *x509.Certificate, intermediates []*x509.Certifi
 				continue
 			}
 			if err := pathAuthorizes(c, policies); err != nil {
+				if perr == nil {
+					perr = err
+				}
+				continue
+			}
+			if err := checkDNConstraints(c); err != nil {
 				if perr == nil {
 					perr = err
 				}
