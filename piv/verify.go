@@ -507,7 +507,26 @@ func (v *Verifier) path(ctx context.Context, leaf *x509.Certificate, intermediat
 // chainOf is the certificate's verified chain (leaf first, anchor last,
 // at least two certificates) for policies, without revocation status.
 func (v *Verifier) chainOf(leaf *x509.Certificate, intermediates []*x509.Certificate, policies []asn1.ObjectIdentifier) ([]*x509.Certificate, error) {
-	now := v.opts.Now()
+	return v.chainAt(leaf, intermediates, policies, v.opts.Now())
+}
+
+// StatusAtExpiry is the revocation status of a PIV Authentication
+// certificate that has expired (the linkage checks ask it once the card's
+// end came): its path as of its last moment, then its status now, OCSP
+// then CRL as at sign-in. nil: it was not revoked before it expired;
+// ErrRevoked: it was; ErrStatusUnavailable: the responders cannot say.
+// (A CA may drop an expired certificate from its CRL, RFC 5280 §3.3.)
+func (v *Verifier) StatusAtExpiry(ctx context.Context, leaf *x509.Certificate) error {
+	chain, err := v.chainAt(leaf, nil, v.opts.Policies, leaf.NotAfter)
+	if err != nil {
+		return err
+	}
+	_, err = v.status.check(ctx, leaf, chain[1])
+	return err
+}
+
+// chainAt is chainOf as of now.
+func (v *Verifier) chainAt(leaf *x509.Certificate, intermediates []*x509.Certificate, policies []asn1.ObjectIdentifier, now time.Time) ([]*x509.Certificate, error) {
 	if now.Before(leaf.NotBefore) {
 		return nil, fmt.Errorf("%w: valid from %s", ErrNotYetValid, leaf.NotBefore.UTC().Format(time.RFC3339))
 	}

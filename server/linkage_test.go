@@ -298,12 +298,26 @@ func TestLinkageCardExpiry(t *testing.T) {
 		return e.resp.GetCredentialSetId()
 	}
 	kept := enrollShortCard("card.expires@example.com")
+	// A card revoked (reported lost, say) shortly before it expired: its
+	// status at expiry is asked, and its credentials revoked.
+	lost := newCard(t, hsmsim.CardSpec{Email: "card.lost.then.expired@example.com", ValidFor: 30 * day})
+	e := enrollWith(t, lost)
+	if _, err := agent.Redeem(ctx, agent.Options{Payload: e.payload, Password: e.resp.GetPassword(), OutDir: t.TempDir(), KeystorePIN: "correct horse"}); err != nil {
+		t.Fatal(err)
+	}
+	clockOffset.Store(int64(29 * day))
+	if err := dev.Env.RevokeCard(lost.name, 1); err != nil {
+		t.Fatal(err)
+	}
 	clockOffset.Store(int64(31 * day))
 	if _, err := gw.Linkage(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if st := setState(t, kept); st != "active" {
 		t.Fatalf("the card expired: the set is %s, want active", st)
+	}
+	if st := setState(t, e.resp.GetCredentialSetId()); st != "revoked" {
+		t.Fatalf("the card was revoked, then expired: the set is %s, want revoked", st)
 	}
 	clockOffset.Store(0)
 

@@ -73,16 +73,21 @@ func (s *Service) checkLinkage(ctx context.Context, l store.Linkage, res *Linkag
 	}
 	l.LastChecked = now
 	_, verr := s.cfg.Verifier.VerifyPIVAuth(ctx, leaf, nil)
+	expiredGood := false
+	if errors.Is(verr, piv.ErrExpired) && cfg.OnCardExpiry != "revoke" && l.LastStatus != cardExpired {
+		// Not revoked before it expired? A card reported lost days before
+		// its end must not keep its credentials (the revocation below, or
+		// the unknown status's rules, apply as to a valid card).
+		verr = s.cfg.Verifier.StatusAtExpiry(ctx, leaf)
+		expiredGood = verr == nil
+	}
 	revoke := false
 	switch {
-	case verr == nil:
-		res.Good++
-		l.LastStatus, l.UnknownSince, l.NextCheck = "good", time.Time{}, now.Add(cfg.Interval)
-	case errors.Is(verr, piv.ErrExpired) && cfg.OnCardExpiry != "revoke":
-		// The card reached its end (and is replaced): SP 800-157r1 §2.3,
-		// derived credentials are unaffected. Its status can no longer be
-		// asked; a termination comes by the webhook or the admin API
-		// (§2.4: never by the certificate's status alone).
+	case expiredGood || errors.Is(verr, piv.ErrExpired) && cfg.OnCardExpiry != "revoke" && l.LastStatus == cardExpired:
+		// The card reached its end unrevoked (and is replaced): SP
+		// 800-157r1 §2.3, derived credentials are unaffected. It is not
+		// asked again; a termination comes by the webhook or the admin
+		// API (§2.4: never by the certificate's status alone).
 		if l.LastStatus != cardExpired {
 			s.cfg.Audit.Record(ctx, store.AuditEvent{Actor: "system", Action: "linkage-card-expired", CardUUID: pc.CardUUID,
 				Detail: "piv_auth_sha256=" + l.CertSHA256 + "; derived credentials kept (linkage.on_card_expiry: keep)"})
@@ -90,6 +95,9 @@ func (s *Service) checkLinkage(ctx context.Context, l store.Linkage, res *Linkag
 				"card_uuid", pc.CardUUID, "piv_auth_sha256", l.CertSHA256)
 		}
 		l.LastStatus, l.UnknownSince, l.NextCheck = cardExpired, time.Time{}, now.Add(cfg.Interval)
+	case verr == nil:
+		res.Good++
+		l.LastStatus, l.UnknownSince, l.NextCheck = "good", time.Time{}, now.Add(cfg.Interval)
 	case errors.Is(verr, piv.ErrRevoked), errors.Is(verr, piv.ErrExpired):
 		revoke, l.LastStatus = true, "invalid: "+verr.Error()
 	default:
