@@ -58,8 +58,8 @@ func (s *Service) escrowDeliveryTold() error {
 		return nil
 	}
 	return fmt.Errorf("%w: this credential type delivers an escrowed encryption key, which credgw does only where every attempt is told to the person "+
-		"(Common Policy §4.12.1), and this gateway sends no notifications: the operators must configure notifications (smtp, webhook or file) "+
-		"in credgw.yaml; a credential type without key_management needs none", ErrPrecondition)
+		"(Common Policy §4.12.1), and this gateway sends no notifications: its operators must configure notifications (smtp, webhook or file) "+
+		"in credgw.yaml (credgw config check says so too)", ErrPrecondition)
 }
 
 // WrongPasswordError is a wrong password with the attempts left.

@@ -39,12 +39,29 @@ func CheckConfig(ctx context.Context, path string) []error {
 	if err := cfg.validate(); err != nil {
 		problems = append(problems, unjoin(err)...)
 	}
+	if err := cfg.checkNotifications(); err != nil {
+		problems = append(problems, err)
+	}
 	problems = append(problems, cfg.checkFiles()...)
 	problems = append(problems, cfg.checkHSM(ctx)...)
 	if err := cfg.checkStore(ctx); err != nil {
 		problems = append(problems, err)
 	}
 	return problems
+}
+
+// checkNotifications: a gateway that issues (a ca section) delivers
+// escrowed encryption keys (the mobile-smart-credential type has one),
+// which it does only where every attempt is told to the person (Common
+// Policy §4.12.1): with no sender, serve starts but refuses every
+// enrollment.
+func (c *Config) checkNotifications() error {
+	if c.CA.CertificateFile == "" || c.Notify.SMTP.Address != "" || c.Notify.Webhook.URL != "" || c.Notify.File != "" {
+		return nil
+	}
+	return errors.New("notifications: no sender (smtp, webhook or file): escrowed encryption keys are delivered only where every attempt " +
+		"is told to the person (Common Policy §4.12.1), so serve would refuse every enrollment; configure notifications.smtp (the person's " +
+		"email of record), notifications.webhook, or notifications.file (see docs/config.md)")
 }
 
 // unjoin lists the errors errors.Join made one.

@@ -35,3 +35,29 @@ func TestEscrowRSA2048Past2030(t *testing.T) {
 		t.Fatalf("default escrow.key_type %q (%v), want rsa3072", c.Escrow.KeyType, err)
 	}
 }
+
+// TestConfigCheckWantsNotifications: escrowed keys are delivered only by
+// a gateway that tells every attempt, and the one credential type issues
+// one: config check says so of a config with a CA and no sender, instead
+// of "ok" and then every enrollment refused.
+func TestConfigCheckWantsNotifications(t *testing.T) {
+	c := &Config{}
+	c.CA.CertificateFile = "ca/issuing.crt"
+	if err := c.checkNotifications(); err == nil || !strings.Contains(err.Error(), "notifications") {
+		t.Fatalf("a CA without notifications: %v, want an error naming the section", err)
+	}
+	for _, set := range []func(*Config){
+		func(c *Config) { c.Notify.File = "notifications.jsonl" },
+		func(c *Config) { c.Notify.SMTP.Address = "mail.example.gov:587" },
+		func(c *Config) { c.Notify.Webhook.URL = "https://hooks.example.gov/credgw" },
+	} {
+		ok := *c
+		set(&ok)
+		if err := ok.checkNotifications(); err != nil {
+			t.Errorf("with a sender: %v", err)
+		}
+	}
+	if err := (&Config{}).checkNotifications(); err != nil {
+		t.Errorf("no CA, nothing issued: %v", err)
+	}
+}

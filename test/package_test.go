@@ -109,6 +109,10 @@ func TestPackage(t *testing.T) {
 	if cfg.Development {
 		t.Error("the example config is a development one")
 	}
+	// Without a sender every enrollment is refused (escrowed keys).
+	if cfg.Notify.SMTP.Address == "" && cfg.Notify.Webhook.URL == "" && cfg.Notify.File == "" {
+		t.Error("the example config sends no notifications: serve would refuse every enrollment")
+	}
 	unitPath := filepath.Join(root, "lib/systemd/system/credgw.service")
 	unitText, err := os.ReadFile(unitPath)
 	if err != nil {
