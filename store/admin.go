@@ -15,7 +15,7 @@ type AdminStore interface {
 }
 
 // adminWhere builds the WHERE clause over credential_sets (alias cs).
-func adminWhere(sel IdentitySelector, stateCol, state string) (string, []any, error) {
+func (s *DB) adminWhere(sel IdentitySelector, stateCol, state string) (string, []any, error) {
 	var conds []string
 	var args []any
 	if len(sel.FASCN) > 0 || sel.CardUUID != "" || sel.PersonID != "" || sel.CertSHA256 != "" {
@@ -24,7 +24,11 @@ func adminWhere(sel IdentitySelector, stateCol, state string) (string, []any, er
 			return "", nil, err
 		}
 		args = append(args, arg)
-		conds = append(conds, fmt.Sprintf("cs.%s = $%d", column, len(args)))
+		cond := fmt.Sprintf("cs.%s = $%d", column, len(args))
+		if column == "person_id" {
+			cond = s.fold("cs.person_id") + " = " + s.fold(fmt.Sprintf("$%d", len(args)))
+		}
+		conds = append(conds, cond)
 	}
 	if state != "" {
 		args = append(args, state)
@@ -42,7 +46,7 @@ func adminWhere(sel IdentitySelector, stateCol, state string) (string, []any, er
 }
 
 func (s *DB) ListCredentialSets(ctx context.Context, sel IdentitySelector, state string, offset, limit int) ([]CredentialSet, error) {
-	w, args, err := adminWhere(sel, "cs.state", state)
+	w, args, err := s.adminWhere(sel, "cs.state", state)
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +55,7 @@ func (s *DB) ListCredentialSets(ctx context.Context, sel IdentitySelector, state
 }
 
 func (s *DB) ListActivations(ctx context.Context, sel IdentitySelector, state string, offset, limit int) ([]Activation, error) {
-	w, args, err := adminWhere(sel, "a.state", state)
+	w, args, err := s.adminWhere(sel, "a.state", state)
 	if err != nil {
 		return nil, err
 	}

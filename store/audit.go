@@ -185,11 +185,7 @@ func (s *DB) AuditEvents(ctx context.Context, afterSeq int64, limit int, personI
 		// Any case of the person's id: events written before ids were
 		// folded (migration 00021) keep the card's spelling. The
 		// expression is the one audit_events_person indexes.
-		fold := `lower(person_id)`
-		if s.dialect == "postgres" {
-			fold = `lower(person_id COLLATE "C")`
-		}
-		q += ` AND ` + fold + ` = ` + strings.Replace(fold, "person_id", "$2", 1)
+		q += ` AND ` + s.fold("person_id") + ` = ` + s.fold("$2")
 		args = append(args, personID)
 	}
 	q += ` ORDER BY seq`

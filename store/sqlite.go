@@ -286,6 +286,19 @@ func inTx(ctx context.Context, c *conn, fn func(*stx) error) (err error) {
 	return wrapDB(tx.Commit())
 }
 
+// fold is the SQL of expr (a column or a placeholder) with ASCII letters
+// in lower case, as piv.FoldPersonID folds person ids: SQLite's lower()
+// folds ASCII only, PostgreSQL's under the "C" collation. Person ids are
+// compared folded on both sides (the expression the person indexes are
+// on, migration 00021), so rows in another spelling (written by an older
+// release) are found too.
+func (s *DB) fold(expr string) string {
+	if s.dialect == "postgres" {
+		return "lower(" + expr + ` COLLATE "C")`
+	}
+	return "lower(" + expr + ")"
+}
+
 // wrapDB maps driver errors onto the store's.
 func wrapDB(err error) error {
 	var pgErr *pgconn.PgError

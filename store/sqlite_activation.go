@@ -21,7 +21,7 @@ func (s *DB) CreateEnrollment(ctx context.Context, cs CredentialSet, a Activatio
 			}
 		}
 		var n int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM credential_sets WHERE person_id = $1 AND state IN ('pending', 'redeeming', 'active')`,
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM credential_sets WHERE `+s.fold("person_id")+` = `+s.fold("$1")+` AND state IN ('pending', 'redeeming', 'active')`,
 			cs.PersonID).Scan(&n); err != nil {
 			return wrapDB(err)
 		}
@@ -56,7 +56,7 @@ func (s *DB) CreateEnrollment(ctx context.Context, cs CredentialSet, a Activatio
 
 func (s *DB) CountLiveSets(ctx context.Context, personID string) (int, error) {
 	var n int
-	err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM credential_sets WHERE person_id = $1 AND state IN ('pending', 'redeeming', 'active')`, personID).Scan(&n)
+	err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM credential_sets WHERE `+s.fold("person_id")+` = `+s.fold("$1")+` AND state IN ('pending', 'redeeming', 'active')`, personID).Scan(&n)
 	return n, wrapDB(err)
 }
 
@@ -79,7 +79,7 @@ func (s *DB) CredentialSet(ctx context.Context, id string) (CredentialSet, error
 }
 
 func (s *DB) CredentialSetsOfPerson(ctx context.Context, personID string) ([]CredentialSet, error) {
-	return s.querySets(ctx, `SELECT `+setColumns+` FROM credential_sets WHERE person_id = $1 ORDER BY created_at DESC, id`, personID)
+	return s.querySets(ctx, `SELECT `+setColumns+` FROM credential_sets WHERE `+s.fold("person_id")+` = `+s.fold("$1")+` ORDER BY created_at DESC, id`, personID)
 }
 
 // querySets runs a query whose rows are setColumns.

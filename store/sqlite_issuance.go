@@ -187,7 +187,7 @@ func (s *DB) EscrowKeys(ctx context.Context, personID string) ([]EscrowKey, erro
 		EXISTS (SELECT 1 FROM activations a JOIN credential_sets cs ON cs.id = a.credential_set_id
 			WHERE a.credential_set_id = c.credential_set_id AND a.confirmed_at IS NOT NULL AND cs.escrow_key_id = e.id)
 		FROM escrow_keys e LEFT JOIN certificates c ON c.serial = e.cert_serial AND e.cert_serial <> ''
-		WHERE e.person_id = $1 ORDER BY e.created_at DESC, e.id DESC`, personID)
+		WHERE `+s.fold("e.person_id")+` = `+s.fold("$1")+` ORDER BY e.created_at DESC, e.id DESC`, personID)
 	if err != nil {
 		return nil, wrapDB(err)
 	}
@@ -211,7 +211,7 @@ func (s *DB) EscrowKey(ctx context.Context, id, personID string) (EscrowKey, err
 	var created int64
 	var retain sql.NullInt64
 	err := s.r.QueryRowContext(ctx, `SELECT id, person_id, key_type, spki_sha256, kek_id, sealed, cert_serial, created_at, retain_until
-		FROM escrow_keys WHERE id = $1 AND person_id = $2`, id, personID).Scan(
+		FROM escrow_keys WHERE id = $1 AND `+s.fold("person_id")+` = `+s.fold("$2"), id, personID).Scan(
 		&k.ID, &k.PersonID, &k.KeyType, &k.SPKISHA256, &k.KEKID, &k.Sealed, &k.CertSerial, &created, &retain)
 	if err != nil {
 		return EscrowKey{}, wrapDB(err)

@@ -58,7 +58,8 @@ func (s *DB) Terminate(ctx context.Context, t Termination) error {
 func (s *DB) Terminated(ctx context.Context, fascn []byte, cardUUID, personID string) (bool, error) {
 	var n int
 	err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM terminations WHERE
-		(kind = 'fascn' AND value = $1) OR (kind = 'card_uuid' AND value = $2 AND $2 <> '') OR (kind = 'person_id' AND value = $3 AND $3 <> '')`,
+		(kind = 'fascn' AND value = $1) OR (kind = 'card_uuid' AND value = $2 AND $2 <> '') OR
+		(kind = 'person_id' AND `+s.fold("value")+` = `+s.fold("$3")+` AND $3 <> '')`,
 		hex.EncodeToString(fascn), cardUUID, personID).Scan(&n)
 	if err != nil {
 		return false, wrapDB(err)
@@ -86,7 +87,11 @@ func (s *DB) CredentialSetsOfIdentity(ctx context.Context, sel IdentitySelector)
 	if err != nil {
 		return nil, err
 	}
-	return s.querySets(ctx, `SELECT `+setColumns+` FROM credential_sets WHERE `+column+` = $1 ORDER BY created_at DESC, id`, arg)
+	where := column + ` = $1`
+	if column == "person_id" {
+		where = s.fold(column) + ` = ` + s.fold("$1")
+	}
+	return s.querySets(ctx, `SELECT `+setColumns+` FROM credential_sets WHERE `+where+` ORDER BY created_at DESC, id`, arg)
 }
 
 var _ TerminationStore = (*DB)(nil)

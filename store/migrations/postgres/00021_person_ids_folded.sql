@@ -17,9 +17,20 @@ DELETE FROM terminations WHERE kind = 'person_id' AND EXISTS (
 UPDATE terminations SET value = lower(value COLLATE "C") WHERE kind = 'person_id' AND value <> lower(value COLLATE "C");
 DROP INDEX audit_events_person;
 CREATE INDEX audit_events_person ON audit_events (lower(person_id COLLATE "C"), seq);
+-- A person's sets and escrowed keys are looked up by the folded id too:
+-- rows a replica of the older release writes while the upgrade rolls keep
+-- the card's spelling, and are found all the same.
+DROP INDEX credential_sets_person;
+CREATE INDEX credential_sets_person ON credential_sets (lower(person_id COLLATE "C"), state);
+DROP INDEX escrow_keys_person;
+CREATE INDEX escrow_keys_person ON escrow_keys (lower(person_id COLLATE "C"), created_at);
 
 -- +goose Down
 -- The folded ids stay folded: the old code reads them as the cards of now
 -- spell them, or as an administrator gives them.
 DROP INDEX audit_events_person;
 CREATE INDEX audit_events_person ON audit_events (person_id);
+DROP INDEX credential_sets_person;
+CREATE INDEX credential_sets_person ON credential_sets (person_id, state);
+DROP INDEX escrow_keys_person;
+CREATE INDEX escrow_keys_person ON escrow_keys (person_id, created_at);
