@@ -102,6 +102,29 @@ func TestFileSender(t *testing.T) {
 			t.Fatal("the link was followed")
 		}
 	})
+	t.Run("a file others may read, made after the start", func(t *testing.T) {
+		path := filepath.Join(dir, "later.jsonl")
+		st := &claimStore{}
+		o, err := notify.New(notify.Config{File: path}, func(p string) string { return p }, st, discard(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Made by someone else, or by logrotate's "create 0644".
+		if err := os.WriteFile(path, nil, 0o666); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, 0o666); err != nil {
+			t.Fatal(err)
+		}
+		o.Set(ctx, "binding", "set-1", "s", "b")
+		st.hand()
+		if sent, failed, _ := o.Deliver(ctx); sent != 0 || failed != 1 {
+			t.Fatalf("into a file others may read: sent %d, failed %d", sent, failed)
+		}
+		if b, _ := os.ReadFile(path); len(b) != 0 {
+			t.Fatalf("written into a file others may read: %q", b)
+		}
+	})
 	t.Run("a file others may read", func(t *testing.T) {
 		shared := filepath.Join(dir, "shared.jsonl")
 		if err := os.WriteFile(shared, nil, 0o644); err != nil {

@@ -576,6 +576,28 @@ func newFileSender(path string) (*fileSender, error) {
 
 func (f *fileSender) name() string { return "file" }
 
+// privateFile refuses an open file that is not a regular file of the
+// gateway's user alone: other users may not read it, and it has no other
+// name (a hard link elsewhere).
+func privateFile(f *os.File) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.Mode().IsRegular():
+		return errors.New("is not a regular file")
+	case fi.Mode().Perm()&0o077 != 0:
+		return fmt.Errorf("has mode %v: notifications name people and their credentials; make it 0600 (chmod 600)", fi.Mode().Perm())
+	case ok && int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("belongs to uid %d, not the gateway's user (%d)", st.Uid, os.Geteuid())
+	case ok && st.Nlink != 1:
+		return fmt.Errorf("has %d names (hard links): give it one", st.Nlink)
+	}
+	return nil
+}
+
 func (f *fileSender) send(_ context.Context, n store.Notification) error {
 	line, err := json.Marshal(map[string]string{"id": n.ID, "kind": n.Kind, "recipient": n.Recipient, "subject": n.Subject, "body": n.Body,
 		"created_at": n.CreatedAt.UTC().Format(time.RFC3339)})
@@ -585,6 +607,13 @@ func (f *fileSender) send(_ context.Context, n store.Notification) error {
 	out, err := os.OpenFile(f.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
+	}
+	// What was opened, not the name: a file made or changed since the
+	// start (logrotate's "create 0644", another user, a hard link) is not
+	// written to.
+	if err := privateFile(out); err != nil {
+		out.Close()
+		return fmt.Errorf("notifications.file: %s %w", f.path, err)
 	}
 	if _, err := out.Write(append(line, '\n')); err != nil {
 		out.Close()
