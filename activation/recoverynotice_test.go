@@ -103,3 +103,25 @@ func TestRekeyNeedsNotificationsForEscrow(t *testing.T) {
 		t.Fatalf("the same Rekey once notifications are configured: %v", err)
 	}
 }
+
+// TestRedeemNeedsNotificationsForEscrow: a code made while notifications
+// were configured is not redeemed by a gateway (or a replica) that sends
+// none: its package carries escrowed keys. Nothing changes: the code stays
+// pending with its attempts, and is redeemed once a sender is back.
+func TestRedeemNeedsNotificationsForEscrow(t *testing.T) {
+	h := newHarness(t, withMail(t))
+	ctx := context.Background()
+	e := h.enroll(t, h.signIn(t, "a@example.gov"))
+	withoutNotifications(t)(&h.svc.cfg)
+	if _, err := h.svc.Redeem(ctx, e.request(t), nil); !errors.Is(err, ErrPrecondition) || !strings.Contains(err.Error(), "notifications") {
+		t.Fatalf("Redeem without notifications: %v, want ErrPrecondition naming the notifications setting", err)
+	}
+	a, err := h.st.ActivationByID(ctx, e.payload.ID)
+	if err != nil || a.State != "pending" || a.FailedAttempts != 0 {
+		t.Fatalf("after the refusal: %+v, %v; want pending, no attempt spent", a, err)
+	}
+	withMail(t)(&h.svc.cfg)
+	if _, err := h.svc.Redeem(ctx, e.request(t), nil); err != nil {
+		t.Fatalf("once notifications are back: %v", err)
+	}
+}

@@ -714,20 +714,19 @@ func labelCurrent(ctx context.Context, tok *pkcs11.Token, id []byte) error {
 const maxPreviousCAs = 8
 
 // previousCAs is the pool earlier escrowed keys are verified with: the
-// package's chain and the issuing CA's certificates from before a re-key
+// package's intermediates and the issuing CA's certificates from before a re-key
 // (ders), which must be CA certificates. Verification still ends at the
 // same roots.
-func previousCAs(ders [][]byte, chain []*x509.Certificate, inter *x509.CertPool) (*x509.CertPool, error) {
+func previousCAs(ders [][]byte, inter *x509.CertPool) (*x509.CertPool, error) {
 	if len(ders) == 0 {
 		return inter, nil
 	}
 	if len(ders) > maxPreviousCAs {
 		return nil, fmt.Errorf("agent: encryption.p12 comes with %d earlier CA certificates, at most %d", len(ders), maxPreviousCAs)
 	}
-	pool := x509.NewCertPool()
-	for _, c := range chain {
-		pool.AddCert(c)
-	}
+	// Every intermediate the package sent (cross-certificates too), and
+	// the earlier CAs.
+	pool := inter.Clone()
 	for _, der := range ders {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
@@ -907,7 +906,7 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 			// Beside the file, the issuing CA's certificates from before
 			// a re-key: earlier keys may chain through them (to the same
 			// anchor), the current key never does.
-			earlierInter, err := previousCAs(it.GetChain(), chain, inter)
+			earlierInter, err := previousCAs(it.GetChain(), inter)
 			if err != nil {
 				return err
 			}

@@ -54,7 +54,11 @@ func loadWebhookKey(cfg *Config) ([]byte, error) {
 	// The receiver of notifications holds their key to verify them: with
 	// the same key it could sign terminations.
 	if n := cfg.Notify.Webhook; n.URL != "" && n.SecretFile != "" {
-		if other, err := notify.ReadKeyFile(cfg.Path(n.SecretFile), "notifications.webhook.secret_file"); err == nil && hmac.Equal(key, other) {
+		// Compared as HMAC keys: one padded with zeros, or one longer than
+		// the hash's block and its digest, sign alike.
+		probe := []byte("credgw webhook key probe")
+		if other, err := notify.ReadKeyFile(cfg.Path(n.SecretFile), "notifications.webhook.secret_file"); err == nil &&
+			hmac.Equal([]byte(notify.Signature(key, time.Unix(0, 0), probe)), []byte(notify.Signature(other, time.Unix(0, 0), probe))) {
 			return nil, errors.New("termination_webhook.secret_file holds the key of notifications.webhook.secret_file: " +
 				"whoever receives notifications could sign terminations; give each its own key (openssl rand -hex 32)")
 		}

@@ -157,4 +157,9 @@ func TestWebhookKeysNotShared(t *testing.T) {
 	if _, err := loadWebhookKey(cfg); err == nil || !strings.Contains(err.Error(), "notifications.webhook.secret_file") {
 		t.Fatalf("one key for both: %v, want an error naming both settings", err)
 	}
+	// HMAC pads a key with zeros: K and K‖00 sign alike.
+	cfg.Notify.Webhook.SecretFile = write("padded.key", append(bytes.Clone(whKey), 0))
+	if _, err := loadWebhookKey(cfg); err == nil || !strings.Contains(err.Error(), "notifications.webhook.secret_file") {
+		t.Fatalf("one HMAC key in two spellings: %v, want an error naming both settings", err)
+	}
 }
