@@ -144,11 +144,6 @@ func (s *Server) publicHandler() http.Handler {
 	})
 }
 
-// maxScrapes bounds the /metrics requests served at once: each reads the
-// store (outbox backlog, activations by state), and more would take the
-// store's read connections from the RPCs. Another gets 503 at once.
-const maxScrapes = 2
-
 // managementHandler serves operators: liveness, readiness, metrics,
 // profiles, and the webhook when wh is not nil.
 func (s *Server) managementHandler(wh http.Handler) http.Handler {
@@ -157,7 +152,7 @@ func (s *Server) managementHandler(wh http.Handler) http.Handler {
 		io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{MaxRequestsInFlight: maxScrapes}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	if s.cfg.Listen.PProf != "off" {
 		mux.HandleFunc("/debug/pprof/", s.pprofGuard(pprof.Index))
 		mux.HandleFunc("/debug/pprof/cmdline", s.pprofGuard(pprof.Cmdline))

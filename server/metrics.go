@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"maps"
+	"sync"
 	"time"
 
 	"github.com/credgw/credgw/issuance"
@@ -121,17 +123,49 @@ func (m *metrics) observe(method string, code codes.Code, d time.Duration) {
 // scrapeTimeout bounds the store queries behind a scrape's gauges.
 const scrapeTimeout = 2 * time.Second
 
+// scrapeTTL is how long a store-backed gauge's value serves scrapes: the
+// store is read at most once per scrapeTTL however many scrapes come (the
+// management listener may be reachable by others than Prometheus).
+const scrapeTTL = 5 * time.Second
+
+// scrapeRead is a store read behind a gauge, shared by the scrapes of one
+// scrapeTTL; concurrent scrapes wait for one read.
+type scrapeRead[T any] struct {
+	read func(context.Context) (T, error)
+	now  func() time.Time
+
+	mu  sync.Mutex
+	at  time.Time
+	v   T
+	err error
+}
+
+func newScrapeRead[T any](read func(context.Context) (T, error), now func() time.Time) *scrapeRead[T] {
+	return &scrapeRead[T]{read: read, now: now}
+}
+
+func (r *scrapeRead[T]) get() (T, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now := r.now(); r.at.IsZero() || now.Sub(r.at) >= scrapeTTL || now.Before(r.at) {
+		ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+		r.v, r.err = r.read(ctx)
+		cancel()
+		r.at = now
+	}
+	return r.v, r.err
+}
+
 // registerServiceGauges adds the gauges read from the services at each
 // scrape: the outbox backlog, the escrow key pool and activations by state.
 func (s *Server) registerServiceGauges() {
 	m := s.metrics
+	backlog := newScrapeRead(s.outbox.Backlog, time.Now)
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "credgw_outbox_backlog",
 		Help: "Notifications in the outbox not delivered yet, in the whole store (every replica reports the same: take max, not sum); a steady rise means the SMTP relay or the webhook receiver does not take them.",
 	}, func() float64 {
-		ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
-		defer cancel()
-		n, err := s.outbox.Backlog(ctx)
+		n, err := backlog.get()
 		if err != nil {
 			return -1
 		}
@@ -144,7 +178,7 @@ func (s *Server) registerServiceGauges() {
 		}, func() float64 { return float64(s.escrow.PoolDepth()) }))
 	}
 	if s.activation != nil {
-		m.reg.MustRegister(&activationsCollector{s: s, desc: prometheus.NewDesc("credgw_activations",
+		m.reg.MustRegister(&activationsCollector{census: newScrapeRead(s.activation.ActivationsByState, time.Now), desc: prometheus.NewDesc("credgw_activations",
 			"Activation codes by state (pending, redeeming, completed, locked, expired), in the whole store at each scrape (every replica reports the same: take max, not sum).", []string{"state"}, nil)})
 	}
 }
@@ -155,20 +189,19 @@ var activationStates = []string{"pending", "redeeming", "completed", "locked", "
 // activationsCollector counts activations by state at each scrape (one
 // grouped count in the store).
 type activationsCollector struct {
-	s    *Server
-	desc *prometheus.Desc
+	census *scrapeRead[map[string]int]
+	desc   *prometheus.Desc
 }
 
 func (c *activationsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *activationsCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
-	defer cancel()
-	states, err := c.s.activation.ActivationsByState(ctx)
+	counted, err := c.census.get()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(c.desc, err)
 		return
 	}
+	states := maps.Clone(counted) // shared with the next scrapes
 	for _, st := range activationStates {
 		if _, ok := states[st]; !ok {
 			states[st] = 0
