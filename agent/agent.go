@@ -217,6 +217,12 @@ func redeem(ctx context.Context, o Options) (*Result, error) {
 	if err := CheckKeystorePIN(o.KeystorePIN); err != nil {
 		return nil, err
 	}
+	// Sent, a mistyped password spends one of the code's attempts and
+	// tells the person of a wrong password.
+	if _, err := code.NormalizePassword(o.Password); err != nil {
+		return nil, fmt.Errorf("agent: the password is the %d to %d digits shown with the code (spaces and dashes may be typed): nothing was sent, no attempt was used",
+			code.MinPasswordDigits, code.MaxPasswordDigits)
+	}
 	if o.Events == nil {
 		o.Events = func(Event) {}
 	}

@@ -164,3 +164,17 @@ func TestPinMismatchIsFinal(t *testing.T) {
 		}
 	}
 }
+
+// TestMalformedPasswordNotSent: a password that is not the digits the
+// gateway gave (a typo, letters, too short) is refused by the agent before
+// it dials: sent, it would spend one of the code's attempts and tell the
+// person of a wrong password.
+func TestMalformedPasswordNotSent(t *testing.T) {
+	for _, pw := range []string{"abcdefgh", "1234", "1234567x"} {
+		_, err := Redeem(context.Background(), Options{Payload: code.Payload{ID: "act", Secret: make([]byte, 32), Gateway: "127.0.0.1:1", Pin: make([]byte, 32)},
+			Password: pw, OutDir: t.TempDir(), KeystorePIN: "correct horse", MaxWait: -1, MaxResumes: 1})
+		if err == nil || !strings.Contains(err.Error(), "password") || !strings.Contains(err.Error(), "nothing was sent") {
+			t.Errorf("password %q: %v, want a refusal before sending", pw, err)
+		}
+	}
+}
