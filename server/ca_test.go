@@ -70,6 +70,10 @@ func TestCAOnTheGateway(t *testing.T) {
 	if resp.GetCertificate().GetStatus() != credgwv1.CertificateStatus_CERTIFICATE_STATUS_REVOKED {
 		t.Fatalf("response %+v", resp)
 	}
+	// What was revoked says which credential it was.
+	if p := resp.GetCertificate().GetProfile(); p != credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH {
+		t.Fatalf("the revoked certificate's profile: %v, want PROFILE_DERIVED_PIV_AUTH", p)
+	}
 	if ocspStatus() != ocsp.Revoked {
 		t.Fatal("OCSP does not say revoked")
 	}

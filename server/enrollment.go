@@ -92,7 +92,7 @@ func (s *Server) credentialSetProto(v activation.SetView) *credgwv1.CredentialSe
 			st = credgwv1.CertificateStatus_CERTIFICATE_STATUS_EXPIRED
 		}
 		c := certificateProto(r)
-		c.Profile, c.Status = profileNames[r.Profile], st
+		c.Status = st
 		if out.ExpiresAt == nil || r.NotAfter.Before(out.ExpiresAt.AsTime()) {
 			out.ExpiresAt = timestamppb.New(r.NotAfter)
 		}
@@ -101,10 +101,10 @@ func (s *Server) credentialSetProto(v activation.SetView) *credgwv1.CredentialSe
 	return out
 }
 
-// certificateProto is the API form of a certificate record (status and
-// profile are the caller's to set).
+// certificateProto is the API form of a certificate record (status is
+// the caller's to set).
 func certificateProto(r store.CertificateRecord) *credgwv1.Certificate {
-	c := &credgwv1.Certificate{Serial: r.Serial, Der: r.DER, Sha256: r.SHA256,
+	c := &credgwv1.Certificate{Serial: r.Serial, Profile: profileNames[r.Profile], Der: r.DER, Sha256: r.SHA256,
 		NotBefore: timestamppb.New(r.NotBefore), NotAfter: timestamppb.New(r.NotAfter),
 		RevocationReason: credgwv1.RevocationReason(r.RevocationReason)}
 	if r.Revoked() {
