@@ -62,7 +62,7 @@ func enroll(ctx context.Context, out io.Writer, o enrollOptions) (*credgwv1.Crea
 		SessionToken: s.Result.GetSessionToken(), IdentityName: o.name, CredentialType: o.credType,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("CreateEnrollment: %w", err)
+		return nil, rpcErr(fmt.Errorf("CreateEnrollment: %w", err))
 	}
 	if err := writeEnrollmentFiles(o, resp); err != nil {
 		return nil, err
