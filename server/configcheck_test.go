@@ -22,6 +22,8 @@ func TestConfigErrorsReadable(t *testing.T) {
 		{"number given a word", "limits: {new_work: many}\n", []string{"line 1", "new_work", "a whole number"}},
 		{"bool given a word", "development: maybe\n", []string{"line 1", "development", "true or false"}},
 		{"unknown field", "gateway_id: x\nbogus: 1\n", []string{"line 2", `unknown field "bogus"`}},
+		{"a duration in years", "ca:\n  validity: 1y\n", []string{"line 2", "ca.validity", "8760h"}},
+		{"a duration in words", "enrollment: {lifetime: 10 minutes}\n", []string{"line 1", "enrollment.lifetime", "10m"}},
 		{"unknown nested field", "ca:\n  base_ur: http://x\n", []string{"line 2", `unknown field "ca.base_ur"`}},
 		{"not YAML", "tls: [\n", []string{"line"}},
 		{"a tab for indentation", "tls:\n\tcert_file: a\n", []string{"line 2", "tab", "spaces"}},

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -37,6 +38,9 @@ func checkShape(n *yaml.Node, t reflect.Type, path string) []error {
 	if t == durationType || reflect.PointerTo(t).Implements(unmarshalerTy) {
 		if n.Kind != yaml.ScalarNode {
 			return []error{shapeError(n, path, "a duration such as 30s, 2m or 1h")}
+		}
+		if _, err := time.ParseDuration(n.Value); t == durationType && err != nil {
+			return []error{shapeError(n, path, "a duration in h, m and s, such as 30s, 10m or 1h30m (no days or years: a day is 24h, a year 8760h)")}
 		}
 		return nil
 	}
