@@ -49,12 +49,16 @@ func TestAdminCLI(t *testing.T) {
 	if out := admin(true, "activations"); !strings.Contains(out, "ATTEMPTS LEFT") || !strings.Contains(out, "pending") {
 		t.Fatalf("admin activations:\n%s", out)
 	}
-	// An unknown person is an error that says so, not an empty answer.
-	for _, args := range [][]string{{"list", "--person", "nobody"}, {"activations", "--person", "nobody"}, {"revoke-identity", "--person", "nobody"}} {
+	// An unknown person is an error that says so, not an empty answer; an
+	// id the person attribute (fascn here) never makes says what one is.
+	for _, args := range [][]string{{"list", "--person", "00000000000000"}, {"activations", "--person", "00000000000000"}, {"revoke-identity", "--person", "00000000000000"}} {
 		out := admin(false, args...)
-		if !strings.Contains(out, `not found: no person id "nobody"`) || strings.Contains(out, "rpc error") {
+		if !strings.Contains(out, `not found: no person id "00000000000000"`) || strings.Contains(out, "rpc error") {
 			t.Fatalf("%v:\n%s", args, out)
 		}
+	}
+	if out := admin(false, "list", "--person", "nobody"); !strings.Contains(out, "14-digit FASC-N identifier") || strings.Contains(out, "rpc error") {
+		t.Fatalf("list --person nobody:\n%s", out)
 	}
 	if out := admin(false, "revoke", "--serial", "serial=ZZ"); !strings.Contains(out, "openssl x509") {
 		t.Fatalf("revoke, bad serial:\n%s", out)
