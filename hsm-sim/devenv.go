@@ -283,6 +283,8 @@ ca:
   hardware_backed_devices: true
 escrow:
   kek_uri: "pkcs11:token={{.CAToken}};id=%02?pin-source=ca/token.pin"
+  # rsa2048 keeps the demo quick; a deployment uses rsa3072 or p256
+  # (config.md: rsa2048 is refused once certificates would run past 2030).
   key_type: rsa2048
   pool_size: 2
 enrollment:

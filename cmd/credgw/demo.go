@@ -191,6 +191,11 @@ func newDemoCmd() *cobra.Command {
 			self, conf := selfCommand(), d.Env.SoftHSMConfig()
 			fmt.Fprintf(out, `7. Gateway and issuer stopped.
 
+What the gateway recorded:
+  %s/notifications.jsonl   what the person was told (one JSON line each)
+  %s audit verify --config %s   checks the hash-chained audit log
+  %s audit export --config %s   prints it, one JSON line per event
+
 Run the same by hand, each in its own terminal (the card and the CA key are
 SoftHSM tokens: export SOFTHSM2_CONF in each terminal first):
   export SOFTHSM2_CONF=%s
@@ -210,7 +215,7 @@ certificate and type its PIN (in %s):
   certutil -d sql:$HOME/.pki/nssdb -A -n credgw-demo-tls -t C,, -i %s
   chromium https://%s/
 (docs/portal.md: Firefox too.)
-`, conf, self, d.Dir, self, d.Config, self, d.GRPCAddr, d.CAFile, uriEscape(d.Card.Name), d.PINFile,
+`, d.Dir, self, d.Config, self, d.Config, conf, self, d.Dir, self, d.Config, self, d.GRPCAddr, d.CAFile, uriEscape(d.Card.Name), d.PINFile,
 				modPath, d.Card.Name,
 				d.PortalAddr, self, d.PINFile, conf, modPath, d.CAFile, d.PortalAddr)
 			return nil
