@@ -311,6 +311,12 @@ func TestOCSPPresignedAndReplacedOnRevocation(t *testing.T) {
 	if rev.ThisUpdate.Before(rev.RevokedAt) {
 		t.Errorf("thisUpdate %v before the revocation %v", rev.ThisUpdate, rev.RevokedAt)
 	}
+	// Signed after what it reports (RFC 6960 §4.2.1: producedAt is when it
+	// was signed, which x/crypto/ocsp sets to the minute): revocation times
+	// are kept to the minute, so none is after producedAt.
+	if rev.ProducedAt.Before(rev.ThisUpdate) || rev.ProducedAt.Before(rev.RevokedAt) {
+		t.Errorf("producedAt %v before thisUpdate %v or the revocation %v", rev.ProducedAt, rev.ThisUpdate, rev.RevokedAt)
+	}
 	if w.Header().Get("ETag") == etag {
 		t.Error("the revoked answer has the good answer's ETag")
 	}
