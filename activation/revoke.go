@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/credgw/credgw/issuance"
+	"github.com/credgw/credgw/piv"
 	"github.com/credgw/credgw/store"
 )
 
@@ -40,7 +41,7 @@ func (s *Service) RevokeSet(ctx context.Context, personID, setID string, reason 
 		return nil, err
 	}
 	cs, err := s.cfg.Store.CredentialSet(ctx, setID)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && cs.PersonID != personID) {
+	if errors.Is(err, store.ErrNotFound) || (err == nil && piv.FoldPersonID(cs.PersonID) != piv.FoldPersonID(personID)) {
 		return nil, ErrNotYours
 	}
 	if err != nil {

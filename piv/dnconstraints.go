@@ -60,6 +60,11 @@ func parseDNSubtrees(ext []byte) (dnSubtrees, error) {
 				if rest, err := asn1.Unmarshal(name, &rdns); err != nil || len(rest) > 0 {
 					return out, errors.New("piv: invalid directoryName subtree")
 				}
+				if !textOnly(rdns) {
+					// encoding/asn1 reads a UniversalString as nil: such a
+					// subtree could not be compared.
+					return out, errors.New("piv: a directoryName subtree with a value that is not text")
+				}
 				if tag == cbasn1.Tag(0).ContextSpecific().Constructed() {
 					out.permitted = append(out.permitted, rdns)
 				} else {
@@ -76,6 +81,18 @@ func parseDNSubtrees(ext []byte) (dnSubtrees, error) {
 		return out, errors.New("piv: invalid name constraints")
 	}
 	return out, nil
+}
+
+// textOnly: every attribute value of name was read as text.
+func textOnly(name pkix.RDNSequence) bool {
+	for _, rdn := range name {
+		for _, atv := range rdn {
+			if _, ok := atv.Value.(string); !ok {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // nameConstraintsOf is c's name constraints extension, if any.
@@ -137,6 +154,9 @@ func checkDNConstraints(chain []*x509.Certificate) error {
 			if len(subject) == 0 {
 				continue
 			}
+			if !textOnly(subject) {
+				return fmt.Errorf("%w: %q has a name value that is not text, which CA %q's name constraints cannot be checked against", ErrUntrusted, c.Subject, chain[i].Subject)
+			}
 			if len(st.permitted) > 0 && !slices.ContainsFunc(st.permitted, func(base pkix.RDNSequence) bool { return withinDN(subject, base) }) {
 				return fmt.Errorf("%w: %q is outside the names CA %q may certify (its name constraints)", ErrUntrusted, c.Subject, chain[i].Subject)
 			}
@@ -180,8 +200,5 @@ func sameRDN(a, b pkix.RelativeDistinguishedNameSET) bool {
 func sameValue(a, b any) bool {
 	as, aok := a.(string)
 	bs, bok := b.(string)
-	if aok && bok {
-		return strings.EqualFold(strings.Join(strings.Fields(as), " "), strings.Join(strings.Fields(bs), " "))
-	}
-	return fmt.Sprint(a) == fmt.Sprint(b)
+	return aok && bok && strings.EqualFold(strings.Join(strings.Fields(as), " "), strings.Join(strings.Fields(bs), " "))
 }

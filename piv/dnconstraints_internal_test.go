@@ -185,3 +185,26 @@ func FuzzDNSubtrees(f *testing.F) {
 		}
 	})
 }
+
+// TestDNConstraintValuesNotStrings: a constraint whose attribute value
+// encoding/asn1 cannot read as text (a UniversalString) is refused as
+// invalid, so that the path is refused: read as nil it excluded nothing
+// and permitted any subject whose value printed "<nil>".
+func TestDNConstraintValuesNotStrings(t *testing.T) {
+	atv, err := asn1.Marshal(struct {
+		Type  asn1.ObjectIdentifier
+		Value asn1.RawValue
+	}{asn1.ObjectIdentifier{2, 5, 4, 10}, asn1.RawValue{Tag: 28, Bytes: []byte{0, 0, 0, 'A'}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, _ := asn1.Marshal(asn1.RawValue{Tag: asn1.TagSet, IsCompound: true, Bytes: atv})
+	name, _ := asn1.Marshal(asn1.RawValue{Tag: asn1.TagSequence, IsCompound: true, Bytes: set})
+	base, _ := asn1.Marshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 4, IsCompound: true, Bytes: name})
+	subtree, _ := asn1.Marshal(asn1.RawValue{Tag: asn1.TagSequence, IsCompound: true, Bytes: base})
+	excluded, _ := asn1.Marshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 1, IsCompound: true, Bytes: subtree})
+	ext, _ := asn1.Marshal(asn1.RawValue{Tag: asn1.TagSequence, IsCompound: true, Bytes: excluded})
+	if _, err := parseDNSubtrees(ext); err == nil {
+		t.Fatal("a UniversalString constraint was taken")
+	}
+}

@@ -456,7 +456,7 @@ func (v *Verifier) Chains(leaf *x509.Certificate, intermediates []*x509.Certific
 	if len(intermediates) > 0 {
 		pool = tr.inter.Clone()
 		for _, c := range intermediates {
-			pool.AddCert(c)
+			pool.AddCert(handleDNConstraints(c))
 		}
 	}
 	// At a time the certificate itself is valid: an expired card is
@@ -468,9 +468,9 @@ func (v *Verifier) Chains(leaf *x509.Certificate, intermediates []*x509.Certific
 	if at.Before(leaf.NotBefore) {
 		at = leaf.NotBefore
 	}
-	_, err := leaf.Verify(x509.VerifyOptions{Roots: tr.roots, Intermediates: pool, CurrentTime: at,
+	chains, err := leaf.Verify(x509.VerifyOptions{Roots: tr.roots, Intermediates: pool, CurrentTime: at,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
-	return err == nil
+	return err == nil && slices.ContainsFunc(chains, func(c []*x509.Certificate) bool { return checkDNConstraints(c) == nil })
 }
 
 type verifiedPath struct {
@@ -512,17 +512,27 @@ func (v *Verifier) chainOf(leaf *x509.Certificate, intermediates []*x509.Certifi
 
 // StatusAtExpiry is the revocation status of a PIV Authentication
 // certificate that has expired (the linkage checks ask it once the card's
-// end came): its path as of its last moment, then its status now, OCSP
-// then CRL as at sign-in. nil: it was not revoked before it expired;
-// ErrRevoked: it was; ErrStatusUnavailable: the responders cannot say.
-// (A CA may drop an expired certificate from its CRL, RFC 5280 §3.3.)
+// end came): its path as of its last moment, then its status now (and its
+// CAs'), OCSP then CRL as at sign-in. nil: not revoked; ErrRevoked:
+// revoked, before its end or in the short while since (the first check
+// after it), which counts the same; ErrStatusUnavailable: the responders
+// cannot say. (A CA may drop an expired certificate from its CRL, RFC 5280
+// §3.3.)
 func (v *Verifier) StatusAtExpiry(ctx context.Context, leaf *x509.Certificate) error {
 	chain, err := v.chainAt(leaf, nil, v.opts.Policies, leaf.NotAfter)
 	if err != nil {
 		return err
 	}
-	_, err = v.status.check(ctx, leaf, chain[1])
-	return err
+	if _, err := v.status.check(ctx, leaf, chain[1]); err != nil {
+		return err
+	}
+	// Its CAs too, as a sign-in checks them (path).
+	for i := 1; i < len(chain)-1; i++ {
+		if _, err := v.status.check(ctx, chain[i], chain[i+1]); err != nil {
+			return fmt.Errorf("the card's issuing CA %q (serial %s): %w", chain[i].Subject.CommonName, chain[i].SerialNumber.Text(16), err)
+		}
+	}
+	return nil
 }
 
 // chainAt is chainOf as of now.

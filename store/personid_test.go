@@ -118,6 +118,7 @@ func TestPersonIDsFoldedByMigration(t *testing.T) {
 				`SELECT seq FROM audit_events WHERE seq > 0 AND lower(person_id) = lower('X') ORDER BY seq`:                                "audit_events_person",
 				`SELECT COUNT(*) FROM credential_sets WHERE lower(person_id) = lower('X') AND state IN ('pending', 'redeeming', 'active')`: "credential_sets_person",
 				`SELECT id FROM escrow_keys WHERE lower(person_id) = lower('X') ORDER BY created_at DESC`:                                  "escrow_keys_person",
+				`SELECT COUNT(*) FROM terminations WHERE kind = 'person_id' AND lower(value) = lower('X')`:                                 "terminations_folded",
 			} {
 				if err := s.r.QueryRowContext(ctx, `EXPLAIN QUERY PLAN `+q).Scan(&id, &parent, &unused, &plan); err != nil || !strings.Contains(plan, index) {
 					t.Errorf("%s: not read by %s: %q, %v", q, index, plan, err)

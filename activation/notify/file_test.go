@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -123,6 +124,24 @@ func TestFileSender(t *testing.T) {
 		}
 		if b, _ := os.ReadFile(path); len(b) != 0 {
 			t.Fatalf("written into a file others may read: %q", b)
+		}
+	})
+	t.Run("a FIFO in its place", func(t *testing.T) {
+		path := filepath.Join(dir, "fifo.jsonl")
+		st := &claimStore{}
+		o, err := notify.New(notify.Config{File: path}, func(p string) string { return p }, st, discard(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Opened for writing, a FIFO with no reader would block the
+		// delivery loop for good.
+		if err := syscall.Mkfifo(path, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		o.Set(ctx, "binding", "set-1", "s", "b")
+		st.hand()
+		if sent, failed, _ := o.Deliver(ctx); sent != 0 || failed != 1 {
+			t.Fatalf("into a FIFO: sent %d, failed %d", sent, failed)
 		}
 	})
 	t.Run("a file others may read", func(t *testing.T) {

@@ -604,11 +604,13 @@ func (f *fileSender) send(_ context.Context, n store.Notification) error {
 	if err != nil {
 		return err
 	}
-	out, err := os.OpenFile(f.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	out, err := os.OpenFile(f.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o600)
 	if err != nil {
 		return err
 	}
-	// What was opened, not the name: a file made or changed since the
+	// O_NONBLOCK: a FIFO put there would otherwise block the delivery
+	// loop until something read it (for a regular file it changes
+	// nothing). What was opened, not the name: a file made or changed since the
 	// start (logrotate's "create 0644", another user, a hard link) is not
 	// written to.
 	if err := privateFile(out); err != nil {

@@ -24,6 +24,7 @@ DROP INDEX credential_sets_person;
 CREATE INDEX credential_sets_person ON credential_sets (lower(person_id), state);
 DROP INDEX escrow_keys_person;
 CREATE INDEX escrow_keys_person ON escrow_keys (lower(person_id), created_at);
+CREATE INDEX terminations_folded ON terminations (kind, lower(value));
 
 -- +goose Down
 -- The folded ids stay folded: the old code reads them as the cards of now
@@ -34,3 +35,4 @@ DROP INDEX credential_sets_person;
 CREATE INDEX credential_sets_person ON credential_sets (person_id, state);
 DROP INDEX escrow_keys_person;
 CREATE INDEX escrow_keys_person ON escrow_keys (person_id, created_at);
+DROP INDEX terminations_folded;
