@@ -258,8 +258,13 @@ func (c *CA) signOCSP(tmpl ocsp.Response, state string, now time.Time) (ocspAnsw
 	}
 	tmpl.ThisUpdate = this.Truncate(time.Second)
 	tmpl.NextUpdate = tmpl.ThisUpdate.Add(ocspLife)
-	ca := c.cfg.Chain[0]
-	der, err := ocsp.CreateResponse(ca, ca, tmpl, c.cfg.Signer)
+	// Produced now, never before what it reports (a revocation another
+	// replica's clock recorded ahead of this one's).
+	produced := now.Truncate(time.Second)
+	if produced.Before(tmpl.ThisUpdate) {
+		produced = tmpl.ThisUpdate
+	}
+	der, err := createOCSPResponse(c.cfg.Chain[0], tmpl, produced, c.cfg.Signer)
 	if err != nil {
 		return ocspAnswer{}, err
 	}

@@ -312,8 +312,8 @@ func TestOCSPPresignedAndReplacedOnRevocation(t *testing.T) {
 		t.Errorf("thisUpdate %v before the revocation %v", rev.ThisUpdate, rev.RevokedAt)
 	}
 	// Signed after what it reports (RFC 6960 §4.2.1: producedAt is when it
-	// was signed, which x/crypto/ocsp sets to the minute): revocation times
-	// are kept to the minute, so none is after producedAt.
+	// was signed; x/crypto/ocsp set it to the minute, truncated, before a
+	// fresh revocation).
 	if rev.ProducedAt.Before(rev.ThisUpdate) || rev.ProducedAt.Before(rev.RevokedAt) {
 		t.Errorf("producedAt %v before thisUpdate %v or the revocation %v", rev.ProducedAt, rev.ThisUpdate, rev.RevokedAt)
 	}
@@ -331,6 +331,10 @@ func TestOCSPPresignedAndReplacedOnRevocation(t *testing.T) {
 	again, err := ocsp.ParseResponseForCert(w.Body.Bytes(), cert, testInit.Issuing)
 	if err != nil || again.Status != ocsp.Revoked || !again.ThisUpdate.After(rev.ThisUpdate) {
 		t.Fatalf("after the refresh point: %v %v", again, err)
+	}
+	// producedAt is the CA's clock, as thisUpdate is.
+	if again.ProducedAt.Before(again.ThisUpdate) {
+		t.Errorf("after the refresh point: producedAt %v before thisUpdate %v", again.ProducedAt, again.ThisUpdate)
 	}
 	r.serve("GET", getPath(req), nil)
 	if n := r.signatures(); n != 4 {

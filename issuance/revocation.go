@@ -45,7 +45,7 @@ func (c *CA) Revoke(ctx context.Context, serial string, reason RevocationReason)
 	if rec, err := c.cfg.Store.Certificate(ctx, serial); err == nil && rec.Issuer != c.cfg.Name {
 		return fmt.Errorf("%w: serial %s is from issuer %s", ErrNotIssued, serial, rec.Issuer)
 	}
-	rec, err := c.cfg.Store.RevokeCertificate(ctx, serial, int(reason), revocationTime(c.cfg.Now()))
+	rec, err := c.cfg.Store.RevokeCertificate(ctx, serial, int(reason), c.cfg.Now())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return fmt.Errorf("%w: serial %s", ErrNotIssued, serial)
@@ -62,16 +62,8 @@ func (c *CA) Revoke(ctx context.Context, serial string, reason RevocationReason)
 // made a certificate, so it goes on the CRL (OCSP already calls it revoked).
 func (c *CA) RevokeStaleIntents(ctx context.Context, olderThan time.Time) (int, error) {
 	// The store makes the CRL stale in the same transaction.
-	return c.cfg.Store.RevokeStaleIntents(ctx, c.cfg.Name, olderThan, revocationTime(c.cfg.Now()))
+	return c.cfg.Store.RevokeStaleIntents(ctx, c.cfg.Name, olderThan, c.cfg.Now())
 }
-
-// revocationTime is the time a revocation is recorded with, the same on
-// the CRL and in OCSP: the minute it happened in. x/crypto/ocsp sets
-// producedAt to the current minute, with no way to set it, and a response
-// must not be produced before the revocation it reports or its thisUpdate
-// (RFC 6960 §4.2.1); a certificate's notBefore is backdated a minute, so the
-// time is never before it either.
-func revocationTime(now time.Time) time.Time { return now.Truncate(time.Minute) }
 
 // crlLease is how long a replica holds the right to rebuild the CRL.
 const crlLease = 30 * time.Second

@@ -143,6 +143,24 @@ func TestAgencyRootChain(t *testing.T) {
 		t.Errorf("openssl verify without the root CRL: %s", out)
 	}
 
+	// openssl reads the gateway's OCSP answers (credgw encodes them) and
+	// verifies them against the issuing CA.
+	ocspStatus := func(leafFile string) string {
+		leaf := readCert(t, leafFile)
+		if len(leaf.OCSPServer) == 0 {
+			t.Fatalf("%s has no OCSP URL", leafFile)
+		}
+		out := run(t, nil, true, "openssl", "ocsp", "-issuer", issuingPEM, "-cert", leafFile, "-url", leaf.OCSPServer[0],
+			"-CAfile", rootPEM, "-no_nonce", "-resp_text")
+		if !strings.Contains(out, "Response verify OK") {
+			t.Errorf("openssl ocsp %s: %s", leafFile, out)
+		}
+		return out
+	}
+	if out := ocspStatus(filepath.Join(device, "auth.crt")); !strings.Contains(out, "auth.crt: good") {
+		t.Errorf("openssl ocsp before the revocation: %s", out)
+	}
+
 	// Revoke the PIV Authentication leaf; the CRL fetched again says so.
 	auth := readCert(t, filepath.Join(device, "auth.crt"))
 	run(t, nil, true, credgwBin, "admin", "revoke", "--serial", auth.SerialNumber.Text(16), "--reason", "keyCompromise",
@@ -153,6 +171,9 @@ func TestAgencyRootChain(t *testing.T) {
 	}
 	if out := verify(filepath.Join(device, "signature.crt"), oidCommonPolicy, true); !strings.Contains(out, ": OK") {
 		t.Errorf("openssl verify of a good leaf after the revocation: %s", out)
+	}
+	if out := ocspStatus(filepath.Join(device, "auth.crt")); !strings.Contains(out, "auth.crt: revoked") || !strings.Contains(out, "Reason: keyCompromise") {
+		t.Errorf("openssl ocsp after the revocation: %s", out)
 	}
 }
 
