@@ -31,17 +31,7 @@ func TestCAOnTheGateway(t *testing.T) {
 	if ca == nil {
 		t.Fatal("the dev config has a CA but the gateway has none")
 	}
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	csrDER, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	csr, _ := x509.ParseCertificateRequest(csrDER)
-	c := openCard(t, dev.Card.Name, nil)
-	issued, err := ca.Issue(ctx, issuance.Request{Profile: issuance.DerivedPIVAuth, CSR: csr, Identity: issuance.Identity{
-		RawSubject: c.auth.RawSubject, CardKey: c.auth.PublicKey, PersonID: "p", CardUUID: dev.Card.UUID,
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert := issued.Certificate
+	cert := issueForDevCard(t)
 	if !strings.HasPrefix(cert.CRLDistributionPoints[0], "http://"+gw.HTTPAddr()) {
 		t.Fatalf("CRL DP %v is not the gateway's listener %s", cert.CRLDistributionPoints, gw.HTTPAddr())
 	}
@@ -159,4 +149,21 @@ func TestCAInitRefusesInstalledCA(t *testing.T) {
 			t.Errorf("%s changed", filepath.Base(f))
 		}
 	}
+}
+
+// issueForDevCard has the gateway's CA issue a derived PIV Authentication
+// certificate for the development card, outside any enrollment.
+func issueForDevCard(t *testing.T) *x509.Certificate {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csrDER, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	csr, _ := x509.ParseCertificateRequest(csrDER)
+	c := openCard(t, dev.Card.Name, nil)
+	issued, err := gw.CA().Issue(context.Background(), issuance.Request{Profile: issuance.DerivedPIVAuth, CSR: csr, Identity: issuance.Identity{
+		RawSubject: c.auth.RawSubject, CardKey: c.auth.PublicKey, PersonID: "p", CardUUID: dev.Card.UUID,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return issued.Certificate
 }

@@ -2,14 +2,10 @@ package server_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"testing"
 	"time"
 
-	"github.com/credgw/credgw/issuance"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 )
 
@@ -20,18 +16,7 @@ import (
 func TestCRLIssuedWithoutFetches(t *testing.T) {
 	ctx := context.Background()
 	t.Cleanup(func() { clockOffset.Store(0) })
-	ca := gw.CA()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	csrDER, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	csr, _ := x509.ParseCertificateRequest(csrDER)
-	c := openCard(t, dev.Card.Name, nil)
-	issued, err := ca.Issue(ctx, issuance.Request{Profile: issuance.DerivedPIVAuth, CSR: csr, Identity: issuance.Identity{
-		RawSubject: c.auth.RawSubject, CardKey: c.auth.PublicKey, PersonID: "p", CardUUID: dev.Card.UUID,
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial := issued.Certificate.SerialNumber
+	serial := issueForDevCard(t).SerialNumber
 	admin := credgwv1.NewAdminClient(dial(t, keyPair(t, dev.AdminCert, dev.AdminKey)))
 	if _, err := admin.RevokeCertificate(ctx, &credgwv1.RevokeCertificateRequest{Serial: serial.Text(16)}); err != nil {
 		t.Fatal(err)

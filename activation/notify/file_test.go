@@ -78,71 +78,53 @@ func TestFileSender(t *testing.T) {
 		t.Fatalf("lines %v", lines)
 	}
 
-	t.Run("a symbolic link in its place", func(t *testing.T) {
-		target := filepath.Join(dir, "elsewhere")
-		link := filepath.Join(dir, "link.jsonl")
+	// What is put at the path after the start (by someone else, or by
+	// logrotate's "create 0644") is not written to: the delivery fails.
+	refusedAfterStart := func(t *testing.T, name string, put func(path string) error) string {
+		t.Helper()
+		path := filepath.Join(dir, name)
 		st := &claimStore{}
-		o, err := notify.New(notify.Config{File: link}, func(p string) string { return p }, st, discard(), nil)
+		o, err := notify.New(notify.Config{File: path}, func(p string) string { return p }, st, discard(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Put there after the start (one there before is refused then).
-		if err := os.Symlink(target, link); err != nil {
+		if err := put(path); err != nil {
 			t.Fatal(err)
-		}
-		if _, err := notify.New(notify.Config{File: link}, func(p string) string { return p }, &claimStore{}, discard(), nil); err == nil ||
-			!strings.HasPrefix(err.Error(), "notifications.file: ") {
-			t.Fatalf("New with a link in place: %v", err)
 		}
 		o.Set(ctx, "binding", "set-1", "s", "b")
 		st.hand()
 		if sent, failed, _ := o.Deliver(ctx); sent != 0 || failed != 1 {
-			t.Fatalf("through a link: sent %d, failed %d", sent, failed)
+			t.Fatalf("%s: sent %d, failed %d", name, sent, failed)
+		}
+		return path
+	}
+	t.Run("a symbolic link in its place", func(t *testing.T) {
+		target := filepath.Join(dir, "elsewhere")
+		link := refusedAfterStart(t, "link.jsonl", func(path string) error { return os.Symlink(target, path) })
+		// One there before the start is refused then.
+		if _, err := notify.New(notify.Config{File: link}, func(p string) string { return p }, &claimStore{}, discard(), nil); err == nil ||
+			!strings.HasPrefix(err.Error(), "notifications.file: ") {
+			t.Fatalf("New with a link in place: %v", err)
 		}
 		if _, err := os.Stat(target); err == nil {
 			t.Fatal("the link was followed")
 		}
 	})
 	t.Run("a file others may read, made after the start", func(t *testing.T) {
-		path := filepath.Join(dir, "later.jsonl")
-		st := &claimStore{}
-		o, err := notify.New(notify.Config{File: path}, func(p string) string { return p }, st, discard(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// Made by someone else, or by logrotate's "create 0644".
-		if err := os.WriteFile(path, nil, 0o666); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(path, 0o666); err != nil {
-			t.Fatal(err)
-		}
-		o.Set(ctx, "binding", "set-1", "s", "b")
-		st.hand()
-		if sent, failed, _ := o.Deliver(ctx); sent != 0 || failed != 1 {
-			t.Fatalf("into a file others may read: sent %d, failed %d", sent, failed)
-		}
+		path := refusedAfterStart(t, "later.jsonl", func(path string) error {
+			if err := os.WriteFile(path, nil, 0o666); err != nil {
+				return err
+			}
+			return os.Chmod(path, 0o666)
+		})
 		if b, _ := os.ReadFile(path); len(b) != 0 {
 			t.Fatalf("written into a file others may read: %q", b)
 		}
 	})
+	// Opened for writing, a FIFO with no reader would block the delivery
+	// loop for good.
 	t.Run("a FIFO in its place", func(t *testing.T) {
-		path := filepath.Join(dir, "fifo.jsonl")
-		st := &claimStore{}
-		o, err := notify.New(notify.Config{File: path}, func(p string) string { return p }, st, discard(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// Opened for writing, a FIFO with no reader would block the
-		// delivery loop for good.
-		if err := syscall.Mkfifo(path, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		o.Set(ctx, "binding", "set-1", "s", "b")
-		st.hand()
-		if sent, failed, _ := o.Deliver(ctx); sent != 0 || failed != 1 {
-			t.Fatalf("into a FIFO: sent %d, failed %d", sent, failed)
-		}
+		refusedAfterStart(t, "fifo.jsonl", func(path string) error { return syscall.Mkfifo(path, 0o600) })
 	})
 	t.Run("a file others may read", func(t *testing.T) {
 		shared := filepath.Join(dir, "shared.jsonl")
