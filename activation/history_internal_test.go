@@ -1,18 +1,22 @@
 package activation
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"math/big"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/credgw/credgw/issuance"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+	"github.com/credgw/credgw/store"
 )
 
 // TestKeyHistoryCarriesPreviousCAs: after the issuing CA was re-keyed,
@@ -101,4 +105,55 @@ func testCert(t *testing.T, tmpl *x509.Certificate, key *ecdsa.PrivateKey, paren
 		t.Fatal(err)
 	}
 	return c
+}
+
+// TestRedeemRefusesUnknownHistoryIssuerBeforeIssuing: after a re-key of
+// the issuing CA whose old certificate is not in
+// ca.previous_certificate_files, a redemption whose key history holds a
+// key of the old CA is refused before anything is issued (before, its
+// certificates were issued, then revoked: CRL entries for nothing). The
+// code stays pending with no attempt used, and redeems once the old CA
+// certificate is configured.
+func TestRedeemRefusesUnknownHistoryIssuerBeforeIssuing(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	alice := h.signIn(t, "a@example.gov")
+	h.install(t, h.enroll(t, alice))
+	old := h.issuer.Issuer.Chain()[0]
+
+	// The re-key: a new issuing CA key and certificate.
+	dir := t.TempDir()
+	init, err := issuance.InitCA(ctx, issuance.InitOptions{Dir: filepath.Join(dir, "ca"), Organization: "credgw activation test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := issuance.ReadKeyFile(init.IssuingKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.issuer.Issuer, err = issuance.NewCA(issuance.Config{Name: "issuing-ca", Chain: []*x509.Certificate{init.Issuing, init.Root},
+		Signer: signer, Store: h.st, BaseURL: "http://127.0.0.1:1", Now: h.clock}); err != nil {
+		t.Fatal(err)
+	}
+
+	second := h.enroll(t, h.again(alice))
+	_, err = h.svc.Redeem(ctx, second.request(t), nil)
+	if !errors.Is(err, ErrPrecondition) || !strings.Contains(err.Error(), "ca.previous_certificate_files") {
+		t.Fatalf("got %v, want a precondition failure naming ca.previous_certificate_files", err)
+	}
+	if certs, err := h.st.CertificatesOfSet(ctx, second.en.CredentialSetID); err != nil || len(certs) != 0 {
+		t.Fatalf("%d certificates of the refused set (%v), want none: the refusal comes before issuance", len(certs), err)
+	}
+	if a, err := h.st.ActivationByID(ctx, second.payload.ID); err != nil || a.State != store.ActPending || a.FailedAttempts != 0 {
+		t.Fatalf("the activation is %q with %d failed attempts (%v), want pending with none", a.State, a.FailedAttempts, err)
+	}
+
+	h.svc.cfg.PreviousCAs = []*x509.Certificate{old}
+	d, err := h.svc.Redeem(ctx, second.request(t), nil)
+	if err != nil {
+		t.Fatalf("with the old CA configured: %v", err)
+	}
+	if n := keyCount(t, d); n != 2 {
+		t.Fatalf("the package holds %d keys, want 2", n)
+	}
 }

@@ -509,6 +509,16 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 	if err != nil {
 		return nil, err
 	}
+	// The key history is read before anything is issued: a key in it that
+	// no configured CA signed (a re-key without
+	// ca.previous_certificate_files), or one the escrow cannot open, would
+	// fail the redemption after its certificates were issued.
+	var history []*issuance.EscrowedKey
+	if cs.EscrowKeyID != "" {
+		if history, err = s.keyHistory(ctx, cs); err != nil {
+			return nil, err
+		}
+	}
 	rid, err := randomID()
 	if err != nil {
 		return nil, err
@@ -533,7 +543,7 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 		return nil, err
 	}
 	var made []string
-	d, err := s.issue(ctx, a, cs, rid, req, verdicts, aead, progress, &made)
+	d, err := s.issue(ctx, a, cs, rid, req, verdicts, history, aead, progress, &made)
 	if ps := (packageStored{}); errors.As(err, &ps) {
 		return nil, ps.error // stored and resumable: nothing to give back
 	}
@@ -721,7 +731,8 @@ func (s *Service) resume(a store.Activation, aead cipher.AEAD) (*Delivery, error
 
 // issue makes every certificate of the set and the sealed package.
 // made receives the serials of the certificates issued, also on failure.
-func (s *Service) issue(ctx context.Context, a store.Activation, cs store.CredentialSet, rid string, req RedeemRequest, verdicts Verdicts, aead cipher.AEAD, progress Progress, made *[]string) (*Delivery, error) {
+func (s *Service) issue(ctx context.Context, a store.Activation, cs store.CredentialSet, rid string, req RedeemRequest, verdicts Verdicts,
+	history []*issuance.EscrowedKey, aead cipher.AEAD, progress Progress, made *[]string) (*Delivery, error) {
 	pivRec, err := s.cfg.Store.PIVCertificate(ctx, cs.PIVCertSHA256)
 	if err != nil {
 		return nil, err
@@ -789,19 +800,6 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 			issued[i] = got
 			done++
 			progress(credgwv1.Stage_STAGE_ISSUING, done, len(profiles), "issued the "+string(p)+" certificate")
-			return nil
-		})
-	}
-	// The key history is unsealed meanwhile: it does not depend on what
-	// is being issued.
-	var history []*issuance.EscrowedKey
-	if cs.EscrowKeyID != "" {
-		g.Go(func() error {
-			h, err := s.cfg.Escrow.History(gctx, cs.PersonID, cs.EscrowKeyID, MaxKeyHistory)
-			if err != nil {
-				return fmt.Errorf("activation: the key history: %w", err)
-			}
-			history = h
 			return nil
 		})
 	}
@@ -885,17 +883,14 @@ func addKeyHistory(current *issuance.EscrowedKey, cert *x509.Certificate, histor
 	}
 	entries := make([]pfx.Entry, 0, 1+len(history))
 	entries = append(entries, pfx.Entry{Key: current.Key, Certificate: cert, FriendlyName: code.KeyHistoryName(0, cert)})
-	for _, k := range history {
-		c, err := x509.ParseCertificate(k.CertDER)
-		if err != nil {
-			return fmt.Errorf("activation: the certificate of escrowed key %s: %w", k.ID, err)
-		}
-		if !k.Key.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(c.PublicKey) {
-			return fmt.Errorf("activation: escrowed key %s is not the key of its recorded certificate %s (check the escrow row and the certificates table)", k.ID, k.CertSerial)
-		}
-		entries = append(entries, pfx.Entry{Key: k.Key, Certificate: c, FriendlyName: code.KeyHistoryName(len(entries), c)})
+	certs, err := historyCertificates(history)
+	if err != nil {
+		return err
 	}
-	earlierCAs, err := earlierIssuers(entries[1:], caChain[0], previous)
+	for i, k := range history {
+		entries = append(entries, pfx.Entry{Key: k.Key, Certificate: certs[i], FriendlyName: code.KeyHistoryName(len(entries), certs[i])})
+	}
+	earlierCAs, err := earlierIssuers(certs, caChain[0], previous)
 	if err != nil {
 		return err
 	}
@@ -907,15 +902,50 @@ func addKeyHistory(current *issuance.EscrowedKey, cert *x509.Certificate, histor
 	return nil
 }
 
+// keyHistory unseals the person's earlier escrowed keys (Escrow.History)
+// and checks that a device can verify each: its certificate is of its key,
+// and signed by the issuing CA or one of ca.previous_certificate_files.
+func (s *Service) keyHistory(ctx context.Context, cs store.CredentialSet) ([]*issuance.EscrowedKey, error) {
+	history, err := s.cfg.Escrow.History(ctx, cs.PersonID, cs.EscrowKeyID, MaxKeyHistory)
+	if err != nil {
+		return nil, fmt.Errorf("activation: the key history: %w", err)
+	}
+	certs, err := historyCertificates(history)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := earlierIssuers(certs, s.cfg.Issuer.Chain()[0], s.cfg.PreviousCAs); err != nil {
+		return nil, err
+	}
+	return history, nil
+}
+
+// historyCertificates parses the certificate of each escrowed key of a key
+// history, and checks that it certifies that key.
+func historyCertificates(history []*issuance.EscrowedKey) ([]*x509.Certificate, error) {
+	out := make([]*x509.Certificate, len(history))
+	for i, k := range history {
+		c, err := x509.ParseCertificate(k.CertDER)
+		if err != nil {
+			return nil, fmt.Errorf("activation: the certificate of escrowed key %s: %w", k.ID, err)
+		}
+		if !k.Key.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(c.PublicKey) {
+			return nil, fmt.Errorf("activation: escrowed key %s is not the key of its recorded certificate %s (check the escrow row and the certificates table)", k.ID, k.CertSerial)
+		}
+		out[i] = c
+	}
+	return out, nil
+}
+
 // earlierIssuers is what the device needs, beyond the issuing CA, to verify
 // the certificates of earlier keys: the old CA certificate of each that the
 // issuing CA's current key did not sign. One that no configured CA signed
-// is refused here: every device would refuse the package.
-func earlierIssuers(earlier []pfx.Entry, issuing *x509.Certificate, previous []*x509.Certificate) ([][]byte, error) {
+// is refused (a precondition: the administrator's to fix): every device
+// would refuse the package.
+func earlierIssuers(earlier []*x509.Certificate, issuing *x509.Certificate, previous []*x509.Certificate) ([][]byte, error) {
 	var out [][]byte
 	sent := make([]bool, len(previous))
-	for _, e := range earlier {
-		c := e.Certificate
+	for _, c := range earlier {
 		if bytes.Equal(c.AuthorityKeyId, issuing.SubjectKeyId) && len(c.AuthorityKeyId) > 0 || c.CheckSignatureFrom(issuing) == nil {
 			continue
 		}
@@ -932,8 +962,8 @@ func earlierIssuers(earlier []pfx.Entry, issuing *x509.Certificate, previous []*
 			break
 		}
 		if !found {
-			return nil, fmt.Errorf("activation: the escrowed key of certificate %s was certified by a key of %q that is not the issuing CA's: "+
-				"after a re-key of the CA, add its old CA certificate to ca.previous_certificate_files", c.SerialNumber.Text(16), c.Issuer)
+			return nil, fmt.Errorf("%w: the escrowed key of certificate %s in this person's key history was certified by a key of %q that is not the issuing CA's: "+
+				"after a re-key of the CA, its operators must add the old CA certificate to ca.previous_certificate_files", ErrPrecondition, c.SerialNumber.Text(16), c.Issuer)
 		}
 	}
 	return out, nil
