@@ -252,6 +252,18 @@ func (s *Service) passwordMatches(a store.Activation, cs store.CredentialSet, se
 	if code.CheckPassword(s.keyedFor(secret, cs), password, a.Verifier) {
 		return true
 	}
+	// A code made before migration 00021 folded person ids (or by a
+	// replica of the older release while the upgrade rolls) is bound to
+	// the id as the card spelled it: the set's email address or UPN.
+	for _, spelled := range []string{cs.Email, cs.UPN} {
+		if spelled != "" && spelled != cs.PersonID && piv.FoldPersonID(spelled) == cs.PersonID {
+			was := cs
+			was.PersonID = spelled
+			if code.CheckPassword(s.keyedFor(secret, was), password, a.Verifier) {
+				return true
+			}
+		}
+	}
 	unbound := a.CreatedAt.Before(s.cfg.BindingSince) && s.cfg.Now().Before(s.cfg.BindingSince.Add(s.cfg.Lifetime))
 	if unbound && code.CheckPassword(s.keyed(secret), password, a.Verifier) {
 		return true

@@ -125,6 +125,8 @@ type harness struct {
 	mu     sync.Mutex
 	now    time.Time
 	people int
+	// dbPath is the SQLite file of st.
+	dbPath string
 }
 
 func (h *harness) clock() time.Time {
@@ -152,7 +154,8 @@ func newHarness(t *testing.T, change func(*Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.st, err = store.OpenSQLite(ctx, filepath.Join(dir, "credgw.db")); err != nil {
+	h.dbPath = filepath.Join(dir, "credgw.db")
+	if h.st, err = store.OpenSQLite(ctx, h.dbPath); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.st.Close() })

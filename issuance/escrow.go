@@ -332,6 +332,9 @@ func (e *Escrow) Certified(ctx context.Context, keyID, serial string, notAfter t
 // unseal opens one escrow row with the KEK.
 func (e *Escrow) unseal(ctx context.Context, r store.EscrowKey) (*EscrowedKey, error) {
 	der, err := e.kek.Open(ctx, r.Sealed, escrowAAD(r.ID, r.PersonID))
+	if err != nil && !errors.Is(err, pkcs11.ErrTokenUnavailable) && !errors.Is(err, pkcs11.ErrKeyChanged) && ctx.Err() == nil {
+		der, err = e.unsealSpelled(ctx, r, err)
+	}
 	if err != nil {
 		// An HSM that is gone, or a call given up, says nothing about the
 		// key: the caller answers Unavailable (or the context's error)
@@ -353,6 +356,26 @@ func (e *Escrow) unseal(ctx context.Context, r store.EscrowKey) (*EscrowedKey, e
 		return nil, fmt.Errorf("%w: key %s: %v", ErrEscrowUnreadable, r.ID, err)
 	}
 	return &EscrowedKey{ID: r.ID, Key: k.(crypto.Signer), CreatedAt: r.CreatedAt, CertSerial: r.CertSerial, CertDER: r.CertDER}, nil
+}
+
+// unsealSpelled opens a key sealed under another spelling of its person
+// id: before migration 00021 folded the stored ids, a key was sealed with
+// the id as the card spelled it (an email address or a UPN), and a replica
+// of the older release still does so while an upgrade rolls. Only
+// spellings that fold to the row's person id are tried, so a blob moved to
+// another person still does not open. It returns the first error when
+// none opens it.
+func (e *Escrow) unsealSpelled(ctx context.Context, r store.EscrowKey, first error) ([]byte, error) {
+	spellings, err := e.store.PersonIDSpellings(ctx, r.PersonID)
+	if err != nil {
+		return nil, errors.Join(first, err)
+	}
+	for _, p := range spellings {
+		if der, err := e.kek.Open(ctx, r.Sealed, escrowAAD(r.ID, p)); err == nil {
+			return der, nil
+		}
+	}
+	return nil, first
 }
 
 // History unseals the key history a device receives beside the current

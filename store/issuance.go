@@ -111,6 +111,13 @@ type IssuanceStore interface {
 	// EscrowKey returns one escrowed key of a person, without CertDER and
 	// Delivered (ErrNotFound: the person has no key of that id).
 	EscrowKey(ctx context.Context, id, personID string) (EscrowKey, error)
+	// PersonIDSpellings returns how else a person id was written: the
+	// email addresses and UPNs of the person's credential sets and the
+	// person ids of their audit events that fold to it, other than
+	// personID itself (at most 16). Keys and codes sealed before
+	// migration 00021 folded person ids bind the spelling they were
+	// sealed with.
+	PersonIDSpellings(ctx context.Context, personID string) ([]string, error)
 	// DeleteUncertifiedEscrowKeys deletes the keys never certified that no
 	// pending or redeeming credential set holds and that were made before
 	// olderThan (a key is made just before the set that holds it): the keys

@@ -31,7 +31,7 @@ func TestPersonIDsFoldedByMigration(t *testing.T) {
 		if err := s.PutEscrowKey(ctx, EscrowKey{ID: "k1", PersonID: mixed, KeyType: "rsa2048", SPKISHA256: "k1", KEKID: "kek", Sealed: []byte{1}, CreatedAt: t0}); err != nil {
 			t.Fatal(err)
 		}
-		cs := CredentialSet{ID: "set-1", PersonID: mixed, PIVCertSHA256: "c", CardUUID: "u", RawSubject: []byte{0x30, 0},
+		cs := CredentialSet{ID: "set-1", PersonID: mixed, Email: mixed, UPN: "A.Smith@agency.gov", PIVCertSHA256: "c", CardUUID: "u", RawSubject: []byte{0x30, 0},
 			IdentityName: "n", CredentialType: "t", State: SetPending, CreatedAt: t0}
 		if err := s.CreateEnrollment(ctx, cs, Activation{ID: "a1", LookupHash: "lh-a1", Verifier: []byte{1}, MaxAttempts: 3, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, 0); err != nil {
 			t.Fatal(err)
@@ -65,6 +65,12 @@ func TestPersonIDsFoldedByMigration(t *testing.T) {
 		var n int
 		if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM terminations WHERE kind = 'person_id'`).Scan(&n); err != nil || n != 1 {
 			t.Errorf("person terminations: %d (%v), want the two spellings as one", n, err)
+		}
+		// Keys and codes sealed before bind the card's spelling: it is
+		// found from the sets and the audit log (a UPN of another person's
+		// id is not one of its spellings).
+		if got, err := s.PersonIDSpellings(ctx, folded); err != nil || len(got) != 1 || got[0] != mixed {
+			t.Errorf("the spellings of %q: %q, %v; want %q", folded, got, err, mixed)
 		}
 		// The audit log is left as written (its chain is intact) and a
 		// person's events are found by any case.

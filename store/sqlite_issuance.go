@@ -206,6 +206,28 @@ func (s *DB) EscrowKeys(ctx context.Context, personID string) ([]EscrowKey, erro
 	return out, wrapDB(rows.Err())
 }
 
+func (s *DB) PersonIDSpellings(ctx context.Context, personID string) ([]string, error) {
+	f := s.fold("$1")
+	rows, err := s.r.QueryContext(ctx, `SELECT DISTINCT v FROM (
+		SELECT email AS v FROM credential_sets WHERE `+s.fold("person_id")+` = `+f+`
+		UNION SELECT upn FROM credential_sets WHERE `+s.fold("person_id")+` = `+f+`
+		UNION SELECT person_id FROM audit_events WHERE `+s.fold("person_id")+` = `+f+`
+	) spellings WHERE `+s.fold("v")+` = `+f+` AND v <> $1 ORDER BY v LIMIT 16`, personID)
+	if err != nil {
+		return nil, wrapDB(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, wrapDB(err)
+		}
+		out = append(out, v)
+	}
+	return out, wrapDB(rows.Err())
+}
+
 func (s *DB) EscrowKey(ctx context.Context, id, personID string) (EscrowKey, error) {
 	var k EscrowKey
 	var created int64
