@@ -595,6 +595,12 @@ func (s *Service) giveBack(ctx context.Context, activationID, rid string, cs sto
 		}
 		return ErrLocked
 	}
+	if rerr == nil && cur.State == store.ActRedeeming && cur.RedemptionID == rid && cur.Package != nil {
+		// This call's package was stored, and the store's answer lost
+		// (a connection cut as the UPDATE committed): it is the
+		// device's to resume, nothing is given back or revoked.
+		return packageStored{cause}
+	}
 	if rerr != nil || cur.State != store.ActRedeeming || cur.RedemptionID != rid || cur.Package != nil {
 		for _, serial := range made {
 			if rerr := s.cfg.Issuer.Revoke(ctx, serial, issuance.ReasonCessationOfOperation); rerr != nil && !errors.Is(rerr, issuance.ErrAlreadyRevoked) {
@@ -839,7 +845,10 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 	}
 	sealed := aead.Seal(nonce, nonce, plain, []byte(a.ID))
 	sum := sha256.Sum256(plain)
-	if err := s.cfg.Store.StorePackage(ctx, a.ID, rid, sealed, hex.EncodeToString(sum[:]), int64(len(plain)), manifest,
+	// Not cut short by the device hanging up (its retry resumes what is
+	// stored); a commit whose answer is lost all the same is found by
+	// giveBack.
+	if err := s.cfg.Store.StorePackage(context.WithoutCancel(ctx), a.ID, rid, sealed, hex.EncodeToString(sum[:]), int64(len(plain)), manifest,
 		s.cfg.Now().Add(s.cfg.ConfirmWindow)); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,58 @@
+package activation
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/credgw/credgw/store"
+)
+
+// lostReplyStore: StorePackage commits, and its answer is lost (a
+// PostgreSQL connection cut while the UPDATE commits).
+type lostReplyStore struct {
+	store.Store
+	lose atomic.Bool
+}
+
+func (s *lostReplyStore) StorePackage(ctx context.Context, id, rid string, sealed []byte, sha string, size int64, manifest []byte, confirmBy time.Time) error {
+	err := s.Store.StorePackage(ctx, id, rid, sealed, sha, size, manifest, confirmBy)
+	if err == nil && s.lose.CompareAndSwap(true, false) {
+		return store.ErrUnavailable
+	}
+	return err
+}
+
+// TestStoredPackageWithLostReplyNotRevoked: a package stored whose
+// answer was lost is the device's to resume. Before, the redemption was
+// given back as if nothing was stored: every certificate in the package
+// was revoked, and the device's retry resumed it and confirmed a set of
+// revoked certificates.
+func TestStoredPackageWithLostReplyNotRevoked(t *testing.T) {
+	ctx := context.Background()
+	var st *lostReplyStore
+	h := newHarness(t, func(cfg *Config) { st = &lostReplyStore{Store: cfg.Store}; cfg.Store = st })
+	e := h.enroll(t, h.signIn(t, "a@example.gov"))
+	st.lose.Store(true)
+	req := e.request(t)
+	if _, err := h.svc.Redeem(ctx, req, nil); err == nil {
+		t.Fatal("the first call succeeded although its package's store answered no")
+	}
+	d, err := h.svc.Redeem(ctx, req, nil)
+	if err != nil {
+		t.Fatalf("the device's retry: %v", err)
+	}
+	if !d.Resumed {
+		t.Errorf("the retry issued anew; want the stored package resumed")
+	}
+	recs, err := h.st.CertificatesOfSet(ctx, d.Manifest.GetCredentialSetId())
+	if err != nil || len(recs) != 3 {
+		t.Fatalf("%d certificates in the set (%v), want 3", len(recs), err)
+	}
+	for _, r := range recs {
+		if r.Revoked() {
+			t.Errorf("certificate %s of the delivered package is revoked", r.Serial)
+		}
+	}
+}
