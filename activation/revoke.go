@@ -174,6 +174,14 @@ func (s *Service) RevokeIdentity(ctx context.Context, sel store.IdentitySelector
 			}
 		}
 	}
+	if terminate && len(errs) == 0 {
+		// Carried out: the sweep need not do it again (it does every
+		// termination not finished, such as one whose process died
+		// here).
+		if err := s.cfg.Store.FinishTermination(ctx, sel, s.cfg.Now()); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return serials, errors.Join(errs...)
 }
 

@@ -3,8 +3,10 @@ package activation
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
+	"github.com/credgw/credgw/activation/audit"
 	"github.com/credgw/credgw/issuance"
 )
 
@@ -56,8 +58,38 @@ func (s *Service) Sweep(ctx context.Context) (revoked int, err error) {
 	for _, id := range sets {
 		errs = append(errs, s.revokeSet(ctx, id, now, issuance.ReasonCessationOfOperation))
 	}
+	errs = append(errs, s.finishTerminations(ctx, now))
 	errs = append(errs, s.sweepEscrow(ctx, now))
 	return stuck + len(sets), errors.Join(errs...)
+}
+
+// terminationGrace is how old a termination not known finished must be
+// for the sweep to carry it out again: longer than RevokeIdentity's own
+// bound, so that a call in flight finishes it first.
+const terminationGrace = 3 * time.Minute
+
+// finishTerminations carries out again the terminations recorded whose
+// revocations are not known done: a process killed between recording one
+// and revoking the identity's sets, or a CA that failed then, left them
+// live, and nothing else would revoke them (the webhook's resend is a
+// replay, the card itself may be good).
+func (s *Service) finishTerminations(ctx context.Context, now time.Time) error {
+	ts, err := s.cfg.Store.UnfinishedTerminations(ctx, now.Add(-terminationGrace), 100)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, t := range ts {
+		serials, err := s.RevokeIdentity(ctx, t.Selector, issuance.ReasonCessationOfOperation, true, t.Comment)
+		if len(serials) > 0 {
+			s.cfg.Log.WarnContext(ctx, "finished an interrupted termination", "identity", t.Selector.String(), "revoked", len(serials))
+			s.cfg.Audit.Record(ctx, audit.Identity("sweep", "terminate", t.Selector, serials, "finished an interrupted termination"))
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("the termination of %s: %w", t.Selector.String(), err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // leftoverAge is how old a certificate of a pending set must be for the

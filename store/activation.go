@@ -222,4 +222,11 @@ type TerminationStore interface {
 	// ForgetDelivery drops a recorded signature (the request failed and
 	// its sender will send it again).
 	ForgetDelivery(ctx context.Context, signature string) error
+	// FinishTermination records that the termination of sel (in any
+	// spelling of a person id) was carried out: every set ended, every
+	// certificate revoked.
+	FinishTermination(ctx context.Context, sel IdentitySelector, at time.Time) error
+	// UnfinishedTerminations lists up to limit terminations recorded
+	// before before and not finished, oldest first.
+	UnfinishedTerminations(ctx context.Context, before time.Time, limit int) ([]Termination, error)
 }

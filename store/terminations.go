@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -80,6 +81,53 @@ func (s *DB) RememberDelivery(ctx context.Context, signature string, expires tim
 func (s *DB) ForgetDelivery(ctx context.Context, signature string) error {
 	_, err := s.w.ExecContext(ctx, `DELETE FROM webhook_deliveries WHERE signature = $1`, signature)
 	return wrapDB(err)
+}
+
+func (s *DB) FinishTermination(ctx context.Context, sel IdentitySelector, at time.Time) error {
+	kind, value, _, _, err := sel.key()
+	if err != nil {
+		return err
+	}
+	match := `value = $2`
+	if kind == "person_id" {
+		match = s.fold("value") + ` = ` + s.fold("$2")
+	}
+	_, err = s.w.ExecContext(ctx, `UPDATE terminations SET finished_at = $3 WHERE kind = $1 AND `+match+` AND finished_at IS NULL`,
+		kind, value, ts(at))
+	return wrapDB(err)
+}
+
+func (s *DB) UnfinishedTerminations(ctx context.Context, before time.Time, limit int) ([]Termination, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT kind, value, terminated_at, comment FROM terminations
+		WHERE finished_at IS NULL AND terminated_at < $1 ORDER BY terminated_at LIMIT $2`, ts(before), limit)
+	if err != nil {
+		return nil, wrapDB(err)
+	}
+	defer rows.Close()
+	var out []Termination
+	for rows.Next() {
+		var kind, value string
+		var at int64
+		var t Termination
+		if err := rows.Scan(&kind, &value, &at, &t.Comment); err != nil {
+			return nil, wrapDB(err)
+		}
+		switch kind {
+		case "fascn":
+			if t.Selector.FASCN, err = hex.DecodeString(value); err != nil {
+				return nil, fmt.Errorf("store: termination of FASC-N %q: %w", value, err)
+			}
+		case "card_uuid":
+			t.Selector.CardUUID = value
+		case "person_id":
+			t.Selector.PersonID = value
+		default:
+			return nil, fmt.Errorf("store: a termination of unknown kind %q", kind)
+		}
+		t.TerminatedAt = fromTS(at)
+		out = append(out, t)
+	}
+	return out, wrapDB(rows.Err())
 }
 
 func (s *DB) CredentialSetsOfIdentity(ctx context.Context, sel IdentitySelector) ([]CredentialSet, error) {

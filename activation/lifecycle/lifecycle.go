@@ -59,6 +59,7 @@ type Store interface {
 	PIVCertificate(ctx context.Context, sha256 string) (store.PIVCertificate, error)
 	RememberDelivery(ctx context.Context, signature string, expires time.Time) (bool, error)
 	ForgetDelivery(ctx context.Context, signature string) error
+	Terminated(ctx context.Context, fascn []byte, cardUUID, personID string) (bool, error)
 }
 
 // ErrReplayed: a webhook request that was accepted already (the same
@@ -235,8 +236,20 @@ func (s *Service) TerminateOnce(ctx context.Context, signature string, window ti
 		return nil, err
 	}
 	if !first {
-		s.cfg.Log.WarnContext(ctx, "termination webhook replayed; ignored", "identity", sel.String(), "source", source)
-		return nil, ErrReplayed
+		// A request whose termination is not recorded was not carried
+		// out: its process died before it could, or it failed and its
+		// signature could not be forgotten. The sender's resend carries
+		// it out (a termination is for good: doing it again changes
+		// nothing else).
+		done, err := s.cfg.Store.Terminated(ctx, sel.FASCN, sel.CardUUID, sel.PersonID)
+		if err != nil {
+			return nil, err
+		}
+		if done {
+			s.cfg.Log.WarnContext(ctx, "termination webhook replayed; ignored", "identity", sel.String(), "source", source)
+			return nil, ErrReplayed
+		}
+		s.cfg.Log.WarnContext(ctx, "termination webhook sent again for a termination never recorded; carrying it out", "identity", sel.String(), "source", source)
 	}
 	serials, err := s.Terminate(ctx, "webhook", sel, comment, source)
 	if err != nil {

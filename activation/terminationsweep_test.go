@@ -1,0 +1,48 @@
+package activation
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/credgw/credgw/store"
+)
+
+// TestSweepFinishesAnInterruptedTermination: a process killed after it
+// recorded a termination and before it revoked the identity's sets left
+// them live for good: the sweep finished only sets already marked
+// revoked, and a resend of the webhook was a replay. The sweep now
+// carries out every termination whose revocations are not known done.
+func TestSweepFinishesAnInterruptedTermination(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	alice := h.signIn(t, "a@example.gov")
+	d := h.install(t, h.enroll(t, alice))
+	setID := d.Manifest.GetCredentialSetId()
+
+	// What the killed process committed.
+	if err := h.st.Terminate(ctx, store.Termination{Selector: store.IdentitySelector{PersonID: alice.PersonID}, TerminatedAt: h.clock()}); err != nil {
+		t.Fatal(err)
+	}
+	h.advance(5 * time.Minute)
+	if _, err := h.svc.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := h.st.CredentialSet(ctx, setID)
+	if err != nil || cs.State != store.SetRevoked {
+		t.Fatalf("the terminated person's set is %q (%v), want revoked", cs.State, err)
+	}
+	recs, err := h.st.CertificatesOfSet(ctx, setID)
+	if err != nil || len(recs) != 3 {
+		t.Fatalf("%d certificates (%v)", len(recs), err)
+	}
+	for _, r := range recs {
+		if !r.Revoked() {
+			t.Errorf("certificate %s of the terminated person is still good", r.Serial)
+		}
+	}
+	// Finished, the termination is not carried out again.
+	if ts, err := h.st.UnfinishedTerminations(ctx, h.clock(), 10); err != nil || len(ts) != 0 {
+		t.Errorf("unfinished terminations after the sweep: %+v, %v", ts, err)
+	}
+}
