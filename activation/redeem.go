@@ -509,6 +509,18 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 	if err != nil {
 		return nil, err
 	}
+	// Every CSR is checked before anything is issued: the CA refusing one
+	// while the others are signed beside it would leave them issued and
+	// revoked (and the code given back, for another try).
+	id, err := s.issuanceIdentity(ctx, cs)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range devProfiles {
+		if err := s.cfg.Issuer.CheckCSR(issuance.Request{Profile: p, CSR: req.CSRs[p], Identity: id, OtherKeys: otherKeys(req.CSRs, p)}); err != nil {
+			return nil, err
+		}
+	}
 	// The key history is read before anything is issued: a key in it that
 	// no configured CA signed (a re-key without
 	// ca.previous_certificate_files), or one the escrow cannot open, would
@@ -543,7 +555,7 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 		return nil, err
 	}
 	var made []string
-	d, err := s.issue(ctx, a, cs, rid, req, verdicts, history, aead, progress, &made)
+	d, err := s.issue(ctx, a, cs, id, rid, req, verdicts, history, aead, progress, &made)
 	if ps := (packageStored{}); errors.As(err, &ps) {
 		return nil, ps.error // stored and resumable: nothing to give back
 	}
@@ -556,6 +568,32 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 		return nil, s.giveBack(gctx, a.ID, rid, cs, made, err)
 	}
 	return d, nil
+}
+
+// issuanceIdentity is the verified PIV identity of a set, as its
+// certificates are issued for it.
+func (s *Service) issuanceIdentity(ctx context.Context, cs store.CredentialSet) (issuance.Identity, error) {
+	pivRec, err := s.cfg.Store.PIVCertificate(ctx, cs.PIVCertSHA256)
+	if err != nil {
+		return issuance.Identity{}, err
+	}
+	pivCert, err := x509.ParseCertificate(pivRec.DER)
+	if err != nil {
+		return issuance.Identity{}, err
+	}
+	return issuance.Identity{RawSubject: cs.RawSubject, Email: cs.Email, UPN: cs.UPN, PIVCertSHA256: cs.PIVCertSHA256,
+		FASCN: cs.FASCN, CardUUID: cs.CardUUID, PersonID: cs.PersonID, CardKey: pivCert.PublicKey}, nil
+}
+
+// otherKeys are the keys of the CSRs for profiles other than p.
+func otherKeys(csrs map[issuance.Profile]*x509.CertificateRequest, p issuance.Profile) []crypto.PublicKey {
+	var out []crypto.PublicKey
+	for q, c := range csrs {
+		if q != p {
+			out = append(out, c.PublicKey)
+		}
+	}
+	return out
 }
 
 // packageStored is an error after the package was stored: the redemption
@@ -737,28 +775,10 @@ func (s *Service) resume(a store.Activation, aead cipher.AEAD) (*Delivery, error
 
 // issue makes every certificate of the set and the sealed package.
 // made receives the serials of the certificates issued, also on failure.
-func (s *Service) issue(ctx context.Context, a store.Activation, cs store.CredentialSet, rid string, req RedeemRequest, verdicts Verdicts,
+func (s *Service) issue(ctx context.Context, a store.Activation, cs store.CredentialSet, id issuance.Identity, rid string, req RedeemRequest, verdicts Verdicts,
 	history []*issuance.EscrowedKey, aead cipher.AEAD, progress Progress, made *[]string) (*Delivery, error) {
-	pivRec, err := s.cfg.Store.PIVCertificate(ctx, cs.PIVCertSHA256)
-	if err != nil {
-		return nil, err
-	}
-	pivCert, err := x509.ParseCertificate(pivRec.DER)
-	if err != nil {
-		return nil, err
-	}
-	id := issuance.Identity{RawSubject: cs.RawSubject, Email: cs.Email, UPN: cs.UPN, PIVCertSHA256: cs.PIVCertSHA256,
-		FASCN: cs.FASCN, CardUUID: cs.CardUUID, PersonID: cs.PersonID, CardKey: pivCert.PublicKey}
 	profiles := s.cfg.CredentialTypes[cs.CredentialType]
-	othersThan := func(p issuance.Profile) []crypto.PublicKey {
-		var out []crypto.PublicKey
-		for q, c := range req.CSRs {
-			if q != p {
-				out = append(out, c.PublicKey)
-			}
-		}
-		return out
-	}
+	othersThan := func(p issuance.Profile) []crypto.PublicKey { return otherKeys(req.CSRs, p) }
 	pkg := code.NewPackage(cs.ID)
 	add := pkg.Add
 	// The certificates are independent: they are issued side by side (a
@@ -809,7 +829,7 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 			return nil
 		})
 	}
-	err = g.Wait()
+	err := g.Wait()
 	for _, got := range issued {
 		if got != nil {
 			*made = append(*made, got.Certificate.SerialNumber.Text(16))

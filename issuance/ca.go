@@ -56,6 +56,8 @@ type Issuer interface {
 	Revoke(ctx context.Context, serial string, reason RevocationReason) error
 	// Chain is the issuing CA certificate and its chain to the root.
 	Chain() []*x509.Certificate
+	// CheckCSR checks a request's CSR as Issue will, without the store.
+	CheckCSR(req Request) error
 }
 
 // Identity is the verified PIV identity a certificate is issued for.
@@ -254,6 +256,17 @@ type issuance struct {
 	err     error
 }
 
+// notAfter is the end of a certificate issued at now. The validity counts
+// from the backdated notBefore (the modifier's), so that ca.validity at its
+// maximum stays within the profile's; never beyond the issuing CA.
+func (c *CA) notAfter(now time.Time) time.Time {
+	end := notBefore(now).Add(c.cfg.Validity)
+	if caEnd := c.cfg.Chain[0].NotAfter; end.After(caEnd) {
+		return caEnd
+	}
+	return end
+}
+
 // Issue runs the Boulder order: serial and intent, lint, sign, record.
 func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 	rule, ok := rules[req.Profile]
@@ -272,12 +285,7 @@ func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
 	ctx, span := tracer().Start(ctx, "issuance.issue", trace.WithAttributes(attribute.String("credgw.profile", string(req.Profile))))
 	defer span.End()
 	is := &issuance{ctx: ctx, ca: c, req: req, now: c.cfg.Now()}
-	// The validity counts from the backdated notBefore (the modifier's),
-	// so that ca.validity at its maximum stays within the profile's.
-	is.notAfter = notBefore(is.now).Add(c.cfg.Validity)
-	if caEnd := c.cfg.Chain[0].NotAfter; is.notAfter.After(caEnd) {
-		is.notAfter = caEnd // never beyond the issuing CA
-	}
+	is.notAfter = c.notAfter(is.now)
 	if err := is.checkCSR(); err != nil {
 		return nil, err
 	}

@@ -27,35 +27,58 @@ import (
 // an allowed type and size, and be new: not the card's key, not a key
 // credgw certified before, not another profile's key of the same set.
 func (is *issuance) checkCSR() error {
-	csr := is.req.CSR
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: %s CSR: %s", ErrBadRequest, is.req.Profile, fmt.Sprintf(format, a...))
-	}
 	// The signature is checked by the authority (and again by x509util);
 	// Issue explains a failure. Checking it here too would cost a third
-	// verification per certificate.
-	if err := allowedKey(csr.PublicKey); err != nil {
-		return bad("%v", err)
+	// verification per certificate (CheckCSR, before a redemption, does).
+	if err := checkCSRKey(is.req, is.notAfter); err != nil {
+		return err
 	}
-	if err := keyLastsUntil(csr.PublicKey, is.notAfter); err != nil {
-		return bad("%v", err)
-	}
-	pub := csr.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
-	if is.req.Identity.CardKey != nil && pub.Equal(is.req.Identity.CardKey) {
-		return bad("it carries the PIV card's own key: a derived credential needs a new key made on the device")
-	}
-	for _, k := range is.req.OtherKeys {
-		if pub.Equal(k) {
-			return bad("its key is also used for another profile of this credential: make one key per certificate")
-		}
-	}
-	spki, err := SPKIHash(csr.PublicKey)
+	spki, err := SPKIHash(is.req.CSR.PublicKey)
 	if err != nil {
-		return bad("%v", err)
+		return fmt.Errorf("%w: %s CSR: %v", ErrBadRequest, is.req.Profile, err)
 	}
 	// A key certified before is refused by the intent's unique index (one
 	// statement, safe with any number of replicas): see enforcer.
 	is.spki = spki
+	return nil
+}
+
+// CheckCSR runs what Issue checks of a request's CSR without the store:
+// its signature, its key's type and size for the certificate's validity,
+// and that the key is neither the card's nor another profile's. A caller
+// issuing several certificates together checks every CSR first, so that
+// one refused does not leave the others issued.
+func (c *CA) CheckCSR(req Request) error {
+	if req.CSR == nil {
+		return fmt.Errorf("%w: no CSR", ErrBadRequest)
+	}
+	if err := req.CSR.CheckSignature(); err != nil {
+		return fmt.Errorf("%w: %s CSR: its signature is not by its key: %v", ErrBadRequest, req.Profile, err)
+	}
+	return checkCSRKey(req, c.notAfter(c.cfg.Now()))
+}
+
+// checkCSRKey is checkCSR's part that needs no store.
+func checkCSRKey(req Request, notAfter time.Time) error {
+	csr := req.CSR
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s CSR: %s", ErrBadRequest, req.Profile, fmt.Sprintf(format, a...))
+	}
+	if err := allowedKey(csr.PublicKey); err != nil {
+		return bad("%v", err)
+	}
+	if err := keyLastsUntil(csr.PublicKey, notAfter); err != nil {
+		return bad("%v", err)
+	}
+	pub := csr.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	if req.Identity.CardKey != nil && pub.Equal(req.Identity.CardKey) {
+		return bad("it carries the PIV card's own key: a derived credential needs a new key made on the device")
+	}
+	for _, k := range req.OtherKeys {
+		if pub.Equal(k) {
+			return bad("its key is also used for another profile of this credential: make one key per certificate")
+		}
+	}
 	return nil
 }
 
