@@ -484,7 +484,7 @@ func TestRekeyWithAnEndedRenewalsSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.st.RevokeCredentialSet(ctx, d.Manifest.GetCredentialSetId(), h.clock()); err != nil {
+	if _, err := h.st.RevokeCredentialSet(ctx, d.Manifest.GetCredentialSetId(), h.clock()); err != nil {
 		t.Fatal(err)
 	}
 	again := rekeyRequest(t, current)

@@ -454,7 +454,7 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 		// the call that stored the package could not finish that).
 		if cs, err := s.cfg.Store.CredentialSet(ctx, a.CredentialSetID); err != nil {
 			return nil, err
-		} else if err := s.refuseIfTerminated(context.WithoutCancel(ctx), cs); err != nil {
+		} else if err := s.refuseIfTerminated(context.WithoutCancel(ctx), cs, true); err != nil {
 			return nil, err
 		} else if err := s.sameSet(ctx, bound, cs); err != nil {
 			return nil, err
@@ -876,7 +876,7 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 	// records it, then works through the sets, maybe past this one
 	// before its certificates existed): nothing is delivered, and what
 	// was issued is revoked here.
-	if err := s.refuseIfTerminated(context.WithoutCancel(ctx), cs); errors.Is(err, ErrTerminated) {
+	if err := s.refuseIfTerminated(context.WithoutCancel(ctx), cs, false); errors.Is(err, ErrTerminated) {
 		return nil, err
 	} else if err != nil {
 		// Unknown: nothing is delivered now, and nothing undone: the

@@ -157,7 +157,7 @@ func (s *Service) abandonRenewal(ctx context.Context, actID string) {
 	if err != nil || a.State != store.ActPending {
 		return
 	}
-	err = s.cfg.Store.RevokeCredentialSet(ctx, a.CredentialSetID, s.cfg.Now())
+	_, err = s.cfg.Store.RevokeCredentialSet(ctx, a.CredentialSetID, s.cfg.Now()) // pending: no package
 	if err == nil {
 		// The agent sends the same request again (same secret) when
 		// a Rekey fails: the ended code must not hold the secret.

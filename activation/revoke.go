@@ -56,9 +56,11 @@ func (s *Service) RevokeSet(ctx context.Context, personID, setID string, reason 
 	// The activations are ended first (the set's and its renewal's, in
 	// one transaction), so nothing can be redeemed, resumed or confirmed
 	// after.
-	if err := s.cfg.Store.RevokeCredentialSet(ctx, setID, s.cfg.Now()); err != nil {
+	unconfirmed, err := s.cfg.Store.RevokeCredentialSet(ctx, setID, s.cfg.Now())
+	if err != nil {
 		return nil, err
 	}
+	s.revokedUnconfirmed(ctx, unconfirmed)
 	if err := s.revokeSet(ctx, setID, time.Time{}, reason); err != nil {
 		return nil, err
 	}
@@ -97,13 +99,21 @@ func (s *Service) checkNotTerminated(ctx context.Context, fascn []byte, cardUUID
 // termination may have passed over the set before its certificates were
 // issued. A failed revocation is finished by the sweep (the set is revoked
 // with live certificates).
-func (s *Service) refuseIfTerminated(ctx context.Context, cs store.CredentialSet) error {
+//
+// downloaded says whether the set's stored package may have gone to a
+// device already (a resume: an earlier call may have delivered it), so
+// that its revocation is told as a key delivery.
+func (s *Service) refuseIfTerminated(ctx context.Context, cs store.CredentialSet, downloaded bool) error {
 	err := s.checkNotTerminated(ctx, cs.FASCN, cs.CardUUID, cs.PersonID)
 	if !errors.Is(err, ErrTerminated) {
 		return err
 	}
-	if rerr := s.cfg.Store.RevokeCredentialSet(ctx, cs.ID, s.cfg.Now()); rerr != nil && !errors.Is(rerr, store.ErrNotFound) {
+	unconfirmed, rerr := s.cfg.Store.RevokeCredentialSet(ctx, cs.ID, s.cfg.Now())
+	if rerr != nil && !errors.Is(rerr, store.ErrNotFound) {
 		s.cfg.Log.ErrorContext(ctx, "terminated during a redemption: ending its activation failed", "credential_set_id", cs.ID, "cause", rerr.Error())
+	}
+	if downloaded {
+		s.revokedUnconfirmed(ctx, unconfirmed)
 	}
 	if rerr := s.revokeSet(ctx, cs.ID, time.Time{}, issuance.ReasonCessationOfOperation); rerr != nil {
 		s.cfg.Log.ErrorContext(ctx, "terminated during a redemption: revoking what it issued failed; the sweep retries", "credential_set_id", cs.ID, "cause", rerr.Error())
@@ -152,10 +162,12 @@ func (s *Service) RevokeIdentity(ctx context.Context, sel store.IdentitySelector
 		switch cs.State {
 		case store.SetPending, store.SetRedeeming, store.SetActive:
 			// The activation is ended first, so nothing can be redeemed after.
-			if err := s.cfg.Store.RevokeCredentialSet(ctx, cs.ID, s.cfg.Now()); err != nil {
+			unconfirmed, err := s.cfg.Store.RevokeCredentialSet(ctx, cs.ID, s.cfg.Now())
+			if err != nil {
 				errs = append(errs, fmt.Errorf("credential set %s: %w", cs.ID, err))
 				continue
 			}
+			s.revokedUnconfirmed(ctx, unconfirmed)
 		}
 		if len(live) == 0 {
 			continue
@@ -193,4 +205,19 @@ func checkReason(r issuance.RevocationReason) error {
 		return invalid("revocation reason %s (%d) is not allowed for a derived credential: use unspecified, key-compromise, affiliation-changed, superseded, cessation-of-operation or privilege-withdrawn", r, int(r))
 	}
 	return nil
+}
+
+// revokedUnconfirmed tells of the sets revoked whose package was stored
+// and never confirmed: a device may have downloaded it, with copies of the
+// person's escrowed keys, and every key delivery is told (Common Policy
+// §4.12.1). The sweep, which tells of packages not confirmed in time,
+// does not find these: their revocation took the package away.
+func (s *Service) revokedUnconfirmed(ctx context.Context, setIDs []string) {
+	for _, id := range setIDs {
+		s.cfg.Audit.Set(ctx, "system", "undelivered", id, "revoked with a package waiting for its confirmation; it may have been downloaded")
+		s.cfg.Notify.Set(ctx, "key-delivery", id, "Your encryption keys may have been delivered to a device",
+			"A device downloaded, or may have downloaded, your derived credentials and copies of your escrowed encryption keys, "+
+				"and had not confirmed installing them when the credentials were revoked. If that device was not yours, your "+
+				"encryption keys may have been copied: tell your security office.")
+	}
 }

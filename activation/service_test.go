@@ -837,9 +837,9 @@ func (s *stumblingStore) Terminated(ctx context.Context, fascn []byte, cardUUID,
 	return s.Store.Terminated(ctx, fascn, cardUUID, personID)
 }
 
-func (s *stumblingStore) RevokeCredentialSet(ctx context.Context, id string, now time.Time) error {
+func (s *stumblingStore) RevokeCredentialSet(ctx context.Context, id string, now time.Time) ([]string, error) {
 	if s.failRevokeSet.CompareAndSwap(true, false) {
-		return store.ErrUnavailable
+		return nil, store.ErrUnavailable
 	}
 	return s.Store.RevokeCredentialSet(ctx, id, now)
 }

@@ -248,7 +248,7 @@ func TestRekeyRefusals(t *testing.T) {
 func TestSweepFinishesRevocations(t *testing.T) {
 	ctx := context.Background()
 	_, set := activeSet(t, "half.revoked@example.com")
-	if err := gwStore.RevokeCredentialSet(ctx, set, now()); err != nil {
+	if _, err := gwStore.RevokeCredentialSet(ctx, set, now()); err != nil {
 		t.Fatal(err)
 	}
 	recs, _ := gwStore.CertificatesOfSet(ctx, set)

@@ -85,7 +85,10 @@ type ActivationStore interface {
 	// (deleting any package), in one transaction; a renewal of the set
 	// that is not confirmed yet (pending or redeeming) is revoked with it
 	// in the same way: a renewal of a lost device's set is that device's.
-	RevokeCredentialSet(ctx context.Context, id string, now time.Time) error
+	// It returns the ids of the sets (this one, or its renewal) whose
+	// package was stored and not confirmed: a device may have downloaded
+	// it, escrowed keys and all.
+	RevokeCredentialSet(ctx context.Context, id string, now time.Time) (unconfirmed []string, err error)
 	// ForgetCode frees the lookup hash of an ended (expired) activation,
 	// so that its secret can make a new one: a device retrying a refused
 	// renewal sends the same secret. A live activation keeps its hash.

@@ -255,7 +255,7 @@ func TestEnrollmentCapInTransaction(t *testing.T) {
 			t.Fatalf("%d enrollments created, %d refused; want 2 and 6", okN, limited)
 		}
 		// A revoked set no longer counts, and its activation is ended.
-		if err := s.RevokeCredentialSet(ctx, "set-cap-0", t0); err != nil && !errors.Is(err, ErrNotFound) {
+		if _, err := s.RevokeCredentialSet(ctx, "set-cap-0", t0); err != nil && !errors.Is(err, ErrNotFound) {
 			t.Fatal(err)
 		}
 	})
@@ -359,7 +359,7 @@ func TestRevokeCredentialSetEndsItsRenewal(t *testing.T) {
 			t.Fatalf("the live renewals of set-lost: %v (%v), want set-lost-renewal", live, err)
 		}
 		for _, id := range []string{"set-lost", "set-superseded"} {
-			if err := s.RevokeCredentialSet(ctx, id, t0.Add(time.Minute)); err != nil {
+			if _, err := s.RevokeCredentialSet(ctx, id, t0.Add(time.Minute)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -409,7 +409,7 @@ func TestForgetCode(t *testing.T) {
 		if err := reuse("f2"); !errors.Is(err, ErrConflict) {
 			t.Fatalf("a live activation's secret reused: %v, want ErrConflict", err)
 		}
-		if err := s.RevokeCredentialSet(ctx, "set-f1", t0); err != nil {
+		if _, err := s.RevokeCredentialSet(ctx, "set-f1", t0); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.ForgetCode(ctx, "f1"); err != nil {

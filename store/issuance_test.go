@@ -274,7 +274,7 @@ func TestEscrowKeyDelivered(t *testing.T) {
 		if ids, err := s.ClaimUnconfirmed(ctx, t0.Add(2*time.Hour)); err != nil || len(ids) != 1 || ids[0] != "set-unconfirmed" {
 			t.Fatalf("ClaimUnconfirmed = %v, %v", ids, err)
 		}
-		if err := s.RevokeCredentialSet(ctx, "set-revoked-later", t0.Add(3*time.Hour)); err != nil {
+		if _, err := s.RevokeCredentialSet(ctx, "set-revoked-later", t0.Add(3*time.Hour)); err != nil {
 			t.Fatal(err)
 		}
 		keys, err := s.EscrowKeys(ctx, "p")
@@ -318,7 +318,7 @@ func TestDeleteUncertifiedEscrowKeys(t *testing.T) {
 		}
 		certifyKey(t, s, "certified", "k-certified")
 		for _, id := range []string{"set-revoked", "set-certified"} {
-			if err := s.RevokeCredentialSet(ctx, id, t0.Add(time.Minute)); err != nil {
+			if _, err := s.RevokeCredentialSet(ctx, id, t0.Add(time.Minute)); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -458,21 +458,45 @@ func (s *DB) ActivationCensus(ctx context.Context) (map[string]int, int, error) 
 	return out, stuck, wrapDB(err)
 }
 
-func (s *DB) RevokeCredentialSet(ctx context.Context, id string, now time.Time) error {
+func (s *DB) RevokeCredentialSet(ctx context.Context, id string, now time.Time) ([]string, error) {
 	// A renewal not confirmed yet goes with its set; a confirmed one
 	// (active) is the device's credential now and stays.
 	const unconfirmedRenewals = liveRenewalsOf + ` AND state <> 'active'`
-	return s.tx(ctx, func(tx *stx) error {
+	var unconfirmed []string
+	err := s.tx(ctx, func(tx *stx) error {
+		unconfirmed = unconfirmed[:0]
 		// The activations go first (the lock order of BeginRedemption and
 		// Confirm): a revoked enrollment cannot be redeemed, nor its
-		// renewal resumed or confirmed.
-		if _, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'expired', package = NULL
-			WHERE credential_set_id = $1 AND state IN ('pending', 'redeeming')`, id); err != nil {
-			return wrapDB(err)
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE activations SET state = 'expired', package = NULL
-			WHERE credential_set_id IN (SELECT id FROM credential_sets WHERE `+unconfirmedRenewals+`) AND state IN ('pending', 'redeeming')`, id); err != nil {
-			return wrapDB(err)
+		// renewal resumed or confirmed. package_sha256 stays: it tells,
+		// in the same statement (no package stored in between is
+		// missed), which held a package.
+		for _, q := range []string{
+			`UPDATE activations SET state = 'expired', package = NULL
+			WHERE credential_set_id = $1 AND state IN ('pending', 'redeeming') RETURNING credential_set_id, package_sha256`,
+			`UPDATE activations SET state = 'expired', package = NULL
+			WHERE credential_set_id IN (SELECT id FROM credential_sets WHERE ` + unconfirmedRenewals + `) AND state IN ('pending', 'redeeming')
+			RETURNING credential_set_id, package_sha256`,
+		} {
+			rows, err := tx.QueryContext(ctx, q, id)
+			if err != nil {
+				return wrapDB(err)
+			}
+			for rows.Next() {
+				var set, sum string
+				if err := rows.Scan(&set, &sum); err != nil {
+					rows.Close()
+					return wrapDB(err)
+				}
+				if sum != "" {
+					unconfirmed = append(unconfirmed, set)
+				}
+			}
+			if err := rows.Close(); err != nil {
+				return wrapDB(err)
+			}
+			if err := rows.Err(); err != nil {
+				return wrapDB(err)
+			}
 		}
 		res, err := tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'revoked', updated_at = $1 WHERE id = $2`, ts(now), id)
 		if err != nil {
@@ -484,6 +508,10 @@ func (s *DB) RevokeCredentialSet(ctx context.Context, id string, now time.Time) 
 		_, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'revoked', updated_at = $2 WHERE `+unconfirmedRenewals, id, ts(now))
 		return wrapDB(err)
 	})
+	if err != nil {
+		return nil, err
+	}
+	return unconfirmed, nil
 }
 
 // liveRenewalsOf selects the live renewals of the set $1 with the terms
