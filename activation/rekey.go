@@ -3,6 +3,7 @@ package activation
 import (
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"crypto/x509"
 	"errors"
 	"strings"
@@ -88,6 +89,7 @@ func (s *Service) Rekey(ctx context.Context, req RekeyRequest, progress Progress
 		return nil, err
 	}
 	var actID string
+	bySecret := false
 	var csrs map[issuance.Profile]*x509.CertificateRequest
 	var atts map[issuance.Profile]Attestation
 	if req.RedemptionID != "" {
@@ -103,6 +105,15 @@ func (s *Service) Rekey(ctx context.Context, req RekeyRequest, progress Progress
 			return nil, err
 		}
 		actID = a.ID
+	} else if a, ok, err := s.renewalBySecret(ctx, old, req.Secret); err != nil {
+		return nil, err
+	} else if ok {
+		// The same request again, whose first answer (the redemption
+		// id) was lost: a resume, as with the id.
+		if csrs, atts, err = ParseCSRs(req.CSRs); err != nil {
+			return nil, err
+		}
+		actID, bySecret = a.ID, true
 	} else {
 		pct := s.cfg.RenewalPercent
 		if opens := RenewalOpens(rec.NotBefore, rec.NotAfter, pct); s.cfg.Now().Before(opens) {
@@ -134,7 +145,7 @@ func (s *Service) Rekey(ctx context.Context, req RekeyRequest, progress Progress
 	}, progress)
 	if err != nil {
 		s.auditRefusal(ctx, actID, err)
-		if req.RedemptionID == "" {
+		if req.RedemptionID == "" && !bySecret {
 			// The device never got a redemption id to resume with: a
 			// renewal left pending would refuse its retry (a new secret)
 			// until it expired.
@@ -261,6 +272,29 @@ func (s *Service) supersededBy(ctx context.Context, current *x509.Certificate, r
 }
 
 // renewalOf refuses an activation that is not the renewal of old.
+// renewalBySecret finds the live renewal of old whose code is secret's:
+// one begun by a request whose answer was lost.
+func (s *Service) renewalBySecret(ctx context.Context, old store.CredentialSet, secret []byte) (store.Activation, bool, error) {
+	live, err := s.cfg.Store.LiveRenewals(ctx, old.ID)
+	if err != nil {
+		return store.Activation{}, false, err
+	}
+	want := code.LookupHash(secret)
+	for _, r := range live {
+		a, err := s.cfg.Store.ActivationOfSet(ctx, r.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return store.Activation{}, false, err
+		}
+		if subtle.ConstantTimeCompare([]byte(a.LookupHash), []byte(want)) == 1 {
+			return a, true, nil
+		}
+	}
+	return store.Activation{}, false, nil
+}
+
 func (s *Service) renewalOf(ctx context.Context, a store.Activation, old store.CredentialSet) (store.CredentialSet, error) {
 	cs, err := s.cfg.Store.CredentialSet(ctx, a.CredentialSetID)
 	if err != nil {

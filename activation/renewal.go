@@ -12,7 +12,7 @@ import (
 
 // ErrRenewalInProgress: the set already has a renewal pending, being
 // downloaded or done.
-var ErrRenewalInProgress = errors.New("activation: this credential set already has a renewal in progress: resume it (same redemption id, secret and password) or let it expire")
+var ErrRenewalInProgress = errors.New("activation: this credential set already has a renewal in progress: resume it (send the same request again: the same secret, password and device keys, with or without its redemption id) or let it expire")
 
 // DefaultRenewalPercent is how far into its lifetime a derived PIV
 // Authentication certificate may be re-keyed by default (Common Policy
