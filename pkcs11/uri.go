@@ -518,6 +518,14 @@ func (u *URI) PIN() ([]byte, error) {
 		return nil, fmt.Errorf("pkcs11: pin-source file %q: cannot open: %w", name, uriUnwrapPath(err))
 	}
 	defer f.Close()
+	// Like ssh with its keys: a PIN other users may read (or the group
+	// change) is refused, before it is read.
+	if st, err := f.Stat(); err != nil {
+		return nil, fmt.Errorf("pkcs11: pin-source file %q: %w", name, uriUnwrapPath(err))
+	} else if perm := st.Mode().Perm(); perm&0o027 != 0 {
+		return nil, fmt.Errorf("pkcs11: pin-source file %s has mode %v: other users may read or change the PIN in it; "+
+			"make it 0600 (chmod 600) for the gateway's user, or 0640 with the gateway's own group", name, perm)
+	}
 	data, err := io.ReadAll(io.LimitReader(f, uriMaxPINFile+1))
 	if err != nil {
 		clear(data)

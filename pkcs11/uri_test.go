@@ -636,3 +636,32 @@ func TestURIPIN(t *testing.T) {
 		}
 	})
 }
+
+// TestPINSourceFileMode: a pin-source file other users may read, or its
+// group change, is refused before it is read; the error names the file and
+// its mode, never the PIN.
+func TestPINSourceFileMode(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		mode os.FileMode
+		ok   bool
+	}{
+		{0o600, true}, {0o400, true}, {0o640, true}, {0o440, true},
+		{0o644, false}, {0o604, false}, {0o660, false}, {0o666, false}, {0o602, false},
+	} {
+		name := filepath.Join(dir, fmt.Sprintf("pin-%o", tc.mode))
+		if err := os.WriteFile(name, []byte(uriTestPIN+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(name, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		pin, err := (&URI{PINSource: name}).PIN()
+		switch {
+		case tc.ok && (err != nil || string(pin) != uriTestPIN):
+			t.Errorf("mode %o: PIN() = %q, %v; want the PIN", tc.mode, pin, err)
+		case !tc.ok && (err == nil || !strings.Contains(err.Error(), "chmod 600") || strings.Contains(err.Error(), uriTestPIN)):
+			t.Errorf("mode %o: PIN() = %q, %v; want a refusal saying chmod 600, without the PIN", tc.mode, pin, err)
+		}
+	}
+}

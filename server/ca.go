@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/credgw/credgw/activation/notify"
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/pkcs11"
 	"github.com/credgw/credgw/store"
@@ -99,6 +100,9 @@ func (h *hsm) close() {
 // caKey returns the issuing CA's signer: from the HSM or a key file.
 func (h *hsm) caKey(ctx context.Context) (crypto.Signer, *pkcs11.Token, []byte, error) {
 	if h.cfg.CA.KeyFile != "" {
+		if err := secretFileMode(h.cfg.Path(h.cfg.CA.KeyFile), "ca.key_file"); err != nil {
+			return nil, nil, nil, err
+		}
 		k, err := issuance.ReadKeyFile(h.cfg.Path(h.cfg.CA.KeyFile))
 		return k, nil, nil, err
 	}
@@ -119,6 +123,9 @@ func (h *hsm) caKey(ctx context.Context) (crypto.Signer, *pkcs11.Token, []byte, 
 
 func (h *hsm) kek(ctx context.Context) (issuance.KEK, string, error) {
 	if h.cfg.Escrow.KEKFile != "" {
+		if err := secretFileMode(h.cfg.Path(h.cfg.Escrow.KEKFile), "escrow.kek_file"); err != nil {
+			return nil, "", err
+		}
 		k, err := issuance.LoadFileKEK(h.cfg.Path(h.cfg.Escrow.KEKFile))
 		return k, "file", err
 	}
@@ -554,4 +561,12 @@ func previousCAs(files []string, chain []*x509.Certificate) ([]*x509.Certificate
 		}
 	}
 	return out, nil
+}
+
+// secretFileMode refuses a key file other users may read or change
+// (notify.ReadSecretFile's rule), before it is read.
+func secretFileMode(path, field string) error {
+	b, err := notify.ReadSecretFile(path, field)
+	clear(b)
+	return err
 }

@@ -79,11 +79,11 @@ func unjoin(err error) []error {
 // checkFiles reads every file the config names, as serve would.
 func (c *Config) checkFiles() []error {
 	var errs []error
-	keyPair := func(field, cert, key string) *tls.Certificate {
+	keyPair := func(field, keyField, cert, key string) *tls.Certificate {
 		if cert == "" || key == "" {
 			return nil // the field checks said so
 		}
-		kp, err := tls.LoadX509KeyPair(c.Path(cert), c.Path(key))
+		kp, err := loadKeyPair(c.Path(cert), c.Path(key), keyField)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", field, err))
 			return nil
@@ -100,7 +100,7 @@ func (c *Config) checkFiles() []error {
 			}
 		}
 	}
-	if kp := keyPair("tls.cert_file and tls.key_file", c.TLS.CertFile, c.TLS.KeyFile); kp != nil {
+	if kp := keyPair("tls.cert_file and tls.key_file", "tls.key_file", c.TLS.CertFile, c.TLS.KeyFile); kp != nil {
 		if err := c.checkTLSAnchor(kp); err != nil {
 			errs = append(errs, err)
 		}
@@ -159,7 +159,7 @@ func (c *Config) checkFiles() []error {
 			errs = append(errs, err)
 		}
 	}
-	keyPair("termination_webhook.tls_cert_file and tls_key_file", c.Webhook.TLSCertFile, c.Webhook.TLSKeyFile)
+	keyPair("termination_webhook.tls_cert_file and tls_key_file", "termination_webhook.tls_key_file", c.Webhook.TLSCertFile, c.Webhook.TLSKeyFile)
 	if c.CA.CertificateFile != "" {
 		if _, err := c.AttestPolicy(); err != nil {
 			errs = append(errs, err)

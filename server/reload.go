@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/credgw/credgw/activation/notify"
 )
 
 // live is what a reload (SIGHUP, `systemctl reload`) replaces while the
@@ -42,7 +44,7 @@ type live struct {
 // devices pin (nil: no CA): the new TLS certificate must still satisfy it.
 func loadLive(cfg *Config, pin *tlsPin) (*live, error) {
 	l := &live{roles: cfg.Roles}
-	cert, err := tls.LoadX509KeyPair(cfg.Path(cfg.TLS.CertFile), cfg.Path(cfg.TLS.KeyFile))
+	cert, err := loadKeyPair(cfg.Path(cfg.TLS.CertFile), cfg.Path(cfg.TLS.KeyFile), "tls.key_file")
 	if err != nil {
 		return nil, fmt.Errorf("tls: %w", err)
 	}
@@ -53,7 +55,7 @@ func loadLive(cfg *Config, pin *tlsPin) (*live, error) {
 		}
 	}
 	if cfg.Webhook.TLSCertFile != "" {
-		wc, err := tls.LoadX509KeyPair(cfg.Path(cfg.Webhook.TLSCertFile), cfg.Path(cfg.Webhook.TLSKeyFile))
+		wc, err := loadKeyPair(cfg.Path(cfg.Webhook.TLSCertFile), cfg.Path(cfg.Webhook.TLSKeyFile), "termination_webhook.tls_key_file")
 		if err != nil {
 			return nil, fmt.Errorf("termination_webhook.tls_cert_file, tls_key_file: %w", err)
 		}
@@ -346,4 +348,20 @@ func presentsAnchor(cert *tls.Certificate, anchor *x509.Certificate, host string
 			leaf.Subject, anchor.Subject, host, err)
 	}
 	return nil
+}
+
+// loadKeyPair is tls.LoadX509KeyPair with the key read as a secret file
+// (notify.ReadSecretFile: one other users may read is refused); field
+// names the key's setting in errors.
+func loadKeyPair(certFile, keyFile, field string) (tls.Certificate, error) {
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	keyPEM, err := notify.ReadSecretFile(keyFile, field)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	defer clear(keyPEM)
+	return tls.X509KeyPair(certPEM, keyPEM)
 }

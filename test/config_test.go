@@ -86,6 +86,24 @@ func TestConfigCheck(t *testing.T) {
 		t.Errorf("config check of a server certificate without the pinned anchor says:\n%s", out)
 	}
 
+	// Secrets other users may read: the TLS key and the CA token's PIN.
+	for _, f := range []string{"tls/server.key", "ca/token.pin"} {
+		if err := os.Chmod(filepath.Join(dir, f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out = run(t, nil, false, credgwBin, "config", "check", "--config", cfgPath)
+	for _, want := range []string{"tls.key_file", "server.key has mode -rw-r--r--", "token.pin has mode -rw-r--r--", "chmod 600"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("config check with secrets other users may read does not say %q:\n%s", want, out)
+		}
+	}
+	for _, f := range []string{"tls/server.key", "ca/token.pin"} {
+		if err := os.Chmod(filepath.Join(dir, f), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	for _, tc := range []struct{ name, text, want string }{
 		{"empty", "", "the file is empty"},
 		{"wrong kind", "limits: 5\n", "line 1: limits: want a section"},
