@@ -130,6 +130,11 @@ type Config struct {
 	// OCSPTryLater is called for each OCSP request answered tryLater
 	// because the signing budget (OCSPSignRate) was spent.
 	OCSPTryLater func()
+	// StatusUnavailable is called for each status request the CA could
+	// not answer ("crl": served 503; "ocsp": tryLater or internalError)
+	// because the store or the key failed, with the cause: relying
+	// parties that fail closed refuse every credential meanwhile.
+	StatusUnavailable func(kind string, err error)
 	// afterSign runs between signing and recording (crash tests).
 	afterSign func(serial string) error
 	// afterLint runs after the lint passed (tests change the certificate).

@@ -23,6 +23,7 @@ import (
 func (c *CA) serveCRL(w http.ResponseWriter, r *http.Request) {
 	cur, err := c.currentCRL(r.Context(), false)
 	if err != nil {
+		c.statusUnavailable("crl", err)
 		http.Error(w, "CRL unavailable", http.StatusServiceUnavailable)
 		return
 	}
@@ -95,6 +96,15 @@ func (c *CA) serveOCSP(w http.ResponseWriter, r *http.Request, base string) {
 	cacheFor(h, a.etag, a.refresh, c.cfg.Now())
 	r.Header.Del("Range") // an OCSP response is one piece
 	http.ServeContent(w, r, "", a.thisUpdate, bytes.NewReader(a.der))
+}
+
+// statusUnavailable reports a status request the CA could not answer (a
+// CRL it could not serve, an OCSP answer it could not sign or read): kind
+// is "crl" or "ocsp".
+func (c *CA) statusUnavailable(kind string, err error) {
+	if c.cfg.StatusUnavailable != nil {
+		c.cfg.StatusUnavailable(kind, err)
+	}
 }
 
 // cacheFor sets the RFC 5019 §6.2 caching headers of an answer good until

@@ -200,6 +200,7 @@ func (c *CA) ocspAnswer(ctx context.Context, der []byte) ocspAnswer {
 		if a, ok := c.ocsp.cache.Peek(key); ok && errors.Is(err, store.ErrUnavailable) && c.cfg.Now().Before(a.refresh) {
 			return a
 		}
+		c.statusUnavailable("ocsp", err)
 		return unsigned(ocsp.TryLaterErrorResponse)
 	}
 	tmpl := ocsp.Response{SerialNumber: id.serial, IssuerHash: id.hash, Status: ocsp.Good}
@@ -240,6 +241,7 @@ func (c *CA) ocspAnswer(ctx context.Context, der []byte) ocspAnswer {
 		}
 		a, err := c.signOCSP(tmpl, state, now)
 		if err != nil {
+			c.statusUnavailable("ocsp", err)
 			return unsigned(ocsp.InternalErrorErrorResponse), nil
 		}
 		c.ocsp.keep(key, a, now)

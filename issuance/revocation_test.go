@@ -637,3 +637,40 @@ func revokedWithKeyToFail(t *testing.T) (*CA, *failingSigner, Config, *x509.Cert
 	}
 	return ca, fs, cfg, c
 }
+
+// TestStatusOutagesReported: a CRL answered 503 and an OCSP request
+// answered tryLater because the store or the key failed were invisible:
+// no log line, no metric, so relying parties failed closed unnoticed. Each
+// is reported (the gateway counts and logs it) with its cause.
+func TestStatusOutagesReported(t *testing.T) {
+	ds := &downStore{IssuanceStore: testStore}
+	cfg := testCA.cfg
+	cfg.Store = ds
+	var mu sync.Mutex
+	got := map[string]error{}
+	cfg.StatusUnavailable = func(kind string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		got[kind] = err
+	}
+	ca, err := NewCA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate
+	req, _ := ocsp.CreateRequest(c, testInit.Issuing, &ocsp.RequestOptions{Hash: crypto.SHA256})
+	ds.down.Store(true)
+	w := httptest.NewRecorder()
+	ca.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/crl/"+cfg.Name+".crl", nil))
+	if w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("the CRL with the database away and none built: HTTP %d, want 503", w.Code)
+	}
+	ca.OCSP(context.Background(), req)
+	mu.Lock()
+	defer mu.Unlock()
+	for _, kind := range []string{"crl", "ocsp"} {
+		if !errors.Is(got[kind], store.ErrUnavailable) {
+			t.Errorf("%s outage reported as %v, want the store's error", kind, got[kind])
+		}
+	}
+}

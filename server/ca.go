@@ -19,6 +19,7 @@ import (
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/pkcs11"
 	"github.com/credgw/credgw/store"
+	"golang.org/x/time/rate"
 )
 
 // hsm opens PKCS#11 tokens for the CA key and the escrow KEK, once each.
@@ -163,6 +164,7 @@ func loadCA(ctx context.Context, cfg *Config, h *hsm, st store.Store, opts optio
 		}
 		templates[p] = text
 	}
+	statusLog := map[string]*rate.Limiter{"crl": rate.NewLimiter(rate.Every(time.Minute), 1), "ocsp": rate.NewLimiter(rate.Every(time.Minute), 1)}
 	ca, err := issuance.NewCA(issuance.Config{
 		Name: cfg.CA.Name, Chain: certs, Signer: signer, Store: st, BaseURL: cfg.CA.BaseURL,
 		Validity: cfg.CA.Validity.Duration, HardwareBackedDevices: cfg.CA.HardwareBackedDevices,
@@ -171,6 +173,15 @@ func loadCA(ctx context.Context, cfg *Config, h *hsm, st store.Store, opts optio
 		LintRefused:  func(p issuance.Profile) { m.lintRefusals.WithLabelValues(string(p)).Inc() },
 		Signed:       func(d time.Duration) { m.hsmSign.Observe(d.Seconds()) },
 		OCSPTryLater: m.ocspTryLater.Inc,
+		StatusUnavailable: func(kind string, err error) {
+			m.statusUnavailable.WithLabelValues(kind).Inc()
+			// One line a minute per kind: an outage is told, not a flood
+			// (the counter has every request).
+			if statusLog[kind] != nil && statusLog[kind].Allow() {
+				opts.log.Error("could not answer a revocation status request: relying parties that check status refuse credentials meanwhile",
+					"kind", kind, "cause", err.Error())
+			}
+		},
 	})
 	if err != nil {
 		return nil, nil, err

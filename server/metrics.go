@@ -43,6 +43,8 @@ type metrics struct {
 	statusFetches *prometheus.CounterVec
 	lockouts      prometheus.Counter
 	ocspTryLater  prometheus.Counter
+	// statusUnavailable counts status requests unanswered (kind crl, ocsp).
+	statusUnavailable *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -101,16 +103,21 @@ func newMetrics() *metrics {
 		Name: "credgw_ocsp_try_later_total",
 		Help: "OCSP requests answered tryLater because the replica had signed its budget of responses (issuance.OCSPSignRate a second); cached answers are still served.",
 	})
+	m.statusUnavailable = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credgw_revocation_status_unavailable_total",
+		Help: "Requests for credgw's own CRL (kind crl, answered 503) or OCSP (kind ocsp, answered tryLater or internalError) it could not answer because its store or CA key failed.",
+	}, []string{"kind"})
 	// Every series exists from the start, at 0 (dashboards and alerts
 	// see no gap).
 	for _, src := range []string{"ocsp", "crl"} {
 		m.statusFetches.WithLabelValues(src)
+		m.statusUnavailable.WithLabelValues(src)
 	}
 	for _, p := range issuance.Profiles() {
 		m.issued.WithLabelValues(string(p))
 		m.lintRefusals.WithLabelValues(string(p))
 	}
-	m.reg.MustRegister(m.grpc, m.issued, m.lintRefusals, m.hsmSign, m.statusFetches, m.lockouts, m.ocspTryLater)
+	m.reg.MustRegister(m.grpc, m.issued, m.lintRefusals, m.hsmSign, m.statusFetches, m.lockouts, m.ocspTryLater, m.statusUnavailable)
 	m.reg.MustRegister(m.rpcs, m.duration, m.linkageUnknown, m.admissionWaiting, m.escrowPoolFailures, m.connsRefused, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
