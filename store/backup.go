@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 )
@@ -26,8 +27,13 @@ func (s *DB) Backup(ctx context.Context, path string) error {
 	// The file is made here, 0600 (it holds escrowed keys, sealed, and
 	// PIV certificates): VACUUM INTO writes into an empty file.
 	f, err := os.OpenFile(abs, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("store: backup: %w (the backup file must not exist yet)", err)
+	switch {
+	case errors.Is(err, fs.ErrExist):
+		return fmt.Errorf("store: backup: %w (the backup file must not exist yet: name a new one)", err)
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("store: backup: the folder %s does not exist: make the folder first (install -d -m 0700 %s)", filepath.Dir(abs), filepath.Dir(abs))
+	case err != nil:
+		return fmt.Errorf("store: backup: %w", err)
 	}
 	f.Close()
 	// A connection of its own: the store's readers are query-only, which

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -75,5 +76,30 @@ func TestBackupOnlineAndRestore(t *testing.T) {
 	}
 	if n, err := VerifyAudit(ctx, r); err != nil {
 		t.Fatalf("the restored audit chain (%d events): %v", n, err)
+	}
+}
+
+// TestBackupErrorsSayWhatToFix: a backup into a folder that does not
+// exist said "the backup file must not exist yet", which sent operators
+// looking for a file; the hint is for a file that exists, and a missing
+// folder is named as such.
+func TestBackupErrorsSayWhatToFix(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := OpenSQLite(ctx, filepath.Join(dir, "credgw.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	missing := filepath.Join(dir, "no-such-folder", "b.db")
+	if err := st.Backup(ctx, missing); err == nil || strings.Contains(err.Error(), "must not exist") || !strings.Contains(err.Error(), "make the folder") {
+		t.Errorf("a backup into a missing folder: %v", err)
+	}
+	exists := filepath.Join(dir, "old.db")
+	if err := os.WriteFile(exists, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Backup(ctx, exists); err == nil || !strings.Contains(err.Error(), "must not exist") {
+		t.Errorf("a backup onto an existing file: %v", err)
 	}
 }
