@@ -265,13 +265,13 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 				"schema_version", cur, "this_build", want)
 		}
 	}
-	if c, ok := s.store.(interface{ CheckpointFailures() int64 }); ok {
+	if c, ok := s.store.(interface{ CheckpointFailures() int64 }); ok && cfg.Store.Driver == "sqlite" {
 		s.metrics.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "credgw_sqlite_checkpoint_failures_total",
 			Help: "Background SQLite WAL checkpoints that failed or were blocked; a steady rise means the WAL file grows.",
 		}, func() float64 { return float64(c.CheckpointFailures()) }))
 	}
-	if c, ok := s.store.(interface{ WALBytes() int64 }); ok {
+	if c, ok := s.store.(interface{ WALBytes() int64 }); ok && cfg.Store.Driver == "sqlite" {
 		s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "credgw_sqlite_wal_bytes",
 			Help: "Size of the SQLite WAL file; the store keeps it below store.DefaultWALLimit (64 MiB) unless checkpoints fail.",
@@ -287,7 +287,7 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 			Help: "Grouped writes those transactions carried; divided by credgw_sqlite_group_commits_total, the mean group size.",
 		}, func() float64 { _, n := c.GroupCommits(); return float64(n) }))
 	}
-	if c, ok := s.store.(interface{ CheckpointLag() int64 }); ok {
+	if c, ok := s.store.(interface{ CheckpointLag() int64 }); ok && cfg.Store.Driver == "sqlite" {
 		s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "credgw_sqlite_checkpoint_lag_frames",
 			Help: "WAL frames the last SQLite checkpoint could not copy into the database (readers held them).",
