@@ -221,6 +221,55 @@ func (s *DB) migrate(ctx context.Context, opts ...goose.ProviderOption) error {
 	if _, err := p.Up(ctx); err != nil {
 		return fmt.Errorf("store: migrate: %w", wrapDB(err))
 	}
+	if s.dialect == "postgres" {
+		return s.rebuildInvalidIndexes(ctx)
+	}
+	return nil
+}
+
+// rebuildInvalidIndexes rebuilds the schema's indexes that a CREATE INDEX
+// CONCURRENTLY left INVALID when it was interrupted (a migrate killed, a
+// statement_timeout, a cancel): a migration's re-run skips them (IF NOT
+// EXISTS) and is recorded as applied, and PostgreSQL never uses them. An
+// index being built now (by another replica's migrate) is left alone.
+func (s *DB) rebuildInvalidIndexes(ctx context.Context) error {
+	rows, err := s.w.QueryContext(ctx, `SELECT quote_ident(c.relname), pg_get_indexdef(i.indexrelid) FROM pg_index i
+		JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE NOT i.indisvalid AND n.nspname = current_schema()
+			AND NOT EXISTS (SELECT 1 FROM pg_stat_progress_create_index p WHERE p.index_relid = i.indexrelid)`)
+	if err != nil {
+		return fmt.Errorf("store: migrate: looking for invalid indexes: %w", wrapDB(err))
+	}
+	type index struct{ name, def string }
+	var invalid []index
+	for rows.Next() {
+		var ix index
+		if err := rows.Scan(&ix.name, &ix.def); err != nil {
+			rows.Close()
+			return wrapDB(err)
+		}
+		invalid = append(invalid, ix)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return wrapDB(err)
+	}
+	for _, ix := range invalid {
+		def, ok := strings.CutPrefix(ix.def, "CREATE INDEX ")
+		create := "CREATE INDEX CONCURRENTLY IF NOT EXISTS "
+		if !ok {
+			if def, ok = strings.CutPrefix(ix.def, "CREATE UNIQUE INDEX "); !ok {
+				return fmt.Errorf("store: migrate: invalid index %s: cannot rebuild %q", ix.name, ix.def)
+			}
+			create = "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "
+		}
+		if _, err := s.w.ExecContext(ctx, `DROP INDEX CONCURRENTLY IF EXISTS `+ix.name); err != nil {
+			return fmt.Errorf("store: migrate: dropping invalid index %s: %w", ix.name, wrapDB(err))
+		}
+		if _, err := s.w.ExecContext(ctx, create+def); err != nil {
+			return fmt.Errorf("store: migrate: rebuilding invalid index %s: %w", ix.name, wrapDB(err))
+		}
+	}
 	return nil
 }
 
