@@ -31,8 +31,8 @@ var (
 	ErrNotAccepted = errors.New("activation: activation code not accepted")
 	// ErrLocked: too many wrong passwords; the person enrolls again.
 	ErrLocked = errors.New("activation: locked after too many wrong passwords; enroll again with the card")
-	// ErrExpired: the activation's lifetime passed.
-	ErrExpired = errors.New("activation: the activation code expired; enroll again with the card")
+	// ErrExpired: the activation's lifetime passed, or it was ended.
+	ErrExpired = errors.New("activation: the activation code expired or was ended (cancelled, or its credentials revoked); enroll again with the card")
 	// ErrAlreadyRedeemed: single use.
 	ErrAlreadyRedeemed = errors.New("activation: the activation code was redeemed already")
 	// ErrInProgress: another call is issuing right now.

@@ -22,7 +22,7 @@ var codeWords = map[codes.Code]string{
 	codes.Unimplemented:      "not supported by this gateway",
 	codes.Internal:           "gateway error",
 	codes.Unavailable:        "gateway unavailable",
-	codes.Unauthenticated:    "not signed in",
+	codes.Unauthenticated:    "not accepted",
 }
 
 // Readable is err with the gateway's status written for a person: the code
