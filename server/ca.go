@@ -70,7 +70,12 @@ func (h *hsm) token(ctx context.Context, u *pkcs11.URI) (*pkcs11.Token, error) {
 		return nil, fmt.Errorf("%w (not tried again with the same PIN)", err)
 	}
 	if h.cfg.HSM.SoftHSM2Conf != "" {
-		if err := os.Setenv("SOFTHSM2_CONF", h.cfg.Path(h.cfg.HSM.SoftHSM2Conf)); err != nil {
+		conf := h.cfg.Path(h.cfg.HSM.SoftHSM2Conf)
+		// SoftHSM says only CKR_GENERAL_ERROR without its file.
+		if _, err := os.Stat(conf); err != nil {
+			return nil, fmt.Errorf("hsm.softhsm2_conf: %w (a relative path is relative to the config file's folder)", err)
+		}
+		if err := os.Setenv("SOFTHSM2_CONF", conf); err != nil {
 			return nil, err
 		}
 	}

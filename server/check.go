@@ -36,6 +36,9 @@ func CheckConfig(ctx context.Context, path string) []error {
 		return []error{err}
 	}
 	var problems []error
+	if err := credentialsDirectoryUnset(b); err != nil {
+		problems = append(problems, err)
+	}
 	if err := cfg.validate(); err != nil {
 		problems = append(problems, unjoin(err)...)
 	}

@@ -1098,11 +1098,35 @@ func loopbackURL(u string) bool {
 }
 
 // Path resolves p against the config file's directory.
+//
+// A path that begins with $CREDENTIALS_DIRECTORY/ is under the directory
+// systemd hands a unit's credentials in (LoadCredential=), whatever the
+// unit's name: the service's and a `systemd-run` of config check alike.
 func (c *Config) Path(p string) string {
+	if rest, ok := strings.CutPrefix(p, credentialsDir); ok {
+		if dir := os.Getenv("CREDENTIALS_DIRECTORY"); dir != "" {
+			return filepath.Join(dir, rest)
+		}
+		return p // not in a unit: the open fails naming it
+	}
 	if p == "" || filepath.IsAbs(p) {
 		return p
 	}
 	return filepath.Join(c.dir, p)
+}
+
+// credentialsDir begins a path under systemd's credentials directory.
+const credentialsDir = "$CREDENTIALS_DIRECTORY/"
+
+// credentialsDirectoryUnset explains a config naming files under
+// $CREDENTIALS_DIRECTORY read outside a systemd unit with credentials.
+func credentialsDirectoryUnset(text []byte) error {
+	if !bytes.Contains(text, []byte(strings.TrimSuffix(credentialsDir, "/"))) || os.Getenv("CREDENTIALS_DIRECTORY") != "" {
+		return nil
+	}
+	return errors.New("the config names files under $CREDENTIALS_DIRECTORY, which systemd sets only inside a unit with LoadCredential=: " +
+		"run this through the unit's credentials (systemd-run -p User=credgw -p LoadCredential=..., docs/deploy.md) " +
+		"or give it a copy of the config that names the files in /etc/credgw")
 }
 
 func parseOID(s string) (asn1.ObjectIdentifier, error) {

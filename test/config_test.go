@@ -104,6 +104,14 @@ func TestConfigCheck(t *testing.T) {
 		}
 	}
 
+	// A SoftHSM configuration that is not there (a copy of the config in
+	// another folder): SoftHSM itself says only CKR_GENERAL_ERROR.
+	out = run(t, nil, false, credgwBin, "config", "check", "--config",
+		write("no-softhsm-conf.yaml", strings.Replace(string(good), "softhsm2_conf: hsm/softhsm2.conf", "softhsm2_conf: hsm/missing.conf", 1)))
+	if !strings.Contains(out, "hsm.softhsm2_conf") || !strings.Contains(out, "missing.conf: no such file") || strings.Contains(out, "CKR_GENERAL_ERROR") {
+		t.Errorf("config check with a missing SoftHSM configuration says:\n%s", out)
+	}
+
 	for _, tc := range []struct{ name, text, want string }{
 		{"empty", "", "the file is empty"},
 		{"wrong kind", "limits: 5\n", "line 1: limits: want a section"},

@@ -149,7 +149,7 @@ func TestPackage(t *testing.T) {
 		name, _, _ := strings.Cut(v, ":")
 		creds[name] = true
 	}
-	used := regexp.MustCompile(`/run/credentials/credgw\.service/([A-Za-z0-9_-]+)`).FindAllStringSubmatch(string(conf), -1)
+	used := regexp.MustCompile(`\$CREDENTIALS_DIRECTORY/([A-Za-z0-9_-]+)`).FindAllStringSubmatch(string(conf), -1)
 	if len(used) == 0 {
 		t.Error("the example config reads no credential: PINs and keys belong in LoadCredential=")
 	}

@@ -1,0 +1,39 @@
+package server
+
+import (
+	"path/filepath"
+	"testing"
+)
+
+// TestCredentialsDirectoryPaths: the packaged config names the secrets
+// systemd hands the unit (LoadCredential=) under $CREDENTIALS_DIRECTORY,
+// which systemd sets for the unit and for a `systemd-run` of config check
+// alike. Before, the config had to write out
+// /run/credentials/credgw.service/, which a transient unit does not have,
+// so the documented check as the unit's user could never pass.
+func TestCredentialsDirectoryPaths(t *testing.T) {
+	cfg := &Config{dir: "/etc/credgw"}
+	t.Setenv("CREDENTIALS_DIRECTORY", "/run/credentials/run-u7.service")
+	for in, want := range map[string]string{
+		"$CREDENTIALS_DIRECTORY/tls-key": "/run/credentials/run-u7.service/tls-key",
+		"tls/server.key":                 "/etc/credgw/tls/server.key",
+		"/etc/credgw/ca.pin":             "/etc/credgw/ca.pin",
+		"$HOME/x":                        filepath.Join("/etc/credgw", "$HOME/x"),
+	} {
+		if got := cfg.Path(in); got != want {
+			t.Errorf("Path(%q) = %q, want %q", in, got, want)
+		}
+	}
+	h := newHSM(cfg)
+	u, err := h.parseKeyURI("ca.key_uri", "pkcs11:token=credgw-ca;id=%01?pin-source=$CREDENTIALS_DIRECTORY/ca-pin")
+	if err != nil || u.PINSource != "/run/credentials/run-u7.service/ca-pin" {
+		t.Errorf("pin-source: %q, %v", u.PINSource, err)
+	}
+	t.Setenv("CREDENTIALS_DIRECTORY", "")
+	if err := credentialsDirectoryUnset([]byte("key_file: $CREDENTIALS_DIRECTORY/tls-key")); err == nil {
+		t.Error("a path under $CREDENTIALS_DIRECTORY outside a unit: no explanation")
+	}
+	if err := credentialsDirectoryUnset([]byte("key_file: tls/server.key")); err != nil {
+		t.Error(err)
+	}
+}
