@@ -9,9 +9,11 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/pkcs11"
 	"github.com/credgw/credgw/store"
+	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
 )
 
@@ -122,7 +125,7 @@ func (h *hsm) caKey(ctx context.Context) (crypto.Signer, *pkcs11.Token, []byte, 
 	}
 	s, err := t.Signer(ctx, pkcs11.KeyRef{ID: u.ID, Label: u.Object})
 	if err != nil {
-		return nil, t, u.ID, fmt.Errorf("ca.key_uri: %w", err)
+		return nil, t, u.ID, fmt.Errorf("ca.key_uri: %w%s", err, h.notFoundHint(err))
 	}
 	return s, t, u.ID, nil
 }
@@ -145,9 +148,61 @@ func (h *hsm) kek(ctx context.Context) (issuance.KEK, string, error) {
 	}
 	k, err := t.AESKey(ctx, pkcs11.KeyRef{ID: u.ID, Label: u.Object})
 	if err != nil {
-		return nil, "", fmt.Errorf("escrow.kek_uri: %w", err)
+		return nil, "", fmt.Errorf("escrow.kek_uri: %w%s", err, h.notFoundHint(err))
 	}
 	return k, u.Token + "/" + fmt.Sprintf("%x", u.ID), nil
+}
+
+// notFoundHint explains a key SoftHSM says is not there when this user
+// cannot read the token's files (ca init run as root, the service as
+// credgw): SoftHSM skips such files without a word.
+func (h *hsm) notFoundHint(err error) string {
+	if !errors.Is(err, pkcs11.ErrObjectNotFound) || h.cfg.HSM.SoftHSM2Conf == "" {
+		return ""
+	}
+	return softHSMUnreadable(h.cfg.Path(h.cfg.HSM.SoftHSM2Conf))
+}
+
+// accessible reports whether this process may read and write a file
+// (access(2)); a test replaces it.
+var accessible = func(p string) error { return unix.Access(p, unix.R_OK|unix.W_OK) }
+
+// softHSMUnreadable names the files under the token directory of a
+// SoftHSM configuration that this process cannot read and write, with what
+// to do; "" if there are none (or the directory is unknown).
+func softHSMUnreadable(conf string) string {
+	b, err := os.ReadFile(conf)
+	if err != nil {
+		return ""
+	}
+	var dir string
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && strings.TrimSpace(k) == "directories.tokendir" {
+			dir = strings.TrimSpace(v)
+		}
+	}
+	if dir == "" {
+		return ""
+	}
+	var bad []string
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if len(bad) >= 3 {
+			return filepath.SkipAll
+		}
+		if err != nil {
+			return nil
+		}
+		if accessible(p) != nil {
+			bad = append(bad, p)
+		}
+		return nil
+	})
+	if len(bad) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; this user (uid %d) cannot read and write SoftHSM's token files %s, and SoftHSM skips them: "+
+		"the token must belong to the gateway's user (chown -R credgw:credgw %s, after running ca init as root)",
+		os.Getuid(), strings.Join(bad, ", "), filepath.Clean(dir))
 }
 
 // loadCA loads the issuing CA (NewCA checks that the key matches the
