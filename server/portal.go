@@ -294,6 +294,13 @@ func (s *Server) freshCardProof(h http.Handler) http.Handler {
 		// one, without session or CSRF token, would let anyone add rows).
 		ended := new(bool)
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), signedOutKey{}, ended)))
+		if card != "" && !*ended && s.ownSignOut(r) {
+			// The sign-out form of a session that had expired (or was
+			// ended elsewhere): refused, it ends no session, but the
+			// person at this card asked to sign out, and the card's other
+			// connections must not sign anyone in without it.
+			*ended = true
+		}
 		if card != "" && *ended {
 			now := s.now()
 			signOuts.note(card, now, maxAge)
@@ -307,6 +314,15 @@ func (s *Server) freshCardProof(h http.Handler) http.Handler {
 			}
 		}
 	})
+}
+
+// ownSignOut reports whether r is a sign-out posted from the portal's own
+// page (Sec-Fetch-Site: same-origin; another site's form, or a client that
+// sends no Fetch Metadata, is not) by a card that chains to the PIV trust
+// anchors (a self-made certificate would let anyone add rows).
+func (s *Server) ownSignOut(r *http.Request) bool {
+	return r.Method == http.MethodPost && r.URL.Path == "/signout" && r.Header.Get("Sec-Fetch-Site") == "same-origin" &&
+		s.sessions.CardChains(r.TLS.PeerCertificates[0], r.TLS.PeerCertificates[1:])
 }
 
 // signedOutElsewhere reports, for a sign-in (GET /signin), whether the

@@ -986,3 +986,59 @@ func TestSignOutWithoutSessionNotRecorded(t *testing.T) {
 		t.Fatalf("a sign-out that ended no session was recorded (%v, %v)", ok, err)
 	}
 }
+
+// TestSignOutAfterSessionExpiredEndsCardConnections: a person whose
+// portal session had expired clicks "Sign out": the form is refused (no
+// session), and before, nothing was noted, so another keep-alive
+// connection of their card could sign in again without the card until
+// portal.max_connection_age. A sign-out posted from the portal's own page
+// (Sec-Fetch-Site: same-origin) by a card that chains to the PIV trust
+// anchors now counts as the card's sign-out; a self-made certificate, or a
+// form posted from another site, still writes nothing.
+func TestSignOutAfterSessionExpiredEndsCardConnections(t *testing.T) {
+	ctx := context.Background()
+	post := func(b *browser, site string) {
+		req, err := http.NewRequest("POST", b.base+"/signout", strings.NewReader(""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Sec-Fetch-Site", site)
+		resp, err := b.c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	noted := func(der []byte) bool {
+		sum := sha256.Sum256(der)
+		_, ok, err := gwStore.CardSignOut(ctx, hex.EncodeToString(sum[:]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	card := newCard(t, hsmsim.CardSpec{Email: "expired.session@example.com"})
+	cert := card.tlsCert()
+	post(newBrowser(t, &cert), "cross-site")
+	if noted(cert.Certificate[0]) {
+		t.Fatal("a sign-out posted from another site was noted")
+	}
+	post(newBrowser(t, &cert), "same-origin")
+	if !noted(cert.Certificate[0]) {
+		t.Error("the card's sign-out from the portal's page, its session gone, was not noted")
+	}
+
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := x509.Certificate{SerialNumber: big.NewInt(9), Subject: pkix.Name{CommonName: "Self Made"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, &tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	post(newBrowser(t, &self), "same-origin")
+	if noted(der) {
+		t.Error("a self-made certificate's sign-out was noted")
+	}
+}

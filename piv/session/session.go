@@ -543,6 +543,12 @@ func (s *Service) NoteCardSignOut(ctx context.Context, card *x509.Certificate, a
 	return s.cfg.Store.NoteCardSignOut(ctx, hex.EncodeToString(fp[:]), at)
 }
 
+// CardChains reports whether a card certificate chains to the PIV trust
+// anchors (no status asked): one anybody could make does not.
+func (s *Service) CardChains(leaf *x509.Certificate, inter []*x509.Certificate) bool {
+	return s.cfg.Verifier.Chains(leaf, inter)
+}
+
 // CardSignOut is when the card last signed out of the portal, on any
 // replica, by that replica's clock (ok false: not within two hours).
 func (s *Service) CardSignOut(ctx context.Context, card *x509.Certificate) (at time.Time, ok bool, err error) {
