@@ -29,10 +29,15 @@ func TestBadCSRRefusedBeforeIssuing(t *testing.T) {
 		c, _ := x509.ParseCertificateRequest(der)
 		return c
 	}
+	// A key credgw certified before (another person's device's).
+	var certified *x509.CertificateRequest
 	for _, tc := range []struct {
 		name string
 		bad  func(t *testing.T, csrs map[issuance.Profile]*x509.CertificateRequest)
 	}{
+		{"a key certified before", func(t *testing.T, csrs map[issuance.Profile]*x509.CertificateRequest) {
+			csrs[issuance.DigitalSignature] = certified
+		}},
 		{"a P-521 key", func(t *testing.T, csrs map[issuance.Profile]*x509.CertificateRequest) {
 			csrs[issuance.DigitalSignature] = p521(t)
 		}},
@@ -50,6 +55,11 @@ func TestBadCSRRefusedBeforeIssuing(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, nil)
 			ctx := context.Background()
+			other := h.enroll(t, h.signIn(t, "other@example.gov")).request(t)
+			if _, err := h.svc.Redeem(ctx, other, nil); err != nil {
+				t.Fatal(err)
+			}
+			certified = other.CSRs[issuance.DigitalSignature]
 			e := h.enroll(t, h.signIn(t, "a@example.gov"))
 			req := e.request(t)
 			tc.bad(t, req.CSRs)

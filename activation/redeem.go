@@ -520,6 +520,17 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 		if err := s.cfg.Issuer.CheckCSR(issuance.Request{Profile: p, CSR: req.CSRs[p], Identity: id, OtherKeys: otherKeys(req.CSRs, p)}); err != nil {
 			return nil, err
 		}
+		// A key certified before (the intents' unique index still refuses
+		// one that races this).
+		spki, err := issuance.SPKIHash(req.CSRs[p].PublicKey)
+		if err != nil {
+			return nil, err
+		}
+		if certified, err := s.cfg.Store.KeyCertified(ctx, spki); err != nil {
+			return nil, err
+		} else if certified {
+			return nil, fmt.Errorf("%w: %s CSR: credgw has certified this key before: make a new key", issuance.ErrBadRequest, p)
+		}
 	}
 	// The key history is read before anything is issued: a key in it that
 	// no configured CA signed (a re-key without
@@ -866,10 +877,14 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 	sealed := aead.Seal(nonce, nonce, plain, []byte(a.ID))
 	sum := sha256.Sum256(plain)
 	// Not cut short by the device hanging up (its retry resumes what is
-	// stored); a commit whose answer is lost all the same is found by
-	// giveBack.
-	if err := s.cfg.Store.StorePackage(context.WithoutCancel(ctx), a.ID, rid, sealed, hex.EncodeToString(sum[:]), int64(len(plain)), manifest,
-		s.cfg.Now().Add(s.cfg.ConfirmWindow)); err != nil {
+	// stored), but bounded (a database that hangs would otherwise hold
+	// the claim, renewed, for good); a commit whose answer is lost all
+	// the same is found by giveBack.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), giveBackStoreTimeout)
+	err = s.cfg.Store.StorePackage(sctx, a.ID, rid, sealed, hex.EncodeToString(sum[:]), int64(len(plain)), manifest,
+		s.cfg.Now().Add(s.cfg.ConfirmWindow))
+	cancel()
+	if err != nil {
 		return nil, err
 	}
 	// A termination recorded while this was issued (RevokeIdentity
