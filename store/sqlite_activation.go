@@ -356,17 +356,21 @@ func (s *DB) Confirm(ctx context.Context, rid string, now time.Time) error {
 		if n, _ := res.RowsAffected(); n != 1 {
 			return ErrAlreadyUsed
 		}
-		if _, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'active', updated_at = $1
-			WHERE id = (SELECT credential_set_id FROM activations WHERE redemption_id = $2) AND state = 'redeeming'`, ts(now), rid); err != nil {
-			return wrapDB(err)
-		}
 		// A renewal confirmed ends the set it renews in the same
 		// transaction: the device holds the new one. Its certificates are
 		// revoked by the caller (superseded), or by the sweep (a set
-		// revoked with live certificates) if the caller cannot.
-		_, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'revoked', updated_at = $1
+		// revoked with live certificates) if the caller cannot. The old
+		// set goes first: a second renewal's CreateEnrollment locks it,
+		// then inserts beside this renewal (its one-renewal index), so
+		// this order makes that insert fail at once instead of a
+		// deadlock.
+		if _, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'revoked', updated_at = $1
 			WHERE id = (SELECT cs.renews_set_id FROM credential_sets cs JOIN activations a ON a.credential_set_id = cs.id
-				WHERE a.redemption_id = $2) AND state = 'active'`, ts(now), rid)
+				WHERE a.redemption_id = $2) AND state = 'active'`, ts(now), rid); err != nil {
+			return wrapDB(err)
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE credential_sets SET state = 'active', updated_at = $1
+			WHERE id = (SELECT credential_set_id FROM activations WHERE redemption_id = $2) AND state = 'redeeming'`, ts(now), rid)
 		return wrapDB(err)
 	})
 }
