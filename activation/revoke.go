@@ -136,6 +136,12 @@ func (s *Service) RevokeIdentity(ctx context.Context, sel store.IdentitySelector
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
+	return s.revokeIdentity(ctx, sel, reason, terminate, comment)
+}
+
+// revokeIdentity is RevokeIdentity within ctx (the sweep's bound, not a
+// time of its own).
+func (s *Service) revokeIdentity(ctx context.Context, sel store.IdentitySelector, reason issuance.RevocationReason, terminate bool, comment string) ([]string, error) {
 	if terminate {
 		if err := s.cfg.Store.Terminate(ctx, store.Termination{Selector: sel, TerminatedAt: s.cfg.Now(), Comment: comment}); err != nil {
 			return nil, err

@@ -47,6 +47,8 @@ type flakyIssuer struct {
 	// once the key-management certificate beside it is issued.
 	failSignatureOnce atomic.Bool
 	kmIssued          chan struct{}
+	// onRevoke, if set, runs before each revocation; an error fails it.
+	onRevoke func(ctx context.Context) error
 }
 
 func (f *flakyIssuer) Issue(ctx context.Context, req issuance.Request) (*issuance.Issued, error) {
@@ -75,6 +77,11 @@ func (f *flakyIssuer) Issue(ctx context.Context, req issuance.Request) (*issuanc
 func (f *flakyIssuer) Revoke(ctx context.Context, serial string, reason issuance.RevocationReason) error {
 	if f.failRevoke.Load() {
 		return errors.New("the CA is unreachable")
+	}
+	if f.onRevoke != nil {
+		if err := f.onRevoke(ctx); err != nil {
+			return err
+		}
 	}
 	return f.Issuer.Revoke(ctx, serial, reason)
 }

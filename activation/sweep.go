@@ -68,19 +68,29 @@ func (s *Service) Sweep(ctx context.Context) (revoked int, err error) {
 // bound, so that a call in flight finishes it first.
 const terminationGrace = 3 * time.Minute
 
+// terminationsPerSweep bounds the terminations one sweep carries out
+// again (UnfinishedTerminations picks them at random, so that some that
+// keep failing do not hold back the others).
+const terminationsPerSweep = 20
+
 // finishTerminations carries out again the terminations recorded whose
 // revocations are not known done: a process killed between recording one
 // and revoking the identity's sets, or a CA that failed then, left them
 // live, and nothing else would revoke them (the webhook's resend is a
 // replay, the card itself may be good).
 func (s *Service) finishTerminations(ctx context.Context, now time.Time) error {
-	ts, err := s.cfg.Store.UnfinishedTerminations(ctx, now.Add(-terminationGrace), 100)
+	ts, err := s.cfg.Store.UnfinishedTerminations(ctx, now.Add(-terminationGrace), terminationsPerSweep)
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, t := range ts {
-		serials, err := s.RevokeIdentity(ctx, t.Selector, issuance.ReasonCessationOfOperation, true, t.Comment)
+		if ctx.Err() != nil {
+			// The sweep's bound: the rest wait for the next sweep.
+			errs = append(errs, ctx.Err())
+			break
+		}
+		serials, err := s.revokeIdentity(ctx, t.Selector, issuance.ReasonCessationOfOperation, true, t.Comment)
 		if len(serials) > 0 {
 			s.cfg.Log.WarnContext(ctx, "finished an interrupted termination", "identity", t.Selector.String(), "revoked", len(serials))
 			s.cfg.Audit.Record(ctx, audit.Identity("sweep", "terminate", t.Selector, serials, "finished an interrupted termination"))

@@ -2,6 +2,8 @@ package activation
 
 import (
 	"context"
+	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,5 +46,42 @@ func TestSweepFinishesAnInterruptedTermination(t *testing.T) {
 	// Finished, the termination is not carried out again.
 	if ts, err := h.st.UnfinishedTerminations(ctx, h.clock(), 10); err != nil || len(ts) != 0 {
 		t.Errorf("unfinished terminations after the sweep: %+v, %v", ts, err)
+	}
+}
+
+// TestTerminationSweepKeepsItsBound: carrying out terminations again
+// stops when the sweep's time is up. Before, each ran with two minutes of
+// its own, one after another, so a CA that hung held the sweep (and the
+// start-up catch-up, and shutdown) for up to 100 × 2 minutes.
+func TestTerminationSweepKeepsItsBound(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	for _, email := range []string{"a@example.gov", "b@example.gov"} {
+		sess := h.signIn(t, email)
+		h.install(t, h.enroll(t, sess))
+		if err := h.st.Terminate(ctx, store.Termination{Selector: store.IdentitySelector{PersonID: sess.PersonID}, TerminatedAt: h.clock()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.advance(5 * time.Minute)
+	sweep, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var revokes atomic.Int32
+	h.issuer.onRevoke = func(rctx context.Context) error {
+		revokes.Add(1)
+		cancel() // the sweep's time is up while the CA hangs
+		select {
+		case <-rctx.Done():
+			return rctx.Err()
+		case <-time.After(time.Minute): // a failsafe, not a synchronisation
+			return errors.New("the revocation did not end with the sweep")
+		}
+	}
+	err := h.svc.finishTerminations(sweep, h.clock())
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("got %v, want the sweep's cancellation", err)
+	}
+	if n := revokes.Load(); n > 3 {
+		t.Errorf("%d revocations tried, want those of the first identity's set (3) at most: the rest wait for the next sweep", n)
 	}
 }

@@ -230,6 +230,7 @@ type TerminationStore interface {
 	// certificate revoked.
 	FinishTermination(ctx context.Context, sel IdentitySelector, at time.Time) error
 	// UnfinishedTerminations lists up to limit terminations recorded
-	// before before and not finished, oldest first.
+	// before before and not finished, picked at random (some that keep
+	// failing must not hold back the others).
 	UnfinishedTerminations(ctx context.Context, before time.Time, limit int) ([]Termination, error)
 }

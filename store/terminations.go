@@ -99,7 +99,7 @@ func (s *DB) FinishTermination(ctx context.Context, sel IdentitySelector, at tim
 
 func (s *DB) UnfinishedTerminations(ctx context.Context, before time.Time, limit int) ([]Termination, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT kind, value, terminated_at, comment FROM terminations
-		WHERE finished_at IS NULL AND terminated_at < $1 ORDER BY terminated_at LIMIT $2`, ts(before), limit)
+		WHERE finished_at IS NULL AND terminated_at < $1 ORDER BY random() LIMIT $2`, ts(before), limit)
 	if err != nil {
 		return nil, wrapDB(err)
 	}

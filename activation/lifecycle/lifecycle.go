@@ -59,7 +59,7 @@ type Store interface {
 	PIVCertificate(ctx context.Context, sha256 string) (store.PIVCertificate, error)
 	RememberDelivery(ctx context.Context, signature string, expires time.Time) (bool, error)
 	ForgetDelivery(ctx context.Context, signature string) error
-	Terminated(ctx context.Context, fascn []byte, cardUUID, personID string) (bool, error)
+	Terminate(ctx context.Context, t store.Termination) error
 }
 
 // ErrReplayed: a webhook request that was accepted already (the same
@@ -231,25 +231,21 @@ func (s *Service) Terminate(ctx context.Context, actor string, sel store.Identit
 // and changes nothing. A termination that fails forgets the signature, so
 // that the sender may send the same request again.
 func (s *Service) TerminateOnce(ctx context.Context, signature string, window time.Time, sel store.IdentitySelector, comment, source string) ([]string, error) {
+	// The termination is recorded before the signature: a process that
+	// dies between the two leaves a termination whose resend is carried
+	// out (its signature was not remembered), one that dies after leaves
+	// the revocations to the sweep (it finishes every termination not
+	// finished), and a resend racing the first finds it terminated.
+	if err := s.cfg.Store.Terminate(ctx, store.Termination{Selector: sel, TerminatedAt: s.cfg.Now(), Comment: comment}); err != nil {
+		return nil, err
+	}
 	first, err := s.cfg.Store.RememberDelivery(ctx, signature, window)
 	if err != nil {
 		return nil, err
 	}
 	if !first {
-		// A request whose termination is not recorded was not carried
-		// out: its process died before it could, or it failed and its
-		// signature could not be forgotten. The sender's resend carries
-		// it out (a termination is for good: doing it again changes
-		// nothing else).
-		done, err := s.cfg.Store.Terminated(ctx, sel.FASCN, sel.CardUUID, sel.PersonID)
-		if err != nil {
-			return nil, err
-		}
-		if done {
-			s.cfg.Log.WarnContext(ctx, "termination webhook replayed; ignored", "identity", sel.String(), "source", source)
-			return nil, ErrReplayed
-		}
-		s.cfg.Log.WarnContext(ctx, "termination webhook sent again for a termination never recorded; carrying it out", "identity", sel.String(), "source", source)
+		s.cfg.Log.WarnContext(ctx, "termination webhook replayed; ignored", "identity", sel.String(), "source", source)
+		return nil, ErrReplayed
 	}
 	serials, err := s.Terminate(ctx, "webhook", sel, comment, source)
 	if err != nil {

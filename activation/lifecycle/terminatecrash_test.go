@@ -10,12 +10,13 @@ import (
 	"github.com/credgw/credgw/store"
 )
 
-// TestTerminateOnceAfterACrash: the webhook's signature is recorded
-// before the termination. A process killed in between left the
-// signature and no termination, and the sender's resend of the same
-// request was refused as a replay: the identity was never terminated. A
-// resend of a request whose termination is not recorded carries it out;
-// one whose termination is recorded stays a replay.
+// TestTerminateOnceAfterACrash: the webhook's signature was recorded
+// before the termination (the release before). A process killed in
+// between left the signature and no termination, and the sender's resend
+// of the same request was refused as a replay: the identity was never
+// terminated. The termination is now recorded before the signature, so
+// the resend records it (it is still answered as a replay, and the sweep
+// revokes the sets: TestSweepFinishesAnInterruptedTermination).
 func TestTerminateOnceAfterACrash(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
@@ -27,13 +28,31 @@ func TestTerminateOnceAfterACrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	sel := store.IdentitySelector{PersonID: "p1"}
-	if _, err := f.svc.TerminateOnce(ctx, sig, window, sel, "left", "192.0.2.1"); err != nil {
-		t.Fatalf("the resend after a crash: %v, want the termination carried out", err)
+	if _, err := f.svc.TerminateOnce(ctx, sig, window, sel, "left", "192.0.2.1"); !errors.Is(err, lifecycle.ErrReplayed) {
+		t.Errorf("the resend: %v, want ErrReplayed", err)
 	}
 	if dead, err := f.st.Terminated(ctx, nil, "", "p1"); err != nil || !dead {
 		t.Fatalf("p1 terminated: %v, %v", dead, err)
 	}
-	if _, err := f.svc.TerminateOnce(ctx, sig, window, sel, "left", "192.0.2.1"); !errors.Is(err, lifecycle.ErrReplayed) {
-		t.Errorf("a replay of a carried-out termination: %v, want ErrReplayed", err)
+}
+
+// TestTerminateOnceRecordsTheTerminationFirst: a process killed after it
+// recorded the termination and before it remembered the request's
+// signature: the sender's resend is carried out (revoking the sets), not
+// refused as a replay.
+func TestTerminateOnceRecordsTheTerminationFirst(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.enroll(t, "a", "p1")
+	sel := store.IdentitySelector{PersonID: "p1"}
+	window := time.Now().Add(5 * time.Minute)
+	if err := f.st.Terminate(ctx, store.Termination{Selector: sel, TerminatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.TerminateOnce(ctx, "sig-2", window, sel, "left", "192.0.2.1"); err != nil {
+		t.Fatalf("the resend: %v", err)
+	}
+	if cs, err := f.st.CredentialSet(ctx, "set-a"); err != nil || cs.State != store.SetRevoked {
+		t.Errorf("the set is %q (%v), want revoked", cs.State, err)
 	}
 }
