@@ -18,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver, pure Go
 )
 
@@ -227,16 +228,30 @@ func (s *DB) migrate(ctx context.Context, opts ...goose.ProviderOption) error {
 	return nil
 }
 
-// rebuildInvalidIndexes rebuilds the schema's indexes that a CREATE INDEX
-// CONCURRENTLY left INVALID when it was interrupted (a migrate killed, a
-// statement_timeout, a cancel): a migration's re-run skips them (IF NOT
-// EXISTS) and is recorded as applied, and PostgreSQL never uses them. An
-// index being built now (by another replica's migrate) is left alone.
+// rebuildInvalidIndexes rebuilds the indexes credgw's migrations build
+// CONCURRENTLY (rebuildable) that such a build left INVALID when it was
+// interrupted (a migrate killed, a statement_timeout, a cancel): the
+// migration's re-run skips them (IF NOT EXISTS) and is recorded as
+// applied, and PostgreSQL never uses them. It holds the migrations' lock,
+// so no other replica's migrate builds one meanwhile; indexes of anyone
+// else are left alone.
+// rebuildable are the indexes migrations build CONCURRENTLY (00011, 00019).
+var rebuildable = []string{"certificates_set", "credential_sets_state", "certificates_person", "certificates_card"}
+
 func (s *DB) rebuildInvalidIndexes(ctx context.Context) error {
-	rows, err := s.w.QueryContext(ctx, `SELECT quote_ident(c.relname), pg_get_indexdef(i.indexrelid) FROM pg_index i
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("store: migrate: %w", wrapDB(err))
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, lock.DefaultLockID); err != nil {
+		return fmt.Errorf("store: migrate: taking the migrations' lock: %w", wrapDB(err))
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, lock.DefaultLockID)
+	rows, err := conn.QueryContext(ctx, `SELECT quote_ident(c.relname), pg_get_indexdef(i.indexrelid) FROM pg_index i
 		JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE NOT i.indisvalid AND n.nspname = current_schema()
-			AND NOT EXISTS (SELECT 1 FROM pg_stat_progress_create_index p WHERE p.index_relid = i.indexrelid)`)
+		WHERE NOT i.indisvalid AND n.nspname = current_schema() AND c.relname = ANY($1)
+			AND NOT EXISTS (SELECT 1 FROM pg_stat_progress_create_index p WHERE p.index_relid = i.indexrelid)`, rebuildable)
 	if err != nil {
 		return fmt.Errorf("store: migrate: looking for invalid indexes: %w", wrapDB(err))
 	}
@@ -263,10 +278,10 @@ func (s *DB) rebuildInvalidIndexes(ctx context.Context) error {
 			}
 			create = "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "
 		}
-		if _, err := s.w.ExecContext(ctx, `DROP INDEX CONCURRENTLY IF EXISTS `+ix.name); err != nil {
+		if _, err := conn.ExecContext(ctx, `DROP INDEX CONCURRENTLY IF EXISTS `+ix.name); err != nil {
 			return fmt.Errorf("store: migrate: dropping invalid index %s: %w", ix.name, wrapDB(err))
 		}
-		if _, err := s.w.ExecContext(ctx, create+def); err != nil {
+		if _, err := conn.ExecContext(ctx, create+def); err != nil {
 			return fmt.Errorf("store: migrate: rebuilding invalid index %s: %w", ix.name, wrapDB(err))
 		}
 	}
