@@ -1121,7 +1121,19 @@ const credentialsDir = "$CREDENTIALS_DIRECTORY/"
 // credentialsDirectoryUnset explains a config naming files under
 // $CREDENTIALS_DIRECTORY read outside a systemd unit with credentials.
 func credentialsDirectoryUnset(text []byte) error {
-	if !bytes.Contains(text, []byte(strings.TrimSuffix(credentialsDir, "/"))) || os.Getenv("CREDENTIALS_DIRECTORY") != "" {
+	if os.Getenv("CREDENTIALS_DIRECTORY") != "" {
+		return nil
+	}
+	named := false
+	for _, line := range bytes.Split(text, []byte("\n")) {
+		// Comments aside: a YAML comment starts the line or follows a
+		// blank (no path in credgw's config holds " #").
+		if i := bytes.Index(line, []byte("#")); i == 0 || i > 0 && (line[i-1] == ' ' || line[i-1] == '\t') {
+			line = line[:i]
+		}
+		named = named || bytes.Contains(line, []byte(credentialsDir))
+	}
+	if !named {
 		return nil
 	}
 	return errors.New("the config names files under $CREDENTIALS_DIRECTORY, which systemd sets only inside a unit with LoadCredential=: " +
