@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode"
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+	"golang.org/x/text/cases"
+	"golang.org/x/text/unicode/norm"
 )
 
 // crypto/x509 enforces name constraints on DNS names, email addresses, IP
@@ -200,5 +203,26 @@ func sameRDN(a, b pkix.RelativeDistinguishedNameSET) bool {
 func sameValue(a, b any) bool {
 	as, aok := a.(string)
 	bs, bok := b.(string)
-	return aok && bok && strings.EqualFold(strings.Join(strings.Fields(as), " "), strings.Join(strings.Fields(bs), " "))
+	return aok && bok && prepareDN(as) == prepareDN(bs)
+}
+
+// prepareDN is RFC 4518's string preparation for caseIgnoreMatch, as RFC
+// 5280 §7.1 compares names: characters mapped to nothing (soft hyphen,
+// variation selectors, zero-width and other format characters, controls)
+// go, other spaces become spaces, then NFKC and case folding (so that
+// fullwidth or compatibility letters are the letters they stand for),
+// and insignificant spaces go.
+func prepareDN(s string) string {
+	s = strings.Map(func(r rune) rune {
+		switch {
+		case r == '\t' || r == '\n' || r == '\v' || r == '\f' || r == '\r' || r == 0x85 || unicode.Is(unicode.Zs, r):
+			return ' '
+		case r == 0x00AD || r == 0x034F || r == 0x1806 || r >= 0x180B && r <= 0x180D || r >= 0xFE00 && r <= 0xFE0F || r == 0xFFFC,
+			unicode.IsControl(r), unicode.Is(unicode.Cf, r):
+			return -1
+		}
+		return r
+	}, s)
+	s = norm.NFKC.String(cases.Fold().String(norm.NFKC.String(s)))
+	return strings.Join(strings.Fields(s), " ")
 }

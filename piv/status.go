@@ -268,9 +268,19 @@ func httpURL(urls []string) (string, bool) {
 	return "", false
 }
 
+// ocspKey names a card's OCSP answer by its issuer (the whole certificate:
+// two CAs that share a key under different names are two issuers, as the
+// CertID's name hash says) and its serial.
 func ocspKey(leaf, issuer *x509.Certificate) string {
-	h := sha256.Sum256(issuer.RawSubjectPublicKeyInfo)
+	h := sha256.Sum256(issuer.Raw)
 	return string(h[:]) + leaf.SerialNumber.String()
+}
+
+// sha1Signed reports a signature made over SHA-1: status signatures must
+// not be (Common Policy §7.1.3, SP 800-78), and crypto/x509's
+// CheckSignature, which the OCSP and CRL checks use, still takes them.
+func sha1Signed(a x509.SignatureAlgorithm) bool {
+	return a == x509.SHA1WithRSA || a == x509.ECDSAWithSHA1 || a == x509.DSAWithSHA1
 }
 
 func (s *statusChecker) ocspStatus(ctx context.Context, leaf, issuer *x509.Certificate) (int, time.Time, error) {
@@ -322,6 +332,9 @@ func (s *statusChecker) fetchOCSP(ctx context.Context, key string, leaf, issuer 
 	resp, err := ocsp.ParseResponseForCert(body, leaf, issuer)
 	if err != nil {
 		return none, fmt.Errorf("response from %s: %v", u, err)
+	}
+	if sha1Signed(resp.SignatureAlgorithm) || resp.Certificate != nil && sha1Signed(resp.Certificate.SignatureAlgorithm) {
+		return none, fmt.Errorf("response from %s is signed with SHA-1, which status signatures may not use", u)
 	}
 	if err := checkResponder(resp, issuer, now); err != nil {
 		return none, fmt.Errorf("response from %s: %v", u, err)
@@ -471,6 +484,9 @@ func (s *statusChecker) fetchCRL(ctx context.Context, key, u string, issuer *x50
 	}
 	if !bytes.Equal(crl.RawIssuer, issuer.RawSubject) {
 		return nil, fmt.Errorf("CRL from %s is issued by %q, not the certificate's issuer", u, crl.Issuer)
+	}
+	if sha1Signed(crl.SignatureAlgorithm) {
+		return nil, fmt.Errorf("CRL from %s is signed with SHA-1, which status signatures may not use", u)
 	}
 	if err := crl.CheckSignatureFrom(issuer); err != nil {
 		return nil, fmt.Errorf("CRL from %s: bad signature: %v", u, err)
