@@ -372,10 +372,24 @@ func (e *Escrow) unsealSpelled(ctx context.Context, r store.EscrowKey, first err
 	}
 	for _, p := range spellings {
 		if der, err := e.kek.Open(ctx, r.Sealed, escrowAAD(r.ID, p)); err == nil {
+			e.reseal(ctx, r, der)
 			return der, nil
 		}
 	}
 	return nil, first
+}
+
+// reseal seals a key opened under another spelling again under the id its
+// row holds, so that the next unseal needs no search. A failure only
+// leaves it as it was (the search opens it next time).
+func (e *Escrow) reseal(ctx context.Context, r store.EscrowKey, der []byte) {
+	sealed, err := e.kek.Seal(ctx, der, escrowAAD(r.ID, r.PersonID))
+	if err == nil {
+		_, err = e.store.ResealEscrowKey(ctx, r.ID, r.Sealed, sealed)
+	}
+	if err != nil && e.log != nil {
+		e.log.WarnContext(ctx, "sealing an escrowed key again under its folded person id", "escrow_key_id", r.ID, "err", err.Error())
+	}
 }
 
 // History unseals the key history a device receives beside the current

@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/credgw/credgw/pkcs11"
 	"github.com/credgw/credgw/store"
+	_ "modernc.org/sqlite"
 )
 
 // TestEscrowWithHSMKEK: the key-management key is sealed under an AES key in
@@ -408,4 +410,56 @@ func TestGatewaySecretSinceIsSealed(t *testing.T) {
 	if err != nil || !bytes.Equal(got, bytes.Repeat([]byte{7}, 32)) || !at.IsZero() {
 		t.Fatalf("a secret sealed by name only: since %s, %v; want it, with no time", at, err)
 	}
+}
+
+// TestKeySealedUnderAnotherSpellingResealed: a key sealed before migration
+// 00021 binds the person id as the card spelled it. It opens under the
+// folded id by trying the person's other spellings, and is sealed again
+// under the id its row holds, so that the next unseal costs no more than
+// any other (before, every redemption paid a failed open, a look-up and
+// more opens for each such key, for years).
+func TestKeySealedUnderAnotherSpellingResealed(t *testing.T) {
+	ctx := context.Background()
+	kek, err := NewFileKEK(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := NewEscrow(EscrowConfig{KEK: kek, KEKID: "file", Store: testStore})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	const mixed, folded = "Reseal.Me@Agency.GOV", "reseal.me@agency.gov"
+	k, err := e.NewKey(ctx, mixed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What 00021 does to the row; the set's email keeps the card's spelling.
+	if _, err := testStore.AppendAudit(ctx, store.AuditEvent{At: time.Now(), Actor: "card", Action: "enroll", PersonID: mixed, Outcome: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := foldEscrowRow(ctx, k.ID, folded); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Key(ctx, k.ID, folded); err != nil {
+		t.Fatalf("the key sealed under the card's spelling: %v", err)
+	}
+	row, err := testStore.EscrowKey(ctx, k.ID, folded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kek.Open(ctx, row.Sealed, escrowAAD(k.ID, folded)); err != nil {
+		t.Errorf("the key is not sealed again under the folded id: %v", err)
+	}
+}
+
+// foldEscrowRow sets an escrowed key's person id as migration 00021 does.
+func foldEscrowRow(ctx context.Context, id, personID string) error {
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(testDir, "credgw.db")+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	_, err = db.ExecContext(ctx, `UPDATE escrow_keys SET person_id = $1 WHERE id = $2`, personID, id)
+	return err
 }

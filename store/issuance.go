@@ -118,6 +118,10 @@ type IssuanceStore interface {
 	// migration 00021 folded person ids bind the spelling they were
 	// sealed with.
 	PersonIDSpellings(ctx context.Context, personID string) ([]string, error)
+	// ResealEscrowKey replaces a key's sealed blob if it is still old (a
+	// key opened under an older spelling of its person id, sealed again
+	// under the id its row holds); false if another got there first.
+	ResealEscrowKey(ctx context.Context, id string, old, sealed []byte) (bool, error)
 	// DeleteUncertifiedEscrowKeys deletes the keys never certified that no
 	// pending or redeeming credential set holds and that were made before
 	// olderThan (a key is made just before the set that holds it): the keys

@@ -72,6 +72,13 @@ func TestPersonIDsFoldedByMigration(t *testing.T) {
 		if got, err := s.PersonIDSpellings(ctx, folded); err != nil || len(got) != 1 || got[0] != mixed {
 			t.Errorf("the spellings of %q: %q, %v; want %q", folded, got, err, mixed)
 		}
+		// A key opened under the card's spelling is sealed again, once.
+		if ok, err := s.ResealEscrowKey(ctx, "k1", []byte{1}, []byte{2}); err != nil || !ok {
+			t.Errorf("resealing k1: %v, %v", ok, err)
+		}
+		if ok, err := s.ResealEscrowKey(ctx, "k1", []byte{1}, []byte{3}); err != nil || ok {
+			t.Errorf("resealing k1 from a blob it no longer holds: %v, %v", ok, err)
+		}
 		// The audit log is left as written (its chain is intact) and a
 		// person's events are found by any case.
 		if _, err := VerifyAudit(ctx, s); err != nil {

@@ -206,6 +206,15 @@ func (s *DB) EscrowKeys(ctx context.Context, personID string) ([]EscrowKey, erro
 	return out, wrapDB(rows.Err())
 }
 
+func (s *DB) ResealEscrowKey(ctx context.Context, id string, old, sealed []byte) (bool, error) {
+	res, err := s.w.ExecContext(ctx, `UPDATE escrow_keys SET sealed = $1 WHERE id = $2 AND sealed = $3`, sealed, id, old)
+	if err != nil {
+		return false, wrapDB(err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, wrapDB(err)
+}
+
 func (s *DB) PersonIDSpellings(ctx context.Context, personID string) ([]string, error) {
 	f := s.fold("$1")
 	rows, err := s.r.QueryContext(ctx, `SELECT DISTINCT v FROM (
