@@ -63,8 +63,14 @@ func TestBadCSRRefusedBeforeIssuing(t *testing.T) {
 			e := h.enroll(t, h.signIn(t, "a@example.gov"))
 			req := e.request(t)
 			tc.bad(t, req.CSRs)
-			if _, err := h.svc.Redeem(ctx, req, nil); !errors.Is(err, ErrInvalid) && !errors.Is(err, issuance.ErrBadRequest) {
+			_, err := h.svc.Redeem(ctx, req, nil)
+			if !errors.Is(err, ErrInvalid) && !errors.Is(err, issuance.ErrBadRequest) {
 				t.Fatalf("got %v, want the CSR refused as invalid", err)
+			}
+			// The agent makes new keys on this one (the gRPC status's
+			// KEY_CERTIFIED_BEFORE detail).
+			if reused := errors.Is(err, issuance.ErrKeyReused); reused != (tc.name == "a key certified before") {
+				t.Errorf("ErrKeyReused: %v for %v", reused, err)
 			}
 			if recs, err := h.st.CertificatesOfSet(ctx, e.en.CredentialSetID); err != nil || len(recs) != 0 {
 				t.Fatalf("%d certificates signed for a refused request (%v), want none", len(recs), err)

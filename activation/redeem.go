@@ -517,19 +517,8 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 		return nil, err
 	}
 	for _, p := range devProfiles {
-		if err := s.cfg.Issuer.CheckCSR(issuance.Request{Profile: p, CSR: req.CSRs[p], Identity: id, OtherKeys: otherKeys(req.CSRs, p)}); err != nil {
+		if err := s.cfg.Issuer.CheckCSR(ctx, issuance.Request{Profile: p, CSR: req.CSRs[p], Identity: id, OtherKeys: otherKeys(req.CSRs, p)}); err != nil {
 			return nil, err
-		}
-		// A key certified before (the intents' unique index still refuses
-		// one that races this).
-		spki, err := issuance.SPKIHash(req.CSRs[p].PublicKey)
-		if err != nil {
-			return nil, err
-		}
-		if certified, err := s.cfg.Store.KeyCertified(ctx, spki); err != nil {
-			return nil, err
-		} else if certified {
-			return nil, fmt.Errorf("%w: %s CSR: credgw has certified this key before: make a new key", issuance.ErrBadRequest, p)
 		}
 	}
 	// The key history is read before anything is issued: a key in it that
@@ -644,13 +633,21 @@ func (s *Service) giveBack(ctx context.Context, activationID, rid string, cs sto
 		}
 		return ErrLocked
 	}
-	if rerr == nil && cur.State == store.ActRedeeming && cur.RedemptionID == rid && cur.Package != nil {
+	if rerr != nil {
+		// Whether this call's package was stored is not known (the
+		// database away): nothing is revoked here. The claim lapses (this
+		// call no longer renews it), and the lease keeper gives the code
+		// back, revoking what was issued, unless a package was stored:
+		// that one is the device's to resume.
+		return errors.Join(err, rerr)
+	}
+	if cur.State == store.ActRedeeming && cur.RedemptionID == rid && cur.Package != nil {
 		// This call's package was stored, and the store's answer lost
 		// (a connection cut as the UPDATE committed): it is the
 		// device's to resume, nothing is given back or revoked.
 		return packageStored{cause}
 	}
-	if rerr != nil || cur.State != store.ActRedeeming || cur.RedemptionID != rid || cur.Package != nil {
+	if cur.State != store.ActRedeeming || cur.RedemptionID != rid || cur.Package != nil {
 		for _, serial := range made {
 			if rerr := s.cfg.Issuer.Revoke(ctx, serial, issuance.ReasonCessationOfOperation); rerr != nil && !errors.Is(rerr, issuance.ErrAlreadyRevoked) {
 				err = errors.Join(err, rerr)
@@ -880,7 +877,7 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 	// stored), but bounded (a database that hangs would otherwise hold
 	// the claim, renewed, for good); a commit whose answer is lost all
 	// the same is found by giveBack.
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), giveBackStoreTimeout)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), giveBackTimeout)
 	err = s.cfg.Store.StorePackage(sctx, a.ID, rid, sealed, hex.EncodeToString(sum[:]), int64(len(plain)), manifest,
 		s.cfg.Now().Add(s.cfg.ConfirmWindow))
 	cancel()

@@ -56,8 +56,8 @@ type Issuer interface {
 	Revoke(ctx context.Context, serial string, reason RevocationReason) error
 	// Chain is the issuing CA certificate and its chain to the root.
 	Chain() []*x509.Certificate
-	// CheckCSR checks a request's CSR as Issue will, without the store.
-	CheckCSR(req Request) error
+	// CheckCSR checks a request's CSR as Issue will.
+	CheckCSR(ctx context.Context, req Request) error
 }
 
 // Identity is the verified PIV identity a certificate is issued for.

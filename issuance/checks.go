@@ -43,19 +43,38 @@ func (is *issuance) checkCSR() error {
 	return nil
 }
 
-// CheckCSR runs what Issue checks of a request's CSR without the store:
-// its signature, its key's type and size for the certificate's validity,
-// and that the key is neither the card's nor another profile's. A caller
+// CheckCSR runs what Issue checks of a request's CSR: its signature, its
+// key's type and size for the certificate's validity, that the key is
+// neither the card's nor another profile's, and that credgw has not
+// certified it before (ErrKeyReused: the device makes a new key). A caller
 // issuing several certificates together checks every CSR first, so that
-// one refused does not leave the others issued.
-func (c *CA) CheckCSR(req Request) error {
+// one refused does not leave the others issued. (Issue's intent still
+// refuses a reused key that races this, by its unique index.)
+func (c *CA) CheckCSR(ctx context.Context, req Request) error {
 	if req.CSR == nil {
 		return fmt.Errorf("%w: no CSR", ErrBadRequest)
 	}
 	if err := req.CSR.CheckSignature(); err != nil {
 		return fmt.Errorf("%w: %s CSR: its signature is not by its key: %v", ErrBadRequest, req.Profile, err)
 	}
-	return checkCSRKey(req, c.notAfter(c.cfg.Now()))
+	if err := checkCSRKey(req, c.notAfter(c.cfg.Now())); err != nil {
+		return err
+	}
+	spki, err := SPKIHash(req.CSR.PublicKey)
+	if err != nil {
+		return fmt.Errorf("%w: %s CSR: %v", ErrBadRequest, req.Profile, err)
+	}
+	if certified, err := c.cfg.Store.KeyCertified(ctx, spki); err != nil {
+		return err
+	} else if certified {
+		return reusedKey(req.Profile)
+	}
+	return nil
+}
+
+// reusedKey is the refusal of a CSR whose key credgw certified before.
+func reusedKey(p Profile) error {
+	return keyReused{fmt.Sprintf("%v: %s CSR: credgw has certified this key before: make a new key", ErrBadRequest, p)}
 }
 
 // checkCSRKey is checkCSR's part that needs no store.
@@ -252,7 +271,7 @@ func (e enforcer) Enforce(cert *x509.Certificate) error {
 		CredentialSetID: is.req.CredentialSetID, NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, CreatedAt: is.now,
 	})
 	if errors.Is(err, store.ErrConflict) {
-		is.err = keyReused{fmt.Sprintf("%v: %s CSR: credgw has certified this key before: make a new key", ErrBadRequest, is.req.Profile)}
+		is.err = reusedKey(is.req.Profile)
 		return is.err
 	}
 	if err != nil {
