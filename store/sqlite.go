@@ -232,11 +232,12 @@ func (s *DB) migrate(ctx context.Context, opts ...goose.ProviderOption) error {
 // CONCURRENTLY (rebuildable) that such a build left INVALID when it was
 // interrupted (a migrate killed, a statement_timeout, a cancel): the
 // migration's re-run skips them (IF NOT EXISTS) and is recorded as
-// applied, and PostgreSQL never uses them. It holds the migrations' lock,
-// so no other replica's migrate builds one meanwhile; indexes of anyone
-// else are left alone.
-// rebuildable are the indexes migrations build CONCURRENTLY (00011, 00019).
-var rebuildable = []string{"certificates_set", "credential_sets_state", "certificates_person", "certificates_card"}
+// applied, and PostgreSQL never uses them. It holds the migrations' lock
+// (or leaves the work to the replica that holds it), so no other replica's
+// migrate builds one meanwhile; indexes of anyone else are left alone.
+// rebuildable are the indexes of the schema that migrations build
+// CONCURRENTLY (00011; 00019's Up drops the two it builds on the way down).
+var rebuildable = []string{"certificates_set", "credential_sets_state"}
 
 func (s *DB) rebuildInvalidIndexes(ctx context.Context) error {
 	conn, err := s.w.Conn(ctx)
@@ -244,8 +245,15 @@ func (s *DB) rebuildInvalidIndexes(ctx context.Context) error {
 		return fmt.Errorf("store: migrate: %w", wrapDB(err))
 	}
 	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, lock.DefaultLockID); err != nil {
+	// Tried, not waited for: a wait would hold a snapshot that another
+	// replica's concurrent build waits on (a deadlock). Whoever holds the
+	// lock is migrating, and rebuilds after its own migrations.
+	var locked bool
+	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, lock.DefaultLockID).Scan(&locked); err != nil {
 		return fmt.Errorf("store: migrate: taking the migrations' lock: %w", wrapDB(err))
+	}
+	if !locked {
+		return nil
 	}
 	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, lock.DefaultLockID)
 	rows, err := conn.QueryContext(ctx, `SELECT quote_ident(c.relname), pg_get_indexdef(i.indexrelid) FROM pg_index i
