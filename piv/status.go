@@ -333,7 +333,9 @@ func (s *statusChecker) fetchOCSP(ctx context.Context, key string, leaf, issuer 
 	if err != nil {
 		return none, fmt.Errorf("response from %s: %v", u, err)
 	}
-	if sha1Signed(resp.SignatureAlgorithm) || resp.Certificate != nil && sha1Signed(resp.Certificate.SignatureAlgorithm) {
+	// A delegated responder's certificate is checked here; the issuer's
+	// own (sent along) belongs to path validation.
+	if sha1Signed(resp.SignatureAlgorithm) || resp.Certificate != nil && !bytes.Equal(resp.Certificate.Raw, issuer.Raw) && sha1Signed(resp.Certificate.SignatureAlgorithm) {
 		return none, fmt.Errorf("response from %s is signed with SHA-1, which status signatures may not use", u)
 	}
 	if err := checkResponder(resp, issuer, now); err != nil {
