@@ -43,6 +43,18 @@ func TestSweepFinishesAnInterruptedTermination(t *testing.T) {
 			t.Errorf("certificate %s of the terminated person is still good", r.Serial)
 		}
 	}
+	// The person is told (the interrupted call may not have got to it).
+	ns, err := h.st.Notifications(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	told := false
+	for _, n := range ns {
+		told = told || n.Kind == "termination"
+	}
+	if !told {
+		t.Error("no termination notice")
+	}
 	// Finished, the termination is not carried out again.
 	if ts, err := h.st.UnfinishedTerminations(ctx, h.clock(), 10); err != nil || len(ts) != 0 {
 		t.Errorf("unfinished terminations after the sweep: %+v, %v", ts, err)
