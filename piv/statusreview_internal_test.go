@@ -132,103 +132,66 @@ func TestOCSPCacheKeyedByIssuer(t *testing.T) {
 	}
 }
 
-// TestSHA1StatusSignatureRefused: an OCSP response signed with
-// sha1WithRSAEncryption by the issuing CA was taken (COMMON §7.1.3 / SP
-// 800-78 forbid SHA-1 for status signing; Certificate.CheckSignature, which
-// x/crypto/ocsp and RevocationList.CheckSignatureFrom use, allows SHA-1).
+// TestSHA1StatusSignatureRefused: an OCSP response (or, the responder
+// answering nothing, a CRL) signed with sha1WithRSAEncryption by the
+// issuing CA was taken (COMMON §7.1.3 / SP 800-78 forbid SHA-1 for status
+// signing; Certificate.CheckSignature, which x/crypto/ocsp and
+// RevocationList.CheckSignatureFrom use, allows SHA-1).
 func TestSHA1StatusSignatureRefused(t *testing.T) {
 	now := time.Now()
-	pki := newTestPKI(t, now)
-	srv := httptest.NewUnstartedServer(nil)
-	base := "http://" + srv.Listener.Addr().String()
-	anyPolicy, _ := x509.OIDFromInts([]uint64{2, 5, 29, 32, 0})
-	rootKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	rootT := &x509.Certificate{Subject: pkix.Name{CommonName: "root"}, IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
-	root := pki.issue(rootT, rootT, rootKey.Public(), rootKey)
-	caKey, _ := rsa.GenerateKey(rand.Reader, 2048)
-	caT := &x509.Certificate{SerialNumber: big.NewInt(500), Subject: pkix.Name{CommonName: "rsa-ca"}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, Policies: []x509.OID{anyPolicy},
-		CRLDistributionPoints: []string{base + "/root.crl"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)}
-	caDER, err := x509.CreateCertificate(rand.Reader, caT, root, caKey.Public(), rootKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	card := statusCard(t, pki, ca, caKey, 91, base)
-	srv.Config = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/root.crl":
-			der, _ := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: now.Add(-time.Minute),
-				NextUpdate: now.Add(time.Hour)}, root, rootKey)
-			w.Write(der)
-		case "/ocsp":
-			der, err := ocsp.CreateResponse(ca, ca, ocsp.Response{Status: ocsp.Good, SerialNumber: card.SerialNumber,
-				ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(time.Hour), SignatureAlgorithm: x509.SHA1WithRSA}, caKey)
+	for _, tc := range []struct {
+		name string
+		path string // what the RSA CA signs over SHA-1
+	}{{"OCSP", "/ocsp"}, {"CRL", "/rsa-ca.crl"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			pki := newTestPKI(t, now)
+			srv := httptest.NewUnstartedServer(nil)
+			base := "http://" + srv.Listener.Addr().String()
+			anyPolicy, _ := x509.OIDFromInts([]uint64{2, 5, 29, 32, 0})
+			rootKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			rootT := &x509.Certificate{Subject: pkix.Name{CommonName: "root"}, IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+			root := pki.issue(rootT, rootT, rootKey.Public(), rootKey)
+			caKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+			caT := &x509.Certificate{SerialNumber: big.NewInt(500), Subject: pkix.Name{CommonName: "rsa-ca"}, IsCA: true, BasicConstraintsValid: true,
+				KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, Policies: []x509.OID{anyPolicy},
+				CRLDistributionPoints: []string{base + "/root.crl"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)}
+			caDER, err := x509.CreateCertificate(rand.Reader, caT, root, caKey.Public(), rootKey)
 			if err != nil {
-				t.Error(err)
+				t.Fatal(err)
 			}
-			w.Write(der)
-		default:
-			http.NotFound(w, r)
-		}
-	})}
-	srv.Start()
-	defer srv.Close()
-	roots := x509.NewCertPool()
-	roots.AddCert(root)
-	v, _ := NewVerifier(Options{Roots: roots, Intermediates: []*x509.Certificate{ca}, Now: func() time.Time { return now }})
-	res, err := v.VerifyPIVAuth(context.Background(), card, nil)
-	if err == nil && res.StatusSource == "ocsp" {
-		t.Fatalf("a SHA-1-signed OCSP response was taken as the card's status")
-	}
-}
-
-// TestSHA1CRLRefused: a CRL signed over SHA-1 is no status either (the
-// card's responder answers nothing, so the CRL is all there is).
-func TestSHA1CRLRefused(t *testing.T) {
-	now := time.Now()
-	pki := newTestPKI(t, now)
-	srv := httptest.NewUnstartedServer(nil)
-	base := "http://" + srv.Listener.Addr().String()
-	anyPolicy, _ := x509.OIDFromInts([]uint64{2, 5, 29, 32, 0})
-	rootKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	rootT := &x509.Certificate{Subject: pkix.Name{CommonName: "root"}, IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
-	root := pki.issue(rootT, rootT, rootKey.Public(), rootKey)
-	caKey, _ := rsa.GenerateKey(rand.Reader, 2048)
-	caT := &x509.Certificate{SerialNumber: big.NewInt(500), Subject: pkix.Name{CommonName: "rsa-ca"}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, Policies: []x509.OID{anyPolicy},
-		CRLDistributionPoints: []string{base + "/root.crl"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)}
-	caDER, err := x509.CreateCertificate(rand.Reader, caT, root, caKey.Public(), rootKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	card := statusCard(t, pki, ca, caKey, 91, base)
-	srv.Config = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/root.crl":
-			der, _ := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: now.Add(-time.Minute),
-				NextUpdate: now.Add(time.Hour)}, root, rootKey)
-			w.Write(der)
-		case "/rsa-ca.crl":
-			der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: now.Add(-time.Minute),
-				NextUpdate: now.Add(time.Hour), SignatureAlgorithm: x509.SHA1WithRSA}, ca, caKey)
-			if err != nil {
-				t.Error(err)
+			ca, _ := x509.ParseCertificate(caDER)
+			card := statusCard(t, pki, ca, caKey, 91, base)
+			srv.Config = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				var der []byte
+				var err error
+				switch {
+				case r.URL.Path == "/root.crl":
+					der, err = x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: now.Add(-time.Minute),
+						NextUpdate: now.Add(time.Hour)}, root, rootKey)
+				case r.URL.Path == tc.path && tc.path == "/ocsp":
+					der, err = ocsp.CreateResponse(ca, ca, ocsp.Response{Status: ocsp.Good, SerialNumber: card.SerialNumber,
+						ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(time.Hour), SignatureAlgorithm: x509.SHA1WithRSA}, caKey)
+				case r.URL.Path == tc.path:
+					der, err = x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: now.Add(-time.Minute),
+						NextUpdate: now.Add(time.Hour), SignatureAlgorithm: x509.SHA1WithRSA}, ca, caKey)
+				default:
+					http.NotFound(w, r)
+					return
+				}
+				if err != nil {
+					t.Error(err)
+				}
+				w.Write(der)
+			})}
+			srv.Start()
+			defer srv.Close()
+			roots := x509.NewCertPool()
+			roots.AddCert(root)
+			v, _ := NewVerifier(Options{Roots: roots, Intermediates: []*x509.Certificate{ca}, Now: func() time.Time { return now }})
+			if res, err := v.VerifyPIVAuth(context.Background(), card, nil); err == nil {
+				t.Fatalf("a SHA-1-signed %s was taken as the card's status (%s)", tc.name, res.StatusSource)
 			}
-			w.Write(der)
-		default:
-			http.NotFound(w, r)
-		}
-	})}
-	srv.Start()
-	defer srv.Close()
-	roots := x509.NewCertPool()
-	roots.AddCert(root)
-	v, _ := NewVerifier(Options{Roots: roots, Intermediates: []*x509.Certificate{ca}, Now: func() time.Time { return now }})
-	res, err := v.VerifyPIVAuth(context.Background(), card, nil)
-	if err == nil {
-		t.Fatalf("a SHA-1-signed CRL was taken as the card's status (%s)", res.StatusSource)
+		})
 	}
 }
 
