@@ -478,12 +478,7 @@ func TestRefusedRekeyRetriedAsItWas(t *testing.T) {
 func TestRekeyWithAnEndedRenewalsSecret(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, nil)
-	current := renewable(t, h)
-	req := rekeyRequest(t, current)
-	d, err := h.svc.Rekey(ctx, req, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	current, req, d := rekeyed(t, h)
 	if _, err := h.st.RevokeCredentialSet(ctx, d.Manifest.GetCredentialSetId(), h.clock()); err != nil {
 		t.Fatal(err)
 	}
@@ -522,6 +517,19 @@ func renewable(t *testing.T, h *harness) *x509.Certificate {
 	return nil
 }
 
+// rekeyed begins a renewal of a new confirmed set (renewable): the
+// device's current certificate, its Rekey request and the delivery.
+func rekeyed(t *testing.T, h *harness) (*x509.Certificate, RekeyRequest, *Delivery) {
+	t.Helper()
+	current := renewable(t, h)
+	req := rekeyRequest(t, current)
+	d, err := h.svc.Rekey(context.Background(), req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return current, req, d
+}
+
 // rekeyRequest is a new renewal of current's set: a new secret and new
 // device keys.
 func rekeyRequest(t *testing.T, current *x509.Certificate) RekeyRequest {
@@ -546,12 +554,7 @@ func rekeyRequest(t *testing.T, current *x509.Certificate) RekeyRequest {
 func TestRekeyConfirmRepeated(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, nil)
-	current := renewable(t, h)
-	req := rekeyRequest(t, current)
-	d, err := h.svc.Rekey(ctx, req, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	current, req, d := rekeyed(t, h)
 	first, err := h.svc.ConfirmRekey(ctx, current, d.RedemptionID, req.Secret, d.SHA256)
 	if err != nil {
 		t.Fatal(err)
@@ -599,12 +602,7 @@ func TestRekeyConfirmRepeated(t *testing.T) {
 func TestConfirmTellsNothingWithoutTheSecret(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, nil)
-	current := renewable(t, h)
-	req := rekeyRequest(t, current)
-	d, err := h.svc.Rekey(ctx, req, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, req, d := rekeyed(t, h)
 	_, wrong := h.svc.Confirm(ctx, d.RedemptionID, bytes.Repeat([]byte{3}, 32), d.SHA256)
 	_, unknown := h.svc.Confirm(ctx, "no-such-redemption", bytes.Repeat([]byte{3}, 32), d.SHA256)
 	if !errors.Is(wrong, ErrNotAccepted) || !errors.Is(unknown, ErrNotAccepted) || wrong.Error() != unknown.Error() {

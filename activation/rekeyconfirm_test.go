@@ -16,12 +16,7 @@ import (
 func TestRenewalConfirmedEndsTheOldSet(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, nil)
-	current := renewable(t, h)
-	req := rekeyRequest(t, current)
-	d, err := h.svc.Rekey(ctx, req, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	current, req, d := rekeyed(t, h)
 	renewal, err := h.st.CredentialSet(ctx, d.Manifest.GetCredentialSetId())
 	if err != nil {
 		t.Fatal(err)

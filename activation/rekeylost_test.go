@@ -16,12 +16,7 @@ import (
 func TestRekeyResumedBySecret(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, nil)
-	current := renewable(t, h)
-	req := rekeyRequest(t, current)
-	first, err := h.svc.Rekey(ctx, req, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	current, req, first := rekeyed(t, h)
 	// Lost on the way: the device never saw first.RedemptionID.
 	again, err := h.svc.Rekey(ctx, req, nil)
 	if err != nil {
