@@ -229,6 +229,9 @@ type TerminationStore interface {
 	// spelling of a person id) was carried out: every set ended, every
 	// certificate revoked.
 	FinishTermination(ctx context.Context, sel IdentitySelector, at time.Time) error
+	// TerminationUnfinished reports whether sel (in any spelling of a
+	// person id) has a termination recorded and not finished.
+	TerminationUnfinished(ctx context.Context, sel IdentitySelector) (bool, error)
 	// UnfinishedTerminations lists up to limit terminations recorded
 	// before before and not finished, picked at random (some that keep
 	// failing must not hold back the others).

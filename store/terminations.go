@@ -97,6 +97,21 @@ func (s *DB) FinishTermination(ctx context.Context, sel IdentitySelector, at tim
 	return wrapDB(err)
 }
 
+func (s *DB) TerminationUnfinished(ctx context.Context, sel IdentitySelector) (bool, error) {
+	kind, value, _, _, err := sel.key()
+	if err != nil {
+		return false, err
+	}
+	match := `value = $2`
+	if kind == "person_id" {
+		match = s.fold("value") + ` = ` + s.fold("$2")
+	}
+	var n int
+	err = s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM terminations WHERE kind = $1 AND `+match+` AND finished_at IS NULL`,
+		kind, value).Scan(&n)
+	return n > 0, wrapDB(err)
+}
+
 func (s *DB) UnfinishedTerminations(ctx context.Context, before time.Time, limit int) ([]Termination, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT kind, value, terminated_at, comment FROM terminations
 		WHERE finished_at IS NULL AND terminated_at < $1 ORDER BY random() LIMIT $2`, ts(before), limit)

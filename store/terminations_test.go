@@ -148,3 +148,41 @@ func TestGatewaySecret(t *testing.T) {
 		}
 	})
 }
+
+// TestTerminationFinished: a termination is unfinished from Terminate to
+// FinishTermination, in any spelling of a person id, and only its own.
+func TestTerminationFinished(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		sel := IdentitySelector{PersonID: "ann@example.gov"}
+		unfinished := func(sel IdentitySelector) bool {
+			t.Helper()
+			u, err := s.TerminationUnfinished(ctx, sel)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return u
+		}
+		if unfinished(sel) {
+			t.Fatal("unfinished before any termination")
+		}
+		if err := s.Terminate(ctx, Termination{Selector: sel, TerminatedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+		if !unfinished(IdentitySelector{PersonID: "Ann@Example.gov"}) {
+			t.Error("the termination is not unfinished in another spelling")
+		}
+		if unfinished(IdentitySelector{PersonID: "bob@example.gov"}) || unfinished(IdentitySelector{CardUUID: "ann@example.gov"}) {
+			t.Error("another identity's termination is unfinished")
+		}
+		if err := s.FinishTermination(ctx, sel, t0.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if unfinished(sel) {
+			t.Error("unfinished after FinishTermination")
+		}
+		if _, err := s.TerminationUnfinished(ctx, IdentitySelector{}); !errors.Is(err, ErrNoSelector) {
+			t.Errorf("no selector: %v", err)
+		}
+	})
+}

@@ -60,6 +60,7 @@ type Store interface {
 	RememberDelivery(ctx context.Context, signature string, expires time.Time) (bool, error)
 	ForgetDelivery(ctx context.Context, signature string) error
 	Terminate(ctx context.Context, t store.Termination) error
+	TerminationUnfinished(ctx context.Context, sel store.IdentitySelector) (bool, error)
 }
 
 // ErrReplayed: a webhook request that was accepted already (the same
@@ -233,9 +234,9 @@ func (s *Service) Terminate(ctx context.Context, actor string, sel store.Identit
 func (s *Service) TerminateOnce(ctx context.Context, signature string, window time.Time, sel store.IdentitySelector, comment, source string) ([]string, error) {
 	// The termination is recorded before the signature: a process that
 	// dies between the two leaves a termination whose resend is carried
-	// out (its signature was not remembered), one that dies after leaves
-	// the revocations to the sweep (it finishes every termination not
-	// finished), and a resend racing the first finds it terminated.
+	// out (its signature was not remembered), and one that dies after
+	// leaves a termination not finished, which the resend (or else the
+	// sweep) carries out. A replay of a finished one changes nothing.
 	if err := s.cfg.Store.Terminate(ctx, store.Termination{Selector: sel, TerminatedAt: s.cfg.Now(), Comment: comment}); err != nil {
 		return nil, err
 	}
@@ -244,8 +245,18 @@ func (s *Service) TerminateOnce(ctx context.Context, signature string, window ti
 		return nil, err
 	}
 	if !first {
-		s.cfg.Log.WarnContext(ctx, "termination webhook replayed; ignored", "identity", sel.String(), "source", source)
-		return nil, ErrReplayed
+		unfinished, err := s.cfg.Store.TerminationUnfinished(ctx, sel)
+		if err != nil {
+			return nil, err
+		}
+		if !unfinished {
+			s.cfg.Log.WarnContext(ctx, "termination webhook replayed; ignored", "identity", sel.String(), "source", source)
+			return nil, ErrReplayed
+		}
+		// The request was accepted by a process that died before it
+		// was carried out (or is being carried out now: revoking twice
+		// revokes nothing twice). Its signature stays remembered.
+		return s.Terminate(ctx, "webhook", sel, comment, source)
 	}
 	serials, err := s.Terminate(ctx, "webhook", sel, comment, source)
 	if err != nil {

@@ -15,8 +15,8 @@ import (
 // between left the signature and no termination, and the sender's resend
 // of the same request was refused as a replay: the identity was never
 // terminated. The termination is now recorded before the signature, so
-// the resend records it (it is still answered as a replay, and the sweep
-// revokes the sets: TestSweepFinishesAnInterruptedTermination).
+// the resend records it, and, the termination not being finished, carries
+// it out.
 func TestTerminateOnceAfterACrash(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
@@ -28,11 +28,14 @@ func TestTerminateOnceAfterACrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	sel := store.IdentitySelector{PersonID: "p1"}
-	if _, err := f.svc.TerminateOnce(ctx, sig, window, sel, "left", "192.0.2.1"); !errors.Is(err, lifecycle.ErrReplayed) {
-		t.Errorf("the resend: %v, want ErrReplayed", err)
+	if _, err := f.svc.TerminateOnce(ctx, sig, window, sel, "left", "192.0.2.1"); err != nil {
+		t.Errorf("the resend: %v", err)
 	}
 	if dead, err := f.st.Terminated(ctx, nil, "", "p1"); err != nil || !dead {
 		t.Fatalf("p1 terminated: %v, %v", dead, err)
+	}
+	if cs, err := f.st.CredentialSet(ctx, "set-a"); err != nil || cs.State != store.SetRevoked {
+		t.Errorf("the set is %q (%v), want revoked", cs.State, err)
 	}
 }
 
@@ -54,5 +57,40 @@ func TestTerminateOnceRecordsTheTerminationFirst(t *testing.T) {
 	}
 	if cs, err := f.st.CredentialSet(ctx, "set-a"); err != nil || cs.State != store.SetRevoked {
 		t.Errorf("the set is %q (%v), want revoked", cs.State, err)
+	}
+}
+
+// TestReplayOfAnUnfinishedTerminationFinishesIt: a process killed after it
+// recorded the termination and the request's signature, before it revoked
+// anything. The sender's resend was refused as a replay (409) and the
+// sets stayed live until the sweep found the termination minutes later.
+// The resend now carries the termination out; once it is finished, a
+// replay changes nothing and is refused.
+func TestReplayOfAnUnfinishedTerminationFinishesIt(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.enroll(t, "a", "p1")
+	const sig = "sig-3"
+	sel := store.IdentitySelector{PersonID: "p1"}
+	window := time.Now().Add(5 * time.Minute)
+	// What the killed process committed.
+	if err := f.st.Terminate(ctx, store.Termination{Selector: sel, TerminatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.st.RememberDelivery(ctx, sig, window); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.TerminateOnce(ctx, sig, window, sel, "left", "192.0.2.1"); err != nil {
+		t.Fatalf("the resend: %v, want the termination carried out", err)
+	}
+	if cs, err := f.st.CredentialSet(ctx, "set-a"); err != nil || cs.State != store.SetRevoked {
+		t.Errorf("the set is %q (%v), want revoked", cs.State, err)
+	}
+	events := len(f.events(t, "terminate"))
+	if _, err := f.svc.TerminateOnce(ctx, sig, window, sel, "left", "192.0.2.1"); !errors.Is(err, lifecycle.ErrReplayed) {
+		t.Errorf("a replay of the finished termination: %v, want ErrReplayed", err)
+	}
+	if n := len(f.events(t, "terminate")); n != events {
+		t.Errorf("the replay wrote %d terminate events, want none", n-events)
 	}
 }
