@@ -276,10 +276,10 @@ func ocspKey(leaf, issuer *x509.Certificate) string {
 	return string(h[:]) + leaf.SerialNumber.String()
 }
 
-// sha1Signed reports a signature made over SHA-1: status signatures must
+// SHA1Signed reports a signature made over SHA-1: status signatures must
 // not be (Common Policy §7.1.3, SP 800-78), and crypto/x509's
 // CheckSignature, which the OCSP and CRL checks use, still takes them.
-func sha1Signed(a x509.SignatureAlgorithm) bool {
+func SHA1Signed(a x509.SignatureAlgorithm) bool {
 	return a == x509.SHA1WithRSA || a == x509.ECDSAWithSHA1 || a == x509.DSAWithSHA1
 }
 
@@ -335,7 +335,7 @@ func (s *statusChecker) fetchOCSP(ctx context.Context, key string, leaf, issuer 
 	}
 	// A delegated responder's certificate is checked here; the issuer's
 	// own (sent along) belongs to path validation.
-	if sha1Signed(resp.SignatureAlgorithm) || resp.Certificate != nil && !bytes.Equal(resp.Certificate.Raw, issuer.Raw) && sha1Signed(resp.Certificate.SignatureAlgorithm) {
+	if SHA1Signed(resp.SignatureAlgorithm) || resp.Certificate != nil && !bytes.Equal(resp.Certificate.Raw, issuer.Raw) && SHA1Signed(resp.Certificate.SignatureAlgorithm) {
 		return none, fmt.Errorf("response from %s is signed with SHA-1, which status signatures may not use", u)
 	}
 	if err := checkResponder(resp, issuer, now); err != nil {
@@ -487,7 +487,7 @@ func (s *statusChecker) fetchCRL(ctx context.Context, key, u string, issuer *x50
 	if !bytes.Equal(crl.RawIssuer, issuer.RawSubject) {
 		return nil, fmt.Errorf("CRL from %s is issued by %q, not the certificate's issuer", u, crl.Issuer)
 	}
-	if sha1Signed(crl.SignatureAlgorithm) {
+	if SHA1Signed(crl.SignatureAlgorithm) {
 		return nil, fmt.Errorf("CRL from %s is signed with SHA-1, which status signatures may not use", u)
 	}
 	if err := crl.CheckSignatureFrom(issuer); err != nil {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/credgw/credgw/activation/notify"
+	"github.com/credgw/credgw/piv"
 )
 
 // live is what a reload (SIGHUP, `systemctl reload`) replaces while the
@@ -230,6 +231,9 @@ func readClientCRLs(files []string, cas []*x509.Certificate, now time.Time) (map
 			crl, err := x509.ParseRevocationList(der)
 			if err != nil {
 				return nil, nil, fmt.Errorf("%s: %w", f, err)
+			}
+			if piv.SHA1Signed(crl.SignatureAlgorithm) {
+				return nil, nil, fmt.Errorf("%s: the CRL of %q is signed with SHA-1, which status signatures may not use (Common Policy 7.1.3): get one signed with SHA-256 or better from its CA", f, crl.Issuer)
 			}
 			signed := slices.ContainsFunc(cas, func(ca *x509.Certificate) bool {
 				return bytes.Equal(crl.RawIssuer, ca.RawSubject) && crl.CheckSignatureFrom(ca) == nil
