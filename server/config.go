@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1124,16 +1125,20 @@ func credentialsDirectoryUnset(text []byte) error {
 	if os.Getenv("CREDENTIALS_DIRECTORY") != "" {
 		return nil
 	}
-	named := false
-	for _, line := range bytes.Split(text, []byte("\n")) {
-		// Comments aside: a YAML comment starts the line or follows a
-		// blank (no path in credgw's config holds " #").
-		if i := bytes.Index(line, []byte("#")); i == 0 || i > 0 && (line[i-1] == ' ' || line[i-1] == '\t') {
-			line = line[:i]
-		}
-		named = named || bytes.Contains(line, []byte(credentialsDir))
+	// The values the YAML holds, not its text: comments (the packaged
+	// config's name the variable) and quoting are the parser's.
+	var doc yaml.Node
+	if err := yaml.Unmarshal(text, &doc); err != nil {
+		return nil // decodeConfig reports it
 	}
-	if !named {
+	var named func(n *yaml.Node) bool
+	named = func(n *yaml.Node) bool {
+		if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, credentialsDir) {
+			return true
+		}
+		return slices.ContainsFunc(n.Content, named)
+	}
+	if !named(&doc) {
 		return nil
 	}
 	return errors.New("the config names files under $CREDENTIALS_DIRECTORY, which systemd sets only inside a unit with LoadCredential=: " +

@@ -30,8 +30,15 @@ func TestCredentialsDirectoryPaths(t *testing.T) {
 		t.Errorf("pin-source: %q, %v", u.PINSource, err)
 	}
 	t.Setenv("CREDENTIALS_DIRECTORY", "")
-	if err := credentialsDirectoryUnset([]byte("key_file: $CREDENTIALS_DIRECTORY/tls-key")); err == nil {
-		t.Error("a path under $CREDENTIALS_DIRECTORY outside a unit: no explanation")
+	for _, text := range []string{
+		"key_file: $CREDENTIALS_DIRECTORY/tls-key",
+		// After a quoted value holding " #" on the same line.
+		`tls: {cert_file: "certs #1/server.crt", key_file: $CREDENTIALS_DIRECTORY/tls-key}`,
+		"ca:\n  key_uri: pkcs11:token=ca;id=%01?pin-source=$CREDENTIALS_DIRECTORY/ca-pin",
+	} {
+		if err := credentialsDirectoryUnset([]byte(text)); err == nil {
+			t.Errorf("%q names a path under $CREDENTIALS_DIRECTORY outside a unit: no explanation", text)
+		}
 	}
 	// The packaged config's comments name it too; a copy for the admin
 	// commands keeps them while its paths name /etc/credgw.
