@@ -182,6 +182,11 @@ type RedeemRequest struct {
 	// AttestationContext is the challenge's context ("": the activation
 	// id; a renewal's: code.RekeyAttestationContext).
 	AttestationContext string
+	// SoftwareRenewal: a renewal of a derived PIV Authentication
+	// certificate that does not assert …3.41. Its key vouches for no
+	// hardware module, so the new one is …3.40 whatever its attestation
+	// says (Common Policy §3.3.1: a new module is a new registration).
+	SoftwareRenewal bool
 	// TrustAnchors are the device's roots (none: not checked). The
 	// issuing CA must chain to one of them through the chain the package
 	// carries, or nothing is issued.
@@ -816,7 +821,7 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 				escrowed[i] = k
 			}
 			got, err := s.cfg.Issuer.Issue(gctx, issuance.Request{Profile: p, CSR: csr, Identity: id, CredentialSetID: cs.ID,
-				HardwareBacked: verdicts.hardware(p), OtherKeys: othersThan(p)})
+				HardwareBacked: verdicts.hardware(p) && !req.SoftwareRenewal, OtherKeys: othersThan(p)})
 			if err != nil {
 				return err
 			}

@@ -141,7 +141,7 @@ func (s *Service) Rekey(ctx context.Context, req RekeyRequest, progress Progress
 	}
 	d, err := s.redeem(ctx, RedeemRequest{
 		ActivationID: actID, Secret: req.Secret, Password: req.Password, Device: old.Device, CSRs: csrs, Attestations: atts,
-		AttestationContext: rekeyContext(req.Current),
+		AttestationContext: rekeyContext(req.Current), SoftwareRenewal: !issuance.AssertsHardwareBacked(req.Current),
 	}, progress)
 	if err != nil {
 		s.auditRefusal(ctx, actID, err)

@@ -166,3 +166,15 @@ var allowedCritical = []asn1.ObjectIdentifier{{2, 5, 29, 15}, {2, 5, 29, 19}}
 func hasOID(list []asn1.ObjectIdentifier, o asn1.ObjectIdentifier) bool {
 	return slices.ContainsFunc(list, o.Equal)
 }
+
+// AssertsHardwareBacked tells whether cert asserts
+// id-fpki-common-pivAuth-derived-hardware (…3.41): its key is in a
+// hardware module.
+func AssertsHardwareBacked(cert *x509.Certificate) bool {
+	for _, p := range cert.PolicyIdentifiers {
+		if p.Equal(oidDerivedPIVAuthHW) {
+			return true
+		}
+	}
+	return false
+}

@@ -128,7 +128,8 @@ func TestKeyAttestationPolicy(t *testing.T) {
 }
 
 // TestRekeyAttested: a renewal attests its new keys with the challenge over
-// the current certificate's serial: …3.41 when it verifies; an attestation
+// the current certificate's serial: …3.41 when it verifies and the
+// certificate renewed is …3.41 too; an attestation
 // made for another challenge is PermissionDenied and renews nothing.
 func TestRekeyAttested(t *testing.T) {
 	vendor, err := hsmsim.OpenVendor(filepath.Join(dev.Dir, "hsm", "attest-vendor"))
@@ -136,17 +137,6 @@ func TestRekeyAttested(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	dir, oldSet, _ := installed(t, "attested-renewal@example.com")
-	recs, err := gwStore.CertificatesOfSet(ctx, oldSet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range recs {
-		if r.Profile == "derived-piv-auth" {
-			clockOffset.Store(int64(time.Until(r.NotBefore.Add(r.NotAfter.Sub(r.NotBefore) * 81 / 100))))
-		}
-	}
-	t.Cleanup(func() { clockOffset.Store(0) })
 	withChallenge := func(fixed []byte) agent.AttestFunc {
 		return func(_ context.Context, _ credgwv1.Profile, pub crypto.PublicKey, challenge []byte) (*credgwv1.KeyAttestation, error) {
 			if fixed != nil {
@@ -156,6 +146,22 @@ func TestRekeyAttested(t *testing.T) {
 			return &credgwv1.KeyAttestation{Format: attest.FormatAndroidKey, CertificateChain: chain}, err
 		}
 	}
+	// Installed …3.41 (a TEE attestation): a renewal can keep that, and
+	// only that (activation's TestRekeyKeepsTheAssuranceItRenews).
+	dir, oldSet, _ := installed(t, "attested-renewal@example.com", withChallenge(nil))
+	recs, err := gwStore.CertificatesOfSet(ctx, oldSet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Profile == "derived-piv-auth" {
+			if c, err := x509.ParseCertificate(r.DER); err != nil || !hasPolicy(c, oidDerivedHardware) {
+				t.Fatalf("installed with a TEE attestation: not …3.41 (%v)", err)
+			}
+			clockOffset.Store(int64(time.Until(r.NotBefore.Add(r.NotAfter.Sub(r.NotBefore) * 81 / 100))))
+		}
+	}
+	t.Cleanup(func() { clockOffset.Store(0) })
 	o := renewOptions(t, dir)
 	o.Attest = withChallenge([]byte("made for another renewal"))
 	_, err = agent.Renew(ctx, o)

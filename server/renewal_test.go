@@ -25,7 +25,7 @@ import (
 )
 
 // installed enrolls a new card and redeems into a directory of its own.
-func installed(t *testing.T, email string) (string, string, *card) {
+func installed(t *testing.T, email string, attestWith ...agent.AttestFunc) (string, string, *card) {
 	t.Helper()
 	ctx := context.Background()
 	conn := portalConn(t)
@@ -43,7 +43,11 @@ func installed(t *testing.T, email string) (string, string, *card) {
 	p, _ := code.ParsePayload(en.GetQrPayload())
 	rememberSecret(p.Secret)
 	dir := t.TempDir()
-	if _, err := agent.Redeem(ctx, agent.Options{Payload: p, Password: en.GetPassword(), OutDir: dir, KeystorePIN: "correct horse"}); err != nil {
+	o := agent.Options{Payload: p, Password: en.GetPassword(), OutDir: dir, KeystorePIN: "correct horse"}
+	if len(attestWith) > 0 {
+		o.Attest = attestWith[0]
+	}
+	if _, err := agent.Redeem(ctx, o); err != nil {
 		t.Fatal(err)
 	}
 	return dir, en.GetCredentialSetId(), c

@@ -1,0 +1,66 @@
+package activation
+
+import (
+	"context"
+	"crypto/x509"
+	"sync"
+	"testing"
+
+	"github.com/credgw/credgw/activation/attest"
+	"github.com/credgw/credgw/activation/code"
+	hsmsim "github.com/credgw/credgw/hsm-sim"
+	"github.com/credgw/credgw/issuance"
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
+)
+
+// TestRekeyKeepsTheAssuranceItRenews: a renewal is authenticated by the
+// current derived PIV Authentication key, so it can vouch for no more than
+// that key was. A set issued at …3.40 (no attested hardware key) re-keyed
+// with a new key attested in some hardware keystore was issued …3.41: a
+// copied software credential became AAL3 on the copier's own phone, where
+// Common Policy §3.3.1 asks for a new initial registration when a
+// hardware credential's key moves to another module. …3.41 now needs the
+// renewed certificate to assert it too (TestRekeyAttested in server has
+// the hardware-to-hardware renewal).
+func TestRekeyKeepsTheAssuranceItRenews(t *testing.T) {
+	vendor, err := hsmsim.InitVendor(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, func(c *Config) {
+		c.Attest = &attest.Policy{Roots: []*x509.Certificate{vendor.Root}, RequireVerifiedBoot: true, RequireDeviceLocked: true}
+	})
+	var mu sync.Mutex
+	hw := map[issuance.Profile]bool{}
+	h.issuer.afterIssue = func(r issuance.Request) { mu.Lock(); hw[r.Profile] = r.HardwareBacked; mu.Unlock() }
+	current := renewable(t, h) // redeemed without an attestation: …3.40
+	req := rekeyRequest(t, current)
+	challenge := code.AttestationChallenge(req.Secret, code.RekeyAttestationContext(NormalizeSerial(current.SerialNumber.Text(16))))
+	for _, c := range req.CSRs {
+		if c.GetProfile() != credgwv1.Profile_PROFILE_DERIVED_PIV_AUTH {
+			continue
+		}
+		csr, err := x509.ParseCertificateRequest(c.GetCsrDer())
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain, err := vendor.Attest(csr.PublicKey, challenge, hsmsim.AttestOptions{Level: attest.StrongBox})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Attestation = &credgwv1.KeyAttestation{Format: attest.FormatAndroidKey, CertificateChain: chain}
+	}
+	d, err := h.svc.Rekey(context.Background(), req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if hw[issuance.DerivedPIVAuth] {
+		t.Error("a …3.40 set re-keyed with an attested key was issued as hardware-backed (…3.41)")
+	}
+	// The attestation is still recorded as it verified.
+	if d.Attestation == "" || d.Attestation == "attestation=none" {
+		t.Errorf("the renewal's attestation verdict is %q", d.Attestation)
+	}
+}
