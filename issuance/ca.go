@@ -393,6 +393,16 @@ func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
 	return sum[:], nil
 }
 
+// derivedPolicy is the one policy a derived PIV Authentication certificate
+// asserts: …3.41 for a key attested in hardware on a CA that allows it,
+// …3.40 otherwise.
+func (is *issuance) derivedPolicy() asn1.ObjectIdentifier {
+	if is.req.HardwareBacked && is.ca.cfg.HardwareBackedDevices {
+		return oidDerivedPIVAuthHW
+	}
+	return oidDerivedPIVAuth
+}
+
 func (is *issuance) templateData() (x509util.TemplateData, error) {
 	u := make([]byte, 16)
 	if _, err := rand.Read(u); err != nil {
@@ -401,10 +411,7 @@ func (is *issuance) templateData() (x509util.TemplateData, error) {
 	u[6] = u[6]&0x0f | 0x40
 	u[8] = u[8]&0x3f | 0x80
 	h := hex.EncodeToString(u)
-	policy := oidDerivedPIVAuth
-	if is.req.HardwareBacked && is.ca.cfg.HardwareBackedDevices {
-		policy = oidDerivedPIVAuthHW
-	}
+	policy := is.derivedPolicy()
 	_, isRSA := is.req.CSR.PublicKey.(*rsa.PublicKey)
 	c := is.ca
 	return x509util.TemplateData{

@@ -147,7 +147,7 @@ func (v csrValidator) Valid(*x509.CertificateRequest) error { return nil }
 type validator struct{ is *issuance }
 
 func (v validator) Valid(cert *x509.Certificate, _ provisioner.SignOptions) error {
-	if err := checkProfile(v.is.req.Profile, cert, v.is.ca.cfg.Chain[0], v.is.req.Identity.Email); err != nil {
+	if err := checkProfile(v.is.req.Profile, cert, v.is.ca.cfg.Chain[0], v.is.req.Identity.Email, v.is.derivedPolicy()); err != nil {
 		v.is.err = fmt.Errorf("%w: %v", ErrLint, err)
 		return v.is.err
 	}
@@ -155,8 +155,9 @@ func (v validator) Valid(cert *x509.Certificate, _ provisioner.SignOptions) erro
 }
 
 // checkProfile is the profile as rules, applied to a template or a
-// certificate.
-func checkProfile(p Profile, cert, ca *x509.Certificate, email string) error {
+// certificate. derivedPolicy is the policy a derived PIV Authentication
+// certificate must assert, alone (issuance.derivedPolicy).
+func checkProfile(p Profile, cert, ca *x509.Certificate, email string, derivedPolicy asn1.ObjectIdentifier) error {
 	r := rules[p]
 	var errs []string
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
@@ -198,6 +199,15 @@ func checkProfile(p Profile, cert, ca *x509.Certificate, email string) error {
 	for _, pol := range cert.Policies {
 		if !slices.ContainsFunc(r.policies, pol.EqualASN1OID) {
 			bad("certificatePolicies asserts %v, which the profile does not (it allows %v)", pol, r.policies)
+		}
+	}
+	// …3.41 is the CA's decision (an attested hardware key), never a
+	// template's: exactly the decided policy.
+	if p == DerivedPIVAuth {
+		for _, pol := range cert.Policies {
+			if !pol.EqualASN1OID(derivedPolicy) {
+				bad("certificatePolicies asserts %v; this certificate's is %v alone (…3.41 only for a key attested in hardware, with ca.hardware_backed_devices)", pol, derivedPolicy)
+			}
 		}
 	}
 	uris, emails, others, err := sanNames(cert)
@@ -281,7 +291,7 @@ func (e enforcer) Enforce(cert *x509.Certificate) error {
 	_, span := tracer().Start(is.ctx, "issuance.lint", trace.WithAttributes(
 		attribute.String("credgw.profile", string(is.req.Profile)), attribute.String("credgw.serial", serial)))
 	warnings, tbsHash, err := is.ca.linter.lint(cert, func(enc *x509.Certificate) error {
-		return checkProfile(is.req.Profile, enc, is.ca.cfg.Chain[0], is.req.Identity.Email)
+		return checkProfile(is.req.Profile, enc, is.ca.cfg.Chain[0], is.req.Identity.Email, is.derivedPolicy())
 	})
 	span.SetAttributes(attribute.Int("credgw.lint.warnings", len(warnings)))
 	if err != nil {

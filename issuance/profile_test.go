@@ -246,6 +246,12 @@ func TestTemplateCannotBreakProfile(t *testing.T) {
 		"https AIA":                    strings.Replace(DefaultTemplate(DerivedPIVAuth), `"ocspServer": {{ toJson .OCSPServer }}`, `"ocspServer": ["https://ocsp.example"]`, 1),
 		// A derived credential must not claim the card's policy, nor
 		// carry names the profile does not have (STANDARDS §3.3).
+		// …3.41 is the CA's to decide (an attested hardware key, on a CA
+		// allowing it), never a template's: testCA has it off.
+		"hardware policy for an unattested key": strings.Replace(DefaultTemplate(DerivedPIVAuth), `"policyIdentifiers": [{{ toJson .DerivedPIVAuthPolicy }}],`,
+			`"policyIdentifiers": ["2.16.840.1.101.3.2.1.3.41"],`, 1),
+		"hardware policy beside": strings.Replace(DefaultTemplate(DerivedPIVAuth), `"policyIdentifiers": [{{ toJson .DerivedPIVAuthPolicy }}],`,
+			`"policyIdentifiers": [{{ toJson .DerivedPIVAuthPolicy }}, "2.16.840.1.101.3.2.1.3.41"],`, 1),
 		"the PIV card's policy beside": strings.Replace(DefaultTemplate(DerivedPIVAuth), `"policyIdentifiers": [{{ toJson .DerivedPIVAuthPolicy }}],`,
 			`"policyIdentifiers": [{{ toJson .DerivedPIVAuthPolicy }}, "2.16.840.1.101.3.2.1.3.13"],`, 1),
 		"a dNSName": strings.Replace(DefaultTemplate(DerivedPIVAuth), `{"type": "uri", "value": {{ toJson .UUIDURN }}}`,
