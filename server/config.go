@@ -619,9 +619,18 @@ func ptr[T any](v T) *T { return &v }
 const DefaultAttestStatusMaxAge = 24 * time.Hour
 
 func (c *Config) validateAttest(bad func(string, ...any)) {
-	if c.CA.HardwareBackedDevices && c.CA.CertificateFile != "" && c.Attest.StatusFile == "" {
-		bad("ca.hardware_backed_devices needs attestation.status_file: Google's attestation status list, fetched by a job " +
-			"(leaked attestation keys are caught only through it; docs/config.md, attestation)")
+	// Where an attestation decides anything (…3.41, or issuing at all),
+	// the status list is required: leaked attestation keys of whole
+	// device models are caught only through it.
+	if c.CA.CertificateFile != "" && c.Attest.StatusFile == "" {
+		switch {
+		case c.CA.HardwareBackedDevices:
+			bad("ca.hardware_backed_devices needs attestation.status_file: Google's attestation status list, fetched by a job " +
+				"(leaked attestation keys are caught only through it; docs/config.md, attestation)")
+		case c.Attest.Unattested == "refuse":
+			bad("attestation.unattested: refuse needs attestation.status_file: Google's attestation status list, fetched by a job " +
+				"(leaked attestation keys are caught only through it; docs/config.md, attestation)")
+		}
 	}
 	if c.Attest.StatusMaxAge.Duration < 0 {
 		bad("attestation.status_max_age: want a positive duration")

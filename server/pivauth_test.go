@@ -509,6 +509,10 @@ func TestConfigErrors(t *testing.T) {
 		{"unspecified base_url", withCA("base_url: http://0.0.0.0"), "loopback"},
 		{"https base_url", withCA("base_url: https://pki.example.gov"), "an http URL"},
 		{"hardware without a status list", withCA("base_url: http://pki.example.gov, hardware_backed_devices: true"), "attestation.status_file"},
+		// Refusing unattested devices gates issuance on attestation too:
+		// a revoked (leaked) attestation key must not pass for want of the
+		// list.
+		{"refuse unattested without a status list", withCA("base_url: http://pki.example.gov") + "attestation: {unattested: refuse}\n", "attestation.status_file"},
 		{"webhook without listener", base + "termination_webhook: {secret_file: k}\n", "termination_webhook: no listener"},
 		{"webhook half TLS", base + "termination_webhook: {secret_file: k, listen: '127.0.0.1:0', tls_cert_file: c}\n", "tls_cert_file and tls_key_file"},
 		{"webhook TLS on management", base + "listen: {management: '127.0.0.1:0'}\ntermination_webhook: {secret_file: k, tls_cert_file: c, tls_key_file: k}\n", "needs termination_webhook.listen"},
