@@ -1,6 +1,7 @@
 package issuance
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/rand"
 	"crypto/x509"
@@ -70,6 +71,9 @@ type IssuingCARequirements struct {
 	Validity              time.Duration
 	HardwareBackedDevices bool
 	Now                   time.Time
+	// Installed is the issuing CA certificate in use, if any: a
+	// certificate for its key (a renewal) must keep its subject.
+	Installed *x509.Certificate
 }
 
 // CheckIssuingCA checks a certificate the root operator signed for the
@@ -81,6 +85,12 @@ func CheckIssuingCA(cert *x509.Certificate, chain []*x509.Certificate, req Issui
 	}
 	if pub, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(req.Key) {
 		return refuse("the certificate is for another key than the HSM's issuing key: ask the root operator to sign the CSR `credgw ca init --csr-out` wrote, unchanged")
+	}
+	if in := req.Installed; in != nil && bytes.Equal(in.RawSubjectPublicKeyInfo, cert.RawSubjectPublicKeyInfo) && !bytes.Equal(in.RawSubject, cert.RawSubject) {
+		// The certificates issued so far name the installed subject as
+		// their issuer; OCSP's name hash, the CRL's issuer and caIssuers
+		// follow the CA certificate's (RFC 5280 §5.1.2.3, RFC 6960 §4.1.1).
+		return refuse("the certificate renews the issuing key's certificate under another subject (%q, in use %q): the certificates already issued would get no OCSP answer or CRL: ask the root operator to keep the subject of the certificate in use", cert.Subject, in.Subject)
 	}
 	if !cert.BasicConstraintsValid || !cert.IsCA {
 		return refuse("the certificate is not a CA certificate: ask the root operator for a subordinate CA certificate with basicConstraints cA TRUE, pathLenConstraint 0 (RFC 5280 §4.2.1.9)")

@@ -140,6 +140,25 @@ func TestCheckIssuingCA(t *testing.T) {
 			}
 		})
 	}
+	// A renewal of the certificate in use (the same key) keeps its
+	// subject: the certificates issued before name it as their issuer, and
+	// OCSP, the CRL and caIssuers follow the CA certificate's name, so a
+	// renamed one leaves every one of them without status.
+	t.Run("renewal under another subject", func(t *testing.T) {
+		installed := root.sign(t, goodIssuing(), key.Public())
+		renamed := goodIssuing()
+		renamed.Subject.CommonName = "Renamed Issuing CA"
+		cert := root.sign(t, renamed, key.Public())
+		err := CheckIssuingCA(cert, []*x509.Certificate{root.cert}, IssuingCARequirements{Key: key.Public(), Validity: DefaultValidity, Now: time.Now(), Installed: installed})
+		if err == nil || !errors.Is(err, ErrIssuingCA) || !strings.Contains(err.Error(), "subject") || !strings.Contains(err.Error(), "ask the root operator") {
+			t.Fatalf("got %v, want ErrIssuingCA about the subject", err)
+		}
+		// The same subject renewed: accepted.
+		if err := CheckIssuingCA(root.sign(t, goodIssuing(), key.Public()), []*x509.Certificate{root.cert},
+			IssuingCARequirements{Key: key.Public(), Validity: DefaultValidity, Now: time.Now(), Installed: installed}); err != nil {
+			t.Fatalf("a renewal under the same subject: %v", err)
+		}
+	})
 	t.Run("chain without root", func(t *testing.T) {
 		cert := root.sign(t, goodIssuing(), key.Public())
 		err := CheckIssuingCA(cert, []*x509.Certificate{cert}, IssuingCARequirements{Key: key.Public(), Validity: DefaultValidity, Now: time.Now()})

@@ -397,8 +397,17 @@ func ImportCA(ctx context.Context, cfg *Config, certPEM, chainPEM []byte, now ti
 	if err != nil {
 		return nil, nil, err
 	}
+	// The certificate in use, if any: a renewal must keep its subject.
+	var installed *x509.Certificate
+	if b, err := os.ReadFile(cfg.Path(cfg.CA.CertificateFile)); err == nil {
+		if in, err := parseCerts(b); err == nil && len(in) > 0 {
+			installed = in[0]
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, fmt.Errorf("ca import: the certificate in use: %w", err)
+	}
 	if err := issuance.CheckIssuingCA(certs[0], chain, issuance.IssuingCARequirements{Key: signer.Public(),
-		Validity: cfg.CA.Validity.Duration, HardwareBackedDevices: cfg.CA.HardwareBackedDevices, Now: now}); err != nil {
+		Validity: cfg.CA.Validity.Duration, HardwareBackedDevices: cfg.CA.HardwareBackedDevices, Now: now, Installed: installed}); err != nil {
 		return nil, nil, err
 	}
 	_, warns, err := issuance.LintCACertificate(certs[0].Raw)
