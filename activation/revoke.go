@@ -151,6 +151,11 @@ func (s *Service) revokeIdentity(ctx context.Context, sel store.IdentitySelector
 	if err != nil {
 		return nil, err
 	}
+	if terminate {
+		if err := s.retireEscrowKeys(ctx, sel, sets); err != nil {
+			return nil, err
+		}
+	}
 	var serials []string
 	var errs []error
 	for _, cs := range sets {
@@ -201,6 +206,32 @@ func (s *Service) revokeIdentity(ctx context.Context, sel store.IdentitySelector
 		}
 	}
 	return serials, errors.Join(errs...)
+}
+
+// retireEscrowKeys retires the escrowed keys of the person ids a
+// termination ends (those of the identity's sets, and the selector's own):
+// with email or UPN person ids, an address given to a new hire would hand
+// the new holder the departed person's key history. The keys stay in
+// escrow, for recovery by the agency's own means.
+func (s *Service) retireEscrowKeys(ctx context.Context, sel store.IdentitySelector, sets []store.CredentialSet) error {
+	persons := map[string]bool{}
+	if sel.PersonID != "" {
+		persons[sel.PersonID] = true
+	}
+	for _, cs := range sets {
+		persons[cs.PersonID] = true
+	}
+	now := s.cfg.Now()
+	for p := range persons {
+		n, err := s.cfg.Store.RetireEscrowKeys(ctx, p, now)
+		if err != nil {
+			return fmt.Errorf("retiring the escrowed keys of %s: %w", p, err)
+		}
+		if n > 0 {
+			s.cfg.Log.InfoContext(ctx, "termination: escrowed keys retired from later key histories", "person_id", p, "keys", n)
+		}
+	}
+	return nil
 }
 
 // checkReason refuses, before anything changes, a reason the CA would

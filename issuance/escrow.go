@@ -395,7 +395,8 @@ func (e *Escrow) reseal(ctx context.Context, r store.EscrowKey, der []byte) {
 // History unseals the key history a device receives beside the current
 // key: up to max of the person's keys other than currentID that are
 // certified, whose certificate is recorded and whose package a device
-// confirmed (store.EscrowKey.Delivered), newest first. A key whose package
+// confirmed (store.EscrowKey.Delivered) and that no termination retired,
+// newest first. A key whose package
 // was never confirmed was revoked before anyone could encrypt to it: it
 // stays in escrow until retain_until but is not delivered. Only those are
 // unsealed (a long history costs nothing here). It does not depend on the
@@ -411,6 +412,9 @@ func (e *Escrow) History(ctx context.Context, personID, currentID string, max in
 			break
 		}
 		if r.ID == currentID || r.CertDER == nil || !r.Delivered { // the current key; not certified, recorded or delivered
+			continue
+		}
+		if !r.RetiredAt.IsZero() { // a termination ended its person: perhaps another holder of the address now
 			continue
 		}
 		k, err := e.unseal(ctx, r)

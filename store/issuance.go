@@ -56,6 +56,9 @@ type EscrowKey struct {
 	CertSerial  string
 	CreatedAt   time.Time
 	RetainUntil time.Time // zero until certified
+	// RetiredAt: a termination of the person retired the key (zero: not
+	// retired). It stays in escrow but joins no key history.
+	RetiredAt time.Time
 	// CertDER is the certificate of CertSerial once it is recorded as
 	// issued (read with the key: the key history needs both).
 	CertDER []byte
@@ -122,6 +125,9 @@ type IssuanceStore interface {
 	// key opened under an older spelling of its person id, sealed again
 	// under the id its row holds); false if another got there first.
 	ResealEscrowKey(ctx context.Context, id string, old, sealed []byte) (bool, error)
+	// RetireEscrowKeys retires the escrowed keys of a person id (in any
+	// spelling) made up to at and not retired yet, returning how many.
+	RetireEscrowKeys(ctx context.Context, personID string, at time.Time) (int, error)
 	// DeleteUncertifiedEscrowKeys deletes the keys never certified that no
 	// pending or redeeming credential set holds and that were made before
 	// olderThan (a key is made just before the set that holds it): the keys

@@ -377,6 +377,42 @@ func TestPurgeEscrowKeys(t *testing.T) {
 	})
 }
 
+// TestRetireEscrowKeys: a termination retires a person's keys made up to
+// its time, in any spelling of the person id, once; later keys and other
+// people's are not retired, and retired keys stay in escrow.
+func TestRetireEscrowKeys(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		put := func(id, person string, at time.Time) {
+			t.Helper()
+			if err := s.PutEscrowKey(ctx, EscrowKey{ID: id, PersonID: person, KeyType: "p256", SPKISHA256: id, KEKID: "kek", Sealed: []byte{1}, CreatedAt: at}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		put("old", "ann@example.gov", t0)
+		put("other", "bob@example.gov", t0)
+		put("later", "ann@example.gov", t0.Add(2*time.Hour))
+		if n, err := s.RetireEscrowKeys(ctx, "Ann@Example.gov", t0.Add(time.Hour)); err != nil || n != 1 {
+			t.Fatalf("retired %d, %v; want 1", n, err)
+		}
+		if n, err := s.RetireEscrowKeys(ctx, "ann@example.gov", t0.Add(time.Hour)); err != nil || n != 0 {
+			t.Fatalf("retired %d again, %v", n, err)
+		}
+		keys, err := s.EscrowKeys(ctx, "ann@example.gov")
+		if err != nil || len(keys) != 2 {
+			t.Fatalf("%d keys, %v", len(keys), err)
+		}
+		for _, k := range keys {
+			if retired := !k.RetiredAt.IsZero(); retired != (k.ID == "old") {
+				t.Errorf("key %s retired at %v", k.ID, k.RetiredAt)
+			}
+		}
+		if keys, _ := s.EscrowKeys(ctx, "bob@example.gov"); len(keys) != 1 || !keys[0].RetiredAt.IsZero() {
+			t.Errorf("another person's key: %+v", keys)
+		}
+	})
+}
+
 // TestRecordAfterStaleRevocation: a signing so slow that the sweep took
 // its intent for a crash and revoked it is recorded (the certificate is
 // kept with its intent, revoked) but the record says so: the certificate

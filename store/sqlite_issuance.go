@@ -183,7 +183,7 @@ func (s *DB) EscrowKeys(ctx context.Context, personID string) ([]EscrowKey, erro
 	// a failed issuance certified before the set was given a new key for
 	// the retry) and the set has an activation a device confirmed
 	// (confirmed_at stays when the set is revoked later).
-	rows, err := s.r.QueryContext(ctx, `SELECT e.id, e.person_id, e.key_type, e.spki_sha256, e.kek_id, e.sealed, e.cert_serial, e.created_at, e.retain_until, c.der,
+	rows, err := s.r.QueryContext(ctx, `SELECT e.id, e.person_id, e.key_type, e.spki_sha256, e.kek_id, e.sealed, e.cert_serial, e.created_at, e.retain_until, e.retired_at, c.der,
 		EXISTS (SELECT 1 FROM activations a JOIN credential_sets cs ON cs.id = a.credential_set_id
 			WHERE a.credential_set_id = c.credential_set_id AND a.confirmed_at IS NOT NULL AND cs.escrow_key_id = e.id)
 		FROM escrow_keys e LEFT JOIN certificates c ON c.serial = e.cert_serial AND e.cert_serial <> ''
@@ -196,14 +196,24 @@ func (s *DB) EscrowKeys(ctx context.Context, personID string) ([]EscrowKey, erro
 	for rows.Next() {
 		var k EscrowKey
 		var created int64
-		var retain sql.NullInt64
-		if err := rows.Scan(&k.ID, &k.PersonID, &k.KeyType, &k.SPKISHA256, &k.KEKID, &k.Sealed, &k.CertSerial, &created, &retain, &k.CertDER, &k.Delivered); err != nil {
+		var retain, retired sql.NullInt64
+		if err := rows.Scan(&k.ID, &k.PersonID, &k.KeyType, &k.SPKISHA256, &k.KEKID, &k.Sealed, &k.CertSerial, &created, &retain, &retired, &k.CertDER, &k.Delivered); err != nil {
 			return nil, wrapDB(err)
 		}
-		k.CreatedAt, k.RetainUntil = fromTS(created), fromNullTS(retain)
+		k.CreatedAt, k.RetainUntil, k.RetiredAt = fromTS(created), fromNullTS(retain), fromNullTS(retired)
 		out = append(out, k)
 	}
 	return out, wrapDB(rows.Err())
+}
+
+func (s *DB) RetireEscrowKeys(ctx context.Context, personID string, at time.Time) (int, error) {
+	res, err := s.w.ExecContext(ctx, `UPDATE escrow_keys SET retired_at = $2
+		WHERE `+s.fold("person_id")+` = `+s.fold("$1")+` AND retired_at IS NULL AND created_at <= $2`, personID, ts(at))
+	if err != nil {
+		return 0, wrapDB(err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), wrapDB(err)
 }
 
 func (s *DB) ResealEscrowKey(ctx context.Context, id string, old, sealed []byte) (bool, error) {
