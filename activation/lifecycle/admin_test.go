@@ -99,3 +99,45 @@ func TestForceCRLIsAudited(t *testing.T) {
 		t.Fatalf("force-crl events %+v, want one by admin", evs)
 	}
 }
+
+// TestAdminRevocationEndsAWaitingPackage: an administrator revoked each
+// certificate of a set whose package waited for its confirmation (the
+// person reported the download was not theirs). The package, escrowed keys
+// and all, could still be resumed and confirmed: the set became active
+// with every certificate revoked, and its compromised key joined every
+// later key history as delivered. A certificate of a set not confirmed
+// yet is now revoked with its whole set: the activation ends, the package
+// with it, and the person is told it may have been downloaded.
+func TestAdminRevocationEndsAWaitingPackage(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.enroll(t, "a", "p1")
+	f.record(t, "aa01", "test", "p1", "set-a")
+	f.record(t, "aa02", "test", "p1", "set-a")
+	now := time.Now()
+	if err := f.st.BeginRedemption(ctx, "a", "r-a", now, store.Lease{Holder: "h", Until: now.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.StorePackage(ctx, "a", "r-a", []byte("sealed"), "sum", 6, []byte{}, now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.RevokeCertificate(ctx, "aa01", issuance.ReasonKeyCompromise, "not their download"); err != nil {
+		t.Fatal(err)
+	}
+	a, err := f.st.ActivationByID(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.State == store.ActRedeeming || a.Package != nil {
+		t.Errorf("the activation is %s with a package: a device may still resume and confirm it", a.State)
+	}
+	if cs, err := f.st.CredentialSet(ctx, "set-a"); err != nil || cs.State != store.SetRevoked {
+		t.Errorf("the set is %q (%v), want revoked", cs.State, err)
+	}
+	if rec, err := f.st.Certificate(ctx, "aa02"); err != nil || !rec.Revoked() {
+		t.Errorf("the package's other certificate: revoked %v (%v)", rec.Revoked(), err)
+	}
+	if len(f.events(t, "undelivered")) != 1 {
+		t.Error("no undelivered event: the person is not told the package may have been downloaded")
+	}
+}

@@ -10,6 +10,7 @@ package lifecycle
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
@@ -60,6 +61,7 @@ type Store interface {
 	RememberDelivery(ctx context.Context, signature string, expires time.Time) (bool, error)
 	ForgetDelivery(ctx context.Context, signature string) error
 	Terminate(ctx context.Context, t store.Termination) error
+	CredentialSet(ctx context.Context, id string) (store.CredentialSet, error)
 	TerminationUnfinished(ctx context.Context, sel store.IdentitySelector) (bool, error)
 }
 
@@ -163,6 +165,9 @@ func (s *Service) RevokeCertificate(ctx context.Context, serial string, reason i
 		e.Detail += "; comment=" + comment
 	}
 	s.cfg.Audit.Record(ctx, e)
+	if err := s.endUnconfirmedSet(ctx, rec, reason); err != nil {
+		return rec, err
+	}
 	if rec.CredentialSetID != "" {
 		// The holder is told of every revocation (FIPS 201-3 §2.10.2),
 		// an administrator's included.
@@ -171,6 +176,30 @@ func (s *Service) RevokeCertificate(ctx context.Context, serial string, reason i
 	}
 	s.cfg.Log.InfoContext(ctx, "certificate revoked by an administrator", "serial", serial, "reason", reason.String(), "person_id", rec.PersonID)
 	return rec, err
+}
+
+// endUnconfirmedSet revokes the whole set of a certificate an
+// administrator revoked when no device confirmed it yet: its package
+// (escrowed keys included) could otherwise still be resumed and
+// confirmed, an active set of revoked certificates whose keys then join
+// later key histories as delivered. The activation ends and the person is
+// told the package may have been downloaded (activation.RevokeSet).
+func (s *Service) endUnconfirmedSet(ctx context.Context, rec store.CertificateRecord, reason issuance.RevocationReason) error {
+	if rec.CredentialSetID == "" {
+		return nil
+	}
+	cs, err := s.cfg.Store.CredentialSet(ctx, rec.CredentialSetID)
+	if err != nil {
+		return fmt.Errorf("the certificate is revoked, but its credential set could not be read to end it if unconfirmed (revoke the person's sets with RevokeIdentity): %w", err)
+	}
+	if cs.State != store.SetPending && cs.State != store.SetRedeeming {
+		return nil
+	}
+	if _, err := s.cfg.Activation.RevokeSet(ctx, cs.PersonID, cs.ID, reason); err != nil {
+		return fmt.Errorf("the certificate is revoked, but ending its unconfirmed credential set %s failed (revoke the person's sets with RevokeIdentity): %w", cs.ID, err)
+	}
+	s.cfg.Audit.Set(ctx, "admin", "revoke-set", cs.ID, "reason="+protoName(reason)+"; a certificate of it was revoked before a device confirmed it")
+	return nil
 }
 
 // RevokeIdentity revokes every live derived credential of a card or person

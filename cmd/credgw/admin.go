@@ -208,7 +208,7 @@ log. Self-service revocation of a lost device stays in the portal and the API.`,
 		})
 
 	var serial, why string
-	revoke, _ := sub("revoke --serial HEX [--reason R]", "Revoke one certificate by serial", false,
+	revoke, _ := sub("revoke --serial HEX [--reason R]", "Revoke one certificate by serial (of a set no device confirmed yet: the whole set, its waiting package with it)", false,
 		func(cmd *cobra.Command, f *adminFlags, c credgwv1.AdminClient, ctx context.Context) error {
 			r, err := reason(why)
 			if err != nil {
