@@ -37,10 +37,14 @@ func (s *Service) Redeem(ctx context.Context, req RedeemRequest, progress Progre
 		return nil, err
 	}
 	if d.Resumed {
-		s.deliveredAgain(ctx, "redeem", "activation_id="+req.ActivationID, d)
+		if err := s.deliveredAgain(ctx, "redeem", "activation_id="+req.ActivationID, d); err != nil {
+			return nil, err
+		}
 		return d, nil
 	}
-	s.cfg.Audit.Set(ctx, "device", "redeem", d.Manifest.GetCredentialSetId(), "activation_id="+req.ActivationID+"; redemption_id="+d.RedemptionID+"; issued; "+d.Attestation)
+	if err := s.recordDelivery(ctx, "redeem", d, "activation_id="+req.ActivationID+"; redemption_id="+d.RedemptionID+"; issued; "+d.Attestation); err != nil {
+		return nil, err
+	}
 	s.cfg.Log.InfoContext(ctx, "credentials issued", "activation_id", req.ActivationID, "redemption_id", d.RedemptionID,
 		"credential_set_id", d.Manifest.GetCredentialSetId(), "bytes", len(d.Package))
 	return d, nil
@@ -49,11 +53,27 @@ func (s *Service) Redeem(ctx context.Context, req RedeemRequest, progress Progre
 // deliveredAgain records a stored package sent again (a resume): it
 // carries the escrowed key history, so every delivery is an audit event,
 // not only the first.
-func (s *Service) deliveredAgain(ctx context.Context, action, detail string, d *Delivery) {
+func (s *Service) deliveredAgain(ctx context.Context, action, detail string, d *Delivery) error {
 	setID := d.Manifest.GetCredentialSetId()
-	s.cfg.Audit.Set(ctx, "device", action, setID, detail+"; redemption_id="+d.RedemptionID+"; resumed")
+	if err := s.recordDelivery(ctx, action, d, detail+"; redemption_id="+d.RedemptionID+"; resumed"); err != nil {
+		return err
+	}
 	s.cfg.Log.InfoContext(ctx, "stored credential package delivered again", "action", action, "redemption_id", d.RedemptionID,
 		"resumed", true, "credential_set_id", setID, "bytes", len(d.Package))
+	return nil
+}
+
+// recordDelivery writes the audit event of a delivery. One carrying
+// escrowed keys is a key recovery (Common Policy §4.12.1, §5.4.1): its
+// event names the earlier keys' certificates, and if it cannot be written
+// nothing is delivered (ErrAuditUnavailable; the package stays stored and
+// the device's retry resumes it).
+func (s *Service) recordDelivery(ctx context.Context, action string, d *Delivery, detail string) error {
+	err := s.cfg.Audit.SetChecked(ctx, "device", action, d.Manifest.GetCredentialSetId(), detail+d.keyHistoryDetail())
+	if err != nil && d.Escrowed {
+		return ErrAuditUnavailable // the cause is in the log (the database's text is not the device's)
+	}
+	return nil
 }
 
 // auditRefusal records refused redemptions of a code whose secret was
@@ -243,6 +263,25 @@ type Delivery struct {
 	// Attestation sums up the verified key attestations (the audit's
 	// account: "attestation=none" or each key's level and boot state).
 	Attestation string
+	// Escrowed: the package carries escrowed keys (the encryption key,
+	// and KeyHistory's), so delivering it is a key recovery, delivered
+	// only once its audit event is written.
+	Escrowed bool
+	// KeyHistory are the certificate serials of the earlier keys the
+	// package carries.
+	KeyHistory []string
+}
+
+// keyHistoryDetail is the audit's account of the earlier keys a package
+// carries ("" for a package without escrowed keys).
+func (d *Delivery) keyHistoryDetail() string {
+	if !d.Escrowed {
+		return ""
+	}
+	if len(d.KeyHistory) == 0 {
+		return "; key_history=none"
+	}
+	return "; key_history=" + strings.Join(d.KeyHistory, ",")
 }
 
 // Progress reports a stage ("issuing 1/3").
@@ -467,15 +506,21 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 			return nil, err
 		}
 		d, err := s.resume(a, aead)
-		if err == nil || !s.legacySeal(a) {
-			return d, err
+		if err != nil && s.legacySeal(a) {
+			// A package sealed before the pepper (a gateway upgraded
+			// while it waited for its confirmation).
+			if aead, err = code.SealKey(req.Secret, password); err != nil {
+				return nil, err
+			}
+			d, err = s.resume(a, aead)
 		}
-		// A package sealed before the pepper (a gateway upgraded while
-		// it waited for its confirmation).
-		if aead, err = code.SealKey(req.Secret, password); err != nil {
+		if err != nil {
 			return nil, err
 		}
-		return s.resume(a, aead)
+		if bound.EscrowKeyID != "" {
+			d.Escrowed, d.KeyHistory = true, packageKeyHistory(d.Package, req.Secret, password)
+		}
+		return d, nil
 	}
 	progress(credgwv1.Stage_STAGE_VALIDATING, 1, 1, "checking the certificate requests")
 	cs, err := s.cfg.Store.CredentialSet(ctx, a.CredentialSetID)
@@ -901,7 +946,45 @@ func (s *Service) issue(ctx context.Context, a store.Activation, cs store.Creden
 		// through the same check.
 		return nil, packageStored{fmt.Errorf("the termination check after storing the package: %w", err)}
 	}
-	return &Delivery{RedemptionID: rid, Manifest: pkg.Manifest(), Package: plain, SHA256: sum[:], Attestation: verdicts.Summary()}, nil
+	d := &Delivery{RedemptionID: rid, Manifest: pkg.Manifest(), Package: plain, SHA256: sum[:], Attestation: verdicts.Summary(), Escrowed: cs.EscrowKeyID != ""}
+	for _, k := range history {
+		d.KeyHistory = append(d.KeyHistory, k.CertSerial)
+	}
+	return d, nil
+}
+
+// packageKeyHistory reads the certificate serials of the earlier keys in a
+// stored package's encryption.p12 (for the audit event of a resume; the
+// gateway has the secret and the password then): "unreadable" if it
+// cannot.
+func packageKeyHistory(pkg, secret []byte, password string) []string {
+	var p credgwv1.CredentialPackage
+	if err := proto.Unmarshal(pkg, &p); err != nil {
+		return []string{"unreadable"}
+	}
+	pw, err := code.NormalizePassword(password)
+	if err != nil {
+		return []string{"unreadable"}
+	}
+	p12pw, err := code.PKCS12Password(secret, pw)
+	if err != nil {
+		return []string{"unreadable"}
+	}
+	for _, it := range p.GetItems() {
+		if it.GetName() != "encryption.p12" {
+			continue
+		}
+		entries, _, err := pfx.Decode(it.GetData(), p12pw)
+		if err != nil || len(entries) == 0 {
+			return []string{"unreadable"}
+		}
+		var out []string
+		for _, e := range entries[1:] { // the first is the current key
+			out = append(out, e.Certificate.SerialNumber.Text(16))
+		}
+		return out
+	}
+	return nil
 }
 
 // addKeyHistory adds the person's escrowed key-management keys as one

@@ -154,10 +154,14 @@ func (s *Service) Rekey(ctx context.Context, req RekeyRequest, progress Progress
 		return nil, err
 	}
 	if d.Resumed {
-		s.deliveredAgain(ctx, "rekey", "renews="+old.ID, d)
+		if err := s.deliveredAgain(ctx, "rekey", "renews="+old.ID, d); err != nil {
+			return nil, err
+		}
 		return d, nil
 	}
-	s.cfg.Audit.Set(ctx, "device", "rekey", d.Manifest.GetCredentialSetId(), "renews="+old.ID+"; redemption_id="+d.RedemptionID+"; "+d.Attestation)
+	if err := s.recordDelivery(ctx, "rekey", d, "renews="+old.ID+"; redemption_id="+d.RedemptionID+"; "+d.Attestation); err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 

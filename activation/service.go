@@ -37,6 +37,10 @@ var (
 	ErrAlreadyRedeemed = errors.New("activation: the activation code was redeemed already")
 	// ErrInProgress: another call is issuing right now.
 	ErrInProgress = errors.New("activation: the credentials are being issued; retry in a moment to resume")
+	// ErrAuditUnavailable: a package carrying escrowed keys (a key
+	// recovery) is delivered only once its audit event is written; the
+	// package stays stored and a retry resumes it.
+	ErrAuditUnavailable = errors.New("activation: the audit log cannot record this delivery of escrowed keys, and none is delivered unrecorded; retry in a moment to resume")
 	// ErrSessionTooOld: PKI-AUTH is more than 20 minutes old.
 	ErrSessionTooOld = errors.New("activation: the PIV session is too old; sign in with the card again")
 	// ErrTerminated: the PIV identity (card or person) has been terminated.

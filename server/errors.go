@@ -66,7 +66,7 @@ func toStatus(err error) error {
 		code = codes.ResourceExhausted
 	case errors.Is(err, activation.ErrExpired), errors.Is(err, activation.ErrAlreadyRedeemed), errors.Is(err, activation.ErrHashMismatch):
 		code = codes.FailedPrecondition
-	case errors.Is(err, activation.ErrInProgress):
+	case errors.Is(err, activation.ErrInProgress), errors.Is(err, activation.ErrAuditUnavailable):
 		code = codes.Unavailable
 	case errors.Is(err, activation.ErrNotYours):
 		code = codes.NotFound
@@ -129,7 +129,7 @@ func toStatus(err error) error {
 		}
 		return st.Err()
 	}
-	if errors.Is(err, activation.ErrInProgress) {
+	if errors.Is(err, activation.ErrInProgress) || errors.Is(err, activation.ErrAuditUnavailable) {
 		// Being issued (by this call's twin, or by a process that died:
 		// its claim is released within a minute): retry after a while.
 		st := status.New(code, err.Error())

@@ -6,9 +6,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/credgw/credgw/activation"
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/pkcs11"
 	"github.com/credgw/credgw/store"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -77,5 +79,24 @@ func TestInvalidTextIsTheCallers(t *testing.T) {
 	st := status.Convert(toStatus(fmt.Errorf("activation: redeem: %w", store.ErrInvalidText)))
 	if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "NUL") {
 		t.Fatalf("%v %q, want InvalidArgument naming the NUL", st.Code(), st.Message())
+	}
+}
+
+// TestAuditUnavailableIsRetried: a key recovery whose audit event cannot
+// be written is Unavailable with RetryInfo: the device retries and resumes
+// the stored package once the log works.
+func TestAuditUnavailableIsRetried(t *testing.T) {
+	st := status.Convert(toStatus(fmt.Errorf("activation: redeem: %w", activation.ErrAuditUnavailable)))
+	if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "retry") {
+		t.Fatalf("%v %q, want Unavailable saying to retry", st.Code(), st.Message())
+	}
+	retry := false
+	for _, d := range st.Details() {
+		if _, ok := d.(*errdetails.RetryInfo); ok {
+			retry = true
+		}
+	}
+	if !retry {
+		t.Error("no RetryInfo")
 	}
 }

@@ -67,7 +67,10 @@ const (
 // Record appends e (at now, outcome "ok" unless set, with the caller's
 // source address and administrator name). It outlives the caller's
 // cancellation: the operation it records has happened.
-func (l *Log) Record(ctx context.Context, e store.AuditEvent) {
+func (l *Log) Record(ctx context.Context, e store.AuditEvent) { _ = l.record1(ctx, e) }
+
+// record1 is Record, returning whether the event was appended.
+func (l *Log) record1(ctx context.Context, e store.AuditEvent) error {
 	e.At = l.now()
 	if e.Outcome == "" {
 		e.Outcome = OK
@@ -80,14 +83,23 @@ func (l *Log) Record(ctx context.Context, e store.AuditEvent) {
 			e.Actor = "admin:" + c.Admin
 		}
 	}
-	if _, err := l.st.AppendAudit(context.WithoutCancel(ctx), e); err != nil {
+	_, err := l.st.AppendAudit(context.WithoutCancel(ctx), e)
+	if err != nil {
 		l.log.ErrorContext(ctx, "audit: append failed", "action", e.Action, "person_id", e.PersonID, "cause", err.Error())
 	}
+	return err
 }
 
 // Set records an action on a credential set, with its holder and serials.
 func (l *Log) Set(ctx context.Context, actor, action, setID, detail string) {
 	l.set(ctx, actor, action, OK, setID, detail)
+}
+
+// SetChecked is Set for an action that must not happen unrecorded: it
+// returns the error when the event could not be appended.
+func (l *Log) SetChecked(ctx context.Context, actor, action, setID, detail string) error {
+	cs, serials := l.held(ctx, setID)
+	return l.record1(ctx, setEvent(actor, action, OK, cs, serials, detail))
 }
 
 // Refused records a refused action on a credential set; detail says why.
@@ -102,6 +114,12 @@ func (l *Log) Failed(ctx context.Context, actor, action, setID, detail string) {
 }
 
 func (l *Log) set(ctx context.Context, actor, action, outcome, setID, detail string) {
+	held, serials := l.held(ctx, setID)
+	l.record(ctx, actor, action, outcome, held, serials, detail)
+}
+
+// held reads a set and its serials for an event (as much as can be read).
+func (l *Log) held(ctx context.Context, setID string) (store.CredentialSet, []string) {
 	held := store.CredentialSet{ID: setID}
 	if cs, err := l.st.CredentialSet(ctx, setID); err == nil {
 		held = cs
@@ -112,7 +130,7 @@ func (l *Log) set(ctx context.Context, actor, action, outcome, setID, detail str
 			serials = append(serials, r.Serial)
 		}
 	}
-	l.record(ctx, actor, action, outcome, held, serials, detail)
+	return held, serials
 }
 
 // SetOf records an action on a credential set the caller holds, with the
@@ -122,6 +140,11 @@ func (l *Log) SetOf(ctx context.Context, actor, action string, cs store.Credenti
 }
 
 func (l *Log) record(ctx context.Context, actor, action, outcome string, cs store.CredentialSet, serials []string, detail string) {
+	l.Record(ctx, setEvent(actor, action, outcome, cs, serials, detail))
+}
+
+// setEvent is the event of an action on a credential set.
+func setEvent(actor, action, outcome string, cs store.CredentialSet, serials []string, detail string) store.AuditEvent {
 	e := store.AuditEvent{Actor: actor, Action: action, Outcome: outcome, Detail: "credential_set_id=" + cs.ID,
 		PersonID: cs.PersonID, CardUUID: cs.CardUUID, Serials: serials}
 	if detail != "" {
@@ -130,7 +153,7 @@ func (l *Log) record(ctx context.Context, actor, action, outcome string, cs stor
 	if e.Actor == "" && cs.PersonID != "" {
 		e.Actor = "piv:" + cs.PersonID
 	}
-	l.Record(ctx, e)
+	return e
 }
 
 // Identity is the event of an action on every credential of a PIV

@@ -1,0 +1,72 @@
+package activation
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/credgw/credgw/activation/audit"
+	"github.com/credgw/credgw/store"
+)
+
+// failingAudit is the store whose audit appends fail while fail is set.
+type failingAudit struct {
+	*store.SQLite
+	fail *atomic.Bool
+}
+
+func (f failingAudit) AppendAudit(ctx context.Context, e store.AuditEvent) (store.AuditEvent, error) {
+	if f.fail.Load() {
+		return store.AuditEvent{}, store.ErrBusy
+	}
+	return f.SQLite.AppendAudit(ctx, e)
+}
+
+// TestKeyRecoveryIsRecordedFirst: a package carrying escrowed keys is a
+// key recovery (Common Policy §4.12.1, §5.4.1). Its audit event named the
+// set's own certificates, not the earlier keys that left escrow with it,
+// and an audit log that could not be written did not stop the delivery.
+// The event now lists the key history's certificate serials, and while
+// the event cannot be written the package is not delivered (Unavailable:
+// the device's retry resumes it once the log works).
+func TestKeyRecoveryIsRecordedFirst(t *testing.T) {
+	var fail atomic.Bool
+	h := newHarness(t, func(c *Config) {
+		c.Audit = audit.New(failingAudit{c.Store.(*store.SQLite), &fail}, c.Log, c.Now)
+	})
+	ctx := context.Background()
+	alice := h.signIn(t, "a@example.gov")
+	first := h.install(t, h.enroll(t, alice))
+	firstKM := ""
+	for _, it := range first.Manifest.GetItems() {
+		if it.GetName() == "encryption.p12" {
+			firstKM = it.GetSerial()
+		}
+	}
+	e := h.enroll(t, h.again(alice))
+	req := e.request(t)
+	fail.Store(true)
+	if d, err := h.svc.Redeem(ctx, req, nil); !errors.Is(err, ErrAuditUnavailable) {
+		t.Fatalf("Redeem with the audit log failing: %v (delivered: %v), want ErrAuditUnavailable", err, d != nil)
+	}
+	fail.Store(false)
+	d, err := h.svc.Redeem(ctx, req, nil)
+	if err != nil || keyCount(t, d) != 2 {
+		t.Fatalf("the retry once the log works: %v", err)
+	}
+	evs, err := h.st.AuditEvents(ctx, 0, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, ev := range evs {
+		if ev.Action == "redeem" && strings.Contains(ev.Detail, "redemption_id="+d.RedemptionID) && strings.Contains(ev.Detail, "key_history="+firstKM) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no redeem event of %s naming the key history (%s)", d.RedemptionID, firstKM)
+	}
+}
