@@ -133,6 +133,9 @@ func (s *Service) Rekey(ctx context.Context, req RekeyRequest, progress Progress
 		// Attestations are checked before the renewal exists: a refused
 		// one leaves nothing in progress that would block the retry.
 		if _, err := s.verifyAttestations(atts, csrs, code.AttestationChallenge(req.Secret, rekeyContext(req.Current))); err != nil {
+			// Recorded as a redemption's refusal is: a stolen credential
+			// tried with leaked attestation keys or unlocked phones.
+			s.cfg.Audit.Refused(ctx, "device", "rekey", old.ID, "renews="+old.ID+"; refused: "+err.Error())
 			return nil, err
 		}
 		if actID, err = s.enrollRenewal(ctx, old, req.Secret, req.Password); err != nil {

@@ -3,6 +3,8 @@ package activation
 import (
 	"context"
 	"crypto/x509"
+	"errors"
+	"strings"
 	"sync"
 	"testing"
 
@@ -63,4 +65,46 @@ func TestRekeyKeepsTheAssuranceItRenews(t *testing.T) {
 	if d.Attestation == "" || d.Attestation == "attestation=none" {
 		t.Errorf("the renewal's attestation verdict is %q", d.Attestation)
 	}
+}
+
+// TestRekeyAttestationRefusalRecorded: a renewal refused for its key
+// attestation (here a challenge made for another renewal) left no audit
+// event, where a redemption's refusal leaves one: a thief trying leaked
+// attestation keys or unlocked phones with a stolen credential went
+// unrecorded.
+func TestRekeyAttestationRefusalRecorded(t *testing.T) {
+	vendor, err := hsmsim.InitVendor(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, func(c *Config) {
+		c.Attest = &attest.Policy{Roots: []*x509.Certificate{vendor.Root}, RequireVerifiedBoot: true, RequireDeviceLocked: true}
+	})
+	ctx := context.Background()
+	current := renewable(t, h)
+	req := rekeyRequest(t, current)
+	for _, c := range req.CSRs {
+		csr, err := x509.ParseCertificateRequest(c.GetCsrDer())
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain, err := vendor.Attest(csr.PublicKey, []byte("made for another renewal"), hsmsim.AttestOptions{Level: attest.TrustedEnvironment})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Attestation = &credgwv1.KeyAttestation{Format: attest.FormatAndroidKey, CertificateChain: chain}
+	}
+	if _, err := h.svc.Rekey(ctx, req, nil); !errors.Is(err, ErrPermission) {
+		t.Fatalf("got %v, want ErrPermission", err)
+	}
+	evs, err := h.st.AuditEvents(ctx, 0, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		if e.Action == "rekey" && e.Outcome == "refused" && strings.Contains(e.Detail, "challenge") {
+			return
+		}
+	}
+	t.Error("no refused rekey event naming the attestation's problem")
 }
