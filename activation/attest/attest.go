@@ -207,12 +207,15 @@ func (p *Policy) path(certs []*x509.Certificate) (*x509.Certificate, error) {
 		now = p.Now
 	}
 	t := now()
-	// The chain may end with the root itself or with a certificate one of
-	// the roots issued.
+	// The chain may end with the root itself (or another self-issued
+	// certificate of its name and key: an older copy, maybe expired, which
+	// the configured root stands for, as the reference verifier anchors by
+	// key) or with a certificate one of the roots issued.
 	top := certs[len(certs)-1]
 	var root *x509.Certificate
 	for _, r := range p.Roots {
-		if bytes.Equal(r.Raw, top.Raw) {
+		if bytes.Equal(r.Raw, top.Raw) || bytes.Equal(top.RawIssuer, top.RawSubject) &&
+			bytes.Equal(r.RawSubject, top.RawSubject) && bytes.Equal(r.RawSubjectPublicKeyInfo, top.RawSubjectPublicKeyInfo) {
 			root, certs = r, certs[:len(certs)-1]
 			break
 		}
