@@ -62,6 +62,12 @@ func (r RevocationReason) EndEntity() bool {
 	return false
 }
 
+// forCA reports whether a root may put the reason on a CA certificate it
+// issued: the end-entity ones and cACompromise; not certificateHold
+// (Common Policy §4.9.13), removeFromCRL (delta CRLs only, RFC 5280
+// §5.3.1), aACompromise (attribute certificates) or an undefined code.
+func (r RevocationReason) forCA() bool { return r.EndEntity() || r == ReasonCACompromise }
+
 // EndEntityReasons are the reasons EndEntity allows, in code order.
 func EndEntityReasons() []RevocationReason {
 	return []RevocationReason{ReasonUnspecified, ReasonKeyCompromise, ReasonAffiliationChanged, ReasonSuperseded,

@@ -248,6 +248,10 @@ func SignRootCRL(o RootCRLOptions) ([]byte, error) {
 		entries = append(entries, p.RevokedCertificateEntries...)
 	}
 	for _, e := range o.Revoke {
+		if !RevocationReason(e.ReasonCode).forCA() {
+			return nil, fmt.Errorf("issuance: root CRL: serial %x: reason code %d is not one for a CA certificate: use 0 (unspecified), 1 (keyCompromise), 2 (cACompromise), 3 (affiliationChanged), 4 (superseded), 5 (cessationOfOperation) or 9 (privilegeWithdrawn)",
+				e.SerialNumber, e.ReasonCode)
+		}
 		if e.RevocationTime.IsZero() {
 			e.RevocationTime = now
 		}

@@ -297,6 +297,16 @@ func TestSignRootCRL(t *testing.T) {
 	if _, err := SignRootCRL(RootCRLOptions{Root: root.cert, Key: other.key, Now: now}); err == nil {
 		t.Fatal("signed with a key that is not the root's")
 	}
+	// Only the reasons for a CA certificate: not certificateHold (Common
+	// Policy §4.9.13), not removeFromCRL (delta CRLs only, RFC 5280
+	// §5.3.1), not the unused 7, not aACompromise, nothing undefined.
+	for code, ok := range map[int]bool{0: true, 1: true, 2: true, 3: true, 4: true, 5: true, 9: true, 6: false, 7: false, 8: false, 10: false, 42: false} {
+		_, err := SignRootCRL(RootCRLOptions{Root: root.cert, Key: root.key, Now: now,
+			Revoke: []x509.RevocationListEntry{{SerialNumber: big.NewInt(99), ReasonCode: code}}})
+		if ok != (err == nil) || !ok && !strings.Contains(err.Error(), "reason") {
+			t.Errorf("reason code %d: %v", code, err)
+		}
+	}
 }
 
 // TestInitCARefusesAnExistingCA: ca init never replaces a CA. The

@@ -148,7 +148,8 @@ copy the CRL (DER) to ca.root_crl_file on every gateway; they serve it at
 /crl/root.crl, the issuing CA certificate's CRL distribution point, and pick
 up a new file without a restart. Sign a new one before --next-update passes.
 --previous keeps the last CRL's entries; --revoke SERIAL[:REASON] adds one
-(hex serial, RFC 5280 reason code, e.g. 1a2b:5 for cessationOfOperation).`,
+(hex serial, RFC 5280 reason code for a CA certificate: 0-5 or 9, e.g.
+1a2b:5 for cessationOfOperation, 1a2b:2 for cACompromise).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			key, err := issuance.ReadKeyFile(keyFile)
