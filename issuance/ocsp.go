@@ -250,23 +250,18 @@ func (c *CA) ocspAnswer(ctx context.Context, der []byte) ocspAnswer {
 	return v.(ocspAnswer)
 }
 
-// signOCSP signs one response. thisUpdate is backdated for lagging clocks
-// but never earlier than the revocation it reports (a revocation time after
-// thisUpdate would make the answer contradict itself).
+// signOCSP signs one response. thisUpdate is backdated for lagging clocks,
+// never ahead of this signer's clock (RFC 6960 §4.2.2.1); a revocation
+// recorded after it (in the backdated minute, or by a replica whose clock
+// runs ahead) is reported at thisUpdate, so the answer does not
+// contradict itself.
 func (c *CA) signOCSP(tmpl ocsp.Response, state string, now time.Time) (ocspAnswer, error) {
-	this := now.Add(-ocspBackdate)
-	if tmpl.Status == ocsp.Revoked && tmpl.RevokedAt.After(this) {
-		this = tmpl.RevokedAt
+	tmpl.ThisUpdate = now.Add(-ocspBackdate).Truncate(time.Second)
+	if tmpl.Status == ocsp.Revoked && tmpl.RevokedAt.After(tmpl.ThisUpdate) {
+		tmpl.RevokedAt = tmpl.ThisUpdate
 	}
-	tmpl.ThisUpdate = this.Truncate(time.Second)
 	tmpl.NextUpdate = tmpl.ThisUpdate.Add(ocspLife)
-	// Produced now, never before what it reports (a revocation another
-	// replica's clock recorded ahead of this one's).
-	produced := now.Truncate(time.Second)
-	if produced.Before(tmpl.ThisUpdate) {
-		produced = tmpl.ThisUpdate
-	}
-	der, err := createOCSPResponse(c.cfg.Chain[0], tmpl, produced, c.cfg.Signer)
+	der, err := createOCSPResponse(c.cfg.Chain[0], tmpl, now.Truncate(time.Second), c.cfg.Signer)
 	if err != nil {
 		return ocspAnswer{}, err
 	}

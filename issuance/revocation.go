@@ -136,7 +136,11 @@ func (c *CA) storedCRL(ctx context.Context, force bool) (store.StoredCRL, error)
 		}
 		return c.awaitRebuild(ctx)
 	}
-	built, err := c.buildCRL(ctx, now, gen)
+	var prev *store.StoredCRL
+	if have {
+		prev = &cur
+	}
+	built, err := c.buildCRL(ctx, now, gen, prev)
 	if err == nil {
 		return built, nil
 	}
@@ -179,8 +183,8 @@ func (c *CA) awaitRebuild(ctx context.Context) (store.StoredCRL, error) {
 }
 
 // buildCRL signs and stores a CRL of the revocations now (storedCRL holds
-// the claim).
-func (c *CA) buildCRL(ctx context.Context, now time.Time, gen int64) (store.StoredCRL, error) {
+// the claim); prev is the stored CRL it follows, if any.
+func (c *CA) buildCRL(ctx context.Context, now time.Time, gen int64, prev *store.StoredCRL) (store.StoredCRL, error) {
 	entries, err := c.cfg.Store.RevokedCertificates(ctx, c.cfg.Name)
 	if err != nil {
 		return store.StoredCRL{}, err
@@ -192,19 +196,31 @@ func (c *CA) buildCRL(ctx context.Context, now time.Time, gen int64) (store.Stor
 	if err != nil {
 		return store.StoredCRL{}, err
 	}
-	// RFC 5280 §5.1.2.4, §5.3.2 and zlint e_crl_revocation_time_after_this_update:
-	// no revocation listed may be later than thisUpdate. Times go out with
-	// one-second precision, so both are truncated before they compare.
+	// thisUpdate is backdated for relying parties whose clocks lag, and
+	// never ahead of this signer's clock, whatever time another replica
+	// recorded a revocation at (RFC 6960 §4.2.2.1 and OpenSSL's "not yet
+	// valid" for CRLs too). It is later than the CRL before it: it is the
+	// Last-Modified a revalidating client compares (RFC 9110 §8.8.2), and
+	// two rebuilds can fall in one second. Times go out with one-second
+	// precision, so they are truncated before they compare.
 	thisUpdate := now.Add(-crlBackdate).Truncate(time.Second)
+	if latest := now.Truncate(time.Second); prev != nil && !thisUpdate.After(prev.ThisUpdate) && prev.ThisUpdate.Before(latest) {
+		thisUpdate = prev.ThisUpdate.Add(time.Second)
+	}
 	tmpl := &x509.RevocationList{Number: big.NewInt(number)}
 	for _, e := range entries {
 		n, ok := new(big.Int).SetString(e.Serial, 16)
 		if !ok {
 			continue
 		}
+		// RFC 5280 §5.1.2.4, §5.3.2 and zlint
+		// e_crl_revocation_time_after_this_update: no revocation listed
+		// later than thisUpdate. One recorded in the backdated minute, or
+		// by a replica whose clock runs ahead, is listed at thisUpdate
+		// (earlier, never later, than it happened).
 		at := e.RevokedAt.Truncate(time.Second)
 		if at.After(thisUpdate) {
-			thisUpdate = at
+			at = thisUpdate
 		}
 		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{
 			SerialNumber: n, RevocationTime: at, ReasonCode: e.Reason,

@@ -674,3 +674,100 @@ func TestStatusOutagesReported(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusDatesNeverAhead: a revocation recorded by a replica whose
+// clock runs ahead made thisUpdate of the CRL and of the OCSP answer that
+// report it as far ahead (their one-minute backdate was cancelled by
+// "thisUpdate = the revocation time"): relying parties reject a CRL or an
+// answer from their future (RFC 6960 §4.2.2.1; OpenSSL: "CRL is not yet
+// valid"). thisUpdate is now the signer's own backdated time, and a later
+// revocation time is listed as that.
+func TestStatusDatesNeverAhead(t *testing.T) {
+	ctx := context.Background()
+	c := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate
+	ahead := newReplica(t)
+	ahead.ahead.Store(int64(2 * time.Minute))
+	if err := ahead.Revoke(ctx, c.SerialNumber.Text(16), ReasonKeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	behind := newReplica(t) // the signer's clock: now
+	der, err := behind.CRL(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !crlHas(crl, c.SerialNumber.Text(16)) {
+		t.Fatal("the CRL lacks the revocation")
+	}
+	if now := time.Now(); crl.ThisUpdate.After(now) {
+		t.Errorf("CRL thisUpdate %s is ahead of its signer's clock (%s)", crl.ThisUpdate, now)
+	}
+	for _, e := range crl.RevokedCertificateEntries {
+		if e.RevocationTime.After(crl.ThisUpdate) {
+			t.Errorf("entry %x revoked at %s, after thisUpdate %s", e.SerialNumber, e.RevocationTime, crl.ThisUpdate)
+		}
+	}
+	req, err := ocsp.CreateRequest(c, testInit.Issuing, &ocsp.RequestOptions{Hash: crypto.SHA256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := ocsp.ParseResponse(behind.OCSP(ctx, req), testInit.Issuing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if now := time.Now(); r.Status != ocsp.Revoked || r.ThisUpdate.After(now) || r.RevokedAt.After(r.ThisUpdate) {
+		t.Errorf("OCSP: status %d, thisUpdate %s, revoked at %s (now %s)", r.Status, r.ThisUpdate, r.RevokedAt, now)
+	}
+}
+
+// TestCRLsDifferInLastModified: two CRLs built in the same second (a
+// termination revokes several certificates in a row, and a fetch comes
+// between) had the same thisUpdate, which is their Last-Modified: a client
+// revalidating with If-Modified-Since got 304 and kept the CRL without the
+// second revocation until its refresh (RFC 9110 §8.8.2: Last-Modified
+// changes with the representation). Each rebuild now has a later
+// thisUpdate than the CRL before it.
+func TestCRLsDifferInLastModified(t *testing.T) {
+	ctx := context.Background()
+	c1 := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate
+	c2 := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate
+	frozen := time.Now()
+	cfg := testCA.cfg
+	cfg.Now = func() time.Time { return frozen } // both rebuilds in one instant
+	ca, err := NewCA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := ca.Handler()
+	get := func(header ...string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("GET", "/crl/"+cfg.Name+".crl", nil)
+		if len(header) == 2 {
+			req.Header.Set(header[0], header[1])
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w
+	}
+	if err := ca.Revoke(ctx, c1.SerialNumber.Text(16), ReasonKeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	first := get()
+	lm := first.Header().Get("Last-Modified")
+	if first.Code != http.StatusOK || lm == "" {
+		t.Fatalf("HTTP %d, Last-Modified %q", first.Code, lm)
+	}
+	if err := ca.Revoke(ctx, c2.SerialNumber.Text(16), ReasonKeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	again := get("If-Modified-Since", lm)
+	if again.Code != http.StatusOK {
+		t.Fatalf("revalidation after a second revocation: HTTP %d, want 200 with the new CRL", again.Code)
+	}
+	crl, err := x509.ParseRevocationList(again.Body.Bytes())
+	if err != nil || !crlHas(crl, c2.SerialNumber.Text(16)) {
+		t.Fatalf("the new CRL: %v", err)
+	}
+}
