@@ -135,6 +135,15 @@ type Config struct {
 	// because the store or the key failed, with the cause: relying
 	// parties that fail closed refuse every credential meanwhile.
 	StatusUnavailable func(kind string, err error)
+	// StatusOnly makes a retired CA: an earlier key of the issuing CA,
+	// kept to answer OCSP and sign CRLs for the certificates it issued
+	// (at their URLs, under its Name) until they expire. It issues
+	// nothing.
+	StatusOnly bool
+	// Retired are the status-only CAs of the issuing CA's earlier keys:
+	// Handler serves their URLs too, and Revoke hands them their
+	// certificates.
+	Retired []*CA
 	// afterSign runs between signing and recording (crash tests).
 	afterSign func(serial string) error
 	// afterLint runs after the lint passed (tests change the certificate).
@@ -274,6 +283,9 @@ func (c *CA) notAfter(now time.Time) time.Time {
 
 // Issue runs the Boulder order: serial and intent, lint, sign, record.
 func (c *CA) Issue(ctx context.Context, req Request) (*Issued, error) {
+	if c.cfg.StatusOnly {
+		return nil, fmt.Errorf("%w: CA %s is retired: it answers for its certificates and issues none", ErrRefused, c.cfg.Name)
+	}
 	rule, ok := rules[req.Profile]
 	if !ok {
 		return nil, fmt.Errorf("%w: unknown profile %q", ErrBadRequest, req.Profile)

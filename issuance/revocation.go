@@ -43,6 +43,12 @@ func (c *CA) Revoke(ctx context.Context, serial string, reason RevocationReason)
 		return fmt.Errorf("%w: revocation reason %d is not allowed for end-entity certificates", ErrBadRequest, int(reason))
 	}
 	if rec, err := c.cfg.Store.Certificate(ctx, serial); err == nil && rec.Issuer != c.cfg.Name {
+		// A certificate of an earlier key: its retired CA lists it.
+		for _, r := range c.cfg.Retired {
+			if r.cfg.Name == rec.Issuer {
+				return r.Revoke(ctx, serial, reason)
+			}
+		}
 		return fmt.Errorf("%w: serial %s is from issuer %s", ErrNotIssued, serial, rec.Issuer)
 	}
 	rec, err := c.cfg.Store.RevokeCertificate(ctx, serial, int(reason), c.cfg.Now())
@@ -261,6 +267,54 @@ func (c *CA) CRLInfo(ctx context.Context) (number int64, thisUpdate, nextUpdate 
 // OCSP is routed before the mux: a base64 request may hold "//", which
 // http.ServeMux would "clean" with a redirect.
 func (c *CA) Handler() http.Handler {
+	own := c.handler()
+	if len(c.cfg.Retired) == 0 {
+		return own
+	}
+	retired := make(map[string]http.Handler, len(c.cfg.Retired))
+	for _, r := range c.cfg.Retired {
+		retired[r.cfg.Name] = r.handler()
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h := retired[urlName(r.URL.Path)]; h != nil {
+			h.ServeHTTP(w, r)
+			return
+		}
+		own.ServeHTTP(w, r)
+	})
+}
+
+// RetiredCertificates are the CA certificates of the retired CAs
+// (Config.Retired).
+func (c *CA) RetiredCertificates() []*x509.Certificate {
+	var out []*x509.Certificate
+	for _, r := range c.cfg.Retired {
+		out = append(out, r.cfg.Chain[0])
+	}
+	return out
+}
+
+// urlName is the CA name a status or certificate path names
+// (/ocsp/NAME…, /crl/NAME.crl, /ca/NAME.p7c, /ca/NAME.crt), or "".
+func urlName(p string) string {
+	switch {
+	case strings.HasPrefix(p, "/ocsp/"):
+		name, _, _ := strings.Cut(strings.TrimPrefix(p, "/ocsp/"), "/")
+		return name
+	case strings.HasPrefix(p, "/crl/"):
+		return strings.TrimSuffix(strings.TrimPrefix(p, "/crl/"), ".crl")
+	case strings.HasPrefix(p, "/ca/"):
+		n := strings.TrimPrefix(p, "/ca/")
+		if b, ok := strings.CutSuffix(n, ".p7c"); ok {
+			return b
+		}
+		return strings.TrimSuffix(n, ".crt")
+	}
+	return ""
+}
+
+// handler is Handler for this CA's own URLs.
+func (c *CA) handler() http.Handler {
 	mux := http.NewServeMux()
 	name := c.cfg.Name
 	mux.HandleFunc("GET /crl/"+name+".crl", c.serveCRL)

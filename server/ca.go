@@ -108,26 +108,85 @@ func (h *hsm) close() {
 
 // caKey returns the issuing CA's signer: from the HSM or a key file.
 func (h *hsm) caKey(ctx context.Context) (crypto.Signer, *pkcs11.Token, []byte, error) {
-	if h.cfg.CA.KeyFile != "" {
-		if err := secretFileMode(h.cfg.Path(h.cfg.CA.KeyFile), "ca.key_file"); err != nil {
+	return h.signer(ctx, "ca", h.cfg.CA.KeyURI, h.cfg.CA.KeyFile)
+}
+
+// signer returns a CA key named by the config section field: keyURI in
+// the HSM, or keyFile.
+func (h *hsm) signer(ctx context.Context, field, keyURI, keyFile string) (crypto.Signer, *pkcs11.Token, []byte, error) {
+	if keyFile != "" {
+		if err := secretFileMode(h.cfg.Path(keyFile), field+".key_file"); err != nil {
 			return nil, nil, nil, err
 		}
-		k, err := issuance.ReadKeyFile(h.cfg.Path(h.cfg.CA.KeyFile))
+		k, err := issuance.ReadKeyFile(h.cfg.Path(keyFile))
 		return k, nil, nil, err
 	}
-	u, err := h.parseKeyURI("ca.key_uri", h.cfg.CA.KeyURI)
+	u, err := h.parseKeyURI(field+".key_uri", keyURI)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	t, err := h.token(ctx, u)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("ca.key_uri: %w", err)
+		return nil, nil, nil, fmt.Errorf("%s.key_uri: %w", field, err)
 	}
 	s, err := t.Signer(ctx, pkcs11.KeyRef{ID: u.ID, Label: u.Object})
 	if err != nil {
-		return nil, t, u.ID, fmt.Errorf("ca.key_uri: %w%s", err, h.notFoundHint(err))
+		return nil, t, u.ID, fmt.Errorf("%s.key_uri: %w%s", field, err, h.notFoundHint(err))
 	}
 	return s, t, u.ID, nil
+}
+
+// retiredKey is an entry of ca.retired, read: its certificate and key.
+type retiredKey struct {
+	name   string
+	cert   *x509.Certificate
+	signer crypto.Signer
+}
+
+// retiredKeys reads ca.retired: each earlier key's certificate, under the
+// root of chain, and its key, which must match it.
+func retiredKeys(ctx context.Context, cfg *Config, h *hsm, chain []*x509.Certificate) ([]retiredKey, error) {
+	var out []retiredKey
+	for i, r := range cfg.CA.Retired {
+		field := fmt.Sprintf("ca.retired[%d]", i)
+		certs, err := previousCAs(field+".certificate_file", []string{cfg.Path(r.CertificateFile)}, chain)
+		if err != nil {
+			return nil, err
+		}
+		if len(certs) != 1 {
+			return nil, fmt.Errorf("%s.certificate_file: %d certificates: give the earlier key's issuing CA certificate alone", field, len(certs))
+		}
+		signer, _, _, err := h.signer(ctx, field, r.KeyURI, r.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		if pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(certs[0].PublicKey) {
+			return nil, fmt.Errorf("%s: the key does not match its certificate %q: check key_uri or key_file", field, certs[0].Subject)
+		}
+		out = append(out, retiredKey{name: r.Name, cert: certs[0], signer: signer})
+	}
+	return out, nil
+}
+
+// retiredCAs loads ca.retired as status-only CAs, each under its name,
+// configured as base otherwise.
+func retiredCAs(ctx context.Context, cfg *Config, h *hsm, chain []*x509.Certificate, base issuance.Config) ([]*issuance.CA, error) {
+	keys, err := retiredKeys(ctx, cfg, h, chain)
+	if err != nil {
+		return nil, err
+	}
+	var out []*issuance.CA
+	for i, k := range keys {
+		c := base
+		c.Name, c.Chain, c.Signer, c.StatusOnly = k.name, append([]*x509.Certificate{k.cert}, chain[1:]...), k.signer, true
+		c.Templates, c.Issued, c.LintRefused = nil, nil, nil
+		ca, err := issuance.NewCA(c)
+		if err != nil {
+			return nil, fmt.Errorf("ca.retired[%d]: %w", i, err)
+		}
+		out = append(out, ca)
+	}
+	return out, nil
 }
 
 func (h *hsm) kek(ctx context.Context) (issuance.KEK, string, error) {
@@ -225,7 +284,7 @@ func loadCA(ctx context.Context, cfg *Config, h *hsm, st store.Store, opts optio
 		templates[p] = text
 	}
 	statusLog := map[string]*rate.Limiter{"crl": rate.NewLimiter(rate.Every(time.Minute), 1), "ocsp": rate.NewLimiter(rate.Every(time.Minute), 1)}
-	ca, err := issuance.NewCA(issuance.Config{
+	caCfg := issuance.Config{
 		Name: cfg.CA.Name, Chain: certs, Signer: signer, Store: st, BaseURL: cfg.CA.BaseURL,
 		Validity: cfg.CA.Validity.Duration, HardwareBackedDevices: cfg.CA.HardwareBackedDevices,
 		Templates: templates, Now: opts.now,
@@ -242,7 +301,11 @@ func loadCA(ctx context.Context, cfg *Config, h *hsm, st store.Store, opts optio
 					"kind", kind, "cause", err.Error())
 			}
 		},
-	})
+	}
+	if caCfg.Retired, err = retiredCAs(ctx, cfg, h, certs, caCfg); err != nil {
+		return nil, nil, err
+	}
+	ca, err := issuance.NewCA(caCfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -614,7 +677,7 @@ func placeCert(src, dst string) error {
 // a CA certificate under the root of chain, checked as of its own start
 // (it may have expired since: old mail still needs the keys it certified),
 // and not chain[0].
-func previousCAs(files []string, chain []*x509.Certificate) ([]*x509.Certificate, error) {
+func previousCAs(field string, files []string, chain []*x509.Certificate) ([]*x509.Certificate, error) {
 	var out []*x509.Certificate
 	roots, inter := x509.NewCertPool(), x509.NewCertPool()
 	roots.AddCert(chain[len(chain)-1])
@@ -624,18 +687,18 @@ func previousCAs(files []string, chain []*x509.Certificate) ([]*x509.Certificate
 	for _, f := range files {
 		certs, err := readCerts([]string{f})
 		if err != nil {
-			return nil, fmt.Errorf("ca.previous_certificate_files: %w", err)
+			return nil, fmt.Errorf("%s: %w", field, err)
 		}
 		for _, c := range certs {
 			switch {
 			case c.Equal(chain[0]):
-				return nil, fmt.Errorf("ca.previous_certificate_files: %s holds the issuing CA's certificate in use (ca.certificate_file): list only certificates from before a re-key", f)
+				return nil, fmt.Errorf("%s: %s holds the issuing CA's certificate in use (ca.certificate_file): list only certificates from before a re-key", field, f)
 			case !c.IsCA || c.KeyUsage&x509.KeyUsageCertSign == 0:
-				return nil, fmt.Errorf("ca.previous_certificate_files: %s: %q is not a CA certificate (basicConstraints cA and keyCertSign)", f, c.Subject)
+				return nil, fmt.Errorf("%s: %s: %q is not a CA certificate (basicConstraints cA and keyCertSign)", field, f, c.Subject)
 			}
 			if _, err := c.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: c.NotBefore,
 				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-				return nil, fmt.Errorf("ca.previous_certificate_files: %s: %q does not chain to the issuing CA's root %q (ca.chain_files): %w", f, c.Subject, chain[len(chain)-1].Subject, err)
+				return nil, fmt.Errorf("%s: %s: %q does not chain to the issuing CA's root %q (ca.chain_files): %w", field, f, c.Subject, chain[len(chain)-1].Subject, err)
 			}
 			out = append(out, c)
 		}

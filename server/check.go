@@ -129,7 +129,7 @@ func (c *Config) checkFiles() []error {
 		certs("ca.chain_files", c.CA.ChainFiles...)
 		if len(c.CA.PreviousCertificateFiles) > 0 {
 			if chain, err := readCerts(paths(c, append([]string{c.CA.CertificateFile}, c.CA.ChainFiles...))); err == nil && len(chain) > 0 {
-				if _, err := previousCAs(paths(c, c.CA.PreviousCertificateFiles), chain); err != nil {
+				if _, err := previousCAs("ca.previous_certificate_files", paths(c, c.CA.PreviousCertificateFiles), chain); err != nil {
 					errs = append(errs, err)
 				}
 			}
@@ -192,6 +192,15 @@ func (c *Config) checkHSM(ctx context.Context) []error {
 	if c.Escrow.KEKURI != "" || c.Escrow.KEKFile != "" {
 		if _, _, err := h.kek(ctx); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	// The retired keys as serve loads them: certificate under the root,
+	// key matching it.
+	if len(c.CA.Retired) > 0 {
+		if chain, err := readCerts(paths(c, append([]string{c.CA.CertificateFile}, c.CA.ChainFiles...))); err == nil && len(chain) > 0 {
+			if _, err := retiredKeys(ctx, c, h, chain); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	return errs

@@ -234,6 +234,16 @@ type AttestConfig struct {
 	Unattested string `yaml:"unattested"`
 }
 
+// RetiredCAConfig is an earlier key of the issuing CA (docs/key-ceremony.md,
+// "Re-keying the issuing CA").
+type RetiredCAConfig struct {
+	// Name is the ca.name it had: its certificates' OCSP and CRL URLs.
+	Name            string `yaml:"name"`
+	CertificateFile string `yaml:"certificate_file"`
+	KeyURI          string `yaml:"key_uri"`
+	KeyFile         string `yaml:"key_file"`
+}
+
 // CAConfig is the issuing CA. Without certificate_file credgw runs without
 // issuance (PKI-AUTH only).
 type CAConfig struct {
@@ -244,6 +254,10 @@ type CAConfig struct {
 	// before a re-key: earlier escrowed keys certified under them are
 	// delivered with the one that signed them.
 	PreviousCertificateFiles []string `yaml:"previous_certificate_files"`
+	// Retired are the issuing CA's earlier keys after a re-key, each
+	// under the name it had: status only (OCSP, CRL) for the
+	// certificates it issued, until they expire.
+	Retired []RetiredCAConfig `yaml:"retired"`
 	// KeyURI is the issuing key in the HSM (pkcs11: URI with id= and
 	// pin-source=); KeyFile a PKCS#8 PEM file instead.
 	KeyURI  string `yaml:"key_uri"`
@@ -975,6 +989,23 @@ func (c *Config) validateCA(bad func(string, ...any)) {
 		}
 		if (c.Escrow.KEKURI == "") == (c.Escrow.KEKFile == "") {
 			bad("escrow: set exactly one of kek_uri (HSM) and kek_file: key-management keys are escrowed before issuance")
+		}
+		names := map[string]bool{c.CA.Name: true, "root": true}
+		for i, r := range c.CA.Retired {
+			field := fmt.Sprintf("ca.retired[%d]", i)
+			switch {
+			case r.Name == "" || strings.ContainsAny(r.Name, "/ \t"):
+				bad("%s.name %q: the ca.name the earlier key had (a word: its certificates' OCSP and CRL URLs name it)", field, r.Name)
+			case names[r.Name]:
+				bad("%s.name %q: taken by ca.name, the root or another retired key: each key answers at its own URLs, so a re-keyed CA takes a new ca.name", field, r.Name)
+			}
+			names[r.Name] = true
+			if r.CertificateFile == "" {
+				bad("%s.certificate_file is required: the earlier key's issuing CA certificate", field)
+			}
+			if (r.KeyURI == "") == (r.KeyFile == "") {
+				bad("%s: set exactly one of key_uri (HSM) and key_file: the earlier key signs its certificates' CRLs and OCSP answers", field)
+			}
 		}
 	}
 	if c.CA.CertificateFile != "" && c.Enroll.TLSAnchorFile == "" {

@@ -512,6 +512,11 @@ func TestConfigErrors(t *testing.T) {
 		// Refusing unattested devices gates issuance on attestation too:
 		// a revoked (leaked) attestation key must not pass for want of the
 		// list.
+		// A re-keyed CA takes a new name; each earlier key answers at
+		// its own URLs with its own key.
+		{"retired under the name in use", withCA("base_url: http://pki.example.gov, name: agency-ca, retired: [{name: agency-ca, certificate_file: old.crt, key_file: old.key}]"), "ca.retired[0].name"},
+		{"retired without a key", withCA("base_url: http://pki.example.gov, name: agency-ca-2, retired: [{name: agency-ca, certificate_file: old.crt}]"), "ca.retired[0]: set exactly one of key_uri"},
+		{"retired without a certificate", withCA("base_url: http://pki.example.gov, name: agency-ca-2, retired: [{name: agency-ca, key_file: old.key}]"), "ca.retired[0].certificate_file"},
 		{"refuse unattested without a status list", withCA("base_url: http://pki.example.gov") + "attestation: {unattested: refuse}\n", "attestation.status_file"},
 		{"webhook without listener", base + "termination_webhook: {secret_file: k}\n", "termination_webhook: no listener"},
 		{"webhook half TLS", base + "termination_webhook: {secret_file: k, listen: '127.0.0.1:0', tls_cert_file: c}\n", "tls_cert_file and tls_key_file"},

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -13,6 +14,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/credgw/credgw/issuance"
+	"github.com/credgw/credgw/store"
 )
 
 // TestPreviousCAs: ca.previous_certificate_files are the issuing CA's
@@ -60,12 +64,17 @@ func TestPreviousCAs(t *testing.T) {
 	old, _ := mk("issuing CA", true, root, rootKey, now.AddDate(-4, 0, 0)) // expired a year ago
 	other, _ := mk("issuing CA", true, nil, nil, now.AddDate(-1, 0, 0))
 	leaf, _ := mk("not a CA", false, root, rootKey, now.AddDate(-1, 0, 0))
+	t.Run("retired", func(t *testing.T) {
+		root, rootKey := mk("root", true, nil, nil, now.AddDate(-1, 0, 0))
+		issuing, _ := mk("issuing CA", true, root, rootKey, now.AddDate(0, -1, 0))
+		testRetiredCAs(t, dir, mk, write, root, rootKey, []*x509.Certificate{issuing, root})
+	})
 
-	got, err := previousCAs([]string{write("old.pem", old)}, chain)
+	got, err := previousCAs("ca.previous_certificate_files", []string{write("old.pem", old)}, chain)
 	if err != nil || len(got) != 1 || !got[0].Equal(old) {
 		t.Fatalf("an expired CA certificate of the same root: %v, %v", got, err)
 	}
-	if got, err := previousCAs(nil, chain); err != nil || len(got) != 0 {
+	if got, err := previousCAs("ca.previous_certificate_files", nil, chain); err != nil || len(got) != 0 {
 		t.Fatalf("none: %v, %v", got, err)
 	}
 	for _, tc := range []struct {
@@ -79,10 +88,49 @@ func TestPreviousCAs(t *testing.T) {
 		{"missing", filepath.Join(dir, "nope.pem"), "no such file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := previousCAs([]string{tc.file}, chain)
+			_, err := previousCAs("ca.previous_certificate_files", []string{tc.file}, chain)
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "ca.previous_certificate_files") {
 				t.Fatalf("err %v, want one naming ca.previous_certificate_files and saying %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// testRetiredCAs: ca.retired loads each earlier key as a status-only CA
+// under its name, its certificate under the same root and its key matching
+// it; a refusal names the entry.
+func testRetiredCAs(t *testing.T, dir string, mk func(string, bool, *x509.Certificate, *ecdsa.PrivateKey, time.Time) (*x509.Certificate, *ecdsa.PrivateKey),
+	write func(string, ...*x509.Certificate) string, root *x509.Certificate, rootKey *ecdsa.PrivateKey, chain []*x509.Certificate) {
+	ctx := context.Background()
+	st, err := store.OpenSQLite(ctx, filepath.Join(dir, "retired.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	old, oldKey := mk("issuing CA", true, root, rootKey, time.Now().AddDate(0, -6, 0))
+	keyFile := func(name string, k *ecdsa.PrivateKey) string {
+		der, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	base := issuance.Config{Store: st, BaseURL: "http://pki.example.gov"}
+	cfg := &Config{CA: CAConfig{Name: "issuing-ca-2", Retired: []RetiredCAConfig{{Name: "issuing-ca", CertificateFile: write("retired.pem", old), KeyFile: keyFile("retired.key", oldKey)}}}}
+	cas, err := retiredCAs(ctx, cfg, newHSM(cfg), chain, base)
+	if err != nil || len(cas) != 1 {
+		t.Fatalf("retiredCAs: %v", err)
+	}
+	if _, err := cas[0].Issue(ctx, issuance.Request{Profile: issuance.DerivedPIVAuth}); err == nil || !strings.Contains(err.Error(), "retired") {
+		t.Errorf("a retired CA issued: %v", err)
+	}
+	_, otherKey := mk("x", true, nil, nil, time.Now())
+	cfg.CA.Retired[0].KeyFile = keyFile("other.key", otherKey)
+	if _, err := retiredCAs(ctx, cfg, newHSM(cfg), chain, base); err == nil || !strings.Contains(err.Error(), "ca.retired[0]") || !strings.Contains(err.Error(), "does not match its certificate") {
+		t.Errorf("a key that is not the certificate's: %v", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/credgw/credgw/activation"
@@ -36,9 +37,16 @@ func (s *Server) newServices(ctx context.Context, o options) error {
 	if s.ca, s.escrow, err = loadCA(ctx, cfg, s.hsm, s.store, o, s.metrics); err != nil {
 		return err
 	}
-	previous, err := previousCAs(paths(cfg, cfg.CA.PreviousCertificateFiles), s.ca.Chain())
+	previous, err := previousCAs("ca.previous_certificate_files", paths(cfg, cfg.CA.PreviousCertificateFiles), s.ca.Chain())
 	if err != nil {
 		return err
+	}
+	// A retired key's certificate is a previous one too (its escrowed
+	// keys go in key histories with it).
+	for _, c := range s.ca.RetiredCertificates() {
+		if !slices.ContainsFunc(previous, c.Equal) {
+			previous = append(previous, c)
+		}
 	}
 	anchors, err := readCerts([]string{cfg.Path(cfg.Enroll.TLSAnchorFile)})
 	if err != nil {

@@ -1,0 +1,124 @@
+package issuance
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ocsp"
+)
+
+// rekeyedCA is testCA's successor after a re-key: a new issuing key,
+// certified by the same root under the same subject, named name, with
+// testCA's key kept as a retired, status-only CA.
+func rekeyedCA(t *testing.T, name string) *CA {
+	t.Helper()
+	rootKey, err := ReadKeyFile(testInit.RootKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: testInit.Issuing.SerialNumber, Subject: testInit.Issuing.Subject,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: testInit.Issuing.NotAfter, IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true,
+		KeyUsage: testInit.Issuing.KeyUsage, Policies: testInit.Issuing.Policies,
+		IssuingCertificateURL: testInit.Issuing.IssuingCertificateURL, CRLDistributionPoints: testInit.Issuing.CRLDistributionPoints}
+	tmpl.SerialNumber, _ = newSerial()
+	if tmpl.SubjectKeyId, err = subjectKeyID(key.Public()); err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, testInit.Root, key.Public(), rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := testCA.cfg
+	old.StatusOnly = true
+	retired, err := NewCA(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := NewCA(Config{Name: name, Chain: []*x509.Certificate{cert, testInit.Root}, Signer: key, Store: testStore, BaseURL: baseURL,
+		Retired: []*CA{retired}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// TestRetiredKeyKeepsAnswering: after a re-key, the certificates of the old
+// key (valid for years yet) got no status anyone could use: OCSP knew the
+// new key's hashes only ("unauthorized"), and their revocations went on a
+// CRL signed by a key that is not their issuer's. A retired CA (the old
+// certificate and key, status only, under its own name) now keeps
+// answering for them at the URLs they carry, signed with the old key, and
+// a revocation through the current CA reaches it.
+func TestRetiredKeyKeepsAnswering(t *testing.T) {
+	ctx := context.Background()
+	old := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate
+	ca := rekeyedCA(t, "issuing-ca-2")
+	h := ca.Handler()
+	get := func(path string) *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", path, nil))
+		return w
+	}
+	ocspOf := func(c *x509.Certificate, issuer *x509.Certificate) *ocsp.Response {
+		t.Helper()
+		req, err := ocsp.CreateRequest(c, issuer, &ocsp.RequestOptions{Hash: crypto.SHA256})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.OCSPServer[0] != baseURL+"/ocsp/issuing-ca" {
+			t.Fatalf("OCSP URL %s", c.OCSPServer[0])
+		}
+		w := get(getPath(req))
+		r, err := ocsp.ParseResponse(w.Body.Bytes(), issuer)
+		if err != nil {
+			t.Fatalf("OCSP at %s: HTTP %d: %v", c.OCSPServer[0], w.Code, err)
+		}
+		return r
+	}
+	if r := ocspOf(old, testInit.Issuing); r.Status != ocsp.Good {
+		t.Fatalf("the old key's certificate before its revocation: status %d", r.Status)
+	}
+	if err := ca.Revoke(ctx, old.SerialNumber.Text(16), ReasonKeyCompromise); err != nil {
+		t.Fatalf("revoking the old key's certificate through the current CA: %v", err)
+	}
+	if r := ocspOf(old, testInit.Issuing); r.Status != ocsp.Revoked {
+		t.Errorf("the old key's certificate after its revocation: status %d", r.Status)
+	}
+	w := get(old.CRLDistributionPoints[0][len(baseURL):])
+	crl, err := x509.ParseRevocationList(w.Body.Bytes())
+	if err != nil {
+		t.Fatalf("the old key's CRL: HTTP %d: %v", w.Code, err)
+	}
+	if err := crl.CheckSignatureFrom(testInit.Issuing); err != nil || !crlHas(crl, old.SerialNumber.Text(16)) {
+		t.Errorf("the old key's CRL: signature %v, lists the revocation %v", err, crlHas(crl, old.SerialNumber.Text(16)))
+	}
+	// The new key's own CRL is its own.
+	w = get("/crl/issuing-ca-2.crl")
+	if crl, err := x509.ParseRevocationList(w.Body.Bytes()); err != nil || crl.CheckSignatureFrom(ca.Chain()[0]) != nil || crlHas(crl, old.SerialNumber.Text(16)) {
+		t.Errorf("the new key's CRL: %v", err)
+	}
+	// A retired CA issues nothing.
+	if _, err := ca.cfg.Retired[0].Issue(ctx, Request{Profile: DerivedPIVAuth, CSR: newCSR(t, p256(t)), Identity: identity(t)}); !errors.Is(err, ErrRefused) {
+		t.Errorf("a retired CA issued: %v", err)
+	}
+	if w := get("/crl/nonesuch.crl"); w.Code != http.StatusNotFound {
+		t.Errorf("another name: HTTP %d", w.Code)
+	}
+}
