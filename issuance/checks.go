@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/credgw/credgw/piv"
 	"github.com/credgw/credgw/store"
 	"github.com/smallstep/certificates/authority/provisioner"
 	"go.opentelemetry.io/otel/attribute"
@@ -147,7 +148,7 @@ func (v csrValidator) Valid(*x509.CertificateRequest) error { return nil }
 type validator struct{ is *issuance }
 
 func (v validator) Valid(cert *x509.Certificate, _ provisioner.SignOptions) error {
-	if err := checkProfile(v.is.req.Profile, cert, v.is.ca.cfg.Chain[0], v.is.req.Identity.Email, v.is.derivedPolicy()); err != nil {
+	if err := checkProfile(v.is.req.Profile, cert, v.is.ca.cfg.Chain, v.is.req.Identity.Email, v.is.derivedPolicy()); err != nil {
 		v.is.err = fmt.Errorf("%w: %v", ErrLint, err)
 		return v.is.err
 	}
@@ -157,7 +158,8 @@ func (v validator) Valid(cert *x509.Certificate, _ provisioner.SignOptions) erro
 // checkProfile is the profile as rules, applied to a template or a
 // certificate. derivedPolicy is the policy a derived PIV Authentication
 // certificate must assert, alone (issuance.derivedPolicy).
-func checkProfile(p Profile, cert, ca *x509.Certificate, email string, derivedPolicy asn1.ObjectIdentifier) error {
+func checkProfile(p Profile, cert *x509.Certificate, chain []*x509.Certificate, email string, derivedPolicy asn1.ObjectIdentifier) error {
+	ca := chain[0]
 	r := rules[p]
 	var errs []string
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
@@ -259,10 +261,59 @@ func checkProfile(p Profile, cert, ca *x509.Certificate, email string, derivedPo
 	if cert.NotAfter.After(ca.NotAfter) {
 		bad("notAfter %s is beyond the CA certificate's %s", cert.NotAfter, ca.NotAfter)
 	}
+	if len(cert.Raw) > 0 { // as encoded: the subject and names are final
+		if err := withinNameConstraints(cert, emails, uris, chain); err != nil {
+			bad("%v", err)
+		}
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("profile %s: %s", p, strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// withinNameConstraints checks cert's names against the name constraints
+// of every CA certificate on chain (RFC 5280 §4.2.1.10, as relying parties
+// enforce them on the path): its email addresses (of its SAN) against rfc822Name
+// subtrees, its subject against directoryName subtrees (piv's RFC 4518
+// comparison), and its URIs (a urn:uuid, which has no host) against any
+// URI subtree, which no URN can satisfy. A certificate outside them would
+// be refused by every relying party: mis-issuance.
+func withinNameConstraints(cert *x509.Certificate, emails, uris []string, chain []*x509.Certificate) error {
+	for _, ca := range chain {
+		for _, e := range emails {
+			if len(ca.PermittedEmailAddresses) > 0 && !slices.ContainsFunc(ca.PermittedEmailAddresses, func(c string) bool { return emailWithin(e, c) }) {
+				return fmt.Errorf("email %s is outside the name constraints of CA %q (permitted %v)", e, ca.Subject, ca.PermittedEmailAddresses)
+			}
+			if slices.ContainsFunc(ca.ExcludedEmailAddresses, func(c string) bool { return emailWithin(e, c) }) {
+				return fmt.Errorf("email %s is within names CA %q excludes (its name constraints)", e, ca.Subject)
+			}
+		}
+		if len(uris) > 0 && len(ca.PermittedURIDomains)+len(ca.ExcludedURIDomains) > 0 {
+			return fmt.Errorf("CA %q has URI name constraints, which the certificate's urn:uuid (no host) cannot satisfy", ca.Subject)
+		}
+	}
+	if err := piv.CheckDNConstraints(append([]*x509.Certificate{cert}, chain...)); err != nil {
+		return fmt.Errorf("the subject and the name constraints: %v", err)
+	}
+	return nil
+}
+
+// emailWithin reports whether a mailbox is within an rfc822Name
+// constraint: a mailbox (exact, host without regard to case), a host, or
+// ".domain" for the hosts under it (RFC 5280 §4.2.1.10).
+func emailWithin(email, constraint string) bool {
+	local, host, ok := strings.Cut(email, "@")
+	if !ok {
+		return false
+	}
+	if cl, ch, isMailbox := strings.Cut(constraint, "@"); isMailbox {
+		return local == cl && strings.EqualFold(host, ch)
+	}
+	if strings.HasPrefix(constraint, ".") {
+		return len(host) > len(constraint) && strings.EqualFold(host[len(host)-len(constraint):], constraint)
+	}
+	return strings.EqualFold(host, constraint)
 }
 
 // enforcer runs last before signing: it records the intent with the serial,
@@ -291,7 +342,7 @@ func (e enforcer) Enforce(cert *x509.Certificate) error {
 	_, span := tracer().Start(is.ctx, "issuance.lint", trace.WithAttributes(
 		attribute.String("credgw.profile", string(is.req.Profile)), attribute.String("credgw.serial", serial)))
 	warnings, tbsHash, err := is.ca.linter.lint(cert, func(enc *x509.Certificate) error {
-		return checkProfile(is.req.Profile, enc, is.ca.cfg.Chain[0], is.req.Identity.Email, is.derivedPolicy())
+		return checkProfile(is.req.Profile, enc, is.ca.cfg.Chain, is.req.Identity.Email, is.derivedPolicy())
 	})
 	span.SetAttributes(attribute.Int("credgw.lint.warnings", len(warnings)))
 	if err != nil {

@@ -156,12 +156,61 @@ func CheckIssuingCA(cert *x509.Certificate, chain []*x509.Certificate, req Issui
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return refuse("the certificate does not chain to the root %q: %v: ask the root operator for the chain that issued it", root.Subject, err)
 	}
+	if missing, mapped := pathMissingPolicies(append([]*x509.Certificate{cert}, chain...), IssuedPolicies(req.HardwareBackedDevices)); len(missing) > 0 && !mapped {
+		return refuse("the path from the root does not allow %s, which credgw issues under: a CA certificate on it asserts neither the policy nor anyPolicy (or an inhibitAnyPolicy above it rules anyPolicy out), so relying parties that check policies refuse every certificate credgw makes: ask the root operator for a path that asserts them (RFC 5280 §6.1.3)", strings.Join(missing, ", "))
+	}
 	if errs, _, err := LintCACertificate(cert.Raw); err != nil {
 		return refuse("%v", err)
 	} else if len(errs) > 0 {
 		return refuse("zlint finds %s: ask the root operator to correct the certificate", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// pathMissingPolicies is RFC 5280 §6.1's policy processing, without
+// policy mappings, for the CA certificates of path (the issuing CA first,
+// the trust anchor last, whose own policies do not count): the policies of
+// want that do not survive down to path[0]. A certificate keeps a policy
+// when it asserts it, or anyPolicy while inhibit_anyPolicy allows
+// (§6.1.3 (d), §6.1.4 (i)-(j)). mapped reports policy mappings on the
+// path, which this does not follow.
+func pathMissingPolicies(path []*x509.Certificate, want []asn1.ObjectIdentifier) (missing []string, mapped bool) {
+	if len(path) < 2 {
+		return nil, false
+	}
+	below := path[:len(path)-1] // the anchor's policies are not processed
+	inhibit := len(below) + 1
+	alive := slices.Clone(want)
+	for i := len(below) - 1; i >= 0; i-- {
+		c := below[i]
+		mapped = mapped || len(c.PolicyMappings) > 0
+		selfIssued := i > 0 && string(c.RawIssuer) == string(c.RawSubject)
+		if !(hasPolicy(c, oidAnyPolicy) && (inhibit > 0 || selfIssued)) {
+			alive = slices.DeleteFunc(alive, func(o asn1.ObjectIdentifier) bool { return !hasPolicy(c, o) })
+		}
+		if !selfIssued && inhibit > 0 {
+			inhibit--
+		}
+		if (c.InhibitAnyPolicyZero || c.InhibitAnyPolicy > 0) && c.InhibitAnyPolicy < inhibit {
+			inhibit = c.InhibitAnyPolicy
+		}
+	}
+	for _, o := range want {
+		if !slices.ContainsFunc(alive, o.Equal) {
+			missing = append(missing, o.String())
+		}
+	}
+	return missing, mapped
+}
+
+// hasPolicy reports whether c asserts o.
+func hasPolicy(c *x509.Certificate, o asn1.ObjectIdentifier) bool {
+	for _, p := range c.Policies {
+		if p.EqualASN1OID(o) {
+			return true
+		}
+	}
+	return slices.ContainsFunc(c.PolicyIdentifiers, o.Equal)
 }
 
 func missingPolicies(cert *x509.Certificate, want []asn1.ObjectIdentifier) []string {

@@ -129,6 +129,10 @@ func handleDNConstraints(c *x509.Certificate) *x509.Certificate {
 	return &cp
 }
 
+// CheckDNConstraints is checkDNConstraints for a chain built elsewhere
+// (the issuing side checks what it is about to sign against its own path).
+func CheckDNConstraints(chain []*x509.Certificate) error { return checkDNConstraints(chain) }
+
 // checkDNConstraints enforces the directoryName constraints of every CA on
 // a verified chain (leaf first, anchor last) on the subjects below it,
 // self-issued CA certificates excepted (RFC 5280 §6.1.3(b)-(c)).

@@ -473,9 +473,22 @@ func ImportCA(ctx context.Context, cfg *Config, certPEM, chainPEM []byte, now ti
 		Validity: cfg.CA.Validity.Duration, HardwareBackedDevices: cfg.CA.HardwareBackedDevices, Now: now, Installed: installed}); err != nil {
 		return nil, nil, err
 	}
-	_, warns, err := issuance.LintCACertificate(certs[0].Raw)
+	_, lints, err := issuance.LintCACertificate(certs[0].Raw)
 	if err != nil {
 		return nil, nil, err
+	}
+	var warns []string
+	for _, w := range lints {
+		warns = append(warns, "zlint: "+w)
+	}
+	for _, c := range append(certs[:1:1], chain...) {
+		if c.PermittedEmailAddresses != nil || c.ExcludedEmailAddresses != nil || c.PermittedURIDomains != nil || c.ExcludedURIDomains != nil ||
+			c.PermittedDNSDomains != nil || c.ExcludedDNSDomains != nil || c.PermittedIPRanges != nil || c.ExcludedIPRanges != nil {
+			// crypto/x509 refuses any URI without a host under a CA with
+			// name constraints, whatever they constrain.
+			warns = append(warns, fmt.Sprintf("%q has name constraints: credgw signs only certificates within them, but Go's crypto/x509, and so credgw's reference agent (credgw redeem, renew), refuses every certificate with a urn:uuid SAN under such a CA; check what your devices and relying parties run", c.Subject))
+			break
+		}
 	}
 	files := map[string][]byte{cfg.Path(cfg.CA.CertificateFile): pemCerts(certs)}
 	if len(cfg.CA.ChainFiles) == 1 {

@@ -33,7 +33,7 @@ var layers = map[string]struct {
 	"pkcs11":   {"part", nil},
 	"store":    {"part", nil},
 	"piv":      {"part", []string{"pkcs11"}},
-	"issuance": {"part", []string{"pkcs11", "store"}},
+	"issuance": {"part", []string{"piv", "pkcs11", "store"}},
 	// Application services.
 	"activation/audit":  {"service", []string{"store"}},
 	"activation/notify": {"service", []string{"store"}},

@@ -120,7 +120,7 @@ ca.validity from now. A refusal says what to ask the root operator for.`,
 			}
 			out := cmd.OutOrStdout()
 			for _, w := range warns {
-				fmt.Fprintf(out, "zlint warning: %s\n", w)
+				fmt.Fprintf(out, "warning: %s\n", w)
 			}
 			fmt.Fprintf(out, "issuing CA: %s\n  issuer:   %s\n  valid to: %s\ninstalled at %s; restart credgw serve\n",
 				cert.Subject, cert.Issuer, cert.NotAfter.UTC().Format(time.RFC3339), cfg.Path(cfg.CA.CertificateFile))
