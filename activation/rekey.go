@@ -48,6 +48,11 @@ func (s *Service) derivedAuth(ctx context.Context, leaf *x509.Certificate) (stor
 	for _, c := range chain[:len(chain)-1] {
 		inter.AddCert(c)
 	}
+	// A certificate of an earlier key (ca.retired, or listed in
+	// ca.previous_certificate_files) renews onto the key in use.
+	for _, c := range s.cfg.PreviousCAs {
+		inter.AddCert(c)
+	}
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: s.cfg.Now(),
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return none, denied("the TLS client certificate is not a valid derived credential of this gateway: %v", err)
