@@ -3,6 +3,7 @@ package activation
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/store"
@@ -42,5 +43,55 @@ func TestTerminationRetiresTheEscrowedKeys(t *testing.T) {
 	}
 	if len(keys) != 3 {
 		t.Fatalf("%d escrowed keys, want 3: a retired key stays in escrow", len(keys))
+	}
+}
+
+// TestRetirementStopsAtTheTermination: the sweep (or a resend, or an
+// administrator repeating it) finishing a termination retired every key of
+// the person id made up to then, those of another card enrolled after the
+// termination included (the address's new holder's). Only keys made up to
+// the termination's recorded time are retired.
+func TestRetirementStopsAtTheTermination(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	old := h.signIn(t, "john.smith@agency.gov")
+	old.PersonID = "john.smith@agency.gov"
+	h.install(t, h.enroll(t, old))
+	// Recorded by a process that died before carrying it out.
+	if err := h.st.Terminate(ctx, store.Termination{Selector: store.IdentitySelector{CardUUID: old.CardUUID}, TerminatedAt: h.clock(), Comment: "left"}); err != nil {
+		t.Fatal(err)
+	}
+	h.advance(time.Minute)
+	next := h.signIn(t, "john.smith@agency.gov") // another card, the same address
+	next.PersonID = old.PersonID
+	h.install(t, h.enroll(t, next))
+	h.advance(5 * time.Minute)
+	if _, err := h.svc.Sweep(ctx); err != nil {
+		t.Fatalf("sweep: %v", err)
+	}
+	d := h.install(t, h.enroll(t, h.again(next)))
+	if n := keyCount(t, d); n != 2 {
+		t.Fatalf("the new card's second enrollment got %d keys, want 2 (its own earlier key, not the terminated holder's)", n)
+	}
+}
+
+// TestTerminationKeepsFASCNPersonsHistory: with FASC-N person ids (the
+// default), which are never given to someone else, a termination of one
+// card retires nothing: the person's replacement card keeps the key
+// history (DESIGN: key history follows the person across card re-issues).
+func TestTerminationKeepsFASCNPersonsHistory(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	first := h.signIn(t, "ann@agency.gov")
+	first.PersonID = "12345678901234"
+	h.install(t, h.enroll(t, first))
+	if _, err := h.svc.RevokeIdentity(ctx, store.IdentitySelector{CardUUID: first.CardUUID}, issuance.ReasonCessationOfOperation, true, "card terminated"); err != nil {
+		t.Fatal(err)
+	}
+	replacement := h.signIn(t, "ann@agency.gov")
+	replacement.PersonID = first.PersonID
+	d := h.install(t, h.enroll(t, replacement))
+	if n := keyCount(t, d); n != 2 {
+		t.Fatalf("the replacement card got %d keys, want 2 (the person's history)", n)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/credgw/credgw/issuance"
@@ -208,22 +209,34 @@ func (s *Service) revokeIdentity(ctx context.Context, sel store.IdentitySelector
 	return serials, errors.Join(errs...)
 }
 
-// retireEscrowKeys retires the escrowed keys of the person ids a
+// retireEscrowKeys retires the escrowed keys of the address person ids a
 // termination ends (those of the identity's sets, and the selector's own):
 // with email or UPN person ids, an address given to a new hire would hand
-// the new holder the departed person's key history. The keys stay in
-// escrow, for recovery by the agency's own means.
+// the new holder the departed person's key history. FASC-N person ids are
+// never given to another person, and their key history follows the person
+// to a replacement card, so they keep it. Only keys made up to the
+// termination's recorded time are retired (the sweep or a resend may
+// finish it later, after someone else enrolled under the address). The
+// keys stay in escrow, for recovery by the agency's own means.
 func (s *Service) retireEscrowKeys(ctx context.Context, sel store.IdentitySelector, sets []store.CredentialSet) error {
 	persons := map[string]bool{}
-	if sel.PersonID != "" {
+	if strings.Contains(sel.PersonID, "@") {
 		persons[sel.PersonID] = true
 	}
 	for _, cs := range sets {
-		persons[cs.PersonID] = true
+		if strings.Contains(cs.PersonID, "@") {
+			persons[cs.PersonID] = true
+		}
 	}
-	now := s.cfg.Now()
+	if len(persons) == 0 {
+		return nil
+	}
+	at, err := s.cfg.Store.TerminatedAt(ctx, sel)
+	if err != nil {
+		return fmt.Errorf("the termination's time: %w", err)
+	}
 	for p := range persons {
-		n, err := s.cfg.Store.RetireEscrowKeys(ctx, p, now)
+		n, err := s.cfg.Store.RetireEscrowKeys(ctx, p, at)
 		if err != nil {
 			return fmt.Errorf("retiring the escrowed keys of %s: %w", p, err)
 		}

@@ -229,6 +229,9 @@ type TerminationStore interface {
 	// spelling of a person id) was carried out: every set ended, every
 	// certificate revoked.
 	FinishTermination(ctx context.Context, sel IdentitySelector, at time.Time) error
+	// TerminatedAt is when sel (in any spelling of a person id) was
+	// terminated, as first recorded; ErrNotFound if it was not.
+	TerminatedAt(ctx context.Context, sel IdentitySelector) (time.Time, error)
 	// TerminationUnfinished reports whether sel (in any spelling of a
 	// person id) has a termination recorded and not finished.
 	TerminationUnfinished(ctx context.Context, sel IdentitySelector) (bool, error)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -95,6 +96,26 @@ func (s *DB) FinishTermination(ctx context.Context, sel IdentitySelector, at tim
 	_, err = s.w.ExecContext(ctx, `UPDATE terminations SET finished_at = $3 WHERE kind = $1 AND `+match+` AND finished_at IS NULL`,
 		kind, value, ts(at))
 	return wrapDB(err)
+}
+
+func (s *DB) TerminatedAt(ctx context.Context, sel IdentitySelector) (time.Time, error) {
+	kind, value, _, _, err := sel.key()
+	if err != nil {
+		return time.Time{}, err
+	}
+	match := `value = $2`
+	if kind == "person_id" {
+		match = s.fold("value") + ` = ` + s.fold("$2")
+	}
+	var at sql.NullInt64
+	err = s.r.QueryRowContext(ctx, `SELECT MIN(terminated_at) FROM terminations WHERE kind = $1 AND `+match, kind, value).Scan(&at)
+	if err != nil {
+		return time.Time{}, wrapDB(err)
+	}
+	if !at.Valid {
+		return time.Time{}, ErrNotFound
+	}
+	return fromTS(at.Int64), nil
 }
 
 func (s *DB) TerminationUnfinished(ctx context.Context, sel IdentitySelector) (bool, error) {

@@ -166,8 +166,18 @@ func TestTerminationFinished(t *testing.T) {
 		if unfinished(sel) {
 			t.Fatal("unfinished before any termination")
 		}
+		if _, err := s.TerminatedAt(ctx, sel); !errors.Is(err, ErrNotFound) {
+			t.Errorf("TerminatedAt before the termination: %v", err)
+		}
 		if err := s.Terminate(ctx, Termination{Selector: sel, TerminatedAt: t0}); err != nil {
 			t.Fatal(err)
+		}
+		// Terminating again keeps the first time.
+		if err := s.Terminate(ctx, Termination{Selector: sel, TerminatedAt: t0.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		if at, err := s.TerminatedAt(ctx, IdentitySelector{PersonID: "ANN@example.gov"}); err != nil || !at.Equal(t0) {
+			t.Errorf("TerminatedAt: %v, %v; want %v", at, err, t0)
 		}
 		if !unfinished(IdentitySelector{PersonID: "Ann@Example.gov"}) {
 			t.Error("the termination is not unfinished in another spelling")
