@@ -16,10 +16,12 @@ import (
 	"golang.org/x/crypto/ocsp"
 )
 
-// serveCRL serves the current CRL with caching headers: Last-Modified is
-// its thisUpdate, max-age and Expires run to the point where credgw makes
-// the next one on its own (18 h, before nextUpdate), the ETag is a digest
-// of it. If-None-Match and If-Modified-Since get 304 (http.ServeContent).
+// serveCRL serves the current CRL with caching headers: max-age and
+// Expires run to the point where credgw makes the next one on its own
+// (18 h, before nextUpdate), the ETag is a digest of it, and If-None-Match
+// gets 304 (http.ServeContent). No Last-Modified: two CRLs can share a
+// thisUpdate second (rebuilt in one second, or by replicas whose clocks
+// differ), and If-Modified-Since would then keep the older one.
 func (c *CA) serveCRL(w http.ResponseWriter, r *http.Request) {
 	cur, err := c.currentCRL(r.Context(), false)
 	if err != nil {
@@ -38,7 +40,7 @@ func (c *CA) serveCRL(w http.ResponseWriter, r *http.Request) {
 	// cache keep another CRL.
 	sum := sha256.Sum256(cur.DER)
 	cacheFor(h, `"`+hex.EncodeToString(sum[:16])+`"`, refresh, c.cfg.Now())
-	http.ServeContent(w, r, "", cur.ThisUpdate, bytes.NewReader(cur.DER))
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(cur.DER))
 }
 
 // serveOCSP is the responder at base (RFC 5019): GET base/{url-encoded

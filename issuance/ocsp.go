@@ -251,17 +251,25 @@ func (c *CA) ocspAnswer(ctx context.Context, der []byte) ocspAnswer {
 }
 
 // signOCSP signs one response. thisUpdate is backdated for lagging clocks,
-// never ahead of this signer's clock (RFC 6960 §4.2.2.1); a revocation
-// recorded after it (in the backdated minute, or by a replica whose clock
-// runs ahead) is reported at thisUpdate, so the answer does not
-// contradict itself.
+// but a revoked answer's is its revocation time when that is later (so it
+// is later than any good answer's, and a cache revalidating with
+// If-Modified-Since, thisUpdate being Last-Modified, gets the change), and
+// never ahead of this signer's clock (RFC 6960 §4.2.2.1): a revocation
+// another replica's clock recorded ahead is reported at now.
 func (c *CA) signOCSP(tmpl ocsp.Response, state string, now time.Time) (ocspAnswer, error) {
-	tmpl.ThisUpdate = now.Add(-ocspBackdate).Truncate(time.Second)
-	if tmpl.Status == ocsp.Revoked && tmpl.RevokedAt.After(tmpl.ThisUpdate) {
-		tmpl.RevokedAt = tmpl.ThisUpdate
+	now = now.Truncate(time.Second)
+	tmpl.ThisUpdate = now.Add(-ocspBackdate)
+	if tmpl.Status == ocsp.Revoked {
+		tmpl.RevokedAt = tmpl.RevokedAt.Truncate(time.Second)
+		if tmpl.RevokedAt.After(now) {
+			tmpl.RevokedAt = now
+		}
+		if tmpl.RevokedAt.After(tmpl.ThisUpdate) {
+			tmpl.ThisUpdate = tmpl.RevokedAt
+		}
 	}
 	tmpl.NextUpdate = tmpl.ThisUpdate.Add(ocspLife)
-	der, err := createOCSPResponse(c.cfg.Chain[0], tmpl, now.Truncate(time.Second), c.cfg.Signer)
+	der, err := createOCSPResponse(c.cfg.Chain[0], tmpl, now, c.cfg.Signer)
 	if err != nil {
 		return ocspAnswer{}, err
 	}

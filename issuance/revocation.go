@@ -142,11 +142,7 @@ func (c *CA) storedCRL(ctx context.Context, force bool) (store.StoredCRL, error)
 		}
 		return c.awaitRebuild(ctx)
 	}
-	var prev *store.StoredCRL
-	if have {
-		prev = &cur
-	}
-	built, err := c.buildCRL(ctx, now, gen, prev)
+	built, err := c.buildCRL(ctx, now, gen)
 	if err == nil {
 		return built, nil
 	}
@@ -189,8 +185,8 @@ func (c *CA) awaitRebuild(ctx context.Context) (store.StoredCRL, error) {
 }
 
 // buildCRL signs and stores a CRL of the revocations now (storedCRL holds
-// the claim); prev is the stored CRL it follows, if any.
-func (c *CA) buildCRL(ctx context.Context, now time.Time, gen int64, prev *store.StoredCRL) (store.StoredCRL, error) {
+// the claim).
+func (c *CA) buildCRL(ctx context.Context, now time.Time, gen int64) (store.StoredCRL, error) {
 	entries, err := c.cfg.Store.RevokedCertificates(ctx, c.cfg.Name)
 	if err != nil {
 		return store.StoredCRL{}, err
@@ -205,14 +201,9 @@ func (c *CA) buildCRL(ctx context.Context, now time.Time, gen int64, prev *store
 	// thisUpdate is backdated for relying parties whose clocks lag, and
 	// never ahead of this signer's clock, whatever time another replica
 	// recorded a revocation at (RFC 6960 §4.2.2.1 and OpenSSL's "not yet
-	// valid" for CRLs too). It is later than the CRL before it: it is the
-	// Last-Modified a revalidating client compares (RFC 9110 §8.8.2), and
-	// two rebuilds can fall in one second. Times go out with one-second
-	// precision, so they are truncated before they compare.
+	// valid" for CRLs too). Times go out with one-second precision, so
+	// they are truncated before they compare.
 	thisUpdate := now.Add(-crlBackdate).Truncate(time.Second)
-	if latest := now.Truncate(time.Second); prev != nil && !thisUpdate.After(prev.ThisUpdate) && prev.ThisUpdate.Before(latest) {
-		thisUpdate = prev.ThisUpdate.Add(time.Second)
-	}
 	tmpl := &x509.RevocationList{Number: big.NewInt(number)}
 	for _, e := range entries {
 		n, ok := new(big.Int).SetString(e.Serial, 16)

@@ -286,9 +286,10 @@ func TestCRLDatesLint(t *testing.T) {
 	}
 }
 
-// TestCRLCachingHeaders: the CRL goes out with Last-Modified = thisUpdate,
-// Expires and max-age to the refresh point (not after nextUpdate), its
-// number as ETag, and conditional GETs get 304.
+// TestCRLCachingHeaders: the CRL goes out with Expires and max-age to the
+// refresh point (not after nextUpdate), its digest as ETag, and a
+// conditional GET with that ETag gets 304. It has no Last-Modified (see
+// TestCRLRevalidationSeesEveryRebuild): If-Modified-Since gets the CRL.
 func TestCRLCachingHeaders(t *testing.T) {
 	h := testCA.Handler()
 	get := func(header ...string) *httptest.ResponseRecorder {
@@ -309,8 +310,8 @@ func TestCRLCachingHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	hd := w.Header()
-	if got, want := hd.Get("Last-Modified"), crl.ThisUpdate.UTC().Format(http.TimeFormat); got != want {
-		t.Errorf("Last-Modified %q, want %q", got, want)
+	if got := hd.Get("Last-Modified"); got != "" {
+		t.Errorf("Last-Modified %q, want none", got)
 	}
 	refresh := crl.ThisUpdate.Add(crlRefresh)
 	expires, err := http.ParseTime(hd.Get("Expires"))
@@ -334,11 +335,8 @@ func TestCRLCachingHeaders(t *testing.T) {
 	if w := get("If-None-Match", `"0"`); w.Code != 200 {
 		t.Errorf("If-None-Match another CRL: HTTP %d", w.Code)
 	}
-	if w := get("If-Modified-Since", hd.Get("Last-Modified")); w.Code != http.StatusNotModified {
-		t.Errorf("If-Modified-Since: HTTP %d", w.Code)
-	}
-	if w := get("If-Modified-Since", crl.ThisUpdate.Add(-time.Hour).UTC().Format(http.TimeFormat)); w.Code != 200 {
-		t.Errorf("If-Modified-Since an hour before: HTTP %d", w.Code)
+	if w := get("If-Modified-Since", time.Now().Add(time.Hour).UTC().Format(http.TimeFormat)); w.Code != 200 {
+		t.Errorf("If-Modified-Since: HTTP %d, want the CRL", w.Code)
 	}
 }
 
@@ -723,51 +721,100 @@ func TestStatusDatesNeverAhead(t *testing.T) {
 	}
 }
 
-// TestCRLsDifferInLastModified: two CRLs built in the same second (a
-// termination revokes several certificates in a row, and a fetch comes
-// between) had the same thisUpdate, which is their Last-Modified: a client
-// revalidating with If-Modified-Since got 304 and kept the CRL without the
-// second revocation until its refresh (RFC 9110 §8.8.2: Last-Modified
-// changes with the representation). Each rebuild now has a later
-// thisUpdate than the CRL before it.
-func TestCRLsDifferInLastModified(t *testing.T) {
+// TestCRLRevalidationSeesEveryRebuild: the CRL's Last-Modified was its
+// thisUpdate, and two CRLs can share one (built in the same second, or the
+// later one by a replica whose clock is behind the one that built the
+// earlier): a client revalidating with If-Modified-Since got 304 and kept
+// the CRL without the newer revocation until its refresh (RFC 9110
+// §8.8.2). HTTP dates have one-second resolution and replicas their own
+// clocks, so no Last-Modified is sent: revalidation is by the ETag (the
+// CRL's digest), and If-Modified-Since gets the current CRL.
+func TestCRLRevalidationSeesEveryRebuild(t *testing.T) {
 	ctx := context.Background()
 	c1 := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate
 	c2 := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate
 	frozen := time.Now()
-	cfg := testCA.cfg
-	cfg.Now = func() time.Time { return frozen } // both rebuilds in one instant
-	ca, err := NewCA(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := ca.Handler()
-	get := func(header ...string) *httptest.ResponseRecorder {
+	ahead := testCA.cfg
+	ahead.Now = func() time.Time { return frozen.Add(2 * time.Minute) } // a replica whose clock runs ahead
+	behind := testCA.cfg
+	behind.Now = func() time.Time { return frozen }
+	get := func(cfg Config, header ...string) *httptest.ResponseRecorder {
+		t.Helper()
+		ca, err := NewCA(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
 		req := httptest.NewRequest("GET", "/crl/"+cfg.Name+".crl", nil)
 		if len(header) == 2 {
 			req.Header.Set(header[0], header[1])
 		}
 		w := httptest.NewRecorder()
-		h.ServeHTTP(w, req)
+		ca.Handler().ServeHTTP(w, req)
 		return w
 	}
-	if err := ca.Revoke(ctx, c1.SerialNumber.Text(16), ReasonKeyCompromise); err != nil {
+	if err := testCA.Revoke(ctx, c1.SerialNumber.Text(16), ReasonKeyCompromise); err != nil {
 		t.Fatal(err)
 	}
-	first := get()
-	lm := first.Header().Get("Last-Modified")
-	if first.Code != http.StatusOK || lm == "" {
-		t.Fatalf("HTTP %d, Last-Modified %q", first.Code, lm)
+	first := get(ahead)
+	if first.Code != http.StatusOK {
+		t.Fatalf("HTTP %d", first.Code)
 	}
-	if err := ca.Revoke(ctx, c2.SerialNumber.Text(16), ReasonKeyCompromise); err != nil {
+	if err := testCA.Revoke(ctx, c2.SerialNumber.Text(16), ReasonKeyCompromise); err != nil {
 		t.Fatal(err)
 	}
-	again := get("If-Modified-Since", lm)
-	if again.Code != http.StatusOK {
-		t.Fatalf("revalidation after a second revocation: HTTP %d, want 200 with the new CRL", again.Code)
+	for _, h := range [][]string{
+		{"If-Modified-Since", frozen.Add(2 * time.Minute).UTC().Format(http.TimeFormat)},
+		{"If-None-Match", first.Header().Get("ETag")},
+	} {
+		again := get(behind, h...)
+		if again.Code != http.StatusOK {
+			t.Fatalf("revalidation (%s) after a second revocation: HTTP %d, want 200 with the new CRL", h[0], again.Code)
+		}
+		crl, err := x509.ParseRevocationList(again.Body.Bytes())
+		if err != nil || !crlHas(crl, c2.SerialNumber.Text(16)) {
+			t.Fatalf("the new CRL: %v", err)
+		}
 	}
-	crl, err := x509.ParseRevocationList(again.Body.Bytes())
-	if err != nil || !crlHas(crl, c2.SerialNumber.Text(16)) {
-		t.Fatalf("the new CRL: %v", err)
+}
+
+// TestOCSPRevocationChangesLastModified: an OCSP answer's Last-Modified is
+// its thisUpdate (RFC 5019 §6.2). A revoked answer made in the same second
+// as the good one before it had the same backdated thisUpdate, so a cache
+// revalidating the good answer with If-Modified-Since got 304 and kept
+// "good". A revoked answer's thisUpdate is its revocation time (never
+// ahead of the signer's clock), later than any good answer's.
+func TestOCSPRevocationChangesLastModified(t *testing.T) {
+	ctx := context.Background()
+	c := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate
+	frozen := time.Now()
+	cfg := testCA.cfg
+	cfg.Now = func() time.Time { return frozen }
+	ca, err := NewCA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := getPath(ocspRequestFor(t, c.SerialNumber, testInit.Issuing))
+	serve := func(header ...string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("GET", path, nil)
+		if len(header) == 2 {
+			req.Header.Set(header[0], header[1])
+		}
+		w := httptest.NewRecorder()
+		ca.Handler().ServeHTTP(w, req)
+		return w
+	}
+	good := serve()
+	if r, err := ocsp.ParseResponse(good.Body.Bytes(), testInit.Issuing); err != nil || r.Status != ocsp.Good {
+		t.Fatalf("before: %v", err)
+	}
+	if err := ca.Revoke(ctx, c.SerialNumber.Text(16), ReasonKeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	w := serve("If-Modified-Since", good.Header().Get("Last-Modified"))
+	if w.Code != http.StatusOK {
+		t.Fatalf("revalidating the good answer after the revocation: HTTP %d, want 200", w.Code)
+	}
+	if r, err := ocsp.ParseResponse(w.Body.Bytes(), testInit.Issuing); err != nil || r.Status != ocsp.Revoked || r.ThisUpdate.After(frozen) {
+		t.Fatalf("after: %v", err)
 	}
 }
