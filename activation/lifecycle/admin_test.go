@@ -141,3 +141,59 @@ func TestAdminRevocationEndsAWaitingPackage(t *testing.T) {
 		t.Error("no undelivered event: the person is not told the package may have been downloaded")
 	}
 }
+
+// revokeWatcher is the CA's store, calling before on each certificate
+// revocation.
+type revokeWatcher struct {
+	store.IssuanceStore
+	before func(serial string)
+}
+
+func (w revokeWatcher) RevokeCertificate(ctx context.Context, serial string, reason int, at time.Time) (store.CertificateRecord, error) {
+	w.before(serial)
+	return w.IssuanceStore.RevokeCertificate(ctx, serial, reason, at)
+}
+
+// TestAdminRevocationEndsTheSetFirst: the administrator's revocation of a
+// certificate of an unconfirmed set revoked the certificate and then read
+// the set to end it: a device confirming in between made the set active
+// with a revoked certificate. The set's activation is now ended before any
+// certificate of it is revoked, so no confirmation can follow.
+func TestAdminRevocationEndsTheSetFirst(t *testing.T) {
+	ctx := context.Background()
+	var f *fixture
+	var seen []string
+	wrapCAStore = func(s store.IssuanceStore) store.IssuanceStore {
+		return revokeWatcher{s, func(serial string) {
+			a, err := f.st.ActivationByID(ctx, "a")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			seen = append(seen, serial+":"+a.State)
+		}}
+	}
+	t.Cleanup(func() { wrapCAStore = nil })
+	f = newFixture(t)
+	f.enroll(t, "a", "p1")
+	f.record(t, "aa01", "test", "p1", "set-a")
+	f.record(t, "aa02", "test", "p1", "set-a")
+	now := time.Now()
+	if err := f.st.BeginRedemption(ctx, "a", "r-a", now, store.Lease{Holder: "h", Until: now.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.StorePackage(ctx, "a", "r-a", []byte("sealed"), "sum", 6, []byte{}, now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.RevokeCertificate(ctx, "aa01", issuance.ReasonKeyCompromise, "not their download"); err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) == 0 {
+		t.Fatal("no certificate revoked")
+	}
+	for _, s := range seen {
+		if strings.HasSuffix(s, ":"+store.ActRedeeming) {
+			t.Errorf("revoked %s while the package could still be confirmed", s)
+		}
+	}
+}

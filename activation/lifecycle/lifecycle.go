@@ -143,7 +143,14 @@ func (s *Service) RevokeOwn(ctx context.Context, personID, setID string, reason 
 // with a comment for the record) and returns its record. The event names
 // the person whose certificate it was.
 func (s *Service) RevokeCertificate(ctx context.Context, serial string, reason issuance.RevocationReason, comment string) (store.CertificateRecord, error) {
-	if err := s.cfg.CA.Revoke(ctx, serial, reason); err != nil {
+	endedSet, err := s.endUnconfirmedSet(ctx, serial, reason)
+	if err == nil {
+		err = s.cfg.CA.Revoke(ctx, serial, reason)
+		if endedSet && errors.Is(err, issuance.ErrAlreadyRevoked) {
+			err = nil // revoked with its set
+		}
+	}
+	if err != nil {
 		// Refused (no such certificate, revoked already, a bad reason) or
 		// failed: recorded either way, as every administrator action is.
 		e := store.AuditEvent{Actor: "admin", Action: "revoke", Outcome: audit.Error, Serials: []string{activation.NormalizeSerial(serial)},
@@ -165,9 +172,6 @@ func (s *Service) RevokeCertificate(ctx context.Context, serial string, reason i
 		e.Detail += "; comment=" + comment
 	}
 	s.cfg.Audit.Record(ctx, e)
-	if err := s.endUnconfirmedSet(ctx, rec, reason); err != nil {
-		return rec, err
-	}
 	if rec.CredentialSetID != "" {
 		// The holder is told of every revocation (FIPS 201-3 §2.10.2),
 		// an administrator's included.
@@ -179,27 +183,35 @@ func (s *Service) RevokeCertificate(ctx context.Context, serial string, reason i
 }
 
 // endUnconfirmedSet revokes the whole set of a certificate an
-// administrator revoked when no device confirmed it yet: its package
+// administrator revokes when no device confirmed it yet: its package
 // (escrowed keys included) could otherwise still be resumed and
 // confirmed, an active set of revoked certificates whose keys then join
-// later key histories as delivered. The activation ends and the person is
-// told the package may have been downloaded (activation.RevokeSet).
-func (s *Service) endUnconfirmedSet(ctx context.Context, rec store.CertificateRecord, reason issuance.RevocationReason) error {
-	if rec.CredentialSetID == "" {
-		return nil
+// later key histories as delivered. The set's activation ends first (one
+// transaction), before any certificate of it is revoked, so no
+// confirmation can come between; the person is told the package may have
+// been downloaded (activation.RevokeSet). It reports whether it revoked a
+// set; a certificate it does not know, or of a set that is not pending or
+// redeeming, is left to the CA alone.
+func (s *Service) endUnconfirmedSet(ctx context.Context, serial string, reason issuance.RevocationReason) (bool, error) {
+	if !reason.EndEntity() {
+		return false, nil // the CA refuses it, recorded as refused
+	}
+	rec, err := s.cfg.Store.Certificate(ctx, activation.NormalizeSerial(serial))
+	if err != nil || rec.CredentialSetID == "" || rec.Revoked() {
+		return false, nil
 	}
 	cs, err := s.cfg.Store.CredentialSet(ctx, rec.CredentialSetID)
 	if err != nil {
-		return fmt.Errorf("the certificate is revoked, but its credential set could not be read to end it if unconfirmed (revoke the person's sets with RevokeIdentity): %w", err)
+		return false, fmt.Errorf("the credential set of serial %s could not be read (nothing was revoked; try again): %w", rec.Serial, err)
 	}
 	if cs.State != store.SetPending && cs.State != store.SetRedeeming {
-		return nil
+		return false, nil
 	}
 	if _, err := s.cfg.Activation.RevokeSet(ctx, cs.PersonID, cs.ID, reason); err != nil {
-		return fmt.Errorf("the certificate is revoked, but ending its unconfirmed credential set %s failed (revoke the person's sets with RevokeIdentity): %w", cs.ID, err)
+		return false, fmt.Errorf("ending the unconfirmed credential set %s of serial %s failed (revoke the person's sets with RevokeIdentity, or try again): %w", cs.ID, rec.Serial, err)
 	}
 	s.cfg.Audit.Set(ctx, "admin", "revoke-set", cs.ID, "reason="+protoName(reason)+"; a certificate of it was revoked before a device confirmed it")
-	return nil
+	return true, nil
 }
 
 // RevokeIdentity revokes every live derived credential of a card or person

@@ -31,6 +31,9 @@ type fixture struct {
 
 // newFixture builds the lifecycle service on a real SQLite store and a CA
 // with a software key; nothing is issued.
+// wrapCAStore, when set, wraps the store the fixture's CA writes through.
+var wrapCAStore func(store.IssuanceStore) store.IssuanceStore
+
 func newFixture(t *testing.T) *fixture { t.Helper(); return newFixtureNotifying(t, notify.Config{}) }
 
 // newFixtureNotifying is newFixture with an outbox configured by nc.
@@ -59,7 +62,11 @@ func newFixtureNotifying(t *testing.T, nc notify.Config) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, err := issuance.NewCA(issuance.Config{Name: "test", Chain: []*x509.Certificate{caCert}, Signer: key, Store: st,
+	var caStore store.IssuanceStore = st
+	if wrapCAStore != nil {
+		caStore = wrapCAStore(st)
+	}
+	ca, err := issuance.NewCA(issuance.Config{Name: "test", Chain: []*x509.Certificate{caCert}, Signer: key, Store: caStore,
 		BaseURL: "http://127.0.0.1:9"})
 	if err != nil {
 		t.Fatal(err)
