@@ -122,3 +122,28 @@ func TestRetiredKeyKeepsAnswering(t *testing.T) {
 		t.Errorf("another name: HTTP %d", w.Code)
 	}
 }
+
+// TestRetiredCRLsKeptFresh: the sweep and an administrator's force-crl
+// call CA.CRL, which built the current key's CRL alone: a retired key's
+// CRL was made only when someone fetched it, so it was not issued on
+// schedule (Common Policy §4.9.7) and a retired key gone from the HSM went
+// unnoticed. CA.CRL now builds the retired CAs' CRLs too.
+func TestRetiredCRLsKeptFresh(t *testing.T) {
+	ctx := context.Background()
+	old := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate
+	ca := rekeyedCA(t, "issuing-ca-3")
+	if err := ca.Revoke(ctx, old.SerialNumber.Text(16), ReasonKeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ca.CRL(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := testStore.CRL(ctx, "issuing-ca")
+	if err != nil || cur.Stale {
+		t.Fatalf("the retired key's stored CRL after CA.CRL: stale %v (%v)", cur.Stale, err)
+	}
+	crl, err := x509.ParseRevocationList(cur.DER)
+	if err != nil || !crlHas(crl, old.SerialNumber.Text(16)) {
+		t.Fatalf("the retired key's CRL lacks the revocation (%v)", err)
+	}
+}
