@@ -63,10 +63,11 @@ func (s *Service) Sweep(ctx context.Context) (revoked int, err error) {
 	return stuck + len(sets), errors.Join(errs...)
 }
 
-// terminationGrace is how old a termination not known finished must be
-// for the sweep to carry it out again: longer than RevokeIdentity's own
-// bound, so that a call in flight finishes it first.
-const terminationGrace = 3 * time.Minute
+// TerminationGrace is how old a termination not known finished must be
+// for the sweep, or a resend of its webhook request, to carry it out
+// again: longer than RevokeIdentity's own bound, so that a call in flight
+// finishes it first.
+const TerminationGrace = 3 * time.Minute
 
 // terminationsPerSweep bounds the terminations one sweep carries out
 // again (UnfinishedTerminations picks them at random, so that some that
@@ -79,7 +80,7 @@ const terminationsPerSweep = 20
 // live, and nothing else would revoke them (the webhook's resend is a
 // replay, the card itself may be good).
 func (s *Service) finishTerminations(ctx context.Context, now time.Time) error {
-	ts, err := s.cfg.Store.UnfinishedTerminations(ctx, now.Add(-terminationGrace), terminationsPerSweep)
+	ts, err := s.cfg.Store.UnfinishedTerminations(ctx, now.Add(-TerminationGrace), terminationsPerSweep)
 	if err != nil {
 		return err
 	}

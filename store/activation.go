@@ -233,8 +233,9 @@ type TerminationStore interface {
 	// terminated, as first recorded; ErrNotFound if it was not.
 	TerminatedAt(ctx context.Context, sel IdentitySelector) (time.Time, error)
 	// TerminationUnfinished reports whether sel (in any spelling of a
-	// person id) has a termination recorded and not finished.
-	TerminationUnfinished(ctx context.Context, sel IdentitySelector) (bool, error)
+	// person id) has a termination recorded before before and not
+	// finished.
+	TerminationUnfinished(ctx context.Context, sel IdentitySelector, before time.Time) (bool, error)
 	// UnfinishedTerminations lists up to limit terminations recorded
 	// before before and not finished, picked at random (some that keep
 	// failing must not hold back the others).

@@ -118,7 +118,7 @@ func (s *DB) TerminatedAt(ctx context.Context, sel IdentitySelector) (time.Time,
 	return fromTS(at.Int64), nil
 }
 
-func (s *DB) TerminationUnfinished(ctx context.Context, sel IdentitySelector) (bool, error) {
+func (s *DB) TerminationUnfinished(ctx context.Context, sel IdentitySelector, before time.Time) (bool, error) {
 	kind, value, _, _, err := sel.key()
 	if err != nil {
 		return false, err
@@ -128,8 +128,8 @@ func (s *DB) TerminationUnfinished(ctx context.Context, sel IdentitySelector) (b
 		match = s.fold("value") + ` = ` + s.fold("$2")
 	}
 	var n int
-	err = s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM terminations WHERE kind = $1 AND `+match+` AND finished_at IS NULL`,
-		kind, value).Scan(&n)
+	err = s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM terminations WHERE kind = $1 AND `+match+` AND finished_at IS NULL AND terminated_at < $3`,
+		kind, value, ts(before)).Scan(&n)
 	return n > 0, wrapDB(err)
 }
 

@@ -157,7 +157,7 @@ func TestTerminationFinished(t *testing.T) {
 		sel := IdentitySelector{PersonID: "ann@example.gov"}
 		unfinished := func(sel IdentitySelector) bool {
 			t.Helper()
-			u, err := s.TerminationUnfinished(ctx, sel)
+			u, err := s.TerminationUnfinished(ctx, sel, t0.Add(time.Second))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -179,6 +179,9 @@ func TestTerminationFinished(t *testing.T) {
 		if at, err := s.TerminatedAt(ctx, IdentitySelector{PersonID: "ANN@example.gov"}); err != nil || !at.Equal(t0) {
 			t.Errorf("TerminatedAt: %v, %v; want %v", at, err, t0)
 		}
+		if u, err := s.TerminationUnfinished(ctx, sel, t0); err != nil || u {
+			t.Errorf("a termination recorded at before counts as unfinished: %v %v", u, err)
+		}
 		if !unfinished(IdentitySelector{PersonID: "Ann@Example.gov"}) {
 			t.Error("the termination is not unfinished in another spelling")
 		}
@@ -191,7 +194,7 @@ func TestTerminationFinished(t *testing.T) {
 		if unfinished(sel) {
 			t.Error("unfinished after FinishTermination")
 		}
-		if _, err := s.TerminationUnfinished(ctx, IdentitySelector{}); !errors.Is(err, ErrNoSelector) {
+		if _, err := s.TerminationUnfinished(ctx, IdentitySelector{}, t0); !errors.Is(err, ErrNoSelector) {
 			t.Errorf("no selector: %v", err)
 		}
 	})

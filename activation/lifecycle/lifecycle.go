@@ -62,7 +62,7 @@ type Store interface {
 	ForgetDelivery(ctx context.Context, signature string) error
 	Terminate(ctx context.Context, t store.Termination) error
 	CredentialSet(ctx context.Context, id string) (store.CredentialSet, error)
-	TerminationUnfinished(ctx context.Context, sel store.IdentitySelector) (bool, error)
+	TerminationUnfinished(ctx context.Context, sel store.IdentitySelector, before time.Time) (bool, error)
 }
 
 // ErrReplayed: a webhook request that was accepted already (the same
@@ -286,7 +286,9 @@ func (s *Service) TerminateOnce(ctx context.Context, signature string, window ti
 		return nil, err
 	}
 	if !first {
-		unfinished, err := s.cfg.Store.TerminationUnfinished(ctx, sel)
+		// Unfinished and older than a call in flight takes: interrupted
+		// (a younger one is still being carried out by the first request).
+		unfinished, err := s.cfg.Store.TerminationUnfinished(ctx, sel, s.cfg.Now().Add(-activation.TerminationGrace))
 		if err != nil {
 			return nil, err
 		}
@@ -295,8 +297,7 @@ func (s *Service) TerminateOnce(ctx context.Context, signature string, window ti
 			return nil, ErrReplayed
 		}
 		// The request was accepted by a process that died before it
-		// was carried out (or is being carried out now: revoking twice
-		// revokes nothing twice). Its signature stays remembered.
+		// was carried out. Its signature stays remembered.
 		return s.Terminate(ctx, "webhook", sel, comment, source)
 	}
 	serials, err := s.Terminate(ctx, "webhook", sel, comment, source)

@@ -15,8 +15,9 @@ import (
 // between left the signature and no termination, and the sender's resend
 // of the same request was refused as a replay: the identity was never
 // terminated. The termination is now recorded before the signature, so
-// the resend records it, and, the termination not being finished, carries
-// it out.
+// the resend records it (and is answered as a replay: the termination it
+// recorded is too fresh to be taken for an interrupted one; the sweep
+// carries it out, TestSweepFinishesAnInterruptedTermination).
 func TestTerminateOnceAfterACrash(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
@@ -28,14 +29,11 @@ func TestTerminateOnceAfterACrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	sel := store.IdentitySelector{PersonID: "p1"}
-	if _, err := f.svc.TerminateOnce(ctx, sig, window, sel, "left", "192.0.2.1"); err != nil {
-		t.Errorf("the resend: %v", err)
+	if _, err := f.svc.TerminateOnce(ctx, sig, window, sel, "left", "192.0.2.1"); !errors.Is(err, lifecycle.ErrReplayed) {
+		t.Errorf("the resend: %v, want ErrReplayed", err)
 	}
 	if dead, err := f.st.Terminated(ctx, nil, "", "p1"); err != nil || !dead {
 		t.Fatalf("p1 terminated: %v, %v", dead, err)
-	}
-	if cs, err := f.st.CredentialSet(ctx, "set-a"); err != nil || cs.State != store.SetRevoked {
-		t.Errorf("the set is %q (%v), want revoked", cs.State, err)
 	}
 }
 
@@ -73,8 +71,8 @@ func TestReplayOfAnUnfinishedTerminationFinishesIt(t *testing.T) {
 	const sig = "sig-3"
 	sel := store.IdentitySelector{PersonID: "p1"}
 	window := time.Now().Add(5 * time.Minute)
-	// What the killed process committed.
-	if err := f.st.Terminate(ctx, store.Termination{Selector: sel, TerminatedAt: time.Now()}); err != nil {
+	// What the killed process committed, minutes ago.
+	if err := f.st.Terminate(ctx, store.Termination{Selector: sel, TerminatedAt: time.Now().Add(-5 * time.Minute)}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.st.RememberDelivery(ctx, sig, window); err != nil {
@@ -92,5 +90,34 @@ func TestReplayOfAnUnfinishedTerminationFinishesIt(t *testing.T) {
 	}
 	if n := len(f.events(t, "terminate")); n != events {
 		t.Errorf("the replay wrote %d terminate events, want none", n-events)
+	}
+}
+
+// TestResendDuringTheTerminationIsAReplay: a resend while the first
+// request is still being carried out (a sender retrying on its own
+// timeout, or a captured request replayed) ran a second whole termination
+// beside it: a second terminate event, a second notice to the person, and
+// an answer with only the serials it revoked itself. A termination
+// recorded less than the time the first may take is not an interrupted
+// one: the resend is a replay and changes nothing.
+func TestResendDuringTheTerminationIsAReplay(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.enroll(t, "a", "p1")
+	const sig = "sig-4"
+	sel := store.IdentitySelector{PersonID: "p1"}
+	window := time.Now().Add(5 * time.Minute)
+	// The first request, under way.
+	if err := f.st.Terminate(ctx, store.Termination{Selector: sel, TerminatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.st.RememberDelivery(ctx, sig, window); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.TerminateOnce(ctx, sig, window, sel, "left", "192.0.2.1"); !errors.Is(err, lifecycle.ErrReplayed) {
+		t.Fatalf("a resend during the first: %v, want ErrReplayed", err)
+	}
+	if n := len(f.events(t, "terminate")); n != 0 {
+		t.Errorf("the resend wrote %d terminate events", n)
 	}
 }
