@@ -198,7 +198,10 @@ func (c *CA) awaitRebuild(ctx context.Context) (store.StoredCRL, error) {
 // buildCRL signs and stores a CRL of the revocations now (storedCRL holds
 // the claim).
 func (c *CA) buildCRL(ctx context.Context, now time.Time, gen int64) (store.StoredCRL, error) {
-	entries, err := c.cfg.Store.RevokedCertificates(ctx, c.cfg.Name)
+	// An entry goes once a CRL issued after its certificate's expiry
+	// listed it (RFC 5280 §5): the CRL is made at least every crlRefresh,
+	// so one made within crlLifetime after the expiry did.
+	entries, err := c.cfg.Store.RevokedCertificates(ctx, c.cfg.Name, now.Add(-crlLifetime))
 	if err != nil {
 		return store.StoredCRL{}, err
 	}

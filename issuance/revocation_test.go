@@ -818,3 +818,42 @@ func TestOCSPRevocationChangesLastModified(t *testing.T) {
 		t.Fatalf("after: %v", err)
 	}
 }
+
+// TestCRLDropsLongExpiredEntries: every revoked certificate stayed on the
+// CRL for good (unconfirmed packages and superseded renewals put nearly
+// every certificate there), so the CRL every relying party fetches grew
+// without end. RFC 5280 §5 lets an entry go once a regularly scheduled CRL
+// issued after the certificate's expiry listed it: one that expired more
+// than a CRL lifetime before thisUpdate (a CRL is made at least every 18
+// hours) is left out. OCSP still answers revoked for it.
+func TestCRLDropsLongExpiredEntries(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	for serial, notAfter := range map[string]time.Time{
+		"5ca1ab1e01": now.Add(-crlLifetime - time.Hour), // expired long ago: dropped
+		"5ca1ab1e02": now.Add(-time.Hour),               // expired an hour ago: kept
+	} {
+		rec := store.CertificateRecord{Serial: serial, Issuer: testCA.cfg.Name, Profile: "derived-piv-auth", SPKISHA256: "expired-" + serial, PersonID: "p",
+			NotBefore: notAfter.AddDate(-1, 0, 0), NotAfter: notAfter, CreatedAt: notAfter.AddDate(-1, 0, 0)}
+		if err := testStore.CreateIssuanceIntent(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+		if err := testStore.RecordIssued(ctx, serial, []byte{0x30}, "h", "", rec.CreatedAt); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := testStore.RevokeCertificate(ctx, serial, int(ReasonKeyCompromise), notAfter.Add(-time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	der, err := testCA.CRL(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if crlHas(crl, "5ca1ab1e01") || !crlHas(crl, "5ca1ab1e02") {
+		t.Errorf("long expired listed %v, recently expired listed %v", crlHas(crl, "5ca1ab1e01"), crlHas(crl, "5ca1ab1e02"))
+	}
+}

@@ -96,8 +96,10 @@ type IssuanceStore interface {
 	// olderThan and never recorded, returning how many, and makes the
 	// issuer's CRL stale with them.
 	RevokeStaleIntents(ctx context.Context, issuer string, olderThan, now time.Time) (int, error)
-	// RevokedCertificates lists the CRL entries of an issuer.
-	RevokedCertificates(ctx context.Context, issuer string) ([]RevokedEntry, error)
+	// RevokedCertificates lists the CRL entries of an issuer, but for
+	// certificates that expired before expiredBefore (RFC 5280 §5 lets an
+	// entry go once a CRL issued past its expiry listed it).
+	RevokedCertificates(ctx context.Context, issuer string, expiredBefore time.Time) ([]RevokedEntry, error)
 	// NextCRLNumber returns the next CRL number of an issuer: one more
 	// than the last, and at least atLeast (the CA passes the time, so that
 	// a database restored from a backup, whose counter went back, never

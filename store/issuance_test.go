@@ -71,9 +71,17 @@ func TestIssuanceRecords(t *testing.T) {
 		if _, err := s.RevokeCertificate(ctx, "0a", 1, t0.Add(2*time.Hour)); !errors.Is(err, ErrAlreadyUsed) {
 			t.Fatalf("revoked twice: %v", err)
 		}
-		list, err := s.RevokedCertificates(ctx, "ca")
+		list, err := s.RevokedCertificates(ctx, "ca", t0)
 		if err != nil || len(list) != 1 || list[0].Serial != "0a" || list[0].Reason != 4 {
 			t.Fatalf("CRL entries %+v %v", list, err)
+		}
+		// Once expired before the cut-off, an entry leaves the CRL (RFC
+		// 5280 §5: after a CRL issued past its expiry listed it).
+		if list, err := s.RevokedCertificates(ctx, "ca", rec.NotAfter.Add(time.Second)); err != nil || len(list) != 0 {
+			t.Fatalf("CRL entries of certificates expired before the cut-off: %+v %v", list, err)
+		}
+		if list, err := s.RevokedCertificates(ctx, "ca", rec.NotAfter); err != nil || len(list) != 1 {
+			t.Fatalf("a certificate expiring at the cut-off: %+v %v", list, err)
 		}
 		for want := int64(1); want <= 3; want++ {
 			if n, err := s.NextCRLNumber(ctx, "ca", 0); err != nil || n != want {

@@ -139,9 +139,9 @@ func (s *DB) RevokeCertificate(ctx context.Context, serial string, reason int, a
 	return c, ErrAlreadyUsed
 }
 
-func (s *DB) RevokedCertificates(ctx context.Context, issuer string) ([]RevokedEntry, error) {
+func (s *DB) RevokedCertificates(ctx context.Context, issuer string, expiredBefore time.Time) ([]RevokedEntry, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT serial, revoked_at, revocation_reason FROM certificates
-		WHERE issuer = $1 AND revoked_at IS NOT NULL ORDER BY revoked_at`, issuer)
+		WHERE issuer = $1 AND revoked_at IS NOT NULL AND not_after >= $2 ORDER BY revoked_at`, issuer, ts(expiredBefore))
 	if err != nil {
 		return nil, wrapDB(err)
 	}
