@@ -1017,7 +1017,11 @@ func addKeyHistory(current *issuance.EscrowedKey, cert *x509.Certificate, histor
 		return err
 	}
 	for i, k := range history {
-		entries = append(entries, pfx.Entry{Key: k.Key, Certificate: certs[i], FriendlyName: code.KeyHistoryName(len(entries), certs[i])})
+		name := code.KeyHistoryName(len(entries), certs[i])
+		if k.Compromised {
+			name += code.CompromisedMark
+		}
+		entries = append(entries, pfx.Entry{Key: k.Key, Certificate: certs[i], FriendlyName: name})
 	}
 	earlierCAs, err := earlierIssuers(certs, caChain[0], previous)
 	if err != nil {

@@ -958,7 +958,11 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 						return nil
 					})
 				}
-				entries[i].FriendlyName = code.KeyHistoryName(i, e.Certificate)
+				name := code.KeyHistoryName(i, e.Certificate)
+				if strings.HasSuffix(e.FriendlyName, code.CompromisedMark) {
+					name += code.CompromisedMark // as the gateway marked it
+				}
+				entries[i].FriendlyName = name
 			}
 			if o.Keystore == nil {
 				// Re-protect under the keystore PIN: the transport password

@@ -276,6 +276,9 @@ type EscrowedKey struct {
 	// recorded.
 	CertSerial string
 	CertDER    []byte
+	// Compromised: its certificate was revoked for key compromise (a key
+	// history still carries it, for old mail, marked so).
+	Compromised bool
 }
 
 // NewKey makes a key for a person, seals it and stores it: it is escrowed
@@ -421,6 +424,7 @@ func (e *Escrow) History(ctx context.Context, personID, currentID string, max in
 		if err != nil {
 			return nil, err
 		}
+		k.Compromised = RevocationReason(r.CertRevocationReason) == ReasonKeyCompromise
 		out = append(out, k)
 	}
 	return out, nil

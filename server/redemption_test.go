@@ -394,7 +394,9 @@ func TestAgentWrongAnchorSpendsNothing(t *testing.T) {
 // escrowed keys along. The device gets them in one encryption.p12 under the
 // keystore PIN: the current key first, then the history newest first, each
 // with its certificate and a friendly name that says which it is; and each
-// key again in a file of its own (agent.KeyFileName).
+// key again in a file of its own (agent.KeyFileName). A key revoked for
+// key compromise (the first, after round 2) keeps the gateway's mark in
+// its name on the device (code.CompromisedMark).
 func TestKeyHistoryInOneFile(t *testing.T) {
 	card := newCard(t, hsmsim.CardSpec{Email: "history@example.com"})
 	var serials []string // current key-management serial of each round
@@ -430,6 +432,16 @@ func TestKeyHistoryInOneFile(t *testing.T) {
 			}
 			if current := strings.Contains(en.FriendlyName, "(current)"); current != (i == 0) {
 				t.Errorf("round %d: key %d is named %q", round, i, en.FriendlyName)
+			}
+			if marked, want := strings.HasSuffix(en.FriendlyName, code.CompromisedMark), round == 3 && i == 2; marked != want {
+				t.Errorf("round %d: key %d is named %q: marked compromised %v, want %v", round, i, en.FriendlyName, marked, want)
+			}
+		}
+		if round == 2 {
+			admin := credgwv1.NewAdminClient(dial(t, keyPair(t, dev.AdminCert, dev.AdminKey)))
+			if _, err := admin.RevokeCertificate(context.Background(), &credgwv1.RevokeCertificateRequest{Serial: serials[0],
+				Reason: credgwv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE}); err != nil {
+				t.Fatal(err)
 			}
 		}
 		// And one file per key, current first, for readers that take one

@@ -59,6 +59,9 @@ type EscrowKey struct {
 	// RetiredAt: a termination of the person retired the key (zero: not
 	// retired). It stays in escrow but joins no key history.
 	RetiredAt time.Time
+	// CertRevocationReason is its certificate's revocation reason (RFC
+	// 5280 code), -1 while it is not revoked (read with CertDER).
+	CertRevocationReason int
 	// CertDER is the certificate of CertSerial once it is recorded as
 	// issued (read with the key: the key history needs both).
 	CertDER []byte

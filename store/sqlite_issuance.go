@@ -183,7 +183,7 @@ func (s *DB) EscrowKeys(ctx context.Context, personID string) ([]EscrowKey, erro
 	// a failed issuance certified before the set was given a new key for
 	// the retry) and the set has an activation a device confirmed
 	// (confirmed_at stays when the set is revoked later).
-	rows, err := s.r.QueryContext(ctx, `SELECT e.id, e.person_id, e.key_type, e.spki_sha256, e.kek_id, e.sealed, e.cert_serial, e.created_at, e.retain_until, e.retired_at, c.der,
+	rows, err := s.r.QueryContext(ctx, `SELECT e.id, e.person_id, e.key_type, e.spki_sha256, e.kek_id, e.sealed, e.cert_serial, e.created_at, e.retain_until, e.retired_at, c.der, CASE WHEN c.revoked_at IS NULL THEN -1 ELSE c.revocation_reason END,
 		EXISTS (SELECT 1 FROM activations a JOIN credential_sets cs ON cs.id = a.credential_set_id
 			WHERE a.credential_set_id = c.credential_set_id AND a.confirmed_at IS NOT NULL AND cs.escrow_key_id = e.id)
 		FROM escrow_keys e LEFT JOIN certificates c ON c.serial = e.cert_serial AND e.cert_serial <> ''
@@ -197,10 +197,15 @@ func (s *DB) EscrowKeys(ctx context.Context, personID string) ([]EscrowKey, erro
 		var k EscrowKey
 		var created int64
 		var retain, retired sql.NullInt64
-		if err := rows.Scan(&k.ID, &k.PersonID, &k.KeyType, &k.SPKISHA256, &k.KEKID, &k.Sealed, &k.CertSerial, &created, &retain, &retired, &k.CertDER, &k.Delivered); err != nil {
+		var reason sql.NullInt64 // NULL without a certificate row
+		if err := rows.Scan(&k.ID, &k.PersonID, &k.KeyType, &k.SPKISHA256, &k.KEKID, &k.Sealed, &k.CertSerial, &created, &retain, &retired, &k.CertDER, &reason, &k.Delivered); err != nil {
 			return nil, wrapDB(err)
 		}
 		k.CreatedAt, k.RetainUntil, k.RetiredAt = fromTS(created), fromNullTS(retain), fromNullTS(retired)
+		k.CertRevocationReason = -1
+		if reason.Valid {
+			k.CertRevocationReason = int(reason.Int64)
+		}
 		out = append(out, k)
 	}
 	return out, wrapDB(rows.Err())

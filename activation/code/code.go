@@ -172,6 +172,11 @@ func SealKey(secret []byte, password string) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
+// CompromisedMark ends the friendly name of a history key whose
+// certificate was revoked for key compromise: kept to read old mail, never
+// to be trusted for new.
+const CompromisedMark = " (revoked: key compromise; for decrypting old mail only)"
+
 // KeyHistoryName is the friendly name of the i-th key of encryption.p12
 // (0 is the current key): what a keystore shows the person.
 func KeyHistoryName(i int, cert *x509.Certificate) string {
