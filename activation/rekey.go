@@ -48,9 +48,10 @@ func (s *Service) derivedAuth(ctx context.Context, leaf *x509.Certificate) (stor
 	for _, c := range chain[:len(chain)-1] {
 		inter.AddCert(c)
 	}
-	// A certificate of an earlier key (ca.retired, or listed in
-	// ca.previous_certificate_files) renews onto the key in use.
-	for _, c := range s.cfg.PreviousCAs {
+	// A certificate of an earlier key that still answers for what it
+	// issued (ca.retired) renews onto the key in use: confirming revokes
+	// it on that key's CRL.
+	for _, c := range s.cfg.RetiredCAs {
 		inter.AddCert(c)
 	}
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: s.cfg.Now(),

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"errors"
 	"math/big"
 	"path/filepath"
 	"testing"
@@ -55,7 +56,14 @@ func TestRenewAfterCARekey(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.issuer.Issuer = ca
-	h.svc.cfg.PreviousCAs = ca.RetiredCertificates() // as serve wires ca.retired
+	// A key listed only as a previous certificate cannot revoke what it
+	// issued: its certificates do not renew (confirming could not revoke
+	// them).
+	h.svc.cfg.PreviousCAs = []*x509.Certificate{chain[0]}
+	if _, err := h.svc.Rekey(ctx, rekeyRequest(t, current), nil); !errors.Is(err, ErrPermission) {
+		t.Fatalf("renewing under a key only in ca.previous_certificate_files: %v, want ErrPermission", err)
+	}
+	h.svc.cfg.RetiredCAs = ca.RetiredCertificates() // as serve wires ca.retired
 	req := rekeyRequest(t, current)
 	d, err := h.svc.Rekey(ctx, req, nil)
 	if err != nil {

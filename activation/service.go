@@ -115,6 +115,12 @@ type Config struct {
 	// (ca.previous_certificate_files): earlier escrowed keys certified
 	// under them are delivered with the one that signed them.
 	PreviousCAs []*x509.Certificate
+	// RetiredCAs are the certificates of the issuing CA's earlier keys
+	// that still answer for their certificates (ca.retired): a derived
+	// credential under one renews onto the key in use, and its revocation
+	// reaches that key's CRL. (A key only in PreviousCAs cannot revoke
+	// what it issued, so its certificates do not renew.)
+	RetiredCAs []*x509.Certificate
 	// Gateway is the address devices dial (QR gw=); Pin the SHA-256 of the
 	// gateway's TLS trust anchor certificate (QR pin=).
 	Gateway string

@@ -69,7 +69,7 @@ func (s *Server) newServices(ctx context.Context, o options) error {
 	}
 	if s.activation, err = activation.New(activation.Config{
 		Attest: policy, RefuseUnattested: cfg.Attest.Unattested == "refuse",
-		Store: s.store, Issuer: s.ca, Escrow: s.escrow, PreviousCAs: previous, Pepper: pepper, PepperSince: pepperSince, BindingSince: bindingSince, Gateway: cfg.Enroll.GatewayAddress, Pin: pin[:],
+		Store: s.store, Issuer: s.ca, Escrow: s.escrow, PreviousCAs: previous, RetiredCAs: s.ca.RetiredCertificates(), Pepper: pepper, PepperSince: pepperSince, BindingSince: bindingSince, Gateway: cfg.Enroll.GatewayAddress, Pin: pin[:],
 		PasswordDigits: cfg.Enroll.PasswordDigits, Lifetime: cfg.Enroll.Lifetime.Duration, MaxAttempts: cfg.Enroll.MaxAttempts,
 		MaxSets: cfg.Enroll.MaxSets, ConfirmWindow: cfg.Enroll.ConfirmWindow.Duration, RenewalPercent: cfg.Renewal.OpensAtPercent,
 		Verifier: s.verifier, Audit: s.audit, Notify: s.outbox, Log: s.log, Now: now, Lockout: s.metrics.lockouts.Inc,
