@@ -153,7 +153,11 @@ func (c *CA) storedCRL(ctx context.Context, force bool) (store.StoredCRL, error)
 		}
 		return c.awaitRebuild(ctx)
 	}
-	built, err := c.buildCRL(ctx, now, gen)
+	var listedAfter time.Time // when the CRL before was made, if any
+	if have {
+		listedAfter = cur.ThisUpdate
+	}
+	built, err := c.buildCRL(ctx, now, gen, listedAfter)
 	if err == nil {
 		return built, nil
 	}
@@ -196,12 +200,15 @@ func (c *CA) awaitRebuild(ctx context.Context) (store.StoredCRL, error) {
 }
 
 // buildCRL signs and stores a CRL of the revocations now (storedCRL holds
-// the claim).
-func (c *CA) buildCRL(ctx context.Context, now time.Time, gen int64) (store.StoredCRL, error) {
+// the claim). listedAfter is the thisUpdate of the CRL before it (zero if
+// none): an entry whose certificate expired before then was listed by a
+// CRL issued after its expiry, and goes (RFC 5280 §5).
+func (c *CA) buildCRL(ctx context.Context, now time.Time, gen int64, listedAfter time.Time) (store.StoredCRL, error) {
 	// An entry goes once a CRL issued after its certificate's expiry
-	// listed it (RFC 5280 §5): the CRL is made at least every crlRefresh,
-	// so one made within crlLifetime after the expiry did.
-	entries, err := c.cfg.Store.RevokedCertificates(ctx, c.cfg.Name, now.Add(-crlLifetime))
+	// listed it (RFC 5280 §5): the CRL before this one, if it was made
+	// after the expiry. (It listed every entry not dropped before it,
+	// each of which a CRL after its expiry had listed, by the same rule.)
+	entries, err := c.cfg.Store.RevokedCertificates(ctx, c.cfg.Name, listedAfter)
 	if err != nil {
 		return store.StoredCRL{}, err
 	}

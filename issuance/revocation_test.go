@@ -823,17 +823,25 @@ func TestOCSPRevocationChangesLastModified(t *testing.T) {
 // CRL for good (unconfirmed packages and superseded renewals put nearly
 // every certificate there), so the CRL every relying party fetches grew
 // without end. RFC 5280 §5 lets an entry go once a regularly scheduled CRL
-// issued after the certificate's expiry listed it: one that expired more
-// than a CRL lifetime before thisUpdate (a CRL is made at least every 18
-// hours) is left out. OCSP still answers revoked for it.
+// issued after the certificate's expiry listed it: an entry is left out
+// when the CRL before (which listed it) was issued after its expiry, and
+// kept otherwise, however long ago it expired (a gap in CRL issuance must
+// not drop an entry no CRL listed after its expiry). OCSP still answers
+// revoked for it.
 func TestCRLDropsLongExpiredEntries(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()
-	for serial, notAfter := range map[string]time.Time{
-		"5ca1ab1e01": now.Add(-crlLifetime - time.Hour), // expired long ago: dropped
-		"5ca1ab1e02": now.Add(-time.Hour),               // expired an hour ago: kept
-	} {
-		rec := store.CertificateRecord{Serial: serial, Issuer: testCA.cfg.Name, Profile: "derived-piv-auth", SPKISHA256: "expired-" + serial, PersonID: "p",
+	clock := now
+	cfg := testCA.cfg
+	cfg.Name = "expiry-ca"
+	cfg.Now = func() time.Time { return clock }
+	ca, err := NewCA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked := func(serial string, notAfter time.Time) {
+		t.Helper()
+		rec := store.CertificateRecord{Serial: serial, Issuer: cfg.Name, Profile: "derived-piv-auth", SPKISHA256: "expiry-" + serial, PersonID: "p",
 			NotBefore: notAfter.AddDate(-1, 0, 0), NotAfter: notAfter, CreatedAt: notAfter.AddDate(-1, 0, 0)}
 		if err := testStore.CreateIssuanceIntent(ctx, rec); err != nil {
 			t.Fatal(err)
@@ -841,19 +849,40 @@ func TestCRLDropsLongExpiredEntries(t *testing.T) {
 		if err := testStore.RecordIssued(ctx, serial, []byte{0x30}, "h", "", rec.CreatedAt); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := testStore.RevokeCertificate(ctx, serial, int(ReasonKeyCompromise), notAfter.Add(-time.Hour)); err != nil {
+		if _, err := testStore.RevokeCertificate(ctx, serial, int(ReasonKeyCompromise), now.Add(-48*time.Hour)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	der, err := testCA.CRL(ctx, true)
-	if err != nil {
-		t.Fatal(err)
+	listed := func() map[string]bool {
+		t.Helper()
+		der, err := ca.CRL(ctx, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		crl, err := x509.ParseRevocationList(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for _, s := range []string{"e1", "e2", "e3"} {
+			out[s] = crlHas(crl, s)
+		}
+		return out
 	}
-	crl, err := x509.ParseRevocationList(der)
-	if err != nil {
-		t.Fatal(err)
+	revoked("e1", now.Add(-25*time.Hour)) // expired long ago
+	revoked("e2", now.Add(time.Hour))     // expires during a gap in CRLs
+	revoked("e3", now.Add(90*24*time.Hour))
+	if got := listed(); !got["e1"] || !got["e2"] || !got["e3"] {
+		t.Fatalf("the first CRL (none before it): %v, want all listed", got)
 	}
-	if crlHas(crl, "5ca1ab1e01") || !crlHas(crl, "5ca1ab1e02") {
-		t.Errorf("long expired listed %v, recently expired listed %v", crlHas(crl, "5ca1ab1e01"), crlHas(crl, "5ca1ab1e02"))
+	if got := listed(); got["e1"] || !got["e2"] || !got["e3"] {
+		t.Fatalf("the next CRL: %v, want e1 left out (the CRL before, made after its expiry, listed it)", got)
+	}
+	clock = now.Add(48 * time.Hour) // no CRL for two days
+	if got := listed(); !got["e2"] || !got["e3"] {
+		t.Fatalf("after a gap: %v, want e2 listed (no CRL since its expiry listed it)", got)
+	}
+	if got := listed(); got["e2"] || !got["e3"] {
+		t.Fatalf("the CRL after that: %v, want e2 left out", got)
 	}
 }

@@ -236,8 +236,9 @@ func (s *DB) migrate(ctx context.Context, opts ...goose.ProviderOption) error {
 // (or leaves the work to the replica that holds it), so no other replica's
 // migrate builds one meanwhile; indexes of anyone else are left alone.
 // rebuildable are the indexes of the schema that migrations build
-// CONCURRENTLY (00011; 00019's Up drops the two it builds on the way down).
-var rebuildable = []string{"certificates_set", "credential_sets_state"}
+// CONCURRENTLY (00011, 00024; 00019's Up drops the two it builds on the way
+// down).
+var rebuildable = []string{"certificates_set", "credential_sets_state", "certificates_revoked_expiry"}
 
 func (s *DB) rebuildInvalidIndexes(ctx context.Context) error {
 	conn, err := s.w.Conn(ctx)
