@@ -97,6 +97,11 @@ func (c *CA) serveOCSP(w http.ResponseWriter, r *http.Request, base string) {
 	}
 	cacheFor(h, a.etag, a.refresh, c.cfg.Now())
 	r.Header.Del("Range") // an OCSP response is one piece
+	// Revalidation by the ETag only: Last-Modified is thisUpdate (RFC 5019
+	// §6.2), whole seconds from each replica's clock, and a revoked answer
+	// may carry one no later than the good answer a cache holds.
+	r.Header.Del("If-Modified-Since")
+	r.Header.Del("If-Unmodified-Since")
 	http.ServeContent(w, r, "", a.thisUpdate, bytes.NewReader(a.der))
 }
 
