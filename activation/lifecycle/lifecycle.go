@@ -69,6 +69,10 @@ type Store interface {
 // signature inside its timestamp window).
 var ErrReplayed = errors.New("lifecycle: this request was accepted already (a replay); send a new request with a fresh timestamp to repeat it")
 
+// errBeingTerminated: a termination of the identity was accepted moments
+// ago and is being carried out (answered as a replay: nothing to do).
+var errBeingTerminated = fmt.Errorf("%w (a termination of this identity was accepted moments ago and is being carried out)", ErrReplayed)
+
 // Config configures the service.
 type Config struct {
 	Store      Store
@@ -273,6 +277,21 @@ func (s *Service) Terminate(ctx context.Context, actor string, sel store.Identit
 // and changes nothing. A termination that fails forgets the signature, so
 // that the sender may send the same request again.
 func (s *Service) TerminateOnce(ctx context.Context, signature string, window time.Time, sel store.IdentitySelector, comment, source string) ([]string, error) {
+	// A termination of the identity accepted moments ago and not finished
+	// is being carried out by that request: another (a resend, or a new
+	// request a sender made on its own timeout) would run a second one
+	// beside it, with a second event and notice.
+	now := s.cfg.Now()
+	if any, err := s.cfg.Store.TerminationUnfinished(ctx, sel, now.Add(time.Minute)); err != nil {
+		return nil, err
+	} else if any {
+		if old, err := s.cfg.Store.TerminationUnfinished(ctx, sel, now.Add(-activation.TerminationGrace)); err != nil {
+			return nil, err
+		} else if !old {
+			s.cfg.Log.WarnContext(ctx, "termination webhook for an identity whose termination is being carried out; ignored", "identity", sel.String(), "source", source)
+			return nil, errBeingTerminated
+		}
+	}
 	// The termination is recorded before the signature: a process that
 	// dies between the two leaves a termination whose resend is carried
 	// out (its signature was not remembered), and one that dies after

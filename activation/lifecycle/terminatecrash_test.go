@@ -39,15 +39,15 @@ func TestTerminateOnceAfterACrash(t *testing.T) {
 
 // TestTerminateOnceRecordsTheTerminationFirst: a process killed after it
 // recorded the termination and before it remembered the request's
-// signature: the sender's resend is carried out (revoking the sets), not
-// refused as a replay.
+// signature: the sender's resend, once the first can no longer be under
+// way, is carried out (revoking the sets), not refused as a replay.
 func TestTerminateOnceRecordsTheTerminationFirst(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
 	f.enroll(t, "a", "p1")
 	sel := store.IdentitySelector{PersonID: "p1"}
 	window := time.Now().Add(5 * time.Minute)
-	if err := f.st.Terminate(ctx, store.Termination{Selector: sel, TerminatedAt: time.Now()}); err != nil {
+	if err := f.st.Terminate(ctx, store.Termination{Selector: sel, TerminatedAt: time.Now().Add(-5 * time.Minute)}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.svc.TerminateOnce(ctx, "sig-2", window, sel, "left", "192.0.2.1"); err != nil {
@@ -117,7 +117,12 @@ func TestResendDuringTheTerminationIsAReplay(t *testing.T) {
 	if _, err := f.svc.TerminateOnce(ctx, sig, window, sel, "left", "192.0.2.1"); !errors.Is(err, lifecycle.ErrReplayed) {
 		t.Fatalf("a resend during the first: %v, want ErrReplayed", err)
 	}
+	// A new request (a fresh timestamp, so a new signature) for the same
+	// identity while the first is under way: the same.
+	if _, err := f.svc.TerminateOnce(ctx, "sig-5", window, sel, "left", "192.0.2.1"); !errors.Is(err, lifecycle.ErrReplayed) {
+		t.Fatalf("a new request during the first: %v, want ErrReplayed", err)
+	}
 	if n := len(f.events(t, "terminate")); n != 0 {
-		t.Errorf("the resend wrote %d terminate events", n)
+		t.Errorf("the resends wrote %d terminate events", n)
 	}
 }
