@@ -194,6 +194,12 @@ func NewCA(cfg Config) (*CA, error) {
 	if !strings.HasPrefix(cfg.BaseURL, "http://") {
 		return nil, fmt.Errorf("issuance: base URL %q: the profiles require http AIA and CRL DP URLs", cfg.BaseURL)
 	}
+	// What ca import checks, again at every start: the chain files may
+	// have been replaced, or ca.hardware_backed_devices turned on since.
+	if missing, mapped := pathMissingPolicies(cfg.Chain, IssuedPolicies(cfg.HardwareBackedDevices)); !cfg.StatusOnly && len(missing) > 0 && !mapped {
+		return nil, fmt.Errorf("issuance: the issuing CA's path to its root does not allow %s, which credgw would issue under: a CA certificate on it asserts neither the policy nor anyPolicy; relying parties that check policies would refuse the certificates (get a path that asserts them, or leave ca.hardware_backed_devices off for …3.41)",
+			strings.Join(missing, ", "))
+	}
 	cfg.BaseURL = strings.TrimSuffix(cfg.BaseURL, "/")
 	if cfg.Validity == 0 {
 		cfg.Validity = DefaultValidity

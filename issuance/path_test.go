@@ -135,3 +135,24 @@ func TestIssuedWithinNameConstraints(t *testing.T) {
 		t.Fatalf("the certificate issued within them does not verify: %s", out)
 	}
 }
+
+// TestNewCAChecksThePathsPolicies: the path's policies were checked by ca
+// import alone; turning ca.hardware_backed_devices on afterwards, or
+// chain files replaced by hand, let credgw assert a policy its path does
+// not allow. NewCA (serve's start) refuses such a path too.
+func TestNewCAChecksThePathsPolicies(t *testing.T) {
+	root := newAgencyRoot(t, "Agency Root CA")
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := goodIssuing()
+	tmpl.Policies = []x509.OID{mustOID(oidCommonPolicy), mustOID(oidDerivedPIVAuth)} // no …3.41
+	iss := root.sign(t, tmpl, key.Public())
+	cfg := testCA.cfg
+	cfg.Name, cfg.Chain, cfg.Signer = "no-hardware", []*x509.Certificate{iss, root.cert}, key
+	if _, err := NewCA(cfg); err != nil {
+		t.Fatalf("without hardware-backed devices: %v", err)
+	}
+	cfg.HardwareBackedDevices = true
+	if _, err := NewCA(cfg); err == nil || !strings.Contains(err.Error(), "2.16.840.1.101.3.2.1.3.41") {
+		t.Fatalf("hardware-backed devices under a path without …3.41: %v", err)
+	}
+}
