@@ -124,10 +124,10 @@ func TestRetiredKeyKeepsAnswering(t *testing.T) {
 }
 
 // TestRetiredCRLsKeptFresh: the sweep and an administrator's force-crl
-// call CA.CRL, which built the current key's CRL alone: a retired key's
-// CRL was made only when someone fetched it, so it was not issued on
+// called CA.CRL, which builds the current key's CRL alone: a retired
+// key's CRL was made only when someone fetched it, so it was not issued on
 // schedule (Common Policy §4.9.7) and a retired key gone from the HSM went
-// unnoticed. CA.CRL now builds the retired CAs' CRLs too.
+// unnoticed. They call CA.RetiredCRLs too (lifecycle's Sweep, ForceCRL).
 func TestRetiredCRLsKeptFresh(t *testing.T) {
 	ctx := context.Background()
 	old := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate
@@ -135,7 +135,7 @@ func TestRetiredCRLsKeptFresh(t *testing.T) {
 	if err := ca.Revoke(ctx, old.SerialNumber.Text(16), ReasonKeyCompromise); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ca.CRL(ctx, false); err != nil {
+	if err := ca.RetiredCRLs(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	cur, err := testStore.CRL(ctx, "issuing-ca")

@@ -78,21 +78,23 @@ const crlLease = 30 * time.Second
 // the store: when something was revoked, when it is 18 hours old, or on
 // force, one replica claims the rebuild (a lease) and the others serve the
 // stored CRL meanwhile — the CRL number grows once per rebuild, not once per
-// replica. The retired CAs' CRLs (Config.Retired) are kept the same way,
-// so that each is issued on schedule without a fetch; a failure of one is
-// in the error, beside the current CRL.
+// replica.
 func (c *CA) CRL(ctx context.Context, force bool) ([]byte, error) {
 	cur, err := c.currentCRL(ctx, force)
+	return cur.DER, err
+}
+
+// RetiredCRLs keeps the retired CAs' CRLs (Config.Retired) as CRL keeps
+// this one's, so that each is issued on schedule without a fetch; the
+// error names each that failed.
+func (c *CA) RetiredCRLs(ctx context.Context, force bool) error {
 	var errs []error
-	if err != nil {
-		errs = append(errs, err)
-	}
 	for _, r := range c.cfg.Retired {
 		if _, err := r.currentCRL(ctx, force); err != nil {
 			errs = append(errs, fmt.Errorf("the CRL of retired CA %s: %w", r.cfg.Name, err))
 		}
 	}
-	return cur.DER, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
 // currentCRL is CRL with its number and dates (the HTTP caching headers).

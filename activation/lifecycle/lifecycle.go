@@ -339,6 +339,12 @@ func (s *Service) ForceCRL(ctx context.Context) (number int64, thisUpdate, nextU
 	number, thisUpdate, nextUpdate = s.cfg.CA.CRLInfo(ctx)
 	// The CA key signed on an administrator's word: on the record.
 	s.cfg.Audit.Record(ctx, store.AuditEvent{Actor: "admin", Action: "force-crl", Detail: "crl_number=" + strconv.FormatInt(number, 10)})
+	// The retired keys' CRLs too (ca.retired), each failure on the record
+	// beside the current CRL's success.
+	if err := s.cfg.CA.RetiredCRLs(ctx, true); err != nil {
+		s.cfg.Audit.Record(ctx, store.AuditEvent{Actor: "admin", Action: "force-crl", Outcome: audit.Error, Detail: "retired keys: error: " + err.Error()})
+		return number, thisUpdate, nextUpdate, fmt.Errorf("the current CRL is number %d, but %w", number, err)
+	}
 	return number, thisUpdate, nextUpdate, nil
 }
 

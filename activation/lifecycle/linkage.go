@@ -185,6 +185,9 @@ func (s *Service) Sweep(ctx context.Context) {
 	if _, err := s.cfg.CA.CRL(ctx, false); err != nil {
 		s.cfg.Log.WarnContext(ctx, "issuing the CRL", "err", err)
 	}
+	if err := s.cfg.CA.RetiredCRLs(ctx, false); err != nil {
+		s.cfg.Log.WarnContext(ctx, "issuing a retired CA key's CRL", "err", err)
+	}
 	if res, err := s.Linkage(ctx); err != nil {
 		s.cfg.Log.WarnContext(ctx, "linkage checks", "err", err)
 	} else if res.Checked > 0 {
