@@ -2,6 +2,7 @@ package lifecycle_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -146,11 +147,13 @@ func TestAdminRevocationEndsAWaitingPackage(t *testing.T) {
 // revocation.
 type revokeWatcher struct {
 	store.IssuanceStore
-	before func(serial string)
+	before func(serial string) error
 }
 
 func (w revokeWatcher) RevokeCertificate(ctx context.Context, serial string, reason int, at time.Time) (store.CertificateRecord, error) {
-	w.before(serial)
+	if err := w.before(serial); err != nil {
+		return store.CertificateRecord{}, err
+	}
 	return w.IssuanceStore.RevokeCertificate(ctx, serial, reason, at)
 }
 
@@ -164,13 +167,14 @@ func TestAdminRevocationEndsTheSetFirst(t *testing.T) {
 	var f *fixture
 	var seen []string
 	wrapCAStore = func(s store.IssuanceStore) store.IssuanceStore {
-		return revokeWatcher{s, func(serial string) {
+		return revokeWatcher{s, func(serial string) error {
 			a, err := f.st.ActivationByID(ctx, "a")
 			if err != nil {
 				t.Error(err)
-				return
+				return nil
 			}
 			seen = append(seen, serial+":"+a.State)
+			return nil
 		}}
 	}
 	t.Cleanup(func() { wrapCAStore = nil })
@@ -195,5 +199,45 @@ func TestAdminRevocationEndsTheSetFirst(t *testing.T) {
 		if strings.HasSuffix(s, ":"+store.ActRedeeming) {
 			t.Errorf("revoked %s while the package could still be confirmed", s)
 		}
+	}
+}
+
+// TestAdminRevocationOfAPartlyEndedSet: ending the unconfirmed set failed
+// part way (another of its certificates could not be revoked) after the
+// administrator's certificate was revoked with it: the call said "try
+// again" and recorded only an error, and the retry was refused as revoked
+// already, so no revoke event and no notice to the holder were ever
+// written (FIPS 201-3 §2.10.2). The certificate's revocation is now
+// recorded and told, and the error says what else failed.
+func TestAdminRevocationOfAPartlyEndedSet(t *testing.T) {
+	ctx := context.Background()
+	wrapCAStore = func(s store.IssuanceStore) store.IssuanceStore {
+		return revokeWatcher{s, func(serial string) error {
+			if serial == "aa02" {
+				return errors.New("the database went away")
+			}
+			return nil
+		}}
+	}
+	t.Cleanup(func() { wrapCAStore = nil })
+	f := newFixture(t)
+	f.enroll(t, "a", "p1")
+	f.record(t, "aa01", "test", "p1", "set-a")
+	f.record(t, "aa02", "test", "p1", "set-a")
+	_, err := f.svc.RevokeCertificate(ctx, "aa01", issuance.ReasonKeyCompromise, "lost")
+	if err == nil {
+		t.Fatal("no error though aa02 could not be revoked")
+	}
+	if rec, err := f.st.Certificate(ctx, "aa01"); err != nil || !rec.Revoked() {
+		t.Fatalf("aa01 revoked %v (%v)", rec.Revoked(), err)
+	}
+	ok := 0
+	for _, e := range f.events(t, "revoke") {
+		if e.Outcome == "ok" && len(e.Serials) == 1 && e.Serials[0] == "aa01" {
+			ok++
+		}
+	}
+	if ok != 1 {
+		t.Errorf("%d successful revoke events for aa01, want 1", ok)
 	}
 }

@@ -147,8 +147,12 @@ func (s *Service) RevokeOwn(ctx context.Context, personID, setID string, reason 
 // with a comment for the record) and returns its record. The event names
 // the person whose certificate it was.
 func (s *Service) RevokeCertificate(ctx context.Context, serial string, reason issuance.RevocationReason, comment string) (store.CertificateRecord, error) {
-	endedSet, err := s.endUnconfirmedSet(ctx, serial, reason)
-	if err == nil {
+	endedSet, setErr := s.endUnconfirmedSet(ctx, serial, reason)
+	err := setErr
+	if endedSet || setErr == nil {
+		// With its set ended (RevokeSet ran, maybe failing for another
+		// of its certificates), the certificate itself is revoked here
+		// if RevokeSet did not get to it.
 		err = s.cfg.CA.Revoke(ctx, serial, reason)
 		if endedSet && errors.Is(err, issuance.ErrAlreadyRevoked) {
 			err = nil // revoked with its set
@@ -183,6 +187,10 @@ func (s *Service) RevokeCertificate(ctx context.Context, serial string, reason i
 			"An administrator revoked one of your derived PIV credentials (certificate serial "+serial+", reason "+reason.String()+").")
 	}
 	s.cfg.Log.InfoContext(ctx, "certificate revoked by an administrator", "serial", serial, "reason", reason.String(), "person_id", rec.PersonID)
+	if err == nil && setErr != nil {
+		// Recorded and told; what else of its set failed is the error.
+		err = fmt.Errorf("serial %s is revoked, but %w", serial, setErr)
+	}
 	return rec, err
 }
 
@@ -195,7 +203,8 @@ func (s *Service) RevokeCertificate(ctx context.Context, serial string, reason i
 // confirmation can come between; the person is told the package may have
 // been downloaded (activation.RevokeSet). It reports whether it revoked a
 // set; a certificate it does not know, or of a set that is not pending or
-// redeeming, is left to the CA alone.
+// redeeming, is left to the CA alone. ended is true once RevokeSet ran,
+// even if it failed part way (its error is then returned too).
 func (s *Service) endUnconfirmedSet(ctx context.Context, serial string, reason issuance.RevocationReason) (bool, error) {
 	if !reason.EndEntity() {
 		return false, nil // the CA refuses it, recorded as refused
@@ -212,7 +221,8 @@ func (s *Service) endUnconfirmedSet(ctx context.Context, serial string, reason i
 		return false, nil
 	}
 	if _, err := s.cfg.Activation.RevokeSet(ctx, cs.PersonID, cs.ID, reason); err != nil {
-		return false, fmt.Errorf("ending the unconfirmed credential set %s of serial %s failed (revoke the person's sets with RevokeIdentity, or try again): %w", cs.ID, rec.Serial, err)
+		s.cfg.Audit.Failed(ctx, "admin", "revoke-set", cs.ID, "reason="+protoName(reason)+"; a certificate of it was revoked before a device confirmed it; error: "+err.Error())
+		return true, fmt.Errorf("revoking the rest of its unconfirmed credential set %s failed (the sweep finishes it; or revoke the person's sets with RevokeIdentity): %w", cs.ID, err)
 	}
 	s.cfg.Audit.Set(ctx, "admin", "revoke-set", cs.ID, "reason="+protoName(reason)+"; a certificate of it was revoked before a device confirmed it")
 	return true, nil
