@@ -484,6 +484,11 @@ func (m modifier) Modify(cert *x509.Certificate, _ provisioner.SignOptions) erro
 	is := m.is
 	cert.SerialNumber = is.serial
 	cert.NotBefore = notBefore(is.now)
+	if ca := is.ca.cfg.Chain[0]; cert.NotBefore.Before(ca.NotBefore) {
+		// Backdated, but never before its issuer: a device checks a key
+		// history's certificate as of its own start.
+		cert.NotBefore = ca.NotBefore
+	}
 	cert.NotAfter = is.notAfter.Truncate(time.Second)
 	cert.RawSubject = is.req.Identity.RawSubject
 	cert.IsCA, cert.BasicConstraintsValid = false, false

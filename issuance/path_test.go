@@ -156,3 +156,37 @@ func TestNewCAChecksThePathsPolicies(t *testing.T) {
 		t.Fatalf("hardware-backed devices under a path without …3.41: %v", err)
 	}
 }
+
+// TestNotBeforeNotBeforeTheCA: leaves are backdated a minute for lagging
+// clocks, also when the CA certificate itself started less than a minute
+// before: the leaf then began before its issuer, and a device checking a
+// key history's certificate as of its own start found the CA "not yet
+// valid" and refused the whole package (after a re-key, the code used
+// up). A leaf's notBefore is never before its CA certificate's.
+func TestNotBeforeNotBeforeTheCA(t *testing.T) {
+	root := newAgencyRoot(t, "Agency Root CA")
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := goodIssuing()
+	tmpl.NotBefore = time.Now().Add(-10 * time.Second).Truncate(time.Second) // signed moments ago
+	iss := root.sign(t, tmpl, key.Public())
+	cfg := testCA.cfg
+	cfg.Name, cfg.Chain, cfg.Signer = "fresh-ca", []*x509.Certificate{iss, root.cert}, key
+	ca, err := NewCA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ca.Issue(context.Background(), Request{Profile: DigitalSignature, CSR: newCSR(t, p256(t)), Identity: identity(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Certificate.NotBefore.Before(iss.NotBefore) {
+		t.Fatalf("the leaf starts %s, before its CA certificate (%s)", got.Certificate.NotBefore, iss.NotBefore)
+	}
+	roots, inters := x509.NewCertPool(), x509.NewCertPool()
+	roots.AddCert(root.cert)
+	inters.AddCert(iss)
+	if _, err := got.Certificate.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inters, CurrentTime: got.Certificate.NotBefore,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		t.Fatalf("verified as of its own start: %v", err)
+	}
+}
