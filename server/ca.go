@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/sha256"
@@ -706,6 +707,8 @@ func previousCAs(field string, files []string, chain []*x509.Certificate) ([]*x5
 			switch {
 			case c.Equal(chain[0]):
 				return nil, fmt.Errorf("%s: %s holds the issuing CA's certificate in use (ca.certificate_file): list only certificates from before a re-key", field, f)
+			case bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil:
+				return nil, fmt.Errorf("%s: %s: %q is self-signed (a root): list the issuing CA's certificate from before the re-key, never the root's (whose key must not be on the gateway)", field, f, c.Subject)
 			case !c.IsCA || c.KeyUsage&x509.KeyUsageCertSign == 0:
 				return nil, fmt.Errorf("%s: %s: %q is not a CA certificate (basicConstraints cA and keyCertSign)", field, f, c.Subject)
 			}

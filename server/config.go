@@ -30,6 +30,7 @@ import (
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/piv"
 	"github.com/credgw/credgw/piv/session"
+	"github.com/credgw/credgw/pkcs11"
 	"github.com/credgw/credgw/store"
 	"go.yaml.in/yaml/v3"
 )
@@ -989,6 +990,26 @@ func (c *Config) validateCA(bad func(string, ...any)) {
 		}
 		if (c.Escrow.KEKURI == "") == (c.Escrow.KEKFile == "") {
 			bad("escrow: set exactly one of kek_uri (HSM) and kek_file: key-management keys are escrowed before issuance")
+		}
+		// Keys in one token told apart by their id (CKA_ID): the issuing
+		// key, each retired key and the escrow KEK each need their own.
+		ids := map[string]string{}
+		sameKey := func(field, uri string) {
+			u, err := pkcs11.ParseURI(uri)
+			if uri == "" || err != nil {
+				return
+			}
+			k := u.Token + "\x00" + u.Serial + "\x00" + string(u.ID)
+			if other, ok := ids[k]; ok {
+				bad("%s names the key id=%x of token %q that %s already uses: give each key its own id", field, u.ID, u.Token, other)
+				return
+			}
+			ids[k] = field
+		}
+		sameKey("ca.key_uri", c.CA.KeyURI)
+		sameKey("escrow.kek_uri", c.Escrow.KEKURI)
+		for i, r := range c.CA.Retired {
+			sameKey(fmt.Sprintf("ca.retired[%d].key_uri", i), r.KeyURI)
 		}
 		names := map[string]bool{c.CA.Name: true, "root": true}
 		for i, r := range c.CA.Retired {

@@ -516,6 +516,7 @@ func TestConfigErrors(t *testing.T) {
 		// its own URLs with its own key.
 		{"retired under the name in use", withCA("base_url: http://pki.example.gov, name: agency-ca, retired: [{name: agency-ca, certificate_file: old.crt, key_file: old.key}]"), "ca.retired[0].name"},
 		{"retired without a key", withCA("base_url: http://pki.example.gov, name: agency-ca-2, retired: [{name: agency-ca, certificate_file: old.crt}]"), "ca.retired[0]: set exactly one of key_uri"},
+		{"the CA key on the escrow key's id", base + "listen: {http: '127.0.0.1:8080'}\nenrollment: {tls_anchor_file: a}\nescrow: {kek_uri: 'pkcs11:token=ca;id=%02?pin-source=p'}\nca: {certificate_file: c, base_url: http://pki.example.gov, key_uri: 'pkcs11:token=ca;id=%02?pin-source=p'}\n", "escrow.kek_uri names the key id=02"},
 		{"retired without a certificate", withCA("base_url: http://pki.example.gov, name: agency-ca-2, retired: [{name: agency-ca, key_file: old.key}]"), "ca.retired[0].certificate_file"},
 		{"refuse unattested without a status list", withCA("base_url: http://pki.example.gov") + "attestation: {unattested: refuse}\n", "attestation.status_file"},
 		{"webhook without listener", base + "termination_webhook: {secret_file: k}\n", "termination_webhook: no listener"},

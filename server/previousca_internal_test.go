@@ -62,7 +62,8 @@ func TestPreviousCAs(t *testing.T) {
 	issuing, _ := mk("issuing CA", true, root, rootKey, now.AddDate(0, -1, 0))
 	chain := []*x509.Certificate{issuing, root}
 	old, _ := mk("issuing CA", true, root, rootKey, now.AddDate(-4, 0, 0)) // expired a year ago
-	other, _ := mk("issuing CA", true, nil, nil, now.AddDate(-1, 0, 0))
+	otherRoot, otherRootKey := mk("other root", true, nil, nil, now.AddDate(-1, 0, 0))
+	other, _ := mk("issuing CA", true, otherRoot, otherRootKey, now.AddDate(-1, 0, 0))
 	leaf, _ := mk("not a CA", false, root, rootKey, now.AddDate(-1, 0, 0))
 	t.Run("retired", func(t *testing.T) {
 		root, rootKey := mk("root", true, nil, nil, now.AddDate(-1, 0, 0))
@@ -85,6 +86,7 @@ func TestPreviousCAs(t *testing.T) {
 		{"under another root", write("other.pem", other), "does not chain to the issuing CA's root"},
 		{"not a CA", write("leaf.pem", leaf), "not a CA certificate"},
 		{"the issuing CA in use", write("issuing.pem", issuing), "the issuing CA's certificate in use"},
+		{"the root", write("root.pem", root), "self-signed"},
 		{"missing", filepath.Join(dir, "nope.pem"), "no such file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
