@@ -171,6 +171,9 @@ type CA struct {
 	// lastCRL is the last CRL this CA served: served again while the
 	// store is away, until its nextUpdate (currentCRL).
 	lastCRL atomic.Pointer[store.StoredCRL]
+	// ownCRLNumber is the number of the last stored CRL found signed by
+	// this CA's key (ownCRL).
+	ownCRLNumber atomic.Int64
 }
 
 var _ Issuer = (*CA)(nil)

@@ -147,3 +147,32 @@ func TestRetiredCRLsKeptFresh(t *testing.T) {
 		t.Fatalf("the retired key's CRL lacks the revocation (%v)", err)
 	}
 }
+
+// TestForeignStoredCRLRebuilt: a re-key that kept ca.name had the new key
+// sign the name's CRL; putting the config right (a new name, the old key
+// retired) left that CRL in the store, and the old key's URL served it,
+// signed by the wrong key, until it went stale (18 hours, or the next
+// revocation): every old certificate failed its CRL check. A stored CRL
+// not signed by the CA's own key is rebuilt before it is served.
+func TestForeignStoredCRLRebuilt(t *testing.T) {
+	ctx := context.Background()
+	wrong := rekeyedCA(t, "foreign-crl-ca") // another key under the name
+	if _, err := wrong.CRL(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testCA.cfg
+	cfg.Name = "foreign-crl-ca"
+	ca, err := NewCA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := httptest.NewRecorder()
+	ca.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/crl/foreign-crl-ca.crl", nil))
+	crl, err := x509.ParseRevocationList(w.Body.Bytes())
+	if err != nil {
+		t.Fatalf("HTTP %d: %v", w.Code, err)
+	}
+	if err := crl.CheckSignatureFrom(testInit.Issuing); err != nil {
+		t.Fatalf("the CRL served is not signed by the CA's key: %v", err)
+	}
+}

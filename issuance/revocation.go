@@ -1,6 +1,7 @@
 package issuance
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/x509"
@@ -132,6 +133,11 @@ func (c *CA) storedCRL(ctx context.Context, force bool) (store.StoredCRL, error)
 		return store.StoredCRL{}, err
 	}
 	have := err == nil
+	if have && !c.ownCRL(cur) {
+		// Another key's (a re-key that kept the name, put right since):
+		// never served, made again.
+		cur.Stale = true
+	}
 	if have && !force && !cur.Stale && now.Sub(cur.ThisUpdate) < crlRefresh {
 		return cur, nil
 	}
@@ -141,7 +147,7 @@ func (c *CA) storedCRL(ctx context.Context, force bool) (store.StoredCRL, error)
 	}
 	if claimed && !force {
 		// Another replica may have rebuilt between our read and our claim.
-		if again, err := c.cfg.Store.CRL(ctx, c.cfg.Name); err == nil && !again.Stale && now.Sub(again.ThisUpdate) < crlRefresh {
+		if again, err := c.cfg.Store.CRL(ctx, c.cfg.Name); err == nil && !again.Stale && now.Sub(again.ThisUpdate) < crlRefresh && c.ownCRL(again) {
 			return again, c.cfg.Store.ReleaseCRL(ctx, c.cfg.Name, now.Add(crlLease))
 		}
 	}
@@ -177,6 +183,20 @@ func (c *CA) storedCRL(ctx context.Context, force bool) (store.StoredCRL, error)
 	return store.StoredCRL{}, err
 }
 
+// ownCRL reports whether a stored CRL is this CA's: issued under its name
+// and signed by its key. One verification per CRL number.
+func (c *CA) ownCRL(cur store.StoredCRL) bool {
+	if c.ownCRLNumber.Load() == cur.Number && cur.Number != 0 {
+		return true
+	}
+	crl, err := x509.ParseRevocationList(cur.DER)
+	if err != nil || !bytes.Equal(crl.RawIssuer, c.cfg.Chain[0].RawSubject) || crl.CheckSignatureFrom(c.cfg.Chain[0]) != nil {
+		return false
+	}
+	c.ownCRLNumber.Store(cur.Number)
+	return true
+}
+
 // crlWait bounds how long a fetch waits for another replica's rebuild.
 const crlWait = 5 * time.Second
 
@@ -195,7 +215,7 @@ func (c *CA) awaitRebuild(ctx context.Context) (store.StoredCRL, error) {
 			return store.StoredCRL{}, fmt.Errorf("%w: the CRL is being built; retry", ErrCRLUnavailable)
 		case <-t.C:
 		}
-		if cur, err := c.cfg.Store.CRL(ctx, c.cfg.Name); err == nil && !cur.Stale && c.cfg.Now().Before(cur.NextUpdate) {
+		if cur, err := c.cfg.Store.CRL(ctx, c.cfg.Name); err == nil && !cur.Stale && c.cfg.Now().Before(cur.NextUpdate) && c.ownCRL(cur) {
 			return cur, nil
 		}
 	}
