@@ -10,6 +10,8 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -174,5 +176,41 @@ func TestForeignStoredCRLRebuilt(t *testing.T) {
 	}
 	if err := crl.CheckSignatureFrom(testInit.Issuing); err != nil {
 		t.Fatalf("the CRL served is not signed by the CA's key: %v", err)
+	}
+}
+
+// TestCheckIssuers: a re-key that kept ca.name, or forgot ca.retired,
+// passed every check and silently left the earlier key's certificates
+// without status. The CA compares the store's unexpired certificates with
+// the keys configured: its name's signed by another key is an error (serve
+// refuses to start), a name no key answers for is reported.
+func TestCheckIssuers(t *testing.T) {
+	ctx := context.Background()
+	issue(t, DerivedPIVAuth, p256(t), identity(t)) // under "issuing-ca", by testCA's key
+	// The same name, another key: refused.
+	sameCfg := rekeyedCA(t, "issuing-ca").cfg
+	sameCfg.Retired = nil
+	sameName, err := NewCA(sameCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sameName.CheckIssuers(ctx); err == nil || !strings.Contains(err.Error(), `"issuing-ca"`) || !strings.Contains(err.Error(), "ca.retired") {
+		t.Fatalf("a re-key that kept the name: %v", err)
+	}
+	// A new name, the old key retired: fine.
+	if unanswered, err := rekeyedCA(t, "issuing-ca-7").CheckIssuers(ctx); err != nil || slices.ContainsFunc(unanswered, func(s string) bool { return strings.Contains(s, `"issuing-ca"`) }) {
+		t.Fatalf("the old key retired: %v %v", unanswered, err)
+	}
+	// A new name and no retired key: reported.
+	cfg := rekeyedCA(t, "issuing-ca-8").cfg
+	cfg.Retired = nil
+	forgot, err := NewCA(cfg)
+	var unanswered []string
+	if err != nil {
+		t.Fatal(err)
+	}
+	unanswered, err = forgot.CheckIssuers(ctx)
+	if err != nil || !slices.ContainsFunc(unanswered, func(s string) bool { return strings.Contains(s, `"issuing-ca"`) && strings.Contains(s, "ca.retired") }) {
+		t.Fatalf("ca.retired forgotten: %v %v", unanswered, err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/credgw/credgw/activation"
@@ -37,6 +38,21 @@ func (s *Server) newServices(ctx context.Context, o options) error {
 	if s.ca, s.escrow, err = loadCA(ctx, cfg, s.hsm, s.store, o, s.metrics); err != nil {
 		return err
 	}
+	// The certificates in the store against the keys configured: a re-key
+	// that kept ca.name refuses to start, one that left out ca.retired is
+	// told (its certificates get no status).
+	unanswered, err := s.ca.CheckIssuers(ctx)
+	if err != nil {
+		return err
+	}
+	for _, u := range unanswered {
+		s.log.Error("certificates without status: " + u)
+	}
+	var retired []string
+	for _, r := range cfg.CA.Retired {
+		retired = append(retired, r.Name)
+	}
+	s.log.Info("issuing CA", "name", cfg.CA.Name, "subject", s.ca.Chain()[0].Subject.String(), "retired", strings.Join(retired, ","))
 	previous, err := previousCAs("ca.previous_certificate_files", paths(cfg, cfg.CA.PreviousCertificateFiles), s.ca.Chain())
 	if err != nil {
 		return err

@@ -45,6 +45,13 @@ type RevokedEntry struct {
 	Reason    int
 }
 
+// LiveIssuer is an issuer name with unexpired certificates (LiveIssuers).
+type LiveIssuer struct {
+	Name   string
+	Count  int
+	Oldest []byte // the DER of its oldest unexpired certificate
+}
+
 // EscrowKey is one sealed key-management key.
 type EscrowKey struct {
 	ID          string
@@ -103,6 +110,9 @@ type IssuanceStore interface {
 	// certificates that expired before expiredBefore (RFC 5280 §5 lets an
 	// entry go once a CRL issued past its expiry listed it).
 	RevokedCertificates(ctx context.Context, issuer string, expiredBefore time.Time) ([]RevokedEntry, error)
+	// LiveIssuers lists the issuers of certificates issued and not
+	// expired at now, each with how many and the DER of its oldest.
+	LiveIssuers(ctx context.Context, now time.Time) ([]LiveIssuer, error)
 	// NextCRLNumber returns the next CRL number of an issuer: one more
 	// than the last, and at least atLeast (the CA passes the time, so that
 	// a database restored from a backup, whose counter went back, never

@@ -159,6 +159,33 @@ func (s *DB) RevokedCertificates(ctx context.Context, issuer string, expiredBefo
 	return out, wrapDB(rows.Err())
 }
 
+func (s *DB) LiveIssuers(ctx context.Context, now time.Time) ([]LiveIssuer, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT issuer, COUNT(*) FROM certificates WHERE status = 'issued' AND not_after > $1 GROUP BY issuer ORDER BY issuer`, ts(now))
+	if err != nil {
+		return nil, wrapDB(err)
+	}
+	var out []LiveIssuer
+	for rows.Next() {
+		var l LiveIssuer
+		if err := rows.Scan(&l.Name, &l.Count); err != nil {
+			rows.Close()
+			return nil, wrapDB(err)
+		}
+		out = append(out, l)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, wrapDB(err)
+	}
+	for i := range out {
+		if err := s.r.QueryRowContext(ctx, `SELECT der FROM certificates WHERE issuer = $1 AND status = 'issued' AND not_after > $2
+			ORDER BY created_at LIMIT 1`, out[i].Name, ts(now)).Scan(&out[i].Oldest); err != nil {
+			return nil, wrapDB(err)
+		}
+	}
+	return out, nil
+}
+
 func (s *DB) NextCRLNumber(ctx context.Context, issuer string, atLeast int64) (int64, error) {
 	var n int64
 	err := s.w.QueryRowContext(ctx, `INSERT INTO crl_numbers (issuer, number) VALUES ($1, CASE WHEN CAST($2 AS BIGINT) > 1 THEN CAST($2 AS BIGINT) ELSE 1 END)

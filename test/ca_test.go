@@ -169,6 +169,11 @@ func TestAgencyRootChain(t *testing.T) {
 	if out := verify(filepath.Join(device, "auth.crt"), oidDerivedPIVAuth, false); !strings.Contains(out, "certificate revoked") {
 		t.Errorf("openssl verify of the revoked leaf: %s", out)
 	}
+	// The operator signs the CRL on demand.
+	if out := run(t, nil, true, credgwBin, "admin", "force-crl", "--gateway", gw, "--ca-file", filepath.Join(dir, "tls", "ca.crt"),
+		"--cert", filepath.Join(dir, "tls", "admin.crt"), "--key", filepath.Join(dir, "tls", "admin.key")); !strings.Contains(out, "CRL number") {
+		t.Errorf("admin force-crl: %s", out)
+	}
 	if out := verify(filepath.Join(device, "signature.crt"), oidCommonPolicy, true); !strings.Contains(out, ": OK") {
 		t.Errorf("openssl verify of a good leaf after the revocation: %s", out)
 	}

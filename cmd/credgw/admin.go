@@ -207,6 +207,19 @@ log. Self-service revocation of a lost device stays in the portal and the API.`,
 			return printActivations(cmd.OutOrStdout(), resp)
 		})
 
+	sub("force-crl", "Sign the CRL now (and each retired CA key's), and print its number and dates", false,
+		func(cmd *cobra.Command, f *adminFlags, c credgwv1.AdminClient, ctx context.Context) error {
+			resp, err := c.ForceCRL(ctx, &credgwv1.ForceCRLRequest{})
+			if err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(cmd, resp)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "CRL number %d, thisUpdate %s, nextUpdate %s\n", resp.GetCrlNumber(), fmtTS(resp.GetThisUpdate()), fmtTS(resp.GetNextUpdate()))
+			return nil
+		})
+
 	var serial, why string
 	revoke, _ := sub("revoke --serial HEX [--reason R]", "Revoke one certificate by serial (of a set no device confirmed yet: the whole set, its waiting package with it)", false,
 		func(cmd *cobra.Command, f *adminFlags, c credgwv1.AdminClient, ctx context.Context) error {
