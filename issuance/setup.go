@@ -129,8 +129,10 @@ func InitCA(ctx context.Context, o InitOptions) (*InitResult, error) {
 		return nil, err
 	}
 	res := &InitResult{RootFile: filepath.Join(o.Dir, "root.crt"), IssuingFile: filepath.Join(o.Dir, "issuing.crt"), IssuingKeyID: o.KeyID}
+	// A CSR for a new key writes no certificate (a re-key makes one beside
+	// the CA in use); its key is checked below.
 	for _, f := range []string{res.RootFile, res.IssuingFile} {
-		if _, err := os.Stat(f); err == nil {
+		if _, err := os.Stat(f); err == nil && o.CSRFile == "" {
 			return nil, fmt.Errorf("issuance: ca init: %s exists already; refusing to replace a CA", f)
 		}
 	}

@@ -230,7 +230,8 @@ func TestInitCANamesDistinct(t *testing.T) {
 }
 
 // TestInitCSR: the CSR mode makes the issuing key in the token and a CSR
-// for it, no root; asked again, it uses the same key.
+// for it, no root; asked again, it uses the same key; it may run beside an
+// installed CA (a re-key).
 func TestInitCSR(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -261,6 +262,17 @@ func TestInitCSR(t *testing.T) {
 	again, err := InitCA(ctx, o)
 	if err != nil || !again.ReusedKey || !again.CSR.PublicKey.(*ecdsa.PublicKey).Equal(csr.PublicKey) {
 		t.Fatalf("again: %v, reused %v", err, again != nil && again.ReusedKey)
+	}
+	// A re-key: a CSR for a new key beside the CA in use (its root.crt and
+	// issuing.crt in the directory) was refused as replacing a CA.
+	for _, f := range []string{"root.crt", "issuing.crt"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("in use"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o.KeyID, o.CSRFile = []byte{0x34}, filepath.Join(dir, "issuing-2.csr")
+	if _, err := InitCA(ctx, o); err != nil {
+		t.Fatalf("a CSR for a new key beside the CA in use: %v", err)
 	}
 }
 
