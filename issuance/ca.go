@@ -46,6 +46,9 @@ var (
 	// ErrRefused means the operator's profile template refused the
 	// request (its fail function): a policy decision, with its message.
 	ErrRefused = errors.New("issuance: refused by the profile template")
+	// ErrOtherIssuer: a certificate recorded under a CA name no configured
+	// key answers for (an earlier key left out of ca.retired).
+	ErrOtherIssuer = errors.New("issuance: no configured CA key answers for this certificate")
 )
 
 // Issuer is credgw's CA as the rest of credgw sees it.

@@ -186,7 +186,7 @@ func TestForeignStoredCRLRebuilt(t *testing.T) {
 // refuses to start), a name no key answers for is reported.
 func TestCheckIssuers(t *testing.T) {
 	ctx := context.Background()
-	issue(t, DerivedPIVAuth, p256(t), identity(t)) // under "issuing-ca", by testCA's key
+	old := issue(t, DerivedPIVAuth, p256(t), identity(t)).Certificate // under "issuing-ca", by testCA's key
 	// The same name, another key: refused.
 	sameCfg := rekeyedCA(t, "issuing-ca").cfg
 	sameCfg.Retired = nil
@@ -212,5 +212,10 @@ func TestCheckIssuers(t *testing.T) {
 	unanswered, err = forgot.CheckIssuers(ctx)
 	if err != nil || !slices.ContainsFunc(unanswered, func(s string) bool { return strings.Contains(s, `"issuing-ca"`) && strings.Contains(s, "ca.retired") }) {
 		t.Fatalf("ca.retired forgotten: %v %v", unanswered, err)
+	}
+	// Revoking one of them says what is missing (it said "no such
+	// certificate ... is from issuer").
+	if err := forgot.Revoke(ctx, old.SerialNumber.Text(16), ReasonKeyCompromise); !errors.Is(err, ErrOtherIssuer) || !strings.Contains(err.Error(), "ca.retired") {
+		t.Fatalf("revoking a certificate of the forgotten key: %v", err)
 	}
 }

@@ -50,7 +50,7 @@ func (c *CA) Revoke(ctx context.Context, serial string, reason RevocationReason)
 				return r.Revoke(ctx, serial, reason)
 			}
 		}
-		return fmt.Errorf("%w: serial %s is from issuer %s", ErrNotIssued, serial, rec.Issuer)
+		return fmt.Errorf("%w: serial %s was issued under the CA name %q: list the key that issued it under ca.retired with that name (docs/key-ceremony.md)", ErrOtherIssuer, serial, rec.Issuer)
 	}
 	rec, err := c.cfg.Store.RevokeCertificate(ctx, serial, int(reason), c.cfg.Now())
 	switch {

@@ -986,7 +986,7 @@ func (c *Config) validateCA(bad func(string, ...any)) {
 			bad("ca.name root: reserved for the root's CRL and certificate (%s, %s)", issuance.RootCRLPath, issuance.RootCertPath)
 		}
 		if d := c.CA.Validity.Duration; d < time.Hour || d > 1096*24*time.Hour {
-			bad("ca.validity %s: up to 1096 days (26304h)", d)
+			bad("ca.validity %s: between 1h and 1096 days (26304h)", d)
 		}
 		if (c.Escrow.KEKURI == "") == (c.Escrow.KEKFile == "") {
 			bad("escrow: set exactly one of kek_uri (HSM) and kek_file: key-management keys are escrowed before issuance")

@@ -108,7 +108,7 @@ func toStatus(err error) error {
 	case errors.Is(err, issuance.ErrNotIssued):
 		code = codes.NotFound
 	case errors.Is(err, issuance.ErrAlreadyRevoked), errors.Is(err, issuance.ErrNoEmail), errors.Is(err, issuance.ErrLint),
-		errors.Is(err, issuance.ErrRefused):
+		errors.Is(err, issuance.ErrRefused), errors.Is(err, issuance.ErrOtherIssuer):
 		code = codes.FailedPrecondition
 	case errors.Is(err, issuance.ErrBadRequest), errors.Is(err, store.ErrInvalidText):
 		code = codes.InvalidArgument
