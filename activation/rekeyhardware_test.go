@@ -15,6 +15,20 @@ import (
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 )
 
+// attestingHarness is a harness whose gateway verifies attestations by a
+// simulated vendor (verified boot and a locked device required).
+func attestingHarness(t *testing.T) (*harness, *hsmsim.Vendor) {
+	t.Helper()
+	vendor, err := hsmsim.InitVendor(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, func(c *Config) {
+		c.Attest = &attest.Policy{Roots: []*x509.Certificate{vendor.Root}, RequireVerifiedBoot: true, RequireDeviceLocked: true}
+	})
+	return h, vendor
+}
+
 // TestRekeyKeepsTheAssuranceItRenews: a renewal is authenticated by the
 // current derived PIV Authentication key, so it can vouch for no more than
 // that key was. A set issued at …3.40 (no attested hardware key) re-keyed
@@ -25,13 +39,7 @@ import (
 // renewed certificate to assert it too (TestRekeyAttested in server has
 // the hardware-to-hardware renewal).
 func TestRekeyKeepsTheAssuranceItRenews(t *testing.T) {
-	vendor, err := hsmsim.InitVendor(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := newHarness(t, func(c *Config) {
-		c.Attest = &attest.Policy{Roots: []*x509.Certificate{vendor.Root}, RequireVerifiedBoot: true, RequireDeviceLocked: true}
-	})
+	h, vendor := attestingHarness(t)
 	var mu sync.Mutex
 	hw := map[issuance.Profile]bool{}
 	h.issuer.afterIssue = func(r issuance.Request) { mu.Lock(); hw[r.Profile] = r.HardwareBacked; mu.Unlock() }
@@ -73,13 +81,7 @@ func TestRekeyKeepsTheAssuranceItRenews(t *testing.T) {
 // attestation keys or unlocked phones with a stolen credential went
 // unrecorded.
 func TestRekeyAttestationRefusalRecorded(t *testing.T) {
-	vendor, err := hsmsim.InitVendor(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := newHarness(t, func(c *Config) {
-		c.Attest = &attest.Policy{Roots: []*x509.Certificate{vendor.Root}, RequireVerifiedBoot: true, RequireDeviceLocked: true}
-	})
+	h, vendor := attestingHarness(t)
 	ctx := context.Background()
 	current := renewable(t, h)
 	req := rekeyRequest(t, current)

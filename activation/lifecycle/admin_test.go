@@ -101,6 +101,23 @@ func TestForceCRLIsAudited(t *testing.T) {
 	}
 }
 
+// waitingPackage enrolls set-a (activation a) of p1 with certificates
+// aa01 and aa02, and stores its package for a device's confirmation.
+func (f *fixture) waitingPackage(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	f.enroll(t, "a", "p1")
+	f.record(t, "aa01", "test", "p1", "set-a")
+	f.record(t, "aa02", "test", "p1", "set-a")
+	now := time.Now()
+	if err := f.st.BeginRedemption(ctx, "a", "r-a", now, store.Lease{Holder: "h", Until: now.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.StorePackage(ctx, "a", "r-a", []byte("sealed"), "sum", 6, []byte{}, now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestAdminRevocationEndsAWaitingPackage: an administrator revoked each
 // certificate of a set whose package waited for its confirmation (the
 // person reported the download was not theirs). The package, escrowed keys
@@ -112,16 +129,7 @@ func TestForceCRLIsAudited(t *testing.T) {
 func TestAdminRevocationEndsAWaitingPackage(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
-	f.enroll(t, "a", "p1")
-	f.record(t, "aa01", "test", "p1", "set-a")
-	f.record(t, "aa02", "test", "p1", "set-a")
-	now := time.Now()
-	if err := f.st.BeginRedemption(ctx, "a", "r-a", now, store.Lease{Holder: "h", Until: now.Add(time.Minute)}); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.st.StorePackage(ctx, "a", "r-a", []byte("sealed"), "sum", 6, []byte{}, now.Add(time.Hour)); err != nil {
-		t.Fatal(err)
-	}
+	f.waitingPackage(t)
 	if _, err := f.svc.RevokeCertificate(ctx, "aa01", issuance.ReasonKeyCompromise, "not their download"); err != nil {
 		t.Fatal(err)
 	}
@@ -179,16 +187,7 @@ func TestAdminRevocationEndsTheSetFirst(t *testing.T) {
 	}
 	t.Cleanup(func() { wrapCAStore = nil })
 	f = newFixture(t)
-	f.enroll(t, "a", "p1")
-	f.record(t, "aa01", "test", "p1", "set-a")
-	f.record(t, "aa02", "test", "p1", "set-a")
-	now := time.Now()
-	if err := f.st.BeginRedemption(ctx, "a", "r-a", now, store.Lease{Holder: "h", Until: now.Add(time.Minute)}); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.st.StorePackage(ctx, "a", "r-a", []byte("sealed"), "sum", 6, []byte{}, now.Add(time.Hour)); err != nil {
-		t.Fatal(err)
-	}
+	f.waitingPackage(t)
 	if _, err := f.svc.RevokeCertificate(ctx, "aa01", issuance.ReasonKeyCompromise, "not their download"); err != nil {
 		t.Fatal(err)
 	}
