@@ -823,7 +823,9 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 	// key derivations at the PIN counts (pfx.PINIterations) for all the
 	// files, made only when a file is to be written.
 	var pinWriter *pfx.Writer
-	underPIN := func(entries []pfx.Entry) ([]byte, error) {
+	// underPIN encodes entries under the keystore PIN with the CA
+	// certificates ch (the chain in use, or an earlier key's).
+	underPIN := func(entries []pfx.Entry, ch []*x509.Certificate) ([]byte, error) {
 		if pinWriter == nil {
 			w, err := pfx.NewWriter(o.KeystorePIN, pfx.PINIterations, pfx.PINMACIterations)
 			if err != nil {
@@ -831,7 +833,7 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 			}
 			pinWriter = w
 		}
-		return pinWriter.Encode(entries, chain)
+		return pinWriter.Encode(entries, ch)
 	}
 	person := samePerson{first: o.renews}
 	for _, m := range pkg.GetManifest().GetItems() {
@@ -869,7 +871,7 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 					return o.Keystore.ImportCertificate(ctx, id, "credgw "+base+" certificate", cert)
 				})
 			} else {
-				p12, err := underPIN([]pfx.Entry{{Key: key, Certificate: cert, FriendlyName: DeviceKeyName(m.GetProfile(), cert)}})
+				p12, err := underPIN([]pfx.Entry{{Key: key, Certificate: cert, FriendlyName: DeviceKeyName(m.GetProfile(), cert)}}, chain)
 				if err != nil {
 					return err
 				}
@@ -915,6 +917,12 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 			earlierInter, err := previousCAs(it.GetChain(), inter)
 			if err != nil {
 				return err
+			}
+			var earlier []*x509.Certificate // checked by previousCAs
+			for _, der := range it.GetChain() {
+				if c, err := x509.ParseCertificate(der); err == nil {
+					earlier = append(earlier, c)
+				}
 			}
 			for i, e := range entries {
 				// The current certificate must be valid now. An earlier
@@ -970,7 +978,24 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 				// key in a file of its own for readers that take only the
 				// first key of a file (Python cryptography, go-pkcs12,
 				// Android's certificate installer).
-				p12, err := underPIN(entries)
+				// Each key with the CA that certified it: an earlier key
+				// may be under a CA certificate from before a re-key
+				// (sent beside the file, chaining to the same root).
+				chainOf := func(c *x509.Certificate) []*x509.Certificate {
+					for _, ca := range earlier {
+						if bytes.Equal(c.RawIssuer, ca.RawSubject) && c.CheckSignatureFrom(ca) == nil && c.CheckSignatureFrom(chain[0]) != nil {
+							return append([]*x509.Certificate{ca}, chain[1:]...)
+						}
+					}
+					return chain
+				}
+				all := slices.Clone(chain)
+				for _, e := range entries {
+					if ca := chainOf(e.Certificate)[0]; !slices.ContainsFunc(all, ca.Equal) {
+						all = append(all, ca)
+					}
+				}
+				p12, err := underPIN(entries, all)
 				if err != nil {
 					return err
 				}
@@ -978,7 +1003,7 @@ func install(ctx context.Context, raw []byte, keys map[credgwv1.Profile]crypto.S
 					return err
 				}
 				for i, e := range entries {
-					p12, err := underPIN([]pfx.Entry{e})
+					p12, err := underPIN([]pfx.Entry{e}, chainOf(e.Certificate))
 					if err != nil {
 						return err
 					}

@@ -279,6 +279,47 @@ func TestInstallRefusesWhatItCannotTrust(t *testing.T) {
 			}
 		})
 	}
+	// An earlier key certified under the CA's old key: its file of its
+	// own carried the current CA's chain and the old CA certificate the
+	// package sent was dropped, so no reader could build its path. Its
+	// file carries its own CA, and encryption.p12 every CA of its keys.
+	t.Run("an earlier key's files carry its own CA", func(t *testing.T) {
+		g := newTestGateway(t)
+		o := g.options()
+		oldCA, oldCAKey := rekeyed(g, 4*365*24*time.Hour)
+		oldKey(g, oldCAKey)
+		g.previous = []*x509.Certificate{oldCA}
+		dir := t.TempDir()
+		if _, err := installStaged(ctx, dir, ".redeem-", o, g.open, g.confirm); err != nil {
+			t.Fatal(err)
+		}
+		has := func(file string) bool {
+			t.Helper()
+			b, err := os.ReadFile(filepath.Join(dir, file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, chain, err := pfx.Decode(b, o.KeystorePIN)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range chain {
+				if c.Equal(oldCA) {
+					return true
+				}
+			}
+			return false
+		}
+		if !has(KeyFileName(1, g.history[0].Certificate)) {
+			t.Error("the earlier key's own file lacks the CA that certified it")
+		}
+		if !has("encryption.p12") {
+			t.Error("encryption.p12 lacks the CA of an earlier key")
+		}
+		if has(KeyFileName(0, g.lastKM.Certificate)) {
+			t.Error("the current key's own file carries the old CA")
+		}
+	})
 }
 
 // TestInstallRefusesADirectoryOthersCanWrite: the output directory must be
