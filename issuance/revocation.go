@@ -376,14 +376,14 @@ func (c *CA) handler() http.Handler {
 }
 
 // CheckIssuers compares the store's unexpired certificates with the keys
-// that answer for them (this CA and Config.Retired, by name): the
-// certificates of an issuer name signed by another key than the one
-// configured under it (a re-key that kept ca.name) is an error, since
-// their OCSP and CRL would then be answered by a key that did not issue
-// them; unanswered names the issuers no configured key answers for (a
-// re-key that left out ca.retired), whose certificates get no status and
-// cannot be revoked.
-func (c *CA) CheckIssuers(ctx context.Context) (unanswered []string, err error) {
+// that answer for them (this CA and Config.Retired, by name) and describes
+// each problem, for serve to log as an error: an issuer name whose
+// certificates (its oldest or newest) another key signed than the one
+// configured under it (a re-key that kept ca.name: their OCSP and CRL are
+// answered by a key that did not issue them), an issuer no configured key
+// answers for (a re-key that left out ca.retired: no status, no
+// revocation), or a certificate that does not parse. err is the store's.
+func (c *CA) CheckIssuers(ctx context.Context) (problems []string, err error) {
 	live, err := c.cfg.Store.LiveIssuers(ctx, c.cfg.Now())
 	if err != nil {
 		return nil, err
@@ -396,18 +396,22 @@ func (c *CA) CheckIssuers(ctx context.Context) (unanswered []string, err error) 
 	for _, l := range live {
 		ca, ok := cas[l.Name]
 		if !ok {
-			unanswered = append(unanswered, fmt.Sprintf("%d unexpired certificates of issuer %q, which no configured key answers for: they get no OCSP or CRL and cannot be revoked; list the key that issued them under ca.retired with name %q (docs/key-ceremony.md)",
+			problems = append(problems, fmt.Sprintf("%d unexpired certificates of issuer %q, which no configured key answers for: they get no OCSP or CRL and cannot be revoked; list the key that issued them under ca.retired with name %q (docs/key-ceremony.md)",
 				l.Count, l.Name, l.Name))
 			continue
 		}
-		cert, perr := x509.ParseCertificate(l.Oldest)
-		if perr != nil {
-			continue
-		}
-		if cert.CheckSignatureFrom(ca.cfg.Chain[0]) != nil {
-			return unanswered, fmt.Errorf("issuance: unexpired certificates of issuer %q (%d, the oldest serial %s) were signed by another key than the one configured under that name: their OCSP and CRL would be answered by a key that did not issue them; a re-keyed CA takes a new ca.name and lists the earlier key under ca.retired with the name %q (docs/key-ceremony.md)",
-				l.Name, l.Count, cert.SerialNumber.Text(16), l.Name)
+		for _, der := range [][]byte{l.Oldest, l.Newest} {
+			cert, perr := x509.ParseCertificate(der)
+			if perr != nil {
+				problems = append(problems, fmt.Sprintf("a certificate of issuer %q in the store does not parse: %v", l.Name, perr))
+				break
+			}
+			if cert.CheckSignatureFrom(ca.cfg.Chain[0]) != nil {
+				problems = append(problems, fmt.Sprintf("unexpired certificates of issuer %q (%d in all; serial %s among them) were signed by another key than the one configured under that name: their OCSP and CRL are answered by a key that did not issue them; each key answers under its own name: a re-keyed CA takes a new ca.name and lists the earlier key under ca.retired with the name its certificates carry (docs/key-ceremony.md)",
+					l.Name, l.Count, cert.SerialNumber.Text(16)))
+				break
+			}
 		}
 	}
-	return unanswered, nil
+	return problems, nil
 }

@@ -999,7 +999,11 @@ func (c *Config) validateCA(bad func(string, ...any)) {
 			if uri == "" || err != nil {
 				return
 			}
-			k := u.Token + "\x00" + u.Serial + "\x00" + string(u.ID)
+			slot := ""
+			if u.SlotID != nil {
+				slot = fmt.Sprint(*u.SlotID)
+			}
+			k := u.Token + "\x00" + u.Serial + "\x00" + slot + "\x00" + string(u.ID)
 			if other, ok := ids[k]; ok {
 				bad("%s names the key id=%x of token %q that %s already uses: give each key its own id", field, u.ID, u.Token, other)
 				return

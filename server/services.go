@@ -39,14 +39,16 @@ func (s *Server) newServices(ctx context.Context, o options) error {
 		return err
 	}
 	// The certificates in the store against the keys configured: a re-key
-	// that kept ca.name refuses to start, one that left out ca.retired is
-	// told (its certificates get no status).
-	unanswered, err := s.ca.CheckIssuers(ctx)
+	// that kept ca.name, or left out ca.retired, is told loudly (their
+	// status is answered by the wrong key, or not at all). Not refused: a
+	// gateway re-keyed as the earlier docs said would stay down until its
+	// old certificates expired.
+	problems, err := s.ca.CheckIssuers(ctx)
 	if err != nil {
 		return err
 	}
-	for _, u := range unanswered {
-		s.log.Error("certificates without status: " + u)
+	for _, p := range problems {
+		s.log.Error("certificates whose status no configured key can answer: " + p)
 	}
 	var retired []string
 	for _, r := range cfg.CA.Retired {

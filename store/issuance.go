@@ -50,6 +50,7 @@ type LiveIssuer struct {
 	Name   string
 	Count  int
 	Oldest []byte // the DER of its oldest unexpired certificate
+	Newest []byte // and of its newest
 }
 
 // EscrowKey is one sealed key-management key.
@@ -111,7 +112,8 @@ type IssuanceStore interface {
 	// entry go once a CRL issued past its expiry listed it).
 	RevokedCertificates(ctx context.Context, issuer string, expiredBefore time.Time) ([]RevokedEntry, error)
 	// LiveIssuers lists the issuers of certificates issued and not
-	// expired at now, each with how many and the DER of its oldest.
+	// expired at now, each with how many and the DER of its oldest and
+	// newest.
 	LiveIssuers(ctx context.Context, now time.Time) ([]LiveIssuer, error)
 	// NextCRLNumber returns the next CRL number of an issuer: one more
 	// than the last, and at least atLeast (the CA passes the time, so that

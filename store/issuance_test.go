@@ -71,7 +71,7 @@ func TestIssuanceRecords(t *testing.T) {
 		if _, err := s.RevokeCertificate(ctx, "0a", 1, t0.Add(2*time.Hour)); !errors.Is(err, ErrAlreadyUsed) {
 			t.Fatalf("revoked twice: %v", err)
 		}
-		if live, err := s.LiveIssuers(ctx, t0); err != nil || len(live) != 1 || live[0].Name != "ca" || live[0].Count != 1 || len(live[0].Oldest) == 0 {
+		if live, err := s.LiveIssuers(ctx, t0); err != nil || len(live) != 1 || live[0].Name != "ca" || live[0].Count != 1 || len(live[0].Oldest) == 0 || len(live[0].Newest) == 0 {
 			t.Fatalf("LiveIssuers: %+v %v", live, err)
 		}
 		if live, err := s.LiveIssuers(ctx, rec.NotAfter); err != nil || len(live) != 0 {

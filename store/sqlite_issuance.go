@@ -178,9 +178,14 @@ func (s *DB) LiveIssuers(ctx context.Context, now time.Time) ([]LiveIssuer, erro
 		return nil, wrapDB(err)
 	}
 	for i := range out {
-		if err := s.r.QueryRowContext(ctx, `SELECT der FROM certificates WHERE issuer = $1 AND status = 'issued' AND not_after > $2
-			ORDER BY created_at LIMIT 1`, out[i].Name, ts(now)).Scan(&out[i].Oldest); err != nil {
-			return nil, wrapDB(err)
+		for _, q := range []struct {
+			order string
+			der   *[]byte
+		}{{"ASC", &out[i].Oldest}, {"DESC", &out[i].Newest}} {
+			if err := s.r.QueryRowContext(ctx, `SELECT der FROM certificates WHERE issuer = $1 AND status = 'issued' AND not_after > $2
+				ORDER BY created_at `+q.order+`, serial `+q.order+` LIMIT 1`, out[i].Name, ts(now)).Scan(q.der); err != nil {
+				return nil, wrapDB(err)
+			}
 		}
 	}
 	return out, nil

@@ -163,7 +163,8 @@ func (s *Service) RevokeCertificate(ctx context.Context, serial string, reason i
 		// failed: recorded either way, as every administrator action is.
 		e := store.AuditEvent{Actor: "admin", Action: "revoke", Outcome: audit.Error, Serials: []string{activation.NormalizeSerial(serial)},
 			Detail: "reason=" + protoName(reason) + "; " + err.Error()}
-		if errors.Is(err, issuance.ErrNotIssued) || errors.Is(err, issuance.ErrAlreadyRevoked) || errors.Is(err, issuance.ErrBadRequest) {
+		if errors.Is(err, issuance.ErrNotIssued) || errors.Is(err, issuance.ErrAlreadyRevoked) || errors.Is(err, issuance.ErrBadRequest) ||
+			errors.Is(err, issuance.ErrOtherIssuer) {
 			e.Outcome = audit.Refused
 		}
 		s.cfg.Audit.Record(ctx, e)
