@@ -64,9 +64,38 @@ func TestKeyRecoveryIsRecordedFirst(t *testing.T) {
 	for _, ev := range evs {
 		if ev.Action == "redeem" && strings.Contains(ev.Detail, "redemption_id="+d.RedemptionID) && strings.Contains(ev.Detail, "key_history="+firstKM) {
 			found = true
+			// The first delivery's event was never written: the retry's
+			// is the account of the issuance, verdict included.
+			if !strings.Contains(ev.Detail, "; issued") || !strings.Contains(ev.Detail, "attestation=") {
+				t.Errorf("the only redeem event of %s does not say it issued, with the attestation verdict: %q", d.RedemptionID, ev.Detail)
+			}
 		}
 	}
 	if !found {
 		t.Errorf("no redeem event of %s naming the key history (%s)", d.RedemptionID, firstKM)
+	}
+	// A later resume, with the issuance recorded, says so.
+	if _, err := h.svc.Redeem(ctx, req, nil); err != nil {
+		t.Fatal(err)
+	}
+	evs, err = h.st.AuditEvents(ctx, 0, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued, resumed := 0, 0
+	for _, ev := range evs {
+		if ev.Action == "redeem" && strings.Contains(ev.Detail, "redemption_id="+d.RedemptionID) {
+			switch {
+			case strings.Contains(ev.Detail, "; issued"):
+				issued++
+			case strings.Contains(ev.Detail, "; resumed") && strings.Contains(ev.Detail, "attestation="):
+				resumed++
+			default:
+				t.Errorf("redeem event %q", ev.Detail)
+			}
+		}
+	}
+	if issued != 1 || resumed != 1 {
+		t.Errorf("%d issued and %d resumed events of %s, want 1 and 1", issued, resumed, d.RedemptionID)
 	}
 }

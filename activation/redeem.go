@@ -10,6 +10,7 @@ import (
 	"crypto/subtle"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -36,13 +37,13 @@ func (s *Service) Redeem(ctx context.Context, req RedeemRequest, progress Progre
 		s.auditRefusal(ctx, req.ActivationID, err)
 		return nil, err
 	}
-	if d.Resumed {
+	if d.Resumed && !d.unrecorded {
 		if err := s.deliveredAgain(ctx, "redeem", "activation_id="+req.ActivationID, d); err != nil {
 			return nil, err
 		}
 		return d, nil
 	}
-	if err := s.recordDelivery(ctx, "redeem", d, "activation_id="+req.ActivationID+"; redemption_id="+d.RedemptionID+"; issued; "+d.Attestation); err != nil {
+	if err := s.recordDelivery(ctx, "redeem", d, "activation_id="+req.ActivationID+"; redemption_id="+d.RedemptionID+"; issued; "+d.Attestation+d.late()); err != nil {
 		return nil, err
 	}
 	s.cfg.Log.InfoContext(ctx, "credentials issued", "activation_id", req.ActivationID, "redemption_id", d.RedemptionID,
@@ -55,7 +56,7 @@ func (s *Service) Redeem(ctx context.Context, req RedeemRequest, progress Progre
 // not only the first.
 func (s *Service) deliveredAgain(ctx context.Context, action, detail string, d *Delivery) error {
 	setID := d.Manifest.GetCredentialSetId()
-	if err := s.recordDelivery(ctx, action, d, detail+"; redemption_id="+d.RedemptionID+"; resumed"); err != nil {
+	if err := s.recordDelivery(ctx, action, d, detail+"; redemption_id="+d.RedemptionID+"; resumed; "+d.Attestation); err != nil {
 		return err
 	}
 	s.cfg.Log.InfoContext(ctx, "stored credential package delivered again", "action", action, "redemption_id", d.RedemptionID,
@@ -270,6 +271,44 @@ type Delivery struct {
 	// KeyHistory are the certificate serials of the earlier keys the
 	// package carries.
 	KeyHistory []string
+	// unrecorded: a resume of a package whose first delivery has no audit
+	// event (it could not be written, and an escrowed package was held
+	// back): this delivery's event is the account of the issuance.
+	unrecorded bool
+}
+
+// late is what an issuance's event adds when a resume writes it.
+func (d *Delivery) late() string {
+	if d.unrecorded {
+		return "; recorded on a resume (the first delivery's event could not be written)"
+	}
+	return ""
+}
+
+// issuanceRecorded tells whether the audit log holds the event of
+// redemption rid's first delivery (an event of it that is no resume). A
+// log that cannot be read counts as recorded: the resume's event says
+// "resumed" and carries the verdict all the same.
+func (s *Service) issuanceRecorded(ctx context.Context, personID, rid string) bool {
+	evs, err := s.cfg.Store.AuditEvents(ctx, 0, 0, personID)
+	if err != nil {
+		return true
+	}
+	for _, ev := range evs {
+		if strings.Contains(ev.Detail, "redemption_id="+rid+";") && !strings.Contains(ev.Detail, "; resumed") {
+			return true
+		}
+	}
+	return false
+}
+
+// attestationSummary is the audit's account of a stored set's verdicts.
+func attestationSummary(stored string) string {
+	var v Verdicts
+	if err := json.Unmarshal([]byte(stored), &v); err != nil {
+		return "attestation=unreadable"
+	}
+	return v.Summary()
 }
 
 // keyHistoryDetail is the audit's account of the earlier keys a package
@@ -520,6 +559,8 @@ func (s *Service) redeem(ctx context.Context, req RedeemRequest, progress Progre
 		if bound.EscrowKeyID != "" {
 			d.Escrowed, d.KeyHistory = true, packageKeyHistory(d.Package, req.Secret, password)
 		}
+		d.Attestation = attestationSummary(bound.Attestation)
+		d.unrecorded = !s.issuanceRecorded(ctx, bound.PersonID, d.RedemptionID)
 		return d, nil
 	}
 	progress(credgwv1.Stage_STAGE_VALIDATING, 1, 1, "checking the certificate requests")

@@ -162,13 +162,13 @@ func (s *Service) Rekey(ctx context.Context, req RekeyRequest, progress Progress
 		}
 		return nil, err
 	}
-	if d.Resumed {
+	if d.Resumed && !d.unrecorded {
 		if err := s.deliveredAgain(ctx, "rekey", "renews="+old.ID, d); err != nil {
 			return nil, err
 		}
 		return d, nil
 	}
-	if err := s.recordDelivery(ctx, "rekey", d, "renews="+old.ID+"; redemption_id="+d.RedemptionID+"; "+d.Attestation); err != nil {
+	if err := s.recordDelivery(ctx, "rekey", d, "renews="+old.ID+"; redemption_id="+d.RedemptionID+"; "+d.Attestation+d.late()); err != nil {
 		return nil, err
 	}
 	return d, nil
