@@ -453,13 +453,15 @@ func (c *PIVCard) generalAuthenticate(ctx context.Context, cmd Command, justVeri
 	case c.keyType.IsRSA():
 		out, err = s.RawRSA(ctx, challenge)
 	default:
-		// The hash, as long as the key (SP 800-73-4 Part 2 §3.2.4);
-		// a shorter one is the same integer left-padded.
+		// The hash, exactly as long as the key (SP 800-73-4 Part 2
+		// §3.2.4; SP 800-78-4 pairs P-384 with SHA-384): strict applets
+		// answer 6A80 to a shorter input, and so does this card, so a
+		// middleware or caller that sends a SHA-256 digest to a P-384 key
+		// fails here as on those cards.
 		size := (s.Curve().Params().BitSize + 7) / 8
-		if len(challenge) == 0 || len(challenge) > size {
+		if len(challenge) != size {
 			return nil, swWrongData
 		}
-		challenge = append(make([]byte, size-len(challenge)), challenge...)
 		out, err = s.SignContext(ctx, challenge, crypto.Hash(0))
 	}
 	if err != nil {

@@ -203,7 +203,7 @@ func (s *Signer) SignContext(ctx context.Context, digest []byte, opts crypto.Sig
 	}
 	switch s.keyType {
 	case p11.CKK_EC:
-		raw, err := s.sign(ctx, []*p11.Mechanism{p11.NewMechanism(p11.CKM_ECDSA, nil)}, digest)
+		raw, err := s.sign(ctx, []*p11.Mechanism{p11.NewMechanism(p11.CKM_ECDSA, nil)}, padToKey(s.pub, digest))
 		if err != nil {
 			return nil, err
 		}
@@ -223,6 +223,24 @@ func (s *Signer) SignContext(ctx context.Context, digest []byte, opts crypto.Sig
 		return s.sign(ctx, []*p11.Mechanism{p11.NewMechanism(p11.CKM_RSA_PKCS, nil)}, append(append([]byte{}, prefix...), digest...))
 	}
 	return nil, fmt.Errorf("pkcs11: sign: key type %#x is not supported", s.keyType)
+}
+
+// padToKey left-pads an ECDSA input shorter than the key's order with
+// zeros: the same integer (FIPS 186-5 §6.4.1 reads the input as one), so
+// the signature verifies against the digest as given, but as long as the
+// key, which strict PIV applets require (SP 800-73-4 Part 2 §3.2.4: a
+// P-384 card answers 6A80 to a SHA-256 digest, and OpenSC passes a short
+// input through unchanged). A longer input is the token's to truncate.
+func padToKey(pub crypto.PublicKey, digest []byte) []byte {
+	k, ok := pub.(*ecdsa.PublicKey)
+	if !ok || k.Curve == nil {
+		return digest
+	}
+	size := (k.Curve.Params().BitSize + 7) / 8
+	if len(digest) >= size {
+		return digest
+	}
+	return append(make([]byte, size-len(digest), size), digest...)
 }
 
 // SignMessage signs msg. For RSA PKCS#1 v1.5 it lets the token hash

@@ -334,13 +334,17 @@ func TestPIVLoginThroughOpenSC(t *testing.T) {
 	pinFile := filepath.Join(dir, "card.pin")
 	run(t, []string{conf}, true, credgwBin, "hsm-sim", "card", "new", "--dir", hsm, "--name", "RSA Cardholder", "--key", "rsa2048",
 		"--pin-file", pinFile, "--email", "rsa.cardholder@example.com")
+	// A P-384 card signs a 48-byte input only, as strict applets do: the
+	// SHA-256 challenge digest reaches it left-padded to the key's size.
+	run(t, []string{conf}, true, credgwBin, "hsm-sim", "card", "new", "--dir", hsm, "--name", "P384 Cardholder", "--key", "p384",
+		"--pin-file", pinFile, "--email", "p384.cardholder@example.com")
 	p := startPCSC(t)
 	env := append([]string{conf}, p.env...)
 	login := func(card, pin string, wantOK bool) string {
 		return run(t, env, wantOK, credgwBin, "piv", "login", "--gateway", gw, "--ca-file", filepath.Join(dir, "tls", "ca.crt"),
 			"--card", "pkcs11:token="+strings.ReplaceAll(card, " ", "%20")+"?module-path="+openscModule, "--pin-file", pin)
 	}
-	for _, card := range []string{"Dev Cardholder", "RSA Cardholder"} {
+	for _, card := range []string{"Dev Cardholder", "RSA Cardholder", "P384 Cardholder"} {
 		t.Run(card, func(t *testing.T) {
 			stop := p.insertCard(t, hsm, card)
 			p.waitForCard(t)
