@@ -101,5 +101,9 @@ func PIVSlotByName(name string) (PIVSlot, bool) {
 	return PIVSlot{}, false
 }
 
-// PrivateKey names the slot's private key.
-func (s PIVSlot) PrivateKey() KeyRef { return KeyRef{ID: s.ID, Label: s.PrivateLabel} }
+// PrivateKey names the slot's private key by its CKA_ID alone: SP 800-73-4
+// fixes the key reference, which middlewares map to the same CKA_ID, but
+// each labels it its own way (OpenSC "PIV AUTH key", Yubico's ykcs11
+// "Private key for PIV Authentication", some none). What the key signs
+// is checked with the slot's certificate by whoever relies on it.
+func (s PIVSlot) PrivateKey() KeyRef { return KeyRef{ID: s.ID} }
