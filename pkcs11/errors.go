@@ -34,6 +34,10 @@ var (
 	// was re-created, or another token has its label). Nothing is signed,
 	// sealed or opened with the other key.
 	ErrKeyChanged = errors.New("pkcs11: key changed")
+	// ErrTokenChanged: the token a Token opened is gone and another with
+	// another serial carries its label (a card swapped for the holder's
+	// replacement, a re-initialised HSM slot). Its PIN is not sent to it.
+	ErrTokenChanged = errors.New("pkcs11: another token under the label")
 	// ErrClosed means the module or token was closed.
 	ErrClosed = errors.New("pkcs11: closed")
 )

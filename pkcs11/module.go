@@ -37,6 +37,11 @@ type Module struct {
 	// PIN returns CKR_USER_ALREADY_LOGGED_IN without checking it; comparing
 	// with this digest keeps a wrong PIN from being accepted that way.
 	logins map[string][32]byte
+	// refused remembers digests (serial and PIN) a token answered
+	// CKR_PIN_INCORRECT: each wrong PIN costs one of the token's tries, and
+	// a PIN read once is the same on every reconnect, so it is not sent to
+	// that token again. Kept across re-initialisations.
+	refused map[[32]byte]bool
 }
 
 var registry = struct {
@@ -76,7 +81,7 @@ func OpenModule(path string) (*Module, error) {
 		ctx.Destroy()
 		return nil, fmt.Errorf("%w: initialise %s: %v", ErrModule, abs, err)
 	}
-	m := &Module{path: abs, ctx: ctx, refs: 1, logins: map[string][32]byte{}}
+	m := &Module{path: abs, ctx: ctx, refs: 1, logins: map[string][32]byte{}, refused: map[[32]byte]bool{}}
 	m.gen.Store(1)
 	registry.modules[abs] = m
 	return m, nil
@@ -206,6 +211,13 @@ func pinDigest(serial string, pin []byte) [32]byte {
 // PIN that logged it in.
 func (m *Module) login(sh p11.SessionHandle, serial string, pin []byte) error {
 	d := pinDigest(serial, pin)
+	m.loginMu.Lock()
+	refused := m.refused[d]
+	m.loginMu.Unlock()
+	if refused {
+		return fmt.Errorf("%w (the token refused this PIN before, and it is not sent again: every wrong PIN costs "+
+			"one of the token's tries; fix the PIN source and start again)", ErrPINIncorrect)
+	}
 	err := m.ctx.Login(sh, p11.CKU_USER, string(pin))
 	m.loginMu.Lock()
 	defer m.loginMu.Unlock()
@@ -220,6 +232,7 @@ func (m *Module) login(sh p11.SessionHandle, serial string, pin []byte) error {
 		m.logins[serial] = d
 		return nil
 	case is(err, p11.CKR_PIN_INCORRECT):
+		m.refused[d] = true
 		if left := m.pinTriesLeft(sh); left != "" {
 			return fmt.Errorf("%w (login refused by the token: check the PIN source; %s)", ErrPINIncorrect, left)
 		}

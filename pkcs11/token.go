@@ -352,7 +352,18 @@ func (t *Token) connectLocked() error {
 // findSlot looks the token up by label and serial. If it is not there, the
 // module is re-initialised once and the lookup repeated: SoftHSM only sees
 // tokens created or re-created since start-up after C_Initialize.
+//
+// Once connected, the token is the one of the serial it had then: another
+// token under the label (a card swapped for the holder's replacement, whose
+// label OpenSC makes from the same common name; a re-created HSM token) is
+// refused before any login, so the PIN goes to no token but the one it was
+// given for. A restart opens whichever is there.
 func (t *Token) findSlot() (uint, TokenInfo, uint64, error) {
+	serial := t.cfg.Serial
+	if serial == "" && t.seen {
+		serial = t.serial
+	}
+	var other *TokenInfo
 	for attempt := 0; ; attempt++ {
 		t.mod.mu.RLock()
 		if t.mod.ctx == nil {
@@ -369,12 +380,19 @@ func (t *Token) findSlot() (uint, TokenInfo, uint64, error) {
 			if !ti.Initialized {
 				continue
 			}
-			if (t.cfg.Label == "" || ti.Label == t.cfg.Label) && (t.cfg.Serial == "" || ti.Serial == t.cfg.Serial) &&
-				(t.cfg.SlotID == nil || ti.SlotID == *t.cfg.SlotID) {
-				return ti.SlotID, ti, gen, nil
+			if (t.cfg.Label == "" || ti.Label == t.cfg.Label) && (t.cfg.SlotID == nil || ti.SlotID == *t.cfg.SlotID) {
+				if serial == "" || ti.Serial == serial {
+					return ti.SlotID, ti, gen, nil
+				}
+				other = &ti
 			}
 		}
 		if attempt > 0 {
+			if other != nil && t.cfg.Serial == "" {
+				return 0, TokenInfo{}, 0, &UnavailableError{Op: t.name, Reason: "another token under its label",
+					Err: fmt.Errorf("%w: the token present has serial %s, credgw opened serial %s and sends its PIN to no other; "+
+						"put that token back, or restart credgw to use this one", ErrTokenChanged, other.Serial, serial)}
+			}
 			return 0, TokenInfo{}, 0, errNoToken(t.mod, t.name, tokens)
 		}
 		if err := t.mod.reinitialize(gen); err != nil {

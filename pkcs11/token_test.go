@@ -300,10 +300,46 @@ func softhsmUtil(t *testing.T, args ...string) {
 	}
 }
 
-// TestTokenDeletedAndRecreated: another process deletes the token under a
-// running pool; calls fail with a clear error; the token is re-created with
-// the same key; the same Signer works again without a restart.
-func TestTokenDeletedAndRecreated(t *testing.T) {
+// tokenDir is the directory SoftHSM keeps token label's objects in.
+func tokenDir(t *testing.T, label string) string {
+	t.Helper()
+	tokens := filepath.Join(filepath.Dir(os.Getenv("SOFTHSM2_CONF")), "tokens")
+	entries, err := os.ReadDir(tokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(tokens, e.Name(), "token.object"))
+		if err == nil && bytes.Contains(b, []byte(label)) {
+			return filepath.Join(tokens, e.Name())
+		}
+	}
+	t.Fatalf("no token directory in %s holds %q", tokens, label)
+	return ""
+}
+
+// closeSessions closes the pool's sessions from under it, as a card pulled
+// or an HSM restarted does (SoftHSM answers a search on a session of a
+// deleted token with nothing rather than an error).
+func closeSessions(t *testing.T, tok *Token) {
+	t.Helper()
+	tok.mod.mu.RLock()
+	err := tok.mod.ctx.CloseAllSessions(tok.slot)
+	tok.mod.mu.RUnlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTokenGoneAndBack: the token goes away under a running pool (its
+// directory moved away by another process: an HSM or card out); calls
+// fail with a clear error; another token is made under its label (the
+// card holder's replacement card, whose label OpenSC makes from the same
+// name; a re-initialised HSM slot): it is refused before any login, so
+// the PIN is sent to no other token, on every call; the token comes back:
+// the same Signer works again without a restart. A new Token (a restart)
+// opens the other token.
+func TestTokenGoneAndBack(t *testing.T) {
 	if _, err := exec.LookPath("softhsm2-util"); err != nil {
 		t.Fatal("softhsm2-util is needed (make deps)")
 	}
@@ -320,11 +356,8 @@ func TestTokenDeletedAndRecreated(t *testing.T) {
 	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	create := func() {
-		softhsmUtil(t, "--init-token", "--free", "--label", label, "--so-pin", testSOPIN, "--pin", testPIN)
-		softhsmUtil(t, "--import", keyFile, "--token", label, "--id", "01", "--label", "PIV AUTH key", "--pin", testPIN)
-	}
-	create()
+	softhsmUtil(t, "--init-token", "--free", "--label", label, "--so-pin", testSOPIN, "--pin", testPIN)
+	softhsmUtil(t, "--import", keyFile, "--token", label, "--id", "01", "--label", "PIV AUTH key", "--pin", testPIN)
 
 	m := openModule(t)
 	tok, err := m.OpenToken(context.Background(), TokenConfig{Label: label, PIN: []byte(testPIN)})
@@ -348,17 +381,22 @@ func TestTokenDeletedAndRecreated(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	softhsmUtil(t, "--delete-token", "--token", label)
+	dir := tokenDir(t, label)
+	away := filepath.Join(t.TempDir(), "away")
+	if err := os.Rename(dir, away); err != nil {
+		t.Fatal(err)
+	}
+	closeSessions(t, tok)
 	for i := 0; i < 2; i++ { // every call fails while the token is gone
 		err := sign()
 		if err == nil {
-			t.Fatal("signed with a deleted token")
+			t.Fatal("signed with the token gone")
 		}
 		// A token that was there and went away is an outage (callers
 		// answer Unavailable), not a configuration error.
 		var u *UnavailableError
 		if !errors.As(err, &u) || u.Reason != "token not present" || !errors.Is(err, ErrTokenNotFound) {
-			t.Fatalf("deleted token: err = %v, want ErrTokenUnavailable (token not present)", err)
+			t.Fatalf("token gone: err = %v, want ErrTokenUnavailable (token not present)", err)
 		}
 		if !strings.Contains(err.Error(), label) {
 			t.Errorf("error %q does not name the token", err)
@@ -368,31 +406,60 @@ func TestTokenDeletedAndRecreated(t *testing.T) {
 		}
 	}
 
-	create()
+	// Another token under the label, with another PIN: it was sent the
+	// first token's PIN on every call (and a card counts each wrong one).
+	const otherPIN = "864200"
+	softhsmUtil(t, "--init-token", "--free", "--label", label, "--so-pin", testSOPIN, "--pin", otherPIN)
+	for range 3 {
+		err := sign()
+		if !errors.Is(err, ErrTokenChanged) || !errors.Is(err, ErrTokenUnavailable) || errors.Is(err, ErrPINIncorrect) {
+			t.Fatalf("another token under the label: err = %v, want ErrTokenChanged (Unavailable) and no login", err)
+		}
+		if strings.Contains(err.Error(), testPIN) || strings.Contains(err.Error(), otherPIN) {
+			t.Fatalf("error %q contains a PIN", err)
+		}
+	}
+	other, err := m.OpenToken(context.Background(), TokenConfig{Label: label, PIN: []byte(otherPIN)})
+	if err != nil {
+		t.Fatalf("a new Token (a restart) does not open the token now there: %v", err)
+	}
+	other.Close()
+
+	softhsmUtil(t, "--delete-token", "--token", label)
+	if err := os.Rename(away, dir); err != nil {
+		t.Fatal(err)
+	}
 	if err := sign(); err != nil {
-		t.Fatalf("sign after the token was re-created: %v", err)
+		t.Fatalf("sign after the token came back: %v", err)
 	}
 }
 
-// TestTokenRecreatedWithAnotherKey: a signer never signs with a key other
-// than the one its Public reports.
-func TestTokenRecreatedWithAnotherKey(t *testing.T) {
+// TestKeyReplacedUnderSigner: a signer never signs with a key other than
+// the one its Public reports (the key deleted and another generated under
+// its CKA_ID and label).
+func TestKeyReplacedUnderSigner(t *testing.T) {
 	label := uniqueLabel(t)
 	softhsmUtil(t, "--init-token", "--free", "--label", label, "--so-pin", testSOPIN, "--pin", testPIN)
 	m := openModule(t)
-	tok, err := m.OpenToken(context.Background(), TokenConfig{Label: label, PIN: []byte(testPIN)})
+	ctx := context.Background()
+	tok, err := m.OpenToken(ctx, TokenConfig{Label: label, PIN: []byte(testPIN)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tok.Close()
 	s := mustGenerate(t, tok, KeySpec{Type: ECP256, ID: []byte{1}, Label: "k"})
-	softhsmUtil(t, "--delete-token", "--token", label)
-	softhsmUtil(t, "--init-token", "--free", "--label", label, "--so-pin", testSOPIN, "--pin", testPIN)
-	d := sha256.Sum256([]byte("x"))
-	_, _ = s.Sign(rand.Reader, d[:], crypto.SHA256) // may fail while reconnecting
+	for _, class := range []Class{ClassPrivateKey, ClassPublicKey} {
+		if n, err := tok.DeleteObjects(ctx, Query{Class: class, ID: []byte{1}}); err != nil || n != 1 {
+			t.Fatalf("DeleteObjects = %d, %v", n, err)
+		}
+	}
 	mustGenerate(t, tok, KeySpec{Type: ECP256, ID: []byte{1}, Label: "k"})
-	if _, err := s.Sign(rand.Reader, d[:], crypto.SHA256); !errors.Is(err, ErrKeyChanged) {
-		t.Fatalf("err = %v, want ErrKeyChanged", err)
+	closeSessions(t, tok)
+	d := sha256.Sum256([]byte("x"))
+	for range 2 {
+		if _, err := s.Sign(rand.Reader, d[:], crypto.SHA256); !errors.Is(err, ErrKeyChanged) {
+			t.Fatalf("err = %v, want ErrKeyChanged", err)
+		}
 	}
 }
 
@@ -447,9 +514,15 @@ func TestAESKeyRecreatedWithAnotherKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The key replaced by another process under the same CKA_ID and label,
+	// and the pool's sessions closed from under it (an HSM restarted):
+	// the pool reconnects and finds the key that is there now.
 	recreate := func(file string) {
-		softhsmUtil(t, "--delete-token", "--token", label)
-		create(file)
+		if n, err := tok.DeleteObjects(ctx, Query{Class: ClassSecretKey, ID: ref.ID}); err != nil || n != 1 {
+			t.Fatalf("DeleteObjects = %d, %v", n, err)
+		}
+		softhsmUtil(t, "--import", file, "--aes", "--token", label, "--id", "6b656b2d31", "--label", "escrow KEK", "--pin", testPIN)
+		closeSessions(t, tok)
 		_, _ = k.Seal(ctx, []byte("x"), aad) // may fail while reconnecting
 	}
 	works := func(when string) {
@@ -484,23 +557,13 @@ func TestAESKeyRecreatedWithAnotherKey(t *testing.T) {
 	if tok.currentEpoch() == epoch {
 		t.Fatal("the pool did not reconnect")
 	}
-	works("the token re-created with the same key")
+	works("the same key imported again")
 
 	recreate(second)
-	refused("the token re-created with another key")
+	refused("the key replaced by another")
 
 	// The first key back: a refused key is not remembered as refused.
-	// (SoftHSM answers a search on a session of a deleted token with
-	// nothing rather than an error, and the refusal used no handle, so
-	// nothing has told the pool to reconnect: close its sessions, as
-	// TestSessionsClosedUnderPool does.)
 	recreate(first)
-	tok.mod.mu.RLock()
-	err = tok.mod.ctx.CloseAllSessions(tok.slot)
-	tok.mod.mu.RUnlock()
-	if err != nil {
-		t.Fatal(err)
-	}
 	works("the first key back")
 
 	// Deleted and generated again under the same CKA_ID and label by
@@ -729,4 +792,35 @@ func TestInitTokenRejects(t *testing.T) {
 	if !found {
 		t.Fatalf("initialised token %q not listed: %+v", label, tokens)
 	}
+}
+
+// TestWrongPINNotSentAgain: every wrong PIN costs one of a token's tries
+// (an HSM's user PIN, a card's PIV PIN), and a PIN read once at start is
+// the same on every reconnect: a PIN the token refused is not sent to it
+// again by this process.
+func TestWrongPINNotSentAgain(t *testing.T) {
+	const wrong = "1357911"
+	m := openModule(t)
+	label := uniqueLabel(t)
+	if _, err := m.InitToken(label, []byte(testSOPIN), []byte(testPIN)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := m.OpenToken(context.Background(), TokenConfig{Label: label, PIN: []byte(wrong)})
+	if !errors.Is(err, ErrPINIncorrect) || strings.Contains(err.Error(), "not sent again") {
+		t.Fatalf("first wrong PIN: err = %v, want ErrPINIncorrect from the token", err)
+	}
+	for range 2 {
+		_, err = m.OpenToken(context.Background(), TokenConfig{Label: label, PIN: []byte(wrong)})
+		if !errors.Is(err, ErrPINIncorrect) || !strings.Contains(err.Error(), "not sent again") {
+			t.Fatalf("the refused PIN again: err = %v, want ErrPINIncorrect saying it was not sent again", err)
+		}
+		if strings.Contains(err.Error(), wrong) {
+			t.Fatalf("error %q contains the PIN", err)
+		}
+	}
+	good, err := m.OpenToken(context.Background(), TokenConfig{Label: label, PIN: []byte(testPIN)})
+	if err != nil {
+		t.Fatalf("the right PIN after a refused one: %v", err)
+	}
+	good.Close()
 }
