@@ -2,10 +2,12 @@ package code
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"image/color"
 	"image/png"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -105,9 +107,22 @@ func TestParsePayloadRejects(t *testing.T) {
 		"too long":      good + strings.Repeat("A", 600),
 		"bad escape":    strings.Replace(good, "gw=127.0.0.1%3A8443", "gw=%zz", 1),
 	}
+	// Damaged on the way (escaped once more, pasted from a link, a
+	// separator lost): the refusal, which an agent prints, shows no part
+	// of the secret.
+	k := base64.RawURLEncoding.EncodeToString(s)
+	tests["escaped again"] = "credgw://activate?" + url.QueryEscape(strings.TrimPrefix(good, "credgw://activate?"))
+	tests["no equals sign"] = strings.Replace(good, "k=", "k", 1)
+	tests["separator lost"] = strings.Replace(good, "&k=", "k=", 1)
+	tests["key garbled"] = strings.Replace(good, "&k=", "&"+k+"=", 1)
 	for name, in := range tests {
-		if _, err := ParsePayload(in); !errors.Is(err, ErrPayload) {
+		_, err := ParsePayload(in)
+		if !errors.Is(err, ErrPayload) {
 			t.Errorf("%s: %q accepted (%v)", name, in, err)
+			continue
+		}
+		if strings.Contains(err.Error(), k[:8]) {
+			t.Errorf("%s: the refusal shows the secret: %v", name, err)
 		}
 	}
 }

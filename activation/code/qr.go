@@ -66,16 +66,19 @@ func ParsePayload(s string) (Payload, error) {
 	if !strings.HasPrefix(s, prefix) {
 		return bad("it must start with %s", prefix)
 	}
+	// A refusal names a parameter only by a name it knows: a payload
+	// damaged on the way (escaped once more, a separator lost) would
+	// otherwise put the secret in what the agent prints.
 	seen := map[string]string{}
-	for _, kv := range strings.Split(s[len(prefix):], "&") {
+	for i, kv := range strings.Split(s[len(prefix):], "&") {
 		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return bad("parameter %q has no value", k)
-		}
 		switch k {
 		case "v", "gw", "id", "k", "pin":
 		default:
-			return bad("unknown parameter %q", k)
+			return bad("parameter %d is not one of v, gw, id, k, pin (was the code escaped or cut on the way?)", i+1)
+		}
+		if !ok {
+			return bad("parameter %q has no value", k)
 		}
 		if _, dup := seen[k]; dup {
 			return bad("parameter %q twice", k)
