@@ -73,7 +73,8 @@ func (c *Config) validateTelemetry(bad func(string, ...any)) {
 	if e := t.OTLPEndpoint; e != "" {
 		if strings.Contains(e, "://") {
 			if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				bad("telemetry.otlp_endpoint %q: host:port or an http(s) URL", e)
+				// Not the value: a URL may carry credentials.
+				bad("telemetry.otlp_endpoint: host:port or an http(s) URL, without credentials")
 			} else if u.User != nil {
 				bad("telemetry.otlp_endpoint: no credentials in the URL (give headers in OTEL_EXPORTER_OTLP_HEADERS)")
 			}

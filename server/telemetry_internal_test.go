@@ -20,6 +20,7 @@ func TestTelemetryConfigValidation(t *testing.T) {
 		{"exporter", base + "telemetry: {exporter: zipkin}\n", "telemetry.exporter"},
 		{"endpoint", base + "telemetry: {otlp_endpoint: collector}\n", "telemetry.otlp_endpoint"},
 		{"credentials in the URL", base + "telemetry: {otlp_endpoint: 'https://user:pw@collector:4318'}\n", "no credentials"},
+		{"credentials in another scheme", base + "telemetry: {otlp_endpoint: 'grpc://user:s3cr3tpw@collector:4317'}\n", "telemetry.otlp_endpoint"},
 		{"ratio", base + "telemetry: {sample_ratio: 1.5}\n", "telemetry.sample_ratio"},
 		{"unknown field", base + "telemetry: {endpoint: x}\n", "endpoint"},
 	} {
@@ -30,6 +31,9 @@ func TestTelemetryConfigValidation(t *testing.T) {
 			}
 			if tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 				t.Fatalf("err = %v, want it to say %q", err, tc.want)
+			}
+			if err != nil && (strings.Contains(err.Error(), "s3cr3tpw") || strings.Contains(err.Error(), ":pw@")) {
+				t.Fatalf("the refusal shows the endpoint's password: %v", err)
 			}
 		})
 	}

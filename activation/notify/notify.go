@@ -88,6 +88,12 @@ func (c Config) Validate(bad func(format string, a ...any)) {
 	if (c.Webhook.URL == "") != (c.Webhook.SecretFile == "") {
 		bad("notifications.webhook: give both url and secret_file")
 	}
+	if c.Webhook.URL != "" {
+		// Never the URL itself: it may carry the receiver's token.
+		if u, err := url.Parse(c.Webhook.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad("notifications.webhook.url does not parse as an http(s) URL with a host (it is not shown: it may carry a token)")
+		}
+	}
 }
 
 // Signature is the X-Credgw-Signature value of a body sent at ts: HMAC-SHA-256
@@ -637,7 +643,9 @@ func (h *webhookSender) send(ctx context.Context, n store.Notification) error {
 	body, _ := json.Marshal(map[string]string{"id": n.ID, "kind": n.Kind, "recipient": n.Recipient, "subject": n.Subject, "body": n.Body})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url, bytes.NewReader(body))
 	if err != nil {
-		return err
+		// Not the URL (nor the parser's text, which quotes it): it may
+		// carry a token.
+		return errors.New("notifications.webhook.url does not parse as a URL")
 	}
 	at := h.now()
 	req.Header.Set("Content-Type", "application/json")
