@@ -93,6 +93,14 @@ func OpenSQLite(ctx context.Context, path string, opts ...SQLiteOption) (*SQLite
 		return nil, fmt.Errorf("store: sqlite: %w", err)
 	}
 	f.Close()
+	// A store copied or restored with cp keeps its mode, and SQLite gives
+	// the -wal and -shm files the database's: none of them is for others.
+	for _, p := range []string{file, file + "-wal", file + "-shm"} {
+		if err := tightenMode(p); err != nil {
+			lock.Close()
+			return nil, fmt.Errorf("store: sqlite: %w", err)
+		}
+	}
 	// No automatic checkpoints: SQLite would run them (and their fsync) on
 	// the writer's commit, inside some request. A background checkpointer
 	// does them instead (checkpointer).
@@ -542,6 +550,21 @@ func (d *DB) Ping(ctx context.Context) error {
 	var one int
 	if err := d.r.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
 		return fmt.Errorf("store: database does not answer: %w", err)
+	}
+	return nil
+}
+
+// tightenMode takes group and other access away from file p, if it exists.
+func tightenMode(p string) error {
+	fi, err := os.Stat(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return os.Chmod(p, perm&^0o077)
 	}
 	return nil
 }
