@@ -312,7 +312,14 @@ type PortalConfig struct {
 	// proof of the card, serves pages: a request on an older connection
 	// is sent again on a new one, whose handshake needs the card.
 	MaxConnectionAge Duration `yaml:"max_connection_age"`
+	// HandshakeTimeout bounds a TLS handshake, during which the browser
+	// has the person choose the card's certificate and type its PIN.
+	HandshakeTimeout Duration `yaml:"handshake_timeout"`
 }
+
+// DefaultPortalHandshakeTimeout is portal.handshake_timeout's default:
+// time to choose the certificate and type the card's PIN.
+const DefaultPortalHandshakeTimeout = 2 * time.Minute
 
 // DefaultPortalMaxConnectionAge is portal.max_connection_age's default: a
 // card pulled from the reader stops serving its portal session within
@@ -548,6 +555,9 @@ func (c *Config) applyDefaults() {
 	c.Limits.applyClientDefaults()
 	if c.Portal.MaxConnectionAge.Duration == 0 {
 		c.Portal.MaxConnectionAge.Duration = DefaultPortalMaxConnectionAge
+	}
+	if c.Portal.HandshakeTimeout.Duration == 0 {
+		c.Portal.HandshakeTimeout.Duration = DefaultPortalHandshakeTimeout
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -794,6 +804,9 @@ func (c *Config) validateListen(bad func(string, ...any)) {
 	}
 	if d := c.Portal.MaxConnectionAge.Duration; d < time.Second || d > time.Hour {
 		bad("portal.max_connection_age %s: between 1s and 1h", d)
+	}
+	if d := c.Portal.HandshakeTimeout.Duration; d < 5*time.Second || d > 10*time.Minute {
+		bad("portal.handshake_timeout %s: between 5s and 10m", d)
 	}
 }
 

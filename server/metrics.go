@@ -30,6 +30,9 @@ type metrics struct {
 	// connsRefused counts connections closed at accept because their
 	// source held limits.max_conns_per_source already.
 	connsRefused *prometheus.CounterVec
+	// portalHandshakeFailures counts portal TLS handshakes that failed or
+	// outlasted portal.handshake_timeout, by reason.
+	portalHandshakeFailures *prometheus.CounterVec
 
 	// grpc are the standard gRPC server metrics (grpc_server_*), by
 	// service, method and code.
@@ -75,6 +78,10 @@ func newMetrics() *metrics {
 			Name: "credgw_connections_refused_total",
 			Help: "Connections closed as they were accepted because their source address held limits.max_conns_per_source on that listener already, by listener.",
 		}, []string{"listener"}),
+		portalHandshakeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "credgw_portal_handshake_failures_total",
+			Help: "Portal TLS handshakes that failed (reason error: no usable certificate, a browser that gave up) or outlasted portal.handshake_timeout (reason timeout: the person did not choose the certificate or type the PIN in time).",
+		}, []string{"reason"}),
 	}
 	m.grpc = grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
 		grpcprom.WithHistogramBuckets(prometheus.ExponentialBuckets(0.0005, 2, 16))))
@@ -118,7 +125,7 @@ func newMetrics() *metrics {
 		m.lintRefusals.WithLabelValues(string(p))
 	}
 	m.reg.MustRegister(m.grpc, m.issued, m.lintRefusals, m.hsmSign, m.statusFetches, m.lockouts, m.ocspTryLater, m.statusUnavailable)
-	m.reg.MustRegister(m.rpcs, m.duration, m.linkageUnknown, m.admissionWaiting, m.escrowPoolFailures, m.connsRefused, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.rpcs, m.duration, m.linkageUnknown, m.admissionWaiting, m.escrowPoolFailures, m.connsRefused, m.portalHandshakeFailures, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

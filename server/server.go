@@ -524,12 +524,16 @@ func (s *Server) startPortal() error {
 		pages.ServeHTTP(w, r.WithContext(audit.WithCaller(r.Context(), audit.Caller{Source: r.RemoteAddr})))
 	})
 	s.portal = s.httpServer(s.tracing.handler("portal", portal.SecurityHeaders(s.freshCardProof(withSource))))
+	// Connections reach the HTTP server with their handshake done (the
+	// card's PIN typed meanwhile, under portal.handshake_timeout), so its
+	// connection age counts from there.
 	s.portal.ConnContext = s.connOpened
 	s.portal.TLSConfig = tc
+	hl := newHandshakeListener(ln, tc.Clone(), s.cfg.Portal.HandshakeTimeout.Duration, s.log, s.metrics.portalHandshakeFailures)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		if err := s.portal.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.portal.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.serveErr <- err
 		}
 	}()

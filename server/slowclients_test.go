@@ -3,6 +3,7 @@ package server_test
 import (
 	"bufio"
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	hsmsim "github.com/credgw/credgw/hsm-sim"
 	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/server"
 	"google.golang.org/grpc"
@@ -328,5 +330,46 @@ func TestFailedRedeemsHoldOneCut(t *testing.T) {
 	}
 	if n := s.PendingCuts(); n != 1 {
 		t.Fatalf("%d failed Redeem calls on one connection hold %d deadline cuts, want 1", calls, n)
+	}
+}
+
+// typingSigner is a card whose holder takes wait to type the PIN: the
+// browser asks for it when the card signs the handshake.
+type typingSigner struct {
+	crypto.Signer
+	wait time.Duration
+}
+
+func (p typingSigner) Sign(r io.Reader, d []byte, o crypto.SignerOpts) ([]byte, error) {
+	time.Sleep(p.wait) // the person typing, not a synchronisation
+	return p.Signer.Sign(r, d, o)
+}
+
+// TestPortalHandshakeWaitsForThePIN: a browser asks for the card's PIN in
+// the middle of the TLS handshake (Firefox's chooser and token prompt;
+// Windows and macOS when the card signs CertificateVerify). Go's server
+// bounds a handshake by the smallest of its read timeouts, so the portal
+// cut a person off after limits.http_read_header_timeout (10 s by
+// default) with a bare TLS error. The handshake now has
+// portal.handshake_timeout (2 minutes by default); requests keep theirs.
+func TestPortalHandshakeWaitsForThePIN(t *testing.T) {
+	const header = 300 * time.Millisecond
+	s := limitedGateway(t, func(l *server.LimitsConfig) { l.HTTPReadHeaderTimeout.Duration = header })
+	c := newCard(t, hsmsim.CardSpec{Email: "slow.typist@example.com"})
+	cert := c.tlsCert()
+	cert.PrivateKey = typingSigner{Signer: c.key, wait: 4 * header}
+	b := newBrowser(t, &cert)
+	b.base = "https://" + s.PortalAddr()
+	req, err := http.NewRequest("GET", b.base+"/signin", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := b.c.Do(req)
+	if err != nil {
+		t.Fatalf("a person who takes %s to type the PIN (headers: %s) cannot sign in: %v", 4*header, header, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("sign-in: %d, want 303", resp.StatusCode)
 	}
 }
