@@ -39,6 +39,9 @@ func CheckConfig(ctx context.Context, path string) []error {
 	if err := credentialsDirectoryUnset(b); err != nil {
 		problems = append(problems, err)
 	}
+	if err := cfg.secretConfigMode(path); err != nil {
+		problems = append(problems, err)
+	}
 	if err := cfg.validate(); err != nil {
 		problems = append(problems, unjoin(err)...)
 	}

@@ -447,7 +447,14 @@ func LoadConfig(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ParseConfig(b, filepath.Dir(abs))
+	c, err := ParseConfig(b, filepath.Dir(abs))
+	if err != nil {
+		return nil, err
+	}
+	if err := c.secretConfigMode(path); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // ParseConfig reads YAML; dir resolves relative paths.
@@ -1299,4 +1306,49 @@ func OpenStoreReadOnly(ctx context.Context, cfg *Config) (*store.DB, error) {
 		return OpenStore(ctx, cfg, false)
 	}
 	return store.OpenSQLiteReadOnly(ctx, cfg.Path(cfg.Store.DSN))
+}
+
+// secretConfigMode checks the config file at path as a secret file
+// (notify.ReadSecretFile's rule) when it holds a secret itself: the
+// database's password in store.dsn, or a pin-value= in a key URI. Every
+// file the config names is checked so; a config holding none of them may
+// stay readable.
+func (c *Config) secretConfigMode(path string) error {
+	var what []string
+	if dsnHasPassword(c.Store.DSN) {
+		what = append(what, "store.dsn's password")
+	}
+	uris := []string{c.CA.KeyURI, c.Escrow.KEKURI}
+	for _, r := range c.CA.Retired {
+		uris = append(uris, r.KeyURI)
+	}
+	for _, u := range uris {
+		if strings.Contains(u, "pin-value=") {
+			what = append(what, "an HSM PIN (pin-value=)")
+			break
+		}
+	}
+	if len(what) == 0 {
+		return nil
+	}
+	if _, err := notify.ReadSecretFile(path, "config"); err != nil {
+		return fmt.Errorf("%w (it holds %s: put them in files of their own, e.g. pin-source= and PGPASSFILE, or make it 0600)",
+			err, strings.Join(what, " and "))
+	}
+	return nil
+}
+
+// dsnHasPassword tells whether a PostgreSQL DSN, as a URL or as
+// keyword=value pairs, carries a password.
+func dsnHasPassword(dsn string) bool {
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		_, ok := u.User.Password()
+		return ok || u.Query().Get("password") != ""
+	}
+	for _, f := range strings.Fields(dsn) {
+		if k, _, ok := strings.Cut(f, "="); ok && strings.TrimSpace(k) == "password" {
+			return true
+		}
+	}
+	return false
 }
