@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/credgw/credgw/activation/audit"
+	credgwv1 "github.com/credgw/credgw/proto/credgw/v1"
 	"github.com/credgw/credgw/store"
 )
 
@@ -97,5 +98,45 @@ func TestKeyRecoveryIsRecordedFirst(t *testing.T) {
 	}
 	if issued != 1 || resumed != 1 {
 		t.Errorf("%d issued and %d resumed events of %s, want 1 and 1", issued, resumed, d.RedemptionID)
+	}
+}
+
+// TestHangUpThenResumeOneIssuedEvent: a device hanging up while its
+// package is sealed (the cause of most resumes) left the first event
+// without its person (the set was read with the cancelled context), so
+// the resume did not find it and wrote a second "issued" event.
+func TestHangUpThenResumeOneIssuedEvent(t *testing.T) {
+	h := newHarness(t, nil)
+	alice := h.signIn(t, "hangup@example.gov")
+	e := h.enroll(t, alice)
+	req := e.request(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	d, err := h.svc.Redeem(ctx, req, func(st credgwv1.Stage, _, _ int, _ string) {
+		if st == credgwv1.Stage_STAGE_PACKAGING {
+			cancel()
+		}
+	})
+	if err == nil {
+		t.Logf("delivered despite the hang-up (%s)", d.RedemptionID)
+	}
+	d, err = h.svc.Redeem(context.Background(), req, nil)
+	if err != nil {
+		t.Fatalf("the retry: %v", err)
+	}
+	evs, err := h.st.AuditEvents(context.Background(), 0, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued := 0
+	for _, ev := range evs {
+		if ev.Action == "redeem" && strings.Contains(ev.Detail, "redemption_id="+d.RedemptionID) && strings.Contains(ev.Detail, "; issued") {
+			issued++
+			if ev.PersonID == "" {
+				t.Errorf("the issued event has no person: %q", ev.Detail)
+			}
+		}
+	}
+	if issued != 1 {
+		t.Errorf("%d issued events of %s, want 1", issued, d.RedemptionID)
 	}
 }

@@ -295,7 +295,8 @@ func (s *Service) issuanceRecorded(ctx context.Context, personID, rid string) bo
 		return true
 	}
 	for _, ev := range evs {
-		if strings.Contains(ev.Detail, "redemption_id="+rid+";") && !strings.Contains(ev.Detail, "; resumed") {
+		if (ev.Action == "redeem" || ev.Action == "rekey") && strings.Contains(ev.Detail, "redemption_id="+rid+";") &&
+			!strings.Contains(ev.Detail, "; resumed") {
 			return true
 		}
 	}

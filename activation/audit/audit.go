@@ -119,7 +119,10 @@ func (l *Log) set(ctx context.Context, actor, action, outcome, setID, detail str
 }
 
 // held reads a set and its serials for an event (as much as can be read).
+// A caller that went away still gets its event whole (the append does not
+// wait for it either): a device hanging up mid-delivery is a common case.
 func (l *Log) held(ctx context.Context, setID string) (store.CredentialSet, []string) {
+	ctx = context.WithoutCancel(ctx)
 	held := store.CredentialSet{ID: setID}
 	if cs, err := l.st.CredentialSet(ctx, setID); err == nil {
 		held = cs
