@@ -387,7 +387,10 @@ func (t *Token) findSlot() (uint, TokenInfo, uint64, error) {
 				other = &ti
 			}
 		}
-		if attempt > 0 {
+		if attempt > 0 || other != nil {
+			// (Another token under the label is there already: no
+			// re-initialisation, which would drop every other token's
+			// sessions on the module, on every call until a restart.)
 			if other != nil && t.cfg.Serial == "" {
 				return 0, TokenInfo{}, 0, &UnavailableError{Op: t.name, Reason: "another token under its label",
 					Err: fmt.Errorf("%w: the token present has serial %s, credgw opened serial %s and sends its PIN to no other; "+

@@ -24,7 +24,8 @@ import (
 type handshakeListener struct {
 	net.Listener
 	cfg     *tls.Config
-	timeout time.Duration
+	hello   time.Duration // until the ClientHello
+	timeout time.Duration // from the ClientHello
 	log     *slog.Logger
 	failed  *prometheus.CounterVec
 
@@ -35,8 +36,8 @@ type handshakeListener struct {
 	wg    sync.WaitGroup
 }
 
-func newHandshakeListener(ln net.Listener, cfg *tls.Config, timeout time.Duration, log *slog.Logger, failed *prometheus.CounterVec) *handshakeListener {
-	h := &handshakeListener{Listener: ln, cfg: cfg, timeout: timeout, log: log, failed: failed,
+func newHandshakeListener(ln net.Listener, cfg *tls.Config, hello, timeout time.Duration, log *slog.Logger, failed *prometheus.CounterVec) *handshakeListener {
+	h := &handshakeListener{Listener: ln, cfg: cfg, hello: hello, timeout: timeout, log: log, failed: failed,
 		ready: make(chan net.Conn), errs: make(chan error), done: make(chan struct{})}
 	h.wg.Add(1)
 	go h.acceptLoop()
@@ -65,10 +66,8 @@ func (h *handshakeListener) acceptLoop() {
 
 func (h *handshakeListener) handshake(c net.Conn) {
 	defer h.wg.Done()
-	ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) }) // Close or the deadline: unblock
-	defer stop()
 	go func() {
 		select {
 		case <-h.done:
@@ -76,10 +75,35 @@ func (h *handshakeListener) handshake(c net.Conn) {
 		case <-ctx.Done():
 		}
 	}()
-	tc := tls.Server(c, h.cfg)
+	// Until the ClientHello, the short deadline of a request's headers: a
+	// client that connects and says nothing holds the connection no
+	// longer than before. The person's time starts with the hello.
+	c.SetDeadline(time.Now().Add(h.hello))
+	cfg := h.cfg.Clone()
+	inner := cfg.GetConfigForClient
+	hello := false
+	cfg.GetConfigForClient = func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
+		hello = true
+		c.SetDeadline(time.Now().Add(h.timeout))
+		if inner == nil {
+			return nil, nil
+		}
+		return inner(chi)
+	}
+	tc := tls.Server(c, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		switch {
+		case ctx.Err() != nil:
+			return // shutting down
+		case !hello:
+			// A port probe, a load balancer's check, plain HTTP: not a
+			// person at a browser.
+			h.log.Debug("portal connection closed before its TLS hello", "remote", c.RemoteAddr().String(), "error", err.Error())
+			return
+		}
 		reason := "error"
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
 			reason = "timeout"
 		}
 		h.failed.WithLabelValues(reason).Inc()
@@ -87,12 +111,14 @@ func (h *handshakeListener) handshake(c net.Conn) {
 		// to look at when many people report "the portal does not open".
 		h.log.Info("portal TLS handshake failed", "remote", c.RemoteAddr().String(), "reason", reason,
 			"error", err.Error(), "timeout", h.timeout.String())
-		c.Close()
 		return
 	}
-	if !stop() {
-		c.Close() // the deadline fired as the handshake ended
+	c.SetDeadline(time.Time{}) // the HTTP server sets its own
+	select {
+	case <-h.done:
+		tc.Close()
 		return
+	default:
 	}
 	select {
 	case h.ready <- tc:
@@ -101,10 +127,22 @@ func (h *handshakeListener) handshake(c net.Conn) {
 	}
 }
 
-// Accept returns the next connection whose handshake is done.
+// Accept returns the next connection whose handshake is done; none once
+// the listener is closed.
 func (h *handshakeListener) Accept() (net.Conn, error) {
 	select {
+	case <-h.done:
+		return nil, net.ErrClosed
+	default:
+	}
+	select {
 	case c := <-h.ready:
+		select {
+		case <-h.done:
+			c.Close()
+			return nil, net.ErrClosed
+		default:
+		}
 		return c, nil
 	case err := <-h.errs:
 		return nil, err
@@ -113,9 +151,11 @@ func (h *handshakeListener) Accept() (net.Conn, error) {
 	}
 }
 
-// Close stops accepting and ends the handshakes under way.
+// Close stops accepting and ends the handshakes under way (it waits for
+// them).
 func (h *handshakeListener) Close() error {
 	err := h.Listener.Close()
 	h.once.Do(func() { close(h.done) })
+	h.wg.Wait()
 	return err
 }

@@ -529,7 +529,7 @@ func (s *Server) startPortal() error {
 	// connection age counts from there.
 	s.portal.ConnContext = s.connOpened
 	s.portal.TLSConfig = tc
-	hl := newHandshakeListener(ln, tc.Clone(), s.cfg.Portal.HandshakeTimeout.Duration, s.log, s.metrics.portalHandshakeFailures)
+	hl := newHandshakeListener(ln, tc.Clone(), s.cfg.Limits.HTTPReadHeaderTimeout.Duration, s.cfg.Portal.HandshakeTimeout.Duration, s.log, s.metrics.portalHandshakeFailures)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

@@ -564,7 +564,9 @@ func tightenMode(p string) error {
 		return err
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return os.Chmod(p, perm&^0o077)
+		// Best effort: a file the gateway may write but not chmod (another
+		// owner's, group-writable) is the operator's to set.
+		_ = os.Chmod(p, perm&^0o077)
 	}
 	return nil
 }
