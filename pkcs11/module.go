@@ -211,16 +211,15 @@ func pinDigest(serial string, pin []byte) [32]byte {
 // PIN that logged it in.
 func (m *Module) login(sh p11.SessionHandle, serial string, pin []byte) error {
 	d := pinDigest(serial, pin)
+	// Held across C_Login: two Tokens of one token reconnecting at once
+	// (two URIs naming it) would both send a wrong PIN, costing two tries.
 	m.loginMu.Lock()
-	refused := m.refused[d]
-	m.loginMu.Unlock()
-	if refused {
+	defer m.loginMu.Unlock()
+	if m.refused[d] {
 		return fmt.Errorf("%w (the token refused this PIN before, and it is not sent again: every wrong PIN costs "+
 			"one of the token's tries; fix the PIN source and start again)", ErrPINIncorrect)
 	}
 	err := m.ctx.Login(sh, p11.CKU_USER, string(pin))
-	m.loginMu.Lock()
-	defer m.loginMu.Unlock()
 	switch {
 	case err == nil:
 		m.logins[serial] = d

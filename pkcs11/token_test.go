@@ -824,3 +824,40 @@ func TestWrongPINNotSentAgain(t *testing.T) {
 	}
 	good.Close()
 }
+
+// TestWrongPINSentOnceUnderConcurrency: Tokens of one token connecting at
+// once (two URIs naming it; callers starting together) send a wrong PIN to
+// it once between them, not once each.
+func TestWrongPINSentOnceUnderConcurrency(t *testing.T) {
+	const wrong = "97979797"
+	m := openModule(t)
+	label := uniqueLabel(t)
+	if _, err := m.InitToken(label, []byte(testSOPIN), []byte(testPIN)); err != nil {
+		t.Fatal(err)
+	}
+	const n = 8
+	errs := make(chan error, n)
+	var start sync.WaitGroup
+	start.Add(1)
+	for range n {
+		go func() {
+			start.Wait()
+			_, err := m.OpenToken(context.Background(), TokenConfig{Label: label, PIN: []byte(wrong)})
+			errs <- err
+		}()
+	}
+	start.Done()
+	sent := 0
+	for range n {
+		err := <-errs
+		if !errors.Is(err, ErrPINIncorrect) {
+			t.Fatalf("err = %v, want ErrPINIncorrect", err)
+		}
+		if !strings.Contains(err.Error(), "not sent again") {
+			sent++
+		}
+	}
+	if sent != 1 {
+		t.Errorf("the wrong PIN reached the token %d times, want once", sent)
+	}
+}
