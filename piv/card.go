@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
+	"errors"
 	"fmt"
 
 	"github.com/credgw/credgw/pkcs11"
@@ -17,7 +18,22 @@ type Card struct {
 
 // OpenCard opens the card that a pkcs11: URI names (token label or serial;
 // module-path, else defaultModule; the PIN from pin-source).
+//
+// The PIN is checked before it reaches the card: a PIV Card Application
+// PIN is 6 to 8 characters (SP 800-73-4 Part 2 §2.4.3: digits; some cards
+// take other printable ASCII), and each VERIFY that fails costs a try.
 func OpenCard(ctx context.Context, u *pkcs11.URI, defaultModule string) (*Card, error) {
+	if u.HasPINValue() || u.PINSource != "" {
+		pin, err := u.PIN()
+		if err != nil {
+			return nil, err
+		}
+		err = checkCardPIN(pin)
+		clear(pin)
+		if err != nil {
+			return nil, err
+		}
+	}
 	tok, err := pkcs11.OpenURI(ctx, u, defaultModule)
 	if err != nil {
 		return nil, err
@@ -58,4 +74,19 @@ func (c *Card) AuthSigner(ctx context.Context) (crypto.Signer, error) {
 		return nil, fmt.Errorf("piv: PIV Authentication key: %w", err)
 	}
 	return s, nil
+}
+
+// checkCardPIN refuses what no PIV card takes as its PIN, without naming it.
+func checkCardPIN(pin []byte) error {
+	if len(pin) < 6 || len(pin) > 8 {
+		return fmt.Errorf("piv: the card PIN is %d characters: a PIV card's PIN is 6 to 8 (digits); "+
+			"nothing was sent to the card (a wrong PIN costs one of its tries)", len(pin))
+	}
+	for _, c := range pin {
+		if c < 0x21 || c > 0x7e {
+			return errors.New("piv: the card PIN holds a space or a character that is not printable ASCII: a PIV card's PIN " +
+				"is 6 to 8 characters (digits); nothing was sent to the card (a wrong PIN costs one of its tries)")
+		}
+	}
+	return nil
 }

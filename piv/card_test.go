@@ -6,9 +6,11 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,4 +109,28 @@ func TestCardKeyFoundByID(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCardPINFormatCheckedFirst: a PIV Card Application PIN is 6 to 8
+// characters (SP 800-73-4 Part 2 §2.4.3: digits; some cards take other
+// printable characters), and every VERIFY that fails costs a try. A PIN
+// file holding a 5-digit or mistyped PIN was sent to the card; it is
+// refused before it reaches the card, saying what is wrong.
+func TestCardPINFormatCheckedFirst(t *testing.T) {
+	const token = "Format Checked"
+	mod := softCard(t, token, "PIV AUTH key", "PIV AUTH pubkey", "Certificate for PIV Authentication")
+	for _, bad := range []string{"12345", "123456789", "1234\t56"} {
+		pf := filepath.Join(t.TempDir(), "pin")
+		if err := os.WriteFile(pf, []byte(bad+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := piv.OpenCard(context.Background(), &pkcs11.URI{Token: token, ModulePath: mod, PINSource: pf}, mod)
+		if err == nil || errors.Is(err, pkcs11.ErrPINIncorrect) || !strings.Contains(err.Error(), "6 to 8") {
+			t.Errorf("PIN %q: err = %v, want a refusal before the card saying 6 to 8 characters", bad, err)
+		}
+		if err != nil && strings.Contains(err.Error(), bad) {
+			t.Errorf("the refusal shows the PIN: %v", err)
+		}
+	}
+	openSoftCard(t, mod, token) // the right PIN opens it
 }
