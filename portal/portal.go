@@ -234,6 +234,13 @@ func (p *Portal) fail(w http.ResponseWriter, err error) {
 	p.render(w, status, "error.html", page{Title: title, Error: &errorInfo{Title: title, Next: next}})
 }
 
+// failIn is fail for a person signed in: the page keeps the session's
+// header (the sign-out button), which some advice needs ("sign in again").
+func (p *Portal) failIn(w http.ResponseWriter, err error, s Session) {
+	title, next, status := p.b.Explain(err)
+	p.render(w, status, "error.html", page{Title: title, Session: &s, CSRF: p.csrfToken(s), Error: &errorInfo{Title: title, Next: next}})
+}
+
 // csrfToken is derived from the session token: nothing to store, and valid
 // exactly as long as the session.
 func (p *Portal) csrfToken(s Session) string {
@@ -553,7 +560,7 @@ func (p *Portal) enroll(w http.ResponseWriter, r *http.Request, s Session) {
 	en, err := p.b.Enroll(context.WithoutCancel(r.Context()), s.Token, r.PostFormValue("name"), r.PostFormValue("type"))
 	p.endForm(context.WithoutCancel(r.Context()), once, err == nil)
 	if err != nil {
-		p.fail(w, err)
+		p.failIn(w, err, s)
 		return
 	}
 	p.render(w, http.StatusOK, "qr.html", page{Title: "Scan the code", Session: &s, CSRF: p.csrfToken(s), Data: en})

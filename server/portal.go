@@ -194,7 +194,7 @@ func (b portalBackend) Explain(err error) (string, string, int) {
 		// PKI-AUTH with the card sends it, and the gateway keeps it.
 		return "We do not know your card's email address",
 			"The S/MIME credentials need your email address. Many cards hold it only in their Digital Signature certificate, which a browser cannot show us: " +
-				"sign in once with this card using credgw piv login (or your agency's enrollment app), then sign in here again. " +
+				"sign in once with this card using credgw piv login (or your agency's enrollment app), then sign out here (the button above) and sign in again. " +
 				"If your card has no email address, contact your badge office.", http.StatusConflict
 	case errors.Is(err, activation.ErrSessionTooOld):
 		return "Your sign-in is too old to enroll", "Sign in with your card again; enrollment must follow within 20 minutes.", http.StatusUnauthorized

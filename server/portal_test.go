@@ -1042,3 +1042,55 @@ func TestSignOutAfterSessionExpiredEndsCardConnections(t *testing.T) {
 		t.Error("a self-made certificate's sign-out was noted")
 	}
 }
+
+// TestNoEmailAdviceLeadsSomewhere: a card whose email is only in its
+// Digital Signature certificate is told to sign in once with credgw piv
+// login "then sign in here again". The page had no way to: a live session
+// sends the start page to the actions page, and the error page had no
+// sign-out. The page now carries the sign-out button and says to use it;
+// following it, the person enrolls.
+func TestNoEmailAdviceLeadsSomewhere(t *testing.T) {
+	ctx := context.Background()
+	c := newCard(t, hsmsim.CardSpec{Email: "advice.followed@example.com", EmailOnlyInSignature: true})
+	cert := c.tlsCert()
+	b := newBrowser(t, &cert)
+	if in := b.do("GET", "/signin", nil); in.code != http.StatusSeeOther {
+		t.Fatalf("sign-in: %d", in.code)
+	}
+	enroll := func() pageResp {
+		csrf := match(t, csrfRe, b.do("GET", "/enroll", nil).body)
+		return b.do("POST", "/enroll", url.Values{"csrf": {csrf}, "name": {"Phone"}, "once": {rand.Text()}})
+	}
+	r := enroll()
+	if r.code != http.StatusConflict || !strings.Contains(r.body, "credgw piv login") {
+		t.Fatalf("first enroll: %d %s", r.code, r.body)
+	}
+	if !strings.Contains(r.body, `action="/signout"`) || !strings.Contains(r.body, "Sign out") {
+		t.Fatalf("the no-email page offers no way to sign in again:\n%s", r.body)
+	}
+	// The person does what the page says: credgw piv login with the card.
+	client := credgwv1.NewPIVAuthClient(portalConn(t))
+	ds, err := c.tok.Certificate(ctx, pkcs11.PIVSignature.ID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	begin, err := client.BeginSession(ctx, &credgwv1.BeginSessionRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CompleteSession(ctx, &credgwv1.CompleteSessionRequest{SessionId: begin.GetSessionId(),
+		PivAuthCertificate: c.auth.Raw, Signature: c.sign(t, begin), DigitalSignatureCertificate: ds.Raw}); err != nil {
+		t.Fatal(err)
+	}
+	// Sign out with the page's button, sign in again, enroll.
+	if out := b.do("POST", "/signout", url.Values{"csrf": {match(t, csrfRe, r.body)}}); out.code != http.StatusSeeOther {
+		t.Fatalf("sign-out from the no-email page: %d %s", out.code, out.body)
+	}
+	b.c.Transport.(*http.Transport).CloseIdleConnections() // the sign-out closed it; a browser opens a new one
+	if in := b.do("GET", "/signin", nil); in.code != http.StatusSeeOther {
+		t.Fatalf("sign-in again: %d %s", in.code, in.body)
+	}
+	if r := enroll(); r.code != http.StatusOK {
+		t.Errorf("enroll after following the page's advice: %d %s", r.code, r.body)
+	}
+}
