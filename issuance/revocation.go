@@ -384,17 +384,29 @@ func (c *CA) handler() http.Handler {
 // answers for (a re-key that left out ca.retired: no status, no
 // revocation), or a certificate that does not parse. err is the store's.
 func (c *CA) CheckIssuers(ctx context.Context) (problems []string, err error) {
-	live, err := c.cfg.Store.LiveIssuers(ctx, c.cfg.Now())
+	cas := map[string]*x509.Certificate{}
+	for _, r := range c.cfg.Retired {
+		cas[r.cfg.Name] = r.cfg.Chain[0]
+	}
+	cas[c.cfg.Name] = c.cfg.Chain[0]
+	return CheckIssuers(ctx, c.cfg.Store, c.cfg.Now(), cas)
+}
+
+// IssuerLister is what CheckIssuers reads of the store.
+type IssuerLister interface {
+	LiveIssuers(ctx context.Context, now time.Time) ([]store.LiveIssuer, error)
+}
+
+// CheckIssuers is CA.CheckIssuers for the CA certificates configured by
+// name (ca.name and ca.retired), without their keys: config check runs it
+// before a restart.
+func CheckIssuers(ctx context.Context, st IssuerLister, now time.Time, cas map[string]*x509.Certificate) (problems []string, err error) {
+	live, err := st.LiveIssuers(ctx, now)
 	if err != nil {
 		return nil, err
 	}
-	cas := map[string]*CA{}
-	for _, r := range c.cfg.Retired {
-		cas[r.cfg.Name] = r
-	}
-	cas[c.cfg.Name] = c
 	for _, l := range live {
-		ca, ok := cas[l.Name]
+		caCert, ok := cas[l.Name]
 		if !ok {
 			problems = append(problems, fmt.Sprintf("%d unexpired certificates of issuer %q, which no configured key answers for: they get no OCSP or CRL and cannot be revoked; list the key that issued them under ca.retired with name %q (docs/key-ceremony.md)",
 				l.Count, l.Name, l.Name))
@@ -406,7 +418,7 @@ func (c *CA) CheckIssuers(ctx context.Context) (problems []string, err error) {
 				problems = append(problems, fmt.Sprintf("a certificate of issuer %q in the store does not parse: %v", l.Name, perr))
 				break
 			}
-			if cert.CheckSignatureFrom(ca.cfg.Chain[0]) != nil {
+			if cert.CheckSignatureFrom(caCert) != nil {
 				problems = append(problems, fmt.Sprintf("unexpired certificates of issuer %q (%d in all; serial %s among them) were signed by another key than the one configured under that name: their OCSP and CRL are answered by a key that did not issue them; each key answers under its own name: a re-keyed CA takes a new ca.name and lists the earlier key under ca.retired with the name its certificates carry (docs/key-ceremony.md)",
 					l.Name, l.Count, cert.SerialNumber.Text(16)))
 				break

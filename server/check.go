@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"github.com/credgw/credgw/activation/notify"
+	"github.com/credgw/credgw/issuance"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -50,9 +52,7 @@ func CheckConfig(ctx context.Context, path string) []error {
 	}
 	problems = append(problems, cfg.checkFiles()...)
 	problems = append(problems, cfg.checkHSM(ctx)...)
-	if err := cfg.checkStore(ctx); err != nil {
-		problems = append(problems, err)
-	}
+	problems = append(problems, cfg.checkStore(ctx)...)
 	return problems
 }
 
@@ -211,25 +211,61 @@ func (c *Config) checkHSM(ctx context.Context) []error {
 
 // checkStore reaches the database read-only. A SQLite file that does not
 // exist yet is no problem when its folder is there: serve makes it.
-func (c *Config) checkStore(ctx context.Context) error {
+func (c *Config) checkStore(ctx context.Context) []error {
 	if c.Store.Driver == "sqlite" {
 		p := c.Path(c.Store.DSN)
 		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
 			if st, err := os.Stat(filepath.Dir(p)); err != nil || !st.IsDir() {
-				return fmt.Errorf("store.dsn: neither %s nor its folder exists", p)
+				return []error{fmt.Errorf("store.dsn: neither %s nor its folder exists", p)}
 			}
 			return nil
 		}
 	}
 	st, err := OpenStoreReadOnly(ctx, c)
 	if err != nil {
-		return storeError(err)
+		return []error{storeError(err)}
 	}
 	defer st.Close()
 	if err := st.Ping(ctx); err != nil {
-		return storeError(err)
+		return []error{storeError(err)}
 	}
-	return nil
+	return c.checkIssuers(ctx, st)
+}
+
+// checkIssuers is what serve logs at start as errors (CA.CheckIssuers),
+// from the CA certificates configured: the store's unexpired certificates
+// under each issuer name against the key configured under it (ca.name,
+// ca.retired). A re-key is checked before the restart, not after.
+func (c *Config) checkIssuers(ctx context.Context, st issuance.IssuerLister) []error {
+	if c.CA.CertificateFile == "" {
+		return nil
+	}
+	cas := map[string]*x509.Certificate{}
+	read := func(name, file string) bool {
+		certs, err := readCerts([]string{c.Path(file)})
+		if err != nil || len(certs) == 0 {
+			return false // the file checks said so
+		}
+		cas[name] = certs[0]
+		return true
+	}
+	if !read(c.CA.Name, c.CA.CertificateFile) {
+		return nil
+	}
+	for _, r := range c.CA.Retired {
+		if !read(r.Name, r.CertificateFile) {
+			return nil
+		}
+	}
+	problems, err := issuance.CheckIssuers(ctx, st, time.Now(), cas)
+	if err != nil {
+		return []error{storeError(err)}
+	}
+	var errs []error
+	for _, p := range problems {
+		errs = append(errs, errors.New("ca: certificates whose status no configured key can answer: "+p))
+	}
+	return errs
 }
 
 // storeError names the store in an error that does not already.

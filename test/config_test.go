@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -208,5 +209,55 @@ func TestSIGHUPReload(t *testing.T) {
 	}
 	if cmd.ProcessState != nil {
 		t.Fatal("the gateway exited on SIGHUP")
+	}
+}
+
+// TestConfigCheckFindsUnansweredIssuers: serve logs, at start, an issuer
+// name in the store that no configured key answers for (a re-key that took
+// a new ca.name and left the old key out of ca.retired: its certificates
+// get no OCSP or CRL and cannot be revoked). config check, which an
+// operator runs before that restart, did not look: it now says so.
+func TestConfigCheckFindsUnansweredIssuers(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "dev")
+	devInit(t, dir)
+	hsm := filepath.Join(dir, "hsm")
+	startServe(t, hsm)
+	cfgPath := filepath.Join(dir, "credgw.yaml")
+	stop := startProcess(t, "credgw serving", credgwBin, "serve", "--config", cfgPath)
+	cfg, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := regexp.MustCompile(`grpc: (127\.0\.0\.1:\d+)`).FindStringSubmatch(string(cfg))[1]
+	conf := "SOFTHSM2_CONF=" + filepath.Join(hsm, "softhsm2.conf")
+	work := t.TempDir()
+	qr, pw := filepath.Join(work, "qr.png"), filepath.Join(work, "password.txt")
+	run(t, []string{conf}, true, credgwBin, "enroll", "--gateway", gw, "--ca-file", filepath.Join(dir, "tls", "ca.crt"),
+		"--card", "pkcs11:token=Dev%20Cardholder", "--pin-file", filepath.Join(dir, "card.pin"),
+		"--name", "Phone", "--qr-out", qr, "--password-out", pw)
+	kpin := filepath.Join(work, "keystore-pin.txt")
+	os.WriteFile(kpin, []byte("keystore-pin-1\n"), 0o600)
+	if out := run(t, nil, true, credgwBin, "redeem", "--trust-anchor", filepath.Join(dir, "ca", "root.crt"), "--qr", qr, "--password-file", pw,
+		"--keystore-pin-file", kpin, "--out", filepath.Join(work, "device")); !strings.Contains(out, "Installed and confirmed") {
+		t.Fatalf("redeem:\n%s", out)
+	}
+	stop()
+	if out := run(t, nil, true, credgwBin, "config", "check", "--config", cfgPath); !strings.Contains(out, ": ok") {
+		t.Fatalf("config check of the gateway as it was:\n%s", out)
+	}
+	// The CA renamed, and no ca.retired entry for the name its
+	// certificates carry.
+	renamed := bytes.Replace(cfg, []byte("  name: issuing-ca\n"), []byte("  name: issuing-ca-2\n"), 1)
+	if bytes.Equal(renamed, cfg) {
+		t.Fatal("the development config has no ca.name to change")
+	}
+	if err := os.WriteFile(cfgPath, renamed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := run(t, nil, false, credgwBin, "config", "check", "--config", cfgPath)
+	for _, want := range []string{`"issuing-ca"`, "ca.retired"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("config check of a CA renamed without ca.retired does not say %q:\n%s", want, out)
+		}
 	}
 }
