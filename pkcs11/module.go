@@ -343,7 +343,14 @@ func errNoToken(m *Module, sel string, tokens []TokenInfo) error {
 // never the token itself. For SoftHSM it names the configuration the
 // module read, whose token directory is where it looked.
 func noTokenHint(m *Module) string {
-	if !strings.Contains(strings.ToLower(filepath.Base(m.path)), "softhsm") {
+	base := strings.ToLower(filepath.Base(m.path))
+	if strings.Contains(base, "opensc") || strings.Contains(base, "ykcs11") || strings.Contains(base, "piv") {
+		// A smart card's middleware.
+		return "is the card in the reader, and does pcscd see the reader (pcsc_scan)? " +
+			"Name the card by the label `pkcs11-tool --module " + m.path + " -L` prints (OpenSC makes it from the PIV " +
+			"Authentication certificate's name, at most 32 characters), or by serial="
+	}
+	if !strings.Contains(base, "softhsm") {
 		return "credgw makes keys in a token, not the token: initialise it with the HSM vendor's tool, or fix the label"
 	}
 	where := "SOFTHSM2_CONF=" + os.Getenv("SOFTHSM2_CONF")

@@ -24,4 +24,17 @@ func TestNoTokenSaysHowToMakeOne(t *testing.T) {
 	if !strings.Contains(other, `"admin"`) || !strings.Contains(other, "HSM vendor's tool") || strings.Contains(other, "softhsm2-util") {
 		t.Errorf("another module: %q", other)
 	}
+	// A smart card's middleware: the card is not in the reader, or is
+	// named otherwise (initialising a card is not the person's to do).
+	for _, mod := range []string{"/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so", "/usr/local/lib/libykcs11.so"} {
+		card := errNoToken(&Module{path: mod}, `token "Jane Doe"`, nil).Error()
+		for _, want := range []string{"reader", "pkcs11-tool --module " + mod + " -L"} {
+			if !strings.Contains(card, want) {
+				t.Errorf("%s: %q does not say %q", mod, card, want)
+			}
+		}
+		if strings.Contains(card, "HSM vendor's tool") {
+			t.Errorf("%s: %q tells a card holder to initialise the token", mod, card)
+		}
+	}
 }

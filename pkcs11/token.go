@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	p11 "github.com/miekg/pkcs11"
@@ -429,7 +430,7 @@ func (t *Token) findSlot() (uint, TokenInfo, uint64, error) {
 			if !ti.Initialized {
 				continue
 			}
-			if (t.cfg.Label == "" || ti.Label == t.cfg.Label) && (t.cfg.SlotID == nil || ti.SlotID == *t.cfg.SlotID) {
+			if (t.cfg.Label == "" || labelMatches(ti.Label, t.cfg.Label)) && (t.cfg.SlotID == nil || ti.SlotID == *t.cfg.SlotID) {
 				if serial == "" || ti.Serial == serial {
 					return ti.SlotID, ti, gen, nil
 				}
@@ -477,4 +478,19 @@ func (t *Token) currentEpoch() uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.epoch
+}
+
+// labelMatches tells whether a token labelled have is the one configured
+// as want: the same label, or want as OpenSC makes a PIV card's label from
+// its 9A certificate's common name (':' made '.', cut to PKCS#11's 32
+// bytes), so a card is found by the name on its certificate.
+func labelMatches(have, want string) bool {
+	if have == want {
+		return true
+	}
+	w := strings.ReplaceAll(want, ":", ".")
+	if len(w) > 32 {
+		w = w[:32]
+	}
+	return strings.TrimRight(w, " ") == have
 }

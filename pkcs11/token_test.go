@@ -915,3 +915,22 @@ func TestTokenCloneTakesOver(t *testing.T) {
 		t.Fatal("signed with another key")
 	}
 }
+
+// TestTokenFoundByCardName: OpenSC labels a PIV card's token with the 9A
+// certificate's common name, cut to PKCS#11's 32 bytes, with ':' made '.'.
+// A person naming the card by the name on its certificate (as the docs
+// say) was told no such token for a long or colon-bearing name.
+func TestTokenFoundByCardName(t *testing.T) {
+	const name = "Public, Jane Q.: Contractor Agency X 7"
+	label := strings.ReplaceAll(name, ":", ".")[:32]
+	softhsmUtil(t, "--init-token", "--free", "--label", label, "--so-pin", testSOPIN, "--pin", testPIN)
+	m := openModule(t)
+	tok, err := m.OpenToken(context.Background(), TokenConfig{Label: name, PIN: []byte(testPIN)})
+	if err != nil {
+		t.Fatalf("the card named by its certificate's name: %v", err)
+	}
+	tok.Close()
+	if _, err := m.OpenToken(context.Background(), TokenConfig{Label: "Public, John Q.: Contractor Agency X 7", PIN: []byte(testPIN)}); !errors.Is(err, ErrTokenNotFound) {
+		t.Errorf("another name: %v, want ErrTokenNotFound", err)
+	}
+}
