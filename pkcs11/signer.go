@@ -79,7 +79,6 @@ func (t *Token) Signer(ctx context.Context, ref KeyRef) (*Signer, error) {
 	if err != nil {
 		return nil, wrapOp("find key", err)
 	}
-	t.notePublic(ref.ID, s.pub)
 	if s.alwaysAuth && t.pin == nil {
 		return nil, fmt.Errorf("%w: %s on %s has CKA_ALWAYS_AUTHENTICATE and needs a PIN for every signature", ErrPINRequired, s.query(), t.name)
 	}
@@ -88,35 +87,6 @@ func (t *Token) Signer(ctx context.Context, ref KeyRef) (*Signer, error) {
 
 func (s *Signer) query() Query {
 	return Query{Class: ClassPrivateKey, ID: s.ref.ID, Label: s.ref.Label}
-}
-
-// publicKeyByID reads the public half of key id from public objects (a
-// public key object, else a certificate), which need no login.
-func publicKeyByID(c *p11.Ctx, sh p11.SessionHandle, id []byte) (crypto.PublicKey, error) {
-	if hs, err := findHandles(c, sh, Query{Class: ClassPublicKey, ID: id}, 1); err == nil && len(hs) == 1 {
-		attrs, err := c.GetAttributeValue(sh, hs[0], []*p11.Attribute{p11.NewAttribute(p11.CKA_KEY_TYPE, nil)})
-		if err != nil {
-			return nil, err
-		}
-		kt, err := attrUint(attrs[0].Value)
-		if err != nil {
-			return nil, err
-		}
-		return readPublicKey(c, sh, hs[0], kt)
-	}
-	hs, err := findHandles(c, sh, Query{Class: ClassCertificate, ID: id}, 1)
-	if err != nil || len(hs) != 1 {
-		return nil, fmt.Errorf("%w: no public key or certificate with CKA_ID %x", ErrObjectNotFound, id)
-	}
-	attrs, err := c.GetAttributeValue(sh, hs[0], []*p11.Attribute{p11.NewAttribute(p11.CKA_VALUE, nil)})
-	if err != nil {
-		return nil, err
-	}
-	cert, err := x509.ParseCertificate(attrs[0].Value)
-	if err != nil {
-		return nil, err
-	}
-	return cert.PublicKey, nil
 }
 
 // publicKey reads the public half of private key priv.

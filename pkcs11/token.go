@@ -2,7 +2,6 @@ package pkcs11
 
 import (
 	"context"
-	"crypto"
 	"errors"
 	"fmt"
 	"strings"
@@ -63,52 +62,6 @@ type Token struct {
 	serial    string
 	idle      []p11.SessionHandle
 	mechs     map[uint]bool
-	// pubs are the public halves of the keys Signers found, by CKA_ID:
-	// a token of another serial under the label is taken for this one
-	// (a clone kept in step) only if it holds them all.
-	pubs map[string]crypto.PublicKey
-}
-
-// notePublic records the public half of key id (for sameKeys).
-func (t *Token) notePublic(id []byte, pub crypto.PublicKey) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.pubs == nil {
-		t.pubs = map[string]crypto.PublicKey{}
-	}
-	t.pubs[string(id)] = pub
-}
-
-// sameKeys tells whether the token in slot holds, as public objects read
-// without a login, the public half of every key this Token's Signers
-// use: a clone of the token (HSM partitions kept in step), not another
-// card or an empty token under the label. Called with t.mu held.
-func (t *Token) sameKeys(slot uint) bool {
-	if len(t.pubs) == 0 {
-		return false
-	}
-	t.mod.mu.RLock()
-	defer t.mod.mu.RUnlock()
-	c := t.mod.ctx
-	if c == nil {
-		return false
-	}
-	sh, err := c.OpenSession(slot, p11.CKF_SERIAL_SESSION)
-	if err != nil {
-		return false
-	}
-	defer c.CloseSession(sh)
-	for id, want := range t.pubs {
-		got, err := publicKeyByID(c, sh, []byte(id))
-		if err != nil {
-			return false
-		}
-		eq, ok := want.(interface{ Equal(crypto.PublicKey) bool })
-		if !ok || !eq.Equal(got) {
-			return false
-		}
-	}
-	return true
 }
 
 // session is a pooled session handle and the epoch it was opened in.
@@ -405,9 +358,7 @@ func (t *Token) connectLocked() error {
 // token under the label (a card swapped for the holder's replacement, whose
 // label OpenSC makes from the same common name; a re-created HSM token) is
 // refused before any login, so the PIN goes to no token but the one it was
-// given for, unless it holds the public halves of every key this Token's
-// Signers use (a clone kept in step: HSM partitions failing over). A
-// restart opens whichever is there.
+// given for. A restart opens whichever is there.
 func (t *Token) findSlot() (uint, TokenInfo, uint64, error) {
 	serial := t.cfg.Serial
 	if serial == "" && t.seen {
@@ -436,9 +387,6 @@ func (t *Token) findSlot() (uint, TokenInfo, uint64, error) {
 				}
 				other = &ti
 			}
-		}
-		if other != nil && t.cfg.Serial == "" && t.sameKeys(other.SlotID) {
-			return other.SlotID, *other, gen, nil // a clone with the same keys: fail over
 		}
 		if attempt > 0 || other != nil {
 			// (Another token under the label is there already: no

@@ -862,60 +862,6 @@ func TestWrongPINSentOnceUnderConcurrency(t *testing.T) {
 	}
 }
 
-// TestTokenCloneTakesOver: HSMs kept in step (cloned partitions seen as
-// slots under one label, without a virtual HA slot) fail over to another
-// serial holding the same keys. A token of another serial is used, and
-// sent the PIN, only when the public halves of the keys the Token signed
-// with are there, unchanged: a replacement card (other keys) or an empty
-// token under the label are still refused before any login.
-func TestTokenCloneTakesOver(t *testing.T) {
-	label := uniqueLabel(t)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(t.TempDir(), "key.pem")
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	softhsmUtil(t, "--init-token", "--free", "--label", label, "--so-pin", testSOPIN, "--pin", testPIN)
-	softhsmUtil(t, "--import", keyFile, "--token", label, "--id", "01", "--label", "ca key", "--pin", testPIN)
-	m := openModule(t)
-	tok, err := m.OpenToken(context.Background(), TokenConfig{Label: label, PIN: []byte(testPIN)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tok.Close()
-	s, err := tok.Signer(context.Background(), KeyRef{ID: []byte{1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := sha256.Sum256([]byte("challenge"))
-	if _, err := s.Sign(rand.Reader, d[:], crypto.SHA256); err != nil {
-		t.Fatal(err)
-	}
-	// The first goes away; its clone (another serial, the same key) is
-	// there.
-	if err := os.Rename(tokenDir(t, label), filepath.Join(t.TempDir(), "away")); err != nil {
-		t.Fatal(err)
-	}
-	softhsmUtil(t, "--init-token", "--free", "--label", label, "--so-pin", testSOPIN, "--pin", testPIN)
-	softhsmUtil(t, "--import", keyFile, "--token", label, "--id", "01", "--label", "ca key", "--pin", testPIN)
-	closeSessions(t, tok)
-	_, _ = s.Sign(rand.Reader, d[:], crypto.SHA256) // may fail while reconnecting
-	sig, err := s.Sign(rand.Reader, d[:], crypto.SHA256)
-	if err != nil {
-		t.Fatalf("the clone with the same key did not take over: %v", err)
-	}
-	if !ecdsa.VerifyASN1(&key.PublicKey, d[:], sig) {
-		t.Fatal("signed with another key")
-	}
-}
-
 // TestTokenFoundByCardName: OpenSC labels a PIV card's token with the 9A
 // certificate's common name, cut to PKCS#11's 32 bytes, with ':' made '.'.
 // A person naming the card by the name on its certificate (as the docs
