@@ -19,20 +19,21 @@ type Card struct {
 // OpenCard opens the card that a pkcs11: URI names (token label or serial;
 // module-path, else defaultModule; the PIN from pin-source).
 //
-// The PIN is checked before it reaches the card: a PIV Card Application
-// PIN is 6 to 8 characters (SP 800-73-4 Part 2 §2.4.3: digits; some cards
-// take other printable ASCII), and each VERIFY that fails costs a try.
+// The PIN is read once (a pipe gives it once) and checked before it
+// reaches the card, where a wrong one costs a try: at most 8 bytes (the
+// VERIFY buffer; SP 800-73-4 Part 2 §2.4.3 asks 6 to 8 digits, OpenSC
+// takes 4 to 8 for PIV-compatible cards), no control character.
 func OpenCard(ctx context.Context, u *pkcs11.URI, defaultModule string) (*Card, error) {
 	if u.HasPINValue() || u.PINSource != "" {
 		pin, err := u.PIN()
 		if err != nil {
 			return nil, err
 		}
-		err = checkCardPIN(pin)
-		clear(pin)
-		if err != nil {
+		defer clear(pin)
+		if err := checkCardPIN(pin); err != nil {
 			return nil, err
 		}
+		u = u.WithPINValue(pin)
 	}
 	tok, err := pkcs11.OpenURI(ctx, u, defaultModule)
 	if err != nil {
@@ -76,16 +77,16 @@ func (c *Card) AuthSigner(ctx context.Context) (crypto.Signer, error) {
 	return s, nil
 }
 
-// checkCardPIN refuses what no PIV card takes as its PIN, without naming it.
+// checkCardPIN refuses what no card takes as its PIN, without naming it.
 func checkCardPIN(pin []byte) error {
-	if len(pin) < 6 || len(pin) > 8 {
-		return fmt.Errorf("piv: the card PIN is %d characters: a PIV card's PIN is 6 to 8 (digits); "+
-			"nothing was sent to the card (a wrong PIN costs one of its tries)", len(pin))
+	if len(pin) < 4 || len(pin) > 8 {
+		return fmt.Errorf("piv: the card PIN is %d bytes: a PIV card's PIN is 6 to 8 digits (4 to 8 characters on some "+
+			"PIV-compatible cards); nothing was sent to the card (a wrong PIN costs one of its tries)", len(pin))
 	}
 	for _, c := range pin {
-		if c < 0x21 || c > 0x7e {
-			return errors.New("piv: the card PIN holds a space or a character that is not printable ASCII: a PIV card's PIN " +
-				"is 6 to 8 characters (digits); nothing was sent to the card (a wrong PIN costs one of its tries)")
+		if c < 0x20 || c == 0x7f {
+			return errors.New("piv: the card PIN holds a control character (a tab, a carriage return): a PIV card's PIN " +
+				"is 6 to 8 digits; nothing was sent to the card (a wrong PIN costs one of its tries)")
 		}
 	}
 	return nil

@@ -475,8 +475,8 @@ func (u URI) Format(f fmt.State, verb rune) {
 // HasPINValue reports whether u carries a pin-value.
 func (u *URI) HasPINValue() bool { return u != nil && len(u.pinValue) > 0 }
 
-// WithPINValue returns a copy of u carrying pin as its pin-value (meant for
-// tests). The copy owns its own copies of pin and of u's ID; a nil or empty
+// WithPINValue returns a copy of u carrying pin as its pin-value (tests;
+// piv.OpenCard, which reads a pin-source once). The copy owns its own copies of pin and of u's ID; a nil or empty
 // pin gives a copy without a pin-value. PIN prefers the pin-value over
 // PINSource.
 func (u *URI) WithPINValue(pin []byte) *URI {
