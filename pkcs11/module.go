@@ -346,8 +346,8 @@ func noTokenHint(m *Module) string {
 	base := strings.ToLower(filepath.Base(m.path))
 	if strings.Contains(base, "opensc") || strings.Contains(base, "ykcs11") || strings.Contains(base, "piv") {
 		// A smart card's middleware.
-		return "is the card in the reader, and does pcscd see the reader (pcsc_scan)? " +
-			"Name the card by the label `pkcs11-tool --module " + m.path + " -L` prints (OpenSC makes it from the PIV " +
+		return "is the card (or the USB token) in the reader, and does pcscd see the reader (pcsc_scan)? " +
+			"Name it by the label `pkcs11-tool --module " + m.path + " -L` prints (for a PIV card, OpenSC makes it from the PIV " +
 			"Authentication certificate's name, at most 32 characters), or by serial="
 	}
 	if !strings.Contains(base, "softhsm") {

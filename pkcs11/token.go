@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	p11 "github.com/miekg/pkcs11"
 )
@@ -62,7 +63,14 @@ type Token struct {
 	serial    string
 	idle      []p11.SessionHandle
 	mechs     map[uint]bool
+	// otherReinit is when the module was last initialised again because
+	// another token had the label (findSlot).
+	otherReinit time.Time
 }
+
+// reinitEvery bounds how often findSlot initialises the module again while
+// another token has the label (tests set it).
+var reinitEvery = time.Minute
 
 // session is a pooled session handle and the epoch it was opened in.
 type session struct {
@@ -377,27 +385,49 @@ func (t *Token) findSlot() (uint, TokenInfo, uint64, error) {
 		if err != nil {
 			return 0, TokenInfo{}, 0, err
 		}
+		// The label as given, else as OpenSC cuts a card's name: two
+		// cards whose names share their first 32 bytes are told apart
+		// by serial only.
+		var exact, cut []TokenInfo
 		for _, ti := range tokens {
-			if !ti.Initialized {
+			if !ti.Initialized || (t.cfg.SlotID != nil && ti.SlotID != *t.cfg.SlotID) {
 				continue
 			}
-			if (t.cfg.Label == "" || labelMatches(ti.Label, t.cfg.Label)) && (t.cfg.SlotID == nil || ti.SlotID == *t.cfg.SlotID) {
-				if serial == "" || ti.Serial == serial {
-					return ti.SlotID, ti, gen, nil
-				}
-				other = &ti
+			switch {
+			case t.cfg.Label == "" || ti.Label == t.cfg.Label:
+				exact = append(exact, ti)
+			case labelMatches(ti.Label, t.cfg.Label):
+				cut = append(cut, ti)
 			}
 		}
-		if attempt > 0 || other != nil {
-			// (Another token under the label is there already: no
-			// re-initialisation, which would drop every other token's
-			// sessions on the module, on every call until a restart.)
+		candidates := exact
+		if len(candidates) == 0 {
+			if len(cut) > 1 && serial == "" {
+				return 0, TokenInfo{}, 0, fmt.Errorf("%w: %s: %d tokens carry the label %q, the first 32 bytes of that name; name the one meant by serial=",
+					ErrTokenNotFound, t.name, len(cut), cut[0].Label)
+			}
+			candidates = cut
+		}
+		for _, ti := range candidates {
+			if serial == "" || ti.Serial == serial {
+				return ti.SlotID, ti, gen, nil
+			}
+			other = &ti
+		}
+		if attempt > 0 || (other != nil && time.Since(t.otherReinit) < reinitEvery) {
+			// (Another token under the label is there already: the
+			// module is initialised again at most every reinitEvery,
+			// which drops every other token's sessions on it; SoftHSM
+			// sees the first token back only then.)
 			if other != nil && t.cfg.Serial == "" {
 				return 0, TokenInfo{}, 0, &UnavailableError{Op: t.name, Reason: "another token under its label",
 					Err: fmt.Errorf("%w: the token present has serial %s, credgw opened serial %s and sends its PIN to no other; "+
 						"put that token back, or restart credgw to use this one", ErrTokenChanged, other.Serial, serial)}
 			}
 			return 0, TokenInfo{}, 0, errNoToken(t.mod, t.name, tokens)
+		}
+		if other != nil {
+			t.otherReinit = time.Now()
 		}
 		if err := t.mod.reinitialize(gen); err != nil {
 			return 0, TokenInfo{}, 0, err

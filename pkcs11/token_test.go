@@ -425,12 +425,16 @@ func TestTokenGoneAndBack(t *testing.T) {
 	}
 	other.Close()
 
-	softhsmUtil(t, "--delete-token", "--token", label)
+	// The first token back while the other is still there (SoftHSM sees
+	// it only once the module is initialised again, which is done at
+	// most every reinitEvery while another token has the label).
+	reinitEvery = 0
+	t.Cleanup(func() { reinitEvery = time.Minute })
 	if err := os.Rename(away, dir); err != nil {
 		t.Fatal(err)
 	}
 	if err := sign(); err != nil {
-		t.Fatalf("sign after the token came back: %v", err)
+		t.Fatalf("sign after the token came back beside the other: %v", err)
 	}
 }
 
@@ -878,5 +882,15 @@ func TestTokenFoundByCardName(t *testing.T) {
 	tok.Close()
 	if _, err := m.OpenToken(context.Background(), TokenConfig{Label: "Public, John Q.: Contractor Agency X 7", PIN: []byte(testPIN)}); !errors.Is(err, ErrTokenNotFound) {
 		t.Errorf("another name: %v, want ErrTokenNotFound", err)
+	}
+	// A second card whose name has the same first 32 bytes: which one is
+	// meant is not known, and neither is sent the PIN.
+	softhsmUtil(t, "--init-token", "--free", "--label", label, "--so-pin", testSOPIN, "--pin", "135792")
+	if err := m.reinitialize(m.gen.Load()); err != nil { // SoftHSM sees it then; a card middleware at once
+		t.Fatal(err)
+	}
+	_, err = m.OpenToken(context.Background(), TokenConfig{Label: name, PIN: []byte(testPIN)})
+	if !errors.Is(err, ErrTokenNotFound) || !strings.Contains(err.Error(), "serial=") {
+		t.Errorf("two cards under the cut name: %v, want ErrTokenNotFound asking for serial=", err)
 	}
 }

@@ -238,6 +238,10 @@ func (p *Portal) fail(w http.ResponseWriter, err error) {
 // header (the sign-out button), which some advice needs ("sign in again").
 func (p *Portal) failIn(w http.ResponseWriter, err error, s Session) {
 	title, next, status := p.b.Explain(err)
+	if status == http.StatusUnauthorized {
+		p.fail(w, err) // the session is over: no sign-out for it
+		return
+	}
 	p.render(w, status, "error.html", page{Title: title, Session: &s, CSRF: p.csrfToken(s), Error: &errorInfo{Title: title, Next: next}})
 }
 

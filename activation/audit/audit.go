@@ -118,11 +118,15 @@ func (l *Log) set(ctx context.Context, actor, action, outcome, setID, detail str
 	l.record(ctx, actor, action, outcome, held, serials, detail)
 }
 
+// heldTimeout bounds held's reads, which no caller's deadline does.
+const heldTimeout = 10 * time.Second
+
 // held reads a set and its serials for an event (as much as can be read).
 // A caller that went away still gets its event whole (the append does not
 // wait for it either): a device hanging up mid-delivery is a common case.
 func (l *Log) held(ctx context.Context, setID string) (store.CredentialSet, []string) {
-	ctx = context.WithoutCancel(ctx)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), heldTimeout)
+	defer cancel()
 	held := store.CredentialSet{ID: setID}
 	if cs, err := l.st.CredentialSet(ctx, setID); err == nil {
 		held = cs

@@ -207,7 +207,7 @@ func RunSlow(ctx context.Context, c SlowConfig, out io.Writer) error {
 		time.Sleep(time.Until(rampStart.Add(time.Duration(i+1) * gap)))
 	}
 	// Wait for the last streams to open (or be refused).
-	for end := time.Now().Add(settle); rs.open.Load()+rs.failed.Load() < int64(c.Readers) && time.Now().Before(end); {
+	for end := time.Now().Add(settle); rs.open.Load()+rs.failed.Load() < int64(c.Readers) && time.Now().Before(end) && ctx.Err() == nil; {
 		time.Sleep(100 * time.Millisecond)
 	}
 	fmt.Fprintf(out, "  %d readers started in %s; %d downloads open, %d refused\n", c.Readers, time.Since(rampStart).Round(time.Second), rs.open.Load(), rs.failed.Load())
