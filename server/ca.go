@@ -54,6 +54,12 @@ func (h *hsm) parseKeyURI(field, s string) (*pkcs11.URI, error) {
 	}
 	if u.PINSource != "" {
 		u.PINSource = h.cfg.Path(u.PINSource)
+		// The secret-file rule of every other secret (group read only
+		// for the gateway's own group or an ACL), stricter than what the
+		// pkcs11 package asks of any PIN file.
+		if err := secretFileMode(u.PINSource, field+" pin-source"); err != nil {
+			return nil, err
+		}
 	}
 	return u, nil
 }

@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -13,7 +15,12 @@ import (
 // same token with a wrong PIN spent two login attempts per config check
 // (and per start), on HSMs that lock the PIN after a few.
 func TestWrongPINTriedOncePerToken(t *testing.T) {
-	cfg := &Config{}
+	cfg := &Config{dir: t.TempDir()}
+	for _, f := range []string{"pin", "other-pin"} {
+		if err := os.WriteFile(filepath.Join(cfg.dir, f), []byte("1234"+f+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cfg.CA.KeyURI = "pkcs11:token=credgw-ca;id=%01?module-path=/m.so&pin-source=pin"
 	cfg.Escrow.KEKURI = "pkcs11:token=credgw-ca;id=%02?module-path=/m.so&pin-source=pin"
 	h := newHSM(cfg)
