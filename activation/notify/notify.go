@@ -127,6 +127,9 @@ func ReadSecretFile(path, field string) ([]byte, error) {
 	if perm&0o027 != 0 || perm&0o040 != 0 && !groupIsOurs(st) && !hasACL(path) {
 		return nil, fmt.Errorf("%s: %s has mode %v: other users may read or change the secret in it; make it 0600 (chmod 600) for the gateway's user (or 0640 with the gateway's own group)", field, path, perm)
 	}
+	if err := foldersSafe(path); err != nil {
+		return nil, fmt.Errorf("%s: %s: another user could put a file in its place: %v; keep secrets in folders only root and the gateway's user may change", field, path, err)
+	}
 	b, err := io.ReadAll(io.LimitReader(f, 1<<16))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", field, err)

@@ -66,3 +66,63 @@ func TestSecretFileGroupRead(t *testing.T) {
 		t.Errorf("a systemd credential (ACL): %v", err)
 	}
 }
+
+// TestSecretFileFolders: a secret is taken only from folders no other
+// user may write: a key file in a folder anyone (or another group) may
+// write, without the sticky bit that keeps others from replacing it,
+// could be swapped for one of their making (a webhook key that then signs
+// terminations).
+func TestSecretFileFolders(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give a file another owner (make test runs as root)")
+	}
+	const field = "termination_webhook.secret_file"
+	key := []byte(strings.Repeat("ab", 32))
+	base := t.TempDir()
+	mk := func(dir string, mode os.FileMode) string {
+		p := filepath.Join(base, dir)
+		if err := os.Mkdir(p, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	write := func(dir string, uid int) string {
+		p := filepath.Join(dir, "hook.key")
+		if err := os.WriteFile(p, key, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p, uid, os.Getegid()); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	chgrp := func(p string, gid int) string {
+		if err := os.Chown(p, os.Geteuid(), gid); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ok := mk("ok", 0o755)
+	if _, err := notify.ReadKeyFile(write(mk("ourgroupw", 0o775), os.Geteuid()), field); err != nil {
+		t.Errorf("our own file in a folder the gateway's own group may write: %v", err)
+	}
+	if _, err := notify.ReadKeyFile(write(ok, os.Geteuid()), field); err != nil {
+		t.Errorf("our own file in a 0755 folder: %v", err)
+	}
+	sticky := mk("sticky", 0o777|os.ModeSticky)
+	if _, err := notify.ReadKeyFile(write(sticky, os.Geteuid()), field); err != nil {
+		t.Errorf("our own file in a sticky 1777 folder (as /tmp): %v", err)
+	}
+	for name, p := range map[string]string{
+		"a folder anyone may write":        write(mk("open", 0o777), os.Geteuid()),
+		"a folder another group may write": write(chgrp(mk("groupw", 0o775), 65534), os.Geteuid()),
+	} {
+		_, err := notify.ReadKeyFile(p, field)
+		if err == nil || !strings.HasPrefix(err.Error(), field) {
+			t.Errorf("%s: %v, want a refusal naming %s", name, err, field)
+		}
+	}
+}
