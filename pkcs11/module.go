@@ -240,7 +240,7 @@ func (m *Module) login(sh p11.SessionHandle, serial string, pin []byte) error {
 }
 
 // pinTriesLeft says what the token reports of its PIN retry counter after
-// a wrong PIN: PKCS#11 has flags, not a count. SoftHSM sets none; OpenSC
+// a wrong PIN: PKCS#11 has flags, not a count. SoftHSM sets COUNT_LOW after any wrong PIN; OpenSC
 // sets them from the card's retry counter (PIV VERIFY answers 63Cx).
 func (m *Module) pinTriesLeft(sh p11.SessionHandle) string {
 	si, err := m.ctx.GetSessionInfo(sh)
