@@ -401,7 +401,10 @@ func (t *Token) findSlot() (uint, TokenInfo, uint64, error) {
 			}
 		}
 		candidates := exact
-		if len(candidates) == 0 {
+		if serial != "" {
+			// The token meant is known by its serial: under either form.
+			candidates = append(exact, cut...)
+		} else if len(candidates) == 0 {
 			if len(cut) > 1 && serial == "" {
 				return 0, TokenInfo{}, 0, fmt.Errorf("%w: %s: %d tokens carry the label %q, the first 32 bytes of that name; name the one meant by serial=",
 					ErrTokenNotFound, t.name, len(cut), cut[0].Label)

@@ -106,6 +106,10 @@ func Signature(key []byte, ts time.Time, body []byte) string {
 	return "sha256=" + hex.EncodeToString(m.Sum(nil))
 }
 
+// gatewayGroup is the gateway's group by name (the packaged set-up's),
+// whose group read root's admin commands take too.
+var gatewayGroup = "credgw"
+
 // ReadSecretFile reads a file holding a secret (a key, a password), which
 // other users may not read and only its owner may change: no "other" bit,
 // no group write bit, and group read only where the group is the
@@ -127,7 +131,9 @@ func ReadSecretFile(path, field string) ([]byte, error) {
 	if perm&0o027 != 0 || perm&0o040 != 0 && !groupIsOurs(st) && !hasACL(path) {
 		return nil, fmt.Errorf("%s: %s has mode %v: other users may read or change the secret in it; make it 0600 (chmod 600) for the gateway's user (or 0640 with the gateway's own group)", field, path, perm)
 	}
-	if err := foldersSafe(path); err != nil {
+	// A pipe (a secret handed over by a parent process) has no folder to
+	// swap it in.
+	if err := foldersSafe(f, path); st.Mode().IsRegular() && err != nil {
 		return nil, fmt.Errorf("%s: %s: another user could put a file in its place: %v; keep secrets in folders only root and the gateway's user may change", field, path, err)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, 1<<16))

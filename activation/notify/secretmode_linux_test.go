@@ -126,3 +126,68 @@ func TestSecretFileFolders(t *testing.T) {
 		}
 	}
 }
+
+// TestSecretFileFoldersOfTheLink: a secret named through a symbolic link
+// in a folder anyone may write is refused, though the file it points to
+// is in a safe folder: anyone could point the link elsewhere.
+func TestSecretFileFoldersOfTheLink(t *testing.T) {
+	base := t.TempDir()
+	safe := filepath.Join(base, "safe")
+	open := filepath.Join(base, "open")
+	for _, d := range []string{safe, open} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(safe, "hook.key")
+	if err := os.WriteFile(key, []byte(strings.Repeat("ab", 32)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(open, "hook.key")
+	if err := os.Symlink(key, link); err != nil {
+		t.Fatal(err)
+	}
+	const field = "termination_webhook.secret_file"
+	if _, err := notify.ReadKeyFile(key, field); err != nil {
+		t.Fatalf("the file itself: %v", err)
+	}
+	if _, err := notify.ReadKeyFile(link, field); err == nil {
+		t.Error("a link in a folder anyone may write was followed")
+	}
+	// Relative to a folder anyone may write: the same.
+	wd, _ := os.Getwd()
+	t.Cleanup(func() { os.Chdir(wd) })
+	if err := os.Chdir(open); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := notify.ReadKeyFile("hook.key", field); err == nil {
+		t.Error("a relative name in a folder anyone may write was taken")
+	}
+}
+
+// TestSecretFileGatewayGroupForRoot: root runs the admin commands (ca
+// init, ca import) on files root:credgw 0640, the packaged set-up: root's
+// own group is not credgw, and the file was refused.
+func TestSecretFileGatewayGroupForRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	restore := notify.SetGatewayGroupForTest("nogroup")
+	defer restore()
+	p := filepath.Join(t.TempDir(), "ca.pin")
+	if err := os.WriteFile(p, []byte("123456\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(p, 0, 65534); err != nil { // nogroup, standing for credgw
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := notify.ReadSecretFile(p, "ca.key_uri pin-source"); err != nil {
+		t.Errorf("root reading a 0640 file of the gateway's group: %v", err)
+	}
+}
