@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/audit"
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/piv"
 	"github.com/credgw/credgw/store"
@@ -149,11 +150,21 @@ func (s *Service) checkLinkage(ctx context.Context, l store.Linkage, res *Linkag
 			issuance.ReasonCessationOfOperation, false, "")
 		res.Serials = append(res.Serials, serials...)
 		if err != nil {
+			// What was revoked is recorded and told all the same: the
+			// sets are ended, so no later check comes back to them (the
+			// sweep revokes what is left of their certificates).
+			if len(serials) > 0 {
+				s.cfg.Audit.Record(ctx, store.AuditEvent{Actor: "system", Action: "linkage-revoke", Outcome: audit.Error, CardUUID: pc.CardUUID,
+					Serials: serials, Detail: "piv_auth_sha256=" + l.CertSHA256 + "; " + l.LastStatus + "; revoked in part: " + err.Error()})
+				s.cfg.Notify.Identity(ctx, "revocation", store.IdentitySelector{CertSHA256: l.CertSHA256}, "Your derived PIV credentials were revoked",
+					"Your PIV card's authentication certificate is no longer valid, so the derived PIV credentials bound to it were revoked.")
+			}
 			l.NextCheck = now.Add(time.Hour) // try again soon
-			_ = s.cfg.Store.FinishLinkage(ctx, l)
+			_ = s.cfg.Store.FinishLinkage(context.WithoutCancel(ctx), l)
 			return err
 		}
 		res.Revoked++
+		ctx = context.WithoutCancel(ctx) // revoked: recorded and told whatever the sweep's budget
 		s.cfg.Audit.Record(ctx, store.AuditEvent{Actor: "system", Action: "linkage-revoke", CardUUID: pc.CardUUID, Serials: serials,
 			Detail: "piv_auth_sha256=" + l.CertSHA256 + "; " + l.LastStatus})
 		s.cfg.Notify.Identity(ctx, "revocation", store.IdentitySelector{CertSHA256: l.CertSHA256}, "Your derived PIV credentials were revoked",

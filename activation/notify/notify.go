@@ -255,6 +255,9 @@ func (o *Outbox) Set(ctx context.Context, kind, setID, subject, what string) {
 	if !o.Enabled() {
 		return
 	}
+	// What was done is told even when the caller has gone (a sweep's
+	// budget spent after the revocation it tells of).
+	ctx = context.WithoutCancel(ctx)
 	cs, err := o.st.CredentialSet(ctx, setID)
 	if err != nil {
 		o.log.ErrorContext(ctx, "notification: credential set", "credential_set_id", setID, "cause", err.Error())
@@ -272,6 +275,7 @@ func (o *Outbox) Identity(ctx context.Context, kind string, sel store.IdentitySe
 	if !o.Enabled() {
 		return
 	}
+	ctx = context.WithoutCancel(ctx) // as Set
 	sets, err := o.st.CredentialSetsOfIdentity(ctx, sel)
 	if err != nil || len(sets) == 0 {
 		return

@@ -1,0 +1,216 @@
+package lifecycle_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"log/slog"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/credgw/credgw/activation"
+	"github.com/credgw/credgw/activation/audit"
+	"github.com/credgw/credgw/activation/lifecycle"
+	"github.com/credgw/credgw/activation/notify"
+	"github.com/credgw/credgw/issuance"
+	"github.com/credgw/credgw/piv"
+	"github.com/credgw/credgw/store"
+)
+
+// hookedStore wraps the activation service's store: onRevokeSet runs when a
+// set is revoked (the sweep's deadline passing meanwhile, say).
+type hookedStore struct {
+	store.Store
+	onRevokeSet func()
+}
+
+func (s hookedStore) RevokeCredentialSet(ctx context.Context, id string, now time.Time) ([]string, error) {
+	if s.onRevokeSet != nil {
+		s.onRevokeSet()
+	}
+	return s.Store.RevokeCredentialSet(ctx, id, now)
+}
+
+type clockFixture struct {
+	*fixture
+	offset *atomic.Int64
+	hook   *func()
+}
+
+// newClockFixture is newFixtureNotifying with a settable clock, a linkage
+// configuration, and a hook in the activation service's store.
+func newClockFixture(t *testing.T, lk lifecycle.Linkage) *clockFixture {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "credgw.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	offset := new(atomic.Int64)
+	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	n := time.Now()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "rt CA"}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		NotBefore: n.Add(-time.Hour), NotAfter: n.Add(400 * 24 * time.Hour)}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	caCert, _ := x509.ParseCertificate(der)
+	ca, err := issuance.NewCA(issuance.Config{Name: "test", Chain: []*x509.Certificate{caCert}, Signer: key, Store: st, BaseURL: "http://127.0.0.1:9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kek, _ := issuance.NewFileKEK(make([]byte, 32))
+	esc, err := issuance.NewEscrow(issuance.EscrowConfig{KEK: kek, KEKID: "test", Store: st, KeyType: issuance.EscrowP256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ver, err := piv.NewVerifier(piv.Options{Roots: x509.NewCertPool(), Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(t.TempDir(), "webhook.key")
+	if err := os.WriteFile(secret, []byte(strings.Repeat("ab", 32)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	al := audit.New(st, log, nil)
+	out, err := notify.New(notify.Config{Webhook: notify.WebhookConfig{URL: "http://127.0.0.1:9/hook", SecretFile: secret}},
+		func(p string) string { return p }, st, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hook := new(func())
+	ws := hookedStore{Store: st, onRevokeSet: func() {
+		if *hook != nil {
+			(*hook)()
+		}
+	}}
+	act, err := activation.New(activation.Config{Store: ws, Issuer: ca, Escrow: esc, Pepper: make([]byte, 32), Gateway: "gw.example.com:443", Pin: make([]byte, 32),
+		Verifier: ver, Audit: al, Notify: out, Log: log, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := lifecycle.New(lifecycle.Config{Store: st, Activation: act, CA: ca, Verifier: ver, Audit: al, Notify: out, Log: log,
+		Linkage: lk, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &clockFixture{fixture: &fixture{st: st, svc: svc}, offset: offset, hook: hook}
+}
+
+func (f *clockFixture) at(d time.Duration) { f.offset.Store(int64(d)) }
+
+// enrollCard stores a pending set of person made with a given card.
+func (f *fixture) enrollCard(t *testing.T, id, person, card, certSHA string, fascn []byte) {
+	t.Helper()
+	now := time.Now()
+	cs := store.CredentialSet{ID: "set-" + id, PersonID: person, PIVCertSHA256: certSHA, CardUUID: card, FASCN: fascn, RawSubject: []byte{0x30, 0},
+		Email: "p@example.com", IdentityName: "phone", CredentialType: "t", State: store.SetPending, CreatedAt: now}
+	a := store.Activation{ID: id, LookupHash: "lh-" + id, Verifier: []byte{1}, MaxAttempts: 3, CreatedAt: now, ExpiresAt: now.Add(10 * time.Minute)}
+	if err := f.st.CreateEnrollment(context.Background(), cs, a, 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// keepPIVCert stores a PIV Authentication certificate (any parseable one:
+// this fixture's verifier trusts nothing, so it is "unverifiable").
+func (f *fixture) keepPIVCert(t *testing.T, sha string) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	n := time.Now()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "card"}, NotBefore: n.Add(-time.Hour), NotAfter: n.Add(300 * 24 * time.Hour)}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err := f.st.CreateChallenge(context.Background(), store.Challenge{SessionID: "s-" + sha, Challenge: []byte{1}, GatewayID: "g",
+		CreatedAt: n, ExpiresAt: n.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.CreatePIVSession(context.Background(), store.PIVSession{TokenHash: "th-" + sha, SessionID: "s-" + sha, CertSHA256: sha,
+		CreatedAt: n, ExpiresAt: n.Add(time.Minute)}, store.PIVCertificate{SHA256: sha, DER: der, NotAfter: n.Add(300 * 24 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLinkageRevocationFailedPartWayIsRecorded: the linkage check
+// revokes a card's sets; one set fails. The serials it did revoke were in
+// no audit event, the holder was not told, and the retry it planned never
+// came (every set was marked revoked, so the row was dropped). Now what
+// was revoked is recorded (outcome error) and told.
+func TestLinkageRevocationFailedPartWayIsRecorded(t *testing.T) {
+	ctx := context.Background()
+	f := newClockFixture(t, lifecycle.Linkage{FirstCheck: time.Minute, MaxUnknown: time.Hour, OnUnknown: "revoke"})
+	f.keepPIVCert(t, "c-a")
+	f.enroll(t, "a", "p1")
+	// A second set of the same card.
+	f.enrollCard(t, "b", "p1", "u-p1", "c-a", nil)
+	f.record(t, "aa01", "test", "p1", "set-a")
+	f.record(t, "bb02", "other-ca", "p1", "set-b") // cannot be revoked by this CA
+	f.at(2 * time.Minute)
+	if _, err := f.svc.Linkage(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.at(3 * time.Hour)
+	res, err := f.svc.Linkage(ctx)
+	t.Logf("linkage: %+v, err = %v", res, err)
+	if rec, _ := f.st.Certificate(ctx, "aa01"); !rec.Revoked() {
+		t.Fatal("premise: aa01 is not revoked")
+	}
+	f.at(5 * time.Hour)
+	res, err = f.svc.Linkage(ctx) // the retry an hour later
+	t.Logf("retry: %+v, err = %v", res, err)
+	recorded := false
+	for _, a := range []string{"linkage-revoke", "revoke", "revoke-identity"} {
+		for _, e := range f.events(t, a) {
+			for _, s := range e.Serials {
+				recorded = recorded || s == "aa01"
+			}
+		}
+	}
+	if !recorded {
+		t.Error("aa01 was revoked by the linkage check, and no audit event names it")
+	}
+	if n, err := f.st.OutboxBacklog(ctx); err != nil || n == 0 {
+		t.Errorf("notifications queued: %d (%v); the holder is not told of the revocation", n, err)
+	}
+}
+
+// TestLinkageRevocationAtTheSweepDeadlineIsTold: Sweep gives all its
+// work one minute. A linkage revocation that ended after that minute
+// (RevokeIdentity runs on a context of its own) revoked, but the holder's
+// notice was read under the expired context and dropped; the row was then
+// deleted (no live sets), so nothing told them later.
+func TestLinkageRevocationAtTheSweepDeadlineIsTold(t *testing.T) {
+	f := newClockFixture(t, lifecycle.Linkage{FirstCheck: time.Minute, MaxUnknown: time.Hour, OnUnknown: "revoke"})
+	f.keepPIVCert(t, "c-a")
+	f.enroll(t, "a", "p1")
+	f.record(t, "aa01", "test", "p1", "set-a")
+	f.at(2 * time.Minute)
+	if _, err := f.svc.Linkage(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f.at(3 * time.Hour)
+	ctx, cancel := context.WithCancel(context.Background())
+	*f.hook = cancel // the sweep's minute runs out while the set is revoked
+	res, err := f.svc.Linkage(ctx)
+	t.Logf("linkage: %+v, err = %v", res, err)
+	*f.hook = nil
+	if rec, _ := f.st.Certificate(context.Background(), "aa01"); !rec.Revoked() {
+		t.Fatal("premise: aa01 is not revoked")
+	}
+	f.at(6 * time.Hour)
+	res, err = f.svc.Linkage(context.Background())
+	t.Logf("next run: %+v, err = %v", res, err)
+	if n, err := f.st.OutboxBacklog(context.Background()); err != nil || n == 0 {
+		t.Errorf("notifications queued: %d (%v); the holder was never told of the linkage revocation", n, err)
+	}
+	t.Logf("linkage-revoke events: %d", len(f.events(t, "linkage-revoke")))
+}
