@@ -271,3 +271,14 @@ func (s *Service) revokedUnconfirmed(ctx context.Context, setIDs []string) {
 				"encryption keys may have been copied: tell your security office.")
 	}
 }
+
+// TerminationNotice is what a termination of sel tells the person: a
+// person id ends the PIV identity account (every card's derived
+// credentials); a card (card_uuid, fascn) ends that card's, and the
+// person's others stay (a replacement card keeps the person's history).
+func TerminationNotice(sel store.IdentitySelector) string {
+	if sel.PersonID != "" {
+		return "Your PIV account was terminated; every derived PIV credential of it was revoked."
+	}
+	return "Your PIV card was terminated; the derived PIV credentials made with it were revoked."
+}

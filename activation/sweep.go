@@ -96,8 +96,7 @@ func (s *Service) finishTerminations(ctx context.Context, now time.Time) error {
 			s.cfg.Log.WarnContext(ctx, "finished an interrupted termination", "identity", t.Selector.String(), "revoked", len(serials))
 			s.cfg.Audit.Record(ctx, audit.Identity("sweep", "terminate", t.Selector, serials, "finished an interrupted termination"))
 			// The interrupted call may not have got to telling the person.
-			s.cfg.Notify.Identity(ctx, "termination", t.Selector, "Your derived PIV credentials were revoked",
-				"Your PIV account was terminated; every derived PIV credential of it was revoked.")
+			s.cfg.Notify.Identity(ctx, "termination", t.Selector, "Your derived PIV credentials were revoked", TerminationNotice(t.Selector))
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("the termination of %s: %w", t.Selector.String(), err))

@@ -277,7 +277,7 @@ func (s *Service) Terminate(ctx context.Context, actor string, sel store.Identit
 	e := audit.Identity(actor, "terminate", sel, serials, "")
 	e.Source = source
 	s.cfg.Audit.Record(ctx, e)
-	s.cfg.Notify.Identity(ctx, "termination", sel, "Your derived PIV credentials were revoked", "Your PIV account was terminated; every derived PIV credential of it was revoked.")
+	s.cfg.Notify.Identity(ctx, "termination", sel, "Your derived PIV credentials were revoked", activation.TerminationNotice(sel))
 	s.cfg.Log.InfoContext(ctx, "PIV identity terminated", "by", actor, "identity", sel.String(), "revoked", len(serials), "source", source)
 	return serials, nil
 }

@@ -214,3 +214,37 @@ func TestLinkageRevocationAtTheSweepDeadlineIsTold(t *testing.T) {
 	}
 	t.Logf("linkage-revoke events: %d", len(f.events(t, "linkage-revoke")))
 }
+
+// TestTerminationNoticeSaysWhatEnded: a termination by card (card_uuid,
+// fascn) ends that card's derived credentials; the person's others, made
+// with other cards, stay (a replacement card keeps the person's history).
+// Its notice said "Your PIV account was terminated; every derived PIV
+// credential of it was revoked", which was false. A person's termination
+// (person_id) says so; a card's says it is the card's.
+func TestTerminationNoticeSaysWhatEnded(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		sel  store.IdentitySelector
+		want string
+	}{
+		{"card", store.IdentitySelector{CardUUID: "u-p1"}, "card was terminated"},
+		{"person", store.IdentitySelector{PersonID: "p1"}, "PIV account was terminated"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newClockFixture(t, lifecycle.Linkage{})
+			f.enroll(t, "a", "p1")
+			f.record(t, "aa01", "test", "p1", "set-a")
+			if _, err := f.svc.Terminate(ctx, "webhook", tc.sel, "HR", ""); err != nil {
+				t.Fatal(err)
+			}
+			ns, err := f.st.Notifications(ctx)
+			if err != nil || len(ns) == 0 {
+				t.Fatalf("no notice: %v", err)
+			}
+			if body := ns[len(ns)-1].Body; !strings.Contains(body, tc.want) {
+				t.Errorf("the notice of a termination by %s: %q, want it to say %q", tc.name, body, tc.want)
+			}
+		})
+	}
+}
