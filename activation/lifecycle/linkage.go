@@ -64,16 +64,27 @@ func (s *Service) checkLinkage(ctx context.Context, l store.Linkage, res *Linkag
 		return s.cfg.Store.DeleteLinkage(ctx, l.CertSHA256)
 	}
 	res.Checked++
+	// A card certificate missing from the store (a partial restore) or no
+	// longer parsing is an unverifiable status like any other: counted,
+	// logged, and past linkage.max_unknown linkage.on_unknown decides (it
+	// was retried with an error each sweep, its credentials kept forever).
+	var leaf *x509.Certificate
+	var verr error
 	pc, err := s.cfg.Store.PIVCertificate(ctx, l.CertSHA256)
-	if err != nil {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		verr = errors.New("the card's PIV Authentication certificate is not in the store")
+	case err != nil:
 		return err
-	}
-	leaf, err := x509.ParseCertificate(pc.DER)
-	if err != nil {
-		return err
+	default:
+		if leaf, err = x509.ParseCertificate(pc.DER); err != nil {
+			verr = fmt.Errorf("the card's kept PIV Authentication certificate does not parse: %v", err)
+		}
 	}
 	l.LastChecked = now
-	_, verr := s.cfg.Verifier.VerifyPIVAuth(ctx, leaf, nil)
+	if leaf != nil {
+		_, verr = s.cfg.Verifier.VerifyPIVAuth(ctx, leaf, nil)
+	}
 	expiredGood := false
 	if errors.Is(verr, piv.ErrExpired) && cfg.OnCardExpiry != "revoke" && l.LastStatus != cardExpired {
 		// Not revoked before it expired? A card reported lost days before
@@ -118,7 +129,11 @@ func (s *Service) checkLinkage(ctx context.Context, l store.Linkage, res *Linkag
 		unknownFor := now.Sub(l.UnknownSince)
 		l.LastStatus = "unknown"
 		what := "card status unavailable"
-		if !unavailable {
+		switch {
+		case leaf == nil:
+			l.LastStatus = "unverifiable: " + verr.Error()
+			what = verr.Error() + " (a partial restore of the store?)"
+		case !unavailable:
 			l.LastStatus = "unverifiable: " + verr.Error()
 			what = "the kept PIV Authentication certificate no longer verifies (check piv.trust_anchor_files, piv.intermediate_files and piv.policies)"
 		}

@@ -248,3 +248,28 @@ func TestTerminationNoticeSaysWhatEnded(t *testing.T) {
 		})
 	}
 }
+
+// TestLinkageWithoutTheCardCertificate: a set whose card certificate is
+// not in the store (a partial restore) or no longer parses was re-claimed
+// every sweep with an error, never counted unknown (no alert) and never
+// subject to linkage.on_unknown: its credentials lived on. It is now an
+// unverifiable status like any other.
+func TestLinkageWithoutTheCardCertificate(t *testing.T) {
+	ctx := context.Background()
+	unknown := 0
+	f := newClockFixture(t, lifecycle.Linkage{FirstCheck: time.Minute, MaxUnknown: time.Hour, OnUnknown: "revoke"})
+	f.enroll(t, "a", "p1") // its card certificate c-a was never kept
+	f.record(t, "aa01", "test", "p1", "set-a")
+	for d := 2 * time.Minute; d < 30*24*time.Hour; d += 6 * time.Hour {
+		f.at(d)
+		res, err := f.svc.Linkage(ctx)
+		if err != nil && d == 2*time.Minute {
+			t.Logf("linkage at +%s: %+v err=%v", d, res, err)
+		}
+		unknown += res.Unknown
+	}
+	rec, _ := f.st.Certificate(ctx, "aa01")
+	if !rec.Revoked() {
+		t.Errorf("after 30 days with on_unknown: revoke and max_unknown 1h the derived certificate is still valid; unknown counted %d times (no alert fires)", unknown)
+	}
+}
