@@ -28,7 +28,7 @@ import (
 const (
 	// DefaultFirstCheck: the first check comes within a day of issuance,
 	// so a card revoked right after it enrolled does not keep its derived
-	// credentials for a week (SP 800-157r1 §2.4 allows up to 7 days).
+	// credentials for a week (the Common Policy, §3.2.3, asks a recheck 7 days after issuance).
 	DefaultFirstCheck = 24 * time.Hour
 	DefaultInterval   = 24 * time.Hour
 	DefaultMaxUnknown = 7 * 24 * time.Hour
