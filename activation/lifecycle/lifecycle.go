@@ -270,6 +270,11 @@ func (s *Service) Terminate(ctx context.Context, actor string, sel store.Identit
 		e := audit.Identity(actor, "terminate", sel, serials, "error: "+err.Error())
 		e.Outcome, e.Source = audit.Error, source
 		s.cfg.Audit.Record(ctx, e)
+		// What was revoked is told now: the sweep that finishes the
+		// termination tells only of what it revokes itself.
+		if len(serials) > 0 {
+			s.cfg.Notify.Identity(ctx, "termination", sel, "Your derived PIV credentials were revoked", activation.TerminationNotice(sel))
+		}
 	}
 	if err != nil {
 		return nil, err

@@ -31,6 +31,14 @@ import (
 type hookedStore struct {
 	store.Store
 	onRevokeSet func()
+	finishErr   *error // FinishTermination fails with it when set
+}
+
+func (s hookedStore) FinishTermination(ctx context.Context, sel store.IdentitySelector, at time.Time) error {
+	if s.finishErr != nil && *s.finishErr != nil {
+		return *s.finishErr
+	}
+	return s.Store.FinishTermination(ctx, sel, at)
 }
 
 func (s hookedStore) RevokeCredentialSet(ctx context.Context, id string, now time.Time) ([]string, error) {
@@ -42,8 +50,9 @@ func (s hookedStore) RevokeCredentialSet(ctx context.Context, id string, now tim
 
 type clockFixture struct {
 	*fixture
-	offset *atomic.Int64
-	hook   *func()
+	offset    *atomic.Int64
+	hook      *func()
+	finishErr *error
 }
 
 // newClockFixture is newFixtureNotifying with a settable clock, a linkage
@@ -89,8 +98,8 @@ func newClockFixture(t *testing.T, lk lifecycle.Linkage) *clockFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hook := new(func())
-	ws := hookedStore{Store: st, onRevokeSet: func() {
+	hook, finishErr := new(func()), new(error)
+	ws := hookedStore{Store: st, finishErr: finishErr, onRevokeSet: func() {
 		if *hook != nil {
 			(*hook)()
 		}
@@ -105,7 +114,7 @@ func newClockFixture(t *testing.T, lk lifecycle.Linkage) *clockFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &clockFixture{fixture: &fixture{st: st, svc: svc}, offset: offset, hook: hook}
+	return &clockFixture{fixture: &fixture{st: st, svc: svc}, offset: offset, hook: hook, finishErr: finishErr}
 }
 
 func (f *clockFixture) at(d time.Duration) { f.offset.Store(int64(d)) }
@@ -271,5 +280,28 @@ func TestLinkageWithoutTheCardCertificate(t *testing.T) {
 	rec, _ := f.st.Certificate(ctx, "aa01")
 	if !rec.Revoked() {
 		t.Errorf("after 30 days with on_unknown: revoke and max_unknown 1h the derived certificate is still valid; unknown counted %d times (no alert fires)", unknown)
+	}
+}
+
+// TestTerminationToldWhenItsEndIsNotRecorded: a termination that revoked
+// every credential but could not record itself finished returned an error
+// without telling the person; the sweep then carries it out again, finds
+// nothing left to revoke, and tells no one either. What a termination
+// revoked is told, finished or not.
+func TestTerminationToldWhenItsEndIsNotRecorded(t *testing.T) {
+	ctx := context.Background()
+	f := newClockFixture(t, lifecycle.Linkage{})
+	f.enroll(t, "a", "p1")
+	f.record(t, "aa01", "test", "p1", "set-a")
+	*f.finishErr = store.ErrBusy
+	if _, err := f.svc.Terminate(ctx, "webhook", store.IdentitySelector{PersonID: "p1"}, "HR", ""); err == nil {
+		t.Fatal("premise: the termination could not be recorded finished, and says so")
+	}
+	if rec, _ := f.st.Certificate(ctx, "aa01"); !rec.Revoked() {
+		t.Fatal("premise: aa01 is not revoked")
+	}
+	ns, err := f.st.Notifications(ctx)
+	if err != nil || len(ns) == 0 {
+		t.Fatalf("the person was not told of the termination that revoked aa01 (%v)", err)
 	}
 }
