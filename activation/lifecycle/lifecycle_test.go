@@ -39,6 +39,22 @@ func newFixture(t *testing.T) *fixture { t.Helper(); return newFixtureNotifying(
 // newFixtureNotifying is newFixture with an outbox configured by nc.
 func newFixtureNotifying(t *testing.T, nc notify.Config) *fixture {
 	t.Helper()
+	return buildFixture(t, fixtureOptions{notify: nc})
+}
+
+// fixtureOptions change buildFixture's defaults.
+type fixtureOptions struct {
+	notify  notify.Config
+	now     func() time.Time // nil: time.Now
+	linkage lifecycle.Linkage
+	// activationStore wraps the activation service's store (nil: none).
+	activationStore func(*store.SQLite) store.Store
+}
+
+// buildFixture makes a lifecycle service on a fresh SQLite store, with a
+// software CA and KEK and a verifier that trusts nothing.
+func buildFixture(t *testing.T, o fixtureOptions) *fixture {
+	t.Helper()
 	ctx := context.Background()
 	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "credgw.db"))
 	if err != nil {
@@ -53,7 +69,7 @@ func newFixtureNotifying(t *testing.T, nc notify.Config) *fixture {
 	now := time.Now()
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "lifecycle test CA"}, IsCA: true,
 		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour)}
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(400 * 24 * time.Hour)}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
 		t.Fatal(err)
@@ -79,21 +95,26 @@ func newFixtureNotifying(t *testing.T, nc notify.Config) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ver, err := piv.NewVerifier(piv.Options{Roots: x509.NewCertPool()})
+	ver, err := piv.NewVerifier(piv.Options{Roots: x509.NewCertPool(), Now: o.now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	al := audit.New(st, log, nil)
-	out, err := notify.New(nc, func(p string) string { return p }, st, log, nil)
+	out, err := notify.New(o.notify, func(p string) string { return p }, st, log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	act, err := activation.New(activation.Config{Store: st, Issuer: ca, Escrow: esc, Pepper: make([]byte, 32), Gateway: "gw.example.com:443", Pin: make([]byte, 32),
-		Verifier: ver, Audit: al, Notify: out, Log: log})
+	var actStore store.Store = st
+	if o.activationStore != nil {
+		actStore = o.activationStore(st)
+	}
+	act, err := activation.New(activation.Config{Store: actStore, Issuer: ca, Escrow: esc, Pepper: make([]byte, 32), Gateway: "gw.example.com:443", Pin: make([]byte, 32),
+		Verifier: ver, Audit: al, Notify: out, Log: log, Now: o.now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := lifecycle.New(lifecycle.Config{Store: st, Activation: act, CA: ca, Verifier: ver, Audit: al, Notify: out, Log: log})
+	svc, err := lifecycle.New(lifecycle.Config{Store: st, Activation: act, CA: ca, Verifier: ver, Audit: al, Notify: out, Log: log,
+		Linkage: o.linkage, Now: o.now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,8 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"io"
-	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -17,12 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/credgw/credgw/activation"
-	"github.com/credgw/credgw/activation/audit"
 	"github.com/credgw/credgw/activation/lifecycle"
 	"github.com/credgw/credgw/activation/notify"
-	"github.com/credgw/credgw/issuance"
-	"github.com/credgw/credgw/piv"
 	"github.com/credgw/credgw/store"
 )
 
@@ -55,66 +49,30 @@ type clockFixture struct {
 	finishErr *error
 }
 
-// newClockFixture is newFixtureNotifying with a settable clock, a linkage
-// configuration, and a hook in the activation service's store.
+// newClockFixture is buildFixture with a settable clock, a linkage
+// configuration, a notification webhook, and hooks in the activation
+// service's store.
 func newClockFixture(t *testing.T, lk lifecycle.Linkage) *clockFixture {
 	t.Helper()
-	ctx := context.Background()
-	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "credgw.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	offset := new(atomic.Int64)
-	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	n := time.Now()
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "rt CA"}, IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		NotBefore: n.Add(-time.Hour), NotAfter: n.Add(400 * 24 * time.Hour)}
-	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	caCert, _ := x509.ParseCertificate(der)
-	ca, err := issuance.NewCA(issuance.Config{Name: "test", Chain: []*x509.Certificate{caCert}, Signer: key, Store: st, BaseURL: "http://127.0.0.1:9"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kek, _ := issuance.NewFileKEK(make([]byte, 32))
-	esc, err := issuance.NewEscrow(issuance.EscrowConfig{KEK: kek, KEKID: "test", Store: st, KeyType: issuance.EscrowP256})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ver, err := piv.NewVerifier(piv.Options{Roots: x509.NewCertPool(), Now: now})
-	if err != nil {
-		t.Fatal(err)
-	}
 	secret := filepath.Join(t.TempDir(), "webhook.key")
 	if err := os.WriteFile(secret, []byte(strings.Repeat("ab", 32)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	al := audit.New(st, log, nil)
-	out, err := notify.New(notify.Config{Webhook: notify.WebhookConfig{URL: "http://127.0.0.1:9/hook", SecretFile: secret}},
-		func(p string) string { return p }, st, log, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	hook, finishErr := new(func()), new(error)
-	ws := hookedStore{Store: st, finishErr: finishErr, onRevokeSet: func() {
-		if *hook != nil {
-			(*hook)()
-		}
-	}}
-	act, err := activation.New(activation.Config{Store: ws, Issuer: ca, Escrow: esc, Pepper: make([]byte, 32), Gateway: "gw.example.com:443", Pin: make([]byte, 32),
-		Verifier: ver, Audit: al, Notify: out, Log: log, Now: now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := lifecycle.New(lifecycle.Config{Store: st, Activation: act, CA: ca, Verifier: ver, Audit: al, Notify: out, Log: log,
-		Linkage: lk, Now: now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &clockFixture{fixture: &fixture{st: st, svc: svc}, offset: offset, hook: hook, finishErr: finishErr}
+	f := buildFixture(t, fixtureOptions{
+		notify:  notify.Config{Webhook: notify.WebhookConfig{URL: "http://127.0.0.1:9/hook", SecretFile: secret}},
+		now:     func() time.Time { return time.Now().Add(time.Duration(offset.Load())) },
+		linkage: lk,
+		activationStore: func(st *store.SQLite) store.Store {
+			return hookedStore{Store: st, finishErr: finishErr, onRevokeSet: func() {
+				if *hook != nil {
+					(*hook)()
+				}
+			}}
+		},
+	})
+	return &clockFixture{fixture: f, offset: offset, hook: hook, finishErr: finishErr}
 }
 
 func (f *clockFixture) at(d time.Duration) { f.offset.Store(int64(d)) }
