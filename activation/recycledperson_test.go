@@ -2,6 +2,8 @@ package activation
 
 import (
 	"context"
+	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,5 +95,72 @@ func TestTerminationKeepsFASCNPersonsHistory(t *testing.T) {
 	d := h.install(t, h.enroll(t, replacement))
 	if n := keyCount(t, d); n != 2 {
 		t.Fatalf("the replacement card got %d keys, want 2 (the person's history)", n)
+	}
+}
+
+// retireFailing is the store whose RetireEscrowKeys fails while fail is set.
+type retireFailing struct {
+	store.Store
+	fail *atomic.Bool
+}
+
+func (r retireFailing) RetireEscrowKeys(ctx context.Context, personID string, at time.Time) (int, error) {
+	if r.fail.Load() {
+		return 0, store.ErrUnavailable
+	}
+	return r.Store.RetireEscrowKeys(ctx, personID, at)
+}
+
+// TestTerminationRevokesWhenRetirementFails: a termination retired the
+// escrowed keys of an address person id before it revoked anything, and
+// returned at the first failure there: a store failing that one write
+// left every credential of the terminated person good until the sweep
+// finished the termination. It revokes all the same, and stays unfinished
+// (the sweep, or a resend, retires the keys).
+func TestTerminationRevokesWhenRetirementFails(t *testing.T) {
+	var fail atomic.Bool
+	h := newHarness(t, func(c *Config) { c.Store = retireFailing{c.Store, &fail} })
+	ctx := context.Background()
+	old := h.signIn(t, "john.smith@agency.gov")
+	old.PersonID = "john.smith@agency.gov"
+	e := h.enroll(t, old)
+	h.install(t, e)
+	certs, err := h.st.CertificatesOfSet(ctx, e.en.CredentialSetID)
+	if err != nil || len(certs) == 0 {
+		t.Fatalf("the set's certificates: %d, %v", len(certs), err)
+	}
+	sel := store.IdentitySelector{CardUUID: old.CardUUID}
+	fail.Store(true)
+	serials, err := h.svc.RevokeIdentity(ctx, sel, issuance.ReasonCessationOfOperation, true, "left")
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("termination with the retirement failing: %v, want ErrUnavailable", err)
+	}
+	if len(serials) != len(certs) {
+		t.Fatalf("revoked %d of the %d certificates with the retirement failing", len(serials), len(certs))
+	}
+	for _, c := range certs {
+		r, err := h.st.Certificate(ctx, c.Serial)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !r.Revoked() {
+			t.Errorf("certificate %s of the terminated person is good", c.Serial)
+		}
+	}
+	if unfinished, err := h.st.TerminationUnfinished(ctx, sel, h.clock().Add(time.Minute)); err != nil || !unfinished {
+		t.Fatalf("termination unfinished = %v (%v), want true: its keys are not retired", unfinished, err)
+	}
+	fail.Store(false)
+	if _, err := h.svc.RevokeIdentity(ctx, sel, issuance.ReasonCessationOfOperation, true, "left"); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := h.st.EscrowKeys(ctx, old.PersonID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if k.RetiredAt.IsZero() {
+			t.Errorf("escrowed key %s not retired after the termination finished", k.ID)
+		}
 	}
 }

@@ -152,13 +152,17 @@ func (s *Service) revokeIdentity(ctx context.Context, sel store.IdentitySelector
 	if err != nil {
 		return nil, err
 	}
-	if terminate {
-		if err := s.retireEscrowKeys(ctx, sel, sets); err != nil {
-			return nil, err
-		}
-	}
 	var serials []string
 	var errs []error
+	if terminate {
+		// Retired first, so that no key history delivered from here on
+		// carries the keys; a failure here revokes all the same (it left
+		// every credential good until the sweep finished the
+		// termination), and the termination stays unfinished.
+		if err := s.retireEscrowKeys(ctx, sel, sets); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, cs := range sets {
 		before, err := s.cfg.Store.CertificatesOfSet(ctx, cs.ID)
 		if err != nil {
