@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -51,9 +52,34 @@ type statusChecker struct {
 	crls *statusCache[*crlEntry] // URL ‖ issuer hash
 
 	flights singleflight.Group
+	// failed are the URLs whose last exchange timed out, and when: not asked
+	// again for failedFetchRetry (under mu).
+	failed map[string]failedFetch
 	// joined, if set, is called when a verification waits on a fetch
 	// (tests: release a slow responder once every waiter is there).
 	joined func(flight string)
+}
+
+// failedFetchRetry is how long a status URL whose exchange timed out is
+// not asked again: the verifications meanwhile fail over to the CRL (or
+// fail closed) at once. (A refused connection or an HTTP error answers at
+// once, and is asked again at once: a responder back up is used at once.)
+// Without it, a linkage run over the cards of an issuer whose responder
+// drops traffic waited the fetch timeout once per card, and a sign-in
+// wave during an outage waited it once per singleflight. At most
+// maxFailedURLs are remembered.
+const (
+	failedFetchRetry = 15 * time.Second
+	maxFailedURLs    = 1024
+)
+
+// errRecentlyFailed: a status URL was not asked, as its last exchange
+// timed out less than failedFetchRetry ago.
+var errRecentlyFailed = errors.New("not asked again yet")
+
+type failedFetch struct {
+	at  time.Time
+	err error
 }
 
 // Bounds of the status caches. An OCSP answer is ~100 bytes; a CRL of a
@@ -512,37 +538,76 @@ func (s *statusChecker) fetchCRL(ctx context.Context, key, u string, issuer *x50
 	return e, nil
 }
 
-// fetch does one bounded HTTP exchange.
+// fetch does one bounded HTTP exchange, unless the last one with u timed
+// out less than failedFetchRetry ago.
 func (s *statusChecker) fetch(ctx context.Context, method, u string, body []byte, contentType string, timeout time.Duration, limit int64) ([]byte, error) {
+	now := s.opts.Now()
+	s.mu.Lock()
+	f, down := s.failed[u]
+	s.mu.Unlock()
+	if down && now.Sub(f.at) < failedFetchRetry && !now.Before(f.at) {
+		return nil, fmt.Errorf("%w (until %s): its last exchange timed out: %w", errRecentlyFailed, f.at.Add(failedFetchRetry).UTC().Format(time.RFC3339), f.err)
+	}
+	b, timedOut, err := s.exchange(ctx, method, u, body, contentType, timeout, limit)
+	now = s.opts.Now() // the wait counts from the failure
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !timedOut {
+		delete(s.failed, u)
+		return b, err
+	}
+	if s.failed == nil {
+		s.failed = map[string]failedFetch{}
+	}
+	if len(s.failed) >= maxFailedURLs {
+		for k, v := range s.failed {
+			if now.Sub(v.at) >= failedFetchRetry {
+				delete(s.failed, k)
+			}
+		}
+	}
+	if len(s.failed) < maxFailedURLs {
+		s.failed[u] = failedFetch{at: now, err: err}
+	}
+	return nil, err
+}
+
+// exchange does one bounded HTTP exchange; timedOut reports a failure by
+// its timeout (a responder that drops traffic, or answers too slowly).
+func (s *statusChecker) exchange(ctx context.Context, method, u string, body []byte, contentType string, timeout time.Duration, limit int64) (_ []byte, timedOut bool, _ error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	timeoutOf := func(err error) bool {
+		var ne net.Error
+		return ctx.Err() != nil || errors.As(err, &ne) && ne.Timeout()
+	}
 	var r io.Reader
 	if body != nil {
 		r = bytes.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, r)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := s.opts.HTTPClient.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %v", method, u, err)
+		return nil, timeoutOf(err), fmt.Errorf("%s %s: %v", method, u, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s %s: HTTP %d", method, u, resp.StatusCode)
+		return nil, false, fmt.Errorf("%s %s: HTTP %d", method, u, resp.StatusCode)
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %v", method, u, err)
+		return nil, timeoutOf(err), fmt.Errorf("%s %s: %v", method, u, err)
 	}
 	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s %s: response over %d bytes", method, u, limit)
+		return nil, false, fmt.Errorf("%s %s: response over %d bytes", method, u, limit)
 	}
-	return b, nil
+	return b, false, nil
 }
 
 // tracer is PKI-AUTH's, from the global provider: a no-op until the
@@ -556,7 +621,7 @@ func tracer() trace.Tracer { return otel.Tracer("github.com/credgw/credgw/piv") 
 func (s *statusChecker) fetched(span trace.Span, source string, err error) {
 	if err != nil {
 		span.SetStatus(codes.Error, "fetch failed")
-		if s.opts.StatusFetchFailed != nil {
+		if s.opts.StatusFetchFailed != nil && !errors.Is(err, errRecentlyFailed) {
 			s.opts.StatusFetchFailed(source)
 		}
 	}
