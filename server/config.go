@@ -360,6 +360,8 @@ type LinkageConfig struct {
 	// OnCardExpiry is "keep" (SP 800-157r1 §2.3: derived credentials are
 	// unaffected when the card is replaced) or "revoke".
 	OnCardExpiry string `yaml:"on_card_expiry"`
+	// Concurrency is how many cards a replica checks at once (4; 1–32).
+	Concurrency int `yaml:"concurrency"`
 }
 
 // RenewalConfig is re-key without the card (Renewal.Rekey).
@@ -619,6 +621,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Linkage.OnUnknown == "" {
 		c.Linkage.OnUnknown = lifecycle.DefaultOnUnknown
+	}
+	if c.Linkage.Concurrency == 0 {
+		c.Linkage.Concurrency = lifecycle.DefaultConcurrency
 	}
 	if c.Webhook.MaxSkew.Duration == 0 {
 		c.Webhook.MaxSkew.Duration = 5 * time.Minute
@@ -1145,6 +1150,9 @@ func (c *Config) validateLinkage(bad func(string, ...any)) {
 	}
 	if c.Linkage.OnUnknown != "alert" && c.Linkage.OnUnknown != "revoke" {
 		bad("linkage.on_unknown %q: alert or revoke", c.Linkage.OnUnknown)
+	}
+	if n := c.Linkage.Concurrency; n < 1 || n > 32 {
+		bad("linkage.concurrency %d: between 1 and 32", n)
 	}
 }
 

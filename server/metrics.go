@@ -22,6 +22,9 @@ type metrics struct {
 	// linkageUnknown counts linkage checks that found the card's status
 	// unavailable.
 	linkageUnknown prometheus.Counter
+	// linkageOverdue is how long the oldest linkage check still due has
+	// waited, after this replica's last run.
+	linkageOverdue prometheus.Gauge
 	// admissionWaiting is how many new-work calls wait for a slot.
 	admissionWaiting prometheus.Gauge
 	// escrowPoolFailures counts failed key generations in the escrow
@@ -65,6 +68,10 @@ func newMetrics() *metrics {
 		linkageUnknown: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "credgw_linkage_status_unknown_total",
 			Help: "Linkage checks that could not learn the PIV card's status (OCSP and CRL unavailable).",
+		}),
+		linkageOverdue: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "credgw_linkage_overdue_seconds",
+			Help: "How long the oldest linkage check still due has waited, after this replica's last linkage run (0: none due).",
 		}),
 		admissionWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "credgw_admission_waiting",
@@ -125,7 +132,7 @@ func newMetrics() *metrics {
 		m.lintRefusals.WithLabelValues(string(p))
 	}
 	m.reg.MustRegister(m.grpc, m.issued, m.lintRefusals, m.hsmSign, m.statusFetches, m.lockouts, m.ocspTryLater, m.statusUnavailable)
-	m.reg.MustRegister(m.rpcs, m.duration, m.linkageUnknown, m.admissionWaiting, m.escrowPoolFailures, m.connsRefused, m.portalHandshakeFailures, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.rpcs, m.duration, m.linkageUnknown, m.linkageOverdue, m.admissionWaiting, m.escrowPoolFailures, m.connsRefused, m.portalHandshakeFailures, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

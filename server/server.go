@@ -97,6 +97,33 @@ func (s *Server) sweep() {
 	}
 }
 
+// linkage runs the linkage checks that are due, every minute, each run
+// within lifecycle.LinkageRunBudget: apart from the sweep, whose minute
+// they shared, so that a slow responder holds neither the sweep's work nor
+// (with linkage.concurrency) the other cards' checks.
+func (s *Server) linkage() {
+	defer s.wg.Done()
+	t := time.NewTicker(linkageTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.sweepStop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(s.bgCtx, lifecycle.LinkageRunBudget)
+			if res, err := s.lifecycle.Linkage(ctx); err != nil && s.bgCtx.Err() == nil {
+				s.log.WarnContext(ctx, "linkage checks", "err", err)
+			} else if res.Checked > 0 {
+				s.log.InfoContext(ctx, "linkage checks", "checked", res.Checked, "good", res.Good, "unknown", res.Unknown, "revoked_cards", res.Revoked)
+			}
+			cancel()
+		}
+	}
+}
+
+// linkageTick is how often a replica looks for due linkage checks.
+const linkageTick = time.Minute
+
 // keepLeases renews this process's claims on the redemptions it issues,
 // and releases those of dead processes (activation.KeepLeases).
 func (s *Server) keepLeases() {
@@ -118,7 +145,8 @@ func (s *Server) keepLeases() {
 }
 
 // Sweep does the periodic clean-up once (lifecycle.Sweep): expired PIV
-// sessions and challenges, what fell due, the linkage checks that are due.
+// sessions and challenges, what fell due, the CRLs. (The linkage checks
+// run on their own: Linkage.)
 func (s *Server) Sweep(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
@@ -443,6 +471,10 @@ func (s *Server) Start() error {
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	s.wg.Add(1)
 	go s.sweep()
+	if s.lifecycle != nil {
+		s.wg.Add(1)
+		go s.linkage()
+	}
 	if s.activation != nil {
 		s.wg.Add(1)
 		go s.keepLeases()

@@ -105,7 +105,9 @@ func (s *Server) newServices(ctx context.Context, o options) error {
 	}
 	s.lifecycle, err = lifecycle.New(lifecycle.Config{Store: s.store, Activation: s.activation, CA: s.ca, Verifier: s.verifier,
 		Audit: s.audit, Notify: s.outbox, Log: s.log, Now: now, UnknownStatus: s.metrics.linkageUnknown.Inc,
+		Overdue: func(d time.Duration) { s.metrics.linkageOverdue.Set(d.Seconds()) },
 		Linkage: lifecycle.Linkage{FirstCheck: cfg.Linkage.FirstCheck.Duration, Interval: cfg.Linkage.Interval.Duration,
-			MaxUnknown: cfg.Linkage.MaxUnknown.Duration, OnUnknown: cfg.Linkage.OnUnknown, OnCardExpiry: cfg.Linkage.OnCardExpiry}})
+			MaxUnknown: cfg.Linkage.MaxUnknown.Duration, OnUnknown: cfg.Linkage.OnUnknown, OnCardExpiry: cfg.Linkage.OnCardExpiry,
+			Concurrency: cfg.Linkage.Concurrency}})
 	return err
 }

@@ -305,7 +305,7 @@ func TestTelemetry(t *testing.T) {
 }
 
 // storeWide are the gauges each replica reads from the shared store.
-var storeWide = map[string]bool{"credgw_activations": true, "credgw_outbox_backlog": true}
+var storeWide = map[string]bool{"credgw_activations": true, "credgw_outbox_backlog": true, "credgw_linkage_overdue_seconds": true}
 
 // checkDashboard: docs/grafana-dashboard.json is valid JSON, and every
 // metric each panel's queries name is one the gateway exports.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"time"
 )
@@ -31,6 +32,9 @@ type LinkageStore interface {
 	FinishLinkage(ctx context.Context, l Linkage) error
 	// DeleteLinkage drops a certificate that has no live sets any more.
 	DeleteLinkage(ctx context.Context, certSHA256 string) error
+	// OldestDueLinkage is the earliest next check at or before now
+	// (claimed or not); ok is false when no check is due.
+	OldestDueLinkage(ctx context.Context, now time.Time) (due time.Time, ok bool, err error)
 	// LiveSetsOfCert counts pending, redeeming and active sets bound to the
 	// certificate.
 	LiveSetsOfCert(ctx context.Context, certSHA256 string) (int, error)
@@ -104,6 +108,17 @@ func (s *DB) FinishLinkage(ctx context.Context, l Linkage) error {
 func (s *DB) DeleteLinkage(ctx context.Context, certSHA256 string) error {
 	_, err := s.w.ExecContext(ctx, `DELETE FROM linkage WHERE cert_sha256 = $1`, certSHA256)
 	return wrapDB(err)
+}
+
+func (s *DB) OldestDueLinkage(ctx context.Context, now time.Time) (time.Time, bool, error) {
+	var due sql.NullInt64
+	if err := s.r.QueryRowContext(ctx, `SELECT MIN(next_check) FROM linkage WHERE next_check <= $1`, ts(now)).Scan(&due); err != nil {
+		return time.Time{}, false, wrapDB(err)
+	}
+	if !due.Valid {
+		return time.Time{}, false, nil
+	}
+	return fromTS(due.Int64), true, nil
 }
 
 func (s *DB) LiveSetsOfCert(ctx context.Context, certSHA256 string) (int, error) {

@@ -20,6 +20,12 @@ func TestLinkageSchedule(t *testing.T) {
 		if got, err := s.ClaimLinkage(ctx, t0.Add(week-time.Second), time.Minute, 10); err != nil || len(got) != 0 {
 			t.Fatalf("claimed before due: %v %v", got, err)
 		}
+		if _, ok, err := s.OldestDueLinkage(ctx, t0.Add(week-time.Second)); err != nil || ok {
+			t.Fatalf("a check due before its time: %v %v", ok, err)
+		}
+		if due, ok, err := s.OldestDueLinkage(ctx, t0.Add(week+time.Hour)); err != nil || !ok || !due.Equal(t0.Add(week)) {
+			t.Fatalf("oldest due check: %v %v %v, want %v", due, ok, err, t0.Add(week))
+		}
 		now := t0.Add(week)
 		got, err := s.ClaimLinkage(ctx, now, time.Minute, 10)
 		if err != nil || len(got) != 1 || got[0].CertSHA256 != "c" {

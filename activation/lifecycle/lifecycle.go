@@ -9,6 +9,7 @@ package lifecycle
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,6 +34,8 @@ const (
 	DefaultInterval   = 24 * time.Hour
 	DefaultMaxUnknown = 7 * 24 * time.Hour
 	DefaultOnUnknown  = "alert"
+	// DefaultConcurrency: checks of one run made at once.
+	DefaultConcurrency = 4
 )
 
 // Linkage schedules the re-checks of the PIV Authentication certificates
@@ -51,6 +54,17 @@ type Linkage struct {
 	// OnCardExpiry is "keep" (default: SP 800-157r1 §2.3, derived
 	// credentials are unaffected when the card is replaced) or "revoke".
 	OnCardExpiry string
+	// Concurrency is how many checks one run makes at once.
+	Concurrency int
+}
+
+// CardStatus checks a card's kept PIV Authentication certificate (a
+// *piv.Verifier).
+type CardStatus interface {
+	VerifyPIVAuth(ctx context.Context, leaf *x509.Certificate, intermediates []*x509.Certificate) (*piv.Result, error)
+	// StatusAtExpiry is the status of a certificate that expired: was it
+	// revoked before its end?
+	StatusAtExpiry(ctx context.Context, leaf *x509.Certificate) error
 }
 
 // Store is what the lifecycle needs of the store.
@@ -78,7 +92,7 @@ type Config struct {
 	Store      Store
 	Activation *activation.Service
 	CA         *issuance.CA
-	Verifier   *piv.Verifier
+	Verifier   CardStatus
 	Audit      *audit.Log
 	Notify     *notify.Outbox
 	Log        *slog.Logger
@@ -86,7 +100,10 @@ type Config struct {
 	// UnknownStatus, if set, counts each linkage check whose card status
 	// was unavailable (a metric).
 	UnknownStatus func()
-	Now           func() time.Time
+	// Overdue, if set, is told after each linkage run how long the oldest
+	// check still due has been due (0: none; a gauge).
+	Overdue func(time.Duration)
+	Now     func() time.Time
 }
 
 // Service runs the lifecycle.
@@ -113,8 +130,17 @@ func New(cfg Config) (*Service, error) {
 	if l.OnUnknown != "alert" && l.OnUnknown != "revoke" {
 		return nil, errors.New("lifecycle: linkage on_unknown: alert or revoke")
 	}
+	if l.Concurrency == 0 {
+		l.Concurrency = DefaultConcurrency
+	}
+	if l.Concurrency < 1 {
+		return nil, errors.New("lifecycle: linkage concurrency: at least 1")
+	}
 	if cfg.UnknownStatus == nil {
 		cfg.UnknownStatus = func() {}
+	}
+	if cfg.Overdue == nil {
+		cfg.Overdue = func(time.Duration) {}
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

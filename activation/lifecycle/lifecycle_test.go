@@ -49,6 +49,10 @@ type fixtureOptions struct {
 	linkage lifecycle.Linkage
 	// activationStore wraps the activation service's store (nil: none).
 	activationStore func(*store.SQLite) store.Store
+	// verifier answers the linkage checks (nil: a verifier that trusts
+	// nothing); overdue is lifecycle.Config.Overdue.
+	verifier lifecycle.CardStatus
+	overdue  func(time.Duration)
 }
 
 // buildFixture makes a lifecycle service on a fresh SQLite store, with a
@@ -113,8 +117,12 @@ func buildFixture(t *testing.T, o fixtureOptions) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := lifecycle.New(lifecycle.Config{Store: st, Activation: act, CA: ca, Verifier: ver, Audit: al, Notify: out, Log: log,
-		Linkage: o.linkage, Now: o.now})
+	var status lifecycle.CardStatus = ver
+	if o.verifier != nil {
+		status = o.verifier
+	}
+	svc, err := lifecycle.New(lifecycle.Config{Store: st, Activation: act, CA: ca, Verifier: status, Audit: al, Notify: out, Log: log,
+		Linkage: o.linkage, Overdue: o.overdue, Now: o.now})
 	if err != nil {
 		t.Fatal(err)
 	}

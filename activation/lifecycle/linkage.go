@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/credgw/credgw/activation"
@@ -21,35 +22,104 @@ type LinkageResult struct {
 	Serials []string
 }
 
-// linkageLease is how long a replica holds a claimed row.
+// linkageLease is how long a replica holds a claimed row. A run ends
+// within it (LinkageRunBudget), so no row is checked by two replicas.
 const linkageLease = 5 * time.Minute
+
+// LinkageRunBudget is the longest a linkage run may take: its rows are
+// claimed for linkageLease, and what it did not reach is released.
+const LinkageRunBudget = 4 * time.Minute
+
+// linkageBatch is how many due rows a run claims at a time.
+const linkageBatch = 50
 
 // Linkage re-checks, once, every PIV Authentication certificate whose check
 // is due (SP 800-157r1 §2.4): good ⇒ next check after linkage.interval;
 // revoked, expired or otherwise no longer valid ⇒ every derived credential
 // bound to it is revoked; status unavailable ⇒ retried with a growing
 // delay, and after linkage.max_unknown handled per linkage.on_unknown.
-// Rows are claimed one by one, so every replica may run it.
+// Rows are claimed in batches, so every replica may run it; up to
+// linkage.concurrency checks run at once. A run ends when nothing is due
+// or ctx ends: the checks cut short and the rows not reached are released
+// as they were, for the next run. Config.Overdue is told how long the
+// oldest check still due has waited.
 func (s *Service) Linkage(ctx context.Context) (LinkageResult, error) {
 	var res LinkageResult
+	defer s.reportOverdue(ctx)
 	cfg := s.cfg.Linkage
 	if _, err := s.cfg.Store.ScheduleLinkage(ctx, cfg.FirstCheck); err != nil {
 		return res, err
 	}
+	var mu sync.Mutex
 	var errs []error
 	for {
-		due, err := s.cfg.Store.ClaimLinkage(ctx, s.cfg.Now(), linkageLease, 50)
+		due, err := s.cfg.Store.ClaimLinkage(ctx, s.cfg.Now(), linkageLease, linkageBatch)
 		if err != nil {
-			return res, err
+			return res, errors.Join(append(errs, err)...)
 		}
+		slots := make(chan struct{}, cfg.Concurrency)
+		var wg sync.WaitGroup
 		for _, l := range due {
-			if err := s.checkLinkage(ctx, l, &res); err != nil {
-				errs = append(errs, fmt.Errorf("linkage of %s: %w", l.CertSHA256, err))
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
 			}
+			if ctx.Err() != nil {
+				s.releaseLinkage(ctx, l)
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-slots }()
+				var one LinkageResult
+				err := s.checkLinkage(ctx, l, &one)
+				mu.Lock()
+				defer mu.Unlock()
+				res.add(one)
+				if err != nil && (ctx.Err() == nil || !errors.Is(err, ctx.Err())) {
+					errs = append(errs, fmt.Errorf("linkage of %s: %w", l.CertSHA256, err))
+				}
+			}()
 		}
-		if len(due) < 50 || ctx.Err() != nil {
+		wg.Wait()
+		if len(due) < linkageBatch || ctx.Err() != nil {
 			return res, errors.Join(errs...)
 		}
+	}
+}
+
+func (r *LinkageResult) add(o LinkageResult) {
+	r.Checked += o.Checked
+	r.Good += o.Good
+	r.Unknown += o.Unknown
+	r.Revoked += o.Revoked
+	r.Serials = append(r.Serials, o.Serials...)
+}
+
+// releaseLinkage gives back a claimed row unchanged, for the next run.
+func (s *Service) releaseLinkage(ctx context.Context, l store.Linkage) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := s.cfg.Store.FinishLinkage(ctx, l); err != nil {
+		s.cfg.Log.WarnContext(ctx, "linkage: releasing a check not made (it waits for its claim to lapse)", "piv_auth_sha256", l.CertSHA256, "err", err)
+	}
+}
+
+// reportOverdue tells Config.Overdue how long the oldest due check has
+// waited.
+func (s *Service) reportOverdue(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	now := s.cfg.Now()
+	due, ok, err := s.cfg.Store.OldestDueLinkage(ctx, now)
+	switch {
+	case err != nil:
+		s.cfg.Log.WarnContext(ctx, "linkage: reading the oldest due check", "err", err)
+	case ok:
+		s.cfg.Overdue(max(now.Sub(due), 0))
+	default:
+		s.cfg.Overdue(0)
 	}
 }
 
@@ -81,6 +151,7 @@ func (s *Service) checkLinkage(ctx context.Context, l store.Linkage, res *Linkag
 			verr = fmt.Errorf("the card's kept PIV Authentication certificate does not parse: %v", err)
 		}
 	}
+	claimed := l
 	l.LastChecked = now
 	if leaf != nil {
 		_, verr = s.cfg.Verifier.VerifyPIVAuth(ctx, leaf, nil)
@@ -92,6 +163,13 @@ func (s *Service) checkLinkage(ctx context.Context, l store.Linkage, res *Linkag
 		// the unknown status's rules, apply as to a valid card).
 		verr = s.cfg.Verifier.StatusAtExpiry(ctx, leaf)
 		expiredGood = verr == nil
+	}
+	if verr != nil && ctx.Err() != nil {
+		// Cut short by the run's end: not the card's status, nor the
+		// responders' (it was recorded "unverifiable" and counted
+		// unknown). Released as it was, for the next run.
+		s.releaseLinkage(ctx, claimed)
+		return ctx.Err()
 	}
 	revoke := false
 	switch {
@@ -199,8 +277,10 @@ const cardExpired = "card expired: derived credentials kept"
 const SweepInterval = 5 * time.Minute
 
 // Sweep does the periodic clean-up once: what fell due (SweepDue) and the
-// linkage checks that are due. Every step is idempotent and claims rows
-// with conditional UPDATEs, so every replica may run it.
+// CRLs. Every step is idempotent and claims rows with conditional UPDATEs,
+// so every replica may run it. The linkage checks are not part of it
+// (they shared its minute, so a slow responder held the rest back): the
+// gateway runs Linkage on its own schedule.
 func (s *Service) Sweep(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
@@ -213,11 +293,6 @@ func (s *Service) Sweep(ctx context.Context) {
 	}
 	if err := s.cfg.CA.RetiredCRLs(ctx, false); err != nil {
 		s.cfg.Log.WarnContext(ctx, "issuing a retired CA key's CRL", "err", err)
-	}
-	if res, err := s.Linkage(ctx); err != nil {
-		s.cfg.Log.WarnContext(ctx, "linkage checks", "err", err)
-	} else if res.Checked > 0 {
-		s.cfg.Log.InfoContext(ctx, "linkage checks", "checked", res.Checked, "good", res.Good, "unknown", res.Unknown, "revoked_cards", res.Revoked)
 	}
 }
 

@@ -54,24 +54,29 @@ type clockFixture struct {
 // service's store.
 func newClockFixture(t *testing.T, lk lifecycle.Linkage) *clockFixture {
 	t.Helper()
+	return newClockFixtureWith(t, lk, fixtureOptions{})
+}
+
+// newClockFixtureWith is newClockFixture with o's verifier and overdue.
+func newClockFixtureWith(t *testing.T, lk lifecycle.Linkage, o fixtureOptions) *clockFixture {
+	t.Helper()
 	offset := new(atomic.Int64)
 	secret := filepath.Join(t.TempDir(), "webhook.key")
 	if err := os.WriteFile(secret, []byte(strings.Repeat("ab", 32)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	hook, finishErr := new(func()), new(error)
-	f := buildFixture(t, fixtureOptions{
-		notify:  notify.Config{Webhook: notify.WebhookConfig{URL: "http://127.0.0.1:9/hook", SecretFile: secret}},
-		now:     func() time.Time { return time.Now().Add(time.Duration(offset.Load())) },
-		linkage: lk,
-		activationStore: func(st *store.SQLite) store.Store {
-			return hookedStore{Store: st, finishErr: finishErr, onRevokeSet: func() {
-				if *hook != nil {
-					(*hook)()
-				}
-			}}
-		},
-	})
+	o.notify = notify.Config{Webhook: notify.WebhookConfig{URL: "http://127.0.0.1:9/hook", SecretFile: secret}}
+	o.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	o.linkage = lk
+	o.activationStore = func(st *store.SQLite) store.Store {
+		return hookedStore{Store: st, finishErr: finishErr, onRevokeSet: func() {
+			if *hook != nil {
+				(*hook)()
+			}
+		}}
+	}
+	f := buildFixture(t, o)
 	return &clockFixture{fixture: f, offset: offset, hook: hook, finishErr: finishErr}
 }
 
