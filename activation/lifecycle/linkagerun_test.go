@@ -24,7 +24,9 @@ func (c cardStatus) VerifyPIVAuth(ctx context.Context, _ *x509.Certificate, _ []
 	return &piv.Result{}, c.check(ctx)
 }
 
-func (c cardStatus) StatusAtExpiry(ctx context.Context, _ *x509.Certificate) error { return c.check(ctx) }
+func (c cardStatus) StatusAtExpiry(ctx context.Context, _ *x509.Certificate) error {
+	return c.check(ctx)
+}
 
 // linkageFixture is a clock fixture whose linkage checks ask v, with n
 // cards due (first_check 1m; the clock at +10m).
