@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"net/url"
@@ -1291,19 +1292,62 @@ func readCerts(paths []string) ([]*x509.Certificate, error) {
 	return out, nil
 }
 
-// OpenStore opens the configured store. SQLite migrates itself and is held
-// by one process at a time (a second one is refused: store.InUseError);
+// OpenStore opens the configured store for serve. SQLite migrates itself
+// and is held by one process at a time (a second one is refused:
+// store.InUseError); a SQLite database that is not there is refused, not
+// made (CreateStore makes it), and so is one a newer credgw migrated.
 // PostgreSQL is migrated by `credgw migrate` (migrate=true), and serve
 // refuses an older schema.
 func OpenStore(ctx context.Context, cfg *Config, migrate bool) (*store.DB, error) {
 	if cfg.Store.Driver == "postgres" {
 		return store.OpenPostgres(ctx, cfg.Store.DSN, store.PostgresOptions{MaxConns: cfg.Store.MaxConns, Migrate: migrate})
 	}
+	path := cfg.Path(cfg.Store.DSN)
+	st, err := store.OpenSQLite(ctx, path, append(sqliteOptions(cfg), store.MustExist())...)
+	if errors.Is(err, store.ErrNoDatabase) {
+		return nil, fmt.Errorf("%w. A new installation makes its database with `credgw migrate --config credgw.yaml` (credgw dev init makes its own); "+
+			"if credgw ran before with this configuration, its database is missing (a restore not finished, a volume not mounted, "+
+			"store.dsn mistyped): restore it. serve does not start on a new, empty database: its CRLs would no longer list the revocations",
+			err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// One file, one gateway: no rolling upgrade excuses an older credgw
+	// on a newer schema (it would serve without what the newer migrations
+	// added, such as retired escrowed keys).
+	if cur, want, err := st.SchemaVersion(ctx); err != nil || cur > want {
+		st.Close()
+		if err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("the SQLite database %s is at schema version %d, newer than this credgw (%d): a newer credgw migrated it, "+
+			"and credgw does not migrate down. Run the newer credgw, or restore the backup taken before the upgrade to go back", path, cur, want)
+	}
+	return st, nil
+}
+
+// CreateStore opens the configured store for `credgw migrate` and dev init:
+// it brings the schema up to date and makes a SQLite database that is not
+// there (created reports that it did).
+func CreateStore(ctx context.Context, cfg *Config) (st *store.DB, created bool, err error) {
+	if cfg.Store.Driver == "postgres" {
+		st, err := store.OpenPostgres(ctx, cfg.Store.DSN, store.PostgresOptions{MaxConns: cfg.Store.MaxConns, Migrate: true})
+		return st, false, err
+	}
+	path := cfg.Path(cfg.Store.DSN)
+	fi, err := os.Stat(path)
+	created = errors.Is(err, fs.ErrNotExist) || err == nil && fi.Size() == 0
+	st, err = store.OpenSQLite(ctx, path, sqliteOptions(cfg)...)
+	return st, created, err
+}
+
+func sqliteOptions(cfg *Config) []store.SQLiteOption {
 	var opts []store.SQLiteOption
 	if cfg.Store.SQLiteSynchronous == "normal" {
 		opts = append(opts, store.SyncNormal())
 	}
-	return store.OpenSQLite(ctx, cfg.Path(cfg.Store.DSN), opts...)
+	return opts
 }
 
 // OpenStoreReadOnly opens the configured store to read it beside a running

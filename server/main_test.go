@@ -277,6 +277,13 @@ func run(m *testing.M) int {
 	if _, err := server.InitCA(ctx, cfg, server.InitCAOptions{Organization: "credgw test"}); err != nil {
 		return fail(err)
 	}
+	// The environment's own database, as credgw dev init makes it (the
+	// shared gateway runs on openTestStore's).
+	devStore, _, err := server.CreateStore(ctx, cfg)
+	if err != nil {
+		return fail(err)
+	}
+	devStore.Close()
 	st, done, err := openTestStore(ctx, dir)
 	if err != nil {
 		return fail(err)
@@ -439,4 +446,15 @@ func setOutage(t *testing.T, ocspDown, crlDown bool) {
 		outage.ocsp, outage.crl = false, false
 		outage.Unlock()
 	})
+}
+
+// createStore makes the SQLite database c names, as credgw migrate does
+// (serve opens only one that is there).
+func createStore(t *testing.T, c *server.Config) {
+	t.Helper()
+	st, _, err := server.CreateStore(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
 }

@@ -78,6 +78,7 @@ func TestReload(t *testing.T) {
 	first := *cfg
 	first.Listen.GRPC, first.Listen.HTTP, first.Listen.Management, first.Portal.Listen = "127.0.0.1:0", "", "", "127.0.0.1:0"
 	first.Store.Driver, first.Store.DSN = "sqlite", filepath.Join(dir, "reload.db")
+	createStore(t, &first)
 	first.TLS.CertFile, first.TLS.KeyFile = certFile, keyFile
 	s, err := server.New(ctx, &first, server.WithClock(now))
 	if err != nil {
@@ -252,6 +253,7 @@ func TestRevokedClientCertificate(t *testing.T) {
 	c := *cfg
 	c.Listen.GRPC, c.Listen.HTTP, c.Listen.Management, c.Portal.Listen = "127.0.0.1:0", "", "", ""
 	c.Store.Driver, c.Store.DSN = "sqlite", filepath.Join(dir, "crl.db")
+	createStore(t, &c)
 	c.TLS.ClientCAFiles = append(slices.Clone(cfg.TLS.ClientCAFiles), root2File)
 	c.TLS.ClientCRLFiles = []string{crlFile}
 	s, err := server.New(ctx, &c, server.WithClock(now))

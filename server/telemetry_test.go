@@ -106,6 +106,7 @@ func TestTelemetry(t *testing.T) {
 	other.Enroll.GatewayAddress = grpcLn.Addr().String()
 	other.Webhook.SecretFile = ""
 	other.Store.Driver, other.Store.DSN = "sqlite", filepath.Join(t.TempDir(), "telemetry.db")
+	createStore(t, &other)
 	ratio := 1.0
 	other.Telemetry = server.TelemetryConfig{OTLPEndpoint: otlpAddr, Protocol: "grpc", Insecure: true, SampleRatio: &ratio, ServiceName: "credgw-test"}
 	var logs syncBuffer

@@ -141,6 +141,7 @@ func TestTerminationWebhookOwnListener(t *testing.T) {
 	other := *cfg
 	other.Listen.GRPC, other.Listen.HTTP, other.Listen.Management, other.Portal.Listen = "127.0.0.1:0", "", "127.0.0.1:0", ""
 	other.Store.Driver, other.Store.DSN = "sqlite", filepath.Join(t.TempDir(), "other.db")
+	createStore(t, &other)
 	other.Webhook.Listen = "127.0.0.1:0"
 	other.Webhook.TLSCertFile, other.Webhook.TLSKeyFile = filepath.Join(dev.Dir, "tls", "server.crt"), filepath.Join(dev.Dir, "tls", "server.key")
 	s, err := server.New(context.Background(), &other, server.WithClock(now))

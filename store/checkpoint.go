@@ -32,6 +32,14 @@ type sqliteOptions struct {
 	walLimit int64
 	// relaxed: synchronous=NORMAL (SyncNormal) rather than FULL.
 	relaxed bool
+	// mustExist: a missing or empty database file is refused (MustExist).
+	mustExist bool
+}
+
+// MustExist refuses to open a SQLite database that does not exist or is
+// empty (ErrNoDatabase), rather than making a new one: what serve opens.
+func MustExist() SQLiteOption {
+	return func(o *sqliteOptions) { o.mustExist = true }
 }
 
 // SyncNormal commits without waiting for the disk (SQLite's

@@ -43,6 +43,10 @@ type DB struct {
 	closed    bool // set by Close under groupOnce: no group starts after it
 }
 
+// ErrNoDatabase: the SQLite database to open (MustExist) is not there, or
+// is an empty file.
+var ErrNoDatabase = errors.New("store: no SQLite database")
+
 // SQLite is the embedded store: one file, WAL, a busy timeout, one writer
 // connection (SQLite allows one writer at a time) and a pool of readers.
 type SQLite = DB
@@ -55,7 +59,7 @@ const sqliteCacheKiB = 32 << 10
 // busyTimeout is how long a SQLite connection waits for a lock.
 const busyTimeout = 5 * time.Second
 
-// OpenSQLite opens (creating if needed) the database file at path and brings
+// OpenSQLite opens (creating if needed, unless MustExist) the database file at path and brings
 // its schema up to date. The store holds the database alone, as one
 // gateway: while it is open, a second OpenSQLite of the same file, in this
 // process or another, fails with an InUseError (readers use
@@ -70,6 +74,15 @@ func OpenSQLite(ctx context.Context, path string, opts ...SQLiteOption) (*SQLite
 	trigger := o.walLimit / 4
 	if path == "" {
 		return nil, errors.New("store: sqlite: no database path (set store.dsn)")
+	}
+	if o.mustExist {
+		if fi, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s does not exist", ErrNoDatabase, path)
+		} else if err != nil {
+			return nil, fmt.Errorf("store: sqlite: %w", err)
+		} else if fi.Size() == 0 {
+			return nil, fmt.Errorf("%w: %s is empty", ErrNoDatabase, path)
+		}
 	}
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o700); err != nil {

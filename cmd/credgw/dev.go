@@ -82,6 +82,14 @@ func devCA(ctx context.Context, d *hsmsim.DevEnv) error {
 	if err != nil {
 		return err
 	}
-	_, err = server.InitCA(ctx, cfg, server.InitCAOptions{Organization: "credgw development"})
-	return err
+	if _, err = server.InitCA(ctx, cfg, server.InitCAOptions{Organization: "credgw development"}); err != nil {
+		return err
+	}
+	// The database, as credgw migrate makes it: serve opens only one
+	// that is there.
+	st, _, err := server.CreateStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return st.Close()
 }

@@ -15,7 +15,10 @@ func newMigrateCmd() *cobra.Command {
 		Long: `Apply the pending migrations to the configured database. On PostgreSQL this
 takes an advisory lock, so replicas starting together are safe, and
 'credgw serve' refuses to start on an older schema until this has run. The
-embedded SQLite store migrates itself at start; this command works on it too.
+embedded SQLite store migrates itself at start; this command works on it too,
+and makes a new installation's SQLite database ('credgw serve' refuses to
+start without one, rather than make an empty one in place of a database
+that is missing).
 A schema a newer credgw migrated is refused (exit 1): credgw does not
 migrate down. The stored CRLs are marked stale, so that after a restore
 from a backup the next CRL is rebuilt, numbered above any published since.
@@ -28,9 +31,14 @@ user (runuser -u credgw -- credgw migrate --config ...), start it.`,
 			if err != nil {
 				return err
 			}
-			st, err := server.OpenStore(cmd.Context(), cfg, true)
+			st, created, err := server.CreateStore(cmd.Context(), cfg)
 			if err != nil {
 				return err
+			}
+			if created {
+				fmt.Fprintf(cmd.OutOrStdout(), "created a new, empty database: %s\n"+
+					"(If credgw ran before with this configuration, this is not its database: stop, delete it, and restore the database.)\n",
+					cfg.Path(cfg.Store.DSN))
 			}
 			defer st.Close()
 			cur, want, err := st.SchemaVersion(cmd.Context())
