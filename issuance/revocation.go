@@ -122,10 +122,25 @@ func (c *CA) currentCRL(ctx context.Context, force bool) (store.StoredCRL, error
 // database is unreachable: nothing can be revoked meanwhile.
 var errStoreAway = errors.New("issuance: the store is unreachable")
 
+// readCRL is the stored CRL: its state (a small read), and its DER from
+// memory when this replica holds the CRL of that number (a CRL is
+// megabytes, and anyone may fetch it), else from the store.
+func (c *CA) readCRL(ctx context.Context) (store.StoredCRL, error) {
+	st, err := c.cfg.Store.CRLState(ctx, c.cfg.Name)
+	if err != nil {
+		return st, err
+	}
+	if last := c.lastCRL.Load(); last != nil && last.Number == st.Number && st.Number != 0 {
+		st.DER = last.DER
+		return st, nil
+	}
+	return c.cfg.Store.CRL(ctx, c.cfg.Name)
+}
+
 // storedCRL is the CRL in the store, rebuilt when due.
 func (c *CA) storedCRL(ctx context.Context, force bool) (store.StoredCRL, error) {
 	now := c.cfg.Now()
-	cur, err := c.cfg.Store.CRL(ctx, c.cfg.Name)
+	cur, err := c.readCRL(ctx)
 	if errors.Is(err, store.ErrUnavailable) {
 		return store.StoredCRL{}, fmt.Errorf("%w: %w", errStoreAway, err)
 	}
@@ -147,7 +162,7 @@ func (c *CA) storedCRL(ctx context.Context, force bool) (store.StoredCRL, error)
 	}
 	if claimed && !force {
 		// Another replica may have rebuilt between our read and our claim.
-		if again, err := c.cfg.Store.CRL(ctx, c.cfg.Name); err == nil && !again.Stale && now.Sub(again.ThisUpdate) < crlRefresh && c.ownCRL(again) {
+		if again, err := c.readCRL(ctx); err == nil && !again.Stale && now.Sub(again.ThisUpdate) < crlRefresh && c.ownCRL(again) {
 			return again, c.cfg.Store.ReleaseCRL(ctx, c.cfg.Name, now.Add(crlLease))
 		}
 	}
@@ -215,7 +230,11 @@ func (c *CA) awaitRebuild(ctx context.Context) (store.StoredCRL, error) {
 			return store.StoredCRL{}, fmt.Errorf("%w: the CRL is being built; retry", ErrCRLUnavailable)
 		case <-t.C:
 		}
-		if cur, err := c.cfg.Store.CRL(ctx, c.cfg.Name); err == nil && !cur.Stale && c.cfg.Now().Before(cur.NextUpdate) && c.ownCRL(cur) {
+		// The state only (no DER) until the rebuild is there.
+		if st, err := c.cfg.Store.CRLState(ctx, c.cfg.Name); err != nil || st.Stale || !c.cfg.Now().Before(st.NextUpdate) {
+			continue
+		}
+		if cur, err := c.readCRL(ctx); err == nil && !cur.Stale && c.cfg.Now().Before(cur.NextUpdate) && c.ownCRL(cur) {
 			return cur, nil
 		}
 	}

@@ -430,6 +430,13 @@ func (d *downStore) CRL(ctx context.Context, issuer string) (store.StoredCRL, er
 	return d.IssuanceStore.CRL(ctx, issuer)
 }
 
+func (d *downStore) CRLState(ctx context.Context, issuer string) (store.StoredCRL, error) {
+	if d.down.Load() {
+		return store.StoredCRL{}, store.ErrUnavailable
+	}
+	return d.IssuanceStore.CRLState(ctx, issuer)
+}
+
 // TestRespondersOutliveTheDatabase: with the database away (a PostgreSQL
 // restart, a failover), the CRL answered 503 and OCSP tryLater, even for
 // answers signed a moment before, so every relying party that fails

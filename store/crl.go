@@ -21,6 +21,9 @@ type StoredCRL struct {
 type CRLStore interface {
 	// CRL returns the stored CRL (ErrNotFound before the first).
 	CRL(ctx context.Context, issuer string) (StoredCRL, error)
+	// CRLState is CRL without the DER: what a replica that holds the
+	// CRL of that number in memory needs to serve it.
+	CRLState(ctx context.Context, issuer string) (StoredCRL, error)
 	// MarkCRLStale makes an issuer's CRL stale (RevokeCertificate and
 	// RevokeStaleIntents do it themselves, in their transactions).
 	MarkCRLStale(ctx context.Context, issuer string) error
@@ -36,11 +39,27 @@ type CRLStore interface {
 	ReleaseCRL(ctx context.Context, issuer string, until time.Time) error
 }
 
+// CRL and CRLState read on the reader pool: anyone may fetch a CRL, and
+// on SQLite the writer connection is one (a flood of CRL fetches queued
+// every write behind it, and each fetch waited for the write in progress).
+// A reader sees every commit made before its read.
 func (s *DB) CRL(ctx context.Context, issuer string) (StoredCRL, error) {
 	var c StoredCRL
 	var this, next, gen, built int64
-	err := s.w.QueryRowContext(ctx, `SELECT number, der, this_update, next_update, generation, built_generation
+	err := s.r.QueryRowContext(ctx, `SELECT number, der, this_update, next_update, generation, built_generation
 		FROM crls WHERE issuer = $1 AND der IS NOT NULL`, issuer).Scan(&c.Number, &c.DER, &this, &next, &gen, &built)
+	if err != nil {
+		return StoredCRL{}, wrapDB(err)
+	}
+	c.ThisUpdate, c.NextUpdate, c.Stale = fromTS(this), fromTS(next), gen > built
+	return c, nil
+}
+
+func (s *DB) CRLState(ctx context.Context, issuer string) (StoredCRL, error) {
+	var c StoredCRL
+	var this, next, gen, built int64
+	err := s.r.QueryRowContext(ctx, `SELECT number, this_update, next_update, generation, built_generation
+		FROM crls WHERE issuer = $1 AND der IS NOT NULL`, issuer).Scan(&c.Number, &this, &next, &gen, &built)
 	if err != nil {
 		return StoredCRL{}, wrapDB(err)
 	}
