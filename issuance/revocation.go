@@ -178,7 +178,13 @@ func (c *CA) storedCRL(ctx context.Context, force bool) (store.StoredCRL, error)
 	}
 	var listedAfter time.Time // when the CRL before was made, if any
 	if have {
+		// No later than this CRL's own thisUpdate: a replica whose clock
+		// ran ahead dated the CRL before in the future, and entries that
+		// expired between the two dates were not listed after expiry.
 		listedAfter = cur.ThisUpdate
+		if own := now.Add(-crlBackdate).Truncate(time.Second); own.Before(listedAfter) {
+			listedAfter = own
+		}
 	}
 	built, err := c.buildCRL(ctx, now, gen, listedAfter)
 	if err == nil {
@@ -242,8 +248,8 @@ func (c *CA) awaitRebuild(ctx context.Context) (store.StoredCRL, error) {
 
 // buildCRL signs and stores a CRL of the revocations now (storedCRL holds
 // the claim). listedAfter is the thisUpdate of the CRL before it (zero if
-// none): an entry whose certificate expired before then was listed by a
-// CRL issued after its expiry, and goes (RFC 5280 §5).
+// none): an entry whose certificate expired and was revoked before then
+// was listed by a CRL issued after its expiry, and goes (RFC 5280 §5).
 func (c *CA) buildCRL(ctx context.Context, now time.Time, gen int64, listedAfter time.Time) (store.StoredCRL, error) {
 	// An entry goes once a CRL issued after its certificate's expiry
 	// listed it (RFC 5280 §5): the CRL before this one, if it was made

@@ -903,3 +903,80 @@ func TestCRLDropsLongExpiredEntries(t *testing.T) {
 		t.Fatalf("the CRL after that: %v, want e2 left out", got)
 	}
 }
+
+// TestCRLListsRevokedAfterExpiry: a certificate revoked after it expired (a
+// signing key found compromised later: relying parties checking old
+// signatures need it) was never listed, as the CRL before the revocation,
+// made after the expiry, counted as having listed it. It is listed by the
+// next CRL, and left out after that one. And a replica whose clock ran
+// ahead signed a CRL dated in the future; the next CRL, from a replica
+// with the right clock, then left out entries that expired before that
+// date but after its own thisUpdate: unlisted while still valid.
+func TestCRLListsRevokedAfterExpiry(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	clock := now
+	cfg := testCA.cfg
+	cfg.Name = "late-revocation-ca"
+	cfg.Now = func() time.Time { return clock }
+	ca, err := NewCA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	record := func(serial string, notAfter time.Time) {
+		t.Helper()
+		rec := store.CertificateRecord{Serial: serial, Issuer: cfg.Name, Profile: "digital-signature", SPKISHA256: "late-" + serial, PersonID: "p",
+			NotBefore: notAfter.AddDate(-1, 0, 0), NotAfter: notAfter, CreatedAt: notAfter.AddDate(-1, 0, 0)}
+		if err := testStore.CreateIssuanceIntent(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+		if err := testStore.RecordIssued(ctx, serial, []byte{0x30}, "h", "", rec.CreatedAt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	listed := func(c *CA, serial string) bool {
+		t.Helper()
+		der, err := c.CRL(ctx, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		crl, err := x509.ParseRevocationList(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return crlHas(crl, serial)
+	}
+	record("1a7e", now.Add(-time.Hour)) // expired an hour ago
+	if listed(ca, "1a7e") {
+		t.Fatal("a certificate never revoked is listed")
+	}
+	if err := ca.Revoke(ctx, "1a7e", ReasonKeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	clock = clock.Add(2 * time.Minute)
+	if !listed(ca, "1a7e") {
+		t.Fatal("the first CRL after the revocation of an expired certificate does not list it")
+	}
+	clock = clock.Add(5 * time.Minute)
+	if listed(ca, "1a7e") {
+		t.Fatal("the CRL after that lists it again: it was listed once after its expiry")
+	}
+
+	// Another replica, 2 minutes ahead, signs a CRL; then this one.
+	record("5e1", clock.Add(30*time.Second))
+	if err := ca.Revoke(ctx, "5e1", ReasonKeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	aheadCfg := cfg
+	aheadCfg.Now = func() time.Time { return clock.Add(2 * time.Minute) }
+	ahead, err := NewCA(aheadCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !listed(ahead, "5e1") {
+		t.Fatal("the ahead replica's CRL does not list 5e1")
+	}
+	if !listed(ca, "5e1") {
+		t.Fatal("the next CRL, from a replica with the right clock, leaves out 5e1, revoked and valid for 30 more seconds")
+	}
+}

@@ -108,8 +108,9 @@ type IssuanceStore interface {
 	// issuer's CRL stale with them.
 	RevokeStaleIntents(ctx context.Context, issuer string, olderThan, now time.Time) (int, error)
 	// RevokedCertificates lists the CRL entries of an issuer, but for
-	// certificates that expired before expiredBefore (RFC 5280 §5 lets an
-	// entry go once a CRL issued past its expiry listed it).
+	// certificates that expired and were revoked before expiredBefore
+	// (RFC 5280 §5 lets an entry go once a CRL issued past its expiry
+	// listed it; one revoked after that CRL was not listed by it).
 	RevokedCertificates(ctx context.Context, issuer string, expiredBefore time.Time) ([]RevokedEntry, error)
 	// LiveIssuers lists the issuers of certificates issued and not
 	// expired at now, each with how many and the DER of its oldest and

@@ -141,7 +141,7 @@ func (s *DB) RevokeCertificate(ctx context.Context, serial string, reason int, a
 
 func (s *DB) RevokedCertificates(ctx context.Context, issuer string, expiredBefore time.Time) ([]RevokedEntry, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT serial, revoked_at, revocation_reason FROM certificates
-		WHERE issuer = $1 AND revoked_at IS NOT NULL AND not_after >= $2 ORDER BY revoked_at`, issuer, ts(expiredBefore))
+		WHERE issuer = $1 AND revoked_at IS NOT NULL AND (not_after >= $2 OR revoked_at >= $2) ORDER BY revoked_at`, issuer, ts(expiredBefore))
 	if err != nil {
 		return nil, wrapDB(err)
 	}
