@@ -194,7 +194,9 @@ func (c *CA) ocspAnswer(ctx context.Context, der []byte) ocspAnswer {
 	case err != nil:
 		// The database is away (a restart, a failover): nothing can be
 		// revoked meanwhile, and an answer signed before is served until
-		// its refresh point, as a cache in front would serve it. Any
+		// its refresh point, as a cache in front would serve it (a
+		// revocation recorded just before the outage is answered once
+		// the database is back: deploy.md says so). Any
 		// other failure (a deadline, a full pool) is no reason to think
 		// nothing changed: tryLater.
 		if a, ok := c.ocsp.cache.Peek(key); ok && errors.Is(err, store.ErrUnavailable) && c.cfg.Now().Before(a.refresh) {

@@ -101,8 +101,10 @@ func (c *CA) RetiredCRLs(ctx context.Context, force bool) error {
 // currentCRL is CRL with its number and dates (the HTTP caching headers).
 // While the store is away (a database restart, a failover) the last CRL
 // served is served again until its nextUpdate: nothing can be revoked
-// meanwhile, and relying parties that fail closed would otherwise refuse
-// every credential. A forced rebuild gets the error.
+// meanwhile (a revocation recorded just before, not read yet, is published
+// once the database is back, as relying parties' own caches would lag),
+// and relying parties that fail closed would otherwise refuse every
+// credential. A forced rebuild gets the error.
 //
 // Only then: a rebuild that fails with the database up (the CA key away
 // after a revocation) is an error, never the CRL without the revocation.
