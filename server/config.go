@@ -1350,6 +1350,16 @@ func sqliteOptions(cfg *Config) []store.SQLiteOption {
 	return opts
 }
 
+// BackupStore writes a checked copy of the configured SQLite store to out,
+// beside a running gateway and whatever its schema version (the backup an
+// upgrade takes before it migrates), and returns the copy's schema version.
+func BackupStore(ctx context.Context, cfg *Config, out string) (int64, error) {
+	if cfg.Store.Driver == "postgres" {
+		return 0, errors.New("a PostgreSQL store is backed up with PostgreSQL's tools (pg_dump, or base backups and WAL archiving): see docs/key-ceremony.md")
+	}
+	return store.BackupSQLite(ctx, cfg.Path(cfg.Store.DSN), out)
+}
+
 // OpenStoreReadOnly opens the configured store to read it beside a running
 // gateway (`credgw audit`): SQLite without the lock OpenStore takes, and
 // without migrating.

@@ -20,46 +20,111 @@ func (s *DB) Backup(ctx context.Context, path string) error {
 	if s.dialect != "sqlite" {
 		return errors.New("store: backup: a PostgreSQL store is backed up with PostgreSQL's tools (pg_dump, or base backups and WAL archiving): see docs/key-ceremony.md")
 	}
+	_, err := BackupSQLite(ctx, s.path, path)
+	return err
+}
+
+// backupCopied, if set, is called with the copy's own name once it is
+// written, before it is checked (tests).
+var backupCopied func(tmp string)
+
+// BackupSQLite writes a consistent copy of the SQLite database at db to
+// path, as Backup does, whatever its schema version (the backup an upgrade
+// takes before it migrates is of the older schema), and returns the copy's
+// schema version. The copy is written and checked under a name of its own
+// beside path (0600), and given path (which must not exist) only once it
+// is whole: a backup that fails, or is killed, leaves no file that looks
+// like a backup under that name.
+func BackupSQLite(ctx context.Context, db, path string) (version int64, err error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return fmt.Errorf("store: backup: %w", err)
+		return 0, fmt.Errorf("store: backup: %w", err)
 	}
-	// The file is made here, 0600 (it holds escrowed keys, sealed, and
-	// PIV certificates): VACUUM INTO writes into an empty file.
-	f, err := os.OpenFile(abs, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	dir := filepath.Dir(abs)
+	switch _, err := os.Lstat(abs); {
+	case err == nil:
+		return 0, fmt.Errorf("store: backup: %s exists (the backup file must not exist yet: name a new one)", abs)
+	case !errors.Is(err, fs.ErrNotExist):
+		return 0, fmt.Errorf("store: backup: %w", err)
+	}
+	if _, err := os.Stat(db); err != nil {
+		return 0, fmt.Errorf("store: backup: the database: %w", err)
+	}
+	// The copy's own name, made here, 0600 (it holds escrowed keys,
+	// sealed, and PIV certificates): VACUUM INTO writes into an empty file.
+	f, err := os.CreateTemp(dir, "."+filepath.Base(abs)+".partial-*")
 	switch {
-	case errors.Is(err, fs.ErrExist):
-		return fmt.Errorf("store: backup: %w (the backup file must not exist yet: name a new one)", err)
 	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("store: backup: the folder %s does not exist: make the folder first (install -d -m 0700 %s)", filepath.Dir(abs), filepath.Dir(abs))
+		return 0, fmt.Errorf("store: backup: the folder %s does not exist: make the folder first (install -d -m 0700 %s)", dir, dir)
 	case err != nil:
-		return fmt.Errorf("store: backup: %w", err)
+		return 0, fmt.Errorf("store: backup: %w", err)
 	}
+	tmp := f.Name()
 	f.Close()
+	defer func() {
+		if err != nil {
+			os.Remove(tmp)
+		}
+	}()
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		return 0, fmt.Errorf("store: backup: %w", err)
+	}
 	// A connection of its own: the store's readers are query-only, which
 	// VACUUM INTO counts as writing; it writes only the new file.
-	c, err := sql.Open("sqlite", sqliteDSN(s.path, busyTimeout))
+	c, err := sql.Open("sqlite", sqliteDSN(db, busyTimeout))
 	if err != nil {
-		os.Remove(abs)
-		return fmt.Errorf("store: backup: %w", err)
+		return 0, fmt.Errorf("store: backup: %w", err)
 	}
-	_, err = c.ExecContext(ctx, `VACUUM INTO $1`, abs)
+	_, err = c.ExecContext(ctx, `VACUUM INTO $1`, tmp)
 	c.Close()
 	if err != nil {
-		os.Remove(abs)
-		return fmt.Errorf("store: backup: %w", wrapDB(err))
+		return 0, fmt.Errorf("store: backup: %w", wrapDB(err))
 	}
-	if err := os.Chmod(abs, 0o600); err != nil {
-		return fmt.Errorf("store: backup: %w", err)
+	if backupCopied != nil {
+		backupCopied(tmp)
 	}
-	copyDB, err := OpenSQLiteReadOnly(ctx, abs)
+	if version, err = checkCopy(ctx, tmp); err != nil {
+		return 0, err
+	}
+	if err := syncFile(tmp); err != nil {
+		return 0, fmt.Errorf("store: backup: %w", err)
+	}
+	// A link, not a rename: a file made at path meanwhile is not replaced.
+	if err := os.Link(tmp, abs); err != nil {
+		return 0, fmt.Errorf("store: backup: %w (the backup file must not exist yet: name a new one)", err)
+	}
+	os.Remove(tmp)
+	if err := syncFile(dir); err != nil {
+		return 0, fmt.Errorf("store: backup: %w", err)
+	}
+	return version, nil
+}
+
+// checkCopy opens a backup copy read-only and checks its integrity; it
+// returns its schema version.
+func checkCopy(ctx context.Context, path string) (int64, error) {
+	c, err := sql.Open("sqlite", sqliteDSN(path, busyTimeout, "query_only(1)"))
 	if err != nil {
-		return fmt.Errorf("store: backup: the copy does not open: %w", err)
+		return 0, fmt.Errorf("store: backup: the copy does not open: %w", err)
 	}
-	defer copyDB.Close()
+	defer c.Close()
 	var ok string
-	if err := copyDB.r.QueryRowContext(ctx, `PRAGMA integrity_check`).Scan(&ok); err != nil || ok != "ok" {
-		return fmt.Errorf("store: backup: the copy fails its integrity check: %q %v", ok, err)
+	if err := c.QueryRowContext(ctx, `PRAGMA integrity_check`).Scan(&ok); err != nil || ok != "ok" {
+		return 0, fmt.Errorf("store: backup: the copy fails its integrity check: %q %v", ok, err)
 	}
-	return nil
+	var version int64
+	if err := c.QueryRowContext(ctx, `SELECT COALESCE(MAX(version_id), 0) FROM goose_db_version WHERE is_applied`).Scan(&version); err != nil {
+		return 0, fmt.Errorf("store: backup: the copy has no schema version (is the database credgw's?): %w", wrapDB(err))
+	}
+	return version, nil
+}
+
+// syncFile writes a file's (or folder's) data to the disk.
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }

@@ -14,7 +14,12 @@ func newBackupCmd() *cobra.Command {
 		Short: "Copy the SQLite store, online, to a new file",
 		Long: `Write a consistent copy of the configured SQLite database to --out (a new
 file, mode 0600), while the gateway goes on serving: one snapshot of the
-database (SQLite's VACUUM INTO), then opened and checked (integrity, schema).
+database (SQLite's VACUUM INTO), then opened and checked (integrity, schema),
+under a name of its own beside --out; it gets the name --out only once it
+is whole, so a backup that fails or is stopped leaves no file there (a
+stopped one may leave a hidden .NAME.partial-* file: delete it). Any
+schema version is copied: take one before an upgrade migrates the
+database (credgw does not migrate down; that backup is the way back).
 Keep it with the HSM backups: the escrowed keys in it are sealed under the
 escrow KEK in the HSM, and without that key they are gone.
 
@@ -34,15 +39,11 @@ backups and WAL archiving for point-in-time recovery): docs/key-ceremony.md.`,
 			if err != nil {
 				return err
 			}
-			st, err := server.OpenStoreReadOnly(cmd.Context(), cfg) // beside a running gateway
+			version, err := server.BackupStore(cmd.Context(), cfg, out) // beside a running gateway
 			if err != nil {
 				return err
 			}
-			defer st.Close()
-			if err := st.Backup(cmd.Context(), out); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "backup written to %s (checked: integrity ok)\n", out)
+			fmt.Fprintf(cmd.OutOrStdout(), "backup written to %s (checked: integrity ok; schema version %d)\n", out, version)
 			return nil
 		},
 	}

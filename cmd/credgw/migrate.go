@@ -23,8 +23,10 @@ A schema a newer credgw migrated is refused (exit 1): credgw does not
 migrate down. The stored CRLs are marked stale, so that after a restore
 from a backup the next CRL is rebuilt, numbered above any published since.
 
-Upgrading a package: stop the gateway, install, run this as the gateway's
-user (runuser -u credgw -- credgw migrate --config ...), start it.`,
+Upgrading a package: back up first (credgw backup; on PostgreSQL its own
+tools): credgw does not migrate down, and that backup is the way back. Then
+stop the gateway, install, run this as the gateway's user (runuser -u
+credgw -- credgw migrate --config ...), start it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := server.LoadConfig(cfgPath)
