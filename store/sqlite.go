@@ -194,8 +194,17 @@ func sqliteDSN(path string, busy time.Duration, more ...string) string {
 		fmt.Sprintf("cache_size(-%d)", sqliteCacheKiB)}, more...) {
 		q.Add("_pragma", p)
 	}
-	return "file:" + path + "?" + q.Encode()
+	name := "file:" + uriPath.Replace(path)
+	if strings.HasPrefix(path, "/") {
+		// An empty authority: "//srv/db" is a path, not a host.
+		name = "file://" + uriPath.Replace(path)
+	}
+	return name + "?" + q.Encode()
 }
+
+// uriPath escapes what a file: URI would read otherwise in a path: a
+// "gw#1.db" opened "gw", the rest a fragment (SQLite decodes the escapes).
+var uriPath = strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23")
 
 // openPools opens the one-connection writer pool and the reader pool, with
 // pragmas on both and readers more on the readers.
