@@ -92,6 +92,7 @@ const (
 type ocspEntry struct {
 	status    int
 	revokedAt time.Time
+	reason    int // RFC 5280 CRLReason (0: unspecified, or none given)
 }
 
 // CRL extensions that decide what a CRL covers (RFC 5280 §5.2.4, §5.2.5).
@@ -100,8 +101,15 @@ var (
 	oidIssuingDistributionPoint = asn1.ObjectIdentifier{2, 5, 29, 28}
 )
 
+// crlRevoked is a CRL entry: when, and why (RFC 5280 CRLReason; 0:
+// unspecified, or no reason code).
+type crlRevoked struct {
+	at     time.Time
+	reason int
+}
+
 type crlEntry struct {
-	revoked map[string]time.Time // serial (hex) → revocation time
+	revoked map[string]crlRevoked // serial (hex) → its entry
 	// onlyUser and onlyCA are the CRL's scope (its IDP): a CRL of CA
 	// certificates only says nothing of a card, and the other way round.
 	onlyUser, onlyCA bool
@@ -222,13 +230,13 @@ func newStatusChecker(opts Options) *statusChecker {
 // check returns "ocsp" or "crl" for a good status, ErrRevoked, or
 // ErrStatusUnavailable with both reasons.
 func (s *statusChecker) check(ctx context.Context, leaf, issuer *x509.Certificate) (string, error) {
-	st, revokedAt, ocspErr := s.ocspStatus(ctx, leaf, issuer)
+	e, ocspErr := s.ocspStatus(ctx, leaf, issuer)
 	if ocspErr == nil {
-		switch st {
+		switch e.status {
 		case ocsp.Good:
 			return "ocsp", nil
 		case ocsp.Revoked:
-			return "", fmt.Errorf("%w (OCSP, %s): the card must not be used", ErrRevoked, revokedAt.UTC().Format(time.RFC3339))
+			return "", &RevokedError{Source: "OCSP", Reason: e.reason, At: e.revokedAt}
 		}
 		ocspErr = errors.New("the responder does not know the certificate")
 	}
@@ -237,10 +245,10 @@ func (s *statusChecker) check(ctx context.Context, leaf, issuer *x509.Certificat
 		// and its absence is not the responders' fault.
 		return "", fmt.Errorf("piv: revocation status: %w", err)
 	}
-	revoked, at, crlErr := s.crlStatus(ctx, leaf, issuer)
+	revoked, entry, crlErr := s.crlStatus(ctx, leaf, issuer)
 	if crlErr == nil {
 		if revoked {
-			return "", fmt.Errorf("%w (CRL, %s): the card must not be used", ErrRevoked, at.UTC().Format(time.RFC3339))
+			return "", &RevokedError{Source: "CRL", Reason: entry.reason, At: entry.at}
 		}
 		return "crl", nil
 	}
@@ -309,15 +317,15 @@ func SHA1Signed(a x509.SignatureAlgorithm) bool {
 	return a == x509.SHA1WithRSA || a == x509.ECDSAWithSHA1 || a == x509.DSAWithSHA1
 }
 
-func (s *statusChecker) ocspStatus(ctx context.Context, leaf, issuer *x509.Certificate) (int, time.Time, error) {
+func (s *statusChecker) ocspStatus(ctx context.Context, leaf, issuer *x509.Certificate) (ocspEntry, error) {
 	if _, ok := httpURL(leaf.OCSPServer); !ok {
 		// Nothing to fetch, so no failed fetch to count: CA
 		// certificates often name only a CRL.
-		return 0, time.Time{}, errors.New("no http OCSP URL in the certificate's AIA")
+		return ocspEntry{}, errors.New("no http OCSP URL in the certificate's AIA")
 	}
 	key := ocspKey(leaf, issuer)
 	if e, ok := s.cachedOCSP(key); ok {
-		return e.status, e.revokedAt, nil
+		return e, nil
 	}
 	e, err := shared(ctx, s, "ocsp\x00"+key, func(ctx context.Context) (ocspEntry, error) {
 		// A verification that missed the cache just before the previous
@@ -327,7 +335,7 @@ func (s *statusChecker) ocspStatus(ctx context.Context, leaf, issuer *x509.Certi
 		}
 		return s.fetchOCSP(ctx, key, leaf, issuer)
 	})
-	return e.status, e.revokedAt, err
+	return e, err
 }
 
 func (s *statusChecker) cachedOCSP(key string) (ocspEntry, bool) {
@@ -383,7 +391,7 @@ func (s *statusChecker) fetchOCSP(ctx context.Context, key string, leaf, issuer 
 	if err := s.checkDelegatedStatus(ctx, resp.Certificate, issuer, leaf); err != nil {
 		return none, fmt.Errorf("response from %s: %v", u, err)
 	}
-	e = ocspEntry{status: resp.Status, revokedAt: resp.RevokedAt}
+	e = ocspEntry{status: resp.Status, revokedAt: resp.RevokedAt, reason: resp.RevocationReason}
 	s.mu.Lock()
 	s.ocsp.put(key, e, now, resp.NextUpdate)
 	s.mu.Unlock()
@@ -447,7 +455,7 @@ func (s *statusChecker) checkDelegatedStatus(ctx context.Context, rc, issuer, ca
 	return nil
 }
 
-func (s *statusChecker) crlStatus(ctx context.Context, leaf, issuer *x509.Certificate) (bool, time.Time, error) {
+func (s *statusChecker) crlStatus(ctx context.Context, leaf, issuer *x509.Certificate) (bool, crlRevoked, error) {
 	return s.crlStatusOf(ctx, leaf, issuer, false)
 }
 
@@ -455,10 +463,10 @@ func (s *statusChecker) crlStatus(ctx context.Context, leaf, issuer *x509.Certif
 // an issuing distribution point naming DPs): a certificate that names no
 // distribution point of its own is covered by the complete CRL only (RFC
 // 5280 §6.3.3), whatever URL it is looked up at.
-func (s *statusChecker) crlStatusOf(ctx context.Context, leaf, issuer *x509.Certificate, complete bool) (bool, time.Time, error) {
+func (s *statusChecker) crlStatusOf(ctx context.Context, leaf, issuer *x509.Certificate, complete bool) (bool, crlRevoked, error) {
 	u, ok := httpURL(leaf.CRLDistributionPoints)
 	if !ok {
-		return false, time.Time{}, errors.New("no http CRL distribution point")
+		return false, crlRevoked{}, errors.New("no http CRL distribution point")
 	}
 	// One entry per URL and issuer: a CRL is used only for the issuer it
 	// was checked against.
@@ -474,21 +482,21 @@ func (s *statusChecker) crlStatusOf(ctx context.Context, leaf, issuer *x509.Cert
 			return s.fetchCRL(ctx, key, u, issuer)
 		})
 		if err != nil {
-			return false, time.Time{}, err
+			return false, crlRevoked{}, err
 		}
 	}
 	switch {
 	case complete && e.dp != nil:
-		return false, time.Time{}, fmt.Errorf("the CRL from %s is the partition for distribution point %v, not a complete CRL", u, e.dp)
+		return false, crlRevoked{}, fmt.Errorf("the CRL from %s is the partition for distribution point %v, not a complete CRL", u, e.dp)
 	case e.dp != nil && !slices.ContainsFunc(leaf.CRLDistributionPoints, func(d string) bool { return slices.Contains(e.dp, d) }):
-		return false, time.Time{}, fmt.Errorf("the CRL from %s is the partition for distribution point %v, none of the certificate's %v", u, e.dp, leaf.CRLDistributionPoints)
+		return false, crlRevoked{}, fmt.Errorf("the CRL from %s is the partition for distribution point %v, none of the certificate's %v", u, e.dp, leaf.CRLDistributionPoints)
 	case e.onlyCA && !leaf.IsCA:
-		return false, time.Time{}, fmt.Errorf("the CRL from %s covers CA certificates only", u)
+		return false, crlRevoked{}, fmt.Errorf("the CRL from %s covers CA certificates only", u)
 	case e.onlyUser && leaf.IsCA:
-		return false, time.Time{}, fmt.Errorf("the CRL from %s covers end-entity certificates only", u)
+		return false, crlRevoked{}, fmt.Errorf("the CRL from %s covers end-entity certificates only", u)
 	}
-	at, revoked := e.revoked[leaf.SerialNumber.Text(16)]
-	return revoked, at, nil
+	r, revoked := e.revoked[leaf.SerialNumber.Text(16)]
+	return revoked, r, nil
 }
 
 func (s *statusChecker) cachedCRL(key string) (*crlEntry, bool) {
@@ -525,12 +533,12 @@ func (s *statusChecker) fetchCRL(ctx context.Context, key, u string, issuer *x50
 	if crl.NextUpdate.IsZero() || !now.Before(crl.NextUpdate) {
 		return nil, fmt.Errorf("CRL from %s is stale (nextUpdate %s)", u, crl.NextUpdate.UTC().Format(time.RFC3339))
 	}
-	e := &crlEntry{revoked: map[string]time.Time{}}
+	e := &crlEntry{revoked: map[string]crlRevoked{}}
 	if err := crlScope(crl, u, e); err != nil {
 		return nil, err
 	}
 	for _, r := range crl.RevokedCertificateEntries {
-		e.revoked[new(big.Int).Set(r.SerialNumber).Text(16)] = r.RevocationTime
+		e.revoked[new(big.Int).Set(r.SerialNumber).Text(16)] = crlRevoked{at: r.RevocationTime, reason: r.ReasonCode}
 	}
 	s.mu.Lock()
 	s.crls.put(key, e, now, crl.NextUpdate)

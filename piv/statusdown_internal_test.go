@@ -69,7 +69,7 @@ func TestTimedOutFetchNotRepeatedAtOnce(t *testing.T) {
 			// The reason says why it was not asked, and what the failure was.
 			leaf := *r.leaf
 			leaf.SerialNumber = big.NewInt(99)
-			_, _, err := s.ocspStatus(ctx, &leaf, r.issuer)
+			_, err := s.ocspStatus(ctx, &leaf, r.issuer)
 			if !errors.Is(err, errRecentlyFailed) || !strings.Contains(err.Error(), tc.wantCause) || !strings.Contains(err.Error(), "timed out") {
 				t.Errorf("OCSP status while the responder rests: %v; want errRecentlyFailed, the cause (%s) and when it is asked again", err, tc.wantCause)
 			}

@@ -38,6 +38,25 @@ var (
 	ErrStatusUnavailable = errors.New("piv: revocation status unavailable")
 )
 
+// RevokedError is ErrRevoked with what the issuer said: where (OCSP or
+// CRL), the RFC 5280 CRLReason (0: unspecified, or none given) and when.
+type RevokedError struct {
+	Source string
+	Reason int
+	At     time.Time
+}
+
+func (e *RevokedError) Error() string {
+	return fmt.Sprintf("%v (%s, %s): the card must not be used", ErrRevoked, e.Source, e.At.UTC().Format(time.RFC3339))
+}
+
+// Is makes a RevokedError an ErrRevoked.
+func (e *RevokedError) Is(target error) bool { return target == ErrRevoked }
+
+// Compromise reports a revocation for a compromised key (keyCompromise,
+// cACompromise): what the key signed is in doubt, not only from now.
+func (e *RevokedError) Compromise() bool { return e.Reason == 1 || e.Reason == 2 }
+
 // Policies that are never proof of a PIV card: derived PIV (the credential
 // credgw issues) and PIV-I.
 var refusedPolicies = []asn1.ObjectIdentifier{

@@ -239,8 +239,16 @@ func (s *Service) checkLinkage(ctx context.Context, l store.Linkage, res *Linkag
 		}
 	}
 	if revoke {
+		// A card revoked for a compromise of its key, or of a CA above
+		// it: whoever held that key could have signed in and enrolled,
+		// so its derived credentials are keyCompromise too. Otherwise
+		// they end with the card (cessationOfOperation).
+		reason := issuance.ReasonCessationOfOperation
+		if re := (*piv.RevokedError)(nil); errors.As(verr, &re) && re.Compromise() {
+			reason = issuance.ReasonKeyCompromise
+		}
 		serials, err := s.cfg.Activation.RevokeIdentity(ctx, store.IdentitySelector{CertSHA256: l.CertSHA256},
-			issuance.ReasonCessationOfOperation, false, "")
+			reason, false, "")
 		res.Serials = append(res.Serials, serials...)
 		if err != nil {
 			// What was revoked is recorded and told all the same: the

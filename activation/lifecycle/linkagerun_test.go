@@ -143,3 +143,41 @@ func linkageRows(t *testing.T, f *clockFixture) map[string]store.Linkage {
 	}
 	return out
 }
+
+// TestLinkageCarriesKeyCompromise: a card revoked at its issuer for
+// keyCompromise (its key, and so PKI-AUTH with it, in someone else's
+// hands) had its derived credentials revoked cessationOfOperation, as if
+// the device were simply retired: anyone holding the card's key could
+// have enrolled them. A compromise of the card's key, or of a CA above it,
+// revokes them keyCompromise; any other reason cessationOfOperation.
+func TestLinkageCarriesKeyCompromise(t *testing.T) {
+	tests := []struct {
+		name   string
+		status error
+		want   int
+	}{
+		{"card key compromised", &piv.RevokedError{Source: "OCSP", Reason: 1}, 1},
+		{"issuing CA compromised", fmt.Errorf("the card's issuing CA: %w", &piv.RevokedError{Source: "CRL", Reason: 2}), 1},
+		{"card superseded", &piv.RevokedError{Source: "CRL", Reason: 4}, 5},
+		{"no reason given", &piv.RevokedError{Source: "OCSP", Reason: -1}, 5},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := cardStatus{check: func(context.Context) error { return tc.status }}
+			f := linkageFixture(t, lifecycle.Linkage{}, v, nil, 1)
+			serial := fmt.Sprintf("cc%02d", i)
+			f.record(t, serial, "test", "p0", "set-card-00")
+			res, err := f.svc.Linkage(context.Background())
+			if err != nil || res.Revoked != 1 {
+				t.Fatalf("%+v %v, want the card's sets revoked", res, err)
+			}
+			rec, err := f.st.Certificate(context.Background(), serial)
+			if err != nil || !rec.Revoked() {
+				t.Fatalf("%+v %v", rec, err)
+			}
+			if rec.RevocationReason != tc.want {
+				t.Errorf("derived certificate revoked with reason %d, want %d", rec.RevocationReason, tc.want)
+			}
+		})
+	}
+}
