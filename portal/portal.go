@@ -67,7 +67,10 @@ type Backend interface {
 	SignOut(ctx context.Context, token string) error
 	Enroll(ctx context.Context, token, identityName, credentialType string) (Enrollment, error)
 	Credentials(ctx context.Context, token string) ([]Credential, error)
-	Revoke(ctx context.Context, token, setID string) error
+	// Revoke revokes one of the person's sets; lost: the device was lost
+	// or stolen (its keys may be in someone else's hands), else replaced
+	// or no longer used.
+	Revoke(ctx context.Context, token, setID string, lost bool) error
 	// CredentialTypes lists the types a person may choose.
 	CredentialTypes() []string
 	// TakeForm takes an enroll form by its one-time value for every
@@ -580,7 +583,18 @@ func (p *Portal) credentials(w http.ResponseWriter, r *http.Request, s Session) 
 }
 
 func (p *Portal) revoke(w http.ResponseWriter, r *http.Request, s Session) {
-	if err := p.b.Revoke(r.Context(), s.Token, r.PostFormValue("set")); err != nil {
+	var lost bool
+	switch r.PostFormValue("why") {
+	case "lost":
+		lost = true
+	case "replaced", "": // "" : a page from before the question
+	default:
+		p.render(w, http.StatusBadRequest, "error.html", page{Title: "Request refused", Session: &s, CSRF: p.csrfToken(s), Error: &errorInfo{
+			Title: "The form did not say why the device goes",
+			Next:  "Go back to your credentials and choose \"Lost or stolen\" or \"Replaced or no longer used\"."}})
+		return
+	}
+	if err := p.b.Revoke(r.Context(), s.Token, r.PostFormValue("set"), lost); err != nil {
 		p.fail(w, err)
 		return
 	}

@@ -20,6 +20,7 @@ var errGone = ErrSessionGone
 // fakeBackend knows two sessions, "alice" and "bob", and counts enrollments.
 type fakeBackend struct {
 	enrolls, revokes, signOuts int
+	lost                       []bool // each revocation's: a lost or stolen device
 	signIns                    int
 	// enrollGate, if set, is waited on by Enroll, and its error returned.
 	enrollGate chan error
@@ -84,8 +85,12 @@ func (f *fakeBackend) Credentials(ctx context.Context, token string) ([]Credenti
 	return []Credential{{ID: "s1", Name: "<script>alert(1)</script>", State: "abandoned", Issued: issuedAt}}, nil
 }
 
-func (f *fakeBackend) Revoke(ctx context.Context, token, setID string) error { f.revokes++; return nil }
-func (f *fakeBackend) CredentialTypes() []string                             { return []string{"standard"} }
+func (f *fakeBackend) Revoke(ctx context.Context, token, setID string, lost bool) error {
+	f.revokes++
+	f.lost = append(f.lost, lost)
+	return nil
+}
+func (f *fakeBackend) CredentialTypes() []string { return []string{"standard"} }
 func (f *fakeBackend) Explain(err error) (string, string, int) {
 	return "Your session has ended", "Sign in again.", http.StatusUnauthorized
 }
@@ -198,8 +203,14 @@ func TestAcceptedPostsAndEscaping(t *testing.T) {
 		!regexp.MustCompile(`id="expiry" [^>]*>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+</time>`).MatchString(w.Body.String()) {
 		t.Fatalf("enroll: %d %s", w.Code, w.Body)
 	}
-	if w := post("/credentials/revoke", url.Values{"csrf": {csrf}, "set": {"s1"}}); w.Code != http.StatusSeeOther {
+	if w := post("/credentials/revoke", url.Values{"csrf": {csrf}, "set": {"s1"}, "why": {"lost"}}); w.Code != http.StatusSeeOther {
 		t.Fatalf("revoke: %d", w.Code)
+	}
+	if w := post("/credentials/revoke", url.Values{"csrf": {csrf}, "set": {"s1"}, "why": {"stolen?"}}); w.Code != http.StatusBadRequest {
+		t.Fatalf("revoke with an unknown reason: %d, want 400", w.Code)
+	}
+	if len(f.lost) != 1 || !f.lost[0] {
+		t.Fatalf("revocations %v, want one of a lost device", f.lost)
 	}
 	// Sign-out also closes the connection: the card's handshake must not
 	// serve the next person at a shared workstation (a new session from

@@ -150,7 +150,7 @@ func (b portalBackend) Credentials(ctx context.Context, token string) ([]portal.
 	return out, nil
 }
 
-func (b portalBackend) Revoke(ctx context.Context, token, setID string) error {
+func (b portalBackend) Revoke(ctx context.Context, token, setID string, lost bool) error {
 	sess, err := b.session(ctx, token)
 	if err != nil {
 		return err
@@ -158,7 +158,15 @@ func (b portalBackend) Revoke(ctx context.Context, token, setID string) error {
 	if b.s.lifecycle == nil {
 		return errNoCA
 	}
-	_, err = b.s.lifecycle.RevokeOwn(ctx, sess.PersonID, setID, issuance.ReasonCessationOfOperation, true)
+	// A lost or stolen device's keys may be in someone else's hands
+	// (keyCompromise: relying parties distrust what they signed, and the
+	// escrowed keys it received are marked compromised in later key
+	// histories); a device replaced or retired simply ends.
+	reason := issuance.ReasonCessationOfOperation
+	if lost {
+		reason = issuance.ReasonKeyCompromise
+	}
+	_, err = b.s.lifecycle.RevokeOwn(ctx, sess.PersonID, setID, reason, true)
 	return err
 }
 

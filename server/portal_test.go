@@ -232,7 +232,13 @@ func TestPortalJourney(t *testing.T) {
 	if r := b.do("POST", "/credentials/revoke", url.Values{"set": {setID}}); r.code != http.StatusForbidden {
 		t.Fatalf("revoke without CSRF: %d", r.code)
 	}
-	if r := b.do("POST", "/credentials/revoke", url.Values{"csrf": {csrf}, "set": {setID}}); r.code != http.StatusSeeOther {
+	if !strings.Contains(list.body, `name="why" value="lost"`) || !strings.Contains(list.body, `name="why" value="replaced"`) {
+		t.Fatalf("the credentials page does not ask why the device goes:\n%s", list.body)
+	}
+	// A lost or stolen phone's keys may be in someone else's hands:
+	// keyCompromise (it was cessationOfOperation, as for a phone
+	// replaced).
+	if r := b.do("POST", "/credentials/revoke", url.Values{"csrf": {csrf}, "set": {setID}, "why": {"lost"}}); r.code != http.StatusSeeOther {
 		t.Fatalf("revoke: %d %s", r.code, r.body)
 	}
 	recs, err := gwStore.CertificatesOfSet(ctx, setID)
@@ -242,6 +248,9 @@ func TestPortalJourney(t *testing.T) {
 	for _, r := range recs {
 		if r.RevokedAt.IsZero() {
 			t.Errorf("certificate %s (%s) not revoked", r.Serial, r.Profile)
+		}
+		if r.RevocationReason != 1 {
+			t.Errorf("certificate %s (%s) of a lost phone revoked with reason %d, want keyCompromise (1)", r.Serial, r.Profile, r.RevocationReason)
 		}
 	}
 	if list := b.do("GET", "/credentials", nil); !strings.Contains(list.body, ">revoked<") {
