@@ -74,6 +74,11 @@ func (s *Service) Linkage(ctx context.Context) (LinkageResult, error) {
 				defer func() { <-slots }()
 				var one LinkageResult
 				err := s.checkLinkage(ctx, l, &one)
+				if err != nil && ctx.Err() != nil {
+					// Ended by the budget before its answer (a no-op if
+					// it was recorded): for the next run, not a lapse.
+					s.releaseLinkage(ctx, l)
+				}
 				mu.Lock()
 				defer mu.Unlock()
 				res.add(one)
@@ -171,6 +176,11 @@ func (s *Service) checkLinkage(ctx context.Context, l store.Linkage, res *Linkag
 		s.releaseLinkage(ctx, claimed)
 		return ctx.Err()
 	}
+	// The answer is had: recorded, and acted on, whatever the run's
+	// budget (a good answer was counted and lost, its row held until its
+	// claim lapsed).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
 	revoke := false
 	switch {
 	case expiredGood || errors.Is(verr, piv.ErrExpired) && cfg.OnCardExpiry != "revoke" && l.LastStatus == cardExpired:

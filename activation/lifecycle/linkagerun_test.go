@@ -181,3 +181,39 @@ func TestLinkageCarriesKeyCompromise(t *testing.T) {
 		})
 	}
 }
+
+// TestLinkageAnswerAtTheBudgetsEndIsKept: a check whose good answer came as
+// the run's budget ended was counted good but not recorded (the write used
+// the ended context), and its row stayed claimed until the claim lapsed.
+// An answer had is recorded whatever the budget.
+func TestLinkageAnswerAtTheBudgetsEndIsKept(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var calls atomic.Int32
+	v := cardStatus{check: func(context.Context) error {
+		if calls.Add(1) == 1 {
+			cancel() // the budget ends as the first card's answer comes
+		}
+		return nil
+	}}
+	f := linkageFixture(t, lifecycle.Linkage{Concurrency: 1}, v, nil, 3)
+	res, _ := f.svc.Linkage(ctx)
+	if res.Good != 1 {
+		t.Fatalf("cut run: %+v, want the one good answer", res)
+	}
+	good := 0
+	for sha, l := range linkageRows(t, f) {
+		if l.LastStatus == "good" {
+			good++
+		} else if l.LastStatus != "" {
+			t.Errorf("%s: status %q", sha, l.LastStatus)
+		}
+	}
+	if good != 1 {
+		t.Fatalf("%d rows recorded good after the cut run, want 1 (the answer had)", good)
+	}
+	// The two not reached are checked by the next run at once.
+	if res, err := f.svc.Linkage(context.Background()); err != nil || res.Good != 2 {
+		t.Fatalf("next run: %+v %v, want the 2 left", res, err)
+	}
+}
