@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"github.com/credgw/credgw/activation/notify"
 	"github.com/credgw/credgw/issuance"
+	"github.com/credgw/credgw/store"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -209,16 +210,18 @@ func (c *Config) checkHSM(ctx context.Context) []error {
 	return errs
 }
 
-// checkStore reaches the database read-only. A SQLite file that does not
-// exist yet is no problem when its folder is there: serve makes it.
+// checkStore reaches the database read-only. A SQLite file that is not
+// there (or is empty), or that a newer credgw migrated, is refused as
+// serve refuses it.
 func (c *Config) checkStore(ctx context.Context) []error {
 	if c.Store.Driver == "sqlite" {
 		p := c.Path(c.Store.DSN)
-		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
-			if st, err := os.Stat(filepath.Dir(p)); err != nil || !st.IsDir() {
-				return []error{fmt.Errorf("store.dsn: neither %s nor its folder exists", p)}
+		if fi, err := os.Stat(p); errors.Is(err, os.ErrNotExist) || err == nil && fi.Size() == 0 {
+			what := "does not exist"
+			if err == nil {
+				what = "is empty"
 			}
-			return nil
+			return []error{noSQLiteDatabase(fmt.Errorf("%w: %s %s", store.ErrNoDatabase, p, what))}
 		}
 	}
 	st, err := OpenStoreReadOnly(ctx, c)
@@ -228,6 +231,11 @@ func (c *Config) checkStore(ctx context.Context) []error {
 	defer st.Close()
 	if err := st.Ping(ctx); err != nil {
 		return []error{storeError(err)}
+	}
+	if c.Store.Driver == "sqlite" {
+		if err := notNewerSQLite(ctx, st, c.Path(c.Store.DSN)); err != nil {
+			return []error{err}
+		}
 	}
 	return c.checkIssuers(ctx, st)
 }

@@ -1305,10 +1305,7 @@ func OpenStore(ctx context.Context, cfg *Config, migrate bool) (*store.DB, error
 	path := cfg.Path(cfg.Store.DSN)
 	st, err := store.OpenSQLite(ctx, path, append(sqliteOptions(cfg), store.MustExist())...)
 	if errors.Is(err, store.ErrNoDatabase) {
-		return nil, fmt.Errorf("%w. A new installation makes its database with `credgw migrate --config credgw.yaml` (credgw dev init makes its own); "+
-			"if credgw ran before with this configuration, its database is missing (a restore not finished, a volume not mounted, "+
-			"store.dsn mistyped): restore it. serve does not start on a new, empty database: its CRLs would no longer list the revocations",
-			err)
+		return nil, noSQLiteDatabase(err)
 	}
 	if err != nil {
 		return nil, err
@@ -1316,15 +1313,33 @@ func OpenStore(ctx context.Context, cfg *Config, migrate bool) (*store.DB, error
 	// One file, one gateway: no rolling upgrade excuses an older credgw
 	// on a newer schema (it would serve without what the newer migrations
 	// added, such as retired escrowed keys).
-	if cur, want, err := st.SchemaVersion(ctx); err != nil || cur > want {
+	if err := notNewerSQLite(ctx, st, path); err != nil {
 		st.Close()
-		if err != nil {
-			return nil, err
-		}
-		return nil, fmt.Errorf("the SQLite database %s is at schema version %d, newer than this credgw (%d): a newer credgw migrated it, "+
-			"and credgw does not migrate down. Run the newer credgw, or restore the backup taken before the upgrade to go back", path, cur, want)
+		return nil, err
 	}
 	return st, nil
+}
+
+// noSQLiteDatabase says what to do about a SQLite database that is not
+// there (store.ErrNoDatabase).
+func noSQLiteDatabase(err error) error {
+	return fmt.Errorf("%w. A new installation makes its database with `credgw migrate --config credgw.yaml` (credgw dev init makes its own); "+
+		"if credgw ran before with this configuration, its database is missing (a restore not finished, a volume not mounted, "+
+		"store.dsn mistyped): restore it. serve does not start on a new, empty database: its CRLs would no longer list the revocations",
+		err)
+}
+
+// notNewerSQLite refuses a SQLite schema a newer credgw migrated.
+func notNewerSQLite(ctx context.Context, st *store.DB, path string) error {
+	cur, want, err := st.SchemaVersion(ctx)
+	if err != nil {
+		return err
+	}
+	if cur > want {
+		return fmt.Errorf("the SQLite database %s is at schema version %d, newer than this credgw (%d): a newer credgw migrated it, "+
+			"and credgw does not migrate down. Run the newer credgw, or restore the backup taken before the upgrade to go back", path, cur, want)
+	}
+	return nil
 }
 
 // CreateStore opens the configured store for `credgw migrate` and dev init:

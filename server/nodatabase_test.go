@@ -89,3 +89,62 @@ func TestServeRefusesAMissingDatabase(t *testing.T) {
 	}
 	st.Close()
 }
+
+// TestConfigCheckFindsNoDatabase: `config check` ("every start-up check of
+// serve, without serving") passed a SQLite database that is not there, or
+// is empty, or a newer credgw migrated, all of which serve refuses.
+func TestConfigCheckFindsNoDatabase(t *testing.T) {
+	ctx := context.Background()
+	b, err := os.ReadFile(dev.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "dsn: credgw.db") {
+		t.Fatalf("the dev config names no dsn: credgw.db:\n%s", b)
+	}
+	for _, tc := range []struct{ name, want string }{
+		{"missing", "credgw migrate"},
+		{"empty", "credgw migrate"},
+		{"newer", "newer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := "check-" + tc.name + ".db"
+			path := filepath.Join(filepath.Dir(dev.Config), db)
+			switch tc.name {
+			case "empty":
+				if err := os.WriteFile(path, nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			case "newer":
+				st, err := store.OpenSQLite(ctx, path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, want, _ := st.SchemaVersion(ctx)
+				st.Close()
+				sdb, err := sql.Open("sqlite", path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = sdb.Exec(`INSERT INTO goose_db_version (version_id, is_applied) VALUES ($1, 1)`, want+1)
+				sdb.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			t.Cleanup(func() { os.Remove(path) })
+			cfgFile := filepath.Join(filepath.Dir(dev.Config), "check-"+tc.name+".yaml")
+			if err := os.WriteFile(cfgFile, []byte(strings.Replace(string(b), "dsn: credgw.db", "dsn: "+db, 1)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.Remove(cfgFile) })
+			var found bool
+			for _, p := range server.CheckConfig(ctx, cfgFile) {
+				found = found || strings.Contains(p.Error(), tc.want)
+			}
+			if !found {
+				t.Errorf("config check of a %s database: %v; want a problem saying %q", tc.name, server.CheckConfig(ctx, cfgFile), tc.want)
+			}
+		})
+	}
+}

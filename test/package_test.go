@@ -83,6 +83,9 @@ func TestPackage(t *testing.T) {
 	for _, s := range []string{"postinst", "prerm", "postrm"} {
 		run(t, nil, true, "sh", "-n", filepath.Join(ctl, s))
 	}
+	if b, err := os.ReadFile(filepath.Join(ctl, "postinst")); err != nil || !strings.Contains(string(b), "install -d -o credgw -g credgw -m 0700 /var/lib/credgw") {
+		t.Errorf("postinst does not make /var/lib/credgw, where the first install's credgw migrate makes the database (%v)", err)
+	}
 	if b, err := os.ReadFile(filepath.Join(ctl, "postinst")); err != nil || !strings.Contains(string(b), "adduser --system --group") {
 		t.Errorf("postinst does not create the system user credgw (%v)", err)
 	}
