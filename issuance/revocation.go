@@ -187,6 +187,10 @@ func (c *CA) storedCRL(ctx context.Context, force bool) (store.StoredCRL, error)
 		if own := now.Add(-crlBackdate).Truncate(time.Second); own.Before(listedAfter) {
 			listedAfter = own
 		}
+		// And a replica whose clock runs slow records a revocation
+		// made after that CRL at a time before it: such an entry was
+		// never listed. Entries go replicaSkew later than they could.
+		listedAfter = listedAfter.Add(-replicaSkew)
 	}
 	built, err := c.buildCRL(ctx, now, gen, listedAfter)
 	if err == nil {
@@ -219,6 +223,10 @@ func (c *CA) ownCRL(cur store.StoredCRL) bool {
 	c.ownCRLNumber.Store(cur.Number)
 	return true
 }
+
+// replicaSkew is how far apart the replicas' clocks may be for a
+// revocation after a certificate's expiry to reach a CRL.
+const replicaSkew = time.Hour
 
 // crlWait bounds how long a fetch waits for another replica's rebuild.
 const crlWait = 5 * time.Second

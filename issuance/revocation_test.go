@@ -957,9 +957,13 @@ func TestCRLListsRevokedAfterExpiry(t *testing.T) {
 	if !listed(ca, "1a7e") {
 		t.Fatal("the first CRL after the revocation of an expired certificate does not list it")
 	}
-	clock = clock.Add(5 * time.Minute)
+	// It goes once a CRL made past the allowance for slow replicas'
+	// clocks (replicaSkew) after its revocation listed it.
+	clock = clock.Add(2 * time.Hour)
+	listed(ca, "1a7e")
+	clock = clock.Add(2 * time.Hour)
 	if listed(ca, "1a7e") {
-		t.Fatal("the CRL after that lists it again: it was listed once after its expiry")
+		t.Fatal("it is still listed hours later: it was listed after its expiry and revocation")
 	}
 
 	// Another replica, 2 minutes ahead, signs a CRL; then this one.
@@ -978,5 +982,23 @@ func TestCRLListsRevokedAfterExpiry(t *testing.T) {
 	}
 	if !listed(ca, "5e1") {
 		t.Fatal("the next CRL, from a replica with the right clock, leaves out 5e1, revoked and valid for 30 more seconds")
+	}
+
+	// A replica 3 minutes slow revokes a certificate that expired an
+	// hour ago, after this one's last CRL: its revocation time is before
+	// that CRL's thisUpdate, which never listed it.
+	record("5e3", clock.Add(-time.Hour))
+	slowCfg := cfg
+	slowCfg.Now = func() time.Time { return clock.Add(-3 * time.Minute) }
+	slow, err := NewCA(slowCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := slow.Revoke(ctx, "5e3", ReasonKeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	clock = clock.Add(time.Minute)
+	if !listed(ca, "5e3") {
+		t.Fatal("the first CRL after a slow replica's revocation of an expired certificate does not list it: it is never listed")
 	}
 }
