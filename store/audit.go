@@ -205,7 +205,7 @@ func (s *DB) AuditEvents(ctx context.Context, afterSeq int64, limit int, personI
 		if err := rows.Scan(&e.Seq, &at, &e.Actor, &e.Action, &e.PersonID, &e.CardUUID, &serials, &e.Source, &e.Outcome, &e.Detail, &e.PrevHash, &e.Hash); err != nil {
 			return nil, wrapDB(err)
 		}
-		e.At = fromTS(at).UTC()
+		e.At = fromTS(at).UTC().Truncate(time.Second) // as hashed: a sub-second edit shows nothing
 		if serials != "" {
 			e.Serials = strings.Split(serials, ",")
 		}
@@ -313,5 +313,38 @@ func verifyAudit(ctx context.Context, s AuditStore, anchors []AuditAnchor) (int6
 	case prev != headHash:
 		return want - 1, prev, &AuditProblem{Seq: want - 1, Reason: "the last event's hash is not the one recorded at append: edited or replaced"}
 	}
+	if err := pastTheHead(ctx, s); err != nil {
+		return want - 1, prev, err
+	}
 	return want - 1, prev, nil
+}
+
+// pastTheHead finds events stored past the head: not appended by credgw
+// (an append moves the head and writes its event in one transaction), but
+// planted (every later append then fails on its seq) or left by moving
+// the head back over an edit. Events appended while verify ran are past
+// the head it read, and behind the head of now: the head is read again
+// until it stands still around the look.
+func pastTheHead(ctx context.Context, s AuditStore) error {
+	for range 10 {
+		head, _, err := s.AuditHead(ctx)
+		if err != nil {
+			return err
+		}
+		past, err := s.AuditEvents(ctx, head, 1, "")
+		if err != nil {
+			return err
+		}
+		if len(past) == 0 {
+			return nil
+		}
+		again, _, err := s.AuditHead(ctx)
+		if err != nil {
+			return err
+		}
+		if again == head {
+			return &AuditProblem{Seq: past[0].Seq, Reason: fmt.Sprintf("an event is stored past the head (seq %d): not appended by credgw, or the head was moved back over it", head)}
+		}
+	}
+	return nil // appends keep coming: those past the head are theirs
 }

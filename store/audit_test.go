@@ -41,6 +41,13 @@ func TestAuditTampering(t *testing.T) {
 		{"reordered", []string{`UPDATE audit_events SET seq = 100 WHERE seq = 2`, `UPDATE audit_events SET seq = 2 WHERE seq = 3`, `UPDATE audit_events SET seq = 3 WHERE seq = 100`}, 2, "prev_hash"},
 		{"inserted", []string{`UPDATE audit_events SET seq = seq + 10 WHERE seq >= 3`, `UPDATE audit_events SET seq = seq - 9 WHERE seq >= 13`,
 			`INSERT INTO audit_events (seq, at, actor, action, outcome, prev_hash, hash) SELECT 3, at, actor, action, outcome, hash, hash FROM audit_events WHERE seq = 2`}, 3, "edited"},
+		// Events past the head were taken for appends made while verify
+		// ran, and not checked: an edit hidden by moving the head back,
+		// or a row planted at head+1 (every later append then fails).
+		{"edited and the head moved back", []string{`UPDATE audit_events SET actor = 'system' WHERE seq = 5`,
+			`UPDATE audit_head SET seq = 4, hash = (SELECT hash FROM audit_events WHERE seq = 4) WHERE id = 1`}, 5, "past the head"},
+		{"planted past the head", []string{
+			`INSERT INTO audit_events (seq, at, actor, action, outcome, prev_hash, hash) SELECT 6, at, actor, action, outcome, hash, hash FROM audit_events WHERE seq = 5`}, 6, "past the head"},
 	}
 	for name, open := range engines(t) {
 		for _, tc := range tests {
