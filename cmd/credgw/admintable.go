@@ -44,7 +44,7 @@ func profileName(p credgwv1.Profile) string { return word(p.String(), "PROFILE_"
 func owner(cs *credgwv1.CredentialSet) string {
 	for _, s := range []string{cs.GetPivIdentity().GetPersonId(), cs.GetIdentityName(), cs.GetPivIdentity().GetCardUuid()} {
 		if s != "" {
-			return s
+			return cell(s)
 		}
 	}
 	return "-"
@@ -54,7 +54,14 @@ func dash(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return s
+	return cell(s)
+}
+
+// cell is a gateway's string made one table cell: no control characters
+// (an admin's comment, a device name a person typed, could otherwise
+// rewrite the reader's terminal: terminalSafe), no tab or line break.
+func cell(s string) string {
+	return strings.NewReplacer("\t", " ", "\n", " ").Replace(terminalSafe(s))
 }
 
 // printSets prints credential sets one certificate a line; a set with no
@@ -69,7 +76,7 @@ func printSets(w io.Writer, resp *credgwv1.AdminListCredentialsResponse) error {
 	fmt.Fprintln(tw, "OWNER\tSET\tSET STATE\tCREATED\tPROFILE\tSERIAL\tCERT STATUS\tNOT AFTER\tKEY ATTESTATION")
 	certs := 0
 	for _, cs := range sets {
-		head := fmt.Sprintf("%s\t%s\t%s\t%s", owner(cs), cs.GetId(), word(cs.GetState().String(), "CREDENTIAL_SET_STATE_"), fmtTS(cs.GetCreatedAt()))
+		head := fmt.Sprintf("%s\t%s\t%s\t%s", owner(cs), cell(cs.GetId()), word(cs.GetState().String(), "CREDENTIAL_SET_STATE_"), fmtTS(cs.GetCreatedAt()))
 		attested := map[credgwv1.Profile]string{}
 		for _, v := range cs.GetAttestations() {
 			lock := "unlocked"
@@ -113,7 +120,7 @@ func printActivations(w io.Writer, resp *credgwv1.ListActivationsResponse) error
 	tw := table(w)
 	fmt.Fprintln(tw, "ACTIVATION\tSET\tSTATE\tATTEMPTS LEFT\tCREATED\tEXPIRES")
 	for _, a := range acts {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", a.GetId(), a.GetCredentialSetId(), word(a.GetState().String(), "ACTIVATION_STATE_"),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", cell(a.GetId()), cell(a.GetCredentialSetId()), word(a.GetState().String(), "ACTIVATION_STATE_"),
 			a.GetAttemptsLeft(), fmtTS(a.GetCreatedAt()), fmtTS(a.GetExpiresAt()))
 	}
 	if err := tw.Flush(); err != nil {
@@ -139,7 +146,7 @@ func printAudit(w io.Writer, resp *credgwv1.ReadAuditLogResponse) error {
 		for _, s := range e.GetSerials() {
 			serials = append(serials, fmtSerial(s))
 		}
-		details := strings.NewReplacer("\t", " ", "\n", " ").Replace(e.GetDetails())
+		details := e.GetDetails()
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.GetSequence(), fmtTS(e.GetTime()), dash(e.GetType()), dash(e.GetActor()),
 			dash(e.GetOutcome()), dash(e.GetPersonId()), dash(strings.Join(serials, ",")), dash(details))
 	}

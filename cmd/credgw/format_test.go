@@ -147,3 +147,27 @@ func TestActivationsTableSaysMore(t *testing.T) {
 		t.Errorf("no %q line at the end of\n%s", more, out)
 	}
 }
+
+// TestAdminTablesCannotDriveTheTerminal: credgw admin's tables printed the
+// gateway's strings as they came: an admin's comment in an audit event's
+// details, or the device name a person typed at enrollment, could carry
+// escape sequences and carriage returns that rewrite or hide lines on the
+// terminal of whoever reads the table.
+func TestAdminTablesCannotDriveTheTerminal(t *testing.T) {
+	const evil = "x\r\x1b[2K8  2026-01-01  piv-auth  piv:bob  ok\x1b[8m\x07"
+	var b bytes.Buffer
+	if err := printAudit(&b, &credgwv1.ReadAuditLogResponse{Events: []*credgwv1.AuditEvent{
+		{Sequence: 7, Type: "revoke", Actor: "admin:" + evil, Outcome: "ok", PersonId: evil, Details: "comment=" + evil}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := printSets(&b, &credgwv1.AdminListCredentialsResponse{CredentialSets: []*credgwv1.CredentialSet{
+		{Id: "set-" + evil, IdentityName: evil, State: credgwv1.CredentialSetState_CREDENTIAL_SET_STATE_PENDING}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := printActivations(&b, &credgwv1.ListActivationsResponse{Activations: []*credgwv1.Activation{{Id: evil, CredentialSetId: evil}}}); err != nil {
+		t.Fatal(err)
+	}
+	if out := b.String(); strings.ContainsAny(out, "\x1b\r\x07") {
+		t.Errorf("a table carries control characters:\n%q", out)
+	}
+}
