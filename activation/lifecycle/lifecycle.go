@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/credgw/credgw/activation"
@@ -293,7 +294,7 @@ func (s *Service) Terminate(ctx context.Context, actor string, sel store.Identit
 		// Recorded as an error: the identity is terminated, but some of
 		// its credentials may still be live until the request is repeated
 		// (or the sweep finishes the revocation).
-		e := audit.Identity(actor, "terminate", sel, serials, "error: "+err.Error())
+		e := audit.Identity(actor, "terminate", sel, serials, terminationDetail(comment, "error: "+err.Error()))
 		e.Outcome, e.Source = audit.Error, source
 		s.cfg.Audit.Record(ctx, e)
 		// What was revoked is told now: the sweep that finishes the
@@ -305,12 +306,26 @@ func (s *Service) Terminate(ctx context.Context, actor string, sel store.Identit
 	if err != nil {
 		return nil, err
 	}
-	e := audit.Identity(actor, "terminate", sel, serials, "")
+	e := audit.Identity(actor, "terminate", sel, serials, terminationDetail(comment, ""))
 	e.Source = source
 	s.cfg.Audit.Record(ctx, e)
 	s.cfg.Notify.Identity(ctx, "termination", sel, "Your derived PIV credentials were revoked", activation.TerminationNotice(sel))
 	s.cfg.Log.InfoContext(ctx, "PIV identity terminated", "by", actor, "identity", sel.String(), "revoked", len(serials), "source", source)
 	return serials, nil
+}
+
+// terminationDetail is a terminate event's detail: the termination's
+// comment (its why, in the chain: the terminations table alone could be
+// edited unseen), then more.
+func terminationDetail(comment, more string) string {
+	var parts []string
+	if comment != "" {
+		parts = append(parts, "comment="+comment)
+	}
+	if more != "" {
+		parts = append(parts, more)
+	}
+	return strings.Join(parts, "; ")
 }
 
 // TerminateOnce is Terminate for a signed webhook request: the request's

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math/big"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -252,6 +253,11 @@ func TestTerminate(t *testing.T) {
 			for _, e := range evs {
 				if e.Action == "terminate" {
 					n++
+					// Why, in the chain: it was kept only in the
+					// terminations table, editable unseen.
+					if !strings.Contains(e.Detail, "comment=left") {
+						t.Errorf("terminate event %q does not carry the termination's comment", e.Detail)
+					}
 				}
 			}
 			if n != wantEvents {
