@@ -1375,6 +1375,16 @@ func BackupStore(ctx context.Context, cfg *Config, out string) (int64, error) {
 	return store.BackupSQLite(ctx, cfg.Path(cfg.Store.DSN), out)
 }
 
+// RestoreStore puts a backup in place of the configured SQLite database,
+// the gateway stopped (store.RestoreSQLite), and returns where the
+// database it replaced was kept.
+func RestoreStore(ctx context.Context, cfg *Config, backup string) (string, error) {
+	if cfg.Store.Driver == "postgres" {
+		return "", errors.New("a PostgreSQL store is restored with PostgreSQL's tools (a base backup and the archived WAL): see docs/key-ceremony.md")
+	}
+	return store.RestoreSQLite(ctx, backup, cfg.Path(cfg.Store.DSN))
+}
+
 // OpenStoreReadOnly opens the configured store to read it beside a running
 // gateway (`credgw audit`): SQLite without the lock OpenStore takes, and
 // without migrating.

@@ -5,9 +5,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // Backup writes a consistent copy of an SQLite store to path (a new file,
@@ -103,7 +105,9 @@ func BackupSQLite(ctx context.Context, db, path string) (version int64, err erro
 // checkCopy opens a backup copy read-only and checks its integrity; it
 // returns its schema version.
 func checkCopy(ctx context.Context, path string) (int64, error) {
-	c, err := sql.Open("sqlite", sqliteDSN(path, busyTimeout, "query_only(1)"))
+	// Read-only, and without the WAL journal mode every other connection
+	// sets: checking a backup (before a restore) leaves it as it was.
+	c, err := sql.Open("sqlite", sqliteURI(path)+"?mode=ro&_pragma=query_only(1)")
 	if err != nil {
 		return 0, fmt.Errorf("store: backup: the copy does not open: %w", err)
 	}
@@ -127,4 +131,81 @@ func syncFile(path string) error {
 	}
 	defer f.Close()
 	return f.Sync()
+}
+
+// RestoreSQLite puts the backup at db, the database of a gateway that is
+// stopped: it refuses while a gateway holds db (InUseError), and a backup
+// that is not a whole database, before it changes anything. The database
+// it replaces is kept beside it, with its -wal (its last writes), under
+// the name it returns (empty if there was none); its -shm goes. The
+// caller then migrates (which marks the CRLs stale) and verifies the
+// audit log, as after any restore.
+func RestoreSQLite(ctx context.Context, backup, db string) (aside string, err error) {
+	lock, err := lockSQLite(db)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
+	if _, err := checkCopy(ctx, backup); err != nil {
+		return "", fmt.Errorf("store: restore: %s: %w", backup, err)
+	}
+	file, err := sqliteFile(db)
+	if err != nil {
+		return "", fmt.Errorf("store: restore: %w", err)
+	}
+	dir := filepath.Dir(file)
+	tmp, err := copyInto(backup, dir, "."+filepath.Base(file)+".restoring-*")
+	if err != nil {
+		return "", fmt.Errorf("store: restore: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			os.Remove(tmp)
+		}
+	}()
+	if _, err := os.Lstat(file); err == nil {
+		aside = fmt.Sprintf("%s.replaced-%s", file, time.Now().UTC().Format("20060102T150405Z"))
+		if err := os.Rename(file, aside); err != nil {
+			return "", fmt.Errorf("store: restore: keeping the database replaced: %w", err)
+		}
+		if err := os.Rename(file+"-wal", aside+"-wal"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("store: restore: keeping the replaced database's -wal: %w", err)
+		}
+	}
+	if err := os.Remove(file + "-shm"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("store: restore: %w", err)
+	}
+	if err := os.Rename(tmp, file); err != nil {
+		return "", fmt.Errorf("store: restore: %w", err)
+	}
+	return aside, syncFile(dir)
+}
+
+// copyInto copies src to a new file in dir (0600, name from pattern) and
+// syncs it; it returns the new file's name.
+func copyInto(src, dir, pattern string) (string, error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return "", err
+	}
+	defer in.Close()
+	out, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return "", err
+	}
+	name := out.Name()
+	err = out.Chmod(0o600)
+	if err == nil {
+		if _, err = io.Copy(out, in); err == nil {
+			err = out.Sync()
+		}
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(name)
+		return "", err
+	}
+	return name, nil
 }

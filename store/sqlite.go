@@ -194,12 +194,16 @@ func sqliteDSN(path string, busy time.Duration, more ...string) string {
 		fmt.Sprintf("cache_size(-%d)", sqliteCacheKiB)}, more...) {
 		q.Add("_pragma", p)
 	}
-	name := "file:" + uriPath.Replace(path)
+	return sqliteURI(path) + "?" + q.Encode()
+}
+
+// sqliteURI is path as a file: URI, without a query.
+func sqliteURI(path string) string {
 	if strings.HasPrefix(path, "/") {
 		// An empty authority: "//srv/db" is a path, not a host.
-		name = "file://" + uriPath.Replace(path)
+		return "file://" + uriPath.Replace(path)
 	}
-	return name + "?" + q.Encode()
+	return "file:" + uriPath.Replace(path)
 }
 
 // uriPath escapes what a file: URI would read otherwise in a path: a

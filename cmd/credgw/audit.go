@@ -37,12 +37,11 @@ there, or ends before it.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var anchors []store.AuditAnchor
 			for _, a := range anchorFlags {
-				seq, hash, ok := strings.Cut(a, ":")
-				n, err := strconv.ParseInt(seq, 10, 64)
-				if !ok || err != nil || n < 1 || len(hash) != 64 || strings.Trim(strings.ToLower(hash), "0123456789abcdef") != "" {
-					return fmt.Errorf("--anchor %q: SEQ:HASH, the seq and the 64 hex digits a verify printed", a)
+				k, err := parseAnchor(a)
+				if err != nil {
+					return err
 				}
-				anchors = append(anchors, store.AuditAnchor{Seq: n, Hash: strings.ToLower(hash)})
+				anchors = append(anchors, k)
 			}
 			st, err := openConfiguredStore(cmd, cfgPath)
 			if err != nil {
@@ -125,4 +124,14 @@ func openConfiguredStore(cmd *cobra.Command, cfgPath string) (store.Store, error
 		return nil, err
 	}
 	return server.OpenStoreReadOnly(cmd.Context(), cfg) // beside a running gateway
+}
+
+// parseAnchor reads --anchor SEQ:HASH.
+func parseAnchor(a string) (store.AuditAnchor, error) {
+	seq, hash, ok := strings.Cut(a, ":")
+	n, err := strconv.ParseInt(seq, 10, 64)
+	if !ok || err != nil || n < 1 || len(hash) != 64 || strings.Trim(strings.ToLower(hash), "0123456789abcdef") != "" {
+		return store.AuditAnchor{}, fmt.Errorf("--anchor %q: SEQ:HASH, the seq and the 64 hex digits a verify printed", a)
+	}
+	return store.AuditAnchor{Seq: n, Hash: strings.ToLower(hash)}, nil
 }

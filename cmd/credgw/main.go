@@ -76,7 +76,7 @@ a pkcs11: URI with pin-value= is refused on the command line.`,
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetFlagErrorFunc(flagError)
 	defer strictGroups(root)
-	root.AddCommand(newVersionCmd(), newConfigCmd(), newManCmd(), newServeCmd(), newMigrateCmd(), newDemoCmd(), newDevCmd(), newCACmd(), newPIVCmd(), newEnrollCmd(), newRedeemCmd(), newBenchCmd(), newHSMSimCmd(), newCardCmd(), newAuditCmd(), newAdminCmd(), newRenewCmd(), newBackupCmd())
+	root.AddCommand(newVersionCmd(), newConfigCmd(), newManCmd(), newServeCmd(), newMigrateCmd(), newDemoCmd(), newDevCmd(), newCACmd(), newPIVCmd(), newEnrollCmd(), newRedeemCmd(), newBenchCmd(), newHSMSimCmd(), newCardCmd(), newAuditCmd(), newAdminCmd(), newRenewCmd(), newBackupCmd(), newRestoreCmd())
 	return root
 }
 

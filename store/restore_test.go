@@ -1,0 +1,118 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRestoreSQLite: a restore was a copy by hand over the database ("stop
+// the gateway, put the copy at store.dsn, delete the -wal and -shm"):
+// nothing stopped a copy under a running gateway, a forgotten -wal replayed
+// the lost database's last writes onto the backup, and the database
+// replaced was gone. RestoreSQLite refuses while a gateway holds the
+// database and a file that is not a whole database, puts the backup in
+// place with no -wal or -shm of the old one, and keeps the old one aside.
+func TestRestoreSQLite(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db := filepath.Join(dir, "credgw.db")
+	s, err := OpenSQLite(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enroll(t, s, "in-backup", t0.Add(time.Hour))
+	backup := filepath.Join(dir, "backup.db")
+	if err := s.Backup(ctx, backup); err != nil {
+		t.Fatal(err)
+	}
+	enroll(t, s, "after-backup", t0.Add(time.Hour))
+
+	// The gateway holds the database: refused, nothing touched.
+	var inUse *InUseError
+	if _, err := RestoreSQLite(ctx, backup, db); !errors.As(err, &inUse) {
+		t.Fatalf("restore under a running gateway: %v, want InUseError", err)
+	}
+	s.Close()
+	// A file that is not a database: refused, nothing touched.
+	junk := filepath.Join(dir, "junk.db")
+	if err := os.WriteFile(junk, []byte("not a database"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RestoreSQLite(ctx, junk, db); err == nil || !strings.Contains(err.Error(), "integrity") && !strings.Contains(err.Error(), "not a database") {
+		t.Fatalf("restore of a file that is not a database: %v", err)
+	}
+	// A -wal left by the database being replaced (a crash, a kill -9).
+	if err := os.WriteFile(db+"-wal", []byte("left by the old database"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	aside, err := RestoreSQLite(ctx, backup, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(db + "-wal"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the old database's -wal is beside the restored one: %v", err)
+	}
+	if filepath.Dir(aside) != dir {
+		t.Errorf("the replaced database was put at %s, want beside it", aside)
+	}
+	old, err := OpenSQLiteReadOnly(ctx, aside)
+	if err != nil {
+		t.Fatalf("the replaced database, kept aside: %v", err)
+	}
+	if _, err := old.ActivationByID(ctx, "after-backup"); err != nil {
+		t.Errorf("the database kept aside lacks what it had: %v", err)
+	}
+	old.Close()
+	r, err := OpenSQLite(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.ActivationByID(ctx, "in-backup"); err != nil {
+		t.Errorf("restored database: %v", err)
+	}
+	if _, err := r.ActivationByID(ctx, "after-backup"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("the restored database has what came after the backup: %v", err)
+	}
+	if fi, err := os.Stat(db); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("restored database: %v, mode %v", err, fi.Mode().Perm())
+	}
+}
+
+// TestBackupCheckLeavesItAsItWas: checking a backup (before a restore)
+// leaves the operator's file as it was: no change, no -wal or -shm.
+func TestBackupCheckLeavesItAsItWas(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := OpenSQLite(ctx, filepath.Join(dir, "credgw.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	enroll(t, s, "a", t0.Add(time.Hour))
+	backup := filepath.Join(dir, "b.db")
+	if err := s.Backup(ctx, backup); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := checkCopy(ctx, backup); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.ReadFile(backup)
+	if string(before) != string(after) {
+		t.Error("checking the backup changed it")
+	}
+	for _, sfx := range []string{"-wal", "-shm"} {
+		if _, err := os.Stat(backup + sfx); err == nil {
+			t.Errorf("checking the backup left %s%s", filepath.Base(backup), sfx)
+		}
+	}
+}
