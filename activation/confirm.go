@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/credgw/credgw/activation/code"
 	"github.com/credgw/credgw/store"
@@ -45,17 +46,57 @@ func (s *Service) Confirm(ctx context.Context, redemptionID string, secret, sum 
 	if err != nil {
 		return nil, err
 	}
+	// Told first, and on every repeat (once: SetOnce): a confirmation
+	// whose telling failed after it was committed is repeated by the
+	// device, and the repeat tells.
+	if err := s.tellConfirmed(ctx, *cs, redemptionID,
+		"Derived PIV credentials were installed on a device", "Derived PIV credentials bound to your PIV card were issued and installed on a device.",
+		"Your escrowed S/MIME encryption key and its key history were delivered to a device."); err != nil {
+		return nil, err
+	}
 	out, err := s.confirmed(ctx, cs.ID, cs.PersonID)
-	if err != nil || again {
-		return out, err
+	if err != nil {
+		return nil, err
+	}
+	if again && s.confirmRecorded(ctx, cs.PersonID, "confirm", redemptionID) {
+		return out, nil
 	}
 	s.cfg.Audit.SetOf(ctx, "device", "confirm", *cs, out.Serials, "redemption_id="+redemptionID)
-	s.cfg.Notify.Set(ctx, "binding", cs.ID, "Derived PIV credentials were installed on a device",
-		"Derived PIV credentials bound to your PIV card were issued and installed on a device.")
-	s.cfg.Notify.Set(ctx, "key-delivery", cs.ID, "Your encryption keys were delivered to a device",
-		"Your escrowed S/MIME encryption key and its key history were delivered to a device.")
-	s.cfg.Log.InfoContext(ctx, "credentials installed", "credential_set_id", cs.ID, "person_id", cs.PersonID, "serials", fmt.Sprint(out.Serials))
+	if !again {
+		s.cfg.Log.InfoContext(ctx, "credentials installed", "credential_set_id", cs.ID, "person_id", cs.PersonID, "serials", fmt.Sprint(out.Serials))
+	}
 	return out, nil
+}
+
+// tellConfirmed queues, once per redemption, the notices of a confirmed
+// delivery: its binding and, for a set with an escrowed key, the key
+// delivery (Common Policy §4.12.1: every one is told). An error fails the
+// confirmation, whose repeat queues what this one could not.
+func (s *Service) tellConfirmed(ctx context.Context, cs store.CredentialSet, redemptionID, subject, what, keys string) error {
+	if err := s.cfg.Notify.SetOnce(ctx, "binding", cs.ID, redemptionID, subject, what); err != nil {
+		return err
+	}
+	if cs.EscrowKeyID == "" {
+		return nil // no escrowed key delivered: no false alarm
+	}
+	return s.cfg.Notify.SetOnce(ctx, "key-delivery", cs.ID, redemptionID, "Your encryption keys were delivered to a device", keys)
+}
+
+// confirmRecorded reports whether the confirmation of redemption rid has
+// its audit event (action), for a repeat whose first call failed before
+// writing it. A store error counts as recorded (nothing is written twice
+// on a guess).
+func (s *Service) confirmRecorded(ctx context.Context, personID, action, rid string) bool {
+	evs, err := s.cfg.Store.AuditEvents(ctx, 0, 0, personID)
+	if err != nil {
+		return true
+	}
+	for _, ev := range evs {
+		if ev.Action == action && (strings.Contains(ev.Detail, "redemption_id="+rid+";") || strings.HasSuffix(ev.Detail, "redemption_id="+rid)) {
+			return true
+		}
+	}
+	return false
 }
 
 // confirmed lists the serials of a confirmed set.

@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/credgw/credgw/activation/code"
+	"github.com/credgw/credgw/activation/notify"
 	"github.com/credgw/credgw/issuance"
 	"github.com/credgw/credgw/piv/session"
 	"github.com/credgw/credgw/store"
@@ -115,6 +116,11 @@ func (s *Service) enroll(ctx context.Context, sess store.PIVSession, identityNam
 		}
 		if p != issuance.DerivedPIVAuth && sess.Email == "" {
 			return nil, fmt.Errorf("%w: %s", issuance.ErrNoEmail, "the S/MIME certificates need the email of record, and the card gave none")
+		}
+		if p != issuance.DerivedPIVAuth && !notify.Mailbox(sess.Email) {
+			// The escrowed key's delivery must be told there (Common
+			// Policy §4.12.1), and no mail can go to it.
+			return nil, fmt.Errorf("%w: the email of record on the card, %q, is not one mailbox address, so no notice can reach it; ask your badge office", issuance.ErrNoEmail, sess.Email)
 		}
 	}
 	n, err := s.cfg.Store.CountLiveSets(ctx, sess.PersonID)

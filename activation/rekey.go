@@ -243,19 +243,26 @@ func (s *Service) ConfirmRekey(ctx context.Context, current *x509.Certificate, r
 	if err != nil {
 		return nil, err
 	}
+	// Told first, and on every repeat (once), as Confirm.
+	if err := s.tellConfirmed(ctx, *cs, redemptionID, "Your derived PIV credentials were renewed",
+		"Your derived PIV credentials were re-keyed on the device that held them; the previous ones are revoked (superseded).",
+		"A new escrowed S/MIME encryption key and your key history were delivered to the device that renewed its credentials."); err != nil {
+		return nil, err
+	}
 	if _, err := s.RevokeSet(ctx, old.PersonID, old.ID, issuance.ReasonSuperseded); err != nil {
 		return nil, err
 	}
 	out, err := s.confirmed(ctx, cs.ID, cs.PersonID)
-	if err != nil || again {
-		return out, err
+	if err != nil {
+		return nil, err
 	}
-	s.cfg.Audit.Set(ctx, "device", "rekey-confirm", cs.ID, "superseded="+old.ID)
-	s.cfg.Notify.Set(ctx, "binding", cs.ID, "Your derived PIV credentials were renewed",
-		"Your derived PIV credentials were re-keyed on the device that held them; the previous ones are revoked (superseded).")
-	s.cfg.Notify.Set(ctx, "key-delivery", cs.ID, "Your encryption keys were delivered to a device",
-		"A new escrowed S/MIME encryption key and your key history were delivered to the device that renewed its credentials.")
-	s.cfg.Log.InfoContext(ctx, "credentials renewed", "credential_set_id", cs.ID, "superseded", old.ID, "person_id", cs.PersonID)
+	if again && s.confirmRecorded(ctx, cs.PersonID, "rekey-confirm", redemptionID) {
+		return out, nil
+	}
+	s.cfg.Audit.Set(ctx, "device", "rekey-confirm", cs.ID, "superseded="+old.ID+"; redemption_id="+redemptionID)
+	if !again {
+		s.cfg.Log.InfoContext(ctx, "credentials renewed", "credential_set_id", cs.ID, "superseded", old.ID, "person_id", cs.PersonID)
+	}
 	return out, nil
 }
 

@@ -2,6 +2,7 @@ package activation
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/credgw/credgw/store"
@@ -44,8 +45,25 @@ func TestRenewalConfirmedEndsTheOldSet(t *testing.T) {
 			t.Errorf("certificate %s of the renewed set is still good", r.Serial)
 		}
 	}
-	// The device's retry of the confirmation gets its answer.
-	if _, err := h.svc.ConfirmRekey(ctx, current, d.RedemptionID, req.Secret, d.SHA256); err != nil {
-		t.Errorf("the device's retry: %v", err)
+	// The device's retry of the confirmation gets its answer, and the
+	// person is told of the renewal and its key delivery (the process
+	// died before telling; the retry answered without telling before).
+	for range 2 {
+		if _, err := h.svc.ConfirmRekey(ctx, current, d.RedemptionID, req.Secret, d.SHA256); err != nil {
+			t.Errorf("the device's retry: %v", err)
+		}
+	}
+	ns, err := h.st.Notifications(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	told := map[string]int{}
+	for _, n := range ns {
+		if strings.Contains(n.Body, renewal.ID) {
+			told[n.Kind]++
+		}
+	}
+	if told["binding"] != 1 || told["key-delivery"] != 1 {
+		t.Errorf("the renewal's notices %v, want one binding and one key-delivery", told)
 	}
 }

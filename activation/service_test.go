@@ -320,6 +320,7 @@ func TestEnrollRefuses(t *testing.T) {
 	expired := h.signIn(t, "c@example.gov")
 	expired.ExpiresAt = h.clock()
 	noEmail := h.signIn(t, "")
+	oddEmail := h.signIn(t, "f@example.gov> NOTIFY=NEVER") // no mail can reach it: the escrowed key's delivery could not be told
 	unbound := h.signIn(t, "")
 	unbound.EmailSource = session.EmailSourceUnbound
 	terminated := h.signIn(t, "d@example.gov")
@@ -343,6 +344,7 @@ func TestEnrollRefuses(t *testing.T) {
 		{"sign-in older than 20 minutes", EnrollRequest{Session: old, IdentityName: "Phone"}, ErrSessionTooOld, "sign in"},
 		{"expired session", EnrollRequest{Session: expired, IdentityName: "Phone"}, ErrSessionTooOld, "sign in"},
 		{"no email for S/MIME", EnrollRequest{Session: noEmail, IdentityName: "Phone"}, issuance.ErrNoEmail, "email"},
+		{"email of record not one mailbox", EnrollRequest{Session: oddEmail, IdentityName: "Phone"}, issuance.ErrNoEmail, "not one mailbox"},
 		// Its 9C was sent but is not shown to be the card's: a repeat
 		// PKI-AUTH cannot help, and the message says why.
 		{"the card's 9C not taken", EnrollRequest{Session: unbound, IdentityName: "Phone"}, issuance.ErrNoEmail, "not shown to be this card's"},

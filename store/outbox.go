@@ -27,7 +27,8 @@ type Notification struct {
 
 // OutboxStore is the durable notification outbox.
 type OutboxStore interface {
-	// EnqueueNotification stores a notification, due at once.
+	// EnqueueNotification stores a notification, due at once; one whose
+	// id is stored already is left as it is (a notice queued again).
 	EnqueueNotification(ctx context.Context, n Notification) error
 	// ClaimNotifications claims up to limit unsent, due notifications
 	// until now+lease.
@@ -51,7 +52,8 @@ func (s *DB) OutboxBacklog(ctx context.Context) (int, error) {
 }
 
 func (s *DB) EnqueueNotification(ctx context.Context, n Notification) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO outbox (id, kind, recipient, subject, body, created_at, next_attempt) VALUES ($1, $2, $3, $4, $5, $6, $6)`,
+	_, err := s.w.ExecContext(ctx, `INSERT INTO outbox (id, kind, recipient, subject, body, created_at, next_attempt) VALUES ($1, $2, $3, $4, $5, $6, $6)
+		ON CONFLICT (id) DO NOTHING`,
 		n.ID, n.Kind, n.Recipient, n.Subject, n.Body, ts(n.CreatedAt))
 	return wrapDB(err)
 }

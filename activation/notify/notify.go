@@ -27,6 +27,7 @@ import (
 	"mime/quotedprintable"
 	"net"
 	"net/http"
+	"net/mail"
 	"net/smtp"
 	"net/url"
 	"os"
@@ -235,19 +236,61 @@ func (o *Outbox) Kicks() <-chan struct{} { return o.kick }
 // to enqueue is logged: the operation it reports has happened.
 func (o *Outbox) enqueue(ctx context.Context, kind, recipient, subject, body string) {
 	b := make([]byte, 12)
-	_, err := rand.Read(b)
-	if err == nil {
-		err = o.st.EnqueueNotification(context.WithoutCancel(ctx), store.Notification{ID: base64.RawURLEncoding.EncodeToString(b),
-			Kind: kind, Recipient: recipient, Subject: subject, Body: body, CreatedAt: o.now()})
-	}
-	if err != nil {
+	if _, err := rand.Read(b); err != nil {
 		o.log.ErrorContext(ctx, "notification not queued", "kind", kind, "cause", err.Error())
 		return
+	}
+	if err := o.enqueueID(ctx, base64.RawURLEncoding.EncodeToString(b), kind, recipient, subject, body); err != nil {
+		o.log.ErrorContext(ctx, "notification not queued", "kind", kind, "cause", err.Error())
+	}
+}
+
+// enqueueID puts a notification with the id given in the outbox (once: one
+// stored under that id already stays) and wakes the sender.
+func (o *Outbox) enqueueID(ctx context.Context, id, kind, recipient, subject, body string) error {
+	if recipient != "" && !Mailbox(recipient) {
+		return fmt.Errorf("the address of record %q is not one mailbox (its card's certificate names it so): no notice can be sent to it", recipient)
+	}
+	if err := o.st.EnqueueNotification(context.WithoutCancel(ctx), store.Notification{ID: id,
+		Kind: kind, Recipient: recipient, Subject: subject, Body: body, CreatedAt: o.now()}); err != nil {
+		return err
 	}
 	select {
 	case o.kick <- struct{}{}:
 	default:
 	}
+	return nil
+}
+
+// SetOnce is Set for a notice that must be queued, once: its id comes from
+// kind, the set and key (what it tells of: a redemption), so a caller that
+// repeats it after a failure (the device's retry) queues it once, and the
+// error says it was not queued (the caller fails, and its retry queues
+// it).
+func (o *Outbox) SetOnce(ctx context.Context, kind, setID, key, subject, what string) error {
+	if !o.Enabled() {
+		return nil
+	}
+	ctx = context.WithoutCancel(ctx)
+	cs, err := o.st.CredentialSet(ctx, setID)
+	if err != nil {
+		return fmt.Errorf("notification: credential set %s: %w", setID, err)
+	}
+	if cs.Email != "" && !Mailbox(cs.Email) {
+		// No retry can send it: logged (enrollment refuses such an
+		// address where an escrowed key would be delivered).
+		o.log.ErrorContext(ctx, "notification not queued: the address of record is not one mailbox", "kind", kind, "credential_set_id", setID)
+		return nil
+	}
+	sum := sha256.Sum256([]byte("credgw-notice\x00" + kind + "\x00" + setID + "\x00" + key))
+	return o.enqueueID(ctx, base64.RawURLEncoding.EncodeToString(sum[:12]), kind, cs.Email, subject, o.setBody(cs, what))
+}
+
+// setBody is the body of a notice about a credential set.
+func (o *Outbox) setBody(cs store.CredentialSet, what string) string {
+	return fmt.Sprintf("%s\n\nDerived credential: %q (%s)\nCredential set: %s\nTime: %s\n\n"+
+		"If you did not expect this, contact your help desk or badge office at once.\n",
+		what, cs.IdentityName, cs.CredentialType, cs.ID, o.now().UTC().Format(time.RFC1123))
 }
 
 // Set tells the holder of a credential set what happened to it.
@@ -263,10 +306,7 @@ func (o *Outbox) Set(ctx context.Context, kind, setID, subject, what string) {
 		o.log.ErrorContext(ctx, "notification: credential set", "credential_set_id", setID, "cause", err.Error())
 		return
 	}
-	body := fmt.Sprintf("%s\n\nDerived credential: %q (%s)\nCredential set: %s\nTime: %s\n\n"+
-		"If you did not expect this, contact your help desk or badge office at once.\n",
-		what, cs.IdentityName, cs.CredentialType, cs.ID, o.now().UTC().Format(time.RFC1123))
-	o.enqueue(ctx, kind, cs.Email, subject, body)
+	o.enqueue(ctx, kind, cs.Email, subject, o.setBody(cs, what))
 }
 
 // Identity tells a PIV identity (at the address of record of its newest
@@ -281,7 +321,32 @@ func (o *Outbox) Identity(ctx context.Context, kind string, sel store.IdentitySe
 		return
 	}
 	body := fmt.Sprintf("%s\n\nTime: %s\n\nIf you did not expect this, contact your help desk or badge office.\n", what, o.now().UTC().Format(time.RFC1123))
-	o.enqueue(ctx, kind, sets[0].Email, subject, body)
+	// Every address of record the identity's sets have, once each (the
+	// newest set may have none: enrolled for authentication only).
+	seen := map[string]bool{}
+	for _, cs := range sets {
+		if cs.Email == "" || seen[strings.ToLower(cs.Email)] {
+			continue
+		}
+		seen[strings.ToLower(cs.Email)] = true
+		o.enqueue(ctx, kind, cs.Email, subject, body)
+	}
+	if len(seen) == 0 {
+		o.enqueue(ctx, kind, "", subject, body) // for the webhook and file senders
+	}
+}
+
+// Mailbox reports whether addr is one mailbox, as an SMTP RCPT TO takes it:
+// a bare addr-spec, no display name, angle brackets, list or control
+// character. An address of record comes from a card's certificate, which
+// only its CA checked: "a@b> NOTIFY=NEVER" would end the RCPT TO's address
+// and pass the rest as ESMTP parameters.
+func Mailbox(addr string) bool {
+	if len(addr) > 254 || strings.ContainsFunc(addr, func(r rune) bool { return r < 0x21 || r == 0x7f }) {
+		return false
+	}
+	a, err := mail.ParseAddress(addr)
+	return err == nil && a.Name == "" && a.Address == addr
 }
 
 // maxNotifyAttempts is when a notification is given up (≈ 2 days of
