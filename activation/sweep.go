@@ -60,6 +60,9 @@ func (s *Service) Sweep(ctx context.Context) (revoked int, err error) {
 	}
 	errs = append(errs, s.finishTerminations(ctx, now))
 	errs = append(errs, s.sweepEscrow(ctx, now))
+	if _, err := s.cfg.Notify.Prune(ctx, now); err != nil {
+		errs = append(errs, fmt.Errorf("pruning sent notifications: %w", err))
+	}
 	return stuck + len(sets), errors.Join(errs...)
 }
 

@@ -41,6 +41,9 @@ type OutboxStore interface {
 	NotificationFailed(ctx context.Context, n Notification, cause string, next time.Time) error
 	// Notifications lists the outbox, oldest first (administration, tests).
 	Notifications(ctx context.Context) ([]Notification, error)
+	// PruneSentNotifications deletes notifications sent before before (at
+	// most 1000 a call) and says how many.
+	PruneSentNotifications(ctx context.Context, before time.Time) (int64, error)
 	// OutboxBacklog counts the notifications not delivered yet.
 	OutboxBacklog(ctx context.Context) (int, error)
 }
@@ -110,6 +113,14 @@ func (s *DB) ClaimNotifications(ctx context.Context, now time.Time, lease time.D
 func (s *DB) NotificationSent(ctx context.Context, n Notification, now time.Time) error {
 	_, err := s.w.ExecContext(ctx, `UPDATE outbox SET sent_at = $1, claimed_until = 0, last_error = '' WHERE id = $2 AND claimed_until = $3`, ts(now), n.ID, n.Claim)
 	return wrapDB(err)
+}
+
+func (s *DB) PruneSentNotifications(ctx context.Context, before time.Time) (int64, error) {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE sent_at > 0 AND sent_at < $1 LIMIT 1000)`, ts(before))
+	if err != nil {
+		return 0, wrapDB(err)
+	}
+	return res.RowsAffected()
 }
 
 func (s *DB) NotificationFailed(ctx context.Context, n Notification, cause string, next time.Time) error {

@@ -52,3 +52,48 @@ func TestOutbox(t *testing.T) {
 		}
 	})
 }
+
+// TestSentNotificationsPruned: sent notifications stayed in the outbox for
+// good, with the names and addresses they carried, and the table grew
+// without end. Those sent before a time go; unsent ones (due, or given up)
+// stay, and so does a repeat's id guard for what is kept.
+func TestSentNotificationsPruned(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		for _, id := range []string{"old", "recent", "unsent"} {
+			if err := s.EnqueueNotification(ctx, Notification{ID: id, Kind: "binding", Recipient: "a@example.com", Subject: "s", Body: "b", CreatedAt: t0}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := s.ClaimNotifications(ctx, t0, time.Minute, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range got {
+			switch n.ID {
+			case "old":
+				err = s.NotificationSent(ctx, n, t0)
+			case "recent":
+				err = s.NotificationSent(ctx, n, t0.Add(48*time.Hour))
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		n, err := s.PruneSentNotifications(ctx, t0.Add(24*time.Hour))
+		if err != nil || n != 1 {
+			t.Fatalf("pruned %d, %v; want 1", n, err)
+		}
+		all, err := s.Notifications(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, n := range all {
+			ids = append(ids, n.ID)
+		}
+		if len(ids) != 2 || ids[0] == "old" || ids[1] == "old" {
+			t.Fatalf("left %v, want recent and unsent", ids)
+		}
+	})
+}

@@ -349,6 +349,19 @@ func Mailbox(addr string) bool {
 	return err == nil && a.Name == "" && a.Address == addr
 }
 
+// SentRetention is how long a sent notification stays in the outbox (its
+// id guards a repeat against telling twice); then it goes, with the name
+// and address it carried. The audit log keeps the events themselves.
+const SentRetention = 30 * 24 * time.Hour
+
+// Prune deletes the notifications sent more than SentRetention before now.
+func (o *Outbox) Prune(ctx context.Context, now time.Time) (int64, error) {
+	if !o.Enabled() {
+		return 0, nil
+	}
+	return o.st.PruneSentNotifications(ctx, now.Add(-SentRetention))
+}
+
 // maxNotifyAttempts is when a notification is given up (≈ 2 days of
 // hourly retries after the first backoffs).
 const maxNotifyAttempts = 55
