@@ -342,9 +342,10 @@ func pastTheHead(ctx context.Context, s AuditStore) error {
 		if err != nil {
 			return err
 		}
-		if again == head {
-			return &AuditProblem{Seq: past[0].Seq, Reason: fmt.Sprintf("an event is stored past the head (seq %d): not appended by credgw, or the head was moved back over it", head)}
+		if past[0].Seq > again {
+			// Past even the head of now: no append made it.
+			return &AuditProblem{Seq: past[0].Seq, Reason: fmt.Sprintf("an event is stored past the head (seq %d): not appended by credgw, or the head was moved back over it", again)}
 		}
 	}
-	return nil // appends keep coming: those past the head are theirs
+	return nil // appends keep coming, and what was past the head is theirs
 }

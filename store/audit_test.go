@@ -239,3 +239,35 @@ func mustEvent(t *testing.T, s Store, seq int64) AuditEvent {
 	}
 	return evs[0]
 }
+
+// appendingStore appends an event before each head read: verify runs
+// while appends go on.
+type appendingStore struct{ Store }
+
+func (a appendingStore) AuditHead(ctx context.Context) (int64, string, error) {
+	if _, err := a.Store.AppendAudit(ctx, AuditEvent{At: t0, Actor: "system", Action: "busy", Outcome: "ok"}); err != nil {
+		return 0, "", err
+	}
+	return a.Store.AuditHead(ctx)
+}
+
+// TestAuditPlantedFarPastTheHeadUnderLoad: an event planted far past the
+// head passed verify on a busy gateway (the head moved at every look, and
+// after ten looks verify gave up looking). One past even the head of now
+// is a break, however busy.
+func TestAuditPlantedFarPastTheHeadUnderLoad(t *testing.T) {
+	for name, open := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			appendEvents(t, s, 5)
+			if _, err := s.(*DB).w.Exec(`INSERT INTO audit_events (seq, at, actor, action, outcome, prev_hash, hash) SELECT 1000000, at, actor, action, outcome, hash, hash FROM audit_events WHERE seq = 5`); err != nil {
+				t.Fatal(err)
+			}
+			_, err := VerifyAudit(context.Background(), appendingStore{s})
+			var p *AuditProblem
+			if !errors.As(err, &p) || p.Seq != 1000000 || !strings.Contains(p.Reason, "past the head") {
+				t.Fatalf("verify under appends: %v, want the event at seq 1000000 past the head", err)
+			}
+		})
+	}
+}

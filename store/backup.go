@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -137,10 +138,22 @@ func syncFile(path string) error {
 // stopped: it refuses while a gateway holds db (InUseError), and a backup
 // that is not a whole database, before it changes anything. The database
 // it replaces is kept beside it, with its -wal (its last writes), under
-// the name it returns (empty if there was none); its -shm goes. The
-// caller then migrates (which marks the CRLs stale) and verifies the
-// audit log, as after any restore.
+// the name it returns (empty if there was none); a -wal left by a database
+// that is gone is kept aside too (SQLite would replay it onto the backup),
+// and the -shm goes. Run as root, the restored file is given to the owner
+// of the database it replaces (else of its folder), as the gateway's user
+// must open it. The caller then migrates (which marks the CRLs stale) and
+// verifies the audit log, as after any restore.
 func RestoreSQLite(ctx context.Context, backup, db string) (aside string, err error) {
+	file, err := sqliteFile(db)
+	if err != nil {
+		return "", fmt.Errorf("store: restore: %w", err)
+	}
+	// Before the lock, which as root makes an empty database file.
+	had := false
+	if fi, err := os.Lstat(file); err == nil && fi.Size() > 0 {
+		had = true
+	}
 	lock, err := lockSQLite(db)
 	if err != nil {
 		return "", err
@@ -148,10 +161,6 @@ func RestoreSQLite(ctx context.Context, backup, db string) (aside string, err er
 	defer lock.Close()
 	if _, err := checkCopy(ctx, backup); err != nil {
 		return "", fmt.Errorf("store: restore: %s: %w", backup, err)
-	}
-	file, err := sqliteFile(db)
-	if err != nil {
-		return "", fmt.Errorf("store: restore: %w", err)
 	}
 	dir := filepath.Dir(file)
 	tmp, err := copyInto(backup, dir, "."+filepath.Base(file)+".restoring-*")
@@ -163,14 +172,28 @@ func RestoreSQLite(ctx context.Context, backup, db string) (aside string, err er
 			os.Remove(tmp)
 		}
 	}()
-	if _, err := os.Lstat(file); err == nil {
-		aside = fmt.Sprintf("%s.replaced-%s", file, time.Now().UTC().Format("20060102T150405Z"))
-		if err := os.Rename(file, aside); err != nil {
+	giveOwner(tmp, file)
+	// A name no earlier restore took.
+	base := fmt.Sprintf("%s.replaced-%s", file, time.Now().UTC().Format("20060102T150405Z"))
+	kept := base
+	for i := 2; ; i++ {
+		_, err1 := os.Lstat(kept)
+		_, err2 := os.Lstat(kept + "-wal")
+		if errors.Is(err1, fs.ErrNotExist) && errors.Is(err2, fs.ErrNotExist) {
+			break
+		}
+		kept = fmt.Sprintf("%s-%d", base, i)
+	}
+	if had {
+		if err := os.Rename(file, kept); err != nil {
 			return "", fmt.Errorf("store: restore: keeping the database replaced: %w", err)
 		}
-		if err := os.Rename(file+"-wal", aside+"-wal"); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return "", fmt.Errorf("store: restore: keeping the replaced database's -wal: %w", err)
-		}
+		aside = kept
+	}
+	if err := os.Rename(file+"-wal", kept+"-wal"); err == nil && !had {
+		aside = kept + "-wal" // a gone database's last writes
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("store: restore: keeping the replaced database's -wal: %w", err)
 	}
 	if err := os.Remove(file + "-shm"); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("store: restore: %w", err)
@@ -179,6 +202,24 @@ func RestoreSQLite(ctx context.Context, backup, db string) (aside string, err er
 		return "", fmt.Errorf("store: restore: %w", err)
 	}
 	return aside, syncFile(dir)
+}
+
+// giveOwner, run as root, gives path to the owner of like (else of its
+// folder) when that is not root.
+func giveOwner(path, like string) {
+	if os.Geteuid() != 0 {
+		return
+	}
+	fi, err := os.Stat(like)
+	if err != nil || fi.Size() == 0 {
+		fi, err = os.Stat(filepath.Dir(like))
+	}
+	if err != nil {
+		return
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
+		os.Chown(path, int(st.Uid), int(st.Gid))
+	}
 }
 
 // copyInto copies src to a new file in dir (0600, name from pattern) and

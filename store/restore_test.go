@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -114,5 +115,87 @@ func TestBackupCheckLeavesItAsItWas(t *testing.T) {
 		if _, err := os.Stat(backup + sfx); err == nil {
 			t.Errorf("checking the backup left %s%s", filepath.Base(backup), sfx)
 		}
+	}
+}
+
+// TestRestoreEdges, from the review of credgw restore: an orphaned -wal
+// of a database deleted (the "database missing: restore it" case) stayed
+// beside the restored one, for SQLite to replay; two restores in one
+// second kept the second database aside under the first's name, losing
+// it; a missing database restored by root was reported "replaced" (by the
+// empty file the lock made), and the restored file was root's, which the
+// gateway's user cannot open.
+func TestRestoreEdges(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db := filepath.Join(dir, "credgw.db")
+	s, err := OpenSQLite(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enroll(t, s, "in-backup", t0.Add(time.Hour))
+	backup := filepath.Join(dir, "backup.db")
+	if err := s.Backup(ctx, backup); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	// Missing database, its -wal left.
+	if err := os.Remove(db); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(db+"-wal", []byte("the deleted database's last writes"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	aside, err := RestoreSQLite(ctx, backup, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(db + "-wal"); err == nil && string(b) == "the deleted database's last writes" {
+		t.Error("the deleted database's -wal is beside the restored one")
+	}
+	if aside != "" {
+		if fi, err := os.Stat(aside); err == nil && fi.Size() == 0 {
+			t.Errorf("an empty file reported as the database replaced: %s", aside)
+		}
+	}
+	// Twice in a row: two databases kept aside, under two names.
+	a1, err := RestoreSQLite(ctx, backup, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := RestoreSQLite(ctx, backup, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a1 == "" || a2 == "" || a1 == a2 {
+		t.Fatalf("databases kept aside as %q and %q, want two names", a1, a2)
+	}
+	for _, a := range []string{a1, a2} {
+		if _, err := os.Stat(a); err != nil {
+			t.Errorf("kept aside: %v", err)
+		}
+	}
+
+	// Root restores for the gateway's user.
+	if os.Geteuid() != 0 {
+		t.Log("not root: the ownership case is skipped")
+		return
+	}
+	const uid, gid = 4242, 4243
+	for _, p := range []string{dir, db, db + ".lock"} {
+		if err := os.Chown(p, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := RestoreSQLite(ctx, backup, db); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != uid || st.Gid != gid {
+		t.Errorf("the restored database is %d:%d, want the gateway's %d:%d", st.Uid, st.Gid, uid, gid)
 	}
 }

@@ -73,7 +73,7 @@ func TestBackupAndRestore(t *testing.T) {
 	// migrates and verifies, as key-ceremony.md says.
 	stop()
 	out := run(t, nil, true, credgwBin, "restore", "--config", cfg, "--from", backup, strings.Fields(anchor)[0], strings.Fields(anchor)[1])
-	for _, want := range []string{"restored", "kept as", "marked stale", "audit log intact", "not in the restored log"} {
+	for _, want := range []string{"restored", "is kept as", "marked stale", "audit log intact", "not in the restored log"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("restore says no %q:\n%s", want, out)
 		}

@@ -309,8 +309,8 @@ func (o *Outbox) Set(ctx context.Context, kind, setID, subject, what string) {
 	o.enqueue(ctx, kind, cs.Email, subject, o.setBody(cs, what))
 }
 
-// Identity tells a PIV identity (at the address of record of its newest
-// set) what happened to all its derived credentials.
+// Identity tells a PIV identity (at every address of record its sets have)
+// what happened to all its derived credentials.
 func (o *Outbox) Identity(ctx context.Context, kind string, sel store.IdentitySelector, subject, what string) {
 	if !o.Enabled() {
 		return

@@ -96,7 +96,7 @@ A PostgreSQL store is restored with PostgreSQL's tools: docs/key-ceremony.md.`,
 			o := cmd.OutOrStdout()
 			fmt.Fprintf(o, "restored %s from %s\n", cfg.Path(cfg.Store.DSN), from)
 			if aside != "" {
-				fmt.Fprintf(o, "the database it replaced is kept as %s\n", aside)
+				fmt.Fprintf(o, "what it replaced is kept as %s\n", aside)
 			}
 			st, _, err := server.CreateStore(cmd.Context(), cfg)
 			if err != nil {
