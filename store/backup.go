@@ -201,7 +201,21 @@ func RestoreSQLite(ctx context.Context, backup, db string) (aside string, err er
 	if err := os.Rename(tmp, file); err != nil {
 		return "", fmt.Errorf("store: restore: %w", err)
 	}
-	return aside, syncFile(dir)
+	if err := syncFile(dir); err != nil {
+		return aside, fmt.Errorf("store: restore: %w", err)
+	}
+	// Its stored CRLs are stale before anyone can open it (under the
+	// lock): a gateway started before the caller's migrate would serve a
+	// CRL numbered below those published since the backup.
+	c, err := sql.Open("sqlite", sqliteDSN(file, busyTimeout))
+	if err != nil {
+		return aside, fmt.Errorf("store: restore: %w", err)
+	}
+	defer c.Close()
+	if _, err := c.ExecContext(ctx, `UPDATE crls SET generation = generation + 1`); err != nil {
+		return aside, fmt.Errorf("store: restore: marking the restored CRLs stale: %w", wrapDB(err))
+	}
+	return aside, nil
 }
 
 // giveOwner, run as root, gives path to the owner of like (else of its

@@ -27,6 +27,13 @@ func TestRestoreSQLite(t *testing.T) {
 		t.Fatal(err)
 	}
 	enroll(t, s, "in-backup", t0.Add(time.Hour))
+	_, gen, err := s.ClaimCRL(ctx, "ca", t0, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveCRL(ctx, "ca", StoredCRL{Number: 7, DER: []byte{0x30}, ThisUpdate: t0, NextUpdate: t0.Add(24 * time.Hour)}, gen); err != nil {
+		t.Fatal(err)
+	}
 	backup := filepath.Join(dir, "backup.db")
 	if err := s.Backup(ctx, backup); err != nil {
 		t.Fatal(err)
@@ -76,6 +83,12 @@ func TestRestoreSQLite(t *testing.T) {
 	defer r.Close()
 	if _, err := r.ActivationByID(ctx, "in-backup"); err != nil {
 		t.Errorf("restored database: %v", err)
+	}
+	// Its stored CRL is stale from the moment it is in place (a gateway
+	// started before the migrate that marks it would serve a CRL
+	// numbered below those published since the backup).
+	if c, err := r.CRL(ctx, "ca"); err != nil || !c.Stale {
+		t.Errorf("the restored CRL: %+v %v, want stale", c, err)
 	}
 	if _, err := r.ActivationByID(ctx, "after-backup"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("the restored database has what came after the backup: %v", err)
@@ -197,5 +210,12 @@ func TestRestoreEdges(t *testing.T) {
 	}
 	if st := fi.Sys().(*syscall.Stat_t); st.Uid != uid || st.Gid != gid {
 		t.Errorf("the restored database is %d:%d, want the gateway's %d:%d", st.Uid, st.Gid, uid, gid)
+	}
+	for _, sfx := range []string{"-wal", "-shm"} {
+		if fi, err := os.Stat(db + sfx); err == nil {
+			if st := fi.Sys().(*syscall.Stat_t); st.Uid != uid {
+				t.Errorf("root's restore left %s owned by %d", filepath.Base(db+sfx), st.Uid)
+			}
+		}
 	}
 }
