@@ -159,6 +159,13 @@ func RestoreSQLite(ctx context.Context, backup, db string) (aside string, err er
 		return "", err
 	}
 	defer lock.Close()
+	// A backup with a -wal of its own (a copy of a live database, a
+	// snapshot) has writes the file alone lacks: the check would read
+	// them, the copy would not carry them.
+	if fi, err := os.Stat(backup + "-wal"); err == nil && fi.Size() > 0 {
+		return "", fmt.Errorf("store: restore: %s has a -wal beside it, with writes the file itself lacks: restore a copy made by credgw backup, "+
+			"or open this one once with sqlite3 (it folds the -wal in) and restore it then", backup)
+	}
 	if _, err := checkCopy(ctx, backup); err != nil {
 		return "", fmt.Errorf("store: restore: %s: %w", backup, err)
 	}
@@ -173,6 +180,13 @@ func RestoreSQLite(ctx context.Context, backup, db string) (aside string, err er
 		}
 	}()
 	giveOwner(tmp, file)
+	// Its stored CRLs are stale before anyone can open it (a gateway
+	// started before the caller's migrate would serve a CRL numbered below
+	// those published since the backup): marked on the copy, before
+	// anything in place changes.
+	if err := markCRLsStale(ctx, tmp); err != nil {
+		return "", fmt.Errorf("store: restore: marking the restored CRLs stale: %w", err)
+	}
 	// A name no earlier restore took.
 	base := fmt.Sprintf("%s.replaced-%s", file, time.Now().UTC().Format("20060102T150405Z"))
 	kept := base
@@ -195,27 +209,36 @@ func RestoreSQLite(ctx context.Context, backup, db string) (aside string, err er
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("store: restore: keeping the replaced database's -wal: %w", err)
 	}
+	moved := ""
+	if aside != "" {
+		moved = " (what it replaced is kept as " + aside + ")"
+	}
 	if err := os.Remove(file + "-shm"); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("store: restore: %w", err)
+		return aside, fmt.Errorf("store: restore: %w%s", err, moved)
 	}
 	if err := os.Rename(tmp, file); err != nil {
-		return "", fmt.Errorf("store: restore: %w", err)
+		return aside, fmt.Errorf("store: restore: %w%s", err, moved)
 	}
 	if err := syncFile(dir); err != nil {
-		return aside, fmt.Errorf("store: restore: %w", err)
-	}
-	// Its stored CRLs are stale before anyone can open it (under the
-	// lock): a gateway started before the caller's migrate would serve a
-	// CRL numbered below those published since the backup.
-	c, err := sql.Open("sqlite", sqliteDSN(file, busyTimeout))
-	if err != nil {
-		return aside, fmt.Errorf("store: restore: %w", err)
-	}
-	defer c.Close()
-	if _, err := c.ExecContext(ctx, `UPDATE crls SET generation = generation + 1`); err != nil {
-		return aside, fmt.Errorf("store: restore: marking the restored CRLs stale: %w", wrapDB(err))
+		return aside, fmt.Errorf("store: restore: %w%s", err, moved)
 	}
 	return aside, nil
+}
+
+// markCRLsStale makes every stored CRL of the database at path stale (a
+// database from before the CRLs were stored has none).
+func markCRLsStale(ctx context.Context, path string) error {
+	c, err := sql.Open("sqlite", sqliteDSN(path, busyTimeout))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var n int
+	if err := c.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'crls'`).Scan(&n); err != nil || n == 0 {
+		return wrapDB(err)
+	}
+	_, err = c.ExecContext(ctx, `UPDATE crls SET generation = generation + 1`)
+	return wrapDB(err)
 }
 
 // giveOwner, run as root, gives path to the owner of like (else of its

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
@@ -218,4 +219,67 @@ func TestRestoreEdges(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestRestoreRefusesAndTolerates, from the review of the restore fixes: a
+// backup with a -wal of its own (a copy of a live database) was checked
+// with its -wal and restored without it, its last writes lost (or, the
+// file alone holding no table yet, restored empty); and a backup from
+// before the CRLs were stored failed after the swap ("no such table:
+// crls"), the database replaced moved aside and nothing said where.
+func TestRestoreRefusesAndTolerates(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db := filepath.Join(dir, "credgw.db")
+	s, err := OpenSQLite(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enroll(t, s, "live", t0.Add(time.Hour))
+	backup := filepath.Join(dir, "backup.db")
+	if err := s.Backup(ctx, backup); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	withWAL := filepath.Join(dir, "snapshot.db")
+	if err := os.WriteFile(withWAL, mustReadFile(t, backup), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(withWAL+"-wal", []byte("writes the file lacks"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RestoreSQLite(ctx, withWAL, db); err == nil || !strings.Contains(err.Error(), "-wal beside it") {
+		t.Fatalf("restore of a backup with a -wal of its own: %v", err)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.Contains(e.Name(), "replaced") {
+			t.Errorf("a refused restore moved %s aside", e.Name())
+		}
+	}
+	// From before the CRLs were stored (no crls table).
+	old := filepath.Join(dir, "old.db")
+	if err := os.WriteFile(old, mustReadFile(t, backup), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := sql.Open("sqlite", old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(`DROP TABLE crls`); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if aside, err := RestoreSQLite(ctx, old, db); err != nil || aside == "" {
+		t.Fatalf("restore of a backup without stored CRLs: %q, %v", aside, err)
+	}
+}
+
+func mustReadFile(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -60,12 +60,14 @@ func newRestoreCmd() *cobra.Command {
 		Short: "Put a backup in place of the SQLite store (the gateway stopped)",
 		Long: `Restore the configured SQLite database from a backup made by 'credgw backup',
 with the gateway stopped: refused while a gateway holds the database, and
-refused for a file that is not a whole database, before anything changes.
-The database replaced is kept beside it (NAME.replaced-TIME, with its -wal),
-and none of its -wal or -shm is left beside the restored one (SQLite would
-replay them onto it). Then, as after any restore: the schema is brought up
-to date and the stored CRLs are marked stale (the next CRL is numbered above
-every one published since the backup), and the audit log is verified; give
+refused for a file that is not a whole database or that has a -wal of its
+own (a copy of a live database: use one from credgw backup), before anything
+changes. The database replaced is kept beside it (NAME.replaced-TIME[-N],
+with its -wal), and none of its -wal or -shm is left beside the restored one
+(SQLite would replay them onto it). The restored copy's stored CRLs are
+marked stale before it is put in place (the next CRL is numbered above every
+one published since the backup); then the schema is brought up to date and
+the audit log is verified; give
 the last anchor you kept from before the restore (--anchor, repeatable) to
 see which events the restore lost. Run it as the gateway's user (runuser -u
 credgw -- credgw restore ...). docs/key-ceremony.md, "Restoring", says what
