@@ -142,9 +142,15 @@ func syncFile(path string) error {
 // that is gone is kept aside too (SQLite would replay it onto the backup),
 // and the -shm goes. Run as root, the restored file is given to the owner
 // of the database it replaces (else of its folder), as the gateway's user
-// must open it. The caller then migrates (which marks the CRLs stale) and
-// verifies the audit log, as after any restore.
+// must open it. The restored copy's stored CRLs are marked stale before it
+// is put in place; a backup with a -wal of its own is refused. The caller
+// then migrates and verifies the audit log, as after any restore.
 func RestoreSQLite(ctx context.Context, backup, db string) (aside string, err error) {
+	// The backup as SQLite reads it (a symlink resolved): its -wal is
+	// beside the file it names.
+	if backup, err = filepath.EvalSymlinks(backup); err != nil {
+		return "", fmt.Errorf("store: restore: %w", err)
+	}
 	file, err := sqliteFile(db)
 	if err != nil {
 		return "", fmt.Errorf("store: restore: %w", err)
@@ -207,7 +213,13 @@ func RestoreSQLite(ctx context.Context, backup, db string) (aside string, err er
 	if err := os.Rename(file+"-wal", kept+"-wal"); err == nil && !had {
 		aside = kept + "-wal" // a gone database's last writes
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("store: restore: keeping the replaced database's -wal: %w", err)
+		// The database goes back with its -wal: nothing changed.
+		if had {
+			if berr := os.Rename(kept, file); berr != nil {
+				return aside, fmt.Errorf("store: restore: keeping the replaced database's -wal: %w (the database is kept as %s, its -wal is still %s-wal: put them together before anything opens them)", err, kept, file)
+			}
+		}
+		return "", fmt.Errorf("store: restore: keeping the replaced database's -wal: %w (nothing was changed)", err)
 	}
 	moved := ""
 	if aside != "" {

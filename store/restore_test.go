@@ -283,3 +283,37 @@ func mustReadFile(t *testing.T, p string) []byte {
 	}
 	return b
 }
+
+// TestRestoreThroughASymlink: the -wal refusal looked beside the name
+// given; SQLite checked the file a symlink names, with its -wal, and the
+// copy left the -wal out: a snapshot of a live database given through a
+// link lost its last writes.
+func TestRestoreThroughASymlink(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db := filepath.Join(dir, "credgw.db")
+	s, err := OpenSQLite(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enroll(t, s, "live", t0.Add(time.Hour))
+	backup := filepath.Join(dir, "backup.db")
+	if err := s.Backup(ctx, backup); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	snap := filepath.Join(t.TempDir(), "snapshot.db")
+	if err := os.WriteFile(snap, mustReadFile(t, backup), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(snap+"-wal", []byte("writes the file lacks"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "latest.db")
+	if err := os.Symlink(snap, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RestoreSQLite(ctx, link, db); err == nil || !strings.Contains(err.Error(), "-wal beside it") {
+		t.Fatalf("restore through a link of a backup with a -wal: %v", err)
+	}
+}
