@@ -141,18 +141,7 @@ func TestBackupCheckLeavesItAsItWas(t *testing.T) {
 // gateway's user cannot open.
 func TestRestoreEdges(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	db := filepath.Join(dir, "credgw.db")
-	s, err := OpenSQLite(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	enroll(t, s, "in-backup", t0.Add(time.Hour))
-	backup := filepath.Join(dir, "backup.db")
-	if err := s.Backup(ctx, backup); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
+	dir, db, backup := backedUp(t, "in-backup")
 
 	// Missing database, its -wal left.
 	if err := os.Remove(db); err != nil {
@@ -229,18 +218,7 @@ func TestRestoreEdges(t *testing.T) {
 // crls"), the database replaced moved aside and nothing said where.
 func TestRestoreRefusesAndTolerates(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	db := filepath.Join(dir, "credgw.db")
-	s, err := OpenSQLite(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	enroll(t, s, "live", t0.Add(time.Hour))
-	backup := filepath.Join(dir, "backup.db")
-	if err := s.Backup(ctx, backup); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
+	dir, db, backup := backedUp(t, "live")
 	withWAL := filepath.Join(dir, "snapshot.db")
 	if err := os.WriteFile(withWAL, mustReadFile(t, backup), 0o600); err != nil {
 		t.Fatal(err)
@@ -290,18 +268,7 @@ func mustReadFile(t *testing.T, p string) []byte {
 // link lost its last writes.
 func TestRestoreThroughASymlink(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	db := filepath.Join(dir, "credgw.db")
-	s, err := OpenSQLite(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	enroll(t, s, "live", t0.Add(time.Hour))
-	backup := filepath.Join(dir, "backup.db")
-	if err := s.Backup(ctx, backup); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
+	dir, db, backup := backedUp(t, "live")
 	snap := filepath.Join(t.TempDir(), "snapshot.db")
 	if err := os.WriteFile(snap, mustReadFile(t, backup), 0o600); err != nil {
 		t.Fatal(err)
@@ -316,4 +283,23 @@ func TestRestoreThroughASymlink(t *testing.T) {
 	if _, err := RestoreSQLite(ctx, link, db); err == nil || !strings.Contains(err.Error(), "-wal beside it") {
 		t.Fatalf("restore through a link of a backup with a -wal: %v", err)
 	}
+}
+
+// backedUp makes a database (in dir, with the activation act) and its
+// backup, and closes it: the gateway stopped.
+func backedUp(t *testing.T, act string) (dir, db, backup string) {
+	t.Helper()
+	ctx := context.Background()
+	dir = t.TempDir()
+	db, backup = filepath.Join(dir, "credgw.db"), filepath.Join(dir, "backup.db")
+	s, err := OpenSQLite(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	enroll(t, s, act, t0.Add(time.Hour))
+	if err := s.Backup(ctx, backup); err != nil {
+		t.Fatal(err)
+	}
+	return dir, db, backup
 }
