@@ -294,3 +294,38 @@ func TestAuditPlantedFarPastTheHeadUnderLoad(t *testing.T) {
 		})
 	}
 }
+
+// TestAuditEmptiedIsABreak: a log whose every event was deleted, the head
+// reset with them, verified "intact: 0 events" in a store that recorded
+// certificates (each issuance writes events): the whole history gone,
+// and verify content. An empty log is a break where certificates were
+// issued.
+func TestAuditEmptiedIsABreak(t *testing.T) {
+	for name, open := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			s := open(t)
+			if _, err := VerifyAudit(ctx, s); err != nil {
+				t.Fatalf("a new store's empty log: %v", err)
+			}
+			appendEvents(t, s, 3)
+			if err := s.CreateIssuanceIntent(ctx, CertificateRecord{Serial: "0a", Issuer: "ca", Profile: "p", SPKISHA256: "k", PersonID: "p",
+				NotBefore: t0, NotAfter: t0.Add(time.Hour), CreatedAt: t0}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.RecordIssued(ctx, "0a", []byte{0x30}, "h", "", t0); err != nil {
+				t.Fatal(err)
+			}
+			for _, q := range []string{`DELETE FROM audit_events`, `UPDATE audit_head SET seq = 0, hash = '` + GenesisHash + `' WHERE id = 1`} {
+				if _, err := s.(*DB).w.Exec(q); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+			_, err := VerifyAudit(ctx, s)
+			var p *AuditProblem
+			if !errors.As(err, &p) || !strings.Contains(p.Reason, "empty") {
+				t.Fatalf("an emptied log beside recorded certificates: %v, want a break", err)
+			}
+		})
+	}
+}
