@@ -76,14 +76,7 @@ func TestConfirmRetryStillTells(t *testing.T) {
 					t.Fatalf("retry: %v", err)
 				}
 			}
-			ns, err := h.st.Notifications(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			kinds := map[string]int{}
-			for _, n := range ns {
-				kinds[n.Kind]++
-			}
+			kinds := h.noticeKinds(t)
 			if kinds["binding"] != 1 || kinds["key-delivery"] != 1 {
 				t.Errorf("notices queued %v, want one binding and one key-delivery", kinds)
 			}
@@ -145,7 +138,15 @@ func TestNoKeyDeliveryNoticeWithoutEscrow(t *testing.T) {
 	if _, err := h.svc.Confirm(ctx, d.RedemptionID, req.Secret, d.SHA256); err != nil {
 		t.Fatal(err)
 	}
-	ns, err := h.st.Notifications(ctx)
+	if kinds := h.noticeKinds(t); kinds["binding"] != 1 || kinds["key-delivery"] != 0 {
+		t.Errorf("notices %v, want a binding notice and no key-delivery one", kinds)
+	}
+}
+
+// noticeKinds counts the outbox's notifications by kind.
+func (h *harness) noticeKinds(t *testing.T) map[string]int {
+	t.Helper()
+	ns, err := h.st.Notifications(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +154,5 @@ func TestNoKeyDeliveryNoticeWithoutEscrow(t *testing.T) {
 	for _, n := range ns {
 		kinds[n.Kind]++
 	}
-	if kinds["binding"] != 1 || kinds["key-delivery"] != 0 {
-		t.Errorf("notices %v, want a binding notice and no key-delivery one", kinds)
-	}
+	return kinds
 }
